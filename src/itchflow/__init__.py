@@ -1,0 +1,44 @@
+"""itchflow: a Nasdaq TotalView-ITCH 5.0 feed handler.
+
+Heavy parts (Numba kernels, pyarrow, pandas) load on first use, so ``import itchflow`` and
+the CLI start fast.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from itchflow.itch.spec import (  # noqa: F401  (light: numpy only)
+    CODES,
+    DTYPES,
+    MESSAGES,
+    float_to_price4,
+    price4_to_float,
+    price8_to_float,
+)
+
+_LAZY = {
+    "read": ("itchflow.itch.reader", "read"),
+    "scan": ("itchflow.itch.reader", "scan"),
+    "stats": ("itchflow.itch.reader", "stats"),
+    "Decoded": ("itchflow.itch.decoded", "Decoded"),
+    "ITCHFormatError": ("itchflow.errors", "ITCHFormatError"),
+    "encode": ("itchflow.itch.encoder", "encode"),
+    "encode_message": ("itchflow.itch.encoder", "encode_message"),
+}
+
+
+def __getattr__(name: str):
+    try:
+        module, attr = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'itchflow' has no attribute {name!r}") from None
+    import importlib
+
+    value = getattr(importlib.import_module(module), attr)
+    globals()[name] = value
+    return value
+
+
+__all__ = ["CODES", "DTYPES", "MESSAGES", "price4_to_float", "price8_to_float",
+           "float_to_price4", *_LAZY]

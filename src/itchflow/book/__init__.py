@@ -1,0 +1,1 @@
+"""Order book engine: order store, price ladders, BBO/depth queries, event output."""

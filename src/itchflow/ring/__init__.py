@@ -1,0 +1,1 @@
+"""Shared-memory rings: layout descriptor, atomics, SPSC, broadcast, wait strategies."""

@@ -1,0 +1,1 @@
+"""Where bytes come from: files, gzip streams, captures, sockets, kernel rings."""

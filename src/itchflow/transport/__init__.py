@@ -1,0 +1,1 @@
+"""Transport framings, sans-I/O: pcap/pcapng captures, MoldUDP64, SoupBinTCP."""
