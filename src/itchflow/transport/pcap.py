@@ -1,0 +1,318 @@
+"""pcap and pcapng captures: find the UDP payloads, in compiled code.
+
+Only the packet container and the link/IP/UDP headers are handled here; what is inside
+the UDP payload (MoldUDP64) is moldudp64_capture's business. Every record is accounted
+for: a UDP payload, or counted as not UDP, an IP fragment, cut short by the snap length,
+or unsupported. A record whose own framing is broken (length past the end of the file,
+a pcapng block whose lengths disagree) is an error that names the file offset.
+
+Layouts (all offsets from the start of the structure they belong to):
+
+  pcap file header (24): magic u32 @0, version u16 @4 / @6, thiszone @8, sigfigs @12,
+                         snaplen u32 @16, linktype u32 @20. The magic's byte order gives
+                         the file's (a1b2c3d4 microsecond, a1b23c4d nanosecond).
+  pcap record header (16): ts_sec @0, ts_frac @4, incl_len @8, orig_len @12.
+  pcapng block (>= 12): type u32 @0, total length u32 @4, body, total length again at the
+                        end. SHB (0x0a0d0d0a): byte-order magic 1a2b3c4d @8. IDB (1):
+                        linktype u16 @8, snaplen u32 @12. EPB (6): interface u32 @8,
+                        captured len u32 @20, original len @24, data @28. SPB (3):
+                        original len @8, data @12. OPB (2): interface u16 @8, caplen @20,
+                        data @28.
+  Link layers: Ethernet (1, ethertype @12, 802.1Q/802.1ad tags of 4 bytes each), Linux
+  SLL (113, protocol @14, 16 bytes), Linux SLL2 (276, protocol @0, 20 bytes), raw IP
+  (101, 228 IPv4, 229 IPv6), BSD loopback (0, 4-byte family).
+  IPv4: version/IHL @0, total length @2, flags+fragment offset @6, protocol @9.
+  IPv6: payload length @4, next header @6, 40 bytes (extension headers: unsupported).
+  UDP (8): source port @0, destination port @2, length @4 (header included).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+
+from itchflow.errors import ITCHFormatError
+
+PCAP_FILE_HEADER_SIZE = 24
+PCAP_RECORD_HEADER_SIZE = 16
+PCAP_MAGICS = {0xA1B2C3D4: "usec", 0xA1B23C4D: "nsec"}
+PCAPNG_SHB = 0x0A0D0D0A
+PCAPNG_BYTE_ORDER_MAGIC = 0x1A2B3C4D
+PCAPNG_IDB, PCAPNG_OPB, PCAPNG_SPB, PCAPNG_EPB = 1, 2, 3, 6
+MAX_INTERFACES = 256
+MAX_RECORD = 256 * 1024  # larger incl_len is a corrupt record, not a packet
+
+LINKTYPE_NULL, LINKTYPE_ETHERNET, LINKTYPE_RAW = 0, 1, 101
+LINKTYPE_LINUX_SLL, LINKTYPE_IPV4, LINKTYPE_IPV6, LINKTYPE_LINUX_SLL2 = 113, 228, 229, 276
+ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_VLAN, ETHERTYPE_QINQ = 0x0800, 0x86DD, 0x8100, 0x88A8
+IPPROTO_UDP = 17
+UDP_HEADER_SIZE = 8
+
+# Per-record outcome codes (kept in the packet table for the counters).
+REC_UDP, REC_NOT_UDP, REC_FRAGMENT, REC_SNAPPED, REC_UNSUPPORTED = 0, 1, 2, 3, 4
+
+# Walk status codes.
+OK, BAD_RECORD, BAD_BLOCK, TOO_MANY_INTERFACES = 0, 1, 2, 3
+_STATUS_TEXT = {
+    BAD_RECORD: "corrupt pcap record header (its length runs past the end of the file or is absurd)",
+    BAD_BLOCK: "corrupt pcapng block (its lengths are inconsistent or run past the end of the file)",
+    TOO_MANY_INTERFACES: f"pcapng capture with more than {MAX_INTERFACES} interfaces",
+}
+
+
+@njit(inline="always", nogil=True, cache=True)
+def _u16(buf, p, big):
+    if big:
+        return (np.int64(buf[p]) << 8) | np.int64(buf[p + 1])
+    return np.int64(buf[p]) | (np.int64(buf[p + 1]) << 8)
+
+
+@njit(inline="always", nogil=True, cache=True)
+def _u32(buf, p, big):
+    if big:
+        return ((np.int64(buf[p]) << 24) | (np.int64(buf[p + 1]) << 16)
+                | (np.int64(buf[p + 2]) << 8) | np.int64(buf[p + 3]))
+    return (np.int64(buf[p]) | (np.int64(buf[p + 1]) << 8)
+            | (np.int64(buf[p + 2]) << 16) | (np.int64(buf[p + 3]) << 24))
+
+
+@njit(nogil=True, cache=True)
+def udp_payload(buf, p, caplen, origlen, linktype):
+    """Locate the UDP payload of one link-layer frame at buf[p:p+caplen].
+
+    Returns (outcome, payload offset, payload length). The payload length comes from the
+    UDP header (not the captured length, which may include Ethernet padding).
+    """
+    end = p + caplen
+    q = p
+    if linktype == LINKTYPE_ETHERNET:
+        if caplen < 14:
+            return REC_SNAPPED if origlen > caplen else REC_UNSUPPORTED, 0, 0
+        etype = (np.int64(buf[q + 12]) << 8) | np.int64(buf[q + 13])
+        q += 14
+        while etype == ETHERTYPE_VLAN or etype == ETHERTYPE_QINQ:
+            if q + 4 > end:
+                return REC_SNAPPED if origlen > caplen else REC_UNSUPPORTED, 0, 0
+            etype = (np.int64(buf[q + 2]) << 8) | np.int64(buf[q + 3])
+            q += 4
+    elif linktype == LINKTYPE_LINUX_SLL:
+        if caplen < 16:
+            return REC_SNAPPED if origlen > caplen else REC_UNSUPPORTED, 0, 0
+        etype = (np.int64(buf[q + 14]) << 8) | np.int64(buf[q + 15])
+        q += 16
+    elif linktype == LINKTYPE_LINUX_SLL2:
+        if caplen < 20:
+            return REC_SNAPPED if origlen > caplen else REC_UNSUPPORTED, 0, 0
+        etype = (np.int64(buf[q]) << 8) | np.int64(buf[q + 1])
+        q += 20
+    elif linktype == LINKTYPE_NULL:
+        if caplen < 4:
+            return REC_SNAPPED if origlen > caplen else REC_UNSUPPORTED, 0, 0
+        fam = np.int64(buf[q]) | (np.int64(buf[q + 3]))  # 2 = IPv4 in either byte order
+        etype = ETHERTYPE_IPV4 if fam == 2 else ETHERTYPE_IPV6
+        q += 4
+    elif linktype == LINKTYPE_RAW or linktype == LINKTYPE_IPV4 or linktype == LINKTYPE_IPV6:
+        if caplen < 1:
+            return REC_UNSUPPORTED, 0, 0
+        etype = ETHERTYPE_IPV4 if (buf[q] >> 4) == 4 else ETHERTYPE_IPV6
+    else:
+        return REC_UNSUPPORTED, 0, 0
+
+    if etype == ETHERTYPE_IPV4:
+        if q + 20 > end:
+            return REC_SNAPPED if origlen > caplen else REC_NOT_UDP, 0, 0
+        if (buf[q] >> 4) != 4:
+            return REC_UNSUPPORTED, 0, 0
+        ihl = np.int64(buf[q] & 15) * 4
+        if ihl < 20:
+            return REC_UNSUPPORTED, 0, 0
+        flags_frag = (np.int64(buf[q + 6]) << 8) | np.int64(buf[q + 7])
+        proto = buf[q + 9]
+        if proto != IPPROTO_UDP:
+            return REC_NOT_UDP, 0, 0
+        if (flags_frag & 0x3FFF) != 0:  # more-fragments flag or a non-zero offset
+            return REC_FRAGMENT, 0, 0
+        q += ihl
+    elif etype == ETHERTYPE_IPV6:
+        if q + 40 > end:
+            return REC_SNAPPED if origlen > caplen else REC_NOT_UDP, 0, 0
+        nxt = buf[q + 6]
+        if nxt != IPPROTO_UDP:
+            return REC_NOT_UDP if nxt == 6 or nxt == 58 else REC_UNSUPPORTED, 0, 0
+        q += 40
+    else:
+        return REC_NOT_UDP, 0, 0
+
+    if q + UDP_HEADER_SIZE > end:
+        return REC_SNAPPED if origlen > caplen else REC_UNSUPPORTED, 0, 0
+    udp_len = (np.int64(buf[q + 4]) << 8) | np.int64(buf[q + 5])
+    if udp_len < UDP_HEADER_SIZE:
+        return REC_UNSUPPORTED, 0, 0
+    if q + udp_len > end:
+        return REC_SNAPPED if origlen > caplen else REC_UNSUPPORTED, 0, 0
+    return REC_UDP, q + UDP_HEADER_SIZE, udp_len - UDP_HEADER_SIZE
+
+
+@njit(nogil=True, cache=True)
+def walk_pcap(buf, start, big, linktype, out_off, out_len, out_outcome):
+    """Walk classic pcap records from ``start``; one row per record. Returns (status, n, at)."""
+    n = 0
+    p = start
+    size = buf.shape[0]
+    while p < size:
+        if p + PCAP_RECORD_HEADER_SIZE > size:
+            return BAD_RECORD, n, p
+        incl = _u32(buf, p + 8, big)
+        orig = _u32(buf, p + 12, big)
+        data = p + PCAP_RECORD_HEADER_SIZE
+        if incl > MAX_RECORD or data + incl > size:
+            return BAD_RECORD, n, p
+        if n >= out_off.shape[0]:
+            return OK, n, p  # table full: caller grows and calls again from p
+        outcome, off, length = udp_payload(buf, data, incl, orig, linktype)
+        out_off[n] = off
+        out_len[n] = length
+        out_outcome[n] = outcome
+        n += 1
+        p = data + incl
+    return OK, n, p
+
+
+@njit(nogil=True, cache=True)
+def walk_pcapng(buf, start, out_off, out_len, out_outcome, linktypes, state):
+    """Walk pcapng blocks from ``start``; one row per packet block.
+
+    state: int64[3] = (big-endian flag of the current section, interfaces in this section,
+    resume offset). Returns (status, n, at).
+    """
+    n = 0
+    p = start
+    size = buf.shape[0]
+    big = state[0] != 0
+    n_if = state[1]
+    while p < size:
+        if p + 12 > size:
+            return BAD_BLOCK, n, p
+        btype = _u32(buf, p, big)
+        if btype == PCAPNG_SHB:
+            # The byte order may change at each section header: read it before the length.
+            magic_le = _u32(buf, p + 8, False)
+            if magic_le == PCAPNG_BYTE_ORDER_MAGIC:
+                big = False
+            elif _u32(buf, p + 8, True) == PCAPNG_BYTE_ORDER_MAGIC:
+                big = True
+            else:
+                return BAD_BLOCK, n, p
+            n_if = 0
+        blen = _u32(buf, p + 4, big)
+        if blen < 12 or (blen & 3) != 0 or p + blen > size or _u32(buf, p + blen - 4, big) != blen:
+            return BAD_BLOCK, n, p
+        if btype == PCAPNG_IDB:
+            if blen < 20:
+                return BAD_BLOCK, n, p
+            if n_if >= MAX_INTERFACES:
+                return TOO_MANY_INTERFACES, n, p
+            linktypes[n_if] = _u16(buf, p + 8, big)
+            n_if += 1
+        elif btype == PCAPNG_EPB or btype == PCAPNG_OPB or btype == PCAPNG_SPB:
+            if n >= out_off.shape[0]:
+                state[0] = 1 if big else 0
+                state[1] = n_if
+                return OK, n, p  # table full: caller grows and calls again from p
+            if btype == PCAPNG_SPB:
+                if blen < 16:
+                    return BAD_BLOCK, n, p
+                iface = 0
+                orig = _u32(buf, p + 8, big)
+                data = p + 12
+                incl = min(orig, blen - 16)
+            else:
+                if blen < 32:
+                    return BAD_BLOCK, n, p
+                iface = _u32(buf, p + 8, big) if btype == PCAPNG_EPB else _u16(buf, p + 8, big)
+                incl = _u32(buf, p + 20, big)
+                orig = _u32(buf, p + 24, big)
+                data = p + 28
+                if data + incl > p + blen - 4:
+                    return BAD_BLOCK, n, p
+            if iface >= n_if:
+                return BAD_BLOCK, n, p
+            outcome, off, length = udp_payload(buf, data, incl, orig, linktypes[iface])
+            out_off[n] = off
+            out_len[n] = length
+            out_outcome[n] = outcome
+            n += 1
+        p += blen
+    state[0] = 1 if big else 0
+    state[1] = n_if
+    return OK, n, p
+
+
+@dataclass
+class PacketTable:
+    """One row per captured packet: where its UDP payload is, or why it has none."""
+
+    payload_offset: np.ndarray  # int64
+    payload_length: np.ndarray  # int64
+    outcome: np.ndarray         # int8, REC_*
+
+    def __len__(self) -> int:
+        return len(self.outcome)
+
+    def count(self, outcome: int) -> int:
+        return int(np.count_nonzero(self.outcome == outcome))
+
+
+def capture_format(head: bytes) -> str | None:
+    """'pcap', 'pcapng' or None, from the first four bytes."""
+    if len(head) < 4:
+        return None
+    le, be = int.from_bytes(head[:4], "little"), int.from_bytes(head[:4], "big")
+    if le in PCAP_MAGICS or be in PCAP_MAGICS:
+        return "pcap"
+    if le == PCAPNG_SHB:
+        return "pcapng"
+    return None
+
+
+def packet_table(buf: np.ndarray, source: str) -> PacketTable:
+    """Walk a whole capture held in ``buf`` (e.g. a memory map) into a PacketTable."""
+    fmt = capture_format(bytes(buf[:4]))
+    size = buf.shape[0]
+    cap = max(1024, size // 64)  # a guess from the size; grown if a capture beats it
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    if fmt == "pcap":
+        if size < PCAP_FILE_HEADER_SIZE:
+            raise ITCHFormatError("pcap file header is cut short", source=source, offset=0)
+        head = bytes(buf[:4])
+        big = int.from_bytes(head, "big") in PCAP_MAGICS
+        order = "big" if big else "little"
+        linktype = int.from_bytes(bytes(buf[20:24]), order) & 0x0FFFFFFF  # high bits: FCS info
+        start = PCAP_FILE_HEADER_SIZE
+
+        def walk(at, o, l, c):
+            return walk_pcap(buf, at, big, linktype, o, l, c)
+    elif fmt == "pcapng":
+        state = np.zeros(3, np.int64)
+        linktypes = np.zeros(MAX_INTERFACES, np.int64)
+        start = 0
+
+        def walk(at, o, l, c):
+            return walk_pcapng(buf, at, o, l, c, linktypes, state)
+    else:
+        raise ITCHFormatError("not a pcap or pcapng capture (unknown magic number)",
+                              source=source, offset=0)
+    at, rows = start, 0
+    while True:  # the table is sized from a guess; a capture that beats it resumes where it stopped
+        o, l, c = np.empty(cap, np.int64), np.empty(cap, np.int64), np.empty(cap, np.int8)
+        status, n, stop = walk(at, o, l, c)
+        parts.append((o[:n], l[:n], c[:n]))
+        rows += n
+        if status != OK:
+            raise ITCHFormatError(_STATUS_TEXT[status], source=source, offset=stop, packet=rows + 1)
+        if stop >= size:
+            break
+        at, cap = stop, cap * 2
+    return PacketTable(*(np.concatenate([p[i] for p in parts]) for i in range(3)))
