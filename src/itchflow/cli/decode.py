@@ -1,0 +1,115 @@
+"""``itchflow stats`` and ``itchflow decode``."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+from itchflow.cli import main
+
+
+def format_timestamp(ns: int | None) -> str:
+    """Nanoseconds since midnight -> HH:MM:SS.nnnnnnnnn."""
+    if ns is None:
+        return "-"
+    s, frac = divmod(int(ns), 1_000_000_000)
+    return f"{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}.{frac:09d}"
+
+
+def _size(path: str) -> int | None:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return None
+
+
+def fail(error: Exception) -> None:
+    """Print a clean one-line error (no traceback) and exit 1."""
+    click.echo(f"itchflow: error: {error}", err=True)
+    sys.exit(1)
+
+
+@main.command()
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option("--lenient", is_flag=True, help="Count malformed capture packets instead of failing.")
+def stats(path: str, as_json: bool, quiet: bool, lenient: bool) -> None:
+    """Count messages per type, bytes, time span, stocks and unknowns (framing only)."""
+    from itchflow.cli.progress import progress_bar
+    from itchflow.errors import ITCHFormatError
+    from itchflow.itch.reader import stats as frame_stats
+
+    try:
+        with progress_bar("stats", _size(path), quiet or as_json) as update:
+            info = frame_stats(path, strict=not lenient, progress=update)
+    except (ITCHFormatError, OSError) as e:
+        fail(e)
+    if as_json:
+        d = info.to_dict()
+        d["by_type"] = {k: v for k, v in d["by_type"].items() if v}
+        d.pop("source")
+        click.echo(json.dumps(d))
+        return
+    _print_stats(info)
+
+
+def _print_stats(info) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from itchflow.itch.spec import MESSAGES
+
+    console = Console()
+    rate = info.messages / info.seconds / 1e6 if info.seconds else 0.0
+    console.print(f"[bold]{info.source}[/bold]")
+    console.print(f"  messages {info.messages:,}   bytes {info.bytes:,}   stocks {info.stocks:,}   "
+                  f"unknown {info.unknown:,}")
+    console.print(f"  first {format_timestamp(info.first_timestamp_ns)}   "
+                  f"last {format_timestamp(info.last_timestamp_ns)}   "
+                  f"{info.seconds:.3f} s ({rate:,.1f} M msg/s)")
+    table = Table(show_edge=False, box=None, pad_edge=False)
+    for col in ("type", "name", "count", "share"):
+        table.add_column(col, justify="right" if col in ("count", "share") else "left")
+    for code, n in sorted(info.by_type.items(), key=lambda kv: -kv[1]):
+        if n:
+            table.add_row(code, MESSAGES[code].name, f"{n:,}", f"{100 * n / info.messages:.3f}%")
+    for code, n in info.unknown_by_type.items():
+        table.add_row(code, "[yellow]unknown (skipped)[/yellow]", f"{n:,}", f"{100 * n / info.messages:.3f}%")
+    console.print(table)
+    if info.capture:
+        c = info.capture
+        console.print(f"  capture: {c['packets']:,} packets, {c['data_packets']:,} with data, "
+                      f"{c['heartbeats']:,} heartbeats, {c['end_of_session']:,} end-of-session, "
+                      f"{c['duplicate_messages']:,} duplicate messages, {c['gaps']:,} gaps "
+                      f"({c['missing_messages']:,} messages missing), {c['malformed_packets']:,} malformed, "
+                      f"{c['not_udp'] + c['ip_fragments'] + c['snapped'] + c['unsupported']:,} not MoldUDP64; "
+                      f"sessions {c['sessions']}")
+
+
+@main.command()
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--types", "-t", default="AF", show_default=True,
+              help="Message type letters to decode, e.g. AF or ADEU.")
+@click.option("--symbol", "-s", default=None, help="Only messages of this stock (via stock directory or stock field).")
+@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False),
+              help="Output file: .parquet or .csv (one table; a message_type column tells types apart).")
+@click.option("--chunk", default=1 << 21, show_default=True, help="Messages decoded per piece.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def decode(path: str, types: str, symbol: str | None, out: str, chunk: int, quiet: bool) -> None:
+    """Decode message types to Parquet or CSV, streaming in bounded pieces."""
+    from itchflow.cli.progress import progress_bar
+    from itchflow.errors import ITCHFormatError
+    from itchflow.itch.export import TableWriter
+
+    try:
+        with progress_bar("decode", _size(path), quiet) as update, TableWriter(out, types) as writer:
+            for piece in writer.pieces(path, symbol=symbol, chunk_messages=chunk):
+                update(writer.messages_read, writer.bytes_read)
+    except (ITCHFormatError, OSError, ValueError, KeyError) as e:
+        fail(e)
+    click.echo(f"wrote {writer.rows:,} rows ({', '.join(f'{c}={n:,}' for c, n in writer.rows_by_type.items())}) "
+               f"from {writer.messages_read:,} messages to {out}")

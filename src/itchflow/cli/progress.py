@@ -1,0 +1,30 @@
+"""One progress display for every long-running command: rate and position, on stderr."""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+
+
+@contextmanager
+def progress_bar(description: str, total_bytes: int | None, quiet: bool = False):
+    """Yields update(messages, bytes). Nothing is drawn when quiet or stderr is not a terminal."""
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    if quiet or not console.is_terminal:
+        yield lambda messages, nbytes: None
+        return
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
+
+    t0 = time.perf_counter()
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
+                  TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), console=console,
+                  transient=True) as bar:
+        task = bar.add_task(description, total=total_bytes, rate="")
+
+        def update(messages: int, nbytes: int) -> None:
+            dt = max(time.perf_counter() - t0, 1e-9)
+            bar.update(task, completed=nbytes, rate=f"{messages:,} msgs  {messages / dt / 1e6:,.1f} M msg/s")
+
+        yield update
