@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from itchflow.cli import main
+from itchflow.cli import bench, main
 
 
 def format_timestamp(ns: int | None) -> str:
@@ -113,3 +113,19 @@ def decode(path: str, types: str, symbol: str | None, out: str, chunk: int, quie
         fail(e)
     click.echo(f"wrote {writer.rows:,} rows ({', '.join(f'{c}={n:,}' for c, n in writer.rows_by_type.items())}) "
                f"from {writer.messages_read:,} messages to {out}")
+
+
+@bench.command("decode")
+@click.option("--messages", default=20_000_000, show_default=True, help="Size of the generated day.")
+@click.option("--seed", default=1, show_default=True)
+@click.option("--peer-messages", default=200_000, show_default=True, help="Prefix given to the pure-Python peers.")
+@click.option("--cpp-messages", default=2_000_000, show_default=True, help="Prefix given to itchcpp.")
+@click.option("--repeat", default=3, show_default=True, help="Best of this many runs.")
+@click.option("--no-peers", is_flag=True, help="Only itchflow's own figures.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def bench_decode(messages, seed, peer_messages, cpp_messages, repeat, no_peers, as_json) -> None:
+    """Framing and decode throughput against itchfeed, itchcpp and MeatPy."""
+    from itchflow.bench.decode import report, run
+
+    r = run(messages, seed, peer_messages, cpp_messages, repeat, not no_peers)
+    click.echo(json.dumps(r) if as_json else report(r))

@@ -7,7 +7,7 @@ Regenerate with: python -m itchflow.itch.codegen
 import numpy as np
 from numba import njit
 
-from itchflow.itch.wire import be16, be32, be48, be64, le16, le32, le64  # noqa: F401
+from itchflow.itch.wire import be16, be32, be48, be64, le16, le32, le64, u8  # noqa: F401
 
 ARRAY_ORDER = 'SRHYLVWKJhAFECXDUPQBINO'
 """The order of the per-type output arrays in decode()'s arguments."""
@@ -23,38 +23,38 @@ def decode(buf, pos, end, sequence, fill, out_S, out_R, out_H, out_Y, out_L, out
     full (size 0 for types not asked for) is skipped. Returns (stop, next sequence).
     """
     while pos + 2 <= end:
-        length = (np.int64(buf[pos]) << 8) | np.int64(buf[pos + 1])
+        length = np.int64(be16(buf, pos))
         q = pos + 2
         if length == 0 or q + length > end:
             break
-        t = buf[q]
+        t = u8(buf, q)
         if t == 65:  # A add_order, 36 bytes
-            j = fill[65]
-            if length == 36 and j < out_A.shape[0]:
+            j = np.uint64(fill[65])
+            if length == 36 and j < np.uint64(out_A.shape[0]):
                 r = out_A[j]
                 r.sequence = sequence
                 r.stock_locate = be16(buf, q + 1)
                 r.tracking_number = be16(buf, q + 3)
                 r.timestamp = np.int64(be48(buf, q + 5))
                 r.order_reference_number = be64(buf, q + 11)
-                r.buy_sell_indicator = buf[q + 19]
+                r.buy_sell_indicator = u8(buf, q + 19)
                 r.shares = be32(buf, q + 20)
                 r.stock = le64(buf, q + 24)
                 r.price = be32(buf, q + 32)
-                fill[65] = j + 1
+                fill[65] = np.int64(j) + 1
         elif t == 68:  # D order_delete, 19 bytes
-            j = fill[68]
-            if length == 19 and j < out_D.shape[0]:
+            j = np.uint64(fill[68])
+            if length == 19 and j < np.uint64(out_D.shape[0]):
                 r = out_D[j]
                 r.sequence = sequence
                 r.stock_locate = be16(buf, q + 1)
                 r.tracking_number = be16(buf, q + 3)
                 r.timestamp = np.int64(be48(buf, q + 5))
                 r.order_reference_number = be64(buf, q + 11)
-                fill[68] = j + 1
+                fill[68] = np.int64(j) + 1
         elif t == 85:  # U order_replace, 35 bytes
-            j = fill[85]
-            if length == 35 and j < out_U.shape[0]:
+            j = np.uint64(fill[85])
+            if length == 35 and j < np.uint64(out_U.shape[0]):
                 r = out_U[j]
                 r.sequence = sequence
                 r.stock_locate = be16(buf, q + 1)
@@ -64,10 +64,10 @@ def decode(buf, pos, end, sequence, fill, out_S, out_R, out_H, out_Y, out_L, out
                 r.new_order_reference_number = be64(buf, q + 19)
                 r.shares = be32(buf, q + 27)
                 r.price = be32(buf, q + 31)
-                fill[85] = j + 1
+                fill[85] = np.int64(j) + 1
         elif t == 69:  # E order_executed, 31 bytes
-            j = fill[69]
-            if length == 31 and j < out_E.shape[0]:
+            j = np.uint64(fill[69])
+            if length == 31 and j < np.uint64(out_E.shape[0]):
                 r = out_E[j]
                 r.sequence = sequence
                 r.stock_locate = be16(buf, q + 1)
@@ -76,10 +76,10 @@ def decode(buf, pos, end, sequence, fill, out_S, out_R, out_H, out_Y, out_L, out
                 r.order_reference_number = be64(buf, q + 11)
                 r.executed_shares = be32(buf, q + 19)
                 r.match_number = be64(buf, q + 23)
-                fill[69] = j + 1
+                fill[69] = np.int64(j) + 1
         elif t == 88:  # X order_cancel, 23 bytes
-            j = fill[88]
-            if length == 23 and j < out_X.shape[0]:
+            j = np.uint64(fill[88])
+            if length == 23 and j < np.uint64(out_X.shape[0]):
                 r = out_X[j]
                 r.sequence = sequence
                 r.stock_locate = be16(buf, q + 1)
@@ -87,10 +87,10 @@ def decode(buf, pos, end, sequence, fill, out_S, out_R, out_H, out_Y, out_L, out
                 r.timestamp = np.int64(be48(buf, q + 5))
                 r.order_reference_number = be64(buf, q + 11)
                 r.cancelled_shares = be32(buf, q + 19)
-                fill[88] = j + 1
+                fill[88] = np.int64(j) + 1
         elif t == 73:  # I noii, 50 bytes
-            j = fill[73]
-            if length == 50 and j < out_I.shape[0]:
+            j = np.uint64(fill[73])
+            if length == 50 and j < np.uint64(out_I.shape[0]):
                 r = out_I[j]
                 r.sequence = sequence
                 r.stock_locate = be16(buf, q + 1)
@@ -98,47 +98,47 @@ def decode(buf, pos, end, sequence, fill, out_S, out_R, out_H, out_Y, out_L, out
                 r.timestamp = np.int64(be48(buf, q + 5))
                 r.paired_shares = be64(buf, q + 11)
                 r.imbalance_shares = be64(buf, q + 19)
-                r.imbalance_direction = buf[q + 27]
+                r.imbalance_direction = u8(buf, q + 27)
                 r.stock = le64(buf, q + 28)
                 r.far_price = be32(buf, q + 36)
                 r.near_price = be32(buf, q + 40)
                 r.current_reference_price = be32(buf, q + 44)
-                r.cross_type = buf[q + 48]
-                r.price_variation_indicator = buf[q + 49]
-                fill[73] = j + 1
+                r.cross_type = u8(buf, q + 48)
+                r.price_variation_indicator = u8(buf, q + 49)
+                fill[73] = np.int64(j) + 1
         elif t == 70:  # F add_order_mpid, 40 bytes
-            j = fill[70]
-            if length == 40 and j < out_F.shape[0]:
+            j = np.uint64(fill[70])
+            if length == 40 and j < np.uint64(out_F.shape[0]):
                 r = out_F[j]
                 r.sequence = sequence
                 r.stock_locate = be16(buf, q + 1)
                 r.tracking_number = be16(buf, q + 3)
                 r.timestamp = np.int64(be48(buf, q + 5))
                 r.order_reference_number = be64(buf, q + 11)
-                r.buy_sell_indicator = buf[q + 19]
+                r.buy_sell_indicator = u8(buf, q + 19)
                 r.shares = be32(buf, q + 20)
                 r.stock = le64(buf, q + 24)
                 r.price = be32(buf, q + 32)
                 r.attribution = le32(buf, q + 36)
-                fill[70] = j + 1
+                fill[70] = np.int64(j) + 1
         elif t == 80:  # P trade, 44 bytes
-            j = fill[80]
-            if length == 44 and j < out_P.shape[0]:
+            j = np.uint64(fill[80])
+            if length == 44 and j < np.uint64(out_P.shape[0]):
                 r = out_P[j]
                 r.sequence = sequence
                 r.stock_locate = be16(buf, q + 1)
                 r.tracking_number = be16(buf, q + 3)
                 r.timestamp = np.int64(be48(buf, q + 5))
                 r.order_reference_number = be64(buf, q + 11)
-                r.buy_sell_indicator = buf[q + 19]
+                r.buy_sell_indicator = u8(buf, q + 19)
                 r.shares = be32(buf, q + 20)
                 r.stock = le64(buf, q + 24)
                 r.price = be32(buf, q + 32)
                 r.match_number = be64(buf, q + 36)
-                fill[80] = j + 1
+                fill[80] = np.int64(j) + 1
         elif t == 76:  # L market_participant_position, 26 bytes
-            j = fill[76]
-            if length == 26 and j < out_L.shape[0]:
+            j = np.uint64(fill[76])
+            if length == 26 and j < np.uint64(out_L.shape[0]):
                 r = out_L[j]
                 r.sequence = sequence
                 r.stock_locate = be16(buf, q + 1)
@@ -146,13 +146,13 @@ def decode(buf, pos, end, sequence, fill, out_S, out_R, out_H, out_Y, out_L, out
                 r.timestamp = np.int64(be48(buf, q + 5))
                 r.mpid = le32(buf, q + 11)
                 r.stock = le64(buf, q + 15)
-                r.primary_market_maker = buf[q + 23]
-                r.market_maker_mode = buf[q + 24]
-                r.market_participant_state = buf[q + 25]
-                fill[76] = j + 1
+                r.primary_market_maker = u8(buf, q + 23)
+                r.market_maker_mode = u8(buf, q + 24)
+                r.market_participant_state = u8(buf, q + 25)
+                fill[76] = np.int64(j) + 1
         elif t == 67:  # C order_executed_with_price, 36 bytes
-            j = fill[67]
-            if length == 36 and j < out_C.shape[0]:
+            j = np.uint64(fill[67])
+            if length == 36 and j < np.uint64(out_C.shape[0]):
                 r = out_C[j]
                 r.sequence = sequence
                 r.stock_locate = be16(buf, q + 1)
@@ -161,12 +161,12 @@ def decode(buf, pos, end, sequence, fill, out_S, out_R, out_H, out_Y, out_L, out
                 r.order_reference_number = be64(buf, q + 11)
                 r.executed_shares = be32(buf, q + 19)
                 r.match_number = be64(buf, q + 23)
-                r.printable = buf[q + 31]
+                r.printable = u8(buf, q + 31)
                 r.execution_price = be32(buf, q + 32)
-                fill[67] = j + 1
+                fill[67] = np.int64(j) + 1
         elif t == 81:  # Q cross_trade, 40 bytes
-            j = fill[81]
-            if length == 40 and j < out_Q.shape[0]:
+            j = np.uint64(fill[81])
+            if length == 40 and j < np.uint64(out_Q.shape[0]):
                 r = out_Q[j]
                 r.sequence = sequence
                 r.stock_locate = be16(buf, q + 1)
@@ -176,68 +176,68 @@ def decode(buf, pos, end, sequence, fill, out_S, out_R, out_H, out_Y, out_L, out
                 r.stock = le64(buf, q + 19)
                 r.cross_price = be32(buf, q + 27)
                 r.match_number = be64(buf, q + 31)
-                r.cross_type = buf[q + 39]
-                fill[81] = j + 1
+                r.cross_type = u8(buf, q + 39)
+                fill[81] = np.int64(j) + 1
         elif t == 89:  # Y reg_sho_restriction, 20 bytes
-            j = fill[89]
-            if length == 20 and j < out_Y.shape[0]:
+            j = np.uint64(fill[89])
+            if length == 20 and j < np.uint64(out_Y.shape[0]):
                 r = out_Y[j]
                 r.sequence = sequence
                 r.stock_locate = be16(buf, q + 1)
                 r.tracking_number = be16(buf, q + 3)
                 r.timestamp = np.int64(be48(buf, q + 5))
                 r.stock = le64(buf, q + 11)
-                r.reg_sho_action = buf[q + 19]
-                fill[89] = j + 1
+                r.reg_sho_action = u8(buf, q + 19)
+                fill[89] = np.int64(j) + 1
         elif t == 72:  # H stock_trading_action, 25 bytes
-            j = fill[72]
-            if length == 25 and j < out_H.shape[0]:
+            j = np.uint64(fill[72])
+            if length == 25 and j < np.uint64(out_H.shape[0]):
                 r = out_H[j]
                 r.sequence = sequence
                 r.stock_locate = be16(buf, q + 1)
                 r.tracking_number = be16(buf, q + 3)
                 r.timestamp = np.int64(be48(buf, q + 5))
                 r.stock = le64(buf, q + 11)
-                r.trading_state = buf[q + 19]
-                r.reserved = buf[q + 20]
+                r.trading_state = u8(buf, q + 19)
+                r.reserved = u8(buf, q + 20)
                 r.reason = le32(buf, q + 21)
-                fill[72] = j + 1
+                fill[72] = np.int64(j) + 1
         elif t == 82:  # R stock_directory, 39 bytes
-            j = fill[82]
-            if length == 39 and j < out_R.shape[0]:
+            j = np.uint64(fill[82])
+            if length == 39 and j < np.uint64(out_R.shape[0]):
                 r = out_R[j]
                 r.sequence = sequence
                 r.stock_locate = be16(buf, q + 1)
                 r.tracking_number = be16(buf, q + 3)
                 r.timestamp = np.int64(be48(buf, q + 5))
                 r.stock = le64(buf, q + 11)
-                r.market_category = buf[q + 19]
-                r.financial_status_indicator = buf[q + 20]
+                r.market_category = u8(buf, q + 19)
+                r.financial_status_indicator = u8(buf, q + 20)
                 r.round_lot_size = be32(buf, q + 21)
-                r.round_lots_only = buf[q + 25]
-                r.issue_classification = buf[q + 26]
+                r.round_lots_only = u8(buf, q + 25)
+                r.issue_classification = u8(buf, q + 26)
                 r.issue_sub_type = le16(buf, q + 27)
-                r.authenticity = buf[q + 29]
-                r.short_sale_threshold_indicator = buf[q + 30]
-                r.ipo_flag = buf[q + 31]
-                r.luld_reference_price_tier = buf[q + 32]
-                r.etp_flag = buf[q + 33]
+                r.authenticity = u8(buf, q + 29)
+                r.short_sale_threshold_indicator = u8(buf, q + 30)
+                r.ipo_flag = u8(buf, q + 31)
+                r.luld_reference_price_tier = u8(buf, q + 32)
+                r.etp_flag = u8(buf, q + 33)
                 r.etp_leverage_factor = be32(buf, q + 34)
-                r.inverse_indicator = buf[q + 38]
-                fill[82] = j + 1
+                r.inverse_indicator = u8(buf, q + 38)
+                fill[82] = np.int64(j) + 1
         elif t == 66:  # B broken_trade, 19 bytes
-            j = fill[66]
-            if length == 19 and j < out_B.shape[0]:
+            j = np.uint64(fill[66])
+            if length == 19 and j < np.uint64(out_B.shape[0]):
                 r = out_B[j]
                 r.sequence = sequence
                 r.stock_locate = be16(buf, q + 1)
                 r.tracking_number = be16(buf, q + 3)
                 r.timestamp = np.int64(be48(buf, q + 5))
                 r.match_number = be64(buf, q + 11)
-                fill[66] = j + 1
+                fill[66] = np.int64(j) + 1
         elif t == 74:  # J luld_auction_collar, 35 bytes
-            j = fill[74]
-            if length == 35 and j < out_J.shape[0]:
+            j = np.uint64(fill[74])
+            if length == 35 and j < np.uint64(out_J.shape[0]):
                 r = out_J[j]
                 r.sequence = sequence
                 r.stock_locate = be16(buf, q + 1)
@@ -248,20 +248,20 @@ def decode(buf, pos, end, sequence, fill, out_S, out_R, out_H, out_Y, out_L, out
                 r.upper_auction_collar_price = be32(buf, q + 23)
                 r.lower_auction_collar_price = be32(buf, q + 27)
                 r.auction_collar_extension = be32(buf, q + 31)
-                fill[74] = j + 1
+                fill[74] = np.int64(j) + 1
         elif t == 83:  # S system_event, 12 bytes
-            j = fill[83]
-            if length == 12 and j < out_S.shape[0]:
+            j = np.uint64(fill[83])
+            if length == 12 and j < np.uint64(out_S.shape[0]):
                 r = out_S[j]
                 r.sequence = sequence
                 r.stock_locate = be16(buf, q + 1)
                 r.tracking_number = be16(buf, q + 3)
                 r.timestamp = np.int64(be48(buf, q + 5))
-                r.event_code = buf[q + 11]
-                fill[83] = j + 1
+                r.event_code = u8(buf, q + 11)
+                fill[83] = np.int64(j) + 1
         elif t == 86:  # V mwcb_decline_level, 35 bytes
-            j = fill[86]
-            if length == 35 and j < out_V.shape[0]:
+            j = np.uint64(fill[86])
+            if length == 35 and j < np.uint64(out_V.shape[0]):
                 r = out_V[j]
                 r.sequence = sequence
                 r.stock_locate = be16(buf, q + 1)
@@ -270,20 +270,20 @@ def decode(buf, pos, end, sequence, fill, out_S, out_R, out_H, out_Y, out_L, out
                 r.level_1 = be64(buf, q + 11)
                 r.level_2 = be64(buf, q + 19)
                 r.level_3 = be64(buf, q + 27)
-                fill[86] = j + 1
+                fill[86] = np.int64(j) + 1
         elif t == 87:  # W mwcb_status, 12 bytes
-            j = fill[87]
-            if length == 12 and j < out_W.shape[0]:
+            j = np.uint64(fill[87])
+            if length == 12 and j < np.uint64(out_W.shape[0]):
                 r = out_W[j]
                 r.sequence = sequence
                 r.stock_locate = be16(buf, q + 1)
                 r.tracking_number = be16(buf, q + 3)
                 r.timestamp = np.int64(be48(buf, q + 5))
-                r.breached_level = buf[q + 11]
-                fill[87] = j + 1
+                r.breached_level = u8(buf, q + 11)
+                fill[87] = np.int64(j) + 1
         elif t == 75:  # K ipo_quoting_period_update, 28 bytes
-            j = fill[75]
-            if length == 28 and j < out_K.shape[0]:
+            j = np.uint64(fill[75])
+            if length == 28 and j < np.uint64(out_K.shape[0]):
                 r = out_K[j]
                 r.sequence = sequence
                 r.stock_locate = be16(buf, q + 1)
@@ -291,49 +291,49 @@ def decode(buf, pos, end, sequence, fill, out_S, out_R, out_H, out_Y, out_L, out
                 r.timestamp = np.int64(be48(buf, q + 5))
                 r.stock = le64(buf, q + 11)
                 r.ipo_quotation_release_time = be32(buf, q + 19)
-                r.ipo_quotation_release_qualifier = buf[q + 23]
+                r.ipo_quotation_release_qualifier = u8(buf, q + 23)
                 r.ipo_price = be32(buf, q + 24)
-                fill[75] = j + 1
+                fill[75] = np.int64(j) + 1
         elif t == 104:  # h operational_halt, 21 bytes
-            j = fill[104]
-            if length == 21 and j < out_h_lower.shape[0]:
+            j = np.uint64(fill[104])
+            if length == 21 and j < np.uint64(out_h_lower.shape[0]):
                 r = out_h_lower[j]
                 r.sequence = sequence
                 r.stock_locate = be16(buf, q + 1)
                 r.tracking_number = be16(buf, q + 3)
                 r.timestamp = np.int64(be48(buf, q + 5))
                 r.stock = le64(buf, q + 11)
-                r.market_code = buf[q + 19]
-                r.operational_halt_action = buf[q + 20]
-                fill[104] = j + 1
+                r.market_code = u8(buf, q + 19)
+                r.operational_halt_action = u8(buf, q + 20)
+                fill[104] = np.int64(j) + 1
         elif t == 78:  # N retail_interest, 20 bytes
-            j = fill[78]
-            if length == 20 and j < out_N.shape[0]:
+            j = np.uint64(fill[78])
+            if length == 20 and j < np.uint64(out_N.shape[0]):
                 r = out_N[j]
                 r.sequence = sequence
                 r.stock_locate = be16(buf, q + 1)
                 r.tracking_number = be16(buf, q + 3)
                 r.timestamp = np.int64(be48(buf, q + 5))
                 r.stock = le64(buf, q + 11)
-                r.interest_flag = buf[q + 19]
-                fill[78] = j + 1
+                r.interest_flag = u8(buf, q + 19)
+                fill[78] = np.int64(j) + 1
         elif t == 79:  # O dlcr_price_discovery, 48 bytes
-            j = fill[79]
-            if length == 48 and j < out_O.shape[0]:
+            j = np.uint64(fill[79])
+            if length == 48 and j < np.uint64(out_O.shape[0]):
                 r = out_O[j]
                 r.sequence = sequence
                 r.stock_locate = be16(buf, q + 1)
                 r.tracking_number = be16(buf, q + 3)
                 r.timestamp = np.int64(be48(buf, q + 5))
                 r.stock = le64(buf, q + 11)
-                r.open_eligibility_status = buf[q + 19]
+                r.open_eligibility_status = u8(buf, q + 19)
                 r.minimum_allowable_price = be32(buf, q + 20)
                 r.maximum_allowable_price = be32(buf, q + 24)
                 r.near_execution_price = be32(buf, q + 28)
                 r.near_execution_time = be64(buf, q + 32)
                 r.lower_price_range_collar = be32(buf, q + 40)
                 r.upper_price_range_collar = be32(buf, q + 44)
-                fill[79] = j + 1
+                fill[79] = np.int64(j) + 1
         pos = q + length
         sequence += 1
     return pos, sequence

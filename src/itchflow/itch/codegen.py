@@ -35,7 +35,7 @@ def array_arg(code: str) -> str:
 
 def _field_store(code: str, f) -> str:
     if f.kind == ALPHA and f.size == 1:
-        value = f"buf[q + {f.offset}]"
+        value = f"u8(buf, q + {f.offset})"
     else:
         value = f"{_READERS[(f.kind, f.size)]}(buf, q + {f.offset})"
     if f.kind == TIMESTAMP:
@@ -55,7 +55,7 @@ def generate() -> str:
         "import numpy as np",
         "from numba import njit",
         "",
-        "from itchflow.itch.wire import be16, be32, be48, be64, le16, le32, le64  # noqa: F401",
+        "from itchflow.itch.wire import be16, be32, be48, be64, le16, le32, le64, u8  # noqa: F401",
         "",
         f"ARRAY_ORDER = {CODES!r}",
         '"""The order of the per-type output arrays in decode()\'s arguments."""',
@@ -71,11 +71,11 @@ def generate() -> str:
         "    full (size 0 for types not asked for) is skipped. Returns (stop, next sequence).",
         '    """',
         "    while pos + 2 <= end:",
-        "        length = (np.int64(buf[pos]) << 8) | np.int64(buf[pos + 1])",
+        "        length = np.int64(be16(buf, pos))",
         "        q = pos + 2",
         "        if length == 0 or q + length > end:",
         "            break",
-        "        t = buf[q]",
+        "        t = u8(buf, q)",
     ]
     for i, code in enumerate(_ORDER):
         m = MESSAGES[code]
@@ -83,13 +83,13 @@ def generate() -> str:
         kw = "if" if i == 0 else "elif"
         lines += [
             f"        {kw} t == {m.code_byte}:  # {code} {m.name}, {m.length} bytes",
-            f"            j = fill[{m.code_byte}]",
-            f"            if length == {m.length} and j < {arr}.shape[0]:",
+            f"            j = np.uint64(fill[{m.code_byte}])",
+            f"            if length == {m.length} and j < np.uint64({arr}.shape[0]):",
             f"                r = {arr}[j]",
             "                r.sequence = sequence",
         ]
         lines += [_field_store(code, f) for f in m.fields[1:]]
-        lines += [f"                fill[{m.code_byte}] = j + 1"]
+        lines += [f"                fill[{m.code_byte}] = np.int64(j) + 1"]
     lines += [
         "        pos = q + length",
         "        sequence += 1",

@@ -11,7 +11,7 @@ import numpy as np
 from numba import njit
 
 from itchflow.itch.spec import MESSAGES
-from itchflow.itch.wire import be16, be48
+from itchflow.itch.wire import be16, be48, u8
 
 # Status codes returned by frame(); the Python side turns them into ITCHFormatError.
 OK = 0             # stopped at the end of the range or after max_messages
@@ -42,34 +42,37 @@ def frame(buf, pos, end, max_messages, counts, locate_seen, lengths):
     the timestamps of the first and last known messages walked (-1 if none).
     """
     n = 0
+    status = OK
     first_ts = -1
-    last_ts = -1
+    last_known = -1  # the last known message's timestamp is read once, at the end
     while n < max_messages:
         if pos + 2 > end:
             if pos < end:
-                return TRUNCATED, pos, n, first_ts, last_ts
-            return OK, pos, n, first_ts, last_ts
-        length = (np.int64(buf[pos]) << 8) | np.int64(buf[pos + 1])
+                status = TRUNCATED
+            break
+        length = np.int64(be16(buf, pos))
         q = pos + 2
         if length == 0:
-            return ZERO_LENGTH, pos, n, first_ts, last_ts
+            status = ZERO_LENGTH
+            break
         if q + length > end:
-            return TRUNCATED, pos, n, first_ts, last_ts
-        t = buf[q]
+            status = TRUNCATED
+            break
+        t = u8(buf, q)
         expected = lengths[t]
         if expected != 0:
             if expected != length:
-                return BAD_LENGTH, pos, n, first_ts, last_ts
-            ts = np.int64(be48(buf, q + _TIMESTAMP_OFFSET))
+                status = BAD_LENGTH
+                break
             if first_ts < 0:
-                first_ts = ts
-            last_ts = ts
+                first_ts = np.int64(be48(buf, q + _TIMESTAMP_OFFSET))
+            last_known = q
             locate_seen[be16(buf, q + _LOCATE_OFFSET)] = 1
         counts[t] += 1
         pos = q + length
         n += 1
-    return OK, pos, n, first_ts, last_ts
-
+    last_ts = np.int64(be48(buf, last_known + _TIMESTAMP_OFFSET)) if last_known >= 0 else np.int64(-1)
+    return status, pos, n, first_ts, last_ts
 
 
 @njit(nogil=True, cache=True)
@@ -81,7 +84,7 @@ def whole_messages_end(buf, pos, end):
     """
     n = 0
     while pos + 2 <= end:
-        length = (np.int64(buf[pos]) << 8) | np.int64(buf[pos + 1])
+        length = np.int64(be16(buf, pos))
         if length == 0 or pos + 2 + length > end:
             break
         pos += 2 + length

@@ -1,0 +1,2 @@
+"""Benchmarks: each module's ``run()`` returns figures, ``report()`` formats them, ``main()``
+is what ``benchmarks/<name>.py`` and ``itchflow bench <name>`` call."""

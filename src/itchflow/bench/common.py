@@ -1,0 +1,79 @@
+"""Shared benchmark plumbing: machine description, peak memory, timing, peers in subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+BENCH_DIR = Path(os.environ.get("ITCHFLOW_BENCH_DIR", ".cache/bench"))
+
+
+def machine() -> dict:
+    """Cores, CPU model, Python and library versions: printed with every figure."""
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import numba
+
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "numpy": np.__version__, "numba": numba.__version__, "kernel": platform.release()}
+
+
+def reset_peak_rss() -> None:
+    """Reset the kernel's peak-RSS mark for this process (Linux >= 4.0), if allowed."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident set size since the last reset (VmHWM)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def best_of(repeat: int, fn) -> tuple[float, object]:
+    """Smallest wall time of ``repeat`` calls (the least disturbed on a noisy machine)."""
+    best, result = float("inf"), None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, result
+
+
+def run_peer(code: str, env: dict | None = None, timeout: float = 1800) -> dict:
+    """Run a peer's timing snippet in a fresh interpreter; it prints one JSON object last."""
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=full_env, timeout=timeout)
+    if proc.returncode != 0:
+        return {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def rate_row(messages: int, seconds: float) -> dict:
+    return {"messages": messages, "seconds": seconds,
+            "msgs_per_s": messages / seconds if seconds else float("inf"),
+            "ns_per_msg": seconds / messages * 1e9 if messages else float("nan")}
