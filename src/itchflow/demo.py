@@ -1,0 +1,88 @@
+"""``make demo``: a seeded trading day through itchflow, showing the commands as it runs them.
+
+The day is generated once into the demo folder and reused. Every step is the real CLI
+command (run in-process), printed first so it can be copied.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+console = Console()
+
+
+def run_command(args: list[str]) -> None:
+    """Run an ``itchflow`` subcommand in this process, as the shell would."""
+    from itchflow.cli import main
+
+    console.print(f"\n[bold cyan]$ itchflow {shlex.join(args)}[/bold cyan]")
+    try:
+        main.main(args, prog_name="itchflow", standalone_mode=False)
+    except SystemExit as e:
+        if e.code:
+            raise
+
+
+def most_active_symbol(path: Path) -> tuple[str, int]:
+    """The stock with the most add orders, by its directory entry."""
+    import numpy as np
+
+    import itchflow
+
+    d = itchflow.read(path, types="RA")
+    locates, counts = np.unique(d["A"]["stock_locate"], return_counts=True)
+    top = int(locates[np.argmax(counts)])
+    r = d["R"]
+    symbol = r["stock"][r["stock_locate"] == top][0].decode().strip()
+    return symbol, top
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description="itchflow demo")
+    p.add_argument("--dir", default=".cache/demo", help="Where the generated day and outputs go.")
+    p.add_argument("--messages", type=int, default=5_000_000)
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--stocks", type=int, default=500)
+    a = p.parse_args(argv)
+
+    folder = Path(a.dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    day = folder / f"day-{a.messages}-seed{a.seed}-stocks{a.stocks}.itch"
+    console.rule("[bold]itchflow demo: a generated TotalView-ITCH 5.0 day")
+    t0 = time.perf_counter()
+    if day.exists():
+        console.print(f"using the day generated earlier: {day} ({day.stat().st_size / 1e6:,.0f} MB)")
+    else:
+        tmp = day.with_suffix(".partial")
+        run_command(["gen", str(tmp), "--messages", str(a.messages), "--seed", str(a.seed),
+                     "--stocks", str(a.stocks)])
+        tmp.rename(day)
+
+    run_command(["stats", str(day)])
+
+    symbol, locate = most_active_symbol(day)
+    adds = folder / f"{symbol.lower()}-orders.parquet"
+    run_command(["decode", str(day), "--types", "AFEXDU", "--symbol", symbol, "--out", str(adds)])
+
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(adds)
+    console.print(f"\n[bold]{adds}[/bold]: {table.num_rows:,} order events of {symbol} (locate {locate})")
+    df = table.slice(0, 8).to_pandas()
+    console.print(df.to_string(index=False, max_colwidth=12))
+
+    console.print("\n[bold]From Python[/bold] (numpy structured arrays per type, Arrow/pandas on request):")
+    console.print("[dim]>>> import itchflow\n"
+                  f">>> d = itchflow.read({str(day)!r}, types='AE')\n"
+                  ">>> d['A']['price'], d['E']['executed_shares']    # numpy columns\n"
+                  ">>> d.to_pandas('A')                               # a DataFrame[/dim]")
+    console.rule(f"[bold]demo done in {time.perf_counter() - t0:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
