@@ -20,7 +20,11 @@ def format_timestamp(ns: int | None) -> str:
 
 
 def _size(path: str) -> int | None:
+    """Total for the progress bar: the file size, except for gzip (positions are decompressed)."""
     try:
+        with open(path, "rb") as f:
+            if f.read(2) == b"\x1f\x8b":
+                return None
         return os.path.getsize(path)
     except OSError:
         return None

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from itchflow.itch.spec import ALPHA, DTYPES, MESSAGES, TIMESTAMP, WIRE_DTYPES, message_type
+from itchflow.itch.spec import ALPHA, DTYPES, TIMESTAMP, WIRE_DTYPES, message_type
 
 _MAX_TIMESTAMP = (1 << 48) - 1
 
@@ -91,5 +91,3 @@ def encode_message(code: str, **fields) -> bytes:
             rec[name] = value
     return wire_records(m.code, rec).tobytes()
 
-
-__all__ = ["encode", "encode_message", "wire_records", "MESSAGES"]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from itchflow.itch.spec import DTYPES, MESSAGES
+from itchflow.itch.spec import DTYPES
 
 
 def union_schema(codes: str):
@@ -107,5 +107,3 @@ class TableWriter:
         self._writer.write_table(table)
         self.rows += table.num_rows
 
-
-__all__ = ["TableWriter", "union_schema", "MESSAGES"]
