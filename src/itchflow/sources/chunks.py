@@ -22,7 +22,7 @@ from itchflow.errors import ITCHFormatError
 from itchflow.itch.framing import whole_messages_end
 
 GZIP_MAGIC = b"\x1f\x8b"
-DEFAULT_GZ_BLOCK = 32 << 20
+DEFAULT_GZ_BLOCK = 8 << 20  # a corrupt stream loses at most this much before the error
 
 
 @dataclass
@@ -72,6 +72,19 @@ def sniff(head: bytes) -> str:
     if head[:2] == GZIP_MAGIC:
         return "gzip"
     return capture_format(head) or "itch"
+
+
+def _gzip_errors() -> tuple[type[BaseException], ...]:
+    """What a corrupt or cut gzip stream raises, across zlib and isal."""
+    import zlib
+
+    errors: tuple[type[BaseException], ...] = (OSError, EOFError, ValueError, zlib.error)
+    try:
+        from isal import isal_zlib
+        errors += (isal_zlib.error,)
+    except ImportError:
+        pass
+    return errors
 
 
 def _open_gzip(path):
@@ -148,11 +161,13 @@ def _gzip_stream_chunks(f, name: str, block: int) -> Iterator[Chunk]:
     carry = np.zeros(0, np.uint8)
     offset = 0
     sequence = 1
+    errors = _gzip_errors()
     while True:
         try:
             raw = f.read(block)
-        except (OSError, EOFError, ValueError) as e:  # corrupt or cut gzip stream
-            raise ITCHFormatError(f"gzip stream is corrupt or cut short ({e})", source=name,
+        except errors as e:  # corrupt or cut gzip stream
+            raise ITCHFormatError(f"gzip stream is corrupt or cut short ({e}); the messages before "
+                                  "this offset were delivered", source=name + " (decompressed)",
                                   offset=offset + len(carry)) from None
         if not raw:
             break
