@@ -1,0 +1,35 @@
+"""Shared fixtures for the itchflow tests.
+
+The real Nasdaq captures live beside the repository (CI clones it next to ``shared/``):
+``<repo>/../shared/data/omi-itch50``. Tests that need them skip, saying why, when absent.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+TESTS_DIR = Path(__file__).resolve().parent
+if str(TESTS_DIR) not in sys.path:  # so tests can `import itch_reference`
+    sys.path.insert(0, str(TESTS_DIR))
+
+CAPTURES_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "omi-itch50"
+
+
+def captures_available() -> bool:
+    return CAPTURES_DIR.is_dir() and any(CAPTURES_DIR.glob("*/*.pcap"))
+
+
+@pytest.fixture(scope="session")
+def captures_dir() -> Path:
+    """The omi-itch50 sample captures folder (skips the test when it is not there)."""
+    if not captures_available():
+        pytest.skip(f"real captures not found at {CAPTURES_DIR} (clone the repo beside shared/)")
+    return CAPTURES_DIR
+
+
+@pytest.fixture(scope="session")
+def all_captures(captures_dir) -> list[Path]:
+    return sorted(captures_dir.glob("*/*.pcap"))
