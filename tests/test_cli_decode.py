@@ -1,0 +1,115 @@
+"""`itchflow stats` and `itchflow decode` against an independent struct-based walk."""
+
+import json
+import struct
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from itchflow.cli import main
+from itchflow.itch.encoder import encode_message
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "omi-itch50"
+MULTI = SHARED / "Nasdaq.Equities.TotalView.Itch.v5.0" / "Multiple.Packets.pcap"
+
+
+def walk(raw: bytes):
+    """The obvious BinaryFILE walk: (type, locate, timestamp) per message."""
+    out, p = [], 0
+    while p < len(raw):
+        (n,) = struct.unpack_from(">H", raw, p)
+        msg = raw[p + 2:p + 2 + n]
+        locate = struct.unpack_from(">H", msg, 1)[0] if n >= 3 else None
+        ts = int.from_bytes(msg[5:11], "big") if n >= 11 else None
+        out.append((chr(msg[0]), locate, ts))
+        p += 2 + n
+    return out
+
+
+@pytest.fixture
+def day(tmp_path):
+    msgs = [encode_message("S", timestamp=1000, event_code="O")]
+    msgs += [encode_message("R", stock_locate=k, timestamp=2000 + k, stock=s)
+             for k, s in ((1, "AAPL"), (2, "MSFT"), (3, "ZVZZT"))]
+    for i in range(300):
+        k = 1 + i % 3
+        msgs.append(encode_message("A", stock_locate=k, timestamp=10_000 + i, order_reference_number=i + 1,
+                                   buy_sell_indicator="BS"[i % 2], shares=100, price=100_0000 + i,
+                                   stock=("AAPL", "MSFT", "ZVZZT")[k - 1]))
+        if i % 4 == 0:
+            msgs.append(encode_message("E", stock_locate=k, timestamp=10_000 + i, order_reference_number=i + 1,
+                                       executed_shares=10, match_number=i))
+    msgs.append(b"\x00\x05z1234")  # an unknown type, skipped by its length and counted
+    msgs.append(encode_message("S", timestamp=99_999, event_code="C"))
+    raw = b"".join(msgs)
+    path = tmp_path / "day.itch"
+    path.write_bytes(raw)
+    return path, raw
+
+
+def test_stats_json_agrees_with_independent_walk(day):
+    path, raw = day
+    res = CliRunner().invoke(main, ["stats", str(path), "--json"])
+    assert res.exit_code == 0, res.output
+    got = json.loads(res.output)
+    ref = walk(raw)
+    known = [m for m in ref if m[0] != "z"]
+    assert got["messages"] == len(ref)
+    assert got["bytes"] == len(raw)
+    assert got["by_type"] == dict(Counter(t for t, _, _ in known))
+    assert got["unknown"] == 1 and got["unknown_by_type"] == {"z": 1}
+    assert got["first_timestamp_ns"] == known[0][2] and got["last_timestamp_ns"] == known[-1][2]
+    assert got["stocks"] == len({loc for _, loc, _ in known if loc})
+    assert set(got) >= {"messages", "bytes", "by_type", "first_timestamp_ns", "last_timestamp_ns",
+                        "stocks", "unknown", "seconds"}
+
+
+@pytest.mark.skipif(not MULTI.exists(), reason=f"real captures not found at {SHARED}")
+def test_stats_json_on_real_capture():
+    res = CliRunner().invoke(main, ["stats", str(MULTI), "--json"])
+    assert res.exit_code == 0, res.output
+    got = json.loads(res.output)
+    # One packet of 38 messages (36 A, 2 F) and one packet with a single D.
+    assert got["by_type"] == {"A": 36, "F": 2, "D": 1}
+    assert got["messages"] == 39 and got["capture"]["packets"] == 2
+
+
+def test_stats_human_output_and_errors(day, tmp_path):
+    path, raw = day
+    res = CliRunner().invoke(main, ["stats", str(path)])
+    assert res.exit_code == 0 and "add_order" in res.output and "unknown" in res.output
+    bad = tmp_path / "bad.itch"
+    bad.write_bytes(raw[:-3])  # cut the last message
+    res = CliRunner().invoke(main, ["stats", str(bad)])
+    assert res.exit_code == 1
+    assert f"byte offset {len(raw) - 14}" in res.output and "truncated" in res.output
+    res = CliRunner().invoke(main, ["stats", str(tmp_path / "missing.itch")])
+    assert res.exit_code != 0
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_decode_symbol_filter_follows_directory(day, tmp_path, suffix):
+    import pyarrow.csv as pcsv
+    import pyarrow.parquet as pq
+
+    path, raw = day
+    out = tmp_path / f"msft{suffix}"
+    res = CliRunner().invoke(main, ["decode", str(path), "--types", "AE", "--symbol", "MSFT",
+                                    "--out", str(out), "--quiet", "--chunk", "37"])
+    assert res.exit_code == 0, res.output
+    t = pq.read_table(out) if suffix == ".parquet" else pcsv.read_csv(out)
+    ref = [m for m in walk(raw) if m[0] in "AE" and m[1] == 2]  # MSFT has locate 2
+    assert t.num_rows == len(ref)
+    assert t.column("message_type").to_pylist() == [m[0] for m in ref]
+    seq = t.column("sequence").to_pylist()
+    assert seq == sorted(seq)
+    # E rows carry no stock field: they were kept through the directory's locate.
+    assert t.column("message_type").to_pylist().count("E") == sum(1 for m in ref if m[0] == "E") > 0
+
+
+def test_decode_rejects_bad_output_name(day, tmp_path):
+    path, _ = day
+    res = CliRunner().invoke(main, ["decode", str(path), "--out", str(tmp_path / "x.txt")])
+    assert res.exit_code == 1 and ".parquet or .csv" in res.output
