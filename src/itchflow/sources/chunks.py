@@ -1,7 +1,8 @@
 """Every source as the same thing: chunks of whole BinaryFILE-framed ITCH messages.
 
 ``iter_chunks(source)`` accepts a path (raw BinaryFILE, gzip, pcap or pcapng, told apart
-by their first bytes, not their names) or any bytes-like / uint8 numpy buffer, and yields
+by their first bytes, not their names), ``"tail:PATH"`` or a ``sources.tail.Tail`` (a file
+still being appended to), or any bytes-like / uint8 numpy buffer, and yields
 ``Chunk`` objects: a uint8 array of whole messages, the sequence number of the first, and
 where it sits in the source (for error messages). Raw files are memory-mapped and handed
 out without a copy; gzip is decompressed in bounded blocks; captures are reassembled in
@@ -121,6 +122,13 @@ def iter_chunks(source, *, gz_block: int = DEFAULT_GZ_BLOCK, strict: bool = True
     once a capture has been reassembled: duplicates, holes, heartbeats, malformed packets.
     """
     name = describe(source)
+    if isinstance(source, str) and source.startswith("tail:"):
+        from itchflow.sources.tail import Tail
+
+        source = Tail(source[len("tail:"):])
+    if hasattr(source, "_follow"):  # a Tail: follow a growing file
+        yield from source
+        return
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if not path.exists():

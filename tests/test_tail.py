@@ -1,0 +1,109 @@
+"""Tail mode: following a file another process appends to in odd-sized pieces."""
+
+import multiprocessing as mp
+import os
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import itchflow
+from itchflow.errors import ITCHFormatError
+from itchflow.itch.encoder import encode_message
+from itchflow.sources.tail import Tail, append_slowly
+
+
+def make_day(n: int, end_event: bool = True) -> bytes:
+    rng = np.random.default_rng(n)
+    msgs = [encode_message("S", timestamp=1, event_code="O")]
+    for i in range(n):
+        code = "ADEXP"[int(rng.integers(0, 5))]
+        msgs.append(encode_message(code, stock_locate=int(rng.integers(1, 50)), timestamp=10 + i,
+                                   order_reference_number=i + 1))
+    if end_event:
+        msgs.append(encode_message("S", timestamp=10 + n, event_code="C"))
+    return b"".join(msgs)
+
+
+def _writer(src, dst, rate, piece, seed):
+    append_slowly(src, dst, rate=rate, piece_bytes=piece, seed=seed)
+
+
+@pytest.mark.parametrize("piece", [1, 7, 4093])
+def test_follows_writer_process_to_end_event(tmp_path, piece):
+    n = 3000 if piece > 1 else 300
+    raw = make_day(n)
+    src, dst = tmp_path / "src.itch", tmp_path / "live.itch"
+    src.write_bytes(raw)
+    dst.write_bytes(b"")
+    proc = mp.get_context("spawn").Process(target=_writer, args=(str(src), str(dst), 50_000, piece, piece))
+    proc.start()
+    try:
+        tail = Tail(dst, poll_interval=0.0002, idle_timeout=20)
+        chunks = list(tail)
+    finally:
+        proc.join(30)
+    assert proc.exitcode == 0
+    got = b"".join(c.data.tobytes() for c in chunks)
+    assert got == raw and tail.ended
+    # Sequence numbers continue from chunk to chunk; offsets are positions in the file.
+    seq, off = 1, 0
+    for c in chunks:
+        assert c.first_sequence == seq and c.offset == off
+        d = itchflow.read(c.data)
+        seq += d.messages
+        off += len(c.data)
+    assert seq - 1 == tail.messages == n + 2
+    assert tail.remaps >= 2  # the file grew while followed
+
+
+def test_stops_at_end_event_even_if_more_follows(tmp_path):
+    raw = make_day(50)
+    path = tmp_path / "f.itch"
+    path.write_bytes(raw + encode_message("A", order_reference_number=999))
+    got = b"".join(c.data.tobytes() for c in Tail(path, idle_timeout=1))
+    assert got == raw
+    more = b"".join(c.data.tobytes() for c in Tail(path, idle_timeout=0.2, stop_at_end_of_messages=False))
+    assert len(more) == len(raw) + 38
+
+
+def test_idle_timeout_clean_and_with_partial_message(tmp_path):
+    raw = make_day(20, end_event=False)
+    path = tmp_path / "f.itch"
+    path.write_bytes(raw)
+    t0 = time.monotonic()
+    assert b"".join(c.data.tobytes() for c in Tail(path, idle_timeout=0.3)) == raw
+    assert 0.3 <= time.monotonic() - t0 < 5
+    path.write_bytes(raw + encode_message("D", order_reference_number=5)[:9])
+    with pytest.raises(ITCHFormatError, match=f"byte offset {len(raw)}: file stopped growing inside a message"):
+        list(Tail(path, idle_timeout=0.2))
+
+
+def test_shrinking_file_is_an_error(tmp_path):
+    raw = make_day(20, end_event=False)
+    path = tmp_path / "f.itch"
+    path.write_bytes(raw)
+    tail = iter(Tail(path, idle_timeout=3, poll_interval=0.001))
+    next(tail)
+    threading.Timer(0.05, lambda: os.truncate(path, 10)).start()
+    with pytest.raises(ITCHFormatError, match="shrank"):
+        list(tail)
+
+
+def test_tail_source_through_read_and_stats(tmp_path):
+    raw = make_day(500)
+    path = tmp_path / "f.itch"
+    path.write_bytes(raw)
+    assert itchflow.stats(f"tail:{path}").messages == itchflow.stats(str(path)).messages == 502
+    d = itchflow.read(f"tail:{path}", types="D")
+    assert np.array_equal(d["D"], itchflow.read(str(path), types="D")["D"])
+
+
+def test_waits_for_file_to_appear(tmp_path):
+    path = tmp_path / "late.itch"
+    raw = make_day(10)
+    threading.Timer(0.2, lambda: path.write_bytes(raw)).start()
+    assert b"".join(c.data.tobytes() for c in Tail(path, wait_for_file=5, idle_timeout=2)) == raw
+    with pytest.raises(FileNotFoundError):
+        list(Tail(tmp_path / "never.itch", wait_for_file=0.1))
