@@ -1,0 +1,26 @@
+"""``itchflow write-slowly``: append a day to a file at a chosen rate, to try tail mode by hand.
+
+In one terminal:   itchflow write-slowly day.itch live.itch --rate 200000
+in another:        itchflow stats tail:live.itch
+"""
+
+from __future__ import annotations
+
+import click
+
+from itchflow.cli import main
+
+
+@main.command("write-slowly")
+@click.argument("src", type=click.Path(exists=True, dir_okay=False))
+@click.argument("dst", type=click.Path(dir_okay=False))
+@click.option("--rate", type=float, default=100_000, show_default=True, help="Messages per second (0: flat out).")
+@click.option("--piece-bytes", type=int, default=4093, show_default=True,
+              help="Largest write; sizes are random, cutting messages anywhere.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def write_slowly(src: str, dst: str, rate: float, piece_bytes: int, seed: int) -> None:
+    """Append SRC to DST in odd-sized pieces at about RATE messages/s."""
+    from itchflow.sources.tail import append_slowly
+
+    n = append_slowly(src, dst, rate=rate or None, piece_bytes=piece_bytes, seed=seed)
+    click.echo(f"appended {n:,} bytes to {dst}")
