@@ -1,0 +1,302 @@
+"""Consumer kernels (Numba-callable): poll a batch, commit it, wait.
+
+A consumer polls the header word of the next record itself (not a separate tail word): when the
+producer publishes, the consumer pays one cache-line transfer, the line that also holds the
+record. The private state ``cs`` is an int64 array (C_* indices), built by ``new_consumer_state``.
+
+Blocking mode (``poll``): zero-copy. The records returned stay valid until ``commit``; the
+producer cannot overwrite them unless it detaches this consumer for missing heartbeats, which
+``commit`` reports (DETACHED): then the last batch may have been overwritten while in use.
+
+Lossy mode (``poll_copy``): the producer may lap the reader at any moment, so records are copied
+out, then validated against the producer's tail_intent (seqlock style: read data, acquire
+fence, read the intent). If the producer got within one capacity of what was read, the copy is
+discarded and the reader jumps to the live edge, adding exactly the records and payload bytes
+it skipped to its loss counters (the edge carries records/payload totals under a seqlock).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from itchflow.ring import layout as L
+from itchflow.ring.atomics import (cpu_pause, fence_acquire, fence_release, load_acquire,
+                                   load_relaxed, store_relaxed, store_release)
+from itchflow.ring.syscalls import monotonic_ns, pid_exists
+from itchflow.ring.wait import BLOCK, SPIN_TRIES, block_on, idle
+
+C_POS = 0          # next record to poll
+C_REC = 1          # records index at C_POS (records published before it)
+C_PAY = 2          # payload index at C_POS
+C_SLOT = 3         # word index of our slot
+C_CAP = 4
+C_MASK = 5
+C_DATA_WORD = 6
+C_MAX_PAYLOAD = 7
+C_MODE = 8
+C_IDX = 9          # current commit snapshot index
+C_HB_COUNTDOWN = 10
+C_FIELDS = 11
+
+HEARTBEAT_EVERY = 256
+CHECK_PEER_NS = 1_000_000
+
+DETACHED = -5
+CORRUPT = -6
+PRODUCER_GONE = -7
+PRODUCER_CLOSED = -8
+
+
+@njit(nogil=True, cache=True)
+def new_consumer_state(words, slot: int) -> np.ndarray:
+    """Private state for slot ``slot``, starting at its committed snapshot."""
+    cs = np.zeros(C_FIELDS, np.int64)
+    b = L.CONSUMERS_WORD + slot * L.SLOT_WORDS
+    cs[C_SLOT] = b
+    cs[C_CAP] = words[L.W_CAPACITY]
+    cs[C_MASK] = words[L.W_CAPACITY] - 1
+    cs[C_DATA_WORD] = words[L.W_HEADER_BYTES] >> 3
+    cs[C_MAX_PAYLOAD] = words[L.W_MAX_PAYLOAD]
+    cs[C_MODE] = words[L.W_MODE]
+    idx = load_acquire(words, b + L.S_COMMIT_IDX) & 1
+    cs[C_IDX] = idx
+    cs[C_POS] = load_relaxed(words, b + L.S_COMMIT0 + 3 * idx)
+    cs[C_REC] = load_relaxed(words, b + L.S_COMMIT0 + 3 * idx + 1)
+    cs[C_PAY] = load_relaxed(words, b + L.S_COMMIT0 + 3 * idx + 2)
+    return cs
+
+
+@njit(nogil=True, cache=True)
+def set_start(words, cs, pos: int, rec: int, pay: int) -> None:
+    """Move the cursor (join or resume) and commit it."""
+    cs[C_POS] = pos
+    cs[C_REC] = rec
+    cs[C_PAY] = pay
+    commit(words, cs)
+
+
+@njit(nogil=True, cache=True)
+def read_edge(words, out) -> None:
+    """out[0:3] = the published (position, records, payload) triple, consistently."""
+    while True:
+        s1 = load_acquire(words, L.W_EDGE_SEQ)
+        if s1 & 1:
+            cpu_pause()
+            continue
+        out[0] = load_relaxed(words, L.W_EDGE_POS)
+        out[1] = load_relaxed(words, L.W_EDGE_REC)
+        out[2] = load_relaxed(words, L.W_EDGE_PAY)
+        fence_acquire()
+        if load_relaxed(words, L.W_EDGE_SEQ) == s1:
+            return
+
+
+@njit(nogil=True, cache=True)
+def heartbeat(words, cs) -> None:
+    store_relaxed(words, cs[C_SLOT] + L.S_HB, monotonic_ns())
+    cs[C_HB_COUNTDOWN] = HEARTBEAT_EVERY
+
+
+@njit(nogil=True, cache=True)
+def commit(words, cs) -> int:
+    """Tell the producer everything before the cursor is consumed. Returns 0, or DETACHED if the
+    producer detached us meanwhile (then what the last poll returned may have been overwritten)."""
+    b = cs[C_SLOT]
+    k = 1 - cs[C_IDX]
+    s = b + L.S_COMMIT0 + 3 * k
+    store_relaxed(words, s, cs[C_POS])
+    store_relaxed(words, s + 1, cs[C_REC])
+    store_relaxed(words, s + 2, cs[C_PAY])
+    store_release(words, b + L.S_COMMIT_IDX, k)   # the snapshot is complete before it is current
+    cs[C_IDX] = k
+    store_release(words, b + L.S_POS, cs[C_POS])
+    cs[C_HB_COUNTDOWN] -= 1
+    if cs[C_HB_COUNTDOWN] <= 0:
+        heartbeat(words, cs)
+    if cs[C_MODE] == L.MODE_BLOCKING and load_acquire(words, b + L.S_STATE) != L.SLOT_ATTACHED:
+        return DETACHED
+    return 0
+
+
+@njit(nogil=True, cache=True)
+def poll(words, cs, max_n: int, out_off, out_len, out_type) -> int:
+    """Blocking mode: up to max_n published records from the cursor, zero-copy: their payload
+    offsets (in the data region), lengths and types. Advances the cursor, not the commit."""
+    b = cs[C_SLOT]
+    if cs[C_MODE] == L.MODE_BLOCKING and load_relaxed(words, b + L.S_STATE) != L.SLOT_ATTACHED:
+        return DETACHED
+    mask = cs[C_MASK]
+    cap = cs[C_CAP]
+    dw = cs[C_DATA_WORD]
+    maxp = cs[C_MAX_PAYLOAD]
+    pos = cs[C_POS]
+    n = 0
+    max_n = min(max_n, len(out_off), len(out_len), len(out_type))
+    while n < max_n:
+        off = pos & mask
+        h = load_acquire(words, dw + (off >> 3))
+        if h == 0:
+            break
+        length = h & 0xFFFFFFFF
+        rtype = (h >> 32) & 0xFFFFFFFF
+        if length < L.RECORD_HEADER_BYTES or off + length > cap:
+            cs[C_POS] = pos
+            return CORRUPT
+        if rtype == L.PADDING_TYPE:
+            if off + length != cap:
+                cs[C_POS] = pos
+                return CORRUPT
+            pos += length
+            continue
+        pl = length - L.RECORD_HEADER_BYTES
+        if pl > maxp:
+            cs[C_POS] = pos
+            return CORRUPT
+        out_off[n] = off + L.RECORD_HEADER_BYTES
+        out_len[n] = pl
+        out_type[n] = rtype
+        n += 1
+        cs[C_REC] += 1
+        cs[C_PAY] += pl
+        pos += (length + 7) & ~7
+    cs[C_POS] = pos
+    return n
+
+
+@njit(nogil=True, cache=True)
+def _resume_at_edge(words, cs) -> None:
+    e = np.empty(3, np.int64)
+    read_edge(words, e)
+    b = cs[C_SLOT]
+    store_relaxed(words, b + L.S_LOST_REC, load_relaxed(words, b + L.S_LOST_REC) + e[1] - cs[C_REC])
+    store_relaxed(words, b + L.S_LOST_PAY, load_relaxed(words, b + L.S_LOST_PAY) + e[2] - cs[C_PAY])
+    store_relaxed(words, b + L.S_LAPS, load_relaxed(words, b + L.S_LAPS) + 1)
+    set_start(words, cs, e[0], e[1], e[2])
+
+
+@njit(nogil=True, cache=True)
+def _lapped(words, cs, start: int) -> bool:
+    fence_acquire()   # the data reads above happen before this read of the intent
+    return load_relaxed(words, L.W_TAIL_INTENT) - cs[C_CAP] > start
+
+
+@njit(nogil=True, cache=True)
+def poll_copy(words, data, cs, max_n: int, out_buf, out_off, out_len, out_type) -> int:
+    """Lossy mode (works in both): copy up to max_n records into out_buf (payload at
+    out_buf[out_off[i]:out_off[i]+out_len[i]]), validate, advance. If the producer lapped us,
+    nothing is returned, the loss is counted and the cursor jumps to the live edge."""
+    mask = cs[C_MASK]
+    cap = cs[C_CAP]
+    dw = cs[C_DATA_WORD]
+    maxp = cs[C_MAX_PAYLOAD]
+    start = cs[C_POS]
+    pos = start
+    n = 0
+    used = 0
+    rec = 0
+    pay = 0
+    max_n = min(max_n, len(out_off), len(out_len), len(out_type))
+    while n < max_n:
+        off = pos & mask
+        h = load_acquire(words, dw + (off >> 3))
+        if h == 0:
+            if n == 0 and load_acquire(words, L.W_EDGE_POS) > pos:
+                # published beyond us, yet our header reads 0: overwritten since (lapped)?
+                if load_acquire(words, dw + (off >> 3)) == 0:
+                    _resume_at_edge(words, cs)
+                    return 0
+                continue
+            break
+        length = h & 0xFFFFFFFF
+        rtype = (h >> 32) & 0xFFFFFFFF
+        bad = length < L.RECORD_HEADER_BYTES or off + length > cap
+        if not bad:
+            if rtype == L.PADDING_TYPE:
+                bad = off + length != cap
+            else:
+                bad = length - L.RECORD_HEADER_BYTES > maxp
+        if bad:
+            if _lapped(words, cs, start):
+                _resume_at_edge(words, cs)
+                return 0
+            return CORRUPT
+        if rtype == L.PADDING_TYPE:
+            pos += length
+            continue
+        pl = length - L.RECORD_HEADER_BYTES
+        if used + pl > len(out_buf):
+            break
+        src = (off + L.RECORD_HEADER_BYTES)
+        out_buf[used:used + pl] = data[src:src + pl]
+        out_off[n] = used
+        out_len[n] = pl
+        out_type[n] = rtype
+        used += pl
+        n += 1
+        rec += 1
+        pay += pl
+        pos += (length + 7) & ~7
+    if pos != start and _lapped(words, cs, start):
+        _resume_at_edge(words, cs)
+        return 0
+    cs[C_POS] = pos
+    cs[C_REC] += rec
+    cs[C_PAY] += pay
+    return n
+
+
+@njit(nogil=True, cache=True)
+def next_header_index(cs) -> int:
+    return cs[C_DATA_WORD] + ((cs[C_POS] & cs[C_MASK]) >> 3)
+
+
+@njit(nogil=True, cache=True)
+def producer_status(words) -> int:
+    """0 if a producer may still publish, PRODUCER_CLOSED / PRODUCER_GONE otherwise."""
+    st = load_acquire(words, L.W_PROD_STATE)
+    if st == L.PRODUCER_CLOSED:
+        return PRODUCER_CLOSED
+    pid = load_relaxed(words, L.W_PROD_PID)
+    if st == L.PRODUCER_OPEN and not pid_exists(pid):
+        return PRODUCER_GONE
+    return 0
+
+
+@njit(nogil=True, cache=True)
+def wait_poll(words, data, cs, max_n: int, out_buf, out_off, out_len, out_type,
+              strategy: int, timeout_ns: int) -> int:
+    """Poll until something arrives (n > 0), the producer closed the ring and everything is read
+    (PRODUCER_CLOSED), the producer died and everything is read (PRODUCER_GONE), the timeout
+    passes (0; timeout_ns < 0 waits forever), or an error (DETACHED, CORRUPT). Zero-copy
+    (blocking mode, out_buf unused) or copying (lossy mode)."""
+    lossy = cs[C_MODE] == L.MODE_LOSSY
+    start = 0
+    i = 0
+    while True:
+        if lossy:
+            n = poll_copy(words, data, cs, max_n, out_buf, out_off, out_len, out_type)
+        else:
+            n = poll(words, cs, max_n, out_off, out_len, out_type)
+        if n != 0:
+            return n
+        if i == 0:
+            start = monotonic_ns()
+        i += 1
+        if (i & 1023) == 0 or (strategy != 0 and i > SPIN_TRIES):
+            now = monotonic_ns()
+            store_relaxed(words, cs[C_SLOT] + L.S_HB, now)
+            st = producer_status(words)
+            if st != 0:
+                # the producer's last publish happened before we saw its state: one more poll
+                if lossy:
+                    n = poll_copy(words, data, cs, max_n, out_buf, out_off, out_len, out_type)
+                else:
+                    n = poll(words, cs, max_n, out_off, out_len, out_type)
+                return n if n != 0 else st
+            if timeout_ns >= 0 and now - start > timeout_ns:
+                return 0
+        if strategy == BLOCK and i > SPIN_TRIES:
+            block_on(words, next_header_index(cs), 1_000_000)
+        else:
+            idle(strategy, i)

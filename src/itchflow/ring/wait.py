@@ -1,0 +1,58 @@
+"""Wait strategies for a side that found nothing to do (consumer: no record; producer: full).
+
+    SPIN   busy-spin with the PAUSE hint: lowest latency, burns a core.
+    YIELD  spin a while, then sched_yield() each time: for oversubscribed machines.
+    SLEEP  spin, yield, then nanosleep with exponential backoff up to a cap.
+    BLOCK  spin, then sleep on a futex in the ring file that the producer bumps after a publish
+           (consumers only). The producer pays one load of a cached 'waiters' word per publish
+           while every consumer is awake, nothing else. The producer does not fence between its
+           publish and that load, so in a rare interleaving a sleeper can miss its wake-up; the
+           futex wait therefore has a short timeout (BLOCK_MAX_SLEEP_NS) that bounds the damage.
+
+``idle(strategy, n)`` is called with the number of consecutive empty polls so far.
+"""
+
+from __future__ import annotations
+
+from numba import njit
+
+from itchflow.ring.atomics import cpu_pause, fetch_add, load_acquire
+from itchflow.ring.layout import W_FUTEX, W_WAITERS
+from itchflow.ring.syscalls import futex_wait, sleep_ns, yield_cpu
+
+SPIN, YIELD, SLEEP, BLOCK = 0, 1, 2, 3
+STRATEGIES = {"spin": SPIN, "yield": YIELD, "sleep": SLEEP, "block": BLOCK}
+
+SPIN_TRIES = 4096          # empty polls spent spinning before backing off (~20-40 us)
+YIELD_TRIES = 256          # then this many sched_yield()s
+SLEEP_MIN_NS = 1_000
+SLEEP_MAX_NS = 1_000_000
+BLOCK_MAX_SLEEP_NS = 1_000_000
+
+
+@njit(nogil=True, cache=True)
+def idle(strategy: int, n: int) -> None:
+    """Back off once. BLOCK behaves as SLEEP here (futex sleeping needs the ring: block_on)."""
+    if strategy == SPIN or n < SPIN_TRIES:
+        cpu_pause()
+        return
+    if strategy == YIELD or n < SPIN_TRIES + YIELD_TRIES:
+        yield_cpu()
+        return
+    k = n - SPIN_TRIES - YIELD_TRIES
+    ns = SLEEP_MIN_NS << min(k, 10)
+    sleep_ns(min(ns, SLEEP_MAX_NS))
+
+
+@njit(nogil=True, cache=True)
+def block_on(words, watch_index: int, timeout_ns: int) -> None:
+    """Sleep on the ring's futex while words[watch_index] is still 0 (the next record header).
+
+    Register as a waiter first (a locked add: visible before the re-check), then re-check, then
+    sleep. The producer bumps the futex word and wakes all sleepers when it sees waiters != 0.
+    """
+    fetch_add(words, W_WAITERS, 1)
+    seen = load_acquire(words, W_FUTEX)
+    if load_acquire(words, watch_index) == 0:
+        futex_wait(words, W_FUTEX, seen, min(timeout_ns, BLOCK_MAX_SLEEP_NS))
+    fetch_add(words, W_WAITERS, -1)
