@@ -1,0 +1,400 @@
+"""MoldUDP64 receiver state machine: scripted packets, fake time, no network.
+
+Packets are built here with struct, independently of the code under test; the expected
+output is the plain concatenation of the framed messages in sequence.
+"""
+
+from __future__ import annotations
+
+import random
+import struct
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from itchflow.transport.mold_receiver import (
+    LINE_A,
+    LINE_B,
+    LINE_REPLY,
+    Deliver,
+    EndOfSession,
+    Gap,
+    Lost,
+    Malformed,
+    MoldReceiver,
+    Request,
+    SessionChange,
+)
+
+SESSION = b"0000000001"
+MS = 1_000_000
+
+
+def message(seq: int) -> bytes:
+    """A framed message whose length and bytes depend on its sequence number."""
+    body = bytes([65 + seq % 26]) + seq.to_bytes(8, "big") + bytes(seq % 7)
+    return struct.pack(">H", len(body)) + body
+
+
+def packet(first: int, count: int, session: bytes = SESSION) -> bytes:
+    return struct.pack(">10sQH", session, first, count) + b"".join(message(s) for s in range(first, first + count))
+
+
+def heartbeat(seq: int, session: bytes = SESSION) -> bytes:
+    return struct.pack(">10sQH", session, seq, 0)
+
+
+def end_of_session(seq: int, session: bytes = SESSION) -> bytes:
+    return struct.pack(">10sQH", session, seq, 0xFFFF)
+
+
+def expected(first: int, end: int) -> bytes:
+    return b"".join(message(s) for s in range(first, end))
+
+
+def delivered(events) -> bytes:
+    return b"".join(e.data.tobytes() for e in events if isinstance(e, Deliver))
+
+
+def of(events, kind):
+    return [e for e in events if isinstance(e, kind)]
+
+
+class Run:
+    """Feeds a receiver and collects every event and the delivered bytes."""
+
+    def __init__(self, **kw):
+        kw.setdefault("session", SESSION)
+        self.r = MoldReceiver(**kw)
+        self.events = []
+        self.out = bytearray()
+
+    def feed(self, pkt, now, line=LINE_A):
+        ev = self.r.receive(pkt, now, line)
+        self._take(ev)
+        return ev
+
+    def tick(self, now):
+        ev = self.r.tick(now)
+        self._take(ev)
+        return ev
+
+    def _take(self, ev):
+        self.events.extend(ev)
+        for e in ev:
+            if isinstance(e, Deliver):
+                self.out += e.data.tobytes()
+
+
+def test_in_order_delivery_is_a_view_and_counts():
+    run = Run()
+    p = packet(1, 3)
+    ev = run.feed(p, 0)
+    (d,) = of(ev, Deliver)
+    assert (d.first_sequence, d.count) == (1, 3)
+    assert d.data.tobytes() == p[20:]
+    run.feed(packet(4, 2), 1)
+    assert bytes(run.out) == expected(1, 6)
+    s = run.r.stats
+    assert (s.packets, s.messages, s.bytes, s.gaps, s.requests) == (2, 5, len(expected(1, 6)), 0, 0)
+    assert run.r.next_sequence == 6 and run.r.synchronized
+
+
+def test_request_packet_hex():
+    # Packet 1 then 4..5: hole 2..3 after the line wait -> request seq 2 count 2.
+    run = Run(line_wait_ns=5 * MS)
+    run.feed(packet(1, 1), 0)
+    ev = run.feed(packet(4, 2), 1 * MS)
+    assert of(ev, Gap) == [Gap(2, 2)] and not of(ev, Request)
+    assert run.r.next_deadline() == 6 * MS      # visible since the packet at 1 ms proved it
+    assert not of(run.tick(6 * MS - 1), Request)
+    reqs = of(run.tick(6 * MS), Request)
+    assert len(reqs) == 1
+    assert reqs[0].packet.hex() == "30303030303030303031" "0000000000000002" "0002"
+
+
+def test_heartbeat_reveals_gap_and_request_covers_it():
+    run = Run(line_wait_ns=1 * MS)
+    run.feed(packet(1, 2), 0)
+    ev = run.feed(heartbeat(10), 0)           # server has sent up to 9: 3..9 missing
+    assert of(ev, Gap) == [Gap(3, 7)]
+    assert run.r.stats.heartbeats == 1 and not run.r.synchronized
+    (req,) = of(run.tick(1 * MS), Request)
+    assert (req.first_sequence, req.count) == (3, 7)
+    run.feed(packet(3, 7), 2 * MS, LINE_REPLY)
+    assert bytes(run.out) == expected(1, 10)
+    assert run.r.stats.recovered == 7 and run.r.synchronized
+
+
+def test_heartbeat_at_next_expected_is_not_a_gap():
+    run = Run()
+    run.feed(packet(1, 2), 0)
+    run.feed(heartbeat(3), 0)
+    assert not of(run.events, Gap) and run.r.synchronized
+
+
+def test_end_of_session_never_advances_expected_sequence():
+    # nassau #16: the count 0xFFFF is not a message count.
+    run = Run(line_wait_ns=1 * MS)
+    run.feed(packet(1, 2), 0)
+    ev = run.feed(end_of_session(3), 0)
+    assert of(ev, EndOfSession) == [EndOfSession(SESSION, 3)]
+    assert run.r.next_sequence == 3 and run.r.finished and not of(run.events, Gap)
+    # an end of session whose sequence is ahead reveals a gap, and is not finished until filled
+    run = Run(line_wait_ns=1 * MS)
+    run.feed(packet(1, 2), 0)
+    run.feed(end_of_session(6), 0)
+    assert run.r.next_sequence == 3 and not run.r.finished
+    (req,) = of(run.tick(1 * MS), Request)
+    assert (req.first_sequence, req.count) == (3, 3)
+    run.feed(packet(3, 3), 2 * MS, LINE_REPLY)
+    assert run.r.finished and bytes(run.out) == expected(1, 6)
+    assert run.r.stats.end_of_session == 1
+
+
+def test_overlapping_packet_delivers_new_tail_only():
+    run = Run()
+    run.feed(packet(1, 5), 0)
+    ev = run.feed(packet(3, 6), 0)
+    (d,) = of(ev, Deliver)
+    assert (d.first_sequence, d.count) == (6, 3)
+    assert d.data.tobytes() == expected(6, 9)
+    assert bytes(run.out) == expected(1, 9)
+    assert run.r.stats.duplicate_messages == 3
+
+
+def test_early_overlapping_packets_drain_without_repeats():
+    run = Run()
+    run.feed(packet(1, 1), 0)
+    run.feed(packet(4, 4), 0)       # 4..7 early
+    run.feed(packet(3, 3), 0)       # 3..5 early, overlaps
+    run.feed(packet(2, 1), 0)       # fills: 2, then 3..5, then 6..7
+    assert bytes(run.out) == expected(1, 8)
+    assert run.r.stats.messages == 7 and run.r.stats.duplicate_messages == 2
+
+
+def test_line_b_fills_a_hole_within_the_wait_no_request():
+    run = Run(line_wait_ns=2 * MS)
+    run.feed(packet(1, 2), 0, LINE_A)
+    run.feed(packet(1, 2), 10, LINE_B)     # duplicate from B
+    run.feed(packet(5, 2), 20, LINE_A)     # A lost 3..4
+    run.feed(packet(3, 2), 1 * MS, LINE_B)  # B has them
+    run.feed(packet(5, 2), 1 * MS + 5, LINE_B)
+    run.tick(10 * MS)
+    assert not of(run.events, Request)
+    assert bytes(run.out) == expected(1, 7)
+    s = run.r.stats
+    assert s.duplicate_packets == 2 and s.duplicate_messages == 4
+    assert s.messages_by_line == [4, 2, 0] and s.gaps == 1
+
+
+def test_hole_waits_bounded_number_of_packets():
+    run = Run(line_wait_ns=10**12, line_wait_packets=3)
+    run.feed(packet(1, 1), 0)
+    run.feed(packet(3, 1), 0)      # proves hole 2 (packet 2 of the run)
+    run.feed(packet(4, 1), 0)
+    run.feed(packet(5, 1), 0)
+    assert not of(run.events, Request)
+    run.feed(packet(6, 1), 0)      # the third packet after the one that proved the hole
+    (req,) = of(run.events, Request)
+    assert (req.first_sequence, req.count) == (2, 1)
+
+
+def test_short_reply_asks_again_at_once_until_highest_is_covered():
+    # nassau #11/#15/#23: stay in gap fill until the highest sequence seen is delivered,
+    # request up to it, and ask for the rest as soon as a reply falls short.
+    run = Run(line_wait_ns=0, request_timeout_ns=100 * MS)
+    run.feed(packet(1, 1), 0)
+    run.feed(heartbeat(21), 0)                 # 2..20 missing, nothing buffered
+    (r1,) = of(run.events, Request)
+    assert (r1.first_sequence, r1.count) == (2, 19)
+    ev = run.feed(packet(2, 5), 1 * MS, LINE_REPLY)   # short reply: 2..6
+    (r2,) = of(ev, Request)
+    assert (r2.first_sequence, r2.count) == (7, 14) and r2.attempt == 1
+    assert not run.r.synchronized and run.r.in_gap
+    run.feed(packet(7, 14), 2 * MS, LINE_REPLY)
+    assert run.r.synchronized and bytes(run.out) == expected(1, 21)
+    assert run.r.stats.short_replies == 1 and run.r.stats.recovered == 19
+
+
+def test_request_resent_after_timeout_then_given_up():
+    run = Run(line_wait_ns=0, request_timeout_ns=10 * MS, max_attempts=3)
+    run.feed(packet(1, 1), 0)
+    run.feed(packet(3, 1), 0)
+    assert [r.attempt for r in of(run.events, Request)] == [1]
+    assert run.r.next_deadline() == 10 * MS
+    assert not run.tick(9 * MS)
+    assert [r.attempt for r in of(run.tick(10 * MS), Request)] == [2]
+    assert [r.attempt for r in of(run.tick(20 * MS), Request)] == [3]
+    ev = run.tick(30 * MS)
+    assert of(ev, Lost) == [Lost(2, 1, "no reply after 3 re-requests")]
+    assert bytes(run.out) == expected(1, 2) + expected(3, 4)
+    s = run.r.stats
+    assert (s.requests, s.request_resends, s.lost, s.messages) == (3, 2, 1, 2)
+    assert run.r.synchronized and not run.r.in_gap
+
+
+def test_no_rerequest_server_loses_after_line_wait():
+    run = Run(requests=False, line_wait_ns=1 * MS)
+    run.feed(packet(1, 1), 0)
+    run.feed(packet(4, 1), 0)
+    assert not of(run.events, Lost)
+    run.tick(1 * MS)
+    assert of(run.events, Lost) == [Lost(2, 2, "no re-request server")]
+    assert run.r.stats.lost == 2 and run.r.stats.messages == 2
+
+
+def test_request_count_capped():
+    run = Run(line_wait_ns=0, max_request_count=100)
+    run.feed(packet(1, 1), 0)
+    run.feed(heartbeat(1000), 0)
+    (r,) = of(run.events, Request)
+    assert (r.first_sequence, r.count) == (2, 100)
+    run.feed(packet(2, 100), 1, LINE_REPLY)
+    (r2,) = of(run.events, Request)[1:]
+    assert (r2.first_sequence, r2.count) == (102, 100)
+
+
+def test_session_change_and_stale_packets():
+    other = b"0000000002"
+    run = Run(session=None)
+    run.feed(packet(1, 2), 0)
+    assert run.r.session == SESSION
+    run.feed(packet(5, 1), 0)                   # 3..4 missing when the session changes
+    ev = run.feed(packet(1, 2, other), 1)
+    assert of(ev, SessionChange) == [SessionChange(SESSION, other)]
+    assert of(ev, Lost) == [Lost(3, 3, "session changed before the gap was filled")]
+    run.feed(packet(3, 2, SESSION), 2)          # late packet of the old session
+    assert run.r.stats.stale_session_packets == 1
+    run.feed(packet(3, 1, other), 3)
+    assert bytes(run.out) == expected(1, 3) + expected(1, 4)
+    assert run.r.stats.session_changes == 1 and run.r.next_sequence == 4
+
+
+def test_join_mid_day():
+    run = Run(start_sequence=None)
+    run.feed(packet(1000, 2), 0)
+    run.feed(packet(1002, 1), 0)
+    assert bytes(run.out) == expected(1000, 1003)
+    run = Run(start_sequence=None)
+    run.feed(heartbeat(500), 0)
+    run.feed(packet(500, 1), 0)
+    assert bytes(run.out) == expected(500, 501) and not of(run.events, Gap)
+
+
+@pytest.mark.parametrize("raw, why", [
+    (b"\x00" * 19, "shorter than the 20-byte"),
+    (struct.pack(">10sQH", SESSION, 1, 2) + message(1), "runs past the end"),
+    (packet(1, 1) + b"\x00", "left over"),
+    (struct.pack(">10sQH", SESSION, 1, 1) + b"\x00\x00", "zero-length"),
+    (heartbeat(1) + b"x", "left over"),
+])
+def test_malformed_packets_are_counted_with_their_number(raw, why):
+    run = Run()
+    run.feed(packet(1, 0 + 1), 0)
+    run.feed(raw, 1, LINE_B)
+    (m,) = of(run.events, Malformed)
+    assert m.packet == 2 and m.line == LINE_B and why in m.reason
+    assert run.r.stats.malformed == 1 and run.r.malformed_log == [m]
+    run.feed(packet(2, 1), 2)     # and the feed goes on
+    assert bytes(run.out) == expected(1, 3)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=80), st.binary(max_size=80))
+def test_arbitrary_bytes_never_raise(a, b):
+    run = Run(session=None)
+    run.feed(SESSION + a, 0)
+    run.feed(b, 1)
+    run.tick(10**10)
+    s = run.r.stats
+    assert s.packets == 2
+
+
+def simulate(total, per_packet, loss_a, loss_b, reorder, dup, short, seed, eos=True):
+    """A publisher on two lossy lines and a re-request server that may answer short.
+
+    Returns (receiver, delivered bytes). Time advances 100 us per packet slot.
+    """
+    rng = random.Random(seed)
+    packets = [(s, min(per_packet, total + 1 - s)) for s in range(1, total + 1, per_packet)]
+    run = Run(line_wait_ns=300_000, line_wait_packets=8, request_timeout_ns=2 * MS, max_attempts=1000)
+    queue = []  # (time, line, bytes)
+    for i, (first, count) in enumerate(packets):
+        for line, loss in ((LINE_A, loss_a), (LINE_B, loss_b)):
+            if rng.random() < loss:
+                continue
+            t = i * 100_000 + line * 20_000 + (rng.randrange(1, 4) * 100_000 if rng.random() < reorder else 0)
+            queue.append((t, line, packet(first, count)))
+            if rng.random() < dup:
+                queue.append((t + 1, line, packet(first, count)))
+    end_t = len(packets) * 100_000
+    if eos:
+        queue.append((end_t, LINE_A, end_of_session(total + 1)))
+    queue.sort(key=lambda x: (x[0], x[1]))
+    pending = []  # (time, request)
+    now = 0
+    qi = 0
+    for _ in range(100_000):
+        if qi >= len(queue) and not pending and (run.r.finished or not eos):
+            break
+        cands = []
+        if qi < len(queue):
+            cands.append(queue[qi][0])
+        if pending:
+            cands.append(pending[0][0])
+        dl = run.r.next_deadline()
+        if dl is not None:
+            cands.append(dl)
+        if not cands:
+            break
+        now = max(now, min(cands))
+        if qi < len(queue) and queue[qi][0] <= now:
+            _, line, pkt = queue[qi]
+            qi += 1
+            ev = run.feed(pkt, now, line)
+        elif pending and pending[0][0] <= now:
+            _, req = pending.pop(0)
+            n = min(req.count, max(1, rng.randrange(1, req.count + 1) if rng.random() < short else req.count))
+            n = min(n, total + 1 - req.first_sequence)
+            ev = run.feed(packet(req.first_sequence, n), now, LINE_REPLY)
+        else:
+            ev = run.tick(now)
+        for e in ev:
+            if isinstance(e, Request):
+                pending.append((now + 150_000, e))
+        pending.sort(key=lambda x: x[0])
+    return run
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_lossy_ab_lines_with_short_replies_recover_everything(seed):
+    total = 3000
+    run = simulate(total, 7, 0.05, 0.05, 0.05, 0.05, 0.5, seed)
+    assert bytes(run.out) == expected(1, total + 1)
+    s = run.r.stats
+    assert s.messages == total and s.lost == 0 and sum(s.messages_by_line) == total
+    assert s.recovered == s.messages_by_line[LINE_REPLY]
+    assert run.r.finished and s.malformed == 0
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10**6), loss=st.floats(0, 0.5), per=st.integers(1, 9),
+       short=st.floats(0, 1), dup=st.floats(0, 0.3))
+def test_recovery_property(seed, loss, per, short, dup):
+    total = 300
+    run = simulate(total, per, loss, loss, 0.1, dup, short, seed)
+    assert bytes(run.out) == expected(1, total + 1)
+    s = run.r.stats
+    assert s.messages + s.lost == total and s.lost == 0
+    # every data packet is delivered from, counted as a duplicate, or buffered then drained
+    assert s.packets == sum(s.packets_by_line)
+
+
+def test_deliver_views_are_numpy_uint8():
+    run = Run()
+    ev = run.feed(np.frombuffer(packet(1, 2), np.uint8), 0)
+    (d,) = of(ev, Deliver)
+    assert d.data.dtype == np.uint8 and d.data.tobytes() == expected(1, 3)
