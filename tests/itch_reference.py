@@ -226,3 +226,62 @@ def random_stream(n: int, seed: int, *, unknown_rate: float = 0.0, codes: str = 
             c = rng.choice(codes)
             out += encode(c, random_fields(c, rng, alpha_any_byte))
     return bytes(out)
+
+
+# ----------------------------------------------------------------------------- containers
+# Minimal writers for MoldUDP64 packets in pcap / pcapng captures, written from the formats'
+# documentation (pcap: 24-byte file header, 16-byte record headers; pcapng: SHB, IDB, EPB
+# blocks whose total length is repeated at the end, bodies padded to 4 bytes).
+PCAP_HEADER_SIZE = 24
+PCAP_RECORD_HEADER_SIZE = 16
+ETH_IP_UDP_SIZE = 14 + 20 + 8
+
+
+def mold_packet(session: bytes, sequence: int, messages: list[bytes], count: int | None = None) -> bytes:
+    """A MoldUDP64 downstream packet: session(10) sequence(8) count(2) then framed messages."""
+    body = b"".join(struct.pack(">H", len(m)) + m for m in messages)
+    n = len(messages) if count is None else count
+    return session.ljust(10, b" ") + struct.pack(">QH", sequence, n) + body
+
+
+def eth_ipv4_udp(payload: bytes, dport: int = 26477) -> bytes:
+    ip = struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + 8 + len(payload), 0, 0x4000, 64, 17, 0,
+                     bytes([10, 0, 0, 1]), bytes([233, 54, 12, 111]))
+    udp = struct.pack(">HHHH", 40000, dport, 8 + len(payload), 0)
+    return bytes(6) + b"\x02" * 6 + b"\x08\x00" + ip + udp + payload
+
+
+def pcap_file(frames: list[bytes], big_endian: bool = False) -> bytes:
+    e = ">" if big_endian else "<"
+    out = bytearray(struct.pack(e + "IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+    for i, f in enumerate(frames):
+        out += struct.pack(e + "IIII", 1_700_000_000 + i, i, len(f), len(f)) + f
+    return bytes(out)
+
+
+def pcap_frames(data: bytes) -> list[bytes]:
+    """The link-layer frames of a classic pcap file (either byte order)."""
+    e = "<" if struct.unpack_from("<I", data)[0] in (0xA1B2C3D4, 0xA1B23C4D) else ">"
+    frames, p = [], PCAP_HEADER_SIZE
+    while p < len(data):
+        incl = struct.unpack_from(e + "I", data, p + 8)[0]
+        frames.append(data[p + 16:p + 16 + incl])
+        p += 16 + incl
+    return frames
+
+
+def _block(e: str, btype: int, body: bytes) -> bytes:
+    body = body + bytes(-len(body) % 4)
+    total = 12 + len(body)
+    return struct.pack(e + "II", btype, total) + body + struct.pack(e + "I", total)
+
+
+def pcapng_file(frames: list[bytes], big_endian: bool = False) -> bytes:
+    """One section: SHB, one Ethernet IDB, an EPB per frame."""
+    e = ">" if big_endian else "<"
+    shb = _block(e, 0x0A0D0D0A, struct.pack(e + "IHHq", 0x1A2B3C4D, 1, 0, -1))
+    idb = _block(e, 1, struct.pack(e + "HHI", 1, 0, 65535))
+    out = bytearray(shb + idb)
+    for i, f in enumerate(frames):
+        out += _block(e, 6, struct.pack(e + "IIIII", 0, 0, i, len(f), len(f)) + f)
+    return bytes(out)
