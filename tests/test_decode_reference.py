@@ -228,3 +228,17 @@ def test_to_arrow_of_all_types_at_once():
     tables = d.to_arrow()
     assert set(tables) == {c for c in ref.CODES if len(d[c])}
     assert sum(t.num_rows for t in tables.values()) == d.info.messages
+
+
+def test_to_arrow_survives_non_ascii_alpha_bytes():
+    """The decoder accepts any byte in an alpha field (the framing is valid), so converting
+    what it returned must not fail: a corrupt byte in one stock name must not make the whole
+    table unconvertible. The ASCII rows must still come out exactly."""
+    good = ref.encode("A", {"stock": b"AAPL", "shares": 1})
+    bad = ref.encode("A", {"stock": b"\xffBAD", "shares": 2})
+    d = itchflow.read(good + bad + good)
+    table = d.to_arrow("A")  # raises pyarrow ArrowInvalid "Invalid UTF8 payload" today
+    stocks = table.column("stock").to_pylist()
+    assert stocks[0] == stocks[2] == "AAPL"
+    assert table.column("shares").to_pylist() == [1, 2, 1]
+    assert len(d.to_pandas("A")) == 3
