@@ -1,0 +1,301 @@
+"""``Books``: the Python face of the engine. Plain Python holding the numpy state.
+
+>>> books = Books()
+>>> books.apply(buffer)                    # whole BinaryFILE-framed messages
+>>> books.bbo("AAPL")                      # (bid price, bid shares, ask price, ask shares)
+>>> books.depth("AAPL", 5)                 # bids, asks: int64[n, 3] (price, shares, orders)
+>>> books.orders("AAPL", "B", 1234500)     # the queue at that price, in time priority
+
+The driver calls the compiled kernel, grows whatever it reports short (order pool, hash
+table, levels, ladder arena, match index, output buffers) and resumes at the exact message.
+Prices are raw Price(4) integers throughout.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from itchflow.book import layout as L
+from itchflow.book.engine import apply_messages
+from itchflow.book.events import EventBuffers
+from itchflow.book.ladder import compact_arena
+from itchflow.book.order_store import rehash, table_shift
+from itchflow.book.queries import all_orders, depth, find_level, queue, top_of_books
+from itchflow.errors import ITCHFormatError
+
+DEFAULT_ORDERS = 1 << 23          # 8.4 M order slots (grown on demand)
+
+
+def _pow2_at_least(n: int) -> int:
+    return 1 << max(4, (int(n) - 1).bit_length())
+
+
+def symbol_key(symbol: str | bytes) -> int:
+    """A symbol as the engine stores it: 8 space-padded ASCII bytes, little-endian uint64."""
+    raw = symbol.encode("ascii") if isinstance(symbol, str) else bytes(symbol)
+    raw = raw.strip()
+    if not raw or len(raw) > 8:
+        raise ValueError(f"not an ITCH symbol: {symbol!r}")
+    return int.from_bytes(raw.ljust(8, b" "), "little")
+
+
+def symbol_text(key: int) -> str:
+    return int(key).to_bytes(8, "little").decode("ascii", "replace").rstrip()
+
+
+def mpid_text(key: int) -> str:
+    return int(key).to_bytes(4, "little").decode("ascii", "replace").rstrip() if key else ""
+
+
+class Books:
+    """Full-depth books of every stock, fed whole ITCH messages.
+
+    capacity: order slots to start with (the pool, hash table and levels grow on demand,
+    so this only avoids early regrowth). track_matches keeps a match number -> trade index
+    so B (broken trade) messages can take trades back out of the volume.
+    Event recording (BBO changes, trades, L2 level changes) is off until ``record`` is called.
+    """
+
+    def __init__(self, capacity: int = DEFAULT_ORDERS, *, track_matches: bool = True,
+                 levels: int | None = None, arena: int | None = None):
+        capacity = max(int(capacity), 16)
+        self.ctl = np.zeros(L.N_CTL, np.int64)
+        self.order_pool = np.zeros(capacity, L.ORDER_DTYPE)
+        self.table = np.zeros((_pow2_at_least(capacity * L.TABLE_MAX_LOAD_DEN // L.TABLE_MAX_LOAD_NUM + 1), 2),
+                              np.uint64)
+        nlevels = int(levels or max(1024, capacity // 8))
+        self.levels = np.zeros(nlevels, L.LEVEL_DTYPE)
+        narena = int(arena or max(1 << 16, nlevels * 2))
+        self.lad_key = np.zeros(narena, np.int64)
+        self.lad_lvl = np.zeros(narena, np.int32)
+        self.books = np.zeros(L.N_BOOKS, L.BOOK_DTYPE)
+        self.stocks = np.zeros(L.N_LOCATES, L.STOCK_DTYPE)
+        self.anomaly_counts = np.zeros((L.N_LOCATES, L.N_ANOMALIES), np.int64)
+        self.type_counts = np.zeros(256, np.int64)
+        self.matches = np.zeros((1024 if track_matches else 16, 4), np.uint64)
+        self.events = EventBuffers()
+        c = self.ctl
+        c[L.C_ORDER_CAP] = len(self.order_pool)
+        c[L.C_ORDER_FREE] = -1
+        c[L.C_TABLE_CAP] = len(self.table)
+        c[L.C_LEVEL_CAP] = len(self.levels)
+        c[L.C_LEVEL_FREE] = -1
+        c[L.C_ARENA_CAP] = narena
+        c[L.C_MATCH_CAP] = len(self.matches)
+        c[L.C_TRACK_MATCHES] = 1 if track_matches else 0
+        c[L.C_STOP_TS] = -1
+        self._sync_out_caps()
+        self.next_sequence = 1
+
+    # ---- feeding -------------------------------------------------------------------------
+
+    def apply(self, buffer, first_seq: int | None = None, *, stop_after_ns: int | None = None,
+              source: str | None = None, base_offset: int = 0) -> int:
+        """Apply whole BinaryFILE-framed messages; returns the number of bytes consumed.
+
+        With stop_after_ns, stops before the first message whose timestamp is later, and
+        returns the offset of that message (the caller may resume from there); otherwise
+        the whole buffer is consumed. Malformed framing raises ITCHFormatError naming the
+        byte offset (base_offset + position in this buffer) and source; the messages before
+        it have been applied.
+        """
+        from itchflow.sources.chunks import as_uint8
+
+        buf = as_uint8(buffer)
+        seq = self.next_sequence if first_seq is None else int(first_seq)
+        self.ctl[L.C_STOP_TS] = -1 if stop_after_ns is None else int(stop_after_ns)
+        pos, end = 0, len(buf)
+        try:
+            while True:
+                status, pos, seq = apply_messages(
+                    buf, pos, end, np.uint64(seq), self.order_pool, self.table, self.levels, self.lad_key,
+                    self.lad_lvl, self.books, self.stocks, self.anomaly_counts, self.matches,
+                    self.events.trades, self.events.bbo, self.events.l2, self.ctl, self.type_counts)
+                seq = int(seq)
+                if status == L.OK or status == L.STOP_TIME:
+                    break
+                if status >= L.ERR_FIRST:
+                    self.next_sequence = seq
+                    raise ITCHFormatError(f"{L.ERROR_TEXT[status]} (message sequence {seq})",
+                                          source=source, offset=base_offset + int(pos))
+                self._grow(status)
+        finally:
+            self.ctl[L.C_STOP_TS] = -1
+            self.events.sync_from(self.ctl)
+        self.next_sequence = seq
+        return int(pos)
+
+    def _grow(self, status: int) -> None:
+        c = self.ctl
+        if status == L.NEED_ORDERS:
+            self.order_pool = _grown(self.order_pool, 2 * len(self.order_pool))
+            c[L.C_ORDER_CAP] = len(self.order_pool)
+        elif status == L.NEED_TABLE:
+            self.table = _rehashed(self.table, 2 * len(self.table))
+            c[L.C_TABLE_CAP] = len(self.table)
+        elif status == L.NEED_LEVELS:
+            self.levels = _grown(self.levels, 2 * len(self.levels))
+            c[L.C_LEVEL_CAP] = len(self.levels)
+        elif status == L.NEED_ARENA:
+            live = int(self.books["cap"].sum(dtype=np.int64))
+            size = max(2 * len(self.lad_key), 2 * live + 4 * int(c[L.C_MAX_LADDER]) + 64)
+            new_key = np.zeros(size, np.int64)
+            new_lvl = np.zeros(size, np.int32)
+            c[L.C_ARENA_TOP] = compact_arena(self.books, self.lad_key, self.lad_lvl, new_key, new_lvl)
+            self.lad_key, self.lad_lvl = new_key, new_lvl
+            c[L.C_ARENA_CAP] = size
+        elif status == L.NEED_MATCHES:
+            self.matches = _rehashed(self.matches, 2 * len(self.matches))
+            c[L.C_MATCH_CAP] = len(self.matches)
+        elif status in (L.NEED_TRADES_OUT, L.NEED_BBO_OUT, L.NEED_L2_OUT):
+            self.events.sync_from(c)
+            self.events.grow(status)
+            self._sync_out_caps()
+        else:  # pragma: no cover - a status this driver does not know is a bug
+            raise RuntimeError(f"book engine returned unknown status {status}")
+
+    def _sync_out_caps(self) -> None:
+        self.events.sync_to(self.ctl)
+
+    # ---- event recording -----------------------------------------------------------------
+
+    def record(self, symbols=None, *, bbo: bool = True, trades: bool = True, l2: bool = False) -> None:
+        """Record event streams for these symbols or locates (None = every stock)."""
+        sel = slice(None) if symbols is None else self._locates(symbols)
+        self.stocks["record_bbo"][sel] = 1 if bbo else 0
+        self.stocks["record_trades"][sel] = 1 if trades else 0
+        self.stocks["record_l2"][sel] = 1 if l2 else 0
+
+    def take_events(self):
+        """(bbo, trades, l2) structured arrays recorded since the last call (copies)."""
+        return self.events.take(self.ctl)
+
+    # ---- lookups -------------------------------------------------------------------------
+
+    def locate(self, symbol: str | int) -> int:
+        """A symbol (from R messages) or a stock locate (int) -> the stock locate."""
+        if isinstance(symbol, (int, np.integer)):
+            if not 0 <= int(symbol) < L.N_LOCATES:
+                raise KeyError(f"stock locate out of range: {symbol}")
+            return int(symbol)
+        key = symbol_key(symbol)
+        hits = np.flatnonzero(self.stocks["symbol"] == np.uint64(key))
+        if len(hits) == 0:
+            raise KeyError(f"unknown symbol {symbol!r} (no stock directory message for it)")
+        return int(hits[-1])
+
+    def _locates(self, symbols) -> np.ndarray:
+        if isinstance(symbols, (str, bytes, int, np.integer)):
+            symbols = [symbols]
+        return np.array([self.locate(s) for s in symbols], np.int64)
+
+    def symbol(self, locate: int) -> str:
+        key = int(self.stocks["symbol"][locate])
+        return symbol_text(key) if key else str(locate)
+
+    @property
+    def symbols(self) -> dict[str, int]:
+        """Symbol -> locate, from the stock directory (R) messages seen."""
+        locs = np.flatnonzero(self.stocks["symbol"])
+        return {symbol_text(self.stocks["symbol"][i]): int(i) for i in locs}
+
+    # ---- queries -------------------------------------------------------------------------
+
+    def bbo(self, symbol) -> tuple[int, int, int, int]:
+        """(bid price, bid shares, ask price, ask shares); 0, 0 for an empty side."""
+        s = self.stocks[self.locate(symbol)]
+        return int(s["bid_price"]), int(s["bid_shares"]), int(s["ask_price"]), int(s["ask_shares"])
+
+    def depth(self, symbol, n: int = -1) -> tuple[np.ndarray, np.ndarray]:
+        """(bids, asks): int64[k, 3] rows (price, shares, orders), best first; n < 0 = all."""
+        loc = self.locate(symbol)
+        return (depth(self.books, self.lad_lvl, self.levels, loc * 2 + L.BID, int(n)),
+                depth(self.books, self.lad_lvl, self.levels, loc * 2 + L.ASK, int(n)))
+
+    def orders(self, symbol, side: str, price: int) -> list[tuple[int, int, str]]:
+        """The queue at one price level in time priority: [(ref, shares, mpid), ...]."""
+        side_i = _side_index(side)
+        b = self.locate(symbol) * 2 + side_i
+        lvl = find_level(self.books, self.lad_key, self.lad_lvl, b, int(price))
+        if lvl < 0:
+            return []
+        refs, shares, mpids = queue(self.order_pool, self.levels, int(lvl))
+        return [(int(r), int(s), mpid_text(m)) for r, s, m in zip(refs, shares, mpids)]
+
+    def order_table(self, symbols=None) -> np.ndarray:
+        """Every live order: int64[k, 6] rows (locate, side 0=B 1=S, price, ref bits, shares, mpid)."""
+        locs = (np.flatnonzero(self.books["length"].reshape(-1, 2).sum(axis=1)) if symbols is None
+                else self._locates(symbols))
+        return all_orders(self.order_pool, self.levels, self.lad_lvl, self.books, locs.astype(np.int64))
+
+    def live_orders(self) -> int:
+        return int(self.ctl[L.C_LIVE])
+
+    @property
+    def peak_live_orders(self) -> int:
+        return int(self.ctl[L.C_PEAK_LIVE])
+
+    @property
+    def messages(self) -> int:
+        return int(self.ctl[L.C_MESSAGES])
+
+    @property
+    def last_timestamp_ns(self) -> int:
+        return int(self.ctl[L.C_LAST_TS])
+
+    def trading_state(self, symbol) -> str:
+        v = int(self.stocks["trading_state"][self.locate(symbol)])
+        return chr(v) if v else ""
+
+    def volume(self, symbol) -> int:
+        return int(self.stocks["volume"][self.locate(symbol)])
+
+    def vwap(self, symbol) -> float:
+        """Volume-weighted average price in dollars (nan before any trade)."""
+        s = self.stocks[self.locate(symbol)]
+        return float(s["notional"]) / float(s["volume"]) / 10_000 if s["volume"] else float("nan")
+
+    def tops(self) -> np.ndarray:
+        """int64[65536, 4]: per locate (bid price, bid shares, ask price, ask shares)."""
+        return top_of_books(self.books, self.lad_lvl, self.levels)
+
+    def anomalies(self, symbol=None) -> dict[str, int]:
+        """Inconsistencies counted per kind, for one stock or all."""
+        rows = self.anomaly_counts if symbol is None else self.anomaly_counts[self.locate(symbol)][None, :]
+        totals = rows.sum(axis=0)
+        return {name: int(totals[i]) for i, name in enumerate(L.ANOMALIES)}
+
+    def anomalies_by_stock(self) -> dict[int, dict[str, int]]:
+        out = {}
+        for loc in np.flatnonzero(self.anomaly_counts.any(axis=1)):
+            out[int(loc)] = {n: int(v) for n, v in zip(L.ANOMALIES, self.anomaly_counts[loc]) if v}
+        return out
+
+    @property
+    def unknown_types(self) -> int:
+        return int(self.ctl[L.C_UNKNOWN_TYPES])
+
+    def memory_bytes(self) -> int:
+        return sum(a.nbytes for a in (self.order_pool, self.table, self.levels, self.lad_key, self.lad_lvl,
+                                      self.books, self.stocks, self.anomaly_counts, self.matches))
+
+
+def _side_index(side) -> int:
+    s = side.upper() if isinstance(side, str) else side
+    if s in ("B", "BID", "BUY", 0):
+        return L.BID
+    if s in ("S", "A", "ASK", "SELL", 1):
+        return L.ASK
+    raise ValueError(f"side must be 'B' or 'S', not {side!r}")
+
+
+def _grown(arr: np.ndarray, n: int) -> np.ndarray:
+    out = np.zeros(n, arr.dtype)
+    out[: len(arr)] = arr
+    return out
+
+
+def _rehashed(table: np.ndarray, cap: int) -> np.ndarray:
+    new = np.zeros((cap, table.shape[1]), np.uint64)
+    rehash(table, new, table_shift(cap))
+    return new

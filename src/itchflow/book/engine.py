@@ -1,0 +1,497 @@
+"""The compiled engine: BinaryFILE-framed ITCH bytes -> the books of every stock at once.
+
+``apply_messages`` walks whole messages in ``buf[pos:end]`` and applies each to the state
+arrays declared in ``layout``. The hot path per order message is one hash probe, one
+ladder lookup near the top, and O(1) splicing of the level's FIFO queue.
+
+Resumability: before a message is touched the kernel makes sure every resource it could
+consume (an order slot, a hash slot, a level, ladder arena room, a match slot, an output
+record) is available; if not, it returns a NEED_* status with ``pos`` at that message, the
+Python driver grows what is named and calls again. Nothing is half-applied.
+
+Semantics (DESIGN.md section 3): A/F add at the back of the level (F keeps its MPID); E/C
+execute by reference wherever the order sits in the queue and remove it at zero; C with
+printable N does not count in volume; X subtracts, D removes; U removes the old order and
+adds a new reference with the given total shares and price, same side, stock and MPID, at
+the back of its level; P and Q are trades that never touch the book; B breaks an earlier
+trade by match number (its shares leave the volume). Books may be crossed or locked.
+Inconsistencies are counted per kind and stock (``layout.ANOMALIES``) and never stop a run.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from itchflow.book.layout import (
+    A_BAD_SIDE, A_DUP_ADD, A_DUP_MATCH, A_LOCATE_MISMATCH, A_OVER_CANCEL, A_OVER_EXEC,
+    A_REPLACE_EXISTING, A_UNKNOWN_LOCATE, A_UNKNOWN_MATCH, A_UNKNOWN_REF, C_ARENA_CAP, C_ARENA_TOP,
+    C_BBO_CAP, C_BBO_N, C_DIRECTORY_SEEN, C_L2_CAP, C_L2_N, C_LAST_TS, C_LEVEL_CAP, C_LIVE,
+    C_LIVE_LEVELS, C_MATCH_CAP, C_MATCH_USED, C_MAX_LADDER, C_MESSAGES, C_ORDER_CAP, C_ORDER_FREE,
+    C_ORDER_TOP, C_PEAK_LIVE, C_STOP_TS, C_TABLE_CAP, C_TRACK_MATCHES, C_TRADES_CAP, C_TRADES_N,
+    C_UNKNOWN_TYPES, ERR_BAD_LENGTH, ERR_TRUNCATED, ERR_ZERO_LENGTH, NEED_ARENA, NEED_BBO_OUT,
+    NEED_L2_OUT, NEED_LEVELS, NEED_MATCHES, NEED_ORDERS, NEED_TABLE, NEED_TRADES_OUT, OK,
+    STOP_TIME, TABLE_MAX_LOAD_DEN, TABLE_MAX_LOAD_NUM,
+)
+from itchflow.book.ladder import get_level, remove_level
+from itchflow.book.order_store import delete_slot, find_slot
+from itchflow.itch.spec import LENGTH_BY_BYTE, MESSAGES
+from itchflow.itch.wire import be16, be32, be48, be64, le32, le64
+
+_U = np.uint64
+
+
+def _off(code: str, name: str) -> int:
+    return MESSAGES[code].field(name).offset
+
+
+# Every offset from the message table (counted from the type byte).
+_LOCATE = _off("A", "stock_locate")
+_TS = _off("A", "timestamp")
+_A_REF, _A_SIDE, _A_SHARES, _A_PRICE = (_off("A", f) for f in
+                                        ("order_reference_number", "buy_sell_indicator", "shares", "price"))
+_F_REF, _F_SIDE, _F_SHARES, _F_PRICE, _F_MPID = (_off("F", f) for f in (
+    "order_reference_number", "buy_sell_indicator", "shares", "price", "attribution"))
+_E_REF, _E_SHARES, _E_MATCH = (_off("E", f) for f in ("order_reference_number", "executed_shares", "match_number"))
+_C_REF, _C_SHARES, _C_MATCH, _C_PRINTABLE, _C_PRICE = (_off("C", f) for f in (
+    "order_reference_number", "executed_shares", "match_number", "printable", "execution_price"))
+_X_REF, _X_SHARES = _off("X", "order_reference_number"), _off("X", "cancelled_shares")
+_D_REF = _off("D", "order_reference_number")
+_U_OLD, _U_NEW, _U_SHARES, _U_PRICE = (_off("U", f) for f in (
+    "original_order_reference_number", "new_order_reference_number", "shares", "price"))
+_P_SIDE, _P_SHARES, _P_PRICE, _P_MATCH = (_off("P", f) for f in ("buy_sell_indicator", "shares", "price", "match_number"))
+_Q_SHARES, _Q_PRICE, _Q_MATCH = (_off("Q", f) for f in ("shares", "cross_price", "match_number"))
+_B_MATCH = _off("B", "match_number")
+_R_STOCK = _off("R", "stock")
+_H_STATE = _off("H", "trading_state")
+_LENGTHS = LENGTH_BY_BYTE
+
+_BYTE_B = ord("B")
+_BYTE_S = ord("S")
+_BYTE_N = ord("N")
+_BYTE_SPACE = ord(" ")
+_KIND_E, _KIND_C, _KIND_P, _KIND_Q, _KIND_B = (ord(c) for c in "ECPQB")
+_T_A, _T_F, _T_E, _T_C, _T_X, _T_D, _T_U, _T_P, _T_Q, _T_B, _T_R, _T_H = (ord(c) for c in "AFECXDUPQBRH")
+
+_FLAG_COUNTED = np.uint64(1)
+_FLAG_BROKEN = np.uint64(2)
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+@njit(inline="always", nogil=True, cache=True)
+def _shift_for(cap):
+    # 64 - log2(cap) for a power of two cap
+    s = 0
+    c = cap
+    while c > 1:
+        c >>= 1
+        s += 1
+    return _U(64 - s)
+
+
+@njit(inline="always", nogil=True, cache=True)
+def _emit_l2(l2_out, ctl, seq, ts, locate, side, price, shares, count):
+    n = ctl[C_L2_N]
+    l2_out[n].sequence = seq
+    l2_out[n].timestamp = ts
+    l2_out[n].shares = shares
+    l2_out[n].price = price
+    l2_out[n].orders = count
+    l2_out[n].stock_locate = locate
+    l2_out[n].side = _BYTE_B if side == 0 else _BYTE_S
+    ctl[C_L2_N] = n + 1
+
+
+@njit(inline="always", nogil=True, cache=True)
+def _bbo_check(locate, side, books, lad_lvl, levels, stocks, bbo_out, ctl, seq, ts):
+    """Refresh the stock's cached top of one side; emit a BBO event if it changed."""
+    b = locate * 2 + side
+    n = books[b].length
+    px = np.int64(0)
+    sz = np.int64(0)
+    if n > 0:
+        lvl = lad_lvl[books[b].start + n - 1]
+        px = levels[lvl].price
+        sz = levels[lvl].shares
+    st = stocks[locate]
+    if side == 0:
+        if st.bid_price == px and st.bid_shares == sz:
+            return
+        st.bid_price = px
+        st.bid_shares = sz
+    else:
+        if st.ask_price == px and st.ask_shares == sz:
+            return
+        st.ask_price = px
+        st.ask_shares = sz
+    if st.record_bbo:
+        k = ctl[C_BBO_N]
+        bbo_out[k].sequence = seq
+        bbo_out[k].timestamp = ts
+        bbo_out[k].bid_price = st.bid_price
+        bbo_out[k].bid_shares = st.bid_shares
+        bbo_out[k].ask_price = st.ask_price
+        bbo_out[k].ask_shares = st.ask_shares
+        bbo_out[k].stock_locate = locate
+        ctl[C_BBO_N] = k + 1
+
+
+@njit(inline="always", nogil=True, cache=True)
+def _add_order(ref, slot, locate, side, shares, price, mpid, orders, table, levels, lad_key, lad_lvl,
+               books, stocks, l2_out, ctl, seq, ts):
+    b = locate * 2 + side
+    lvl, _created = get_level(b, side, price, books, lad_key, lad_lvl, levels, ctl)
+    o = ctl[C_ORDER_FREE]
+    if o >= 0:
+        ctl[C_ORDER_FREE] = orders[o].next
+    else:
+        o = ctl[C_ORDER_TOP]
+        ctl[C_ORDER_TOP] = o + 1
+    tail = levels[lvl].tail
+    orders[o].ref = ref
+    orders[o].shares = shares
+    orders[o].price = price
+    orders[o].level = lvl
+    orders[o].prev = tail
+    orders[o].next = -1
+    orders[o].mpid = mpid
+    if tail >= 0:
+        orders[tail].next = o
+    else:
+        levels[lvl].head = o
+    levels[lvl].tail = o
+    levels[lvl].count += 1
+    levels[lvl].shares += shares
+    table[slot, 0] = ref
+    table[slot, 1] = _U(o + 1)
+    live = ctl[C_LIVE] + 1
+    ctl[C_LIVE] = live
+    if live > ctl[C_PEAK_LIVE]:
+        ctl[C_PEAK_LIVE] = live
+    if stocks[locate].record_l2:
+        _emit_l2(l2_out, ctl, seq, ts, locate, side, price, levels[lvl].shares, levels[lvl].count)
+
+
+@njit(inline="always", nogil=True, cache=True)
+def _remove_order(o, slot, mask, shift, orders, table, levels, lad_key, lad_lvl, books, stocks,
+                  l2_out, ctl, seq, ts):
+    lvl = orders[o].level
+    prev = orders[o].prev
+    nxt = orders[o].next
+    if prev >= 0:
+        orders[prev].next = nxt
+    else:
+        levels[lvl].head = nxt
+    if nxt >= 0:
+        orders[nxt].prev = prev
+    else:
+        levels[lvl].tail = prev
+    levels[lvl].shares -= orders[o].shares
+    count = levels[lvl].count - 1
+    levels[lvl].count = count
+    b = levels[lvl].book
+    locate = b >> 1
+    if stocks[locate].record_l2:
+        _emit_l2(l2_out, ctl, seq, ts, locate, b & 1, levels[lvl].price, levels[lvl].shares, count)
+    if count == 0:
+        remove_level(lvl, books, lad_key, lad_lvl, levels, ctl)
+    delete_slot(table, slot, mask, shift)
+    orders[o].next = ctl[C_ORDER_FREE]
+    orders[o].level = -1
+    ctl[C_ORDER_FREE] = o
+    ctl[C_LIVE] -= 1
+
+
+@njit(inline="always", nogil=True, cache=True)
+def _reduce_order(o, shares, orders, levels, stocks, l2_out, ctl, seq, ts):
+    """Take shares (fewer than it has) off a live order; it keeps its place in the queue."""
+    lvl = orders[o].level
+    orders[o].shares -= shares
+    levels[lvl].shares -= shares
+    b = levels[lvl].book
+    locate = b >> 1
+    if stocks[locate].record_l2:
+        _emit_l2(l2_out, ctl, seq, ts, locate, b & 1, levels[lvl].price, levels[lvl].shares,
+                 levels[lvl].count)
+
+
+@njit(inline="always", nogil=True, cache=True)
+def _record_trade(locate, price, shares, match, kind, printable, side, stocks, matches, trades_out,
+                  anomalies, ctl, seq, ts):
+    st = stocks[locate]
+    if printable:
+        st.volume += np.int64(shares)
+        st.notional += np.int64(shares) * np.int64(price)
+        st.trades += 1
+    if ctl[C_TRACK_MATCHES]:
+        cap = ctl[C_MATCH_CAP]
+        i = find_slot(matches, match, cap - 1, _shift_for(cap))
+        if matches[i, 3] != 0:
+            anomalies[locate, A_DUP_MATCH] += 1
+        else:
+            matches[i, 0] = match
+            matches[i, 1] = _U(shares)
+            matches[i, 2] = _U(price) | (_U(locate) << _U(32)) | ((_FLAG_COUNTED if printable else _U(0)) << _U(48))
+            matches[i, 3] = 1
+            ctl[C_MATCH_USED] += 1
+    if st.record_trades:
+        k = ctl[C_TRADES_N]
+        trades_out[k].sequence = seq
+        trades_out[k].timestamp = ts
+        trades_out[k].match_number = match
+        trades_out[k].shares = shares
+        trades_out[k].price = price
+        trades_out[k].stock_locate = locate
+        trades_out[k].kind = kind
+        trades_out[k].printable = 1 if printable else 0
+        trades_out[k].side = side
+        ctl[C_TRADES_N] = k + 1
+
+
+@njit(nogil=True, cache=True)
+def apply_messages(buf, pos, end, seq, orders, table, levels, lad_key, lad_lvl, books, stocks,
+                   anomalies, matches, trades_out, bbo_out, l2_out, ctl, type_counts):
+    """Apply the whole messages in buf[pos:end]; seq is the first one's sequence number.
+
+    Returns (status, pos, seq): on OK pos == end; otherwise pos/seq name the message the
+    kernel stopped at (not applied): STOP_TIME, a NEED_* resource, or an ERR_* format error.
+    """
+    budget = 0
+    table_cap = ctl[C_TABLE_CAP]
+    mask = table_cap - 1
+    shift = _shift_for(table_cap)
+    stop_ts = ctl[C_STOP_TS]
+    status = OK
+    while pos < end:
+        if pos + 2 > end:
+            status = ERR_TRUNCATED
+            break
+        length = np.int64(be16(buf, pos))
+        if length == 0:
+            status = ERR_ZERO_LENGTH
+            break
+        q = pos + 2
+        if q + length > end:
+            status = ERR_TRUNCATED
+            break
+        t = buf[q]
+        expected = _LENGTHS[t]
+        if expected == 0:  # unknown type: skipped by its length, counted
+            type_counts[t] += 1
+            ctl[C_UNKNOWN_TYPES] += 1
+            pos = q + length
+            seq += 1
+            continue
+        if expected != length:
+            status = ERR_BAD_LENGTH
+            break
+        ts = np.int64(be48(buf, q + _TS))
+        if stop_ts >= 0 and ts > stop_ts:
+            status = STOP_TIME
+            break
+        if budget <= 0:
+            # every message uses at most one of each of these (two L2 events)
+            budget = ctl[C_ORDER_CAP] - ctl[C_LIVE]
+            if budget <= 0:
+                status = NEED_ORDERS
+                break
+            room = table_cap * TABLE_MAX_LOAD_NUM // TABLE_MAX_LOAD_DEN - ctl[C_LIVE]
+            if room <= 0:
+                status = NEED_TABLE
+                break
+            budget = min(budget, room)
+            room = ctl[C_LEVEL_CAP] - ctl[C_LIVE_LEVELS]
+            if room <= 0:
+                status = NEED_LEVELS
+                break
+            budget = min(budget, room)
+            if ctl[C_TRACK_MATCHES]:
+                room = ctl[C_MATCH_CAP] * TABLE_MAX_LOAD_NUM // TABLE_MAX_LOAD_DEN - ctl[C_MATCH_USED]
+                if room <= 0:
+                    status = NEED_MATCHES
+                    break
+                budget = min(budget, room)
+            room = ctl[C_TRADES_CAP] - ctl[C_TRADES_N]
+            if room <= 0:
+                status = NEED_TRADES_OUT
+                break
+            budget = min(budget, room)
+            room = ctl[C_BBO_CAP] - ctl[C_BBO_N]
+            if room <= 0:
+                status = NEED_BBO_OUT
+                break
+            budget = min(budget, room)
+            room = (ctl[C_L2_CAP] - ctl[C_L2_N]) // 2
+            if room <= 0:
+                status = NEED_L2_OUT
+                break
+            budget = min(budget, room)
+        # one message grows at most one ladder, to at most twice the largest segment
+        if ctl[C_ARENA_TOP] + 2 * ctl[C_MAX_LADDER] + 16 > ctl[C_ARENA_CAP]:
+            status = NEED_ARENA
+            break
+        budget -= 1
+        locate = np.int64(be16(buf, q + _LOCATE))
+        type_counts[t] += 1
+
+        if t == _T_A or t == _T_F:
+            if t == _T_A:
+                ref = be64(buf, q + _A_REF)
+                side_byte = buf[q + _A_SIDE]
+                shares = np.uint32(be32(buf, q + _A_SHARES))
+                price = np.uint32(be32(buf, q + _A_PRICE))
+                mpid = np.uint32(0)
+            else:
+                ref = be64(buf, q + _F_REF)
+                side_byte = buf[q + _F_SIDE]
+                shares = np.uint32(be32(buf, q + _F_SHARES))
+                price = np.uint32(be32(buf, q + _F_PRICE))
+                mpid = np.uint32(le32(buf, q + _F_MPID))
+            if side_byte == _BYTE_B:
+                side = 0
+            elif side_byte == _BYTE_S:
+                side = 1
+            else:
+                anomalies[locate, A_BAD_SIDE] += 1
+                side = -1
+            if side >= 0:
+                if ctl[C_DIRECTORY_SEEN] > 0 and stocks[locate].symbol == 0:
+                    anomalies[locate, A_UNKNOWN_LOCATE] += 1
+                slot = find_slot(table, ref, mask, shift)
+                if table[slot, 1] != 0:
+                    anomalies[locate, A_DUP_ADD] += 1
+                else:
+                    _add_order(ref, slot, locate, side, shares, price, mpid, orders, table, levels,
+                               lad_key, lad_lvl, books, stocks, l2_out, ctl, seq, ts)
+                    _bbo_check(locate, side, books, lad_lvl, levels, stocks, bbo_out, ctl, seq, ts)
+
+        elif t == _T_D or t == _T_X or t == _T_E or t == _T_C:
+            ref = be64(buf, q + _D_REF)  # same offset in D, X, E and C (asserted below)
+            slot = find_slot(table, ref, mask, shift)
+            if table[slot, 1] == 0:
+                anomalies[locate, A_UNKNOWN_REF] += 1
+            else:
+                o = np.int64(table[slot, 1]) - 1
+                lvl = orders[o].level
+                b = levels[lvl].book
+                olocate = np.int64(b >> 1)
+                side = b & 1
+                if olocate != locate:
+                    anomalies[olocate, A_LOCATE_MISMATCH] += 1
+                remaining = orders[o].shares
+                if t == _T_D:
+                    take = remaining
+                elif t == _T_X:
+                    take = np.uint32(be32(buf, q + _X_SHARES))
+                    if take > remaining:
+                        anomalies[olocate, A_OVER_CANCEL] += 1
+                else:
+                    if t == _T_E:
+                        take = np.uint32(be32(buf, q + _E_SHARES))
+                        match = be64(buf, q + _E_MATCH)
+                        price = orders[o].price
+                        printable = True
+                        kind = _KIND_E
+                    else:
+                        take = np.uint32(be32(buf, q + _C_SHARES))
+                        match = be64(buf, q + _C_MATCH)
+                        price = np.uint32(be32(buf, q + _C_PRICE))
+                        printable = buf[q + _C_PRINTABLE] != _BYTE_N
+                        kind = _KIND_C
+                    if take > remaining:
+                        anomalies[olocate, A_OVER_EXEC] += 1
+                    _record_trade(olocate, price, _U(take), match, kind, printable,
+                                  _BYTE_B if side == 0 else _BYTE_S, stocks, matches, trades_out,
+                                  anomalies, ctl, seq, ts)
+                if take >= remaining:
+                    _remove_order(o, slot, mask, shift, orders, table, levels, lad_key, lad_lvl, books,
+                                  stocks, l2_out, ctl, seq, ts)
+                else:
+                    _reduce_order(o, take, orders, levels, stocks, l2_out, ctl, seq, ts)
+                _bbo_check(olocate, side, books, lad_lvl, levels, stocks, bbo_out, ctl, seq, ts)
+
+        elif t == _T_U:
+            old = be64(buf, q + _U_OLD)
+            slot = find_slot(table, old, mask, shift)
+            if table[slot, 1] == 0:
+                anomalies[locate, A_UNKNOWN_REF] += 1
+            else:
+                o = np.int64(table[slot, 1]) - 1
+                lvl = orders[o].level
+                b = levels[lvl].book
+                olocate = np.int64(b >> 1)
+                side = b & 1
+                mpid = orders[o].mpid
+                if olocate != locate:
+                    anomalies[olocate, A_LOCATE_MISMATCH] += 1
+                _remove_order(o, slot, mask, shift, orders, table, levels, lad_key, lad_lvl, books,
+                              stocks, l2_out, ctl, seq, ts)
+                new = be64(buf, q + _U_NEW)
+                slot = find_slot(table, new, mask, shift)
+                if table[slot, 1] != 0:
+                    anomalies[olocate, A_REPLACE_EXISTING] += 1
+                else:
+                    _add_order(new, slot, olocate, side, np.uint32(be32(buf, q + _U_SHARES)),
+                               np.uint32(be32(buf, q + _U_PRICE)), mpid, orders, table, levels,
+                               lad_key, lad_lvl, books, stocks, l2_out, ctl, seq, ts)
+                _bbo_check(olocate, side, books, lad_lvl, levels, stocks, bbo_out, ctl, seq, ts)
+
+        elif t == _T_P:
+            side_byte = buf[q + _P_SIDE]
+            _record_trade(locate, np.uint32(be32(buf, q + _P_PRICE)), _U(be32(buf, q + _P_SHARES)),
+                          be64(buf, q + _P_MATCH), _KIND_P, True, side_byte, stocks, matches,
+                          trades_out, anomalies, ctl, seq, ts)
+
+        elif t == _T_Q:
+            _record_trade(locate, np.uint32(be32(buf, q + _Q_PRICE)), be64(buf, q + _Q_SHARES),
+                          be64(buf, q + _Q_MATCH), _KIND_Q, True, _BYTE_SPACE, stocks, matches,
+                          trades_out, anomalies, ctl, seq, ts)
+
+        elif t == _T_B:
+            match = be64(buf, q + _B_MATCH)
+            found = False
+            if ctl[C_TRACK_MATCHES]:
+                mcap = ctl[C_MATCH_CAP]
+                i = find_slot(matches, match, mcap - 1, _shift_for(mcap))
+                flags = matches[i, 2] >> _U(48)
+                if matches[i, 3] != 0 and (flags & _FLAG_BROKEN) == 0:
+                    found = True
+                    matches[i, 2] |= _FLAG_BROKEN << _U(48)
+                    shares = matches[i, 1]
+                    price = np.uint32(matches[i, 2] & _U(0xFFFFFFFF))
+                    tlocate = np.int64((matches[i, 2] >> _U(32)) & _U(0xFFFF))
+                    st = stocks[tlocate]
+                    if flags & _FLAG_COUNTED:
+                        st.volume -= np.int64(shares)
+                        st.notional -= np.int64(shares) * np.int64(price)
+                        st.trades -= 1
+                    if st.record_trades:
+                        k = ctl[C_TRADES_N]
+                        trades_out[k].sequence = seq
+                        trades_out[k].timestamp = ts
+                        trades_out[k].match_number = match
+                        trades_out[k].shares = shares
+                        trades_out[k].price = price
+                        trades_out[k].stock_locate = tlocate
+                        trades_out[k].kind = _KIND_B
+                        trades_out[k].printable = 1 if flags & _FLAG_COUNTED else 0
+                        trades_out[k].side = _BYTE_SPACE
+                        ctl[C_TRADES_N] = k + 1
+            if not found:
+                anomalies[locate, A_UNKNOWN_MATCH] += 1
+
+        elif t == _T_R:
+            stocks[locate].symbol = le64(buf, q + _R_STOCK)
+            ctl[C_DIRECTORY_SEEN] += 1
+
+        elif t == _T_H:
+            stocks[locate].trading_state = buf[q + _H_STATE]
+
+        ctl[C_LAST_TS] = ts
+        ctl[C_MESSAGES] += 1
+        pos = q + length
+        seq += 1
+    return status, pos, seq
+
+
+assert _E_REF == _C_REF == _X_REF == _D_REF == 11, "D/X/E/C share the order reference offset"

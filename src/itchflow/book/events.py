@@ -1,0 +1,150 @@
+"""Event outputs: BBO changes, trades, L2 level changes, depth snapshots.
+
+The kernel appends fixed-size records to preallocated structured arrays (no Python object
+per event); the driver grows them between calls. ``to_arrow`` turns any of them into an
+Arrow table (symbols resolved, broken trades flagged), ``write_parquet`` writes one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from itchflow.book import layout as L
+
+_FIRST = 1 << 14
+
+
+class EventBuffers:
+    def __init__(self, capacity: int = _FIRST):
+        self.trades = np.zeros(capacity, L.TRADE_KERNEL_DTYPE)
+        self.bbo = np.zeros(capacity, L.BBO_KERNEL_DTYPE)
+        self.l2 = np.zeros(capacity, L.L2_KERNEL_DTYPE)
+        self.n_trades = self.n_bbo = self.n_l2 = 0
+
+    def sync_to(self, ctl: np.ndarray) -> None:
+        ctl[L.C_TRADES_CAP], ctl[L.C_TRADES_N] = len(self.trades), self.n_trades
+        ctl[L.C_BBO_CAP], ctl[L.C_BBO_N] = len(self.bbo), self.n_bbo
+        ctl[L.C_L2_CAP], ctl[L.C_L2_N] = len(self.l2), self.n_l2
+
+    def sync_from(self, ctl: np.ndarray) -> None:
+        self.n_trades = int(ctl[L.C_TRADES_N])
+        self.n_bbo = int(ctl[L.C_BBO_N])
+        self.n_l2 = int(ctl[L.C_L2_N])
+
+    def grow(self, status: int) -> None:
+        name = {L.NEED_TRADES_OUT: "trades", L.NEED_BBO_OUT: "bbo", L.NEED_L2_OUT: "l2"}[status]
+        old = getattr(self, name)
+        new = np.zeros(2 * len(old), old.dtype)
+        new[: len(old)] = old
+        setattr(self, name, new)
+
+    def take(self, ctl: np.ndarray):
+        """Copies of what was recorded; the buffers start over."""
+        self.sync_from(ctl)
+        out = (self.bbo[: self.n_bbo].view(L.BBO_EVENT_DTYPE).copy(),
+               self.trades[: self.n_trades].view(L.TRADE_EVENT_DTYPE).copy(),
+               self.l2[: self.n_l2].view(L.L2_EVENT_DTYPE).copy())
+        self.n_trades = self.n_bbo = self.n_l2 = 0
+        self.sync_to(ctl)
+        return out
+
+
+def mark_broken(trades: np.ndarray) -> np.ndarray:
+    """bool per trade: True when a later B record (in this array) broke its match number."""
+    kinds = trades["kind"]
+    breaks = trades["match_number"][kinds == b"B"]
+    return (kinds != b"B") & np.isin(trades["match_number"], breaks)
+
+
+def _symbols(locates: np.ndarray, symbol_of) -> np.ndarray:
+    uniq, inv = np.unique(locates, return_inverse=True)
+    names = np.array([symbol_of(int(u)) for u in uniq], dtype=object)
+    return names[inv] if len(locates) else np.array([], dtype=object)
+
+
+def to_arrow(events: np.ndarray, symbol_of=str):
+    """A structured event array (any of the three) -> pyarrow.Table, with a symbol column.
+
+    symbol_of: locate -> symbol text (e.g. ``Books.symbol``). Trades get a ``broken``
+    column; single-byte codes become strings.
+    """
+    import pyarrow as pa
+
+    cols = {}
+    for name in events.dtype.names:
+        col = events[name]
+        if col.dtype.kind == "S":
+            col = col.astype("U1")
+        cols[name] = col
+        if name == "stock_locate":
+            cols["symbol"] = _symbols(col, symbol_of)
+    if events.dtype == L.TRADE_EVENT_DTYPE:
+        cols["broken"] = mark_broken(events)
+        cols["printable"] = events["printable"].astype(bool)
+    return pa.table({k: pa.array(v) if not isinstance(v, np.ndarray) or v.dtype != object
+                     else pa.array(list(v), pa.string()) for k, v in cols.items()})
+
+
+def write_parquet(events: np.ndarray, path, symbol_of=str) -> None:
+    import pyarrow.parquet as pq
+
+    pq.write_table(to_arrow(events, symbol_of), path)
+
+
+SNAPSHOT_DTYPE = np.dtype([
+    ("timestamp", np.int64),
+    ("stock_locate", np.uint16),
+    ("side", "S1"),
+    ("level", np.uint16),     # 0 = best
+    ("price", np.uint32),
+    ("shares", np.int64),
+    ("orders", np.uint32),
+])
+
+
+def snapshots(books, source_chunks, times_ns, symbols, n: int) -> np.ndarray:
+    """Depth-n snapshots of the chosen symbols at each time (book after every message <= t).
+
+    books: a fresh ``Books``; source_chunks: iterable of (uint8 buffer, first sequence).
+    Returns SNAPSHOT_DTYPE rows, one per level per side per symbol per time.
+    """
+    times = sorted(int(t) for t in times_ns)
+    rows: list[np.ndarray] = []
+    it = iter(times)
+    t = next(it, None)
+    for buf, first_seq in source_chunks:
+        pos = 0
+        buf = np.asarray(buf)
+        books.next_sequence = int(first_seq)
+        while t is not None:
+            pos += books.apply(buf[pos:], stop_after_ns=t)
+            if pos < len(buf):  # stopped before a later message: snapshot, next time
+                rows.append(_snapshot(books, t, symbols, n))
+                t = next(it, None)
+            else:
+                break
+        if t is None:
+            break
+        if pos < len(buf):
+            books.apply(buf[pos:])
+    while t is not None:  # times after the last message see the final book
+        rows.append(_snapshot(books, t, symbols, n))
+        t = next(it, None)
+    return np.concatenate(rows) if rows else np.zeros(0, SNAPSHOT_DTYPE)
+
+
+def _snapshot(books, t, symbols, n) -> np.ndarray:
+    parts = []
+    for sym in symbols:
+        loc = books.locate(sym)
+        for side, arr in zip((b"B", b"S"), books.depth(loc, n)):
+            rec = np.zeros(len(arr), SNAPSHOT_DTYPE)
+            rec["timestamp"] = t
+            rec["stock_locate"] = loc
+            rec["side"] = side
+            rec["level"] = np.arange(len(arr))
+            rec["price"] = arr[:, 0]
+            rec["shares"] = arr[:, 1]
+            rec["orders"] = arr[:, 2]
+            parts.append(rec)
+    return np.concatenate(parts) if parts else np.zeros(0, SNAPSHOT_DTYPE)

@@ -1,0 +1,128 @@
+"""Price ladders: per book (stock, side) a sorted segment of level ids in a shared arena.
+
+Keys ascend within a segment (key = price for bids, -price for asks), so the best level is
+the last entry and inserting or removing near the top moves only a few entries. Lookups
+scan down from the top for a few steps (most activity is there), then binary-search the
+rest. A full segment is moved to a segment twice its size at the arena's top; the driver
+compacts the arena when it fills up (``compact_arena``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from itchflow.book.layout import C_ARENA_TOP, C_LEVEL_FREE, C_LEVEL_TOP, C_LIVE_LEVELS, C_MAX_LADDER
+
+_TOP_SCAN = 8
+FIRST_SEGMENT = 8
+
+
+@njit(inline="always", nogil=True, cache=True)
+def lower_bound(lad_key, start, n, key):
+    """First position p in the segment with lad_key[start + p] >= key (n if none)."""
+    i = n - 1
+    lim = n - _TOP_SCAN
+    if lim < 0:
+        lim = 0
+    while i >= lim and lad_key[start + i] >= key:
+        i -= 1
+    if i >= lim or lim == 0:
+        return i + 1
+    lo = 0
+    hi = lim  # lad_key[start + lim] >= key is known
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if lad_key[start + mid] < key:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@njit(inline="always", nogil=True, cache=True)
+def level_key(side, price):
+    return np.int64(price) if side == 0 else -np.int64(price)
+
+
+@njit(inline="always", nogil=True, cache=True)
+def get_level(b, side, price, books, lad_key, lad_lvl, levels, ctl):
+    """The level of book b at price, created (empty) if absent. Returns (level, created)."""
+    key = level_key(side, price)
+    start = books[b].start
+    n = np.int64(books[b].length)
+    p = lower_bound(lad_key, start, n, key)
+    if p < n and lad_key[start + p] == key:
+        return lad_lvl[start + p], False
+    cap = np.int64(books[b].cap)
+    if n == cap:  # move the segment to a fresh one twice the size at the arena's top
+        new_cap = cap * 2 if cap > 0 else FIRST_SEGMENT
+        new_start = ctl[C_ARENA_TOP]
+        for k in range(n):
+            lad_key[new_start + k] = lad_key[start + k]
+            lad_lvl[new_start + k] = lad_lvl[start + k]
+        ctl[C_ARENA_TOP] = new_start + new_cap
+        if new_cap > ctl[C_MAX_LADDER]:
+            ctl[C_MAX_LADDER] = new_cap
+        books[b].start = new_start
+        books[b].cap = new_cap
+        start = new_start
+    k = n
+    while k > p:
+        lad_key[start + k] = lad_key[start + k - 1]
+        lad_lvl[start + k] = lad_lvl[start + k - 1]
+        k -= 1
+    # allocate a level: the free chain (through `head`) first, else the high-water mark
+    lvl = ctl[C_LEVEL_FREE]
+    if lvl >= 0:
+        ctl[C_LEVEL_FREE] = levels[lvl].head
+    else:
+        lvl = ctl[C_LEVEL_TOP]
+        ctl[C_LEVEL_TOP] = lvl + 1
+    ctl[C_LIVE_LEVELS] += 1
+    levels[lvl].price = price
+    levels[lvl].shares = 0
+    levels[lvl].count = 0
+    levels[lvl].head = -1
+    levels[lvl].tail = -1
+    levels[lvl].book = b
+    lad_key[start + p] = key
+    lad_lvl[start + p] = lvl
+    books[b].length = n + 1
+    return lvl, True
+
+
+@njit(inline="always", nogil=True, cache=True)
+def remove_level(lvl, books, lad_key, lad_lvl, levels, ctl):
+    """Take an empty level out of its ladder and free it."""
+    b = levels[lvl].book
+    side = b & 1
+    key = level_key(side, levels[lvl].price)
+    start = books[b].start
+    n = np.int64(books[b].length)
+    p = lower_bound(lad_key, start, n, key)
+    for k in range(p, n - 1):
+        lad_key[start + k] = lad_key[start + k + 1]
+        lad_lvl[start + k] = lad_lvl[start + k + 1]
+    books[b].length = n - 1
+    levels[lvl].head = ctl[C_LEVEL_FREE]
+    levels[lvl].book = -1
+    ctl[C_LEVEL_FREE] = lvl
+    ctl[C_LIVE_LEVELS] -= 1
+
+
+@njit(nogil=True, cache=True)
+def compact_arena(books, old_key, old_lvl, new_key, new_lvl):
+    """Copy every book's segment into a fresh arena, back to back. Returns the new top."""
+    top = 0
+    for b in range(books.shape[0]):
+        cap = np.int64(books[b].cap)
+        if cap == 0:
+            continue
+        start = books[b].start
+        for k in range(np.int64(books[b].length)):
+            new_key[top + k] = old_key[start + k]
+            new_lvl[top + k] = old_lvl[start + k]
+        books[b].start = top
+        top += cap
+    return top

@@ -1,0 +1,194 @@
+"""The book engine's state, declared once: record dtypes, control-word indices, status codes.
+
+All engine state lives in preallocated numpy arrays so the compiled kernels can be cached
+(no jitclass) and the Python side can grow any of them between calls without losing state.
+
+- ``orders``: the order pool, one 32-byte record per order (one cache line holds it whole);
+  free slots are chained through ``next``.
+- ``table``: open-addressing hash (linear probing, backward-shift deletion, no tombstones)
+  from the 64-bit order reference to pool index + 1 (0 = empty slot): uint64[cap, 2].
+- ``levels``: price levels, each with total shares, order count, its FIFO queue (head/tail
+  of an intrusive doubly-linked list through ``orders``) and its book (locate * 2 + side).
+- ``ladder_key``/``ladder_level``: per book a sorted segment of an arena, ascending by key
+  (key = price for bids, -price for asks), so the best level is always the last one and
+  the levels that change most are the ones nearest the end of the segment.
+- ``books``: per book (locate * 2 + side) the segment's start, length and capacity.
+- ``stocks``: per stock locate: symbol, trading state, volume, notional, cached BBO, and
+  which event streams to record for it.
+- ``matches``: match number -> trade (for B, broken trades): uint64[cap, 4] rows
+  (key, shares, price | locate << 32 | flags << 48, used).
+- ``ctl``: int64 control words (counters, free-list heads, capacities, options).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+BID = 0
+ASK = 1
+N_LOCATES = 1 << 16
+N_BOOKS = N_LOCATES * 2
+
+ORDER_DTYPE = np.dtype([
+    ("ref", np.uint64),
+    ("shares", np.uint32),
+    ("price", np.uint32),
+    ("level", np.int32),
+    ("prev", np.int32),   # towards the head of the queue (earlier), -1 at the head
+    ("next", np.int32),   # towards the tail (later), -1 at the tail; free-list link when free
+    ("mpid", np.uint32),  # F attribution, 4 ASCII bytes little-endian (0 = none)
+])
+assert ORDER_DTYPE.itemsize == 32
+
+LEVEL_DTYPE = np.dtype([
+    ("price", np.int64),
+    ("shares", np.int64),
+    ("count", np.int32),
+    ("head", np.int32),
+    ("tail", np.int32),
+    ("book", np.int32),   # locate * 2 + side; free-list link when free
+])
+assert LEVEL_DTYPE.itemsize == 32
+
+BOOK_DTYPE = np.dtype([
+    ("start", np.int64),
+    ("length", np.int32),
+    ("cap", np.int32),
+])
+
+STOCK_DTYPE = np.dtype([
+    ("symbol", np.uint64),      # 8 ASCII bytes from R, little-endian (0 = no directory)
+    ("volume", np.int64),
+    ("notional", np.int64),     # sum of price * shares (raw Price(4) units)
+    ("trades", np.int64),
+    ("bid_price", np.int64),    # cached top of book (0/0 when the side is empty)
+    ("bid_shares", np.int64),
+    ("ask_price", np.int64),
+    ("ask_shares", np.int64),
+    ("trading_state", np.uint8),  # H: b'H', b'P', b'Q', b'T' (0 = not seen)
+    ("record_bbo", np.uint8),
+    ("record_trades", np.uint8),
+    ("record_l2", np.uint8),
+    ("pad", np.uint32),
+])
+
+# Event records (what the kernels append to the output buffers). The kernels write the
+# one-byte codes as integers (``*_KERNEL_DTYPE``); users see the same bytes as ``S1``.
+def _padded(fields, itemsize: int, text_codes: bool) -> np.dtype:
+    names = [n for n, _ in fields]
+    formats = [("S1" if (text_codes and f == "code") else (np.uint8 if f == "code" else f)) for _, f in fields]
+    offsets, pos = [], 0
+    for f in formats:
+        offsets.append(pos)
+        pos += np.dtype(f).itemsize
+    return np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": itemsize})
+
+
+_TRADE_FIELDS = [
+    ("sequence", np.uint64),
+    ("timestamp", np.int64),
+    ("match_number", np.uint64),
+    ("shares", np.uint64),
+    ("price", np.uint32),
+    ("stock_locate", np.uint16),
+    ("kind", "code"),        # E (execution of an A/F order), C, P, Q; B = a break of an earlier trade
+    ("printable", np.uint8),  # 1 when the trade counts in volume (C printable N -> 0)
+    ("side", "code"),        # side of the resting order (E, C, P), b' ' for Q and B
+]
+_BBO_FIELDS = [
+    ("sequence", np.uint64),
+    ("timestamp", np.int64),
+    ("bid_shares", np.int64),
+    ("ask_shares", np.int64),
+    ("bid_price", np.uint32),
+    ("ask_price", np.uint32),
+    ("stock_locate", np.uint16),
+]
+_L2_FIELDS = [
+    ("sequence", np.uint64),
+    ("timestamp", np.int64),
+    ("shares", np.int64),    # the level's total after the change (0 = level gone)
+    ("price", np.uint32),
+    ("orders", np.uint32),
+    ("stock_locate", np.uint16),
+    ("side", "code"),
+]
+TRADE_EVENT_DTYPE = _padded(_TRADE_FIELDS, 48, True)
+BBO_EVENT_DTYPE = _padded(_BBO_FIELDS, 48, True)
+L2_EVENT_DTYPE = _padded(_L2_FIELDS, 40, True)
+TRADE_KERNEL_DTYPE = _padded(_TRADE_FIELDS, 48, False)
+BBO_KERNEL_DTYPE = _padded(_BBO_FIELDS, 48, False)
+L2_KERNEL_DTYPE = _padded(_L2_FIELDS, 40, False)
+
+# Anomaly kinds: counted per stock locate (anomalies[locate, kind]) and never fatal.
+ANOMALIES = (
+    "unknown_reference",    # E/C/X/D/U on a reference that is not live
+    "duplicate_add",        # A/F with a reference already live (the add is ignored)
+    "over_execution",       # E/C for more shares than remain (the order is removed)
+    "over_cancel",          # X for more shares than remain (the order is removed)
+    "replace_to_existing",  # U whose new reference is already live (old removed, new not added)
+    "unknown_locate",       # an add for a locate with no R, after R messages were seen
+    "bad_side",             # A/F with a side that is neither B nor S (the add is ignored)
+    "unknown_match",        # B for a match number never seen, or already broken
+    "duplicate_match",      # a trade whose match number was already used (first one kept)
+    "locate_mismatch",      # E/C/X/D/U whose header locate is not the order's stock
+)
+N_ANOMALIES = len(ANOMALIES)
+(A_UNKNOWN_REF, A_DUP_ADD, A_OVER_EXEC, A_OVER_CANCEL, A_REPLACE_EXISTING, A_UNKNOWN_LOCATE,
+ A_BAD_SIDE, A_UNKNOWN_MATCH, A_DUP_MATCH, A_LOCATE_MISMATCH) = range(N_ANOMALIES)
+
+# ctl: int64 control words.
+C_ORDER_CAP = 0       # len(orders)
+C_ORDER_TOP = 1       # high-water mark of the pool
+C_ORDER_FREE = 2      # head of the free chain (-1 = none)
+C_LIVE = 3            # live orders
+C_PEAK_LIVE = 4
+C_TABLE_CAP = 5       # len(table), a power of two
+C_LEVEL_CAP = 6
+C_LEVEL_TOP = 7
+C_LEVEL_FREE = 8
+C_LIVE_LEVELS = 9
+C_ARENA_CAP = 10
+C_ARENA_TOP = 11
+C_MAX_LADDER = 12     # the largest segment capacity any book has (bounds one message's arena use)
+C_MATCH_CAP = 13
+C_MATCH_USED = 14
+C_TRADES_CAP = 15     # output buffer capacities and fill counts
+C_TRADES_N = 16
+C_BBO_CAP = 17
+C_BBO_N = 18
+C_L2_CAP = 19
+C_L2_N = 20
+C_STOP_TS = 21        # stop before the first message with a timestamp above this (-1 = never)
+C_DIRECTORY_SEEN = 22 # R messages seen so far
+C_MESSAGES = 23       # messages applied in total
+C_LAST_TS = 24        # timestamp of the last message applied
+C_TRACK_MATCHES = 25  # 1: keep the match -> trade index (for B)
+C_UNKNOWN_TYPES = 26  # messages of an unknown type (skipped by their length)
+N_CTL = 32
+
+# Kernel status codes. Codes below ERR_FIRST are resumable: the message at `pos` has not been
+# touched; the driver grows what is named and calls again from `pos`.
+OK = 0
+STOP_TIME = 1
+NEED_ORDERS = 2
+NEED_TABLE = 3
+NEED_LEVELS = 4
+NEED_ARENA = 5
+NEED_MATCHES = 6
+NEED_TRADES_OUT = 7
+NEED_BBO_OUT = 8
+NEED_L2_OUT = 9
+ERR_FIRST = 16
+ERR_TRUNCATED = 16
+ERR_BAD_LENGTH = 17
+ERR_ZERO_LENGTH = 18
+
+ERROR_TEXT = {
+    ERR_TRUNCATED: "truncated message: the buffer ends inside it (or inside its length prefix)",
+    ERR_BAD_LENGTH: "length prefix disagrees with the message type's length",
+    ERR_ZERO_LENGTH: "zero-length message",
+}
+
+TABLE_MAX_LOAD_NUM = 5   # grow the hash table past 5/8 full (linear probing stays short)
+TABLE_MAX_LOAD_DEN = 8
