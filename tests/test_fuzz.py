@@ -30,7 +30,7 @@ from itchflow.errors import ITCHFormatError
 
 pytestmark = pytest.mark.timeout(120)
 
-FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                         HealthCheck.data_too_large])
 
 GENERATED = ref.random_stream(150, seed=17, unknown_rate=0.1)
@@ -130,7 +130,7 @@ def test_container_mutations_fail_cleanly(which, m):
     run_all(data, "<bytes buffer>")
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(["raw", "gz", "pcap", "pcapng"]), mutations)
 def test_file_mutations_fail_cleanly(kind, m):
     import tempfile
@@ -152,7 +152,7 @@ CRASH_SCRIPT = textwrap.dedent("""
     import test_fuzz as tf
     rng = random.Random(12345)
     n = 0
-    for i in range(1500):
+    for i in range(3000):
         base = tf.CONTAINERS[i % len(tf.CONTAINERS)]
         b = bytearray(base)
         for _ in range(rng.randint(1, 8)):
@@ -177,7 +177,7 @@ def test_mutated_batch_in_subprocess_exits_normally():
     r = subprocess.run([sys.executable, "-c", CRASH_SCRIPT.format(tests=tests)], capture_output=True,
                        text=True, timeout=110, env=env)
     assert r.returncode == 0, f"exit {r.returncode}\n{r.stderr[-3000:]}"
-    assert "survived 6000" in r.stdout
+    assert "survived 12000" in r.stdout
 
 
 # --------------------------------------------------------------------------- specific cases
