@@ -29,6 +29,7 @@ Rules, several learned from the bugs users hit in paritytrading/nassau:
 from __future__ import annotations
 
 import heapq
+import struct
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -55,6 +56,10 @@ LINE_A, LINE_B, LINE_REPLY = 0, 1, 2
 LINE_NAMES = ("A", "B", "reply")
 MAX_REQUEST_COUNT = 0xFFFE  # the count field is 16 bits and 0xFFFF means end of session
 MALFORMED_LOG_LIMIT = 1000
+# One struct call reads the whole header (much cheaper than numpy scalar indexing per field).
+_HEADER = struct.Struct(f">{SESSION_SIZE}sQH")
+assert _HEADER.size == HEADER_SIZE and struct.calcsize(f">{SESSION_SIZE}s") == SEQUENCE_OFFSET
+assert struct.calcsize(f">{SESSION_SIZE}sQ") == COUNT_OFFSET
 
 
 @dataclass(slots=True)
@@ -218,9 +223,7 @@ class MoldReceiver:
         if n < HEADER_SIZE:
             self._malformed(events, number, line, MALFORMED_TEXT[SHORT_HEADER] + f" ({n} bytes)", None)
             return events
-        session = buf[:SESSION_SIZE].tobytes()
-        seq = int.from_bytes(buf[SEQUENCE_OFFSET:SEQUENCE_OFFSET + 8].tobytes(), "big")
-        count = (int(buf[COUNT_OFFSET]) << 8) | int(buf[COUNT_OFFSET + 1])
+        session, seq, count = _HEADER.unpack_from(buf)
 
         if session != self.session:
             if session in self.old_sessions:

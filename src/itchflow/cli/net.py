@@ -1,0 +1,184 @@
+"""``itchflow publish``, ``itchflow listen`` (MoldUDP64) and ``itchflow soup serve|fetch``."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from itchflow.cli import bench, main
+
+
+def _fail(error: Exception) -> None:
+    click.echo(f"itchflow: error: {error}", err=True)
+    sys.exit(1)
+
+
+def load_binaryfile(path: str):
+    """The whole BinaryFILE as one uint8 array (raw files memory-mapped; gzip decompressed)."""
+    import numpy as np
+
+    try:
+        from itchflow.sources.chunks import iter_chunks
+    except ImportError:  # pragma: no cover - the lead's sources module is there in main
+        iter_chunks = None
+    if iter_chunks is None:
+        return np.memmap(path, np.uint8, "r")
+    parts = [c.data for c in iter_chunks(path)]
+    if len(parts) == 1:
+        return parts[0]
+    return np.concatenate(parts) if parts else np.zeros(0, np.uint8)
+
+
+def _rate(text: str) -> float | None:
+    if text == "max":
+        return None
+    if text == "real":
+        return 1.0
+    try:
+        r = float(text.rstrip("x"))
+    except ValueError:
+        raise click.BadParameter("expected real, max or a multiple of real time such as 10") from None
+    if r <= 0:
+        raise click.BadParameter("the rate must be positive")
+    return r
+
+
+def _endpoint(text: str | None, default_host: str = "0.0.0.0"):
+    if text is None:
+        return None
+    from itchflow.sources.udp import parse_endpoint
+
+    try:
+        return parse_endpoint(text, default_host)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+@main.command()
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--mold", "line_a", required=True, metavar="GROUP:PORT", help="Line A destination.")
+@click.option("--line-b", metavar="GROUP:PORT", help="Line B destination (same packets).")
+@click.option("--session", default="ITCHFLOW", show_default=True, help="MoldUDP64 session name (10 chars max).")
+@click.option("--rate", default="real", show_default=True,
+              help="real (message timestamps), max (flat out) or N (N x real time).")
+@click.option("--pps", type=float, help="Cap on packets per second per line.")
+@click.option("--payload", default=1400, show_default=True, help="Largest UDP payload, header included.")
+@click.option("--rerequest", metavar="[HOST:]PORT", help="Serve re-requests on this UDP port.")
+@click.option("--linger", default=2.0, show_default=True, help="Seconds to keep serving re-requests at the end.")
+@click.option("--interface", help="Local address of the interface to send multicast on.")
+@click.option("--drop-a", default=0.0, help="Fault injection: fraction of packets dropped on line A.")
+@click.option("--drop-b", default=0.0, help="Fault injection: fraction of packets dropped on line B.")
+@click.option("--reorder", default=0.0, help="Fault injection: fraction of packets sent 2-4 packets late.")
+@click.option("--duplicate", default=0.0, help="Fault injection: fraction of packets sent twice.")
+@click.option("--seed", default=0, help="Seed of the fault injection.")
+@click.option("--json", "as_json", is_flag=True, help="Print the counters as one JSON object.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress display.")
+def publish(path, line_a, line_b, session, rate, pps, payload, rerequest, linger, interface, drop_a, drop_b,
+            reorder, duplicate, seed, as_json, quiet):
+    """Replay a BinaryFILE as MoldUDP64 packets on one or two lines, serving re-requests."""
+    from itchflow.errors import ITCHFormatError
+    from itchflow.sources.mold_publish import publish as run
+    from itchflow.transport.mold_publisher import Faults, MoldFeed
+
+    try:
+        feed = MoldFeed(load_binaryfile(path), session, payload, source=path)
+        res = _with_progress(quiet or as_json, "publish", feed.n_packets, lambda update: run(
+            feed, _endpoint(line_a, "127.0.0.1"), _endpoint(line_b, "127.0.0.1"),
+            rerequest=_endpoint(rerequest), rate=_rate(rate), pps=pps,
+            faults=Faults(drop_a, drop_b, reorder, duplicate, seed), linger=linger, interface=interface,
+            on_progress=update))
+    except (ITCHFormatError, OSError, ValueError) as e:
+        _fail(e)
+    d = res.__dict__
+    if as_json:
+        click.echo(json.dumps(d))
+    else:
+        for k, v in d.items():
+            click.echo(f"{k:>16}: {v}")
+
+
+def _with_progress(quiet, what, total, fn):
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    if quiet or not console.is_terminal:
+        return fn(None)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn(f"[bold]{what}"), BarColumn(), MofNCompleteColumn(), TextColumn("packets"),
+                  TimeElapsedColumn(), console=console, transient=True) as bar:
+        task = bar.add_task(what, total=total)
+        return fn(lambda k, n: bar.update(task, completed=k))
+
+
+@main.command()
+@click.option("--mold", "line_a", required=True, metavar="GROUP:PORT", help="Line A (multicast group or local address).")
+@click.option("--line-b", metavar="GROUP:PORT", help="Line B.")
+@click.option("--rerequest", metavar="HOST:PORT", help="Re-request server (without it, holes are counted lost).")
+@click.option("--out", type=click.Path(dir_okay=False), help="Write the recovered stream here (BinaryFILE).")
+@click.option("--engine", type=click.Choice(["recvmmsg", "recv"]), default="recvmmsg", show_default=True)
+@click.option("--session", help="Follow this session only (default: the first seen).")
+@click.option("--from-sequence", "start", default="1", show_default=True,
+              help="First sequence wanted, or 'first' to start from the first packet received.")
+@click.option("--interface", default="0.0.0.0", show_default=True, help="Interface address for the joins.")
+@click.option("--idle-timeout", default=10.0, show_default=True, help="Stop after this many seconds without a packet.")
+@click.option("--max-seconds", type=float, help="Stop after this long in any case.")
+@click.option("--line-wait-ms", default=2.0, show_default=True, help="How long a hole waits for the other line.")
+@click.option("--json", "as_json", is_flag=True, help="Print the counters as one JSON object.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress display.")
+def listen(line_a, line_b, rerequest, out, engine, session, start, interface, idle_timeout, max_seconds,
+           line_wait_ms, as_json, quiet):
+    """Receive a MoldUDP64 feed (A/B lines, gap fill by re-request) until its end of session."""
+    from itchflow.sources.udp import latency_summary
+    from itchflow.sources.udp import listen as run
+
+    start_sequence = None if start == "first" else int(start)
+    f = open(out, "wb") if out else None
+    progress = None
+    if not (quiet or as_json):
+        from rich.console import Console
+
+        if Console(stderr=True).is_terminal:
+            progress = _listen_progress()
+    try:
+        res = run(_endpoint(line_a, "127.0.0.1"), _endpoint(line_b, "127.0.0.1"), _endpoint(rerequest, "127.0.0.1"),
+                  f, engine=engine, session=session, start_sequence=start_sequence, idle_timeout=idle_timeout,
+                  max_seconds=max_seconds, interface=interface,
+                  receiver_options={"line_wait_ns": int(line_wait_ms * 1e6)}, on_progress=progress)
+    except (OSError, ValueError) as e:
+        _fail(e)
+    finally:
+        if f is not None:
+            f.close()
+    report = {"engine": res.engine, "finished": res.finished, "seconds": round(res.seconds, 3), **res.stats,
+              "latency": latency_summary(res.latency_ns),
+              "malformed_packets": [str(m) for m in res.malformed[:20]],
+              "lost_ranges": [(e.first_sequence, e.count, e.reason) for e in res.lost[:20]]}
+    if as_json:
+        click.echo(json.dumps(report, default=float))
+    else:
+        for k, v in report.items():
+            click.echo(f"{k:>22}: {v}")
+    if not res.finished:
+        click.echo("itchflow: listen stopped before the end of session was seen and filled", err=True)
+        sys.exit(2)
+
+
+def _listen_progress():
+    import time
+
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    state = {"t": 0.0}
+
+    def update(receiver):
+        t = time.monotonic()
+        if t - state["t"] >= 0.5:
+            state["t"] = t
+            s = receiver.stats
+            console.print(f"seq {receiver.next_sequence}  msgs {s.messages:,}  gaps {s.gaps}  "
+                          f"requests {s.requests}  lost {s.lost}", end="\r")
+    return update

@@ -1,0 +1,248 @@
+"""UDP sockets for MoldUDP64: open/join, receive (Python recv or compiled recvmmsg), and
+the listen loop that drives the sans-I/O ``MoldReceiver`` and writes what it delivers.
+
+Receive timestamps come from the kernel (SO_TIMESTAMPNS, CLOCK_REALTIME) so the reported
+latency is from the datagram's arrival in the kernel to its delivery in sequence.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import select
+import socket
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from itchflow.sources.udp_compiled import SO_TIMESTAMPNS, MmsgSlots
+from itchflow.transport.mold_receiver import (
+    LINE_REPLY,
+    Deliver,
+    Lost,
+    MoldReceiver,
+    Request,
+)
+
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+DEFAULT_RCVBUF = 16 << 20
+MAX_DATAGRAM = 65536
+
+
+def parse_endpoint(text: str, default_host: str = "0.0.0.0") -> tuple[str, int]:
+    """'HOST:PORT' or 'PORT' -> (host, port)."""
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host, port = default_host, text
+    try:
+        p = int(port)
+    except ValueError:
+        raise ValueError(f"{text!r}: expected HOST:PORT or PORT") from None
+    if not 0 <= p < 65536:
+        raise ValueError(f"{text!r}: port out of range")
+    return host or default_host, p
+
+
+def is_multicast(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_multicast
+    except ValueError:
+        return False
+
+
+def open_receiver(host: str, port: int, *, interface: str = "0.0.0.0", rcvbuf: int = DEFAULT_RCVBUF,
+                  timestamps: bool = True) -> socket.socket:
+    """A UDP socket receiving host:port: joins the group if host is multicast, else binds it."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    _set_rcvbuf(s, rcvbuf)
+    if timestamps:
+        s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+    s.bind((host, port))
+    if is_multicast(host):
+        mreq = socket.inet_aton(host) + socket.inet_aton(interface)
+        s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+    s.setblocking(False)
+    return s
+
+
+def _set_rcvbuf(s: socket.socket, size: int) -> None:
+    try:  # as root, past net.core.rmem_max
+        s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
+    except OSError:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+
+
+def open_sender(*, multicast_ttl: int = 1, interface: str | None = None, loop: bool = True) -> socket.socket:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, multicast_ttl)
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1 if loop else 0)
+    if interface:
+        s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(interface))
+    return s
+
+
+class PyRecv:
+    """recvmsg_into from Python, one datagram per call, with its kernel timestamp."""
+
+    name = "recv"
+
+    def __init__(self, batch: int = 64):
+        self.buf = np.zeros(MAX_DATAGRAM, np.uint8)
+        self.batch = batch
+        self._anc = socket.CMSG_SPACE(16)
+
+    def read(self, sock: socket.socket):
+        """Yield (uint8 view, rx_ns) for up to ``batch`` queued datagrams (views are reused)."""
+        for _ in range(self.batch):
+            try:
+                n, anc, _, _ = sock.recvmsg_into([self.buf], self._anc)
+            except (BlockingIOError, InterruptedError):
+                return
+            rx = 0
+            for level, typ, data in anc:
+                if level == socket.SOL_SOCKET and typ == SO_TIMESTAMPNS and len(data) >= 16:
+                    sec, nsec = np.frombuffer(data[:16], np.int64)
+                    rx = int(sec) * 1_000_000_000 + int(nsec)
+            yield self.buf[:n], rx
+
+
+class MmsgRecv:
+    """Batched recvmmsg called from compiled code."""
+
+    name = "recvmmsg"
+
+    def __init__(self, batch: int = 64, slot_size: int = 2048):
+        self.slots = MmsgSlots(batch, slot_size)
+
+    def read(self, sock: socket.socket):
+        sl = self.slots
+        n = sl.receive(sock.fileno())
+        for i in range(n):
+            yield sl.bufs[i, :sl.lengths[i]], int(sl.rx_ns[i])
+
+
+ENGINES = {"recv": PyRecv, "recvmmsg": MmsgRecv}
+
+
+@dataclass
+class ListenResult:
+    stats: dict
+    latency_ns: np.ndarray               # receive (kernel) to deliver, one per Deliver event
+    malformed: list
+    lost: list = field(default_factory=list)
+    finished: bool = False               # end of session seen and everything before it delivered
+    seconds: float = 0.0
+    engine: str = ""
+
+
+def listen(line_a: tuple[str, int], line_b: tuple[str, int] | None, rerequest: tuple[str, int] | None,
+           out, *, engine: str = "recvmmsg", session: bytes | str | None = None,
+           start_sequence: int | None = 1, idle_timeout: float = 10.0, max_seconds: float | None = None,
+           interface: str = "0.0.0.0", receiver_options: dict | None = None, on_progress=None,
+           sockets: list | None = None) -> ListenResult:
+    """Receive a MoldUDP64 feed until its end of session is seen and every message before
+    it is delivered (or until ``idle_timeout`` s without a packet / ``max_seconds``).
+
+    out: a binary file object (receives the BinaryFILE stream) or None.
+    sockets: already-open (A, B or None) receive sockets (tests open them before the publisher starts).
+    """
+    opts = dict(receiver_options or {})
+    receiver = MoldReceiver(session, start_sequence=start_sequence, requests=rerequest is not None, **opts)
+    if sockets is None:
+        socks = [open_receiver(*line_a, interface=interface)]
+        if line_b is not None:
+            socks.append(open_receiver(*line_b, interface=interface))
+    else:
+        socks = [s for s in sockets if s is not None]
+    req_sock = None
+    if rerequest is not None:
+        req_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        req_sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        _set_rcvbuf(req_sock, 4 << 20)
+        req_sock.setblocking(False)
+    reader = ENGINES[engine]()
+    lines = {s.fileno(): (s, i) for i, s in enumerate(socks)}
+    if req_sock is not None:
+        lines[req_sock.fileno()] = (req_sock, LINE_REPLY)
+    poller = select.poll()
+    for fd in lines:
+        poller.register(fd, select.POLLIN)
+    latency = LatencyLog()
+    lost: list = []
+    start = time.monotonic()
+    last_packet = start
+    write = out.write if out is not None else None
+    try:
+        while True:
+            now_ns = time.monotonic_ns()
+            deadline = receiver.next_deadline()
+            wait_ms = 100
+            if deadline is not None:
+                wait_ms = max(0, min(wait_ms, -(-(deadline - now_ns) // 1_000_000)))
+            ready = poller.poll(wait_ms)
+            for fd, _ in ready:
+                sock, line = lines[fd]
+                for view, rx in reader.read(sock):
+                    # Deliver views point into the reader's buffers: handle them before the next read.
+                    _handle(receiver.receive(view, time.monotonic_ns(), line, rx or None), write, req_sock,
+                            rerequest, latency, lost)
+                last_packet = time.monotonic()
+            _handle(receiver.tick(time.monotonic_ns()), write, req_sock, rerequest, latency, lost)
+            if on_progress is not None:
+                on_progress(receiver)
+            if receiver.finished:
+                break
+            t = time.monotonic()
+            if t - last_packet > idle_timeout or (max_seconds is not None and t - start > max_seconds):
+                break
+    finally:
+        if sockets is None:
+            for s in socks:
+                s.close()
+        if req_sock is not None:
+            req_sock.close()
+    return ListenResult(receiver.stats.to_dict(), latency.values(), list(receiver.malformed_log), lost,
+                        receiver.finished, time.monotonic() - start, engine)
+
+
+class LatencyLog:
+    """A growing int64 array of latencies (one per delivery, not per message)."""
+
+    def __init__(self):
+        self.a = np.zeros(1 << 16, np.int64)
+        self.n = 0
+
+    def add(self, v: int) -> None:
+        if self.n == len(self.a):
+            self.a = np.concatenate([self.a, np.zeros_like(self.a)])
+        self.a[self.n] = v
+        self.n += 1
+
+    def values(self) -> np.ndarray:
+        return self.a[:self.n].copy()
+
+
+def _handle(events, write, req_sock, rerequest, latency, lost) -> None:
+    for e in events:
+        if isinstance(e, Deliver):
+            if write is not None:
+                write(memoryview(e.data))
+            if e.rx_ns:
+                latency.add(time.time_ns() - e.rx_ns)
+        elif isinstance(e, Request):
+            try:
+                req_sock.sendto(e.packet, rerequest)
+            except OSError:
+                pass  # the timeout re-sends it
+        elif isinstance(e, Lost):
+            lost.append(e)
+
+
+def latency_summary(latency_ns: np.ndarray) -> dict:
+    if len(latency_ns) == 0:
+        return {}
+    q = np.percentile(latency_ns, [50, 90, 99, 99.9])
+    return {"deliveries": int(len(latency_ns)), "p50_us": q[0] / 1e3, "p90_us": q[1] / 1e3,
+            "p99_us": q[2] / 1e3, "p99.9_us": q[3] / 1e3, "max_us": float(latency_ns.max()) / 1e3}
+

@@ -1,0 +1,176 @@
+"""End to end on loopback (127.0.0.1 only): a day published as MoldUDP64 on two lines with
+5% loss, reordering and duplicates on each arrives byte-identical, counters adding up.
+Every test is bounded in time and closes what it opens.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from itchflow.itch.spec import DTYPES
+
+pytestmark = pytest.mark.timeout(120)
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+def synthetic_day(n: int, seed: int = 0) -> np.ndarray:
+    """A BinaryFILE of n valid ITCH messages (the generator's day when it is there)."""
+    try:
+        from itchflow.itch.generator import generate_day
+        return np.asarray(generate_day(n, seed), np.uint8)
+    except ImportError:
+        pass
+    from itchflow.itch.encoder import encode
+
+    rng = np.random.default_rng(seed)
+    codes = rng.choice(list("ADEXUPIF"), n)
+    arrays = {}
+    for c in "ADEXUPIF":
+        idx = np.flatnonzero(codes == c)
+        a = np.zeros(len(idx), DTYPES[c])
+        a["sequence"] = idx + 1
+        a["timestamp"] = 34_200_000_000_000 + idx * 1000
+        a["stock_locate"] = rng.integers(1, 100, len(idx))
+        arrays[c] = a
+    return np.frombuffer(encode(arrays), np.uint8)
+
+
+def run_loopback(data, engine, faults, pps=20_000, payload=1400):
+    from itchflow.sources.mold_publish import bind_rerequest, publish
+    from itchflow.sources.udp import listen, open_receiver
+    from itchflow.transport.mold_publisher import MoldFeed
+
+    feed = MoldFeed(data, "LOOPTEST", payload)
+    a = open_receiver("127.0.0.1", 0)
+    b = open_receiver("127.0.0.1", 0)
+    rs = bind_rerequest("127.0.0.1", 0)
+    out = io.BytesIO()
+    box = {}
+    stop = threading.Event()
+
+    def pub():
+        box["pub"] = publish(feed, a.getsockname(), b.getsockname(), rerequest=rs, pps=pps, faults=faults,
+                             linger=1.0, stop=stop)
+
+    t = threading.Thread(target=pub)
+    t.start()
+    try:
+        res = listen(None, None, rs.getsockname(), out, engine=engine, sockets=[a, b], idle_timeout=10,
+                     max_seconds=90)
+    finally:
+        stop.set()
+        t.join(30)
+        a.close()
+        b.close()
+    return feed, box["pub"], res, out.getvalue()
+
+
+@pytest.mark.parametrize("engine", ["recvmmsg", "recv"])
+def test_ab_lines_with_loss_reorder_duplicates_arrive_identical(engine):
+    from itchflow.transport.mold_publisher import Faults
+
+    data = synthetic_day(60_000, seed=7)
+    feed, pub, res, out = run_loopback(data, engine, Faults(0.05, 0.05, 0.05, 0.05, seed=11))
+    assert res.finished
+    assert out == data.tobytes()
+    s = res.stats
+    n = feed.messages
+    assert s["messages"] == n and s["lost"] == 0 and s["malformed"] == 0
+    assert sum(s["messages_by_line"]) == n
+    assert s["bytes"] == len(data)
+    # every packet received is accounted for by line
+    assert s["packets"] == sum(s["packets_by_line"])
+    # the publisher really dropped packets on each line (so recovery was exercised) ...
+    assert pub.dropped[0] > 0 and pub.dropped[1] > 0 and pub.duplicated[0] > 0
+    # ... and packets lost on both lines could only come back through re-requests
+    assert s["requests"] >= 1 and s["recovered"] >= 1
+    assert s["recovered"] == s["messages_by_line"][2]
+    assert s["packets_by_line"][2] <= pub.server["replies"] <= pub.server["requests"] <= s["requests"]
+    # every datagram the lines carried arrived (loopback with a big buffer): data packets
+    # per line = sent - end-of-session markers seen on that line
+    assert s["packets_by_line"][0] + s["packets_by_line"][1] <= pub.sent[0] + pub.sent[1] + 2 * pub.end_of_session
+    assert len(res.latency_ns) > 0 and res.latency_ns.min() >= 0
+
+
+def test_without_rerequest_server_double_losses_are_counted():
+    from itchflow.sources.mold_publish import publish
+    from itchflow.sources.udp import listen, open_receiver
+    from itchflow.transport.mold_publisher import Faults, MoldFeed
+
+    data = synthetic_day(20_000, seed=3)
+    feed = MoldFeed(data, "NOREREQ", 600)
+    a = open_receiver("127.0.0.1", 0)
+    box = {}
+    t = threading.Thread(target=lambda: box.update(pub=publish(feed, a.getsockname(), None, pps=20_000,
+                                                               faults=Faults(drop_a=0.1, seed=5), linger=0.3)))
+    t.start()
+    out = io.BytesIO()
+    try:
+        res = listen(None, None, None, out, sockets=[a], idle_timeout=5, max_seconds=60)
+    finally:
+        t.join(30)
+        a.close()
+    s = res.stats
+    assert res.finished and s["lost"] > 0 and s["requests"] == 0
+    assert s["messages"] + s["lost"] == feed.messages
+    # what was delivered is exactly the source minus the lost ranges
+    from itchflow.transport.mold_codec import index_messages
+
+    offsets = index_messages(data)[0]
+    keep = np.ones(feed.messages, bool)
+    for e in res.lost:
+        keep[e.first_sequence - 1:e.first_sequence - 1 + e.count] = False
+    expected = b"".join(data[offsets[i]:offsets[i + 1]].tobytes() for i in np.flatnonzero(keep))
+    assert out.getvalue() == expected
+    assert sum(e.count for e in res.lost) == s["lost"]
+
+
+def test_cli_publish_and_listen(tmp_path):
+    data = synthetic_day(20_000, seed=1)
+    src = tmp_path / "day.itch"
+    src.write_bytes(data.tobytes())
+    out = tmp_path / "out.itch"
+    import socket
+
+    ports = []
+    socks = []
+    for _ in range(3):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind(("127.0.0.1", 0))
+        ports.append(s.getsockname()[1])
+        socks.append(s)
+    for s in socks:
+        s.close()
+    env = dict(os.environ, PYTHONPATH=SRC)
+    cli = "import sys; from itchflow.cli import main; import itchflow.cli.net; sys.exit(main())"
+    listener = subprocess.Popen(
+        [sys.executable, "-c", cli, "listen", "--mold", f"127.0.0.1:{ports[0]}", "--line-b", f"127.0.0.1:{ports[1]}",
+         "--rerequest", f"127.0.0.1:{ports[2]}", "--out", str(out), "--json", "--idle-timeout", "20",
+         "--max-seconds", "60"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        import time
+        time.sleep(2.0)  # let the listener bind before the first packet
+        pub = subprocess.run(
+            [sys.executable, "-c", cli, "publish", str(src), "--mold", f"127.0.0.1:{ports[0]}",
+             "--line-b", f"127.0.0.1:{ports[1]}", "--rerequest", f"127.0.0.1:{ports[2]}", "--rate", "max",
+             "--pps", "20000", "--drop-a", "0.05", "--drop-b", "0.05", "--reorder", "0.05", "--duplicate", "0.05",
+             "--linger", "2", "--json", "--quiet"], env=env, capture_output=True, text=True, timeout=60)
+        assert pub.returncode == 0, pub.stderr
+        stdout, stderr = listener.communicate(timeout=60)
+    finally:
+        if listener.poll() is None:
+            listener.kill()
+            listener.wait()
+    import json
+    assert listener.returncode == 0, stderr
+    report = json.loads(stdout)
+    assert report["finished"] and report["lost"] == 0 and report["messages"] == 20_000
+    assert out.read_bytes() == data.tobytes()
