@@ -275,7 +275,10 @@ def wait_poll(words, data, cs, max_n: int, out_buf, out_off, out_len, out_type,
     i = 0
     while True:
         if lossy:
+            before = cs[C_POS]
             n = poll_copy(words, data, cs, max_n, out_buf, out_off, out_len, out_type)
+            if n == 0 and cs[C_POS] != before:
+                continue   # lapped: resumed at the live edge, poll again at once
         else:
             n = poll(words, cs, max_n, out_off, out_len, out_type)
         if n != 0:
@@ -288,11 +291,16 @@ def wait_poll(words, data, cs, max_n: int, out_buf, out_off, out_len, out_type,
             store_relaxed(words, cs[C_SLOT] + L.S_HB, now)
             st = producer_status(words)
             if st != 0:
-                # the producer's last publish happened before we saw its state: one more poll
-                if lossy:
-                    n = poll_copy(words, data, cs, max_n, out_buf, out_off, out_len, out_type)
-                else:
-                    n = poll(words, cs, max_n, out_off, out_len, out_type)
+                # the producer's last publish happened before we saw its state: poll once more
+                # (lossy: until the cursor stops moving, a lap resume returns nothing)
+                while True:
+                    before = cs[C_POS]
+                    if lossy:
+                        n = poll_copy(words, data, cs, max_n, out_buf, out_off, out_len, out_type)
+                    else:
+                        n = poll(words, cs, max_n, out_off, out_len, out_type)
+                    if n != 0 or cs[C_POS] == before:
+                        break
                 return n if n != 0 else st
             if timeout_ns >= 0 and now - start > timeout_ns:
                 return 0
