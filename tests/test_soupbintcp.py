@@ -1,0 +1,209 @@
+"""SoupBinTCP 3.00 sessions, sans-I/O: hand-worked hex, fake time, scripted byte streams.
+
+Client and server are tested against bytes written here by hand, and against each other
+with the stream cut at arbitrary points.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from itchflow.transport.soupbintcp import (
+    DeadLink,
+    EndOfSession,
+    LoggedOut,
+    LoginAccepted,
+    LoginRejected,
+    MessageStore,
+    ProtocolError,
+    SequencedData,
+    SoupClient,
+    SoupServerSession,
+    Unsequenced,
+    decode,
+    encode,
+)
+
+S = 1_000_000_000
+
+
+def message(i: int) -> bytes:
+    body = b"A" + i.to_bytes(4, "big") + bytes(i % 11)
+    return body
+
+
+def binaryfile(n: int) -> bytes:
+    return b"".join(struct.pack(">H", len(message(i))) + message(i) for i in range(1, n + 1))
+
+
+def soup(ptype: bytes, payload: bytes = b"") -> bytes:
+    return struct.pack(">H", 1 + len(payload)) + ptype + payload
+
+
+def sequenced(first: int, end: int) -> bytes:
+    return b"".join(soup(b"S", message(i)) for i in range(first, end))
+
+
+def got(events) -> bytes:
+    return b"".join(e.data.tobytes() for e in events if isinstance(e, SequencedData))
+
+
+def test_login_request_hex():
+    c = SoupClient("user", "pw", session="", sequence=42)
+    raw = c.data_to_send()
+    assert raw.hex() == ("002f" "4c" + b"user  ".hex() + b"pw        ".hex() + b"          ".hex()
+                         + (b" " * 18 + b"42").hex())
+    assert decode(b"L", raw[3:]) == {"username": b"user", "password": b"pw", "session": b"", "sequence": 42}
+
+
+def test_client_receives_run_and_end_of_session():
+    c = SoupClient("u", "p", sequence=1)
+    c.data_to_send()
+    accept = soup(b"A", b"SESSION001" + b"1".rjust(20))
+    ev = c.receive_data(accept + sequenced(1, 6) + soup(b"H") + sequenced(6, 9) + soup(b"Z"), 0)
+    assert ev[0] == LoginAccepted(b"SESSION001", 1)
+    assert got(ev) == binaryfile(8)
+    seqs = [(e.first_sequence, e.count) for e in ev if isinstance(e, SequencedData)]
+    assert seqs == [(1, 5), (6, 3)]
+    assert ev[-1] == EndOfSession(9) and c.ended and c.closed
+    assert c.data_to_send() == soup(b"O")        # logs out after the end of session
+    assert c.stats.heartbeats_in == 1 and c.stats.messages == 8
+
+
+@settings(max_examples=80, deadline=None)
+@given(cuts=st.lists(st.integers(0, 400), max_size=12))
+def test_client_stream_cut_anywhere(cuts):
+    stream = soup(b"A", b"S1".ljust(10) + b"3".rjust(20)) + sequenced(3, 30) + soup(b"Z")
+    c = SoupClient("u", "p", sequence=3)
+    events = []
+    points = sorted({min(x, len(stream)) for x in cuts} | {0, len(stream)})
+    for a, b in zip(points, points[1:]):
+        events += c.receive_data(stream[a:b], 0)
+    assert got(events) == binaryfile(29)[len(binaryfile(2)):]
+    assert c.next_sequence == 30 and c.ended
+
+
+@pytest.mark.parametrize("reason", [b"A", b"S"])
+def test_login_rejected(reason):
+    c = SoupClient("u", "p")
+    ev = c.receive_data(soup(b"J", reason), 0)
+    assert ev == [LoginRejected(reason)] and c.closed and not c.logged_in
+    assert "not authorized" in ev[0].text if reason == b"A" else "not available" in ev[0].text
+
+
+def test_client_heartbeats_after_one_second_idle_and_dead_link_after_15():
+    c = SoupClient("u", "p", now_ns=0)
+    c.data_to_send()
+    c.receive_data(soup(b"A", b"S1".ljust(10) + b"1".rjust(20)), 0)
+    assert c.tick(S - 1) == [] and c.data_to_send() == b""
+    c.tick(S)
+    assert c.data_to_send() == soup(b"R")
+    c.receive_data(soup(b"H"), 10 * S)            # the server is alive at 10 s
+    assert c.tick(24 * S) == [] and not c.closed
+    c.data_to_send()
+    ev = c.tick(25 * S)
+    assert ev == [DeadLink(15 * S)] and c.closed
+
+
+def test_client_no_heartbeat_before_login():
+    c = SoupClient("u", "p", now_ns=0)
+    c.data_to_send()
+    c.tick(5 * S)
+    assert c.data_to_send() == b""
+
+
+def test_client_protocol_errors():
+    c = SoupClient("u", "p")
+    ev = c.receive_data(soup(b"S", b"x"), 0)      # data before login
+    assert isinstance(ev[0], ProtocolError) and "before login" in ev[0].reason and c.closed
+    c = SoupClient("u", "p")
+    c.receive_data(soup(b"A", b"S1".ljust(10) + b"1".rjust(20)), 0)
+    ev = c.receive_data(soup(b"Q", b"zz"), 0)
+    assert isinstance(ev[0], ProtocolError) and ev[0].offset == 33
+    c = SoupClient("u", "p")
+    ev = c.receive_data(soup(b"A", b"short"), 0)
+    assert isinstance(ev[0], ProtocolError) and "expected 30" in ev[0].reason
+
+
+def server(n=50, **kw):
+    data = np.frombuffer(binaryfile(n), np.uint8)
+    return SoupServerSession(MessageStore(data, every=4), "DAY1", {"alice": "secret"}, **kw)
+
+
+def login(user=b"alice", pw=b"secret", session=b"", seq=1):
+    return encode(b"L", username=user, password=pw, session=session, sequence=seq)
+
+
+def test_server_login_accept_from_any_sequence_and_end():
+    for seq in (1, 2, 4, 5, 17, 50, 51, 99, 0):
+        s = server()
+        ev = s.receive_data(login(seq=seq), 0)
+        start = min(seq, 51) if seq else 51
+        assert ev[0].sequence == seq
+        s.pump(0)
+        out = s.data_to_send()
+        expect = soup(b"A", b"DAY1      " + str(start).encode().rjust(20)) + sequenced(start, 51) + soup(b"Z")
+        assert out == expect, seq
+
+
+@pytest.mark.parametrize("user, pw, session, reason", [
+    (b"alice", b"wrong", b"", b"A"), (b"bob", b"secret", b"", b"A"), (b"alice", b"secret", b"DAY2", b"S")])
+def test_server_rejects(user, pw, session, reason):
+    s = server()
+    s.receive_data(login(user, pw, session), 0)
+    assert s.data_to_send() == soup(b"J", reason) and s.closed
+
+
+def test_server_heartbeat_unsequenced_logout_and_dead_link():
+    s = server()
+    s.receive_data(login(), 0)
+    s.data_to_send()
+    s.tick(S)
+    assert s.data_to_send() == soup(b"H")
+    ev = s.receive_data(soup(b"R") + soup(b"U", b"hello"), 2 * S)
+    assert ev == [Unsequenced(b"hello")] and s.stats.heartbeats_in == 1
+    assert s.tick(17 * S - 1) == [] and not s.closed
+    assert s.tick(17 * S) == [DeadLink(15 * S)] and s.closed
+    s = server()
+    s.receive_data(login(), 0)
+    assert s.receive_data(soup(b"O"), 1) == [LoggedOut()] and s.closed
+
+
+def test_pump_in_small_chunks_and_reconnect_loses_and_duplicates_nothing():
+    n = 300
+    s = server(n, chunk_bytes=64)
+    c = SoupClient("alice", "secret")
+    out = bytearray()
+    s.receive_data(c.data_to_send(), 0)
+    for _ in range(20):           # part of the session, then the connection breaks
+        s.pump(0)
+        for e in c.receive_data(s.data_to_send(), 0):
+            if isinstance(e, SequencedData):
+                out += e.data.tobytes()
+    assert 0 < c.next_sequence - 1 < n
+    c2 = SoupClient("alice", "secret", session=c.session, sequence=c.next_sequence)
+    s2 = server(n, chunk_bytes=100)
+    s2.receive_data(c2.data_to_send(), 0)
+    for _ in range(10_000):
+        s2.pump(0)
+        for e in c2.receive_data(s2.data_to_send(), 0):
+            if isinstance(e, SequencedData):
+                out += e.data.tobytes()
+        if c2.ended:
+            break
+    assert bytes(out) == binaryfile(n)
+
+
+def test_message_store_offsets():
+    data = binaryfile(100)
+    store = MessageStore(np.frombuffer(data, np.uint8), every=7)
+    pos = 0
+    for i in range(1, 101):
+        assert store.offset(i) == pos
+        pos += 2 + len(message(i))
+    assert store.offset(101) == len(data)
