@@ -1,0 +1,226 @@
+"""Faults: SIGKILL of either side mid-stream, detach after missed heartbeats, restarts, joins,
+producer recovery. Nothing may hang; in blocking mode nothing may be lost."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+import uuid
+
+import numpy as np
+import pytest
+
+from itchflow.ring import ProducerGone, Ring, RingBusy
+from itchflow.ring import layout as L
+from itchflow.ring import producer as P
+from ring_procs import CTX, consumer_main, producer_main, shared, start, stop_all, warm_up
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def path():
+    warm_up()
+    p = f"/dev/shm/itchflow-test-{uuid.uuid4().hex}.ring"
+    yield p
+    if os.path.exists(p):
+        os.unlink(p)
+
+
+def kill(p) -> None:
+    os.kill(p.pid, signal.SIGKILL)
+    p.join(10)   # reap it: a zombie still "exists" for kill(pid, 0)
+
+
+def test_consumer_sigkill_and_restart_loses_nothing(path):
+    n = 1_500_000
+    rng = random.Random(7)
+    with Ring.create(path, 1 << 16, max_payload=256, consumers=["c"], heartbeat_timeout=60) as ring:
+        res, res_v = shared(2)
+        prog, prog_v = shared(1)
+        p = start(producer_main, path, 0, n, 64, "spin", 60.0, res)
+        starts, bad = [], 0
+        try:
+            for _ in range(4):
+                out, o = shared(9)
+                c = start(consumer_main, path, "c", n, 256, "spin", 60.0, prog, out)
+                time.sleep(rng.uniform(0.05, 0.25))
+                seen = int(prog_v[0])
+                kill(c)
+                starts.append((int(o[5]), seen))
+                bad += int(o[1])
+            out, o = shared(9)
+            c = start(consumer_main, path, "c", n, 256, "spin", 60.0, prog, out)
+            c.join(60)
+            p.join(60)
+            assert res_v[0] == n
+            assert (o[4], o[1] + bad) == (0, 0)
+            # each restart resumed at its saved position: never beyond what was verified before
+            # (no gap), and the last run verified everything from there to the end
+            restart_points = [s for s, _ in starts[1:]] + [int(o[5])]
+            verified_before = [v for _, v in starts]
+            assert all(r <= v for r, v in zip(restart_points, verified_before))
+            assert o[5] + o[0] == n
+            snap = ring.snapshot()["consumers"][0]
+            assert snap["lost_records"] == 0 and snap["attaches"] == 5
+        finally:
+            stop_all(p, c)
+
+
+def test_dead_consumer_is_detached_after_timeout_and_rejoin_counts_loss(path):
+    n = 400_000
+    with Ring.create(path, 1 << 14, max_payload=256, consumers=["c"], heartbeat_timeout=0.5) as ring:
+        res, res_v = shared(2)
+        prog, _ = shared(1)
+        out, o = shared(9)
+        c = start(consumer_main, path, "c", n, 256, "spin", 60.0, prog, out)
+        while o[6] == 0:
+            time.sleep(0.001)
+        p = start(producer_main, path, 0, n, 64, "spin", 60.0, res)
+        try:
+            time.sleep(0.05)
+            kill(c)
+            t = time.monotonic()
+            p.join(60)
+            assert not p.is_alive() and res_v[0] == n     # the producer did not hang
+            assert time.monotonic() - t >= 0.4             # it waited for the timeout first
+            snap = ring.snapshot()
+            cons = snap["consumers"][0]
+            assert cons["state"] == "detached" and not cons["alive"]
+            assert snap["producer"]["detached"] == 1
+            committed = cons["records_consumed"]
+            rd = ring.reader("c")                          # rejoin at the live edge
+            with pytest.raises(EOFError):
+                rd.read_batch(timeout=1)
+            assert rd.lost_records == n - committed
+            assert rd.records == n
+        finally:
+            stop_all(p, c)
+
+
+def test_producer_sigkill_is_detected_and_restart_continues_the_sequence(path):
+    n = 1_500_000
+    rng = random.Random(11)
+    with Ring.create(path, 1 << 16, max_payload=256, consumers=["c"], heartbeat_timeout=60) as ring:
+        prog, _ = shared(1)
+        out, o = shared(9)
+        c = start(consumer_main, path, "c", n, 256, "spin", 60.0, prog, out)
+        p = None
+        resumed = []
+        try:
+            for _ in range(4):
+                res, res_v = shared(2)
+                p = start(producer_main, path, 0, n, 64, "spin", 60.0, res)
+                time.sleep(rng.uniform(0.05, 0.2))
+                kill(p)
+                resumed.append(int(res_v[1]))
+                time.sleep(0.1)     # let the consumer see the dead producer
+            res, res_v = shared(2)
+            p = start(producer_main, path, 0, n, 64, "spin", 60.0, res)
+            p.join(60)
+            c.join(60)
+            assert res_v[0] == n
+            # the consumer verified every record exactly once, in order, across 5 producers
+            assert (o[0], o[1], o[4]) == (n, 0, 0)
+            assert o[2] >= 1                               # it noticed a dead producer
+            assert resumed == sorted(resumed)
+            snap = ring.snapshot()
+            assert snap["producer"]["generation"] == 5
+            assert snap["edge"]["records"] == n
+        finally:
+            stop_all(p, c)
+
+
+def _write_then_die(path, count):
+    w = Ring.open(path).writer()
+    for i in range(count):
+        w.write(i.to_bytes(4, "little"))
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_reader_raises_producer_gone_after_draining(path):
+    with Ring.create(path, 1 << 14, consumers=["r"]) as ring:
+        p = CTX.Process(target=_write_then_die, args=(path, 300))
+        p.start()
+        p.join(30)
+        assert p.exitcode == -signal.SIGKILL
+        rd = ring.reader("r", timeout=5)
+        got = []
+        with pytest.raises(ProducerGone):
+            while True:
+                got.extend(int.from_bytes(x.tobytes(), "little") for x in rd.read_batch())
+        assert got == list(range(300))
+        assert ring.snapshot()["producer"]["alive"] is False
+
+
+def test_single_writer_and_clean_reopen_continues(path):
+    with Ring.create(path, 1 << 14, consumers=["r"]) as ring:
+        w = ring.writer()
+        ring.words[L.W_PROD_PID] = os.getppid()   # as if another live process held the role
+        with pytest.raises(RingBusy, match="alive"):
+            Ring.open(path).writer()
+        ring.words[L.W_PROD_PID] = os.getpid()
+        w.write(b"a")
+        w.close()
+        w2 = ring.writer()
+        w2.write(b"b")
+        assert [x.tobytes() for x in ring.reader("r").read_batch(timeout=0)] == [b"a", b"b"]
+        assert ring.snapshot()["producer"]["generation"] == 2
+
+
+def test_recovery_of_a_batch_published_before_the_edge_was_updated(path):
+    with Ring.create(path, 1 << 14, consumers=["r"]) as ring:
+        w = ring.writer()
+        w.write(b"one")
+        words = ring.words
+        edge_before = [int(words[i]) for i in (L.W_EDGE_SEQ, L.W_EDGE_POS, L.W_EDGE_REC, L.W_EDGE_PAY)]
+        w.write_batch(np.frombuffer(b"twothree", np.uint8), np.array([0, 3, 8]))
+        # simulate a SIGKILL between the publishing release store and the edge update
+        for i, v in zip((L.W_EDGE_SEQ, L.W_EDGE_POS, L.W_EDGE_REC, L.W_EDGE_PAY), edge_before):
+            words[i] = v
+        words[L.W_PROD_PID] = 0
+        w2 = ring.writer()
+        assert w2.recovered_records == 2
+        assert ring.snapshot()["edge"] == {"position": 16 + 16 + 16, "records": 3, "payload_bytes": 11}
+        w2.write(b"four")
+        got = [x.tobytes() for x in ring.reader("r").read_batch(timeout=0)]
+        assert got == [b"one", b"two", b"three", b"four"]
+
+
+def test_unpublished_claims_of_a_dead_producer_are_not_seen(path):
+    with Ring.create(path, 1 << 14, consumers=["r"]) as ring:
+        w = ring.writer()
+        w.write(b"kept")
+        o = P.claim(ring.words, w.ps, 4, 0)     # claimed and written, never committed
+        ring.data[o:o + 4] = np.frombuffer(b"lost", np.uint8)
+        ring.words[L.W_PROD_PID] = 0            # the producer "died"
+        w2 = ring.writer()
+        assert w2.recovered_records == 0
+        w2.write(b"next")
+        assert [x.tobytes() for x in ring.reader("r").read_batch(timeout=0)] == [b"kept", b"next"]
+
+
+def test_new_consumer_joins_blocking_ring_at_the_live_edge(path):
+    with Ring.create(path, 1 << 14, consumers=["first"]) as ring:
+        w = ring.writer()
+        first = ring.reader("first")
+        for i in range(50):
+            w.write(bytes([i]))
+        late = ring.reader("late")
+        assert len(late.read_batch(timeout=0)) == 0          # joining: nothing yet
+        for i in range(50, 60):
+            w.write(bytes([i]))                              # the first commit attaches "late"
+        got = [x.tobytes()[0] for x in late.read_batch(timeout=0)]
+        assert got == list(range(51, 60)) and late.lost_records == 0
+        assert [x.tobytes()[0] for x in first.read_batch(timeout=0)] == list(range(60))
+        names = {c["name"]: c["state"] for c in ring.snapshot()["consumers"]}
+        assert names == {"first": "attached", "late": "attached"}
+
+
+def test_consumer_name_held_by_live_process_is_busy(path):
+    with Ring.create(path, 1 << 14, consumers=["r"]) as ring:
+        ring.words[L.slot_base(0) + L.S_PID] = os.getppid()   # a live process that is not us
+        with pytest.raises(RingBusy):
+            ring.reader("r")
