@@ -335,5 +335,5 @@ def decode(buf, pos, end, sequence, fill, out_S, out_R, out_H, out_Y, out_L, out
                 r.upper_price_range_collar = be32(buf, q + 44)
                 fill[79] = np.int64(j) + 1
         pos = q + length
-        sequence += 1
+        sequence += np.uint64(1)  # an int literal would turn it into float64
     return pos, sequence

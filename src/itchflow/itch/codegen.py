@@ -92,7 +92,7 @@ def generate() -> str:
         lines += [f"                fill[{m.code_byte}] = np.int64(j) + 1"]
     lines += [
         "        pos = q + length",
-        "        sequence += 1",
+        "        sequence += np.uint64(1)  # an int literal would turn it into float64",
         "    return pos, sequence",
         "",
     ]

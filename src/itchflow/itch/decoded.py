@@ -124,7 +124,11 @@ def to_arrow(arr: np.ndarray):
             flat = np.ascontiguousarray(col).view(np.uint8)
             binary = pa.FixedSizeBinaryArray.from_buffers(
                 pa.binary(width), len(col), [None, pa.py_buffer(flat)])
-            cols[name] = pc.utf8_rtrim(binary.cast(pa.binary()).cast(pa.string()), characters=" \x00")
+            try:
+                text = binary.cast(pa.binary()).cast(pa.string())
+            except pa.ArrowInvalid:  # not ASCII as the spec says: keep it readable, mark the bytes
+                text = pa.array(np.char.decode(col, "ascii", errors="replace"), pa.string())
+            cols[name] = pc.utf8_rtrim(text, characters=" \x00")
         else:
             cols[name] = pa.array(np.ascontiguousarray(col))
     return pa.table(cols)

@@ -67,10 +67,11 @@ class FrameTotals:
 
 def frame_range(buf: np.ndarray, pos: int, end: int, totals: FrameTotals, *,
                 max_messages: int = NO_LIMIT, source: str | None = None, base_offset: int = 0,
-                allow_partial_tail: bool = False) -> tuple[int, int]:
+                where=None, allow_partial_tail: bool = False) -> tuple[int, int]:
     """Validate and count messages in buf[pos:end]; returns (stop, messages).
 
-    Raises ITCHFormatError naming the source and absolute byte offset of a bad message.
+    Raises ITCHFormatError naming the source and absolute byte offset of a bad message
+    (``base_offset + position``, or ``where(position) -> (offset, packet)`` when given).
     With allow_partial_tail, a message cut by ``end`` ends the walk quietly (the caller
     has more bytes coming) and ``stop`` is where it starts.
     """
@@ -82,8 +83,9 @@ def frame_range(buf: np.ndarray, pos: int, end: int, totals: FrameTotals, *,
             totals.first_timestamp_ns = int(first_ts)
         totals.last_timestamp_ns = int(last_ts)
     if status != framing.OK and not (status == framing.TRUNCATED and allow_partial_tail):
-        raise ITCHFormatError(_describe(buf, stop, end, status), source=source,
-                              offset=base_offset + stop)
+        offset, packet = where(stop) if where is not None else (base_offset + stop, None)
+        raise ITCHFormatError(_describe(buf, stop, end, status), source=source, offset=offset,
+                              packet=packet)
     return int(stop), int(n)
 
 
@@ -108,7 +110,9 @@ def _describe(buf: np.ndarray, at: int, end: int, status: int) -> str:
 
 def allocate(counts: np.ndarray, codes: str) -> dict[str, np.ndarray]:
     """Exactly-sized kernel-layout arrays for the wanted types; empty for the rest."""
-    return {c: np.empty(int(counts[MESSAGES[c].code_byte]) if c in codes else 0, _KERNEL_DTYPES[c])
+    # zeros, not empty: alignment padding is then deterministic; large blocks come from the
+    # kernel already zeroed, so this costs nothing where it matters.
+    return {c: np.zeros(int(counts[MESSAGES[c].code_byte]) if c in codes else 0, _KERNEL_DTYPES[c])
             for c in ARRAY_ORDER}
 
 

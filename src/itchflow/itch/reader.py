@@ -53,7 +53,7 @@ def _pieces(chunk: Chunk, max_messages: int) -> Iterator[tuple[int, int, int, Fr
     while pos < end:
         piece = FrameTotals()
         stop, n = frame_range(buf, pos, end, piece, max_messages=max_messages,
-                              source=chunk.source, base_offset=chunk.offset or 0)
+                              source=chunk.source, where=chunk.where)
         yield pos, stop, seq, piece
         pos, seq = stop, seq + n
 

@@ -15,7 +15,7 @@ import mmap
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -35,6 +35,13 @@ class Chunk:
     source: str             # for error messages
     offset: int | None      # byte offset of data[0] in the (decompressed) source; None for captures
     session: str | None = None  # MoldUDP64 session, for captures
+    locator: Callable[[int], tuple[int | None, int | None]] | None = None  # captures: see where()
+
+    def where(self, pos: int) -> tuple[int | None, int | None]:
+        """(byte offset in the source, packet number) of data[pos], for error messages."""
+        if self.locator is not None:
+            return self.locator(pos)
+        return (self.offset or 0) + pos, None
 
 
 def describe(source) -> str:
@@ -111,7 +118,8 @@ class CaptureSource:
     def chunks(self) -> Iterator[Chunk]:
         data = self.capture.data
         for start, end, seq, session in self.capture.runs():
-            yield Chunk(data[start:end], seq, self.name, None, session)
+            yield Chunk(data[start:end], seq, self.name, None, session,
+                        locator=lambda pos, start=start: self.capture.locate(start + pos))
 
 
 def iter_chunks(source, *, gz_block: int = DEFAULT_GZ_BLOCK, strict: bool = True,
@@ -139,7 +147,8 @@ def iter_chunks(source, *, gz_block: int = DEFAULT_GZ_BLOCK, strict: bool = True
             head = f.read(8)
         kind = sniff(head)
         if kind == "gzip":
-            yield from _gzip_chunks(path, name, gz_block)
+            with _open_gzip(path) as f:
+                yield from _gzip_source(f, name, gz_block, strict, capture_stats)
             return
         buf = map_file(path)
     else:
@@ -148,37 +157,49 @@ def iter_chunks(source, *, gz_block: int = DEFAULT_GZ_BLOCK, strict: bool = True
         if kind == "gzip":
             import gzip
             import io
-            yield from _gzip_stream_chunks(gzip.GzipFile(fileobj=io.BytesIO(buf.tobytes())), name, gz_block)
+            with gzip.GzipFile(fileobj=io.BytesIO(buf.tobytes())) as f:
+                yield from _gzip_source(f, name, gz_block, strict, capture_stats)
             return
     if kind in ("pcap", "pcapng"):
-        cap = CaptureSource(buf, name, strict=strict)
-        if capture_stats is not None:
-            capture_stats.update(cap.stats.to_dict())
-        yield from cap.chunks()
+        yield from _capture_chunks(buf, name, strict, capture_stats)
         return
     yield Chunk(buf, 1, name, 0)
 
 
-def _gzip_chunks(path: Path, name: str, block: int) -> Iterator[Chunk]:
-    with _open_gzip(path) as f:
-        yield from _gzip_stream_chunks(f, name, block)
+def _capture_chunks(buf, name, strict, capture_stats) -> Iterator[Chunk]:
+    cap = CaptureSource(buf, name, strict=strict)
+    if capture_stats is not None:
+        capture_stats.update(cap.stats.to_dict())
+    yield from cap.chunks()
 
 
-def _gzip_stream_chunks(f, name: str, block: int) -> Iterator[Chunk]:
+def _read_gzip(f, n: int, name: str, offset: int) -> bytes:
+    try:
+        return f.read(n)
+    except _gzip_errors() as e:  # corrupt or cut gzip stream
+        raise ITCHFormatError(f"gzip stream is corrupt or cut short ({e}); the messages before "
+                              "this offset were delivered", source=name + " (decompressed)",
+                              offset=offset) from None
+
+
+def _gzip_source(f, name: str, block: int, strict: bool, capture_stats) -> Iterator[Chunk]:
+    """A gzip stream holds either BinaryFILE ITCH or a capture: look inside to tell."""
+    first = _read_gzip(f, block, name, 0)
+    if sniff(first[:8]) in ("pcap", "pcapng"):  # a capture is reassembled whole anyway
+        rest = _read_gzip(f, -1, name, len(first))
+        yield from _capture_chunks(np.frombuffer(first + rest, np.uint8), name + " (decompressed)",
+                                   strict, capture_stats)
+        return
+    yield from _gzip_stream_chunks(f, name, block, first)
+
+
+def _gzip_stream_chunks(f, name: str, block: int, first: bytes) -> Iterator[Chunk]:
     """Decompress in blocks, cut each at its last whole message, carry the rest over."""
     carry = np.zeros(0, np.uint8)
     offset = 0
     sequence = 1
-    errors = _gzip_errors()
-    while True:
-        try:
-            raw = f.read(block)
-        except errors as e:  # corrupt or cut gzip stream
-            raise ITCHFormatError(f"gzip stream is corrupt or cut short ({e}); the messages before "
-                                  "this offset were delivered", source=name + " (decompressed)",
-                                  offset=offset + len(carry)) from None
-        if not raw:
-            break
+    raw = first
+    while raw:
         data = np.concatenate([carry, np.frombuffer(raw, np.uint8)]) if len(carry) else np.frombuffer(raw, np.uint8)
         stop, n = whole_messages_end(data, 0, len(data))
         if stop == 0 and len(data) >= 2 + 0xFFFF:
@@ -188,5 +209,6 @@ def _gzip_stream_chunks(f, name: str, block: int) -> Iterator[Chunk]:
             offset += stop
             sequence += n
         carry = data[stop:].copy() if stop < len(data) else np.zeros(0, np.uint8)
+        raw = _read_gzip(f, block, name, offset + len(carry))
     if len(carry):
         yield Chunk(carry, sequence, name + " (decompressed)", offset)

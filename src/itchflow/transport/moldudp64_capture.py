@@ -94,43 +94,53 @@ def index_packets(buf, off, length, outcome, kind, why, sess_hi, sess_lo, seq, c
 
 @njit(nogil=True, cache=True)
 def assemble(buf, order, off, kind, session, seq, count, out, run_offset, run_seq, run_session,
-             totals):
+             seg_out, seg_file, seg_packet, totals):
     """Copy each message once, in (session, sequence) order, into ``out``.
 
-    order: packet indices sorted by (session, sequence, arrival). Returns (bytes, runs).
-    totals: int64[5] += (messages, duplicate messages, gaps, missing messages, packets used).
-    A heartbeat or end-of-session packet announces the next sequence: if that is beyond
-    what was delivered, the difference is a hole, as for data.
+    order: packet indices sorted by (session, sequence, arrival).
+    runs: where each run of consecutive sequence numbers starts in ``out``.
+    segments: for each packet that contributed, where its first copied block landed in
+    ``out`` and where it sits in the capture (so an error found later in ``out`` can name
+    the packet and file offset). totals: int64[5] += (messages, duplicate messages, gaps,
+    missing messages, data packets used). Returns (bytes, runs, segments).
+
+    A heartbeat or end-of-session packet announces the next sequence number; one hole is
+    one gap however many heartbeats fall inside it, and a hole still open when the session
+    ends (announced but never delivered) is counted then.
     """
     w = 0
     runs = 0
+    segs = 0
     cur_session = -1
     expected = np.uint64(0)
-    for oi in range(order.shape[0]):
-        i = order[oi]
-        k = kind[i]
-        if k != DATA and k != HEARTBEAT and k != END_OF_SESSION:
-            continue
-        if session[i] != cur_session:
+    announced = np.uint64(0)
+    for oi in range(order.shape[0] + 1):
+        i = order[oi] if oi < order.shape[0] else -1
+        if i >= 0:
+            k = kind[i]
+            if k != DATA and k != HEARTBEAT and k != END_OF_SESSION:
+                continue
+        if i < 0 or session[i] != cur_session:
+            if cur_session >= 0 and announced > expected:  # hole left open at the session's end
+                totals[2] += 1
+                totals[3] += np.int64(announced - expected)
+            if i < 0:
+                break
             cur_session = session[i]
             expected = seq[i]
+            announced = seq[i]
             run_offset[runs] = w
             run_seq[runs] = expected
             run_session[runs] = cur_session
             runs += 1
         s = seq[i]
         if k != DATA:
-            if s > expected:
-                totals[2] += 1
-                totals[3] += np.int64(s - expected)
-                expected = s
-                run_offset[runs] = w
-                run_seq[runs] = expected
-                run_session[runs] = cur_session
-                runs += 1
+            if s > announced:
+                announced = s
             continue
         totals[4] += 1
         q = off[i] + HEADER_SIZE
+        first_copy = True
         for _ in range(count[i]):
             m = (np.int64(buf[q]) << 8) | np.int64(buf[q + 1])
             block = BLOCK_LENGTH_SIZE + m
@@ -145,13 +155,21 @@ def assemble(buf, order, off, kind, session, seq, count, out, run_offset, run_se
                     run_seq[runs] = expected
                     run_session[runs] = cur_session
                     runs += 1
+                if first_copy:  # duplicates only come first in a packet: the copy is contiguous
+                    seg_out[segs] = w
+                    seg_file[segs] = q
+                    seg_packet[segs] = i
+                    segs += 1
+                    first_copy = False
                 out[w:w + block] = buf[q:q + block]
                 w += block
                 expected += np.uint64(1)
                 totals[0] += 1
             q += block
             s += np.uint64(1)
-    return w, runs
+        if s > announced:
+            announced = s
+    return w, runs, segs
 
 
 @dataclass
@@ -186,6 +204,17 @@ class MoldCapture:
     run_sequence: np.ndarray  # uint64: sequence number of each run's first message
     run_session: np.ndarray   # int64: index into stats.sessions
     stats: CaptureStats
+    segment_out: np.ndarray     # int64: where a packet's copied messages start in data ...
+    segment_file: np.ndarray    # int64: ... and where they are in the capture file
+    segment_packet: np.ndarray  # int64: that packet's index (0-based) in the capture
+
+    def locate(self, data_offset: int) -> tuple[int | None, int | None]:
+        """(capture file offset, 1-based packet number) of a byte of ``data``."""
+        k = int(np.searchsorted(self.segment_out, data_offset, side="right")) - 1
+        if k < 0:
+            return None, None
+        return (int(self.segment_file[k] + data_offset - self.segment_out[k]),
+                int(self.segment_packet[k]) + 1)
 
     def runs(self):
         """(start, end, first sequence, session name) of each run, in order."""
@@ -241,13 +270,16 @@ def reassemble(buf: np.ndarray, table: PacketTable, source: str, strict: bool = 
     run_offset = np.empty(runs_cap * 2, np.int64)  # a packet can open at most two runs
     run_seq = np.empty(runs_cap * 2, np.uint64)
     run_session = np.empty(runs_cap * 2, np.int64)
+    seg_out = np.empty(len(order), np.int64)
+    seg_file = np.empty(len(order), np.int64)
+    seg_packet = np.empty(len(order), np.int64)
     totals = np.zeros(5, np.int64)
-    w, runs = assemble(buf, order, table.payload_offset, kind, session, seq, count, out,
-                       run_offset, run_seq, run_session, totals)
+    w, runs, segs = assemble(buf, order, table.payload_offset, kind, session, seq, count, out,
+                             run_offset, run_seq, run_session, seg_out, seg_file, seg_packet, totals)
     stats.messages, stats.duplicate_messages, stats.gaps, stats.missing_messages = (int(x) for x in totals[:4])
     # Drop empty runs (a session opened by a heartbeat, a hole right at a run start).
     keep = np.ones(runs, bool)
     ends = np.append(run_offset[1:runs], w)
     keep &= ends > run_offset[:runs]
     return MoldCapture(out[:w], run_offset[:runs][keep], run_seq[:runs][keep],
-                       run_session[:runs][keep], stats)
+                       run_session[:runs][keep], stats, seg_out[:segs], seg_file[:segs], seg_packet[:segs])
