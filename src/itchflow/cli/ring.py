@@ -1,0 +1,149 @@
+"""``itchflow ring ls|inspect|rm|layout`` and ``itchflow bench ring``."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import sys
+
+import click
+
+from itchflow.cli import bench, main
+
+
+def _candidates(paths: tuple[str, ...]) -> list[str]:
+    if paths:
+        from itchflow.ring.api import ring_path
+        return [ring_path(p) for p in paths]
+    return sorted(set(glob.glob("/dev/shm/*.ring")) | set(glob.glob("/dev/shm/itchflow.*")))
+
+
+def _fmt_age(s) -> str:
+    return "-" if s is None else (f"{s * 1e3:.0f} ms" if s < 10 else f"{s:.0f} s")
+
+
+@main.group()
+def ring() -> None:
+    """Shared-memory rings: list, inspect, remove."""
+
+
+@ring.command("ls")
+@click.argument("paths", nargs=-1)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per ring.")
+def ring_ls(paths: tuple[str, ...], as_json: bool) -> None:
+    """List rings under /dev/shm (or the given paths): size, edge, producer and consumers."""
+    from itchflow.ring.api import Ring, RingFormatError
+    rows = []
+    for p in _candidates(paths):
+        try:
+            with Ring.open(p) as r:
+                rows.append(r.snapshot())
+        except (RingFormatError, OSError) as e:
+            if paths:
+                click.echo(f"{p}: {e}", err=True)
+    if as_json:
+        for s in rows:
+            click.echo(json.dumps(s))
+        return
+    if not rows:
+        click.echo("no rings")
+        return
+    for s in rows:
+        pr = s["producer"]
+        cons = ", ".join(f"{c['name']}({c['state']}{'' if c['alive'] else ', dead'}, lag {c['lag_records']})"
+                         for c in s["consumers"]) or "no consumers"
+        click.echo(f"{s['path']}  {s['capacity']} B {s['mode']}  records {s['edge']['records']}  "
+                   f"producer {pr['pid']} {pr['state']}{'' if pr['alive'] else ' (not running)'}  {cons}")
+
+
+@ring.command("inspect")
+@click.argument("path")
+@click.option("--json", "as_json", is_flag=True)
+def ring_inspect(path: str, as_json: bool) -> None:
+    """Positions, lag per consumer, counters and liveness of one ring."""
+    from itchflow.ring.api import Ring, RingError
+    try:
+        with Ring.open(path) as r:
+            s = r.snapshot()
+    except (RingError, OSError) as e:
+        click.echo(f"itchflow: error: {e}", err=True)
+        sys.exit(1)
+    if as_json:
+        click.echo(json.dumps(s, indent=2))
+        return
+    e, pr = s["edge"], s["producer"]
+    click.echo(f"ring      {s['path']}")
+    click.echo(f"capacity  {s['capacity']} bytes, max payload {s['max_payload']}, mode {s['mode']}, "
+               f"{s['max_consumers']} slots, heartbeat timeout {s['heartbeat_timeout_s']} s, "
+               f"huge pages {'requested' if s['hugepages']['requested'] else 'no'}"
+               f"{' (hugetlbfs)' if s['hugepages']['hugetlbfs'] else ''}")
+    click.echo(f"edge      position {e['position']}  records {e['records']}  payload {e['payload_bytes']} B")
+    click.echo(f"producer  pid {pr['pid']}  {pr['state']}  {'alive' if pr['alive'] else 'not running'}  "
+               f"heartbeat {_fmt_age(pr['heartbeat_age_s'])} ago  generation {pr['generation']}  "
+               f"full waits {pr['full_waits']}  detached {pr['detached']}  wakeups {pr['wakeups']}  "
+               f"recovered {pr['recovered_records']}")
+    for c in s["consumers"]:
+        click.echo(f"consumer  [{c['slot']}] {c['name']!r}  {c['state']}  pid {c['pid']} "
+                   f"{'alive' if c['alive'] else 'dead'}  position {c['position']}  lag {c['lag_records']} "
+                   f"records / {c['lag_bytes']} B  heartbeat {_fmt_age(c['heartbeat_age_s'])} ago  "
+                   f"lost {c['lost_records']} records / {c['lost_payload_bytes']} B  laps {c['laps']}  "
+                   f"detaches {c['detaches']}  attaches {c['attaches']}")
+
+
+@ring.command("rm")
+@click.argument("paths", nargs=-1)
+@click.option("--stale", is_flag=True, help="Remove every ring under /dev/shm with no live process.")
+@click.option("--force", is_flag=True, help="Remove even if a live producer or consumer uses it.")
+def ring_rm(paths: tuple[str, ...], stale: bool, force: bool) -> None:
+    """Remove ring files (refuses rings in use unless --force)."""
+    from itchflow.ring.api import Ring, RingFormatError
+    if not paths and not stale:
+        raise click.UsageError("give ring paths/names, or --stale")
+    for p in _candidates(paths):
+        try:
+            with Ring.open(p) as r:
+                s = r.snapshot()
+        except RingFormatError as e:
+            click.echo(f"skip {p}: {e}", err=True)
+            continue
+        except FileNotFoundError:
+            click.echo(f"skip {p}: no such file", err=True)
+            continue
+        live = s["producer"]["alive"] or any(c["alive"] for c in s["consumers"])
+        if live and not force:
+            click.echo(f"skip {p}: in use (use --force)", err=True)
+            continue
+        os.unlink(p)
+        click.echo(f"removed {p}")
+
+
+@ring.command("layout")
+def ring_layout() -> None:
+    """Print the ring file layout (every header word)."""
+    from itchflow.ring.layout import describe
+    click.echo(describe())
+
+
+@bench.command("ring")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--records", default=20_000_000, show_default=True, help="Records per throughput run.")
+@click.option("--rate", default=200_000, show_default=True, help="Offered rate (records/s) for latency.")
+@click.option("--latency-records", default=200_000, show_default=True)
+@click.option("--peers/--no-peers", default=True, help="Also time multiprocessing.Queue, faster-fifo, pyzmq.")
+@click.option("--peer-records", default=200_000, show_default=True)
+@click.option("--stress", "stress", default=0, help="Also run an N-record verified stress (e.g. 100000000).")
+@click.option("--pin", default="0,1", show_default=True, help="CPUs for producer,consumer ('' = no pinning).")
+@click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Write a latency histogram PNG.")
+@click.option("--quiet", "-q", is_flag=True)
+def bench_ring(as_json, records, rate, latency_records, peers, peer_records, stress, pin, plot, quiet):
+    """Cross-process ring throughput and one-way latency vs the cache-line floor and peers."""
+    from itchflow.ring.bench import print_report, run
+    cpus = tuple(int(x) for x in pin.split(",")) if pin else None
+    result = run(records=records, rate=rate, latency_records=latency_records, peers=peers,
+                 peer_records=peer_records, stress=stress, cpus=cpus, plot=plot,
+                 progress=not quiet and not as_json)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        print_report(result)
