@@ -1,0 +1,33 @@
+"""CPU pinning: put the producer and the consumer on fixed, different cores so the cache line
+moves between the same two L1s every time (and the scheduler does not migrate a spinner)."""
+
+from __future__ import annotations
+
+import os
+
+
+def available_cpus() -> list[int]:
+    return sorted(os.sched_getaffinity(0))
+
+
+def parse_cpus(spec: str | None) -> tuple[int, ...] | None:
+    """'0,1' -> (0, 1); '' or None -> None (no pinning). Unknown CPUs are a ValueError."""
+    if not spec:
+        return None
+    cpus = tuple(int(x) for x in spec.split(","))
+    bad = [c for c in cpus if c not in available_cpus()]
+    if bad:
+        raise ValueError(f"CPUs {bad} are not available (have {available_cpus()})")
+    return cpus
+
+
+def pin(cpu: int | None) -> None:
+    """Pin the calling process (all its threads created later) to one CPU; None: no-op."""
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
+
+
+def pin_for(cpus: tuple[int, ...] | None, role: int) -> None:
+    """Pin role 0 (producer) / 1 (consumer) to cpus[role] if pinning was asked."""
+    if cpus:
+        pin(cpus[role % len(cpus)])
