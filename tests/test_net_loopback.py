@@ -24,10 +24,13 @@ SRC = str(Path(__file__).resolve().parents[1] / "src")
 def synthetic_day(n: int, seed: int = 0) -> np.ndarray:
     """A BinaryFILE of n valid ITCH messages (the generator's day when it is there)."""
     try:
-        from itchflow.itch.generator import generate_day
-        return np.asarray(generate_day(n, seed), np.uint8)
+        from itchflow.itch.generator import generate_day, minimum_messages
     except ImportError:
-        pass
+        generate_day = None
+    if generate_day is not None:
+        for stocks in (100, 10, 1):
+            if n >= minimum_messages(stocks):
+                return np.asarray(generate_day(n, seed, stocks=stocks), np.uint8)
     from itchflow.itch.encoder import encode
 
     rng = np.random.default_rng(seed)

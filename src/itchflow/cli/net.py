@@ -182,3 +182,86 @@ def _listen_progress():
             console.print(f"seq {receiver.next_sequence}  msgs {s.messages:,}  gaps {s.gaps}  "
                           f"requests {s.requests}  lost {s.lost}", end="\r")
     return update
+
+
+@main.group()
+def soup() -> None:
+    """SoupBinTCP 3.00: serve a file as a session, fetch a session into a file."""
+
+
+@soup.command("serve")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--port", required=True, type=int, help="TCP port to listen on.")
+@click.option("--host", default="0.0.0.0", show_default=True, help="Address to listen on.")
+@click.option("--user", required=True, help="Username (6 characters max).")
+@click.option("--password", required=True, help="Password (10 characters max).")
+@click.option("--session", default="ITCHFLOW", show_default=True, help="Session name (10 characters max).")
+@click.option("--cut-after", type=int, help="Fault injection: cut the first connection after N messages.")
+@click.option("--max-seconds", type=float, help="Stop serving after this long.")
+def soup_serve(path, port, host, user, password, session, cut_after, max_seconds):
+    """Serve a BinaryFILE as a SoupBinTCP session, from any requested sequence number."""
+    import time
+
+    from itchflow.errors import ITCHFormatError
+    from itchflow.sources.soup import SoupServer
+    from itchflow.transport.soupbintcp import MessageStore
+
+    if len(user) > 6 or len(password) > 10 or len(session) > 10:
+        _fail(ValueError("user is at most 6 characters, password and session at most 10"))
+    try:
+        store = MessageStore(load_binaryfile(path), source=path)
+        server = SoupServer(store, host, port, session, {user: password}, cut_after=cut_after)
+    except (ITCHFormatError, OSError) as e:
+        _fail(e)
+    click.echo(f"serving {store.messages:,} messages of {path} as session {session} on "
+               f"{server.address[0]}:{server.address[1]}", err=True)
+    server.start()
+    t0 = time.monotonic()
+    try:
+        while max_seconds is None or time.monotonic() - t0 < max_seconds:
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    click.echo(json.dumps(server.counters.__dict__), err=True)
+
+
+@soup.command("fetch")
+@click.argument("address", metavar="HOST:PORT")
+@click.option("--user", required=True)
+@click.option("--password", required=True)
+@click.option("--out", type=click.Path(dir_okay=False), help="Write the session here (BinaryFILE).")
+@click.option("--session", default="", help="Session to join (default: the server's current one).")
+@click.option("--from-sequence", "sequence", default=1, show_default=True,
+              help="First sequence number wanted (0: new messages only).")
+@click.option("--max-reconnects", default=10, show_default=True)
+@click.option("--max-seconds", type=float, help="Give up after this long.")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--quiet", "-q", is_flag=True)
+def soup_fetch(address, user, password, out, session, sequence, max_reconnects, max_seconds, as_json, quiet):
+    """Log in, receive the session until its end, reconnecting from the next sequence."""
+    from itchflow.sources.soup import fetch
+
+    host, port = _endpoint(address, "127.0.0.1")
+    f = open(out, "wb") if out else None
+    try:
+        res = fetch(host, port, user, password, f, session=session, sequence=sequence,
+                    max_reconnects=max_reconnects, max_seconds=max_seconds)
+    except (OSError, ValueError) as e:
+        _fail(e)
+    finally:
+        if f is not None:
+            f.close()
+    d = res.__dict__
+    if as_json:
+        click.echo(json.dumps(d))
+    else:
+        for k, v in d.items():
+            click.echo(f"{k:>14}: {v}")
+    if res.rejected:
+        click.echo(f"itchflow: login rejected: {res.rejected}", err=True)
+        sys.exit(1)
+    if not res.ended:
+        click.echo("itchflow: the session did not reach its end", err=True)
+        sys.exit(2)
