@@ -430,3 +430,55 @@ def test_determinism_and_chunking(tmp_path):
 def test_too_small_a_day_is_refused():
     with pytest.raises(ValueError):
         generate_day(minimum_messages(100) - 1, seed=1)
+
+
+def test_cli_gen(tmp_path):
+    from click.testing import CliRunner
+
+    import itchflow.cli.gen  # noqa: F401  (registers the command on main)
+    from itchflow.cli import main
+
+    out = tmp_path / "day.itch.gz"
+    r = CliRunner().invoke(main, ["gen", str(out), "--messages", "20k", "--seed", "4", "--stocks", "20",
+                                  "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert "20,000 messages" in r.output
+    assert gzip.decompress(out.read_bytes()) == generate_day(20_000, seed=4, stocks=20).tobytes()
+    r = CliRunner().invoke(main, ["gen", str(tmp_path / "x.itch"), "--messages", "1.5x"])
+    assert r.exit_code != 0
+    r = CliRunner().invoke(main, ["gen", str(tmp_path / "x.itch"), "--messages", "100"])
+    assert r.exit_code != 0 and "at least" in r.output
+
+
+def _mutated(data, code, field, value, nth=0):
+    """A copy of data with one field (index into the struct tuple) of the nth `code` message set."""
+    buf = bytearray(bytes(data))
+    pos, seen = 0, 0
+    while pos < len(buf):
+        (length,) = struct.unpack_from(">H", buf, pos)
+        t = bytes(buf[pos + 2: pos + 3])
+        if t == code.encode():
+            if seen == nth:
+                rec = list(STRUCTS[t].unpack_from(buf, pos + 2))
+                rec[field] = value(rec) if callable(value) else value
+                STRUCTS[t].pack_into(buf, pos + 2, *rec)
+                return buf
+            seen += 1
+        pos += 2 + length
+    raise AssertionError(f"no {code} message number {nth}")
+
+
+@pytest.mark.parametrize("code, field, value", [
+    ("X", 5, lambda r: 0xFFFFFFFF),                      # cancel more than the order has
+    ("E", 5, lambda r: 0xFFFFFFFF),                      # execute more than the order has
+    ("D", 4, lambda r: r[4] ^ (1 << 45)),                # delete an order that never existed
+    ("U", 5, lambda r: r[4]),                            # replace reusing the old reference
+    ("A", 3, bytes(6)),                                   # time goes back to midnight
+    ("A", 8, lambda r: r[8] + 1 if r[8] >= 10_000 else r[8] - r[8]),  # price off the grid / zero
+])
+def test_the_walker_catches_broken_days(code, field, value):
+    """The reference walker is not a rubber stamp: single-field corruptions fail it."""
+    data = generate_day(20_000, seed=5, stocks=20)
+    verify(walk(data), 20)
+    with pytest.raises(AssertionError):
+        verify(walk(_mutated(data, code, field, value, nth=500)), 20)

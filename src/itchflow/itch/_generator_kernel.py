@@ -174,7 +174,7 @@ FP_A, FP_F, FP_D, FP_U, FP_X, FP_E = 0, 1, 2, 3, 4, 5
 N_FLOW = 6
 
 BUY, SELL = 0, 1
-NONHEAD_P = 0.004      # chance an execution takes the order behind the head
+NONHEAD_P = 0.002      # chance an execution takes the order behind the head
 FULL_EXEC_P = 0.8      # chance an execution fills the whole order
 SWEEP_P = 0.12         # chance an execution event goes on to further orders
 SWEEP_MORE = 0.55      # chance a sweep continues after each further order
@@ -184,12 +184,12 @@ _U64 = np.uint64
 
 
 # --- random numbers: xoshiro256** ------------------------------------------------------------
-@njit(inline="always", nogil=True, cache=True)
+@njit(nogil=True, cache=True)
 def _rotl(x, k):
     return (x << _U64(k)) | (x >> _U64(64 - k))
 
 
-@njit(inline="always", nogil=True, cache=True)
+@njit(nogil=True, cache=True)
 def _next(rng):
     s0, s1, s2, s3 = rng[0], rng[1], rng[2], rng[3]
     result = _rotl(s1 * _U64(5), 7) * _U64(9)
@@ -204,18 +204,18 @@ def _next(rng):
     return result
 
 
-@njit(inline="always", nogil=True, cache=True)
+@njit(nogil=True, cache=True)
 def _u01(rng):
     return np.float64(_next(rng) >> _U64(11)) * (1.0 / 9007199254740992.0)
 
 
-@njit(inline="always", nogil=True, cache=True)
+@njit(nogil=True, cache=True)
 def _ri(rng, n):
     """Uniform integer in [0, n)."""
     return np.int64(_u01(rng) * n)
 
 
-@njit(inline="always", nogil=True, cache=True)
+@njit(nogil=True, cache=True)
 def _zipf_stock(rng, cdf):
     u = _u01(rng)
     lo, hi = 0, len(cdf) - 1
@@ -228,7 +228,7 @@ def _zipf_stock(rng, cdf):
     return lo + 1
 
 
-@njit(inline="always", nogil=True, cache=True)
+@njit(nogil=True, cache=True)
 def _size(rng, mul):
     """Order size: odd lots, a round lot most often, multiples of 100, rare blocks."""
     u = _u01(rng)
@@ -245,7 +245,7 @@ def _size(rng, mul):
     return v * mul
 
 
-@njit(inline="always", nogil=True, cache=True)
+@njit(nogil=True, cache=True)
 def _depth(rng, w):
     """Ticks behind the touch for a passive order."""
     u = _u01(rng)
@@ -258,7 +258,7 @@ def _depth(rng, w):
     return 31 + _ri(rng, w // 8)
 
 
-@njit(inline="always", nogil=True, cache=True)
+@njit(nogil=True, cache=True)
 def _new_ref(rng, refctr):
     """A fresh order reference: one of several interleaved ranges, with occasional jumps."""
     u = _u01(rng)
@@ -273,19 +273,19 @@ def _new_ref(rng, refctr):
 
 
 # --- writing -------------------------------------------------------------------------------
-@njit(inline="always", nogil=True, cache=True)
+@njit(nogil=True, cache=True)
 def _wbe(out, p, v, n):
     for i in range(n):
         out[p + n - 1 - i] = (v >> (8 * i)) & 0xFF
 
 
-@njit(inline="always", nogil=True, cache=True)
+@njit(nogil=True, cache=True)
 def _wcopy(out, p, src, n):
     for i in range(n):
         out[p + i] = src[i]
 
 
-@njit(inline="always", nogil=True, cache=True)
+@njit(nogil=True, cache=True)
 def _hdr(out, p, g, counts, code, length, locate, track, ts):
     """Length prefix and common header; returns the offset of the type byte."""
     _wbe(out, p, length, FRAME)
@@ -299,12 +299,12 @@ def _hdr(out, p, g, counts, code, length, locate, track, ts):
     return q
 
 
-@njit(inline="always", nogil=True, cache=True)
+@njit(nogil=True, cache=True)
 def _side_byte(side):
     return 66 if side == BUY else 83  # 'B' / 'S'
 
 
-@njit(inline="always", nogil=True, cache=True)
+@njit(nogil=True, cache=True)
 def _raw(st_base, st_tick, s, tick):
     return st_base[s] + tick * st_tick[s]
 
@@ -480,7 +480,7 @@ def _w_collar(out, p, g, counts, s, track, ts, sym, refp, tick):
 
 
 # --- the book --------------------------------------------------------------------------------
-@njit(inline="always", nogil=True, cache=True)
+@njit(nogil=True, cache=True)
 def _li(s, side, tick, w):
     return (s * 2 + side) * w + tick
 
@@ -551,7 +551,7 @@ def _remove(slot, g, w, lv_head, lv_tail, o_stock, o_side, o_price, o_prev, o_ne
     g[G_FREE] = slot
 
 
-@njit(inline="always", nogil=True, cache=True)
+@njit(nogil=True, cache=True)
 def _walk_fair(rng, st_fair, s, w):
     u = _u01(rng)
     if u < 0.03:
@@ -563,7 +563,7 @@ def _walk_fair(rng, st_fair, s, w):
         st_fair[s] = f
 
 
-@njit(inline="always", nogil=True, cache=True)
+@njit(nogil=True, cache=True)
 def _pick_live(rng, g, live, recent):
     """A live order slot: usually a recent one (most orders die young), else any."""
     n = g[G_LIVE]
@@ -575,7 +575,7 @@ def _pick_live(rng, g, live, recent):
     return live[_ri(rng, n)]
 
 
-@njit(inline="always", nogil=True, cache=True)
+@njit(nogil=True, cache=True)
 def _passive_tick(rng, st_fair, st_best, s, side, w, allow_cross):
     """A price tick for a new resting order; never crossing unless allow_cross (pre-open)."""
     fair = st_fair[s]
@@ -609,7 +609,7 @@ def _passive_tick(rng, st_fair, st_best, s, side, w, allow_cross):
     return side, t
 
 
-@njit(inline="always", nogil=True, cache=True)
+@njit(nogil=True, cache=True)
 def _clock(g, rng, t1, left, cont):
     """Advance the clock towards t1 over `left` more messages, in bursts."""
     t = g[G_T]
@@ -630,7 +630,7 @@ def _clock(g, rng, t1, left, cont):
     return nt
 
 
-@njit(inline="always", nogil=True, cache=True)
+@njit(nogil=True, cache=True)
 def _next_match(g, mring, keep):
     m = g[G_MATCH] + 1
     g[G_MATCH] = m
