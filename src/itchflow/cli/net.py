@@ -265,3 +265,19 @@ def soup_fetch(address, user, password, out, session, sequence, max_reconnects, 
     if not res.ended:
         click.echo("itchflow: the session did not reach its end", err=True)
         sys.exit(2)
+
+
+@bench.command("net")
+@click.option("--packets", default=20_000, show_default=True, help="Datagrams queued per round.")
+@click.option("--rounds", default=5, show_default=True)
+@click.option("--size", default=128, show_default=True, help="Datagram size in bytes.")
+@click.option("--batch", default=64, show_default=True, help="recvmmsg batch.")
+@click.option("--timestamps", is_flag=True, help="Enable SO_TIMESTAMPNS on the socket.")
+@click.option("--json", "as_json", is_flag=True)
+def bench_net(packets, rounds, size, batch, timestamps, as_json):
+    """Receive path on loopback: recv (Python) vs recv (compiled) vs recvmmsg (compiled)."""
+    from itchflow.sources.udp_bench import run
+
+    res = run(packets, rounds, size, batch, timestamps, echo=(lambda *a: None) if as_json else click.echo)
+    if as_json:
+        click.echo(json.dumps(res))
