@@ -80,6 +80,11 @@ def warm_up() -> None:
                 o = np.zeros(9, np.int64)
                 W.consume(ring.words, ring.data, rd.cs, w.records, LO, HI, 8, STRATEGIES[strategy],
                           10**9, np.zeros(1, np.int64), o, 0, 0)
+            # the Python API paths too (write, write_batch with and without types, read_batch)
+            w.write(b"abc")
+            w.write_batch(np.zeros(8, np.uint8), np.array([0, 4, 8]))
+            w.write_batch(np.zeros(8, np.uint8), np.array([0, 4, 8]), types=np.array([1, 2]))
+            rd.read_batch(timeout=0)
             w.close()
             rd.close()
         assert not os.path.exists(path)

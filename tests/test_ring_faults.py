@@ -47,8 +47,8 @@ def test_consumer_sigkill_and_restart_loses_nothing(path):
                 out, o = shared(9)
                 c = start(consumer_main, path, "c", n, 256, "spin", 60.0, prog, out)
                 time.sleep(rng.uniform(0.05, 0.25))
-                seen = int(prog_v[0])
                 kill(c)
+                seen = int(prog_v[0])   # final: progress is updated before each commit
                 starts.append((int(o[5]), seen))
                 bad += int(o[1])
             out, o = shared(9)

@@ -83,17 +83,19 @@ def _hugetlbfs_mount() -> str | None:
     return None
 
 
-_created: set[str] = set()
+_created: dict[str, int] = {}   # path -> pid of the creating process
 
 
 @atexit.register
 def _unlink_created() -> None:
-    # Rings created by this process and not explicitly kept are removed at normal exit.
-    for path in list(_created):
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
+    # Rings created by this process and not explicitly kept are removed at normal exit
+    # (not by a forked child that happens to run atexit handlers).
+    for path, pid in list(_created.items()):
+        if pid == os.getpid():
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
 
 
 class Ring:
@@ -199,7 +201,7 @@ class Ring:
             raise
         ring = cls(path, fd, mm, owner=True)
         if not keep:
-            _created.add(path)
+            _created[path] = os.getpid()
         return ring
 
     @classmethod
@@ -227,11 +229,11 @@ class Ring:
             pass  # a view (e.g. a Batch) is still alive; the mapping goes when it does
         os.close(self._fd)
         self._mm = None
-        if self.owner and self.path in _created:
+        if self.owner and _created.get(self.path) == os.getpid():
             self.unlink()
 
     def unlink(self) -> None:
-        _created.discard(self.path)
+        _created.pop(self.path, None)
         try:
             os.unlink(self.path)
         except FileNotFoundError:
@@ -239,7 +241,7 @@ class Ring:
 
     def keep(self) -> None:
         """Do not remove the file when the creating process exits."""
-        _created.discard(self.path)
+        _created.pop(self.path, None)
 
     def __enter__(self) -> "Ring":
         return self
@@ -512,8 +514,9 @@ class Reader:
                 C.read_edge(w, e)
                 C.set_start(w, self.cs, int(e[0]), int(e[1]), int(e[2]))
             store(w, b + L.S_STATE, L.SLOT_ATTACHED)
-        elif new or st == L.SLOT_DETACHED:
-            self._request_join(count_loss=not new)
+        elif new or st != L.SLOT_ATTACHED:
+            # new, detached (count what was skipped), or left half-joined by a killed process
+            self._request_join(count_loss=st == L.SLOT_DETACHED)
         store(w, b + L.S_ATTACHED_NS, time.monotonic_ns())
 
     def _claim_new_slot(self, name: str) -> int:

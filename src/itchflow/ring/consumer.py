@@ -78,18 +78,22 @@ def set_start(words, cs, pos: int, rec: int, pay: int) -> None:
 
 @njit(nogil=True, cache=True)
 def read_edge(words, out) -> None:
-    """out[0:3] = the published (position, records, payload) triple, consistently."""
+    """out[0:3] = the published (position, records, payload) triple, consistently. If the
+    seqlock stays odd (a producer died mid-update) and no producer is alive, the words are
+    taken as they are: the next producer's recovery rewrites them from the data anyway."""
+    tries = 0
     while True:
         s1 = load_acquire(words, L.W_EDGE_SEQ)
-        if s1 & 1:
-            cpu_pause()
-            continue
         out[0] = load_relaxed(words, L.W_EDGE_POS)
         out[1] = load_relaxed(words, L.W_EDGE_REC)
         out[2] = load_relaxed(words, L.W_EDGE_PAY)
         fence_acquire()
-        if load_relaxed(words, L.W_EDGE_SEQ) == s1:
+        if (s1 & 1) == 0 and load_relaxed(words, L.W_EDGE_SEQ) == s1:
             return
+        tries += 1
+        if (tries & 0xFFFF) == 0 and not pid_exists(load_relaxed(words, L.W_PROD_PID)):
+            return
+        cpu_pause()
 
 
 @njit(nogil=True, cache=True)

@@ -1,0 +1,128 @@
+"""Python API details across processes: wait strategies, lossy readers, iteration, huge pages,
+file cleanup at exit, and the `itchflow ring` commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from itchflow.ring import Ring, RingFormatError
+from ring_procs import CTX, warm_up
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def path():
+    warm_up()
+    p = f"/dev/shm/itchflow-test-{uuid.uuid4().hex}.ring"
+    yield p
+    if os.path.exists(p):
+        os.unlink(p)
+
+
+def _write_numbers(path, n, per_batch):
+    w = Ring.open(path).writer()
+    i = 0
+    while i < n:
+        k = min(per_batch, n - i)
+        buf = np.arange(i, i + k, dtype="<u4").view(np.uint8)
+        w.write_batch(buf, np.arange(k + 1) * 4, types=np.full(k, 5))
+        i += k
+    w.close()
+
+
+@pytest.mark.parametrize("wait", ["spin", "yield", "sleep", "block"])
+def test_iteration_until_close_with_each_wait_strategy(path, wait):
+    n = 20_000
+    with Ring.create(path, 1 << 14, consumers=["r"], heartbeat_timeout=30) as ring:
+        rd = ring.reader("r", wait=wait, timeout=20)
+        p = CTX.Process(target=_write_numbers, args=(path, n, 37))
+        p.start()
+        got = [int.from_bytes(x, "little") for x in rd]    # ends when the writer closes
+        p.join(10)
+        assert got == list(range(n))
+
+
+def test_lossy_python_reader_gets_validated_copies(path):
+    with Ring.create(path, 1 << 14, max_payload=512, mode="lossy") as ring:
+        w = ring.writer()
+        rd = ring.reader("late")
+        for i in range(2000):                 # ~16 laps before the reader looks
+            w.write(i.to_bytes(4, "little") * 2)
+        # lapped many times over: it resumes at the live edge, where nothing is new yet
+        assert len(rd.read_batch(timeout=0)) == 0
+        for i in range(2000, 2010):
+            w.write(i.to_bytes(4, "little") * 2)
+        got = [int.from_bytes(x[:4].tobytes(), "little") for x in rd.read_batch(timeout=0)]
+        assert got == list(range(2000, 2010))
+        assert rd.lost_records == 2000 and rd.records == 2010
+        assert rd.lost_payload_bytes == 2000 * 8
+        assert ring.snapshot()["consumers"][0]["laps"] == 1
+
+
+def test_hugepages_request_is_recorded(path):
+    with Ring.create(path, 1 << 21, hugepages=True, consumers=["r"]) as ring:
+        snap = ring.snapshot()
+        assert snap["hugepages"]["requested"] is True
+        ring.writer().write(b"x" * 100)
+        assert ring.reader("r").read_batch(timeout=0)[0].tobytes() == b"x" * 100
+        with Ring.open(ring.path) as again:
+            assert again.capacity == 1 << 21
+
+
+def test_creator_removes_ring_at_normal_exit_but_not_after_sigkill(path):
+    code = ("import os, signal, sys; from itchflow.ring import Ring; "
+            "r = Ring.create(sys.argv[1], 4096); print('made', flush=True); "
+            "os.kill(os.getpid(), signal.SIGKILL) if sys.argv[2] == 'kill' else None")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    subprocess.run([sys.executable, "-c", code, path, "exit"], check=True, env=env, capture_output=True)
+    assert not os.path.exists(path)
+    subprocess.run([sys.executable, "-c", code, path, "kill"], env=env, capture_output=True)
+    assert os.path.exists(path)              # a killed creator leaves it: `ring rm` cleans up
+    import itchflow.cli.ring  # noqa: F401  (registers the commands)
+    from itchflow.cli import main
+    out = CliRunner().invoke(main, ["ring", "rm", path])
+    assert out.exit_code == 0 and "removed" in out.output
+    assert not os.path.exists(path)
+
+
+def test_ring_commands(path):
+    import itchflow.cli.ring  # noqa: F401
+    from itchflow.cli import main
+    with Ring.create(path, 1 << 14, consumers=["book", "tape"]) as ring:
+        w = ring.writer()
+        for i in range(10):
+            w.write(bytes(20))
+        rd = ring.reader("book")
+        assert len(rd.read_batch(timeout=0)) == 10
+        rd.commit()
+        runner = CliRunner()
+        res = runner.invoke(main, ["ring", "inspect", path, "--json"])
+        assert res.exit_code == 0, res.output
+        snap = json.loads(res.output)
+        lags = {c["name"]: c["lag_records"] for c in snap["consumers"]}
+        assert lags == {"book": 0, "tape": 10}
+        assert snap["edge"]["records"] == 10 and snap["producer"]["alive"] is True
+        res = runner.invoke(main, ["ring", "inspect", path])
+        assert "'tape'" in res.output and "lag 10 records" in res.output
+        res = runner.invoke(main, ["ring", "ls", path])
+        assert path in res.output and "book(attached" in res.output
+        res = runner.invoke(main, ["ring", "rm", path])
+        assert "in use" in res.output and os.path.exists(path)
+    bogus = path + ".bogus"
+    open(bogus, "wb").write(b"x" * 8192)
+    try:
+        with pytest.raises(RingFormatError):
+            Ring.open(bogus)
+        res = CliRunner().invoke(main, ["ring", "inspect", bogus])
+        assert res.exit_code == 1 and "not a ring" in res.output
+    finally:
+        os.unlink(bogus)
