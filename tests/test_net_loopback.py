@@ -177,3 +177,37 @@ def test_cli_publish_and_listen(tmp_path):
     report = json.loads(stdout)
     assert report["finished"] and report["lost"] == 0 and report["messages"] == 20_000
     assert out.read_bytes() == data.tobytes()
+
+
+def test_multicast_on_loopback_host_only():
+    """Two multicast groups joined on lo; TTL 0 keeps every datagram on this host."""
+    import socket
+
+    from itchflow.sources.mold_publish import bind_rerequest, publish
+    from itchflow.sources.udp import listen, open_receiver
+    from itchflow.transport.mold_publisher import Faults, MoldFeed
+
+    try:
+        a = open_receiver("239.255.77.1", 0, interface="127.0.0.1")
+        b = open_receiver("239.255.77.2", 0, interface="127.0.0.1")
+    except OSError as e:
+        pytest.skip(f"cannot join a multicast group on lo here: {e}")
+    data = synthetic_day(20_000, seed=9)
+    feed = MoldFeed(data, "MCAST", 1400)
+    rs = bind_rerequest("127.0.0.1", 0)
+    box = {}
+    t = threading.Thread(target=lambda: box.update(pub=publish(
+        feed, ("239.255.77.1", a.getsockname()[1]), ("239.255.77.2", b.getsockname()[1]), rerequest=rs,
+        pps=20_000, faults=Faults(0.05, 0.05, 0.02, 0.02, seed=2), interface="127.0.0.1", ttl=0, linger=1.0)))
+    t.start()
+    out = io.BytesIO()
+    try:
+        res = listen(None, None, rs.getsockname(), out, sockets=[a, b], idle_timeout=3, max_seconds=60)
+    finally:
+        t.join(30)
+        a.close()
+        b.close()
+    if res.stats["packets_by_line"][0] == 0:
+        pytest.skip("multicast on lo delivered nothing here")
+    assert res.finished and out.getvalue() == data.tobytes()
+    assert res.stats["lost"] == 0 and socket is not None

@@ -68,6 +68,7 @@ def _endpoint(text: str | None, default_host: str = "0.0.0.0"):
 @click.option("--rerequest", metavar="[HOST:]PORT", help="Serve re-requests on this UDP port.")
 @click.option("--linger", default=2.0, show_default=True, help="Seconds to keep serving re-requests at the end.")
 @click.option("--interface", help="Local address of the interface to send multicast on.")
+@click.option("--ttl", default=1, show_default=True, help="Multicast TTL (0: this host only).")
 @click.option("--drop-a", default=0.0, help="Fault injection: fraction of packets dropped on line A.")
 @click.option("--drop-b", default=0.0, help="Fault injection: fraction of packets dropped on line B.")
 @click.option("--reorder", default=0.0, help="Fault injection: fraction of packets sent 2-4 packets late.")
@@ -75,7 +76,7 @@ def _endpoint(text: str | None, default_host: str = "0.0.0.0"):
 @click.option("--seed", default=0, help="Seed of the fault injection.")
 @click.option("--json", "as_json", is_flag=True, help="Print the counters as one JSON object.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
-def publish(path, line_a, line_b, session, rate, pps, payload, rerequest, linger, interface, drop_a, drop_b,
+def publish(path, line_a, line_b, session, rate, pps, payload, rerequest, linger, interface, ttl, drop_a, drop_b,
             reorder, duplicate, seed, as_json, quiet):
     """Replay a BinaryFILE as MoldUDP64 packets on one or two lines, serving re-requests."""
     from itchflow.errors import ITCHFormatError
@@ -87,7 +88,7 @@ def publish(path, line_a, line_b, session, rate, pps, payload, rerequest, linger
         res = _with_progress(quiet or as_json, "publish", feed.n_packets, lambda update: run(
             feed, _endpoint(line_a, "127.0.0.1"), _endpoint(line_b, "127.0.0.1"),
             rerequest=_endpoint(rerequest), rate=_rate(rate), pps=pps,
-            faults=Faults(drop_a, drop_b, reorder, duplicate, seed), linger=linger, interface=interface,
+            faults=Faults(drop_a, drop_b, reorder, duplicate, seed), linger=linger, interface=interface, ttl=ttl,
             on_progress=update))
     except (ITCHFormatError, OSError, ValueError) as e:
         _fail(e)
@@ -114,7 +115,8 @@ def _with_progress(quiet, what, total, fn):
 
 
 @main.command()
-@click.option("--mold", "line_a", required=True, metavar="GROUP:PORT", help="Line A (multicast group or local address).")
+@click.option("--mold", "line_a", required=True, metavar="GROUP:PORT",
+              help="Line A (multicast group or local address).")
 @click.option("--line-b", metavar="GROUP:PORT", help="Line B.")
 @click.option("--rerequest", metavar="HOST:PORT", help="Re-request server (without it, holes are counted lost).")
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the recovered stream here (BinaryFILE).")

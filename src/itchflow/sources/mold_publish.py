@@ -77,7 +77,7 @@ def bind_rerequest(host: str, port: int) -> socket.socket:
 def publish(feed: MoldFeed, line_a: tuple[str, int], line_b: tuple[str, int] | None = None, *,
             rerequest: tuple[str, int] | socket.socket | None = None, rate: float | None = None,
             pps: float | None = None, faults: Faults | None = None, linger: float = 2.0,
-            heartbeat_s: float = HEARTBEAT_S, interface: str | None = None, on_progress=None,
+            heartbeat_s: float = HEARTBEAT_S, interface: str | None = None, ttl: int = 1, on_progress=None,
             stop: threading.Event | None = None) -> PublishResult:
     """Send the feed on line A (and B), paced by ``rate`` (x real time; None = flat out)
     and ``pps``; then an end-of-session packet on each line, repeated every heartbeat
@@ -93,7 +93,7 @@ def publish(feed: MoldFeed, line_a: tuple[str, int], line_b: tuple[str, int] | N
         res.dropped[li] = feed.n_packets - len(np.unique(pkts))
         res.duplicated[li] = len(pkts) - len(np.unique(pkts))
     times = send_times_ns(feed, rate, pps)
-    sock = open_sender(interface=interface)
+    sock = open_sender(interface=interface, multicast_ttl=ttl)
     server = None
     if rerequest is not None:
         rsock = rerequest if isinstance(rerequest, socket.socket) else bind_rerequest(*rerequest)

@@ -30,7 +30,8 @@ from itchflow.transport.moldudp64_layout import COUNT_OFFSET, HEADER_SIZE, SEQUE
 def _work(buf, n):
     if n < HEADER_SIZE:
         return np.uint64(0)
-    return be64(buf, SEQUENCE_OFFSET) + ((np.uint64(buf[COUNT_OFFSET]) << np.uint64(8)) | np.uint64(buf[COUNT_OFFSET + 1]))
+    count = (np.uint64(buf[COUNT_OFFSET]) << np.uint64(8)) | np.uint64(buf[COUNT_OFFSET + 1])
+    return be64(buf, SEQUENCE_OFFSET) + count
 
 
 @njit(nogil=True, cache=True)
