@@ -287,11 +287,10 @@ class MoldReceiver:
         events.append(SessionChange(old, session))
         self.session = session
         if self.start_sequence is not None:
+            # a new session numbers its messages from 1 again
             self._reset_sequence(self.start_sequence if old is None else 1)
-        elif count == END_OF_SESSION_COUNT:
-            self._reset_sequence(seq)
         else:
-            self._reset_sequence(seq)
+            self._reset_sequence(seq)   # joining mid-session: start where this packet starts
 
     def _see(self, end: int) -> None:
         if self.next_sequence is None:     # joining mid-day on a heartbeat or end of session
