@@ -179,6 +179,7 @@ FULL_EXEC_P = 0.8      # chance an execution fills the whole order
 SWEEP_P = 0.12         # chance an execution event goes on to further orders
 SWEEP_MORE = 0.55      # chance a sweep continues after each further order
 MRING = 4096
+PREOPEN_CROSS_P = 0.01  # chance a pre-open order is priced through the other side
 
 _U64 = np.uint64
 
@@ -579,7 +580,7 @@ def _pick_live(rng, g, live, recent):
 def _passive_tick(rng, st_fair, st_best, s, side, w, allow_cross):
     """A price tick for a new resting order; never crossing unless allow_cross (pre-open)."""
     fair = st_fair[s]
-    if allow_cross and _u01(rng) < 0.03:
+    if allow_cross and _u01(rng) < PREOPEN_CROSS_P:
         if side == BUY:
             return side, fair + _ri(rng, 4)
         return side, fair - _ri(rng, 4)

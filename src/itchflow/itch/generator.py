@@ -46,7 +46,7 @@ from typing import Callable
 
 import numpy as np
 
-from itchflow.itch.spec import MESSAGES, PRICE4_SCALE, PRICE8_SCALE, WIRE_DTYPES
+from itchflow.itch.spec import MESSAGES, PRICE8_SCALE, WIRE_DTYPES
 
 # The real day the type mix is modelled on (01302019).
 REAL_DAY = {
@@ -121,8 +121,8 @@ class _Plan:
     def __init__(self, messages: int, seed: int, stocks: int, close_all: bool):
         from itchflow.itch import _generator_kernel as gk
 
-        if stocks < 1 or stocks > 60_000:
-            raise ValueError("stocks must be between 1 and 60000")
+        if stocks < 1 or stocks > 20_000:
+            raise ValueError("stocks must be between 1 and 20000")
         if messages < minimum_messages(stocks):
             raise ValueError(f"a day of {stocks} stocks needs at least {minimum_messages(stocks):,} "
                              f"messages (asked for {messages:,})")
