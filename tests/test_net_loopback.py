@@ -112,12 +112,14 @@ def test_without_rerequest_server_double_losses_are_counted():
     feed = MoldFeed(data, "NOREREQ", 600)
     a = open_receiver("127.0.0.1", 0)
     box = {}
+    runs = []   # the on_deliver hook sees the same runs, with their sequence numbers
     t = threading.Thread(target=lambda: box.update(pub=publish(feed, a.getsockname(), None, pps=20_000,
                                                                faults=Faults(drop_a=0.1, seed=5), linger=0.3)))
     t.start()
     out = io.BytesIO()
     try:
-        res = listen(None, None, None, out, sockets=[a], idle_timeout=5, max_seconds=60)
+        res = listen(None, None, None, out, sockets=[a], idle_timeout=5, max_seconds=60,
+                     on_deliver=lambda d: runs.append((d.first_sequence, d.count, d.data.tobytes())))
     finally:
         t.join(30)
         a.close()
@@ -133,6 +135,9 @@ def test_without_rerequest_server_double_losses_are_counted():
         keep[e.first_sequence - 1:e.first_sequence - 1 + e.count] = False
     expected = b"".join(data[offsets[i]:offsets[i + 1]].tobytes() for i in np.flatnonzero(keep))
     assert out.getvalue() == expected
+    assert b"".join(r[2] for r in runs) == expected
+    for first, count, raw in runs:
+        assert raw == data[offsets[first - 1]:offsets[first - 1 + count]].tobytes()
     assert sum(e.count for e in res.lost) == s["lost"]
 
 

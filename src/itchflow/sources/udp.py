@@ -141,11 +141,14 @@ def listen(line_a: tuple[str, int], line_b: tuple[str, int] | None, rerequest: t
            out, *, engine: str = "recvmmsg", session: bytes | str | None = None,
            start_sequence: int | None = 1, idle_timeout: float = 10.0, max_seconds: float | None = None,
            interface: str = "0.0.0.0", receiver_options: dict | None = None, on_progress=None,
-           sockets: list | None = None) -> ListenResult:
+           sockets: list | None = None, on_deliver=None, stop=None) -> ListenResult:
     """Receive a MoldUDP64 feed until its end of session is seen and every message before
     it is delivered (or until ``idle_timeout`` s without a packet / ``max_seconds``).
 
     out: a binary file object (receives the BinaryFILE stream) or None.
+    on_deliver: called with each ``Deliver`` event (``.data`` BinaryFILE-framed messages,
+    ``.first_sequence``, ``.count``) before the buffer it views is reused: the hook for a ring.
+    stop: a threading.Event that ends the loop when set.
     sockets: already-open (A, B or None) receive sockets (tests open them before the publisher starts).
     """
     opts = dict(receiver_options or {})
@@ -188,12 +191,12 @@ def listen(line_a: tuple[str, int], line_b: tuple[str, int] | None, rerequest: t
                 for view, rx in reader.read(sock):
                     # Deliver views point into the reader's buffers: handle them before the next read.
                     _handle(receiver.receive(view, time.monotonic_ns(), line, rx or None), write, req_sock,
-                            rerequest, latency, lost)
+                            rerequest, latency, lost, on_deliver)
                 last_packet = time.monotonic()
-            _handle(receiver.tick(time.monotonic_ns()), write, req_sock, rerequest, latency, lost)
+            _handle(receiver.tick(time.monotonic_ns()), write, req_sock, rerequest, latency, lost, on_deliver)
             if on_progress is not None:
                 on_progress(receiver)
-            if receiver.finished:
+            if receiver.finished or (stop is not None and stop.is_set()):
                 break
             t = time.monotonic()
             if t - last_packet > idle_timeout or (max_seconds is not None and t - start > max_seconds):
@@ -237,11 +240,13 @@ class LatencyLog:
         return self.a[:self.n].copy()
 
 
-def _handle(events, write, req_sock, rerequest, latency, lost) -> None:
+def _handle(events, write, req_sock, rerequest, latency, lost, on_deliver=None) -> None:
     for e in events:
         if isinstance(e, Deliver):
             if write is not None:
                 write(memoryview(e.data))
+            if on_deliver is not None:
+                on_deliver(e)
             if e.rx_ns:
                 latency.add(time.time_ns() - e.rx_ns)
         elif isinstance(e, Request):
