@@ -482,3 +482,21 @@ def test_the_walker_catches_broken_days(code, field, value):
     verify(walk(data), 20)
     with pytest.raises(AssertionError):
         verify(walk(_mutated(data, code, field, value, nth=500)), 20)
+
+
+@pytest.mark.parametrize("messages, stocks, close_all, seed", [
+    (minimum_messages(1), 1, True, 0),
+    (minimum_messages(300), 300, True, 1),
+    (50_000, 7, False, 2),
+    (123_457, 100, True, 3),
+])
+def test_small_and_odd_days_hold_every_invariant(messages, stocks, close_all, seed):
+    msgs = walk(generate_day(messages, seed, stocks=stocks, close_all=close_all))
+    assert len(msgs) == messages
+    v = verify(msgs, stocks)
+    assert sorted(v["directory"]) == list(range(1, stocks + 1))
+    assert [e[0] for e in v["events"]] == [b"O", b"S", b"Q", b"M", b"E", b"C"]
+    if close_all:
+        assert v["book"].orders == {}
+    else:
+        assert v["book"].orders

@@ -8,7 +8,7 @@ import time
 
 import click
 
-from itchflow.cli import main
+from itchflow.cli import bench, main
 
 _SUFFIX = {"k": 1_000, "m": 1_000_000, "g": 1_000_000_000, "b": 1_000_000_000}
 
@@ -91,3 +91,64 @@ def gen(out: str, messages: int, seed: int, stocks: int, gz: bool, close_all: bo
     on_disk = f", {size:,} on disk" if gz else ""
     click.echo(f"{out}: {n:,} messages, {info['bytes']:,} bytes{on_disk}, {stocks} stocks, seed {seed}, "
                f"{secs:.2f} s ({n / max(secs, 1e-9) / 1e6:.2f} M msg/s); {mix}")
+
+
+def _naive_python_day(messages: int, seed: int) -> int:
+    """What a Python user would write: struct.pack per message, a dict of live orders
+    (adds, deletes, executions only). Returns the bytes produced."""
+    import random
+    import struct
+
+    rnd = random.Random(seed)
+    add = struct.Struct(">HcHH6sQcI8sI")
+    delete = struct.Struct(">HcHH6sQ")
+    execute = struct.Struct(">HcHH6sQIQ")
+    live: list[int] = []
+    out = bytearray()
+    ref = match = 0
+    for i in range(messages):
+        ts = (34_200 * 10**9 + i * 1000).to_bytes(6, "big")
+        u = rnd.random()
+        if u < 0.5 or not live:
+            ref += 1
+            live.append(ref)
+            out += add.pack(36, b"A", 1, 0, ts, ref, b"B", 100, b"AAPL    ", 1_500_000)
+        elif u < 0.97:
+            j = rnd.randrange(len(live))
+            live[j], live[-1] = live[-1], live[j]
+            out += delete.pack(19, b"D", 1, 0, ts, live.pop())
+        else:
+            match += 1
+            out += execute.pack(31, b"E", 1, 0, ts, live.pop(), 100, match)
+    return len(out)
+
+
+@bench.command("gen")
+@click.option("--messages", "-n", type=Count(), default="5M", show_default=True)
+@click.option("--stocks", type=int, default=100, show_default=True)
+@click.option("--peer-messages", type=Count(), default="300k", show_default=True,
+              help="Messages for the pure-Python peer (it is slow).")
+def bench_gen(messages: int, stocks: int, peer_messages: int) -> None:
+    """Generation rate against a pure-Python struct.pack generator, same run."""
+    from itchflow.itch.generator import day_summary
+
+    day_summary(minimum_messages_for(stocks), 1, stocks=stocks)  # compile / load the cache
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    info = day_summary(messages, 1, stocks=stocks)
+    ours_wall, ours_cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    _naive_python_day(peer_messages, 1)
+    peer_wall, peer_cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    ours = info["messages"] / ours_cpu
+    peer = peer_messages / peer_cpu
+    click.echo(f"itchflow gen   {info['messages']:>12,} msgs  {ours_wall:7.2f} s wall  {ours_cpu:7.2f} s cpu  "
+               f"{ours / 1e6:6.2f} M msg/s (cpu)  {1e9 / ours:6.0f} ns/msg")
+    click.echo(f"python struct  {peer_messages:>12,} msgs  {peer_wall:7.2f} s wall  {peer_cpu:7.2f} s cpu  "
+               f"{peer / 1e6:6.2f} M msg/s (cpu)  {1e9 / peer:6.0f} ns/msg  (A/D/E only, no book)")
+    click.echo(f"ratio          {ours / peer:.1f}x")
+
+
+def minimum_messages_for(stocks: int) -> int:
+    from itchflow.itch.generator import minimum_messages
+
+    return minimum_messages(stocks)
