@@ -313,17 +313,24 @@ def test_arbitrary_bytes_never_raise(a, b):
     assert s.packets == 2
 
 
-def simulate(total, per_packet, loss_a, loss_b, reorder, dup, short, seed, eos=True):
+def simulate(total, per_packet, loss_a, loss_b, reorder, dup, short, seed, eos=True, per_packet_b=None,
+             max_buffered=1 << 16):
     """A publisher on two lossy lines and a re-request server that may answer short.
 
-    Returns (receiver, delivered bytes). Time advances 100 us per packet slot.
+    Line B may cut the same messages into packets of another size (so its packets overlap
+    line A's at arbitrary points). Returns the Run. Time advances 100 us per packet slot.
     """
     rng = random.Random(seed)
-    packets = [(s, min(per_packet, total + 1 - s)) for s in range(1, total + 1, per_packet)]
-    run = Run(line_wait_ns=300_000, line_wait_packets=8, request_timeout_ns=2 * MS, max_attempts=1000)
+    per_b = per_packet_b or per_packet
+    lines = {LINE_A: [(s, min(per_packet, total + 1 - s)) for s in range(1, total + 1, per_packet)],
+             LINE_B: [(s, min(per_b, total + 1 - s)) for s in range(1, total + 1, per_b)]}
+    packets = lines[LINE_A]
+    run = Run(line_wait_ns=300_000, line_wait_packets=8, request_timeout_ns=2 * MS, max_attempts=1000,
+              max_buffered=max_buffered)
     queue = []  # (time, line, bytes)
-    for i, (first, count) in enumerate(packets):
-        for line, loss in ((LINE_A, loss_a), (LINE_B, loss_b)):
+    for line, loss in ((LINE_A, loss_a), (LINE_B, loss_b)):
+        for first, count in lines[line]:
+            i = (first - 1) // per_packet
             if rng.random() < loss:
                 continue
             t = i * 100_000 + line * 20_000 + (rng.randrange(1, 4) * 100_000 if rng.random() < reorder else 0)
@@ -381,16 +388,23 @@ def test_lossy_ab_lines_with_short_replies_recover_everything(seed):
 
 
 @settings(max_examples=40, deadline=None)
-@given(seed=st.integers(0, 10**6), loss=st.floats(0, 0.5), per=st.integers(1, 9),
-       short=st.floats(0, 1), dup=st.floats(0, 0.3))
-def test_recovery_property(seed, loss, per, short, dup):
+@given(seed=st.integers(0, 10**6), loss=st.floats(0, 0.5), per=st.integers(1, 9), per_b=st.integers(1, 9),
+       short=st.floats(0, 1), dup=st.floats(0, 0.3), max_buffered=st.sampled_from([1, 3, 1 << 16]))
+def test_recovery_property(seed, loss, per, per_b, short, dup, max_buffered):
     total = 300
-    run = simulate(total, per, loss, loss, 0.1, dup, short, seed)
+    run = simulate(total, per, loss, loss, 0.1, dup, short, seed, per_packet_b=per_b, max_buffered=max_buffered)
     assert bytes(run.out) == expected(1, total + 1)
     s = run.r.stats
     assert s.messages + s.lost == total and s.lost == 0
-    # every data packet is delivered from, counted as a duplicate, or buffered then drained
-    assert s.packets == sum(s.packets_by_line)
+    assert s.packets == sum(s.packets_by_line) and s.malformed == 0
+    assert s.buffered_peak <= max_buffered
+
+
+def test_buffer_overflow_is_counted_and_recovered():
+    run = simulate(2000, 5, 0.2, 0.2, 0.0, 0.0, 0.0, 3, max_buffered=2)
+    assert bytes(run.out) == expected(1, 2001)
+    s = run.r.stats
+    assert s.buffer_overflow > 0 and s.buffered_peak == 2 and s.lost == 0
 
 
 def test_deliver_views_are_numpy_uint8():
