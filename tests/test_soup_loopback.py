@@ -51,9 +51,14 @@ def test_reconnect_mid_session_loses_and_duplicates_nothing():
     server = serve(data, cut_after=12_345)
     try:
         out = io.BytesIO()
-        res = fetch(*server.address, "alice", "secret", out, retry_delay=0.05, max_seconds=60)
+        runs = []
+        res = fetch(*server.address, "alice", "secret", out, retry_delay=0.05, max_seconds=60,
+                    on_data=lambda d: runs.append((d.first_sequence, d.count)))
     finally:
         server.stop()
+    # the runs number every message exactly once, in order, across the reconnect
+    assert runs[0][0] == 1 and all(a + n == b for (a, n), (b, _) in zip(runs, runs[1:]))
+    assert sum(n for _, n in runs) == 50_000
     assert server.counters.cut == 1 and res.reconnects == 1 and res.connections == 2
     assert res.ended and res.messages == 50_000 and res.next_sequence == 50_001
     assert out.getvalue() == data.tobytes()

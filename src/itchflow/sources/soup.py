@@ -170,9 +170,13 @@ class FetchResult:
 
 def fetch(host: str, port: int, username: str, password: str, out, *, session: str = "", sequence: int = 1,
           max_reconnects: int = 10, retry_delay: float = 0.2, max_seconds: float | None = None,
-          on_progress=None) -> FetchResult:
+          on_progress=None, on_data=None) -> FetchResult:
     """Log in, receive the session into ``out`` (BinaryFILE), reconnect from the next
-    sequence after a broken connection or a dead link, stop at end of session."""
+    sequence after a broken connection or a dead link, stop at end of session.
+
+    on_data: called with each ``SequencedData`` (``.data`` BinaryFILE-framed messages,
+    ``.first_sequence``, ``.count``): the hook for a ring.
+    """
     res = FetchResult(next_sequence=sequence)
     t0 = time.monotonic()
     client = None
@@ -194,7 +198,7 @@ def fetch(host: str, port: int, username: str, password: str, out, *, session: s
             session = client.session.decode("ascii")
         client = SoupClient(username, password, session=session, sequence=res.next_sequence,
                             now_ns=time.monotonic_ns())
-        _session(conn, client, out, res, on_progress, t0, max_seconds)
+        _session(conn, client, out, res, on_progress, t0, max_seconds, on_data)
         res.next_sequence = client.next_sequence
         if client.ended or client.rejected is not None:
             break
@@ -207,7 +211,7 @@ def fetch(host: str, port: int, username: str, password: str, out, *, session: s
     return res
 
 
-def _session(conn, client: SoupClient, out, res: FetchResult, on_progress, t0, max_seconds) -> None:
+def _session(conn, client: SoupClient, out, res: FetchResult, on_progress, t0, max_seconds, on_data) -> None:
     conn.setblocking(False)
     poller = select.poll()
     poller.register(conn.fileno(), select.POLLIN)
@@ -247,6 +251,8 @@ def _session(conn, client: SoupClient, out, res: FetchResult, on_progress, t0, m
                 if isinstance(e, SequencedData):
                     if out is not None:
                         out.write(memoryview(e.data))
+                    if on_data is not None:
+                        on_data(e)
                     res.messages += e.count
                 elif isinstance(e, LoginRejected):
                     res.rejected = e.text
