@@ -500,3 +500,23 @@ def test_small_and_odd_days_hold_every_invariant(messages, stocks, close_all, se
         assert v["book"].orders == {}
     else:
         assert v["book"].orders
+
+
+def test_final_books_agree_with_itchcpp(day):
+    """An independent C++ book (itchcpp) built from the same bytes ends with the same BBO."""
+    book_mod = pytest.importorskip("itchcpp.book", reason="itchcpp (peer C++ book builder) not installed")
+    data, _, v = day
+    book, syms = v["book"], v["directory"]
+    bm = book_mod.BookManager()
+    for s in syms.values():
+        bm.track_symbol(s.strip().decode())
+    bm.process_stream(data.tobytes())
+    for loc, s in syms.items():
+        x = bm.book_for_symbol(s.strip().decode()).bbo()
+        for side, has, price, shares in ((b"B", x.has_bid, x.bid_price, x.bid_shares),
+                                         (b"S", x.has_ask, x.ask_price, x.ask_shares)):
+            best = book.best(loc, side)
+            assert has == (best is not None), (s, side)
+            if best is not None:
+                assert round(price * 10_000) == best, (s, side)
+                assert shares == sum(book.orders[r][2] for r in book.levels[(loc, side, best)]), (s, side)
