@@ -175,7 +175,7 @@ N_FLOW = 6
 
 BUY, SELL = 0, 1
 NONHEAD_P = 0.002      # chance an execution takes the order behind the head
-FULL_EXEC_P = 0.8      # chance an execution fills the whole order
+FULL_EXEC_P = 0.7      # chance an execution fills the whole order
 SWEEP_P = 0.12         # chance an execution event goes on to further orders
 SWEEP_MORE = 0.55      # chance a sweep continues after each further order
 MRING = 4096
