@@ -19,15 +19,17 @@ from itchflow.book import layout as L
 from itchflow.book.engine import apply_messages
 from itchflow.book.events import EventBuffers
 from itchflow.book.ladder import compact_arena
-from itchflow.book.order_store import rehash, table_shift
+from itchflow.book.order_store import MIN_TABLE, rehash, table_shift
 from itchflow.book.queries import all_orders, depth, find_level, queue, top_of_books
 from itchflow.errors import ITCHFormatError
 
-DEFAULT_ORDERS = 1 << 23          # 8.4 M order slots (grown on demand)
+DEFAULT_ORDERS = 6_291_456      # order pool slots (6 M): allocated up front, touched as used
+DEFAULT_TABLE = 1 << 20         # hash slots to start with: grown (rehashed) at 5/8 load; a
+                                # table sized to the live set keeps the probes in cache
 
 
 def _pow2_at_least(n: int) -> int:
-    return 1 << max(4, (int(n) - 1).bit_length())
+    return max(MIN_TABLE, 1 << (int(n) - 1).bit_length())
 
 
 def symbol_key(symbol: str | bytes) -> int:
@@ -51,19 +53,20 @@ class Books:
     """Full-depth books of every stock, fed whole ITCH messages.
 
     capacity: order slots to start with (the pool, hash table and levels grow on demand,
-    so this only avoids early regrowth). track_matches keeps a match number -> trade index
+    so this only avoids early regrowth; the pool's pages are only touched as orders arrive).
+    track_matches keeps a match number -> trade index
     so B (broken trade) messages can take trades back out of the volume.
     Event recording (BBO changes, trades, L2 level changes) is off until ``record`` is called.
     """
 
     def __init__(self, capacity: int = DEFAULT_ORDERS, *, track_matches: bool = True,
-                 levels: int | None = None, arena: int | None = None):
+                 table: int = DEFAULT_TABLE, levels: int | None = None, arena: int | None = None):
         capacity = max(int(capacity), 16)
         self.ctl = np.zeros(L.N_CTL, np.int64)
-        self.order_pool = np.zeros(capacity, L.ORDER_DTYPE)
-        self.table = np.zeros((_pow2_at_least(capacity * L.TABLE_MAX_LOAD_DEN // L.TABLE_MAX_LOAD_NUM + 1), 2),
-                              np.uint64)
-        nlevels = int(levels or max(1024, capacity // 8))
+        self.order_pool = np.zeros(capacity, L.ORDER_DTYPE)  # np.zeros: pages cost nothing until used
+        self.table = np.zeros((_pow2_at_least(min(int(table), capacity * L.TABLE_MAX_LOAD_DEN
+                                                  // L.TABLE_MAX_LOAD_NUM + 1)), 2), np.uint64)
+        nlevels = int(levels or max(1024, min(capacity // 8, 1 << 18)))
         self.levels = np.zeros(nlevels, L.LEVEL_DTYPE)
         narena = int(arena or max(1 << 16, nlevels * 2))
         self.lad_key = np.zeros(narena, np.int64)
@@ -72,7 +75,7 @@ class Books:
         self.stocks = np.zeros(L.N_LOCATES, L.STOCK_DTYPE)
         self.anomaly_counts = np.zeros((L.N_LOCATES, L.N_ANOMALIES), np.int64)
         self.type_counts = np.zeros(256, np.int64)
-        self.matches = np.zeros((1024 if track_matches else 16, 4), np.uint64)
+        self.matches = np.zeros((MIN_TABLE, 4), np.uint64)
         self.events = EventBuffers()
         c = self.ctl
         c[L.C_ORDER_CAP] = len(self.order_pool)

@@ -16,6 +16,11 @@ adds a new reference with the given total shares and price, same side, stock and
 the back of its level; P and Q are trades that never touch the book; B breaks an earlier
 trade by match number (its shares leave the volume). Books may be crossed or locked.
 Inconsistencies are counted per kind and stock (``layout.ANOMALIES``) and never stop a run.
+
+Why ``_nrt=False`` on the kernels: with Numba's reference counting on, every inlined helper
+that takes an array increments and decrements its refcount (atomic ``lock`` instructions)
+on each call; that was 40% of the time per message. The kernels allocate nothing, so they
+are compiled without the runtime and the arrays are plain borrowed views.
 """
 
 from __future__ import annotations
@@ -248,7 +253,7 @@ def _record_trade(locate, price, shares, match, kind, printable, side, stocks, m
         ctl[C_TRADES_N] = k + 1
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)  # no refcounting: see engine.py
 def apply_messages(buf, pos, end, seq, orders, table, levels, lad_key, lad_lvl, books, stocks,
                    anomalies, matches, trades_out, bbo_out, l2_out, ctl, type_counts):
     """Apply the whole messages in buf[pos:end]; seq is the first one's sequence number.

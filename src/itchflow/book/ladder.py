@@ -111,7 +111,7 @@ def remove_level(lvl, books, lad_key, lad_lvl, levels, ctl):
     ctl[C_LIVE_LEVELS] -= 1
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)  # no refcounting: see engine.py
 def compact_arena(books, old_key, old_lvl, new_key, new_lvl):
     """Copy every book's segment into a fresh arena, back to back. Returns the new top."""
     top = 0
