@@ -130,7 +130,6 @@ def verify(msgs, stocks):
     facts = Counter()
     book = Book()
     directory = {}
-    seen_locates = set()
     events = []
     last_ts = -1
     last_match = -1
@@ -159,7 +158,6 @@ def verify(msgs, stocks):
                 directory[loc] = sym
             elif t != "B":
                 assert loc in directory, f"{t} for locate {loc} before its R (message {i})"
-                seen_locates.add(loc)
         if t in "AFPQIHYLJ":
             idx = {"A": 6, "F": 6, "P": 6, "Q": 4, "I": 6, "L": 4}.get(t, 3)
             assert m[idx] == directory[loc], f"{t} symbol disagrees with R for locate {loc}"
@@ -260,6 +258,7 @@ def verify(msgs, stocks):
                 check_price(p)
             assert m[6] < m[4] < m[5]
     assert not halted, "a halt never resumed"
+    assert sorted(directory) == list(range(1, stocks + 1)), "one R per stock, locates 1..K"
     facts["halts"] = len(halts)
     return dict(facts=facts, book=book, events=events, directory=directory, new_refs=new_refs,
                 per_ms=per_ms, stock_orders=stock_orders, cross_types=cross_types, noii_times=noii_times)
