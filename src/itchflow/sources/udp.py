@@ -122,6 +122,10 @@ class MmsgRecv:
         for i in range(n):
             yield sl.bufs[i, :sl.lengths[i]], int(sl.rx_ns[i])
 
+    def read_batch(self, sock: socket.socket) -> int:
+        """One recvmmsg: datagrams in slots.bufs[:n] (lengths, rx_ns); n (0 if none)."""
+        return self.slots.receive(sock.fileno())
+
 
 ENGINES = {"recv": PyRecv, "recvmmsg": MmsgRecv}
 
@@ -166,6 +170,7 @@ def listen(line_a: tuple[str, int], line_b: tuple[str, int] | None, rerequest: t
         _set_rcvbuf(req_sock, 4 << 20)
         req_sock.setblocking(False)
     reader = ENGINES[engine]()
+    batched = hasattr(reader, "read_batch")
     _warm_up(reader)
     lines = {s.fileno(): (s, i) for i, s in enumerate(socks)}
     if req_sock is not None:
@@ -188,10 +193,17 @@ def listen(line_a: tuple[str, int], line_b: tuple[str, int] | None, rerequest: t
             ready = poller.poll(wait_ms)
             for fd, _ in ready:
                 sock, line = lines[fd]
-                for view, rx in reader.read(sock):
-                    # Deliver views point into the reader's buffers: handle them before the next read.
-                    _handle(receiver.receive(view, time.monotonic_ns(), line, rx or None), write, req_sock,
-                            rerequest, latency, lost, on_deliver)
+                # Deliver views point into the reader's buffers: handle them before the next read.
+                if batched:
+                    n = reader.read_batch(sock)
+                    if n:
+                        sl = reader.slots
+                        _handle(receiver.receive_batch(sl.bufs, sl.lengths, n, time.monotonic_ns(), line, sl.rx_ns),
+                                write, req_sock, rerequest, latency, lost, on_deliver)
+                else:
+                    for view, rx in reader.read(sock):
+                        _handle(receiver.receive(view, time.monotonic_ns(), line, rx or None), write, req_sock,
+                                rerequest, latency, lost, on_deliver)
                 last_packet = time.monotonic()
             _handle(receiver.tick(time.monotonic_ns()), write, req_sock, rerequest, latency, lost, on_deliver)
             if on_progress is not None:
@@ -213,9 +225,12 @@ def listen(line_a: tuple[str, int], line_b: tuple[str, int] | None, rerequest: t
 
 def _warm_up(reader) -> None:
     """Load the compiled kernels now, not on the first packet (that would be its latency)."""
-    from itchflow.transport.mold_codec import walk_blocks
+    from itchflow.transport.moldudp64_layout import pack_header
 
-    walk_blocks(np.array([0, 1, 65], np.uint8), 0, 3, 1, 0)
+    pkt = np.frombuffer(pack_header(b"WARMUP", 1, 1) + b"\x00\x01A", np.uint8)
+    r = MoldReceiver(b"WARMUP")
+    r.receive(pkt, 0)
+    r.receive_batch(pkt[None, :].copy(), np.array([len(pkt)], np.int64), 1, 0)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
         s.setblocking(False)

@@ -36,6 +36,13 @@ import numpy as np
 
 from itchflow.transport.mold_codec import (
     BLOCKS_OK,
+    F_BYTES,
+    F_DUP_MESSAGES,
+    F_DUP_PACKETS,
+    F_HEARTBEATS,
+    F_MESSAGES,
+    F_PACKETS,
+    fast_in_order,
     MALFORMED_TEXT,
     SHORT_HEADER,
     TRAILING_BYTES,
@@ -180,6 +187,11 @@ class MoldReceiver:
         self.stats = MoldStats()
         self.malformed_log: list[Malformed] = []
         self.old_sessions: set[bytes] = set()
+        self._batch_out = np.zeros(1 << 16, np.uint8)
+        self._counters = np.zeros(8, np.int64)
+        self._session_array = np.zeros(SESSION_SIZE, np.uint8)
+        if self.session is not None:
+            self._session_array[:] = np.frombuffer(self.session, np.uint8)
         self._reset_sequence(start_sequence if start_sequence is not None else None)
 
     # ---------------------------------------------------------------- state
@@ -253,6 +265,56 @@ class MoldReceiver:
         self._check(now_ns, events)
         return events
 
+    def receive_batch(self, bufs: np.ndarray, lengths: np.ndarray, n: int, now_ns: int, line: int = LINE_A,
+                      rx_ns: np.ndarray | None = None) -> list:
+        """Take datagrams bufs[i, :lengths[i]] for i < n (a recvmmsg batch from one line).
+
+        The same events as ``receive`` packet by packet, but runs of in-sequence packets,
+        duplicates and plain heartbeats are handled by one compiled call and delivered as
+        one ``Deliver`` over a copy (valid until the next receive_batch call).
+        """
+        events: list = []
+        need = int(lengths[:n].sum())
+        if len(self._batch_out) < need:
+            self._batch_out = np.zeros(max(need, 2 * len(self._batch_out)), np.uint8)
+        out_pos = 0
+        counters = self._counters
+        st = self.stats
+        i = 0
+        while i < n:
+            if (self.session is not None and self.next_sequence is not None and not self.in_gap
+                    and not self._early):
+                counters[:] = 0
+                first = self.next_sequence
+                j, nxt, o = fast_in_order(bufs, lengths, i, n, self._session_array, first, self._batch_out,
+                                          out_pos, counters)
+                k = int(counters[F_PACKETS])
+                if k:
+                    number = st.packets + 1
+                    st.packets += k
+                    st.packets_by_line[line] += k
+                    st.duplicate_packets += int(counters[F_DUP_PACKETS])
+                    st.duplicate_messages += int(counters[F_DUP_MESSAGES])
+                    st.heartbeats += int(counters[F_HEARTBEATS])
+                    if nxt > first:
+                        m = int(counters[F_MESSAGES])
+                        st.messages += m
+                        st.messages_by_line[line] += m
+                        st.bytes += int(counters[F_BYTES])
+                        if line == LINE_REPLY:
+                            st.recovered += m
+                        self.next_sequence = self.highest = int(nxt)
+                        events.append(Deliver(self._batch_out[out_pos:o], first, m, line, number,
+                                              int(rx_ns[i]) if rx_ns is not None else None))
+                        out_pos = int(o)
+                i = int(j)
+                if i >= n:
+                    break
+            events += self.receive(bufs[i, :lengths[i]], now_ns, line,
+                                   int(rx_ns[i]) if rx_ns is not None else None)
+            i += 1
+        return events
+
     def tick(self, now_ns: int) -> list:
         """Let time pass: line waits expire, requests time out."""
         events: list = []
@@ -286,6 +348,7 @@ class MoldReceiver:
                 events.append(Lost(self.next_sequence, missing, "session changed before the gap was filled"))
         events.append(SessionChange(old, session))
         self.session = session
+        self._session_array[:] = np.frombuffer(session, np.uint8)
         if self.start_sequence is not None:
             # a new session numbers its messages from 1 again
             self._reset_sequence(self.start_sequence if old is None else 1)
