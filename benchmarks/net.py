@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from itchflow.sources.udp_bench import run
+from itchflow.sources.udp_bench import run, run_receiver
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -20,3 +20,4 @@ if __name__ == "__main__":
     p.add_argument("--timestamps", action="store_true", help="enable SO_TIMESTAMPNS on the socket")
     a = p.parse_args()
     run(a.packets, a.rounds, a.size, a.batch, a.timestamps)
+    run_receiver(a.packets, batch=a.batch)

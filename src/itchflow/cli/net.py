@@ -278,8 +278,10 @@ def soup_fetch(address, user, password, out, session, sequence, max_reconnects, 
 @click.option("--json", "as_json", is_flag=True)
 def bench_net(packets, rounds, size, batch, timestamps, as_json):
     """Receive path on loopback: recv (Python) vs recv (compiled) vs recvmmsg (compiled)."""
-    from itchflow.sources.udp_bench import run
+    from itchflow.sources.udp_bench import run, run_receiver
 
-    res = run(packets, rounds, size, batch, timestamps, echo=(lambda *a: None) if as_json else click.echo)
+    echo = (lambda *a: None) if as_json else click.echo
+    res = run(packets, rounds, size, batch, timestamps, echo=echo)
+    res.update(run_receiver(packets, batch=batch, echo=echo))
     if as_json:
         click.echo(json.dumps(res))

@@ -157,3 +157,43 @@ def run(packets: int = 20_000, rounds: int = 5, size: int = 128, batch: int = 64
     if incomplete:
         echo(f"  ({incomplete} rounds discarded: the socket buffer did not hold every datagram)")
     return result
+
+
+def run_receiver(packets: int = 20_000, per_packet: int = 30, batch: int = 64, rounds: int = 3, echo=print) -> dict:
+    """The MoldUDP64 state machine alone, A and B lines carrying the same packets:
+    ``receive`` packet by packet (Python) vs ``receive_batch`` (compiled in-order runs)."""
+    from itchflow.transport.mold_receiver import LINE_A, LINE_B, MoldReceiver
+
+    body = b"".join(b"\x00\x13D" + bytes(18) for _ in range(per_packet))   # 30 x 21-byte framed messages
+    slot = HEADER_SIZE + len(body)
+    n_batches = packets // batch
+    bufs = np.zeros((n_batches, batch, slot), np.uint8)
+    for b in range(n_batches):
+        for i in range(batch):
+            seq = 1 + (b * batch + i) * per_packet
+            bufs[b, i] = np.frombuffer(pack_header(b"BENCH", seq, per_packet) + body, np.uint8)
+    lengths = np.full(batch, slot, np.int64)
+    total = 2 * n_batches * batch
+    best = {"receive (per packet)": float("inf"), f"receive_batch x{batch}": float("inf")}
+    for _ in range(rounds):
+        r = MoldReceiver(b"BENCH")
+        t = time.perf_counter_ns()
+        for b in range(n_batches):
+            for line in (LINE_A, LINE_B):
+                for i in range(batch):
+                    r.receive(bufs[b, i], 0, line)
+        best["receive (per packet)"] = min(best["receive (per packet)"], (time.perf_counter_ns() - t) / total)
+        assert r.stats.messages == n_batches * batch * per_packet
+        r = MoldReceiver(b"BENCH")
+        t = time.perf_counter_ns()
+        for b in range(n_batches):
+            for line in (LINE_A, LINE_B):
+                r.receive_batch(bufs[b], lengths, batch, 0, line)
+        best[f"receive_batch x{batch}"] = min(best[f"receive_batch x{batch}"], (time.perf_counter_ns() - t) / total)
+        assert r.stats.messages == n_batches * batch * per_packet
+    base = best["receive (per packet)"]
+    echo(f"MoldUDP64 receiver state machine, {total:,} packets ({per_packet} messages each, A and B lines), "
+         f"best of {rounds}")
+    for name, ns in best.items():
+        echo(f"  {name:<26} {ns:8.0f} ns/packet  {1e9 / ns / 1e6:6.2f} M packets/s  {base / ns:5.2f}x")
+    return {k: {"ns_per_packet": v} for k, v in best.items()}
