@@ -1,0 +1,235 @@
+"""Hand-worked scenarios: one per message type and per semantic rule (DESIGN.md section 3).
+
+Every expected value below is worked out by hand from the messages, not taken from the engine.
+Messages are written by itchfeed (test_book_support.encode).
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pytest
+
+from test_book_support import (add, broken, cancel, cross, delete, directory, encode, execute,
+                               execute_price, halt, replace, trade)
+
+from itchflow.book.books import Books
+from itchflow.errors import ITCHFormatError
+
+P = 10_000  # $1.00 in Price(4)
+
+
+def books_after(*msgs, record=True, **kw) -> Books:
+    b = Books(64, table=1024, **kw)
+    if record:
+        b.record()
+    b.apply(encode([directory(1, "AAPL"), directory(2, "MSFT"), *msgs]))
+    return b
+
+
+def test_add_builds_levels_best_first_with_fifo_queues():
+    b = books_after(
+        add(1, 11, "B", 100, 100 * P), add(1, 12, "B", 200, 100 * P), add(1, 13, "B", 50, 99 * P),
+        add(1, 21, "S", 70, 101 * P), add(1, 22, "S", 30, 102 * P), add(1, 23, "S", 5, 101 * P),
+    )
+    bids, asks = b.depth("AAPL")
+    assert bids.tolist() == [[100 * P, 300, 2], [99 * P, 50, 1]]
+    assert asks.tolist() == [[101 * P, 75, 2], [102 * P, 30, 1]]
+    assert b.bbo("AAPL") == (100 * P, 300, 101 * P, 75)
+    assert b.orders("AAPL", "B", 100 * P) == [(11, 100, ""), (12, 200, "")]
+    assert b.orders("AAPL", "S", 101 * P) == [(21, 70, ""), (23, 5, "")]
+    assert b.live_orders() == 6
+    assert b.depth("AAPL", 1)[0].tolist() == [[100 * P, 300, 2]]
+    assert b.depth("MSFT")[0].shape == (0, 3)
+
+
+def test_f_keeps_its_mpid_and_u_inherits_it():
+    b = books_after(add(1, 1, "S", 100, 50 * P, mpid="GSCO"), replace(1, 1, 2, 40, 51 * P))
+    assert b.orders("AAPL", "S", 51 * P) == [(2, 40, "GSCO")]
+    assert b.orders("AAPL", "S", 50 * P) == []
+
+
+def test_execute_by_reference_not_the_head():
+    b = books_after(add(1, 1, "B", 100, 10 * P), add(1, 2, "B", 100, 10 * P), add(1, 3, "B", 100, 10 * P),
+                    execute(1, 2, 40, match=900))
+    assert b.orders("AAPL", "B", 10 * P) == [(1, 100, ""), (2, 60, ""), (3, 100, "")]
+    assert b.depth("AAPL")[0].tolist() == [[10 * P, 260, 3]]
+    b.apply(encode([execute(1, 2, 60, match=901)]))  # executes to zero: gone
+    assert b.orders("AAPL", "B", 10 * P) == [(1, 100, ""), (3, 100, "")]
+    assert b.volume("AAPL") == 100
+    assert b.vwap("AAPL") == pytest.approx(10.0)
+
+
+def test_c_printable_counts_and_non_printable_does_not():
+    b = books_after(add(1, 1, "S", 100, 20 * P),
+                    execute_price(1, 1, 30, match=5, price=19 * P, printable="Y"),
+                    execute_price(1, 1, 20, match=6, price=21 * P, printable="N"))
+    assert b.volume("AAPL") == 30                                  # the N execution is not volume
+    assert b.vwap("AAPL") == pytest.approx(19.0)
+    assert b.depth("AAPL")[1].tolist() == [[20 * P, 50, 1]]        # but it did take shares off
+    _, trades, _ = b.take_events()
+    assert trades["kind"].tolist() == [b"C", b"C"]
+    assert trades["printable"].tolist() == [1, 0]
+    assert trades["price"].tolist() == [19 * P, 21 * P]
+
+
+def test_x_subtracts_and_keeps_priority_d_removes():
+    b = books_after(add(1, 1, "B", 100, 10 * P), add(1, 2, "B", 100, 10 * P), cancel(1, 1, 99))
+    assert b.orders("AAPL", "B", 10 * P) == [(1, 1, ""), (2, 100, "")]
+    b.apply(encode([delete(1, 1)]))
+    assert b.orders("AAPL", "B", 10 * P) == [(2, 100, "")]
+    b.apply(encode([delete(1, 2)]))
+    assert b.depth("AAPL")[0].shape == (0, 3) and b.live_orders() == 0
+    assert b.bbo("AAPL") == (0, 0, 0, 0)
+
+
+def test_u_replace_goes_to_the_back_even_at_the_same_price():
+    b = books_after(add(1, 1, "B", 100, 10 * P), add(1, 2, "B", 100, 10 * P), replace(1, 1, 7, 300, 10 * P))
+    assert b.orders("AAPL", "B", 10 * P) == [(2, 100, ""), (7, 300, "")]   # new ref, total shares, back
+    assert b.depth("AAPL")[0].tolist() == [[10 * P, 400, 2]]
+    b.apply(encode([replace(1, 2, 8, 5, 11 * P)]))                           # new price: new level
+    assert b.depth("AAPL")[0].tolist() == [[11 * P, 5, 1], [10 * P, 300, 1]]
+    b.apply(encode([delete(1, 1)]))                                          # the old ref is gone
+    assert b.anomalies()["unknown_reference"] == 1
+
+
+def test_p_and_q_are_trades_that_never_touch_the_book():
+    b = books_after(add(1, 1, "B", 100, 10 * P), trade(1, 500, 12 * P, match=77, ref=1),
+                    cross(1, 1000, 11 * P, match=78))
+    assert b.depth("AAPL")[0].tolist() == [[10 * P, 100, 1]]
+    assert b.volume("AAPL") == 1500
+    assert b.vwap("AAPL") == pytest.approx((500 * 12 + 1000 * 11) / 1500)
+    _, trades, _ = b.take_events()
+    assert trades["kind"].tolist() == [b"P", b"Q"]
+    assert trades["match_number"].tolist() == [77, 78]
+
+
+def test_b_breaks_a_trade_by_match_number():
+    b = books_after(add(1, 1, "B", 100, 10 * P), execute(1, 1, 40, match=555), trade(2, 10, 30 * P, match=556),
+                    broken(1, 555))
+    assert b.volume("AAPL") == 0 and b.volume("MSFT") == 10
+    assert b.stocks["trades"][1] == 0
+    assert b.depth("AAPL")[0].tolist() == [[10 * P, 60, 1]]   # a break does not restore the order
+    b.apply(encode([broken(1, 555), broken(1, 999)]))          # twice, and never seen
+    assert b.anomalies()["unknown_match"] == 2
+    _, trades, _ = b.take_events()
+    from itchflow.book.events import mark_broken
+    assert trades["kind"].tolist() == [b"E", b"P", b"B"]
+    assert mark_broken(trades).tolist() == [True, False, False]
+
+
+def test_crossed_and_locked_books_are_kept():
+    b = books_after(add(1, 1, "B", 100, 10 * P), add(1, 2, "S", 100, 10 * P), add(1, 3, "S", 50, 9 * P))
+    assert b.bbo("AAPL") == (10 * P, 100, 9 * P, 50)
+    assert b.anomalies() == {k: 0 for k in b.anomalies()}
+
+
+def test_trading_state_per_stock():
+    b = books_after(halt(1, "H"), halt(2, "T"))
+    assert b.trading_state("AAPL") == "H" and b.trading_state("MSFT") == "T"
+    b.apply(encode([halt(1, "T")]))
+    assert b.trading_state("AAPL") == "T"
+
+
+def test_anomalies_are_counted_per_kind_and_stock_and_never_fatal():
+    b = books_after(
+        delete(1, 404),                                   # unknown reference
+        add(2, 1, "B", 10, P), add(2, 1, "S", 10, P),     # duplicate add
+        add(2, 2, "S", 10, 2 * P), execute(2, 2, 15, match=1),  # over-execution: removed
+        add(2, 3, "S", 10, 2 * P), cancel(2, 3, 11),      # over-cancel: removed
+        add(2, 4, "B", 10, P), add(2, 5, "B", 10, P), replace(2, 4, 5, 10, P),  # onto a live ref
+        add(9, 6, "B", 10, P),                            # locate without a directory entry
+        add(2, 7, "Z", 10, P),                            # bad side
+        trade(2, 1, P, match=1),                          # match number reused
+        add(2, 8, "B", 10, P), delete(1, 8),              # header locate is not the order's
+        replace(1, 405, 406, 1, P),                       # unknown U
+    )
+    aapl = b.anomalies("AAPL")
+    assert aapl.pop("unknown_reference") == 2 and set(aapl.values()) == {0}
+    msft = b.anomalies("MSFT")
+    assert msft == {"unknown_reference": 0, "duplicate_add": 1, "over_execution": 1, "over_cancel": 1,
+                    "replace_to_existing": 1, "unknown_locate": 0, "bad_side": 1, "unknown_match": 0,
+                    "duplicate_match": 1, "locate_mismatch": 1}
+    assert b.anomalies(9)["unknown_locate"] == 1
+    assert b.orders("MSFT", "B", P) == [(1, 10, ""), (5, 10, "")]
+    assert b.volume("MSFT") == 16   # 15 executed (over-execution still prints) + 1
+    assert set(b.anomalies_by_stock()) == {1, 2, 9}
+
+
+def test_symbols_and_locates():
+    b = books_after(add(2, 1, "B", 10, P))
+    assert b.symbols == {"AAPL": 1, "MSFT": 2}
+    assert b.locate("MSFT") == 2 and b.locate(2) == 2 and b.symbol(2) == "MSFT"
+    with pytest.raises(KeyError):
+        b.locate("NOPE")
+
+
+def test_bbo_events_only_on_change():
+    b = books_after(add(1, 1, "B", 100, 10 * P), add(1, 2, "B", 100, 9 * P),   # 2nd: not top
+                    add(1, 3, "S", 10, 11 * P), cancel(1, 2, 50))              # cancel below top
+    bbo, _, _ = b.take_events()
+    assert [(r["bid_price"], r["bid_shares"], r["ask_price"], r["ask_shares"]) for r in bbo.tolist()
+            for r in [dict(zip(bbo.dtype.names, r))]] == [(10 * P, 100, 0, 0), (10 * P, 100, 11 * P, 10)]
+
+
+def test_l2_events():
+    b = Books(64, table=1024)
+    b.record(l2=True, bbo=False, trades=False)
+    b.apply(encode([add(1, 1, "B", 100, 10 * P), add(1, 2, "B", 50, 10 * P), delete(1, 1), delete(1, 2)]))
+    _, _, l2 = b.take_events()
+    assert [(r[0], r[1], r[2]) for r in zip(l2["price"], l2["shares"], l2["orders"])] == [
+        (10 * P, 100, 1), (10 * P, 150, 2), (10 * P, 50, 1), (10 * P, 0, 0)]
+
+
+def test_stop_after_time_and_resume():
+    msgs = [add(1, 1, "B", 100, 10 * P, ts=1000), add(1, 2, "B", 100, 11 * P, ts=2000),
+            add(1, 3, "B", 100, 12 * P, ts=3000)]
+    data = np.frombuffer(encode(msgs), np.uint8)
+    b = Books(64, table=1024)
+    pos = b.apply(data, stop_after_ns=2000)
+    assert pos == 2 * (2 + 36) and b.bbo(1)[0] == 11 * P and b.last_timestamp_ns == 2000
+    b.apply(data[pos:])
+    assert b.bbo(1)[0] == 12 * P and b.messages == 3
+
+
+# ---- hostile input ---------------------------------------------------------------------
+
+def test_truncated_buffer_names_the_offset():
+    data = encode([add(1, 1, "B", 100, P), add(1, 2, "B", 100, P)])
+    b = Books(64, table=1024)
+    with pytest.raises(ITCHFormatError) as e:
+        b.apply(data[:-3], source="x.itch")
+    assert e.value.offset == 38 and "truncated" in str(e.value) and "x.itch" in str(e.value)
+    assert b.live_orders() == 1   # the whole message before it was applied
+
+
+def test_bad_length_prefix_and_zero_length():
+    good = encode([add(1, 1, "B", 100, P)])
+    bad = struct.pack(">H", 35) + good[2:37]     # an A that claims 35 bytes
+    with pytest.raises(ITCHFormatError, match="length prefix"):
+        Books(64, table=1024).apply(good + bad)
+    with pytest.raises(ITCHFormatError, match="zero-length") as e:
+        Books(64, table=1024).apply(good + b"\x00\x00")
+    assert e.value.offset == len(good)
+    with pytest.raises(ITCHFormatError, match="truncated"):
+        Books(64, table=1024).apply(good + b"\x00")
+
+
+def test_unknown_types_are_skipped_and_counted():
+    data = encode([add(1, 1, "B", 100, P)]) + b"\x00\x05z1234" + encode([add(1, 2, "B", 1, P)])
+    b = Books(64, table=1024)
+    b.apply(data)
+    assert b.unknown_types == 1 and b.live_orders() == 2
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_random_garbage_never_crashes(seed):
+    rng = np.random.default_rng(seed)
+    for _ in range(200):
+        junk = rng.integers(0, 256, int(rng.integers(0, 300)), dtype=np.uint8)
+        b = Books(64, table=1024)
+        try:
+            b.apply(junk)
+        except ITCHFormatError as e:
+            assert e.offset is not None and 0 <= e.offset <= len(junk)

@@ -1,0 +1,116 @@
+"""The engine against the slow reference book (tests/test_book_support.py) on random days.
+
+Full depth of both sides of every stock, every level's queue (refs, shares, MPIDs in time
+priority), volumes, VWAP numerators, anomaly counters per kind and stock, BBO events and
+trades, compared at many random checkpoints. The bytes are written by itchfeed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from test_book_support import ANOMALY_KINDS, ReferenceBook, encode, random_day
+
+from itchflow.book.books import Books
+
+
+def _message_bounds(msgs):
+    """Byte offset of the end of each message in encode(msgs)."""
+    sizes = [len(encode([m])) for m in msgs]
+    return np.cumsum(sizes)
+
+
+def compare(books: Books, ref: ReferenceBook, stocks: int) -> None:
+    for loc in range(1, stocks + 1):
+        bids, asks = books.depth(loc)
+        assert [tuple(r) for r in bids.tolist()] == ref.depth(loc, "B"), f"bids of {loc}"
+        assert [tuple(r) for r in asks.tolist()] == ref.depth(loc, "S"), f"asks of {loc}"
+        for side, levels in (("B", bids), ("S", asks)):
+            for price in levels[:, 0]:
+                assert books.orders(loc, side, int(price)) == ref.queue(loc, side, int(price))
+        bb = ref.top.get((loc, "B"), (0, 0))
+        aa = ref.top.get((loc, "S"), (0, 0))
+        assert books.bbo(loc) == (bb[0], bb[1], aa[0], aa[1])
+        s = books.stocks[loc]
+        assert int(s["volume"]) == ref.volume[loc]
+        assert int(s["notional"]) == ref.notional[loc]
+        assert int(s["trades"]) == ref.trade_count[loc]
+        state = ref.state.get(loc, "")
+        assert books.trading_state(loc) == state
+        for i, kind in enumerate(ANOMALY_KINDS):
+            assert int(books.anomaly_counts[loc, i]) == ref.anomalies[(kind, loc)], (kind, loc)
+    assert books.live_orders() == len(ref.orders)
+
+
+def run_day(msgs, stocks, seed, capacity=64, table=1024):
+    data = encode(msgs)
+    ends = _message_bounds(msgs)
+    rng = np.random.default_rng(seed)
+    cuts = sorted(set(rng.choice(len(msgs), size=min(25, len(msgs)), replace=False).tolist()) | {len(msgs) - 1})
+    books = Books(capacity, table=table)
+    books.record()
+    ref = ReferenceBook()
+    start_msg, start_byte = 0, 0
+    for cut in cuts:
+        end_byte = int(ends[cut])
+        books.apply(data[start_byte:end_byte], first_seq=start_msg + 1)
+        for i in range(start_msg, cut + 1):
+            ref.apply(msgs[i], i + 1)
+        compare(books, ref, stocks)
+        start_msg, start_byte = cut + 1, end_byte
+    return books, ref
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_days_match_reference(seed):
+    stocks = 1 + seed % 4
+    msgs = random_day(seed, 3000, stocks=stocks, anomalies=seed % 2 == 1,
+                      ref_style=("random", "strided", "dense")[seed % 3])
+    books, ref = run_day(msgs, stocks, seed)
+    bbo, trades, _ = books.take_events()
+    got_bbo = [(int(r["sequence"]), int(r["stock_locate"]), int(r["bid_price"]), int(r["bid_shares"]),
+                int(r["ask_price"]), int(r["ask_shares"])) for r in bbo]
+    assert got_bbo == ref.bbo_events
+    got_trades = [(int(r["sequence"]), int(r["stock_locate"]), int(r["price"]), int(r["shares"]),
+                   int(r["match_number"]), r["kind"].decode(), int(r["printable"])) for r in trades]
+    assert got_trades == ref.trades
+    if seed % 2:
+        assert sum(books.anomalies().values()) > 0  # the inconsistent messages were counted
+
+
+def test_day_that_closes_all_orders_ends_empty():
+    msgs = random_day(11, 4000, stocks=3, close_all=True)
+    books, ref = run_day(msgs, 3, 11)
+    assert books.live_orders() == 0 and len(ref.orders) == 0
+    assert sum(books.anomalies().values()) == 0
+    assert books.peak_live_orders > 100
+    for loc in range(1, 4):
+        bids, asks = books.depth(loc)
+        assert len(bids) == 0 and len(asks) == 0
+        assert books.bbo(loc) == (0, 0, 0, 0)
+    assert int(books.ctl[9]) == 0  # no live levels left either
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), style=st.sampled_from(["random", "strided", "dense"]),
+       anomalies=st.booleans())
+def test_hypothesis_days_match_reference(seed, style, anomalies):
+    msgs = random_day(seed, 400, stocks=2, anomalies=anomalies, ref_style=style)
+    run_day(msgs, 2, seed, capacity=16, table=1024)
+
+
+def test_growth_keeps_state():
+    """Tiny starting pool, table, levels and arena: every growth path runs mid-stream."""
+    msgs = random_day(5, 6000, stocks=3, ref_style="dense")
+    data = encode(msgs)
+    small = Books(16, table=1024, levels=4, arena=8)
+    small.record(l2=True)
+    small.apply(data)
+    ref = ReferenceBook()
+    for i, m in enumerate(msgs):
+        ref.apply(m, i + 1)
+    compare(small, ref, 3)
+    assert len(small.order_pool) > 16 and len(small.levels) > 4 and len(small.lad_key) > 8
