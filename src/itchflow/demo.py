@@ -14,6 +14,8 @@ from pathlib import Path
 from rich.console import Console
 
 console = Console()
+if not console.is_terminal:  # logs and CI: do not squeeze tables into 80 columns
+    console = Console(width=130)
 
 
 def run_command(args: list[str]) -> None:
@@ -40,6 +42,30 @@ def most_active_symbol(path: Path) -> tuple[str, int]:
     r = d["R"]
     symbol = r["stock"][r["stock_locate"] == top][0].decode().strip()
     return symbol, top
+
+
+def show_orders(rows: list[dict]) -> None:
+    """A compact view of order events: only the columns each type has, prices in dollars."""
+    from rich.table import Table
+
+    from itchflow.cli.decode import format_timestamp
+
+    t = Table(box=None, show_edge=False, pad_edge=False)
+    for col in ("seq", "type", "time", "order ref", "side", "shares", "price", "executed",
+                "cancelled", "new ref"):
+        t.add_column(col, justify="left" if col in ("type", "side", "time") else "right", no_wrap=True)
+
+    def num(v):
+        return "" if v is None else f"{v:,}"
+
+    for r in rows:
+        price = r.get("price")
+        t.add_row(str(r["sequence"]), r["message_type"], format_timestamp(r["timestamp"]),
+                  num(r.get("order_reference_number") or r.get("original_order_reference_number")),
+                  r.get("buy_sell_indicator") or "", num(r.get("shares")),
+                  "" if price is None else f"{price / 10_000:,.4f}", num(r.get("executed_shares")),
+                  num(r.get("cancelled_shares")), num(r.get("new_order_reference_number")))
+    console.print(t)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -72,9 +98,8 @@ def main(argv: list[str] | None = None) -> None:
     import pyarrow.parquet as pq
 
     table = pq.read_table(adds)
-    console.print(f"\n[bold]{adds}[/bold]: {table.num_rows:,} order events of {symbol} (locate {locate})")
-    df = table.slice(0, 8).to_pandas()
-    console.print(df.to_string(index=False, max_colwidth=12))
+    console.print(f"\n[bold]{adds}[/bold]: {table.num_rows:,} order events of {symbol} (locate {locate}); the first few:")
+    show_orders(table.slice(0, 10).to_pylist())
 
     console.print("\n[bold]From Python[/bold] (numpy structured arrays per type, Arrow/pandas on request):")
     console.print("[dim]>>> import itchflow\n"
