@@ -20,11 +20,12 @@ pytestmark = pytest.mark.timeout(90)
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 
-def serve(data, cut_after=None):
+def serve(data, cut_after=None, stall_after=None):
     from itchflow.sources.soup import SoupServer
     from itchflow.transport.soupbintcp import MessageStore
 
-    server = SoupServer(MessageStore(data), "127.0.0.1", 0, "TESTDAY", {"alice": "secret"}, cut_after=cut_after)
+    server = SoupServer(MessageStore(data), "127.0.0.1", 0, "TESTDAY", {"alice": "secret"}, cut_after=cut_after,
+                        stall_after=stall_after)
     server.start()
     return server
 
@@ -60,6 +61,23 @@ def test_reconnect_mid_session_loses_and_duplicates_nothing():
     assert sum(n for _, n in runs) == 50_000
     assert server.counters.cut == 1 and res.reconnects == 1 and res.connections == 2
     assert res.ended and res.messages == 50_000 and res.next_sequence == 50_001
+    assert out.getvalue() == data.tobytes()
+
+
+def test_dead_link_then_reconnect_loses_and_duplicates_nothing():
+    """The server goes silent mid-session (no data, no heartbeats): the client declares the
+    link dead (after 0.5 s here instead of 15 s) and resumes from the next sequence."""
+    from itchflow.sources.soup import fetch
+
+    data = synthetic_day(40_000, seed=6)
+    server = serve(data, stall_after=9_999)
+    try:
+        out = io.BytesIO()
+        res = fetch(*server.address, "alice", "secret", out, retry_delay=0.05, max_seconds=60, dead_link_s=0.5)
+    finally:
+        server.stop()
+    assert server.counters.stalled == 1 and res.dead_links == 1 and res.reconnects == 1
+    assert res.ended and res.messages == 40_000
     assert out.getvalue() == data.tobytes()
 
 

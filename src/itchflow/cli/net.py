@@ -199,8 +199,9 @@ def soup() -> None:
 @click.option("--password", required=True, help="Password (10 characters max).")
 @click.option("--session", default="ITCHFLOW", show_default=True, help="Session name (10 characters max).")
 @click.option("--cut-after", type=int, help="Fault injection: cut the first connection after N messages.")
+@click.option("--stall-after", type=int, help="Fault injection: the first connection goes silent after N messages.")
 @click.option("--max-seconds", type=float, help="Stop serving after this long.")
-def soup_serve(path, port, host, user, password, session, cut_after, max_seconds):
+def soup_serve(path, port, host, user, password, session, cut_after, stall_after, max_seconds):
     """Serve a BinaryFILE as a SoupBinTCP session, from any requested sequence number."""
     import time
 
@@ -212,7 +213,8 @@ def soup_serve(path, port, host, user, password, session, cut_after, max_seconds
         _fail(ValueError("user is at most 6 characters, password and session at most 10"))
     try:
         store = MessageStore(load_binaryfile(path), source=path)
-        server = SoupServer(store, host, port, session, {user: password}, cut_after=cut_after)
+        server = SoupServer(store, host, port, session, {user: password}, cut_after=cut_after,
+                            stall_after=stall_after)
     except (ITCHFormatError, OSError) as e:
         _fail(e)
     click.echo(f"serving {store.messages:,} messages of {path} as session {session} on "
@@ -239,9 +241,12 @@ def soup_serve(path, port, host, user, password, session, cut_after, max_seconds
               help="First sequence number wanted (0: new messages only).")
 @click.option("--max-reconnects", default=10, show_default=True)
 @click.option("--max-seconds", type=float, help="Give up after this long.")
+@click.option("--dead-link", "dead_link_s", default=15.0, show_default=True,
+              help="Seconds of silence after which the link is dead (and the client reconnects).")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--quiet", "-q", is_flag=True)
-def soup_fetch(address, user, password, out, session, sequence, max_reconnects, max_seconds, as_json, quiet):
+def soup_fetch(address, user, password, out, session, sequence, max_reconnects, max_seconds, dead_link_s, as_json,
+               quiet):
     """Log in, receive the session until its end, reconnecting from the next sequence."""
     from itchflow.sources.soup import fetch
 
@@ -249,7 +254,7 @@ def soup_fetch(address, user, password, out, session, sequence, max_reconnects, 
     f = open(out, "wb") if out else None
     try:
         res = fetch(host, port, user, password, f, session=session, sequence=sequence,
-                    max_reconnects=max_reconnects, max_seconds=max_seconds)
+                    max_reconnects=max_reconnects, max_seconds=max_seconds, dead_link_s=dead_link_s)
     except (OSError, ValueError) as e:
         _fail(e)
     finally:

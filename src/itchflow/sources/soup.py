@@ -35,20 +35,23 @@ class ServerCounters:
     messages: int = 0
     dead_links: int = 0
     cut: int = 0                      # connections closed on purpose (fault injection)
+    stalled: int = 0                  # connections gone silent on purpose (fault injection)
     protocol_errors: int = 0
 
 
 class SoupServer:
     """Serves one MessageStore as a SoupBinTCP session to any number of clients.
 
-    cut_after: fault injection for tests: close the first connection abruptly after it
-    has been sent this many messages.
+    Fault injection for tests, on the first connection only: ``cut_after`` closes it
+    abruptly (RST) after that many messages; ``stall_after`` stops sending anything (data
+    and heartbeats) after that many messages but keeps it open, a dead link for the client.
     """
 
     def __init__(self, store: MessageStore, host: str, port: int, session: str, credentials: dict,
-                 cut_after: int | None = None):
+                 cut_after: int | None = None, stall_after: int | None = None):
         self.store, self.session, self.credentials = store, session, credentials
         self.cut_after = cut_after
+        self.stall_after = stall_after
         self.counters = ServerCounters()
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -96,13 +99,29 @@ class SoupServer:
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         s = SoupServerSession(self.store, self.session, self.credentials, now_ns=time.monotonic_ns())
         cut = self.cut_after if number == 1 else None
+        stall = self.stall_after if number == 1 else None
         pending = b""
         poller = select.poll()
         try:
             while not self._halt.is_set():
                 now = time.monotonic_ns()
+                if stall is not None and s.stats.messages >= stall and not pending:
+                    with self._lock:
+                        self.counters.stalled += 1
+                    # silent until the client gives up on us and closes
+                    while not self._halt.is_set():
+                        try:
+                            if conn.recv(65536) == b"":
+                                return
+                        except (BlockingIOError, InterruptedError):
+                            time.sleep(0.05)
+                        except OSError:
+                            return
+                    return
                 if not pending:
-                    if cut is not None:
+                    if stall is not None:
+                        s.pump(now, stall - s.stats.messages)
+                    elif cut is not None:
                         left = cut - s.stats.messages
                         if left <= 0:
                             with self._lock:
@@ -170,7 +189,7 @@ class FetchResult:
 
 def fetch(host: str, port: int, username: str, password: str, out, *, session: str = "", sequence: int = 1,
           max_reconnects: int = 10, retry_delay: float = 0.2, max_seconds: float | None = None,
-          on_progress=None, on_data=None) -> FetchResult:
+          on_progress=None, on_data=None, dead_link_s: float = 15.0) -> FetchResult:
     """Log in, receive the session into ``out`` (BinaryFILE), reconnect from the next
     sequence after a broken connection or a dead link, stop at end of session.
 
@@ -197,7 +216,7 @@ def fetch(host: str, port: int, username: str, password: str, out, *, session: s
         if client is not None:
             session = client.session.decode("ascii")
         client = SoupClient(username, password, session=session, sequence=res.next_sequence,
-                            now_ns=time.monotonic_ns())
+                            now_ns=time.monotonic_ns(), dead_link_ns=int(dead_link_s * 1e9))
         _session(conn, client, out, res, on_progress, t0, max_seconds, on_data)
         res.next_sequence = client.next_sequence
         if client.ended or client.rejected is not None:

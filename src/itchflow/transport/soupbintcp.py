@@ -272,7 +272,9 @@ class _Stream:
 
     heartbeat_type = b""
 
-    def __init__(self, now_ns: int):
+    def __init__(self, now_ns: int, heartbeat_ns: int = HEARTBEAT_INTERVAL_NS, dead_link_ns: int = DEAD_LINK_NS):
+        self.heartbeat_ns = heartbeat_ns
+        self.dead_link_ns = dead_link_ns
         self._in = np.zeros(1 << 16, np.uint8)
         self._in_len = 0
         self._consumed = 0          # bytes of the stream consumed before _in[0]
@@ -325,11 +327,11 @@ class _Stream:
     def _timers(self, now_ns: int, events: list) -> None:
         if self.closed:
             return
-        if now_ns - self.last_received >= DEAD_LINK_NS:
+        if now_ns - self.last_received >= self.dead_link_ns:
             self.closed = True
             events.append(DeadLink(now_ns - self.last_received))
             return
-        if self.ready_for_heartbeat() and now_ns - self.last_sent >= HEARTBEAT_INTERVAL_NS:
+        if self.ready_for_heartbeat() and now_ns - self.last_sent >= self.heartbeat_ns:
             self.stats.heartbeats_out += 1
             self._send(packet(self.heartbeat_type), now_ns)
 
@@ -339,7 +341,7 @@ class _Stream:
     def next_deadline(self) -> int | None:
         if self.closed:
             return None
-        return min(self.last_received + DEAD_LINK_NS, self.last_sent + HEARTBEAT_INTERVAL_NS)
+        return min(self.last_received + self.dead_link_ns, self.last_sent + self.heartbeat_ns)
 
 
 class SoupClient(_Stream):
@@ -353,8 +355,9 @@ class SoupClient(_Stream):
     heartbeat_type = CLIENT_HEARTBEAT
 
     def __init__(self, username: str | bytes, password: str | bytes, *, session: str | bytes = b"",
-                 sequence: int = 1, now_ns: int = 0, out_capacity: int = 1 << 20):
-        super().__init__(now_ns)
+                 sequence: int = 1, now_ns: int = 0, out_capacity: int = 1 << 20,
+                 heartbeat_ns: int = HEARTBEAT_INTERVAL_NS, dead_link_ns: int = DEAD_LINK_NS):
+        super().__init__(now_ns, heartbeat_ns, dead_link_ns)
         self.username, self.password = username, password
         self.session = session.encode() if isinstance(session, str) else bytes(session)
         self.next_sequence = sequence
