@@ -489,3 +489,16 @@ def test_batch_fast_path_equals_packet_by_packet(seed, loss, dup, per, junk):
     assert [(r.first_sequence, r.count) for r in of(two.events, Request)] == \
         [(r.first_sequence, r.count) for r in of(one.events, Request)]
     assert two.r.next_sequence == one.r.next_sequence
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.binary(max_size=120), min_size=1, max_size=8), st.booleans())
+def test_arbitrary_batches_never_raise(pkts, with_session):
+    if with_session:  # get past the session check into the header and block parsing
+        pkts = [SESSION + p for p in pkts]
+    r = MoldReceiver(SESSION)
+    r.receive(packet(1, 2), 0)
+    bufs, lengths = _batch_arrays(pkts)
+    r.receive_batch(bufs, lengths, len(pkts), 1, LINE_A)
+    r.tick(10**12)
+    assert r.stats.packets == 1 + len(pkts)

@@ -214,3 +214,32 @@ def test_multicast_on_loopback_host_only():
         pytest.skip("multicast on lo delivered nothing here")
     assert res.finished and out.getvalue() == data.tobytes()
     assert res.stats["lost"] == 0 and res.stats["messages"] == feed.messages
+
+
+def test_real_time_pacing_sends_heartbeats_in_quiet_periods():
+    """Two messages 1.3 s apart at real time: the publisher fills the quiet second with
+    heartbeats carrying the next sequence number, and the receiver counts them."""
+    from itchflow.itch.encoder import encode_message
+    from itchflow.sources.mold_publish import publish
+    from itchflow.sources.udp import listen, open_receiver
+    from itchflow.transport.mold_publisher import MoldFeed
+
+    t0 = 34_200_000_000_000
+    data = np.frombuffer(encode_message("I", timestamp=t0, stock="AAPL")
+                         + encode_message("I", timestamp=t0 + 1_300_000_000, stock="MSFT"), np.uint8)
+    feed = MoldFeed(data, "QUIET", 72)        # room for one 50-byte NOII per packet
+    assert feed.n_packets == 2
+    a = open_receiver("127.0.0.1", 0)
+    box = {}
+    t = threading.Thread(target=lambda: box.update(pub=publish(feed, a.getsockname(), rate=1.0, linger=0.0,
+                                                               heartbeat_s=0.5)))
+    t.start()
+    out = io.BytesIO()
+    try:
+        res = listen(None, None, None, out, sockets=[a], idle_timeout=5, max_seconds=20)
+    finally:
+        t.join(20)
+        a.close()
+    assert res.finished and out.getvalue() == data.tobytes()
+    assert box["pub"].heartbeats >= 1 and res.stats["heartbeats"] == box["pub"].heartbeats
+    assert res.stats["gaps"] == 0     # a heartbeat's sequence is the next one: no false gap
