@@ -273,6 +273,17 @@ def test_session_change_and_stale_packets():
     assert run.r.stats.session_changes == 1 and run.r.next_sequence == 4
 
 
+def test_pinned_session_ignores_others():
+    run = Run()                                  # session given: pinned
+    run.feed(packet(1, 2), 0)
+    run.feed(packet(1, 5, b"OTHERSESS1"), 0)
+    run.feed(end_of_session(9, b"OTHERSESS1"), 0)
+    run.feed(packet(3, 1), 0)
+    assert bytes(run.out) == expected(1, 4) and run.r.session == SESSION
+    assert run.r.stats.other_session_packets == 2 and run.r.stats.session_changes == 0
+    assert not run.r.ended and run.r.synchronized
+
+
 def test_join_mid_day():
     run = Run(start_sequence=None)
     run.feed(packet(1000, 2), 0)

@@ -143,6 +143,7 @@ class MoldStats:
     lost: int = 0                     # messages given up on
     session_changes: int = 0
     stale_session_packets: int = 0    # packets of a session already left
+    other_session_packets: int = 0    # packets of another session than the one asked for
     malformed: int = 0
     buffer_overflow: int = 0          # early packets dropped because the buffer was full
     buffered_peak: int = 0
@@ -164,7 +165,8 @@ class _Early:
 class MoldReceiver:
     """MoldUDP64 receiver state (see the module doc).
 
-    session: the session to follow (None: the first one seen). start_sequence: the first
+    session: the only session to accept (None: the first one seen, then follow changes to
+    a new session, as at a new day; the old one's late packets are dropped). start_sequence: the first
     sequence wanted (None: start from the first packet seen, as when joining mid-day).
     requests: whether a re-request server is there (if not, holes become ``Lost`` after
     the line wait). max_attempts: re-sends of one request before its hole is ``Lost``.
@@ -176,6 +178,7 @@ class MoldReceiver:
                  requests: bool = True, max_request_count: int = MAX_REQUEST_COUNT,
                  max_buffered: int = 1 << 16):
         self.session = session_bytes(session) if session is not None else None
+        self.pinned = session is not None   # False: follow session changes (a new day)
         self.start_sequence = start_sequence
         self.line_wait_ns = int(line_wait_ns)
         self.line_wait_packets = int(line_wait_packets)
@@ -240,6 +243,9 @@ class MoldReceiver:
         if session != self.session:
             if session in self.old_sessions:
                 st.stale_session_packets += 1
+                return events
+            if self.pinned:           # following one named session: others are not ours
+                st.other_session_packets += 1
                 return events
             if count != END_OF_SESSION_COUNT and count != HEARTBEAT_COUNT and n > HEADER_SIZE:
                 status, off = walk_blocks(buf, HEADER_SIZE, n, count, count)
