@@ -1,0 +1,54 @@
+"""Feed a whole source (file, gzip, capture, buffer) through ``Books`` in bounded slices.
+
+Sources yield chunks that can be a whole memory-mapped day; the engine is fed slices of
+about ``slice_bytes`` cut at message boundaries, so event buffers stay bounded (the caller
+drains them between slices) and progress can be shown.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator
+
+import numpy as np
+
+from itchflow.book.books import Books
+from itchflow.itch.framing import whole_messages_end
+
+SLICE_BYTES = 32 << 20
+
+
+def iter_source(source) -> Iterator[tuple[np.ndarray, int, str, int]]:
+    """(uint8 buffer of whole messages, first sequence, source name, byte offset) per chunk."""
+    from itchflow.sources.chunks import iter_chunks
+
+    for c in iter_chunks(source):
+        yield c.data, c.first_sequence, c.source, (c.offset or 0)
+
+
+def replay(books: Books, source, *, stop_after_ns: int | None = None, slice_bytes: int = SLICE_BYTES,
+           progress: Callable[[int, int], None] | None = None,
+           on_slice: Callable[[Books], None] | None = None) -> bool:
+    """Apply the source to books. Returns True if it stopped at stop_after_ns before the end.
+
+    progress(messages applied so far, bytes so far); on_slice(books) after every slice
+    (drain events there).
+    """
+    done_bytes = 0
+    for data, first_seq, name, offset in iter_source(source):
+        books.next_sequence = first_seq
+        pos, end = 0, len(data)
+        while pos < end:
+            stop, _ = whole_messages_end(data, pos, min(end, pos + slice_bytes))
+            if stop == pos:  # a broken or huge message: let the engine name the error
+                stop = end
+            used = books.apply(data[pos:stop], stop_after_ns=stop_after_ns, source=name,
+                               base_offset=offset + pos)
+            done_bytes += used
+            if on_slice is not None:
+                on_slice(books)
+            if progress is not None:
+                progress(books.messages, done_bytes)
+            if pos + used < stop:  # stopped at the time
+                return True
+            pos = stop
+    return False

@@ -1,0 +1,206 @@
+"""``itchflow book``, ``itchflow bbo``, ``itchflow trades`` and ``itchflow bench book``."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import click
+
+from itchflow.cli import bench, main
+from itchflow.cli.decode import _size, fail
+
+
+def parse_time(text: str) -> int:
+    """HH:MM:SS[.fffffffff] -> nanoseconds since midnight."""
+    m = re.fullmatch(r"(\d{1,2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?", text.strip())
+    if not m:
+        raise click.BadParameter(f"expected HH:MM:SS[.fffffffff], got {text!r}")
+    h, mi, s = int(m.group(1)), int(m.group(2)), int(m.group(3))
+    if mi > 59 or s > 59 or h > 23:
+        raise click.BadParameter(f"not a time of day: {text!r}")
+    frac = (m.group(4) or "").ljust(9, "0")
+    return ((h * 60 + mi) * 60 + s) * 1_000_000_000 + int(frac or 0)
+
+
+def _symbols_option(text: str | None) -> list[str] | None:
+    if not text:
+        return None
+    return [s.strip().upper() for s in text.split(",") if s.strip()]
+
+
+@main.command("book")
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--symbol", "-s", required=True, help="Stock symbol (from the stock directory) or locate number.")
+@click.option("--at", "at", default=None, help="HH:MM:SS[.fffffffff]: the book after every message up to this time "
+                                              "(default: the end of the data).")
+@click.option("--depth", "-n", default=10, show_default=True, help="Levels per side (0 = all).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (raw Price(4) integers).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def book_command(path, symbol, at, depth, as_json, quiet) -> None:
+    """Full-depth book of one stock at a time of day."""
+    from itchflow.book.books import Books
+    from itchflow.book.replay import replay
+    from itchflow.cli.progress import progress_bar
+    from itchflow.errors import ITCHFormatError
+
+    t = parse_time(at) if at else None
+    books = Books()
+    try:
+        with progress_bar("book", _size(path), quiet or as_json) as update:
+            replay(books, path, stop_after_ns=t, progress=update)
+        key = int(symbol) if symbol.isdigit() else symbol.upper()
+        loc = books.locate(key)
+        bids, asks = books.depth(loc, depth if depth > 0 else -1)
+    except (ITCHFormatError, OSError, KeyError, ValueError) as e:
+        fail(e)
+    ts = t if t is not None else books.last_timestamp_ns
+    if as_json:
+        click.echo(json.dumps({"symbol": books.symbol(loc), "timestamp_ns": int(ts),
+                               "bids": bids.tolist(), "asks": asks.tolist()}))
+        return
+    _print_book(books, loc, bids, asks, ts)
+
+
+def _print_book(books, loc, bids, asks, ts) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from itchflow.cli.decode import format_timestamp
+
+    console = Console()
+    bp, bs, ap, as_ = books.bbo(loc)
+    console.print(f"[bold]{books.symbol(loc)}[/bold] (locate {loc}) at {format_timestamp(ts)}   "
+                  f"live orders (all stocks) {books.live_orders():,}   volume {books.volume(loc):,}   "
+                  f"trading state {books.trading_state(loc) or '-'}")
+    table = Table(show_edge=False, box=None)
+    for col in ("orders", "shares", "bid", "ask", "shares ", "orders "):
+        table.add_column(col, justify="right")
+    for i in range(max(len(bids), len(asks))):
+        b = bids[i] if i < len(bids) else None
+        a = asks[i] if i < len(asks) else None
+        table.add_row(f"{b[2]:,}" if b is not None else "", f"{b[1]:,}" if b is not None else "",
+                      f"[green]{b[0] / 10_000:,.4f}[/green]" if b is not None else "",
+                      f"[red]{a[0] / 10_000:,.4f}[/red]" if a is not None else "",
+                      f"{a[1]:,}" if a is not None else "", f"{a[2]:,}" if a is not None else "")
+    console.print(table)
+    an = {k: v for k, v in books.anomalies(loc).items() if v}
+    if an:
+        console.print(f"  anomalies: {an}")
+
+
+def _events_to_parquet(path, out, symbols, which: str, quiet: bool) -> tuple[int, int]:
+    """Replay path, recording one event stream ('bbo' or 'trades'), filtered to symbols."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from itchflow.book.books import Books
+    from itchflow.book.events import to_arrow
+    from itchflow.book.replay import replay
+    from itchflow.cli.progress import progress_bar
+
+    books = Books()
+    books.record(bbo=which == "bbo", trades=which == "trades", l2=False)
+    state = {"writer": None, "rows": 0, "narrowed": False}
+    pending_breaks: list = []
+
+    def wanted() -> np.ndarray | None:
+        if symbols is None:
+            return None
+        known = books.symbols
+        return np.array([known[s] for s in symbols if s in known], np.int64)
+
+    def drain(b: Books) -> None:
+        bbo, trades, _ = b.take_events()
+        ev = bbo if which == "bbo" else trades
+        locs = wanted()
+        if symbols is not None and not state["narrowed"] and len(locs) == len(symbols):
+            # every symbol is known: record only those from now on
+            b.record(None, bbo=False, trades=False)
+            b.record(locs.tolist(), bbo=which == "bbo", trades=which == "trades")
+            state["narrowed"] = True
+        if locs is not None:
+            ev = ev[np.isin(ev["stock_locate"], locs)]
+        if not len(ev):
+            return
+        if which == "trades":
+            pending_breaks.extend(ev["match_number"][ev["kind"] == b"B"].tolist())
+        table = to_arrow(ev, b.symbol)
+        if state["writer"] is None:
+            state["writer"] = pq.ParquetWriter(out, table.schema)
+        state["writer"].write_table(table)
+        state["rows"] += len(ev)
+
+    try:
+        with progress_bar(which, _size(path), quiet) as update:
+            replay(books, path, progress=update, on_slice=drain)
+    finally:
+        if state["writer"] is not None:
+            state["writer"].close()
+    if state["writer"] is None:  # nothing recorded: still write an empty file with the schema
+        from itchflow.book import layout as L
+
+        empty = np.zeros(0, L.BBO_EVENT_DTYPE if which == "bbo" else L.TRADE_EVENT_DTYPE)
+        pq.write_table(to_arrow(empty, books.symbol), out)
+    if which == "trades" and pending_breaks:
+        # a break can arrive slices after its trade: flag the earlier rows in a second pass
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        t = pq.read_table(out)
+        broken = pc.and_(pc.is_in(t["match_number"], pa.array(pending_breaks, pa.uint64())),
+                         pc.not_equal(t["kind"], "B"))
+        t = t.set_column(t.schema.get_field_index("broken"), "broken", broken)
+        pq.write_table(t, out)
+    return state["rows"], books.messages
+
+
+@main.command("bbo")
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--symbols", "-s", default=None, help="Comma-separated symbols (default: every stock).")
+@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), help="Parquet file to write.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def bbo_command(path, symbols, out, quiet) -> None:
+    """Every change of best bid/offer (price and size) to Parquet."""
+    from itchflow.errors import ITCHFormatError
+
+    try:
+        rows, messages = _events_to_parquet(path, out, _symbols_option(symbols), "bbo", quiet)
+    except (ITCHFormatError, OSError, KeyError, ValueError) as e:
+        fail(e)
+    click.echo(f"wrote {rows:,} BBO changes from {messages:,} messages to {out}")
+
+
+@main.command("trades")
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--symbols", "-s", default=None, help="Comma-separated symbols (default: every stock).")
+@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), help="Parquet file to write.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def trades_command(path, symbols, out, quiet) -> None:
+    """Every trade (E, C, P, Q; B breaks flagged) to Parquet."""
+    from itchflow.errors import ITCHFormatError
+
+    try:
+        rows, messages = _events_to_parquet(path, out, _symbols_option(symbols), "trades", quiet)
+    except (ITCHFormatError, OSError, KeyError, ValueError) as e:
+        fail(e)
+    click.echo(f"wrote {rows:,} trades from {messages:,} messages to {out}")
+
+
+@bench.command("book")
+@click.option("--messages", default=50_000_000, show_default=True, help="Size of the generated day.")
+@click.option("--stocks", default=8000, show_default=True)
+@click.option("--seed", default=1, show_default=True)
+@click.option("--repeat", default=2, show_default=True, help="Best of this many runs.")
+@click.option("--meatpy-messages", default=300_000, show_default=True, help="Prefix given to MeatPy.")
+@click.option("--no-peers", is_flag=True, help="Only itchflow's own figures.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def bench_book(messages, stocks, seed, repeat, meatpy_messages, no_peers, as_json) -> None:
+    """L3 book throughput on a generated day, against itchcpp's BookManager and MeatPy."""
+    from itchflow.book.bench import report, run
+
+    r = run(messages, stocks, seed, repeat, meatpy_messages, not no_peers)
+    if as_json:
+        click.echo(json.dumps(r))
+    else:
+        report(r)
