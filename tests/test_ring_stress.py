@@ -74,8 +74,7 @@ def test_broadcast_two_named_consumers_each_get_everything(path):
             stop_all(p, *cs)
 
 
-def test_lossy_mode_counts_loss_exactly(path):
-    n = 2_000_000
+def _lossy_run(path, n):
     with Ring.create(path, 1 << 15, max_payload=256, mode="lossy") as ring:
         res, res_v = shared(2)
         prog, _ = shared(1)
@@ -90,14 +89,25 @@ def test_lossy_mode_counts_loss_exactly(path):
             p.join(90)
             c.join(90)
             assert res_v[0] == n
-            delivered, bad, lost = o[0], o[1], o[7]
+            delivered, bad, lost = int(o[0]), int(o[1]), int(o[7])
             # every delivered record was the one its records index said (checked in the reader),
             # and what was not delivered is exactly what was counted as lost
             assert bad == 0 and o[4] == 0
-            assert lost > 0 and delivered > 0
             assert delivered + lost == n
             snap = ring.snapshot()["consumers"][0]
-            assert snap["lost_records"] == lost and snap["laps"] > 0
+            assert snap["lost_records"] == lost
+            assert (snap["laps"] > 0) == (lost > 0)
             assert snap["records_consumed"] == n
+            return delivered, lost
         finally:
             stop_all(p, c)
+
+
+def test_lossy_mode_counts_loss_exactly(path):
+    # on a loaded machine the reader may be descheduled for the whole run (everything lost) or
+    # never lapped; the accounting is checked on every attempt, and one attempt must show both
+    for _ in range(4):
+        delivered, lost = _lossy_run(path, 2_000_000)
+        if delivered > 0 and lost > 0:
+            return
+    pytest.fail(f"no run with both delivered and lost records (last: {delivered}, {lost})")

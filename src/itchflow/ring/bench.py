@@ -121,7 +121,7 @@ def pingpong_floor(n: int, cpus, tpn: float) -> dict:
 
 
 # ---- throughput --------------------------------------------------------------------------------
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)
 def _produce_tp(words, data, ps, go, lens, src, n: int, batch: int) -> int:
     while load_acquire(go, 0) == 0:
         cpu_pause()
@@ -142,16 +142,13 @@ def _produce_tp(words, data, ps, go, lens, src, n: int, batch: int) -> int:
     return t0
 
 
-@njit(nogil=True, cache=True)
-def _consume_tp(words, data, cs, n: int, out):
-    off = np.empty(8192, np.int64)
-    lens = np.empty(8192, np.int64)
-    typ = np.empty(8192, np.int64)
+@njit(nogil=True, cache=True, _nrt=False)
+def _consume_tp(words, data, cs, n: int, out, off, lens, typ):
     got = 0
     total = 0
     check = 0
     while got < n:
-        k = C.poll(words, cs, 8192, off, lens, typ)
+        k = C.poll(words, cs, len(off), off, lens, typ)
         if k <= 0:
             if k < 0:
                 return k
@@ -169,13 +166,17 @@ def _consume_tp(words, data, cs, n: int, out):
     return 0
 
 
+def _poll_buffers(n: int):
+    return np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64)
+
+
 def _tp_consumer(path, n, cpus, out):
     pin_for(cpus, 1)
     r = Ring.open(path)
     rd = r.reader("bench")
     o = np.frombuffer(out, np.int64)
     o[5] = 1
-    o[4] = _consume_tp(r.words, r.data, rd.cs, n, o)
+    o[4] = _consume_tp(r.words, r.data, rd.cs, n, o, *_poll_buffers(8192))
 
 
 def throughput(n: int, batch: int, capacity: int, cpus, lens, src) -> dict:
@@ -206,7 +207,7 @@ def throughput(n: int, batch: int, capacity: int, cpus, lens, src) -> dict:
 
 
 # ---- latency at a fixed offered rate -------------------------------------------------------------
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)
 def _produce_lat(words, data, ps, go, n: int, period_ticks: float, ln: int) -> None:
     while load_acquire(go, 0) == 0:
         cpu_pause()
@@ -224,14 +225,11 @@ def _produce_lat(words, data, ps, go, n: int, period_ticks: float, ln: int) -> N
         P.commit(words, ps)
 
 
-@njit(nogil=True, cache=True)
-def _consume_lat(words, data, cs, n: int, samples) -> int:
-    off = np.empty(64, np.int64)
-    lens = np.empty(64, np.int64)
-    typ = np.empty(64, np.int64)
+@njit(nogil=True, cache=True, _nrt=False)
+def _consume_lat(words, data, cs, n: int, samples, off, lens, typ) -> int:
     got = 0
     while got < n:
-        k = C.poll(words, cs, 64, off, lens, typ)
+        k = C.poll(words, cs, len(off), off, lens, typ)
         if k <= 0:
             if k < 0:
                 return k
@@ -254,7 +252,7 @@ def _lat_consumer(path, n, cpus, out, samples):
     rd = r.reader("bench")
     o = np.frombuffer(out, np.int64)
     o[5] = 1
-    o[4] = _consume_lat(r.words, r.data, rd.cs, n, np.frombuffer(samples, np.int64))
+    o[4] = _consume_lat(r.words, r.data, rd.cs, n, np.frombuffer(samples, np.int64), *_poll_buffers(64))
 
 
 def latency(n: int, rate: float, cpus, tpn: float) -> tuple[dict, np.ndarray]:
@@ -447,9 +445,9 @@ def _warm(lens, src) -> None:
         go = np.ones(1, np.int64)
         _produce_tp(ring.words, ring.data, wr.ps, go, lens, src, 100, 10)
         rd = ring.reader("bench")
-        _consume_tp(ring.words, ring.data, rd.cs, 100, np.zeros(8, np.int64))
+        _consume_tp(ring.words, ring.data, rd.cs, 100, np.zeros(8, np.int64), *_poll_buffers(8192))
         _produce_lat(ring.words, ring.data, wr.ps, go, 10, 10.0, 36)
-        _consume_lat(ring.words, ring.data, rd.cs, 10, np.zeros(10, np.int64))
+        _consume_lat(ring.words, ring.data, rd.cs, 10, np.zeros(10, np.int64), *_poll_buffers(64))
     _pong(w, 0)
     _ping(w, 0)
     return tpn

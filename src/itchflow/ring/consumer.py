@@ -67,7 +67,7 @@ def new_consumer_state(words, slot: int) -> np.ndarray:
     return cs
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)
 def set_start(words, cs, pos: int, rec: int, pay: int) -> None:
     """Move the cursor (join or resume) and commit it."""
     cs[C_POS] = pos
@@ -76,33 +76,39 @@ def set_start(words, cs, pos: int, rec: int, pay: int) -> None:
     commit(words, cs)
 
 
-@njit(nogil=True, cache=True)
-def read_edge(words, out) -> None:
-    """out[0:3] = the published (position, records, payload) triple, consistently. If the
-    seqlock stays odd (a producer died mid-update) and no producer is alive, the words are
-    taken as they are: the next producer's recovery rewrites them from the data anyway."""
+@njit(nogil=True, cache=True, _nrt=False)
+def edge_triple(words):
+    """The published (position, records, payload) triple, read consistently. If the seqlock
+    stays odd (a producer died mid-update) and no producer is alive, the words are taken as
+    they are: the next producer's recovery rewrites them from the data anyway."""
     tries = 0
     while True:
         s1 = load_acquire(words, L.W_EDGE_SEQ)
-        out[0] = load_relaxed(words, L.W_EDGE_POS)
-        out[1] = load_relaxed(words, L.W_EDGE_REC)
-        out[2] = load_relaxed(words, L.W_EDGE_PAY)
+        pos = load_relaxed(words, L.W_EDGE_POS)
+        rec = load_relaxed(words, L.W_EDGE_REC)
+        pay = load_relaxed(words, L.W_EDGE_PAY)
         fence_acquire()
         if (s1 & 1) == 0 and load_relaxed(words, L.W_EDGE_SEQ) == s1:
-            return
+            return pos, rec, pay
         tries += 1
         if (tries & 0xFFFF) == 0 and not pid_exists(load_relaxed(words, L.W_PROD_PID)):
-            return
+            return pos, rec, pay
         cpu_pause()
 
 
 @njit(nogil=True, cache=True)
+def read_edge(words, out) -> None:
+    """out[0:3] = edge_triple(words)."""
+    out[0], out[1], out[2] = edge_triple(words)
+
+
+@njit(nogil=True, cache=True, _nrt=False)
 def heartbeat(words, cs) -> None:
     store_relaxed(words, cs[C_SLOT] + L.S_HB, monotonic_ns())
     cs[C_HB_COUNTDOWN] = HEARTBEAT_EVERY
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)
 def commit(words, cs) -> int:
     """Tell the producer everything before the cursor is consumed. Returns 0, or DETACHED if the
     producer detached us meanwhile (then what the last poll returned may have been overwritten)."""
@@ -123,7 +129,7 @@ def commit(words, cs) -> int:
     return 0
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)
 def poll(words, cs, max_n: int, out_off, out_len, out_type) -> int:
     """Blocking mode: up to max_n published records from the cursor, zero-copy: their payload
     offsets (in the data region), lengths and types. Advances the cursor, not the commit."""
@@ -168,24 +174,23 @@ def poll(words, cs, max_n: int, out_off, out_len, out_type) -> int:
     return n
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)
 def _resume_at_edge(words, cs) -> None:
-    e = np.empty(3, np.int64)
-    read_edge(words, e)
+    pos, rec, pay = edge_triple(words)
     b = cs[C_SLOT]
-    store_relaxed(words, b + L.S_LOST_REC, load_relaxed(words, b + L.S_LOST_REC) + e[1] - cs[C_REC])
-    store_relaxed(words, b + L.S_LOST_PAY, load_relaxed(words, b + L.S_LOST_PAY) + e[2] - cs[C_PAY])
+    store_relaxed(words, b + L.S_LOST_REC, load_relaxed(words, b + L.S_LOST_REC) + rec - cs[C_REC])
+    store_relaxed(words, b + L.S_LOST_PAY, load_relaxed(words, b + L.S_LOST_PAY) + pay - cs[C_PAY])
     store_relaxed(words, b + L.S_LAPS, load_relaxed(words, b + L.S_LAPS) + 1)
-    set_start(words, cs, e[0], e[1], e[2])
+    set_start(words, cs, pos, rec, pay)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)
 def _lapped(words, cs, start: int) -> bool:
     fence_acquire()   # the data reads above happen before this read of the intent
     return load_relaxed(words, L.W_TAIL_INTENT) - cs[C_CAP] > start
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)
 def poll_copy(words, data, cs, max_n: int, out_buf, out_off, out_len, out_type) -> int:
     """Lossy mode (works in both): copy up to max_n records into out_buf (payload at
     out_buf[out_off[i]:out_off[i]+out_len[i]]), validate, advance. If the producer lapped us,
@@ -232,7 +237,8 @@ def poll_copy(words, data, cs, max_n: int, out_buf, out_off, out_len, out_type) 
         if used + pl > len(out_buf):
             break
         src = (off + L.RECORD_HEADER_BYTES)
-        out_buf[used:used + pl] = data[src:src + pl]
+        for k in range(pl):   # a loop, not a slice copy: no NRT (LLVM turns it into memcpy)
+            out_buf[used + k] = data[src + k]
         out_off[n] = used
         out_len[n] = pl
         out_type[n] = rtype
@@ -250,12 +256,12 @@ def poll_copy(words, data, cs, max_n: int, out_buf, out_off, out_len, out_type) 
     return n
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)
 def next_header_index(cs) -> int:
     return cs[C_DATA_WORD] + ((cs[C_POS] & cs[C_MASK]) >> 3)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)
 def producer_status(words) -> int:
     """0 if a producer may still publish, PRODUCER_CLOSED / PRODUCER_GONE otherwise."""
     st = load_acquire(words, L.W_PROD_STATE)
@@ -267,7 +273,7 @@ def producer_status(words) -> int:
     return 0
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)
 def wait_poll(words, data, cs, max_n: int, out_buf, out_off, out_len, out_type,
               strategy: int, timeout_ns: int) -> int:
     """Poll until something arrives (n > 0), the producer closed the ring and everything is read

@@ -130,7 +130,7 @@ def recover_edge(words) -> int:
     return found
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)
 def _min_live_position(words, ps) -> int:
     """Lowest position among ATTACHED consumers, or -1 if there is none."""
     lo = -1
@@ -143,7 +143,7 @@ def _min_live_position(words, ps) -> int:
     return lo
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)
 def refresh_limit(words, ps) -> int:
     """Re-read the consumers' positions: how far claims may now end."""
     lo = _min_live_position(words, ps)
@@ -153,7 +153,7 @@ def refresh_limit(words, ps) -> int:
     return ps[P_LIMIT]
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)
 def serve_joins(words, ps) -> int:
     """Attach consumers that asked to join (blocking mode) at the published edge. Joining goes
     through the producer so that it can never overwrite what a new consumer expects to read."""
@@ -175,7 +175,7 @@ def serve_joins(words, ps) -> int:
     return n
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)
 def _put_header(words, ps, pos, hdr) -> None:
     if ps[P_FIRST_HDR] == 0:
         ps[P_FIRST_HDR] = hdr          # published last, by commit
@@ -184,7 +184,7 @@ def _put_header(words, ps, pos, hdr) -> None:
         store_relaxed(words, ps[P_DATA_WORD] + ((pos & ps[P_MASK]) >> 3), hdr)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)
 def claim(words, ps, payload_len: int, rtype: int) -> int:
     """Reserve a record; returns the payload's offset in the data region (write it there, then
     commit), or FULL (blocking mode, consumers behind: commit pending claims, wait, retry),
@@ -219,7 +219,7 @@ def claim(words, ps, payload_len: int, rtype: int) -> int:
     return (pos & ps[P_MASK]) + L.RECORD_HEADER_BYTES
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)
 def commit(words, ps) -> int:
     """Publish everything claimed since the last commit with one release store."""
     if ps[P_FIRST_HDR] == 0:
@@ -252,13 +252,13 @@ def commit(words, ps) -> int:
     return 1
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)
 def heartbeat(words, ps) -> None:
     store_relaxed(words, L.W_PROD_HB, monotonic_ns())
     ps[P_HB_COUNTDOWN] = HEARTBEAT_EVERY
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)
 def detach_silent(words, ps, now: int) -> int:
     """Detach ATTACHED consumers whose heartbeat is older than the ring's timeout. A consumer
     that was SIGKILLed is thereby detached after the timeout, not before: a restart within it
@@ -279,7 +279,7 @@ def detach_silent(words, ps, now: int) -> int:
     return n
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)
 def wait_for_space(words, ps, end_needed: int, strategy: int, timeout_ns: int) -> bool:
     """Blocking mode, ring full: publish what is pending, then wait (detaching consumers that stop
     heart-beating) until claims up to ``end_needed`` fit. False on timeout."""
@@ -303,7 +303,7 @@ def wait_for_space(words, ps, end_needed: int, strategy: int, timeout_ns: int) -
                 return False
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)
 def claim_wait(words, ps, payload_len: int, rtype: int, strategy: int, timeout_ns: int) -> int:
     """claim, waiting for space when full (blocking mode). TIMEOUT if it never came."""
     while True:
@@ -317,7 +317,7 @@ def claim_wait(words, ps, payload_len: int, rtype: int, strategy: int, timeout_n
             return TIMEOUT
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)
 def publish_batch(words, data, ps, buf, offsets, types, strategy: int, timeout_ns: int) -> int:
     """Copy records buf[offsets[i]:offsets[i+1]] (type types[i], or 0 if types is empty) into the
     ring and publish them, one release store per run that fits. Returns the number published
@@ -333,12 +333,13 @@ def publish_batch(words, data, ps, buf, offsets, types, strategy: int, timeout_n
         if o < 0:
             commit(words, ps)
             return i if i > 0 else o
-        data[o:o + ln] = buf[a:a + ln]
+        for k in range(ln):   # a loop, not a slice copy: no NRT (LLVM turns it into memcpy)
+            data[o + k] = buf[a + k]
     commit(words, ps)
     return n
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)
 def publish_one(words, data, ps, payload, rtype: int, strategy: int, timeout_ns: int) -> int:
     """Copy one record into the ring and publish it. Returns 1 or a negative code."""
     ln = len(payload)
@@ -347,7 +348,8 @@ def publish_one(words, data, ps, payload, rtype: int, strategy: int, timeout_ns:
         o = claim_wait(words, ps, ln, rtype, strategy, timeout_ns)
     if o < 0:
         return o
-    data[o:o + ln] = payload
+    for k in range(ln):
+        data[o + k] = payload[k]
     commit(words, ps)
     return 1
 

@@ -30,7 +30,7 @@ SLEEP_MAX_NS = 1_000_000
 BLOCK_MAX_SLEEP_NS = 1_000_000
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)
 def idle(strategy: int, n: int) -> None:
     """Back off once. BLOCK behaves as SLEEP here (futex sleeping needs the ring: block_on)."""
     if strategy == SPIN or n < SPIN_TRIES:
@@ -44,7 +44,7 @@ def idle(strategy: int, n: int) -> None:
     sleep_ns(min(ns, SLEEP_MAX_NS))
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)
 def block_on(words, watch_index: int, timeout_ns: int) -> None:
     """Sleep on the ring's futex while words[watch_index] is still 0 (the next record header).
 

@@ -79,7 +79,7 @@ def check_record(buf, o: int, ln: int, i: int, lo: int, hi: int) -> bool:
     return True
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)
 def produce(words, data, ps, first: int, n: int, lo: int, hi: int, max_batch: int,
             strategy: int, timeout_ns: int) -> int:
     """Publish records first..first+n-1 in batches of 1..max_batch records (sizes random but
