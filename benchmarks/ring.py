@@ -20,6 +20,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--records", type=int, default=20_000_000, help="records per throughput run")
     ap.add_argument("--batch", type=int, default=256, help="records per publish in the batched run")
+    ap.add_argument("--capacity", type=int, default=1 << 22, help="ring bytes for the throughput runs")
+    ap.add_argument("--repeats", type=int, default=3, help="throughput runs (best and median reported)")
     ap.add_argument("--rate", type=int, default=200_000, help="offered rate for the latency run")
     ap.add_argument("--latency-records", type=int, default=200_000)
     ap.add_argument("--peer-records", type=int, default=200_000)
@@ -30,7 +32,7 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     cpus = tuple(int(x) for x in a.pin.split(",")) if a.pin else None
-    res = run(records=a.records, batch=a.batch, rate=a.rate, latency_records=a.latency_records,
+    res = run(records=a.records, batch=a.batch, capacity=a.capacity, repeats=a.repeats, rate=a.rate, latency_records=a.latency_records,
               peers=not a.no_peers, peer_records=a.peer_records, stress=a.stress, cpus=cpus,
               plot=a.plot, progress=not a.json)
     if a.json:

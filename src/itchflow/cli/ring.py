@@ -131,17 +131,19 @@ def ring_layout() -> None:
 @click.option("--rate", default=200_000, show_default=True, help="Offered rate (records/s) for latency.")
 @click.option("--latency-records", default=200_000, show_default=True)
 @click.option("--batch", default=256, show_default=True, help="Records per publish in the batched run.")
+@click.option("--capacity", default=1 << 22, show_default=True, help="Ring bytes for the throughput runs.")
+@click.option("--repeats", default=3, show_default=True, help="Throughput runs (best and median shown).")
 @click.option("--peers/--no-peers", default=True, help="Also time multiprocessing.Queue, faster-fifo, pyzmq.")
 @click.option("--peer-records", default=200_000, show_default=True)
 @click.option("--stress", "stress", default=0, help="Also run an N-record verified stress (e.g. 100000000).")
 @click.option("--pin", default="0,1", show_default=True, help="CPUs for producer,consumer ('' = no pinning).")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Write a latency histogram PNG.")
 @click.option("--quiet", "-q", is_flag=True)
-def bench_ring(as_json, records, rate, latency_records, batch, peers, peer_records, stress, pin, plot, quiet):
+def bench_ring(as_json, records, rate, latency_records, batch, capacity, repeats, peers, peer_records, stress, pin, plot, quiet):
     """Cross-process ring throughput and one-way latency vs the cache-line floor and peers."""
     from itchflow.ring.bench import print_report, run
     cpus = tuple(int(x) for x in pin.split(",")) if pin else None
-    result = run(records=records, batch=batch, rate=rate, latency_records=latency_records, peers=peers,
+    result = run(records=records, batch=batch, capacity=capacity, repeats=repeats, rate=rate, latency_records=latency_records, peers=peers,
                  peer_records=peer_records, stress=stress, cpus=cpus, plot=plot,
                  progress=not quiet and not as_json)
     if as_json:

@@ -27,6 +27,7 @@ from itchflow.ring import producer as P
 from itchflow.ring.affinity import pin_for
 from itchflow.ring.api import Ring
 from itchflow.ring.atomics import (cpu_pause, load_acquire, read_cycle_counter, store_release)
+from itchflow.ring.memcopy import copy_bytes
 from itchflow.ring.syscalls import monotonic_ns
 
 CTX = mp.get_context("fork")
@@ -133,8 +134,7 @@ def _produce_tp(words, data, ps, go, lens, src, n: int, batch: int) -> int:
         o = P.claim(words, ps, ln, 0)
         if o == P.FULL:
             o = P.claim_wait(words, ps, ln, 0, 0, -1)
-        for k in range(ln):
-            data[o + k] = src[a + k]
+        copy_bytes(data, o, src, a, ln)
         a = (a + ln) & 4095
         if (i + 1) % batch == 0:
             P.commit(words, ps)
@@ -454,8 +454,8 @@ def _warm(lens, src) -> None:
 
 
 def run(records=20_000_000, rate=200_000, latency_records=200_000, peers=True, peer_records=200_000,
-        stress_records=0, cpus=(0, 1), plot=None, progress=True, stress=None, capacity=1 << 20,
-        batch=256) -> dict:
+        stress_records=0, cpus=(0, 1), plot=None, progress=True, stress=None, capacity=1 << 22,
+        batch=256, repeats=3) -> dict:
     if stress is not None:
         stress_records = stress
     say = print if progress else (lambda *a, **k: None)
@@ -464,7 +464,7 @@ def run(records=20_000_000, rate=200_000, latency_records=200_000, peers=True, p
     _warm(lens, src)
     tpn = ticks_per_ns()
     load = os.getloadavg()
-    res: dict = {"machine": {"cpus": os.cpu_count(), "pinned": list(cpus) if cpus else None,
+    res: dict = {"ring_capacity": capacity, "machine": {"cpus": os.cpu_count(), "pinned": list(cpus) if cpus else None,
                              "cpu": platform.processor() or platform.machine(),
                              "loadavg_1m_at_start": load[0], "tsc_ticks_per_ns": tpn},
                  "record_sizes": {"min": int(lens.min()), "mean": float(lens.mean()), "max": int(lens.max())}}
@@ -472,10 +472,20 @@ def run(records=20_000_000, rate=200_000, latency_records=200_000, peers=True, p
     res["floor"] = pingpong_floor(1_000_000, cpus, tpn)
     say(f"cache-line ping-pong: round trip {res['floor']['round_trip_ns']:.0f} ns, "
         f"one-way floor {res['floor']['one_way_ns']:.0f} ns")
-    res["throughput_single"] = throughput(records // 2, 1, capacity, cpus, lens, src)
-    say(f"ring, one record per publish: {res['throughput_single']['records_per_s'] / 1e6:.1f} M records/s")
-    res["throughput_batched"] = throughput(records, batch, capacity, cpus, lens, src)
-    say(f"ring, {batch} records per publish: {res['throughput_batched']['records_per_s'] / 1e6:.1f} M records/s")
+    def best_of(n_rec, b):
+        runs = [throughput(n_rec, b, capacity, cpus, lens, src) for _ in range(repeats)]
+        best = max(runs, key=lambda r: r["records_per_s"])
+        best = dict(best, repeats=repeats, ok=all(r["ok"] for r in runs),
+                    median_records_per_s=float(np.median([r["records_per_s"] for r in runs])),
+                    all_records_per_s=[r["records_per_s"] for r in runs])
+        return best
+
+    res["throughput_single"] = best_of(records // 4, 1)
+    say(f"ring, one record per publish: {res['throughput_single']['records_per_s'] / 1e6:.1f} M records/s "
+        f"(best of {repeats}; median {res['throughput_single']['median_records_per_s'] / 1e6:.1f})")
+    res["throughput_batched"] = best_of(records, batch)
+    say(f"ring, {batch} records per publish: {res['throughput_batched']['records_per_s'] / 1e6:.1f} M records/s "
+        f"(best of {repeats}; median {res['throughput_batched']['median_records_per_s'] / 1e6:.1f})")
     lat, samples = latency(latency_records, rate, cpus, tpn)
     res["latency"] = lat
     res["latency"]["p50_over_floor"] = lat["p50_ns"] / res["floor"]["one_way_ns"]
@@ -532,9 +542,10 @@ def print_report(res: dict) -> None:
           f"load {res['machine']['loadavg_1m_at_start']:.2f} -> {res['machine']['loadavg_1m_at_end']:.2f}; "
           f"records {res['record_sizes']['min']}-{res['record_sizes']['max']} B, mean {res['record_sizes']['mean']:.1f})")
     print(f"  cache-line ping-pong        round trip {f['round_trip_ns']:7.0f} ns   one-way floor {f['one_way_ns']:.0f} ns")
-    print(f"  ring, 1 record/publish      {s['records_per_s'] / 1e6:8.1f} M rec/s  {s['ns_per_record']:6.1f} ns/rec  ok={s['ok']}")
+    print(f"  ring, 1 record/publish      {s['records_per_s'] / 1e6:8.1f} M rec/s  {s['ns_per_record']:6.1f} ns/rec  "
+          f"(best of {s['repeats']}, median {s['median_records_per_s'] / 1e6:.1f})  ok={s['ok']}")
     print(f"  ring, {b['batch']} records/publish  {b['records_per_s'] / 1e6:8.1f} M rec/s  {b['ns_per_record']:6.1f} ns/rec  "
-          f"{b['MB_per_s']:.0f} MB/s  ok={b['ok']}")
+          f"{b['MB_per_s']:.0f} MB/s (best of {b['repeats']}, median {b['median_records_per_s'] / 1e6:.1f})  ok={b['ok']}")
     print(f"  one-way latency @ {lat['offered_rate']:,}/s  p50 {lat['p50_ns']:.0f} ns ({lat['p50_over_floor']:.2f}x floor)  "
           f"p99 {lat['p99_ns']:.0f}  p99.9 {lat['p999_ns']:.0f}  max {lat['max_ns']:.0f} ns")
     for name, r in res.get("peers", {}).items():

@@ -23,6 +23,7 @@ from numba import njit
 from itchflow.ring import layout as L
 from itchflow.ring.atomics import (cpu_pause, fence_acquire, fence_release, load_acquire,
                                    load_relaxed, store_relaxed, store_release)
+from itchflow.ring.memcopy import copy_bytes
 from itchflow.ring.syscalls import monotonic_ns, pid_exists
 from itchflow.ring.wait import BLOCK, SPIN_TRIES, block_on, idle
 
@@ -237,8 +238,7 @@ def poll_copy(words, data, cs, max_n: int, out_buf, out_off, out_len, out_type) 
         if used + pl > len(out_buf):
             break
         src = (off + L.RECORD_HEADER_BYTES)
-        for k in range(pl):   # a loop, not a slice copy: no NRT (LLVM turns it into memcpy)
-            out_buf[used + k] = data[src + k]
+        copy_bytes(out_buf, used, data, src, pl)
         out_off[n] = used
         out_len[n] = pl
         out_type[n] = rtype

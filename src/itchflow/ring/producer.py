@@ -25,6 +25,7 @@ from numba import njit
 from itchflow.ring import layout as L
 from itchflow.ring.atomics import (compare_and_swap, fence_release, fetch_add, load_acquire,
                                    load_relaxed, store_relaxed, store_release)
+from itchflow.ring.memcopy import copy_bytes
 from itchflow.ring.syscalls import futex_wake, monotonic_ns, pid_exists
 from itchflow.ring.wait import idle
 
@@ -311,7 +312,11 @@ def claim_wait(words, ps, payload_len: int, rtype: int, strategy: int, timeout_n
         if r != FULL:
             return r
         stride = (L.RECORD_HEADER_BYTES + payload_len + 7) & ~7
-        need = ps[P_POS] + 2 * stride + L.RECORD_HEADER_BYTES  # room for a pad + the record
+        # Wait for a quarter of the ring, not just for this record: refreshing the limit reads
+        # every consumer's position line (a cache miss each), so doing it per record when the
+        # consumer is only just keeping up would make the producer crawl. The consumers reach
+        # the published edge eventually, so the limit does reach pos + cap/4.
+        need = ps[P_POS] + 2 * stride + L.RECORD_HEADER_BYTES + (ps[P_CAP] >> 2)
         need = min(need, ps[P_POS] + ps[P_CAP])
         if not wait_for_space(words, ps, need, strategy, timeout_ns):
             return TIMEOUT
@@ -333,8 +338,7 @@ def publish_batch(words, data, ps, buf, offsets, types, strategy: int, timeout_n
         if o < 0:
             commit(words, ps)
             return i if i > 0 else o
-        for k in range(ln):   # a loop, not a slice copy: no NRT (LLVM turns it into memcpy)
-            data[o + k] = buf[a + k]
+        copy_bytes(data, o, buf, a, ln)
     commit(words, ps)
     return n
 
@@ -348,8 +352,7 @@ def publish_one(words, data, ps, payload, rtype: int, strategy: int, timeout_ns:
         o = claim_wait(words, ps, ln, rtype, strategy, timeout_ns)
     if o < 0:
         return o
-    for k in range(ln):
-        data[o + k] = payload[k]
+    copy_bytes(data, o, payload, 0, ln)
     commit(words, ps)
     return 1
 
