@@ -6,10 +6,16 @@ The real Nasdaq captures live beside the repository (CI clones it next to ``shar
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import pytest
+
+# itchfeed picks its backend when `itch` is first imported, by whichever test gets there
+# first. The agreement tests compare against its pure-Python decoder, so pin that for the
+# whole session. (itchcpp's own modules, such as itchcpp.book, are not affected.)
+os.environ["ITCH_NO_CPP"] = "1"
 
 TESTS_DIR = Path(__file__).resolve().parent
 if str(TESTS_DIR) not in sys.path:  # so tests can `import itch_reference`
