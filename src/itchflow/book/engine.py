@@ -39,7 +39,8 @@ from itchflow.book.layout import (
     STOP_TIME, TABLE_MAX_LOAD_DEN, TABLE_MAX_LOAD_NUM,
 )
 from itchflow.book.ladder import get_level, remove_level
-from itchflow.book.order_store import delete_slot, find_slot
+from itchflow.book.order_store import delete_slot, find_slot, home_slot
+from itchflow.book.prefetch import prefetch
 from itchflow.itch.spec import LENGTH_BY_BYTE, MESSAGES
 from itchflow.itch.wire import be16, be32, be48, be64, le32, le64
 
@@ -78,6 +79,15 @@ _BYTE_SPACE = ord(" ")
 _KIND_E, _KIND_C, _KIND_P, _KIND_Q, _KIND_B = (ord(c) for c in "ECPQB")
 _T_A, _T_F, _T_E, _T_C, _T_X, _T_D, _T_U, _T_P, _T_Q, _T_B, _T_R, _T_H = (ord(c) for c in "AFECXDUPQBRH")
 
+# Message types that name an order reference at the same offset (A/F/E/C/X/D, U's original).
+_REF_OFFSET = _A_REF
+_HAS_REF = np.zeros(256, np.uint8)
+for _c in "AFECXDU":
+    _HAS_REF[ord(_c)] = 1
+_HAS_REF.setflags(write=False)
+PREFETCH_TABLE_AHEAD = 8   # messages ahead: prefetch the hash slot
+PREFETCH_ORDER_AHEAD = 4   # messages ahead: read that slot (now cached), prefetch the order
+
 _FLAG_COUNTED = np.uint64(1)
 _FLAG_BROKEN = np.uint64(2)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -92,6 +102,18 @@ def _shift_for(cap):
         c >>= 1
         s += 1
     return _U(64 - s)
+
+
+@njit(inline="always", nogil=True, cache=True)
+def _next_message(buf, p, end):
+    """(offset of the message after the one at p, its type byte) or (p, 0) if p is not a
+    whole message: the look-ahead never reads past what the main loop will validate."""
+    if p + 2 > end:
+        return p, 0
+    length = np.int64(be16(buf, p))
+    if length < 11 or p + 2 + length > end:
+        return p, 0
+    return p + 2 + length, buf[p + 2]
 
 
 @njit(inline="always", nogil=True, cache=True)
@@ -267,7 +289,24 @@ def apply_messages(buf, pos, end, seq, orders, table, levels, lad_key, lad_lvl, 
     shift = _shift_for(table_cap)
     stop_ts = ctl[C_STOP_TS]
     status = OK
+    # Two look-ahead cursors (see PREFETCH_*): a1 prefetches hash slots, a2 order records.
+    a1 = pos
+    a2 = pos
+    for _ in range(PREFETCH_TABLE_AHEAD):
+        a1, _t = _next_message(buf, a1, end)
+    for _ in range(PREFETCH_ORDER_AHEAD):
+        a2, _t = _next_message(buf, a2, end)
     while pos < end:
+        nxt, t1 = _next_message(buf, a1, end)
+        if _HAS_REF[t1] and nxt - a1 >= 2 + _REF_OFFSET + 8:
+            prefetch(table, home_slot(be64(buf, a1 + 2 + _REF_OFFSET), mask, shift))
+        a1 = nxt
+        nxt, t2 = _next_message(buf, a2, end)
+        if _HAS_REF[t2] and nxt - a2 >= 2 + _REF_OFFSET + 8:
+            v = table[home_slot(be64(buf, a2 + 2 + _REF_OFFSET), mask, shift), 1]
+            if v != 0:
+                prefetch(orders, np.int64(v) - 1)
+        a2 = nxt
         if pos + 2 > end:
             status = ERR_TRUNCATED
             break
@@ -499,4 +538,4 @@ def apply_messages(buf, pos, end, seq, orders, table, levels, lad_key, lad_lvl, 
     return status, pos, seq
 
 
-assert _E_REF == _C_REF == _X_REF == _D_REF == 11, "D/X/E/C share the order reference offset"
+assert _E_REF == _C_REF == _X_REF == _D_REF == _A_REF == _F_REF == _U_OLD, "one order reference offset"
