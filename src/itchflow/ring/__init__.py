@@ -1,8 +1,22 @@
 """Shared-memory rings: layout descriptor, atomics, SPSC, broadcast, wait strategies.
 
-Python API: ``Ring.create(path, capacity, ...)``, ``Ring.open(path)``, ``ring.writer()``,
-``ring.reader(name)``. Compiled kernels for other Numba code: ``itchflow.ring.producer``
-(claim/commit/publish_batch) and ``itchflow.ring.consumer`` (poll/poll_copy/commit/wait_poll).
+Python API::
+
+    ring = Ring.create("feed", 1 << 22, consumers=["book"])   # /dev/shm/itchflow.feed.ring
+    w = ring.writer()                       # in the producer process
+    w.write(b"...", type=1); w.write_batch(buf, offsets)
+    rd = Ring.open("feed").reader("book")   # in a consumer process
+    for payload in rd: ...                  # bytes, until the writer closes the ring
+    batch = rd.read_batch()                 # zero-copy numpy views (blocking mode)
+
+Compiled kernels for other Numba code (all take the ring as ``ring.words`` / ``ring.data`` and
+the side's private state ``writer.ps`` / ``reader.cs``): ``itchflow.ring.producer`` (``claim``,
+``commit``, ``claim_wait``, ``publish_batch``) and ``itchflow.ring.consumer`` (``poll``,
+``poll_copy``, ``commit``, ``wait_poll``). They are compiled without the reference-counting
+runtime (``_nrt=False``): call them from ``@njit(_nrt=False)`` loops for the full speed.
+Module map: layout (the file format, as data), atomics, memcopy, syscalls (clock, futex),
+wait (strategies), producer, consumer, api, affinity (pinning), workload (stress stream),
+bench (``itchflow bench ring``).
 """
 
 from itchflow.ring.api import (Batch, ConsumerDetached, ProducerGone, Reader, Ring, RingBusy,

@@ -448,6 +448,10 @@ def _warm(lens, src) -> None:
         _consume_tp(ring.words, ring.data, rd.cs, 100, np.zeros(8, np.int64), *_poll_buffers(8192))
         _produce_lat(ring.words, ring.data, wr.ps, go, 10, 10.0, 36)
         _consume_lat(ring.words, ring.data, rd.cs, 10, np.zeros(10, np.int64), *_poll_buffers(64))
+        from itchflow.ring import workload as W
+        W.produce(ring.words, ring.data, wr.ps, wr.records, 100, 12, 200, 256, 0, 10**9)
+        W.consume(ring.words, ring.data, rd.cs, wr.records, 12, 200, 4096, 0, 10**9,
+                  np.zeros(1, np.int64), np.zeros(9, np.int64))
     _pong(w, 0)
     _ping(w, 0)
     return tpn
