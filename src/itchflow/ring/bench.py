@@ -246,13 +246,30 @@ def _consume_lat(words, data, cs, n: int, samples, off, lens, typ) -> int:
     return 0
 
 
+def involuntary_switches() -> int:
+    """This process's involuntary context switches so far (preemptions by other work)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("nonvoluntary_ctxt_switches"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return -1
+
+
 def _lat_consumer(path, n, cpus, out, samples):
     pin_for(cpus, 1)
     r = Ring.open(path)
     rd = r.reader("bench")
     o = np.frombuffer(out, np.int64)
+    # one record per poll: a poll that goes on to look at the NEXT header pulls that line from
+    # the producer's cache (it pre-zeroed it) before returning, a second transfer on the path
+    bufs = _poll_buffers(1)
+    sw = involuntary_switches()
     o[5] = 1
-    o[4] = _consume_lat(r.words, r.data, rd.cs, n, np.frombuffer(samples, np.int64), *_poll_buffers(64))
+    o[4] = _consume_lat(r.words, r.data, rd.cs, n, np.frombuffer(samples, np.int64), *bufs)
+    o[6] = involuntary_switches() - sw
 
 
 def latency(n: int, rate: float, cpus, tpn: float) -> tuple[dict, np.ndarray]:
@@ -277,7 +294,8 @@ def latency(n: int, rate: float, cpus, tpn: float) -> tuple[dict, np.ndarray]:
         ns = np.frombuffer(samples, np.int64).astype(np.float64) / tpn
     warm = ns[min(1000, n // 10):]      # drop the first records (page faults, cold caches)
     q = np.percentile(warm, [50, 99, 99.9])
-    return ({"records": int(len(warm)), "offered_rate": rate, "p50_ns": q[0], "p99_ns": q[1],
+    return ({"records": int(len(warm)), "offered_rate": rate,
+             "consumer_preemptions": int(o[6]), "p50_ns": q[0], "p99_ns": q[1],
              "p999_ns": q[2], "max_ns": float(warm.max()), "mean_ns": float(warm.mean())}, warm)
 
 
@@ -495,7 +513,8 @@ def run(records=20_000_000, rate=200_000, latency_records=200_000, peers=True, p
     res["latency"]["p50_over_floor"] = lat["p50_ns"] / res["floor"]["one_way_ns"]
     say(f"one-way latency at {rate:,} records/s: p50 {lat['p50_ns']:.0f} ns "
         f"({res['latency']['p50_over_floor']:.2f}x floor), p99 {lat['p99_ns']:.0f} ns, "
-        f"p99.9 {lat['p999_ns']:.0f} ns, max {lat['max_ns'] / 1e3:.1f} us")
+        f"p99.9 {lat['p999_ns']:.0f} ns, max {lat['max_ns'] / 1e3:.1f} us; "
+        f"consumer preempted {lat['consumer_preemptions']} times")
     if peers:
         res["peers"] = {}
         for name, fn in (("multiprocessing.Queue", lambda: _time_peer(_mp_queue, peer_records, lens, cpus)),
@@ -551,7 +570,8 @@ def print_report(res: dict) -> None:
     print(f"  ring, {b['batch']} records/publish  {b['records_per_s'] / 1e6:8.1f} M rec/s  {b['ns_per_record']:6.1f} ns/rec  "
           f"{b['MB_per_s']:.0f} MB/s (best of {b['repeats']}, median {b['median_records_per_s'] / 1e6:.1f})  ok={b['ok']}")
     print(f"  one-way latency @ {lat['offered_rate']:,}/s  p50 {lat['p50_ns']:.0f} ns ({lat['p50_over_floor']:.2f}x floor)  "
-          f"p99 {lat['p99_ns']:.0f}  p99.9 {lat['p999_ns']:.0f}  max {lat['max_ns']:.0f} ns")
+          f"p99 {lat['p99_ns']:.0f}  p99.9 {lat['p999_ns']:.0f}  max {lat['max_ns']:.0f} ns  "
+          f"(consumer preempted {lat.get('consumer_preemptions', '?')} times)")
     for name, r in res.get("peers", {}).items():
         if "records_per_s" in r:
             print(f"  {name:36s} {r['records_per_s'] / 1e3:8.0f} k rec/s  {r['ns_per_record']:8.0f} ns/rec  "
