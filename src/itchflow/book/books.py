@@ -64,8 +64,8 @@ class Books:
         capacity = max(int(capacity), 16)
         self.ctl = np.zeros(L.N_CTL, np.int64)
         self.order_pool = np.zeros(capacity, L.ORDER_DTYPE)  # np.zeros: pages cost nothing until used
-        self.table = np.zeros((_pow2_at_least(min(int(table), capacity * L.TABLE_MAX_LOAD_DEN
-                                                  // L.TABLE_MAX_LOAD_NUM + 1)), 2), np.uint64)
+        rows = _pow2_at_least(min(int(table), capacity * L.TABLE_MAX_LOAD_DEN // L.TABLE_MAX_LOAD_NUM + 1))
+        self.table = np.zeros(rows * 2, np.uint64)  # flat rows (ref, pool index + 1)
         nlevels = int(levels or max(1024, min(capacity // 8, 1 << 18)))
         self.levels = np.zeros(nlevels, L.LEVEL_DTYPE)
         narena = int(arena or max(1 << 16, nlevels * 2))
@@ -75,16 +75,16 @@ class Books:
         self.stocks = np.zeros(L.N_LOCATES, L.STOCK_DTYPE)
         self.anomaly_counts = np.zeros((L.N_LOCATES, L.N_ANOMALIES), np.int64)
         self.type_counts = np.zeros(256, np.int64)
-        self.matches = np.zeros((MIN_TABLE, 4), np.uint64)
+        self.matches = np.zeros(MIN_TABLE * 4, np.uint64)  # flat rows (match, shares, price|locate|flags, used)
         self.events = EventBuffers()
         c = self.ctl
         c[L.C_ORDER_CAP] = len(self.order_pool)
         c[L.C_ORDER_FREE] = -1
-        c[L.C_TABLE_CAP] = len(self.table)
+        c[L.C_TABLE_CAP] = len(self.table) // 2
         c[L.C_LEVEL_CAP] = len(self.levels)
         c[L.C_LEVEL_FREE] = -1
         c[L.C_ARENA_CAP] = narena
-        c[L.C_MATCH_CAP] = len(self.matches)
+        c[L.C_MATCH_CAP] = len(self.matches) // 4
         c[L.C_TRACK_MATCHES] = 1 if track_matches else 0
         c[L.C_STOP_TS] = -1
         self._sync_out_caps()
@@ -134,8 +134,8 @@ class Books:
             self.order_pool = _grown(self.order_pool, 2 * len(self.order_pool))
             c[L.C_ORDER_CAP] = len(self.order_pool)
         elif status == L.NEED_TABLE:
-            self.table = _rehashed(self.table, 2 * len(self.table))
-            c[L.C_TABLE_CAP] = len(self.table)
+            self.table = _rehashed(self.table, 2, 2 * (len(self.table) // 2))
+            c[L.C_TABLE_CAP] = len(self.table) // 2
         elif status == L.NEED_LEVELS:
             self.levels = _grown(self.levels, 2 * len(self.levels))
             c[L.C_LEVEL_CAP] = len(self.levels)
@@ -148,8 +148,8 @@ class Books:
             self.lad_key, self.lad_lvl = new_key, new_lvl
             c[L.C_ARENA_CAP] = size
         elif status == L.NEED_MATCHES:
-            self.matches = _rehashed(self.matches, 2 * len(self.matches))
-            c[L.C_MATCH_CAP] = len(self.matches)
+            self.matches = _rehashed(self.matches, 4, 2 * (len(self.matches) // 4))
+            c[L.C_MATCH_CAP] = len(self.matches) // 4
         elif status in (L.NEED_TRADES_OUT, L.NEED_BBO_OUT, L.NEED_L2_OUT):
             self.events.sync_from(c)
             self.events.grow(status)
@@ -298,7 +298,7 @@ def _grown(arr: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
-def _rehashed(table: np.ndarray, cap: int) -> np.ndarray:
-    new = np.zeros((cap, table.shape[1]), np.uint64)
-    rehash(table, new, table_shift(cap))
+def _rehashed(table: np.ndarray, w: int, rows: int) -> np.ndarray:
+    new = np.zeros(rows * w, np.uint64)
+    rehash(table, new, table_shift(rows), w)
     return new

@@ -189,8 +189,8 @@ def _add_order(ref, slot, locate, side, shares, price, mpid, orders, table, leve
     levels[lvl].tail = o
     levels[lvl].count += 1
     levels[lvl].shares += shares
-    table[slot, 0] = ref
-    table[slot, 1] = _U(o + 1)
+    table[_U(slot) * _U(2)] = ref
+    table[_U(slot) * _U(2) + _U(1)] = _U(o + 1)
     live = ctl[C_LIVE] + 1
     ctl[C_LIVE] = live
     if live > ctl[C_PEAK_LIVE]:
@@ -222,7 +222,7 @@ def _remove_order(o, slot, mask, shift, orders, table, levels, lad_key, lad_lvl,
         _emit_l2(l2_out, ctl, seq, ts, locate, b & 1, levels[lvl].price, levels[lvl].shares, count)
     if count == 0:
         remove_level(lvl, books, lad_key, lad_lvl, levels, ctl)
-    delete_slot(table, slot, mask, shift)
+    delete_slot(table, slot, mask, shift, 2)
     orders[o].next = ctl[C_ORDER_FREE]
     orders[o].level = -1
     ctl[C_ORDER_FREE] = o
@@ -252,14 +252,14 @@ def _record_trade(locate, price, shares, match, kind, printable, side, stocks, m
         st.trades += 1
     if ctl[C_TRACK_MATCHES]:
         cap = ctl[C_MATCH_CAP]
-        i = find_slot(matches, match, cap - 1, _shift_for(cap))
-        if matches[i, 3] != 0:
+        i = find_slot(matches, match, cap - 1, _shift_for(cap), 4) * 4
+        if matches[i + 3] != 0:
             anomalies[locate, A_DUP_MATCH] += 1
         else:
-            matches[i, 0] = match
-            matches[i, 1] = _U(shares)
-            matches[i, 2] = _U(price) | (_U(locate) << _U(32)) | ((_FLAG_COUNTED if printable else _U(0)) << _U(48))
-            matches[i, 3] = 1
+            matches[i] = match
+            matches[i + 1] = _U(shares)
+            matches[i + 2] = _U(price) | (_U(locate) << _U(32)) | ((_FLAG_COUNTED if printable else _U(0)) << _U(48))
+            matches[i + 3] = 1
             ctl[C_MATCH_USED] += 1
     if st.record_trades:
         k = ctl[C_TRADES_N]
@@ -284,7 +284,7 @@ def apply_messages(buf, pos, end, seq, orders, table, levels, lad_key, lad_lvl, 
     kernel stopped at (not applied): STOP_TIME, a NEED_* resource, or an ERR_* format error.
     """
     budget = 0
-    table_cap = ctl[C_TABLE_CAP]
+    table_cap = ctl[C_TABLE_CAP]  # rows of 2 words: (ref, pool index + 1)
     mask = table_cap - 1
     shift = _shift_for(table_cap)
     stop_ts = ctl[C_STOP_TS]
@@ -299,11 +299,11 @@ def apply_messages(buf, pos, end, seq, orders, table, levels, lad_key, lad_lvl, 
     while pos < end:
         nxt, t1 = _next_message(buf, a1, end)
         if _HAS_REF[t1] and nxt - a1 >= 2 + _REF_OFFSET + 8:
-            prefetch(table, home_slot(be64(buf, a1 + 2 + _REF_OFFSET), mask, shift))
+            prefetch(table, _U(home_slot(be64(buf, a1 + 2 + _REF_OFFSET), mask, shift)) * _U(2))
         a1 = nxt
         nxt, t2 = _next_message(buf, a2, end)
         if _HAS_REF[t2] and nxt - a2 >= 2 + _REF_OFFSET + 8:
-            v = table[home_slot(be64(buf, a2 + 2 + _REF_OFFSET), mask, shift), 1]
+            v = table[_U(home_slot(be64(buf, a2 + 2 + _REF_OFFSET), mask, shift)) * _U(2) + _U(1)]
             if v != 0:
                 prefetch(orders, np.int64(v) - 1)
         a2 = nxt
@@ -324,7 +324,7 @@ def apply_messages(buf, pos, end, seq, orders, table, levels, lad_key, lad_lvl, 
             type_counts[t] += 1
             ctl[C_UNKNOWN_TYPES] += 1
             pos = q + length
-            seq += 1
+            seq += _U(1)
             continue
         if expected != length:
             status = ERR_BAD_LENGTH
@@ -401,8 +401,8 @@ def apply_messages(buf, pos, end, seq, orders, table, levels, lad_key, lad_lvl, 
             if side >= 0:
                 if ctl[C_DIRECTORY_SEEN] > 0 and stocks[locate].symbol == 0:
                     anomalies[locate, A_UNKNOWN_LOCATE] += 1
-                slot = find_slot(table, ref, mask, shift)
-                if table[slot, 1] != 0:
+                slot = find_slot(table, ref, mask, shift, 2)
+                if table[_U(slot) * _U(2) + _U(1)] != 0:
                     anomalies[locate, A_DUP_ADD] += 1
                 else:
                     _add_order(ref, slot, locate, side, shares, price, mpid, orders, table, levels,
@@ -411,11 +411,11 @@ def apply_messages(buf, pos, end, seq, orders, table, levels, lad_key, lad_lvl, 
 
         elif t == _T_D or t == _T_X or t == _T_E or t == _T_C:
             ref = be64(buf, q + _D_REF)  # same offset in D, X, E and C (asserted below)
-            slot = find_slot(table, ref, mask, shift)
-            if table[slot, 1] == 0:
+            slot = find_slot(table, ref, mask, shift, 2)
+            if table[_U(slot) * _U(2) + _U(1)] == 0:
                 anomalies[locate, A_UNKNOWN_REF] += 1
             else:
-                o = np.int64(table[slot, 1]) - 1
+                o = np.int64(table[_U(slot) * _U(2) + _U(1)]) - 1
                 lvl = orders[o].level
                 b = levels[lvl].book
                 olocate = np.int64(b >> 1)
@@ -456,11 +456,11 @@ def apply_messages(buf, pos, end, seq, orders, table, levels, lad_key, lad_lvl, 
 
         elif t == _T_U:
             old = be64(buf, q + _U_OLD)
-            slot = find_slot(table, old, mask, shift)
-            if table[slot, 1] == 0:
+            slot = find_slot(table, old, mask, shift, 2)
+            if table[_U(slot) * _U(2) + _U(1)] == 0:
                 anomalies[locate, A_UNKNOWN_REF] += 1
             else:
-                o = np.int64(table[slot, 1]) - 1
+                o = np.int64(table[_U(slot) * _U(2) + _U(1)]) - 1
                 lvl = orders[o].level
                 b = levels[lvl].book
                 olocate = np.int64(b >> 1)
@@ -471,8 +471,8 @@ def apply_messages(buf, pos, end, seq, orders, table, levels, lad_key, lad_lvl, 
                 _remove_order(o, slot, mask, shift, orders, table, levels, lad_key, lad_lvl, books,
                               stocks, l2_out, ctl, seq, ts)
                 new = be64(buf, q + _U_NEW)
-                slot = find_slot(table, new, mask, shift)
-                if table[slot, 1] != 0:
+                slot = find_slot(table, new, mask, shift, 2)
+                if table[_U(slot) * _U(2) + _U(1)] != 0:
                     anomalies[olocate, A_REPLACE_EXISTING] += 1
                 else:
                     _add_order(new, slot, olocate, side, np.uint32(be32(buf, q + _U_SHARES)),
@@ -496,14 +496,14 @@ def apply_messages(buf, pos, end, seq, orders, table, levels, lad_key, lad_lvl, 
             found = False
             if ctl[C_TRACK_MATCHES]:
                 mcap = ctl[C_MATCH_CAP]
-                i = find_slot(matches, match, mcap - 1, _shift_for(mcap))
-                flags = matches[i, 2] >> _U(48)
-                if matches[i, 3] != 0 and (flags & _FLAG_BROKEN) == 0:
+                i = find_slot(matches, match, mcap - 1, _shift_for(mcap), 4) * 4
+                flags = matches[i + 2] >> _U(48)
+                if matches[i + 3] != 0 and (flags & _FLAG_BROKEN) == 0:
                     found = True
-                    matches[i, 2] |= _FLAG_BROKEN << _U(48)
-                    shares = matches[i, 1]
-                    price = np.uint32(matches[i, 2] & _U(0xFFFFFFFF))
-                    tlocate = np.int64((matches[i, 2] >> _U(32)) & _U(0xFFFF))
+                    matches[i + 2] |= _FLAG_BROKEN << _U(48)
+                    shares = matches[i + 1]
+                    price = np.uint32(matches[i + 2] & _U(0xFFFFFFFF))
+                    tlocate = np.int64((matches[i + 2] >> _U(32)) & _U(0xFFFF))
                     st = stocks[tlocate]
                     if flags & _FLAG_COUNTED:
                         st.volume -= np.int64(shares)
@@ -534,7 +534,7 @@ def apply_messages(buf, pos, end, seq, orders, table, levels, lad_key, lad_lvl, 
         ctl[C_LAST_TS] = ts
         ctl[C_MESSAGES] += 1
         pos = q + length
-        seq += 1
+        seq += _U(1)
     return status, pos, seq
 
 

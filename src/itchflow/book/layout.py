@@ -6,7 +6,7 @@ All engine state lives in preallocated numpy arrays so the compiled kernels can 
 - ``orders``: the order pool, one 32-byte record per order (one cache line holds it whole);
   free slots are chained through ``next``.
 - ``table``: open-addressing hash (linear probing, backward-shift deletion, no tombstones)
-  from the 64-bit order reference to pool index + 1 (0 = empty slot): uint64[cap, 2].
+  from the 64-bit order reference to pool index + 1 (0 = empty slot): flat uint64 rows of 2.
 - ``levels``: price levels, each with total shares, order count, its FIFO queue (head/tail
   of an intrusive doubly-linked list through ``orders``) and its book (locate * 2 + side).
 - ``ladder_key``/``ladder_level``: per book a sorted segment of an arena, ascending by key
@@ -15,7 +15,7 @@ All engine state lives in preallocated numpy arrays so the compiled kernels can 
 - ``books``: per book (locate * 2 + side) the segment's start, length and capacity.
 - ``stocks``: per stock locate: symbol, trading state, volume, notional, cached BBO, and
   which event streams to record for it.
-- ``matches``: match number -> trade (for B, broken trades): uint64[cap, 4] rows
+- ``matches``: match number -> trade (for B, broken trades): flat uint64 rows of 4
   (key, shares, price | locate << 32 | flags << 48, used).
 - ``ctl``: int64 control words (counters, free-list heads, capacities, options).
 """
@@ -143,7 +143,7 @@ C_ORDER_TOP = 1       # high-water mark of the pool
 C_ORDER_FREE = 2      # head of the free chain (-1 = none)
 C_LIVE = 3            # live orders
 C_PEAK_LIVE = 4
-C_TABLE_CAP = 5       # len(table), a power of two
+C_TABLE_CAP = 5       # rows in the hash table, a power of two
 C_LEVEL_CAP = 6
 C_LEVEL_TOP = 7
 C_LEVEL_FREE = 8

@@ -34,25 +34,33 @@ def home_slot(key, mask, shift):
 
 
 @njit(inline="always", nogil=True, cache=True)
-def find_slot(table, key, mask, shift):
-    """Slot holding key, or the empty slot where it would go (check table[slot, 1] == 0)."""
-    i = home_slot(key, mask, shift)
+def find_slot(table, key, mask, shift, w):
+    """Slot holding key, or the empty slot where it would go (check table[slot * w + 1] == 0).
+
+    table is a flat uint64 array of rows of w words: (key, value + 1, payload...); value
+    word 0 marks an empty row. Indices are unsigned so Numba emits no negative-index fix-up.
+    """
+    i = _U(home_slot(key, mask, shift))
+    m = _U(mask)
+    uw = _U(w)
     while True:
-        v = table[i, 1]
-        if v == 0 or table[i, 0] == key:
-            return i
-        i = (i + 1) & mask
+        r = i * uw
+        if table[r + _U(1)] == 0 or table[r] == key:
+            return np.int64(i)
+        i = (i + _U(1)) & m
 
 
 @njit(inline="always", nogil=True, cache=True)
-def delete_slot(table, i, mask, shift):
-    """Remove the entry at slot i, shifting later entries of the cluster back."""
+def delete_slot(table, i, mask, shift, w):
+    """Remove the entry at slot i, shifting later entries of the cluster back (no tombstones)."""
     j = i
+    uw = _U(w)
     while True:
         j = (j + 1) & mask
-        if table[j, 1] == 0:
+        rj = _U(j) * uw
+        if table[rj + _U(1)] == 0:
             break
-        k = home_slot(table[j, 0], mask, shift)
+        k = home_slot(table[rj], mask, shift)
         # The entry at j may move to i only if its home slot is not cyclically in (i, j].
         if i <= j:
             stays = (i < k) and (k <= j)
@@ -60,22 +68,24 @@ def delete_slot(table, i, mask, shift):
             stays = (i < k) or (k <= j)
         if stays:
             continue
-        for c in range(table.shape[1]):
-            table[i, c] = table[j, c]
+        ri = _U(i) * uw
+        for c in range(w):
+            table[ri + _U(c)] = table[rj + _U(c)]
         i = j
-    for c in range(table.shape[1]):
-        table[i, c] = 0
+    ri = _U(i) * uw
+    for c in range(w):
+        table[ri + _U(c)] = 0
 
 
 @njit(nogil=True, cache=True, _nrt=False)  # no refcounting: see engine.py
-def rehash(old, new, shift):
-    """Move every entry of old into the (empty, larger, power-of-two) new table."""
-    mask = new.shape[0] - 1
-    for r in range(old.shape[0]):
-        if old[r, 1] != 0:
-            i = find_slot(new, old[r, 0], mask, shift)
-            for c in range(old.shape[1]):
-                new[i, c] = old[r, c]
+def rehash(old, new, shift, w):
+    """Move every entry of old into the (empty, larger, power-of-two) new table (flat, rows of w)."""
+    mask = new.shape[0] // w - 1
+    for r in range(old.shape[0] // w):
+        if old[r * w + 1] != 0:
+            i = find_slot(new, old[r * w], mask, shift, w)
+            for c in range(w):
+                new[i * w + c] = old[r * w + c]
 
 
 def table_shift(cap: int) -> np.uint64:
