@@ -119,13 +119,13 @@ def _next_message(buf, p, end):
 @njit(inline="always", nogil=True, cache=True)
 def _emit_l2(l2_out, ctl, seq, ts, locate, side, price, shares, count):
     n = ctl[C_L2_N]
-    l2_out[n].sequence = seq
-    l2_out[n].timestamp = ts
-    l2_out[n].shares = shares
-    l2_out[n].price = price
-    l2_out[n].orders = count
-    l2_out[n].stock_locate = locate
-    l2_out[n].side = _BYTE_B if side == 0 else _BYTE_S
+    l2_out[_U(n)].sequence = seq
+    l2_out[_U(n)].timestamp = ts
+    l2_out[_U(n)].shares = shares
+    l2_out[_U(n)].price = price
+    l2_out[_U(n)].orders = count
+    l2_out[_U(n)].stock_locate = locate
+    l2_out[_U(n)].side = _BYTE_B if side == 0 else _BYTE_S
     ctl[C_L2_N] = n + 1
 
 
@@ -133,14 +133,14 @@ def _emit_l2(l2_out, ctl, seq, ts, locate, side, price, shares, count):
 def _bbo_check(locate, side, books, lad_lvl, levels, stocks, bbo_out, ctl, seq, ts):
     """Refresh the stock's cached top of one side; emit a BBO event if it changed."""
     b = locate * 2 + side
-    n = books[b].length
+    n = books[_U(b)].length
     px = np.int64(0)
     sz = np.int64(0)
     if n > 0:
-        lvl = lad_lvl[books[b].start + n - 1]
-        px = levels[lvl].price
-        sz = levels[lvl].shares
-    st = stocks[locate]
+        lvl = lad_lvl[_U(books[_U(b)].start + n - 1)]
+        px = levels[_U(lvl)].price
+        sz = levels[_U(lvl)].shares
+    st = stocks[_U(locate)]
     if side == 0:
         if st.bid_price == px and st.bid_shares == sz:
             return
@@ -153,13 +153,13 @@ def _bbo_check(locate, side, books, lad_lvl, levels, stocks, bbo_out, ctl, seq, 
         st.ask_shares = sz
     if st.record_bbo:
         k = ctl[C_BBO_N]
-        bbo_out[k].sequence = seq
-        bbo_out[k].timestamp = ts
-        bbo_out[k].bid_price = st.bid_price
-        bbo_out[k].bid_shares = st.bid_shares
-        bbo_out[k].ask_price = st.ask_price
-        bbo_out[k].ask_shares = st.ask_shares
-        bbo_out[k].stock_locate = locate
+        bbo_out[_U(k)].sequence = seq
+        bbo_out[_U(k)].timestamp = ts
+        bbo_out[_U(k)].bid_price = st.bid_price
+        bbo_out[_U(k)].bid_shares = st.bid_shares
+        bbo_out[_U(k)].ask_price = st.ask_price
+        bbo_out[_U(k)].ask_shares = st.ask_shares
+        bbo_out[_U(k)].stock_locate = locate
         ctl[C_BBO_N] = k + 1
 
 
@@ -170,61 +170,61 @@ def _add_order(ref, slot, locate, side, shares, price, mpid, orders, table, leve
     lvl, _created = get_level(b, side, price, books, lad_key, lad_lvl, levels, ctl)
     o = ctl[C_ORDER_FREE]
     if o >= 0:
-        ctl[C_ORDER_FREE] = orders[o].next
+        ctl[C_ORDER_FREE] = orders[_U(o)].next
     else:
         o = ctl[C_ORDER_TOP]
         ctl[C_ORDER_TOP] = o + 1
-    tail = levels[lvl].tail
-    orders[o].ref = ref
-    orders[o].shares = shares
-    orders[o].price = price
-    orders[o].level = lvl
-    orders[o].prev = tail
-    orders[o].next = -1
-    orders[o].mpid = mpid
+    tail = levels[_U(lvl)].tail
+    orders[_U(o)].ref = ref
+    orders[_U(o)].shares = shares
+    orders[_U(o)].price = price
+    orders[_U(o)].level = lvl
+    orders[_U(o)].prev = tail
+    orders[_U(o)].next = -1
+    orders[_U(o)].mpid = mpid
     if tail >= 0:
-        orders[tail].next = o
+        orders[_U(tail)].next = o
     else:
-        levels[lvl].head = o
-    levels[lvl].tail = o
-    levels[lvl].count += 1
-    levels[lvl].shares += shares
+        levels[_U(lvl)].head = o
+    levels[_U(lvl)].tail = o
+    levels[_U(lvl)].count += 1
+    levels[_U(lvl)].shares += shares
     table[_U(slot) * _U(2)] = ref
     table[_U(slot) * _U(2) + _U(1)] = _U(o + 1)
     live = ctl[C_LIVE] + 1
     ctl[C_LIVE] = live
     if live > ctl[C_PEAK_LIVE]:
         ctl[C_PEAK_LIVE] = live
-    if stocks[locate].record_l2:
-        _emit_l2(l2_out, ctl, seq, ts, locate, side, price, levels[lvl].shares, levels[lvl].count)
+    if stocks[_U(locate)].record_l2:
+        _emit_l2(l2_out, ctl, seq, ts, locate, side, price, levels[_U(lvl)].shares, levels[_U(lvl)].count)
 
 
 @njit(inline="always", nogil=True, cache=True)
 def _remove_order(o, slot, mask, shift, orders, table, levels, lad_key, lad_lvl, books, stocks,
                   l2_out, ctl, seq, ts):
-    lvl = orders[o].level
-    prev = orders[o].prev
-    nxt = orders[o].next
+    lvl = orders[_U(o)].level
+    prev = orders[_U(o)].prev
+    nxt = orders[_U(o)].next
     if prev >= 0:
-        orders[prev].next = nxt
+        orders[_U(prev)].next = nxt
     else:
-        levels[lvl].head = nxt
+        levels[_U(lvl)].head = nxt
     if nxt >= 0:
-        orders[nxt].prev = prev
+        orders[_U(nxt)].prev = prev
     else:
-        levels[lvl].tail = prev
-    levels[lvl].shares -= orders[o].shares
-    count = levels[lvl].count - 1
-    levels[lvl].count = count
-    b = levels[lvl].book
+        levels[_U(lvl)].tail = prev
+    levels[_U(lvl)].shares -= orders[_U(o)].shares
+    count = levels[_U(lvl)].count - 1
+    levels[_U(lvl)].count = count
+    b = levels[_U(lvl)].book
     locate = b >> 1
-    if stocks[locate].record_l2:
-        _emit_l2(l2_out, ctl, seq, ts, locate, b & 1, levels[lvl].price, levels[lvl].shares, count)
+    if stocks[_U(locate)].record_l2:
+        _emit_l2(l2_out, ctl, seq, ts, locate, b & 1, levels[_U(lvl)].price, levels[_U(lvl)].shares, count)
     if count == 0:
         remove_level(lvl, books, lad_key, lad_lvl, levels, ctl)
     delete_slot(table, slot, mask, shift, 2)
-    orders[o].next = ctl[C_ORDER_FREE]
-    orders[o].level = -1
+    orders[_U(o)].next = ctl[C_ORDER_FREE]
+    orders[_U(o)].level = -1
     ctl[C_ORDER_FREE] = o
     ctl[C_LIVE] -= 1
 
@@ -232,20 +232,20 @@ def _remove_order(o, slot, mask, shift, orders, table, levels, lad_key, lad_lvl,
 @njit(inline="always", nogil=True, cache=True)
 def _reduce_order(o, shares, orders, levels, stocks, l2_out, ctl, seq, ts):
     """Take shares (fewer than it has) off a live order; it keeps its place in the queue."""
-    lvl = orders[o].level
-    orders[o].shares -= shares
-    levels[lvl].shares -= shares
-    b = levels[lvl].book
+    lvl = orders[_U(o)].level
+    orders[_U(o)].shares -= shares
+    levels[_U(lvl)].shares -= shares
+    b = levels[_U(lvl)].book
     locate = b >> 1
-    if stocks[locate].record_l2:
-        _emit_l2(l2_out, ctl, seq, ts, locate, b & 1, levels[lvl].price, levels[lvl].shares,
-                 levels[lvl].count)
+    if stocks[_U(locate)].record_l2:
+        _emit_l2(l2_out, ctl, seq, ts, locate, b & 1, levels[_U(lvl)].price, levels[_U(lvl)].shares,
+                 levels[_U(lvl)].count)
 
 
 @njit(inline="always", nogil=True, cache=True)
 def _record_trade(locate, price, shares, match, kind, printable, side, stocks, matches, trades_out,
                   anomalies, ctl, seq, ts):
-    st = stocks[locate]
+    st = stocks[_U(locate)]
     if printable:
         st.volume += np.int64(shares)
         st.notional += np.int64(shares) * np.int64(price)
@@ -263,15 +263,15 @@ def _record_trade(locate, price, shares, match, kind, printable, side, stocks, m
             ctl[C_MATCH_USED] += 1
     if st.record_trades:
         k = ctl[C_TRADES_N]
-        trades_out[k].sequence = seq
-        trades_out[k].timestamp = ts
-        trades_out[k].match_number = match
-        trades_out[k].shares = shares
-        trades_out[k].price = price
-        trades_out[k].stock_locate = locate
-        trades_out[k].kind = kind
-        trades_out[k].printable = 1 if printable else 0
-        trades_out[k].side = side
+        trades_out[_U(k)].sequence = seq
+        trades_out[_U(k)].timestamp = ts
+        trades_out[_U(k)].match_number = match
+        trades_out[_U(k)].shares = shares
+        trades_out[_U(k)].price = price
+        trades_out[_U(k)].stock_locate = locate
+        trades_out[_U(k)].kind = kind
+        trades_out[_U(k)].printable = 1 if printable else 0
+        trades_out[_U(k)].side = side
         ctl[C_TRADES_N] = k + 1
 
 
@@ -321,7 +321,7 @@ def apply_messages(buf, pos, end, seq, orders, table, levels, lad_key, lad_lvl, 
         t = buf[q]
         expected = _LENGTHS[t]
         if expected == 0:  # unknown type: skipped by its length, counted
-            type_counts[t] += 1
+            type_counts[_U(t)] += 1
             ctl[C_UNKNOWN_TYPES] += 1
             pos = q + length
             seq += _U(1)
@@ -376,7 +376,7 @@ def apply_messages(buf, pos, end, seq, orders, table, levels, lad_key, lad_lvl, 
             break
         budget -= 1
         locate = np.int64(be16(buf, q + _LOCATE))
-        type_counts[t] += 1
+        type_counts[_U(t)] += 1
 
         if t == _T_A or t == _T_F:
             if t == _T_A:
@@ -399,7 +399,7 @@ def apply_messages(buf, pos, end, seq, orders, table, levels, lad_key, lad_lvl, 
                 anomalies[locate, A_BAD_SIDE] += 1
                 side = -1
             if side >= 0:
-                if ctl[C_DIRECTORY_SEEN] > 0 and stocks[locate].symbol == 0:
+                if ctl[C_DIRECTORY_SEEN] > 0 and stocks[_U(locate)].symbol == 0:
                     anomalies[locate, A_UNKNOWN_LOCATE] += 1
                 slot = find_slot(table, ref, mask, shift, 2)
                 if table[_U(slot) * _U(2) + _U(1)] != 0:
@@ -416,13 +416,13 @@ def apply_messages(buf, pos, end, seq, orders, table, levels, lad_key, lad_lvl, 
                 anomalies[locate, A_UNKNOWN_REF] += 1
             else:
                 o = np.int64(table[_U(slot) * _U(2) + _U(1)]) - 1
-                lvl = orders[o].level
-                b = levels[lvl].book
+                lvl = orders[_U(o)].level
+                b = levels[_U(lvl)].book
                 olocate = np.int64(b >> 1)
                 side = b & 1
                 if olocate != locate:
                     anomalies[olocate, A_LOCATE_MISMATCH] += 1
-                remaining = orders[o].shares
+                remaining = orders[_U(o)].shares
                 if t == _T_D:
                     take = remaining
                 elif t == _T_X:
@@ -433,7 +433,7 @@ def apply_messages(buf, pos, end, seq, orders, table, levels, lad_key, lad_lvl, 
                     if t == _T_E:
                         take = np.uint32(be32(buf, q + _E_SHARES))
                         match = be64(buf, q + _E_MATCH)
-                        price = orders[o].price
+                        price = orders[_U(o)].price
                         printable = True
                         kind = _KIND_E
                     else:
@@ -461,11 +461,11 @@ def apply_messages(buf, pos, end, seq, orders, table, levels, lad_key, lad_lvl, 
                 anomalies[locate, A_UNKNOWN_REF] += 1
             else:
                 o = np.int64(table[_U(slot) * _U(2) + _U(1)]) - 1
-                lvl = orders[o].level
-                b = levels[lvl].book
+                lvl = orders[_U(o)].level
+                b = levels[_U(lvl)].book
                 olocate = np.int64(b >> 1)
                 side = b & 1
-                mpid = orders[o].mpid
+                mpid = orders[_U(o)].mpid
                 if olocate != locate:
                     anomalies[olocate, A_LOCATE_MISMATCH] += 1
                 _remove_order(o, slot, mask, shift, orders, table, levels, lad_key, lad_lvl, books,
@@ -504,32 +504,32 @@ def apply_messages(buf, pos, end, seq, orders, table, levels, lad_key, lad_lvl, 
                     shares = matches[i + 1]
                     price = np.uint32(matches[i + 2] & _U(0xFFFFFFFF))
                     tlocate = np.int64((matches[i + 2] >> _U(32)) & _U(0xFFFF))
-                    st = stocks[tlocate]
+                    st = stocks[_U(tlocate)]
                     if flags & _FLAG_COUNTED:
                         st.volume -= np.int64(shares)
                         st.notional -= np.int64(shares) * np.int64(price)
                         st.trades -= 1
                     if st.record_trades:
                         k = ctl[C_TRADES_N]
-                        trades_out[k].sequence = seq
-                        trades_out[k].timestamp = ts
-                        trades_out[k].match_number = match
-                        trades_out[k].shares = shares
-                        trades_out[k].price = price
-                        trades_out[k].stock_locate = tlocate
-                        trades_out[k].kind = _KIND_B
-                        trades_out[k].printable = 1 if flags & _FLAG_COUNTED else 0
-                        trades_out[k].side = _BYTE_SPACE
+                        trades_out[_U(k)].sequence = seq
+                        trades_out[_U(k)].timestamp = ts
+                        trades_out[_U(k)].match_number = match
+                        trades_out[_U(k)].shares = shares
+                        trades_out[_U(k)].price = price
+                        trades_out[_U(k)].stock_locate = tlocate
+                        trades_out[_U(k)].kind = _KIND_B
+                        trades_out[_U(k)].printable = 1 if flags & _FLAG_COUNTED else 0
+                        trades_out[_U(k)].side = _BYTE_SPACE
                         ctl[C_TRADES_N] = k + 1
             if not found:
                 anomalies[locate, A_UNKNOWN_MATCH] += 1
 
         elif t == _T_R:
-            stocks[locate].symbol = le64(buf, q + _R_STOCK)
+            stocks[_U(locate)].symbol = le64(buf, q + _R_STOCK)
             ctl[C_DIRECTORY_SEEN] += 1
 
         elif t == _T_H:
-            stocks[locate].trading_state = buf[q + _H_STATE]
+            stocks[_U(locate)].trading_state = buf[q + _H_STATE]
 
         ctl[C_LAST_TS] = ts
         ctl[C_MESSAGES] += 1

@@ -14,6 +14,7 @@ from numba import njit
 
 from itchflow.book.layout import C_ARENA_TOP, C_LEVEL_FREE, C_LEVEL_TOP, C_LIVE_LEVELS, C_MAX_LADDER
 
+_U = np.uint64  # unsigned indices: Numba emits no negative-index fix-up for them
 _TOP_SCAN = 8
 FIRST_SEGMENT = 8
 
@@ -25,7 +26,7 @@ def lower_bound(lad_key, start, n, key):
     lim = n - _TOP_SCAN
     if lim < 0:
         lim = 0
-    while i >= lim and lad_key[start + i] >= key:
+    while i >= lim and lad_key[_U(start + i)] >= key:
         i -= 1
     if i >= lim or lim == 0:
         return i + 1
@@ -33,7 +34,7 @@ def lower_bound(lad_key, start, n, key):
     hi = lim  # lad_key[start + lim] >= key is known
     while lo < hi:
         mid = (lo + hi) >> 1
-        if lad_key[start + mid] < key:
+        if lad_key[_U(start + mid)] < key:
             lo = mid + 1
         else:
             hi = mid
@@ -49,64 +50,64 @@ def level_key(side, price):
 def get_level(b, side, price, books, lad_key, lad_lvl, levels, ctl):
     """The level of book b at price, created (empty) if absent. Returns (level, created)."""
     key = level_key(side, price)
-    start = books[b].start
-    n = np.int64(books[b].length)
+    start = books[_U(b)].start
+    n = np.int64(books[_U(b)].length)
     p = lower_bound(lad_key, start, n, key)
-    if p < n and lad_key[start + p] == key:
-        return lad_lvl[start + p], False
-    cap = np.int64(books[b].cap)
+    if p < n and lad_key[_U(start + p)] == key:
+        return lad_lvl[_U(start + p)], False
+    cap = np.int64(books[_U(b)].cap)
     if n == cap:  # move the segment to a fresh one twice the size at the arena's top
         new_cap = cap * 2 if cap > 0 else FIRST_SEGMENT
         new_start = ctl[C_ARENA_TOP]
         for k in range(n):
-            lad_key[new_start + k] = lad_key[start + k]
-            lad_lvl[new_start + k] = lad_lvl[start + k]
+            lad_key[_U(new_start + k)] = lad_key[_U(start + k)]
+            lad_lvl[_U(new_start + k)] = lad_lvl[_U(start + k)]
         ctl[C_ARENA_TOP] = new_start + new_cap
         if new_cap > ctl[C_MAX_LADDER]:
             ctl[C_MAX_LADDER] = new_cap
-        books[b].start = new_start
-        books[b].cap = new_cap
+        books[_U(b)].start = new_start
+        books[_U(b)].cap = new_cap
         start = new_start
     k = n
     while k > p:
-        lad_key[start + k] = lad_key[start + k - 1]
-        lad_lvl[start + k] = lad_lvl[start + k - 1]
+        lad_key[_U(start + k)] = lad_key[_U(start + k - 1)]
+        lad_lvl[_U(start + k)] = lad_lvl[_U(start + k - 1)]
         k -= 1
     # allocate a level: the free chain (through `head`) first, else the high-water mark
     lvl = ctl[C_LEVEL_FREE]
     if lvl >= 0:
-        ctl[C_LEVEL_FREE] = levels[lvl].head
+        ctl[C_LEVEL_FREE] = levels[_U(lvl)].head
     else:
         lvl = ctl[C_LEVEL_TOP]
         ctl[C_LEVEL_TOP] = lvl + 1
     ctl[C_LIVE_LEVELS] += 1
-    levels[lvl].price = price
-    levels[lvl].shares = 0
-    levels[lvl].count = 0
-    levels[lvl].head = -1
-    levels[lvl].tail = -1
-    levels[lvl].book = b
-    lad_key[start + p] = key
-    lad_lvl[start + p] = lvl
-    books[b].length = n + 1
+    levels[_U(lvl)].price = price
+    levels[_U(lvl)].shares = 0
+    levels[_U(lvl)].count = 0
+    levels[_U(lvl)].head = -1
+    levels[_U(lvl)].tail = -1
+    levels[_U(lvl)].book = b
+    lad_key[_U(start + p)] = key
+    lad_lvl[_U(start + p)] = lvl
+    books[_U(b)].length = n + 1
     return lvl, True
 
 
 @njit(inline="always", nogil=True, cache=True)
 def remove_level(lvl, books, lad_key, lad_lvl, levels, ctl):
     """Take an empty level out of its ladder and free it."""
-    b = levels[lvl].book
+    b = levels[_U(lvl)].book
     side = b & 1
-    key = level_key(side, levels[lvl].price)
-    start = books[b].start
-    n = np.int64(books[b].length)
+    key = level_key(side, levels[_U(lvl)].price)
+    start = books[_U(b)].start
+    n = np.int64(books[_U(b)].length)
     p = lower_bound(lad_key, start, n, key)
     for k in range(p, n - 1):
-        lad_key[start + k] = lad_key[start + k + 1]
-        lad_lvl[start + k] = lad_lvl[start + k + 1]
-    books[b].length = n - 1
-    levels[lvl].head = ctl[C_LEVEL_FREE]
-    levels[lvl].book = -1
+        lad_key[_U(start + k)] = lad_key[_U(start + k + 1)]
+        lad_lvl[_U(start + k)] = lad_lvl[_U(start + k + 1)]
+    books[_U(b)].length = n - 1
+    levels[_U(lvl)].head = ctl[C_LEVEL_FREE]
+    levels[_U(lvl)].book = -1
     ctl[C_LEVEL_FREE] = lvl
     ctl[C_LIVE_LEVELS] -= 1
 
@@ -116,13 +117,13 @@ def compact_arena(books, old_key, old_lvl, new_key, new_lvl):
     """Copy every book's segment into a fresh arena, back to back. Returns the new top."""
     top = 0
     for b in range(books.shape[0]):
-        cap = np.int64(books[b].cap)
+        cap = np.int64(books[_U(b)].cap)
         if cap == 0:
             continue
-        start = books[b].start
-        for k in range(np.int64(books[b].length)):
-            new_key[top + k] = old_key[start + k]
-            new_lvl[top + k] = old_lvl[start + k]
-        books[b].start = top
+        start = books[_U(b)].start
+        for k in range(np.int64(books[_U(b)].length)):
+            new_key[_U(top + k)] = old_key[_U(start + k)]
+            new_lvl[_U(top + k)] = old_lvl[_U(start + k)]
+        books[_U(b)].start = top
         top += cap
     return top
