@@ -87,6 +87,8 @@ for _c in "AFECXDU":
 _HAS_REF.setflags(write=False)
 PREFETCH_TABLE_AHEAD = 8   # messages ahead: prefetch the hash slot
 PREFETCH_ORDER_AHEAD = 4   # messages ahead: read that slot (now cached), prefetch the order
+PREFETCH_LINKS_AHEAD = 2   # messages ahead: read the order (now cached), prefetch its queue
+                           # neighbours and its level (unlinking touches them)
 
 _FLAG_COUNTED = np.uint64(1)
 _FLAG_BROKEN = np.uint64(2)
@@ -296,6 +298,9 @@ def apply_messages(buf, pos, end, seq, orders, table, levels, lad_key, lad_lvl, 
         a1, _t = _next_message(buf, a1, end)
     for _ in range(PREFETCH_ORDER_AHEAD):
         a2, _t = _next_message(buf, a2, end)
+    a3 = pos
+    for _ in range(PREFETCH_LINKS_AHEAD):
+        a3, _t = _next_message(buf, a3, end)
     while pos < end:
         nxt, t1 = _next_message(buf, a1, end)
         if _HAS_REF[t1] and nxt - a1 >= 2 + _REF_OFFSET + 8:
@@ -307,6 +312,21 @@ def apply_messages(buf, pos, end, seq, orders, table, levels, lad_key, lad_lvl, 
             if v != 0:
                 prefetch(orders, np.int64(v) - 1)
         a2 = nxt
+        nxt, t3 = _next_message(buf, a3, end)
+        if _HAS_REF[t3] and t3 != _T_A and t3 != _T_F and nxt - a3 >= 2 + _REF_OFFSET + 8:
+            v = table[_U(home_slot(be64(buf, a3 + 2 + _REF_OFFSET), mask, shift)) * _U(2) + _U(1)]
+            if v != 0:
+                o3 = v - _U(1)
+                p3 = orders[o3].prev
+                n3 = orders[o3].next
+                if p3 >= 0:
+                    prefetch(orders, p3)
+                if n3 >= 0:
+                    prefetch(orders, n3)
+                l3 = orders[o3].level
+                if l3 >= 0:
+                    prefetch(levels, l3)
+        a3 = nxt
         if pos + 2 > end:
             status = ERR_TRUNCATED
             break
