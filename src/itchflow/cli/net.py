@@ -133,7 +133,7 @@ def _with_progress(quiet, what, total, fn):
 def listen(line_a, line_b, rerequest, out, engine, session, start, interface, idle_timeout, max_seconds,
            line_wait_ms, as_json, quiet):
     """Receive a MoldUDP64 feed (A/B lines, gap fill by re-request) until its end of session."""
-    from itchflow.sources.udp import latency_summary
+    from itchflow.metrics import latency_summary
     from itchflow.sources.udp import listen as run
 
     start_sequence = None if start == "first" else int(start)

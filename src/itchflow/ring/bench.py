@@ -29,6 +29,7 @@ from itchflow.ring.api import Ring
 from itchflow.ring.atomics import (cpu_pause, load_acquire, read_cycle_counter, store_release)
 from itchflow.ring.memcopy import copy_bytes
 from itchflow.ring.syscalls import monotonic_ns
+from itchflow.metrics import _calibrate, ticks_per_ns
 
 CTX = mp.get_context("fork")
 
@@ -46,22 +47,6 @@ def itch_lengths(n: int = 4096, seed: int = 1) -> np.ndarray:
 
 def _tmp_path(tag: str) -> str:
     return f"/dev/shm/itchflow-bench-{tag}-{uuid.uuid4().hex[:8]}.ring"
-
-
-# ---- clock -----------------------------------------------------------------------------------
-@njit(nogil=True, cache=True)
-def _calibrate(ns: int):
-    t0 = monotonic_ns()
-    c0 = read_cycle_counter()
-    while monotonic_ns() - t0 < ns:
-        pass
-    t1 = monotonic_ns()
-    c1 = read_cycle_counter()
-    return (c1 - c0) / (t1 - t0)
-
-
-def ticks_per_ns() -> float:
-    return float(np.median([_calibrate(20_000_000) for _ in range(3)]))
 
 
 # ---- cache-line ping-pong floor ---------------------------------------------------------------

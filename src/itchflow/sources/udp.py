@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from itchflow.metrics import LatencyLog
 from itchflow.sources.udp_compiled import SO_TIMESTAMPNS, MmsgSlots
 from itchflow.transport.mold_receiver import (
     LINE_REPLY,
@@ -238,23 +239,6 @@ def _warm_up(reader) -> None:
             pass
 
 
-class LatencyLog:
-    """A growing int64 array of latencies (one per delivery, not per message)."""
-
-    def __init__(self):
-        self.a = np.zeros(1 << 16, np.int64)
-        self.n = 0
-
-    def add(self, v: int) -> None:
-        if self.n == len(self.a):
-            self.a = np.concatenate([self.a, np.zeros_like(self.a)])
-        self.a[self.n] = v
-        self.n += 1
-
-    def values(self) -> np.ndarray:
-        return self.a[:self.n].copy()
-
-
 def _handle(events, write, req_sock, rerequest, latency, lost, on_deliver=None) -> None:
     for e in events:
         if isinstance(e, Deliver):
@@ -271,12 +255,3 @@ def _handle(events, write, req_sock, rerequest, latency, lost, on_deliver=None) 
                 pass  # the timeout re-sends it
         elif isinstance(e, Lost):
             lost.append(e)
-
-
-def latency_summary(latency_ns: np.ndarray) -> dict:
-    if len(latency_ns) == 0:
-        return {}
-    q = np.percentile(latency_ns, [50, 90, 99, 99.9])
-    return {"deliveries": int(len(latency_ns)), "p50_us": q[0] / 1e3, "p90_us": q[1] / 1e3,
-            "p99_us": q[2] / 1e3, "p99.9_us": q[3] / 1e3, "max_us": float(latency_ns.max()) / 1e3}
-

@@ -1,0 +1,88 @@
+"""``itchflow run``: source -> shared-memory ring -> books, with a report of rates and latency."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from itchflow.cli import main
+from itchflow.cli.decode import _size, fail
+
+
+@main.command("run")
+@click.option("--source", "-s", required=True,
+              help="PATH (BinaryFILE, .gz, pcap), tail:PATH (a growing file), "
+                   "mold://GROUP:PORT?line_b=..&rerequest=HOST:PORT&session=.. or "
+                   "soup://HOST:PORT?user=..&password=..&session=..&sequence=N")
+@click.option("--ring", default=None, help="Ring name or path (default: a private one in /dev/shm, removed at the end).")
+@click.option("--capacity", default=16 << 20, show_default=True, help="Ring data bytes (a power of two).")
+@click.option("--batch-bytes", default=64 << 10, show_default=True, help="Most message bytes per ring record.")
+@click.option("--pin", default="", help="Producer,consumer CPUs, e.g. 0,1 (default: no pinning).")
+@click.option("--wait", type=click.Choice(["spin", "yield", "sleep", "block"]), default=None,
+              help="Consumer wait strategy (default: spin when pinned, else yield).")
+@click.option("--hugepages", is_flag=True, help="Back the ring with huge pages where available.")
+@click.option("--top", default=10, show_default=True, help="Stocks to show (most shares traded).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def run_command(source, ring, capacity, batch_bytes, pin, wait, hugepages, top, as_json, quiet) -> None:
+    """Read a source in one process, hand it over a ring, build every stock's book in another."""
+    from itchflow.cli.progress import progress_bar
+    from itchflow.errors import ITCHFormatError
+    from itchflow.pipeline import PipelineError, parse_source, run_pipeline
+    from itchflow.ring import RingError
+    from itchflow.ring.affinity import parse_cpus
+
+    try:
+        spec = parse_source(source)
+        cpus = parse_cpus(pin)
+        total = _size(spec.path) if spec.kind == "file" else None
+        with progress_bar("run", total, quiet or as_json) as update:
+            report = run_pipeline(spec, ring=ring, capacity=capacity, batch_bytes=batch_bytes, pin=cpus,
+                                  wait=wait, top=top, progress=update, hugepages=hugepages)
+    except (ITCHFormatError, PipelineError, RingError, OSError, ValueError) as e:
+        fail(e)
+    if as_json:
+        click.echo(json.dumps(report.to_dict()))
+    else:
+        print_report(report)
+
+
+def print_report(r) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    p = r.producer
+    console.print(f"[bold]{r.source}[/bold] -> ring {r.ring} -> books")
+    console.print(f"  {r.messages:,} messages, {r.bytes:,} bytes in {r.batches:,} batches; "
+                  f"{r.seconds:.3f} s from the first batch ({r.messages_per_second / 1e6:,.2f} M msg/s), "
+                  f"{r.wall_seconds:.3f} s in all; engine {r.apply_ns_per_message:.1f} ns/msg")
+    extra = {k: v for k, v in p.items() if k not in ("messages", "records", "bytes", "seconds")}
+    console.print(f"  producer: {p.get('messages', 0):,} messages in {p.get('records', 0):,} records, "
+                  f"{p.get('seconds', 0):.3f} s" + (f"; source {json.dumps(extra)}" if extra else ""))
+    console.print(f"  sequence: {r.sequence_gaps:,} gaps ({r.sequence_gap_messages:,} messages missing), "
+                  f"{r.sequence_repeats:,} repeats")
+    b = r.book
+    console.print(f"  books: {b['stocks_with_orders']:,} stocks with orders, {b['live_orders']:,} live orders "
+                  f"(peak {b['peak_live_orders']:,}), {b['unknown_types']:,} unknown types skipped, "
+                  f"anomalies {b['anomalies'] or 'none'}")
+    lat = Table(title="latency per batch (us)", show_edge=False, box=None, pad_edge=False, title_justify="left")
+    for col in ("stage", "batches", "p50", "p90", "p99", "p99.9", "max"):
+        lat.add_column(col, justify="left" if col == "stage" else "right")
+    for stage, s in r.latency.items():
+        if s:
+            lat.add_row(stage.replace("_", " "), f"{s['batches']:,}", *(f"{s[k]:,.1f}" for k in
+                        ("p50_us", "p90_us", "p99_us", "p99.9_us", "max_us")))
+    console.print(lat)
+    if r.top:
+        t = Table(title=f"top of book, {len(r.top)} most traded stocks", show_edge=False, box=None,
+                  pad_edge=False, title_justify="left")
+        for col in ("symbol", "state", "bid shares", "bid", "ask", "ask shares", "volume", "vwap"):
+            t.add_column(col, justify="left" if col in ("symbol", "state") else "right")
+        for s in r.top:
+            t.add_row(s["symbol"], s["state"], f"{s['bid_shares']:,}",
+                      f"{s['bid_price'] / 1e4:,.4f}" if s["bid_shares"] else "-",
+                      f"{s['ask_price'] / 1e4:,.4f}" if s["ask_shares"] else "-",
+                      f"{s['ask_shares']:,}", f"{s['volume']:,}", f"{s['vwap']:,.4f}")
+        console.print(t)

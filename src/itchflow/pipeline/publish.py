@@ -1,0 +1,113 @@
+"""Producer side: cut a buffer of BinaryFILE-framed messages into batch records and publish them.
+
+One compiled call per source chunk: it walks the framing (lengths only: validating the
+messages is the consumer's job, where the engine names the offset of anything wrong), claims
+a record per batch, writes the header words, copies the messages with one memcpy, reads the
+cycle counter and publishes with one release store. Bytes that do not frame (a zero length, a
+truncated last message) go out as a final short record, so the consumer's engine reports
+them with their exact offset instead of the producer guessing.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from itchflow.itch.wire import be16
+from itchflow.pipeline import batch_layout as B
+from itchflow.ring import producer as P
+from itchflow.ring.atomics import read_cycle_counter
+from itchflow.ring.memcopy import copy_bytes
+
+OK = 0
+BAD_FRAMING = 1          # published up to the bad bytes (included, as the last record)
+# negative: the ring's codes (P.TIMEOUT, P.TOO_BIG)
+
+OUT_RECORDS, OUT_MESSAGES, OUT_POS = 0, 1, 2
+
+
+@njit(nogil=True, cache=True, _nrt=False)
+def publish_messages(words, data, ps, buf, pos, end, first_seq, source_offset, receive_ns,
+                     batch_bytes, strategy, timeout_ns, out):
+    """Publish buf[pos:end] as batch records of at most batch_bytes of messages (at least one
+    message each). source_offset is buf[pos]'s offset in the source (-1: none).
+    out[OUT_RECORDS/OUT_MESSAGES] += what went out; out[OUT_POS] = where it stopped.
+    Returns OK, BAD_FRAMING, or a negative ring code (nothing more published)."""
+    dw = ps[P.P_DATA_WORD]
+    seq = first_seq
+    start = pos
+    status = OK
+    while pos < end:
+        p = pos
+        n = 0
+        limit = min(end, pos + batch_bytes)
+        while p + 2 <= end:
+            q = p + 2 + np.int64(be16(buf, p))
+            if q == p + 2 or q > end or (q > limit and n > 0):
+                break
+            p = q
+            n += 1
+        if n == 0:   # the bytes at pos do not frame: hand the consumer just enough to name them
+            status = BAD_FRAMING
+            p = min(end, pos + 2 + 65535)
+        payload = p - pos
+        o = P.claim(words, ps, B.HEADER_BYTES + payload, B.RECORD_TYPE)
+        if o == P.FULL:
+            o = P.claim_wait(words, ps, B.HEADER_BYTES + payload, B.RECORD_TYPE, strategy, timeout_ns)
+        if o < 0:
+            out[OUT_POS] = pos
+            return o
+        h = dw + (o >> 3)   # payloads start 8-byte aligned: header fields are whole words
+        words[h + B.W_FIRST_SEQUENCE] = seq
+        words[h + B.W_SOURCE_OFFSET] = source_offset + (pos - start) if source_offset >= 0 else -1
+        words[h + B.W_RECEIVE_NS] = receive_ns
+        words[h + B.W_MESSAGE_COUNT] = n
+        copy_bytes(data, o + B.HEADER_BYTES, buf, pos, payload)
+        words[h + B.W_PUBLISH_TSC] = read_cycle_counter()
+        P.commit(words, ps)   # the release store orders every word above before the record
+        out[OUT_RECORDS] += 1
+        out[OUT_MESSAGES] += n
+        seq += n
+        pos = p
+        if status != OK:
+            break
+    out[OUT_POS] = pos
+    return status
+
+
+class BatchPublisher:
+    """Publishes message buffers through a ring ``Writer`` as batch records; counts them."""
+
+    def __init__(self, writer, batch_bytes: int = 64 << 10):
+        limit = writer.ring.max_payload - B.HEADER_BYTES
+        if limit < 2 + 65535:
+            raise ValueError(f"{writer.ring.path}: max_payload {writer.ring.max_payload} cannot hold the "
+                             f"largest framed message plus the {B.HEADER_BYTES}-byte batch header")
+        self.writer = writer
+        self.batch_bytes = max(1, min(int(batch_bytes), limit))
+        self.out = np.zeros(3, np.int64)
+        self.bytes = 0
+        self.bad_framing = False
+
+    @property
+    def records(self) -> int:
+        return int(self.out[OUT_RECORDS])
+
+    @property
+    def messages(self) -> int:
+        return int(self.out[OUT_MESSAGES])
+
+    def publish(self, buf: np.ndarray, first_sequence: int, source_offset: int = -1,
+                receive_ns: int = 0, pos: int = 0, end: int | None = None) -> int:
+        """Publish buf[pos:end]; returns the position reached (end unless the framing broke)."""
+        end = len(buf) if end is None else end
+        w = self.writer
+        r = publish_messages(w.ring.words, w.ring.data, w.ps, buf, pos, end, first_sequence,
+                             source_offset, receive_ns, self.batch_bytes, w._strategy, w._timeout, self.out)
+        reached = int(self.out[OUT_POS])
+        self.bytes += reached - pos
+        if r < 0:
+            w._check(r, "publish")
+        if r == BAD_FRAMING:
+            self.bad_framing = True
+        return reached

@@ -1,0 +1,148 @@
+"""What the pipeline's producer reads, written as one string, and the loop that reads it.
+
+    PATH                     a BinaryFILE (memory-mapped), .gz, pcap/pcapng of MoldUDP64
+    tail:PATH                a BinaryFILE another process is still appending to (mmap + polling)
+    mold://GROUP:PORT?line_b=GROUP:PORT&rerequest=HOST:PORT&session=NAME&interface=ADDR&idle=S
+                             a MoldUDP64 feed (A/B lines, gap fill from the re-request server)
+    soup://HOST:PORT?user=U&password=P&session=NAME&sequence=N
+                             a SoupBinTCP 3.00 session (reconnects from the next sequence)
+
+Each loop publishes through a ``BatchPublisher`` and returns its own counters (capture
+holes and duplicates, MoldUDP64 gaps and recoveries, SoupBinTCP reconnects), which the
+pipeline report shows next to its own.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from urllib.parse import parse_qs, urlsplit
+
+from itchflow.pipeline.publish import BatchPublisher
+
+MOLD_KEYS = {"line_b", "rerequest", "session", "interface", "idle", "max_seconds"}
+SOUP_KEYS = {"user", "password", "session", "sequence", "max_seconds", "dead_link"}
+
+
+@dataclass
+class SourceSpec:
+    kind: str                       # "file", "tail", "mold", "soup"
+    text: str                       # as given, for messages
+    path: str | None = None
+    host: str | None = None
+    port: int | None = None
+    options: dict = field(default_factory=dict)
+
+    @property
+    def live(self) -> bool:
+        """Data arrives over time (latency is meaningful), rather than as fast as it is read."""
+        return self.kind != "file"
+
+
+def _endpoint(text: str, what: str, spec: str) -> tuple[str, int]:
+    from itchflow.sources.udp import parse_endpoint
+
+    try:
+        return parse_endpoint(text, "0.0.0.0")
+    except ValueError as e:
+        raise ValueError(f"source {spec!r}: {what}: {e}") from None
+
+
+def parse_source(text: str) -> SourceSpec:
+    """A source string (module doc) as a SourceSpec; ValueError naming what is wrong."""
+    if text.startswith("tail:"):
+        return SourceSpec("tail", text, path=text[len("tail:"):])
+    if "://" not in text:
+        return SourceSpec("file", text, path=text)
+    u = urlsplit(text)
+    if u.scheme not in ("mold", "soup"):
+        raise ValueError(f"source {text!r}: unknown scheme {u.scheme!r} (use a path, tail:PATH, mold:// or soup://)")
+    query = parse_qs(u.query, keep_blank_values=True, strict_parsing=False)
+    opts = {k: v[-1] for k, v in query.items()}
+    allowed = MOLD_KEYS if u.scheme == "mold" else SOUP_KEYS
+    unknown = sorted(set(opts) - allowed)
+    if unknown:
+        raise ValueError(f"source {text!r}: unknown option(s) {', '.join(unknown)} (known: {', '.join(sorted(allowed))})")
+    host, port = _endpoint(u.netloc, "address", text)
+    return SourceSpec(u.scheme, text, host=host, port=port, options=opts)
+
+
+def check_source(spec: SourceSpec) -> None:
+    """Fail before any process starts for what can be seen now (missing file, bad options)."""
+    if spec.kind == "file":
+        if not os.path.exists(spec.path):
+            raise FileNotFoundError(f"{spec.path}: no such file")
+        if os.path.isdir(spec.path):
+            raise IsADirectoryError(f"{spec.path}: is a directory, not an ITCH file or capture")
+    elif spec.kind == "mold":
+        for k in ("line_b", "rerequest"):
+            if k in spec.options:
+                _endpoint(spec.options[k], k, spec.text)
+        for k in ("idle", "max_seconds"):
+            if k in spec.options:
+                float(spec.options[k])
+    elif spec.kind == "soup":
+        if "sequence" in spec.options and int(spec.options["sequence"]) < 1:
+            raise ValueError(f"source {spec.text!r}: sequence must be >= 1")
+
+
+def produce(spec: SourceSpec, pub: BatchPublisher, stop=None) -> dict:
+    """Read the source to its end, publishing everything; the source's own counters."""
+    return {"file": _produce_chunks, "tail": _produce_chunks, "mold": _produce_mold,
+            "soup": _produce_soup}[spec.kind](spec, pub, stop)
+
+
+def _produce_chunks(spec: SourceSpec, pub: BatchPublisher, stop) -> dict:
+    from itchflow.sources.chunks import iter_chunks
+
+    capture: dict = {}
+    src = spec.text if spec.kind == "tail" else spec.path
+    chunks = 0
+    for c in iter_chunks(src, capture_stats=capture):
+        chunks += 1
+        offset = -1 if c.offset is None else int(c.offset)
+        reached = pub.publish(c.data, c.first_sequence, offset)
+        if pub.bad_framing or reached < len(c.data) or (stop is not None and stop.is_set()):
+            break
+    out = {"chunks": chunks}
+    if capture:
+        out["capture"] = capture
+    return out
+
+
+def _produce_mold(spec: SourceSpec, pub: BatchPublisher, stop) -> dict:
+    from itchflow.sources.udp import listen
+
+    o = spec.options
+    line_b = _endpoint(o["line_b"], "line_b", spec.text) if o.get("line_b") else None
+    rereq = _endpoint(o["rerequest"], "rerequest", spec.text) if o.get("rerequest") else None
+
+    def deliver(e) -> None:
+        pub.publish(e.data, e.first_sequence, -1, int(e.rx_ns or 0))
+
+    res = listen((spec.host, spec.port), line_b, rereq, None, session=o.get("session") or None,
+                 interface=o.get("interface", "0.0.0.0"), idle_timeout=float(o.get("idle", 10.0)),
+                 max_seconds=float(o["max_seconds"]) if o.get("max_seconds") else None,
+                 on_deliver=deliver, stop=stop)
+    return {"mold": res.stats, "finished": res.finished, "lost": [(e.first_sequence, e.count) for e in res.lost],
+            "malformed": len(res.malformed)}
+
+
+def _produce_soup(spec: SourceSpec, pub: BatchPublisher, stop) -> dict:
+    from itchflow.sources.soup import fetch
+
+    o = spec.options
+
+    def data(e) -> None:
+        pub.publish(e.data, e.first_sequence, -1, time.time_ns())
+
+    res = fetch(spec.host, spec.port, o.get("user", ""), o.get("password", ""), None,
+                session=o.get("session", ""), sequence=int(o.get("sequence", 1)),
+                max_seconds=float(o["max_seconds"]) if o.get("max_seconds") else None,
+                dead_link_s=float(o.get("dead_link", 15.0)), on_data=data)
+    if res.rejected is not None:
+        raise ConnectionRefusedError(f"{spec.text}: login rejected ({res.rejected})")
+    return {"soup": {"messages": res.messages, "next_sequence": res.next_sequence, "connections": res.connections,
+                     "reconnects": res.reconnects, "dead_links": res.dead_links, "ended": res.ended,
+                     "errors": list(res.errors)}}
