@@ -36,6 +36,7 @@ CTX = mp.get_context("fork")   # the child inherits the compiled kernels: no sec
 DEFAULT_CAPACITY = 16 << 20
 DEFAULT_BATCH_BYTES = 64 << 10
 CONSUMER = "book"
+POLL_S = 0.25            # longest the consumer waits inside compiled code between liveness checks
 
 
 class PipelineError(RuntimeError):
@@ -93,6 +94,17 @@ def _producer_main(ring_path: str, spec: SourceSpec, batch_bytes: int, cpu: int 
     ring.close()
 
 
+def _max_payload(capacity: int) -> int:
+    """Room for the largest framed message (2 + 65535 bytes) behind a batch header, and for
+    batches up to an eighth of the ring; the ring allows at most a quarter less two headers."""
+    need = B.HEADER_BYTES + 2 + 65535
+    most = capacity // 4 - 16
+    if most < need:
+        raise ValueError(f"ring capacity {capacity} is too small for the pipeline: "
+                         f"at least {1 << (4 * need).bit_length()} bytes")
+    return min(most, max(need, capacity // 8))
+
+
 def _top_stocks(books, n: int) -> list[dict]:
     """The n stocks with the most shares traded: top of book, volume, VWAP."""
     if n <= 0:
@@ -134,7 +146,8 @@ def run_pipeline(source: str | SourceSpec, *, ring: str | None = None, capacity:
     wait = wait or ("spin" if pin else "yield")
     name = ring or f"/dev/shm/itchflow-run-{os.getpid()}-{uuid.uuid4().hex[:8]}.ring"
     tpn = ticks_per_ns(5_000_000)
-    rg = Ring.create(name, capacity, consumers=[CONSUMER], hugepages=hugepages)
+    rg = Ring.create(name, capacity, consumers=[CONSUMER], hugepages=hugepages,
+                     max_payload=_max_payload(capacity))
     report = PipelineReport(source=spec.text, ring=rg.path)
     parent_conn, child_conn = CTX.Pipe(duplex=False)
     t_start = time.perf_counter()
@@ -153,11 +166,16 @@ def run_pipeline(source: str | SourceSpec, *, ring: str | None = None, capacity:
     try:
         while True:
             try:
-                batch = reader.read_batch()
+                batch = reader.read_batch(timeout=POLL_S)
             except EOFError:
                 break
             except ProducerGone:
                 break            # its exit code and message are read below
+            if len(batch) == 0:
+                # Nothing for a while: is_alive() reaps a killed producer (kill(pid, 0), which the
+                # ring uses, still finds a zombie), so the next read drains and says it is gone.
+                proc.is_alive()
+                continue
             taken = tsc()
             if t_first is None:
                 t_first = time.perf_counter()
@@ -192,8 +210,11 @@ def run_pipeline(source: str | SourceSpec, *, ring: str | None = None, capacity:
         t_end = time.perf_counter()
     finally:
         reader.close()
-        if parent_conn.poll(10 if proc.is_alive() else 0):
-            produced = parent_conn.recv()
+        try:
+            if parent_conn.poll(10 if proc.is_alive() else 0):
+                produced = parent_conn.recv()
+        except (EOFError, OSError):   # it died before sending: reported below
+            produced = None
         if proc.is_alive():
             proc.terminate()
         proc.join(5)

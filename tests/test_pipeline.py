@@ -1,0 +1,323 @@
+"""Pipeline v1 (source process -> ring -> books) end to end.
+
+The expectation for every source is independent of the pipeline: the same bytes applied
+to a fresh ``Books`` in one process, in one call (no ring, no batches, no second process),
+and message counts from the slow reference framing walk in ``itch_reference``. Network
+sources are driven over loopback only (127.0.0.1).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import multiprocessing as mp
+import os
+import signal
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import itch_reference as ref
+from itchflow.book.books import Books
+from itchflow.errors import ITCHFormatError
+from itchflow.pipeline import PipelineError, parse_source, run_pipeline
+from itchflow.pipeline import batch_layout as B
+from test_net_loopback import synthetic_day
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module")
+def day() -> np.ndarray:
+    return synthetic_day(120_000, seed=21)
+
+
+@pytest.fixture(scope="module")
+def direct(day) -> Books:
+    b = Books()
+    b.apply(day, 1)
+    return b
+
+
+def assert_same_books(got: Books, want: Books) -> None:
+    assert got.messages == want.messages
+    assert got.live_orders() == want.live_orders()
+    assert got.peak_live_orders == want.peak_live_orders
+    np.testing.assert_array_equal(got.order_table(), want.order_table())
+    np.testing.assert_array_equal(got.tops(), want.tops())
+    np.testing.assert_array_equal(got.stocks, want.stocks)
+    np.testing.assert_array_equal(got.anomaly_counts, want.anomaly_counts)
+    np.testing.assert_array_equal(got.type_counts, want.type_counts)
+
+
+def reference_count(data: bytes) -> int:
+    msgs, _ = ref.decode(bytes(data))
+    return len(msgs)
+
+
+def test_batch_layout_is_derived_from_its_field_table():
+    assert B.HEADER_BYTES == 8 * len(B.FIELDS) == B.HEADER_DTYPE.itemsize
+    for i, (name, _) in enumerate(B.FIELDS):
+        assert B.HEADER_DTYPE.fields[name][1] == 8 * i == 8 * B.WORD[name]
+
+
+@pytest.mark.parametrize("batch_bytes,capacity", [(64 << 10, 16 << 20), (100, 1 << 19), (1, 1 << 19)])
+def test_file_source_builds_the_same_books_as_a_direct_replay(tmp_path, day, direct, batch_bytes, capacity):
+    path = tmp_path / "day.itch"
+    path.write_bytes(day.tobytes())
+    books = Books()
+    r = run_pipeline(str(path), books=books, batch_bytes=batch_bytes, capacity=capacity, top=5)
+    assert_same_books(books, direct)
+    assert r.messages == reference_count(day) == r.producer["messages"]
+    assert r.bytes == len(day) == r.producer["bytes"]
+    assert r.batches == r.producer["records"]
+    assert r.sequence_gaps == r.sequence_repeats == 0
+    if batch_bytes == 1:      # at least one message per record, never more than asked otherwise
+        assert r.batches == r.messages
+    elif batch_bytes == 100:  # a small ring wraps many times
+        assert r.batches >= r.bytes // 100 and r.bytes > 6 * capacity   # ITCH messages are < 100 bytes
+    assert r.latency["publish_to_consume"]["batches"] == r.batches
+    assert r.book["live_orders"] == direct.live_orders()
+    assert not os.path.exists(r.ring)   # the private ring is removed
+    vols = [t["volume"] for t in r.top]
+    assert vols == sorted(vols, reverse=True) and vols[0] == int(direct.stocks["volume"].max())
+
+
+def test_gzip_source(tmp_path, day, direct):
+    path = tmp_path / "day.itch.gz"
+    path.write_bytes(gzip.compress(day.tobytes(), 1))
+    books = Books()
+    r = run_pipeline(str(path), books=books)
+    assert_same_books(books, direct)
+    assert r.messages == reference_count(day)
+
+
+def test_real_capture_through_the_pipeline(all_captures):
+    import itchflow
+
+    for cap in all_captures:
+        want = Books()
+        d = itchflow.read(cap)   # capture reassembled in sequence order by the decoder's path
+        want_msgs = d.messages
+        from itchflow.sources.chunks import iter_chunks
+        for c in iter_chunks(str(cap)):
+            want.apply(c.data, c.first_sequence)
+        got = Books()
+        r = run_pipeline(str(cap), books=got)
+        assert r.messages == want_msgs, cap
+        assert_same_books(got, want)
+        assert "capture" in r.producer
+
+
+def test_truncated_file_names_file_and_offset(tmp_path, day):
+    raw = day.tobytes()
+    cut = len(raw) - 5                      # inside the last message
+    path = tmp_path / "cut.itch"
+    path.write_bytes(raw[:cut])
+    last_start = 0                          # where the cut message starts, walking lengths
+    p = 0
+    while p < len(raw):
+        last_start = p
+        p += 2 + int.from_bytes(raw[p:p + 2], "big")
+    with pytest.raises(ITCHFormatError) as e:
+        run_pipeline(str(path))
+    assert str(path) in str(e.value)
+    assert e.value.offset == last_start
+
+
+def test_zero_length_in_the_middle_names_its_offset(tmp_path, day):
+    raw = bytearray(day.tobytes())
+    # find the start of the 1000th message by walking lengths
+    p = 0
+    for _ in range(999):
+        p += 2 + int.from_bytes(raw[p:p + 2], "big")
+    raw[p:p + 2] = b"\x00\x00"
+    path = tmp_path / "zero.itch"
+    path.write_bytes(bytes(raw))
+    books = Books()
+    with pytest.raises(ITCHFormatError) as e:
+        run_pipeline(str(path), books=books, batch_bytes=4096, capacity=1 << 20)
+    assert e.value.offset == p and str(path) in str(e.value)
+    assert books.messages == 999            # everything before it was applied
+
+
+def test_corrupt_gzip_is_a_producer_error_after_what_came_before(tmp_path, day):
+    comp = bytearray(gzip.compress(day.tobytes(), 1))
+    comp[len(comp) // 2: len(comp) // 2 + 64] = bytes(64)
+    path = tmp_path / "bad.gz"
+    path.write_bytes(bytes(comp))
+    with pytest.raises((PipelineError, ITCHFormatError)) as e:
+        run_pipeline(str(path))
+    assert str(path) in str(e.value)
+
+
+def test_source_strings():
+    assert parse_source("x.itch").kind == "file"
+    t = parse_source("tail:/tmp/live.itch")
+    assert t.kind == "tail" and t.path == "/tmp/live.itch"
+    m = parse_source("mold://233.54.12.1:26477?line_b=233.54.12.2:26478&rerequest=127.0.0.1:9000&session=ABC")
+    assert (m.kind, m.host, m.port, m.options["session"]) == ("mold", "233.54.12.1", 26477, "ABC")
+    s = parse_source("soup://127.0.0.1:7000?user=u&password=p&sequence=5")
+    assert (s.kind, s.port, s.options["sequence"]) == ("soup", 7000, "5")
+    for bad in ("ftp://x:1", "mold://host", "mold://h:1?nope=1", "soup://h:99999"):
+        with pytest.raises(ValueError):
+            parse_source(bad)
+    with pytest.raises(FileNotFoundError):
+        run_pipeline("/nonexistent/day.itch")
+    with pytest.raises(ValueError, match="too small"):
+        run_pipeline("/dev/null", capacity=1 << 16)
+
+
+def _append_slowly(src, dst):
+    from itchflow.sources.tail import append_slowly
+    append_slowly(src, dst, rate=2_000_000, piece_bytes=3001, seed=3)
+
+
+def test_tail_source_follows_a_writer_process(tmp_path, day, direct):
+    src, dst = tmp_path / "src.itch", tmp_path / "live.itch"
+    src.write_bytes(day.tobytes())
+    dst.write_bytes(b"")
+    proc = mp.get_context("spawn").Process(target=_append_slowly, args=(str(src), str(dst)))
+    proc.start()
+    try:
+        books = Books()
+        r = run_pipeline(f"tail:{dst}", books=books, batch_bytes=2048)
+    finally:
+        proc.join(60)
+    assert proc.exitcode == 0
+    assert_same_books(books, direct)
+    assert r.messages == reference_count(day) and r.sequence_gaps == 0
+    assert r.producer["chunks"] > 1          # it really followed growth
+
+
+def _free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.net
+def test_mold_source_with_loss_on_both_lines(day, direct):
+    from itchflow.sources.mold_publish import bind_rerequest, publish
+    from itchflow.transport.mold_publisher import Faults, MoldFeed
+
+    pa, pb = _free_udp_port(), _free_udp_port()
+    rs = bind_rerequest("127.0.0.1", 0)
+    feed = MoldFeed(day, "PIPETEST", 1400)
+    stop = threading.Event()
+    box = {}
+
+    def pub():
+        time.sleep(1.0)   # let the producer process bind its sockets (anything missed is re-requested)
+        box["pub"] = publish(feed, ("127.0.0.1", pa), ("127.0.0.1", pb), rerequest=rs, pps=40_000,
+                             faults=Faults(0.05, 0.05, 0.05, 0.05, seed=5), linger=1.5, stop=stop)
+
+    t = threading.Thread(target=pub)
+    t.start()
+    try:
+        books = Books()
+        url = (f"mold://127.0.0.1:{pa}?line_b=127.0.0.1:{pb}&rerequest=127.0.0.1:{rs.getsockname()[1]}"
+               f"&session=PIPETEST&idle=10&max_seconds=90")
+        r = run_pipeline(url, books=books, wait="block")
+    finally:
+        stop.set()
+        t.join(30)
+        rs.close()
+    assert r.producer["finished"] and r.producer["lost"] == []
+    assert_same_books(books, direct)
+    s = r.producer["mold"]
+    assert s["messages"] == r.messages == feed.messages and s["recovered"] >= 1
+    assert r.sequence_gaps == r.sequence_repeats == 0
+    assert r.latency["receive_to_applied"]["batches"] == r.batches
+    assert box["pub"].dropped[0] > 0 and box["pub"].dropped[1] > 0
+
+
+@pytest.mark.net
+def test_soup_source_with_a_cut_connection(day, direct):
+    from itchflow.sources.soup import SoupServer
+    from itchflow.transport.soupbintcp import MessageStore
+
+    server = SoupServer(MessageStore(day), "127.0.0.1", 0, "PIPEDAY", {"alice": "secret"}, cut_after=33_333)
+    server.start()
+    try:
+        host, port = server.address
+        books = Books()
+        r = run_pipeline(f"soup://{host}:{port}?user=alice&password=secret&max_seconds=60", books=books,
+                         wait="block")
+    finally:
+        server.stop()
+    soup = r.producer["soup"]
+    assert soup["ended"] and soup["reconnects"] == 1
+    assert_same_books(books, direct)
+    assert r.messages == reference_count(day) and r.sequence_gaps == r.sequence_repeats == 0
+
+
+@pytest.mark.net
+def test_soup_login_rejected_is_a_clear_error(day):
+    from itchflow.sources.soup import SoupServer
+    from itchflow.transport.soupbintcp import MessageStore
+
+    server = SoupServer(MessageStore(day), "127.0.0.1", 0, "PIPEDAY", {"alice": "secret"})
+    server.start()
+    try:
+        host, port = server.address
+        with pytest.raises(PipelineError, match="rejected"):
+            run_pipeline(f"soup://{host}:{port}?user=alice&password=wrong&max_seconds=20")
+    finally:
+        server.stop()
+
+
+def test_killed_producer_is_reported_not_waited_for(tmp_path, day):
+    """SIGKILL of the producer mid-stream: the consumer stops with an error, it does not hang."""
+    dst = tmp_path / "live.itch"
+    raw = day.tobytes()
+    dst.write_bytes(raw[: len(raw) // 2 - 7])   # no end event yet: the tail would wait
+    box = {}
+
+    def killer():
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            kids = [p for p in mp.active_children() if p.name == "itchflow-producer"]
+            if kids:
+                time.sleep(0.5)
+                os.kill(kids[0].pid, signal.SIGKILL)
+                box["killed"] = True
+                return
+            time.sleep(0.01)
+
+    t = threading.Thread(target=killer)
+    t.start()
+    t0 = time.monotonic()
+    with pytest.raises(PipelineError, match="producer process ended without a result"):
+        run_pipeline(f"tail:{dst}")
+    t.join(5)
+    assert box.get("killed") and time.monotonic() - t0 < 20
+
+
+def test_run_command_json(tmp_path, day, direct):
+    from itchflow.cli import main
+
+    path = tmp_path / "day.itch"
+    path.write_bytes(day.tobytes())
+    res = CliRunner().invoke(main, ["run", "--source", str(path), "--json", "--top", "3"])
+    assert res.exit_code == 0, res.output
+    rep = json.loads(res.output)
+    assert rep["messages"] == reference_count(day)
+    assert rep["book"]["live_orders"] == direct.live_orders()
+    assert {"publish_to_consume", "consume_to_applied"} <= set(rep["latency"])
+    assert len(rep["top"]) == 3
+    res = CliRunner().invoke(main, ["run", "--source", str(tmp_path / "missing.itch")])
+    assert res.exit_code == 1 and "no such file" in res.output
+
+
+def test_every_command_module_is_registered():
+    """Each cli/ module's commands are reachable from `itchflow` (book and ring once were not)."""
+    from itchflow.cli import bench, main
+
+    assert {"book", "bbo", "trades", "ring", "run", "stats", "decode", "gen", "publish", "listen",
+            "soup", "write-slowly"} <= set(main.commands)
+    assert {"book", "decode", "gen", "net", "ring"} <= set(bench.commands)
