@@ -7,15 +7,14 @@ command (run in-process), printed first so it can be copied.
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import time
 from pathlib import Path
 
-from rich.console import Console
+from itchflow.cli.progress import output_console
 
-console = Console()
-if not console.is_terminal:  # logs and CI: do not squeeze tables into 80 columns
-    console = Console(width=130)
+console = output_console()
 
 
 def run_command(args: list[str]) -> None:
@@ -101,11 +100,19 @@ def main(argv: list[str] | None = None) -> None:
     console.print(f"\n[bold]{adds}[/bold]: {table.num_rows:,} order events of {symbol} (locate {locate}); the first few:")
     show_orders(table.slice(0, 10).to_pylist())
 
+    # The whole day through the pipeline: a reader process, a shared-memory ring, the books of
+    # every stock in this process; the report ends with the top of book of the most traded.
+    pin = "0,1" if len(os.sched_getaffinity(0)) >= 2 else ""
+    run_command(["run", "--source", str(day), "--top", "8", *(["--pin", pin] if pin else [])])
+
     console.print("\n[bold]From Python[/bold] (numpy structured arrays per type, Arrow/pandas on request):")
     console.print("[dim]>>> import itchflow\n"
                   f">>> d = itchflow.read({str(day)!r}, types='AE')\n"
                   ">>> d['A']['price'], d['E']['executed_shares']    # numpy columns\n"
-                  ">>> d.to_pandas('A')                               # a DataFrame[/dim]")
+                  ">>> d.to_pandas('A')                               # a DataFrame\n"
+                  ">>> from itchflow.book.books import Books; from itchflow.book.replay import replay\n"
+                  f">>> books = Books(); replay(books, {str(day)!r})\n"
+                  f">>> books.bbo({symbol!r}), books.depth({symbol!r}, 5)          # top of book, 5 levels a side[/dim]")
     console.rule(f"[bold]demo done in {time.perf_counter() - t0:.1f} s")
 
 

@@ -28,3 +28,12 @@ def progress_bar(description: str, total_bytes: int | None, quiet: bool = False)
             bar.update(task, completed=nbytes, rate=f"{messages:,} msgs  {messages / dt / 1e6:,.1f} M msg/s")
 
         yield update
+
+
+def output_console():
+    """A rich Console for reports on stdout: the terminal's width, or 130 columns when piped
+    (logs and CI), so tables are not squeezed into 80."""
+    from rich.console import Console
+
+    console = Console()
+    return console if console.is_terminal else Console(width=130)

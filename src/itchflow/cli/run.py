@@ -49,10 +49,11 @@ def run_command(source, ring, capacity, batch_bytes, pin, wait, hugepages, top, 
 
 
 def print_report(r) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    from itchflow.cli.progress import output_console
+
+    console = output_console()
     p = r.producer
     console.print(f"[bold]{r.source}[/bold] -> ring {r.ring} -> books")
     console.print(f"  {r.messages:,} messages, {r.bytes:,} bytes in {r.batches:,} batches; "
@@ -72,7 +73,7 @@ def print_report(r) -> None:
         lat.add_column(col, justify="left" if col == "stage" else "right")
     for stage, s in r.latency.items():
         if s:
-            lat.add_row(stage.replace("_", " "), f"{s['batches']:,}", *(f"{s[k]:,.1f}" for k in
+            lat.add_row(stage.replace("_to_", " -> ").replace("_", " "), f"{s['batches']:,}", *(f"{s[k]:,.1f}" for k in
                         ("p50_us", "p90_us", "p99_us", "p99.9_us", "max_us")))
     console.print(lat)
     if r.top:
