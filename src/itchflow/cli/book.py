@@ -204,3 +204,47 @@ def bench_book(messages, stocks, seed, repeat, meatpy_messages, no_peers, as_jso
         click.echo(json.dumps(r))
     else:
         report(r)
+
+
+def _snapshot_times(at: str | None, every: float | None, first_ns: int, last_ns: int) -> list[int]:
+    if at:
+        return [parse_time(t) for t in at.split(",") if t.strip()]
+    step = int(every * 1e9)
+    if step <= 0:
+        raise click.BadParameter("--every must be positive")
+    start = (first_ns // step + 1) * step
+    return list(range(start, last_ns + 1, step))
+
+
+@main.command("snapshots")
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--symbols", "-s", required=True, help="Comma-separated symbols.")
+@click.option("--at", "at", default=None, help="Comma-separated times HH:MM:SS[.fffffffff].")
+@click.option("--every", type=float, default=None, help="Or: a snapshot every this many seconds of the day.")
+@click.option("--depth", "-n", default=5, show_default=True, help="Levels per side.")
+@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), help="Parquet file to write.")
+def snapshots_command(path, symbols, at, every, depth, out) -> None:
+    """Depth-N snapshots of chosen symbols at given times or intervals (book after every
+    message with timestamp <= the time) to Parquet: one row per level per side."""
+    from itchflow.book.books import Books
+    from itchflow.book.events import snapshots, write_parquet
+    from itchflow.book.replay import iter_source
+    from itchflow.errors import ITCHFormatError
+
+    if (at is None) == (every is None):
+        fail(click.UsageError("give exactly one of --at and --every"))
+    try:
+        times = None
+        if every is not None:
+            from itchflow.itch.reader import stats
+            info = stats(path)
+            times = _snapshot_times(None, every, info.first_timestamp_ns or 0, info.last_timestamp_ns or 0)
+        else:
+            times = _snapshot_times(at, None, 0, 0)
+        books = Books()
+        rows = snapshots(books, ((data, seq) for data, seq, _, _ in iter_source(path)), times,
+                         _symbols_option(symbols), depth)
+        write_parquet(rows, out, books.symbol)
+    except (ITCHFormatError, OSError, KeyError, ValueError) as e:
+        fail(e)
+    click.echo(f"wrote {len(rows):,} rows ({len(times):,} times x {len(_symbols_option(symbols))} symbols) to {out}")

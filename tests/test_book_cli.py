@@ -1,0 +1,115 @@
+"""The book commands (book, bbo, trades, snapshots) against the slow reference book, on
+random days whose bytes itchfeed wrote (tests/test_book_support.py)."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from test_book_support import ReferenceBook, encode, random_day
+
+from itchflow.cli import main
+
+STOCKS = 3
+
+
+@pytest.fixture(scope="module")
+def day(tmp_path_factory):
+    msgs = random_day(42, 4000, stocks=STOCKS)
+    path = tmp_path_factory.mktemp("bookcli") / "day.itch"
+    path.write_bytes(encode(msgs))
+    return path, msgs
+
+
+def reference_at(msgs, t_ns: int | None) -> ReferenceBook:
+    ref = ReferenceBook()
+    for i, m in enumerate(msgs):
+        if t_ns is not None and m["timestamp"] > t_ns:
+            break
+        ref.apply(m, i + 1)
+    return ref
+
+
+def hms(ns: int) -> str:
+    s, frac = divmod(ns, 1_000_000_000)
+    return f"{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}.{frac:09d}"
+
+
+@pytest.mark.parametrize("k", [50, 1999, -1])
+def test_book_json_at_a_time_matches_the_reference(day, k):
+    path, msgs = day
+    t = msgs[k]["timestamp"]
+    ref = reference_at(msgs, t)
+    for loc in range(1, STOCKS + 1):
+        res = CliRunner().invoke(main, ["book", str(path), "--symbol", f"S{loc - 1}", "--at", hms(t),
+                                        "--depth", "0", "--json"])
+        assert res.exit_code == 0, res.output
+        got = json.loads(res.output)
+        assert got["symbol"] == f"S{loc - 1}" and got["timestamp_ns"] == t
+        assert [tuple(x) for x in got["bids"]] == ref.depth(loc, "B")
+        assert [tuple(x) for x in got["asks"]] == ref.depth(loc, "S")
+    res = CliRunner().invoke(main, ["book", str(path), "--symbol", "S0", "--at", hms(t), "--depth", "2", "--json"])
+    got = json.loads(res.output)
+    assert [tuple(x) for x in got["bids"]] == ref.depth(1, "B")[:2]
+
+
+def test_book_errors(day, tmp_path):
+    path, _ = day
+    res = CliRunner().invoke(main, ["book", str(path), "--symbol", "NOPE", "--json"])
+    assert res.exit_code == 1 and "NOPE" in res.output
+    res = CliRunner().invoke(main, ["book", str(path), "--symbol", "S0", "--at", "25:00:00"])
+    assert res.exit_code != 0 and "not a time of day" in res.output
+    res = CliRunner().invoke(main, ["book", str(tmp_path / "missing.itch"), "--symbol", "S0"])
+    assert res.exit_code == 1 and "missing.itch" in res.output
+
+
+def test_bbo_parquet_matches_the_reference(day, tmp_path):
+    path, msgs = day
+    ref = reference_at(msgs, None)
+    out = tmp_path / "bbo.parquet"
+    res = CliRunner().invoke(main, ["bbo", str(path), "--symbols", "S1", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    t = pq.read_table(out).to_pylist()
+    want = [e for e in ref.bbo_events if e[1] == 2]
+    got = [(r["sequence"], r["stock_locate"], r["bid_price"], r["bid_shares"], r["ask_price"], r["ask_shares"])
+           for r in t]
+    assert got == want and len(got) > 10
+    assert {r["symbol"] for r in t} == {"S1"}
+
+
+def test_trades_parquet_matches_the_reference(day, tmp_path):
+    path, msgs = day
+    ref = reference_at(msgs, None)
+    out = tmp_path / "trades.parquet"
+    res = CliRunner().invoke(main, ["trades", str(path), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    t = pq.read_table(out).to_pylist()
+    got = [(r["sequence"], r["stock_locate"], r["price"], r["shares"], r["match_number"], r["kind"],
+            int(r["printable"])) for r in t]
+    assert got == ref.trades and len(got) > 10
+    for loc in range(1, STOCKS + 1):
+        vol = sum(r["shares"] for r in t if r["stock_locate"] == loc and r["printable"] and not r["broken"]
+                  and r["kind"] != "B")
+        assert vol == ref.volume[loc]
+
+
+def test_snapshots_at_times_match_the_reference(day, tmp_path):
+    path, msgs = day
+    times = [msgs[k]["timestamp"] for k in (100, 2500, -1)]
+    out = tmp_path / "snap.parquet"
+    res = CliRunner().invoke(main, ["snapshots", str(path), "--symbols", "S0,S2", "--depth", "3",
+                                    "--at", ",".join(hms(t) for t in times), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    rows = pq.read_table(out).to_pylist()
+    for t in times:
+        ref = reference_at(msgs, t)
+        for loc in (1, 3):
+            for side in "BS":
+                got = [(r["price"], r["shares"], r["orders"]) for r in rows
+                       if r["timestamp"] == t and r["stock_locate"] == loc and r["side"] == side]
+                assert got == ref.depth(loc, side)[:3], (t, loc, side)
+    res = CliRunner().invoke(main, ["snapshots", str(path), "--symbols", "S0", "--out", str(out)])
+    assert res.exit_code != 0 and "exactly one of --at and --every" in res.output
