@@ -318,6 +318,6 @@ def test_every_command_module_is_registered():
     """Each cli/ module's commands are reachable from `itchflow` (book and ring once were not)."""
     from itchflow.cli import bench, main
 
-    assert {"book", "bbo", "trades", "ring", "run", "stats", "decode", "gen", "publish", "listen",
+    assert {"book", "bbo", "trades", "snapshots", "ring", "run", "stats", "decode", "gen", "publish", "listen",
             "soup", "write-slowly"} <= set(main.commands)
     assert {"book", "decode", "gen", "net", "ring"} <= set(bench.commands)

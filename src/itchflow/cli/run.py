@@ -6,7 +6,7 @@ import json
 
 import click
 
-from itchflow.cli import main
+from itchflow.cli import bench, main
 from itchflow.cli.decode import _size, fail
 
 
@@ -87,3 +87,14 @@ def print_report(r) -> None:
                       f"{s['ask_price'] / 1e4:,.4f}" if s["ask_shares"] else "-",
                       f"{s['ask_shares']:,}", f"{s['volume']:,}", f"{s['vwap']:,.4f}")
         console.print(t)
+
+
+@bench.command("pipeline", context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
+                                            "help_option_names": []})
+@click.pass_context
+def bench_pipeline(ctx) -> None:
+    """File, tail, SoupBinTCP and MoldUDP64 through ring -> books, against in-process and
+    Python queues (--help for the options)."""
+    from itchflow.pipeline.bench_cli import main as bench_main
+
+    bench_main(ctx.args)
