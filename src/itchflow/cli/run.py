@@ -48,6 +48,35 @@ def run_command(source, ring, capacity, batch_bytes, pin, wait, hugepages, top, 
         print_report(report)
 
 
+def source_lines(p: dict) -> list[str]:
+    """The source's own counters, one line each, losses first-class (never only in a dump)."""
+    out = []
+    if "capture" in p:
+        c = p["capture"]
+        out.append(f"capture: {c.get('packets', 0):,} packets, {c.get('duplicate_messages', 0):,} duplicate "
+                   f"messages dropped, {c.get('gaps', 0):,} gaps ({c.get('missing_messages', 0):,} messages "
+                   f"missing), {c.get('malformed_packets', 0):,} malformed")
+    if "mold" in p:
+        m = p["mold"]
+        a, b, r = (m.get("packets_by_line", [0, 0, 0]) + [0, 0, 0])[:3]
+        lost = m.get("lost", 0)
+        out.append(f"mold: {m.get('packets', 0):,} packets (A {a:,}, B {b:,}, re-request replies {r:,}), "
+                   f"{m.get('duplicate_messages', 0):,} duplicate messages dropped, {m.get('gaps', 0):,} gaps, "
+                   f"{m.get('requests', 0):,} re-requests, {m.get('recovered', 0):,} recovered, "
+                   f"{'[bold red]' if lost else ''}{lost:,} lost{'[/bold red]' if lost else ''}"
+                   f"{'' if p.get('finished') else ', [yellow]end of session not reached[/yellow]'}")
+        if p.get("lost"):
+            out.append("  lost runs (first sequence, count): " + ", ".join(f"({a:,}, {n:,})" for a, n in p["lost"][:10])
+                       + (" ..." if len(p["lost"]) > 10 else ""))
+    if "soup" in p:
+        s = p["soup"]
+        out.append(f"soup: {s['messages']:,} messages, {s['connections']} connections, {s['reconnects']} reconnects, "
+                   f"{s['dead_links']} dead links, next sequence {s['next_sequence']:,}"
+                   f"{'' if s['ended'] else ', [yellow]end of session not reached[/yellow]'}"
+                   + (f"; errors: {'; '.join(s['errors'][:3])}" if s["errors"] else ""))
+    return out
+
+
 def print_report(r) -> None:
     from rich.table import Table
 
@@ -59,9 +88,10 @@ def print_report(r) -> None:
     console.print(f"  {r.messages:,} messages, {r.bytes:,} bytes in {r.batches:,} batches; "
                   f"{r.seconds:.3f} s from the first batch ({r.messages_per_second / 1e6:,.2f} M msg/s), "
                   f"{r.wall_seconds:.3f} s in all; engine {r.apply_ns_per_message:.1f} ns/msg")
-    extra = {k: v for k, v in p.items() if k not in ("messages", "records", "bytes", "seconds")}
     console.print(f"  producer: {p.get('messages', 0):,} messages in {p.get('records', 0):,} records, "
-                  f"{p.get('seconds', 0):.3f} s" + (f"; source {json.dumps(extra)}" if extra else ""))
+                  f"{p.get('seconds', 0):.3f} s")
+    for line in source_lines(p):
+        console.print(f"  {line}")
     console.print(f"  sequence: {r.sequence_gaps:,} gaps ({r.sequence_gap_messages:,} messages missing), "
                   f"{r.sequence_repeats:,} repeats")
     b = r.book

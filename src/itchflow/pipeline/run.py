@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from itchflow.pipeline import batch_layout as B
+from itchflow.pipeline.publish import warm_up
 from itchflow.pipeline.sources import SourceSpec, check_source, parse_source, produce
 
 CTX = mp.get_context("fork")   # the child inherits the compiled kernels: no second load
@@ -149,6 +150,10 @@ def run_pipeline(source: str | SourceSpec, *, ring: str | None = None, capacity:
     rg = Ring.create(name, capacity, consumers=[CONSUMER], hugepages=hugepages,
                      max_payload=_max_payload(capacity))
     report = PipelineReport(source=spec.text, ring=rg.path)
+    # Load the engine and the publish kernel before the fork: the child inherits them, and the
+    # first batch of a live feed does not pay tens of milliseconds for loading compiled code.
+    books.apply(np.zeros(0, np.uint8), books.next_sequence)
+    warm_up(rg)
     parent_conn, child_conn = CTX.Pipe(duplex=False)
     t_start = time.perf_counter()
     proc = CTX.Process(target=_producer_main, name="itchflow-producer",
