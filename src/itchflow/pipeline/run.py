@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from itchflow.pipeline import batch_layout as B
+from itchflow.pipeline.consume import S_APPLY_TICKS, S_BATCHES, S_BYTES, S_GAP_MESSAGES, S_GAPS, S_MESSAGES, \
+    S_REPEATS, BatchApplier
 from itchflow.pipeline.publish import warm_up
 from itchflow.pipeline.sources import SourceSpec, check_source, parse_source, produce
 
@@ -137,7 +139,7 @@ def run_pipeline(source: str | SourceSpec, *, ring: str | None = None, capacity:
     pinned, else yield). progress(messages, bytes) is called between batches.
     """
     from itchflow.book.books import Books
-    from itchflow.metrics import LatencyLog, latency_summary, ticks_per_ns, tsc
+    from itchflow.metrics import latency_summary, ticks_per_ns, tsc
     from itchflow.ring import ProducerGone, Ring
     from itchflow.ring.affinity import pin_for
 
@@ -152,7 +154,8 @@ def run_pipeline(source: str | SourceSpec, *, ring: str | None = None, capacity:
     report = PipelineReport(source=spec.text, ring=rg.path)
     # Load the engine and the publish kernel before the fork: the child inherits them, and the
     # first batch of a live feed does not pay tens of milliseconds for loading compiled code.
-    books.apply(np.zeros(0, np.uint8), books.next_sequence)
+    applier = BatchApplier(books, spec.text)
+    applier.warm_up(rg.data)
     warm_up(rg)
     parent_conn, child_conn = CTX.Pipe(duplex=False)
     t_start = time.perf_counter()
@@ -163,9 +166,7 @@ def run_pipeline(source: str | SourceSpec, *, ring: str | None = None, capacity:
     child_conn.close()
     pin_for(pin, 1)
     reader = rg.reader(CONSUMER, wait=wait)
-    hand_off, apply_lat, e2e = LatencyLog(), LatencyLog(), LatencyLog()
-    apply_ticks = 0
-    expected = None
+    st = applier.st
     t_first = None
     produced = None
     try:
@@ -184,34 +185,9 @@ def run_pipeline(source: str | SourceSpec, *, ring: str | None = None, capacity:
             taken = tsc()
             if t_first is None:
                 t_first = time.perf_counter()
-            for i in range(len(batch)):
-                rec = batch[i]
-                h = rec[:B.HEADER_BYTES].view(np.int64)
-                first, offset, rx_ns, pub_tsc, n = (int(h[B.W_FIRST_SEQUENCE]), int(h[B.W_SOURCE_OFFSET]),
-                                                    int(h[B.W_RECEIVE_NS]), int(h[B.W_PUBLISH_TSC]),
-                                                    int(h[B.W_MESSAGE_COUNT]))
-                if expected is not None and first != expected:
-                    if first > expected:
-                        report.sequence_gaps += 1
-                        report.sequence_gap_messages += first - expected
-                    else:
-                        report.sequence_repeats += 1
-                start = tsc()
-                books.apply(rec[B.HEADER_BYTES:], first, source=spec.text,
-                            base_offset=offset if offset >= 0 else 0)
-                done = tsc()
-                hand_off.add(taken - pub_tsc)
-                apply_lat.add(done - taken)
-                apply_ticks += done - start
-                if rx_ns:
-                    e2e.add(time.time_ns() - rx_ns)
-                expected = first + n
-                report.messages += n
-                report.bytes += len(rec) - B.HEADER_BYTES
-                report.batches += 1
-                taken = done
+            applier.apply(batch, taken)
             if progress is not None:
-                progress(report.messages, report.bytes)
+                progress(int(st[S_MESSAGES]), int(st[S_BYTES]))
         t_end = time.perf_counter()
     finally:
         reader.close()
@@ -226,6 +202,7 @@ def run_pipeline(source: str | SourceSpec, *, ring: str | None = None, capacity:
         parent_conn.close()
         rg.close()
         rg.unlink()
+    report.messages, report.bytes, report.batches = int(st[S_MESSAGES]), int(st[S_BYTES]), int(st[S_BATCHES])
     if produced is None:
         raise PipelineError(f"{spec.text}: the producer process ended without a result "
                             f"(exit code {proc.exitcode}) after {report.messages:,} messages")
@@ -234,14 +211,17 @@ def run_pipeline(source: str | SourceSpec, *, ring: str | None = None, capacity:
         raise PipelineError(f"{spec.text}: producer failed after {report.messages:,} messages: {produced[1]}")
     report.seconds = (t_end - t_first) if t_first is not None else 0.0
     report.wall_seconds = t_end - t_start
+    report.sequence_gaps, report.sequence_gap_messages = int(st[S_GAPS]), int(st[S_GAP_MESSAGES])
+    report.sequence_repeats = int(st[S_REPEATS])
     to_ns = 1.0 / tpn
+    hand_off, applied, received = applier.samples()
     report.latency = {
-        "publish_to_consume": latency_summary(hand_off.values() * to_ns, "batches"),
-        "consume_to_applied": latency_summary(apply_lat.values() * to_ns, "batches"),
+        "publish_to_consume": latency_summary(hand_off * to_ns, "batches"),
+        "consume_to_applied": latency_summary(applied * to_ns, "batches"),
     }
-    if e2e.n:
-        report.latency["receive_to_applied"] = latency_summary(e2e.values().astype(np.float64), "batches")
-    report.apply_ns_per_message = apply_ticks * to_ns / report.messages if report.messages else 0.0
+    if len(received):
+        report.latency["receive_to_applied"] = latency_summary(received.astype(np.float64), "batches")
+    report.apply_ns_per_message = int(st[S_APPLY_TICKS]) * to_ns / report.messages if report.messages else 0.0
     report.book = {"live_orders": books.live_orders(), "peak_live_orders": books.peak_live_orders,
                    "stocks_with_orders": int(np.count_nonzero(books.books["length"].reshape(-1, 2).sum(axis=1))),
                    "messages_applied": books.messages, "unknown_types": books.unknown_types,
