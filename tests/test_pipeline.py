@@ -321,3 +321,77 @@ def test_every_command_module_is_registered():
     assert {"book", "bbo", "trades", "snapshots", "ring", "run", "stats", "decode", "gen", "publish", "listen",
             "soup", "write-slowly"} <= set(main.commands)
     assert {"book", "decode", "gen", "net", "ring"} <= set(bench.commands)
+
+
+def _feed_ring(name: str, data: bytes, pieces: int) -> None:
+    from itchflow.pipeline.publish import open_feed
+
+    pub = open_feed(name, capacity=1 << 20, batch_bytes=4096)
+    buf = np.frombuffer(data, np.uint8)
+    # publish in pieces cut at message boundaries, numbering from 1
+    from itchflow.itch.framing import whole_messages_end
+    pos, seq = 0, 1
+    step = len(buf) // pieces + 1
+    while pos < len(buf):
+        stop, n = whole_messages_end(buf, pos, min(len(buf), pos + step))
+        pub.publish(buf, seq, pos, 0, pos, stop)
+        pos, seq = stop, seq + n
+    pub.writer.close()
+    pub.writer.ring.close()
+
+
+def test_ring_source_consumes_a_ring_another_process_feeds(day, direct):
+    from itchflow.ring import ring_path
+
+    name = f"/dev/shm/itchflow-test-feed-{os.getpid()}.ring"
+    p = mp.get_context("fork").Process(target=_feed_ring, args=(name, day.tobytes(), 37))
+    p.start()
+    try:
+        deadline = time.monotonic() + 30   # the feeder creates the ring with consumer "book" registered,
+        while not os.path.exists(name) and time.monotonic() < deadline:   # so nothing is missed
+            time.sleep(0.01)
+        books = Books()
+        r = run_pipeline(f"ring:{name}", books=books)
+    finally:
+        p.join(30)
+        if os.path.exists(ring_path(name)):
+            os.unlink(ring_path(name))
+    assert p.exitcode == 0
+    assert_same_books(books, direct)
+    assert r.messages == reference_count(day) and r.sequence_gaps == 0 and r.producer == {}
+    with pytest.raises(FileNotFoundError, match="no such ring"):
+        run_pipeline("ring:/dev/shm/itchflow-test-no-such.ring")
+
+
+@pytest.mark.net
+def test_soup_fetch_into_a_ring_then_run_from_it(day, direct, tmp_path):
+    import subprocess
+    import sys
+
+    from itchflow.sources.soup import SoupServer
+    from itchflow.transport.soupbintcp import MessageStore
+
+    name = f"/dev/shm/itchflow-test-soupring-{os.getpid()}.ring"
+    server = SoupServer(MessageStore(day), "127.0.0.1", 0, "RINGDAY", {"alice": "secret"}, cut_after=20_000)
+    server.start()
+    try:
+        host, port = server.address
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+        fetch = subprocess.Popen([sys.executable, "-m", "itchflow.cli", "soup", "fetch", f"{host}:{port}",
+                                  "--user", "alice", "--password", "secret", "--ring", name, "--max-seconds", "60",
+                                  "--json"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        while not os.path.exists(name) and time.monotonic() < deadline and fetch.poll() is None:
+            time.sleep(0.02)
+        books = Books()
+        r = run_pipeline(f"ring:{name}", books=books)
+        out, err = fetch.communicate(timeout=60)
+    finally:
+        server.stop()
+        if os.path.exists(name):
+            os.unlink(name)
+    assert fetch.returncode == 0, err
+    res = json.loads(out)
+    assert res["ended"] and res["reconnects"] == 1
+    assert_same_books(books, direct)
+    assert r.messages == reference_count(day) and r.sequence_gaps == r.sequence_repeats == 0

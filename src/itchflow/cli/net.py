@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 
 import click
 
@@ -120,6 +121,8 @@ def _with_progress(quiet, what, total, fn):
 @click.option("--line-b", metavar="GROUP:PORT", help="Line B.")
 @click.option("--rerequest", metavar="HOST:PORT", help="Re-request server (without it, holes are counted lost).")
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the recovered stream here (BinaryFILE).")
+@click.option("--ring", "ring_name", metavar="NAME", help="Publish the recovered stream into this shared-memory ring "
+              "(created if absent); consume it with: itchflow run --source ring:NAME.")
 @click.option("--engine", type=click.Choice(["recvmmsg", "recv"]), default="recvmmsg", show_default=True)
 @click.option("--session", help="Follow this session only (default: the first seen).")
 @click.option("--from-sequence", "start", default="1", show_default=True,
@@ -130,7 +133,7 @@ def _with_progress(quiet, what, total, fn):
 @click.option("--line-wait-ms", default=2.0, show_default=True, help="How long a hole waits for the other line.")
 @click.option("--json", "as_json", is_flag=True, help="Print the counters as one JSON object.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
-def listen(line_a, line_b, rerequest, out, engine, session, start, interface, idle_timeout, max_seconds,
+def listen(line_a, line_b, rerequest, out, ring_name, engine, session, start, interface, idle_timeout, max_seconds,
            line_wait_ms, as_json, quiet):
     """Receive a MoldUDP64 feed (A/B lines, gap fill by re-request) until its end of session."""
     from itchflow.metrics import latency_summary
@@ -144,16 +147,24 @@ def listen(line_a, line_b, rerequest, out, engine, session, start, interface, id
 
         if Console(stderr=True).is_terminal:
             progress = _listen_progress()
+    pub = None
     try:
+        on_deliver = None
+        if ring_name:
+            pub = _ring_publisher(ring_name)
+            on_deliver = lambda e: pub.publish(e.data, e.first_sequence, -1, int(e.rx_ns or 0))  # noqa: E731
         res = run(_endpoint(line_a, "127.0.0.1"), _endpoint(line_b, "127.0.0.1"), _endpoint(rerequest, "127.0.0.1"),
                   f, engine=engine, session=session, start_sequence=start_sequence, idle_timeout=idle_timeout,
                   max_seconds=max_seconds, interface=interface,
-                  receiver_options={"line_wait_ns": int(line_wait_ms * 1e6)}, on_progress=progress)
-    except (OSError, ValueError) as e:
+                  receiver_options={"line_wait_ns": int(line_wait_ms * 1e6)}, on_progress=progress,
+                  on_deliver=on_deliver)
+    except (OSError, ValueError, RuntimeError) as e:
         _fail(e)
     finally:
         if f is not None:
             f.close()
+        if pub is not None:
+            pub.writer.close()   # consumers see the end of the stream
     report = {"engine": res.engine, "finished": res.finished, "seconds": round(res.seconds, 3), **res.stats,
               "latency": latency_summary(res.latency_ns),
               "malformed_packets": [str(m) for m in res.malformed[:20]],
@@ -166,6 +177,12 @@ def listen(line_a, line_b, rerequest, out, engine, session, start, interface, id
     if not res.finished:
         click.echo("itchflow: listen stopped before the end of session was seen and filled", err=True)
         sys.exit(2)
+
+
+def _ring_publisher(name: str):
+    from itchflow.pipeline.publish import open_feed
+
+    return open_feed(name)
 
 
 def _listen_progress():
@@ -236,6 +253,8 @@ def soup_serve(path, port, host, user, password, session, cut_after, stall_after
 @click.option("--user", required=True)
 @click.option("--password", required=True)
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the session here (BinaryFILE).")
+@click.option("--ring", "ring_name", metavar="NAME", help="Publish the session into this shared-memory ring "
+              "(created if absent); consume it with: itchflow run --source ring:NAME.")
 @click.option("--session", default="", help="Session to join (default: the server's current one).")
 @click.option("--from-sequence", "sequence", default=1, show_default=True,
               help="First sequence number wanted (0: new messages only).")
@@ -245,21 +264,29 @@ def soup_serve(path, port, host, user, password, session, cut_after, stall_after
               help="Seconds of silence after which the link is dead (and the client reconnects).")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--quiet", "-q", is_flag=True)
-def soup_fetch(address, user, password, out, session, sequence, max_reconnects, max_seconds, dead_link_s, as_json,
-               quiet):
+def soup_fetch(address, user, password, out, ring_name, session, sequence, max_reconnects, max_seconds, dead_link_s,
+               as_json, quiet):
     """Log in, receive the session until its end, reconnecting from the next sequence."""
     from itchflow.sources.soup import fetch
 
     host, port = _endpoint(address, "127.0.0.1")
     f = open(out, "wb") if out else None
+    pub = None
     try:
+        on_data = None
+        if ring_name:
+            pub = _ring_publisher(ring_name)
+            on_data = lambda e: pub.publish(e.data, e.first_sequence, -1, time.time_ns())  # noqa: E731
         res = fetch(host, port, user, password, f, session=session, sequence=sequence,
-                    max_reconnects=max_reconnects, max_seconds=max_seconds, dead_link_s=dead_link_s)
-    except (OSError, ValueError) as e:
+                    max_reconnects=max_reconnects, max_seconds=max_seconds, dead_link_s=dead_link_s,
+                    on_data=on_data)
+    except (OSError, ValueError, RuntimeError) as e:
         _fail(e)
     finally:
         if f is not None:
             f.close()
+        if pub is not None:
+            pub.writer.close()
     d = res.__dict__
     if as_json:
         click.echo(json.dumps(d))

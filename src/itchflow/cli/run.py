@@ -12,7 +12,8 @@ from itchflow.cli.decode import _size, fail
 
 @main.command("run")
 @click.option("--source", "-s", required=True,
-              help="PATH (BinaryFILE, .gz, pcap), tail:PATH (a growing file), "
+              help="PATH (BinaryFILE, .gz, pcap), tail:PATH (a growing file), ring:NAME (a ring that "
+                   "`listen --ring` or `soup fetch --ring` feeds), "
                    "mold://GROUP:PORT?line_b=..&rerequest=HOST:PORT&session=.. or "
                    "soup://HOST:PORT?user=..&password=..&session=..&sequence=N")
 @click.option("--ring", default=None, help="Ring name or path (default: a private one in /dev/shm, removed at the end).")
@@ -88,8 +89,12 @@ def print_report(r) -> None:
     console.print(f"  {r.messages:,} messages, {r.bytes:,} bytes in {r.batches:,} batches; "
                   f"{r.seconds:.3f} s from the first batch ({r.messages_per_second / 1e6:,.2f} M msg/s), "
                   f"{r.wall_seconds:.3f} s in all; engine {r.apply_ns_per_message:.1f} ns/msg")
-    console.print(f"  producer: {p.get('messages', 0):,} messages in {p.get('records', 0):,} records, "
-                  f"{p.get('seconds', 0):.3f} s")
+    if p:
+        console.print(f"  producer: {p.get('messages', 0):,} messages in {p.get('records', 0):,} records, "
+                      f"{p.get('seconds', 0):.3f} s")
+    else:
+        console.print("  producer: another process (its own counters are in its report; "
+                      f"`itchflow ring inspect {r.ring}` shows the ring's)")
     for line in source_lines(p):
         console.print(f"  {line}")
     console.print(f"  sequence: {r.sequence_gaps:,} gaps ({r.sequence_gap_messages:,} messages missing), "

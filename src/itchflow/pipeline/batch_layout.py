@@ -10,8 +10,8 @@ as is, without a copy.
     0     first_sequence   sequence number of the batch's first message
     1     source_offset    byte offset of that message in the (decompressed) source; -1 when
                            the source has no byte offsets (captures, network feeds)
-    2     receive_ns       CLOCK_REALTIME kernel receive time of the packet that carried it
-                           (network sources); 0 when unknown
+    2     receive_ns       CLOCK_REALTIME when the data arrived: the kernel's receive timestamp
+                           of the UDP packet, or the TCP client's read; 0 for files
     3     publish_tsc      cycle counter read just before the record is published
     4     message_count    whole messages in the batch
 """
@@ -23,7 +23,7 @@ import numpy as np
 FIELDS = (
     ("first_sequence", "sequence number of the batch's first message"),
     ("source_offset", "byte offset of the first message in the source, -1 if none"),
-    ("receive_ns", "CLOCK_REALTIME kernel receive time of its packet, 0 if unknown"),
+    ("receive_ns", "CLOCK_REALTIME when the data arrived (kernel UDP timestamp, TCP read), 0 for files"),
     ("publish_tsc", "cycle counter read just before the record is published"),
     ("message_count", "whole messages in the batch"),
 )

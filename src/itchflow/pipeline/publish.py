@@ -19,6 +19,9 @@ from itchflow.ring import producer as P
 from itchflow.ring.atomics import read_cycle_counter
 from itchflow.ring.memcopy import copy_bytes
 
+CONSUMER = "book"        # the consumer name the pipeline reads as, registered when a ring is made
+FEED_CAPACITY = 16 << 20  # ring data bytes when a feed ring is created
+
 OK = 0
 BAD_FRAMING = 1          # published up to the bad bytes (included, as the last record)
 # negative: the ring's codes (P.TIMEOUT, P.TOO_BIG)
@@ -119,3 +122,32 @@ def warm_up(ring) -> None:
     empty = np.zeros(0, np.uint8)
     publish_messages(ring.words, ring.data, P.new_producer_state(ring.words), empty, 0, 0, 1, -1, 0,
                      1, 0, 0, np.zeros(3, np.int64))
+
+
+def feed_max_payload(capacity: int) -> int:
+    """Room for the largest framed message (2 + 65535 bytes) behind a batch header, and for
+    batches up to an eighth of the ring; the ring allows at most a quarter less two headers."""
+    need = B.HEADER_BYTES + 2 + 65535
+    most = capacity // 4 - 16
+    if most < need:
+        raise ValueError(f"ring capacity {capacity} is too small for ITCH batches: "
+                         f"at least {1 << (4 * need).bit_length()} bytes")
+    return min(most, max(need, capacity // 8))
+
+
+def open_feed(name: str, capacity: int = FEED_CAPACITY, batch_bytes: int = 64 << 10,
+              consumers=(CONSUMER,), wait: str = "yield") -> BatchPublisher:
+    """A publisher into the named ring, created (and left in place for consumers that attach
+    later: ``itchflow run --source ring:NAME``) when it does not exist. Close it with
+    ``pub.writer.close()`` so that consumers see the end."""
+    import os
+
+    from itchflow.ring import Ring, ring_path
+
+    path = ring_path(name)
+    if os.path.exists(path):
+        ring = Ring.open(path)
+    else:
+        ring = Ring.create(path, capacity, consumers=list(consumers), keep=True,
+                           max_payload=feed_max_payload(capacity))
+    return BatchPublisher(ring.writer(wait=wait), batch_bytes)

@@ -32,13 +32,12 @@ import numpy as np
 from itchflow.pipeline import batch_layout as B
 from itchflow.pipeline.consume import S_APPLY_TICKS, S_BATCHES, S_BYTES, S_GAP_MESSAGES, S_GAPS, S_MESSAGES, \
     S_REPEATS, BatchApplier
-from itchflow.pipeline.publish import warm_up
+from itchflow.pipeline.publish import CONSUMER, feed_max_payload, warm_up
 from itchflow.pipeline.sources import SourceSpec, check_source, parse_source, produce
 
 CTX = mp.get_context("fork")   # the child inherits the compiled kernels: no second load
 DEFAULT_CAPACITY = 16 << 20
 DEFAULT_BATCH_BYTES = 64 << 10
-CONSUMER = "book"
 POLL_S = 0.25            # longest the consumer waits inside compiled code between liveness checks
 
 
@@ -97,17 +96,6 @@ def _producer_main(ring_path: str, spec: SourceSpec, batch_bytes: int, cpu: int 
     ring.close()
 
 
-def _max_payload(capacity: int) -> int:
-    """Room for the largest framed message (2 + 65535 bytes) behind a batch header, and for
-    batches up to an eighth of the ring; the ring allows at most a quarter less two headers."""
-    need = B.HEADER_BYTES + 2 + 65535
-    most = capacity // 4 - 16
-    if most < need:
-        raise ValueError(f"ring capacity {capacity} is too small for the pipeline: "
-                         f"at least {1 << (4 * need).bit_length()} bytes")
-    return min(most, max(need, capacity // 8))
-
-
 def _top_stocks(books, n: int) -> list[dict]:
     """The n stocks with the most shares traded: top of book, volume, VWAP."""
     if n <= 0:
@@ -129,7 +117,7 @@ def _top_stocks(books, n: int) -> list[dict]:
 def run_pipeline(source: str | SourceSpec, *, ring: str | None = None, capacity: int = DEFAULT_CAPACITY,
                  batch_bytes: int = DEFAULT_BATCH_BYTES, pin: tuple[int, ...] | None = None,
                  wait: str | None = None, books=None, top: int = 10, progress=None,
-                 hugepages: bool = False) -> PipelineReport:
+                 hugepages: bool = False, consumer: str = CONSUMER) -> PipelineReport:
     """Run source -> ring -> books to the end of the source; returns the report (and fills
     ``books``, a new ``Books`` if not given). Errors in the source or the data raise
     ``PipelineError`` / ``ITCHFormatError`` naming where, after the producer has stopped.
@@ -137,24 +125,44 @@ def run_pipeline(source: str | SourceSpec, *, ring: str | None = None, capacity:
     ring: a name or path for the ring (default: a private one, removed at the end).
     pin: (producer CPU, consumer CPU). wait: the consumer's wait strategy (default: spin when
     pinned, else yield). progress(messages, bytes) is called between batches.
+    A ``ring:NAME`` source has no producer here: this process attaches to a ring that another
+    one feeds (``itchflow listen --ring NAME``, ``soup fetch --ring NAME``) as ``consumer`` and
+    applies what it publishes until that producer closes the ring.
     """
     from itchflow.book.books import Books
-    from itchflow.metrics import latency_summary, ticks_per_ns, tsc
-    from itchflow.ring import ProducerGone, Ring
+    from itchflow.metrics import ticks_per_ns
+    from itchflow.ring import Ring
     from itchflow.ring.affinity import pin_for
 
     spec = parse_source(source) if isinstance(source, str) else source
     check_source(spec)
     books = Books() if books is None else books
     wait = wait or ("spin" if pin else "yield")
-    name = ring or f"/dev/shm/itchflow-run-{os.getpid()}-{uuid.uuid4().hex[:8]}.ring"
     tpn = ticks_per_ns(5_000_000)
-    rg = Ring.create(name, capacity, consumers=[CONSUMER], hugepages=hugepages,
-                     max_payload=_max_payload(capacity))
+    applier = BatchApplier(books, spec.text)
+    if spec.kind == "ring":
+        rg = Ring.open(spec.path)
+        report = PipelineReport(source=spec.text, ring=rg.path)
+        applier.warm_up(rg.data)
+        pin_for(pin, 1)
+        t_start = time.perf_counter()
+        try:
+            with rg.reader(consumer, wait=wait) as reader:
+                t_first, t_end, gone = _consume(reader, applier, None, progress)
+        finally:
+            rg.close()
+        if gone:
+            _fill_counts(report, applier)
+            raise PipelineError(f"{rg.path}: its producer died without closing it, after {report.messages:,} "
+                                "messages (a restarted producer continues the sequence; read again to resume)")
+        return _finish(report, applier, books, tpn, t_start, t_first, t_end, top)
+
+    name = ring or f"/dev/shm/itchflow-run-{os.getpid()}-{uuid.uuid4().hex[:8]}.ring"
+    rg = Ring.create(name, capacity, consumers=[consumer], hugepages=hugepages,
+                     max_payload=feed_max_payload(capacity))
     report = PipelineReport(source=spec.text, ring=rg.path)
     # Load the engine and the publish kernel before the fork: the child inherits them, and the
     # first batch of a live feed does not pay tens of milliseconds for loading compiled code.
-    applier = BatchApplier(books, spec.text)
     applier.warm_up(rg.data)
     warm_up(rg)
     parent_conn, child_conn = CTX.Pipe(duplex=False)
@@ -165,32 +173,11 @@ def run_pipeline(source: str | SourceSpec, *, ring: str | None = None, capacity:
     proc.start()
     child_conn.close()
     pin_for(pin, 1)
-    reader = rg.reader(CONSUMER, wait=wait)
-    st = applier.st
-    t_first = None
     produced = None
     try:
-        while True:
-            try:
-                batch = reader.read_batch(timeout=POLL_S)
-            except EOFError:
-                break
-            except ProducerGone:
-                break            # its exit code and message are read below
-            if len(batch) == 0:
-                # Nothing for a while: is_alive() reaps a killed producer (kill(pid, 0), which the
-                # ring uses, still finds a zombie), so the next read drains and says it is gone.
-                proc.is_alive()
-                continue
-            taken = tsc()
-            if t_first is None:
-                t_first = time.perf_counter()
-            applier.apply(batch, taken)
-            if progress is not None:
-                progress(int(st[S_MESSAGES]), int(st[S_BYTES]))
-        t_end = time.perf_counter()
+        with rg.reader(consumer, wait=wait) as reader:
+            t_first, t_end, _ = _consume(reader, applier, proc, progress)
     finally:
-        reader.close()
         try:
             if parent_conn.poll(10 if proc.is_alive() else 0):
                 produced = parent_conn.recv()
@@ -202,17 +189,61 @@ def run_pipeline(source: str | SourceSpec, *, ring: str | None = None, capacity:
         parent_conn.close()
         rg.close()
         rg.unlink()
-    report.messages, report.bytes, report.batches = int(st[S_MESSAGES]), int(st[S_BYTES]), int(st[S_BATCHES])
+    _fill_counts(report, applier)
     if produced is None:
         raise PipelineError(f"{spec.text}: the producer process ended without a result "
                             f"(exit code {proc.exitcode}) after {report.messages:,} messages")
     report.producer = produced[-1]
     if produced[0] == "error":
         raise PipelineError(f"{spec.text}: producer failed after {report.messages:,} messages: {produced[1]}")
-    report.seconds = (t_end - t_first) if t_first is not None else 0.0
-    report.wall_seconds = t_end - t_start
+    return _finish(report, applier, books, tpn, t_start, t_first, t_end, top)
+
+
+def _consume(reader, applier, proc, progress) -> tuple[float | None, float, bool]:
+    """Apply everything the ring's producer publishes until it closes the ring (or dies: then
+    the last value is True). Returns (time of the first batch, time of the end, gone)."""
+    from itchflow.metrics import tsc
+    from itchflow.ring import ProducerGone
+
+    st = applier.st
+    t_first = None
+    gone = False
+    while True:
+        try:
+            batch = reader.read_batch(timeout=POLL_S)
+        except EOFError:
+            break
+        except ProducerGone:
+            gone = True
+            break
+        if len(batch) == 0:
+            # Nothing for a while. is_alive() reaps a killed child producer (kill(pid, 0), which
+            # the ring uses, still finds a zombie), so the next read drains and says it is gone.
+            if proc is not None:
+                proc.is_alive()
+            continue
+        taken = tsc()
+        if t_first is None:
+            t_first = time.perf_counter()
+        applier.apply(batch, taken)
+        if progress is not None:
+            progress(int(st[S_MESSAGES]), int(st[S_BYTES]))
+    return t_first, time.perf_counter(), gone
+
+
+def _fill_counts(report: PipelineReport, applier) -> None:
+    st = applier.st
+    report.messages, report.bytes, report.batches = int(st[S_MESSAGES]), int(st[S_BYTES]), int(st[S_BATCHES])
     report.sequence_gaps, report.sequence_gap_messages = int(st[S_GAPS]), int(st[S_GAP_MESSAGES])
     report.sequence_repeats = int(st[S_REPEATS])
+
+
+def _finish(report, applier, books, tpn, t_start, t_first, t_end, top) -> PipelineReport:
+    from itchflow.metrics import latency_summary
+
+    _fill_counts(report, applier)
+    report.seconds = (t_end - t_first) if t_first is not None else 0.0
+    report.wall_seconds = t_end - t_start
     to_ns = 1.0 / tpn
     hand_off, applied, received = applier.samples()
     report.latency = {
@@ -221,7 +252,8 @@ def run_pipeline(source: str | SourceSpec, *, ring: str | None = None, capacity:
     }
     if len(received):
         report.latency["receive_to_applied"] = latency_summary(received.astype(np.float64), "batches")
-    report.apply_ns_per_message = int(st[S_APPLY_TICKS]) * to_ns / report.messages if report.messages else 0.0
+    ticks = int(applier.st[S_APPLY_TICKS])
+    report.apply_ns_per_message = ticks * to_ns / report.messages if report.messages else 0.0
     report.book = {"live_orders": books.live_orders(), "peak_live_orders": books.peak_live_orders,
                    "stocks_with_orders": int(np.count_nonzero(books.books["length"].reshape(-1, 2).sum(axis=1))),
                    "messages_applied": books.messages, "unknown_types": books.unknown_types,

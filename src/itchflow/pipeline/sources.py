@@ -2,6 +2,7 @@
 
     PATH                     a BinaryFILE (memory-mapped), .gz, pcap/pcapng of MoldUDP64
     tail:PATH                a BinaryFILE another process is still appending to (mmap + polling)
+    ring:NAME                a ring another process feeds (``listen --ring``): consume only
     mold://GROUP:PORT?line_b=GROUP:PORT&rerequest=HOST:PORT&session=NAME&interface=ADDR&idle=S
                              a MoldUDP64 feed (A/B lines, gap fill from the re-request server)
     soup://HOST:PORT?user=U&password=P&session=NAME&sequence=N
@@ -40,6 +41,7 @@ class SourceSpec:
         return self.kind != "file"
 
 
+
 def _endpoint(text: str, what: str, spec: str) -> tuple[str, int]:
     from itchflow.sources.udp import parse_endpoint
 
@@ -53,6 +55,8 @@ def parse_source(text: str) -> SourceSpec:
     """A source string (module doc) as a SourceSpec; ValueError naming what is wrong."""
     if text.startswith("tail:"):
         return SourceSpec("tail", text, path=text[len("tail:"):])
+    if text.startswith("ring:"):
+        return SourceSpec("ring", text, path=text[len("ring:"):])
     if "://" not in text:
         return SourceSpec("file", text, path=text)
     u = urlsplit(text)
@@ -75,6 +79,13 @@ def check_source(spec: SourceSpec) -> None:
             raise FileNotFoundError(f"{spec.path}: no such file")
         if os.path.isdir(spec.path):
             raise IsADirectoryError(f"{spec.path}: is a directory, not an ITCH file or capture")
+    elif spec.kind == "ring":
+        if not spec.path:
+            raise ValueError(f"source {spec.text!r}: ring:NAME needs a name or path")
+        from itchflow.ring import ring_path
+        if not os.path.exists(ring_path(spec.path)):
+            raise FileNotFoundError(f"{ring_path(spec.path)}: no such ring (start its producer first, "
+                                    "e.g. itchflow listen --ring NAME)")
     elif spec.kind == "mold":
         for k in ("line_b", "rerequest"):
             if k in spec.options:
