@@ -38,9 +38,10 @@ from itchflow.book.layout import (
     NEED_L2_OUT, NEED_LEVELS, NEED_MATCHES, NEED_ORDERS, NEED_TABLE, NEED_TRADES_OUT, OK,
     STOP_TIME, TABLE_MAX_LOAD_DEN, TABLE_MAX_LOAD_NUM,
 )
-from itchflow.book.ladder import get_level, remove_level
+from itchflow.book.ladder import get_level, level_key, lower_bound, remove_level
 from itchflow.book.order_store import delete_slot, find_slot, home_slot
-from itchflow.book.prefetch import prefetch
+from itchflow.book.layout import STOCK_DTYPE
+from itchflow.book.prefetch import prefetch, prefetch_off
 from itchflow.itch.spec import LENGTH_BY_BYTE, MESSAGES
 from itchflow.itch.wire import be16, be32, be48, be64, le32, le64
 
@@ -90,6 +91,8 @@ PREFETCH_ORDER_AHEAD = 4   # messages ahead: read that slot (now cached), prefet
 PREFETCH_LINKS_AHEAD = 2   # messages ahead: read the order (now cached), prefetch its queue
                            # neighbours and its level (unlinking touches them)
 
+_STOCK_LAST_BYTE = STOCK_DTYPE.itemsize - 1
+
 _FLAG_COUNTED = np.uint64(1)
 _FLAG_BROKEN = np.uint64(2)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -119,6 +122,17 @@ def _next_message(buf, p, end):
 
 
 @njit(inline="always", nogil=True, cache=True)
+def _add_book(buf, q):
+    """The book (locate * 2 + side) an A/F message at q adds to, -1 for a bad side."""
+    side_byte = buf[_U(q + _A_SIDE)]
+    if side_byte == _BYTE_B:
+        return np.int64(be16(buf, q + _LOCATE)) * 2
+    if side_byte == _BYTE_S:
+        return np.int64(be16(buf, q + _LOCATE)) * 2 + 1
+    return np.int64(-1)
+
+
+@njit(inline="always", nogil=True, cache=True)
 def _emit_l2(l2_out, ctl, seq, ts, locate, side, price, shares, count):
     n = ctl[C_L2_N]
     l2_out[_U(n)].sequence = seq
@@ -132,8 +146,17 @@ def _emit_l2(l2_out, ctl, seq, ts, locate, side, price, shares, count):
 
 
 @njit(inline="always", nogil=True, cache=True)
+def _is_best(locate, side, price, stocks):
+    """Whether a live level at this price is its side's best: the cached BBO always holds the
+    best level's price while the side has levels (prices are unique within a side)."""
+    if side == 0:
+        return np.int64(price) == stocks[_U(locate)].bid_price
+    return np.int64(price) == stocks[_U(locate)].ask_price
+
+
+@njit(inline="always", nogil=True, cache=True)
 def _bbo_check(locate, side, books, lad_lvl, levels, stocks, bbo_out, ctl, seq, ts):
-    """Refresh the stock's cached top of one side; emit a BBO event if it changed."""
+    """Refresh the stock's cached top of one side from its ladder; emit a BBO event if it changed."""
     b = locate * 2 + side
     n = books[_U(b)].length
     px = np.int64(0)
@@ -142,6 +165,13 @@ def _bbo_check(locate, side, books, lad_lvl, levels, stocks, bbo_out, ctl, seq, 
         lvl = lad_lvl[_U(books[_U(b)].start + n - 1)]
         px = levels[_U(lvl)].price
         sz = levels[_U(lvl)].shares
+    _bbo_set(locate, side, px, sz, stocks, bbo_out, ctl, seq, ts)
+
+
+@njit(inline="always", nogil=True, cache=True)
+def _bbo_set(locate, side, px, sz, stocks, bbo_out, ctl, seq, ts):
+    """Set the stock's cached top of one side; emit a BBO event if it changed. Callers skip
+    this when the change cannot have touched the best level (saves the ladder and level reads)."""
     st = stocks[_U(locate)]
     if side == 0:
         if st.bid_price == px and st.bid_shares == sz:
@@ -169,7 +199,7 @@ def _bbo_check(locate, side, books, lad_lvl, levels, stocks, bbo_out, ctl, seq, 
 def _add_order(ref, slot, locate, side, shares, price, mpid, orders, table, levels, lad_key, lad_lvl,
                books, stocks, l2_out, ctl, seq, ts):
     b = locate * 2 + side
-    lvl, _created = get_level(b, side, price, books, lad_key, lad_lvl, levels, ctl)
+    lvl, top = get_level(b, side, price, books, lad_key, lad_lvl, levels, ctl)
     o = ctl[C_ORDER_FREE]
     if o >= 0:
         ctl[C_ORDER_FREE] = orders[_U(o)].next
@@ -199,6 +229,7 @@ def _add_order(ref, slot, locate, side, shares, price, mpid, orders, table, leve
         ctl[C_PEAK_LIVE] = live
     if stocks[_U(locate)].record_l2:
         _emit_l2(l2_out, ctl, seq, ts, locate, side, price, levels[_U(lvl)].shares, levels[_U(lvl)].count)
+    return lvl, top
 
 
 @njit(inline="always", nogil=True, cache=True)
@@ -222,18 +253,26 @@ def _remove_order(o, slot, mask, shift, orders, table, levels, lad_key, lad_lvl,
     locate = b >> 1
     if stocks[_U(locate)].record_l2:
         _emit_l2(l2_out, ctl, seq, ts, locate, b & 1, levels[_U(lvl)].price, levels[_U(lvl)].shares, count)
+    # what the BBO of this side needs: 0 nothing, 1 the (still live) level is the best,
+    # 2 the best level is gone (read the new best from the ladder)
+    refresh = 0
     if count == 0:
-        remove_level(lvl, books, lad_key, lad_lvl, levels, ctl)
+        if remove_level(lvl, books, lad_key, lad_lvl, levels, ctl):
+            refresh = 2
+    elif _is_best(locate, b & 1, levels[_U(lvl)].price, stocks):
+        refresh = 1
     delete_slot(table, slot, mask, shift, 2)
     orders[_U(o)].next = ctl[C_ORDER_FREE]
     orders[_U(o)].level = -1
     ctl[C_ORDER_FREE] = o
     ctl[C_LIVE] -= 1
+    return refresh
 
 
 @njit(inline="always", nogil=True, cache=True)
 def _reduce_order(o, shares, orders, levels, stocks, l2_out, ctl, seq, ts):
-    """Take shares (fewer than it has) off a live order; it keeps its place in the queue."""
+    """Take shares (fewer than it has) off a live order; it keeps its place in the queue.
+    Returns whether its level is the best (the BBO needs a refresh)."""
     lvl = orders[_U(o)].level
     orders[_U(o)].shares -= shares
     levels[_U(lvl)].shares -= shares
@@ -242,6 +281,7 @@ def _reduce_order(o, shares, orders, levels, stocks, l2_out, ctl, seq, ts):
     if stocks[_U(locate)].record_l2:
         _emit_l2(l2_out, ctl, seq, ts, locate, b & 1, levels[_U(lvl)].price, levels[_U(lvl)].shares,
                  levels[_U(lvl)].count)
+    return _is_best(locate, b & 1, levels[_U(lvl)].price, stocks)
 
 
 @njit(inline="always", nogil=True, cache=True)
@@ -291,7 +331,10 @@ def apply_messages(buf, pos, end, seq, orders, table, levels, lad_key, lad_lvl, 
     shift = _shift_for(table_cap)
     stop_ts = ctl[C_STOP_TS]
     status = OK
-    # Two look-ahead cursors (see PREFETCH_*): a1 prefetches hash slots, a2 order records.
+    # Look-ahead cursors (see PREFETCH_*): a1 prefetches hash slots and the stock's records,
+    # a2 order records (or an add's ladder top), a3 an order's neighbours and level (or an
+    # add's level); `pend` carries the level a3 found for an add to the next iteration,
+    # which prefetches that level's tail order (the add links behind it).
     a1 = pos
     a2 = pos
     for _ in range(PREFETCH_TABLE_AHEAD):
@@ -301,19 +344,47 @@ def apply_messages(buf, pos, end, seq, orders, table, levels, lad_key, lad_lvl, 
     a3 = pos
     for _ in range(PREFETCH_LINKS_AHEAD):
         a3, _t = _next_message(buf, a3, end)
+    pend = np.int64(-1)
     while pos < end:
+        if pend >= 0:
+            tail = levels[_U(pend)].tail
+            if tail >= 0:
+                prefetch(orders, tail)
         nxt, t1 = _next_message(buf, a1, end)
         if _HAS_REF[t1] and nxt - a1 >= 2 + _REF_OFFSET + 8:
             prefetch(table, _U(home_slot(be64(buf, a1 + 2 + _REF_OFFSET), mask, shift)) * _U(2))
+            loc1 = be16(buf, a1 + 2 + _LOCATE)
+            prefetch(stocks, loc1)
+            prefetch_off(stocks, loc1, _STOCK_LAST_BYTE)  # records straddle two lines
+            prefetch(books, loc1 * _U(2))  # both sides' entries share a line
         a1 = nxt
         nxt, t2 = _next_message(buf, a2, end)
-        if _HAS_REF[t2] and nxt - a2 >= 2 + _REF_OFFSET + 8:
+        if (t2 == _T_A or t2 == _T_F) and nxt - a2 >= 2 + _A_PRICE + 4:
+            b2 = _add_book(buf, a2 + 2)
+            if b2 >= 0:
+                n2 = np.int64(books[_U(b2)].length)
+                if n2 > 0:
+                    top2 = books[_U(b2)].start + n2 - 1
+                    prefetch(lad_key, top2)
+                    prefetch(lad_lvl, top2)
+        elif _HAS_REF[t2] and nxt - a2 >= 2 + _REF_OFFSET + 8:
             v = table[_U(home_slot(be64(buf, a2 + 2 + _REF_OFFSET), mask, shift)) * _U(2) + _U(1)]
             if v != 0:
                 prefetch(orders, np.int64(v) - 1)
         a2 = nxt
         nxt, t3 = _next_message(buf, a3, end)
-        if _HAS_REF[t3] and t3 != _T_A and t3 != _T_F and nxt - a3 >= 2 + _REF_OFFSET + 8:
+        pend = -1
+        if (t3 == _T_A or t3 == _T_F) and nxt - a3 >= 2 + _A_PRICE + 4:
+            b3 = _add_book(buf, a3 + 2)
+            if b3 >= 0:
+                start3 = books[_U(b3)].start
+                n3 = np.int64(books[_U(b3)].length)
+                key3 = level_key(b3 & 1, be32(buf, a3 + 2 + _A_PRICE))
+                p3 = lower_bound(lad_key, start3, n3, key3)
+                if p3 < n3 and lad_key[_U(start3 + p3)] == key3:
+                    pend = np.int64(lad_lvl[_U(start3 + p3)])
+                    prefetch(levels, pend)
+        elif _HAS_REF[t3] and nxt - a3 >= 2 + _REF_OFFSET + 8:
             v = table[_U(home_slot(be64(buf, a3 + 2 + _REF_OFFSET), mask, shift)) * _U(2) + _U(1)]
             if v != 0:
                 o3 = v - _U(1)
@@ -425,9 +496,11 @@ def apply_messages(buf, pos, end, seq, orders, table, levels, lad_key, lad_lvl, 
                 if table[_U(slot) * _U(2) + _U(1)] != 0:
                     anomalies[locate, A_DUP_ADD] += 1
                 else:
-                    _add_order(ref, slot, locate, side, shares, price, mpid, orders, table, levels,
-                               lad_key, lad_lvl, books, stocks, l2_out, ctl, seq, ts)
-                    _bbo_check(locate, side, books, lad_lvl, levels, stocks, bbo_out, ctl, seq, ts)
+                    lvl, top = _add_order(ref, slot, locate, side, shares, price, mpid, orders, table,
+                                          levels, lad_key, lad_lvl, books, stocks, l2_out, ctl, seq, ts)
+                    if top:  # a level below the best leaves the BBO as it is
+                        _bbo_set(locate, side, levels[_U(lvl)].price, levels[_U(lvl)].shares, stocks,
+                                 bbo_out, ctl, seq, ts)
 
         elif t == _T_D or t == _T_X or t == _T_E or t == _T_C:
             ref = be64(buf, q + _D_REF)  # same offset in D, X, E and C (asserted below)
@@ -468,11 +541,15 @@ def apply_messages(buf, pos, end, seq, orders, table, levels, lad_key, lad_lvl, 
                                   _BYTE_B if side == 0 else _BYTE_S, stocks, matches, trades_out,
                                   anomalies, ctl, seq, ts)
                 if take >= remaining:
-                    _remove_order(o, slot, mask, shift, orders, table, levels, lad_key, lad_lvl, books,
-                                  stocks, l2_out, ctl, seq, ts)
+                    refresh = _remove_order(o, slot, mask, shift, orders, table, levels, lad_key, lad_lvl,
+                                            books, stocks, l2_out, ctl, seq, ts)
                 else:
-                    _reduce_order(o, take, orders, levels, stocks, l2_out, ctl, seq, ts)
-                _bbo_check(olocate, side, books, lad_lvl, levels, stocks, bbo_out, ctl, seq, ts)
+                    refresh = 1 if _reduce_order(o, take, orders, levels, stocks, l2_out, ctl, seq, ts) else 0
+                if refresh == 1:
+                    _bbo_set(olocate, side, levels[_U(lvl)].price, levels[_U(lvl)].shares, stocks, bbo_out,
+                             ctl, seq, ts)
+                elif refresh == 2:
+                    _bbo_check(olocate, side, books, lad_lvl, levels, stocks, bbo_out, ctl, seq, ts)
 
         elif t == _T_U:
             old = be64(buf, q + _U_OLD)
@@ -488,17 +565,22 @@ def apply_messages(buf, pos, end, seq, orders, table, levels, lad_key, lad_lvl, 
                 mpid = orders[_U(o)].mpid
                 if olocate != locate:
                     anomalies[olocate, A_LOCATE_MISMATCH] += 1
-                _remove_order(o, slot, mask, shift, orders, table, levels, lad_key, lad_lvl, books,
-                              stocks, l2_out, ctl, seq, ts)
+                refresh = _remove_order(o, slot, mask, shift, orders, table, levels, lad_key, lad_lvl,
+                                        books, stocks, l2_out, ctl, seq, ts)
                 new = be64(buf, q + _U_NEW)
                 slot = find_slot(table, new, mask, shift, 2)
+                top = False
                 if table[_U(slot) * _U(2) + _U(1)] != 0:
                     anomalies[olocate, A_REPLACE_EXISTING] += 1
                 else:
-                    _add_order(new, slot, olocate, side, np.uint32(be32(buf, q + _U_SHARES)),
-                               np.uint32(be32(buf, q + _U_PRICE)), mpid, orders, table, levels,
-                               lad_key, lad_lvl, books, stocks, l2_out, ctl, seq, ts)
-                _bbo_check(olocate, side, books, lad_lvl, levels, stocks, bbo_out, ctl, seq, ts)
+                    lvl, top = _add_order(new, slot, olocate, side, np.uint32(be32(buf, q + _U_SHARES)),
+                                          np.uint32(be32(buf, q + _U_PRICE)), mpid, orders, table, levels,
+                                          lad_key, lad_lvl, books, stocks, l2_out, ctl, seq, ts)
+                if top:
+                    _bbo_set(olocate, side, levels[_U(lvl)].price, levels[_U(lvl)].shares, stocks, bbo_out,
+                             ctl, seq, ts)
+                elif refresh != 0:  # the old order's level was the best: the best may have moved
+                    _bbo_check(olocate, side, books, lad_lvl, levels, stocks, bbo_out, ctl, seq, ts)
 
         elif t == _T_P:
             side_byte = buf[q + _P_SIDE]
@@ -559,3 +641,4 @@ def apply_messages(buf, pos, end, seq, orders, table, levels, lad_key, lad_lvl, 
 
 
 assert _E_REF == _C_REF == _X_REF == _D_REF == _A_REF == _F_REF == _U_OLD, "one order reference offset"
+assert _A_SIDE == _F_SIDE and _A_PRICE == _F_PRICE, "A and F share the side and price offsets"

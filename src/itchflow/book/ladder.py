@@ -48,13 +48,14 @@ def level_key(side, price):
 
 @njit(inline="always", nogil=True, cache=True)
 def get_level(b, side, price, books, lad_key, lad_lvl, levels, ctl):
-    """The level of book b at price, created (empty) if absent. Returns (level, created)."""
+    """The level of book b at price, created (empty) if absent. Returns (level, is_top): whether
+    it is the book's best level afterwards (the caller refreshes the cached BBO only then)."""
     key = level_key(side, price)
     start = books[_U(b)].start
     n = np.int64(books[_U(b)].length)
     p = lower_bound(lad_key, start, n, key)
     if p < n and lad_key[_U(start + p)] == key:
-        return lad_lvl[_U(start + p)], False
+        return lad_lvl[_U(start + p)], p == n - 1
     cap = np.int64(books[_U(b)].cap)
     if n == cap:  # move the segment to a fresh one twice the size at the arena's top
         new_cap = cap * 2 if cap > 0 else FIRST_SEGMENT
@@ -90,12 +91,12 @@ def get_level(b, side, price, books, lad_key, lad_lvl, levels, ctl):
     lad_key[_U(start + p)] = key
     lad_lvl[_U(start + p)] = lvl
     books[_U(b)].length = n + 1
-    return lvl, True
+    return lvl, p == n
 
 
 @njit(inline="always", nogil=True, cache=True)
 def remove_level(lvl, books, lad_key, lad_lvl, levels, ctl):
-    """Take an empty level out of its ladder and free it."""
+    """Take an empty level out of its ladder and free it. Returns whether it was the best."""
     b = levels[_U(lvl)].book
     side = b & 1
     key = level_key(side, levels[_U(lvl)].price)
@@ -110,6 +111,7 @@ def remove_level(lvl, books, lad_key, lad_lvl, levels, ctl):
     levels[_U(lvl)].book = -1
     ctl[C_LEVEL_FREE] = lvl
     ctl[C_LIVE_LEVELS] -= 1
+    return p == n - 1
 
 
 @njit(nogil=True, cache=True, _nrt=False)  # no refcounting: see engine.py

@@ -34,3 +34,30 @@ def prefetch(typingctx, arr, idx):
         return context.get_dummy_value()
 
     return types.void(arr, idx), codegen
+
+
+@intrinsic
+def prefetch_off(typingctx, arr, idx, offset):
+    """Prefetch the cache line holding the byte ``offset`` bytes past arr[idx] (for the second
+    line of a record that straddles two)."""
+    if (not isinstance(arr, types.Array) or not isinstance(idx, types.Integer)
+            or not isinstance(offset, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        aryty = sig.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        index = context.cast(builder, args[1], sig.args[1], types.intp)
+        off = context.cast(builder, args[2], sig.args[2], types.intp)
+        zero = context.get_constant(types.intp, 0)
+        indices = [index] + [zero] * (aryty.ndim - 1)
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, indices, wraparound=False)
+        i8p = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        byte = builder.gep(builder.bitcast(ptr, i8p), [off])
+        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+        builder.call(fn, [byte, i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return types.void(arr, idx, offset), codegen
