@@ -395,3 +395,15 @@ def test_soup_fetch_into_a_ring_then_run_from_it(day, direct, tmp_path):
     assert res["ended"] and res["reconnects"] == 1
     assert_same_books(books, direct)
     assert r.messages == reference_count(day) and r.sequence_gaps == r.sequence_repeats == 0
+
+
+def test_paced_replay_takes_the_time_the_rate_says(tmp_path, day, direct):
+    path = tmp_path / "day.itch"
+    path.write_bytes(day.tobytes())
+    books = Books()
+    r = run_pipeline(str(path), books=books, rate=400_000, batch_bytes=2048)
+    assert_same_books(books, direct)
+    expected = r.messages / 400_000
+    assert expected * 0.9 <= r.producer["seconds"] <= expected * 3 + 1.0
+    with pytest.raises(ValueError, match="file sources only"):
+        run_pipeline("tail:/tmp/x.itch", rate=1000)

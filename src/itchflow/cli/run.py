@@ -19,6 +19,7 @@ from itchflow.cli.decode import _size, fail
 @click.option("--ring", default=None, help="Ring name or path (default: a private one in /dev/shm, removed at the end).")
 @click.option("--capacity", default=16 << 20, show_default=True, help="Ring data bytes (a power of two).")
 @click.option("--batch-bytes", default=64 << 10, show_default=True, help="Most message bytes per ring record.")
+@click.option("--rate", type=float, default=None, help="Replay a file at this many messages/s (default: flat out).")
 @click.option("--pin", default="", help="Producer,consumer CPUs, e.g. 0,1 (default: no pinning).")
 @click.option("--wait", type=click.Choice(["spin", "yield", "sleep", "block"]), default=None,
               help="Consumer wait strategy (default: spin when pinned, else yield).")
@@ -26,7 +27,7 @@ from itchflow.cli.decode import _size, fail
 @click.option("--top", default=10, show_default=True, help="Stocks to show (most shares traded).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def run_command(source, ring, capacity, batch_bytes, pin, wait, hugepages, top, as_json, quiet) -> None:
+def run_command(source, ring, capacity, batch_bytes, rate, pin, wait, hugepages, top, as_json, quiet) -> None:
     """Read a source in one process, hand it over a ring, build every stock's book in another."""
     from itchflow.cli.progress import progress_bar
     from itchflow.errors import ITCHFormatError
@@ -40,7 +41,7 @@ def run_command(source, ring, capacity, batch_bytes, pin, wait, hugepages, top, 
         total = _size(spec.path) if spec.kind == "file" else None
         with progress_bar("run", total, quiet or as_json) as update:
             report = run_pipeline(spec, ring=ring, capacity=capacity, batch_bytes=batch_bytes, pin=cpus,
-                                  wait=wait, top=top, progress=update, hugepages=hugepages)
+                                  wait=wait, top=top, progress=update, hugepages=hugepages, rate=rate)
     except (ITCHFormatError, PipelineError, RingError, OSError, ValueError) as e:
         fail(e)
     if as_json:

@@ -117,7 +117,7 @@ def _top_stocks(books, n: int) -> list[dict]:
 def run_pipeline(source: str | SourceSpec, *, ring: str | None = None, capacity: int = DEFAULT_CAPACITY,
                  batch_bytes: int = DEFAULT_BATCH_BYTES, pin: tuple[int, ...] | None = None,
                  wait: str | None = None, books=None, top: int = 10, progress=None,
-                 hugepages: bool = False, consumer: str = CONSUMER) -> PipelineReport:
+                 hugepages: bool = False, consumer: str = CONSUMER, rate: float | None = None) -> PipelineReport:
     """Run source -> ring -> books to the end of the source; returns the report (and fills
     ``books``, a new ``Books`` if not given). Errors in the source or the data raise
     ``PipelineError`` / ``ITCHFormatError`` naming where, after the producer has stopped.
@@ -125,6 +125,7 @@ def run_pipeline(source: str | SourceSpec, *, ring: str | None = None, capacity:
     ring: a name or path for the ring (default: a private one, removed at the end).
     pin: (producer CPU, consumer CPU). wait: the consumer's wait strategy (default: spin when
     pinned, else yield). progress(messages, bytes) is called between batches.
+    rate: replay a file at this many messages per second (batch by batch) instead of flat out.
     A ``ring:NAME`` source has no producer here: this process attaches to a ring that another
     one feeds (``itchflow listen --ring NAME``, ``soup fetch --ring NAME``) as ``consumer`` and
     applies what it publishes until that producer closes the ring.
@@ -135,6 +136,10 @@ def run_pipeline(source: str | SourceSpec, *, ring: str | None = None, capacity:
     from itchflow.ring.affinity import pin_for
 
     spec = parse_source(source) if isinstance(source, str) else source
+    if rate:
+        if spec.kind != "file" or rate <= 0:
+            raise ValueError("rate applies to file sources only, and must be positive")
+        spec.options["rate"] = float(rate)
     check_source(spec)
     books = Books() if books is None else books
     wait = wait or ("spin" if pin else "yield")

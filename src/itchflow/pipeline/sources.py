@@ -110,16 +110,54 @@ def _produce_chunks(spec: SourceSpec, pub: BatchPublisher, stop) -> dict:
     capture: dict = {}
     src = spec.text if spec.kind == "tail" else spec.path
     chunks = 0
+    rate = float(spec.options.get("rate") or 0)
+    pace = _Pacer(rate) if rate > 0 else None
     for c in iter_chunks(src, capture_stats=capture):
         chunks += 1
         offset = -1 if c.offset is None else int(c.offset)
-        reached = pub.publish(c.data, c.first_sequence, offset)
+        if pace is None:
+            reached = pub.publish(c.data, c.first_sequence, offset)
+        else:
+            reached = pace.publish(pub, c.data, c.first_sequence, offset)
         if pub.bad_framing or reached < len(c.data) or (stop is not None and stop.is_set()):
             break
     out = {"chunks": chunks}
     if capture:
         out["capture"] = capture
     return out
+
+
+class _Pacer:
+    """Publishes one batch at a time, each no earlier than its messages are due at ``rate``
+    messages per second: a file replayed at a steady rate, so that the latency measured is
+    the hand-off's own rather than time spent queued behind a flat-out reader."""
+
+    def __init__(self, rate: float):
+        self.rate = rate
+        self.sent = 0
+        self.t0 = None
+
+    def publish(self, pub: BatchPublisher, data, first_sequence: int, offset: int) -> int:
+        from itchflow.itch.framing import whole_messages_end
+
+        if self.t0 is None:
+            self.t0 = time.perf_counter()
+        pos, seq, end = 0, first_sequence, len(data)
+        while pos < end:
+            stop, n = whole_messages_end(data, pos, min(end, pos + pub.batch_bytes))
+            if n == 0:   # bad framing: let the publisher hand it over and the consumer name it
+                return pub.publish(data, seq, offset + pos if offset >= 0 else -1, 0, pos, end)
+            due = self.t0 + self.sent / self.rate
+            while True:
+                ahead = due - time.perf_counter()
+                if ahead <= 0:
+                    break
+                if ahead > 0.0005:
+                    time.sleep(ahead - 0.0003)
+            pub.publish(data, seq, offset + pos if offset >= 0 else -1, 0, pos, stop)
+            self.sent += n
+            pos, seq = stop, seq + n
+        return pos
 
 
 def _produce_mold(spec: SourceSpec, pub: BatchPublisher, stop) -> dict:
