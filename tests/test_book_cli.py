@@ -113,3 +113,16 @@ def test_snapshots_at_times_match_the_reference(day, tmp_path):
                 assert got == ref.depth(loc, side)[:3], (t, loc, side)
     res = CliRunner().invoke(main, ["snapshots", str(path), "--symbols", "S0", "--out", str(out)])
     assert res.exit_code != 0 and "exactly one of --at and --every" in res.output
+
+
+def test_depth_plot_is_a_png_or_a_clear_error(day, tmp_path):
+    path, _ = day
+    out = tmp_path / "depth.png"
+    res = CliRunner().invoke(main, ["book", str(path), "--symbol", "S0", "--depth", "0", "--plot", str(out)])
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert res.exit_code == 1 and "matplotlib" in res.output
+        return
+    assert res.exit_code == 0, res.output
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 5000

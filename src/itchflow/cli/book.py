@@ -36,8 +36,10 @@ def _symbols_option(text: str | None) -> list[str] | None:
                                               "(default: the end of the data).")
 @click.option("--depth", "-n", default=10, show_default=True, help="Levels per side (0 = all).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (raw Price(4) integers).")
+@click.option("--plot", type=click.Path(dir_okay=False), default=None,
+              help="Also draw the depth chart (cumulative shares by price) to this PNG (needs matplotlib).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def book_command(path, symbol, at, depth, as_json, quiet) -> None:
+def book_command(path, symbol, at, depth, as_json, plot, quiet) -> None:
     """Full-depth book of one stock at a time of day."""
     from itchflow.book.books import Books
     from itchflow.book.replay import replay
@@ -55,6 +57,14 @@ def book_command(path, symbol, at, depth, as_json, quiet) -> None:
     except (ITCHFormatError, OSError, KeyError, ValueError) as e:
         fail(e)
     ts = t if t is not None else books.last_timestamp_ns
+    if plot:
+        from itchflow.cli.decode import format_timestamp
+        from itchflow.plots import depth_plot
+
+        try:
+            depth_plot(books.symbol(loc), bids, asks, f"book at {format_timestamp(ts)}", plot)
+        except RuntimeError as e:
+            fail(e)
     if as_json:
         click.echo(json.dumps({"symbol": books.symbol(loc), "timestamp_ns": int(ts),
                                "bids": bids.tolist(), "asks": asks.tolist()}))

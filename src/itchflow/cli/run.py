@@ -25,9 +25,11 @@ from itchflow.cli.decode import _size, fail
               help="Consumer wait strategy (default: spin when pinned, else yield).")
 @click.option("--hugepages", is_flag=True, help="Back the ring with huge pages where available.")
 @click.option("--top", default=10, show_default=True, help="Stocks to show (most shares traded).")
+@click.option("--plot", type=click.Path(dir_okay=False), default=None,
+              help="Also draw the latency distribution of every stage to this PNG (needs matplotlib).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def run_command(source, ring, capacity, batch_bytes, rate, pin, wait, hugepages, top, as_json, quiet) -> None:
+def run_command(source, ring, capacity, batch_bytes, rate, pin, wait, hugepages, top, plot, as_json, quiet) -> None:
     """Read a source in one process, hand it over a ring, build every stock's book in another."""
     from itchflow.cli.progress import progress_bar
     from itchflow.errors import ITCHFormatError
@@ -42,12 +44,19 @@ def run_command(source, ring, capacity, batch_bytes, rate, pin, wait, hugepages,
         with progress_bar("run", total, quiet or as_json) as update:
             report = run_pipeline(spec, ring=ring, capacity=capacity, batch_bytes=batch_bytes, pin=cpus,
                                   wait=wait, top=top, progress=update, hugepages=hugepages, rate=rate)
-    except (ITCHFormatError, PipelineError, RingError, OSError, ValueError) as e:
+        if plot:
+            from itchflow.plots import latency_plot
+
+            latency_plot({k.replace("_to_", " -> ").replace("_", " "): v for k, v in report.samples.items()}, plot,
+                         f"itchflow run {source}: {report.messages:,} messages, {report.batches:,} batches")
+    except (ITCHFormatError, PipelineError, RingError, OSError, ValueError, RuntimeError) as e:
         fail(e)
     if as_json:
         click.echo(json.dumps(report.to_dict()))
     else:
         print_report(report)
+        if plot:
+            click.echo(f"latency plot: {plot}")
 
 
 def source_lines(p: dict) -> list[str]:

@@ -63,13 +63,14 @@ class PipelineReport:
     book: dict = field(default_factory=dict)
     top: list = field(default_factory=list)
     error: str | None = None
+    samples: dict = field(default_factory=dict, repr=False)   # stage -> ns per batch (not in to_dict)
 
     @property
     def messages_per_second(self) -> float:
         return self.messages / self.seconds if self.seconds > 0 else 0.0
 
     def to_dict(self) -> dict:
-        d = dict(self.__dict__)
+        d = {k: v for k, v in self.__dict__.items() if k != "samples"}
         d["messages_per_second"] = self.messages_per_second
         return d
 
@@ -255,8 +256,10 @@ def _finish(report, applier, books, tpn, t_start, t_first, t_end, top) -> Pipeli
         "publish_to_consume": latency_summary(hand_off * to_ns, "batches"),
         "consume_to_applied": latency_summary(applied * to_ns, "batches"),
     }
+    report.samples = {"publish_to_consume": hand_off * to_ns, "consume_to_applied": applied * to_ns}
     if len(received):
         report.latency["receive_to_applied"] = latency_summary(received.astype(np.float64), "batches")
+        report.samples["receive_to_applied"] = received.astype(np.float64)
     ticks = int(applier.st[S_APPLY_TICKS])
     report.apply_ns_per_message = ticks * to_ns / report.messages if report.messages else 0.0
     report.book = {"live_orders": books.live_orders(), "peak_live_orders": books.peak_live_orders,

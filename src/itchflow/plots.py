@@ -1,0 +1,66 @@
+"""PNG plots of what a person would rather look at than read: latency distributions, depth.
+
+matplotlib is imported only here and only when a plot is asked for (it is in the ``bench``
+extra, not a base dependency): without it the caller gets a clear error, not a traceback.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError:
+        raise RuntimeError("plots need matplotlib: pip install matplotlib (or itchflow[bench])") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def latency_plot(stages: dict[str, np.ndarray], path: str, title: str) -> str:
+    """Complementary CDF per stage (log-log): how often a batch waited longer than x."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for name, ns in stages.items():
+        v = np.sort(np.asarray(ns, np.float64)) / 1e3
+        v = v[v > 0]
+        if not len(v):
+            continue
+        ccdf = 1.0 - np.arange(len(v)) / len(v)
+        ax.step(v, ccdf, where="post", label=f"{name}  (p50 {np.percentile(v, 50):,.1f} us, "
+                                             f"p99 {np.percentile(v, 99):,.1f} us)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("latency per batch (us)")
+    ax.set_ylabel("fraction of batches slower")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, which="both", lw=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def depth_plot(symbol: str, bids: np.ndarray, asks: np.ndarray, title: str, path: str) -> str:
+    """Depth chart: cumulative shares away from the touch, bids left, asks right; prices in dollars."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    if len(bids):
+        ax.step(bids[:, 0] / 1e4, np.cumsum(bids[:, 1]), where="post", color="tab:green", label="bids")
+        ax.fill_between(bids[:, 0] / 1e4, np.cumsum(bids[:, 1]), step="post", color="tab:green", alpha=0.25)
+    if len(asks):
+        ax.step(asks[:, 0] / 1e4, np.cumsum(asks[:, 1]), where="post", color="tab:red", label="asks")
+        ax.fill_between(asks[:, 0] / 1e4, np.cumsum(asks[:, 1]), step="post", color="tab:red", alpha=0.25)
+    ax.set_xlabel("price ($)")
+    ax.set_ylabel("cumulative shares")
+    ax.set_title(f"{symbol}: {title}", fontsize=10)
+    ax.grid(True, lw=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
