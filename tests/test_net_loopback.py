@@ -76,9 +76,21 @@ def run_loopback(data, engine, faults, pps=20_000, payload=1400):
     return feed, box["pub"], res, out.getvalue()
 
 
-@pytest.mark.parametrize("engine", ["recvmmsg", "recv"])
+def _tpacket_allowed() -> bool:
+    import socket
+    try:
+        socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0).close()
+        return True
+    except (OSError, AttributeError):
+        return False
+
+
+@pytest.mark.parametrize("engine", ["recvmmsg", "recv", "tpacket"])
 def test_ab_lines_with_loss_reorder_duplicates_arrive_identical(engine):
     from itchflow.transport.mold_publisher import Faults
+
+    if engine == "tpacket" and not _tpacket_allowed():
+        pytest.skip("AF_PACKET sockets need CAP_NET_RAW")
 
     data = synthetic_day(60_000, seed=7)
     feed, pub, res, out = run_loopback(data, engine, Faults(0.05, 0.05, 0.05, 0.05, seed=11))

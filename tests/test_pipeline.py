@@ -201,9 +201,16 @@ def _free_udp_port() -> int:
 
 
 @pytest.mark.net
-def test_mold_source_with_loss_on_both_lines(day, direct):
+@pytest.mark.parametrize("engine", ["recvmmsg", "tpacket"])
+def test_mold_source_with_loss_on_both_lines(day, direct, engine):
     from itchflow.sources.mold_publish import bind_rerequest, publish
     from itchflow.transport.mold_publisher import Faults, MoldFeed
+
+    if engine == "tpacket":
+        try:
+            socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0).close()
+        except (OSError, AttributeError):
+            pytest.skip("AF_PACKET sockets need CAP_NET_RAW")
 
     pa, pb = _free_udp_port(), _free_udp_port()
     rs = bind_rerequest("127.0.0.1", 0)
@@ -221,7 +228,7 @@ def test_mold_source_with_loss_on_both_lines(day, direct):
     try:
         books = Books()
         url = (f"mold://127.0.0.1:{pa}?line_b=127.0.0.1:{pb}&rerequest=127.0.0.1:{rs.getsockname()[1]}"
-               f"&session=PIPETEST&idle=10&max_seconds=90")
+               f"&session=PIPETEST&idle=10&max_seconds=90&engine={engine}")
         r = run_pipeline(url, books=books, wait="block")
     finally:
         stop.set()

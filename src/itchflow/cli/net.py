@@ -123,7 +123,10 @@ def _with_progress(quiet, what, total, fn):
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the recovered stream here (BinaryFILE).")
 @click.option("--ring", "ring_name", metavar="NAME", help="Publish the recovered stream into this shared-memory ring "
               "(created if absent); consume it with: itchflow run --source ring:NAME.")
-@click.option("--engine", type=click.Choice(["recvmmsg", "recv"]), default="recvmmsg", show_default=True)
+@click.option("--engine", type=click.Choice(["recvmmsg", "recv", "tpacket"]), default="recvmmsg", show_default=True,
+              help="recvmmsg from compiled code, recv from Python, or tpacket: a TPACKET_V3 ring per line "
+                   "(mmap, no system call per packet; needs CAP_NET_RAW and --ifname off loopback).")
+@click.option("--ifname", default=None, help="Interface name for --engine tpacket (default: lo for 127.x).")
 @click.option("--session", help="Follow this session only (default: the first seen).")
 @click.option("--from-sequence", "start", default="1", show_default=True,
               help="First sequence wanted, or 'first' to start from the first packet received.")
@@ -133,8 +136,8 @@ def _with_progress(quiet, what, total, fn):
 @click.option("--line-wait-ms", default=2.0, show_default=True, help="How long a hole waits for the other line.")
 @click.option("--json", "as_json", is_flag=True, help="Print the counters as one JSON object.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
-def listen(line_a, line_b, rerequest, out, ring_name, engine, session, start, interface, idle_timeout, max_seconds,
-           line_wait_ms, as_json, quiet):
+def listen(line_a, line_b, rerequest, out, ring_name, engine, ifname, session, start, interface, idle_timeout,
+           max_seconds, line_wait_ms, as_json, quiet):
     """Receive a MoldUDP64 feed (A/B lines, gap fill by re-request) until its end of session."""
     from itchflow.metrics import latency_summary
     from itchflow.sources.udp import listen as run
@@ -157,7 +160,7 @@ def listen(line_a, line_b, rerequest, out, ring_name, engine, session, start, in
                   f, engine=engine, session=session, start_sequence=start_sequence, idle_timeout=idle_timeout,
                   max_seconds=max_seconds, interface=interface,
                   receiver_options={"line_wait_ns": int(line_wait_ms * 1e6)}, on_progress=progress,
-                  on_deliver=on_deliver)
+                  on_deliver=on_deliver, ifname=ifname)
     except (OSError, ValueError, RuntimeError) as e:
         _fail(e)
     finally:

@@ -84,10 +84,12 @@ def _u16(m, p):
 
 
 @njit(inline="always", nogil=True, cache=True)
-def udp_payload(m, pkt, snap_end, port):
-    """(payload offset, payload length) of an IPv4 UDP datagram to ``port`` (0: any) whose IP
-    header starts at pkt; (-1, 0) for anything else or anything cut short."""
+def udp_payload(m, pkt, snap_end, port, addr):
+    """(payload offset, payload length) of an IPv4 UDP datagram to ``addr``:``port`` (0: any)
+    whose IP header starts at pkt; (-1, 0) for anything else or anything cut short."""
     if pkt + IPV4_MIN_HEADER > snap_end or (m[pkt] >> 4) != 4 or m[pkt + 9] != IPPROTO_UDP:
+        return -1, 0
+    if addr != 0 and ((np.int64(be16(m, pkt + 16)) << 16) | np.int64(be16(m, pkt + 18))) != addr:
         return -1, 0
     ihl = np.int64(m[pkt] & 0x0F) * 4
     if ihl < IPV4_MIN_HEADER or (np.int64(be16(m, pkt + 6)) & 0x3FFF) != 0:   # options ok, fragments not
@@ -104,8 +106,8 @@ def udp_payload(m, pkt, snap_end, port):
 
 
 @njit(nogil=True, cache=True)
-def walk(m, words, block_size, block_nr, port, state, bufs, lengths, rx_ns):
-    """Copy the payloads of ready packets (UDP to ``port``) into bufs rows, up to len(bufs);
+def walk(m, words, block_size, block_nr, port, addr, state, bufs, lengths, rx_ns):
+    """Copy the payloads of ready packets (UDP to ``addr``:``port``) into bufs rows, up to len(bufs);
     blocks read to the end are given back to the kernel. Returns the count copied (0: no
     ready block). A datagram longer than a row is copied cut and counted in state (as
     malformed downstream: its length says so)."""
@@ -122,7 +124,7 @@ def walk(m, words, block_size, block_nr, port, state, bufs, lengths, rx_ns):
         while state[W_PKT] < num and n < bufs.shape[0]:
             p = state[W_OFF]
             snap_end = p + _u16(m, p + H_MAC) + _u32(m, p + H_SNAPLEN)   # captured bytes start at tp_mac
-            off, ln = udp_payload(m, p + _u16(m, p + H_NET), snap_end, port)
+            off, ln = udp_payload(m, p + _u16(m, p + H_NET), snap_end, port, addr)
             if off >= 0:
                 k = min(ln, cap)
                 for j in range(k):
@@ -155,7 +157,7 @@ def drain_sum(m, words, block_size, block_nr, port, state):
         p = base + _u32(m, base + B_FIRST)
         for _ in range(num):
             snap_end = p + _u16(m, p + H_MAC) + _u32(m, p + H_SNAPLEN)   # captured bytes start at tp_mac
-            off, ln = udp_payload(m, p + _u16(m, p + H_NET), snap_end, port)
+            off, ln = udp_payload(m, p + _u16(m, p + H_NET), snap_end, port, 0)
             if off >= 0 and ln >= 20:
                 seq = np.uint64(0)
                 for j in range(8):
@@ -172,14 +174,15 @@ def drain_sum(m, words, block_size, block_nr, port, state):
 class TPacketV3:
     """An RX ring on ``interface`` (needs CAP_NET_RAW): see the module doc.
 
-    port: keep only UDP datagrams to this port (0: every UDP datagram).
+    port, address: keep only UDP datagrams to this port and IPv4 address (0 / "": any).
     """
 
-    def __init__(self, interface: str = "lo", *, port: int = 0, block_size: int = 1 << 18, block_nr: int = 64,
-                 frame_size: int = 2048, retire_ms: int = 1):
+    def __init__(self, interface: str = "lo", *, port: int = 0, address: str = "", block_size: int = 1 << 18,
+                 block_nr: int = 64, frame_size: int = 2048, retire_ms: int = 1):
         if block_size % mmap.PAGESIZE or block_size % frame_size:
             raise ValueError("block_size must be a multiple of the page size and of frame_size")
         self.interface, self.port = interface, port
+        self.address = int.from_bytes(socket.inet_aton(address), "big") if address and address != "0.0.0.0" else 0
         self.block_size, self.block_nr = block_size, block_nr
         s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_IP))
         try:
@@ -207,8 +210,8 @@ class TPacketV3:
 
     def read_into(self, bufs, lengths, rx_ns) -> int:
         """Payloads of ready packets into bufs rows (lengths, kernel rx times in ns); 0 if none."""
-        return int(walk(self.map, self.words, self.block_size, self.block_nr, self.port, self.state,
-                        bufs, lengths, rx_ns))
+        return int(walk(self.map, self.words, self.block_size, self.block_nr, self.port, self.address,
+                        self.state, bufs, lengths, rx_ns))
 
     def drain_sum(self) -> tuple[int, int]:
         k, acc = drain_sum(self.map, self.words, self.block_size, self.block_nr, self.port, self.state)

@@ -128,7 +128,52 @@ class MmsgRecv:
         return self.slots.receive(sock.fileno())
 
 
-ENGINES = {"recv": PyRecv, "recvmmsg": MmsgRecv}
+class TPacketRecv:
+    """Each line's datagrams read from a TPACKET_V3 ring the kernel fills (sources/packet_mmap):
+    no system call per packet. The UDP sockets stay open for their joins; what they also queue
+    is never read (their buffers are kept small)."""
+
+    name = "tpacket"
+
+    def __init__(self, batch: int = 64, slot_size: int = MAX_DATAGRAM, ifname: str | None = None):
+        self.slots = MmsgSlots(batch, slot_size)
+        self.ifname = ifname
+        self.rings: dict[int, object] = {}
+
+    def attach(self, sock: socket.socket) -> int:
+        """Start a ring for this socket's address and port; returns the descriptor to poll."""
+        from itchflow.sources.packet_mmap import TPacketV3
+
+        host, port = sock.getsockname()
+        ifname = self.ifname or ("lo" if host.startswith("127.") else None)
+        if ifname is None:
+            raise ValueError(f"the tpacket engine needs the interface name for {host}:{port} (--ifname)")
+        _set_rcvbuf(sock, 1 << 16)
+        ring = TPacketV3(ifname, port=port, address=host if host != "0.0.0.0" else "")
+        self.rings[sock.fileno()] = ring
+        return ring.fileno()
+
+    def read(self, sock: socket.socket):
+        n = self.read_batch(sock)
+        sl = self.slots
+        for i in range(n):
+            yield sl.bufs[i, :sl.lengths[i]], int(sl.rx_ns[i])
+
+    def read_batch(self, sock: socket.socket) -> int:
+        """A line's ring into the slots; a socket without a ring (re-request replies) by recvmmsg."""
+        sl = self.slots
+        ring = self.rings.get(sock.fileno())
+        if ring is None:
+            return sl.receive(sock.fileno())
+        return ring.read_into(sl.bufs, sl.lengths, sl.rx_ns)
+
+    def close(self) -> None:
+        for r in self.rings.values():
+            r.close()
+        self.rings.clear()
+
+
+ENGINES = {"recv": PyRecv, "recvmmsg": MmsgRecv, "tpacket": TPacketRecv}
 
 
 @dataclass
@@ -146,7 +191,7 @@ def listen(line_a: tuple[str, int], line_b: tuple[str, int] | None, rerequest: t
            out, *, engine: str = "recvmmsg", session: bytes | str | None = None,
            start_sequence: int | None = 1, idle_timeout: float = 10.0, max_seconds: float | None = None,
            interface: str = "0.0.0.0", receiver_options: dict | None = None, on_progress=None,
-           sockets: list | None = None, on_deliver=None, stop=None) -> ListenResult:
+           sockets: list | None = None, on_deliver=None, stop=None, ifname: str | None = None) -> ListenResult:
     """Receive a MoldUDP64 feed until its end of session is seen and every message before
     it is delivered (or until ``idle_timeout`` s without a packet / ``max_seconds``).
 
@@ -154,6 +199,8 @@ def listen(line_a: tuple[str, int], line_b: tuple[str, int] | None, rerequest: t
     on_deliver: called with each ``Deliver`` event (``.data`` BinaryFILE-framed messages,
     ``.first_sequence``, ``.count``) before the buffer it views is reused: the hook for a ring.
     stop: a threading.Event that ends the loop when set.
+    engine: "recvmmsg" (batched, compiled), "recv" (Python) or "tpacket" (a TPACKET_V3 ring per
+    line on interface ``ifname``, lo for loopback addresses; needs CAP_NET_RAW).
     sockets: already-open (A, B or None) receive sockets (tests open them before the publisher starts).
     """
     opts = dict(receiver_options or {})
@@ -170,10 +217,12 @@ def listen(line_a: tuple[str, int], line_b: tuple[str, int] | None, rerequest: t
         req_sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         _set_rcvbuf(req_sock, 4 << 20)
         req_sock.setblocking(False)
-    reader = ENGINES[engine]()
+    reader = ENGINES[engine](ifname=ifname) if engine == "tpacket" else ENGINES[engine]()
     batched = hasattr(reader, "read_batch")
-    _warm_up(reader)
-    lines = {s.fileno(): (s, i) for i, s in enumerate(socks)}
+    if engine != "tpacket":
+        _warm_up(reader)
+    # what to poll for each line: its socket, or the packet ring that sees its datagrams
+    lines = {(reader.attach(s) if engine == "tpacket" else s.fileno()): (s, i) for i, s in enumerate(socks)}
     if req_sock is not None:
         lines[req_sock.fileno()] = (req_sock, LINE_REPLY)
     poller = select.poll()
@@ -215,6 +264,8 @@ def listen(line_a: tuple[str, int], line_b: tuple[str, int] | None, rerequest: t
             if t - last_packet > idle_timeout or (max_seconds is not None and t - start > max_seconds):
                 break
     finally:
+        if hasattr(reader, "close"):
+            reader.close()
         if sockets is None:
             for s in socks:
                 s.close()
