@@ -352,7 +352,9 @@ def apply_messages(buf, pos, end, seq, orders, table, levels, lad_key, lad_lvl, 
                 prefetch(orders, tail)
         nxt, t1 = _next_message(buf, a1, end)
         if _HAS_REF[t1] and nxt - a1 >= 2 + _REF_OFFSET + 8:
-            prefetch(table, _U(home_slot(be64(buf, a1 + 2 + _REF_OFFSET), mask, shift)) * _U(2))
+            h1 = _U(home_slot(be64(buf, a1 + 2 + _REF_OFFSET), mask, shift))
+            prefetch(table, h1 * _U(2))
+            prefetch(table, ((h1 + _U(1)) & _U(mask)) * _U(2))  # a delete shifts the next row back
             loc1 = be16(buf, a1 + 2 + _LOCATE)
             prefetch(stocks, loc1)
             prefetch_off(stocks, loc1, _STOCK_LAST_BYTE)  # records straddle two lines
