@@ -119,6 +119,16 @@ def test_b_breaks_a_trade_by_match_number():
     assert mark_broken(trades).tolist() == [True, False, False]
 
 
+def test_a_zero_share_trade_stays_in_the_match_index_when_it_grows():
+    # the index marks a row occupied by a word that is never 0 (not by the shares): a 0-share
+    # cross must survive the rehash and still be breakable, and must not hide later matches
+    many = [trade(1, 10, P, match=1000 + i) for i in range(2000)]  # grows the 1,024-row index
+    b = books_after(cross(1, 0, P, match=5), *many, broken(1, 5), broken(1, 1999), record=False)
+    a = b.anomalies()
+    assert a["unknown_match"] == 0 and a["duplicate_match"] == 0
+    assert b.volume("AAPL") == 10 * 1999
+
+
 def test_crossed_and_locked_books_are_kept():
     b = books_after(add(1, 1, "B", 100, 10 * P), add(1, 2, "S", 100, 10 * P), add(1, 3, "S", 50, 9 * P))
     assert b.bbo("AAPL") == (10 * P, 100, 9 * P, 50)

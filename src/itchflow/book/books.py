@@ -75,7 +75,7 @@ class Books:
         self.stocks = np.zeros(L.N_LOCATES, L.STOCK_DTYPE)
         self.anomaly_counts = np.zeros((L.N_LOCATES, L.N_ANOMALIES), np.int64)
         self.type_counts = np.zeros(256, np.int64)
-        self.matches = np.zeros(MIN_TABLE * 4, np.uint64)  # flat rows (match, shares, price|locate|flags, used)
+        self.matches = np.zeros(MIN_TABLE * 4, np.uint64)  # flat rows (match, used, price|locate|flags, shares)
         self.events = EventBuffers()
         c = self.ctl
         c[L.C_ORDER_CAP] = len(self.order_pool)

@@ -295,13 +295,13 @@ def _record_trade(locate, price, shares, match, kind, printable, side, stocks, m
     if ctl[C_TRACK_MATCHES]:
         cap = ctl[C_MATCH_CAP]
         i = find_slot(matches, match, cap - 1, _shift_for(cap), 4) * 4
-        if matches[i + 3] != 0:
+        if matches[i + 1] != 0:  # word 1 is the occupancy mark find_slot probes on (a trade may have 0 shares)
             anomalies[locate, A_DUP_MATCH] += 1
         else:
             matches[i] = match
-            matches[i + 1] = _U(shares)
+            matches[i + 1] = 1
             matches[i + 2] = _U(price) | (_U(locate) << _U(32)) | ((_FLAG_COUNTED if printable else _U(0)) << _U(48))
-            matches[i + 3] = 1
+            matches[i + 3] = _U(shares)
             ctl[C_MATCH_USED] += 1
     if st.record_trades:
         k = ctl[C_TRADES_N]
@@ -602,10 +602,10 @@ def apply_messages(buf, pos, end, seq, orders, table, levels, lad_key, lad_lvl, 
                 mcap = ctl[C_MATCH_CAP]
                 i = find_slot(matches, match, mcap - 1, _shift_for(mcap), 4) * 4
                 flags = matches[i + 2] >> _U(48)
-                if matches[i + 3] != 0 and (flags & _FLAG_BROKEN) == 0:
+                if matches[i + 1] != 0 and (flags & _FLAG_BROKEN) == 0:
                     found = True
                     matches[i + 2] |= _FLAG_BROKEN << _U(48)
-                    shares = matches[i + 1]
+                    shares = matches[i + 3]
                     price = np.uint32(matches[i + 2] & _U(0xFFFFFFFF))
                     tlocate = np.int64((matches[i + 2] >> _U(32)) & _U(0xFFFF))
                     st = stocks[_U(tlocate)]

@@ -16,7 +16,8 @@ All engine state lives in preallocated numpy arrays so the compiled kernels can 
 - ``stocks``: per stock locate: symbol, trading state, volume, notional, cached BBO, and
   which event streams to record for it.
 - ``matches``: match number -> trade (for B, broken trades): flat uint64 rows of 4
-  (key, shares, price | locate << 32 | flags << 48, used).
+  (key, used = 1, price | locate << 32 | flags << 48, shares); word 1 is what marks a row
+  occupied for the probing (``order_store.find_slot``), so it must never be 0 (shares may be).
 - ``ctl``: int64 control words (counters, free-list heads, capacities, options).
 """
 
