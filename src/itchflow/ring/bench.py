@@ -402,7 +402,7 @@ def _stress_consumer(path, n, cpus, out):
                      np.zeros(1, np.int64), o)
 
 
-def stress(n: int, cpus, progress: bool) -> dict:
+def stress_run(n: int, cpus, progress: bool) -> dict:
     from itchflow.ring import workload as W
     path = _tmp_path("stress")
     with Ring.create(path, 1 << 20, max_payload=256, consumers=["stress"], heartbeat_timeout=60) as ring:
@@ -540,7 +540,7 @@ def run(records=20_000_000, rate=200_000, latency_records=200_000, peers=True, p
                 res["ratios"][f"batched_vs_{name}"] = res["throughput_batched"]["records_per_s"] / r["records_per_s"]
     if stress_records:
         say(f"stress: {stress_records:,} verified records ...")
-        res["stress"] = stress(stress_records, cpus, progress)
+        res["stress"] = stress_run(stress_records, cpus, progress)
         say(f"stress: {res['stress']}")
     res["machine"]["loadavg_1m_at_end"] = os.getloadavg()[0]
     if plot:
