@@ -246,17 +246,27 @@ def run(messages: int = 10_000_000, stocks: int = 2000, seed: int = 1, batch_byt
         rows = [fn() for _ in range(repeat)]
         return max(rows, key=lambda r: r[key])
 
-    def in_process():
+    def in_process_of(p):
         b = Books()
         t0 = time.perf_counter()
-        replay(b, str(path))
+        replay(b, str(p))
         dt = time.perf_counter() - t0
         return {"messages": b.messages, "seconds": dt, "msgs_per_s": b.messages / dt}
+
+    def in_process():
+        return in_process_of(path)
 
     echo("in-process replay ...")
     res["in_process"] = best(in_process)
     echo("ring pipeline (file) ...")
     res["ring"] = best(lambda: _report_row(run_pipeline(str(path), pin=cpus, batch_bytes=batch_bytes, top=0)))
+    # gzip: here the reader has real work (decompression), which the second process takes off
+    # the book's core; in one process the two take turns
+    gz = _ensure_gz(path)
+    echo("in-process replay of the .gz ...")
+    res["gz_in_process"] = best(lambda: in_process_of(gz))
+    echo("ring pipeline of the .gz ...")
+    res["gz_ring"] = best(lambda: _report_row(run_pipeline(str(gz), pin=cpus, batch_bytes=batch_bytes, top=0)))
     hand = {}
     for bb in (batch_bytes, small_batch):
         echo(f"hand-off only, {bb}-byte batches ...")
@@ -284,6 +294,28 @@ def run(messages: int = 10_000_000, stocks: int = 2000, seed: int = 1, batch_byt
     echo(f"mold (loopback UDP at {mold_pps:,.0f} packets/s, {net_messages:,} messages) ...")
     res["mold"] = _mold_run(net_day, mold_pps, cpus)
     return res
+
+
+def _ensure_gz(path):
+    """A gzip copy of the day beside it (isal when installed, level 1: the fast setting)."""
+    import os as _os
+
+    gz = path.with_name(path.name + ".gz")
+    if gz.exists():
+        return gz
+    tmp = gz.with_suffix(".tmp")
+    try:
+        from isal import igzip as gzmod
+    except ImportError:
+        import gzip as gzmod
+    with open(path, "rb") as src, gzmod.open(tmp, "wb", compresslevel=1) as dst:
+        while True:
+            block = src.read(8 << 20)
+            if not block:
+                break
+            dst.write(block)
+    _os.replace(tmp, gz)
+    return gz
 
 
 def _prefix_bytes(buf: np.ndarray, n: int) -> int:
@@ -314,6 +346,10 @@ def print_report(r: dict) -> None:
     print(f"    in-process (no hand-off)       {base / 1e6:7.2f}   1.00")
     print(f"    ring pipeline (2 processes)    {ring / 1e6:7.2f}   {ring / base:.2f}   "
           f"engine {r['ring']['engine_ns_per_msg']:.1f} ns/msg")
+    gi, gr = r["gz_in_process"]["msgs_per_s"], r["gz_ring"]["msgs_per_s"]
+    print(f"    .gz in-process                 {gi / 1e6:7.2f}   {gi / base:.2f}")
+    print(f"    .gz ring pipeline              {gr / 1e6:7.2f}   {gr / base:.2f}   (ring is {gr / gi:.2f}x the "
+          f".gz in one process: decompression on the other core)")
     for kind, q in r.get("queues", {}).items():
         print(f"    {kind:<14} pipeline        {q['msgs_per_s'] / 1e6:7.2f}   {q['msgs_per_s'] / base:.2f}   "
               f"(ring is {ring / q['msgs_per_s']:.2f}x)")
