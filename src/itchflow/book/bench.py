@@ -64,15 +64,20 @@ from meatpy.itch50.itch50_message_reader import ITCH50MessageReader
 from meatpy.itch50.itch50_market_processor import ITCH50MarketProcessor
 mp = ITCH50MarketProcessor({symbol!r}, datetime.datetime(2019, 1, 30))
 n = 0
+stopped = None
 t = time.perf_counter()
 with ITCH50MessageReader({path!r}) as reader:
     for m in reader:
-        mp.process_message(m)
+        try:
+            mp.process_message(m)
+        except Exception as e:   # MeatPy refuses executions that are not at the head of the queue
+            stopped = f"{{type(e).__name__}} at message {{n + 1:,}}: {{str(e)[:160]}}"
+            break
         n += 1
         if n >= {messages}:
             break
 dt = time.perf_counter() - t
-print(json.dumps({{"messages": n, "seconds": dt}}))
+print(json.dumps({{"messages": n, "seconds": dt, "stopped": stopped}}))
 """
 
 _MEMORY = """
@@ -157,6 +162,7 @@ def run(messages: int = 50_000_000, stocks: int = 8000, seed: int = 1, repeat: i
         if "error" not in mp:
             r["meatpy_one_stock"] = rate_row(mp["messages"], mp["seconds"])
             r["meatpy_one_stock"]["symbol"] = sym
+            r["meatpy_one_stock"]["stopped"] = mp.get("stopped")
             r["ratio_vs_meatpy"] = r["meatpy_one_stock"]["ns_per_msg"] / r["itchflow"]["ns_per_msg"]
         else:
             r["meatpy_one_stock"] = mp
@@ -191,6 +197,10 @@ def report(r: dict) -> None:
         p = r["meatpy_one_stock"]
         c.print(f"  MeatPy, one stock ({p['symbol']}):  {p['msgs_per_s'] / 1e6:6.3f} M msg/s  {p['ns_per_msg']:8.1f} ns/msg"
                 f"   -> itchflow (all stocks) is {r['ratio_vs_meatpy']:.0f}x")
+        if p.get("stopped"):
+            c.print(f"    MeatPy stopped early (timed up to there): {p['stopped']}")
+    elif "meatpy_one_stock" in r:
+        c.print(f"  MeatPy: {r['meatpy_one_stock']}")
     if r.get("memory_6m_live"):
         mm = r["memory_6m_live"]
         if "peak_rss" in mm:
