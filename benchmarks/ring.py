@@ -3,7 +3,7 @@ one-way latency at a fixed offered rate against the cache-line ping-pong floor, 
 (multiprocessing.Queue, faster-fifo, pyzmq ipc, our own Python API) on the same ITCH-sized
 records in the same run. ``--stress N`` adds an N-record byte-verified run.
 
-    .venv/bin/python benchmarks/ring.py [--json] [--stress 100000000] [--plot lat.png]
+    .venv/bin/python benchmarks/ring.py [--json] [--stress 100000000] [--plot lat.png] [--realtime]
 
 Same code as ``itchflow bench ring``.
 """
@@ -29,12 +29,14 @@ def main() -> None:
     ap.add_argument("--stress", type=int, default=0, help="also verify N records end to end")
     ap.add_argument("--pin", default="0,1", help="producer,consumer CPUs ('' = no pinning)")
     ap.add_argument("--plot", default=None, help="latency histogram PNG path")
+    ap.add_argument("--realtime", action="store_true",
+                    help="run the latency consumer SCHED_FIFO (root): ordinary tasks cannot preempt it")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     cpus = tuple(int(x) for x in a.pin.split(",")) if a.pin else None
     res = run(records=a.records, batch=a.batch, capacity=a.capacity, repeats=a.repeats, rate=a.rate, latency_records=a.latency_records,
               peers=not a.no_peers, peer_records=a.peer_records, stress=a.stress, cpus=cpus,
-              plot=a.plot, progress=not a.json)
+              plot=a.plot, progress=not a.json, realtime=a.realtime)
     if a.json:
         print(json.dumps(res, indent=2))
     else:

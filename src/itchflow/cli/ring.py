@@ -138,14 +138,16 @@ def ring_layout() -> None:
 @click.option("--stress", "stress", default=0, help="Also run an N-record verified stress (e.g. 100000000).")
 @click.option("--pin", default="0,1", show_default=True, help="CPUs for producer,consumer ('' = no pinning).")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Write a latency histogram PNG.")
+@click.option("--realtime", is_flag=True, help="Latency consumer SCHED_FIFO (root): ordinary tasks cannot preempt it.")
 @click.option("--quiet", "-q", is_flag=True)
-def bench_ring(as_json, records, rate, latency_records, batch, capacity, repeats, peers, peer_records, stress, pin, plot, quiet):
+def bench_ring(as_json, records, rate, latency_records, batch, capacity, repeats, peers, peer_records, stress, pin, plot,
+               realtime, quiet):
     """Cross-process ring throughput and one-way latency vs the cache-line floor and peers."""
     from itchflow.ring.bench import print_report, run
     cpus = tuple(int(x) for x in pin.split(",")) if pin else None
     result = run(records=records, batch=batch, capacity=capacity, repeats=repeats, rate=rate, latency_records=latency_records, peers=peers,
                  peer_records=peer_records, stress=stress, cpus=cpus, plot=plot,
-                 progress=not quiet and not as_json)
+                 progress=not quiet and not as_json, realtime=realtime)
     if as_json:
         click.echo(json.dumps(result, indent=2))
     else:

@@ -243,11 +243,19 @@ def involuntary_switches() -> int:
     return -1
 
 
-def _lat_consumer(path, n, cpus, out, samples):
+def _lat_consumer(path, n, cpus, out, samples, realtime=False):
     pin_for(cpus, 1)
+    o = np.frombuffer(out, np.int64)
+    if realtime:
+        # SCHED_FIFO: ordinary tasks can no longer preempt the spinning consumer (a round lasts
+        # well under the kernel's RT budget of 0.95 s per second, so it is never throttled)
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10))
+            o[7] = 1
+        except (PermissionError, AttributeError, OSError):
+            o[7] = -1
     r = Ring.open(path)
     rd = r.reader("bench")
-    o = np.frombuffer(out, np.int64)
     # one record per poll: a poll that goes on to look at the NEXT header pulls that line from
     # the producer's cache (it pre-zeroed it) before returning, a second transfer on the path
     bufs = _poll_buffers(1)
@@ -257,13 +265,13 @@ def _lat_consumer(path, n, cpus, out, samples):
     o[6] = involuntary_switches() - sw
 
 
-def latency(n: int, rate: float, cpus, tpn: float) -> tuple[dict, np.ndarray]:
+def latency(n: int, rate: float, cpus, tpn: float, realtime: bool = False) -> tuple[dict, np.ndarray]:
     path = _tmp_path("lat")
     with Ring.create(path, 1 << 20, max_payload=256, consumers=["bench"], heartbeat_timeout=60) as ring:
         out = CTX.RawArray("q", 8)
         samples = CTX.RawArray("q", n)
         o = np.frombuffer(out, np.int64)
-        p = CTX.Process(target=_lat_consumer, args=(path, n, cpus, out, samples))
+        p = CTX.Process(target=_lat_consumer, args=(path, n, cpus, out, samples, realtime))
         p.start()
         pin_for(cpus, 0)
         try:
@@ -280,7 +288,7 @@ def latency(n: int, rate: float, cpus, tpn: float) -> tuple[dict, np.ndarray]:
     warm = ns[min(1000, n // 10):]      # drop the first records (page faults, cold caches)
     q = np.percentile(warm, [50, 99, 99.9])
     return ({"records": int(len(warm)), "offered_rate": rate,
-             "consumer_preemptions": int(o[6]), "p50_ns": q[0], "p99_ns": q[1],
+             "consumer_preemptions": int(o[6]), "consumer_sched_fifo": int(o[7]) == 1, "p50_ns": q[0], "p99_ns": q[1],
              "p999_ns": q[2], "max_ns": float(warm.max()), "mean_ns": float(warm.mean())}, warm)
 
 
@@ -462,7 +470,7 @@ def _warm(lens, src) -> None:
 
 def run(records=20_000_000, rate=200_000, latency_records=200_000, peers=True, peer_records=200_000,
         stress_records=0, cpus=(0, 1), plot=None, progress=True, stress=None, capacity=1 << 22,
-        batch=256, repeats=3, latency_rounds=5) -> dict:
+        batch=256, repeats=3, latency_rounds=5, realtime=False) -> dict:
     if stress is not None:
         stress_records = stress
     say = print if progress else (lambda *a, **k: None)
@@ -501,10 +509,11 @@ def run(records=20_000_000, rate=200_000, latency_records=200_000, peers=True, p
     per = max(latency_records // latency_rounds, 10_000)
     for _ in range(latency_rounds):
         fl = pingpong_floor(200_000, cpus, tpn)
-        lt, sm = latency(per, rate, cpus, tpn)
+        lt, sm = latency(per, rate, cpus, tpn, realtime)
         rounds.append({"floor_one_way_ns": fl["one_way_ns"], "p50_ns": lt["p50_ns"], "p99_ns": lt["p99_ns"],
                        "p50_over_floor": lt["p50_ns"] / fl["one_way_ns"],
-                       "consumer_preemptions": lt["consumer_preemptions"]})
+                       "consumer_preemptions": lt["consumer_preemptions"],
+                       "consumer_sched_fifo": lt["consumer_sched_fifo"]})
         pooled.append(sm)
     samples = np.concatenate(pooled)
     q = np.percentile(samples, [50, 99, 99.9])
@@ -512,6 +521,7 @@ def run(records=20_000_000, rate=200_000, latency_records=200_000, peers=True, p
            "p50_ns": float(q[0]), "p99_ns": float(q[1]), "p999_ns": float(q[2]),
            "max_ns": float(samples.max()), "mean_ns": float(samples.mean()),
            "consumer_preemptions": int(sum(r["consumer_preemptions"] for r in rounds)),
+           "consumer_sched_fifo": all(r["consumer_sched_fifo"] for r in rounds), "realtime_asked": realtime,
            "p50_over_floor": float(np.median([r["p50_over_floor"] for r in rounds])),
            "best_round_p50_over_floor": float(min(r["p50_over_floor"] for r in rounds))}
     res["latency"] = lat
@@ -578,7 +588,9 @@ def print_report(res: dict) -> None:
               f"({r['p50_over_floor']:.2f}x), p99 {r['p99_ns']:.0f} ns, preempted {r['consumer_preemptions']}x")
     print(f"  one-way latency @ {lat['offered_rate']:,}/s  p50 {lat['p50_ns']:.0f} ns (median round {lat['p50_over_floor']:.2f}x floor)  "
           f"p99 {lat['p99_ns']:.0f}  p99.9 {lat['p999_ns']:.0f}  max {lat['max_ns']:.0f} ns  "
-          f"(consumer preempted {lat.get('consumer_preemptions', '?')} times)")
+          f"(consumer preempted {lat.get('consumer_preemptions', '?')} times"
+          + ("; consumer SCHED_FIFO)" if lat.get("consumer_sched_fifo") else
+             "; --realtime refused: needs CAP_SYS_NICE)" if lat.get("realtime_asked") else ")"))
     for name, r in res.get("peers", {}).items():
         if "records_per_s" in r:
             print(f"  {name:36s} {r['records_per_s'] / 1e3:8.0f} k rec/s  {r['ns_per_record']:8.0f} ns/rec  "
