@@ -218,10 +218,16 @@ def test_mold_source_with_loss_on_both_lines(day, direct, engine):
     stop = threading.Event()
     box = {}
 
+    from itchflow.sources.udp import warm_up
+    warm_up(engine)   # compiled before the fork, so the producer process receives from the first packet
+
     def pub():
-        time.sleep(1.0)   # let the producer process bind its sockets (anything missed is re-requested)
+        from itchflow.sources.udp import wait_for_listener
+        # start once the producer process is receiving on both lines (with a cold Numba cache
+        # the consumer's engine compiles first, for seconds)
+        assert wait_for_listener(pa) and wait_for_listener(pb)
         box["pub"] = publish(feed, ("127.0.0.1", pa), ("127.0.0.1", pb), rerequest=rs, pps=40_000,
-                             faults=Faults(0.05, 0.05, 0.05, 0.05, seed=5), linger=1.5, stop=stop)
+                             faults=Faults(0.05, 0.05, 0.05, 0.05, seed=5), linger=30.0, stop=stop)
 
     t = threading.Thread(target=pub)
     t.start()

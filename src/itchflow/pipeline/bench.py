@@ -173,7 +173,8 @@ def _mold_run(day: np.ndarray, pps: float, cpus) -> dict:
     box = {}
 
     def pub():
-        time.sleep(1.0)
+        from itchflow.sources.udp import wait_for_listener
+        wait_for_listener(pa)
         box["pub"] = publish(feed, ("127.0.0.1", pa), None, rerequest=rs, pps=pps, linger=1.0, stop=stop)
 
     t = threading.Thread(target=pub)

@@ -39,6 +39,8 @@ class RerequestThread(threading.Thread):
         super().__init__(name="mold-rerequest", daemon=True)
         self.server = RerequestServer(feed)
         self.sock = sock
+        if feed.messages:
+            feed.span(1, 1, 2)      # compile the reply kernel now, not on the first re-request
         self.available = 1          # sequence after the last message published so far
         self._halt = threading.Event()
 

@@ -234,3 +234,12 @@ class TPacketV3:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def warm_up() -> None:
+    """Compile (or load) the walker now, not on the first packet: a one-block ring of zeros
+    has no ready block, so nothing is read."""
+    m = np.zeros(4096, np.uint8)
+    bufs = np.zeros((1, 16), np.uint8)
+    one = np.zeros(1, np.int64)
+    walk(m, m.view(np.int64), 4096, 1, 0, 0, np.zeros(W_FIELDS, np.int64), bufs, one, one.copy())

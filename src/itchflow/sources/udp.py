@@ -44,6 +44,29 @@ def parse_endpoint(text: str, default_host: str = "0.0.0.0") -> tuple[str, int]:
     return host or default_host, p
 
 
+def udp_port_bound(port: int) -> bool:
+    """Whether any socket on this host is bound to UDP ``port`` (read from /proc/net/udp, so
+    asking never takes the port from the process about to bind it)."""
+    want = f":{port:04X}"
+    try:
+        with open("/proc/net/udp") as f:
+            next(f)
+            return any(line.split()[1].endswith(want) for line in f)
+    except (OSError, StopIteration, IndexError):
+        return False
+
+
+def wait_for_listener(port: int, timeout: float = 60.0) -> bool:
+    """Wait until some process has bound UDP ``port`` (for a sender that must not start before
+    its receiver is there); True when it has, False at the timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if udp_port_bound(port):
+            return True
+        time.sleep(0.01)
+    return False
+
+
 def is_multicast(host: str) -> bool:
     try:
         return ipaddress.ip_address(host).is_multicast
@@ -219,8 +242,7 @@ def listen(line_a: tuple[str, int], line_b: tuple[str, int] | None, rerequest: t
         req_sock.setblocking(False)
     reader = ENGINES[engine](ifname=ifname) if engine == "tpacket" else ENGINES[engine]()
     batched = hasattr(reader, "read_batch")
-    if engine != "tpacket":
-        _warm_up(reader)
+    _warm_up(reader)
     # what to poll for each line: its socket, or the packet ring that sees its datagrams
     lines = {(reader.attach(s) if engine == "tpacket" else s.fileno()): (s, i) for i, s in enumerate(socks)}
     if req_sock is not None:
@@ -275,9 +297,20 @@ def listen(line_a: tuple[str, int], line_b: tuple[str, int] | None, rerequest: t
                         receiver.finished, time.monotonic() - start, engine)
 
 
+def warm_up(engine: str) -> None:
+    """Load every compiled kernel ``listen`` uses with this engine (callers that start a sender
+    first do this before, so that the first packets do not wait for compilation)."""
+    reader = TPacketRecv() if engine == "tpacket" else ENGINES[engine]()
+    _warm_up(reader)
+
+
 def _warm_up(reader) -> None:
     """Load the compiled kernels now, not on the first packet (that would be its latency)."""
     from itchflow.transport.moldudp64_layout import pack_header
+
+    if isinstance(reader, TPacketRecv):
+        from itchflow.sources.packet_mmap import warm_up as warm_walker
+        warm_walker()
 
     pkt = np.frombuffer(pack_header(b"WARMUP", 1, 1) + b"\x00\x01A", np.uint8)
     r = MoldReceiver(b"WARMUP")
