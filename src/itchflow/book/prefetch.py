@@ -13,6 +13,24 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 
+def _element_bytes(context, builder, aryty, ary_value, idx_type, idx_value):
+    """An i8* to arr[idx] (arr[idx, 0, ...] for an n-D array), no bounds or wraparound checks."""
+    ary = context.make_array(aryty)(context, builder, ary_value)
+    index = context.cast(builder, idx_value, idx_type, types.intp)
+    zero = context.get_constant(types.intp, 0)
+    ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [index] + [zero] * (aryty.ndim - 1),
+                                   wraparound=False)
+    return builder.bitcast(ptr, ir.IntType(8).as_pointer())
+
+
+def _emit_prefetch(builder, address) -> None:
+    """llvm.prefetch(address, read, locality 3 = keep in all levels, data cache)."""
+    i32 = ir.IntType(32)
+    fnty = ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer(), i32, i32, i32])
+    fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+    builder.call(fn, [address, i32(0), i32(3), i32(1)])
+
+
 @intrinsic
 def prefetch(typingctx, arr, idx):
     """Prefetch the cache line holding arr[idx] (arr[idx, 0] for a 2-D array), for reading."""
@@ -20,17 +38,7 @@ def prefetch(typingctx, arr, idx):
         return None
 
     def codegen(context, builder, sig, args):
-        aryty = sig.args[0]
-        ary = context.make_array(aryty)(context, builder, args[0])
-        index = context.cast(builder, args[1], sig.args[1], types.intp)
-        zero = context.get_constant(types.intp, 0)
-        indices = [index] + [zero] * (aryty.ndim - 1)
-        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, indices, wraparound=False)
-        i8p = ir.IntType(8).as_pointer()
-        i32 = ir.IntType(32)
-        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
-        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
+        _emit_prefetch(builder, _element_bytes(context, builder, sig.args[0], args[0], sig.args[1], args[1]))
         return context.get_dummy_value()
 
     return types.void(arr, idx), codegen
@@ -45,19 +53,9 @@ def prefetch_off(typingctx, arr, idx, offset):
         return None
 
     def codegen(context, builder, sig, args):
-        aryty = sig.args[0]
-        ary = context.make_array(aryty)(context, builder, args[0])
-        index = context.cast(builder, args[1], sig.args[1], types.intp)
+        base = _element_bytes(context, builder, sig.args[0], args[0], sig.args[1], args[1])
         off = context.cast(builder, args[2], sig.args[2], types.intp)
-        zero = context.get_constant(types.intp, 0)
-        indices = [index] + [zero] * (aryty.ndim - 1)
-        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, indices, wraparound=False)
-        i8p = ir.IntType(8).as_pointer()
-        i32 = ir.IntType(32)
-        byte = builder.gep(builder.bitcast(ptr, i8p), [off])
-        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
-        builder.call(fn, [byte, i32(0), i32(3), i32(1)])
+        _emit_prefetch(builder, builder.gep(base, [off]))
         return context.get_dummy_value()
 
     return types.void(arr, idx, offset), codegen
