@@ -127,32 +127,32 @@ class BatchApplier:
                 setattr(self, name, b)
 
     def warm_up(self, data: np.ndarray) -> None:
-        """Load the compiled code now (a call with no records applies nothing)."""
-        from itchflow.ring.api import Batch
+        """Load the compiled code now: a call over no records applies and changes nothing."""
+        self._apply_records(data, np.zeros(0, np.int64), np.zeros(0, np.int64), 0, 0)
 
-        empty = np.zeros(0, np.int64)
-        self.apply(Batch(data, empty, empty, empty), 0, force=True)
+    def _apply_records(self, data, offsets, lengths, n: int, taken: int) -> int:
+        b = self.books
+        return apply_records(data, offsets, lengths, n, taken, self.st, self.hand_off, self.applied, self.received,
+                             b.order_pool, b.table, b.levels, b.lad_key, b.lad_lvl, b.books, b.stocks,
+                             b.anomaly_counts, b.matches, b.events.trades, b.events.bbo, b.events.l2, b.ctl,
+                             b.type_counts)
 
-    def apply(self, batch, taken: int, force: bool = False) -> None:
+    def apply(self, batch, taken: int) -> None:
         """Apply every record of a ring read (``Reader.read_batch``) taken at cycle count ``taken``."""
         n = len(batch)
-        if n == 0 and not force:
+        if n == 0:
             return
         self._room(n)
         b = self.books
-        st = self.st
         while True:
-            status = apply_records(batch.data, batch.offsets, batch.lengths, n, taken, st, self.hand_off,
-                                   self.applied, self.received, b.order_pool, b.table, b.levels, b.lad_key,
-                                   b.lad_lvl, b.books, b.stocks, b.anomaly_counts, b.matches, b.events.trades,
-                                   b.events.bbo, b.events.l2, b.ctl, b.type_counts)
+            status = self._apply_records(batch.data, batch.offsets, batch.lengths, n, taken)
             if status == BL.OK:
                 break
             if status >= BL.ERR_FIRST:
                 self._raise(batch, status)
             b._grow(status)
         b.events.sync_from(b.ctl)
-        b.next_sequence = int(st[S_EXPECTED])
+        b.next_sequence = int(self.st[S_EXPECTED])
 
     def _raise(self, batch, status: int) -> None:
         st = self.st

@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from itchflow.pipeline import batch_layout as B
 from itchflow.pipeline.consume import S_APPLY_TICKS, S_BATCHES, S_BYTES, S_GAP_MESSAGES, S_GAPS, S_MESSAGES, \
     S_REPEATS, BatchApplier
 from itchflow.pipeline.publish import CONSUMER, feed_max_payload, warm_up
@@ -62,7 +61,6 @@ class PipelineReport:
     apply_ns_per_message: float = 0.0
     book: dict = field(default_factory=dict)
     top: list = field(default_factory=list)
-    error: str | None = None
     samples: dict = field(default_factory=dict, repr=False)   # stage -> ns per batch (not in to_dict)
 
     @property

@@ -29,18 +29,12 @@ SOUP_KEYS = {"user", "password", "session", "sequence", "max_seconds", "dead_lin
 
 @dataclass
 class SourceSpec:
-    kind: str                       # "file", "tail", "mold", "soup"
+    kind: str                       # "file", "tail", "ring", "mold", "soup"
     text: str                       # as given, for messages
     path: str | None = None
     host: str | None = None
     port: int | None = None
     options: dict = field(default_factory=dict)
-
-    @property
-    def live(self) -> bool:
-        """Data arrives over time (latency is meaningful), rather than as fast as it is read."""
-        return self.kind != "file"
-
 
 
 def _endpoint(text: str, what: str, spec: str) -> tuple[str, int]:

@@ -300,8 +300,7 @@ def listen(line_a: tuple[str, int], line_b: tuple[str, int] | None, rerequest: t
 def warm_up(engine: str) -> None:
     """Load every compiled kernel ``listen`` uses with this engine (callers that start a sender
     first do this before, so that the first packets do not wait for compilation)."""
-    reader = TPacketRecv() if engine == "tpacket" else ENGINES[engine]()
-    _warm_up(reader)
+    _warm_up(ENGINES[engine]())
 
 
 def _warm_up(reader) -> None:
