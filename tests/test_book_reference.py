@@ -106,11 +106,11 @@ def test_growth_keeps_state():
     """Tiny starting pool, table, levels and arena: every growth path runs mid-stream."""
     msgs = random_day(5, 6000, stocks=3, ref_style="dense")
     data = encode(msgs)
-    small = Books(16, table=1024, levels=4, arena=8)
+    small = Books(16, table=16, levels=4, arena=8)
     small.record(l2=True)
     small.apply(data)
     ref = ReferenceBook()
     for i, m in enumerate(msgs):
         ref.apply(m, i + 1)
     compare(small, ref, 3)
-    assert len(small.order_pool) > 16 and len(small.levels) > 4 and len(small.lad_key) > 8
+    assert len(small.order_rows) > 16 and len(small.levels) > 4 and len(small.lad_key) > 8

@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from itchflow.book import layout as L
+from itchflow.book.aligned import aligned_zeros
 from itchflow.book.engine import apply_messages
 from itchflow.book.events import EventBuffers
 from itchflow.book.ladder import compact_arena
@@ -23,9 +24,8 @@ from itchflow.book.order_store import MIN_TABLE, rehash, table_shift
 from itchflow.book.queries import all_orders, depth, find_level, queue, top_of_books
 from itchflow.errors import ITCHFormatError
 
-DEFAULT_ORDERS = 6_291_456      # order pool slots (6 M): allocated up front, touched as used
-DEFAULT_TABLE = 1 << 20         # hash slots to start with: grown (rehashed) at 5/8 load; a
-                                # table sized to the live set keeps the probes in cache
+DEFAULT_TABLE = 1 << 21         # order table rows to start with (64 MiB, 786 k live orders before
+                                # it grows): doubled (rehashed) past 3/8 full
 
 
 def _pow2_at_least(n: int) -> int:
@@ -52,35 +52,35 @@ def mpid_text(key: int) -> str:
 class Books:
     """Full-depth books of every stock, fed whole ITCH messages.
 
-    capacity: order slots to start with (the pool, hash table and levels grow on demand,
-    so this only avoids early regrowth; the pool's pages are only touched as orders arrive).
-    track_matches keeps a match number -> trade index
+    capacity: live orders to expect (the order table starts with room for them; it, the
+    levels and the ladders grow on demand, so this only avoids early regrowth); ``table``
+    gives the starting rows directly instead. track_matches keeps a match number -> trade index
     so B (broken trade) messages can take trades back out of the volume.
     Event recording (BBO changes, trades, L2 level changes) is off until ``record`` is called.
     """
 
-    def __init__(self, capacity: int = DEFAULT_ORDERS, *, track_matches: bool = True,
-                 table: int = DEFAULT_TABLE, levels: int | None = None, arena: int | None = None):
-        capacity = max(int(capacity), 16)
-        self.ctl = np.zeros(L.N_CTL, np.int64)
-        self.order_pool = np.zeros(capacity, L.ORDER_DTYPE)  # np.zeros: pages cost nothing until used
-        rows = _pow2_at_least(min(int(table), capacity * L.TABLE_MAX_LOAD_DEN // L.TABLE_MAX_LOAD_NUM + 1))
-        self.table = np.zeros(rows * 2, np.uint64)  # flat rows (ref, pool index + 1)
+    def __init__(self, capacity: int | None = None, *, track_matches: bool = True,
+                 table: int | None = None, levels: int | None = None, arena: int | None = None):
+        if table is None:
+            table = (DEFAULT_TABLE if capacity is None
+                     else int(capacity) * L.TABLE_MAX_LOAD_DEN // L.TABLE_MAX_LOAD_NUM + 1)
+        capacity = int(capacity) if capacity is not None else DEFAULT_TABLE
+        self.ctl = aligned_zeros(L.N_CTL, np.int64)
+        self.order_rows = aligned_zeros(_pow2_at_least(table), L.ORDER_DTYPE)  # pages cost nothing until used
         nlevels = int(levels or max(1024, min(capacity // 8, 1 << 18)))
-        self.levels = np.zeros(nlevels, L.LEVEL_DTYPE)
+        self.levels = aligned_zeros(nlevels, L.LEVEL_DTYPE)
         narena = int(arena or max(1 << 16, nlevels * 2))
-        self.lad_key = np.zeros(narena, np.int64)
-        self.lad_lvl = np.zeros(narena, np.int32)
-        self.books = np.zeros(L.N_BOOKS, L.BOOK_DTYPE)
-        self.stocks = np.zeros(L.N_LOCATES, L.STOCK_DTYPE)
-        self.anomaly_counts = np.zeros((L.N_LOCATES, L.N_ANOMALIES), np.int64)
-        self.type_counts = np.zeros(256, np.int64)
-        self.matches = np.zeros(MIN_TABLE * 4, np.uint64)  # flat rows (match, used, price|locate|flags, shares)
+        self.lad_key = aligned_zeros(narena, np.int64)
+        self.lad_lvl = aligned_zeros(narena, np.int32)
+        self.books = aligned_zeros(L.N_BOOKS, L.BOOK_DTYPE)
+        self.stocks = aligned_zeros(L.N_LOCATES, L.STOCK_DTYPE)
+        self.anomaly_counts = aligned_zeros((L.N_LOCATES, L.N_ANOMALIES), np.int64)
+        self.type_counts = aligned_zeros(256, np.int64)
+        self.matches = aligned_zeros(MIN_TABLE * 4, np.uint64)  # flat rows (match, used, price|locate|flags, shares)
         self.events = EventBuffers()
         c = self.ctl
-        c[L.C_ORDER_CAP] = len(self.order_pool)
-        c[L.C_ORDER_FREE] = -1
-        c[L.C_TABLE_CAP] = len(self.table) // 2
+        c[L.C_STAMP] = 1
+        c[L.C_TABLE_CAP] = len(self.order_rows)
         c[L.C_LEVEL_CAP] = len(self.levels)
         c[L.C_LEVEL_FREE] = -1
         c[L.C_ARENA_CAP] = narena
@@ -89,6 +89,11 @@ class Books:
         c[L.C_STOP_TS] = -1
         self._sync_out_caps()
         self.next_sequence = 1
+
+    @property
+    def order_words(self) -> np.ndarray:
+        """The order table as flat uint64 rows of 4 (what the probing routines read)."""
+        return self.order_rows.view(np.uint64)
 
     # ---- feeding -------------------------------------------------------------------------
 
@@ -111,7 +116,7 @@ class Books:
         try:
             while True:
                 status, pos, seq = apply_messages(
-                    buf, pos, end, np.uint64(seq), self.order_pool, self.table, self.levels, self.lad_key,
+                    buf, pos, end, np.uint64(seq), self.order_rows, self.order_words, self.levels, self.lad_key,
                     self.lad_lvl, self.books, self.stocks, self.anomaly_counts, self.matches,
                     self.events.trades, self.events.bbo, self.events.l2, self.ctl, self.type_counts)
                 seq = int(seq)
@@ -130,20 +135,19 @@ class Books:
 
     def _grow(self, status: int) -> None:
         c = self.ctl
-        if status == L.NEED_ORDERS:
-            self.order_pool = _grown(self.order_pool, 2 * len(self.order_pool))
-            c[L.C_ORDER_CAP] = len(self.order_pool)
-        elif status == L.NEED_TABLE:
-            self.table = _rehashed(self.table, 2, 2 * (len(self.table) // 2))
-            c[L.C_TABLE_CAP] = len(self.table) // 2
+        if status == L.NEED_TABLE:
+            grown = aligned_zeros(2 * len(self.order_rows), L.ORDER_DTYPE)
+            rehash(self.order_words, grown.view(np.uint64), table_shift(len(grown)), L.ORDER_WORDS)
+            self.order_rows = grown
+            c[L.C_TABLE_CAP] = len(self.order_rows)
         elif status == L.NEED_LEVELS:
             self.levels = _grown(self.levels, 2 * len(self.levels))
             c[L.C_LEVEL_CAP] = len(self.levels)
         elif status == L.NEED_ARENA:
             live = int(self.books["cap"].sum(dtype=np.int64))
             size = max(2 * len(self.lad_key), 2 * live + 4 * int(c[L.C_MAX_LADDER]) + 64)
-            new_key = np.zeros(size, np.int64)
-            new_lvl = np.zeros(size, np.int32)
+            new_key = aligned_zeros(size, np.int64)
+            new_lvl = aligned_zeros(size, np.int32)
             c[L.C_ARENA_TOP] = compact_arena(self.books, self.lad_key, self.lad_lvl, new_key, new_lvl)
             self.lad_key, self.lad_lvl = new_key, new_lvl
             c[L.C_ARENA_CAP] = size
@@ -222,14 +226,14 @@ class Books:
         lvl = find_level(self.books, self.lad_key, self.lad_lvl, b, int(price))
         if lvl < 0:
             return []
-        refs, shares, mpids = queue(self.order_pool, self.levels, int(lvl))
+        refs, shares, mpids = queue(self.order_rows, int(lvl))
         return [(int(r), int(s), mpid_text(m)) for r, s, m in zip(refs, shares, mpids)]
 
     def order_table(self, symbols=None) -> np.ndarray:
         """Every live order: int64[k, 6] rows (locate, side 0=B 1=S, price, ref bits, shares, mpid)."""
         locs = (np.flatnonzero(self.books["length"].reshape(-1, 2).sum(axis=1)) if symbols is None
                 else self._locates(symbols))
-        return all_orders(self.order_pool, self.levels, self.lad_lvl, self.books, locs.astype(np.int64))
+        return all_orders(self.order_rows, self.levels, locs.astype(np.int64))
 
     def live_orders(self) -> int:
         return int(self.ctl[L.C_LIVE])
@@ -279,7 +283,7 @@ class Books:
         return int(self.ctl[L.C_UNKNOWN_TYPES])
 
     def memory_bytes(self) -> int:
-        return sum(a.nbytes for a in (self.order_pool, self.table, self.levels, self.lad_key, self.lad_lvl,
+        return sum(a.nbytes for a in (self.order_rows, self.levels, self.lad_key, self.lad_lvl,
                                       self.books, self.stocks, self.anomaly_counts, self.matches))
 
 
@@ -293,12 +297,12 @@ def _side_index(side) -> int:
 
 
 def _grown(arr: np.ndarray, n: int) -> np.ndarray:
-    out = np.zeros(n, arr.dtype)
+    out = aligned_zeros(n, arr.dtype)
     out[: len(arr)] = arr
     return out
 
 
 def _rehashed(table: np.ndarray, w: int, rows: int) -> np.ndarray:
-    new = np.zeros(rows * w, np.uint64)
+    new = aligned_zeros(rows * w, np.uint64)
     rehash(table, new, table_shift(rows), w)
     return new

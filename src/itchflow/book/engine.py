@@ -1,8 +1,9 @@
 """The compiled engine: BinaryFILE-framed ITCH bytes -> the books of every stock at once.
 
 ``apply_messages`` walks whole messages in ``buf[pos:end]`` and applies each to the state
-arrays declared in ``layout``. The hot path per order message is one hash probe, one
-ladder lookup near the top, and O(1) splicing of the level's FIFO queue.
+arrays declared in ``layout``. The hot path per order message is one probe of the order
+table (whose rows are the orders: one cache miss), one ladder lookup near the top and the
+level's totals; time priority is the order's stamp, so no queue neighbour is touched.
 
 Resumability: before a message is touched the kernel makes sure every resource it could
 consume (an order slot, a hash slot, a level, ladder arena room, a match slot, an output
@@ -32,16 +33,15 @@ from itchflow.book.layout import (
     A_BAD_SIDE, A_DUP_ADD, A_DUP_MATCH, A_LOCATE_MISMATCH, A_OVER_CANCEL, A_OVER_EXEC,
     A_REPLACE_EXISTING, A_UNKNOWN_LOCATE, A_UNKNOWN_MATCH, A_UNKNOWN_REF, C_ARENA_CAP, C_ARENA_TOP,
     C_BBO_CAP, C_BBO_N, C_DIRECTORY_SEEN, C_L2_CAP, C_L2_N, C_LAST_TS, C_LEVEL_CAP, C_LIVE,
-    C_LIVE_LEVELS, C_MATCH_CAP, C_MATCH_USED, C_MAX_LADDER, C_MESSAGES, C_ORDER_CAP, C_ORDER_FREE,
-    C_ORDER_TOP, C_PEAK_LIVE, C_STOP_TS, C_TABLE_CAP, C_TRACK_MATCHES, C_TRADES_CAP, C_TRADES_N,
-    C_UNKNOWN_TYPES, ERR_BAD_LENGTH, ERR_TRUNCATED, ERR_ZERO_LENGTH, NEED_ARENA, NEED_BBO_OUT,
-    NEED_L2_OUT, NEED_LEVELS, NEED_MATCHES, NEED_ORDERS, NEED_TABLE, NEED_TRADES_OUT, OK,
-    STOP_TIME, TABLE_MAX_LOAD_DEN, TABLE_MAX_LOAD_NUM,
+    C_LIVE_LEVELS, C_MATCH_CAP, C_MATCH_USED, C_MAX_LADDER, C_MESSAGES, C_PEAK_LIVE, C_STAMP,
+    C_STOP_TS, C_TABLE_CAP, C_TRACK_MATCHES, C_TRADES_CAP, C_TRADES_N, C_UNKNOWN_TYPES, ERR_BAD_LENGTH, ERR_TRUNCATED, ERR_ZERO_LENGTH, NEED_ARENA, NEED_BBO_OUT,
+    NEED_L2_OUT, NEED_LEVELS, NEED_MATCHES, NEED_TABLE, NEED_TRADES_OUT, OK,
+    MATCH_MAX_LOAD_DEN, MATCH_MAX_LOAD_NUM, STOP_TIME, TABLE_MAX_LOAD_DEN, TABLE_MAX_LOAD_NUM,
 )
 from itchflow.book.ladder import get_level, level_key, lower_bound, remove_level
+from itchflow.book.layout import ORDER_DTYPE, ORDER_WORDS
 from itchflow.book.order_store import delete_slot, find_slot, home_slot
-from itchflow.book.layout import STOCK_DTYPE
-from itchflow.book.prefetch import prefetch, prefetch_off
+from itchflow.book.prefetch import prefetch
 from itchflow.itch.spec import LENGTH_BY_BYTE, MESSAGES
 from itchflow.itch.wire import be16, be32, be48, be64, le32, le64
 
@@ -86,12 +86,11 @@ _HAS_REF = np.zeros(256, np.uint8)
 for _c in "AFECXDU":
     _HAS_REF[ord(_c)] = 1
 _HAS_REF.setflags(write=False)
-PREFETCH_TABLE_AHEAD = 8   # messages ahead: prefetch the hash slot
-PREFETCH_ORDER_AHEAD = 4   # messages ahead: read that slot (now cached), prefetch the order
-PREFETCH_LINKS_AHEAD = 2   # messages ahead: read the order (now cached), prefetch its queue
-                           # neighbours and its level (unlinking touches them)
+PREFETCH_ROW_AHEAD = 8        # messages ahead: prefetch the order's table row
+PREFETCH_LEVEL_AHEAD = 4      # messages ahead: find that row (now cached), prefetch its level
+PREFETCH_ADD_LEVEL_AHEAD = 2  # messages ahead: find an add's level in its ladder, prefetch it
+_ROWS_PER_LINE = 64 // ORDER_DTYPE.itemsize
 
-_STOCK_LAST_BYTE = STOCK_DTYPE.itemsize - 1
 
 _FLAG_COUNTED = np.uint64(1)
 _FLAG_BROKEN = np.uint64(2)
@@ -150,8 +149,8 @@ def _is_best(locate, side, price, stocks):
     """Whether a live level at this price is its side's best: the cached BBO always holds the
     best level's price while the side has levels (prices are unique within a side)."""
     if side == 0:
-        return np.int64(price) == stocks[_U(locate)].bid_price
-    return np.int64(price) == stocks[_U(locate)].ask_price
+        return np.int64(price) == np.int64(stocks[_U(locate)].bid_price)
+    return np.int64(price) == np.int64(stocks[_U(locate)].ask_price)
 
 
 @njit(inline="always", nogil=True, cache=True)
@@ -174,14 +173,14 @@ def _bbo_set(locate, side, px, sz, stocks, bbo_out, ctl, seq, ts):
     this when the change cannot have touched the best level (saves the ladder and level reads)."""
     st = stocks[_U(locate)]
     if side == 0:
-        if st.bid_price == px and st.bid_shares == sz:
+        if np.int64(st.bid_price) == px and st.bid_shares == sz:
             return
-        st.bid_price = px
+        st.bid_price = np.uint32(px)
         st.bid_shares = sz
     else:
-        if st.ask_price == px and st.ask_shares == sz:
+        if np.int64(st.ask_price) == px and st.ask_shares == sz:
             return
-        st.ask_price = px
+        st.ask_price = np.uint32(px)
         st.ask_shares = sz
     if st.record_bbo:
         k = ctl[C_BBO_N]
@@ -196,33 +195,23 @@ def _bbo_set(locate, side, px, sz, stocks, bbo_out, ctl, seq, ts):
 
 
 @njit(inline="always", nogil=True, cache=True)
-def _add_order(ref, slot, locate, side, shares, price, mpid, orders, table, levels, lad_key, lad_lvl,
+def _add_order(ref, slot, locate, side, shares, price, mpid, orders, levels, lad_key, lad_lvl,
                books, stocks, l2_out, ctl, seq, ts):
+    """Write a new order into its (empty) table row at the back of its level's queue: the
+    next stamp. Returns (level, whether it is the side's best level)."""
     b = locate * 2 + side
     lvl, top = get_level(b, side, price, books, lad_key, lad_lvl, levels, ctl)
-    o = ctl[C_ORDER_FREE]
-    if o >= 0:
-        ctl[C_ORDER_FREE] = orders[_U(o)].next
-    else:
-        o = ctl[C_ORDER_TOP]
-        ctl[C_ORDER_TOP] = o + 1
-    tail = levels[_U(lvl)].tail
-    orders[_U(o)].ref = ref
-    orders[_U(o)].shares = shares
-    orders[_U(o)].price = price
-    orders[_U(o)].level = lvl
-    orders[_U(o)].prev = tail
-    orders[_U(o)].next = -1
-    orders[_U(o)].mpid = mpid
-    if tail >= 0:
-        orders[_U(tail)].next = o
-    else:
-        levels[_U(lvl)].head = o
-    levels[_U(lvl)].tail = o
+    stamp = ctl[C_STAMP]
+    ctl[C_STAMP] = stamp + 1
+    row = orders[_U(slot)]
+    row.ref = ref
+    row.stamp = stamp
+    row.shares = shares
+    row.price = price
+    row.level = lvl
+    row.mpid = mpid
     levels[_U(lvl)].count += 1
     levels[_U(lvl)].shares += shares
-    table[_U(slot) * _U(2)] = ref
-    table[_U(slot) * _U(2) + _U(1)] = _U(o + 1)
     live = ctl[C_LIVE] + 1
     ctl[C_LIVE] = live
     if live > ctl[C_PEAK_LIVE]:
@@ -233,48 +222,37 @@ def _add_order(ref, slot, locate, side, shares, price, mpid, orders, table, leve
 
 
 @njit(inline="always", nogil=True, cache=True)
-def _remove_order(o, slot, mask, shift, orders, table, levels, lad_key, lad_lvl, books, stocks,
+def _remove_order(slot, mask, shift, orders, order_words, levels, lad_key, lad_lvl, books, stocks,
                   l2_out, ctl, seq, ts):
-    lvl = orders[_U(o)].level
-    prev = orders[_U(o)].prev
-    nxt = orders[_U(o)].next
-    if prev >= 0:
-        orders[_U(prev)].next = nxt
-    else:
-        levels[_U(lvl)].head = nxt
-    if nxt >= 0:
-        orders[_U(nxt)].prev = prev
-    else:
-        levels[_U(lvl)].tail = prev
-    levels[_U(lvl)].shares -= orders[_U(o)].shares
+    """Take the order in this row off its level and out of the table (later rows of its
+    cluster may shift back into the row). Returns what the side's cached BBO needs: 0 nothing,
+    1 the (still live) level is the best, 2 the best level is gone (read the new best)."""
+    lvl = orders[_U(slot)].level
+    shares = levels[_U(lvl)].shares - orders[_U(slot)].shares
+    levels[_U(lvl)].shares = shares
     count = levels[_U(lvl)].count - 1
     levels[_U(lvl)].count = count
     b = levels[_U(lvl)].book
     locate = b >> 1
     if stocks[_U(locate)].record_l2:
-        _emit_l2(l2_out, ctl, seq, ts, locate, b & 1, levels[_U(lvl)].price, levels[_U(lvl)].shares, count)
-    # what the BBO of this side needs: 0 nothing, 1 the (still live) level is the best,
-    # 2 the best level is gone (read the new best from the ladder)
+        _emit_l2(l2_out, ctl, seq, ts, locate, b & 1, levels[_U(lvl)].price, shares, count)
     refresh = 0
     if count == 0:
         if remove_level(lvl, books, lad_key, lad_lvl, levels, ctl):
             refresh = 2
     elif _is_best(locate, b & 1, levels[_U(lvl)].price, stocks):
         refresh = 1
-    delete_slot(table, slot, mask, shift, 2)
-    orders[_U(o)].next = ctl[C_ORDER_FREE]
-    orders[_U(o)].level = -1
-    ctl[C_ORDER_FREE] = o
+    delete_slot(order_words, slot, mask, shift, ORDER_WORDS)
     ctl[C_LIVE] -= 1
     return refresh
 
 
 @njit(inline="always", nogil=True, cache=True)
-def _reduce_order(o, shares, orders, levels, stocks, l2_out, ctl, seq, ts):
+def _reduce_order(slot, shares, orders, levels, stocks, l2_out, ctl, seq, ts):
     """Take shares (fewer than it has) off a live order; it keeps its place in the queue.
     Returns whether its level is the best (the BBO needs a refresh)."""
-    lvl = orders[_U(o)].level
-    orders[_U(o)].shares -= shares
+    lvl = orders[_U(slot)].level
+    orders[_U(slot)].shares -= shares
     levels[_U(lvl)].shares -= shares
     b = levels[_U(lvl)].book
     locate = b >> 1
@@ -318,46 +296,43 @@ def _record_trade(locate, price, shares, match, kind, printable, side, stocks, m
 
 
 @njit(nogil=True, cache=True, _nrt=False)  # no refcounting: see engine.py
-def apply_messages(buf, pos, end, seq, orders, table, levels, lad_key, lad_lvl, books, stocks,
+def apply_messages(buf, pos, end, seq, orders, order_words, levels, lad_key, lad_lvl, books, stocks,
                    anomalies, matches, trades_out, bbo_out, l2_out, ctl, type_counts):
     """Apply the whole messages in buf[pos:end]; seq is the first one's sequence number.
 
-    Returns (status, pos, seq): on OK pos == end; otherwise pos/seq name the message the
-    kernel stopped at (not applied): STOP_TIME, a NEED_* resource, or an ERR_* format error.
+    ``orders`` is the order table and ``order_words`` the same memory as flat uint64 (see
+    ``layout``). Returns (status, pos, seq): on OK pos == end; otherwise pos/seq name the
+    message the kernel stopped at (not applied): STOP_TIME, a NEED_* resource, or an ERR_*
+    format error.
     """
     budget = 0
-    table_cap = ctl[C_TABLE_CAP]  # rows of 2 words: (ref, pool index + 1)
+    table_cap = ctl[C_TABLE_CAP]
     mask = table_cap - 1
     shift = _shift_for(table_cap)
     stop_ts = ctl[C_STOP_TS]
     status = OK
-    # Look-ahead cursors (see PREFETCH_*): a1 prefetches hash slots and the stock's records,
-    # a2 order records (or an add's ladder top), a3 an order's neighbours and level (or an
-    # add's level); `pend` carries the level a3 found for an add to the next iteration,
-    # which prefetches that level's tail order (the add links behind it).
+    # Look-ahead cursors (see PREFETCH_*): a1 prefetches the order's table row and the
+    # stock's records, a2 finds the order's row (now cached) and prefetches its level, or an
+    # add's ladder top, a3 finds an add's level in the ladder (now cached) and prefetches it.
     a1 = pos
-    a2 = pos
-    for _ in range(PREFETCH_TABLE_AHEAD):
+    for _ in range(PREFETCH_ROW_AHEAD):
         a1, _t = _next_message(buf, a1, end)
-    for _ in range(PREFETCH_ORDER_AHEAD):
+    a2 = pos
+    for _ in range(PREFETCH_LEVEL_AHEAD):
         a2, _t = _next_message(buf, a2, end)
     a3 = pos
-    for _ in range(PREFETCH_LINKS_AHEAD):
+    for _ in range(PREFETCH_ADD_LEVEL_AHEAD):
         a3, _t = _next_message(buf, a3, end)
-    pend = np.int64(-1)
     while pos < end:
-        if pend >= 0:
-            tail = levels[_U(pend)].tail
-            if tail >= 0:
-                prefetch(orders, tail)
         nxt, t1 = _next_message(buf, a1, end)
         if _HAS_REF[t1] and nxt - a1 >= 2 + _REF_OFFSET + 8:
             h1 = _U(home_slot(be64(buf, a1 + 2 + _REF_OFFSET), mask, shift))
-            prefetch(table, h1 * _U(2))
-            prefetch(table, ((h1 + _U(1)) & _U(mask)) * _U(2))  # a delete shifts the next row back
+            prefetch(orders, h1)
+            prefetch(orders, (h1 + _U(_ROWS_PER_LINE)) & _U(mask))  # a delete shifts the next rows back
+            if t1 == _T_U and nxt - a1 >= 2 + _U_NEW + 8:
+                prefetch(orders, home_slot(be64(buf, a1 + 2 + _U_NEW), mask, shift))
             loc1 = be16(buf, a1 + 2 + _LOCATE)
-            prefetch(stocks, loc1)
-            prefetch_off(stocks, loc1, _STOCK_LAST_BYTE)  # records straddle two lines
+            prefetch(stocks, loc1)  # one line a stock
             prefetch(books, loc1 * _U(2))  # both sides' entries share a line
         a1 = nxt
         nxt, t2 = _next_message(buf, a2, end)
@@ -370,12 +345,11 @@ def apply_messages(buf, pos, end, seq, orders, table, levels, lad_key, lad_lvl, 
                     prefetch(lad_key, top2)
                     prefetch(lad_lvl, top2)
         elif _HAS_REF[t2] and nxt - a2 >= 2 + _REF_OFFSET + 8:
-            v = table[_U(home_slot(be64(buf, a2 + 2 + _REF_OFFSET), mask, shift)) * _U(2) + _U(1)]
-            if v != 0:
-                prefetch(orders, np.int64(v) - 1)
+            slot2 = find_slot(order_words, be64(buf, a2 + 2 + _REF_OFFSET), mask, shift, ORDER_WORDS)
+            if orders[_U(slot2)].stamp != 0:
+                prefetch(levels, orders[_U(slot2)].level)
         a2 = nxt
         nxt, t3 = _next_message(buf, a3, end)
-        pend = -1
         if (t3 == _T_A or t3 == _T_F) and nxt - a3 >= 2 + _A_PRICE + 4:
             b3 = _add_book(buf, a3 + 2)
             if b3 >= 0:
@@ -384,21 +358,7 @@ def apply_messages(buf, pos, end, seq, orders, table, levels, lad_key, lad_lvl, 
                 key3 = level_key(b3 & 1, be32(buf, a3 + 2 + _A_PRICE))
                 p3 = lower_bound(lad_key, start3, n3, key3)
                 if p3 < n3 and lad_key[_U(start3 + p3)] == key3:
-                    pend = np.int64(lad_lvl[_U(start3 + p3)])
-                    prefetch(levels, pend)
-        elif _HAS_REF[t3] and nxt - a3 >= 2 + _REF_OFFSET + 8:
-            v = table[_U(home_slot(be64(buf, a3 + 2 + _REF_OFFSET), mask, shift)) * _U(2) + _U(1)]
-            if v != 0:
-                o3 = v - _U(1)
-                p3 = orders[o3].prev
-                n3 = orders[o3].next
-                if p3 >= 0:
-                    prefetch(orders, p3)
-                if n3 >= 0:
-                    prefetch(orders, n3)
-                l3 = orders[o3].level
-                if l3 >= 0:
-                    prefetch(levels, l3)
+                    prefetch(levels, lad_lvl[_U(start3 + p3)])
         a3 = nxt
         if pos + 2 > end:
             status = ERR_TRUNCATED
@@ -428,22 +388,17 @@ def apply_messages(buf, pos, end, seq, orders, table, levels, lad_key, lad_lvl, 
             break
         if budget <= 0:
             # every message uses at most one of each of these (two L2 events)
-            budget = ctl[C_ORDER_CAP] - ctl[C_LIVE]
+            budget = table_cap * TABLE_MAX_LOAD_NUM // TABLE_MAX_LOAD_DEN - ctl[C_LIVE]
             if budget <= 0:
-                status = NEED_ORDERS
-                break
-            room = table_cap * TABLE_MAX_LOAD_NUM // TABLE_MAX_LOAD_DEN - ctl[C_LIVE]
-            if room <= 0:
                 status = NEED_TABLE
                 break
-            budget = min(budget, room)
             room = ctl[C_LEVEL_CAP] - ctl[C_LIVE_LEVELS]
             if room <= 0:
                 status = NEED_LEVELS
                 break
             budget = min(budget, room)
             if ctl[C_TRACK_MATCHES]:
-                room = ctl[C_MATCH_CAP] * TABLE_MAX_LOAD_NUM // TABLE_MAX_LOAD_DEN - ctl[C_MATCH_USED]
+                room = ctl[C_MATCH_CAP] * MATCH_MAX_LOAD_NUM // MATCH_MAX_LOAD_DEN - ctl[C_MATCH_USED]
                 if room <= 0:
                     status = NEED_MATCHES
                     break
@@ -494,30 +449,29 @@ def apply_messages(buf, pos, end, seq, orders, table, levels, lad_key, lad_lvl, 
             if side >= 0:
                 if ctl[C_DIRECTORY_SEEN] > 0 and stocks[_U(locate)].symbol == 0:
                     anomalies[locate, A_UNKNOWN_LOCATE] += 1
-                slot = find_slot(table, ref, mask, shift, 2)
-                if table[_U(slot) * _U(2) + _U(1)] != 0:
+                slot = find_slot(order_words, ref, mask, shift, ORDER_WORDS)
+                if orders[_U(slot)].stamp != 0:
                     anomalies[locate, A_DUP_ADD] += 1
                 else:
-                    lvl, top = _add_order(ref, slot, locate, side, shares, price, mpid, orders, table,
-                                          levels, lad_key, lad_lvl, books, stocks, l2_out, ctl, seq, ts)
+                    lvl, top = _add_order(ref, slot, locate, side, shares, price, mpid, orders, levels,
+                                          lad_key, lad_lvl, books, stocks, l2_out, ctl, seq, ts)
                     if top:  # a level below the best leaves the BBO as it is
                         _bbo_set(locate, side, levels[_U(lvl)].price, levels[_U(lvl)].shares, stocks,
                                  bbo_out, ctl, seq, ts)
 
         elif t == _T_D or t == _T_X or t == _T_E or t == _T_C:
             ref = be64(buf, q + _D_REF)  # same offset in D, X, E and C (asserted below)
-            slot = find_slot(table, ref, mask, shift, 2)
-            if table[_U(slot) * _U(2) + _U(1)] == 0:
+            slot = find_slot(order_words, ref, mask, shift, ORDER_WORDS)
+            if orders[_U(slot)].stamp == 0:
                 anomalies[locate, A_UNKNOWN_REF] += 1
             else:
-                o = np.int64(table[_U(slot) * _U(2) + _U(1)]) - 1
-                lvl = orders[_U(o)].level
+                lvl = orders[_U(slot)].level
                 b = levels[_U(lvl)].book
                 olocate = np.int64(b >> 1)
                 side = b & 1
                 if olocate != locate:
                     anomalies[olocate, A_LOCATE_MISMATCH] += 1
-                remaining = orders[_U(o)].shares
+                remaining = orders[_U(slot)].shares
                 if t == _T_D:
                     take = remaining
                 elif t == _T_X:
@@ -528,7 +482,7 @@ def apply_messages(buf, pos, end, seq, orders, table, levels, lad_key, lad_lvl, 
                     if t == _T_E:
                         take = np.uint32(be32(buf, q + _E_SHARES))
                         match = be64(buf, q + _E_MATCH)
-                        price = orders[_U(o)].price
+                        price = orders[_U(slot)].price
                         printable = True
                         kind = _KIND_E
                     else:
@@ -543,10 +497,10 @@ def apply_messages(buf, pos, end, seq, orders, table, levels, lad_key, lad_lvl, 
                                   _BYTE_B if side == 0 else _BYTE_S, stocks, matches, trades_out,
                                   anomalies, ctl, seq, ts)
                 if take >= remaining:
-                    refresh = _remove_order(o, slot, mask, shift, orders, table, levels, lad_key, lad_lvl,
+                    refresh = _remove_order(slot, mask, shift, orders, order_words, levels, lad_key, lad_lvl,
                                             books, stocks, l2_out, ctl, seq, ts)
                 else:
-                    refresh = 1 if _reduce_order(o, take, orders, levels, stocks, l2_out, ctl, seq, ts) else 0
+                    refresh = 1 if _reduce_order(slot, take, orders, levels, stocks, l2_out, ctl, seq, ts) else 0
                 if refresh == 1:
                     _bbo_set(olocate, side, levels[_U(lvl)].price, levels[_U(lvl)].shares, stocks, bbo_out,
                              ctl, seq, ts)
@@ -555,28 +509,27 @@ def apply_messages(buf, pos, end, seq, orders, table, levels, lad_key, lad_lvl, 
 
         elif t == _T_U:
             old = be64(buf, q + _U_OLD)
-            slot = find_slot(table, old, mask, shift, 2)
-            if table[_U(slot) * _U(2) + _U(1)] == 0:
+            slot = find_slot(order_words, old, mask, shift, ORDER_WORDS)
+            if orders[_U(slot)].stamp == 0:
                 anomalies[locate, A_UNKNOWN_REF] += 1
             else:
-                o = np.int64(table[_U(slot) * _U(2) + _U(1)]) - 1
-                lvl = orders[_U(o)].level
+                lvl = orders[_U(slot)].level
                 b = levels[_U(lvl)].book
                 olocate = np.int64(b >> 1)
                 side = b & 1
-                mpid = orders[_U(o)].mpid
+                mpid = orders[_U(slot)].mpid
                 if olocate != locate:
                     anomalies[olocate, A_LOCATE_MISMATCH] += 1
-                refresh = _remove_order(o, slot, mask, shift, orders, table, levels, lad_key, lad_lvl,
+                refresh = _remove_order(slot, mask, shift, orders, order_words, levels, lad_key, lad_lvl,
                                         books, stocks, l2_out, ctl, seq, ts)
                 new = be64(buf, q + _U_NEW)
-                slot = find_slot(table, new, mask, shift, 2)
+                slot = find_slot(order_words, new, mask, shift, ORDER_WORDS)  # after the delete's shifts
                 top = False
-                if table[_U(slot) * _U(2) + _U(1)] != 0:
+                if orders[_U(slot)].stamp != 0:
                     anomalies[olocate, A_REPLACE_EXISTING] += 1
                 else:
                     lvl, top = _add_order(new, slot, olocate, side, np.uint32(be32(buf, q + _U_SHARES)),
-                                          np.uint32(be32(buf, q + _U_PRICE)), mpid, orders, table, levels,
+                                          np.uint32(be32(buf, q + _U_PRICE)), mpid, orders, levels,
                                           lad_key, lad_lvl, books, stocks, l2_out, ctl, seq, ts)
                 if top:
                     _bbo_set(olocate, side, levels[_U(lvl)].price, levels[_U(lvl)].shares, stocks, bbo_out,

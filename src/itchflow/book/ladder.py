@@ -74,10 +74,10 @@ def get_level(b, side, price, books, lad_key, lad_lvl, levels, ctl):
         lad_key[_U(start + k)] = lad_key[_U(start + k - 1)]
         lad_lvl[_U(start + k)] = lad_lvl[_U(start + k - 1)]
         k -= 1
-    # allocate a level: the free chain (through `head`) first, else the high-water mark
+    # allocate a level: the free chain (through `next_free`) first, else the high-water mark
     lvl = ctl[C_LEVEL_FREE]
     if lvl >= 0:
-        ctl[C_LEVEL_FREE] = levels[_U(lvl)].head
+        ctl[C_LEVEL_FREE] = levels[_U(lvl)].next_free
     else:
         lvl = ctl[C_LEVEL_TOP]
         ctl[C_LEVEL_TOP] = lvl + 1
@@ -85,8 +85,6 @@ def get_level(b, side, price, books, lad_key, lad_lvl, levels, ctl):
     levels[_U(lvl)].price = price
     levels[_U(lvl)].shares = 0
     levels[_U(lvl)].count = 0
-    levels[_U(lvl)].head = -1
-    levels[_U(lvl)].tail = -1
     levels[_U(lvl)].book = b
     lad_key[_U(start + p)] = key
     lad_lvl[_U(start + p)] = lvl
@@ -107,7 +105,7 @@ def remove_level(lvl, books, lad_key, lad_lvl, levels, ctl):
         lad_key[_U(start + k)] = lad_key[_U(start + k + 1)]
         lad_lvl[_U(start + k)] = lad_lvl[_U(start + k + 1)]
     books[_U(b)].length = n - 1
-    levels[_U(lvl)].head = ctl[C_LEVEL_FREE]
+    levels[_U(lvl)].next_free = ctl[C_LEVEL_FREE]
     levels[_U(lvl)].book = -1
     ctl[C_LEVEL_FREE] = lvl
     ctl[C_LIVE_LEVELS] -= 1

@@ -3,12 +3,17 @@
 All engine state lives in preallocated numpy arrays so the compiled kernels can be cached
 (no jitclass) and the Python side can grow any of them between calls without losing state.
 
-- ``orders``: the order pool, one 32-byte record per order (one cache line holds it whole);
-  free slots are chained through ``next``.
-- ``table``: open-addressing hash (linear probing, backward-shift deletion, no tombstones)
-  from the 64-bit order reference to pool index + 1 (0 = empty slot): flat uint64 rows of 2.
-- ``levels``: price levels, each with total shares, order count, its FIFO queue (head/tail
-  of an intrusive doubly-linked list through ``orders``) and its book (locate * 2 + side).
+- ``orders``: the order table, which is both the order store and its index: an
+  open-addressing hash (linear probing, backward-shift deletion, no tombstones) keyed by the
+  64-bit order reference whose rows are the 32-byte order records themselves, so finding an
+  order costs one cache miss, not a probe and then a pointer. ``order_words`` is the same
+  memory as flat uint64 rows of 4 for the probing routines (``order_store``); word 1, the
+  order's priority stamp, is never 0 in a live row and 0 marks an empty one.
+- time priority: every add takes the next ``stamp`` (a counter, from 1); a level's queue is
+  its live orders in stamp order. Nothing points at an order, so deletion may move rows, and
+  no message has to touch an order's queue neighbours (a linked queue costs two more cache
+  misses per removal). Reading a whole queue scans the table (``queries``), which is rare.
+- ``levels``: price levels, each with total shares, order count and its book (locate * 2 + side).
 - ``ladder_key``/``ladder_level``: per book a sorted segment of an arena, ascending by key
   (key = price for bids, -price for asks), so the best level is always the last one and
   the levels that change most are the ones nearest the end of the segment.
@@ -31,23 +36,24 @@ N_LOCATES = 1 << 16
 N_BOOKS = N_LOCATES * 2
 
 ORDER_DTYPE = np.dtype([
-    ("ref", np.uint64),
+    ("ref", np.uint64),     # word 0: the hash key
+    ("stamp", np.uint64),   # word 1: time priority (from 1, in add order); 0 = empty row
     ("shares", np.uint32),
     ("price", np.uint32),
-    ("level", np.int32),
-    ("prev", np.int32),   # towards the head of the queue (earlier), -1 at the head
-    ("next", np.int32),   # towards the tail (later), -1 at the tail; free-list link when free
-    ("mpid", np.uint32),  # F attribution, 4 ASCII bytes little-endian (0 = none)
+    ("level", np.int32),    # the level id it rests on
+    ("mpid", np.uint32),    # F attribution, 4 ASCII bytes little-endian (0 = none)
 ])
-assert ORDER_DTYPE.itemsize == 32
+assert ORDER_DTYPE.itemsize == 32  # two rows a cache line, never straddling one
+ORDER_WORDS = ORDER_DTYPE.itemsize // 8
+assert ORDER_DTYPE.fields["ref"][1] == 0 and ORDER_DTYPE.fields["stamp"][1] == 8, "probing reads words 0 and 1"
 
 LEVEL_DTYPE = np.dtype([
     ("price", np.int64),
     ("shares", np.int64),
     ("count", np.int32),
-    ("head", np.int32),
-    ("tail", np.int32),
-    ("book", np.int32),   # locate * 2 + side; free-list link when free
+    ("book", np.int32),       # locate * 2 + side; -1 when free
+    ("next_free", np.int32),  # free-list link while free
+    ("pad", np.int32),
 ])
 assert LEVEL_DTYPE.itemsize == 32
 
@@ -62,16 +68,17 @@ STOCK_DTYPE = np.dtype([
     ("volume", np.int64),
     ("notional", np.int64),     # sum of price * shares (raw Price(4) units)
     ("trades", np.int64),
-    ("bid_price", np.int64),    # cached top of book (0/0 when the side is empty)
-    ("bid_shares", np.int64),
-    ("ask_price", np.int64),
+    ("bid_shares", np.int64),   # cached top of book (0/0 when the side is empty)
     ("ask_shares", np.int64),
+    ("bid_price", np.uint32),
+    ("ask_price", np.uint32),
     ("trading_state", np.uint8),  # H: b'H', b'P', b'Q', b'T' (0 = not seen)
     ("record_bbo", np.uint8),
     ("record_trades", np.uint8),
     ("record_l2", np.uint8),
     ("pad", np.uint32),
 ])
+assert STOCK_DTYPE.itemsize == 64  # one cache line a stock (the arrays start on a line)
 
 # Event records (what the kernels append to the output buffers). The kernels write the
 # one-byte codes as integers (``*_KERNEL_DTYPE``); users see the same bytes as ``S1``.
@@ -139,12 +146,10 @@ N_ANOMALIES = len(ANOMALIES)
  A_BAD_SIDE, A_UNKNOWN_MATCH, A_DUP_MATCH, A_LOCATE_MISMATCH) = range(N_ANOMALIES)
 
 # ctl: int64 control words.
-C_ORDER_CAP = 0       # len(orders)
-C_ORDER_TOP = 1       # high-water mark of the pool
-C_ORDER_FREE = 2      # head of the free chain (-1 = none)
+C_STAMP = 0           # the next add's priority stamp (starts at 1)
 C_LIVE = 3            # live orders
 C_PEAK_LIVE = 4
-C_TABLE_CAP = 5       # rows in the hash table, a power of two
+C_TABLE_CAP = 5       # rows in the order table, a power of two
 C_LEVEL_CAP = 6
 C_LEVEL_TOP = 7
 C_LEVEL_FREE = 8
@@ -172,7 +177,6 @@ N_CTL = 32
 # touched; the driver grows what is named and calls again from `pos`.
 OK = 0
 STOP_TIME = 1
-NEED_ORDERS = 2
 NEED_TABLE = 3
 NEED_LEVELS = 4
 NEED_ARENA = 5
@@ -191,5 +195,7 @@ ERROR_TEXT = {
     ERR_ZERO_LENGTH: "zero-length message",
 }
 
-TABLE_MAX_LOAD_NUM = 5   # grow the hash table past 5/8 full (linear probing stays short)
+TABLE_MAX_LOAD_NUM = 3   # grow a table past 3/8 full: short probes (6 M orders still fit 16 M rows)
 TABLE_MAX_LOAD_DEN = 8
+MATCH_MAX_LOAD_NUM = 5   # the match index grows past 5/8 full (it is probed once a trade)
+MATCH_MAX_LOAD_DEN = 8

@@ -1,4 +1,9 @@
-"""Order store: 64-bit order reference -> pool index, open addressing with linear probing.
+"""Order table probing: open addressing with linear probing over flat uint64 rows of w words.
+
+The order table's rows are the order records themselves (``layout.ORDER_DTYPE``, 4 words:
+the reference is word 0, and word 1 is never 0 in a live row); the match-number index uses
+the same routines with its own 4-word rows.
+
 
 References can be anywhere in 64 bits and are not monotonic, but Nasdaq hands them out in
 a few increasing ranges, and most orders die young: the live working set is the recently
@@ -7,7 +12,6 @@ stay as the slot's low bits) and scatters the runs (the rest of the key is mixed
 Fibonacci multiplier). Recent orders then share a few cache lines instead of costing a
 cache miss each, and strided or hostile keys still spread over the whole table. Deletion shifts the following
 entries back (no tombstones), so a long day of adds and deletes never degrades probing.
-The same routines serve the match-number index (rows of 4 words instead of 2).
 """
 
 from __future__ import annotations
@@ -19,10 +23,10 @@ _U = np.uint64
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
-RUN_BITS = 3
+RUN_BITS = 2
 _RUN_MASK = np.uint64((1 << RUN_BITS) - 1)
 _RUN_BITS = np.uint64(RUN_BITS)
-MIN_TABLE = 1 << 10  # tables are never smaller than this (so a run fits)
+MIN_TABLE = 1 << 4  # tables are never smaller than this (so a run fits)
 
 
 @njit(inline="always", nogil=True, cache=True)

@@ -42,20 +42,3 @@ def prefetch(typingctx, arr, idx):
         return context.get_dummy_value()
 
     return types.void(arr, idx), codegen
-
-
-@intrinsic
-def prefetch_off(typingctx, arr, idx, offset):
-    """Prefetch the cache line holding the byte ``offset`` bytes past arr[idx] (for the second
-    line of a record that straddles two)."""
-    if (not isinstance(arr, types.Array) or not isinstance(idx, types.Integer)
-            or not isinstance(offset, types.Integer)):
-        return None
-
-    def codegen(context, builder, sig, args):
-        base = _element_bytes(context, builder, sig.args[0], args[0], sig.args[1], args[1])
-        off = context.cast(builder, args[2], sig.args[2], types.intp)
-        _emit_prefetch(builder, builder.gep(base, [off]))
-        return context.get_dummy_value()
-
-    return types.void(arr, idx, offset), codegen

@@ -1,4 +1,8 @@
-"""Compiled read-only queries over the engine state: depth, one level's queue, all orders."""
+"""Read-only queries over the engine state: depth, one level's queue, all orders.
+
+Queues are not linked lists in the engine (see ``layout``): a level's queue is its live
+orders in stamp order, found by one pass over the order table (a few ms for a million rows).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import numpy as np
 from numba import njit
 
 from itchflow.book.ladder import level_key, lower_bound
+from itchflow.book.layout import N_LOCATES
 
 
 @njit(nogil=True, cache=True)
@@ -36,54 +41,70 @@ def find_level(books, lad_key, lad_lvl, b, price):
 
 
 @njit(nogil=True, cache=True)
-def queue(orders, levels, lvl):
-    """A level's orders in time priority: (refs uint64, shares uint32, mpids uint32)."""
-    n = levels[lvl].count
+def queue(orders, lvl):
+    """A level's orders in time priority: (refs uint64, shares uint32, mpids uint32).
+
+    One pass over the order table picks the level's rows; their stamps give the order."""
+    n = 0
+    for i in range(orders.shape[0]):
+        if orders[i].stamp != 0 and orders[i].level == lvl:
+            n += 1
+    rows = np.empty(n, np.int64)
+    stamps = np.empty(n, np.uint64)
+    k = 0
+    for i in range(orders.shape[0]):
+        if orders[i].stamp != 0 and orders[i].level == lvl:
+            rows[k] = i
+            stamps[k] = orders[i].stamp
+            k += 1
+    by_time = rows[np.argsort(stamps)]
     refs = np.empty(n, np.uint64)
     shares = np.empty(n, np.uint32)
     mpids = np.empty(n, np.uint32)
-    o = levels[lvl].head
-    i = 0
-    while o >= 0 and i < n:
-        refs[i] = orders[o].ref
-        shares[i] = orders[o].shares
-        mpids[i] = orders[o].mpid
-        o = orders[o].next
-        i += 1
+    for j in range(n):
+        refs[j] = orders[by_time[j]].ref
+        shares[j] = orders[by_time[j]].shares
+        mpids[j] = orders[by_time[j]].mpid
     return refs, shares, mpids
 
 
 @njit(nogil=True, cache=True)
-def all_orders(orders, levels, lad_lvl, books, locates):
-    """Every live order of the given locates, book by book, best level first, queue order.
+def live_rows(orders, levels, wanted):
+    """Every live order of the locates marked in ``wanted`` (uint8 per locate), in table order.
 
-    Returns int64[k, 6] rows (locate, side, price, ref as int64 bits, shares, mpid).
-    """
-    total = 0
-    for j in range(locates.shape[0]):
-        for side in range(2):
-            b = locates[j] * 2 + side
-            for i in range(np.int64(books[b].length)):
-                total += levels[lad_lvl[books[b].start + i]].count
-    out = np.empty((total, 6), np.int64)
+    Returns int64[k, 7] rows (locate, side, price, ref as int64 bits, shares, mpid, stamp)."""
+    n = 0
+    for i in range(orders.shape[0]):
+        if orders[i].stamp != 0 and wanted[levels[orders[i].level].book >> 1]:
+            n += 1
+    out = np.empty((n, 7), np.int64)
     r = 0
-    for j in range(locates.shape[0]):
-        for side in range(2):
-            b = locates[j] * 2 + side
-            length = np.int64(books[b].length)
-            for i in range(length):
-                lvl = lad_lvl[books[b].start + length - 1 - i]
-                o = levels[lvl].head
-                while o >= 0:
-                    out[r, 0] = locates[j]
-                    out[r, 1] = side
-                    out[r, 2] = orders[o].price
-                    out[r, 3] = np.int64(orders[o].ref)
-                    out[r, 4] = orders[o].shares
-                    out[r, 5] = orders[o].mpid
-                    r += 1
-                    o = orders[o].next
+    for i in range(orders.shape[0]):
+        if orders[i].stamp != 0:
+            b = levels[orders[i].level].book
+            if wanted[b >> 1]:
+                out[r, 0] = b >> 1
+                out[r, 1] = b & 1
+                out[r, 2] = orders[i].price
+                out[r, 3] = np.int64(orders[i].ref)
+                out[r, 4] = orders[i].shares
+                out[r, 5] = orders[i].mpid
+                out[r, 6] = np.int64(orders[i].stamp)
+                r += 1
     return out
+
+
+def all_orders(orders, levels, locates) -> np.ndarray:
+    """Every live order of the given locates, in their order, book by book (bids then asks),
+    best level first, time priority within a level. Returns int64[k, 6] rows (locate, side,
+    price, ref as int64 bits, shares, mpid)."""
+    locates = np.asarray(locates, np.int64)
+    rank = np.zeros(N_LOCATES, np.int64)
+    rank[locates] = np.arange(1, len(locates) + 1)
+    rows = live_rows(orders, levels, (rank > 0).view(np.uint8))
+    best_first = np.where(rows[:, 1] == 0, -rows[:, 2], rows[:, 2])
+    order = np.lexsort((rows[:, 6], best_first, rows[:, 1], rank[rows[:, 0]]))
+    return np.ascontiguousarray(rows[order, :6])
 
 
 @njit(nogil=True, cache=True)

@@ -49,7 +49,7 @@ def new_state() -> np.ndarray:
 
 @njit(nogil=True, cache=True)
 def apply_records(data, offs, lens, n, taken, st, hand_off, applied, received,
-                  orders, table, levels, lad_key, lad_lvl, books, stocks, anomalies, matches,
+                  orders, order_words, levels, lad_key, lad_lvl, books, stocks, anomalies, matches,
                   trades_out, bbo_out, l2_out, ctl, type_counts):
     """Apply records st[S_RESUME_RECORD]..n-1 (payload at data[offs[i]:offs[i]+lens[i]]).
 
@@ -78,7 +78,7 @@ def apply_records(data, offs, lens, n, taken, st, hand_off, applied, received,
             pos = st[S_RESUME_POS]
             seq = st[S_RESUME_SEQ]
         t0 = read_cycle_counter()
-        status, pos, useq = apply_messages(data, pos, end, np.uint64(seq), orders, table, levels, lad_key,
+        status, pos, useq = apply_messages(data, pos, end, np.uint64(seq), orders, order_words, levels, lad_key,
                                            lad_lvl, books, stocks, anomalies, matches, trades_out, bbo_out,
                                            l2_out, ctl, type_counts)
         done = read_cycle_counter()
@@ -133,7 +133,7 @@ class BatchApplier:
     def _apply_records(self, data, offsets, lengths, n: int, taken: int) -> int:
         b = self.books
         return apply_records(data, offsets, lengths, n, taken, self.st, self.hand_off, self.applied, self.received,
-                             b.order_pool, b.table, b.levels, b.lad_key, b.lad_lvl, b.books, b.stocks,
+                             b.order_rows, b.order_words, b.levels, b.lad_key, b.lad_lvl, b.books, b.stocks,
                              b.anomaly_counts, b.matches, b.events.trades, b.events.bbo, b.events.l2, b.ctl,
                              b.type_counts)
 
