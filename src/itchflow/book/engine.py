@@ -38,7 +38,7 @@ from itchflow.book.layout import (
     NEED_L2_OUT, NEED_LEVELS, NEED_MATCHES, NEED_TABLE, NEED_TRADES_OUT, OK,
     MATCH_MAX_LOAD_DEN, MATCH_MAX_LOAD_NUM, STOP_TIME, TABLE_MAX_LOAD_DEN, TABLE_MAX_LOAD_NUM,
 )
-from itchflow.book.ladder import get_level, level_key, lower_bound, remove_level
+from itchflow.book.ladder import get_level, remove_level
 from itchflow.book.layout import ORDER_DTYPE, ORDER_WORDS
 from itchflow.book.order_store import delete_slot, find_slot, home_slot
 from itchflow.book.prefetch import prefetch
@@ -86,9 +86,13 @@ _HAS_REF = np.zeros(256, np.uint8)
 for _c in "AFECXDU":
     _HAS_REF[ord(_c)] = 1
 _HAS_REF.setflags(write=False)
-PREFETCH_ROW_AHEAD = 8        # messages ahead: prefetch the order's table row
+# Where a trade message (E, C, P, Q) carries its match number; 0 for the other types.
+_MATCH_OFFSET = np.zeros(256, np.int64)
+for _c, _o in (("E", _E_MATCH), ("C", _C_MATCH), ("P", _P_MATCH), ("Q", _Q_MATCH)):
+    _MATCH_OFFSET[ord(_c)] = _o
+_MATCH_OFFSET.setflags(write=False)
+PREFETCH_ROW_AHEAD = 12       # messages ahead: prefetch the order's table row
 PREFETCH_LEVEL_AHEAD = 4      # messages ahead: find that row (now cached), prefetch its level
-PREFETCH_ADD_LEVEL_AHEAD = 2  # messages ahead: find an add's level in its ladder, prefetch it
 _ROWS_PER_LINE = 64 // ORDER_DTYPE.itemsize
 
 
@@ -310,30 +314,35 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, lad_key, lad
     mask = table_cap - 1
     shift = _shift_for(table_cap)
     stop_ts = ctl[C_STOP_TS]
+    track_matches = ctl[C_TRACK_MATCHES] != 0
+    match_mask = ctl[C_MATCH_CAP] - 1  # the match index only grows between calls
+    match_shift = _shift_for(ctl[C_MATCH_CAP])
     status = OK
     # Look-ahead cursors (see PREFETCH_*): a1 prefetches the order's table row and the
     # stock's records, a2 finds the order's row (now cached) and prefetches its level, or an
-    # add's ladder top, a3 finds an add's level in the ladder (now cached) and prefetches it.
+    # add's ladder top. (Searching an add's ladder ahead as well cost more than it saved:
+    # the levels are few and mostly cached.)
     a1 = pos
     for _ in range(PREFETCH_ROW_AHEAD):
         a1, _t = _next_message(buf, a1, end)
     a2 = pos
     for _ in range(PREFETCH_LEVEL_AHEAD):
         a2, _t = _next_message(buf, a2, end)
-    a3 = pos
-    for _ in range(PREFETCH_ADD_LEVEL_AHEAD):
-        a3, _t = _next_message(buf, a3, end)
     while pos < end:
         nxt, t1 = _next_message(buf, a1, end)
         if _HAS_REF[t1] and nxt - a1 >= 2 + _REF_OFFSET + 8:
             h1 = _U(home_slot(be64(buf, a1 + 2 + _REF_OFFSET), mask, shift))
             prefetch(orders, h1)
-            prefetch(orders, (h1 + _U(_ROWS_PER_LINE)) & _U(mask))  # a delete shifts the next rows back
+            prefetch(orders, (h1 + _U(_ROWS_PER_LINE)) & _U(mask))  # a delete reads the rows after
             if t1 == _T_U and nxt - a1 >= 2 + _U_NEW + 8:
                 prefetch(orders, home_slot(be64(buf, a1 + 2 + _U_NEW), mask, shift))
             loc1 = be16(buf, a1 + 2 + _LOCATE)
             prefetch(stocks, loc1)  # one line a stock
             prefetch(books, loc1 * _U(2))  # both sides' entries share a line
+        if track_matches and _MATCH_OFFSET[t1] > 0 and nxt - a1 >= 2 + _MATCH_OFFSET[t1] + 8:
+            # the trade's row in the match index
+            mh = home_slot(be64(buf, a1 + 2 + _MATCH_OFFSET[t1]), match_mask, match_shift)
+            prefetch(matches, _U(mh) * _U(4))
         a1 = nxt
         nxt, t2 = _next_message(buf, a2, end)
         if (t2 == _T_A or t2 == _T_F) and nxt - a2 >= 2 + _A_PRICE + 4:
@@ -349,17 +358,6 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, lad_key, lad
             if orders[_U(slot2)].stamp != 0:
                 prefetch(levels, orders[_U(slot2)].level)
         a2 = nxt
-        nxt, t3 = _next_message(buf, a3, end)
-        if (t3 == _T_A or t3 == _T_F) and nxt - a3 >= 2 + _A_PRICE + 4:
-            b3 = _add_book(buf, a3 + 2)
-            if b3 >= 0:
-                start3 = books[_U(b3)].start
-                n3 = np.int64(books[_U(b3)].length)
-                key3 = level_key(b3 & 1, be32(buf, a3 + 2 + _A_PRICE))
-                p3 = lower_bound(lad_key, start3, n3, key3)
-                if p3 < n3 and lad_key[_U(start3 + p3)] == key3:
-                    prefetch(levels, lad_lvl[_U(start3 + p3)])
-        a3 = nxt
         if pos + 2 > end:
             status = ERR_TRUNCATED
             break

@@ -4,14 +4,13 @@ The order table's rows are the order records themselves (``layout.ORDER_DTYPE``,
 the reference is word 0, and word 1 is never 0 in a live row); the match-number index uses
 the same routines with its own 4-word rows.
 
-
-References can be anywhere in 64 bits and are not monotonic, but Nasdaq hands them out in
-a few increasing ranges, and most orders die young: the live working set is the recently
-issued references. So the hash keeps runs of 64 consecutive keys together (the low 6 bits
-stay as the slot's low bits) and scatters the runs (the rest of the key is mixed with a
-Fibonacci multiplier). Recent orders then share a few cache lines instead of costing a
-cache miss each, and strided or hostile keys still spread over the whole table. Deletion shifts the following
-entries back (no tombstones), so a long day of adds and deletes never degrades probing.
+References can be anywhere in 64 bits and are not monotonic. The home slot is the top bits
+of the key times a Fibonacci multiplier: consecutive references (Nasdaq hands them out in a
+few increasing ranges) spread evenly over the table, and strided or hostile keys still
+spread, since the top bits depend on every bit of the key. (Keeping runs of consecutive
+keys in adjacent rows, to share cache lines among recent orders, measured slower: the runs
+lengthen the probes.) Deletion shifts the following entries back (no tombstones), so a long
+day of adds and deletes never degrades probing.
 """
 
 from __future__ import annotations
@@ -21,20 +20,13 @@ from numba import njit
 
 _U = np.uint64
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-
-
-RUN_BITS = 2
-_RUN_MASK = np.uint64((1 << RUN_BITS) - 1)
-_RUN_BITS = np.uint64(RUN_BITS)
-MIN_TABLE = 1 << 4  # tables are never smaller than this (so a run fits)
+MIN_TABLE = 1 << 4  # tables are never smaller than this
 
 
 @njit(inline="always", nogil=True, cache=True)
 def home_slot(key, mask, shift):
-    """shift = 64 - log2(table size). The run of 64 keys lands at a mixed, 64-aligned slot."""
-    k = _U(key)
-    run = ((k >> _RUN_BITS) * _GOLDEN) >> (shift + _RUN_BITS)
-    return np.int64((run << _RUN_BITS) | (k & _RUN_MASK)) & mask
+    """shift = 64 - log2(table size): the top log2(size) bits of key * golden ratio."""
+    return np.int64((_U(key) * _GOLDEN) >> shift) & mask
 
 
 @njit(inline="always", nogil=True, cache=True)
