@@ -2,8 +2,9 @@
 
 What is measured (one core, the same bytes, the same run):
 - itchflow: ``Books.apply`` over the memory-mapped day (already in the page cache), all
-  stocks, full L3 (order store, ladders, FIFO queues, volumes, match index), no events
-  recorded; best of ``repeat``, each on fresh state. Also with BBO events for every stock.
+  stocks, full L3 (order table with time priority, ladders, levels, volumes, match index),
+  no events recorded; best of ``repeat``, each on fresh state. Also with BBO and trade events
+  for every stock, drained after every 32 MB slice as a consumer would.
 - itchcpp: ``BookManager().process_stream(bytes)`` on the same bytes (C++ books of every
   stock), in a fresh interpreter; its best bid/offer of every stock is compared with ours.
 - MeatPy: one stock's book (the most active) over a prefix of the day, in a fresh interpreter.
@@ -134,15 +135,24 @@ def run(messages: int = 50_000_000, stocks: int = 8000, seed: int = 1, repeat: i
     r["itchflow"].update(peak_live_orders=books.peak_live_orders, live_orders_at_end=books.live_orders(),
                          anomalies=sum(books.anomalies().values()), engine_bytes=books.memory_bytes(),
                          rss_peak_bytes=peak_rss_bytes())
+    # Events as a consumer takes them (as `itchflow bbo` does): drained after every 32 MB slice.
+    from itchflow.book.replay import replay
+
     b = Books()
     b.record(bbo=True, trades=True)
+    n_events = [0, 0]
+
+    def drain(books) -> None:
+        bbo, trades, _ = books.take_events()
+        n_events[0] += len(bbo)
+        n_events[1] += len(trades)
+
     t = time.perf_counter()
-    b.apply(buf)  # event buffers grow as needed; drained once at the end
+    replay(b, path, on_slice=drain)
     dt = time.perf_counter() - t
-    bbo, trades, _ = b.take_events()
     r["itchflow_with_events"] = rate_row(b.messages, dt)
-    r["itchflow_with_events"].update(bbo_events=len(bbo), trades=len(trades))
-    del b, bbo, trades
+    r["itchflow_with_events"].update(bbo_events=n_events[0], trades=n_events[1])
+    del b
 
     if peers:
         symbols = sorted(books.symbols)

@@ -317,6 +317,8 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, lad_key, lad
     track_matches = ctl[C_TRACK_MATCHES] != 0
     match_mask = ctl[C_MATCH_CAP] - 1  # the match index only grows between calls
     match_shift = _shift_for(ctl[C_MATCH_CAP])
+    applied = 0
+    last_ts = ctl[C_LAST_TS]
     status = OK
     # Look-ahead cursors (see PREFETCH_*): a1 prefetches the order's table row and the
     # stock's records, a2 finds the order's row (now cached) and prefetches its level, or an
@@ -586,10 +588,12 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, lad_key, lad
         elif t == _T_H:
             stocks[_U(locate)].trading_state = buf[q + _H_STATE]
 
-        ctl[C_LAST_TS] = ts
-        ctl[C_MESSAGES] += 1
+        last_ts = ts
+        applied += 1
         pos = q + length
         seq += _U(1)
+    ctl[C_MESSAGES] += applied  # kept in registers in the loop, stored once
+    ctl[C_LAST_TS] = last_ts
     return status, pos, seq
 
 
