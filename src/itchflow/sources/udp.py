@@ -228,6 +228,11 @@ def listen(line_a: tuple[str, int], line_b: tuple[str, int] | None, rerequest: t
     """
     opts = dict(receiver_options or {})
     receiver = MoldReceiver(session, start_sequence=start_sequence, requests=rerequest is not None, **opts)
+    reader = ENGINES[engine](ifname=ifname) if engine == "tpacket" else ENGINES[engine]()
+    batched = hasattr(reader, "read_batch")
+    # Load the compiled kernels before the sockets exist: a sender that waits for the socket
+    # (or a feed already running) would otherwise overflow it while they load.
+    _warm_up(reader)
     if sockets is None:
         socks = [open_receiver(*line_a, interface=interface)]
         if line_b is not None:
@@ -240,9 +245,6 @@ def listen(line_a: tuple[str, int], line_b: tuple[str, int] | None, rerequest: t
         req_sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         _set_rcvbuf(req_sock, 4 << 20)
         req_sock.setblocking(False)
-    reader = ENGINES[engine](ifname=ifname) if engine == "tpacket" else ENGINES[engine]()
-    batched = hasattr(reader, "read_batch")
-    _warm_up(reader)
     # what to poll for each line: its socket, or the packet ring that sees its datagrams
     lines = {(reader.attach(s) if engine == "tpacket" else s.fileno()): (s, i) for i, s in enumerate(socks)}
     if req_sock is not None:
