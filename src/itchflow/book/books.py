@@ -6,8 +6,8 @@
 >>> books.depth("AAPL", 5)                 # bids, asks: int64[n, 3] (price, shares, orders)
 >>> books.orders("AAPL", "B", 1234500)     # the queue at that price, in time priority
 
-The driver calls the compiled kernel, grows whatever it reports short (order pool, hash
-table, levels, ladder arena, match index, output buffers) and resumes at the exact message.
+The driver calls the compiled kernel, grows whatever it reports short (order table,
+levels, ladder arena, match index, output buffers) and resumes at the exact message.
 Prices are raw Price(4) integers throughout.
 """
 

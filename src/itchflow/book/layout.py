@@ -2,6 +2,7 @@
 
 All engine state lives in preallocated numpy arrays so the compiled kernels can be cached
 (no jitclass) and the Python side can grow any of them between calls without losing state.
+Every array starts on a cache line (``aligned``), so a 32- or 64-byte record never straddles two.
 
 - ``orders``: the order table, which is both the order store and its index: an
   open-addressing hash (linear probing, backward-shift deletion, no tombstones) keyed by the
