@@ -64,10 +64,11 @@ class Books:
         if table is None:
             table = (DEFAULT_TABLE if capacity is None
                      else int(capacity) * L.TABLE_MAX_LOAD_DEN // L.TABLE_MAX_LOAD_NUM + 1)
-        capacity = int(capacity) if capacity is not None else DEFAULT_TABLE
+        rows = _pow2_at_least(table)
+        expected = int(capacity) if capacity is not None else rows * L.TABLE_MAX_LOAD_NUM // L.TABLE_MAX_LOAD_DEN
         self.ctl = aligned_zeros(L.N_CTL, np.int64)
-        self.order_rows = aligned_zeros(_pow2_at_least(table), L.ORDER_DTYPE)  # pages cost nothing until used
-        nlevels = int(levels or max(1024, min(capacity // 8, 1 << 18)))
+        self.order_rows = aligned_zeros(rows, L.ORDER_DTYPE)  # pages cost nothing until used
+        nlevels = int(levels or max(1024, min(expected // 8, 1 << 18)))
         self.levels = aligned_zeros(nlevels, L.LEVEL_DTYPE)
         narena = int(arena or max(1 << 16, nlevels * 2))
         self.lad_key = aligned_zeros(narena, np.int64)
@@ -136,9 +137,8 @@ class Books:
     def _grow(self, status: int) -> None:
         c = self.ctl
         if status == L.NEED_TABLE:
-            grown = aligned_zeros(2 * len(self.order_rows), L.ORDER_DTYPE)
-            rehash(self.order_words, grown.view(np.uint64), table_shift(len(grown)), L.ORDER_WORDS)
-            self.order_rows = grown
+            grown = _rehashed(self.order_words, L.ORDER_WORDS, 2 * len(self.order_rows))
+            self.order_rows = grown.view(L.ORDER_DTYPE)
             c[L.C_TABLE_CAP] = len(self.order_rows)
         elif status == L.NEED_LEVELS:
             self.levels = _grown(self.levels, 2 * len(self.levels))

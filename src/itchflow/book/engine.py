@@ -6,7 +6,7 @@ table (whose rows are the orders: one cache miss), one ladder lookup near the to
 level's totals; time priority is the order's stamp, so no queue neighbour is touched.
 
 Resumability: before a message is touched the kernel makes sure every resource it could
-consume (an order slot, a hash slot, a level, ladder arena room, a match slot, an output
+consume (an order table row, a level, ladder arena room, a match slot, an output
 record) is available; if not, it returns a NEED_* status with ``pos`` at that message, the
 Python driver grows what is named and calls again. Nothing is half-applied.
 
@@ -34,12 +34,12 @@ from itchflow.book.layout import (
     A_REPLACE_EXISTING, A_UNKNOWN_LOCATE, A_UNKNOWN_MATCH, A_UNKNOWN_REF, C_ARENA_CAP, C_ARENA_TOP,
     C_BBO_CAP, C_BBO_N, C_DIRECTORY_SEEN, C_L2_CAP, C_L2_N, C_LAST_TS, C_LEVEL_CAP, C_LIVE,
     C_LIVE_LEVELS, C_MATCH_CAP, C_MATCH_USED, C_MAX_LADDER, C_MESSAGES, C_PEAK_LIVE, C_STAMP,
-    C_STOP_TS, C_TABLE_CAP, C_TRACK_MATCHES, C_TRADES_CAP, C_TRADES_N, C_UNKNOWN_TYPES, ERR_BAD_LENGTH, ERR_TRUNCATED, ERR_ZERO_LENGTH, NEED_ARENA, NEED_BBO_OUT,
-    NEED_L2_OUT, NEED_LEVELS, NEED_MATCHES, NEED_TABLE, NEED_TRADES_OUT, OK,
-    MATCH_MAX_LOAD_DEN, MATCH_MAX_LOAD_NUM, STOP_TIME, TABLE_MAX_LOAD_DEN, TABLE_MAX_LOAD_NUM,
+    C_STOP_TS, C_TABLE_CAP, C_TRACK_MATCHES, C_TRADES_CAP, C_TRADES_N, C_UNKNOWN_TYPES,
+    ERR_BAD_LENGTH, ERR_TRUNCATED, ERR_ZERO_LENGTH, MATCH_MAX_LOAD_DEN, MATCH_MAX_LOAD_NUM,
+    NEED_ARENA, NEED_BBO_OUT, NEED_L2_OUT, NEED_LEVELS, NEED_MATCHES, NEED_TABLE, NEED_TRADES_OUT,
+    OK, ORDER_DTYPE, ORDER_WORDS, STOP_TIME, TABLE_MAX_LOAD_DEN, TABLE_MAX_LOAD_NUM,
 )
 from itchflow.book.ladder import get_level, remove_level
-from itchflow.book.layout import ORDER_DTYPE, ORDER_WORDS
 from itchflow.book.order_store import delete_slot, find_slot, home_slot
 from itchflow.book.prefetch import prefetch
 from itchflow.itch.spec import LENGTH_BY_BYTE, MESSAGES
@@ -322,8 +322,8 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, lad_key, lad
     status = OK
     # Look-ahead cursors (see PREFETCH_*): a1 prefetches the order's table row and the
     # stock's records, a2 finds the order's row (now cached) and prefetches its level, or an
-    # add's ladder top. (Searching an add's ladder ahead as well cost more than it saved:
-    # the levels are few and mostly cached.)
+    # add's ladder top. (Searching an add's ladder ahead for its level as well measured
+    # slower: the search costs more than the level's miss.)
     a1 = pos
     for _ in range(PREFETCH_ROW_AHEAD):
         a1, _t = _next_message(buf, a1, end)
