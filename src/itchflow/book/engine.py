@@ -98,7 +98,6 @@ _ROWS_PER_LINE = 64 // ORDER_DTYPE.itemsize
 
 _FLAG_COUNTED = np.uint64(1)
 _FLAG_BROKEN = np.uint64(2)
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
 @njit(inline="always", nogil=True, cache=True)
@@ -267,16 +266,15 @@ def _reduce_order(slot, shares, orders, levels, stocks, l2_out, ctl, seq, ts):
 
 
 @njit(inline="always", nogil=True, cache=True)
-def _record_trade(locate, price, shares, match, kind, printable, side, stocks, matches, trades_out,
-                  anomalies, ctl, seq, ts):
+def _record_trade(locate, price, shares, match, kind, printable, side, stocks, matches, match_mask,
+                  match_shift, trades_out, anomalies, ctl, seq, ts):
     st = stocks[_U(locate)]
     if printable:
         st.volume += np.int64(shares)
         st.notional += np.int64(shares) * np.int64(price)
         st.trades += 1
     if ctl[C_TRACK_MATCHES]:
-        cap = ctl[C_MATCH_CAP]
-        i = find_slot(matches, match, cap - 1, _shift_for(cap), 4) * 4
+        i = find_slot(matches, match, match_mask, match_shift, 4) * 4
         if matches[i + 1] != 0:  # word 1 is the occupancy mark find_slot probes on (a trade may have 0 shares)
             anomalies[locate, A_DUP_MATCH] += 1
         else:
@@ -315,7 +313,7 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, lad_key, lad
     shift = _shift_for(table_cap)
     stop_ts = ctl[C_STOP_TS]
     track_matches = ctl[C_TRACK_MATCHES] != 0
-    match_mask = ctl[C_MATCH_CAP] - 1  # the match index only grows between calls
+    match_mask = ctl[C_MATCH_CAP] - 1  # the match index only grows between calls: probe with these
     match_shift = _shift_for(ctl[C_MATCH_CAP])
     applied = 0
     last_ts = ctl[C_LAST_TS]
@@ -494,8 +492,8 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, lad_key, lad
                     if take > remaining:
                         anomalies[olocate, A_OVER_EXEC] += 1
                     _record_trade(olocate, price, _U(take), match, kind, printable,
-                                  _BYTE_B if side == 0 else _BYTE_S, stocks, matches, trades_out,
-                                  anomalies, ctl, seq, ts)
+                                  _BYTE_B if side == 0 else _BYTE_S, stocks, matches, match_mask,
+                                  match_shift, trades_out, anomalies, ctl, seq, ts)
                 if take >= remaining:
                     refresh = _remove_order(slot, mask, shift, orders, order_words, levels, lad_key, lad_lvl,
                                             books, stocks, l2_out, ctl, seq, ts)
@@ -541,19 +539,18 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, lad_key, lad
             side_byte = buf[q + _P_SIDE]
             _record_trade(locate, np.uint32(be32(buf, q + _P_PRICE)), _U(be32(buf, q + _P_SHARES)),
                           be64(buf, q + _P_MATCH), _KIND_P, True, side_byte, stocks, matches,
-                          trades_out, anomalies, ctl, seq, ts)
+                          match_mask, match_shift, trades_out, anomalies, ctl, seq, ts)
 
         elif t == _T_Q:
             _record_trade(locate, np.uint32(be32(buf, q + _Q_PRICE)), be64(buf, q + _Q_SHARES),
                           be64(buf, q + _Q_MATCH), _KIND_Q, True, _BYTE_SPACE, stocks, matches,
-                          trades_out, anomalies, ctl, seq, ts)
+                          match_mask, match_shift, trades_out, anomalies, ctl, seq, ts)
 
         elif t == _T_B:
             match = be64(buf, q + _B_MATCH)
             found = False
-            if ctl[C_TRACK_MATCHES]:
-                mcap = ctl[C_MATCH_CAP]
-                i = find_slot(matches, match, mcap - 1, _shift_for(mcap), 4) * 4
+            if track_matches:
+                i = find_slot(matches, match, match_mask, match_shift, 4) * 4
                 flags = matches[i + 2] >> _U(48)
                 if matches[i + 1] != 0 and (flags & _FLAG_BROKEN) == 0:
                     found = True
