@@ -28,7 +28,7 @@ $(VENV)/.installed-bench: $(VENV)/.installed-test
 install-bench: $(VENV)/.installed-bench
 
 demo: install
-	$(PY) -m itchflow.demo --dir $(DEMO_DIR)
+	$(PY) -m itchflow.cli.demo --dir $(DEMO_DIR)
 
 test: install-test
 	$(PY) -m pytest -q

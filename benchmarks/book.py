@@ -1,9 +1,9 @@
-"""Book benchmark (same code as `itchflow bench book`): see itchflow/book/bench.py.
+"""Book benchmark (same code as `itchflow bench book`): see itchflow/bench/book.py.
 
     PYTHONPATH=src .venv/bin/python benchmarks/book.py [--messages 50000000] [--json]
 """
 
-from itchflow.book.bench import main
+from itchflow.bench.book import main
 
 if __name__ == "__main__":
     main()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from itchflow.sources.udp_bench import run, run_receiver
+from itchflow.bench.net import run, run_receiver
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])

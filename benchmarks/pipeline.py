@@ -5,7 +5,7 @@ with ratios taken in the same run. Same code as ``itchflow bench pipeline``.
     .venv/bin/python benchmarks/pipeline.py [--messages 10000000] [--json]
 """
 
-from itchflow.pipeline.bench_cli import main
+from itchflow.bench.pipeline_cli import main
 
 if __name__ == "__main__":
     main()

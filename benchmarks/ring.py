@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from itchflow.ring.bench import print_report, run
+from itchflow.bench.ring import print_report, run
 
 
 def main() -> None:

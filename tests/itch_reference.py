@@ -1,6 +1,6 @@
 """A slow, obvious ITCH 5.0 reference codec, written for the tests only.
 
-It is deliberately independent of ``itchflow.itch.spec``: the field table below was typed
+It is deliberately independent of ``itchflow.wire.itch``: the field table below was typed
 from the Nasdaq TotalView-ITCH 5.0 specification (field sizes in the order they appear on
 the wire), offsets are recomputed here by adding sizes, and every value is read with
 ``int.from_bytes``/``struct`` one message at a time. Only the field *names* are shared

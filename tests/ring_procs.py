@@ -8,7 +8,7 @@ import multiprocessing as mp
 import numpy as np
 
 from itchflow.ring import Ring
-from itchflow.ring import workload as W
+from itchflow.bench import ring_workload as W
 from itchflow.ring.wait import STRATEGIES
 
 CTX = mp.get_context("fork")

@@ -22,9 +22,9 @@ def _cpp_bbo(bm, symbol):
 
 def _generated_day(messages, seed, stocks):
     try:
-        from itchflow.itch.generator import generate_day
+        from itchflow.sim.generator import generate_day
     except ImportError:
-        pytest.skip("itchflow.itch.generator is not available")
+        pytest.skip("itchflow.sim.generator is not available")
     return generate_day(messages, seed, stocks=stocks)
 
 
@@ -54,9 +54,9 @@ def test_bbo_agrees_with_itchcpp_on_an_itchfeed_day():
 
 def test_real_captures_replay_without_error(all_captures):
     try:
-        from itchflow.sources.chunks import iter_chunks
+        from itchflow.sources.files import iter_chunks
     except ImportError:
-        pytest.skip("itchflow.sources.chunks is not available yet")
+        pytest.skip("itchflow.sources.files is not available yet")
     import itchflow
 
     for path in all_captures:

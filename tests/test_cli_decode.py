@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from itchflow.cli import main
-from itchflow.itch.encoder import encode_message
+from itchflow.decode.encoder import encode_message
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "omi-itch50"
 MULTI = SHARED / "Nasdaq.Equities.TotalView.Itch.v5.0" / "Multiple.Packets.pcap"

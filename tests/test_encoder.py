@@ -6,8 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import itchflow
-from itchflow.itch.encoder import encode, encode_message
-from itchflow.itch.spec import ALPHA, MESSAGES, TIMESTAMP
+from itchflow.decode.encoder import encode, encode_message
+from itchflow.wire.itch import ALPHA, MESSAGES, TIMESTAMP
 
 
 def test_add_order_hex_worked_by_hand():

@@ -18,7 +18,7 @@ from collections import Counter, OrderedDict, defaultdict
 import numpy as np
 import pytest
 
-from itchflow.itch.generator import REAL_DAY, REAL_DAY_MESSAGES, generate_day, minimum_messages, write_day
+from itchflow.sim.generator import REAL_DAY, REAL_DAY_MESSAGES, generate_day, minimum_messages, write_day
 
 # Independent layout table: type -> struct format (header: type, locate, tracking, 6-byte ts).
 _HDR = ">cHH6s"

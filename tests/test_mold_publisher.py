@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from itchflow.errors import ITCHFormatError
-from itchflow.itch.spec import MESSAGES
-from itchflow.transport.mold_publisher import MoldFeed, RerequestServer, line_schedule, send_times_ns
+from itchflow.wire.itch import MESSAGES
+from itchflow.protocol.mold.feed import MoldFeed, RerequestServer, line_schedule, send_times_ns
 
 CODES = "SADEXUPI"
 

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from itchflow.transport.mold_receiver import (
+from itchflow.protocol.mold.receiver import (
     LINE_A,
     LINE_B,
     LINE_REPLY,
@@ -428,8 +428,8 @@ def test_deliver_views_are_numpy_uint8():
 def test_real_captures_match_the_capture_reassembly(all_captures):
     """Real Nasdaq MoldUDP64 packets through the live receiver give what the (independent)
     capture reassembly gives."""
-    from itchflow.sources.chunks import iter_chunks, map_file
-    from itchflow.transport.pcap import REC_UDP, packet_table
+    from itchflow.sources.files import iter_chunks, map_file
+    from itchflow.wire.pcap import REC_UDP, packet_table
 
     checked = 0
     for path in all_captures:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from itchflow.itch.spec import DTYPES
+from itchflow.wire.itch import DTYPES
 
 pytestmark = pytest.mark.timeout(120)
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -24,14 +24,14 @@ SRC = str(Path(__file__).resolve().parents[1] / "src")
 def synthetic_day(n: int, seed: int = 0) -> np.ndarray:
     """A BinaryFILE of n valid ITCH messages (the generator's day when it is there)."""
     try:
-        from itchflow.itch.generator import generate_day, minimum_messages
+        from itchflow.sim.generator import generate_day, minimum_messages
     except ImportError:
         generate_day = None
     if generate_day is not None:
         for stocks in (100, 10, 1):
             if n >= minimum_messages(stocks):
                 return np.asarray(generate_day(n, seed, stocks=stocks), np.uint8)
-    from itchflow.itch.encoder import encode
+    from itchflow.decode.encoder import encode
 
     rng = np.random.default_rng(seed)
     codes = rng.choice(list("ADEXUPIF"), n)
@@ -47,9 +47,9 @@ def synthetic_day(n: int, seed: int = 0) -> np.ndarray:
 
 
 def run_loopback(data, engine, faults, pps=20_000, payload=1400):
-    from itchflow.sources.mold_publish import bind_rerequest, publish
+    from itchflow.sources.mold_sender import bind_rerequest, publish
     from itchflow.sources.udp import listen, open_receiver, warm_up
-    from itchflow.transport.mold_publisher import MoldFeed
+    from itchflow.protocol.mold.feed import MoldFeed
 
     warm_up(engine)   # with a cold Numba cache, compiling after the sender starts outlasts its linger
     feed = MoldFeed(data, "LOOPTEST", payload)
@@ -88,7 +88,7 @@ def _tpacket_allowed() -> bool:
 
 @pytest.mark.parametrize("engine", ["recvmmsg", "recv", "tpacket"])
 def test_ab_lines_with_loss_reorder_duplicates_arrive_identical(engine):
-    from itchflow.transport.mold_publisher import Faults
+    from itchflow.protocol.mold.feed import Faults
 
     if engine == "tpacket" and not _tpacket_allowed():
         pytest.skip("AF_PACKET sockets need CAP_NET_RAW")
@@ -117,9 +117,9 @@ def test_ab_lines_with_loss_reorder_duplicates_arrive_identical(engine):
 
 
 def test_without_rerequest_server_double_losses_are_counted():
-    from itchflow.sources.mold_publish import publish
+    from itchflow.sources.mold_sender import publish
     from itchflow.sources.udp import listen, open_receiver
-    from itchflow.transport.mold_publisher import Faults, MoldFeed
+    from itchflow.protocol.mold.feed import Faults, MoldFeed
 
     data = synthetic_day(20_000, seed=3)
     feed = MoldFeed(data, "NOREREQ", 600)
@@ -140,7 +140,7 @@ def test_without_rerequest_server_double_losses_are_counted():
     assert res.finished and s["lost"] > 0 and s["requests"] == 0
     assert s["messages"] + s["lost"] == feed.messages
     # what was delivered is exactly the source minus the lost ranges
-    from itchflow.transport.mold_codec import index_messages
+    from itchflow.protocol.mold.codec import index_messages
 
     offsets = index_messages(data)[0]
     keep = np.ones(feed.messages, bool)
@@ -199,9 +199,9 @@ def test_cli_publish_and_listen(tmp_path):
 
 def test_multicast_on_loopback_host_only():
     """Two multicast groups joined on lo; TTL 0 keeps every datagram on this host."""
-    from itchflow.sources.mold_publish import bind_rerequest, publish
+    from itchflow.sources.mold_sender import bind_rerequest, publish
     from itchflow.sources.udp import listen, open_receiver
-    from itchflow.transport.mold_publisher import Faults, MoldFeed
+    from itchflow.protocol.mold.feed import Faults, MoldFeed
 
     try:
         a = open_receiver("239.255.77.1", 0, interface="127.0.0.1")
@@ -232,10 +232,10 @@ def test_multicast_on_loopback_host_only():
 def test_real_time_pacing_sends_heartbeats_in_quiet_periods():
     """Two messages 1.3 s apart at real time: the publisher fills the quiet second with
     heartbeats carrying the next sequence number, and the receiver counts them."""
-    from itchflow.itch.encoder import encode_message
-    from itchflow.sources.mold_publish import publish
+    from itchflow.decode.encoder import encode_message
+    from itchflow.sources.mold_sender import publish
     from itchflow.sources.udp import listen, open_receiver
-    from itchflow.transport.mold_publisher import MoldFeed
+    from itchflow.protocol.mold.feed import MoldFeed
 
     t0 = 34_200_000_000_000
     data = np.frombuffer(encode_message("I", timestamp=t0, stock="AAPL")

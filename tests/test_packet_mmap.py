@@ -12,14 +12,14 @@ import time
 import numpy as np
 import pytest
 
-from itchflow.transport.moldudp64_layout import pack_header
+from itchflow.wire.moldudp64 import pack_header
 
 pytestmark = [pytest.mark.net, pytest.mark.timeout(60)]
 
 
 @pytest.fixture
 def ring_and_port():
-    from itchflow.sources.packet_mmap import TPacketV3
+    from itchflow.sources.tpacket import TPacketV3
 
     rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     rx.bind(("127.0.0.1", 0))

@@ -103,7 +103,7 @@ def test_real_capture_through_the_pipeline(all_captures):
         want = Books()
         d = itchflow.read(cap)   # capture reassembled in sequence order by the decoder's path
         want_msgs = d.messages
-        from itchflow.sources.chunks import iter_chunks
+        from itchflow.sources.files import iter_chunks
         for c in iter_chunks(str(cap)):
             want.apply(c.data, c.first_sequence)
         got = Books()
@@ -173,7 +173,7 @@ def test_source_strings():
 
 
 def _append_slowly(src, dst):
-    from itchflow.sources.tail import append_slowly
+    from itchflow.sim.write_slowly import append_slowly
     append_slowly(src, dst, rate=2_000_000, piece_bytes=3001, seed=3)
 
 
@@ -203,8 +203,8 @@ def _free_udp_port() -> int:
 @pytest.mark.net
 @pytest.mark.parametrize("engine", ["recvmmsg", "tpacket"])
 def test_mold_source_with_loss_on_both_lines(day, direct, engine):
-    from itchflow.sources.mold_publish import bind_rerequest, publish
-    from itchflow.transport.mold_publisher import Faults, MoldFeed
+    from itchflow.sources.mold_sender import bind_rerequest, publish
+    from itchflow.protocol.mold.feed import Faults, MoldFeed
 
     if engine == "tpacket":
         try:
@@ -251,8 +251,8 @@ def test_mold_source_with_loss_on_both_lines(day, direct, engine):
 
 @pytest.mark.net
 def test_soup_source_with_a_cut_connection(day, direct):
-    from itchflow.sources.soup import SoupServer
-    from itchflow.transport.soupbintcp import MessageStore
+    from itchflow.sources.soup_sockets import SoupServer
+    from itchflow.protocol.soup.session import MessageStore
 
     server = SoupServer(MessageStore(day), "127.0.0.1", 0, "PIPEDAY", {"alice": "secret"}, cut_after=33_333)
     server.start()
@@ -271,8 +271,8 @@ def test_soup_source_with_a_cut_connection(day, direct):
 
 @pytest.mark.net
 def test_soup_login_rejected_is_a_clear_error(day):
-    from itchflow.sources.soup import SoupServer
-    from itchflow.transport.soupbintcp import MessageStore
+    from itchflow.sources.soup_sockets import SoupServer
+    from itchflow.protocol.soup.session import MessageStore
 
     server = SoupServer(MessageStore(day), "127.0.0.1", 0, "PIPEDAY", {"alice": "secret"})
     server.start()
@@ -342,7 +342,7 @@ def _feed_ring(name: str, data: bytes, pieces: int) -> None:
     pub = open_feed(name, capacity=1 << 20, batch_bytes=4096)
     buf = np.frombuffer(data, np.uint8)
     # publish in pieces cut at message boundaries, numbering from 1
-    from itchflow.itch.framing import whole_messages_end
+    from itchflow.wire.binaryfile import whole_messages_end
     pos, seq = 0, 1
     step = len(buf) // pieces + 1
     while pos < len(buf):
@@ -381,8 +381,8 @@ def test_soup_fetch_into_a_ring_then_run_from_it(day, direct, tmp_path):
     import subprocess
     import sys
 
-    from itchflow.sources.soup import SoupServer
-    from itchflow.transport.soupbintcp import MessageStore
+    from itchflow.sources.soup_sockets import SoupServer
+    from itchflow.protocol.soup.session import MessageStore
 
     name = f"/dev/shm/itchflow-test-soupring-{os.getpid()}.ring"
     server = SoupServer(MessageStore(day), "127.0.0.1", 0, "RINGDAY", {"alice": "secret"}, cut_after=20_000)

@@ -21,8 +21,8 @@ SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 
 def serve(data, cut_after=None, stall_after=None):
-    from itchflow.sources.soup import SoupServer
-    from itchflow.transport.soupbintcp import MessageStore
+    from itchflow.sources.soup_sockets import SoupServer
+    from itchflow.protocol.soup.session import MessageStore
 
     server = SoupServer(MessageStore(data), "127.0.0.1", 0, "TESTDAY", {"alice": "secret"}, cut_after=cut_after,
                         stall_after=stall_after)
@@ -31,7 +31,7 @@ def serve(data, cut_after=None, stall_after=None):
 
 
 def test_fetch_whole_session():
-    from itchflow.sources.soup import fetch
+    from itchflow.sources.soup_sockets import fetch
 
     data = synthetic_day(30_000, seed=2)
     server = serve(data)
@@ -45,7 +45,7 @@ def test_fetch_whole_session():
 
 
 def test_reconnect_mid_session_loses_and_duplicates_nothing():
-    from itchflow.sources.soup import fetch
+    from itchflow.sources.soup_sockets import fetch
 
     data = synthetic_day(50_000, seed=4)
     server = serve(data, cut_after=12_345)
@@ -67,7 +67,7 @@ def test_reconnect_mid_session_loses_and_duplicates_nothing():
 def test_dead_link_then_reconnect_loses_and_duplicates_nothing():
     """The server goes silent mid-session (no data, no heartbeats): the client declares the
     link dead (after 0.5 s here instead of 15 s) and resumes from the next sequence."""
-    from itchflow.sources.soup import fetch
+    from itchflow.sources.soup_sockets import fetch
 
     data = synthetic_day(40_000, seed=6)
     server = serve(data, stall_after=9_999)
@@ -82,8 +82,8 @@ def test_dead_link_then_reconnect_loses_and_duplicates_nothing():
 
 
 def test_fetch_from_a_sequence_and_rejects():
-    from itchflow.sources.soup import fetch
-    from itchflow.transport.mold_codec import index_messages
+    from itchflow.sources.soup_sockets import fetch
+    from itchflow.protocol.mold.codec import index_messages
 
     data = synthetic_day(5_000, seed=5)
     offsets = index_messages(data)[0]

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from itchflow.transport.soupbintcp import (
+from itchflow.protocol.soup.session import (
     DeadLink,
     EndOfSession,
     LoggedOut,

@@ -13,8 +13,8 @@ import pytest
 import itch_reference as ref
 import itchflow
 from itchflow.errors import ITCHFormatError
-from itchflow.sources import chunks as chunks_mod
-from itchflow.sources.chunks import iter_chunks
+from itchflow.sources import files as chunks_mod
+from itchflow.sources.files import iter_chunks
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -86,7 +86,7 @@ def test_gzip_in_tiny_blocks_equals_raw(tmp_path, block):
 
 @pytest.mark.parametrize("block", [1, 5, 41])
 def test_read_and_scan_through_tiny_gzip_blocks(tmp_path, monkeypatch, block):
-    import itchflow.itch.reader as reader
+    import itchflow.decode.reader as reader
 
     raw = tmp_path / "day.itch"
     raw.write_bytes(DATA)

@@ -3,8 +3,7 @@
 import numpy as np
 import pytest
 
-from itchflow.itch import spec
-
+from itchflow.wire import itch as spec
 # TotalView-ITCH 5.0 specification: message lengths, and field offsets worth pinning.
 SPEC_LENGTHS = {"S": 12, "R": 39, "H": 25, "Y": 20, "L": 26, "V": 35, "W": 12, "K": 28, "J": 35,
                 "h": 21, "A": 36, "F": 40, "E": 31, "C": 36, "X": 23, "D": 19, "U": 35, "P": 44,

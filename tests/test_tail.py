@@ -10,8 +10,9 @@ import pytest
 
 import itchflow
 from itchflow.errors import ITCHFormatError
-from itchflow.itch.encoder import encode_message
-from itchflow.sources.tail import Tail, append_slowly
+from itchflow.decode.encoder import encode_message
+from itchflow.sim.write_slowly import append_slowly
+from itchflow.sources.tail import Tail
 
 
 def make_day(n: int, end_event: bool = True) -> bytes:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from itchflow.itch.spec import (  # noqa: F401  (light: numpy only)
+from itchflow.wire.itch import (  # noqa: F401  (light: numpy only)
     CODES,
     DTYPES,
     MESSAGES,
@@ -18,13 +18,13 @@ from itchflow.itch.spec import (  # noqa: F401  (light: numpy only)
 )
 
 _LAZY = {
-    "read": ("itchflow.itch.reader", "read"),
-    "scan": ("itchflow.itch.reader", "scan"),
-    "stats": ("itchflow.itch.reader", "stats"),
-    "Decoded": ("itchflow.itch.decoded", "Decoded"),
+    "read": ("itchflow.decode.reader", "read"),
+    "scan": ("itchflow.decode.reader", "scan"),
+    "stats": ("itchflow.decode.reader", "stats"),
+    "Decoded": ("itchflow.decode.decoded", "Decoded"),
     "ITCHFormatError": ("itchflow.errors", "ITCHFormatError"),
-    "encode": ("itchflow.itch.encoder", "encode"),
-    "encode_message": ("itchflow.itch.encoder", "encode_message"),
+    "encode": ("itchflow.decode.encoder", "encode"),
+    "encode_message": ("itchflow.decode.encoder", "encode_message"),
 }
 
 

@@ -82,7 +82,7 @@ def ensure_day(messages: int, seed: int, quiet: bool = False) -> tuple[Path, flo
     path = day_path(messages, seed)
     if path.exists():
         return path, None
-    from itchflow.itch.generator import write_day
+    from itchflow.sim.generator import write_day
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
@@ -95,18 +95,18 @@ def ensure_day(messages: int, seed: int, quiet: bool = False) -> tuple[Path, flo
 
 def prefix_bytes(buf: np.ndarray, messages: int) -> int:
     """Bytes taken by the first ``messages`` messages."""
-    from itchflow.itch.decoder import FrameTotals, frame_range
+    from itchflow.decode.decoder import FrameTotals, frame_range
 
     return frame_range(buf, 0, len(buf), FrameTotals(), max_messages=messages)[0]
 
 
 def run(messages: int = 20_000_000, seed: int = 1, peer_messages: int = 200_000,
         cpp_messages: int = 2_000_000, repeat: int = 3, peers: bool = True) -> dict:
-    from itchflow.itch import reader
-    from itchflow.itch._decode_generated import ARRAY_ORDER, decode
-    from itchflow.itch.decoder import FrameTotals, allocate, frame_range
-    from itchflow.itch.spec import CODES
-    from itchflow.sources.chunks import map_file
+    from itchflow.decode import reader
+    from itchflow.decode._decode_generated import ARRAY_ORDER, decode
+    from itchflow.decode.decoder import FrameTotals, allocate, frame_range
+    from itchflow.wire.itch import CODES
+    from itchflow.sources.files import map_file
 
     path, gen_rate = ensure_day(messages, seed)
     result: dict = {"machine": machine(), "file": str(path), "file_bytes": path.stat().st_size}

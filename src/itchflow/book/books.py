@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from itchflow.book import layout as L
-from itchflow.book.aligned import aligned_zeros
+from itchflow.hw.aligned import aligned_zeros
 from itchflow.book.engine import apply_messages
 from itchflow.book.events import EventBuffers
 from itchflow.book.ladder import compact_arena
@@ -108,7 +108,7 @@ class Books:
         byte offset (base_offset + position in this buffer) and source; the messages before
         it have been applied.
         """
-        from itchflow.sources.chunks import as_uint8
+        from itchflow.sources.files import as_uint8
 
         buf = as_uint8(buffer)
         seq = self.next_sequence if first_seq is None else int(first_seq)

@@ -41,9 +41,9 @@ from itchflow.book.layout import (
 )
 from itchflow.book.ladder import get_level, remove_level
 from itchflow.book.order_store import delete_slot, find_slot, home_slot
-from itchflow.book.prefetch import prefetch
-from itchflow.itch.spec import LENGTH_BY_BYTE, MESSAGES
-from itchflow.itch.wire import be16, be32, be48, be64, le32, le64
+from itchflow.hw.prefetch import prefetch
+from itchflow.wire.itch import LENGTH_BY_BYTE, MESSAGES
+from itchflow.hw.endian import be16, be32, be48, be64, le32, le64
 
 _U = np.uint64
 

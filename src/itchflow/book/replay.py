@@ -12,14 +12,14 @@ from typing import Callable, Iterator
 import numpy as np
 
 from itchflow.book.books import Books
-from itchflow.itch.framing import whole_messages_end
+from itchflow.wire.binaryfile import whole_messages_end
 
 SLICE_BYTES = 32 << 20
 
 
 def iter_source(source) -> Iterator[tuple[np.ndarray, int, str, int]]:
     """(uint8 buffer of whole messages, first sequence, source name, byte offset) per chunk."""
-    from itchflow.sources.chunks import iter_chunks
+    from itchflow.sources.files import iter_chunks
 
     for c in iter_chunks(source):
         yield c.data, c.first_sequence, c.source, (c.offset or 0)

@@ -59,7 +59,7 @@ def book_command(path, symbol, at, depth, as_json, plot, quiet) -> None:
     ts = t if t is not None else books.last_timestamp_ns
     if plot:
         from itchflow.cli.decode import format_timestamp
-        from itchflow.plots import depth_plot
+        from itchflow.sinks.plots import depth_plot
 
         try:
             depth_plot(books.symbol(loc), bids, asks, f"book at {format_timestamp(ts)}", plot)
@@ -207,7 +207,7 @@ def trades_command(path, symbols, out, quiet) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def bench_book(messages, stocks, seed, repeat, meatpy_messages, no_peers, as_json) -> None:
     """L3 book throughput on a generated day, against itchcpp's BookManager and MeatPy."""
-    from itchflow.book.bench import report, run
+    from itchflow.bench.book import report, run
 
     r = run(messages, stocks, seed, repeat, meatpy_messages, not no_peers)
     if as_json:
@@ -246,7 +246,7 @@ def snapshots_command(path, symbols, at, every, depth, out) -> None:
     try:
         times = None
         if every is not None:
-            from itchflow.itch.reader import stats
+            from itchflow.decode.reader import stats
             info = stats(path)
             times = _snapshot_times(None, every, info.first_timestamp_ns or 0, info.last_timestamp_ns or 0)
         else:

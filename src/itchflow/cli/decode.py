@@ -45,7 +45,7 @@ def stats(path: str, as_json: bool, quiet: bool, lenient: bool) -> None:
     """Count messages per type, bytes, time span, stocks and unknowns (framing only)."""
     from itchflow.cli.progress import progress_bar
     from itchflow.errors import ITCHFormatError
-    from itchflow.itch.reader import stats as frame_stats
+    from itchflow.decode.reader import stats as frame_stats
 
     try:
         with progress_bar("stats", _size(path), quiet or as_json) as update:
@@ -65,7 +65,7 @@ def _print_stats(info) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from itchflow.itch.spec import MESSAGES
+    from itchflow.wire.itch import MESSAGES
 
     console = Console()
     rate = info.messages / info.seconds / 1e6 if info.seconds else 0.0
@@ -107,7 +107,7 @@ def decode(path: str, types: str, symbol: str | None, out: str, chunk: int, quie
     """Decode message types to Parquet or CSV, streaming in bounded pieces."""
     from itchflow.cli.progress import progress_bar
     from itchflow.errors import ITCHFormatError
-    from itchflow.itch.export import TableWriter
+    from itchflow.sinks.tables import TableWriter
 
     try:
         with progress_bar("decode", _size(path), quiet) as update, TableWriter(out, types) as writer:

@@ -68,7 +68,7 @@ def _progress(total: int, quiet: bool):
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def gen(out: str, messages: int, seed: int, stocks: int, gz: bool, close_all: bool, quiet: bool) -> None:
     """Write a realistic synthetic TotalView-ITCH 5.0 day (BinaryFILE framing) to OUT."""
-    from itchflow.itch.generator import minimum_messages, write_day
+    from itchflow.sim.generator import minimum_messages, write_day
 
     gz = gz or out.endswith(".gz")
     if messages < minimum_messages(stocks):
@@ -130,7 +130,7 @@ def _naive_python_day(messages: int, seed: int) -> int:
               help="Messages for the pure-Python peer (it is slow).")
 def bench_gen(messages: int, stocks: int, peer_messages: int) -> None:
     """Generation rate against a pure-Python struct.pack generator, same run."""
-    from itchflow.itch.generator import day_summary
+    from itchflow.sim.generator import day_summary
 
     day_summary(minimum_messages_for(stocks), 1, stocks=stocks)  # compile / load the cache
     cpu0, t0 = time.process_time(), time.perf_counter()
@@ -149,6 +149,6 @@ def bench_gen(messages: int, stocks: int, peer_messages: int) -> None:
 
 
 def minimum_messages_for(stocks: int) -> int:
-    from itchflow.itch.generator import minimum_messages
+    from itchflow.sim.generator import minimum_messages
 
     return minimum_messages(stocks)

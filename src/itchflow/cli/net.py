@@ -21,7 +21,7 @@ def load_binaryfile(path: str):
     import numpy as np
 
     try:
-        from itchflow.sources.chunks import iter_chunks
+        from itchflow.sources.files import iter_chunks
     except ImportError:  # pragma: no cover - the lead's sources module is there in main
         iter_chunks = None
     if iter_chunks is None:
@@ -81,8 +81,8 @@ def publish(path, line_a, line_b, session, rate, pps, payload, rerequest, linger
             reorder, duplicate, seed, as_json, quiet):
     """Replay a BinaryFILE as MoldUDP64 packets on one or two lines, serving re-requests."""
     from itchflow.errors import ITCHFormatError
-    from itchflow.sources.mold_publish import publish as run
-    from itchflow.transport.mold_publisher import Faults, MoldFeed
+    from itchflow.sources.mold_sender import publish as run
+    from itchflow.protocol.mold.feed import Faults, MoldFeed
 
     try:
         feed = MoldFeed(load_binaryfile(path), session, payload, source=path)
@@ -139,7 +139,7 @@ def _with_progress(quiet, what, total, fn):
 def listen(line_a, line_b, rerequest, out, ring_name, engine, ifname, session, start, interface, idle_timeout,
            max_seconds, line_wait_ms, as_json, quiet):
     """Receive a MoldUDP64 feed (A/B lines, gap fill by re-request) until its end of session."""
-    from itchflow.metrics import latency_summary
+    from itchflow.hw.metrics import latency_summary
     from itchflow.sources.udp import listen as run
 
     start_sequence = None if start == "first" else int(start)
@@ -226,8 +226,8 @@ def soup_serve(path, port, host, user, password, session, cut_after, stall_after
     import time
 
     from itchflow.errors import ITCHFormatError
-    from itchflow.sources.soup import SoupServer
-    from itchflow.transport.soupbintcp import MessageStore
+    from itchflow.sources.soup_sockets import SoupServer
+    from itchflow.protocol.soup.session import MessageStore
 
     if len(user) > 6 or len(password) > 10 or len(session) > 10:
         _fail(ValueError("user is at most 6 characters, password and session at most 10"))
@@ -270,7 +270,7 @@ def soup_serve(path, port, host, user, password, session, cut_after, stall_after
 def soup_fetch(address, user, password, out, ring_name, session, sequence, max_reconnects, max_seconds, dead_link_s,
                as_json, quiet):
     """Log in, receive the session until its end, reconnecting from the next sequence."""
-    from itchflow.sources.soup import fetch
+    from itchflow.sources.soup_sockets import fetch
 
     host, port = _endpoint(address, "127.0.0.1")
     f = open(out, "wb") if out else None
@@ -313,7 +313,7 @@ def soup_fetch(address, user, password, out, ring_name, session, sequence, max_r
 @click.option("--json", "as_json", is_flag=True)
 def bench_net(packets, rounds, size, batch, timestamps, as_json):
     """Receive path on loopback: recv (Python) vs recv (compiled) vs recvmmsg (compiled)."""
-    from itchflow.sources.udp_bench import run, run_receiver
+    from itchflow.bench.net import run, run_receiver
 
     echo = (lambda *a: None) if as_json else click.echo
     res = run(packets, rounds, size, batch, timestamps, echo=echo)

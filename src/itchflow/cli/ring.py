@@ -143,7 +143,7 @@ def ring_layout() -> None:
 def bench_ring(as_json, records, rate, latency_records, batch, capacity, repeats, peers, peer_records, stress, pin, plot,
                realtime, quiet):
     """Cross-process ring throughput and one-way latency vs the cache-line floor and peers."""
-    from itchflow.ring.bench import print_report, run
+    from itchflow.bench.ring import print_report, run
     cpus = tuple(int(x) for x in pin.split(",")) if pin else None
     result = run(records=records, batch=batch, capacity=capacity, repeats=repeats, rate=rate, latency_records=latency_records, peers=peers,
                  peer_records=peer_records, stress=stress, cpus=cpus, plot=plot,

@@ -35,7 +35,7 @@ def run_command(source, ring, capacity, batch_bytes, rate, pin, wait, hugepages,
     from itchflow.errors import ITCHFormatError
     from itchflow.pipeline import PipelineError, parse_source, run_pipeline
     from itchflow.ring import RingError
-    from itchflow.ring.affinity import parse_cpus
+    from itchflow.hw.affinity import parse_cpus
 
     try:
         spec = parse_source(source)
@@ -45,7 +45,7 @@ def run_command(source, ring, capacity, batch_bytes, rate, pin, wait, hugepages,
             report = run_pipeline(spec, ring=ring, capacity=capacity, batch_bytes=batch_bytes, pin=cpus,
                                   wait=wait, top=top, progress=update, hugepages=hugepages, rate=rate)
         if plot:
-            from itchflow.plots import latency_plot
+            from itchflow.sinks.plots import latency_plot
 
             latency_plot({k.replace("_to_", " -> ").replace("_", " "): v for k, v in report.samples.items()}, plot,
                          f"itchflow run {source}: {report.messages:,} messages, {report.batches:,} batches")
@@ -140,6 +140,6 @@ def print_report(r) -> None:
 def bench_pipeline(ctx) -> None:
     """File, tail, SoupBinTCP and MoldUDP64 through ring -> books, against in-process and
     Python queues (--help for the options)."""
-    from itchflow.pipeline.bench_cli import main as bench_main
+    from itchflow.bench.pipeline_cli import main as bench_main
 
     bench_main(ctx.args)

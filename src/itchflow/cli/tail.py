@@ -20,7 +20,7 @@ from itchflow.cli import main
 @click.option("--seed", type=int, default=0, show_default=True)
 def write_slowly(src: str, dst: str, rate: float, piece_bytes: int, seed: int) -> None:
     """Append SRC to DST in odd-sized pieces at about RATE messages/s."""
-    from itchflow.sources.tail import append_slowly
+    from itchflow.sim.write_slowly import append_slowly
 
     n = append_slowly(src, dst, rate=rate or None, piece_bytes=piece_bytes, seed=seed)
     click.echo(f"appended {n:,} bytes to {dst}")

@@ -17,10 +17,10 @@ from numba import njit
 from itchflow.book import layout as BL
 from itchflow.book.engine import apply_messages
 from itchflow.errors import ITCHFormatError
-from itchflow.itch.wire import le64
+from itchflow.hw.endian import le64
 from itchflow.pipeline import batch_layout as B
-from itchflow.ring.atomics import read_cycle_counter
-from itchflow.ring.syscalls import _clock_ns
+from itchflow.hw.atomics import read_cycle_counter
+from itchflow.hw.syscalls import _clock_ns
 
 CLOCK_REALTIME = 0
 

@@ -13,11 +13,11 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from itchflow.itch.wire import be16
+from itchflow.hw.endian import be16
 from itchflow.pipeline import batch_layout as B
 from itchflow.ring import producer as P
-from itchflow.ring.atomics import read_cycle_counter
-from itchflow.ring.memcopy import copy_bytes
+from itchflow.hw.atomics import read_cycle_counter
+from itchflow.hw.memcopy import copy_bytes
 
 CONSUMER = "book"        # the consumer name the pipeline reads as, registered when a ring is made
 FEED_CAPACITY = 16 << 20  # ring data bytes when a feed ring is created

@@ -76,7 +76,7 @@ class PipelineReport:
 def _producer_main(ring_path: str, spec: SourceSpec, batch_bytes: int, cpu: int | None, wait: str, conn) -> None:
     from itchflow.pipeline.publish import BatchPublisher
     from itchflow.ring import Ring
-    from itchflow.ring.affinity import pin
+    from itchflow.hw.affinity import pin
 
     pin(cpu)
     ring = Ring.open(ring_path)
@@ -130,9 +130,9 @@ def run_pipeline(source: str | SourceSpec, *, ring: str | None = None, capacity:
     applies what it publishes until that producer closes the ring.
     """
     from itchflow.book.books import Books
-    from itchflow.metrics import ticks_per_ns
+    from itchflow.hw.metrics import ticks_per_ns
     from itchflow.ring import Ring
-    from itchflow.ring.affinity import pin_for
+    from itchflow.hw.affinity import pin_for
 
     spec = parse_source(source) if isinstance(source, str) else source
     if rate:
@@ -206,7 +206,7 @@ def run_pipeline(source: str | SourceSpec, *, ring: str | None = None, capacity:
 def _consume(reader, applier, proc, progress) -> tuple[float | None, float, bool]:
     """Apply everything the ring's producer publishes until it closes the ring (or dies: then
     the last value is True). Returns (time of the first batch, time of the end, gone)."""
-    from itchflow.metrics import tsc
+    from itchflow.hw.metrics import tsc
     from itchflow.ring import ProducerGone
 
     st = applier.st
@@ -243,7 +243,7 @@ def _fill_counts(report: PipelineReport, applier) -> None:
 
 
 def _finish(report, applier, books, tpn, t_start, t_first, t_end, top) -> PipelineReport:
-    from itchflow.metrics import latency_summary
+    from itchflow.hw.metrics import latency_summary
 
     _fill_counts(report, applier)
     report.seconds = (t_end - t_first) if t_first is not None else 0.0

@@ -102,7 +102,7 @@ def produce(spec: SourceSpec, pub: BatchPublisher, stop=None) -> dict:
 
 
 def _produce_chunks(spec: SourceSpec, pub: BatchPublisher, stop) -> dict:
-    from itchflow.sources.chunks import iter_chunks
+    from itchflow.sources.files import iter_chunks
 
     capture: dict = {}
     src = spec.text if spec.kind == "tail" else spec.path
@@ -135,7 +135,7 @@ class _Pacer:
         self.t0 = None
 
     def publish(self, pub: BatchPublisher, data, first_sequence: int, offset: int) -> int:
-        from itchflow.itch.framing import whole_messages_end
+        from itchflow.wire.binaryfile import whole_messages_end
 
         if self.t0 is None:
             self.t0 = time.perf_counter()
@@ -176,7 +176,7 @@ def _produce_mold(spec: SourceSpec, pub: BatchPublisher, stop) -> dict:
 
 
 def _produce_soup(spec: SourceSpec, pub: BatchPublisher, stop) -> dict:
-    from itchflow.sources.soup import fetch
+    from itchflow.sources.soup_sockets import fetch
 
     o = spec.options
 

@@ -19,7 +19,7 @@ import numpy as np
 from itchflow.ring import consumer as C
 from itchflow.ring import layout as L
 from itchflow.ring import producer as P
-from itchflow.ring.atomics_py import cas, load, store
+from itchflow.hw.atomics_py import cas, load, store
 from itchflow.ring.wait import STRATEGIES
 
 DEFAULT_DIR = "/dev/shm"
@@ -536,7 +536,7 @@ class Reader:
         self._joining = True
         self._join_counts_loss = count_loss
         store(w, self._b + L.S_STATE, L.SLOT_JOINING)
-        from itchflow.ring.atomics_py import fetch_add
+        from itchflow.hw.atomics_py import fetch_add
         fetch_add(w, L.W_JOIN_REQ, 1)
         self._finish_join()
 

@@ -21,10 +21,10 @@ import numpy as np
 from numba import njit
 
 from itchflow.ring import layout as L
-from itchflow.ring.atomics import (cpu_pause, fence_acquire, fence_release, load_acquire,
+from itchflow.hw.atomics import (cpu_pause, fence_acquire, fence_release, load_acquire,
                                    load_relaxed, store_relaxed, store_release)
-from itchflow.ring.memcopy import copy_bytes
-from itchflow.ring.syscalls import monotonic_ns, pid_exists
+from itchflow.hw.memcopy import copy_bytes
+from itchflow.hw.syscalls import monotonic_ns, pid_exists
 from itchflow.ring.wait import BLOCK, SPIN_TRIES, block_on, idle
 
 C_POS = 0          # next record to poll

@@ -23,10 +23,10 @@ import numpy as np
 from numba import njit
 
 from itchflow.ring import layout as L
-from itchflow.ring.atomics import (compare_and_swap, fence_release, fetch_add, load_acquire,
+from itchflow.hw.atomics import (compare_and_swap, fence_release, fetch_add, load_acquire,
                                    load_relaxed, store_relaxed, store_release)
-from itchflow.ring.memcopy import copy_bytes
-from itchflow.ring.syscalls import futex_wake, monotonic_ns, pid_exists
+from itchflow.hw.memcopy import copy_bytes
+from itchflow.hw.syscalls import futex_wake, monotonic_ns, pid_exists
 from itchflow.ring.wait import idle
 
 # ---- private producer state (an int64 array) -------------------------------------------------

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from numba import njit
 
-from itchflow.ring.atomics import cpu_pause, fetch_add, load_acquire
+from itchflow.hw.atomics import cpu_pause, fetch_add, load_acquire
 from itchflow.ring.layout import W_FUTEX, W_WAITERS
-from itchflow.ring.syscalls import futex_wait, sleep_ns, yield_cpu
+from itchflow.hw.syscalls import futex_wait, sleep_ns, yield_cpu
 
 SPIN, YIELD, SLEEP, BLOCK = 0, 1, 2, 3
 STRATEGIES = {"spin": SPIN, "yield": YIELD, "sleep": SLEEP, "block": BLOCK}

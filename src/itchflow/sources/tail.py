@@ -23,9 +23,9 @@ import numpy as np
 from numba import njit
 
 from itchflow.errors import ITCHFormatError
-from itchflow.itch.spec import MESSAGES
-from itchflow.itch.wire import be16, u8
-from itchflow.sources.chunks import Chunk
+from itchflow.wire.itch import MESSAGES
+from itchflow.hw.endian import be16, u8
+from itchflow.sources.chunk import Chunk
 
 _S = MESSAGES["S"]
 _S_LENGTH = _S.length
@@ -131,37 +131,3 @@ class Tail:
                 return
             if self.poll_interval:
                 self.sleep(self.poll_interval)
-
-
-def append_slowly(src: str | os.PathLike, dst: str | os.PathLike, *, rate: float | None = None,
-                  piece_bytes: int = 4093, seed: int = 0, fsync: bool = False) -> int:
-    """Append ``src`` to ``dst`` in pieces of random size up to ``piece_bytes`` (cutting
-    messages anywhere), at about ``rate`` messages per second (None: as fast as possible).
-    Returns the bytes written. For trying tail mode by hand and for tests.
-    """
-    from itchflow.sources.chunks import map_file
-
-    data = map_file(src)
-    rng = np.random.default_rng(seed)
-    n_messages = max(1, _count_messages(data))
-    bytes_per_second = None if not rate else rate * len(data) / n_messages
-    t0 = time.perf_counter()
-    written = 0
-    with open(dst, "ab", buffering=0) as out:
-        while written < len(data):
-            k = int(rng.integers(1, piece_bytes + 1))
-            out.write(data[written:written + k].tobytes())
-            written = min(len(data), written + k)
-            if fsync:
-                os.fsync(out.fileno())
-            if bytes_per_second:
-                ahead = written / bytes_per_second - (time.perf_counter() - t0)
-                if ahead > 0:
-                    time.sleep(ahead)
-    return written
-
-
-def _count_messages(data: np.ndarray) -> int:
-    from itchflow.itch.framing import whole_messages_end
-
-    return int(whole_messages_end(data, 0, len(data))[1])

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from itchflow.metrics import LatencyLog
-from itchflow.sources.udp_compiled import SO_TIMESTAMPNS, MmsgSlots
-from itchflow.transport.mold_receiver import (
+from itchflow.hw.metrics import LatencyLog
+from itchflow.hw.net_syscalls import SO_TIMESTAMPNS, MmsgSlots
+from itchflow.protocol.mold.receiver import (
     LINE_REPLY,
     Deliver,
     Lost,
@@ -165,7 +165,7 @@ class TPacketRecv:
 
     def attach(self, sock: socket.socket) -> int:
         """Start a ring for this socket's address and port; returns the descriptor to poll."""
-        from itchflow.sources.packet_mmap import TPacketV3
+        from itchflow.sources.tpacket import TPacketV3
 
         host, port = sock.getsockname()
         ifname = self.ifname or ("lo" if host.startswith("127.") else None)
@@ -307,10 +307,10 @@ def warm_up(engine: str) -> None:
 
 def _warm_up(reader) -> None:
     """Load the compiled kernels now, not on the first packet (that would be its latency)."""
-    from itchflow.transport.moldudp64_layout import pack_header
+    from itchflow.wire.moldudp64 import pack_header
 
     if isinstance(reader, TPacketRecv):
-        from itchflow.sources.packet_mmap import warm_up as warm_walker
+        from itchflow.sources.tpacket import warm_up as warm_walker
         warm_walker()
 
     pkt = np.frombuffer(pack_header(b"WARMUP", 1, 1) + b"\x00\x01A", np.uint8)

@@ -1,0 +1,221 @@
+"""Receive-path benchmark: the same queued datagrams drained by recv from Python, recv from
+compiled code, batched recvmmsg from compiled code, and (with CAP_NET_RAW) a compiled walk of
+the TPACKET_V3 ring the kernel filled with the same packets (mmap + polling: no system call
+per packet), with the same work per packet (read the MoldUDP64 header and sum sequence +
+count in a compiled kernel).
+
+Each round queues ``packets`` datagrams on a loopback UDP socket (a large SO_RCVBUF holds
+them all), then times only the drain. Methods alternate round by round so they share the
+machine's state; the best round of each is reported (and the median).
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import numpy as np
+from numba import njit
+
+from itchflow.hw.net_syscalls import (
+    MSG_DONTWAIT,
+    MmsgSlots,
+    _recv,
+    _voidptr,
+    recvmmsg_batch,
+)
+from itchflow.protocol.mold.codec import be64
+from itchflow.wire.moldudp64 import COUNT_OFFSET, HEADER_SIZE, SEQUENCE_OFFSET, pack_header
+
+
+@njit(inline="always", nogil=True, cache=True)
+def _work(buf, n):
+    if n < HEADER_SIZE:
+        return np.uint64(0)
+    count = (np.uint64(buf[COUNT_OFFSET]) << np.uint64(8)) | np.uint64(buf[COUNT_OFFSET + 1])
+    return be64(buf, SEQUENCE_OFFSET) + count
+
+
+@njit(nogil=True, cache=True)
+def work(buf, n):
+    """The per-packet work, callable from Python."""
+    return _work(buf, n)
+
+
+@njit(nogil=True, cache=True)
+def drain_recv(fd, buf):
+    """Compiled recv loop until the socket is empty: (packets, checksum)."""
+    k = 0
+    acc = np.uint64(0)
+    while True:
+        n = _recv(fd, _voidptr(buf.ctypes.data), buf.shape[0], MSG_DONTWAIT)
+        if n < 0:
+            break
+        acc += _work(buf, n)
+        k += 1
+    return k, acc
+
+
+@njit(nogil=True, cache=True)
+def drain_recvmmsg(fd, hdrs, ctrl, lengths, rx_ns, bufs):
+    """Compiled recvmmsg loop (batches of len(hdrs)) until empty: (packets, checksum)."""
+    k = 0
+    acc = np.uint64(0)
+    while True:
+        n = recvmmsg_batch(fd, hdrs, ctrl, lengths, rx_ns)
+        if n <= 0:
+            break
+        for i in range(n):
+            acc += _work(bufs[i], lengths[i])
+        k += n
+    return k, acc
+
+
+def drain_python(sock, buf):
+    """recv_into from Python, one datagram per call, the same compiled work per packet."""
+    k = 0
+    acc = 0
+    recv_into = sock.recv_into
+    while True:
+        try:
+            n = recv_into(buf)
+        except BlockingIOError:
+            break
+        acc += int(work(buf, n))
+        k += 1
+    return k, acc
+
+
+def _queue(sender, addr, datagrams) -> None:
+    for d in datagrams:
+        sender.sendto(d, addr)
+
+
+def run(packets: int = 20_000, rounds: int = 5, size: int = 128, batch: int = 64, timestamps: bool = False,
+        echo=print) -> dict:
+    """Measure; returns {method: {ns_per_packet, packets_per_s, ...}} and prints figures."""
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        rx.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_RCVBUFFORCE", 33), 256 << 20)
+    except OSError:
+        rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 256 << 20)
+    if timestamps:
+        from itchflow.hw.net_syscalls import SO_TIMESTAMPNS
+        rx.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+    rx.bind(("127.0.0.1", 0))
+    rx.setblocking(False)
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    addr = rx.getsockname()
+    datagrams = [pack_header(b"BENCH", 1 + i * 3, 3) + bytes(size - HEADER_SIZE) for i in range(packets)]
+    expected = sum(1 + i * 3 + 3 for i in range(packets))
+    buf = np.zeros(2048, np.uint8)
+    slots = MmsgSlots(batch, 2048)
+    fd = rx.fileno()
+
+    def py():
+        return drain_python(rx, buf)
+
+    def c_recv():
+        return drain_recv(fd, buf)
+
+    def c_mmsg():
+        return drain_recvmmsg(fd, slots.hdrs, slots.ctrl, slots.lengths, slots.rx_ns, slots.bufs)
+
+    methods = {"recv (Python)": py, "recv (compiled)": c_recv, f"recvmmsg x{batch} (compiled)": c_mmsg}
+    ring = _open_tpacket(addr[1], echo)
+    if ring is not None:
+        methods["TPACKET_V3 ring walk (compiled)"] = ring.drain_sum
+    # warm up: compile / load every kernel, and make sure the buffer holds a whole round
+    for name, fn in methods.items():
+        _queue(tx, addr, datagrams[:1000])
+        time.sleep(0.01)
+        fn()
+    times: dict[str, list[float]] = {m: [] for m in methods}
+    incomplete = 0
+    for _ in range(rounds):
+        for name, fn in methods.items():
+            if ring is not None:    # every method's datagrams also land in the packet ring, and
+                ring.drain_sum()    # the ring's also in the socket: start each round with both empty
+                drain_recv(fd, buf)
+            _queue(tx, addr, datagrams)
+            time.sleep(0.02)
+            t = time.perf_counter_ns()
+            k, acc = fn()
+            dt = time.perf_counter_ns() - t
+            if k != packets or int(acc) != expected:
+                incomplete += 1     # the kernel dropped some: the figure would not be comparable
+                continue
+            times[name].append(dt / k)
+    rx.close()
+    tx.close()
+    if ring is not None:
+        ring.close()
+    result = {}
+    for name, ts in times.items():
+        if not ts:
+            continue
+        best, med = min(ts), float(np.median(ts))
+        result[name] = {"ns_per_packet": best, "median_ns_per_packet": med, "packets_per_s": 1e9 / best,
+                        "rounds": len(ts)}
+    base = result.get("recv (Python)", {}).get("ns_per_packet")
+    echo(f"loopback UDP, {packets:,} queued datagrams of {size} bytes per round, {rounds} rounds "
+         f"(best / median), same compiled header read per packet")
+    for name, r in result.items():
+        ratio = f"{base / r['ns_per_packet']:5.2f}x vs recv (Python)" if base else ""
+        echo(f"  {name:<32} {r['ns_per_packet']:8.0f} ns/packet  (median {r['median_ns_per_packet']:6.0f})  "
+             f"{r['packets_per_s'] / 1e6:6.2f} M packets/s  {ratio}")
+    if incomplete:
+        echo(f"  ({incomplete} rounds discarded: the socket buffer did not hold every datagram)")
+    return result
+
+
+def _open_tpacket(port: int, echo):
+    """A TPACKET_V3 ring on lo for the benchmark, or None (with the reason) where not allowed."""
+    try:
+        from itchflow.sources.tpacket import TPacketV3
+
+        # blocks retire every millisecond while the round is queued: many of them, each part full
+        return TPacketV3("lo", port=port, block_size=1 << 18, block_nr=512)
+    except (OSError, AttributeError) as e:
+        echo(f"  (TPACKET_V3 ring not measured: {e}; it needs Linux and CAP_NET_RAW)")
+        return None
+
+
+def run_receiver(packets: int = 20_000, per_packet: int = 30, batch: int = 64, rounds: int = 3, echo=print) -> dict:
+    """The MoldUDP64 state machine alone, A and B lines carrying the same packets:
+    ``receive`` packet by packet (Python) vs ``receive_batch`` (compiled in-order runs)."""
+    from itchflow.protocol.mold.receiver import LINE_A, LINE_B, MoldReceiver
+
+    body = b"".join(b"\x00\x13D" + bytes(18) for _ in range(per_packet))   # 30 x 21-byte framed messages
+    slot = HEADER_SIZE + len(body)
+    n_batches = packets // batch
+    bufs = np.zeros((n_batches, batch, slot), np.uint8)
+    for b in range(n_batches):
+        for i in range(batch):
+            seq = 1 + (b * batch + i) * per_packet
+            bufs[b, i] = np.frombuffer(pack_header(b"BENCH", seq, per_packet) + body, np.uint8)
+    lengths = np.full(batch, slot, np.int64)
+    total = 2 * n_batches * batch
+    best = {"receive (per packet)": float("inf"), f"receive_batch x{batch}": float("inf")}
+    for _ in range(rounds):
+        r = MoldReceiver(b"BENCH")
+        t = time.perf_counter_ns()
+        for b in range(n_batches):
+            for line in (LINE_A, LINE_B):
+                for i in range(batch):
+                    r.receive(bufs[b, i], 0, line)
+        best["receive (per packet)"] = min(best["receive (per packet)"], (time.perf_counter_ns() - t) / total)
+        assert r.stats.messages == n_batches * batch * per_packet
+        r = MoldReceiver(b"BENCH")
+        t = time.perf_counter_ns()
+        for b in range(n_batches):
+            for line in (LINE_A, LINE_B):
+                r.receive_batch(bufs[b], lengths, batch, 0, line)
+        best[f"receive_batch x{batch}"] = min(best[f"receive_batch x{batch}"], (time.perf_counter_ns() - t) / total)
+        assert r.stats.messages == n_batches * batch * per_packet
+    base = best["receive (per packet)"]
+    echo(f"MoldUDP64 receiver state machine, {total:,} packets ({per_packet} messages each, A and B lines), "
+         f"best of {rounds}")
+    for name, ns in best.items():
+        echo(f"  {name:<26} {ns:8.0f} ns/packet  {1e9 / ns / 1e6:6.2f} M packets/s  {base / ns:5.2f}x")
+    return {k: {"ns_per_packet": v} for k, v in best.items()}

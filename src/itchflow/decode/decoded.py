@@ -1,0 +1,142 @@
+"""``Decoded``: per-type structured arrays plus what was counted on the way.
+
+It is a read-only mapping from type letter (or type name, e.g. ``"add_order"``) to a numpy
+structured array of ``spec.DTYPES[letter]``; conversion to pandas or Arrow is per type
+and loads those libraries only when asked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+
+from itchflow.wire.itch import BY_NAME, DTYPES, MESSAGES
+
+
+@dataclass
+class ReadInfo:
+    """Counts from the framing pass: every message, known or not, and every byte."""
+
+    source: str
+    messages: int = 0
+    bytes: int = 0
+    by_type: dict[str, int] = field(default_factory=dict)
+    unknown: int = 0
+    unknown_by_type: dict[str, int] = field(default_factory=dict)
+    first_timestamp_ns: int | None = None
+    last_timestamp_ns: int | None = None
+    stocks: int = 0
+    capture: dict | None = None  # CaptureStats counters for pcap/pcapng sources
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        d = {
+            "source": self.source,
+            "messages": self.messages,
+            "bytes": self.bytes,
+            "by_type": self.by_type,
+            "first_timestamp_ns": self.first_timestamp_ns,
+            "last_timestamp_ns": self.last_timestamp_ns,
+            "stocks": self.stocks,
+            "unknown": self.unknown,
+            "unknown_by_type": self.unknown_by_type,
+            "seconds": self.seconds,
+        }
+        if self.capture is not None:
+            d["capture"] = self.capture
+        return d
+
+
+def _key(code: str) -> str:
+    if code in MESSAGES:
+        return code
+    if code in BY_NAME:
+        return BY_NAME[code].code
+    raise KeyError(f"not an ITCH 5.0 message type letter or name: {code!r}")
+
+
+class Decoded(Mapping):
+    """Decoded messages: ``d["A"]`` (or ``d["add_order"]``) is a structured array."""
+
+    def __init__(self, arrays: dict[str, np.ndarray], info: ReadInfo):
+        self._arrays = arrays
+        self.info = info
+
+    # Mapping protocol over the type letters that were asked for.
+    def __getitem__(self, code: str) -> np.ndarray:
+        key = _key(code)
+        try:
+            return self._arrays[key]
+        except KeyError:
+            raise KeyError(f"type {key!r} was not decoded (types= left it out)") from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._arrays)
+
+    def __len__(self) -> int:
+        return len(self._arrays)
+
+    def __getattr__(self, name: str):
+        # Counters read straight through: d.messages, d.unknown, d.first_timestamp_ns ...
+        if name.startswith("_") or name == "info":
+            raise AttributeError(name)
+        return getattr(self.info, name)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Messages per type letter in the input, whether decoded or not."""
+        return self.info.by_type
+
+    def __repr__(self) -> str:
+        nonzero = ", ".join(f"{c}={len(a):,}" for c, a in self._arrays.items() if len(a))
+        return f"<Decoded {self.info.messages:,} messages from {self.info.source}: {nonzero or 'none'}>"
+
+    def to_arrow(self, code: str | None = None):
+        """A pyarrow Table for one type, or a dict of them (non-empty types) without ``code``."""
+        if code is None:
+            return {c: to_arrow(a) for c, a in self._arrays.items() if len(a)}
+        return to_arrow(self[code])
+
+    def to_pandas(self, code: str | None = None):
+        """A pandas DataFrame for one type, or a dict of them (non-empty types)."""
+        if code is None:
+            return {c: to_arrow(a).to_pandas() for c, a in self._arrays.items() if len(a)}
+        return to_arrow(self[code]).to_pandas()
+
+
+def to_arrow(arr: np.ndarray):
+    """One structured array of a DTYPES layout -> pyarrow Table.
+
+    Numeric columns are zero-copy where the layout allows; alpha columns become strings
+    with the specification's space padding removed.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    cols = {}
+    for name in arr.dtype.names:
+        col = arr[name]
+        if col.dtype.kind == "S":
+            width = col.dtype.itemsize
+            flat = np.ascontiguousarray(col).view(np.uint8)
+            binary = pa.FixedSizeBinaryArray.from_buffers(
+                pa.binary(width), len(col), [None, pa.py_buffer(flat)])
+            try:
+                text = binary.cast(pa.binary()).cast(pa.string())
+            except pa.ArrowInvalid:  # not ASCII as the spec says: keep it readable, mark the bytes
+                text = pa.array(np.char.decode(col, "ascii", errors="replace"), pa.string())
+            cols[name] = pc.utf8_rtrim(text, characters=" \x00")
+        else:
+            cols[name] = pa.array(np.ascontiguousarray(col))
+    return pa.table(cols)
+
+
+def concat(parts: list[dict[str, np.ndarray]], codes: str) -> dict[str, np.ndarray]:
+    """Join per-chunk arrays type by type (no copy when there is a single chunk)."""
+    if len(parts) == 1:
+        return parts[0]
+    return {c: np.concatenate([p[c] for p in parts]) if parts else np.empty(0, DTYPES[c])
+            for c in codes}

@@ -1,0 +1,125 @@
+"""Drive the compiled kernels over one buffer: frame, allocate, decode.
+
+``frame_range`` is the validating first pass (counts per type, timestamps, stock locates);
+``decode_range`` allocates exactly-sized arrays from those counts and runs the generated
+fused kernel. Both take byte ranges of a uint8 array and never copy the input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from itchflow.errors import ITCHFormatError
+from itchflow.wire import binaryfile as framing
+from itchflow.decode._decode_generated import ARRAY_ORDER, decode
+from itchflow.wire.itch import CODES, DTYPES, LENGTH_BY_BYTE, MESSAGES, kernel_dtype
+
+_KERNEL_DTYPES = {c: kernel_dtype(c) for c in CODES}
+_KNOWN = np.zeros(256, dtype=bool)
+_KNOWN[[m.code_byte for m in MESSAGES.values()]] = True
+_LENGTHS = np.array(LENGTH_BY_BYTE)  # writable copy: Numba wants one array type everywhere
+NO_LIMIT = np.iinfo(np.int64).max
+
+
+@dataclass
+class FrameTotals:
+    """What the framing pass has seen so far; accumulates across ranges and chunks."""
+
+    counts: np.ndarray = field(default_factory=lambda: np.zeros(256, dtype=np.int64))
+    locate_seen: np.ndarray = field(default_factory=lambda: np.zeros(65536, dtype=np.uint8))
+    bytes: int = 0
+    first_timestamp_ns: int = -1
+    last_timestamp_ns: int = -1
+
+    @property
+    def messages(self) -> int:
+        return int(self.counts.sum())
+
+    @property
+    def unknown(self) -> int:
+        return int(self.counts[~_KNOWN].sum())
+
+    @property
+    def unknown_by_type(self) -> dict[str, int]:
+        idx = np.flatnonzero((self.counts > 0) & ~_KNOWN)
+        return {chr(i) if 32 < i < 127 else f"0x{i:02x}": int(self.counts[i]) for i in idx}
+
+    @property
+    def by_type(self) -> dict[str, int]:
+        return {c: int(self.counts[m.code_byte]) for c, m in MESSAGES.items()}
+
+    @property
+    def stocks(self) -> int:
+        """Distinct non-zero stock locates among known messages."""
+        return int(np.count_nonzero(self.locate_seen[1:]))
+
+    def merge(self, other: "FrameTotals") -> None:
+        self.counts += other.counts
+        np.maximum(self.locate_seen, other.locate_seen, out=self.locate_seen)
+        self.bytes += other.bytes
+        if self.first_timestamp_ns < 0:
+            self.first_timestamp_ns = other.first_timestamp_ns
+        if other.last_timestamp_ns >= 0:
+            self.last_timestamp_ns = other.last_timestamp_ns
+
+
+def frame_range(buf: np.ndarray, pos: int, end: int, totals: FrameTotals, *,
+                max_messages: int = NO_LIMIT, source: str | None = None, base_offset: int = 0,
+                where=None, allow_partial_tail: bool = False) -> tuple[int, int]:
+    """Validate and count messages in buf[pos:end]; returns (stop, messages).
+
+    Raises ITCHFormatError naming the source and absolute byte offset of a bad message
+    (``base_offset + position``, or ``where(position) -> (offset, packet)`` when given).
+    With allow_partial_tail, a message cut by ``end`` ends the walk quietly (the caller
+    has more bytes coming) and ``stop`` is where it starts.
+    """
+    status, stop, n, first_ts, last_ts = framing.frame(
+        buf, pos, end, max_messages, totals.counts, totals.locate_seen, _LENGTHS)
+    totals.bytes += stop - pos
+    if first_ts >= 0:
+        if totals.first_timestamp_ns < 0:
+            totals.first_timestamp_ns = int(first_ts)
+        totals.last_timestamp_ns = int(last_ts)
+    if status != framing.OK and not (status == framing.TRUNCATED and allow_partial_tail):
+        offset, packet = where(stop) if where is not None else (base_offset + stop, None)
+        raise ITCHFormatError(_describe(buf, stop, end, status), source=source, offset=offset,
+                              packet=packet)
+    return int(stop), int(n)
+
+
+def _describe(buf: np.ndarray, at: int, end: int, status: int) -> str:
+    text = framing.STATUS_TEXT[status]
+    if at + 2 <= end:
+        length = int(buf[at]) << 8 | int(buf[at + 1])
+        if at + 2 < end:
+            t = int(buf[at + 2])
+            name = f"{chr(t)!r}" if chr(t) in MESSAGES else f"unknown type 0x{t:02x}"
+            expected = int(LENGTH_BY_BYTE[t])
+            text += f" (type {name}, length prefix {length}"
+            text += f", specification says {expected})" if expected else ")"
+        else:
+            text += f" (length prefix {length})"
+        if status == framing.TRUNCATED:
+            text += f"; {end - at - 2} of {length} bytes present"
+    else:
+        text += "; only part of the 2-byte length prefix is present"
+    return text
+
+
+def allocate(counts: np.ndarray, codes: str) -> dict[str, np.ndarray]:
+    """Exactly-sized kernel-layout arrays for the wanted types; empty for the rest."""
+    # zeros, not empty: alignment padding is then deterministic; large blocks come from the
+    # kernel already zeroed, so this costs nothing where it matters.
+    return {c: np.zeros(int(counts[MESSAGES[c].code_byte]) if c in codes else 0, _KERNEL_DTYPES[c])
+            for c in ARRAY_ORDER}
+
+
+def decode_range(buf: np.ndarray, pos: int, end: int, first_sequence: int,
+                 range_counts: np.ndarray, codes: str = CODES) -> dict[str, np.ndarray]:
+    """Decode a range that frame_range accepted into per-type arrays of DTYPES."""
+    out = allocate(range_counts, codes)
+    fill = np.zeros(256, dtype=np.int64)
+    decode(buf, pos, end, np.uint64(first_sequence), fill, *(out[c] for c in ARRAY_ORDER))
+    return {c: out[c].view(DTYPES[c]) for c in codes}

@@ -1,0 +1,115 @@
+"""The public reading API: ``read``, ``scan`` and ``stats``.
+
+All three take any source ``iter_chunks`` accepts (a raw BinaryFILE, ``.gz``, pcap or
+pcapng path, or an in-memory buffer) and run the same two compiled passes: framing (which
+validates and counts) and, for ``read``/``scan``, the generated fused decoder.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Iterable, Iterator
+
+from itchflow.decode.decoded import Decoded, ReadInfo, concat
+from itchflow.decode.decoder import NO_LIMIT, FrameTotals, decode_range, frame_range
+from itchflow.wire.itch import CODES
+from itchflow.sources.files import Chunk, iter_chunks
+
+Progress = Callable[[int, int], None]  # (messages so far, bytes so far)
+
+
+def _codes(types: str | Iterable[str] | None) -> str:
+    """Type letters to decode, in table order: from letters ("AF"), names or a list of either."""
+    if types is None:
+        return CODES
+    from itchflow.decode.decoded import _key
+    from itchflow.wire.itch import BY_NAME
+
+    if isinstance(types, str):
+        types = [types] if types in BY_NAME else list(types)
+    wanted = {_key(t) for t in types}
+    return "".join(c for c in CODES if c in wanted)
+
+
+def _info(source: str, totals: FrameTotals, capture: dict | None, seconds: float) -> ReadInfo:
+    return ReadInfo(
+        source=source,
+        messages=totals.messages,
+        bytes=totals.bytes,
+        by_type=totals.by_type,
+        unknown=totals.unknown,
+        unknown_by_type=totals.unknown_by_type,
+        first_timestamp_ns=totals.first_timestamp_ns if totals.first_timestamp_ns >= 0 else None,
+        last_timestamp_ns=totals.last_timestamp_ns if totals.last_timestamp_ns >= 0 else None,
+        stocks=totals.stocks,
+        capture=capture,
+        seconds=seconds,
+    )
+
+
+def _pieces(chunk: Chunk, max_messages: int) -> Iterator[tuple[int, int, int, FrameTotals]]:
+    """Frame a chunk in pieces of at most max_messages: (start, stop, first sequence, totals)."""
+    buf, pos, end, seq = chunk.data, 0, len(chunk.data), chunk.first_sequence
+    while pos < end:
+        piece = FrameTotals()
+        stop, n = frame_range(buf, pos, end, piece, max_messages=max_messages,
+                              source=chunk.source, where=chunk.where)
+        yield pos, stop, seq, piece
+        pos, seq = stop, seq + n
+
+
+def read(source, types: str | Iterable[str] | None = None, *, strict: bool = True) -> Decoded:
+    """Decode a whole source into one structured array per message type.
+
+    types: letters (``"AF"``, ``["A", "F"]``) or names (``["add_order"]``) to decode; the
+    others are still framed and counted. strict=False counts malformed capture packets
+    instead of raising. Raises ITCHFormatError (a ValueError) naming the file and byte
+    offset (or packet) of anything malformed.
+    """
+    codes = _codes(types)
+    t0 = time.perf_counter()
+    totals, capture, parts = FrameTotals(), {}, []
+    for chunk in iter_chunks(source, strict=strict, capture_stats=capture):
+        for start, stop, seq, piece in _pieces(chunk, NO_LIMIT):
+            totals.merge(piece)
+            parts.append(decode_range(chunk.data, start, stop, seq, piece.counts, codes))
+    arrays = concat(parts, codes) if parts else concat([], codes)
+    info = _info(_name(source), totals, capture or None, time.perf_counter() - t0)
+    return Decoded(arrays, info)
+
+
+def scan(source, types: str | Iterable[str] | None = None, *, chunk_messages: int = 1 << 20,
+         strict: bool = True) -> Iterator[Decoded]:
+    """Decode a source of any size in pieces of at most ``chunk_messages`` messages.
+
+    Each yielded Decoded holds one piece; its ``info`` counts that piece only. Memory stays
+    bounded by the piece (and, for gzip, the decompression block).
+    """
+    if chunk_messages < 1:
+        raise ValueError("chunk_messages must be at least 1")
+    codes = _codes(types)
+    capture: dict = {}
+    name = _name(source)
+    for chunk in iter_chunks(source, strict=strict, capture_stats=capture):
+        for start, stop, seq, piece in _pieces(chunk, chunk_messages):
+            t0 = time.perf_counter()
+            arrays = decode_range(chunk.data, start, stop, seq, piece.counts, codes)
+            yield Decoded(arrays, _info(name, piece, capture or None, time.perf_counter() - t0))
+
+
+def stats(source, *, strict: bool = True, progress: Progress | None = None) -> ReadInfo:
+    """Framing only: counts per type, bytes, first/last timestamp, stocks, unknowns."""
+    t0 = time.perf_counter()
+    totals, capture = FrameTotals(), {}
+    for chunk in iter_chunks(source, strict=strict, capture_stats=capture):
+        for *_, piece in _pieces(chunk, 1 << 24 if progress else NO_LIMIT):
+            totals.merge(piece)
+            if progress:
+                progress(totals.messages, totals.bytes)
+    return _info(_name(source), totals, capture or None, time.perf_counter() - t0)
+
+
+def _name(source) -> str:
+    from itchflow.sources.files import describe
+
+    return describe(source)

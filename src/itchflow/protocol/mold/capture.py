@@ -1,0 +1,285 @@
+"""Reassemble the ITCH stream carried by MoldUDP64 packets in a capture.
+
+A capture holds packets in arrival order, possibly from both A and B lines, with repeats,
+holes and reordering. Here they are put in (session, sequence) order and each message is
+kept once: the result is BinaryFILE-framed bytes plus runs of consecutive sequence numbers,
+and counters for everything not delivered (duplicates, holes, heartbeats, end-of-session
+markers, malformed packets). The live receiver (mold_receiver) handles the same cases as
+a state machine over time; a capture is all there at once, so here it is a sort and a copy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from numba import njit
+
+from itchflow.errors import ITCHFormatError
+from itchflow.wire.moldudp64 import (
+    BLOCK_LENGTH_SIZE,
+    COUNT_OFFSET,
+    END_OF_SESSION_COUNT,
+    HEADER_SIZE,
+    HEARTBEAT_COUNT,
+    SEQUENCE_OFFSET,
+    SESSION_OFFSET,
+    SESSION_SIZE,
+)
+from itchflow.wire.pcap import REC_FRAGMENT, REC_NOT_UDP, REC_SNAPPED, REC_UDP, REC_UNSUPPORTED, PacketTable
+
+# Packet kinds after indexing.
+DATA, HEARTBEAT, END_OF_SESSION, MALFORMED, NOT_UDP = 0, 1, 2, 3, 4
+_MALFORMED_TEXT = {
+    1: "UDP payload shorter than the 20-byte MoldUDP64 header",
+    2: "a message block runs past the end of the packet",
+    3: "bytes left over after the last message block the header counts",
+    4: "zero-length message block",
+}
+
+
+@njit(nogil=True, cache=True)
+def index_packets(buf, off, length, outcome, kind, why, sess_hi, sess_lo, seq, count):
+    """Classify each packet and read its MoldUDP64 header; validate its message blocks."""
+    for i in range(off.shape[0]):
+        if outcome[i] != REC_UDP:
+            kind[i] = NOT_UDP
+            continue
+        p = off[i]
+        n = length[i]
+        if n < HEADER_SIZE:
+            kind[i] = MALFORMED
+            why[i] = 1
+            continue
+        h = np.uint64(0)
+        for k in range(8):
+            h = (h << np.uint64(8)) | np.uint64(buf[p + SESSION_OFFSET + k])
+        lo = np.uint64(0)
+        for k in range(8, SESSION_SIZE):
+            lo = (lo << np.uint64(8)) | np.uint64(buf[p + SESSION_OFFSET + k])
+        sess_hi[i] = h
+        sess_lo[i] = lo
+        s = np.uint64(0)
+        for k in range(8):
+            s = (s << np.uint64(8)) | np.uint64(buf[p + SEQUENCE_OFFSET + k])
+        seq[i] = s
+        c = (np.int64(buf[p + COUNT_OFFSET]) << 8) | np.int64(buf[p + COUNT_OFFSET + 1])
+        count[i] = c
+        if c == HEARTBEAT_COUNT:
+            kind[i] = HEARTBEAT
+            continue
+        if c == END_OF_SESSION_COUNT:
+            kind[i] = END_OF_SESSION
+            continue
+        q = p + HEADER_SIZE
+        end = p + n
+        bad = 0
+        for _ in range(c):
+            if q + BLOCK_LENGTH_SIZE > end:
+                bad = 2
+                break
+            m = (np.int64(buf[q]) << 8) | np.int64(buf[q + 1])
+            if m == 0:
+                bad = 4
+                break
+            q += BLOCK_LENGTH_SIZE + m
+            if q > end:
+                bad = 2
+                break
+        if bad == 0 and q != end:
+            bad = 3
+        kind[i] = MALFORMED if bad else DATA
+        why[i] = bad
+
+
+@njit(nogil=True, cache=True)
+def assemble(buf, order, off, kind, session, seq, count, out, run_offset, run_seq, run_session,
+             seg_out, seg_file, seg_packet, totals):
+    """Copy each message once, in (session, sequence) order, into ``out``.
+
+    order: packet indices sorted by (session, sequence, arrival).
+    runs: where each run of consecutive sequence numbers starts in ``out``.
+    segments: for each packet that contributed, where its first copied block landed in
+    ``out`` and where it sits in the capture (so an error found later in ``out`` can name
+    the packet and file offset). totals: int64[5] += (messages, duplicate messages, gaps,
+    missing messages, data packets used). Returns (bytes, runs, segments).
+
+    A heartbeat or end-of-session packet announces the next sequence number; one hole is
+    one gap however many heartbeats fall inside it, and a hole still open when the session
+    ends (announced but never delivered) is counted then.
+    """
+    w = 0
+    runs = 0
+    segs = 0
+    cur_session = -1
+    expected = np.uint64(0)
+    announced = np.uint64(0)
+    for oi in range(order.shape[0] + 1):
+        i = order[oi] if oi < order.shape[0] else -1
+        if i >= 0:
+            k = kind[i]
+            if k != DATA and k != HEARTBEAT and k != END_OF_SESSION:
+                continue
+        if i < 0 or session[i] != cur_session:
+            if cur_session >= 0 and announced > expected:  # hole left open at the session's end
+                totals[2] += 1
+                totals[3] += np.int64(announced - expected)
+            if i < 0:
+                break
+            cur_session = session[i]
+            expected = seq[i]
+            announced = seq[i]
+            run_offset[runs] = w
+            run_seq[runs] = expected
+            run_session[runs] = cur_session
+            runs += 1
+        s = seq[i]
+        if k != DATA:
+            if s > announced:
+                announced = s
+            continue
+        totals[4] += 1
+        q = off[i] + HEADER_SIZE
+        first_copy = True
+        for _ in range(count[i]):
+            m = (np.int64(buf[q]) << 8) | np.int64(buf[q + 1])
+            block = BLOCK_LENGTH_SIZE + m
+            if s < expected:
+                totals[1] += 1
+            else:
+                if s > expected:
+                    totals[2] += 1
+                    totals[3] += np.int64(s - expected)
+                    expected = s
+                    run_offset[runs] = w
+                    run_seq[runs] = expected
+                    run_session[runs] = cur_session
+                    runs += 1
+                if first_copy:  # duplicates only come first in a packet: the copy is contiguous
+                    seg_out[segs] = w
+                    seg_file[segs] = q
+                    seg_packet[segs] = i
+                    segs += 1
+                    first_copy = False
+                out[w:w + block] = buf[q:q + block]
+                w += block
+                expected += np.uint64(1)
+                totals[0] += 1
+            q += block
+            s += np.uint64(1)
+        if s > announced:
+            announced = s
+    return w, runs, segs
+
+
+@dataclass
+class CaptureStats:
+    """Everything about a capture that is not an ITCH message delivered once."""
+
+    packets: int = 0
+    data_packets: int = 0
+    heartbeats: int = 0
+    end_of_session: int = 0
+    messages: int = 0
+    duplicate_messages: int = 0
+    gaps: int = 0
+    missing_messages: int = 0
+    malformed_packets: int = 0
+    not_udp: int = 0
+    ip_fragments: int = 0
+    snapped: int = 0
+    unsupported: int = 0
+    sessions: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class MoldCapture:
+    """A capture's ITCH stream: framed bytes and runs of consecutive sequence numbers."""
+
+    data: np.ndarray          # uint8, BinaryFILE framing
+    run_offset: np.ndarray    # int64: where each run starts in data (ends where the next starts)
+    run_sequence: np.ndarray  # uint64: sequence number of each run's first message
+    run_session: np.ndarray   # int64: index into stats.sessions
+    stats: CaptureStats
+    segment_out: np.ndarray     # int64: where a packet's copied messages start in data ...
+    segment_file: np.ndarray    # int64: ... and where they are in the capture file
+    segment_packet: np.ndarray  # int64: that packet's index (0-based) in the capture
+
+    def locate(self, data_offset: int) -> tuple[int | None, int | None]:
+        """(capture file offset, 1-based packet number) of a byte of ``data``."""
+        k = int(np.searchsorted(self.segment_out, data_offset, side="right")) - 1
+        if k < 0:
+            return None, None
+        return (int(self.segment_file[k] + data_offset - self.segment_out[k]),
+                int(self.segment_packet[k]) + 1)
+
+    def runs(self):
+        """(start, end, first sequence, session name) of each run, in order."""
+        ends = np.append(self.run_offset[1:], len(self.data))
+        for a, b, s, k in zip(self.run_offset, ends, self.run_sequence, self.run_session):
+            yield int(a), int(b), int(s), self.stats.sessions[int(k)]
+
+
+def reassemble(buf: np.ndarray, table: PacketTable, source: str, strict: bool = True) -> MoldCapture:
+    """Turn a capture's packet table into its ITCH stream (see module doc)."""
+    n = len(table)
+    kind = np.empty(n, np.int8)
+    why = np.zeros(n, np.int8)
+    sess_hi = np.zeros(n, np.uint64)
+    sess_lo = np.zeros(n, np.uint64)
+    seq = np.zeros(n, np.uint64)
+    count = np.zeros(n, np.int64)
+    index_packets(buf, table.payload_offset, table.payload_length, table.outcome,
+                  kind, why, sess_hi, sess_lo, seq, count)
+    stats = CaptureStats(packets=n)
+    bad = np.flatnonzero(kind == MALFORMED)
+    stats.malformed_packets = len(bad)
+    if strict and len(bad):
+        i = int(bad[0])
+        raise ITCHFormatError(f"malformed MoldUDP64 packet: {_MALFORMED_TEXT[int(why[i])]}",
+                              source=source, packet=i + 1, offset=int(table.payload_offset[i]))
+    stats.not_udp = table.count(REC_NOT_UDP)
+    stats.ip_fragments = table.count(REC_FRAGMENT)
+    stats.snapped = table.count(REC_SNAPPED)
+    stats.unsupported = table.count(REC_UNSUPPORTED)
+    stats.data_packets = int(np.count_nonzero(kind == DATA))
+    stats.heartbeats = int(np.count_nonzero(kind == HEARTBEAT))
+    stats.end_of_session = int(np.count_nonzero(kind == END_OF_SESSION))
+
+    mold = (kind == DATA) | (kind == HEARTBEAT) | (kind == END_OF_SESSION)
+    idx = np.flatnonzero(mold)
+    # Sessions in order of first appearance.
+    keys = np.stack([sess_hi[idx], sess_lo[idx]], axis=1)
+    uniq, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    rank = np.empty(len(uniq), np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(len(uniq))
+    session = np.full(n, -1, np.int64)
+    session[idx] = rank[inverse.ravel()]
+    names = [""] * len(uniq)
+    for u, r in zip(uniq, rank):
+        raw = int(u[0]).to_bytes(8, "big") + int(u[1]).to_bytes(SESSION_SIZE - 8, "big")
+        names[int(r)] = raw.decode("ascii", "replace").rstrip(" \x00")
+    stats.sessions = names
+    order = idx[np.lexsort((idx, seq[idx], session[idx]))]
+
+    out = np.empty(int(table.payload_length[kind == DATA].sum()), np.uint8)
+    runs_cap = len(order) + 1
+    run_offset = np.empty(runs_cap * 2, np.int64)  # a packet can open at most two runs
+    run_seq = np.empty(runs_cap * 2, np.uint64)
+    run_session = np.empty(runs_cap * 2, np.int64)
+    seg_out = np.empty(len(order), np.int64)
+    seg_file = np.empty(len(order), np.int64)
+    seg_packet = np.empty(len(order), np.int64)
+    totals = np.zeros(5, np.int64)
+    w, runs, segs = assemble(buf, order, table.payload_offset, kind, session, seq, count, out,
+                             run_offset, run_seq, run_session, seg_out, seg_file, seg_packet, totals)
+    stats.messages, stats.duplicate_messages, stats.gaps, stats.missing_messages = (int(x) for x in totals[:4])
+    # Drop empty runs (a session opened by a heartbeat, a hole right at a run start).
+    keep = np.ones(runs, bool)
+    ends = np.append(run_offset[1:runs], w)
+    keep &= ends > run_offset[:runs]
+    return MoldCapture(out[:w], run_offset[:runs][keep], run_seq[:runs][keep],
+                       run_session[:runs][keep], stats, seg_out[:segs], seg_file[:segs], seg_packet[:segs])

@@ -1,0 +1,230 @@
+"""MoldUDP64 packet codec: validate message blocks, build packets, all over uint8 arrays.
+
+The header layout comes from ``moldudp64_layout``; the message blocks are BinaryFILE
+framing, so a packet body is a contiguous slice of a BinaryFILE and building a packet is a
+header plus a slice (no work per message). Kernels return status codes; the Python side
+turns them into counted, reported events, never exceptions that stop a feed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from itchflow.wire.itch import MESSAGES
+from itchflow.hw.endian import be16, be48
+from itchflow.wire.moldudp64 import (
+    BLOCK_LENGTH_SIZE,
+    COUNT_OFFSET,
+    HEADER_DTYPE,
+    HEADER_SIZE,
+    SEQUENCE_OFFSET,
+    SESSION_OFFSET,
+    SESSION_SIZE,
+)
+
+# walk_blocks status codes
+BLOCKS_OK = 0
+SHORT_HEADER = 1
+BLOCK_OVERRUN = 2
+TRAILING_BYTES = 3
+ZERO_LENGTH_BLOCK = 4
+MALFORMED_TEXT = {
+    SHORT_HEADER: "shorter than the 20-byte MoldUDP64 header",
+    BLOCK_OVERRUN: "a message block runs past the end of the packet (fewer blocks than the count says)",
+    TRAILING_BYTES: "bytes left over after the last message block the header counts",
+    ZERO_LENGTH_BLOCK: "zero-length message block",
+}
+
+_TIMESTAMP_OFFSET = MESSAGES["A"].field("timestamp").offset
+
+
+@njit(inline="always", nogil=True, cache=True)
+def be64(buf, p):
+    v = np.uint64(0)
+    for k in range(8):
+        v = (v << np.uint64(8)) | np.uint64(buf[p + k])
+    return v
+
+
+@njit(nogil=True, cache=True)
+def read_header(buf, n):
+    """(sequence, count) of the packet in buf[:n]; (0, -1) if n is shorter than a header."""
+    if n < HEADER_SIZE:
+        return np.uint64(0), np.int64(-1)
+    return be64(buf, SEQUENCE_OFFSET), np.int64(be16(buf, COUNT_OFFSET))
+
+
+@njit(nogil=True, cache=True)
+def walk_blocks(buf, start, end, count, skip):
+    """Check that buf[start:end] holds exactly ``count`` non-empty message blocks.
+
+    Returns (status, offset): on success the offset of block number ``skip`` (end if
+    skip >= count); on failure the offset of the offending block.
+    """
+    pos = start
+    skip_offset = end
+    for i in range(count):
+        if i == skip:
+            skip_offset = pos
+        if pos + BLOCK_LENGTH_SIZE > end:
+            return BLOCK_OVERRUN, pos
+        length = np.int64(be16(buf, pos))
+        if length == 0:
+            return ZERO_LENGTH_BLOCK, pos
+        if pos + BLOCK_LENGTH_SIZE + length > end:
+            return BLOCK_OVERRUN, pos
+        pos += BLOCK_LENGTH_SIZE + length
+    if pos != end:
+        return TRAILING_BYTES, pos
+    return BLOCKS_OK, skip_offset
+
+
+@njit(nogil=True, cache=True)
+def _index_messages(buf, offsets, timestamps):
+    """Fill offsets[i] (start of message i's length prefix) and its timestamp; -> (n, status, pos)."""
+    pos = 0
+    end = buf.shape[0]
+    n = 0
+    while pos < end:
+        if pos + 2 > end:
+            return n, 1, pos
+        length = np.int64(be16(buf, pos))
+        if length == 0:
+            return n, 2, pos
+        if pos + 2 + length > end:
+            return n, 1, pos
+        offsets[n] = pos
+        timestamps[n] = np.int64(be48(buf, pos + 2 + _TIMESTAMP_OFFSET)) if length >= _TIMESTAMP_OFFSET + 6 else -1
+        n += 1
+        pos += 2 + length
+    offsets[n] = pos
+    return n, 0, pos
+
+
+def index_messages(buf: np.ndarray, source: str = "<buffer>") -> tuple[np.ndarray, np.ndarray]:
+    """(offsets int64[n+1], timestamps int64[n]) of a BinaryFILE; offsets[n] is its end."""
+    from itchflow.errors import ITCHFormatError
+
+    cap = len(buf) // 3 + 1  # the shortest framed message is 3 bytes (prefix + type byte)
+    offsets = np.empty(cap + 1, np.int64)
+    timestamps = np.empty(cap, np.int64)
+    n, status, pos = _index_messages(buf, offsets, timestamps)
+    if status:
+        why = "truncated message at the end of the data" if status == 1 else "zero-length message"
+        raise ITCHFormatError(why, source=source, offset=int(pos))
+    return offsets[:n + 1].copy(), timestamps[:n].copy()
+
+
+@njit(nogil=True, cache=True)
+def _packetize(offsets, n, max_body, firsts):
+    """Greedy: as many whole messages per packet as fit in max_body bytes (at least one)."""
+    p = 0
+    i = 0
+    while i < n:
+        firsts[p] = i
+        p += 1
+        j = i + 1
+        while j < n and offsets[j + 1] - offsets[i] <= max_body and j - i < 0xFFFE:
+            j += 1
+        i = j
+    firsts[p] = n
+    return p
+
+
+def packetize(offsets: np.ndarray, payload_size: int) -> np.ndarray:
+    """First message index of each packet (plus n at the end) for UDP payloads <= payload_size."""
+    max_body = payload_size - HEADER_SIZE
+    if max_body < 3:
+        raise ValueError(f"payload size {payload_size} leaves no room for a message after the header")
+    n = len(offsets) - 1
+    firsts = np.empty(n + 1, np.int64)
+    p = _packetize(offsets, n, max_body, firsts)
+    return firsts[:p + 1].copy()
+
+
+def session_bytes(session: bytes | str) -> bytes:
+    s = session.encode("ascii") if isinstance(session, str) else bytes(session)
+    if len(s) > SESSION_SIZE:
+        raise ValueError(f"MoldUDP64 session is at most {SESSION_SIZE} bytes, got {s!r}")
+    return s.ljust(SESSION_SIZE)
+
+
+def headers(session: bytes | str, sequences: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """(n, 20) uint8: one header per packet, vectorised."""
+    h = np.zeros(len(sequences), HEADER_DTYPE)
+    h["session"] = session_bytes(session)
+    h["sequence"] = sequences
+    h["count"] = counts
+    return h.view(np.uint8).reshape(len(sequences), HEADER_SIZE)
+
+
+assert SESSION_OFFSET == 0
+
+
+# fast_in_order counters (indices into its int64 counters array)
+F_PACKETS, F_MESSAGES, F_BYTES, F_DUP_PACKETS, F_DUP_MESSAGES, F_HEARTBEATS = range(6)
+_TOP_BIT = np.uint64(1) << np.uint64(63)
+
+
+@njit(nogil=True, cache=True)
+def fast_in_order(bufs, lengths, start, n, session, next_seq, out, out_pos, counters):
+    """The common case of a batch, compiled: packets of the current session that are in
+    sequence, duplicates, or heartbeats that reveal nothing, while nothing is missing.
+
+    Copies each new tail into out[out_pos:]; stops at the first packet that needs the
+    state machine (another session, a gap, end of session, malformed, no room).
+    Returns (index of that packet or n, next sequence, new out_pos).
+    """
+    i = start
+    while i < n:
+        buf = bufs[i]
+        ln = lengths[i]
+        if ln < HEADER_SIZE or ln > buf.shape[0]:
+            break
+        same = True
+        for k in range(SESSION_SIZE):
+            if buf[SESSION_OFFSET + k] != session[k]:
+                same = False
+                break
+        if not same:
+            break
+        useq = be64(buf, SEQUENCE_OFFSET)
+        if useq & _TOP_BIT:
+            break
+        seq = np.int64(useq)
+        count = np.int64(be16(buf, COUNT_OFFSET))
+        if count == 0xFFFF:
+            break
+        if count == 0:
+            if ln != HEADER_SIZE or seq > next_seq:
+                break
+            counters[F_HEARTBEATS] += 1
+            counters[F_PACKETS] += 1
+            i += 1
+            continue
+        if seq > next_seq:
+            break
+        end = seq + count
+        skip = next_seq - seq if end > next_seq else count
+        status, off = walk_blocks(buf, HEADER_SIZE, ln, count, skip)
+        if status != BLOCKS_OK:
+            break
+        if end <= next_seq:
+            counters[F_DUP_PACKETS] += 1
+            counters[F_DUP_MESSAGES] += count
+            counters[F_PACKETS] += 1
+            i += 1
+            continue
+        m = ln - off
+        if out_pos + m > out.shape[0]:
+            break
+        out[out_pos:out_pos + m] = buf[off:ln]
+        out_pos += m
+        counters[F_DUP_MESSAGES] += skip
+        counters[F_MESSAGES] += end - next_seq
+        counters[F_BYTES] += m
+        counters[F_PACKETS] += 1
+        next_seq = end
+        i += 1
+    return i, next_seq, out_pos

@@ -1,0 +1,507 @@
+"""MoldUDP64 receiver as a sans-I/O state machine: packets and time in, events out.
+
+Feed it every datagram with ``receive(packet, now_ns, line)`` (line A, B, or the unicast
+replies of the re-request server) and call ``tick(now_ns)`` when ``next_deadline()`` is
+due. It owns no socket and no clock. It returns events:
+
+- ``Deliver``: a run of messages in sequence, as BinaryFILE-framed bytes (a view of the
+  packet, or of the receiver's own copy for packets that waited), with the sequence number
+  of the first. No Python object per message: one per packet at most.
+- ``Gap``: a hole was seen (messages from ``first_sequence`` are missing).
+- ``Request``: a re-request packet to send to the re-request server.
+- ``Lost``: messages given up on (no re-request server, or it never answered).
+- ``SessionChange``, ``EndOfSession``, ``Malformed``.
+
+Rules, several learned from the bugs users hit in paritytrading/nassau:
+- Track the highest sequence seen (data, heartbeat or end-of-session packet) and stay in
+  gap fill until every message before it has been delivered (nassau #11); re-request
+  enough to cover it, capped to what a request can hold (#15); as soon as a reply arrives
+  short of what was asked, ask again for the rest (#23); re-send after a timeout.
+- An end-of-session packet's count (0xFFFF) is never a message count: only its sequence
+  number is used, and only to reveal a gap (#16).
+- A and B lines carry the same sequence numbers: the first copy wins, later copies are
+  counted as duplicates; a packet that overlaps what was delivered gives its new tail only.
+- A hole waits a bounded time (``line_wait_ns``) or number of packets (``line_wait_packets``)
+  for the other line before a re-request goes out.
+- A malformed packet is counted and reported with its packet number, never raised.
+"""
+
+from __future__ import annotations
+
+import heapq
+import struct
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from itchflow.protocol.mold.codec import (
+    BLOCKS_OK,
+    F_BYTES,
+    F_DUP_MESSAGES,
+    F_DUP_PACKETS,
+    F_HEARTBEATS,
+    F_MESSAGES,
+    F_PACKETS,
+    fast_in_order,
+    MALFORMED_TEXT,
+    SHORT_HEADER,
+    TRAILING_BYTES,
+    session_bytes,
+    walk_blocks,
+)
+from itchflow.wire.moldudp64 import (
+    COUNT_OFFSET,
+    END_OF_SESSION_COUNT,
+    HEADER_SIZE,
+    HEARTBEAT_COUNT,
+    SEQUENCE_OFFSET,
+    SESSION_SIZE,
+    pack_header,
+)
+
+LINE_A, LINE_B, LINE_REPLY = 0, 1, 2
+LINE_NAMES = ("A", "B", "reply")
+MAX_REQUEST_COUNT = 0xFFFE  # the count field is 16 bits and 0xFFFF means end of session
+MALFORMED_LOG_LIMIT = 1000
+# One struct call reads the whole header (much cheaper than numpy scalar indexing per field).
+_HEADER = struct.Struct(f">{SESSION_SIZE}sQH")
+assert _HEADER.size == HEADER_SIZE and struct.calcsize(f">{SESSION_SIZE}s") == SEQUENCE_OFFSET
+assert struct.calcsize(f">{SESSION_SIZE}sQ") == COUNT_OFFSET
+
+
+@dataclass(slots=True)
+class Deliver:
+    data: np.ndarray        # uint8, BinaryFILE-framed messages
+    first_sequence: int
+    count: int
+    line: int               # where the delivering packet came from
+    packet: int             # its packet number (1-based, over all lines)
+    rx_ns: int | None       # its receive timestamp as given to receive()
+
+
+@dataclass(slots=True)
+class Gap:
+    first_sequence: int
+    count: int              # known extent of the hole so far
+
+
+@dataclass(slots=True)
+class Request:
+    packet: bytes           # 20-byte re-request to send to the re-request server
+    first_sequence: int
+    count: int
+    attempt: int            # 1 for the first send, more for re-sends after a timeout
+
+
+@dataclass(slots=True)
+class Lost:
+    first_sequence: int
+    count: int
+    reason: str
+
+
+@dataclass(slots=True)
+class SessionChange:
+    old: bytes | None
+    new: bytes
+
+
+@dataclass(slots=True)
+class EndOfSession:
+    session: bytes
+    sequence: int           # the sequence number after the session's last message
+
+
+@dataclass(slots=True)
+class Malformed:
+    packet: int
+    line: int
+    reason: str
+    offset: int | None = None
+
+    def __str__(self) -> str:
+        where = f" at byte {self.offset}" if self.offset is not None else ""
+        return f"packet {self.packet} (line {LINE_NAMES[self.line]}){where}: {self.reason}"
+
+
+@dataclass
+class MoldStats:
+    packets: int = 0
+    packets_by_line: list = field(default_factory=lambda: [0, 0, 0])
+    messages: int = 0                 # delivered
+    messages_by_line: list = field(default_factory=lambda: [0, 0, 0])
+    bytes: int = 0                    # delivered, framing included
+    duplicate_packets: int = 0        # nothing new in them
+    duplicate_messages: int = 0       # messages seen again (whole or overlapping packets)
+    heartbeats: int = 0
+    end_of_session: int = 0
+    gaps: int = 0                     # holes detected
+    requests: int = 0                 # re-request packets sent (re-sends included)
+    request_resends: int = 0          # of which after a timeout
+    short_replies: int = 0            # replies that covered less than asked
+    recovered: int = 0                # messages delivered from re-request replies
+    lost: int = 0                     # messages given up on
+    session_changes: int = 0
+    stale_session_packets: int = 0    # packets of a session already left
+    other_session_packets: int = 0    # packets of another session than the one asked for
+    malformed: int = 0
+    buffer_overflow: int = 0          # early packets dropped because the buffer was full
+    buffered_peak: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class _Early:
+    """A packet that arrived ahead of the next expected sequence, kept until its turn."""
+
+    __slots__ = ("data", "first", "count", "line", "packet", "rx_ns", "now_ns")
+
+    def __init__(self, data, first, count, line, packet, rx_ns, now_ns):
+        self.data, self.first, self.count = data, first, count
+        self.line, self.packet, self.rx_ns, self.now_ns = line, packet, rx_ns, now_ns
+
+
+class MoldReceiver:
+    """MoldUDP64 receiver state (see the module doc).
+
+    session: the only session to accept (None: the first one seen, then follow changes to
+    a new session, as at a new day; the old one's late packets are dropped). start_sequence: the first
+    sequence wanted (None: start from the first packet seen, as when joining mid-day).
+    requests: whether a re-request server is there (if not, holes become ``Lost`` after
+    the line wait). max_attempts: re-sends of one request before its hole is ``Lost``.
+    """
+
+    def __init__(self, session: bytes | str | None = None, *, start_sequence: int | None = 1,
+                 line_wait_ns: int = 2_000_000, line_wait_packets: int = 64,
+                 request_timeout_ns: int = 50_000_000, max_attempts: int = 20,
+                 requests: bool = True, max_request_count: int = MAX_REQUEST_COUNT,
+                 max_buffered: int = 1 << 16):
+        self.session = session_bytes(session) if session is not None else None
+        self.pinned = session is not None   # False: follow session changes (a new day)
+        self.start_sequence = start_sequence
+        self.line_wait_ns = int(line_wait_ns)
+        self.line_wait_packets = int(line_wait_packets)
+        self.request_timeout_ns = int(request_timeout_ns)
+        self.max_attempts = int(max_attempts)
+        self.requests_enabled = bool(requests)
+        self.max_request_count = min(int(max_request_count), MAX_REQUEST_COUNT)
+        self.max_buffered = int(max_buffered)
+        self.stats = MoldStats()
+        self.malformed_log: list[Malformed] = []
+        self.old_sessions: set[bytes] = set()
+        self._batch_out = np.zeros(1 << 16, np.uint8)
+        self._counters = np.zeros(8, np.int64)
+        self._session_array = np.zeros(SESSION_SIZE, np.uint8)
+        if self.session is not None:
+            self._session_array[:] = np.frombuffer(self.session, np.uint8)
+        self._reset_sequence(start_sequence if start_sequence is not None else None)
+
+    # ---------------------------------------------------------------- state
+    def _reset_sequence(self, next_seq: int | None) -> None:
+        self.next_sequence = next_seq      # None until the first packet when joining mid-day
+        self.highest = next_seq            # exclusive end of the highest sequence seen
+        self.ended = False                 # end of session seen for the current session
+        self._early: dict[int, _Early] = {}
+        self._heap: list[int] = []
+        self._request = None               # (first, count, sent_ns, attempt) outstanding
+        self._hole_at = None               # the sequence the line-wait timer is for
+        self._hole_since = (0, 0)          # (ns, packet number) the hole was first visible
+        self.in_gap = False
+
+    @property
+    def synchronized(self) -> bool:
+        return self.next_sequence is not None and self.next_sequence >= self.highest
+
+    @property
+    def finished(self) -> bool:
+        """End of session seen and every message before it delivered or given up."""
+        return self.ended and self.synchronized
+
+    @property
+    def buffered(self) -> int:
+        return len(self._early)
+
+    # ---------------------------------------------------------------- input
+    def receive(self, packet, now_ns: int, line: int = LINE_A, rx_ns: int | None = None) -> list:
+        """Take one datagram (bytes-like or uint8 array); return the events it causes.
+
+        Deliver events may be views of ``packet``: consume them before reusing its buffer.
+        """
+        st = self.stats
+        st.packets += 1
+        st.packets_by_line[line] += 1
+        number = st.packets
+        events: list = []
+        buf = packet if isinstance(packet, np.ndarray) else np.frombuffer(packet, np.uint8)
+        n = len(buf)
+        if n < HEADER_SIZE:
+            self._malformed(events, number, line, MALFORMED_TEXT[SHORT_HEADER] + f" ({n} bytes)", None)
+            return events
+        session, seq, count = _HEADER.unpack_from(buf)
+
+        if session != self.session:
+            if session in self.old_sessions:
+                st.stale_session_packets += 1
+                return events
+            if self.pinned:           # following one named session: others are not ours
+                st.other_session_packets += 1
+                return events
+            if count != END_OF_SESSION_COUNT and count != HEARTBEAT_COUNT and n > HEADER_SIZE:
+                status, off = walk_blocks(buf, HEADER_SIZE, n, count, count)
+                if status != BLOCKS_OK:  # do not let a corrupt header switch sessions
+                    self._malformed(events, number, line, MALFORMED_TEXT[status], int(off))
+                    return events
+            self._change_session(session, seq, count, events)
+
+        if count == END_OF_SESSION_COUNT:
+            st.end_of_session += 1
+            if not self.ended:
+                events.append(EndOfSession(session, seq))
+            self.ended = True
+            self._see(seq)            # the sequence only; never the count (nassau #16)
+        elif count == HEARTBEAT_COUNT:
+            st.heartbeats += 1
+            if n != HEADER_SIZE:
+                self._malformed(events, number, line, MALFORMED_TEXT[TRAILING_BYTES], HEADER_SIZE)
+                return events
+            self._see(seq)            # a heartbeat's sequence is the next one sent: may reveal a gap
+        else:
+            self._data(buf, n, seq, count, line, number, rx_ns, now_ns, events)
+        self._check(now_ns, events)
+        return events
+
+    def receive_batch(self, bufs: np.ndarray, lengths: np.ndarray, n: int, now_ns: int, line: int = LINE_A,
+                      rx_ns: np.ndarray | None = None) -> list:
+        """Take datagrams bufs[i, :lengths[i]] for i < n (a recvmmsg batch from one line).
+
+        The same events as ``receive`` packet by packet, but runs of in-sequence packets,
+        duplicates and plain heartbeats are handled by one compiled call and delivered as
+        one ``Deliver`` over a copy (valid until the next receive_batch call).
+        """
+        events: list = []
+        need = int(lengths[:n].sum())
+        if len(self._batch_out) < need:
+            self._batch_out = np.zeros(max(need, 2 * len(self._batch_out)), np.uint8)
+        out_pos = 0
+        counters = self._counters
+        st = self.stats
+        i = 0
+        while i < n:
+            if (self.session is not None and self.next_sequence is not None and not self.in_gap
+                    and not self._early):
+                counters[:] = 0
+                first = self.next_sequence
+                j, nxt, o = fast_in_order(bufs, lengths, i, n, self._session_array, first, self._batch_out,
+                                          out_pos, counters)
+                k = int(counters[F_PACKETS])
+                if k:
+                    number = st.packets + 1
+                    st.packets += k
+                    st.packets_by_line[line] += k
+                    st.duplicate_packets += int(counters[F_DUP_PACKETS])
+                    st.duplicate_messages += int(counters[F_DUP_MESSAGES])
+                    st.heartbeats += int(counters[F_HEARTBEATS])
+                    if nxt > first:
+                        m = int(counters[F_MESSAGES])
+                        st.messages += m
+                        st.messages_by_line[line] += m
+                        st.bytes += int(counters[F_BYTES])
+                        if line == LINE_REPLY:
+                            st.recovered += m
+                        self.next_sequence = self.highest = int(nxt)
+                        events.append(Deliver(self._batch_out[out_pos:o], first, m, line, number,
+                                              int(rx_ns[i]) if rx_ns is not None else None))
+                        out_pos = int(o)
+                i = int(j)
+                if i >= n:
+                    break
+            events += self.receive(bufs[i, :lengths[i]], now_ns, line,
+                                   int(rx_ns[i]) if rx_ns is not None else None)
+            i += 1
+        return events
+
+    def tick(self, now_ns: int) -> list:
+        """Let time pass: line waits expire, requests time out."""
+        events: list = []
+        self._check(now_ns, events)
+        return events
+
+    def next_deadline(self) -> int | None:
+        """When tick() has something to do (ns, same clock as now_ns), or None."""
+        if not self.in_gap:
+            return None
+        if self._request is not None:
+            return self._request[2] + self.request_timeout_ns
+        return self._hole_since[0] + self.line_wait_ns
+
+    # ---------------------------------------------------------------- internals
+    def _malformed(self, events, number, line, reason, offset) -> None:
+        m = Malformed(number, line, reason, offset)
+        self.stats.malformed += 1
+        if len(self.malformed_log) < MALFORMED_LOG_LIMIT:
+            self.malformed_log.append(m)
+        events.append(m)
+
+    def _change_session(self, session, seq, count, events) -> None:
+        old = self.session
+        if old is not None:
+            self.stats.session_changes += 1
+            self.old_sessions.add(old)
+            if self.next_sequence is not None and self.highest > self.next_sequence:
+                missing = self.highest - self.next_sequence
+                self.stats.lost += missing
+                events.append(Lost(self.next_sequence, missing, "session changed before the gap was filled"))
+        events.append(SessionChange(old, session))
+        self.session = session
+        self._session_array[:] = np.frombuffer(session, np.uint8)
+        if self.start_sequence is not None:
+            # a new session numbers its messages from 1 again
+            self._reset_sequence(self.start_sequence if old is None else 1)
+        else:
+            self._reset_sequence(seq)   # joining mid-session: start where this packet starts
+
+    def _see(self, end: int) -> None:
+        if self.next_sequence is None:     # joining mid-day on a heartbeat or end of session
+            self.next_sequence = self.highest = end
+        elif end > self.highest:
+            self.highest = end
+
+    def _data(self, buf, n, seq, count, line, number, rx_ns, now_ns, events) -> None:
+        st = self.stats
+        if self.next_sequence is None:
+            self.next_sequence = self.highest = seq
+        nxt = self.next_sequence
+        end = seq + count
+        skip = nxt - seq if seq < nxt else 0
+        status, off = walk_blocks(buf, HEADER_SIZE, n, count, min(skip, count))
+        if status != BLOCKS_OK:
+            self._malformed(events, number, line, MALFORMED_TEXT[status], int(off))
+            return
+        self._see(end)
+        if end <= nxt:
+            st.duplicate_packets += 1
+            st.duplicate_messages += count
+            return
+        if seq <= nxt:
+            st.duplicate_messages += skip
+            self._deliver(buf[off:n], nxt, end - nxt, line, number, rx_ns, events)
+            self._drain(events)
+            return
+        early = self._early.get(seq)
+        if early is not None and early.count >= count:
+            st.duplicate_packets += 1
+            st.duplicate_messages += count
+            return
+        if early is None and len(self._early) >= self.max_buffered:
+            st.buffer_overflow += 1   # it stays covered by `highest`, so it will be re-requested
+            return
+        if early is not None:
+            st.duplicate_messages += early.count
+        else:
+            heapq.heappush(self._heap, seq)
+        self._early[seq] = _Early(buf[HEADER_SIZE:n].copy(), seq, count, line, number, rx_ns, now_ns)
+        if len(self._early) > st.buffered_peak:
+            st.buffered_peak = len(self._early)
+
+    def _deliver(self, data, first, count, line, number, rx_ns, events) -> None:
+        st = self.stats
+        st.messages += count
+        st.messages_by_line[line] += count
+        st.bytes += len(data)
+        if line == LINE_REPLY:
+            st.recovered += count
+        self.next_sequence = first + count
+        events.append(Deliver(data, first, count, line, number, rx_ns))
+
+    def _drain(self, events) -> None:
+        """Deliver the early packets that are now in turn."""
+        heap, early = self._heap, self._early
+        while heap and heap[0] <= self.next_sequence:
+            e = early.pop(heapq.heappop(heap))
+            nxt = self.next_sequence
+            end = e.first + e.count
+            if end <= nxt:
+                self.stats.duplicate_packets += 1
+                self.stats.duplicate_messages += e.count
+                continue
+            skip = nxt - e.first
+            data = e.data
+            if skip:
+                self.stats.duplicate_messages += skip
+                _, off = walk_blocks(data, 0, len(data), e.count, skip)
+                data = data[off:]
+            self._deliver(data, nxt, end - nxt, e.line, e.packet, e.rx_ns, events)
+
+    def _hole_end(self) -> int:
+        if self._heap:
+            return min(self._heap[0], self.highest)
+        return self.highest
+
+    def _give_up(self, reason, events) -> None:
+        first = self.next_sequence
+        count = self._hole_end() - first
+        self.stats.lost += count
+        events.append(Lost(first, count, reason))
+        self.next_sequence = first + count
+        self._request = None
+        self._drain(events)
+
+    def _send_request(self, now_ns, attempt, events) -> None:
+        first = self.next_sequence
+        # Ask for the whole known hole (up to the next packet already held, else up to the
+        # highest sequence seen), capped to what the count field can say.
+        count = min(self._hole_end() - first, self.max_request_count)
+        self._request = (first, count, now_ns, attempt)
+        self.stats.requests += 1
+        if attempt > 1:
+            self.stats.request_resends += 1
+        events.append(Request(pack_header(self.session, first, count), first, count, attempt))
+
+    def _check(self, now_ns, events) -> None:
+        # A loop, because giving up on one hole can expose the next one at once.
+        for _ in range(1 << 20):
+            if self.next_sequence is None or self.next_sequence >= self.highest:
+                self.in_gap = False
+                self._request = None
+                self._hole_at = None
+                return
+            nxt = self.next_sequence
+            if not self.in_gap:
+                self.in_gap = True
+                self.stats.gaps += 1
+                events.append(Gap(nxt, self._hole_end() - nxt))
+            if self._hole_at != nxt:
+                # The hole has been visible since the packet that proves it arrived.
+                self._hole_at = nxt
+                if self._heap:
+                    e = self._early[self._heap[0]]
+                    self._hole_since = (e.now_ns, e.packet)
+                else:
+                    self._hole_since = (now_ns, self.stats.packets)
+            req = self._request
+            if req is not None:
+                first, count, sent_ns, attempt = req
+                if nxt > first:
+                    if nxt < first + count:       # a short reply: ask for the rest now
+                        self.stats.short_replies += 1
+                        self._send_request(now_ns, 1, events)
+                        return
+                    self._request = None          # answered in full; the next hole waits its turn
+                    continue
+                if now_ns - sent_ns < self.request_timeout_ns:
+                    return
+                if attempt >= self.max_attempts:
+                    self._give_up(f"no reply after {attempt} re-requests", events)
+                    continue
+                self._send_request(now_ns, attempt + 1, events)
+                return
+            since_ns, since_packet = self._hole_since
+            if (now_ns - since_ns < self.line_wait_ns
+                    and self.stats.packets - since_packet < self.line_wait_packets):
+                return
+            if not self.requests_enabled:
+                self._give_up("no re-request server", events)
+                continue
+            self._send_request(now_ns, 1, events)
+            return

@@ -1,0 +1,40 @@
+"""write-slowly: append a day to a file in random pieces at a message rate, so that
+``tail:`` can be tried by hand and in tests."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+from itchflow.sources.chunk import map_file
+from itchflow.wire.binaryfile import whole_messages_end
+
+
+def append_slowly(src: str | os.PathLike, dst: str | os.PathLike, *, rate: float | None = None,
+                  piece_bytes: int = 4093, seed: int = 0, fsync: bool = False) -> int:
+    """Append ``src`` to ``dst`` in pieces of random size up to ``piece_bytes`` (cutting
+    messages anywhere), at about ``rate`` messages per second (None: as fast as possible).
+    Returns the bytes written. For trying tail mode by hand and for tests.
+    """
+    data = map_file(src)
+    rng = np.random.default_rng(seed)
+    n_messages = max(1, int(whole_messages_end(data, 0, len(data))[1]))
+    bytes_per_second = None if not rate else rate * len(data) / n_messages
+    t0 = time.perf_counter()
+    written = 0
+    with open(dst, "ab", buffering=0) as out:
+        while written < len(data):
+            k = int(rng.integers(1, piece_bytes + 1))
+            out.write(data[written:written + k].tobytes())
+            written = min(len(data), written + k)
+            if fsync:
+                os.fsync(out.fileno())
+            if bytes_per_second:
+                ahead = written / bytes_per_second - (time.perf_counter() - t0)
+                if ahead > 0:
+                    time.sleep(ahead)
+    return written
+
+

@@ -1,1 +1,0 @@
-"""Transport framings, sans-I/O: pcap/pcapng captures, MoldUDP64, SoupBinTCP."""

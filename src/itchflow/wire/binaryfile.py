@@ -1,0 +1,92 @@
+"""BinaryFILE framing: walk length-prefixed ITCH messages, validate, count.
+
+This is the first pass of every decode and the whole of ``stats``. It touches two bytes
+of length and one type byte per message, so it runs at memory speed. Validation lives
+here so the decode pass can trust the ranges it is given.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from itchflow.wire.itch import MESSAGES
+from itchflow.hw.endian import be16, be48, u8
+
+# Status codes returned by frame(); the Python side turns them into ITCHFormatError.
+OK = 0             # stopped at the end of the range or after max_messages
+TRUNCATED = 1      # the range ends inside a message (or inside its length prefix)
+BAD_LENGTH = 2     # a known type whose length prefix disagrees with the specification
+ZERO_LENGTH = 3    # a length prefix of 0: no type byte, no way to resynchronise
+
+STATUS_TEXT = {
+    TRUNCATED: "truncated message: the data ends inside it",
+    BAD_LENGTH: "length prefix disagrees with the message type's length",
+    ZERO_LENGTH: "zero-length message",
+}
+
+_TIMESTAMP_OFFSET = MESSAGES["A"].field("timestamp").offset
+_LOCATE_OFFSET = MESSAGES["A"].field("stock_locate").offset
+
+
+@njit(nogil=True, cache=True)
+def frame(buf, pos, end, max_messages, counts, locate_seen, lengths):
+    """Walk messages in buf[pos:end], at most max_messages of them.
+
+    counts: int64[256] incremented per type byte (unknown types included);
+    locate_seen: uint8[65536] set for each stock locate of a known message;
+    lengths: int64[256] expected length per type byte, 0 for unknown.
+
+    Returns (status, stop, n, first_ts, last_ts): stop is the offset after the last whole
+    message (on error, the offset of the bad message's length prefix); first/last_ts are
+    the timestamps of the first and last known messages walked (-1 if none).
+    """
+    n = 0
+    status = OK
+    first_ts = -1
+    last_known = -1  # the last known message's timestamp is read once, at the end
+    while n < max_messages:
+        if pos + 2 > end:
+            if pos < end:
+                status = TRUNCATED
+            break
+        length = np.int64(be16(buf, pos))
+        q = pos + 2
+        if length == 0:
+            status = ZERO_LENGTH
+            break
+        if q + length > end:
+            status = TRUNCATED
+            break
+        t = u8(buf, q)
+        expected = lengths[t]
+        if expected != 0:
+            if expected != length:
+                status = BAD_LENGTH
+                break
+            if first_ts < 0:
+                first_ts = np.int64(be48(buf, q + _TIMESTAMP_OFFSET))
+            last_known = q
+            locate_seen[be16(buf, q + _LOCATE_OFFSET)] = 1
+        counts[t] += 1
+        pos = q + length
+        n += 1
+    last_ts = np.int64(be48(buf, last_known + _TIMESTAMP_OFFSET)) if last_known >= 0 else np.int64(-1)
+    return status, pos, n, first_ts, last_ts
+
+
+@njit(nogil=True, cache=True)
+def whole_messages_end(buf, pos, end):
+    """(offset after the last whole message in buf[pos:end], messages): lengths only.
+
+    Used by streaming sources to cut a block at a message boundary; validation is left to
+    frame(), which every consumer runs.
+    """
+    n = 0
+    while pos + 2 <= end:
+        length = np.int64(be16(buf, pos))
+        if length == 0 or pos + 2 + length > end:
+            break
+        pos += 2 + length
+        n += 1
+    return pos, n
