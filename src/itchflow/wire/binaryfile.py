@@ -18,6 +18,9 @@ OK = 0             # stopped at the end of the range or after max_messages
 TRUNCATED = 1      # the range ends inside a message (or inside its length prefix)
 BAD_LENGTH = 2     # a known type whose length prefix disagrees with the specification
 ZERO_LENGTH = 3    # a length prefix of 0: no type byte, no way to resynchronise
+AT_END = 4         # next_message only: pos is exactly at the end of the range
+
+LENGTH_PREFIX = 2  # BinaryFILE: a big-endian u16 length before every message
 
 STATUS_TEXT = {
     TRUNCATED: "truncated message: the data ends inside it",
@@ -27,6 +30,28 @@ STATUS_TEXT = {
 
 _TIMESTAMP_OFFSET = MESSAGES["A"].field("timestamp").offset
 _LOCATE_OFFSET = MESSAGES["A"].field("stock_locate").offset
+
+
+@njit(inline="always", nogil=True, cache=True)
+def next_message(buf, pos, end):
+    """One step of THE BinaryFILE walk; every kernel that walks length-prefixed messages
+    calls this (it inlines to the same code as a hand-written loop).
+
+    Returns (status, body, length) for the message whose length prefix is at ``pos``:
+    OK: the message is ``buf[body:body + length]`` (body = pos + 2) and the next prefix is at
+    ``body + length``; AT_END: pos == end; TRUNCATED: the range ends inside the prefix or
+    the message; ZERO_LENGTH: a zero prefix. Only buf[pos:end] is read, and only after the
+    bound is checked. Whether the length fits the type is the caller's business (frame()).
+    """
+    if pos + LENGTH_PREFIX > end:
+        return (TRUNCATED if pos < end else AT_END), pos, np.int64(0)
+    length = np.int64(be16(buf, pos))
+    body = pos + LENGTH_PREFIX
+    if length == 0:
+        return ZERO_LENGTH, body, length
+    if body + length > end:
+        return TRUNCATED, body, length
+    return OK, body, length
 
 
 @njit(nogil=True, cache=True)
@@ -46,17 +71,10 @@ def frame(buf, pos, end, max_messages, counts, locate_seen, lengths):
     first_ts = -1
     last_known = -1  # the last known message's timestamp is read once, at the end
     while n < max_messages:
-        if pos + 2 > end:
-            if pos < end:
-                status = TRUNCATED
-            break
-        length = np.int64(be16(buf, pos))
-        q = pos + 2
-        if length == 0:
-            status = ZERO_LENGTH
-            break
-        if q + length > end:
-            status = TRUNCATED
+        status, q, length = next_message(buf, pos, end)
+        if status != OK:
+            if status == AT_END:
+                status = OK
             break
         t = u8(buf, q)
         expected = lengths[t]
@@ -83,10 +101,10 @@ def whole_messages_end(buf, pos, end):
     frame(), which every consumer runs.
     """
     n = 0
-    while pos + 2 <= end:
-        length = np.int64(be16(buf, pos))
-        if length == 0 or pos + 2 + length > end:
+    while True:
+        status, q, length = next_message(buf, pos, end)
+        if status != OK:
             break
-        pos += 2 + length
+        pos = q + length
         n += 1
     return pos, n
