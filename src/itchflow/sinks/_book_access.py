@@ -1,0 +1,122 @@
+"""The one place the research sinks (LOBSTER, bars) touch the book engine's API.
+
+The Books API is in motion (bbo/depth as structured arrays, events with to_arrow); every
+call the sinks make into it goes through these few functions, so an API change is
+adjusted here and nowhere else. What comes out is plain numpy: int64 columns and a
+``side`` column of 0 (bid) / 1 (ask).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+import numpy as np
+
+from itchflow.book.books import Books
+from itchflow.book.events import mark_broken
+from itchflow.book.replay import replay
+
+L2_COLUMNS = ("sequence", "timestamp", "side", "price", "shares", "orders")
+BBO_COLUMNS = ("sequence", "timestamp", "bid_price", "bid_shares", "ask_price", "ask_shares")
+TRADE_COLUMNS = ("sequence", "timestamp", "price", "shares", "match_number")
+
+
+def new_books() -> Books:
+    return Books()
+
+
+def symbol_locates(books: Books) -> dict[str, int]:
+    """Symbol -> stock locate from the stock directory messages applied so far."""
+    return books.symbols
+
+
+def depth_levels(books: Books, locate: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(bids, asks) of one stock now: int64[k, 2] rows (price, shares), best first, k <= n."""
+    bids, asks = books.depth(int(locate), int(n))
+    return (np.asarray(bids, np.int64)[:, :2].reshape(-1, 2),
+            np.asarray(asks, np.int64)[:, :2].reshape(-1, 2))
+
+
+def _narrowing_recorder(books: Books, symbols: list[str] | None, *, bbo: bool, trades: bool, l2: bool):
+    """Record for every stock until all wanted symbols are in the directory, then only for
+    them (stock directory messages come before the day's order flow). Returns wanted()."""
+    books.record(None, bbo=bbo, trades=trades, l2=l2)
+    state = {"locates": None}
+
+    def wanted() -> np.ndarray | None:
+        if symbols is None:
+            return None
+        if state["locates"] is not None:
+            return state["locates"]
+        known = books.symbols
+        locs = np.array([known[s] for s in symbols if s in known], np.int64)
+        if len(locs) == len(symbols):
+            books.record(None, bbo=False, trades=False, l2=False)
+            books.record(locs.tolist(), bbo=bbo, trades=trades, l2=l2)
+            state["locates"] = locs
+        return locs
+
+    return wanted
+
+
+def replay_events(source, symbols: list[str] | None, *, bbo: bool = False, trades: bool = False,
+                  l2: bool = False, on_events: Callable[[dict], None] | None = None,
+                  progress: Callable[[int, int], None] | None = None) -> Books:
+    """Replay a whole source through a fresh engine, recording the chosen event streams for
+    the chosen symbols (None = all). After every slice on_events gets a dict with numpy
+    column arrays per stream, filtered to the symbols: ``l2`` (L2_COLUMNS + stock_locate),
+    ``bbo`` (BBO_COLUMNS + stock_locate), ``trades`` (TRADE_COLUMNS + stock_locate, kind
+    as a uint8 letter, printable 0/1). Returns the Books at the end of the day."""
+    books = new_books()
+    wanted = _narrowing_recorder(books, symbols, bbo=bbo, trades=trades, l2=l2)
+
+    def drain(b: Books) -> None:
+        ev_bbo, ev_trades, ev_l2 = b.take_events()
+        locs = wanted()
+        out = {}
+        for name, ev, on in (("bbo", ev_bbo, bbo), ("trades", ev_trades, trades), ("l2", ev_l2, l2)):
+            if not on:
+                continue
+            if locs is not None:
+                ev = ev[np.isin(ev["stock_locate"], locs)]
+            out[name] = _columns(name, ev)
+        if on_events is not None:
+            on_events(out)
+
+    replay(books, source, progress=progress, on_slice=drain)
+    return books
+
+
+def _columns(name: str, ev: np.ndarray) -> dict[str, np.ndarray]:
+    cols = {"stock_locate": ev["stock_locate"].astype(np.int64)}
+    if name == "l2":
+        for c in ("sequence", "timestamp", "price", "shares", "orders"):
+            cols[c] = ev[c].astype(np.int64)
+        cols["side"] = (ev["side"] == b"S").astype(np.int64)
+    elif name == "bbo":
+        for c in BBO_COLUMNS:
+            cols[c] = ev[c].astype(np.int64)
+    else:
+        for c in ("sequence", "timestamp", "price", "shares"):
+            cols[c] = ev[c].astype(np.int64)
+        cols["match_number"] = ev["match_number"].astype(np.uint64)
+        cols["kind"] = ev["kind"].view(np.uint8).astype(np.uint8)
+        cols["printable"] = ev["printable"].astype(np.uint8)
+    return cols
+
+
+def broken_mask(kind: np.ndarray, match_number: np.ndarray) -> np.ndarray:
+    """True per trade (E, C, P, Q) whose match number a B record in these arrays broke."""
+    if not len(kind):
+        return np.zeros(0, bool)
+    rec = np.zeros(len(kind), [("kind", "S1"), ("match_number", np.uint64)])
+    rec["kind"] = kind.view("S1") if kind.dtype == np.uint8 else kind
+    rec["match_number"] = match_number
+    return mark_broken(rec)
+
+
+def concat_columns(parts: Iterable[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    parts = [p for p in parts if p]
+    if not parts:
+        return {}
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}

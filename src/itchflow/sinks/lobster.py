@@ -1,0 +1,410 @@
+"""LOBSTER files: the message file and the order-book file of chosen stocks, per day.
+
+The format (lobsterdata.com, "Output Structure"): per ticker and day two headerless CSV
+files, ``TICKER_YYYY-MM-DD_START_END_message_LEVEL.csv`` and ``..._orderbook_LEVEL.csv``,
+START and END the requested period in milliseconds after midnight (LOBSTER's standard
+period is 09:30 to 16:00: 34200000 and 57600000). Row i of the order-book file is the book
+after the event of row i of the message file.
+
+Message columns: Time (seconds after midnight, here with all 9 decimals of the ITCH
+nanoseconds), Type, Order ID, Size, Price (dollars x 10000: the raw ITCH Price(4)
+integer), Direction (1 buy, -1 sell; for executions the side of the resting order).
+Order-book columns: Ask Price 1, Ask Size 1, Bid Price 1, Bid Size 1, ... to LEVEL; an
+empty level is ask price 9999999999 / bid price -9999999999 with size 0.
+
+How ITCH 5.0 maps to the LOBSTER types (every choice made here):
+
+===========  =====  ===========================================================================
+ITCH         Type   Order ID, Size, Price, Direction
+===========  =====  ===========================================================================
+A, F         1      reference, shares, limit price, side
+X            2      reference, cancelled shares, the order's price, its side
+D            3      reference, the shares the order still had, its price, its side
+U            3 + 1  two rows at the same time: 3 for the original reference (the shares it
+                    still had, its price), then 1 for the new reference (the new total shares
+                    and price, the same side): the book after the 3 row is the book with the
+                    old order gone and the new one not yet added
+E            4      reference, executed shares, the order's price, the order's side
+C            4      reference, executed shares, the *execution* price (the trade's price; the
+                    shares leave the order's own level, which the order-book row shows), the
+                    order's side; printable N (cross executions) too, since they take visible
+                    shares off the book
+P            5      the message's reference (0 on feeds since 2010, as in LOBSTER), shares,
+                    price, its buy/sell indicator (Nasdaq masks it as B on modern feeds)
+Q            6      Order ID by cross type as LOBSTER does: -1 opening (O), -2 closing (C),
+                    -3 halt/IPO (H), -4 intraday/post-close (I) and any other; shares, cross
+                    price, Direction -1 (no side, as LOBSTER's pseudo messages)
+H            7      Order ID 0, Size 0, Direction -1, Price -1 when trading halts or pauses
+                    (state H or P), 0 when quoting resumes (Q), 1 when trading resumes (T).
+                    The day's first H of a stock that just says "trading" (T, no halt before)
+                    starts nothing and gets no row.
+B            -      no LOBSTER type: not written, counted in ``skipped["B"]``
+===========  =====  ===========================================================================
+
+Types 5, 6 and 7 leave the book as it was: their order-book row repeats the previous one.
+A message the book did not apply (an unknown reference, a duplicate add: see the engine's
+anomalies) gets no row and is counted in ``skipped``. The book is built from the start of
+the file; only messages with START <= time < END are written.
+
+Where the numbers come from: the order-book rows are the engine's own depth, rebuilt from
+the engine's L2 events (every level change, tagged with the message's sequence number) by
+a compiled kernel that snapshots the top LEVEL levels after the chosen events; the message
+rows take references and shares from the decoded messages and the side and price of the
+order an X/D/E/C/U names from the engine's L2 event for that message. Two passes over the
+file (book, then decode), each with memory bounded by a slice plus the chosen stocks' rows.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from numba import njit
+
+from itchflow.sinks import _book_access as access
+from itchflow.sinks._clock import DAY_NS, REGULAR_CLOSE_NS, REGULAR_OPEN_NS, clock_ns, trading_date
+
+ASK_DUMMY = 9_999_999_999
+BID_DUMMY = -9_999_999_999
+MESSAGE_COLUMNS = ("Time", "Type", "Order ID", "Size", "Price", "Direction")
+SUBMISSION, CANCELLATION, DELETION, EXECUTION, HIDDEN_EXECUTION, CROSS, HALT = 1, 2, 3, 4, 5, 6, 7
+CROSS_ORDER_ID = {b"O": -1, b"C": -2, b"H": -3, b"I": -4}
+HALT_PRICE = {b"H": -1, b"P": -1, b"Q": 0, b"T": 1}
+_TYPES = "RAFEXDCUPQHB"
+
+
+def orderbook_columns(levels: int) -> list[str]:
+    cols = []
+    for i in range(1, levels + 1):
+        cols += [f"Ask Price {i}", f"Ask Size {i}", f"Bid Price {i}", f"Bid Size {i}"]
+    return cols
+
+
+def file_names(ticker: str, date: str, start_ns: int, end_ns: int, levels: int, ext: str = "csv"):
+    """LOBSTER's (message, orderbook) file names; start/end in ms after midnight."""
+    stem = f"{ticker}_{date}_{start_ns // 1_000_000}_{end_ns // 1_000_000}"
+    return f"{stem}_message_{levels}.{ext}", f"{stem}_orderbook_{levels}.{ext}"
+
+
+@dataclass
+class LobsterDay:
+    """One stock's day: the two LOBSTER tables (pyarrow), the files written, what was skipped."""
+
+    symbol: str
+    messages: object
+    orderbook: object
+    files: list[str] = field(default_factory=list)
+    skipped: dict[str, int] = field(default_factory=dict)
+
+
+# ---- the compiled part: the level book of one stock from its L2 events --------------------
+
+@njit(nogil=True, cache=True)
+def depth_after_events(side, price, shares, orders, emit_after, levels):
+    """Replay one stock's L2 events (level totals after each change) and snapshot the top
+    ``levels`` of each side after the first ``emit_after[r]`` events, for every r.
+
+    Returns (delta, book): delta[j] the change of the level's shares at event j (signed),
+    book[r] the LOBSTER row (ask price, ask size, bid price, bid size per level, dummies for
+    empty levels). Each side is a sorted key array with the best level last (key = price for
+    bids, -price for asks), so the common changes near the touch move few entries.
+    emit_after must be non-decreasing within 0..len(side) (the caller checks).
+    """
+    n = len(side)
+    cap = 256
+    keys = np.empty((2, cap), np.int64)
+    qty = np.empty((2, cap), np.int64)
+    cnt = np.zeros(2, np.int64)
+    delta = np.zeros(n, np.int64)
+    rows = len(emit_after)
+    book = np.empty((rows, 4 * levels), np.int64)
+    r = 0
+    for j in range(n + 1):
+        while r < rows and emit_after[r] == j:
+            for lv in range(levels):
+                ia = cnt[1] - 1 - lv
+                ib = cnt[0] - 1 - lv
+                if ia >= 0:
+                    book[r, 4 * lv] = -keys[1, ia]
+                    book[r, 4 * lv + 1] = qty[1, ia]
+                else:
+                    book[r, 4 * lv] = 9_999_999_999
+                    book[r, 4 * lv + 1] = 0
+                if ib >= 0:
+                    book[r, 4 * lv + 2] = keys[0, ib]
+                    book[r, 4 * lv + 3] = qty[0, ib]
+                else:
+                    book[r, 4 * lv + 2] = -9_999_999_999
+                    book[r, 4 * lv + 3] = 0
+            r += 1
+        if j == n:
+            break
+        s = side[j]
+        key = price[j] if s == 0 else -price[j]
+        m = cnt[s]
+        pos = np.searchsorted(keys[s, :m], key)
+        found = pos < m and keys[s, pos] == key
+        before = qty[s, pos] if found else 0
+        after = shares[j] if orders[j] > 0 else 0
+        delta[j] = after - before
+        if orders[j] <= 0:
+            if found:
+                keys[s, pos:m - 1] = keys[s, pos + 1:m].copy()
+                qty[s, pos:m - 1] = qty[s, pos + 1:m].copy()
+                cnt[s] = m - 1
+        elif found:
+            qty[s, pos] = after
+        else:
+            if m == cap:
+                cap *= 2
+                nk = np.empty((2, cap), np.int64)
+                nq = np.empty((2, cap), np.int64)
+                nk[:, :m] = keys[:, :m]  # m is the old capacity: both sides fit in it
+                nq[:, :m] = qty[:, :m]
+                keys = nk
+                qty = nq
+            keys[s, pos + 1:m + 1] = keys[s, pos:m].copy()
+            qty[s, pos + 1:m + 1] = qty[s, pos:m].copy()
+            keys[s, pos] = key
+            qty[s, pos] = after
+            cnt[s] = m + 1
+    return delta, book
+
+
+# ---- assembling the rows ------------------------------------------------------------------
+
+def _side_sign(side_bytes: np.ndarray) -> np.ndarray:
+    return np.where(side_bytes == b"S", -1, 1).astype(np.int64)
+
+
+class _Rows:
+    """Columns of message rows being collected (seq and a sub-order break ties within a U)."""
+
+    def __init__(self):
+        self.parts: list[dict[str, np.ndarray]] = []
+
+    def add(self, **cols) -> None:
+        n = len(cols["seq"])
+        if n:
+            self.parts.append({k: np.broadcast_to(np.asarray(v, np.int64), (n,)) for k, v in cols.items()})
+
+    def build(self) -> dict[str, np.ndarray]:
+        names = ("seq", "sub", "ts", "type", "ref", "size", "price", "dir", "k", "ev")
+        if not self.parts:
+            return {k: np.zeros(0, np.int64) for k in names}
+        cols = {k: np.concatenate([p[k] for p in self.parts]) for k in names}
+        order = np.lexsort((cols["sub"], cols["seq"]))
+        return {k: v[order] for k, v in cols.items()}
+
+
+def stock_rows(msgs: dict[str, np.ndarray], l2: dict[str, np.ndarray], levels: int,
+               start_ns: int, end_ns: int) -> tuple[dict[str, np.ndarray], np.ndarray, dict[str, int]]:
+    """One stock: decoded messages (per type letter, this stock's only, the whole day) and its
+    L2 events (the whole day, in sequence order) -> (message columns, order-book int64[n, 4L],
+    skipped counts). Vectorised; the level book is the compiled kernel above."""
+    ev_seq = l2["sequence"]
+    skipped: dict[str, int] = {}
+    rows = _Rows()
+
+    def span(seq):
+        return np.searchsorted(ev_seq, seq, "left"), np.searchsorted(ev_seq, seq, "right")
+
+    def keep_applied(code, arr, lo, hi, need):
+        ok = (hi - lo) >= need
+        if (~ok).any():
+            skipped[code] = skipped.get(code, 0) + int((~ok).sum())
+        return arr[ok], lo[ok], hi[ok]
+
+    for code in "AF":
+        a = msgs[code]
+        lo, hi = span(a["sequence"])
+        a, lo, hi = keep_applied(code, a, lo, hi, 1)
+        rows.add(seq=a["sequence"], sub=0, ts=a["timestamp"], type=SUBMISSION, ref=a["order_reference_number"],
+                 size=a["shares"], price=a["price"], dir=_side_sign(a["buy_sell_indicator"]), k=hi, ev=lo)
+    for code, typ, size_field in (("X", CANCELLATION, "cancelled_shares"), ("D", DELETION, None),
+                                  ("E", EXECUTION, "executed_shares"), ("C", EXECUTION, "executed_shares")):
+        a = msgs[code]
+        lo, hi = span(a["sequence"])
+        a, lo, hi = keep_applied(code, a, lo, hi, 1)
+        size = a[size_field] if size_field else -1  # D: the level's drop, filled in below
+        price = a["execution_price"] if code == "C" else -1  # -1: the order's price, from its event
+        rows.add(seq=a["sequence"], sub=0, ts=a["timestamp"], type=typ, ref=a["order_reference_number"],
+                 size=size, price=price, dir=0, k=hi, ev=lo)
+    u = msgs["U"]
+    lo, hi = span(u["sequence"])
+    u, lo, hi = keep_applied("U", u, lo, hi, 1)
+    rows.add(seq=u["sequence"], sub=0, ts=u["timestamp"], type=DELETION, ref=u["original_order_reference_number"],
+             size=-1, price=-1, dir=0, k=lo + 1, ev=lo)
+    added = (hi - lo) >= 2  # the new reference was added (not a replace onto a live reference)
+    if (~added).any():
+        skipped["U (new reference not added)"] = int((~added).sum())
+    ua, lo_a, hi_a = u[added], lo[added], hi[added]
+    rows.add(seq=ua["sequence"], sub=1, ts=ua["timestamp"], type=SUBMISSION, ref=ua["new_order_reference_number"],
+             size=ua["shares"], price=ua["price"], dir=0, k=hi_a, ev=lo_a)
+    p = msgs["P"]
+    rows.add(seq=p["sequence"], sub=0, ts=p["timestamp"], type=HIDDEN_EXECUTION, ref=p["order_reference_number"],
+             size=p["shares"], price=p["price"], dir=_side_sign(p["buy_sell_indicator"]),
+             k=np.searchsorted(ev_seq, p["sequence"], "right"), ev=-1)
+    q = msgs["Q"]
+    cross_id = np.full(len(q), -4, np.int64)
+    for code, oid in CROSS_ORDER_ID.items():
+        cross_id[q["cross_type"] == code] = oid
+    rows.add(seq=q["sequence"], sub=0, ts=q["timestamp"], type=CROSS, ref=cross_id,
+             size=q["shares"].astype(np.int64), price=q["cross_price"], dir=-1,
+             k=np.searchsorted(ev_seq, q["sequence"], "right"), ev=-1)
+    h = msgs["H"]
+    state = h["trading_state"]
+    prev = np.concatenate([[b"T"], state[:-1]]) if len(h) else state
+    known = np.isin(state, list(HALT_PRICE))
+    if (~known).any():
+        skipped["H (unknown state)"] = int((~known).sum())
+    starts_something = known & ((state != b"T") | (prev != b"T"))
+    h, state = h[starts_something], state[starts_something]
+    rows.add(seq=h["sequence"], sub=0, ts=h["timestamp"], type=HALT, ref=0, size=0,
+             price=np.array([HALT_PRICE[s] for s in state.tolist()], np.int64), dir=-1,
+             k=np.searchsorted(ev_seq, h["sequence"], "right"), ev=-1)
+    if len(msgs["B"]):
+        skipped["B"] = len(msgs["B"])
+
+    cols = rows.build()
+    inside = (cols["ts"] >= start_ns) & (cols["ts"] < end_ns)
+    cols = {k: v[inside] for k, v in cols.items()}
+    emit = np.ascontiguousarray(cols["k"])
+    if len(emit) and (np.any(np.diff(emit) < 0) or emit[0] < 0 or emit[-1] > len(ev_seq)):
+        raise RuntimeError("LOBSTER rows and L2 events disagree on the message order")  # a bug, not bad input
+    delta, book = depth_after_events(np.ascontiguousarray(l2["side"]), np.ascontiguousarray(l2["price"]),
+                                     np.ascontiguousarray(l2["shares"]), np.ascontiguousarray(l2["orders"]),
+                                     emit, int(levels))
+    ev = cols["ev"]
+    has_ev = ev >= 0
+    evi = np.where(has_ev, ev, 0)
+    if len(ev_seq):
+        from_event = has_ev & (cols["price"] == -1)
+        cols["price"] = np.where(from_event, l2["price"][evi], cols["price"])
+        cols["size"] = np.where(has_ev & (cols["size"] == -1), -delta[evi] if len(delta) else 0, cols["size"])
+        cols["dir"] = np.where(has_ev, np.where(l2["side"][evi] == 0, 1, -1), cols["dir"])
+    return cols, book, skipped
+
+
+def to_tables(cols: dict[str, np.ndarray], book: np.ndarray, levels: int):
+    """(message table, order-book table) with LOBSTER's column names; Time in float64 seconds."""
+    import pyarrow as pa
+
+    messages = pa.table({
+        "Time": pa.array(cols["ts"] / 1e9, pa.float64()),
+        "Type": pa.array(cols["type"], pa.int64()),
+        "Order ID": pa.array(cols["ref"], pa.int64()),
+        "Size": pa.array(cols["size"], pa.int64()),
+        "Price": pa.array(cols["price"], pa.int64()),
+        "Direction": pa.array(cols["dir"], pa.int64()),
+    })
+    orderbook = pa.table({name: pa.array(np.ascontiguousarray(book[:, i]), pa.int64())
+                          for i, name in enumerate(orderbook_columns(levels))})
+    return messages, orderbook
+
+
+def _time_text(ts_ns: np.ndarray):
+    """Seconds after midnight with all nine decimals, exactly (no float rounding)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    secs = pc.cast(pa.array(ts_ns // 1_000_000_000), pa.string())
+    frac = pc.utf8_lpad(pc.cast(pa.array(ts_ns % 1_000_000_000), pa.string()), 9, "0")
+    return pc.binary_join_element_wise(secs, frac, ".")
+
+
+def write_files(day: LobsterDay, ts_ns: np.ndarray, out_dir, date: str, start_ns: int, end_ns: int,
+                levels: int, parquet: bool) -> list[str]:
+    """Write one stock's day as LOBSTER CSV (headerless) or Parquet (same columns)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    msg_name, ob_name = file_names(day.symbol, date, start_ns, end_ns, levels, "parquet" if parquet else "csv")
+    paths = [str(out / msg_name), str(out / ob_name)]
+    if parquet:
+        import pyarrow.parquet as pq
+
+        pq.write_table(day.messages, paths[0])
+        pq.write_table(day.orderbook, paths[1])
+    else:
+        import pyarrow.csv as pcsv
+
+        opts = pcsv.WriteOptions(include_header=False, quoting_style="none")
+        msg = day.messages.set_column(0, "Time", _time_text(ts_ns))
+        pcsv.write_csv(msg, paths[0], opts)
+        pcsv.write_csv(day.orderbook, paths[1], opts)
+    return paths
+
+
+def _symbol_list(symbols) -> list[str]:
+    if isinstance(symbols, str):
+        symbols = symbols.split(",")
+    out = [str(s).strip().upper() for s in symbols if str(s).strip()]
+    if not out:
+        raise ValueError("lobster: give at least one symbol")
+    return out
+
+
+def lobster(source, symbols, levels: int = 10, *, start="09:30", end="16:00", date: str | None = None,
+            out=None, parquet: bool = False,
+            progress: Callable[[int, int], None] | None = None) -> dict[str, LobsterDay]:
+    """LOBSTER message and order-book tables of the chosen stocks for one day's file.
+
+    source: a path (raw, .gz, pcap) or buffer; symbols: list or comma-separated text; levels:
+    order-book levels per side; start/end: 'HH:MM[:SS]' or ns after midnight (None = the
+    whole day), messages with start <= time < end are written. With ``out`` (a directory)
+    the files are written there under LOBSTER's names (CSV, or Parquet with parquet=True);
+    the date comes from ``date`` or the file name. Returns {symbol: LobsterDay}.
+    """
+    syms = _symbol_list(symbols)
+    levels = int(levels)
+    if levels < 1:
+        raise ValueError("lobster: levels must be at least 1")
+    start_ns = 0 if start is None else clock_ns(start, "start")
+    end_ns = DAY_NS if end is None else clock_ns(end, "end")
+    if end_ns <= start_ns:
+        raise ValueError("lobster: end must be after start")
+    day = trading_date(source, date)
+    if out is not None and day is None:
+        raise ValueError(f"lobster: no date in the file name {os.fspath(source) if isinstance(source, (str, os.PathLike)) else '(buffer)'}: give date='YYYY-MM-DD'")
+
+    l2_parts: list[dict] = []
+    books = access.replay_events(source, syms, l2=True, on_events=lambda ev: l2_parts.append(ev["l2"]),
+                                 progress=progress)
+    known = access.symbol_locates(books)
+    missing = [s for s in syms if s not in known]
+    if missing:
+        raise KeyError(f"lobster: no stock directory (R) message for {', '.join(missing)}")
+    locs = {s: known[s] for s in syms}
+    l2 = access.concat_columns(l2_parts)
+    msgs = _decode_stocks(source, np.array(list(locs.values()), np.int64))
+
+    result = {}
+    for sym, loc in locs.items():
+        ev = {k: v[l2["stock_locate"] == loc] for k, v in l2.items()} if l2 else \
+            {k: np.zeros(0, np.int64) for k in ("sequence", "side", "price", "shares", "orders")}
+        mine = {c: a[a["stock_locate"] == loc] for c, a in msgs.items()}
+        cols, book, skipped = stock_rows(mine, ev, levels, start_ns, end_ns)
+        messages, orderbook = to_tables(cols, book, levels)
+        d = LobsterDay(sym, messages, orderbook, skipped=skipped)
+        if out is not None:
+            d.files = write_files(d, cols["ts"], out, day, start_ns, end_ns, levels, parquet)
+        result[sym] = d
+    return result
+
+
+def _decode_stocks(source, locates: np.ndarray) -> dict[str, np.ndarray]:
+    """The chosen stocks' messages of the types LOBSTER needs, decoded piece by piece."""
+    from itchflow.decode.reader import scan
+
+    parts: dict[str, list[np.ndarray]] = {c: [] for c in _TYPES}
+    for piece in scan(source, _TYPES, chunk_messages=1 << 21):
+        for c in _TYPES:
+            a = piece[c]
+            if len(a):
+                parts[c].append(a[np.isin(a["stock_locate"], locates)])
+    from itchflow.wire.itch import DTYPES
+
+    return {c: np.concatenate(p) if p else np.zeros(0, DTYPES[c]) for c, p in parts.items()}
