@@ -65,7 +65,7 @@ import numpy as np
 from numba import njit
 
 from itchflow.sinks import _book_access as access
-from itchflow.sinks._clock import DAY_NS, REGULAR_CLOSE_NS, REGULAR_OPEN_NS, clock_ns, trading_date
+from itchflow.sinks._clock import DAY_NS, clock_ns, trading_date
 
 ASK_DUMMY = 9_999_999_999
 BID_DUMMY = -9_999_999_999

@@ -1,0 +1,145 @@
+"""Auctions: every cross (Q) of the day and the imbalance (NOII, I) messages leading into it.
+
+Two tables, both per stock in time order:
+
+- ``crosses``: one row per Q: symbol, stock_locate, timestamp_ns, cross_type (O opening,
+  C closing, H halt or IPO, I intraday / post-close), price (dollars), shares,
+  match_number, broken (a later B message broke its match number).
+- ``imbalances``: one row per I: symbol, stock_locate, timestamp_ns, cross_type (O, C, H,
+  A extended-hours close), paired_shares, imbalance_shares, imbalance_direction (B buy,
+  S sell, N none, O not enough orders to calculate, P paused), signed_imbalance (+shares
+  for B, -shares for S, 0 otherwise), far_price, near_price, reference_price (dollars;
+  NaN where the feed sends 0, i.e. no price), price_variation (the indicator letter), and
+  the cross it leads into: ``cross_ns``/``cross_row`` (timestamp and row in ``crosses`` of
+  the first Q of the same stock and cross type at or after it; null when none follows).
+
+Only decoded R, Q, I and B messages are read (``itchflow.scan``, piece by piece): no book.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from itchflow.wire.itch import DTYPES
+
+_TYPES = "RQIB"
+
+
+class Auctions(NamedTuple):
+    crosses: object      # pyarrow.Table
+    imbalances: object   # pyarrow.Table
+
+
+def _collect(source, symbols):
+    from itchflow.decode.reader import scan
+
+    parts = {c: [] for c in _TYPES}
+    for piece in scan(source, _TYPES, chunk_messages=1 << 21):
+        for c in _TYPES:
+            if len(piece[c]):
+                parts[c].append(piece[c])
+    arrs = {c: np.concatenate(p) if p else np.zeros(0, DTYPES[c]) for c, p in parts.items()}
+    r = arrs["R"]
+    names = {int(loc): s.decode("ascii", "replace").strip() for loc, s in zip(r["stock_locate"], r["stock"])}
+    if symbols is not None:
+        wanted = [s.strip().upper() for s in (symbols.split(",") if isinstance(symbols, str) else symbols)
+                  if s.strip()]
+        by_name = {v: k for k, v in names.items()}
+        missing = [s for s in wanted if s not in by_name]
+        if missing:
+            raise KeyError(f"auctions: no stock directory (R) message for {', '.join(missing)}")
+        locs = np.array([by_name[s] for s in wanted], np.int64)
+        for c in "QI":
+            arrs[c] = arrs[c][np.isin(arrs[c]["stock_locate"], locs)]
+    return arrs, names
+
+
+def _dollars(raw: np.ndarray) -> np.ndarray:
+    return np.where(raw > 0, raw / 1e4, np.nan)
+
+
+def _symbols(locates: np.ndarray, names: dict):
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    uniq, inv = np.unique(locates, return_inverse=True)
+    dictionary = pa.array([names.get(int(u), str(int(u))) for u in uniq], pa.string())
+    return pc.take(dictionary, pa.array(inv.astype(np.int64))) if len(locates) else pa.array([], pa.string())
+
+
+def _letters(col: np.ndarray):
+    import pyarrow as pa
+
+    return pa.array(col.astype("U1"), pa.string())
+
+
+def pair_with_crosses(q: np.ndarray, i: np.ndarray) -> np.ndarray:
+    """For each I, the index in q of the first Q of the same stock and cross type with a
+    later sequence number (-1 when none). q and i in sequence order."""
+    def key(a, type_field):
+        return (a["stock_locate"].astype(np.uint64) << np.uint64(8)) | a[type_field].view(np.uint8).astype(np.uint64)
+
+    out = np.full(len(i), -1, np.int64)
+    if not len(q) or not len(i):
+        return out
+    seq_bits = np.uint64(40)
+    if max(int(q["sequence"].max()), int(i["sequence"].max())) >= 1 << 40:
+        raise ValueError("auctions: sequence numbers beyond 2**40")
+    qk = key(q, "cross_type")
+    qc = (qk << seq_bits) | q["sequence"]
+    order = np.argsort(qc, kind="stable")
+    qc_sorted = qc[order]
+    ik = key(i, "cross_type")
+    ic = (ik << seq_bits) | i["sequence"]
+    at = np.searchsorted(qc_sorted, ic, "left")
+    ok = at < len(qc_sorted)
+    ok[ok] = (qc_sorted[at[ok]] >> seq_bits) == ik[ok]
+    out[ok] = order[at[ok]]
+    return out
+
+
+def auctions(source, symbols=None) -> Auctions:
+    """The day's crosses and NOII messages as two pyarrow Tables (see the module doc).
+
+    symbols: list or comma-separated text (None = every stock). Works on one file; for an
+    archive, call it per day (e.g. as an ``itchflow batch`` job)."""
+    import pyarrow as pa
+
+    arrs, names = _collect(source, symbols)
+    q, i, b = arrs["Q"], arrs["I"], arrs["B"]
+    q = q[np.lexsort((q["sequence"], q["stock_locate"]))]
+    i = i[np.lexsort((i["sequence"], i["stock_locate"]))]
+    broken = np.isin(q["match_number"], b["match_number"])
+    crosses = pa.table({
+        "symbol": _symbols(q["stock_locate"], names),
+        "stock_locate": pa.array(q["stock_locate"]),
+        "timestamp_ns": pa.array(q["timestamp"]),
+        "cross_type": _letters(q["cross_type"]),
+        "price": pa.array(_dollars(q["cross_price"])),
+        "shares": pa.array(q["shares"]),
+        "match_number": pa.array(q["match_number"]),
+        "broken": pa.array(broken),
+    })
+    row = pair_with_crosses(q, i)
+    paired = row >= 0
+    sign = np.where(i["imbalance_direction"] == b"B", 1, np.where(i["imbalance_direction"] == b"S", -1, 0))
+    imbalances = pa.table({
+        "symbol": _symbols(i["stock_locate"], names),
+        "stock_locate": pa.array(i["stock_locate"]),
+        "timestamp_ns": pa.array(i["timestamp"]),
+        "cross_type": _letters(i["cross_type"]),
+        "paired_shares": pa.array(i["paired_shares"]),
+        "imbalance_shares": pa.array(i["imbalance_shares"]),
+        "imbalance_direction": _letters(i["imbalance_direction"]),
+        "signed_imbalance": pa.array(sign * i["imbalance_shares"].astype(np.int64)),
+        "far_price": pa.array(_dollars(i["far_price"])),
+        "near_price": pa.array(_dollars(i["near_price"])),
+        "reference_price": pa.array(_dollars(i["current_reference_price"])),
+        "price_variation": _letters(i["price_variation_indicator"]),
+        "cross_ns": pa.array(np.where(paired, q["timestamp"][np.maximum(row, 0)] if len(q) else 0, 0),
+                             mask=~paired),
+        "cross_row": pa.array(row, mask=~paired),
+    })
+    return Auctions(crosses, imbalances)

@@ -1,0 +1,257 @@
+"""Clock-driven bars: per stock and fixed interval, the quote and the trades.
+
+Intervals are half-open ``[t, t + every)`` on a grid from ``start`` (default 09:30) to
+``end`` (default 16:00), every stock gets every interval (a dense panel). Per row:
+
+- the quote at the end of the interval: best bid and ask (dollars; NaN for an empty side)
+  and their shares, the book after every message before the interval's end;
+- ``spread``: the time-weighted spread (ask - bid, dollars) over the part of the interval
+  in which both sides were quoted (a locked or crossed book counts, with its zero or
+  negative spread); ``two_sided_ns`` that part's length; NaN when it is zero;
+- trade bars from printable executions (E, C with printable Y) and P (hidden) trades:
+  open, high, low, close, vwap (dollars; NaN without trades), volume (shares) and count.
+  C with printable N (the executions of a cross, printed in bulk by the Q) is left out, as
+  the book leaves it out of volume. Q (cross) prints are not in the bars: they are in
+  ``cross_volume`` (and in ``itchflow.auctions``). A trade that a B message breaks (at any
+  later time of the day) is taken out of its bar altogether, as the book takes it back out
+  of the stock's volume: so the day's volume plus cross volume of a stock equals the
+  book's ``volume`` when the grid covers every trade.
+
+Quotes come from the engine's BBO events (fed through a compiled kernel slice by slice, so
+the memory is the panel plus one slice); trades from its trade events, which are kept until
+the end of the day because a break can come hours after its trade.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+from numba import njit
+
+from itchflow.sinks import _book_access as access
+from itchflow.sinks._clock import clock_ns, every_ns
+
+_KIND_E, _KIND_C, _KIND_P, _KIND_Q = (ord(c) for c in "ECPQ")
+# state columns per slot: time accounted up to, bid price, bid shares, ask price, ask shares
+_S_T, _S_BID, _S_BIDSZ, _S_ASK, _S_ASKSZ = range(5)
+
+
+@njit(nogil=True, cache=True)
+def _advance(s, t, t0, step, nbars, state, quote, spread_int, two_sided):
+    """Account slot s's current quote from where it was accounted up to time t (clamped to
+    the grid): spread x time per interval, and the quote of every interval that ends."""
+    tend = t0 + step * nbars
+    if t < t0:
+        t = t0
+    if t > tend:
+        t = tend
+    cur = state[s, _S_T]
+    bid = state[s, _S_BID]
+    ask = state[s, _S_ASK]
+    both = bid > 0 and ask > 0
+    while cur < t:
+        b = (cur - t0) // step
+        bar_end = t0 + (b + 1) * step
+        seg_end = bar_end if bar_end < t else t
+        if both:
+            spread_int[s, b] += float(ask - bid) * float(seg_end - cur)
+            two_sided[s, b] += seg_end - cur
+        if seg_end == bar_end:
+            quote[s, b, 0] = bid
+            quote[s, b, 1] = state[s, _S_BIDSZ]
+            quote[s, b, 2] = ask
+            quote[s, b, 3] = state[s, _S_ASKSZ]
+        cur = seg_end
+    if cur > state[s, _S_T]:
+        state[s, _S_T] = cur
+
+
+@njit(nogil=True, cache=True)
+def quote_bars_update(slot_of, locate, ts, bid, bid_sz, ask, ask_sz, t0, step, nbars,
+                      state, quote, spread_int, two_sided):
+    """Feed BBO events (in sequence order) into the per-slot interval accumulators."""
+    n = len(ts)
+    if not (len(locate) == n and len(bid) == n and len(bid_sz) == n and len(ask) == n and len(ask_sz) == n):
+        return -1
+    for i in range(n):
+        loc = locate[i]
+        if loc < 0 or loc >= len(slot_of):
+            return -1
+        s = slot_of[loc]
+        if s < 0:
+            continue
+        _advance(s, ts[i], t0, step, nbars, state, quote, spread_int, two_sided)
+        state[s, _S_BID] = bid[i]
+        state[s, _S_BIDSZ] = bid_sz[i]
+        state[s, _S_ASK] = ask[i]
+        state[s, _S_ASKSZ] = ask_sz[i]
+    return 0
+
+
+@njit(nogil=True, cache=True)
+def quote_bars_finish(nslots, t0, step, nbars, state, quote, spread_int, two_sided):
+    for s in range(nslots):
+        _advance(s, t0 + step * nbars, t0, step, nbars, state, quote, spread_int, two_sided)
+
+
+class _Panel:
+    """Per-stock accumulators, a slot per stock in order of first sight (grown on demand)."""
+
+    def __init__(self, t0: int, step: int, nbars: int):
+        self.t0, self.step, self.nbars = t0, step, nbars
+        self.slot_of = np.full(1 << 16, -1, np.int64)
+        self.locates: list[int] = []
+        self._alloc(16)
+
+    def _alloc(self, cap: int) -> None:
+        old = getattr(self, "state", None)
+        state = np.zeros((cap, 5), np.int64)
+        state[:, _S_T] = self.t0
+        quote = np.zeros((cap, self.nbars, 4), np.int64)
+        spread = np.zeros((cap, self.nbars), np.float64)
+        two = np.zeros((cap, self.nbars), np.int64)
+        if old is not None:
+            n = len(self.locates)
+            state[:n], quote[:n], spread[:n], two[:n] = self.state[:n], self.quote[:n], self.spread[:n], self.two[:n]
+        self.state, self.quote, self.spread, self.two = state, quote, spread, two
+
+    def slots_for(self, locates: np.ndarray) -> None:
+        for loc in np.unique(locates).tolist():
+            if self.slot_of[loc] < 0:
+                if len(self.locates) == len(self.state):
+                    self._alloc(2 * len(self.state))
+                self.slot_of[loc] = len(self.locates)
+                self.locates.append(int(loc))
+
+    def feed(self, bbo: dict[str, np.ndarray]) -> None:
+        if not len(bbo["timestamp"]):
+            return
+        self.slots_for(bbo["stock_locate"])
+        rc = quote_bars_update(self.slot_of, bbo["stock_locate"], bbo["timestamp"], bbo["bid_price"],
+                               bbo["bid_shares"], bbo["ask_price"], bbo["ask_shares"], self.t0, self.step,
+                               self.nbars, self.state, self.quote, self.spread, self.two)
+        if rc != 0:  # pragma: no cover - the adapter hands over equal-length columns
+            raise RuntimeError("bars: malformed BBO event columns")
+
+    def finish(self) -> None:
+        quote_bars_finish(len(self.locates), self.t0, self.step, self.nbars, self.state, self.quote,
+                          self.spread, self.two)
+
+
+def trade_bars(trades: dict[str, np.ndarray], slot_of: np.ndarray, nslots: int, t0: int, step: int,
+               nbars: int) -> dict[str, np.ndarray]:
+    """OHLC, volume, notional, count and cross volume per (slot, interval), vectorised."""
+    size = nslots * nbars
+    out = {"open": np.full(size, np.nan), "high": np.full(size, np.nan), "low": np.full(size, np.nan),
+           "close": np.full(size, np.nan), "volume": np.zeros(size, np.int64),
+           "notional": np.zeros(size, np.int64), "count": np.zeros(size, np.int64),
+           "cross_volume": np.zeros(size, np.int64)}
+    if not trades or not len(trades["timestamp"]):
+        return out
+    kind, ts = trades["kind"], trades["timestamp"]
+    broken = access.broken_mask(kind, trades["match_number"])
+    slot = slot_of[trades["stock_locate"]]
+    in_grid = (ts >= t0) & (ts < t0 + step * nbars) & (slot >= 0) & ~broken
+    cell = slot * nbars + (ts - t0) // np.int64(step)
+    crosses = in_grid & (kind == _KIND_Q)
+    np.add.at(out["cross_volume"], cell[crosses], trades["shares"][crosses])
+    bar = in_grid & np.isin(kind, [_KIND_E, _KIND_C, _KIND_P]) & (trades["printable"] == 1)
+    cell, price, shares = cell[bar], trades["price"][bar], trades["shares"][bar]
+    if not len(cell):
+        return out
+    order = np.argsort(cell, kind="stable")  # time order kept within a cell
+    cell, price, shares = cell[order], price[order], shares[order]
+    first = np.flatnonzero(np.concatenate([[True], cell[1:] != cell[:-1]]))
+    last = np.concatenate([first[1:], [len(cell)]]) - 1
+    cells = cell[first]
+    dollars = price / 1e4
+    out["open"][cells] = dollars[first]
+    out["close"][cells] = dollars[last]
+    out["high"][cells] = np.maximum.reduceat(dollars, first)
+    out["low"][cells] = np.minimum.reduceat(dollars, first)
+    out["volume"][cells] = np.add.reduceat(shares, first)
+    out["notional"][cells] = np.add.reduceat(shares * price, first)
+    out["count"][cells] = last - first + 1
+    return out
+
+
+def bars(source, every="1min", symbols=None, *, start="09:30", end="16:00",
+         progress: Callable[[int, int], None] | None = None):
+    """Quote and trade bars per stock and interval, as a pyarrow Table (``.to_pandas()``).
+
+    every: '1s', '1min', '500ms', ... or seconds; symbols: list or comma-separated text
+    (None = every stock that has a quote or a trade); start/end: 'HH:MM[:SS]' or ns after
+    midnight (None = the whole day). Columns: symbol, stock_locate, start_ns (interval
+    start, ns after midnight), bid, bid_size, ask, ask_size, spread, two_sided_ns, open,
+    high, low, close, volume, vwap, count, cross_volume. Rows by symbol then time.
+    """
+    step = every_ns(every)
+    t0 = 0 if start is None else clock_ns(start, "start")
+    tend = 86_400_000_000_000 if end is None else clock_ns(end, "end")
+    if tend <= t0:
+        raise ValueError("bars: end must be after start")
+    nbars = -(-(tend - t0) // step)
+    syms = None
+    if symbols is not None:
+        syms = [s.strip().upper() for s in (symbols.split(",") if isinstance(symbols, str) else symbols)
+                if s.strip()]
+    panel = _Panel(t0, step, nbars)
+    trade_parts: list[dict] = []
+
+    def on_events(ev: dict) -> None:
+        panel.feed(ev["bbo"])
+        t = ev["trades"]
+        if len(t["timestamp"]):
+            panel.slots_for(t["stock_locate"][t["kind"] != ord("B")])
+            trade_parts.append(t)
+
+    books = access.replay_events(source, syms, bbo=True, trades=True, on_events=on_events, progress=progress)
+    known = access.symbol_locates(books)
+    if syms is not None:
+        missing = [s for s in syms if s not in known]
+        if missing:
+            raise KeyError(f"bars: no stock directory (R) message for {', '.join(missing)}")
+        panel.slots_for(np.array([known[s] for s in syms], np.int64))
+    panel.finish()
+    nslots = len(panel.locates)
+    trades = trade_bars(access.concat_columns(trade_parts), panel.slot_of, nslots, t0, step, nbars)
+    names = {loc: sym for sym, loc in known.items()}
+    return _table(panel, trades, names, nslots, t0, step, nbars)
+
+
+def _table(panel: _Panel, trades: dict, names: dict, nslots: int, t0: int, step: int, nbars: int):
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    locs = np.array(panel.locates, np.int64)
+    by_symbol = np.argsort(np.array([names.get(int(l), str(int(l))) for l in locs], dtype=object), kind="stable") \
+        if nslots else np.zeros(0, np.int64)
+    rows = (by_symbol[:, None] * nbars + np.arange(nbars)[None, :]).ravel()
+    slot = rows // nbars if nslots else np.zeros(0, np.int64)
+    q = panel.quote[:nslots].reshape(-1, 4)[rows]
+    spread_int = panel.spread[:nslots].ravel()[rows]
+    two = panel.two[:nslots].ravel()[rows]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        spread = np.where(two > 0, spread_int / np.maximum(two, 1) / 1e4, np.nan)
+        vwap = np.where(trades["volume"][rows] > 0, trades["notional"][rows] / trades["volume"][rows] / 1e4, np.nan)
+    sym_names = pa.array([names.get(int(l), str(int(l))) for l in locs], pa.string())
+    return pa.table({
+        "symbol": pc.take(sym_names, pa.array(slot)),
+        "stock_locate": pa.array(locs[slot].astype(np.uint16)),
+        "start_ns": pa.array(t0 + (rows % nbars) * np.int64(step)),
+        "bid": pa.array(np.where(q[:, 0] > 0, q[:, 0] / 1e4, np.nan)),
+        "bid_size": pa.array(q[:, 1]),
+        "ask": pa.array(np.where(q[:, 2] > 0, q[:, 2] / 1e4, np.nan)),
+        "ask_size": pa.array(q[:, 3]),
+        "spread": pa.array(spread),
+        "two_sided_ns": pa.array(two),
+        "open": pa.array(trades["open"][rows]),
+        "high": pa.array(trades["high"][rows]),
+        "low": pa.array(trades["low"][rows]),
+        "close": pa.array(trades["close"][rows]),
+        "volume": pa.array(trades["volume"][rows]),
+        "vwap": pa.array(vwap),
+        "count": pa.array(trades["count"][rows]),
+        "cross_volume": pa.array(trades["cross_volume"][rows]),
+    })
