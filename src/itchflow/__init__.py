@@ -26,6 +26,11 @@ _LAZY = {
     "encode": ("itchflow.decode.encoder", "encode"),
     "encode_message": ("itchflow.decode.encoder", "encode_message"),
 }
+_LAZY.update({
+    "lobster": ("itchflow.sinks.lobster", "lobster"),
+    "bars": ("itchflow.sinks.bars", "bars"),
+    "auctions": ("itchflow.sinks.auctions", "auctions"),
+})
 
 
 def __getattr__(name: str):

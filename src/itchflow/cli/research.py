@@ -1,0 +1,140 @@
+"""``itchflow lobster``, ``itchflow bars`` and ``itchflow auctions``: the research outputs."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from itchflow.cli import main
+from itchflow.cli.decode import _size, fail
+
+
+def _interrupted(what: str) -> None:
+    click.echo(f"itchflow: {what} interrupted; nothing more was written", err=True)
+    sys.exit(130)
+
+
+def _errors():
+    from itchflow.errors import ITCHFormatError
+
+    return (ITCHFormatError, OSError, KeyError, ValueError, RuntimeError)
+
+
+@main.command("lobster")
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--symbols", "-s", required=True, help="Comma-separated symbols.")
+@click.option("--levels", "-n", default=10, show_default=True, help="Order-book levels per side.")
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Directory for the files.")
+@click.option("--start", default="09:30", show_default=True, help="HH:MM[:SS]: first time written (the book "
+                                                                  "is built from the start of the file).")
+@click.option("--end", default="16:00", show_default=True, help="HH:MM[:SS]: messages before this are written.")
+@click.option("--date", default=None, help="YYYY-MM-DD for the file names (default: from the input's name).")
+@click.option("--parquet", is_flag=True, help="Parquet files (same columns) instead of LOBSTER's CSV.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def lobster_command(path, symbols, levels, out, start, end, date, parquet, quiet) -> None:
+    """LOBSTER message and order-book files of chosen stocks (one pair per stock)."""
+    from itchflow.cli.progress import progress_bar
+    from itchflow.sinks.lobster import lobster
+
+    try:
+        with progress_bar("lobster", _size(path), quiet) as update:
+            days = lobster(path, symbols, levels, start=start, end=end, date=date, out=out, parquet=parquet,
+                           progress=update)
+    except KeyboardInterrupt:
+        _interrupted("lobster")
+    except _errors() as e:
+        fail(e)
+    for sym, d in days.items():
+        skipped = ", ".join(f"{k} {v:,}" for k, v in d.skipped.items())
+        click.echo(f"{sym}: {d.messages.num_rows:,} rows -> {Path(d.files[0]).name}, {Path(d.files[1]).name}"
+                   + (f"  (not written: {skipped})" if skipped else ""))
+
+
+@main.command("bars")
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--every", "-e", default="1min", show_default=True, help="Interval: 1s, 500ms, 1min, 5min, 1h ...")
+@click.option("--symbols", "-s", default=None, help="Comma-separated symbols (default: every stock).")
+@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), help="Parquet (or .csv) file.")
+@click.option("--start", default="09:30", show_default=True, help="HH:MM[:SS]: the grid's first interval.")
+@click.option("--end", default="16:00", show_default=True, help="HH:MM[:SS]: the grid's end.")
+@click.option("--plot", type=click.Path(dir_okay=False), default=None,
+              help="Also draw price, spread and volume of one stock to this PNG (needs matplotlib).")
+@click.option("--plot-symbol", default=None, help="The stock to draw (default: the first of --symbols).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def bars_command(path, every, symbols, out, start, end, plot, plot_symbol, quiet) -> None:
+    """Per stock and interval: the quote at the interval's end, time-weighted spread, and
+    trade bars (OHLC, volume, VWAP, count) from printable executions and hidden trades."""
+    from itchflow.cli.progress import progress_bar
+    from itchflow.sinks.bars import bars
+
+    try:
+        with progress_bar("bars", _size(path), quiet) as update:
+            table = bars(path, every, symbols, start=start, end=end, progress=update)
+        _write_table(table, out)
+        if plot:
+            from itchflow.sinks.research_plots import bars_plot
+
+            sym = (plot_symbol or (symbols.split(",")[0] if symbols else table["symbol"][0].as_py())).upper()
+            bars_plot(table, sym, plot, f"{every} bars")
+    except KeyboardInterrupt:
+        _interrupted("bars")
+    except _errors() as e:
+        fail(e)
+    click.echo(f"wrote {table.num_rows:,} bars ({len(table['symbol'].unique())} stocks) to {out}"
+               + (f"; plot {plot}" if plot else ""))
+
+
+@main.command("auctions")
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False),
+              help="Directory for crosses.parquet and imbalances.parquet.")
+@click.option("--symbols", "-s", default=None, help="Comma-separated symbols (default: every stock).")
+@click.option("--plot", type=click.Path(dir_okay=False), default=None,
+              help="Also draw the imbalance path into the close of one stock to this PNG.")
+@click.option("--plot-symbol", default=None, help="The stock to draw (default: the first of --symbols, "
+                                                   "else the one with the largest closing cross).")
+@click.option("--cross-type", default="C", show_default=True, help="Which cross the plot shows (O, C, H).")
+def auctions_command(path, out, symbols, plot, plot_symbol, cross_type) -> None:
+    """Opening, closing, halt and IPO crosses per stock and the NOII series before each."""
+    from itchflow.sinks.auctions import auctions
+
+    try:
+        result = auctions(path, symbols)
+        Path(out).mkdir(parents=True, exist_ok=True)
+        import pyarrow.parquet as pq
+
+        pq.write_table(result.crosses, str(Path(out) / "crosses.parquet"))
+        pq.write_table(result.imbalances, str(Path(out) / "imbalances.parquet"))
+        if plot:
+            from itchflow.sinks.research_plots import imbalance_plot
+
+            sym = plot_symbol or (symbols.split(",")[0] if symbols else _largest_cross(result.crosses, cross_type))
+            imbalance_plot(result, sym.upper(), plot, cross_type.upper())
+    except KeyboardInterrupt:
+        _interrupted("auctions")
+    except _errors() as e:
+        fail(e)
+    click.echo(f"wrote {result.crosses.num_rows:,} crosses and {result.imbalances.num_rows:,} imbalance "
+               f"messages to {out}" + (f"; plot {plot}" if plot else ""))
+
+
+def _write_table(table, out: str) -> None:
+    if out.lower().endswith(".csv"):
+        import pyarrow.csv as pcsv
+
+        pcsv.write_csv(table, out)
+    else:
+        import pyarrow.parquet as pq
+
+        pq.write_table(table, out)
+
+
+def _largest_cross(crosses, cross_type: str) -> str:
+    import pyarrow.compute as pc
+
+    t = crosses.filter(pc.equal(crosses["cross_type"], cross_type.upper()))
+    if t.num_rows == 0:
+        raise ValueError(f"no crosses of type {cross_type!r} to plot")
+    return t["symbol"][int(pc.index(t["shares"], pc.max(t["shares"])).as_py())].as_py()
