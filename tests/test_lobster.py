@@ -1,0 +1,241 @@
+"""LOBSTER files: a hand-worked scenario of every event type against rows written out by
+hand, and on a generated day the order-book row of every message row equal to the engine's
+depth after that message (the day replayed message by message, U split into its D and A)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import itchflow
+from itchflow import encode_message as enc
+from itchflow.sim.generator import generate_day
+from itchflow.sinks import _book_access as access
+from itchflow.sinks.lobster import ASK_DUMMY as AD, BID_DUMMY as BD, lobster, orderbook_columns
+
+T0 = 34_200_000_000_000  # 09:30
+
+
+def ts(k: int) -> int:
+    return T0 + k * 1_000_001 + 123
+
+
+def hand_day() -> bytes:
+    m = [
+        enc("R", stock_locate=1, timestamp=1, stock="TEST"),
+        enc("R", stock_locate=2, timestamp=1, stock="OTHR"),
+        enc("H", stock_locate=1, timestamp=ts(0), stock="TEST", trading_state="T"),        # no row
+        enc("A", stock_locate=1, timestamp=ts(1), order_reference_number=1, buy_sell_indicator="B",
+            shares=100, stock="TEST", price=1_000_000),
+        enc("A", stock_locate=2, timestamp=ts(2), order_reference_number=2, buy_sell_indicator="S",
+            shares=50, stock="OTHR", price=2_000_000),                                        # other stock
+        enc("F", stock_locate=1, timestamp=ts(3), order_reference_number=3, buy_sell_indicator="S",
+            shares=200, stock="TEST", price=1_010_000, attribution="MPID"),
+        enc("A", stock_locate=1, timestamp=ts(4), order_reference_number=4, buy_sell_indicator="B",
+            shares=300, stock="TEST", price=999_900),
+        enc("X", stock_locate=1, timestamp=ts(5), order_reference_number=1, cancelled_shares=40),
+        enc("E", stock_locate=1, timestamp=ts(6), order_reference_number=3, executed_shares=50, match_number=11),
+        enc("C", stock_locate=1, timestamp=ts(7), order_reference_number=3, executed_shares=20, match_number=12,
+            printable="Y", execution_price=1_009_900),
+        enc("U", stock_locate=1, timestamp=ts(8), original_order_reference_number=4,
+            new_order_reference_number=5, shares=250, price=1_000_100),
+        enc("D", stock_locate=1, timestamp=ts(9), order_reference_number=1),
+        enc("P", stock_locate=1, timestamp=ts(10), order_reference_number=0, buy_sell_indicator="B", shares=75,
+            stock="TEST", price=1_005_000, match_number=13),
+        enc("H", stock_locate=1, timestamp=ts(11), stock="TEST", trading_state="H"),
+        enc("H", stock_locate=1, timestamp=ts(12), stock="TEST", trading_state="Q"),
+        enc("H", stock_locate=1, timestamp=ts(13), stock="TEST", trading_state="T"),
+        enc("Q", stock_locate=1, timestamp=ts(14), shares=1000, stock="TEST", cross_price=1_005_000,
+            match_number=14, cross_type="C"),
+        enc("B", stock_locate=1, timestamp=ts(15), match_number=13),                          # no LOBSTER type
+        enc("X", stock_locate=1, timestamp=ts(16), order_reference_number=999, cancelled_shares=1),  # unknown ref
+        enc("Q", stock_locate=1, timestamp=ts(17), shares=10, stock="TEST", cross_price=1_005_000,
+            match_number=15, cross_type="O"),
+        enc("Q", stock_locate=1, timestamp=ts(18), shares=20, stock="TEST", cross_price=1_005_000,
+            match_number=16, cross_type="H"),
+    ]
+    return b"".join(m)
+
+
+# (time index, Type, Order ID, Size, Price, Direction), then the 2-level book after it.
+EXPECTED_MESSAGES = [
+    (1, 1, 1, 100, 1_000_000, 1),
+    (3, 1, 3, 200, 1_010_000, -1),
+    (4, 1, 4, 300, 999_900, 1),
+    (5, 2, 1, 40, 1_000_000, 1),
+    (6, 4, 3, 50, 1_010_000, -1),
+    (7, 4, 3, 20, 1_009_900, -1),       # C: the execution price
+    (8, 3, 4, 300, 999_900, 1),         # U: deletion of the original ...
+    (8, 1, 5, 250, 1_000_100, 1),       # ... then submission of the new reference
+    (9, 3, 1, 60, 1_000_000, 1),
+    (10, 5, 0, 75, 1_005_000, 1),
+    (11, 7, 0, 0, -1, -1),
+    (12, 7, 0, 0, 0, -1),
+    (13, 7, 0, 0, 1, -1),
+    (14, 6, -2, 1000, 1_005_000, -1),
+    (17, 6, -1, 10, 1_005_000, -1),
+    (18, 6, -3, 20, 1_005_000, -1),
+]
+_A = [1_010_000, 200]
+EXPECTED_BOOK = [
+    [AD, 0, 1_000_000, 100, AD, 0, BD, 0],
+    [1_010_000, 200, 1_000_000, 100, AD, 0, BD, 0],
+    [1_010_000, 200, 1_000_000, 100, AD, 0, 999_900, 300],
+    [1_010_000, 200, 1_000_000, 60, AD, 0, 999_900, 300],
+    [1_010_000, 150, 1_000_000, 60, AD, 0, 999_900, 300],
+    [1_010_000, 130, 1_000_000, 60, AD, 0, 999_900, 300],
+    [1_010_000, 130, 1_000_000, 60, AD, 0, BD, 0],
+    [1_010_000, 130, 1_000_100, 250, AD, 0, 1_000_000, 60],
+    [1_010_000, 130, 1_000_100, 250, AD, 0, BD, 0],
+] + [[1_010_000, 130, 1_000_100, 250, AD, 0, BD, 0]] * 7
+
+
+def test_hand_worked_scenario_every_event_type():
+    day = lobster(hand_day(), ["TEST"], 2, start=None, end=None)["TEST"]
+    msg = day.messages.to_pandas()
+    assert list(msg.columns) == ["Time", "Type", "Order ID", "Size", "Price", "Direction"]
+    got = [tuple(int(v) for v in row[1:]) for row in msg.itertuples(index=False)]
+    assert got == [e[1:] for e in EXPECTED_MESSAGES]
+    assert np.allclose(msg["Time"].to_numpy(), [ts(e[0]) / 1e9 for e in EXPECTED_MESSAGES], rtol=0, atol=1e-9)
+    assert day.orderbook.column_names == orderbook_columns(2)
+    assert day.orderbook.to_pandas().to_numpy().tolist() == EXPECTED_BOOK
+    assert day.skipped == {"B": 1, "X": 1}
+
+
+def test_hand_worked_files_are_lobster_csv(tmp_path):
+    out = tmp_path / "out"
+    day = lobster(hand_day(), "TEST", 2, start="09:30", end="16:00", date="2019-01-30", out=out)["TEST"]
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["TEST_2019-01-30_34200000_57600000_message_2.csv",
+                     "TEST_2019-01-30_34200000_57600000_orderbook_2.csv"]
+    lines = (out / names[0]).read_text().splitlines()
+    assert lines[0] == f"34200.001000124,1,1,100,1000000,1"   # no header; all nine decimals
+    assert lines[6] == f"34200.008000131,3,4,300,999900,1"
+    assert lines[13] == f"34200.014000137,6,-2,1000,1005000,-1"
+    book_lines = (out / names[1]).read_text().splitlines()
+    assert book_lines[0] == f"{AD},0,1000000,100,{AD},0,{BD},0"
+    assert len(lines) == len(book_lines) == day.messages.num_rows == len(EXPECTED_MESSAGES)
+
+
+def test_parquet_has_the_same_content(tmp_path):
+    import pyarrow.parquet as pq
+
+    day = lobster(hand_day(), "TEST", 2, start=None, end=None, date="20190130", out=tmp_path, parquet=True)["TEST"]
+    assert [p.split("/")[-1] for p in day.files] == ["TEST_2019-01-30_0_86400000_message_2.parquet",
+                                                     "TEST_2019-01-30_0_86400000_orderbook_2.parquet"]
+    assert pq.read_table(day.files[0]).equals(day.messages)
+    assert pq.read_table(day.files[1]).equals(day.orderbook)
+
+
+def test_window_keeps_rows_and_book_from_before():
+    # Submissions before 09:30 shape the book of the first row inside the window.
+    early = enc("A", stock_locate=1, timestamp=T0 - 5, order_reference_number=77, buy_sell_indicator="S",
+                shares=9, stock="TEST", price=1_020_000)
+    data = hand_day()
+    pos = 2 * len(enc("R", stock="X"))  # after the two R messages
+    data = data[:pos] + early + data[pos:]
+    full = lobster(data, ["TEST"], 2, start=None, end=None)["TEST"]
+    win = lobster(data, ["TEST"], 2, start="09:30", end="09:30:00.010")["TEST"]
+    t = full.messages["Time"].to_numpy()
+    keep = (t >= 34200) & (t < 34200.010)
+    assert win.messages.to_pandas().equals(full.messages.to_pandas()[keep].reset_index(drop=True))
+    assert (win.orderbook.to_pandas().to_numpy() == full.orderbook.to_pandas().to_numpy()[keep]).all()
+    assert t[0] < 34200 and not keep[0] and keep[1:10].all() and not keep[10:].any()
+    # the first row in the window: the bid of 09:30 beside the ask submitted before 09:30
+    assert win.orderbook.to_pandas().to_numpy()[0].tolist() == [1_020_000, 9, 1_000_000, 100, AD, 0, BD, 0]
+
+
+def test_unknown_symbol_and_missing_date_are_clear_errors(tmp_path):
+    with pytest.raises(KeyError, match="NOPE"):
+        lobster(hand_day(), ["NOPE"], 2)
+    with pytest.raises(ValueError, match="date"):
+        lobster(hand_day(), ["TEST"], 2, out=tmp_path)
+
+
+# ---- a generated day against the engine, message by message -------------------------------
+
+@pytest.fixture(scope="module")
+def gen_day():
+    return generate_day(20_000, seed=5, stocks=20)
+
+
+def _messages(buf):
+    pos, n = 0, len(buf)
+    while pos < n:
+        length = int(buf[pos]) << 8 | int(buf[pos + 1])
+        yield buf[pos:pos + 2 + length]
+        pos += 2 + length
+
+
+def _book_row(books, loc, levels):
+    bids, asks = access.depth_levels(books, loc, levels)
+    row = []
+    for i in range(levels):
+        row += [int(asks[i, 0]), int(asks[i, 1])] if i < len(asks) else [AD, 0]
+        row += [int(bids[i, 0]), int(bids[i, 1])] if i < len(bids) else [BD, 0]
+    return row
+
+
+def test_orderbook_rows_equal_engine_depth_after_each_message(gen_day):
+    levels = 5
+    dec = itchflow.read(gen_day)
+    counts = np.bincount(np.concatenate([dec[c]["stock_locate"] for c in "AFEXDCU"]), minlength=21)
+    symbols = {int(r["stock_locate"]): r["stock"].decode().strip() for r in dec["R"]}
+    chosen = [symbols[int(loc)] for loc in np.argsort(counts)[::-1][:2]]
+    result = lobster(gen_day, chosen, levels, start=None, end=None)
+    locs = {symbols[k]: k for k in symbols}
+    tables = {s: (result[s].messages.to_pandas(), result[s].orderbook.to_pandas().to_numpy()) for s in chosen}
+    # Rows are in message order: walk each symbol's rows alongside the stream.
+    cursor = {s: 0 for s in chosen}
+    by_loc = {locs[s]: s for s in chosen}
+    side_of = {}
+    books = access.new_books()
+    checked = 0
+    last_state = {}
+    for raw in _messages(gen_day):
+        t = chr(raw[2])
+        loc = int(raw[3]) << 8 | int(raw[4])
+        stamp = int.from_bytes(bytes(raw[7:13]), "big")
+        if t in "AF":
+            side_of[int.from_bytes(bytes(raw[13:21]), "big")] = chr(raw[21])
+        if t == "U":
+            # replay the replace in its two LOBSTER steps: D of the old, A of the new
+            old = int.from_bytes(bytes(raw[13:21]), "big")
+            new = int.from_bytes(bytes(raw[21:29]), "big")
+            shares = int.from_bytes(bytes(raw[29:33]), "big")
+            price = int.from_bytes(bytes(raw[33:37]), "big")
+            side_of[new] = side_of[old]
+            steps = [enc("D", stock_locate=loc, timestamp=stamp, order_reference_number=old),
+                     enc("A", stock_locate=loc, timestamp=stamp, order_reference_number=new,
+                         buy_sell_indicator=side_of[old], shares=shares, stock="X", price=price)]
+        else:
+            steps = [bytes(raw)]
+        makes_row = t in "AFXDECUPQ"
+        if t == "H":  # a halt, a quote or trade resumption; not the day's first "trading"
+            state = chr(raw[21])
+            makes_row = state != "T" or last_state.get(loc, "T") != "T"
+            last_state[loc] = state
+        for step in steps:
+            books.apply(np.frombuffer(step, np.uint8))
+            sym = by_loc.get(loc)
+            if sym is None or not makes_row:
+                continue
+            msg, book = tables[sym]
+            i = cursor[sym]
+            assert msg["Time"].iat[i] == stamp / 1e9, (sym, t, i)
+            assert book[i].tolist() == _book_row(books, loc, levels), (sym, t, i)
+            cursor[sym] = i + 1
+            checked += 1
+    for sym in chosen:
+        assert cursor[sym] == len(tables[sym][0]), f"{sym}: rows not matched to messages"
+    assert checked > 1000
+    # every order message of the symbol made rows of the right type (U: 3 then 1)
+    for sym in chosen:
+        types = tables[sym][0]["Type"].to_numpy()
+        n = {c: int((dec[c]["stock_locate"] == locs[sym]).sum()) for c in "AFXDECUPQ"}
+        assert (types == 1).sum() == n["A"] + n["F"] + n["U"]
+        assert (types == 2).sum() == n["X"]
+        assert (types == 3).sum() == n["D"] + n["U"]
+        assert (types == 4).sum() == n["E"] + n["C"]
+        assert (types == 5).sum() == n["P"]
+        assert (types == 6).sum() == n["Q"]
