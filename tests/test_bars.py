@@ -1,0 +1,216 @@
+"""Bars against an independent slow computation from decoded messages (a plain-dict book
+and trade list built from ``itchflow.read``), on a generated day and on hand-worked trades
+with breaks, non-printable executions, hidden trades and crosses."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+import numpy as np
+import pytest
+
+import itchflow
+from itchflow import encode_message as enc
+from itchflow.sim.generator import generate_day
+from itchflow.sinks.bars import bars
+
+T0 = 34_200_000_000_000
+
+
+def merged(dec):
+    """Every decoded message as (sequence, type, record), in sequence order."""
+    rows = [(int(r["sequence"]), c, r) for c in "RAFEXDCUPQB" for r in dec[c]]
+    return sorted(rows, key=lambda x: x[0])
+
+
+def reference(data, t0: int, step: int, nbars: int):
+    """Slow, obvious bars: {(symbol, bar): dict} from decoded messages."""
+    dec = itchflow.read(data)
+    names = {}
+    orders = {}                                   # ref -> [loc, side, price, shares]
+    levels = defaultdict(lambda: defaultdict(int))  # (loc, side) -> price -> shares
+    counts = defaultdict(lambda: defaultdict(int))
+    quotes = defaultdict(list)                    # loc -> [(ts, bid, bidsz, ask, asksz)]
+    trades = []                                   # (ts, loc, price, shares, kind, printable, match)
+
+    def change(loc, side, price, d_shares, d_count):
+        lv, ct = levels[(loc, side)], counts[(loc, side)]
+        lv[price] += d_shares
+        ct[price] += d_count
+        if ct[price] == 0:
+            del lv[price], ct[price]
+
+    def top(loc):
+        b, a = levels[(loc, "B")], levels[(loc, "S")]
+        bp = max(b) if b else 0
+        ap = min(a) if a else 0
+        return bp, (b[bp] if b else 0), ap, (a[ap] if a else 0)
+
+    for _, c, r in merged(dec):
+        ts, loc = int(r["timestamp"]), int(r["stock_locate"])
+        if c == "R":
+            names[loc] = r["stock"].decode().strip()
+            continue
+        if c in "AF":
+            side = r["buy_sell_indicator"].decode()
+            orders[int(r["order_reference_number"])] = [loc, side, int(r["price"]), int(r["shares"])]
+            change(loc, side, int(r["price"]), int(r["shares"]), 1)
+        elif c in "EXDC":
+            ref = int(r["order_reference_number"])
+            o = orders[ref]
+            loc = o[0]
+            take = {"E": lambda: int(r["executed_shares"]), "C": lambda: int(r["executed_shares"]),
+                    "X": lambda: int(r["cancelled_shares"]), "D": lambda: o[3]}[c]()
+            if c == "E":
+                trades.append((ts, loc, o[2], take, "E", True, int(r["match_number"])))
+            if c == "C":
+                trades.append((ts, loc, int(r["execution_price"]), take, "C", r["printable"] == b"Y",
+                               int(r["match_number"])))
+            gone = take >= o[3]
+            change(loc, o[1], o[2], -min(take, o[3]), -1 if gone else 0)
+            o[3] -= take
+            if gone:
+                del orders[ref]
+        elif c == "U":
+            o = orders.pop(int(r["original_order_reference_number"]))
+            loc = o[0]
+            change(loc, o[1], o[2], -o[3], -1)
+            orders[int(r["new_order_reference_number"])] = [loc, o[1], int(r["price"]), int(r["shares"])]
+            change(loc, o[1], int(r["price"]), int(r["shares"]), 1)
+        elif c == "P":
+            trades.append((ts, loc, int(r["price"]), int(r["shares"]), "P", True, int(r["match_number"])))
+            continue
+        elif c == "Q":
+            trades.append((ts, loc, int(r["cross_price"]), int(r["shares"]), "Q", True, int(r["match_number"])))
+            continue
+        elif c == "B":
+            trades.append((ts, loc, 0, 0, "B", False, int(r["match_number"])))
+            continue
+        quotes[loc].append((ts,) + top(loc))
+    broken = {t[6] for t in trades if t[4] == "B"}
+
+    out = {}
+    tend = t0 + step * nbars
+    for loc, name in names.items():
+        q = quotes[loc]
+        for b in range(nbars):
+            lo, hi = t0 + b * step, t0 + (b + 1) * step
+            state, area, both = (0, 0, 0, 0), 0.0, 0
+            cur = lo
+            for (t, *s) in q + [(tend + 1, None, None, None, None)]:
+                if t > lo:
+                    seg = min(t, hi) - cur
+                    if seg > 0 and state[0] > 0 and state[2] > 0:
+                        area += (state[2] - state[0]) * seg
+                        both += seg
+                    cur = max(cur, min(t, hi))
+                if t >= hi or s[0] is None:
+                    break
+                state = tuple(s)
+            bt = [t for t in trades if t[1] == loc and lo <= t[0] < hi and t[6] not in broken]
+            pr = [t for t in bt if t[4] in "ECP" and t[5]]
+            vol = sum(t[3] for t in pr)
+            out[(name, b)] = dict(
+                bid=state[0] / 1e4 if state[0] else math.nan, bid_size=state[1],
+                ask=state[2] / 1e4 if state[2] else math.nan, ask_size=state[3],
+                spread=area / both / 1e4 if both else math.nan, two_sided_ns=both,
+                open=pr[0][2] / 1e4 if pr else math.nan, close=pr[-1][2] / 1e4 if pr else math.nan,
+                high=max(t[2] for t in pr) / 1e4 if pr else math.nan,
+                low=min(t[2] for t in pr) / 1e4 if pr else math.nan,
+                volume=vol, count=len(pr), vwap=sum(t[2] * t[3] for t in pr) / vol / 1e4 if vol else math.nan,
+                cross_volume=sum(t[3] for t in bt if t[4] == "Q"))
+    return out
+
+
+def compare(table, ref, t0, step):
+    df = table.to_pandas()
+    assert len(df) == len(ref)
+    for row in df.itertuples(index=False):
+        exp = ref[(row.symbol, (row.start_ns - t0) // step)]
+        for k, v in exp.items():
+            got = getattr(row, k)
+            if isinstance(v, float) and math.isnan(v):
+                assert math.isnan(got), (row.symbol, row.start_ns, k, got)
+            else:
+                assert got == pytest.approx(v, rel=1e-12, abs=1e-12), (row.symbol, row.start_ns, k, got, v)
+
+
+@pytest.fixture(scope="module")
+def gen_day():
+    return generate_day(20_000, seed=5, stocks=20)
+
+
+def test_minute_bars_of_a_generated_day_match_a_slow_reference(gen_day):
+    table = bars(gen_day, "1min", None, start="09:25", end="16:05")
+    step = 60_000_000_000
+    t0 = 34_200_000_000_000 - 5 * step
+    ref = reference(gen_day, t0, step, 400)
+    compare(table, ref, t0, step)
+    df = table.to_pandas()
+    assert df["volume"].sum() > 0 and df["cross_volume"].sum() > 0 and df["spread"].notna().sum() > 1000
+
+
+def test_second_bars_of_some_symbols(gen_day):
+    table = bars(gen_day, "1s", "CMCSA,HYG", start="15:59:00", end="16:00:05")
+    t0, step = 57_540_000_000_000, 1_000_000_000
+    ref = {k: v for k, v in reference(gen_day, t0, step, 65).items() if k[0] in ("CMCSA", "HYG")}
+    compare(table, ref, t0, step)
+    assert table["symbol"].unique().to_pylist() == ["CMCSA", "HYG"]
+
+
+def hand_trades() -> bytes:
+    m = [enc("R", stock_locate=1, timestamp=1, stock="TEST"),
+         enc("A", stock_locate=1, timestamp=T0 - 10, order_reference_number=1, buy_sell_indicator="S",
+             shares=1000, stock="TEST", price=100_000),
+         enc("A", stock_locate=1, timestamp=T0 - 9, order_reference_number=2, buy_sell_indicator="B",
+             shares=1000, stock="TEST", price=99_000)]
+    s = 1_000_000_000
+    m += [enc("E", stock_locate=1, timestamp=T0 + s // 2, order_reference_number=1, executed_shares=100,
+              match_number=1),                                                           # 10.00 x 100
+          enc("C", stock_locate=1, timestamp=T0 + s // 2 + 1, order_reference_number=1, executed_shares=50,
+              match_number=2, printable="Y", execution_price=100_500),                  # 10.05 x 50
+          enc("C", stock_locate=1, timestamp=T0 + s // 2 + 2, order_reference_number=1, executed_shares=70,
+              match_number=3, printable="N", execution_price=120_000),                  # not printable
+          enc("P", stock_locate=1, timestamp=T0 + s // 2 + 3, buy_sell_indicator="B", shares=30,
+              stock="TEST", price=99_500, match_number=4),                              # 9.95 x 30
+          enc("P", stock_locate=1, timestamp=T0 + s // 2 + 4, buy_sell_indicator="B", shares=500,
+              stock="TEST", price=200_000, match_number=5),                             # broken below
+          enc("Q", stock_locate=1, timestamp=T0 + s + 7, shares=4000, stock="TEST", cross_price=99_800,
+              match_number=6, cross_type="H"),
+          enc("B", stock_locate=1, timestamp=T0 + 2 * s + 5, match_number=5)]
+    return b"".join(m)
+
+
+def test_hand_worked_trades_breaks_and_crosses():
+    df = bars(hand_trades(), "1s", ["TEST"], start="09:30", end="09:30:03").to_pandas()
+    first = df.iloc[0]
+    assert (first.open, first.high, first.low, first.close) == (10.0, 10.05, 9.95, 9.95)
+    assert (first.volume, first["count"]) == (180, 3)
+    assert first.vwap == pytest.approx((10.0 * 100 + 10.05 * 50 + 9.95 * 30) / 180)
+    assert first.cross_volume == 0
+    assert df.iloc[1].cross_volume == 4000 and df.iloc[1].volume == 0 and math.isnan(df.iloc[1].open)
+    # the quote: 1000 - 100 - 50 - 70 = 780 shares left at the ask; the spread is constant
+    assert (first.bid, first.bid_size, first.ask, first.ask_size) == (9.9, 1000, 10.0, 780)
+    assert df["spread"].tolist() == pytest.approx([0.1, 0.1, 0.1])
+    assert df["two_sided_ns"].tolist() == [1_000_000_000] * 3
+
+
+def test_volume_reconciles_with_the_book(gen_day):
+    from itchflow.book.books import Books
+
+    table = bars(gen_day, "1h", None, start=None, end=None).to_pandas()
+    books = Books()
+    books.apply(gen_day)
+    per_symbol = table.groupby("symbol")[["volume", "cross_volume"]].sum().sum(axis=1)
+    for sym, total in per_symbol.items():
+        assert total == books.volume(sym), sym
+
+
+def test_bad_options_are_clear_errors(gen_day):
+    with pytest.raises(ValueError, match="every"):
+        bars(gen_day, "fortnight")
+    with pytest.raises(KeyError, match="NOPE"):
+        bars(gen_day, "1min", ["NOPE"])
+    with pytest.raises(ValueError, match="end"):
+        bars(gen_day, "1min", start="16:00", end="09:30")
