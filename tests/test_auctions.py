@@ -1,0 +1,135 @@
+"""Auctions against a slow computation from decoded messages (a generated day), a
+hand-worked pairing of NOII messages with the crosses they lead into, and the CLI
+commands of the research outputs with their plots."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from click.testing import CliRunner
+
+import itchflow
+from itchflow import encode_message as enc
+from itchflow.sim.generator import generate_day, write_day
+from itchflow.sinks.auctions import auctions
+
+
+@pytest.fixture(scope="module")
+def gen_day():
+    return generate_day(20_000, seed=5, stocks=20)
+
+
+def _dollars(raw: int) -> float:
+    return raw / 1e4 if raw else math.nan
+
+
+def _same(a, b) -> bool:
+    if isinstance(b, float) and math.isnan(b):
+        return isinstance(a, float) and math.isnan(a)
+    return a == b
+
+
+def test_generated_day_matches_a_slow_computation(gen_day):
+    dec = itchflow.read(gen_day)
+    names = {int(r["stock_locate"]): r["stock"].decode().strip() for r in dec["R"]}
+    broken = {int(m) for m in dec["B"]["match_number"]}
+    qs = sorted(dec["Q"].tolist(), key=lambda r: (r[1], r[0]))   # by locate, then sequence
+    exp_cross = [(names[r[1]], r[1], r[3], r[8].decode(), _dollars(r[6]), r[4], r[7], r[7] in broken) for r in qs]
+    res = auctions(gen_day)
+    got_cross = [tuple(v for v in row.values()) for row in res.crosses.to_pylist()]
+    assert len(got_cross) == len(exp_cross) > 20
+    for g, e in zip(got_cross, exp_cross):
+        assert all(_same(a, b) for a, b in zip(g, e)), (g, e)
+
+    exp_imb = []
+    for r in sorted(dec["I"].tolist(), key=lambda r: (r[1], r[0])):
+        seq, loc, _, ts, paired, imb, direction, _, far, near, ref, ctype, var = r
+        nxt = [k for k, q in enumerate(qs) if q[1] == loc and q[8] == ctype and q[0] > seq]
+        row = nxt[0] if nxt else None
+        sign = {b"B": 1, b"S": -1}.get(direction, 0)
+        exp_imb.append((names[loc], loc, ts, ctype.decode(), paired, imb, direction.decode(), sign * imb,
+                        _dollars(far), _dollars(near), _dollars(ref), var.decode(),
+                        qs[row][3] if row is not None else None, row))
+    got_imb = [tuple(row.values()) for row in res.imbalances.to_pylist()]
+    assert len(got_imb) == len(exp_imb) > 100
+    for g, e in zip(got_imb, exp_imb):
+        assert all(_same(a, b) for a, b in zip(g, e)), (g, e)
+    # every NOII of a generated day runs into a cross of its kind
+    assert res.imbalances["cross_row"].null_count == 0
+
+
+def test_hand_worked_pairing_and_breaks():
+    t = 57_000_000_000_000
+    m = [enc("R", stock_locate=1, timestamp=1, stock="AAA"),
+         enc("R", stock_locate=2, timestamp=1, stock="BBB"),
+         enc("I", stock_locate=1, timestamp=t, paired_shares=100, imbalance_shares=40, imbalance_direction="S",
+             stock="AAA", far_price=0, near_price=101_000, current_reference_price=100_000, cross_type="C",
+             price_variation_indicator="1"),
+         enc("I", stock_locate=2, timestamp=t + 1, paired_shares=5, imbalance_shares=0, imbalance_direction="N",
+             stock="BBB", far_price=0, near_price=0, current_reference_price=50_000, cross_type="H",
+             price_variation_indicator=" "),
+         enc("Q", stock_locate=2, timestamp=t + 2, shares=5, stock="BBB", cross_price=50_000, match_number=7,
+             cross_type="H"),
+         enc("I", stock_locate=1, timestamp=t + 3, paired_shares=150, imbalance_shares=10, imbalance_direction="B",
+             stock="AAA", far_price=100_500, near_price=100_400, current_reference_price=100_300, cross_type="C",
+             price_variation_indicator="2"),
+         enc("Q", stock_locate=1, timestamp=t + 4, shares=160, stock="AAA", cross_price=100_400, match_number=8,
+             cross_type="C"),
+         enc("I", stock_locate=1, timestamp=t + 5, paired_shares=1, imbalance_shares=1, imbalance_direction="B",
+             stock="AAA", far_price=1, near_price=1, current_reference_price=1, cross_type="C",
+             price_variation_indicator="1"),                                  # after the close: no cross
+         enc("B", stock_locate=2, timestamp=t + 6, match_number=7)]
+    res = auctions(b"".join(m))
+    cr = res.crosses.to_pandas()
+    assert cr[["symbol", "cross_type", "price", "shares", "broken"]].values.tolist() == [
+        ["AAA", "C", 10.04, 160, False], ["BBB", "H", 5.0, 5, True]]
+    im = res.imbalances.to_pandas()
+    assert im["symbol"].tolist() == ["AAA", "AAA", "AAA", "BBB"]
+    assert im["signed_imbalance"].tolist() == [-40, 10, 1, 0]
+    assert im["cross_row"].tolist()[:2] == [0, 0] and math.isnan(im["cross_row"].iloc[2])
+    assert im["cross_row"].iloc[3] == 1
+    assert math.isnan(im["far_price"].iloc[0]) and im["near_price"].iloc[0] == 10.1
+    only = auctions(b"".join(m), symbols="BBB")
+    assert only.crosses.num_rows == 1 and only.imbalances.num_rows == 1
+
+
+# ---- the CLI commands and their plots --------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def day_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("research") / "01302019.NASDAQ_ITCH50"
+    write_day(path, 20_000, seed=5, stocks=20)
+    return path
+
+
+def _png(path) -> bool:
+    return path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 20_000
+
+
+def test_cli_research_commands(day_file, tmp_path):
+    import pyarrow.parquet as pq
+
+    from itchflow.cli import main
+
+    runner = CliRunner()
+    r = runner.invoke(main, ["lobster", str(day_file), "-s", "CMCSA,HYG", "-n", "3", "-o", str(tmp_path / "lob"), "-q"])
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in (tmp_path / "lob").iterdir()) == [
+        f"{s}_2019-01-30_34200000_57600000_{kind}_3.csv" for s in ("CMCSA", "HYG") for kind in ("message", "orderbook")]
+    r = runner.invoke(main, ["bars", str(day_file), "--every", "1min", "-s", "CMCSA", "-o", str(tmp_path / "b.parquet"),
+                             "--plot", str(tmp_path / "b.png"), "-q"])
+    assert r.exit_code == 0, r.output
+    assert pq.read_table(tmp_path / "b.parquet").num_rows == 390 and _png(tmp_path / "b.png")
+    r = runner.invoke(main, ["auctions", str(day_file), "-o", str(tmp_path / "auc"), "--plot", str(tmp_path / "a.png")])
+    assert r.exit_code == 0, r.output
+    assert pq.read_table(tmp_path / "auc" / "crosses.parquet").num_rows == len(itchflow.read(day_file, "Q")["Q"])
+    assert _png(tmp_path / "a.png")
+    r = runner.invoke(main, ["lobster", str(day_file), "-s", "NOPE", "-o", str(tmp_path / "x"), "-q"])
+    assert r.exit_code == 1 and "NOPE" in r.output
+
+
+def test_public_names():
+    assert itchflow.lobster.__module__ == "itchflow.sinks.lobster"
+    assert itchflow.bars.__module__ == "itchflow.sinks.bars"
+    assert itchflow.auctions.__module__ == "itchflow.sinks.auctions"
