@@ -239,3 +239,21 @@ def test_orderbook_rows_equal_engine_depth_after_each_message(gen_day):
         assert (types == 4).sum() == n["E"] + n["C"]
         assert (types == 5).sum() == n["P"]
         assert (types == 6).sum() == n["Q"]
+
+
+def test_dates_and_times_from_names_and_options():
+    from itchflow.sinks._clock import clock_ns, every_ns, trading_date
+
+    assert trading_date("/data/01302019.NASDAQ_ITCH50.gz") == "2019-01-30"   # Nasdaq's MMDDYYYY
+    assert trading_date("itch_20191230.bin") == "2019-12-30"
+    assert trading_date("x_2020-01-30.pcap") == "2020-01-30"
+    assert trading_date("day.itch") is None and trading_date(b"\x00\x01") is None
+    assert trading_date("day.itch", "2019-01-30") == "2019-01-30"
+    with pytest.raises(ValueError):
+        trading_date("day.itch", "30/01/2019")
+    assert clock_ns("09:30") == 34_200_000_000_000 and clock_ns("24:00") == 86_400_000_000_000
+    assert clock_ns("16:00:00.5") == 57_600_500_000_000
+    assert every_ns("1min") == 60_000_000_000 and every_ns("250ms") == 250_000_000 and every_ns(2) == 2_000_000_000
+    for bad in ("25:00", "9h30", "12:61"):
+        with pytest.raises(ValueError):
+            clock_ns(bad)
