@@ -33,8 +33,14 @@ def symbol_locates(books: Books) -> dict[str, int]:
 def depth_levels(books: Books, locate: int, n: int) -> tuple[np.ndarray, np.ndarray]:
     """(bids, asks) of one stock now: int64[k, 2] rows (price, shares), best first, k <= n."""
     bids, asks = books.depth(int(locate), int(n))
-    return (np.asarray(bids, np.int64)[:, :2].reshape(-1, 2),
-            np.asarray(asks, np.int64)[:, :2].reshape(-1, 2))
+    return _price_shares(bids), _price_shares(asks)
+
+
+def _price_shares(rows) -> np.ndarray:
+    rows = np.asarray(rows)
+    if rows.dtype.names:  # structured rows with named fields
+        return np.stack([rows["price"].astype(np.int64), rows["shares"].astype(np.int64)], axis=1).reshape(-1, 2)
+    return rows.astype(np.int64)[:, :2].reshape(-1, 2)
 
 
 def _narrowing_recorder(books: Books, symbols: list[str] | None, *, bbo: bool, trades: bool, l2: bool):

@@ -264,7 +264,7 @@ def stock_rows(msgs: dict[str, np.ndarray], l2: dict[str, np.ndarray], levels: i
     starts_something = known & ((state != b"T") | (prev != b"T"))
     h, state = h[starts_something], state[starts_something]
     rows.add(seq=h["sequence"], sub=0, ts=h["timestamp"], type=HALT, ref=0, size=0,
-             price=np.array([HALT_PRICE[s] for s in state.tolist()], np.int64), dir=-1,
+             price=np.select([state == code for code in HALT_PRICE], list(HALT_PRICE.values())), dir=-1,
              k=np.searchsorted(ev_seq, h["sequence"], "right"), ev=-1)
     if len(msgs["B"]):
         skipped["B"] = len(msgs["B"])
