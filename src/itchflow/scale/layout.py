@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PART = "part-0.parquet"
+TEMP_PREFIX = ".tmp-"
 SUMMARY = "_summary.json"
 META = "_itchflow"
 
@@ -89,9 +90,10 @@ class Layout:
 
 
 def temp_name(final: str) -> str:
-    """A hidden sibling of final, unique to this attempt (readers skip dot files)."""
+    """A hidden sibling of final, unique to this attempt (readers skip dot files); it keeps
+    final's suffix, which writers look at."""
     d, name = os.path.split(final)
-    return os.path.join(d, f".{name}.{uuid.uuid4().hex[:12]}.tmp")
+    return os.path.join(d, f"{TEMP_PREFIX}{uuid.uuid4().hex[:12]}.{name}")
 
 
 def publish(tmp: str, final: str) -> None:
@@ -106,7 +108,7 @@ def clear_temps(directory: str) -> None:
     except FileNotFoundError:
         return
     for n in names:
-        if n.startswith(".") and n.endswith(".tmp"):
+        if n.startswith(TEMP_PREFIX):
             try:
                 os.remove(os.path.join(directory, n))
             except FileNotFoundError:
