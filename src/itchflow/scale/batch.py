@@ -42,7 +42,7 @@ def local_cluster(workers: int | None = None):
 
     n = int(workers or os.cpu_count() or 1)
     return LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                        dashboard_address=":0" if dashboard_available() else None,
+                        dashboard_address=":0",  # any free port: never collide with another cluster
                         silence_logs=logging.ERROR)
 
 
