@@ -204,6 +204,34 @@ def test_cli_batch(archive, client, tmp_path):
     assert r.exit_code == 1 and "2019-03-01" in r.output and "truncated" in r.output
 
 
+def test_split_streams_fsspec_urls(archive, tmp_path):
+    """A day behind a non-local URL (fsspec's memory filesystem here, s3:// alike) is streamed
+    and split exactly as the local file is, raw or gzipped."""
+    import fsspec
+
+    from itchflow.scale.inputs import expand
+    from itchflow.scale.split import split_day
+
+    _, paths = archive
+    fs = fsspec.filesystem("memory")
+    for day in ("2019-01-30", "2019-02-01"):
+        local = paths[day]
+        url = f"memory://itchflow-test/{os.path.basename(local)}"
+        fs.pipe(url, open(local, "rb").read())
+        a = split_day(local, str(tmp_path / "local"), day, 3, "SR", row_bytes=1 << 17)
+        b = split_day(url, str(tmp_path / "url"), day, 3, "SR", row_bytes=1 << 17)
+        for key in ("messages", "by_type", "shard_messages", "shard_bytes", "first_timestamp_ns"):
+            assert a[key] == b[key], key
+        for k in range(3):
+            for ext in ("itch", "seq"):
+                name = f"_itchflow/scratch/{day}/shard-{k}.{ext}"
+                assert open(tmp_path / "local" / name, "rb").read() == open(tmp_path / "url" / name, "rb").read()
+        assert sum(a["shard_messages"]) >= a["messages"] == MESSAGES
+    found = expand("memory://itchflow-test/*")
+    assert [os.path.basename(u) for u in found] == sorted(os.path.basename(paths[d]) for d in ("2019-01-30", "2019-02-01"))
+    assert all(u.startswith("memory://") and fs.exists(u) for u in found)
+
+
 def test_day_keys_and_option_errors(tmp_path):
     assert day_key("/x/01302019.NASDAQ_ITCH50.gz") == "2019-01-30"
     assert day_key("s3://b/20190130.itch") == "2019-01-30"

@@ -64,7 +64,8 @@ def batch_command(paths, job, out, scheduler, workers, shards, symbols, types, a
     def on_start(info: dict) -> None:
         dash = info["dashboard"] or "none (pip install bokeh to serve it)"
         err.print(f"scheduler {info['scheduler']}  worker threads {info['threads']}  days {info['days']}  "
-                  f"tasks {info['tasks']}  dashboard {dash}")
+                  f"tasks {info['tasks']}")
+        err.print(f"dashboard: {dash}")
         if info["resumed_days"]:
             err.print(f"already done (resumed): {', '.join(info['resumed_days'])}")
         bar.start(info["tasks"])
@@ -140,7 +141,7 @@ def _report(console, r: dict, as_json: bool) -> None:
                       f"{sum(d['anomalies'].values()):,}", f"{s['split']:.2f}", f"{s['compute']:.2f}",
                       f"{s['write']:.2f}", f"{s['tasks']:.2f}")
     for day, error in r.get("failed", {}).items():
-        table.add_row(day, "[red]failed[/red]", "", "", "", "", "", "", "", end_section=False)
+        table.add_row(day, "[red]failed[/red]", "", "", "", "", "", "", "")
         console.print(f"[red]{day}: {error}[/red]")
     console.print(table)
     console.print(f"{len(r['days'])} day(s), {r['messages']:,} messages in {r['seconds']:.2f} s "
