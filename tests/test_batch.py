@@ -227,6 +227,11 @@ def test_split_streams_fsspec_urls(archive, tmp_path):
                 name = f"_itchflow/scratch/{day}/shard-{k}.{ext}"
                 assert open(tmp_path / "local" / name, "rb").read() == open(tmp_path / "url" / name, "rb").read()
         assert sum(a["shard_messages"]) >= a["messages"] == MESSAGES
+        from itchflow.scale.jobs import run_stats
+
+        sa = run_stats(local, str(tmp_path / f"{day}-a.parquet"))
+        sb = run_stats(url, str(tmp_path / f"{day}-b.parquet"))
+        assert sa["info"] == sb["info"] and sa["by_type"] == a["by_type"]
     found = expand("memory://itchflow-test/*")
     assert [os.path.basename(u) for u in found] == sorted(os.path.basename(paths[d]) for d in ("2019-01-30", "2019-02-01"))
     assert all(u.startswith("memory://") and fs.exists(u) for u in found)

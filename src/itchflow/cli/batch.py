@@ -64,8 +64,8 @@ def batch_command(paths, job, out, scheduler, workers, shards, symbols, types, a
     def on_start(info: dict) -> None:
         dash = info["dashboard"] or "none (pip install bokeh to serve it)"
         err.print(f"scheduler {info['scheduler']}  worker threads {info['threads']}  days {info['days']}  "
-                  f"tasks {info['tasks']}")
-        err.print(f"dashboard: {dash}")
+                  f"tasks {info['tasks']}", highlight=False)
+        err.print(f"dashboard: {dash}", highlight=False)
         if info["resumed_days"]:
             err.print(f"already done (resumed): {', '.join(info['resumed_days'])}")
         bar.start(info["tasks"])
@@ -134,7 +134,7 @@ def _report(console, r: dict, as_json: bool) -> None:
 
     table = Table(show_edge=False, box=None, pad_edge=False)
     for col in ("date", "messages", "shards", "rows", "anomalies", "split s", "compute s", "write s", "task s"):
-        table.add_column(col, justify="left" if col == "date" else "right")
+        table.add_column(col, justify="left" if col == "date" else "right", no_wrap=True)
     for d in r["days"]:
         s = d["seconds"]
         table.add_row(d["date"], f"{d['messages']:,}", str(d["shards"]), f"{d['rows']:,}",
@@ -146,7 +146,7 @@ def _report(console, r: dict, as_json: bool) -> None:
     console.print(table)
     console.print(f"{len(r['days'])} day(s), {r['messages']:,} messages in {r['seconds']:.2f} s "
                   f"({r['msgs_per_s'] / 1e6:,.2f} M msg/s) on {r['threads']} worker thread(s); "
-                  f"cluster start {r['startup_seconds']:.1f} s; dataset {r['out']}")
+                  f"cluster start {r['startup_seconds']:.1f} s; dataset {r['out']}", highlight=False)
 
 
 @bench.command("batch")
