@@ -105,6 +105,8 @@ def test_events_equal_single_process(archive, client, tmp_path, job, shards):
     import pandas as pd
 
     assert len(pd.read_parquet(out)) == t.num_rows
+    dd = pytest.importorskip("dask.dataframe", reason="dask[dataframe] not installed")
+    assert len(dd.read_parquet(out).compute(scheduler="sync")) == t.num_rows
 
 
 def test_symbols_and_file_urls(archive, client, tmp_path):

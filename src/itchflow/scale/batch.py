@@ -117,7 +117,10 @@ def batch(paths, job: str, out, client=None, shards: int | None = None, symbols=
         register = getattr(client, "register_plugin", None) or client.register_worker_plugin
         register(WarmKernels())
         threads = sum(client.nthreads().values()) or 1
-        info = {"dashboard": client.dashboard_link if dashboard_available() else None,
+        # our LocalCluster serves the dashboard only with bokeh here; a remote scheduler's own
+        # environment decides, which we cannot see: give its link
+        dashboard = client.dashboard_link if own_cluster is None or dashboard_available() else None
+        info = {"dashboard": dashboard,
                 "scheduler": client.scheduler.address, "threads": threads, "days": len(days),
                 "startup_seconds": time.perf_counter() - t_start}
         return _run(client, lay, days, job, syms, opts, shards, threads, info, progress, on_start,
