@@ -143,6 +143,20 @@ def test_bad_input_stops_at_the_message():
     assert _split(np.frombuffer(good, np.uint8), 2, "S", shard_of=wild)[:2] == (S.BAD_SHARD, len(_msg("A", 1, 1)))
 
 
+def test_balanced_map_and_counts():
+    msgs = [("A", 1)] * 50 + [("A", 2)] * 30 + [("D", 3)] * 20 + [("A", 4)] * 20 + [("S", 0), ("?", 9)]
+    buf = np.frombuffer(b"".join(_msg(k, loc, i + 1) for i, (k, loc) in enumerate(msgs)), np.uint8)
+    per = np.zeros(S.N_LOCATES, np.int64)
+    assert S.count_by_locate(buf, 0, len(buf), LENGTHS, per) == (S.OK, len(buf))
+    assert per[1] == 50 and per[2] == 30 and per[3] == 20 and per[4] == 20 and per[0] == 1 and per[9] == 0
+    m = S.balanced_map(per, 2)
+    # by hand (heaviest first, to the lighter shard): 1 -> 0 (50), 2 -> 1 (30), 3 -> 1 (50), 4 -> 0 (70)
+    assert [m[1], m[2], m[3], m[4]] == [0, 1, 1, 0]
+    assert m[5] == 5 % 2 and m.dtype == np.int32  # unseen locates: round-robin
+    _, _, _, seqs, *_ = _split(buf, 2, "S", shard_of=m)
+    assert len(seqs[0]) == 50 + 20 + 1 + 1 and len(seqs[1]) == 30 + 20 + 1
+
+
 def test_options_are_checked():
     with pytest.raises(ValueError):
         S.modulo_map(0)

@@ -165,7 +165,7 @@ def _run(client, lay, days, job, syms, opts, shards, threads, info, progress, on
             what[split_f.key] = (day, "split", n)
         parts = []
         for k in range(n):
-            f = client.submit(shard_task, split_f, source, lay.root, day, k, n, job, syms, opts, crash_once,
+            f = client.submit(shard_task, split_f, source, lay.root, day, k, job, syms, opts, crash_once,
                               key=f"shard-{day}-{k}-{run}", pure=False)
             parts.append(f)
             what[f.key] = (day, "shard", n)

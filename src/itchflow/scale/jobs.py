@@ -286,8 +286,11 @@ def run_snapshots(source: str, out: str, symbols, options: dict, times: list[int
 # ---- one entry point ---------------------------------------------------------------------
 
 def run_job(job: str, source: str, out: str, symbols, options: dict, *, seq_path: str | None = None,
-            shard: int = 0, shards: int = 1, day_span: tuple[int | None, int | None] | None = None) -> dict:
-    """Run job on source (a day, or shard `shard` of `shards` with its sidecar) into out."""
+            shard: int = 0, shard_of: np.ndarray | None = None,
+            day_span: tuple[int | None, int | None] | None = None) -> dict:
+    """Run job on source into out: a whole day, or shard `shard` of a split day (its sidecar
+    of original sequence numbers at seq_path, the day's locate -> shard map shard_of, and the
+    day's first and last timestamps day_span)."""
     if job == "stats":
         return run_stats(source, out)
     seq_map = SeqMap(seq_path)
@@ -302,8 +305,5 @@ def run_job(job: str, source: str, out: str, symbols, options: dict, *, seq_path
             info = stats(source)
             day_span = (info.first_timestamp_ns, info.last_timestamp_ns)
         times = snapshot_times(options, *(day_span or (None, None)))
-        from itchflow.wire.shard import modulo_map
-
-        return run_snapshots(source, out, symbols, options, times, shard,
-                             modulo_map(shards) if shards > 1 else None)
+        return run_snapshots(source, out, symbols, options, times, shard, shard_of)
     raise ValueError(f"unknown job {job!r}")

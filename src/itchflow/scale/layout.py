@@ -6,6 +6,7 @@ OUT/
   _itchflow/job.json                       the job and options this directory holds
   _itchflow/done/DATE/*.json               a marker per finished task, holding its summary
   _itchflow/scratch/DATE/shard-K.{itch,seq} shard files and their original sequence numbers
+  _itchflow/scratch/DATE/shard-map.npy     the locate -> shard map the day was split with
 
 pyarrow.dataset, pandas, dask.dataframe, DuckDB and Polars skip files and folders whose
 names start with "_" or ".", so bookkeeping and temporary files never show in the dataset.
@@ -87,6 +88,9 @@ class Layout:
 
     def seq_file(self, day: str, shard: int) -> str:
         return os.path.join(self.scratch(day), f"shard-{shard}.seq")
+
+    def map_file(self, day: str) -> str:
+        return os.path.join(self.scratch(day), "shard-map.npy")
 
 
 def temp_name(final: str) -> str:

@@ -25,6 +25,31 @@ _MIN_FRAMED = 2 + min(m.length for m in MESSAGES.values())
 _LENGTHS = np.array(LENGTH_BY_BYTE)               # writable: one array type for the kernel
 
 
+def choose_map(source: str, shards: int) -> tuple[np.ndarray, str]:
+    """(locate -> shard map, how): balanced by messages per locate for a raw local day (one
+    framing-speed counting pass over the memory-mapped file), round-robin otherwise (a gzip
+    or remote day would have to be read twice)."""
+    from itchflow.scale.inputs import local_path
+    from itchflow.sources.files import map_file, sniff
+
+    path = local_path(source)
+    if shards > 1 and path is not None:
+        with open(path, "rb") as f:
+            kind = sniff(f.read(8))
+        if kind == "itch":
+            buf = map_file(path)
+            per_locate = np.zeros(S.N_LOCATES, np.int64)
+            status, pos = S.count_by_locate(buf, 0, len(buf), _LENGTHS, per_locate)
+            if status == S.OK:  # a bad message is named by the split itself, just after
+                return S.balanced_map(per_locate, shards), "balanced"
+    return S.modulo_map(shards), "round-robin"
+
+
+def load_map(root: str, day: str) -> np.ndarray:
+    """The locate -> shard map a day was split with."""
+    return np.load(Layout(root).map_file(day))
+
+
 def split_day(source: str, root: str, day: str, shards: int, broadcast: str,
               row_bytes: int = ROW_BYTES) -> dict:
     """Write the day's shard files under root's scratch folder; returns a small summary."""
@@ -35,7 +60,11 @@ def split_day(source: str, root: str, day: str, shards: int, broadcast: str,
     clear_temps(lay.scratch(day))
     finals = [(lay.shard_file(day, k), lay.seq_file(day, k)) for k in range(shards)]
     temps = [(temp_name(a), temp_name(b)) for a, b in finals]
-    shard_of = S.modulo_map(shards)
+    t0 = time.perf_counter()
+    shard_of, how = choose_map(source, shards)
+    map_tmp = temp_name(lay.map_file(day))
+    with open(map_tmp, "wb") as f:
+        np.save(f, shard_of)
     bmask = S.broadcast_mask(broadcast)
     out = np.empty((shards, row_bytes), np.uint8)
     seqs = np.empty((shards, row_bytes // _MIN_FRAMED + 1), np.uint64)
@@ -45,7 +74,6 @@ def split_day(source: str, root: str, day: str, shards: int, broadcast: str,
     state = S.new_state()
     shard_bytes = np.zeros(shards, np.int64)
     shard_messages = np.zeros(shards, np.int64)
-    t0 = time.perf_counter()
     files = [(open(a, "wb"), open(b, "wb")) for a, b in temps]
     try:
         def flush() -> None:
@@ -78,11 +106,12 @@ def split_day(source: str, root: str, day: str, shards: int, broadcast: str,
     for (ta, tb), (fa, fb) in zip(temps, finals):
         publish(ta, fa)
         publish(tb, fb)
+    publish(map_tmp, lay.map_file(day))
     known = {c: int(counts[m.code_byte]) for c, m in MESSAGES.items() if counts[m.code_byte]}
     known_bytes = {m.code_byte for m in MESSAGES.values()}
     unknown = {f"0x{i:02x}": int(counts[i]) for i in np.flatnonzero(counts) if i not in known_bytes}
     first, last = int(state[S.S_FIRST_TS]), int(state[S.S_LAST_TS])
-    return {"day": day, "source": source, "shards": shards, "broadcast": broadcast,
+    return {"day": day, "source": source, "shards": shards, "broadcast": broadcast, "map": how,
             "messages": int(state[S.S_MESSAGES]), "by_type": known, "unknown_by_type": unknown,
             "first_timestamp_ns": first if first >= 0 else None, "last_timestamp_ns": last if last >= 0 else None,
             "shard_messages": shard_messages.tolist(), "shard_bytes": shard_bytes.tolist(),

@@ -27,7 +27,7 @@ def split_task(source: str, root: str, day: str, shards: int) -> dict:
     return summary
 
 
-def shard_task(split: dict | None, source: str, root: str, day: str, shard: int, shards: int, job: str,
+def shard_task(split: dict | None, source: str, root: str, day: str, shard: int, job: str,
                symbols, options: dict, crash_once: str | None = None) -> dict:
     """Run the job on shard `shard` of the day (split given) or on the whole day (split None)."""
     lay = Layout(root)
@@ -42,15 +42,18 @@ def shard_task(split: dict | None, source: str, root: str, day: str, shard: int,
     tmp = temp_name(final)
     t0 = time.perf_counter()
     if split is not None:
+        from itchflow.scale.split import load_map
+
         src, seq_path = lay.shard_file(day, shard), lay.seq_file(day, shard)
         span = (split["first_timestamp_ns"], split["last_timestamp_ns"])
+        shard_of = load_map(root, day)
     else:
-        src, seq_path, span = source, None, None
+        src, seq_path, span, shard_of = source, None, None, None
     if crash_once is not None:
         _maybe_crash(crash_once, tmp)
     try:
         summary = jobs.run_job(job, src, tmp, symbols, options, seq_path=seq_path, shard=shard,
-                               shards=shards, day_span=span)
+                               shard_of=shard_of, day_span=span)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
