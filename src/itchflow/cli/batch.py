@@ -78,7 +78,9 @@ def batch_command(paths, job, out, scheduler, workers, shards, symbols, types, a
                            keep_scratch=keep_scratch, **options)
         finally:
             bar.stop()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
+        if getattr(e, "result", None) is not None:
+            _report(console, e.result, as_json)
         click.echo("interrupted: finished tasks are kept; run the same command again to resume", err=True)
         sys.exit(130)
     except BatchError as e:

@@ -30,6 +30,15 @@ class BatchError(RuntimeError):
         self.result = result
 
 
+class BatchInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a batch: the running tasks were cancelled; ``result`` holds the days that
+    finished (their files and markers stay, so a rerun resumes)."""
+
+    def __init__(self, result: dict):
+        super().__init__("interrupted")
+        self.result = result
+
+
 def dashboard_available() -> bool:
     import importlib.util
 
@@ -199,18 +208,25 @@ def _run(client, lay, days, job, syms, opts, shards, threads, info, progress, on
             if progress is not None:
                 progress({"done": done_tasks, "total": len(futures), "messages": int(messages),
                           "elapsed": time.perf_counter() - t0, "day": day, "kind": kind})
+    except KeyboardInterrupt:
+        client.cancel(futures)
+        raise BatchInterrupted(_result(info, lay, job, days, finished, failed, t0)) from None
     except BaseException:
         client.cancel(futures)
         raise
-    seconds = time.perf_counter() - t0
-    ordered = [finished[d] for d, _ in days if d in finished]
-    total = sum(d["messages"] for d in ordered)
-    result = dict(info, out=lay.root, job=job, days=ordered, failed=failed, messages=total,
-                  seconds=seconds, msgs_per_s=total / seconds if seconds else 0.0)
+    result = _result(info, lay, job, days, finished, failed, t0)
     if failed:
         raise BatchError(f"{len(failed)} day(s) failed: " + "; ".join(f"{d}: {e}" for d, e in failed.items()),
                          result)
     return result
+
+
+def _result(info, lay, job, days, finished, failed, t0) -> dict:
+    seconds = time.perf_counter() - t0
+    ordered = [finished[d] for d, _ in days if d in finished]
+    total = sum(d["messages"] for d in ordered)
+    return dict(info, out=lay.root, job=job, days=ordered, failed=failed, messages=total,
+                seconds=seconds, msgs_per_s=total / seconds if seconds else 0.0)
 
 
 def _error_text(exc: BaseException | None) -> str:

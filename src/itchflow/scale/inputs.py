@@ -34,7 +34,8 @@ def local_path(path: str) -> str | None:
 
 
 def expand(paths) -> list[str]:
-    """Every day named by paths (a path, URL or glob, or a list of them), sorted, unique."""
+    """Every day named by paths (a path, URL, glob or local folder, or a list of them), in
+    order, each once."""
     items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     out: list[str] = []
     for item in items:
@@ -50,6 +51,12 @@ def expand(paths) -> list[str]:
                 found = sorted(fs.unstrip_protocol(f) for f in found_paths)
             if not found:
                 raise FileNotFoundError(f"{p}: no file matches")
+            out.extend(found)
+        elif local is not None and os.path.isdir(local):  # a folder: every day file in it
+            found = sorted(os.path.join(local, n) for n in os.listdir(local)
+                           if not n.startswith((".", "_")) and os.path.isfile(os.path.join(local, n)))
+            if not found:
+                raise FileNotFoundError(f"{p}: an empty folder")
             out.extend(found)
         else:
             out.append(local if local is not None else p)
