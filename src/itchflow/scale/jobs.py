@@ -8,7 +8,9 @@ the day through ``Books`` and stream the recorded events to Parquet (as ``itchfl
 ``itchflow trades``); ``snapshots`` is ``book.events.snapshots`` (as ``itchflow snapshots``).
 On a shard, sequence numbers are mapped back to the original stream, and messages sent to
 every shard are written once (by shard 0), so the union of the shards equals the
-single-process output row for row.
+single-process output row for row. (Only malformed data is seen differently: an E/C/X/D/U
+whose header locate is not its order's stock is a locate_mismatch in one process but an
+unknown_reference in the shard of that locate.)
 """
 
 from __future__ import annotations
