@@ -295,3 +295,15 @@ def test_day_keys_and_option_errors(tmp_path):
     with pytest.raises(FileNotFoundError):
         batch(str(tmp_path / "none*.itch"), "bbo", str(tmp_path / "o"))
     assert np.all(True)
+
+
+def test_year_projection_by_hand():
+    from itchflow.bench.batch import project_year
+
+    cost = {"day": 1e-7, "split": 2e-8, "shard": 1e-7}
+    two = project_year(cost, 2, 1.0)  # 125 rounds of a 37 s day; storage 250 x 5 GB at 1 GB/s = 1250 s
+    assert two["compute_s"] == pytest.approx(125 * 37.0) and two["io_s"] == pytest.approx(1250.0)
+    assert two["bound"] == "compute" and two["shards_per_day"] == 1
+    many = project_year(cost, 1000, 1.0, imbalance=1.2)  # 4 shards a day: 370e6 x (2e-8 + 1.2e-7 / 4)
+    assert many["shards_per_day"] == 4 and many["compute_s"] == pytest.approx(370e6 * (2e-8 + 1.2e-7 / 4))
+    assert many["seconds"] == pytest.approx(1250.0) and many["bound"] == "storage"
