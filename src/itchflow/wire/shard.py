@@ -93,8 +93,12 @@ def _fits(fill, nseq, k, total, cap, seq_cap):
 @njit(inline="always", nogil=True, cache=True)
 def _put(buf, start, total, seq, out, fill, seqs, nseq, k):
     f = fill[k]
-    for i in range(total):
-        out[k, f + i] = buf[start + i]
+    row = out[k]
+    # unsigned indices: no wrap-around branch per byte, so LLVM can copy in wide moves
+    src = np.uint64(start)
+    dst = np.uint64(f)
+    for i in range(np.uint64(total)):
+        row[dst + i] = buf[src + i]
     fill[k] = f + total
     seqs[k, nseq[k]] = seq
     nseq[k] += 1
