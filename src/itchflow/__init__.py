@@ -25,6 +25,7 @@ _LAZY = {
     "ITCHFormatError": ("itchflow.errors", "ITCHFormatError"),
     "encode": ("itchflow.decode.encoder", "encode"),
     "encode_message": ("itchflow.decode.encoder", "encode_message"),
+    "batch": ("itchflow.scale", "batch"),
 }
 _LAZY.update({
     "lobster": ("itchflow.sinks.lobster", "lobster"),

@@ -21,8 +21,8 @@ def bench() -> None:
 # Command modules, one per area; each adds its commands to `main` or `bench` on import.
 _COMMAND_MODULES = ("itchflow.cli.decode", "itchflow.cli.gen", "itchflow.cli.book", "itchflow.cli.ring",
                     "itchflow.cli.run",
-                    "itchflow.cli.net", "itchflow.cli.tail")
-_COMMAND_MODULES += ("itchflow.cli.research",)
+                    "itchflow.cli.net", "itchflow.cli.tail",
+                    "itchflow.cli.research", "itchflow.cli.batch")
 
 for _name in _COMMAND_MODULES:
     importlib.import_module(_name)

@@ -1,0 +1,235 @@
+"""``itchflow.batch``: run one job over an archive of days on a Dask cluster.
+
+The graph per day: [split] -> shard 0..N-1 -> finish. A day that is not split (N = 1, a
+local file) runs as one task on its file. Tasks pass paths and small summaries; each leaves
+a done marker, so a rerun (same output directory, same job) resumes where the last stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+import uuid
+from typing import Callable
+
+from itchflow.scale import jobs
+from itchflow.scale.inputs import expand, is_url, local_path
+from itchflow.scale.layout import Layout, day_key, read_json, write_json
+
+MAX_AUTO_SHARDS = 64
+
+
+class BatchError(RuntimeError):
+    """Some days failed; ``result`` holds what finished and the errors (finished days are kept:
+    a rerun redoes only the rest)."""
+
+    def __init__(self, message: str, result: dict):
+        super().__init__(message)
+        self.result = result
+
+
+class BatchInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a batch: the running tasks were cancelled; ``result`` holds the days that
+    finished (their files and markers stay, so a rerun resumes)."""
+
+    def __init__(self, result: dict):
+        super().__init__("interrupted")
+        self.result = result
+
+
+def dashboard_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("bokeh") is not None
+
+
+def local_cluster(workers: int | None = None):
+    """A LocalCluster of worker processes, one thread each (the kernels hold the GIL-free core)."""
+    from distributed import LocalCluster
+
+    n = int(workers or os.cpu_count() or 1)
+    return LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                        dashboard_address=":0",  # any free port: never collide with another cluster
+                        silence_logs=logging.ERROR)
+
+
+def auto_shards(days: int, threads: int) -> int:
+    """Shards per day so every worker thread has work: 1 when there are enough days."""
+    if days >= threads:
+        return 1
+    return min(MAX_AUTO_SHARDS, math.ceil(threads / max(days, 1)))
+
+
+def plan_days(paths) -> list[tuple[str, str]]:
+    """(date key, source) per day, sorted by date; two files of one date are an error."""
+    days: dict[str, str] = {}
+    for p in expand(paths):
+        key = day_key(p)
+        if key in days:
+            raise ValueError(f"{p} and {days[key]} are the same day ({key}); give one file per day")
+        days[key] = p
+    if not days:
+        raise FileNotFoundError("no input days")
+    return sorted(days.items())
+
+
+def batch(paths, job: str, out, client=None, shards: int | None = None, symbols=None, *,
+          workers: int | None = None, progress: Callable[[dict], None] | None = None,
+          on_start: Callable[[dict], None] | None = None, keep_scratch: bool = False,
+          crash_once: str | None = None, **job_options) -> dict:
+    """Run `job` (stats, decode, bbo, trades, snapshots) over every day in paths into `out`.
+
+    paths: a path, URL or glob (``file://``, ``s3://`` ... with the matching fsspec extra), or
+    a list of them; each file is a day, its date taken from its name. out: a local directory
+    (or one every worker mounts) that becomes a hive-partitioned Parquet dataset. client: a
+    ``distributed.Client`` or a scheduler address; None starts a LocalCluster of `workers`
+    processes. shards: locate shards per day (None: 1 when there are at least as many days as
+    worker threads, else enough to keep every thread busy). symbols and job_options are those
+    of the single-file command (decode: types, chunk; snapshots: at (ns) or every (s), depth).
+    progress(event) is called after each task; on_start(info) once the cluster is up.
+    crash_once: testing hook, a marker path: the first shard task kills its worker.
+
+    Returns {"out", "job", "days": [summary per day], "messages", "seconds", ...}; raises
+    BatchError (with .result) when a day failed.
+    """
+    syms, opts = jobs.job_options(job, symbols, job_options)
+    days = plan_days(paths)
+    root = local_path(os.fspath(out))
+    if root is None:
+        raise ValueError(f"{out}: the output must be a directory every worker can write (a local path "
+                         "or a shared mount), not a URL")
+    if shards is not None and not 1 <= int(shards) <= 4096:
+        raise ValueError("shards must be 1..4096")
+    lay = Layout(os.path.abspath(root))
+    identity = {"job": job, "symbols": syms, "options": opts}
+    existing = read_json(lay.job_file())
+    if existing is not None and existing != identity:
+        raise ValueError(f"{out} already holds a different job ({existing}); use another directory")
+    write_json(lay.job_file(), identity)
+
+    t_start = time.perf_counter()
+    own_cluster = own_client = None
+    if client is None:
+        from distributed import Client
+
+        own_cluster = local_cluster(workers)
+        client = own_client = Client(own_cluster)
+    elif isinstance(client, str):
+        from distributed import Client
+
+        client = own_client = Client(client)
+    try:
+        from itchflow.scale.tasks import WarmKernels
+
+        register = getattr(client, "register_plugin", None) or client.register_worker_plugin
+        register(WarmKernels())
+        threads = sum(client.nthreads().values()) or 1
+        # our LocalCluster serves the dashboard only with bokeh here; a remote scheduler's own
+        # environment decides, which we cannot see: give its link
+        dashboard = client.dashboard_link if own_cluster is None or dashboard_available() else None
+        info = {"dashboard": dashboard,
+                "scheduler": client.scheduler.address, "threads": threads, "days": len(days),
+                "startup_seconds": time.perf_counter() - t_start}
+        return _run(client, lay, days, job, syms, opts, shards, threads, info, progress, on_start,
+                    keep_scratch, crash_once)
+    finally:
+        if own_client is not None:
+            own_client.close()
+        if own_cluster is not None:
+            own_cluster.close()
+
+
+def _plan(lay: Layout, day: str, source: str, job: str, shards: int | None, auto: int) -> dict:
+    plan = read_json(lay.marker(day, "plan"))
+    if plan is None:
+        n = 1 if job == "stats" else int(shards or auto)
+        plan = {"shards": n, "split": job != "stats" and (n > 1 or is_url(source))}
+        write_json(lay.marker(day, "plan"), plan)
+    return plan
+
+
+def _run(client, lay, days, job, syms, opts, shards, threads, info, progress, on_start, keep_scratch,
+         crash_once) -> dict:
+    from distributed import as_completed
+
+    from itchflow.scale.tasks import finish_day, shard_task, split_task
+
+    run = uuid.uuid4().hex[:8]
+    auto = auto_shards(len(days), threads)
+    finished: dict[str, dict] = {}
+    futures, what = [], {}
+    for day, source in days:
+        done = read_json(lay.marker(day, "day"))
+        if done is not None:
+            finished[day] = done
+            continue
+        plan = _plan(lay, day, source, job, shards, auto)
+        n = plan["shards"]
+        split_f = None
+        if plan["split"]:
+            split_f = client.submit(split_task, source, lay.root, day, n, key=f"split-{day}-{run}", pure=False)
+            futures.append(split_f)
+            what[split_f.key] = (day, "split", n)
+        parts = []
+        for k in range(n):
+            f = client.submit(shard_task, split_f, source, lay.root, day, k, job, syms, opts, crash_once,
+                              key=f"shard-{day}-{k}-{run}", pure=False)
+            parts.append(f)
+            what[f.key] = (day, "shard", n)
+        fin = client.submit(finish_day, split_f, parts, source, lay.root, day, job, keep_scratch,
+                            key=f"finish-{day}-{run}", pure=False)
+        futures.extend(parts)
+        futures.append(fin)
+        what[fin.key] = (day, "finish", n)
+    info = dict(info, tasks=len(futures), resumed_days=sorted(finished))
+    if on_start is not None:
+        on_start(info)
+
+    t0 = time.perf_counter()
+    failed: dict[str, str] = {}
+    split_messages: dict[str, int] = {}
+    done_tasks, messages = 0, sum(d["messages"] for d in finished.values())
+    try:
+        for fut in as_completed(futures):
+            day, kind, n = what[fut.key]
+            done_tasks += 1
+            if fut.status == "error":
+                failed.setdefault(day, _error_text(fut.exception()))
+            elif fut.status == "finished":
+                res = fut.result()
+                if kind == "split":
+                    split_messages[day] = res["messages"]
+                elif kind == "shard":
+                    messages += (split_messages[day] / n if day in split_messages else res["messages"])
+                elif kind == "finish":
+                    finished[day] = res
+            if progress is not None:
+                progress({"done": done_tasks, "total": len(futures), "messages": int(messages),
+                          "elapsed": time.perf_counter() - t0, "day": day, "kind": kind})
+    except KeyboardInterrupt:
+        client.cancel(futures)
+        raise BatchInterrupted(_result(info, lay, job, days, finished, failed, t0)) from None
+    except BaseException:
+        client.cancel(futures)
+        raise
+    result = _result(info, lay, job, days, finished, failed, t0)
+    if failed:
+        raise BatchError(f"{len(failed)} day(s) failed: " + "; ".join(f"{d}: {e}" for d, e in failed.items()),
+                         result)
+    return result
+
+
+def _result(info, lay, job, days, finished, failed, t0) -> dict:
+    seconds = time.perf_counter() - t0
+    ordered = [finished[d] for d, _ in days if d in finished]
+    total = sum(d["messages"] for d in ordered)
+    return dict(info, out=lay.root, job=job, days=ordered, failed=failed, messages=total,
+                seconds=seconds, msgs_per_s=total / seconds if seconds else 0.0)
+
+
+def _error_text(exc: BaseException | None) -> str:
+    if exc is None:
+        return "failed"
+    return f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,118 @@
+"""The days of an archive: local paths, globs and fsspec URLs, read as chunks of whole messages.
+
+Local files (and ``file://`` URLs) go through ``itchflow.sources.files.iter_chunks``: raw
+days are memory-mapped, ``.gz`` streamed, captures reassembled. Other URLs (``s3://``,
+``gs://``, ...) are streamed with fsspec (gzip detected by its magic bytes) in blocks cut at
+message boundaries, so a worker never holds a whole day.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from typing import Iterator
+
+import numpy as np
+
+from itchflow.errors import ITCHFormatError
+from itchflow.wire.binaryfile import whole_messages_end
+
+BLOCK = 8 << 20
+_GLOB_CHARS = "*?["
+
+
+def is_url(path: str) -> bool:
+    return "://" in str(path)
+
+
+def local_path(path: str) -> str | None:
+    """A local filesystem path for path (``file://`` URLs included), else None."""
+    p = str(path)
+    if p.startswith("file://"):
+        return p[len("file://"):]
+    return None if is_url(p) else p
+
+
+def expand(paths) -> list[str]:
+    """Every day named by paths (a path, URL, glob or local folder, or a list of them), in
+    order, each once."""
+    items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    out: list[str] = []
+    for item in items:
+        p = os.fspath(item)
+        local = local_path(p)
+        if any(c in p for c in _GLOB_CHARS):
+            if local is not None:
+                found = sorted(glob.glob(local))
+            else:
+                import fsspec
+
+                fs, _, found_paths = fsspec.get_fs_token_paths(p)
+                found = sorted(fs.unstrip_protocol(f) for f in found_paths)
+            if not found:
+                raise FileNotFoundError(f"{p}: no file matches")
+            out.extend(found)
+        elif local is not None and os.path.isdir(local):  # a folder: every day file in it
+            found = sorted(os.path.join(local, n) for n in os.listdir(local)
+                           if not n.startswith((".", "_")) and os.path.isfile(os.path.join(local, n)))
+            if not found:
+                raise FileNotFoundError(f"{p}: an empty folder")
+            out.extend(found)
+        else:
+            out.append(local if local is not None else p)
+    seen, unique = set(), []
+    for p in out:
+        if p not in seen:
+            seen.add(p)
+            unique.append(p)
+    return unique
+
+
+def iter_day(source: str) -> Iterator[tuple[np.ndarray, int, str, int]]:
+    """(uint8 buffer of whole messages, first sequence, source name, byte offset) per chunk."""
+    local = local_path(source)
+    if local is not None:
+        from itchflow.sources.files import iter_chunks
+
+        for c in iter_chunks(local):
+            yield c.data, c.first_sequence, c.source, (c.offset or 0)
+        return
+    yield from _iter_url(source)
+
+
+def _iter_url(url: str) -> Iterator[tuple[np.ndarray, int, str, int]]:
+    import fsspec
+
+    with fsspec.open(url, "rb") as raw:
+        head = raw.read(2)
+        raw.seek(0)
+        if head == b"\x1f\x8b":
+            import gzip
+
+            with gzip.GzipFile(fileobj=raw) as f:
+                yield from _blocks(f, url + " (decompressed)")
+        else:
+            yield from _blocks(raw, url)
+
+
+def _blocks(f, name: str) -> Iterator[tuple[np.ndarray, int, str, int]]:
+    """Read f in blocks, cut each after its last whole message, carry the rest over."""
+    carry = np.zeros(0, np.uint8)
+    offset, seq = 0, 1
+    while True:
+        try:
+            raw = f.read(BLOCK)
+        except (OSError, EOFError) as e:
+            raise ITCHFormatError(f"stream is corrupt or cut short ({e})", source=name,
+                                  offset=offset + len(carry)) from None
+        if not raw:
+            break
+        data = np.concatenate([carry, np.frombuffer(raw, np.uint8)])
+        stop, n = whole_messages_end(data, 0, len(data))
+        if stop:
+            yield data[:stop], seq, name, offset
+            offset += stop
+            seq += n
+        carry = data[stop:].copy()
+    if len(carry):  # a truncated last message: the consumer's framing names it
+        yield carry, seq, name, offset

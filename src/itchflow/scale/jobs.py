@@ -1,0 +1,311 @@
+"""The single-file machinery each batch job runs, in ONE place (the adapter).
+
+Every job runs on one input: a whole local day, or one shard file of a split day together
+with its sidecar of original sequence numbers (``SeqMap``). What runs is what the
+single-file commands run: ``stats`` is ``itchflow.stats``; ``decode`` is ``itchflow.scan``
+through ``sinks.tables.TableWriter`` (as ``itchflow decode``); ``bbo`` and ``trades`` replay
+the day through ``Books`` and stream the recorded events to Parquet (as ``itchflow bbo`` /
+``itchflow trades``); ``snapshots`` is ``book.events.snapshots`` (as ``itchflow snapshots``).
+On a shard, sequence numbers are mapped back to the original stream, and messages sent to
+every shard are written once (by shard 0), so the union of the shards equals the
+single-process output row for row. (Only malformed data is seen differently: an E/C/X/D/U
+whose header locate is not its order's stock is a locate_mismatch in one process but an
+unknown_reference in the shard of that locate.)
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+JOBS = ("stats", "decode", "bbo", "trades", "snapshots")
+SHARDED_JOBS = ("decode", "bbo", "trades", "snapshots")
+BROADCAST_TYPES = "SR"  # S: system events; R: the stock directory, so every shard knows every
+                        # symbol and "R seen" means the same in every shard as in one process
+_DEFAULTS = {
+    "stats": {},
+    "decode": {"types": "AF", "chunk": 1 << 21},
+    "bbo": {},
+    "trades": {},
+    "snapshots": {"at": None, "every": None, "depth": 5},
+}
+
+
+def job_options(job: str, symbols, options: dict) -> tuple[list[str] | None, dict]:
+    """Validate a job's options (those of the single-file command); returns (symbols, options)."""
+    if job not in JOBS:
+        raise ValueError(f"unknown job {job!r}: one of {', '.join(JOBS)}")
+    unknown = set(options) - set(_DEFAULTS[job])
+    if unknown:
+        raise ValueError(f"job {job!r} takes no option {', '.join(sorted(unknown))} "
+                         f"(options: {', '.join(_DEFAULTS[job]) or 'none'})")
+    opts = dict(_DEFAULTS[job], **options)
+    if isinstance(symbols, str):
+        symbols = [s for s in symbols.split(",")]
+    syms = [s.strip().upper() for s in symbols if s.strip()] if symbols else None
+    if job == "stats" and syms:
+        raise ValueError("the stats job counts whole days: it takes no symbols")
+    if job == "decode":
+        from itchflow.decode.reader import _codes
+
+        if not _codes(opts["types"]):
+            raise ValueError("no message types to decode")
+        if syms and len(syms) > 1:
+            raise ValueError("decode filters one symbol (as `itchflow decode --symbol` does)")
+    if job == "snapshots":
+        if not syms:
+            raise ValueError("snapshots needs symbols")
+        if (opts["at"] is None) == (opts["every"] is None):
+            raise ValueError("snapshots needs exactly one of at= (times) and every= (seconds)")
+        if opts["every"] is not None and float(opts["every"]) <= 0:
+            raise ValueError("every must be positive")
+        if opts["at"] is not None:
+            at = opts["at"]
+            opts["at"] = [int(t) for t in ([at] if isinstance(at, (int, np.integer)) else at)]
+    return syms, opts
+
+
+class SeqMap:
+    """Shard sequence -> original sequence, from the split's sidecar (None: identity)."""
+
+    def __init__(self, path: str | None):
+        self.table = None
+        if path is not None and os.path.getsize(path):
+            self.table = np.memmap(path, dtype="<u8", mode="r")
+
+    def __call__(self, seq: np.ndarray) -> np.ndarray:
+        if self.table is None:
+            return seq
+        idx = np.asarray(seq, np.int64) - 1
+        if len(idx) and (idx.min() < 0 or idx.max() >= len(self.table)):
+            raise ValueError("a shard sequence number falls outside its sidecar (stale scratch files?)")
+        return np.asarray(self.table[idx], np.uint64)
+
+
+def _book_counts(books) -> tuple[dict, dict, int]:
+    from itchflow.wire.itch import MESSAGES
+
+    tc = books.type_counts
+    by_type = {c: int(tc[m.code_byte]) for c, m in MESSAGES.items() if tc[m.code_byte]}
+    return by_type, {k: v for k, v in books.anomalies().items() if v}, books.unknown_types
+
+
+# ---- stats ---------------------------------------------------------------------------------
+
+def run_stats(source: str, out: str) -> dict:
+    """itchflow.stats over one day; one row per message type seen (message_type, name, messages)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from itchflow.decode.reader import stats
+    from itchflow.wire.itch import MESSAGES
+
+    t0 = time.perf_counter()
+    info = stats(source) if "://" not in source else _stats_stream(source)
+    t1 = time.perf_counter()
+    rows = [(c, MESSAGES[c].name, n) for c, n in info.by_type.items() if n]
+    rows += [(c, "unknown", n) for c, n in info.unknown_by_type.items()]
+    table = pa.table({"message_type": pa.array([r[0] for r in rows], pa.string()),
+                      "name": pa.array([r[1] for r in rows], pa.string()),
+                      "messages": pa.array([r[2] for r in rows], pa.int64())})
+    pq.write_table(table, out)
+    d = info.to_dict()
+    d.pop("source", None)
+    d.pop("seconds", None)
+    d["by_type"] = {k: v for k, v in d["by_type"].items() if v}
+    return {"rows": len(rows), "messages": info.messages, "info": d, "by_type": d["by_type"],
+            "unknown_by_type": info.unknown_by_type, "anomalies": {},
+            "compute_seconds": t1 - t0, "write_seconds": time.perf_counter() - t1}
+
+
+def _stats_stream(url: str):
+    """stats() for a URL: the same framing pass over streamed chunks."""
+    from itchflow.decode.decoder import FrameTotals, frame_range
+    from itchflow.decode.reader import _info
+    from itchflow.scale.inputs import iter_day
+
+    totals = FrameTotals()
+    t0 = time.perf_counter()
+    for data, _, name, offset in iter_day(url):
+        piece = FrameTotals()
+        frame_range(data, 0, len(data), piece, source=name, base_offset=offset)
+        totals.merge(piece)
+    return _info(url, totals, None, time.perf_counter() - t0)
+
+
+# ---- decode --------------------------------------------------------------------------------
+
+def run_decode(source: str, out: str, symbols, options: dict, seq_map: SeqMap, first_copy: bool) -> dict:
+    """itchflow decode (TableWriter over itchflow.scan) on one day or shard."""
+    from itchflow.sinks.tables import TableWriter
+    from itchflow.wire.shard import broadcast_mask, is_broadcast
+
+    bmask = broadcast_mask(BROADCAST_TYPES)
+
+    class ShardTableWriter(TableWriter):
+        write_seconds = 0.0
+
+        def write(self, arrays):
+            t = time.perf_counter()
+            kept = {}
+            for code, arr in arrays.items():
+                if len(arr) and not first_copy:  # one copy of what every shard received
+                    arr = arr[~is_broadcast(np.full(len(arr), ord(code), np.uint8), arr["stock_locate"], bmask)]
+                if len(arr) and seq_map.table is not None:
+                    arr = arr.copy()
+                    arr["sequence"] = seq_map(arr["sequence"])
+                kept[code] = arr
+            super().write(kept)
+            self.write_seconds += time.perf_counter() - t
+
+    by_type: dict[str, int] = {}
+    t0 = time.perf_counter()
+    symbol = symbols[0] if symbols else None
+    with ShardTableWriter(out, options["types"]) as writer:
+        for piece in writer.pieces(source, symbol=symbol, chunk_messages=int(options["chunk"])):
+            for c, n in piece.info.by_type.items():
+                if n:
+                    by_type[c] = by_type.get(c, 0) + n
+    total = time.perf_counter() - t0
+    return {"rows": writer.rows, "messages": writer.messages_read, "by_type": by_type, "anomalies": {},
+            "compute_seconds": total - writer.write_seconds, "write_seconds": writer.write_seconds}
+
+
+# ---- bbo / trades (as `itchflow bbo|trades`) ------------------------------------------------
+
+def run_events(source: str, out: str, which: str, symbols, seq_map: SeqMap) -> dict:
+    """Replay through Books recording one event stream ('bbo' or 'trades'), filtered to
+    symbols, streamed to one Parquet file; trades broken by a later B are flagged."""
+    import pyarrow.parquet as pq
+
+    from itchflow.book import layout as L
+    from itchflow.book.books import Books
+    from itchflow.book.events import to_arrow
+    from itchflow.book.replay import replay
+
+    books = Books()
+    books.record(bbo=which == "bbo", trades=which == "trades", l2=False)
+    state = {"writer": None, "rows": 0, "narrowed": False, "write": 0.0}
+    pending_breaks: list = []
+
+    def wanted():
+        if symbols is None:
+            return None
+        known = books.symbols
+        return np.array([known[s] for s in symbols if s in known], np.int64)
+
+    def drain(b) -> None:
+        bbo, trades, _ = b.take_events()
+        ev = bbo if which == "bbo" else trades
+        locs = wanted()
+        if symbols is not None and not state["narrowed"] and len(locs) == len(symbols):
+            b.record(None, bbo=False, trades=False)
+            b.record(locs.tolist(), bbo=which == "bbo", trades=which == "trades")
+            state["narrowed"] = True
+        if locs is not None:
+            ev = ev[np.isin(ev["stock_locate"], locs)]
+        if not len(ev):
+            return
+        t = time.perf_counter()
+        ev["sequence"] = seq_map(ev["sequence"])
+        if which == "trades":
+            pending_breaks.extend(ev["match_number"][ev["kind"] == b"B"].tolist())
+        table = to_arrow(ev, b.symbol)
+        if state["writer"] is None:
+            state["writer"] = pq.ParquetWriter(out, table.schema)
+        state["writer"].write_table(table)
+        state["rows"] += len(ev)
+        state["write"] += time.perf_counter() - t
+
+    t0 = time.perf_counter()
+    try:
+        replay(books, source, on_slice=drain)
+    finally:
+        if state["writer"] is not None:
+            state["writer"].close()
+    t = time.perf_counter()
+    if state["writer"] is None:
+        empty = np.zeros(0, L.BBO_EVENT_DTYPE if which == "bbo" else L.TRADE_EVENT_DTYPE)
+        pq.write_table(to_arrow(empty, books.symbol), out)
+    if which == "trades" and pending_breaks:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        tab = pq.read_table(out)
+        broken = pc.and_(pc.is_in(tab["match_number"], pa.array(pending_breaks, pa.uint64())),
+                         pc.not_equal(tab["kind"], "B"))
+        tab = tab.set_column(tab.schema.get_field_index("broken"), "broken", broken)
+        pq.write_table(tab, out)
+    write = state["write"] + time.perf_counter() - t
+    by_type, anomalies, unknown = _book_counts(books)
+    return {"rows": state["rows"], "messages": books.messages, "by_type": by_type, "anomalies": anomalies,
+            "unknown_types": unknown, "compute_seconds": time.perf_counter() - t0 - write,
+            "write_seconds": write}
+
+
+# ---- snapshots (as `itchflow snapshots`) ----------------------------------------------------
+
+def snapshot_times(options: dict, first_ns: int | None, last_ns: int | None) -> list[int]:
+    """The times `itchflow snapshots` uses: --at as given, or every N s within the day's span."""
+    at, every = options["at"], options["every"]
+    if at is not None:  # nanoseconds since midnight (the CLI parses HH:MM:SS)
+        return [int(t) for t in ([at] if isinstance(at, (int, np.integer)) else at)]
+    step = int(float(every) * 1e9)
+    start = ((first_ns or 0) // step + 1) * step
+    return list(range(start, (last_ns or 0) + 1, step))
+
+
+def run_snapshots(source: str, out: str, symbols, options: dict, times: list[int], shard: int,
+                  shard_of: np.ndarray | None) -> dict:
+    """Depth snapshots of this shard's symbols (their locate routes here) at the times."""
+    from itchflow.book.books import Books
+    from itchflow.book.events import snapshots, write_parquet
+    from itchflow.book.replay import iter_source
+    from itchflow.decode.reader import read
+
+    t0 = time.perf_counter()
+    mine = list(symbols)
+    if shard_of is not None:  # keep the symbols whose locate this shard holds (R reaches every shard)
+        r = read(source, "R")["R"]
+        where = {bytes(s).decode("ascii").strip(): int(loc) for s, loc in zip(r["stock"], r["stock_locate"])}
+        mine = [s for s in symbols if s in where and shard_of[where[s]] == shard]
+    books = Books()
+    rows = snapshots(books, ((d, seq) for d, seq, _, _ in iter_source(source)), times, mine,
+                     int(options["depth"])) if mine else None
+    t1 = time.perf_counter()
+    if rows is None:
+        from itchflow.book.events import SNAPSHOT_DTYPE
+
+        rows = np.zeros(0, SNAPSHOT_DTYPE)
+    write_parquet(rows, out, books.symbol)
+    by_type, anomalies, unknown = _book_counts(books)
+    return {"rows": len(rows), "messages": books.messages, "by_type": by_type, "anomalies": anomalies,
+            "unknown_types": unknown, "compute_seconds": t1 - t0, "write_seconds": time.perf_counter() - t1}
+
+
+# ---- one entry point ---------------------------------------------------------------------
+
+def run_job(job: str, source: str, out: str, symbols, options: dict, *, seq_path: str | None = None,
+            shard: int = 0, shard_of: np.ndarray | None = None,
+            day_span: tuple[int | None, int | None] | None = None) -> dict:
+    """Run job on source into out: a whole day, or shard `shard` of a split day (its sidecar
+    of original sequence numbers at seq_path, the day's locate -> shard map shard_of, and the
+    day's first and last timestamps day_span)."""
+    if job == "stats":
+        return run_stats(source, out)
+    seq_map = SeqMap(seq_path)
+    if job == "decode":
+        return run_decode(source, out, symbols, options, seq_map, first_copy=shard == 0)
+    if job in ("bbo", "trades"):
+        return run_events(source, out, job, symbols, seq_map)
+    if job == "snapshots":
+        if day_span is None and options["every"] is not None:
+            from itchflow.decode.reader import stats
+
+            info = stats(source)
+            day_span = (info.first_timestamp_ns, info.last_timestamp_ns)
+        times = snapshot_times(options, *(day_span or (None, None)))
+        return run_snapshots(source, out, symbols, options, times, shard, shard_of)
+    raise ValueError(f"unknown job {job!r}")

@@ -1,0 +1,137 @@
+"""Where a batch puts things, declared once, and how a file appears there atomically.
+
+OUT/
+  date=YYYY-MM-DD/shard=K/part-0.parquet    the dataset (stats: date=YYYY-MM-DD/part-0.parquet)
+  date=YYYY-MM-DD/_summary.json            the day's summary (readers skip names starting "_")
+  _itchflow/job.json                       the job and options this directory holds
+  _itchflow/done/DATE/*.json               a marker per finished task, holding its summary
+  _itchflow/scratch/DATE/shard-K.{itch,seq} shard files and their original sequence numbers
+  _itchflow/scratch/DATE/shard-map.npy     the locate -> shard map the day was split with
+
+pyarrow.dataset, pandas, dask.dataframe, DuckDB and Polars skip files and folders whose
+names start with "_" or ".", so bookkeeping and temporary files never show in the dataset.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+PART = "part-0.parquet"
+TEMP_PREFIX = ".tmp-"
+SUMMARY = "_summary.json"
+META = "_itchflow"
+
+_ISO = re.compile(r"(?<!\d)(\d{4})-(\d{2})-(\d{2})(?!\d)")
+_EIGHT = re.compile(r"(?<!\d)(\d{8})(?!\d)")
+_SIX = re.compile(r"(?<![A-Za-z\d])[A-Za-z]?(\d{6})(?!\d)")  # S013019-v50.txt: MMDDYY
+
+
+def _valid(y: int, m: int, d: int) -> bool:
+    return 1990 <= y <= 2099 and 1 <= m <= 12 and 1 <= d <= 31
+
+
+def day_key(path: str) -> str:
+    """The partition value for a day's file: its date as YYYY-MM-DD when the name holds one
+    (2019-01-30, 20190130, 01302019 as Nasdaq names its files, S013019), else its stem."""
+    name = Path(str(path).rstrip("/")).name
+    m = _ISO.search(name)
+    if m and _valid(int(m[1]), int(m[2]), int(m[3])):
+        return f"{m[1]}-{m[2]}-{m[3]}"
+    m = _EIGHT.search(name)
+    if m:
+        s = m[1]
+        if _valid(int(s[:4]), int(s[4:6]), int(s[6:])):
+            return f"{s[:4]}-{s[4:6]}-{s[6:]}"
+        if _valid(int(s[4:]), int(s[:2]), int(s[2:4])):
+            return f"{s[4:]}-{s[:2]}-{s[2:4]}"
+    m = _SIX.search(name)
+    if m:
+        s = m[1]
+        if _valid(2000 + int(s[4:]), int(s[:2]), int(s[2:4])):
+            return f"20{s[4:]}-{s[:2]}-{s[2:4]}"
+    stem = name.split(".")[0] or name
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", stem)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Paths of one batch output directory (local, or a mount every worker sees)."""
+
+    root: str
+
+    def day_dir(self, day: str) -> str:
+        return os.path.join(self.root, f"date={day}")
+
+    def part(self, day: str, shard: int | None) -> str:
+        d = self.day_dir(day) if shard is None else os.path.join(self.day_dir(day), f"shard={shard}")
+        return os.path.join(d, PART)
+
+    def summary(self, day: str) -> str:
+        return os.path.join(self.day_dir(day), SUMMARY)
+
+    def job_file(self) -> str:
+        return os.path.join(self.root, META, "job.json")
+
+    def marker(self, day: str, task: str) -> str:
+        return os.path.join(self.root, META, "done", day, f"{task}.json")
+
+    def scratch(self, day: str) -> str:
+        return os.path.join(self.root, META, "scratch", day)
+
+    def shard_file(self, day: str, shard: int) -> str:
+        return os.path.join(self.scratch(day), f"shard-{shard}.itch")
+
+    def seq_file(self, day: str, shard: int) -> str:
+        return os.path.join(self.scratch(day), f"shard-{shard}.seq")
+
+    def map_file(self, day: str) -> str:
+        return os.path.join(self.scratch(day), "shard-map.npy")
+
+
+def temp_name(final: str) -> str:
+    """A hidden sibling of final, unique to this attempt (readers skip dot files); it keeps
+    final's suffix, which writers look at."""
+    d, name = os.path.split(final)
+    return os.path.join(d, f"{TEMP_PREFIX}{uuid.uuid4().hex[:12]}.{name}")
+
+
+def publish(tmp: str, final: str) -> None:
+    """Make a finished temporary file visible under its final name (atomic on one filesystem)."""
+    os.replace(tmp, final)
+
+
+def clear_temps(directory: str) -> None:
+    """Remove what an earlier, killed attempt left half written in directory."""
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return
+    for n in names:
+        if n.startswith(TEMP_PREFIX):
+            try:
+                os.remove(os.path.join(directory, n))
+            except FileNotFoundError:
+                pass
+
+
+def write_json(path: str, obj) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = temp_name(path)
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    publish(tmp, path)
+
+
+def read_json(path: str):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None

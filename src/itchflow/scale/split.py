@@ -1,0 +1,118 @@
+"""Split one day (raw, .gz, capture or URL) into N shard files by stock locate.
+
+Drives ``itchflow.wire.shard.split_by_locate`` over the day's chunks with bounded per-shard
+buffers, appending each shard's framed messages to ``shard-K.itch`` and their original
+sequence numbers to ``shard-K.seq`` (little-endian uint64). Files are written under
+temporary names and renamed when the whole day is through, so a killed split leaves nothing
+that looks finished.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+from itchflow.errors import ITCHFormatError
+from itchflow.scale.inputs import iter_day
+from itchflow.scale.layout import Layout, clear_temps, publish, temp_name
+from itchflow.wire import shard as S
+from itchflow.wire.itch import LENGTH_BY_BYTE, MESSAGES
+
+ROW_BYTES = 4 << 20                               # per-shard buffer between flushes
+_MIN_FRAMED = 2 + min(m.length for m in MESSAGES.values())
+_LENGTHS = np.array(LENGTH_BY_BYTE)               # writable: one array type for the kernel
+
+
+def choose_map(source: str, shards: int) -> tuple[np.ndarray, str]:
+    """(locate -> shard map, how): balanced by messages per locate for a raw local day (one
+    framing-speed counting pass over the memory-mapped file), round-robin otherwise (a gzip
+    or remote day would have to be read twice)."""
+    from itchflow.scale.inputs import local_path
+    from itchflow.sources.files import map_file, sniff
+
+    path = local_path(source)
+    if shards > 1 and path is not None:
+        with open(path, "rb") as f:
+            kind = sniff(f.read(8))
+        if kind == "itch":
+            buf = map_file(path)
+            per_locate = np.zeros(S.N_LOCATES, np.int64)
+            status, pos = S.count_by_locate(buf, 0, len(buf), _LENGTHS, per_locate)
+            if status == S.OK:  # a bad message is named by the split itself, just after
+                return S.balanced_map(per_locate, shards), "balanced"
+    return S.modulo_map(shards), "round-robin"
+
+
+def load_map(root: str, day: str) -> np.ndarray:
+    """The locate -> shard map a day was split with."""
+    return np.load(Layout(root).map_file(day))
+
+
+def split_day(source: str, root: str, day: str, shards: int, broadcast: str,
+              row_bytes: int = ROW_BYTES) -> dict:
+    """Write the day's shard files under root's scratch folder; returns a small summary."""
+    if row_bytes < S.MAX_MESSAGE_BYTES:
+        raise ValueError(f"row_bytes must hold the largest message ({S.MAX_MESSAGE_BYTES} bytes)")
+    lay = Layout(root)
+    os.makedirs(lay.scratch(day), exist_ok=True)
+    clear_temps(lay.scratch(day))
+    finals = [(lay.shard_file(day, k), lay.seq_file(day, k)) for k in range(shards)]
+    temps = [(temp_name(a), temp_name(b)) for a, b in finals]
+    t0 = time.perf_counter()
+    shard_of, how = choose_map(source, shards)
+    map_tmp = temp_name(lay.map_file(day))
+    with open(map_tmp, "wb") as f:
+        np.save(f, shard_of)
+    bmask = S.broadcast_mask(broadcast)
+    out = np.empty((shards, row_bytes), np.uint8)
+    seqs = np.empty((shards, row_bytes // _MIN_FRAMED + 1), np.uint64)
+    fill = np.zeros(shards, np.int64)
+    nseq = np.zeros(shards, np.int64)
+    counts = np.zeros(256, np.int64)
+    state = S.new_state()
+    shard_bytes = np.zeros(shards, np.int64)
+    shard_messages = np.zeros(shards, np.int64)
+    files = [(open(a, "wb"), open(b, "wb")) for a, b in temps]
+    try:
+        def flush() -> None:
+            for k, (fmsg, fseq) in enumerate(files):
+                fmsg.write(memoryview(out[k, : fill[k]]))
+                fseq.write(memoryview(seqs[k, : nseq[k]].astype("<u8", copy=False)))
+                shard_bytes[k] += fill[k]
+                shard_messages[k] += nseq[k]
+            fill[:] = 0
+            nseq[:] = 0
+
+        for data, first_seq, name, offset in iter_day(source):
+            pos, end, seq = 0, len(data), int(first_seq)
+            while True:
+                status, pos, seq = S.split_by_locate(data, pos, end, np.int64(seq), shard_of, bmask, _LENGTHS,
+                                                     out, fill, seqs, nseq, counts, state)
+                pos, seq = int(pos), int(seq)
+                if status == S.OK:
+                    break
+                if status == S.NEED_SPACE and (fill.any() or nseq.any()):
+                    flush()
+                    continue
+                raise ITCHFormatError(S.SPLIT_STATUS_TEXT.get(status, f"split status {status}"),
+                                      source=name, offset=offset + pos)
+        flush()
+    finally:
+        for fmsg, fseq in files:
+            fmsg.close()
+            fseq.close()
+    for (ta, tb), (fa, fb) in zip(temps, finals):
+        publish(ta, fa)
+        publish(tb, fb)
+    publish(map_tmp, lay.map_file(day))
+    known = {c: int(counts[m.code_byte]) for c, m in MESSAGES.items() if counts[m.code_byte]}
+    known_bytes = {m.code_byte for m in MESSAGES.values()}
+    unknown = {f"0x{i:02x}": int(counts[i]) for i in np.flatnonzero(counts) if i not in known_bytes}
+    first, last = int(state[S.S_FIRST_TS]), int(state[S.S_LAST_TS])
+    return {"day": day, "source": source, "shards": shards, "broadcast": broadcast, "map": how,
+            "messages": int(state[S.S_MESSAGES]), "by_type": known, "unknown_by_type": unknown,
+            "first_timestamp_ns": first if first >= 0 else None, "last_timestamp_ns": last if last >= 0 else None,
+            "shard_messages": shard_messages.tolist(), "shard_bytes": shard_bytes.tolist(),
+            "seconds": time.perf_counter() - t0}

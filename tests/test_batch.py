@@ -1,0 +1,307 @@
+"""itchflow.batch / itchflow batch on a LocalCluster of 2 worker processes: for every job the
+dataset equals what the single-file commands write for each day, row for row, whatever the
+shards; a worker killed mid-task changes nothing; reruns resume from the markers."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+
+import numpy as np
+import pytest
+
+pytest.importorskip("distributed", reason="dask[distributed] is not installed (pip install 'itchflow[dask]')")
+
+import pyarrow as pa  # noqa: E402
+import pyarrow.dataset as ds  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+from click.testing import CliRunner  # noqa: E402
+
+import itchflow  # noqa: E402
+from itchflow.cli import main  # noqa: E402
+from itchflow.scale.batch import auto_shards, batch  # noqa: E402
+from itchflow.scale.layout import day_key  # noqa: E402
+from itchflow.sim.generator import write_day  # noqa: E402
+
+DAYS = {"2019-01-30": ("01302019.NASDAQ_ITCH50", False, 1), "2019-01-31": ("20190131.itch", True, 2),
+        "2019-02-01": ("2019-02-01.itch.gz", True, 3)}
+MESSAGES = 60_000
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory):
+    d = tmp_path_factory.mktemp("archive")
+    paths = {}
+    for day, (name, gz, seed) in DAYS.items():
+        p = d / name
+        write_day(p, MESSAGES, seed, stocks=30, gz=gz)
+        paths[day] = str(p)
+    return d, paths
+
+
+@pytest.fixture(scope="module")
+def client():
+    from distributed import Client, LocalCluster
+
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                           silence_logs=50)
+    c = Client(cluster)
+    yield c
+    c.close()
+    cluster.close()
+
+
+def _single(tmp_path, command: list[str], name: str) -> pa.Table:
+    out = str(tmp_path / name)
+    r = CliRunner().invoke(main, command + ["--out", out])
+    assert r.exit_code == 0, r.output
+    return pq.read_table(out)
+
+
+def _day_table(out, day: str) -> pa.Table:
+    """Every part of one date, as written (partition columns not added), in sequence order."""
+    parts = sorted(glob.glob(os.path.join(out, f"date={day}", "**", "*.parquet"), recursive=True))
+    assert parts, f"no parts for {day}"
+    t = pa.concat_tables([pq.read_table(p) for p in parts])
+    return t.sort_by("sequence") if "sequence" in t.column_names else t
+
+
+def _same(a: pa.Table, b: pa.Table) -> None:
+    assert a.schema.names == b.schema.names
+    assert a.num_rows == b.num_rows and a.num_rows > 0
+    for name in a.column_names:
+        assert a[name].to_pylist() == b[name].to_pylist(), name
+
+
+def _symbols(path: str, n: int = 3) -> list[str]:
+    """The n most active stocks of the day (by executions), by symbol."""
+    d = itchflow.read(path, "RE")
+    locs, counts = np.unique(d["E"]["stock_locate"], return_counts=True)
+    top = set(locs[np.argsort(-counts)[:n]].tolist())
+    r = d["R"]
+    return [bytes(s).decode().strip() for s, loc in zip(r["stock"], r["stock_locate"]) if int(loc) in top]
+
+
+@pytest.mark.parametrize("job,shards", [("bbo", 3), ("trades", None)])
+def test_events_equal_single_process(archive, client, tmp_path, job, shards):
+    _, paths = archive
+    out = str(tmp_path / "ds")
+    r = batch(list(paths.values()), job, out, client=client, shards=shards)
+    assert [d["date"] for d in r["days"]] == sorted(DAYS)
+    assert all(d["shards"] == (shards or auto_shards(3, 2)) for d in r["days"])
+    for day, path in paths.items():
+        _same(_day_table(out, day), _single(tmp_path, [job, path, "-q"], f"{day}.parquet"))
+        summary = json.load(open(os.path.join(out, f"date={day}", "_summary.json")))
+        info = itchflow.stats(path)
+        assert summary["messages"] == MESSAGES
+        assert summary["by_type"] == {k: v for k, v in info.by_type.items() if v}
+        assert set(summary["seconds"]) >= {"split", "compute", "write"}
+    # the dataset is readable as it is, with its partitions
+    t = ds.dataset(out, format="parquet", partitioning="hive").to_table()
+    assert t.num_rows == sum(d["rows"] for d in r["days"])
+    assert {"date", "shard"} <= set(t.column_names)
+    import pandas as pd
+
+    assert len(pd.read_parquet(out)) == t.num_rows
+    dd = pytest.importorskip("dask.dataframe", reason="dask[dataframe] not installed")
+    assert len(dd.read_parquet(out).compute(scheduler="sync")) == t.num_rows
+
+
+def test_symbols_and_file_urls(archive, client, tmp_path):
+    d, paths = archive
+    syms = sorted({s for p in paths.values() for s in _symbols(p, 2)})
+    out = str(tmp_path / "ds")
+    batch(f"file://{d}/*", "trades", out, client=client, shards=2, symbols=syms)
+    batch(f"file://{d}/01302019*", "trades", out, client=client, shards=2, symbols=syms)  # same job: resumes
+    for day, path in paths.items():
+        single = _single(tmp_path, ["trades", path, "-q", "--symbols", ",".join(syms)], f"{day}.parquet")
+        assert set(single["symbol"].to_pylist()) <= set(syms)
+        _same(_day_table(out, day), single)
+
+
+def test_stats_and_decode_equal_single_process(archive, client, tmp_path):
+    _, paths = archive
+    out = str(tmp_path / "stats")
+    batch(list(paths.values()), "stats", out, client=client)
+    for day, path in paths.items():
+        info = itchflow.stats(path)
+        t = pq.read_table(os.path.join(out, f"date={day}", "part-0.parquet"))
+        assert dict(zip(t["message_type"].to_pylist(), t["messages"].to_pylist())) == \
+            {k: v for k, v in info.by_type.items() if v}
+    out = str(tmp_path / "decode")
+    batch(list(paths.values()), "decode", out, client=client, shards=3, types="AFERS")
+    for day, path in paths.items():
+        _same(_day_table(out, day), _single(tmp_path, ["decode", path, "-q", "-t", "AFERS"], f"{day}.parquet"))
+
+
+def test_snapshots_equal_single_process(archive, client, tmp_path):
+    _, paths = archive
+    path = paths["2019-01-31"]
+    syms = _symbols(path, 4)
+    out = str(tmp_path / "snap")
+    batch([path], "snapshots", out, client=client, shards=3, symbols=syms, every=3600, depth=3)
+    keys = [("timestamp", "ascending"), ("stock_locate", "ascending"), ("side", "ascending"), ("level", "ascending")]
+    got = _day_table(out, "2019-01-31").sort_by(keys)
+    single = _single(tmp_path, ["snapshots", path, "-s", ",".join(syms), "--every", "3600", "-n", "3"], "s.parquet")
+    _same(got, single.sort_by(keys))
+
+
+def _alive(pid: int) -> bool:
+    """A running process (a zombie not yet reaped counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return not any(line.startswith("State:") and "Z" in line.split()[1] for line in f)
+    except FileNotFoundError:
+        return False
+
+
+def test_killed_worker_gives_the_same_dataset(archive, client, tmp_path):
+    _, paths = archive
+    out = str(tmp_path / "ds")
+    marker = str(tmp_path / "crashed")
+    batch(list(paths.values()), "bbo", out, client=client, shards=3, crash_once=marker)
+    assert os.path.exists(marker), "the fault hook did not fire"
+    assert not _alive(int(open(marker).read())), "the worker process that took the task is gone"
+    for day, path in paths.items():
+        _same(_day_table(out, day), _single(tmp_path, ["bbo", path, "-q"], f"{day}.parquet"))
+    leftovers = [p for p in glob.glob(os.path.join(out, "date=*", "**", "*"), recursive=True)
+                 if os.path.isfile(p) and not p.endswith(("part-0.parquet", "_summary.json"))]
+    assert leftovers == []
+    assert not os.path.exists(os.path.join(out, "_itchflow", "scratch", "2019-01-30"))
+
+
+def test_rerun_resumes_and_redoes_only_what_is_missing(archive, client, tmp_path):
+    _, paths = archive
+    out = str(tmp_path / "ds")
+    first = batch(list(paths.values()), "bbo", out, client=client, shards=2, keep_scratch=True)
+    before = {day: _day_table(out, day) for day in paths}
+    again = batch(list(paths.values()), "bbo", out, client=client, shards=2)
+    assert again["tasks"] == 0 and again["resumed_days"] == sorted(DAYS)
+    # lose one shard's output and the day's marker: only that shard and the finish run again
+    meta = os.path.join(out, "_itchflow", "done", "2019-01-31")
+    os.remove(os.path.join(meta, "day.json"))
+    os.remove(os.path.join(meta, "shard-1.json"))
+    os.remove(os.path.join(out, "date=2019-01-31", "shard=1", "part-0.parquet"))
+    seen = []
+    third = batch(list(paths.values()), "bbo", out, client=client, shards=2, progress=seen.append)
+    assert third["tasks"] == 4  # split (marker found: returns at once), 2 shards (one resumes), finish
+    assert {e["kind"] for e in seen} == {"split", "shard", "finish"}
+    for day in paths:
+        _same(_day_table(out, day), before[day])
+    assert first["days"][1]["rows"] == third["days"][1]["rows"]
+    with pytest.raises(ValueError, match="different job"):
+        batch(list(paths.values()), "trades", out, client=client)
+
+
+def test_cli_batch(archive, client, tmp_path):
+    _, paths = archive
+    out = str(tmp_path / "ds")
+    r = CliRunner().invoke(main, ["batch", paths["2019-01-30"], paths["2019-02-01"], "--job", "bbo", "--out", out,
+                                  "--scheduler", client.scheduler.address, "--shards", "2", "--json"])
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.output.strip().splitlines()[-1])
+    assert [d["date"] for d in res["days"]] == ["2019-01-30", "2019-02-01"]
+    r = CliRunner().invoke(main, ["batch", paths["2019-01-30"], "--job", "bbo", "--out", out,
+                                  "--scheduler", client.scheduler.address, "--shards", "2"])
+    assert r.exit_code == 0, r.output
+    assert "2019-01-30" in r.output and "dashboard" in r.output
+    bad = tmp_path / "2019-03-01.itch"
+    bad.write_bytes(open(paths["2019-01-30"], "rb").read()[:5000])  # cut inside a message
+    r = CliRunner().invoke(main, ["batch", str(bad), "--job", "bbo", "--out", str(tmp_path / "bad"),
+                                  "--scheduler", client.scheduler.address, "--shards", "2"])
+    assert r.exit_code == 1 and "2019-03-01" in r.output and "truncated" in r.output
+
+
+def _assert_shards_rebuild_day(folder, shards: int, day_path: str) -> None:
+    """Every message once (broadcast copies dropped), in original sequence order, byte for byte."""
+    import gzip
+
+    by_seq = {}
+    for k in range(shards):
+        seqs = np.fromfile(folder / f"shard-{k}.seq", "<u8")
+        raw = np.fromfile(folder / f"shard-{k}.itch", np.uint8)
+        pos = 0
+        for s in seqs.tolist():
+            n = 2 + (int(raw[pos]) << 8 | int(raw[pos + 1]))
+            by_seq.setdefault(s, raw[pos:pos + n].tobytes())
+            pos += n
+        assert pos == len(raw)
+    rebuilt = b"".join(by_seq[s] for s in sorted(by_seq))
+    assert sorted(by_seq) == list(range(1, len(by_seq) + 1))
+    with open(day_path, "rb") as f:
+        day = gzip.decompress(f.read()) if day_path.endswith(".gz") else f.read()
+    assert rebuilt == day
+
+
+def test_split_streams_fsspec_urls(archive, tmp_path):
+    """A day behind a non-local URL (fsspec's memory filesystem here, s3:// alike) is streamed
+    and split exactly as the local file is, raw or gzipped."""
+    import fsspec
+
+    from itchflow.scale.inputs import expand
+    from itchflow.scale.split import split_day
+
+    _, paths = archive
+    fs = fsspec.filesystem("memory")
+    for day in ("2019-01-30", "2019-02-01"):
+        local = paths[day]
+        url = f"memory://itchflow-test/{os.path.basename(local)}"
+        fs.pipe(url, open(local, "rb").read())
+        a = split_day(local, str(tmp_path / "local"), day, 3, "SR", row_bytes=1 << 17)
+        b = split_day(url, str(tmp_path / "url"), day, 3, "SR", row_bytes=1 << 17)
+        for key in ("messages", "by_type", "first_timestamp_ns", "last_timestamp_ns"):
+            assert a[key] == b[key], key
+        # a raw local day is split by a balanced map, a streamed one round-robin (as a local .gz)
+        assert (a["map"], b["map"]) == (("balanced" if day == "2019-01-30" else "round-robin"), "round-robin")
+        if a["map"] == b["map"]:
+            for k in range(3):
+                for ext in ("itch", "seq"):
+                    name = f"_itchflow/scratch/{day}/shard-{k}.{ext}"
+                    assert open(tmp_path / "local" / name, "rb").read() == open(tmp_path / "url" / name, "rb").read()
+        for folder in ("local", "url"):  # the shards put back in sequence order are the day again
+            _assert_shards_rebuild_day(tmp_path / folder / "_itchflow" / "scratch" / day, 3, local)
+        assert sum(a["shard_messages"]) >= a["messages"] == MESSAGES
+        from itchflow.scale.jobs import run_stats
+
+        sa = run_stats(local, str(tmp_path / f"{day}-a.parquet"))
+        sb = run_stats(url, str(tmp_path / f"{day}-b.parquet"))
+        assert sa["info"] == sb["info"] and sa["by_type"] == a["by_type"]
+    found = expand("memory://itchflow-test/*")
+    assert [os.path.basename(u) for u in found] == sorted(os.path.basename(paths[d]) for d in ("2019-01-30", "2019-02-01"))
+    assert all(u.startswith("memory://") and fs.exists(u) for u in found)
+
+
+def test_day_keys_and_option_errors(tmp_path):
+    assert day_key("/x/01302019.NASDAQ_ITCH50.gz") == "2019-01-30"
+    assert day_key("s3://b/20190130.itch") == "2019-01-30"
+    assert day_key("2019-01-30.bin") == "2019-01-30"
+    assert day_key("S013019-v50.txt.gz") == "2019-01-30"
+    assert day_key("/x/monday.itch") == "monday"
+    assert auto_shards(1, 8) == 8 and auto_shards(10, 8) == 1 and auto_shards(3, 8) == 3
+    p = tmp_path / "20190130.itch"
+    p.write_bytes(b"")
+    with pytest.raises(ValueError, match="unknown job"):
+        batch([str(p)], "nope", str(tmp_path / "o"))
+    with pytest.raises(ValueError, match="snapshots needs"):
+        batch([str(p)], "snapshots", str(tmp_path / "o"), symbols=["AAPL"])
+    with pytest.raises(ValueError, match="takes no option"):
+        batch([str(p)], "bbo", str(tmp_path / "o"), depth=3)
+    q = tmp_path / "01302019.itch"
+    q.write_bytes(b"")
+    with pytest.raises(ValueError, match="same day"):
+        batch([str(p), str(q)], "bbo", str(tmp_path / "o"))
+    with pytest.raises(FileNotFoundError):
+        batch(str(tmp_path / "none*.itch"), "bbo", str(tmp_path / "o"))
+
+
+def test_year_projection_by_hand():
+    from itchflow.bench.batch import project_year
+
+    cost = {"day": 1e-7, "split": 2e-8, "shard": 1e-7}
+    two = project_year(cost, 2, 1.0)  # 125 rounds of a 37 s day; storage 250 x 5 GB at 1 GB/s = 1250 s
+    assert two["compute_s"] == pytest.approx(125 * 37.0) and two["io_s"] == pytest.approx(1250.0)
+    assert two["bound"] == "compute" and two["shards_per_day"] == 1
+    many = project_year(cost, 1000, 1.0, imbalance=1.2)  # 4 shards a day: 370e6 x (2e-8 + 1.2e-7 / 4)
+    assert many["shards_per_day"] == 4 and many["compute_s"] == pytest.approx(370e6 * (2e-8 + 1.2e-7 / 4))
+    assert many["seconds"] == pytest.approx(1250.0) and many["bound"] == "storage"
