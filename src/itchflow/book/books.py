@@ -77,7 +77,7 @@ class Books:
         self.stocks = aligned_zeros(L.N_LOCATES, L.STOCK_DTYPE)
         self.anomaly_counts = aligned_zeros((L.N_LOCATES, L.N_ANOMALIES), np.int64)
         self.type_counts = aligned_zeros(256, np.int64)
-        self.matches = aligned_zeros(MIN_TABLE * 4, np.uint64)  # flat rows (match, used, price|locate|flags, shares)
+        self.matches = aligned_zeros(MIN_TABLE * L.MATCH_WORDS, np.uint64)  # L.MATCH_DTYPE rows, as words
         self.events = EventBuffers()
         c = self.ctl
         c[L.C_STAMP] = 1
@@ -85,7 +85,7 @@ class Books:
         c[L.C_LEVEL_CAP] = len(self.levels)
         c[L.C_LEVEL_FREE] = -1
         c[L.C_ARENA_CAP] = narena
-        c[L.C_MATCH_CAP] = len(self.matches) // 4
+        c[L.C_MATCH_CAP] = len(self.matches) // L.MATCH_WORDS
         c[L.C_TRACK_MATCHES] = 1 if track_matches else 0
         c[L.C_STOP_TS] = -1
         self._sync_out_caps()
@@ -152,8 +152,8 @@ class Books:
             self.lad_key, self.lad_lvl = new_key, new_lvl
             c[L.C_ARENA_CAP] = size
         elif status == L.NEED_MATCHES:
-            self.matches = _rehashed(self.matches, 4, 2 * (len(self.matches) // 4))
-            c[L.C_MATCH_CAP] = len(self.matches) // 4
+            self.matches = _rehashed(self.matches, L.MATCH_WORDS, 2 * (len(self.matches) // L.MATCH_WORDS))
+            c[L.C_MATCH_CAP] = len(self.matches) // L.MATCH_WORDS
         elif status in (L.NEED_TRADES_OUT, L.NEED_BBO_OUT, L.NEED_L2_OUT):
             self.events.sync_from(c)
             self.events.grow(status)
