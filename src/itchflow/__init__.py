@@ -25,6 +25,11 @@ _LAZY = {
     "ITCHFormatError": ("itchflow.errors", "ITCHFormatError"),
     "encode": ("itchflow.decode.encoder", "encode"),
     "encode_message": ("itchflow.decode.encoder", "encode_message"),
+    "Books": ("itchflow.book.books", "Books"),
+    "replay": ("itchflow.book.replay", "replay"),
+    "Events": ("itchflow.book.events", "Events"),
+    "Ring": ("itchflow.ring", "Ring"),
+    "run_pipeline": ("itchflow.pipeline", "run_pipeline"),
 }
 
 
