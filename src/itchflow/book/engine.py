@@ -201,6 +201,23 @@ def _bbo_set(locate, side, px, sz, stocks, bbo_out, ctl, seq, ts):
 
 
 @njit(inline="always", nogil=True, cache=True)
+def _live_order(ref, locate, orders, order_words, levels, anomalies, mask, shift):
+    """The live order with this reference, for a message whose header names locate:
+    (table row, level, its stock's locate, side), or row -1 (counted) when it is not live.
+    An order of another stock than the header's is counted and still used."""
+    slot = find_slot(order_words, ref, mask, shift, ORDER_WORDS)
+    if orders[_U(slot)].stamp == 0:
+        anomalies[locate, A_UNKNOWN_REF] += 1
+        return np.int64(-1), np.int32(0), np.int64(0), np.int32(0)
+    lvl = orders[_U(slot)].level
+    b = levels[_U(lvl)].book
+    olocate = np.int64(b >> 1)
+    if olocate != locate:
+        anomalies[olocate, A_LOCATE_MISMATCH] += 1
+    return slot, lvl, olocate, b & 1
+
+
+@njit(inline="always", nogil=True, cache=True)
 def _add_order(ref, slot, locate, side, shares, price, mpid, orders, levels, lad_key, lad_lvl,
                books, stocks, l2_out, ctl, seq, ts):
     """Write a new order into its (empty) table row at the back of its level's queue: the
@@ -284,17 +301,22 @@ def _record_trade(locate, price, shares, match, kind, printable, side, stocks, m
             put_match(matches, i, match, price, locate, MATCH_COUNTED if printable else 0, shares)
             ctl[C_MATCH_USED] += 1
     if st.record_trades:
-        k = ctl[C_TRADES_N]
-        trades_out[_U(k)].sequence = seq
-        trades_out[_U(k)].timestamp = ts
-        trades_out[_U(k)].match_number = match
-        trades_out[_U(k)].shares = shares
-        trades_out[_U(k)].price = price
-        trades_out[_U(k)].stock_locate = locate
-        trades_out[_U(k)].kind = kind
-        trades_out[_U(k)].printable = 1 if printable else 0
-        trades_out[_U(k)].side = side
-        ctl[C_TRADES_N] = k + 1
+        _emit_trade(trades_out, ctl, seq, ts, match, shares, price, locate, kind, printable, side)
+
+
+@njit(inline="always", nogil=True, cache=True)
+def _emit_trade(trades_out, ctl, seq, ts, match, shares, price, locate, kind, printable, side):
+    k = ctl[C_TRADES_N]
+    trades_out[_U(k)].sequence = seq
+    trades_out[_U(k)].timestamp = ts
+    trades_out[_U(k)].match_number = match
+    trades_out[_U(k)].shares = shares
+    trades_out[_U(k)].price = price
+    trades_out[_U(k)].stock_locate = locate
+    trades_out[_U(k)].kind = kind
+    trades_out[_U(k)].printable = 1 if printable else 0
+    trades_out[_U(k)].side = side
+    ctl[C_TRADES_N] = k + 1
 
 
 @njit(nogil=True, cache=True, _nrt=False)  # no refcounting: see engine.py
@@ -451,17 +473,10 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, lad_key, lad
                                  bbo_out, ctl, seq, ts)
 
         elif t == _T_D or t == _T_X or t == _T_E or t == _T_C:
-            ref = be64(buf, q + _D_REF)  # same offset in D, X, E and C (asserted below)
-            slot = find_slot(order_words, ref, mask, shift, ORDER_WORDS)
-            if orders[_U(slot)].stamp == 0:
-                anomalies[locate, A_UNKNOWN_REF] += 1
-            else:
-                lvl = orders[_U(slot)].level
-                b = levels[_U(lvl)].book
-                olocate = np.int64(b >> 1)
-                side = b & 1
-                if olocate != locate:
-                    anomalies[olocate, A_LOCATE_MISMATCH] += 1
+            # same reference offset in D, X, E and C (asserted below)
+            slot, lvl, olocate, side = _live_order(be64(buf, q + _D_REF), locate, orders, order_words, levels,
+                                                   anomalies, mask, shift)
+            if slot >= 0:
                 remaining = orders[_U(slot)].shares
                 if t == _T_D:
                     take = remaining
@@ -499,18 +514,10 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, lad_key, lad
                     _bbo_check(olocate, side, books, lad_lvl, levels, stocks, bbo_out, ctl, seq, ts)
 
         elif t == _T_U:
-            old = be64(buf, q + _U_OLD)
-            slot = find_slot(order_words, old, mask, shift, ORDER_WORDS)
-            if orders[_U(slot)].stamp == 0:
-                anomalies[locate, A_UNKNOWN_REF] += 1
-            else:
-                lvl = orders[_U(slot)].level
-                b = levels[_U(lvl)].book
-                olocate = np.int64(b >> 1)
-                side = b & 1
+            slot, lvl, olocate, side = _live_order(be64(buf, q + _U_OLD), locate, orders, order_words, levels,
+                                                   anomalies, mask, shift)
+            if slot >= 0:
                 mpid = orders[_U(slot)].mpid
-                if olocate != locate:
-                    anomalies[olocate, A_LOCATE_MISMATCH] += 1
                 refresh = _remove_order(slot, mask, shift, orders, order_words, levels, lad_key, lad_lvl,
                                         books, stocks, l2_out, ctl, seq, ts)
                 new = be64(buf, q + _U_NEW)
@@ -557,17 +564,8 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, lad_key, lad
                         st.notional -= np.int64(shares) * np.int64(price)
                         st.trades -= 1
                     if st.record_trades:
-                        k = ctl[C_TRADES_N]
-                        trades_out[_U(k)].sequence = seq
-                        trades_out[_U(k)].timestamp = ts
-                        trades_out[_U(k)].match_number = match
-                        trades_out[_U(k)].shares = shares
-                        trades_out[_U(k)].price = price
-                        trades_out[_U(k)].stock_locate = tlocate
-                        trades_out[_U(k)].kind = _KIND_B
-                        trades_out[_U(k)].printable = 1 if flags & _U(MATCH_COUNTED) else 0
-                        trades_out[_U(k)].side = _BYTE_SPACE
-                        ctl[C_TRADES_N] = k + 1
+                        _emit_trade(trades_out, ctl, seq, ts, match, shares, price, tlocate, _KIND_B,
+                                    (flags & _U(MATCH_COUNTED)) != 0, _BYTE_SPACE)
             if not found:
                 anomalies[locate, A_UNKNOWN_MATCH] += 1
 
