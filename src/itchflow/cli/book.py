@@ -84,13 +84,16 @@ def _print_book(books, loc, bids, asks, ts) -> None:
     table = Table(show_edge=False, box=None)
     for col in ("orders", "shares", "bid", "ask", "shares ", "orders "):
         table.add_column(col, justify="right")
+    def cells(level, color: str) -> tuple[str, str, str]:
+        if level is None:
+            return "", "", ""
+        return (f"{int(level['orders']):,}", f"{int(level['shares']):,}",
+                f"[{color}]{price4_to_float(int(level['price'])):,.4f}[/{color}]")
+
     for i in range(max(len(bids), len(asks))):
-        b = bids[i] if i < len(bids) else None
-        a = asks[i] if i < len(asks) else None
-        table.add_row(f"{int(b['orders']):,}" if b is not None else "", f"{int(b['shares']):,}" if b is not None else "",
-                      f"[green]{price4_to_float(int(b['price'])):,.4f}[/green]" if b is not None else "",
-                      f"[red]{price4_to_float(int(a['price'])):,.4f}[/red]" if a is not None else "",
-                      f"{int(a['shares']):,}" if a is not None else "", f"{int(a['orders']):,}" if a is not None else "")
+        b_orders, b_shares, b_price = cells(bids[i] if i < len(bids) else None, "green")
+        a_orders, a_shares, a_price = cells(asks[i] if i < len(asks) else None, "red")
+        table.add_row(b_orders, b_shares, b_price, a_price, a_shares, a_orders)
     console.print(table)
     an = {k: v for k, v in books.anomalies(loc).items() if v}
     if an:

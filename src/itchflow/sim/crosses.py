@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from numba import njit
 
-from itchflow.sim.state import (BUY, G_K, G_PEND, G_PEND_Q, G_PEND_SLOT, G_PH_STARTED, G_T, G_W,
-    G_X_LEFT, G_X_PRICE, G_X_SHARES, G_X_SIDE, G_X_STAGE, G_X_STOCK, SELL)
+from itchflow.sim.market import advance_clock, execute_order, level_index, next_match, next_phase
 from itchflow.sim.rng import randint, u01
-from itchflow.sim.writers import raw_price, write_cross, write_exec
-from itchflow.sim.market import (advance_clock, level_index, next_match, next_phase, remove_order)
+from itchflow.sim.state import (
+    BUY, G_K, G_PEND, G_PEND_Q, G_PEND_SLOT, G_PH_STARTED, G_T, G_W, G_X_LEFT, G_X_PRICE, G_X_SHARES,
+    G_X_SIDE, G_X_STAGE, G_X_STOCK, SELL,
+)
+from itchflow.sim.writers import raw_price, write_cross
 
 
 @njit(nogil=True, cache=True, _nrt=False)  # no refcounting: see itchflow.sim.phases
@@ -99,12 +101,9 @@ def cross_step(p, ph, out, g, rng, counts, ph_t0, ph_t1, ph_arg, st_sym, st_fair
             a = g[G_PEND_SLOT]
             qq = g[G_PEND_Q]
             ts = advance_clock(g, rng, t1, left_est, False)
-            m = next_match(g, mring, False)
-            p = write_exec(out, p, g, counts, s, track, ts, o_ref[a], qq, m, True, 78, cprice)
-            o_shares[a] -= qq
-            if o_shares[a] == 0:
-                remove_order(a, g, w, lv_head, lv_tail, o_stock, o_side, o_price, o_prev, o_next,
-                        o_lpos, live, st_best, st_nside)
+            p = execute_order(out, p, g, counts, s, track, ts, a, qq, False, mring, True, 78,
+                              cprice, w, lv_head, lv_tail, o_ref, o_stock, o_side, o_shares, o_price, o_prev,
+                              o_next, o_lpos, live, st_best, st_nside)
             g[G_PEND] = 0
             return p
         bid, ask = st_best[s, BUY], st_best[s, SELL]
@@ -113,12 +112,9 @@ def cross_step(p, ph, out, g, rng, counts, ph_t0, ph_t1, ph_arg, st_sym, st_fair
             a = lv_head[level_index(s, SELL, ask, w)]
             qq = o_shares[b] if o_shares[b] < o_shares[a] else o_shares[a]
             ts = advance_clock(g, rng, t1, left_est, False)
-            m = next_match(g, mring, False)
-            p = write_exec(out, p, g, counts, s, track, ts, o_ref[b], qq, m, True, 78, cprice)
-            o_shares[b] -= qq
-            if o_shares[b] == 0:
-                remove_order(b, g, w, lv_head, lv_tail, o_stock, o_side, o_price, o_prev, o_next,
-                        o_lpos, live, st_best, st_nside)
+            p = execute_order(out, p, g, counts, s, track, ts, b, qq, False, mring, True, 78,
+                              cprice, w, lv_head, lv_tail, o_ref, o_stock, o_side, o_shares, o_price, o_prev,
+                              o_next, o_lpos, live, st_best, st_nside)
             g[G_X_SHARES] += qq
             g[G_PEND] = 2
             g[G_PEND_SLOT] = a
@@ -136,12 +132,9 @@ def cross_step(p, ph, out, g, rng, counts, ph_t0, ph_t1, ph_arg, st_sym, st_fair
             if sh > 1 and u01(rng) < 0.3:
                 qq = 1 + randint(rng, sh - 1)
             ts = advance_clock(g, rng, t1, left_est, False)
-            m = next_match(g, mring, False)
-            p = write_exec(out, p, g, counts, s, track, ts, o_ref[o], qq, m, True, 78, cprice)
-            o_shares[o] -= qq
-            if o_shares[o] == 0:
-                remove_order(o, g, w, lv_head, lv_tail, o_stock, o_side, o_price, o_prev, o_next,
-                        o_lpos, live, st_best, st_nside)
+            p = execute_order(out, p, g, counts, s, track, ts, o, qq, False, mring, True, 78,
+                              cprice, w, lv_head, lv_tail, o_ref, o_stock, o_side, o_shares, o_price, o_prev,
+                              o_next, o_lpos, live, st_best, st_nside)
             g[G_X_SHARES] += qq
             g[G_X_LEFT] -= 1
             return p

@@ -6,6 +6,7 @@ from __future__ import annotations
 from numba import njit
 
 from itchflow.sim.rng import randint, u01
+from itchflow.sim.state import FULL_EXEC_P
 
 
 @njit(nogil=True, cache=True)
@@ -63,3 +64,12 @@ def new_ref(rng, refctr):
         step += randint(rng, 5000)
     refctr[k] += step
     return refctr[k]
+
+
+@njit(nogil=True, cache=True)
+def executed_shares(rng, shares):
+    """Shares an execution takes from an order of this size: all of it (FULL_EXEC_P), else
+    part. (No draw for a one-share order.)"""
+    if shares > 1 and u01(rng) >= FULL_EXEC_P:
+        return 1 + randint(rng, shares - 1)
+    return shares

@@ -6,18 +6,22 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from itchflow.sim.state import (BUY, EX_B, EX_C, EX_HALT, EX_I, EX_L, EX_P, FL_ALLOW_CROSS, FL_LAST,
-    FP_A, FP_D, FP_E, FP_F, FP_U, FP_X, FULL_EXEC_P, G_CAP, G_CLOSE_ALL, G_EMITTED, G_EX0, G_FREE,
-    G_HALT_DUE, G_HALT_STAGE, G_HALT_STOCK, G_K, G_LIVE, G_MRING_N, G_N, G_NOII_NEXT, G_NONHEAD, G_PEND,
-    G_PEND_SIDE, G_PEND_STOCK, G_PH_LEFT, G_PH_STARTED, G_T, G_TARGET_LIVE, G_W, NONHEAD_P, N_EXTRA,
-    PH_FLOW, SELL, SWEEP_MORE, SWEEP_P)
+from itchflow.sim.draws import executed_shares, new_ref, order_size, zipf_stock
+from itchflow.sim.market import (
+    advance_clock, execute_order, level_index, link_order, next_match, next_phase, passive_tick,
+    pick_live, remove_order, unlink_order, walk_fair,
+)
 from itchflow.sim.rng import randint, u01
-from itchflow.sim.draws import new_ref, order_size, zipf_stock
-from itchflow.sim.writers import (raw_price, write_action, write_add, write_broken, write_cancel,
-    write_collar, write_cross, write_delete, write_exec, write_noii, write_position, write_replace,
-    write_trade)
-from itchflow.sim.market import (advance_clock, level_index, link_order, next_match, next_phase,
-    passive_tick, pick_live, remove_order, unlink_order, walk_fair)
+from itchflow.sim.state import (
+    BUY, EX_B, EX_C, EX_HALT, EX_I, EX_L, EX_P, FL_ALLOW_CROSS, FL_LAST, FP_A, FP_D, FP_E, FP_F, FP_U,
+    FP_X, G_CAP, G_CLOSE_ALL, G_EMITTED, G_EX0, G_FREE, G_HALT_DUE, G_HALT_STAGE, G_HALT_STOCK, G_K,
+    G_LIVE, G_MRING_N, G_N, G_NOII_NEXT, G_NONHEAD, G_PEND, G_PEND_SIDE, G_PEND_STOCK, G_PH_LEFT,
+    G_PH_STARTED, G_T, G_TARGET_LIVE, G_W, NONHEAD_P, N_EXTRA, PH_FLOW, SELL, SWEEP_MORE, SWEEP_P,
+)
+from itchflow.sim.writers import (
+    raw_price, write_action, write_add, write_broken, write_cancel, write_collar, write_cross,
+    write_delete, write_noii, write_position, write_replace, write_trade,
+)
 
 
 @njit(nogil=True, cache=True, _nrt=False)  # no refcounting: see itchflow.sim.phases
@@ -127,15 +131,10 @@ def flow_step(p, ph, out, g, rng, refctr, counts, flow_p, ph_kind, ph_t0, ph_t1,
             o = lv_head[level_index(s, side, st_best[s, side], w)]
             ts = g[G_T]
             sh = o_shares[o]
-            qq = sh
-            if sh > 1 and u01(rng) >= FULL_EXEC_P:
-                qq = 1 + randint(rng, sh - 1)
-            m = next_match(g, mring, True)
-            p = write_exec(out, p, g, counts, s, st_track[s], ts, o_ref[o], qq, m, False, 89, 0)
-            o_shares[o] -= qq
-            if o_shares[o] == 0:
-                remove_order(o, g, w, lv_head, lv_tail, o_stock, o_side, o_price, o_prev, o_next,
-                        o_lpos, live, st_best, st_nside)
+            qq = executed_shares(rng, sh)
+            p = execute_order(out, p, g, counts, s, st_track[s], ts, o, qq, True, mring, False, 89,
+                              0, w, lv_head, lv_tail, o_ref, o_stock, o_side, o_shares, o_price, o_prev,
+                              o_next, o_lpos, live, st_best, st_nside)
             if o_shares[o] > 0 or u01(rng) >= SWEEP_MORE:
                 g[G_PEND] = 0
             return p
@@ -187,17 +186,11 @@ def flow_step(p, ph, out, g, rng, refctr, counts, flow_p, ph_kind, ph_t0, ph_t1,
                 tick = st_best[s, side]
                 o = lv_head[level_index(s, side, tick, w)]
                 sh = o_shares[o]
-                qq = sh
-                if sh > 1 and u01(rng) >= FULL_EXEC_P:
-                    qq = 1 + randint(rng, sh - 1)
+                qq = executed_shares(rng, sh)
                 xt = tick + 1 if (side == SELL or tick == 0) else tick - 1
-                m = next_match(g, mring, True)
-                p = write_exec(out, p, g, counts, s, st_track[s], ts, o_ref[o], qq, m, True, 89,
-                            raw_price(st_base, st_tick, s, xt))
-                o_shares[o] -= qq
-                if o_shares[o] == 0:
-                    remove_order(o, g, w, lv_head, lv_tail, o_stock, o_side, o_price, o_prev, o_next,
-                            o_lpos, live, st_best, st_nside)
+                p = execute_order(out, p, g, counts, s, st_track[s], ts, o, qq, True, mring, True, 89,
+                                  raw_price(st_base, st_tick, s, xt), w, lv_head, lv_tail, o_ref, o_stock,
+                                  o_side, o_shares, o_price, o_prev, o_next, o_lpos, live, st_best, st_nside)
             else:
                 if st_halted[s]:
                     s = 1 if s != 1 else 2
@@ -253,15 +246,11 @@ def flow_step(p, ph, out, g, rng, refctr, counts, flow_p, ph_kind, ph_t0, ph_t1,
                 o = o_next[o]  # executed by reference behind the head of the queue
                 g[G_NONHEAD] += 1
             sh = o_shares[o]
-            qq = sh
-            if sh > 1 and u01(rng) >= FULL_EXEC_P:
-                qq = 1 + randint(rng, sh - 1)
-            m = next_match(g, mring, True)
-            p = write_exec(out, p, g, counts, s, st_track[s], ts, o_ref[o], qq, m, False, 89, 0)
-            o_shares[o] -= qq
-            if o_shares[o] == 0:
-                remove_order(o, g, w, lv_head, lv_tail, o_stock, o_side, o_price, o_prev, o_next,
-                        o_lpos, live, st_best, st_nside)
+            qq = executed_shares(rng, sh)
+            p = execute_order(out, p, g, counts, s, st_track[s], ts, o, qq, True, mring, False, 89,
+                              0, w, lv_head, lv_tail, o_ref, o_stock, o_side, o_shares, o_price, o_prev,
+                              o_next, o_lpos, live, st_best, st_nside)
+            if o_shares[o] == 0:  # the order is gone: the event may sweep on to the next one
                 if u01(rng) < SWEEP_P:
                     g[G_PEND] = 1
                     g[G_PEND_STOCK] = s

@@ -13,10 +13,13 @@ import math
 import numpy as np
 from numba import njit
 
-from itchflow.sim.state import (BUY, G_FREE, G_LIVE, G_MATCH, G_MRING_N, G_PEND, G_PHASE, G_PH_STARTED,
-    G_T, MRING, PREOPEN_CROSS_P, SELL)
-from itchflow.sim.rng import randint, u01
 from itchflow.sim.draws import ticks_behind
+from itchflow.sim.rng import randint, u01
+from itchflow.sim.state import (
+    BUY, G_FREE, G_LIVE, G_MATCH, G_MRING_N, G_PEND, G_PHASE, G_PH_STARTED, G_T, MRING, PREOPEN_CROSS_P,
+    SELL,
+)
+from itchflow.sim.writers import write_exec
 
 
 @njit(nogil=True, cache=True)
@@ -188,3 +191,26 @@ def next_phase(g):
     g[G_PHASE] += 1
     g[G_PH_STARTED] = 0
     g[G_PEND] = 0
+
+
+@njit(nogil=True, cache=True)
+def take_shares(o, qq, g, w, lv_head, lv_tail, o_stock, o_side, o_shares, o_price, o_prev, o_next, o_lpos, live,
+                st_best, st_nside):
+    """Execute qq shares of order o: it leaves the book when none are left."""
+    o_shares[o] -= qq
+    if o_shares[o] == 0:
+        remove_order(o, g, w, lv_head, lv_tail, o_stock, o_side, o_price, o_prev, o_next,
+                     o_lpos, live, st_best, st_nside)
+
+
+@njit(nogil=True, cache=True)
+def execute_order(out, p, g, counts, s, track, ts, o, qq, keep_match, mring, with_price, printable, price,
+                  w, lv_head, lv_tail, o_ref, o_stock, o_side, o_shares, o_price, o_prev, o_next, o_lpos, live,
+                  st_best, st_nside):
+    """Write an execution of qq shares of order o under the next match number (kept for B
+    messages when keep_match) and take the shares off the book; returns p."""
+    m = next_match(g, mring, keep_match)
+    p = write_exec(out, p, g, counts, s, track, ts, o_ref[o], qq, m, with_price, printable, price)
+    take_shares(o, qq, g, w, lv_head, lv_tail, o_stock, o_side, o_shares, o_price, o_prev, o_next, o_lpos, live,
+                st_best, st_nside)
+    return p

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 from numba import njit
 
-from itchflow.sim.wire_offsets import FRAME, HDR_TS, HDR_TS_N, HDR_TYPE, MAX_FRAMED
-from itchflow.sim.state import (G_ADMIN_I, G_DONE, G_EMITTED, G_PHASE, G_T, PH_ADMIN, PH_CROSS, PH_END,
-    PH_SYS)
-from itchflow.sim.writers import write_sys
-from itchflow.sim.market import next_phase
 from itchflow.sim.crosses import cross_step
 from itchflow.sim.flow import flow_step
+from itchflow.sim.market import next_phase
+from itchflow.sim.state import G_ADMIN_I, G_DONE, G_EMITTED, G_PHASE, G_T, PH_ADMIN, PH_CROSS, PH_END, PH_SYS
+from itchflow.sim.wire_offsets import FRAME, HDR_TS, HDR_TS_N, HDR_TYPE, MAX_FRAMED
+from itchflow.sim.writers import write_sys
 
 
 @njit(nogil=True, cache=True, _nrt=False)  # no refcounting: see the module docstring
