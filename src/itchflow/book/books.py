@@ -26,7 +26,7 @@ from itchflow.book.events import EventBuffers
 from itchflow.book.ladder import compact_arena
 from itchflow.book.order_store import MIN_TABLE, rehash, table_shift
 from itchflow.book.queries import all_orders, depth, find_level, queue, top_of_books
-from itchflow.book.records import mpid_text, symbol_key, symbol_text  # noqa: F401  (old import path)
+from itchflow.book.records import symbol_key, symbol_text
 from itchflow.book.replay import replay
 from itchflow.errors import ITCHFormatError
 from itchflow.hw.aligned import aligned_zeros

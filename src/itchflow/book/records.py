@@ -61,10 +61,6 @@ def symbol_text(key: int) -> str:
     return int(key).to_bytes(8, "little").decode("ascii", "replace").rstrip()
 
 
-def mpid_text(key: int) -> str:
-    return int(key).to_bytes(4, "little").decode("ascii", "replace").rstrip() if key else ""
-
-
 def mpid_column(keys: np.ndarray) -> np.ndarray:
     """uint32 MPIDs (4 ASCII bytes, little-endian; 0 = none) -> text, "" for none."""
     raw = np.ascontiguousarray(keys, np.uint32).view("S4")  # NULs strip: 0 -> b""

@@ -100,44 +100,31 @@ def _print_book(books, loc, bids, asks, ts) -> None:
         console.print(f"  anomalies: {an}")
 
 
-def _stream_to_parquet(path, out, symbols, which: str, quiet: bool) -> tuple[int, int]:
-    from itchflow.cli.progress import progress_bar
-    from itchflow.sinks.events import events_to_parquet
+def _stream_command(which: str, noun: str, doc: str):
+    """``itchflow bbo`` / ``itchflow trades``: one event stream of a whole file to Parquet."""
 
-    with progress_bar(which, _size(path), quiet) as update:
-        return events_to_parquet(path, out, which, _symbols_option(symbols), progress=update)
+    @main.command(which, help=doc)
+    @click.argument("path", type=click.Path(dir_okay=False))
+    @click.option("--symbols", "-s", default=None, help="Comma-separated symbols (default: every stock).")
+    @click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), help="Parquet file to write.")
+    @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+    def command(path, symbols, out, quiet) -> None:
+        from itchflow.cli.progress import progress_bar
+        from itchflow.errors import ITCHFormatError
+        from itchflow.sinks.events import events_to_parquet
+
+        try:
+            with progress_bar(which, _size(path), quiet) as update:
+                rows, messages = events_to_parquet(path, out, which, _symbols_option(symbols), progress=update)
+        except (ITCHFormatError, OSError, KeyError, ValueError) as e:
+            fail(e)
+        click.echo(f"wrote {rows:,} {noun} from {messages:,} messages to {out}")
+
+    return command
 
 
-@main.command("bbo")
-@click.argument("path", type=click.Path(dir_okay=False))
-@click.option("--symbols", "-s", default=None, help="Comma-separated symbols (default: every stock).")
-@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), help="Parquet file to write.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def bbo_command(path, symbols, out, quiet) -> None:
-    """Every change of best bid/offer (price and size) to Parquet."""
-    from itchflow.errors import ITCHFormatError
-
-    try:
-        rows, messages = _stream_to_parquet(path, out, symbols, "bbo", quiet)
-    except (ITCHFormatError, OSError, KeyError, ValueError) as e:
-        fail(e)
-    click.echo(f"wrote {rows:,} BBO changes from {messages:,} messages to {out}")
-
-
-@main.command("trades")
-@click.argument("path", type=click.Path(dir_okay=False))
-@click.option("--symbols", "-s", default=None, help="Comma-separated symbols (default: every stock).")
-@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), help="Parquet file to write.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def trades_command(path, symbols, out, quiet) -> None:
-    """Every trade (E, C, P, Q; B breaks flagged) to Parquet."""
-    from itchflow.errors import ITCHFormatError
-
-    try:
-        rows, messages = _stream_to_parquet(path, out, symbols, "trades", quiet)
-    except (ITCHFormatError, OSError, KeyError, ValueError) as e:
-        fail(e)
-    click.echo(f"wrote {rows:,} trades from {messages:,} messages to {out}")
+bbo_command = _stream_command("bbo", "BBO changes", "Every change of best bid/offer (price and size) to Parquet.")
+trades_command = _stream_command("trades", "trades", "Every trade (E, C, P, Q; B breaks flagged) to Parquet.")
 
 
 @bench.command("book")
