@@ -14,7 +14,7 @@ import pytest
 from test_book_support import (add, broken, cancel, cross, delete, directory, encode, execute,
                                execute_price, halt, replace, trade)
 
-from itchflow.book.books import Books
+from itchflow import Books
 from itchflow.errors import ITCHFormatError
 
 P = 10_000  # $1.00 in Price(4)
@@ -34,31 +34,31 @@ def test_add_builds_levels_best_first_with_fifo_queues():
         add(1, 21, "S", 70, 101 * P), add(1, 22, "S", 30, 102 * P), add(1, 23, "S", 5, 101 * P),
     )
     bids, asks = b.depth("AAPL")
-    assert bids.tolist() == [[100 * P, 300, 2], [99 * P, 50, 1]]
-    assert asks.tolist() == [[101 * P, 75, 2], [102 * P, 30, 1]]
-    assert b.bbo("AAPL") == (100 * P, 300, 101 * P, 75)
-    assert b.orders("AAPL", "B", 100 * P) == [(11, 100, ""), (12, 200, "")]
-    assert b.orders("AAPL", "S", 101 * P) == [(21, 70, ""), (23, 5, "")]
+    assert bids.tolist() == [(100 * P, 300, 2), (99 * P, 50, 1)]
+    assert asks.tolist() == [(101 * P, 75, 2), (102 * P, 30, 1)]
+    assert b.bbo("AAPL").tolist() == [("AAPL", 1, 100 * P, 300, 101 * P, 75)]
+    assert b.orders("AAPL", "B", 100 * P).tolist() == [(11, 100, ""), (12, 200, "")]
+    assert b.orders("AAPL", "S", 101 * P).tolist() == [(21, 70, ""), (23, 5, "")]
     assert b.live_orders() == 6
-    assert b.depth("AAPL", 1)[0].tolist() == [[100 * P, 300, 2]]
-    assert b.depth("MSFT")[0].shape == (0, 3)
+    assert b.depth("AAPL", 1)[0].tolist() == [(100 * P, 300, 2)]
+    assert len(b.depth("MSFT")[0]) == 0
 
 
 def test_f_keeps_its_mpid_and_u_inherits_it():
     b = books_after(add(1, 1, "S", 100, 50 * P, mpid="GSCO"), replace(1, 1, 2, 40, 51 * P))
-    assert b.orders("AAPL", "S", 51 * P) == [(2, 40, "GSCO")]
-    assert b.orders("AAPL", "S", 50 * P) == []
+    assert b.orders("AAPL", "S", 51 * P).tolist() == [(2, 40, "GSCO")]
+    assert b.orders("AAPL", "S", 50 * P).tolist() == []
 
 
 def test_execute_by_reference_not_the_head():
     b = books_after(add(1, 1, "B", 100, 10 * P), add(1, 2, "B", 100, 10 * P), add(1, 3, "B", 100, 10 * P),
                     execute(1, 2, 40, match=900))
-    assert b.orders("AAPL", "B", 10 * P) == [(1, 100, ""), (2, 60, ""), (3, 100, "")]
-    assert b.depth("AAPL")[0].tolist() == [[10 * P, 260, 3]]
+    assert b.orders("AAPL", "B", 10 * P).tolist() == [(1, 100, ""), (2, 60, ""), (3, 100, "")]
+    assert b.depth("AAPL")[0].tolist() == [(10 * P, 260, 3)]
     b.apply(encode([execute(1, 2, 60, match=901)]))  # executes to zero: gone
-    assert b.orders("AAPL", "B", 10 * P) == [(1, 100, ""), (3, 100, "")]
+    assert b.orders("AAPL", "B", 10 * P).tolist() == [(1, 100, ""), (3, 100, "")]
     assert b.volume("AAPL") == 100
-    assert b.vwap("AAPL") == pytest.approx(10.0)
+    assert b.vwap("AAPL") == pytest.approx(10.0 * P)   # raw Price(4), like every price
 
 
 def test_c_printable_counts_and_non_printable_does_not():
@@ -66,8 +66,8 @@ def test_c_printable_counts_and_non_printable_does_not():
                     execute_price(1, 1, 30, match=5, price=19 * P, printable="Y"),
                     execute_price(1, 1, 20, match=6, price=21 * P, printable="N"))
     assert b.volume("AAPL") == 30                                  # the N execution is not volume
-    assert b.vwap("AAPL") == pytest.approx(19.0)
-    assert b.depth("AAPL")[1].tolist() == [[20 * P, 50, 1]]        # but it did take shares off
+    assert b.vwap("AAPL") == pytest.approx(19.0 * P)
+    assert b.depth("AAPL")[1].tolist() == [(20 * P, 50, 1)]        # but it did take shares off
     _, trades, _ = b.take_events()
     assert trades["kind"].tolist() == [b"C", b"C"]
     assert trades["printable"].tolist() == [1, 0]
@@ -76,20 +76,20 @@ def test_c_printable_counts_and_non_printable_does_not():
 
 def test_x_subtracts_and_keeps_priority_d_removes():
     b = books_after(add(1, 1, "B", 100, 10 * P), add(1, 2, "B", 100, 10 * P), cancel(1, 1, 99))
-    assert b.orders("AAPL", "B", 10 * P) == [(1, 1, ""), (2, 100, "")]
+    assert b.orders("AAPL", "B", 10 * P).tolist() == [(1, 1, ""), (2, 100, "")]
     b.apply(encode([delete(1, 1)]))
-    assert b.orders("AAPL", "B", 10 * P) == [(2, 100, "")]
+    assert b.orders("AAPL", "B", 10 * P).tolist() == [(2, 100, "")]
     b.apply(encode([delete(1, 2)]))
-    assert b.depth("AAPL")[0].shape == (0, 3) and b.live_orders() == 0
-    assert b.bbo("AAPL") == (0, 0, 0, 0)
+    assert len(b.depth("AAPL")[0]) == 0 and b.live_orders() == 0
+    assert b.bbo("AAPL").tolist() == [("AAPL", 1, 0, 0, 0, 0)]
 
 
 def test_u_replace_goes_to_the_back_even_at_the_same_price():
     b = books_after(add(1, 1, "B", 100, 10 * P), add(1, 2, "B", 100, 10 * P), replace(1, 1, 7, 300, 10 * P))
-    assert b.orders("AAPL", "B", 10 * P) == [(2, 100, ""), (7, 300, "")]   # new ref, total shares, back
-    assert b.depth("AAPL")[0].tolist() == [[10 * P, 400, 2]]
+    assert b.orders("AAPL", "B", 10 * P).tolist() == [(2, 100, ""), (7, 300, "")]   # new ref, total shares, back
+    assert b.depth("AAPL")[0].tolist() == [(10 * P, 400, 2)]
     b.apply(encode([replace(1, 2, 8, 5, 11 * P)]))                           # new price: new level
-    assert b.depth("AAPL")[0].tolist() == [[11 * P, 5, 1], [10 * P, 300, 1]]
+    assert b.depth("AAPL")[0].tolist() == [(11 * P, 5, 1), (10 * P, 300, 1)]
     b.apply(encode([delete(1, 1)]))                                          # the old ref is gone
     assert b.anomalies()["unknown_reference"] == 1
 
@@ -97,9 +97,9 @@ def test_u_replace_goes_to_the_back_even_at_the_same_price():
 def test_p_and_q_are_trades_that_never_touch_the_book():
     b = books_after(add(1, 1, "B", 100, 10 * P), trade(1, 500, 12 * P, match=77, ref=1),
                     cross(1, 1000, 11 * P, match=78))
-    assert b.depth("AAPL")[0].tolist() == [[10 * P, 100, 1]]
+    assert b.depth("AAPL")[0].tolist() == [(10 * P, 100, 1)]
     assert b.volume("AAPL") == 1500
-    assert b.vwap("AAPL") == pytest.approx((500 * 12 + 1000 * 11) / 1500)
+    assert b.vwap("AAPL") == pytest.approx((500 * 12 + 1000 * 11) * P / 1500)
     _, trades, _ = b.take_events()
     assert trades["kind"].tolist() == [b"P", b"Q"]
     assert trades["match_number"].tolist() == [77, 78]
@@ -110,7 +110,7 @@ def test_b_breaks_a_trade_by_match_number():
                     broken(1, 555))
     assert b.volume("AAPL") == 0 and b.volume("MSFT") == 10
     assert b.stocks["trades"][1] == 0
-    assert b.depth("AAPL")[0].tolist() == [[10 * P, 60, 1]]   # a break does not restore the order
+    assert b.depth("AAPL")[0].tolist() == [(10 * P, 60, 1)]   # a break does not restore the order
     b.apply(encode([broken(1, 555), broken(1, 999)]))          # twice, and never seen
     assert b.anomalies()["unknown_match"] == 2
     _, trades, _ = b.take_events()
@@ -131,7 +131,7 @@ def test_a_zero_share_trade_stays_in_the_match_index_when_it_grows():
 
 def test_crossed_and_locked_books_are_kept():
     b = books_after(add(1, 1, "B", 100, 10 * P), add(1, 2, "S", 100, 10 * P), add(1, 3, "S", 50, 9 * P))
-    assert b.bbo("AAPL") == (10 * P, 100, 9 * P, 50)
+    assert b.bbo("AAPL").tolist() == [("AAPL", 1, 10 * P, 100, 9 * P, 50)]
     assert b.anomalies() == {k: 0 for k in b.anomalies()}
 
 
@@ -162,7 +162,7 @@ def test_anomalies_are_counted_per_kind_and_stock_and_never_fatal():
                     "replace_to_existing": 1, "unknown_locate": 0, "bad_side": 1, "unknown_match": 0,
                     "duplicate_match": 1, "locate_mismatch": 1}
     assert b.anomalies(9)["unknown_locate"] == 1
-    assert b.orders("MSFT", "B", P) == [(1, 10, ""), (5, 10, "")]
+    assert b.orders("MSFT", "B", P).tolist() == [(1, 10, ""), (5, 10, "")]
     assert b.volume("MSFT") == 16   # 15 executed (over-execution still prints) + 1
     assert set(b.anomalies_by_stock()) == {1, 2, 9}
 
@@ -198,9 +198,9 @@ def test_stop_after_time_and_resume():
     data = np.frombuffer(encode(msgs), np.uint8)
     b = Books(64, table=1024)
     pos = b.apply(data, stop_after_ns=2000)
-    assert pos == 2 * (2 + 36) and b.bbo(1)[0] == 11 * P and b.last_timestamp_ns == 2000
+    assert pos == 2 * (2 + 36) and b.bbo(1)["bid_price"].tolist() == [11 * P] and b.last_timestamp_ns == 2000
     b.apply(data[pos:])
-    assert b.bbo(1)[0] == 12 * P and b.messages == 3
+    assert b.bbo(1)["bid_price"].tolist() == [12 * P] and b.messages == 3
 
 
 # ---- hostile input ---------------------------------------------------------------------
@@ -243,3 +243,65 @@ def test_random_garbage_never_crashes(seed):
             b.apply(junk)
         except ITCHFormatError as e:
             assert e.offset is not None and 0 <= e.offset <= len(junk)
+
+
+# ---- the array-out API --------------------------------------------------------------------
+
+def test_bbo_is_one_row_per_symbol_in_the_order_asked():
+    b = books_after(add(1, 1, "B", 100, 10 * P), add(2, 2, "S", 7, 31 * P))
+    q = b.bbo(["MSFT", "AAPL", 2])
+    assert q.dtype.names == ("symbol", "locate", "bid_price", "bid_shares", "ask_price", "ask_shares")
+    assert q.tolist() == [("MSFT", 2, 0, 0, 31 * P, 7), ("AAPL", 1, 10 * P, 100, 0, 0),
+                          ("MSFT", 2, 0, 0, 31 * P, 7)]
+    assert b.bbo()["symbol"].tolist() == ["AAPL", "MSFT"]     # None: every stock in the directory
+    assert len(b.bbo([])) == 0
+
+
+def test_depth_orders_and_order_table_have_named_fields():
+    b = books_after(add(1, 1, "B", 100, 10 * P), add(1, 2, "S", 40, 12 * P, mpid="GSCO"),
+                    add(2, 3, "B", 5, 30 * P), add(1, 4, "B", 60, 10 * P), add(1, 5, "B", 1, 11 * P))
+    bids, asks = b.depth("AAPL")
+    assert bids.dtype.names == asks.dtype.names == ("price", "shares", "orders")
+    assert bids["price"].tolist() == [11 * P, 10 * P] and bids["orders"].tolist() == [1, 2]
+    q = b.orders("AAPL", "S", 12 * P)
+    assert q.dtype.names == ("ref", "shares", "mpid") and q.tolist() == [(2, 40, "GSCO")]
+    t = b.order_table()
+    assert t.dtype.names == ("symbol", "locate", "side", "price", "ref", "shares", "mpid")
+    # stock by stock, bids then asks, best level first, time priority within a level
+    assert t.tolist() == [("AAPL", 1, b"B", 11 * P, 5, 1, ""), ("AAPL", 1, b"B", 10 * P, 1, 100, ""),
+                          ("AAPL", 1, b"B", 10 * P, 4, 60, ""), ("AAPL", 1, b"S", 12 * P, 2, 40, "GSCO"),
+                          ("MSFT", 2, b"B", 30 * P, 3, 5, "")]
+    assert b.order_table(["MSFT"])["ref"].tolist() == [3]
+
+
+def test_references_above_2_63_survive_the_order_table():
+    big = (1 << 63) + 12345
+    b = books_after(add(1, big, "B", 100, 10 * P))
+    assert b.order_table()["ref"].tolist() == [big]
+    assert b.orders("AAPL", "B", 10 * P)["ref"].tolist() == [big]
+
+
+def test_events_convert_to_arrow_and_pandas_with_symbols():
+    b = books_after(add(1, 1, "B", 100, 10 * P), execute(1, 1, 40, match=555), trade(2, 10, 30 * P, match=556),
+                    broken(1, 555))
+    bbo, trades, _ = b.take_events()
+    df = trades.to_pandas()
+    assert df["symbol"].tolist() == ["AAPL", "MSFT", "AAPL"]
+    assert df["kind"].tolist() == ["E", "P", "B"] and df["broken"].tolist() == [True, False, False]
+    assert df["price"].tolist() == [10 * P, 30 * P, 10 * P]
+    t = bbo.to_arrow()
+    assert t.column("symbol").to_pylist() == ["AAPL"] * len(bbo) and t.num_rows == len(bbo) == 2
+    assert trades[trades["kind"] == b"P"].to_pandas()["symbol"].tolist() == ["MSFT"]  # slices keep symbols
+
+
+def test_books_replay_and_the_public_names(tmp_path):
+    import itchflow
+    from itchflow import Books as PublicBooks
+    from itchflow.book.replay import replay as old_replay
+
+    path = tmp_path / "day.itch"
+    path.write_bytes(encode([directory(1, "AAPL"), add(1, 1, "B", 100, 10 * P)]))
+    b = PublicBooks().replay(path)
+    assert PublicBooks is Books and itchflow.replay is old_replay
+    assert b.bbo("AAPL")["bid_shares"].tolist() == [100]
+    assert itchflow.price4_to_float(123_4500) == 123.45

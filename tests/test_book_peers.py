@@ -6,17 +6,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from test_book_support import encode, random_day
+from test_book_support import encode, quote, random_day
 
-from itchflow.book.books import Books
+from itchflow import Books
+from itchflow.wire.itch import PRICE4_SCALE
 
 itchcpp_book = pytest.importorskip("itchcpp.book", reason="itchcpp (the C++ BookManager peer) is not installed")
 
 
 def _cpp_bbo(bm, symbol):
     q = bm.book_for_symbol(symbol).bbo()
-    bid = (round(q.bid_price * 10_000), q.bid_shares) if q.has_bid else (0, 0)
-    ask = (round(q.ask_price * 10_000), q.ask_shares) if q.has_ask else (0, 0)
+    bid = (round(q.bid_price * PRICE4_SCALE), q.bid_shares) if q.has_bid else (0, 0)
+    ask = (round(q.ask_price * PRICE4_SCALE), q.ask_shares) if q.has_ask else (0, 0)
     return bid + ask
 
 
@@ -36,7 +37,7 @@ def test_bbo_of_every_stock_agrees_with_itchcpp_on_a_generated_day(seed):
     books = Books(1 << 12, table=1 << 12)
     books.apply(day)
     assert books.symbols and bm.book_count() == len(books.symbols)
-    differ = {s: (books.bbo(s), _cpp_bbo(bm, s)) for s in books.symbols if books.bbo(s) != _cpp_bbo(bm, s)}
+    differ = {s: (quote(books, s), _cpp_bbo(bm, s)) for s in books.symbols if quote(books, s) != _cpp_bbo(bm, s)}
     assert not differ
     assert sum(books.anomalies().values()) == 0
 
@@ -49,7 +50,7 @@ def test_bbo_agrees_with_itchcpp_on_an_itchfeed_day():
     books = Books(64, table=1024)
     books.apply(data)
     for s in books.symbols:
-        assert books.bbo(s) == _cpp_bbo(bm, s), s
+        assert quote(books, s) == _cpp_bbo(bm, s), s
 
 
 def test_real_captures_replay_without_error(all_captures):

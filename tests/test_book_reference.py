@@ -12,9 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from test_book_support import ANOMALY_KINDS, ReferenceBook, encode, random_day
+from test_book_support import ANOMALY_KINDS, ReferenceBook, encode, quote, random_day
 
-from itchflow.book.books import Books
+from itchflow import Books
 
 
 def _message_bounds(msgs):
@@ -29,11 +29,11 @@ def compare(books: Books, ref: ReferenceBook, stocks: int) -> None:
         assert [tuple(r) for r in bids.tolist()] == ref.depth(loc, "B"), f"bids of {loc}"
         assert [tuple(r) for r in asks.tolist()] == ref.depth(loc, "S"), f"asks of {loc}"
         for side, levels in (("B", bids), ("S", asks)):
-            for price in levels[:, 0]:
-                assert books.orders(loc, side, int(price)) == ref.queue(loc, side, int(price))
+            for price in levels["price"]:
+                assert books.orders(loc, side, int(price)).tolist() == ref.queue(loc, side, int(price))
         bb = ref.top.get((loc, "B"), (0, 0))
         aa = ref.top.get((loc, "S"), (0, 0))
-        assert books.bbo(loc) == (bb[0], bb[1], aa[0], aa[1])
+        assert quote(books, loc) == (bb[0], bb[1], aa[0], aa[1])
         s = books.stocks[loc]
         assert int(s["volume"]) == ref.volume[loc]
         assert int(s["notional"]) == ref.notional[loc]
@@ -90,7 +90,7 @@ def test_day_that_closes_all_orders_ends_empty():
     for loc in range(1, 4):
         bids, asks = books.depth(loc)
         assert len(bids) == 0 and len(asks) == 0
-        assert books.bbo(loc) == (0, 0, 0, 0)
+        assert quote(books, loc) == (0, 0, 0, 0)
     assert int(books.ctl[9]) == 0  # no live levels left either
 
 

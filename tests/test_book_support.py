@@ -375,3 +375,10 @@ def random_day(seed: int, n: int, stocks: int = 4, anomalies: bool = False, clos
             msgs.append(delete(loc, ref, ts))
         live.clear()
     return msgs
+
+
+def quote(books, symbol) -> tuple[int, int, int, int]:
+    """Books.bbo's one row for a symbol as (bid price, bid shares, ask price, ask shares)."""
+    q = books.bbo(symbol)
+    assert len(q) == 1
+    return tuple(int(q[f][0]) for f in ("bid_price", "bid_shares", "ask_price", "ask_shares"))

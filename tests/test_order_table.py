@@ -21,28 +21,28 @@ W = L.ORDER_WORDS
 
 @njit(cache=True)
 def _put(words, key, value, mask, shift):
-    i = find_slot(words, key, mask, shift, 4)
-    if words[i * 4 + 1] != 0:
+    i = find_slot(words, key, mask, shift, W)
+    if words[i * W + 1] != 0:
         return False
-    words[i * 4] = key
-    words[i * 4 + 1] = value  # the stamp word: never 0 in a live row
-    words[i * 4 + 2] = value * np.uint64(3)
-    words[i * 4 + 3] = value * np.uint64(7)
+    words[i * W] = key
+    words[i * W + 1] = value  # the stamp word: never 0 in a live row
+    words[i * W + 2] = value * np.uint64(3)
+    words[i * W + 3] = value * np.uint64(7)
     return True
 
 
 @njit(cache=True)
 def _get(words, key, mask, shift):
-    i = find_slot(words, key, mask, shift, 4)
-    return words[i * 4 + 1], words[i * 4 + 2], words[i * 4 + 3]
+    i = find_slot(words, key, mask, shift, W)
+    return words[i * W + 1], words[i * W + 2], words[i * W + 3]
 
 
 @njit(cache=True)
 def _drop(words, key, mask, shift):
-    i = find_slot(words, key, mask, shift, 4)
-    if words[i * 4 + 1] == 0:
+    i = find_slot(words, key, mask, shift, W)
+    if words[i * W + 1] == 0:
         return False
-    delete_slot(words, i, mask, shift, 4)
+    delete_slot(words, i, mask, shift, W)
     return True
 
 

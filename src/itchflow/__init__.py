@@ -25,13 +25,16 @@ _LAZY = {
     "ITCHFormatError": ("itchflow.errors", "ITCHFormatError"),
     "encode": ("itchflow.decode.encoder", "encode"),
     "encode_message": ("itchflow.decode.encoder", "encode_message"),
+    "Books": ("itchflow.book.books", "Books"),
+    "replay": ("itchflow.book.replay", "replay"),
+    "Events": ("itchflow.book.events", "Events"),
+    "Ring": ("itchflow.ring", "Ring"),
+    "run_pipeline": ("itchflow.pipeline", "run_pipeline"),
     "batch": ("itchflow.scale", "batch"),
-}
-_LAZY.update({
     "lobster": ("itchflow.sinks.lobster", "lobster"),
     "bars": ("itchflow.sinks.bars", "bars"),
     "auctions": ("itchflow.sinks.auctions", "auctions"),
-})
+}
 
 
 def __getattr__(name: str):

@@ -1,14 +1,18 @@
 """``Books``: the Python face of the engine. Plain Python holding the numpy state.
 
->>> books = Books()
->>> books.apply(buffer)                    # whole BinaryFILE-framed messages
->>> books.bbo("AAPL")                      # (bid price, bid shares, ask price, ask shares)
->>> books.depth("AAPL", 5)                 # bids, asks: int64[n, 3] (price, shares, orders)
->>> books.orders("AAPL", "B", 1234500)     # the queue at that price, in time priority
+>>> from itchflow import Books
+>>> books = Books().replay("day.itch")         # or books.apply(buffer): whole BinaryFILE messages
+>>> books.bbo(["AAPL", "MSFT"])                # structured array, one row per symbol
+>>> bids, asks = books.depth("AAPL", 5)        # structured arrays (price, shares, orders), best first
+>>> books.orders("AAPL", "B", 1234500)         # the queue at that price (ref, shares, mpid), in time priority
+>>> books.order_table()                        # every live order, one row each
+
+Query results are numpy structured arrays (dtypes in ``itchflow.book.records``): wrap one in
+``pandas.DataFrame(...)`` or ``pyarrow.table(...)`` as it is. Prices are raw Price(4) integers
+throughout, VWAP included; ``itchflow.price4_to_float`` gives dollars.
 
 The driver calls the compiled kernel, grows whatever it reports short (order table,
 levels, ladder arena, match index, output buffers) and resumes at the exact message.
-Prices are raw Price(4) integers throughout.
 """
 
 from __future__ import annotations
@@ -16,13 +20,16 @@ from __future__ import annotations
 import numpy as np
 
 from itchflow.book import layout as L
-from itchflow.hw.aligned import aligned_zeros
+from itchflow.book import records as R
 from itchflow.book.engine import apply_messages
 from itchflow.book.events import EventBuffers
 from itchflow.book.ladder import compact_arena
 from itchflow.book.order_store import MIN_TABLE, rehash, table_shift
 from itchflow.book.queries import all_orders, depth, find_level, queue, top_of_books
+from itchflow.book.records import symbol_key, symbol_text
+from itchflow.book.replay import replay
 from itchflow.errors import ITCHFormatError
+from itchflow.hw.aligned import aligned_zeros
 
 DEFAULT_TABLE = 1 << 21         # order table rows to start with (64 MiB, 786 k live orders before
                                 # it grows): doubled (rehashed) past 3/8 full
@@ -30,23 +37,6 @@ DEFAULT_TABLE = 1 << 21         # order table rows to start with (64 MiB, 786 k 
 
 def _pow2_at_least(n: int) -> int:
     return max(MIN_TABLE, 1 << (int(n) - 1).bit_length())
-
-
-def symbol_key(symbol: str | bytes) -> int:
-    """A symbol as the engine stores it: 8 space-padded ASCII bytes, little-endian uint64."""
-    raw = symbol.encode("ascii") if isinstance(symbol, str) else bytes(symbol)
-    raw = raw.strip()
-    if not raw or len(raw) > 8:
-        raise ValueError(f"not an ITCH symbol: {symbol!r}")
-    return int.from_bytes(raw.ljust(8, b" "), "little")
-
-
-def symbol_text(key: int) -> str:
-    return int(key).to_bytes(8, "little").decode("ascii", "replace").rstrip()
-
-
-def mpid_text(key: int) -> str:
-    return int(key).to_bytes(4, "little").decode("ascii", "replace").rstrip() if key else ""
 
 
 class Books:
@@ -77,7 +67,7 @@ class Books:
         self.stocks = aligned_zeros(L.N_LOCATES, L.STOCK_DTYPE)
         self.anomaly_counts = aligned_zeros((L.N_LOCATES, L.N_ANOMALIES), np.int64)
         self.type_counts = aligned_zeros(256, np.int64)
-        self.matches = aligned_zeros(MIN_TABLE * 4, np.uint64)  # flat rows (match, used, price|locate|flags, shares)
+        self.matches = aligned_zeros(MIN_TABLE * L.MATCH_WORDS, np.uint64)  # L.MATCH_DTYPE rows, as words
         self.events = EventBuffers()
         c = self.ctl
         c[L.C_STAMP] = 1
@@ -85,7 +75,7 @@ class Books:
         c[L.C_LEVEL_CAP] = len(self.levels)
         c[L.C_LEVEL_FREE] = -1
         c[L.C_ARENA_CAP] = narena
-        c[L.C_MATCH_CAP] = len(self.matches) // 4
+        c[L.C_MATCH_CAP] = len(self.matches) // L.MATCH_WORDS
         c[L.C_TRACK_MATCHES] = 1 if track_matches else 0
         c[L.C_STOP_TS] = -1
         self._sync_out_caps()
@@ -97,6 +87,13 @@ class Books:
         return self.order_rows.view(np.uint64)
 
     # ---- feeding -------------------------------------------------------------------------
+
+    def replay(self, source, *, stop_after_ns: int | None = None, progress=None, on_slice=None) -> "Books":
+        """Apply a whole source (a path: BinaryFILE, gzip, pcap; or a buffer) in bounded slices;
+        returns self. See ``itchflow.book.replay.replay`` (the same, returning whether it
+        stopped at stop_after_ns); on_slice(books) after every slice is where to drain events."""
+        replay(self, source, stop_after_ns=stop_after_ns, progress=progress, on_slice=on_slice)
+        return self
 
     def apply(self, buffer, first_seq: int | None = None, *, stop_after_ns: int | None = None,
               source: str | None = None, base_offset: int = 0) -> int:
@@ -152,8 +149,8 @@ class Books:
             self.lad_key, self.lad_lvl = new_key, new_lvl
             c[L.C_ARENA_CAP] = size
         elif status == L.NEED_MATCHES:
-            self.matches = _rehashed(self.matches, 4, 2 * (len(self.matches) // 4))
-            c[L.C_MATCH_CAP] = len(self.matches) // 4
+            self.matches = _rehashed(self.matches, L.MATCH_WORDS, 2 * (len(self.matches) // L.MATCH_WORDS))
+            c[L.C_MATCH_CAP] = len(self.matches) // L.MATCH_WORDS
         elif status in (L.NEED_TRADES_OUT, L.NEED_BBO_OUT, L.NEED_L2_OUT):
             self.events.sync_from(c)
             self.events.grow(status)
@@ -174,8 +171,9 @@ class Books:
         self.stocks["record_l2"][sel] = 1 if l2 else 0
 
     def take_events(self):
-        """(bbo, trades, l2) structured arrays recorded since the last call (copies)."""
-        return self.events.take(self.ctl)
+        """(bbo, trades, l2) recorded since the last call: ``Events`` arrays (numpy structured
+        arrays with ``to_arrow()`` / ``to_pandas()``, symbols resolved), copies."""
+        return self.events.take(self.ctl, self.symbol)
 
     # ---- lookups -------------------------------------------------------------------------
 
@@ -208,32 +206,60 @@ class Books:
 
     # ---- queries -------------------------------------------------------------------------
 
-    def bbo(self, symbol) -> tuple[int, int, int, int]:
-        """(bid price, bid shares, ask price, ask shares); 0, 0 for an empty side."""
-        s = self.stocks[self.locate(symbol)]
-        return int(s["bid_price"]), int(s["bid_shares"]), int(s["ask_price"]), int(s["ask_shares"])
+    def bbo(self, symbols=None) -> np.ndarray:
+        """Top of book: a ``records.QUOTE_DTYPE`` array (symbol, locate, bid_price, bid_shares,
+        ask_price, ask_shares), one row per symbol in the order given; a single symbol or
+        locate gives a 1-row array; None = every stock in the directory. An empty side is 0, 0."""
+        locs = (np.flatnonzero(self.stocks["symbol"]) if symbols is None else self._locates(symbols))
+        s = self.stocks[locs]
+        out = np.zeros(len(locs), R.QUOTE_DTYPE)
+        out["symbol"] = self._symbol_column(locs)
+        out["locate"] = locs
+        for f in ("bid_price", "bid_shares", "ask_price", "ask_shares"):
+            out[f] = s[f]
+        return out
 
     def depth(self, symbol, n: int = -1) -> tuple[np.ndarray, np.ndarray]:
-        """(bids, asks): int64[k, 3] rows (price, shares, orders), best first; n < 0 = all."""
+        """(bids, asks): two ``records.LEVEL_DTYPE`` arrays (price, shares, orders), best level
+        first, at most n levels each (n < 0 = all)."""
         loc = self.locate(symbol)
-        return (depth(self.books, self.lad_lvl, self.levels, loc * 2 + L.BID, int(n)),
-                depth(self.books, self.lad_lvl, self.levels, loc * 2 + L.ASK, int(n)))
+        return (R.levels_array(depth(self.books, self.lad_lvl, self.levels, loc * 2 + L.BID, int(n))),
+                R.levels_array(depth(self.books, self.lad_lvl, self.levels, loc * 2 + L.ASK, int(n))))
 
-    def orders(self, symbol, side: str, price: int) -> list[tuple[int, int, str]]:
-        """The queue at one price level in time priority: [(ref, shares, mpid), ...]."""
+    def orders(self, symbol, side: str, price: int) -> np.ndarray:
+        """The queue at one price level in time priority: a ``records.QUEUE_DTYPE`` array
+        (ref, shares, mpid); empty when there is no level at that price."""
         side_i = _side_index(side)
         b = self.locate(symbol) * 2 + side_i
         lvl = find_level(self.books, self.lad_key, self.lad_lvl, b, int(price))
         if lvl < 0:
-            return []
+            return np.zeros(0, R.QUEUE_DTYPE)
         refs, shares, mpids = queue(self.order_rows, int(lvl))
-        return [(int(r), int(s), mpid_text(m)) for r, s, m in zip(refs, shares, mpids)]
+        out = np.zeros(len(refs), R.QUEUE_DTYPE)
+        out["ref"], out["shares"], out["mpid"] = refs, shares, R.mpid_column(mpids)
+        return out
 
     def order_table(self, symbols=None) -> np.ndarray:
-        """Every live order: int64[k, 6] rows (locate, side 0=B 1=S, price, ref bits, shares, mpid)."""
+        """Every live order of these symbols (None = all): a ``records.ORDER_DTYPE`` array
+        (symbol, locate, side, price, ref, shares, mpid), stock by stock (in the order given,
+        else by locate), bids then asks, best level first, time priority within a level."""
         locs = (np.flatnonzero(self.books["length"].reshape(-1, 2).sum(axis=1)) if symbols is None
                 else self._locates(symbols))
-        return all_orders(self.order_rows, self.levels, locs.astype(np.int64))
+        rows = all_orders(self.order_rows, self.levels, locs.astype(np.int64))
+        out = np.zeros(len(rows), R.ORDER_DTYPE)
+        out["symbol"] = self._symbol_column(rows[:, 0])
+        out["locate"] = rows[:, 0]
+        out["side"] = np.where(rows[:, 1] == L.BID, b"B", b"S")
+        out["price"] = rows[:, 2]
+        out["ref"] = rows[:, 3].view(np.uint64)
+        out["shares"] = rows[:, 4]
+        out["mpid"] = R.mpid_column(rows[:, 5].astype(np.uint32))
+        return out
+
+    def _symbol_column(self, locates: np.ndarray) -> np.ndarray:
+        uniq, inv = np.unique(np.asarray(locates, np.int64), return_inverse=True)
+        names = np.array([self.symbol(int(u)) for u in uniq], R.SYMBOL)
+        return names[inv] if len(locates) else np.zeros(0, R.SYMBOL)
 
     def live_orders(self) -> int:
         return int(self.ctl[L.C_LIVE])
@@ -258,9 +284,10 @@ class Books:
         return int(self.stocks["volume"][self.locate(symbol)])
 
     def vwap(self, symbol) -> float:
-        """Volume-weighted average price in dollars (nan before any trade)."""
+        """Volume-weighted average price in raw Price(4) units, like every other price (a float:
+        it is an average; nan before any trade). ``itchflow.price4_to_float`` gives dollars."""
         s = self.stocks[self.locate(symbol)]
-        return float(s["notional"]) / float(s["volume"]) / 10_000 if s["volume"] else float("nan")
+        return float(s["notional"]) / float(s["volume"]) if s["volume"] else float("nan")
 
     def tops(self) -> np.ndarray:
         """int64[65536, 4]: per locate (bid price, bid shares, ask price, ask shares)."""

@@ -35,15 +35,21 @@ from itchflow.book.layout import (
     C_BBO_CAP, C_BBO_N, C_DIRECTORY_SEEN, C_L2_CAP, C_L2_N, C_LAST_TS, C_LEVEL_CAP, C_LIVE,
     C_LIVE_LEVELS, C_MATCH_CAP, C_MATCH_USED, C_MAX_LADDER, C_MESSAGES, C_PEAK_LIVE, C_STAMP,
     C_STOP_TS, C_TABLE_CAP, C_TRACK_MATCHES, C_TRADES_CAP, C_TRADES_N, C_UNKNOWN_TYPES,
-    ERR_BAD_LENGTH, ERR_TRUNCATED, ERR_ZERO_LENGTH, MATCH_MAX_LOAD_DEN, MATCH_MAX_LOAD_NUM,
-    NEED_ARENA, NEED_BBO_OUT, NEED_L2_OUT, NEED_LEVELS, NEED_MATCHES, NEED_TABLE, NEED_TRADES_OUT,
+    ERR_BAD_LENGTH, ERR_TRUNCATED, ERR_ZERO_LENGTH, MATCH_BROKEN, MATCH_COUNTED, MATCH_MAX_LOAD_DEN,
+    MATCH_MAX_LOAD_NUM, MATCH_W_KEY, MATCH_WORDS, NEED_ARENA, NEED_BBO_OUT, NEED_L2_OUT, NEED_LEVELS,
+    NEED_MATCHES, NEED_TABLE, NEED_TRADES_OUT,
     OK, ORDER_DTYPE, ORDER_WORDS, STOP_TIME, TABLE_MAX_LOAD_DEN, TABLE_MAX_LOAD_NUM,
 )
 from itchflow.book.ladder import get_level, remove_level
+from itchflow.book.match_index import (
+    match_flags, match_locate, match_price, match_row, match_shares, match_used, put_match, set_match_flag,
+)
 from itchflow.book.order_store import delete_slot, find_slot, home_slot
-from itchflow.hw.prefetch import prefetch
-from itchflow.wire.itch import LENGTH_BY_BYTE, MESSAGES
 from itchflow.hw.endian import be16, be32, be48, be64, le32, le64
+from itchflow.hw.prefetch import prefetch
+from itchflow.wire import binaryfile as bf
+from itchflow.wire.binaryfile import next_message
+from itchflow.wire.itch import LENGTH_BY_BYTE, MESSAGES
 
 _U = np.uint64
 
@@ -72,6 +78,7 @@ _B_MATCH = _off("B", "match_number")
 _R_STOCK = _off("R", "stock")
 _H_STATE = _off("H", "trading_state")
 _LENGTHS = LENGTH_BY_BYTE
+_HEADER_LENGTH = _TS + MESSAGES["A"].field("timestamp").size  # type, locate, tracking, timestamp
 
 _BYTE_B = ord("B")
 _BYTE_S = ord("S")
@@ -96,8 +103,6 @@ PREFETCH_LEVEL_AHEAD = 4      # messages ahead: find that row (now cached), pref
 _ROWS_PER_LINE = 64 // ORDER_DTYPE.itemsize
 
 
-_FLAG_COUNTED = np.uint64(1)
-_FLAG_BROKEN = np.uint64(2)
 
 
 @njit(inline="always", nogil=True, cache=True)
@@ -112,15 +117,14 @@ def _shift_for(cap):
 
 
 @njit(inline="always", nogil=True, cache=True)
-def _next_message(buf, p, end):
-    """(offset of the message after the one at p, its type byte) or (p, 0) if p is not a
-    whole message: the look-ahead never reads past what the main loop will validate."""
-    if p + 2 > end:
-        return p, 0
-    length = np.int64(be16(buf, p))
-    if length < 11 or p + 2 + length > end:
-        return p, 0
-    return p + 2 + length, buf[p + 2]
+def _peek(buf, p, end):
+    """For the look-ahead: (offset of the message after the one at p, its type byte, its
+    body), or (p, 0, p) if p is not a whole message with a header; it never reads past what
+    the main loop will validate."""
+    status, body, length = next_message(buf, p, end)
+    if status != bf.OK or length < _HEADER_LENGTH:
+        return p, 0, p
+    return body + length, buf[body], body
 
 
 @njit(inline="always", nogil=True, cache=True)
@@ -195,6 +199,23 @@ def _bbo_set(locate, side, px, sz, stocks, bbo_out, ctl, seq, ts):
         bbo_out[_U(k)].ask_shares = st.ask_shares
         bbo_out[_U(k)].stock_locate = locate
         ctl[C_BBO_N] = k + 1
+
+
+@njit(inline="always", nogil=True, cache=True)
+def _live_order(ref, locate, orders, order_words, levels, anomalies, mask, shift):
+    """The live order with this reference, for a message whose header names locate:
+    (table row, level, its stock's locate, side), or row -1 (counted) when it is not live.
+    An order of another stock than the header's is counted and still used."""
+    slot = find_slot(order_words, ref, mask, shift, ORDER_WORDS)
+    if orders[_U(slot)].stamp == 0:
+        anomalies[locate, A_UNKNOWN_REF] += 1
+        return np.int64(-1), np.int32(0), np.int64(0), np.int32(0)
+    lvl = orders[_U(slot)].level
+    b = levels[_U(lvl)].book
+    olocate = np.int64(b >> 1)
+    if olocate != locate:
+        anomalies[olocate, A_LOCATE_MISMATCH] += 1
+    return slot, lvl, olocate, b & 1
 
 
 @njit(inline="always", nogil=True, cache=True)
@@ -274,27 +295,29 @@ def _record_trade(locate, price, shares, match, kind, printable, side, stocks, m
         st.notional += np.int64(shares) * np.int64(price)
         st.trades += 1
     if ctl[C_TRACK_MATCHES]:
-        i = find_slot(matches, match, match_mask, match_shift, 4) * 4
-        if matches[i + 1] != 0:  # word 1 is the occupancy mark find_slot probes on (a trade may have 0 shares)
+        i = match_row(matches, match, match_mask, match_shift)
+        if match_used(matches, i):
             anomalies[locate, A_DUP_MATCH] += 1
         else:
-            matches[i] = match
-            matches[i + 1] = 1
-            matches[i + 2] = _U(price) | (_U(locate) << _U(32)) | ((_FLAG_COUNTED if printable else _U(0)) << _U(48))
-            matches[i + 3] = _U(shares)
+            put_match(matches, i, match, price, locate, MATCH_COUNTED if printable else 0, shares)
             ctl[C_MATCH_USED] += 1
     if st.record_trades:
-        k = ctl[C_TRADES_N]
-        trades_out[_U(k)].sequence = seq
-        trades_out[_U(k)].timestamp = ts
-        trades_out[_U(k)].match_number = match
-        trades_out[_U(k)].shares = shares
-        trades_out[_U(k)].price = price
-        trades_out[_U(k)].stock_locate = locate
-        trades_out[_U(k)].kind = kind
-        trades_out[_U(k)].printable = 1 if printable else 0
-        trades_out[_U(k)].side = side
-        ctl[C_TRADES_N] = k + 1
+        _emit_trade(trades_out, ctl, seq, ts, match, shares, price, locate, kind, printable, side)
+
+
+@njit(inline="always", nogil=True, cache=True)
+def _emit_trade(trades_out, ctl, seq, ts, match, shares, price, locate, kind, printable, side):
+    k = ctl[C_TRADES_N]
+    trades_out[_U(k)].sequence = seq
+    trades_out[_U(k)].timestamp = ts
+    trades_out[_U(k)].match_number = match
+    trades_out[_U(k)].shares = shares
+    trades_out[_U(k)].price = price
+    trades_out[_U(k)].stock_locate = locate
+    trades_out[_U(k)].kind = kind
+    trades_out[_U(k)].printable = 1 if printable else 0
+    trades_out[_U(k)].side = side
+    ctl[C_TRADES_N] = k + 1
 
 
 @njit(nogil=True, cache=True, _nrt=False)  # no refcounting: see engine.py
@@ -324,50 +347,43 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, lad_key, lad
     # slower: the search costs more than the level's miss.)
     a1 = pos
     for _ in range(PREFETCH_ROW_AHEAD):
-        a1, _t = _next_message(buf, a1, end)
+        a1, _t, _b = _peek(buf, a1, end)
     a2 = pos
     for _ in range(PREFETCH_LEVEL_AHEAD):
-        a2, _t = _next_message(buf, a2, end)
+        a2, _t, _b = _peek(buf, a2, end)
     while pos < end:
-        nxt, t1 = _next_message(buf, a1, end)
-        if _HAS_REF[t1] and nxt - a1 >= 2 + _REF_OFFSET + 8:
-            h1 = _U(home_slot(be64(buf, a1 + 2 + _REF_OFFSET), mask, shift))
+        nxt, t1, b1 = _peek(buf, a1, end)
+        if _HAS_REF[t1] and nxt - b1 >= _REF_OFFSET + 8:
+            h1 = _U(home_slot(be64(buf, b1 + _REF_OFFSET), mask, shift))
             prefetch(orders, h1)
             prefetch(orders, (h1 + _U(_ROWS_PER_LINE)) & _U(mask))  # a delete reads the rows after
-            if t1 == _T_U and nxt - a1 >= 2 + _U_NEW + 8:
-                prefetch(orders, home_slot(be64(buf, a1 + 2 + _U_NEW), mask, shift))
-            loc1 = be16(buf, a1 + 2 + _LOCATE)
+            if t1 == _T_U and nxt - b1 >= _U_NEW + 8:
+                prefetch(orders, home_slot(be64(buf, b1 + _U_NEW), mask, shift))
+            loc1 = be16(buf, b1 + _LOCATE)
             prefetch(stocks, loc1)  # one line a stock
             prefetch(books, loc1 * _U(2))  # both sides' entries share a line
-        if track_matches and _MATCH_OFFSET[t1] > 0 and nxt - a1 >= 2 + _MATCH_OFFSET[t1] + 8:
+        if track_matches and _MATCH_OFFSET[t1] > 0 and nxt - b1 >= _MATCH_OFFSET[t1] + 8:
             # the trade's row in the match index
-            mh = home_slot(be64(buf, a1 + 2 + _MATCH_OFFSET[t1]), match_mask, match_shift)
-            prefetch(matches, _U(mh) * _U(4))
+            mh = home_slot(be64(buf, b1 + _MATCH_OFFSET[t1]), match_mask, match_shift)
+            prefetch(matches, _U(mh) * _U(MATCH_WORDS) + _U(MATCH_W_KEY))
         a1 = nxt
-        nxt, t2 = _next_message(buf, a2, end)
-        if (t2 == _T_A or t2 == _T_F) and nxt - a2 >= 2 + _A_PRICE + 4:
-            b2 = _add_book(buf, a2 + 2)
-            if b2 >= 0:
-                n2 = np.int64(books[_U(b2)].length)
+        nxt, t2, b2 = _peek(buf, a2, end)
+        if (t2 == _T_A or t2 == _T_F) and nxt - b2 >= _A_PRICE + 4:
+            book2 = _add_book(buf, b2)
+            if book2 >= 0:
+                n2 = np.int64(books[_U(book2)].length)
                 if n2 > 0:
-                    top2 = books[_U(b2)].start + n2 - 1
+                    top2 = books[_U(book2)].start + n2 - 1
                     prefetch(lad_key, top2)
                     prefetch(lad_lvl, top2)
-        elif _HAS_REF[t2] and nxt - a2 >= 2 + _REF_OFFSET + 8:
-            slot2 = find_slot(order_words, be64(buf, a2 + 2 + _REF_OFFSET), mask, shift, ORDER_WORDS)
+        elif _HAS_REF[t2] and nxt - b2 >= _REF_OFFSET + 8:
+            slot2 = find_slot(order_words, be64(buf, b2 + _REF_OFFSET), mask, shift, ORDER_WORDS)
             if orders[_U(slot2)].stamp != 0:
                 prefetch(levels, orders[_U(slot2)].level)
         a2 = nxt
-        if pos + 2 > end:
-            status = ERR_TRUNCATED
-            break
-        length = np.int64(be16(buf, pos))
-        if length == 0:
-            status = ERR_ZERO_LENGTH
-            break
-        q = pos + 2
-        if q + length > end:
-            status = ERR_TRUNCATED
+        walk, q, length = next_message(buf, pos, end)  # pos < end: never AT_END
+        if walk != bf.OK:
+            status = ERR_ZERO_LENGTH if walk == bf.ZERO_LENGTH else ERR_TRUNCATED
             break
         t = buf[q]
         expected = _LENGTHS[t]
@@ -458,17 +474,10 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, lad_key, lad
                                  bbo_out, ctl, seq, ts)
 
         elif t == _T_D or t == _T_X or t == _T_E or t == _T_C:
-            ref = be64(buf, q + _D_REF)  # same offset in D, X, E and C (asserted below)
-            slot = find_slot(order_words, ref, mask, shift, ORDER_WORDS)
-            if orders[_U(slot)].stamp == 0:
-                anomalies[locate, A_UNKNOWN_REF] += 1
-            else:
-                lvl = orders[_U(slot)].level
-                b = levels[_U(lvl)].book
-                olocate = np.int64(b >> 1)
-                side = b & 1
-                if olocate != locate:
-                    anomalies[olocate, A_LOCATE_MISMATCH] += 1
+            # same reference offset in D, X, E and C (asserted below)
+            slot, lvl, olocate, side = _live_order(be64(buf, q + _D_REF), locate, orders, order_words, levels,
+                                                   anomalies, mask, shift)
+            if slot >= 0:
                 remaining = orders[_U(slot)].shares
                 if t == _T_D:
                     take = remaining
@@ -506,18 +515,10 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, lad_key, lad
                     _bbo_check(olocate, side, books, lad_lvl, levels, stocks, bbo_out, ctl, seq, ts)
 
         elif t == _T_U:
-            old = be64(buf, q + _U_OLD)
-            slot = find_slot(order_words, old, mask, shift, ORDER_WORDS)
-            if orders[_U(slot)].stamp == 0:
-                anomalies[locate, A_UNKNOWN_REF] += 1
-            else:
-                lvl = orders[_U(slot)].level
-                b = levels[_U(lvl)].book
-                olocate = np.int64(b >> 1)
-                side = b & 1
+            slot, lvl, olocate, side = _live_order(be64(buf, q + _U_OLD), locate, orders, order_words, levels,
+                                                   anomalies, mask, shift)
+            if slot >= 0:
                 mpid = orders[_U(slot)].mpid
-                if olocate != locate:
-                    anomalies[olocate, A_LOCATE_MISMATCH] += 1
                 refresh = _remove_order(slot, mask, shift, orders, order_words, levels, lad_key, lad_lvl,
                                         books, stocks, l2_out, ctl, seq, ts)
                 new = be64(buf, q + _U_NEW)
@@ -550,31 +551,22 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, lad_key, lad
             match = be64(buf, q + _B_MATCH)
             found = False
             if track_matches:
-                i = find_slot(matches, match, match_mask, match_shift, 4) * 4
-                flags = matches[i + 2] >> _U(48)
-                if matches[i + 1] != 0 and (flags & _FLAG_BROKEN) == 0:
+                i = match_row(matches, match, match_mask, match_shift)
+                flags = match_flags(matches, i)
+                if match_used(matches, i) and (flags & _U(MATCH_BROKEN)) == 0:
                     found = True
-                    matches[i + 2] |= _FLAG_BROKEN << _U(48)
-                    shares = matches[i + 3]
-                    price = np.uint32(matches[i + 2] & _U(0xFFFFFFFF))
-                    tlocate = np.int64((matches[i + 2] >> _U(32)) & _U(0xFFFF))
+                    set_match_flag(matches, i, MATCH_BROKEN)
+                    shares = match_shares(matches, i)
+                    price = match_price(matches, i)
+                    tlocate = match_locate(matches, i)
                     st = stocks[_U(tlocate)]
-                    if flags & _FLAG_COUNTED:
+                    if flags & _U(MATCH_COUNTED):
                         st.volume -= np.int64(shares)
                         st.notional -= np.int64(shares) * np.int64(price)
                         st.trades -= 1
                     if st.record_trades:
-                        k = ctl[C_TRADES_N]
-                        trades_out[_U(k)].sequence = seq
-                        trades_out[_U(k)].timestamp = ts
-                        trades_out[_U(k)].match_number = match
-                        trades_out[_U(k)].shares = shares
-                        trades_out[_U(k)].price = price
-                        trades_out[_U(k)].stock_locate = tlocate
-                        trades_out[_U(k)].kind = _KIND_B
-                        trades_out[_U(k)].printable = 1 if flags & _FLAG_COUNTED else 0
-                        trades_out[_U(k)].side = _BYTE_SPACE
-                        ctl[C_TRADES_N] = k + 1
+                        _emit_trade(trades_out, ctl, seq, ts, match, shares, price, tlocate, _KIND_B,
+                                    (flags & _U(MATCH_COUNTED)) != 0, _BYTE_SPACE)
             if not found:
                 anomalies[locate, A_UNKNOWN_MATCH] += 1
 

@@ -1,8 +1,10 @@
 """Event outputs: BBO changes, trades, L2 level changes, depth snapshots.
 
 The kernel appends fixed-size records to preallocated structured arrays (no Python object
-per event); the driver grows them between calls. ``to_arrow`` turns any of them into an
-Arrow table (symbols resolved, broken trades flagged), ``write_parquet`` writes one.
+per event); the driver grows them between calls. ``Books.take_events`` hands them out as
+``Events``: numpy structured arrays that also know their stocks' symbols, with
+``to_arrow()`` / ``to_pandas()`` (pyarrow and pandas load on first use). Writing them to
+Parquet, streamed over a whole day, is ``itchflow.sinks.events``.
 """
 
 from __future__ import annotations
@@ -38,15 +40,42 @@ class EventBuffers:
         new[: len(old)] = old
         setattr(self, name, new)
 
-    def take(self, ctl: np.ndarray):
-        """Copies of what was recorded; the buffers start over."""
+    def take(self, ctl: np.ndarray, symbol_of=str):
+        """(bbo, trades, l2) ``Events``: copies of what was recorded; the buffers start over."""
         self.sync_from(ctl)
-        out = (self.bbo[: self.n_bbo].view(L.BBO_EVENT_DTYPE).copy(),
-               self.trades[: self.n_trades].view(L.TRADE_EVENT_DTYPE).copy(),
-               self.l2[: self.n_l2].view(L.L2_EVENT_DTYPE).copy())
+        out = (Events(self.bbo[: self.n_bbo].view(L.BBO_EVENT_DTYPE), symbol_of),
+               Events(self.trades[: self.n_trades].view(L.TRADE_EVENT_DTYPE), symbol_of),
+               Events(self.l2[: self.n_l2].view(L.L2_EVENT_DTYPE), symbol_of))
         self.n_trades = self.n_bbo = self.n_l2 = 0
         self.sync_to(ctl)
         return out
+
+
+class Events(np.ndarray):
+    """An event stream (BBO changes, trades or L2 changes): a numpy structured array (a copy)
+    that remembers how to name its stocks, so it converts in one call.
+
+    >>> bbo, trades, l2 = books.take_events()
+    >>> trades["price"], len(bbo)                   # numpy, as ever
+    >>> trades.to_pandas()                          # a DataFrame with a symbol column
+    >>> bbo.to_arrow()                              # a pyarrow.Table
+    """
+
+    def __new__(cls, records: np.ndarray, symbol_of=str):
+        obj = np.array(records, copy=True).view(cls)
+        obj.symbol_of = symbol_of
+        return obj
+
+    def __array_finalize__(self, obj) -> None:
+        self.symbol_of = getattr(obj, "symbol_of", str)
+
+    def to_arrow(self):
+        """pyarrow.Table: a symbol column; trades get ``broken``; one-byte codes become text."""
+        return to_arrow(self.view(np.ndarray), self.symbol_of)
+
+    def to_pandas(self):
+        """pandas.DataFrame of the same columns as ``to_arrow``."""
+        return self.to_arrow().to_pandas()
 
 
 def mark_broken(trades: np.ndarray) -> np.ndarray:
@@ -83,12 +112,6 @@ def to_arrow(events: np.ndarray, symbol_of=str):
         cols["printable"] = events["printable"].astype(bool)
     return pa.table({k: pa.array(v) if not isinstance(v, np.ndarray) or v.dtype != object
                      else pa.array(list(v), pa.string()) for k, v in cols.items()})
-
-
-def write_parquet(events: np.ndarray, path, symbol_of=str) -> None:
-    import pyarrow.parquet as pq
-
-    pq.write_table(to_arrow(events, symbol_of), path)
 
 
 SNAPSHOT_DTYPE = np.dtype([
@@ -143,8 +166,7 @@ def _snapshot(books, t, symbols, n) -> np.ndarray:
             rec["stock_locate"] = loc
             rec["side"] = side
             rec["level"] = np.arange(len(arr))
-            rec["price"] = arr[:, 0]
-            rec["shares"] = arr[:, 1]
-            rec["orders"] = arr[:, 2]
+            for f in ("price", "shares", "orders"):
+                rec[f] = arr[f]
             parts.append(rec)
     return np.concatenate(parts) if parts else np.zeros(0, SNAPSHOT_DTYPE)

@@ -21,9 +21,11 @@ Every array starts on a cache line (``aligned``), so a 32- or 64-byte record nev
 - ``books``: per book (locate * 2 + side) the segment's start, length and capacity.
 - ``stocks``: per stock locate: symbol, trading state, volume, notional, cached BBO, and
   which event streams to record for it.
-- ``matches``: match number -> trade (for B, broken trades): flat uint64 rows of 4
-  (key, used = 1, price | locate << 32 | flags << 48, shares); word 1 is what marks a row
-  occupied for the probing (``order_store.find_slot``), so it must never be 0 (shares may be).
+- ``matches``: match number -> trade (for B, broken trades): rows of ``MATCH_DTYPE`` kept as
+  flat uint64 words (``MATCH_WORDS`` a row) for the probing routines; word 1 is what marks a
+  row occupied (``order_store.find_slot``), so it must never be 0 (shares may be). The
+  trade's price, locate and flags share one word (``MATCH_W_TRADE``), read and written with
+  the shifts and masks derived from the dtype below (``book.match_index``).
 - ``ctl``: int64 control words (counters, free-list heads, capacities, options).
 """
 
@@ -47,6 +49,30 @@ ORDER_DTYPE = np.dtype([
 assert ORDER_DTYPE.itemsize == 32  # two rows a cache line, never straddling one
 ORDER_WORDS = ORDER_DTYPE.itemsize // 8
 assert ORDER_DTYPE.fields["ref"][1] == 0 and ORDER_DTYPE.fields["stamp"][1] == 8, "probing reads words 0 and 1"
+
+# The match index row. Little-endian, so price, locate and flags are the low, middle and top
+# bits of word 2: the kernels pack and unpack that word with the shifts derived here.
+MATCH_DTYPE = np.dtype([
+    ("match", np.uint64),   # word 0: the hash key (the match number)
+    ("used", np.uint64),    # word 1: 1 in an occupied row, 0 = empty
+    ("price", np.uint32),   # word 2, bits 0-31: Price(4)
+    ("locate", np.uint16),  # word 2, bits 32-47
+    ("flags", np.uint16),   # word 2, bits 48-63: MATCH_COUNTED | MATCH_BROKEN
+    ("shares", np.uint64),  # word 3
+])
+MATCH_WORDS = MATCH_DTYPE.itemsize // 8
+MATCH_W_KEY = MATCH_DTYPE.fields["match"][1] // 8
+MATCH_W_USED = MATCH_DTYPE.fields["used"][1] // 8
+MATCH_W_TRADE = MATCH_DTYPE.fields["price"][1] // 8
+MATCH_W_SHARES = MATCH_DTYPE.fields["shares"][1] // 8
+MATCH_LOCATE_SHIFT = 8 * (MATCH_DTYPE.fields["locate"][1] - MATCH_DTYPE.fields["price"][1])
+MATCH_FLAGS_SHIFT = 8 * (MATCH_DTYPE.fields["flags"][1] - MATCH_DTYPE.fields["price"][1])
+MATCH_PRICE_MASK = (1 << 8 * MATCH_DTYPE.fields["price"][0].itemsize) - 1
+MATCH_LOCATE_MASK = (1 << 8 * MATCH_DTYPE.fields["locate"][0].itemsize) - 1
+MATCH_COUNTED = 1   # the trade counted in volume (printable)
+MATCH_BROKEN = 2    # a B message broke it
+assert MATCH_DTYPE.itemsize == 32 and (MATCH_W_KEY, MATCH_W_USED) == (0, 1), "probing reads words 0 and 1"
+assert MATCH_W_TRADE == MATCH_DTYPE.fields["flags"][1] // 8, "price, locate and flags share one word"
 
 LEVEL_DTYPE = np.dtype([
     ("price", np.int64),

@@ -11,7 +11,6 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from itchflow.book.books import Books
 from itchflow.wire.binaryfile import whole_messages_end
 
 SLICE_BYTES = 32 << 20
@@ -25,10 +24,11 @@ def iter_source(source) -> Iterator[tuple[np.ndarray, int, str, int]]:
         yield c.data, c.first_sequence, c.source, (c.offset or 0)
 
 
-def replay(books: Books, source, *, stop_after_ns: int | None = None, slice_bytes: int = SLICE_BYTES,
+def replay(books, source, *, stop_after_ns: int | None = None, slice_bytes: int = SLICE_BYTES,
            progress: Callable[[int, int], None] | None = None,
-           on_slice: Callable[[Books], None] | None = None) -> bool:
-    """Apply the source to books. Returns True if it stopped at stop_after_ns before the end.
+           on_slice: Callable[[object], None] | None = None) -> bool:
+    """Apply the source to books (a ``Books``; ``Books.replay(source)`` is the same, returning
+    the books). Returns True if it stopped at stop_after_ns before the end.
 
     progress(messages applied so far, bytes so far); on_slice(books) after every slice
     (drain events there).

@@ -41,16 +41,14 @@ def _symbols_option(text: str | None) -> list[str] | None:
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def book_command(path, symbol, at, depth, as_json, plot, quiet) -> None:
     """Full-depth book of one stock at a time of day."""
-    from itchflow.book.books import Books
-    from itchflow.book.replay import replay
+    from itchflow import Books, ITCHFormatError
     from itchflow.cli.progress import progress_bar
-    from itchflow.errors import ITCHFormatError
 
     t = parse_time(at) if at else None
     books = Books()
     try:
         with progress_bar("book", _size(path), quiet or as_json) as update:
-            replay(books, path, stop_after_ns=t, progress=update)
+            books.replay(path, stop_after_ns=t, progress=update)
         key = int(symbol) if symbol.isdigit() else symbol.upper()
         loc = books.locate(key)
         bids, asks = books.depth(loc, depth if depth > 0 else -1)
@@ -76,125 +74,57 @@ def _print_book(books, loc, bids, asks, ts) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from itchflow import price4_to_float
     from itchflow.cli.decode import format_timestamp
 
     console = Console()
-    bp, bs, ap, as_ = books.bbo(loc)
     console.print(f"[bold]{books.symbol(loc)}[/bold] (locate {loc}) at {format_timestamp(ts)}   "
                   f"live orders (all stocks) {books.live_orders():,}   volume {books.volume(loc):,}   "
                   f"trading state {books.trading_state(loc) or '-'}")
     table = Table(show_edge=False, box=None)
     for col in ("orders", "shares", "bid", "ask", "shares ", "orders "):
         table.add_column(col, justify="right")
+    def cells(level, color: str) -> tuple[str, str, str]:
+        if level is None:
+            return "", "", ""
+        return (f"{int(level['orders']):,}", f"{int(level['shares']):,}",
+                f"[{color}]{price4_to_float(int(level['price'])):,.4f}[/{color}]")
+
     for i in range(max(len(bids), len(asks))):
-        b = bids[i] if i < len(bids) else None
-        a = asks[i] if i < len(asks) else None
-        table.add_row(f"{b[2]:,}" if b is not None else "", f"{b[1]:,}" if b is not None else "",
-                      f"[green]{b[0] / 10_000:,.4f}[/green]" if b is not None else "",
-                      f"[red]{a[0] / 10_000:,.4f}[/red]" if a is not None else "",
-                      f"{a[1]:,}" if a is not None else "", f"{a[2]:,}" if a is not None else "")
+        b_orders, b_shares, b_price = cells(bids[i] if i < len(bids) else None, "green")
+        a_orders, a_shares, a_price = cells(asks[i] if i < len(asks) else None, "red")
+        table.add_row(b_orders, b_shares, b_price, a_price, a_shares, a_orders)
     console.print(table)
     an = {k: v for k, v in books.anomalies(loc).items() if v}
     if an:
         console.print(f"  anomalies: {an}")
 
 
-def _events_to_parquet(path, out, symbols, which: str, quiet: bool) -> tuple[int, int]:
-    """Replay path, recording one event stream ('bbo' or 'trades'), filtered to symbols."""
-    import numpy as np
-    import pyarrow.parquet as pq
+def _stream_command(which: str, noun: str, doc: str):
+    """``itchflow bbo`` / ``itchflow trades``: one event stream of a whole file to Parquet."""
 
-    from itchflow.book.books import Books
-    from itchflow.book.events import to_arrow
-    from itchflow.book.replay import replay
-    from itchflow.cli.progress import progress_bar
+    @main.command(which, help=doc)
+    @click.argument("path", type=click.Path(dir_okay=False))
+    @click.option("--symbols", "-s", default=None, help="Comma-separated symbols (default: every stock).")
+    @click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), help="Parquet file to write.")
+    @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+    def command(path, symbols, out, quiet) -> None:
+        from itchflow.cli.progress import progress_bar
+        from itchflow.errors import ITCHFormatError
+        from itchflow.sinks.events import events_to_parquet
 
-    books = Books()
-    books.record(bbo=which == "bbo", trades=which == "trades", l2=False)
-    state = {"writer": None, "rows": 0, "narrowed": False}
-    pending_breaks: list = []
+        try:
+            with progress_bar(which, _size(path), quiet) as update:
+                rows, messages = events_to_parquet(path, out, which, _symbols_option(symbols), progress=update)
+        except (ITCHFormatError, OSError, KeyError, ValueError) as e:
+            fail(e)
+        click.echo(f"wrote {rows:,} {noun} from {messages:,} messages to {out}")
 
-    def wanted() -> np.ndarray | None:
-        if symbols is None:
-            return None
-        known = books.symbols
-        return np.array([known[s] for s in symbols if s in known], np.int64)
-
-    def drain(b: Books) -> None:
-        bbo, trades, _ = b.take_events()
-        ev = bbo if which == "bbo" else trades
-        locs = wanted()
-        if symbols is not None and not state["narrowed"] and len(locs) == len(symbols):
-            # every symbol is known: record only those from now on
-            b.record(None, bbo=False, trades=False)
-            b.record(locs.tolist(), bbo=which == "bbo", trades=which == "trades")
-            state["narrowed"] = True
-        if locs is not None:
-            ev = ev[np.isin(ev["stock_locate"], locs)]
-        if not len(ev):
-            return
-        if which == "trades":
-            pending_breaks.extend(ev["match_number"][ev["kind"] == b"B"].tolist())
-        table = to_arrow(ev, b.symbol)
-        if state["writer"] is None:
-            state["writer"] = pq.ParquetWriter(out, table.schema)
-        state["writer"].write_table(table)
-        state["rows"] += len(ev)
-
-    try:
-        with progress_bar(which, _size(path), quiet) as update:
-            replay(books, path, progress=update, on_slice=drain)
-    finally:
-        if state["writer"] is not None:
-            state["writer"].close()
-    if state["writer"] is None:  # nothing recorded: still write an empty file with the schema
-        from itchflow.book import layout as L
-
-        empty = np.zeros(0, L.BBO_EVENT_DTYPE if which == "bbo" else L.TRADE_EVENT_DTYPE)
-        pq.write_table(to_arrow(empty, books.symbol), out)
-    if which == "trades" and pending_breaks:
-        # a break can arrive slices after its trade: flag the earlier rows in a second pass
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
-        t = pq.read_table(out)
-        broken = pc.and_(pc.is_in(t["match_number"], pa.array(pending_breaks, pa.uint64())),
-                         pc.not_equal(t["kind"], "B"))
-        t = t.set_column(t.schema.get_field_index("broken"), "broken", broken)
-        pq.write_table(t, out)
-    return state["rows"], books.messages
+    return command
 
 
-@main.command("bbo")
-@click.argument("path", type=click.Path(dir_okay=False))
-@click.option("--symbols", "-s", default=None, help="Comma-separated symbols (default: every stock).")
-@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), help="Parquet file to write.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def bbo_command(path, symbols, out, quiet) -> None:
-    """Every change of best bid/offer (price and size) to Parquet."""
-    from itchflow.errors import ITCHFormatError
-
-    try:
-        rows, messages = _events_to_parquet(path, out, _symbols_option(symbols), "bbo", quiet)
-    except (ITCHFormatError, OSError, KeyError, ValueError) as e:
-        fail(e)
-    click.echo(f"wrote {rows:,} BBO changes from {messages:,} messages to {out}")
-
-
-@main.command("trades")
-@click.argument("path", type=click.Path(dir_okay=False))
-@click.option("--symbols", "-s", default=None, help="Comma-separated symbols (default: every stock).")
-@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), help="Parquet file to write.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def trades_command(path, symbols, out, quiet) -> None:
-    """Every trade (E, C, P, Q; B breaks flagged) to Parquet."""
-    from itchflow.errors import ITCHFormatError
-
-    try:
-        rows, messages = _events_to_parquet(path, out, _symbols_option(symbols), "trades", quiet)
-    except (ITCHFormatError, OSError, KeyError, ValueError) as e:
-        fail(e)
-    click.echo(f"wrote {rows:,} trades from {messages:,} messages to {out}")
+bbo_command = _stream_command("bbo", "BBO changes", "Every change of best bid/offer (price and size) to Parquet.")
+trades_command = _stream_command("trades", "trades", "Every trade (E, C, P, Q; B breaks flagged) to Parquet.")
 
 
 @bench.command("book")
@@ -236,10 +166,10 @@ def _snapshot_times(at: str | None, every: float | None, first_ns: int, last_ns:
 def snapshots_command(path, symbols, at, every, depth, out) -> None:
     """Depth-N snapshots of chosen symbols at given times or intervals (book after every
     message with timestamp <= the time) to Parquet: one row per level per side."""
-    from itchflow.book.books import Books
-    from itchflow.book.events import snapshots, write_parquet
+    from itchflow import Books, ITCHFormatError
+    from itchflow.book.events import snapshots
     from itchflow.book.replay import iter_source
-    from itchflow.errors import ITCHFormatError
+    from itchflow.sinks.events import write_parquet
 
     if (at is None) == (every is None):
         fail(click.UsageError("give exactly one of --at and --every"))

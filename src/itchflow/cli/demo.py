@@ -47,6 +47,7 @@ def show_orders(rows: list[dict]) -> None:
     """A compact view of order events: only the columns each type has, prices in dollars."""
     from rich.table import Table
 
+    from itchflow import price4_to_float
     from itchflow.cli.decode import format_timestamp
 
     t = Table(box=None, show_edge=False, pad_edge=False)
@@ -62,7 +63,7 @@ def show_orders(rows: list[dict]) -> None:
         t.add_row(str(r["sequence"]), r["message_type"], format_timestamp(r["timestamp"]),
                   num(r.get("order_reference_number") or r.get("original_order_reference_number")),
                   r.get("buy_sell_indicator") or "", num(r.get("shares")),
-                  "" if price is None else f"{price / 10_000:,.4f}", num(r.get("executed_shares")),
+                  "" if price is None else f"{price4_to_float(price):,.4f}", num(r.get("executed_shares")),
                   num(r.get("cancelled_shares")), num(r.get("new_order_reference_number")))
     console.print(t)
 
@@ -105,15 +106,29 @@ def main(argv: list[str] | None = None) -> None:
     pin = "0,1" if len(os.sched_getaffinity(0)) >= 2 else ""
     run_command(["run", "--source", str(day), "--top", "8", *(["--pin", pin] if pin else [])])
 
-    console.print("\n[bold]From Python[/bold] (numpy structured arrays per type, Arrow/pandas on request):")
+    console.print("\n[bold]From Python[/bold] (numpy structured arrays, Arrow/pandas on request; "
+                  "prices are raw Price(4) integers):")
     console.print("[dim]>>> import itchflow\n"
                   f">>> d = itchflow.read({str(day)!r}, types='AE')\n"
                   ">>> d['A']['price'], d['E']['executed_shares']    # numpy columns\n"
                   ">>> d.to_pandas('A')                               # a DataFrame\n"
-                  ">>> from itchflow.book.books import Books; from itchflow.book.replay import replay\n"
-                  f">>> books = Books(); replay(books, {str(day)!r})\n"
-                  f">>> books.bbo({symbol!r}), books.depth({symbol!r}, 5)          # top of book, 5 levels a side[/dim]")
+                  ">>> from itchflow import Books, price4_to_float\n"
+                  f">>> books = Books().replay({str(day)!r})\n"
+                  f">>> books.bbo([{symbol!r}])".ljust(52) + "# one row per symbol\n"
+                  f">>> bids, asks = books.depth({symbol!r}, 5)".ljust(52) + "# fields price, shares, orders\n"
+                  + ">>> price4_to_float(bids['price'])".ljust(52) + "# dollars[/dim]")
+    _show_books_from_python(day, symbol)
     console.rule(f"[bold]demo done in {time.perf_counter() - t0:.1f} s")
+
+
+def _show_books_from_python(day: Path, symbol: str) -> None:
+    """Run the lines printed above, so the demo shows what they return."""
+    from itchflow import Books
+
+    books = Books().replay(day)
+    console.print(books.bbo([symbol]), markup=False)
+    bids, asks = books.depth(symbol, 5)
+    console.print(f"bids {bids.dtype.names}:\n{bids}\nasks:\n{asks}", markup=False)
 
 
 if __name__ == "__main__":

@@ -119,7 +119,9 @@ class _Plan:
     """The day's fixed parameters, stocks and phase table, and all the mutable state."""
 
     def __init__(self, messages: int, seed: int, stocks: int, close_all: bool):
-        from itchflow.sim import _generator_kernel as gk
+        from itchflow.sim import state as gk
+        from itchflow.sim.phases import run  # the compiled kernel: loaded on first use
+
         if stocks < 1 or stocks > 20_000:
             raise ValueError("stocks must be between 1 and 20000")
         if messages < minimum_messages(stocks):
@@ -128,6 +130,7 @@ class _Plan:
         if seed < 0:
             raise ValueError("seed must be >= 0")
         self.gk = gk
+        self._run = run
         self.messages, self.seed, self.stocks, self.close_all = messages, seed, stocks, close_all
         rng = np.random.default_rng([seed, 0x17C4F10])
         n, k = messages, stocks
@@ -358,7 +361,7 @@ class _Plan:
 
     def fill(self, out: np.ndarray) -> int:
         """Write the next whole messages into out; returns the bytes written (0 when done)."""
-        return self.gk.run(
+        return self._run(
             out, self.g, self.rng, self.refctr, self.counts, self.flow_p,
             self.ph_kind, self.ph_t0, self.ph_t1, self.ph_share, self.ph_fixed, self.ph_reserve,
             self.ph_arg, self.ph_extra, self.admin_blob, self.admin_off,

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from itchflow.wire.itch import price4_to_float
+
 
 def _pyplot():
     try:
@@ -46,15 +48,16 @@ def latency_plot(stages: dict[str, np.ndarray], path: str, title: str) -> str:
 
 
 def depth_plot(symbol: str, bids: np.ndarray, asks: np.ndarray, title: str, path: str) -> str:
-    """Depth chart: cumulative shares away from the touch, bids left, asks right; prices in dollars."""
+    """Depth chart: cumulative shares away from the touch, bids left, asks right; prices in dollars.
+
+    bids, asks: ``Books.depth`` arrays (fields price, shares), best level first."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    if len(bids):
-        ax.step(bids[:, 0] / 1e4, np.cumsum(bids[:, 1]), where="post", color="tab:green", label="bids")
-        ax.fill_between(bids[:, 0] / 1e4, np.cumsum(bids[:, 1]), step="post", color="tab:green", alpha=0.25)
-    if len(asks):
-        ax.step(asks[:, 0] / 1e4, np.cumsum(asks[:, 1]), where="post", color="tab:red", label="asks")
-        ax.fill_between(asks[:, 0] / 1e4, np.cumsum(asks[:, 1]), step="post", color="tab:red", alpha=0.25)
+    for levels, color, label in ((bids, "tab:green", "bids"), (asks, "tab:red", "asks")):
+        if len(levels):
+            dollars, total = price4_to_float(levels["price"]), np.cumsum(levels["shares"])
+            ax.step(dollars, total, where="post", color=color, label=label)
+            ax.fill_between(dollars, total, step="post", color=color, alpha=0.25)
     ax.set_xlabel("price ($)")
     ax.set_ylabel("cumulative shares")
     ax.set_title(f"{symbol}: {title}", fontsize=10)

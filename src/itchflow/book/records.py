@@ -1,0 +1,74 @@
+"""What ``Books`` queries return: numpy structured arrays with named fields.
+
+Prices are raw Price(4) integers everywhere (``itchflow.price4_to_float`` gives dollars);
+one-byte codes (side) are ``S1`` as in the event streams; symbols and MPIDs are text.
+
+- ``QUOTE_DTYPE``: ``Books.bbo`` -- one row per stock (0 price and 0 shares for an empty side).
+- ``LEVEL_DTYPE``: ``Books.depth`` -- one row per price level, best first (bids and asks apart).
+- ``QUEUE_DTYPE``: ``Books.orders`` -- one row per order at a level, in time priority.
+- ``ORDER_DTYPE``: ``Books.order_table`` -- one row per live order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+SYMBOL = "U8"  # ITCH symbols are 8 ASCII characters, space padded (stripped here)
+MPID = "U4"    # F attribution, "" when none
+
+QUOTE_DTYPE = np.dtype([
+    ("symbol", SYMBOL),
+    ("locate", np.uint16),
+    ("bid_price", np.uint32),
+    ("bid_shares", np.int64),
+    ("ask_price", np.uint32),
+    ("ask_shares", np.int64),
+])
+
+LEVEL_DTYPE = np.dtype([
+    ("price", np.uint32),
+    ("shares", np.int64),
+    ("orders", np.uint32),
+])
+
+QUEUE_DTYPE = np.dtype([
+    ("ref", np.uint64),
+    ("shares", np.uint32),
+    ("mpid", MPID),
+])
+
+ORDER_DTYPE = np.dtype([
+    ("symbol", SYMBOL),
+    ("locate", np.uint16),
+    ("side", "S1"),         # b"B" or b"S"
+    ("price", np.uint32),
+    ("ref", np.uint64),
+    ("shares", np.uint32),
+    ("mpid", MPID),
+])
+
+
+def symbol_key(symbol: str | bytes) -> int:
+    """A symbol as the engine stores it: 8 space-padded ASCII bytes, little-endian uint64."""
+    raw = symbol.encode("ascii") if isinstance(symbol, str) else bytes(symbol)
+    raw = raw.strip()
+    if not raw or len(raw) > 8:
+        raise ValueError(f"not an ITCH symbol: {symbol!r}")
+    return int.from_bytes(raw.ljust(8, b" "), "little")
+
+
+def symbol_text(key: int) -> str:
+    return int(key).to_bytes(8, "little").decode("ascii", "replace").rstrip()
+
+
+def mpid_column(keys: np.ndarray) -> np.ndarray:
+    """uint32 MPIDs (4 ASCII bytes, little-endian; 0 = none) -> text, "" for none."""
+    raw = np.ascontiguousarray(keys, np.uint32).view("S4")  # NULs strip: 0 -> b""
+    return np.char.rstrip(np.char.decode(raw, "ascii", "replace")) if len(raw) else np.zeros(0, MPID)
+
+
+def levels_array(rows: np.ndarray) -> np.ndarray:
+    """int64[k, 3] (price, shares, orders) from the depth kernel -> LEVEL_DTYPE rows."""
+    out = np.zeros(len(rows), LEVEL_DTYPE)
+    out["price"], out["shares"], out["orders"] = rows[:, 0], rows[:, 1], rows[:, 2]
+    return out

@@ -1,0 +1,67 @@
+"""The generator's state vector and model constants.
+
+Everything the generator knows lives in numpy arrays; ``g`` holds the scalars, named by the
+``G_*`` indices below, so the kernel can stop at any message boundary and resume exactly.
+Also: phase kinds, the extras counted per phase, order-flow action indices and the few
+probabilities of the market model.
+"""
+
+from __future__ import annotations
+
+
+G_N = 0            # messages wanted
+G_K = 1            # stocks (locates 1..K)
+G_W = 2            # ticks per price ladder
+G_EMITTED = 3
+G_DONE = 4
+G_PHASE = 5
+G_PH_STARTED = 6
+G_PH_LEFT = 7      # messages left in the current flow phase
+G_T = 8            # clock, ns since midnight
+G_MATCH = 9        # last match number used
+G_LIVE = 10        # live orders
+G_FREE = 11        # head of the free slot list
+G_CAP = 12         # order slots
+G_TARGET_LIVE = 13
+G_CLOSE_ALL = 14
+G_PEND = 15        # pending multi-message event: 0 none, 1 sweep, 2 second half of a cross pair
+G_PEND_STOCK = 16
+G_PEND_SIDE = 17
+G_PEND_LEFT = 18
+G_PEND_SLOT = 19
+G_PEND_Q = 20
+G_X_STOCK = 21     # cross phase: stock being crossed
+G_X_STAGE = 22
+G_X_PRICE = 23     # cross price tick
+G_X_SHARES = 24
+G_X_LEFT = 25
+G_X_SIDE = 26
+G_HALT_STOCK = 27
+G_HALT_STAGE = 28
+G_HALT_DUE = 29
+G_NOII_NEXT = 30
+G_ADMIN_I = 31
+G_MRING_N = 32     # match numbers kept for B
+G_NONHEAD = 33     # executions that did not hit the head of the queue (for the summary)
+G_EX0 = 40         # extras left in this phase, one per EX_* kind
+G_SIZE = 64
+
+EX_I, EX_L, EX_P, EX_C, EX_B, EX_HALT = 0, 1, 2, 3, 4, 5
+N_EXTRA = 6
+
+# Phase kinds.
+PH_SYS, PH_ADMIN, PH_FLOW, PH_CROSS, PH_END = 0, 1, 2, 3, 4
+# ph_arg bits for flow phases
+FL_ALLOW_CROSS = 1
+FL_LAST = 2
+# flow_p: cumulative probabilities of the order-flow actions
+FP_A, FP_F, FP_D, FP_U, FP_X, FP_E = 0, 1, 2, 3, 4, 5
+N_FLOW = 6
+
+BUY, SELL = 0, 1
+NONHEAD_P = 0.002      # chance an execution takes the order behind the head
+FULL_EXEC_P = 0.7      # chance an execution fills the whole order
+SWEEP_P = 0.12         # chance an execution event goes on to further orders
+SWEEP_MORE = 0.55      # chance a sweep continues after each further order
+MRING = 4096
+PREOPEN_CROSS_P = 0.01  # chance a pre-open order is priced through the other side

@@ -1,0 +1,96 @@
+"""Book event streams to Parquet, streamed over a whole source.
+
+``events_to_parquet`` replays a source through a fresh ``Books`` recording one stream (BBO
+changes or trades), drains it after every slice into a Parquet writer (bounded memory for
+any day), and, for trades, flags afterwards the trades that a later B message broke (a
+break can arrive many slices after its trade, when the trade's rows are already written).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from itchflow.book import layout as L
+from itchflow.book.books import Books
+from itchflow.book.events import to_arrow
+
+STREAMS = ("bbo", "trades")
+
+
+def write_parquet(events: np.ndarray, path, symbol_of=str) -> None:
+    """One event (or snapshot) array to a Parquet file, symbols resolved with symbol_of."""
+    import pyarrow.parquet as pq
+
+    pq.write_table(to_arrow(events, symbol_of), path)
+
+
+def events_to_parquet(source, out, which: str, symbols: list[str] | None = None,
+                      progress: Callable[[int, int], None] | None = None) -> tuple[int, int]:
+    """Replay source, recording one event stream (``which``: 'bbo' or 'trades'), only for
+    these symbols (None = every stock), into the Parquet file out.
+
+    Returns (rows written, messages applied). An empty stream still writes a file with the
+    schema. progress(messages, bytes) as ``Books.replay``.
+    """
+    import pyarrow.parquet as pq
+
+    if which not in STREAMS:
+        raise ValueError(f"which must be one of {STREAMS}, not {which!r}")
+    books = Books()
+    books.record(bbo=which == "bbo", trades=which == "trades", l2=False)
+    state = {"writer": None, "rows": 0, "narrowed": False}
+    breaks: list = []
+
+    def wanted() -> np.ndarray | None:
+        if symbols is None:
+            return None
+        known = books.symbols
+        return np.array([known[s] for s in symbols if s in known], np.int64)
+
+    def drain(b: Books) -> None:
+        bbo, trades, _ = b.take_events()
+        ev = bbo if which == "bbo" else trades
+        locs = wanted()
+        if symbols is not None and not state["narrowed"] and len(locs) == len(symbols):
+            # every symbol is known: record only those from now on
+            b.record(None, bbo=False, trades=False)
+            b.record(locs.tolist(), bbo=which == "bbo", trades=which == "trades")
+            state["narrowed"] = True
+        if locs is not None:
+            ev = ev[np.isin(ev["stock_locate"], locs)]
+        if not len(ev):
+            return
+        if which == "trades":
+            breaks.extend(ev["match_number"][ev["kind"] == b"B"].tolist())
+        table = ev.to_arrow()
+        if state["writer"] is None:
+            state["writer"] = pq.ParquetWriter(out, table.schema)
+        state["writer"].write_table(table)
+        state["rows"] += len(ev)
+
+    try:
+        books.replay(source, progress=progress, on_slice=drain)
+    finally:
+        if state["writer"] is not None:
+            state["writer"].close()
+    if state["writer"] is None:  # nothing recorded: still write an empty file with the schema
+        write_parquet(np.zeros(0, L.BBO_EVENT_DTYPE if which == "bbo" else L.TRADE_EVENT_DTYPE), out, books.symbol)
+    if which == "trades" and breaks:
+        flag_broken_trades(out, breaks)
+    return state["rows"], books.messages
+
+
+def flag_broken_trades(path, match_numbers) -> None:
+    """Rewrite a trades Parquet file with ``broken`` set on every trade (not the B record
+    itself) whose match number is among match_numbers."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(path)
+    broken = pc.and_(pc.is_in(t["match_number"], pa.array(list(match_numbers), pa.uint64())),
+                     pc.not_equal(t["kind"], "B"))
+    t = t.set_column(t.schema.get_field_index("broken"), "broken", broken)
+    pq.write_table(t, path)
