@@ -14,7 +14,7 @@ from itchflow.cli import bench, main
 
 def _candidates(paths: tuple[str, ...]) -> list[str]:
     if paths:
-        from itchflow.ring.api import ring_path
+        from itchflow.ring import ring_path
         return [ring_path(p) for p in paths]
     return sorted(set(glob.glob("/dev/shm/*.ring")) | set(glob.glob("/dev/shm/itchflow.*")))
 
@@ -33,7 +33,7 @@ def ring() -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per ring.")
 def ring_ls(paths: tuple[str, ...], as_json: bool) -> None:
     """List rings under /dev/shm (or the given paths): size, edge, producer and consumers."""
-    from itchflow.ring.api import Ring, RingFormatError
+    from itchflow.ring import Ring, RingFormatError
     rows = []
     for p in _candidates(paths):
         try:
@@ -62,7 +62,7 @@ def ring_ls(paths: tuple[str, ...], as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def ring_inspect(path: str, as_json: bool) -> None:
     """Positions, lag per consumer, counters and liveness of one ring."""
-    from itchflow.ring.api import Ring, RingError
+    from itchflow.ring import Ring, RingError
     try:
         with Ring.open(path) as r:
             s = r.snapshot()
@@ -97,7 +97,7 @@ def ring_inspect(path: str, as_json: bool) -> None:
 @click.option("--force", is_flag=True, help="Remove even if a live producer or consumer uses it.")
 def ring_rm(paths: tuple[str, ...], stale: bool, force: bool) -> None:
     """Remove ring files (refuses rings in use unless --force)."""
-    from itchflow.ring.api import Ring, RingFormatError
+    from itchflow.ring import Ring, RingFormatError
     if not paths and not stale:
         raise click.UsageError("give ring paths/names, or --stale")
     for p in _candidates(paths):
