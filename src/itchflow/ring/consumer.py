@@ -5,8 +5,9 @@ producer publishes, the consumer pays one cache-line transfer, the line that als
 record. The private state ``cs`` is an int64 array (C_* indices), built by ``new_consumer_state``.
 
 Blocking mode (``poll``): zero-copy. The records returned stay valid until ``commit``; the
-producer cannot overwrite them unless it detaches this consumer for missing heartbeats, which
-``commit`` reports (DETACHED): then the last batch may have been overwritten while in use.
+producer cannot overwrite them unless it detaches this consumer for missing heartbeats (a pause
+past the timeout: GC, swap, SIGSTOP). ``validate_read``, called after the records were used
+and before the result is trusted, reports that (DETACHED), seqlock style; so does ``commit``.
 
 Lossy mode (``poll_copy``): the producer may lap the reader at any moment, so records are copied
 out, then validated against the producer's tail_intent (seqlock style: read data, acquire
@@ -20,11 +21,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from itchflow.ring import layout as L
-from itchflow.hw.atomics import (cpu_pause, fence_acquire, fence_release, load_acquire,
-                                   load_relaxed, store_relaxed, store_release)
+from itchflow.hw.atomics import cpu_pause, fence_acquire, load_acquire, load_relaxed, store_relaxed, store_release
 from itchflow.hw.memcopy import copy_bytes
 from itchflow.hw.syscalls import monotonic_ns, pid_exists
+from itchflow.ring import layout as L
 from itchflow.ring.wait import BLOCK, SPIN_TRIES, block_on, idle
 
 C_POS = 0          # next record to poll
