@@ -110,3 +110,22 @@ def test_stale_ring_is_recognised_and_reclaimed(path):
         assert Ring.reclaim_stale(path) is True   # waits for the heartbeat to age, then removes it
     assert not os.path.exists(path)
     assert Ring.reclaim_stale(path) is False
+
+
+def test_a_cleanly_closed_feed_with_unread_records_is_not_reclaimed(path):
+    with Ring.create(path, 1 << 14, consumers=["book"], keep=True) as ring:
+        w = ring.writer()
+        w.write(b"unread")
+        w.close()
+        ring.words[L.W_CREATOR_PID] = 0x3FFFFFFF          # its creator (listen --ring) has exited
+        ring.words[L.slot_base(0) + L.S_HB] = 1            # and nobody is reading yet
+        assert ring.staleness().stale
+        with pytest.raises(RingBusy, match="closed it cleanly and it still holds 1 records consumer 'book'"):
+            Ring.reclaim_stale(path)
+        assert os.path.exists(path)
+        rd = ring.reader("book")
+        assert [x.tobytes() for x in rd.read_batch(timeout=0)] == [b"unread"]
+        rd.close()
+        ring.words[L.slot_base(0) + L.S_HB] = 1            # the reader is gone too: now it is debris
+        assert Ring.reclaim_stale(path) is True
+    assert not os.path.exists(path)

@@ -241,7 +241,7 @@ def _consume(reader, applier, proc, progress, run: _Run) -> None:
     is applied (``Reader.check_intact``): a consumer paused past the heartbeat timeout raises
     ConsumerDetached instead of trusting bytes the producer may have overwritten."""
     from itchflow.hw.metrics import tsc
-    from itchflow.ring import ProducerGone
+    from itchflow.ring import ConsumerDetached, ProducerGone
 
     st = applier.st
     try:
@@ -267,6 +267,9 @@ def _consume(reader, applier, proc, progress, run: _Run) -> None:
                 progress(int(st[S_MESSAGES]), int(st[S_BYTES]))
     except KeyboardInterrupt:
         run.interrupted = True
+    except ConsumerDetached as e:
+        raise ConsumerDetached(f"{e}. The books built so far are incomplete and cannot be trusted: run again "
+                               "(--heartbeat-timeout sets how long a pause is tolerated)") from None
     run.t_end = time.perf_counter()
 
 

@@ -174,7 +174,8 @@ class Ring:
         producer or consumer heartbeat younger than the ring's timeout); True if it was removed,
         False if there was none. If its processes are dead but their heartbeats still fresh
         (killed a moment ago), wait up to ``wait`` seconds (default: the ring's timeout, plus
-        a little) for them to go stale. RingBusy naming who holds it otherwise."""
+        a little) for them to go stale. RingBusy naming who holds it otherwise, or when its
+        producer closed it cleanly and a consumer has not read everything (a kept feed)."""
         path = ring_path(path)
         try:
             ring = cls.open(path)
@@ -192,6 +193,12 @@ class Ring:
                                    " (a ring is reclaimed only when its processes are dead and their "
                                    "heartbeats stale)")
                 time.sleep(0.02)
+            unread = [c for c in ring.snapshot()["consumers"] if c["lag_records"] > 0]
+            if load(ring.words, L.W_PROD_STATE) == L.PRODUCER_CLOSED and unread:
+                # a finished feed kept for its readers (listen --ring), not debris of a crash
+                raise RingBusy(f"{path}: its producer closed it cleanly and it still holds "
+                               f"{unread[0]['lag_records']:,} records consumer {unread[0]['name']!r} has not read; "
+                               "remove it with `itchflow ring rm` if they are not wanted")
         finally:
             ring.close()
         try:
