@@ -303,3 +303,14 @@ def _published(ring: Ring) -> int:
             total += int(words[dw + ((pos & mask) >> 3) + 1 + B.W_MESSAGE_COUNT])
         pos += (length + 7) & ~7
     return total
+
+
+def test_lapped_consumer_of_a_lossy_ring_reports_the_loss(path, day):
+    from itchflow.pipeline import run_pipeline
+
+    with Ring.create(path, CAP, mode="lossy", consumers=["book"], max_payload=feed_max_payload(CAP)):
+        pub = BatchPublisher(Ring.open(path).writer(), batch_bytes=4096)
+        pub.publish(day, 1)          # several times the ring's capacity: the consumer is lapped
+        pub.writer.close()
+        rep = run_pipeline(f"ring:{path}", top=0)
+    assert rep.ring_lost_records == pub.records > 0 and rep.messages == 0

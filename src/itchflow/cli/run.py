@@ -145,6 +145,9 @@ def print_report(r) -> None:
                       f"`itchflow ring inspect {r.ring}` shows the ring's)")
     for line in source_lines(p):
         console.print(f"  {line}")
+    if r.ring_lost_records:
+        console.print(f"  ring: [bold red]{r.ring_lost_records:,} records lost[/bold red] (the consumer was lapped "
+                      "in a lossy ring)")
     console.print(f"  sequence: {r.sequence_gaps:,} gaps ({r.sequence_gap_messages:,} messages missing), "
                   f"{r.sequence_repeats:,} repeats")
     b = r.book

@@ -73,6 +73,7 @@ class PipelineReport:
     top: list = field(default_factory=list)
     samples: dict = field(default_factory=dict, repr=False)   # stage -> ns per batch (not in to_dict)
     interrupted: bool = False            # Ctrl-C ended the run: the counts are what was applied
+    ring_lost_records: int = 0           # records the consumer never saw: lapped in a lossy ring
 
     @property
     def messages_per_second(self) -> float:
@@ -233,6 +234,7 @@ class _Run:
         self.gone = False
         self.interrupted = False
         self.completed = False
+        self.ring_lost_records = 0
 
 
 def _consume(reader, applier, proc, progress, run: _Run) -> None:
@@ -271,6 +273,7 @@ def _consume(reader, applier, proc, progress, run: _Run) -> None:
         raise ConsumerDetached(f"{e}. The books built so far are incomplete and cannot be trusted: run again "
                                "(--heartbeat-timeout sets how long a pause is tolerated)") from None
     run.t_end = time.perf_counter()
+    run.ring_lost_records = reader.lost_records
 
 
 def _fill_counts(report: PipelineReport, applier) -> None:
@@ -288,6 +291,7 @@ def _finish(report, applier, books, tpn, run: _Run, top) -> PipelineReport:
     report.seconds = (t_end - run.t_first) if run.t_first is not None else 0.0
     report.wall_seconds = t_end - run.t_start
     report.interrupted = run.interrupted
+    report.ring_lost_records = run.ring_lost_records
     to_ns = 1.0 / tpn
     hand_off, applied, received = applier.samples()
     report.latency = {
