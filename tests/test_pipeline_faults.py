@@ -80,14 +80,16 @@ def first_messages(day: np.ndarray, k: int) -> bytes:
     ("two messages, count 5", B.RECORD_TYPE, "message count disagrees"),
     ("two messages, count 1", B.RECORD_TYPE, "message count disagrees"),
     ("one message, count 2**60", B.RECORD_TYPE, "message count disagrees"),
-    ("one message, first -5", B.RECORD_TYPE, "negative first sequence"),
+    ("one message, first -5", B.RECORD_TYPE, "first sequence number out of range"),
+    ("one message, first 2**63-2", B.RECORD_TYPE, "first sequence number out of range"),
 ])
 def test_bad_records_are_a_ring_format_error_naming_ring_and_position(path, day, bad, rtype, message):
     one, two = first_messages(day, 1), first_messages(day, 2)
     payload = {"one message, count 1": header(2, 1) + one, "16 bytes": b"\x01" * 16,
                "two messages, count 5": header(2, 5) + two, "two messages, count 1": header(2, 1) + two,
                "one message, count 2**60": header(2, 1 << 60) + one,
-               "one message, first -5": header(-5, 1) + one}[bad]
+               "one message, first -5": header(-5, 1) + one,
+               "one message, first 2**63-2": header((1 << 63) - 2, 1) + one}[bad]
     good = header(1, 1) + one
     with Ring.create(path, CAP, consumers=["book"], max_payload=feed_max_payload(CAP)) as ring:
         w = ring.writer()

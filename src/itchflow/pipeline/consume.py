@@ -58,9 +58,10 @@ RECORD_ERROR_TEXT = {
     REC_TOO_SHORT: "record shorter than the batch header",
     REC_OUT_OF_BOUNDS: "record reaches outside the ring's data",
     REC_BAD_COUNT: "the header's message count disagrees with the messages in the record's bytes",
-    REC_BAD_SEQUENCE: "negative first sequence number",
+    REC_BAD_SEQUENCE: "first sequence number out of range (negative, or so large that the batch would overflow it)",
 }
 MIN_FRAMED = 3   # the shortest BinaryFILE message: a 2-byte length and a type byte
+MAX_FIRST_SEQUENCE = (1 << 63) - (1 << 32)   # first + count (< 2**32 messages) never overflows
 
 
 def new_state() -> np.ndarray:
@@ -99,7 +100,7 @@ def apply_records(data, offs, lens, types, n, taken, st, hand_off, applied, rece
         count = np.int64(le64(data, o + 8 * B.W_MESSAGE_COUNT))
         if count < 0 or count > (ln - B.HEADER_BYTES) // MIN_FRAMED:
             return REC_BAD_COUNT
-        if first < 0:
+        if first < 0 or first > MAX_FIRST_SEQUENCE:
             return REC_BAD_SEQUENCE
         if st[S_RESUME_POS] < 0:      # first visit of this record
             pos = o + B.HEADER_BYTES
