@@ -158,7 +158,7 @@ def test_sigstopped_run_reports_detached_consumer(tmp_path, day):
     name = f"itchflow-test-shm-stop-{os.getpid()}"
     ring_file = f"/dev/shm/itchflow.{name}.ring"
     proc = _run_cli(["run", "--source", str(src), "--ring", name, "--capacity", str(CAP), "--batch-bytes", "4096",
-                     "--rate", "20000", "--heartbeat-timeout", "0.3", "--quiet"])
+                     "--rate", "10000", "--heartbeat-timeout", "0.3", "--quiet"])
     try:
         ring = _wait_ready(ring_file, proc)
         os.kill(proc.pid, signal.SIGSTOP)
