@@ -58,7 +58,7 @@ def validate_slots(path: str, w: np.ndarray) -> None:
         where = f"{path}: consumer slot {i}"
         if st not in L.SLOT_STATE_NAMES:
             raise RingFormatError(f"{where}: state {st} is not a slot state")
-        n = int(w[b + L.S_NAME_LEN])
+        n = int(load(w, b + L.S_NAME_LEN))
         if not 1 <= n <= L.NAME_BYTES:
             raise RingFormatError(f"{where}: name length {n} is not in 1..{L.NAME_BYTES}")
         try:
