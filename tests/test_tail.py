@@ -2,6 +2,8 @@
 
 import multiprocessing as mp
 import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -56,7 +58,7 @@ def test_follows_writer_process_to_end_event(tmp_path, piece):
         seq += d.messages
         off += len(c.data)
     assert seq - 1 == tail.messages == n + 2
-    assert tail.remaps >= 2  # the file grew while followed
+    assert tail.reads >= 2  # the file grew while followed
 
 
 def test_stops_at_end_event_even_if_more_follows(tmp_path):
@@ -88,7 +90,7 @@ def test_shrinking_file_is_an_error(tmp_path):
     tail = iter(Tail(path, idle_timeout=3, poll_interval=0.001))
     next(tail)
     threading.Timer(0.05, lambda: os.truncate(path, 10)).start()
-    with pytest.raises(ITCHFormatError, match="shrank"):
+    with pytest.raises(ITCHFormatError, match=f"{path}, byte offset 10: file truncated to 10 bytes"):
         list(tail)
 
 
@@ -108,3 +110,85 @@ def test_waits_for_file_to_appear(tmp_path):
     assert b"".join(c.data.tobytes() for c in Tail(path, wait_for_file=5, idle_timeout=2)) == raw
     with pytest.raises(FileNotFoundError):
         list(Tail(tmp_path / "never.itch", wait_for_file=0.1))
+
+
+def _run_python(code: str, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    return subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_truncation_after_a_chunk_is_an_error_not_sigbus(tmp_path):
+    """Chunks were views of the mapped file: touching one after the file was truncated killed
+    the process with SIGBUS. They are now the reader's own bytes, and the truncation is an
+    error naming the file and offset."""
+    raw = make_day(2000, end_event=False)
+    path = tmp_path / "f.itch"
+    path.write_bytes(raw)
+    code = ("import os, sys; from itchflow.sources.tail import Tail\n"
+            "it = iter(Tail(sys.argv[1], idle_timeout=30, poll_interval=0.001))\n"
+            "c = next(it)\n"
+            "os.truncate(sys.argv[1], 0)\n"
+            "print(len(c.data), int(c.data.astype('int64').sum()), flush=True)\n"
+            "try:\n    next(it)\nexcept Exception as e:\n    print(type(e).__name__, e)\n    sys.exit(3)\n")
+    res = _run_python(code, str(path))
+    assert res.returncode == 3, (res.returncode, res.stderr)
+    lines = res.stdout.splitlines()
+    length, total = (int(x) for x in lines[0].split())
+    err = lines[1]
+    assert (length, total) == (len(raw), sum(raw))
+    assert err.startswith("TailError") and f"{path}, byte offset 0: file truncated to 0 bytes" in err
+
+
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+def test_deleted_or_replaced_file_is_reported(tmp_path, how):
+    from itchflow.sources.tail import TailError
+
+    raw = make_day(200, end_event=False)
+    path = tmp_path / "f.itch"
+    path.write_bytes(raw)
+    tail = Tail(path, idle_timeout=30, poll_interval=0.001, check_every=0.01)
+    it = iter(tail)
+    assert next(it).data.tobytes() == raw
+    if how == "deleted":
+        os.unlink(path)
+    else:
+        other = tmp_path / "other.itch"
+        other.write_bytes(make_day(300))
+        os.replace(other, path)
+    t0 = time.monotonic()
+    with pytest.raises(TailError, match=f"{path}, byte offset {len(raw)}: file {how}"):
+        next(it)
+    assert time.monotonic() - t0 < 10      # noticed while waiting, not at the 30 s idle time-out
+
+
+def test_wait_for_file_times_out_with_a_clear_error(tmp_path):
+    t0 = time.monotonic()
+    with pytest.raises(FileNotFoundError, match=r"never.itch: no such file \(waited 0.3 s for it to appear\)"):
+        list(Tail(tmp_path / "never.itch", wait_for_file=0.3))
+    assert 0.3 <= time.monotonic() - t0 < 5
+
+
+def test_stop_ends_an_idle_tail(tmp_path):
+    raw = make_day(20, end_event=False)
+    path = tmp_path / "f.itch"
+    path.write_bytes(raw)
+    stop = threading.Event()
+    tail = Tail(path, idle_timeout=None, poll_interval=0.001, stop=stop)
+    it = iter(tail)
+    assert next(it).data.tobytes() == raw
+    stop.set()
+    assert list(it) == [] and tail.stopped
+
+
+def test_run_waits_for_a_tail_file_that_appears_later(tmp_path):
+    from itchflow.pipeline import PipelineError, run_pipeline
+
+    path = tmp_path / "late.itch"
+    raw = make_day(300)
+    timer = threading.Timer(0.5, lambda: path.write_bytes(raw))
+    timer.start()
+    rep = run_pipeline(f"tail:{path}", wait_for_file=20, top=0)
+    timer.join()
+    assert rep.messages == 302
+    with pytest.raises(PipelineError, match=r"no such file \(waited 0.2 s"):
+        run_pipeline(f"tail:{tmp_path / 'never.itch'}", wait_for_file=0.2, top=0)

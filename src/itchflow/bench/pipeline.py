@@ -112,7 +112,7 @@ def _count_messages(data, offs, n):
 def ring_handoff(path: str, batch_bytes: int, cpus) -> dict:
     """The ring pipeline's hand-off with a consumer that only reads the batch headers."""
     from itchflow.pipeline.publish import CONSUMER, feed_max_payload
-    from itchflow.pipeline.run import _producer_main
+    from itchflow.pipeline.producer import producer_main
     from itchflow.pipeline.sources import parse_source
     from itchflow.ring import Ring
     from itchflow.hw.affinity import pin_for
@@ -120,8 +120,9 @@ def ring_handoff(path: str, batch_bytes: int, cpus) -> dict:
     rg = Ring.create(f"/dev/shm/itchflow-bench-pipe-{os.getpid()}.ring", 16 << 20, consumers=[CONSUMER],
                      max_payload=feed_max_payload(16 << 20))
     a, b = CTX.Pipe(duplex=False)
-    p = CTX.Process(target=_producer_main, args=(rg.path, parse_source(path), batch_bytes,
-                                                 cpus[0] if cpus else None, "spin" if cpus else "yield", b),
+    p = CTX.Process(target=producer_main, args=(rg.path, parse_source(path), batch_bytes,
+                                                cpus[0] if cpus else None, "spin" if cpus else "yield", b,
+                                                CTX.Event(), os.getpid()),
                     daemon=True)
     p.start()
     b.close()

@@ -131,6 +131,11 @@ class Books:
         self.next_sequence = seq
         return int(pos)
 
+    def make_room(self, status: int) -> None:
+        """Grow what the engine's NEED_* status asks for (for drivers that call the compiled
+        engine themselves, like the pipeline's consumer)."""
+        self._grow(status)
+
     def _grow(self, status: int) -> None:
         c = self.ctl
         if status == L.NEED_TABLE:

@@ -14,7 +14,7 @@ from itchflow.cli import bench, main
 
 def _candidates(paths: tuple[str, ...]) -> list[str]:
     if paths:
-        from itchflow.ring.api import ring_path
+        from itchflow.ring import ring_path
         return [ring_path(p) for p in paths]
     return sorted(set(glob.glob("/dev/shm/*.ring")) | set(glob.glob("/dev/shm/itchflow.*")))
 
@@ -32,8 +32,9 @@ def ring() -> None:
 @click.argument("paths", nargs=-1)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per ring.")
 def ring_ls(paths: tuple[str, ...], as_json: bool) -> None:
-    """List rings under /dev/shm (or the given paths): size, edge, producer and consumers."""
-    from itchflow.ring.api import Ring, RingFormatError
+    """List rings under /dev/shm (or the given paths): size, edge, producer and consumers; rings
+    no live process holds (creator dead, heartbeats stale) are marked STALE."""
+    from itchflow.ring import Ring, RingFormatError
     rows = []
     for p in _candidates(paths):
         try:
@@ -53,7 +54,8 @@ def ring_ls(paths: tuple[str, ...], as_json: bool) -> None:
         pr = s["producer"]
         cons = ", ".join(f"{c['name']}({c['state']}{'' if c['alive'] else ', dead'}, lag {c['lag_records']})"
                          for c in s["consumers"]) or "no consumers"
-        click.echo(f"{s['path']}  {s['capacity']} B {s['mode']}  records {s['edge']['records']}  "
+        click.echo(f"{s['path']}  {'STALE (no live process: `itchflow ring rm --stale`)  ' if s['stale'] else ''}"
+                   f"{s['capacity']} B {s['mode']}  records {s['edge']['records']}  "
                    f"producer {pr['pid']} {pr['state']}{'' if pr['alive'] else ' (not running)'}  {cons}")
 
 
@@ -62,7 +64,7 @@ def ring_ls(paths: tuple[str, ...], as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def ring_inspect(path: str, as_json: bool) -> None:
     """Positions, lag per consumer, counters and liveness of one ring."""
-    from itchflow.ring.api import Ring, RingError
+    from itchflow.ring import Ring, RingError
     try:
         with Ring.open(path) as r:
             s = r.snapshot()
@@ -79,6 +81,7 @@ def ring_inspect(path: str, as_json: bool) -> None:
                f"huge pages {'requested' if s['hugepages']['requested'] else 'no'}"
                f"{' (hugetlbfs)' if s['hugepages']['hugetlbfs'] else ''}")
     click.echo(f"edge      position {e['position']}  records {e['records']}  payload {e['payload_bytes']} B")
+    click.echo(f"status    {'STALE: no live process holds it' if s['stale'] else 'held by ' + (', '.join(s['held_by']) or 'processes that only just died')}")
     click.echo(f"producer  pid {pr['pid']}  {pr['state']}  {'alive' if pr['alive'] else 'not running'}  "
                f"heartbeat {_fmt_age(pr['heartbeat_age_s'])} ago  generation {pr['generation']}  "
                f"full waits {pr['full_waits']}  detached {pr['detached']}  wakeups {pr['wakeups']}  "
@@ -93,11 +96,12 @@ def ring_inspect(path: str, as_json: bool) -> None:
 
 @ring.command("rm")
 @click.argument("paths", nargs=-1)
-@click.option("--stale", is_flag=True, help="Remove every ring under /dev/shm with no live process.")
+@click.option("--stale", is_flag=True, help="Remove every ring under /dev/shm that no live process holds "
+                                          "(creator dead, producer and consumer heartbeats stale).")
 @click.option("--force", is_flag=True, help="Remove even if a live producer or consumer uses it.")
 def ring_rm(paths: tuple[str, ...], stale: bool, force: bool) -> None:
     """Remove ring files (refuses rings in use unless --force)."""
-    from itchflow.ring.api import Ring, RingFormatError
+    from itchflow.ring import Ring, RingFormatError
     if not paths and not stale:
         raise click.UsageError("give ring paths/names, or --stale")
     for p in _candidates(paths):
@@ -110,9 +114,9 @@ def ring_rm(paths: tuple[str, ...], stale: bool, force: bool) -> None:
         except FileNotFoundError:
             click.echo(f"skip {p}: no such file", err=True)
             continue
-        live = s["producer"]["alive"] or any(c["alive"] for c in s["consumers"])
-        if live and not force:
-            click.echo(f"skip {p}: in use (use --force)", err=True)
+        if not s["stale"] and not force:
+            held = ", ".join(s["held_by"]) or "processes that only just died (heartbeats still fresh)"
+            click.echo(f"skip {p}: in use by {held} (use --force)", err=True)
             continue
         os.unlink(p)
         click.echo(f"removed {p}")

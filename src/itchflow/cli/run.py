@@ -3,11 +3,26 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 
 import click
 
 from itchflow.cli import bench, main
-from itchflow.cli.decode import _size, fail
+from itchflow.cli.decode import fail
+
+EXIT_INTERRUPTED = 130   # 128 + SIGINT, as a shell reports a Ctrl-C
+
+
+def _progress_total(path: str) -> int | None:
+    """The progress bar's total: the file size, except for gzip (positions are decompressed)."""
+    try:
+        with open(path, "rb") as f:
+            if f.read(2) == b"\x1f\x8b":
+                return None
+        return os.path.getsize(path)
+    except OSError:
+        return None
 
 
 @main.command("run")
@@ -24,33 +39,55 @@ from itchflow.cli.decode import _size, fail
 @click.option("--wait", type=click.Choice(["spin", "yield", "sleep", "block"]), default=None,
               help="Consumer wait strategy (default: spin when pinned, else yield).")
 @click.option("--hugepages", is_flag=True, help="Back the ring with huge pages where available.")
+@click.option("--heartbeat-timeout", type=float, default=5.0, show_default=True,
+              help="Seconds of silence after which the producer detaches the consumer (and the consumer "
+                   "judges the producer gone).")
+@click.option("--wait-for-file", type=float, default=0.0, show_default=True,
+              help="tail:PATH: wait this many seconds for the file to appear.")
+@click.option("--idle-timeout", type=float, default=5.0, show_default=True,
+              help="tail:PATH: stop after this many seconds without growth (0: wait for the end event).")
 @click.option("--top", default=10, show_default=True, help="Stocks to show (most shares traded).")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None,
               help="Also draw the latency distribution of every stage to this PNG (needs matplotlib).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def run_command(source, ring, capacity, batch_bytes, rate, pin, wait, hugepages, top, plot, as_json, quiet) -> None:
-    """Read a source in one process, hand it over a ring, build every stock's book in another."""
+def run_command(source, ring, capacity, batch_bytes, rate, pin, wait, hugepages, heartbeat_timeout,
+                wait_for_file, idle_timeout, top, plot, as_json, quiet) -> None:
+    """Read a source in one process, hand it over a ring, build every stock's book in another.
+    Ctrl-C prints the report of what was applied and exits 130."""
     from itchflow.cli.progress import progress_bar
     from itchflow.errors import ITCHFormatError
-    from itchflow.pipeline import PipelineError, parse_source, run_pipeline
-    from itchflow.ring import RingError
     from itchflow.hw.affinity import parse_cpus
+    from itchflow.pipeline import PipelineError, PipelineInterrupted, parse_source, run_pipeline
+    from itchflow.ring import RingError
 
     try:
         spec = parse_source(source)
         cpus = parse_cpus(pin)
-        total = _size(spec.path) if spec.kind == "file" else None
+        total = _progress_total(spec.path) if spec.kind == "file" else None
         with progress_bar("run", total, quiet or as_json) as update:
             report = run_pipeline(spec, ring=ring, capacity=capacity, batch_bytes=batch_bytes, pin=cpus,
-                                  wait=wait, top=top, progress=update, hugepages=hugepages, rate=rate)
+                                  wait=wait, top=top, progress=update, hugepages=hugepages, rate=rate,
+                                  heartbeat_timeout=heartbeat_timeout, wait_for_file=wait_for_file,
+                                  idle_timeout=idle_timeout or None)
         if plot:
             from itchflow.sinks.plots import latency_plot
 
             latency_plot({k.replace("_to_", " -> ").replace("_", " "): v for k, v in report.samples.items()}, plot,
                          f"itchflow run {source}: {report.messages:,} messages, {report.batches:,} batches")
+    except PipelineInterrupted as e:
+        _show(e.report, as_json, None)
+        click.echo("itchflow: interrupted (Ctrl-C); the report above covers what was applied", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except KeyboardInterrupt:
+        click.echo("itchflow: interrupted (Ctrl-C) before anything was applied", err=True)
+        sys.exit(EXIT_INTERRUPTED)
     except (ITCHFormatError, PipelineError, RingError, OSError, ValueError, RuntimeError) as e:
         fail(e)
+    _show(report, as_json, plot)
+
+
+def _show(report, as_json: bool, plot: str | None) -> None:
     if as_json:
         click.echo(json.dumps(report.to_dict()))
     else:
@@ -95,7 +132,8 @@ def print_report(r) -> None:
 
     console = output_console()
     p = r.producer
-    console.print(f"[bold]{r.source}[/bold] -> ring {r.ring} -> books")
+    console.print(f"[bold]{r.source}[/bold] -> ring {r.ring} -> books"
+                  + (" [yellow](interrupted: counts up to Ctrl-C)[/yellow]" if r.interrupted else ""))
     console.print(f"  {r.messages:,} messages, {r.bytes:,} bytes in {r.batches:,} batches; "
                   f"{r.seconds:.3f} s from the first batch ({r.messages_per_second / 1e6:,.2f} M msg/s), "
                   f"{r.wall_seconds:.3f} s in all; engine {r.apply_ns_per_message:.1f} ns/msg")
@@ -107,6 +145,9 @@ def print_report(r) -> None:
                       f"`itchflow ring inspect {r.ring}` shows the ring's)")
     for line in source_lines(p):
         console.print(f"  {line}")
+    if r.ring_lost_records:
+        console.print(f"  ring: [bold red]{r.ring_lost_records:,} records lost[/bold red] (the consumer was lapped "
+                      "in a lossy ring)")
     console.print(f"  sequence: {r.sequence_gaps:,} gaps ({r.sequence_gap_messages:,} messages missing), "
                   f"{r.sequence_repeats:,} repeats")
     b = r.book

@@ -13,6 +13,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+CLOCK_REALTIME = 0
 CLOCK_MONOTONIC = 1
 SYS_FUTEX = 202          # x86-64
 FUTEX_WAIT = 0           # shared (not _PRIVATE): the word lives in a file mapped by several processes
@@ -62,6 +63,12 @@ def _timespec(typingctx, ns):
 def monotonic_ns() -> int:
     """CLOCK_MONOTONIC in ns (vDSO, ~20 ns): the same clock in every process."""
     return _clock_ns(CLOCK_MONOTONIC)
+
+
+@njit(nogil=True, cache=True, _nrt=False)
+def realtime_ns() -> int:
+    """CLOCK_REALTIME in ns (vDSO): comparable with kernel receive timestamps."""
+    return _clock_ns(CLOCK_REALTIME)
 
 
 @njit(nogil=True, cache=True, _nrt=False)

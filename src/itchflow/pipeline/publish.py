@@ -13,14 +13,17 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from itchflow.hw.endian import be16
-from itchflow.pipeline import batch_layout as B
-from itchflow.ring import producer as P
 from itchflow.hw.atomics import read_cycle_counter
 from itchflow.hw.memcopy import copy_bytes
+from itchflow.pipeline import batch_layout as B
+from itchflow.ring import producer as P
+from itchflow.wire.binaryfile import LENGTH_PREFIX, next_message
+from itchflow.wire.binaryfile import OK as WALK_OK
 
 CONSUMER = "book"        # the consumer name the pipeline reads as, registered when a ring is made
 FEED_CAPACITY = 16 << 20  # ring data bytes when a feed ring is created
+
+MAX_FRAMED = LENGTH_PREFIX + 0xFFFF   # the largest BinaryFILE message with its length prefix
 
 OK = 0
 BAD_FRAMING = 1          # published up to the bad bytes (included, as the last record)
@@ -44,15 +47,15 @@ def publish_messages(words, data, ps, buf, pos, end, first_seq, source_offset, r
         p = pos
         n = 0
         limit = min(end, pos + batch_bytes)
-        while p + 2 <= end:
-            q = p + 2 + np.int64(be16(buf, p))
-            if q == p + 2 or q > end or (q > limit and n > 0):
+        while True:
+            walk, body, length = next_message(buf, p, end)
+            if walk != WALK_OK or (body + length > limit and n > 0):
                 break
-            p = q
+            p = body + length
             n += 1
         if n == 0:   # the bytes at pos do not frame: hand the consumer just enough to name them
             status = BAD_FRAMING
-            p = min(end, pos + 2 + 65535)
+            p = min(end, pos + MAX_FRAMED)
         payload = p - pos
         o = P.claim(words, ps, B.HEADER_BYTES + payload, B.RECORD_TYPE)
         if o == P.FULL:
@@ -83,7 +86,7 @@ class BatchPublisher:
 
     def __init__(self, writer, batch_bytes: int = 64 << 10):
         limit = writer.ring.max_payload - B.HEADER_BYTES
-        if limit < 2 + 65535:
+        if limit < MAX_FRAMED:
             raise ValueError(f"{writer.ring.path}: max_payload {writer.ring.max_payload} cannot hold the "
                              f"largest framed message plus the {B.HEADER_BYTES}-byte batch header")
         self.writer = writer
@@ -106,11 +109,11 @@ class BatchPublisher:
         end = len(buf) if end is None else end
         w = self.writer
         r = publish_messages(w.ring.words, w.ring.data, w.ps, buf, pos, end, first_sequence,
-                             source_offset, receive_ns, self.batch_bytes, w._strategy, w._timeout, self.out)
+                             source_offset, receive_ns, self.batch_bytes, w.strategy, w.timeout_ns, self.out)
         reached = int(self.out[OUT_POS])
         self.bytes += reached - pos
         if r < 0:
-            w._check(r, "publish")
+            w.check(r, "publish")
         if r == BAD_FRAMING:
             self.bad_framing = True
         return reached
@@ -127,7 +130,7 @@ def warm_up(ring) -> None:
 def feed_max_payload(capacity: int) -> int:
     """Room for the largest framed message (2 + 65535 bytes) behind a batch header, and for
     batches up to an eighth of the ring; the ring allows at most a quarter less two headers."""
-    need = B.HEADER_BYTES + 2 + 65535
+    need = B.HEADER_BYTES + MAX_FRAMED
     most = capacity // 4 - 16
     if most < need:
         raise ValueError(f"ring capacity {capacity} is too small for ITCH batches: "

@@ -31,17 +31,27 @@ import numpy as np
 
 from itchflow.pipeline.consume import S_APPLY_TICKS, S_BATCHES, S_BYTES, S_GAP_MESSAGES, S_GAPS, S_MESSAGES, \
     S_REPEATS, BatchApplier
+from itchflow.pipeline.producer import producer_main
 from itchflow.pipeline.publish import CONSUMER, feed_max_payload, warm_up
-from itchflow.pipeline.sources import SourceSpec, check_source, parse_source, produce
+from itchflow.pipeline.sources import SourceSpec, check_source, parse_source
 
 CTX = mp.get_context("fork")   # the child inherits the compiled kernels: no second load
 DEFAULT_CAPACITY = 16 << 20
 DEFAULT_BATCH_BYTES = 64 << 10
+DEFAULT_HEARTBEAT_TIMEOUT = 5.0   # seconds of silence before the producer detaches the consumer
 POLL_S = 0.25            # longest the consumer waits inside compiled code between liveness checks
 
 
 class PipelineError(RuntimeError):
     """The producer failed (the source's own error is in the message) or vanished."""
+
+
+class PipelineInterrupted(KeyboardInterrupt):
+    """Ctrl-C ended the run; ``report`` holds what was applied until then (marked interrupted)."""
+
+    def __init__(self, report: "PipelineReport"):
+        super().__init__(f"interrupted after {report.messages:,} messages")
+        self.report = report
 
 
 @dataclass
@@ -62,6 +72,8 @@ class PipelineReport:
     book: dict = field(default_factory=dict)
     top: list = field(default_factory=list)
     samples: dict = field(default_factory=dict, repr=False)   # stage -> ns per batch (not in to_dict)
+    interrupted: bool = False            # Ctrl-C ended the run: the counts are what was applied
+    ring_lost_records: int = 0           # records the consumer never saw: lapped in a lossy ring
 
     @property
     def messages_per_second(self) -> float:
@@ -71,28 +83,6 @@ class PipelineReport:
         d = {k: v for k, v in self.__dict__.items() if k != "samples"}
         d["messages_per_second"] = self.messages_per_second
         return d
-
-
-def _producer_main(ring_path: str, spec: SourceSpec, batch_bytes: int, cpu: int | None, wait: str, conn) -> None:
-    from itchflow.pipeline.publish import BatchPublisher
-    from itchflow.ring import Ring
-    from itchflow.hw.affinity import pin
-
-    pin(cpu)
-    ring = Ring.open(ring_path)
-    writer = ring.writer(wait=wait)
-    pub = BatchPublisher(writer, batch_bytes)
-    t0 = time.perf_counter()
-    try:
-        stats = produce(spec, pub)
-        result = ("ok", {"messages": pub.messages, "records": pub.records, "bytes": pub.bytes,
-                         "seconds": time.perf_counter() - t0, **stats})
-    except BaseException as e:   # the consumer reports it after draining what was published
-        result = ("error", f"{type(e).__name__}: {e}",
-                  {"messages": pub.messages, "records": pub.records, "bytes": pub.bytes})
-    conn.send(result)            # before close: the consumer sees it no later than the end
-    writer.close()
-    ring.close()
 
 
 def _top_stocks(books, n: int) -> list[dict]:
@@ -116,83 +106,114 @@ def _top_stocks(books, n: int) -> list[dict]:
 def run_pipeline(source: str | SourceSpec, *, ring: str | None = None, capacity: int = DEFAULT_CAPACITY,
                  batch_bytes: int = DEFAULT_BATCH_BYTES, pin: tuple[int, ...] | None = None,
                  wait: str | None = None, books=None, top: int = 10, progress=None,
-                 hugepages: bool = False, consumer: str = CONSUMER, rate: float | None = None) -> PipelineReport:
+                 hugepages: bool = False, consumer: str = CONSUMER, rate: float | None = None,
+                 heartbeat_timeout: float = DEFAULT_HEARTBEAT_TIMEOUT, wait_for_file: float = 0.0,
+                 idle_timeout: float | None = 5.0) -> PipelineReport:
     """Run source -> ring -> books to the end of the source; returns the report (and fills
     ``books``, a new ``Books`` if not given). Errors in the source or the data raise
-    ``PipelineError`` / ``ITCHFormatError`` naming where, after the producer has stopped.
+    ``PipelineError`` / ``ITCHFormatError`` naming where, after the producer has stopped; a
+    consumer paused past the heartbeat timeout raises ``ConsumerDetached`` (a RingError)
+    naming the ring and the consumer. Ctrl-C (KeyboardInterrupt) stops the producer and
+    raises ``PipelineInterrupted`` carrying the report of what was applied.
 
-    ring: a name or path for the ring (default: a private one, removed at the end).
+    ring: a name or path for the ring (default: a private one, removed at the end). A ring
+    of that name left by a killed run (its processes dead, their heartbeats stale) is
+    reclaimed; one a live process holds is RingBusy.
     pin: (producer CPU, consumer CPU). wait: the consumer's wait strategy (default: spin when
     pinned, else yield). progress(messages, bytes) is called between batches.
     rate: replay a file at this many messages per second (batch by batch) instead of flat out.
+    heartbeat_timeout: seconds of silence after which the producer detaches the consumer
+    (and the consumer judges the producer gone).
+    wait_for_file, idle_timeout: for tail:PATH sources (see sources.tail.Tail).
     A ``ring:NAME`` source has no producer here: this process attaches to a ring that another
     one feeds (``itchflow listen --ring NAME``, ``soup fetch --ring NAME``) as ``consumer`` and
     applies what it publishes until that producer closes the ring.
     """
     from itchflow.book.books import Books
+    from itchflow.hw.affinity import pin_for
     from itchflow.hw.metrics import ticks_per_ns
     from itchflow.ring import Ring
-    from itchflow.hw.affinity import pin_for
 
     spec = parse_source(source) if isinstance(source, str) else source
     if rate:
         if spec.kind != "file" or rate <= 0:
             raise ValueError("rate applies to file sources only, and must be positive")
         spec.options["rate"] = float(rate)
+    if spec.kind == "tail":
+        spec.options.setdefault("wait_for_file", wait_for_file)
+        spec.options.setdefault("idle_timeout", idle_timeout)
+    if heartbeat_timeout <= 0:
+        raise ValueError("heartbeat_timeout must be positive")
     check_source(spec)
     books = Books() if books is None else books
     wait = wait or ("spin" if pin else "yield")
     tpn = ticks_per_ns(5_000_000)
     applier = BatchApplier(books, spec.text)
+    run = _Run()
     if spec.kind == "ring":
         rg = Ring.open(spec.path)
         report = PipelineReport(source=spec.text, ring=rg.path)
         applier.warm_up(rg.data)
         pin_for(pin, 1)
-        t_start = time.perf_counter()
+        run.t_start = time.perf_counter()
         try:
             with rg.reader(consumer, wait=wait) as reader:
-                t_first, t_end, gone = _consume(reader, applier, None, progress)
+                _consume(reader, applier, None, progress, run)
         finally:
             rg.close()
-        if gone:
+        if run.interrupted:
+            raise PipelineInterrupted(_finish(report, applier, books, tpn, run, top))
+        if run.gone:
             _fill_counts(report, applier)
             raise PipelineError(f"{rg.path}: its producer died without closing it, after {report.messages:,} "
                                 "messages (a restarted producer continues the sequence; read again to resume)")
-        return _finish(report, applier, books, tpn, t_start, t_first, t_end, top)
+        return _finish(report, applier, books, tpn, run, top)
 
+    if ring is not None:
+        Ring.reclaim_stale(ring)     # a ring a killed run left behind; RingBusy if one is live
     name = ring or f"/dev/shm/itchflow-run-{os.getpid()}-{uuid.uuid4().hex[:8]}.ring"
     rg = Ring.create(name, capacity, consumers=[consumer], hugepages=hugepages,
-                     max_payload=feed_max_payload(capacity))
+                     max_payload=feed_max_payload(capacity), heartbeat_timeout=heartbeat_timeout)
     report = PipelineReport(source=spec.text, ring=rg.path)
-    # Load the engine and the publish kernel before the fork: the child inherits them, and the
-    # first batch of a live feed does not pay tens of milliseconds for loading compiled code.
-    applier.warm_up(rg.data)
-    warm_up(rg)
-    parent_conn, child_conn = CTX.Pipe(duplex=False)
-    t_start = time.perf_counter()
-    proc = CTX.Process(target=_producer_main, name="itchflow-producer",
-                       args=(rg.path, spec, batch_bytes, pin[0] if pin else None, "spin" if pin else "yield",
-                             child_conn), daemon=True)
-    proc.start()
-    child_conn.close()
-    pin_for(pin, 1)
+    proc = None
+    parent_conn = None
+    stop = CTX.Event()
     produced = None
     try:
+        # Load the engine, the publish kernel and the reader's kernels before the fork: the
+        # child inherits them, the first batch of a live feed does not pay tens of milliseconds
+        # for loading compiled code, and no compiling consumer misses its heartbeats.
+        applier.warm_up(rg.data)
+        warm_up(rg)
         with rg.reader(consumer, wait=wait) as reader:
-            t_first, t_end, _ = _consume(reader, applier, proc, progress)
+            reader.read_batch(timeout=0)
+            parent_conn, child_conn = CTX.Pipe(duplex=False)
+            run.t_start = time.perf_counter()
+            proc = CTX.Process(target=producer_main, name="itchflow-producer",
+                               args=(rg.path, spec, batch_bytes, pin[0] if pin else None,
+                                     "spin" if pin else "yield", child_conn, stop, os.getpid()), daemon=True)
+            proc.start()
+            child_conn.close()
+            pin_for(pin, 1)
+            _consume(reader, applier, proc, progress, run)
+            run.completed = not run.interrupted
     finally:
-        try:
-            if parent_conn.poll(10 if proc.is_alive() else 0):
-                produced = parent_conn.recv()
-        except (EOFError, OSError):   # it died before sending: reported below
-            produced = None
-        if proc.is_alive():
-            proc.terminate()
-        proc.join(5)
-        parent_conn.close()
+        stop.set()
+        if proc is not None:
+            try:   # after a normal end the producer has sent its counters or is about to
+                if parent_conn.poll(10 if proc.is_alive() and run.completed else 1):
+                    produced = parent_conn.recv()
+            except (EOFError, OSError):   # it died before sending: reported below
+                produced = None
+            if proc.is_alive():
+                proc.terminate()
+            proc.join(5)
+            parent_conn.close()
         rg.close()
         rg.unlink()
+    if run.interrupted:
+        report.producer = produced[-1] if produced else {}
+        raise PipelineInterrupted(_finish(report, applier, books, tpn, run, top))
     _fill_counts(report, applier)
     if produced is None:
         raise PipelineError(f"{spec.text}: the producer process ended without a result "
@@ -200,39 +221,59 @@ def run_pipeline(source: str | SourceSpec, *, ring: str | None = None, capacity:
     report.producer = produced[-1]
     if produced[0] == "error":
         raise PipelineError(f"{spec.text}: producer failed after {report.messages:,} messages: {produced[1]}")
-    return _finish(report, applier, books, tpn, t_start, t_first, t_end, top)
+    return _finish(report, applier, books, tpn, run, top)
 
 
-def _consume(reader, applier, proc, progress) -> tuple[float | None, float, bool]:
+class _Run:
+    """What the consume loop leaves behind, also when Ctrl-C ends it."""
+
+    def __init__(self):
+        self.t_start = time.perf_counter()
+        self.t_first: float | None = None
+        self.t_end: float | None = None
+        self.gone = False
+        self.interrupted = False
+        self.completed = False
+        self.ring_lost_records = 0
+
+
+def _consume(reader, applier, proc, progress, run: _Run) -> None:
     """Apply everything the ring's producer publishes until it closes the ring (or dies: then
-    the last value is True). Returns (time of the first batch, time of the end, gone)."""
+    run.gone), or Ctrl-C (run.interrupted). Each read is used in place and validated after it
+    is applied (``Reader.check_intact``): a consumer paused past the heartbeat timeout raises
+    ConsumerDetached instead of trusting bytes the producer may have overwritten."""
     from itchflow.hw.metrics import tsc
-    from itchflow.ring import ProducerGone
+    from itchflow.ring import ConsumerDetached, ProducerGone
 
     st = applier.st
-    t_first = None
-    gone = False
-    while True:
-        try:
-            batch = reader.read_batch(timeout=POLL_S)
-        except EOFError:
-            break
-        except ProducerGone:
-            gone = True
-            break
-        if len(batch) == 0:
-            # Nothing for a while. is_alive() reaps a killed child producer (kill(pid, 0), which
-            # the ring uses, still finds a zombie), so the next read drains and says it is gone.
-            if proc is not None:
-                proc.is_alive()
-            continue
-        taken = tsc()
-        if t_first is None:
-            t_first = time.perf_counter()
-        applier.apply(batch, taken)
-        if progress is not None:
-            progress(int(st[S_MESSAGES]), int(st[S_BYTES]))
-    return t_first, time.perf_counter(), gone
+    try:
+        while True:
+            try:
+                batch = reader.read_batch(timeout=POLL_S)
+            except EOFError:
+                break
+            except ProducerGone:
+                run.gone = True
+                break
+            if len(batch) == 0:
+                # Nothing for a while. is_alive() reaps a killed child producer (kill(pid, 0), which
+                # the ring uses, still finds a zombie), so the next read drains and says it is gone.
+                if proc is not None:
+                    proc.is_alive()
+                continue
+            taken = tsc()
+            if run.t_first is None:
+                run.t_first = time.perf_counter()
+            applier.apply(batch, taken, reader.check_intact)
+            if progress is not None:
+                progress(int(st[S_MESSAGES]), int(st[S_BYTES]))
+    except KeyboardInterrupt:
+        run.interrupted = True
+    except ConsumerDetached as e:
+        raise ConsumerDetached(f"{e}. The books built so far are incomplete and cannot be trusted: run again "
+                               "(--heartbeat-timeout sets how long a pause is tolerated)") from None
+    run.t_end = time.perf_counter()
+    run.ring_lost_records = reader.lost_records
 
 
 def _fill_counts(report: PipelineReport, applier) -> None:
@@ -242,12 +283,15 @@ def _fill_counts(report: PipelineReport, applier) -> None:
     report.sequence_repeats = int(st[S_REPEATS])
 
 
-def _finish(report, applier, books, tpn, t_start, t_first, t_end, top) -> PipelineReport:
+def _finish(report, applier, books, tpn, run: _Run, top) -> PipelineReport:
     from itchflow.hw.metrics import latency_summary
 
     _fill_counts(report, applier)
-    report.seconds = (t_end - t_first) if t_first is not None else 0.0
-    report.wall_seconds = t_end - t_start
+    t_end = run.t_end if run.t_end is not None else time.perf_counter()
+    report.seconds = (t_end - run.t_first) if run.t_first is not None else 0.0
+    report.wall_seconds = t_end - run.t_start
+    report.interrupted = run.interrupted
+    report.ring_lost_records = run.ring_lost_records
     to_ns = 1.0 / tpn
     hand_off, applied, received = applier.samples()
     report.latency = {

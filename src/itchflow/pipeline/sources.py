@@ -1,7 +1,8 @@
 """What the pipeline's producer reads, written as one string, and the loop that reads it.
 
     PATH                     a BinaryFILE (memory-mapped), .gz, pcap/pcapng of MoldUDP64
-    tail:PATH                a BinaryFILE another process is still appending to (mmap + polling)
+    tail:PATH                a BinaryFILE another process is still appending to (read + polling;
+                             options wait_for_file and idle_timeout, in seconds)
     ring:NAME                a ring another process feeds (``listen --ring``): consume only
     mold://GROUP:PORT?line_b=GROUP:PORT&rerequest=HOST:PORT&session=NAME&interface=ADDR&idle=S
                              &engine=recvmmsg|recv|tpacket&ifname=IF
@@ -105,11 +106,19 @@ def _produce_chunks(spec: SourceSpec, pub: BatchPublisher, stop) -> dict:
     from itchflow.sources.files import iter_chunks
 
     capture: dict = {}
-    src = spec.text if spec.kind == "tail" else spec.path
+    if spec.kind == "tail":
+        from itchflow.sources.tail import Tail
+
+        o = spec.options
+        idle = o.get("idle_timeout", 5.0)
+        source = Tail(spec.path, wait_for_file=float(o.get("wait_for_file") or 0.0),
+                      idle_timeout=None if idle is None else float(idle), stop=stop)
+    else:
+        source = iter_chunks(spec.path, capture_stats=capture)
     chunks = 0
     rate = float(spec.options.get("rate") or 0)
     pace = _Pacer(rate) if rate > 0 else None
-    for c in iter_chunks(src, capture_stats=capture):
+    for c in source:
         chunks += 1
         offset = -1 if c.offset is None else int(c.offset)
         if pace is None:

@@ -14,13 +14,18 @@ the side's private state ``writer.ps`` / ``reader.cs``): ``itchflow.ring.produce
 ``commit``, ``claim_wait``, ``publish_batch``) and ``itchflow.ring.consumer`` (``poll``,
 ``poll_copy``, ``commit``, ``wait_poll``). They are compiled without the reference-counting
 runtime (``_nrt=False``): call them from ``@njit(_nrt=False)`` loops for the full speed.
-Module map: layout (the file format, as data), atomics, memcopy, syscalls (clock, futex),
-wait (strategies), producer, consumer, api, affinity (pinning), workload (stress stream),
-bench (``itchflow bench ring``).
+Module map: layout (the file format, as data), wait (strategies), producer and consumer
+(kernels), errors, paths, file (``Ring``: create, open, validate, reclaim), slots (consumer
+entries: names, validation), liveness (heartbeat and pid judgements, staleness), inspect
+(snapshots), writer (``Writer``), reader (``Reader``, ``Batch``); api re-exports the old names.
+Atomics, clocks and futexes are in ``itchflow.hw``; the benchmark in ``itchflow.bench.ring``.
 """
 
-from itchflow.ring.api import (Batch, ConsumerDetached, ProducerGone, Reader, Ring, RingBusy,
-                               RingError, RingFormatError, Writer, ring_path)
+from itchflow.ring.errors import ConsumerDetached, ProducerGone, RingBusy, RingError, RingFormatError
+from itchflow.ring.file import Ring
+from itchflow.ring.paths import ring_path
+from itchflow.ring.reader import Batch, Reader
+from itchflow.ring.writer import Writer
 
 __all__ = ["Batch", "ConsumerDetached", "ProducerGone", "Reader", "Ring", "RingBusy", "RingError",
            "RingFormatError", "Writer", "ring_path"]

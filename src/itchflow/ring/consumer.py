@@ -5,8 +5,9 @@ producer publishes, the consumer pays one cache-line transfer, the line that als
 record. The private state ``cs`` is an int64 array (C_* indices), built by ``new_consumer_state``.
 
 Blocking mode (``poll``): zero-copy. The records returned stay valid until ``commit``; the
-producer cannot overwrite them unless it detaches this consumer for missing heartbeats, which
-``commit`` reports (DETACHED): then the last batch may have been overwritten while in use.
+producer cannot overwrite them unless it detaches this consumer for missing heartbeats (a pause
+past the timeout: GC, swap, SIGSTOP). ``validate_read``, called after the records were used
+and before the result is trusted, reports that (DETACHED), seqlock style; so does ``commit``.
 
 Lossy mode (``poll_copy``): the producer may lap the reader at any moment, so records are copied
 out, then validated against the producer's tail_intent (seqlock style: read data, acquire
@@ -20,11 +21,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from itchflow.ring import layout as L
-from itchflow.hw.atomics import (cpu_pause, fence_acquire, fence_release, load_acquire,
-                                   load_relaxed, store_relaxed, store_release)
+from itchflow.hw.atomics import cpu_pause, fence_acquire, load_acquire, load_relaxed, store_relaxed, store_release
 from itchflow.hw.memcopy import copy_bytes
 from itchflow.hw.syscalls import monotonic_ns, pid_exists
+from itchflow.ring import layout as L
 from itchflow.ring.wait import BLOCK, SPIN_TRIES, block_on, idle
 
 C_POS = 0          # next record to poll
@@ -257,19 +257,39 @@ def poll_copy(words, data, cs, max_n: int, out_buf, out_off, out_len, out_type) 
 
 
 @njit(nogil=True, cache=True, _nrt=False)
+def validate_read(words, cs) -> int:
+    """After using records of a zero-copy (blocking mode) poll in place: 0 if they were intact
+    the whole time, DETACHED if the producer may have overwritten them meanwhile.
+
+    Seqlock-style: the producer detaches a consumer (a locked CAS on its state) before its
+    claims may pass that consumer's position, and only then overwrites. So if the state still
+    reads ATTACHED after an acquire fence that orders every data read before this load, none
+    of those reads saw overwritten bytes. Lossy reads are copies, validated by poll_copy."""
+    fence_acquire()
+    if cs[C_MODE] == L.MODE_BLOCKING and load_acquire(words, cs[C_SLOT] + L.S_STATE) != L.SLOT_ATTACHED:
+        return DETACHED
+    return 0
+
+
+@njit(nogil=True, cache=True, _nrt=False)
 def next_header_index(cs) -> int:
     return cs[C_DATA_WORD] + ((cs[C_POS] & cs[C_MASK]) >> 3)
 
 
 @njit(nogil=True, cache=True, _nrt=False)
 def producer_status(words) -> int:
-    """0 if a producer may still publish, PRODUCER_CLOSED / PRODUCER_GONE otherwise."""
+    """0 if a producer may still publish, PRODUCER_CLOSED / PRODUCER_GONE (pid gone, or
+    heartbeat older than max(heartbeat_timeout, PRODUCER_STALE_MIN_NS)) otherwise."""
     st = load_acquire(words, L.W_PROD_STATE)
     if st == L.PRODUCER_CLOSED:
         return PRODUCER_CLOSED
-    pid = load_relaxed(words, L.W_PROD_PID)
-    if st == L.PRODUCER_OPEN and not pid_exists(pid):
-        return PRODUCER_GONE
+    if st == L.PRODUCER_OPEN:
+        # by heartbeat age as well as pid: a reused pid exists, a dead producer's heartbeat ages
+        if not pid_exists(load_relaxed(words, L.W_PROD_PID)):
+            return PRODUCER_GONE
+        hb = load_relaxed(words, L.W_PROD_HB)
+        if hb != 0 and monotonic_ns() - hb > max(words[L.W_HB_TIMEOUT], L.PRODUCER_STALE_MIN_NS):
+            return PRODUCER_GONE
     return 0
 
 

@@ -49,6 +49,11 @@ SLOT_FREE, SLOT_JOINING, SLOT_ATTACHED, SLOT_DETACHED, SLOT_CLAIMED = 0, 1, 2, 3
 SLOT_STATE_NAMES = {SLOT_FREE: "free", SLOT_JOINING: "joining", SLOT_ATTACHED: "attached",
                     SLOT_DETACHED: "detached", SLOT_CLAIMED: "claimed"}
 
+# A producer whose heartbeat is older than max(heartbeat_timeout, this) is gone even if its pid
+# exists (the pid may have been reused). Its heartbeat thread beats every timeout/4; the floor
+# keeps a loaded machine (threads delayed for a second) from declaring a live producer gone.
+PRODUCER_STALE_MIN_NS = 2_000_000_000
+
 # META.flags bits
 FLAG_HUGEPAGE_REQUESTED = 1
 FLAG_HUGETLBFS = 2
@@ -83,6 +88,8 @@ RING_BLOCKS: tuple[Block, ...] = (
         Word("creator_pid", "pid of the creating process"),
         Word("flags", "FLAG_* bits (huge pages asked / backed by hugetlbfs)"),
         Word("file_bytes", "header_bytes + capacity: the expected file size"),
+        Word("creator_start", "start time of the creating process (clock ticks since boot, as in "
+                              "/proc/PID/stat; 0: unknown): tells a reused pid from the creator"),
     ), "Creation parameters; immutable once the file is renamed into place."),
     Block("intent", "producer", (
         Word("tail_intent", "end of the bytes the producer may be writing now (incl. the pre-zeroed "
@@ -96,7 +103,8 @@ RING_BLOCKS: tuple[Block, ...] = (
     ), "The live edge, consistent as a triple under its seqlock (joins, lapped resume, recovery)."),
     Block("producer", "producer", (
         Word("pid", "pid of the producer (0: none)"),
-        Word("heartbeat_ns", "CLOCK_MONOTONIC of the producer's last sign of life"),
+        Word("heartbeat_ns", "CLOCK_MONOTONIC of the producer's last sign of life (a thread of the "
+                             "producer process refreshes it, idle or not)"),
         Word("state", "PRODUCER_NONE / OPEN / CLOSED"),
         Word("generation", "how many producers have opened this ring"),
     ), "Producer liveness."),
@@ -179,6 +187,7 @@ W_CREATED = RING_WORD["meta.created_unix_ns"]
 W_CREATOR_PID = RING_WORD["meta.creator_pid"]
 W_FLAGS = RING_WORD["meta.flags"]
 W_FILE_BYTES = RING_WORD["meta.file_bytes"]
+W_CREATOR_START = RING_WORD["meta.creator_start"]
 W_TAIL_INTENT = RING_WORD["intent.tail_intent"]
 W_EDGE_SEQ = RING_WORD["edge.seq"]
 W_EDGE_POS = RING_WORD["edge.position"]

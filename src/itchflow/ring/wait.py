@@ -56,3 +56,16 @@ def block_on(words, watch_index: int, timeout_ns: int) -> None:
     if load_acquire(words, watch_index) == 0:
         futex_wait(words, W_FUTEX, seen, min(timeout_ns, BLOCK_MAX_SLEEP_NS))
     fetch_add(words, W_WAITERS, -1)
+
+
+def strategy_code(wait: str) -> int:
+    """The kernels' code for a strategy name; ValueError naming the choices."""
+    try:
+        return STRATEGIES[wait]
+    except KeyError:
+        raise ValueError(f"wait must be one of {sorted(STRATEGIES)}, got {wait!r}") from None
+
+
+def timeout_ns(timeout: float | None) -> int:
+    """Seconds (None: forever) as the kernels' nanoseconds (-1: forever)."""
+    return -1 if timeout is None else int(timeout * 1e9)

@@ -1,20 +1,24 @@
-"""mmap + polling: follow a BinaryFILE that another process is still appending to.
+"""Follow a BinaryFILE that another process is still appending to (read + polling).
 
-The file is memory-mapped and its size polled with ``fstat`` (one system call per poll,
-never one per message). When it has grown, the whole file is mapped again at its new size:
-reading a mapping past the file's end would raise SIGBUS, so nothing beyond the size seen
-is ever touched. A message the writer has only partly written stays unread until it is
-whole. Following ends at the end-of-messages system event (``S`` with event code ``C``) or
-after ``idle_timeout`` seconds without growth; a partial message left at that point is an
-error naming its offset.
+The file's size is polled with ``fstat`` (one system call per poll, never one per message).
+When it has grown, the new bytes are read with ``pread`` into a buffer this reader owns
+(at most ``read_bytes`` at a time, so a large file already there costs bounded memory), after
+the partial message left over from the last read. Chunks are views of those private buffers:
+nothing handed out is a view of the file, so a file truncated under us can never kill the
+process with SIGBUS (as views of a mapping would); a truncation is an error naming the file
+and the offset. A message the writer has only partly written stays unread until it is whole.
 
-Chunks handed out are views of the mapping they were cut from; older mappings live as long
-as those views do, so a consumer may keep them.
+Following ends at the end-of-messages system event (``S`` with event code ``C``), after
+``idle_timeout`` seconds without growth (a partial message left then is an error naming its
+offset), or when ``stop`` is set. While the file is idle, the path is checked every
+``check_every`` seconds: a file deleted, or replaced by another (a different inode: log
+rotation, a rewrite), is reported as a ``TailError`` naming the file and offset, never a
+silent, clean end. ``wait_for_file`` waits (with that time-out) for a file that does not
+exist yet.
 """
 
 from __future__ import annotations
 
-import mmap
 import os
 import time
 from typing import Callable, Iterator
@@ -23,36 +27,41 @@ import numpy as np
 from numba import njit
 
 from itchflow.errors import ITCHFormatError
-from itchflow.wire.itch import MESSAGES
 from itchflow.hw.endian import be16, u8
 from itchflow.sources.chunk import Chunk
+from itchflow.wire.binaryfile import OK, next_message
+from itchflow.wire.itch import MESSAGES
 
 _S = MESSAGES["S"]
 _S_LENGTH = _S.length
 _S_BYTE = _S.code_byte
 _EVENT_CODE_OFFSET = _S.field("event_code").offset
 _END_OF_MESSAGES = ord("C")
+DEFAULT_READ_BYTES = 8 << 20
+
+
+class TailError(ITCHFormatError):
+    """The followed file went away (deleted, replaced) or was truncated while being followed;
+    names the file and the byte offset reached."""
 
 
 @njit(nogil=True, cache=True)
 def whole_messages_until_end_event(buf, pos, end):
     """Walk whole messages in buf[pos:end], stopping after an end-of-messages event.
 
-    Returns (stop, messages, ended): stop is after the last whole message walked (after
-    the ``S``/``C`` message when ended).
+    Returns (stop, messages, ended, status): stop is after the last whole message walked
+    (after the ``S``/``C`` message when ended); status is the walk's status at stop.
     """
     n = 0
-    while pos + 2 <= end:
-        length = np.int64(be16(buf, pos))
-        q = pos + 2
-        if length == 0 or q + length > end:
-            break
-        pos = q + length
+    while True:
+        status, body, length = next_message(buf, pos, end)
+        if status != OK:
+            return pos, n, False, status
+        pos = body + length
         n += 1
-        if (length == _S_LENGTH and u8(buf, q) == _S_BYTE
-                and u8(buf, q + _EVENT_CODE_OFFSET) == _END_OF_MESSAGES):
-            return pos, n, True
-    return pos, n, False
+        if (length == _S_LENGTH and u8(buf, body) == _S_BYTE
+                and u8(buf, body + _EVENT_CODE_OFFSET) == _END_OF_MESSAGES):
+            return pos, n, True, status
 
 
 class Tail:
@@ -60,24 +69,34 @@ class Tail:
 
     poll_interval: seconds to sleep between size polls when nothing new has arrived (0 spins).
     idle_timeout: stop after this long without growth (None: wait for the end event forever).
-    wait_for_file: how long to wait for the file to appear.
+    wait_for_file: how long to wait for the file to appear (0: it must exist now).
+    read_bytes: the most bytes read (and held) at a time.
+    check_every: how often an idle file's path is checked for deletion or replacement.
+    stop: anything with ``is_set()`` (a threading.Event): ends the iteration when set.
     """
 
     def __init__(self, path: str | os.PathLike, *, poll_interval: float = 0.0005,
                  idle_timeout: float | None = 5.0, stop_at_end_of_messages: bool = True,
-                 wait_for_file: float = 0.0, clock: Callable[[], float] = time.monotonic,
+                 wait_for_file: float = 0.0, read_bytes: int = DEFAULT_READ_BYTES,
+                 check_every: float = 0.1, stop=None, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep):
+        if read_bytes < 1:
+            raise ValueError("read_bytes must be positive")
         self.path = str(path)
         self.poll_interval = poll_interval
         self.idle_timeout = idle_timeout
         self.stop_at_end_of_messages = stop_at_end_of_messages
         self.wait_for_file = wait_for_file
+        self.read_bytes = int(read_bytes)
+        self.check_every = check_every
+        self.stop = stop
         self.clock, self.sleep = clock, sleep
         self.position = 0        # bytes consumed (whole messages handed out)
         self.messages = 0
         self.polls = 0
-        self.remaps = 0
+        self.reads = 0
         self.ended = False       # saw the end-of-messages event
+        self.stopped = False     # ended by ``stop``
 
     def _open(self) -> int:
         deadline = self.clock() + self.wait_for_file
@@ -86,7 +105,10 @@ class Tail:
                 return os.open(self.path, os.O_RDONLY)
             except FileNotFoundError:
                 if self.clock() >= deadline:
-                    raise
+                    waited = f" (waited {self.wait_for_file:g} s for it to appear)" if self.wait_for_file else ""
+                    raise FileNotFoundError(f"{self.path}: no such file{waited}") from None
+                if self.stop is not None and self.stop.is_set():
+                    raise FileNotFoundError(f"{self.path}: no such file (stopped while waiting for it)") from None
                 self.sleep(max(self.poll_interval, 0.001))
 
     def __iter__(self) -> Iterator[Chunk]:
@@ -96,37 +118,67 @@ class Tail:
         finally:
             os.close(fd)
 
+    def _check_same_file(self, fd: int) -> None:
+        mine = os.fstat(fd)
+        try:
+            now = os.stat(self.path)
+        except FileNotFoundError:
+            raise TailError(f"file deleted while being followed ({self.messages:,} messages read)",
+                            source=self.path, offset=self.position) from None
+        if (now.st_dev, now.st_ino) != (mine.st_dev, mine.st_ino):
+            raise TailError(f"file replaced by a different one (inode {mine.st_ino} -> {now.st_ino}) while being "
+                            f"followed ({self.messages:,} messages read)", source=self.path, offset=self.position)
+
     def _follow(self, fd: int) -> Iterator[Chunk]:
-        buf = np.zeros(0, np.uint8)
-        last_growth = self.clock()
+        pending = np.zeros(0, np.uint8)   # bytes read after the last whole message handed out
+        rewalk = False                    # pending may hold whole messages (after an end event)
+        last_growth = last_check = self.clock()
         while True:
+            if self.stop is not None and self.stop.is_set():
+                self.stopped = True
+                return
+            read_to = self.position + len(pending)
             size = os.fstat(fd).st_size
             self.polls += 1
-            if size < len(buf):
-                raise ITCHFormatError(f"file shrank from {len(buf)} to {size} bytes while being followed",
-                                      source=self.path, offset=size)
-            if size > len(buf):
-                buf = np.frombuffer(mmap.mmap(fd, size, access=mmap.ACCESS_READ), np.uint8)
-                self.remaps += 1
-            if len(buf) > self.position:
-                stop, n, ended = whole_messages_until_end_event(buf, self.position, len(buf))
+            if size < read_to:
+                raise TailError(f"file truncated to {size} bytes while being followed ({read_to} bytes had "
+                                "been read)", source=self.path, offset=size)
+            if size > read_to:
+                want = min(size - read_to, self.read_bytes)
+                buf = np.empty(len(pending) + want, np.uint8)
+                buf[:len(pending)] = pending
+                got = os.preadv(fd, [memoryview(buf)[len(pending):]], read_to)
+                self.reads += 1
+                if got < want:
+                    raise TailError(f"file truncated while being read (it had {size} bytes)",
+                                    source=self.path, offset=read_to + got)
+                last_growth = self.clock()
+                pending, rewalk = buf, True
+            if rewalk:
+                rewalk = False
+                stop, n, ended, _ = whole_messages_until_end_event(pending, 0, len(pending))
                 if n:
-                    if not self.stop_at_end_of_messages:
-                        ended = False
-                    chunk = Chunk(buf[self.position:stop], self.messages + 1, self.path, self.position)
-                    self.position, self.messages = int(stop), self.messages + int(n)
-                    last_growth = self.clock()
+                    chunk = Chunk(pending[:stop], self.messages + 1, self.path, self.position)
+                    self.position, self.messages = self.position + int(stop), self.messages + int(n)
+                    pending = pending[stop:]
                     yield chunk
                     if ended:
-                        self.ended = True
-                        return
+                        if self.stop_at_end_of_messages:
+                            self.ended = True
+                            return
+                        rewalk = True     # messages after the event are already read
                     continue
-                if len(buf) - self.position >= 2 and be16(buf, self.position) == 0:
-                    raise ITCHFormatError("zero-length message", source=self.path, offset=self.position)
-            if self.idle_timeout is not None and self.clock() - last_growth > self.idle_timeout:
-                if len(buf) > self.position:
+            if len(pending) >= 2 and be16(pending, 0) == 0:
+                raise ITCHFormatError("zero-length message", source=self.path, offset=self.position)
+            now = self.clock()
+            if now - last_check >= self.check_every:
+                last_check = now
+                self._check_same_file(fd)
+            if self.idle_timeout is not None and now - last_growth > self.idle_timeout:
+                self._check_same_file(fd)
+                if len(pending):
                     raise ITCHFormatError(
-                        f"file stopped growing inside a message ({len(buf) - self.position} bytes of it "
+                        f"file stopped growing inside a message ({len(pending)} bytes of it "
                         f"present after {self.idle_timeout} s idle)", source=self.path, offset=self.position)
                 return
             if self.poll_interval:

@@ -1,0 +1,27 @@
+"""The ring's exceptions (all are RingError)."""
+
+from __future__ import annotations
+
+
+class RingError(Exception):
+    """Base class for ring errors."""
+
+
+class RingFormatError(RingError, ValueError):
+    """The file is not a valid ring (magic, version, sizes, a consumer entry), or a record is
+    corrupt."""
+
+
+class RingBusy(RingError):
+    """Another live process already holds the producer role, this consumer name, or the ring."""
+
+
+class ConsumerDetached(RingError):
+    """The producer detached this consumer (it stopped heart-beating: paused, swapped out, too
+    slow); what it was reading may have been overwritten. Call ``Reader.rejoin()`` to continue
+    at the live edge (loss counted)."""
+
+
+class ProducerGone(RingError):
+    """The producer died (its pid is gone, or its heartbeat stopped) and everything it
+    published has been read."""

@@ -1,0 +1,291 @@
+"""A ring file: create (atomically, 0600), open and validate, close/unlink, and find it stale.
+
+The file is mapped directly with mmap (not multiprocessing.shared_memory, whose resource
+tracker unlinks segments when any attached process exits). Every hot operation is one call
+into a compiled kernel (producer.py / consumer.py); nothing here runs per record.
+"""
+
+from __future__ import annotations
+
+import atexit
+import mmap
+import os
+import time
+from typing import Sequence
+
+import numpy as np
+
+from itchflow.hw.atomics_py import load
+from itchflow.ring import layout as L
+from itchflow.ring.errors import RingBusy, RingFormatError
+from itchflow.ring.inspect import snapshot
+from itchflow.ring.liveness import process_start, staleness
+from itchflow.ring.paths import DEFAULT_DIR, hugetlbfs_mount, ring_path
+from itchflow.ring.reader import Reader
+from itchflow.ring.slots import get_name, set_name, validate_slots
+from itchflow.ring.writer import Writer
+
+
+_created: dict[str, int] = {}   # path -> pid of the creating process
+
+
+@atexit.register
+def _unlink_created() -> None:
+    # Rings created by this process and not explicitly kept are removed at normal exit
+    # (not by a forked child that happens to run atexit handlers).
+    for path, pid in list(_created.items()):
+        if pid == os.getpid():
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+
+
+class Ring:
+    """A mapped ring file. ``words`` is the file as int64 words, ``data`` the data region."""
+
+    def __init__(self, path: str, fd: int, mm: mmap.mmap, owner: bool):
+        self.path = path
+        self._fd = fd
+        self._mm = mm
+        self.owner = owner
+        self.words = np.frombuffer(mm, dtype=np.int64)
+        w = self.words
+        self.capacity = int(w[L.W_CAPACITY])
+        self.header_bytes = int(w[L.W_HEADER_BYTES])
+        self.max_payload = int(w[L.W_MAX_PAYLOAD])
+        self.max_consumers = int(w[L.W_MAX_CONSUMERS])
+        self.mode = "lossy" if w[L.W_MODE] == L.MODE_LOSSY else "blocking"
+        self.heartbeat_timeout = int(w[L.W_HB_TIMEOUT]) / 1e9
+        self.flags = int(w[L.W_FLAGS])
+        self.data = np.frombuffer(mm, dtype=np.uint8, count=self.capacity, offset=self.header_bytes)
+
+    # ---- creation and opening ------------------------------------------------------------
+    @classmethod
+    def create(cls, path: str, capacity: int, *, max_payload: int | None = None,
+               mode: str = "blocking", max_consumers: int = 16, consumers: Sequence[str] = (),
+               heartbeat_timeout: float = 5.0, hugepages: bool = False, exist_ok: bool = False,
+               keep: bool = False) -> "Ring":
+        """Create a ring file (atomically: written aside, then renamed into place).
+
+        capacity: data bytes, a power of two >= 4096. max_payload: largest record payload
+        (default capacity/8, at most 16 MiB). consumers: names registered now, so that a
+        blocking producer keeps their data from the first record even if they start later.
+        heartbeat_timeout: a blocking-mode consumer silent this long is detached.
+        hugepages: back the file with 2 MiB pages when the system offers them (hugetlbfs
+        mount, else madvise(MADV_HUGEPAGE)); whether it took is in ``flags``.
+        keep: leave the file when this process exits (default: the creator removes it).
+        """
+        if capacity < 4096 or capacity & (capacity - 1):
+            raise ValueError(f"ring capacity must be a power of two >= 4096, got {capacity}")
+        if max_payload is None:
+            max_payload = min(capacity // 8, 1 << 24)
+        if not 0 < max_payload <= capacity // 4 - 2 * L.RECORD_HEADER_BYTES:
+            raise ValueError(f"max_payload must be in 1..{capacity // 4 - 16} for capacity {capacity}")
+        if mode not in ("blocking", "lossy"):
+            raise ValueError(f"mode must be 'blocking' or 'lossy', got {mode!r}")
+        if not 1 <= max_consumers <= 4096:
+            raise ValueError("max_consumers must be in 1..4096")
+        if len(consumers) > max_consumers:
+            raise ValueError("more consumer names than slots")
+        path = ring_path(path)
+        flags = 0
+        huge_dir = None
+        if hugepages:
+            flags |= L.FLAG_HUGEPAGE_REQUESTED
+            huge_dir = hugetlbfs_mount()
+            if huge_dir is not None and os.path.dirname(path) == DEFAULT_DIR:
+                path = os.path.join(huge_dir, os.path.basename(path))
+                flags |= L.FLAG_HUGETLBFS
+        hb = L.header_bytes(max_consumers, huge=bool(flags & L.FLAG_HUGETLBFS))
+        size = hb + capacity
+        if os.path.exists(path) and not exist_ok:
+            raise FileExistsError(f"ring {path} already exists (use exist_ok=True or `itchflow ring rm`)")
+        tmp = f"{path}.{os.getpid()}.tmp"
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.ftruncate(fd, size)
+            mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+            if hugepages and not flags & L.FLAG_HUGETLBFS and hasattr(mmap, "MADV_HUGEPAGE"):
+                try:
+                    mm.madvise(mmap.MADV_HUGEPAGE)
+                except OSError:
+                    pass
+            w = np.frombuffer(mm, dtype=np.int64)
+            w[L.W_VERSION] = L.LAYOUT_VERSION
+            w[L.W_HEADER_BYTES] = hb
+            w[L.W_CAPACITY] = capacity
+            w[L.W_MAX_PAYLOAD] = max_payload
+            w[L.W_MAX_CONSUMERS] = max_consumers
+            w[L.W_MODE] = L.MODE_LOSSY if mode == "lossy" else L.MODE_BLOCKING
+            w[L.W_HB_TIMEOUT] = int(heartbeat_timeout * 1e9)
+            w[L.W_CREATED] = time.time_ns()
+            w[L.W_CREATOR_PID] = os.getpid()
+            w[L.W_CREATOR_START] = process_start(os.getpid())
+            w[L.W_FLAGS] = flags
+            w[L.W_FILE_BYTES] = size
+            w[L.W_TAIL_INTENT] = L.RECORD_HEADER_BYTES
+            now = time.monotonic_ns()
+            for i, name in enumerate(consumers):
+                b = L.slot_base(i)
+                set_name(w, b, name)
+                w[b + L.S_HB] = now           # the timeout counts from creation
+                w[b + L.S_ATTACHED_NS] = now
+                w[b + L.S_STATE] = L.SLOT_ATTACHED
+            w[L.W_MAGIC] = L.MAGIC            # last: a file without it is not a ring
+            del w
+            mm.flush()
+            os.rename(tmp, path)
+        except BaseException:
+            os.close(fd)
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+        ring = cls(path, fd, mm, owner=True)
+        if not keep:
+            _created[path] = os.getpid()
+        return ring
+
+    @classmethod
+    def open(cls, path: str) -> "Ring":
+        """Map an existing ring; RingFormatError if the file is not a valid ring."""
+        path = ring_path(path)
+        fd = os.open(path, os.O_RDWR)
+        try:
+            size = os.fstat(fd).st_size
+            validate_header(path, fd, size)
+            mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        except BaseException:
+            os.close(fd)
+            raise
+        ring = cls(path, fd, mm, owner=False)
+        try:
+            validate_slots(path, ring.words)
+        except BaseException:
+            ring.close()
+            raise
+        return ring
+
+    @classmethod
+    def reclaim_stale(cls, path: str, wait: float | None = None) -> bool:
+        """Remove the ring at ``path`` if it belongs to no live process (creator dead, and no
+        producer or consumer heartbeat younger than the ring's timeout); True if it was removed,
+        False if there was none. If its processes are dead but their heartbeats still fresh
+        (killed a moment ago), wait up to ``wait`` seconds (default: the ring's timeout, plus
+        a little) for them to go stale. RingBusy naming who holds it otherwise, or when its
+        producer closed it cleanly and a consumer has not read everything (a kept feed)."""
+        path = ring_path(path)
+        try:
+            ring = cls.open(path)
+        except FileNotFoundError:
+            return False
+        try:
+            limit = max(ring.heartbeat_timeout, L.PRODUCER_STALE_MIN_NS / 1e9) + 0.5 if wait is None else wait
+            deadline = time.monotonic() + limit
+            while True:
+                s = ring.staleness()
+                if s.stale:
+                    break
+                if s.holders or time.monotonic() > deadline:
+                    raise RingBusy(f"{path}: in use by {', '.join(s.holders) or 'processes that only just died'}"
+                                   " (a ring is reclaimed only when its processes are dead and their "
+                                   "heartbeats stale)")
+                time.sleep(0.02)
+            unread = [c for c in ring.snapshot()["consumers"] if c["lag_records"] > 0]
+            if load(ring.words, L.W_PROD_STATE) == L.PRODUCER_CLOSED and unread:
+                # a finished feed kept for its readers (listen --ring), not debris of a crash
+                raise RingBusy(f"{path}: its producer closed it cleanly and it still holds "
+                               f"{unread[0]['lag_records']:,} records consumer {unread[0]['name']!r} has not read; "
+                               "remove it with `itchflow ring rm` if they are not wanted")
+        finally:
+            ring.close()
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        return True
+
+    # ---- lifetime --------------------------------------------------------------------------
+    def close(self) -> None:
+        if self._mm is None:
+            return
+        self.words = self.data = None  # type: ignore[assignment]
+        try:
+            self._mm.close()
+        except BufferError:
+            pass  # a view (e.g. a Batch) is still alive; the mapping goes when it does
+        os.close(self._fd)
+        self._mm = None
+        if self.owner and _created.get(self.path) == os.getpid():
+            self.unlink()
+
+    def unlink(self) -> None:
+        _created.pop(self.path, None)
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+    def keep(self) -> None:
+        """Do not remove the file when the creating process exits."""
+        _created.pop(self.path, None)
+
+    def __enter__(self) -> "Ring":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ---- sides -------------------------------------------------------------------------------
+    def writer(self, wait: str = "spin", timeout: float | None = None) -> Writer:
+        return Writer(self, wait=wait, timeout=timeout)
+
+    def reader(self, name: str, wait: str = "spin", timeout: float | None = None,
+               max_batch: int = 4096) -> Reader:
+        return Reader(self, name, wait=wait, timeout=timeout, max_batch=max_batch)
+
+    # ---- inspection --------------------------------------------------------------------------
+    def find_slot(self, name: str) -> int:
+        for i in range(self.max_consumers):
+            b = L.slot_base(i)
+            if load(self.words, b + L.S_STATE) != L.SLOT_FREE and get_name(self.words, b) == name:
+                return i
+        return -1
+
+    def snapshot(self) -> dict:
+        """Everything `itchflow ring inspect` shows: parameters, edge, producer, consumers."""
+        return snapshot(self)
+
+    def staleness(self):
+        """Whether no live process holds this ring (liveness.staleness)."""
+        return staleness(self.words, self.max_consumers)
+
+
+def validate_header(path: str, fd: int, size: int) -> None:
+    """Raise RingFormatError unless the file's header describes a ring of exactly this size."""
+    need = L.CONSUMERS_WORD * 8
+    if size < need:
+        raise RingFormatError(f"{path}: {size} bytes is too small to be a ring (header needs {need})")
+    head = np.frombuffer(os.pread(fd, need, 0), dtype=np.int64)
+    if head[L.W_MAGIC] != L.MAGIC:
+        raise RingFormatError(f"{path}: not a ring (bad magic {int(head[L.W_MAGIC]) & (2**64 - 1):#018x} at byte 0)")
+    if head[L.W_VERSION] != L.LAYOUT_VERSION:
+        raise RingFormatError(f"{path}: ring layout version {int(head[L.W_VERSION])}, this build reads {L.LAYOUT_VERSION}")
+    cap, hb, maxc = int(head[L.W_CAPACITY]), int(head[L.W_HEADER_BYTES]), int(head[L.W_MAX_CONSUMERS])
+    maxp = int(head[L.W_MAX_PAYLOAD])
+    if cap < 4096 or cap & (cap - 1):
+        raise RingFormatError(f"{path}: capacity {cap} is not a power of two >= 4096")
+    if not 1 <= maxc <= 4096 or hb < L.header_bytes(maxc) or hb % L.PAGE_BYTES:
+        raise RingFormatError(f"{path}: header of {hb} bytes cannot hold {maxc} consumer slots")
+    if not 0 < maxp <= cap // 4 - 2 * L.RECORD_HEADER_BYTES:
+        raise RingFormatError(f"{path}: max payload {maxp} is impossible for capacity {cap}")
+    if head[L.W_HB_TIMEOUT] <= 0:
+        raise RingFormatError(f"{path}: heartbeat timeout {int(head[L.W_HB_TIMEOUT])} ns is not positive")
+    if head[L.W_MODE] not in (L.MODE_BLOCKING, L.MODE_LOSSY):
+        raise RingFormatError(f"{path}: unknown mode {int(head[L.W_MODE])}")
+    if int(head[L.W_FILE_BYTES]) != hb + cap or size != hb + cap:
+        raise RingFormatError(f"{path}: file is {size} bytes, its header says {hb} + {cap} = {hb + cap}")
+
+

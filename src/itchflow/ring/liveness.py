@@ -1,0 +1,113 @@
+"""Who is alive on a ring: judged by heartbeat age AND pid, never by pid alone.
+
+A pid can be reused by an unrelated process, and a process can exist yet be stuck or stopped;
+a heartbeat can be fresh for a moment after its process was killed. So:
+
+  producer live   state OPEN, pid exists (not a zombie) and heartbeat younger than
+                  max(heartbeat_timeout, PRODUCER_STALE_MIN_NS)
+  consumer live   a joining/attached slot whose pid exists and whose heartbeat is younger than
+                  heartbeat_timeout (what the producer uses to detach it)
+  creator alive   its pid exists with the start time recorded at creation
+  ring stale      creator dead, and no producer or consumer heartbeat younger than the timeout
+                  (dead pids whose heartbeats are still fresh make it "not yet stale")
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+from itchflow.hw.atomics_py import load
+from itchflow.ring import layout as L
+
+
+def pid_alive(pid: int) -> bool:
+    """True if pid exists and is not a zombie (a SIGKILLed child its parent has not reaped)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True
+
+
+def process_start(pid: int) -> int:
+    """The process's start time in clock ticks since boot (/proc/PID/stat field 22), 0 if unknown."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return int(f.read().rsplit(b")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def _age_ns(words, index: int, now: int) -> int:
+    hb = int(load(words, index))
+    return now - hb if hb else 1 << 62
+
+
+def producer_stale_ns(words) -> int:
+    return max(int(words[L.W_HB_TIMEOUT]), L.PRODUCER_STALE_MIN_NS)
+
+
+def producer_live(words, now: int | None = None) -> bool:
+    now = time.monotonic_ns() if now is None else now
+    return (load(words, L.W_PROD_STATE) == L.PRODUCER_OPEN and pid_alive(int(load(words, L.W_PROD_PID)))
+            and _age_ns(words, L.W_PROD_HB, now) <= producer_stale_ns(words))
+
+
+def consumer_live(words, base: int, now: int | None = None) -> bool:
+    """Slot at word ``base``: held by a live, heart-beating process."""
+    now = time.monotonic_ns() if now is None else now
+    return (load(words, base + L.S_STATE) in (L.SLOT_JOINING, L.SLOT_ATTACHED)
+            and pid_alive(int(load(words, base + L.S_PID)))
+            and _age_ns(words, base + L.S_HB, now) <= int(words[L.W_HB_TIMEOUT]))
+
+
+def creator_alive(words) -> bool:
+    pid = int(words[L.W_CREATOR_PID])
+    if not pid_alive(pid):
+        return False
+    recorded = int(words[L.W_CREATOR_START])
+    return recorded == 0 or process_start(pid) in (0, recorded)
+
+
+@dataclass
+class Staleness:
+    stale: bool
+    holders: list[str]       # who keeps it from being stale ("producer pid 12", ...)
+    waiting: bool            # not stale only because dead processes' heartbeats are still fresh
+
+
+def staleness(words, max_consumers: int) -> Staleness:
+    """Whether the ring belongs to no live process (module doc)."""
+    now = time.monotonic_ns()
+    timeout = int(words[L.W_HB_TIMEOUT])
+    holders, fresh_dead = [], False
+    if creator_alive(words):
+        holders.append(f"creator pid {int(words[L.W_CREATOR_PID])}")
+    if load(words, L.W_PROD_STATE) == L.PRODUCER_OPEN:
+        pid = int(load(words, L.W_PROD_PID))
+        if _age_ns(words, L.W_PROD_HB, now) <= producer_stale_ns(words):
+            if pid_alive(pid):
+                holders.append(f"producer pid {pid}")
+            else:
+                fresh_dead = True
+    for i in range(max_consumers):
+        b = L.slot_base(i)
+        if load(words, b + L.S_STATE) not in (L.SLOT_JOINING, L.SLOT_ATTACHED, L.SLOT_CLAIMED):
+            continue
+        pid = int(load(words, b + L.S_PID))
+        if _age_ns(words, b + L.S_HB, now) <= timeout:
+            if pid_alive(pid):
+                holders.append(f"consumer pid {pid}")
+            else:
+                fresh_dead = True
+    return Staleness(stale=not holders and not fresh_dead, holders=holders, waiting=not holders and fresh_dead)

@@ -1,0 +1,264 @@
+"""``Reader`` (a named consumer) and ``Batch`` (the records of one read)."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Iterator
+
+import numpy as np
+
+from itchflow.hw.atomics_py import cas, fetch_add, load, store
+from itchflow.ring import consumer as C
+from itchflow.ring import layout as L
+from itchflow.ring.errors import ConsumerDetached, ProducerGone, RingBusy, RingError, RingFormatError
+from itchflow.ring.liveness import pid_alive, producer_live
+from itchflow.ring.slots import set_name
+from itchflow.ring.wait import strategy_code, timeout_ns
+
+
+class Batch:
+    """Records from one read: ``data[offsets[i]: offsets[i] + lengths[i]]`` is record i's payload.
+    Blocking mode: ``data`` is the ring itself (zero copy), valid until the next read/commit
+    (``Reader.check_intact()`` tells whether it stayed intact while in use).
+    Lossy mode: ``data`` is the reader's private buffer (copied and validated).
+    ``ring``, ``position`` and ``first_record`` say where the read started (ring path, byte
+    position, records index), for error messages."""
+
+    __slots__ = ("data", "offsets", "lengths", "types", "ring", "position", "first_record")
+
+    def __init__(self, data, offsets, lengths, types, ring: str = "", position: int = 0, first_record: int = 0):
+        self.data, self.offsets, self.lengths, self.types = data, offsets, lengths, types
+        self.ring, self.position, self.first_record = ring, position, first_record
+
+    def record_position(self, i: int) -> int | None:
+        """Ring position of record i's header (None for a lossy read's copies)."""
+        if self.position < 0:
+            return None
+        mask = len(self.data) - 1
+        return self.position + ((int(self.offsets[i]) - L.RECORD_HEADER_BYTES - self.position) & mask)
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        o = int(self.offsets[i])
+        return self.data[o: o + int(self.lengths[i])]
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for i in range(len(self.offsets)):
+            yield self[i]
+
+
+class Reader:
+    """A named consumer. A new name joins at the live edge (blocking mode: through the
+    producer, so nothing it expects is overwritten); a known name resumes from its saved
+    position (a restart after SIGKILL loses nothing in blocking mode if it comes back within
+    the heartbeat timeout); a detached name rejoins at the live edge with its loss counted."""
+
+    def __init__(self, ring: Ring, name: str, wait: str = "spin", timeout: float | None = None,
+                 max_batch: int = 4096):
+        self.ring = ring
+        self.name = name
+        self.strategy = strategy_code(wait)
+        self.timeout_ns = timeout_ns(timeout)
+        self._off = np.empty(max_batch, np.int64)
+        self._len = np.empty(max_batch, np.int64)
+        self._typ = np.empty(max_batch, np.int64)
+        self._copy = np.empty(max(ring.max_payload, 1 << 16) * 4, np.uint8) if ring.mode == "lossy" \
+            else np.empty(0, np.uint8)
+        self._pending = False
+        self._joining = False
+        w = ring.words
+        me = os.getpid()
+        slot = ring.find_slot(name)
+        if slot < 0:
+            slot = self._claim_new_slot(name)
+            new = True
+        else:
+            new = False
+            b = L.slot_base(slot)
+            pid = int(load(w, b + L.S_PID))
+            age = time.monotonic_ns() - int(load(w, b + L.S_HB))
+            if (pid and pid != me and pid_alive(pid) and age <= int(w[L.W_HB_TIMEOUT])
+                    and load(w, b + L.S_STATE) != L.SLOT_DETACHED):
+                raise RingBusy(f"{ring.path}: consumer {name!r} is held by live pid {pid} "
+                               f"(heartbeat {age / 1e9:.1f} s ago)")
+        self.slot = slot
+        b = self._b = L.slot_base(slot)
+        store(w, b + L.S_PID, me)
+        store(w, b + L.S_HB, time.monotonic_ns())
+        store(w, b + L.S_ATTACHES, load(w, b + L.S_ATTACHES) + 1)
+        self.cs = C.new_consumer_state(w, slot)
+        st = int(load(w, b + L.S_STATE))
+        if ring.mode == "lossy":
+            if new:
+                e = np.empty(3, np.int64)
+                C.read_edge(w, e)
+                C.set_start(w, self.cs, int(e[0]), int(e[1]), int(e[2]))
+            store(w, b + L.S_STATE, L.SLOT_ATTACHED)
+        elif new or st != L.SLOT_ATTACHED:
+            # new, detached (count what was skipped), or left half-joined by a killed process
+            self._request_join(count_loss=st == L.SLOT_DETACHED)
+        store(w, b + L.S_ATTACHED_NS, time.monotonic_ns())
+
+    def _claim_new_slot(self, name: str) -> int:
+        w = self.ring.words
+        for i in range(self.ring.max_consumers):
+            b = L.slot_base(i)
+            if cas(w, b + L.S_STATE, L.SLOT_FREE, L.SLOT_CLAIMED) == L.SLOT_FREE:
+                for k in range(L.SLOT_WORDS):
+                    if k != L.S_STATE:
+                        w[b + k] = 0
+                set_name(w, b, name)
+                return i
+        raise RingError(f"{self.ring.path}: all {self.ring.max_consumers} consumer slots are taken")
+
+    def _request_join(self, count_loss: bool) -> None:
+        w = self.ring.words
+        self._joining = True
+        self._join_counts_loss = count_loss
+        store(w, self._b + L.S_STATE, L.SLOT_JOINING)
+        fetch_add(w, L.W_JOIN_REQ, 1)
+        self._finish_join()
+
+    def _finish_join(self) -> bool:
+        """Complete a pending join: attached by the producer, or (no live producer) by ourselves."""
+        w = self.ring.words
+        b = self._b
+        st = int(load(w, b + L.S_STATE))
+        if st == L.SLOT_JOINING:
+            if producer_live(w):
+                return False
+            e = np.empty(3, np.int64)
+            C.read_edge(w, e)
+            store(w, b + L.S_JOIN_POS, e[0])
+            store(w, b + L.S_JOIN_REC, e[1])
+            store(w, b + L.S_JOIN_PAY, e[2])
+            if cas(w, b + L.S_STATE, L.SLOT_JOINING, L.SLOT_ATTACHED) != L.SLOT_JOINING:
+                return False
+        elif st != L.SLOT_ATTACHED:
+            return False
+        jp, jr, jy = (int(load(w, b + k)) for k in (L.S_JOIN_POS, L.S_JOIN_REC, L.S_JOIN_PAY))
+        if self._join_counts_loss:
+            store(w, b + L.S_LOST_REC, load(w, b + L.S_LOST_REC) + jr - int(self.cs[C.C_REC]))
+            store(w, b + L.S_LOST_PAY, load(w, b + L.S_LOST_PAY) + jy - int(self.cs[C.C_PAY]))
+            store(w, b + L.S_LAPS, load(w, b + L.S_LAPS) + 1)
+        C.set_start(w, self.cs, jp, jr, jy)
+        self._joining = False
+        return True
+
+    def rejoin(self) -> None:
+        """After ConsumerDetached: continue at the live edge, counting what was skipped."""
+        self._pending = False
+        self._request_join(count_loss=True)
+
+    @property
+    def lost_records(self) -> int:
+        return int(load(self.ring.words, self._b + L.S_LOST_REC))
+
+    @property
+    def lost_payload_bytes(self) -> int:
+        return int(load(self.ring.words, self._b + L.S_LOST_PAY))
+
+    @property
+    def position(self) -> int:
+        return int(self.cs[C.C_POS])
+
+    @property
+    def records(self) -> int:
+        """Records index: how many records the producer had published before our cursor."""
+        return int(self.cs[C.C_REC])
+
+    def commit(self) -> None:
+        """Release the last batch to the producer (read_batch does this itself)."""
+        if self._pending:
+            self._pending = False
+            if C.commit(self.ring.words, self.cs) == C.DETACHED:
+                raise self._detached("the last batch may have been overwritten while in use")
+
+    def read_batch(self, max_records: int | None = None, timeout: float | None = -1.0) -> Batch:
+        """The next records (at least one unless the timeout passes: then an empty Batch).
+        timeout=-1 means the reader's default. Raises ProducerGone / EOFError (the producer
+        closed the ring and everything is read) / ConsumerDetached / RingFormatError."""
+        self.commit()
+        w = self.ring.words
+        if self._joining and not self._finish_join():
+            return self._empty()
+        n_max = len(self._off) if max_records is None else min(max_records, len(self._off))
+        t = self.timeout_ns if timeout == -1.0 else timeout_ns(timeout)
+        C.heartbeat(w, self.cs)
+        position, first = int(self.cs[C.C_POS]), int(self.cs[C.C_REC])
+        n = C.wait_poll(w, self.ring.data, self.cs, n_max, self._copy, self._off, self._len,
+                        self._typ, self.strategy, t)
+        if n > 0:
+            self._pending = True
+            data = self._copy if self.ring.mode == "lossy" else self.ring.data
+            if self.ring.mode == "lossy":   # a lap may have moved the cursor: where this read began
+                position = -1
+                first = int(self.cs[C.C_REC]) - n
+            return Batch(data, self._off[:n], self._len[:n], self._typ[:n], self.ring.path, position, first)
+        if n == 0:
+            return self._empty()
+        if n == C.PRODUCER_CLOSED:
+            C.commit(w, self.cs)
+            raise EOFError(f"{self.ring.path}: the producer closed the ring")
+        if n == C.PRODUCER_GONE:
+            C.commit(w, self.cs)
+            hb = int(load(w, L.W_PROD_HB))
+            raise ProducerGone(f"{self.ring.path}: producer pid {int(load(w, L.W_PROD_PID))} is gone "
+                               f"(no such process, or no heartbeat for {(time.monotonic_ns() - hb) / 1e9:.1f} s; "
+                               f"read up to position {self.position})")
+        if n == C.DETACHED:
+            raise self._detached("records it had not read yet may be overwritten")
+        raise RingFormatError(f"{self.ring.path}: corrupt record header at position {self.position} "
+                              f"(data offset {self.position & (self.ring.capacity - 1)})")
+
+    def _empty(self) -> Batch:
+        return Batch(self.ring.data, self._off[:0], self._len[:0], self._typ[:0], self.ring.path,
+                     int(self.cs[C.C_POS]), int(self.cs[C.C_REC]))
+
+    def check_intact(self) -> None:
+        """Call after using the last batch in place (before trusting what was computed from
+        it): raises ConsumerDetached if the producer detached this consumer meanwhile (it was
+        paused past the heartbeat timeout), since the batch may then have been overwritten
+        while in use. Free: one fence and one load (consumer.validate_read)."""
+        if self._pending and C.validate_read(self.ring.words, self.cs) == C.DETACHED:
+            raise self._detached("the batch it was using may have been overwritten meanwhile")
+
+    def _detached(self, consequence: str) -> ConsumerDetached:
+        return ConsumerDetached(
+            f"{self.ring.path}: consumer {self.name!r} was detached by the producer (no heartbeat for more "
+            f"than the ring's {self.ring.heartbeat_timeout:g} s timeout: paused, stopped or too slow) at ring "
+            f"position {self.position}; {consequence}")
+
+    def __iter__(self) -> Iterator[bytes]:
+        """Each record's payload as bytes, until the producer closes the ring."""
+        while True:
+            try:
+                batch = self.read_batch()
+            except EOFError:
+                return
+            for rec in batch:
+                yield rec.tobytes()
+
+    def close(self, leave: bool = False) -> None:
+        """Commit. The slot keeps its position (a later Reader with this name resumes there and
+        a blocking producer keeps its data) unless leave=True, which frees the slot."""
+        if self.cs is None:
+            return
+        w = self.ring.words
+        self._pending = True
+        try:
+            self.commit()
+        except ConsumerDetached:
+            pass
+        if leave:
+            store(w, self._b + L.S_STATE, L.SLOT_FREE)
+        self.cs = None
+
+    def __enter__(self) -> "Reader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

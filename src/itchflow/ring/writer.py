@@ -1,0 +1,121 @@
+"""``Writer``: the single producer of a ring (Python side; the hot work is in producer.py)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import numpy as np
+
+from itchflow.hw.atomics_py import cas, load, store
+from itchflow.ring import layout as L
+from itchflow.ring import producer as P
+from itchflow.ring.errors import RingBusy
+from itchflow.ring.liveness import producer_live
+from itchflow.ring.wait import strategy_code, timeout_ns
+
+
+class _Heartbeat(threading.Thread):
+    """Refreshes the producer's heartbeat word while the process lives, publishing or idle (a
+    quiet feed), so that consumers can judge it by heartbeat age rather than by a pid that may
+    have been reused. A thread: the publishing code may sit in a system call for minutes."""
+
+    def __init__(self, words: np.ndarray, period_s: float):
+        super().__init__(name="itchflow-ring-heartbeat", daemon=True)
+        self.words = words
+        self.period_s = period_s
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(self.period_s):
+            store(self.words, L.W_PROD_HB, time.monotonic_ns())
+
+
+class Writer:
+    """The single producer of a ring. Opening it makes this process the producer (a live other
+    producer is RingBusy); records published by a producer that died are recovered first, so the
+    sequence continues where it ended."""
+
+    def __init__(self, ring, wait: str = "spin", timeout: float | None = None):
+        self.ring = ring
+        w = ring.words
+        self.strategy = strategy_code(wait)
+        self.timeout_ns = timeout_ns(timeout)
+        me = os.getpid()
+        while True:
+            old = int(load(w, L.W_PROD_PID))
+            if old and old != me and producer_live(w):
+                raise RingBusy(f"{ring.path}: producer pid {old} is alive (heartbeat "
+                               f"{(time.monotonic_ns() - int(load(w, L.W_PROD_HB))) / 1e9:.1f} s ago)")
+            if cas(w, L.W_PROD_PID, old, me) == old:
+                break
+        found = P.recover_edge(w)
+        if found:
+            store(w, L.W_RECOVERED, load(w, L.W_RECOVERED) + found)
+        self.recovered_records = found
+        store(w, L.W_PROD_GEN, load(w, L.W_PROD_GEN) + 1)
+        self.ps = P.new_producer_state(w)
+        P.heartbeat(w, self.ps)
+        store(w, L.W_PROD_STATE, L.PRODUCER_OPEN)
+        P.serve_joins(w, self.ps)
+        self._empty_types = np.zeros(0, np.int64)
+        period = min(max(int(w[L.W_HB_TIMEOUT]) / 4e9, 0.01), 1.0)
+        self._heartbeat = _Heartbeat(w, period)
+        self._heartbeat.start()
+
+    def check(self, r: int, what: str) -> int:
+        """A producer kernel's return code as a count, or the exception it stands for."""
+        if r >= 0:
+            return r
+        if r == P.TOO_BIG:
+            raise ValueError(f"{what}: payload larger than the ring's max_payload {self.ring.max_payload}")
+        if r == P.BAD_TYPE:
+            raise ValueError(f"{what}: record type must be in 0..{L.MAX_USER_TYPE}")
+        raise TimeoutError(f"{what}: ring full (a consumer is behind) for longer than the timeout")
+
+    def write(self, payload, type: int = 0) -> None:
+        """Publish one record (bytes, bytearray, memoryview or uint8 array)."""
+        arr = payload if isinstance(payload, np.ndarray) else np.frombuffer(payload, np.uint8)
+        self.check(P.publish_one(self.ring.words, self.ring.data, self.ps, arr, type,
+                                 self.strategy, self.timeout_ns), "write")
+
+    def write_batch(self, buffer, offsets, types=None) -> int:
+        """Publish records buffer[offsets[i]:offsets[i+1]] (len(offsets)-1 of them), with one
+        release store per batch (more only if the ring fills up mid-batch)."""
+        buf = buffer if isinstance(buffer, np.ndarray) else np.frombuffer(buffer, np.uint8)
+        offs = np.ascontiguousarray(offsets, dtype=np.int64)
+        if len(offs) and (offs[0] < 0 or offs[-1] > len(buf) or np.any(np.diff(offs) < 0)):
+            raise ValueError("offsets must be non-decreasing and within the buffer")
+        t = self._empty_types if types is None else np.ascontiguousarray(types, dtype=np.int64)
+        if types is not None and len(t) != len(offs) - 1:
+            raise ValueError("types needs one entry per record")
+        n = P.publish_batch(self.ring.words, self.ring.data, self.ps, buf, offs, t,
+                            self.strategy, self.timeout_ns)
+        return self.check(n, "write_batch")
+
+    @property
+    def position(self) -> int:
+        return int(self.ps[P.P_POS])
+
+    @property
+    def records(self) -> int:
+        return int(self.ps[P.P_REC])
+
+    def close(self) -> None:
+        """Publish anything pending and mark the ring closed (readers drain, then stop)."""
+        if self.ps is None:
+            return
+        self._heartbeat.done.set()
+        self._heartbeat.join()
+        w = self.ring.words
+        P.commit(w, self.ps)
+        P.heartbeat(w, self.ps)
+        store(w, L.W_PROD_STATE, L.PRODUCER_CLOSED)
+        self.ps = None
+
+    def __enter__(self) -> "Writer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
