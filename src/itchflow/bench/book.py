@@ -160,7 +160,9 @@ def run(messages: int = 50_000_000, stocks: int = 8000, seed: int = 1, repeat: i
         if "error" not in cpp:
             r["itchcpp"] = rate_row(books.messages, cpp["seconds"])
             r["itchcpp"]["books"] = cpp["books"]
-            differ = [s for s in symbols if list(books.bbo(s)) != cpp["tops"][s]]
+            q = books.bbo(symbols)
+            fields = ("bid_price", "bid_shares", "ask_price", "ask_shares")
+            differ = [s for s, row in zip(symbols, q[list(fields)].tolist()) if list(row) != cpp["tops"][s]]
             r["bbo_agreement"] = {"stocks": len(symbols), "differ": len(differ), "examples": differ[:5]}
             r["ratio_vs_itchcpp"] = cpp["seconds"] / best
         else:

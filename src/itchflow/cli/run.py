@@ -10,6 +10,7 @@ import click
 
 from itchflow.cli import bench, main
 from itchflow.cli.decode import fail
+from itchflow.wire.itch import price4_to_float
 
 EXIT_INTERRUPTED = 130   # 128 + SIGINT, as a shell reports a Ctrl-C
 
@@ -169,9 +170,9 @@ def print_report(r) -> None:
             t.add_column(col, justify="left" if col in ("symbol", "state") else "right")
         for s in r.top:
             t.add_row(s["symbol"], s["state"], f"{s['bid_shares']:,}",
-                      f"{s['bid_price'] / 1e4:,.4f}" if s["bid_shares"] else "-",
-                      f"{s['ask_price'] / 1e4:,.4f}" if s["ask_shares"] else "-",
-                      f"{s['ask_shares']:,}", f"{s['volume']:,}", f"{s['vwap']:,.4f}")
+                      f"{price4_to_float(s['bid_price']):,.4f}" if s["bid_shares"] else "-",
+                      f"{price4_to_float(s['ask_price']):,.4f}" if s["ask_shares"] else "-",
+                      f"{s['ask_shares']:,}", f"{s['volume']:,}", f"{price4_to_float(s['vwap']):,.4f}")
         console.print(t)
 
 

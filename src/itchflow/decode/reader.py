@@ -18,7 +18,7 @@ from itchflow.sources.files import Chunk, iter_chunks
 Progress = Callable[[int, int], None]  # (messages so far, bytes so far)
 
 
-def _codes(types: str | Iterable[str] | None) -> str:
+def type_codes(types: str | Iterable[str] | None) -> str:
     """Type letters to decode, in table order: from letters ("AF"), names or a list of either."""
     if types is None:
         return CODES
@@ -31,7 +31,8 @@ def _codes(types: str | Iterable[str] | None) -> str:
     return "".join(c for c in CODES if c in wanted)
 
 
-def _info(source: str, totals: FrameTotals, capture: dict | None, seconds: float) -> ReadInfo:
+def read_info(source: str, totals: FrameTotals, capture: dict | None, seconds: float) -> ReadInfo:
+    """The ReadInfo of a framing pass (what read/scan/stats report about a source)."""
     return ReadInfo(
         source=source,
         messages=totals.messages,
@@ -66,7 +67,7 @@ def read(source, types: str | Iterable[str] | None = None, *, strict: bool = Tru
     instead of raising. Raises ITCHFormatError (a ValueError) naming the file and byte
     offset (or packet) of anything malformed.
     """
-    codes = _codes(types)
+    codes = type_codes(types)
     t0 = time.perf_counter()
     totals, capture, parts = FrameTotals(), {}, []
     for chunk in iter_chunks(source, strict=strict, capture_stats=capture):
@@ -74,7 +75,7 @@ def read(source, types: str | Iterable[str] | None = None, *, strict: bool = Tru
             totals.merge(piece)
             parts.append(decode_range(chunk.data, start, stop, seq, piece.counts, codes))
     arrays = concat(parts, codes) if parts else concat([], codes)
-    info = _info(_name(source), totals, capture or None, time.perf_counter() - t0)
+    info = read_info(_name(source), totals, capture or None, time.perf_counter() - t0)
     return Decoded(arrays, info)
 
 
@@ -87,14 +88,14 @@ def scan(source, types: str | Iterable[str] | None = None, *, chunk_messages: in
     """
     if chunk_messages < 1:
         raise ValueError("chunk_messages must be at least 1")
-    codes = _codes(types)
+    codes = type_codes(types)
     capture: dict = {}
     name = _name(source)
     for chunk in iter_chunks(source, strict=strict, capture_stats=capture):
         for start, stop, seq, piece in _pieces(chunk, chunk_messages):
             t0 = time.perf_counter()
             arrays = decode_range(chunk.data, start, stop, seq, piece.counts, codes)
-            yield Decoded(arrays, _info(name, piece, capture or None, time.perf_counter() - t0))
+            yield Decoded(arrays, read_info(name, piece, capture or None, time.perf_counter() - t0))
 
 
 def stats(source, *, strict: bool = True, progress: Progress | None = None) -> ReadInfo:
@@ -106,7 +107,7 @@ def stats(source, *, strict: bool = True, progress: Progress | None = None) -> R
             totals.merge(piece)
             if progress:
                 progress(totals.messages, totals.bytes)
-    return _info(_name(source), totals, capture or None, time.perf_counter() - t0)
+    return read_info(_name(source), totals, capture or None, time.perf_counter() - t0)
 
 
 def _name(source) -> str:

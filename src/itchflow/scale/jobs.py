@@ -48,9 +48,9 @@ def job_options(job: str, symbols, options: dict) -> tuple[list[str] | None, dic
     if job == "stats" and syms:
         raise ValueError("the stats job counts whole days: it takes no symbols")
     if job == "decode":
-        from itchflow.decode.reader import _codes
+        from itchflow.decode.reader import type_codes
 
-        if not _codes(opts["types"]):
+        if not type_codes(opts["types"]):
             raise ValueError("no message types to decode")
         if syms and len(syms) > 1:
             raise ValueError("decode filters one symbol (as `itchflow decode --symbol` does)")
@@ -123,7 +123,7 @@ def run_stats(source: str, out: str) -> dict:
 def _stats_stream(url: str):
     """stats() for a URL: the same framing pass over streamed chunks."""
     from itchflow.decode.decoder import FrameTotals, frame_range
-    from itchflow.decode.reader import _info
+    from itchflow.decode.reader import read_info
     from itchflow.scale.inputs import iter_day
 
     totals = FrameTotals()
@@ -132,7 +132,7 @@ def _stats_stream(url: str):
         piece = FrameTotals()
         frame_range(data, 0, len(data), piece, source=name, base_offset=offset)
         totals.merge(piece)
-    return _info(url, totals, None, time.perf_counter() - t0)
+    return read_info(url, totals, None, time.perf_counter() - t0)
 
 
 # ---- decode --------------------------------------------------------------------------------
@@ -176,71 +176,18 @@ def run_decode(source: str, out: str, symbols, options: dict, seq_map: SeqMap, f
 # ---- bbo / trades (as `itchflow bbo|trades`) ------------------------------------------------
 
 def run_events(source: str, out: str, which: str, symbols, seq_map: SeqMap) -> dict:
-    """Replay through Books recording one event stream ('bbo' or 'trades'), filtered to
-    symbols, streamed to one Parquet file; trades broken by a later B are flagged."""
-    import pyarrow.parquet as pq
-
-    from itchflow.book import layout as L
+    """``itchflow bbo|trades`` on one day or shard (sinks.events.events_to_parquet), with the
+    shard's sequence numbers mapped back to the day's."""
     from itchflow.book.books import Books
-    from itchflow.book.events import to_arrow
-    from itchflow.book.replay import replay
+    from itchflow.sinks.events import events_to_parquet
 
     books = Books()
-    books.record(bbo=which == "bbo", trades=which == "trades", l2=False)
-    state = {"writer": None, "rows": 0, "narrowed": False, "write": 0.0}
-    pending_breaks: list = []
-
-    def wanted():
-        if symbols is None:
-            return None
-        known = books.symbols
-        return np.array([known[s] for s in symbols if s in known], np.int64)
-
-    def drain(b) -> None:
-        bbo, trades, _ = b.take_events()
-        ev = bbo if which == "bbo" else trades
-        locs = wanted()
-        if symbols is not None and not state["narrowed"] and len(locs) == len(symbols):
-            b.record(None, bbo=False, trades=False)
-            b.record(locs.tolist(), bbo=which == "bbo", trades=which == "trades")
-            state["narrowed"] = True
-        if locs is not None:
-            ev = ev[np.isin(ev["stock_locate"], locs)]
-        if not len(ev):
-            return
-        t = time.perf_counter()
-        ev["sequence"] = seq_map(ev["sequence"])
-        if which == "trades":
-            pending_breaks.extend(ev["match_number"][ev["kind"] == b"B"].tolist())
-        table = to_arrow(ev, b.symbol)
-        if state["writer"] is None:
-            state["writer"] = pq.ParquetWriter(out, table.schema)
-        state["writer"].write_table(table)
-        state["rows"] += len(ev)
-        state["write"] += time.perf_counter() - t
-
+    timings: dict = {}
     t0 = time.perf_counter()
-    try:
-        replay(books, source, on_slice=drain)
-    finally:
-        if state["writer"] is not None:
-            state["writer"].close()
-    t = time.perf_counter()
-    if state["writer"] is None:
-        empty = np.zeros(0, L.BBO_EVENT_DTYPE if which == "bbo" else L.TRADE_EVENT_DTYPE)
-        pq.write_table(to_arrow(empty, books.symbol), out)
-    if which == "trades" and pending_breaks:
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
-        tab = pq.read_table(out)
-        broken = pc.and_(pc.is_in(tab["match_number"], pa.array(pending_breaks, pa.uint64())),
-                         pc.not_equal(tab["kind"], "B"))
-        tab = tab.set_column(tab.schema.get_field_index("broken"), "broken", broken)
-        pq.write_table(tab, out)
-    write = state["write"] + time.perf_counter() - t
+    rows, _ = events_to_parquet(source, out, which, symbols, books=books, sequence_map=seq_map, timings=timings)
+    write = timings["write_seconds"]
     by_type, anomalies, unknown = _book_counts(books)
-    return {"rows": state["rows"], "messages": books.messages, "by_type": by_type, "anomalies": anomalies,
+    return {"rows": rows, "messages": books.messages, "by_type": by_type, "anomalies": anomalies,
             "unknown_types": unknown, "compute_seconds": time.perf_counter() - t0 - write,
             "write_seconds": write}
 
@@ -261,7 +208,8 @@ def run_snapshots(source: str, out: str, symbols, options: dict, times: list[int
                   shard_of: np.ndarray | None) -> dict:
     """Depth snapshots of this shard's symbols (their locate routes here) at the times."""
     from itchflow.book.books import Books
-    from itchflow.book.events import snapshots, write_parquet
+    from itchflow.book.events import snapshots
+    from itchflow.sinks.events import write_parquet
     from itchflow.book.replay import iter_source
     from itchflow.decode.reader import read
 

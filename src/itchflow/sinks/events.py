@@ -27,18 +27,27 @@ def write_parquet(events: np.ndarray, path, symbol_of=str) -> None:
 
 
 def events_to_parquet(source, out, which: str, symbols: list[str] | None = None,
-                      progress: Callable[[int, int], None] | None = None) -> tuple[int, int]:
+                      progress: Callable[[int, int], None] | None = None, *, books: Books | None = None,
+                      sequence_map: Callable[[np.ndarray], np.ndarray] | None = None,
+                      timings: dict | None = None) -> tuple[int, int]:
     """Replay source, recording one event stream (``which``: 'bbo' or 'trades'), only for
     these symbols (None = every stock), into the Parquet file out.
 
     Returns (rows written, messages applied). An empty stream still writes a file with the
-    schema. progress(messages, bytes) as ``Books.replay``.
+    schema. progress(messages, bytes) as ``Books.replay``. books: a fresh Books to use (the
+    caller reads its counters afterwards); sequence_map: renumbers the events' ``sequence``
+    (a shard of a day maps back to the day's numbers); timings["write_seconds"] accumulates
+    the time spent writing Parquet.
     """
+    import time
+
     import pyarrow.parquet as pq
 
     if which not in STREAMS:
         raise ValueError(f"which must be one of {STREAMS}, not {which!r}")
-    books = Books()
+    books = Books() if books is None else books
+    timings = {} if timings is None else timings
+    timings.setdefault("write_seconds", 0.0)
     books.record(bbo=which == "bbo", trades=which == "trades", l2=False)
     state = {"writer": None, "rows": 0, "narrowed": False}
     breaks: list = []
@@ -62,6 +71,9 @@ def events_to_parquet(source, out, which: str, symbols: list[str] | None = None,
             ev = ev[np.isin(ev["stock_locate"], locs)]
         if not len(ev):
             return
+        t = time.perf_counter()
+        if sequence_map is not None:
+            ev["sequence"] = sequence_map(ev["sequence"])
         if which == "trades":
             breaks.extend(ev["match_number"][ev["kind"] == b"B"].tolist())
         table = ev.to_arrow()
@@ -69,16 +81,19 @@ def events_to_parquet(source, out, which: str, symbols: list[str] | None = None,
             state["writer"] = pq.ParquetWriter(out, table.schema)
         state["writer"].write_table(table)
         state["rows"] += len(ev)
+        timings["write_seconds"] += time.perf_counter() - t
 
     try:
         books.replay(source, progress=progress, on_slice=drain)
     finally:
         if state["writer"] is not None:
             state["writer"].close()
+    t = time.perf_counter()
     if state["writer"] is None:  # nothing recorded: still write an empty file with the schema
         write_parquet(np.zeros(0, L.BBO_EVENT_DTYPE if which == "bbo" else L.TRADE_EVENT_DTYPE), out, books.symbol)
     if which == "trades" and breaks:
         flag_broken_trades(out, breaks)
+    timings["write_seconds"] += time.perf_counter() - t
     return state["rows"], books.messages
 
 

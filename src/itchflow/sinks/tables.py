@@ -33,10 +33,10 @@ class TableWriter:
     """Context manager: ``for piece in w.pieces(path): ...`` writes each decoded piece."""
 
     def __init__(self, out: str, types: str):
-        from itchflow.decode.reader import _codes
+        from itchflow.decode.reader import type_codes
 
         self.out = Path(out)
-        self.codes = _codes(types)
+        self.codes = type_codes(types)
         if not self.codes:
             raise ValueError("no message types to decode")
         suffix = self.out.suffix.lower()
