@@ -123,10 +123,14 @@ def _with_progress(quiet, what, total, fn):
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the recovered stream here (BinaryFILE).")
 @click.option("--ring", "ring_name", metavar="NAME", help="Publish the recovered stream into this shared-memory ring "
               "(created if absent); consume it with: itchflow run --source ring:NAME.")
-@click.option("--engine", type=click.Choice(["recvmmsg", "recv", "tpacket"]), default="recvmmsg", show_default=True,
+@click.option("--engine", type=click.Choice(["recvmmsg", "recv", "tpacket", "xdp"]), default="recvmmsg",
+              show_default=True,
               help="recvmmsg from compiled code, recv from Python, or tpacket: a TPACKET_V3 ring per line "
-                   "(mmap, no system call per packet; needs CAP_NET_RAW and --ifname off loopback).")
-@click.option("--ifname", default=None, help="Interface name for --engine tpacket (default: lo for 127.x).")
+                   "(mmap, no system call per packet; needs CAP_NET_RAW and --ifname off loopback), "
+                   "or xdp: an AF_XDP socket fed by an XDP program on --ifname (kernel bypass; root).")
+@click.option("--ifname", default=None, help="Interface name for --engine tpacket (default: lo for 127.x) "
+              "or xdp (required: no other interface is touched).")
+@click.option("--queue", default=0, show_default=True, help="RX queue of --ifname for --engine xdp.")
 @click.option("--session", help="Follow this session only (default: the first seen).")
 @click.option("--from-sequence", "start", default="1", show_default=True,
               help="First sequence wanted, or 'first' to start from the first packet received.")
@@ -136,7 +140,7 @@ def _with_progress(quiet, what, total, fn):
 @click.option("--line-wait-ms", default=2.0, show_default=True, help="How long a hole waits for the other line.")
 @click.option("--json", "as_json", is_flag=True, help="Print the counters as one JSON object.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
-def listen(line_a, line_b, rerequest, out, ring_name, engine, ifname, session, start, interface, idle_timeout,
+def listen(line_a, line_b, rerequest, out, ring_name, engine, ifname, queue, session, start, interface, idle_timeout,
            max_seconds, line_wait_ms, as_json, quiet):
     """Receive a MoldUDP64 feed (A/B lines, gap fill by re-request) until its end of session."""
     from itchflow.hw.metrics import latency_summary
@@ -160,7 +164,7 @@ def listen(line_a, line_b, rerequest, out, ring_name, engine, ifname, session, s
                   f, engine=engine, session=session, start_sequence=start_sequence, idle_timeout=idle_timeout,
                   max_seconds=max_seconds, interface=interface,
                   receiver_options={"line_wait_ns": int(line_wait_ms * 1e6)}, on_progress=progress,
-                  on_deliver=on_deliver, ifname=ifname)
+                  on_deliver=on_deliver, ifname=ifname, queue=queue)
     except (OSError, ValueError, RuntimeError) as e:
         _fail(e)
     finally:
@@ -172,6 +176,8 @@ def listen(line_a, line_b, rerequest, out, ring_name, engine, ifname, session, s
               "latency": latency_summary(res.latency_ns),
               "malformed_packets": [str(m) for m in res.malformed[:20]],
               "lost_ranges": [(e.first_sequence, e.count, e.reason) for e in res.lost[:20]]}
+    if res.engine_stats:
+        report["engine_stats"] = res.engine_stats
     if as_json:
         click.echo(json.dumps(report, default=float))
     else:

@@ -196,7 +196,14 @@ class TPacketRecv:
         self.rings.clear()
 
 
-ENGINES = {"recv": PyRecv, "recvmmsg": MmsgRecv, "tpacket": TPacketRecv}
+def _xdp_engine(**kw):
+    from itchflow.sources.xdp import XdpRecv   # AF_XDP: one socket for both lines (sources/xdp.py)
+
+    return XdpRecv(**kw)
+
+
+ENGINES = {"recv": PyRecv, "recvmmsg": MmsgRecv, "tpacket": TPacketRecv, "xdp": _xdp_engine}
+XDP_LINES = -1        # the poll entry of the AF_XDP socket (it carries both lines)
 
 
 @dataclass
@@ -208,13 +215,15 @@ class ListenResult:
     finished: bool = False               # end of session seen and everything before it delivered
     seconds: float = 0.0
     engine: str = ""
+    engine_stats: dict = field(default_factory=dict)   # the engine's own counters (xdp: ring, XDP_STATISTICS)
 
 
 def listen(line_a: tuple[str, int], line_b: tuple[str, int] | None, rerequest: tuple[str, int] | None,
            out, *, engine: str = "recvmmsg", session: bytes | str | None = None,
            start_sequence: int | None = 1, idle_timeout: float = 10.0, max_seconds: float | None = None,
            interface: str = "0.0.0.0", receiver_options: dict | None = None, on_progress=None,
-           sockets: list | None = None, on_deliver=None, stop=None, ifname: str | None = None) -> ListenResult:
+           sockets: list | None = None, on_deliver=None, stop=None, ifname: str | None = None,
+           queue: int = 0) -> ListenResult:
     """Receive a MoldUDP64 feed until its end of session is seen and every message before
     it is delivered (or until ``idle_timeout`` s without a packet / ``max_seconds``).
 
@@ -223,12 +232,16 @@ def listen(line_a: tuple[str, int], line_b: tuple[str, int] | None, rerequest: t
     ``.first_sequence``, ``.count``) before the buffer it views is reused: the hook for a ring.
     stop: a threading.Event that ends the loop when set.
     engine: "recvmmsg" (batched, compiled), "recv" (Python) or "tpacket" (a TPACKET_V3 ring per
-    line on interface ``ifname``, lo for loopback addresses; needs CAP_NET_RAW).
+    line on interface ``ifname``, lo for loopback addresses; needs CAP_NET_RAW) or "xdp" (an AF_XDP
+    socket on ``ifname`` RX queue ``queue`` with an XDP program steering both lines into it; root).
     sockets: already-open (A, B or None) receive sockets (tests open them before the publisher starts).
     """
     opts = dict(receiver_options or {})
     receiver = MoldReceiver(session, start_sequence=start_sequence, requests=rerequest is not None, **opts)
-    reader = ENGINES[engine](ifname=ifname) if engine == "tpacket" else ENGINES[engine]()
+    if engine == "xdp":
+        reader = ENGINES[engine](ifname=ifname, queue=queue)
+    else:
+        reader = ENGINES[engine](ifname=ifname) if engine == "tpacket" else ENGINES[engine]()
     batched = hasattr(reader, "read_batch")
     # Load the compiled kernels before the sockets exist: a sender that waits for the socket
     # (or a feed already running) would otherwise overflow it while they load.
@@ -246,7 +259,10 @@ def listen(line_a: tuple[str, int], line_b: tuple[str, int] | None, rerequest: t
         _set_rcvbuf(req_sock, 4 << 20)
         req_sock.setblocking(False)
     # what to poll for each line: its socket, or the packet ring that sees its datagrams
-    lines = {(reader.attach(s) if engine == "tpacket" else s.fileno()): (s, i) for i, s in enumerate(socks)}
+    if engine == "xdp":   # one AF_XDP socket carries both lines: each datagram's destination says which
+        lines = {reader.open([s.getsockname() for s in socks]): (None, XDP_LINES)}
+    else:
+        lines = {(reader.attach(s) if engine == "tpacket" else s.fileno()): (s, i) for i, s in enumerate(socks)}
     if req_sock is not None:
         lines[req_sock.fileno()] = (req_sock, LINE_REPLY)
     poller = select.poll()
@@ -268,7 +284,11 @@ def listen(line_a: tuple[str, int], line_b: tuple[str, int] | None, rerequest: t
             for fd, _ in ready:
                 sock, line = lines[fd]
                 # Deliver views point into the reader's buffers: handle them before the next read.
-                if batched:
+                if line == XDP_LINES:   # runs of UMEM frames, given back when the next run is asked for
+                    for rows, lengths, k, ln, rx in reader.runs():
+                        _handle(receiver.receive_batch(rows, lengths, k, time.monotonic_ns(), ln, rx),
+                                write, req_sock, rerequest, latency, lost, on_deliver)
+                elif batched:
                     n = reader.read_batch(sock)
                     if n:
                         sl = reader.slots
@@ -296,7 +316,8 @@ def listen(line_a: tuple[str, int], line_b: tuple[str, int] | None, rerequest: t
         if req_sock is not None:
             req_sock.close()
     return ListenResult(receiver.stats.to_dict(), latency.values(), list(receiver.malformed_log), lost,
-                        receiver.finished, time.monotonic() - start, engine)
+                        receiver.finished, time.monotonic() - start, engine,
+                        {**getattr(reader, "info", {}), **getattr(reader, "final", {})})
 
 
 def warm_up(engine: str) -> None:
@@ -312,6 +333,10 @@ def _warm_up(reader) -> None:
     if isinstance(reader, TPacketRecv):
         from itchflow.sources.tpacket import warm_up as warm_walker
         warm_walker()
+    if getattr(reader, "name", "") == "xdp":
+        from itchflow.sources.xdp import warm_up as warm_xdp
+        warm_xdp()
+        reader = MmsgRecv()   # (its sockets-free part is warmed; the socket read below needs a socket engine)
 
     pkt = np.frombuffer(pack_header(b"WARMUP", 1, 1) + b"\x00\x01A", np.uint8)
     r = MoldReceiver(b"WARMUP")

@@ -50,7 +50,7 @@ from itchflow.hw.bpf_syscalls import (
     prog_load,
     wake_rx,
 )
-from itchflow.hw.endian import be16
+from itchflow.hw.net_syscalls import MmsgSlots
 from itchflow.protocol.mold.codec import be64
 from itchflow.wire.bpf import redirect_program
 from itchflow.wire.ethernet import UDP_OK, ethernet_udp, ipv4_u32
@@ -546,6 +546,11 @@ class XdpRecv:
         self.xsk: XdpSocket | None = None
         self.lengths = np.zeros(batch, np.int64)
         self.rx_ns = np.zeros(batch, np.int64)
+        self.slots = MmsgSlots(batch, 65536)   # re-request replies come on an ordinary UDP socket
+
+    def read_batch(self, sock) -> int:
+        """One recvmmsg on an ordinary socket (the re-request replies) into ``slots``."""
+        return self.slots.receive(sock.fileno())
 
     def open(self, lines) -> int:
         """Attach to the interface for these lines [(address, port)]; returns the fd to poll."""
@@ -600,3 +605,11 @@ def warm_up() -> None:
     wait_ready(cfg, words, state, np.array([-1, 0], np.int32), 0)
     load_word(words, 0)
     fill(cfg, fr, state, np.zeros(0, np.int64))
+    # the receiver's compiled in-order path, typed for read-only strided rows of the UMEM
+    from itchflow.protocol.mold.receiver import MoldReceiver
+    from itchflow.wire.moldudp64 import pack_header
+
+    pkt = np.frombuffer(pack_header(b"WARMUP", 1, 1) + b"\x00\x01A", np.uint8)
+    umem[64:64 + len(pkt)] = pkt
+    rows = np.lib.stride_tricks.as_strided(umem[64:], (1, 2048 - 64), (2048, 1), writeable=False)
+    MoldReceiver(b"WARMUP").receive_batch(rows, np.array([len(pkt)], np.int64), 1, 0, 0, np.zeros(1, np.int64))
