@@ -37,8 +37,8 @@ UDP_DEST_PORT = 2
 UDP_LENGTH = 4
 UDP_HEADER = 8
 
-# ipv4_udp outcomes
-UDP_OK, NOT_UDP, FRAGMENT, CUT_SHORT, NOT_IPV4, OTHER_DESTINATION = 0, 1, 2, 3, 4, 5
+# ipv4_udp outcomes (IP_CUT_SHORT: the IP header itself; CUT_SHORT: the UDP header or payload)
+UDP_OK, NOT_UDP, FRAGMENT, CUT_SHORT, NOT_IPV4, OTHER_DESTINATION, IP_CUT_SHORT = 0, 1, 2, 3, 4, 5, 6
 
 
 @njit(inline="always", nogil=True, cache=True)
@@ -67,7 +67,7 @@ def ipv4_udp(m, ip, end, port, addr):
     u32); 0 accepts any. IP options (IHL > 5) are skipped; fragments are not reassembled.
     The payload length is the UDP header's (not the frame's, which may be padded)."""
     if ip + IPV4_MIN_HEADER > end:
-        return CUT_SHORT, np.int64(0), np.int64(0)
+        return IP_CUT_SHORT, np.int64(0), np.int64(0)
     vi = np.int64(m[ip + IPV4_VERSION_IHL])
     if (vi >> 4) != 4:
         return NOT_IPV4, np.int64(0), np.int64(0)
@@ -108,7 +108,7 @@ def ethernet_udp(m, p, end, port, addr):
     """(outcome, payload offset, payload length) of the Ethernet frame at m[p:end]."""
     etype, ip = ethernet_network(m, p, end)
     if etype < 0:
-        return CUT_SHORT, np.int64(0), np.int64(0)
+        return IP_CUT_SHORT, np.int64(0), np.int64(0)
     if etype != ETHERTYPE_IPV4:
         return NOT_IPV4, np.int64(0), np.int64(0)
     return ipv4_udp(m, ip, end, port, addr)
