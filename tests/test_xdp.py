@@ -89,12 +89,14 @@ def _frame(dport=30001, dst="10.77.0.2", payload=b"x" * 30, vlan=0, ihl=5, frag=
     ({"proto": 6}, (1, 0, 0)),
 ])
 def test_ethernet_udp_finder(kw, expect):
-    from itchflow.wire.ethernet import ethernet_udp, ipv4_u32
+    from itchflow.wire.ethernet import CUT_SHORT, IP_CUT_SHORT, ethernet_udp, ipv4_u32
 
     f = _frame(**kw)
     assert tuple(int(v) for v in ethernet_udp(f, 0, len(f), 30001, ipv4_u32("10.77.0.2"))) == expect
-    cut = f[:30]
-    assert int(ethernet_udp(cut, 0, len(cut), 0, 0)[0]) == 3    # cut short, never read past the end
+    if expect[0] == 0:   # cut inside the IP header, inside the UDP header, inside the payload
+        ip = expect[1] - 8 - 4 * kw.get("ihl", 5)
+        for cut, outcome in ((ip + 10, IP_CUT_SHORT), (expect[1] - 3, CUT_SHORT), (expect[1] + 29, CUT_SHORT)):
+            assert int(ethernet_udp(f[:cut], 0, cut, 0, 0)[0]) == outcome, cut   # never read past the end
 
 
 # ---------------------------------------------------------------- in namespaces (root)
@@ -140,7 +142,7 @@ def test_day_with_faults_arrives_identical_through_xdp(veth, day, tmp_path):
     out = tmp_path / "out.bin"
     rx = _cli(veth, "b", "listen", "--engine", "xdp", "--ifname", veth.link["b"], "--mold", f"{b}:31001",
               "--line-b", f"{b}:31002", "--rerequest", f"{veth.address('a')}:31003", "--out", str(out),
-              "--idle-timeout", "20", "--max-seconds", "120", "--json")
+              "--idle-timeout", "20", "--max-seconds", "120", "--cpu", "0", "--busy-poll", "20", "--json")
     try:
         _wait(lambda: veth.link_xdp("b") or rx.poll() is not None, what="the XDP program attached")
         assert rx.poll() is None, rx.communicate()
@@ -159,6 +161,7 @@ def test_day_with_faults_arrives_identical_through_xdp(veth, day, tmp_path):
     rep, pub = json.loads(rout), json.loads(tout)
     eng = rep["engine_stats"]
     assert eng["copy_mode"] in ("copy", "zero-copy") and eng["xdp_mode"] in ("native", "generic")
+    assert eng["busy_poll"].startswith("20 us")
     assert rep["finished"] and rep["lost"] == 0 and rep["malformed"] == 0
     assert rep["messages"] == pub["messages"] and rep["bytes"] == len(data)
     assert pub["dropped"][0] > 0 and pub["dropped"][1] > 0 and pub["duplicated"][0] > 0

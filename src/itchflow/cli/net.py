@@ -131,6 +131,9 @@ def _with_progress(quiet, what, total, fn):
 @click.option("--ifname", default=None, help="Interface name for --engine tpacket (default: lo for 127.x) "
               "or xdp (required: no other interface is touched).")
 @click.option("--queue", default=0, show_default=True, help="RX queue of --ifname for --engine xdp.")
+@click.option("--cpu", type=int, default=None, help="Pin the receive loop to this core.")
+@click.option("--busy-poll", "busy_poll", default=0, show_default=True,
+              help="--engine xdp: SO_BUSY_POLL microseconds with SO_PREFER_BUSY_POLL (0: off).")
 @click.option("--session", help="Follow this session only (default: the first seen).")
 @click.option("--from-sequence", "start", default="1", show_default=True,
               help="First sequence wanted, or 'first' to start from the first packet received.")
@@ -140,7 +143,7 @@ def _with_progress(quiet, what, total, fn):
 @click.option("--line-wait-ms", default=2.0, show_default=True, help="How long a hole waits for the other line.")
 @click.option("--json", "as_json", is_flag=True, help="Print the counters as one JSON object.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
-def listen(line_a, line_b, rerequest, out, ring_name, engine, ifname, queue, session, start, interface, idle_timeout,
+def listen(line_a, line_b, rerequest, out, ring_name, engine, ifname, queue, cpu, busy_poll, session, start, interface, idle_timeout,
            max_seconds, line_wait_ms, as_json, quiet):
     """Receive a MoldUDP64 feed (A/B lines, gap fill by re-request) until its end of session."""
     from itchflow.hw.metrics import latency_summary
@@ -164,7 +167,8 @@ def listen(line_a, line_b, rerequest, out, ring_name, engine, ifname, queue, ses
                   f, engine=engine, session=session, start_sequence=start_sequence, idle_timeout=idle_timeout,
                   max_seconds=max_seconds, interface=interface,
                   receiver_options={"line_wait_ns": int(line_wait_ms * 1e6)}, on_progress=progress,
-                  on_deliver=on_deliver, ifname=ifname, queue=queue)
+                  on_deliver=on_deliver, ifname=ifname, queue=queue, cpu=cpu,
+                  engine_options={"busy_poll": busy_poll} if engine == "xdp" and busy_poll else None)
     except (OSError, ValueError, RuntimeError) as e:
         _fail(e)
     finally:
@@ -316,13 +320,21 @@ def soup_fetch(address, user, password, out, ring_name, session, sequence, max_r
 @click.option("--size", default=128, show_default=True, help="Datagram size in bytes.")
 @click.option("--batch", default=64, show_default=True, help="recvmmsg batch.")
 @click.option("--timestamps", is_flag=True, help="Enable SO_TIMESTAMPNS on the socket.")
+@click.option("--veth", is_flag=True, help="Also over a veth pair between two network namespaces (root): "
+              "TPACKET_V3 and AF_XDP rows, CPU and counted system calls per packet.")
+@click.option("--busy-poll", "busy_poll_us", default=20, show_default=True, help="SO_BUSY_POLL (us) of the AF_XDP "
+              "busy-poll row.")
 @click.option("--json", "as_json", is_flag=True)
-def bench_net(packets, rounds, size, batch, timestamps, as_json):
+def bench_net(packets, rounds, size, batch, timestamps, veth, busy_poll_us, as_json):
     """Receive path on loopback: recv (Python) vs recv (compiled) vs recvmmsg (compiled)."""
     from itchflow.bench.net import run, run_receiver
 
     echo = (lambda *a: None) if as_json else click.echo
     res = run(packets, rounds, size, batch, timestamps, echo=echo)
+    if veth:
+        from itchflow.bench.net import run_veth
+
+        res.update(run_veth(min(packets, 1 << 16), rounds, size, batch, busy_poll_us, echo=echo))
     res.update(run_receiver(packets, batch=batch, echo=echo))
     if as_json:
         click.echo(json.dumps(res))

@@ -223,7 +223,7 @@ def listen(line_a: tuple[str, int], line_b: tuple[str, int] | None, rerequest: t
            start_sequence: int | None = 1, idle_timeout: float = 10.0, max_seconds: float | None = None,
            interface: str = "0.0.0.0", receiver_options: dict | None = None, on_progress=None,
            sockets: list | None = None, on_deliver=None, stop=None, ifname: str | None = None,
-           queue: int = 0) -> ListenResult:
+           queue: int = 0, cpu: int | None = None, engine_options: dict | None = None) -> ListenResult:
     """Receive a MoldUDP64 feed until its end of session is seen and every message before
     it is delivered (or until ``idle_timeout`` s without a packet / ``max_seconds``).
 
@@ -234,12 +234,18 @@ def listen(line_a: tuple[str, int], line_b: tuple[str, int] | None, rerequest: t
     engine: "recvmmsg" (batched, compiled), "recv" (Python) or "tpacket" (a TPACKET_V3 ring per
     line on interface ``ifname``, lo for loopback addresses; needs CAP_NET_RAW) or "xdp" (an AF_XDP
     socket on ``ifname`` RX queue ``queue`` with an XDP program steering both lines into it; root).
+    cpu: pin the receive loop (this process) to that core first. engine_options: more keywords for
+    the engine (xdp: busy_poll microseconds, frames, mode "native"/"generic").
     sockets: already-open (A, B or None) receive sockets (tests open them before the publisher starts).
     """
+    if cpu is not None:
+        from itchflow.hw.affinity import pin
+
+        pin(cpu)
     opts = dict(receiver_options or {})
     receiver = MoldReceiver(session, start_sequence=start_sequence, requests=rerequest is not None, **opts)
     if engine == "xdp":
-        reader = ENGINES[engine](ifname=ifname, queue=queue)
+        reader = ENGINES[engine](ifname=ifname, queue=queue, **(engine_options or {}))
     else:
         reader = ENGINES[engine](ifname=ifname) if engine == "tpacket" else ENGINES[engine]()
     batched = hasattr(reader, "read_batch")
