@@ -23,7 +23,7 @@ import pytest
 
 from itchflow.sources import netns
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.timeout(180), pytest.mark.net]
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 ROOT_REASON = netns.available()
 needs_root = pytest.mark.skipif(ROOT_REASON is not None, reason=f"AF_XDP in namespaces: {ROOT_REASON}")
@@ -97,6 +97,53 @@ def test_ethernet_udp_finder(kw, expect):
         ip = expect[1] - 8 - 4 * kw.get("ihl", 5)
         for cut, outcome in ((ip + 10, IP_CUT_SHORT), (expect[1] - 3, CUT_SHORT), (expect[1] + 29, CUT_SHORT)):
             assert int(ethernet_udp(f[:cut], 0, cut, 0, 0)[0]) == outcome, cut   # never read past the end
+
+
+@needs_root
+def test_kernel_runs_the_program_on_hand_built_frames():
+    """The loaded program itself (BPF_PROG_TEST_RUN, no interface): feed datagrams -> XDP_REDIRECT
+    into the XSKMAP, everything else -> XDP_PASS; the verifier accepts it."""
+    from itchflow.hw.bpf_syscalls import (BPF_MAP_TYPE_XSKMAP, BPF_PROG_TYPE_XDP, map_create, map_update,
+                                          prog_load, prog_test_run)
+    from itchflow.wire.bpf import XDP_PASS, XDP_REDIRECT, redirect_program
+    from itchflow.wire.xdp import AF_XDP
+
+    xsk = socket.socket(AF_XDP, socket.SOCK_RAW, 0)
+    fds = [map_create(BPF_MAP_TYPE_XSKMAP, 4, 4, 1)]
+    try:
+        map_update(fds[0], 0, xsk.fileno())
+        fds.append(prog_load(BPF_PROG_TYPE_XDP, redirect_program(fds[0], [("10.77.0.2", 30001), ("", 30005)])))
+        cases = [({}, XDP_REDIRECT), ({"vlan": 1}, XDP_REDIRECT), ({"vlan": 2}, XDP_REDIRECT),
+                 ({"ihl": 6}, XDP_REDIRECT), ({"ihl": 15}, XDP_REDIRECT),
+                 ({"dport": 30005, "dst": "239.1.1.1"}, XDP_REDIRECT),   # line B: any address
+                 ({"dport": 30002}, XDP_PASS), ({"dst": "10.77.0.3"}, XDP_PASS), ({"frag": 0x2000}, XDP_PASS),
+                 ({"frag": 0x0001}, XDP_PASS), ({"proto": 6}, XDP_PASS), ({"vlan": 3}, XDP_PASS)]
+        for kw, verdict in cases:
+            assert prog_test_run(fds[1], _frame(**kw).tobytes()) == verdict, kw
+        good = _frame().tobytes()
+        for cut in (14, 20, 33, 34, 41):       # cut inside the IP or UDP header: passed, never read past
+            assert prog_test_run(fds[1], good[:cut]) == XDP_PASS, cut
+        arp = b"\xff" * 6 + b"\x02" * 6 + b"\x08\x06" + bytes(28)
+        ipv6 = b"\xff" * 6 + b"\x02" * 6 + b"\x86\xdd" + bytes(48)
+        assert prog_test_run(fds[1], arp) == XDP_PASS and prog_test_run(fds[1], ipv6) == XDP_PASS
+    finally:
+        for fd in fds:
+            os.close(fd)
+        xsk.close()
+
+
+def test_refused_program_error_carries_the_verifier_log():
+    if ROOT_REASON is not None:
+        pytest.skip(f"loading BPF programs: {ROOT_REASON}")
+    from itchflow.hw.bpf_syscalls import BPF_PROG_TYPE_XDP, BpfError, prog_load
+    from itchflow.wire.bpf import Assembler
+
+    a = Assembler()
+    a.load(4, 0, 5, 0)        # reads r5, never written: the verifier refuses
+    a.exit()
+    with pytest.raises(BpfError) as e:
+        prog_load(BPF_PROG_TYPE_XDP, a.code())
+    assert "verifier log" in str(e.value) and "R5" in e.value.log
 
 
 # ---------------------------------------------------------------- in namespaces (root)

@@ -22,7 +22,7 @@ from itchflow.hw.net_syscalls import MSG_DONTWAIT, _voidptr
 SYS_BPF = {"x86_64": 321, "aarch64": 280}.get(platform.machine(), 321)
 SYS_PERF_EVENT_OPEN = {"x86_64": 298, "aarch64": 241}.get(platform.machine(), 298)
 
-BPF_MAP_CREATE, BPF_MAP_UPDATE_ELEM, BPF_PROG_LOAD, BPF_LINK_CREATE = 0, 2, 5, 28
+BPF_MAP_CREATE, BPF_MAP_UPDATE_ELEM, BPF_PROG_LOAD, BPF_PROG_TEST_RUN, BPF_LINK_CREATE = 0, 2, 5, 10, 28
 BPF_MAP_TYPE_XSKMAP = 17
 BPF_PROG_TYPE_XDP = 6
 BPF_XDP = 37                      # attach type of an XDP link
@@ -41,6 +41,8 @@ PROG_LOAD_ATTR = np.dtype([("prog_type", "<u4"), ("insn_cnt", "<u4"), ("insns", 
                            ("expected_attach_type", "<u4")])
 LINK_CREATE_ATTR = np.dtype([("prog_fd", "<u4"), ("target_ifindex", "<u4"), ("attach_type", "<u4"),
                              ("flags", "<u4")])
+TEST_RUN_ATTR = np.dtype([("prog_fd", "<u4"), ("retval", "<u4"), ("data_size_in", "<u4"), ("data_size_out", "<u4"),
+                          ("data_in", "<u8"), ("data_out", "<u8"), ("repeat", "<u4"), ("duration", "<u4")])
 assert PROG_LOAD_ATTR.fields["prog_name"][1] == 48 and PROG_LOAD_ATTR.fields["expected_attach_type"][1] == 68
 assert MAP_CREATE_ATTR.fields["map_name"][1] == 28
 
@@ -111,6 +113,17 @@ def prog_load(prog_type: int, insns: np.ndarray, name: bytes = b"", license: byt
 def link_create(prog_fd: int, ifindex: int, attach_type: int, flags: int) -> int:
     return bpf(BPF_LINK_CREATE, _attr(LINK_CREATE_ATTR, prog_fd=prog_fd, target_ifindex=ifindex,
                                       attach_type=attach_type, flags=flags), "BPF_LINK_CREATE")
+
+
+def prog_test_run(prog_fd: int, frame: bytes) -> int:
+    """Run a loaded XDP program once on ``frame`` (BPF_PROG_TEST_RUN: no interface involved);
+    its return value (XDP_PASS, XDP_REDIRECT, ...)."""
+    data = np.frombuffer(bytes(frame), np.uint8).copy()
+    out = np.zeros(len(data) + 4096, np.uint8)
+    attr = _attr(TEST_RUN_ATTR, prog_fd=prog_fd, data_size_in=len(data), data_in=data.ctypes.data,
+                 data_size_out=len(out), data_out=out.ctypes.data, repeat=1)
+    bpf(BPF_PROG_TEST_RUN, attr, "BPF_PROG_TEST_RUN")
+    return int(attr[:TEST_RUN_ATTR.itemsize].view(TEST_RUN_ATTR)[0]["retval"])
 
 
 def bind_raw(fd: int, sockaddr: bytes) -> None:

@@ -156,7 +156,7 @@ def next_run(cfg, rx, umem, state, lines, max_n, lengths):
     ready = _rx_ready(cfg, rx, state)
     if ready == 0:
         return 0, -1, 0, 0
-    n = min(ready, max_n)
+    n = min(ready, max_n, lengths.shape[0])
     cons = state[S_RX_CONS]
     shift = cfg[C_FRAME_SHIFT]
     fmask = cfg[C_FRAME_MASK]
@@ -171,7 +171,7 @@ def next_run(cfg, rx, umem, state, lines, max_n, lengths):
         start = addr & fmask
         end = addr + ln
         line, off, plen = -1, 0, 0
-        if frame < nframes and end <= (frame + 1) << shift:   # else a descriptor outside its frame
+        if 0 <= addr and 0 <= frame < nframes and end <= (frame + 1) << shift:   # else outside its frame
             line, off, plen = _line_of(umem, addr, end, lines)
         if i == 0:
             if line < 0:
@@ -224,7 +224,7 @@ def drain_sum(cfg, rx, fr, umem, state, port, batch, busy_poll):
         for i in range(n):
             addr, ln = _desc(cfg, rx, cons + i)
             end = addr + ln
-            if (addr >> shift) >= nframes or end > ((addr >> shift) + 1) << shift:
+            if addr < 0 or (addr >> shift) >= nframes or end > ((addr >> shift) + 1) << shift:
                 state[S_OTHER] += 1
                 continue
             outcome, off, plen = ethernet_udp(umem, addr, end, port, 0)
@@ -564,13 +564,13 @@ class XdpRecv:
         back when the caller asks for the next run (handle the events of a run before that)."""
         x = self.xsk
         while True:
-            k, line, _, off = next_run(x.cfg, x.rx, x.umem, x.state, self.table, self.batch, self.lengths)
+            k, line, first, off = next_run(x.cfg, x.rx, x.umem, x.state, self.table, self.batch, self.lengths)
             if k == 0:
                 return
             if line >= 0:
-                first = int(_)
+                # no kernel timestamp in copy mode: the receive time is when the walk saw the run
                 self.rx_ns[:k] = time.time_ns()
-                yield x.frames_at(int(off))[first:first + k], self.lengths, int(k), int(line), self.rx_ns
+                yield x.frames_at(int(off))[int(first):int(first) + k], self.lengths, int(k), int(line), self.rx_ns
             recycle(x.cfg, x.rx, x.fr, x.state, k)
 
     def wait(self, timeout_ms: int) -> int:
