@@ -99,6 +99,84 @@ def test_ethernet_udp_finder(kw, expect):
             assert int(ethernet_udp(f[:cut], 0, cut, 0, 0)[0]) == outcome, cut   # never read past the end
 
 
+class FakeRings:
+    """RX and fill rings laid out as a kernel might (producer, consumer, flags, descriptors at the
+    offsets a real XDP_MMAP_OFFSETS gives), in plain numpy memory: the walk without a kernel."""
+
+    def __init__(self, frames=8, ring=8, frame_size=2048):
+        from itchflow.sources import xdp as X
+
+        self.X = X
+        self.frame_size, self.ring = frame_size, ring
+        self.rx = np.zeros(64 + 2 * ring, np.int64)      # producer @0, consumer @128, flags @256, desc @512
+        self.fr = np.zeros(64 + ring, np.int64)
+        self.umem = np.zeros(frames * frame_size, np.uint8)
+        cfg = np.zeros(X.C_FIELDS, np.int64)
+        cfg[X.C_RX_PROD], cfg[X.C_RX_CONS], cfg[X.C_RX_DESC], cfg[X.C_RX_MASK] = 0, 16, 64, ring - 1
+        cfg[X.C_FR_PROD], cfg[X.C_FR_FLAGS], cfg[X.C_FR_FLAGS_SHIFT], cfg[X.C_FR_DESC] = 0, 24, 32, 64
+        cfg[X.C_FR_MASK], cfg[X.C_FRAME_MASK], cfg[X.C_FRAME_SHIFT], cfg[X.C_FD] = ring - 1, ~(frame_size - 1), 11, -1
+        self.cfg = cfg
+        self.state = np.zeros(X.S_FIELDS, np.int64)
+        self.prod = 0
+
+    def publish(self, frame: int, data: np.ndarray, headroom: int = 256) -> None:
+        """The kernel's side: write a frame, then its descriptor, then the producer index."""
+        addr = frame * self.frame_size + headroom
+        self.umem[addr:addr + len(data)] = data
+        d = 64 + (self.prod & (self.ring - 1)) * 2
+        self.rx[d], self.rx[d + 1] = addr, len(data)
+        self.prod += 1
+        self.rx[0] = self.prod
+
+    def runs(self, lines, batch=8):
+        X, out = self.X, []
+        lengths = np.zeros(batch, np.int64)
+        while True:
+            k, line, first, off = X.next_run(self.cfg, self.rx, self.umem, self.state, lines, batch, lengths)
+            if k == 0:
+                return out
+            out.append((int(k), int(line), int(first), int(off), [int(v) for v in lengths[:k]] if line >= 0 else []))
+            X.recycle(self.cfg, self.rx, self.fr, self.state, k)
+
+
+def test_ring_walk_splits_runs_where_rows_stop_lining_up():
+    from itchflow.wire.ethernet import ipv4_u32
+
+    r = FakeRings(frames=8, ring=16)
+    lines = np.array([[ipv4_u32("10.77.0.2"), 30001], [0, 30005]], np.int64)
+    a, b = _frame(payload=b"A" * 30), _frame(dport=30005, payload=b"B" * 40)
+    for frame, data in ((0, a), (1, a), (2, b), (3, b), (5, a), (6, _frame(ihl=6)), (7, a)):
+        r.publish(frame, data)
+    assert r.runs(lines) == [(2, 0, 0, 298, [30, 30]),     # frames 0-1, line A, payload at 256 + 42
+                             (2, 1, 2, 298, [40, 40]),     # the line changes
+                             (1, 0, 5, 298, [30]),         # frame 4 skipped: not consecutive
+                             (1, 0, 6, 302, [30]),         # IP options move the payload
+                             (1, 0, 7, 298, [30])]         # the UMEM ends after frame 7
+    r.publish(0, _frame(dport=9))                          # not the feed: its own run, line -1
+    r.publish(1, a, headroom=128)                          # another headroom: another row offset
+    r.publish(2, a, headroom=128)
+    assert r.runs(lines) == [(1, -1, 0, 0, []), (2, 0, 1, 170, [30, 30])]
+    c = {n: int(r.state[i]) for n, i in zip(r.X.COUNTERS, r.X._COUNTER_SLOTS)}
+    assert c["packets"] == 9 and c["other_frames"] == 1 and c["frames_recycled"] == 10
+    # every frame went back to the fill ring at its start (the headroom masked off), in order
+    assert list(r.fr[64:64 + 10]) == [f * 2048 for f in (0, 1, 2, 3, 5, 6, 7, 0, 1, 2)]
+    assert int(r.fr[0]) == 10 and int(r.rx[16]) == 10    # both ring indices published
+
+
+def test_ring_walk_refuses_descriptors_outside_their_frame():
+    r = FakeRings(frames=4)
+    lines = np.array([[0, 30001]], np.int64)
+    r.publish(0, _frame())
+    d = 64 + 2 * 1
+    r.rx[d], r.rx[d + 1] = 2048 + 2000, 200                # runs past its frame
+    r.rx[d + 2], r.rx[d + 3] = 4 * 2048 + 256, 60          # past the UMEM
+    r.rx[d + 4], r.rx[d + 5] = -256, 60                    # a negative address
+    r.prod = 4
+    r.rx[0] = 4
+    assert [x[1] for x in r.runs(lines)] == [0, -1, -1, -1]
+    assert int(r.state[r.X.S_OTHER]) == 3
+
+
 @needs_root
 def test_kernel_runs_the_program_on_hand_built_frames():
     """The loaded program itself (BPF_PROG_TEST_RUN, no interface): feed datagrams -> XDP_REDIRECT
@@ -349,3 +427,17 @@ def test_interface_errors_are_clear(veth):
         with pytest.raises(XdpError, match="RX queue|refused"):
             XdpSocket(veth.link["b"], [("", 1)], queue=7, frames=64)
     assert veth.link_xdp("b") == ""
+
+
+def test_kernel_woken_only_when_the_fill_ring_asks():
+    r = FakeRings(frames=4, ring=4)
+    lines = np.array([[0, 30001]], np.int64)
+    r.publish(0, _frame())
+    r.runs(lines)
+    assert int(r.state[r.X.S_WAKEUPS]) == 0                 # flag clear: no system call
+    r.fr[24] = 1 << 32                                       # need-wakeup in the high half of its word...
+    r.cfg[r.X.C_FR_FLAGS_SHIFT] = 32                         # ...as when flags sits 4 bytes into the word
+    r.publish(1, _frame())
+    r.publish(2, _frame())
+    r.runs(lines)
+    assert int(r.state[r.X.S_WAKEUPS]) == 1                  # one wake-up for the batch, not per frame
