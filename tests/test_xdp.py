@@ -305,6 +305,34 @@ def test_day_with_faults_arrives_identical_through_xdp(veth, day, tmp_path):
     assert veth.link_xdp("b") == ""          # the link closed with the process: detached
 
 
+@needs_root
+def test_pipeline_source_string_with_engine_xdp(veth, day):
+    """itchflow run --source 'mold://...&engine=xdp&ifname=IF': the same feed into the pipeline."""
+    path, data = day
+    b = veth.address("b")
+    src = (f"mold://{b}:36001?line_b={b}:36002&rerequest={veth.address('a')}:36003&engine=xdp"
+           f"&ifname={veth.link['b']}&idle=10&max_seconds=120")
+    rx = _cli(veth, "b", "run", "-s", src, "--json", "-q")
+    try:
+        _wait(lambda: veth.link_xdp("b") or rx.poll() is not None, 120, "the XDP program attached")
+        assert rx.poll() is None, rx.communicate()
+        tx = _cli(veth, "a", "publish", str(path), "--mold", f"{b}:36001", "--line-b", f"{b}:36002",
+                  "--rerequest", "36003", "--rate", "max", "--pps", "20000", "--drop-a", "0.05", "--drop-b", "0.05",
+                  "--seed", "5", "--linger", "5", "--json")
+        out, err = rx.communicate(timeout=150)
+        tx.communicate(timeout=60)
+    finally:
+        if rx.poll() is None:
+            rx.kill()
+    assert rx.returncode == 0, err
+    rep = json.loads(out)
+    mold = rep["producer"]["mold"]
+    assert rep["producer"]["finished"] and mold["lost"] == 0 and mold["malformed"] == 0
+    assert rep["messages"] == mold["messages"] and rep["bytes"] == len(data) == mold["bytes"]
+    assert rep["sequence_gaps"] == 0 and rep["sequence_repeats"] == 0
+    assert veth.link_xdp("b") == ""
+
+
 def _icmp_echo(dst: str, timeout: float = 5.0) -> bool:
     """One ICMP echo request from the calling thread's namespace; True when the reply comes."""
     s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
@@ -441,3 +469,21 @@ def test_kernel_woken_only_when_the_fill_ring_asks():
     r.publish(2, _frame())
     r.runs(lines)
     assert int(r.state[r.X.S_WAKEUPS]) == 1                  # one wake-up for the batch, not per frame
+
+
+def test_source_string_engine_xdp_needs_an_interface():
+    from itchflow.pipeline.sources import check_source, parse_source
+
+    spec = parse_source("mold://10.77.0.2:36001?engine=xdp&ifname=veth0&queue=1")
+    check_source(spec)
+    assert spec.options["engine"] == "xdp" and spec.options["queue"] == "1"
+    with pytest.raises(ValueError, match="ifname"):
+        check_source(parse_source("mold://10.77.0.2:36001?engine=xdp"))
+
+
+def test_listen_without_interface_is_a_clear_error():
+    r = subprocess.run([sys.executable, "-m", "itchflow.cli", "listen", "--engine", "xdp", "--mold", "127.0.0.1:36009",
+                        "--idle-timeout", "1"], env={**os.environ, "PYTHONPATH": SRC}, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "itchflow: error:" in r.stderr and "--ifname" in r.stderr, r.stderr
