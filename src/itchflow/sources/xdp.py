@@ -399,6 +399,8 @@ class XdpSocket:
                     break
                 continue
             self.info["copy_mode"] = "zero-copy" if how == XDP_ZEROCOPY else "copy"
+            if how == XDP_COPY and last is not None:
+                self.info["zero_copy_refused"] = last.strerror
             return
         if last.errno == errno.EINVAL and self.queue:
             raise XdpError(f"{self.ifname} has no RX queue {self.queue}") from None
