@@ -323,7 +323,8 @@ class XdpSocket:
         try:
             self.sock = socket.socket(AF_XDP, socket.SOCK_RAW, 0)
         except PermissionError:
-            raise XdpError("creating an AF_XDP socket needs CAP_NET_RAW / CAP_NET_ADMIN (run as root)") from None
+            raise XdpError("creating an AF_XDP socket: operation not permitted (it needs CAP_NET_RAW; the XDP "
+                           "program needs CAP_NET_ADMIN and CAP_BPF: run as root)") from None
         except OSError as e:
             raise XdpError(f"this kernel has no AF_XDP sockets ({e.strerror})") from None
         s = self.sock
