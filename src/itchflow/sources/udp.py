@@ -274,6 +274,9 @@ def listen(line_a: tuple[str, int], line_b: tuple[str, int] | None, rerequest: t
     poller = select.poll()
     for fd in lines:
         poller.register(fd, select.POLLIN)
+    poll = poller.poll
+    if engine == "xdp":   # ready frames are seen in the ring itself: poll() only to sleep
+        poll = reader.poll_function(poller, next(iter(lines)))
     latency = LatencyLog()
     lost: list = []
     start = time.monotonic()
@@ -286,7 +289,7 @@ def listen(line_a: tuple[str, int], line_b: tuple[str, int] | None, rerequest: t
             wait_ms = 100
             if deadline is not None:
                 wait_ms = max(0, min(wait_ms, -(-(deadline - now_ns) // 1_000_000)))
-            ready = poller.poll(wait_ms)
+            ready = poll(wait_ms)
             for fd, _ in ready:
                 sock, line = lines[fd]
                 # Deliver views point into the reader's buffers: handle them before the next read.

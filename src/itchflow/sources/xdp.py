@@ -34,7 +34,7 @@ import time
 import numpy as np
 from numba import njit
 
-from itchflow.hw.atomics import load_acquire, store_release
+from itchflow.hw.atomics import cpu_pause, load_acquire, store_release
 from itchflow.hw.bpf_syscalls import (
     BPF_MAP_TYPE_XSKMAP,
     BPF_PROG_TYPE_XDP,
@@ -51,6 +51,7 @@ from itchflow.hw.bpf_syscalls import (
     wake_rx,
 )
 from itchflow.hw.net_syscalls import MmsgSlots
+from itchflow.hw.syscalls import monotonic_ns
 from itchflow.protocol.mold.codec import be64
 from itchflow.wire.bpf import redirect_program
 from itchflow.wire.ethernet import UDP_OK, ethernet_udp, ipv4_u32
@@ -238,6 +239,23 @@ def drain_sum(cfg, rx, fr, umem, state, port, batch, busy_poll):
                 state[S_OTHER] += 1
         recycle(cfg, rx, fr, state, n)
     return k, acc
+
+
+@njit(nogil=True, cache=True)
+def spin_ready(cfg, rx, state, spin_ns):
+    """Ready RX descriptors, spinning on the producer index (no system call) for up to spin_ns."""
+    ready = _rx_ready(cfg, rx, state)
+    if ready or spin_ns <= 0:
+        return ready
+    deadline = monotonic_ns() + spin_ns
+    while True:
+        for _ in range(64):
+            cpu_pause()
+            ready = _rx_ready(cfg, rx, state)
+            if ready:
+                return ready
+        if monotonic_ns() >= deadline:
+            return 0
 
 
 @njit(nogil=True, cache=True)
@@ -580,13 +598,35 @@ class XdpRecv:
         x = self.xsk
         return int(wait_ready(x.cfg, x.rx, x.state, x.pollfd, timeout_ms))
 
+    def poll_function(self, poller, fd: int, every: int = 64):
+        """A stand-in for ``poller.poll`` for the listen loop: while frames are ready it answers
+        from the ring itself (no system call) and looks at the other descriptors (re-request
+        replies) only every ``every``-th time; with busy polling it spins on the ring up to
+        busy_poll microseconds before sleeping in poll()."""
+        x = self.xsk
+        spin_ns = int(self.busy_poll) * 1000
+        counts = self.loop_counts = {"ring_checks": 0, "polls": 0}
+        ready_now = [(fd, 1)]
+
+        def poll(timeout_ms):
+            counts["ring_checks"] += 1
+            if spin_ready(x.cfg, x.rx, x.state, spin_ns):
+                if counts["ring_checks"] % every:
+                    return ready_now
+                counts["polls"] += 1
+                return ready_now + [e for e in poller.poll(0) if e[0] != fd]
+            counts["polls"] += 1
+            return poller.poll(timeout_ms)
+
+        return poll
+
     def counters(self) -> dict:
         return {} if self.xsk is None else {**self.xsk.counters(), **{k: v for k, v in self.xsk.info.items()}}
 
     def close(self) -> None:
         if self.xsk is not None:
             self.info = dict(self.xsk.info)
-            self.final = self.xsk.counters()
+            self.final = {**self.xsk.counters(), **{f"loop_{k}": v for k, v in getattr(self, "loop_counts", {}).items()}}
             self.xsk.close()
             self.xsk = None
 
@@ -606,6 +646,7 @@ def warm_up() -> None:
     next_run(cfg, words, umem, state, lines, 1, lengths)
     recycle(cfg, words, fr, state, 0)
     wait_ready(cfg, words, state, np.array([-1, 0], np.int32), 0)
+    spin_ready(cfg, words, state, 1)
     load_word(words, 0)
     fill(cfg, fr, state, np.zeros(0, np.int64))
     # the receiver's compiled in-order path, typed for read-only strided rows of the UMEM

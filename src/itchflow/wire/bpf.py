@@ -219,10 +219,3 @@ def redirect_program(map_fd: int, lines, *, vlan: bool = True) -> np.ndarray:
     a.call(BPF_FUNC_redirect_map)
     a.exit()
     return a.code()
-
-
-def disassemble(code: np.ndarray) -> list[str]:
-    """A plain listing (opcode, dst, src, off, imm) for error messages and tests."""
-    return [f"{i:3d}: {int(c['code']):#04x} r{int(c['regs']) & 15} r{int(c['regs']) >> 4} "
-            f"{int(c['off']):+d} {int(c['imm'])}" for i, c in enumerate(code)]
-
