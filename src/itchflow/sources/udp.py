@@ -266,7 +266,12 @@ def listen(line_a: tuple[str, int], line_b: tuple[str, int] | None, rerequest: t
         req_sock.setblocking(False)
     # what to poll for each line: its socket, or the packet ring that sees its datagrams
     if engine == "xdp":   # one AF_XDP socket carries both lines: each datagram's destination says which
-        lines = {reader.open([s.getsockname() for s in socks]): (None, XDP_LINES)}
+        try:
+            lines = {reader.open([s.getsockname() for s in socks]): (None, XDP_LINES)}
+        except BaseException:
+            for s in (socks if sockets is None else []) + ([req_sock] if req_sock is not None else []):
+                s.close()
+            raise
     else:
         lines = {(reader.attach(s) if engine == "tpacket" else s.fileno()): (s, i) for i, s in enumerate(socks)}
     if req_sock is not None:
@@ -345,7 +350,7 @@ def _warm_up(reader) -> None:
     if getattr(reader, "name", "") == "xdp":
         from itchflow.sources.xdp import warm_up as warm_xdp
         warm_xdp()
-        reader = MmsgRecv()   # (its sockets-free part is warmed; the socket read below needs a socket engine)
+        reader = MmsgRecv()   # the re-request replies are read with recvmmsg: warm that below
 
     pkt = np.frombuffer(pack_header(b"WARMUP", 1, 1) + b"\x00\x01A", np.uint8)
     r = MoldReceiver(b"WARMUP")
