@@ -269,7 +269,7 @@ def test_day_with_faults_arrives_identical_through_xdp(veth, day, tmp_path):
               "--line-b", f"{b}:31002", "--rerequest", f"{veth.address('a')}:31003", "--out", str(out),
               "--idle-timeout", "20", "--max-seconds", "120", "--cpu", "0", "--busy-poll", "20", "--json")
     try:
-        _wait(lambda: veth.link_xdp("b") or rx.poll() is not None, what="the XDP program attached")
+        _wait(lambda: veth.link_xdp("b") or rx.poll() is not None, 120, "the XDP program attached")
         assert rx.poll() is None, rx.communicate()
         tx = _cli(veth, "a", "publish", str(path), "--mold", f"{b}:31001", "--line-b", f"{b}:31002",
                   "--rerequest", "31003", "--rate", "max", "--pps", "20000", "--drop-a", "0.05", "--drop-b", "0.05",
@@ -416,7 +416,7 @@ def test_sigkill_leaves_nothing_attached(veth):
     rx = _cli(veth, "b", "listen", "--engine", "xdp", "--ifname", veth.link["b"], "--mold", f"{b}:33001",
               "--idle-timeout", "60", "--json")
     try:
-        _wait(lambda: veth.link_xdp("b") or rx.poll() is not None, what="the XDP program attached")
+        _wait(lambda: veth.link_xdp("b") or rx.poll() is not None, 120, "the XDP program attached")
         assert rx.poll() is None, rx.communicate()
         assert "xdp" in veth.link_xdp("b")
         os.kill(rx.pid, signal.SIGKILL)
