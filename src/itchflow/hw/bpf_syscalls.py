@@ -1,10 +1,9 @@
 """The kernel calls an AF_XDP source needs: ``bpf()`` (maps, program load, links), ``bind`` of an
-AF_XDP address, ``perf_event_open`` to count system calls, and the two calls the compiled
-receive loop makes to wake the kernel (``recvfrom``, ``poll``).
+AF_XDP address, ``perf_event_open`` to count system calls, and the call the compiled receive
+loop makes to wake the kernel (``recvfrom``).
 
-Setup happens once, from Python (ctypes and os); only ``wake_rx`` and ``poll_in`` are called
-from compiled code, declared with ``types.ExternalFunction`` so the kernels stay cacheable.
-``union bpf_attr`` variants are declared once below as numpy dtypes (linux/bpf.h).
+Setup happens once, from Python (ctypes and os); only ``wake_rx`` is called from compiled code,
+declared with ``types.ExternalFunction`` so the kernels stay cacheable. ``union bpf_attr`` variants are declared once below as numpy dtypes (linux/bpf.h).
 """
 
 from __future__ import annotations
@@ -194,8 +193,6 @@ class SyscallCounter:
 # ---------------------------------------------------------------- from compiled code
 _recvfrom = types.ExternalFunction("recvfrom", types.intp(types.intc, types.voidptr, types.uintp, types.intc,
                                                           types.voidptr, types.voidptr))
-_poll = types.ExternalFunction("poll", types.intc(types.voidptr, types.uint64, types.intc))
-POLLIN = 0x001
 
 
 @njit(nogil=True, cache=True)
@@ -204,9 +201,3 @@ def wake_rx(fd):
     as libxdp does); with busy polling on, this is where the driver is polled."""
     return _recvfrom(fd, _voidptr(0), 0, MSG_DONTWAIT, _voidptr(0), _voidptr(0))
 
-
-@njit(nogil=True, cache=True)
-def poll_in(pollfd, timeout_ms):
-    """poll() one prepared struct pollfd (int32[2]: fd, events|revents<<16) for input."""
-    pollfd[1] = POLLIN
-    return _poll(_voidptr(pollfd.ctypes.data), 1, timeout_ms)

@@ -46,7 +46,6 @@ from itchflow.hw.bpf_syscalls import (
     link_create,
     map_create,
     map_update,
-    poll_in,
     prog_load,
     wake_rx,
 )
@@ -101,10 +100,10 @@ class XdpError(RuntimeError):
  C_FRAME_MASK, C_FD, C_FRAME_SHIFT) = range(12)
 C_FIELDS = 12
 # state (int64) entries: local ring positions and the counters
-(S_RX_CONS, S_FR_PROD, S_PACKETS, S_BYTES, S_RECYCLED, S_WAKEUPS, S_OTHER, S_POLLS, S_FILL_PUBLISHES) = range(9)
-S_FIELDS = 9
-COUNTERS = ("packets", "bytes", "frames_recycled", "wakeups", "other_frames", "polls", "fill_publishes")
-_COUNTER_SLOTS = (S_PACKETS, S_BYTES, S_RECYCLED, S_WAKEUPS, S_OTHER, S_POLLS, S_FILL_PUBLISHES)
+(S_RX_CONS, S_FR_PROD, S_PACKETS, S_BYTES, S_RECYCLED, S_WAKEUPS, S_OTHER, S_FILL_PUBLISHES) = range(8)
+S_FIELDS = 8
+COUNTERS = ("packets", "bytes", "frames_recycled", "wakeups", "other_frames", "fill_publishes")
+_COUNTER_SLOTS = (S_PACKETS, S_BYTES, S_RECYCLED, S_WAKEUPS, S_OTHER, S_FILL_PUBLISHES)
 U32 = 0xFFFFFFFF
 
 
@@ -258,17 +257,6 @@ def spin_ready(cfg, rx, state, spin_ns):
             return 0
 
 
-@njit(nogil=True, cache=True)
-def wait_ready(cfg, rx, state, pollfd, timeout_ms):
-    """Ready RX descriptors, sleeping in poll() (at most timeout_ms) only if there are none."""
-    ready = _rx_ready(cfg, rx, state)
-    if ready == 0 and timeout_ms > 0:
-        poll_in(pollfd, timeout_ms)
-        state[S_POLLS] += 1
-        ready = _rx_ready(cfg, rx, state)
-    return ready
-
-
 # ---------------------------------------------------------------- the socket
 def _is_pow2(n: int) -> bool:
     return n > 0 and n & (n - 1) == 0
@@ -375,7 +363,6 @@ class XdpSocket:
         self._bind(zerocopy)
         self._busy_poll(busy_poll, busy_budget)
         self._attach(mode)
-        self.pollfd = np.array([s.fileno(), 0], np.int32)
         self._views: dict[int, np.ndarray] = {}
 
     def _sockopt(self, what: str, opt: int, value: bytes, level: int = SOL_XDP) -> None:
@@ -594,10 +581,6 @@ class XdpRecv:
                 yield x.frames_at(int(off))[int(first):int(first) + k], self.lengths, int(k), int(line), self.rx_ns
             recycle(x.cfg, x.rx, x.fr, x.state, k)
 
-    def wait(self, timeout_ms: int) -> int:
-        x = self.xsk
-        return int(wait_ready(x.cfg, x.rx, x.state, x.pollfd, timeout_ms))
-
     def poll_function(self, poller, fd: int, every: int = 64):
         """A stand-in for ``poller.poll`` for the listen loop: while frames are ready it answers
         from the ring itself (no system call) and looks at the other descriptors (re-request
@@ -645,7 +628,6 @@ def warm_up() -> None:
     lengths = np.zeros(1, np.int64)
     next_run(cfg, words, umem, state, lines, 1, lengths)
     recycle(cfg, words, fr, state, 0)
-    wait_ready(cfg, words, state, np.array([-1, 0], np.int32), 0)
     spin_ready(cfg, words, state, 1)
     load_word(words, 0)
     fill(cfg, fr, state, np.zeros(0, np.int64))
