@@ -458,7 +458,11 @@ def test_interface_errors_are_clear(veth):
             XdpSocket(veth.link["b"], [("", 1)], frames=1000)
         with pytest.raises(XdpError, match="RX queue|refused"):
             XdpSocket(veth.link["b"], [("", 1)], queue=7, frames=64)
-    assert veth.link_xdp("b") == ""
+    # the namespace's own loopback has no native XDP: native mode is refused, said, not a traceback
+    with veth.inside("b"):
+        with pytest.raises(XdpError, match="lo refuses XDP .native: "):
+            XdpSocket("lo", [("", 1)], frames=64, mode="native")
+    assert veth.link_xdp("b") == "" and "xdp" not in veth.run("b", ["ip", "link", "show", "lo"]).stdout
 
 
 def test_kernel_woken_only_when_the_fill_ring_asks():
