@@ -390,3 +390,86 @@ def run_veth(packets: int = 16_384, rounds: int = 5, size: int = 128, batch: int
 
 def _nonzero(d: dict) -> dict:
     return {k: v for k, v in d.items() if v and k.startswith("xdp_")} or "all zero (no drops)"
+
+
+def run_listen_veth(messages: int = 200_000, pps: float = 50_000, busy_poll_us: int = 50,
+                    engines=("recvmmsg", "tpacket", "xdp", "xdp+busy"), echo=print) -> dict:
+    """The whole MoldUDP64 engine in steady state over a veth pair: a generated day published
+    from namespace a (A and B lines, paced at ``pps`` per line), ``listen`` in namespace b with
+    each engine. Counted on the receiving thread from its first loop round to the end of
+    session: system calls per packet (the kernel's tracepoint count), CPU per packet, and what
+    the engine reports of itself. "xdp+busy": the xdp engine spinning on its ring up to
+    ``busy_poll_us`` before it sleeps in poll() (with SO_PREFER_BUSY_POLL / SO_BUSY_POLL set)."""
+    import multiprocessing
+
+    from itchflow.hw.bpf_syscalls import SyscallCounter
+    from itchflow.protocol.mold.feed import MoldFeed
+    from itchflow.sim.generator import generate_day
+    from itchflow.sources.mold_sender import bind_rerequest, publish
+    from itchflow.sources.netns import VethPair, available, setns
+    from itchflow.sources.udp import listen
+
+    why = available()
+    if why:
+        echo(f"  (listen over veth skipped: {why})")
+        return {}
+    counter = SyscallCounter.open()
+    feed = MoldFeed(generate_day(messages, 1, stocks=100), "BENCH", 1400)
+    out: dict = {}
+    with VethPair("blst") as net:
+        b = net.address("b")
+        line_a, line_b = (b, 37001), (b, 37002)
+        rerequest = (net.address("a"), 37003)
+        ctx = multiprocessing.get_context("fork")
+        for engine in engines:
+            # the publisher is another process (a thread would share our GIL: its hand-offs are
+            # futex calls on the receiving thread, which would be counted as the receiver's)
+            running = ctx.Event()
+
+            def sender():
+                setns(f"/run/netns/{net.ns['a']}")
+                rs = bind_rerequest(*rerequest)
+                if running.wait(120):
+                    publish(feed, line_a, line_b, rerequest=rs, pps=pps, linger=1.0)
+
+            first = {}
+
+            def progress(receiver):
+                if not first:
+                    first["cpu"] = time.thread_time_ns()
+                    first["t"] = time.perf_counter_ns()
+                    if counter is not None:
+                        counter.start()
+                    running.set()
+
+            t = ctx.Process(target=sender, daemon=True)
+            t.start()
+            with net.inside("b"):
+                try:
+                    res = listen(line_a, line_b, rerequest, None, engine=engine.split("+")[0],
+                                 session="BENCH", idle_timeout=10, max_seconds=120, on_progress=progress,
+                                 ifname=net.link["b"],
+                                 engine_options={"busy_poll": busy_poll_us} if engine == "xdp+busy" else None)
+                except (OSError, RuntimeError) as e:
+                    echo(f"  ({engine} not measured: {e})")
+                    running.set()
+                    t.join(60)
+                    continue
+            calls = counter.stop() if counter is not None and first else -1
+            cpu = time.thread_time_ns() - first.get("cpu", time.thread_time_ns())
+            wall = time.perf_counter_ns() - first.get("t", time.perf_counter_ns())
+            t.join(60)
+            s = res.stats
+            pk = max(s["packets"], 1)
+            out[engine] = {"finished": res.finished, "packets": s["packets"], "messages": s["messages"],
+                           "syscalls_per_packet": calls / pk if calls >= 0 else float("nan"),
+                           "cpu_ns_per_packet": cpu / pk, "wall_s": wall / 1e9,
+                           "engine": {k: v for k, v in res.engine_stats.items() if not k.startswith("xdp_tx")}}
+    if counter is not None:
+        counter.close()
+    echo(f"MoldUDP64 listen over a veth pair, steady state: {messages:,} messages published on A and B at "
+         f"{pps:,.0f} packets/s per line; counted on the receiving thread from its first loop round")
+    for engine, r in out.items():
+        echo(f"  {engine:<10} {r['packets']:7,} packets  {r['syscalls_per_packet']:6.3f} syscalls/packet  "
+             f"CPU {r['cpu_ns_per_packet']:7.0f} ns/packet  finished={r['finished']}")
+    return {"listen_veth": out}
