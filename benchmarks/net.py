@@ -26,4 +26,7 @@ if __name__ == "__main__":
         from itchflow.bench.net import run_veth
 
         run_veth(min(a.packets, 1 << 16), a.rounds, a.size, a.batch)
+        from itchflow.bench.net import run_listen_veth
+
+        run_listen_veth(200_000, 200_000)
     run_receiver(a.packets, batch=a.batch)

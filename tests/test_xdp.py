@@ -128,15 +128,20 @@ class FakeRings:
         self.prod += 1
         self.rx[0] = self.prod
 
-    def runs(self, lines, batch=8):
+    def runs(self, lines, batch=16):
+        """[(count, line, first frame, step, offset, payload lengths)] of each window, in order."""
         X, out = self.X, []
-        lengths = np.zeros(batch, np.int64)
+        lengths, run_of = np.zeros(batch, np.int64), np.zeros(batch, np.int64)
+        table = np.zeros((batch, X.R_FIELDS), np.int64)
         while True:
-            k, line, first, off = X.next_run(self.cfg, self.rx, self.umem, self.state, lines, batch, lengths)
-            if k == 0:
+            n, n_runs = X.next_window(self.cfg, self.rx, self.umem, self.state, lines, batch, run_of, lengths, table)
+            if n == 0:
                 return out
-            out.append((int(k), int(line), int(first), int(off), [int(v) for v in lengths[:k]] if line >= 0 else []))
-            X.recycle(self.cfg, self.rx, self.fr, self.state, k)
+            for r in range(n_runs):
+                line, first, step, off, k, last = (int(v) for v in table[r])
+                assert last == first + step * (k - 1)
+                out.append((k, line, first, step, off, [int(v) for v in lengths[:n][run_of[:n] == r]]))
+            X.recycle(self.cfg, self.rx, self.fr, self.state, n)
 
 
 def test_ring_walk_splits_runs_where_rows_stop_lining_up():
@@ -147,20 +152,38 @@ def test_ring_walk_splits_runs_where_rows_stop_lining_up():
     a, b = _frame(payload=b"A" * 30), _frame(dport=30005, payload=b"B" * 40)
     for frame, data in ((0, a), (1, a), (2, b), (3, b), (5, a), (6, _frame(ihl=6)), (7, a)):
         r.publish(frame, data)
-    assert r.runs(lines) == [(2, 0, 0, 298, [30, 30]),     # frames 0-1, line A, payload at 256 + 42
-                             (2, 1, 2, 298, [40, 40]),     # the line changes
-                             (1, 0, 5, 298, [30]),         # frame 4 skipped: not consecutive
-                             (1, 0, 6, 302, [30]),         # IP options move the payload
-                             (1, 0, 7, 298, [30])]         # the UMEM ends after frame 7
-    r.publish(0, _frame(dport=9))                          # not the feed: its own run, line -1
+    assert r.runs(lines) == [(2, 0, 0, 1, 298, [30, 30]),  # frames 0-1, line A, payload at 256 + 42
+                             (2, 1, 2, 1, 298, [40, 40]),  # line B: a run of its own
+                             (1, 0, 5, 1, 298, [30]),      # frame 4 skipped: not in step
+                             (1, 0, 6, 1, 302, [30]),      # IP options move the payload
+                             (1, 0, 7, 1, 298, [30])]      # the UMEM ends after frame 7
+    r.publish(0, _frame(dport=9))                          # not the feed: in no run, counted
     r.publish(1, a, headroom=128)                          # another headroom: another row offset
     r.publish(2, a, headroom=128)
-    assert r.runs(lines) == [(1, -1, 0, 0, []), (2, 0, 1, 170, [30, 30])]
+    assert r.runs(lines) == [(2, 0, 1, 1, 170, [30, 30])]
     c = {n: int(r.state[i]) for n, i in zip(r.X.COUNTERS, r.X._COUNTER_SLOTS)}
     assert c["packets"] == 9 and c["other_frames"] == 1 and c["frames_recycled"] == 10
     # every frame went back to the fill ring at its start (the headroom masked off), in order
     assert list(r.fr[64:64 + 10]) == [f * 2048 for f in (0, 1, 2, 3, 5, 6, 7, 0, 1, 2)]
     assert int(r.fr[0]) == 10 and int(r.rx[16]) == 10    # both ring indices published
+
+
+def test_ring_walk_interleaved_lines_become_strided_runs():
+    from itchflow.sources.xdp import XdpSocket
+
+    r = FakeRings(frames=8, ring=16)
+    lines = np.array([[0, 30001], [0, 30005]], np.int64)
+    for f in range(8):                                     # A, B, A, B, ... as a feed's two lines arrive
+        r.publish(f, _frame(dport=30001 if f % 2 == 0 else 30005, payload=bytes([f]) * (20 + f)))
+    runs = r.runs(lines)
+    assert runs == [(4, 0, 0, 2, 298, [20, 22, 24, 26]), (4, 1, 1, 2, 298, [21, 23, 25, 27])]
+    # the rows of a strided view of the UMEM are those frames' payloads, no copy
+    x = XdpSocket.__new__(XdpSocket)
+    x.umem, x.frames, x.frame_size, x._views = r.umem, 8, 2048, {}
+    k, line, first, step, off, lens = runs[1]
+    rows = x.frames_at(off)[first:first + step * (k - 1) + 1:step]
+    assert rows.shape[0] == 4 and np.shares_memory(rows, r.umem)
+    assert [bytes(rows[i, :lens[i]]) for i in range(4)] == [bytes([f]) * (20 + f) for f in (1, 3, 5, 7)]
 
 
 def test_ring_walk_refuses_descriptors_outside_their_frame():
@@ -173,7 +196,7 @@ def test_ring_walk_refuses_descriptors_outside_their_frame():
     r.rx[d + 4], r.rx[d + 5] = -256, 60                    # a negative address
     r.prod = 4
     r.rx[0] = 4
-    assert [x[1] for x in r.runs(lines)] == [0, -1, -1, -1]
+    assert [x[:3] for x in r.runs(lines)] == [(1, 0, 0)]
     assert int(r.state[r.X.S_OTHER]) == 3
 
 
@@ -360,14 +383,16 @@ def _icmp_echo(dst: str, timeout: float = 5.0) -> bool:
 @needs_root
 @pytest.mark.parametrize("mode", ["native", "generic"])
 def test_other_traffic_reaches_the_kernel(veth, mode):
-    from itchflow.sources.xdp import XdpSocket, next_run, recycle, warm_up
+    from itchflow.sources.xdp import XdpRecv, warm_up
 
     warm_up()
     b = veth.address("b")
     with veth.inside("a"):
         tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    recv = XdpRecv(veth.link["b"], frames=256, mode=mode, batch=16)
     with veth.inside("b"):
-        xsk = XdpSocket(veth.link["b"], [(b, 32001)], frames=256, mode=mode)
+        recv.open([(b, 32001)])
+        xsk = recv.xsk
         shown = veth.link_xdp("b").split()           # ip link: "xdp" for native, "xdpgeneric" for generic
         assert xsk.info["xdp_mode"] == mode and ("xdpgeneric" if mode == "generic" else "xdp") in shown
         other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -384,18 +409,13 @@ def test_other_traffic_reaches_the_kernel(veth, mode):
         assert got == sorted(b"other%d" % i for i in range(10))
         with veth.inside("a"):
             assert _icmp_echo(b)
-        lengths = np.zeros(16, np.int64)
-        table = xsk.line_table()
         seen = []
 
         def drain():
-            while True:
-                k, line, first, off = next_run(xsk.cfg, xsk.rx, xsk.umem, xsk.state, table, 16, lengths)
-                if k == 0:
-                    return len(seen) >= 10
-                rows = xsk.frames_at(int(off))[int(first):int(first) + int(k)]
+            for rows, lengths, k, line, _ in recv.runs():
+                assert line == 0 and np.shares_memory(rows, xsk.umem)
                 seen.extend(bytes(rows[i, :lengths[i]]) for i in range(k))
-                recycle(xsk.cfg, xsk.rx, xsk.fr, xsk.state, k)
+            return len(seen) >= 10
 
         _wait(drain, 10, "the feed datagrams in the RX ring")
         assert sorted(seen) == sorted(b"feed%d" % i for i in range(10))
@@ -404,7 +424,7 @@ def test_other_traffic_reaches_the_kernel(veth, mode):
         c = xsk.counters()
         assert c["packets"] == 10 and c["frames_recycled"] == 10 and c["xdp_rx_dropped"] == 0
     finally:
-        xsk.close()
+        recv.close()
         for s in (tx, other, feed_sock):
             s.close()
     assert veth.link_xdp("b") == ""

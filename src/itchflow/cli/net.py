@@ -335,6 +335,9 @@ def bench_net(packets, rounds, size, batch, timestamps, veth, busy_poll_us, as_j
         from itchflow.bench.net import run_veth
 
         res.update(run_veth(min(packets, 1 << 16), rounds, size, batch, busy_poll_us, echo=echo))
+        from itchflow.bench.net import run_listen_veth
+
+        res.update(run_listen_veth(200_000, 200_000, busy_poll_us=max(busy_poll_us, 50), echo=echo))
     res.update(run_receiver(packets, batch=batch, echo=echo))
     if as_json:
         click.echo(json.dumps(res))

@@ -141,50 +141,66 @@ def recycle(cfg, rx, fr, state, k):
         state[S_WAKEUPS] += 1
 
 
-@njit(nogil=True, cache=True)
-def next_run(cfg, rx, umem, state, lines, max_n, lengths):
-    """The longest run of ready RX frames, from the consumer position, that the MoldUDP64
-    receiver can take as rows of one 2-D view of the UMEM: consecutive frames, the payload at
-    the same offset in each, all to the same feed line. Frames come back in the order they
-    were filled, so a run is normally the whole batch; it ends at the UMEM's end or wherever
-    the kernel took a frame out of turn.
+# next_window's run table (int64 rows): which line, first frame, frame step, payload offset in
+# the frame, how many packets, last frame
+R_LINE, R_FIRST, R_STEP, R_OFFSET, R_COUNT, R_LAST = range(6)
+R_FIELDS = 6
 
-    Returns (k, line, first frame, payload offset in the frame); lengths[:k] get the payload
-    lengths. k == 0: nothing ready. line == -1: the first frame is not a feed datagram (k == 1;
-    counted, skipped by recycling it).
+
+@njit(nogil=True, cache=True)
+def next_window(cfg, rx, umem, state, lines, max_n, run_of, lengths, runs):
+    """Sort the next ready RX frames (up to max_n, from the consumer position) into runs the
+    MoldUDP64 receiver can take as rows of one strided view of the UMEM: frames of the same
+    feed line, at a constant frame step, with the payload at the same offset in each.
+
+    Frames come back in the order they were filled, so one line alone gives one run of
+    consecutive frames, and A and B interleaved give one run each with a step of 2. A run
+    ends where that stops (the UMEM's end, a frame taken out of turn, another offset).
+    Per frame i: run_of[i] (-1: not a feed datagram, counted) and lengths[i] (payload).
+    Returns (frames examined, runs); runs[:n_runs] in the order they started. Nothing is
+    given back here: ``recycle`` the whole window once its runs are handled.
     """
     ready = _rx_ready(cfg, rx, state)
-    if ready == 0:
-        return 0, -1, 0, 0
-    n = min(ready, max_n, lengths.shape[0])
+    n = min(ready, max_n, run_of.shape[0], lengths.shape[0], runs.shape[0])
+    if n <= 0:
+        return 0, 0
     cons = state[S_RX_CONS]
     shift = cfg[C_FRAME_SHIFT]
     fmask = cfg[C_FRAME_MASK]
     nframes = umem.shape[0] >> shift
-    k = 0
-    line0 = -1
-    frame0 = 0
-    off0 = 0
+    open_run = np.full(lines.shape[0], -1, np.int64)
+    n_runs = 0
     for i in range(n):
         addr, ln = _desc(cfg, rx, cons + i)
         frame = addr >> shift
-        start = addr & fmask
         end = addr + ln
-        line, off, plen = -1, 0, 0
+        line, off, plen = -1, np.int64(0), np.int64(0)
         if 0 <= addr and 0 <= frame < nframes and end <= (frame + 1) << shift:   # else outside its frame
             line, off, plen = _line_of(umem, addr, end, lines)
-        if i == 0:
-            if line < 0:
-                state[S_OTHER] += 1
-                return 1, -1, frame, 0
-            line0, frame0, off0 = line, frame, off - start
-        elif line != line0 or frame != frame0 + i or off - start != off0:
-            break
-        lengths[i] = plen
+        run_of[i] = -1
+        if line < 0:
+            state[S_OTHER] += 1
+            continue
         state[S_PACKETS] += 1
         state[S_BYTES] += ln
-        k += 1
-    return k, line0, frame0, off0
+        lengths[i] = plen
+        rel = off - (addr & fmask)
+        r = open_run[line]
+        if r >= 0 and runs[r, R_OFFSET] == rel:
+            if runs[r, R_COUNT] == 1 and frame > runs[r, R_FIRST]:
+                runs[r, R_STEP] = frame - runs[r, R_FIRST]
+            if frame == runs[r, R_LAST] + runs[r, R_STEP]:
+                runs[r, R_COUNT] += 1
+                runs[r, R_LAST] = frame
+                run_of[i] = r
+                continue
+        r = n_runs
+        n_runs += 1
+        runs[r, R_LINE], runs[r, R_FIRST], runs[r, R_STEP] = line, frame, 1
+        runs[r, R_OFFSET], runs[r, R_COUNT], runs[r, R_LAST] = rel, 1, frame
+        open_run[line] = r
+        run_of[i] = r
+    return n, n_runs
 
 
 @njit(inline="always", nogil=True, cache=True)
@@ -553,6 +569,8 @@ class XdpRecv:
         self.frames, self.busy_poll, self.mode = frames, busy_poll, mode
         self.xsk: XdpSocket | None = None
         self.lengths = np.zeros(batch, np.int64)
+        self.run_of = np.zeros(batch, np.int64)
+        self.run_table = np.zeros((batch, R_FIELDS), np.int64)
         self.rx_ns = np.zeros(batch, np.int64)
         self.slots = MmsgSlots(batch, 65536)   # re-request replies come on an ordinary UDP socket
 
@@ -568,18 +586,25 @@ class XdpRecv:
         return self.xsk.fileno()
 
     def runs(self):
-        """Yield (rows, lengths, k, line, rx_ns) for each run of ready frames; the frames are given
-        back when the caller asks for the next run (handle the events of a run before that)."""
+        """Yield (rows, lengths, k, line, rx_ns) for each run of ready frames (see next_window);
+        a window's frames are given back once the caller has handled all its runs and asks for
+        the next one (handle each run's events before that)."""
         x = self.xsk
         while True:
-            k, line, first, off = next_run(x.cfg, x.rx, x.umem, x.state, self.table, self.batch, self.lengths)
-            if k == 0:
+            n, n_runs = next_window(x.cfg, x.rx, x.umem, x.state, self.table, self.batch, self.run_of,
+                                    self.lengths, self.run_table)
+            if n == 0:
                 return
-            if line >= 0:
-                # no kernel timestamp in copy mode: the receive time is when the walk saw the run
-                self.rx_ns[:k] = time.time_ns()
-                yield x.frames_at(int(off))[int(first):int(first) + k], self.lengths, int(k), int(line), self.rx_ns
-            recycle(x.cfg, x.rx, x.fr, x.state, k)
+            if n_runs:
+                # no kernel timestamp in copy mode: the receive time is when the walk saw the window
+                self.rx_ns[:] = time.time_ns()
+                which = self.run_of[:n]
+                for r in range(n_runs):
+                    line, first, step, off, k, _ = (int(v) for v in self.run_table[r])
+                    rows = x.frames_at(off)[first:first + step * (k - 1) + 1:step]
+                    lengths = self.lengths[:n] if n_runs == 1 and k == n else self.lengths[:n][which == r]
+                    yield rows, lengths, k, line, self.rx_ns
+            recycle(x.cfg, x.rx, x.fr, x.state, n)
 
     def poll_function(self, poller, fd: int, every: int = 64):
         """A stand-in for ``poller.poll`` for the listen loop: while frames are ready it answers
@@ -626,7 +651,7 @@ def warm_up() -> None:
     umem = np.zeros(2048, np.uint8)
     lines = np.zeros((1, 2), np.int64)
     lengths = np.zeros(1, np.int64)
-    next_run(cfg, words, umem, state, lines, 1, lengths)
+    next_window(cfg, words, umem, state, lines, 1, lengths.copy(), lengths, np.zeros((1, R_FIELDS), np.int64))
     recycle(cfg, words, fr, state, 0)
     spin_ready(cfg, words, state, 1)
     load_word(words, 0)
