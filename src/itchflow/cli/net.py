@@ -133,7 +133,8 @@ def _with_progress(quiet, what, total, fn):
 @click.option("--queue", default=0, show_default=True, help="RX queue of --ifname for --engine xdp.")
 @click.option("--cpu", type=int, default=None, help="Pin the receive loop to this core.")
 @click.option("--busy-poll", "busy_poll", default=0, show_default=True,
-              help="--engine xdp: SO_BUSY_POLL microseconds with SO_PREFER_BUSY_POLL (0: off).")
+              help="--engine xdp: spin on the RX ring this many microseconds before sleeping, with "
+                   "SO_PREFER_BUSY_POLL and SO_BUSY_POLL set (0: off).")
 @click.option("--session", help="Follow this session only (default: the first seen).")
 @click.option("--from-sequence", "start", default="1", show_default=True,
               help="First sequence wanted, or 'first' to start from the first packet received.")
