@@ -18,6 +18,15 @@ if __name__ == "__main__":
     p.add_argument("--size", type=int, default=128, help="datagram size in bytes (>= 20)")
     p.add_argument("--batch", type=int, default=64, help="recvmmsg batch")
     p.add_argument("--timestamps", action="store_true", help="enable SO_TIMESTAMPNS on the socket")
+    p.add_argument("--veth", action="store_true", help="also over a veth pair in namespaces (root): "
+                   "TPACKET_V3 and AF_XDP, CPU and counted system calls per packet")
     a = p.parse_args()
     run(a.packets, a.rounds, a.size, a.batch, a.timestamps)
+    if a.veth:
+        from itchflow.bench.net import run_veth
+
+        run_veth(min(a.packets, 1 << 16), a.rounds, a.size, a.batch)
+        from itchflow.bench.net import run_listen_veth
+
+        run_listen_veth(200_000, 200_000)
     run_receiver(a.packets, batch=a.batch)

@@ -219,3 +219,257 @@ def run_receiver(packets: int = 20_000, per_packet: int = 30, batch: int = 64, r
     for name, ns in best.items():
         echo(f"  {name:<26} {ns:8.0f} ns/packet  {1e9 / ns / 1e6:6.2f} M packets/s  {base / ns:5.2f}x")
     return {k: {"ns_per_packet": v} for k, v in best.items()}
+
+
+# ---------------------------------------------------------------- over a veth pair (root)
+def run_veth(packets: int = 16_384, rounds: int = 5, size: int = 128, batch: int = 64, busy_poll_us: int = 20,
+             echo=print) -> dict:
+    """The receive paths over a veth pair between two network namespaces (root; nothing leaves
+    the machine): recv from Python, recv compiled, recvmmsg compiled, the TPACKET_V3 ring walk
+    and the AF_XDP ring walk (copy mode, without and with busy polling), on the same datagrams
+    with the same compiled work per packet.
+
+    Each round queues ``packets`` datagrams from namespace a, then times the drain in namespace
+    b: wall ns per packet, packets/s, the draining thread's CPU per packet (its thread CPU
+    clock) and the system calls it made per packet, counted by the kernel (the
+    raw_syscalls:sys_enter tracepoint on that thread), not assumed. The AF_XDP socket takes
+    its own port (its program redirects only that one), so the other paths see the ordinary
+    kernel path on the same interface.
+    """
+    import socket as _socket
+
+    from itchflow.hw.bpf_syscalls import SyscallCounter
+    from itchflow.sources.netns import VethPair, available
+    from itchflow.sources.xdp import (
+        SO_BUSY_POLL,
+        SO_BUSY_POLL_BUDGET,
+        SO_PREFER_BUSY_POLL,
+        XdpError,
+        XdpSocket,
+        drain_sum as xdp_drain,
+        warm_up as xdp_warm_up,
+    )
+
+    why = available()
+    if why:
+        echo(f"  (veth measurement skipped: {why})")
+        return {}
+    frames = 1 << max(packets - 1, 1).bit_length()
+    counter = SyscallCounter.open()
+    if counter is None:
+        echo(f"  (system calls not counted: {SyscallCounter.why})")
+    xdp_warm_up()
+    port, xport = 35001, 35002
+    result: dict = {}
+    with VethPair("bench") as net:
+        b = net.address("b")
+        with net.inside("a"):
+            tx = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
+        with net.inside("b"):
+            rx = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
+            try:
+                rx.setsockopt(_socket.SOL_SOCKET, getattr(_socket, "SO_RCVBUFFORCE", 33), 256 << 20)
+            except OSError:
+                rx.setsockopt(_socket.SOL_SOCKET, _socket.SO_RCVBUF, 256 << 20)
+            rx.bind((b, port))
+            rx.setblocking(False)
+            ring = None
+            try:
+                from itchflow.sources.tpacket import TPacketV3
+
+                ring = TPacketV3(net.link["b"], port=port, block_size=1 << 18, block_nr=256)
+            except OSError as e:
+                echo(f"  (TPACKET_V3 not measured: {e})")
+            try:
+                xsk = XdpSocket(net.link["b"], [(b, xport)], frames=frames, mode="auto")
+            except XdpError as e:
+                xsk = None
+                echo(f"  (AF_XDP not measured: {e})")
+        fd = rx.fileno()
+        buf = np.zeros(2048, np.uint8)
+        slots = MmsgSlots(batch, 2048)
+        datagrams = [pack_header(b"BENCH", 1 + i * 3, 3) + bytes(size - HEADER_SIZE) for i in range(packets)]
+        expected = sum(1 + i * 3 + 3 for i in range(packets))
+
+        def busy(on: bool) -> None:
+            for opt, v in ((SO_PREFER_BUSY_POLL, 1), (SO_BUSY_POLL, busy_poll_us), (SO_BUSY_POLL_BUDGET, batch)):
+                try:
+                    xsk.sock.setsockopt(_socket.SOL_SOCKET, opt, v if on else 0)
+                except OSError:
+                    pass
+
+        def xdp_plain():
+            return xdp_drain(xsk.cfg, xsk.rx, xsk.fr, xsk.umem, xsk.state, xport, batch, False)
+
+        def xdp_busy():
+            return xdp_drain(xsk.cfg, xsk.rx, xsk.fr, xsk.umem, xsk.state, xport, batch, True)
+
+        methods = {"recv (Python)": (lambda: drain_python(rx, buf), port),
+                   "recv (compiled)": (lambda: drain_recv(fd, buf), port),
+                   f"recvmmsg x{batch} (compiled)": (lambda: drain_recvmmsg(fd, slots.hdrs, slots.ctrl, slots.lengths,
+                                                                            slots.rx_ns, slots.bufs), port)}
+        if ring is not None:
+            methods["TPACKET_V3 ring walk (compiled)"] = (ring.drain_sum, port)
+        if xsk is not None:
+            methods["AF_XDP copy, ring walk (compiled)"] = (xdp_plain, xport)
+            methods[f"AF_XDP copy + busy poll {busy_poll_us} us"] = (xdp_busy, xport)
+
+        def empty() -> None:
+            if ring is not None:
+                ring.drain_sum()
+            drain_recv(fd, buf)
+            if xsk is not None:
+                xdp_plain()
+
+        for name, (fn, p) in methods.items():      # warm up: compile / load every kernel
+            for d in datagrams[:256]:
+                tx.sendto(d, (b, p))
+            time.sleep(0.02)
+            fn()
+        base = 0
+        if counter is not None:
+            counter.start()
+            base = counter.stop()                   # the disable ioctl itself is counted: subtract it
+        rows: dict[str, list] = {m: [] for m in methods}
+        incomplete = 0
+        for _ in range(rounds):
+            for name, (fn, p) in methods.items():
+                empty()
+                if "busy poll" in name:
+                    busy(True)
+                for d in datagrams:
+                    tx.sendto(d, (b, p))
+                time.sleep(0.03)
+                if counter is not None:
+                    counter.start()
+                c0 = time.thread_time_ns()
+                t = time.perf_counter_ns()
+                k, acc = fn()
+                dt = time.perf_counter_ns() - t
+                cpu = time.thread_time_ns() - c0
+                calls = counter.stop() - base if counter is not None else -1
+                if "busy poll" in name:
+                    busy(False)
+                if k != packets or int(acc) != expected:
+                    incomplete += 1
+                    continue
+                rows[name].append((dt / k, cpu / k, calls / k if calls >= 0 else float("nan")))
+        xdp_info = dict(xsk.info) if xsk is not None else {}
+        xdp_counters = xsk.counters() if xsk is not None else {}
+        for s in (tx, rx):
+            s.close()
+        if ring is not None:
+            ring.close()
+        if xsk is not None:
+            xsk.close()
+    for name, rs in rows.items():
+        if not rs:
+            continue
+        a = np.array(rs)
+        best = int(np.argmin(a[:, 0]))
+        result[name] = {"ns_per_packet": float(a[best, 0]), "median_ns_per_packet": float(np.median(a[:, 0])),
+                        "packets_per_s": 1e9 / float(a[best, 0]), "cpu_ns_per_packet": float(np.median(a[:, 1])),
+                        "syscalls_per_packet": float(np.median(a[:, 2])), "rounds": len(rs)}
+    echo(f"veth pair between two namespaces, {packets:,} queued datagrams of {size} bytes per round, "
+         f"{rounds} rounds (best / median), same compiled header read per packet")
+    if xdp_info:
+        echo(f"  AF_XDP: {xdp_info.get('copy_mode')} mode, {xdp_info.get('xdp_mode')} XDP, UMEM on "
+             f"{xdp_info.get('umem_pages')}; kernel counters {_nonzero(xdp_counters)}")
+    ref = result.get("recv (compiled)", {}).get("ns_per_packet")
+    for name, r in result.items():
+        ratio = f"{ref / r['ns_per_packet']:6.1f}x recv (compiled)" if ref else ""
+        echo(f"  {name:<36} {r['ns_per_packet']:7.0f} ns/packet (median {r['median_ns_per_packet']:6.0f})  "
+             f"{r['packets_per_s'] / 1e6:6.2f} M packets/s  CPU {r['cpu_ns_per_packet']:6.0f} ns/packet  "
+             f"{r['syscalls_per_packet']:6.3f} syscalls/packet  {ratio}")
+    if incomplete:
+        echo(f"  ({incomplete} rounds discarded: not every datagram was queued)")
+    if counter is not None:
+        counter.close()
+    return {"veth": result, "xdp": {**xdp_info, **xdp_counters}}
+
+
+def _nonzero(d: dict) -> dict:
+    return {k: v for k, v in d.items() if v and k.startswith("xdp_")} or "all zero (no drops)"
+
+
+def run_listen_veth(messages: int = 200_000, pps: float = 50_000, busy_poll_us: int = 50,
+                    engines=("recvmmsg", "tpacket", "xdp", "xdp+busy"), echo=print) -> dict:
+    """The whole MoldUDP64 engine in steady state over a veth pair: a generated day published
+    from namespace a (A and B lines, paced at ``pps`` per line), ``listen`` in namespace b with
+    each engine. Counted on the receiving thread from its first loop round to the end of
+    session: system calls per packet (the kernel's tracepoint count), CPU per packet, and what
+    the engine reports of itself. "xdp+busy": the xdp engine spinning on its ring up to
+    ``busy_poll_us`` before it sleeps in poll() (with SO_PREFER_BUSY_POLL / SO_BUSY_POLL set)."""
+    import multiprocessing
+
+    from itchflow.hw.bpf_syscalls import SyscallCounter
+    from itchflow.protocol.mold.feed import MoldFeed
+    from itchflow.sim.generator import generate_day
+    from itchflow.sources.mold_sender import bind_rerequest, publish
+    from itchflow.sources.netns import VethPair, available, setns
+    from itchflow.sources.udp import listen
+
+    why = available()
+    if why:
+        echo(f"  (listen over veth skipped: {why})")
+        return {}
+    counter = SyscallCounter.open()
+    feed = MoldFeed(generate_day(messages, 1, stocks=100), "BENCH", 1400)
+    out: dict = {}
+    with VethPair("blst") as net:
+        b = net.address("b")
+        line_a, line_b = (b, 37001), (b, 37002)
+        rerequest = (net.address("a"), 37003)
+        ctx = multiprocessing.get_context("fork")
+        for engine in engines:
+            # the publisher is another process (a thread would share our GIL: its hand-offs are
+            # futex calls on the receiving thread, which would be counted as the receiver's)
+            running = ctx.Event()
+
+            def sender():
+                setns(f"/run/netns/{net.ns['a']}")
+                rs = bind_rerequest(*rerequest)
+                if running.wait(120):
+                    publish(feed, line_a, line_b, rerequest=rs, pps=pps, linger=1.0)
+
+            first = {}
+
+            def progress(receiver):
+                if not first:
+                    first["cpu"] = time.thread_time_ns()
+                    first["t"] = time.perf_counter_ns()
+                    if counter is not None:
+                        counter.start()
+                    running.set()
+
+            t = ctx.Process(target=sender, daemon=True)
+            t.start()
+            with net.inside("b"):
+                try:
+                    res = listen(line_a, line_b, rerequest, None, engine=engine.split("+")[0],
+                                 session="BENCH", idle_timeout=10, max_seconds=120, on_progress=progress,
+                                 ifname=net.link["b"],
+                                 engine_options={"busy_poll": busy_poll_us} if engine == "xdp+busy" else None)
+                except (OSError, RuntimeError) as e:
+                    echo(f"  ({engine} not measured: {e})")
+                    running.set()
+                    t.join(60)
+                    continue
+            calls = counter.stop() if counter is not None and first else -1
+            cpu = time.thread_time_ns() - first.get("cpu", time.thread_time_ns())
+            wall = time.perf_counter_ns() - first.get("t", time.perf_counter_ns())
+            t.join(60)
+            s = res.stats
+            pk = max(s["packets"], 1)
+            out[engine] = {"finished": res.finished, "packets": s["packets"], "messages": s["messages"],
+                           "syscalls_per_packet": calls / pk if calls >= 0 else float("nan"),
+                           "cpu_ns_per_packet": cpu / pk, "wall_s": wall / 1e9,
+                           "engine": {k: v for k, v in res.engine_stats.items() if not k.startswith("xdp_tx")}}
+    if counter is not None:
+        counter.close()
+    echo(f"MoldUDP64 listen over a veth pair, steady state: {messages:,} messages published on A and B at "
+         f"{pps:,.0f} packets/s per line; counted on the receiving thread from its first loop round")
+    for engine, r in out.items():
+        echo(f"  {engine:<10} {r['packets']:7,} packets  {r['syscalls_per_packet']:6.3f} syscalls/packet  "
+             f"CPU {r['cpu_ns_per_packet']:7.0f} ns/packet  finished={r['finished']}")
+    return {"listen_veth": out}

@@ -123,10 +123,18 @@ def _with_progress(quiet, what, total, fn):
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the recovered stream here (BinaryFILE).")
 @click.option("--ring", "ring_name", metavar="NAME", help="Publish the recovered stream into this shared-memory ring "
               "(created if absent); consume it with: itchflow run --source ring:NAME.")
-@click.option("--engine", type=click.Choice(["recvmmsg", "recv", "tpacket"]), default="recvmmsg", show_default=True,
+@click.option("--engine", type=click.Choice(["recvmmsg", "recv", "tpacket", "xdp"]), default="recvmmsg",
+              show_default=True,
               help="recvmmsg from compiled code, recv from Python, or tpacket: a TPACKET_V3 ring per line "
-                   "(mmap, no system call per packet; needs CAP_NET_RAW and --ifname off loopback).")
-@click.option("--ifname", default=None, help="Interface name for --engine tpacket (default: lo for 127.x).")
+                   "(mmap, no system call per packet; needs CAP_NET_RAW and --ifname off loopback), "
+                   "or xdp: an AF_XDP socket fed by an XDP program on --ifname (kernel bypass; root).")
+@click.option("--ifname", default=None, help="Interface name for --engine tpacket (default: lo for 127.x) "
+              "or xdp (required: no other interface is touched).")
+@click.option("--queue", default=0, show_default=True, help="RX queue of --ifname for --engine xdp.")
+@click.option("--cpu", type=int, default=None, help="Pin the receive loop to this core.")
+@click.option("--busy-poll", "busy_poll", default=0, show_default=True,
+              help="--engine xdp: spin on the RX ring this many microseconds before sleeping, with "
+                   "SO_PREFER_BUSY_POLL and SO_BUSY_POLL set (0: off).")
 @click.option("--session", help="Follow this session only (default: the first seen).")
 @click.option("--from-sequence", "start", default="1", show_default=True,
               help="First sequence wanted, or 'first' to start from the first packet received.")
@@ -136,7 +144,7 @@ def _with_progress(quiet, what, total, fn):
 @click.option("--line-wait-ms", default=2.0, show_default=True, help="How long a hole waits for the other line.")
 @click.option("--json", "as_json", is_flag=True, help="Print the counters as one JSON object.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
-def listen(line_a, line_b, rerequest, out, ring_name, engine, ifname, session, start, interface, idle_timeout,
+def listen(line_a, line_b, rerequest, out, ring_name, engine, ifname, queue, cpu, busy_poll, session, start, interface, idle_timeout,
            max_seconds, line_wait_ms, as_json, quiet):
     """Receive a MoldUDP64 feed (A/B lines, gap fill by re-request) until its end of session."""
     from itchflow.hw.metrics import latency_summary
@@ -160,7 +168,8 @@ def listen(line_a, line_b, rerequest, out, ring_name, engine, ifname, session, s
                   f, engine=engine, session=session, start_sequence=start_sequence, idle_timeout=idle_timeout,
                   max_seconds=max_seconds, interface=interface,
                   receiver_options={"line_wait_ns": int(line_wait_ms * 1e6)}, on_progress=progress,
-                  on_deliver=on_deliver, ifname=ifname)
+                  on_deliver=on_deliver, ifname=ifname, queue=queue, cpu=cpu,
+                  engine_options={"busy_poll": busy_poll} if engine == "xdp" and busy_poll else None)
     except (OSError, ValueError, RuntimeError) as e:
         _fail(e)
     finally:
@@ -172,6 +181,8 @@ def listen(line_a, line_b, rerequest, out, ring_name, engine, ifname, session, s
               "latency": latency_summary(res.latency_ns),
               "malformed_packets": [str(m) for m in res.malformed[:20]],
               "lost_ranges": [(e.first_sequence, e.count, e.reason) for e in res.lost[:20]]}
+    if res.engine_stats:
+        report["engine_stats"] = res.engine_stats
     if as_json:
         click.echo(json.dumps(report, default=float))
     else:
@@ -310,13 +321,24 @@ def soup_fetch(address, user, password, out, ring_name, session, sequence, max_r
 @click.option("--size", default=128, show_default=True, help="Datagram size in bytes.")
 @click.option("--batch", default=64, show_default=True, help="recvmmsg batch.")
 @click.option("--timestamps", is_flag=True, help="Enable SO_TIMESTAMPNS on the socket.")
+@click.option("--veth", is_flag=True, help="Also over a veth pair between two network namespaces (root): "
+              "TPACKET_V3 and AF_XDP rows, CPU and counted system calls per packet.")
+@click.option("--busy-poll", "busy_poll_us", default=20, show_default=True, help="SO_BUSY_POLL (us) of the AF_XDP "
+              "busy-poll row.")
 @click.option("--json", "as_json", is_flag=True)
-def bench_net(packets, rounds, size, batch, timestamps, as_json):
+def bench_net(packets, rounds, size, batch, timestamps, veth, busy_poll_us, as_json):
     """Receive path on loopback: recv (Python) vs recv (compiled) vs recvmmsg (compiled)."""
     from itchflow.bench.net import run, run_receiver
 
     echo = (lambda *a: None) if as_json else click.echo
     res = run(packets, rounds, size, batch, timestamps, echo=echo)
+    if veth:
+        from itchflow.bench.net import run_veth
+
+        res.update(run_veth(min(packets, 1 << 16), rounds, size, batch, busy_poll_us, echo=echo))
+        from itchflow.bench.net import run_listen_veth
+
+        res.update(run_listen_veth(200_000, 200_000, busy_poll_us=max(busy_poll_us, 50), echo=echo))
     res.update(run_receiver(packets, batch=batch, echo=echo))
     if as_json:
         click.echo(json.dumps(res))

@@ -5,7 +5,7 @@
                              options wait_for_file and idle_timeout, in seconds)
     ring:NAME                a ring another process feeds (``listen --ring``): consume only
     mold://GROUP:PORT?line_b=GROUP:PORT&rerequest=HOST:PORT&session=NAME&interface=ADDR&idle=S
-                             &engine=recvmmsg|recv|tpacket&ifname=IF
+                             &engine=recvmmsg|recv|tpacket|xdp&ifname=IF&queue=Q
                              a MoldUDP64 feed (A/B lines, gap fill from the re-request server)
     soup://HOST:PORT?user=U&password=P&session=NAME&sequence=N
                              a SoupBinTCP 3.00 session (reconnects from the next sequence)
@@ -24,7 +24,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from itchflow.pipeline.publish import BatchPublisher
 
-MOLD_KEYS = {"line_b", "rerequest", "session", "interface", "idle", "max_seconds", "engine", "ifname"}
+MOLD_KEYS = {"line_b", "rerequest", "session", "interface", "idle", "max_seconds", "engine", "ifname", "queue"}
 SOUP_KEYS = {"user", "password", "session", "sequence", "max_seconds", "dead_link"}
 
 
@@ -83,8 +83,10 @@ def check_source(spec: SourceSpec) -> None:
             raise FileNotFoundError(f"{ring_path(spec.path)}: no such ring (start its producer first, "
                                     "e.g. itchflow listen --ring NAME)")
     elif spec.kind == "mold":
-        if spec.options.get("engine", "recvmmsg") not in ("recvmmsg", "recv", "tpacket"):
-            raise ValueError(f"source {spec.text!r}: engine must be recvmmsg, recv or tpacket")
+        if spec.options.get("engine", "recvmmsg") not in ("recvmmsg", "recv", "tpacket", "xdp"):
+            raise ValueError(f"source {spec.text!r}: engine must be recvmmsg, recv, tpacket or xdp")
+        if spec.options.get("engine") == "xdp" and not spec.options.get("ifname"):
+            raise ValueError(f"source {spec.text!r}: engine=xdp needs ifname=IF (no other interface is touched)")
         for k in ("line_b", "rerequest"):
             if k in spec.options:
                 _endpoint(spec.options[k], k, spec.text)
@@ -179,7 +181,8 @@ def _produce_mold(spec: SourceSpec, pub: BatchPublisher, stop) -> dict:
     res = listen((spec.host, spec.port), line_b, rereq, None, session=o.get("session") or None,
                  interface=o.get("interface", "0.0.0.0"), idle_timeout=float(o.get("idle", 10.0)),
                  max_seconds=float(o["max_seconds"]) if o.get("max_seconds") else None,
-                 on_deliver=deliver, stop=stop, engine=o.get("engine", "recvmmsg"), ifname=o.get("ifname") or None)
+                 on_deliver=deliver, stop=stop, engine=o.get("engine", "recvmmsg"), ifname=o.get("ifname") or None,
+                 queue=int(o.get("queue", 0)))
     return {"mold": res.stats, "finished": res.finished, "lost": [(e.first_sequence, e.count) for e in res.lost],
             "malformed": len(res.malformed)}
 

@@ -24,8 +24,8 @@ import struct
 import numpy as np
 from numba import njit
 
-from itchflow.hw.endian import be16
 from itchflow.hw.atomics import load_acquire, store_release
+from itchflow.wire.ethernet import ipv4_u32, udp_payload   # the one IPv4/UDP finder
 
 SOL_PACKET = 263
 PACKET_RX_RING = 5
@@ -63,10 +63,6 @@ H_NEXT, H_SEC, H_NSEC = _H["tp_next_offset"], _H["tp_sec"], _H["tp_nsec"]
 H_SNAPLEN, H_MAC, H_NET = _H["tp_snaplen"], _H["tp_mac"], _H["tp_net"]
 assert _B["block_status"] % 8 == 0
 
-IPV4_MIN_HEADER = 20
-UDP_HEADER = 8
-IPPROTO_UDP = 17
-
 # walker state (int64 array): block being read, packet index in it, byte offset of that packet
 W_BLOCK, W_PKT, W_OFF, W_RELEASED = 0, 1, 2, 3
 W_FIELDS = 4
@@ -81,28 +77,6 @@ def _u32(m, p):
 @njit(inline="always", nogil=True, cache=True)
 def _u16(m, p):
     return np.int64(m[p]) | (np.int64(m[p + 1]) << 8)
-
-
-@njit(inline="always", nogil=True, cache=True)
-def udp_payload(m, pkt, snap_end, port, addr):
-    """(payload offset, payload length) of an IPv4 UDP datagram to ``addr``:``port`` (0: any)
-    whose IP header starts at pkt; (-1, 0) for anything else or anything cut short."""
-    if pkt + IPV4_MIN_HEADER > snap_end or (m[pkt] >> 4) != 4 or m[pkt + 9] != IPPROTO_UDP:
-        return -1, 0
-    if addr != 0 and ((np.int64(be16(m, pkt + 16)) << 16) | np.int64(be16(m, pkt + 18))) != addr:
-        return -1, 0
-    ihl = np.int64(m[pkt] & 0x0F) * 4
-    if ihl < IPV4_MIN_HEADER or (np.int64(be16(m, pkt + 6)) & 0x3FFF) != 0:   # options ok, fragments not
-        return -1, 0
-    u = pkt + ihl
-    if u + UDP_HEADER > snap_end:
-        return -1, 0
-    if port != 0 and np.int64(be16(m, u + 2)) != port:
-        return -1, 0
-    length = np.int64(be16(m, u + 4)) - UDP_HEADER
-    if length < 0 or u + UDP_HEADER + length > snap_end:
-        return -1, 0
-    return u + UDP_HEADER, length
 
 
 @njit(nogil=True, cache=True)
@@ -182,7 +156,7 @@ class TPacketV3:
         if block_size % mmap.PAGESIZE or block_size % frame_size:
             raise ValueError("block_size must be a multiple of the page size and of frame_size")
         self.interface, self.port = interface, port
-        self.address = int.from_bytes(socket.inet_aton(address), "big") if address and address != "0.0.0.0" else 0
+        self.address = ipv4_u32(address)
         self.block_size, self.block_nr = block_size, block_nr
         s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_IP))
         try:

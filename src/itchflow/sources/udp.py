@@ -196,7 +196,14 @@ class TPacketRecv:
         self.rings.clear()
 
 
-ENGINES = {"recv": PyRecv, "recvmmsg": MmsgRecv, "tpacket": TPacketRecv}
+def _xdp_engine(**kw):
+    from itchflow.sources.xdp import XdpRecv   # AF_XDP: one socket for both lines (sources/xdp.py)
+
+    return XdpRecv(**kw)
+
+
+ENGINES = {"recv": PyRecv, "recvmmsg": MmsgRecv, "tpacket": TPacketRecv, "xdp": _xdp_engine}
+XDP_LINES = -1        # the poll entry of the AF_XDP socket (it carries both lines)
 
 
 @dataclass
@@ -208,13 +215,15 @@ class ListenResult:
     finished: bool = False               # end of session seen and everything before it delivered
     seconds: float = 0.0
     engine: str = ""
+    engine_stats: dict = field(default_factory=dict)   # the engine's own counters (xdp: ring, XDP_STATISTICS)
 
 
 def listen(line_a: tuple[str, int], line_b: tuple[str, int] | None, rerequest: tuple[str, int] | None,
            out, *, engine: str = "recvmmsg", session: bytes | str | None = None,
            start_sequence: int | None = 1, idle_timeout: float = 10.0, max_seconds: float | None = None,
            interface: str = "0.0.0.0", receiver_options: dict | None = None, on_progress=None,
-           sockets: list | None = None, on_deliver=None, stop=None, ifname: str | None = None) -> ListenResult:
+           sockets: list | None = None, on_deliver=None, stop=None, ifname: str | None = None,
+           queue: int = 0, cpu: int | None = None, engine_options: dict | None = None) -> ListenResult:
     """Receive a MoldUDP64 feed until its end of session is seen and every message before
     it is delivered (or until ``idle_timeout`` s without a packet / ``max_seconds``).
 
@@ -223,12 +232,22 @@ def listen(line_a: tuple[str, int], line_b: tuple[str, int] | None, rerequest: t
     ``.first_sequence``, ``.count``) before the buffer it views is reused: the hook for a ring.
     stop: a threading.Event that ends the loop when set.
     engine: "recvmmsg" (batched, compiled), "recv" (Python) or "tpacket" (a TPACKET_V3 ring per
-    line on interface ``ifname``, lo for loopback addresses; needs CAP_NET_RAW).
+    line on interface ``ifname``, lo for loopback addresses; needs CAP_NET_RAW) or "xdp" (an AF_XDP
+    socket on ``ifname`` RX queue ``queue`` with an XDP program steering both lines into it; root).
+    cpu: pin the receive loop (this process) to that core first. engine_options: more keywords for
+    the engine (xdp: busy_poll microseconds, frames, mode "native"/"generic").
     sockets: already-open (A, B or None) receive sockets (tests open them before the publisher starts).
     """
+    if cpu is not None:
+        from itchflow.hw.affinity import pin
+
+        pin(cpu)
     opts = dict(receiver_options or {})
     receiver = MoldReceiver(session, start_sequence=start_sequence, requests=rerequest is not None, **opts)
-    reader = ENGINES[engine](ifname=ifname) if engine == "tpacket" else ENGINES[engine]()
+    if engine == "xdp":
+        reader = ENGINES[engine](ifname=ifname, queue=queue, **(engine_options or {}))
+    else:
+        reader = ENGINES[engine](ifname=ifname) if engine == "tpacket" else ENGINES[engine]()
     batched = hasattr(reader, "read_batch")
     # Load the compiled kernels before the sockets exist: a sender that waits for the socket
     # (or a feed already running) would otherwise overflow it while they load.
@@ -246,12 +265,23 @@ def listen(line_a: tuple[str, int], line_b: tuple[str, int] | None, rerequest: t
         _set_rcvbuf(req_sock, 4 << 20)
         req_sock.setblocking(False)
     # what to poll for each line: its socket, or the packet ring that sees its datagrams
-    lines = {(reader.attach(s) if engine == "tpacket" else s.fileno()): (s, i) for i, s in enumerate(socks)}
+    if engine == "xdp":   # one AF_XDP socket carries both lines: each datagram's destination says which
+        try:
+            lines = {reader.open([s.getsockname() for s in socks]): (None, XDP_LINES)}
+        except BaseException:
+            for s in (socks if sockets is None else []) + ([req_sock] if req_sock is not None else []):
+                s.close()
+            raise
+    else:
+        lines = {(reader.attach(s) if engine == "tpacket" else s.fileno()): (s, i) for i, s in enumerate(socks)}
     if req_sock is not None:
         lines[req_sock.fileno()] = (req_sock, LINE_REPLY)
     poller = select.poll()
     for fd in lines:
         poller.register(fd, select.POLLIN)
+    poll = poller.poll
+    if engine == "xdp":   # ready frames are seen in the ring itself: poll() only to sleep
+        poll = reader.poll_function(poller, next(iter(lines)))
     latency = LatencyLog()
     lost: list = []
     start = time.monotonic()
@@ -264,11 +294,15 @@ def listen(line_a: tuple[str, int], line_b: tuple[str, int] | None, rerequest: t
             wait_ms = 100
             if deadline is not None:
                 wait_ms = max(0, min(wait_ms, -(-(deadline - now_ns) // 1_000_000)))
-            ready = poller.poll(wait_ms)
+            ready = poll(wait_ms)
             for fd, _ in ready:
                 sock, line = lines[fd]
                 # Deliver views point into the reader's buffers: handle them before the next read.
-                if batched:
+                if line == XDP_LINES:   # runs of UMEM frames, given back when the next run is asked for
+                    for rows, lengths, k, ln, rx in reader.runs():
+                        _handle(receiver.receive_batch(rows, lengths, k, time.monotonic_ns(), ln, rx),
+                                write, req_sock, rerequest, latency, lost, on_deliver)
+                elif batched:
                     n = reader.read_batch(sock)
                     if n:
                         sl = reader.slots
@@ -296,7 +330,8 @@ def listen(line_a: tuple[str, int], line_b: tuple[str, int] | None, rerequest: t
         if req_sock is not None:
             req_sock.close()
     return ListenResult(receiver.stats.to_dict(), latency.values(), list(receiver.malformed_log), lost,
-                        receiver.finished, time.monotonic() - start, engine)
+                        receiver.finished, time.monotonic() - start, engine,
+                        {**getattr(reader, "info", {}), **getattr(reader, "final", {})})
 
 
 def warm_up(engine: str) -> None:
@@ -312,6 +347,10 @@ def _warm_up(reader) -> None:
     if isinstance(reader, TPacketRecv):
         from itchflow.sources.tpacket import warm_up as warm_walker
         warm_walker()
+    if getattr(reader, "name", "") == "xdp":
+        from itchflow.sources.xdp import warm_up as warm_xdp
+        warm_xdp()
+        reader = MmsgRecv()   # the re-request replies are read with recvmmsg: warm that below
 
     pkt = np.frombuffer(pack_header(b"WARMUP", 1, 1) + b"\x00\x01A", np.uint8)
     r = MoldReceiver(b"WARMUP")

@@ -18,7 +18,7 @@ Layouts (all offsets from the start of the structure they belong to):
                         captured len u32 @20, original len @24, data @28. SPB (3):
                         original len @8, data @12. OPB (2): interface u16 @8, caplen @20,
                         data @28.
-  Link layers: Ethernet (1, ethertype @12, 802.1Q/802.1ad tags of 4 bytes each), Linux
+  Link layers: Ethernet (1; its header, tags, IPv4 and UDP are wire/ethernet.py's), Linux
   SLL (113, protocol @14, 16 bytes), Linux SLL2 (276, protocol @0, 20 bytes), raw IP
   (101, 228 IPv4, 229 IPv6), BSD loopback (0, 4-byte family).
   IPv4: version/IHL @0, total length @2, flags+fragment offset @6, protocol @9.
@@ -34,6 +34,19 @@ import numpy as np
 from numba import njit
 
 from itchflow.errors import ITCHFormatError
+from itchflow.wire.ethernet import (  # the one Ethernet / IPv4 / UDP finder; IPv6 is handled here
+    CUT_SHORT,
+    ETHERTYPE_IPV4,
+    ETHERTYPE_IPV6,
+    FRAGMENT,
+    IP_CUT_SHORT,
+    IPPROTO_UDP,
+    NOT_UDP,
+    UDP_HEADER,
+    UDP_OK,
+    ethernet_network,
+    ipv4_udp,
+)
 
 PCAP_FILE_HEADER_SIZE = 24
 PCAP_RECORD_HEADER_SIZE = 16
@@ -46,9 +59,7 @@ MAX_RECORD = 256 * 1024  # larger incl_len is a corrupt record, not a packet
 
 LINKTYPE_NULL, LINKTYPE_ETHERNET, LINKTYPE_RAW = 0, 1, 101
 LINKTYPE_LINUX_SLL, LINKTYPE_IPV4, LINKTYPE_IPV6, LINKTYPE_LINUX_SLL2 = 113, 228, 229, 276
-ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_VLAN, ETHERTYPE_QINQ = 0x0800, 0x86DD, 0x8100, 0x88A8
-IPPROTO_UDP = 17
-UDP_HEADER_SIZE = 8
+UDP_HEADER_SIZE = UDP_HEADER
 
 # Per-record outcome codes (kept in the packet table for the counters).
 REC_UDP, REC_NOT_UDP, REC_FRAGMENT, REC_SNAPPED, REC_UNSUPPORTED = 0, 1, 2, 3, 4
@@ -90,13 +101,9 @@ def udp_payload(buf, p, caplen, origlen, linktype):
     if linktype == LINKTYPE_ETHERNET:
         if caplen < 14:
             return REC_SNAPPED if origlen > caplen else REC_UNSUPPORTED, 0, 0
-        etype = (np.int64(buf[q + 12]) << 8) | np.int64(buf[q + 13])
-        q += 14
-        while etype == ETHERTYPE_VLAN or etype == ETHERTYPE_QINQ:
-            if q + 4 > end:
-                return REC_SNAPPED if origlen > caplen else REC_UNSUPPORTED, 0, 0
-            etype = (np.int64(buf[q + 2]) << 8) | np.int64(buf[q + 3])
-            q += 4
+        etype, q = ethernet_network(buf, q, end)   # past the 802.1Q / 802.1ad tags
+        if etype < 0:
+            return REC_SNAPPED if origlen > caplen else REC_UNSUPPORTED, 0, 0
     elif linktype == LINKTYPE_LINUX_SLL:
         if caplen < 16:
             return REC_SNAPPED if origlen > caplen else REC_UNSUPPORTED, 0, 0
@@ -121,20 +128,18 @@ def udp_payload(buf, p, caplen, origlen, linktype):
         return REC_UNSUPPORTED, 0, 0
 
     if etype == ETHERTYPE_IPV4:
-        if q + 20 > end:
+        outcome, off, length = ipv4_udp(buf, q, end, 0, 0)
+        if outcome == UDP_OK:
+            return REC_UDP, off, length
+        if outcome == IP_CUT_SHORT:
             return REC_SNAPPED if origlen > caplen else REC_NOT_UDP, 0, 0
-        if (buf[q] >> 4) != 4:
-            return REC_UNSUPPORTED, 0, 0
-        ihl = np.int64(buf[q] & 15) * 4
-        if ihl < 20:
-            return REC_UNSUPPORTED, 0, 0
-        flags_frag = (np.int64(buf[q + 6]) << 8) | np.int64(buf[q + 7])
-        proto = buf[q + 9]
-        if proto != IPPROTO_UDP:
+        if outcome == CUT_SHORT:
+            return REC_SNAPPED if origlen > caplen else REC_UNSUPPORTED, 0, 0
+        if outcome == NOT_UDP:
             return REC_NOT_UDP, 0, 0
-        if (flags_frag & 0x3FFF) != 0:  # more-fragments flag or a non-zero offset
+        if outcome == FRAGMENT:
             return REC_FRAGMENT, 0, 0
-        q += ihl
+        return REC_UNSUPPORTED, 0, 0
     elif etype == ETHERTYPE_IPV6:
         if q + 40 > end:
             return REC_SNAPPED if origlen > caplen else REC_NOT_UDP, 0, 0

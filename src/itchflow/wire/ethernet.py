@@ -1,0 +1,123 @@
+"""Ethernet, 802.1Q/802.1ad, IPv4 and UDP headers: offsets declared once, and the one
+compiled finder of a UDP payload in a frame (packet rings, AF_XDP frames, captures).
+
+  Ethernet (14): destination @0, source @6, ethertype @12 (big-endian).
+  VLAN tag (4), after the source address: TCI @0, the next ethertype @2.
+  IPv4 (>= 20): version (high nibble) / IHL (low nibble, in 4-byte words) @0, total length @2,
+                flags + fragment offset @6, protocol @9, source @12, destination @16.
+  UDP (8): source port @0, destination port @2, length @4 (header included), checksum @6.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from itchflow.hw.endian import be16, be32
+
+ETH_HEADER = 14
+ETH_TYPE = 12
+VLAN_TAG = 4
+VLAN_TYPE = 2                      # the inner ethertype, inside a tag
+ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_VLAN, ETHERTYPE_QINQ = 0x0800, 0x86DD, 0x8100, 0x88A8
+MAX_VLAN_TAGS = 2
+
+IPV4_VERSION_IHL = 0
+IPV4_TOTAL_LENGTH = 2
+IPV4_FLAGS_FRAG = 6
+IPV4_PROTOCOL = 9
+IPV4_SOURCE = 12
+IPV4_DEST = 16
+IPV4_MIN_HEADER = 20
+IPV4_FRAGMENT_MASK = 0x3FFF        # more-fragments flag and the offset: either means a fragment
+IPPROTO_UDP = 17
+
+UDP_SOURCE_PORT = 0
+UDP_DEST_PORT = 2
+UDP_LENGTH = 4
+UDP_HEADER = 8
+
+# ipv4_udp outcomes (IP_CUT_SHORT: the IP header itself; CUT_SHORT: the UDP header or payload)
+UDP_OK, NOT_UDP, FRAGMENT, CUT_SHORT, NOT_IPV4, OTHER_DESTINATION, IP_CUT_SHORT = 0, 1, 2, 3, 4, 5, 6
+
+
+@njit(inline="always", nogil=True, cache=True)
+def ethernet_network(m, p, end):
+    """(ethertype, offset of the network header) of the Ethernet frame at m[p:end], past up to
+    two VLAN tags; (-1, 0) when the frame is cut short."""
+    if p + ETH_HEADER > end:
+        return np.int64(-1), np.int64(0)
+    etype = np.int64(be16(m, p + ETH_TYPE))
+    q = p + ETH_HEADER
+    for _ in range(MAX_VLAN_TAGS):
+        if etype != ETHERTYPE_VLAN and etype != ETHERTYPE_QINQ:
+            break
+        if q + VLAN_TAG > end:
+            return np.int64(-1), np.int64(0)
+        etype = np.int64(be16(m, q + VLAN_TYPE))
+        q += VLAN_TAG
+    return etype, np.int64(q)
+
+
+@njit(inline="always", nogil=True, cache=True)
+def ipv4_udp(m, ip, end, port, addr):
+    """(outcome, payload offset, payload length) of the IPv4 packet at m[ip:end].
+
+    port, addr: keep only datagrams to this destination port / IPv4 address (as a big-endian
+    u32); 0 accepts any. IP options (IHL > 5) are skipped; fragments are not reassembled.
+    The payload length is the UDP header's (not the frame's, which may be padded)."""
+    if ip + IPV4_MIN_HEADER > end:
+        return IP_CUT_SHORT, np.int64(0), np.int64(0)
+    vi = np.int64(m[ip + IPV4_VERSION_IHL])
+    if (vi >> 4) != 4:
+        return NOT_IPV4, np.int64(0), np.int64(0)
+    ihl = (vi & 0x0F) * 4
+    if ihl < IPV4_MIN_HEADER:
+        return NOT_IPV4, np.int64(0), np.int64(0)
+    if m[ip + IPV4_PROTOCOL] != IPPROTO_UDP:
+        return NOT_UDP, np.int64(0), np.int64(0)
+    if (np.int64(be16(m, ip + IPV4_FLAGS_FRAG)) & IPV4_FRAGMENT_MASK) != 0:
+        return FRAGMENT, np.int64(0), np.int64(0)
+    if addr != 0 and np.int64(be32(m, ip + IPV4_DEST)) != addr:
+        return OTHER_DESTINATION, np.int64(0), np.int64(0)
+    u = ip + ihl
+    if u + UDP_HEADER > end:
+        return CUT_SHORT, np.int64(0), np.int64(0)
+    if port != 0 and np.int64(be16(m, u + UDP_DEST_PORT)) != port:
+        return OTHER_DESTINATION, np.int64(0), np.int64(0)
+    length = np.int64(be16(m, u + UDP_LENGTH)) - UDP_HEADER
+    if length < 0:
+        return NOT_IPV4, np.int64(0), np.int64(0)
+    if u + UDP_HEADER + length > end:
+        return CUT_SHORT, np.int64(0), np.int64(0)
+    return UDP_OK, np.int64(u + UDP_HEADER), length
+
+
+@njit(inline="always", nogil=True, cache=True)
+def udp_payload(m, ip, end, port, addr):
+    """(payload offset, payload length) of an IPv4 UDP datagram to ``addr``:``port`` (0: any)
+    whose IP header starts at m[ip]; (-1, 0) for anything else or anything cut short."""
+    outcome, off, length = ipv4_udp(m, ip, end, port, addr)
+    if outcome != UDP_OK:
+        return np.int64(-1), np.int64(0)
+    return off, length
+
+
+@njit(inline="always", nogil=True, cache=True)
+def ethernet_udp(m, p, end, port, addr):
+    """(outcome, payload offset, payload length) of the Ethernet frame at m[p:end]."""
+    etype, ip = ethernet_network(m, p, end)
+    if etype < 0:
+        return IP_CUT_SHORT, np.int64(0), np.int64(0)
+    if etype != ETHERTYPE_IPV4:
+        return NOT_IPV4, np.int64(0), np.int64(0)
+    return ipv4_udp(m, ip, end, port, addr)
+
+
+def ipv4_u32(address: str) -> int:
+    """'10.1.2.3' -> the big-endian u32 the finders compare with (0 for '' / 0.0.0.0)."""
+    import socket
+
+    if not address or address == "0.0.0.0":
+        return 0
+    return int.from_bytes(socket.inet_aton(address), "big")
