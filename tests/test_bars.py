@@ -7,7 +7,6 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 
-import numpy as np
 import pytest
 
 import itchflow

@@ -3,7 +3,6 @@ after a generated day) and the real Nasdaq captures (replayed without error)."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from test_book_support import encode, quote, random_day

@@ -1,6 +1,5 @@
 """Encoder: hand-worked hex, round trips through the decoder (hypothesis), bad values."""
 
-import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st

@@ -109,9 +109,9 @@ def test_hand_worked_files_are_lobster_csv(tmp_path):
     assert names == ["TEST_2019-01-30_34200000_57600000_message_2.csv",
                      "TEST_2019-01-30_34200000_57600000_orderbook_2.csv"]
     lines = (out / names[0]).read_text().splitlines()
-    assert lines[0] == f"34200.001000124,1,1,100,1000000,1"   # no header; all nine decimals
-    assert lines[6] == f"34200.008000131,3,4,300,999900,1"
-    assert lines[13] == f"34200.014000137,6,-2,1000,1005000,-1"
+    assert lines[0] == "34200.001000124,1,1,100,1000000,1"   # no header; all nine decimals
+    assert lines[6] == "34200.008000131,3,4,300,999900,1"
+    assert lines[13] == "34200.014000137,6,-2,1000,1005000,-1"
     book_lines = (out / names[1]).read_text().splitlines()
     assert book_lines[0] == f"{AD},0,1000000,100,{AD},0,{BD},0"
     assert len(lines) == len(book_lines) == day.messages.num_rows == len(EXPECTED_MESSAGES)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from itchflow.bench.common import BENCH_DIR, machine, peak_rss_bytes, rate_row, reset_peak_rss, run_peer
+from itchflow.bench.common import BENCH_DIR, machine, peak_rss_bytes, rate_row, run_peer
 
 
 def day_path(messages: int, stocks: int, seed: int) -> Path:

@@ -8,7 +8,8 @@ import re
 import click
 
 from itchflow.cli import bench, main
-from itchflow.cli.decode import _size, fail
+from itchflow.cli.decode import fail
+from itchflow.cli.progress import progress_total
 
 
 def parse_time(text: str) -> int:
@@ -47,7 +48,7 @@ def book_command(path, symbol, at, depth, as_json, plot, quiet) -> None:
     t = parse_time(at) if at else None
     books = Books()
     try:
-        with progress_bar("book", _size(path), quiet or as_json) as update:
+        with progress_bar("book", progress_total(path), quiet or as_json) as update:
             books.replay(path, stop_after_ns=t, progress=update)
         key = int(symbol) if symbol.isdigit() else symbol.upper()
         loc = books.locate(key)
@@ -114,7 +115,7 @@ def _stream_command(which: str, noun: str, doc: str):
         from itchflow.sinks.events import events_to_parquet
 
         try:
-            with progress_bar(which, _size(path), quiet) as update:
+            with progress_bar(which, progress_total(path), quiet) as update:
                 rows, messages = events_to_parquet(path, out, which, _symbols_option(symbols), progress=update)
         except (ITCHFormatError, OSError, KeyError, ValueError) as e:
             fail(e)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 
 import click
 
 from itchflow.cli import bench, main
+from itchflow.cli.progress import progress_total
 
 
 def format_timestamp(ns: int | None) -> str:
@@ -18,16 +18,6 @@ def format_timestamp(ns: int | None) -> str:
     s, frac = divmod(int(ns), 1_000_000_000)
     return f"{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}.{frac:09d}"
 
-
-def _size(path: str) -> int | None:
-    """Total for the progress bar: the file size, except for gzip (positions are decompressed)."""
-    try:
-        with open(path, "rb") as f:
-            if f.read(2) == b"\x1f\x8b":
-                return None
-        return os.path.getsize(path)
-    except OSError:
-        return None
 
 
 def fail(error: Exception) -> None:
@@ -48,7 +38,7 @@ def stats(path: str, as_json: bool, quiet: bool, lenient: bool) -> None:
     from itchflow.decode.reader import stats as frame_stats
 
     try:
-        with progress_bar("stats", _size(path), quiet or as_json) as update:
+        with progress_bar("stats", progress_total(path), quiet or as_json) as update:
             info = frame_stats(path, strict=not lenient, progress=update)
     except (ITCHFormatError, OSError) as e:
         fail(e)
@@ -110,7 +100,7 @@ def decode(path: str, types: str, symbol: str | None, out: str, chunk: int, quie
     from itchflow.sinks.tables import TableWriter
 
     try:
-        with progress_bar("decode", _size(path), quiet) as update, TableWriter(out, types) as writer:
+        with progress_bar("decode", progress_total(path), quiet) as update, TableWriter(out, types) as writer:
             for piece in writer.pieces(path, symbol=symbol, chunk_messages=chunk):
                 update(writer.messages_read, writer.bytes_read)
     except (ITCHFormatError, OSError, ValueError, KeyError) as e:

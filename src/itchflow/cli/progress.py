@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from contextlib import contextmanager
 
@@ -37,3 +38,14 @@ def output_console():
 
     console = Console()
     return console if console.is_terminal else Console(width=130)
+
+
+def progress_total(path: str) -> int | None:
+    """The progress bar's total: the file size, except for gzip (positions are decompressed)."""
+    try:
+        with open(path, "rb") as f:
+            if f.read(2) == b"\x1f\x8b":
+                return None
+        return os.path.getsize(path)
+    except OSError:
+        return None

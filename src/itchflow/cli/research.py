@@ -8,7 +8,8 @@ from pathlib import Path
 import click
 
 from itchflow.cli import main
-from itchflow.cli.decode import _size, fail
+from itchflow.cli.decode import fail
+from itchflow.cli.progress import progress_total
 
 
 def _interrupted(what: str) -> None:
@@ -39,7 +40,7 @@ def lobster_command(path, symbols, levels, out, start, end, date, parquet, quiet
     from itchflow.sinks.lobster import lobster
 
     try:
-        with progress_bar("lobster", _size(path), quiet) as update:
+        with progress_bar("lobster", progress_total(path), quiet) as update:
             days = lobster(path, symbols, levels, start=start, end=end, date=date, out=out, parquet=parquet,
                            progress=update)
     except KeyboardInterrupt:
@@ -70,7 +71,7 @@ def bars_command(path, every, symbols, out, start, end, plot, plot_symbol, quiet
     from itchflow.sinks.bars import bars
 
     try:
-        with progress_bar("bars", _size(path), quiet) as update:
+        with progress_bar("bars", progress_total(path), quiet) as update:
             table = bars(path, every, symbols, start=start, end=end, progress=update)
         _write_table(table, out)
         if plot:

@@ -3,27 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 
 import click
 
 from itchflow.cli import bench, main
+from itchflow.cli.progress import progress_total
 from itchflow.cli.decode import fail
 from itchflow.wire.itch import price4_to_float
 
 EXIT_INTERRUPTED = 130   # 128 + SIGINT, as a shell reports a Ctrl-C
 
-
-def _progress_total(path: str) -> int | None:
-    """The progress bar's total: the file size, except for gzip (positions are decompressed)."""
-    try:
-        with open(path, "rb") as f:
-            if f.read(2) == b"\x1f\x8b":
-                return None
-        return os.path.getsize(path)
-    except OSError:
-        return None
 
 
 @main.command("run")
@@ -65,7 +55,7 @@ def run_command(source, ring, capacity, batch_bytes, rate, pin, wait, hugepages,
     try:
         spec = parse_source(source)
         cpus = parse_cpus(pin)
-        total = _progress_total(spec.path) if spec.kind == "file" else None
+        total = progress_total(spec.path) if spec.kind == "file" else None
         with progress_bar("run", total, quiet or as_json) as update:
             report = run_pipeline(spec, ring=ring, capacity=capacity, batch_bytes=batch_bytes, pin=cpus,
                                   wait=wait, top=top, progress=update, hugepages=hugepages, rate=rate,

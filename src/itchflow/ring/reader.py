@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
@@ -15,6 +15,9 @@ from itchflow.ring.errors import ConsumerDetached, ProducerGone, RingBusy, RingE
 from itchflow.ring.liveness import pid_alive, producer_live
 from itchflow.ring.slots import set_name
 from itchflow.ring.wait import strategy_code, timeout_ns
+
+if TYPE_CHECKING:
+    from itchflow.ring.file import Ring
 
 
 class Batch:

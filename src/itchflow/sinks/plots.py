@@ -11,7 +11,8 @@ import numpy as np
 from itchflow.wire.itch import price4_to_float
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend, or a clear error when matplotlib is missing."""
     try:
         import matplotlib
     except ImportError:
@@ -24,7 +25,7 @@ def _pyplot():
 
 def latency_plot(stages: dict[str, np.ndarray], path: str, title: str) -> str:
     """Complementary CDF per stage (log-log): how often a batch waited longer than x."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for name, ns in stages.items():
         v = np.sort(np.asarray(ns, np.float64)) / 1e3
@@ -51,7 +52,7 @@ def depth_plot(symbol: str, bids: np.ndarray, asks: np.ndarray, title: str, path
     """Depth chart: cumulative shares away from the touch, bids left, asks right; prices in dollars.
 
     bids, asks: ``Books.depth`` arrays (fields price, shares), best level first."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for levels, color, label in ((bids, "tab:green", "bids"), (asks, "tab:red", "asks")):
         if len(levels):

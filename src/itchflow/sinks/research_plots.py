@@ -5,16 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def _pyplot():
-    try:
-        import matplotlib
-    except ImportError:
-        raise RuntimeError("plots need matplotlib: pip install matplotlib (or itchflow[bench])") from None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from itchflow.sinks.plots import pyplot as _pyplot
 
 
 def _hours(ns) -> np.ndarray:
