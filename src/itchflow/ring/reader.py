@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import TYPE_CHECKING, Iterator
+from typing import Iterator
 
 import numpy as np
 
@@ -15,9 +15,6 @@ from itchflow.ring.errors import ConsumerDetached, ProducerGone, RingBusy, RingE
 from itchflow.ring.liveness import pid_alive, producer_live
 from itchflow.ring.slots import set_name
 from itchflow.ring.wait import strategy_code, timeout_ns
-
-if TYPE_CHECKING:
-    from itchflow.ring.file import Ring
 
 
 class Batch:
@@ -59,7 +56,8 @@ class Reader:
     position (a restart after SIGKILL loses nothing in blocking mode if it comes back within
     the heartbeat timeout); a detached name rejoins at the live edge with its loss counted."""
 
-    def __init__(self, ring: Ring, name: str, wait: str = "spin", timeout: float | None = None,
+    def __init__(self, ring: "Ring",  # noqa: F821  (ring.file.Ring; importing it here would be a cycle)
+                  name: str, wait: str = "spin", timeout: float | None = None,
                  max_batch: int = 4096):
         self.ring = ring
         self.name = name
