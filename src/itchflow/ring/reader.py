@@ -57,7 +57,7 @@ class Reader:
     the heartbeat timeout); a detached name rejoins at the live edge with its loss counted."""
 
     def __init__(self, ring: "Ring",  # noqa: F821  (ring.file.Ring; importing it here would be a cycle)
-                  name: str, wait: str = "spin", timeout: float | None = None,
+                 name: str, wait: str = "spin", timeout: float | None = None,
                  max_batch: int = 4096):
         self.ring = ring
         self.name = name
