@@ -1,9 +1,14 @@
-"""Archive benchmark (same code as `itchflow bench batch`): see itchflow/scale/bench.py.
+"""Archive benchmark: generated days by one process and by a Dask LocalCluster, and a projected year.
 
-    PYTHONPATH=src .venv/bin/python benchmarks/batch.py [--days 4] [--messages 5000000] [--json]
+    .venv/bin/python benchmarks/batch.py [OPTIONS]      (--help lists them)
+
+A thin wrapper: the same command as ``itchflow bench batch``, whose options are declared once,
+in the click command (src/itchflow/cli/).
 """
 
-from itchflow.scale.bench import main
+import sys
+
+from itchflow.cli import main
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main(["bench", "batch", *sys.argv[1:]], prog_name="itchflow"))

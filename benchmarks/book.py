@@ -1,9 +1,14 @@
-"""Book benchmark (same code as `itchflow bench book`): see itchflow/bench/book.py.
+"""Book benchmark: full L3 books of every stock on generated days, against itchcpp's BookManager and MeatPy.
 
-    PYTHONPATH=src .venv/bin/python benchmarks/book.py [--messages 50000000] [--json]
+    .venv/bin/python benchmarks/book.py [OPTIONS]      (--help lists them)
+
+A thin wrapper: the same command as ``itchflow bench book``, whose options are declared once,
+in the click command (src/itchflow/cli/).
 """
 
-from itchflow.bench.book import main
+import sys
+
+from itchflow.cli import main
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main(["bench", "book", *sys.argv[1:]], prog_name="itchflow"))

@@ -1,11 +1,14 @@
-"""Pipeline benchmark: one day, one book engine, different first stages and hand-offs
-(in-process, our ring, multiprocessing.Queue, faster-fifo; file, tail, SoupBinTCP, MoldUDP64),
-with ratios taken in the same run. Same code as ``itchflow bench pipeline``.
+"""Pipeline benchmark: file, tail, SoupBinTCP and MoldUDP64 through ring -> books, against in-process and Python queues.
 
-    .venv/bin/python benchmarks/pipeline.py [--messages 10000000] [--json]
+    .venv/bin/python benchmarks/pipeline.py [OPTIONS]      (--help lists them)
+
+A thin wrapper: the same command as ``itchflow bench pipeline``, whose options are declared once,
+in the click command (src/itchflow/cli/).
 """
 
-from itchflow.bench.pipeline_cli import main
+import sys
+
+from itchflow.cli import main
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main(["bench", "pipeline", *sys.argv[1:]], prog_name="itchflow"))

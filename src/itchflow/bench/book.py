@@ -221,22 +221,3 @@ def report(r: dict) -> None:
                     f"{mm['engine_bytes'] / 2**30:.2f} GiB allocated)")
         else:
             c.print(f"  memory: {mm}")
-
-
-def main() -> None:
-    import argparse
-
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--messages", type=int, default=50_000_000)
-    ap.add_argument("--stocks", type=int, default=8000)
-    ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--repeat", type=int, default=2)
-    ap.add_argument("--meatpy-messages", type=int, default=300_000)
-    ap.add_argument("--no-peers", action="store_true")
-    ap.add_argument("--json", action="store_true")
-    a = ap.parse_args()
-    r = run(a.messages, a.stocks, a.seed, a.repeat, a.meatpy_messages, not a.no_peers)
-    if a.json:
-        print(json.dumps(r))
-    else:
-        report(r)

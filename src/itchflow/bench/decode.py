@@ -219,23 +219,3 @@ def report(r: dict) -> str:
     lines.append(f"first-run compile (empty Numba cache): {s['cold_compile_s']:.1f} s; cached import+read+stats: "
                  f"{s['cached_import_read_stats_s']:.2f} s; cached `itchflow stats --json`: {s['cached_cli_stats_s']:.2f} s")
     return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> None:
-    import argparse
-
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--messages", type=int, default=20_000_000)
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--peer-messages", type=int, default=200_000)
-    p.add_argument("--cpp-messages", type=int, default=2_000_000)
-    p.add_argument("--repeat", type=int, default=3)
-    p.add_argument("--no-peers", action="store_true")
-    p.add_argument("--json", action="store_true")
-    a = p.parse_args(argv)
-    r = run(a.messages, a.seed, a.peer_messages, a.cpp_messages, a.repeat, not a.no_peers)
-    print(json.dumps(r) if a.json else report(r))
-
-
-if __name__ == "__main__":
-    main()

@@ -166,12 +166,29 @@ def print_report(r) -> None:
         console.print(t)
 
 
-@bench.command("pipeline", context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
-                                            "help_option_names": []})
-@click.pass_context
-def bench_pipeline(ctx) -> None:
+@bench.command("pipeline")
+@click.option("--messages", default=10_000_000, show_default=True, help="Size of the generated day.")
+@click.option("--stocks", default=2000, show_default=True)
+@click.option("--seed", default=1, show_default=True)
+@click.option("--batch-bytes", default=64 << 10, show_default=True)
+@click.option("--small-batch", default=1 << 10, show_default=True, help="Second batch size for the hand-off-only runs.")
+@click.option("--net-messages", default=1_000_000, show_default=True, help="Prefix of the day sent over loopback.")
+@click.option("--mold-pps", default=20_000.0, show_default=True, help="MoldUDP64 packets per second offered.")
+@click.option("--repeat", default=2, show_default=True, help="Best of this many runs (file and hand-off runs).")
+@click.option("--no-peers", is_flag=True, help="Only itchflow's own figures.")
+@click.option("--pin", default="0,1", show_default=True, help="producer,consumer CPUs ('' = no pinning).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def bench_pipeline(messages, stocks, seed, batch_bytes, small_batch, net_messages, mold_pps, repeat, no_peers, pin,
+                   as_json) -> None:
     """File, tail, SoupBinTCP and MoldUDP64 through ring -> books, against in-process and
-    Python queues (--help for the options)."""
-    from itchflow.bench.pipeline_cli import main as bench_main
+    Python queues (multiprocessing.Queue, faster-fifo), ratios taken in the same run."""
+    from itchflow.bench import pipeline as bench_pipeline_mod
+    from itchflow.hw.affinity import parse_cpus
 
-    bench_main(ctx.args)
+    echo = (lambda s: click.echo(s, err=True)) if as_json else click.echo
+    r = bench_pipeline_mod.run(messages, stocks, seed, batch_bytes, small_batch, net_messages, mold_pps, repeat,
+                               not no_peers, parse_cpus(pin), echo=echo)
+    if as_json:
+        click.echo(json.dumps(r))
+    else:
+        bench_pipeline_mod.print_report(r)

@@ -82,24 +82,3 @@ def run(days: int = 4, messages: int = 5_000_000, stocks: int = 2000, job: str =
             "cost_ns": cost_ns, "projection": projection,
             "assumptions": {"days": YEAR_DAYS, "day_messages": FULL_DAY_MESSAGES,
                             "day_read_bytes": FULL_DAY_GZ_BYTES, "bandwidth_gbs": bandwidth_gbs}}
-
-
-def main() -> None:
-    import argparse
-
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--days", type=int, default=4)
-    ap.add_argument("--messages", type=int, default=5_000_000)
-    ap.add_argument("--stocks", type=int, default=2000)
-    ap.add_argument("--job", default="bbo", choices=("bbo", "trades", "decode"))
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--gz", action="store_true")
-    ap.add_argument("--bandwidth", type=float, default=1.0, help="storage read bandwidth for the projection, GB/s")
-    ap.add_argument("--json", action="store_true")
-    a = ap.parse_args()
-    r = run(a.days, a.messages, a.stocks, a.job, a.workers, a.gz, a.bandwidth)
-    print(json.dumps(r) if a.json else report(r))
-
-
-if __name__ == "__main__":
-    main()
