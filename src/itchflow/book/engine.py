@@ -38,7 +38,7 @@ from itchflow.book.layout import (
     ERR_BAD_LENGTH, ERR_TRUNCATED, ERR_ZERO_LENGTH, MATCH_BROKEN, MATCH_COUNTED, MATCH_MAX_LOAD_DEN,
     MATCH_MAX_LOAD_NUM, MATCH_W_KEY, MATCH_WORDS, NEED_ARENA, NEED_BBO_OUT, NEED_L2_OUT, NEED_LEVELS,
     NEED_MATCHES, NEED_TABLE, NEED_TRADES_OUT,
-    OK, ORDER_DTYPE, ORDER_WORDS, STOP_TIME, TABLE_MAX_LOAD_DEN, TABLE_MAX_LOAD_NUM,
+    C_RING_BODY, C_RING_END, OK, ORDER_DTYPE, ORDER_WORDS, RING_SIZE, STOP_TIME, TABLE_MAX_LOAD_DEN, TABLE_MAX_LOAD_NUM,
 )
 from itchflow.book.ladder import get_level, remove_level
 from itchflow.book.match_index import (
@@ -100,6 +100,8 @@ for _c, _o in (("E", _E_MATCH), ("C", _C_MATCH), ("P", _P_MATCH), ("Q", _Q_MATCH
 _MATCH_OFFSET.setflags(write=False)
 PREFETCH_ROW_AHEAD = 12       # messages ahead: prefetch the order's table row
 PREFETCH_LEVEL_AHEAD = 4      # messages ahead: find that row (now cached), prefetch its level
+_RING_MASK = RING_SIZE - 1
+assert PREFETCH_ROW_AHEAD < RING_SIZE and RING_SIZE & _RING_MASK == 0
 _ROWS_PER_LINE = 64 // ORDER_DTYPE.itemsize
 
 
@@ -114,17 +116,6 @@ def _shift_for(cap):
         c >>= 1
         s += 1
     return _U(64 - s)
-
-
-@njit(inline="always", nogil=True, cache=True)
-def _peek(buf, p, end):
-    """For the look-ahead: (offset of the message after the one at p, its type byte, its
-    body), or (p, 0, p) if p is not a whole message with a header; it never reads past what
-    the main loop will validate."""
-    status, body, length = next_message(buf, p, end)
-    if status != bf.OK or length < _HEADER_LENGTH:
-        return p, 0, p
-    return body + length, buf[body], body
 
 
 @njit(inline="always", nogil=True, cache=True)
@@ -341,61 +332,76 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, lad_key, lad
     applied = 0
     last_ts = ctl[C_LAST_TS]
     status = OK
-    # Look-ahead cursors (see PREFETCH_*): a1 prefetches the order's table row and the
-    # stock's records, a2 finds the order's row (now cached) and prefetches its level, or an
-    # add's ladder top. (Searching an add's ladder ahead for its level as well measured
-    # slower: the search costs more than the level's miss.)
-    a1 = pos
-    for _ in range(PREFETCH_ROW_AHEAD):
-        a1, _t, _b = _peek(buf, a1, end)
-    a2 = pos
-    for _ in range(PREFETCH_LEVEL_AHEAD):
-        a2, _t, _b = _peek(buf, a2, end)
+    # The look-ahead (see PREFETCH_*): every message is framed and validated once, by the
+    # parse cursor ``ppos`` PREFETCH_ROW_AHEAD messages ahead of the one applied; its body and
+    # end offsets go to a ring in ``ctl`` that the later stages read. At parse time it
+    # prefetches the order's table row and the stock's records; PREFETCH_LEVEL_AHEAD messages
+    # ahead, it finds the order's row (now cached) and prefetches its level, or an add's ladder
+    # top. (Searching an add's ladder ahead for its level as well measured slower: the search
+    # costs more than the level's miss.) The parse cursor stops at a message it cannot frame;
+    # the apply loop reports it when it gets there.
+    parsed = 0    # messages framed so far (ring index parsed & _RING_MASK is the next free entry)
+    done = 0      # messages taken by the apply loop
+    ppos = pos
+    pstop = False
     while pos < end:
-        nxt, t1, b1 = _peek(buf, a1, end)
-        if _HAS_REF[t1] and nxt - b1 >= _REF_OFFSET + 8:
-            h1 = _U(home_slot(be64(buf, b1 + _REF_OFFSET), mask, shift))
-            prefetch(orders, h1)
-            prefetch(orders, (h1 + _U(_ROWS_PER_LINE)) & _U(mask))  # a delete reads the rows after
-            if t1 == _T_U and nxt - b1 >= _U_NEW + 8:
-                prefetch(orders, home_slot(be64(buf, b1 + _U_NEW), mask, shift))
-            loc1 = be16(buf, b1 + _LOCATE)
-            prefetch(stocks, loc1)  # one line a stock
-            prefetch(books, loc1 * _U(2))  # both sides' entries share a line
-        if track_matches and _MATCH_OFFSET[t1] > 0 and nxt - b1 >= _MATCH_OFFSET[t1] + 8:
-            # the trade's row in the match index
-            mh = home_slot(be64(buf, b1 + _MATCH_OFFSET[t1]), match_mask, match_shift)
-            prefetch(matches, _U(mh) * _U(MATCH_WORDS) + _U(MATCH_W_KEY))
-        a1 = nxt
-        nxt, t2, b2 = _peek(buf, a2, end)
-        if (t2 == _T_A or t2 == _T_F) and nxt - b2 >= _A_PRICE + 4:
-            book2 = _add_book(buf, b2)
-            if book2 >= 0:
-                n2 = np.int64(books[_U(book2)].length)
-                if n2 > 0:
-                    top2 = books[_U(book2)].start + n2 - 1
-                    prefetch(lad_key, top2)
-                    prefetch(lad_lvl, top2)
-        elif _HAS_REF[t2] and nxt - b2 >= _REF_OFFSET + 8:
-            slot2 = find_slot(order_words, be64(buf, b2 + _REF_OFFSET), mask, shift, ORDER_WORDS)
-            if orders[_U(slot2)].stamp != 0:
-                prefetch(levels, orders[_U(slot2)].level)
-        a2 = nxt
-        walk, q, length = next_message(buf, pos, end)  # pos < end: never AT_END
-        if walk != bf.OK:
-            status = ERR_ZERO_LENGTH if walk == bf.ZERO_LENGTH else ERR_TRUNCATED
+        while parsed - done <= PREFETCH_ROW_AHEAD and not pstop and ppos < end:
+            walk, b1, length = next_message(buf, ppos, end)
+            t1 = buf[b1] if walk == bf.OK else 0
+            if walk != bf.OK or (_LENGTHS[t1] != 0 and _LENGTHS[t1] != length):
+                pstop = True
+                break
+            r = _U(parsed & _RING_MASK)
+            ctl[_U(C_RING_BODY) + r] = b1
+            ppos = b1 + length
+            ctl[_U(C_RING_END) + r] = ppos
+            parsed += 1
+            if _HAS_REF[t1]:  # a known type: its length was checked above
+                h1 = _U(home_slot(be64(buf, b1 + _REF_OFFSET), mask, shift))
+                prefetch(orders, h1)
+                prefetch(orders, (h1 + _U(_ROWS_PER_LINE)) & _U(mask))  # a delete reads the rows after
+                if t1 == _T_U:
+                    prefetch(orders, home_slot(be64(buf, b1 + _U_NEW), mask, shift))
+                loc1 = be16(buf, b1 + _LOCATE)
+                prefetch(stocks, loc1)  # one line a stock
+                prefetch(books, loc1 * _U(2))  # both sides' entries share a line
+            if track_matches and _MATCH_OFFSET[t1] > 0:  # the trade's row in the match index
+                mh = home_slot(be64(buf, b1 + _MATCH_OFFSET[t1]), match_mask, match_shift)
+                prefetch(matches, _U(mh) * _U(MATCH_WORDS) + _U(MATCH_W_KEY))
+        if done + PREFETCH_LEVEL_AHEAD < parsed:
+            b2 = ctl[_U(C_RING_BODY) + _U((done + PREFETCH_LEVEL_AHEAD) & _RING_MASK)]
+            t2 = buf[b2]
+            if t2 == _T_A or t2 == _T_F:
+                book2 = _add_book(buf, b2)
+                if book2 >= 0:
+                    n2 = np.int64(books[_U(book2)].length)
+                    if n2 > 0:
+                        top2 = books[_U(book2)].start + n2 - 1
+                        prefetch(lad_key, top2)
+                        prefetch(lad_lvl, top2)
+            elif _HAS_REF[t2]:
+                slot2 = find_slot(order_words, be64(buf, b2 + _REF_OFFSET), mask, shift, ORDER_WORDS)
+                if orders[_U(slot2)].stamp != 0:
+                    prefetch(levels, orders[_U(slot2)].level)
+        if done == parsed:  # the parse cursor stopped here: report why
+            walk, q, length = next_message(buf, pos, end)  # pos < end: never AT_END
+            if walk != bf.OK:
+                status = ERR_ZERO_LENGTH if walk == bf.ZERO_LENGTH else ERR_TRUNCATED
+            else:
+                status = ERR_BAD_LENGTH
             break
+        r = _U(done & _RING_MASK)
+        q = ctl[_U(C_RING_BODY) + r]
+        nxt = ctl[_U(C_RING_END) + r]
         t = buf[q]
         expected = _LENGTHS[t]
         if expected == 0:  # unknown type: skipped by its length, counted
             type_counts[_U(t)] += 1
             ctl[C_UNKNOWN_TYPES] += 1
-            pos = q + length
+            pos = nxt
+            done += 1
             seq += _U(1)
             continue
-        if expected != length:
-            status = ERR_BAD_LENGTH
-            break
         ts = np.int64(be48(buf, q + _TS))
         if stop_ts >= 0 and ts > stop_ts:
             status = STOP_TIME
@@ -579,7 +585,8 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, lad_key, lad
 
         last_ts = ts
         applied += 1
-        pos = q + length
+        pos = nxt
+        done += 1
         seq += _U(1)
     ctl[C_MESSAGES] += applied  # kept in registers in the loop, stored once
     ctl[C_LAST_TS] = last_ts
