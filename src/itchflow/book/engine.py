@@ -41,6 +41,7 @@ from itchflow.book.layout import (
     C_RING_BODY, C_RING_END, OK, ORDER_DTYPE, ORDER_WORDS, RING_SIZE, STOP_TIME, TABLE_MAX_LOAD_DEN, TABLE_MAX_LOAD_NUM,
 )
 from itchflow.book.ladder import get_level, remove_level
+from itchflow.book.level_index import bucket_of, ensure_index, indexed
 from itchflow.book.match_index import (
     match_flags, match_locate, match_price, match_row, match_shares, match_used, put_match, set_match_flag,
 )
@@ -101,8 +102,8 @@ _MATCH_OFFSET.setflags(write=False)
 PREFETCH_ROW_AHEAD = 12       # messages ahead: prefetch the order's table row
 PREFETCH_LEVEL_AHEAD = 4      # messages ahead: find that row (now cached), prefetch its level
 _RING_MASK = RING_SIZE - 1
-assert PREFETCH_ROW_AHEAD < RING_SIZE and RING_SIZE & _RING_MASK == 0
 _ROWS_PER_LINE = 64 // ORDER_DTYPE.itemsize
+assert PREFETCH_ROW_AHEAD < RING_SIZE and RING_SIZE & _RING_MASK == 0
 
 
 
@@ -211,11 +212,12 @@ def _live_order(ref, locate, orders, order_words, levels, anomalies, mask, shift
 
 @njit(inline="always", nogil=True, cache=True)
 def _add_order(ref, slot, locate, side, shares, price, mpid, orders, levels, lad_key, lad_lvl,
-               books, stocks, l2_out, ctl, seq, ts):
+               books, stocks, l2_out, ctl, seq, ts, imask, ishift):
     """Write a new order into its (empty) table row at the back of its level's queue: the
     next stamp. Returns (level, whether it is the side's best level)."""
     b = locate * 2 + side
-    lvl, top = get_level(b, side, price, books, lad_key, lad_lvl, levels, ctl)
+    best = stocks[_U(locate)].bid_price if side == 0 else stocks[_U(locate)].ask_price
+    lvl, top = get_level(b, side, price, best, books, lad_key, lad_lvl, levels, ctl, imask, ishift)
     stamp = ctl[C_STAMP]
     ctl[C_STAMP] = stamp + 1
     row = orders[_U(slot)]
@@ -238,7 +240,7 @@ def _add_order(ref, slot, locate, side, shares, price, mpid, orders, levels, lad
 
 @njit(inline="always", nogil=True, cache=True)
 def _remove_order(slot, mask, shift, orders, order_words, levels, lad_key, lad_lvl, books, stocks,
-                  l2_out, ctl, seq, ts):
+                  l2_out, ctl, seq, ts, imask, ishift):
     """Take the order in this row off its level and out of the table (later rows of its
     cluster may shift back into the row). Returns what the side's cached BBO needs: 0 nothing,
     1 the (still live) level is the best, 2 the best level is gone (read the new best)."""
@@ -253,7 +255,7 @@ def _remove_order(slot, mask, shift, orders, order_words, levels, lad_key, lad_l
         _emit_l2(l2_out, ctl, seq, ts, locate, b & 1, levels[_U(lvl)].price, shares, count)
     refresh = 0
     if count == 0:
-        if remove_level(lvl, books, lad_key, lad_lvl, levels, ctl):
+        if remove_level(lvl, books, lad_key, lad_lvl, levels, ctl, imask, ishift):
             refresh = 2
     elif _is_best(locate, b & 1, levels[_U(lvl)].price, stocks):
         refresh = 1
@@ -329,6 +331,7 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, lad_key, lad
     track_matches = ctl[C_TRACK_MATCHES] != 0
     match_mask = ctl[C_MATCH_CAP] - 1  # the match index only grows between calls: probe with these
     match_shift = _shift_for(ctl[C_MATCH_CAP])
+    imask, ishift = ensure_index(levels, books, ctl)  # price -> level (rebuilt if the levels grew)
     applied = 0
     last_ts = ctl[C_LAST_TS]
     status = OK
@@ -374,11 +377,14 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, lad_key, lad
             if t2 == _T_A or t2 == _T_F:
                 book2 = _add_book(buf, b2)
                 if book2 >= 0:
-                    n2 = np.int64(books[_U(book2)].length)
-                    if n2 > 0:
-                        top2 = books[_U(book2)].start + n2 - 1
-                        prefetch(lad_key, top2)
-                        prefetch(lad_lvl, top2)
+                    if indexed(books[_U(book2)].cap):  # a deep book: the level's bucket in the index
+                        prefetch(levels, bucket_of(book2, be32(buf, b2 + _A_PRICE), imask, ishift))
+                    else:  # the top of its ladder, where the level is searched from
+                        n2 = np.int64(books[_U(book2)].length)
+                        if n2 > 0:
+                            top2 = books[_U(book2)].start + n2 - 1
+                            prefetch(lad_key, top2)
+                            prefetch(lad_lvl, top2)
             elif _HAS_REF[t2]:
                 slot2 = find_slot(order_words, be64(buf, b2 + _REF_OFFSET), mask, shift, ORDER_WORDS)
                 if orders[_U(slot2)].stamp != 0:
@@ -474,7 +480,7 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, lad_key, lad
                     anomalies[locate, A_DUP_ADD] += 1
                 else:
                     lvl, top = _add_order(ref, slot, locate, side, shares, price, mpid, orders, levels,
-                                          lad_key, lad_lvl, books, stocks, l2_out, ctl, seq, ts)
+                                          lad_key, lad_lvl, books, stocks, l2_out, ctl, seq, ts, imask, ishift)
                     if top:  # a level below the best leaves the BBO as it is
                         _bbo_set(locate, side, levels[_U(lvl)].price, levels[_U(lvl)].shares, stocks,
                                  bbo_out, ctl, seq, ts)
@@ -511,7 +517,7 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, lad_key, lad
                                   match_shift, trades_out, anomalies, ctl, seq, ts)
                 if take >= remaining:
                     refresh = _remove_order(slot, mask, shift, orders, order_words, levels, lad_key, lad_lvl,
-                                            books, stocks, l2_out, ctl, seq, ts)
+                                            books, stocks, l2_out, ctl, seq, ts, imask, ishift)
                 else:
                     refresh = 1 if _reduce_order(slot, take, orders, levels, stocks, l2_out, ctl, seq, ts) else 0
                 if refresh == 1:
@@ -526,7 +532,7 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, lad_key, lad
             if slot >= 0:
                 mpid = orders[_U(slot)].mpid
                 refresh = _remove_order(slot, mask, shift, orders, order_words, levels, lad_key, lad_lvl,
-                                        books, stocks, l2_out, ctl, seq, ts)
+                                        books, stocks, l2_out, ctl, seq, ts, imask, ishift)
                 new = be64(buf, q + _U_NEW)
                 slot = find_slot(order_words, new, mask, shift, ORDER_WORDS)  # after the delete's shifts
                 top = False
@@ -535,7 +541,7 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, lad_key, lad
                 else:
                     lvl, top = _add_order(new, slot, olocate, side, np.uint32(be32(buf, q + _U_SHARES)),
                                           np.uint32(be32(buf, q + _U_PRICE)), mpid, orders, levels,
-                                          lad_key, lad_lvl, books, stocks, l2_out, ctl, seq, ts)
+                                          lad_key, lad_lvl, books, stocks, l2_out, ctl, seq, ts, imask, ishift)
                 if top:
                     _bbo_set(olocate, side, levels[_U(lvl)].price, levels[_U(lvl)].shares, stocks, bbo_out,
                              ctl, seq, ts)
