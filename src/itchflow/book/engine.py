@@ -2,8 +2,10 @@
 
 ``apply_messages`` walks whole messages in ``buf[pos:end]`` and applies each to the state
 arrays declared in ``layout``. The hot path per order message is one probe of the order
-table (whose rows are the orders: one cache miss), one ladder lookup near the top and the
-level's totals; time priority is the order's stamp, so no queue neighbour is touched.
+table (whose rows are the orders: one cache miss), for an add one level lookup (a few steps
+down from the top of a shallow ladder, or the price index of a deep book: ``level_index``)
+and the level's totals; time priority is the order's stamp, so no queue neighbour is touched.
+Each message is framed once, by a look-ahead cursor whose stages prefetch what it will need.
 
 Resumability: before a message is touched the kernel makes sure every resource it could
 consume (an order table row, a level, ladder arena room, a match slot, an output
@@ -38,7 +40,8 @@ from itchflow.book.layout import (
     ERR_BAD_LENGTH, ERR_TRUNCATED, ERR_ZERO_LENGTH, MATCH_BROKEN, MATCH_COUNTED, MATCH_MAX_LOAD_DEN,
     MATCH_MAX_LOAD_NUM, MATCH_W_KEY, MATCH_WORDS, NEED_ARENA, NEED_BBO_OUT, NEED_L2_OUT, NEED_LEVELS,
     NEED_MATCHES, NEED_TABLE, NEED_TRADES_OUT,
-    C_RING_BODY, C_RING_END, OK, ORDER_DTYPE, ORDER_WORDS, RING_SIZE, STOP_TIME, TABLE_MAX_LOAD_DEN, TABLE_MAX_LOAD_NUM,
+    C_RING_BODY, C_RING_END, OK, ORDER_DTYPE, ORDER_WORDS, RING_SIZE, STOP_TIME, TABLE_MAX_LOAD_DEN,
+    TABLE_MAX_LOAD_NUM,
 )
 from itchflow.book.ladder import get_level, remove_level
 from itchflow.book.level_index import bucket_of, ensure_index, indexed
@@ -79,7 +82,6 @@ _B_MATCH = _off("B", "match_number")
 _R_STOCK = _off("R", "stock")
 _H_STATE = _off("H", "trading_state")
 _LENGTHS = LENGTH_BY_BYTE
-_HEADER_LENGTH = _TS + MESSAGES["A"].field("timestamp").size  # type, locate, tracking, timestamp
 
 _BYTE_B = ord("B")
 _BYTE_S = ord("S")

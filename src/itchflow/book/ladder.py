@@ -4,9 +4,9 @@ Keys ascend within a segment (key = price for bids, -price for asks), so the bes
 the last entry and inserting or removing near the top moves only a few entries. In a deep book
 (segment capacity ``level_index.INDEX_MIN_CAP`` or more) an existing level is found through
 the price index (``level_index``) without a search; otherwise, and to place a new level or
-remove one, a lookup scans down from the top for a few steps (most activity is
-there), then binary-searches the rest. A full segment is moved to a segment twice its size at the arena's top; the driver
-compacts the arena when it fills up (``compact_arena``).
+remove one, a lookup scans down from the top for a few steps (most activity is there), then
+binary-searches the rest. A full segment is moved to a segment twice its size at the arena's
+top; the driver compacts the arena when it fills up (``compact_arena``).
 """
 
 from __future__ import annotations

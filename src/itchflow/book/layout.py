@@ -202,13 +202,11 @@ C_TRACK_MATCHES = 25  # 1: keep the match -> trade index (for B)
 C_UNKNOWN_TYPES = 26  # messages of an unknown type (skipped by their length)
 C_LEVEL_BUCKETS = 27  # buckets of the price -> level index the chains are built for (``level_index``)
 # The kernel's look-ahead ring (scratch, meaningless between calls): the messages framed ahead
-# of the one applied, so each is framed once. RING_SIZE entries each of body offset, end offset
-# and the table row a look-ahead stage found for its reference.
+# of the one applied, so each is framed once. RING_SIZE entries each of body and end offset.
 RING_SIZE = 16
 C_RING_BODY = 32
 C_RING_END = C_RING_BODY + RING_SIZE
-C_RING_SLOT = C_RING_END + RING_SIZE
-N_CTL = C_RING_SLOT + RING_SIZE
+N_CTL = C_RING_END + RING_SIZE
 
 # Kernel status codes. Codes below ERR_FIRST are resumable: the message at `pos` has not been
 # touched; the driver grows what is named and calls again from `pos`.
