@@ -46,7 +46,7 @@ def synthetic_day(n: int, seed: int = 0) -> np.ndarray:
     return np.frombuffer(encode(arrays), np.uint8)
 
 
-def run_loopback(data, engine, faults, pps=20_000, payload=1400):
+def run_loopback(data, engine, faults, pps=20_000, payload=1400, rs=None):
     from itchflow.sources.mold_sender import bind_rerequest, publish
     from itchflow.sources.udp import listen, open_receiver, warm_up
     from itchflow.protocol.mold.feed import MoldFeed
@@ -55,7 +55,7 @@ def run_loopback(data, engine, faults, pps=20_000, payload=1400):
     feed = MoldFeed(data, "LOOPTEST", payload)
     a = open_receiver("127.0.0.1", 0)
     b = open_receiver("127.0.0.1", 0)
-    rs = bind_rerequest("127.0.0.1", 0)
+    rs = rs if rs is not None else bind_rerequest("127.0.0.1", 0)
     out = io.BytesIO()
     box = {}
     stop = threading.Event()
@@ -256,3 +256,54 @@ def test_real_time_pacing_sends_heartbeats_in_quiet_periods():
     assert res.finished and out.getvalue() == data.tobytes()
     assert box["pub"].heartbeats >= 1 and res.stats["heartbeats"] == box["pub"].heartbeats
     assert res.stats["gaps"] == 0     # a heartbeat's sequence is the next one: no false gap
+
+
+
+FLOOD = """
+import json, select, socket, sys, time
+port, n = int(sys.argv[1]), int(sys.argv[2])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", 0))
+req = b"LOOPTEST  " + (1).to_bytes(8, "big") + (0xFFFE).to_bytes(2, "big")
+sent = received = 0
+def drain(timeout):
+    global received
+    while select.select([s], [], [], timeout)[0]:
+        received += len(s.recv(65536))
+        timeout = 0
+print("ready", flush=True)
+for k in range(n):
+    sent += s.sendto(req, ("127.0.0.1", port))
+    if k % 64 == 0:
+        drain(0)
+while select.select([s], [], [], 2.0)[0]:   # replies still coming: keep counting
+    drain(0)
+print(json.dumps({"sent": sent, "received": received}), flush=True)
+"""
+
+
+def test_rerequest_flood_from_one_source_while_a_receiver_recovers():
+    """50,000 re-requests from one source (another process): it gets back at most 5 bytes
+    per byte it sent, and a lossy receiver on another socket still recovers every gap."""
+    import json
+
+    from itchflow.protocol.mold.feed import Faults
+    from itchflow.sources.mold_sender import bind_rerequest
+
+    data = synthetic_day(20_000, seed=4)
+    rs = bind_rerequest("127.0.0.1", 0)
+    flood = subprocess.Popen([sys.executable, "-c", FLOOD, str(rs.getsockname()[1]), "50000"],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert flood.stdout.readline().strip() == "ready"
+        feed, pub, res, out = run_loopback(data, "recvmmsg", Faults(0.05, 0.05, 0.0, 0.0, seed=3), rs=rs)
+        box = json.loads(flood.communicate(timeout=60)[0])
+    finally:
+        if flood.poll() is None:
+            flood.kill()
+            flood.wait()
+    s = res.stats
+    assert res.finished and s["lost"] == 0 and out == data.tobytes(), s
+    assert s["recovered"] > 0
+    assert box["sent"] == 50_000 * 20 and box["received"] <= 5 * box["sent"], box
+    assert pub.server["refused_requests"] > 0
