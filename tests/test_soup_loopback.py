@@ -22,7 +22,7 @@ SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 def serve(data, cut_after=None, stall_after=None):
     from itchflow.sources.soup_sockets import SoupServer
-    from itchflow.protocol.soup.session import MessageStore
+    from itchflow.protocol.soup import MessageStore
 
     server = SoupServer(MessageStore(data), "127.0.0.1", 0, "TESTDAY", {"alice": "secret"}, cut_after=cut_after,
                         stall_after=stall_after)

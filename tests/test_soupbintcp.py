@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from itchflow.protocol.soup.session import (
+from itchflow.protocol.soup import (
     DeadLink,
     EndOfSession,
     LoggedOut,

@@ -227,7 +227,7 @@ def soup_serve(path, port, host, user, password, session, cut_after, stall_after
 
     from itchflow.errors import ITCHFormatError
     from itchflow.sources.soup_sockets import SoupServer
-    from itchflow.protocol.soup.session import MessageStore
+    from itchflow.protocol.soup import MessageStore
 
     if len(user) > 6 or len(password) > 10 or len(session) > 10:
         _fail(ValueError("user is at most 6 characters, password and session at most 10"))
