@@ -272,6 +272,7 @@ class FetchResult:
     missing: int = 0                 # messages a server skipped (started later than asked)
     errors: list = field(default_factory=list)
     seconds: float = 0.0
+    interrupted: bool = False        # stopped by KeyboardInterrupt (Ctrl-C)
 
 
 def fetch(host: str, port: int, username: str, password: str, out, *, session: str = "", sequence: int = 1,

@@ -111,7 +111,7 @@ class PyRecv:
 
     name = "recv"
 
-    def __init__(self, batch: int = 64):
+    def __init__(self, batch: int = 64, ifname: str | None = None):
         self.buf = np.zeros(MAX_DATAGRAM, np.uint8)
         self.batch = batch
         self._anc = socket.CMSG_SPACE(16)
@@ -136,7 +136,7 @@ class MmsgRecv:
 
     name = "recvmmsg"
 
-    def __init__(self, batch: int = 64, slot_size: int = MAX_DATAGRAM):
+    def __init__(self, batch: int = 64, slot_size: int = MAX_DATAGRAM, ifname: str | None = None):
         # slots as large as any datagram: a truncated one would be counted malformed, not lost silently
         self.slots = MmsgSlots(batch, slot_size)
 
@@ -196,7 +196,22 @@ class TPacketRecv:
         self.rings.clear()
 
 
-ENGINES = {"recv": PyRecv, "recvmmsg": MmsgRecv, "tpacket": TPacketRecv}
+# Receive engines by name: a factory taking ``ifname=`` that returns a reader with
+# ``read(sock)`` (and optionally ``read_batch(sock)`` + ``slots``, ``attach(sock) -> fd to
+# poll``, ``close()``). New engines register here (register_engine).
+ENGINES: dict[str, type] = {"recv": PyRecv, "recvmmsg": MmsgRecv, "tpacket": TPacketRecv}
+
+
+def register_engine(name: str, factory) -> None:
+    ENGINES[name] = factory
+
+
+def make_reader(engine: str, ifname: str | None = None):
+    try:
+        factory = ENGINES[engine]
+    except KeyError:
+        raise ValueError(f"unknown receive engine {engine!r} (one of {', '.join(sorted(ENGINES))})") from None
+    return factory(ifname=ifname)
 
 
 @dataclass
@@ -208,13 +223,15 @@ class ListenResult:
     finished: bool = False               # end of session seen and everything before it delivered
     seconds: float = 0.0
     engine: str = ""
+    interrupted: bool = False            # stopped by KeyboardInterrupt (Ctrl-C)
 
 
 def listen(line_a: tuple[str, int], line_b: tuple[str, int] | None, rerequest: tuple[str, int] | None,
            out, *, engine: str = "recvmmsg", session: bytes | str | None = None,
            start_sequence: int | None = 1, idle_timeout: float = 10.0, max_seconds: float | None = None,
            interface: str = "0.0.0.0", receiver_options: dict | None = None, on_progress=None,
-           sockets: list | None = None, on_deliver=None, stop=None, ifname: str | None = None) -> ListenResult:
+           sockets: list | None = None, on_deliver=None, stop=None, ifname: str | None = None,
+           on_ready=None) -> ListenResult:
     """Receive a MoldUDP64 feed until its end of session is seen and every message before
     it is delivered (or until ``idle_timeout`` s without a packet / ``max_seconds``).
 
@@ -225,10 +242,13 @@ def listen(line_a: tuple[str, int], line_b: tuple[str, int] | None, rerequest: t
     engine: "recvmmsg" (batched, compiled), "recv" (Python) or "tpacket" (a TPACKET_V3 ring per
     line on interface ``ifname``, lo for loopback addresses; needs CAP_NET_RAW).
     sockets: already-open (A, B or None) receive sockets (tests open them before the publisher starts).
+    on_ready: called with the list of line sockets once they are bound (readiness).
+    On KeyboardInterrupt the result so far (``interrupted=True``) is attached to the
+    exception as ``.result`` and the exception goes on.
     """
     opts = dict(receiver_options or {})
     receiver = MoldReceiver(session, start_sequence=start_sequence, requests=rerequest is not None, **opts)
-    reader = ENGINES[engine](ifname=ifname) if engine == "tpacket" else ENGINES[engine]()
+    reader = make_reader(engine, ifname)
     batched = hasattr(reader, "read_batch")
     # Load the compiled kernels before the sockets exist: a sender that waits for the socket
     # (or a feed already running) would otherwise overflow it while they load.
@@ -246,7 +266,8 @@ def listen(line_a: tuple[str, int], line_b: tuple[str, int] | None, rerequest: t
         _set_rcvbuf(req_sock, 4 << 20)
         req_sock.setblocking(False)
     # what to poll for each line: its socket, or the packet ring that sees its datagrams
-    lines = {(reader.attach(s) if engine == "tpacket" else s.fileno()): (s, i) for i, s in enumerate(socks)}
+    attach = getattr(reader, "attach", None)
+    lines = {(attach(s) if attach is not None else s.fileno()): (s, i) for i, s in enumerate(socks)}
     if req_sock is not None:
         lines[req_sock.fileno()] = (req_sock, LINE_REPLY)
     poller = select.poll()
@@ -257,7 +278,14 @@ def listen(line_a: tuple[str, int], line_b: tuple[str, int] | None, rerequest: t
     start = time.monotonic()
     last_packet = start
     write = out.write if out is not None else None
+
+    def result(interrupted=False):
+        return ListenResult(receiver.stats.to_dict(), latency.values(), list(receiver.malformed_log), lost,
+                            receiver.finished, time.monotonic() - start, engine, interrupted)
+
     try:
+        if on_ready is not None:
+            on_ready(socks)
         while True:
             now_ns = time.monotonic_ns()
             deadline = receiver.next_deadline()
@@ -287,6 +315,9 @@ def listen(line_a: tuple[str, int], line_b: tuple[str, int] | None, rerequest: t
             t = time.monotonic()
             if t - last_packet > idle_timeout or (max_seconds is not None and t - start > max_seconds):
                 break
+    except KeyboardInterrupt as e:
+        e.result = result(True)
+        raise
     finally:
         if hasattr(reader, "close"):
             reader.close()
@@ -295,14 +326,13 @@ def listen(line_a: tuple[str, int], line_b: tuple[str, int] | None, rerequest: t
                 s.close()
         if req_sock is not None:
             req_sock.close()
-    return ListenResult(receiver.stats.to_dict(), latency.values(), list(receiver.malformed_log), lost,
-                        receiver.finished, time.monotonic() - start, engine)
+    return result()
 
 
 def warm_up(engine: str) -> None:
     """Load every compiled kernel ``listen`` uses with this engine (callers that start a sender
     first do this before, so that the first packets do not wait for compilation)."""
-    _warm_up(ENGINES[engine]())
+    _warm_up(make_reader(engine))
 
 
 def _warm_up(reader) -> None:
