@@ -305,3 +305,53 @@ def test_rerequest_flood_from_one_source_while_a_receiver_recovers():
     assert s["recovered"] > 0
     assert box["sent"] == 50_000 * 20 and box["received"] <= 5 * box["sent"], box
     assert pub.server["refused_requests"] > 0
+
+
+@pytest.mark.parametrize("engine", ["recvmmsg", "recv"])
+def test_spoofed_and_foreign_packets_do_not_end_the_feed(engine):
+    """Mid-stream, packets of the right session with sequence 2**63 and 2**64-1 (data and a
+    heartbeat) and a well-framed packet of another session arrive on line A: both engines
+    count them, follow nothing, and deliver the whole real day."""
+    import socket
+
+    from itchflow.protocol.mold.feed import MoldFeed
+    from itchflow.sources.mold_sender import bind_rerequest, publish
+    from itchflow.sources.udp import listen, open_receiver, warm_up
+
+    warm_up(engine)
+    data = synthetic_day(20_000, seed=5)
+    feed = MoldFeed(data, "REALDAY", 1400)
+    a = open_receiver("127.0.0.1", 0)
+    rs = bind_rerequest("127.0.0.1", 0)
+    one = b"\x00\x01A"
+    spoofs = [b"REALDAY   " + (2**63).to_bytes(8, "big") + (1).to_bytes(2, "big") + one,
+              b"REALDAY   " + (2**64 - 1).to_bytes(8, "big") + (1).to_bytes(2, "big") + one,
+              b"REALDAY   " + (2**63).to_bytes(8, "big") + (0).to_bytes(2, "big"),
+              b"FOREIGN   " + (7).to_bytes(8, "big") + (1).to_bytes(2, "big") + one]
+    spoofer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    state = {"deliveries": 0}
+
+    def on_deliver(e):
+        state["deliveries"] += 1
+        if state["deliveries"] == 3:
+            for p in spoofs:
+                spoofer.sendto(p, a.getsockname())
+
+    box = {}
+    stop = threading.Event()
+    t = threading.Thread(target=lambda: box.update(pub=publish(feed, a.getsockname(), None, rerequest=rs,
+                                                               pps=20_000, linger=30.0, stop=stop)))
+    t.start()
+    out = io.BytesIO()
+    try:
+        res = listen(None, None, rs.getsockname(), out, engine=engine, sockets=[a], idle_timeout=5,
+                     max_seconds=60, on_deliver=on_deliver)
+    finally:
+        stop.set()
+        t.join(30)
+        a.close()
+        spoofer.close()
+    s = res.stats
+    assert res.finished and out.getvalue() == data.tobytes(), s
+    assert s["bad_sequence"] == 3 and s["other_session_packets"] == 1, s
+    assert s["lost"] == 0 and s["session_changes"] == 0 and s["gaps"] == 0

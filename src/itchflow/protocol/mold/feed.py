@@ -22,10 +22,10 @@ from itchflow.protocol.mold.codec import headers, session_bytes
 from itchflow.protocol.mold.ratelimit import RateLimits, SourceLimiter
 from itchflow.wire.moldudp64 import (
     END_OF_SESSION_COUNT,
-    HEADER_DTYPE,
     HEADER_SIZE,
     HEARTBEAT_COUNT,
     SESSION_SIZE,
+    pack_header,
     unpack_header,
 )
 
@@ -144,9 +144,7 @@ class MoldFeed:
 
 
 def control_packet(session: bytes, sequence: int, count: int) -> bytes:
-    h = np.zeros(1, HEADER_DTYPE)
-    h["session"], h["sequence"], h["count"] = session_bytes(session), sequence, count
-    return h.tobytes()
+    return pack_header(session_bytes(session), sequence, count)
 
 
 @dataclass
