@@ -192,25 +192,31 @@ class SoupServer:
             if s.closed:
                 self._close(sel, c)
             return
-        if not c.pending:
-            if c.cut is not None and s.stats.messages >= c.cut:
-                self.counters.cut += 1
-                c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
-                self._close(sel, c)     # abrupt close (RST), mid-session
-                return
-            limit = 1 << 30
-            if c.cut is not None:
-                limit = c.cut - s.stats.messages
-            elif c.stall is not None:
-                limit = c.stall - s.stats.messages
-            s.pump(now, limit)
-        c.pending += s.data_to_send()
-        if c.pending:
+        for _ in range(16):             # up to 16 chunks a turn while the socket takes them
+            if not c.pending:
+                if c.cut is not None and s.stats.messages >= c.cut:
+                    self.counters.cut += 1
+                    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
+                    self._close(sel, c)     # abrupt close (RST), mid-session
+                    return
+                limit = 1 << 30
+                if c.cut is not None:
+                    limit = c.cut - s.stats.messages
+                elif c.stall is not None:
+                    limit = c.stall - s.stats.messages
+                s.pump(now, limit)
+            c.pending += s.data_to_send()
+            if not c.pending:
+                break
             self._flush(sel, c)
-            if c.pending and c.stuck_since is not None and now - c.stuck_since >= self.send_timeout_ns:
-                self.counters.slow_clients += 1
-                self._close(sel, c)
-                return
+            if c.fd not in self._conns:
+                return                      # the send failed: closed
+            if c.pending:
+                break                       # the socket is full: wait until it is writable
+        if c.pending and c.stuck_since is not None and now - c.stuck_since >= self.send_timeout_ns:
+            self.counters.slow_clients += 1
+            self._close(sel, c)
+            return
         if s.closed and not c.pending:
             self._close(sel, c)
 
@@ -227,7 +233,11 @@ class SoupServer:
             c.stuck_since = None if not c.pending else time.monotonic_ns()
         elif c.stuck_since is None:
             c.stuck_since = time.monotonic_ns()
-        want = selectors.EVENT_READ | (selectors.EVENT_WRITE if c.pending else 0)
+        s = c.session
+        # writable interest while there is more to queue, so the next chunk goes out as soon
+        # as the socket takes it (not at the next timer)
+        more = s.logged_in and not s.end_sent and not s.closed and not c.stalled
+        want = selectors.EVENT_READ | (selectors.EVENT_WRITE if c.pending or more else 0)
         try:
             sel.modify(c.sock, want, c)
         except (KeyError, ValueError):
