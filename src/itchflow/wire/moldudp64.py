@@ -68,9 +68,9 @@ def session_is(buf, pos, session):
     return True
 
 
-def unpack_header(packet) -> tuple[bytes, int, int]:
-    """(session, sequence, count) of a packet of at least HEADER_SIZE bytes (Python side)."""
-    return _HEADER_STRUCT.unpack_from(packet)
+# unpack_header(packet) -> (session, sequence, count) of a packet of at least HEADER_SIZE
+# bytes (Python side): the bound struct method itself, no wrapper call per packet.
+unpack_header = _HEADER_STRUCT.unpack_from
 
 
 def valid_sequence(sequence: int, count: int = 0) -> bool:

@@ -277,9 +277,11 @@ class MoldReceiver:
                     self._malformed(events, number, line, MALFORMED_TEXT[status], int(off))
                     return events
             self._change_session(session, seq, count, events)
-        elif not self._plausible(seq, count, line):
-            self._bad_sequence(events, number, line, seq)
-            return events
+        elif not (FIRST_SEQUENCE <= seq <= MAX_SEQUENCE
+                  and (self.highest is None or seq <= self.highest + self.max_gap)):
+            if not self._plausible(seq, count, line):   # the slow path only for the suspicious
+                self._bad_sequence(events, number, line, seq)
+                return events
 
         if count == END_OF_SESSION_COUNT:
             st.end_of_session += 1
@@ -379,7 +381,6 @@ class MoldReceiver:
         if not FIRST_SEQUENCE <= seq <= MAX_SEQUENCE:
             return False
         if self.highest is None or seq <= self.highest + self.max_gap:
-            self._jump_run = (None, 0)
             return True
         if line == LINE_REPLY:           # a reply answers what was asked: never a jump
             return False
