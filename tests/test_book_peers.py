@@ -4,7 +4,6 @@ after a generated day) and the real Nasdaq captures (replayed without error)."""
 from __future__ import annotations
 
 import itchcpp.book as itchcpp_book  # a required test dependency (pyproject [test]): missing is a failure
-import numpy as np
 import pytest
 
 from test_book_support import encode, random_day

@@ -10,7 +10,6 @@ sequence number in Login Accepted.
 
 from __future__ import annotations
 
-import numpy as np
 from numba import njit
 
 from itchflow.hw.endian import u8
