@@ -191,6 +191,8 @@ class MoldReceiver:
                  max_buffered: int = 1 << 16, max_buffered_bytes: int = DEFAULT_MAX_BUFFERED_BYTES,
                  max_gap: int = DEFAULT_MAX_GAP, resync_packets: int = DEFAULT_RESYNC_PACKETS,
                  follow_sessions: bool = False):
+        if start_sequence is not None and not FIRST_SEQUENCE <= start_sequence <= MAX_SEQUENCE:
+            raise ValueError(f"start sequence {start_sequence} is out of range ({FIRST_SEQUENCE} to {MAX_SEQUENCE})")
         self.session = session_bytes(session) if session is not None else None
         self.follow_sessions = bool(follow_sessions)
         self.max_buffered_bytes = int(max_buffered_bytes)
