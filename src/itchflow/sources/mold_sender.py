@@ -54,7 +54,7 @@ class RerequestThread(threading.Thread):
         while not self._halt.is_set():
             if not poller.poll(50):
                 continue
-            while True:
+            for _ in range(1024):     # bounded, so a flood cannot keep stop() waiting
                 try:
                     data, addr = sock.recvfrom(2048)
                 except (BlockingIOError, InterruptedError):
