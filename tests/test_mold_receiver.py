@@ -616,3 +616,15 @@ def test_early_store_is_bounded_in_bytes():
     s = run.r.stats
     assert s.buffered_bytes_peak <= 10 * big and s.buffer_overflow > 0
     assert run.r._early_bytes == sum(len(e.data) for e in run.r._early.values())
+
+
+def test_packets_held_past_a_later_end_of_session_are_not_delivered():
+    run = Run(line_wait_ns=10 * MS)
+    run.feed(packet(1, 2), 0)
+    run.feed(packet(4, 3), 0)                     # held: 4..6 (3 missing)
+    run.feed(packet(20, 2), 0)                    # held: 20..21, beyond the end announced next
+    run.feed(end_of_session(5), 0)                # the session ends before 5
+    assert run.r.highest == 5
+    run.feed(packet(3, 1), 1, LINE_REPLY)         # fills 3; 4 is the last of the session
+    assert bytes(run.out) == expected(1, 5) and run.r.finished
+    assert run.r.stats.after_end_of_session == 2 and run.r._early_bytes == 0

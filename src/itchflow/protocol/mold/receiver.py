@@ -291,7 +291,7 @@ class MoldReceiver:
                 events.append(EndOfSession(session, seq))
                 self.ended = True
                 self.end_sequence = seq
-                self._see(seq)        # the sequence only; never the count (nassau #16)
+                self._end_at(seq)     # the sequence only; never the count (nassau #16)
         elif count == HEARTBEAT_COUNT:
             st.heartbeats += 1
             if n != HEADER_SIZE:
@@ -488,14 +488,35 @@ class MoldReceiver:
         self.next_sequence = first + count
         events.append(Deliver(data, first, count, line, number, rx_ns))
 
+    def _end_at(self, end: int) -> None:
+        """End of session at ``end``: nothing at or past it is the session's. Early packets
+        held there are dropped (counted), and the hole to fill stops at the end."""
+        self._see(end)
+        if self.highest is not None and self.next_sequence is not None and self.highest > end:
+            self.highest = max(end, self.next_sequence)
+        if not self._heap:
+            return
+        keep = [s for s in self._heap if s < end]
+        for s in self._heap:
+            if s >= end:
+                self._early_bytes -= len(self._early.pop(s).data)
+                self.stats.after_end_of_session += 1
+        heapq.heapify(keep)
+        self._heap = keep
+
     def _drain(self, events) -> None:
-        """Deliver the early packets that are now in turn."""
+        """Deliver the early packets that are now in turn (never past the end of session)."""
         heap, early = self._heap, self._early
         while heap and heap[0] <= self.next_sequence:
             e = early.pop(heapq.heappop(heap))
             self._early_bytes -= len(e.data)
             nxt = self.next_sequence
             end = e.first + e.count
+            if self.ended and end > self.end_sequence:     # held before the end was known
+                self.stats.after_end_of_session += 1
+                keep = max(0, self.end_sequence - e.first)
+                _, cut = walk_blocks(e.data, 0, len(e.data), e.count, keep)
+                e.data, e.count, end = e.data[:cut], keep, e.first + keep
             if end <= nxt:
                 self.stats.duplicate_packets += 1
                 self.stats.duplicate_messages += e.count
