@@ -291,3 +291,16 @@ def test_fetch_refuses_an_absurd_login_accepted_sequence(accepted, tmp_path):
     assert r.returncode == 1, (r.stdout, r.stderr)
     assert "Traceback" not in r.stderr and "refused" in r.stderr and str(accepted) in r.stderr
     assert json.loads(r.stdout)["messages"] == 0
+
+
+def test_fetch_counts_what_a_later_login_accepted_skips():
+    from itchflow.sources.soup_sockets import fetch
+
+    msgs = [b"A" + i.to_bytes(4, "big") for i in range(1, 11)]
+    (host, port), t = _fake_server(8, 8, msgs[7:])          # asked 6, the server starts at 8
+    runs = []
+    res = fetch(host, port, "u", "p", io.BytesIO(), sequence=6, max_seconds=20, max_reconnects=0,
+                on_data=lambda d: runs.append((d.first_sequence, d.count)))
+    t.join(10)
+    assert res.ended and res.missing == 2 and res.duplicates_skipped == 0
+    assert runs == [(8, 3)] and res.next_sequence == 11
