@@ -64,8 +64,8 @@ def read(source, types: str | Iterable[str] | None = None, *, strict: bool = Tru
     types: letters (``"AF"``, ``["A", "F"]``) or names (``["add_order"]``) to decode; the
     others are still framed and counted. strict=False counts malformed capture packets
     instead of raising. dedup=False keeps every data packet of a capture in capture order
-    (no de-duplication of A/B copies or repeats). Raises ITCHFormatError (a ValueError) naming the file and byte
-    offset (or packet) of anything malformed.
+    (no de-duplication of A/B copies or repeats). Raises ITCHFormatError (a ValueError)
+    naming the file and byte offset (or packet) of anything malformed.
     """
     codes = _codes(types)
     t0 = time.perf_counter()
