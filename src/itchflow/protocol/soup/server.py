@@ -42,7 +42,8 @@ class SoupServerSession(Stream):
                  dead_link_ns: int = DEAD_LINK_NS, login_timeout_ns: int = LOGIN_TIMEOUT_NS):
         super().__init__(now_ns, heartbeat_ns, dead_link_ns)
         self.store = store
-        self.session = (session.encode() if isinstance(session, str) else bytes(session)).ljust(SESSION_SIZE)[:SESSION_SIZE]
+        name = session.encode() if isinstance(session, str) else bytes(session)
+        self.session = name.ljust(SESSION_SIZE)[:SESSION_SIZE]
         self.credentials = {(u.encode() if isinstance(u, str) else u): (p.encode() if isinstance(p, str) else p)
                             for u, p in credentials.items()}
         self.logged_in = False
