@@ -355,3 +355,50 @@ def test_spoofed_and_foreign_packets_do_not_end_the_feed(engine):
     assert res.finished and out.getvalue() == data.tobytes(), s
     assert s["bad_sequence"] == 3 and s["other_session_packets"] == 1, s
     assert s["lost"] == 0 and s["session_changes"] == 0 and s["gaps"] == 0
+
+
+@pytest.mark.parametrize("engine", ["recvmmsg", "recv"])
+def test_spoofed_heartbeat_in_a_quiet_second_does_not_skip_the_rest_of_the_day(engine):
+    """The feed pauses 1.5 s (real-time pacing); in the pause a spoofed heartbeat of the right
+    session announces 500,000 more messages (within max_gap). The re-requests for that 'gap'
+    run out in the quiet second, yet every real message after the pause is delivered."""
+    import socket
+
+    from itchflow.decode.encoder import encode_message
+    from itchflow.protocol.mold.feed import MoldFeed
+    from itchflow.sources.mold_sender import bind_rerequest, publish
+    from itchflow.sources.udp import listen, open_receiver, warm_up
+
+    warm_up(engine)
+    t0 = 34_200_000_000_000
+    msgs = [encode_message("I", timestamp=t0 + (0 if i < 400 else 1_500_000_000), stock="AAPL") for i in range(800)]
+    data = np.frombuffer(b"".join(msgs), np.uint8)
+    feed = MoldFeed(data, "QUIETDAY", 1400)
+    a = open_receiver("127.0.0.1", 0)
+    rs = bind_rerequest("127.0.0.1", 0)
+    spoofer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    state = {"sent": False}
+
+    def on_deliver(e):
+        if not state["sent"] and e.first_sequence + e.count > 400:   # the first half is in: the pause
+            spoofer.sendto(b"QUIETDAY  " + (400 + 500_000).to_bytes(8, "big") + bytes(2), a.getsockname())
+            state["sent"] = True
+
+    box = {}
+    stop = threading.Event()
+    t = threading.Thread(target=lambda: box.update(pub=publish(feed, a.getsockname(), None, rerequest=rs, rate=1.0,
+                                                               heartbeat_s=5.0, linger=30.0, stop=stop)))
+    t.start()
+    out = io.BytesIO()
+    try:
+        res = listen(None, None, rs.getsockname(), out, engine=engine, sockets=[a], idle_timeout=5,
+                     max_seconds=60, on_deliver=on_deliver)
+    finally:
+        stop.set()
+        t.join(30)
+        a.close()
+        spoofer.close()
+    s = res.stats
+    assert state["sent"] and res.finished and s["lost"] == 0 and s["messages"] == 800, s
+    assert out.getvalue() == data.tobytes()
+    assert s["deferred_give_ups"] >= 1, s       # the re-requests for the spoofed 'gap' did run out
