@@ -14,7 +14,6 @@ What is measured (one core, the same bytes, the same run):
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
