@@ -22,6 +22,7 @@ def bench() -> None:
 _COMMAND_MODULES = ("itchflow.cli.decode", "itchflow.cli.gen", "itchflow.cli.book", "itchflow.cli.ring",
                     "itchflow.cli.run",
                     "itchflow.cli.net", "itchflow.cli.tail")
+_COMMAND_MODULES += ("itchflow.cli.compare",)
 
 for _name in _COMMAND_MODULES:
     importlib.import_module(_name)
