@@ -51,10 +51,15 @@ def compare_command(messages, rate, paced_seconds, paths, net, seed, stocks, no_
         report = run_compare(messages=messages, rate=rate, paths=keys, seed=seed, stocks=stocks,
                              paced_seconds=paced_seconds, net=net, count_syscalls=False if no_perf else None,
                              on_row=on_row)
-    except KeyboardInterrupt:
-        # everything was removed on the way out (run_compare's cleanup); say what was done
-        click.echo(f"interrupted after {len(done)} row(s): " + ", ".join(f"{r.key} {r.status}" for r in done),
-                   err=True)
+    except KeyboardInterrupt as e:
+        # everything was removed on the way out (run_compare's cleanup): show the rows done
+        report = getattr(e, "report", None)
+        if report is not None and report.rows:
+            if as_json:
+                click.echo(json.dumps(report.to_dict(), default=_plain))
+            else:
+                print_report(report, console)
+        click.echo(f"interrupted after {len(done)} row(s)", err=True)
         sys.exit(130)
     except (OSError, ValueError, RuntimeError) as e:
         click.echo(f"error: {e}", err=True)

@@ -18,6 +18,7 @@ counters (calls to recv / recvmmsg / poll) are the cross-check.
 
 from __future__ import annotations
 
+import gc
 import multiprocessing as mp
 import os
 import select
@@ -143,19 +144,29 @@ def recv_into_slots(fd, bufs, lengths, calls):
 
 
 class RecvReader:
-    """Compiled recv, one datagram per system call."""
+    """Compiled recv, one datagram per system call. Every reader yields ``batches()`` of
+    (rows, lengths, n, rx_ns) while datagrams are ready and stops when none is."""
 
     def __init__(self, sock, batch: int = 64):
         from itchflow.hw.net_syscalls import MmsgSlots
 
         self.sock, self.slots = sock, MmsgSlots(batch, 2048)
         self.calls = np.zeros(1, np.int64)
+        self.counters: dict = {}
 
     def fileno(self) -> int:
         return self.sock.fileno()
 
     def read_batch(self) -> int:
         return int(recv_into_slots(self.sock.fileno(), self.slots.bufs, self.slots.lengths, self.calls))
+
+    def batches(self):
+        s = self.slots
+        while True:
+            n = self.read_batch()
+            if n <= 0:
+                return
+            yield s.bufs, s.lengths, n, s.rx_ns
 
     def close(self) -> None:
         pass
@@ -173,7 +184,7 @@ class TPacketReader(RecvReader):
     """A TPACKET_V3 ring on the receiving interface (itchflow.sources.tpacket), walked in
     compiled code; no system call while blocks are ready."""
 
-    def __init__(self, sock, ifname: str, *, flat: bool, batch: int = 64):
+    def __init__(self, sock, ifname: str, *, flat: bool, frames: int = 0, batch: int = 64):
         from itchflow.sources.tpacket import TPacketV3
 
         super().__init__(sock, batch)
@@ -204,33 +215,38 @@ def xdp_module():
 
 
 class XdpReader(RecvReader):
-    """An AF_XDP socket on the receiving interface (itchflow.sources.xdp)."""
+    """An AF_XDP socket on the receiving interface (``itchflow.sources.xdp.XdpRecv``): runs of
+    ready frames are handed over as views of the UMEM (no copy) and recycled after."""
 
-    def __init__(self, sock, ifname: str, *, flat: bool, batch: int = 64):
+    def __init__(self, sock, ifname: str, *, flat: bool, frames: int = 0, batch: int = 64):
         super().__init__(sock, batch)
         xdp = xdp_module()
         host, port = sock.getsockname()
-        self.xsk = xdp.open_xsk(ifname, [(host, port)], frames=(1 << 16) if flat else 4096)
+        self.x = xdp.XdpRecv(ifname=ifname, batch=batch, frames=max(4096, frames) if flat else 4096)
+        self.fd = self.x.open([(host, port)])
 
     def fileno(self) -> int:
-        return self.xsk.fileno()
+        return self.fd
 
     def read_batch(self) -> int:
-        s = self.slots
-        return self.xsk.read_into(s.bufs, s.lengths, s.rx_ns)
+        return 0
+
+    def batches(self):
+        for rows, lengths, k, _line, rx_ns in self.x.runs():
+            yield rows, lengths, k, rx_ns
 
     def close(self) -> None:
-        self.counters = self.xsk.stats()
-        self.xsk.close()
+        self.counters = self.x.counters()
+        self.x.close()
 
 
 ENGINES = {"udp_recv": RecvReader, "udp_recvmmsg": MmsgReader, "tpacket": TPacketReader, "af_xdp": XdpReader}
 
 
-def _open_reader(key: str, sock, lab: Lab, flat: bool):
+def _open_reader(key: str, sock, lab: Lab, flat: bool, frames: int):
     cls = ENGINES[key]
     if key in ("tpacket", "af_xdp"):
-        return cls(sock, lab.recv_ifname, flat=flat)
+        return cls(sock, lab.recv_ifname, flat=flat, frames=frames)
     return cls(sock)
 
 
@@ -247,13 +263,22 @@ def receive_into_books(reader, receiver, books, last_sequence: int, timeout: flo
 
     poller = select.poll()
     poller.register(reader.fileno(), select.POLLIN)
-    s = reader.slots
     log_first, log_count, log_at = [], [], []
     packets = polls = book_ns = 0
     last_progress = time.monotonic()
     while receiver.next_sequence is None or receiver.next_sequence <= last_sequence:
-        n = reader.read_batch()
-        if n <= 0:
+        got = 0
+        for rows, lengths, n, rx_ns in reader.batches():
+            got += n
+            for e in receiver.receive_batch(rows, lengths, n, time.monotonic_ns(), LINE_A, rx_ns):
+                if isinstance(e, Deliver):
+                    t = time.thread_time_ns()
+                    books.apply(e.data, e.first_sequence)
+                    book_ns += time.thread_time_ns() - t
+                    log_first.append(e.first_sequence)
+                    log_count.append(e.count)
+                    log_at.append(time.monotonic_ns())
+        if got == 0:
             polls += 1
             poller.poll(10)
             now = time.monotonic()
@@ -261,16 +286,8 @@ def receive_into_books(reader, receiver, books, last_sequence: int, timeout: flo
             if now - last_progress > timeout:
                 break
             continue
-        packets += n
+        packets += got
         last_progress = time.monotonic()
-        for e in receiver.receive_batch(s.bufs, s.lengths, n, time.monotonic_ns(), LINE_A, s.rx_ns):
-            if isinstance(e, Deliver):
-                t = time.thread_time_ns()
-                books.apply(e.data, e.first_sequence)
-                book_ns += time.thread_time_ns() - t
-                log_first.append(e.first_sequence)
-                log_count.append(e.count)
-                log_at.append(time.monotonic_ns())
     return packets, polls, book_ns, (np.array(log_first, np.int64), np.array(log_count, np.int64),
                             np.array(log_at, np.int64))
 
@@ -291,12 +308,15 @@ def _receiver_main(key: str, lab: Lab, day_paths: dict, conn) -> None:
     from itchflow.protocol.mold.receiver import MoldReceiver
     from itchflow.sources.udp import open_receiver
 
+    phase = "setup"
     try:
         lab.enter_receiver()
         sock = open_receiver(lab.recv_addr, 0, rcvbuf=FLAT_RCVBUF, timestamps=False)
         from itchflow.sources.udp import warm_up as warm_udp
 
         warm_udp("recvmmsg")                      # the MoldUDP64 in-order kernels and recvmmsg
+        if key == "af_xdp":
+            xdp_module().warm_up()                # its ring walk, and the in-order path on UMEM rows
         warm = Books()
         warm.apply(np.zeros(0, np.uint8))
         conn.send(("port", sock.getsockname()[1], threading.get_native_id()))
@@ -304,12 +324,17 @@ def _receiver_main(key: str, lab: Lab, day_paths: dict, conn) -> None:
             cmd = conn.recv()
             if cmd[0] == "quit":
                 break
-            phase, last_sequence = cmd[1], cmd[2]
+            phase, last_sequence, frames = cmd[1], cmd[2], cmd[3]
+            # the last phase's reader must be gone before the next binds the same queue: an
+            # AF_XDP socket stays bound while any view of its mapped rings lives
+            reader = receiver = books = log = None
+            gc.collect()
             _drain_socket(sock)
-            reader = _open_reader(key, sock, lab, flat=phase == "flat")
+            reader = _open_reader(key, sock, lab, flat=phase == "flat", frames=frames)
             books = ready_books()
             receiver = MoldReceiver(SESSION[phase], requests=False)
-            reader.read_batch()                       # load its kernel now (nothing is queued yet)
+            for _ in reader.batches():                # load its kernels now (nothing is queued yet)
+                pass
             conn.send(("ready",))
             conn.recv()                               # go
             before = this_thread()
@@ -321,7 +346,7 @@ def _receiver_main(key: str, lab: Lab, day_paths: dict, conn) -> None:
             reader.close()
             out = {"packets": packets, "polls": polls, "seconds": seconds, "usage": usage, "book_ns": book_ns,
                    "reader_calls": int(reader.calls[0]), "messages": books.messages,
-                   "mold": receiver.stats.to_dict(), "reader_counters": getattr(reader, "counters", {})}
+                   "mold": receiver.stats.to_dict(), "reader_counters": reader.counters}
             if phase == "flat":
                 out.update(digest=digest(books), state=book_state(books))
             else:
@@ -329,7 +354,7 @@ def _receiver_main(key: str, lab: Lab, day_paths: dict, conn) -> None:
             conn.send(("done", out))
     except BaseException as e:  # noqa: BLE001 - sent to the parent, which reports it in the row
         try:
-            conn.send(("error", f"{type(e).__name__}: {e}"))
+            conn.send(("error", f"{phase} phase: {type(e).__name__}: {e}"))
         except OSError:
             pass
 
@@ -424,12 +449,19 @@ class _Peer:
 
 
 def _why_not(key: str, lab: Lab) -> str | None:
-    if key == "af_xdp":
+    if key in ("af_xdp", "hybrid_xdp"):
         if xdp_module() is None:
             return "not available in this build (itchflow.sources.xdp, the AF_XDP source, is missing)"
         if lab.kind != "veth":
             return f"AF_XDP runs on the veth pair between namespaces only: {getattr(lab, 'veth_reason', '')}"
-    if key in ("tpacket", "af_xdp", "hybrid") and os.geteuid() != 0:
+        if key == "hybrid_xdp":
+            from itchflow.pipeline.sources import check_source, parse_source
+
+            try:
+                check_source(parse_source("mold://127.0.0.1:1?engine=xdp&ifname=lo"))
+            except ValueError:
+                return "not available in this build (the pipeline's mold:// source has no engine=xdp)"
+    if key in ("tpacket", "af_xdp", "hybrid", "hybrid_xdp") and os.geteuid() != 0:
         return "needs CAP_NET_RAW (run as root)"
     return None
 
@@ -438,8 +470,8 @@ def run_row(key: str, day, lab: Lab) -> Row:
     why = _why_not(key, lab)
     if why:
         raise NotRun(why)
-    if key == "hybrid":
-        return hybrid(day, lab)
+    if key in ("hybrid", "hybrid_xdp"):
+        return hybrid(day, lab, key)
     row = Row(key, transport=lab.describe())
     rx = _Peer(day, _receiver_main, (key, lab, {}), f"compare-receiver-{key}")
     tx = _Peer(day, _sender_main, (lab,), "compare-sender")
@@ -448,7 +480,8 @@ def run_row(key: str, day, lab: Lab) -> Row:
         tx.expect("ready", 60)
         addr = (lab.recv_addr, port)
         # flat: queue the whole day, then drain it with the counters on
-        rx.conn.send(("phase", "flat", day.messages))
+        frames = 1 << max(12, int(os.path.getsize(day.path) / 1200).bit_length())   # AF_XDP: the whole day
+        rx.conn.send(("phase", "flat", day.messages, frames))
         rx.expect("ready")
         tx.conn.send(("send", day.path, "flat", addr, None, 0))
         _, sent, _, _ = tx.expect("sent")
@@ -475,7 +508,7 @@ def run_row(key: str, day, lab: Lab) -> Row:
         _fill_flat(row, out, sent, day)
         for phase, rate in (("paced", day.rate), ("queueing", None)):
             name = "paced" if phase == "paced" else "burst"
-            rx.conn.send(("phase", name, day.prefix_messages))
+            rx.conn.send(("phase", name, day.prefix_messages, 0))
             rx.expect("ready")
             rx.conn.send(("go",))
             tx.conn.send(("send", day.prefix_path, name, addr, rate, 0))
@@ -498,7 +531,9 @@ def _fill_flat(row: Row, out: dict, sent: int, day) -> None:
     row.messages, row.packets, row.seconds = out["messages"], out["packets"], out["seconds"]
     row.cpu_ns, row.voluntary, row.involuntary = u.cpu_ns, u.voluntary, u.involuntary
     row.system_ns, row.book_ns = u.system_ns, out["book_ns"]
-    row.code_syscalls = out["reader_calls"] + out["polls"] if row.key != "tpacket" else out["polls"]
+    row.code_syscalls = out["reader_calls"] + out["polls"]
+    if row.key == "af_xdp":
+        row.code_syscalls = out["polls"] + int(out["reader_counters"].get("wakeups", 0))
     what = {"udp_recv": "recv calls", "udp_recvmmsg": "recvmmsg calls", "tpacket": "no call while blocks are ready",
             "af_xdp": "wake-ups"}[row.key]
     row.code_syscalls_what = f"{what} + poll() calls when nothing was ready"
@@ -525,9 +560,10 @@ def join_latency(seqs, stamps, first, count, at) -> np.ndarray:
 
 # ---- hybrid: TPACKET_V3 -> shared-memory ring -> books in another process ------------------------
 
-def _hybrid_main(lab: Lab, phase: str, last_sequence: int, ring_path: str, count: bool, conn) -> None:
-    """In the receiver namespace: run_pipeline(mold://...&engine=tpacket): its producer process
-    reads the packet ring and publishes into the shared ring, this process applies the books."""
+def _hybrid_main(lab: Lab, engine: str, phase: str, last_sequence: int, ring_path: str, count: bool, conn) -> None:
+    """In the receiver namespace: run_pipeline(mold://...&engine=tpacket|xdp): its producer
+    process reads the packet ring (or the AF_XDP RX ring) and publishes into the shared ring,
+    this process applies the books."""
     from itchflow.compare.digest import book_state, digest
     from itchflow.pipeline import run_pipeline
     from itchflow.sources.udp import udp_port_bound
@@ -535,7 +571,7 @@ def _hybrid_main(lab: Lab, phase: str, last_sequence: int, ring_path: str, count
     try:
         lab.enter_receiver()
         port = _free_udp_port(lab.recv_addr)
-        src = (f"mold://{lab.recv_addr}:{port}?engine=tpacket&ifname={lab.recv_ifname}"
+        src = (f"mold://{lab.recv_addr}:{port}?engine={engine}&ifname={lab.recv_ifname}"
                f"&session={SESSION[phase].decode()}&idle=5")
         conn.send(("port", port))
         books = ready_books()
@@ -595,15 +631,16 @@ def _free_udp_port(host: str) -> int:
         return s.getsockname()[1]
 
 
-def hybrid(day, lab: Lab) -> Row:
-    row = Row("hybrid", transport=lab.describe())
+def hybrid(day, lab: Lab, key: str = "hybrid") -> Row:
+    row = Row(key, transport=lab.describe())
+    engine = "xdp" if key == "hybrid_xdp" else "tpacket"
     tx = _Peer(day, _sender_main, (lab,), "compare-sender")
     try:
         tx.expect("ready", 60)
         for phase, path, last, rate in (("flat", day.path, day.messages, None),
                                         ("paced", day.prefix_path, day.prefix_messages, day.rate),
                                         ("burst", day.prefix_path, day.prefix_messages, None)):
-            rx = _Peer(day, _hybrid_main, (lab, phase, last, day.ring_path("hybrid"),
+            rx = _Peer(day, _hybrid_main, (lab, engine, phase, last, day.ring_path("hybrid"),
                                            day.count_syscalls and phase == "flat"), f"compare-hybrid-{phase}",
                        daemon=False)    # it forks the pipeline's reader process
             try:

@@ -148,6 +148,18 @@ PATHS: dict[str, PathInfo] = {p.key: p for p in (
         wakeup="the reader polls the packet ring, the books process polls the shared ring",
         privileges="CAP_NET_RAW", portability="Linux only",
         poller="reader and books process"),
+    PathInfo(
+        "hybrid_xdp", "hybrid: AF_XDP -> ring -> books in another process", "network",
+        (_SENDER, _SENDMSG, ("veth: XDP program redirects to the XSKMAP", KERNEL, False),
+         ("generic/copy mode: frame -> UMEM", KERNEL, True),
+         ("reader reads the UMEM frame in place", RECV, False), _MOLD_IN_ORDER,
+         ("publish_messages: memcpy into /dev/shm ring", SHM, True),
+         ("books process: engine reads the ring in place", BOOKS, False)),
+        writes_memory="the kernel's XDP path (UMEM), then our reader process (shared ring)",
+        backpressure="none on the network side; the shared ring blocks the reader",
+        wakeup="the reader polls the RX ring, the books process polls the shared ring",
+        privileges="CAP_NET_ADMIN + CAP_BPF (root)", portability="Linux >= 5.4 with XDP on the interface",
+        poller="reader and books process"),
 )}
 
 ORDER = tuple(PATHS)

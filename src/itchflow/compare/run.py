@@ -238,8 +238,9 @@ def run_compare(messages: int = 1_000_000, rate: float = 100_000, paths=None, *,
             report.rows.append(row)
             if on_row is not None:
                 on_row(row)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         report.interrupted = True
+        e.report = report          # the rows done so far, for the caller to show (after the cleanup)
         raise
     finally:
         try:
