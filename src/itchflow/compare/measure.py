@@ -198,7 +198,10 @@ class Window:
         self.error: str | None = None
 
     def start(self) -> None:
-        """Call in the measured thread: attaches perf to it and starts counting."""
+        """Call in the measured thread: attaches perf to it and starts counting. The snapshot's
+        /proc reads come before the counting starts, the clocks after: the window's count holds
+        the work and the one call that switches perf on."""
+        self.before = this_thread()
         if self.count_syscalls:
             self.counter = SyscallCounter([threading.get_native_id()])
             try:
@@ -207,11 +210,11 @@ class Window:
                 self.error = str(e)
                 self.counter.close()
                 self.counter = None
-        self.before = this_thread()
+        self.before.cpu_ns, self.before.wall_ns = time.thread_time_ns(), time.monotonic_ns()
 
     def stop(self) -> None:
         """Call in the measured thread at the end of the window."""
-        self.usage = this_thread() - self.before
+        cpu, wall = time.thread_time_ns(), time.monotonic_ns()
         if self.counter is not None:
             try:
                 self.counter.disable()
@@ -221,6 +224,9 @@ class Window:
             finally:
                 self.counter.close()
                 self.counter = None
+        after = this_thread()
+        after.cpu_ns, after.wall_ns = cpu, wall
+        self.usage = after - self.before
 
     def close(self) -> None:
         if self.counter is not None:

@@ -335,14 +335,20 @@ def _receiver_main(key: str, lab: Lab, day_paths: dict, conn) -> None:
             receiver = MoldReceiver(SESSION[phase], requests=False)
             for _ in reader.batches():                # load its kernels now (nothing is queued yet)
                 pass
+            before = this_thread()                    # its /proc reads before the count starts
             conn.send(("ready",))
-            conn.recv()                               # go
-            before = this_thread()
+            conn.recv()                               # go (perf is counting from here)
+            before.cpu_ns = time.thread_time_ns()
             t0 = time.perf_counter()
             packets, polls, book_ns, log = receive_into_books(reader, receiver, books, last_sequence,
                                                      timeout=10.0 if phase == "flat" else 5.0)
             seconds = time.perf_counter() - t0
-            usage = this_thread() - before
+            cpu = time.thread_time_ns()
+            conn.send(("drained",))                   # the parent stops the count, then answers
+            conn.recv()
+            after = this_thread()
+            after.cpu_ns = cpu
+            usage = after - before
             reader.close()
             out = {"packets": packets, "polls": polls, "seconds": seconds, "usage": usage, "book_ns": book_ns,
                    "reader_calls": int(reader.calls[0]), "messages": books.messages,
@@ -490,9 +496,12 @@ def run_row(key: str, day, lab: Lab) -> Row:
             if counter is not None:
                 counter.enable()
             rx.conn.send(("go",))
-            _, out = rx.expect("done")
+            rx.expect("drained")
             if counter is not None:
                 counter.disable()
+            rx.conn.send(("ok",))
+            _, out = rx.expect("done")
+            if counter is not None:
                 row.syscalls = counter.count()
         except (OSError, RuntimeError) as e:
             if counter is None:
@@ -513,6 +522,8 @@ def run_row(key: str, day, lab: Lab) -> Row:
             rx.conn.send(("go",))
             tx.conn.send(("send", day.prefix_path, name, addr, rate, 0))
             _, n, seqs, stamps = tx.expect("sent")
+            rx.expect("drained")
+            rx.conn.send(("ok",))
             _, res = rx.expect("done")
             row.samples[phase] = join_latency(seqs, stamps, *res["log"])
             row.latency[phase] = latency(row.samples[phase], phase, "packet: sendmsg -> applied")

@@ -42,7 +42,8 @@ def warm_up(path: str) -> None:
     otherwise be measured as the first row's cost)."""
     from itchflow.book.books import Books
     from itchflow.pipeline.consume import BatchApplier
-    from itchflow.pipeline.publish import CONSUMER, feed_max_payload
+    from itchflow.pipeline.publish import CONSUMER, BatchPublisher, feed_max_payload
+    from itchflow.wire.binaryfile import whole_messages_end
     from itchflow.pipeline.publish import warm_up as warm_publish
     from itchflow.ring import Ring
     from itchflow.sources.chunk import map_file
@@ -62,6 +63,12 @@ def warm_up(path: str) -> None:
     try:
         BatchApplier(books, "warm-up").warm_up(ring.data)
         warm_publish(ring)
+        # and typed for what the rows pass: the read-only mapped day (a first call with a new
+        # type loads code while holding the GIL, stalling the other thread of the ring row)
+        writer = ring.writer()
+        BatchPublisher(writer, 1 << 12).publish(data, 1, 0, 0, 0, 0)
+        writer.close()
+        whole_messages_end(data, 0, 0)
     finally:
         ring.close()
         ring.unlink()
