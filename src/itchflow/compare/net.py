@@ -542,6 +542,7 @@ def _fill_flat(row: Row, out: dict, sent: int, day) -> None:
     row.messages, row.packets, row.seconds = out["messages"], out["packets"], out["seconds"]
     row.cpu_ns, row.voluntary, row.involuntary = u.cpu_ns, u.voluntary, u.involuntary
     row.system_ns, row.book_ns = u.system_ns, out["book_ns"]
+    row.book_clock = "thread CPU around Books.apply"
     row.code_syscalls = out["reader_calls"] + out["polls"]
     if row.key == "af_xdp":
         row.code_syscalls = out["polls"] + int(out["reader_counters"].get("wakeups", 0))
@@ -676,6 +677,7 @@ def hybrid(day, lab: Lab, key: str = "hybrid") -> Row:
                     row.cpu_ns, row.voluntary, row.involuntary = u.cpu_ns, u.voluntary, u.involuntary
                     row.system_ns = u.system_ns
                 row.book_ns = rep["apply_ns_per_message"] * rep["messages"]
+                row.book_clock = "cycle counter (wall) inside the engine"
                 row.syscalls, row.syscalls_error = out["syscalls"], out["syscalls_error"] or (
                     "" if day.count_syscalls else "perf not used")
                 row.code_syscalls_what = "not kept by listen(): kernel count only (reader + books threads)"

@@ -33,7 +33,7 @@ def print_report(report, console) -> None:
     console.print(f"network: {t.get('net') or 'no network rows'}; system calls: {t.get('syscall_counter')}")
     flat = Table(title="Flat out: throughput and receive-side cost (the receiving thread)", title_justify="left",
                  show_edge=False, pad_edge=False)
-    for col in ("path", "M msg/s", "k pkt/s", "CPU ns/msg", "outside engine ns/msg", "syscalls/msg (kernel)",
+    for col in ("path", "M msg/s", "k pkt/s", "CPU ns/msg", "beyond baseline ns/msg", "syscalls/msg (kernel)",
                 "syscalls/pkt", "code's count", "copies", "ctx sw/s", "books"):
         flat.add_column(col, justify="left" if col in ("path", "books") else "right", overflow="fold")
     for r in report.rows:

@@ -32,7 +32,9 @@ class Row:
     cpu_ns: int = 0                  # receiving thread's CPU time in the window
     cpu_messages: int = 0            # messages in that window, when fewer than ``messages``
     system_ns: int = 0               # of which in the kernel
-    book_ns: float = 0.0             # of which in the book engine, when the path measures it
+    book_ns: float = 0.0             # time in the book engine, when the path measures it (see book_clock)
+    book_clock: str = ""
+    baseline_cpu_ns_per_msg: float = 0.0   # the in-process row's, set by run_compare
     syscalls: int | None = None      # counted by the kernel (perf) on the receiving thread
     syscalls_error: str = ""
     code_syscalls: int | None = None  # the code's own count of the calls it makes (cross-check)
@@ -64,16 +66,17 @@ class Row:
 
     @property
     def handoff_ns_per_msg(self) -> float | None:
-        """Receive-side CPU per message outside the book engine: the path's own cost."""
-        if not self._cpu_m or not self.cpu_ns:
+        """Receive-side CPU per message beyond the baseline's (the in-process row: the same
+        messages into the same engine, no hand-off): what the path itself costs. Both are the
+        receiving thread's CPU clock; noise can make it slightly negative."""
+        if self.cpu_ns_per_msg is None or not self.baseline_cpu_ns_per_msg:
             return None
-        return (self.cpu_ns - self.book_ns) / self._cpu_m if self.book_ns else None
+        return self.cpu_ns_per_msg - self.baseline_cpu_ns_per_msg
 
     @property
     def handoff_ns_per_packet(self) -> float | None:
-        if not self.packets or not self.cpu_ns or not self.book_ns:
-            return None
-        return (self.cpu_ns - self.book_ns) / self.packets * self.messages / self._cpu_m
+        h = self.handoff_ns_per_msg
+        return h * self.messages / self.packets if h is not None and self.packets else None
 
     @property
     def syscalls_per_msg(self) -> float | None:
