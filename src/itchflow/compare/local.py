@@ -225,7 +225,6 @@ def _tail_run(day, src: str, piece_bytes: int, rate: float | None, measure: bool
     day.track(proc)
     proc.start()
     positions, applied_at = [], []
-    book_ns = 0
     total = os.path.getsize(src)
     tail = Tail(dst, idle_timeout=10.0)
     w = _window(day) if measure else None
@@ -235,9 +234,7 @@ def _tail_run(day, src: str, piece_bytes: int, rate: float | None, measure: bool
         t0 = time.perf_counter()
         parent.send("go")
         for chunk in tail:
-            t_book = time.thread_time_ns()
             books.apply(chunk.data, chunk.first_sequence)
-            book_ns += time.thread_time_ns() - t_book
             positions.append(tail.position)
             applied_at.append(time.monotonic_ns())
             if tail.position >= total:    # a prefix has no end-of-messages event to stop at
@@ -259,13 +256,13 @@ def _tail_run(day, src: str, piece_bytes: int, rate: float | None, measure: bool
     k = np.searchsorted(pos, ends, "left")
     ok = k < len(pos)
     lat = at[k[ok]] - stamps[ok]
-    return books, seconds, w, tail, len(ends), lat, book_ns
+    return books, seconds, w, tail, len(ends), lat
 
 
 def tail(day) -> Row:
     row = Row("tail", transport="file in the page cache, writer in another process")
-    books, seconds, w, t, pieces, _, book_ns = _tail_run(day, day.path, FLAT_BATCH_BYTES, None, True)
-    row.seconds, row.book_ns, row.book_clock = seconds, book_ns, "thread CPU around Books.apply"
+    books, seconds, w, t, pieces, _ = _tail_run(day, day.path, FLAT_BATCH_BYTES, None, True)
+    row.seconds = seconds
     _finish(row, w)
     row.messages, row.packets = books.messages, pieces
     row.code_syscalls = 2 * t.polls + t.remaps      # fstat per poll, a sleep per idle poll, mmap per growth
@@ -273,7 +270,7 @@ def tail(day) -> Row:
     row.counters = {"polls": t.polls, "remaps": t.remaps}
     day.judge_books(row, books)
     for kind, rate in (("paced", day.rate), ("queueing", None)):
-        _, _, _, _, _, lat, _ = _tail_run(day, day.prefix_path, day.packet_bytes, rate, False)
+        _, _, _, _, _, lat = _tail_run(day, day.prefix_path, day.packet_bytes, rate, False)
         row.samples[kind] = lat.astype(np.float64)
         row.latency[kind] = latency(row.samples[kind], kind, "piece: write() returned -> applied")
     if row.status != FAILED and not len(row.samples["paced"]):

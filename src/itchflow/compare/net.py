@@ -258,13 +258,14 @@ def _drain_socket(sock) -> None:
 
 def receive_into_books(reader, receiver, books, last_sequence: int, timeout: float):
     """Receive until every message up to last_sequence is applied (or ``timeout`` s pass with
-    nothing new). Returns (packets, polls, CPU ns in the book engine, log of (first sequence, count, applied ns))."""
+    nothing new). Nothing in the loop makes a system call of its own (the thread-CPU clock is one:
+    it is read only around the whole window). Returns (packets, polls, log of (first sequence, count, applied ns))."""
     from itchflow.protocol.mold.receiver import LINE_A, Deliver
 
     poller = select.poll()
     poller.register(reader.fileno(), select.POLLIN)
     log_first, log_count, log_at = [], [], []
-    packets = polls = book_ns = 0
+    packets = polls = 0
     last_progress = time.monotonic()
     while receiver.next_sequence is None or receiver.next_sequence <= last_sequence:
         got = 0
@@ -272,9 +273,7 @@ def receive_into_books(reader, receiver, books, last_sequence: int, timeout: flo
             got += n
             for e in receiver.receive_batch(rows, lengths, n, time.monotonic_ns(), LINE_A, rx_ns):
                 if isinstance(e, Deliver):
-                    t = time.thread_time_ns()
                     books.apply(e.data, e.first_sequence)
-                    book_ns += time.thread_time_ns() - t
                     log_first.append(e.first_sequence)
                     log_count.append(e.count)
                     log_at.append(time.monotonic_ns())
@@ -288,7 +287,7 @@ def receive_into_books(reader, receiver, books, last_sequence: int, timeout: flo
             continue
         packets += got
         last_progress = time.monotonic()
-    return packets, polls, book_ns, (np.array(log_first, np.int64), np.array(log_count, np.int64),
+    return packets, polls, (np.array(log_first, np.int64), np.array(log_count, np.int64),
                             np.array(log_at, np.int64))
 
 
@@ -340,7 +339,7 @@ def _receiver_main(key: str, lab: Lab, day_paths: dict, conn) -> None:
             conn.recv()                               # go (perf is counting from here)
             before.cpu_ns = time.thread_time_ns()
             t0 = time.perf_counter()
-            packets, polls, book_ns, log = receive_into_books(reader, receiver, books, last_sequence,
+            packets, polls, log = receive_into_books(reader, receiver, books, last_sequence,
                                                      timeout=10.0 if phase == "flat" else 5.0)
             seconds = time.perf_counter() - t0
             cpu = time.thread_time_ns()
@@ -350,7 +349,7 @@ def _receiver_main(key: str, lab: Lab, day_paths: dict, conn) -> None:
             after.cpu_ns = cpu
             usage = after - before
             reader.close()
-            out = {"packets": packets, "polls": polls, "seconds": seconds, "usage": usage, "book_ns": book_ns,
+            out = {"packets": packets, "polls": polls, "seconds": seconds, "usage": usage,
                    "reader_calls": int(reader.calls[0]), "messages": books.messages,
                    "mold": receiver.stats.to_dict(), "reader_counters": reader.counters}
             if phase == "flat":
@@ -541,8 +540,7 @@ def _fill_flat(row: Row, out: dict, sent: int, day) -> None:
     u = out["usage"]
     row.messages, row.packets, row.seconds = out["messages"], out["packets"], out["seconds"]
     row.cpu_ns, row.voluntary, row.involuntary = u.cpu_ns, u.voluntary, u.involuntary
-    row.system_ns, row.book_ns = u.system_ns, out["book_ns"]
-    row.book_clock = "thread CPU around Books.apply"
+    row.system_ns = u.system_ns
     row.code_syscalls = out["reader_calls"] + out["polls"]
     if row.key == "af_xdp":
         row.code_syscalls = out["polls"] + int(out["reader_counters"].get("wakeups", 0))
