@@ -245,3 +245,15 @@ def test_ctrl_c_exits_130_and_leaves_nothing(tmp_path):
     assert _left_behind(p.pid) == []
     assert _marked_processes(marker) == []
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_pictures_are_drawn(report, tmp_path):
+    pytest.importorskip("matplotlib", reason="pictures need matplotlib (the bench extra)")
+    from itchflow.compare.pictures import draw_all
+
+    files = draw_all(report, str(tmp_path))
+    assert [os.path.basename(f) for f in files] == ["paths.png", "latency_ccdf.png"]
+    for f in files:
+        head = Path(f).read_bytes()[:8]
+        assert head == b"\x89PNG\r\n\x1a\n" and os.path.getsize(f) > 20_000

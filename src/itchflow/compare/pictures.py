@@ -66,11 +66,11 @@ def draw_paths(report, path: str) -> str:
                     ax.plot([i - 0.5], [LANE_Y[KERNEL] + (0.45 if max(y, py) > LANE_Y[KERNEL] else -0.45)],
                             marker="x", color="black", ms=7, zorder=4)
         if info.poller:
-            ax.text(len(steps) - 1, -0.75, f"polls: {info.poller}", ha="center", fontsize=7, color="tab:blue")
+            ax.text(len(steps) - 1, -1.05, f"polls: {info.poller}", ha="center", fontsize=7, color="tab:blue")
         ax.text(width - 1.6, 2, _figures(row), ha="left", va="center", fontsize=9, family="monospace",
                 bbox=dict(boxstyle="round", fc="whitesmoke", ec="0.6"))
         ax.set_xlim(-1.4, width + 0.4)
-        ax.set_ylim(-1.1, 4.6)
+        ax.set_ylim(-1.35, 4.6)
         ax.set_title(f"{info.title}: {info.copies} copies, kernel crossed {info.kernel_crossings}x (x), "
                      f"{info.wakeup}", fontsize=10, loc="left")
         ax.axis("off")
