@@ -35,7 +35,7 @@ from itchflow.compare.row import Row, latency
 from itchflow.hw.net_syscalls import recv_one
 
 CTX = mp.get_context("fork")
-SESSION = {"flat": b"CMPFLAT", "paced": b"CMPPACED", "burst": b"CMPBURST"}
+SESSION = {"warm": b"CMPWARM", "flat": b"CMPFLAT", "paced": b"CMPPACED", "burst": b"CMPBURST"}
 FLAT_RCVBUF = 1 << 30          # the whole day queued in the socket (SO_RCVBUFFORCE, root)
 PHASE_TIMEOUT = 120.0
 
@@ -484,6 +484,16 @@ def run_row(key: str, day, lab: Lab) -> Row:
         _, port, tid = rx.expect("port", 60)
         tx.expect("ready", 60)
         addr = (lab.recv_addr, port)
+        # warm: a few packets through the very reader and receiver types first, so that nothing
+        # compiled on first use (a view type, a kernel) is loaded inside a measured window
+        rx.conn.send(("phase", "warm", day.warm_messages, 0))
+        rx.expect("ready")
+        rx.conn.send(("go",))
+        tx.conn.send(("send", day.warm_path, "warm", addr, None, 0))
+        tx.expect("sent")
+        rx.expect("drained")
+        rx.conn.send(("ok",))
+        rx.expect("done")
         # flat: queue the whole day, then drain it with the counters on
         frames = 1 << max(12, int(os.path.getsize(day.path) / 1200).bit_length())   # AF_XDP: the whole day
         rx.conn.send(("phase", "flat", day.messages, frames))

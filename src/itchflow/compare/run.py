@@ -101,6 +101,10 @@ class Day:
         with open(self.prefix_path, "wb") as f:
             f.write(data[:end])
         self.prefix_messages = n
+        end, self.warm_messages = first_messages_end(data, min(2000, n))
+        self.warm_path = os.path.join(workdir, "warm.itch")
+        with open(self.warm_path, "wb") as f:
+            f.write(data[:end])
         del data
         self.count_syscalls = count_syscalls
         warm_up(self.path)
