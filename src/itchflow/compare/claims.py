@@ -34,6 +34,10 @@ def _fmt(ns) -> str:
     return f"{ns:,.0f} ns" if ns < 10_000 else f"{ns / 1e3:,.1f} us"
 
 
+def _p50(row) -> float:
+    return row.latency.get("paced", {}).get("p50_us", 0.0)
+
+
 def _claim(claim: str, source: str, measured: str, verdict: str, why: str) -> dict:
     return {"claim": claim, "source": source, "measured": measured, "verdict": verdict, "why": why}
 
@@ -48,7 +52,7 @@ def judge(report) -> list[dict]:
         h = best.handoff_ns_per_msg
         p50 = best.latency.get("paced", {}).get("p50_us")
         measured = "; ".join(f"{PATHS[r.key].title}: {_fmt(r.handoff_ns_per_msg)} of consumer CPU per message "
-                             f"beyond the in-process baseline, paced p50 {r.latency.get('paced', {}).get('p50_us', 0):,.1f} us "
+                             f"beyond the in-process baseline, paced p50 {_p50(r):,.1f} us "
                              f"per {report.terms.get('paced_batch_bytes')}-byte record" for r in rings)
         verdict = HOLDS if h is not None and h < 100 else FAILS
         cost = f"{_fmt(h)} per message" if h is not None and h >= 10 else \
@@ -72,7 +76,7 @@ def judge(report) -> list[dict]:
         measured = (f"CPU per message beyond the baseline: tail {_fmt(tail.handoff_ns_per_msg)}, ring between "
                     f"processes {_fmt(ring.handoff_ns_per_msg)}; paced p50 {lt or 0:,.1f} us vs {lr or 0:,.1f} us")
         if tp and tp.handoff_ns_per_msg is not None:
-            measured += f"; TPACKET_V3 {_fmt(tp.handoff_ns_per_msg)}/msg, paced p50 {tp.latency.get('paced', {}).get('p50_us', 0):,.1f} us"
+            measured += f"; TPACKET_V3 {_fmt(tp.handoff_ns_per_msg)}/msg, paced p50 {_p50(tp):,.1f} us"
         # "slightly": at most 100 ns more CPU per message and at most 10x the paced p50
         holds = diff <= 100 and (lt is None or lr is None or lt <= 10 * lr)
         why = ("the reader touches the page cache in place and pays an fstat per poll, not per message; "
@@ -80,7 +84,9 @@ def judge(report) -> list[dict]:
         if tp:
             why += "; TPACKET_V3's latency is set by the block retire timeout (1 ms), not by the walk"
         out.append(_claim('mmap + polling is "slightly higher" than the ring', "DESIGN.md section 5", measured,
-                          HOLDS if holds else FAILS, why if holds else f"higher by more than 'slightly' ({diff:+,.0f} ns/msg, p50 {lt or 0:,.0f} vs {lr or 0:,.0f} us): " + why))
+                          HOLDS if holds else FAILS,
+                          why if holds else f"higher by more than 'slightly' ({diff:+,.0f} ns/msg, "
+                                            f"p50 {lt or 0:,.0f} vs {lr or 0:,.0f} us): " + why))
     else:
         out.append(_claim('mmap + polling is "slightly higher" than the ring', "DESIGN.md section 5", "", UNKNOWN,
                           _missing(report, "tail" if not tail else "ring_processes")))
@@ -91,7 +97,8 @@ def judge(report) -> list[dict]:
         share = rv.system_ns / rv.cpu_ns if rv.cpu_ns else 0
         spp = rv.syscalls_per_packet
         measured = (f"{_fmt(ns)} of receiving-thread CPU per packet beyond the in-process baseline, "
-                    f"{spp:.2f} system calls per packet (kernel count)" if spp is not None else f"{_fmt(ns)} per packet")
+                    f"{spp:.2f} system calls per packet (kernel count)" if spp is not None
+                    else f"{_fmt(ns)} per packet")
         call = ns - tp.handoff_ns_per_packet if tp and tp.handoff_ns_per_packet is not None and \
             0 <= tp.handoff_ns_per_packet < ns else ns
         verdict = HOLDS if 300 <= call <= 3000 else FAILS      # "~1,000 ns": within a factor of about 3

@@ -266,7 +266,8 @@ def tail(day) -> Row:
     _finish(row, w)
     row.messages, row.packets = books.messages, pieces
     row.code_syscalls = 2 * t.polls + t.remaps      # fstat per poll, a sleep per idle poll, mmap per growth
-    row.code_syscalls_what = f"{t.polls:,} fstat polls (+ a nanosleep each when idle) and {t.remaps:,} remaps (mmap + munmap)"
+    row.code_syscalls_what = (f"{t.polls:,} fstat polls (+ a nanosleep each when idle) and {t.remaps:,} remaps "
+                              "(mmap + munmap)")
     row.counters = {"polls": t.polls, "remaps": t.remaps}
     day.judge_books(row, books)
     for kind, rate in (("paced", day.rate), ("queueing", None)):

@@ -500,24 +500,17 @@ def run_row(key: str, day, lab: Lab) -> Row:
         rx.expect("ready")
         tx.conn.send(("send", day.path, "flat", addr, None, 0))
         _, sent, _, _ = tx.expect("sent")
-        counter = SyscallCounter([tid]) if day.count_syscalls else None
+        counter = _perf(row, lambda: SyscallCounter([tid]), "enable") if day.count_syscalls else None
         try:
-            if counter is not None:
-                counter.enable()
             rx.conn.send(("go",))
             rx.expect("drained")
-            if counter is not None:
-                counter.disable()
+            if counter is not None and _perf(row, counter.disable) is None:
+                counter.close()
+                counter = None
             rx.conn.send(("ok",))
             _, out = rx.expect("done")
             if counter is not None:
-                row.syscalls = counter.count()
-        except (OSError, RuntimeError) as e:
-            if counter is None:
-                raise
-            row.syscalls_error = str(e)
-            if not rx.conn.closed and row.messages == 0 and "out" not in locals():
-                raise
+                row.syscalls = _perf(row, counter.count)
         finally:
             if counter is not None:
                 counter.close()
@@ -542,6 +535,23 @@ def run_row(key: str, day, lab: Lab) -> Row:
         rx.stop()
         tx.stop()
     return row
+
+
+def _perf(row: Row, step, then: str = ""):
+    """One step of the kernel count; a failure is written in the row (the row still runs).
+    Returns the step's result (for "enable": the counter, switched on), or None on failure."""
+    try:
+        r = step()
+        if then == "enable":
+            try:
+                r.enable()
+            except BaseException:
+                r.close()
+                raise
+        return r if r is not None else True
+    except (OSError, RuntimeError) as e:
+        row.syscalls_error = f"perf: {e}"
+        return None
 
 
 def _fill_flat(row: Row, out: dict, sent: int, day) -> None:
@@ -586,7 +596,6 @@ def _hybrid_main(lab: Lab, engine: str, phase: str, last_sequence: int, ring_pat
     this process applies the books."""
     from itchflow.compare.digest import book_state, digest
     from itchflow.pipeline import run_pipeline
-    from itchflow.sources.udp import udp_port_bound
 
     try:
         lab.enter_receiver()

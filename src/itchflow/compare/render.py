@@ -70,7 +70,8 @@ def print_report(report, console) -> None:
     for c in report.claims:
         cl.add_row(c["claim"], c["measured"], f"[{colour[c['verdict']]}]{c['verdict']}[/]", c["why"])
     console.print(cl)
-    console.print(f"steal (hypervisor) during the run: {t.get('steal_seconds', 0):.3f} s; run took {report.seconds:.1f} s"
+    console.print(f"steal (hypervisor) during the run: {t.get('steal_seconds', 0):.3f} s; "
+                  f"run took {report.seconds:.1f} s"
                   + ("; [yellow]interrupted[/yellow]" if report.interrupted else ""))
 
 

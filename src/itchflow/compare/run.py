@@ -12,11 +12,10 @@ import time
 import traceback
 from dataclasses import dataclass, field
 
-import numpy as np
 from numba import njit
 
 from itchflow.compare.paths import ORDER, PATHS
-from itchflow.compare.row import FAILED, NOT_RUN, OK, Row
+from itchflow.compare.row import FAILED, NOT_RUN, Row
 from itchflow.wire.binaryfile import OK as BF_OK
 from itchflow.wire.binaryfile import next_message
 
@@ -290,4 +289,4 @@ def _guarded(key: str, fn) -> Row:
         return Row(key, status=FAILED, reason=f"{type(e).__name__}: {e} ({os.path.basename(tb.filename)}:{tb.lineno})")
 
 
-__all__ = ["CompareReport", "Day", "run_compare", "OK", "NOT_RUN", "FAILED", "np"]
+__all__ = ["CompareReport", "Day", "run_compare"]
