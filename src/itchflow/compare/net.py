@@ -454,6 +454,9 @@ class _Peer:
 
 
 def _why_not(key: str, lab: Lab) -> str | None:
+    if os.geteuid() != 0:
+        return ("network rows need root (namespaces and a veth pair; SO_RCVBUFFORCE to queue the day; "
+                "CAP_NET_RAW / CAP_BPF for the packet rings)")
     if key in ("af_xdp", "hybrid_xdp"):
         if xdp_module() is None:
             return "not available in this build (itchflow.sources.xdp, the AF_XDP source, is missing)"
@@ -466,8 +469,6 @@ def _why_not(key: str, lab: Lab) -> str | None:
                 check_source(parse_source("mold://127.0.0.1:1?engine=xdp&ifname=lo"))
             except ValueError:
                 return "not available in this build (the pipeline's mold:// source has no engine=xdp)"
-    if key in ("tpacket", "af_xdp", "hybrid", "hybrid_xdp") and os.geteuid() != 0:
-        return "needs CAP_NET_RAW (run as root)"
     return None
 
 
