@@ -45,6 +45,12 @@ def compare_command(messages, rate, paced_seconds, paths, net, seed, stocks, no_
             err.write(f"  {row.key}: {row.status}{' (' + row.reason + ')' if row.reason else ''}\n")
             err.flush()
 
+    if plot_dir:
+        try:   # fail now, not after the run
+            import matplotlib  # noqa: F401
+        except ImportError:
+            click.echo("error: --plot needs matplotlib: pip install matplotlib (or itchflow[bench])", err=True)
+            sys.exit(1)
     if not as_json:
         err.write(f"itchflow compare: generating {messages:,} messages, then each path in turn\n")
     try:
