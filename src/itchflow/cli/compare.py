@@ -36,7 +36,13 @@ def compare_command(messages, rate, paced_seconds, paths, net, seed, stocks, no_
 
     console = output_console()
     err = click.get_text_stream("stderr")
+    from itchflow.compare import ORDER
+
     keys = [p.strip() for p in paths.split(",") if p.strip()] or None
+    unknown = [k for k in keys or () if k not in ORDER]
+    if unknown:
+        click.echo(f"error: unknown path(s) {', '.join(unknown)} (known: {', '.join(ORDER)})", err=True)
+        sys.exit(2)
     done: list = []
 
     def on_row(row) -> None:
