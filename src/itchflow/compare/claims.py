@@ -79,8 +79,9 @@ def judge(report) -> list[dict]:
             measured += f"; TPACKET_V3 {_fmt(tp.handoff_ns_per_msg)}/msg, paced p50 {_p50(tp):,.1f} us"
         # "slightly": at most 100 ns more CPU per message and at most 10x the paced p50
         holds = diff <= 100 and (lt is None or lr is None or lt <= 10 * lr)
-        why = ("the reader touches the page cache in place and pays an fstat per poll, not per message; "
-               "its latency is set by the poll interval (0.5 ms sleep when idle)")
+        why = ("the file reader pays an fstat per poll and a pread per growth (not per message), and copies "
+               "each new range out of the page cache once; its latency is set by the poll interval (0.5 ms "
+               "sleep when idle)")
         if tp:
             why += "; TPACKET_V3's latency is set by the block retire timeout (1 ms), not by the walk"
         out.append(_claim('mmap + polling is "slightly higher" than the ring', "DESIGN.md section 5", measured,

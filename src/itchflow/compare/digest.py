@@ -22,7 +22,8 @@ def book_state(books) -> dict[str, np.ndarray]:
         for side, rows in ((0, bids), (1, asks)):
             if len(rows):
                 head = np.column_stack([np.full(len(rows), loc), np.full(len(rows), side)])
-                depth_rows.append(np.hstack([head, rows]).astype(np.int64))
+                levels = np.column_stack([rows[f].astype(np.int64) for f in ("price", "shares", "orders")])
+                depth_rows.append(np.hstack([head, levels]))
     s = books.stocks
     return {
         "depth": np.vstack(depth_rows) if depth_rows else np.zeros((0, 5), np.int64),

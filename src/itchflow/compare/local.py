@@ -178,7 +178,7 @@ def ring_processes(day) -> Row:
     return row
 
 
-# ---- tail: mmap + polling of a file another process appends to ------------------------------
+# ---- tail: polling a file another process appends to (fstat + pread) ------------------------------
 
 def _writer_main(src: str, dst: str, piece_bytes: int, rate: float | None, conn) -> None:
     """Append src to dst in whole-message pieces of at most piece_bytes (at ``rate`` messages/s,
@@ -265,10 +265,11 @@ def tail(day) -> Row:
     row.seconds = seconds
     _finish(row, w)
     row.messages, row.packets = books.messages, pieces
-    row.code_syscalls = 2 * t.polls + t.remaps      # fstat per poll, a sleep per idle poll, mmap per growth
-    row.code_syscalls_what = (f"{t.polls:,} fstat polls (+ a nanosleep each when idle) and {t.remaps:,} remaps "
-                              "(mmap + munmap)")
-    row.counters = {"polls": t.polls, "remaps": t.remaps}
+    # fstat per poll, a sleep per idle poll, a pread per growth (the reader copies new bytes
+    # into its own buffer: a view of a mapping would die of SIGBUS if the file were truncated)
+    row.code_syscalls = 2 * t.polls + t.reads
+    row.code_syscalls_what = (f"{t.polls:,} fstat polls (+ a nanosleep each when idle) and {t.reads:,} preads")
+    row.counters = {"polls": t.polls, "reads": t.reads}
     day.judge_books(row, books)
     for kind, rate in (("paced", day.rate), ("queueing", None)):
         _, _, _, _, _, lat = _tail_run(day, day.prefix_path, day.packet_bytes, rate, False)

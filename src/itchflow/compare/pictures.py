@@ -37,9 +37,9 @@ def _figures(r) -> str:
 
 
 def draw_paths(report, path: str) -> str:
-    from itchflow.sinks.plots import _pyplot
+    from itchflow.sinks.plots import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     keys = [r.key for r in report.rows] or list(PATHS)
     width = max(len(PATHS[k].steps) for k in keys) + 2
     fig, axes = plt.subplots(len(keys), 1, figsize=(2.0 * width + 2, 2.5 * len(keys)), squeeze=False)
