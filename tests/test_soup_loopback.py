@@ -304,3 +304,14 @@ def test_fetch_counts_what_a_later_login_accepted_skips():
     t.join(10)
     assert res.ended and res.missing == 2 and res.duplicates_skipped == 0
     assert runs == [(8, 3)] and res.next_sequence == 11
+
+
+def test_run_pipeline_stops_with_an_error_on_an_absurd_login_accepted():
+    """Inside `itchflow run` the same refusal is an error naming the source, not a quiet end."""
+    from itchflow.pipeline import PipelineError, run_pipeline
+
+    (host, port), t = _fake_server(2**63, 2**63, [b"A1234"])
+    with pytest.raises((PipelineError, OSError)) as e:
+        run_pipeline(f"soup://{host}:{port}?user=u&password=p&sequence=1")
+    t.join(10)
+    assert "stopped" in str(e.value) and str(2**63) in str(e.value)
