@@ -126,8 +126,8 @@ def main(argv: list[str] | None = None) -> None:
                   ">>> d.to_pandas('A')                               # a DataFrame\n"
                   ">>> from itchflow import Books, price4_to_float\n"
                   f">>> books = Books().replay({str(day)!r})\n"
-                  f">>> books.bbo([{symbol!r}])".ljust(52) + "# one row per symbol\n"
-                  f">>> bids, asks = books.depth({symbol!r}, 5)".ljust(52) + "# fields price, shares, orders\n"
+                  + f">>> books.bbo([{symbol!r}])".ljust(52) + "# one row per symbol\n"
+                  + f">>> bids, asks = books.depth({symbol!r}, 5)".ljust(52) + "# fields price, shares, orders\n"
                   + ">>> price4_to_float(bids['price'])".ljust(52) + "# dollars[/dim]")
     _show_books_from_python(day, symbol)
     compare_demo(folder)
