@@ -17,7 +17,7 @@ from itchflow.cli import main
 @click.option("--paced-seconds", type=float, default=1.0, show_default=True,
               help="Length of the paced prefix in seconds at --rate.")
 @click.option("--paths", default="", help="Comma-separated rows (default all): inprocess, ring_threads, "
-              "ring_processes, tail, udp_recv, udp_recvmmsg, tpacket, af_xdp, hybrid.")
+              "ring_processes, tail, udp_recv, udp_recvmmsg, tpacket, af_xdp, hybrid, hybrid_xdp.")
 @click.option("--net", type=click.Choice(["auto", "veth", "loopback"]), default="auto", show_default=True,
               help="Network rows over a veth pair between two namespaces (root), or loopback.")
 @click.option("--seed", default=7, show_default=True)
