@@ -101,12 +101,7 @@ def publish(path, line_a, line_b, session, rate, pps, payload, rerequest, rerequ
             on_progress=update, limits=limits, on_start=started)))
     except (ITCHFormatError, OSError, ValueError) as e:
         _fail(e)
-    d = res.__dict__
-    if as_json:
-        click.echo(json.dumps(d))
-    else:
-        for k, v in d.items():
-            click.echo(f"{k:>16}: {v}")
+    _print_report(res.__dict__, as_json, width=16)
     _exit_if_interrupted(res)
 
 
@@ -361,12 +356,7 @@ def soup_fetch(address, user, password, out, ring_name, session, sequence, max_r
             f.close()
         if pub is not None:
             pub.writer.close()
-    d = res.__dict__
-    if as_json:
-        click.echo(json.dumps(d))
-    else:
-        for k, v in d.items():
-            click.echo(f"{k:>14}: {v}")
+    _print_report(res.__dict__, as_json, width=14)
     _exit_if_interrupted(res)
     if res.rejected:
         click.echo(f"itchflow: login rejected: {res.rejected}", err=True)
@@ -406,3 +396,12 @@ def bench_net(packets, rounds, size, batch, timestamps, veth, busy_poll_us, as_j
     res.update(run_receiver(packets, batch=batch, echo=echo))
     if as_json:
         click.echo(json.dumps(res))
+
+
+def _print_report(d: dict, as_json: bool, width: int) -> None:
+    """A command's counters: one JSON object, or one aligned line per counter."""
+    if as_json:
+        click.echo(json.dumps(d))
+    else:
+        for k, v in d.items():
+            click.echo(f"{k:>{width}}: {v}")

@@ -11,8 +11,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from itchflow.hw.endian import be48, be64  # noqa: F401  (be64: re-exported for bench.net)
-from itchflow.wire.binaryfile import AT_END, OK, TRUNCATED, ZERO_LENGTH, next_message
+from itchflow.hw.endian import be16, be48, be64  # noqa: F401  (be64: re-exported for bench.net)
+from itchflow.wire.binaryfile import (LENGTH_PREFIX, OK, ZERO_LENGTH, index_error_text,
+                                      message_offsets, next_message)
 from itchflow.wire.itch import MESSAGES
 from itchflow.wire.moldudp64 import (
     HEADER_DTYPE,
@@ -62,37 +63,28 @@ def walk_blocks(buf, start, end, count, skip):
 
 
 @njit(nogil=True, cache=True)
-def _index_messages(buf, offsets, timestamps):
-    """Fill offsets[i] (start of message i's length prefix) and its timestamp; -> (n, status, pos)."""
-    pos = 0
-    end = buf.shape[0]
-    n = 0
-    while True:
-        status, body, length = next_message(buf, pos, end)
-        if status == AT_END:
-            break
-        if status != OK:
-            return n, (1 if status == TRUNCATED else 2), pos
-        offsets[n] = pos
-        timestamps[n] = np.int64(be48(buf, body + _TIMESTAMP_OFFSET)) if length >= _TIMESTAMP_OFFSET + 6 else -1
-        n += 1
-        pos = body + length
-    offsets[n] = pos
-    return n, 0, pos
+def _timestamps(buf, offsets, n, timestamps):
+    """timestamps[i] of the message whose length prefix is at offsets[i] (-1 if it is too short
+    to hold one); offsets come from message_offsets, so every message is whole."""
+    for i in range(n):
+        p = offsets[i]
+        length = np.int64(be16(buf, p))
+        timestamps[i] = (np.int64(be48(buf, p + LENGTH_PREFIX + _TIMESTAMP_OFFSET))
+                         if length >= _TIMESTAMP_OFFSET + 6 else -1)
 
 
 def index_messages(buf: np.ndarray, source: str = "<buffer>") -> tuple[np.ndarray, np.ndarray]:
     """(offsets int64[n+1], timestamps int64[n]) of a BinaryFILE; offsets[n] is its end."""
     from itchflow.errors import ITCHFormatError
 
-    cap = len(buf) // 3 + 1  # the shortest framed message is 3 bytes (prefix + type byte)
-    offsets = np.empty(cap + 1, np.int64)
-    timestamps = np.empty(cap, np.int64)
-    n, status, pos = _index_messages(buf, offsets, timestamps)
-    if status:
-        why = "truncated message at the end of the data" if status == 1 else "zero-length message"
-        raise ITCHFormatError(why, source=source, offset=int(pos))
-    return offsets[:n + 1].copy(), timestamps[:n].copy()
+    offsets = np.empty(len(buf) // 3 + 2, np.int64)
+    n, status, pos = message_offsets(buf, 1, offsets)
+    if status != OK:
+        raise ITCHFormatError(index_error_text(status), source=source, offset=int(pos))
+    offsets[n] = pos   # the end of the data
+    timestamps = np.empty(n, np.int64)
+    _timestamps(buf, offsets, n, timestamps)
+    return offsets[:n + 1].copy(), timestamps
 
 
 @njit(nogil=True, cache=True)

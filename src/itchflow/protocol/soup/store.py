@@ -3,29 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
-from itchflow.wire.binaryfile import AT_END, OK, TRUNCATED, next_message
+from itchflow.wire.binaryfile import OK, index_error_text, message_offsets
 from itchflow.wire.soupbintcp import skip_messages
-
-
-@njit(nogil=True, cache=True)
-def _sparse_index(buf, every, index):
-    """index[k] = byte offset of message k*every; returns (messages, status, pos)."""
-    pos = 0
-    end = buf.shape[0]
-    n = 0
-    while True:
-        status, body, length = next_message(buf, pos, end)
-        if status == AT_END:
-            break
-        if status != OK:
-            return n, (1 if status == TRUNCATED else 2), pos
-        if n % every == 0:
-            index[n // every] = pos
-        pos = body + length
-        n += 1
-    return n, 0, pos
 
 
 class MessageStore:
@@ -38,10 +18,9 @@ class MessageStore:
         self.data = data
         self.every = every
         index = np.empty(len(data) // (3 * every) + 2, np.int64)
-        n, status, pos = _sparse_index(data, every, index)
-        if status:
-            why = "truncated message at the end of the data" if status == 1 else "zero-length message"
-            raise ITCHFormatError(why, source=source, offset=int(pos))
+        n, status, pos = message_offsets(data, every, index)
+        if status != OK:
+            raise ITCHFormatError(index_error_text(status), source=source, offset=int(pos))
         self.index = index[:(n + every - 1) // every].copy()
         self.messages = int(n)
 
