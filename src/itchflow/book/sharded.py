@@ -45,6 +45,7 @@ from itchflow.book import layout as L
 from itchflow.book.books import Books
 from itchflow.errors import ITCHFormatError
 from itchflow.hw.endian import be16, be48, u8
+from itchflow.hw.memcopy import copy_bytes
 from itchflow.wire.binaryfile import AT_END, BAD_LENGTH, OK, TRUNCATED, ZERO_LENGTH, next_message
 from itchflow.wire.itch import LENGTH_BY_BYTE, MESSAGES
 
@@ -57,6 +58,9 @@ _TS = MESSAGES["A"].field("timestamp").offset
 BLOCK_FULL = 64                 # route(): the block is full, call again from pos
 STOPPED = 65                    # route(): the next message is later than stop_ts
 _T_B = ord("B")
+_U = np.uint64
+_NO_LIMIT = 1 << 62
+_RUN_SLACK = 64
 _ROUTE_ERROR = {TRUNCATED: L.ERR_TRUNCATED, BAD_LENGTH: L.ERR_BAD_LENGTH, ZERO_LENGTH: L.ERR_ZERO_LENGTH}
 
 _BROADCAST = np.zeros(256, np.uint8)
@@ -69,38 +73,48 @@ _BROADCAST.setflags(write=False)
 def count_by_locate(buf, pos, end, lengths, counts):
     """Add 1 to counts[locate] for every whole message of a known type in buf[pos:end]
     (stops quietly at the first framing error: the engine reports it). Returns the offset reached."""
-    while True:
+    n = 0
+    while n < _NO_LIMIT:  # a bounded loop: ``while True`` here compiles to a 5x slower walk
         status, q, length = next_message(buf, pos, end)
         if status != OK:
-            return pos
+            break
         t = u8(buf, q)
         if lengths[t] == length:
             counts[be16(buf, q + _LOCATE)] += 1
         pos = q + length
+        n += 1
+    return pos
 
 
 @njit(nogil=True, cache=True)
-def route(buf, pos, end, shard_of, me, broadcast, lengths, stop_ts, seq, out, out_seq, extra, breaks):
+def route(buf, pos, end, shard_of, me, broadcast, lengths, stop_ts, seq, out, out_seq, out_pos, extra, breaks):
     """Copy shard ``me``'s messages from buf[pos:end] into ``out`` (whole, with their length
-    prefixes) and each one's source sequence number into ``out_seq``.
+    prefixes) and each one's source sequence number into ``out_seq`` (``out_pos``: scratch,
+    as long as ``out_seq``).
 
     A message is shard me's when its type is known and ``shard_of[locate] == me``, when its
     type is a broadcast one (``extra[type]`` counts those whose locate is another shard's), or
     when its type is unknown and me == 0. Shard 0 counts B messages per header locate in
-    ``breaks`` (see ``ShardedBooks.anomaly_counts``). Checks what the engine checks, in its order, so every
-    shard stops at the same message: framing (a binaryfile status), a known type's length, and
-    ``stop_ts`` (>= 0: stop before the first known message later than it).
+    ``breaks`` (see ``ShardedBooks.anomaly_counts``). Checks what the engine checks, in its
+    order, so every shard stops at the same message: framing (a binaryfile status), a known
+    type's length, and ``stop_ts`` (>= 0: stop before the first known message later than it).
+    ``out`` keeps RUN_SLACK bytes past what it fills (whole 64-byte moves).
 
     Returns (status, pos, out bytes, out messages, seq, last known timestamp or -1): status is
     OK at the end, BLOCK_FULL (call again from pos), STOPPED, or a binaryfile error status;
     pos/seq name the first message not walked.
     """
+    # Two loops. The walk notes every message's offset and keeps it (advances k) only if it
+    # is ours: no branch on whose it is, which with N shards is a coin toss mispredicted
+    # every other message. The copy then moves the kept messages in whole 64-byte moves.
     n_out = 0
     k = 0
-    cap = out.shape[0]
-    last_ts = np.int64(-1)
+    cap = out.shape[0] - _RUN_SLACK
+    kcap = out_seq.shape[0]
+    last_known = -1    # the last known message walked: its timestamp is read once, at the end
     status = OK
-    while True:
+    locate = _U(0)
+    while k < kcap:
         st, q, length = next_message(buf, pos, end)
         if st != OK:
             if st != AT_END:
@@ -108,38 +122,46 @@ def route(buf, pos, end, shard_of, me, broadcast, lengths, stop_ts, seq, out, ou
             break
         t = u8(buf, q)
         expected = lengths[t]
-        ts = np.int64(-1)
-        if expected == 0:
-            mine = me == 0
-        else:
-            if expected != length:
-                status = BAD_LENGTH
-                break
-            ts = np.int64(be48(buf, q + _TS))
-            if stop_ts >= 0 and ts > stop_ts:
+        if expected == length:
+            if stop_ts >= 0 and np.int64(be48(buf, q + _TS)) > stop_ts:
                 status = STOPPED
                 break
             locate = be16(buf, q + _LOCATE)
-            mine = shard_of[locate] == me
-            if not mine and broadcast[t]:
-                mine = True
-                extra[t] += 1
-        nxt = q + length
-        if mine:
-            size = nxt - pos
-            if n_out + size > cap or k >= out_seq.shape[0]:
-                status = BLOCK_FULL
-                break
-            out[n_out:n_out + size] = buf[pos:nxt]
-            out_seq[k] = seq
-            n_out += size
-            k += 1
-        if expected != 0:
-            last_ts = ts
-            if t == _T_B and me == 0:
-                breaks[locate] += 1
-        pos = nxt
-        seq += np.uint64(1)
+            own = np.int64(shard_of[locate] == me)
+            mine = np.int64(1) if broadcast[t] != 0 else own
+        elif expected == 0:
+            own = mine = np.int64(me == 0)
+        else:
+            status = BAD_LENGTH
+            break
+        size = q + length - pos
+        if n_out + size * mine > cap:  # the block is full: this message is walked next time
+            status = BLOCK_FULL
+            break
+        if expected == length:
+            if broadcast[t] != 0:
+                extra[t] += 1 - own
+                if t == _T_B and me == 0:
+                    breaks[locate] += 1
+            last_known = q
+        out_pos[k] = pos
+        out_seq[k] = seq
+        k += mine
+        n_out += size * mine
+        pos = q + length
+        seq += _U(1)
+    if status == OK and k >= kcap and pos < end:
+        status = BLOCK_FULL
+    dst = 0
+    for j in range(k):
+        src = out_pos[j]
+        size = np.int64(be16(buf, src)) + 2
+        if src + _RUN_SLACK <= end and size <= _RUN_SLACK:
+            copy_bytes(out, dst, buf, src, _RUN_SLACK)  # a constant size: inlined moves
+        else:
+            copy_bytes(out, dst, buf, src, size)
+        dst += size
+    last_ts = np.int64(be48(buf, last_known + _TS)) if last_known >= 0 else np.int64(-1)
     return status, pos, n_out, k, seq, last_ts
 
 
@@ -195,10 +217,11 @@ class ShardedBooks:
         self.shards = [Books(part(capacity), track_matches=track_matches, table=part(table),
                              levels=part(levels), arena=part(arena)) for _ in range(threads)]
         self.shard_of = None if shard_of is None else self._checked_map(shard_of)
-        self._blocks = [np.empty(int(block_bytes), np.uint8) for _ in range(threads)]
+        self._blocks = [np.empty(int(block_bytes) + _RUN_SLACK, np.uint8) for _ in range(threads)]
         # one sequence number per message in a block: ITCH messages take >= 14 bytes (route()
         # also stops when this is full, for tiny unknown-type messages)
         self._block_seqs = [np.empty(int(block_bytes) // 14 + 1, np.uint64) for _ in range(threads)]
+        self._block_pos = [np.empty(int(block_bytes) // 14 + 1, np.int64) for _ in range(threads)]
         self._extra = np.zeros((threads, 256), np.int64)  # broadcast copies beyond the owner's
         self._breaks = np.zeros(L.N_LOCATES, np.int64)     # B messages per header locate
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="itchflow-book") if threads > 1 else None
@@ -260,12 +283,13 @@ class ShardedBooks:
 
     def _run_shard(self, k: int, buf: np.ndarray, seq: int, stop_ts: int):
         books, block, seqs, extra = self.shards[k], self._blocks[k], self._block_seqs[k], self._extra[k]
+        scratch = self._block_pos[k]
         pos, end, last = 0, len(buf), -1
         useq = np.uint64(seq)
         while True:
             status, pos, nbytes, nmsgs, useq, ts = route(buf, pos, end, self.shard_of, k, _BROADCAST,
-                                                         LENGTH_BY_BYTE, stop_ts, useq, block, seqs, extra,
-                                                         self._breaks)
+                                                         LENGTH_BY_BYTE, stop_ts, useq, block, seqs, scratch,
+                                                         extra, self._breaks)
             if ts >= 0:
                 last = ts
             if nmsgs:
