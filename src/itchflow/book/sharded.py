@@ -42,7 +42,7 @@ import numpy as np
 from numba import njit
 
 from itchflow.book import layout as L
-from itchflow.book.books import Books
+from itchflow.book.books import DEFAULT_TABLE, Books
 from itchflow.errors import ITCHFormatError
 from itchflow.hw.endian import be16, be48, u8
 from itchflow.hw.memcopy import copy_bytes
@@ -169,17 +169,21 @@ def balanced_shards(counts: np.ndarray, threads: int) -> np.ndarray:
     """uint8[65536] locate -> shard: the busiest locates first, each to the least loaded shard
     (messages counted per locate); locates with no message go round-robin. Locate 0 (system
     messages) is shard 0's."""
-    threads = int(threads)
-    counts = np.asarray(counts, np.int64)
-    shard_of = (np.arange(L.N_LOCATES) % threads).astype(np.uint8)
-    load = np.zeros(threads, np.int64)
+    counts = np.ascontiguousarray(counts, np.int64)
+    shard_of = (np.arange(L.N_LOCATES) % int(threads)).astype(np.uint8)
     busy = np.flatnonzero(counts[1:]) + 1
-    for loc in busy[np.argsort(-counts[busy], kind="stable")]:
-        k = int(np.argmin(load))
-        shard_of[loc] = k
-        load[k] += counts[loc]
+    _assign_greedy(busy[np.argsort(-counts[busy], kind="stable")], counts, int(threads), shard_of)
     shard_of[0] = 0
     return shard_of
+
+
+@njit(nogil=True, cache=True)
+def _assign_greedy(by_count, counts, threads, shard_of):
+    load = np.zeros(threads, np.int64)
+    for loc in by_count:
+        k = np.argmin(load)
+        shard_of[loc] = k
+        load[k] += counts[loc]
 
 
 def plan_shards(buffer, threads: int) -> np.ndarray:
@@ -214,6 +218,8 @@ class ShardedBooks:
         def part(v):
             return None if v is None else max(1, int(v) // threads)
 
+        if table is None and capacity is None:  # the one-thread default, split
+            table = DEFAULT_TABLE
         self.shards = [Books(part(capacity), track_matches=track_matches, table=part(table),
                              levels=part(levels), arena=part(arena)) for _ in range(threads)]
         self.shard_of = None if shard_of is None else self._checked_map(shard_of)
