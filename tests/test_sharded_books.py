@@ -16,7 +16,7 @@ from test_book_support import add, broken, directory, encode, execute, trade
 from itchflow.book import layout as L
 from itchflow.book.books import Books
 from itchflow.book.replay import replay
-from itchflow.book.sharded import ShardedBooks, balanced_shards, count_by_locate
+from itchflow.book.sharded import ShardedBooks, balanced_shards, count_by_locate, plan_shards
 from itchflow.errors import ITCHFormatError
 from itchflow.sim.generator import generate_day
 from itchflow.wire.binaryfile import whole_messages_end
@@ -89,6 +89,10 @@ def test_the_skewed_day_is_skewed_and_still_balanced(skewed_day):
         sb.apply(skewed_day)
         per_shard = [b.messages for b in sb.shards]
     assert max(per_shard) < 0.55 * sum(per_shard)         # and the two shards still share the day
+    for threads in (2, 3):  # a plan from the first quarter of the day balances the whole day
+        loads = np.bincount(plan_shards(skewed_day, threads, len(skewed_day) // 4), weights=counts,
+                            minlength=threads)
+        assert loads.max() < 1.1 * counts.sum() / threads
 
 
 @pytest.mark.parametrize("threads", [2, 3])
