@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from test_book_support import add, broken, directory, encode, execute, trade
 
 from itchflow.book import layout as L

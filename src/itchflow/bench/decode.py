@@ -95,7 +95,7 @@ fn = reader.read if {what!r} in ("read", "kernel_load") else reader.stats
 f0 = faults()
 r = fn({path!r})
 t2 = time.perf_counter()
-out.update(first_s=t2 - t1, first_faults=faults() - f0, messages=r.messages if hasattr(r, "messages") else r.info.messages)
+out.update(first_s=t2 - t1, first_faults=faults() - f0, messages=r.messages)
 del r
 f0 = faults()
 fn({path!r})
