@@ -37,7 +37,7 @@ another shard's stock (no ``duplicate_add``), a match number used in two shards'
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
 from numba import njit
@@ -274,7 +274,8 @@ class ShardedBooks:
             results = [self._run_shard(0, buf, seq, stop_ts)]
         else:
             futures = [self._pool.submit(self._run_shard, k, buf, seq, stop_ts) for k in range(self.threads)]
-            results = [f.result() for f in futures]  # every thread finishes before any error is raised
+            wait(futures)  # every thread finishes before any error is raised
+            results = [f.result() for f in futures]
         status, pos, seq, last_ts = results[0]
         if any(r[:3] != results[0][:3] for r in results):  # pragma: no cover - a routing bug
             raise RuntimeError(f"shards walked the buffer differently: {results}")
