@@ -278,3 +278,7 @@ def main() -> None:
         print(json.dumps(r))
     else:
         report(r)
+
+
+if __name__ == "__main__":
+    main()
