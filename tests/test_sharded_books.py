@@ -8,6 +8,8 @@ day where one stock carries a large share of the messages.
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import pytest
 from test_book_support import add, broken, directory, encode, execute, trade
@@ -129,6 +131,15 @@ def test_stop_after_time_and_resume(skewed_day, threads):
         assert_same(sb, one)
 
 
+def same(mine, theirs) -> bool:
+    """Equal answers, whether a query returns numbers, tuples, lists or (structured) arrays."""
+    if isinstance(theirs, tuple) and theirs and isinstance(theirs[0], np.ndarray):
+        return all(same(m, t) for m, t in zip(mine, theirs))
+    if isinstance(theirs, np.ndarray):
+        return mine.dtype == theirs.dtype and np.array_equal(mine, theirs)
+    return mine == theirs
+
+
 def test_queries_route_to_the_owner():
     msgs = [directory(1, "AAPL"), directory(2, "MSFT"), directory(3, "IBM"),
             add(1, 11, "B", 100, 10 * P), add(1, 12, "B", 50, 10 * P), add(2, 21, "S", 70, 20 * P),
@@ -136,17 +147,26 @@ def test_queries_route_to_the_owner():
     shard_of = np.zeros(L.N_LOCATES, np.uint8)
     shard_of[2] = 1
     shard_of[3] = 2
+    one = Books()
+    one.apply(encode(msgs))
     with ShardedBooks(3, shard_of=shard_of) as sb:
         sb.apply(encode(msgs))
         assert [b.messages for b in sb.shards] == [5, 5, 5]   # 3 R in each + its own
         assert sb.messages == 9
-        assert sb.orders("AAPL", "B", 10 * P) == [(11, 100, ""), (12, 50, "")]
-        assert sb.depth("MSFT")[1].tolist() == [[20 * P, 50, 1]]
-        assert sb.volume("MSFT") == 20 and sb.volume("IBM") == 9 and sb.volume("AAPL") == 0
-        assert sb.vwap("IBM") == 30.0
-        assert sb.bbo("IBM") == (30 * P, 5, 0, 0)
-        assert sb.order_table(["IBM", "AAPL"])[:, :2].tolist() == [[3, 0], [1, 0], [1, 0]]
         assert sb.owner("MSFT") is sb.shards[1] and sb.locate("IBM") == 3 and sb.symbol(2) == "MSFT"
+        assert sb.volume("MSFT") == 20 and sb.volume("IBM") == 9 and sb.volume("AAPL") == 0
+        assert sb.shards[1].volume("MSFT") == 20 and sb.shards[0].volume("MSFT") == 0
+        for sym in ("AAPL", "MSFT", "IBM"):
+            assert same(sb.bbo(sym), one.bbo(sym)) and same(sb.depth(sym), one.depth(sym))
+            assert sb.vwap(sym) == one.vwap(sym) or (sb.vwap(sym) != sb.vwap(sym) and one.vwap(sym) != one.vwap(sym))
+        assert same(sb.orders("AAPL", "B", 10 * P), one.orders("AAPL", "B", 10 * P))
+        assert len(sb.orders("AAPL", "B", 10 * P)) == 2
+        assert same(sb.orders("MSFT", "S", 20 * P), one.orders("MSFT", "S", 20 * P))
+        if "symbols" in inspect.signature(Books.bbo).parameters:  # the array-out API: many at once
+            assert same(sb.bbo(["IBM", "AAPL", "MSFT"]), one.bbo(["IBM", "AAPL", "MSFT"]))
+            assert same(sb.bbo(), one.bbo()) and len(sb.bbo()) == 3
+        table = sb.order_table(["IBM", "AAPL"])
+        assert same(table, one.order_table(["IBM", "AAPL"])) and len(table) == 3
 
 
 def test_a_break_with_another_locate_is_applied_once():

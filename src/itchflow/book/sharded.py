@@ -347,8 +347,17 @@ class ShardedBooks:
 
     # ---- queries -------------------------------------------------------------------------
 
-    def bbo(self, symbol) -> tuple[int, int, int, int]:
-        return self.owner(symbol).bbo(symbol)
+    def bbo(self, symbols=None):
+        """As ``Books.bbo``: one stock from its shard; several (or None, where ``Books`` takes
+        them: every stock in the directory) as rows with a ``locate`` field, each from its shard."""
+        if isinstance(symbols, (str, bytes, int, np.integer)):
+            return self.owner(symbols).bbo(symbols)
+        rows = self.shards[0].bbo(symbols)  # every shard holds the directory: the rows' order
+        for k, b in enumerate(self.shards[1:], 1):
+            mine = self.shard_of[rows["locate"]] == k
+            if mine.any():
+                rows[mine] = b.bbo(rows["locate"][mine])
+        return rows
 
     def depth(self, symbol, n: int = -1) -> tuple[np.ndarray, np.ndarray]:
         return self.owner(symbol).depth(symbol, n)
@@ -375,13 +384,11 @@ class ShardedBooks:
             locs = self._locates(symbols)
             rank = np.zeros(L.N_LOCATES, np.int64)
             rank[locs] = np.arange(1, len(locs) + 1)
-            parts = []
-            for k, b in enumerate(self.shards):
-                mine = locs[self.shard_of[locs] == k] if self.shard_of is not None else locs
-                if len(mine):
-                    parts.append(b.order_table(mine))
-        rows = np.concatenate(parts) if parts else np.zeros((0, 6), np.int64)
-        return np.ascontiguousarray(rows[np.argsort(rank[rows[:, 0]], kind="stable")])
+            owner = self.shard_of if self.shard_of is not None else np.zeros(L.N_LOCATES, np.uint8)
+            parts = [b.order_table(locs[owner[locs] == k]) for k, b in enumerate(self.shards)]
+        rows = np.concatenate(parts)
+        locates = rows["locate"] if rows.dtype.names else rows[:, 0]  # records or int64 rows
+        return np.ascontiguousarray(rows[np.argsort(rank[locates], kind="stable")])
 
     def live_orders(self) -> int:
         return sum(b.live_orders() for b in self.shards)
