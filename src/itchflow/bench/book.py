@@ -10,9 +10,6 @@ What is measured (one core, the same bytes, the same run):
 - MeatPy: one stock's book (the most active) over a prefix of the day, in a fresh interpreter.
 - Memory: peak RSS of a fresh process that builds 6 M live orders (adds over 8,000 stocks,
   references random 64-bit), and the engine's own arrays.
-- With ``threads`` > 1: ``ShardedBooks(threads)`` (books sharded by stock locate, one thread
-  per shard) on the same mapped day, best of ``repeat``, the planning pass included; its
-  speed-up over the one-thread figure, and whether every stock's top of book agrees.
 """
 
 from __future__ import annotations
@@ -111,8 +108,7 @@ print(json.dumps({{"live": b.live_orders(), "peak_rss": peak_rss_bytes(), "input
 
 
 def run(messages: int = 50_000_000, stocks: int = 8000, seed: int = 1, repeat: int = 2,
-        meatpy_messages: int = 300_000, peers: bool = True, memory_orders: int = 6_000_000,
-        threads: int = 1) -> dict:
+        meatpy_messages: int = 300_000, peers: bool = True, memory_orders: int = 6_000_000) -> dict:
     from itchflow.book.books import Books
     from itchflow.sources.files import map_file
 
@@ -139,9 +135,6 @@ def run(messages: int = 50_000_000, stocks: int = 8000, seed: int = 1, repeat: i
     r["itchflow"].update(peak_live_orders=books.peak_live_orders, live_orders_at_end=books.live_orders(),
                          anomalies=sum(books.anomalies().values()), engine_bytes=books.memory_bytes(),
                          rss_peak_bytes=peak_rss_bytes())
-    if threads > 1:
-        r["itchflow_threads"] = _threaded(buf, threads, repeat, books)
-        r["itchflow_threads"]["speedup"] = best / r["itchflow_threads"]["seconds"]
     # Events as a consumer takes them (as `itchflow bbo` does): drained after every 32 MB slice.
     from itchflow.book.replay import replay
 
@@ -189,31 +182,6 @@ def run(messages: int = 50_000_000, stocks: int = 8000, seed: int = 1, repeat: i
     return r
 
 
-def _threaded(buf, threads: int, repeat: int, one) -> dict:
-    """ShardedBooks(threads) over the day: best of repeat, the shard plan (a framing pass
-    counting messages per locate) included in the time."""
-    from itchflow.book.sharded import ShardedBooks
-
-    from itchflow.wire.binaryfile import whole_messages_end
-
-    head, _ = whole_messages_end(buf, 0, min(len(buf), 1 << 16))
-    with ShardedBooks(threads, 1 << 10, table=1 << 10) as warm:  # load the compiled kernels
-        warm.apply(buf[:head])
-    best, sb = float("inf"), None
-    for _ in range(repeat):
-        b = ShardedBooks(threads)
-        t = time.perf_counter()
-        b.apply(buf)
-        dt = time.perf_counter() - t
-        b.close()
-        if dt < best:
-            best, sb = dt, b
-    row = rate_row(sb.messages, best)
-    row.update(threads=threads, shard_messages=[s.messages for s in sb.shards],
-               tops_agree=bool(np.array_equal(sb.tops(), one.tops())), live_orders_at_end=sb.live_orders())
-    return row
-
-
 def report(r: dict) -> None:
     from rich.console import Console
 
@@ -224,11 +192,6 @@ def report(r: dict) -> None:
     f = r["itchflow"]
     c.print(f"  itchflow L3, all stocks:     {f['msgs_per_s'] / 1e6:6.1f} M msg/s  {f['ns_per_msg']:6.1f} ns/msg   "
             f"peak live orders {f['peak_live_orders']:,}  anomalies {f['anomalies']}")
-    if "itchflow_threads" in r:
-        t = r["itchflow_threads"]
-        c.print(f"  itchflow L3, {t['threads']} threads:        {t['msgs_per_s'] / 1e6:6.1f} M msg/s  "
-                f"{t['ns_per_msg']:6.1f} ns/msg   {t['speedup']:.2f}x one thread; shards "
-                f"{', '.join(f'{n:,}' for n in t['shard_messages'])} messages; tops agree: {t['tops_agree']}")
     e = r["itchflow_with_events"]
     c.print(f"  itchflow + BBO/trade events: {e['msgs_per_s'] / 1e6:6.1f} M msg/s  {e['ns_per_msg']:6.1f} ns/msg   "
             f"{e['bbo_events']:,} BBO changes, {e['trades']:,} trades")
@@ -269,16 +232,9 @@ def main() -> None:
     ap.add_argument("--meatpy-messages", type=int, default=300_000)
     ap.add_argument("--no-peers", action="store_true")
     ap.add_argument("--json", action="store_true")
-    ap.add_argument("--threads", type=int, default=1, help="also run ShardedBooks on this many threads")
-    ap.add_argument("--no-memory", action="store_true", help="skip the 6 M live-order memory run")
     a = ap.parse_args()
-    r = run(a.messages, a.stocks, a.seed, a.repeat, a.meatpy_messages, not a.no_peers,
-            0 if a.no_memory else 6_000_000, threads=a.threads)
+    r = run(a.messages, a.stocks, a.seed, a.repeat, a.meatpy_messages, not a.no_peers)
     if a.json:
         print(json.dumps(r))
     else:
         report(r)
-
-
-if __name__ == "__main__":
-    main()
