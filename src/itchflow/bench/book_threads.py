@@ -85,18 +85,20 @@ def _time_threads(sb) -> dict:
 
 def report(r: dict) -> str:
     m, one, sh = r["machine"], r["one_thread"], r["sharded"]
-    return "\n".join([
+    cpus = ", ".join(f"{c:.3f}" for c in sh["thread_cpu_seconds"])
+    shards = ", ".join(f"{n:,}" for n in sh["shard_messages"])
+    lines = [
         f"books on {r['threads']} threads  {m['cpu']} ({m['cores']} cores), numba {m['numba']}",
         f"  day: {one['messages']:,} messages, {r['stocks']:,} stocks ({r['day']})",
         f"  one thread:   {one['msgs_per_s'] / 1e6:6.1f} M msg/s  {one['ns_per_msg']:6.1f} ns/msg  "
         f"(CPU {one['cpu_seconds']:.3f} s)",
         f"  {r['threads']} threads:    {sh['msgs_per_s'] / 1e6:6.1f} M msg/s  {sh['ns_per_msg']:6.1f} ns/msg  "
-        f"-> {r['speedup']:.2f}x wall clock; threads' CPU "
-        f"{', '.join(f'{c:.3f}' for c in sh['thread_cpu_seconds'])} s -> {r['speedup_from_cpu_time']:.2f}x "
-        f"on idle cores",
-        f"  shards: {', '.join(f'{n:,}' for n in sh['shard_messages'])} messages; "
-        f"tops agree: {sh['tops_agree']}; live orders agree: {sh['live_orders_agree']}",
-    ])
+        f"-> {r['speedup']:.2f}x wall clock; threads' CPU {cpus} s -> "
+        f"{r['speedup_from_cpu_time']:.2f}x on idle cores",
+        f"  shards: {shards} messages; tops agree: {sh['tops_agree']}; "
+        f"live orders agree: {sh['live_orders_agree']}",
+    ]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
