@@ -90,13 +90,13 @@ def report(r: dict) -> str:
     lines = [
         f"books on {r['threads']} threads  {m['cpu']} ({m['cores']} cores), numba {m['numba']}",
         f"  day: {one['messages']:,} messages, {r['stocks']:,} stocks ({r['day']})",
-        f"  one thread:   {one['msgs_per_s'] / 1e6:6.1f} M msg/s  {one['ns_per_msg']:6.1f} ns/msg  "
-        f"(CPU {one['cpu_seconds']:.3f} s)",
-        f"  {r['threads']} threads:    {sh['msgs_per_s'] / 1e6:6.1f} M msg/s  {sh['ns_per_msg']:6.1f} ns/msg  "
-        f"-> {r['speedup']:.2f}x wall clock; threads' CPU {cpus} s -> "
-        f"{r['speedup_from_cpu_time']:.2f}x on idle cores",
-        f"  shards: {shards} messages; tops agree: {sh['tops_agree']}; "
-        f"live orders agree: {sh['live_orders_agree']}",
+        (f"  one thread:   {one['msgs_per_s'] / 1e6:6.1f} M msg/s  {one['ns_per_msg']:6.1f} ns/msg  "
+         f"(CPU {one['cpu_seconds']:.3f} s)"),
+        (f"  {r['threads']} threads:    {sh['msgs_per_s'] / 1e6:6.1f} M msg/s  {sh['ns_per_msg']:6.1f} ns/msg  "
+         f"-> {r['speedup']:.2f}x wall clock; threads' CPU {cpus} s -> "
+         f"{r['speedup_from_cpu_time']:.2f}x on idle cores"),
+        (f"  shards: {shards} messages; tops agree: {sh['tops_agree']}; "
+         f"live orders agree: {sh['live_orders_agree']}"),
     ]
     return "\n".join(lines)
 
