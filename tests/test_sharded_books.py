@@ -17,7 +17,8 @@ from test_book_support import add, broken, directory, encode, execute, trade
 from itchflow.book import layout as L
 from itchflow.book.books import Books
 from itchflow.book.replay import replay
-from itchflow.book.sharded import ShardedBooks, balanced_shards, count_by_locate, plan_shards
+from itchflow.book.sharded import ShardedBooks, balanced_shards, plan_shards
+from itchflow.wire.shard import count_by_locate
 from itchflow.errors import ITCHFormatError
 from itchflow.sim.generator import generate_day
 from itchflow.wire.binaryfile import whole_messages_end
@@ -252,3 +253,16 @@ def test_bad_arguments():
         sb.apply(encode([add(1, 1, "B", 1, P)]))
         with pytest.raises(RuntimeError):
             sb.plan(encode([add(1, 1, "B", 1, P)]))
+
+
+def test_books_with_threads_is_the_sharded_engine(skewed_day, tmp_path):
+    """The public spelling: Books(threads=N) builds on N threads; replay() of a file works on it."""
+    path = tmp_path / "day.itch"
+    path.write_bytes(skewed_day.tobytes())
+    one = one_thread(skewed_day, record=False)
+    assert type(Books(threads=1)) is Books
+    sb = Books(threads=2)
+    assert isinstance(sb, ShardedBooks) and len(sb.shards) == 2
+    with sb:
+        replay(sb, str(path))
+        assert_same(sb, one)
