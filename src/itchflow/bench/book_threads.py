@@ -10,7 +10,6 @@ and whether every stock's top of book and live-order count agree with one thread
 
 from __future__ import annotations
 
-import json
 import time
 
 import numpy as np
@@ -99,22 +98,3 @@ def report(r: dict) -> str:
          f"live orders agree: {sh['live_orders_agree']}"),
     ]
     return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> None:
-    import argparse
-
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--messages", type=int, default=10_000_000)
-    ap.add_argument("--stocks", type=int, default=8000)
-    ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--json", action="store_true")
-    a = ap.parse_args(argv)
-    r = run(a.messages, a.stocks, a.seed, a.threads, a.repeat)
-    print(json.dumps(r) if a.json else report(r))
-
-
-if __name__ == "__main__":
-    main()
