@@ -59,7 +59,8 @@ def judge(report) -> list[dict]:
             f"no more than the baseline within this run's noise ({h:+.0f} ns per message)"
         why = (f"the hand-off itself costs {cost}, amortised over batches (one release store "
                "and one header poll per record)" if verdict == HOLDS else
-               f"{_fmt(h)} per message beyond the baseline: Python between reads costs more than the ring")
+               f"{_fmt(h)} per message beyond the baseline: the consumer's work between records (Python between "
+               "reads in the two-process pipeline, waiting for the producer) costs more than the ring")
         if p50:
             why += (f"; per record (publish -> applied) the paced p50 is {p50:,.1f} us: the engine applying the "
                     "record's ~45 messages and the consumer's wake-up, not the ring")
