@@ -78,6 +78,8 @@ def ready_books():
         books.make_room(L.NEED_MATCHES)
     for a in (books.order_rows, books.levels, books.lad_key, books.lad_lvl, books.matches, books.books,
               books.stocks, books.anomaly_counts, books.events.trades, books.events.bbo, books.events.l2):
-        raw = a.reshape(-1).view(np.uint8)
-        raw[::4096] = raw[::4096]    # a write per page faults it in (values unchanged)
+        raw = a.reshape(-1).view(np.uint8)[::4096]
+        # a write per page faults it in, values unchanged (``raw[:] = raw`` would not do: NumPy
+        # skips an assignment of an array to itself, and the pages stayed untouched)
+        np.add(raw, 0, out=raw)
     return books
