@@ -59,6 +59,12 @@ def inprocess(day) -> Row:
 
 # ---- the ring between two threads -----------------------------------------------------------
 
+# the consumer's wait, as the two-process pipeline's (spin, then sched_yield): on a loaded
+# machine a yield can cost a time slice (the paced p50 rose to ~0.5 ms here with two other
+# busy processes); "block" (futex) measured 16-26 us p50 either way
+CONSUMER_WAIT = "yield"
+
+
 def _ring_threads_run(day, path: str, batch_bytes: int, rate: float | None, measure: bool):
     """One run: a producer thread publishes the file and this thread applies the ring's records
     to new books, each side in one compiled call that releases the GIL (pipeline.threaded).
@@ -75,7 +81,7 @@ def _ring_threads_run(day, path: str, batch_bytes: int, rate: float | None, meas
     w = _window(day) if measure else None
     try:
         applier = BatchApplier(books, "ring_threads")
-        pair = ThreadedRing(ring, applier, CONSUMER, batch_bytes, wait="yield")
+        pair = ThreadedRing(ring, applier, CONSUMER, batch_bytes, wait="yield", consumer_wait=CONSUMER_WAIT)
         buf = map_file(path)
         try:
             if w:

@@ -139,12 +139,13 @@ class ThreadedRing:
 
     IDLE_NS = 100_000_000   # the consumer looks at the producer thread this often when idle
 
-    def __init__(self, ring, applier, consumer: str, batch_bytes: int, wait: str = "yield"):
+    def __init__(self, ring, applier, consumer: str, batch_bytes: int, wait: str = "yield",
+                 consumer_wait: str | None = None):
         from itchflow.pipeline.publish import BatchPublisher
 
         self.ring = ring
         self.applier = applier
-        self.reader = ring.reader(consumer, wait=wait)
+        self.reader = ring.reader(consumer, wait=consumer_wait or wait)
         if self.reader._joining and not self.reader._finish_join():
             raise RuntimeError(f"{ring.path}: consumer {consumer!r} could not join (a live producer elsewhere?)")
         self.writer = ring.writer(wait=wait)
