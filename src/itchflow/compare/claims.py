@@ -104,6 +104,9 @@ def judge(report) -> list[dict]:
         if p50:
             why += (f"; per record (publish -> applied) the paced p50 is {p50:,.1f} us: the engine applying the "
                     "record's ~45 messages and the consumer's wake-up, not the ring")
+            taken = best.latency.get("paced", {}).get("publish_to_taken", {}).get("p50_us")
+            if taken is not None:
+                why += f" (publish -> the consumer's poll returned it: p50 {taken:,.1f} us)"
         out.append(_claim('the lock-free ring costs "nanoseconds" per message', "DESIGN.md section 5",
                           measured, verdict, why))
     else:
