@@ -62,14 +62,24 @@ def first_difference(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> str 
     return None
 
 
+MATCH_ROWS = 1 << 17     # match-table rows made ready: a million-message generated day's fit
+
+
 def ready_books():
     """A new ``Books`` with its arrays' pages already touched: every path starts from the same
     warm memory, so no row is charged for the kernel zeroing fresh pages under it."""
+    from itchflow.book import layout as L
     from itchflow.book.books import Books
 
     books = Books()
+    # the match table starts tiny and doubles as executions arrive: grown here, a paced run
+    # does not stop a dozen times early on to rehash it into fresh memory
+    while len(books.matches) // L.MATCH_WORDS < MATCH_ROWS:
+        books.make_room(L.NEED_MATCHES)
     for a in (books.order_rows, books.levels, books.lad_key, books.lad_lvl, books.matches, books.books,
-              books.stocks, books.anomaly_counts):
-        raw = a.reshape(-1).view(np.uint8)
-        raw[::4096] = raw[::4096]    # a write per page faults it in (values unchanged)
+              books.stocks, books.anomaly_counts, books.events.trades, books.events.bbo, books.events.l2):
+        raw = a.reshape(-1).view(np.uint8)[::4096]
+        # a write per page faults it in, values unchanged (``raw[:] = raw`` would not do: NumPy
+        # skips an assignment of an array to itself, and the pages stayed untouched)
+        np.add(raw, 0, out=raw)
     return books

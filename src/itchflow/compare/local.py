@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-import threading
 import time
 
 import numpy as np
@@ -60,62 +59,45 @@ def inprocess(day) -> Row:
 
 # ---- the ring between two threads -----------------------------------------------------------
 
+# the consumer's wait, as the two-process pipeline's (spin, then sched_yield): on a loaded
+# machine a yield can cost a time slice (the paced p50 rose to ~0.5 ms here with two other
+# busy processes); "block" (futex) measured 16-26 us p50 either way
+CONSUMER_WAIT = "yield"
+
+
 def _ring_threads_run(day, path: str, batch_bytes: int, rate: float | None, measure: bool):
-    """One run: a producer thread publishes the file (compiled, GIL released), this thread
-    applies the ring's records to new books. Returns (books, applier, seconds, window, ring counters)."""
+    """One run: a producer thread publishes the file and this thread applies the ring's records
+    to new books, each side in one compiled call that releases the GIL (pipeline.threaded).
+    Returns (books, applier, seconds, window, ring counters)."""
     from itchflow.pipeline.consume import BatchApplier
-    from itchflow.pipeline.publish import CONSUMER, BatchPublisher, feed_max_payload, warm_up
-    from itchflow.pipeline.sources import SourceSpec, produce
+    from itchflow.pipeline.publish import CONSUMER, feed_max_payload
+    from itchflow.pipeline.threaded import ThreadedRing
     from itchflow.ring import Ring
+    from itchflow.sources.chunk import map_file
 
     books = ready_books()
-    name = day.ring_path("threads")
-    ring = Ring.create(name, RING_CAPACITY, consumers=[CONSUMER], max_payload=feed_max_payload(RING_CAPACITY))
-    failure: list = []
+    ring = Ring.create(day.ring_path("threads"), RING_CAPACITY, consumers=[CONSUMER],
+                       max_payload=feed_max_payload(RING_CAPACITY))
+    w = _window(day) if measure else None
     try:
         applier = BatchApplier(books, "ring_threads")
-        applier.warm_up(ring.data)
-        warm_up(ring)
-        spec = SourceSpec("file", path, path=path, options={"rate": rate} if rate else {})
-
-        def producer() -> None:
-            writer = ring.writer(wait="yield")
-            try:
-                produce(spec, BatchPublisher(writer, batch_bytes))
-            except BaseException as e:  # reported by the consumer side
-                failure.append(e)
-            finally:
-                writer.close()
-
-        reader = ring.reader(CONSUMER, wait="yield")
-        w = _window(day) if measure else None
-        if w:
-            w.start()
-        th = threading.Thread(target=producer, name="compare-ring-producer", daemon=True)
-        t0 = time.perf_counter()
-        th.start()
-        from itchflow.hw.metrics import tsc
-        while True:
-            try:
-                batch = reader.read_batch(timeout=0.25)
-            except EOFError:
-                break
-            if len(batch):
-                applier.apply(batch, tsc())
-            elif not th.is_alive() and failure:
-                break
-        seconds = time.perf_counter() - t0
-        if w:
-            w.stop()
-        th.join(10)
+        pair = ThreadedRing(ring, applier, CONSUMER, batch_bytes, wait="yield", consumer_wait=CONSUMER_WAIT)
+        buf = map_file(path)
+        try:
+            if w:
+                w.start()
+            pair.run(buf, rate)
+            if w:
+                w.stop()
+        finally:
+            if w:
+                w.close()
+            pair.close()
         snap = ring.snapshot()["producer"]
-        reader.close()
     finally:
         ring.close()
         ring.unlink()
-    if failure:
-        raise RuntimeError(f"ring producer thread failed: {failure[0]}")
-    return books, applier, seconds, w, {"full_waits": snap["full_waits"], "wakeups": snap["wakeups"]}
+    return books, applier, pair.seconds, w, {"full_waits": snap["full_waits"], "wakeups": snap["wakeups"]}
 
 
 def _handoff_ns(applier, tpn: float) -> np.ndarray:
@@ -127,6 +109,7 @@ def ring_threads(day) -> Row:
     from itchflow.pipeline.consume import S_APPLY_TICKS
 
     row = Row("ring_threads", transport="shared-memory ring, one process")
+    _ring_threads_run(day, day.warm_path, day.packet_bytes, None, False)   # loads the compiled loops
     books, applier, seconds, w, counters = _ring_threads_run(day, day.path, FLAT_BATCH_BYTES, None, True)
     row.seconds = seconds
     _finish(row, w)
@@ -139,6 +122,11 @@ def ring_threads(day) -> Row:
         _, ap, _, _, _ = _ring_threads_run(day, day.prefix_path, day.packet_bytes, rate, False)
         row.samples[kind] = _handoff_ns(ap, day.tpn)
         row.latency[kind] = latency(row.samples[kind], kind, "record: publish -> applied")
+        # the two halves: publish -> the consumer's poll returned it (the ring and the wake-up),
+        # and that poll -> the record's last message applied (the engine, and records ahead of it)
+        hand, applied, _ = ap.samples()
+        row.latency[kind]["publish_to_taken"] = latency(hand / day.tpn, kind, "record: publish -> polled")
+        row.latency[kind]["taken_to_applied"] = latency(applied / day.tpn, kind, "record: polled -> applied")
     return row
 
 

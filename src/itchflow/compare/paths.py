@@ -64,13 +64,15 @@ PATHS: dict[str, PathInfo] = {p.key: p for p in (
     PathInfo(
         "ring_threads", "ring between two threads", "local",
         (("producer thread reads the mapped day", SEND, False),
-         ("publish_messages: memcpy into the ring", SHM, True),
+         ("publish_paced: memcpy into the ring", SHM, True),
          ("consumer thread: engine reads the ring in place", BOOKS, False)),
-        writes_memory="our producer thread (compiled, GIL released)",
+        writes_memory="our producer thread (one compiled call, GIL released)",
         backpressure="blocking ring: the producer waits for the consumer (claim_wait)",
         wakeup="the consumer polls the next record's header (spin, then yield)",
         privileges="none", portability="any OS (Numba atomics: x86-64, aarch64)",
-        poller="consumer thread"),
+        poller="consumer thread",
+        notes=("each side is one compiled call that releases the GIL (pipeline.threaded): neither waits "
+               "for the other's hold of the interpreter",)),
     PathInfo(
         "ring_processes", "ring between two processes", "local",
         (("reader process reads the mapped day", SEND, False),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from itchflow.compare.paths import PATHS
 from itchflow.compare.row import OK
 
@@ -56,6 +58,7 @@ def print_report(report, console) -> None:
             p, q = r.latency.get("paced", {}), r.latency.get("queueing", {})
             lat.add_row(PATHS[r.key].title, _lat(p), _lat(q), p.get("unit", ""))
     console.print(lat)
+    _print_walks(report, console)
     qual = Table(title="How each path works (from the code)", title_justify="left", show_edge=False, pad_edge=False)
     for col in ("path", "who writes the memory", "backpressure", "interrupts or polling", "privileges", "portability"):
         qual.add_column(col, overflow="fold")
@@ -73,6 +76,30 @@ def print_report(report, console) -> None:
     console.print(f"steal (hypervisor) during the run: {t.get('steal_seconds', 0):.3f} s; "
                   f"run took {report.seconds:.1f} s"
                   + ("; [yellow]interrupted[/yellow]" if report.interrupted else ""))
+
+
+def _print_walks(report, console) -> None:
+    """The receive loops alone (compare.walks), next to the rows' whole-path figures."""
+    from rich.table import Table
+
+    w = report.walks or {}
+    if not w:
+        return
+    if not w.get("walks"):
+        console.print(f"receive loops alone: not measured ({w.get('reason', '?')})")
+        return
+    t = Table(title=f"The receive loop alone, per packet ({w['packets']:,} queued {w['datagram_bytes']:,}-byte "
+                    f"datagrams over {w['transport']}, best of {w['rounds']} rounds): {w['what']}",
+              title_justify="left", show_edge=False, pad_edge=False)
+    for col in ("method", "ns/packet (wall)", "CPU ns/packet", "syscalls/packet (kernel)"):
+        t.add_column(col, justify="left" if col == "method" else "right", overflow="fold")
+    for x in w["walks"].values():
+        spp = x.get("syscalls_per_packet")
+        t.add_row(x["method"], _n(x.get("ns_per_packet")), _n(x.get("cpu_ns_per_packet")),
+                  "-" if spp is None or math.isnan(spp) else f"{spp:.3f}")
+    console.print(t)
+    for note in w.get("notes", []):
+        console.print(f"  ({note})")
 
 
 def markdown_table(report) -> str:

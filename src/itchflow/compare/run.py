@@ -188,6 +188,7 @@ class CompareReport:
     claims: list = field(default_factory=list)
     seconds: float = 0.0
     interrupted: bool = False
+    walks: dict = field(default_factory=dict)   # the receive loops alone (compare.walks), when measured
 
     def row(self, key: str) -> Row | None:
         return next((r for r in self.rows if r.key == key), None)
@@ -195,7 +196,8 @@ class CompareReport:
     def to_dict(self) -> dict:
         return {"machine": self.machine, "terms": self.terms, "seconds": self.seconds,
                 "interrupted": self.interrupted,
-                "rows": [r.to_dict(PATHS[r.key]) for r in self.rows], "claims": self.claims}
+                "rows": [r.to_dict(PATHS[r.key]) for r in self.rows], "receive_walks": self.walks,
+                "claims": self.claims}
 
 
 def _rows_for(paths) -> list[str]:
@@ -256,6 +258,8 @@ def run_compare(messages: int = 1_000_000, rate: float = 100_000, paths=None, *,
             report.rows.append(row)
             if on_row is not None:
                 on_row(row)
+        if any(k in keys for k in WALK_ROWS):
+            report.walks = _walks(lab, DEFAULT_PAYLOAD)
     except KeyboardInterrupt as e:
         report.interrupted = True
         e.report = report          # the rows done so far, for the caller to show (after the cleanup)
@@ -272,6 +276,23 @@ def run_compare(messages: int = 1_000_000, rate: float = 100_000, paths=None, *,
             report.terms["steal_seconds"] = (steal_ns() - steal0) / 1e9
             report.claims = claims.judge(report)
     return report
+
+
+WALK_ROWS = ("udp_recv", "udp_recvmmsg", "tpacket", "af_xdp")   # rows whose claims need the loop alone
+
+
+def _walks(lab, datagram_bytes: int) -> dict:
+    """The receive loops alone (compare.walks), after the rows: a failure is written down, the
+    report stays."""
+    from itchflow.compare.walks import measure_walks
+
+    try:
+        return measure_walks(lab.kind, datagram_bytes)
+    except KeyboardInterrupt:
+        raise
+    except Exception as e:   # noqa: BLE001 - reported, with where it came from
+        tb = traceback.extract_tb(e.__traceback__)[-1]
+        return {"reason": f"{type(e).__name__}: {e} ({os.path.basename(tb.filename)}:{tb.lineno})", "walks": {}}
 
 
 def _guarded(key: str, fn) -> Row:
