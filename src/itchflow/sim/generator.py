@@ -116,7 +116,7 @@ PROFILES = {
 }
 # A profile's live-order population is capped at this share of the day's messages (each live
 # order costs at least one add), so a named profile works at any message count.
-PROFILE_LIVE_SHARE = 0.3
+PROFILE_LIVE_SHARE = 0.15
 _MAX_REST_SHARE = 0.6  # resting adds may take at most this share of the day's messages
 
 
@@ -361,7 +361,7 @@ class _Plan:
         target_live = int(max(5 * k, 0.004 * n))  # of the orders that come and go
         # Orders that rest all day: enough to bring the population to live_orders, and one per
         # level of the deep books.
-        rest_stock, rest_side, rest_off = self._resting(rng2, n, k, rank, cdf, fair, widths, want, deep_gap,
+        rest_stock, rest_side, rest_off = self._resting(rng2, k, w, cdf, fair, widths, want, deep_gap,
                                                         live_orders, target_live)
         n_rest = len(rest_stock)
         if n_rest > _MAX_REST_SHARE * n:
@@ -422,7 +422,7 @@ class _Plan:
         self.rng = _xoshiro_seed(seed)
 
     @staticmethod
-    def _resting(rng2, n, k, rank, cdf, fair, widths, want, deep_gap, live_orders, target_live):
+    def _resting(rng2, k, w, cdf, fair, widths, want, deep_gap, live_orders, target_live):
         """The orders that rest all day, in the order they are added: (stock, side, offset),
         offset >= 0 ticks away from the fair price at the time, or -(tick + 1) for a level of a
         deep book (one order per level above the starting price, on the ask side)."""
@@ -436,13 +436,14 @@ class _Plan:
         n_deep = sum(len(x) for x in stocks)
         n_more = 0
         if live_orders is not None:
-            # The orders that come and go hover around target_live; the resting ones make up the rest.
-            n_more = max(0, int(live_orders) - int(0.9 * target_live) - n_deep)
+            # The orders that come and go hover around target_live (below it early in the day) and
+            # executions take a few resting ones: 3% more than the difference reaches live_orders.
+            n_more = max(0, int(1.03 * live_orders) - int(0.7 * target_live) - n_deep)
         if n_more:
             u = rng2.random(n_more)
             st = np.searchsorted(cdf, rng2.random(n_more), side="right").astype(np.int32) + 1
             st = np.minimum(st, k)
-            half = widths[st - 1] // 2
+            half = np.minimum(widths[st - 1], w) // 2  # (the deep levels are the deep books' own)
             stocks.append(st)
             sides.append((u < 0.5).astype(np.int8))
             offs.append((4 + (half - 40) * rng2.random(n_more) ** 2).astype(np.int32))
