@@ -16,7 +16,7 @@ from itchflow.sim.state import (
     BUY, EX_B, EX_C, EX_HALT, EX_I, EX_L, EX_P, FL_ALLOW_CROSS, FL_LAST, FP_A, FP_D, FP_E, FP_F, FP_U,
     FP_X, G_CAP, G_CLOSE_ALL, G_EMITTED, G_EX0, G_FREE, G_HALT_DUE, G_HALT_STAGE, G_HALT_STOCK, G_K,
     G_LIVE, G_MRING_N, G_N, G_NOII_NEXT, G_NONHEAD, G_PEND, G_PEND_SIDE, G_PEND_STOCK, G_PH_LEFT,
-    G_PEAK_LIVE, G_PH_STARTED, G_REST_FROM, G_REST_I, G_REST_N, G_REST_OVER, G_RESTING, G_T, G_TARGET_LIVE, NONHEAD_P,
+    G_PEAK_LIVE, G_PH_STARTED, G_REST_CAP, G_REST_FROM, G_REST_I, G_REST_N, G_REST_OVER, G_RESTING, G_T, G_TARGET_LIVE, NONHEAD_P,
     N_EXTRA, PH_FLOW, SELL, SWEEP_MORE, SWEEP_P,
 )
 from itchflow.sim.writers import (
@@ -208,11 +208,18 @@ def flow_step(p, ph, out, g, rng, refctr, counts, flow_p, ph_kind, ph_t0, ph_t1,
 
     # Orders that rest all day, far from the touch, spread evenly over the first part of the day
     # (only on days that ask for a live-order population: the default day has none).
+    # They stop while the live orders are at the asked population, leaving room, until the end of
+    # that first part, for the orders that come and go to reach their own target.
     n_rest = g[G_REST_N]
     if n_rest > 0:
         ri = g[G_REST_I]
-        if ri < n_rest and n_live < g[G_CAP] - 2 and \
-                (g[G_EMITTED] - g[G_REST_FROM]) * n_rest >= ri * g[G_REST_OVER]:
+        since = g[G_EMITTED] - g[G_REST_FROM]
+        room = g[G_REST_CAP] - n_live
+        if since < g[G_REST_OVER]:
+            short = g[G_TARGET_LIVE] - (n_live - g[G_RESTING])
+            if short > 0:
+                room -= short
+        if ri < n_rest and room > 0 and n_live < g[G_CAP] - 2 and since * n_rest >= ri * g[G_REST_OVER]:
             g[G_REST_I] = ri + 1
             ts = advance_clock(g, rng, t1, left, False)
             return add_resting(p, out, g, rng, refctr, counts, rest_stock[ri], rest_side[ri], rest_off[ri],

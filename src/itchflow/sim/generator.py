@@ -419,6 +419,7 @@ class _Plan:
         g[gk.G_REST_N] = n_rest
         g[gk.G_REST_FROM] = n_admin + 2
         g[gk.G_REST_OVER] = max(int(0.2 * n), int(n_rest / 0.85)) if n_rest else 1
+        g[gk.G_REST_CAP] = int(live_orders) if live_orders is not None else 1 << 62
         self.rng = _xoshiro_seed(seed)
 
     @staticmethod
@@ -436,9 +437,9 @@ class _Plan:
         n_deep = sum(len(x) for x in stocks)
         n_more = 0
         if live_orders is not None:
-            # The orders that come and go hover around target_live (below it early in the day) and
-            # executions take a few resting ones: 3% more than the difference reaches live_orders.
-            n_more = max(0, int(1.03 * live_orders) - int(0.7 * target_live) - n_deep)
+            # Enough for the whole population even if no other order were live: the kernel stops
+            # adding them while live orders are at live_orders (G_REST_CAP).
+            n_more = max(0, int(live_orders) - n_deep)
         if n_more:
             u = rng2.random(n_more)
             st = np.searchsorted(cdf, rng2.random(n_more), side="right").astype(np.int32) + 1
@@ -450,7 +451,10 @@ class _Plan:
         if not stocks:
             e = np.zeros(0, np.int32)
             return e, np.zeros(0, np.int8), e.copy()
-        order = rng2.permutation(n_deep + n_more)
+        # Random order, but the deep levels all within about the first half (the kernel may not need
+        # the last resting orders: see G_REST_CAP).
+        keys = np.concatenate([0.5 * rng2.random(n_deep), rng2.random(n_more)])
+        order = np.argsort(keys, kind="stable")
         return (np.concatenate(stocks)[order], np.concatenate(sides)[order], np.concatenate(offs)[order])
 
     def _admin(self, rng, t_open, syms, cats, l_admin):

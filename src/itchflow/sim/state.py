@@ -54,6 +54,7 @@ G_REF_JUMP_PPM = 46  # chance of a reference jump, per million
 G_REST_FROM = 47   # messages emitted when the resting orders started
 G_PEAK_LIVE = 48   # most live orders at any time (for the summary)
 G_MAX_REF = 49     # largest order reference handed out (for the summary)
+G_REST_CAP = 50    # no resting order is added while this many orders are live (the asked population)
 G_SIZE = 64
 
 EX_I, EX_L, EX_P, EX_C, EX_B, EX_HALT = 0, 1, 2, 3, 4, 5
