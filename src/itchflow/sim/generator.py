@@ -31,6 +31,18 @@ What the day looks like (each point is checked by tests/test_generator.py):
 - ``close_all=True``: before the E event every live order is deleted, so a book built from
   the day ends empty.
 
+The day's shape (``profile=`` and the knobs of SHAPE_KNOBS; tests/test_generator_profiles.py):
+``concentration`` is the Zipf exponent above (default 1.1); ``live_orders`` adds orders that
+rest all day, far from the touch, spread over the flow up to about 10:00 and topped up after,
+until that many orders are live (D/X/U never pick them; executions may reach them);
+``depth`` widens the busiest books' ladders (each stock its own width) and puts one resting
+order on each of ``depth / rank`` ask levels; ``ref_span`` puts the reference ranges inside
+1..ref_span, sized by use, with jumps sized to fill ~90% of each (a range that runs full hands
+out references past ref_span rather than repeat one); ``sub_dollar`` and ``high_priced`` set the
+shares of stocks below $1 and above $1,000. ``profile="fullday"`` sets them all to a real day's
+(PROFILES). The knobs draw from a random stream of their own and cost nothing when unused, so a
+day that leaves them at their defaults keeps its bytes (tests/test_generator_bytes.py).
+
 Message count: exactly ``messages``. (With ``close_all`` the final purge is fitted into the
 budget; if a pathological setting ever left more live orders than messages to spend, the
 purge wins and the day runs over: ``write_day`` reports the true count.) Days smaller than
