@@ -16,7 +16,7 @@ from itchflow.sim.state import (
     BUY, EX_B, EX_C, EX_HALT, EX_I, EX_L, EX_P, FL_ALLOW_CROSS, FL_LAST, FP_A, FP_D, FP_E, FP_F, FP_U,
     FP_X, G_CAP, G_CLOSE_ALL, G_EMITTED, G_EX0, G_FREE, G_HALT_DUE, G_HALT_STAGE, G_HALT_STOCK, G_K,
     G_LIVE, G_MRING_N, G_N, G_NOII_NEXT, G_NONHEAD, G_PEND, G_PEND_SIDE, G_PEND_STOCK, G_PH_LEFT,
-    G_PEAK_LIVE, G_PH_STARTED, G_REST_CAP, G_REST_FROM, G_REST_I, G_REST_N, G_REST_OVER, G_RESTING, G_T, G_TARGET_LIVE, NONHEAD_P,
+    G_PEAK_LIVE, G_PH_STARTED, G_REST_CAP, G_REST_FROM, G_REST_SLOT, G_REST_I, G_REST_N, G_REST_OVER, G_RESTING, G_T, G_TARGET_LIVE, NONHEAD_P,
     N_EXTRA, PH_FLOW, SELL, SWEEP_MORE, SWEEP_P,
 )
 from itchflow.sim.writers import (
@@ -219,7 +219,7 @@ def flow_step(p, ph, out, g, rng, refctr, counts, flow_p, ph_kind, ph_t0, ph_t1,
             short = g[G_TARGET_LIVE] - (n_live - g[G_RESTING])
             if short > 0:
                 room -= short
-        if ri < n_rest and room > 0 and n_live < g[G_CAP] - 2 and since * n_rest >= ri * g[G_REST_OVER]:
+        if ri < n_rest and room > 0 and since * n_rest >= ri * g[G_REST_OVER]:
             g[G_REST_I] = ri + 1
             ts = advance_clock(g, rng, t1, left, False)
             return add_resting(p, out, g, rng, refctr, counts, rest_stock[ri], rest_side[ri], rest_off[ri],
@@ -241,7 +241,7 @@ def flow_step(p, ph, out, g, rng, refctr, counts, flow_p, ph_kind, ph_t0, ph_t1,
     u = u01(rng)
     if n_active == 0:
         act = FP_F if flow_p[FP_A] + lean <= u < flow_p[FP_F] + lean else FP_A
-    elif n_live >= g[G_CAP] - 2:
+    elif n_active >= g[G_CAP] - 2:
         act = FP_D
     elif u < flow_p[FP_F] + lean:
         act = FP_A if u < flow_p[FP_A] + lean else FP_F
@@ -387,8 +387,10 @@ def add_resting(p, out, g, rng, refctr, counts, s, side, off, ts, st_sym, st_fai
             side, tick = BUY, 0
     shares = order_size(rng, st_mul[s])
     ref = new_ref(rng, refctr, g, ref_end)
-    o = g[G_FREE]
-    g[G_FREE] = o_next[o]
+    # Resting orders have slots of their own, above the G_CAP slots the orders that come and go
+    # share (which then stay close together in memory); a freed one joins the common free list.
+    o = g[G_REST_SLOT]
+    g[G_REST_SLOT] = o + 1
     o_ref[o] = ref
     o_stock[o] = s
     o_side[o] = side

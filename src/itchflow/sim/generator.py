@@ -381,17 +381,18 @@ class _Plan:
                              f"depth={depth}) need a day of at least {int(n_rest / _MAX_REST_SHARE):,} "
                              f"messages (asked for {n:,})")
         self.rest_stock, self.rest_side, self.rest_off = rest_stock, rest_side, rest_off
-        cap = 3 * target_live + 10_000 + n_rest
-        self.o_ref = np.zeros(cap, np.int64)
-        self.o_stock = np.zeros(cap, np.int32)
-        self.o_side = np.zeros(cap, np.int8)
-        self.o_shares = np.zeros(cap, np.int64)
-        self.o_price = np.zeros(cap, np.int32)
-        self.o_prev = np.full(cap, -1, np.int32)
-        self.o_next = np.arange(1, cap + 1, dtype=np.int32)
-        self.o_next[-1] = -1
-        self.o_lpos = np.zeros(cap, np.int32)
-        self.live = np.zeros(cap, np.int32)
+        cap = 3 * target_live + 10_000
+        slots = cap + n_rest  # resting orders take slots cap.. (not on the free list)
+        self.o_ref = np.zeros(slots, np.int64)
+        self.o_stock = np.zeros(slots, np.int32)
+        self.o_side = np.zeros(slots, np.int8)
+        self.o_shares = np.zeros(slots, np.int64)
+        self.o_price = np.zeros(slots, np.int32)
+        self.o_prev = np.full(slots, -1, np.int32)
+        self.o_next = np.arange(1, slots + 1, dtype=np.int32)
+        self.o_next[cap - 1:] = -1
+        self.o_lpos = np.zeros(slots, np.int32)
+        self.live = np.zeros(slots, np.int32)
         self.lv_head = np.full(2 * int(self.lad[:, 1].sum()), -1, np.int32)
         self.lv_tail = np.full(len(self.lv_head), -1, np.int32)
         self.mring = np.zeros(gk.MRING, np.int64)
@@ -429,6 +430,7 @@ class _Plan:
         # Resting orders are spread evenly over the flow up to about 10:00 (a fifth of the day's
         # messages), or longer when there are more of them.
         g[gk.G_REST_N] = n_rest
+        g[gk.G_REST_SLOT] = cap
         g[gk.G_REST_FROM] = n_admin + 2
         g[gk.G_REST_OVER] = max(int(0.2 * n), int(n_rest / 0.85)) if n_rest else 1
         g[gk.G_REST_CAP] = int(live_orders) if live_orders is not None else 1 << 62

@@ -21,7 +21,7 @@ G_T = 8            # clock, ns since midnight
 G_MATCH = 9        # last match number used
 G_LIVE = 10        # live orders
 G_FREE = 11        # head of the free slot list
-G_CAP = 12         # order slots
+G_CAP = 12         # order slots of the orders that come and go (resting orders have their own above)
 G_TARGET_LIVE = 13
 G_CLOSE_ALL = 14
 G_PEND = 15        # pending multi-message event: 0 none, 1 sweep, 2 second half of a cross pair
@@ -55,6 +55,7 @@ G_REST_FROM = 47   # messages emitted when the resting orders started
 G_PEAK_LIVE = 48   # most live orders at any time (for the summary)
 G_MAX_REF = 49     # largest order reference handed out (for the summary)
 G_REST_CAP = 50    # no resting order is added while this many orders are live (the asked population)
+G_REST_SLOT = 51   # next slot for a resting order (from G_CAP up)
 G_SIZE = 64
 
 EX_I, EX_L, EX_P, EX_C, EX_B, EX_HALT = 0, 1, 2, 3, 4, 5
