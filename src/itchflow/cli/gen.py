@@ -186,16 +186,19 @@ def _naive_python_day(messages: int, seed: int) -> int:
 
 @bench.command("gen")
 @click.option("--messages", "-n", type=Count(), default="5M", show_default=True)
-@click.option("--stocks", type=int, default=100, show_default=True)
+@click.option("--stocks", type=int, default=None, help="Stocks [default: 100; the profile's].")
+@click.option("--profile", type=click.Choice(["default", "fullday"]), default=None,
+              help="Day shape (as gen --profile); fullday: 8,700 stocks, 1.74 M live orders, deep books.")
 @click.option("--peer-messages", type=Count(), default="300k", show_default=True,
               help="Messages for the pure-Python peer (it is slow).")
-def bench_gen(messages: int, stocks: int, peer_messages: int) -> None:
+def bench_gen(messages: int, stocks: int | None, profile: str | None, peer_messages: int) -> None:
     """Generation rate against a pure-Python struct.pack generator, same run."""
-    from itchflow.sim.generator import day_summary
+    from itchflow.sim.generator import day_summary, resolve_shape
 
-    day_summary(minimum_messages_for(stocks), 1, stocks=stocks)  # compile / load the cache
+    k = resolve_shape(messages, profile, stocks=stocks)["stocks"]
+    day_summary(minimum_messages_for(k), 1, stocks=k, profile=profile)  # compile / load the cache
     cpu0, t0 = time.process_time(), time.perf_counter()
-    info = day_summary(messages, 1, stocks=stocks)
+    info = day_summary(messages, 1, stocks=stocks, profile=profile)
     ours_wall, ours_cpu = time.perf_counter() - t0, time.process_time() - cpu0
     cpu0, t0 = time.process_time(), time.perf_counter()
     _naive_python_day(peer_messages, 1)
@@ -207,6 +210,7 @@ def bench_gen(messages: int, stocks: int, peer_messages: int) -> None:
     click.echo(f"python struct  {peer_messages:>12,} msgs  {peer_wall:7.2f} s wall  {peer_cpu:7.2f} s cpu  "
                f"{peer / 1e6:6.2f} M msg/s (cpu)  {1e9 / peer:6.0f} ns/msg  (A/D/E only, no book)")
     click.echo(f"ratio          {ours / peer:.1f}x")
+    click.echo(shape_line(info))
 
 
 def minimum_messages_for(stocks: int) -> int:
