@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 import itchflow
-from itchflow.sim.generator import PROFILES, generate_day, resolve_shape, write_day
+from itchflow.sim.generator import PROFILES, generate_day, minimum_messages, resolve_shape, write_day
 
 SPAN = 310_000_000
 SHAPED = dict(stocks=60, concentration=1.2, live_orders=30_000, depth=700, ref_span=SPAN, seed=5)
@@ -214,3 +214,22 @@ def test_bench_book_one_shape_small(tmp_path, monkeypatch):
     assert json.loads(path.with_suffix(".json").read_text())["messages"] == 40_000
     other = bb.shape_day_path(bb.shape_params("deep", 40_000, seed=4))
     assert other != path
+
+
+@pytest.mark.parametrize("messages, kw, close_all, seed", [
+    (80_000, dict(stocks=40, live_orders=20_000, depth=400, ref_span=SPAN, sub_dollar=0.2, high_priced=0.1), False, 1),
+    (60_000, dict(stocks=25, live_orders=12_000, depth=300, concentration=0.6), True, 2),
+    (minimum_messages(8700) + 5_000, dict(profile="fullday"), False, 3),
+])
+def test_shaped_days_hold_every_invariant(messages, kw, close_all, seed):
+    """The slow, obvious reference book of tests/test_generator.py walks the shaped days too:
+    every D/E/X/U names a live order, no over-execution, books uncrossed after the open, ..."""
+    from test_generator import verify, walk
+
+    msgs = walk(generate_day(messages, seed, close_all=close_all, **kw))
+    assert len(msgs) == messages
+    stocks = resolve_shape(messages, kw.get("profile"), **{k: v for k, v in kw.items() if k != "profile"})["stocks"]
+    v = verify(msgs, stocks)
+    assert [e[0] for e in v["events"]] == [b"O", b"S", b"Q", b"M", b"E", b"C"]
+    if close_all:
+        assert v["book"].orders == {}

@@ -211,7 +211,7 @@ def flow_step(p, ph, out, g, rng, refctr, counts, flow_p, ph_kind, ph_t0, ph_t1,
     # They stop while the live orders are at the asked population, leaving room, until the end of
     # that first part, for the orders that come and go to reach their own target.
     n_rest = g[G_REST_N]
-    if n_rest > 0:
+    if n_rest > 0 and not close_mode:
         ri = g[G_REST_I]
         since = g[G_EMITTED] - g[G_REST_FROM]
         room = g[G_REST_CAP] - n_live

@@ -294,6 +294,12 @@ class _Plan:
         n_admin = len(self.admin_off) - 1
 
         # ---- phases: (kind, t0, t1, share, fixed, arg, extras, noii cross type)
+        # close_all with a resting population: the last phase must have room to delete it all.
+        last_share = 0.07
+        purge = max(int(live_orders or 0), int((want + want // 16).sum()))
+        if close_all and purge:
+            x = min(0.9, 1.25 * purge / n)
+            last_share = max(last_share, 0.865 * x / (1.0 - x))
         P = gk
         ex = lambda **kw: kw  # noqa: E731
         t_s = _hms(4)
@@ -316,7 +322,7 @@ class _Plan:
             (P.PH_FLOW, t_m - 1_000_000, t_m, 0.0, burst, 0, {}, 0),
             (P.PH_SYS, t_m, t_m, 0.0, -1, ord("M"), {}, 0),
             (P.PH_CROSS, t_m + 1_000, t_m + 1_500_000, 0.0, -1, ord("C"), {}, 0),
-            (P.PH_FLOW, t_m + 1_500_000, _hms(20), 0.07, -1, P.FL_LAST, ex(P=1, C=1, L=1), 0),
+            (P.PH_FLOW, t_m + 1_500_000, _hms(20), last_share, -1, P.FL_LAST, ex(P=1, C=1, L=1), 0),
             (P.PH_SYS, _hms(20), _hms(20), 0.0, -1, ord("E"), {}, 0),
             (P.PH_SYS, _hms(20, 5), _hms(20, 5), 0.0, -1, ord("C"), {}, 0),
             (P.PH_END, 0, 0, 0.0, -1, 0, {}, 0),
