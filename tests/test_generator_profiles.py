@@ -233,3 +233,15 @@ def test_shaped_days_hold_every_invariant(messages, kw, close_all, seed):
     assert [e[0] for e in v["events"]] == [b"O", b"S", b"Q", b"M", b"E", b"C"]
     if close_all:
         assert v["book"].orders == {}
+
+
+def test_too_small_a_reference_span_is_refused():
+    with pytest.raises(ValueError, match="ref_span"):
+        generate_day(3_000_000, 1, stocks=20, ref_span=1_000_000)  # refused before generating
+
+
+def test_cli_bench_book_refuses_an_unknown_shape():
+    from itchflow.cli import main
+
+    r = CliRunner().invoke(main, ["bench", "book", "--shapes", "deep,wide", "--messages", "2M"])
+    assert r.exit_code != 0 and "wide" in r.output

@@ -9,6 +9,7 @@ import click
 
 from itchflow.cli import bench, main
 from itchflow.cli.decode import fail
+from itchflow.cli.gen import Count
 from itchflow.cli.progress import progress_total
 
 
@@ -129,14 +130,15 @@ trades_command = _stream_command("trades", "trades", "Every trade (E, C, P, Q; B
 
 
 @bench.command("book")
-@click.option("--messages", default=50_000_000, show_default=True, help="Size of each generated day.")
+@click.option("--messages", type=Count(), default="50M", show_default=True,
+              help="Size of each generated day (e.g. 2M for a quick run).")
 @click.option("--shapes", default="deep,many,fullday", show_default=True,
               help="Comma-separated day shapes to run: deep (the default 100-stock day), many (--stocks "
                    "stocks), fullday (gen --profile fullday).")
 @click.option("--stocks", default=8000, show_default=True, help="Stocks of the 'many' shape.")
-@click.option("--fullday-messages", type=int, default=None,
+@click.option("--fullday-messages", type=Count(), default=None,
               help="Size of the fullday day [default: --messages].")
-@click.option("--fullday-live-orders", type=int, default=None,
+@click.option("--fullday-live-orders", type=Count(), default=None,
               help="Peak live orders of the fullday day [default: the profile's 1,740,000, at most 15% of its "
                    "messages]; smaller for a quick run.")
 @click.option("--seed", default=1, show_default=True)

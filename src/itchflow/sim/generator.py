@@ -421,6 +421,9 @@ class _Plan:
             self.ref_end[-1] = ref_span + 1
             self.refctr[:] = starts + rng2.integers(0, 64, streams)
             expected_refs = 0.52 * n + n_rest  # A + F + U of a real day, and the resting orders
+            if expected_refs > 0.8 * ref_span:
+                raise ValueError(f"ref_span {ref_span:,} is too small for the ~{int(expected_refs):,} order "
+                                 f"references of this day (give at least {int(expected_refs / 0.8):,})")
             ref_jump_ppm = 250_000
             mean_step = 0.9 * ref_span / max(expected_refs, 1.0)
             ref_jump = max(1, int(2 * (mean_step - 1) / 0.25))
