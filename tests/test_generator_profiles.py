@@ -220,6 +220,8 @@ def test_bench_book_one_shape_small(tmp_path, monkeypatch):
     (80_000, dict(stocks=40, live_orders=20_000, depth=400, ref_span=SPAN, sub_dollar=0.2, high_priced=0.1), False, 1),
     (60_000, dict(stocks=25, live_orders=12_000, depth=300, concentration=0.6), True, 2),
     (minimum_messages(8700) + 5_000, dict(profile="fullday"), False, 3),
+    (minimum_messages(1), dict(stocks=1, live_orders=2_000, depth=100), True, 4),
+    (40_000, dict(stocks=300, live_orders=20_000, concentration=2.5, sub_dollar=0.5, high_priced=0.5), True, 5),
 ])
 def test_shaped_days_hold_every_invariant(messages, kw, close_all, seed):
     """The slow, obvious reference book of tests/test_generator.py walks the shaped days too:
