@@ -78,7 +78,8 @@ def test_depth_reaches_the_asked_levels_on_the_busiest_book(shaped):
     assert max(len(bids), len(asks)) >= SHAPED["depth"]
     # Distinct prices on one side, straight from the adds of that stock.
     a = d["A"][d["A"]["stock_locate"] == busiest]
-    assert len(np.unique(a["price"][a["buy_sell_indicator"] == b"S"])) >= SHAPED["depth"]
+    assert max(len(np.unique(a["price"][a["buy_sell_indicator"] == side])) for side in (b"B", b"S")) \
+        >= SHAPED["depth"]
 
 
 def test_references_span_the_range_unique_and_not_monotonic(shaped):

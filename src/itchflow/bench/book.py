@@ -40,7 +40,7 @@ from itchflow.bench.common import BENCH_DIR, machine, peak_rss_bytes, rate_row, 
 SHAPE_NAMES = ("deep", "many", "fullday")
 SHAPE_TITLES = {"deep": "few deep stocks", "many": "many stocks", "fullday": "full-day working set"}
 # Bump when the generator's output for the same parameters changes, so cached days are remade.
-DAY_FORMAT = 2
+DAY_FORMAT = 3
 
 
 def shape_params(name: str, messages: int, many_stocks: int = 8000, fullday_live_orders: int | None = None,

@@ -36,7 +36,7 @@ The day's shape (``profile=`` and the knobs of SHAPE_KNOBS; tests/test_generator
 rest all day, far from the touch, spread over the flow up to about 10:00 and topped up after,
 until that many orders are live (D/X/U never pick them; executions may reach them);
 ``depth`` widens the busiest books' ladders (each stock its own width) and puts one resting
-order on each of ``depth / rank`` ask levels; ``ref_span`` puts the reference ranges inside
+order on each of ``depth / rank`` levels of one side; ``ref_span`` puts the reference ranges inside
 1..ref_span, sized by use, with jumps sized to fill ~90% of each (a range that runs full hands
 out references past ref_span rather than repeat one); ``sub_dollar`` and ``high_priced`` set the
 shares of stocks below $1 and above $1,000. ``profile="fullday"`` sets them all to a real day's
@@ -449,13 +449,15 @@ class _Plan:
     def _resting(rng2, k, w, cdf, fair, widths, want, deep_gap, live_orders, target_live):
         """The orders that rest all day, in the order they are added: (stock, side, offset),
         offset >= 0 ticks away from the fair price at the time, or -(tick + 1) for a level of a
-        deep book (one order per level above the starting price, on the ask side)."""
+        deep book (one order per level beyond the starting price, on one side)."""
         stocks, sides, offs = [], [], []
         for i in np.flatnonzero(want):
             d = int(want[i] + want[i] // 16)  # a few spare levels: executions may take some
-            ticks = fair[i] + deep_gap + np.arange(d)
+            # The deep side: the bids when there is room under the price (half the time), else the asks.
+            bid = rng2.random() < 0.5 and fair[i] - deep_gap - d >= 1
+            ticks = fair[i] - deep_gap - np.arange(d) if bid else fair[i] + deep_gap + np.arange(d)
             stocks.append(np.full(d, i + 1, np.int32))
-            sides.append(np.ones(d, np.int8))
+            sides.append(np.full(d, 0 if bid else 1, np.int8))
             offs.append(-(ticks + 1).astype(np.int32))
         n_deep = sum(len(x) for x in stocks)
         n_more = 0
