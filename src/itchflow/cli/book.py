@@ -209,3 +209,18 @@ def snapshots_command(path, symbols, at, every, depth, out) -> None:
     except (ITCHFormatError, OSError, KeyError, ValueError) as e:
         fail(e)
     click.echo(f"wrote {len(rows):,} rows ({len(times):,} times x {len(_symbols_option(symbols))} symbols) to {out}")
+
+
+@bench.command("book-threads")
+@click.option("--messages", default=10_000_000, show_default=True, help="Size of the generated day.")
+@click.option("--stocks", default=8000, show_default=True)
+@click.option("--seed", default=1, show_default=True)
+@click.option("--threads", default=2, show_default=True, help="Shards, one thread each.")
+@click.option("--repeat", default=3, show_default=True, help="Best of this many runs.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def bench_book_threads(messages, stocks, seed, threads, repeat, as_json) -> None:
+    """Books(threads=N) against one thread on the same day: wall-clock speed-up, each thread's CPU."""
+    from itchflow.bench.book_threads import report, run
+
+    r = run(messages, stocks, seed, threads, repeat)
+    click.echo(json.dumps(r) if as_json else report(r))
