@@ -2,8 +2,10 @@
 
 ``apply_messages`` walks whole messages in ``buf[pos:end]`` and applies each to the state
 arrays declared in ``layout``. The hot path per order message is one probe of the order
-table (whose rows are the orders: one cache miss), one ladder lookup near the top and the
-level's totals; time priority is the order's stamp, so no queue neighbour is touched.
+table (whose rows are the orders: one cache miss), for an add one level lookup (a few steps
+down from the top of a shallow ladder, or the price index of a deep book: ``level_index``)
+and the level's totals; time priority is the order's stamp, so no queue neighbour is touched.
+Each message is framed once, by a look-ahead cursor whose stages prefetch what it will need.
 
 Resumability: before a message is touched the kernel makes sure every resource it could
 consume (an order table row, a level, ladder arena room, a match slot, an output
@@ -38,9 +40,11 @@ from itchflow.book.layout import (
     ERR_BAD_LENGTH, ERR_TRUNCATED, ERR_ZERO_LENGTH, MATCH_BROKEN, MATCH_COUNTED, MATCH_MAX_LOAD_DEN,
     MATCH_MAX_LOAD_NUM, MATCH_W_KEY, MATCH_WORDS, NEED_ARENA, NEED_BBO_OUT, NEED_L2_OUT, NEED_LEVELS,
     NEED_MATCHES, NEED_TABLE, NEED_TRADES_OUT,
-    OK, ORDER_DTYPE, ORDER_WORDS, STOP_TIME, TABLE_MAX_LOAD_DEN, TABLE_MAX_LOAD_NUM,
+    C_RING_BODY, C_RING_END, OK, ORDER_DTYPE, ORDER_WORDS, RING_SIZE, STOP_TIME, TABLE_MAX_LOAD_DEN,
+    TABLE_MAX_LOAD_NUM,
 )
 from itchflow.book.ladder import get_level, remove_level
+from itchflow.book.level_index import bucket_of, ensure_index, indexed
 from itchflow.book.match_index import (
     match_flags, match_locate, match_price, match_row, match_shares, match_used, put_match, set_match_flag,
 )
@@ -78,7 +82,6 @@ _B_MATCH = _off("B", "match_number")
 _R_STOCK = _off("R", "stock")
 _H_STATE = _off("H", "trading_state")
 _LENGTHS = LENGTH_BY_BYTE
-_HEADER_LENGTH = _TS + MESSAGES["A"].field("timestamp").size  # type, locate, tracking, timestamp
 
 _BYTE_B = ord("B")
 _BYTE_S = ord("S")
@@ -100,7 +103,9 @@ for _c, _o in (("E", _E_MATCH), ("C", _C_MATCH), ("P", _P_MATCH), ("Q", _Q_MATCH
 _MATCH_OFFSET.setflags(write=False)
 PREFETCH_ROW_AHEAD = 12       # messages ahead: prefetch the order's table row
 PREFETCH_LEVEL_AHEAD = 4      # messages ahead: find that row (now cached), prefetch its level
+_RING_MASK = RING_SIZE - 1
 _ROWS_PER_LINE = 64 // ORDER_DTYPE.itemsize
+assert PREFETCH_ROW_AHEAD < RING_SIZE and RING_SIZE & _RING_MASK == 0
 
 
 
@@ -114,17 +119,6 @@ def _shift_for(cap):
         c >>= 1
         s += 1
     return _U(64 - s)
-
-
-@njit(inline="always", nogil=True, cache=True)
-def _peek(buf, p, end):
-    """For the look-ahead: (offset of the message after the one at p, its type byte, its
-    body), or (p, 0, p) if p is not a whole message with a header; it never reads past what
-    the main loop will validate."""
-    status, body, length = next_message(buf, p, end)
-    if status != bf.OK or length < _HEADER_LENGTH:
-        return p, 0, p
-    return body + length, buf[body], body
 
 
 @njit(inline="always", nogil=True, cache=True)
@@ -220,11 +214,12 @@ def _live_order(ref, locate, orders, order_words, levels, anomalies, mask, shift
 
 @njit(inline="always", nogil=True, cache=True)
 def _add_order(ref, slot, locate, side, shares, price, mpid, orders, levels, lad_key, lad_lvl,
-               books, stocks, l2_out, ctl, seq, ts):
+               books, stocks, l2_out, ctl, seq, ts, imask, ishift):
     """Write a new order into its (empty) table row at the back of its level's queue: the
     next stamp. Returns (level, whether it is the side's best level)."""
     b = locate * 2 + side
-    lvl, top = get_level(b, side, price, books, lad_key, lad_lvl, levels, ctl)
+    best = stocks[_U(locate)].bid_price if side == 0 else stocks[_U(locate)].ask_price
+    lvl, top = get_level(b, side, price, best, books, lad_key, lad_lvl, levels, ctl, imask, ishift)
     stamp = ctl[C_STAMP]
     ctl[C_STAMP] = stamp + 1
     row = orders[_U(slot)]
@@ -247,7 +242,7 @@ def _add_order(ref, slot, locate, side, shares, price, mpid, orders, levels, lad
 
 @njit(inline="always", nogil=True, cache=True)
 def _remove_order(slot, mask, shift, orders, order_words, levels, lad_key, lad_lvl, books, stocks,
-                  l2_out, ctl, seq, ts):
+                  l2_out, ctl, seq, ts, imask, ishift):
     """Take the order in this row off its level and out of the table (later rows of its
     cluster may shift back into the row). Returns what the side's cached BBO needs: 0 nothing,
     1 the (still live) level is the best, 2 the best level is gone (read the new best)."""
@@ -262,7 +257,7 @@ def _remove_order(slot, mask, shift, orders, order_words, levels, lad_key, lad_l
         _emit_l2(l2_out, ctl, seq, ts, locate, b & 1, levels[_U(lvl)].price, shares, count)
     refresh = 0
     if count == 0:
-        if remove_level(lvl, books, lad_key, lad_lvl, levels, ctl):
+        if remove_level(lvl, books, lad_key, lad_lvl, levels, ctl, imask, ishift):
             refresh = 2
     elif _is_best(locate, b & 1, levels[_U(lvl)].price, stocks):
         refresh = 1
@@ -338,64 +333,83 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, lad_key, lad
     track_matches = ctl[C_TRACK_MATCHES] != 0
     match_mask = ctl[C_MATCH_CAP] - 1  # the match index only grows between calls: probe with these
     match_shift = _shift_for(ctl[C_MATCH_CAP])
+    imask, ishift = ensure_index(levels, books, ctl)  # price -> level (rebuilt if the levels grew)
     applied = 0
     last_ts = ctl[C_LAST_TS]
     status = OK
-    # Look-ahead cursors (see PREFETCH_*): a1 prefetches the order's table row and the
-    # stock's records, a2 finds the order's row (now cached) and prefetches its level, or an
-    # add's ladder top. (Searching an add's ladder ahead for its level as well measured
-    # slower: the search costs more than the level's miss.)
-    a1 = pos
-    for _ in range(PREFETCH_ROW_AHEAD):
-        a1, _t, _b = _peek(buf, a1, end)
-    a2 = pos
-    for _ in range(PREFETCH_LEVEL_AHEAD):
-        a2, _t, _b = _peek(buf, a2, end)
+    # The look-ahead (see PREFETCH_*): every message is framed and validated once, by the
+    # parse cursor ``ppos`` PREFETCH_ROW_AHEAD messages ahead of the one applied; its body and
+    # end offsets go to a ring in ``ctl`` that the later stages read. At parse time it
+    # prefetches the order's table row and the stock's records; PREFETCH_LEVEL_AHEAD messages
+    # ahead, it finds the order's row (now cached) and prefetches its level, or an add's ladder
+    # top. (Searching an add's ladder ahead for its level as well measured slower: the search
+    # costs more than the level's miss.) The parse cursor stops at a message it cannot frame;
+    # the apply loop reports it when it gets there.
+    parsed = 0    # messages framed so far (ring index parsed & _RING_MASK is the next free entry)
+    done = 0      # messages taken by the apply loop
+    ppos = pos
+    pstop = False
     while pos < end:
-        nxt, t1, b1 = _peek(buf, a1, end)
-        if _HAS_REF[t1] and nxt - b1 >= _REF_OFFSET + 8:
-            h1 = _U(home_slot(be64(buf, b1 + _REF_OFFSET), mask, shift))
-            prefetch(orders, h1)
-            prefetch(orders, (h1 + _U(_ROWS_PER_LINE)) & _U(mask))  # a delete reads the rows after
-            if t1 == _T_U and nxt - b1 >= _U_NEW + 8:
-                prefetch(orders, home_slot(be64(buf, b1 + _U_NEW), mask, shift))
-            loc1 = be16(buf, b1 + _LOCATE)
-            prefetch(stocks, loc1)  # one line a stock
-            prefetch(books, loc1 * _U(2))  # both sides' entries share a line
-        if track_matches and _MATCH_OFFSET[t1] > 0 and nxt - b1 >= _MATCH_OFFSET[t1] + 8:
-            # the trade's row in the match index
-            mh = home_slot(be64(buf, b1 + _MATCH_OFFSET[t1]), match_mask, match_shift)
-            prefetch(matches, _U(mh) * _U(MATCH_WORDS) + _U(MATCH_W_KEY))
-        a1 = nxt
-        nxt, t2, b2 = _peek(buf, a2, end)
-        if (t2 == _T_A or t2 == _T_F) and nxt - b2 >= _A_PRICE + 4:
-            book2 = _add_book(buf, b2)
-            if book2 >= 0:
-                n2 = np.int64(books[_U(book2)].length)
-                if n2 > 0:
-                    top2 = books[_U(book2)].start + n2 - 1
-                    prefetch(lad_key, top2)
-                    prefetch(lad_lvl, top2)
-        elif _HAS_REF[t2] and nxt - b2 >= _REF_OFFSET + 8:
-            slot2 = find_slot(order_words, be64(buf, b2 + _REF_OFFSET), mask, shift, ORDER_WORDS)
-            if orders[_U(slot2)].stamp != 0:
-                prefetch(levels, orders[_U(slot2)].level)
-        a2 = nxt
-        walk, q, length = next_message(buf, pos, end)  # pos < end: never AT_END
-        if walk != bf.OK:
-            status = ERR_ZERO_LENGTH if walk == bf.ZERO_LENGTH else ERR_TRUNCATED
+        while parsed - done <= PREFETCH_ROW_AHEAD and not pstop and ppos < end:
+            walk, b1, length = next_message(buf, ppos, end)
+            t1 = buf[b1] if walk == bf.OK else 0
+            if walk != bf.OK or (_LENGTHS[t1] != 0 and _LENGTHS[t1] != length):
+                pstop = True
+                break
+            r = _U(parsed & _RING_MASK)
+            ctl[_U(C_RING_BODY) + r] = b1
+            ppos = b1 + length
+            ctl[_U(C_RING_END) + r] = ppos
+            parsed += 1
+            if _HAS_REF[t1]:  # a known type: its length was checked above
+                h1 = _U(home_slot(be64(buf, b1 + _REF_OFFSET), mask, shift))
+                prefetch(orders, h1)
+                prefetch(orders, (h1 + _U(_ROWS_PER_LINE)) & _U(mask))  # a delete reads the rows after
+                if t1 == _T_U:
+                    prefetch(orders, home_slot(be64(buf, b1 + _U_NEW), mask, shift))
+                loc1 = be16(buf, b1 + _LOCATE)
+                prefetch(stocks, loc1)  # one line a stock
+                prefetch(books, loc1 * _U(2))  # both sides' entries share a line
+            if track_matches and _MATCH_OFFSET[t1] > 0:  # the trade's row in the match index
+                mh = home_slot(be64(buf, b1 + _MATCH_OFFSET[t1]), match_mask, match_shift)
+                prefetch(matches, _U(mh) * _U(MATCH_WORDS) + _U(MATCH_W_KEY))
+        if done + PREFETCH_LEVEL_AHEAD < parsed:
+            b2 = ctl[_U(C_RING_BODY) + _U((done + PREFETCH_LEVEL_AHEAD) & _RING_MASK)]
+            t2 = buf[b2]
+            if t2 == _T_A or t2 == _T_F:
+                book2 = _add_book(buf, b2)
+                if book2 >= 0:
+                    if indexed(books[_U(book2)].cap):  # a deep book: the level's bucket in the index
+                        prefetch(levels, bucket_of(book2, be32(buf, b2 + _A_PRICE), imask, ishift))
+                    else:  # the top of its ladder, where the level is searched from
+                        n2 = np.int64(books[_U(book2)].length)
+                        if n2 > 0:
+                            top2 = books[_U(book2)].start + n2 - 1
+                            prefetch(lad_key, top2)
+                            prefetch(lad_lvl, top2)
+            elif _HAS_REF[t2]:
+                slot2 = find_slot(order_words, be64(buf, b2 + _REF_OFFSET), mask, shift, ORDER_WORDS)
+                if orders[_U(slot2)].stamp != 0:
+                    prefetch(levels, orders[_U(slot2)].level)
+        if done == parsed:  # the parse cursor stopped here: report why
+            walk, q, length = next_message(buf, pos, end)  # pos < end: never AT_END
+            if walk != bf.OK:
+                status = ERR_ZERO_LENGTH if walk == bf.ZERO_LENGTH else ERR_TRUNCATED
+            else:
+                status = ERR_BAD_LENGTH
             break
+        r = _U(done & _RING_MASK)
+        q = ctl[_U(C_RING_BODY) + r]
+        nxt = ctl[_U(C_RING_END) + r]
         t = buf[q]
         expected = _LENGTHS[t]
         if expected == 0:  # unknown type: skipped by its length, counted
             type_counts[_U(t)] += 1
             ctl[C_UNKNOWN_TYPES] += 1
-            pos = q + length
+            pos = nxt
+            done += 1
             seq += _U(1)
             continue
-        if expected != length:
-            status = ERR_BAD_LENGTH
-            break
         ts = np.int64(be48(buf, q + _TS))
         if stop_ts >= 0 and ts > stop_ts:
             status = STOP_TIME
@@ -468,7 +482,7 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, lad_key, lad
                     anomalies[locate, A_DUP_ADD] += 1
                 else:
                     lvl, top = _add_order(ref, slot, locate, side, shares, price, mpid, orders, levels,
-                                          lad_key, lad_lvl, books, stocks, l2_out, ctl, seq, ts)
+                                          lad_key, lad_lvl, books, stocks, l2_out, ctl, seq, ts, imask, ishift)
                     if top:  # a level below the best leaves the BBO as it is
                         _bbo_set(locate, side, levels[_U(lvl)].price, levels[_U(lvl)].shares, stocks,
                                  bbo_out, ctl, seq, ts)
@@ -505,7 +519,7 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, lad_key, lad
                                   match_shift, trades_out, anomalies, ctl, seq, ts)
                 if take >= remaining:
                     refresh = _remove_order(slot, mask, shift, orders, order_words, levels, lad_key, lad_lvl,
-                                            books, stocks, l2_out, ctl, seq, ts)
+                                            books, stocks, l2_out, ctl, seq, ts, imask, ishift)
                 else:
                     refresh = 1 if _reduce_order(slot, take, orders, levels, stocks, l2_out, ctl, seq, ts) else 0
                 if refresh == 1:
@@ -520,7 +534,7 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, lad_key, lad
             if slot >= 0:
                 mpid = orders[_U(slot)].mpid
                 refresh = _remove_order(slot, mask, shift, orders, order_words, levels, lad_key, lad_lvl,
-                                        books, stocks, l2_out, ctl, seq, ts)
+                                        books, stocks, l2_out, ctl, seq, ts, imask, ishift)
                 new = be64(buf, q + _U_NEW)
                 slot = find_slot(order_words, new, mask, shift, ORDER_WORDS)  # after the delete's shifts
                 top = False
@@ -529,7 +543,7 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, lad_key, lad
                 else:
                     lvl, top = _add_order(new, slot, olocate, side, np.uint32(be32(buf, q + _U_SHARES)),
                                           np.uint32(be32(buf, q + _U_PRICE)), mpid, orders, levels,
-                                          lad_key, lad_lvl, books, stocks, l2_out, ctl, seq, ts)
+                                          lad_key, lad_lvl, books, stocks, l2_out, ctl, seq, ts, imask, ishift)
                 if top:
                     _bbo_set(olocate, side, levels[_U(lvl)].price, levels[_U(lvl)].shares, stocks, bbo_out,
                              ctl, seq, ts)
@@ -579,7 +593,8 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, lad_key, lad
 
         last_ts = ts
         applied += 1
-        pos = q + length
+        pos = nxt
+        done += 1
         seq += _U(1)
     ctl[C_MESSAGES] += applied  # kept in registers in the loop, stored once
     ctl[C_LAST_TS] = last_ts

@@ -1,10 +1,12 @@
 """Price ladders: per book (stock, side) a sorted segment of level ids in a shared arena.
 
 Keys ascend within a segment (key = price for bids, -price for asks), so the best level is
-the last entry and inserting or removing near the top moves only a few entries. Lookups
-scan down from the top for a few steps (most activity is there), then binary-search the
-rest. A full segment is moved to a segment twice its size at the arena's top; the driver
-compacts the arena when it fills up (``compact_arena``).
+the last entry and inserting or removing near the top moves only a few entries. In a deep book
+(segment capacity ``level_index.INDEX_MIN_CAP`` or more) an existing level is found through
+the price index (``level_index``) without a search; otherwise, and to place a new level or
+remove one, a lookup scans down from the top for a few steps (most activity is there), then
+binary-searches the rest. A full segment is moved to a segment twice its size at the arena's
+top; the driver compacts the arena when it fills up (``compact_arena``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import numpy as np
 from numba import njit
 
 from itchflow.book.layout import C_ARENA_TOP, C_LEVEL_FREE, C_LEVEL_TOP, C_LIVE_LEVELS, C_MAX_LADDER
+from itchflow.book.level_index import bucket_of, find_in_bucket, index_insert, index_remove, indexed
 
 _U = np.uint64  # unsigned indices: Numba emits no negative-index fix-up for them
 _TOP_SCAN = 8
@@ -47,16 +50,28 @@ def level_key(side, price):
 
 
 @njit(inline="always", nogil=True, cache=True)
-def get_level(b, side, price, books, lad_key, lad_lvl, levels, ctl):
+def get_level(b, side, price, best, books, lad_key, lad_lvl, levels, ctl, imask, ishift):
     """The level of book b at price, created (empty) if absent. Returns (level, is_top): whether
-    it is the book's best level afterwards (the caller refreshes the cached BBO only then)."""
+    it is the book's best level afterwards (the caller refreshes the cached BBO only then).
+
+    best is the side's cached best price (meaningful while it has levels). A deep book's
+    levels are found through the price index (``indexed``) without a ladder search."""
     key = level_key(side, price)
     start = books[_U(b)].start
     n = np.int64(books[_U(b)].length)
-    p = lower_bound(lad_key, start, n, key)
-    if p < n and lad_key[_U(start + p)] == key:
-        return lad_lvl[_U(start + p)], p == n - 1
     cap = np.int64(books[_U(b)].cap)
+    deep = indexed(cap)
+    if deep:
+        h = bucket_of(b, price, imask, ishift)
+        lvl = find_in_bucket(levels, h, b, price)
+        if lvl >= 0:
+            return lvl, np.int64(price) == np.int64(best)
+        p = lower_bound(lad_key, start, n, key)
+    else:
+        h = np.int64(0)
+        p = lower_bound(lad_key, start, n, key)
+        if p < n and lad_key[_U(start + p)] == key:
+            return np.int64(lad_lvl[_U(start + p)]), p == n - 1
     if n == cap:  # move the segment to a fresh one twice the size at the arena's top
         new_cap = cap * 2 if cap > 0 else FIRST_SEGMENT
         new_start = ctl[C_ARENA_TOP]
@@ -69,6 +84,12 @@ def get_level(b, side, price, books, lad_key, lad_lvl, levels, ctl):
         books[_U(b)].start = new_start
         books[_U(b)].cap = new_cap
         start = new_start
+        if indexed(new_cap) and not deep:  # the book just became deep: index its levels
+            for k in range(n):
+                old = np.int64(lad_lvl[_U(start + k)])
+                index_insert(levels, old, bucket_of(b, levels[_U(old)].price, imask, ishift))
+            deep = True
+            h = bucket_of(b, price, imask, ishift)
     k = n
     while k > p:
         lad_key[_U(start + k)] = lad_key[_U(start + k - 1)]
@@ -86,6 +107,8 @@ def get_level(b, side, price, books, lad_key, lad_lvl, levels, ctl):
     levels[_U(lvl)].shares = 0
     levels[_U(lvl)].count = 0
     levels[_U(lvl)].book = b
+    if deep:
+        index_insert(levels, lvl, h)
     lad_key[_U(start + p)] = key
     lad_lvl[_U(start + p)] = lvl
     books[_U(b)].length = n + 1
@@ -93,9 +116,12 @@ def get_level(b, side, price, books, lad_key, lad_lvl, levels, ctl):
 
 
 @njit(inline="always", nogil=True, cache=True)
-def remove_level(lvl, books, lad_key, lad_lvl, levels, ctl):
-    """Take an empty level out of its ladder and free it. Returns whether it was the best."""
+def remove_level(lvl, books, lad_key, lad_lvl, levels, ctl, imask, ishift):
+    """Take an empty level out of its ladder and the price index and free it. Returns whether
+    it was the best."""
     b = levels[_U(lvl)].book
+    if indexed(books[_U(b)].cap):
+        index_remove(levels, lvl, bucket_of(b, levels[_U(lvl)].price, imask, ishift))
     side = b & 1
     key = level_key(side, levels[_U(lvl)].price)
     start = books[_U(b)].start

@@ -14,7 +14,9 @@ Every array starts on a cache line (``aligned``), so a 32- or 64-byte record nev
   its live orders in stamp order. Nothing points at an order, so deletion may move rows, and
   no message has to touch an order's queue neighbours (a linked queue costs two more cache
   misses per removal). Reading a whole queue scans the table (``queries``), which is rare.
-- ``levels``: price levels, each with total shares, order count and its book (locate * 2 + side).
+- ``levels``: price levels, each with total shares, order count and its book (locate * 2 + side);
+  the same records carry a chained hash (book, price) -> level (``level_index``), so an add
+  finds its level without searching the ladder.
 - ``ladder_key``/``ladder_level``: per book a sorted segment of an arena, ascending by key
   (key = price for bids, -price for asks), so the best level is always the last one and
   the levels that change most are the ones nearest the end of the segment.
@@ -79,8 +81,8 @@ LEVEL_DTYPE = np.dtype([
     ("shares", np.int64),
     ("count", np.int32),
     ("book", np.int32),       # locate * 2 + side; -1 when free
-    ("next_free", np.int32),  # free-list link while free
-    ("pad", np.int32),
+    ("next_free", np.int32),  # free-list link while free; while live, its price index chain link
+    ("bucket", np.int32),     # head of price index bucket (this record's index)'s chain (``level_index``)
 ])
 assert LEVEL_DTYPE.itemsize == 32
 
@@ -198,7 +200,13 @@ C_MESSAGES = 23       # messages applied in total
 C_LAST_TS = 24        # timestamp of the last message applied
 C_TRACK_MATCHES = 25  # 1: keep the match -> trade index (for B)
 C_UNKNOWN_TYPES = 26  # messages of an unknown type (skipped by their length)
-N_CTL = 32
+C_LEVEL_BUCKETS = 27  # buckets of the price -> level index the chains are built for (``level_index``)
+# The kernel's look-ahead ring (scratch, meaningless between calls): the messages framed ahead
+# of the one applied, so each is framed once. RING_SIZE entries each of body and end offset.
+RING_SIZE = 16
+C_RING_BODY = 32
+C_RING_END = C_RING_BODY + RING_SIZE
+N_CTL = C_RING_END + RING_SIZE
 
 # Kernel status codes. Codes below ERR_FIRST are resumable: the message at `pos` has not been
 # touched; the driver grows what is named and calls again from `pos`.
