@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 DEMO_DIR ?= .cache/demo
 
-.PHONY: install install-test install-bench demo test bench clean
+.PHONY: install install-test install-bench system-tools demo test bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +14,13 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 install: $(VENV)/.installed
+
+# System tools the tests use when they can: perf counts system calls (itchflow compare, bench
+# net). Installed only as root with apt (CI, a fresh VM); without them those checks say why.
+system-tools:
+	@if ! command -v perf >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-perf >/dev/null) \
+		|| echo "note: could not install linux-perf; system-call counts will be reported as unavailable"; fi
 
 $(VENV)/.installed-test: $(VENV)/.installed
 	$(PIP) install -q -e '.[test]'
@@ -30,7 +37,7 @@ install-bench: $(VENV)/.installed-bench
 demo: install
 	$(PY) -m itchflow.cli.demo --dir $(DEMO_DIR)
 
-test: install-test
+test: install-test system-tools
 	$(PY) -m pytest -q
 
 bench: install-bench

@@ -22,6 +22,8 @@ if str(TESTS_DIR) not in sys.path:  # so tests can `import itch_reference`
     sys.path.insert(0, str(TESTS_DIR))
 
 CAPTURES_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "omi-itch50"
+if os.environ.get("ITCHFLOW_CAPTURES"):  # e.g. a git worktree that does not sit beside shared/
+    CAPTURES_DIR = Path(os.environ["ITCHFLOW_CAPTURES"])
 
 
 def captures_available() -> bool:

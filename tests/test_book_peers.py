@@ -3,14 +3,15 @@ after a generated day) and the real Nasdaq captures (replayed without error)."""
 
 from __future__ import annotations
 
+import itchcpp.book as itchcpp_book  # a required test dependency (pyproject [test]): missing is a failure
 import pytest
 
 from test_book_support import encode, quote, random_day
 
 from itchflow import Books
+from itchflow.sim.generator import generate_day
+from itchflow.sources.files import iter_chunks
 from itchflow.wire.itch import PRICE4_SCALE
-
-itchcpp_book = pytest.importorskip("itchcpp.book", reason="itchcpp (the C++ BookManager peer) is not installed")
 
 
 def _cpp_bbo(bm, symbol):
@@ -21,10 +22,6 @@ def _cpp_bbo(bm, symbol):
 
 
 def _generated_day(messages, seed, stocks):
-    try:
-        from itchflow.sim.generator import generate_day
-    except ImportError:
-        pytest.skip("itchflow.sim.generator is not available")
     return generate_day(messages, seed, stocks=stocks)
 
 
@@ -53,10 +50,6 @@ def test_bbo_agrees_with_itchcpp_on_an_itchfeed_day():
 
 
 def test_real_captures_replay_without_error(all_captures):
-    try:
-        from itchflow.sources.files import iter_chunks
-    except ImportError:
-        pytest.skip("itchflow.sources.files is not available yet")
     import itchflow
 
     for path in all_captures:

@@ -12,9 +12,9 @@ Facts about these captures, read from their hex:
   at sequence 14764496, packet 2 is the genuine 1480-byte UDP payload with 38 messages
   (36 ``A``, 2 ``F``) from sequence 19009117;
 - the ``*.20230822`` files hold 5 packets whose MoldUDP64 header is zeroed (session of ten
-  NUL bytes, sequence 0, count 1). The 5 messages differ, but MoldUDP64 identifies a message
-  by (session, sequence) only: packets 2-5 are duplicates of sequence 0, so exactly one
-  message (the first to arrive) is delivered and 4 are counted as duplicates.
+  NUL bytes, sequence 0, count 1). The 5 messages differ. Sequence 0 is not a MoldUDP64 data
+  sequence (they start at 1): such packets are unsequenced, so all 5 messages are delivered
+  in capture order (nothing says two of them are the same) and counted as unsequenced.
 """
 
 from __future__ import annotations
@@ -69,12 +69,17 @@ def parse_capture(path: Path) -> list[tuple[bytes, int, list[bytes]]]:
 
 
 def delivered(packets) -> list[tuple[int, bytes]]:
-    """(sequence, message) delivered once each, first arrival wins, in sequence order."""
+    """(sequence, message) delivered once each, first arrival wins, in sequence order; then
+    the messages of unsequenced packets (sequence 0), every one, in capture order."""
     seen: dict[tuple[bytes, int], bytes] = {}
+    unsequenced = []
     for session, seq, msgs in packets:
         for k, m in enumerate(msgs):
-            seen.setdefault((session, seq + k), m)
-    return [(s, m) for (_, s), m in sorted(seen.items())]
+            if seq == 0:
+                unsequenced.append((k, m))
+            else:
+                seen.setdefault((session, seq + k), m)
+    return sorted([(s, m) for (_, s), m in sorted(seen.items())] + unsequenced, key=lambda x: x[0])
 
 
 def stream_order(d) -> list[tuple[int, str, int]]:
@@ -213,16 +218,20 @@ HAND = [
                          ids=[f"{c}-{f.split('.')[0]}-{n}" for f, n, _, c, _ in HAND])
 def test_hand_worked_message(captures_dir, folder, name, sequence, code, fields):
     d = itchflow.read(captures_dir / folder / name)
-    assert d.info.messages == 1
-    assert {c: n for c, n in d.info.by_type.items() if n} == {code: 1}
+    # 2023 files: unsequenced packets (sequence 0), every message kept
+    n = sum(len(m) for _, _, m in parse_capture(captures_dir / folder / name)) if sequence == 0 else 1
+    assert d.info.messages == n
+    assert {c: k for c, k in d.info.by_type.items() if k} == {code: n}
     assert d.info.unknown == 0
-    (rec,) = d[code]
+    rec = d[code][0]                # the first in capture order: the hand-worked packet 1
     assert int(rec["sequence"]) == sequence
     assert_record(rec, fields)
     # every decoded column was hand-checked (sequence + the fields above)
     assert set(d[code].dtype.names) == {"sequence", *fields}
-    assert d.info.first_timestamp_ns == d.info.last_timestamp_ns == fields["timestamp"]
-    assert d.info.stocks == (1 if fields["stock_locate"] else 0)
+    assert d.info.first_timestamp_ns == fields["timestamp"]
+    if n == 1:
+        assert d.info.last_timestamp_ns == fields["timestamp"]
+        assert d.info.stocks == (1 if fields["stock_locate"] else 0)
 
 
 def test_hand_worked_covers_every_type_in_the_captures(all_captures):
@@ -337,16 +346,38 @@ def test_2023_five_packets_same_sequence_delivered_once(captures_dir, folder, na
     d = itchflow.read(path)
     cap = d.info.capture
     assert cap["packets"] == 5 and cap["data_packets"] == 5
-    assert cap["messages"] == 1 and cap["duplicate_messages"] == 4
+    assert cap["messages"] == 5 and cap["duplicate_messages"] == 0
+    assert cap["unsequenced_packets"] == 5 and cap["unsequenced_messages"] == 5
     assert cap["gaps"] == 0 and cap["missing_messages"] == 0
     assert cap["sessions"] == [""]  # ten NUL bytes
-    assert d.info.messages == 1
-    # the one delivered is the first to arrive (packet 1), decoded exactly as the reference does
-    first = packets[0][2][0]
-    code = chr(first[0])
-    (rec,) = d[code]
-    assert int(rec["sequence"]) == 0
-    assert_record(rec, ref.decode_message(first))
+    assert d.info.messages == 5
+    # every message, in capture order, decoded exactly as the reference does
+    rows = sorted((i, c) for c in d for i in range(len(d[c])))
+    assert len(rows) == 5
+    by_code: dict[str, int] = {}
+    for _, _, (raw,) in packets:
+        code = chr(raw[0])
+        rec = d[code][by_code.get(code, 0)]
+        by_code[code] = by_code.get(code, 0) + 1
+        assert int(rec["sequence"]) == 0
+        assert_record(rec, ref.decode_message(raw))
+
+
+def test_message_counts_match_a_slow_independent_pcap_walk(all_captures):
+    """Every capture: the messages itchflow.read delivers = the sequenced messages counted
+    once by (session, sequence) + every message of a sequence-0 packet, counted here by
+    walking the pcap with struct; with dedup=False, every message of every packet."""
+    unsequenced_files = 0
+    for path in all_captures:
+        packets = parse_capture(path)
+        once = {(session, seq + k) for session, seq, msgs in packets if seq for k in range(len(msgs))}
+        unsequenced = sum(len(msgs) for _, seq, msgs in packets if seq == 0)
+        unsequenced_files += unsequenced > 0
+        d = itchflow.read(path)
+        assert d.info.messages == len(once) + unsequenced, path
+        assert d.info.capture["unsequenced_messages"] == unsequenced, path
+        assert itchflow.read(path, dedup=False).info.messages == sum(len(m) for _, _, m in packets), path
+    assert unsequenced_files == 38   # 12 Bx + 15 Nasdaq + 11 Psx files of 2023-08-22
 
 
 # --------------------------------------------------------------------------- every capture

@@ -136,3 +136,43 @@ def test_send_times():
     assert np.all(send_times_ns(feed, None, None) == 0)
     capped = send_times_ns(feed, None, 1000.0)
     assert capped[10] == 10_000_000
+
+
+def test_rerequest_flood_from_one_source_is_bounded_and_others_are_served():
+    """50,000 re-requests from one source in half a second get back at most 5 bytes per byte
+    received; a receiver elsewhere asking now and then is answered every time."""
+    from itchflow.protocol.mold.ratelimit import RateLimits
+
+    data, msgs, _ = make_file(3000, 2)
+    feed = MoldFeed(np.frombuffer(data, np.uint8), "S", 1400)
+    server = RerequestServer(feed, RateLimits())
+    flood_in = flood_out = 0
+    good = 0
+    for k in range(50_000):
+        now = k * 10_000                              # 50,000 in 0.5 s
+        req = struct.pack(">10sQH", b"S         ", 1 + k % 2000, 0xFFFE)
+        reply = server.handle(req, 3001, ("10.0.0.66", 4000), now)
+        flood_in += len(req)
+        flood_out += sum(len(memoryview(x).cast("B")) for x in reply) if reply else 0
+        if k % 500 == 0:                              # the well-behaved receiver: 100 requests
+            r = server.handle(struct.pack(">10sQH", b"S         ", 1 + k // 25, 10), 3001, ("10.0.0.7", 5000), now)
+            assert r is not None
+            got = b"".join(bytes(memoryview(x)) for x in r)
+            assert got[20:] == b"".join(msgs[k // 25:k // 25 + 10])
+            good += 1
+    assert good == 100
+    assert flood_out <= 5 * flood_in, (flood_out, flood_in)
+    assert server.stats.refused_requests > 40_000
+    assert server.stats.bytes_in == 20 * (50_000 + 100)
+
+
+def test_rerequest_reply_capped_and_sources_bounded():
+    from itchflow.protocol.mold.ratelimit import RateLimits
+
+    data, _, _ = make_file(500, 3)
+    feed = MoldFeed(np.frombuffer(data, np.uint8), "S", 1400)
+    server = RerequestServer(feed, RateLimits(max_sources=8), max_reply_bytes=200)
+    for k in range(100):                              # 100 spoofed sources
+        reply = server.handle(struct.pack(">10sQH", b"S         ", 1, 500), 501, ("10.0.1.%d" % k, 1), k)
+        assert reply is not None and 20 + len(reply[1]) <= 200
+    assert server.limiter.sources == 8

@@ -46,7 +46,7 @@ def synthetic_day(n: int, seed: int = 0) -> np.ndarray:
     return np.frombuffer(encode(arrays), np.uint8)
 
 
-def run_loopback(data, engine, faults, pps=20_000, payload=1400):
+def run_loopback(data, engine, faults, pps=20_000, payload=1400, rs=None):
     from itchflow.sources.mold_sender import bind_rerequest, publish
     from itchflow.sources.udp import listen, open_receiver, warm_up
     from itchflow.protocol.mold.feed import MoldFeed
@@ -55,7 +55,7 @@ def run_loopback(data, engine, faults, pps=20_000, payload=1400):
     feed = MoldFeed(data, "LOOPTEST", payload)
     a = open_receiver("127.0.0.1", 0)
     b = open_receiver("127.0.0.1", 0)
-    rs = bind_rerequest("127.0.0.1", 0)
+    rs = rs if rs is not None else bind_rerequest("127.0.0.1", 0)
     out = io.BytesIO()
     box = {}
     stop = threading.Event()
@@ -155,42 +155,40 @@ def test_without_rerequest_server_double_losses_are_counted():
 
 
 def test_cli_publish_and_listen(tmp_path):
+    """The listener binds its lines on port 0 and says where (readiness); the publisher is
+    handed the re-request socket the test bound (no port reserved by bind-then-close)."""
+    import json
+    import socket
+
+    from net_procs import finish, start, wait_for_line
+
     data = synthetic_day(20_000, seed=1)
     src = tmp_path / "day.itch"
     src.write_bytes(data.tobytes())
     out = tmp_path / "out.itch"
-    import socket
-
-    ports = []
-    socks = []
-    for _ in range(3):
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.bind(("127.0.0.1", 0))
-        ports.append(s.getsockname()[1])
-        socks.append(s)
-    for s in socks:
-        s.close()
-    env = dict(os.environ, PYTHONPATH=SRC)
-    cli = "import sys; from itchflow.cli import main; import itchflow.cli.net; sys.exit(main())"
-    listener = subprocess.Popen(
-        [sys.executable, "-c", cli, "listen", "--mold", f"127.0.0.1:{ports[0]}", "--line-b", f"127.0.0.1:{ports[1]}",
-         "--rerequest", f"127.0.0.1:{ports[2]}", "--out", str(out), "--json", "--idle-timeout", "20",
-         "--max-seconds", "60"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    rs = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rs.bind(("127.0.0.1", 0))
+    listener = start(["listen", "--mold", "127.0.0.1:0", "--line-b", "127.0.0.1:0",
+                      "--rerequest", f"127.0.0.1:{rs.getsockname()[1]}", "--out", str(out), "--json",
+                      "--idle-timeout", "20", "--max-seconds", "60"])
     try:
-        import time
-        time.sleep(2.0)  # let the listener bind before the first packet
+        m = wait_for_line(listener, r"listening on 127\.0\.0\.1:(\d+), 127\.0\.0\.1:(\d+)")
+        pa, pb = m.group(1), m.group(2)
+        env = dict(os.environ, PYTHONPATH=SRC)
+        cli = "import sys; from itchflow.cli import main; import itchflow.cli.net; sys.exit(main())"
         pub = subprocess.run(
-            [sys.executable, "-c", cli, "publish", str(src), "--mold", f"127.0.0.1:{ports[0]}",
-             "--line-b", f"127.0.0.1:{ports[1]}", "--rerequest", f"127.0.0.1:{ports[2]}", "--rate", "max",
+            [sys.executable, "-c", cli, "publish", str(src), "--mold", f"127.0.0.1:{pa}",
+             "--line-b", f"127.0.0.1:{pb}", "--rerequest", f"fd:{rs.fileno()}", "--rate", "max",
              "--pps", "20000", "--drop-a", "0.05", "--drop-b", "0.05", "--reorder", "0.05", "--duplicate", "0.05",
-             "--linger", "2", "--json", "--quiet"], env=env, capture_output=True, text=True, timeout=60)
+             "--linger", "2", "--json", "--quiet"], env=env, capture_output=True, text=True, timeout=60,
+            pass_fds=(rs.fileno(),))
         assert pub.returncode == 0, pub.stderr
-        stdout, stderr = listener.communicate(timeout=60)
+        stdout, stderr = finish(listener)
     finally:
+        rs.close()
         if listener.poll() is None:
             listener.kill()
             listener.wait()
-    import json
     assert listener.returncode == 0, stderr
     report = json.loads(stdout)
     assert report["finished"] and report["lost"] == 0 and report["messages"] == 20_000
@@ -206,7 +204,7 @@ def test_multicast_on_loopback_host_only():
     try:
         a = open_receiver("239.255.77.1", 0, interface="127.0.0.1")
         b = open_receiver("239.255.77.2", 0, interface="127.0.0.1")
-    except OSError as e:
+    except OSError as e:   # the capability is missing (no multicast on lo): not a receiver failure
         pytest.skip(f"cannot join a multicast group on lo here: {e}")
     data = synthetic_day(20_000, seed=9)
     feed = MoldFeed(data, "MCAST", 1400)
@@ -223,8 +221,8 @@ def test_multicast_on_loopback_host_only():
         t.join(30)
         a.close()
         b.close()
-    if res.stats["packets_by_line"][0] == 0:
-        pytest.skip("multicast on lo delivered nothing here")
+    # nothing delivered is a failure (a broken receiver must not pass as a skip)
+    assert res.stats["packets_by_line"][0] > 0 and res.stats["packets_by_line"][1] > 0, res.stats
     assert res.finished and out.getvalue() == data.tobytes()
     assert res.stats["lost"] == 0 and res.stats["messages"] == feed.messages
 
@@ -256,3 +254,151 @@ def test_real_time_pacing_sends_heartbeats_in_quiet_periods():
     assert res.finished and out.getvalue() == data.tobytes()
     assert box["pub"].heartbeats >= 1 and res.stats["heartbeats"] == box["pub"].heartbeats
     assert res.stats["gaps"] == 0     # a heartbeat's sequence is the next one: no false gap
+
+
+
+FLOOD = """
+import json, select, socket, sys, time
+port, n = int(sys.argv[1]), int(sys.argv[2])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", 0))
+req = b"LOOPTEST  " + (1).to_bytes(8, "big") + (0xFFFE).to_bytes(2, "big")
+sent = received = 0
+def drain(timeout):
+    global received
+    while select.select([s], [], [], timeout)[0]:
+        received += len(s.recv(65536))
+        timeout = 0
+print("ready", flush=True)
+for k in range(n):
+    sent += s.sendto(req, ("127.0.0.1", port))
+    if k % 64 == 0:
+        drain(0)
+while select.select([s], [], [], 2.0)[0]:   # replies still coming: keep counting
+    drain(0)
+print(json.dumps({"sent": sent, "received": received}), flush=True)
+"""
+
+
+def test_rerequest_flood_from_one_source_while_a_receiver_recovers():
+    """50,000 re-requests from one source (another process): it gets back at most 5 bytes
+    per byte it sent, and a lossy receiver on another socket still recovers every gap."""
+    import json
+
+    from itchflow.protocol.mold.feed import Faults
+    from itchflow.sources.mold_sender import bind_rerequest
+
+    data = synthetic_day(20_000, seed=4)
+    rs = bind_rerequest("127.0.0.1", 0)
+    flood = subprocess.Popen([sys.executable, "-c", FLOOD, str(rs.getsockname()[1]), "50000"],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert flood.stdout.readline().strip() == "ready"
+        feed, pub, res, out = run_loopback(data, "recvmmsg", Faults(0.05, 0.05, 0.0, 0.0, seed=3), rs=rs)
+        box = json.loads(flood.communicate(timeout=60)[0])
+    finally:
+        if flood.poll() is None:
+            flood.kill()
+            flood.wait()
+    s = res.stats
+    assert res.finished and s["lost"] == 0 and out == data.tobytes(), s
+    assert s["recovered"] > 0
+    assert box["sent"] == 50_000 * 20 and box["received"] <= 5 * box["sent"], box
+    assert pub.server["refused_requests"] > 0
+
+
+@pytest.mark.parametrize("engine", ["recvmmsg", "recv"])
+def test_spoofed_and_foreign_packets_do_not_end_the_feed(engine):
+    """Mid-stream, packets of the right session with sequence 2**63 and 2**64-1 (data and a
+    heartbeat) and a well-framed packet of another session arrive on line A: both engines
+    count them, follow nothing, and deliver the whole real day."""
+    import socket
+
+    from itchflow.protocol.mold.feed import MoldFeed
+    from itchflow.sources.mold_sender import bind_rerequest, publish
+    from itchflow.sources.udp import listen, open_receiver, warm_up
+
+    warm_up(engine)
+    data = synthetic_day(20_000, seed=5)
+    feed = MoldFeed(data, "REALDAY", 1400)
+    a = open_receiver("127.0.0.1", 0)
+    rs = bind_rerequest("127.0.0.1", 0)
+    one = b"\x00\x01A"
+    spoofs = [b"REALDAY   " + (2**63).to_bytes(8, "big") + (1).to_bytes(2, "big") + one,
+              b"REALDAY   " + (2**64 - 1).to_bytes(8, "big") + (1).to_bytes(2, "big") + one,
+              b"REALDAY   " + (2**63).to_bytes(8, "big") + (0).to_bytes(2, "big"),
+              b"FOREIGN   " + (7).to_bytes(8, "big") + (1).to_bytes(2, "big") + one]
+    spoofer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    state = {"deliveries": 0}
+
+    def on_deliver(e):
+        state["deliveries"] += 1
+        if state["deliveries"] == 3:
+            for p in spoofs:
+                spoofer.sendto(p, a.getsockname())
+
+    box = {}
+    stop = threading.Event()
+    t = threading.Thread(target=lambda: box.update(pub=publish(feed, a.getsockname(), None, rerequest=rs,
+                                                               pps=20_000, linger=30.0, stop=stop)))
+    t.start()
+    out = io.BytesIO()
+    try:
+        res = listen(None, None, rs.getsockname(), out, engine=engine, sockets=[a], idle_timeout=5,
+                     max_seconds=60, on_deliver=on_deliver)
+    finally:
+        stop.set()
+        t.join(30)
+        a.close()
+        spoofer.close()
+    s = res.stats
+    assert res.finished and out.getvalue() == data.tobytes(), s
+    assert s["bad_sequence"] == 3 and s["other_session_packets"] == 1, s
+    assert s["lost"] == 0 and s["session_changes"] == 0 and s["gaps"] == 0
+
+
+@pytest.mark.parametrize("engine", ["recvmmsg", "recv"])
+def test_spoofed_heartbeat_in_a_quiet_second_does_not_skip_the_rest_of_the_day(engine):
+    """The feed pauses 1.5 s (real-time pacing); in the pause a spoofed heartbeat of the right
+    session announces 500,000 more messages (within max_gap). The re-requests for that 'gap'
+    run out in the quiet second, yet every real message after the pause is delivered."""
+    import socket
+
+    from itchflow.decode.encoder import encode_message
+    from itchflow.protocol.mold.feed import MoldFeed
+    from itchflow.sources.mold_sender import bind_rerequest, publish
+    from itchflow.sources.udp import listen, open_receiver, warm_up
+
+    warm_up(engine)
+    t0 = 34_200_000_000_000
+    msgs = [encode_message("I", timestamp=t0 + (0 if i < 400 else 1_500_000_000), stock="AAPL") for i in range(800)]
+    data = np.frombuffer(b"".join(msgs), np.uint8)
+    feed = MoldFeed(data, "QUIETDAY", 1400)
+    a = open_receiver("127.0.0.1", 0)
+    rs = bind_rerequest("127.0.0.1", 0)
+    spoofer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    state = {"sent": False}
+
+    def on_deliver(e):
+        if not state["sent"] and e.first_sequence + e.count > 400:   # the first half is in: the pause
+            spoofer.sendto(b"QUIETDAY  " + (400 + 500_000).to_bytes(8, "big") + bytes(2), a.getsockname())
+            state["sent"] = True
+
+    box = {}
+    stop = threading.Event()
+    t = threading.Thread(target=lambda: box.update(pub=publish(feed, a.getsockname(), None, rerequest=rs, rate=1.0,
+                                                               heartbeat_s=5.0, linger=30.0, stop=stop)))
+    t.start()
+    out = io.BytesIO()
+    try:
+        res = listen(None, None, rs.getsockname(), out, engine=engine, sockets=[a], idle_timeout=5,
+                     max_seconds=60, on_deliver=on_deliver)
+    finally:
+        stop.set()
+        t.join(30)
+        a.close()
+        spoofer.close()
+    s = res.stats
+    assert state["sent"] and res.finished and s["lost"] == 0 and s["messages"] == 800, s
+    assert out.getvalue() == data.tobytes()
+    assert s["deferred_give_ups"] >= 1, s       # the re-requests for the spoofed 'gap' did run out

@@ -418,5 +418,7 @@ def test_paced_replay_takes_the_time_the_rate_says(tmp_path, day, direct):
     assert_same_books(books, direct)
     expected = r.messages / 400_000
     assert expected * 0.9 <= r.producer["seconds"] <= expected * 3 + 1.0
+    assert r.pacing == "paced at 400,000 msg/s"
+    assert run_pipeline(str(path), books=Books()).pacing == "flat out"   # its latencies are queueing
     with pytest.raises(ValueError, match="file sources only"):
         run_pipeline("tail:/tmp/x.itch", rate=1000)

@@ -22,7 +22,7 @@ SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 def serve(data, cut_after=None, stall_after=None):
     from itchflow.sources.soup_sockets import SoupServer
-    from itchflow.protocol.soup.session import MessageStore
+    from itchflow.protocol.soup import MessageStore
 
     server = SoupServer(MessageStore(data), "127.0.0.1", 0, "TESTDAY", {"alice": "secret"}, cut_after=cut_after,
                         stall_after=stall_after)
@@ -101,23 +101,19 @@ def test_fetch_from_a_sequence_and_rejects():
 
 
 def test_cli_soup_serve_and_fetch(tmp_path):
-    import socket
+    """The server binds port 0 and says where (readiness), no port reserved by bind-then-close."""
+    from net_procs import finish, start, wait_for_line
 
     data = synthetic_day(20_000, seed=8)
     src = tmp_path / "day.itch"
     src.write_bytes(data.tobytes())
     out = tmp_path / "out.itch"
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
     env = dict(os.environ, PYTHONPATH=SRC)
     cli = "import sys; from itchflow.cli import main; import itchflow.cli.net; sys.exit(main())"
-    server = subprocess.Popen([sys.executable, "-c", cli, "soup", "serve", str(src), "--host", "127.0.0.1",
-                               "--port", str(port), "--user", "bob", "--password", "pw", "--cut-after", "7000",
-                               "--max-seconds", "60"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    server = start(["soup", "serve", str(src), "--host", "127.0.0.1", "--port", "0", "--user", "bob",
+                    "--password", "pw", "--cut-after", "7000", "--max-seconds", "60"])
     try:
-        time.sleep(1.5)
+        port = wait_for_line(server, r"on 127\.0\.0\.1:(\d+)").group(1)
         r = subprocess.run([sys.executable, "-c", cli, "soup", "fetch", f"127.0.0.1:{port}", "--user", "bob",
                             "--password", "pw", "--out", str(out), "--json"], env=env, capture_output=True,
                            text=True, timeout=60)
@@ -127,4 +123,195 @@ def test_cli_soup_serve_and_fetch(tmp_path):
         assert out.read_bytes() == data.tobytes()
     finally:
         server.terminate()
-        server.wait(10)
+        finish(server, 10)
+
+
+# --------------------------------------------------------------------------- hostile peers (issue 10)
+def _wait_until(cond, timeout=10.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _closed_by_peer(sock) -> bool:
+    """True once the server has closed this client socket (EOF or reset), without blocking."""
+    import select
+    import socket as socketlib
+
+    if not select.select([sock], [], [], 0)[0]:
+        return False
+    try:
+        return sock.recv(1 << 20, socketlib.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
+def _repeated_day(messages: int):
+    import numpy as np
+
+    one = np.frombuffer(b"\x00\x0cS" + bytes(11), np.uint8)   # a 12-byte 'S' message, framed
+    return np.tile(one, messages)
+
+
+def test_server_holds_no_thread_or_socket_past_its_time_outs():
+    """Silent and byte-a-tick clients are closed at the login time-out, a client that stops
+    reading is dropped when its send queue does not drain, one that stops talking at the
+    dead link, connections past the cap are refused; one server thread throughout."""
+    import os
+    import socket
+    import threading
+
+    from itchflow.protocol.soup import MessageStore
+    from itchflow.sources.soup_sockets import SoupServer
+    from itchflow.wire.soupbintcp import CLIENT_HEARTBEAT, LOGIN_REQUEST, encode, packet
+
+    fds_before = len(os.listdir("/proc/self/fd"))
+    threads_before = threading.active_count()
+    server = SoupServer(MessageStore(_repeated_day(1_000_000)), "127.0.0.1", 0, "HOLD", {"u": "p"},
+                        max_connections=2, login_timeout_s=0.3, dead_link_s=0.6, send_timeout_s=0.6,
+                        heartbeat_s=0.1)
+    server.start()
+    clients = []
+
+    def connect(rcvbuf=None):
+        c = socket.socket()
+        if rcvbuf:
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        c.connect(server.address)
+        clients.append(c)
+        return c
+
+    login = encode(LOGIN_REQUEST, username="u", password="p", session="", sequence=1)
+    try:
+        assert threading.active_count() == threads_before + 1
+        silent = connect()
+        slow = connect()
+        _wait_until(lambda: server.counters.open_connections == 2, what="two connections")
+        extra = connect()                                   # past max_connections
+        _wait_until(lambda: _closed_by_peer(extra), what="the extra connection refused")
+        t0 = time.monotonic()
+        k = 0
+        while not (_closed_by_peer(silent) and _closed_by_peer(slow)):
+            assert time.monotonic() - t0 < 5, "login time-out not applied"
+            try:
+                slow.send(login[k:k + 1])                   # a byte a tick never completes a login in time
+                k += 1
+            except OSError:
+                pass
+            time.sleep(0.1)
+        assert server.counters.login_timeouts == 2 and server.counters.refused_connections == 1
+
+        deaf = connect(rcvbuf=4096)                         # logs in, keeps talking, never reads
+        deaf.sendall(login)
+        t0 = time.monotonic()
+        while server.counters.slow_clients == 0:
+            assert time.monotonic() - t0 < 10, "a client that stopped reading was not dropped"
+            deaf.send(packet(CLIENT_HEARTBEAT))
+            time.sleep(0.05)
+        mute = connect()                                    # logs in, reads, never talks again
+        mute.sendall(login)
+        t0 = time.monotonic()
+        while not _closed_by_peer(mute):
+            assert time.monotonic() - t0 < 10, "dead link not applied"
+            time.sleep(0.01)
+        _wait_until(lambda: server.counters.open_connections == 0, what="every connection released")
+        assert server.counters.dead_links >= 1 and server.counters.logins == 2
+        assert threading.active_count() == threads_before + 1   # no thread per connection, ever
+    finally:
+        for c in clients:
+            c.close()
+        server.stop()
+    assert threading.active_count() == threads_before
+    assert len(os.listdir("/proc/self/fd")) == fds_before
+
+
+def _fake_server(accept_sequence: int, first_message: int, messages: list[bytes]):
+    """A one-connection SoupBinTCP server that answers any login with Login Accepted at
+    ``accept_sequence`` and sends ``messages`` (numbered from ``first_message``), then Z."""
+    import socket
+    import threading
+
+    from itchflow.wire.soupbintcp import END_OF_SESSION, LOGIN_ACCEPTED, SEQUENCED, packet
+
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(1)
+
+    def run():
+        conn, _ = ls.accept()
+        with conn:
+            conn.recv(1024)
+            acc = packet(LOGIN_ACCEPTED, b"FAKE".ljust(10) + str(accept_sequence).encode().rjust(20))
+            conn.sendall(acc + b"".join(packet(SEQUENCED, m) for m in messages) + packet(END_OF_SESSION))
+            conn.settimeout(5)
+            try:
+                while conn.recv(1024):
+                    pass
+            except OSError:
+                pass
+        ls.close()
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return ls.getsockname(), t
+
+
+def test_fetch_skips_and_counts_what_an_earlier_login_accepted_repeats():
+    from itchflow.sources.soup_sockets import fetch
+
+    msgs = [b"A" + i.to_bytes(4, "big") for i in range(1, 11)]
+    (host, port), t = _fake_server(3, 3, msgs[2:])          # asked 6, the server starts at 3
+    out = io.BytesIO()
+    runs = []
+    res = fetch(host, port, "u", "p", out, sequence=6, max_seconds=20, max_reconnects=0,
+                on_data=lambda d: runs.append((d.first_sequence, d.count)))
+    t.join(10)
+    assert res.ended and res.duplicates_skipped == 3 and res.messages == 5
+    assert out.getvalue() == b"".join(len(m).to_bytes(2, "big") + m for m in msgs[5:])
+    assert runs[0][0] == 6 and res.next_sequence == 11
+
+
+@pytest.mark.parametrize("accepted", [2**63, 10**20 - 1])
+def test_fetch_refuses_an_absurd_login_accepted_sequence(accepted, tmp_path):
+    (host, port), t = _fake_server(accepted, accepted, [b"A1234"])
+    env = dict(os.environ, PYTHONPATH=SRC)
+    cli = "import sys; from itchflow.cli import main; import itchflow.cli.net; sys.exit(main())"
+    ring = f"netfetch{os.getpid()}{accepted % 1000}"
+    r = subprocess.run([sys.executable, "-c", cli, "soup", "fetch", f"{host}:{port}", "--user", "u", "--password",
+                        "p", "--ring", ring, "--max-reconnects", "0", "--json"], env=env, capture_output=True,
+                       text=True, timeout=60)
+    t.join(10)
+    for leftover in Path("/dev/shm").glob(f"*{ring}*"):
+        leftover.unlink()
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr and "refused" in r.stderr and str(accepted) in r.stderr
+    assert json.loads(r.stdout)["messages"] == 0
+
+
+def test_fetch_counts_what_a_later_login_accepted_skips():
+    from itchflow.sources.soup_sockets import fetch
+
+    msgs = [b"A" + i.to_bytes(4, "big") for i in range(1, 11)]
+    (host, port), t = _fake_server(8, 8, msgs[7:])          # asked 6, the server starts at 8
+    runs = []
+    res = fetch(host, port, "u", "p", io.BytesIO(), sequence=6, max_seconds=20, max_reconnects=0,
+                on_data=lambda d: runs.append((d.first_sequence, d.count)))
+    t.join(10)
+    assert res.ended and res.missing == 2 and res.duplicates_skipped == 0
+    assert runs == [(8, 3)] and res.next_sequence == 11
+
+
+def test_run_pipeline_stops_with_an_error_on_an_absurd_login_accepted():
+    """Inside `itchflow run` the same refusal is an error naming the source, not a quiet end."""
+    from itchflow.pipeline import PipelineError, run_pipeline
+
+    (host, port), t = _fake_server(2**63, 2**63, [b"A1234"])
+    with pytest.raises((PipelineError, OSError)) as e:
+        run_pipeline(f"soup://{host}:{port}?user=u&password=p&sequence=1")
+    t.join(10)
+    assert "stopped" in str(e.value) and str(2**63) in str(e.value)

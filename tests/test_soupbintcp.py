@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from itchflow.protocol.soup.session import (
+from itchflow.protocol.soup import (
     DeadLink,
     EndOfSession,
     LoggedOut,
@@ -207,3 +207,24 @@ def test_message_store_offsets():
         assert store.offset(i) == pos
         pos += 2 + len(message(i))
     assert store.offset(101) == len(data)
+
+
+def _accepted(seq: int) -> bytes:
+    return soup(b"A", b"SESS      " + str(seq).encode().rjust(20))
+
+
+def test_client_login_accepted_earlier_than_asked_skips_and_counts():
+    c = SoupClient("u", "p", sequence=5)
+    ev = c.receive_data(_accepted(2) + sequenced(2, 9), 0)
+    assert got(ev) == binaryfile(8)[len(binaryfile(4)):]          # 5..8 only
+    (d,) = [e for e in ev if isinstance(e, SequencedData)]
+    assert (d.first_sequence, d.count) == (5, 4) and c.next_sequence == 9
+    assert c.stats.duplicates_skipped == 3 and c.mismatch.duplicates == 3
+
+
+@pytest.mark.parametrize("seq", [2**63, 10**20 - 1, 5 + (1 << 40) + 1])
+def test_client_refuses_an_absurd_login_accepted(seq):
+    c = SoupClient("u", "p", sequence=5)
+    ev = c.receive_data(_accepted(seq) + sequenced(1, 3), 0)
+    (err,) = [e for e in ev if isinstance(e, ProtocolError)]
+    assert err.fatal and str(seq) in err.reason and c.closed and not got(ev)

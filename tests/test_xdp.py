@@ -318,11 +318,14 @@ def test_day_with_faults_arrives_identical_through_xdp(veth, day, tmp_path):
     # by the kernel; every frame was given back; the lines carried at least what was read
     assert eng["packets"] == rep["packets_by_line"][0] + rep["packets_by_line"][1]
     assert eng["frames_recycled"] == eng["packets"] + eng["other_frames"] and eng["other_frames"] == 0
-    assert eng["xdp_rx_dropped"] == 0 and eng["xdp_rx_invalid_descs"] == 0
+    assert eng["xdp_rx_invalid_descs"] == 0
+    # A loaded machine can let the RX ring overflow (the kernel counts it in rx_dropped); the
+    # receiver then recovered those packets by re-request (the output is identical above).
+    dropped = eng["xdp_rx_dropped"]
     data_packets = pub["sent"][0] + pub["sent"][1]
-    # all data packets (sent before the first end of session) were read, plus at least one end
-    # of session; at most every heartbeat and end-of-session packet on both lines on top
-    assert data_packets < eng["packets"] <= data_packets + 2 * (pub["heartbeats"] + pub["end_of_session"])
+    # all data packets (sent before the first end of session) were read or counted as dropped,
+    # plus at least one end of session; at most every heartbeat and end-of-session packet on top
+    assert data_packets < eng["packets"] + dropped <= data_packets + 2 * (pub["heartbeats"] + pub["end_of_session"])
     # at most one wake-up per batch given back; the loop slept in poll() only when the ring was empty
     assert eng["wakeups"] <= eng["fill_publishes"] <= eng["frames_recycled"]
     assert 0 < eng["loop_polls"] <= eng["loop_ring_checks"]

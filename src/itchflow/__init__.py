@@ -8,6 +8,10 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from itchflow import _kernel_cache
+
+_kernel_cache.configure()   # before any kernel module imports Numba: see _kernel_cache.py
+
 from itchflow.wire.itch import (  # noqa: F401  (light: numpy only)
     CODES,
     DTYPES,

@@ -1,19 +1,33 @@
-"""Book benchmark: a generated day through the L3 engine, with peers in the same run.
+"""Book benchmark: generated days of three shapes through the L3 engine, with peers in the same run.
 
-What is measured (one core, the same bytes, the same run):
+The shapes (one invocation runs all three, each reported with its measured shape beside its
+figures, so no single favourable day stands for all):
+- ``deep``: few deep stocks, the default ``itchflow gen`` day (100 stocks, Zipf 1.1: one stock
+  carries about a fifth of the flow and its book holds hundreds of levels);
+- ``many``: many stocks (8,000 by default), otherwise the default day;
+- ``fullday``: the full-day working set, ``itchflow gen --profile fullday`` (8,700 stocks,
+  1.74 M peak live orders, 4,227 levels on the deepest side, references to 3.1e8).
+
+What is measured for each (one core, the same bytes, the same run):
 - itchflow: ``Books.apply`` over the memory-mapped day (already in the page cache), all
   stocks, full L3 (order table with time priority, ladders, levels, volumes, match index),
   no events recorded; best of ``repeat``, each on fresh state. Also with BBO and trade events
   for every stock, drained after every 32 MB slice as a consumer would.
 - itchcpp: ``BookManager().process_stream(bytes)`` on the same bytes (C++ books of every
   stock), in a fresh interpreter; its best bid/offer of every stock is compared with ours.
-- MeatPy: one stock's book (the most active) over a prefix of the day, in a fresh interpreter.
-- Memory: peak RSS of a fresh process that builds 6 M live orders (adds over 8,000 stocks,
-  references random 64-bit), and the engine's own arrays.
+- the day's shape, measured (itchflow.bench.day_shape): stocks, share of messages of the top
+  1/10/100 stocks, peak live orders, deepest book side at the end, order-table size.
+Once per run: MeatPy, one stock's book (the most active of the first shape) over a prefix of the
+day, in a fresh interpreter; memory: peak RSS of a fresh process that builds 6 M live orders
+(adds over 8,000 stocks, references random 64-bit), and the engine's own arrays.
+
+Generated days are cached under BENCH_DIR, named by their parameters (and a digest of the
+whole shape), with the generator's summary beside each as JSON.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -23,8 +37,27 @@ import numpy as np
 
 from itchflow.bench.common import BENCH_DIR, machine, peak_rss_bytes, rate_row, run_peer
 
+SHAPE_NAMES = ("deep", "many", "fullday")
+SHAPE_TITLES = {"deep": "few deep stocks", "many": "many stocks", "fullday": "full-day working set"}
+# Bump when the generator's output for the same parameters changes, so cached days are remade.
+DAY_FORMAT = 3
+
+
+def shape_params(name: str, messages: int, many_stocks: int = 8000, fullday_live_orders: int | None = None,
+                 seed: int = 1) -> dict:
+    """The generator parameters of one benchmark shape."""
+    if name == "deep":
+        return {"messages": messages, "seed": seed, "profile": "default", "knobs": {}}
+    if name == "many":
+        return {"messages": messages, "seed": seed, "profile": "default", "knobs": {"stocks": many_stocks}}
+    if name == "fullday":
+        return {"messages": messages, "seed": seed, "profile": "fullday",
+                "knobs": {"live_orders": fullday_live_orders} if fullday_live_orders else {}}
+    raise ValueError(f"unknown shape {name!r} (known: {', '.join(SHAPE_NAMES)})")
+
 
 def day_path(messages: int, stocks: int, seed: int) -> Path:
+    """A default-profile day of this many stocks (also used by the pipeline benchmark)."""
     return BENCH_DIR / f"book-day-{messages}-{stocks}-seed{seed}.itch"
 
 
@@ -34,13 +67,38 @@ def ensure_day(messages: int, stocks: int, seed: int) -> Path:
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    try:
-        from itchflow.sim.generator import write_day
-    except ImportError:  # pragma: no cover - the generator is part of the package
-        raise RuntimeError("itchflow.sim.generator is needed to generate the benchmark day") from None
+    from itchflow.sim.generator import write_day
+
     write_day(tmp, messages, seed, stocks=stocks)
     os.replace(tmp, path)
     return path
+
+
+def shape_day_path(params: dict) -> Path:
+    from itchflow.sim.generator import resolve_shape
+
+    shape = resolve_shape(params["messages"], params["profile"], **params["knobs"])
+    key = json.dumps({"format": DAY_FORMAT, "messages": params["messages"], "seed": params["seed"],
+                      "shape": shape}, sort_keys=True)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:10]
+    return BENCH_DIR / (f"book-day-{shape['profile']}-{params['messages']}-{shape['stocks']}stocks-"
+                        f"seed{params['seed']}-{digest}.itch")
+
+
+def ensure_shape_day(params: dict) -> tuple[Path, dict, bool]:
+    """(path, generator summary, made now): the day of these parameters, from the cache or made."""
+    path = shape_day_path(params)
+    meta = path.with_suffix(".json")
+    if path.exists() and meta.exists():
+        return path, json.loads(meta.read_text()), False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    from itchflow.sim.generator import write_day
+
+    info = write_day(tmp, params["messages"], params["seed"], profile=params["profile"], **params["knobs"])
+    os.replace(tmp, path)
+    meta.write_text(json.dumps(info))
+    return path, info, True
 
 
 _ITCHCPP = """
@@ -53,7 +111,11 @@ bm.process_stream(data)
 dt = time.perf_counter() - t
 tops = {{}}
 for s in {symbols!r}:
-    q = bm.book_for_symbol(s).bbo()
+    book = bm.book_for_symbol(s)
+    if book is None:   # itchcpp makes a book only when an order arrives: a quiet stock has none
+        tops[s] = [0, 0, 0, 0]
+        continue
+    q = book.bbo()
     tops[s] = [round(q.bid_price * 10000) if q.has_bid else 0, q.bid_shares if q.has_bid else 0,
                round(q.ask_price * 10000) if q.has_ask else 0, q.ask_shares if q.has_ask else 0]
 print(json.dumps({{"seconds": dt, "books": bm.book_count(), "tops": tops}}))
@@ -107,18 +169,24 @@ print(json.dumps({{"live": b.live_orders(), "peak_rss": peak_rss_bytes(), "input
 """
 
 
-def run(messages: int = 50_000_000, stocks: int = 8000, seed: int = 1, repeat: int = 2,
-        meatpy_messages: int = 300_000, peers: bool = True, memory_orders: int = 6_000_000) -> dict:
+def run_shape(name: str, params: dict, repeat: int = 2, peers: bool = True) -> dict:
+    """One shape: the day (cached), itchflow with and without events, itchcpp, the shape columns."""
+    from itchflow.bench.day_shape import day_shape
     from itchflow.book.books import Books
+    from itchflow.book.replay import replay
     from itchflow.sources.files import map_file
 
     t0 = time.perf_counter()
-    path = ensure_day(messages, stocks, seed)
-    gen_s = time.perf_counter() - t0
+    path, gen, made = ensure_shape_day(params)
+    prep_s = time.perf_counter() - t0
     buf = map_file(path)
     _ = int(buf[:: 4096].sum())  # fault the file into the page cache / mapping before timing
-    r: dict = {"machine": machine(), "day": str(path), "messages_requested": messages, "stocks": stocks,
-               "bytes": int(len(buf)), "prepare_seconds": gen_s}
+    r: dict = {"shape_name": name, "title": SHAPE_TITLES[name], "day": str(path), "params": params,
+               "bytes": int(len(buf)), "prepare_seconds": prep_s, "generated_now": made,
+               "generator": {k: gen.get(k) for k in ("messages", "seconds", "shape", "peak_live_orders",
+                                                      "resting_orders", "deepest_side_at_end", "max_order_ref",
+                                                      "prices", "by_type")}}
+    r["generator"]["msgs_per_s"] = gen["messages"] / max(gen["seconds"], 1e-9)
 
     Books(1 << 10, table=1 << 10).apply(buf[:0])  # load the compiled kernel from the cache
     best, books = float("inf"), None
@@ -135,9 +203,9 @@ def run(messages: int = 50_000_000, stocks: int = 8000, seed: int = 1, repeat: i
     r["itchflow"].update(peak_live_orders=books.peak_live_orders, live_orders_at_end=books.live_orders(),
                          anomalies=sum(books.anomalies().values()), engine_bytes=books.memory_bytes(),
                          rss_peak_bytes=peak_rss_bytes())
-    # Events as a consumer takes them (as `itchflow bbo` does): drained after every 32 MB slice.
-    from itchflow.book.replay import replay
+    r["shape"] = day_shape(buf, books)
 
+    # Events as a consumer takes them (as `itchflow bbo` does): drained after every 32 MB slice.
     b = Books()
     b.record(bbo=True, trades=True)
     n_events = [0, 0]
@@ -167,48 +235,82 @@ def run(messages: int = 50_000_000, stocks: int = 8000, seed: int = 1, repeat: i
             r["ratio_vs_itchcpp"] = cpp["seconds"] / best
         else:
             r["itchcpp"] = cpp
-        volumes = books.stocks["volume"]
-        top_loc = int(np.argmax(volumes))
-        sym = books.symbol(top_loc)
-        mp = run_peer(_MEATPY.format(path=str(path), symbol=sym, messages=meatpy_messages))
+    volumes = books.stocks["volume"]
+    r["most_active_symbol"] = books.symbol(int(np.argmax(volumes)))
+    return r
+
+
+def run(messages: int = 50_000_000, many_stocks: int = 8000, seed: int = 1, repeat: int = 2,
+        meatpy_messages: int = 300_000, peers: bool = True, memory_orders: int = 6_000_000,
+        shapes=SHAPE_NAMES, fullday_live_orders: int | None = None, fullday_messages: int | None = None) -> dict:
+    """Every shape in ``shapes`` (see SHAPE_NAMES), then MeatPy and the memory probe once.
+
+    messages: size of each day (fullday_messages, when given, for the full-day shape);
+    fullday_live_orders: the full-day shape's peak live orders (default: the profile's 1.74 M,
+    at most 15% of its messages)."""
+    r: dict = {"machine": machine(), "shapes": []}
+    for name in shapes:
+        n = fullday_messages if (name == "fullday" and fullday_messages) else messages
+        params = shape_params(name, n, many_stocks, fullday_live_orders, seed)
+        r["shapes"].append(run_shape(name, params, repeat, peers))
+    if peers and r["shapes"]:
+        first = r["shapes"][0]
+        sym = first["most_active_symbol"]
+        mp = run_peer(_MEATPY.format(path=first["day"], symbol=sym, messages=meatpy_messages))
         if "error" not in mp:
             r["meatpy_one_stock"] = rate_row(mp["messages"], mp["seconds"])
-            r["meatpy_one_stock"]["symbol"] = sym
-            r["meatpy_one_stock"]["stopped"] = mp.get("stopped")
-            r["ratio_vs_meatpy"] = r["meatpy_one_stock"]["ns_per_msg"] / r["itchflow"]["ns_per_msg"]
+            r["meatpy_one_stock"].update(symbol=sym, shape=first["shape_name"], stopped=mp.get("stopped"))
+            r["ratio_vs_meatpy"] = r["meatpy_one_stock"]["ns_per_msg"] / first["itchflow"]["ns_per_msg"]
         else:
             r["meatpy_one_stock"] = mp
     if memory_orders:
-        mem = run_peer(_MEMORY.format(orders=memory_orders))
-        r["memory_6m_live"] = mem
+        r["memory_6m_live"] = run_peer(_MEMORY.format(orders=memory_orders))
     return r
 
 
 def report(r: dict) -> None:
     from rich.console import Console
+    from rich.table import Table
 
     c = Console()
+    c = Console(width=max(c.width, 200))  # one row per shape, every column: wider than a terminal
     m = r["machine"]
-    c.print(f"[bold]book benchmark[/bold]  {m['cpu']} ({m['cores']} cores), numba {m['numba']}")
-    c.print(f"  day: {r['itchflow']['messages']:,} messages, {r['stocks']:,} stocks, {r['bytes'] / 1e9:.2f} GB")
-    f = r["itchflow"]
-    c.print(f"  itchflow L3, all stocks:     {f['msgs_per_s'] / 1e6:6.1f} M msg/s  {f['ns_per_msg']:6.1f} ns/msg   "
-            f"peak live orders {f['peak_live_orders']:,}  anomalies {f['anomalies']}")
-    e = r["itchflow_with_events"]
-    c.print(f"  itchflow + BBO/trade events: {e['msgs_per_s'] / 1e6:6.1f} M msg/s  {e['ns_per_msg']:6.1f} ns/msg   "
-            f"{e['bbo_events']:,} BBO changes, {e['trades']:,} trades")
-    if "itchcpp" in r and "msgs_per_s" in r["itchcpp"]:
-        p = r["itchcpp"]
-        c.print(f"  itchcpp BookManager (C++):   {p['msgs_per_s'] / 1e6:6.1f} M msg/s  {p['ns_per_msg']:6.1f} ns/msg   "
-                f"-> itchflow is {r['ratio_vs_itchcpp']:.2f}x")
-        a = r["bbo_agreement"]
-        c.print(f"  BBO vs itchcpp: {a['stocks'] - a['differ']:,} of {a['stocks']:,} stocks agree")
-    elif "itchcpp" in r:
-        c.print(f"  itchcpp: {r['itchcpp']}")
+    c.print(f"[bold]book benchmark[/bold]  {m['cpu']} ({m['cores']} cores), numba {m['numba']}; "
+            f"full L3 of every stock, one core, the same bytes for itchflow and itchcpp")
+    t = Table(show_edge=False)
+    for col in ("shape", "messages", "itchflow M msg/s", "ns/msg", "+events ns/msg", "itchcpp ns/msg",
+                "vs itchcpp", "BBO agree", "stocks", "top 1/10/100 %", "peak live", "deepest side",
+                "order table"):
+        t.add_column(col, justify="left" if col == "shape" else "right")
+    for s in r["shapes"]:
+        f, e, sh = s["itchflow"], s["itchflow_with_events"], s["shape"]
+        cpp = s.get("itchcpp", {})
+        agree = s.get("bbo_agreement")
+        top = sh["top_share"]
+        t.add_row(s["title"], f"{f['messages'] / 1e6:,.1f} M", f"{f['msgs_per_s'] / 1e6:.1f}",
+                  f"{f['ns_per_msg']:.1f}", f"{e['ns_per_msg']:.1f}",
+                  f"{cpp['ns_per_msg']:.1f}" if "ns_per_msg" in cpp else cpp.get("error", "-")[:30],
+                  f"{s['ratio_vs_itchcpp']:.2f}x" if "ratio_vs_itchcpp" in s else "-",
+                  f"{agree['stocks'] - agree['differ']:,}/{agree['stocks']:,}" if agree else "-",
+                  f"{sh['stocks']:,}", f"{100 * top['1']:.1f}/{100 * top['10']:.1f}/{100 * top['100']:.1f}",
+                  f"{sh['peak_live_orders']:,}", f"{sh['deepest_side_levels']:,}",
+                  f"{sh['order_table_rows'] / 2**20:.0f} M rows {sh['order_table_bytes'] / 2**20:,.0f} MiB")
+    c.print(t)
+    for s in r["shapes"]:
+        g = s["generator"]
+        when = "generated now" if s["generated_now"] else "cached"
+        c.print(f"  {s['title']}: {s['day']} ({s['bytes'] / 1e9:.2f} GB, {when}; generator "
+                f"{g['msgs_per_s'] / 1e6:.2f} M msg/s); anomalies {s['itchflow']['anomalies']}, "
+                f"{s['itchflow_with_events']['bbo_events']:,} BBO changes, "
+                f"{s['itchflow_with_events']['trades']:,} trades; deepest side {s['shape']['deepest_side_symbol']}, "
+                f"largest order ref {g['max_order_ref']:,}")
+        if s.get("bbo_agreement", {}).get("differ"):
+            c.print(f"    BBO differs from itchcpp for {s['bbo_agreement']['differ']:,} stocks, e.g. "
+                    f"{s['bbo_agreement']['examples']}")
     if "meatpy_one_stock" in r and "msgs_per_s" in r["meatpy_one_stock"]:
         p = r["meatpy_one_stock"]
-        c.print(f"  MeatPy, one stock ({p['symbol']}):  {p['msgs_per_s'] / 1e6:6.3f} M msg/s  {p['ns_per_msg']:8.1f} ns/msg"
-                f"   -> itchflow (all stocks) is {r['ratio_vs_meatpy']:.0f}x")
+        c.print(f"  MeatPy, one stock ({p['symbol']}, {p['shape']} day):  {p['msgs_per_s'] / 1e6:6.3f} M msg/s  "
+                f"{p['ns_per_msg']:8.1f} ns/msg   -> itchflow (all stocks) is {r['ratio_vs_meatpy']:.0f}x")
         if p.get("stopped"):
             c.print(f"    MeatPy stopped early (timed up to there): {p['stopped']}")
     elif "meatpy_one_stock" in r:

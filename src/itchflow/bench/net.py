@@ -24,16 +24,14 @@ from itchflow.hw.net_syscalls import (
     _voidptr,
     recvmmsg_batch,
 )
-from itchflow.protocol.mold.codec import be64
-from itchflow.wire.moldudp64 import COUNT_OFFSET, HEADER_SIZE, SEQUENCE_OFFSET, pack_header
+from itchflow.wire.moldudp64 import HEADER_SIZE, pack_header, read_header
 
 
 @njit(inline="always", nogil=True, cache=True)
 def _work(buf, n):
-    if n < HEADER_SIZE:
-        return np.uint64(0)
-    count = (np.uint64(buf[COUNT_OFFSET]) << np.uint64(8)) | np.uint64(buf[COUNT_OFFSET + 1])
-    return be64(buf, SEQUENCE_OFFSET) + count
+    """The same work per packet on every path: read its MoldUDP64 header (wire.moldudp64)."""
+    ok, seq, count = read_header(buf, 0, n)
+    return seq + np.uint64(count) if ok else np.uint64(0)
 
 
 @njit(nogil=True, cache=True)

@@ -49,8 +49,18 @@ class Books:
     Event recording (BBO changes, trades, L2 level changes) is off until ``record`` is called.
     """
 
+    def __new__(cls, capacity: int | None = None, *, threads: int = 1, **options):
+        """``Books(threads=N)`` with N > 1 builds the books of disjoint sets of stocks on N
+        threads (``book.sharded.ShardedBooks``: same queries, identical results)."""
+        if int(threads) > 1:
+            from itchflow.book.sharded import ShardedBooks
+
+            return ShardedBooks(int(threads), capacity, **options)
+        return super().__new__(cls)
+
     def __init__(self, capacity: int | None = None, *, track_matches: bool = True,
-                 table: int | None = None, levels: int | None = None, arena: int | None = None):
+                 table: int | None = None, levels: int | None = None, arena: int | None = None,
+                 threads: int = 1):
         if table is None:
             table = (DEFAULT_TABLE if capacity is None
                      else int(capacity) * L.TABLE_MAX_LOAD_DEN // L.TABLE_MAX_LOAD_NUM + 1)

@@ -22,7 +22,7 @@ def bench() -> None:
 _COMMAND_MODULES = ("itchflow.cli.decode", "itchflow.cli.gen", "itchflow.cli.book", "itchflow.cli.ring",
                     "itchflow.cli.run",
                     "itchflow.cli.net", "itchflow.cli.tail",
-                    "itchflow.cli.research", "itchflow.cli.batch")
+                    "itchflow.cli.research", "itchflow.cli.batch", "itchflow.cli.compare")
 
 for _name in _COMMAND_MODULES:
     importlib.import_module(_name)

@@ -9,6 +9,7 @@ import click
 
 from itchflow.cli import bench, main
 from itchflow.cli.decode import fail
+from itchflow.cli.gen import Count
 from itchflow.cli.progress import progress_total
 
 
@@ -129,18 +130,37 @@ trades_command = _stream_command("trades", "trades", "Every trade (E, C, P, Q; B
 
 
 @bench.command("book")
-@click.option("--messages", default=50_000_000, show_default=True, help="Size of the generated day.")
-@click.option("--stocks", default=8000, show_default=True)
+@click.option("--messages", type=Count(), default="50M", show_default=True,
+              help="Size of each generated day (e.g. 2M for a quick run).")
+@click.option("--shapes", default="deep,many,fullday", show_default=True,
+              help="Comma-separated day shapes to run: deep (the default 100-stock day), many (--stocks "
+                   "stocks), fullday (gen --profile fullday).")
+@click.option("--stocks", default=8000, show_default=True, help="Stocks of the 'many' shape.")
+@click.option("--fullday-messages", type=Count(), default=None,
+              help="Size of the fullday day [default: --messages].")
+@click.option("--fullday-live-orders", type=Count(), default=None,
+              help="Peak live orders of the fullday day [default: the profile's 1,740,000, at most 15% of its "
+                   "messages]; smaller for a quick run.")
 @click.option("--seed", default=1, show_default=True)
 @click.option("--repeat", default=2, show_default=True, help="Best of this many runs.")
 @click.option("--meatpy-messages", default=300_000, show_default=True, help="Prefix given to MeatPy.")
 @click.option("--no-peers", is_flag=True, help="Only itchflow's own figures.")
+@click.option("--memory-orders", default=6_000_000, show_default=True,
+              help="Live orders of the memory probe (0: skip it).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def bench_book(messages, stocks, seed, repeat, meatpy_messages, no_peers, as_json) -> None:
-    """L3 book throughput on a generated day, against itchcpp's BookManager and MeatPy."""
-    from itchflow.bench.book import report, run
+def bench_book(messages, shapes, stocks, fullday_messages, fullday_live_orders, seed, repeat, meatpy_messages,
+               no_peers, memory_orders, as_json) -> None:
+    """L3 book throughput on three day shapes (few deep stocks, many stocks, a full day's working
+    set), each against itchcpp's BookManager on the same bytes, with the day's shape beside
+    every figure; MeatPy on one stock."""
+    from itchflow.bench.book import SHAPE_NAMES, report, run
 
-    r = run(messages, stocks, seed, repeat, meatpy_messages, not no_peers)
+    names = [x.strip() for x in shapes.split(",") if x.strip()]
+    bad = [x for x in names if x not in SHAPE_NAMES]
+    if bad or not names:
+        raise click.BadParameter(f"unknown shape(s) {bad} (known: {', '.join(SHAPE_NAMES)})", param_hint="--shapes")
+    r = run(messages, stocks, seed, repeat, meatpy_messages, not no_peers, memory_orders, shapes=names,
+            fullday_live_orders=fullday_live_orders, fullday_messages=fullday_messages)
     if as_json:
         click.echo(json.dumps(r))
     else:
@@ -189,3 +209,18 @@ def snapshots_command(path, symbols, at, every, depth, out) -> None:
     except (ITCHFormatError, OSError, KeyError, ValueError) as e:
         fail(e)
     click.echo(f"wrote {len(rows):,} rows ({len(times):,} times x {len(_symbols_option(symbols))} symbols) to {out}")
+
+
+@bench.command("book-threads")
+@click.option("--messages", default=10_000_000, show_default=True, help="Size of the generated day.")
+@click.option("--stocks", default=8000, show_default=True)
+@click.option("--seed", default=1, show_default=True)
+@click.option("--threads", default=2, show_default=True, help="Shards, one thread each.")
+@click.option("--repeat", default=3, show_default=True, help="Best of this many runs.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def bench_book_threads(messages, stocks, seed, threads, repeat, as_json) -> None:
+    """Books(threads=N) against one thread on the same day: wall-clock speed-up, each thread's CPU."""
+    from itchflow.bench.book_threads import report, run
+
+    r = run(messages, stocks, seed, threads, repeat)
+    click.echo(json.dumps(r) if as_json else report(r))

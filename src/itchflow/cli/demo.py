@@ -68,6 +68,16 @@ def show_orders(rows: list[dict]) -> None:
     console.print(t)
 
 
+def compare_demo(folder: Path) -> None:
+    """A short ``itchflow compare``: a small day through every ingestion path into the same books
+    (network rows over a veth pair between namespaces only when run as root)."""
+    console.print("\n[bold]Which path when[/bold]: the same small day through every ingestion path, "
+                  "latency paced (the hand-off) and in a burst (queueing):")
+    paths = [] if os.geteuid() == 0 else ["--paths", "inprocess,ring_threads,ring_processes,tail"]
+    run_command(["compare", "--messages", "200000", "--rate", "50000", "--paced-seconds", "0.5",
+                 "--plot", str(folder / "compare"), *paths])
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="itchflow demo")
     p.add_argument("--dir", default=".cache/demo", help="Where the generated day and outputs go.")
@@ -104,6 +114,8 @@ def main(argv: list[str] | None = None) -> None:
     # The whole day through the pipeline: a reader process, a shared-memory ring, the books of
     # every stock in this process; the report ends with the top of book of the most traded.
     pin = "0,1" if len(os.sched_getaffinity(0)) >= 2 else ""
+    console.print("[dim](read flat out: the publish -> consume latency below is mostly queueing, time spent in a "
+                  "full ring; the comparison at the end measures the hand-off itself at a paced rate)[/dim]")
     run_command(["run", "--source", str(day), "--top", "8", *(["--pin", pin] if pin else [])])
 
     console.print("\n[bold]From Python[/bold] (numpy structured arrays, Arrow/pandas on request; "
@@ -114,10 +126,11 @@ def main(argv: list[str] | None = None) -> None:
                   ">>> d.to_pandas('A')                               # a DataFrame\n"
                   ">>> from itchflow import Books, price4_to_float\n"
                   f">>> books = Books().replay({str(day)!r})\n"
-                  f">>> books.bbo([{symbol!r}])".ljust(52) + "# one row per symbol\n"
-                  f">>> bids, asks = books.depth({symbol!r}, 5)".ljust(52) + "# fields price, shares, orders\n"
+                  + f">>> books.bbo([{symbol!r}])".ljust(52) + "# one row per symbol\n"
+                  + f">>> bids, asks = books.depth({symbol!r}, 5)".ljust(52) + "# fields price, shares, orders\n"
                   + ">>> price4_to_float(bids['price'])".ljust(52) + "# dollars[/dim]")
     _show_books_from_python(day, symbol)
+    compare_demo(folder)
     console.rule(f"[bold]demo done in {time.perf_counter() - t0:.1f} s")
 
 

@@ -58,30 +58,90 @@ def _progress(total: int, quiet: bool):
     return bar, update
 
 
+def shape_options(fn):
+    """The day-shape options (itchflow.sim.generator.SHAPE_KNOBS), shared by gen and bench book."""
+    from click import Choice
+
+    opts = [
+        click.option("--profile", type=Choice(["default", "fullday"]), default=None,
+                     help="Named day shape: default = 100 stocks, Zipf 1.1, no resting population; fullday = "
+                          "the published statistics of a real day (8,700 stocks, Zipf 0.9, 1.74 M peak live "
+                          "orders (at most 15% of --messages), 4,227 levels on the deepest side, references to "
+                          "3.1e8 not monotonic, 6% of stocks below $1, 1% above $1,000) at any message count. "
+                          "The options below override it."),
+        click.option("--stocks", type=int, default=None, help="Stocks (locates 1..K) [default: 100; fullday 8700]."),
+        click.option("--concentration", type=float, default=None,
+                     help="Zipf exponent a of each stock's share of the flow (rank r gets ~1/r**a): larger = a "
+                          "few very busy stocks, most quiet [default: 1.1; fullday 0.9]."),
+        click.option("--live-orders", type=Count(), default=None,
+                     help="Peak live orders to reach, independent of --messages (orders resting all day far "
+                          "from the touch are added until about 10:00) [default: ~max(5 x stocks, 0.4% of "
+                          "messages), none resting]."),
+        click.option("--depth", type=int, default=None,
+                     help="Price levels on one side of the busiest book (the r-th busiest gets depth/r) "
+                          "[default: whatever the flow makes, a few hundred]."),
+        click.option("--ref-span", type=Count(), default=None,
+                     help="Order references spread over 1..N, interleaved ranges, not monotonic "
+                          "[default: ranges 2**37 apart, up to ~1e12]."),
+        click.option("--sub-dollar", type=float, default=None,
+                     help="Share of stocks below $1 (ticks of $0.0001) [default: 0.05]."),
+        click.option("--high-priced", type=float, default=None,
+                     help="Share of stocks above $1,000 (cent ticks) [default: 0]."),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+def shape_line(info: dict) -> str:
+    """The day's shape from a write_day/day_summary summary, on one line."""
+    sh = info["shape"]
+    top = info["flow_share_top"]
+    pr = info["prices"]
+    return (f"shape ({sh['profile']}): {sh['stocks']:,} stocks, Zipf {sh['concentration']}, flow share of the top "
+            f"1/10/100 stocks {100 * top['1']:.1f}/{100 * top['10']:.1f}/{100 * top['100']:.1f}%; peak live orders "
+            f"{info['peak_live_orders']:,} (asked {sh['live_orders'] if sh['live_orders'] is not None else 'auto'}, "
+            f"{info['resting_orders']:,} resting all day); deepest side at the end {info['deepest_side_at_end']:,} levels "
+            f"(asked {sh['depth'] or 'auto'}); largest order ref {info['max_order_ref']:,} "
+            f"(span {sh['ref_span'] or 'default'}); prices <$1 / $1-1,000 / >$1,000: "
+            f"{pr['below_1']:,}/{pr['1_to_1000']:,}/{pr['above_1000']:,} stocks")
+
+
 @main.command()
 @click.argument("out", type=click.Path(dir_okay=False, writable=True))
 @click.option("--messages", "-n", type=Count(), required=True, help="Messages in the day (e.g. 1M, 50M).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same bytes.")
-@click.option("--stocks", type=int, default=100, show_default=True, help="Stocks (locates 1..K).")
+@shape_options
 @click.option("--gz", is_flag=True, help="Gzip the output (isal when available); implied by OUT ending in .gz.")
 @click.option("--close-all", is_flag=True, help="Delete every live order before the end of the day.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def gen(out: str, messages: int, seed: int, stocks: int, gz: bool, close_all: bool, quiet: bool) -> None:
-    """Write a realistic synthetic TotalView-ITCH 5.0 day (BinaryFILE framing) to OUT."""
-    from itchflow.sim.generator import minimum_messages, write_day
+def gen(out: str, messages: int, seed: int, profile, stocks, concentration, live_orders, depth, ref_span,
+        sub_dollar, high_priced, gz: bool, close_all: bool, quiet: bool) -> None:
+    """Write a realistic synthetic TotalView-ITCH 5.0 day (BinaryFILE framing) to OUT.
+
+    The day's shape (stocks, concentration, live orders, depth, references, prices) is set by
+    --profile and the options after it, and printed with the summary."""
+    from itchflow.sim.generator import minimum_messages, resolve_shape, write_day
 
     gz = gz or out.endswith(".gz")
-    if messages < minimum_messages(stocks):
-        raise click.BadParameter(f"a day of {stocks} stocks needs at least {minimum_messages(stocks):,} messages",
+    knobs = dict(concentration=concentration, live_orders=live_orders, depth=depth, ref_span=ref_span,
+                 sub_dollar=sub_dollar, high_priced=high_priced)
+    try:
+        k = resolve_shape(messages, profile, stocks=stocks, **knobs)["stocks"]
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--profile") from None
+    if messages < minimum_messages(k):
+        raise click.BadParameter(f"a day of {k} stocks needs at least {minimum_messages(k):,} messages",
                                  param_hint="--messages")
     bar, update = _progress(messages, quiet)
     try:
         if bar is None:
-            info = write_day(out, messages, seed, stocks=stocks, gz=gz, close_all=close_all, progress=update)
+            info = write_day(out, messages, seed, stocks=stocks, gz=gz, close_all=close_all, progress=update,
+                             profile=profile, **knobs)
         else:
             with bar:
                 info = write_day(out, messages, seed, stocks=stocks, gz=gz, close_all=close_all,
-                                 progress=update)
+                                 progress=update, profile=profile, **knobs)
     except (OSError, ValueError) as e:
         click.echo(f"itchflow: error: {e}", err=True)
         sys.exit(1)
@@ -89,8 +149,9 @@ def gen(out: str, messages: int, seed: int, stocks: int, gz: bool, close_all: bo
     mix = " ".join(f"{c} {100 * v / n:.2f}%" for c, v in list(info["by_type"].items())[:6])
     size = os.path.getsize(out)
     on_disk = f", {size:,} on disk" if gz else ""
-    click.echo(f"{out}: {n:,} messages, {info['bytes']:,} bytes{on_disk}, {stocks} stocks, seed {seed}, "
+    click.echo(f"{out}: {n:,} messages, {info['bytes']:,} bytes{on_disk}, {info['stocks']} stocks, seed {seed}, "
                f"{secs:.2f} s ({n / max(secs, 1e-9) / 1e6:.2f} M msg/s); {mix}")
+    click.echo(shape_line(info))
 
 
 def _naive_python_day(messages: int, seed: int) -> int:
@@ -125,16 +186,19 @@ def _naive_python_day(messages: int, seed: int) -> int:
 
 @bench.command("gen")
 @click.option("--messages", "-n", type=Count(), default="5M", show_default=True)
-@click.option("--stocks", type=int, default=100, show_default=True)
+@click.option("--stocks", type=int, default=None, help="Stocks [default: 100; the profile's].")
+@click.option("--profile", type=click.Choice(["default", "fullday"]), default=None,
+              help="Day shape (as gen --profile); fullday: 8,700 stocks, 1.74 M live orders, deep books.")
 @click.option("--peer-messages", type=Count(), default="300k", show_default=True,
               help="Messages for the pure-Python peer (it is slow).")
-def bench_gen(messages: int, stocks: int, peer_messages: int) -> None:
+def bench_gen(messages: int, stocks: int | None, profile: str | None, peer_messages: int) -> None:
     """Generation rate against a pure-Python struct.pack generator, same run."""
-    from itchflow.sim.generator import day_summary
+    from itchflow.sim.generator import day_summary, resolve_shape
 
-    day_summary(minimum_messages_for(stocks), 1, stocks=stocks)  # compile / load the cache
+    k = resolve_shape(messages, profile, stocks=stocks)["stocks"]
+    day_summary(minimum_messages_for(k), 1, stocks=k, profile=profile)  # compile / load the cache
     cpu0, t0 = time.process_time(), time.perf_counter()
-    info = day_summary(messages, 1, stocks=stocks)
+    info = day_summary(messages, 1, stocks=stocks, profile=profile)
     ours_wall, ours_cpu = time.perf_counter() - t0, time.process_time() - cpu0
     cpu0, t0 = time.process_time(), time.perf_counter()
     _naive_python_day(peer_messages, 1)
@@ -146,6 +210,7 @@ def bench_gen(messages: int, stocks: int, peer_messages: int) -> None:
     click.echo(f"python struct  {peer_messages:>12,} msgs  {peer_wall:7.2f} s wall  {peer_cpu:7.2f} s cpu  "
                f"{peer / 1e6:6.2f} M msg/s (cpu)  {1e9 / peer:6.0f} ns/msg  (A/D/E only, no book)")
     click.echo(f"ratio          {ours / peer:.1f}x")
+    click.echo(shape_line(info))
 
 
 def minimum_messages_for(stocks: int) -> int:

@@ -66,7 +66,11 @@ def _endpoint(text: str | None, default_host: str = "0.0.0.0"):
               help="real (message timestamps), max (flat out) or N (N x real time).")
 @click.option("--pps", type=float, help="Cap on packets per second per line.")
 @click.option("--payload", default=1400, show_default=True, help="Largest UDP payload, header included.")
-@click.option("--rerequest", metavar="[HOST:]PORT", help="Serve re-requests on this UDP port.")
+@click.option("--rerequest", metavar="[HOST:]PORT", help="Serve re-requests on this UDP port "
+              "(or fd:N, an inherited bound UDP socket).")
+@click.option("--rerequest-rate", default=512, show_default=True,
+              help="Re-request replies per source, KB/s (a flood gets no more; refused requests are counted).")
+@click.option("--rerequest-requests", default=500, show_default=True, help="Re-requests per source per second.")
 @click.option("--linger", default=2.0, show_default=True, help="Seconds to keep serving re-requests at the end.")
 @click.option("--interface", help="Local address of the interface to send multicast on.")
 @click.option("--ttl", default=1, show_default=True, help="Multicast TTL (0: this host only).")
@@ -77,28 +81,57 @@ def _endpoint(text: str | None, default_host: str = "0.0.0.0"):
 @click.option("--seed", default=0, help="Seed of the fault injection.")
 @click.option("--json", "as_json", is_flag=True, help="Print the counters as one JSON object.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
-def publish(path, line_a, line_b, session, rate, pps, payload, rerequest, linger, interface, ttl, drop_a, drop_b,
-            reorder, duplicate, seed, as_json, quiet):
+def publish(path, line_a, line_b, session, rate, pps, payload, rerequest, rerequest_rate, rerequest_requests,
+            linger, interface, ttl, drop_a, drop_b, reorder, duplicate, seed, as_json, quiet):
     """Replay a BinaryFILE as MoldUDP64 packets on one or two lines, serving re-requests."""
     from itchflow.errors import ITCHFormatError
-    from itchflow.sources.mold_sender import publish as run
     from itchflow.protocol.mold.feed import Faults, MoldFeed
+    from itchflow.protocol.mold.ratelimit import RateLimits
+    from itchflow.sources.mold_sender import publish as run
 
+    a, b = _endpoint(line_a, "127.0.0.1"), _endpoint(line_b, "127.0.0.1")
     try:
         feed = MoldFeed(load_binaryfile(path), session, payload, source=path)
-        res = _with_progress(quiet or as_json, "publish", feed.n_packets, lambda update: run(
-            feed, _endpoint(line_a, "127.0.0.1"), _endpoint(line_b, "127.0.0.1"),
-            rerequest=_endpoint(rerequest), rate=_rate(rate), pps=pps,
+        limits = RateLimits(requests_per_s=rerequest_requests, bytes_per_s=rerequest_rate * 1024)
+        started = lambda: click.echo(f"publishing {feed.n_packets:,} packets to {a[0]}:{a[1]}"  # noqa: E731
+                                     + (f" and {b[0]}:{b[1]}" if b else ""), err=True)
+        res = _interruptible(lambda: _with_progress(quiet or as_json, "publish", feed.n_packets, lambda update: run(
+            feed, a, b, rerequest=_rerequest_socket(rerequest), rate=_rate(rate), pps=pps,
             faults=Faults(drop_a, drop_b, reorder, duplicate, seed), linger=linger, interface=interface, ttl=ttl,
-            on_progress=update))
+            on_progress=update, limits=limits, on_start=started)))
     except (ITCHFormatError, OSError, ValueError) as e:
         _fail(e)
-    d = res.__dict__
-    if as_json:
-        click.echo(json.dumps(d))
-    else:
-        for k, v in d.items():
-            click.echo(f"{k:>16}: {v}")
+    _print_report(res.__dict__, as_json, width=16)
+    _exit_if_interrupted(res)
+
+
+def _rerequest_socket(text: str | None):
+    """HOST:PORT, PORT, or fd:N (an inherited bound UDP socket, e.g. from a test or a supervisor)."""
+    if text is not None and text.startswith("fd:"):
+        import socket
+
+        return socket.socket(fileno=int(text[3:]))
+    return _endpoint(text)
+
+
+def _interruptible(fn):
+    """Run fn; on Ctrl-C return the partial result the library attached to the exception
+    (marked interrupted), or exit 130 at once if there is none yet."""
+    try:
+        return fn()
+    except KeyboardInterrupt as e:
+        res = getattr(e, "result", None)
+        if res is None:
+            click.echo("itchflow: interrupted", err=True)
+            sys.exit(130)
+        res.interrupted = True
+        return res
+
+
+def _exit_if_interrupted(res) -> None:
+    if getattr(res, "interrupted", False):
+        click.echo("itchflow: interrupted", err=True)
+        sys.exit(130)
 
 
 def _with_progress(quiet, what, total, fn):
@@ -142,10 +175,14 @@ def _with_progress(quiet, what, total, fn):
 @click.option("--idle-timeout", default=10.0, show_default=True, help="Stop after this many seconds without a packet.")
 @click.option("--max-seconds", type=float, help="Stop after this long in any case.")
 @click.option("--line-wait-ms", default=2.0, show_default=True, help="How long a hole waits for the other line.")
+@click.option("--max-gap", default=1 << 22, show_default=True,
+              help="A sequence jump larger than this (messages) is a bad packet, not a gap to fill.")
+@click.option("--max-buffered-mb", default=64, show_default=True,
+              help="Memory for packets that arrive ahead of a hole (MB); past it they are re-requested.")
 @click.option("--json", "as_json", is_flag=True, help="Print the counters as one JSON object.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
-def listen(line_a, line_b, rerequest, out, ring_name, engine, ifname, queue, cpu, busy_poll, session, start, interface, idle_timeout,
-           max_seconds, line_wait_ms, as_json, quiet):
+def listen(line_a, line_b, rerequest, out, ring_name, engine, ifname, queue, cpu, busy_poll, session, start, interface,
+           idle_timeout, max_seconds, line_wait_ms, max_gap, max_buffered_mb, as_json, quiet):
     """Receive a MoldUDP64 feed (A/B lines, gap fill by re-request) until its end of session."""
     from itchflow.hw.metrics import latency_summary
     from itchflow.sources.udp import listen as run
@@ -164,12 +201,18 @@ def listen(line_a, line_b, rerequest, out, ring_name, engine, ifname, queue, cpu
         if ring_name:
             pub = _ring_publisher(ring_name)
             on_deliver = lambda e: pub.publish(e.data, e.first_sequence, -1, int(e.rx_ns or 0))  # noqa: E731
-        res = run(_endpoint(line_a, "127.0.0.1"), _endpoint(line_b, "127.0.0.1"), _endpoint(rerequest, "127.0.0.1"),
-                  f, engine=engine, session=session, start_sequence=start_sequence, idle_timeout=idle_timeout,
-                  max_seconds=max_seconds, interface=interface,
-                  receiver_options={"line_wait_ns": int(line_wait_ms * 1e6)}, on_progress=progress,
-                  on_deliver=on_deliver, ifname=ifname, queue=queue, cpu=cpu,
-                  engine_options={"busy_poll": busy_poll} if engine == "xdp" and busy_poll else None)
+        def ready(socks):
+            names = ", ".join("%s:%d" % s.getsockname()[:2] for s in socks)
+            click.echo(f"listening on {names}", err=True)
+
+        res = _interruptible(lambda: run(
+            _endpoint(line_a, "127.0.0.1"), _endpoint(line_b, "127.0.0.1"), _endpoint(rerequest, "127.0.0.1"),
+            f, engine=engine, session=session, start_sequence=start_sequence, idle_timeout=idle_timeout,
+            max_seconds=max_seconds, interface=interface,
+            receiver_options={"line_wait_ns": int(line_wait_ms * 1e6), "max_gap": max_gap,
+                              "max_buffered_bytes": max_buffered_mb << 20},
+            on_progress=progress, on_deliver=on_deliver, ifname=ifname, on_ready=ready, queue=queue, cpu=cpu,
+            engine_options={"busy_poll": busy_poll} if engine == "xdp" and busy_poll else None))
     except (OSError, ValueError, RuntimeError) as e:
         _fail(e)
     finally:
@@ -177,7 +220,8 @@ def listen(line_a, line_b, rerequest, out, ring_name, engine, ifname, queue, cpu
             f.close()
         if pub is not None:
             pub.writer.close()   # consumers see the end of the stream
-    report = {"engine": res.engine, "finished": res.finished, "seconds": round(res.seconds, 3), **res.stats,
+    report = {"engine": res.engine, "finished": res.finished, "interrupted": res.interrupted,
+              "seconds": round(res.seconds, 3), **res.stats,
               "latency": latency_summary(res.latency_ns),
               "malformed_packets": [str(m) for m in res.malformed[:20]],
               "lost_ranges": [(e.first_sequence, e.count, e.reason) for e in res.lost[:20]]}
@@ -188,6 +232,7 @@ def listen(line_a, line_b, rerequest, out, ring_name, engine, ifname, queue, cpu
     else:
         for k, v in report.items():
             click.echo(f"{k:>22}: {v}")
+    _exit_if_interrupted(res)
     if not res.finished:
         click.echo("itchflow: listen stopped before the end of session was seen and filled", err=True)
         sys.exit(2)
@@ -232,34 +277,44 @@ def soup() -> None:
 @click.option("--cut-after", type=int, help="Fault injection: cut the first connection after N messages.")
 @click.option("--stall-after", type=int, help="Fault injection: the first connection goes silent after N messages.")
 @click.option("--max-seconds", type=float, help="Stop serving after this long.")
-def soup_serve(path, port, host, user, password, session, cut_after, stall_after, max_seconds):
+@click.option("--max-connections", default=64, show_default=True, help="Connections at once (more are refused).")
+@click.option("--login-timeout", default=5.0, show_default=True, help="Seconds a connection has to log in.")
+@click.option("--dead-link", "dead_link_s", default=15.0, show_default=True,
+              help="Seconds of client silence (and of a send queue that does not drain) before dropping it.")
+def soup_serve(path, port, host, user, password, session, cut_after, stall_after, max_seconds, max_connections,
+               login_timeout, dead_link_s):
     """Serve a BinaryFILE as a SoupBinTCP session, from any requested sequence number."""
     import time
 
     from itchflow.errors import ITCHFormatError
     from itchflow.sources.soup_sockets import SoupServer
-    from itchflow.protocol.soup.session import MessageStore
+    from itchflow.protocol.soup import MessageStore
 
     if len(user) > 6 or len(password) > 10 or len(session) > 10:
         _fail(ValueError("user is at most 6 characters, password and session at most 10"))
     try:
         store = MessageStore(load_binaryfile(path), source=path)
         server = SoupServer(store, host, port, session, {user: password}, cut_after=cut_after,
-                            stall_after=stall_after)
+                            stall_after=stall_after, max_connections=max_connections,
+                            login_timeout_s=login_timeout, dead_link_s=dead_link_s, send_timeout_s=dead_link_s)
     except (ITCHFormatError, OSError) as e:
         _fail(e)
-    click.echo(f"serving {store.messages:,} messages of {path} as session {session} on "
-               f"{server.address[0]}:{server.address[1]}", err=True)
-    server.start()
     t0 = time.monotonic()
+    interrupted = False
     try:
+        server.start()
+        click.echo(f"serving {store.messages:,} messages of {path} as session {session} on "
+                   f"{server.address[0]}:{server.address[1]}", err=True)
         while max_seconds is None or time.monotonic() - t0 < max_seconds:
             time.sleep(0.2)
     except KeyboardInterrupt:
-        pass
+        interrupted = True
     finally:
         server.stop()
     click.echo(json.dumps(server.counters.__dict__), err=True)
+    if interrupted:
+        click.echo("itchflow: interrupted", err=True)
+        sys.exit(130)
 
 
 @soup.command("fetch")
@@ -291,9 +346,9 @@ def soup_fetch(address, user, password, out, ring_name, session, sequence, max_r
         if ring_name:
             pub = _ring_publisher(ring_name)
             on_data = lambda e: pub.publish(e.data, e.first_sequence, -1, time.time_ns())  # noqa: E731
-        res = fetch(host, port, user, password, f, session=session, sequence=sequence,
-                    max_reconnects=max_reconnects, max_seconds=max_seconds, dead_link_s=dead_link_s,
-                    on_data=on_data)
+        res = _interruptible(lambda: fetch(host, port, user, password, f, session=session, sequence=sequence,
+                                           max_reconnects=max_reconnects, max_seconds=max_seconds,
+                                           dead_link_s=dead_link_s, on_data=on_data))
     except (OSError, ValueError, RuntimeError) as e:
         _fail(e)
     finally:
@@ -301,14 +356,13 @@ def soup_fetch(address, user, password, out, ring_name, session, sequence, max_r
             f.close()
         if pub is not None:
             pub.writer.close()
-    d = res.__dict__
-    if as_json:
-        click.echo(json.dumps(d))
-    else:
-        for k, v in d.items():
-            click.echo(f"{k:>14}: {v}")
+    _print_report(res.__dict__, as_json, width=14)
+    _exit_if_interrupted(res)
     if res.rejected:
         click.echo(f"itchflow: login rejected: {res.rejected}", err=True)
+        sys.exit(1)
+    if res.refused:
+        click.echo(f"itchflow: refused the server's answer: {res.refused}", err=True)
         sys.exit(1)
     if not res.ended:
         click.echo("itchflow: the session did not reach its end", err=True)
@@ -342,3 +396,12 @@ def bench_net(packets, rounds, size, batch, timestamps, veth, busy_poll_us, as_j
     res.update(run_receiver(packets, batch=batch, echo=echo))
     if as_json:
         click.echo(json.dumps(res))
+
+
+def _print_report(d: dict, as_json: bool, width: int) -> None:
+    """A command's counters: one JSON object, or one aligned line per counter."""
+    if as_json:
+        click.echo(json.dumps(d))
+    else:
+        for k, v in d.items():
+            click.echo(f"{k:>{width}}: {v}")

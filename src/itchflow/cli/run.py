@@ -145,7 +145,13 @@ def print_report(r) -> None:
     console.print(f"  books: {b['stocks_with_orders']:,} stocks with orders, {b['live_orders']:,} live orders "
                   f"(peak {b['peak_live_orders']:,}), {b['unknown_types']:,} unknown types skipped, "
                   f"anomalies {b['anomalies'] or 'none'}")
-    lat = Table(title="latency per batch (us)", show_edge=False, box=None, pad_edge=False, title_justify="left")
+    if r.pacing == "flat out":
+        how = ("file read flat out: publish -> consume is mostly QUEUEING behind earlier batches in a full "
+               "ring, not the hand-off; --rate N measures the hand-off")
+    else:
+        how = f"{r.pacing}: hand-off latency"
+    lat = Table(title=f"latency per batch (us), {how}", show_edge=False, box=None, pad_edge=False,
+                title_justify="left")
     for col in ("stage", "batches", "p50", "p90", "p99", "p99.9", "max"):
         lat.add_column(col, justify="left" if col == "stage" else "right")
     for stage, s in r.latency.items():

@@ -59,18 +59,19 @@ def _pieces(chunk: Chunk, max_messages: int) -> Iterator[tuple[int, int, int, Fr
         pos, seq = stop, seq + n
 
 
-def read(source, types: str | Iterable[str] | None = None, *, strict: bool = True) -> Decoded:
+def read(source, types: str | Iterable[str] | None = None, *, strict: bool = True, dedup: bool = True) -> Decoded:
     """Decode a whole source into one structured array per message type.
 
     types: letters (``"AF"``, ``["A", "F"]``) or names (``["add_order"]``) to decode; the
     others are still framed and counted. strict=False counts malformed capture packets
-    instead of raising. Raises ITCHFormatError (a ValueError) naming the file and byte
-    offset (or packet) of anything malformed.
+    instead of raising. dedup=False keeps every data packet of a capture in capture order
+    (no de-duplication of A/B copies or repeats). Raises ITCHFormatError (a ValueError)
+    naming the file and byte offset (or packet) of anything malformed.
     """
     codes = type_codes(types)
     t0 = time.perf_counter()
     totals, capture, parts = FrameTotals(), {}, []
-    for chunk in iter_chunks(source, strict=strict, capture_stats=capture):
+    for chunk in iter_chunks(source, strict=strict, capture_stats=capture, dedup=dedup):
         for start, stop, seq, piece in _pieces(chunk, NO_LIMIT):
             totals.merge(piece)
             parts.append(decode_range(chunk.data, start, stop, seq, piece.counts, codes))

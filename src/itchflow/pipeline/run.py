@@ -74,6 +74,10 @@ class PipelineReport:
     samples: dict = field(default_factory=dict, repr=False)   # stage -> ns per batch (not in to_dict)
     interrupted: bool = False            # Ctrl-C ended the run: the counts are what was applied
     ring_lost_records: int = 0           # records the consumer never saw: lapped in a lossy ring
+    # How to read the latencies: "flat out" (a file read as fast as possible: publish -> consume
+    # is then mostly time queued behind earlier batches in a full ring, i.e. queueing), "paced"
+    # (a file replayed at --rate: the hand-off itself), or "live" (the source's own pace).
+    pacing: str = "live"
 
     @property
     def messages_per_second(self) -> float:
@@ -175,6 +179,8 @@ def run_pipeline(source: str | SourceSpec, *, ring: str | None = None, capacity:
     rg = Ring.create(name, capacity, consumers=[consumer], hugepages=hugepages,
                      max_payload=feed_max_payload(capacity), heartbeat_timeout=heartbeat_timeout)
     report = PipelineReport(source=spec.text, ring=rg.path)
+    if spec.kind == "file":
+        report.pacing = f"paced at {rate:,.0f} msg/s" if rate else "flat out"
     proc = None
     parent_conn = None
     stop = CTX.Event()

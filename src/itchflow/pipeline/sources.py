@@ -201,6 +201,8 @@ def _produce_soup(spec: SourceSpec, pub: BatchPublisher, stop) -> dict:
                 dead_link_s=float(o.get("dead_link", 15.0)), on_data=data)
     if res.rejected is not None:
         raise ConnectionRefusedError(f"{spec.text}: login rejected ({res.rejected})")
+    if res.refused is not None:   # the server's answer made no sense (e.g. an absurd sequence)
+        raise ConnectionAbortedError(f"{spec.text}: stopped: {res.refused}")
     return {"soup": {"messages": res.messages, "next_sequence": res.next_sequence, "connections": res.connections,
                      "reconnects": res.reconnects, "dead_links": res.dead_links, "ended": res.ended,
                      "errors": list(res.errors)}}

@@ -302,6 +302,7 @@ def wait_poll(words, data, cs, max_n: int, out_buf, out_off, out_len, out_type,
     (blocking mode, out_buf unused) or copying (lossy mode)."""
     lossy = cs[C_MODE] == L.MODE_LOSSY
     start = 0
+    last_check = 0
     i = 0
     while True:
         if lossy:
@@ -315,11 +316,18 @@ def wait_poll(words, data, cs, max_n: int, out_buf, out_off, out_len, out_type,
             return n
         if i == 0:
             start = monotonic_ns()
+            last_check = start
         i += 1
         if (i & 1023) == 0 or (strategy != 0 and i > SPIN_TRIES):
-            now = monotonic_ns()
+            now = monotonic_ns()   # vDSO: no system call
             store_relaxed(words, cs[C_SLOT] + L.S_HB, now)
-            st = producer_status(words)
+            # A closed ring is seen at once (one load); whether a silent producer is still alive
+            # costs a kill(pid, 0), so that is asked at most once per CHECK_PEER_NS while idle.
+            if now - last_check >= CHECK_PEER_NS:
+                last_check = now
+                st = producer_status(words)
+            else:
+                st = PRODUCER_CLOSED if load_acquire(words, L.W_PROD_STATE) == L.PRODUCER_CLOSED else 0
             if st != 0:
                 # the producer's last publish happened before we saw its state: poll once more
                 # (lossy: until the cursor stops moving, a lap resume returns nothing)

@@ -6,13 +6,12 @@ LocalCluster, cost per stage, a projected year.
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 import time
 
 from itchflow.bench.batch import (FULL_DAY_GZ_BYTES, FULL_DAY_MESSAGES, WORKER_COUNTS, YEAR_DAYS, ensure_archive,
-                                  project_year, report)
+                                  project_year)
 from itchflow.bench.common import machine
 from itchflow.scale import jobs
 from itchflow.scale.batch import batch, local_cluster

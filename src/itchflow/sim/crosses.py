@@ -7,7 +7,7 @@ from numba import njit
 from itchflow.sim.market import advance_clock, execute_order, level_index, next_match, next_phase
 from itchflow.sim.rng import randint, u01
 from itchflow.sim.state import (
-    BUY, G_K, G_PEND, G_PEND_Q, G_PEND_SLOT, G_PH_STARTED, G_T, G_W, G_X_LEFT, G_X_PRICE, G_X_SHARES,
+    BUY, G_K, G_PEND, G_PEND_Q, G_PEND_SLOT, G_PH_STARTED, G_T, G_X_LEFT, G_X_PRICE, G_X_SHARES,
     G_X_SIDE, G_X_STAGE, G_X_STOCK, SELL,
 )
 from itchflow.sim.writers import raw_price, write_cross
@@ -15,11 +15,10 @@ from itchflow.sim.writers import raw_price, write_cross
 
 @njit(nogil=True, cache=True, _nrt=False)  # no refcounting: see itchflow.sim.phases
 def cross_step(p, ph, out, g, rng, counts, ph_t0, ph_t1, ph_arg, st_sym, st_fair, st_best, st_nside,
-               st_tick, st_base, st_track, st_mul, st_close_n, lv_head, lv_tail, o_ref, o_stock, o_side,
+               st_tick, st_base, st_track, st_mul, st_close_n, lad, lv_head, lv_tail, o_ref, o_stock, o_side,
                o_shares, o_price, o_prev, o_next, o_lpos, live, mring):
     """One message of an opening/closing cross (uncross, executions, the print); returns p."""
     k_stocks = g[G_K]
-    w = g[G_W]
     t0 = ph_t0[ph]
     t1 = ph_t1[ph]
     if g[G_PH_STARTED] == 0:
@@ -32,6 +31,7 @@ def cross_step(p, ph, out, g, rng, counts, ph_t0, ph_t1, ph_arg, st_sym, st_fair
     if s > k_stocks:
         next_phase(g)
         return p
+    w = lad[s, 1]
     cross_type = ph_arg[ph]
     sym = st_sym[s]
     track = st_track[s]
@@ -44,8 +44,8 @@ def cross_step(p, ph, out, g, rng, counts, ph_t0, ph_t1, ph_arg, st_sym, st_fair
             if bid >= 0 and ask < w and bid >= ask:
                 # Dry run of the matching to find the last pair, then a price between.
                 bi, ai = bid, ask
-                b = lv_head[level_index(s, BUY, bi, w)]
-                a = lv_head[level_index(s, SELL, ai, w)]
+                b = lv_head[level_index(s, BUY, bi, lad)]
+                a = lv_head[level_index(s, SELL, ai, lad)]
                 bq, aq = o_shares[b], o_shares[a]
                 pb, pa = bi, ai
                 while True:
@@ -59,7 +59,7 @@ def cross_step(p, ph, out, g, rng, counts, ph_t0, ph_t1, ph_arg, st_sym, st_fair
                             bi -= 1
                             if bi < 0:
                                 break
-                            b = lv_head[level_index(s, BUY, bi, w)]
+                            b = lv_head[level_index(s, BUY, bi, lad)]
                         if bi < 0:
                             break
                         bq = o_shares[b]
@@ -69,7 +69,7 @@ def cross_step(p, ph, out, g, rng, counts, ph_t0, ph_t1, ph_arg, st_sym, st_fair
                             ai += 1
                             if ai >= w:
                                 break
-                            a = lv_head[level_index(s, SELL, ai, w)]
+                            a = lv_head[level_index(s, SELL, ai, lad)]
                         if ai >= w:
                             break
                         aq = o_shares[a]
@@ -102,18 +102,18 @@ def cross_step(p, ph, out, g, rng, counts, ph_t0, ph_t1, ph_arg, st_sym, st_fair
             qq = g[G_PEND_Q]
             ts = advance_clock(g, rng, t1, left_est, False)
             p = execute_order(out, p, g, counts, s, track, ts, a, qq, False, mring, True, 78,
-                              cprice, w, lv_head, lv_tail, o_ref, o_stock, o_side, o_shares, o_price, o_prev,
+                              cprice, lad, lv_head, lv_tail, o_ref, o_stock, o_side, o_shares, o_price, o_prev,
                               o_next, o_lpos, live, st_best, st_nside)
             g[G_PEND] = 0
             return p
         bid, ask = st_best[s, BUY], st_best[s, SELL]
         if bid >= 0 and ask < w and bid >= ask:
-            b = lv_head[level_index(s, BUY, bid, w)]
-            a = lv_head[level_index(s, SELL, ask, w)]
+            b = lv_head[level_index(s, BUY, bid, lad)]
+            a = lv_head[level_index(s, SELL, ask, lad)]
             qq = o_shares[b] if o_shares[b] < o_shares[a] else o_shares[a]
             ts = advance_clock(g, rng, t1, left_est, False)
             p = execute_order(out, p, g, counts, s, track, ts, b, qq, False, mring, True, 78,
-                              cprice, w, lv_head, lv_tail, o_ref, o_stock, o_side, o_shares, o_price, o_prev,
+                              cprice, lad, lv_head, lv_tail, o_ref, o_stock, o_side, o_shares, o_price, o_prev,
                               o_next, o_lpos, live, st_best, st_nside)
             g[G_X_SHARES] += qq
             g[G_PEND] = 2
@@ -126,14 +126,14 @@ def cross_step(p, ph, out, g, rng, counts, ph_t0, ph_t1, ph_arg, st_sym, st_fair
         side = g[G_X_SIDE]
         tick = g[G_X_PRICE]
         if g[G_X_LEFT] > 0 and st_nside[s, side] > 0 and st_best[s, side] == tick:
-            o = lv_head[level_index(s, side, tick, w)]
+            o = lv_head[level_index(s, side, tick, lad)]
             sh = o_shares[o]
             qq = sh
             if sh > 1 and u01(rng) < 0.3:
                 qq = 1 + randint(rng, sh - 1)
             ts = advance_clock(g, rng, t1, left_est, False)
             p = execute_order(out, p, g, counts, s, track, ts, o, qq, False, mring, True, 78,
-                              cprice, w, lv_head, lv_tail, o_ref, o_stock, o_side, o_shares, o_price, o_prev,
+                              cprice, lad, lv_head, lv_tail, o_ref, o_stock, o_side, o_shares, o_price, o_prev,
                               o_next, o_lpos, live, st_best, st_nside)
             g[G_X_SHARES] += qq
             g[G_X_LEFT] -= 1

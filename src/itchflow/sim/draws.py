@@ -6,7 +6,7 @@ from __future__ import annotations
 from numba import njit
 
 from itchflow.sim.rng import randint, u01
-from itchflow.sim.state import FULL_EXEC_P
+from itchflow.sim.state import FULL_EXEC_P, G_MAX_REF, G_REF_JUMP, G_REF_JUMP_PPM, G_REF_SPILL
 
 
 @njit(nogil=True, cache=True)
@@ -53,17 +53,29 @@ def ticks_behind(rng, w):
 
 
 @njit(nogil=True, cache=True)
-def new_ref(rng, refctr):
-    """A fresh order reference: one of several interleaved ranges, with occasional jumps."""
+def new_ref(rng, refctr, g, ref_end):
+    """A fresh order reference: one of several interleaved ranges (range k ends before
+    ref_end[k]), with occasional jumps (a chance of g[G_REF_JUMP_PPM] per million, up to
+    g[G_REF_JUMP] further). A range that runs full steps by one, then hands out references past
+    every range, so references stay unique whatever the settings."""
     u = u01(rng)
     k = 0
     if u >= 0.5:
         k = 1 + randint(rng, len(refctr) - 1)
     step = 1
-    if u01(rng) < 0.01:
-        step += randint(rng, 5000)
-    refctr[k] += step
-    return refctr[k]
+    if u01(rng) < g[G_REF_JUMP_PPM] / 1e6:
+        step += randint(rng, g[G_REF_JUMP])
+    v = refctr[k] + step
+    if v >= ref_end[k]:
+        v = refctr[k] + 1
+        if v >= ref_end[k]:
+            v = g[G_REF_SPILL]
+            g[G_REF_SPILL] = v + 1
+    else:
+        refctr[k] = v
+    if v > g[G_MAX_REF]:
+        g[G_MAX_REF] = v
+    return v
 
 
 @njit(nogil=True, cache=True)

@@ -16,7 +16,8 @@ from itchflow.sim.state import (
     BUY, EX_B, EX_C, EX_HALT, EX_I, EX_L, EX_P, FL_ALLOW_CROSS, FL_LAST, FP_A, FP_D, FP_E, FP_F, FP_U,
     FP_X, G_CAP, G_CLOSE_ALL, G_EMITTED, G_EX0, G_FREE, G_HALT_DUE, G_HALT_STAGE, G_HALT_STOCK, G_K,
     G_LIVE, G_MRING_N, G_N, G_NOII_NEXT, G_NONHEAD, G_PEND, G_PEND_SIDE, G_PEND_STOCK, G_PH_LEFT,
-    G_PH_STARTED, G_T, G_TARGET_LIVE, G_W, NONHEAD_P, N_EXTRA, PH_FLOW, SELL, SWEEP_MORE, SWEEP_P,
+    G_PEAK_LIVE, G_PH_STARTED, G_REST_CAP, G_REST_FROM, G_REST_SLOT, G_REST_I, G_REST_N, G_REST_OVER, G_RESTING, G_T, G_TARGET_LIVE, NONHEAD_P,
+    N_EXTRA, PH_FLOW, SELL, SWEEP_MORE, SWEEP_P,
 )
 from itchflow.sim.writers import (
     raw_price, write_action, write_add, write_broken, write_cancel, write_collar, write_cross,
@@ -27,12 +28,12 @@ from itchflow.sim.writers import (
 @njit(nogil=True, cache=True, _nrt=False)  # no refcounting: see itchflow.sim.phases
 def flow_step(p, ph, out, g, rng, refctr, counts, flow_p, ph_kind, ph_t0, ph_t1, ph_share, ph_fixed,
               ph_reserve, ph_arg, ph_extra, st_sym, st_cdf, st_fair, st_best, st_nside, st_tick,
-              st_base, st_halted, st_track, st_mul, lv_head, lv_tail, o_ref, o_stock, o_side, o_shares,
-              o_price, o_prev, o_next, o_lpos, live, mring, mpids, reasons):
+              st_base, st_halted, st_track, st_mul, lad, lv_head, lv_tail, o_ref, o_stock, o_side, o_shares,
+              o_price, o_prev, o_next, o_lpos, live, mring, mpids, reasons, rest_stock, rest_side, rest_off,
+              ref_end):
     """One order-flow message (add, execute, cancel, delete, replace, or an extra); returns p."""
     n_total = g[G_N]
     k_stocks = g[G_K]
-    w = g[G_W]
     n_phases = len(ph_kind)
     t0 = ph_t0[ph]
     t1 = ph_t1[ph]
@@ -75,7 +76,7 @@ def flow_step(p, ph, out, g, rng, refctr, counts, flow_p, ph_kind, ph_t0, ph_t1,
             s = o_stock[o]
             ts = advance_clock(g, rng, t1, left if left > n_live else n_live, False)
             p = write_delete(out, p, g, counts, s, st_track[s], ts, o_ref[o])
-            remove_order(o, g, w, lv_head, lv_tail, o_stock, o_side, o_price, o_prev, o_next,
+            remove_order(o, g, lad, lv_head, lv_tail, o_stock, o_side, o_price, o_prev, o_next,
                     o_lpos, live, st_best, st_nside)
             g[G_PH_LEFT] = left - 1
             return p
@@ -128,12 +129,12 @@ def flow_step(p, ph, out, g, rng, refctr, counts, flow_p, ph_kind, ph_t0, ph_t1,
         s = g[G_PEND_STOCK]
         side = g[G_PEND_SIDE]
         if st_nside[s, side] > 0:
-            o = lv_head[level_index(s, side, st_best[s, side], w)]
+            o = lv_head[level_index(s, side, st_best[s, side], lad)]
             ts = g[G_T]
             sh = o_shares[o]
             qq = executed_shares(rng, sh)
             p = execute_order(out, p, g, counts, s, st_track[s], ts, o, qq, True, mring, False, 89,
-                              0, w, lv_head, lv_tail, o_ref, o_stock, o_side, o_shares, o_price, o_prev,
+                              0, lad, lv_head, lv_tail, o_ref, o_stock, o_side, o_shares, o_price, o_prev,
                               o_next, o_lpos, live, st_best, st_nside)
             if o_shares[o] > 0 or u01(rng) >= SWEEP_MORE:
                 g[G_PEND] = 0
@@ -184,12 +185,12 @@ def flow_step(p, ph, out, g, rng, refctr, counts, flow_p, ph_kind, ph_t0, ph_t1,
                 if st_nside[s, side] == 0:
                     side = 1 - side
                 tick = st_best[s, side]
-                o = lv_head[level_index(s, side, tick, w)]
+                o = lv_head[level_index(s, side, tick, lad)]
                 sh = o_shares[o]
                 qq = executed_shares(rng, sh)
                 xt = tick + 1 if (side == SELL or tick == 0) else tick - 1
                 p = execute_order(out, p, g, counts, s, st_track[s], ts, o, qq, True, mring, True, 89,
-                                  raw_price(st_base, st_tick, s, xt), w, lv_head, lv_tail, o_ref, o_stock,
+                                  raw_price(st_base, st_tick, s, xt), lad, lv_head, lv_tail, o_ref, o_stock,
                                   o_side, o_shares, o_price, o_prev, o_next, o_lpos, live, st_best, st_nside)
             else:
                 if st_halted[s]:
@@ -198,26 +199,49 @@ def flow_step(p, ph, out, g, rng, refctr, counts, flow_p, ph_kind, ph_t0, ph_t1,
                         s = 1
                 bid, ask = st_best[s, BUY], st_best[s, SELL]
                 tick = st_fair[s]
-                if bid >= 0 and ask < w and bid < ask:
+                if bid >= 0 and ask < lad[s, 1] and bid < ask:
                     tick = bid + (ask - bid) // 2
                 m = next_match(g, mring, True)
                 p = write_trade(out, p, g, counts, s, st_track[s], ts, BUY if u01(rng) < 0.5 else SELL,
                              order_size(rng, st_mul[s]), st_sym[s], raw_price(st_base, st_tick, s, tick), m)
         return p
 
-    # Order flow proper. Adds and deletes lean towards the live-order target.
+    # Orders that rest all day, far from the touch, spread evenly over the first part of the day
+    # (only on days that ask for a live-order population: the default day has none).
+    # They stop while the live orders are at the asked population, leaving room, until the end of
+    # that first part, for the orders that come and go to reach their own target.
+    n_rest = g[G_REST_N]
+    if n_rest > 0 and not close_mode:
+        ri = g[G_REST_I]
+        since = g[G_EMITTED] - g[G_REST_FROM]
+        room = g[G_REST_CAP] - n_live
+        if since < g[G_REST_OVER]:
+            short = g[G_TARGET_LIVE] - (n_live - g[G_RESTING])
+            if short > 0:
+                room -= short
+        if ri < n_rest and room > 0 and since * n_rest >= ri * g[G_REST_OVER]:
+            g[G_REST_I] = ri + 1
+            ts = advance_clock(g, rng, t1, left, False)
+            return add_resting(p, out, g, rng, refctr, counts, rest_stock[ri], rest_side[ri], rest_off[ri],
+                               ts, st_sym, st_fair, st_best, st_nside, st_tick, st_base, st_track, st_mul, lad, lv_head,
+                               lv_tail, o_ref, o_stock, o_side, o_shares, o_price, o_prev, o_next, o_lpos,
+                               live, mpids, ref_end)
+
+    # Order flow proper. Adds and deletes lean towards the live-order target (of the orders
+    # that do not rest all day).
     ts = advance_clock(g, rng, t1, left, False)
     target = g[G_TARGET_LIVE]
-    dev = (target - n_live) / target
+    n_active = n_live - g[G_RESTING]
+    dev = (target - n_active) / target
     if dev > 1.0:
         dev = 1.0
     elif dev < -1.0:
         dev = -1.0
     lean = 0.03 * dev
     u = u01(rng)
-    if n_live == 0:
+    if n_active == 0:
         act = FP_F if flow_p[FP_A] + lean <= u < flow_p[FP_F] + lean else FP_A
-    elif n_live >= g[G_CAP] - 2:
+    elif n_active >= g[G_CAP] - 2:
         act = FP_D
     elif u < flow_p[FP_F] + lean:
         act = FP_A if u < flow_p[FP_A] + lean else FP_F
@@ -241,21 +265,21 @@ def flow_step(p, ph, out, g, rng, refctr, counts, flow_p, ph_kind, ph_t0, ph_t1,
             if st_nside[s, side] == 0:
                 side = 1 - side
             tick = st_best[s, side]
-            o = lv_head[level_index(s, side, tick, w)]
+            o = lv_head[level_index(s, side, tick, lad)]
             if o_next[o] != -1 and u01(rng) < NONHEAD_P:
                 o = o_next[o]  # executed by reference behind the head of the queue
                 g[G_NONHEAD] += 1
             sh = o_shares[o]
             qq = executed_shares(rng, sh)
             p = execute_order(out, p, g, counts, s, st_track[s], ts, o, qq, True, mring, False, 89,
-                              0, w, lv_head, lv_tail, o_ref, o_stock, o_side, o_shares, o_price, o_prev,
+                              0, lad, lv_head, lv_tail, o_ref, o_stock, o_side, o_shares, o_price, o_prev,
                               o_next, o_lpos, live, st_best, st_nside)
             if o_shares[o] == 0:  # the order is gone: the event may sweep on to the next one
                 if u01(rng) < SWEEP_P:
                     g[G_PEND] = 1
                     g[G_PEND_STOCK] = s
                     g[G_PEND_SIDE] = side
-            walk_fair(rng, st_fair, s, w)
+            walk_fair(rng, st_fair, s, lad)
             return p
 
     if act == FP_X:
@@ -274,7 +298,7 @@ def flow_step(p, ph, out, g, rng, refctr, counts, flow_p, ph_kind, ph_t0, ph_t1,
         o = pick_live(rng, g, live, True)
         s = o_stock[o]
         p = write_delete(out, p, g, counts, s, st_track[s], ts, o_ref[o])
-        remove_order(o, g, w, lv_head, lv_tail, o_stock, o_side, o_price, o_prev, o_next,
+        remove_order(o, g, lad, lv_head, lv_tail, o_stock, o_side, o_price, o_prev, o_next,
                 o_lpos, live, st_best, st_nside)
         return p
 
@@ -282,6 +306,7 @@ def flow_step(p, ph, out, g, rng, refctr, counts, flow_p, ph_kind, ph_t0, ph_t1,
         o = pick_live(rng, g, live, True)
         s = o_stock[o]
         side = o_side[o]
+        w = lad[s, 1]
         tick = o_price[o] + randint(rng, 5) - 2
         if tick < 0:
             tick = 0
@@ -297,23 +322,23 @@ def flow_step(p, ph, out, g, rng, refctr, counts, flow_p, ph_kind, ph_t0, ph_t1,
         shares = o_shares[o]
         if u01(rng) < 0.5:
             shares = order_size(rng, st_mul[s])
-        new = new_ref(rng, refctr)
+        new = new_ref(rng, refctr, g, ref_end)
         p = write_replace(out, p, g, counts, s, st_track[s], ts, o_ref[o], new, shares,
                        raw_price(st_base, st_tick, s, tick))
-        unlink_order(o, s, side, o_price[o], w, lv_head, lv_tail, o_prev, o_next, st_best, st_nside)
+        unlink_order(o, s, side, o_price[o], lad, lv_head, lv_tail, o_prev, o_next, st_best, st_nside)
         o_ref[o] = new
         o_shares[o] = shares
         o_price[o] = tick
-        link_order(o, s, side, tick, w, lv_head, lv_tail, o_prev, o_next, st_best, st_nside)
+        link_order(o, s, side, tick, lad, lv_head, lv_tail, o_prev, o_next, st_best, st_nside)
         return p
 
     # Add (A, or F with a market participant ID).
     s = zipf_stock(rng, st_cdf)
-    walk_fair(rng, st_fair, s, w)
-    side, tick = passive_tick(rng, st_fair, st_best, s, BUY if u01(rng) < 0.5 else SELL, w,
+    walk_fair(rng, st_fair, s, lad)
+    side, tick = passive_tick(rng, st_fair, st_best, s, BUY if u01(rng) < 0.5 else SELL, lad,
                                allow_cross)
     shares = order_size(rng, st_mul[s])
-    ref = new_ref(rng, refctr)
+    ref = new_ref(rng, refctr, g, ref_end)
     o = g[G_FREE]
     g[G_FREE] = o_next[o]
     o_ref[o] = ref
@@ -325,7 +350,64 @@ def flow_step(p, ph, out, g, rng, refctr, counts, flow_p, ph_kind, ph_t0, ph_t1,
     live[pos] = o
     o_lpos[o] = pos
     g[G_LIVE] = pos + 1
-    link_order(o, s, side, tick, w, lv_head, lv_tail, o_prev, o_next, st_best, st_nside)
+    if pos + 1 > g[G_PEAK_LIVE]:
+        g[G_PEAK_LIVE] = pos + 1
+    link_order(o, s, side, tick, lad, lv_head, lv_tail, o_prev, o_next, st_best, st_nside)
     p = write_add(out, p, g, counts, s, st_track[s], ts, ref, side, shares, st_sym[s],
                raw_price(st_base, st_tick, s, tick), mpids[randint(rng, len(mpids))], act == FP_F)
     return p
+
+
+@njit(nogil=True, cache=True, _nrt=False)  # no refcounting: see itchflow.sim.phases
+def add_resting(p, out, g, rng, refctr, counts, s, side, off, ts, st_sym, st_fair, st_best, st_nside, st_tick,
+                st_base, st_track, st_mul, lad, lv_head, lv_tail, o_ref, o_stock, o_side, o_shares, o_price, o_prev,
+                o_next, o_lpos, live, mpids, ref_end):
+    """Add an order that rests all day, ``off`` ticks away from the stock's fair price on its
+    side (or, when off < 0, at tick -off - 1 of its ladder: the levels of a deep book), never at
+    or through the other side's touch; it joins live[0:G_RESTING]. Returns p."""
+    w = lad[s, 1]
+    fair = st_fair[s]
+    if side == BUY:
+        tick = fair - off if off >= 0 else -off - 1
+        if tick < 0:
+            tick = 0
+        ask = st_best[s, SELL]
+        if ask < w and tick >= ask:
+            tick = ask - 1
+        if tick < 0:  # no room under the ask: rest at the top of the ask ladder instead
+            side, tick = SELL, w - 1
+    else:
+        tick = fair + off if off >= 0 else -off - 1
+        if tick >= w:
+            tick = w - 1
+        bid = st_best[s, BUY]
+        if bid >= 0 and tick <= bid:
+            tick = bid + 1
+        if tick >= w:
+            side, tick = BUY, 0
+    shares = order_size(rng, st_mul[s])
+    ref = new_ref(rng, refctr, g, ref_end)
+    # Resting orders have slots of their own, above the G_CAP slots the orders that come and go
+    # share (which then stay close together in memory); a freed one joins the common free list.
+    o = g[G_REST_SLOT]
+    g[G_REST_SLOT] = o + 1
+    o_ref[o] = ref
+    o_stock[o] = s
+    o_side[o] = side
+    o_shares[o] = shares
+    o_price[o] = tick
+    n = g[G_LIVE]
+    r = g[G_RESTING]
+    if n > r:  # the first active order moves to the end to make room
+        first = live[r]
+        live[n] = first
+        o_lpos[first] = n
+    live[r] = o
+    o_lpos[o] = r
+    g[G_RESTING] = r + 1
+    g[G_LIVE] = n + 1
+    if n + 1 > g[G_PEAK_LIVE]:
+        g[G_PEAK_LIVE] = n + 1
+    link_order(o, s, side, tick, lad, lv_head, lv_tail, o_prev, o_next, st_best, st_nside)
+    return write_add(out, p, g, counts, s, st_track[s], ts, ref, side, shares, st_sym[s],
+                     raw_price(st_base, st_tick, s, tick), mpids[0], False)

@@ -31,6 +31,18 @@ What the day looks like (each point is checked by tests/test_generator.py):
 - ``close_all=True``: before the E event every live order is deleted, so a book built from
   the day ends empty.
 
+The day's shape (``profile=`` and the knobs of SHAPE_KNOBS; tests/test_generator_profiles.py):
+``concentration`` is the Zipf exponent above (default 1.1); ``live_orders`` adds orders that
+rest all day, far from the touch, spread over the flow up to about 10:00 and topped up after,
+until that many orders are live (D/X/U never pick them; executions may reach them);
+``depth`` widens the busiest books' ladders (each stock its own width) and puts one resting
+order on each of ``depth / rank`` levels of one side; ``ref_span`` puts the reference ranges inside
+1..ref_span, sized by use, with jumps sized to fill ~90% of each (a range that runs full hands
+out references past ref_span rather than repeat one); ``sub_dollar`` and ``high_priced`` set the
+shares of stocks below $1 and above $1,000. ``profile="fullday"`` sets them all to a real day's
+(PROFILES). The knobs draw from a random stream of their own and cost nothing when unused, so a
+day that leaves them at their defaults keeps its bytes (tests/test_generator_bytes.py).
+
 Message count: exactly ``messages``. (With ``close_all`` the final purge is fitted into the
 budget; if a pathological setting ever left more live orders than messages to spend, the
 purge wins and the day runs over: ``write_day`` reports the true count.) Days smaller than
@@ -89,6 +101,55 @@ def minimum_messages(stocks: int) -> int:
     return 60 * stocks + 10_000
 
 
+# The day's shape: what a benchmark varies. None means "as the default day has it" (those
+# settings leave the default day's bytes exactly as they were).
+SHAPE_KNOBS = {
+    "stocks": "stocks (locates 1..K)",
+    "concentration": "Zipf exponent of each stock's share of the order flow (share of the stock of "
+                     "activity rank r ~ 1/r**a: larger = a few very busy stocks, most quiet)",
+    "live_orders": "peak live-order population to reach, independent of the message count (orders that "
+                   "rest all day far from the touch are added over the first part of the day)",
+    "depth": "price levels on one side of the busiest book (the next busiest get depth/rank)",
+    "ref_span": "order references spread over 1..ref_span (interleaved ranges, not monotonic); "
+                "default: ranges spaced 2**37 apart",
+    "sub_dollar": "share of stocks priced below $1 (ticks of $0.0001)",
+    "high_priced": "share of stocks priced above $1,000 (ticks of a cent)",
+}
+DEFAULT_SHAPE = {"stocks": 100, "concentration": 1.1, "live_orders": None, "depth": None,
+                 "ref_span": None, "sub_dollar": 0.05, "high_priced": 0.0}
+# 01302019 / 12302019 (DESIGN.md section 3): ~8,700 stocks with books, peak live orders 1.74 M,
+# 4,227 levels on one side, references up to 308.6 M and not monotonic. The concentration
+# and the price bands are not published there: a Zipf exponent of 0.9 puts ~6.5% of the flow
+# on the busiest of 8,700 stocks (about a quarter on the top 10); 6% of stocks below $1, 1% above $1,000.
+PROFILES = {
+    "default": dict(DEFAULT_SHAPE),
+    "fullday": {"stocks": 8700, "concentration": 0.9, "live_orders": 1_740_000, "depth": 4227,
+                "ref_span": 310_000_000, "sub_dollar": 0.06, "high_priced": 0.01},
+}
+# A profile's live-order population is capped at this share of the day's messages (each live
+# order costs at least one add), so a named profile works at any message count.
+PROFILE_LIVE_SHARE = 0.15
+_MAX_REST_SHARE = 0.6  # resting adds may take at most this share of the day's messages
+
+
+def resolve_shape(messages: int, profile: str | None = None, **overrides) -> dict:
+    """The day's shape: a named profile (default ``"default"``), then any knob given (not None)."""
+    name = profile or "default"
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r} (known: {', '.join(PROFILES)})")
+    shape = dict(PROFILES[name])
+    unknown = set(overrides) - set(SHAPE_KNOBS)
+    if unknown:
+        raise TypeError(f"unknown day-shape knob(s): {', '.join(sorted(unknown))}")
+    if shape["live_orders"] is not None and overrides.get("live_orders") is None:
+        shape["live_orders"] = min(shape["live_orders"], int(PROFILE_LIVE_SHARE * messages))
+    for key, value in overrides.items():
+        if value is not None:
+            shape[key] = value
+    shape["profile"] = name
+    return shape
+
+
 def _symbols(rng: np.random.Generator, k: int) -> tuple[list[bytes], list[bytes], list[bool]]:
     """K unique symbols (about 60% real tickers, the rest synthetic), sorted as Nasdaq sorts
     locates; with their market category and whether the ticker is real."""
@@ -118,10 +179,27 @@ def _symbols(rng: np.random.Generator, k: int) -> tuple[list[bytes], list[bytes]
 class _Plan:
     """The day's fixed parameters, stocks and phase table, and all the mutable state."""
 
-    def __init__(self, messages: int, seed: int, stocks: int, close_all: bool):
+    def __init__(self, messages: int, seed: int, stocks: int, close_all: bool, shape: dict | None = None):
         from itchflow.sim import state as gk
         from itchflow.sim.phases import run  # the compiled kernel: loaded on first use
 
+        shape = dict(shape or resolve_shape(messages, stocks=stocks))
+        shape["stocks"] = stocks
+        self.shape = shape
+        conc, live_orders, depth = shape["concentration"], shape["live_orders"], shape["depth"]
+        ref_span, sub_frac, high_frac = shape["ref_span"], shape["sub_dollar"], shape["high_priced"]
+        if not conc > 0:
+            raise ValueError("concentration (the Zipf exponent) must be > 0")
+        if not (0 <= sub_frac <= 1 and 0 <= high_frac <= 1 and sub_frac + high_frac <= 1):
+            raise ValueError("sub_dollar and high_priced are shares of the stocks (0..1, together at most 1)")
+        if live_orders is not None and live_orders < 0:
+            raise ValueError("live_orders must be >= 0")
+        if depth is not None and not 1 <= depth <= 100_000:
+            raise ValueError("depth must be between 1 and 100000 levels")
+        if ref_span is not None and not 1_000_000 <= ref_span < 1 << 62:
+            raise ValueError("ref_span must be between 1e6 and 2**62")
+        # The new knobs draw from their own stream, so a day that does not use them keeps its bytes.
+        rng2 = np.random.default_rng([seed, 0x17C4F10, 2])
         if stocks < 1 or stocks > 20_000:
             raise ValueError("stocks must be between 1 and 20000")
         if messages < minimum_messages(stocks):
@@ -146,17 +224,31 @@ class _Plan:
         for i, s in enumerate(syms):
             sym_arr[i + 1] = np.frombuffer(s, np.uint8)
         rank = rng.permutation(k)
-        weight = 1.0 / (rank + 1.0) ** 1.1
+        weight = 1.0 / (rank + 1.0) ** conc
         cdf = np.cumsum(weight / weight.sum())
         cdf[-1] = 1.0
-        sub_dollar = rng.random(k) < 0.05
+        sub_dollar = rng.random(k) < sub_frac
         sub_dollar[0 if k == 1 else rank.argmin()] = False  # the most active name trades in cents
         tick = np.where(sub_dollar, 1, 100).astype(np.int64)
         start = np.where(sub_dollar, rng.integers(1_200, 8_500, k),
                          np.round(np.exp(rng.uniform(np.log(2.0), np.log(400.0), k)) * 100) * 100)
         start = start.astype(np.int64)
-        base = np.maximum(tick, start - (w // 2) * tick)
-        fair = np.clip((start - base) // tick, w // 8 + 1, w - w // 8 - 1)
+        if high_frac > 0:  # a few stocks above $1,000 (cent ticks)
+            high = (rng2.random(k) < high_frac) & ~sub_dollar
+            dollars = np.exp(rng2.uniform(np.log(1_000.0), np.log(5_000.0), k))
+            start = np.where(high, np.round(dollars * 100).astype(np.int64) * 100, start)
+        self.st_start = start
+        # Ladder width per stock: the default day gives every stock w ticks; a deep-book day widens
+        # the busiest stocks' ladders to hold `depth / activity rank` levels on one side.
+        want = np.zeros(k, np.int64)
+        deep_gap = 96  # the deep levels start this many ticks above the starting price
+        if depth is not None:
+            want = np.floor(depth / (rank + 1.0)).astype(np.int64)
+            want[want < 64] = 0  # a stock that would get fewer than 64 deep levels gets none
+        need = 2 * (deep_gap + want + want // 16 + 512)
+        widths = np.where(want > 0, np.maximum(w, (need + 63) // 64 * 64), w).astype(np.int64)
+        base = np.maximum(tick, start - (widths // 2) * tick)
+        fair = np.clip((start - base) // tick, widths // 8 + 1, widths - widths // 8 - 1)
 
         def per_stock(values, dtype=np.int64, fill=0):
             a = np.full(k + 1, fill, dtype)
@@ -168,7 +260,11 @@ class _Plan:
         self.st_fair = per_stock(fair)
         self.st_best = np.empty((k + 1, 2), np.int64)
         self.st_best[:, gk.BUY] = -1
-        self.st_best[:, gk.SELL] = w
+        self.st_best[:, gk.SELL] = per_stock(widths, fill=w)
+        # lad[s] = (offset of the bid ladder in lv_head, width); the ask ladder follows the bid one.
+        self.lad = np.zeros((k + 1, 2), np.int64)
+        self.lad[:, 1] = per_stock(widths, fill=w)
+        self.lad[1:, 0] = 2 * np.cumsum(self.lad[:-1, 1])[:k]
         self.st_nside = np.zeros((k + 1, 2), np.int64)
         self.st_tick = per_stock(tick, fill=100)
         self.st_base = per_stock(base, fill=100)
@@ -198,6 +294,12 @@ class _Plan:
         n_admin = len(self.admin_off) - 1
 
         # ---- phases: (kind, t0, t1, share, fixed, arg, extras, noii cross type)
+        # close_all with a resting population: the last phase must have room to delete it all.
+        last_share = 0.07
+        purge = max(int(live_orders or 0), int((want + want // 16).sum()))
+        if close_all and purge:
+            x = min(0.9, 1.25 * purge / n)
+            last_share = max(last_share, 0.865 * x / (1.0 - x))
         P = gk
         ex = lambda **kw: kw  # noqa: E731
         t_s = _hms(4)
@@ -220,7 +322,7 @@ class _Plan:
             (P.PH_FLOW, t_m - 1_000_000, t_m, 0.0, burst, 0, {}, 0),
             (P.PH_SYS, t_m, t_m, 0.0, -1, ord("M"), {}, 0),
             (P.PH_CROSS, t_m + 1_000, t_m + 1_500_000, 0.0, -1, ord("C"), {}, 0),
-            (P.PH_FLOW, t_m + 1_500_000, _hms(20), 0.07, -1, P.FL_LAST, ex(P=1, C=1, L=1), 0),
+            (P.PH_FLOW, t_m + 1_500_000, _hms(20), last_share, -1, P.FL_LAST, ex(P=1, C=1, L=1), 0),
             (P.PH_SYS, _hms(20), _hms(20), 0.0, -1, ord("E"), {}, 0),
             (P.PH_SYS, _hms(20, 5), _hms(20, 5), 0.0, -1, ord("C"), {}, 0),
             (P.PH_END, 0, 0, 0.0, -1, 0, {}, 0),
@@ -274,20 +376,31 @@ class _Plan:
         self.flow_p[-1] = 1.0
 
         # ---- orders
-        target_live = int(max(5 * k, 0.004 * n))
+        target_live = int(max(5 * k, 0.004 * n))  # of the orders that come and go
+        # Orders that rest all day: enough to bring the population to live_orders, and one per
+        # level of the deep books.
+        rest_stock, rest_side, rest_off = self._resting(rng2, k, w, cdf, fair, widths, want, deep_gap,
+                                                        live_orders, target_live)
+        n_rest = len(rest_stock)
+        if n_rest > _MAX_REST_SHARE * n:
+            raise ValueError(f"{n_rest:,} orders resting all day (for live_orders={live_orders} and "
+                             f"depth={depth}) need a day of at least {int(n_rest / _MAX_REST_SHARE):,} "
+                             f"messages (asked for {n:,})")
+        self.rest_stock, self.rest_side, self.rest_off = rest_stock, rest_side, rest_off
         cap = 3 * target_live + 10_000
-        self.o_ref = np.zeros(cap, np.int64)
-        self.o_stock = np.zeros(cap, np.int32)
-        self.o_side = np.zeros(cap, np.int8)
-        self.o_shares = np.zeros(cap, np.int64)
-        self.o_price = np.zeros(cap, np.int32)
-        self.o_prev = np.full(cap, -1, np.int32)
-        self.o_next = np.arange(1, cap + 1, dtype=np.int32)
-        self.o_next[-1] = -1
-        self.o_lpos = np.zeros(cap, np.int32)
-        self.live = np.zeros(cap, np.int32)
-        self.lv_head = np.full(2 * (k + 1) * w, -1, np.int32)
-        self.lv_tail = np.full(2 * (k + 1) * w, -1, np.int32)
+        slots = cap + n_rest  # resting orders take slots cap.. (not on the free list)
+        self.o_ref = np.zeros(slots, np.int64)
+        self.o_stock = np.zeros(slots, np.int32)
+        self.o_side = np.zeros(slots, np.int8)
+        self.o_shares = np.zeros(slots, np.int64)
+        self.o_price = np.zeros(slots, np.int32)
+        self.o_prev = np.full(slots, -1, np.int32)
+        self.o_next = np.arange(1, slots + 1, dtype=np.int32)
+        self.o_next[cap - 1:] = -1
+        self.o_lpos = np.zeros(slots, np.int32)
+        self.live = np.zeros(slots, np.int32)
+        self.lv_head = np.full(2 * int(self.lad[:, 1].sum()), -1, np.int32)
+        self.lv_tail = np.full(len(self.lv_head), -1, np.int32)
         self.mring = np.zeros(gk.MRING, np.int64)
         self.mpids = np.frombuffer(b"".join(m.encode() for m in _MPIDS), np.uint8).reshape(-1, 4).copy()
         self.reasons = np.frombuffer(b"LUDP    ", np.uint8).reshape(2, 4).copy()
@@ -296,6 +409,25 @@ class _Plan:
         self.refctr = np.array([int(rng.integers(1, 1 << 20))] +
                                [j * (1 << 37) + int(rng.integers(1, 1 << 34)) for j in range(1, streams)],
                                np.int64)
+        self.ref_end = np.full(streams, 1 << 62, np.int64)
+        ref_jump, ref_jump_ppm, ref_spill = 5000, 10_000, 1 << 62
+        if ref_span is not None:
+            # Range j gets a share of 1..ref_span in proportion to how often it is used (half the
+            # references come from range 0), and jumps are sized so the expected references fill
+            # about 90% of each range: the largest reaches ~0.99 ref_span.
+            use = np.array([0.5] + [0.5 / (streams - 1)] * (streams - 1))
+            starts = 1 + np.floor(np.concatenate([[0.0], np.cumsum(use)[:-1]]) * ref_span).astype(np.int64)
+            self.ref_end[:-1] = starts[1:]
+            self.ref_end[-1] = ref_span + 1
+            self.refctr[:] = starts + rng2.integers(0, 64, streams)
+            expected_refs = 0.52 * n + n_rest  # A + F + U of a real day, and the resting orders
+            if expected_refs > 0.8 * ref_span:
+                raise ValueError(f"ref_span {ref_span:,} is too small for the ~{int(expected_refs):,} order "
+                                 f"references of this day (give at least {int(expected_refs / 0.8):,})")
+            ref_jump_ppm = 250_000
+            mean_step = 0.9 * ref_span / max(expected_refs, 1.0)
+            ref_jump = max(1, int(2 * (mean_step - 1) / 0.25))
+            ref_spill = ref_span + 1
         self.counts = np.zeros(256, np.int64)
         self.g = np.zeros(gk.G_SIZE, np.int64)
         g = self.g
@@ -303,7 +435,52 @@ class _Plan:
         g[gk.G_CAP], g[gk.G_TARGET_LIVE], g[gk.G_CLOSE_ALL] = cap, target_live, int(close_all)
         g[gk.G_NOII_NEXT] = 1
         g[gk.G_MATCH] = int(rng.integers(1_000, 100_000))
+        g[gk.G_REF_JUMP], g[gk.G_REF_JUMP_PPM], g[gk.G_REF_SPILL] = ref_jump, ref_jump_ppm, ref_spill
+        # Resting orders are spread evenly over the flow up to about 10:00 (a fifth of the day's
+        # messages), or longer when there are more of them.
+        g[gk.G_REST_N] = n_rest
+        g[gk.G_REST_SLOT] = cap
+        g[gk.G_REST_FROM] = n_admin + 2
+        g[gk.G_REST_OVER] = max(int(0.2 * n), int(n_rest / 0.85)) if n_rest else 1
+        g[gk.G_REST_CAP] = int(live_orders) if live_orders is not None else 1 << 62
         self.rng = _xoshiro_seed(seed)
+
+    @staticmethod
+    def _resting(rng2, k, w, cdf, fair, widths, want, deep_gap, live_orders, target_live):
+        """The orders that rest all day, in the order they are added: (stock, side, offset),
+        offset >= 0 ticks away from the fair price at the time, or -(tick + 1) for a level of a
+        deep book (one order per level beyond the starting price, on one side)."""
+        stocks, sides, offs = [], [], []
+        for i in np.flatnonzero(want):
+            d = int(want[i] + want[i] // 16)  # a few spare levels: executions may take some
+            # The deep side: the bids when there is room under the price (half the time), else the asks.
+            bid = rng2.random() < 0.5 and fair[i] - deep_gap - d >= 1
+            ticks = fair[i] - deep_gap - np.arange(d) if bid else fair[i] + deep_gap + np.arange(d)
+            stocks.append(np.full(d, i + 1, np.int32))
+            sides.append(np.full(d, 0 if bid else 1, np.int8))
+            offs.append(-(ticks + 1).astype(np.int32))
+        n_deep = sum(len(x) for x in stocks)
+        n_more = 0
+        if live_orders is not None:
+            # Enough for the whole population even if no other order were live: the kernel stops
+            # adding them while live orders are at live_orders (G_REST_CAP).
+            n_more = max(0, int(live_orders) - n_deep)
+        if n_more:
+            u = rng2.random(n_more)
+            st = np.searchsorted(cdf, rng2.random(n_more), side="right").astype(np.int32) + 1
+            st = np.minimum(st, k)
+            half = np.minimum(widths[st - 1], w) // 2  # (the deep levels are the deep books' own)
+            stocks.append(st)
+            sides.append((u < 0.5).astype(np.int8))
+            offs.append((4 + (half - 40) * rng2.random(n_more) ** 2).astype(np.int32))
+        if not stocks:
+            e = np.zeros(0, np.int32)
+            return e, np.zeros(0, np.int8), e.copy()
+        # Random order, but the deep levels all within about the first half (the kernel may not need
+        # the last resting orders: see G_REST_CAP).
+        keys = np.concatenate([0.5 * rng2.random(n_deep), rng2.random(n_more)])
+        order = np.argsort(keys, kind="stable")
+        return (np.concatenate(stocks)[order], np.concatenate(sides)[order], np.concatenate(offs)[order])
 
     def _admin(self, rng, t_open, syms, cats, l_admin):
         """The directory block as framed bytes with timestamps: V, then R, Y, H, L per stock."""
@@ -367,9 +544,10 @@ class _Plan:
             self.ph_arg, self.ph_extra, self.admin_blob, self.admin_off,
             self.st_sym, self.st_cdf, self.st_fair, self.st_best, self.st_nside, self.st_tick,
             self.st_base, self.st_halted, self.st_track, self.st_mul, self.st_close_n,
-            self.lv_head, self.lv_tail,
+            self.lad, self.lv_head, self.lv_tail,
             self.o_ref, self.o_stock, self.o_side, self.o_shares, self.o_price, self.o_prev,
-            self.o_next, self.o_lpos, self.live, self.mring, self.mpids, self.reasons)
+            self.o_next, self.o_lpos, self.live, self.mring, self.mpids, self.reasons,
+            self.rest_stock, self.rest_side, self.rest_off, self.ref_end)
 
     @property
     def done(self) -> bool:
@@ -379,8 +557,22 @@ class _Plan:
     def emitted(self) -> int:
         return int(self.g[self.gk.G_EMITTED])
 
+    def deepest_side(self) -> int:
+        """Most non-empty price levels on one side of one book, now."""
+        filled = self.lv_head != -1
+        ends = 2 * np.cumsum(self.lad[:, 1])
+        starts = ends - 2 * self.lad[:, 1]
+        best = 0
+        for a, e, w in zip(starts, ends, self.lad[:, 1]):
+            best = max(best, int(filled[a:a + w].sum()), int(filled[a + w:e].sum()))
+        return best
+
     def summary(self, nbytes: int, seconds: float) -> dict:
+        gk = self.gk
         by_type = {chr(c): int(v) for c, v in enumerate(self.counts) if v}
+        share = np.diff(np.concatenate([[0.0], self.st_cdf]))
+        top = np.sort(share)[::-1]
+        price = self.st_start / 10_000
         return {
             "messages": self.emitted,
             "bytes": nbytes,
@@ -388,9 +580,19 @@ class _Plan:
             "stocks": self.stocks,
             "seed": self.seed,
             "close_all": self.close_all,
-            "live_orders_at_end": int(self.g[self.gk.G_LIVE]),
-            "non_head_executions": int(self.g[self.gk.G_NONHEAD]),
+            "live_orders_at_end": int(self.g[gk.G_LIVE]),
+            "non_head_executions": int(self.g[gk.G_NONHEAD]),
             "seconds": seconds,
+            # the day's shape: the knobs as set, and what came of them
+            "shape": dict(self.shape),
+            "flow_share_top": {str(t): float(top[:t].sum()) for t in (1, 10, 100)},
+            "peak_live_orders": int(self.g[gk.G_PEAK_LIVE]),
+            "resting_orders": len(self.rest_stock),
+            "resting_at_end": int(self.g[gk.G_RESTING]),
+            "deepest_side_at_end": self.deepest_side(),
+            "max_order_ref": int(self.g[gk.G_MAX_REF]),
+            "prices": {"below_1": int((price < 1).sum()), "1_to_1000": int(((price >= 1) & (price <= 1000)).sum()),
+                       "above_1000": int((price > 1000).sum())},
         }
 
 
@@ -416,10 +618,20 @@ def _chunks(plan: _Plan, chunk_bytes: int):
             yield buf[:n]
 
 
-def generate_day(messages: int, seed: int, stocks: int = 100, close_all: bool = False) -> np.ndarray:
+def _plan(messages: int, seed: int, stocks: int | None, close_all: bool, profile: str | None, knobs: dict) -> _Plan:
+    shape = resolve_shape(messages, profile, stocks=stocks, **knobs)
+    return _Plan(messages, seed, shape["stocks"], close_all, shape)
+
+
+def generate_day(messages: int, seed: int, stocks: int | None = None, close_all: bool = False, *,
+                 profile: str | None = None, **knobs) -> np.ndarray:
     """A synthetic trading day of exactly ``messages`` messages as a uint8 array of
-    BinaryFILE-framed ITCH 5.0 (see the module docstring for what is in it)."""
-    plan = _Plan(messages, seed, stocks, close_all)
+    BinaryFILE-framed ITCH 5.0 (see the module docstring for what is in it).
+
+    The day's shape: ``profile`` (``"default"``: 100 stocks; ``"fullday"``: the published
+    statistics of a real day, see PROFILES) and any of the knobs in SHAPE_KNOBS
+    (concentration, live_orders, depth, ref_span, sub_dollar, high_priced) over it."""
+    plan = _plan(messages, seed, stocks, close_all, profile, knobs)
     parts = [c.copy() for c in _chunks(plan, min(64 << 20, messages * 40 + 4096))]
     return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
@@ -435,16 +647,19 @@ def _open_out(path: str, gz: bool):
         return gzip.open(path, "wb", compresslevel=1)
 
 
-def write_day(path: str | os.PathLike, messages: int, seed: int, stocks: int = 100, gz: bool = False,
+def write_day(path: str | os.PathLike, messages: int, seed: int, stocks: int | None = None, gz: bool = False,
               close_all: bool = False, progress: Progress | None = None,
-              chunk_bytes: int = 8 << 20) -> dict:
+              chunk_bytes: int = 8 << 20, *, profile: str | None = None, **knobs) -> dict:
     """Write a synthetic day to ``path`` (gzipped when gz), one bounded chunk at a time.
 
     Returns a summary: messages, bytes (uncompressed), by_type counts, stocks, seed,
-    close_all, live_orders_at_end, non_head_executions, seconds. progress(messages, bytes)
-    is called after each chunk.
+    close_all, live_orders_at_end, non_head_executions, seconds, and the day's shape (the
+    knobs as set; flow_share_top: the busiest 1/10/100 stocks' share of the order flow the
+    concentration implies; peak_live_orders, resting_orders, deepest_side_at_end,
+    max_order_ref, price bands). progress(messages, bytes) is called after each chunk.
+    profile and knobs: as generate_day.
     """
-    plan = _Plan(messages, seed, stocks, close_all)
+    plan = _plan(messages, seed, stocks, close_all, profile, knobs)
     t0 = time.perf_counter()
     nbytes = 0
     with _open_out(os.fspath(path), gz) as f:
@@ -456,10 +671,10 @@ def write_day(path: str | os.PathLike, messages: int, seed: int, stocks: int = 1
     return plan.summary(nbytes, time.perf_counter() - t0)
 
 
-def day_summary(messages: int, seed: int, stocks: int = 100, close_all: bool = False,
-                chunk_bytes: int = 8 << 20) -> dict:
+def day_summary(messages: int, seed: int, stocks: int | None = None, close_all: bool = False,
+                chunk_bytes: int = 8 << 20, *, profile: str | None = None, **knobs) -> dict:
     """Generate a day without keeping it (for benchmarks): the same summary as write_day."""
-    plan = _Plan(messages, seed, stocks, close_all)
+    plan = _plan(messages, seed, stocks, close_all, profile, knobs)
     t0 = time.perf_counter()
     nbytes = sum(len(c) for c in _chunks(plan, chunk_bytes))
     return plan.summary(nbytes, time.perf_counter() - t0)

@@ -1,9 +1,13 @@
-"""The generator's book model: per stock and side a ladder of ``W`` price ticks.
+"""The generator's book model: per stock and side a ladder of ``W[s]`` price ticks.
 
-``lv_head``/``lv_tail`` hold the FIFO queue ends of each level, orders link through
-``o_prev``/``o_next``; the best bid is the highest non-empty bid tick, the best ask the
-lowest non-empty ask tick. Live orders also sit in a dense list (``live``) so a random live
-order is one draw away. Also the fair-price walk, the clock and match numbers.
+``lad[s] = (offset, W)``: stock s's bid ladder is ``lv_head[offset:offset + W]`` and its ask
+ladder the next W entries (the default day gives every stock the same W; a deep-book day gives
+its busiest stocks wider ladders). ``lv_head``/``lv_tail`` hold the FIFO queue ends of each
+level, orders link through ``o_prev``/``o_next``; the best bid is the highest non-empty bid
+tick, the best ask the lowest non-empty ask tick (W when the side is empty). Live orders also
+sit in a dense list (``live``) so a random live order is one draw away; its first
+``g[G_RESTING]`` entries are orders that rest all day (never picked for D/X/U). Also the
+fair-price walk, the clock and match numbers.
 """
 
 from __future__ import annotations
@@ -16,21 +20,21 @@ from numba import njit
 from itchflow.sim.draws import ticks_behind
 from itchflow.sim.rng import randint, u01
 from itchflow.sim.state import (
-    BUY, G_FREE, G_LIVE, G_MATCH, G_MRING_N, G_PEND, G_PHASE, G_PH_STARTED, G_T, MRING, PREOPEN_CROSS_P,
-    SELL,
+    BUY, G_FREE, G_LIVE, G_MATCH, G_MRING_N, G_PEND, G_PHASE, G_PH_STARTED, G_RESTING, G_T, MRING,
+    PREOPEN_CROSS_P, SELL,
 )
 from itchflow.sim.writers import write_exec
 
 
 @njit(nogil=True, cache=True)
-def level_index(s, side, tick, w):
-    return (s * 2 + side) * w + tick
+def level_index(s, side, tick, lad):
+    return lad[s, 0] + side * lad[s, 1] + tick
 
 
 @njit(nogil=True, cache=True)
-def link_order(slot, s, side, tick, w, lv_head, lv_tail, o_prev, o_next, st_best, st_nside):
+def link_order(slot, s, side, tick, lad, lv_head, lv_tail, o_prev, o_next, st_best, st_nside):
     """Put an order at the back of its price level."""
-    li = level_index(s, side, tick, w)
+    li = level_index(s, side, tick, lad)
     tail = lv_tail[li]
     o_prev[slot] = tail
     o_next[slot] = -1
@@ -48,9 +52,9 @@ def link_order(slot, s, side, tick, w, lv_head, lv_tail, o_prev, o_next, st_best
 
 
 @njit(nogil=True, cache=True)
-def unlink_order(slot, s, side, tick, w, lv_head, lv_tail, o_prev, o_next, st_best, st_nside):
+def unlink_order(slot, s, side, tick, lad, lv_head, lv_tail, o_prev, o_next, st_best, st_nside):
     """Take an order out of its level; move the best price if its level emptied."""
-    li = level_index(s, side, tick, w)
+    li = level_index(s, side, tick, lad)
     prv = o_prev[slot]
     nxt = o_next[slot]
     if prv == -1:
@@ -64,37 +68,47 @@ def unlink_order(slot, s, side, tick, w, lv_head, lv_tail, o_prev, o_next, st_be
     st_nside[s, side] -= 1
     if lv_head[li] == -1 and st_best[s, side] == tick:
         if st_nside[s, side] == 0:
-            st_best[s, side] = -1 if side == BUY else w
+            st_best[s, side] = -1 if side == BUY else lad[s, 1]
         elif side == BUY:
             t = tick - 1
-            while lv_head[level_index(s, side, t, w)] == -1:
+            while lv_head[level_index(s, side, t, lad)] == -1:
                 t -= 1
             st_best[s, side] = t
         else:
             t = tick + 1
-            while lv_head[level_index(s, side, t, w)] == -1:
+            while lv_head[level_index(s, side, t, lad)] == -1:
                 t += 1
             st_best[s, side] = t
 
 
 @njit(nogil=True, cache=True)
-def remove_order(slot, g, w, lv_head, lv_tail, o_stock, o_side, o_price, o_prev, o_next, o_lpos,
+def remove_order(slot, g, lad, lv_head, lv_tail, o_stock, o_side, o_price, o_prev, o_next, o_lpos,
             live, st_best, st_nside):
     """Take an order off the book for good and free its slot."""
-    unlink_order(slot, o_stock[slot], o_side[slot], o_price[slot], w, lv_head, lv_tail, o_prev, o_next,
+    unlink_order(slot, o_stock[slot], o_side[slot], o_price[slot], lad, lv_head, lv_tail, o_prev, o_next,
             st_best, st_nside)
     n = g[G_LIVE] - 1
     pos = o_lpos[slot]
-    last = live[n]
-    live[pos] = last
-    o_lpos[last] = pos
+    r = g[G_RESTING]
+    if pos < r:  # a resting order: the last resting one takes its place, the hole moves to r - 1
+        r -= 1
+        moved = live[r]
+        live[pos] = moved
+        o_lpos[moved] = pos
+        pos = r
+        g[G_RESTING] = r
+    if pos != n:  # the last live order fills the hole
+        last = live[n]
+        live[pos] = last
+        o_lpos[last] = pos
     g[G_LIVE] = n
     o_next[slot] = g[G_FREE]
     g[G_FREE] = slot
 
 
 @njit(nogil=True, cache=True)
-def walk_fair(rng, st_fair, s, w):
+def walk_fair(rng, st_fair, s, lad):
+    w = lad[s, 1]
     u = u01(rng)
     if u < 0.03:
         f = st_fair[s] + (1 if u < 0.015 else -1)
@@ -107,19 +121,22 @@ def walk_fair(rng, st_fair, s, w):
 
 @njit(nogil=True, cache=True)
 def pick_live(rng, g, live, recent):
-    """A live order slot: usually a recent one (most orders die young), else any."""
+    """A live order slot that does not rest all day: usually a recent one (most orders die
+    young), else any. (The caller makes sure there is one.)"""
     n = g[G_LIVE]
+    r = g[G_RESTING]
     if recent and u01(rng) < 0.65:
         k = np.int64(-math.log(1.0 - u01(rng)) * 24.0)
-        if k >= n:
-            k = n - 1
+        if k >= n - r:
+            k = n - r - 1
         return live[n - 1 - k]
-    return live[randint(rng, n)]
+    return live[r + randint(rng, n - r)]
 
 
 @njit(nogil=True, cache=True)
-def passive_tick(rng, st_fair, st_best, s, side, w, allow_cross):
+def passive_tick(rng, st_fair, st_best, s, side, lad, allow_cross):
     """A price tick for a new resting order; never crossing unless allow_cross (pre-open)."""
+    w = lad[s, 1]
     fair = st_fair[s]
     if allow_cross and u01(rng) < PREOPEN_CROSS_P:
         if side == BUY:
@@ -194,23 +211,23 @@ def next_phase(g):
 
 
 @njit(nogil=True, cache=True)
-def take_shares(o, qq, g, w, lv_head, lv_tail, o_stock, o_side, o_shares, o_price, o_prev, o_next, o_lpos, live,
+def take_shares(o, qq, g, lad, lv_head, lv_tail, o_stock, o_side, o_shares, o_price, o_prev, o_next, o_lpos, live,
                 st_best, st_nside):
     """Execute qq shares of order o: it leaves the book when none are left."""
     o_shares[o] -= qq
     if o_shares[o] == 0:
-        remove_order(o, g, w, lv_head, lv_tail, o_stock, o_side, o_price, o_prev, o_next,
+        remove_order(o, g, lad, lv_head, lv_tail, o_stock, o_side, o_price, o_prev, o_next,
                      o_lpos, live, st_best, st_nside)
 
 
 @njit(nogil=True, cache=True)
 def execute_order(out, p, g, counts, s, track, ts, o, qq, keep_match, mring, with_price, printable, price,
-                  w, lv_head, lv_tail, o_ref, o_stock, o_side, o_shares, o_price, o_prev, o_next, o_lpos, live,
+                  lad, lv_head, lv_tail, o_ref, o_stock, o_side, o_shares, o_price, o_prev, o_next, o_lpos, live,
                   st_best, st_nside):
     """Write an execution of qq shares of order o under the next match number (kept for B
     messages when keep_match) and take the shares off the book; returns p."""
     m = next_match(g, mring, keep_match)
     p = write_exec(out, p, g, counts, s, track, ts, o_ref[o], qq, m, with_price, printable, price)
-    take_shares(o, qq, g, w, lv_head, lv_tail, o_stock, o_side, o_shares, o_price, o_prev, o_next, o_lpos, live,
+    take_shares(o, qq, g, lad, lv_head, lv_tail, o_stock, o_side, o_shares, o_price, o_prev, o_next, o_lpos, live,
                 st_best, st_nside)
     return p

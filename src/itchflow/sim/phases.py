@@ -28,10 +28,10 @@ def run(out, g, rng, refctr, counts, flow_p,
         ph_kind, ph_t0, ph_t1, ph_share, ph_fixed, ph_reserve, ph_arg, ph_extra,
         admin_blob, admin_off,
         st_sym, st_cdf, st_fair, st_best, st_nside, st_tick, st_base, st_halted, st_track,
-        st_mul, st_close_n,
+        st_mul, st_close_n, lad,
         lv_head, lv_tail,
         o_ref, o_stock, o_side, o_shares, o_price, o_prev, o_next, o_lpos, live,
-        mring, mpids, reasons):
+        mring, mpids, reasons, rest_stock, rest_side, rest_off, ref_end):
     """Write whole messages into out until it is nearly full or the day is over.
 
     Returns the number of bytes written. reasons: uint8[2, 4] halt reason codes
@@ -66,14 +66,14 @@ def run(out, g, rng, refctr, counts, flow_p,
             continue
         if kind == PH_CROSS:
             p = cross_step(p, ph, out, g, rng, counts, ph_t0, ph_t1, ph_arg, st_sym, st_fair,
-                st_best, st_nside, st_tick, st_base, st_track, st_mul, st_close_n, lv_head, lv_tail,
+                st_best, st_nside, st_tick, st_base, st_track, st_mul, st_close_n, lad, lv_head, lv_tail,
                 o_ref, o_stock, o_side, o_shares, o_price, o_prev, o_next, o_lpos, live, mring)
             continue
         p = flow_step(p, ph, out, g, rng, refctr, counts, flow_p, ph_kind, ph_t0, ph_t1,
                 ph_share, ph_fixed, ph_reserve, ph_arg, ph_extra, st_sym, st_cdf, st_fair, st_best,
-                st_nside, st_tick, st_base, st_halted, st_track, st_mul, lv_head, lv_tail, o_ref,
+                st_nside, st_tick, st_base, st_halted, st_track, st_mul, lad, lv_head, lv_tail, o_ref,
                 o_stock, o_side, o_shares, o_price, o_prev, o_next, o_lpos, live, mring, mpids,
-                reasons)
+                reasons, rest_stock, rest_side, rest_off, ref_end)
     return p
 
 

@@ -59,11 +59,11 @@ def _open_gzip(path):
 class CaptureSource:
     """A pcap/pcapng capture of MoldUDP64 packets, reassembled once on first use."""
 
-    def __init__(self, buf: np.ndarray, name: str, strict: bool = True):
+    def __init__(self, buf: np.ndarray, name: str, strict: bool = True, dedup: bool = True):
         from itchflow.protocol.mold.capture import reassemble
         from itchflow.wire.pcap import packet_table
 
-        self.capture = reassemble(buf, packet_table(buf, name), name, strict=strict)
+        self.capture = reassemble(buf, packet_table(buf, name), name, strict=strict, dedup=dedup)
         self.stats = self.capture.stats
         self.name = name
 
@@ -75,11 +75,12 @@ class CaptureSource:
 
 
 def iter_chunks(source, *, gz_block: int = DEFAULT_GZ_BLOCK, strict: bool = True,
-                capture_stats: dict | None = None) -> Iterator[Chunk]:
+                capture_stats: dict | None = None, dedup: bool = True) -> Iterator[Chunk]:
     """Yield the source's messages as Chunks (see module doc).
 
     capture_stats, if given, is filled with the capture's counters (CaptureStats.to_dict())
     once a capture has been reassembled: duplicates, holes, heartbeats, malformed packets.
+    dedup=False keeps every data packet of a capture, in capture order (no A/B de-duplication).
     """
     name = describe(source)
     if isinstance(source, str) and source.startswith("tail:"):
@@ -100,7 +101,7 @@ def iter_chunks(source, *, gz_block: int = DEFAULT_GZ_BLOCK, strict: bool = True
         kind = sniff(head)
         if kind == "gzip":
             with _open_gzip(path) as f:
-                yield from _gzip_source(f, name, gz_block, strict, capture_stats)
+                yield from _gzip_source(f, name, gz_block, strict, capture_stats, dedup)
             return
         buf = map_file(path)
     else:
@@ -110,16 +111,16 @@ def iter_chunks(source, *, gz_block: int = DEFAULT_GZ_BLOCK, strict: bool = True
             import gzip
             import io
             with gzip.GzipFile(fileobj=io.BytesIO(buf.tobytes())) as f:
-                yield from _gzip_source(f, name, gz_block, strict, capture_stats)
+                yield from _gzip_source(f, name, gz_block, strict, capture_stats, dedup)
             return
     if kind in ("pcap", "pcapng"):
-        yield from _capture_chunks(buf, name, strict, capture_stats)
+        yield from _capture_chunks(buf, name, strict, capture_stats, dedup)
         return
     yield Chunk(buf, 1, name, 0)
 
 
-def _capture_chunks(buf, name, strict, capture_stats) -> Iterator[Chunk]:
-    cap = CaptureSource(buf, name, strict=strict)
+def _capture_chunks(buf, name, strict, capture_stats, dedup=True) -> Iterator[Chunk]:
+    cap = CaptureSource(buf, name, strict=strict, dedup=dedup)
     if capture_stats is not None:
         capture_stats.update(cap.stats.to_dict())
     yield from cap.chunks()
@@ -134,13 +135,13 @@ def _read_gzip(f, n: int, name: str, offset: int) -> bytes:
                               offset=offset) from None
 
 
-def _gzip_source(f, name: str, block: int, strict: bool, capture_stats) -> Iterator[Chunk]:
+def _gzip_source(f, name: str, block: int, strict: bool, capture_stats, dedup=True) -> Iterator[Chunk]:
     """A gzip stream holds either BinaryFILE ITCH or a capture: look inside to tell."""
     first = _read_gzip(f, block, name, 0)
     if sniff(first[:8]) in ("pcap", "pcapng"):  # a capture is reassembled whole anyway
         rest = _read_gzip(f, -1, name, len(first))
         yield from _capture_chunks(np.frombuffer(first + rest, np.uint8), name + " (decompressed)",
-                                   strict, capture_stats)
+                                   strict, capture_stats, dedup)
         return
     yield from _gzip_stream_chunks(f, name, block, first)
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from itchflow.sources.udp import open_sender
 from itchflow.protocol.mold.feed import Faults, MoldFeed, RerequestServer, line_schedule, send_times_ns
+from itchflow.protocol.mold.ratelimit import RateLimits
 
 HEARTBEAT_S = 1.0
 
@@ -30,14 +31,15 @@ class PublishResult:
     end_of_session: int = 0
     server: dict = field(default_factory=dict)
     seconds: float = 0.0
+    interrupted: bool = False        # stopped by KeyboardInterrupt (Ctrl-C)
 
 
 class RerequestThread(threading.Thread):
     """Serves re-requests on a UDP socket until stopped."""
 
-    def __init__(self, feed: MoldFeed, sock: socket.socket):
+    def __init__(self, feed: MoldFeed, sock: socket.socket, limits: RateLimits | None = None):
         super().__init__(name="mold-rerequest", daemon=True)
-        self.server = RerequestServer(feed)
+        self.server = RerequestServer(feed, limits)
         self.sock = sock
         if feed.messages:
             feed.span(1, 1, 2)      # compile the reply kernel now, not on the first re-request
@@ -52,12 +54,12 @@ class RerequestThread(threading.Thread):
         while not self._halt.is_set():
             if not poller.poll(50):
                 continue
-            while True:
+            for _ in range(1024):     # bounded, so a flood cannot keep stop() waiting
                 try:
                     data, addr = sock.recvfrom(2048)
                 except (BlockingIOError, InterruptedError):
                     break
-                reply = self.server.handle(data, self.available)
+                reply = self.server.handle(data, self.available, addr, time.monotonic_ns())
                 if reply is not None:
                     try:
                         sock.sendmsg(reply, [], 0, addr)
@@ -80,10 +82,13 @@ def publish(feed: MoldFeed, line_a: tuple[str, int], line_b: tuple[str, int] | N
             rerequest: tuple[str, int] | socket.socket | None = None, rate: float | None = None,
             pps: float | None = None, faults: Faults | None = None, linger: float = 2.0,
             heartbeat_s: float = HEARTBEAT_S, interface: str | None = None, ttl: int = 1, on_progress=None,
-            stop: threading.Event | None = None) -> PublishResult:
+            stop: threading.Event | None = None, limits: RateLimits | None = None, on_start=None) -> PublishResult:
     """Send the feed on line A (and B), paced by ``rate`` (x real time; None = flat out)
     and ``pps``; then an end-of-session packet on each line, repeated every heartbeat
-    interval for ``linger`` seconds while re-requests are still served."""
+    interval for ``linger`` seconds while re-requests are still served (within ``limits``
+    per source: see protocol.mold.ratelimit). on_start() is called once the sockets are
+    open, before the first packet. On KeyboardInterrupt the result so far is attached to
+    the exception as ``.result`` (``interrupted=True``)."""
     faults = faults or Faults()
     res = PublishResult(packets=feed.n_packets, messages=feed.messages)
     rng = np.random.default_rng(faults.seed)
@@ -99,7 +104,7 @@ def publish(feed: MoldFeed, line_a: tuple[str, int], line_b: tuple[str, int] | N
     server = None
     if rerequest is not None:
         rsock = rerequest if isinstance(rerequest, socket.socket) else bind_rerequest(*rerequest)
-        server = RerequestThread(feed, rsock)
+        server = RerequestThread(feed, rsock, limits)
         server.start()
     addrs = [addr for addr, _ in lines]
     heads = [0] * len(lines)
@@ -108,6 +113,8 @@ def publish(feed: MoldFeed, line_a: tuple[str, int], line_b: tuple[str, int] | N
     last_send = t0
     hb_ns = int(heartbeat_s * 1e9)
     try:
+        if on_start is not None:
+            on_start()
         for k in range(feed.n_packets):
             if stop is not None and stop.is_set():
                 break
@@ -152,11 +159,15 @@ def publish(feed: MoldFeed, line_a: tuple[str, int], line_b: tuple[str, int] | N
             if time.monotonic() >= end or (stop is not None and stop.is_set()):
                 break
             time.sleep(min(heartbeat_s, max(0.0, end - time.monotonic())))
+    except KeyboardInterrupt as e:
+        res.interrupted = True
+        e.result = res
+        raise
     finally:
         sock.close()
         if server is not None:
             server.stop()
             res.server = server.server.stats.to_dict()
             server.sock.close()
-    res.seconds = (time.monotonic_ns() - t0) / 1e9
+        res.seconds = (time.monotonic_ns() - t0) / 1e9
     return res

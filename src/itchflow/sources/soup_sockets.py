@@ -1,30 +1,38 @@
-"""SoupBinTCP socket edge: a threaded server for a file and a reconnecting fetch client.
+"""SoupBinTCP socket edge: a one-thread selector server for a file and a reconnecting
+fetch client.
 
-The protocol is in ``itchflow.protocol.soup.session`` (sans-I/O); here are only sockets,
-the clock, and the reconnect policy: after a broken connection or a dead link, log in
-again to the same session from the next sequence number still needed.
+The protocol is in ``itchflow.protocol.soup`` (sans-I/O); here are only sockets, the clock,
+and the policies: the server holds at most ``max_connections``, closes a connection that has
+not logged in within the login time-out, one silent past the dead-link time (15 s,
+DESIGN.md section 4) and one whose send queue has not drained for ``send_timeout_s``; the
+client logs in again after a broken connection or a dead link, from the next sequence
+number still needed.
 """
 
 from __future__ import annotations
 
 import select
+import selectors
 import socket
 import threading
 import time
 from dataclasses import dataclass, field
 
-from itchflow.protocol.soup.session import (
+from itchflow.protocol.soup import (
     DeadLink,
     EndOfSession,
     LoginRejected,
+    LoginTimeout,
     MessageStore,
     ProtocolError,
     SequencedData,
+    SequenceMismatch,
     SoupClient,
     SoupServerSession,
 )
 
 RECV_SIZE = 1 << 20
+_LINGER_RST = b"\x01\x00\x00\x00\x00\x00\x00\x00"   # SO_LINGER on, 0 s: close sends RST
 
 
 @dataclass
@@ -37,141 +45,227 @@ class ServerCounters:
     cut: int = 0                      # connections closed on purpose (fault injection)
     stalled: int = 0                  # connections gone silent on purpose (fault injection)
     protocol_errors: int = 0
+    refused_connections: int = 0      # over max_connections: closed at once
+    login_timeouts: int = 0           # no login within the login time-out
+    slow_clients: int = 0             # send queue not drained within send_timeout_s: dropped
+    open_connections: int = 0         # now
+
+
+class _Conn:
+    __slots__ = ("sock", "fd", "session", "number", "pending", "stuck_since", "cut", "stall", "stalled")
+
+    def __init__(self, sock, session, number, cut, stall):
+        self.sock, self.fd, self.session, self.number = sock, sock.fileno(), session, number
+        self.pending = b""
+        self.stuck_since = None        # when the send queue last stopped draining
+        self.cut, self.stall, self.stalled = cut, stall, False
 
 
 class SoupServer:
-    """Serves one MessageStore as a SoupBinTCP session to any number of clients.
+    """Serves one MessageStore as a SoupBinTCP session, from one thread (a selector).
+
+    Bounds: ``max_connections`` at once (more are accepted and closed at once, counted);
+    ``login_timeout_s`` to log in; ``dead_link_s`` of silence from the client; a send queue
+    of at most one chunk, dropped when it does not drain for ``send_timeout_s``.
 
     Fault injection for tests, on the first connection only: ``cut_after`` closes it
     abruptly (RST) after that many messages; ``stall_after`` stops sending anything (data
-    and heartbeats) after that many messages but keeps it open, a dead link for the client.
+    and heartbeats) after that many messages but keeps reading, a dead link for the client.
     """
 
     def __init__(self, store: MessageStore, host: str, port: int, session: str, credentials: dict,
-                 cut_after: int | None = None, stall_after: int | None = None):
+                 cut_after: int | None = None, stall_after: int | None = None, *, max_connections: int = 64,
+                 login_timeout_s: float = 5.0, dead_link_s: float = 15.0, send_timeout_s: float = 15.0,
+                 heartbeat_s: float = 1.0, chunk_bytes: int = 1 << 16):
         self.store, self.session, self.credentials = store, session, credentials
         self.cut_after = cut_after
         self.stall_after = stall_after
+        self.max_connections = int(max_connections)
+        self.login_timeout_ns = int(login_timeout_s * 1e9)
+        self.dead_link_ns = int(dead_link_s * 1e9)
+        self.send_timeout_ns = int(send_timeout_s * 1e9)
+        self.heartbeat_ns = int(heartbeat_s * 1e9)
+        self.chunk_bytes = int(chunk_bytes)
         self.counters = ServerCounters()
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((host, port))
-        self.sock.listen(16)
+        self.sock.listen(128)
+        self.sock.setblocking(False)
         self.address = self.sock.getsockname()
         self._halt = threading.Event()
-        self._threads: list[threading.Thread] = []
-        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._conns: dict[int, _Conn] = {}
 
-    def serve_forever(self) -> None:
-        self.sock.setblocking(False)
-        poller = select.poll()
-        poller.register(self.sock.fileno(), select.POLLIN)
-        try:
-            while not self._halt.is_set():
-                if not poller.poll(100):
-                    continue
-                try:
-                    conn, _ = self.sock.accept()
-                except (BlockingIOError, InterruptedError):
-                    continue
-                with self._lock:
-                    self.counters.connections += 1
-                    number = self.counters.connections
-                t = threading.Thread(target=self._connection, args=(conn, number), daemon=True)
-                t.start()
-                self._threads.append(t)
-        finally:
-            self.sock.close()
-
+    # ------------------------------------------------------------ lifecycle
     def start(self) -> threading.Thread:
-        t = threading.Thread(target=self.serve_forever, name="soup-server", daemon=True)
-        t.start()
-        self._threads.append(t)
-        return t
+        self._thread = threading.Thread(target=self.serve_forever, name="soup-server", daemon=True)
+        self._thread.start()
+        return self._thread
 
     def stop(self) -> None:
         self._halt.set()
-        for t in self._threads:
-            t.join(5)
+        if self._thread is not None:
+            self._thread.join(5)
 
-    def _connection(self, conn: socket.socket, number: int) -> None:
-        conn.setblocking(False)
-        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        s = SoupServerSession(self.store, self.session, self.credentials, now_ns=time.monotonic_ns())
-        cut = self.cut_after if number == 1 else None
-        stall = self.stall_after if number == 1 else None
-        pending = b""
-        poller = select.poll()
+    def serve_forever(self) -> None:
+        sel = selectors.DefaultSelector()
+        sel.register(self.sock, selectors.EVENT_READ, None)
         try:
             while not self._halt.is_set():
                 now = time.monotonic_ns()
-                if stall is not None and s.stats.messages >= stall and not pending:
-                    with self._lock:
-                        self.counters.stalled += 1
-                    # silent until the client gives up on us and closes
-                    while not self._halt.is_set():
-                        try:
-                            if conn.recv(65536) == b"":
-                                return
-                        except (BlockingIOError, InterruptedError):
-                            time.sleep(0.05)
-                        except OSError:
-                            return
-                    return
-                if not pending:
-                    if stall is not None:
-                        s.pump(now, stall - s.stats.messages)
-                    elif cut is not None:
-                        left = cut - s.stats.messages
-                        if left <= 0:
-                            with self._lock:
-                                self.counters.cut += 1
-                            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-                            return      # abrupt close (RST), mid-session
-                        s.pump(now, left)
+                timeout = 0.1
+                for c in self._conns.values():
+                    d = c.session.next_deadline()
+                    if d is not None:
+                        timeout = min(timeout, max(0.0, (d - now) / 1e9))
+                for key, mask in sel.select(timeout):
+                    if key.data is None:
+                        self._accept(sel)
                     else:
-                        s.pump(now)
-                    pending = s.data_to_send()
-                if not pending and s.closed:
-                    return
-                poller.register(conn.fileno(), select.POLLIN | (select.POLLOUT if pending else 0))
-                ready = poller.poll(100)
-                for _, mask in ready:
-                    if mask & (select.POLLIN | select.POLLHUP | select.POLLERR):
-                        try:
-                            data = conn.recv(65536)
-                        except (BlockingIOError, InterruptedError):
-                            data = None
-                        except OSError:
-                            data = b""
-                        if data is not None:
-                            self._events(s.receive_data(data, time.monotonic_ns()))
-                            if not data:
-                                return
-                    if mask & select.POLLOUT and pending:
-                        try:
-                            sent = conn.send(pending)
-                            pending = pending[sent:]
-                        except (BlockingIOError, InterruptedError):
-                            pass
-                        except OSError:
-                            return
-                self._events(s.tick(time.monotonic_ns()))
-                pending += s.data_to_send()
+                        self._ready(sel, key.data, mask)
+                now = time.monotonic_ns()
+                for c in list(self._conns.values()):
+                    self._service(sel, c, now)
         finally:
-            with self._lock:
-                self.counters.messages += s.stats.messages
-                self.counters.logins += int(s.logged_in)
-                self.counters.rejected += int(not s.logged_in and s.stats.packets_out > 0)
-            conn.close()
+            for c in list(self._conns.values()):
+                self._close(sel, c)
+            sel.close()
+            self.sock.close()
+
+    # ------------------------------------------------------------ connections
+    def _accept(self, sel) -> None:
+        for _ in range(64):
+            try:
+                conn, _ = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            ct = self.counters
+            if len(self._conns) >= self.max_connections:
+                ct.refused_connections += 1
+                conn.close()
+                continue
+            ct.connections += 1
+            ct.open_connections += 1
+            conn.setblocking(False)
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            first = ct.connections == 1
+            s = SoupServerSession(self.store, self.session, self.credentials, now_ns=time.monotonic_ns(),
+                                  chunk_bytes=self.chunk_bytes, heartbeat_ns=self.heartbeat_ns,
+                                  dead_link_ns=self.dead_link_ns, login_timeout_ns=self.login_timeout_ns)
+            c = _Conn(conn, s, ct.connections, self.cut_after if first else None,
+                      self.stall_after if first else None)
+            self._conns[c.fd] = c
+            sel.register(conn, selectors.EVENT_READ, c)
+
+    def _ready(self, sel, c: _Conn, mask) -> None:
+        if c.sock.fileno() < 0:
+            return
+        if mask & selectors.EVENT_READ:
+            try:
+                data = c.sock.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                data = None
+            except OSError:
+                data = b""
+            if data is not None:
+                self._events(c.session.receive_data(data, time.monotonic_ns()))
+                if not data:
+                    self._close(sel, c)
+                    return
+        if mask & selectors.EVENT_WRITE:
+            self._flush(sel, c)
+
+    def _service(self, sel, c: _Conn, now: int) -> None:
+        """Timers, the next chunk, fault injection, and the time-outs of one connection."""
+        s = c.session
+        if c.sock.fileno() < 0:
+            return
+        self._events(s.tick(now))
+        if c.stall is not None and s.stats.messages >= c.stall and not c.pending:
+            if not c.stalled:
+                c.stalled = True
+                self.counters.stalled += 1
+            s.data_to_send()            # silent: nothing goes out (the client's dead link)
+            if s.closed:
+                self._close(sel, c)
+            return
+        for _ in range(16):             # up to 16 chunks a turn while the socket takes them
+            if not c.pending:
+                if c.cut is not None and s.stats.messages >= c.cut:
+                    self.counters.cut += 1
+                    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
+                    self._close(sel, c)     # abrupt close (RST), mid-session
+                    return
+                limit = 1 << 30
+                if c.cut is not None:
+                    limit = c.cut - s.stats.messages
+                elif c.stall is not None:
+                    limit = c.stall - s.stats.messages
+                s.pump(now, limit)
+            c.pending += s.data_to_send()
+            if not c.pending:
+                break
+            self._flush(sel, c)
+            if c.fd not in self._conns:
+                return                      # the send failed: closed
+            if c.pending:
+                break                       # the socket is full: wait until it is writable
+        if c.pending and c.stuck_since is not None and now - c.stuck_since >= self.send_timeout_ns:
+            self.counters.slow_clients += 1
+            self._close(sel, c)
+            return
+        if s.closed and not c.pending:
+            self._close(sel, c)
+
+    def _flush(self, sel, c: _Conn) -> None:
+        try:
+            sent = c.sock.send(c.pending)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            self._close(sel, c)
+            return
+        c.pending = c.pending[sent:]
+        if sent or not c.pending:
+            c.stuck_since = None if not c.pending else time.monotonic_ns()
+        elif c.stuck_since is None:
+            c.stuck_since = time.monotonic_ns()
+        s = c.session
+        # writable interest while there is more to queue, so the next chunk goes out as soon
+        # as the socket takes it (not at the next timer)
+        more = s.logged_in and not s.end_sent and not s.closed and not c.stalled
+        want = selectors.EVENT_READ | (selectors.EVENT_WRITE if c.pending or more else 0)
+        try:
+            sel.modify(c.sock, want, c)
+        except (KeyError, ValueError):
+            pass
+
+    def _close(self, sel, c: _Conn) -> None:
+        if self._conns.pop(c.fd, None) is None:
+            return              # already closed
+        try:
+            sel.unregister(c.sock)
+        except (KeyError, ValueError):
+            pass
+        ct, s = self.counters, c.session
+        ct.open_connections -= 1
+        ct.messages += s.stats.messages
+        ct.logins += int(s.logged_in)
+        ct.rejected += int(not s.logged_in and s.stats.packets_out > 0)
+        c.sock.close()
 
     def _events(self, events) -> None:
+        ct = self.counters
         for e in events:
-            with self._lock:
-                if isinstance(e, DeadLink):
-                    self.counters.dead_links += 1
-                elif isinstance(e, ProtocolError):
-                    self.counters.protocol_errors += 1
+            if isinstance(e, DeadLink):
+                ct.dead_links += 1
+            elif isinstance(e, LoginTimeout):
+                ct.login_timeouts += 1
+            elif isinstance(e, ProtocolError):
+                ct.protocol_errors += 1
 
 
 @dataclass
@@ -183,8 +277,12 @@ class FetchResult:
     dead_links: int = 0
     ended: bool = False
     rejected: str | None = None
+    refused: str | None = None       # the server's answer made no sense (e.g. an absurd sequence): stopped
+    duplicates_skipped: int = 0      # messages a server sent again (started earlier than asked): not written
+    missing: int = 0                 # messages a server skipped (started later than asked)
     errors: list = field(default_factory=list)
     seconds: float = 0.0
+    interrupted: bool = False        # stopped by KeyboardInterrupt (Ctrl-C)
 
 
 def fetch(host: str, port: int, username: str, password: str, out, *, session: str = "", sequence: int = 1,
@@ -194,10 +292,26 @@ def fetch(host: str, port: int, username: str, password: str, out, *, session: s
     sequence after a broken connection or a dead link, stop at end of session.
 
     on_data: called with each ``SequencedData`` (``.data`` BinaryFILE-framed messages,
-    ``.first_sequence``, ``.count``): the hook for a ring.
+    ``.first_sequence``, ``.count``): the hook for a ring. A Login Accepted that starts
+    earlier than asked has its repeats skipped and counted; one that makes no sense (a
+    sequence past 2**63 - 2**32) stops the fetch with ``refused`` set. On KeyboardInterrupt
+    the result so far is attached to the exception as ``.result``.
     """
     res = FetchResult(next_sequence=sequence)
     t0 = time.monotonic()
+    try:
+        _fetch(host, port, username, password, out, session, sequence, max_reconnects, retry_delay, max_seconds,
+               on_progress, on_data, dead_link_s, res, t0)
+    except KeyboardInterrupt as e:
+        res.seconds = time.monotonic() - t0
+        e.result = res
+        raise
+    res.seconds = time.monotonic() - t0
+    return res
+
+
+def _fetch(host, port, username, password, out, session, sequence, max_reconnects, retry_delay, max_seconds,
+           on_progress, on_data, dead_link_s, res, t0) -> None:
     client = None
     while True:
         if max_seconds is not None and time.monotonic() - t0 > max_seconds:
@@ -217,17 +331,20 @@ def fetch(host: str, port: int, username: str, password: str, out, *, session: s
             session = client.session.decode("ascii")
         client = SoupClient(username, password, session=session, sequence=res.next_sequence,
                             now_ns=time.monotonic_ns(), dead_link_ns=int(dead_link_s * 1e9))
-        _session(conn, client, out, res, on_progress, t0, max_seconds, on_data)
-        res.next_sequence = client.next_sequence
-        if client.ended or client.rejected is not None:
+        try:
+            _session(conn, client, out, res, on_progress, t0, max_seconds, on_data)
+        finally:
+            res.next_sequence = client.next_sequence
+            res.duplicates_skipped += client.stats.duplicates_skipped
+        if client.ended or client.rejected is not None or client.fatal is not None:
+            if client.fatal is not None:
+                res.refused = client.fatal.reason
             break
         if res.reconnects >= max_reconnects:
             res.errors.append("too many reconnects")
             break
         res.reconnects += 1
         time.sleep(retry_delay)
-    res.seconds = time.monotonic() - t0
-    return res
 
 
 def _session(conn, client: SoupClient, out, res: FetchResult, on_progress, t0, max_seconds, on_data) -> None:
@@ -281,6 +398,8 @@ def _session(conn, client: SoupClient, out, res: FetchResult, on_progress, t0, m
                     res.errors.append(f"protocol: {e.reason} at byte {e.offset}")
                 elif isinstance(e, EndOfSession):
                     res.ended = True
+                elif isinstance(e, SequenceMismatch):
+                    res.missing += e.missing
             pending += client.data_to_send()
             if on_progress is not None:
                 on_progress(client)

@@ -111,7 +111,7 @@ class PyRecv:
 
     name = "recv"
 
-    def __init__(self, batch: int = 64):
+    def __init__(self, batch: int = 64, ifname: str | None = None):
         self.buf = np.zeros(MAX_DATAGRAM, np.uint8)
         self.batch = batch
         self._anc = socket.CMSG_SPACE(16)
@@ -136,7 +136,7 @@ class MmsgRecv:
 
     name = "recvmmsg"
 
-    def __init__(self, batch: int = 64, slot_size: int = MAX_DATAGRAM):
+    def __init__(self, batch: int = 64, slot_size: int = MAX_DATAGRAM, ifname: str | None = None):
         # slots as large as any datagram: a truncated one would be counted malformed, not lost silently
         self.slots = MmsgSlots(batch, slot_size)
 
@@ -202,8 +202,23 @@ def _xdp_engine(**kw):
     return XdpRecv(**kw)
 
 
-ENGINES = {"recv": PyRecv, "recvmmsg": MmsgRecv, "tpacket": TPacketRecv, "xdp": _xdp_engine}
+# Receive engines by name: a factory taking ``ifname=`` (and engine options) that returns a
+# reader with ``read(sock)`` (and optionally ``read_batch(sock)`` + ``slots``, ``attach(sock) ->
+# fd to poll``, ``close()``). New engines register here (register_engine).
+ENGINES: dict[str, object] = {"recv": PyRecv, "recvmmsg": MmsgRecv, "tpacket": TPacketRecv, "xdp": _xdp_engine}
 XDP_LINES = -1        # the poll entry of the AF_XDP socket (it carries both lines)
+
+
+def register_engine(name: str, factory) -> None:
+    ENGINES[name] = factory
+
+
+def make_reader(engine: str, ifname: str | None = None, **options):
+    try:
+        factory = ENGINES[engine]
+    except KeyError:
+        raise ValueError(f"unknown receive engine {engine!r} (one of {', '.join(sorted(ENGINES))})") from None
+    return factory(ifname=ifname, **options)
 
 
 @dataclass
@@ -216,6 +231,7 @@ class ListenResult:
     seconds: float = 0.0
     engine: str = ""
     engine_stats: dict = field(default_factory=dict)   # the engine's own counters (xdp: ring, XDP_STATISTICS)
+    interrupted: bool = False            # stopped by KeyboardInterrupt (Ctrl-C)
 
 
 def listen(line_a: tuple[str, int], line_b: tuple[str, int] | None, rerequest: tuple[str, int] | None,
@@ -223,7 +239,8 @@ def listen(line_a: tuple[str, int], line_b: tuple[str, int] | None, rerequest: t
            start_sequence: int | None = 1, idle_timeout: float = 10.0, max_seconds: float | None = None,
            interface: str = "0.0.0.0", receiver_options: dict | None = None, on_progress=None,
            sockets: list | None = None, on_deliver=None, stop=None, ifname: str | None = None,
-           queue: int = 0, cpu: int | None = None, engine_options: dict | None = None) -> ListenResult:
+           queue: int = 0, cpu: int | None = None, engine_options: dict | None = None,
+           on_ready=None) -> ListenResult:
     """Receive a MoldUDP64 feed until its end of session is seen and every message before
     it is delivered (or until ``idle_timeout`` s without a packet / ``max_seconds``).
 
@@ -237,6 +254,9 @@ def listen(line_a: tuple[str, int], line_b: tuple[str, int] | None, rerequest: t
     cpu: pin the receive loop (this process) to that core first. engine_options: more keywords for
     the engine (xdp: busy_poll microseconds, frames, mode "native"/"generic").
     sockets: already-open (A, B or None) receive sockets (tests open them before the publisher starts).
+    on_ready: called with the list of line sockets once they are bound (readiness).
+    On KeyboardInterrupt the result so far (``interrupted=True``) is attached to the
+    exception as ``.result`` and the exception goes on.
     """
     if cpu is not None:
         from itchflow.hw.affinity import pin
@@ -244,10 +264,7 @@ def listen(line_a: tuple[str, int], line_b: tuple[str, int] | None, rerequest: t
         pin(cpu)
     opts = dict(receiver_options or {})
     receiver = MoldReceiver(session, start_sequence=start_sequence, requests=rerequest is not None, **opts)
-    if engine == "xdp":
-        reader = ENGINES[engine](ifname=ifname, queue=queue, **(engine_options or {}))
-    else:
-        reader = ENGINES[engine](ifname=ifname) if engine == "tpacket" else ENGINES[engine]()
+    reader = make_reader(engine, ifname, **({"queue": queue, **(engine_options or {})} if engine == "xdp" else {}))
     batched = hasattr(reader, "read_batch")
     # Load the compiled kernels before the sockets exist: a sender that waits for the socket
     # (or a feed already running) would otherwise overflow it while they load.
@@ -273,7 +290,8 @@ def listen(line_a: tuple[str, int], line_b: tuple[str, int] | None, rerequest: t
                 s.close()
             raise
     else:
-        lines = {(reader.attach(s) if engine == "tpacket" else s.fileno()): (s, i) for i, s in enumerate(socks)}
+        attach = getattr(reader, "attach", None)
+        lines = {(attach(s) if attach is not None else s.fileno()): (s, i) for i, s in enumerate(socks)}
     if req_sock is not None:
         lines[req_sock.fileno()] = (req_sock, LINE_REPLY)
     poller = select.poll()
@@ -287,7 +305,16 @@ def listen(line_a: tuple[str, int], line_b: tuple[str, int] | None, rerequest: t
     start = time.monotonic()
     last_packet = start
     write = out.write if out is not None else None
+
+    def result(interrupted=False):
+        return ListenResult(receiver.stats.to_dict(), latency.values(), list(receiver.malformed_log), lost,
+                            receiver.finished, time.monotonic() - start, engine,
+                            engine_stats={**getattr(reader, "info", {}), **getattr(reader, "final", {})},
+                            interrupted=interrupted)
+
     try:
+        if on_ready is not None:
+            on_ready(socks)
         while True:
             now_ns = time.monotonic_ns()
             deadline = receiver.next_deadline()
@@ -321,6 +348,9 @@ def listen(line_a: tuple[str, int], line_b: tuple[str, int] | None, rerequest: t
             t = time.monotonic()
             if t - last_packet > idle_timeout or (max_seconds is not None and t - start > max_seconds):
                 break
+    except KeyboardInterrupt as e:
+        e.result = result(True)
+        raise
     finally:
         if hasattr(reader, "close"):
             reader.close()
@@ -329,15 +359,13 @@ def listen(line_a: tuple[str, int], line_b: tuple[str, int] | None, rerequest: t
                 s.close()
         if req_sock is not None:
             req_sock.close()
-    return ListenResult(receiver.stats.to_dict(), latency.values(), list(receiver.malformed_log), lost,
-                        receiver.finished, time.monotonic() - start, engine,
-                        {**getattr(reader, "info", {}), **getattr(reader, "final", {})})
+    return result()
 
 
 def warm_up(engine: str) -> None:
     """Load every compiled kernel ``listen`` uses with this engine (callers that start a sender
     first do this before, so that the first packets do not wait for compilation)."""
-    _warm_up(ENGINES[engine]())
+    _warm_up(make_reader(engine))
 
 
 def _warm_up(reader) -> None:

@@ -51,10 +51,9 @@ from itchflow.hw.bpf_syscalls import (
 )
 from itchflow.hw.net_syscalls import MmsgSlots
 from itchflow.hw.syscalls import monotonic_ns
-from itchflow.protocol.mold.codec import be64
 from itchflow.wire.bpf import redirect_program
 from itchflow.wire.ethernet import UDP_OK, ethernet_udp, ipv4_u32
-from itchflow.wire.moldudp64 import COUNT_OFFSET, HEADER_SIZE, SEQUENCE_OFFSET
+from itchflow.wire.moldudp64 import read_header
 from itchflow.wire.xdp import (
     AF_XDP,
     DESC_ADDR_WORD,
@@ -244,9 +243,11 @@ def drain_sum(cfg, rx, fr, umem, state, port, batch, busy_poll):
                 state[S_OTHER] += 1
                 continue
             outcome, off, plen = ethernet_udp(umem, addr, end, port, 0)
-            if outcome == UDP_OK and plen >= HEADER_SIZE:
-                count = (np.uint64(umem[off + COUNT_OFFSET]) << np.uint64(8)) | np.uint64(umem[off + COUNT_OFFSET + 1])
-                acc += be64(umem, off + SEQUENCE_OFFSET) + count
+            ok, seq, count = False, np.uint64(0), np.int64(0)
+            if outcome == UDP_OK:
+                ok, seq, count = read_header(umem, off, off + plen)
+            if ok:
+                acc += seq + np.uint64(count)
                 k += 1
                 state[S_PACKETS] += 1
                 state[S_BYTES] += ln

@@ -108,3 +108,31 @@ def whole_messages_end(buf, pos, end):
         pos = q + length
         n += 1
     return pos, n
+
+
+@njit(nogil=True, cache=True)
+def message_offsets(buf, every, index):
+    """index[k] = offset of the length prefix of message k * every (every >= 1), over all of
+    buf; index needs len(buf) // (3 * every) + 2 entries (the shortest message is 3 bytes).
+    Returns (messages, status, pos): status OK, TRUNCATED or ZERO_LENGTH; pos = where the walk
+    stopped (the end of the data when OK). A sparse index (every > 1) serves a message store
+    by sequence number; every = 1 indexes every message.
+    """
+    pos = 0
+    end = buf.shape[0]
+    n = 0
+    while True:
+        status, body, length = next_message(buf, pos, end)
+        if status == AT_END:
+            return n, OK, pos
+        if status != OK:
+            return n, status, pos
+        if n % every == 0:
+            index[n // every] = pos
+        pos = body + length
+        n += 1
+
+
+def index_error_text(status: int) -> str:
+    """What message_offsets' status means, for an ITCHFormatError."""
+    return STATUS_TEXT.get(status, "malformed BinaryFILE framing")

@@ -53,6 +53,9 @@ def broadcast_mask(types: str = "S") -> np.ndarray:
     return mask
 
 
+_NO_LIMIT = 1 << 62
+
+
 def modulo_map(shards: int) -> np.ndarray:
     """int32[65536]: locate -> locate % shards (locates are dealt round-robin)."""
     if not 1 <= shards <= 4096:
@@ -65,17 +68,21 @@ def balanced_map(weights: np.ndarray, shards: int) -> np.ndarray:
     locate from ``count_by_locate``) are even: heaviest first, each to the lightest shard so
     far (greedy LPT; at worst 4/3 of the best split). Locates of weight 0 go round-robin."""
     shard_of = modulo_map(shards)
-    w = np.asarray(weights, np.int64)
+    w = np.ascontiguousarray(weights, np.int64)
     if len(w) != N_LOCATES:
         raise ValueError(f"weights must have {N_LOCATES} entries, not {len(w)}")
-    load = np.zeros(shards, np.int64)
-    for loc in np.argsort(-w, kind="stable"):
-        if w[loc] <= 0:
-            break
-        k = int(np.argmin(load))
-        shard_of[loc] = k
-        load[k] += w[loc]
+    busy = np.flatnonzero(w > 0)
+    _assign_greedy(busy[np.argsort(-w[busy], kind="stable")], w, shards, shard_of)
     return shard_of
+
+
+@njit(nogil=True, cache=True)
+def _assign_greedy(by_weight, weights, shards, shard_of):
+    load = np.zeros(shards, np.int64)
+    for loc in by_weight:
+        k = np.argmin(load)
+        shard_of[loc] = k
+        load[k] += weights[loc]
 
 
 def new_state() -> np.ndarray:
@@ -166,7 +173,8 @@ def split_by_locate(buf, pos, end, seq, shard_of, broadcast, lengths, out, fill,
 def count_by_locate(buf, pos, end, lengths, per_locate):
     """Add 1 to per_locate[locate] (int64[65536]) for every known message in buf[pos:end] (the
     weights for ``balanced_map``). Returns (status, pos) like split_by_locate (no routing)."""
-    while True:
+    n = 0
+    while n < _NO_LIMIT:  # a bounded loop: ``while True`` here compiled to a 5x slower walk
         status, body, length = next_message(buf, pos, end)
         if status != OK:
             if status == AT_END:
@@ -178,6 +186,8 @@ def count_by_locate(buf, pos, end, lengths, per_locate):
                 return BAD_LENGTH, pos
             per_locate[be16(buf, body + _LOCATE_OFFSET)] += 1
         pos = body + length
+        n += 1
+    return OK, pos
 
 
 def is_broadcast(types: np.ndarray, locates: np.ndarray, broadcast: np.ndarray) -> np.ndarray:

@@ -16,26 +16,30 @@ import numpy as np
 from numba import njit
 
 from itchflow.errors import ITCHFormatError
+from itchflow.hw.endian import be16, be64
+from itchflow.protocol.mold.codec import BLOCKS_OK, walk_blocks
+from itchflow.wire.binaryfile import next_message
 from itchflow.wire.moldudp64 import (
-    BLOCK_LENGTH_SIZE,
-    COUNT_OFFSET,
     END_OF_SESSION_COUNT,
     HEADER_SIZE,
     HEARTBEAT_COUNT,
-    SEQUENCE_OFFSET,
     SESSION_OFFSET,
     SESSION_SIZE,
+    read_header,
 )
 from itchflow.wire.pcap import REC_FRAGMENT, REC_NOT_UDP, REC_SNAPPED, REC_UDP, REC_UNSUPPORTED, PacketTable
 
-# Packet kinds after indexing.
-DATA, HEARTBEAT, END_OF_SESSION, MALFORMED, NOT_UDP = 0, 1, 2, 3, 4
+# Packet kinds after indexing. UNSEQUENCED: a data packet with sequence 0, which is not a
+# MoldUDP64 data sequence (anonymised captures blank it): kept in capture order, never
+# de-duplicated, since nothing says which messages are the same.
+DATA, HEARTBEAT, END_OF_SESSION, MALFORMED, NOT_UDP, UNSEQUENCED = 0, 1, 2, 3, 4, 5
 _MALFORMED_TEXT = {
     1: "UDP payload shorter than the 20-byte MoldUDP64 header",
     2: "a message block runs past the end of the packet",
     3: "bytes left over after the last message block the header counts",
     4: "zero-length message block",
 }
+assert SESSION_SIZE == 10   # the session is kept as two integers: 8 bytes + 2 bytes
 
 
 @njit(nogil=True, cache=True)
@@ -46,24 +50,15 @@ def index_packets(buf, off, length, outcome, kind, why, sess_hi, sess_lo, seq, c
             kind[i] = NOT_UDP
             continue
         p = off[i]
-        n = length[i]
-        if n < HEADER_SIZE:
+        end = p + length[i]
+        ok, s, c = read_header(buf, p, end)
+        if not ok:
             kind[i] = MALFORMED
             why[i] = 1
             continue
-        h = np.uint64(0)
-        for k in range(8):
-            h = (h << np.uint64(8)) | np.uint64(buf[p + SESSION_OFFSET + k])
-        lo = np.uint64(0)
-        for k in range(8, SESSION_SIZE):
-            lo = (lo << np.uint64(8)) | np.uint64(buf[p + SESSION_OFFSET + k])
-        sess_hi[i] = h
-        sess_lo[i] = lo
-        s = np.uint64(0)
-        for k in range(8):
-            s = (s << np.uint64(8)) | np.uint64(buf[p + SEQUENCE_OFFSET + k])
+        sess_hi[i] = be64(buf, p + SESSION_OFFSET)
+        sess_lo[i] = be16(buf, p + SESSION_OFFSET + 8)
         seq[i] = s
-        c = (np.int64(buf[p + COUNT_OFFSET]) << 8) | np.int64(buf[p + COUNT_OFFSET + 1])
         count[i] = c
         if c == HEARTBEAT_COUNT:
             kind[i] = HEARTBEAT
@@ -71,29 +66,38 @@ def index_packets(buf, off, length, outcome, kind, why, sess_hi, sess_lo, seq, c
         if c == END_OF_SESSION_COUNT:
             kind[i] = END_OF_SESSION
             continue
-        q = p + HEADER_SIZE
-        end = p + n
-        bad = 0
-        for _ in range(c):
-            if q + BLOCK_LENGTH_SIZE > end:
-                bad = 2
-                break
-            m = (np.int64(buf[q]) << 8) | np.int64(buf[q + 1])
-            if m == 0:
-                bad = 4
-                break
-            q += BLOCK_LENGTH_SIZE + m
-            if q > end:
-                bad = 2
-                break
-        if bad == 0 and q != end:
-            bad = 3
-        kind[i] = MALFORMED if bad else DATA
-        why[i] = bad
+        status, _ = walk_blocks(buf, p + HEADER_SIZE, end, c, c)
+        if status != BLOCKS_OK:
+            kind[i] = MALFORMED
+            why[i] = status   # walk_blocks' codes are the keys of _MALFORMED_TEXT
+        else:
+            kind[i] = UNSEQUENCED if s == 0 else DATA
 
 
 @njit(nogil=True, cache=True)
-def assemble(buf, order, off, kind, session, seq, count, out, run_offset, run_seq, run_session,
+def copy_in_order(buf, packets, off, length, session, seq, out, w, run_offset, run_seq, run_session, runs,
+                  seg_out, seg_file, seg_packet, segs):
+    """Copy every message of ``packets`` (validated data packets) into out[w:], in the order
+    given, nothing dropped: one run and one segment per packet. Returns (w, runs, segs)."""
+    for oi in range(packets.shape[0]):
+        i = packets[oi]
+        q = off[i] + HEADER_SIZE
+        end = off[i] + length[i]
+        run_offset[runs] = w
+        run_seq[runs] = seq[i]
+        run_session[runs] = session[i]
+        runs += 1
+        seg_out[segs] = w
+        seg_file[segs] = q
+        seg_packet[segs] = i
+        segs += 1
+        out[w:w + end - q] = buf[q:end]
+        w += end - q
+    return w, runs, segs
+
+
+@njit(nogil=True, cache=True)
+def assemble(buf, order, off, length, kind, session, seq, count, out, run_offset, run_seq, run_session,
              seg_out, seg_file, seg_packet, totals):
     """Copy each message once, in (session, sequence) order, into ``out``.
 
@@ -140,10 +144,11 @@ def assemble(buf, order, off, kind, session, seq, count, out, run_offset, run_se
             continue
         totals[4] += 1
         q = off[i] + HEADER_SIZE
+        end = off[i] + length[i]
         first_copy = True
         for _ in range(count[i]):
-            m = (np.int64(buf[q]) << 8) | np.int64(buf[q + 1])
-            block = BLOCK_LENGTH_SIZE + m
+            _, body, m = next_message(buf, q, end)   # validated by index_packets
+            block = body + m - q
             if s < expected:
                 totals[1] += 1
             else:
@@ -185,6 +190,9 @@ class CaptureStats:
     gaps: int = 0
     missing_messages: int = 0
     malformed_packets: int = 0
+    unsequenced_packets: int = 0      # data packets of sequence 0: kept in capture order, not de-duplicated
+    unsequenced_messages: int = 0
+    deduplicated: bool = True         # False: every data packet's messages, in capture order
     not_udp: int = 0
     ip_fragments: int = 0
     snapped: int = 0
@@ -223,8 +231,14 @@ class MoldCapture:
             yield int(a), int(b), int(s), self.stats.sessions[int(k)]
 
 
-def reassemble(buf: np.ndarray, table: PacketTable, source: str, strict: bool = True) -> MoldCapture:
-    """Turn a capture's packet table into its ITCH stream (see module doc)."""
+def reassemble(buf: np.ndarray, table: PacketTable, source: str, strict: bool = True,
+               dedup: bool = True) -> MoldCapture:
+    """Turn a capture's packet table into its ITCH stream (see module doc).
+
+    Packets of sequence 0 (not a data sequence: anonymised captures) are unsequenced: all
+    their messages are kept, in capture order, after the sequenced ones. dedup=False keeps
+    every data packet's messages in capture order (A and B copies both, no gap accounting).
+    """
     n = len(table)
     kind = np.empty(n, np.int8)
     why = np.zeros(n, np.int8)
@@ -245,11 +259,14 @@ def reassemble(buf: np.ndarray, table: PacketTable, source: str, strict: bool = 
     stats.ip_fragments = table.count(REC_FRAGMENT)
     stats.snapped = table.count(REC_SNAPPED)
     stats.unsupported = table.count(REC_UNSUPPORTED)
-    stats.data_packets = int(np.count_nonzero(kind == DATA))
+    stats.data_packets = int(np.count_nonzero((kind == DATA) | (kind == UNSEQUENCED)))
+    stats.unsequenced_packets = int(np.count_nonzero(kind == UNSEQUENCED))
+    stats.unsequenced_messages = int(count[kind == UNSEQUENCED].sum())
+    stats.deduplicated = bool(dedup)
     stats.heartbeats = int(np.count_nonzero(kind == HEARTBEAT))
     stats.end_of_session = int(np.count_nonzero(kind == END_OF_SESSION))
 
-    mold = (kind == DATA) | (kind == HEARTBEAT) | (kind == END_OF_SESSION)
+    mold = (kind == DATA) | (kind == HEARTBEAT) | (kind == END_OF_SESSION) | (kind == UNSEQUENCED)
     idx = np.flatnonzero(mold)
     # Sessions in order of first appearance.
     keys = np.stack([sess_hi[idx], sess_lo[idx]], axis=1)
@@ -263,20 +280,32 @@ def reassemble(buf: np.ndarray, table: PacketTable, source: str, strict: bool = 
         raw = int(u[0]).to_bytes(8, "big") + int(u[1]).to_bytes(SESSION_SIZE - 8, "big")
         names[int(r)] = raw.decode("ascii", "replace").rstrip(" \x00")
     stats.sessions = names
-    order = idx[np.lexsort((idx, seq[idx], session[idx]))]
+    if dedup:
+        sequenced = idx[kind[idx] != UNSEQUENCED]
+        order = sequenced[np.lexsort((sequenced, seq[sequenced], session[sequenced]))]
+        in_order = idx[kind[idx] == UNSEQUENCED]       # capture order
+    else:
+        order = idx[:0]
+        in_order = idx[(kind[idx] == DATA) | (kind[idx] == UNSEQUENCED)]
 
-    out = np.empty(int(table.payload_length[kind == DATA].sum()), np.uint8)
-    runs_cap = len(order) + 1
-    run_offset = np.empty(runs_cap * 2, np.int64)  # a packet can open at most two runs
-    run_seq = np.empty(runs_cap * 2, np.uint64)
-    run_session = np.empty(runs_cap * 2, np.int64)
-    seg_out = np.empty(len(order), np.int64)
-    seg_file = np.empty(len(order), np.int64)
-    seg_packet = np.empty(len(order), np.int64)
+    data_kinds = (kind == DATA) | (kind == UNSEQUENCED)
+    out = np.empty(int(table.payload_length[data_kinds].sum()), np.uint8)
+    runs_cap = 2 * (len(order) + 1) + len(in_order)  # a sorted packet can open at most two runs
+    run_offset = np.empty(runs_cap, np.int64)
+    run_seq = np.empty(runs_cap, np.uint64)
+    run_session = np.empty(runs_cap, np.int64)
+    seg_out = np.empty(len(order) + len(in_order), np.int64)
+    seg_file = np.empty(len(order) + len(in_order), np.int64)
+    seg_packet = np.empty(len(order) + len(in_order), np.int64)
     totals = np.zeros(5, np.int64)
-    w, runs, segs = assemble(buf, order, table.payload_offset, kind, session, seq, count, out,
-                             run_offset, run_seq, run_session, seg_out, seg_file, seg_packet, totals)
+    w, runs, segs = assemble(buf, order, table.payload_offset, table.payload_length, kind, session, seq, count,
+                             out, run_offset, run_seq, run_session, seg_out, seg_file, seg_packet, totals)
     stats.messages, stats.duplicate_messages, stats.gaps, stats.missing_messages = (int(x) for x in totals[:4])
+    if len(in_order):
+        w, runs, segs = copy_in_order(buf, in_order, table.payload_offset, table.payload_length, session, seq,
+                                      out, w, run_offset, run_seq, run_session, runs, seg_out, seg_file,
+                                      seg_packet, segs)
+        stats.messages += int(count[in_order].sum())
     # Drop empty runs (a session opened by a heartbeat, a hole right at a run start).
     keep = np.ones(runs, bool)
     ends = np.append(run_offset[1:runs], w)

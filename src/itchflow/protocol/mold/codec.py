@@ -1,6 +1,6 @@
 """MoldUDP64 packet codec: validate message blocks, build packets, all over uint8 arrays.
 
-The header layout comes from ``moldudp64_layout``; the message blocks are BinaryFILE
+The header layout and reader come from ``itchflow.wire.moldudp64``; the message blocks are BinaryFILE
 framing, so a packet body is a contiguous slice of a BinaryFILE and building a packet is a
 header plus a slice (no work per message). Kernels return status codes; the Python side
 turns them into counted, reported events, never exceptions that stop a feed.
@@ -11,16 +11,17 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from itchflow.hw.endian import be16, be48, be64  # noqa: F401  (be64: re-exported for bench.net)
+from itchflow.wire.binaryfile import (LENGTH_PREFIX, OK, ZERO_LENGTH, index_error_text,
+                                      message_offsets, next_message)
 from itchflow.wire.itch import MESSAGES
-from itchflow.hw.endian import be16, be48
 from itchflow.wire.moldudp64 import (
-    BLOCK_LENGTH_SIZE,
-    COUNT_OFFSET,
     HEADER_DTYPE,
     HEADER_SIZE,
-    SEQUENCE_OFFSET,
-    SESSION_OFFSET,
+    MAX_SEQUENCE,
     SESSION_SIZE,
+    read_header,
+    session_is,
 )
 
 # walk_blocks status codes
@@ -39,25 +40,10 @@ MALFORMED_TEXT = {
 _TIMESTAMP_OFFSET = MESSAGES["A"].field("timestamp").offset
 
 
-@njit(inline="always", nogil=True, cache=True)
-def be64(buf, p):
-    v = np.uint64(0)
-    for k in range(8):
-        v = (v << np.uint64(8)) | np.uint64(buf[p + k])
-    return v
-
-
-@njit(nogil=True, cache=True)
-def read_header(buf, n):
-    """(sequence, count) of the packet in buf[:n]; (0, -1) if n is shorter than a header."""
-    if n < HEADER_SIZE:
-        return np.uint64(0), np.int64(-1)
-    return be64(buf, SEQUENCE_OFFSET), np.int64(be16(buf, COUNT_OFFSET))
-
-
 @njit(nogil=True, cache=True)
 def walk_blocks(buf, start, end, count, skip):
-    """Check that buf[start:end] holds exactly ``count`` non-empty message blocks.
+    """Check that buf[start:end] holds exactly ``count`` non-empty message blocks (the one
+    BinaryFILE walker, ``next_message``, does the stepping).
 
     Returns (status, offset): on success the offset of block number ``skip`` (end if
     skip >= count); on failure the offset of the offending block.
@@ -67,53 +53,38 @@ def walk_blocks(buf, start, end, count, skip):
     for i in range(count):
         if i == skip:
             skip_offset = pos
-        if pos + BLOCK_LENGTH_SIZE > end:
-            return BLOCK_OVERRUN, pos
-        length = np.int64(be16(buf, pos))
-        if length == 0:
-            return ZERO_LENGTH_BLOCK, pos
-        if pos + BLOCK_LENGTH_SIZE + length > end:
-            return BLOCK_OVERRUN, pos
-        pos += BLOCK_LENGTH_SIZE + length
+        status, body, length = next_message(buf, pos, end)
+        if status != OK:
+            return (ZERO_LENGTH_BLOCK if status == ZERO_LENGTH else BLOCK_OVERRUN), pos
+        pos = body + length
     if pos != end:
         return TRAILING_BYTES, pos
     return BLOCKS_OK, skip_offset
 
 
 @njit(nogil=True, cache=True)
-def _index_messages(buf, offsets, timestamps):
-    """Fill offsets[i] (start of message i's length prefix) and its timestamp; -> (n, status, pos)."""
-    pos = 0
-    end = buf.shape[0]
-    n = 0
-    while pos < end:
-        if pos + 2 > end:
-            return n, 1, pos
-        length = np.int64(be16(buf, pos))
-        if length == 0:
-            return n, 2, pos
-        if pos + 2 + length > end:
-            return n, 1, pos
-        offsets[n] = pos
-        timestamps[n] = np.int64(be48(buf, pos + 2 + _TIMESTAMP_OFFSET)) if length >= _TIMESTAMP_OFFSET + 6 else -1
-        n += 1
-        pos += 2 + length
-    offsets[n] = pos
-    return n, 0, pos
+def _timestamps(buf, offsets, n, timestamps):
+    """timestamps[i] of the message whose length prefix is at offsets[i] (-1 if it is too short
+    to hold one); offsets come from message_offsets, so every message is whole."""
+    for i in range(n):
+        p = offsets[i]
+        length = np.int64(be16(buf, p))
+        timestamps[i] = (np.int64(be48(buf, p + LENGTH_PREFIX + _TIMESTAMP_OFFSET))
+                         if length >= _TIMESTAMP_OFFSET + 6 else -1)
 
 
 def index_messages(buf: np.ndarray, source: str = "<buffer>") -> tuple[np.ndarray, np.ndarray]:
     """(offsets int64[n+1], timestamps int64[n]) of a BinaryFILE; offsets[n] is its end."""
     from itchflow.errors import ITCHFormatError
 
-    cap = len(buf) // 3 + 1  # the shortest framed message is 3 bytes (prefix + type byte)
-    offsets = np.empty(cap + 1, np.int64)
-    timestamps = np.empty(cap, np.int64)
-    n, status, pos = _index_messages(buf, offsets, timestamps)
-    if status:
-        why = "truncated message at the end of the data" if status == 1 else "zero-length message"
-        raise ITCHFormatError(why, source=source, offset=int(pos))
-    return offsets[:n + 1].copy(), timestamps[:n].copy()
+    offsets = np.empty(len(buf) // 3 + 2, np.int64)
+    n, status, pos = message_offsets(buf, 1, offsets)
+    if status != OK:
+        raise ITCHFormatError(index_error_text(status), source=source, offset=int(pos))
+    offsets[n] = pos   # the end of the data
+    timestamps = np.empty(n, np.int64)
+    _timestamps(buf, offsets, n, timestamps)
+    return offsets[:n + 1].copy(), timestamps
 
 
 @njit(nogil=True, cache=True)
@@ -159,12 +130,8 @@ def headers(session: bytes | str, sequences: np.ndarray, counts: np.ndarray) -> 
     return h.view(np.uint8).reshape(len(sequences), HEADER_SIZE)
 
 
-assert SESSION_OFFSET == 0
-
-
 # fast_in_order counters (indices into its int64 counters array)
 F_PACKETS, F_MESSAGES, F_BYTES, F_DUP_PACKETS, F_DUP_MESSAGES, F_HEARTBEATS = range(6)
-_TOP_BIT = np.uint64(1) << np.uint64(63)
 
 
 @njit(nogil=True, cache=True)
@@ -177,23 +144,17 @@ def fast_in_order(bufs, lengths, start, n, session, next_seq, out, out_pos, coun
     Returns (index of that packet or n, next sequence, new out_pos).
     """
     i = start
+    if next_seq < 1 or next_seq > MAX_SEQUENCE:   # never handed a value the state machine would not take
+        return i, next_seq, out_pos
     while i < n:
         buf = bufs[i]
         ln = lengths[i]
-        if ln < HEADER_SIZE or ln > buf.shape[0]:
+        if ln > buf.shape[0]:
             break
-        same = True
-        for k in range(SESSION_SIZE):
-            if buf[SESSION_OFFSET + k] != session[k]:
-                same = False
-                break
-        if not same:
-            break
-        useq = be64(buf, SEQUENCE_OFFSET)
-        if useq & _TOP_BIT:
+        ok, useq, count = read_header(buf, 0, ln)
+        if not ok or not session_is(buf, 0, session) or useq > np.uint64(MAX_SEQUENCE) or useq == 0:
             break
         seq = np.int64(useq)
-        count = np.int64(be16(buf, COUNT_OFFSET))
         if count == 0xFFFF:
             break
         if count == 0:

@@ -16,16 +16,17 @@ from numba import njit
 
 from itchflow.errors import ITCHFormatError
 from itchflow.wire.itch import MESSAGES
-from itchflow.hw.endian import be16, be48
+from itchflow.hw.endian import be48
+from itchflow.wire.binaryfile import OK, TRUNCATED, next_message
 from itchflow.protocol.mold.codec import headers, session_bytes
+from itchflow.protocol.mold.ratelimit import RateLimits, SourceLimiter
 from itchflow.wire.moldudp64 import (
-    COUNT_OFFSET,
     END_OF_SESSION_COUNT,
-    HEADER_DTYPE,
     HEADER_SIZE,
     HEARTBEAT_COUNT,
-    SEQUENCE_OFFSET,
     SESSION_SIZE,
+    pack_header,
+    unpack_header,
 )
 
 DEFAULT_PAYLOAD = 1400
@@ -49,18 +50,14 @@ def _plan(buf, max_body, fill, pkt_off, pkt_count, pkt_ts):
         n = 0
         ts = np.int64(-1)
         while pos < end and n < MAX_COUNT:
-            if pos + 2 > end:
-                return p, 1, pos
-            length = np.int64(be16(buf, pos))
-            if length == 0:
-                return p, 2, pos
-            if pos + 2 + length > end:
-                return p, 1, pos
-            if n > 0 and pos + 2 + length - start > max_body:
+            status, body, length = next_message(buf, pos, end)
+            if status != OK:
+                return p, (1 if status == TRUNCATED else 2), pos
+            if n > 0 and body + length - start > max_body:
                 break
             if n == 0 and length >= _TS_END:
-                ts = np.int64(be48(buf, pos + 2 + _TIMESTAMP_OFFSET))
-            pos += 2 + length
+                ts = np.int64(be48(buf, body + _TIMESTAMP_OFFSET))
+            pos = body + length
             n += 1
         if fill:
             pkt_off[p] = start
@@ -78,14 +75,17 @@ def _span(buf, start, end, skip, max_count, max_body):
     ``max_count`` that fit in max_body bytes. -> (first byte, end byte, messages)."""
     pos = start
     for _ in range(skip):
-        pos += 2 + np.int64(be16(buf, pos))
+        status, body, length = next_message(buf, pos, end)
+        if status != OK:
+            return pos, pos, 0
+        pos = body + length
     first = pos
     n = 0
-    while n < max_count and pos < end:
-        length = np.int64(be16(buf, pos))
-        if n > 0 and pos + 2 + length - first > max_body:
+    while n < max_count:
+        status, body, length = next_message(buf, pos, end)
+        if status != OK or body + length - first > max_body:
             break
-        pos += 2 + length
+        pos = body + length
         n += 1
     return first, pos, n
 
@@ -131,22 +131,20 @@ class MoldFeed:
     def end_of_session(self) -> bytes:
         return control_packet(self.session, int(self.sequences[-1]), END_OF_SESSION_COUNT)
 
-    def span(self, first: int, count: int, available_end: int) -> tuple[int, int, int]:
+    def span(self, first: int, count: int, available_end: int, max_body: int | None = None) -> tuple[int, int, int]:
         """(byte start, byte end, messages) answering a request for [first, first+count),
-        limited to messages published (< available_end) and to one payload."""
+        limited to messages published (< available_end) and to one payload (or max_body)."""
         count = min(count, available_end - first, MAX_COUNT)
         if first < 1 or count <= 0:
             return 0, 0, 0
         p = int(np.searchsorted(self.sequences, first, "right")) - 1
         a, b, n = _span(self.data, int(self.offsets[p]), int(self.offsets[-1]), first - int(self.sequences[p]),
-                        count, self.max_body)
+                        count, self.max_body if max_body is None else max_body)
         return int(a), int(b), int(n)
 
 
 def control_packet(session: bytes, sequence: int, count: int) -> bytes:
-    h = np.zeros(1, HEADER_DTYPE)
-    h["session"], h["sequence"], h["count"] = session_bytes(session), sequence, count
-    return h.tobytes()
+    return pack_header(session_bytes(session), sequence, count)
 
 
 @dataclass
@@ -156,39 +154,55 @@ class ServerStats:
     messages: int = 0
     short_replies: int = 0       # replies holding fewer messages than asked
     bad_requests: int = 0        # wrong size or session, or nothing published to serve
+    refused_requests: int = 0    # over a source's requests/s or reply bytes/s (or the shared bytes/s)
+    bytes_in: int = 0            # request bytes received
+    bytes_out: int = 0           # reply bytes sent (headers included)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 class RerequestServer:
-    """Answers MoldUDP64 re-requests from a MoldFeed: one reply packet per request."""
+    """Answers MoldUDP64 re-requests from a MoldFeed: one reply packet per request, at most
+    ``max_reply_bytes`` (default: one payload), within per-source rate limits."""
 
-    def __init__(self, feed: MoldFeed):
+    def __init__(self, feed: MoldFeed, limits: RateLimits | None = None, max_reply_bytes: int | None = None):
         self.feed = feed
         self.stats = ServerStats()
+        self.limiter = SourceLimiter(limits)
+        self.max_body = min(feed.max_body, (max_reply_bytes or feed.payload_size) - HEADER_SIZE)
 
-    def handle(self, request: bytes, available_end: int) -> list[bytes] | None:
+    def handle(self, request: bytes, available_end: int, source=None, now_ns: int | None = None):
         """The reply (header, body) to send back, or None for a request that gets none.
 
-        available_end: the sequence after the last message published so far.
+        available_end: the sequence after the last message published so far. source and
+        now_ns: who asked and when (the rate limits apply when now_ns is given).
         """
         st = self.stats
         st.requests += 1
+        st.bytes_in += len(request)
+        limited = now_ns is not None
+        if limited and not self.limiter.allow_request(source, now_ns):
+            st.refused_requests += 1
+            return None
         if len(request) != HEADER_SIZE or bytes(request[:SESSION_SIZE]) != self.feed.session:
             st.bad_requests += 1
             return None
-        first = int.from_bytes(request[SEQUENCE_OFFSET:SEQUENCE_OFFSET + 8], "big")
-        count = int.from_bytes(request[COUNT_OFFSET:COUNT_OFFSET + 2], "big")
+        _, first, count = unpack_header(request)
         if count == 0 or count == END_OF_SESSION_COUNT:
             st.bad_requests += 1
             return None
-        a, b, n = self.feed.span(first, count, available_end)
+        a, b, n = self.feed.span(first, count, available_end, self.max_body)
         if n == 0:
             st.bad_requests += 1
             return None
+        size = HEADER_SIZE + (b - a)
+        if limited and not self.limiter.allow_bytes(source, size, now_ns):
+            st.refused_requests += 1
+            return None
         st.replies += 1
         st.messages += n
+        st.bytes_out += size
         if n < count:
             st.short_replies += 1
         return [control_packet(self.feed.session, first, n), self.feed.data[a:b]]

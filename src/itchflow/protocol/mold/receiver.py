@@ -29,7 +29,6 @@ Rules, several learned from the bugs users hit in paritytrading/nassau:
 from __future__ import annotations
 
 import heapq
-import struct
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -50,23 +49,24 @@ from itchflow.protocol.mold.codec import (
     walk_blocks,
 )
 from itchflow.wire.moldudp64 import (
-    COUNT_OFFSET,
     END_OF_SESSION_COUNT,
+    FIRST_SEQUENCE,
     HEADER_SIZE,
     HEARTBEAT_COUNT,
-    SEQUENCE_OFFSET,
+    MAX_MESSAGE_COUNT,
+    MAX_SEQUENCE,
     SESSION_SIZE,
     pack_header,
+    unpack_header,
 )
 
 LINE_A, LINE_B, LINE_REPLY = 0, 1, 2
 LINE_NAMES = ("A", "B", "reply")
-MAX_REQUEST_COUNT = 0xFFFE  # the count field is 16 bits and 0xFFFF means end of session
+MAX_REQUEST_COUNT = MAX_MESSAGE_COUNT  # the count field is 16 bits and 0xFFFF means end of session
 MALFORMED_LOG_LIMIT = 1000
-# One struct call reads the whole header (much cheaper than numpy scalar indexing per field).
-_HEADER = struct.Struct(f">{SESSION_SIZE}sQH")
-assert _HEADER.size == HEADER_SIZE and struct.calcsize(f">{SESSION_SIZE}s") == SEQUENCE_OFFSET
-assert struct.calcsize(f">{SESSION_SIZE}sQ") == COUNT_OFFSET
+DEFAULT_MAX_GAP = 1 << 22               # messages: ~4 M, tens of seconds of the busiest feed
+DEFAULT_MAX_BUFFERED_BYTES = 64 << 20   # early packets held while a hole is filled
+DEFAULT_RESYNC_PACKETS = 512            # contiguous packets past max_gap that prove a real jump
 
 
 @dataclass(slots=True)
@@ -143,10 +143,14 @@ class MoldStats:
     lost: int = 0                     # messages given up on
     session_changes: int = 0
     stale_session_packets: int = 0    # packets of a session already left
-    other_session_packets: int = 0    # packets of another session than the one asked for
+    other_session_packets: int = 0    # packets of another session than the one followed
     malformed: int = 0
-    buffer_overflow: int = 0          # early packets dropped because the buffer was full
+    bad_sequence: int = 0             # packets whose sequence is invalid (0, >= 2**63) or jumps past max_gap
+    after_end_of_session: int = 0     # packets (or their tails) past the end of session
+    buffer_overflow: int = 0          # early packets dropped because the buffer was full (packets or bytes)
     buffered_peak: int = 0
+    buffered_bytes_peak: int = 0
+    deferred_give_ups: int = 0        # holes not given up on: nothing held past them yet (data may still come)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -165,20 +169,36 @@ class _Early:
 class MoldReceiver:
     """MoldUDP64 receiver state (see the module doc).
 
-    session: the only session to accept (None: the first one seen, then follow changes to
-    a new session, as at a new day; the old one's late packets are dropped). start_sequence: the first
-    sequence wanted (None: start from the first packet seen, as when joining mid-day).
+    session: the only session to accept (None: the first one seen is the session; packets
+    of any other are counted and ignored). follow_sessions: follow a change to a new session
+    instead (as at a new day; the old one's late packets are dropped). start_sequence: the
+    first sequence wanted (None: start from the first packet seen, as when joining mid-day).
     requests: whether a re-request server is there (if not, holes become ``Lost`` after
     the line wait). max_attempts: re-sends of one request before its hole is ``Lost``.
+
+    Hostile or faulty peers: a sequence of 0 or past 2**63 - 2**16, or a jump of more than
+    ``max_gap`` messages past the highest sequence seen, is a counted bad packet (not a gap
+    to fill) unless ``resync_packets`` contiguous packets confirm the jump (a real outage).
+    Data past the end of session is counted, never delivered. Early packets are held up to
+    ``max_buffered`` packets and ``max_buffered_bytes`` bytes. A hole is given up only up to
+    the next packet held (or to the end of session): never past data that may still arrive.
     """
 
     def __init__(self, session: bytes | str | None = None, *, start_sequence: int | None = 1,
                  line_wait_ns: int = 2_000_000, line_wait_packets: int = 64,
                  request_timeout_ns: int = 50_000_000, max_attempts: int = 20,
                  requests: bool = True, max_request_count: int = MAX_REQUEST_COUNT,
-                 max_buffered: int = 1 << 16):
+                 max_buffered: int = 1 << 16, max_buffered_bytes: int = DEFAULT_MAX_BUFFERED_BYTES,
+                 max_gap: int = DEFAULT_MAX_GAP, resync_packets: int = DEFAULT_RESYNC_PACKETS,
+                 follow_sessions: bool = False):
+        if start_sequence is not None and not FIRST_SEQUENCE <= start_sequence <= MAX_SEQUENCE:
+            raise ValueError(f"start sequence {start_sequence} is out of range ({FIRST_SEQUENCE} to {MAX_SEQUENCE})")
         self.session = session_bytes(session) if session is not None else None
-        self.pinned = session is not None   # False: follow session changes (a new day)
+        self.follow_sessions = bool(follow_sessions)
+        self.max_buffered_bytes = int(max_buffered_bytes)
+        self.max_gap = int(max_gap)
+        self.resync_packets = int(resync_packets)
+        self._jump_run = (None, 0)           # (next sequence of a run of far-jump packets, its length)
         self.start_sequence = start_sequence
         self.line_wait_ns = int(line_wait_ns)
         self.line_wait_packets = int(line_wait_packets)
@@ -202,7 +222,10 @@ class MoldReceiver:
         self.next_sequence = next_seq      # None until the first packet when joining mid-day
         self.highest = next_seq            # exclusive end of the highest sequence seen
         self.ended = False                 # end of session seen for the current session
+        self.end_sequence = None           # the sequence after the session's last message
         self._early: dict[int, _Early] = {}
+        self._early_bytes = 0
+        self._parked_at = None             # hole not given up on: nothing held past it yet
         self._heap: list[int] = []
         self._request = None               # (first, count, sent_ns, attempt) outstanding
         self._hole_at = None               # the sequence the line-wait timer is for
@@ -238,14 +261,17 @@ class MoldReceiver:
         if n < HEADER_SIZE:
             self._malformed(events, number, line, MALFORMED_TEXT[SHORT_HEADER] + f" ({n} bytes)", None)
             return events
-        session, seq, count = _HEADER.unpack_from(buf)
+        session, seq, count = unpack_header(buf)
 
         if session != self.session:
             if session in self.old_sessions:
                 st.stale_session_packets += 1
                 return events
-            if self.pinned:           # following one named session: others are not ours
+            if self.session is not None and not self.follow_sessions:   # the first session seen is the session
                 st.other_session_packets += 1
+                return events
+            if not FIRST_SEQUENCE <= seq <= MAX_SEQUENCE:   # do not let a bad header pick the session
+                self._bad_sequence(events, number, line, seq)
                 return events
             if count != END_OF_SESSION_COUNT and count != HEARTBEAT_COUNT and n > HEADER_SIZE:
                 status, off = walk_blocks(buf, HEADER_SIZE, n, count, count)
@@ -253,17 +279,26 @@ class MoldReceiver:
                     self._malformed(events, number, line, MALFORMED_TEXT[status], int(off))
                     return events
             self._change_session(session, seq, count, events)
+        elif not (FIRST_SEQUENCE <= seq <= MAX_SEQUENCE
+                  and (self.highest is None or seq <= self.highest + self.max_gap)):
+            if not self._plausible(seq, count, line):   # the slow path only for the suspicious
+                self._bad_sequence(events, number, line, seq)
+                return events
 
         if count == END_OF_SESSION_COUNT:
             st.end_of_session += 1
             if not self.ended:
                 events.append(EndOfSession(session, seq))
-            self.ended = True
-            self._see(seq)            # the sequence only; never the count (nassau #16)
+                self.ended = True
+                self.end_sequence = seq
+                self._end_at(seq)     # the sequence only; never the count (nassau #16)
         elif count == HEARTBEAT_COUNT:
             st.heartbeats += 1
             if n != HEADER_SIZE:
                 self._malformed(events, number, line, MALFORMED_TEXT[TRAILING_BYTES], HEADER_SIZE)
+                return events
+            if self.ended and seq > self.end_sequence:
+                st.after_end_of_session += 1
                 return events
             self._see(seq)            # a heartbeat's sequence is the next one sent: may reveal a gap
         else:
@@ -289,7 +324,7 @@ class MoldReceiver:
         i = 0
         while i < n:
             if (self.session is not None and self.next_sequence is not None and not self.in_gap
-                    and not self._early):
+                    and not self._early and not self.ended and self.next_sequence <= MAX_SEQUENCE):
                 counters[:] = 0
                 first = self.next_sequence
                 j, nxt, o = fast_in_order(bufs, lengths, i, n, self._session_array, first, self._batch_out,
@@ -329,7 +364,7 @@ class MoldReceiver:
 
     def next_deadline(self) -> int | None:
         """When tick() has something to do (ns, same clock as now_ns), or None."""
-        if not self.in_gap:
+        if not self.in_gap or (self._parked_at == self.next_sequence and not self._heap):
             return None
         if self._request is not None:
             return self._request[2] + self.request_timeout_ns
@@ -339,6 +374,32 @@ class MoldReceiver:
     def _malformed(self, events, number, line, reason, offset) -> None:
         m = Malformed(number, line, reason, offset)
         self.stats.malformed += 1
+        if len(self.malformed_log) < MALFORMED_LOG_LIMIT:
+            self.malformed_log.append(m)
+        events.append(m)
+
+    def _plausible(self, seq: int, count: int, line: int) -> bool:
+        """Whether a packet of the current session has a sequence the receiver may act on."""
+        if not FIRST_SEQUENCE <= seq <= MAX_SEQUENCE:
+            return False
+        if self.highest is None or seq <= self.highest + self.max_gap:
+            return True
+        if line == LINE_REPLY:           # a reply answers what was asked: never a jump
+            return False
+        # A far jump: a bad packet, unless contiguous packets keep confirming it (an outage).
+        nxt, run = self._jump_run
+        run = run + 1 if nxt == seq else 1
+        data = count not in (HEARTBEAT_COUNT, END_OF_SESSION_COUNT)
+        self._jump_run = (seq + (count if data else 0), run)
+        return run >= self.resync_packets
+
+    def _bad_sequence(self, events, number, line, seq) -> None:
+        self.stats.bad_sequence += 1
+        why = ("sequence 0 is not a data sequence" if seq == 0 else
+               f"sequence {seq} is out of range" if seq > MAX_SEQUENCE else
+               f"sequence {seq} jumps {seq - self.highest} messages past the highest seen "
+               f"(more than max_gap {self.max_gap})")
+        m = Malformed(number, line, why, None)
         if len(self.malformed_log) < MALFORMED_LOG_LIMIT:
             self.malformed_log.append(m)
         events.append(m)
@@ -378,6 +439,14 @@ class MoldReceiver:
         if status != BLOCKS_OK:
             self._malformed(events, number, line, MALFORMED_TEXT[status], int(off))
             return
+        if self.ended and end > self.end_sequence:   # nothing is delivered past the end of session
+            st.after_end_of_session += 1
+            if seq >= self.end_sequence:
+                return
+            keep = self.end_sequence - seq     # the head before the end is still the session's
+            _, cut = walk_blocks(buf, HEADER_SIZE, n, count, keep)
+            n, count, end = int(cut), keep, seq + keep
+            status, off = walk_blocks(buf, HEADER_SIZE, n, count, min(skip, count))
         self._see(end)
         if end <= nxt:
             st.duplicate_packets += 1
@@ -393,7 +462,9 @@ class MoldReceiver:
             st.duplicate_packets += 1
             st.duplicate_messages += count
             return
-        if early is None and len(self._early) >= self.max_buffered:
+        size = n - HEADER_SIZE - (len(early.data) if early is not None else 0)
+        if ((early is None and len(self._early) >= self.max_buffered)
+                or self._early_bytes + size > self.max_buffered_bytes):
             st.buffer_overflow += 1   # it stays covered by `highest`, so it will be re-requested
             return
         if early is not None:
@@ -401,8 +472,11 @@ class MoldReceiver:
         else:
             heapq.heappush(self._heap, seq)
         self._early[seq] = _Early(buf[HEADER_SIZE:n].copy(), seq, count, line, number, rx_ns, now_ns)
+        self._early_bytes += size
         if len(self._early) > st.buffered_peak:
             st.buffered_peak = len(self._early)
+        if self._early_bytes > st.buffered_bytes_peak:
+            st.buffered_bytes_peak = self._early_bytes
 
     def _deliver(self, data, first, count, line, number, rx_ns, events) -> None:
         st = self.stats
@@ -414,13 +488,35 @@ class MoldReceiver:
         self.next_sequence = first + count
         events.append(Deliver(data, first, count, line, number, rx_ns))
 
+    def _end_at(self, end: int) -> None:
+        """End of session at ``end``: nothing at or past it is the session's. Early packets
+        held there are dropped (counted), and the hole to fill stops at the end."""
+        self._see(end)
+        if self.highest is not None and self.next_sequence is not None and self.highest > end:
+            self.highest = max(end, self.next_sequence)
+        if not self._heap:
+            return
+        keep = [s for s in self._heap if s < end]
+        for s in self._heap:
+            if s >= end:
+                self._early_bytes -= len(self._early.pop(s).data)
+                self.stats.after_end_of_session += 1
+        heapq.heapify(keep)
+        self._heap = keep
+
     def _drain(self, events) -> None:
-        """Deliver the early packets that are now in turn."""
+        """Deliver the early packets that are now in turn (never past the end of session)."""
         heap, early = self._heap, self._early
         while heap and heap[0] <= self.next_sequence:
             e = early.pop(heapq.heappop(heap))
+            self._early_bytes -= len(e.data)
             nxt = self.next_sequence
             end = e.first + e.count
+            if self.ended and end > self.end_sequence:     # held before the end was known
+                self.stats.after_end_of_session += 1
+                keep = max(0, self.end_sequence - e.first)
+                _, cut = walk_blocks(e.data, 0, len(e.data), e.count, keep)
+                e.data, e.count, end = e.data[:cut], keep, e.first + keep
             if end <= nxt:
                 self.stats.duplicate_packets += 1
                 self.stats.duplicate_messages += e.count
@@ -438,14 +534,24 @@ class MoldReceiver:
             return min(self._heap[0], self.highest)
         return self.highest
 
-    def _give_up(self, reason, events) -> None:
+    def _give_up(self, reason, events) -> bool:
+        """Give the hole up, but only up to the next packet held or the end of session: a hole
+        whose end is only announced (a heartbeat, a packet the buffer had no room for) may
+        still be filled by data on its way, so it stays open until such data arrives."""
         first = self.next_sequence
+        if not self._heap and not self.ended:
+            self._request = None
+            if self._parked_at != first:
+                self._parked_at = first
+                self.stats.deferred_give_ups += 1
+            return False
         count = self._hole_end() - first
         self.stats.lost += count
         events.append(Lost(first, count, reason))
         self.next_sequence = first + count
         self._request = None
         self._drain(events)
+        return True
 
     def _send_request(self, now_ns, attempt, events) -> None:
         first = self.next_sequence
@@ -467,6 +573,9 @@ class MoldReceiver:
                 self._hole_at = None
                 return
             nxt = self.next_sequence
+            if self._parked_at == nxt and not self._heap and not self.ended:
+                self.in_gap = True
+                return                            # waiting for data (see _give_up)
             if not self.in_gap:
                 self.in_gap = True
                 self.stats.gaps += 1
@@ -492,7 +601,8 @@ class MoldReceiver:
                 if now_ns - sent_ns < self.request_timeout_ns:
                     return
                 if attempt >= self.max_attempts:
-                    self._give_up(f"no reply after {attempt} re-requests", events)
+                    if not self._give_up(f"no reply after {attempt} re-requests", events):
+                        return
                     continue
                 self._send_request(now_ns, attempt + 1, events)
                 return
@@ -501,7 +611,8 @@ class MoldReceiver:
                     and self.stats.packets - since_packet < self.line_wait_packets):
                 return
             if not self.requests_enabled:
-                self._give_up("no re-request server", events)
+                if not self._give_up("no re-request server", events):
+                    return
                 continue
             self._send_request(now_ns, 1, events)
             return

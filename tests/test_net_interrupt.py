@@ -1,0 +1,109 @@
+"""Ctrl-C on the long-running network commands: each prints its report and exits 130.
+
+Each command runs as a subprocess; the test waits for the line that says it is ready (or
+for the server to see it connected), never a fixed sleep, then sends SIGINT.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+
+import pytest
+
+from net_procs import finish, start, wait_for_line
+from test_net_loopback import synthetic_day
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _interrupt(proc):
+    proc.send_signal(signal.SIGINT)
+    out, err = finish(proc, 60)
+    assert proc.returncode == 130, (out, err)
+    assert "Traceback" not in err and "Aborted" not in err, err
+    return out, err
+
+
+def test_publish_prints_its_counters_on_ctrl_c(tmp_path):
+    src = tmp_path / "day.itch"
+    src.write_bytes(synthetic_day(5_000, seed=2).tobytes())
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind(("127.0.0.1", 0))
+    try:
+        proc = start(["publish", str(src), "--mold", "127.0.0.1:%d" % sink.getsockname()[1], "--rate", "max",
+                      "--pps", "100", "--payload", "200", "--json", "--quiet"])
+        wait_for_line(proc, r"publishing [\d,]+ packets")
+        sink.settimeout(30)
+        sink.recv(65536)                          # readiness: packets are flowing (the second one
+        sink.recv(65536)                          # proves the first was counted)
+        out, _ = _interrupt(proc)
+    finally:
+        sink.close()
+    report = json.loads(out)
+    assert report["interrupted"] and 0 < report["sent"][0] < report["packets"], report
+
+
+def test_listen_prints_its_report_on_ctrl_c():
+    proc = start(["listen", "--mold", "127.0.0.1:0", "--json", "--idle-timeout", "60"])
+    port = int(wait_for_line(proc, r"listening on 127\.0\.0\.1:(\d+)").group(1))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:   # one real packet, so counters move
+        s.sendto(b"INTERRUPT " + (1).to_bytes(8, "big") + (1).to_bytes(2, "big") + b"\x00\x01A", ("127.0.0.1", port))
+    out, _ = _interrupt(proc)
+    report = json.loads(out)
+    assert report["interrupted"] and not report["finished"]
+
+
+def test_soup_serve_prints_its_counters_on_ctrl_c(tmp_path):
+    src = tmp_path / "day.itch"
+    src.write_bytes(synthetic_day(2_000, seed=3).tobytes())
+    proc = start(["soup", "serve", str(src), "--host", "127.0.0.1", "--port", "0", "--user", "u", "--password", "p"])
+    port = int(wait_for_line(proc, r"on 127\.0\.0\.1:(\d+)").group(1))
+    socket.create_connection(("127.0.0.1", port)).close()
+    _, err = _interrupt(proc)
+    counters = json.loads([line for line in err.splitlines() if line.startswith("{")][-1])
+    assert "connections" in counters and "login_timeouts" in counters
+
+
+def test_soup_fetch_prints_its_report_on_ctrl_c():
+    """A server that sends 10 messages and then only listens; once the client's first
+    heartbeat arrives (it has been through its loop after the data), Ctrl-C."""
+    import threading
+
+    from itchflow.wire.soupbintcp import CLIENT_HEARTBEAT, LOGIN_ACCEPTED, SEQUENCED, packet
+
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(1)
+    heard = threading.Event()
+
+    def serve():
+        conn, _ = ls.accept()
+        with conn:
+            conn.recv(1024)
+            conn.sendall(packet(LOGIN_ACCEPTED, b"INT".ljust(10) + b"1".rjust(20))
+                         + b"".join(packet(SEQUENCED, b"A" + bytes(5)) for _ in range(10)))
+            conn.settimeout(30)
+            try:
+                while True:
+                    data = conn.recv(1024)
+                    if not data:
+                        break
+                    if packet(CLIENT_HEARTBEAT) in data:
+                        heard.set()
+            except OSError:
+                pass
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        proc = start(["soup", "fetch", "127.0.0.1:%d" % ls.getsockname()[1], "--user", "u", "--password", "p",
+                      "--json", "--dead-link", "60"])
+        assert heard.wait(60), "the client never got going"
+        out, _ = _interrupt(proc)
+    finally:
+        ls.close()
+        t.join(10)
+    report = json.loads(out)
+    assert report["interrupted"] and report["messages"] == 10 and not report["ended"]

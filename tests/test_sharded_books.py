@@ -1,0 +1,268 @@
+"""ShardedBooks (books on N threads, sharded by stock locate) against one-thread Books.
+
+The expectation is always an independent run of the one-thread engine on the same bytes:
+every stock's depth at every level, every live order in queue order, volumes, BBOs, counters,
+anomalies and events must be identical, for threads = 1, 2, 3, on generated days including a
+day where one stock carries a large share of the messages.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+import pytest
+from test_book_support import add, broken, directory, encode, execute, trade
+
+from itchflow.book import layout as L
+from itchflow.book.books import Books
+from itchflow.book.replay import replay
+from itchflow.book.sharded import ShardedBooks, balanced_shards, plan_shards
+from itchflow.wire.shard import count_by_locate
+from itchflow.errors import ITCHFormatError
+from itchflow.sim.generator import generate_day
+from itchflow.wire.binaryfile import whole_messages_end
+from itchflow.wire.itch import LENGTH_BY_BYTE
+
+P = 10_000
+
+
+@pytest.fixture(scope="module")
+def skewed_day() -> np.ndarray:
+    """The default 100-stock shape: one stock carries about a quarter of the messages."""
+    return generate_day(150_000, seed=3, stocks=100)
+
+
+@pytest.fixture(scope="module")
+def wide_day() -> np.ndarray:
+    return generate_day(150_000, seed=4, stocks=1500)
+
+
+def one_thread(day, record=True) -> Books:
+    b = Books()
+    if record:
+        b.record(l2=True)
+    b.apply(day)
+    return b
+
+
+def assert_same(sb: ShardedBooks, one: Books) -> None:
+    assert sb.messages == one.messages
+    assert np.array_equal(sb.type_counts, one.type_counts)
+    assert sb.unknown_types == one.unknown_types
+    assert sb.live_orders() == one.live_orders()
+    assert sb.last_timestamp_ns == one.last_timestamp_ns
+    assert sb.symbols == one.symbols
+    assert np.array_equal(sb.anomaly_counts, one.anomaly_counts)
+    assert sb.anomalies() == one.anomalies() and sb.anomalies_by_stock() == one.anomalies_by_stock()
+    assert np.array_equal(sb.tops(), one.tops())
+    assert np.array_equal(sb.stocks, one.stocks)
+    for loc in one.symbols.values():
+        for mine, theirs in zip(sb.depth(loc), one.depth(loc)):   # every level of both sides
+            assert np.array_equal(mine, theirs), loc
+        assert sb.bbo(loc) == one.bbo(loc)
+        assert sb.volume(loc) == one.volume(loc)
+        assert sb.trading_state(loc) == one.trading_state(loc)
+    # every live order of every stock, book by book, best level first, in time priority
+    assert np.array_equal(sb.order_table(), one.order_table())
+    assert sb.peak_live_orders_bound >= one.peak_live_orders
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("day_name", ["skewed_day", "wide_day"])
+def test_books_equal_one_thread(request, day_name, threads):
+    day = request.getfixturevalue(day_name)
+    one = one_thread(day)
+    with ShardedBooks(threads) as sb:
+        sb.record(l2=True)
+        assert sb.apply(day) == len(day)
+        assert_same(sb, one)
+        for mine, theirs in zip(sb.take_events(), one.take_events()):  # bbo, trades, l2
+            assert len(mine) == len(theirs) > 0 and np.array_equal(mine, theirs)
+        if threads > 1:  # the work really is split, and no shard is idle
+            assert all(b.messages > one.messages // (3 * threads) for b in sb.shards)
+
+
+def test_the_skewed_day_is_skewed_and_still_balanced(skewed_day):
+    counts = np.zeros(L.N_LOCATES, np.int64)
+    count_by_locate(skewed_day, 0, len(skewed_day), LENGTH_BY_BYTE, counts)
+    assert counts.max() > 0.15 * counts.sum()             # one stock carries a large share
+    with ShardedBooks(2) as sb:
+        sb.apply(skewed_day)
+        per_shard = [b.messages for b in sb.shards]
+    assert max(per_shard) < 0.55 * sum(per_shard)         # and the two shards still share the day
+    for threads in (2, 3):  # a plan from the first quarter of the day balances the whole day
+        loads = np.bincount(plan_shards(skewed_day, threads, len(skewed_day) // 4), weights=counts,
+                            minlength=threads)
+        assert loads.max() < 1.1 * counts.sum() / threads
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_fed_in_slices_with_small_blocks(skewed_day, threads):
+    """Many apply calls (replay's slices) and many blocks per call: the same books and events,
+    with the events' sequence numbers those of the source."""
+    one = one_thread(skewed_day)
+    with ShardedBooks(threads, block_bytes=65_537) as sb:
+        sb.plan(skewed_day)
+        sb.record(l2=True)
+        got = []
+        replay(sb, skewed_day, slice_bytes=300_000, on_slice=lambda b: got.append(b.take_events()))
+        assert_same(sb, one)
+        want = one.take_events()
+        for i in range(3):
+            assert np.array_equal(np.concatenate([g[i] for g in got]), want[i])
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_stop_after_time_and_resume(skewed_day, threads):
+    one = Books()
+    cut, _ = whole_messages_end(skewed_day, 0, len(skewed_day) // 2)
+    one.apply(skewed_day[:cut])
+    ts = one.last_timestamp_ns
+    one = Books()
+    pos1 = one.apply(skewed_day, stop_after_ns=ts)
+    with ShardedBooks(threads) as sb:
+        sb.plan(skewed_day)
+        pos = sb.apply(skewed_day, stop_after_ns=ts)
+        assert pos == pos1 < len(skewed_day)
+        assert sb.messages == one.messages and sb.last_timestamp_ns == one.last_timestamp_ns == ts
+        assert np.array_equal(sb.order_table(), one.order_table())
+        sb.apply(skewed_day[pos:])
+        one.apply(skewed_day[pos1:])
+        assert_same(sb, one)
+
+
+def same(mine, theirs) -> bool:
+    """Equal answers, whether a query returns numbers, tuples, lists or (structured) arrays."""
+    if isinstance(theirs, tuple) and theirs and isinstance(theirs[0], np.ndarray):
+        return all(same(m, t) for m, t in zip(mine, theirs))
+    if isinstance(theirs, np.ndarray):
+        return mine.dtype == theirs.dtype and np.array_equal(mine, theirs)
+    return mine == theirs
+
+
+def test_queries_route_to_the_owner():
+    msgs = [directory(1, "AAPL"), directory(2, "MSFT"), directory(3, "IBM"),
+            add(1, 11, "B", 100, 10 * P), add(1, 12, "B", 50, 10 * P), add(2, 21, "S", 70, 20 * P),
+            add(3, 31, "B", 5, 30 * P), execute(2, 21, 20, match=7), trade(3, 9, 30 * P, match=8)]
+    shard_of = np.zeros(L.N_LOCATES, np.uint8)
+    shard_of[2] = 1
+    shard_of[3] = 2
+    one = Books()
+    one.apply(encode(msgs))
+    with ShardedBooks(3, shard_of=shard_of) as sb:
+        sb.apply(encode(msgs))
+        assert [b.messages for b in sb.shards] == [5, 5, 5]   # 3 R in each + its own
+        assert sb.messages == 9
+        assert sb.owner("MSFT") is sb.shards[1] and sb.locate("IBM") == 3 and sb.symbol(2) == "MSFT"
+        assert sb.volume("MSFT") == 20 and sb.volume("IBM") == 9 and sb.volume("AAPL") == 0
+        assert sb.shards[1].volume("MSFT") == 20 and sb.shards[0].volume("MSFT") == 0
+        for sym in ("AAPL", "MSFT", "IBM"):
+            assert same(sb.bbo(sym), one.bbo(sym)) and same(sb.depth(sym), one.depth(sym))
+            assert sb.vwap(sym) == one.vwap(sym) or (sb.vwap(sym) != sb.vwap(sym) and one.vwap(sym) != one.vwap(sym))
+        assert same(sb.orders("AAPL", "B", 10 * P), one.orders("AAPL", "B", 10 * P))
+        assert len(sb.orders("AAPL", "B", 10 * P)) == 2
+        assert same(sb.orders("MSFT", "S", 20 * P), one.orders("MSFT", "S", 20 * P))
+        if "symbols" in inspect.signature(Books.bbo).parameters:  # the array-out API: many at once
+            assert same(sb.bbo(["IBM", "AAPL", "MSFT"]), one.bbo(["IBM", "AAPL", "MSFT"]))
+            assert same(sb.bbo(), one.bbo()) and len(sb.bbo()) == 3
+        table = sb.order_table(["IBM", "AAPL"])
+        assert same(table, one.order_table(["IBM", "AAPL"])) and len(table) == 3
+
+
+def test_a_break_with_another_locate_is_applied_once():
+    """B carries a match number; its header locate need not be the trade's stock (the
+    generator writes 0). The shard holding the match applies it, and the others' misses are
+    not counted as unknown matches; a B nobody knows is counted once."""
+    msgs = [directory(1, "AAPL"), directory(2, "MSFT"),
+            add(2, 21, "S", 70, 20 * P), execute(2, 21, 20, match=7),
+            broken(0, 7), broken(0, 7), broken(1, 99)]
+    shard_of = np.zeros(L.N_LOCATES, np.uint8)
+    shard_of[2] = 1
+    one = Books()
+    one.apply(encode(msgs))
+    with ShardedBooks(2, shard_of=shard_of) as sb:
+        sb.apply(encode(msgs))
+        assert sb.volume("MSFT") == one.volume("MSFT") == 0
+        assert sb.anomalies_by_stock() == one.anomalies_by_stock() == {0: {"unknown_match": 1},
+                                                                       1: {"unknown_match": 1}}
+        assert sb.messages == one.messages == 7
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_format_errors_name_the_same_offset(threads):
+    good = encode([directory(1, "AAPL"), add(1, 1, "B", 100, P), add(1, 2, "S", 10, 2 * P)])
+    for bad in (good[:-3], good + b"\x00\x00", good[:40] + b"\x00\x22" + good[42:]):
+        with pytest.raises(ITCHFormatError) as want:
+            Books().apply(bad, source="x.itch")
+        with ShardedBooks(threads) as sb, pytest.raises(ITCHFormatError) as got:
+            sb.apply(bad, source="x.itch")
+        assert got.value.offset == want.value.offset and str(got.value) == str(want.value)
+
+
+def test_unknown_types_are_counted_once():
+    data = encode([add(1, 1, "B", 100, P)]) + b"\x00\x05z1234" + b"\x00\x01q" + encode([add(2, 2, "B", 1, P)])
+    one = Books()
+    one.apply(data)
+    with ShardedBooks(2) as sb:
+        sb.apply(data)
+        assert sb.unknown_types == one.unknown_types == 2
+        assert sb.messages == one.messages and np.array_equal(sb.type_counts, one.type_counts)
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_random_garbage_never_crashes(seed):
+    rng = np.random.default_rng(seed)
+    with ShardedBooks(2, shard_of=(np.arange(L.N_LOCATES) % 2).astype(np.uint8)) as sb:
+        for _ in range(100):
+            junk = rng.integers(0, 256, int(rng.integers(0, 300)), dtype=np.uint8)
+            want = got = None
+            try:
+                Books(64, table=1024).apply(junk)
+            except ITCHFormatError as e:
+                want = e.offset
+            try:
+                sb.apply(junk)
+            except ITCHFormatError as e:
+                got = e.offset
+            assert got == want
+
+
+def test_balanced_shards_by_message_counts():
+    counts = np.zeros(L.N_LOCATES, np.int64)
+    counts[1:101] = np.arange(100, 0, -1)
+    counts[7] = 5000                                   # one very busy stock
+    m = balanced_shards(counts, 2)
+    loads = np.bincount(m, weights=counts, minlength=2)
+    assert m[7] != m[1] and m[0] == 0
+    assert loads.max() == counts[7]                    # the busy stock alone, everything else beside it
+    m3 = balanced_shards(counts[:], 3)
+    loads = np.bincount(m3, weights=counts, minlength=3)
+    assert loads.max() - loads[loads < loads.max()].max() <= counts[1:101].max() or loads.max() == 5000
+    assert set(np.unique(m3[200:])) == {0, 1, 2}       # locates never seen: round-robin
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError):
+        ShardedBooks(0)
+    with pytest.raises(ValueError):
+        ShardedBooks(2, shard_of=np.full(L.N_LOCATES, 2, np.uint8))
+    with pytest.raises(ValueError):
+        ShardedBooks(2, block_bytes=1000)
+    with ShardedBooks(2) as sb:
+        sb.apply(encode([add(1, 1, "B", 1, P)]))
+        with pytest.raises(RuntimeError):
+            sb.plan(encode([add(1, 1, "B", 1, P)]))
+
+
+def test_books_with_threads_is_the_sharded_engine(skewed_day, tmp_path):
+    """The public spelling: Books(threads=N) builds on N threads; replay() of a file works on it."""
+    path = tmp_path / "day.itch"
+    path.write_bytes(skewed_day.tobytes())
+    one = one_thread(skewed_day, record=False)
+    assert type(Books(threads=1)) is Books
+    sb = Books(threads=2)
+    assert isinstance(sb, ShardedBooks) and len(sb.shards) == 2
+    with sb:
+        replay(sb, str(path))
+        assert_same(sb, one)
