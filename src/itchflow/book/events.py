@@ -85,10 +85,17 @@ def mark_broken(trades: np.ndarray) -> np.ndarray:
     return (kinds != b"B") & np.isin(trades["match_number"], breaks)
 
 
-def _symbols(locates: np.ndarray, symbol_of) -> np.ndarray:
-    uniq, inv = np.unique(locates, return_inverse=True)
-    names = np.array([symbol_of(int(u)) for u in uniq], dtype=object)
-    return names[inv] if len(locates) else np.array([], dtype=object)
+def _symbol_column(locates: np.ndarray, symbol_of):
+    """The symbol of every row as an Arrow string column: one lookup per distinct locate, then
+    a take in Arrow (no Python string per row: this column was most of a Parquet write)."""
+    import pyarrow as pa
+
+    locates = np.asarray(locates, np.int64).reshape(-1)
+    present = np.flatnonzero(np.bincount(locates, minlength=1))   # locates are < 65536: no sort
+    slot = np.zeros(present[-1] + 1 if len(present) else 1, np.int64)
+    slot[present] = np.arange(len(present))
+    names = pa.array([symbol_of(int(u)) for u in present], pa.string())
+    return names.take(pa.array(slot[locates]))
 
 
 def to_arrow(events: np.ndarray, symbol_of=str):
@@ -106,12 +113,11 @@ def to_arrow(events: np.ndarray, symbol_of=str):
             col = col.astype("U1")
         cols[name] = col
         if name == "stock_locate":
-            cols["symbol"] = _symbols(col, symbol_of)
+            cols["symbol"] = _symbol_column(col, symbol_of)
     if events.dtype == L.TRADE_EVENT_DTYPE:
         cols["broken"] = mark_broken(events)
         cols["printable"] = events["printable"].astype(bool)
-    return pa.table({k: pa.array(v) if not isinstance(v, np.ndarray) or v.dtype != object
-                     else pa.array(list(v), pa.string()) for k, v in cols.items()})
+    return pa.table({k: v if isinstance(v, pa.Array) else pa.array(v) for k, v in cols.items()})
 
 
 SNAPSHOT_DTYPE = np.dtype([
