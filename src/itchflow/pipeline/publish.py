@@ -32,6 +32,22 @@ BAD_FRAMING = 1          # published up to the bad bytes (included, as the last 
 OUT_RECORDS, OUT_MESSAGES, OUT_POS = 0, 1, 2
 
 
+@njit(inline="always", nogil=True, cache=True)
+def batch_cut(buf, pos, end, batch_bytes):
+    """(end, messages) of the batch record starting at pos: whole messages up to batch_bytes,
+    at least one; (pos, 0) when the bytes at pos do not frame."""
+    p = pos
+    n = 0
+    limit = min(end, pos + batch_bytes)
+    while True:
+        walk, body, length = next_message(buf, p, end)
+        if walk != WALK_OK or (body + length > limit and n > 0):
+            break
+        p = body + length
+        n += 1
+    return p, n
+
+
 @njit(nogil=True, cache=True, _nrt=False)
 def publish_messages(words, data, ps, buf, pos, end, first_seq, source_offset, receive_ns,
                      batch_bytes, strategy, timeout_ns, out):
@@ -44,15 +60,7 @@ def publish_messages(words, data, ps, buf, pos, end, first_seq, source_offset, r
     start = pos
     status = OK
     while pos < end:
-        p = pos
-        n = 0
-        limit = min(end, pos + batch_bytes)
-        while True:
-            walk, body, length = next_message(buf, p, end)
-            if walk != WALK_OK or (body + length > limit and n > 0):
-                break
-            p = body + length
-            n += 1
+        p, n = batch_cut(buf, pos, end, batch_bytes)
         if n == 0:   # the bytes at pos do not frame: hand the consumer just enough to name them
             status = BAD_FRAMING
             p = min(end, pos + MAX_FRAMED)

@@ -34,10 +34,8 @@ from itchflow.book import layout as BL
 from itchflow.hw.atomics import cpu_pause, read_cycle_counter
 from itchflow.hw.syscalls import monotonic_ns, sleep_ns
 from itchflow.pipeline import consume as CO
-from itchflow.pipeline.publish import OK, OUT_MESSAGES, OUT_POS, publish_messages
+from itchflow.pipeline.publish import OK, OUT_MESSAGES, OUT_POS, batch_cut, publish_messages
 from itchflow.ring import consumer as C
-from itchflow.wire.binaryfile import OK as WALK_OK
-from itchflow.wire.binaryfile import next_message
 
 STOPPED = 2              # publish_paced: stop[0] was set before the buffer ended
 SPIN_BELOW_NS = 20_000   # pacing: sleep while further than this from the due time, then spin
@@ -78,15 +76,7 @@ def publish_paced(words, data, ps, buf, first_seq, batch_bytes, rate, t0_ns, str
         if stop[0] != 0:
             return STOPPED
         # where this record ends: the same cut publish_messages makes, so it publishes one record
-        p = pos
-        n = 0
-        limit = min(end, pos + batch_bytes)
-        while True:
-            walk, body, length = next_message(buf, p, end)
-            if walk != WALK_OK or (body + length > limit and n > 0):
-                break
-            p = body + length
-            n += 1
+        p, n = batch_cut(buf, pos, end, batch_bytes)
         if rate > 0.0:
             wait_until(t0_ns + np.int64(out[OUT_MESSAGES] * 1e9 / rate))
         r = publish_messages(words, data, ps, buf, pos, p if n > 0 else end, first_seq + out[OUT_MESSAGES], pos, 0,
