@@ -79,7 +79,7 @@ def compare_demo(folder: Path) -> None:
         plot = ["--plot", str(folder / "compare")]
     except ImportError:
         plot = []
-        console.print("[dim](no matplotlib here: pip install 'itchflow[bench]' to draw the packet paths "
+        console.print("[dim](no matplotlib here: pip install 'itchflow\\[bench]' to draw the packet paths "
                       "and the latency CCDF)[/dim]")
     run_command(["compare", "--messages", "200000", "--rate", "50000", "--paced-seconds", "0.5", *plot, *paths])
 
