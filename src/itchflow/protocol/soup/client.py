@@ -89,13 +89,8 @@ class SoupClient(Stream):
     def receive_data(self, data, now_ns: int) -> list:
         """Bytes from the server (b'' means it closed the connection)."""
         events: list = []
-        if self.closed:
+        if not self._take(data, now_ns):
             return events
-        if len(data) == 0:
-            self.closed = True
-            return events
-        self.last_received = now_ns
-        self._append(data)
         pos = 0
         st = self.stats
         while not self.closed:

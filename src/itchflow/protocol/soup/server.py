@@ -92,13 +92,8 @@ class SoupServerSession(Stream):
 
     def receive_data(self, data, now_ns: int) -> list:
         events: list = []
-        if self.closed:
+        if not self._take(data, now_ns):
             return events
-        if len(data) == 0:
-            self.closed = True
-            return events
-        self.last_received = now_ns
-        self._append(data)
         pos = 0
         while not self.closed:
             nxt = self._next_packet(pos)

@@ -38,6 +38,18 @@ class Stream:
         self.stats.bytes_out += len(raw)
         self.last_sent = now_ns
 
+    def _take(self, data, now_ns: int) -> bool:
+        """Buffer bytes from the peer; False when there is nothing to parse (closed already, or
+        b'': the peer closed the connection, which closes this side too)."""
+        if self.closed:
+            return False
+        if len(data) == 0:
+            self.closed = True
+            return False
+        self.last_received = now_ns
+        self._append(data)
+        return True
+
     def _append(self, data) -> None:
         n = len(data)
         if self._in_len + n > len(self._in):
