@@ -307,6 +307,28 @@ def test_rerequest_flood_from_one_source_while_a_receiver_recovers():
     assert pub.server["refused_requests"] > 0
 
 
+
+def _listen_while_publishing(feed, a, rs, spoofer, engine, on_deliver, **publish_options):
+    """Publish feed to socket a from a thread (re-requests served on rs) while listen() receives
+    it; close the sockets afterwards. Returns (listen's result, the recovered stream)."""
+    from itchflow.sources.mold_sender import publish
+    from itchflow.sources.udp import listen
+
+    stop = threading.Event()
+    t = threading.Thread(target=lambda: publish(feed, a.getsockname(), None, rerequest=rs, linger=30.0,
+                                                stop=stop, **publish_options))
+    t.start()
+    out = io.BytesIO()
+    try:
+        res = listen(None, None, rs.getsockname(), out, engine=engine, sockets=[a], idle_timeout=5,
+                     max_seconds=60, on_deliver=on_deliver)
+    finally:
+        stop.set()
+        t.join(30)
+        a.close()
+        spoofer.close()
+    return res, out
+
 @pytest.mark.parametrize("engine", ["recvmmsg", "recv"])
 def test_spoofed_and_foreign_packets_do_not_end_the_feed(engine):
     """Mid-stream, packets of the right session with sequence 2**63 and 2**64-1 (data and a
@@ -315,8 +337,8 @@ def test_spoofed_and_foreign_packets_do_not_end_the_feed(engine):
     import socket
 
     from itchflow.protocol.mold.feed import MoldFeed
-    from itchflow.sources.mold_sender import bind_rerequest, publish
-    from itchflow.sources.udp import listen, open_receiver, warm_up
+    from itchflow.sources.mold_sender import bind_rerequest
+    from itchflow.sources.udp import open_receiver, warm_up
 
     warm_up(engine)
     data = synthetic_day(20_000, seed=5)
@@ -337,20 +359,7 @@ def test_spoofed_and_foreign_packets_do_not_end_the_feed(engine):
             for p in spoofs:
                 spoofer.sendto(p, a.getsockname())
 
-    box = {}
-    stop = threading.Event()
-    t = threading.Thread(target=lambda: box.update(pub=publish(feed, a.getsockname(), None, rerequest=rs,
-                                                               pps=20_000, linger=30.0, stop=stop)))
-    t.start()
-    out = io.BytesIO()
-    try:
-        res = listen(None, None, rs.getsockname(), out, engine=engine, sockets=[a], idle_timeout=5,
-                     max_seconds=60, on_deliver=on_deliver)
-    finally:
-        stop.set()
-        t.join(30)
-        a.close()
-        spoofer.close()
+    res, out = _listen_while_publishing(feed, a, rs, spoofer, engine, on_deliver, pps=20_000)
     s = res.stats
     assert res.finished and out.getvalue() == data.tobytes(), s
     assert s["bad_sequence"] == 3 and s["other_session_packets"] == 1, s
@@ -366,8 +375,8 @@ def test_spoofed_heartbeat_in_a_quiet_second_does_not_skip_the_rest_of_the_day(e
 
     from itchflow.decode.encoder import encode_message
     from itchflow.protocol.mold.feed import MoldFeed
-    from itchflow.sources.mold_sender import bind_rerequest, publish
-    from itchflow.sources.udp import listen, open_receiver, warm_up
+    from itchflow.sources.mold_sender import bind_rerequest
+    from itchflow.sources.udp import open_receiver, warm_up
 
     warm_up(engine)
     t0 = 34_200_000_000_000
@@ -384,20 +393,7 @@ def test_spoofed_heartbeat_in_a_quiet_second_does_not_skip_the_rest_of_the_day(e
             spoofer.sendto(b"QUIETDAY  " + (400 + 500_000).to_bytes(8, "big") + bytes(2), a.getsockname())
             state["sent"] = True
 
-    box = {}
-    stop = threading.Event()
-    t = threading.Thread(target=lambda: box.update(pub=publish(feed, a.getsockname(), None, rerequest=rs, rate=1.0,
-                                                               heartbeat_s=5.0, linger=30.0, stop=stop)))
-    t.start()
-    out = io.BytesIO()
-    try:
-        res = listen(None, None, rs.getsockname(), out, engine=engine, sockets=[a], idle_timeout=5,
-                     max_seconds=60, on_deliver=on_deliver)
-    finally:
-        stop.set()
-        t.join(30)
-        a.close()
-        spoofer.close()
+    res, out = _listen_while_publishing(feed, a, rs, spoofer, engine, on_deliver, rate=1.0, heartbeat_s=5.0)
     s = res.stats
     assert state["sent"] and res.finished and s["lost"] == 0 and s["messages"] == 800, s
     assert out.getvalue() == data.tobytes()
