@@ -12,6 +12,7 @@ rebuilds the index) and a book that turns deep mid-day.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -103,9 +104,10 @@ def _index_consistent(books: Books) -> None:
     assert chained == expected
 
 
-def test_deep_books_match_reference():
+@pytest.mark.parametrize("far", [False, True], ids=["near", "far-lookahead"])
+def test_deep_books_match_reference(far):
     msgs = deep_day(1, 5000)
-    books, ref = run_day(msgs, 2, 1, capacity=64, table=4096)
+    books, ref = run_day(msgs, 2, 1, capacity=64, table=4096, far=far)
     depths = [len(side) for loc in (1, 2) for side in books.depth(loc)]
     assert max(depths) > 4 * INDEX_MIN_CAP  # the index was used, on deep books
     assert (books.books["cap"] >= INDEX_MIN_CAP).sum() >= 4
@@ -134,8 +136,8 @@ def test_growth_rebuilds_the_index():
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**32 - 1), spread=st.sampled_from([10, 60, 400]),
-       far=st.sampled_from([0.0, 0.05, 0.5]))
-def test_hypothesis_deep_days_match_reference(seed, spread, far):
+       far=st.sampled_from([0.0, 0.05, 0.5]), lookahead=st.booleans())
+def test_hypothesis_deep_days_match_reference(seed, spread, far, lookahead):
     msgs = deep_day(seed, 700, stocks=1, spread=spread, far=far)
-    books, _ = run_day(msgs, 1, seed, capacity=16, table=1024)
+    books, _ = run_day(msgs, 1, seed, capacity=16, table=1024, far=lookahead)
     _index_consistent(books)

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from test_book_support import ANOMALY_KINDS, ReferenceBook, encode, quote, random_day
 
 from itchflow import Books
+from itchflow.book import layout as L
 
 
 def _message_bounds(msgs):
@@ -45,12 +46,16 @@ def compare(books: Books, ref: ReferenceBook, stocks: int) -> None:
     assert books.live_orders() == len(ref.orders)
 
 
-def run_day(msgs, stocks, seed, capacity=64, table=1024):
+def run_day(msgs, stocks, seed, capacity=64, table=1024, far=False):
+    """Apply msgs in random slices, comparing with the reference after each. far: take the
+    engine's far look-ahead (layout.C_FAR_TABLE) whatever the table size."""
     data = encode(msgs)
     ends = _message_bounds(msgs)
     rng = np.random.default_rng(seed)
     cuts = sorted(set(rng.choice(len(msgs), size=min(25, len(msgs)), replace=False).tolist()) | {len(msgs) - 1})
     books = Books(capacity, table=table)
+    if far:
+        books.ctl[L.C_FAR_TABLE] = 1
     books.record()
     ref = ReferenceBook()
     start_msg, start_byte = 0, 0
@@ -64,12 +69,13 @@ def run_day(msgs, stocks, seed, capacity=64, table=1024):
     return books, ref
 
 
+@pytest.mark.parametrize("far", [False, True], ids=["near", "far-lookahead"])
 @pytest.mark.parametrize("seed", range(6))
-def test_random_days_match_reference(seed):
+def test_random_days_match_reference(seed, far):
     stocks = 1 + seed % 4
     msgs = random_day(seed, 3000, stocks=stocks, anomalies=seed % 2 == 1,
                       ref_style=("random", "strided", "dense")[seed % 3])
-    books, ref = run_day(msgs, stocks, seed)
+    books, ref = run_day(msgs, stocks, seed, far=far)
     bbo, trades, _ = books.take_events()
     got_bbo = [(int(r["sequence"]), int(r["stock_locate"]), int(r["bid_price"]), int(r["bid_shares"]),
                 int(r["ask_price"]), int(r["ask_shares"])) for r in bbo]

@@ -9,6 +9,8 @@ day where one stock carries a large share of the messages.
 from __future__ import annotations
 
 import inspect
+import os
+import threading
 
 import numpy as np
 import pytest
@@ -266,3 +268,26 @@ def test_books_with_threads_is_the_sharded_engine(skewed_day, tmp_path):
     with sb:
         replay(sb, str(path))
         assert_same(sb, one)
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="pinning needs two CPUs to choose from")
+def test_shard_threads_are_pinned_one_cpu_each(skewed_day, monkeypatch):
+    """With as many CPUs as shards, each shard's thread pins itself to a CPU of its own (and
+    leaves the calling thread alone); pin_threads=False and too few CPUs pin nothing."""
+    import itchflow.book.sharded as sharded
+
+    pinned: list[tuple[int, int]] = []
+    monkeypatch.setattr(sharded, "pin", lambda cpu: pinned.append((threading.get_ident(), cpu)))
+    cpus = sorted(os.sched_getaffinity(0))
+    one = one_thread(skewed_day, record=False)
+    with ShardedBooks(2) as sb:
+        sb.apply(skewed_day)
+        assert_same(sb, one)
+    assert sorted(cpu for _, cpu in pinned) == cpus[:2]
+    assert threading.get_ident() not in {t for t, _ in pinned}
+    pinned.clear()
+    with ShardedBooks(2, pin_threads=False) as sb:
+        sb.apply(skewed_day)
+    with ShardedBooks(len(cpus) + 1) as sb:
+        sb.apply(skewed_day)
+    assert pinned == []

@@ -88,6 +88,7 @@ class Books:
         c[L.C_MATCH_CAP] = len(self.matches) // L.MATCH_WORDS
         c[L.C_TRACK_MATCHES] = 1 if track_matches else 0
         c[L.C_STOP_TS] = -1
+        c[L.C_FAR_TABLE] = L.FAR_TABLE
         self._sync_out_caps()
         self.next_sequence = 1
 

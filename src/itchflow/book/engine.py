@@ -34,7 +34,7 @@ from numba import njit
 from itchflow.book.layout import (
     A_BAD_SIDE, A_DUP_ADD, A_DUP_MATCH, A_LOCATE_MISMATCH, A_OVER_CANCEL, A_OVER_EXEC,
     A_REPLACE_EXISTING, A_UNKNOWN_LOCATE, A_UNKNOWN_MATCH, A_UNKNOWN_REF, C_ARENA_CAP, C_ARENA_TOP,
-    C_BBO_CAP, C_BBO_N, C_DIRECTORY_SEEN, C_L2_CAP, C_L2_N, C_LAST_TS, C_LEVEL_CAP, C_LIVE,
+    C_BBO_CAP, C_BBO_N, C_DIRECTORY_SEEN, C_FAR_TABLE, C_L2_CAP, C_L2_N, C_LAST_TS, C_LEVEL_CAP, C_LIVE,
     C_LIVE_LEVELS, C_MATCH_CAP, C_MATCH_USED, C_MAX_LADDER, C_MESSAGES, C_PEAK_LIVE, C_STAMP,
     C_STOP_TS, C_TABLE_CAP, C_TRACK_MATCHES, C_TRADES_CAP, C_TRADES_N, C_UNKNOWN_TYPES,
     ERR_BAD_LENGTH, ERR_TRUNCATED, ERR_ZERO_LENGTH, MATCH_BROKEN, MATCH_COUNTED, MATCH_MAX_LOAD_DEN,
@@ -103,6 +103,7 @@ for _c, _o in (("E", _E_MATCH), ("C", _C_MATCH), ("P", _P_MATCH), ("Q", _Q_MATCH
 _MATCH_OFFSET.setflags(write=False)
 PREFETCH_ROW_AHEAD = 12       # messages ahead: prefetch the order's table row
 PREFETCH_LEVEL_AHEAD = 4      # messages ahead: find that row (now cached), prefetch its level
+PREFETCH_BUCKET_AHEAD = 8     # messages ahead (far look-ahead): an add to a deep book prefetches its index bucket
 _RING_MASK = RING_SIZE - 1
 _ROWS_PER_LINE = 64 // ORDER_DTYPE.itemsize
 assert PREFETCH_ROW_AHEAD < RING_SIZE and RING_SIZE & _RING_MASK == 0
@@ -119,6 +120,38 @@ def _shift_for(cap):
         c >>= 1
         s += 1
     return _U(64 - s)
+
+
+@njit(inline="always", nogil=True, cache=True)
+def _prefetch_top(books, b, lad_key, lad_lvl):
+    """Prefetch the top of book b's ladder (where a level near the best is removed or found)."""
+    n = np.int64(books[b].length)
+    if n > 0:
+        top = books[b].start + n - 1
+        prefetch(lad_key, top)
+        prefetch(lad_lvl, top)
+
+
+@njit(inline="always", nogil=True, cache=True)
+def _prefetch_u_buckets(buf, q, books, levels, imask, ishift, chain):
+    """For a U at q: the index bucket (chain=False) or the bucket's first record (chain=True)
+    of its new price, on both sides of its stock (the side is the replaced order's)."""
+    _prefetch_buckets(_U(be16(buf, q + _LOCATE)) * _U(2), be32(buf, q + _U_PRICE), books, levels, imask,
+                      ishift, chain)
+
+
+@njit(inline="always", nogil=True, cache=True)
+def _prefetch_buckets(b, price, books, levels, imask, ishift, chain):
+    """The index bucket (chain=False) or the bucket's first record (chain=True) of this price
+    in both books (sides) of one stock, b = locate * 2, where a book is indexed."""
+    for side in range(2):
+        bs = b + _U(side)
+        if indexed(books[bs].cap):
+            h = bucket_of(bs, price, imask, ishift)
+            if chain:
+                prefetch(levels, np.int64(levels[_U(h)].bucket) - 1)
+            else:
+                prefetch(levels, h)
 
 
 @njit(inline="always", nogil=True, cache=True)
@@ -334,6 +367,10 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, lad_key, lad
     match_mask = ctl[C_MATCH_CAP] - 1  # the match index only grows between calls: probe with these
     match_shift = _shift_for(ctl[C_MATCH_CAP])
     imask, ishift = ensure_index(levels, books, ctl)  # price -> level (rebuilt if the levels grew)
+    # A working set far beyond the caches (layout.FAR_TABLE): the level records, index buckets
+    # and ladder tops are then rarely cached, and the look-ahead prefetches them too, at the
+    # cost of more work a message than a cached working set repays.
+    far = ctl[C_FAR_TABLE] > 0 and table_cap >= ctl[C_FAR_TABLE]
     applied = 0
     last_ts = ctl[C_LAST_TS]
     status = OK
@@ -373,14 +410,30 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, lad_key, lad
             if track_matches and _MATCH_OFFSET[t1] > 0:  # the trade's row in the match index
                 mh = home_slot(be64(buf, b1 + _MATCH_OFFSET[t1]), match_mask, match_shift)
                 prefetch(matches, _U(mh) * _U(MATCH_WORDS) + _U(MATCH_W_KEY))
+        if far and done + PREFETCH_BUCKET_AHEAD < parsed:
+            # Far: an add's level is found through a bucket and a chain whose records are rarely
+            # cached, so the bucket is prefetched here and the chain's first record at
+            # PREFETCH_LEVEL_AHEAD.
+            b3 = ctl[_U(C_RING_BODY) + _U((done + PREFETCH_BUCKET_AHEAD) & _RING_MASK)]
+            t3 = buf[b3]
+            if t3 == _T_A or t3 == _T_F:
+                book3 = _add_book(buf, b3)
+                if book3 >= 0 and indexed(books[_U(book3)].cap):
+                    prefetch(levels, bucket_of(book3, be32(buf, b3 + _A_PRICE), imask, ishift))
+            elif t3 == _T_U:  # the replacement's level, on a side not known yet: both buckets
+                _prefetch_u_buckets(buf, b3, books, levels, imask, ishift, False)
         if done + PREFETCH_LEVEL_AHEAD < parsed:
             b2 = ctl[_U(C_RING_BODY) + _U((done + PREFETCH_LEVEL_AHEAD) & _RING_MASK)]
             t2 = buf[b2]
             if t2 == _T_A or t2 == _T_F:
                 book2 = _add_book(buf, b2)
                 if book2 >= 0:
-                    if indexed(books[_U(book2)].cap):  # a deep book: the level's bucket in the index
-                        prefetch(levels, bucket_of(book2, be32(buf, b2 + _A_PRICE), imask, ishift))
+                    if indexed(books[_U(book2)].cap):  # a deep book: its level is in the index
+                        h2 = bucket_of(book2, be32(buf, b2 + _A_PRICE), imask, ishift)
+                        if far:  # the bucket is cached: the first record of its chain
+                            prefetch(levels, np.int64(levels[_U(h2)].bucket) - 1)
+                        else:
+                            prefetch(levels, h2)
                     else:  # the top of its ladder, where the level is searched from
                         n2 = np.int64(books[_U(book2)].length)
                         if n2 > 0:
@@ -389,8 +442,19 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, lad_key, lad
                             prefetch(lad_lvl, top2)
             elif _HAS_REF[t2]:
                 slot2 = find_slot(order_words, be64(buf, b2 + _REF_OFFSET), mask, shift, ORDER_WORDS)
-                if orders[_U(slot2)].stamp != 0:
+                live2 = orders[_U(slot2)].stamp != 0
+                if live2:
                     prefetch(levels, orders[_U(slot2)].level)
+                if far:  # if the order empties its level: the ladder top and the level's index
+                    # bucket, of its book on either side (the level record, which names it, is
+                    # the line just prefetched)
+                    loc2 = _U(be16(buf, b2 + _LOCATE)) * _U(2)
+                    _prefetch_top(books, loc2, lad_key, lad_lvl)
+                    _prefetch_top(books, loc2 + _U(1), lad_key, lad_lvl)
+                    if live2:
+                        _prefetch_buckets(loc2, orders[_U(slot2)].price, books, levels, imask, ishift, False)
+                    if t2 == _T_U:
+                        _prefetch_u_buckets(buf, b2, books, levels, imask, ishift, True)
         if done == parsed:  # the parse cursor stopped here: report why
             walk, q, length = next_message(buf, pos, end)  # pos < end: never AT_END
             if walk != bf.OK:

@@ -201,6 +201,7 @@ C_LAST_TS = 24        # timestamp of the last message applied
 C_TRACK_MATCHES = 25  # 1: keep the match -> trade index (for B)
 C_UNKNOWN_TYPES = 26  # messages of an unknown type (skipped by their length)
 C_LEVEL_BUCKETS = 27  # buckets of the price -> level index the chains are built for (``level_index``)
+C_FAR_TABLE = 28      # order tables of this many rows or more take the far look-ahead (0 = never)
 # The kernel's look-ahead ring (scratch, meaningless between calls): the messages framed ahead
 # of the one applied, so each is framed once. RING_SIZE entries each of body and end offset.
 RING_SIZE = 16
@@ -229,6 +230,10 @@ ERROR_TEXT = {
     ERR_BAD_LENGTH: "length prefix disagrees with the message type's length",
     ERR_ZERO_LENGTH: "zero-length message",
 }
+
+# From this table size on (4 M rows, 128 MiB: about 1.5 M live orders) the working set is far
+# beyond the caches and the engine's look-ahead prefetches more (``engine``: FAR_TABLE).
+FAR_TABLE = 1 << 22
 
 TABLE_MAX_LOAD_NUM = 3   # grow a table past 3/8 full: short probes (6 M orders still fit 16 M rows)
 TABLE_MAX_LOAD_DEN = 8

@@ -47,11 +47,19 @@ def bucket_of(b, price, mask, shift):
 
 @njit(inline="always", nogil=True, cache=True)
 def find_in_bucket(levels, h, b, price):
-    """The live level of book b at price whose bucket is h, or -1."""
+    """The live level of book b at price whose bucket is h, or -1. A level found further down
+    the chain moves to its head: the look-ahead prefetches only the head, and the levels
+    found most often (those near the touch) then stay there."""
     lvl = np.int64(levels[_U(h)].bucket) - 1
+    prev = np.int64(-1)
     while lvl >= 0:
         if levels[_U(lvl)].book == b and levels[_U(lvl)].price == np.int64(price):
+            if prev >= 0:
+                levels[_U(prev)].next_free = levels[_U(lvl)].next_free
+                levels[_U(lvl)].next_free = levels[_U(h)].bucket
+                levels[_U(h)].bucket = np.int32(lvl + 1)
             return lvl
+        prev = lvl
         lvl = np.int64(levels[_U(lvl)].next_free) - 1
     return np.int64(-1)
 

@@ -22,7 +22,9 @@ def parse_cpus(spec: str | None) -> tuple[int, ...] | None:
 
 
 def pin(cpu: int | None) -> None:
-    """Pin the calling process (all its threads created later) to one CPU; None: no-op."""
+    """Pin the calling thread (and the threads it creates later) to one CPU; None: no-op.
+    (Linux's sched_setaffinity(0) names the calling thread: a process pins itself this way
+    before it starts threads, a worker thread pins only itself.)"""
     if cpu is not None:
         os.sched_setaffinity(0, {cpu})
 
