@@ -133,6 +133,14 @@ def _prefetch_top(books, b, lad_key, lad_lvl):
 
 
 @njit(inline="always", nogil=True, cache=True)
+def _prefetch_second(books, b, lad_lvl, levels):
+    """Prefetch the level record second from the top of book b's ladder."""
+    n = np.int64(books[b].length)
+    if n > 1:
+        prefetch(levels, lad_lvl[_U(books[b].start + n - 2)])
+
+
+@njit(inline="always", nogil=True, cache=True)
 def _prefetch_u_buckets(buf, q, books, levels, imask, ishift, chain):
     """For a U at q: the index bucket (chain=False) or the bucket's first record (chain=True)
     of its new price, on both sides of its stock (the side is the replaced order's)."""
@@ -430,8 +438,10 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, lad_key, lad
                 if book2 >= 0:
                     if indexed(books[_U(book2)].cap):  # a deep book: its level is in the index
                         h2 = bucket_of(book2, be32(buf, b2 + _A_PRICE), imask, ishift)
-                        if far:  # the bucket is cached: the first record of its chain
+                        if far:  # the bucket is cached: the first record of its chain, and the
+                            # ladder top in case the price opens a level
                             prefetch(levels, np.int64(levels[_U(h2)].bucket) - 1)
+                            _prefetch_top(books, _U(book2), lad_key, lad_lvl)
                         else:
                             prefetch(levels, h2)
                     else:  # the top of its ladder, where the level is searched from
@@ -452,7 +462,15 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, lad_key, lad
                     _prefetch_top(books, loc2, lad_key, lad_lvl)
                     _prefetch_top(books, loc2 + _U(1), lad_key, lad_lvl)
                     if live2:
-                        _prefetch_buckets(loc2, orders[_U(slot2)].price, books, levels, imask, ishift, False)
+                        price2 = orders[_U(slot2)].price
+                        _prefetch_buckets(loc2, price2, books, levels, imask, ishift, False)
+                        # an order at its side's best: the level under the best, which becomes
+                        # the best if this one empties (its ladder entry is usually cached)
+                        st2 = stocks[be16(buf, b2 + _LOCATE)]
+                        if price2 == st2.bid_price:
+                            _prefetch_second(books, loc2, lad_lvl, levels)
+                        elif price2 == st2.ask_price:
+                            _prefetch_second(books, loc2 + _U(1), lad_lvl, levels)
                     if t2 == _T_U:
                         _prefetch_u_buckets(buf, b2, books, levels, imask, ishift, True)
         if done == parsed:  # the parse cursor stopped here: report why
