@@ -14,7 +14,8 @@ What is measured for each (one core, the same bytes, the same run):
   no events recorded; best of ``repeat``, each on fresh state. Also with BBO and trade events
   for every stock, drained after every 32 MB slice as a consumer would.
 - itchcpp: ``BookManager().process_stream(bytes)`` on the same bytes (C++ books of every
-  stock), in a fresh interpreter; its best bid/offer of every stock is compared with ours.
+  stock), in a fresh interpreter, also best of ``repeat``, its runs taking turns with ours; its
+  best bid/offer of every stock is compared with ours.
 - the day's shape, measured (itchflow.bench.day_shape): stocks, share of messages of the top
   1/10/100 stocks, peak live orders, deepest book side at the end, order-table size.
 Once per run: MeatPy, one stock's book (the most active of the first shape) over a prefix of the
@@ -189,7 +190,10 @@ def run_shape(name: str, params: dict, repeat: int = 2, peers: bool = True) -> d
     r["generator"]["msgs_per_s"] = gen["messages"] / max(gen["seconds"], 1e-9)
 
     Books(1 << 10, table=1 << 10).apply(buf[:0])  # load the compiled kernel from the cache
+    # itchflow and itchcpp take turns, each best of ``repeat``: the VM's speed drifts from one
+    # minute to the next, and a ratio of two bests taken side by side is what holds.
     best, books = float("inf"), None
+    cpp_runs: list[dict] = []
     for _ in range(repeat):
         b = Books()
         t = time.perf_counter()
@@ -199,6 +203,8 @@ def run_shape(name: str, params: dict, repeat: int = 2, peers: bool = True) -> d
             best, books = dt, b
         else:
             del b
+        if peers and not any("error" in c for c in cpp_runs):
+            cpp_runs.append(run_peer(_ITCHCPP.format(path=str(path), symbols=sorted(books.symbols))))
     r["itchflow"] = rate_row(books.messages, best)
     r["itchflow"].update(peak_live_orders=books.peak_live_orders, live_orders_at_end=books.live_orders(),
                          anomalies=sum(books.anomalies().values()), engine_bytes=books.memory_bytes(),
@@ -224,10 +230,12 @@ def run_shape(name: str, params: dict, repeat: int = 2, peers: bool = True) -> d
 
     if peers:
         symbols = sorted(books.symbols)
-        cpp = run_peer(_ITCHCPP.format(path=str(path), symbols=symbols))
+        failed = [c for c in cpp_runs if "error" in c]
+        cpp = failed[0] if failed else min(cpp_runs, key=lambda c: c["seconds"])
         if "error" not in cpp:
             r["itchcpp"] = rate_row(books.messages, cpp["seconds"])
-            r["itchcpp"]["books"] = cpp["books"]
+            r["itchcpp"].update(books=cpp["books"], runs=len(cpp_runs),
+                                seconds_each=[c["seconds"] for c in cpp_runs])
             q = books.bbo(symbols)
             fields = ("bid_price", "bid_shares", "ask_price", "ask_shares")
             differ = [s for s, row in zip(symbols, q[list(fields)].tolist()) if list(row) != cpp["tops"][s]]

@@ -142,7 +142,7 @@ trades_command = _stream_command("trades", "trades", "Every trade (E, C, P, Q; B
               help="Peak live orders of the fullday day [default: the profile's 1,740,000, at most 15% of its "
                    "messages]; smaller for a quick run.")
 @click.option("--seed", default=1, show_default=True)
-@click.option("--repeat", default=2, show_default=True, help="Best of this many runs.")
+@click.option("--repeat", default=2, show_default=True, help="Best of this many runs, itchflow and itchcpp taking turns.")
 @click.option("--meatpy-messages", default=300_000, show_default=True, help="Prefix given to MeatPy.")
 @click.option("--no-peers", is_flag=True, help="Only itchflow's own figures.")
 @click.option("--memory-orders", default=6_000_000, show_default=True,
