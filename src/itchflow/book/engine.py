@@ -5,7 +5,9 @@ arrays declared in ``layout``. The hot path per order message is one probe of th
 table (whose rows are the orders: one cache miss), for an add one level lookup (a few steps
 down from the top of a shallow ladder, or the price index of a deep book: ``level_index``)
 and the level's totals; time priority is the order's stamp, so no queue neighbour is touched.
-Each message is framed once, by a look-ahead cursor whose stages prefetch what it will need.
+Each message is framed once, by a look-ahead cursor whose stages prefetch what it will need;
+when the working set is far beyond the caches (``layout.FAR_TABLE``) the stages also fetch the
+level records, index buckets and ladder tops that a cached working set keeps for free.
 
 Resumability: before a message is touched the kernel makes sure every resource it could
 consume (an order table row, a level, ladder arena room, a match slot, an output
@@ -156,7 +158,7 @@ def _prefetch_buckets(b, price, books, levels, imask, ishift, chain):
         bs = b + _U(side)
         if indexed(books[bs].cap):
             h = bucket_of(bs, price, imask, ishift)
-            if chain:
+            if chain:  # an empty bucket gives -1: a prefetch never faults, so no branch for it
                 prefetch(levels, np.int64(levels[_U(h)].bucket) - 1)
             else:
                 prefetch(levels, h)
