@@ -50,7 +50,7 @@ from itchflow.book.level_index import bucket_of, ensure_index, indexed
 from itchflow.book.match_index import (
     match_flags, match_locate, match_price, match_row, match_shares, match_used, put_match, set_match_flag,
 )
-from itchflow.book.order_store import delete_slot, find_slot, home_slot
+from itchflow.book.order_store import delete_slot, find_slot, home_slot, shift_for
 from itchflow.hw.endian import be16, be32, be48, be64, le32, le64
 from itchflow.hw.prefetch import prefetch
 from itchflow.wire import binaryfile as bf
@@ -109,19 +109,6 @@ PREFETCH_BUCKET_AHEAD = 8     # messages ahead (far look-ahead): an add to a dee
 _RING_MASK = RING_SIZE - 1
 _ROWS_PER_LINE = 64 // ORDER_DTYPE.itemsize
 assert PREFETCH_ROW_AHEAD < RING_SIZE and RING_SIZE & _RING_MASK == 0
-
-
-
-
-@njit(inline="always", nogil=True, cache=True)
-def _shift_for(cap):
-    # 64 - log2(cap) for a power of two cap
-    s = 0
-    c = cap
-    while c > 1:
-        c >>= 1
-        s += 1
-    return _U(64 - s)
 
 
 @njit(inline="always", nogil=True, cache=True)
@@ -371,11 +358,11 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, lad_key, lad
     budget = 0
     table_cap = ctl[C_TABLE_CAP]
     mask = table_cap - 1
-    shift = _shift_for(table_cap)
+    shift = shift_for(table_cap)
     stop_ts = ctl[C_STOP_TS]
     track_matches = ctl[C_TRACK_MATCHES] != 0
     match_mask = ctl[C_MATCH_CAP] - 1  # the match index only grows between calls: probe with these
-    match_shift = _shift_for(ctl[C_MATCH_CAP])
+    match_shift = shift_for(ctl[C_MATCH_CAP])
     imask, ishift = ensure_index(levels, books, ctl)  # price -> level (rebuilt if the levels grew)
     # A working set far beyond the caches (layout.FAR_TABLE): the level records, index buckets
     # and ladder tops are then rarely cached, and the look-ahead prefetches them too, at the
@@ -460,19 +447,19 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, lad_key, lad
                 if far:  # if the order empties its level: the ladder top and the level's index
                     # bucket, of its book on either side (the level record, which names it, is
                     # the line just prefetched)
-                    loc2 = _U(be16(buf, b2 + _LOCATE)) * _U(2)
-                    _prefetch_top(books, loc2, lad_key, lad_lvl)
-                    _prefetch_top(books, loc2 + _U(1), lad_key, lad_lvl)
+                    locate2 = _U(be16(buf, b2 + _LOCATE))
+                    bid2 = locate2 * _U(2)
+                    _prefetch_top(books, bid2, lad_key, lad_lvl)
+                    _prefetch_top(books, bid2 + _U(1), lad_key, lad_lvl)
                     if live2:
                         price2 = orders[_U(slot2)].price
-                        _prefetch_buckets(loc2, price2, books, levels, imask, ishift, False)
+                        _prefetch_buckets(bid2, price2, books, levels, imask, ishift, False)
                         # an order at its side's best: the level under the best, which becomes
                         # the best if this one empties (its ladder entry is usually cached)
-                        st2 = stocks[be16(buf, b2 + _LOCATE)]
-                        if price2 == st2.bid_price:
-                            _prefetch_second(books, loc2, lad_lvl, levels)
-                        elif price2 == st2.ask_price:
-                            _prefetch_second(books, loc2 + _U(1), lad_lvl, levels)
+                        if price2 == stocks[locate2].bid_price:
+                            _prefetch_second(books, bid2, lad_lvl, levels)
+                        elif price2 == stocks[locate2].ask_price:
+                            _prefetch_second(books, bid2 + _U(1), lad_lvl, levels)
                     if t2 == _T_U:
                         _prefetch_u_buckets(buf, b2, books, levels, imask, ishift, True)
         if done == parsed:  # the parse cursor stopped here: report why

@@ -21,9 +21,9 @@ import numpy as np
 from numba import njit
 
 from itchflow.book.layout import C_LEVEL_BUCKETS, C_LEVEL_TOP
+from itchflow.book.order_store import home_slot, shift_for
 
 _U = np.uint64
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 INDEX_MIN_CAP = 32  # books whose ladder segment has this capacity or more are indexed
 
 
@@ -40,9 +40,9 @@ def indexed(cap):
 
 @njit(inline="always", nogil=True, cache=True)
 def bucket_of(b, price, mask, shift):
-    """The bucket of (book, price): the top bits of the key times the golden ratio."""
-    key = (_U(b) << _U(32)) | _U(np.uint32(price))
-    return np.int64((key * _GOLDEN) >> shift) & mask
+    """The bucket of (book, price): the order table's hash (``order_store.home_slot``) of the
+    key book << 32 | price."""
+    return home_slot((_U(b) << _U(32)) | _U(np.uint32(price)), mask, shift)
 
 
 @njit(inline="always", nogil=True, cache=True)
@@ -94,17 +94,6 @@ def buckets_for(capacity):
     while n * 2 <= capacity:
         n *= 2
     return n
-
-
-@njit(inline="always", nogil=True, cache=True)
-def shift_for(n):
-    """64 - log2(n) for a power of two n."""
-    s = 0
-    c = n
-    while c > 1:
-        c >>= 1
-        s += 1
-    return _U(64 - s)
 
 
 @njit(nogil=True, cache=True, _nrt=False)  # no refcounting: see engine.py

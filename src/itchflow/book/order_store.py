@@ -30,6 +30,17 @@ def home_slot(key, mask, shift):
 
 
 @njit(inline="always", nogil=True, cache=True)
+def shift_for(n):
+    """home_slot's shift for a table of n rows (a power of two): 64 - log2(n)."""
+    s = 0
+    c = n
+    while c > 1:
+        c >>= 1
+        s += 1
+    return _U(64 - s)
+
+
+@njit(inline="always", nogil=True, cache=True)
 def find_slot(table, key, mask, shift, w):
     """Slot holding key, or the empty slot where it would go (check table[slot * w + 1] == 0).
 
