@@ -194,6 +194,7 @@ def run_shape(name: str, params: dict, repeat: int = 2, peers: bool = True) -> d
     # minute to the next, and a ratio of two bests taken side by side is what holds.
     best, books = float("inf"), None
     cpp_runs: list[dict] = []
+    symbols: list[str] = []  # every stock of the day, for the peer's tops (the same in every run)
     for _ in range(repeat):
         b = Books()
         t = time.perf_counter()
@@ -204,7 +205,8 @@ def run_shape(name: str, params: dict, repeat: int = 2, peers: bool = True) -> d
         else:
             del b
         if peers and not any("error" in c for c in cpp_runs):
-            cpp_runs.append(run_peer(_ITCHCPP.format(path=str(path), symbols=sorted(books.symbols))))
+            symbols = symbols or sorted(books.symbols)
+            cpp_runs.append(run_peer(_ITCHCPP.format(path=str(path), symbols=symbols)))
     r["itchflow"] = rate_row(books.messages, best)
     r["itchflow"].update(peak_live_orders=books.peak_live_orders, live_orders_at_end=books.live_orders(),
                          anomalies=sum(books.anomalies().values()), engine_bytes=books.memory_bytes(),
@@ -229,7 +231,6 @@ def run_shape(name: str, params: dict, repeat: int = 2, peers: bool = True) -> d
     del b
 
     if peers:
-        symbols = sorted(books.symbols)
         failed = [c for c in cpp_runs if "error" in c]
         cpp = failed[0] if failed else min(cpp_runs, key=lambda c: c["seconds"])
         if "error" not in cpp:
