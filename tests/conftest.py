@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -41,3 +42,12 @@ def captures_dir() -> Path:
 @pytest.fixture(scope="session")
 def all_captures(captures_dir) -> list[Path]:
     return sorted(captures_dir.glob("*/*.pcap"))
+
+
+@pytest.fixture
+def ring_path():
+    """A fresh path for a ring file in /dev/shm, removed after the test."""
+    p = f"/dev/shm/itchflow-test-{os.getpid()}-{uuid.uuid4().hex}.ring"
+    yield p
+    if os.path.exists(p):
+        os.unlink(p)

@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 
 import numpy as np
 import pytest
@@ -41,11 +40,8 @@ def day() -> np.ndarray:
 
 
 @pytest.fixture
-def path():
-    p = f"/dev/shm/itchflow-test-shm-{os.getpid()}-{uuid.uuid4().hex[:8]}.ring"
-    yield p
-    if os.path.exists(p):
-        os.unlink(p)
+def path(ring_path):
+    return ring_path
 
 
 def wait_for(cond, what: str, timeout: float = 30.0, every: float = 0.005):

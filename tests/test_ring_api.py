@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 
 import numpy as np
 import pytest
@@ -20,12 +19,9 @@ pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture
-def path():
+def path(ring_path):
     warm_up()
-    p = f"/dev/shm/itchflow-test-{uuid.uuid4().hex}.ring"
-    yield p
-    if os.path.exists(p):
-        os.unlink(p)
+    return ring_path
 
 
 def _write_numbers(path, n, per_batch):

@@ -7,7 +7,6 @@ import os
 import random
 import signal
 import time
-import uuid
 
 import numpy as np
 import pytest
@@ -21,12 +20,9 @@ pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture
-def path():
+def path(ring_path):
     warm_up()
-    p = f"/dev/shm/itchflow-test-{uuid.uuid4().hex}.ring"
-    yield p
-    if os.path.exists(p):
-        os.unlink(p)
+    return ring_path
 
 
 def kill(p) -> None:

@@ -19,12 +19,8 @@ CAP = 4096
 
 
 @pytest.fixture
-def path():
-    p = f"/dev/shm/itchflow-test-{uuid.uuid4().hex}.ring"
-    yield p
-    for q in (p,):
-        if os.path.exists(q):
-            os.unlink(q)
+def path(ring_path):
+    return ring_path
 
 
 def raw_headers(ring: Ring) -> list[tuple[int, int, int]]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 
 import pytest
 
@@ -19,11 +18,8 @@ pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture
-def path():
-    p = f"/dev/shm/itchflow-test-shm-{os.getpid()}-{uuid.uuid4().hex[:8]}.ring"
-    yield p
-    if os.path.exists(p):
-        os.unlink(p)
+def path(ring_path):
+    return ring_path
 
 
 def as_if_producer_is(ring: Ring, pid: int, heartbeat_age_s: float) -> None:

@@ -3,8 +3,6 @@ byte by byte against a regenerated copy (index, length, contents, FNV checksum).
 
 from __future__ import annotations
 
-import os
-import uuid
 
 import pytest
 
@@ -15,12 +13,9 @@ pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture
-def path():
+def path(ring_path):
     warm_up()
-    p = f"/dev/shm/itchflow-test-{uuid.uuid4().hex}.ring"
-    yield p
-    if os.path.exists(p):
-        os.unlink(p)
+    return ring_path
 
 
 @pytest.mark.parametrize("wait", ["spin", "block"])
