@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import gc
 import importlib
 
 import click
@@ -11,6 +13,14 @@ import click
 @click.version_option(package_name="itchflow")
 def main() -> None:
     """itchflow: Nasdaq TotalView-ITCH 5.0 feed handler."""
+    # A command is one process, and the interpreter's last act is a full garbage collection
+    # over every object left, ~100 k of them once Numba and the cached kernels are loaded:
+    # 0.25 s of a 0.75 s `itchflow stats` (measured). Freezing them at exit leaves that pass
+    # nothing to walk; the memory goes back to the system with the process either way, and
+    # the other exit handlers (the rings' clean-up) run as before. Registered once, however
+    # often the group is invoked in one process.
+    atexit.unregister(gc.freeze)
+    atexit.register(gc.freeze)
 
 
 @main.group()
