@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from itchflow.bench import cache
 from itchflow.bench.common import BENCH_DIR, machine, peak_rss_bytes, rate_row, run_peer
 
 SHAPE_NAMES = ("deep", "many", "fullday")
@@ -274,6 +275,9 @@ def run(messages: int = 50_000_000, many_stocks: int = 8000, seed: int = 1, repe
             r["meatpy_one_stock"] = mp
     if memory_orders:
         r["memory_6m_live"] = run_peer(_MEMORY.format(orders=memory_orders))
+    # what a random load costs here (``itchflow bench cache`` in full): beside the shapes,
+    # since the large ones are made of such loads
+    r["random_loads"] = cache.run(dense_mib=(4, 64), sparse_span_mib=(256,), steps=1_000_000, repeat=2)
     return r
 
 
@@ -332,3 +336,5 @@ def report(r: dict) -> None:
                     f"{mm['engine_bytes'] / 2**30:.2f} GiB allocated)")
         else:
             c.print(f"  memory: {mm}")
+    if r.get("random_loads"):
+        c.print(f"  {cache.summary(r['random_loads'])} (itchflow bench cache)")

@@ -129,6 +129,23 @@ bbo_command = _stream_command("bbo", "BBO changes", "Every change of best bid/of
 trades_command = _stream_command("trades", "trades", "Every trade (E, C, P, Q; B breaks flagged) to Parquet.")
 
 
+@bench.command("cache")
+@click.option("--steps", type=Count(), default="2M", show_default=True, help="Loads timed per figure.")
+@click.option("--repeat", default=3, show_default=True, help="Best of this many passes.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def bench_cache(steps, repeat, as_json) -> None:
+    """What one random load costs on this machine, by working set (dependent loads against
+    numpy.take of the same lines) and by page span (the address translation alone): the
+    memory the book engine's figures on large days are made of."""
+    from itchflow.bench.cache import report, run
+
+    r = run(steps=steps, repeat=repeat)
+    if as_json:
+        click.echo(json.dumps(r))
+    else:
+        report(r)
+
+
 @bench.command("book")
 @click.option("--messages", type=Count(), default="50M", show_default=True,
               help="Size of each generated day (e.g. 2M for a quick run).")
