@@ -14,8 +14,6 @@ from typing import Iterator
 
 import numpy as np
 
-from itchflow.errors import ITCHFormatError
-from itchflow.wire.binaryfile import whole_messages_end
 
 BLOCK = 8 << 20
 _GLOB_CHARS = "*?["
@@ -83,36 +81,15 @@ def iter_day(source: str) -> Iterator[tuple[np.ndarray, int, str, int]]:
 def _iter_url(url: str) -> Iterator[tuple[np.ndarray, int, str, int]]:
     import fsspec
 
+    from itchflow.sources.files import message_chunks
+    from itchflow.sources.gzip_stream import gzip_blocks
+
     with fsspec.open(url, "rb") as raw:
         head = raw.read(2)
         raw.seek(0)
         if head == b"\x1f\x8b":
-            import gzip
-
-            with gzip.GzipFile(fileobj=raw) as f:
-                yield from _blocks(f, url + " (decompressed)")
+            chunks = message_chunks(gzip_blocks(raw, BLOCK), url + " (decompressed)")
         else:
-            yield from _blocks(raw, url)
-
-
-def _blocks(f, name: str) -> Iterator[tuple[np.ndarray, int, str, int]]:
-    """Read f in blocks, cut each after its last whole message, carry the rest over."""
-    carry = np.zeros(0, np.uint8)
-    offset, seq = 0, 1
-    while True:
-        try:
-            raw = f.read(BLOCK)
-        except (OSError, EOFError) as e:
-            raise ITCHFormatError(f"stream is corrupt or cut short ({e})", source=name,
-                                  offset=offset + len(carry)) from None
-        if not raw:
-            break
-        data = np.concatenate([carry, np.frombuffer(raw, np.uint8)])
-        stop, n = whole_messages_end(data, 0, len(data))
-        if stop:
-            yield data[:stop], seq, name, offset
-            offset += stop
-            seq += n
-        carry = data[stop:].copy()
-    if len(carry):  # a truncated last message: the consumer's framing names it
-        yield carry, seq, name, offset
+            chunks = message_chunks(iter(lambda: raw.read(BLOCK), b""), url)
+        for c in chunks:
+            yield c.data, c.first_sequence, c.source, c.offset

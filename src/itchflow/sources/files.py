@@ -11,18 +11,20 @@ out without a copy; gzip is decompressed in bounded blocks; captures are reassem
 
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 
 from itchflow.errors import ITCHFormatError
 from itchflow.sources.chunk import Chunk, as_uint8, describe, map_file  # noqa: F401  (re-exported)
+from itchflow.sources.gzip_stream import GzipStreamError, gzip_blocks
 from itchflow.wire.binaryfile import whole_messages_end
 
 GZIP_MAGIC = b"\x1f\x8b"
-DEFAULT_GZ_BLOCK = 8 << 20  # a corrupt stream loses at most this much before the error
+DEFAULT_GZ_BLOCK = 8 << 20  # decompressed bytes a block (every good byte before a corrupt spot is delivered)
 
 
 def sniff(head: bytes) -> str:
@@ -32,28 +34,6 @@ def sniff(head: bytes) -> str:
     if head[:2] == GZIP_MAGIC:
         return "gzip"
     return capture_format(head) or "itch"
-
-
-def _gzip_errors() -> tuple[type[BaseException], ...]:
-    """What a corrupt or cut gzip stream raises, across zlib and isal."""
-    import zlib
-
-    errors: tuple[type[BaseException], ...] = (OSError, EOFError, ValueError, zlib.error)
-    try:
-        from isal import isal_zlib
-        errors += (isal_zlib.error,)
-    except ImportError:
-        pass
-    return errors
-
-
-def _open_gzip(path):
-    try:
-        from isal import igzip  # about 3x faster than zlib's gzip where it installs
-        return igzip.open(path, "rb")
-    except ImportError:
-        import gzip
-        return gzip.open(path, "rb")
 
 
 class CaptureSource:
@@ -100,18 +80,16 @@ def iter_chunks(source, *, gz_block: int = DEFAULT_GZ_BLOCK, strict: bool = True
             head = f.read(8)
         kind = sniff(head)
         if kind == "gzip":
-            with _open_gzip(path) as f:
-                yield from _gzip_source(f, name, gz_block, strict, capture_stats, dedup)
+            with open(path, "rb") as raw:
+                yield from _gzip_source(raw, name, gz_block, strict, capture_stats, dedup)
             return
         buf = map_file(path)
     else:
         buf = as_uint8(source)
         kind = sniff(bytes(buf[:8]))
         if kind == "gzip":
-            import gzip
             import io
-            with gzip.GzipFile(fileobj=io.BytesIO(buf.tobytes())) as f:
-                yield from _gzip_source(f, name, gz_block, strict, capture_stats, dedup)
+            yield from _gzip_source(io.BytesIO(buf.tobytes()), name, gz_block, strict, capture_stats, dedup)
             return
     if kind in ("pcap", "pcapng"):
         yield from _capture_chunks(buf, name, strict, capture_stats, dedup)
@@ -126,42 +104,52 @@ def _capture_chunks(buf, name, strict, capture_stats, dedup=True) -> Iterator[Ch
     yield from cap.chunks()
 
 
-def _read_gzip(f, n: int, name: str, offset: int) -> bytes:
-    try:
-        return f.read(n)
-    except _gzip_errors() as e:  # corrupt or cut gzip stream
-        raise ITCHFormatError(f"gzip stream is corrupt or cut short ({e}); the messages before "
-                              "this offset were delivered", source=name + " (decompressed)",
-                              offset=offset) from None
-
-
-def _gzip_source(f, name: str, block: int, strict: bool, capture_stats, dedup=True) -> Iterator[Chunk]:
+def _gzip_source(raw, name: str, block: int, strict: bool, capture_stats, dedup=True) -> Iterator[Chunk]:
     """A gzip stream holds either BinaryFILE ITCH or a capture: look inside to tell."""
-    first = _read_gzip(f, block, name, 0)
-    if sniff(first[:8]) in ("pcap", "pcapng"):  # a capture is reassembled whole anyway
-        rest = _read_gzip(f, -1, name, len(first))
-        yield from _capture_chunks(np.frombuffer(first + rest, np.uint8), name + " (decompressed)",
-                                   strict, capture_stats, dedup)
-        return
-    yield from _gzip_stream_chunks(f, name, block, first)
+    blocks = gzip_blocks(raw, block)
+    name = name + " (decompressed)"
+    try:
+        first = next(blocks, b"")
+        if sniff(first[:8]) in ("pcap", "pcapng"):  # a capture is reassembled whole anyway
+            whole = first + b"".join(blocks)
+            yield from _capture_chunks(np.frombuffer(whole, np.uint8), name, strict, capture_stats, dedup)
+            return
+    except GzipStreamError as e:   # before any message was delivered
+        raise stream_error(e, name, 0, 0) from None
+    yield from message_chunks(itertools.chain([first], blocks), name)
 
 
-def _gzip_stream_chunks(f, name: str, block: int, first: bytes) -> Iterator[Chunk]:
-    """Decompress in blocks, cut each at its last whole message, carry the rest over."""
+def stream_error(e: Exception, name: str, offset: int, cut: int) -> ITCHFormatError:
+    """The error for a stream that failed after ``offset`` bytes of whole messages were
+    delivered, ``cut`` bytes of a message split there not."""
+    what = (f"gzip stream {e.reason} ({e.compressed_read:,} compressed bytes read)"
+            if isinstance(e, GzipStreamError) else f"stream is corrupt or cut short ({e})")
+    tail = f"; the {cut:,} bytes of the message cut there were not" if cut else ""
+    return ITCHFormatError(f"{what}; the messages before this offset were delivered{tail}",
+                           source=name, offset=offset)
+
+
+def message_chunks(blocks: Iterable[bytes], name: str) -> Iterator[Chunk]:
+    """Cut a stream of byte blocks into Chunks of whole messages, carrying a message split
+    between blocks over to the next. A stream that fails (GzipStreamError, OSError) after the
+    messages before it were yielded becomes an ITCHFormatError naming the offset of the first
+    byte not delivered; a stream that simply ends inside a message yields that message's
+    bytes last, for the framing to name it."""
     carry = np.zeros(0, np.uint8)
     offset = 0
     sequence = 1
-    raw = first
-    while raw:
-        data = np.concatenate([carry, np.frombuffer(raw, np.uint8)]) if len(carry) else np.frombuffer(raw, np.uint8)
-        stop, n = whole_messages_end(data, 0, len(data))
-        if stop == 0 and len(data) >= 2 + 0xFFFF:
-            stop = len(data)  # no whole message in a block bigger than any message: let frame() say why
-        if stop:
-            yield Chunk(data[:stop], sequence, name + " (decompressed)", offset)
-            offset += stop
-            sequence += n
-        carry = data[stop:].copy() if stop < len(data) else np.zeros(0, np.uint8)
-        raw = _read_gzip(f, block, name, offset + len(carry))
+    try:
+        for raw in blocks:
+            data = np.concatenate([carry, np.frombuffer(raw, np.uint8)]) if len(carry) else np.frombuffer(raw, np.uint8)
+            stop, n = whole_messages_end(data, 0, len(data))
+            if stop == 0 and len(data) >= 2 + 0xFFFF:
+                stop = len(data)  # no whole message in a block bigger than any message: let frame() say why
+            if stop:
+                yield Chunk(data[:stop], sequence, name, offset)
+                offset += stop
+                sequence += n
+            carry = data[stop:].copy() if stop < len(data) else np.zeros(0, np.uint8)
+    except (GzipStreamError, OSError) as e:
+        raise stream_error(e, name, offset, len(carry)) from None
     if len(carry):
-        yield Chunk(carry, sequence, name + " (decompressed)", offset)
+        yield Chunk(carry, sequence, name, offset)

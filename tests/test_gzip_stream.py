@@ -1,0 +1,162 @@
+"""gzip days cut short or corrupt: every whole message before the failure is delivered, and the
+error names the decompressed offset of the first byte that was not; concatenated members,
+padding, and output bounded per block whatever the stream inflates to.
+
+The expectation is computed independently: Python's own zlib decompresses whatever it can of
+the damaged stream, and a plain Python walk of the length prefixes finds where its whole
+messages end. (isal's decompressor, used where installed, holds back the last byte it could
+decode at a cut, measured at most 1 byte over 1,200 cuts: a message ending on that very byte
+is then the one reported cut.)"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import zlib
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import itch_reference as ref
+import itchflow
+from itchflow.errors import ITCHFormatError
+from itchflow.sources.files import iter_chunks
+from itchflow.sources.gzip_stream import GzipStreamError, gzip_blocks
+
+pytestmark = pytest.mark.timeout(300)
+
+DATA = ref.random_stream(4000, seed=7, unknown_rate=0.02)
+GZ = gzip.compress(DATA, compresslevel=6, mtime=0)
+
+
+def _salvageable(damaged: bytes) -> bytes:
+    """What Python's zlib decompresses of a damaged single-member gzip before it fails or ends."""
+    d = zlib.decompressobj(31)
+    out = []
+    for i in range(0, len(damaged), 997):   # small pieces: stop at the first failing one
+        try:
+            out.append(d.decompress(damaged[i:i + 997]))
+        except zlib.error:
+            break
+    return b"".join(out)
+
+
+def _whole_end(data: bytes) -> int:
+    """Offset after the last whole BinaryFILE message of data (a slow, obvious walk)."""
+    pos = 0
+    while pos + 2 <= len(data):
+        n = int.from_bytes(data[pos:pos + 2], "big")
+        if n == 0 or pos + 2 + n > len(data):
+            break
+        pos += 2 + n
+    return pos
+
+
+def _expected_ends(cut: bytes) -> set[int]:
+    """Where the delivered messages may end for a cut stream (see the module doc)."""
+    salvaged = _salvageable(cut)
+    return {_whole_end(salvaged), _whole_end(salvaged[:-1])}
+
+
+def _deliver(source, block):
+    """Bytes of the chunks delivered before the error, and the error."""
+    got = []
+    with pytest.raises(ITCHFormatError) as ei:
+        for c in iter_chunks(source, gz_block=block):
+            got.append(bytes(c.data))
+    return b"".join(got), ei.value
+
+
+@pytest.mark.parametrize("block", [64 << 10, 1 << 20, 8 << 20])
+def test_cut_short_delivers_every_whole_message_before_the_cut(tmp_path, block):
+    cut = GZ[: len(GZ) * 2 // 3]
+    path = tmp_path / "day.itch.gz"
+    path.write_bytes(cut)
+    ends = _expected_ends(cut)
+    assert min(ends) > len(DATA) // 3          # the test means something: most of it survives
+    got, err = _deliver(path, block)
+    assert err.offset in ends
+    assert got == DATA[:err.offset]
+    text = str(err)
+    assert str(path) in text and "cut short" in text and f"byte offset {err.offset}" in text
+    assert "delivered" in text
+
+
+def test_corrupt_in_the_middle(tmp_path):
+    """Deflate data damaged in the middle may still decode (to wrong bytes) until the member's
+    CRC is checked at its end: the stream must fail with an error naming the file, and every
+    byte decoded from before the damage must be the day's own."""
+    bad = bytearray(GZ)
+    mid = len(bad) // 2
+    bad[mid:mid + 64] = bytes(64)             # a run of zeros inside the deflate data
+    path = tmp_path / "day.itch.gz"
+    path.write_bytes(bytes(bad))
+    got, err = _deliver(path, 1 << 16)
+    before = len(_salvageable(GZ[:mid])) - 1  # decoded from the bytes before the damage
+    assert before > len(DATA) // 3
+    n = min(len(got), before)
+    assert got[:n] == DATA[:n]
+    assert str(path) in str(err) and err.offset == len(got)
+
+
+def test_members_and_zero_padding_are_read_one_after_another(tmp_path):
+    a, b = DATA[: len(DATA) // 2], DATA[len(DATA) // 2:]
+    cut = _whole_end(a)                        # members split at a message boundary
+    a, b = DATA[:cut], DATA[cut:]
+    blob = gzip.compress(a) + bytes(100) + gzip.compress(b) + bytes(7)
+    path = tmp_path / "two.itch.gz"
+    path.write_bytes(blob)
+    assert gzip.GzipFile(fileobj=io.BytesIO(blob)).read() == DATA   # what gzip itself makes of it
+    got = b"".join(bytes(c.data) for c in iter_chunks(path, gz_block=1 << 14))
+    assert got == DATA
+    # and a member split inside a message reads the same
+    split = gzip.compress(DATA[:1001]) + gzip.compress(DATA[1001:])
+    assert b"".join(bytes(c.data) for c in iter_chunks(split, gz_block=1 << 12)) == DATA
+
+
+def test_garbage_after_a_member_is_an_error_after_the_member():
+    blob = gzip.compress(DATA) + b"not gzip at all"
+    got, err = _deliver(blob, 1 << 16)
+    assert got == DATA and err.offset == len(DATA)
+    assert "corrupt" in str(err)
+
+
+def test_output_is_bounded_whatever_the_stream_inflates_to():
+    zeros = 64 << 20
+    bomb = gzip.compress(bytes(zeros), compresslevel=9)   # ~64 KiB that inflate 1000-fold
+    block = 1 << 20
+    sizes = [len(b) for b in gzip_blocks(io.BytesIO(bomb), block)]
+    assert sum(sizes) == zeros and max(sizes) <= block
+
+
+def test_not_gzip_and_empty_member():
+    with pytest.raises(GzipStreamError, match="corrupt"):
+        list(gzip_blocks(io.BytesIO(b"\x1f\x8bnot really"), 1 << 16))
+    with pytest.raises(GzipStreamError, match="cut short"):
+        list(gzip_blocks(io.BytesIO(b"\x1f\x8b"), 1 << 16))
+    assert list(gzip_blocks(io.BytesIO(gzip.compress(b"")), 1 << 16)) == []
+
+
+def test_read_of_a_cut_day_names_the_offset(tmp_path):
+    cut = GZ[: len(GZ) // 2]
+    path = tmp_path / "half.itch.gz"
+    path.write_bytes(cut)
+    with pytest.raises(ITCHFormatError) as ei:
+        itchflow.read(path)
+    assert ei.value.offset in _expected_ends(cut)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(frac=st.floats(0.01, 0.99), block=st.sampled_from([1 << 10, 1 << 13, 1 << 16, 1 << 22]))
+def test_any_cut_any_block(frac, block):
+    cut = GZ[: max(11, int(len(GZ) * frac))]
+    got = []
+    try:
+        for c in iter_chunks(cut, gz_block=block):
+            got.append(bytes(c.data))
+    except ITCHFormatError as e:
+        assert e.offset in _expected_ends(cut)
+        assert b"".join(got) == DATA[:e.offset]
+    else:
+        raise AssertionError("a cut stream must fail")
