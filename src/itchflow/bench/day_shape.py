@@ -9,7 +9,7 @@ import numpy as np
 from numba import njit
 
 from itchflow.hw.endian import be16
-from itchflow.wire.binaryfile import OK, next_message
+from itchflow.wire.binaryfile import AT_END, OK, next_message
 from itchflow.wire.itch import MESSAGES
 
 _LOCATE = MESSAGES["A"].field("stock_locate").offset
@@ -21,7 +21,7 @@ def _locate_counts(buf, counts):
     pos = np.int64(0)
     end = np.int64(len(buf))
     n = np.int64(0)
-    while True:
+    while pos < end:   # not ``while True``: see binaryfile.WALK_LOOP
         status, body, length = next_message(buf, pos, end)
         if status != OK:
             return n, status
@@ -29,6 +29,7 @@ def _locate_counts(buf, counts):
             counts[be16(buf, body + _LOCATE)] += 1
         n += 1
         pos = body + length
+    return n, AT_END
 
 
 def locate_counts(buf: np.ndarray) -> np.ndarray:

@@ -39,7 +39,7 @@ def batch_cut(buf, pos, end, batch_bytes):
     p = pos
     n = 0
     limit = min(end, pos + batch_bytes)
-    while True:
+    while p < end:   # not ``while True``: see binaryfile.WALK_LOOP
         walk, body, length = next_message(buf, p, end)
         if walk != WALK_OK or (body + length > limit and n > 0):
             break

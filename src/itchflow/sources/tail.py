@@ -29,7 +29,7 @@ from numba import njit
 from itchflow.errors import ITCHFormatError
 from itchflow.hw.endian import be16, u8
 from itchflow.sources.chunk import Chunk
-from itchflow.wire.binaryfile import OK, next_message
+from itchflow.wire.binaryfile import AT_END, OK, next_message
 from itchflow.wire.itch import MESSAGES
 
 _S = MESSAGES["S"]
@@ -53,7 +53,7 @@ def whole_messages_until_end_event(buf, pos, end):
     (after the ``S``/``C`` message when ended); status is the walk's status at stop.
     """
     n = 0
-    while True:
+    while pos < end:   # not ``while True``: see binaryfile.WALK_LOOP
         status, body, length = next_message(buf, pos, end)
         if status != OK:
             return pos, n, False, status
@@ -62,6 +62,7 @@ def whole_messages_until_end_event(buf, pos, end):
         if (length == _S_LENGTH and u8(buf, body) == _S_BYTE
                 and u8(buf, body + _EVENT_CODE_OFFSET) == _END_OF_MESSAGES):
             return pos, n, True, status
+    return pos, n, False, AT_END
 
 
 class Tail:

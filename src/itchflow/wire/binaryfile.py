@@ -32,6 +32,11 @@ _TIMESTAMP_OFFSET = MESSAGES["A"].field("timestamp").offset
 _LOCATE_OFFSET = MESSAGES["A"].field("stock_locate").offset
 
 
+# WALK_LOOP: a walk written ``while True:`` around next_message, leaving on its status,
+# compiles (Numba 0.68 / LLVM) to a loop about 5x slower than the same walk bounded by
+# ``while pos < end:`` (11 against 2 ns a message, measured on a 10 M-message day): bound every
+# walk by its range (next_message returns AT_END exactly when pos == end, so nothing else
+# changes) or by a count.
 @njit(inline="always", nogil=True, cache=True)
 def next_message(buf, pos, end):
     """One step of THE BinaryFILE walk; every kernel that walks length-prefixed messages
@@ -101,7 +106,7 @@ def whole_messages_end(buf, pos, end):
     frame(), which every consumer runs.
     """
     n = 0
-    while True:
+    while pos < end:   # not ``while True``: see WALK_LOOP below
         status, q, length = next_message(buf, pos, end)
         if status != OK:
             break
@@ -121,16 +126,15 @@ def message_offsets(buf, every, index):
     pos = 0
     end = buf.shape[0]
     n = 0
-    while True:
+    while pos < end:   # see WALK_LOOP
         status, body, length = next_message(buf, pos, end)
-        if status == AT_END:
-            return n, OK, pos
         if status != OK:
             return n, status, pos
         if n % every == 0:
             index[n // every] = pos
         pos = body + length
         n += 1
+    return n, OK, pos
 
 
 def index_error_text(status: int) -> str:

@@ -129,11 +129,9 @@ def split_by_locate(buf, pos, end, seq, shard_of, broadcast, lengths, out, fill,
     nshards = out.shape[0]
     cap = out.shape[1]
     seq_cap = seqs.shape[1]
-    while True:
+    while pos < end:   # not ``while True``: see binaryfile.WALK_LOOP
         status, body, length = next_message(buf, pos, end)
         if status != OK:
-            if status == AT_END:
-                status = OK
             return status, pos, seq
         t = u8(buf, body)
         expected = lengths[t]
@@ -167,6 +165,7 @@ def split_by_locate(buf, pos, end, seq, shard_of, broadcast, lengths, out, fill,
         state[S_MESSAGES] += 1
         pos = body + length
         seq += 1
+    return OK, pos, seq
 
 
 @njit(nogil=True, cache=True)

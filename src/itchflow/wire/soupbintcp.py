@@ -89,7 +89,7 @@ def soup_to_binaryfile(buf, pos, end, out, out_pos):
     """
     n = 0
     cap = out.shape[0]
-    while True:
+    while pos < end:   # not ``while True``: see binaryfile.WALK_LOOP
         status, body, length = next_message(buf, pos, end)
         if status != OK or length < 2 or u8(buf, body) != _S:
             break
