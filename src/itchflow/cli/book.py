@@ -132,14 +132,17 @@ trades_command = _stream_command("trades", "trades", "Every trade (E, C, P, Q; B
 @bench.command("cache")
 @click.option("--steps", type=Count(), default="2M", show_default=True, help="Loads timed per figure.")
 @click.option("--repeat", default=3, show_default=True, help="Best of this many passes.")
+@click.option("--largest", default=1024, show_default=True,
+              help="Largest working set and page span to probe, MiB (each is allocated and touched).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def bench_cache(steps, repeat, as_json) -> None:
+def bench_cache(steps, repeat, largest, as_json) -> None:
     """What one random load costs on this machine, by working set (dependent loads against
     numpy.take of the same lines) and by page span (the address translation alone): the
     memory the book engine's figures on large days are made of."""
-    from itchflow.bench.cache import report, run
+    from itchflow.bench.cache import DENSE_MIB, SPARSE_SPAN_MIB, report, run
 
-    r = run(steps=steps, repeat=repeat)
+    r = run(dense_mib=[m for m in DENSE_MIB if m <= largest],
+            sparse_span_mib=[m for m in SPARSE_SPAN_MIB if m <= largest], steps=steps, repeat=repeat)
     if as_json:
         click.echo(json.dumps(r))
     else:
