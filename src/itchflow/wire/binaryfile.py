@@ -106,7 +106,7 @@ def whole_messages_end(buf, pos, end):
     frame(), which every consumer runs.
     """
     n = 0
-    while pos < end:   # not ``while True``: see WALK_LOOP below
+    while pos < end:   # not ``while True``: see WALK_LOOP
         status, q, length = next_message(buf, pos, end)
         if status != OK:
             break
