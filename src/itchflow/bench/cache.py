@@ -18,10 +18,10 @@ Every region is faulted in before it is timed; each figure is the best of ``repe
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 from numba import njit
+
+from itchflow.bench.common import best_of, machine
 
 LINE = 64
 PAGE = 4096
@@ -43,15 +43,6 @@ def _cycle(lines: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return lines[rng.permutation(len(lines))] * (LINE // 8)
 
 
-def _time_best(fn, repeat: int) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
-
-
 def probe(region_bytes: int, lines: np.ndarray, steps: int, repeat: int, seed: int) -> dict:
     """ns per dependent and per independent load over ``lines`` (line numbers in the region)."""
     words = np.zeros(region_bytes // 8, np.int64)
@@ -60,17 +51,15 @@ def probe(region_bytes: int, lines: np.ndarray, steps: int, repeat: int, seed: i
     words[order] = np.roll(order, -1)     # a single cycle through every chosen line
     steps = int(steps)
     chase(words, order[0], 1000)
-    dep = _time_best(lambda: chase(words, order[0], steps), repeat) / steps
+    dep = best_of(repeat, lambda: chase(words, order[0], steps))[0] / steps
     idx = np.resize(order, steps)         # the same addresses, but no load waits for another
     out = np.empty(steps, np.int64)
-    ind = _time_best(lambda: np.take(words, idx, out=out), repeat) / steps
+    ind = best_of(repeat, lambda: np.take(words, idx, out=out))[0] / steps
     return {"dependent_ns": dep * 1e9, "independent_ns": ind * 1e9, "in_flight": dep / ind}
 
 
 def run(dense_mib=DENSE_MIB, sparse_span_mib=SPARSE_SPAN_MIB, steps: int = 2_000_000, repeat: int = 3,
         seed: int = 1) -> dict:
-    from itchflow.bench.common import machine
-
     r: dict = {"machine": machine(), "dense": [], "sparse": []}
     rng = np.random.default_rng(seed)
     for mib in dense_mib:

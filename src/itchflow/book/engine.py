@@ -434,11 +434,7 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, lad_key, lad
                         else:
                             prefetch(levels, h2)
                     else:  # the top of its ladder, where the level is searched from
-                        n2 = np.int64(books[_U(book2)].length)
-                        if n2 > 0:
-                            top2 = books[_U(book2)].start + n2 - 1
-                            prefetch(lad_key, top2)
-                            prefetch(lad_lvl, top2)
+                        _prefetch_top(books, _U(book2), lad_key, lad_lvl)
             elif _HAS_REF[t2]:
                 slot2 = find_slot(order_words, be64(buf, b2 + _REF_OFFSET), mask, shift, ORDER_WORDS)
                 live2 = orders[_U(slot2)].stamp != 0
