@@ -165,6 +165,31 @@ def decode(data: bytes, first_sequence: int = 1) -> tuple[list[Message], Stats]:
     return msgs, st
 
 
+def walk(data: bytes, pos: int = 0, end: int | None = None) -> tuple[list[tuple[int, int, int]], str, int]:
+    """Framing only: (prefix offset, body offset, length) of each whole message in data[pos:end],
+    and why the walk stopped ('end', 'truncated' or 'zero-length') at which offset."""
+    end = len(data) if end is None else end
+    out = []
+    while True:
+        if pos == end:
+            return out, "end", pos
+        if pos + 2 > end:
+            return out, "truncated", pos
+        (length,) = struct.unpack_from(">H", data, pos)
+        if length == 0:
+            return out, "zero-length", pos
+        if pos + 2 + length > end:
+            return out, "truncated", pos
+        out.append((pos, pos + 2, length))
+        pos += 2 + length
+
+
+def whole_end(data: bytes, pos: int = 0, end: int | None = None) -> int:
+    """The offset after the last whole message of data[pos:end] (pos if there is none)."""
+    msgs, _, _ = walk(data, pos, end)
+    return msgs[-1][1] + msgs[-1][2] if msgs else pos
+
+
 # ----------------------------------------------------------------------------- encode
 def encode_body(code: str, fields: dict) -> bytes:
     """One message (no length prefix) from its fields; missing fields are zero/spaces."""

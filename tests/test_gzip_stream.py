@@ -4,9 +4,9 @@ padding, and output bounded per block whatever the stream inflates to.
 
 The expectation is computed independently: Python's own zlib decompresses whatever it can of
 the damaged stream, and a plain Python walk of the length prefixes finds where its whole
-messages end. (isal's decompressor, used where installed, holds back the last byte it could
-decode at a cut, measured at most 1 byte over 1,200 cuts: a message ending on that very byte
-is then the one reported cut.)"""
+messages end (itch_reference.whole_end). (isal's decompressor, used where installed, holds
+back the last byte it could decode at a cut, measured at most 1 byte over 1,200 cuts: a
+message ending on that very byte is then the one reported cut.)"""
 
 from __future__ import annotations
 
@@ -42,21 +42,10 @@ def _salvageable(damaged: bytes) -> bytes:
     return b"".join(out)
 
 
-def _whole_end(data: bytes) -> int:
-    """Offset after the last whole BinaryFILE message of data (a slow, obvious walk)."""
-    pos = 0
-    while pos + 2 <= len(data):
-        n = int.from_bytes(data[pos:pos + 2], "big")
-        if n == 0 or pos + 2 + n > len(data):
-            break
-        pos += 2 + n
-    return pos
-
-
 def _expected_ends(cut: bytes) -> set[int]:
     """Where the delivered messages may end for a cut stream (see the module doc)."""
     salvaged = _salvageable(cut)
-    return {_whole_end(salvaged), _whole_end(salvaged[:-1])}
+    return {ref.whole_end(salvaged), ref.whole_end(salvaged[:-1])}
 
 
 def _deliver(source, block):
@@ -102,7 +91,7 @@ def test_corrupt_in_the_middle(tmp_path):
 
 def test_members_and_zero_padding_are_read_one_after_another(tmp_path):
     a, b = DATA[: len(DATA) // 2], DATA[len(DATA) // 2:]
-    cut = _whole_end(a)                        # members split at a message boundary
+    cut = ref.whole_end(a)                        # members split at a message boundary
     a, b = DATA[:cut], DATA[cut:]
     blob = gzip.compress(a) + bytes(100) + gzip.compress(b) + bytes(7)
     path = tmp_path / "two.itch.gz"

@@ -9,6 +9,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import itch_reference as ref
 from itchflow.pipeline.publish import batch_cut
 from itchflow.sources.tail import whole_messages_until_end_event
 from itchflow.wire.binaryfile import AT_END, OK, TRUNCATED, ZERO_LENGTH, message_offsets, whole_messages_end
@@ -17,22 +18,13 @@ from itchflow.wire.soupbintcp import soup_to_binaryfile
 _END_EVENT = b"S" + bytes(10) + b"C"     # a System Event 'C' (end of messages): 12 bytes
 
 
+_STOPPED = {"end": AT_END, "truncated": TRUNCATED, "zero-length": ZERO_LENGTH}
+
+
 def _slow_walk(data: bytes, pos: int, end: int):
-    """[(prefix offset, body offset, length)] of the whole messages from pos, and why it stopped
-    (AT_END, TRUNCATED or ZERO_LENGTH) at which offset."""
-    out = []
-    while True:
-        if pos == end:
-            return out, AT_END, pos
-        if pos + 2 > end:
-            return out, TRUNCATED, pos
-        n = int.from_bytes(data[pos:pos + 2], "big")
-        if n == 0:
-            return out, ZERO_LENGTH, pos
-        if pos + 2 + n > end:
-            return out, TRUNCATED, pos
-        out.append((pos, pos + 2, n))
-        pos += 2 + n
+    """The reference walk (itch_reference.walk) with itchflow's status codes."""
+    msgs, why, at = ref.walk(data, pos, end)
+    return msgs, _STOPPED[why], at
 
 
 @st.composite
@@ -60,7 +52,7 @@ def test_whole_messages_end(s):
     data, start, end = s
     msgs, _, _ = _slow_walk(data, start, end)
     stop, n = whole_messages_end(np.frombuffer(data, np.uint8), start, end)
-    assert (int(stop), int(n)) == ((msgs[-1][1] + msgs[-1][2]) if msgs else start, len(msgs))
+    assert (int(stop), int(n)) == (ref.whole_end(data, start, end), len(msgs))
 
 
 @settings(max_examples=300, deadline=None)
