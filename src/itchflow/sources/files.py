@@ -77,12 +77,11 @@ def iter_chunks(source, *, gz_block: int = DEFAULT_GZ_BLOCK, strict: bool = True
         if path.is_dir():
             raise IsADirectoryError(f"{path}: is a directory, not an ITCH file or capture")
         with open(path, "rb") as f:
-            head = f.read(8)
-        kind = sniff(head)
-        if kind == "gzip":
-            with open(path, "rb") as raw:
-                yield from _gzip_source(raw, name, gz_block, strict, capture_stats, dedup)
-            return
+            kind = sniff(f.read(8))
+            if kind == "gzip":
+                f.seek(0)
+                yield from _gzip_source(f, name, gz_block, strict, capture_stats, dedup)
+                return
         buf = map_file(path)
     else:
         buf = as_uint8(source)
