@@ -7,15 +7,14 @@ import json
 import numpy as np
 from click.testing import CliRunner
 
-from itchflow.bench.cache import LINE, PAGE, _cycle, chase, probe
+from itchflow.bench.cache import LINE, PAGE, chase, cycle_table, probe
 from itchflow.cli import main
 
 
 def _walk(lines, seed):
-    """Build the cycle as probe() does and follow it with the compiled chase, one load at a time."""
-    words = np.zeros((int(lines.max()) + 1) * LINE // 8, np.int64)
-    order = _cycle(lines, np.random.default_rng(seed))
-    words[order] = np.roll(order, -1)
+    """The cycle probe() times, followed with the compiled chase one load at a time."""
+    region = -(-(int(lines.max()) + 1) * LINE // PAGE) * PAGE
+    words, order = cycle_table(region, lines, seed)
     seen, i = [], int(order[0])
     for _ in range(len(lines)):
         seen.append(i)

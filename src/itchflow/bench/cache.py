@@ -38,17 +38,20 @@ def chase(nxt, start, steps):
     return i
 
 
-def _cycle(lines: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """The word indices of ``lines`` (first word of each) in a random cyclic order."""
-    return lines[rng.permutation(len(lines))] * (LINE // 8)
+def cycle_table(region_bytes: int, lines: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(words, order): a region of int64 words, every page faulted in, whose chosen lines (the
+    first word of each) hold a single random cycle through all of them; order is the cycle's
+    word indices, each entry pointing at the next."""
+    words = np.zeros(region_bytes // 8, np.int64)
+    words[:: PAGE // 8] = 0               # fault every page in before timing
+    order = lines[np.random.default_rng(seed).permutation(len(lines))] * (LINE // 8)
+    words[order] = np.roll(order, -1)
+    return words, order
 
 
 def probe(region_bytes: int, lines: np.ndarray, steps: int, repeat: int, seed: int) -> dict:
     """ns per dependent and per independent load over ``lines`` (line numbers in the region)."""
-    words = np.zeros(region_bytes // 8, np.int64)
-    words[:: PAGE // 8] = 0               # fault every page in before timing
-    order = _cycle(lines, np.random.default_rng(seed))
-    words[order] = np.roll(order, -1)     # a single cycle through every chosen line
+    words, order = cycle_table(region_bytes, lines, seed)
     steps = int(steps)
     chase(words, order[0], 1000)
     dep = best_of(repeat, lambda: chase(words, order[0], steps))[0] / steps
