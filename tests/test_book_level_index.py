@@ -99,7 +99,7 @@ def _index_consistent(books: Books) -> None:
             chained.add(cur)
             cur = int(lv[cur]["next_free"]) - 1
     deep = {b for b in range(L.N_BOOKS) if books.books[b]["cap"] >= INDEX_MIN_CAP}
-    expected = {int(books.lad_lvl[books.books[b]["start"] + k]) for b in deep
+    expected = {int(books.ladder[books.books[b]["start"] + k]) & 0xFFFFFFFF for b in deep
                 for k in range(int(books.books[b]["length"]))}
     assert chained == expected
 

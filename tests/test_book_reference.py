@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from test_book_support import ANOMALY_KINDS, ReferenceBook, encode, quote, random_day
+from test_book_support import ANOMALY_KINDS, ReferenceBook, add, delete, directory, encode, quote, random_day
 
 from itchflow import Books
 from itchflow.book import layout as L
@@ -119,4 +119,30 @@ def test_growth_keeps_state():
     for i, m in enumerate(msgs):
         ref.apply(m, i + 1)
     compare(small, ref, 3)
-    assert len(small.order_rows) > 16 and len(small.levels) > 4 and len(small.lad_key) > 8
+    assert len(small.order_rows) > 16 and len(small.levels) > 4 and len(small.ladder) > 8
+
+
+_EDGE_PRICES = (0, 1, 2, 0x7FFFFFFF, 0x80000000, 0x80000001, 0xFFFFFFFE, 0xFFFFFFFF)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(prices=st.lists(st.one_of(st.sampled_from(_EDGE_PRICES), st.integers(0, 2**32 - 1),
+                                 st.integers(0, 40)), min_size=1, max_size=120),
+       sides=st.lists(st.sampled_from("BS"), min_size=120, max_size=120),
+       deletes=st.lists(st.integers(0, 119), max_size=80))
+def test_prices_anywhere_in_32_bits_sort_on_both_sides(prices, sides, deletes):
+    """A ladder entry packs the level's key (the price, or its complement for asks) with the
+    level id into 64 bits: levels at any uint32 price, the extremes included, stay in price
+    order on both sides, in shallow books and in deep (indexed) ones, as levels open and close."""
+    msgs = [directory(1, "EDGE")]
+    for i, price in enumerate(prices):
+        msgs.append(add(1, 1000 + i, sides[i], 100 + i, price, symbol="EDGE"))
+    for i in deletes:
+        if i < len(prices):
+            msgs.append(delete(1, 1000 + i))  # a second delete of one reference is an anomaly: counted
+    books = Books(64, table=1024)
+    books.apply(encode(msgs))
+    ref = ReferenceBook()
+    for i, m in enumerate(msgs):
+        ref.apply(m, i + 1)
+    compare(books, ref, 1)

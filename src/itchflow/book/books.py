@@ -71,8 +71,7 @@ class Books:
         nlevels = int(levels or max(1024, min(expected // 8, 1 << 18)))
         self.levels = aligned_zeros(nlevels, L.LEVEL_DTYPE)
         narena = int(arena or max(1 << 16, nlevels * 2))
-        self.lad_key = aligned_zeros(narena, np.int64)
-        self.lad_lvl = aligned_zeros(narena, np.int32)
+        self.ladder = aligned_zeros(narena, np.uint64)
         self.books = aligned_zeros(L.N_BOOKS, L.BOOK_DTYPE)
         self.stocks = aligned_zeros(L.N_LOCATES, L.STOCK_DTYPE)
         self.anomaly_counts = aligned_zeros((L.N_LOCATES, L.N_ANOMALIES), np.int64)
@@ -125,8 +124,8 @@ class Books:
         try:
             while True:
                 status, pos, seq = apply_messages(
-                    buf, pos, end, np.uint64(seq), self.order_rows, self.order_words, self.levels, self.lad_key,
-                    self.lad_lvl, self.books, self.stocks, self.anomaly_counts, self.matches,
+                    buf, pos, end, np.uint64(seq), self.order_rows, self.order_words, self.levels, self.ladder,
+                    self.books, self.stocks, self.anomaly_counts, self.matches,
                     self.events.trades, self.events.bbo, self.events.l2, self.ctl, self.type_counts)
                 seq = int(seq)
                 if status == L.OK or status == L.STOP_TIME:
@@ -158,11 +157,10 @@ class Books:
             c[L.C_LEVEL_CAP] = len(self.levels)
         elif status == L.NEED_ARENA:
             live = int(self.books["cap"].sum(dtype=np.int64))
-            size = max(2 * len(self.lad_key), 2 * live + 4 * int(c[L.C_MAX_LADDER]) + 64)
-            new_key = aligned_zeros(size, np.int64)
-            new_lvl = aligned_zeros(size, np.int32)
-            c[L.C_ARENA_TOP] = compact_arena(self.books, self.lad_key, self.lad_lvl, new_key, new_lvl)
-            self.lad_key, self.lad_lvl = new_key, new_lvl
+            size = max(2 * len(self.ladder), 2 * live + 4 * int(c[L.C_MAX_LADDER]) + 64)
+            new = aligned_zeros(size, np.uint64)
+            c[L.C_ARENA_TOP] = compact_arena(self.books, self.ladder, new)
+            self.ladder = new
             c[L.C_ARENA_CAP] = size
         elif status == L.NEED_MATCHES:
             self.matches = _rehashed(self.matches, L.MATCH_WORDS, 2 * (len(self.matches) // L.MATCH_WORDS))
@@ -239,15 +237,15 @@ class Books:
         """(bids, asks): two ``records.LEVEL_DTYPE`` arrays (price, shares, orders), best level
         first, at most n levels each (n < 0 = all)."""
         loc = self.locate(symbol)
-        return (R.levels_array(depth(self.books, self.lad_lvl, self.levels, loc * 2 + L.BID, int(n))),
-                R.levels_array(depth(self.books, self.lad_lvl, self.levels, loc * 2 + L.ASK, int(n))))
+        return (R.levels_array(depth(self.books, self.ladder, self.levels, loc * 2 + L.BID, int(n))),
+                R.levels_array(depth(self.books, self.ladder, self.levels, loc * 2 + L.ASK, int(n))))
 
     def orders(self, symbol, side: str, price: int) -> np.ndarray:
         """The queue at one price level in time priority: a ``records.QUEUE_DTYPE`` array
         (ref, shares, mpid); empty when there is no level at that price."""
         side_i = _side_index(side)
         b = self.locate(symbol) * 2 + side_i
-        lvl = find_level(self.books, self.lad_key, self.lad_lvl, b, int(price))
+        lvl = find_level(self.books, self.ladder, b, int(price))
         if lvl < 0:
             return np.zeros(0, R.QUEUE_DTYPE)
         refs, shares, mpids = queue(self.order_rows, int(lvl))
@@ -307,7 +305,7 @@ class Books:
 
     def tops(self) -> np.ndarray:
         """int64[65536, 4]: per locate (bid price, bid shares, ask price, ask shares)."""
-        return top_of_books(self.books, self.lad_lvl, self.levels)
+        return top_of_books(self.books, self.ladder, self.levels)
 
     def anomalies(self, symbol=None) -> dict[str, int]:
         """Inconsistencies counted per kind, for one stock or all."""
@@ -326,7 +324,7 @@ class Books:
         return int(self.ctl[L.C_UNKNOWN_TYPES])
 
     def memory_bytes(self) -> int:
-        return sum(a.nbytes for a in (self.order_rows, self.levels, self.lad_key, self.lad_lvl,
+        return sum(a.nbytes for a in (self.order_rows, self.levels, self.ladder,
                                       self.books, self.stocks, self.anomaly_counts, self.matches))
 
 

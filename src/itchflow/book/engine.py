@@ -45,7 +45,7 @@ from itchflow.book.layout import (
     C_RING_BODY, C_RING_END, OK, ORDER_DTYPE, ORDER_WORDS, RING_SIZE, STOP_TIME, TABLE_MAX_LOAD_DEN,
     TABLE_MAX_LOAD_NUM,
 )
-from itchflow.book.ladder import get_level, remove_level
+from itchflow.book.ladder import entry_level, get_level, remove_level
 from itchflow.book.level_index import bucket_of, ensure_index, indexed
 from itchflow.book.match_index import (
     match_flags, match_locate, match_price, match_row, match_shares, match_used, put_match, set_match_flag,
@@ -112,21 +112,19 @@ assert PREFETCH_ROW_AHEAD < RING_SIZE and RING_SIZE & _RING_MASK == 0
 
 
 @njit(inline="always", nogil=True, cache=True)
-def _prefetch_top(books, b, lad_key, lad_lvl):
+def _prefetch_top(books, b, ladder):
     """Prefetch the top of book b's ladder (where a level near the best is removed or found)."""
     n = np.int64(books[b].length)
     if n > 0:
-        top = books[b].start + n - 1
-        prefetch(lad_key, top)
-        prefetch(lad_lvl, top)
+        prefetch(ladder, books[b].start + n - 1)
 
 
 @njit(inline="always", nogil=True, cache=True)
-def _prefetch_second(books, b, lad_lvl, levels):
+def _prefetch_second(books, b, ladder, levels):
     """Prefetch the level record second from the top of book b's ladder."""
     n = np.int64(books[b].length)
     if n > 1:
-        prefetch(levels, lad_lvl[_U(books[b].start + n - 2)])
+        prefetch(levels, entry_level(ladder[_U(books[b].start + n - 2)]))
 
 
 @njit(inline="always", nogil=True, cache=True)
@@ -185,14 +183,14 @@ def _is_best(locate, side, price, stocks):
 
 
 @njit(inline="always", nogil=True, cache=True)
-def _bbo_check(locate, side, books, lad_lvl, levels, stocks, bbo_out, ctl, seq, ts):
+def _bbo_check(locate, side, books, ladder, levels, stocks, bbo_out, ctl, seq, ts):
     """Refresh the stock's cached top of one side from its ladder; emit a BBO event if it changed."""
     b = locate * 2 + side
     n = books[_U(b)].length
     px = np.int64(0)
     sz = np.int64(0)
     if n > 0:
-        lvl = lad_lvl[_U(books[_U(b)].start + n - 1)]
+        lvl = entry_level(ladder[_U(books[_U(b)].start + n - 1)])
         px = levels[_U(lvl)].price
         sz = levels[_U(lvl)].shares
     _bbo_set(locate, side, px, sz, stocks, bbo_out, ctl, seq, ts)
@@ -243,13 +241,13 @@ def _live_order(ref, locate, orders, order_words, levels, anomalies, mask, shift
 
 
 @njit(inline="always", nogil=True, cache=True)
-def _add_order(ref, slot, locate, side, shares, price, mpid, orders, levels, lad_key, lad_lvl,
+def _add_order(ref, slot, locate, side, shares, price, mpid, orders, levels, ladder,
                books, stocks, l2_out, ctl, seq, ts, imask, ishift):
     """Write a new order into its (empty) table row at the back of its level's queue: the
     next stamp. Returns (level, whether it is the side's best level)."""
     b = locate * 2 + side
     best = stocks[_U(locate)].bid_price if side == 0 else stocks[_U(locate)].ask_price
-    lvl, top = get_level(b, side, price, best, books, lad_key, lad_lvl, levels, ctl, imask, ishift)
+    lvl, top = get_level(b, side, price, best, books, ladder, levels, ctl, imask, ishift)
     stamp = ctl[C_STAMP]
     ctl[C_STAMP] = stamp + 1
     row = orders[_U(slot)]
@@ -271,7 +269,7 @@ def _add_order(ref, slot, locate, side, shares, price, mpid, orders, levels, lad
 
 
 @njit(inline="always", nogil=True, cache=True)
-def _remove_order(slot, mask, shift, orders, order_words, levels, lad_key, lad_lvl, books, stocks,
+def _remove_order(slot, mask, shift, orders, order_words, levels, ladder, books, stocks,
                   l2_out, ctl, seq, ts, imask, ishift):
     """Take the order in this row off its level and out of the table (later rows of its
     cluster may shift back into the row). Returns what the side's cached BBO needs: 0 nothing,
@@ -287,7 +285,7 @@ def _remove_order(slot, mask, shift, orders, order_words, levels, lad_key, lad_l
         _emit_l2(l2_out, ctl, seq, ts, locate, b & 1, levels[_U(lvl)].price, shares, count)
     refresh = 0
     if count == 0:
-        if remove_level(lvl, books, lad_key, lad_lvl, levels, ctl, imask, ishift):
+        if remove_level(lvl, books, ladder, levels, ctl, imask, ishift):
             refresh = 2
     elif _is_best(locate, b & 1, levels[_U(lvl)].price, stocks):
         refresh = 1
@@ -346,7 +344,7 @@ def _emit_trade(trades_out, ctl, seq, ts, match, shares, price, locate, kind, pr
 
 
 @njit(nogil=True, cache=True, _nrt=False)  # no refcounting: see engine.py
-def apply_messages(buf, pos, end, seq, orders, order_words, levels, lad_key, lad_lvl, books, stocks,
+def apply_messages(buf, pos, end, seq, orders, order_words, levels, ladder, books, stocks,
                    anomalies, matches, trades_out, bbo_out, l2_out, ctl, type_counts):
     """Apply the whole messages in buf[pos:end]; seq is the first one's sequence number.
 
@@ -430,11 +428,11 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, lad_key, lad
                         if far:  # the bucket is cached: the first record of its chain, and the
                             # ladder top in case the price opens a level
                             prefetch(levels, np.int64(levels[_U(h2)].bucket) - 1)
-                            _prefetch_top(books, _U(book2), lad_key, lad_lvl)
+                            _prefetch_top(books, _U(book2), ladder)
                         else:
                             prefetch(levels, h2)
                     else:  # the top of its ladder, where the level is searched from
-                        _prefetch_top(books, _U(book2), lad_key, lad_lvl)
+                        _prefetch_top(books, _U(book2), ladder)
             elif _HAS_REF[t2]:
                 slot2 = find_slot(order_words, be64(buf, b2 + _REF_OFFSET), mask, shift, ORDER_WORDS)
                 live2 = orders[_U(slot2)].stamp != 0
@@ -445,17 +443,17 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, lad_key, lad
                     # the line just prefetched)
                     locate2 = _U(be16(buf, b2 + _LOCATE))
                     bid2 = locate2 * _U(2)
-                    _prefetch_top(books, bid2, lad_key, lad_lvl)
-                    _prefetch_top(books, bid2 + _U(1), lad_key, lad_lvl)
+                    _prefetch_top(books, bid2, ladder)
+                    _prefetch_top(books, bid2 + _U(1), ladder)
                     if live2:
                         price2 = orders[_U(slot2)].price
                         _prefetch_buckets(bid2, price2, books, levels, imask, ishift, False)
                         # an order at its side's best: the level under the best, which becomes
                         # the best if this one empties (its ladder entry is usually cached)
                         if price2 == stocks[locate2].bid_price:
-                            _prefetch_second(books, bid2, lad_lvl, levels)
+                            _prefetch_second(books, bid2, ladder, levels)
                         elif price2 == stocks[locate2].ask_price:
-                            _prefetch_second(books, bid2 + _U(1), lad_lvl, levels)
+                            _prefetch_second(books, bid2 + _U(1), ladder, levels)
                     if t2 == _T_U:
                         _prefetch_u_buckets(buf, b2, books, levels, imask, ishift, True)
         if done == parsed:  # the parse cursor stopped here: report why
@@ -549,7 +547,7 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, lad_key, lad
                     anomalies[locate, A_DUP_ADD] += 1
                 else:
                     lvl, top = _add_order(ref, slot, locate, side, shares, price, mpid, orders, levels,
-                                          lad_key, lad_lvl, books, stocks, l2_out, ctl, seq, ts, imask, ishift)
+                                          ladder, books, stocks, l2_out, ctl, seq, ts, imask, ishift)
                     if top:  # a level below the best leaves the BBO as it is
                         _bbo_set(locate, side, levels[_U(lvl)].price, levels[_U(lvl)].shares, stocks,
                                  bbo_out, ctl, seq, ts)
@@ -585,7 +583,7 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, lad_key, lad
                                   _BYTE_B if side == 0 else _BYTE_S, stocks, matches, match_mask,
                                   match_shift, trades_out, anomalies, ctl, seq, ts)
                 if take >= remaining:
-                    refresh = _remove_order(slot, mask, shift, orders, order_words, levels, lad_key, lad_lvl,
+                    refresh = _remove_order(slot, mask, shift, orders, order_words, levels, ladder,
                                             books, stocks, l2_out, ctl, seq, ts, imask, ishift)
                 else:
                     refresh = 1 if _reduce_order(slot, take, orders, levels, stocks, l2_out, ctl, seq, ts) else 0
@@ -593,14 +591,14 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, lad_key, lad
                     _bbo_set(olocate, side, levels[_U(lvl)].price, levels[_U(lvl)].shares, stocks, bbo_out,
                              ctl, seq, ts)
                 elif refresh == 2:
-                    _bbo_check(olocate, side, books, lad_lvl, levels, stocks, bbo_out, ctl, seq, ts)
+                    _bbo_check(olocate, side, books, ladder, levels, stocks, bbo_out, ctl, seq, ts)
 
         elif t == _T_U:
             slot, lvl, olocate, side = _live_order(be64(buf, q + _U_OLD), locate, orders, order_words, levels,
                                                    anomalies, mask, shift)
             if slot >= 0:
                 mpid = orders[_U(slot)].mpid
-                refresh = _remove_order(slot, mask, shift, orders, order_words, levels, lad_key, lad_lvl,
+                refresh = _remove_order(slot, mask, shift, orders, order_words, levels, ladder,
                                         books, stocks, l2_out, ctl, seq, ts, imask, ishift)
                 new = be64(buf, q + _U_NEW)
                 slot = find_slot(order_words, new, mask, shift, ORDER_WORDS)  # after the delete's shifts
@@ -610,12 +608,12 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, lad_key, lad
                 else:
                     lvl, top = _add_order(new, slot, olocate, side, np.uint32(be32(buf, q + _U_SHARES)),
                                           np.uint32(be32(buf, q + _U_PRICE)), mpid, orders, levels,
-                                          lad_key, lad_lvl, books, stocks, l2_out, ctl, seq, ts, imask, ishift)
+                                          ladder, books, stocks, l2_out, ctl, seq, ts, imask, ishift)
                 if top:
                     _bbo_set(olocate, side, levels[_U(lvl)].price, levels[_U(lvl)].shares, stocks, bbo_out,
                              ctl, seq, ts)
                 elif refresh != 0:  # the old order's level was the best: the best may have moved
-                    _bbo_check(olocate, side, books, lad_lvl, levels, stocks, bbo_out, ctl, seq, ts)
+                    _bbo_check(olocate, side, books, ladder, levels, stocks, bbo_out, ctl, seq, ts)
 
         elif t == _T_P:
             side_byte = buf[q + _P_SIDE]

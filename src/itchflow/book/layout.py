@@ -17,9 +17,10 @@ Every array starts on a cache line (``aligned``), so a 32- or 64-byte record nev
 - ``levels``: price levels, each with total shares, order count and its book (locate * 2 + side);
   the same records carry a chained hash (book, price) -> level (``level_index``), so an add
   finds its level without searching the ladder.
-- ``ladder_key``/``ladder_level``: per book a sorted segment of an arena, ascending by key
-  (key = price for bids, -price for asks), so the best level is always the last one and
-  the levels that change most are the ones nearest the end of the segment.
+- ``ladder``: per book a sorted segment of an arena of uint64 entries, each a level's key
+  (the price for bids, 0xFFFFFFFF - price for asks) in the high 32 bits and its level id in
+  the low 32, ascending, so the best level is always the last one and the levels that change
+  most are the ones nearest the end of the segment (``ladder``).
 - ``books``: per book (locate * 2 + side) the segment's start, length and capacity.
 - ``stocks``: per stock locate: symbol, trading state, volume, notional, cached BBO, and
   which event streams to record for it.

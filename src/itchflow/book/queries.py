@@ -9,19 +9,19 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from itchflow.book.ladder import level_key, lower_bound
+from itchflow.book.ladder import entry_key, entry_level, has_key, lower_bound
 from itchflow.book.layout import N_LOCATES
 
 
 @njit(nogil=True, cache=True)
-def depth(books, lad_lvl, levels, b, n):
+def depth(books, ladder, levels, b, n):
     """The best n levels of book b, best first: int64[k, 3] rows (price, shares, orders)."""
     length = np.int64(books[b].length)
     k = length if n < 0 or n > length else n
     out = np.empty((k, 3), np.int64)
     start = books[b].start
     for i in range(k):
-        lvl = lad_lvl[start + length - 1 - i]
+        lvl = entry_level(ladder[start + length - 1 - i])
         out[i, 0] = levels[lvl].price
         out[i, 1] = levels[lvl].shares
         out[i, 2] = levels[lvl].count
@@ -29,14 +29,14 @@ def depth(books, lad_lvl, levels, b, n):
 
 
 @njit(nogil=True, cache=True)
-def find_level(books, lad_key, lad_lvl, b, price):
+def find_level(books, ladder, b, price):
     """The level id at this price in book b, or -1."""
-    key = level_key(b & 1, price)
+    key = entry_key(b & 1, price)
     start = books[b].start
     n = np.int64(books[b].length)
-    p = lower_bound(lad_key, start, n, key)
-    if p < n and lad_key[start + p] == key:
-        return np.int64(lad_lvl[start + p])
+    p = lower_bound(ladder, start, n, key)
+    if p < n and has_key(ladder[start + p], key):
+        return entry_level(ladder[start + p])
     return np.int64(-1)
 
 
@@ -108,7 +108,7 @@ def all_orders(orders, levels, locates) -> np.ndarray:
 
 
 @njit(nogil=True, cache=True)
-def top_of_books(books, lad_lvl, levels):
+def top_of_books(books, ladder, levels):
     """Per locate: (bid price, bid shares, ask price, ask shares), zeros for an empty side."""
     nloc = books.shape[0] // 2
     out = np.zeros((nloc, 4), np.int64)
@@ -117,7 +117,7 @@ def top_of_books(books, lad_lvl, levels):
             b = s * 2 + side
             n = np.int64(books[b].length)
             if n > 0:
-                lvl = lad_lvl[books[b].start + n - 1]
+                lvl = entry_level(ladder[books[b].start + n - 1])
                 out[s, side * 2] = levels[lvl].price
                 out[s, side * 2 + 1] = levels[lvl].shares
     return out

@@ -76,7 +76,7 @@ def ready_books():
     # does not stop a dozen times early on to rehash it into fresh memory
     while len(books.matches) // L.MATCH_WORDS < MATCH_ROWS:
         books.make_room(L.NEED_MATCHES)
-    for a in (books.order_rows, books.levels, books.lad_key, books.lad_lvl, books.matches, books.books,
+    for a in (books.order_rows, books.levels, books.ladder, books.matches, books.books,
               books.stocks, books.anomaly_counts, books.events.trades, books.events.bbo, books.events.l2):
         raw = a.reshape(-1).view(np.uint8)[::4096]
         # a write per page faults it in, values unchanged (``raw[:] = raw`` would not do: NumPy
