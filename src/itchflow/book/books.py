@@ -68,7 +68,9 @@ class Books:
         expected = int(capacity) if capacity is not None else rows * L.TABLE_MAX_LOAD_NUM // L.TABLE_MAX_LOAD_DEN
         self.ctl = aligned_zeros(L.N_CTL, np.int64)
         self.order_rows = aligned_zeros(rows, L.ORDER_DTYPE)  # pages cost nothing until used
-        nlevels = int(levels or max(1024, min(expected // 8, 1 << 18)))
+        # a power of two: the price index has as many buckets as the largest power of two
+        # not above the level capacity (``level_index``), so the chains stay short
+        nlevels = _pow2_at_least(int(levels or max(1024, min(expected // 8, 1 << 18))))
         self.levels = aligned_zeros(nlevels, L.LEVEL_DTYPE)
         narena = int(arena or max(1 << 16, nlevels * 2))
         self.ladder = aligned_zeros(narena, np.uint64)
