@@ -42,7 +42,7 @@ from itchflow.book.layout import (
     ERR_BAD_LENGTH, ERR_TRUNCATED, ERR_ZERO_LENGTH, MATCH_BROKEN, MATCH_COUNTED, MATCH_MAX_LOAD_DEN,
     MATCH_MAX_LOAD_NUM, MATCH_W_KEY, MATCH_WORDS, NEED_ARENA, NEED_BBO_OUT, NEED_L2_OUT, NEED_LEVELS,
     NEED_MATCHES, NEED_TABLE, NEED_TRADES_OUT,
-    C_RING_BODY, C_RING_END, OK, ORDER_DTYPE, ORDER_WORDS, RING_SIZE, STOP_TIME, TABLE_MAX_LOAD_DEN,
+    C_RING_BODY, C_RING_END, OK, ORDER_DTYPE, STAMP_SIDE_BIT, ORDER_WORDS, RING_SIZE, STOP_TIME, TABLE_MAX_LOAD_DEN,
     TABLE_MAX_LOAD_NUM,
 )
 from itchflow.book.ladder import entry_level, get_level, remove_level
@@ -107,6 +107,7 @@ PREFETCH_ROW_AHEAD = 12       # messages ahead: prefetch the order's table row
 PREFETCH_LEVEL_AHEAD = 4      # messages ahead: find that row (now cached), prefetch its level
 PREFETCH_BUCKET_AHEAD = 8     # messages ahead (far look-ahead): an add to a deep book prefetches its index bucket
 _RING_MASK = RING_SIZE - 1
+_STAMP_SIDE_SHIFT = _U(STAMP_SIDE_BIT)
 _ROWS_PER_LINE = 64 // ORDER_DTYPE.itemsize
 assert PREFETCH_ROW_AHEAD < RING_SIZE and RING_SIZE & _RING_MASK == 0
 
@@ -252,7 +253,7 @@ def _add_order(ref, slot, locate, side, shares, price, mpid, orders, levels, lad
     ctl[C_STAMP] = stamp + 1
     row = orders[_U(slot)]
     row.ref = ref
-    row.stamp = stamp
+    row.stamp = _U(stamp) | (_U(side) << _STAMP_SIDE_SHIFT)
     row.shares = shares
     row.price = price
     row.level = lvl
@@ -439,21 +440,19 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, ladder, book
                 if live2:
                     prefetch(levels, orders[_U(slot2)].level)
                 if far:  # if the order empties its level: the ladder top and the level's index
-                    # bucket, of its book on either side (the level record, which names it, is
-                    # the line just prefetched)
+                    # bucket of its book (its side is in its stamp's top bit)
                     locate2 = _U(be16(buf, b2 + _LOCATE))
-                    bid2 = locate2 * _U(2)
-                    _prefetch_top(books, bid2, ladder)
-                    _prefetch_top(books, bid2 + _U(1), ladder)
                     if live2:
+                        side2 = orders[_U(slot2)].stamp >> _STAMP_SIDE_SHIFT
+                        book2 = locate2 * _U(2) + side2
+                        _prefetch_top(books, book2, ladder)
                         price2 = orders[_U(slot2)].price
-                        _prefetch_buckets(bid2, price2, books, levels, imask, ishift, False)
+                        if indexed(books[book2].cap):
+                            prefetch(levels, bucket_of(book2, price2, imask, ishift))
                         # an order at its side's best: the level under the best, which becomes
                         # the best if this one empties (its ladder entry is usually cached)
-                        if price2 == stocks[locate2].bid_price:
-                            _prefetch_second(books, bid2, ladder, levels)
-                        elif price2 == stocks[locate2].ask_price:
-                            _prefetch_second(books, bid2 + _U(1), ladder, levels)
+                        if price2 == (stocks[locate2].bid_price if side2 == 0 else stocks[locate2].ask_price):
+                            _prefetch_second(books, book2, ladder, levels)
                     if t2 == _T_U:
                         _prefetch_u_buckets(buf, b2, books, levels, imask, ishift, True)
         if done == parsed:  # the parse cursor stopped here: report why

@@ -43,7 +43,7 @@ N_BOOKS = N_LOCATES * 2
 
 ORDER_DTYPE = np.dtype([
     ("ref", np.uint64),     # word 0: the hash key
-    ("stamp", np.uint64),   # word 1: time priority (from 1, in add order); 0 = empty row
+    ("stamp", np.uint64),   # word 1: time priority (from 1, in add order), side in bit 63; 0 = empty row
     ("shares", np.uint32),
     ("price", np.uint32),
     ("level", np.int32),    # the level id it rests on
@@ -51,6 +51,12 @@ ORDER_DTYPE = np.dtype([
 ])
 assert ORDER_DTYPE.itemsize == 32  # two rows a cache line, never straddling one
 ORDER_WORDS = ORDER_DTYPE.itemsize // 8
+# The order's side (0 bid, 1 ask) rides in its stamp's top bit: the engine's look-ahead reads
+# the row it has just found to fetch that one book's ladder top, instead of both books'. A
+# stamp is never 0 (they count from 1) and orders of one level share the bit, so the stamp
+# still marks a live row and still orders a level's queue.
+STAMP_SIDE_BIT = 63
+STAMP_MASK = (1 << STAMP_SIDE_BIT) - 1
 assert ORDER_DTYPE.fields["ref"][1] == 0 and ORDER_DTYPE.fields["stamp"][1] == 8, "probing reads words 0 and 1"
 
 # The match index row. Little-endian, so price, locate and flags are the low, middle and top

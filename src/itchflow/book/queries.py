@@ -10,7 +10,9 @@ import numpy as np
 from numba import njit
 
 from itchflow.book.ladder import entry_key, entry_level, has_key, lower_bound
-from itchflow.book.layout import N_LOCATES
+from itchflow.book.layout import N_LOCATES, STAMP_MASK
+
+_STAMP_MASK = np.uint64(STAMP_MASK)
 
 
 @njit(nogil=True, cache=True)
@@ -55,7 +57,7 @@ def queue(orders, lvl):
     for i in range(orders.shape[0]):
         if orders[i].stamp != 0 and orders[i].level == lvl:
             rows[k] = i
-            stamps[k] = orders[i].stamp
+            stamps[k] = orders[i].stamp & _STAMP_MASK
             k += 1
     by_time = rows[np.argsort(stamps)]
     refs = np.empty(n, np.uint64)
@@ -89,7 +91,7 @@ def live_rows(orders, levels, wanted):
                 out[r, 3] = np.int64(orders[i].ref)
                 out[r, 4] = orders[i].shares
                 out[r, 5] = orders[i].mpid
-                out[r, 6] = np.int64(orders[i].stamp)
+                out[r, 6] = np.int64(orders[i].stamp & _STAMP_MASK)
                 r += 1
     return out
 
