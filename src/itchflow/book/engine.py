@@ -129,25 +129,15 @@ def _prefetch_second(books, b, ladder, levels):
 
 
 @njit(inline="always", nogil=True, cache=True)
-def _prefetch_u_buckets(buf, q, books, levels, imask, ishift, chain):
-    """For a U at q: the index bucket (chain=False) or the bucket's first record (chain=True)
-    of its new price, on both sides of its stock (the side is the replaced order's)."""
-    _prefetch_buckets(_U(be16(buf, q + _LOCATE)) * _U(2), be32(buf, q + _U_PRICE), books, levels, imask,
-                      ishift, chain)
-
-
-@njit(inline="always", nogil=True, cache=True)
-def _prefetch_buckets(b, price, books, levels, imask, ishift, chain):
-    """The index bucket (chain=False) or the bucket's first record (chain=True) of this price
-    in both books (sides) of one stock, b = locate * 2, where a book is indexed."""
+def _prefetch_u_buckets(buf, q, books, levels, imask, ishift):
+    """For a U at q: the index bucket of its new price in both books of its stock (the side is
+    the replaced order's, not known this far ahead), where a book is indexed."""
+    b = _U(be16(buf, q + _LOCATE)) * _U(2)
+    price = be32(buf, q + _U_PRICE)
     for side in range(2):
         bs = b + _U(side)
         if indexed(books[bs].cap):
-            h = bucket_of(bs, price, imask, ishift)
-            if chain:  # an empty bucket gives -1: a prefetch never faults, so no branch for it
-                prefetch(levels, np.int64(levels[_U(h)].bucket) - 1)
-            else:
-                prefetch(levels, h)
+            prefetch(levels, bucket_of(bs, price, imask, ishift))
 
 
 @njit(inline="always", nogil=True, cache=True)
@@ -417,7 +407,7 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, ladder, book
                 if book3 >= 0 and indexed(books[_U(book3)].cap):
                     prefetch(levels, bucket_of(book3, be32(buf, b3 + _A_PRICE), imask, ishift))
             elif t3 == _T_U:  # the replacement's level, on a side not known yet: both buckets
-                _prefetch_u_buckets(buf, b3, books, levels, imask, ishift, False)
+                _prefetch_u_buckets(buf, b3, books, levels, imask, ishift)
         if done + PREFETCH_LEVEL_AHEAD < parsed:
             b2 = ctl[_U(C_RING_BODY) + _U((done + PREFETCH_LEVEL_AHEAD) & _RING_MASK)]
             t2 = buf[b2]
@@ -453,8 +443,10 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, ladder, book
                         # the best if this one empties (its ladder entry is usually cached)
                         if price2 == (stocks[locate2].bid_price if side2 == 0 else stocks[locate2].ask_price):
                             _prefetch_second(books, book2, ladder, levels)
-                    if t2 == _T_U:
-                        _prefetch_u_buckets(buf, b2, books, levels, imask, ishift, True)
+                        if t2 == _T_U and indexed(books[book2].cap):  # the replacement's level:
+                            # same book, new price; the first record of its bucket's chain
+                            h2 = bucket_of(book2, be32(buf, b2 + _U_PRICE), imask, ishift)
+                            prefetch(levels, np.int64(levels[_U(h2)].bucket) - 1)
         if done == parsed:  # the parse cursor stopped here: report why
             walk, q, length = next_message(buf, pos, end)  # pos < end: never AT_END
             if walk != bf.OK:
