@@ -9,6 +9,7 @@ import click
 
 from itchflow.cli import bench, main
 from itchflow.cli.decode import fail
+from itchflow.cli.params import Count
 
 _JOBS = ("stats", "decode", "bbo", "trades", "snapshots")  # itchflow.scale.jobs.JOBS (not imported: fast start)
 
@@ -153,7 +154,7 @@ def _report(console, r: dict, as_json: bool) -> None:
 
 @bench.command("batch")
 @click.option("--days", default=4, show_default=True, help="Generated days in the archive.")
-@click.option("--messages", default=5_000_000, show_default=True, help="Messages per generated day.")
+@click.option("--messages", type=Count(), default="5M", show_default=True, help="Messages per generated day.")
 @click.option("--stocks", default=2000, show_default=True)
 @click.option("--job", type=click.Choice(("bbo", "trades", "decode")), default="bbo", show_default=True)
 @click.option("--workers", default=2, show_default=True, help="LocalCluster worker processes.")

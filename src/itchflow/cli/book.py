@@ -9,7 +9,7 @@ import click
 
 from itchflow.cli import bench, main
 from itchflow.cli.decode import fail
-from itchflow.cli.gen import Count
+from itchflow.cli.params import Count
 from itchflow.cli.progress import progress_total
 
 
@@ -163,9 +163,9 @@ def bench_cache(steps, repeat, largest, as_json) -> None:
                    "messages]; smaller for a quick run.")
 @click.option("--seed", default=1, show_default=True)
 @click.option("--repeat", default=2, show_default=True, help="Best of this many runs, itchflow and itchcpp taking turns.")
-@click.option("--meatpy-messages", default=300_000, show_default=True, help="Prefix given to MeatPy.")
+@click.option("--meatpy-messages", type=Count(), default="300k", show_default=True, help="Prefix given to MeatPy.")
 @click.option("--no-peers", is_flag=True, help="Only itchflow's own figures.")
-@click.option("--memory-orders", default=6_000_000, show_default=True,
+@click.option("--memory-orders", type=Count(), default="6M", show_default=True,
               help="Live orders of the memory probe (0: skip it).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def bench_book(messages, shapes, stocks, fullday_messages, fullday_live_orders, seed, repeat, meatpy_messages,
@@ -232,7 +232,7 @@ def snapshots_command(path, symbols, at, every, depth, out) -> None:
 
 
 @bench.command("book-threads")
-@click.option("--messages", default=10_000_000, show_default=True, help="Size of the generated day.")
+@click.option("--messages", type=Count(), default="10M", show_default=True, help="Size of the generated day.")
 @click.option("--stocks", default=8000, show_default=True)
 @click.option("--seed", default=1, show_default=True)
 @click.option("--threads", default=2, show_default=True, help="Shards, one thread each.")

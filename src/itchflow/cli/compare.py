@@ -8,10 +8,11 @@ import sys
 import click
 
 from itchflow.cli import main
+from itchflow.cli.params import Count
 
 
 @main.command("compare")
-@click.option("--messages", default=1_000_000, show_default=True, help="Messages in the generated day.")
+@click.option("--messages", type=Count(), default="1M", show_default=True, help="Messages in the generated day.")
 @click.option("--rate", type=float, default=100_000, show_default=True,
               help="Paced rate (messages/s) for the hand-off latency; a burst of the same prefix gives queueing.")
 @click.option("--paced-seconds", type=float, default=1.0, show_default=True,

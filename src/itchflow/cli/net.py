@@ -9,6 +9,7 @@ import time
 import click
 
 from itchflow.cli import bench, main
+from itchflow.cli.params import Count
 
 
 def _fail(error: Exception) -> None:
@@ -370,7 +371,7 @@ def soup_fetch(address, user, password, out, ring_name, session, sequence, max_r
 
 
 @bench.command("net")
-@click.option("--packets", default=20_000, show_default=True, help="Datagrams queued per round.")
+@click.option("--packets", type=Count(), default="20k", show_default=True, help="Datagrams queued per round.")
 @click.option("--rounds", default=5, show_default=True)
 @click.option("--size", default=128, show_default=True, help="Datagram size in bytes.")
 @click.option("--batch", default=64, show_default=True, help="recvmmsg batch.")

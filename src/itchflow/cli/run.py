@@ -10,6 +10,7 @@ import click
 from itchflow.cli import bench, main
 from itchflow.cli.progress import progress_total
 from itchflow.cli.decode import fail
+from itchflow.cli.params import Count
 from itchflow.wire.itch import price4_to_float
 
 EXIT_INTERRUPTED = 130   # 128 + SIGINT, as a shell reports a Ctrl-C
@@ -173,12 +174,12 @@ def print_report(r) -> None:
 
 
 @bench.command("pipeline")
-@click.option("--messages", default=10_000_000, show_default=True, help="Size of the generated day.")
+@click.option("--messages", type=Count(), default="10M", show_default=True, help="Size of the generated day.")
 @click.option("--stocks", default=2000, show_default=True)
 @click.option("--seed", default=1, show_default=True)
 @click.option("--batch-bytes", default=64 << 10, show_default=True)
 @click.option("--small-batch", default=1 << 10, show_default=True, help="Second batch size for the hand-off-only runs.")
-@click.option("--net-messages", default=1_000_000, show_default=True, help="Prefix of the day sent over loopback.")
+@click.option("--net-messages", type=Count(), default="1M", show_default=True, help="Prefix of the day sent over loopback.")
 @click.option("--mold-pps", default=20_000.0, show_default=True, help="MoldUDP64 packets per second offered.")
 @click.option("--repeat", default=2, show_default=True, help="Best of this many runs (file and hand-off runs).")
 @click.option("--no-peers", is_flag=True, help="Only itchflow's own figures.")
