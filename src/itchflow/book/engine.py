@@ -46,7 +46,7 @@ from itchflow.book.layout import (
     TABLE_MAX_LOAD_NUM,
 )
 from itchflow.book.ladder import entry_level, get_level, remove_level
-from itchflow.book.level_index import bucket_of, ensure_index, indexed
+from itchflow.book.level_index import bucket_of, chain_head, ensure_index, indexed
 from itchflow.book.match_index import (
     match_flags, match_locate, match_price, match_row, match_shares, match_used, put_match, set_match_flag,
 )
@@ -418,7 +418,8 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, ladder, book
                         h2 = bucket_of(book2, be32(buf, b2 + _A_PRICE), imask, ishift)
                         if far:  # the bucket is cached: the first record of its chain, and the
                             # ladder top in case the price opens a level
-                            prefetch(levels, np.int64(levels[_U(h2)].bucket) - 1)
+                            # (an empty bucket gives -1: a prefetch never faults, so no branch)
+                            prefetch(levels, chain_head(levels, h2))
                             _prefetch_top(books, _U(book2), ladder)
                         else:
                             prefetch(levels, h2)
@@ -446,7 +447,7 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, ladder, book
                         if t2 == _T_U and indexed(books[book2].cap):  # the replacement's level:
                             # same book, new price; the first record of its bucket's chain
                             h2 = bucket_of(book2, be32(buf, b2 + _U_PRICE), imask, ishift)
-                            prefetch(levels, np.int64(levels[_U(h2)].bucket) - 1)
+                            prefetch(levels, chain_head(levels, h2))
         if done == parsed:  # the parse cursor stopped here: report why
             walk, q, length = next_message(buf, pos, end)  # pos < end: never AT_END
             if walk != bf.OK:

@@ -46,11 +46,17 @@ def bucket_of(b, price, mask, shift):
 
 
 @njit(inline="always", nogil=True, cache=True)
+def chain_head(levels, h):
+    """The first level of bucket h's chain, -1 when it is empty (heads are stored as id + 1)."""
+    return np.int64(levels[_U(h)].bucket) - 1
+
+
+@njit(inline="always", nogil=True, cache=True)
 def find_in_bucket(levels, h, b, price):
     """The live level of book b at price whose bucket is h, or -1. A level found further down
     the chain moves to its head: the look-ahead prefetches only the head, and the levels
     found most often (those near the touch) then stay there."""
-    lvl = np.int64(levels[_U(h)].bucket) - 1
+    lvl = chain_head(levels, h)
     prev = np.int64(-1)
     while lvl >= 0:
         if levels[_U(lvl)].book == b and levels[_U(lvl)].price == np.int64(price):
@@ -75,7 +81,7 @@ def index_insert(levels, lvl, h):
 def index_remove(levels, lvl, h):
     """Unlink a live level from bucket h's chain (it must be there)."""
     nxt = levels[_U(lvl)].next_free
-    cur = np.int64(levels[_U(h)].bucket) - 1
+    cur = chain_head(levels, h)
     if cur == lvl:
         levels[_U(h)].bucket = nxt
         return
