@@ -264,7 +264,7 @@ def test_books_with_threads_is_the_sharded_engine(skewed_day, tmp_path):
     one = one_thread(skewed_day, record=False)
     assert type(Books(threads=1)) is Books
     sb = Books(threads=2)
-    assert isinstance(sb, ShardedBooks) and len(sb.shards) == 2
+    assert isinstance(sb, ShardedBooks) and sb.threads == 2 and len(sb.shards) >= 2
     with sb:
         replay(sb, str(path))
         assert_same(sb, one)

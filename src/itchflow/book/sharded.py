@@ -1,23 +1,26 @@
 """``ShardedBooks``: the books of every stock on N threads of one process, sharded by stock locate.
 
 Every ITCH message names its stock locate, so the books of disjoint sets of stocks can be
-built independently. Shard k is a plain ``Books`` holding the stocks ``shard_of[locate] == k``;
-its thread walks the whole (memory-mapped) buffer with ``route``, copies its own stocks'
-messages into a small block of its own and applies the block with the unchanged engine
-kernel, which releases the GIL (``@njit(nogil=True)``). Nothing is shared between the
-threads but the read-only input and the read-only shard map; each thread writes only its
-shard's arrays and its own block.
+built independently. Shard k is a plain ``Books`` holding the stocks ``shard_of[locate] == k``.
+The (memory-mapped) input is taken a chunk at a time: ``route`` walks a chunk once and copies
+each message into the block of its stock's shard, and each shard then applies its block
+with the unchanged engine kernel, which releases the GIL (``@njit(nogil=True)``). Routing
+and applying are tasks that any of the N threads runs (``shard_schedule``): there are more
+shards than threads (2N by default), so the threads share the work by how fast each one
+actually runs, not by a fixed split of the stocks. On a 2-vCPU guest the host may give one
+vCPU less (measured: the same shard took 0.39 s on CPU 0 and 0.30 s on CPU 1); with one
+shard per thread the day then ends with the slower thread.
 
-Why a copy into a block rather than a locate filter inside the engine: the engine needs no
+Why a copy into blocks rather than a locate filter inside the engine: the engine needs no
 change, and its look-ahead prefetching then sees only the shard's own orders (a filter would
-prefetch and probe other shards' references). Routing costs each thread a walk over every
-message (length, type and locate) and one inlined 64-byte move per message into a block that
-stays in its cache: about 4 ns a message against the engine's 50-60 (measured, loaded machine).
+prefetch and probe other shards' references). Routing walks each message once (length,
+type, locate) with one inlined 64-byte move into its shard's block.
 The shard plan counts messages per locate in a prefix of the first buffer (PLAN_SAMPLE_BYTES).
 
 What every shard sees (so queries and counters come out as with one thread):
-- the framing of every message: all shards stop at the same message for a format error or
-  ``stop_after_ns``, and report the same offset;
+- the framing of every message: the one routing walk checks it as the engine does, so all
+  shards stop at the same message for a format error or ``stop_after_ns`` (the offset one
+  thread reports);
 - ``BROADCAST_TYPES``, applied in every shard and counted once in ``messages`` /
   ``type_counts``: R (stock directory: any shard resolves a symbol, and the engine's
   unknown-locate check sees the whole directory), S/V/W (system-wide events), and B (a broken
@@ -37,6 +40,8 @@ another shard's stock (no ``duplicate_add``), a match number used in two shards'
 
 from __future__ import annotations
 
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
@@ -44,6 +49,7 @@ from numba import njit
 
 from itchflow.book import layout as L
 from itchflow.book.books import DEFAULT_TABLE, Books
+from itchflow.book.shard_schedule import ROUTE, ShardSchedule
 from itchflow.errors import ITCHFormatError
 from itchflow.hw.affinity import available_cpus, pin
 from itchflow.hw.endian import be16, be48, u8
@@ -53,7 +59,9 @@ from itchflow.wire.itch import LENGTH_BY_BYTE, MESSAGES
 from itchflow.wire.shard import balanced_map, count_by_locate
 
 BROADCAST_TYPES = "RSVWB"       # every shard applies them (see the module doc)
-BLOCK_BYTES = 512 << 10         # each shard's block: whole messages, refilled until the input ends
+BLOCK_BYTES = 4 << 20           # input routed a chunk: 1 MiB measured a little slower (more tasks), 512 KiB slower still
+SLOTS = 4                       # chunks routed and not yet applied by every shard, at most
+SLACK = 1                       # a thread keeps its shard while it is at most this many chunks ahead
 MAX_SHARDS = 255                # shard numbers are uint8
 # The plan counts messages per locate in this much of the first buffer: on generated 100- and
 # 8,000-stock days an 8 MB prefix already balances 2 and 3 shards to within 0.2% of a count
@@ -75,38 +83,45 @@ for _c in BROADCAST_TYPES:
 _BROADCAST.setflags(write=False)
 
 
+@njit(inline="always", nogil=True, cache=True)
+def _put(blocks, at, buf, pos, end, size):
+    """blocks[at:at + size] = buf[pos:pos + size]; a short message as one constant 64-byte
+    move (inlined, no call: ``blocks`` keeps _RUN_SLACK bytes past what a shard may fill)."""
+    if size <= _RUN_SLACK and pos + _RUN_SLACK <= end:
+        copy_bytes(blocks, at, buf, pos, _RUN_SLACK)
+    else:
+        copy_bytes(blocks, at, buf, pos, size)
+
+
 @njit(nogil=True, cache=True)
-def route(buf, pos, end, shard_of, me, broadcast, lengths, stop_ts, seq, out, out_seq, extra, breaks):
-    """Copy shard ``me``'s messages from buf[pos:end] into ``out`` (whole, with their length
-    prefixes) and each one's source sequence number into ``out_seq``.
+def route(buf, pos, end, limit, shard_of, broadcast, lengths, stop_ts, blocks, stride, fill, rel, rel_stride,
+          count, extra, breaks):
+    """Copy the messages of buf[pos:...] (whole, with their length prefixes) into their shards'
+    blocks, stopping before the first message that starts at or past ``limit``.
 
-    A message is shard me's when its type is known and ``shard_of[locate] == me``, when its
-    type is a broadcast one (``extra[type]`` counts those whose locate is another shard's), or
-    when its type is unknown and me == 0. Shard 0 counts B messages per header locate in
-    ``breaks`` (see ``ShardedBooks.anomaly_counts``). Checks what the engine checks, in its
-    order, so every shard stops at the same message: framing (a binaryfile status), a known
-    type's length, and ``stop_ts`` (>= 0: stop before the first known message later than it).
+    Shard s's block is blocks[s * stride:][:fill[s]] and the index of each of its messages
+    in this walk (0, 1, ...) is rel[s * rel_stride:][:count[s]]; fill and count start at 0.
+    A message is shard ``shard_of[locate]``'s when its type is known; a broadcast type goes
+    to every shard (``extra[s, type]`` counts the copies beyond the locate's owner, and
+    ``breaks`` counts B messages per header locate: see ``ShardedBooks.anomaly_counts``);
+    an unknown type goes to shard 0. Checks what the engine checks, in its order, so the
+    books stop where one thread's would: framing (a binaryfile status), a known type's length,
+    and ``stop_ts`` (>= 0: stop before the first known message later than it).
 
-    Returns (status, pos, out bytes, out messages, seq, last known timestamp or -1): status is
-    OK at the end, BLOCK_FULL (call again from pos), STOPPED, or a binaryfile error status;
-    pos/seq name the first message not walked.
+    Returns (status, pos, messages walked, last known timestamp or -1): status is OK when the
+    walk reached ``limit`` or ``end`` (pos says which), BLOCK_FULL when a shard's block or
+    index had no room for the next message (call again from pos), STOPPED, or a binaryfile
+    error status; pos names the first message not walked.
     """
-    # Every message is copied to the end of out and kept (the end and k advanced) only if it
-    # is ours: no branch on whose it is, which with N shards is a coin toss, mispredicted
-    # every other message. A copy is one 64-byte move (inlined, no call): ``out`` keeps
-    # _RUN_SLACK bytes past what it may fill.
-    n_out = 0
-    k = 0
-    cap = out.shape[0] - _RUN_SLACK
-    kcap = out_seq.shape[0]
+    nshards = fill.shape[0]
+    cap = stride - _RUN_SLACK
+    n = 0
     last_known = -1    # the last known message walked: its timestamp is read once, at the end
     status = OK
-    locate = _U(0)
-    while k < kcap:
+    while pos < limit:
         st, q, length = next_message(buf, pos, end)
         if st != OK:
-            if st != AT_END:
-                status = st
+            status = st
             break
         t = u8(buf, q)
         expected = lengths[t]
@@ -115,36 +130,48 @@ def route(buf, pos, end, shard_of, me, broadcast, lengths, stop_ts, seq, out, ou
                 status = STOPPED
                 break
             locate = be16(buf, q + _LOCATE)
-            own = np.int64(shard_of[locate] == me)
-            mine = np.int64(1) if broadcast[t] != 0 else own
+            owner = np.int64(shard_of[locate])
+            every = broadcast[t] != 0
         elif expected == 0:
-            own = mine = np.int64(me == 0)
+            owner = np.int64(0)
+            every = False
         else:
             status = BAD_LENGTH
             break
         size = q + length - pos
-        if n_out + size > cap:  # the block is full: this message is walked next time
-            status = BLOCK_FULL
-            break
+        if every:  # rare (R, S, V, W, B): a copy in every block, room in every block first
+            room = True
+            for s in range(nshards):
+                room = room and fill[s] + size <= cap and count[s] < rel_stride
+            if not room:
+                status = BLOCK_FULL
+                break
+            for s in range(nshards):
+                _put(blocks, s * stride + fill[s], buf, pos, end, size)
+                fill[s] += size
+                rel[s * rel_stride + count[s]] = np.uint32(n)
+                count[s] += 1
+        else:
+            if fill[owner] + size > cap or count[owner] >= rel_stride:
+                status = BLOCK_FULL
+                break
+            _put(blocks, owner * stride + fill[owner], buf, pos, end, size)
+            fill[owner] += size
+            rel[owner * rel_stride + count[owner]] = np.uint32(n)
+            count[owner] += 1
         if expected == length:
-            if broadcast[t] != 0:
-                extra[t] += 1 - own
-                if t == _T_B and me == 0:
+            if every:
+                for s in range(nshards):
+                    extra[s, t] += np.int64(s != owner)
+                if t == _T_B:
                     breaks[locate] += 1
             last_known = q
-        if size <= _RUN_SLACK and pos + _RUN_SLACK <= end:
-            copy_bytes(out, n_out, buf, pos, _RUN_SLACK)  # a constant size: inlined moves
-        else:
-            copy_bytes(out, n_out, buf, pos, size)
-        out_seq[k] = seq
-        k += mine
-        n_out += size * mine
         pos = q + length
-        seq += _U(1)
-    if status == OK and k >= kcap and pos < end:
-        status = BLOCK_FULL
+        n += 1
+    if status == AT_END:
+        status = OK
     last_ts = np.int64(be48(buf, last_known + _TS)) if last_known >= 0 else np.int64(-1)
-    return status, pos, n_out, k, seq, last_ts
+    return status, pos, n, last_ts
 
 
 def balanced_shards(counts: np.ndarray, threads: int) -> np.ndarray:
@@ -173,51 +200,77 @@ def plan_shards(buffer, threads: int, sample_bytes: int | None = PLAN_SAMPLE_BYT
 class ShardedBooks:
     """``Books`` of every stock on ``threads`` threads; the queries of ``Books`` across shards.
 
-    shard_of: uint8[65536] locate -> shard; by default the first ``apply`` (or ``plan``)
-    balances the locates by the message counts of the first PLAN_SAMPLE_BYTES of its buffer
-    (a framing pass), so plan on the day itself when feeding it in small slices. capacity / table / levels / arena are split
-    evenly over the shards; track_matches as for ``Books``.
+    shards: how many ``Books`` the stocks are split into (default: twice the threads, so a
+    thread coming free always finds a shard nobody holds; one with one thread). shard_of:
+    uint8[65536] locate -> shard (then ``shards`` defaults to ``threads``); by default the
+    first ``apply`` (or ``plan``) balances the locates by the message counts of the first
+    PLAN_SAMPLE_BYTES of its buffer (a framing pass), so plan on the day itself when feeding
+    it in small slices. capacity / table / levels / arena are split evenly over the shards;
+    track_matches as for ``Books``. block_bytes: input bytes routed a chunk; slots: chunk
+    buffers (how far routing and the fastest shard may run ahead of the slowest).
     """
 
     def __init__(self, threads: int = 2, capacity: int | None = None, *, shard_of=None,
                  track_matches: bool = True, table: int | None = None, levels: int | None = None,
-                 arena: int | None = None, block_bytes: int = BLOCK_BYTES, pin_threads: bool = True):
+                 arena: int | None = None, block_bytes: int = BLOCK_BYTES, pin_threads: bool = True,
+                 shards: int | None = None, slots: int = SLOTS):
         threads = int(threads)
         if not 1 <= threads <= MAX_SHARDS:
             raise ValueError(f"threads must be 1..{MAX_SHARDS}, not {threads}")
+        if shards is None:
+            shards = threads if (threads == 1 or shard_of is not None) else min(2 * threads, MAX_SHARDS)
+        shards = int(shards)
+        if not threads <= shards <= MAX_SHARDS:
+            raise ValueError(f"shards must be {threads}..{MAX_SHARDS} (at least one a thread), not {shards}")
         if block_bytes < 2 + 0xFFFF:
             raise ValueError("block_bytes must hold the longest possible message (65,537 bytes)")
+        if int(slots) < 1:
+            raise ValueError(f"slots must be at least 1, not {slots}")
         self.threads = threads
-        # Each shard's thread on a core of its own (when there are enough): left to the
-        # scheduler, the two threads of a 2-core machine now and then share a core or swap
-        # cores, and each swap costs the thread its warm L1/L2 (measured: unpinned, the slower
-        # shard took 0.25-0.31 s where pinned both take 0.24; books on two threads 1.2-1.5x
-        # one thread unpinned, 1.6x pinned).
+        self.n_shards = shards
+        # Each thread on a core of its own (when there are enough): left to the scheduler,
+        # the two threads of a 2-core machine now and then share a core or swap cores, and
+        # each swap costs the thread its warm L1/L2 (measured: unpinned, books on two threads
+        # 1.2-1.5x one thread; pinned 1.6x).
         cpus = available_cpus()
         self._cpus = cpus if (pin_threads and 1 < threads <= len(cpus)) else None
 
         def part(v):
-            return None if v is None else max(1, int(v) // threads)
+            return None if v is None else max(1, int(v) // shards)
 
         if table is None and capacity is None:  # the one-thread default, split
             table = DEFAULT_TABLE
         self.shards = [Books(part(capacity), track_matches=track_matches, table=part(table),
-                             levels=part(levels), arena=part(arena)) for _ in range(threads)]
+                             levels=part(levels), arena=part(arena)) for _ in range(shards)]
         self.shard_of = None if shard_of is None else self._checked_map(shard_of)
-        self._blocks = [np.empty(int(block_bytes) + _RUN_SLACK, np.uint8) for _ in range(threads)]
-        # one sequence number per message in a block: ITCH messages take >= 14 bytes (route()
-        # also stops when this is full, for tiny unknown-type messages)
-        self._block_seqs = [np.empty(int(block_bytes) // 14 + 1, np.uint64) for _ in range(threads)]
-        self._extra = np.zeros((threads, 256), np.int64)  # broadcast copies beyond the owner's
+        # Per slot: every shard's block (a chunk routes at most block_bytes of input, plus the
+        # message that crosses the limit), each message's index in the chunk (ITCH messages
+        # take >= 14 bytes; route() also stops when this is full, for tiny unknown-type
+        # messages), and the bytes / messages each shard got. Pages are touched as used.
+        self._chunk_bytes = int(block_bytes)
+        self._stride = -(-(self._chunk_bytes + 2 + 0xFFFF + _RUN_SLACK) // 64) * 64
+        self._rel_stride = (self._chunk_bytes + 2 + 0xFFFF) // 14 + 1
+        self._slots = int(slots)
+        self._blocks = [np.empty(shards * self._stride, np.uint8) for _ in range(self._slots)]
+        self._rel = [np.empty(shards * self._rel_stride, np.uint32) for _ in range(self._slots)]
+        self._fill = np.zeros((self._slots, shards), np.int64)
+        self._count = np.zeros((self._slots, shards), np.int64)
+        self._first_seq = [0] * self._slots
+        self._extra = np.zeros((shards, 256), np.int64)    # broadcast copies beyond the owner's
         self._breaks = np.zeros(L.N_LOCATES, np.int64)     # B messages per header locate
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="itchflow-book") if threads > 1 else None
         self.next_sequence = 1
         self._last_ts = 0
+        # what each thread did in the last apply: CPU seconds, messages applied, tasks
+        self.thread_cpu_seconds = [0.0] * threads
+        self.thread_messages = [0] * threads
+        self.thread_tasks = [0] * threads
+        self.shard_moves = 0   # applies of a shard on another thread than its last apply's
 
     def _checked_map(self, shard_of) -> np.ndarray:
         m = np.ascontiguousarray(shard_of, np.uint8)
-        if m.shape != (L.N_LOCATES,) or int(m.max()) >= self.threads:
-            raise ValueError(f"shard_of must be {L.N_LOCATES} shard numbers below {self.threads}")
+        if m.shape != (L.N_LOCATES,) or int(m.max()) >= self.n_shards:
+            raise ValueError(f"shard_of must be {L.N_LOCATES} shard numbers below {self.n_shards}")
         return m
 
     def plan(self, buffer, sample_bytes: int | None = PLAN_SAMPLE_BYTES) -> np.ndarray:
@@ -225,7 +278,7 @@ class ShardedBooks:
         before any apply."""
         if self.messages:
             raise RuntimeError("the shard map is fixed once messages have been applied")
-        self.shard_of = plan_shards(buffer, self.threads, sample_bytes)
+        self.shard_of = plan_shards(buffer, self.n_shards, sample_bytes)
         return self.shard_of
 
     def close(self) -> None:
@@ -249,46 +302,25 @@ class ShardedBooks:
         buf = as_uint8(buffer)
         if self.shard_of is None:
             self.plan(buf)
-        seq = self.next_sequence if first_seq is None else int(first_seq)
-        stop_ts = -1 if stop_after_ns is None else int(stop_after_ns)
+        run = _Run(self, buf, self.next_sequence if first_seq is None else int(first_seq),
+                   -1 if stop_after_ns is None else int(stop_after_ns))
         if self._pool is None:
-            results = [self._run_shard(0, buf, seq, stop_ts)]
+            run.work(0)
         else:
-            futures = [self._pool.submit(self._run_shard, k, buf, seq, stop_ts) for k in range(self.threads)]
+            futures = [self._pool.submit(run.work, w) for w in range(self.threads)]
             wait(futures)  # every thread finishes before any error is raised
-            results = [f.result() for f in futures]
-        status, pos, seq, last_ts = results[0]
-        if any(r[:3] != results[0][:3] for r in results):  # pragma: no cover - a routing bug
-            raise RuntimeError(f"shards walked the buffer differently: {results}")
-        self.next_sequence = int(seq)
-        if last_ts >= 0:
-            self._last_ts = last_ts
-        if status not in (OK, STOPPED):
-            code = _ROUTE_ERROR[status]
-            raise ITCHFormatError(f"{L.ERROR_TEXT[code]} (message sequence {int(seq)})",
-                                  source=source, offset=base_offset + int(pos))
-        return int(pos)
-
-    def _run_shard(self, k: int, buf: np.ndarray, seq: int, stop_ts: int):
-        books, block, seqs, extra = self.shards[k], self._blocks[k], self._block_seqs[k], self._extra[k]
-        if self._cpus is not None and self._pool is not None:
-            pin(self._cpus[k])  # this pool thread (threads are handed shards in any order)
-        pos, end, last = 0, len(buf), -1
-        useq = np.uint64(seq)
-        while True:
-            status, pos, nbytes, nmsgs, useq, ts = route(buf, pos, end, self.shard_of, k, _BROADCAST,
-                                                         LENGTH_BY_BYTE, stop_ts, useq, block, seqs, extra,
-                                                         self._breaks)
-            if ts >= 0:
-                last = ts
-            if nmsgs:
-                ev = books.events
-                before = (ev.n_trades, ev.n_bbo, ev.n_l2)
-                books.apply(block[:nbytes], 0)
-                if (ev.n_trades, ev.n_bbo, ev.n_l2) != before:
-                    _renumber(ev, before, seqs[:nmsgs])
-            if status != BLOCK_FULL:
-                return status, int(pos), int(useq), int(last)
+            for f in futures:
+                f.result()
+        if run.failure is not None:  # pragma: no cover - an engine or routing bug
+            raise run.failure
+        self.next_sequence = run.seq
+        if run.last_ts >= 0:
+            self._last_ts = run.last_ts
+        if run.status not in (OK, STOPPED):
+            code = _ROUTE_ERROR[run.status]
+            raise ITCHFormatError(f"{L.ERROR_TEXT[code]} (message sequence {run.seq})",
+                                  source=source, offset=base_offset + run.pos)
+        return run.pos
 
     # ---- event recording -----------------------------------------------------------------
 
@@ -416,7 +448,7 @@ class ShardedBooks:
         unknown match: N - 1 of those per B are taken back out (one thread counts 1 exactly
         when no shard found it, or it was already broken)."""
         counts = sum(b.anomaly_counts for b in self.shards)
-        counts[:, L.A_UNKNOWN_MATCH] -= (self.threads - 1) * self._breaks
+        counts[:, L.A_UNKNOWN_MATCH] -= (self.n_shards - 1) * self._breaks
         return counts
 
     def tops(self) -> np.ndarray:
@@ -439,6 +471,86 @@ class ShardedBooks:
 
     def memory_bytes(self) -> int:
         return sum(b.memory_bytes() for b in self.shards)
+
+
+class _Run:
+    """One ``apply`` call: the threads' loop around a ``ShardSchedule``, and its two tasks."""
+
+    def __init__(self, sb: ShardedBooks, buf: np.ndarray, seq: int, stop_ts: int):
+        self.sb, self.buf, self.stop_ts = sb, buf, stop_ts
+        self.schedule = ShardSchedule(sb.n_shards, sb._slots, sb.threads, SLACK)
+        self.lock = threading.Condition()
+        self.pos, self.seq = 0, int(seq)   # where routing goes on (the first message not routed)
+        self.status, self.last_ts = OK, -1
+        self.failure: BaseException | None = None
+        for k in range(sb.threads):
+            sb.thread_cpu_seconds[k], sb.thread_messages[k], sb.thread_tasks[k] = 0.0, 0, 0
+
+    def work(self, worker: int) -> None:
+        sb, schedule = self.sb, self.schedule
+        if sb._cpus is not None and sb._pool is not None:
+            pin(sb._cpus[worker])  # this pool thread
+        cpu = time.thread_time()
+        try:
+            with self.lock:
+                while not schedule.done:
+                    task = schedule.next_task(worker)
+                    if task is None:
+                        self.lock.wait()
+                        continue
+                    self.lock.release()  # the task runs without the lock (and the GIL)
+                    try:
+                        if task[0] == ROUTE:
+                            last = self._route(task[1])
+                        else:
+                            sb.thread_messages[worker] += self._apply(task[1], task[2])
+                    except BaseException as e:  # stop everyone; apply() raises it
+                        self.failure = self.failure or e
+                    finally:
+                        self.lock.acquire()
+                    sb.thread_tasks[worker] += 1
+                    if self.failure is not None:
+                        schedule.stop()
+                    if task[0] == ROUTE:
+                        schedule.route_done(self.failure is not None or last)
+                    else:
+                        schedule.apply_done(task[1])
+                    self.lock.notify_all()
+                sb.shard_moves = schedule.moves
+        finally:
+            sb.thread_cpu_seconds[worker] += time.thread_time() - cpu
+
+    def _route(self, chunk: int) -> bool:
+        """Route the next chunk into its slot; True when it is the input's last."""
+        sb, buf, k = self.sb, self.buf, chunk % self.sb._slots
+        end = len(buf)
+        sb._fill[k] = 0
+        sb._count[k] = 0
+        status, pos, n, ts = route(buf, self.pos, end, min(end, self.pos + sb._chunk_bytes), sb.shard_of,
+                                   _BROADCAST, LENGTH_BY_BYTE, self.stop_ts, sb._blocks[k], sb._stride,
+                                   sb._fill[k], sb._rel[k], sb._rel_stride, sb._count[k], sb._extra, sb._breaks)
+        sb._first_seq[k] = self.seq
+        self.pos, self.seq = int(pos), self.seq + int(n)
+        if ts >= 0:
+            self.last_ts = int(ts)
+        if status == BLOCK_FULL:
+            return False
+        self.status = int(status)
+        return status != OK or self.pos >= end
+
+    def _apply(self, shard: int, chunk: int) -> int:
+        """Shard ``shard`` applies its block of ``chunk``; returns its messages."""
+        sb, k = self.sb, chunk % self.sb._slots
+        n = int(sb._count[k, shard])
+        if n:
+            books, at = sb.shards[shard], shard * sb._stride
+            ev = books.events
+            before = (ev.n_trades, ev.n_bbo, ev.n_l2)
+            books.apply(sb._blocks[k][at:at + int(sb._fill[k, shard])], 0)
+            if (ev.n_trades, ev.n_bbo, ev.n_l2) != before:
+                rel = sb._rel[k][shard * sb._rel_stride:][:n]
+                _renumber(ev, before, np.uint64(sb._first_seq[k]) + rel.astype(np.uint64))
+        return n
 
 
 def _renumber(events, before, seqs: np.ndarray) -> None:

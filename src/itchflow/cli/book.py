@@ -235,12 +235,24 @@ def snapshots_command(path, symbols, at, every, depth, out) -> None:
 @click.option("--messages", type=Count(), default="10M", show_default=True, help="Size of the generated day.")
 @click.option("--stocks", default=8000, show_default=True)
 @click.option("--seed", default=1, show_default=True)
-@click.option("--threads", default=2, show_default=True, help="Shards, one thread each.")
+@click.option("--threads", default=2, show_default=True, help="Threads building the books.")
+@click.option("--shards", type=int, default=None, help="Books the stocks are split into [default: 2 per thread].")
+@click.option("--chunk", "chunk", type=Count(), default=None,
+              help="Input bytes routed a chunk (at least 65,537) [default: 4 MiB].")
 @click.option("--repeat", default=3, show_default=True, help="Best of this many runs.")
+@click.option("--busy-cpu", type=int, default=None,
+              help="Time it all while a busy loop shares this CPU (a vCPU the host gives less).")
+@click.option("--busy-nice", type=click.IntRange(0, 19), default=5, show_default=True,
+              help="The busy loop's nice value (5: it takes about a quarter of its CPU).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def bench_book_threads(messages, stocks, seed, threads, repeat, as_json) -> None:
+def bench_book_threads(messages, stocks, seed, threads, shards, chunk, repeat, busy_cpu, busy_nice,
+                       as_json) -> None:
     """Books(threads=N) against one thread on the same day: wall-clock speed-up, each thread's CPU."""
     from itchflow.bench.book_threads import report, run
+    from itchflow.book.sharded import BLOCK_BYTES
+    from itchflow.hw.affinity import available_cpus
 
-    r = run(messages, stocks, seed, threads, repeat)
+    if busy_cpu is not None and busy_cpu not in available_cpus():
+        fail(ValueError(f"--busy-cpu {busy_cpu} is not one of this process's CPUs {available_cpus()}"))
+    r = run(messages, stocks, seed, threads, repeat, shards, chunk or BLOCK_BYTES, busy_cpu, busy_nice)
     click.echo(json.dumps(r) if as_json else report(r))
