@@ -255,6 +255,11 @@ def test_bad_arguments():
         sb.apply(encode([add(1, 1, "B", 1, P)]))
         with pytest.raises(RuntimeError):
             sb.plan(encode([add(1, 1, "B", 1, P)]))
+    with ShardedBooks(2) as sb:  # a map swapped in by hand is checked before routing by it
+        sb.shard_of = np.full(L.N_LOCATES, sb.n_shards, np.uint8)
+        with pytest.raises(ValueError):
+            sb.apply(encode([add(1, 1, "B", 1, P)]))
+        assert sb.messages == 0
 
 
 def test_books_with_threads_is_the_sharded_engine(skewed_day, tmp_path):

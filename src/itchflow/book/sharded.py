@@ -302,6 +302,9 @@ class ShardedBooks:
         buf = as_uint8(buffer)
         if self.shard_of is None:
             self.plan(buf)
+        # route() indexes the blocks by shard_of's entries unchecked: a map set by hand since
+        # is checked again here (a max over 64 KiB, ~10 us)
+        self.shard_of = self._checked_map(self.shard_of)
         run = _Run(self, buf, self.next_sequence if first_seq is None else int(first_seq),
                    -1 if stop_after_ns is None else int(stop_after_ns))
         if self._pool is None:
