@@ -473,7 +473,10 @@ class ShardedBooks:
                 for loc in np.flatnonzero(counts.any(axis=1))}
 
     def memory_bytes(self) -> int:
-        return sum(b.memory_bytes() for b in self.shards)
+        """The shards' arrays and the chunk slots' blocks and indexes (allocated, not all
+        touched: a block's pages are faulted in as far as its shard fills it)."""
+        slots = sum(a.nbytes for a in (*self._blocks, *self._rel))
+        return sum(b.memory_bytes() for b in self.shards) + slots
 
 
 class _Run:
