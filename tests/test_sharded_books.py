@@ -134,6 +134,29 @@ def test_stop_after_time_and_resume(skewed_day, threads):
         assert_same(sb, one)
 
 
+@pytest.mark.parametrize("slice_bytes", [70_000, 1 << 20])
+def test_replay_in_slices_stops_at_the_same_time(skewed_day, tmp_path, slice_bytes):
+    """replay() hands ShardedBooks the rest of the buffer with a byte budget (no cutting walk):
+    the same books, and the same stop at stop_after_ns, as one thread replaying in slices."""
+    path = tmp_path / "day.itch"
+    path.write_bytes(skewed_day.tobytes())
+    ts = one_thread(skewed_day[:whole_messages_end(skewed_day, 0, len(skewed_day) * 2 // 3)[0]],
+                    record=False).last_timestamp_ns
+    one = Books()
+    assert replay(one, str(path), stop_after_ns=ts, slice_bytes=slice_bytes) is True
+    with ShardedBooks(2) as sb:
+        sb.plan(skewed_day)
+        seen = []
+        assert replay(sb, str(path), stop_after_ns=ts, slice_bytes=slice_bytes,
+                      progress=lambda n, b: seen.append(b)) is True
+        assert sb.messages == one.messages and sb.last_timestamp_ns == one.last_timestamp_ns == ts
+        assert np.array_equal(sb.order_table(), one.order_table())
+        assert seen == sorted(seen) and len(seen) >= (2 if slice_bytes < 1 << 20 else 1)
+    with ShardedBooks(2) as sb:
+        assert replay(sb, str(path), slice_bytes=slice_bytes) is False
+        assert_same(sb, one_thread(skewed_day, record=False))
+
+
 def same(mine, theirs) -> bool:
     """Equal answers, whether a query returns numbers, tuples, lists or (structured) arrays."""
     if isinstance(theirs, tuple) and theirs and isinstance(theirs[0], np.ndarray):
@@ -272,6 +295,9 @@ def test_books_with_threads_is_the_sharded_engine(skewed_day, tmp_path):
     assert isinstance(sb, ShardedBooks) and sb.threads == 2 and len(sb.shards) >= 2
     with sb:
         replay(sb, str(path))
+        assert_same(sb, one)
+    with Books(threads=2).replay(str(path)) as sb:   # the method, as on Books
+        assert isinstance(sb, ShardedBooks)
         assert_same(sb, one)
 
 

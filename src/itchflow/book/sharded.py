@@ -49,6 +49,7 @@ from numba import njit
 
 from itchflow.book import layout as L
 from itchflow.book.books import DEFAULT_TABLE, Books
+from itchflow.book.replay import replay
 from itchflow.book.shard_schedule import ROUTE, ShardSchedule
 from itchflow.errors import ITCHFormatError
 from itchflow.hw.affinity import available_cpus, pin
@@ -60,6 +61,7 @@ from itchflow.wire.shard import balanced_map, count_by_locate
 
 BROADCAST_TYPES = "RSVWB"       # every shard applies them (see the module doc)
 BLOCK_BYTES = 4 << 20           # input routed a chunk: 1 MiB measured a little slower (more tasks), 512 KiB slower still
+FIRST_CHUNK = 256 << 10         # an apply call's first chunk, and the smallest of its last ones
 SLOTS = 4                       # chunks routed and not yet applied by every shard, at most
 SLACK = 1                       # a thread keeps its shard while it is at most this many chunks ahead
 MAX_SHARDS = 255                # shard numbers are uint8
@@ -260,6 +262,7 @@ class ShardedBooks:
         self._breaks = np.zeros(L.N_LOCATES, np.int64)     # B messages per header locate
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="itchflow-book") if threads > 1 else None
         self.next_sequence = 1
+        self.stopped_at_time = False   # the last apply stopped at its stop_after_ns
         self._last_ts = 0
         # what each thread did in the last apply: CPU seconds, messages applied, tasks
         self.thread_cpu_seconds = [0.0] * threads
@@ -294,9 +297,22 @@ class ShardedBooks:
 
     # ---- feeding -------------------------------------------------------------------------
 
+    def replay(self, source, *, stop_after_ns: int | None = None, progress=None, on_slice=None) -> "ShardedBooks":
+        """As ``Books.replay``: a whole source (a path: BinaryFILE, gzip, pcap; or a buffer) in
+        bounded slices; returns self. The shard plan comes from the first slice."""
+        replay(self, source, stop_after_ns=stop_after_ns, progress=progress, on_slice=on_slice)
+        return self
+
+    # replay() may hand this class a whole buffer and a byte budget (``max_bytes``) instead of
+    # slices it cut itself: cutting walks every message once more, on one thread.
+    apply_takes_max_bytes = True
+
     def apply(self, buffer, first_seq: int | None = None, *, stop_after_ns: int | None = None,
-              source: str | None = None, base_offset: int = 0) -> int:
-        """As ``Books.apply``: whole BinaryFILE-framed messages, returns the bytes consumed."""
+              source: str | None = None, base_offset: int = 0, max_bytes: int | None = None) -> int:
+        """As ``Books.apply``: whole BinaryFILE-framed messages, returns the bytes consumed.
+
+        max_bytes: stop before the first message that starts at or past this offset (the rest
+        is for the next call); ``stopped_at_time`` tells a stop at ``stop_after_ns`` apart."""
         from itchflow.sources.files import as_uint8
 
         buf = as_uint8(buffer)
@@ -306,7 +322,8 @@ class ShardedBooks:
         # is checked again here (a max over 64 KiB, ~10 us)
         self.shard_of = self._checked_map(self.shard_of)
         run = _Run(self, buf, self.next_sequence if first_seq is None else int(first_seq),
-                   -1 if stop_after_ns is None else int(stop_after_ns))
+                   -1 if stop_after_ns is None else int(stop_after_ns),
+                   len(buf) if max_bytes is None else max(0, min(len(buf), int(max_bytes))))
         if self._pool is None:
             run.work(0)
         else:
@@ -317,6 +334,7 @@ class ShardedBooks:
         if run.failure is not None:  # pragma: no cover - an engine or routing bug
             raise run.failure
         self.next_sequence = run.seq
+        self.stopped_at_time = run.status == STOPPED
         if run.last_ts >= 0:
             self._last_ts = run.last_ts
         if run.status not in (OK, STOPPED):
@@ -482,8 +500,8 @@ class ShardedBooks:
 class _Run:
     """One ``apply`` call: the threads' loop around a ``ShardSchedule``, and its two tasks."""
 
-    def __init__(self, sb: ShardedBooks, buf: np.ndarray, seq: int, stop_ts: int):
-        self.sb, self.buf, self.stop_ts = sb, buf, stop_ts
+    def __init__(self, sb: ShardedBooks, buf: np.ndarray, seq: int, stop_ts: int, budget: int):
+        self.sb, self.buf, self.stop_ts, self.budget = sb, buf, stop_ts, budget
         self.schedule = ShardSchedule(sb.n_shards, sb._slots, sb.threads, SLACK)
         self.lock = threading.Condition()
         self.pos, self.seq = 0, int(seq)   # where routing goes on (the first message not routed)
@@ -532,7 +550,13 @@ class _Run:
         end = len(buf)
         sb._fill[k] = 0
         sb._count[k] = 0
-        status, pos, n, ts = route(buf, self.pos, end, min(end, self.pos + sb._chunk_bytes), sb.shard_of,
+        # Every apply call starts with one thread routing while the others wait, and ends with
+        # the last chunk's applies, unevenly spread: a small first chunk and chunks that shrink
+        # to a quarter of what is left keep both waits short (measured: replay's 32 MiB slices
+        # cost 10 ms a call with 4 MiB chunks throughout).
+        budget = self.budget
+        size = min(sb._chunk_bytes, FIRST_CHUNK if chunk == 0 else max(FIRST_CHUNK, (budget - self.pos) // 4))
+        status, pos, n, ts = route(buf, self.pos, end, min(budget, self.pos + size), sb.shard_of,
                                    _BROADCAST, LENGTH_BY_BYTE, self.stop_ts, sb._blocks[k], sb._stride,
                                    sb._fill[k], sb._rel[k], sb._rel_stride, sb._count[k], sb._extra, sb._breaks)
         sb._first_seq[k] = self.seq
@@ -542,7 +566,7 @@ class _Run:
         if status == BLOCK_FULL:
             return False
         self.status = int(status)
-        return status != OK or self.pos >= end
+        return status != OK or self.pos >= budget
 
     def _apply(self, shard: int, chunk: int) -> int:
         """Shard ``shard`` applies its block of ``chunk``; returns its messages."""
