@@ -55,7 +55,7 @@ def busy_loop(cpu: int | None, nice: int):
     if cpu is None:
         yield
         return
-    code = (f"import os, sys; os.sched_setaffinity(0, {{{int(cpu)}}}); os.nice({int(nice)}); "
+    code = (f"import os; os.sched_setaffinity(0, {{{int(cpu)}}}); os.nice({int(nice)}); "
             "print('spinning', flush=True)\nwhile True: pass")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:

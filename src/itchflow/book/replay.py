@@ -38,31 +38,24 @@ def replay(books, source, *, stop_after_ns: int | None = None, slice_bytes: int 
     for data, first_seq, name, offset in iter_source(source):
         books.next_sequence = first_seq
         pos, end = 0, len(data)
-        while pos < end and budgeted:
-            used = books.apply(data[pos:end], stop_after_ns=stop_after_ns, source=name,
-                               base_offset=offset + pos, max_bytes=slice_bytes)
-            done_bytes += used
-            if on_slice is not None:
-                on_slice(books)
-            if progress is not None:
-                progress(books.messages, done_bytes)
-            if books.stopped_at_time:
-                return True
-            if used == 0:  # nothing whole at pos: the cutting loop below names the error
-                break
-            pos += used
         while pos < end:
-            stop, _ = whole_messages_end(data, pos, min(end, pos + slice_bytes))
-            if stop == pos:  # a broken or huge message: let the engine name the error
-                stop = end
-            used = books.apply(data[pos:stop], stop_after_ns=stop_after_ns, source=name,
-                               base_offset=offset + pos)
+            if budgeted:
+                used = books.apply(data[pos:end], stop_after_ns=stop_after_ns, source=name,
+                                   base_offset=offset + pos, max_bytes=slice_bytes if slice_bytes > 0 else None)
+                stopped = books.stopped_at_time
+            else:
+                stop, _ = whole_messages_end(data, pos, min(end, pos + slice_bytes))
+                if stop == pos:  # a broken or huge message: let the engine name the error
+                    stop = end
+                used = books.apply(data[pos:stop], stop_after_ns=stop_after_ns, source=name,
+                                   base_offset=offset + pos)
+                stopped = pos + used < stop
             done_bytes += used
             if on_slice is not None:
                 on_slice(books)
             if progress is not None:
                 progress(books.messages, done_bytes)
-            if pos + used < stop:  # stopped at the time
+            if stopped:
                 return True
-            pos = stop
+            pos += used
     return False

@@ -57,7 +57,7 @@ from itchflow.hw.endian import be16, be48, u8
 from itchflow.hw.memcopy import copy_bytes
 from itchflow.wire.binaryfile import AT_END, BAD_LENGTH, OK, TRUNCATED, ZERO_LENGTH, next_message
 from itchflow.wire.itch import LENGTH_BY_BYTE, MESSAGES
-from itchflow.wire.shard import balanced_map, count_by_locate
+from itchflow.wire.shard import MAX_MESSAGE_BYTES, balanced_map, count_by_locate
 
 BROADCAST_TYPES = "RSVWB"       # every shard applies them (see the module doc)
 BLOCK_BYTES = 4 << 20           # input routed a chunk: 1 MiB measured a little slower (more tasks), 512 KiB slower still
@@ -224,7 +224,7 @@ class ShardedBooks:
         shards = int(shards)
         if not threads <= shards <= MAX_SHARDS:
             raise ValueError(f"shards must be {threads}..{MAX_SHARDS} (at least one a thread), not {shards}")
-        if block_bytes < 2 + 0xFFFF:
+        if block_bytes < MAX_MESSAGE_BYTES:
             raise ValueError("block_bytes must hold the longest possible message (65,537 bytes)")
         if int(slots) < 1:
             raise ValueError(f"slots must be at least 1, not {slots}")
@@ -250,8 +250,8 @@ class ShardedBooks:
         # take >= 14 bytes; route() also stops when this is full, for tiny unknown-type
         # messages), and the bytes / messages each shard got. Pages are touched as used.
         self._chunk_bytes = int(block_bytes)
-        self._stride = -(-(self._chunk_bytes + 2 + 0xFFFF + _RUN_SLACK) // 64) * 64
-        self._rel_stride = (self._chunk_bytes + 2 + 0xFFFF) // 14 + 1
+        self._stride = -(-(self._chunk_bytes + MAX_MESSAGE_BYTES + _RUN_SLACK) // 64) * 64
+        self._rel_stride = (self._chunk_bytes + MAX_MESSAGE_BYTES) // 14 + 1
         self._slots = int(slots)
         self._blocks = [np.empty(shards * self._stride, np.uint8) for _ in range(self._slots)]
         self._rel = [np.empty(shards * self._rel_stride, np.uint32) for _ in range(self._slots)]
@@ -335,6 +335,7 @@ class ShardedBooks:
             raise run.failure
         self.next_sequence = run.seq
         self.stopped_at_time = run.status == STOPPED
+        self.shard_moves = run.schedule.moves
         if run.last_ts >= 0:
             self._last_ts = run.last_ts
         if run.status not in (OK, STOPPED):
@@ -540,7 +541,6 @@ class _Run:
                     else:
                         schedule.apply_done(task[1])
                     self.lock.notify_all()
-                sb.shard_moves = schedule.moves
         finally:
             sb.thread_cpu_seconds[worker] += time.thread_time() - cpu
 
