@@ -375,7 +375,7 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, ladder, book
     while pos < end:
         while parsed - done <= PREFETCH_ROW_AHEAD and not pstop and ppos < end:
             walk, b1, length = next_message(buf, ppos, end)
-            t1 = buf[b1] if walk == bf.OK else 0
+            t1 = buf[_U(b1)] if walk == bf.OK else 0
             if walk != bf.OK or (_LENGTHS[t1] != 0 and _LENGTHS[t1] != length):
                 pstop = True
                 break
@@ -401,7 +401,7 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, ladder, book
             # cached, so the bucket is prefetched here and the chain's first record at
             # PREFETCH_LEVEL_AHEAD.
             b3 = ctl[_U(C_RING_BODY) + _U((done + PREFETCH_BUCKET_AHEAD) & _RING_MASK)]
-            t3 = buf[b3]
+            t3 = buf[_U(b3)]
             if t3 == _T_A or t3 == _T_F:
                 book3 = _add_book(buf, b3)
                 if book3 >= 0 and indexed(books[_U(book3)].cap):
@@ -410,7 +410,7 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, ladder, book
                 _prefetch_u_buckets(buf, b3, books, levels, imask, ishift)
         if done + PREFETCH_LEVEL_AHEAD < parsed:
             b2 = ctl[_U(C_RING_BODY) + _U((done + PREFETCH_LEVEL_AHEAD) & _RING_MASK)]
-            t2 = buf[b2]
+            t2 = buf[_U(b2)]
             if t2 == _T_A or t2 == _T_F:
                 book2 = _add_book(buf, b2)
                 if book2 >= 0:
@@ -458,7 +458,7 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, ladder, book
         r = _U(done & _RING_MASK)
         q = ctl[_U(C_RING_BODY) + r]
         nxt = ctl[_U(C_RING_END) + r]
-        t = buf[q]
+        t = buf[_U(q)]
         expected = _LENGTHS[t]
         if expected == 0:  # unknown type: skipped by its length, counted
             type_counts[_U(t)] += 1
@@ -514,13 +514,13 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, ladder, book
         if t == _T_A or t == _T_F:
             if t == _T_A:
                 ref = be64(buf, q + _A_REF)
-                side_byte = buf[q + _A_SIDE]
+                side_byte = buf[_U(q + _A_SIDE)]
                 shares = np.uint32(be32(buf, q + _A_SHARES))
                 price = np.uint32(be32(buf, q + _A_PRICE))
                 mpid = np.uint32(0)
             else:
                 ref = be64(buf, q + _F_REF)
-                side_byte = buf[q + _F_SIDE]
+                side_byte = buf[_U(q + _F_SIDE)]
                 shares = np.uint32(be32(buf, q + _F_SHARES))
                 price = np.uint32(be32(buf, q + _F_PRICE))
                 mpid = np.uint32(le32(buf, q + _F_MPID))
@@ -567,7 +567,7 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, ladder, book
                         take = np.uint32(be32(buf, q + _C_SHARES))
                         match = be64(buf, q + _C_MATCH)
                         price = np.uint32(be32(buf, q + _C_PRICE))
-                        printable = buf[q + _C_PRINTABLE] != _BYTE_N
+                        printable = buf[_U(q + _C_PRINTABLE)] != _BYTE_N
                         kind = _KIND_C
                     if take > remaining:
                         anomalies[olocate, A_OVER_EXEC] += 1
@@ -608,7 +608,7 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, ladder, book
                     _bbo_check(olocate, side, books, ladder, levels, stocks, bbo_out, ctl, seq, ts)
 
         elif t == _T_P:
-            side_byte = buf[q + _P_SIDE]
+            side_byte = buf[_U(q + _P_SIDE)]
             _record_trade(locate, np.uint32(be32(buf, q + _P_PRICE)), _U(be32(buf, q + _P_SHARES)),
                           be64(buf, q + _P_MATCH), _KIND_P, True, side_byte, stocks, matches,
                           match_mask, match_shift, trades_out, anomalies, ctl, seq, ts)
@@ -646,7 +646,7 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, ladder, book
             ctl[C_DIRECTORY_SEEN] += 1
 
         elif t == _T_H:
-            stocks[_U(locate)].trading_state = buf[q + _H_STATE]
+            stocks[_U(locate)].trading_state = buf[_U(q + _H_STATE)]
 
         last_ts = ts
         applied += 1
