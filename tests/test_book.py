@@ -305,3 +305,79 @@ def test_books_replay_and_the_public_names(tmp_path):
     assert PublicBooks is Books and itchflow.replay is old_replay
     assert b.bbo("AAPL")["bid_shares"].tolist() == [100]
     assert itchflow.price4_to_float(123_4500) == 123.45
+
+
+# ---- a byte budget per apply (what replay slices with), for one thread and for shards --------
+
+def _budget_day():
+    from itchflow.sim.generator import generate_day
+
+    return generate_day(60_000, seed=11, stocks=40)
+
+
+def _starts(buf):
+    """Offsets of every message's length prefix, by a plain Python walk."""
+    out, p = [], 0
+    while p < len(buf):
+        out.append(p)
+        p += 2 + (int(buf[p]) << 8 | int(buf[p + 1]))
+    return out, p
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_apply_with_a_byte_budget_never_splits_a_message(threads):
+    buf = _budget_day()
+    starts, total = _starts(buf)
+    assert total == len(buf)
+    whole = Books()
+    whole.apply(buf)
+    cut = Books(threads=threads)
+    pos, calls = 0, 0
+    budget = 4099  # not a message boundary: the message that starts before it is applied whole
+    while pos < len(buf):
+        used = cut.apply(buf[pos:], max_bytes=budget)
+        assert not cut.stopped_at_time
+        nxt = [s for s in starts if s >= pos + budget]
+        assert pos + used == (nxt[0] if nxt else len(buf))
+        pos += used
+        calls += 1
+    assert len(buf) // (budget + 64) <= calls <= len(buf) // budget + 1  # each call one budget (+ one message)
+    assert cut.messages == whole.messages == len(starts)
+    assert cut.live_orders() == whole.live_orders()
+    syms = sorted(whole.symbols)
+    assert cut.bbo(syms).tolist() == whole.bbo(syms).tolist()
+    if threads > 1:
+        cut.close()
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_apply_says_when_it_stopped_at_a_time(threads):
+    from itchflow.wire.itch import MESSAGES
+
+    buf = _budget_day()
+    starts, _ = _starts(buf)
+    ts_off = 2 + MESSAGES["A"].field("timestamp").offset
+    stamps = [int.from_bytes(bytes(buf[s + ts_off:s + ts_off + 6]), "big") for s in starts]
+    k = len(stamps) // 2
+    stop_ns = stamps[k] - 1     # the first later message is at or before k
+    first_later = next(i for i, t in enumerate(stamps) if t > stop_ns)
+    b = Books(threads=threads)
+    used = b.apply(buf, stop_after_ns=stop_ns)
+    assert b.stopped_at_time and used == starts[first_later]
+    used2 = b.apply(buf[used:])
+    assert not b.stopped_at_time and used + used2 == len(buf)
+    if threads > 1:
+        b.close()
+
+
+def test_a_budget_ending_inside_a_truncated_message_names_it():
+    buf = _budget_day()
+    starts, _ = _starts(buf)
+    broken = buf[:starts[100] + 5]         # message 100 is cut short
+    b = Books()
+    with pytest.raises(ITCHFormatError) as e:
+        pos = 0
+        while pos < len(broken):
+            pos += b.apply(broken[pos:], max_bytes=starts[50] + 1, base_offset=pos)
+    assert e.value.offset == starts[100]
+    assert b.messages == 100

@@ -30,6 +30,7 @@ from itchflow.book.records import symbol_key, symbol_text
 from itchflow.book.replay import replay
 from itchflow.errors import ITCHFormatError
 from itchflow.hw.aligned import aligned_zeros
+from itchflow.wire.binaryfile import budget_end
 
 DEFAULT_TABLE = 1 << 21         # order table rows to start with (64 MiB, 786 k live orders before
                                 # it grows): doubled (rehashed) past 3/8 full
@@ -92,6 +93,7 @@ class Books:
         c[L.C_FAR_TABLE] = L.FAR_TABLE
         self._sync_out_caps()
         self.next_sequence = 1
+        self.stopped_at_time = False   # the last apply stopped at its stop_after_ns
 
     @property
     def order_words(self) -> np.ndarray:
@@ -108,21 +110,25 @@ class Books:
         return self
 
     def apply(self, buffer, first_seq: int | None = None, *, stop_after_ns: int | None = None,
-              source: str | None = None, base_offset: int = 0) -> int:
+              source: str | None = None, base_offset: int = 0, max_bytes: int | None = None) -> int:
         """Apply whole BinaryFILE-framed messages; returns the number of bytes consumed.
 
         With stop_after_ns, stops before the first message whose timestamp is later, and
-        returns the offset of that message (the caller may resume from there); otherwise
-        the whole buffer is consumed. Malformed framing raises ITCHFormatError naming the
-        byte offset (base_offset + position in this buffer) and source; the messages before
-        it have been applied.
+        returns the offset of that message (the caller may resume from there);
+        ``stopped_at_time`` then says so. With max_bytes, stops before the first message that
+        starts at or past that offset (a message is never split; the rest is for the next
+        call). Otherwise the whole buffer is consumed. Malformed framing raises
+        ITCHFormatError naming the byte offset (base_offset + position in this buffer) and
+        source; the messages before it have been applied.
         """
         from itchflow.sources.files import as_uint8
 
         buf = as_uint8(buffer)
         seq = self.next_sequence if first_seq is None else int(first_seq)
         self.ctl[L.C_STOP_TS] = -1 if stop_after_ns is None else int(stop_after_ns)
-        pos, end = 0, len(buf)
+        pos = 0
+        end = len(buf) if max_bytes is None else int(budget_end(buf, 0, max(0, min(len(buf), int(max_bytes)))))
+        self.stopped_at_time = False
         try:
             while True:
                 status, pos, seq = apply_messages(
@@ -131,6 +137,7 @@ class Books:
                     self.events.trades, self.events.bbo, self.events.l2, self.ctl, self.type_counts)
                 seq = int(seq)
                 if status == L.OK or status == L.STOP_TIME:
+                    self.stopped_at_time = status == L.STOP_TIME
                     break
                 if status >= L.ERR_FIRST:
                     self.next_sequence = seq

@@ -1,8 +1,8 @@
 """Feed a whole source (file, gzip, capture, buffer) through ``Books`` in bounded slices.
 
-Sources yield chunks that can be a whole memory-mapped day; the engine is fed slices of
-about ``slice_bytes`` cut at message boundaries, so event buffers stay bounded (the caller
-drains them between slices) and progress can be shown.
+Sources yield chunks that can be a whole memory-mapped day; the books are fed slices of
+about ``slice_bytes`` (``apply``'s ``max_bytes``: never a split message), so event buffers
+stay bounded (the caller drains them between slices) and progress can be shown.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from itchflow.wire.binaryfile import whole_messages_end
 
 SLICE_BYTES = 32 << 20
 
@@ -34,22 +33,15 @@ def replay(books, source, *, stop_after_ns: int | None = None, slice_bytes: int 
     (drain events there).
     """
     done_bytes = 0
-    budgeted = getattr(books, "apply_takes_max_bytes", False)  # ShardedBooks: no cutting walk
+    budget = slice_bytes if slice_bytes > 0 else None
     for data, first_seq, name, offset in iter_source(source):
         books.next_sequence = first_seq
         pos, end = 0, len(data)
         while pos < end:
-            if budgeted:
-                used = books.apply(data[pos:end], stop_after_ns=stop_after_ns, source=name,
-                                   base_offset=offset + pos, max_bytes=slice_bytes if slice_bytes > 0 else None)
-                stopped = books.stopped_at_time
-            else:
-                stop, _ = whole_messages_end(data, pos, min(end, pos + slice_bytes))
-                if stop == pos:  # a broken or huge message: let the engine name the error
-                    stop = end
-                used = books.apply(data[pos:stop], stop_after_ns=stop_after_ns, source=name,
-                                   base_offset=offset + pos)
-                stopped = pos + used < stop
+            # the books cut the slice themselves (ShardedBooks in its routing pass, at no extra walk)
+            used = books.apply(data[pos:end], stop_after_ns=stop_after_ns, source=name,
+                               base_offset=offset + pos, max_bytes=budget)
+            stopped = books.stopped_at_time
             done_bytes += used
             if on_slice is not None:
                 on_slice(books)

@@ -303,10 +303,6 @@ class ShardedBooks:
         replay(self, source, stop_after_ns=stop_after_ns, progress=progress, on_slice=on_slice)
         return self
 
-    # replay() may hand this class a whole buffer and a byte budget (``max_bytes``) instead of
-    # slices it cut itself: cutting walks every message once more, on one thread.
-    apply_takes_max_bytes = True
-
     def apply(self, buffer, first_seq: int | None = None, *, stop_after_ns: int | None = None,
               source: str | None = None, base_offset: int = 0, max_bytes: int | None = None) -> int:
         """As ``Books.apply``: whole BinaryFILE-framed messages, returns the bytes consumed.
