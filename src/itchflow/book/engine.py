@@ -103,6 +103,11 @@ _MATCH_OFFSET = np.zeros(256, np.int64)
 for _c, _o in (("E", _E_MATCH), ("C", _C_MATCH), ("P", _P_MATCH), ("Q", _Q_MATCH)):
     _MATCH_OFFSET[ord(_c)] = _o
 _MATCH_OFFSET.setflags(write=False)
+# A buy/sell indicator byte -> 0 (B), 1 (S) or 2 (anything else: a bad side).
+_SIDE_CODE = np.full(256, 2, np.uint8)
+_SIDE_CODE[ord("B")] = 0
+_SIDE_CODE[ord("S")] = 1
+_SIDE_CODE.setflags(write=False)
 PREFETCH_ROW_AHEAD = 12       # messages ahead: prefetch the order's table row
 PREFETCH_LEVEL_AHEAD = 4      # messages ahead: find that row (now cached), prefetch its level
 PREFETCH_BUCKET_AHEAD = 8     # messages ahead (far look-ahead): an add to a deep book prefetches its index bucket
@@ -150,9 +155,10 @@ def _by_side(side, bid, ask):
 
 @njit(inline="always", nogil=True, cache=True)
 def _side_of(side_byte):
-    """(side 0/1, valid) of a buy/sell indicator, without a branch on which side it is."""
-    sell = side_byte == _BYTE_S
-    return np.int64(sell), sell | (side_byte == _BYTE_B)
+    """(side 0/1, valid) of a buy/sell indicator, without a branch on which side it is (a
+    table: written as two compares, LLVM turned them back into a branch on 'S')."""
+    code = _SIDE_CODE[side_byte]
+    return np.int64(code & 1), code < 2
 
 
 @njit(inline="always", nogil=True, cache=True)
