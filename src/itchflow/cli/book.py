@@ -187,6 +187,39 @@ def bench_book(messages, shapes, stocks, fullday_messages, fullday_live_orders, 
         report(r)
 
 
+@bench.command("instructions")
+@click.option("--shape", type=click.Choice(["deep", "many", "fullday"]), default="deep", show_default=True,
+              help="Day shape (as in bench book).")
+@click.option("--messages", type=Count(), default="10M", show_default=True, help="Size of the generated day.")
+@click.option("--start", type=Count(), default="2M", show_default=True,
+              help="Count the messages after this many ...")
+@click.option("--stop", type=Count(), default="3M", show_default=True, help="... up to this many.")
+@click.option("--stocks", default=8000, show_default=True, help="Stocks of the 'many' shape.")
+@click.option("--seed", default=1, show_default=True)
+@click.option("--no-peers", is_flag=True, help="Only itchflow's counts.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def bench_instructions(shape, messages, start, stop, stocks, seed, no_peers, as_json) -> None:
+    """Instructions and branch mispredictions per book message, itchflow's engine against
+    itchcpp's BookManager on the same bytes, counted by valgrind (the same on every run, on a
+    host too noisy to time small changes). Needs valgrind; takes a few minutes."""
+    from itchflow.bench.book import ensure_shape_day, shape_params
+    from itchflow.bench.instructions import report, run, to_json
+
+    if stop > messages:
+        raise click.BadParameter(f"--stop {stop:,} is past the day's {messages:,} messages", param_hint="--stop")
+    path, gen, _ = ensure_shape_day(shape_params(shape, messages, many_stocks=stocks, seed=seed))
+    try:
+        r = run(str(path), start, stop, peers=not no_peers)
+    except (RuntimeError, ValueError) as e:
+        fail(e)
+    r["shape"] = {"name": shape, "stocks": gen.get("stocks"),
+                  "peak_live_orders": gen.get("peak_live_orders")}
+    if as_json:
+        click.echo(to_json(r))
+    else:
+        report(r, r["shape"])
+
+
 def _snapshot_times(at: str | None, every: float | None, first_ns: int, last_ns: int) -> list[int]:
     if at:
         return [parse_time(t) for t in at.split(",") if t.strip()]

@@ -1,0 +1,166 @@
+"""Instructions and branch mispredictions per book message, counted by valgrind, for
+itchflow's engine and itchcpp's BookManager on the same bytes.
+
+Wall-clock figures on a shared 2-vCPU guest swing by a third from one minute to the next and
+the guest exposes no hardware counters (``perf stat`` says "not supported"). Valgrind's
+callgrind executes the program on a simulated CPU: its instruction count is the same on every
+run, whatever the host is doing, and ``--branch-sim=yes`` adds the mispredictions of a simple
+model predictor (a table of 2-bit counters indexed by address and global history; a real core
+predicts better, but a coin-toss branch mispredicts on both). So an engine change can be
+judged without noise on what it executes, before the noisy clock says whether it is faster.
+
+Method: each side runs twice in a fresh process under callgrind, once applying the day's
+first ``start`` messages and once its first ``stop``; the difference, divided by
+``stop - start``, is the cost of those messages alone (start-up, imports, Numba's cache load
+and the peer's set-up cancel out). Numba compiles for a CPU valgrind can run (``haswell``:
+AVX2, BMI2, no AVX-512) into a cache folder of its own, warmed outside valgrind first.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+# A target valgrind executes: it has no AVX-512, which Numba would use on this host's CPU.
+VALGRIND_CPU = "haswell"
+VALGRIND_FEATURES = ("+64bit,+avx,+avx2,+bmi,+bmi2,+cmov,+cx16,+f16c,+fma,+lzcnt,+movbe,+popcnt,+sse,"
+                     "+sse2,+sse3,+sse4.1,+sse4.2,+ssse3,+xsave")
+
+# Applies the first N messages of a day; prints the messages applied (the check that the
+# prefix was what was asked for).
+_ITCHFLOW = """
+import sys, numpy as np
+from itchflow.book.books import Books
+from itchflow.sources.files import map_file
+from itchflow.wire.binaryfile import message_offsets
+buf = map_file({path!r})
+n = {messages}
+message_offsets(buf[:0], 1, np.zeros(2, np.int64))   # compiled (or loaded) in every run alike
+cut, count = 0, 0
+if n > 0:   # the offset of message n: an index of every n-th message (it walks the whole day)
+    index = np.zeros(len(buf) // (3 * n) + 2, np.int64)
+    count, status, pos = message_offsets(buf, n, index)
+    cut = int(index[1]) if count > n else len(buf)
+Books(1 << 10, table=1 << 10).apply(buf[:0])
+b = Books()
+b.apply(buf[:cut])
+print(b.messages)
+"""
+
+_ITCHCPP = """
+import numpy as np
+import itchcpp.book as cb
+from itchflow.sources.files import map_file
+from itchflow.wire.binaryfile import message_offsets
+buf = map_file({path!r})
+n = {messages}
+message_offsets(buf[:0], 1, np.zeros(2, np.int64))
+cut, count = 0, 0
+if n > 0:
+    index = np.zeros(len(buf) // (3 * n) + 2, np.int64)
+    count, status, pos = message_offsets(buf, n, index)
+    cut = int(index[1]) if count > n else len(buf)
+data = bytes(buf[:cut])
+bm = cb.BookManager()
+bm.process_stream(data)
+print(min(n, count))
+"""
+
+_TOTALS = re.compile(r"^summary:\s+(.*)$", re.M)
+_EVENTS = re.compile(r"^events:\s+(.*)$", re.M)
+
+
+def valgrind_path() -> str | None:
+    return shutil.which("valgrind")
+
+
+def _env(cache_dir: str) -> dict:
+    env = dict(os.environ)
+    env.update(NUMBA_CPU_NAME=VALGRIND_CPU, NUMBA_CPU_FEATURES=VALGRIND_FEATURES, NUMBA_CACHE_DIR=cache_dir)
+    return env
+
+
+def _counted(code: str, env: dict, workdir: Path, tag: str, timeout: float) -> dict:
+    """One run of a snippet under callgrind with the branch model: its event totals."""
+    out = workdir / f"{tag}.callgrind"
+    proc = subprocess.run(
+        ["valgrind", "--tool=callgrind", "--branch-sim=yes", f"--callgrind-out-file={out}",
+         sys.executable, "-c", code],
+        capture_output=True, text=True, env=env, timeout=timeout)
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or ["failed"])[-1]
+        raise RuntimeError(f"{tag} under valgrind failed: {tail}")
+    text = out.read_text()
+    names = _EVENTS.search(text).group(1).split()
+    values = [int(v) for v in _TOTALS.search(text).group(1).split()]
+    totals = dict(zip(names, values))
+    totals["messages"] = int(proc.stdout.strip().splitlines()[-1])
+    return totals
+
+
+def _per_message(a: dict, b: dict) -> dict:
+    n = b["messages"] - a["messages"]
+    if n <= 0:
+        raise RuntimeError("the day is shorter than the messages asked for")
+    return {"messages": n,
+            "instructions": (b["Ir"] - a["Ir"]) / n,
+            "cond_branches": (b["Bc"] - a["Bc"]) / n,
+            "cond_mispredicts": (b["Bcm"] - a["Bcm"]) / n,
+            "indirect_mispredicts": (b["Bim"] - a["Bim"]) / n}
+
+
+def run(path: str, start: int, stop: int, peers: bool = True, timeout: float = 3600) -> dict:
+    """Counts per message for messages start..stop of the day at path (itchflow, and itchcpp
+    when peers)."""
+    if valgrind_path() is None:
+        raise RuntimeError("valgrind not found: it counts the instructions (Debian: apt-get install valgrind)")
+    if not 0 <= start < stop:
+        raise ValueError(f"need 0 <= start < stop, got {start} and {stop}")
+    with tempfile.TemporaryDirectory(prefix="itchflow-instr-") as tmp:
+        work = Path(tmp)
+        env = _env(str(work / "numba"))
+        # compile natively for the valgrind-safe target (minutes under valgrind, seconds here)
+        warm = subprocess.run([sys.executable, "-c", _ITCHFLOW.format(path=path, messages=0)],
+                              capture_output=True, text=True, env=env, timeout=timeout)
+        if warm.returncode != 0:
+            raise RuntimeError(f"warming the kernels failed: {(warm.stderr.strip().splitlines() or ['?'])[-1]}")
+        jobs = {f"itchflow-{n}": _ITCHFLOW.format(path=path, messages=n) for n in (start, stop)}
+        if peers:
+            jobs.update({f"itchcpp-{n}": _ITCHCPP.format(path=path, messages=n) for n in (start, stop)})
+        # two at a time: counts do not depend on what else runs
+        with ThreadPoolExecutor(2) as pool:
+            futures = {tag: pool.submit(_counted, code, env, work, tag, timeout) for tag, code in jobs.items()}
+            totals = {tag: f.result() for tag, f in futures.items()}
+    r = {"day": path, "start": start, "stop": stop, "cpu_model": VALGRIND_CPU,
+         "itchflow": _per_message(totals[f"itchflow-{start}"], totals[f"itchflow-{stop}"])}
+    if peers:
+        r["itchcpp"] = _per_message(totals[f"itchcpp-{start}"], totals[f"itchcpp-{stop}"])
+        r["instructions_ratio"] = r["itchcpp"]["instructions"] / r["itchflow"]["instructions"]
+    return r
+
+
+def report(r: dict, shape: dict | None = None) -> None:
+    print(f"instructions per book message (valgrind callgrind, branch model), messages "
+          f"{r['start']:,}..{r['stop']:,} of {r['day']}")
+    if shape:
+        print(f"  day: {shape}")
+    print(f"  {'':10} {'instructions':>13} {'cond branches':>14} {'cond mispredicts':>17} {'indirect mispredicts':>21}")
+    for who in ("itchflow", "itchcpp"):
+        if who in r:
+            c = r[who]
+            print(f"  {who:10} {c['instructions']:13.1f} {c['cond_branches']:14.1f} {c['cond_mispredicts']:17.2f} "
+                  f"{c['indirect_mispredicts']:21.2f}")
+    if "instructions_ratio" in r:
+        print(f"  itchcpp executes {r['instructions_ratio']:.2f}x the instructions of itchflow per message")
+    print("  (counts of a simulated CPU: the same on every run, whatever the host does; not time)")
+
+
+def to_json(r: dict) -> str:
+    return json.dumps(r)
