@@ -42,3 +42,30 @@ def prefetch(typingctx, arr, idx):
         return context.get_dummy_value()
 
     return types.void(arr, idx), codegen
+
+
+@intrinsic
+def element_address(typingctx, arr, idx):
+    """The address of arr[idx] as an integer (no bounds check: for choosing among prefetch
+    targets without a branch, then ``prefetch_address``)."""
+    if not isinstance(arr, types.Array) or not isinstance(idx, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ptr = _element_bytes(context, builder, sig.args[0], args[0], sig.args[1], args[1])
+        return builder.ptrtoint(ptr, ir.IntType(64))
+
+    return types.int64(arr, idx), codegen
+
+
+@intrinsic
+def prefetch_address(typingctx, address):
+    """Prefetch the cache line at an integer address (a prefetch never faults, whatever it is)."""
+    if not isinstance(address, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        _emit_prefetch(builder, builder.inttoptr(args[0], ir.IntType(8).as_pointer()))
+        return context.get_dummy_value()
+
+    return types.void(address), codegen
