@@ -146,11 +146,18 @@ def _prefetch_u_buckets(buf, q, books, levels, imask, ishift):
 
 
 @njit(inline="always", nogil=True, cache=True)
+def _pick(c, a, b):
+    """a where c is 0, b where c is 1, without a branch (a mask: LLVM keeps it branch-free
+    where a select or two compares were turned back into a branch)."""
+    m = -np.int64(c)  # 0 or all ones
+    return (np.int64(a) & ~m) | (np.int64(b) & m)
+
+
+@njit(inline="always", nogil=True, cache=True)
 def _by_side(side, bid, ask):
     """bid for side 0, ask for side 1, without a branch: an order's side is a coin toss to the
     branch predictor, and each of the engine's side tests mispredicted about half the time."""
-    m = -np.int64(side)  # 0 or all ones
-    return (np.int64(bid) & ~m) | (np.int64(ask) & m)
+    return _pick(side, bid, ask)
 
 
 @njit(inline="always", nogil=True, cache=True)
@@ -172,13 +179,6 @@ _NEAR_READ_BYTES = _A_PRICE + 4
 
 
 @njit(inline="always", nogil=True, cache=True)
-def _pick(c, a, b):
-    """a where c is 0, b where c is 1, without a branch."""
-    m = -np.int64(c)
-    return (np.int64(a) & ~m) | (np.int64(b) & m)
-
-
-@njit(inline="always", nogil=True, cache=True)
 def _prefetch_level_near(buf, q, t, orders, books, levels, ladder, mask, shift, imask, ishift):
     """The level stage on a cached working set, for a message at q of type t that names an
     order reference: prefetch the order's level, or for an add its index bucket (deep book)
@@ -189,8 +189,8 @@ def _prefetch_level_near(buf, q, t, orders, books, levels, ladder, mask, shift, 
     add and at offset 0 for any other message (in the buffer, meaningless, not used). The
     order's row is taken to be its home slot, with no probe loop: most live orders sit there
     (otherwise another order's level is prefetched, which is harmless; an empty row's is 0).
-    Callgrind's branch model, 10 M-message days: 2.36 -> 1.24 mispredicts a message with 100
-    stocks, 3.43 -> 2.46 with 8,000, for 24-26 more instructions (checking the next row too
+    Callgrind's branch model, 10 M-message days: 2.36 -> 1.38 mispredicts a message with 100
+    stocks, 3.43 -> 2.37 with 8,000, for 23-30 more instructions (checking the next row too
     cost 22 more and gained nothing)."""
     add = np.int64(_IS_ADD[t])
     h = _U(home_slot(be64(buf, q + _REF_OFFSET), mask, shift))
@@ -460,9 +460,10 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, ladder, book
     # end offsets go to a ring in ``ctl`` that the later stages read. At parse time it
     # prefetches the order's table row and the stock's records; PREFETCH_LEVEL_AHEAD messages
     # ahead, it reads the order's row (now cached) and prefetches its level, or an add's index
-    # bucket or ladder top (``_prefetch_level_near``, ``_prefetch_level_far``). (Searching an add's ladder ahead for its level as well measured slower: the search
-    # costs more than the level's miss.) The parse cursor stops at a message it cannot frame;
-    # the apply loop reports it when it gets there.
+    # bucket or ladder top (``_prefetch_level_near``, ``_prefetch_level_far``). (Searching an
+    # add's ladder ahead for its level as well measured slower: the search costs more than the
+    # level's miss.) The parse cursor stops at a message it cannot frame; the apply loop
+    # reports it when it gets there.
     parsed = 0    # messages framed so far (ring index parsed & _RING_MASK is the next free entry)
     done = 0      # messages taken by the apply loop
     ppos = pos
