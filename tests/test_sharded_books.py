@@ -85,6 +85,25 @@ def test_books_equal_one_thread(request, day_name, threads):
             assert all(b.messages > one.messages // (3 * threads) for b in sb.shards)
 
 
+@pytest.mark.parametrize("far_table", [1, 0])
+def test_far_look_ahead_in_every_shard(wide_day, far_table):
+    """far_table counts the rows of all the shards' tables together: each shard takes its share
+    (the tables share the caches), 0 stays never; the far look-ahead in the shards builds the
+    same books as one thread."""
+    with ShardedBooks(2, far_table=L.FAR_TABLE) as sb:
+        assert [int(b.ctl[L.C_FAR_TABLE]) for b in sb.shards] == [L.FAR_TABLE // 4] * 4
+    with ShardedBooks(3, far_table=L.FAR_TABLE + 1) as sb:   # rounded up: together at least far_table
+        assert all(int(b.ctl[L.C_FAR_TABLE]) * 6 >= L.FAR_TABLE + 1 for b in sb.shards)
+    one = one_thread(wide_day)
+    with ShardedBooks(2, far_table=far_table) as sb:
+        sb.record(l2=True)
+        assert [int(b.ctl[L.C_FAR_TABLE]) for b in sb.shards] == [far_table] * 4
+        sb.apply(wide_day)
+        assert_same(sb, one)
+        for mine, theirs in zip(sb.take_events(), one.take_events()):
+            assert np.array_equal(mine, theirs)
+
+
 def test_the_skewed_day_is_skewed_and_still_balanced(skewed_day):
     counts = np.zeros(L.N_LOCATES, np.int64)
     count_by_locate(skewed_day, 0, len(skewed_day), LENGTH_BY_BYTE, counts)

@@ -1,14 +1,23 @@
-"""Books on several cores: ``ShardedBooks(threads)`` against one-thread ``Books`` on one day.
+"""Books on several cores: ``ShardedBooks(threads)`` against one-thread ``Books``, on each day shape.
 
-What is measured (the same memory-mapped generated day, already in the page cache, the same
-run): one-thread ``Books.apply`` and ``ShardedBooks(threads).apply`` (books sharded by stock
-locate into 2 shards a thread, which any thread applies, the shard plan included), best of
-``repeat`` each on fresh state, the two taking turns; the speed-up; per thread the messages
-it applied, its tasks and the CPU time it used (so a figure taken on a busy machine can be
-read as what the threads would take on idle cores); per shard its messages; and whether
-every stock's top of book and live-order count agree with one thread. ``busy_cpu`` times
-both while a niced busy loop takes a share of one CPU, as a host that gives one vCPU less
-does (seen on this machine's host: one vCPU ran the same shard 10-30% slower).
+What is measured, per shape (the book benchmark's three: few deep stocks, many stocks, the
+full-day working set; ``bench.book.shape_params``), on the same memory-mapped generated day,
+already in the page cache, in the same run: one-thread ``Books.apply`` and
+``ShardedBooks(threads).apply`` (books sharded by stock locate into 2 shards a thread, which
+any thread applies, the shard plan included), best of ``repeat`` each on fresh state, the two
+taking turns; the speed-up; per thread the messages it applied, its tasks and the CPU time it
+used (so a figure taken on a busy machine can be read as what the threads would take on idle
+cores); per shard its messages; and whether the books agree with one thread: every stock's
+top of book, and every live order of every stock (``order_table``: each level's queue, in
+time priority). The day's shape is reported beside it (stocks, top-1/10/100 share, peak live
+orders, deepest side). ``busy_cpu`` times both while a niced busy loop takes a share of one
+CPU, as a host that gives one vCPU less does (seen on this machine's host: one vCPU ran the
+same shard 10-30% slower).
+
+Why every shape: the threads share the day's CPU work, which is routing (a walk of every
+message, 7-8 ns each on this machine, whatever the shape) plus applying (40-100 ns a message, by shape), so
+the speed-up is bounded by 2 / (1 + routing / applying) on two threads and is lowest on the
+shape whose engine is fastest.
 """
 
 from __future__ import annotations
@@ -20,20 +29,33 @@ import time
 
 import numpy as np
 
-from itchflow.bench.book import ensure_day
+from itchflow.bench.book import SHAPE_NAMES, SHAPE_TITLES, ensure_shape_day, shape_params
 from itchflow.bench.common import machine, rate_row
 from itchflow.book.sharded import BLOCK_BYTES
 
 
-def run(messages: int = 10_000_000, stocks: int = 8000, seed: int = 1, threads: int = 2,
-        repeat: int = 3, shards: int | None = None, block_bytes: int = BLOCK_BYTES,
-        busy_cpu: int | None = None, busy_nice: int = 5) -> dict:
+def run(messages: int = 10_000_000, shapes=SHAPE_NAMES, many_stocks: int = 8000, seed: int = 1,
+        threads: int = 2, repeat: int = 3, shards: int | None = None, block_bytes: int = BLOCK_BYTES,
+        busy_cpu: int | None = None, busy_nice: int = 5, fullday_live_orders: int | None = None) -> dict:
+    r: dict = {"machine": machine(), "threads": threads, "repeat": repeat, "busy_cpu": None, "shapes": []}
+    if busy_cpu is not None:
+        r["busy_cpu"] = {"cpu": busy_cpu, "nice": busy_nice}
+    for name in shapes:
+        params = shape_params(name, messages, many_stocks, fullday_live_orders, seed)
+        r["shapes"].append(run_shape(name, params, threads, repeat, shards, block_bytes, busy_cpu, busy_nice))
+    return r
+
+
+def run_shape(name: str, params: dict, threads: int = 2, repeat: int = 3, shards: int | None = None,
+              block_bytes: int = BLOCK_BYTES, busy_cpu: int | None = None, busy_nice: int = 5) -> dict:
+    """One shape's day (cached; generated on first use), timed one thread against ``threads``."""
+    from itchflow.bench.day_shape import day_shape
     from itchflow.book.books import Books
     from itchflow.book.sharded import ShardedBooks
     from itchflow.sources.files import map_file
     from itchflow.wire.binaryfile import whole_messages_end
 
-    path = ensure_day(messages, stocks, seed)
+    path, _gen, made = ensure_shape_day(params)
     buf = map_file(path)
     _ = int(buf[::4096].sum())  # fault the file into the mapping before timing
     head, _n = whole_messages_end(buf, 0, min(len(buf), 1 << 16))
@@ -42,8 +64,9 @@ def run(messages: int = 10_000_000, stocks: int = 8000, seed: int = 1, threads: 
         warm.apply(buf[:head])
 
     with busy_loop(busy_cpu, busy_nice):
-        r = _timed(buf, path, stocks, threads, repeat, shards, block_bytes)
-    r["busy_cpu"] = None if busy_cpu is None else {"cpu": busy_cpu, "nice": busy_nice}
+        r, one = _timed(buf, threads, repeat, shards, block_bytes)
+    r.update(shape_name=name, title=SHAPE_TITLES[name], day=str(path), generated_now=made,
+             shape=day_shape(buf, one))
     return r
 
 
@@ -67,7 +90,7 @@ def busy_loop(cpu: int | None, nice: int):
         proc.wait()
 
 
-def _timed(buf, path, stocks, threads, repeat, shards, block_bytes) -> dict:
+def _timed(buf, threads, repeat, shards, block_bytes) -> tuple[dict, object]:
     from itchflow.book.books import Books
     from itchflow.book.sharded import ShardedBooks
 
@@ -92,7 +115,7 @@ def _timed(buf, path, stocks, threads, repeat, shards, block_bytes) -> dict:
         sb.close()
         if dt < bestn:
             bestn, sharded = dt, sb
-    r = {"machine": machine(), "day": str(path), "stocks": stocks, "threads": threads,
+    r = {"threads": threads,
          "one_thread": rate_row(one.messages, best1) | {"cpu_seconds": cpu1},
          "sharded": rate_row(sharded.messages, bestn)}
     r["sharded"].update(
@@ -103,31 +126,50 @@ def _timed(buf, path, stocks, threads, repeat, shards, block_bytes) -> dict:
         shard_moves=sharded.shard_moves,
         block_bytes=block_bytes,
         tops_agree=bool(np.array_equal(sharded.tops(), one.tops())),
-        live_orders_agree=sharded.live_orders() == one.live_orders())
+        live_orders_agree=sharded.live_orders() == one.live_orders(),
+        orders_agree=bool(np.array_equal(sharded.order_table(), one.order_table())))
     r["speedup"] = best1 / bestn
     r["speedup_from_cpu_time"] = cpu1 / max(r["sharded"]["thread_cpu_seconds"])
-    return r
+    return r, one
 
 
 def report(r: dict) -> str:
-    m, one, sh = r["machine"], r["one_thread"], r["sharded"]
+    m, busy = r["machine"], r.get("busy_cpu")
+    lines = [f"books on {r['threads']} threads  {m['cpu']} ({m['cores']} cores), numba {m['numba']}; "
+             f"best of {r['repeat']} each, one thread and {r['threads']} taking turns"]
+    if busy:
+        lines.append(f"  with a busy loop at nice {busy['nice']} on CPU {busy['cpu']} (a vCPU the host gives less)")
+    for s in r["shapes"]:
+        lines += ["", *_shape_lines(s)]
+    lines += ["", f"  {'shape':24} {'one thread':>12} {str(r['threads']) + ' threads':>12} {'speed-up':>9} "
+                  f"{'on idle cores':>14}  agree"]
+    for s in r["shapes"]:
+        one, sh = s["one_thread"], s["sharded"]
+        agree = sh["tops_agree"] and sh["live_orders_agree"] and sh["orders_agree"]
+        lines.append(f"  {s['title']:24} {one['ns_per_msg']:8.1f} ns {sh['ns_per_msg']:8.1f} ns "
+                     f"{s['speedup']:8.2f}x {s['speedup_from_cpu_time']:13.2f}x  {'yes' if agree else 'NO'}")
+    return "\n".join(lines)
+
+
+def _shape_lines(s: dict) -> list[str]:
+    one, sh, shape = s["one_thread"], s["sharded"], s["shape"]
+    top = shape["top_share"]
     cpus = ", ".join(f"{c:.3f}" for c in sh["thread_cpu_seconds"])
     shards = ", ".join(f"{n:,}" for n in sh["shard_messages"])
     per_thread = ", ".join(f"{n:,} in {t} tasks" for n, t in zip(sh["thread_messages"], sh["thread_tasks"]))
-    busy = r.get("busy_cpu")
-    lines = [
-        f"books on {r['threads']} threads  {m['cpu']} ({m['cores']} cores), numba {m['numba']}",
-        f"  day: {one['messages']:,} messages, {r['stocks']:,} stocks ({r['day']})",
-        (f"  one thread:   {one['msgs_per_s'] / 1e6:6.1f} M msg/s  {one['ns_per_msg']:6.1f} ns/msg  "
+    return [
+        f"  {s['title']}: {one['messages']:,} messages, {shape['stocks']:,} stocks (top 1/10/100: "
+        f"{100 * top['1']:.1f}/{100 * top['10']:.1f}/{100 * top['100']:.1f}% of messages), peak "
+        f"{shape['peak_live_orders']:,} live orders, deepest side {shape['deepest_side_levels']:,} levels",
+        f"    day: {s['day']} ({'generated now' if s['generated_now'] else 'cached'})",
+        (f"    one thread:   {one['msgs_per_s'] / 1e6:6.1f} M msg/s  {one['ns_per_msg']:6.1f} ns/msg  "
          f"(CPU {one['cpu_seconds']:.3f} s)"),
-        (f"  {r['threads']} threads:    {sh['msgs_per_s'] / 1e6:6.1f} M msg/s  {sh['ns_per_msg']:6.1f} ns/msg  "
-         f"-> {r['speedup']:.2f}x wall clock; threads' CPU {cpus} s -> "
-         f"{r['speedup_from_cpu_time']:.2f}x on idle cores"),
-        (f"  threads applied {per_thread} (chunks of {sh['block_bytes'] >> 10} KiB routed once; "
+        (f"    {s['threads']} threads:    {sh['msgs_per_s'] / 1e6:6.1f} M msg/s  {sh['ns_per_msg']:6.1f} ns/msg  "
+         f"-> {s['speedup']:.2f}x wall clock; threads' CPU {cpus} s -> "
+         f"{s['speedup_from_cpu_time']:.2f}x on idle cores"),
+        (f"    threads applied {per_thread} (chunks of {sh['block_bytes'] >> 10} KiB routed once; "
          f"{sh['shard_moves']} applies moved a shard to the other thread)"),
-        (f"  {len(sh['shard_messages'])} shards: {shards} messages; tops agree: {sh['tops_agree']}; "
-         f"live orders agree: {sh['live_orders_agree']}"),
+        (f"    {len(sh['shard_messages'])} shards: {shards} messages; agree with one thread: tops "
+         f"{sh['tops_agree']}, live orders {sh['live_orders_agree']}, every order in queue order "
+         f"{sh['orders_agree']}"),
     ]
-    if busy:
-        lines.insert(1, f"  with a busy loop at nice {busy['nice']} on CPU {busy['cpu']} (a vCPU the host gives less)")
-    return "\n".join(lines)

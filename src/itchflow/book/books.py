@@ -46,7 +46,9 @@ class Books:
     capacity: live orders to expect (the order table starts with room for them; it, the
     levels and the ladders grow on demand, so this only avoids early regrowth); ``table``
     gives the starting rows directly instead. track_matches keeps a match number -> trade index
-    so B (broken trade) messages can take trades back out of the volume.
+    so B (broken trade) messages can take trades back out of the volume. far_table: from this
+    many order table rows on, the engine's look-ahead also fetches level records, index buckets
+    and ladder tops (a working set far beyond the caches; 0: never).
     Event recording (BBO changes, trades, L2 level changes) is off until ``record`` is called.
     """
 
@@ -61,7 +63,7 @@ class Books:
 
     def __init__(self, capacity: int | None = None, *, track_matches: bool = True,
                  table: int | None = None, levels: int | None = None, arena: int | None = None,
-                 threads: int = 1):
+                 threads: int = 1, far_table: int = L.FAR_TABLE):
         if table is None:
             table = (DEFAULT_TABLE if capacity is None
                      else int(capacity) * L.TABLE_MAX_LOAD_DEN // L.TABLE_MAX_LOAD_NUM + 1)
@@ -90,7 +92,7 @@ class Books:
         c[L.C_MATCH_CAP] = len(self.matches) // L.MATCH_WORDS
         c[L.C_TRACK_MATCHES] = 1 if track_matches else 0
         c[L.C_STOP_TS] = -1
-        c[L.C_FAR_TABLE] = L.FAR_TABLE
+        c[L.C_FAR_TABLE] = max(0, int(far_table))
         self._sync_out_caps()
         self.next_sequence = 1
         self.stopped_at_time = False   # the last apply stopped at its stop_after_ns

@@ -173,18 +173,25 @@ def bench_book(messages, shapes, stocks, fullday_messages, fullday_live_orders, 
     """L3 book throughput on three day shapes (few deep stocks, many stocks, a full day's working
     set), each against itchcpp's BookManager on the same bytes, with the day's shape beside
     every figure; MeatPy on one stock."""
-    from itchflow.bench.book import SHAPE_NAMES, report, run
+    from itchflow.bench.book import report, run
 
-    names = [x.strip() for x in shapes.split(",") if x.strip()]
-    bad = [x for x in names if x not in SHAPE_NAMES]
-    if bad or not names:
-        raise click.BadParameter(f"unknown shape(s) {bad} (known: {', '.join(SHAPE_NAMES)})", param_hint="--shapes")
-    r = run(messages, stocks, seed, repeat, meatpy_messages, not no_peers, memory_orders, shapes=names,
+    r = run(messages, stocks, seed, repeat, meatpy_messages, not no_peers, memory_orders, shapes=_shape_names(shapes),
             fullday_live_orders=fullday_live_orders, fullday_messages=fullday_messages)
     if as_json:
         click.echo(json.dumps(r))
     else:
         report(r)
+
+
+def _shape_names(shapes: str) -> list[str]:
+    """--shapes: comma-separated names of the book benchmark's day shapes."""
+    from itchflow.bench.book import SHAPE_NAMES
+
+    names = [x.strip() for x in shapes.split(",") if x.strip()]
+    bad = [x for x in names if x not in SHAPE_NAMES]
+    if bad or not names:
+        raise click.BadParameter(f"unknown shape(s) {bad} (known: {', '.join(SHAPE_NAMES)})", param_hint="--shapes")
+    return names
 
 
 @bench.command("instructions")
@@ -265,8 +272,14 @@ def snapshots_command(path, symbols, at, every, depth, out) -> None:
 
 
 @bench.command("book-threads")
-@click.option("--messages", type=Count(), default="10M", show_default=True, help="Size of the generated day.")
-@click.option("--stocks", default=8000, show_default=True)
+@click.option("--messages", type=Count(), default="10M", show_default=True, help="Size of each generated day.")
+@click.option("--shapes", default="deep,many,fullday", show_default=True,
+              help="Comma-separated day shapes, as in bench book: deep (the default 100-stock day), many "
+                   "(--stocks stocks), fullday (gen --profile fullday).")
+@click.option("--stocks", default=8000, show_default=True, help="Stocks of the 'many' shape.")
+@click.option("--fullday-live-orders", type=Count(), default=None,
+              help="Peak live orders of the fullday day [default: the profile's 1,740,000, at most 15% of its "
+                   "messages].")
 @click.option("--seed", default=1, show_default=True)
 @click.option("--threads", default=2, show_default=True, help="Threads building the books.")
 @click.option("--shards", type=int, default=None, help="Books the stocks are split into [default: 2 per thread].")
@@ -278,14 +291,16 @@ def snapshots_command(path, symbols, at, every, depth, out) -> None:
 @click.option("--busy-nice", type=click.IntRange(0, 19), default=5, show_default=True,
               help="The busy loop's nice value (5: it takes about a quarter of its CPU).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def bench_book_threads(messages, stocks, seed, threads, shards, chunk, repeat, busy_cpu, busy_nice,
-                       as_json) -> None:
-    """Books(threads=N) against one thread on the same day: wall-clock speed-up, each thread's CPU."""
+def bench_book_threads(messages, shapes, stocks, fullday_live_orders, seed, threads, shards, chunk, repeat,
+                       busy_cpu, busy_nice, as_json) -> None:
+    """Books(threads=N) against one thread on each day shape: wall-clock speed-up, each thread's
+    CPU, and whether every order of every book agrees."""
     from itchflow.bench.book_threads import report, run
     from itchflow.book.sharded import BLOCK_BYTES
     from itchflow.hw.affinity import available_cpus
 
     if busy_cpu is not None and busy_cpu not in available_cpus():
         fail(ValueError(f"--busy-cpu {busy_cpu} is not one of this process's CPUs {available_cpus()}"))
-    r = run(messages, stocks, seed, threads, repeat, shards, chunk or BLOCK_BYTES, busy_cpu, busy_nice)
+    r = run(messages, _shape_names(shapes), stocks, seed, threads, repeat, shards, chunk or BLOCK_BYTES,
+            busy_cpu, busy_nice, fullday_live_orders)
     click.echo(json.dumps(r) if as_json else report(r))
