@@ -248,3 +248,25 @@ def test_cli_bench_book_refuses_an_unknown_shape():
 
     r = CliRunner().invoke(main, ["bench", "book", "--shapes", "deep,wide", "--messages", "2M"])
     assert r.exit_code != 0 and "wide" in r.output
+
+
+def test_bench_book_threads_small(tmp_path, monkeypatch):
+    """bench book-threads on a small day of two shapes: the sharded books agree with one thread
+    order by order, the report names each shape and says they agree."""
+    import itchflow.bench.book as bb
+    import itchflow.bench.book_threads as bt
+
+    monkeypatch.setattr(bb, "BENCH_DIR", tmp_path)
+    r = bt.run(40_000, shapes=("deep", "many"), many_stocks=300, seed=3, threads=2, repeat=2)
+    assert [s["shape_name"] for s in r["shapes"]] == ["deep", "many"]
+    for s in r["shapes"]:
+        sh = s["sharded"]
+        assert s["one_thread"]["messages"] == sh["messages"] == 40_000
+        assert sh["tops_agree"] and sh["live_orders_agree"] and sh["orders_agree"]
+        assert sum(sh["thread_messages"]) >= 40_000 and len(sh["shard_messages"]) == 4
+        turns = s["speedup_of_turns"]
+        assert turns["min"] <= turns["median"] <= turns["max"]
+        assert s["speedup"] == pytest.approx(s["one_thread"]["ns_per_msg"] / sh["ns_per_msg"])
+    assert r["shapes"][1]["shape"]["stocks"] == 300
+    text = bt.report(r)
+    assert "few deep stocks" in text and "many stocks" in text and "NO" not in text
