@@ -30,11 +30,15 @@ from itchflow.book.records import symbol_key, symbol_text
 from itchflow.book.replay import replay
 from itchflow.errors import ITCHFormatError
 from itchflow.hw.aligned import aligned_zeros
+from itchflow.hw.populate import populate_in_background
 from itchflow.wire.binaryfile import budget_end
 
 DEFAULT_TABLE = 1 << 21         # order table rows to start with (64 MiB, 786 k live orders before
                                 # it grows): doubled (rehashed) past 3/8 full
 MATCH_ROWS_PER_ORDER_ROWS = 4   # the match index starts with 1/4 the order table's rows (16 MiB by default)
+# An apply of at least this much input faults in the order table and the match index on
+# another thread first (hw.populate): a day this big touches every page of them anyway.
+POPULATE_INPUT_BYTES = 16 << 20
 
 
 def _pow2_at_least(n: int) -> int:
@@ -101,6 +105,7 @@ class Books:
         self._sync_out_caps()
         self.next_sequence = 1
         self.stopped_at_time = False   # the last apply stopped at its stop_after_ns
+        self._populating = False       # the tables are being faulted in ahead (see apply)
 
     @property
     def order_words(self) -> np.ndarray:
@@ -136,6 +141,11 @@ class Books:
         pos = 0
         end = len(buf) if max_bytes is None else int(budget_end(buf, 0, max(0, min(len(buf), int(max_bytes)))))
         self.stopped_at_time = False
+        if not self._populating and end >= POPULATE_INPUT_BYTES:
+            # Fresh memory is dear (hw.populate); the other core takes the faults while the
+            # engine starts (measured on the first apply in a process: see the README).
+            self._populating = True
+            populate_in_background(self.order_rows, self.matches)
         try:
             while True:
                 status, pos, seq = apply_messages(
@@ -361,5 +371,9 @@ def _grown(arr: np.ndarray, n: int) -> np.ndarray:
 
 def _rehashed(table: np.ndarray, w: int, rows: int) -> np.ndarray:
     new = aligned_zeros(rows * w, np.uint64)
+    if new.nbytes >= POPULATE_INPUT_BYTES:
+        # the rehash fills the new table from the bottom (its kernel leaves the GIL) while
+        # another thread faults in the top half
+        populate_in_background((new, new.nbytes // 2, None))
     rehash(table, new, table_shift(rows), w)
     return new

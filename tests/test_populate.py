@@ -1,0 +1,87 @@
+"""hw.populate: an array's pages faulted in ahead of use, without changing a byte, also while
+the engine writes the same array on another thread; and Books doing so for a big input."""
+
+from __future__ import annotations
+
+import ctypes
+import mmap
+
+import numpy as np
+import pytest
+
+import itchflow.book.books as books_module
+from itchflow.book.books import Books
+from itchflow.hw.populate import PAGE, populate, populate_in_background
+from itchflow.sim.generator import generate_day
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+
+
+def resident_pages(array: np.ndarray) -> np.ndarray:
+    """mincore(2) of the whole pages inside the array: one bool a page."""
+    lo = -(-array.ctypes.data // PAGE) * PAGE
+    hi = (array.ctypes.data + array.nbytes) // PAGE * PAGE
+    vec = np.zeros((hi - lo) // PAGE, np.uint8)
+    assert _libc.mincore(lo, hi - lo, vec.ctypes.data) == 0, ctypes.get_errno()
+    return (vec & 1).astype(bool)
+
+
+def fresh(nbytes: int) -> np.ndarray:
+    """Anonymous memory no one has touched: its own mapping (not a recycled heap block)."""
+    m = mmap.mmap(-1, nbytes)
+    return np.frombuffer(m, np.uint8)
+
+
+def test_populate_faults_in_every_page_and_changes_nothing():
+    a = fresh(8 << 20)
+    a[:4096] = 7                      # one page written before: kept as it is
+    before = resident_pages(a)
+    assert not before[1:].any()      # untouched pages are not resident yet
+    if not populate(a):
+        pytest.skip("this kernel has no MADV_POPULATE_WRITE (Linux < 5.14): populate() says so")
+    assert resident_pages(a).all()
+    assert (a[:4096] == 7).all() and not a[4096:].any()
+
+
+def test_populate_a_range_only():
+    a = fresh(4 << 20)
+    if not populate(a, 2 << 20, None):
+        pytest.skip("no MADV_POPULATE_WRITE on this kernel")
+    r = resident_pages(a)
+    half = len(r) // 2
+    assert r[half:].all() and not r[:half].any()
+
+
+def test_populate_refuses_what_it_cannot_write(tmp_path):
+    p = tmp_path / "ro.bin"
+    p.write_bytes(b"\x01" * (1 << 16))
+    with open(p, "rb") as f:
+        m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        ro = np.frombuffer(m, np.uint8)
+        assert populate(ro) is False          # a read-only file mapping: no, and no exception
+        assert int(ro.sum()) == 1 << 16
+        del ro
+        m.close()
+    with pytest.raises(ValueError, match="contiguous"):
+        populate(np.zeros(1 << 16, np.uint8)[::2])
+
+
+def test_background_populate_while_the_engine_writes(monkeypatch):
+    """The tables are faulted in on another thread while the engine fills them: the books
+    are exactly those built without it."""
+    day = generate_day(120_000, seed=5, stocks=300)
+    plain = Books(table=1 << 16)
+    plain.apply(day)
+    assert not plain._populating                     # a small input: no thread
+    monkeypatch.setattr(books_module, "POPULATE_INPUT_BYTES", 1)
+    b = Books(table=1 << 16)
+    b.apply(day)
+    assert b._populating
+    assert np.array_equal(b.order_table(), plain.order_table())
+    assert np.array_equal(b.tops(), plain.tops())
+    assert np.array_equal(b.stocks, plain.stocks) and plain.live_orders() > 1000
+    t = populate_in_background(b.order_rows, (b.matches, 0, b.matches.nbytes // 2))
+    t.join(timeout=30)
+    assert not t.is_alive()
+    assert np.array_equal(b.order_table(), plain.order_table())
