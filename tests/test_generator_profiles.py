@@ -205,6 +205,8 @@ def test_bench_book_one_shape_small(tmp_path, monkeypatch):
     params = bb.shape_params("deep", 40_000, seed=3)
     r = bb.run_shape("deep", params, repeat=1, peers=True)
     assert r["itchflow"]["messages"] == 40_000
+    first = r["itchflow_first_apply"]   # the first apply in a fresh interpreter, the same day
+    assert first["messages"] == 40_000 and first["seconds"] > 0 and first["kernel_load_seconds"] > 0
     assert r["shape"]["stocks"] == 100
     assert r["generated_now"]
     if "ns_per_msg" in r["itchcpp"]:  # itchcpp installed: the books agree on every stock
