@@ -85,3 +85,13 @@ def test_background_populate_while_the_engine_writes(monkeypatch):
     t.join(timeout=30)
     assert not t.is_alive()
     assert np.array_equal(b.order_table(), plain.order_table())
+
+
+def test_books_prefault_waits_for_every_table():
+    b = Books(table=1 << 16)   # (whether its pages start resident depends on what the heap recycles)
+    if not b.prefault(wait=True):
+        pytest.skip("no MADV_POPULATE_WRITE on this kernel: prefault(wait=True) says so")
+    for table in (b.order_rows, b.matches, b.levels, b.ladder):
+        assert resident_pages(table).all()
+    b.apply(generate_day(20_000, seed=6, stocks=20))         # and the books work as before
+    assert b.messages == 20_000 and not any(b.anomalies().values())

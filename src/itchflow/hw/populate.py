@@ -47,13 +47,16 @@ def populate(array: np.ndarray, start: int = 0, stop: int | None = None) -> bool
 
 def populate_in_background(*parts) -> threading.Thread:
     """A daemon thread populating each part, an array or (array, start byte, stop byte), in
-    order. The thread holds the arrays until it is done; nothing waits for it."""
+    order. The thread holds the arrays until it is done; nothing waits for it. Its
+    ``populated`` attribute says, once it is done, whether every part was populated."""
     def run():
         for p in parts:
             array, start, stop = (p, 0, None) if isinstance(p, np.ndarray) else p
             if not populate(array, start, stop):
+                t.populated = False
                 return  # this kernel cannot: the pages fault in as the engine uses them
 
     t = threading.Thread(target=run, name="itchflow-populate", daemon=True)
+    t.populated = True
     t.start()
     return t
