@@ -73,11 +73,11 @@ def test_background_populate_while_the_engine_writes(monkeypatch):
     day = generate_day(120_000, seed=5, stocks=300)
     plain = Books(table=1 << 16)
     plain.apply(day)
-    assert not plain._populating                     # a small input: no thread
+    assert not plain.prefault_started                     # a small input: no thread
     monkeypatch.setattr(books_module, "POPULATE_INPUT_BYTES", 1)
     b = Books(table=1 << 16)
     b.apply(day)
-    assert b._populating
+    assert b.prefault_started
     assert np.array_equal(b.order_table(), plain.order_table())
     assert np.array_equal(b.tops(), plain.tops())
     assert np.array_equal(b.stocks, plain.stocks) and plain.live_orders() > 1000
@@ -95,3 +95,16 @@ def test_books_prefault_waits_for_every_table():
         assert resident_pages(table).all()
     b.apply(generate_day(20_000, seed=6, stocks=20))         # and the books work as before
     assert b.messages == 20_000 and not any(b.anomalies().values())
+
+
+def test_prefault_can_be_turned_off(monkeypatch):
+    monkeypatch.setattr(books_module, "POPULATE_INPUT_BYTES", 1)
+    day = generate_day(20_000, seed=7, stocks=20)
+    on, off = Books(table=1 << 12), Books(table=1 << 12, prefault=False)
+    on.apply(day)
+    off.apply(day)
+    assert on.prefault_started and not off.prefault_started
+    assert np.array_equal(on.order_table(), off.order_table())
+    with Books(threads=2, prefault=False) as sb:   # the sharded books take the option too
+        sb.apply(day)
+        assert not any(b.prefault_started for b in sb.shards)

@@ -53,7 +53,9 @@ class Books:
     gives the starting rows directly instead. track_matches keeps a match number -> trade index
     so B (broken trade) messages can take trades back out of the volume. far_table: from this
     many order table rows on, the engine's look-ahead also fetches level records, index buckets
-    and ladder tops (a working set far beyond the caches; 0: never).
+    and ladder tops (a working set far beyond the caches; 0: never). prefault: the first apply
+    of 16 MiB of input or more faults the tables in on another thread first (``prefault``);
+    turn it off where every core is busy (Dask workers), where the thread only competes.
     Event recording (BBO changes, trades, L2 level changes) is off until ``record`` is called.
     """
 
@@ -68,7 +70,7 @@ class Books:
 
     def __init__(self, capacity: int | None = None, *, track_matches: bool = True,
                  table: int | None = None, levels: int | None = None, arena: int | None = None,
-                 threads: int = 1, far_table: int = L.FAR_TABLE):
+                 threads: int = 1, far_table: int = L.FAR_TABLE, prefault: bool = True):
         if table is None:
             table = (DEFAULT_TABLE if capacity is None
                      else int(capacity) * L.TABLE_MAX_LOAD_DEN // L.TABLE_MAX_LOAD_NUM + 1)
@@ -105,7 +107,8 @@ class Books:
         self._sync_out_caps()
         self.next_sequence = 1
         self.stopped_at_time = False   # the last apply stopped at its stop_after_ns
-        self._populating = False       # the tables are being faulted in ahead (see apply)
+        self._prefault_on_apply = bool(prefault)
+        self.prefault_started = False  # prefault() has been called (by apply, or by hand)
 
     @property
     def order_words(self) -> np.ndarray:
@@ -141,7 +144,7 @@ class Books:
         pos = 0
         end = len(buf) if max_bytes is None else int(budget_end(buf, 0, max(0, min(len(buf), int(max_bytes)))))
         self.stopped_at_time = False
-        if not self._populating and end >= POPULATE_INPUT_BYTES:
+        if self._prefault_on_apply and not self.prefault_started and end >= POPULATE_INPUT_BYTES:
             self.prefault()  # a day this big touches every page of them anyway
         try:
             while True:
@@ -172,7 +175,7 @@ class Books:
         ``apply`` of 16 MiB of input or more does this by itself; a live feed would call it
         before the open. Returns False when it waited and the kernel could not (Linux < 5.14:
         the pages then fault in as used). Tables grown later are faulted in as they grow."""
-        self._populating = True
+        self.prefault_started = True
         t = populate_in_background(self.order_rows, self.matches, self.levels, self.ladder)
         if wait:
             t.join()

@@ -213,13 +213,17 @@ class ShardedBooks:
     a full day split four ways is as far beyond them as one table (measured, a 10 M-message
     full-day shape on two threads: 0.81 s with each shard deciding by its own table, 0.73 s).
     block_bytes: input bytes routed a chunk; slots: chunk buffers (how far routing and the
-    fastest shard may run ahead of the slowest).
+    fastest shard may run ahead of the slowest). prefault: as for ``Books``, per shard, and off
+    by default: the shards' threads fill the cores, a populating thread would only compete
+    (a shard's apply takes a chunk's block, under the 16 MiB that starts one unless
+    block_bytes is raised).
     """
 
     def __init__(self, threads: int = 2, capacity: int | None = None, *, shard_of=None,
                  track_matches: bool = True, table: int | None = None, levels: int | None = None,
                  arena: int | None = None, block_bytes: int = BLOCK_BYTES, pin_threads: bool = True,
-                 shards: int | None = None, slots: int = SLOTS, far_table: int = L.FAR_TABLE):
+                 shards: int | None = None, slots: int = SLOTS, far_table: int = L.FAR_TABLE,
+                 prefault: bool = False):
         threads = int(threads)
         if not 1 <= threads <= MAX_SHARDS:
             raise ValueError(f"threads must be 1..{MAX_SHARDS}, not {threads}")
@@ -248,7 +252,8 @@ class ShardedBooks:
             table = DEFAULT_TABLE
         far_part = -(-max(0, int(far_table)) // shards)  # 0 stays 0: never
         self.shards = [Books(part(capacity), track_matches=track_matches, table=part(table),
-                             levels=part(levels), arena=part(arena), far_table=far_part) for _ in range(shards)]
+                             levels=part(levels), arena=part(arena), far_table=far_part, prefault=prefault)
+                       for _ in range(shards)]
         self.shard_of = None if shard_of is None else self._checked_map(shard_of)
         # Per slot: every shard's block (a chunk routes at most block_bytes of input, plus the
         # message that crosses the limit), each message's index in the chunk (ITCH messages

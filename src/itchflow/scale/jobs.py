@@ -181,7 +181,7 @@ def run_events(source: str, out: str, which: str, symbols, seq_map: SeqMap) -> d
     from itchflow.book.books import Books
     from itchflow.sinks.events import events_to_parquet
 
-    books = Books()
+    books = Books(prefault=False)  # workers fill the cores: no populating thread beside them
     timings: dict = {}
     t0 = time.perf_counter()
     rows, _ = events_to_parquet(source, out, which, symbols, books=books, sequence_map=seq_map, timings=timings)
@@ -219,7 +219,7 @@ def run_snapshots(source: str, out: str, symbols, options: dict, times: list[int
         r = read(source, "R")["R"]
         where = {bytes(s).decode("ascii").strip(): int(loc) for s, loc in zip(r["stock"], r["stock_locate"])}
         mine = [s for s in symbols if s in where and shard_of[where[s]] == shard]
-    books = Books()
+    books = Books(prefault=False)  # workers fill the cores: no populating thread beside them
     rows = snapshots(books, ((d, seq) for d, seq, _, _ in iter_source(source)), times, mine,
                      int(options["depth"])) if mine else None
     t1 = time.perf_counter()
