@@ -204,7 +204,8 @@ class Books:
             self.ladder = new
             c[L.C_ARENA_CAP] = size
         elif status == L.NEED_MATCHES:
-            self.matches = _rehashed(self.matches, L.MATCH_WORDS, 2 * (len(self.matches) // L.MATCH_WORDS))
+            self.matches = _rehashed(self.matches, L.MATCH_WORDS, 2 * (len(self.matches) // L.MATCH_WORDS),
+                                     L.MATCH_GROUP_BITS)
             c[L.C_MATCH_CAP] = len(self.matches) // L.MATCH_WORDS
         elif status in (L.NEED_TRADES_OUT, L.NEED_BBO_OUT, L.NEED_L2_OUT):
             self.events.sync_from(c)
@@ -384,11 +385,11 @@ def _grown(arr: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
-def _rehashed(table: np.ndarray, w: int, rows: int) -> np.ndarray:
+def _rehashed(table: np.ndarray, w: int, rows: int, bits: int = 0) -> np.ndarray:
     new = aligned_zeros(rows * w, np.uint64)
     if new.nbytes >= POPULATE_INPUT_BYTES:
         # the rehash fills the new table from the bottom (its kernel leaves the GIL) while
         # another thread faults in the top half
         populate_in_background((new, new.nbytes // 2, None))
-    rehash(table, new, table_shift(rows), w)
+    rehash(table, new, table_shift(rows), w, bits)
     return new

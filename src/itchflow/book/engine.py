@@ -48,7 +48,8 @@ from itchflow.book.layout import (
 from itchflow.book.ladder import entry_level, get_level, remove_level
 from itchflow.book.level_index import bucket_of, chain_head, ensure_index, indexed
 from itchflow.book.match_index import (
-    match_flags, match_locate, match_price, match_row, match_shares, match_used, put_match, set_match_flag,
+    match_flags, match_home, match_locate, match_price, match_row, match_shares, match_used, put_match,
+    set_match_flag,
 )
 from itchflow.book.order_store import delete_slot, find_slot, home_slot, shift_for
 from itchflow.hw.endian import be16, be32, be48, be64, le32, le64
@@ -490,7 +491,7 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, ladder, book
                 prefetch(stocks, loc1)  # one line a stock
                 prefetch(books, loc1 * _U(2))  # both sides' entries share a line
             if track_matches and _MATCH_OFFSET[t1] > 0:  # the trade's row in the match index
-                mh = home_slot(be64(buf, b1 + _MATCH_OFFSET[t1]), match_mask, match_shift)
+                mh = match_home(be64(buf, b1 + _MATCH_OFFSET[t1]), match_mask, match_shift)
                 prefetch(matches, _U(mh) * _U(MATCH_WORDS) + _U(MATCH_W_KEY))
         if far and done + PREFETCH_BUCKET_AHEAD < parsed:
             # Far: an add's level is found through a bucket and a chain whose records are rarely

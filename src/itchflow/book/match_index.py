@@ -1,6 +1,6 @@
 """The match index's rows (``layout.MATCH_DTYPE``) as the kernels read and write them.
 
-The index is probed as flat uint64 words (``order_store.find_slot``, rows of
+The index is probed as flat uint64 words (``order_store.probe``, rows of
 ``MATCH_WORDS``); these accessors name what each word holds, with the word indices, shifts
 and masks derived from the declared dtype. All inline: the engine compiles them away.
 """
@@ -11,18 +11,24 @@ import numpy as np
 from numba import njit
 
 from itchflow.book.layout import (
-    MATCH_FLAGS_SHIFT, MATCH_LOCATE_MASK, MATCH_LOCATE_SHIFT, MATCH_PRICE_MASK, MATCH_W_KEY, MATCH_W_SHARES,
-    MATCH_W_TRADE, MATCH_W_USED, MATCH_WORDS,
+    MATCH_FLAGS_SHIFT, MATCH_GROUP_BITS, MATCH_LOCATE_MASK, MATCH_LOCATE_SHIFT, MATCH_PRICE_MASK, MATCH_W_KEY,
+    MATCH_W_SHARES, MATCH_W_TRADE, MATCH_W_USED, MATCH_WORDS,
 )
-from itchflow.book.order_store import find_slot
+from itchflow.book.order_store import grouped_home, probe
 
 _U = np.uint64
 
 
 @njit(inline="always", nogil=True, cache=True)
+def match_home(match, mask, shift):
+    """The home row of a match number (``layout.MATCH_GROUP_BITS``: runs of adjacent rows)."""
+    return grouped_home(match, mask, shift, MATCH_GROUP_BITS)
+
+
+@njit(inline="always", nogil=True, cache=True)
 def match_row(matches, match, mask, shift):
     """Word index of the row holding this match number, or of the empty row where it would go."""
-    return find_slot(matches, match, mask, shift, MATCH_WORDS) * MATCH_WORDS
+    return probe(matches, match, match_home(match, mask, shift), mask, MATCH_WORDS) * MATCH_WORDS
 
 
 @njit(inline="always", nogil=True, cache=True)

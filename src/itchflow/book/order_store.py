@@ -9,7 +9,8 @@ of the key times a Fibonacci multiplier: consecutive references (Nasdaq hands th
 few increasing ranges) spread evenly over the table, and strided or hostile keys still
 spread, since the top bits depend on every bit of the key. (Keeping runs of consecutive
 keys in adjacent rows, to share cache lines among recent orders, measured slower: the runs
-lengthen the probes.) Deletion shifts the following entries back (no tombstones), so a long
+lengthen the probes. The match index, which only grows and whose keys arrive nearly in
+order, does keep runs: ``grouped_home``.) Deletion shifts the following entries back (no tombstones), so a long
 day of adds and deletes never degrades probing.
 """
 
@@ -41,13 +42,24 @@ def shift_for(n):
 
 
 @njit(inline="always", nogil=True, cache=True)
-def find_slot(table, key, mask, shift, w):
-    """Slot holding key, or the empty slot where it would go (check table[slot * w + 1] == 0).
+def grouped_home(key, mask, shift, bits):
+    """The home slot of keys that arrive in runs (match numbers): the hashed home of the group
+    key >> bits, rounded down to a run of 2**bits rows, and the key's low bits its row in the
+    run, so consecutive keys fill adjacent rows. bits = 0 is home_slot."""
+    low = (_U(1) << _U(bits)) - _U(1)
+    g = _U(home_slot(_U(key) >> _U(bits), mask, shift))
+    return np.int64((g & ~low) | (_U(key) & low)) & mask
+
+
+@njit(inline="always", nogil=True, cache=True)
+def probe(table, key, home, mask, w):
+    """Slot holding key, or the empty slot where it would go (check table[slot * w + 1] == 0),
+    probing from its home slot on.
 
     table is a flat uint64 array of rows of w words: (key, value + 1, payload...); value
     word 0 marks an empty row. Indices are unsigned so Numba emits no negative-index fix-up.
     """
-    i = _U(home_slot(key, mask, shift))
+    i = _U(home)
     m = _U(mask)
     uw = _U(w)
     while True:
@@ -55,6 +67,12 @@ def find_slot(table, key, mask, shift, w):
         if table[r + _U(1)] == 0 or table[r] == key:
             return np.int64(i)
         i = (i + _U(1)) & m
+
+
+@njit(inline="always", nogil=True, cache=True)
+def find_slot(table, key, mask, shift, w):
+    """``probe`` from the key's home_slot (the order table)."""
+    return probe(table, key, home_slot(key, mask, shift), mask, w)
 
 
 @njit(inline="always", nogil=True, cache=True)
@@ -85,12 +103,14 @@ def delete_slot(table, i, mask, shift, w):
 
 
 @njit(nogil=True, cache=True, _nrt=False)  # no refcounting: see engine.py
-def rehash(old, new, shift, w):
-    """Move every entry of old into the (empty, larger, power-of-two) new table (flat, rows of w)."""
+def rehash(old, new, shift, w, bits=0):
+    """Move every entry of old into the (empty, larger, power-of-two) new table (flat, rows of
+    w), at its ``grouped_home`` with these bits (0: home_slot, the order table)."""
     mask = new.shape[0] // w - 1
     for r in range(old.shape[0] // w):
         if old[r * w + 1] != 0:
-            i = find_slot(new, old[r * w], mask, shift, w)
+            key = old[r * w]
+            i = probe(new, key, grouped_home(key, mask, shift, bits), mask, w)
             for c in range(w):
                 new[i * w + c] = old[r * w + c]
 
