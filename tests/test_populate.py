@@ -108,3 +108,24 @@ def test_prefault_can_be_turned_off(monkeypatch):
     with Books(threads=2, prefault=False) as sb:   # the sharded books take the option too
         sb.apply(day)
         assert not any(b.prefault_started for b in sb.shards)
+
+
+@pytest.mark.parametrize("prefault", [True, False])
+def test_growth_populates_only_where_prefault_is_on(monkeypatch, prefault):
+    """A grown table's top half is faulted in on another thread while it is rehashed, unless the
+    Books was told every core is busy (prefault=False: no thread at all)."""
+    started = []
+    real = books_module.populate_in_background
+    monkeypatch.setattr(books_module, "populate_in_background", lambda *parts: started.append(parts) or real(*parts))
+    monkeypatch.setattr(books_module, "POPULATE_TABLE_BYTES", 1)
+    day = generate_day(60_000, seed=8, stocks=50)
+    b = Books(64, table=64, prefault=prefault)          # small tables: they grow on the way
+    b.apply(day)
+    plain = Books()
+    plain.apply(day)
+    assert np.array_equal(b.order_table(), plain.order_table()) and np.array_equal(b.stocks, plain.stocks)
+    grown = [p for p in started if isinstance(p[0], tuple)]      # (table, top half start, None)
+    if prefault:
+        assert grown and all(p[0][1] == p[0][0].nbytes // 2 for p in grown)
+    else:
+        assert not started

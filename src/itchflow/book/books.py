@@ -37,8 +37,10 @@ DEFAULT_TABLE = 1 << 21         # order table rows to start with (64 MiB, 786 k 
                                 # it grows): doubled (rehashed) past 3/8 full
 MATCH_ROWS_PER_ORDER_ROWS = 4   # the match index starts with 1/4 the order table's rows (16 MiB by default)
 # An apply of at least this much input faults in the order table and the match index on
-# another thread first (hw.populate): a day this big touches every page of them anyway.
+# another thread first (hw.populate): a day this big touches every page of them anyway. A
+# table grown to at least POPULATE_TABLE_BYTES has its top half faulted in so while rehashed.
 POPULATE_INPUT_BYTES = 16 << 20
+POPULATE_TABLE_BYTES = 16 << 20
 
 
 def _pow2_at_least(n: int) -> int:
@@ -54,8 +56,9 @@ class Books:
     so B (broken trade) messages can take trades back out of the volume. far_table: from this
     many order table rows on, the engine's look-ahead also fetches level records, index buckets
     and ladder tops (a working set far beyond the caches; 0: never). prefault: the first apply
-    of 16 MiB of input or more faults the tables in on another thread first (``prefault``);
-    turn it off where every core is busy (Dask workers), where the thread only competes.
+    of 16 MiB of input or more faults the tables in on another thread first (``prefault``),
+    and a grown table's top half while it is rehashed; turn it off where every core is busy
+    (Dask workers), where the thread only competes.
     Event recording (BBO changes, trades, L2 level changes) is off until ``record`` is called.
     """
 
@@ -190,7 +193,8 @@ class Books:
     def _grow(self, status: int) -> None:
         c = self.ctl
         if status == L.NEED_TABLE:
-            grown = _rehashed(self.order_words, L.ORDER_WORDS, 2 * len(self.order_rows))
+            grown = _rehashed(self.order_words, L.ORDER_WORDS, 2 * len(self.order_rows),
+                              populate=self._prefault_on_apply)
             self.order_rows = grown.view(L.ORDER_DTYPE)
             c[L.C_TABLE_CAP] = len(self.order_rows)
         elif status == L.NEED_LEVELS:
@@ -205,7 +209,7 @@ class Books:
             c[L.C_ARENA_CAP] = size
         elif status == L.NEED_MATCHES:
             self.matches = _rehashed(self.matches, L.MATCH_WORDS, 2 * (len(self.matches) // L.MATCH_WORDS),
-                                     L.MATCH_GROUP_BITS)
+                                     L.MATCH_GROUP_BITS, populate=self._prefault_on_apply)
             c[L.C_MATCH_CAP] = len(self.matches) // L.MATCH_WORDS
         elif status in (L.NEED_TRADES_OUT, L.NEED_BBO_OUT, L.NEED_L2_OUT):
             self.events.sync_from(c)
@@ -385,11 +389,11 @@ def _grown(arr: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
-def _rehashed(table: np.ndarray, w: int, rows: int, bits: int = 0) -> np.ndarray:
+def _rehashed(table: np.ndarray, w: int, rows: int, bits: int = 0, populate: bool = False) -> np.ndarray:
     new = aligned_zeros(rows * w, np.uint64)
-    if new.nbytes >= POPULATE_INPUT_BYTES:
+    if populate and new.nbytes >= POPULATE_TABLE_BYTES:
         # the rehash fills the new table from the bottom (its kernel leaves the GIL) while
-        # another thread faults in the top half
+        # another thread faults in the top half (not where the Books was told every core is busy)
         populate_in_background((new, new.nbytes // 2, None))
     rehash(table, new, table_shift(rows), w, bits)
     return new

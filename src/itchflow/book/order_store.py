@@ -10,8 +10,8 @@ few increasing ranges) spread evenly over the table, and strided or hostile keys
 spread, since the top bits depend on every bit of the key. (Keeping runs of consecutive
 keys in adjacent rows, to share cache lines among recent orders, measured slower: the runs
 lengthen the probes. The match index, which only grows and whose keys arrive nearly in
-order, does keep runs: ``grouped_home``.) Deletion shifts the following entries back (no tombstones), so a long
-day of adds and deletes never degrades probing.
+order, does keep runs: ``grouped_home``.) Deletion shifts the following entries back (no
+tombstones), so a long day of adds and deletes never degrades probing.
 """
 
 from __future__ import annotations
