@@ -383,16 +383,16 @@ def test_a_budget_ending_inside_a_truncated_message_names_it():
     assert b.messages == 100
 
 
-def test_the_match_index_starts_with_a_quarter_of_the_order_rows():
-    """Sized up front (rehashing it from a few rows cost 8-11% of a 10 M-message day), and only
-    when matches are tracked; it still grows past 5/8 full."""
+def test_the_match_index_takes_the_trades_out_of_order_and_grows():
+    """Only trades whose match number is not the largest so far go to the match index (the
+    trade log takes the rest: test_trade_log); it starts small and grows past 5/8 full."""
     from itchflow.book import layout as L
-    from itchflow.book.books import MATCH_ROWS_PER_ORDER_ROWS
+    from itchflow.book.books import MATCH_INDEX_ROWS
 
-    assert MATCH_ROWS_PER_ORDER_ROWS == 4
     b = Books(table=1 << 12)
-    assert int(b.ctl[L.C_MATCH_CAP]) == len(b.matches) // L.MATCH_WORDS == 1 << 10
-    assert int(Books(table=1 << 12, track_matches=False).ctl[L.C_MATCH_CAP]) < 1 << 10
-    b.apply(encode([directory(1, "AAPL"), *[trade(1, 10, P, match=1 + i) for i in range(700)]]))
+    assert int(b.ctl[L.C_MATCH_CAP]) == len(b.matches) // L.MATCH_WORDS == MATCH_INDEX_ROWS == 1 << 10
+    b.apply(encode([directory(1, "AAPL"), trade(1, 10, P, match=10**6),
+                    *[trade(1, 10, P, match=1 + i) for i in range(700)]]))
     assert int(b.ctl[L.C_MATCH_CAP]) == 1 << 11 and int(b.ctl[L.C_MATCH_USED]) == 700
-    assert b.volume("AAPL") == 7000
+    assert int(b.ctl[L.C_LOG_N]) == 1
+    assert b.volume("AAPL") == 7010

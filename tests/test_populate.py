@@ -91,7 +91,7 @@ def test_books_prefault_waits_for_every_table():
     b = Books(table=1 << 16)   # (whether its pages start resident depends on what the heap recycles)
     if not b.prefault(wait=True):
         pytest.skip("no MADV_POPULATE_WRITE on this kernel: prefault(wait=True) says so")
-    for table in (b.order_rows, b.matches, b.levels, b.ladder):
+    for table in (b.order_rows, b.trade_log, b.matches, b.levels, b.ladder):
         assert resident_pages(table).all()
     b.apply(generate_day(20_000, seed=6, stocks=20))         # and the books work as before
     assert b.messages == 20_000 and not any(b.anomalies().values())

@@ -12,7 +12,7 @@ Query results are numpy structured arrays (dtypes in ``itchflow.book.records``):
 throughout, VWAP included; ``itchflow.price4_to_float`` gives dollars.
 
 The driver calls the compiled kernel, grows whatever it reports short (order table,
-levels, ladder arena, match index, output buffers) and resumes at the exact message.
+levels, ladder arena, trade log, match index, output buffers) and resumes at the exact message.
 """
 
 from __future__ import annotations
@@ -35,8 +35,9 @@ from itchflow.wire.binaryfile import budget_end
 
 DEFAULT_TABLE = 1 << 21         # order table rows to start with (64 MiB, 786 k live orders before
                                 # it grows): doubled (rehashed) past 3/8 full
-MATCH_ROWS_PER_ORDER_ROWS = 4   # the match index starts with 1/4 the order table's rows (16 MiB by default)
-# An apply of at least this much input faults in the order table and the match index on
+TRADE_LOG_ROWS_PER_ORDER_ROWS = 4   # the trade log starts with 1/4 the order table's rows (16 MiB by default)
+MATCH_INDEX_ROWS = 1 << 10          # the match index starts small: only out-of-order trades go there
+# An apply of at least this much input faults in the order table and the trade log on
 # another thread first (hw.populate): a day this big touches every page of them anyway. A
 # table grown to at least POPULATE_TABLE_BYTES has its top half faulted in so while rehashed.
 POPULATE_INPUT_BYTES = 16 << 20
@@ -91,11 +92,12 @@ class Books:
         self.stocks = aligned_zeros(L.N_LOCATES, L.STOCK_DTYPE)
         self.anomaly_counts = aligned_zeros((L.N_LOCATES, L.N_ANOMALIES), np.int64)
         self.type_counts = aligned_zeros(256, np.int64)
-        # L.MATCH_DTYPE rows, as words; a quarter of the order table's rows to start with: it keeps
-        # every trade of the day, and grown from a few rows it was rehashed 15 times on a 10 M-
-        # message day (40-70 ms, 8-11% of the day's time)
-        match_rows = max(MIN_TABLE, rows // MATCH_ROWS_PER_ORDER_ROWS) if track_matches else MIN_TABLE
-        self.matches = aligned_zeros(match_rows * L.MATCH_WORDS, np.uint64)
+        # L.MATCH_DTYPE rows, as words. The trade log keeps (almost) every trade of the day: a
+        # quarter of the order table's rows to start with, doubled when full. The match index
+        # takes only trades whose match number is out of order (``trade_log``).
+        log_rows = max(MIN_TABLE, rows // TRADE_LOG_ROWS_PER_ORDER_ROWS) if track_matches else MIN_TABLE
+        self.trade_log = aligned_zeros(log_rows * L.MATCH_WORDS, np.uint64)
+        self.matches = aligned_zeros((MATCH_INDEX_ROWS if track_matches else MIN_TABLE) * L.MATCH_WORDS, np.uint64)
         self.events = EventBuffers()
         c = self.ctl
         c[L.C_STAMP] = 1
@@ -104,6 +106,7 @@ class Books:
         c[L.C_LEVEL_FREE] = -1
         c[L.C_ARENA_CAP] = narena
         c[L.C_MATCH_CAP] = len(self.matches) // L.MATCH_WORDS
+        c[L.C_LOG_CAP] = len(self.trade_log) // L.MATCH_WORDS
         c[L.C_TRACK_MATCHES] = 1 if track_matches else 0
         c[L.C_STOP_TS] = -1
         c[L.C_FAR_TABLE] = max(0, int(far_table))
@@ -153,7 +156,7 @@ class Books:
             while True:
                 status, pos, seq = apply_messages(
                     buf, pos, end, np.uint64(seq), self.order_rows, self.order_words, self.levels, self.ladder,
-                    self.books, self.stocks, self.anomaly_counts, self.matches,
+                    self.books, self.stocks, self.anomaly_counts, self.trade_log, self.matches,
                     self.events.trades, self.events.bbo, self.events.l2, self.ctl, self.type_counts)
                 seq = int(seq)
                 if status == L.OK or status == L.STOP_TIME:
@@ -171,7 +174,7 @@ class Books:
         return int(pos)
 
     def prefault(self, wait: bool = False) -> bool:
-        """Fault in the order table, the match index, the level records and the ladder now,
+        """Fault in the order table, the trade log, the match index, the level records and the ladder now,
         on another thread (``hw.populate``; wait: until it is done), so that applying does not
         take those page faults: fresh memory is dear (on this project's KVM guests 210-375 ms
         for 128 MiB; the first apply of a 10 M-message day ran 21-24% faster for it). An
@@ -179,7 +182,7 @@ class Books:
         before the open. Returns False when it waited and the kernel could not (Linux < 5.14:
         the pages then fault in as used). Tables grown later are faulted in as they grow."""
         self.prefault_started = True
-        t = populate_in_background(self.order_rows, self.matches, self.levels, self.ladder)
+        t = populate_in_background(self.order_rows, self.trade_log, self.matches, self.levels, self.ladder)
         if wait:
             t.join()
             return t.populated
@@ -211,6 +214,9 @@ class Books:
             self.matches = _rehashed(self.matches, L.MATCH_WORDS, 2 * (len(self.matches) // L.MATCH_WORDS),
                                      L.MATCH_GROUP_BITS, populate=self._prefault_on_apply)
             c[L.C_MATCH_CAP] = len(self.matches) // L.MATCH_WORDS
+        elif status == L.NEED_TRADE_LOG:
+            self.trade_log = _grown(self.trade_log, 2 * len(self.trade_log), populate=self._prefault_on_apply)
+            c[L.C_LOG_CAP] = len(self.trade_log) // L.MATCH_WORDS
         elif status in (L.NEED_TRADES_OUT, L.NEED_BBO_OUT, L.NEED_L2_OUT):
             self.events.sync_from(c)
             self.events.grow(status)
@@ -371,7 +377,8 @@ class Books:
 
     def memory_bytes(self) -> int:
         return sum(a.nbytes for a in (self.order_rows, self.levels, self.ladder,
-                                      self.books, self.stocks, self.anomaly_counts, self.matches))
+                                      self.books, self.stocks, self.anomaly_counts, self.trade_log,
+                                      self.matches))
 
 
 def _side_index(side) -> int:
@@ -383,8 +390,10 @@ def _side_index(side) -> int:
     raise ValueError(f"side must be 'B' or 'S', not {side!r}")
 
 
-def _grown(arr: np.ndarray, n: int) -> np.ndarray:
+def _grown(arr: np.ndarray, n: int, populate: bool = False) -> np.ndarray:
     out = aligned_zeros(n, arr.dtype)
+    if populate and out.nbytes >= POPULATE_TABLE_BYTES:
+        populate_in_background((out, arr.nbytes, None))  # the part the copy does not write
     out[: len(arr)] = arr
     return out
 

@@ -37,21 +37,23 @@ from itchflow.book.layout import (
     A_BAD_SIDE, A_DUP_ADD, A_DUP_MATCH, A_LOCATE_MISMATCH, A_OVER_CANCEL, A_OVER_EXEC,
     A_REPLACE_EXISTING, A_UNKNOWN_LOCATE, A_UNKNOWN_MATCH, A_UNKNOWN_REF, C_ARENA_CAP, C_ARENA_TOP,
     C_BBO_CAP, C_BBO_N, C_DIRECTORY_SEEN, C_FAR_TABLE, C_L2_CAP, C_L2_N, C_LAST_TS, C_LEVEL_CAP, C_LIVE,
-    C_LIVE_LEVELS, C_MATCH_CAP, C_MATCH_USED, C_MAX_LADDER, C_MESSAGES, C_PEAK_LIVE, C_STAMP,
+    C_LIVE_LEVELS, C_LOG_CAP, C_LOG_LAST, C_LOG_N, C_MATCH_CAP, C_MATCH_USED, C_MAX_LADDER, C_MESSAGES,
+    C_PEAK_LIVE, C_STAMP,
     C_STOP_TS, C_TABLE_CAP, C_TRACK_MATCHES, C_TRADES_CAP, C_TRADES_N, C_UNKNOWN_TYPES,
     ERR_BAD_LENGTH, ERR_TRUNCATED, ERR_ZERO_LENGTH, MATCH_BROKEN, MATCH_COUNTED, MATCH_MAX_LOAD_DEN,
-    MATCH_MAX_LOAD_NUM, MATCH_W_KEY, MATCH_WORDS, NEED_ARENA, NEED_BBO_OUT, NEED_L2_OUT, NEED_LEVELS,
-    NEED_MATCHES, NEED_TABLE, NEED_TRADES_OUT,
+    MATCH_MAX_LOAD_NUM, MATCH_WORDS, NEED_ARENA, NEED_BBO_OUT, NEED_L2_OUT, NEED_LEVELS,
+    NEED_MATCHES, NEED_TABLE, NEED_TRADE_LOG, NEED_TRADES_OUT,
     C_RING_BODY, C_RING_END, OK, ORDER_DTYPE, STAMP_SIDE_BIT, ORDER_WORDS, RING_SIZE, STOP_TIME, TABLE_MAX_LOAD_DEN,
     TABLE_MAX_LOAD_NUM,
 )
 from itchflow.book.ladder import entry_level, get_level, remove_level
 from itchflow.book.level_index import bucket_of, chain_head, ensure_index, indexed
 from itchflow.book.match_index import (
-    match_flags, match_home, match_locate, match_price, match_row, match_shares, match_used, put_match,
+    match_flags, match_locate, match_price, match_row, match_shares, match_used, put_match,
     set_match_flag,
 )
 from itchflow.book.order_store import delete_slot, find_slot, home_slot, shift_for
+from itchflow.book.trade_log import log_find
 from itchflow.hw.endian import be16, be32, be48, be64, le32, le64
 from itchflow.hw.prefetch import element_address, prefetch, prefetch_address
 from itchflow.wire import binaryfile as bf
@@ -99,11 +101,6 @@ _HAS_REF = np.zeros(256, np.uint8)
 for _c in "AFECXDU":
     _HAS_REF[ord(_c)] = 1
 _HAS_REF.setflags(write=False)
-# Where a trade message (E, C, P, Q) carries its match number; 0 for the other types.
-_MATCH_OFFSET = np.zeros(256, np.int64)
-for _c, _o in (("E", _E_MATCH), ("C", _C_MATCH), ("P", _P_MATCH), ("Q", _Q_MATCH)):
-    _MATCH_OFFSET[ord(_c)] = _o
-_MATCH_OFFSET.setflags(write=False)
 # A buy/sell indicator byte -> 0 (B), 1 (S) or 2 (anything else: a bad side).
 _SIDE_CODE = np.full(256, 2, np.uint8)
 _SIDE_CODE[ord("B")] = 0
@@ -396,7 +393,53 @@ def _reduce_order(slot, shares, orders, levels, stocks, l2_out, ctl, seq, ts):
 
 
 @njit(inline="always", nogil=True, cache=True)
-def _record_trade(locate, price, shares, match, kind, printable, side, stocks, matches, match_mask,
+def _keep_trade(locate, price, shares, match, printable, trade_log, matches, match_mask, match_shift,
+                anomalies, ctl):
+    """Keep a trade for a later B: appended to the trade log when its match number is the
+    largest so far (the usual case: no hashing), else, unless it repeats one, put in the match
+    index. The caller has made room in both."""
+    flags = MATCH_COUNTED if printable else 0
+    n = ctl[C_LOG_N]
+    if n == 0 or _U(match) > _U(ctl[C_LOG_LAST]):
+        put_match(trade_log, n * MATCH_WORDS, match, price, locate, flags, shares)
+        ctl[C_LOG_N] = n + 1
+        ctl[C_LOG_LAST] = np.int64(_U(match))
+        return
+    if log_find(trade_log, n, match) >= 0:
+        anomalies[locate, A_DUP_MATCH] += 1
+        return
+    i = match_row(matches, match, match_mask, match_shift)
+    if match_used(matches, i):
+        anomalies[locate, A_DUP_MATCH] += 1
+    else:
+        put_match(matches, i, match, price, locate, flags, shares)
+        ctl[C_MATCH_USED] += 1
+
+
+@njit(inline="always", nogil=True, cache=True)
+def _break_trade(kept, i, match, stocks, trades_out, ctl, seq, ts):
+    """Break the kept trade at word index i of kept (the trade log or the match index): its
+    shares leave the volume if they counted. Returns False if it was broken already."""
+    flags = match_flags(kept, i)
+    if (flags & _U(MATCH_BROKEN)) != 0:
+        return False
+    set_match_flag(kept, i, MATCH_BROKEN)
+    shares = match_shares(kept, i)
+    price = match_price(kept, i)
+    tlocate = match_locate(kept, i)
+    st = stocks[_U(tlocate)]
+    if flags & _U(MATCH_COUNTED):
+        st.volume -= np.int64(shares)
+        st.notional -= np.int64(shares) * np.int64(price)
+        st.trades -= 1
+    if st.record_trades:
+        _emit_trade(trades_out, ctl, seq, ts, match, shares, price, tlocate, _KIND_B,
+                    (flags & _U(MATCH_COUNTED)) != 0, _BYTE_SPACE)
+    return True
+
+
+@njit(inline="always", nogil=True, cache=True)
+def _record_trade(locate, price, shares, match, kind, printable, side, stocks, trade_log, matches, match_mask,
                   match_shift, trades_out, anomalies, ctl, seq, ts):
     st = stocks[_U(locate)]
     if printable:
@@ -404,12 +447,8 @@ def _record_trade(locate, price, shares, match, kind, printable, side, stocks, m
         st.notional += np.int64(shares) * np.int64(price)
         st.trades += 1
     if ctl[C_TRACK_MATCHES]:
-        i = match_row(matches, match, match_mask, match_shift)
-        if match_used(matches, i):
-            anomalies[locate, A_DUP_MATCH] += 1
-        else:
-            put_match(matches, i, match, price, locate, MATCH_COUNTED if printable else 0, shares)
-            ctl[C_MATCH_USED] += 1
+        _keep_trade(locate, price, shares, match, printable, trade_log, matches, match_mask, match_shift,
+                    anomalies, ctl)
     if st.record_trades:
         _emit_trade(trades_out, ctl, seq, ts, match, shares, price, locate, kind, printable, side)
 
@@ -431,7 +470,7 @@ def _emit_trade(trades_out, ctl, seq, ts, match, shares, price, locate, kind, pr
 
 @njit(nogil=True, cache=True, _nrt=False)  # no refcounting: see engine.py
 def apply_messages(buf, pos, end, seq, orders, order_words, levels, ladder, books, stocks,
-                   anomalies, matches, trades_out, bbo_out, l2_out, ctl, type_counts):
+                   anomalies, trade_log, matches, trades_out, bbo_out, l2_out, ctl, type_counts):
     """Apply the whole messages in buf[pos:end]; seq is the first one's sequence number.
 
     ``orders`` is the order table and ``order_words`` the same memory as flat uint64 (see
@@ -490,9 +529,6 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, ladder, book
                 loc1 = be16(buf, b1 + _LOCATE)
                 prefetch(stocks, loc1)  # one line a stock
                 prefetch(books, loc1 * _U(2))  # both sides' entries share a line
-            if track_matches and _MATCH_OFFSET[t1] > 0:  # the trade's row in the match index
-                mh = match_home(be64(buf, b1 + _MATCH_OFFSET[t1]), match_mask, match_shift)
-                prefetch(matches, _U(mh) * _U(MATCH_WORDS) + _U(MATCH_W_KEY))
         if far and done + PREFETCH_BUCKET_AHEAD < parsed:
             # Far: an add's level is found through a bucket and a chain whose records are rarely
             # cached, so the bucket is prefetched here and the chain's first record at
@@ -551,6 +587,11 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, ladder, book
                 room = ctl[C_MATCH_CAP] * MATCH_MAX_LOAD_NUM // MATCH_MAX_LOAD_DEN - ctl[C_MATCH_USED]
                 if room <= 0:
                     status = NEED_MATCHES
+                    break
+                budget = min(budget, room)
+                room = ctl[C_LOG_CAP] - ctl[C_LOG_N]
+                if room <= 0:
+                    status = NEED_TRADE_LOG
                     break
                 budget = min(budget, room)
             room = ctl[C_TRADES_CAP] - ctl[C_TRADES_N]
@@ -633,7 +674,7 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, ladder, book
                     if take > remaining:
                         anomalies[olocate, A_OVER_EXEC] += 1
                     _record_trade(olocate, price, _U(take), match, kind, printable,
-                                  _BYTE_B if side == 0 else _BYTE_S, stocks, matches, match_mask,
+                                  _BYTE_B if side == 0 else _BYTE_S, stocks, trade_log, matches, match_mask,
                                   match_shift, trades_out, anomalies, ctl, seq, ts)
                 if take >= remaining:
                     refresh = _remove_order(slot, mask, shift, orders, order_words, levels, ladder,
@@ -671,34 +712,25 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, ladder, book
         elif t == _T_P:
             side_byte = buf[_U(q + _P_SIDE)]
             _record_trade(locate, np.uint32(be32(buf, q + _P_PRICE)), _U(be32(buf, q + _P_SHARES)),
-                          be64(buf, q + _P_MATCH), _KIND_P, True, side_byte, stocks, matches,
+                          be64(buf, q + _P_MATCH), _KIND_P, True, side_byte, stocks, trade_log, matches,
                           match_mask, match_shift, trades_out, anomalies, ctl, seq, ts)
 
         elif t == _T_Q:
             _record_trade(locate, np.uint32(be32(buf, q + _Q_PRICE)), be64(buf, q + _Q_SHARES),
-                          be64(buf, q + _Q_MATCH), _KIND_Q, True, _BYTE_SPACE, stocks, matches,
+                          be64(buf, q + _Q_MATCH), _KIND_Q, True, _BYTE_SPACE, stocks, trade_log, matches,
                           match_mask, match_shift, trades_out, anomalies, ctl, seq, ts)
 
         elif t == _T_B:
             match = be64(buf, q + _B_MATCH)
             found = False
             if track_matches:
-                i = match_row(matches, match, match_mask, match_shift)
-                flags = match_flags(matches, i)
-                if match_used(matches, i) and (flags & _U(MATCH_BROKEN)) == 0:
-                    found = True
-                    set_match_flag(matches, i, MATCH_BROKEN)
-                    shares = match_shares(matches, i)
-                    price = match_price(matches, i)
-                    tlocate = match_locate(matches, i)
-                    st = stocks[_U(tlocate)]
-                    if flags & _U(MATCH_COUNTED):
-                        st.volume -= np.int64(shares)
-                        st.notional -= np.int64(shares) * np.int64(price)
-                        st.trades -= 1
-                    if st.record_trades:
-                        _emit_trade(trades_out, ctl, seq, ts, match, shares, price, tlocate, _KIND_B,
-                                    (flags & _U(MATCH_COUNTED)) != 0, _BYTE_SPACE)
+                i = log_find(trade_log, ctl[C_LOG_N], match)
+                if i >= 0:
+                    found = _break_trade(trade_log, i, match, stocks, trades_out, ctl, seq, ts)
+                else:
+                    i = match_row(matches, match, match_mask, match_shift)
+                    if match_used(matches, i):
+                        found = _break_trade(matches, i, match, stocks, trades_out, ctl, seq, ts)
             if not found:
                 anomalies[locate, A_UNKNOWN_MATCH] += 1
 

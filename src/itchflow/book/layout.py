@@ -24,7 +24,11 @@ Every array starts on a cache line (``aligned``), so a 32- or 64-byte record nev
 - ``books``: per book (locate * 2 + side) the segment's start, length and capacity.
 - ``stocks``: per stock locate: symbol, trading state, volume, notional, cached BBO, and
   which event streams to record for it.
-- ``matches``: match number -> trade (for B, broken trades): rows of ``MATCH_DTYPE`` kept as
+- ``trade_log``: every trade whose match number is the largest so far (for B, broken
+  trades), appended in order, so its keys ascend (``trade_log``): rows of ``MATCH_DTYPE`` as
+  flat uint64 words, like the match index's.
+- ``matches``: match number -> trade for the trades the log cannot take (a number not above
+  the largest so far: out of order or repeated): rows of ``MATCH_DTYPE`` kept as
   flat uint64 words (``MATCH_WORDS`` a row) for the probing routines; word 1 is what marks a
   row occupied (``order_store.probe``), so it must never be 0 (shares may be). The
   trade's price, locate and flags share one word (``MATCH_W_TRADE``), read and written with
@@ -214,6 +218,9 @@ C_TRACK_MATCHES = 25  # 1: keep the match -> trade index (for B)
 C_UNKNOWN_TYPES = 26  # messages of an unknown type (skipped by their length)
 C_LEVEL_BUCKETS = 27  # buckets of the price -> level index the chains are built for (``level_index``)
 C_FAR_TABLE = 28      # order tables of this many rows or more take the far look-ahead (0 = never)
+C_LOG_CAP = 29        # rows in the trade log (``trade_log``)
+C_LOG_N = 30          # rows used: trades appended in match-number order
+C_LOG_LAST = 31       # the largest match number logged (its 64 bits; meaningful once C_LOG_N > 0)
 # The kernel's look-ahead ring (scratch, meaningless between calls): the messages framed ahead
 # of the one applied, so each is framed once. RING_SIZE entries each of body and end offset.
 RING_SIZE = 16
@@ -232,6 +239,7 @@ NEED_MATCHES = 6
 NEED_TRADES_OUT = 7
 NEED_BBO_OUT = 8
 NEED_L2_OUT = 9
+NEED_TRADE_LOG = 10
 ERR_FIRST = 16
 ERR_TRUNCATED = 16
 ERR_BAD_LENGTH = 17

@@ -73,7 +73,7 @@ def new_state() -> np.ndarray:
 
 @njit(nogil=True, cache=True)
 def apply_records(data, offs, lens, types, n, taken, st, hand_off, applied, received,
-                  orders, order_words, levels, ladder, books, stocks, anomalies, matches,
+                  orders, order_words, levels, ladder, books, stocks, anomalies, trade_log, matches,
                   trades_out, bbo_out, l2_out, ctl, type_counts):
     """Apply records st[S_RESUME_RECORD]..n-1 (payload at data[offs[i]:offs[i]+lens[i]], ring
     record type types[i]).
@@ -117,7 +117,7 @@ def apply_records(data, offs, lens, types, n, taken, st, hand_off, applied, rece
             seq = st[S_RESUME_SEQ]
         t0 = read_cycle_counter()
         status, pos, useq = apply_messages(data, pos, end, np.uint64(seq), orders, order_words, levels, ladder,
-                                           books, stocks, anomalies, matches, trades_out, bbo_out,
+                                           books, stocks, anomalies, trade_log, matches, trades_out, bbo_out,
                                            l2_out, ctl, type_counts)
         done = read_cycle_counter()
         st[S_APPLY_TICKS] += done - t0
@@ -176,8 +176,8 @@ class BatchApplier:
         return apply_records(data, offsets, lengths, types, n, taken, self.st, self.hand_off, self.applied,
                              self.received,
                              b.order_rows, b.order_words, b.levels, b.ladder, b.books, b.stocks,
-                             b.anomaly_counts, b.matches, b.events.trades, b.events.bbo, b.events.l2, b.ctl,
-                             b.type_counts)
+                             b.anomaly_counts, b.trade_log, b.matches, b.events.trades, b.events.bbo, b.events.l2,
+                             b.ctl, b.type_counts)
 
     def apply(self, batch, taken: int, check_intact=None) -> None:
         """Apply every record of a ring read (``Reader.read_batch``) taken at cycle count ``taken``.
