@@ -87,6 +87,21 @@ def test_file_source_builds_the_same_books_as_a_direct_replay(tmp_path, day, dir
     assert vols == sorted(vols, reverse=True) and vols[0] == int(direct.stocks["volume"].max())
 
 
+def test_small_books_grow_inside_the_pipeline(tmp_path, day, direct):
+    """The tables of a small Books (order table, levels, ladder arena, trade log) grow while the consumer is mid-record (the engine's NEED_* statuses through make_room),
+    and the books come out as one direct apply builds them."""
+    from itchflow.book import layout as L
+
+    path = tmp_path / "day.itch"
+    path.write_bytes(day.tobytes())
+    books = Books(64, table=64, levels=16, arena=64)
+    start = {k: int(books.ctl[k]) for k in (L.C_TABLE_CAP, L.C_LEVEL_CAP, L.C_ARENA_CAP, L.C_LOG_CAP)}
+    run_pipeline(str(path), books=books)
+    assert_same_books(books, direct)
+    assert all(int(books.ctl[k]) > v for k, v in start.items())
+    assert int(books.ctl[L.C_LOG_N]) + int(books.ctl[L.C_MATCH_USED]) > 100   # the day's trades, kept
+
+
 def test_gzip_source(tmp_path, day, direct):
     path = tmp_path / "day.itch.gz"
     path.write_bytes(gzip.compress(day.tobytes(), 1))
