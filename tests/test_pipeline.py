@@ -88,8 +88,9 @@ def test_file_source_builds_the_same_books_as_a_direct_replay(tmp_path, day, dir
 
 
 def test_small_books_grow_inside_the_pipeline(tmp_path, day, direct):
-    """The tables of a small Books (order table, levels, ladder arena, trade log) grow while the consumer is mid-record (the engine's NEED_* statuses through make_room),
-    and the books come out as one direct apply builds them."""
+    """The tables of a small Books (order table, levels, ladder arena, trade log) grow while
+    the consumer is mid-record (the engine's NEED_* statuses through make_room), and the books
+    come out as one direct apply builds them."""
     from itchflow.book import layout as L
 
     path = tmp_path / "day.itch"
