@@ -10,7 +10,7 @@ figures, so no single favourable day stands for all):
 
 What is measured for each (one core, the same bytes, the same run):
 - itchflow: ``Books.apply`` over the memory-mapped day (already in the page cache), all
-  stocks, full L3 (order table with time priority, ladders, levels, volumes, match index),
+  stocks, full L3 (order table with time priority, ladders, levels, volumes, trade log),
   no events recorded; best of ``repeat``, each on fresh state. Also with BBO and trade events
   for every stock, drained after every 32 MB slice as a consumer would. And the first run, as
   a user's one-off command sees it: the first apply in a fresh interpreter (best of
