@@ -12,7 +12,8 @@ Query results are numpy structured arrays (dtypes in ``itchflow.book.records``):
 throughout, VWAP included; ``itchflow.price4_to_float`` gives dollars.
 
 The driver calls the compiled kernel, grows whatever it reports short (order table,
-levels, ladder arena, trade log, match index, output buffers) and resumes at the exact message.
+levels, ladder arena, trade log, match index, output buffers) and resumes at the exact
+message.
 """
 
 from __future__ import annotations
@@ -97,7 +98,8 @@ class Books:
         # takes only trades whose match number is out of order (``trade_log``).
         log_rows = max(MIN_TABLE, rows // TRADE_LOG_ROWS_PER_ORDER_ROWS) if track_matches else MIN_TABLE
         self.trade_log = aligned_zeros(log_rows * L.MATCH_WORDS, np.uint64)
-        self.matches = aligned_zeros((MATCH_INDEX_ROWS if track_matches else MIN_TABLE) * L.MATCH_WORDS, np.uint64)
+        match_rows = MATCH_INDEX_ROWS if track_matches else MIN_TABLE
+        self.matches = aligned_zeros(match_rows * L.MATCH_WORDS, np.uint64)
         self.events = EventBuffers()
         c = self.ctl
         c[L.C_STAMP] = 1
@@ -174,9 +176,9 @@ class Books:
         return int(pos)
 
     def prefault(self, wait: bool = False) -> bool:
-        """Fault in the order table, the trade log, the match index, the level records and the ladder now,
-        on another thread (``hw.populate``; wait: until it is done), so that applying does not
-        take those page faults: fresh memory is dear (on this project's KVM guests 210-375 ms
+        """Fault in the order table, the trade log, the match index, the level records and the
+        ladder now, on another thread (``hw.populate``; wait: until it is done), so that applying
+        does not take those page faults: fresh memory is dear (on this project's KVM guests 210-375 ms
         for 128 MiB; the first apply of a 10 M-message day ran 21-24% faster for it). An
         ``apply`` of 16 MiB of input or more does this by itself; a live feed would call it
         before the open. Returns False when it waited and the kernel could not (Linux < 5.14:

@@ -37,11 +37,11 @@ from itchflow.book.layout import (
     A_BAD_SIDE, A_DUP_ADD, A_DUP_MATCH, A_LOCATE_MISMATCH, A_OVER_CANCEL, A_OVER_EXEC,
     A_REPLACE_EXISTING, A_UNKNOWN_LOCATE, A_UNKNOWN_MATCH, A_UNKNOWN_REF, C_ARENA_CAP, C_ARENA_TOP,
     C_BBO_CAP, C_BBO_N, C_DIRECTORY_SEEN, C_FAR_TABLE, C_L2_CAP, C_L2_N, C_LAST_TS, C_LEVEL_CAP, C_LIVE,
-    C_LIVE_LEVELS, C_LOG_CAP, C_LOG_LAST, C_LOG_N, C_MATCH_CAP, C_MATCH_USED, C_MAX_LADDER, C_MESSAGES,
+    C_LIVE_LEVELS, C_LOG_CAP, C_LOG_N, C_MATCH_CAP, C_MATCH_USED, C_MAX_LADDER, C_MESSAGES,
     C_PEAK_LIVE, C_STAMP,
     C_STOP_TS, C_TABLE_CAP, C_TRACK_MATCHES, C_TRADES_CAP, C_TRADES_N, C_UNKNOWN_TYPES,
     ERR_BAD_LENGTH, ERR_TRUNCATED, ERR_ZERO_LENGTH, MATCH_BROKEN, MATCH_COUNTED, MATCH_MAX_LOAD_DEN,
-    MATCH_MAX_LOAD_NUM, MATCH_WORDS, NEED_ARENA, NEED_BBO_OUT, NEED_L2_OUT, NEED_LEVELS,
+    MATCH_MAX_LOAD_NUM, MATCH_W_KEY, MATCH_WORDS, NEED_ARENA, NEED_BBO_OUT, NEED_L2_OUT, NEED_LEVELS,
     NEED_MATCHES, NEED_TABLE, NEED_TRADE_LOG, NEED_TRADES_OUT,
     C_RING_BODY, C_RING_END, OK, ORDER_DTYPE, STAMP_SIDE_BIT, ORDER_WORDS, RING_SIZE, STOP_TIME, TABLE_MAX_LOAD_DEN,
     TABLE_MAX_LOAD_NUM,
@@ -400,10 +400,10 @@ def _keep_trade(locate, price, shares, match, printable, trade_log, matches, mat
     index. The caller has made room in both."""
     flags = MATCH_COUNTED if printable else 0
     n = ctl[C_LOG_N]
-    if n == 0 or _U(match) > _U(ctl[C_LOG_LAST]):
+    # the log's last row holds the largest number so far (written by the last append: cached)
+    if n == 0 or _U(match) > trade_log[_U(n - 1) * _U(MATCH_WORDS) + _U(MATCH_W_KEY)]:
         put_match(trade_log, n * MATCH_WORDS, match, price, locate, flags, shares)
         ctl[C_LOG_N] = n + 1
-        ctl[C_LOG_LAST] = np.int64(_U(match))
         return
     if log_find(trade_log, n, match) >= 0:
         anomalies[locate, A_DUP_MATCH] += 1

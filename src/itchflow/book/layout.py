@@ -63,8 +63,9 @@ STAMP_SIDE_BIT = 63
 STAMP_MASK = (1 << STAMP_SIDE_BIT) - 1
 assert ORDER_DTYPE.fields["ref"][1] == 0 and ORDER_DTYPE.fields["stamp"][1] == 8, "probing reads words 0 and 1"
 
-# The match index row. Little-endian, so price, locate and flags are the low, middle and top
-# bits of word 2: the kernels pack and unpack that word with the shifts derived here.
+# A kept trade's row (the trade log's and the match index's). Little-endian, so price, locate
+# and flags are the low, middle and top bits of word 2: the kernels pack and unpack that word
+# with the shifts derived here.
 MATCH_DTYPE = np.dtype([
     ("match", np.uint64),   # word 0: the hash key (the match number)
     ("used", np.uint64),    # word 1: 1 in an occupied row, 0 = empty
@@ -219,8 +220,7 @@ C_UNKNOWN_TYPES = 26  # messages of an unknown type (skipped by their length)
 C_LEVEL_BUCKETS = 27  # buckets of the price -> level index the chains are built for (``level_index``)
 C_FAR_TABLE = 28      # order tables of this many rows or more take the far look-ahead (0 = never)
 C_LOG_CAP = 29        # rows in the trade log (``trade_log``)
-C_LOG_N = 30          # rows used: trades appended in match-number order
-C_LOG_LAST = 31       # the largest match number logged (its 64 bits; meaningful once C_LOG_N > 0)
+C_LOG_N = 30          # rows used: trades appended in match-number order (the last holds the largest)
 # The kernel's look-ahead ring (scratch, meaningless between calls): the messages framed ahead
 # of the one applied, so each is framed once. RING_SIZE entries each of body and end offset.
 RING_SIZE = 16

@@ -62,7 +62,7 @@ def first_difference(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> str 
     return None
 
 
-MATCH_ROWS = 1 << 17     # trade-log rows made ready: a million-message generated day's fit
+TRADE_LOG_ROWS = 1 << 17     # trade-log rows made ready: a million-message generated day's fit
 
 
 def ready_books():
@@ -74,10 +74,10 @@ def ready_books():
     books = Books()
     # the trade log doubles as executions arrive: grown here, a paced run does not stop early
     # on to copy it into fresh memory
-    while len(books.trade_log) // L.MATCH_WORDS < MATCH_ROWS:
+    while len(books.trade_log) // L.MATCH_WORDS < TRADE_LOG_ROWS:
         books.make_room(L.NEED_TRADE_LOG)
-    for a in (books.order_rows, books.levels, books.ladder, books.trade_log, books.matches, books.books,
-              books.stocks, books.anomaly_counts, books.events.trades, books.events.bbo, books.events.l2):
+    for a in (books.order_rows, books.levels, books.ladder, books.trade_log, books.matches,
+              books.books, books.stocks, books.anomaly_counts, books.events.trades, books.events.bbo, books.events.l2):
         raw = a.reshape(-1).view(np.uint8)[::4096]
         # a write per page faults it in, values unchanged (``raw[:] = raw`` would not do: NumPy
         # skips an assignment of an array to itself, and the pages stayed untouched)

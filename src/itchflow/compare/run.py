@@ -58,8 +58,8 @@ def warm_up(path: str) -> None:
     ready_books().apply(data[:first_messages_end(data, 2_000_000)[0]], 1)
     books = Books(table=1)            # small: growing it (below) is cheap
     books.apply(data[:first_messages_end(data, 2000)[0]], 1)
-    for status in (BL.NEED_TABLE, BL.NEED_LEVELS, BL.NEED_ARENA, BL.NEED_MATCHES, BL.NEED_TRADE_LOG, BL.NEED_TRADES_OUT,
-                   BL.NEED_BBO_OUT, BL.NEED_L2_OUT):
+    for status in (BL.NEED_TABLE, BL.NEED_LEVELS, BL.NEED_ARENA, BL.NEED_MATCHES, BL.NEED_TRADE_LOG,
+                   BL.NEED_TRADES_OUT, BL.NEED_BBO_OUT, BL.NEED_L2_OUT):
         books._grow(status)           # the growth kernels load when first needed: load them now
     whole_messages_until_end_event(data, 0, min(len(data), 4096))
     ring = Ring.create(f"{RING_PREFIX}{os.getpid()}-warm.ring", 1 << 20, consumers=[CONSUMER],
