@@ -167,6 +167,22 @@ def test_anomalies_are_counted_per_kind_and_stock_and_never_fatal():
     assert set(b.anomalies_by_stock()) == {1, 2, 9}
 
 
+def test_every_side_byte_other_than_b_and_s_is_a_bad_side():
+    # the engine takes the side from a bit of the byte and checks the byte against that side's
+    # letter: each of the 256 values, as an A and as an F, against the obvious rule
+    msgs, want = [], {"B": [], "S": []}
+    for ref, byte in enumerate(range(256), start=1):
+        msgs.append(add(1, ref, bytes([byte]), 1, P + ref))
+        msgs.append(add(1, 1000 + ref, bytes([byte]), 1, P + ref, mpid="ABCD"))
+        if chr(byte) in want:
+            want[chr(byte)] += [(P + ref, 2, 2)]
+    b = books_after(*msgs)
+    assert b.anomalies("AAPL")["bad_side"] == 2 * 254
+    bids, asks = b.depth("AAPL")
+    assert bids.tolist() == want["B"] and asks.tolist() == want["S"]
+    assert b.live_orders() == 4
+
+
 def test_symbols_and_locates():
     b = books_after(add(2, 1, "B", 10, P))
     assert b.symbols == {"AAPL": 1, "MSFT": 2}

@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numba import njit
 
-from itchflow.hw.endian import be16, be32, be48, be64, le16, le32, le64
+from itchflow.hw.endian import be16, be32, be48, be48_from8, be64, le16, le32, le64, load_be64
 
 
 @njit(cache=True)
@@ -31,3 +31,20 @@ def test_be48_reads_exactly_six_bytes():
     # the timestamp field: the bytes around it must not leak in (a 6-byte read done as wider loads)
     buf = np.array([0xFF, 0xFF, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0xFF, 0xFF], np.uint8)
     assert int(_read_all(buf, 2)[2]) == 0x010203040506
+
+
+@njit(cache=True)
+def _wide_reads(buf, p):
+    return np.array([load_be64(buf, p), be48_from8(buf, p + 2)], np.uint64)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(min_size=8, max_size=40), st.data())
+def test_single_load_reads_match_int_from_bytes(data, draw):
+    # load_be64 (one unaligned load and a byte swap) at any offset, aligned or not, and
+    # be48_from8: the 6 bytes at p read from the 8 at p - 2 with the 2 before masked off
+    buf = np.frombuffer(data, np.uint8)
+    p = draw.draw(st.integers(0, len(data) - 8))
+    got = _wide_reads(buf, p)
+    assert int(got[0]) == int.from_bytes(data[p:p + 8], "big")
+    assert int(got[1]) == int.from_bytes(data[p + 2:p + 8], "big")
