@@ -243,10 +243,15 @@ def test_bad_length_prefix_and_zero_length():
 
 
 def test_unknown_types_are_skipped_and_counted():
-    data = encode([add(1, 1, "B", 100, P)]) + b"\x00\x05z1234" + encode([add(1, 2, "B", 1, P)])
+    data = (encode([add(1, 1, "B", 100, P)]) + b"\x00\x05z1234" + encode([add(1, 2, "B", 1, P)])
+            + b"\x00\x01y" + encode([add(1, 3, "S", 7, 2 * P)]))
     b = Books(64, table=1024)
+    b.record()
     b.apply(data)
-    assert b.unknown_types == 1 and b.live_orders() == 2
+    assert b.unknown_types == 2 and b.live_orders() == 3 and b.messages == 3
+    # a skipped message still takes its sequence number: the adds are messages 1, 3 and 5
+    bbo, _, _ = b.take_events()
+    assert [int(r["sequence"]) for r in bbo] == [1, 3, 5]
 
 
 @pytest.mark.parametrize("seed", range(3))

@@ -470,6 +470,32 @@ def _emit_trade(trades_out, ctl, seq, ts, match, shares, price, locate, kind, pr
     ctl[C_TRADES_N] = k + 1
 
 
+@njit(inline="always", nogil=True, cache=True)
+def _parse_one(buf, ppos, end, parsed, ctl, orders, stocks, books, mask, shift):
+    """The parse stage: frame and check the message at ppos (ppos < end), put its body and end
+    offsets in look-ahead ring entry ``parsed``, and prefetch its order's table row and its
+    stock's records. Returns (stopped, next ppos): stopped when it cannot be framed (the apply
+    loop reports why when it gets there)."""
+    walk, b1, length = next_message(buf, ppos, end)
+    t1 = buf[_U(b1)] if walk == bf.OK else 0
+    if walk != bf.OK or (_LENGTHS[t1] != 0 and _LENGTHS[t1] != length):
+        return True, ppos
+    r = _U(parsed & _RING_MASK)
+    ctl[_U(C_RING_BODY) + r] = b1
+    ppos = b1 + length
+    ctl[_U(C_RING_END) + r] = ppos
+    if _HAS_REF[t1]:  # a known type: its length was checked above
+        h1 = _U(home_slot(be64(buf, b1 + _REF_OFFSET), mask, shift))
+        prefetch(orders, h1)
+        prefetch(orders, (h1 + _U(_ROWS_PER_LINE)) & _U(mask))  # a delete reads the rows after
+        if t1 == _T_U:
+            prefetch(orders, home_slot(be64(buf, b1 + _U_NEW), mask, shift))
+        loc1 = be16(buf, b1 + _LOCATE)
+        prefetch(stocks, loc1)  # one line a stock
+        prefetch(books, loc1 * _U(2))  # both sides' entries share a line
+    return False, ppos
+
+
 @njit(nogil=True, cache=True, _nrt=False)  # no refcounting: see engine.py
 def apply_messages(buf, pos, end, seq, orders, order_words, levels, ladder, books, stocks,
                    anomalies, trade_log, matches, trades_out, bbo_out, l2_out, ctl, type_counts):
@@ -493,9 +519,10 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, ladder, book
     # and ladder tops are then rarely cached, and the look-ahead prefetches them too, at the
     # cost of more work a message than a cached working set repays.
     far = ctl[C_FAR_TABLE] > 0 and table_cap >= ctl[C_FAR_TABLE]
-    applied = 0
+    seq0 = seq
+    skipped = 0   # messages of unknown types among those taken (applied = done - skipped)
     last_ts = ctl[C_LAST_TS]
-    near_reads = buf.shape[0] >= _NEAR_READ_BYTES  # see _prefetch_level_near
+    near = not far and buf.shape[0] >= _NEAR_READ_BYTES  # the near level stage (see _prefetch_level_near)
     status = OK
     # The look-ahead (see PREFETCH_*): every message is framed and validated once, by the
     # parse cursor ``ppos`` PREFETCH_ROW_AHEAD messages ahead of the one applied; its body and
@@ -510,27 +537,15 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, ladder, book
     done = 0      # messages taken by the apply loop
     ppos = pos
     pstop = False
+    while parsed < PREFETCH_ROW_AHEAD and not pstop and ppos < end:  # fill the look-ahead
+        pstop, ppos = _parse_one(buf, ppos, end, parsed, ctl, orders, stocks, books, mask, shift)
+        parsed += 0 if pstop else 1
     while pos < end:
-        while parsed - done <= PREFETCH_ROW_AHEAD and not pstop and ppos < end:
-            walk, b1, length = next_message(buf, ppos, end)
-            t1 = buf[_U(b1)] if walk == bf.OK else 0
-            if walk != bf.OK or (_LENGTHS[t1] != 0 and _LENGTHS[t1] != length):
-                pstop = True
-                break
-            r = _U(parsed & _RING_MASK)
-            ctl[_U(C_RING_BODY) + r] = b1
-            ppos = b1 + length
-            ctl[_U(C_RING_END) + r] = ppos
-            parsed += 1
-            if _HAS_REF[t1]:  # a known type: its length was checked above
-                h1 = _U(home_slot(be64(buf, b1 + _REF_OFFSET), mask, shift))
-                prefetch(orders, h1)
-                prefetch(orders, (h1 + _U(_ROWS_PER_LINE)) & _U(mask))  # a delete reads the rows after
-                if t1 == _T_U:
-                    prefetch(orders, home_slot(be64(buf, b1 + _U_NEW), mask, shift))
-                loc1 = be16(buf, b1 + _LOCATE)
-                prefetch(stocks, loc1)  # one line a stock
-                prefetch(books, loc1 * _U(2))  # both sides' entries share a line
+        # one message framed for each one applied keeps the cursor PREFETCH_ROW_AHEAD ahead
+        # (an unconditional step, not a loop that tests how far ahead it is)
+        if not pstop and ppos < end:
+            pstop, ppos = _parse_one(buf, ppos, end, parsed, ctl, orders, stocks, books, mask, shift)
+            parsed += 0 if pstop else 1
         if far and done + PREFETCH_BUCKET_AHEAD < parsed:
             # Far: an add's level is found through a bucket and a chain whose records are rarely
             # cached, so the bucket is prefetched here and the chain's first record at
@@ -546,8 +561,9 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, ladder, book
         if done + PREFETCH_LEVEL_AHEAD < parsed:
             b2 = ctl[_U(C_RING_BODY) + _U((done + PREFETCH_LEVEL_AHEAD) & _RING_MASK)]
             t2 = buf[_U(b2)]
-            if not far and _HAS_REF[t2] and near_reads:
-                _prefetch_level_near(buf, b2, t2, orders, books, levels, ladder, mask, shift, imask, ishift)
+            if near:
+                if _HAS_REF[t2]:
+                        _prefetch_level_near(buf, b2, t2, orders, books, levels, ladder, mask, shift, imask, ishift)
             elif far:
                 _prefetch_level_far(buf, b2, t2, orders, order_words, books, levels, ladder, stocks, mask, shift,
                                     imask, ishift)
@@ -568,8 +584,9 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, ladder, book
             ctl[C_UNKNOWN_TYPES] += 1
             pos = nxt
             done += 1
-            seq += _U(1)
+            skipped += 1
             continue
+        seq = seq0 + _U(done)  # this message's sequence number
         ts = np.int64(be48_from8(buf, q + _TS))  # bytes q+3..q+10: inside the checked message
         if stop_ts >= 0 and ts > stop_ts:
             status = STOP_TIME
@@ -744,13 +761,11 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, ladder, book
             stocks[_U(locate)].trading_state = buf[_U(q + _H_STATE)]
 
         last_ts = ts
-        applied += 1
         pos = nxt
         done += 1
-        seq += _U(1)
-    ctl[C_MESSAGES] += applied  # kept in registers in the loop, stored once
+    ctl[C_MESSAGES] += done - skipped  # counted in registers in the loop, stored once
     ctl[C_LAST_TS] = last_ts
-    return status, pos, seq
+    return status, pos, seq0 + _U(done)
 
 
 assert _E_REF == _C_REF == _X_REF == _D_REF == _A_REF == _F_REF == _U_OLD, "one order reference offset"
