@@ -561,9 +561,8 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, ladder, book
         if done + PREFETCH_LEVEL_AHEAD < parsed:
             b2 = ctl[_U(C_RING_BODY) + _U((done + PREFETCH_LEVEL_AHEAD) & _RING_MASK)]
             t2 = buf[_U(b2)]
-            if near:
-                if _HAS_REF[t2]:
-                        _prefetch_level_near(buf, b2, t2, orders, books, levels, ladder, mask, shift, imask, ishift)
+            if near and _HAS_REF[t2]:
+                _prefetch_level_near(buf, b2, t2, orders, books, levels, ladder, mask, shift, imask, ishift)
             elif far:
                 _prefetch_level_far(buf, b2, t2, orders, order_words, books, levels, ladder, stocks, mask, shift,
                                     imask, ishift)

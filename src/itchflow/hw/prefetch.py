@@ -13,7 +13,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 
-def _element_bytes(context, builder, aryty, ary_value, idx_type, idx_value):
+def element_bytes(context, builder, aryty, ary_value, idx_type, idx_value):
     """An i8* to arr[idx] (arr[idx, 0, ...] for an n-D array), no bounds or wraparound checks."""
     ary = context.make_array(aryty)(context, builder, ary_value)
     index = context.cast(builder, idx_value, idx_type, types.intp)
@@ -38,7 +38,7 @@ def prefetch(typingctx, arr, idx):
         return None
 
     def codegen(context, builder, sig, args):
-        _emit_prefetch(builder, _element_bytes(context, builder, sig.args[0], args[0], sig.args[1], args[1]))
+        _emit_prefetch(builder, element_bytes(context, builder, sig.args[0], args[0], sig.args[1], args[1]))
         return context.get_dummy_value()
 
     return types.void(arr, idx), codegen
@@ -52,7 +52,7 @@ def element_address(typingctx, arr, idx):
         return None
 
     def codegen(context, builder, sig, args):
-        ptr = _element_bytes(context, builder, sig.args[0], args[0], sig.args[1], args[1])
+        ptr = element_bytes(context, builder, sig.args[0], args[0], sig.args[1], args[1])
         return builder.ptrtoint(ptr, ir.IntType(64))
 
     return types.int64(arr, idx), codegen
