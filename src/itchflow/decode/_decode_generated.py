@@ -7,7 +7,7 @@ Regenerate with: python -m itchflow.decode.codegen
 import numpy as np
 from numba import njit
 
-from itchflow.hw.endian import be16, be32, be48, be64, le16, le32, le64, u8  # noqa: F401
+from itchflow.hw.endian import be16, be32, be48_from8, be64, le16, le32, le64, u8  # noqa: F401
 
 ARRAY_ORDER = 'SRHYLVWKJhAFECXDUPQBINO'
 """The order of the per-type output arrays in decode()'s arguments."""
@@ -35,7 +35,7 @@ def decode(buf, pos, end, sequence, fill, out_S, out_R, out_H, out_Y, out_L, out
                 r.sequence = sequence
                 r.stock_locate = be16(buf, q + 1)
                 r.tracking_number = be16(buf, q + 3)
-                r.timestamp = np.int64(be48(buf, q + 5))
+                r.timestamp = np.int64(be48_from8(buf, q + 5))
                 r.order_reference_number = be64(buf, q + 11)
                 r.buy_sell_indicator = u8(buf, q + 19)
                 r.shares = be32(buf, q + 20)
@@ -49,7 +49,7 @@ def decode(buf, pos, end, sequence, fill, out_S, out_R, out_H, out_Y, out_L, out
                 r.sequence = sequence
                 r.stock_locate = be16(buf, q + 1)
                 r.tracking_number = be16(buf, q + 3)
-                r.timestamp = np.int64(be48(buf, q + 5))
+                r.timestamp = np.int64(be48_from8(buf, q + 5))
                 r.order_reference_number = be64(buf, q + 11)
                 fill[68] = np.int64(j) + 1
         elif t == 85:  # U order_replace, 35 bytes
@@ -59,7 +59,7 @@ def decode(buf, pos, end, sequence, fill, out_S, out_R, out_H, out_Y, out_L, out
                 r.sequence = sequence
                 r.stock_locate = be16(buf, q + 1)
                 r.tracking_number = be16(buf, q + 3)
-                r.timestamp = np.int64(be48(buf, q + 5))
+                r.timestamp = np.int64(be48_from8(buf, q + 5))
                 r.original_order_reference_number = be64(buf, q + 11)
                 r.new_order_reference_number = be64(buf, q + 19)
                 r.shares = be32(buf, q + 27)
@@ -72,7 +72,7 @@ def decode(buf, pos, end, sequence, fill, out_S, out_R, out_H, out_Y, out_L, out
                 r.sequence = sequence
                 r.stock_locate = be16(buf, q + 1)
                 r.tracking_number = be16(buf, q + 3)
-                r.timestamp = np.int64(be48(buf, q + 5))
+                r.timestamp = np.int64(be48_from8(buf, q + 5))
                 r.order_reference_number = be64(buf, q + 11)
                 r.executed_shares = be32(buf, q + 19)
                 r.match_number = be64(buf, q + 23)
@@ -84,7 +84,7 @@ def decode(buf, pos, end, sequence, fill, out_S, out_R, out_H, out_Y, out_L, out
                 r.sequence = sequence
                 r.stock_locate = be16(buf, q + 1)
                 r.tracking_number = be16(buf, q + 3)
-                r.timestamp = np.int64(be48(buf, q + 5))
+                r.timestamp = np.int64(be48_from8(buf, q + 5))
                 r.order_reference_number = be64(buf, q + 11)
                 r.cancelled_shares = be32(buf, q + 19)
                 fill[88] = np.int64(j) + 1
@@ -95,7 +95,7 @@ def decode(buf, pos, end, sequence, fill, out_S, out_R, out_H, out_Y, out_L, out
                 r.sequence = sequence
                 r.stock_locate = be16(buf, q + 1)
                 r.tracking_number = be16(buf, q + 3)
-                r.timestamp = np.int64(be48(buf, q + 5))
+                r.timestamp = np.int64(be48_from8(buf, q + 5))
                 r.paired_shares = be64(buf, q + 11)
                 r.imbalance_shares = be64(buf, q + 19)
                 r.imbalance_direction = u8(buf, q + 27)
@@ -113,7 +113,7 @@ def decode(buf, pos, end, sequence, fill, out_S, out_R, out_H, out_Y, out_L, out
                 r.sequence = sequence
                 r.stock_locate = be16(buf, q + 1)
                 r.tracking_number = be16(buf, q + 3)
-                r.timestamp = np.int64(be48(buf, q + 5))
+                r.timestamp = np.int64(be48_from8(buf, q + 5))
                 r.order_reference_number = be64(buf, q + 11)
                 r.buy_sell_indicator = u8(buf, q + 19)
                 r.shares = be32(buf, q + 20)
@@ -128,7 +128,7 @@ def decode(buf, pos, end, sequence, fill, out_S, out_R, out_H, out_Y, out_L, out
                 r.sequence = sequence
                 r.stock_locate = be16(buf, q + 1)
                 r.tracking_number = be16(buf, q + 3)
-                r.timestamp = np.int64(be48(buf, q + 5))
+                r.timestamp = np.int64(be48_from8(buf, q + 5))
                 r.order_reference_number = be64(buf, q + 11)
                 r.buy_sell_indicator = u8(buf, q + 19)
                 r.shares = be32(buf, q + 20)
@@ -143,7 +143,7 @@ def decode(buf, pos, end, sequence, fill, out_S, out_R, out_H, out_Y, out_L, out
                 r.sequence = sequence
                 r.stock_locate = be16(buf, q + 1)
                 r.tracking_number = be16(buf, q + 3)
-                r.timestamp = np.int64(be48(buf, q + 5))
+                r.timestamp = np.int64(be48_from8(buf, q + 5))
                 r.mpid = le32(buf, q + 11)
                 r.stock = le64(buf, q + 15)
                 r.primary_market_maker = u8(buf, q + 23)
@@ -157,7 +157,7 @@ def decode(buf, pos, end, sequence, fill, out_S, out_R, out_H, out_Y, out_L, out
                 r.sequence = sequence
                 r.stock_locate = be16(buf, q + 1)
                 r.tracking_number = be16(buf, q + 3)
-                r.timestamp = np.int64(be48(buf, q + 5))
+                r.timestamp = np.int64(be48_from8(buf, q + 5))
                 r.order_reference_number = be64(buf, q + 11)
                 r.executed_shares = be32(buf, q + 19)
                 r.match_number = be64(buf, q + 23)
@@ -171,7 +171,7 @@ def decode(buf, pos, end, sequence, fill, out_S, out_R, out_H, out_Y, out_L, out
                 r.sequence = sequence
                 r.stock_locate = be16(buf, q + 1)
                 r.tracking_number = be16(buf, q + 3)
-                r.timestamp = np.int64(be48(buf, q + 5))
+                r.timestamp = np.int64(be48_from8(buf, q + 5))
                 r.shares = be64(buf, q + 11)
                 r.stock = le64(buf, q + 19)
                 r.cross_price = be32(buf, q + 27)
@@ -185,7 +185,7 @@ def decode(buf, pos, end, sequence, fill, out_S, out_R, out_H, out_Y, out_L, out
                 r.sequence = sequence
                 r.stock_locate = be16(buf, q + 1)
                 r.tracking_number = be16(buf, q + 3)
-                r.timestamp = np.int64(be48(buf, q + 5))
+                r.timestamp = np.int64(be48_from8(buf, q + 5))
                 r.stock = le64(buf, q + 11)
                 r.reg_sho_action = u8(buf, q + 19)
                 fill[89] = np.int64(j) + 1
@@ -196,7 +196,7 @@ def decode(buf, pos, end, sequence, fill, out_S, out_R, out_H, out_Y, out_L, out
                 r.sequence = sequence
                 r.stock_locate = be16(buf, q + 1)
                 r.tracking_number = be16(buf, q + 3)
-                r.timestamp = np.int64(be48(buf, q + 5))
+                r.timestamp = np.int64(be48_from8(buf, q + 5))
                 r.stock = le64(buf, q + 11)
                 r.trading_state = u8(buf, q + 19)
                 r.reserved = u8(buf, q + 20)
@@ -209,7 +209,7 @@ def decode(buf, pos, end, sequence, fill, out_S, out_R, out_H, out_Y, out_L, out
                 r.sequence = sequence
                 r.stock_locate = be16(buf, q + 1)
                 r.tracking_number = be16(buf, q + 3)
-                r.timestamp = np.int64(be48(buf, q + 5))
+                r.timestamp = np.int64(be48_from8(buf, q + 5))
                 r.stock = le64(buf, q + 11)
                 r.market_category = u8(buf, q + 19)
                 r.financial_status_indicator = u8(buf, q + 20)
@@ -232,7 +232,7 @@ def decode(buf, pos, end, sequence, fill, out_S, out_R, out_H, out_Y, out_L, out
                 r.sequence = sequence
                 r.stock_locate = be16(buf, q + 1)
                 r.tracking_number = be16(buf, q + 3)
-                r.timestamp = np.int64(be48(buf, q + 5))
+                r.timestamp = np.int64(be48_from8(buf, q + 5))
                 r.match_number = be64(buf, q + 11)
                 fill[66] = np.int64(j) + 1
         elif t == 74:  # J luld_auction_collar, 35 bytes
@@ -242,7 +242,7 @@ def decode(buf, pos, end, sequence, fill, out_S, out_R, out_H, out_Y, out_L, out
                 r.sequence = sequence
                 r.stock_locate = be16(buf, q + 1)
                 r.tracking_number = be16(buf, q + 3)
-                r.timestamp = np.int64(be48(buf, q + 5))
+                r.timestamp = np.int64(be48_from8(buf, q + 5))
                 r.stock = le64(buf, q + 11)
                 r.auction_collar_reference_price = be32(buf, q + 19)
                 r.upper_auction_collar_price = be32(buf, q + 23)
@@ -256,7 +256,7 @@ def decode(buf, pos, end, sequence, fill, out_S, out_R, out_H, out_Y, out_L, out
                 r.sequence = sequence
                 r.stock_locate = be16(buf, q + 1)
                 r.tracking_number = be16(buf, q + 3)
-                r.timestamp = np.int64(be48(buf, q + 5))
+                r.timestamp = np.int64(be48_from8(buf, q + 5))
                 r.event_code = u8(buf, q + 11)
                 fill[83] = np.int64(j) + 1
         elif t == 86:  # V mwcb_decline_level, 35 bytes
@@ -266,7 +266,7 @@ def decode(buf, pos, end, sequence, fill, out_S, out_R, out_H, out_Y, out_L, out
                 r.sequence = sequence
                 r.stock_locate = be16(buf, q + 1)
                 r.tracking_number = be16(buf, q + 3)
-                r.timestamp = np.int64(be48(buf, q + 5))
+                r.timestamp = np.int64(be48_from8(buf, q + 5))
                 r.level_1 = be64(buf, q + 11)
                 r.level_2 = be64(buf, q + 19)
                 r.level_3 = be64(buf, q + 27)
@@ -278,7 +278,7 @@ def decode(buf, pos, end, sequence, fill, out_S, out_R, out_H, out_Y, out_L, out
                 r.sequence = sequence
                 r.stock_locate = be16(buf, q + 1)
                 r.tracking_number = be16(buf, q + 3)
-                r.timestamp = np.int64(be48(buf, q + 5))
+                r.timestamp = np.int64(be48_from8(buf, q + 5))
                 r.breached_level = u8(buf, q + 11)
                 fill[87] = np.int64(j) + 1
         elif t == 75:  # K ipo_quoting_period_update, 28 bytes
@@ -288,7 +288,7 @@ def decode(buf, pos, end, sequence, fill, out_S, out_R, out_H, out_Y, out_L, out
                 r.sequence = sequence
                 r.stock_locate = be16(buf, q + 1)
                 r.tracking_number = be16(buf, q + 3)
-                r.timestamp = np.int64(be48(buf, q + 5))
+                r.timestamp = np.int64(be48_from8(buf, q + 5))
                 r.stock = le64(buf, q + 11)
                 r.ipo_quotation_release_time = be32(buf, q + 19)
                 r.ipo_quotation_release_qualifier = u8(buf, q + 23)
@@ -301,7 +301,7 @@ def decode(buf, pos, end, sequence, fill, out_S, out_R, out_H, out_Y, out_L, out
                 r.sequence = sequence
                 r.stock_locate = be16(buf, q + 1)
                 r.tracking_number = be16(buf, q + 3)
-                r.timestamp = np.int64(be48(buf, q + 5))
+                r.timestamp = np.int64(be48_from8(buf, q + 5))
                 r.stock = le64(buf, q + 11)
                 r.market_code = u8(buf, q + 19)
                 r.operational_halt_action = u8(buf, q + 20)
@@ -313,7 +313,7 @@ def decode(buf, pos, end, sequence, fill, out_S, out_R, out_H, out_Y, out_L, out
                 r.sequence = sequence
                 r.stock_locate = be16(buf, q + 1)
                 r.tracking_number = be16(buf, q + 3)
-                r.timestamp = np.int64(be48(buf, q + 5))
+                r.timestamp = np.int64(be48_from8(buf, q + 5))
                 r.stock = le64(buf, q + 11)
                 r.interest_flag = u8(buf, q + 19)
                 fill[78] = np.int64(j) + 1
@@ -324,7 +324,7 @@ def decode(buf, pos, end, sequence, fill, out_S, out_R, out_H, out_Y, out_L, out
                 r.sequence = sequence
                 r.stock_locate = be16(buf, q + 1)
                 r.tracking_number = be16(buf, q + 3)
-                r.timestamp = np.int64(be48(buf, q + 5))
+                r.timestamp = np.int64(be48_from8(buf, q + 5))
                 r.stock = le64(buf, q + 11)
                 r.open_eligibility_status = u8(buf, q + 19)
                 r.minimum_allowable_price = be32(buf, q + 20)

@@ -19,7 +19,7 @@ GENERATED_PATH = Path(__file__).with_name("_decode_generated.py")
 
 _READERS = {  # (kind, size) -> inlined reader from wire.py
     (INT, 2): "be16", (INT, 4): "be32", (INT, 8): "be64",
-    (PRICE4, 4): "be32", (PRICE8, 8): "be64", (TIMESTAMP, 6): "be48",
+    (PRICE4, 4): "be32", (PRICE8, 8): "be64", (TIMESTAMP, 6): "be48_from8",
     (ALPHA, 2): "le16", (ALPHA, 4): "le32", (ALPHA, 8): "le64",
 }
 
@@ -39,6 +39,9 @@ def _field_store(code: str, f) -> str:
     else:
         value = f"{_READERS[(f.kind, f.size)]}(buf, q + {f.offset})"
     if f.kind == TIMESTAMP:
+        # be48_from8 loads the 2 bytes before the field too: inside the message, where the
+        # length check above has put them (be48's two loads compiled to byte loads)
+        assert f.offset >= 2, f"{code}.{f.name}: a timestamp needs 2 message bytes before it"
         value = f"np.int64({value})"
     return f"                r.{f.name} = {value}"
 
@@ -55,7 +58,7 @@ def generate() -> str:
         "import numpy as np",
         "from numba import njit",
         "",
-        "from itchflow.hw.endian import be16, be32, be48, be64, le16, le32, le64, u8  # noqa: F401",
+        "from itchflow.hw.endian import be16, be32, be48_from8, be64, le16, le32, le64, u8  # noqa: F401",
         "",
         f"ARRAY_ORDER = {CODES!r}",
         '"""The order of the per-type output arrays in decode()\'s arguments."""',
