@@ -53,7 +53,7 @@ from itchflow.book.replay import replay
 from itchflow.book.shard_schedule import ROUTE, ShardSchedule
 from itchflow.errors import ITCHFormatError
 from itchflow.hw.affinity import available_cpus, pin
-from itchflow.hw.endian import be16, be48, u8
+from itchflow.hw.endian import be16, be48_from8, u8
 from itchflow.hw.memcopy import copy_bytes
 from itchflow.wire.binaryfile import AT_END, BAD_LENGTH, OK, TRUNCATED, ZERO_LENGTH, next_message
 from itchflow.wire.itch import LENGTH_BY_BYTE, MESSAGES
@@ -128,7 +128,7 @@ def route(buf, pos, end, limit, shard_of, broadcast, lengths, stop_ts, blocks, s
         t = u8(buf, q)
         expected = lengths[t]
         if expected == length:
-            if stop_ts >= 0 and np.int64(be48(buf, q + _TS)) > stop_ts:
+            if stop_ts >= 0 and np.int64(be48_from8(buf, q + _TS)) > stop_ts:
                 status = STOPPED
                 break
             locate = be16(buf, q + _LOCATE)
@@ -172,7 +172,7 @@ def route(buf, pos, end, limit, shard_of, broadcast, lengths, stop_ts, blocks, s
         n += 1
     if status == AT_END:
         status = OK
-    last_ts = np.int64(be48(buf, last_known + _TS)) if last_known >= 0 else np.int64(-1)
+    last_ts = np.int64(be48_from8(buf, last_known + _TS)) if last_known >= 0 else np.int64(-1)
     return status, pos, n, last_ts
 
 

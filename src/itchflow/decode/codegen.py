@@ -40,7 +40,7 @@ def _field_store(code: str, f) -> str:
         value = f"{_READERS[(f.kind, f.size)]}(buf, q + {f.offset})"
     if f.kind == TIMESTAMP:
         # be48_from8 loads the 2 bytes before the field too: inside the message, where the
-        # length check above has put them (be48's two loads compiled to byte loads)
+        # length check above has put them
         assert f.offset >= 2, f"{code}.{f.name}: a timestamp needs 2 message bytes before it"
         value = f"np.int64({value})"
     return f"                r.{f.name} = {value}"

@@ -11,7 +11,7 @@ import numpy as np
 from numba import njit
 
 from itchflow.wire.itch import MESSAGES
-from itchflow.hw.endian import be16, be48, u8
+from itchflow.hw.endian import be16, be48_from8, u8
 
 # Status codes returned by frame(); the Python side turns them into ITCHFormatError.
 OK = 0             # stopped at the end of the range or after max_messages
@@ -88,13 +88,13 @@ def frame(buf, pos, end, max_messages, counts, locate_seen, lengths):
                 status = BAD_LENGTH
                 break
             if first_ts < 0:
-                first_ts = np.int64(be48(buf, q + _TIMESTAMP_OFFSET))
+                first_ts = np.int64(be48_from8(buf, q + _TIMESTAMP_OFFSET))
             last_known = q
             locate_seen[be16(buf, q + _LOCATE_OFFSET)] = 1
         counts[t] += 1
         pos = q + length
         n += 1
-    last_ts = np.int64(be48(buf, last_known + _TIMESTAMP_OFFSET)) if last_known >= 0 else np.int64(-1)
+    last_ts = np.int64(be48_from8(buf, last_known + _TIMESTAMP_OFFSET)) if last_known >= 0 else np.int64(-1)
     return status, pos, n, first_ts, last_ts
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from itchflow.hw.endian import be16, be48, u8
+from itchflow.hw.endian import be16, be48_from8, u8
 from itchflow.wire.binaryfile import AT_END, BAD_LENGTH, LENGTH_PREFIX, OK, STATUS_TEXT, next_message
 from itchflow.wire.itch import LENGTH_BY_BYTE, MESSAGES  # noqa: F401  (LENGTH_BY_BYTE: the lengths argument)
 
@@ -153,7 +153,7 @@ def split_by_locate(buf, pos, end, seq, shard_of, broadcast, lengths, out, fill,
                 if not _fits(fill, nseq, k, total, cap, seq_cap):
                     return NEED_SPACE, pos, seq
                 _put(buf, pos, total, seq, out, fill, seqs, nseq, k)
-            ts = np.int64(be48(buf, body + _TIMESTAMP_OFFSET))
+            ts = np.int64(be48_from8(buf, body + _TIMESTAMP_OFFSET))
             if state[S_FIRST_TS] < 0:
                 state[S_FIRST_TS] = ts
             state[S_LAST_TS] = ts

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from itchflow.hw.endian import be16, be48, be64  # noqa: F401  (be64: re-exported for bench.net)
+from itchflow.hw.endian import be16, be48_from8, be64  # noqa: F401  (be64: re-exported for bench.net)
 from itchflow.wire.binaryfile import (LENGTH_PREFIX, OK, ZERO_LENGTH, index_error_text,
                                       message_offsets, next_message)
 from itchflow.wire.itch import MESSAGES
@@ -69,7 +69,7 @@ def _timestamps(buf, offsets, n, timestamps):
     for i in range(n):
         p = offsets[i]
         length = np.int64(be16(buf, p))
-        timestamps[i] = (np.int64(be48(buf, p + LENGTH_PREFIX + _TIMESTAMP_OFFSET))
+        timestamps[i] = (np.int64(be48_from8(buf, p + LENGTH_PREFIX + _TIMESTAMP_OFFSET))
                          if length >= _TIMESTAMP_OFFSET + 6 else -1)
 
 

@@ -16,7 +16,7 @@ from numba import njit
 
 from itchflow.errors import ITCHFormatError
 from itchflow.wire.itch import MESSAGES
-from itchflow.hw.endian import be48
+from itchflow.hw.endian import be48_from8
 from itchflow.wire.binaryfile import OK, TRUNCATED, next_message
 from itchflow.protocol.mold.codec import headers, session_bytes
 from itchflow.protocol.mold.ratelimit import RateLimits, SourceLimiter
@@ -56,7 +56,7 @@ def _plan(buf, max_body, fill, pkt_off, pkt_count, pkt_ts):
             if n > 0 and body + length - start > max_body:
                 break
             if n == 0 and length >= _TS_END:
-                ts = np.int64(be48(buf, body + _TIMESTAMP_OFFSET))
+                ts = np.int64(be48_from8(buf, body + _TIMESTAMP_OFFSET))
             pos = body + length
             n += 1
         if fill:
