@@ -95,9 +95,9 @@ def _describe(buf: np.ndarray, at: int, end: int, status: int) -> str:
         length = int(buf[at]) << 8 | int(buf[at + 1])
         if at + 2 < end:
             t = int(buf[at + 2])
-            name = f"{chr(t)!r}" if chr(t) in MESSAGES else f"unknown type 0x{t:02x}"
+            name = f"type {chr(t)!r}" if chr(t) in MESSAGES else f"unknown type 0x{t:02x}"
             expected = int(LENGTH_BY_BYTE[t])
-            text += f" (type {name}, length prefix {length}"
+            text += f" ({name}, length prefix {length}"
             text += f", specification says {expected})" if expected else ")"
         else:
             text += f" (length prefix {length})"
