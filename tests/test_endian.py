@@ -34,4 +34,3 @@ def test_be48_from8_reads_exactly_six_bytes():
     # the timestamp field: the bytes around it must not leak in (a 6-byte read done as wider loads)
     buf = np.array([0xFF, 0xFF, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0xFF, 0xFF], np.uint8)
     assert int(_read_all(buf, 0)[7]) == 0x010203040506  # be48_from8 at 2: the two 0xFF before masked off
-

@@ -769,4 +769,3 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, ladder, book
 
 assert _E_REF == _C_REF == _X_REF == _D_REF == _A_REF == _F_REF == _U_OLD, "one order reference offset"
 assert _A_SIDE == _F_SIDE and _A_PRICE == _F_PRICE, "A and F share the side and price offsets"
-assert _TS >= 2 and min(n for n in _LENGTHS if n) >= _TS + 6, "be48_from8 reads a timestamp's 2 bytes before it"

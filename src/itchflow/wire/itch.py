@@ -270,6 +270,12 @@ def _build() -> dict[str, MessageType]:
 MESSAGES: MappingProxyType[str, MessageType] = MappingProxyType(_build())
 """Message type letter -> MessageType, in the specification's order."""
 
+# Every timestamp has 2 bytes of its message before it (the header puts it at offset 5): the
+# kernels read it with hw.endian.be48_from8, one 8-byte load that starts 2 bytes early, once
+# they have checked the message's length.
+assert all(f.offset >= 2 for m in MESSAGES.values() for f in m.fields if f.kind == TIMESTAMP), \
+    "a timestamp needs 2 message bytes before it"
+
 CODES: str = "".join(MESSAGES)
 """All 23 type letters: ``SRHYLVWKJhAFECXDUPQBINO``."""
 
