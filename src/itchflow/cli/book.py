@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 
 import click
 
@@ -303,4 +304,33 @@ def bench_book_threads(messages, shapes, stocks, fullday_live_orders, seed, thre
         fail(ValueError(f"--busy-cpu {busy_cpu} is not one of this process's CPUs {available_cpus()}"))
     r = run(messages, _shape_names(shapes), stocks, seed, threads, repeat, shards, chunk or BLOCK_BYTES,
             busy_cpu, busy_nice, fullday_live_orders)
+    click.echo(json.dumps(r) if as_json else report(r))
+
+
+@bench.command("revision")
+@click.option("--rev", required=True,
+              help="The earlier commit to measure against (any git revision of this checkout, e.g. 40a0d70).")
+@click.option("--messages", type=Count(), default="10M", show_default=True, help="Size of each generated day.")
+@click.option("--shapes", default="deep,many,fullday", show_default=True,
+              help="Comma-separated day shapes, as in bench book.")
+@click.option("--stocks", default=8000, show_default=True, help="Stocks of the 'many' shape.")
+@click.option("--fullday-live-orders", type=Count(), default=None,
+              help="Peak live orders of the fullday day [default: the profile's 1,740,000, at most 15% of its "
+                   "messages].")
+@click.option("--seed", default=1, show_default=True)
+@click.option("--repeat", default=5, show_default=True, help="Turns: each engine's best of this many.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def bench_revision(rev, messages, shapes, stocks, fullday_live_orders, seed, repeat, as_json) -> None:
+    """The book engine (HEAD, as checked out) against an earlier revision of itself, taking turns
+    in one process on the same bytes: the speed-up that holds on a host whose speed drifts.
+    Needs a git checkout."""
+    from itchflow.bench.revision import report, run
+
+    if repeat < 1:
+        fail(click.UsageError("--repeat must be at least 1"))
+    say = None if as_json else (lambda line: click.echo(line, err=True))
+    try:
+        r = run(rev, messages, _shape_names(shapes), stocks, seed, repeat, fullday_live_orders, progress=say)
+    except (RuntimeError, ValueError, subprocess.CalledProcessError) as e:
+        fail(e)
     click.echo(json.dumps(r) if as_json else report(r))
