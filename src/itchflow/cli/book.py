@@ -272,16 +272,24 @@ def snapshots_command(path, symbols, at, every, depth, out) -> None:
     click.echo(f"wrote {len(rows):,} rows ({len(times):,} times x {len(_symbols_option(symbols))} symbols) to {out}")
 
 
+def _day_shape_options(command):
+    """The day options of the benchmarks that run bench book's shapes on 10 M-message days."""
+    for option in reversed([
+        click.option("--messages", type=Count(), default="10M", show_default=True, help="Size of each generated day."),
+        click.option("--shapes", default="deep,many,fullday", show_default=True,
+                     help="Comma-separated day shapes, as in bench book: deep (the default 100-stock day), many "
+                          "(--stocks stocks), fullday (gen --profile fullday)."),
+        click.option("--stocks", default=8000, show_default=True, help="Stocks of the 'many' shape."),
+        click.option("--fullday-live-orders", type=Count(), default=None,
+                     help="Peak live orders of the fullday day [default: the profile's 1,740,000, at most 15% of "
+                          "its messages]."),
+        click.option("--seed", default=1, show_default=True)]):
+        command = option(command)
+    return command
+
+
 @bench.command("book-threads")
-@click.option("--messages", type=Count(), default="10M", show_default=True, help="Size of each generated day.")
-@click.option("--shapes", default="deep,many,fullday", show_default=True,
-              help="Comma-separated day shapes, as in bench book: deep (the default 100-stock day), many "
-                   "(--stocks stocks), fullday (gen --profile fullday).")
-@click.option("--stocks", default=8000, show_default=True, help="Stocks of the 'many' shape.")
-@click.option("--fullday-live-orders", type=Count(), default=None,
-              help="Peak live orders of the fullday day [default: the profile's 1,740,000, at most 15% of its "
-                   "messages].")
-@click.option("--seed", default=1, show_default=True)
+@_day_shape_options
 @click.option("--threads", default=2, show_default=True, help="Threads building the books.")
 @click.option("--shards", type=int, default=None, help="Books the stocks are split into [default: 2 per thread].")
 @click.option("--chunk", "chunk", type=Count(), default=None,
@@ -310,14 +318,7 @@ def bench_book_threads(messages, shapes, stocks, fullday_live_orders, seed, thre
 @bench.command("revision")
 @click.option("--rev", required=True,
               help="The earlier commit to measure against (any git revision of this checkout, e.g. 40a0d70).")
-@click.option("--messages", type=Count(), default="10M", show_default=True, help="Size of each generated day.")
-@click.option("--shapes", default="deep,many,fullday", show_default=True,
-              help="Comma-separated day shapes, as in bench book.")
-@click.option("--stocks", default=8000, show_default=True, help="Stocks of the 'many' shape.")
-@click.option("--fullday-live-orders", type=Count(), default=None,
-              help="Peak live orders of the fullday day [default: the profile's 1,740,000, at most 15% of its "
-                   "messages].")
-@click.option("--seed", default=1, show_default=True)
+@_day_shape_options
 @click.option("--repeat", default=5, show_default=True, help="Turns: each engine's best of this many.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def bench_revision(rev, messages, shapes, stocks, fullday_live_orders, seed, repeat, as_json) -> None:
