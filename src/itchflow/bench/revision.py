@@ -9,8 +9,9 @@ taking turns in one process:
   name (``itchflow_rev_<sha>``, every mention of ``itchflow`` in its sources rewritten), so
   both import side by side, each with its own compiled kernels;
 - per shape (the book benchmark's: ``bench.book.shape_params``), the day is memory-mapped and
-  faulted in once, then each turn builds fresh books with each engine (all their tables
-  touched first, so page faults are in neither time) and times one ``apply`` of the whole day;
+  faulted in once, then each turn builds fresh books with each engine (the tables they start
+  with touched first, so their page faults are in neither time; what an engine allocates as
+  the day grows it counts) and times one ``apply`` of the whole day;
   the order of the two alternates from turn to turn;
 - reported: the best of each, their ratio, and each turn's ratio (min / median / max: a spell
   that slows the host slows both of a turn), with the day's shape beside it;
@@ -116,10 +117,13 @@ def _touch(books) -> None:
             flat[::4096] = flat[::4096].copy()
 
 
-def _fresh(books_class, head: bool):
-    # HEAD's books would fault their tables in on the other core on a big apply (prefault):
-    # off, since both are touched here before the clock starts; a revision may predate it.
-    books = books_class(prefault=False) if head else books_class()
+def _fresh(books_class):
+    # Books would fault their tables in on the other core on a big apply (prefault): off, since
+    # they are touched here before the clock starts; a revision from before it has no such option.
+    try:
+        books = books_class(prefault=False)
+    except TypeError:
+        books = books_class()
     _touch(books)
     return books
 
@@ -148,12 +152,12 @@ def run_shape(name: str, params: dict, rev_books, repeat: int = 5, progress=None
     # One untimed apply of the whole day by each: kernels a part of the day needs first (a
     # table's growth, a ladder's move) are loaded, or compiled, outside the clock.
     for which in ("head", "rev"):
-        _fresh(Books if which == "head" else rev_books, which == "head").apply(buf)
+        _fresh(Books if which == "head" else rev_books).apply(buf)
     times = {"head": [], "rev": []}
     kept = {}
     for turn in range(repeat):
         for which in (("head", "rev") if turn % 2 == 0 else ("rev", "head")):
-            books = _fresh(Books if which == "head" else rev_books, which == "head")
+            books = _fresh(Books if which == "head" else rev_books)
             t = time.perf_counter()
             books.apply(buf)
             times[which].append(time.perf_counter() - t)
