@@ -78,24 +78,18 @@ def test_exported_head_imports_beside_this_package(tmp_path):
             del sys.modules[mod]
 
 
-def _rss_kib() -> int:
-    for line in Path("/proc/self/smaps_rollup").read_text().splitlines():
-        if line.startswith("Rss:"):
-            return int(line.split()[1])
-    raise AssertionError("no Rss line")
-
-
 def test_touch_faults_tables_in_and_keeps_their_values():
     from types import SimpleNamespace
 
+    from test_populate import fresh, resident_pages
+
     from itchflow.bench.revision import _touch
 
-    before = _rss_kib()
-    table = np.zeros(32 << 20, np.uint8)          # pages cost nothing until used
+    table = fresh(32 << 20)                       # its own mapping: no page resident yet
     table[0], table[5 * 4096], table[-1] = 7, 8, 9  # values the touch must keep
     small = np.arange(16, dtype=np.int64)         # below a page: left alone
-    assert _rss_kib() - before < (32 << 10) // 2
+    assert resident_pages(table).mean() < 0.5
     _touch(SimpleNamespace(table=table, small=small, name="not an array"))
-    assert _rss_kib() - before >= (32 << 10) * 0.95   # every page of the table is resident now
+    assert resident_pages(table).all()            # every page of the table is resident now
     assert (table[0], table[5 * 4096], table[-1]) == (7, 8, 9) and int(table.sum(dtype=np.int64)) == 24
     assert (small == np.arange(16)).all()
