@@ -207,10 +207,11 @@ def report(r: dict) -> None:
     from rich.table import Table
 
     m = r["machine"]
+    # "checkout": the sources imported now (HEAD plus any uncommitted change), against rev
     head = r["head_commit"][:10] + (" + uncommitted changes" if r["head_dirty"] else "")
-    t = Table(title=f"book engine: HEAD ({head}) against {r['rev']} ({r['rev_commit'][:10]}): the same bytes "
-                    f"in one process, taking turns, best of {r['repeat']}; {m['cpu']} ({m['cores']} cores)")
-    for col in ("shape", "messages", f"{r['rev']} ns/msg", "HEAD ns/msg", "speed-up", "turns min/med/max",
+    t = Table(title=f"book engine: this checkout (HEAD {head}) against {r['rev']} ({r['rev_commit'][:10]}): the "
+                    f"same bytes in one process, taking turns, best of {r['repeat']}; {m['cpu']} ({m['cores']} cores)")
+    for col in ("shape", "messages", f"{r['rev']} ns/msg", "checkout ns/msg", "speed-up", "turns min/med/max",
                 "agree"):
         t.add_column(col, justify="left" if col == "shape" else "right")
     for s in r["shapes"]:
@@ -230,5 +231,5 @@ def report(r: dict) -> None:
               f"{sh['peak_live_orders']:,}, deepest side {sh['deepest_side_levels']:,} levels "
               f"({sh['deepest_side_symbol']}); {s['day']}" + (" (generated now)" if s["generated_now"] else ""))
         print(f"    {r['rev']} ns/msg by turn: " + ", ".join(f"{x:.1f}" for x in s["rev_ns_all"])
-              + "; HEAD: " + ", ".join(f"{x:.1f}" for x in s["head_ns_all"]))
+              + "; checkout: " + ", ".join(f"{x:.1f}" for x in s["head_ns_all"]))
     print(f"  kernels loaded (compiled, the first time for a revision) in {r['kernels_seconds']:.1f} s, untimed")

@@ -322,9 +322,10 @@ def bench_book_threads(messages, shapes, stocks, fullday_live_orders, seed, thre
 @click.option("--repeat", default=5, show_default=True, help="Turns: each engine's best of this many.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def bench_revision(rev, messages, shapes, stocks, fullday_live_orders, seed, repeat, as_json) -> None:
-    """The book engine (HEAD, as checked out) against an earlier revision of itself, taking turns
-    in one process on the same bytes: the speed-up that holds on a host whose speed drifts.
-    Needs a git checkout."""
+    """The book engine as checked out (HEAD and any uncommitted change) against another revision
+    of itself, taking turns in one process on the same bytes: the speed-up that holds on a host
+    whose speed drifts (--rev HEAD: uncommitted changes against the last commit). Needs a git
+    checkout."""
     from itchflow.bench.revision import report, run
 
     if repeat < 1:
