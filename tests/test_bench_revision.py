@@ -78,13 +78,17 @@ def test_exported_head_imports_beside_this_package(tmp_path):
             del sys.modules[mod]
 
 
-def test_touch_faults_tables_in_and_keeps_their_values():
+@pytest.mark.parametrize("kernel_populates", [True, False], ids=["populate", "written back"])
+def test_touch_faults_tables_in_and_keeps_their_values(kernel_populates, monkeypatch):
     from types import SimpleNamespace
 
     from test_populate import fresh, resident_pages
 
+    import itchflow.hw.populate
     from itchflow.bench.revision import _touch
 
+    if not kernel_populates:  # Linux < 5.14: populate() says it cannot, the touch writes instead
+        monkeypatch.setattr(itchflow.hw.populate, "populate", lambda array: False)
     table = fresh(32 << 20)                       # its own mapping: no page resident yet
     table[0], table[5 * 4096], table[-1] = 7, 8, 9  # values the touch must keep
     small = np.arange(16, dtype=np.int64)         # below a page: left alone

@@ -109,12 +109,17 @@ def load_books_class(name: str, folder: Path):
 
 
 def _touch(books) -> None:
-    """Fault in every page of the books' tables (so a timed apply pays no first-touch faults)."""
+    """Fault in every page of the books' tables (so a timed apply pays no first-touch faults):
+    ``hw.populate``, the call Books.prefault makes, or where the kernel cannot (Linux < 5.14) a
+    byte of every page written back with its own value."""
+    from itchflow.hw.populate import PAGE, populate
+
     for value in vars(books).values():
-        if isinstance(value, np.ndarray) and value.nbytes >= 4096 and value.flags.writeable:
+        if (isinstance(value, np.ndarray) and value.nbytes >= PAGE and value.flags.writeable
+                and value.flags.c_contiguous and not populate(value)):
             flat = value.reshape(-1).view(np.uint8)
             # the values written back are a copy: numpy skips an assignment of a view to itself
-            flat[::4096] = flat[::4096].copy()
+            flat[::PAGE] = flat[::PAGE].copy()
 
 
 def _fresh(books_class):
