@@ -18,7 +18,7 @@ What is measured for each (one core, the same bytes, the same run):
   process has never used, which costs more than memory it has used and freed (as itchcpp's
   figure, always taken in a fresh interpreter).
 - itchcpp: ``BookManager().process_stream(bytes)`` on the same bytes (C++ books of every
-  stock), in a fresh interpreter, also best of ``repeat``, its runs taking turns with ours; its
+  stock), fed in whole-message pieces of 64 MiB (``PEER_PIECE_BYTES``), in a fresh interpreter, also best of ``repeat``, its runs taking turns with ours; its
   best bid/offer of every stock is compared with ours.
 - the day's shape, measured (itchflow.bench.day_shape): stocks, share of messages of the top
   1/10/100 stocks, peak live orders, deepest book side at the end, order-table size.
@@ -107,14 +107,31 @@ def ensure_shape_day(params: dict) -> tuple[Path, dict, bool]:
     return path, info, True
 
 
+# itchcpp takes whole messages in pieces of PEER_PIECE_BYTES (cut at a message boundary,
+# copied out of the mapped day outside the clock): a whole day handed over at once is a
+# second copy of it inside the extension (a 12 GB day ran a 24 GB machine out of memory).
+# Its books carry over from one call to the next (the same tops as one call, checked in
+# tests/test_bench_book.py).
+PEER_PIECE_BYTES = 64 << 20
 _ITCHCPP = """
 import json, time
 import itchcpp.book as cb
-data = open({path!r}, 'rb').read()
+from itchflow.sources.files import map_file
+from itchflow.wire.binaryfile import whole_messages_end
+buf = map_file({path!r})
 bm = cb.BookManager()
-t = time.perf_counter()
-bm.process_stream(data)
-dt = time.perf_counter() - t
+dt, pos, size = 0.0, 0, len(buf)
+while pos < size:
+    end = min(size, pos + {piece})
+    if end < size:
+        end = int(whole_messages_end(buf, pos, end)[0])
+        if end == pos:   # no whole message fits: one longer than a piece
+            end = size
+    piece = buf[pos:end].tobytes()
+    t = time.perf_counter()
+    bm.process_stream(piece)
+    dt += time.perf_counter() - t
+    pos = end
 tops = {{}}
 for s in {symbols!r}:
     book = bm.book_for_symbol(s)
@@ -231,7 +248,8 @@ def run_shape(name: str, params: dict, repeat: int = 2, peers: bool = True) -> d
             del b
         if peers and not any("error" in c for c in cpp_runs):
             symbols = symbols or sorted(books.symbols)
-            cpp_runs.append(run_peer(_ITCHCPP.format(path=str(path), symbols=symbols)))
+            cpp_runs.append(run_peer(_ITCHCPP.format(path=str(path), symbols=symbols,
+                                                     piece=PEER_PIECE_BYTES)))
     r["itchflow"] = rate_row(books.messages, best)
     r["itchflow"].update(peak_live_orders=books.peak_live_orders, live_orders_at_end=books.live_orders(),
                          anomalies=sum(books.anomalies().values()), engine_bytes=books.memory_bytes(),

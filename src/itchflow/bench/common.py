@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -62,6 +63,20 @@ def best_of(repeat: int, fn) -> tuple[float, object]:
     return best, result
 
 
+def peer_failure(returncode: int, stderr: str) -> str:
+    """Why a peer's process failed, in one line: its last line of stderr, or the signal that
+    ended it (a process the kernel's OOM killer ends says nothing itself)."""
+    last = (stderr.strip().splitlines() or [""])[-1]
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        why = " (out of memory? the kernel's OOM killer sends it)" if -returncode == signal.SIGKILL else ""
+        return f"killed by {name}{why}" + (f"; last stderr line: {last}" if last else "")
+    return last or f"exited with status {returncode}, no message"
+
+
 def run_peer(code: str, env: dict | None = None, timeout: float = 1800) -> dict:
     """Run a peer's timing snippet in a fresh interpreter; it prints one JSON object last."""
     full_env = dict(os.environ)
@@ -69,7 +84,7 @@ def run_peer(code: str, env: dict | None = None, timeout: float = 1800) -> dict:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env=full_env, timeout=timeout)
     if proc.returncode != 0:
-        return {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
+        return {"error": peer_failure(proc.returncode, proc.stderr)}
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 

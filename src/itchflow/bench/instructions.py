@@ -28,6 +28,8 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from itchflow.bench.common import peer_failure
+
 # A target valgrind executes: it has no AVX-512, which Numba would use on this host's CPU.
 VALGRIND_CPU = "haswell"
 VALGRIND_FEATURES = ("+64bit,+avx,+avx2,+bmi,+bmi2,+cmov,+cx16,+f16c,+fma,+lzcnt,+movbe,+popcnt,+sse,"
@@ -95,8 +97,7 @@ def _counted(code: str, env: dict, workdir: Path, tag: str, timeout: float) -> d
          sys.executable, "-c", code],
         capture_output=True, text=True, env=env, timeout=timeout)
     if proc.returncode != 0:
-        tail = (proc.stderr.strip().splitlines() or ["failed"])[-1]
-        raise RuntimeError(f"{tag} under valgrind failed: {tail}")
+        raise RuntimeError(f"{tag} under valgrind failed: {peer_failure(proc.returncode, proc.stderr)}")
     text = out.read_text()
     names = _EVENTS.search(text).group(1).split()
     values = [int(v) for v in _TOTALS.search(text).group(1).split()]
