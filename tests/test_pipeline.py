@@ -101,6 +101,14 @@ def test_small_books_grow_inside_the_pipeline(tmp_path, day, direct):
     assert_same_books(books, direct)
     assert all(int(books.ctl[k]) > v for k, v in start.items())
     assert int(books.ctl[L.C_LOG_N]) + int(books.ctl[L.C_MATCH_USED]) > 100   # the day's trades, kept
+    # every growth is a pause in the log, named by what grew, each from its size to double it
+    g = books.growth()
+    assert {"order table", "levels", "ladder arena", "trade log"} <= set(g["by_table"])
+    assert g["pauses"] == len(books.growth_log) == sum(v["pauses"] for v in g["by_table"].values())
+    table = [(a, b) for what, a, b, _ in books.growth_log if what == "order table"]
+    assert table[0][0] == 64 and table[-1][1] == len(books.order_rows)
+    assert all(b == 2 * a for a, b in table) and all(table[i][1] == table[i + 1][0] for i in range(len(table) - 1))
+    assert g["longest"]["seconds"] == max(sec for *_, sec in books.growth_log) > 0
 
 
 def test_gzip_source(tmp_path, day, direct):
@@ -339,8 +347,44 @@ def test_run_command_json(tmp_path, day, direct):
     assert rep["book"]["live_orders"] == direct.live_orders()
     assert {"publish_to_consume", "consume_to_applied"} <= set(rep["latency"])
     assert len(rep["top"]) == 3
+    assert rep["book"]["growth"]["pauses"] == 0   # the default tables hold a day this small
     res = CliRunner().invoke(main, ["run", "--source", str(tmp_path / "missing.itch")])
     assert res.exit_code == 1 and "no such file" in res.output
+
+
+def test_run_command_sized_ahead_never_pauses_to_grow(tmp_path, day, direct):
+    """--live-orders / --trades: the books start with room for the day, and the report says
+    no table grew (the default run above grew several); the books are the same."""
+    from itchflow.cli import main
+
+    path = tmp_path / "day.itch"
+    path.write_bytes(day.tobytes())
+    res = CliRunner().invoke(main, ["run", "--source", str(path), "--json",
+                                    "--live-orders", str(4 * direct.peak_live_orders), "--trades", "1M"])
+    assert res.exit_code == 0, res.output
+    rep = json.loads(res.output)
+    assert rep["book"]["growth"] == {"pauses": 0, "seconds": 0, "longest": None, "by_table": {}}
+    assert rep["book"]["live_orders"] == direct.live_orders() and rep["messages"] == reference_count(day)
+    res = CliRunner().invoke(main, ["run", "--source", str(path), "-q", "--live-orders", "100"])
+    assert res.exit_code == 0, res.output
+    assert "growth: none" not in res.output and "the longest" in res.output   # books too small: they grew
+
+
+def test_the_report_names_the_pauses(tmp_path, day):
+    """The text report's growth line, from the log of books that grew in the pipeline."""
+    from itchflow.cli.run import growth_lines
+
+    path = tmp_path / "day.itch"
+    path.write_bytes(day.tobytes())
+    books = Books(64, table=64, levels=16, arena=64)
+    g = run_pipeline(str(path), books=books).book["growth"]
+    (line,) = growth_lines(g)
+    assert line.startswith(f"growth: {g['pauses']:,} pauses, ")
+    assert f"order table {g['by_table']['order table']['pauses']}" in line
+    top = g["longest"]
+    assert f"the longest {top['seconds'] * 1e3:,.0f} ms ({top['what']} {top['from']:,} -> {top['to']:,} rows)" in line
+    assert growth_lines({"pauses": 0, "seconds": 0, "longest": None, "by_table": {}}) == [
+        "growth: none (the tables were large enough from the start)"]
 
 
 def test_every_command_module_is_registered():

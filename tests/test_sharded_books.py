@@ -341,3 +341,24 @@ def test_shard_threads_are_pinned_one_cpu_each(skewed_day, monkeypatch):
     with ShardedBooks(len(cpus) + 1) as sb:
         sb.apply(skewed_day)
     assert pinned == []
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_books_sized_ahead_never_grow_and_build_the_same_books(wide_day, threads):
+    """Books(capacity=, trades=) starts with room for the whole day: the growth log stays
+    empty, where books started small log every table they grew; the books are the same."""
+    one = one_thread(wide_day, record=False)
+    with ShardedBooks(threads, 8, table=8, levels=8, arena=8, trades=8) as small:
+        small.apply(wide_day)
+        assert_same(small, one)
+        g = small.growth()
+        assert g["pauses"] == sum(len(b.growth_log) for b in small.shards) > 0
+        assert {"order table", "levels", "ladder arena", "trade log"} <= set(g["by_table"])
+    want = 4 * one.peak_live_orders
+    with ShardedBooks(threads, want, trades=one.ctl[L.C_LOG_N] + 1) as sized:
+        sized.apply(wide_day)
+        assert_same(sized, one)
+        assert sized.growth() == {"pauses": 0, "seconds": 0, "longest": None, "by_table": {}}
+    b = Books(want, trades=100_000)
+    assert len(b.order_rows) * 3 // 8 >= want and len(b.trade_log) // L.MATCH_WORDS >= 100_000
+    assert len(b.levels) >= want // 4 and len(b.ladder) >= 4 * len(b.levels)

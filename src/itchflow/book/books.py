@@ -18,6 +18,8 @@ message.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from itchflow.book import layout as L
@@ -38,11 +40,32 @@ DEFAULT_TABLE = 1 << 21         # order table rows to start with (64 MiB, 786 k 
                                 # it grows): doubled (rehashed) past 3/8 full
 TRADE_LOG_ROWS_PER_ORDER_ROWS = 4   # the trade log starts with 1/4 the order table's rows (16 MiB by default)
 MATCH_INDEX_ROWS = 1 << 10          # the match index starts small: only out-of-order trades go there
+LIVE_ORDERS_PER_LEVEL = 4      # Books(capacity): level records for capacity / 4 live levels
+ARENA_ENTRIES_PER_LEVEL = 4    # ... and ladder arena entries for 4 a level
 # An apply of at least this much input faults in the order table and the trade log on
 # another thread first (hw.populate): a day this big touches every page of them anyway. A
 # table grown to at least POPULATE_TABLE_BYTES has its top half faulted in so while rehashed.
 POPULATE_INPUT_BYTES = 16 << 20
 POPULATE_TABLE_BYTES = 16 << 20
+
+
+# What each NEED_* status grows, as growth() names it.
+_GROWN_NAMES = {L.NEED_TABLE: "order table", L.NEED_LEVELS: "levels", L.NEED_ARENA: "ladder arena",
+                L.NEED_MATCHES: "match index", L.NEED_TRADE_LOG: "trade log", L.NEED_TRADES_OUT: "trade events",
+                L.NEED_BBO_OUT: "BBO events", L.NEED_L2_OUT: "L2 events"}
+
+
+def growth_summary(log: list[tuple[str, int, int, float]]) -> dict:
+    """``Books.growth`` of a growth log: (what, rows before, rows after, seconds) a pause."""
+    by: dict = {}
+    for name, _, _, sec in log:
+        n, total = by.get(name, (0, 0.0))
+        by[name] = (n + 1, total + sec)
+    longest = max(log, key=lambda g: g[3], default=None)
+    return {"pauses": len(log), "seconds": sum(g[3] for g in log),
+            "longest": (None if longest is None else
+                        {"what": longest[0], "from": longest[1], "to": longest[2], "seconds": longest[3]}),
+            "by_table": {k: {"pauses": n, "seconds": sec} for k, (n, sec) in by.items()}}
 
 
 def _pow2_at_least(n: int) -> int:
@@ -52,9 +75,12 @@ def _pow2_at_least(n: int) -> int:
 class Books:
     """Full-depth books of every stock, fed whole ITCH messages.
 
-    capacity: live orders to expect (the order table starts with room for them; it, the
-    levels and the ladders grow on demand, so this only avoids early regrowth); ``table``
-    gives the starting rows directly instead. track_matches keeps a match number -> trade index
+    capacity: live orders to expect (the order table starts with room for them, and the level
+    records and ladder arena for a level every 4 orders; all grow on demand beyond that, so
+    this only avoids regrowth, and the pause each regrowth is: ``growth``); ``table``
+    gives the starting rows directly instead; trades: trades to expect (the trade log a B
+    message is matched against starts with room for them; default a quarter of the table's
+    rows). Growing a table pauses the apply that needs it (``growth``). track_matches keeps a match number -> trade index
     so B (broken trade) messages can take trades back out of the volume. far_table: from this
     many order table rows on, the engine's look-ahead also fetches level records, index buckets
     and ladder tops (a working set far beyond the caches; 0: never). prefault: the first apply
@@ -75,7 +101,8 @@ class Books:
 
     def __init__(self, capacity: int | None = None, *, track_matches: bool = True,
                  table: int | None = None, levels: int | None = None, arena: int | None = None,
-                 threads: int = 1, far_table: int = L.FAR_TABLE, prefault: bool = True):
+                 trades: int | None = None, threads: int = 1, far_table: int = L.FAR_TABLE,
+                 prefault: bool = True):
         if table is None:
             table = (DEFAULT_TABLE if capacity is None
                      else int(capacity) * L.TABLE_MAX_LOAD_DEN // L.TABLE_MAX_LOAD_NUM + 1)
@@ -85,9 +112,16 @@ class Books:
         self.order_rows = aligned_zeros(rows, L.ORDER_DTYPE)  # pages cost nothing until used
         # a power of two: the price index has as many buckets as the largest power of two
         # not above the level capacity (``level_index``), so the chains stay short
-        nlevels = _pow2_at_least(int(levels or max(1024, min(expected // 8, 1 << 18))))
+        # Asked for a capacity, the levels and the ladder arena are sized for it too (a real day's
+        # 5.3 M live orders rest on about 1 M levels, whose ladder segments, doubled as they
+        # fill, take up to 4 entries a level), so that none of them pauses to grow; by default
+        # they start small and grow on demand.
+        if levels is None:
+            levels = (max(1024, expected // LIVE_ORDERS_PER_LEVEL) if capacity is not None
+                      else max(1024, min(expected // 8, 1 << 18)))
+        nlevels = _pow2_at_least(int(levels))
         self.levels = aligned_zeros(nlevels, L.LEVEL_DTYPE)
-        narena = int(arena or max(1 << 16, nlevels * 2))
+        narena = int(arena or max(1 << 16, nlevels * (ARENA_ENTRIES_PER_LEVEL if capacity is not None else 2)))
         self.ladder = aligned_zeros(narena, np.uint64)
         self.books = aligned_zeros(L.N_BOOKS, L.BOOK_DTYPE)
         self.stocks = aligned_zeros(L.N_LOCATES, L.STOCK_DTYPE)
@@ -96,7 +130,8 @@ class Books:
         # L.MATCH_DTYPE rows, as words. The trade log keeps (almost) every trade of the day: a
         # quarter of the order table's rows to start with, doubled when full. The match index
         # takes only trades whose match number is out of order (``trade_log``).
-        log_rows = max(MIN_TABLE, rows // TRADE_LOG_ROWS_PER_ORDER_ROWS) if track_matches else MIN_TABLE
+        log_rows = (max(MIN_TABLE, int(trades) if trades is not None else rows // TRADE_LOG_ROWS_PER_ORDER_ROWS)
+                    if track_matches else MIN_TABLE)
         self.trade_log = aligned_zeros(log_rows * L.MATCH_WORDS, np.uint64)
         match_rows = MATCH_INDEX_ROWS if track_matches else MIN_TABLE
         self.matches = aligned_zeros(match_rows * L.MATCH_WORDS, np.uint64)
@@ -114,6 +149,7 @@ class Books:
         c[L.C_FAR_TABLE] = max(0, int(far_table))
         self._sync_out_caps()
         self.next_sequence = 1
+        self.growth_log: list[tuple[str, int, int, float]] = []   # (what, rows before, after, seconds)
         self.stopped_at_time = False   # the last apply stopped at its stop_after_ns
         self._prefault_on_apply = bool(prefault)
         self.prefault_started = False  # prefault() has been called (by apply, or by hand)
@@ -196,6 +232,35 @@ class Books:
         self._grow(status)
 
     def _grow(self, status: int) -> None:
+        """Grow what status names, and log the pause (``growth``)."""
+        t = time.perf_counter()
+        before = self._grown_size(status)
+        self._grow_now(status)
+        self.growth_log.append((_GROWN_NAMES.get(status, str(status)), before, self._grown_size(status),
+                                time.perf_counter() - t))
+
+    def _grown_size(self, status: int) -> int:
+        """Rows (records, entries) of what status grows."""
+        if status == L.NEED_TABLE:
+            return len(self.order_rows)
+        if status == L.NEED_LEVELS:
+            return len(self.levels)
+        if status == L.NEED_ARENA:
+            return len(self.ladder)
+        if status == L.NEED_MATCHES:
+            return len(self.matches) // L.MATCH_WORDS
+        if status == L.NEED_TRADE_LOG:
+            return len(self.trade_log) // L.MATCH_WORDS
+        return 0   # event buffers: sized by the events module
+
+    def growth(self) -> dict:
+        """Every time the driver grew a table while applying: how often, how long the longest
+        pause was and what grew then, and the pauses per table (count, seconds in all). A live
+        feed stops for as long as a pause lasts: a table rehashed at 8 M rows takes most of a
+        second. ``Books(capacity=..., trades=...)`` sizes the tables ahead instead."""
+        return growth_summary(self.growth_log)
+
+    def _grow_now(self, status: int) -> None:
         c = self.ctl
         if status == L.NEED_TABLE:
             grown = _rehashed(self.order_words, L.ORDER_WORDS, 2 * len(self.order_rows),

@@ -48,7 +48,7 @@ import numpy as np
 from numba import njit
 
 from itchflow.book import layout as L
-from itchflow.book.books import DEFAULT_TABLE, Books
+from itchflow.book.books import DEFAULT_TABLE, Books, growth_summary
 from itchflow.book.replay import replay
 from itchflow.book.shard_schedule import ROUTE, ShardSchedule
 from itchflow.errors import ITCHFormatError
@@ -221,7 +221,7 @@ class ShardedBooks:
 
     def __init__(self, threads: int = 2, capacity: int | None = None, *, shard_of=None,
                  track_matches: bool = True, table: int | None = None, levels: int | None = None,
-                 arena: int | None = None, block_bytes: int = BLOCK_BYTES, pin_threads: bool = True,
+                 arena: int | None = None, trades: int | None = None, block_bytes: int = BLOCK_BYTES, pin_threads: bool = True,
                  shards: int | None = None, slots: int = SLOTS, far_table: int = L.FAR_TABLE,
                  prefault: bool = False):
         threads = int(threads)
@@ -248,11 +248,16 @@ class ShardedBooks:
         def part(v):
             return None if v is None else max(1, int(v) // shards)
 
+        def share(v):  # a shard's part of a count to expect (live orders, trades): the shards are
+            # balanced by messages, not by these, so each gets a quarter more than an even part
+            return None if v is None else max(1, int(v) * 5 // (4 * shards))
+
         if table is None and capacity is None:  # the one-thread default, split
             table = DEFAULT_TABLE
         far_part = -(-max(0, int(far_table)) // shards)  # 0 stays 0: never
-        self.shards = [Books(part(capacity), track_matches=track_matches, table=part(table),
-                             levels=part(levels), arena=part(arena), far_table=far_part, prefault=prefault)
+        self.shards = [Books(share(capacity), track_matches=track_matches, table=part(table),
+                             levels=part(levels), arena=part(arena), trades=share(trades), far_table=far_part,
+                             prefault=prefault)
                        for _ in range(shards)]
         self.shard_of = None if shard_of is None else self._checked_map(shard_of)
         # Per slot: every shard's block (a chunk routes at most block_bytes of input, plus the
@@ -496,6 +501,11 @@ class ShardedBooks:
         counts = self.anomaly_counts
         return {int(loc): {n: int(v) for n, v in zip(L.ANOMALIES, counts[loc]) if v}
                 for loc in np.flatnonzero(counts.any(axis=1))}
+
+    def growth(self) -> dict:
+        """``Books.growth`` over every shard (shards grow on their own threads: a pause stops
+        only its shard's thread)."""
+        return growth_summary([g for b in self.shards for g in b.growth_log])
 
     def memory_bytes(self) -> int:
         """The shards' arrays and the chunk slots' blocks and indexes (allocated, not all

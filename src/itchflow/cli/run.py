@@ -14,6 +14,7 @@ from itchflow.cli.params import Count
 from itchflow.wire.itch import price4_to_float
 
 EXIT_INTERRUPTED = 130   # 128 + SIGINT, as a shell reports a Ctrl-C
+LONG_PAUSE_SECONDS = 0.01  # a growth pause this long gets the hint to size the books ahead
 
 
 
@@ -41,10 +42,17 @@ EXIT_INTERRUPTED = 130   # 128 + SIGINT, as a shell reports a Ctrl-C
 @click.option("--top", default=10, show_default=True, help="Stocks to show (most shares traded).")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None,
               help="Also draw the latency distribution of every stage to this PNG (needs matplotlib).")
+@click.option("--live-orders", type=Count(), default=None,
+              help="Live orders to make room for before the first message (e.g. 6M for a real day's peak), "
+                   "faulted in before the feed starts: the books then never pause to grow their order table "
+                   "(a rehash at 8 M rows takes most of a second). Default: grow on demand.")
+@click.option("--trades", type=Count(), default=None,
+              help="Trades to make room for in the trade log (B messages are matched against it); "
+                   "default: a quarter of the order table's rows, grown on demand.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def run_command(source, ring, capacity, batch_bytes, rate, pin, wait, hugepages, heartbeat_timeout,
-                wait_for_file, idle_timeout, top, plot, as_json, quiet) -> None:
+                wait_for_file, idle_timeout, top, plot, live_orders, trades, as_json, quiet) -> None:
     """Read a source in one process, hand it over a ring, build every stock's book in another.
     Ctrl-C prints the report of what was applied and exits 130."""
     from itchflow.cli.progress import progress_bar
@@ -56,12 +64,13 @@ def run_command(source, ring, capacity, batch_bytes, rate, pin, wait, hugepages,
     try:
         spec = parse_source(source)
         cpus = parse_cpus(pin)
+        books = sized_books(live_orders, trades)
         total = progress_total(spec.path) if spec.kind == "file" else None
         with progress_bar("run", total, quiet or as_json) as update:
             report = run_pipeline(spec, ring=ring, capacity=capacity, batch_bytes=batch_bytes, pin=cpus,
                                   wait=wait, top=top, progress=update, hugepages=hugepages, rate=rate,
                                   heartbeat_timeout=heartbeat_timeout, wait_for_file=wait_for_file,
-                                  idle_timeout=idle_timeout or None)
+                                  idle_timeout=idle_timeout or None, books=books)
         if plot:
             from itchflow.sinks.plots import latency_plot
 
@@ -86,6 +95,30 @@ def _show(report, as_json: bool, plot: str | None) -> None:
         print_report(report)
         if plot:
             click.echo(f"latency plot: {plot}")
+
+
+def sized_books(live_orders: int | None, trades: int | None):
+    """Books sized ahead and faulted in now (None: the default books, grown on demand)."""
+    if live_orders is None and trades is None:
+        return None
+    from itchflow.book.books import Books
+
+    books = Books(live_orders, trades=trades)
+    books.prefault(wait=True)
+    return books
+
+
+def growth_lines(g: dict | None) -> list[str]:
+    """The pauses the books took to grow their tables: a live feed stops for each."""
+    if not g or not g["pauses"]:
+        return ["growth: none (the tables were large enough from the start)"] if g else []
+    top = g["longest"]
+    each = ", ".join(f"{k} {v['pauses']}" for k, v in g["by_table"].items())
+    line = (f"growth: {g['pauses']:,} pauses, {g['seconds'] * 1e3:,.0f} ms in all ({each}); the longest "
+            f"{top['seconds'] * 1e3:,.0f} ms ({top['what']} {top['from']:,} -> {top['to']:,} rows)")
+    if top["seconds"] >= LONG_PAUSE_SECONDS:
+        line += "; --live-orders / --trades size the books ahead"
+    return [line]
 
 
 def source_lines(p: dict) -> list[str]:
@@ -146,6 +179,8 @@ def print_report(r) -> None:
     console.print(f"  books: {b['stocks_with_orders']:,} stocks with orders, {b['live_orders']:,} live orders "
                   f"(peak {b['peak_live_orders']:,}), {b['unknown_types']:,} unknown types skipped, "
                   f"anomalies {b['anomalies'] or 'none'}")
+    for line in growth_lines(b.get("growth")):
+        console.print(f"  {line}")
     if r.pacing == "flat out":
         how = ("file read flat out: publish -> consume is mostly QUEUEING behind earlier batches in a full "
                "ring, not the hand-off; --rate N measures the hand-off")

@@ -313,6 +313,7 @@ def _finish(report, applier, books, tpn, run: _Run, top) -> PipelineReport:
     report.book = {"live_orders": books.live_orders(), "peak_live_orders": books.peak_live_orders,
                    "stocks_with_orders": int(np.count_nonzero(books.books["length"].reshape(-1, 2).sum(axis=1))),
                    "messages_applied": books.messages, "unknown_types": books.unknown_types,
-                   "anomalies": {k: v for k, v in books.anomalies().items() if v}}
+                   "anomalies": {k: v for k, v in books.anomalies().items() if v},
+                   "growth": books.growth()}
     report.top = _top_stocks(books, top)
     return report
