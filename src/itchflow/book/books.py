@@ -76,11 +76,11 @@ class Books:
     """Full-depth books of every stock, fed whole ITCH messages.
 
     capacity: live orders to expect (the order table starts with room for them, and the level
-    records and ladder arena for a level every 4 orders; all grow on demand beyond that, so
-    this only avoids regrowth, and the pause each regrowth is: ``growth``); ``table``
-    gives the starting rows directly instead; trades: trades to expect (the trade log a B
+    records and ladder arena with room for a level every 4 orders; all grow on demand beyond
+    that, so this only avoids regrowth and its pauses, which ``growth`` lists); ``table``
+    gives the starting rows directly instead. trades: trades to expect (the trade log a B
     message is matched against starts with room for them; default a quarter of the table's
-    rows). Growing a table pauses the apply that needs it (``growth``). track_matches keeps a match number -> trade index
+    rows). track_matches keeps a match number -> trade index
     so B (broken trade) messages can take trades back out of the volume. far_table: from this
     many order table rows on, the engine's look-ahead also fetches level records, index buckets
     and ladder tops (a working set far beyond the caches; 0: never). prefault: the first apply
