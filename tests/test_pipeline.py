@@ -482,3 +482,35 @@ def test_paced_replay_takes_the_time_the_rate_says(tmp_path, day, direct):
     assert run_pipeline(str(path), books=Books()).pacing == "flat out"   # its latencies are queueing
     with pytest.raises(ValueError, match="file sources only"):
         run_pipeline("tail:/tmp/x.itch", rate=1000)
+
+
+def test_books_sized_beyond_this_machine_are_refused_before_a_page_is_touched(tmp_path, monkeypatch):
+    """--live-orders too large for the memory available: a one-line error naming the option
+    and the sizes, never an allocation that faults in until the OOM killer ends the process."""
+    from itchflow.cli import main
+    from itchflow.cli.run import sized_books
+    from itchflow.hw import memory
+
+    path = tmp_path / "day.itch"
+    path.write_bytes(b"")
+    res = CliRunner().invoke(main, ["run", "--source", str(path), "--live-orders", "1e12"])
+    assert res.exit_code == 1
+    assert "--live-orders 1,000,000,000,000: the books' tables cannot even be allocated" in res.output
+    monkeypatch.setattr(memory, "available_bytes", lambda: 100 << 20)   # 100 MiB free
+    with pytest.raises(ValueError, match=r"--live-orders 1,000,000: the books' tables would take 0\.\d GiB, "
+                                         r"and this machine has 0\.1 GiB available"):
+        sized_books(1_000_000, None)
+    assert sized_books(None, None) is None
+
+
+def test_available_memory_is_read_from_meminfo(tmp_path):
+    from itchflow.hw.memory import available_bytes
+
+    info = tmp_path / "meminfo"
+    info.write_text("MemTotal:       24000000 kB\nMemFree:   100 kB\nMemAvailable:   1234567 kB\n")
+    assert available_bytes(str(info)) == 1234567 * 1024
+    info.write_text("MemTotal:       24000000 kB\n")
+    assert available_bytes(str(info)) is None
+    assert available_bytes(str(tmp_path / "missing")) is None
+    real = available_bytes()
+    assert real is None or 0 < real < 1 << 50

@@ -98,12 +98,23 @@ def _show(report, as_json: bool, plot: str | None) -> None:
 
 
 def sized_books(live_orders: int | None, trades: int | None):
-    """Books sized ahead and faulted in now (None: the default books, grown on demand)."""
+    """Books sized ahead and faulted in now (None: the default books, grown on demand). Sizes
+    whose tables would not fit in the memory this machine has free are refused before a page
+    is touched (faulting them in would bring the kernel's OOM killer instead)."""
     if live_orders is None and trades is None:
         return None
     from itchflow.book.books import Books
+    from itchflow.hw.memory import available_bytes
 
-    books = Books(live_orders, trades=trades)
+    asked = f"--live-orders {live_orders:,}" if live_orders is not None else f"--trades {trades:,}"
+    try:
+        books = Books(live_orders, trades=trades)
+    except MemoryError:
+        raise ValueError(f"{asked}: the books' tables cannot even be allocated on this machine") from None
+    need, free = books.memory_bytes(), available_bytes()
+    if free is not None and need > free:
+        raise ValueError(f"{asked}: the books' tables would take {need / 2**30:,.1f} GiB, and this machine "
+                         f"has {free / 2**30:,.1f} GiB available")
     books.prefault(wait=True)
     return books
 
