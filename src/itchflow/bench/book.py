@@ -18,8 +18,9 @@ What is measured for each (one core, the same bytes, the same run):
   process has never used, which costs more than memory it has used and freed (as itchcpp's
   figure, always taken in a fresh interpreter).
 - itchcpp: ``BookManager().process_stream(bytes)`` on the same bytes (C++ books of every
-  stock), fed in whole-message pieces of 64 MiB (``PEER_PIECE_BYTES``), in a fresh interpreter, also best of ``repeat``, its runs taking turns with ours; its
-  best bid/offer of every stock is compared with ours.
+  stock), fed in whole-message pieces of 64 MiB (``PEER_PIECE_BYTES``), in a fresh
+  interpreter, also best of ``repeat``, its runs taking turns with ours; its best bid/offer
+  of every stock is compared with ours.
 - the day's shape, measured (itchflow.bench.day_shape): stocks, share of messages of the top
   1/10/100 stocks, peak live orders, deepest book side at the end, order-table size.
 Once per run: MeatPy, one stock's book (the most active of the first shape) over a prefix of the

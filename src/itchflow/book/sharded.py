@@ -221,7 +221,8 @@ class ShardedBooks:
 
     def __init__(self, threads: int = 2, capacity: int | None = None, *, shard_of=None,
                  track_matches: bool = True, table: int | None = None, levels: int | None = None,
-                 arena: int | None = None, trades: int | None = None, block_bytes: int = BLOCK_BYTES, pin_threads: bool = True,
+                 arena: int | None = None, trades: int | None = None, block_bytes: int = BLOCK_BYTES,
+                 pin_threads: bool = True,
                  shards: int | None = None, slots: int = SLOTS, far_table: int = L.FAR_TABLE,
                  prefault: bool = False):
         threads = int(threads)

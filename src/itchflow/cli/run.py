@@ -106,7 +106,8 @@ def sized_books(live_orders: int | None, trades: int | None):
     from itchflow.book.books import Books
     from itchflow.hw.memory import available_bytes
 
-    asked = f"--live-orders {live_orders:,}" if live_orders is not None else f"--trades {trades:,}"
+    asked = " ".join(f"--{name} {n:,}" for name, n in (("live-orders", live_orders), ("trades", trades))
+                     if n is not None)
     try:
         books = Books(live_orders, trades=trades)
     except MemoryError:
