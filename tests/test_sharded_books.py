@@ -362,3 +362,13 @@ def test_books_sized_ahead_never_grow_and_build_the_same_books(wide_day, threads
     b = Books(want, trades=100_000)
     assert len(b.order_rows) * 3 // 8 >= want and len(b.trade_log) // L.MATCH_WORDS >= 100_000
     assert len(b.levels) >= want // 4 and len(b.ladder) >= 4 * len(b.levels)
+
+
+def test_event_buffers_that_grow_are_logged_with_their_sizes(skewed_day):
+    b = Books()
+    b.record(bbo=True, trades=True, l2=True)
+    b.apply(skewed_day)
+    grown = [g for g in b.growth_log if g[0] in ("BBO events", "L2 events", "trade events")]
+    assert {"BBO events", "L2 events"} <= {g[0] for g in grown}
+    assert all(after == 2 * before > 0 for _, before, after, _ in grown)
+    assert len(b.events.l2) == max(after for what, _, after, _ in grown if what == "L2 events")

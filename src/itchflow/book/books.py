@@ -251,7 +251,13 @@ class Books:
             return len(self.matches) // L.MATCH_WORDS
         if status == L.NEED_TRADE_LOG:
             return len(self.trade_log) // L.MATCH_WORDS
-        return 0   # event buffers: sized by the events module
+        if status == L.NEED_TRADES_OUT:
+            return len(self.events.trades)
+        if status == L.NEED_BBO_OUT:
+            return len(self.events.bbo)
+        if status == L.NEED_L2_OUT:
+            return len(self.events.l2)
+        return 0
 
     def growth(self) -> dict:
         """Every time the driver grew a table while applying: how often, how long the longest
