@@ -131,7 +131,7 @@ def run(path: str, start: int, stop: int, peers: bool = True, timeout: float = 3
         warm = subprocess.run([sys.executable, "-c", _ITCHFLOW.format(path=path, messages=0)],
                               capture_output=True, text=True, env=env, timeout=timeout)
         if warm.returncode != 0:
-            raise RuntimeError(f"warming the kernels failed: {(warm.stderr.strip().splitlines() or ['?'])[-1]}")
+            raise RuntimeError(f"warming the kernels failed: {peer_failure(warm.returncode, warm.stderr)}")
         jobs = {f"itchflow-{n}": _ITCHFLOW.format(path=path, messages=n) for n in (start, stop)}
         if peers:
             jobs.update({f"itchcpp-{n}": _ITCHCPP.format(path=path, messages=n) for n in (start, stop)})

@@ -49,10 +49,12 @@ POPULATE_INPUT_BYTES = 16 << 20
 POPULATE_TABLE_BYTES = 16 << 20
 
 
-# What each NEED_* status grows, as growth() names it.
-_GROWN_NAMES = {L.NEED_TABLE: "order table", L.NEED_LEVELS: "levels", L.NEED_ARENA: "ladder arena",
-                L.NEED_MATCHES: "match index", L.NEED_TRADE_LOG: "trade log", L.NEED_TRADES_OUT: "trade events",
-                L.NEED_BBO_OUT: "BBO events", L.NEED_L2_OUT: "L2 events"}
+# What each NEED_* status grows, as growth() names it, and the ctl word that holds its size in
+# rows (the kernel's bound, which every growth updates).
+_GROWS = {L.NEED_TABLE: ("order table", L.C_TABLE_CAP), L.NEED_LEVELS: ("levels", L.C_LEVEL_CAP),
+          L.NEED_ARENA: ("ladder arena", L.C_ARENA_CAP), L.NEED_MATCHES: ("match index", L.C_MATCH_CAP),
+          L.NEED_TRADE_LOG: ("trade log", L.C_LOG_CAP), L.NEED_TRADES_OUT: ("trade events", L.C_TRADES_CAP),
+          L.NEED_BBO_OUT: ("BBO events", L.C_BBO_CAP), L.NEED_L2_OUT: ("L2 events", L.C_L2_CAP)}
 
 
 def growth_summary(log: list[tuple[str, int, int, float]]) -> dict:
@@ -234,30 +236,10 @@ class Books:
     def _grow(self, status: int) -> None:
         """Grow what status names, and log the pause (``growth``)."""
         t = time.perf_counter()
-        before = self._grown_size(status)
-        self._grow_now(status)
-        self.growth_log.append((_GROWN_NAMES.get(status, str(status)), before, self._grown_size(status),
-                                time.perf_counter() - t))
-
-    def _grown_size(self, status: int) -> int:
-        """Rows (records, entries) of what status grows."""
-        if status == L.NEED_TABLE:
-            return len(self.order_rows)
-        if status == L.NEED_LEVELS:
-            return len(self.levels)
-        if status == L.NEED_ARENA:
-            return len(self.ladder)
-        if status == L.NEED_MATCHES:
-            return len(self.matches) // L.MATCH_WORDS
-        if status == L.NEED_TRADE_LOG:
-            return len(self.trade_log) // L.MATCH_WORDS
-        if status == L.NEED_TRADES_OUT:
-            return len(self.events.trades)
-        if status == L.NEED_BBO_OUT:
-            return len(self.events.bbo)
-        if status == L.NEED_L2_OUT:
-            return len(self.events.l2)
-        return 0
+        what, cap = _GROWS.get(status, (None, None))
+        before = None if cap is None else int(self.ctl[cap])
+        self._grow_now(status)   # (a status it does not know raises there)
+        self.growth_log.append((what, before, int(self.ctl[cap]), time.perf_counter() - t))
 
     def growth(self) -> dict:
         """Every time the driver grew a table while applying: how often, how long the longest
