@@ -305,3 +305,20 @@ def test_year_projection_by_hand():
     many = project_year(cost, 1000, 1.0, imbalance=1.2)  # 4 shards a day: 370e6 x (2e-8 + 1.2e-7 / 4)
     assert many["shards_per_day"] == 4 and many["compute_s"] == pytest.approx(370e6 * (2e-8 + 1.2e-7 / 4))
     assert many["seconds"] == pytest.approx(1250.0) and many["bound"] == "storage"
+
+
+def test_a_task_whose_workers_all_died_is_reported_with_the_likely_causes():
+    """Dask's KilledWorker says only that workers died; a real day's mapped pages once pushed
+    every worker past its memory limit. The report names the memory limit and what to change."""
+    from types import SimpleNamespace
+
+    from distributed import KilledWorker
+
+    from itchflow.scale.batch import _error_text
+
+    e = KilledWorker("shard-2025-12-01-0", SimpleNamespace(address="tcp://127.0.0.1:39867"), 3)
+    text = _error_text(e)
+    assert text.startswith("KilledWorker: every worker that ran it died")
+    assert "memory passes 95% of its limit" in text and "--shards" in text
+    assert "shard-2025-12-01-0" in text and "tcp://127.0.0.1:39867" in text  # Dask's own words kept
+    assert _error_text(ValueError("bad day")) == "ValueError: bad day"

@@ -131,31 +131,32 @@ SNAPSHOT_DTYPE = np.dtype([
 ])
 
 
-def snapshots(books, source_chunks, times_ns, symbols, n: int) -> np.ndarray:
+def snapshots(books, source, times_ns, symbols, n: int, *, slice_bytes: int = 32 << 20) -> np.ndarray:
     """Depth-n snapshots of the chosen symbols at each time (book after every message <= t).
 
-    books: a fresh ``Books``; source_chunks: iterable of (uint8 buffer, first sequence).
+    books: a fresh ``Books``; source: anything ``iter_chunks`` takes (a path, a buffer).
+    The books are fed slices of at most slice_bytes, each slice's pages of a mapped day let
+    go once applied (``Chunk.release``), and nothing after the last time is applied.
     Returns SNAPSHOT_DTYPE rows, one per level per side per symbol per time.
     """
+    from itchflow.sources.files import iter_chunks
+
     times = sorted(int(t) for t in times_ns)
     rows: list[np.ndarray] = []
     it = iter(times)
     t = next(it, None)
-    for buf, first_seq in source_chunks:
-        pos = 0
-        buf = np.asarray(buf)
-        books.next_sequence = int(first_seq)
-        while t is not None:
-            pos += books.apply(buf[pos:], stop_after_ns=t)
-            if pos < len(buf):  # stopped before a later message: snapshot, next time
+    for chunk in iter_chunks(source) if t is not None else ():
+        pos, end = 0, len(chunk.data)
+        books.next_sequence = int(chunk.first_sequence)
+        while pos < end and t is not None:
+            pos += books.apply(chunk.data[pos:end], stop_after_ns=t, source=chunk.source,
+                               base_offset=(chunk.offset or 0) + pos, max_bytes=slice_bytes)
+            chunk.release(pos)
+            if books.stopped_at_time:  # the next message is later than t: the book as of t
                 rows.append(_snapshot(books, t, symbols, n))
                 t = next(it, None)
-            else:
-                break
         if t is None:
             break
-        if pos < len(buf):
-            books.apply(buf[pos:])
     while t is not None:  # times after the last message see the final book
         rows.append(_snapshot(books, t, symbols, n))
         t = next(it, None)

@@ -250,7 +250,6 @@ def snapshots_command(path, symbols, at, every, depth, out) -> None:
     message with timestamp <= the time) to Parquet: one row per level per side."""
     from itchflow import Books, ITCHFormatError
     from itchflow.book.events import snapshots
-    from itchflow.book.replay import iter_source
     from itchflow.sinks.events import write_parquet
 
     if (at is None) == (every is None):
@@ -264,7 +263,7 @@ def snapshots_command(path, symbols, at, every, depth, out) -> None:
         else:
             times = _snapshot_times(at, None, 0, 0)
         books = Books()
-        rows = snapshots(books, ((data, seq) for data, seq, _, _ in iter_source(path)), times,
+        rows = snapshots(books, path, times,
                          _symbols_option(symbols), depth)
         write_parquet(rows, out, books.symbol)
     except (ITCHFormatError, OSError, KeyError, ValueError) as e:

@@ -16,6 +16,7 @@ from itchflow.wire.itch import CODES
 from itchflow.sources.files import Chunk, iter_chunks
 
 Progress = Callable[[int, int], None]  # (messages so far, bytes so far)
+STATS_PIECE_MESSAGES = 1 << 22  # stats frames a day in pieces of this many messages (~130 MB)
 
 
 def type_codes(types: str | Iterable[str] | None) -> str:
@@ -96,6 +97,7 @@ def scan(source, types: str | Iterable[str] | None = None, *, chunk_messages: in
         for start, stop, seq, piece in _pieces(chunk, chunk_messages):
             t0 = time.perf_counter()
             arrays = decode_range(chunk.data, start, stop, seq, piece.counts, codes)
+            chunk.release(stop)  # the arrays are copies: a mapped day's pages can go
             yield Decoded(arrays, read_info(name, piece, capture or None, time.perf_counter() - t0))
 
 
@@ -104,8 +106,10 @@ def stats(source, *, strict: bool = True, progress: Progress | None = None) -> R
     t0 = time.perf_counter()
     totals, capture = FrameTotals(), {}
     for chunk in iter_chunks(source, strict=strict, capture_stats=capture):
-        for *_, piece in _pieces(chunk, 1 << 24 if progress else NO_LIMIT):
+        # in pieces, so that a mapped day's pages can go as they are framed (Chunk.release)
+        for _, stop, _, piece in _pieces(chunk, STATS_PIECE_MESSAGES):
             totals.merge(piece)
+            chunk.release(stop)
             if progress:
                 progress(totals.messages, totals.bytes)
     return read_info(_name(source), totals, capture or None, time.perf_counter() - t0)

@@ -229,7 +229,15 @@ def _result(info, lay, job, days, finished, failed, t0) -> dict:
                 seconds=seconds, msgs_per_s=total / seconds if seconds else 0.0)
 
 
+_KILLED_HINT = ("every worker that ran it died. Dask ends a worker whose process crashes or whose memory "
+                "passes 95% of its limit (a LocalCluster shares this machine's memory evenly among its "
+                "workers); the worker logs say which. Fewer workers a machine, or --shards to split each "
+                "day, give a task more room")
+
+
 def _error_text(exc: BaseException | None) -> str:
     if exc is None:
         return "failed"
+    if type(exc).__name__ == "KilledWorker":  # Dask's own text does not say why workers die
+        return f"KilledWorker: {_KILLED_HINT} ({exc})"
     return f"{type(exc).__name__}: {exc}"

@@ -12,7 +12,7 @@ import glob
 import os
 from typing import Iterator
 
-import numpy as np
+from itchflow.sources.chunk import Chunk
 
 
 BLOCK = 8 << 20
@@ -66,19 +66,19 @@ def expand(paths) -> list[str]:
     return unique
 
 
-def iter_day(source: str) -> Iterator[tuple[np.ndarray, int, str, int]]:
-    """(uint8 buffer of whole messages, first sequence, source name, byte offset) per chunk."""
+def iter_day(source: str) -> Iterator[Chunk]:
+    """The day's whole messages as Chunks: a local day as ``iter_chunks`` gives it (a raw day
+    memory-mapped: ``Chunk.release`` lets its pages go), a URL streamed in blocks."""
     local = local_path(source)
     if local is not None:
         from itchflow.sources.files import iter_chunks
 
-        for c in iter_chunks(local):
-            yield c.data, c.first_sequence, c.source, (c.offset or 0)
+        yield from iter_chunks(local)
         return
     yield from _iter_url(source)
 
 
-def _iter_url(url: str) -> Iterator[tuple[np.ndarray, int, str, int]]:
+def _iter_url(url: str) -> Iterator[Chunk]:
     import fsspec
 
     from itchflow.sources.files import message_chunks
@@ -91,5 +91,4 @@ def _iter_url(url: str) -> Iterator[tuple[np.ndarray, int, str, int]]:
             chunks = message_chunks(gzip_blocks(raw, BLOCK), url + " (decompressed)")
         else:
             chunks = message_chunks(iter(lambda: raw.read(BLOCK), b""), url)
-        for c in chunks:
-            yield c.data, c.first_sequence, c.source, c.offset
+        yield from chunks

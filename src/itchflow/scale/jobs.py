@@ -128,9 +128,9 @@ def _stats_stream(url: str):
 
     totals = FrameTotals()
     t0 = time.perf_counter()
-    for data, _, name, offset in iter_day(url):
+    for chunk in iter_day(url):
         piece = FrameTotals()
-        frame_range(data, 0, len(data), piece, source=name, base_offset=offset)
+        frame_range(chunk.data, 0, len(chunk.data), piece, source=chunk.source, base_offset=chunk.offset or 0)
         totals.merge(piece)
     return read_info(url, totals, None, time.perf_counter() - t0)
 
@@ -210,7 +210,6 @@ def run_snapshots(source: str, out: str, symbols, options: dict, times: list[int
     from itchflow.book.books import Books
     from itchflow.book.events import snapshots
     from itchflow.sinks.events import write_parquet
-    from itchflow.book.replay import iter_source
     from itchflow.decode.reader import read
 
     t0 = time.perf_counter()
@@ -220,7 +219,7 @@ def run_snapshots(source: str, out: str, symbols, options: dict, times: list[int
         where = {bytes(s).decode("ascii").strip(): int(loc) for s, loc in zip(r["stock"], r["stock_locate"])}
         mine = [s for s in symbols if s in where and shard_of[where[s]] == shard]
     books = Books(prefault=False)  # workers fill the cores: no populating thread beside them
-    rows = snapshots(books, ((d, seq) for d, seq, _, _ in iter_source(source)), times, mine,
+    rows = snapshots(books, source, times, mine,
                      int(options["depth"])) if mine else None
     t1 = time.perf_counter()
     if rows is None:

@@ -21,6 +21,7 @@ from itchflow.wire import shard as S
 from itchflow.wire.itch import LENGTH_BY_BYTE, MESSAGES
 
 ROW_BYTES = 4 << 20                               # per-shard buffer between flushes
+COUNT_PIECE_MESSAGES = 1 << 22                    # the balancing count walks the day in pieces of this many
 _MIN_FRAMED = 2 + min(m.length for m in MESSAGES.values())
 _LENGTHS = np.array(LENGTH_BY_BYTE)               # writable: one array type for the kernel
 
@@ -30,16 +31,19 @@ def choose_map(source: str, shards: int) -> tuple[np.ndarray, str]:
     framing-speed counting pass over the memory-mapped file), round-robin otherwise (a gzip
     or remote day would have to be read twice)."""
     from itchflow.scale.inputs import local_path
-    from itchflow.sources.files import map_file, sniff
+    from itchflow.sources.files import iter_chunks, sniff
 
     path = local_path(source)
     if shards > 1 and path is not None:
         with open(path, "rb") as f:
             kind = sniff(f.read(8))
         if kind == "itch":
-            buf = map_file(path)
+            chunk = next(iter_chunks(path))  # the whole day, memory-mapped
             per_locate = np.zeros(S.N_LOCATES, np.int64)
-            status, pos = S.count_by_locate(buf, 0, len(buf), _LENGTHS, per_locate)
+            status, pos, end = S.OK, 0, len(chunk.data)
+            while status == S.OK and pos < end:  # in pieces: the counted pages can go
+                status, pos = S.count_by_locate(chunk.data, pos, end, _LENGTHS, per_locate, COUNT_PIECE_MESSAGES)
+                chunk.release(pos, final=pos >= end)
             if status == S.OK:  # a bad message is named by the split itself, just after
                 return S.balanced_map(per_locate, shards), "balanced"
     return S.modulo_map(shards), "round-robin"
@@ -85,12 +89,14 @@ def split_day(source: str, root: str, day: str, shards: int, broadcast: str,
             fill[:] = 0
             nseq[:] = 0
 
-        for data, first_seq, name, offset in iter_day(source):
-            pos, end, seq = 0, len(data), int(first_seq)
+        for chunk in iter_day(source):
+            data, name, offset = chunk.data, chunk.source, chunk.offset or 0
+            pos, end, seq = 0, len(data), int(chunk.first_sequence)
             while True:
                 status, pos, seq = S.split_by_locate(data, pos, end, np.int64(seq), shard_of, bmask, _LENGTHS,
                                                      out, fill, seqs, nseq, counts, state)
                 pos, seq = int(pos), int(seq)
+                chunk.release(pos)  # split and buffered: a mapped day's pages can go
                 if status == S.OK:
                     break
                 if status == S.NEED_SPACE and (fill.any() or nseq.any()):

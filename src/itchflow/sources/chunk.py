@@ -1,14 +1,27 @@
 """The one thing every source yields: a Chunk of whole BinaryFILE-framed messages, and the
-zero-copy views (``as_uint8``, ``map_file``) sources build chunks from."""
+zero-copy views (``as_uint8``, ``map_file``) sources build chunks from.
+
+A raw day is handed out as one read-only mapping of the whole file. Every page read through
+it stays in the reading process's resident set until the mapping is closed: a real day is
+8-13 GB, and a Dask worker whose resident set passes its memory limit is killed, however
+much of it the kernel could drop. So a consumer that walks a chunk front to back tells it
+how far it got (``Chunk.release``), and the chunk lets those pages go from this process
+(``MADV_DONTNEED``; they stay in the page cache, and reading them again faults them back in).
+"""
 
 from __future__ import annotations
 
 import mmap
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
+
+PAGE_BYTES = mmap.PAGESIZE
+# Pages are let go in runs of at least this much (a madvise call costs about a page walk of
+# the run; one a 32 MB replay slice is nothing against the slice's work).
+RELEASE_BYTES = 64 << 20
 
 
 @dataclass
@@ -21,6 +34,28 @@ class Chunk:
     offset: int | None      # byte offset of data[0] in the (decompressed) source; None for captures
     session: str | None = None  # MoldUDP64 session, for captures
     locator: Callable[[int], tuple[int | None, int | None]] | None = None  # captures: see where()
+    # The read-only file mapping data is a view of, and where data[0] sits in it (raw days).
+    mapping: mmap.mmap | None = field(default=None, repr=False)
+    mapping_offset: int = 0
+    _released: int = field(default=-1, repr=False)  # mapping bytes [.., _released) let go
+
+    def release(self, upto: int, *, final: bool = False) -> None:
+        """The caller is done with data[:upto]: let this process's pages of it go (whole pages,
+        in runs of RELEASE_BYTES, or whatever is left with final=True). Does nothing for a
+        chunk that is not a file mapping. Never changes what data reads."""
+        if self.mapping is None or upto <= 0:
+            return
+        if self._released < 0:
+            self._released = self.mapping_offset // PAGE_BYTES * PAGE_BYTES
+        stop = (self.mapping_offset + min(int(upto), len(self.data))) // PAGE_BYTES * PAGE_BYTES
+        if stop - self._released < (PAGE_BYTES if final else RELEASE_BYTES):
+            return
+        try:
+            self.mapping.madvise(mmap.MADV_DONTNEED, self._released, stop - self._released)
+        except (AttributeError, OSError, ValueError):  # only memory, never correctness: carry on
+            self.mapping = None
+            return
+        self._released = stop
 
     def where(self, pos: int) -> tuple[int | None, int | None]:
         """(byte offset in the source, packet number) of data[pos], for error messages."""
@@ -56,3 +91,10 @@ def map_file(path: str | os.PathLike) -> np.ndarray:
     except (AttributeError, OSError):  # not every platform has it; only a hint
         pass
     return np.frombuffer(mm, dtype=np.uint8)
+
+
+def file_mapping(buf: np.ndarray) -> mmap.mmap | None:
+    """The read-only mmap a ``map_file`` array (not a slice of one) views, else None."""
+    base = buf.base
+    obj = getattr(base, "obj", None) if isinstance(base, memoryview) else None
+    return obj if isinstance(obj, mmap.mmap) else None

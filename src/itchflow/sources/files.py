@@ -19,7 +19,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from itchflow.errors import ITCHFormatError
-from itchflow.sources.chunk import Chunk, as_uint8, describe, map_file  # noqa: F401  (re-exported)
+from itchflow.sources.chunk import Chunk, as_uint8, describe, file_mapping, map_file  # noqa: F401  (re-exported)
 from itchflow.sources.gzip_stream import GzipStreamError, gzip_blocks
 from itchflow.wire.binaryfile import whole_messages_end
 
@@ -93,7 +93,8 @@ def iter_chunks(source, *, gz_block: int = DEFAULT_GZ_BLOCK, strict: bool = True
     if kind in ("pcap", "pcapng"):
         yield from _capture_chunks(buf, name, strict, capture_stats, dedup)
         return
-    yield Chunk(buf, 1, name, 0)
+    # a file's own mapping, never a caller's buffer: consumers may let go of its pages
+    yield Chunk(buf, 1, name, 0, mapping=file_mapping(buf) if isinstance(source, (str, os.PathLike)) else None)
 
 
 def _capture_chunks(buf, name, strict, capture_stats, dedup=True) -> Iterator[Chunk]:

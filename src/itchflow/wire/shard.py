@@ -169,11 +169,12 @@ def split_by_locate(buf, pos, end, seq, shard_of, broadcast, lengths, out, fill,
 
 
 @njit(nogil=True, cache=True)
-def count_by_locate(buf, pos, end, lengths, per_locate):
+def count_by_locate(buf, pos, end, lengths, per_locate, max_messages=_NO_LIMIT):
     """Add 1 to per_locate[locate] (int64[65536]) for every known message in buf[pos:end] (the
-    weights for ``balanced_map``). Returns (status, pos) like split_by_locate (no routing)."""
+    weights for ``balanced_map``). Returns (status, pos) like split_by_locate (no routing);
+    with max_messages, OK and the position after that many (pos < end: call again from there)."""
     n = 0
-    while n < _NO_LIMIT:  # a bounded loop: ``while True`` here compiled to a 5x slower walk
+    while n < max_messages:  # a bounded loop: ``while True`` here compiled to a 5x slower walk
         status, body, length = next_message(buf, pos, end)
         if status != OK:
             if status == AT_END:

@@ -1,0 +1,187 @@
+"""Walking a memory-mapped day front to back lets the pages already walked go (Chunk.release).
+
+A raw day is one read-only mapping of the whole file, and every page read through it stays in
+the process's resident set until the mapping closes: 12 GB for a real day, which a Dask
+worker's memory limit counts (a 2-day archive of such days killed every worker that tried).
+Each consumer that walks a day (replay, snapshots, stats, scan, the Dask split and its
+balancing count) must keep this process's pages of the mapping bounded by about a slice, and
+give the same answers as without releasing. The resident pages are read from
+/proc/self/smaps while the walk runs; a control run with release disabled shows the same
+reading growing to the size of the file, so the measurement itself is checked.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import numpy as np
+import pytest
+
+import itchflow.sources.chunk as chunk_mod
+from itchflow.book.books import Books
+from itchflow.book.events import snapshots
+from itchflow.decode import reader
+from itchflow.sim.generator import write_day
+from itchflow.sources.chunk import Chunk
+
+MiB = 1 << 20
+_HEADER = re.compile(r"^[0-9a-f]+-[0-9a-f]+ ")
+
+pytestmark = pytest.mark.skipif(not os.path.exists("/proc/self/smaps"), reason="needs /proc/self/smaps (Linux)")
+
+
+def mapped_rss(path) -> int:
+    """Resident bytes of this process's mappings of path (/proc/self/smaps)."""
+    target = os.path.realpath(path)
+    total, inside = 0, False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            if _HEADER.match(line):
+                inside = line.rstrip("\n").endswith(" " + target)
+            elif inside and line.startswith("Rss:"):
+                total += int(line.split()[1]) * 1024
+    return total
+
+
+@pytest.fixture(scope="module")
+def day(tmp_path_factory):
+    path = tmp_path_factory.mktemp("release") / "day.itch"
+    write_day(path, 1_200_000, seed=5, stocks=60)
+    assert os.path.getsize(path) > 24 * MiB
+    return path
+
+
+@pytest.fixture
+def small_runs(monkeypatch):
+    """Pages go in runs of 1 MiB (not 64), so a 30 MB day shows the difference."""
+    monkeypatch.setattr(chunk_mod, "RELEASE_BYTES", 1 * MiB)
+
+
+def _no_release(monkeypatch):
+    monkeypatch.setattr(Chunk, "release", lambda self, upto, final=False: None)
+
+
+class Peak:
+    def __init__(self, path):
+        self.path, self.peak, self.samples = path, 0, 0
+
+    def __call__(self, *_):
+        self.peak = max(self.peak, mapped_rss(self.path))
+        self.samples += 1
+
+
+def _replay(day, peak):
+    books = Books()
+    from itchflow.book.replay import replay
+
+    replay(books, day, slice_bytes=1 * MiB, on_slice=peak)
+    return books
+
+
+def _state(books):
+    """Every live order of every book, every stock's top and the anomaly counts."""
+    return books.order_table().tobytes(), books.bbo().tobytes(), books.anomalies()
+
+
+def test_replay_keeps_the_mapped_day_out_of_the_resident_set(day, small_runs, monkeypatch):
+    peak = Peak(day)
+    books = _replay(day, peak)
+    size = os.path.getsize(day)
+    assert peak.samples > 20
+    assert peak.peak <= 4 * MiB, f"{peak.peak / MiB:.1f} MiB of a {size / MiB:.0f} MiB day resident"
+
+    _no_release(monkeypatch)
+    control = Peak(day)
+    same = _replay(day, control)
+    assert control.peak > 0.8 * size  # the measurement sees a mapping that is not let go
+    assert books.messages == same.messages == 1_200_000
+    assert books.live_orders() > 1000
+    assert _state(books) == _state(same)
+
+
+def _snapshots(day, peak):
+    books = Books()
+    apply = books.apply
+
+    def sampled(*a, **k):
+        used = apply(*a, **k)
+        peak()
+        return used
+
+    books.apply = sampled
+    info = reader.stats(day)
+    span = info.last_timestamp_ns - info.first_timestamp_ns
+    times = [info.first_timestamp_ns + span * k // 7 for k in range(1, 7)] + [info.last_timestamp_ns + 1]
+    syms = sorted(Books().replay(day).symbols)[:3]
+    return snapshots(books, day, times, syms, 5, slice_bytes=1 * MiB)
+
+
+def test_snapshots_let_the_walked_pages_go_and_give_the_same_rows(day, small_runs, monkeypatch):
+    peak = Peak(day)
+    rows = _snapshots(day, peak)
+    assert peak.samples > 20
+    assert peak.peak <= 4 * MiB
+    _no_release(monkeypatch)
+    control = Peak(day)
+    same = _snapshots(day, control)
+    assert control.peak > 0.8 * os.path.getsize(day)
+    assert len(rows) > 0 and rows.tobytes() == same.tobytes()
+    assert len(np.unique(rows["timestamp"])) == 7
+
+
+def test_stats_and_scan_let_the_framed_pages_go(day, small_runs, monkeypatch):
+    monkeypatch.setattr(reader, "STATS_PIECE_MESSAGES", 20_000)
+    peak = Peak(day)
+    info = reader.stats(day, progress=peak)
+    assert peak.samples > 20 and peak.peak <= 4 * MiB
+    assert info.messages == 1_200_000
+
+    scanned, scan_peak = 0, Peak(day)
+    for piece in reader.scan(day, "AD", chunk_messages=20_000):
+        scan_peak()
+        scanned += piece.info.messages
+    assert scanned == 1_200_000 and scan_peak.peak <= 4 * MiB
+
+    _no_release(monkeypatch)
+    control = Peak(day)
+    assert reader.stats(day, progress=control).to_dict() | {"seconds": 0} == info.to_dict() | {"seconds": 0}
+    assert control.peak > 0.8 * os.path.getsize(day)
+
+
+def test_the_dask_split_lets_the_split_pages_go_and_writes_the_same_shards(day, small_runs, monkeypatch, tmp_path):
+    import itchflow.wire.shard as S
+    from itchflow.scale import split
+    from itchflow.scale.jobs import BROADCAST_TYPES
+
+    def run(root, peak):
+        for name, real in (("split_by_locate", _REAL_SPLIT), ("count_by_locate", _REAL_COUNT)):
+            def sampled(*a, real=real):
+                peak()
+                return real(*a)
+            monkeypatch.setattr(S, name, sampled)  # restored when the test ends
+        monkeypatch.setattr(split, "COUNT_PIECE_MESSAGES", 20_000)
+        split.split_day(str(day), str(root), "d", 2, BROADCAST_TYPES, row_bytes=256 << 10)
+        lay = split.Layout(str(root))
+        return [open(f, "rb").read() for k in range(2) for f in (lay.shard_file("d", k), lay.seq_file("d", k))]
+
+    peak = Peak(day)
+    shards = run(tmp_path / "a", peak)
+    assert peak.samples > 40 and peak.peak <= 4 * MiB
+    _no_release(monkeypatch)
+    control = Peak(day)
+    assert run(tmp_path / "b", control) == shards
+    assert control.peak > 0.8 * os.path.getsize(day)
+    assert sum(len(shards[k]) for k in (0, 2)) >= os.path.getsize(day)  # every message went somewhere
+
+
+import itchflow.wire.shard as _S  # noqa: E402  (the kernels the split test wraps and restores)
+
+_REAL_SPLIT, _REAL_COUNT = _S.split_by_locate, _S.count_by_locate
+
+
+def test_release_never_touches_a_buffer_that_is_not_a_file_mapping():
+    data = np.frombuffer(bytearray(b"\x00\x01" * (4 * MiB)), np.uint8)
+    c = Chunk(data, 1, "buf", 0)
+    c.release(len(data), final=True)  # an anonymous buffer: DONTNEED would zero it
+    assert data[:4].tolist() == [0, 1, 0, 1] and int(data.sum()) == 4 * MiB
