@@ -4,9 +4,9 @@ A raw day is one read-only mapping of the whole file, and every page read throug
 the process's resident set until the mapping closes: 12 GB for a real day, which a Dask
 worker's memory limit counts (a 2-day archive of such days killed every worker that tried).
 Each consumer that walks a day (replay, snapshots, stats, scan, the Dask split and its
-balancing count) must keep this process's pages of the mapping bounded by about a slice, and
-give the same answers as without releasing. The resident pages are read from
-/proc/self/smaps while the walk runs; a control run with release disabled shows the same
+balancing count, the pipeline's reader process) must keep its pages of the mapping bounded by
+about a slice, and give the same answers as without releasing. The resident pages are read
+from /proc/PID/smaps while the walk runs; a control run with release disabled shows the same
 reading growing to the size of the file, so the measurement itself is checked.
 """
 
@@ -31,11 +31,11 @@ _HEADER = re.compile(r"^[0-9a-f]+-[0-9a-f]+ ")
 pytestmark = pytest.mark.skipif(not os.path.exists("/proc/self/smaps"), reason="needs /proc/self/smaps (Linux)")
 
 
-def mapped_rss(path) -> int:
-    """Resident bytes of this process's mappings of path (/proc/self/smaps)."""
+def mapped_rss(path, pid="self") -> int:
+    """Resident bytes of a process's mappings of path (/proc/PID/smaps)."""
     target = os.path.realpath(path)
     total, inside = 0, False
-    with open("/proc/self/smaps") as f:
+    with open(f"/proc/{pid}/smaps") as f:
         for line in f:
             if _HEADER.match(line):
                 inside = line.rstrip("\n").endswith(" " + target)
@@ -185,3 +185,57 @@ def test_release_never_touches_a_buffer_that_is_not_a_file_mapping():
     c = Chunk(data, 1, "buf", 0)
     c.release(len(data), final=True)  # an anonymous buffer: DONTNEED would zero it
     assert data[:4].tolist() == [0, 1, 0, 1] and int(data.sum()) == 4 * MiB
+
+
+class ProducerPeak:
+    """Samples, on a thread, the pipeline reader process's resident pages of path while it runs."""
+
+    def __init__(self, path):
+        import threading
+
+        self.path, self.peak, self.samples = path, 0, 0
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self):
+        import multiprocessing as mp
+
+        while not self.done.is_set():
+            for p in mp.active_children():
+                if p.name == "itchflow-producer":
+                    try:
+                        self.peak = max(self.peak, mapped_rss(self.path, p.pid))
+                        self.samples += 1
+                    except OSError:  # it has just exited
+                        pass
+            self.done.wait(0.0005)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.done.set()
+        self.thread.join()
+
+
+def test_the_pipeline_reader_lets_the_published_pages_go(day, small_runs, monkeypatch):
+    """`itchflow run`'s reader process publishes a mapped day a window at a time and lets each
+    window's pages go: the same books as a direct replay, its resident pages of the day bounded."""
+    from itchflow.pipeline import run_pipeline
+    from itchflow.pipeline import sources
+
+    monkeypatch.setattr(sources, "PUBLISH_WINDOW_BYTES", 1 * MiB)  # the reader is forked: it sees this
+    direct = Books().replay(day)
+    books = Books()
+    with ProducerPeak(day) as sample:
+        r = run_pipeline(str(day), books=books)
+    assert r.messages == direct.messages and r.sequence_gaps == r.sequence_repeats == 0
+    assert books.order_table().tobytes() == direct.order_table().tobytes()
+    assert books.bbo().tobytes() == direct.bbo().tobytes()
+    assert sample.samples > 10 and sample.peak <= 6 * MiB, (sample.samples, sample.peak)
+
+    _no_release(monkeypatch)
+    with ProducerPeak(day) as control:
+        run_pipeline(str(day), books=Books())
+    assert control.peak > 0.4 * os.path.getsize(day)  # what the reader holds without it

@@ -30,6 +30,7 @@ BAD_FRAMING = 1          # published up to the bad bytes (included, as the last 
 # negative: the ring's codes (P.TIMEOUT, P.TOO_BIG)
 
 OUT_RECORDS, OUT_MESSAGES, OUT_POS = 0, 1, 2
+_NO_LIMIT = 1 << 62
 
 
 @njit(inline="always", nogil=True, cache=True)
@@ -50,16 +51,17 @@ def batch_cut(buf, pos, end, batch_bytes):
 
 @njit(nogil=True, cache=True, _nrt=False)
 def publish_messages(words, data, ps, buf, pos, end, first_seq, source_offset, receive_ns,
-                     batch_bytes, strategy, timeout_ns, out):
+                     batch_bytes, strategy, timeout_ns, out, limit=_NO_LIMIT):
     """Publish buf[pos:end] as batch records of at most batch_bytes of messages (at least one
-    message each). source_offset is buf[pos]'s offset in the source (-1: none).
+    message each), starting no record at or past limit (OK with out[OUT_POS] < end: call
+    again from there). source_offset is buf[pos]'s offset in the source (-1: none).
     out[OUT_RECORDS/OUT_MESSAGES] += what went out; out[OUT_POS] = where it stopped.
     Returns OK, BAD_FRAMING, or a negative ring code (nothing more published)."""
     dw = ps[P.P_DATA_WORD]
     seq = first_seq
     start = pos
     status = OK
-    while pos < end:
+    while pos < end and pos < limit:
         p, n = batch_cut(buf, pos, end, batch_bytes)
         if n == 0:   # the bytes at pos do not frame: hand the consumer just enough to name them
             status = BAD_FRAMING
@@ -112,12 +114,14 @@ class BatchPublisher:
         return int(self.out[OUT_MESSAGES])
 
     def publish(self, buf: np.ndarray, first_sequence: int, source_offset: int = -1,
-                receive_ns: int = 0, pos: int = 0, end: int | None = None) -> int:
-        """Publish buf[pos:end]; returns the position reached (end unless the framing broke)."""
+                receive_ns: int = 0, pos: int = 0, end: int | None = None, limit: int | None = None) -> int:
+        """Publish buf[pos:end]; returns the position reached (end unless the framing broke,
+        or, with limit, the end of the first record that reaches limit)."""
         end = len(buf) if end is None else end
         w = self.writer
         r = publish_messages(w.ring.words, w.ring.data, w.ps, buf, pos, end, first_sequence,
-                             source_offset, receive_ns, self.batch_bytes, w.strategy, w.timeout_ns, self.out)
+                             source_offset, receive_ns, self.batch_bytes, w.strategy, w.timeout_ns, self.out,
+                             _NO_LIMIT if limit is None else int(limit))
         reached = int(self.out[OUT_POS])
         self.bytes += reached - pos
         if r < 0:

@@ -124,7 +124,7 @@ def _produce_chunks(spec: SourceSpec, pub: BatchPublisher, stop) -> dict:
         chunks += 1
         offset = -1 if c.offset is None else int(c.offset)
         if pace is None:
-            reached = pub.publish(c.data, c.first_sequence, offset)
+            reached = _publish_releasing(pub, c, offset, stop)
         else:
             reached = pace.publish(pub, c.data, c.first_sequence, offset)
         if pub.bad_framing or reached < len(c.data) or (stop is not None and stop.is_set()):
@@ -133,6 +133,27 @@ def _produce_chunks(spec: SourceSpec, pub: BatchPublisher, stop) -> dict:
     if capture:
         out["capture"] = capture
     return out
+
+
+# A mapped day is published this many bytes a call, its pages let go after each (Chunk.release):
+# otherwise the reader process holds every page of the day it has read (12 GB for a real one).
+PUBLISH_WINDOW_BYTES = 64 << 20
+
+
+def _publish_releasing(pub: BatchPublisher, c, offset: int, stop=None) -> int:
+    """Publish a whole chunk in windows, letting its published pages go; the position reached
+    (short of the end when the framing broke or stop was set)."""
+    pos, seq, end = 0, int(c.first_sequence), len(c.data)
+    while pos < end:
+        before = pub.messages
+        reached = pub.publish(c.data, seq, offset + pos if offset >= 0 else -1, 0, pos, end,
+                              limit=pos + PUBLISH_WINDOW_BYTES)
+        c.release(reached)
+        seq += pub.messages - before
+        if pub.bad_framing or reached <= pos or (stop is not None and stop.is_set()):
+            return reached
+        pos = reached
+    return pos
 
 
 class _Pacer:
