@@ -263,8 +263,7 @@ def snapshots_command(path, symbols, at, every, depth, out) -> None:
         else:
             times = _snapshot_times(at, None, 0, 0)
         books = Books()
-        rows = snapshots(books, path, times,
-                         _symbols_option(symbols), depth)
+        rows = snapshots(books, path, times, _symbols_option(symbols), depth)
         write_parquet(rows, out, books.symbol)
     except (ITCHFormatError, OSError, KeyError, ValueError) as e:
         fail(e)

@@ -210,17 +210,19 @@ def run_snapshots(source: str, out: str, symbols, options: dict, times: list[int
     from itchflow.book.books import Books
     from itchflow.book.events import snapshots
     from itchflow.sinks.events import write_parquet
-    from itchflow.decode.reader import read
+    from itchflow.decode.reader import scan
 
     t0 = time.perf_counter()
     mine = list(symbols)
     if shard_of is not None:  # keep the symbols whose locate this shard holds (R reaches every shard)
-        r = read(source, "R")["R"]
-        where = {bytes(s).decode("ascii").strip(): int(loc) for s, loc in zip(r["stock"], r["stock_locate"])}
+        where = {}
+        # scanned in pieces, not read() whole: a mapped day's pages go as they are walked
+        for piece in scan(source, "R", chunk_messages=1 << 22):
+            r = piece["R"]
+            where.update((bytes(s).decode("ascii").strip(), int(loc)) for s, loc in zip(r["stock"], r["stock_locate"]))
         mine = [s for s in symbols if s in where and shard_of[where[s]] == shard]
     books = Books(prefault=False)  # workers fill the cores: no populating thread beside them
-    rows = snapshots(books, source, times, mine,
-                     int(options["depth"])) if mine else None
+    rows = snapshots(books, source, times, mine, int(options["depth"])) if mine else None
     t1 = time.perf_counter()
     if rows is None:
         from itchflow.book.events import SNAPSHOT_DTYPE
