@@ -35,9 +35,9 @@ class Chunk:
     session: str | None = None  # MoldUDP64 session, for captures
     locator: Callable[[int], tuple[int | None, int | None]] | None = None  # captures: see where()
     # The read-only file mapping data is a view of, and where data[0] sits in it (raw days).
-    mapping: mmap.mmap | None = field(default=None, repr=False)
-    mapping_offset: int = 0
-    _released: int = field(default=-1, repr=False)  # mapping bytes [.., _released) let go
+    mapping: mmap.mmap | None = field(default=None, repr=False, compare=False)
+    mapping_offset: int = field(default=0, compare=False)
+    _released: int = field(default=-1, repr=False, compare=False)  # mapping bytes [.., _released) let go
 
     def release(self, upto: int, *, final: bool = False) -> None:
         """The caller is done with data[:upto]: let this process's pages of it go (whole pages,
