@@ -188,39 +188,26 @@ def test_release_never_touches_a_buffer_that_is_not_a_file_mapping():
     assert data[:4].tolist() == [0, 1, 0, 1] and int(data.sum()) == 4 * MiB
 
 
-class ProducerPeak:
-    """Samples, on a thread, the pipeline reader process's resident pages of path while it runs."""
+def _record_reader_rss(monkeypatch, path, log, release: bool):
+    """Make Chunk.release (run in the forked reader process) append the process's resident
+    bytes of path to log before letting pages go (or instead of it, release=False)."""
+    real = Chunk.release
 
-    def __init__(self, path):
-        import threading
+    def recording(self, upto, final=False):
+        with open(log, "a") as f:
+            f.write(f"{mapped_rss(path)}\n")
+        if release:
+            real(self, upto, final=final)
 
-        self.path, self.peak, self.samples = path, 0, 0
-        self.done = threading.Event()
-        self.thread = threading.Thread(target=self._poll, daemon=True)
-
-    def _poll(self):
-        import multiprocessing as mp
-
-        while not self.done.is_set():
-            for p in mp.active_children():
-                if p.name == "itchflow-producer":
-                    try:
-                        self.peak = max(self.peak, mapped_rss(self.path, p.pid))
-                        self.samples += 1
-                    except OSError:  # it has just exited
-                        pass
-            self.done.wait(0.0005)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.done.set()
-        self.thread.join()
+    monkeypatch.setattr(Chunk, "release", recording)
 
 
-def test_the_pipeline_reader_lets_the_published_pages_go(day, small_runs, monkeypatch):
+def _read_log(log) -> list[int]:
+    with open(log) as f:
+        return [int(line) for line in f]
+
+
+def test_the_pipeline_reader_lets_the_published_pages_go(day, small_runs, monkeypatch, tmp_path):
     """`itchflow run`'s reader process publishes a mapped day a window at a time and lets each
     window's pages go: the same books as a direct replay, its resident pages of the day bounded."""
     from itchflow.pipeline import run_pipeline
@@ -228,15 +215,16 @@ def test_the_pipeline_reader_lets_the_published_pages_go(day, small_runs, monkey
 
     monkeypatch.setattr(sources, "PUBLISH_WINDOW_BYTES", 1 * MiB)  # the reader is forked: it sees this
     direct = Books().replay(day)
-    books = Books()
-    with ProducerPeak(day) as sample:
-        r = run_pipeline(str(day), books=books)
+    books, log = Books(), tmp_path / "reader.rss"
+    _record_reader_rss(monkeypatch, day, log, release=True)
+    r = run_pipeline(str(day), books=books)
     assert r.messages == direct.messages and r.sequence_gaps == r.sequence_repeats == 0
     assert books.order_table().tobytes() == direct.order_table().tobytes()
     assert books.bbo().tobytes() == direct.bbo().tobytes()
-    assert sample.samples > 10 and sample.peak <= 6 * MiB, (sample.samples, sample.peak)
+    rss = _read_log(log)  # one line a published window, taken before its pages go
+    assert len(rss) >= os.path.getsize(day) // (2 * MiB) and max(rss) <= 6 * MiB, (len(rss), max(rss))
 
-    _no_release(monkeypatch)
-    with ProducerPeak(day) as control:
-        run_pipeline(str(day), books=Books())
-    assert control.peak > 0.4 * os.path.getsize(day)  # what the reader holds without it
+    control = tmp_path / "control.rss"
+    _record_reader_rss(monkeypatch, day, control, release=False)
+    run_pipeline(str(day), books=Books())
+    assert max(_read_log(control)) > 0.8 * os.path.getsize(day)  # what the reader holds without it
