@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 import itchflow.sources.chunk as chunk_mod
+import itchflow.wire.shard as _S
 from itchflow.book.books import Books
 from itchflow.book.events import snapshots
 from itchflow.decode import reader
@@ -26,6 +27,7 @@ from itchflow.sim.generator import write_day
 from itchflow.sources.chunk import Chunk
 
 MiB = 1 << 20
+_REAL_SPLIT, _REAL_COUNT = _S.split_by_locate, _S.count_by_locate  # the kernels the split test wraps
 _HEADER = re.compile(r"^[0-9a-f]+-[0-9a-f]+ ")
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/proc/self/smaps"), reason="needs /proc/self/smaps (Linux)")
@@ -174,11 +176,6 @@ def test_the_dask_split_lets_the_split_pages_go_and_writes_the_same_shards(day, 
     assert run(tmp_path / "b", control) == shards
     assert control.peak > 0.8 * os.path.getsize(day)
     assert sum(len(shards[k]) for k in (0, 2)) >= os.path.getsize(day)  # every message went somewhere
-
-
-import itchflow.wire.shard as _S  # noqa: E402  (the kernels the split test wraps and restores)
-
-_REAL_SPLIT, _REAL_COUNT = _S.split_by_locate, _S.count_by_locate
 
 
 def test_release_never_touches_a_buffer_that_is_not_a_file_mapping():

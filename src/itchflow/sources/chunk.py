@@ -34,20 +34,17 @@ class Chunk:
     offset: int | None      # byte offset of data[0] in the (decompressed) source; None for captures
     session: str | None = None  # MoldUDP64 session, for captures
     locator: Callable[[int], tuple[int | None, int | None]] | None = None  # captures: see where()
-    # The read-only file mapping data is a view of, and where data[0] sits in it (raw days).
+    # The read-only file mapping data views from its first byte (a raw day's own chunk).
     mapping: mmap.mmap | None = field(default=None, repr=False, compare=False)
-    mapping_offset: int = field(default=0, compare=False)
-    _released: int = field(default=-1, repr=False, compare=False)  # mapping bytes [.., _released) let go
+    _released: int = field(default=0, init=False, repr=False, compare=False)  # bytes [0, _released) let go
 
     def release(self, upto: int, *, final: bool = False) -> None:
         """The caller is done with data[:upto]: let this process's pages of it go (whole pages,
         in runs of RELEASE_BYTES, or whatever is left with final=True). Does nothing for a
         chunk that is not a file mapping. Never changes what data reads."""
-        if self.mapping is None or upto <= 0:
+        if self.mapping is None:
             return
-        if self._released < 0:
-            self._released = self.mapping_offset // PAGE_BYTES * PAGE_BYTES
-        stop = (self.mapping_offset + min(int(upto), len(self.data))) // PAGE_BYTES * PAGE_BYTES
+        stop = min(int(upto), len(self.data)) // PAGE_BYTES * PAGE_BYTES
         if stop - self._released < (PAGE_BYTES if final else RELEASE_BYTES):
             return
         try:

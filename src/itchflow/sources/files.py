@@ -83,8 +83,10 @@ def iter_chunks(source, *, gz_block: int = DEFAULT_GZ_BLOCK, strict: bool = True
                 yield from _gzip_source(f, name, gz_block, strict, capture_stats, dedup)
                 return
         buf = map_file(path)
+        mapping = file_mapping(buf)  # the file's own mapping: consumers may let go of its pages
     else:
         buf = as_uint8(source)
+        mapping = None  # a caller's buffer (even a mapping of theirs) is left as it is
         kind = sniff(bytes(buf[:8]))
         if kind == "gzip":
             import io
@@ -93,8 +95,7 @@ def iter_chunks(source, *, gz_block: int = DEFAULT_GZ_BLOCK, strict: bool = True
     if kind in ("pcap", "pcapng"):
         yield from _capture_chunks(buf, name, strict, capture_stats, dedup)
         return
-    # a file's own mapping, never a caller's buffer: consumers may let go of its pages
-    yield Chunk(buf, 1, name, 0, mapping=file_mapping(buf) if isinstance(source, (str, os.PathLike)) else None)
+    yield Chunk(buf, 1, name, 0, mapping=mapping)
 
 
 def _capture_chunks(buf, name, strict, capture_stats, dedup=True) -> Iterator[Chunk]:
