@@ -90,8 +90,10 @@ EXPECTED_BOOK = [
 ] + [[1_010_000, 130, 1_000_100, 250, AD, 0, BD, 0]] * 7
 
 
-def test_hand_worked_scenario_every_event_type():
-    day = lobster(hand_day(), ["TEST"], 2, start=None, end=None)["TEST"]
+@pytest.mark.parametrize("slice_bytes", [1 << 20, 1], ids=["one-slice", "a-message-a-slice"])
+def test_hand_worked_scenario_every_event_type(slice_bytes):
+    # one message a slice: the level book and the H state carry from slice to slice
+    day = lobster(hand_day(), ["TEST"], 2, start=None, end=None, slice_bytes=slice_bytes)["TEST"]
     msg = day.messages.to_pandas()
     assert list(msg.columns) == ["Time", "Type", "Order ID", "Size", "Price", "Direction"]
     got = [tuple(int(v) for v in row[1:]) for row in msg.itertuples(index=False)]
@@ -100,6 +102,7 @@ def test_hand_worked_scenario_every_event_type():
     assert day.orderbook.column_names == orderbook_columns(2)
     assert day.orderbook.to_pandas().to_numpy().tolist() == EXPECTED_BOOK
     assert day.skipped == {"B": 1, "X": 1}
+    assert day.rows == len(EXPECTED_MESSAGES)
 
 
 def test_hand_worked_files_are_lobster_csv(tmp_path):
@@ -150,6 +153,22 @@ def test_unknown_symbol_and_missing_date_are_clear_errors(tmp_path):
         lobster(hand_day(), ["NOPE"], 2)
     with pytest.raises(ValueError, match="date"):
         lobster(hand_day(), ["TEST"], 2, out=tmp_path)
+    with pytest.raises(ValueError, match="out="):
+        lobster(hand_day(), ["TEST"], 2, tables=False)
+    # a symbol found and one not: no file is left for either (TEST's were under way)
+    with pytest.raises(KeyError, match="NOPE"):
+        lobster(hand_day(), ["TEST", "NOPE"], 2, out=tmp_path / "o", date="2019-01-30", slice_bytes=64)
+    assert list((tmp_path / "o").iterdir()) == []
+
+
+def test_bad_bytes_mid_day_name_the_file_and_leave_no_files(tmp_path):
+    day = tmp_path / "day_20190130.itch"
+    good = hand_day()
+    day.write_bytes(good + b"\x00\x05A\x00")  # a message cut off by the end of the file
+    with pytest.raises(itchflow.ITCHFormatError) as e:
+        lobster(str(day), ["TEST"], 2, out=tmp_path / "o", slice_bytes=64)
+    assert str(day) in str(e.value) and f"byte offset {len(good)}" in str(e.value)
+    assert list((tmp_path / "o").iterdir()) == []  # not even a .part file
 
 
 # ---- a generated day against the engine, message by message -------------------------------
@@ -239,6 +258,86 @@ def test_orderbook_rows_equal_engine_depth_after_each_message(gen_day):
         assert (types == 4).sum() == n["E"] + n["C"]
         assert (types == 5).sum() == n["P"]
         assert (types == 6).sum() == n["Q"]
+
+
+# ---- the day in slices: the same rows, memory bounded by a slice ----------------------------
+
+def _busiest(day, k):
+    dec = itchflow.read(day, "RA")
+    counts = np.bincount(dec["A"]["stock_locate"], minlength=65536)
+    return [r["stock"].decode().strip() for r in sorted(dec["R"], key=lambda r: -counts[r["stock_locate"]])[:k]]
+
+
+def _same_day(a, b):
+    assert a.rows == b.rows and a.skipped == b.skipped
+    assert a.messages.equals(b.messages) and a.orderbook.equals(b.orderbook)
+
+
+def test_slices_give_the_rows_of_one_whole_pass(gen_day, tmp_path, monkeypatch):
+    import itchflow.sinks.lobster as lob
+
+    chosen = _busiest(gen_day, 3)
+    for start, end in ((None, None), ("09:45", "15:30")):
+        whole = lobster(gen_day, chosen, 4, start=start, end=end, slice_bytes=len(gen_day) + 1)
+        assert all(whole[s].rows > 1000 for s in chosen)
+        for slice_bytes in (997, 40_000):
+            sliced = lobster(gen_day, chosen, 4, start=start, end=end, slice_bytes=slice_bytes)
+            for s in chosen:
+                _same_day(sliced[s], whole[s])
+    # files written in many small batches without keeping tables: the same bytes as one batch
+    kept = lobster(gen_day, chosen, 4, date="2020-01-02", out=tmp_path / "one", slice_bytes=len(gen_day) + 1)
+    monkeypatch.setattr(lob, "WRITE_BATCH_BYTES", 4096)
+    for parquet in (False, True):
+        streamed = lobster(gen_day, chosen, 4, date="2020-01-02", out=tmp_path / f"many{parquet}", tables=False,
+                           parquet=parquet, slice_bytes=5000)
+        for s in chosen:
+            assert streamed[s].messages is None and streamed[s].orderbook is None
+            assert streamed[s].rows == kept[s].rows and streamed[s].skipped == kept[s].skipped
+            if parquet:
+                import pyarrow.parquet as pq
+
+                assert pq.read_table(streamed[s].files[0]).equals(kept[s].messages)
+                assert pq.read_table(streamed[s].files[1]).equals(kept[s].orderbook)
+            else:
+                for mine, theirs in zip(streamed[s].files, kept[s].files):
+                    assert open(mine, "rb").read() == open(theirs, "rb").read()
+    assert sorted(p.name for p in (tmp_path / "manyFalse").iterdir()) == sorted(
+        p.name for p in (tmp_path / "one").iterdir())  # no .part left
+
+
+def test_memory_is_bounded_by_a_slice_not_the_day(gen_day, tmp_path, monkeypatch):
+    # numpy's allocations are traced; the rows of the busy stock's book for the whole day come to
+    # tens of MB, walking in 64 KB slices with 1 MB write batches must stay within a few MB of
+    # what the engine itself holds. Keeping the tables (the control) must not: that shows the
+    # measurement sees the rows.
+    import tracemalloc
+
+    import itchflow.sinks.lobster as lob
+
+    day = generate_day(300_000, seed=3, stocks=3)
+    sym = _busiest(day, 1)[0]
+    # compile and import outside the measurement
+    lobster(gen_day, _busiest(gen_day, 1), 10, out=tmp_path / "w", date="2020-01-02", tables=False)
+    monkeypatch.setattr(lob, "WRITE_BATCH_BYTES", 1 << 20)
+
+    def peak(run):
+        tracemalloc.start()
+        try:
+            out = run()
+            return out, tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    _, engine = peak(lambda: access.replay_events(day, [sym], l2=True, on_events=lambda ev: None,
+                                                  slice_bytes=64 << 10))
+    run = lambda tables, d: lobster(day, [sym], 10, start=None, end=None, out=tmp_path / d, date="2020-01-02",  # noqa: E731
+                                    tables=tables, slice_bytes=64 << 10)
+    streamed, streaming_peak = peak(lambda: run(False, "s"))
+    kept, kept_peak = peak(lambda: run(True, "k"))
+    book_bytes = streamed[sym].rows * 40 * 8
+    assert streamed[sym].rows == kept[sym].rows and book_bytes > 40e6
+    assert streaming_peak - engine < 8e6, (streaming_peak, engine)
+    assert kept_peak - engine > book_bytes, (kept_peak, engine, book_bytes)
 
 
 def test_dates_and_times_from_names_and_options():

@@ -17,12 +17,15 @@ SLICE_BYTES = 32 << 20
 
 def replay(books, source, *, stop_after_ns: int | None = None, slice_bytes: int = SLICE_BYTES,
            progress: Callable[[int, int], None] | None = None,
-           on_slice: Callable[[object], None] | None = None) -> bool:
+           on_slice: Callable[[object], None] | None = None,
+           on_bytes: Callable[[object, int, int, int], None] | None = None) -> bool:
     """Apply the source to books (a ``Books``; ``Books.replay(source)`` is the same, returning
     the books). Returns True if it stopped at stop_after_ns before the end.
 
     progress(messages applied so far, bytes so far); on_slice(books) after every slice
-    (drain events there).
+    (drain events there). on_bytes(chunk, start, stop, first_sequence) before that, while
+    the slice's pages are still mapped: the bytes chunk.data[start:stop] the books just
+    applied (whole messages), for a caller that reads the same messages alongside.
     """
     from itchflow.sources.files import iter_chunks
 
@@ -33,10 +36,13 @@ def replay(books, source, *, stop_after_ns: int | None = None, slice_bytes: int 
         books.next_sequence = chunk.first_sequence
         pos, end = 0, len(data)
         while pos < end:
+            first_sequence = books.next_sequence
             # the books cut the slice themselves (ShardedBooks in its routing pass, at no extra walk)
             used = books.apply(data[pos:end], stop_after_ns=stop_after_ns, source=chunk.source,
                                base_offset=offset + pos, max_bytes=budget)
             stopped = books.stopped_at_time
+            if on_bytes is not None and used:
+                on_bytes(chunk, pos, pos + used, first_sequence)
             done_bytes += used
             pos += used
             chunk.release(pos)

@@ -42,14 +42,14 @@ def lobster_command(path, symbols, levels, out, start, end, date, parquet, quiet
     try:
         with progress_bar("lobster", progress_total(path), quiet) as update:
             days = lobster(path, symbols, levels, start=start, end=end, date=date, out=out, parquet=parquet,
-                           progress=update)
+                           tables=False, progress=update)
     except KeyboardInterrupt:
         _interrupted("lobster")
     except _errors() as e:
         fail(e)
     for sym, d in days.items():
         skipped = ", ".join(f"{k} {v:,}" for k, v in d.skipped.items())
-        click.echo(f"{sym}: {d.messages.num_rows:,} rows -> {Path(d.files[0]).name}, {Path(d.files[1]).name}"
+        click.echo(f"{sym}: {d.rows:,} rows -> {Path(d.files[0]).name}, {Path(d.files[1]).name}"
                    + (f"  (not written: {skipped})" if skipped else ""))
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import time
 from typing import Callable, Iterable, Iterator
 
+import numpy as np
+
 from itchflow.decode.decoded import Decoded, ReadInfo, concat
 from itchflow.decode.decoder import NO_LIMIT, FrameTotals, decode_range, frame_range
 from itchflow.wire.itch import CODES
@@ -99,6 +101,15 @@ def scan(source, types: str | Iterable[str] | None = None, *, chunk_messages: in
             arrays = decode_range(chunk.data, start, stop, seq, piece.counts, codes)
             chunk.release(stop)  # the arrays are copies: a mapped day's pages can go
             yield Decoded(arrays, read_info(name, piece, capture or None, time.perf_counter() - t0))
+
+
+def decode_slice(chunk: Chunk, start: int, stop: int, first_sequence: int,
+                 types: str | Iterable[str] | None = None) -> dict[str, np.ndarray]:
+    """Decode chunk.data[start:stop], whole messages the first of which has first_sequence
+    (a slice another walker just consumed, e.g. ``replay``'s on_bytes): per-type arrays."""
+    totals = FrameTotals()
+    end, _ = frame_range(chunk.data, start, stop, totals, source=chunk.source, where=chunk.where)
+    return decode_range(chunk.data, start, end, first_sequence, totals.counts, type_codes(types))
 
 
 def stats(source, *, strict: bool = True, progress: Progress | None = None) -> ReadInfo:

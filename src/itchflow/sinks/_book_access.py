@@ -14,7 +14,7 @@ import numpy as np
 
 from itchflow.book.books import Books
 from itchflow.book.events import mark_broken
-from itchflow.book.replay import replay
+from itchflow.book.replay import SLICE_BYTES, replay
 
 L2_COLUMNS = ("sequence", "timestamp", "side", "price", "shares", "orders")
 BBO_COLUMNS = ("sequence", "timestamp", "bid_price", "bid_shares", "ask_price", "ask_shares")
@@ -67,12 +67,15 @@ def _narrowing_recorder(books: Books, symbols: list[str] | None, *, bbo: bool, t
 
 def replay_events(source, symbols: list[str] | None, *, bbo: bool = False, trades: bool = False,
                   l2: bool = False, on_events: Callable[[dict], None] | None = None,
-                  progress: Callable[[int, int], None] | None = None) -> Books:
+                  progress: Callable[[int, int], None] | None = None,
+                  on_bytes: Callable[[object, int, int, int], None] | None = None,
+                  slice_bytes: int = SLICE_BYTES) -> Books:
     """Replay a whole source through a fresh engine, recording the chosen event streams for
     the chosen symbols (None = all). After every slice on_events gets a dict with numpy
     column arrays per stream, filtered to the symbols: ``l2`` (L2_COLUMNS + stock_locate),
     ``bbo`` (BBO_COLUMNS + stock_locate), ``trades`` (TRADE_COLUMNS + stock_locate, kind
-    as a uint8 letter, printable 0/1). Returns the Books at the end of the day."""
+    as a uint8 letter, printable 0/1). on_bytes: as ``replay``'s (the slice's bytes, called
+    before its events go to on_events). Returns the Books at the end of the day."""
     books = new_books()
     wanted = _narrowing_recorder(books, symbols, bbo=bbo, trades=trades, l2=l2)
 
@@ -89,7 +92,7 @@ def replay_events(source, symbols: list[str] | None, *, bbo: bool = False, trade
         if on_events is not None:
             on_events(out)
 
-    replay(books, source, progress=progress, on_slice=drain)
+    replay(books, source, progress=progress, on_slice=drain, on_bytes=on_bytes, slice_bytes=slice_bytes)
     return books
 
 

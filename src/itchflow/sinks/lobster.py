@@ -50,8 +50,13 @@ Where the numbers come from: the order-book rows are the engine's own depth, reb
 the engine's L2 events (every level change, tagged with the message's sequence number) by
 a compiled kernel that snapshots the top LEVEL levels after the chosen events; the message
 rows take references and shares from the decoded messages and the side and price of the
-order an X/D/E/C/U names from the engine's L2 event for that message. Two passes over the
-file (book, then decode), each with memory bounded by a slice plus the chosen stocks' rows.
+order an X/D/E/C/U names from the engine's L2 event for that message.
+
+One pass over the file, slice by slice (``SLICE_BYTES``): the engine applies a slice, the
+same bytes are decoded for the chosen stocks while they are mapped, and that slice's rows
+are made (each stock's level book and H state carry to the next slice) and written in
+batches. Memory is bounded by a slice and a batch, not by the day, unless the tables are
+returned too (``tables=True``, the API's default; the command does not keep them).
 """
 
 from __future__ import annotations
@@ -74,6 +79,9 @@ SUBMISSION, CANCELLATION, DELETION, EXECUTION, HIDDEN_EXECUTION, CROSS, HALT = 1
 CROSS_ORDER_ID = {b"O": -1, b"C": -2, b"H": -3, b"I": -4}
 HALT_PRICE = {b"H": -1, b"P": -1, b"Q": 0, b"T": 1}
 _TYPES = "RAFEXDCUPQHB"
+SLICE_BYTES = 8 << 20  # the file is walked in slices of this many bytes: the memory bound
+WRITE_BATCH_BYTES = 64 << 20  # rows are written in batches of about this much int64 data
+_NO_EVENTS = {k: np.zeros(0, np.int64) for k in ("sequence", "side", "price", "shares", "orders")}
 
 
 def orderbook_columns(levels: int) -> list[str]:
@@ -91,33 +99,35 @@ def file_names(ticker: str, date: str, start_ns: int, end_ns: int, levels: int, 
 
 @dataclass
 class LobsterDay:
-    """One stock's day: the two LOBSTER tables (pyarrow), the files written, what was skipped."""
+    """One stock's day: the two LOBSTER tables (pyarrow; None when not kept), the files
+    written, what was skipped, how many rows."""
 
     symbol: str
     messages: object
     orderbook: object
     files: list[str] = field(default_factory=list)
     skipped: dict[str, int] = field(default_factory=dict)
+    rows: int = 0
 
 
 # ---- the compiled part: the level book of one stock from its L2 events --------------------
 
 @njit(nogil=True, cache=True)
-def depth_after_events(side, price, shares, orders, emit_after, levels):
+def depth_after_events(side, price, shares, orders, emit_after, levels, keys, qty, cnt):
     """Replay one stock's L2 events (level totals after each change) and snapshot the top
     ``levels`` of each side after the first ``emit_after[r]`` events, for every r.
 
-    Returns (delta, book): delta[j] the change of the level's shares at event j (signed),
-    book[r] the LOBSTER row (ask price, ask size, bid price, bid size per level, dummies for
-    empty levels). Each side is a sorted key array with the best level last (key = price for
-    bids, -price for asks), so the common changes near the touch move few entries.
-    emit_after must be non-decreasing within 0..len(side) (the caller checks).
+    keys/qty (int64[2, cap]) and cnt (int64[2]) are the level book before the first event,
+    carried from one call to the next: each side is a sorted key array with the best level
+    last (key = price for bids, -price for asks), so the common changes near the touch move
+    few entries. cnt is updated in place; keys and qty are returned, reallocated when a side
+    outgrows them. Returns (delta, book, keys, qty): delta[j] the change of the level's
+    shares at event j (signed), book[r] the LOBSTER row (ask price, ask size, bid price, bid
+    size per level, dummies for empty levels). emit_after must be non-decreasing within
+    0..len(side) (the caller checks).
     """
     n = len(side)
-    cap = 256
-    keys = np.empty((2, cap), np.int64)
-    qty = np.empty((2, cap), np.int64)
-    cnt = np.zeros(2, np.int64)
+    cap = keys.shape[1]
     delta = np.zeros(n, np.int64)
     rows = len(emit_after)
     book = np.empty((rows, 4 * levels), np.int64)
@@ -171,7 +181,24 @@ def depth_after_events(side, price, shares, orders, emit_after, levels):
             keys[s, pos] = key
             qty[s, pos] = after
             cnt[s] = m + 1
-    return delta, book
+    return delta, book, keys, qty
+
+
+class StockState:
+    """What one stock's rows carry from one slice of the day to the next: its level book
+    (for ``depth_after_events``), the last trading state of its H messages, and the counts
+    of messages that got no row."""
+
+    def __init__(self):
+        self.keys = np.empty((2, 256), np.int64)
+        self.qty = np.empty((2, 256), np.int64)
+        self.cnt = np.zeros(2, np.int64)
+        self.last_trading_state = b"T"
+        self.skipped: dict[str, int] = {}
+
+    def skip(self, what: str, n: int) -> None:
+        if n:
+            self.skipped[what] = self.skipped.get(what, 0) + int(n)
 
 
 # ---- assembling the rows ------------------------------------------------------------------
@@ -201,12 +228,15 @@ class _Rows:
 
 
 def stock_rows(msgs: dict[str, np.ndarray], l2: dict[str, np.ndarray], levels: int,
-               start_ns: int, end_ns: int) -> tuple[dict[str, np.ndarray], np.ndarray, dict[str, int]]:
-    """One stock: decoded messages (per type letter, this stock's only, the whole day) and its
-    L2 events (the whole day, in sequence order) -> (message columns, order-book int64[n, 4L],
-    skipped counts). Vectorised; the level book is the compiled kernel above."""
+               start_ns: int, end_ns: int, state: StockState | None = None,
+               ) -> tuple[dict[str, np.ndarray], np.ndarray, dict[str, int]]:
+    """One stock: decoded messages (per type letter, this stock's only) and its L2 events (in
+    sequence order) of the same stretch of the day -> (message columns, order-book
+    int64[n, 4L], skipped counts so far). The stretch can be the whole day, or one slice of
+    it after another with the same ``state`` (the level book and H state carry over).
+    Vectorised; the level book is the compiled kernel above."""
+    state = StockState() if state is None else state
     ev_seq = l2["sequence"]
-    skipped: dict[str, int] = {}
     rows = _Rows()
 
     def span(seq):
@@ -214,8 +244,7 @@ def stock_rows(msgs: dict[str, np.ndarray], l2: dict[str, np.ndarray], levels: i
 
     def keep_applied(code, arr, lo, hi, need):
         ok = (hi - lo) >= need
-        if (~ok).any():
-            skipped[code] = skipped.get(code, 0) + int((~ok).sum())
+        state.skip(code, (~ok).sum())
         return arr[ok], lo[ok], hi[ok]
 
     for code in "AF":
@@ -239,8 +268,7 @@ def stock_rows(msgs: dict[str, np.ndarray], l2: dict[str, np.ndarray], levels: i
     rows.add(seq=u["sequence"], sub=0, ts=u["timestamp"], type=DELETION, ref=u["original_order_reference_number"],
              size=-1, price=-1, dir=0, k=lo + 1, ev=lo)
     added = (hi - lo) >= 2  # the new reference was added (not a replace onto a live reference)
-    if (~added).any():
-        skipped["U (new reference not added)"] = int((~added).sum())
+    state.skip("U (new reference not added)", (~added).sum())
     ua, lo_a, hi_a = u[added], lo[added], hi[added]
     rows.add(seq=ua["sequence"], sub=1, ts=ua["timestamp"], type=SUBMISSION, ref=ua["new_order_reference_number"],
              size=ua["shares"], price=ua["price"], dir=0, k=hi_a, ev=lo_a)
@@ -256,18 +284,18 @@ def stock_rows(msgs: dict[str, np.ndarray], l2: dict[str, np.ndarray], levels: i
              size=q["shares"].astype(np.int64), price=q["cross_price"], dir=-1,
              k=np.searchsorted(ev_seq, q["sequence"], "right"), ev=-1)
     h = msgs["H"]
-    state = h["trading_state"]
-    prev = np.concatenate([[b"T"], state[:-1]]) if len(h) else state
-    known = np.isin(state, list(HALT_PRICE))
-    if (~known).any():
-        skipped["H (unknown state)"] = int((~known).sum())
-    starts_something = known & ((state != b"T") | (prev != b"T"))
-    h, state = h[starts_something], state[starts_something]
+    trading = h["trading_state"]
+    prev = np.concatenate([np.array([state.last_trading_state], trading.dtype), trading[:-1]])
+    if len(h):
+        state.last_trading_state = trading[-1]
+    known = np.isin(trading, list(HALT_PRICE))
+    state.skip("H (unknown state)", (~known).sum())
+    starts_something = known & ((trading != b"T") | (prev != b"T"))
+    h, trading = h[starts_something], trading[starts_something]
     rows.add(seq=h["sequence"], sub=0, ts=h["timestamp"], type=HALT, ref=0, size=0,
-             price=np.select([state == code for code in HALT_PRICE], list(HALT_PRICE.values())), dir=-1,
+             price=np.select([trading == code for code in HALT_PRICE], list(HALT_PRICE.values())), dir=-1,
              k=np.searchsorted(ev_seq, h["sequence"], "right"), ev=-1)
-    if len(msgs["B"]):
-        skipped["B"] = len(msgs["B"])
+    state.skip("B", len(msgs["B"]))
 
     cols = rows.build()
     inside = (cols["ts"] >= start_ns) & (cols["ts"] < end_ns)
@@ -275,9 +303,9 @@ def stock_rows(msgs: dict[str, np.ndarray], l2: dict[str, np.ndarray], levels: i
     emit = np.ascontiguousarray(cols["k"])
     if len(emit) and (np.any(np.diff(emit) < 0) or emit[0] < 0 or emit[-1] > len(ev_seq)):
         raise RuntimeError("LOBSTER rows and L2 events disagree on the message order")  # a bug, not bad input
-    delta, book = depth_after_events(np.ascontiguousarray(l2["side"]), np.ascontiguousarray(l2["price"]),
-                                     np.ascontiguousarray(l2["shares"]), np.ascontiguousarray(l2["orders"]),
-                                     emit, int(levels))
+    delta, book, state.keys, state.qty = depth_after_events(
+        np.ascontiguousarray(l2["side"]), np.ascontiguousarray(l2["price"]), np.ascontiguousarray(l2["shares"]),
+        np.ascontiguousarray(l2["orders"]), emit, int(levels), state.keys, state.qty, state.cnt)
     ev = cols["ev"]
     has_ev = ev >= 0
     evi = np.where(has_ev, ev, 0)
@@ -286,7 +314,7 @@ def stock_rows(msgs: dict[str, np.ndarray], l2: dict[str, np.ndarray], levels: i
         cols["price"] = np.where(from_event, l2["price"][evi], cols["price"])
         cols["size"] = np.where(has_ev & (cols["size"] == -1), -delta[evi] if len(delta) else 0, cols["size"])
         cols["dir"] = np.where(has_ev, np.where(l2["side"][evi] == 0, 1, -1), cols["dir"])
-    return cols, book, skipped
+    return cols, book, state.skipped
 
 
 def to_tables(cols: dict[str, np.ndarray], book: np.ndarray, levels: int):
@@ -316,26 +344,98 @@ def _time_text(ts_ns: np.ndarray):
     return pc.binary_join_element_wise(secs, frac, ".")
 
 
-def write_files(day: LobsterDay, ts_ns: np.ndarray, out_dir, date: str, start_ns: int, end_ns: int,
-                levels: int, parquet: bool) -> list[str]:
-    """Write one stock's day as LOBSTER CSV (headerless) or Parquet (same columns)."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    msg_name, ob_name = file_names(day.symbol, date, start_ns, end_ns, levels, "parquet" if parquet else "csv")
-    paths = [str(out / msg_name), str(out / ob_name)]
-    if parquet:
-        import pyarrow.parquet as pq
+class StockOutput:
+    """One stock's rows as they come, slice by slice: kept for the returned tables, and/or
+    written to its two files in batches of about WRITE_BATCH_BYTES. A file is written under
+    ``NAME.part`` and renamed when the day is done, so an error or an interrupt never leaves
+    a file that looks finished."""
 
-        pq.write_table(day.messages, paths[0])
-        pq.write_table(day.orderbook, paths[1])
-    else:
-        import pyarrow.csv as pcsv
+    def __init__(self, levels: int, *, keep: bool, paths: list[str] | None = None, parquet: bool = False):
+        self.levels, self.keep, self.paths, self.parquet = levels, keep, paths or [], parquet
+        self.rows = 0
+        self._kept: list[tuple] = []
+        self._pending: list[tuple] = []  # (messages, orderbook, timestamps) not yet written
+        self._pending_rows = 0
+        self._writers: list = []
+        if self.paths:
+            self._open()
 
-        opts = pcsv.WriteOptions(include_header=False, quoting_style="none")
-        msg = day.messages.set_column(0, "Time", _time_text(ts_ns))
-        pcsv.write_csv(msg, paths[0], opts)
-        pcsv.write_csv(day.orderbook, paths[1], opts)
-    return paths
+    def _open(self) -> None:
+        Path(self.paths[0]).parent.mkdir(parents=True, exist_ok=True)
+        messages, orderbook = to_tables(_no_rows(), np.zeros((0, 4 * self.levels), np.int64), self.levels)
+        if self.parquet:
+            import pyarrow.parquet as pq
+
+            schemas = (messages.schema, orderbook.schema)
+            self._writers = [pq.ParquetWriter(p + ".part", sc) for p, sc in zip(self.paths, schemas)]
+        else:
+            import pyarrow as pa
+            import pyarrow.csv as pcsv
+
+            opts = pcsv.WriteOptions(include_header=False, quoting_style="none")
+            schemas = (messages.schema.set(0, pa.field("Time", pa.string())), orderbook.schema)
+            self._writers = [pcsv.CSVWriter(p + ".part", sc, write_options=opts) for p, sc in zip(self.paths, schemas)]
+
+    def add(self, cols: dict[str, np.ndarray], book: np.ndarray) -> None:
+        n = len(cols["ts"])
+        if not n:
+            return
+        self.rows += n
+        messages, orderbook = to_tables(cols, book, self.levels)
+        if self.keep:
+            self._kept.append((messages, orderbook))
+        if self._writers:
+            self._pending.append((messages, orderbook, cols["ts"]))
+            self._pending_rows += n
+            if self._pending_rows * (4 * self.levels + 6) * 8 >= WRITE_BATCH_BYTES:
+                self._write()
+
+    def _write(self) -> None:
+        import pyarrow as pa
+
+        if not self._pending:
+            return
+        messages = pa.concat_tables([m for m, _, _ in self._pending])
+        orderbook = pa.concat_tables([b for _, b, _ in self._pending])
+        if not self.parquet:  # LOBSTER's Time: seconds with all nine decimals, as text
+            messages = messages.set_column(0, "Time", _time_text(np.concatenate([t for _, _, t in self._pending])))
+        self._writers[0].write_table(messages)
+        self._writers[1].write_table(orderbook)
+        self._pending, self._pending_rows = [], 0
+
+    def finish(self) -> tuple[object, object]:
+        """Write what is left, close and rename the files; the tables if kept (else None)."""
+        import pyarrow as pa
+
+        self._write()
+        for w in self._writers:
+            w.close()
+        self._writers = []
+        for p in self.paths:
+            os.replace(p + ".part", p)
+        if not self.keep:
+            return None, None
+        if not self._kept:
+            return to_tables(_no_rows(), np.zeros((0, 4 * self.levels), np.int64), self.levels)
+        return (pa.concat_tables([m for m, _ in self._kept]), pa.concat_tables([b for _, b in self._kept]))
+
+    def abort(self) -> None:
+        """Close and remove the unfinished files."""
+        for w in self._writers:
+            try:
+                w.close()
+            except Exception:  # already failing: the removal below is what matters
+                pass
+        self._writers = []
+        for p in self.paths:
+            try:
+                os.remove(p + ".part")
+            except FileNotFoundError:
+                pass
+
+
+def _no_rows() -> dict[str, np.ndarray]:
+    return {k: np.zeros(0, np.int64) for k in ("ts", "type", "ref", "size", "price", "dir")}
 
 
 def _symbol_list(symbols) -> list[str]:
@@ -348,16 +448,22 @@ def _symbol_list(symbols) -> list[str]:
 
 
 def lobster(source, symbols, levels: int = 10, *, start="09:30", end="16:00", date: str | None = None,
-            out=None, parquet: bool = False,
-            progress: Callable[[int, int], None] | None = None) -> dict[str, LobsterDay]:
+            out=None, parquet: bool = False, tables: bool = True,
+            progress: Callable[[int, int], None] | None = None,
+            slice_bytes: int = SLICE_BYTES) -> dict[str, LobsterDay]:
     """LOBSTER message and order-book tables of the chosen stocks for one day's file.
 
     source: a path (raw, .gz, pcap) or buffer; symbols: list or comma-separated text; levels:
     order-book levels per side; start/end: 'HH:MM[:SS]' or ns after midnight (None = the
     whole day), messages with start <= time < end are written. With ``out`` (a directory)
     the files are written there under LOBSTER's names (CSV, or Parquet with parquet=True);
-    the date comes from ``date`` or the file name. Returns {symbol: LobsterDay}.
+    the date comes from ``date`` or the file name. tables=False returns no tables (their
+    ``messages`` and ``orderbook`` are None; ``rows`` counts them): with ``out`` that keeps
+    memory bounded by a slice of ``slice_bytes`` of the file, whatever the size of the day.
+    Returns {symbol: LobsterDay}.
     """
+    from itchflow.decode.reader import decode_slice
+
     syms = _symbol_list(symbols)
     levels = int(levels)
     if levels < 1:
@@ -366,45 +472,59 @@ def lobster(source, symbols, levels: int = 10, *, start="09:30", end="16:00", da
     end_ns = DAY_NS if end is None else clock_ns(end, "end")
     if end_ns <= start_ns:
         raise ValueError("lobster: end must be after start")
+    if out is None and not tables:
+        raise ValueError("lobster: with tables=False give out= (a directory), or nothing is kept")
     day = trading_date(source, date)
     if out is not None and day is None:
         raise ValueError(f"lobster: no date in the file name {os.fspath(source) if isinstance(source, (str, os.PathLike)) else '(buffer)'}: give date='YYYY-MM-DD'")
 
-    l2_parts: list[dict] = []
-    books = access.replay_events(source, syms, l2=True, on_events=lambda ev: l2_parts.append(ev["l2"]),
-                                 progress=progress)
-    known = access.symbol_locates(books)
-    missing = [s for s in syms if s not in known]
-    if missing:
-        raise KeyError(f"lobster: no stock directory (R) message for {', '.join(missing)}")
-    locs = {s: known[s] for s in syms}
-    l2 = access.concat_columns(l2_parts)
-    msgs = _decode_stocks(source, np.array(list(locs.values()), np.int64))
+    wanted = set(syms)
+    streams: dict[int, tuple[str, StockState, StockOutput]] = {}  # locate -> this stock's rows
+    slice_messages: list[dict[str, np.ndarray]] = []
 
-    result = {}
-    for sym, loc in locs.items():
-        ev = {k: v[l2["stock_locate"] == loc] for k, v in l2.items()} if l2 else \
-            {k: np.zeros(0, np.int64) for k in ("sequence", "side", "price", "shares", "orders")}
-        mine = {c: a[a["stock_locate"] == loc] for c, a in msgs.items()}
-        cols, book, skipped = stock_rows(mine, ev, levels, start_ns, end_ns)
-        messages, orderbook = to_tables(cols, book, levels)
-        d = LobsterDay(sym, messages, orderbook, skipped=skipped)
-        if out is not None:
-            d.files = write_files(d, cols["ts"], out, day, start_ns, end_ns, levels, parquet)
-        result[sym] = d
-    return result
+    def start_streams(directory: np.ndarray) -> None:
+        for loc, stock in zip(directory["stock_locate"].tolist(), directory["stock"].tolist()):
+            sym = stock.decode("ascii", "replace").strip()
+            if sym in wanted and all(sym != s for s, _, _ in streams.values()) and loc not in streams:
+                paths = None
+                if out is not None:
+                    names = file_names(sym, day, start_ns, end_ns, levels, "parquet" if parquet else "csv")
+                    paths = [str(Path(out) / n) for n in names]
+                streams[loc] = (sym, StockState(), StockOutput(levels, keep=tables, paths=paths, parquet=parquet))
 
+    def on_bytes(chunk, lo: int, hi: int, first_sequence: int) -> None:
+        # the bytes the engine just applied, decoded while their pages are mapped
+        msgs = decode_slice(chunk, lo, hi, first_sequence, _TYPES)
+        if len(msgs["R"]) and len(streams) < len(wanted):
+            start_streams(msgs["R"])
+        locs = np.fromiter(streams, np.int64)
+        slice_messages.append({c: a[np.isin(a["stock_locate"], locs)] for c, a in msgs.items()} if streams else None)
 
-def _decode_stocks(source, locates: np.ndarray) -> dict[str, np.ndarray]:
-    """The chosen stocks' messages of the types LOBSTER needs, decoded piece by piece."""
-    from itchflow.decode.reader import scan
+    def on_events(ev: dict) -> None:
+        msgs = slice_messages.pop() if slice_messages else None
+        if msgs is None or not streams:
+            return
+        l2 = ev.get("l2") or {}
+        for loc, (_, state, output) in streams.items():
+            mine = {c: a[a["stock_locate"] == loc] for c, a in msgs.items()}
+            here = l2["stock_locate"] == loc if l2 else None
+            events = {k: v[here] for k, v in l2.items()} if l2 else _NO_EVENTS
+            cols, book, _ = stock_rows(mine, events, levels, start_ns, end_ns, state)
+            output.add(cols, book)
 
-    parts: dict[str, list[np.ndarray]] = {c: [] for c in _TYPES}
-    for piece in scan(source, _TYPES, chunk_messages=1 << 21):
-        for c in _TYPES:
-            a = piece[c]
-            if len(a):
-                parts[c].append(a[np.isin(a["stock_locate"], locates)])
-    from itchflow.wire.itch import DTYPES
-
-    return {c: np.concatenate(p) if p else np.zeros(0, DTYPES[c]) for c, p in parts.items()}
+    try:
+        access.replay_events(source, syms, l2=True, on_events=on_events, on_bytes=on_bytes, progress=progress,
+                             slice_bytes=slice_bytes)
+        found = {sym for sym, _, _ in streams.values()}
+        missing = [s for s in syms if s not in found]
+        if missing:
+            raise KeyError(f"lobster: no stock directory (R) message for {', '.join(missing)}")
+        result = {}
+        for sym, state, output in streams.values():
+            messages, orderbook = output.finish()
+            result[sym] = LobsterDay(sym, messages, orderbook, output.paths, dict(state.skipped), output.rows)
+    except BaseException:
+        for _, _, output in streams.values():
+            output.abort()
+        raise
+    return {s: result[s] for s in syms}
