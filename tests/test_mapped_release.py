@@ -225,3 +225,37 @@ def test_the_pipeline_reader_lets_the_published_pages_go(day, small_runs, monkey
     _record_reader_rss(monkeypatch, day, control, release=False)
     run_pipeline(str(day), books=Books())
     assert max(_read_log(control)) > 0.8 * os.path.getsize(day)  # what the reader holds without it
+
+
+def test_the_decode_job_lets_the_shard_sidecar_pages_go(day, small_runs, monkeypatch, tmp_path):
+    """A shard's sequence sidecar (8 bytes a message) is mapped as the decode job renumbers its
+    rows piece by piece: its pages below each piece go, and the Parquet is the same."""
+    import pyarrow.parquet as pq
+
+    from itchflow.scale import jobs, split
+
+    split.split_day(str(day), str(tmp_path), "d", 2, jobs.BROADCAST_TYPES)
+    lay = split.Layout(str(tmp_path))
+    shard, seq = lay.shard_file("d", 1), lay.seq_file("d", 1)
+    assert os.path.getsize(seq) > 3 * MiB
+    real = jobs.SeqMap.__call__
+
+    def run(out, peak):
+        def sampled(self, s):
+            mapped = real(self, s)
+            peak()
+            return mapped
+        monkeypatch.setattr(jobs.SeqMap, "__call__", sampled)
+        _, opts = jobs.job_options("decode", None, {"types": "AFEXDU", "chunk": 20_000})
+        jobs.run_job("decode", shard, str(out), None, opts, seq_path=seq, shard=1)
+        return pq.read_table(out)
+
+    peak = Peak(seq)
+    table = run(tmp_path / "a.parquet", peak)
+    assert peak.samples > 100 and peak.peak <= 2 * MiB, peak.peak
+    monkeypatch.setattr(chunk_mod, "release_pages", lambda mapping, released, upto, final=False: released)
+    control = Peak(seq)
+    assert run(tmp_path / "b.parquet", control).equals(table)
+    assert control.peak > 0.8 * os.path.getsize(seq)
+    renumbered = table["sequence"].to_numpy()
+    assert len(renumbered) > 400_000 and renumbered.max() > 1_000_000  # the day's numbers, not the shard's

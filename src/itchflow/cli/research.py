@@ -12,8 +12,8 @@ from itchflow.cli.decode import fail
 from itchflow.cli.progress import progress_total
 
 
-def _interrupted(what: str) -> None:
-    click.echo(f"itchflow: {what} interrupted; nothing more was written", err=True)
+def _interrupted(what: str, detail: str = "nothing more was written") -> None:
+    click.echo(f"itchflow: {what} interrupted; {detail}", err=True)
     sys.exit(130)
 
 
@@ -44,7 +44,7 @@ def lobster_command(path, symbols, levels, out, start, end, date, parquet, quiet
             days = lobster(path, symbols, levels, start=start, end=end, date=date, out=out, parquet=parquet,
                            tables=False, progress=update)
     except KeyboardInterrupt:
-        _interrupted("lobster")
+        _interrupted("lobster", "its unfinished files (.part) were removed")
     except _errors() as e:
         fail(e)
     for sym, d in days.items():

@@ -68,20 +68,40 @@ def job_options(job: str, symbols, options: dict) -> tuple[list[str] | None, dic
 
 
 class SeqMap:
-    """Shard sequence -> original sequence, from the split's sidecar (None: identity)."""
+    """Shard sequence -> original sequence, from the split's sidecar (None: identity).
+
+    The sidecar is 8 bytes a message, so a job that maps most of a shard's messages would
+    keep up to its whole size resident. Jobs ask in rising order (pieces, slices), so the
+    pages below the lowest sequence of a call are let go (``release_pages``); a later call
+    below that mark only faults them back in from the page cache."""
 
     def __init__(self, path: str | None):
+        from itchflow.sources.chunk import file_mapping, map_file
+
         self.table = None
+        self._mapping = None
+        self._released = 0
         if path is not None and os.path.getsize(path):
-            self.table = np.memmap(path, dtype="<u8", mode="r")
+            raw = map_file(path)
+            self._mapping = file_mapping(raw)
+            self.table = raw[:len(raw) // 8 * 8].view("<u8")
 
     def __call__(self, seq: np.ndarray) -> np.ndarray:
         if self.table is None:
             return seq
         idx = np.asarray(seq, np.int64) - 1
-        if len(idx) and (idx.min() < 0 or idx.max() >= len(self.table)):
+        if not len(idx):
+            return np.zeros(0, np.uint64)
+        lo, hi = int(idx.min()), int(idx.max())
+        if lo < 0 or hi >= len(self.table):
             raise ValueError("a shard sequence number falls outside its sidecar (stale scratch files?)")
-        return np.asarray(self.table[idx], np.uint64)
+        mapped = np.asarray(self.table[idx], np.uint64)
+        if self._mapping is not None:
+            from itchflow.sources.chunk import release_pages
+
+            released = release_pages(self._mapping, self._released, lo * 8)
+            self._mapping, self._released = (None, 0) if released is None else (self._mapping, released)
+        return mapped
 
 
 def _book_counts(books) -> tuple[dict, dict, int]:

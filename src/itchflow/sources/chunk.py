@@ -44,21 +44,32 @@ class Chunk:
         chunk that is not a file mapping. Never changes what data reads."""
         if self.mapping is None:
             return
-        stop = min(int(upto), len(self.data)) // PAGE_BYTES * PAGE_BYTES
-        if stop - self._released < (PAGE_BYTES if final else RELEASE_BYTES):
-            return
-        try:
-            self.mapping.madvise(mmap.MADV_DONTNEED, self._released, stop - self._released)
-        except (AttributeError, OSError, ValueError):  # only memory, never correctness: carry on
+        released = release_pages(self.mapping, self._released, min(int(upto), len(self.data)), final=final)
+        if released is None:
             self.mapping = None
-            return
-        self._released = stop
+        else:
+            self._released = released
 
     def where(self, pos: int) -> tuple[int | None, int | None]:
         """(byte offset in the source, packet number) of data[pos], for error messages."""
         if self.locator is not None:
             return self.locator(pos)
         return (self.offset or 0) + pos, None
+
+
+def release_pages(mapping: mmap.mmap, released: int, upto: int, *, final: bool = False) -> int | None:
+    """Let this process's pages of a read-only file mapping go from byte ``released`` up to
+    ``upto`` (rounded down to a page) once that is at least RELEASE_BYTES (a page with
+    final=True). Returns the new released mark, or None if the mapping cannot be advised
+    (memory only, never correctness: the caller stops trying)."""
+    stop = int(upto) // PAGE_BYTES * PAGE_BYTES
+    if stop - released < (PAGE_BYTES if final else RELEASE_BYTES):
+        return released
+    try:
+        mapping.madvise(mmap.MADV_DONTNEED, released, stop - released)
+    except (AttributeError, OSError, ValueError):
+        return None
+    return stop
 
 
 def describe(source) -> str:
