@@ -484,6 +484,56 @@ def test_paced_replay_takes_the_time_the_rate_says(tmp_path, day, direct):
         run_pipeline("tail:/tmp/x.itch", rate=1000)
 
 
+def test_the_paced_reader_lets_pages_go_and_stops_between_batches(tmp_path, day):
+    """A real day at a real rate takes hours: the paced reader lets each published batch's pages
+    of the mapped day go, and a stop request ends it at the next batch, not the day's end."""
+    import threading as th
+
+    import itchflow.sources.chunk as chunk_mod
+    from itchflow.pipeline.sources import _Pacer
+    from itchflow.sources.files import iter_chunks
+    from itchflow.wire.binaryfile import whole_messages_end
+
+    path = tmp_path / "day.itch"
+    path.write_bytes(day.tobytes())
+    released = []
+
+    class Pub:  # what the pacer asks of a BatchPublisher: the batches it hands over, in order
+        batch_bytes = 4096
+
+        def __init__(self, stop_after=None, stop=None):
+            self.calls, self.stop_after, self.stop = [], stop_after, stop
+
+        def publish(self, data, seq, offset, _, pos, end):
+            self.calls.append((seq, offset, pos, end))
+            if self.stop_after is not None and len(self.calls) == self.stop_after:
+                self.stop.set()
+            return end
+
+    class Recording(chunk_mod.Chunk):
+        def release(self, upto, *, final=False):
+            released.append(upto)
+            super().release(upto, final=final)
+
+    (c,) = list(iter_chunks(str(path)))
+    c = Recording(c.data, c.first_sequence, c.source, c.offset, mapping=c.mapping)
+    pub = Pub()
+    assert _Pacer(5e7).publish(pub, c, 0) == len(c.data)
+    # every batch whole messages, in order, sequences counted from 1, each released after it
+    pos, seq = 0, 1
+    for s, off, start, end in pub.calls:
+        assert (s, off, start) == (seq, start, pos)
+        stop, n = whole_messages_end(c.data, start, min(len(c.data), start + 4096))
+        assert end == stop and n > 0
+        pos, seq = end, seq + n
+    assert pos == len(c.data) and seq - 1 == reference_count(day)
+    assert released == [end for *_, end in pub.calls]
+    stop = th.Event()
+    stopped = Pub(stop_after=3, stop=stop)
+    reached = _Pacer(5e7).publish(stopped, c, 0, stop)
+    assert len(stopped.calls) == 3 and reached == stopped.calls[-1][3] < len(c.data)
+
+
 def test_books_sized_beyond_this_machine_are_refused_before_a_page_is_touched(tmp_path, monkeypatch):
     """--live-orders too large for the memory available: a one-line error naming the option
     and the sizes, never an allocation that faults in until the OOM killer ends the process."""

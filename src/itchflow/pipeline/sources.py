@@ -126,7 +126,7 @@ def _produce_chunks(spec: SourceSpec, pub: BatchPublisher, stop) -> dict:
         if pace is None:
             reached = _publish_releasing(pub, c, offset, stop)
         else:
-            reached = pace.publish(pub, c.data, c.first_sequence, offset)
+            reached = pace.publish(pub, c, offset, stop)
         if pub.bad_framing or reached < len(c.data) or (stop is not None and stop.is_set()):
             break
     out = {"chunks": chunks}
@@ -166,14 +166,20 @@ class _Pacer:
         self.sent = 0
         self.t0 = None
 
-    def publish(self, pub: BatchPublisher, data, first_sequence: int, offset: int) -> int:
+    def publish(self, pub: BatchPublisher, c, offset: int, stop=None) -> int:
+        """Publish chunk c batch by batch at the rate, letting its published pages go (a real
+        day at a real rate takes hours) and checking stop between batches; the position
+        reached."""
         from itchflow.wire.binaryfile import whole_messages_end
 
         if self.t0 is None:
             self.t0 = time.perf_counter()
-        pos, seq, end = 0, first_sequence, len(data)
+        data = c.data
+        pos, seq, end = 0, int(c.first_sequence), len(data)
         while pos < end:
-            stop, n = whole_messages_end(data, pos, min(end, pos + pub.batch_bytes))
+            if stop is not None and stop.is_set():
+                return pos
+            batch_end, n = whole_messages_end(data, pos, min(end, pos + pub.batch_bytes))
             if n == 0:   # bad framing: let the publisher hand it over and the consumer name it
                 return pub.publish(data, seq, offset + pos if offset >= 0 else -1, 0, pos, end)
             due = self.t0 + self.sent / self.rate
@@ -183,9 +189,10 @@ class _Pacer:
                     break
                 if ahead > 0.0005:
                     time.sleep(ahead - 0.0003)
-            pub.publish(data, seq, offset + pos if offset >= 0 else -1, 0, pos, stop)
+            pub.publish(data, seq, offset + pos if offset >= 0 else -1, 0, pos, batch_end)
+            c.release(batch_end)
             self.sent += n
-            pos, seq = stop, seq + n
+            pos, seq = batch_end, seq + n
         return pos
 
 
