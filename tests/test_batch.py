@@ -285,6 +285,8 @@ def test_day_keys_and_option_errors(tmp_path):
         batch([str(p)], "nope", str(tmp_path / "o"))
     with pytest.raises(ValueError, match="snapshots needs"):
         batch([str(p)], "snapshots", str(tmp_path / "o"), symbols=["AAPL"])
+    with pytest.raises(ValueError, match="at least 1 ns"):
+        batch([str(p)], "snapshots", str(tmp_path / "o"), symbols=["AAPL"], every=1e-12)
     with pytest.raises(ValueError, match="takes no option"):
         batch([str(p)], "bbo", str(tmp_path / "o"), depth=3)
     q = tmp_path / "01302019.itch"

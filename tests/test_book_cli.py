@@ -115,6 +115,26 @@ def test_snapshots_at_times_match_the_reference(day, tmp_path):
     assert res.exit_code != 0 and "exactly one of --at and --every" in res.output
 
 
+def test_snapshot_intervals_that_would_never_end_are_refused(day, tmp_path):
+    # --every 1e-9 over this day would be a list of ~1e13 times: refused at once, naming the count
+    from itchflow.book.events import MAX_SNAPSHOT_TIMES, every_times
+
+    path, msgs = day
+    out = tmp_path / "snap.parquet"
+    span = int(msgs[-1]["timestamp"]) - int(msgs[0]["timestamp"])
+    for every, says in (("0.000000001", "more than 1,000,000"), ("0", "positive"), ("-5", "positive"),
+                        ("1e-12", "at least 1 ns"), ("nan", "positive"), ("inf", "positive")):
+        res = CliRunner().invoke(main, ["snapshots", str(path), "--symbols", "S0", "--every", every,
+                                        "--out", str(out)])
+        assert res.exit_code != 0 and says in res.output, (every, res.output)
+        assert "Traceback" not in res.output and not out.exists()
+    assert span // 10 ** 9 < MAX_SNAPSHOT_TIMES  # one a second fits, and is the grid's count
+    assert len(every_times(1, 0, 10 ** 9 * 1000)) == 1000 and every_times(1, 0, 999_999_999) == []
+    assert every_times(0.5, 10 ** 9 + 1, 3 * 10 ** 9) == [15 * 10 ** 8, 2 * 10 ** 9, 25 * 10 ** 8, 3 * 10 ** 9]
+    with pytest.raises(ValueError, match="2,000,000 times"):
+        every_times(0.5, 0, 10 ** 15)  # 1,000,000 s: 2,000,000 half-seconds
+
+
 def test_depth_plot_is_a_png_or_a_clear_error(day, tmp_path):
     path, _ = day
     out = tmp_path / "depth.png"

@@ -155,6 +155,9 @@ def test_unknown_symbol_and_missing_date_are_clear_errors(tmp_path):
         lobster(hand_day(), ["TEST"], 2, out=tmp_path)
     with pytest.raises(ValueError, match="out="):
         lobster(hand_day(), ["TEST"], 2, tables=False)
+    for bad in (0, -3, 1001, 10**9):  # a level is 32 bytes a row: 10**9 would be 32 GB a row
+        with pytest.raises(ValueError, match="between 1 and 1000"):
+            lobster(hand_day(), ["TEST"], bad)
     # a symbol found and one not: no file is left for either (TEST's were under way)
     with pytest.raises(KeyError, match="NOPE"):
         lobster(hand_day(), ["TEST", "NOPE"], 2, out=tmp_path / "o", date="2019-01-30", slice_bytes=64)
@@ -303,6 +306,21 @@ def test_slices_give_the_rows_of_one_whole_pass(gen_day, tmp_path, monkeypatch):
                     assert open(mine, "rb").read() == open(theirs, "rb").read()
     assert sorted(p.name for p in (tmp_path / "manyFalse").iterdir()) == sorted(
         p.name for p in (tmp_path / "one").iterdir())  # no .part left
+
+
+def test_a_capture_gives_the_rows_of_the_raw_day(gen_day, tmp_path):
+    # a capture reaches the engine a packet at a time; its rows are still those of the raw bytes
+    import itch_reference as ref
+
+    msgs = [bytes(m[2:]) for m in _messages(gen_day)]
+    packets = [ref.mold_packet(b"SESSION001", 1 + i, msgs[i:i + 17]) for i in range(0, len(msgs), 17)]
+    path = tmp_path / "day_20200102.pcap"
+    path.write_bytes(ref.pcap_file([ref.eth_ipv4_udp(p) for p in packets]))
+    chosen = _busiest(gen_day, 2)
+    raw = lobster(gen_day, chosen, 3, start=None, end=None)
+    cap = lobster(str(path), chosen, 3, start=None, end=None, slice_bytes=20_000)
+    for s in chosen:
+        _same_day(cap[s], raw[s])
 
 
 def test_memory_is_bounded_by_a_slice_not_the_day(gen_day, tmp_path, monkeypatch):

@@ -229,13 +229,11 @@ def bench_instructions(shape, messages, start, stop, stocks, seed, no_peers, as_
 
 
 def _snapshot_times(at: str | None, every: float | None, first_ns: int, last_ns: int) -> list[int]:
+    from itchflow.book.events import every_times
+
     if at:
         return [parse_time(t) for t in at.split(",") if t.strip()]
-    step = int(every * 1e9)
-    if step <= 0:
-        raise click.BadParameter("--every must be positive")
-    start = (first_ns // step + 1) * step
-    return list(range(start, last_ns + 1, step))
+    return every_times(every, first_ns, last_ns)
 
 
 @main.command("snapshots")

@@ -59,8 +59,10 @@ def job_options(job: str, symbols, options: dict) -> tuple[list[str] | None, dic
             raise ValueError("snapshots needs symbols")
         if (opts["at"] is None) == (opts["every"] is None):
             raise ValueError("snapshots needs exactly one of at= (times) and every= (seconds)")
-        if opts["every"] is not None and float(opts["every"]) <= 0:
-            raise ValueError("every must be positive")
+        if opts["every"] is not None:
+            from itchflow.book.events import every_times
+
+            every_times(opts["every"], 0, 0)  # the step itself (the grid's size needs the day)
         if opts["at"] is not None:
             at = opts["at"]
             opts["at"] = [int(t) for t in ([at] if isinstance(at, (int, np.integer)) else at)]
@@ -216,12 +218,12 @@ def run_events(source: str, out: str, which: str, symbols, seq_map: SeqMap) -> d
 
 def snapshot_times(options: dict, first_ns: int | None, last_ns: int | None) -> list[int]:
     """The times `itchflow snapshots` uses: --at as given, or every N s within the day's span."""
+    from itchflow.book.events import every_times
+
     at, every = options["at"], options["every"]
     if at is not None:  # nanoseconds since midnight (the CLI parses HH:MM:SS)
         return [int(t) for t in ([at] if isinstance(at, (int, np.integer)) else at)]
-    step = int(float(every) * 1e9)
-    start = ((first_ns or 0) // step + 1) * step
-    return list(range(start, (last_ns or 0) + 1, step))
+    return every_times(every, first_ns or 0, last_ns or 0)
 
 
 def run_snapshots(source: str, out: str, symbols, options: dict, times: list[int], shard: int,

@@ -80,6 +80,9 @@ CROSS_ORDER_ID = {b"O": -1, b"C": -2, b"H": -3, b"I": -4}
 HALT_PRICE = {b"H": -1, b"P": -1, b"Q": 0, b"T": 1}
 _TYPES = "RAFEXDCUPQHB"
 SLICE_BYTES = 8 << 20  # the file is walked in slices of this many bytes: the memory bound
+MAX_LEVELS = 1000  # LOBSTER itself offers up to 200; a real book side has held 4,227 levels
+ROWS_BUDGET_BYTES = 128 << 20  # a slice's order-book rows stay under this: slices shrink with levels
+MIN_ROW_BYTES = 18  # the fewest input bytes per row: a U (37 bytes framed) makes two
 WRITE_BATCH_BYTES = 64 << 20  # rows are written in batches of about this much int64 data
 _NO_EVENTS = {k: np.zeros(0, np.int64) for k in ("sequence", "side", "price", "shares", "orders")}
 
@@ -459,15 +462,16 @@ def lobster(source, symbols, levels: int = 10, *, start="09:30", end="16:00", da
     the files are written there under LOBSTER's names (CSV, or Parquet with parquet=True);
     the date comes from ``date`` or the file name. tables=False returns no tables (their
     ``messages`` and ``orderbook`` are None; ``rows`` counts them): with ``out`` that keeps
-    memory bounded by a slice of ``slice_bytes`` of the file, whatever the size of the day.
+    memory bounded by a slice of ``slice_bytes`` of the file (less with many levels: a
+    slice's order-book rows stay under ROWS_BUDGET_BYTES), whatever the size of the day.
     Returns {symbol: LobsterDay}.
     """
     from itchflow.decode.reader import decode_slice
 
     syms = _symbol_list(symbols)
     levels = int(levels)
-    if levels < 1:
-        raise ValueError("lobster: levels must be at least 1")
+    if not 1 <= levels <= MAX_LEVELS:
+        raise ValueError(f"lobster: levels must be between 1 and {MAX_LEVELS} (got {levels})")
     start_ns = 0 if start is None else clock_ns(start, "start")
     end_ns = DAY_NS if end is None else clock_ns(end, "end")
     if end_ns <= start_ns:
@@ -478,9 +482,13 @@ def lobster(source, symbols, levels: int = 10, *, start="09:30", end="16:00", da
     if out is not None and day is None:
         raise ValueError(f"lobster: no date in the file name {os.fspath(source) if isinstance(source, (str, os.PathLike)) else '(buffer)'}: give date='YYYY-MM-DD'")
 
+    # a slice makes at most slice_bytes / MIN_ROW_BYTES rows of 32 bytes a level
+    slice_bytes = max(1, min(int(slice_bytes), max(64 << 10, ROWS_BUDGET_BYTES * MIN_ROW_BYTES // (32 * levels))))
     wanted = set(syms)
     streams: dict[int, tuple[str, StockState, StockOutput]] = {}  # locate -> this stock's rows
-    slice_messages: list[dict[str, np.ndarray]] = []
+    # The chosen stocks' messages and L2 events since the last rows were made: a capture hands
+    # the engine a packet at a time, so rows are made per slice_bytes of input, not per call.
+    pending = {"messages": [], "events": [], "bytes": 0}
 
     def start_streams(directory: np.ndarray) -> None:
         for loc, stock in zip(directory["stock_locate"].tolist(), directory["stock"].tolist()):
@@ -497,14 +505,25 @@ def lobster(source, symbols, levels: int = 10, *, start="09:30", end="16:00", da
         msgs = decode_slice(chunk, lo, hi, first_sequence, _TYPES)
         if len(msgs["R"]) and len(streams) < len(wanted):
             start_streams(msgs["R"])
-        locs = np.fromiter(streams, np.int64)
-        slice_messages.append({c: a[np.isin(a["stock_locate"], locs)] for c, a in msgs.items()} if streams else None)
+        if streams:
+            locs = np.fromiter(streams, np.int64)
+            pending["messages"].append({c: a[np.isin(a["stock_locate"], locs)] for c, a in msgs.items()})
+            pending["bytes"] += hi - lo
 
     def on_events(ev: dict) -> None:
-        msgs = slice_messages.pop() if slice_messages else None
-        if msgs is None or not streams:
+        l2 = ev.get("l2")
+        if streams and l2 and len(l2["sequence"]):
+            mine = np.isin(l2["stock_locate"], np.fromiter(streams, np.int64))
+            pending["events"].append({k: v[mine] for k, v in l2.items()})
+        if pending["bytes"] >= slice_bytes:
+            make_rows()
+
+    def make_rows() -> None:
+        if not pending["messages"]:
             return
-        l2 = ev.get("l2") or {}
+        msgs = {c: np.concatenate([m[c] for m in pending["messages"]]) for c in _TYPES}
+        l2 = access.concat_columns(pending["events"])
+        pending.update(messages=[], events=[], bytes=0)
         for loc, (_, state, output) in streams.items():
             mine = {c: a[a["stock_locate"] == loc] for c, a in msgs.items()}
             here = l2["stock_locate"] == loc if l2 else None
@@ -515,6 +534,7 @@ def lobster(source, symbols, levels: int = 10, *, start="09:30", end="16:00", da
     try:
         access.replay_events(source, syms, l2=True, on_events=on_events, on_bytes=on_bytes, progress=progress,
                              slice_bytes=slice_bytes)
+        make_rows()
         found = {sym for sym, _, _ in streams.values()}
         missing = [s for s in syms if s not in found]
         if missing:
