@@ -213,3 +213,19 @@ def test_bad_options_are_clear_errors(gen_day):
         bars(gen_day, "1min", ["NOPE"])
     with pytest.raises(ValueError, match="end"):
         bars(gen_day, "1min", start="16:00", end="09:30")
+
+
+def test_a_panel_larger_than_the_memory_available_is_refused(gen_day, monkeypatch):
+    import itchflow.hw.memory as memory
+    import itchflow.sinks.bars as B
+
+    # 1 ns bars of one stock over 6.5 h would be 23.4e12 cells: refused before anything is built
+    with pytest.raises(ValueError, match=r"23,400,000,000,000 intervals of 1ns .* more than .* GB available"):
+        bars(gen_day, "1ns", ["S0"])
+    # every stock: refused when the stocks seen outgrow what is available (here 5 stocks' worth)
+    nbars = 390  # 1-minute bars 09:30-16:00
+    monkeypatch.setattr(memory, "available_bytes", lambda: 5 * nbars * B.CELL_BYTES + 1)
+    with pytest.raises(ValueError, match=r"(\d+) stock\(s\) x 390 intervals") as e:
+        bars(gen_day, "1min")
+    assert 5 < int(str(e.value).split()[1]) <= 20
+    assert bars(gen_day, "1min", start="09:30", end="09:35").num_rows == 20 * 5  # a window that fits

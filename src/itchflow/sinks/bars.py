@@ -95,16 +95,35 @@ def quote_bars_finish(nslots, t0, step, nbars, state, quote, spread_int, two_sid
         _advance(s, t0 + step * nbars, t0, step, nbars, state, quote, spread_int, two_sided)
 
 
+# What one cell (a stock x an interval) of the panel costs at the peak, accumulators, trade
+# bars and the Arrow table together: measured at ~290 bytes on 8.6 M cells (1 s bars of 100
+# stocks over 24 h: 2.85 GB).
+CELL_BYTES = 300
+
+
+def check_panel_fits(stocks: int, nbars: int, every: str) -> None:
+    """Refuse a panel larger than the memory this machine has available, before it is built
+    (np.zeros would hand out untouched pages and the process would grow until killed)."""
+    from itchflow.hw.memory import available_bytes
+
+    need, free = stocks * nbars * CELL_BYTES, available_bytes()
+    if free is not None and need > free:
+        raise ValueError(f"bars: {stocks:,} stock(s) x {nbars:,} intervals of {every} is about {need / 1e9:,.1f} GB "
+                         f"in memory ({CELL_BYTES} bytes a cell), more than the {free / 1e9:,.1f} GB available: "
+                         "name fewer symbols, a longer interval or a shorter window (start/end)")
+
+
 class _Panel:
     """Per-stock accumulators, a slot per stock in order of first sight (grown on demand)."""
 
-    def __init__(self, t0: int, step: int, nbars: int):
-        self.t0, self.step, self.nbars = t0, step, nbars
+    def __init__(self, t0: int, step: int, nbars: int, every: str = ""):
+        self.t0, self.step, self.nbars, self.every = t0, step, nbars, every
         self.slot_of = np.full(1 << 16, -1, np.int64)
         self.locates: list[int] = []
         self._alloc(16)
 
     def _alloc(self, cap: int) -> None:
+        check_panel_fits(len(self.locates) + 1, self.nbars, self.every)  # slots past it stay untouched
         old = getattr(self, "state", None)
         state = np.zeros((cap, 5), np.int64)
         state[:, _S_T] = self.t0
@@ -135,6 +154,7 @@ class _Panel:
             raise RuntimeError("bars: malformed BBO event columns")
 
     def finish(self) -> None:
+        check_panel_fits(len(self.locates), self.nbars, self.every)  # trade bars and the table come next
         quote_bars_finish(len(self.locates), self.t0, self.step, self.nbars, self.state, self.quote,
                           self.spread, self.two)
 
@@ -196,7 +216,9 @@ def bars(source, every="1min", symbols=None, *, start="09:30", end="16:00",
     if symbols is not None:
         syms = [s.strip().upper() for s in (symbols.split(",") if isinstance(symbols, str) else symbols)
                 if s.strip()]
-    panel = _Panel(t0, step, nbars)
+    every_text = every if isinstance(every, str) else f"{every} s"
+    check_panel_fits(len(syms) if syms else 1, nbars, every_text)
+    panel = _Panel(t0, step, nbars, every_text)
     trade_parts: list[dict] = []
 
     def on_events(ev: dict) -> None:
