@@ -23,7 +23,8 @@ def format_timestamp(ns: int | None) -> str:
 
 def fail(error: Exception) -> None:
     """Print a clean one-line error (no traceback) and exit 1."""
-    click.echo(f"itchflow: error: {error}", err=True)
+    text = error.args[0] if isinstance(error, KeyError) and len(error.args) == 1 else error  # str() quotes it
+    click.echo(f"itchflow: error: {text}", err=True)
     sys.exit(1)
 
 

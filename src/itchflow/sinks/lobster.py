@@ -478,6 +478,8 @@ def lobster(source, symbols, levels: int = 10, *, start="09:30", end="16:00", da
         raise ValueError("lobster: end must be after start")
     if out is None and not tables:
         raise ValueError("lobster: with tables=False give out= (a directory), or nothing is kept")
+    if isinstance(source, (str, os.PathLike)) and not str(source).startswith("tail:") and not os.path.exists(source):
+        raise FileNotFoundError(f"{os.fspath(source)}: no such file")  # before asking for a date in its name
     day = trading_date(source, date)
     if out is not None and day is None:
         raise ValueError(f"lobster: no date in the file name {os.fspath(source) if isinstance(source, (str, os.PathLike)) else '(buffer)'}: give date='YYYY-MM-DD'")
