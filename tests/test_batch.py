@@ -147,6 +147,45 @@ def test_snapshots_equal_single_process(archive, client, tmp_path):
     _same(got, single.sort_by(keys))
 
 
+def test_lobster_equals_single_process(archive, client, tmp_path):
+    # each stock's rows in the dataset are lobster()'s tables for it, in order, whatever shard held it
+    from itchflow.sinks.lobster import lobster
+
+    _, paths = archive
+    path = paths["2019-02-01"]  # gzipped
+    syms = _symbols(path, 4)
+    out = str(tmp_path / "lob")
+    r = batch([path], "lobster", out, client=client, shards=3, symbols=syms, levels=3, start="09:45", end="15:00")
+    got = _day_table(out, "2019-02-01")
+    single = lobster(path, syms, 3, start="09:45", end="15:00")
+    assert got.column_names[0] == "symbol" and got.num_rows == sum(d.rows for d in single.values())
+    for s in syms:
+        mine = got.filter(pa.compute.equal(got["symbol"], s)).drop(["symbol"])
+        assert mine.num_rows == single[s].rows > 100
+        assert mine.to_pydict() == single[s].messages.to_pydict() | single[s].orderbook.to_pydict(), s
+    day = r["days"][0]
+    assert day["rows"] == got.num_rows and day["messages"] == itchflow.stats(path).messages
+    assert day.get("skipped", {}) == _sum_dicts(d.skipped for d in single.values())
+    # a symbol the day does not have is the day's error, naming it, not rows silently missing
+    from itchflow.scale.batch import BatchError
+
+    with pytest.raises(BatchError) as e:
+        batch([path], "lobster", str(tmp_path / "lob2"), client=client, shards=2, symbols=syms[:1] + ["NOPE"])
+    assert "NOPE" in str(e.value.result["failed"])
+    with pytest.raises(ValueError, match="lobster needs symbols"):
+        batch([path], "lobster", str(tmp_path / "lob3"), client=client)
+    with pytest.raises(ValueError, match="between 1 and 1000"):
+        batch([path], "lobster", str(tmp_path / "lob3"), client=client, symbols=syms, levels=0)
+
+
+def _sum_dicts(ds) -> dict:
+    out: dict = {}
+    for d in ds:
+        for k, v in d.items():
+            out[k] = out.get(k, 0) + v
+    return out
+
+
 def _alive(pid: int) -> bool:
     """A running process (a zombie not yet reaped counts as gone)."""
     try:

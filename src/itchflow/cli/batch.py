@@ -11,12 +11,14 @@ from itchflow.cli import bench, main
 from itchflow.cli.decode import fail
 from itchflow.cli.params import Count
 
-_JOBS = ("stats", "decode", "bbo", "trades", "snapshots")  # itchflow.scale.jobs.JOBS (not imported: fast start)
+_JOBS = ("stats", "decode", "bbo", "trades", "snapshots", "lobster")  # scale.jobs.JOBS (not imported: fast start)
 
 
-def _job_options(job, types, at, every, depth) -> dict:
+def _job_options(job, types, at, every, depth, levels, start, end) -> dict:
     if job == "decode":
         return {"types": types}
+    if job == "lobster":
+        return {"levels": levels, "start": start, "end": end}
     if job == "snapshots":
         from itchflow.cli.book import parse_time
 
@@ -39,11 +41,14 @@ def _job_options(job, types, at, every, depth) -> dict:
 @click.option("--at", "at", default=None, help="snapshots: comma-separated times HH:MM:SS[.fffffffff].")
 @click.option("--every", type=float, default=None, help="snapshots: or a snapshot every this many seconds.")
 @click.option("--depth", "-n", default=5, show_default=True, help="snapshots: levels per side.")
+@click.option("--levels", default=10, show_default=True, help="lobster: order-book levels per side.")
+@click.option("--start", default="09:30", show_default=True, help="lobster: HH:MM[:SS], first time written.")
+@click.option("--end", default="16:00", show_default=True, help="lobster: HH:MM[:SS], messages before this.")
 @click.option("--keep-scratch", is_flag=True, help="Keep the shard files of finished days.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def batch_command(paths, job, out, scheduler, workers, shards, symbols, types, at, every, depth, keep_scratch,
-                  as_json, quiet) -> None:
+def batch_command(paths, job, out, scheduler, workers, shards, symbols, types, at, every, depth, levels, start, end,
+                  keep_scratch, as_json, quiet) -> None:
     """Run a job over an archive of days (paths, globs or fsspec URLs) on a Dask cluster.
 
     Days are tasks; a day split by stock locate (--shards) is one task per shard. Finished
@@ -71,7 +76,7 @@ def batch_command(paths, job, out, scheduler, workers, shards, symbols, types, a
             err.print(f"already done (resumed): {', '.join(info['resumed_days'])}")
         bar.start(info["tasks"])
 
-    options = _job_options(job, types, at, every, depth)
+    options = _job_options(job, types, at, every, depth, levels, start, end)
     try:
         try:
             result = batch(list(paths), job, out, client=scheduler, shards=shards, symbols=symbols,
@@ -147,6 +152,10 @@ def _report(console, r: dict, as_json: bool) -> None:
         table.add_row(day, "[red]failed[/red]", "", "", "", "", "", "", "")
         console.print(f"[red]{day}: {error}[/red]")
     console.print(table)
+    for d in r["days"]:
+        if d.get("skipped"):  # lobster: messages that made no row
+            console.print(f"{d['date']}: not written: " + ", ".join(f"{k} {v:,}" for k, v in d["skipped"].items()),
+                          highlight=False)
     console.print(f"{len(r['days'])} day(s), {r['messages']:,} messages in {r['seconds']:.2f} s "
                   f"({r['msgs_per_s'] / 1e6:,.2f} M msg/s) on {r['threads']} worker thread(s); "
                   f"cluster start {r['startup_seconds']:.1f} s; dataset {r['out']}", highlight=False)

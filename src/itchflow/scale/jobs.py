@@ -5,7 +5,9 @@ with its sidecar of original sequence numbers (``SeqMap``). What runs is what th
 single-file commands run: ``stats`` is ``itchflow.stats``; ``decode`` is ``itchflow.scan``
 through ``sinks.tables.TableWriter`` (as ``itchflow decode``); ``bbo`` and ``trades`` replay
 the day through ``Books`` and stream the recorded events to Parquet (as ``itchflow bbo`` /
-``itchflow trades``); ``snapshots`` is ``book.events.snapshots`` (as ``itchflow snapshots``).
+``itchflow trades``); ``snapshots`` is ``book.events.snapshots`` (as ``itchflow snapshots``);
+``lobster`` is ``sinks.lobster.lobster_dataset`` (``itchflow lobster``'s rows, every chosen
+stock in one Parquet part).
 On a shard, sequence numbers are mapped back to the original stream, and messages sent to
 every shard are written once (by shard 0), so the union of the shards equals the
 single-process output row for row. (Only malformed data is seen differently: an E/C/X/D/U
@@ -20,8 +22,8 @@ import time
 
 import numpy as np
 
-JOBS = ("stats", "decode", "bbo", "trades", "snapshots")
-SHARDED_JOBS = ("decode", "bbo", "trades", "snapshots")
+JOBS = ("stats", "decode", "bbo", "trades", "snapshots", "lobster")
+SHARDED_JOBS = ("decode", "bbo", "trades", "snapshots", "lobster")
 BROADCAST_TYPES = "SR"  # S: system events; R: the stock directory, so every shard knows every
                         # symbol and "R seen" means the same in every shard as in one process
 _DEFAULTS = {
@@ -30,6 +32,7 @@ _DEFAULTS = {
     "bbo": {},
     "trades": {},
     "snapshots": {"at": None, "every": None, "depth": 5},
+    "lobster": {"levels": 10, "start": "09:30", "end": "16:00"},
 }
 
 
@@ -54,6 +57,12 @@ def job_options(job: str, symbols, options: dict) -> tuple[list[str] | None, dic
             raise ValueError("no message types to decode")
         if syms and len(syms) > 1:
             raise ValueError("decode filters one symbol (as `itchflow decode --symbol` does)")
+    if job == "lobster":
+        from itchflow.sinks.lobster import lobster_window
+
+        if not syms:
+            raise ValueError("lobster needs symbols (LOBSTER files are per stock)")
+        lobster_window(opts["levels"], opts["start"], opts["end"])  # levels 1..1000, start before end
     if job == "snapshots":
         if not syms:
             raise ValueError("snapshots needs symbols")
@@ -232,17 +241,9 @@ def run_snapshots(source: str, out: str, symbols, options: dict, times: list[int
     from itchflow.book.books import Books
     from itchflow.book.events import snapshots
     from itchflow.sinks.events import write_parquet
-    from itchflow.decode.reader import scan
 
     t0 = time.perf_counter()
-    mine = list(symbols)
-    if shard_of is not None:  # keep the symbols whose locate this shard holds (R reaches every shard)
-        where = {}
-        # scanned in pieces, not read() whole: a mapped day's pages go as they are walked
-        for piece in scan(source, "R", chunk_messages=1 << 22):
-            r = piece["R"]
-            where.update((bytes(s).decode("ascii").strip(), int(loc)) for s, loc in zip(r["stock"], r["stock_locate"]))
-        mine = [s for s in symbols if s in where and shard_of[where[s]] == shard]
+    mine = symbols_here(source, symbols, shard, shard_of)
     books = Books(prefault=False)  # workers fill the cores: no populating thread beside them
     rows = snapshots(books, source, times, mine, int(options["depth"])) if mine else None
     t1 = time.perf_counter()
@@ -254,6 +255,44 @@ def run_snapshots(source: str, out: str, symbols, options: dict, times: list[int
     by_type, anomalies, unknown = _book_counts(books)
     return {"rows": len(rows), "messages": books.messages, "by_type": by_type, "anomalies": anomalies,
             "unknown_types": unknown, "compute_seconds": t1 - t0, "write_seconds": time.perf_counter() - t1}
+
+
+def symbols_here(source: str, symbols, shard: int, shard_of: np.ndarray | None) -> list[str]:
+    """The symbols whose locate this shard holds (all of them for a whole day). The stock
+    directory (R) reaches every shard, so a symbol no R names is absent from the day: a
+    KeyError, as the single-file commands raise, rather than rows silently missing."""
+    if shard_of is None:
+        return list(symbols)
+    from itchflow.decode.reader import scan
+
+    where = {}
+    # scanned in pieces, not read() whole: a mapped day's pages go as they are walked
+    for piece in scan(source, "R", chunk_messages=1 << 22):
+        r = piece["R"]
+        where.update((bytes(s).decode("ascii").strip(), int(loc)) for s, loc in zip(r["stock"], r["stock_locate"]))
+    missing = [s for s in symbols if s not in where]
+    if missing:
+        raise KeyError(f"no stock directory (R) message for {', '.join(missing)}")
+    return [s for s in symbols if shard_of[where[s]] == shard]
+
+
+# ---- lobster (as `itchflow lobster`, one Parquet part of every chosen stock's rows) --------
+
+def run_lobster(source: str, out: str, symbols, options: dict, shard: int, shard_of: np.ndarray | None) -> dict:
+    """LOBSTER rows of this shard's symbols: ``sinks.lobster.lobster_dataset`` (a symbol
+    column, the message columns, the order-book columns)."""
+    from itchflow.sinks.lobster import lobster_dataset
+
+    t0 = time.perf_counter()
+    mine = symbols_here(source, symbols, shard, shard_of)
+    made = lobster_dataset(source, mine, out, int(options["levels"]), start=options["start"], end=options["end"])
+    skipped: dict[str, int] = {}
+    for m in made["stocks"].values():
+        for k, v in m["skipped"].items():
+            skipped[k] = skipped.get(k, 0) + v
+    return {"rows": sum(m["rows"] for m in made["stocks"].values()), "messages": made["messages"],
+            "anomalies": made["anomalies"], "skipped": skipped,
+            "compute_seconds": time.perf_counter() - t0, "write_seconds": 0.0}
 
 
 # ---- one entry point ---------------------------------------------------------------------
@@ -279,4 +318,6 @@ def run_job(job: str, source: str, out: str, symbols, options: dict, *, seq_path
             day_span = (info.first_timestamp_ns, info.last_timestamp_ns)
         times = snapshot_times(options, *(day_span or (None, None)))
         return run_snapshots(source, out, symbols, options, times, shard, shard_of)
+    if job == "lobster":
+        return run_lobster(source, out, symbols, options, shard, shard_of)
     raise ValueError(f"unknown job {job!r}")

@@ -72,9 +72,12 @@ def finish_day(split: dict | None, parts: list[dict], source: str, root: str, da
     if done is not None:
         return done
     anomalies: dict[str, int] = {}
+    skipped: dict[str, int] = {}  # lobster: messages that made no row, by reason
     for p in parts:
         for k, v in p.get("anomalies", {}).items():
             anomalies[k] = anomalies.get(k, 0) + v
+        for k, v in p.get("skipped", {}).items():
+            skipped[k] = skipped.get(k, 0) + v
     if split is not None:
         messages, by_type, unknown = split["messages"], split["by_type"], split["unknown_by_type"]
     else:
@@ -100,6 +103,8 @@ def finish_day(split: dict | None, parts: list[dict], source: str, root: str, da
         summary["shard_messages"] = split["shard_messages"]
     if job == "stats" and parts:
         summary["stats"] = parts[0]["info"]
+    if skipped:
+        summary["skipped"] = skipped
     write_json(lay.summary(day), summary)
     write_json(lay.marker(day, "day"), summary)
     if not keep_scratch:

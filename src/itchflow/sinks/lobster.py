@@ -450,25 +450,9 @@ def _symbol_list(symbols) -> list[str]:
     return out
 
 
-def lobster(source, symbols, levels: int = 10, *, start="09:30", end="16:00", date: str | None = None,
-            out=None, parquet: bool = False, tables: bool = True,
-            progress: Callable[[int, int], None] | None = None,
-            slice_bytes: int = SLICE_BYTES) -> dict[str, LobsterDay]:
-    """LOBSTER message and order-book tables of the chosen stocks for one day's file.
-
-    source: a path (raw, .gz, pcap) or buffer; symbols: list or comma-separated text; levels:
-    order-book levels per side; start/end: 'HH:MM[:SS]' or ns after midnight (None = the
-    whole day), messages with start <= time < end are written. With ``out`` (a directory)
-    the files are written there under LOBSTER's names (CSV, or Parquet with parquet=True);
-    the date comes from ``date`` or the file name. tables=False returns no tables (their
-    ``messages`` and ``orderbook`` are None; ``rows`` counts them): with ``out`` that keeps
-    memory bounded by a slice of ``slice_bytes`` of the file (less with many levels: a
-    slice's order-book rows stay under ROWS_BUDGET_BYTES), whatever the size of the day.
-    Returns {symbol: LobsterDay}.
-    """
-    from itchflow.decode.reader import decode_slice
-
-    syms = _symbol_list(symbols)
+def lobster_window(levels, start, end) -> tuple[int, int, int]:
+    """Checked (levels, start ns, end ns) of a LOBSTER request (the batch job checks its
+    options with it before any task runs)."""
     levels = int(levels)
     if not 1 <= levels <= MAX_LEVELS:
         raise ValueError(f"lobster: levels must be between 1 and {MAX_LEVELS} (got {levels})")
@@ -476,18 +460,98 @@ def lobster(source, symbols, levels: int = 10, *, start="09:30", end="16:00", da
     end_ns = DAY_NS if end is None else clock_ns(end, "end")
     if end_ns <= start_ns:
         raise ValueError("lobster: end must be after start")
+    return levels, start_ns, end_ns
+
+
+def _check_exists(source) -> None:
+    if isinstance(source, (str, os.PathLike)) and not str(source).startswith("tail:") and not os.path.exists(source):
+        raise FileNotFoundError(f"{os.fspath(source)}: no such file")
+
+
+def lobster(source, symbols, levels: int = 10, *, start="09:30", end="16:00", date: str | None = None,
+            out=None, parquet: bool = False, tables: bool = True,
+            progress: Callable[[int, int], None] | None = None,
+            slice_bytes: int = SLICE_BYTES) -> dict[str, LobsterDay]:
+    """LOBSTER message and order-book tables of the chosen stocks for one day's file.
+
+    source: a path (raw, .gz, pcap) or buffer; symbols: list or comma-separated text; levels:
+    order-book levels per side (1 to MAX_LEVELS); start/end: 'HH:MM[:SS]' or ns after
+    midnight (None = the whole day), messages with start <= time < end are written. With
+    ``out`` (a directory) the files are written there under LOBSTER's names (CSV, or Parquet
+    with parquet=True); the date comes from ``date`` or the file name. tables=False returns
+    no tables (their ``messages`` and ``orderbook`` are None; ``rows`` counts them): with
+    ``out`` that keeps memory bounded by a slice of ``slice_bytes`` of the file (less with
+    many levels: a slice's order-book rows stay under ROWS_BUDGET_BYTES), whatever the size
+    of the day. Returns {symbol: LobsterDay}.
+    """
+    syms = _symbol_list(symbols)
+    levels, start_ns, end_ns = lobster_window(levels, start, end)
     if out is None and not tables:
         raise ValueError("lobster: with tables=False give out= (a directory), or nothing is kept")
-    if isinstance(source, (str, os.PathLike)) and not str(source).startswith("tail:") and not os.path.exists(source):
-        raise FileNotFoundError(f"{os.fspath(source)}: no such file")  # before asking for a date in its name
+    _check_exists(source)  # before asking for a date in its name
     day = trading_date(source, date)
     if out is not None and day is None:
         raise ValueError(f"lobster: no date in the file name {os.fspath(source) if isinstance(source, (str, os.PathLike)) else '(buffer)'}: give date='YYYY-MM-DD'")
 
+    def output_for(sym: str) -> StockOutput:
+        paths = None
+        if out is not None:
+            names = file_names(sym, day, start_ns, end_ns, levels, "parquet" if parquet else "csv")
+            paths = [str(Path(out) / n) for n in names]
+        return StockOutput(levels, keep=tables, paths=paths, parquet=parquet)
+
+    streams, _ = _walk(source, syms, levels, start_ns, end_ns, output_for, progress, slice_bytes)
+    try:
+        result = {}
+        for sym, state, output in streams:
+            messages, orderbook = output.finish()
+            result[sym] = LobsterDay(sym, messages, orderbook, output.paths, dict(state.skipped), output.rows)
+    except BaseException:
+        for _, _, output in streams:
+            output.abort()
+        raise
+    return {s: result[s] for s in syms}
+
+
+def lobster_dataset(source, symbols, out_file, levels: int = 10, *, start="09:30", end="16:00",
+                    progress: Callable[[int, int], None] | None = None,
+                    slice_bytes: int = SLICE_BYTES) -> dict[str, dict]:
+    """The chosen stocks' LOBSTER rows of one day as ONE Parquet file (the batch job's part of
+    a dataset): a ``symbol`` column, LOBSTER's message columns, then its order-book columns,
+    row i of a stock being its message row i and the book after it, exactly as ``lobster``
+    makes them; stocks one after another within each batch. Memory is bounded as for
+    ``lobster(..., tables=False)``. A symbol the day has no directory (R) message for is an
+    error, as in ``lobster``. Returns {"stocks": {symbol: {"rows": n, "skipped": {...}}},
+    "messages": messages the engine applied, "anomalies": the engine's counts} (no symbols:
+    an empty file and nothing read)."""
+    syms = _symbol_list(symbols) if symbols else []
+    levels, start_ns, end_ns = lobster_window(levels, start, end)
+    _check_exists(source)
+    combined = CombinedParquet(out_file, levels)
+    try:
+        streams, books = _walk(source, syms, levels, start_ns, end_ns, combined.output_for, progress,
+                               slice_bytes) if syms else ([], None)
+        combined.close()
+    except BaseException:
+        combined.abort()
+        raise
+    return {"stocks": {sym: {"rows": output.rows, "skipped": dict(state.skipped)} for sym, state, output in streams},
+            "messages": books.messages if books is not None else 0,
+            "anomalies": {k: v for k, v in books.anomalies().items() if v} if books is not None else {}}
+
+
+def _walk(source, syms: list[str], levels: int, start_ns: int, end_ns: int,
+          output_for: Callable[[str], "StockOutput"], progress, slice_bytes: int) -> tuple[list[tuple], object]:
+    """The one pass both entry points make: ([(symbol, StockState, output)] in the order the
+    stocks' directory messages came, the engine's Books at the end), every row handed to its
+    output's add(); every output aborted if anything fails (a symbol without a directory
+    message included)."""
+    from itchflow.decode.reader import decode_slice
+
     # a slice makes at most slice_bytes / MIN_ROW_BYTES rows of 32 bytes a level
     slice_bytes = max(1, min(int(slice_bytes), max(64 << 10, ROWS_BUDGET_BYTES * MIN_ROW_BYTES // (32 * levels))))
     wanted = set(syms)
-    streams: dict[int, tuple[str, StockState, StockOutput]] = {}  # locate -> this stock's rows
+    streams: dict[int, tuple[str, StockState, object]] = {}  # locate -> this stock's rows
     # The chosen stocks' messages and L2 events since the last rows were made: a capture hands
     # the engine a packet at a time, so rows are made per slice_bytes of input, not per call.
     pending = {"messages": [], "events": [], "bytes": 0}
@@ -496,11 +560,7 @@ def lobster(source, symbols, levels: int = 10, *, start="09:30", end="16:00", da
         for loc, stock in zip(directory["stock_locate"].tolist(), directory["stock"].tolist()):
             sym = stock.decode("ascii", "replace").strip()
             if sym in wanted and all(sym != s for s, _, _ in streams.values()) and loc not in streams:
-                paths = None
-                if out is not None:
-                    names = file_names(sym, day, start_ns, end_ns, levels, "parquet" if parquet else "csv")
-                    paths = [str(Path(out) / n) for n in names]
-                streams[loc] = (sym, StockState(), StockOutput(levels, keep=tables, paths=paths, parquet=parquet))
+                streams[loc] = (sym, StockState(), output_for(sym))
 
     def on_bytes(chunk, lo: int, hi: int, first_sequence: int) -> None:
         # the bytes the engine just applied, decoded while their pages are mapped
@@ -534,19 +594,77 @@ def lobster(source, symbols, levels: int = 10, *, start="09:30", end="16:00", da
             output.add(cols, book)
 
     try:
-        access.replay_events(source, syms, l2=True, on_events=on_events, on_bytes=on_bytes, progress=progress,
-                             slice_bytes=slice_bytes)
+        books = access.replay_events(source, syms, l2=True, on_events=on_events, on_bytes=on_bytes,
+                                     progress=progress, slice_bytes=slice_bytes)
         make_rows()
         found = {sym for sym, _, _ in streams.values()}
         missing = [s for s in syms if s not in found]
         if missing:
             raise KeyError(f"lobster: no stock directory (R) message for {', '.join(missing)}")
-        result = {}
-        for sym, state, output in streams.values():
-            messages, orderbook = output.finish()
-            result[sym] = LobsterDay(sym, messages, orderbook, output.paths, dict(state.skipped), output.rows)
     except BaseException:
         for _, _, output in streams.values():
             output.abort()
         raise
-    return {s: result[s] for s in syms}
+    return list(streams.values()), books
+
+
+class CombinedParquet:
+    """Every chosen stock's rows in one Parquet file: ``symbol``, the message columns, the
+    order-book columns; written in batches of about WRITE_BATCH_BYTES across the stocks."""
+
+    def __init__(self, path, levels: int):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        self.levels = levels
+        messages, orderbook = to_tables(_no_rows(), np.zeros((0, 4 * levels), np.int64), levels)
+        self.schema = pa.schema([pa.field("symbol", pa.string())] + list(messages.schema) + list(orderbook.schema))
+        self._writer = pq.ParquetWriter(str(path), self.schema)
+        self._pending: list = []
+        self._pending_rows = 0
+
+    def output_for(self, symbol: str) -> "_CombinedStock":
+        return _CombinedStock(self, symbol)
+
+    def add(self, symbol: str, cols: dict[str, np.ndarray], book: np.ndarray) -> None:
+        import pyarrow as pa
+
+        messages, orderbook = to_tables(cols, book, self.levels)
+        n = messages.num_rows
+        columns = [pa.array(np.full(n, symbol, object), pa.string())] + messages.columns + orderbook.columns
+        self._pending.append(pa.Table.from_arrays(columns, schema=self.schema))
+        self._pending_rows += n
+        if self._pending_rows * (4 * self.levels + 7) * 8 >= WRITE_BATCH_BYTES:
+            self._write()
+
+    def _write(self) -> None:
+        import pyarrow as pa
+
+        if self._pending:
+            self._writer.write_table(pa.concat_tables(self._pending))
+        self._pending, self._pending_rows = [], 0
+
+    def close(self) -> None:
+        self._write()
+        self._writer.close()
+
+    def abort(self) -> None:
+        try:
+            self._writer.close()
+        except Exception:  # already failing; the caller removes the file
+            pass
+
+
+class _CombinedStock:
+    """One stock's door into a CombinedParquet (what ``_walk`` hands its rows to)."""
+
+    def __init__(self, combined: CombinedParquet, symbol: str):
+        self.combined, self.symbol, self.rows = combined, symbol, 0
+
+    def add(self, cols: dict[str, np.ndarray], book: np.ndarray) -> None:
+        if len(cols["ts"]):
+            self.rows += len(cols["ts"])
+            self.combined.add(self.symbol, cols, book)
+
+    def abort(self) -> None:
+        pass
