@@ -97,6 +97,13 @@ def test_events_equal_single_process(archive, client, tmp_path, job, shards):
         assert summary["messages"] == MESSAGES
         assert summary["by_type"] == {k: v for k, v in info.by_type.items() if v}
         assert set(summary["seconds"]) >= {"split", "compute", "write"}
+        # the anomalies one process counts: a B with locate 0 reaches every shard, and only the
+        # shard of its trade matches it; the others' unknown_match is taken back out
+        assert summary["anomalies"] == {k: v for k, v in itchflow.Books().replay(path).anomalies().items() if v}
+    breaks = [json.load(open(p))["broadcast_breaks"] for p in glob.glob(os.path.join(out, "_itchflow", "done", "*",
+                                                                                    "split.json"))]
+    if shards:  # split days: the days have such B's, so the correction was needed
+        assert len(breaks) == 3 and sum(breaks) > 0
     # the dataset is readable as it is, with its partitions
     t = ds.dataset(out, format="parquet", partitioning="hive").to_table()
     assert t.num_rows == sum(d["rows"] for d in r["days"])

@@ -119,6 +119,7 @@ def split_day(source: str, root: str, day: str, shards: int, broadcast: str,
     first, last = int(state[S.S_FIRST_TS]), int(state[S.S_LAST_TS])
     return {"day": day, "source": source, "shards": shards, "broadcast": broadcast, "map": how,
             "messages": int(state[S.S_MESSAGES]), "by_type": known, "unknown_by_type": unknown,
+            "broadcast_breaks": int(state[S.S_BROADCAST_BREAKS]),
             "first_timestamp_ns": first if first >= 0 else None, "last_timestamp_ns": last if last >= 0 else None,
             "shard_messages": shard_messages.tolist(), "shard_bytes": shard_bytes.tolist(),
             "seconds": time.perf_counter() - t0}

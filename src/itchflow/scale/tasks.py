@@ -14,6 +14,9 @@ import time
 from itchflow.scale import jobs
 from itchflow.scale.layout import Layout, clear_temps, publish, read_json, temp_name, write_json
 
+# Jobs whose shards apply the whole day through the books (snapshots stop at their last time).
+WHOLE_DAY_BOOK_JOBS = ("bbo", "trades", "lobster")
+
 
 def split_task(source: str, root: str, day: str, shards: int) -> dict:
     lay = Layout(root)
@@ -78,6 +81,15 @@ def finish_day(split: dict | None, parts: list[dict], source: str, root: str, da
             anomalies[k] = anomalies.get(k, 0) + v
         for k, v in p.get("skipped", {}).items():
             skipped[k] = skipped.get(k, 0) + v
+    breaks = split.get("broadcast_breaks", 0) if split is not None else 0
+    if breaks and len(parts) > 1 and job in WHOLE_DAY_BOOK_JOBS and "unknown_match" in anomalies:
+        # every shard got each B with locate 0 and all but the one holding its trade counted it
+        # unknown: what is left is the B's no shard could match, as one process counts them
+        left = anomalies["unknown_match"] - (len(parts) - 1) * breaks
+        if left > 0:
+            anomalies["unknown_match"] = left
+        else:
+            del anomalies["unknown_match"]
     if split is not None:
         messages, by_type, unknown = split["messages"], split["by_type"], split["unknown_by_type"]
     else:

@@ -37,7 +37,9 @@ _HEADER_END = _TIMESTAMP_OFFSET + 6   # every known type is at least the common 
 S_FIRST_TS = 0     # timestamp of the first known message (-1 before any)
 S_LAST_TS = 1      # timestamp of the last known message
 S_MESSAGES = 2     # messages routed (each counted once, however many shards got it)
-N_STATE = 3
+S_BROADCAST_BREAKS = 3  # broken trades (B) with locate 0: every shard gets one, only the shard
+                        # of its trade can match it, so the others count it as unknown_match
+N_STATE = 4
 
 SPLIT_STATUS_TEXT = dict(STATUS_TEXT)
 SPLIT_STATUS_TEXT[BAD_SHARD] = "shard map names a shard outside the output rows"
@@ -146,6 +148,8 @@ def split_by_locate(buf, pos, end, seq, shard_of, broadcast, lengths, out, fill,
                         return NEED_SPACE, pos, seq
                 for k in range(nshards):
                     _put(buf, pos, total, seq, out, fill, seqs, nseq, k)
+                if loc == 0 and t == 66:  # 'B'
+                    state[S_BROADCAST_BREAKS] += 1
             else:
                 k = shard_of[loc]
                 if k < 0 or k >= nshards:
@@ -198,4 +202,4 @@ def is_broadcast(types: np.ndarray, locates: np.ndarray, broadcast: np.ndarray) 
 
 __all__ = ["split_by_locate", "count_by_locate", "balanced_map", "modulo_map", "broadcast_mask", "LENGTH_BY_BYTE", "new_state",
            "is_broadcast", "OK", "NEED_SPACE", "BAD_SHARD", "BAD_LENGTH", "MAX_MESSAGE_BYTES",
-           "SPLIT_STATUS_TEXT", "S_FIRST_TS", "S_LAST_TS", "S_MESSAGES", "N_STATE"]
+           "SPLIT_STATUS_TEXT", "S_FIRST_TS", "S_LAST_TS", "S_MESSAGES", "S_BROADCAST_BREAKS", "N_STATE"]
