@@ -259,3 +259,14 @@ def test_the_decode_job_lets_the_shard_sidecar_pages_go(day, small_runs, monkeyp
     assert control.peak > 0.8 * os.path.getsize(seq)
     renumbered = table["sequence"].to_numpy()
     assert len(renumbered) > 400_000 and renumbered.max() > 1_000_000  # the day's numbers, not the shard's
+
+
+def test_a_cut_sidecar_is_a_clear_error(tmp_path):
+    from itchflow.scale.jobs import SeqMap
+
+    path = tmp_path / "shard-0.seq"
+    path.write_bytes(b"\x01" * 12)  # a sidecar cut mid-number: not silently shortened
+    with pytest.raises(ValueError, match=r"12 bytes is not a whole number of 8-byte sequence numbers"):
+        SeqMap(str(path))
+    path.write_bytes((7).to_bytes(8, "little") * 3)
+    assert SeqMap(str(path))(np.array([1, 3], np.uint64)).tolist() == [7, 7]

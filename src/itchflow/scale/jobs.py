@@ -94,8 +94,11 @@ class SeqMap:
         self._released = 0
         if path is not None and os.path.getsize(path):
             raw = map_file(path)
+            if len(raw) % 8:
+                raise ValueError(f"{path}: {len(raw):,} bytes is not a whole number of 8-byte sequence "
+                                 "numbers (stale or cut scratch files?)")
             self._mapping = file_mapping(raw)
-            self.table = raw[:len(raw) // 8 * 8].view("<u8")
+            self.table = raw.view("<u8")
 
     def __call__(self, seq: np.ndarray) -> np.ndarray:
         if self.table is None:
