@@ -14,8 +14,9 @@ import time
 from itchflow.scale import jobs
 from itchflow.scale.layout import Layout, clear_temps, publish, read_json, temp_name, write_json
 
-# Jobs whose shards apply the whole day through the books (snapshots stop at their last time).
-WHOLE_DAY_BOOK_JOBS = ("bbo", "trades", "lobster")
+# Jobs whose every shard applies its whole shard through the books and reports the engine's
+# anomalies (snapshots stop at their last time; lobster reports its stocks' skipped rows).
+WHOLE_DAY_BOOK_JOBS = ("bbo", "trades")
 
 
 def split_task(source: str, root: str, day: str, shards: int) -> dict:
