@@ -83,21 +83,20 @@ class SeqMap:
 
     The sidecar is 8 bytes a message, so a job that maps most of a shard's messages would
     keep up to its whole size resident. Jobs ask in rising order (pieces, slices), so the
-    pages below the lowest sequence of a call are let go (``release_pages``); a later call
+    pages below the lowest sequence of a call are let go (``WalkedPages``); a later call
     below that mark only faults them back in from the page cache."""
 
     def __init__(self, path: str | None):
-        from itchflow.sources.chunk import file_mapping, map_file
+        from itchflow.sources.chunk import WalkedPages, file_mapping, map_file
 
         self.table = None
-        self._mapping = None
-        self._released = 0
+        self._pages = WalkedPages(None)
         if path is not None and os.path.getsize(path):
             raw = map_file(path)
             if len(raw) % 8:
                 raise ValueError(f"{path}: {len(raw):,} bytes is not a whole number of 8-byte sequence "
                                  "numbers (stale or cut scratch files?)")
-            self._mapping = file_mapping(raw)
+            self._pages = WalkedPages(file_mapping(raw))
             self.table = raw.view("<u8")
 
     def __call__(self, seq: np.ndarray) -> np.ndarray:
@@ -110,11 +109,7 @@ class SeqMap:
         if lo < 0 or hi >= len(self.table):
             raise ValueError("a shard sequence number falls outside its sidecar (stale scratch files?)")
         mapped = np.asarray(self.table[idx], np.uint64)
-        if self._mapping is not None:
-            from itchflow.sources.chunk import release_pages
-
-            released = release_pages(self._mapping, self._released, lo * 8)
-            self._mapping, self._released = (None, 0) if released is None else (self._mapping, released)
+        self._pages.release(lo * 8)
         return mapped
 
 

@@ -36,19 +36,18 @@ class Chunk:
     locator: Callable[[int], tuple[int | None, int | None]] | None = None  # captures: see where()
     # The read-only file mapping data views from its first byte (a raw day's own chunk).
     mapping: mmap.mmap | None = field(default=None, repr=False, compare=False)
-    _released: int = field(default=0, init=False, repr=False, compare=False)  # bytes [0, _released) let go
+    _pages: "WalkedPages | None" = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.mapping is not None:
+            self._pages = WalkedPages(self.mapping)
 
     def release(self, upto: int, *, final: bool = False) -> None:
         """The caller is done with data[:upto]: let this process's pages of it go (whole pages,
         in runs of RELEASE_BYTES, or whatever is left with final=True). Does nothing for a
         chunk that is not a file mapping. Never changes what data reads."""
-        if self.mapping is None:
-            return
-        released = release_pages(self.mapping, self._released, min(int(upto), len(self.data)), final=final)
-        if released is None:
-            self.mapping = None
-        else:
-            self._released = released
+        if self._pages is not None:
+            self._pages.release(min(int(upto), len(self.data)), final=final)
 
     def where(self, pos: int) -> tuple[int | None, int | None]:
         """(byte offset in the source, packet number) of data[pos], for error messages."""
@@ -57,19 +56,30 @@ class Chunk:
         return (self.offset or 0) + pos, None
 
 
-def release_pages(mapping: mmap.mmap, released: int, upto: int, *, final: bool = False) -> int | None:
-    """Let this process's pages of a read-only file mapping go from byte ``released`` up to
-    ``upto`` (rounded down to a page) once that is at least RELEASE_BYTES (a page with
-    final=True). Returns the new released mark, or None if the mapping cannot be advised
-    (memory only, never correctness: the caller stops trying)."""
-    stop = int(upto) // PAGE_BYTES * PAGE_BYTES
-    if stop - released < (PAGE_BYTES if final else RELEASE_BYTES):
-        return released
-    try:
-        mapping.madvise(mmap.MADV_DONTNEED, released, stop - released)
-    except (AttributeError, OSError, ValueError):
-        return None
-    return stop
+class WalkedPages:
+    """The pages of a read-only file mapping that a front-to-back walk has passed, let go from
+    this process (MADV_DONTNEED) in runs of at least RELEASE_BYTES: what ``Chunk.release``
+    and the Dask jobs' sequence sidecar (``scale.jobs.SeqMap``) both do."""
+
+    def __init__(self, mapping: mmap.mmap | None):
+        self.mapping = mapping
+        self.released = 0  # bytes [0, released) let go
+
+    def release(self, upto: int, *, final: bool = False) -> None:
+        """Let the pages before ``upto`` (rounded down to a page) go, once that is a run of at
+        least RELEASE_BYTES (a page with final=True). Memory only, never correctness: a
+        mapping that cannot be advised is left alone from then on."""
+        if self.mapping is None:
+            return
+        stop = int(upto) // PAGE_BYTES * PAGE_BYTES
+        if stop - self.released < (PAGE_BYTES if final else RELEASE_BYTES):
+            return
+        try:
+            self.mapping.madvise(mmap.MADV_DONTNEED, self.released, stop - self.released)
+        except (AttributeError, OSError, ValueError):
+            self.mapping = None
+            return
+        self.released = stop
 
 
 def describe(source) -> str:
