@@ -357,15 +357,14 @@ class StockOutput:
         self.levels, self.keep, self.paths, self.parquet = levels, keep, paths or [], parquet
         self.rows = 0
         self._kept: list[tuple] = []
-        self._pending: list[tuple] = []  # (messages, orderbook, timestamps) not yet written
-        self._pending_rows = 0
+        self._pending = _Pending(4 * levels + 6)  # (messages, orderbook, timestamps) not yet written
         self._writers: list = []
         if self.paths:
             self._open()
 
     def _open(self) -> None:
         Path(self.paths[0]).parent.mkdir(parents=True, exist_ok=True)
-        messages, orderbook = to_tables(_no_rows(), np.zeros((0, 4 * self.levels), np.int64), self.levels)
+        messages, orderbook = _empty_tables(self.levels)
         if self.parquet:
             import pyarrow.parquet as pq
 
@@ -387,24 +386,21 @@ class StockOutput:
         messages, orderbook = to_tables(cols, book, self.levels)
         if self.keep:
             self._kept.append((messages, orderbook))
-        if self._writers:
-            self._pending.append((messages, orderbook, cols["ts"]))
-            self._pending_rows += n
-            if self._pending_rows * (4 * self.levels + 6) * 8 >= WRITE_BATCH_BYTES:
-                self._write()
+        if self._writers and self._pending.add((messages, orderbook, cols["ts"]), n):
+            self._write()
 
     def _write(self) -> None:
         import pyarrow as pa
 
-        if not self._pending:
+        pending = self._pending.take()
+        if not pending:
             return
-        messages = pa.concat_tables([m for m, _, _ in self._pending])
-        orderbook = pa.concat_tables([b for _, b, _ in self._pending])
+        messages = pa.concat_tables([m for m, _, _ in pending])
+        orderbook = pa.concat_tables([b for _, b, _ in pending])
         if not self.parquet:  # LOBSTER's Time: seconds with all nine decimals, as text
-            messages = messages.set_column(0, "Time", _time_text(np.concatenate([t for _, _, t in self._pending])))
+            messages = messages.set_column(0, "Time", _time_text(np.concatenate([t for _, _, t in pending])))
         self._writers[0].write_table(messages)
         self._writers[1].write_table(orderbook)
-        self._pending, self._pending_rows = [], 0
 
     def finish(self) -> tuple[object, object]:
         """Write what is left, close and rename the files; the tables if kept (else None)."""
@@ -419,7 +415,7 @@ class StockOutput:
         if not self.keep:
             return None, None
         if not self._kept:
-            return to_tables(_no_rows(), np.zeros((0, 4 * self.levels), np.int64), self.levels)
+            return _empty_tables(self.levels)
         return (pa.concat_tables([m for m, _ in self._kept]), pa.concat_tables([b for _, b in self._kept]))
 
     def abort(self) -> None:
@@ -437,8 +433,31 @@ class StockOutput:
                 pass
 
 
-def _no_rows() -> dict[str, np.ndarray]:
-    return {k: np.zeros(0, np.int64) for k in ("ts", "type", "ref", "size", "price", "dir")}
+def _empty_tables(levels: int):
+    """(message table, order-book table) with no rows: the schemas, and what a stock without
+    rows returns."""
+    cols = {k: np.zeros(0, np.int64) for k in ("ts", "type", "ref", "size", "price", "dir")}
+    return to_tables(cols, np.zeros((0, 4 * levels), np.int64), levels)
+
+
+class _Pending:
+    """Tables waiting to be written; full at about WRITE_BATCH_BYTES of int64 columns (both
+    the per-stock files and the combined part batch their writes by this one rule)."""
+
+    def __init__(self, columns: int):
+        self.row_bytes = 8 * columns
+        self.items: list = []
+        self.rows = 0
+
+    def add(self, item, rows: int) -> bool:
+        """Keep item (of rows rows); True when what is kept should be written now."""
+        self.items.append(item)
+        self.rows += rows
+        return self.rows * self.row_bytes >= WRITE_BATCH_BYTES
+
+    def take(self) -> list:
+        items, self.items, self.rows = self.items, [], 0
+        return items
 
 
 def _symbol_list(symbols) -> list[str]:
@@ -617,11 +636,10 @@ class CombinedParquet:
         import pyarrow.parquet as pq
 
         self.levels = levels
-        messages, orderbook = to_tables(_no_rows(), np.zeros((0, 4 * levels), np.int64), levels)
+        messages, orderbook = _empty_tables(levels)
         self.schema = pa.schema([pa.field("symbol", pa.string())] + list(messages.schema) + list(orderbook.schema))
         self._writer = pq.ParquetWriter(str(path), self.schema)
-        self._pending: list = []
-        self._pending_rows = 0
+        self._pending = _Pending(4 * levels + 7)
 
     def output_for(self, symbol: str) -> "_CombinedStock":
         return _CombinedStock(self, symbol)
@@ -632,17 +650,15 @@ class CombinedParquet:
         messages, orderbook = to_tables(cols, book, self.levels)
         n = messages.num_rows
         columns = [pa.array(np.full(n, symbol, object), pa.string())] + messages.columns + orderbook.columns
-        self._pending.append(pa.Table.from_arrays(columns, schema=self.schema))
-        self._pending_rows += n
-        if self._pending_rows * (4 * self.levels + 7) * 8 >= WRITE_BATCH_BYTES:
+        if self._pending.add(pa.Table.from_arrays(columns, schema=self.schema), n):
             self._write()
 
     def _write(self) -> None:
         import pyarrow as pa
 
-        if self._pending:
-            self._writer.write_table(pa.concat_tables(self._pending))
-        self._pending, self._pending_rows = [], 0
+        pending = self._pending.take()
+        if pending:
+            self._writer.write_table(pa.concat_tables(pending))
 
     def close(self) -> None:
         self._write()
