@@ -133,7 +133,7 @@ def verify(msgs, stocks):
     events = []
     last_ts = -1
     last_match = -1
-    trade_matches = set()
+    trade_matches = {}    # match number -> locate of the trade, for the B that breaks it
     halted = set()
     halts = []
     opened = set()        # stocks whose opening cross has printed
@@ -156,7 +156,7 @@ def verify(msgs, stocks):
                 assert m[6] == 100, "round lot"
                 assert m[4] in b"QGSNAPZV"
                 directory[loc] = sym
-            elif t != "B":
+            else:  # a B too: it carries the locate of the trade it breaks
                 assert loc in directory, f"{t} for locate {loc} before its R (message {i})"
         if t in "AFPQIHYLJ":
             idx = {"A": 6, "F": 6, "P": 6, "Q": 4, "I": 6, "L": 4}.get(t, 3)
@@ -186,7 +186,7 @@ def verify(msgs, stocks):
             assert 0 < shares <= o[2], f"over-execution of {ref} (message {i})"
             assert match > last_match, "match numbers must increase"
             last_match = match
-            trade_matches.add(match)
+            trade_matches[match] = loc
             facts["executions"] += 1
             if not book.at_head_of_best(ref):
                 facts["non_head"] += 1
@@ -230,7 +230,7 @@ def verify(msgs, stocks):
             assert loc not in halted
             assert m[8] > last_match
             last_match = m[8]
-            trade_matches.add(m[8])
+            trade_matches[m[8]] = loc
         elif t == "Q":
             shares, price, match, ctype = m[3], m[5], m[6], m[7]
             check_price(price)
@@ -242,6 +242,7 @@ def verify(msgs, stocks):
                 opened.add(loc)
         elif t == "B":
             assert m[3] in trade_matches, f"B of unknown match {m[3]}"
+            assert loc == trade_matches[m[3]], f"B of match {m[3]} carries locate {loc}, its trade {trade_matches[m[3]]}"
             facts["broken"] += 1
         elif t == "I":
             noii_times.append((ts, m[10]))

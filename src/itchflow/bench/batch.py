@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from itchflow.bench.common import BENCH_DIR
+from itchflow.bench.common import BENCH_DIR, DAY_FORMAT
 
 YEAR_DAYS = 250
 FULL_DAY_MESSAGES = 370_000_000       # a full Nasdaq day (01302019: 368 M)
@@ -20,7 +20,7 @@ def ensure_archive(days: int, messages: int, stocks: int, gz: bool) -> list[Path
     """Generated days (seeds 1..days), written once and reused: 2019-01-DD.itch[.gz]."""
     from itchflow.sim.generator import write_day
 
-    folder = BENCH_DIR / f"archive-{messages}-{stocks}{'-gz' if gz else ''}"
+    folder = BENCH_DIR / f"archive-{messages}-{stocks}{'-gz' if gz else ''}-v{DAY_FORMAT}"
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for i in range(days):

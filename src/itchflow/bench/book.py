@@ -42,12 +42,10 @@ from pathlib import Path
 import numpy as np
 
 from itchflow.bench import cache
-from itchflow.bench.common import BENCH_DIR, machine, peak_rss_bytes, rate_row, run_peer
+from itchflow.bench.common import BENCH_DIR, DAY_FORMAT, machine, peak_rss_bytes, rate_row, run_peer
 
 SHAPE_NAMES = ("deep", "many", "fullday")
 SHAPE_TITLES = {"deep": "few deep stocks", "many": "many stocks", "fullday": "full-day working set"}
-# Bump when the generator's output for the same parameters changes, so cached days are remade.
-DAY_FORMAT = 3
 
 
 def shape_params(name: str, messages: int, many_stocks: int = 8000, fullday_live_orders: int | None = None,
@@ -65,7 +63,7 @@ def shape_params(name: str, messages: int, many_stocks: int = 8000, fullday_live
 
 def day_path(messages: int, stocks: int, seed: int) -> Path:
     """A default-profile day of this many stocks (also used by the pipeline benchmark)."""
-    return BENCH_DIR / f"book-day-{messages}-{stocks}-seed{seed}.itch"
+    return BENCH_DIR / f"book-day-{messages}-{stocks}-seed{seed}-v{DAY_FORMAT}.itch"
 
 
 def ensure_day(messages: int, stocks: int, seed: int) -> Path:

@@ -14,6 +14,10 @@ from pathlib import Path
 import numpy as np
 
 BENCH_DIR = Path(os.environ.get("ITCHFLOW_BENCH_DIR", ".cache/bench"))
+# Bump when the generator's output for the same parameters changes, so every cached day is
+# remade (it is in each cached day's name or key). 4: a B carries the locate and tracking
+# number of the trade it breaks (it had locate 0).
+DAY_FORMAT = 4
 
 
 def machine() -> dict:

@@ -28,6 +28,7 @@ import numpy as np
 
 from itchflow.bench.common import (
     BENCH_DIR,
+    DAY_FORMAT,
     best_of,
     machine,
     peak_rss_bytes,
@@ -123,7 +124,7 @@ def first_call_figures(path: Path, repeat: int) -> dict:
 
 
 def day_path(messages: int, seed: int) -> Path:
-    return BENCH_DIR / f"day-{messages}-seed{seed}.itch"
+    return BENCH_DIR / f"day-{messages}-seed{seed}-v{DAY_FORMAT}.itch"
 
 
 def ensure_day(messages: int, seed: int, quiet: bool = False) -> tuple[Path, float | None]:

@@ -142,7 +142,7 @@ def cross_step(p, ph, out, g, rng, counts, ph_t0, ph_t1, ph_arg, st_sym, st_fair
         return p
     # stage 3: the cross print
     ts = advance_clock(g, rng, t1, left_est, False)
-    m = next_match(g, mring, False)
+    m = next_match(g, mring, False, s)
     extra = 100 * (1 + randint(rng, 500)) * st_mul[s]
     p = write_cross(out, p, g, counts, s, track, ts, g[G_X_SHARES] + extra, sym, cprice, m,
                  cross_type)

@@ -17,7 +17,7 @@ from itchflow.sim.state import (
     FP_X, G_CAP, G_CLOSE_ALL, G_EMITTED, G_EX0, G_FREE, G_HALT_DUE, G_HALT_STAGE, G_HALT_STOCK, G_K,
     G_LIVE, G_MRING_N, G_N, G_NOII_NEXT, G_NONHEAD, G_PEND, G_PEND_SIDE, G_PEND_STOCK, G_PH_LEFT,
     G_PEAK_LIVE, G_PH_STARTED, G_REST_CAP, G_REST_FROM, G_REST_SLOT, G_REST_I, G_REST_N, G_REST_OVER, G_RESTING, G_T, G_TARGET_LIVE, NONHEAD_P,
-    N_EXTRA, PH_FLOW, SELL, SWEEP_MORE, SWEEP_P,
+    MRING_LOCATE_SHIFT, N_EXTRA, PH_FLOW, SELL, SWEEP_MORE, SWEEP_P,
 )
 from itchflow.sim.writers import (
     raw_price, write_action, write_add, write_broken, write_cancel, write_collar, write_cross,
@@ -100,7 +100,7 @@ def flow_step(p, ph, out, g, rng, refctr, counts, flow_p, ph_kind, ph_t0, ph_t1,
             p = write_action(out, p, g, counts, s, st_track[s], ts, st_sym[s], 84, reasons[1])
             g[G_HALT_STAGE] = 3
         else:
-            m = next_match(g, mring, False)
+            m = next_match(g, mring, False, s)
             p = write_cross(out, p, g, counts, s, st_track[s], ts, 100 * (1 + randint(rng, 300)) * st_mul[s],
                          st_sym[s], fair, m, 72)  # 'H': halt/IPO cross
             st_halted[s] = 0
@@ -112,7 +112,7 @@ def flow_step(p, ph, out, g, rng, refctr, counts, flow_p, ph_kind, ph_t0, ph_t1,
         g[G_PEND] = 0
         s = zipf_stock(rng, st_cdf)
         ts = advance_clock(g, rng, t1, left, False)
-        m = next_match(g, mring, True)
+        m = next_match(g, mring, True, s)
         p = write_trade(out, p, g, counts, s, st_track[s], ts, BUY if u01(rng) < 0.5 else SELL,
                      order_size(rng, st_mul[s]), st_sym[s], raw_price(st_base, st_tick, s, st_fair[s]), m)
         return p
@@ -167,10 +167,11 @@ def flow_step(p, ph, out, g, rng, refctr, counts, flow_p, ph_kind, ph_t0, ph_t1,
         elif x == EX_B:
             n = g[G_MRING_N]
             j = randint(rng, n)
-            m = mring[j]
+            kept = mring[j]
             mring[j] = mring[n - 1]
             g[G_MRING_N] = n - 1
-            p = write_broken(out, p, g, counts, 0, 0, ts, m)
+            s = kept >> MRING_LOCATE_SHIFT  # a B carries the locate of the trade it breaks
+            p = write_broken(out, p, g, counts, s, st_track[s], ts, kept & ((1 << MRING_LOCATE_SHIFT) - 1))
         elif x == EX_HALT:
             s = zipf_stock(rng, st_cdf)
             st_halted[s] = 1
@@ -201,7 +202,7 @@ def flow_step(p, ph, out, g, rng, refctr, counts, flow_p, ph_kind, ph_t0, ph_t1,
                 tick = st_fair[s]
                 if bid >= 0 and ask < lad[s, 1] and bid < ask:
                     tick = bid + (ask - bid) // 2
-                m = next_match(g, mring, True)
+                m = next_match(g, mring, True, s)
                 p = write_trade(out, p, g, counts, s, st_track[s], ts, BUY if u01(rng) < 0.5 else SELL,
                              order_size(rng, st_mul[s]), st_sym[s], raw_price(st_base, st_tick, s, tick), m)
         return p

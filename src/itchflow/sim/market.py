@@ -20,7 +20,7 @@ from numba import njit
 from itchflow.sim.draws import ticks_behind
 from itchflow.sim.rng import randint, u01
 from itchflow.sim.state import (
-    BUY, G_FREE, G_LIVE, G_MATCH, G_MRING_N, G_PEND, G_PHASE, G_PH_STARTED, G_RESTING, G_T, MRING,
+    BUY, G_FREE, G_LIVE, G_MATCH, G_MRING_N, G_PEND, G_PHASE, G_PH_STARTED, G_RESTING, G_T, MRING, MRING_LOCATE_SHIFT,
     PREOPEN_CROSS_P, SELL,
 )
 from itchflow.sim.writers import write_exec
@@ -190,16 +190,18 @@ def advance_clock(g, rng, t1, left, cont):
 
 
 @njit(nogil=True, cache=True)
-def next_match(g, mring, keep):
+def next_match(g, mring, keep, s):
+    """The next match number; kept (with stock s's locate) for a later B when keep."""
     m = g[G_MATCH] + 1
     g[G_MATCH] = m
     if keep:
+        kept = m | (np.int64(s) << MRING_LOCATE_SHIFT)
         n = g[G_MRING_N]
         if n < MRING:
-            mring[n] = m
+            mring[n] = kept
             g[G_MRING_N] = n + 1
         else:
-            mring[m % MRING] = m
+            mring[m % MRING] = kept
     return m
 
 
@@ -226,7 +228,7 @@ def execute_order(out, p, g, counts, s, track, ts, o, qq, keep_match, mring, wit
                   st_best, st_nside):
     """Write an execution of qq shares of order o under the next match number (kept for B
     messages when keep_match) and take the shares off the book; returns p."""
-    m = next_match(g, mring, keep_match)
+    m = next_match(g, mring, keep_match, s)
     p = write_exec(out, p, g, counts, s, track, ts, o_ref[o], qq, m, with_price, printable, price)
     take_shares(o, qq, g, lad, lv_head, lv_tail, o_stock, o_side, o_shares, o_price, o_prev, o_next, o_lpos, live,
                 st_best, st_nside)

@@ -76,4 +76,7 @@ FULL_EXEC_P = 0.7      # chance an execution fills the whole order
 SWEEP_P = 0.12         # chance an execution event goes on to further orders
 SWEEP_MORE = 0.55      # chance a sweep continues after each further order
 MRING = 4096
+# A kept trade is one int64: its match number in the low MRING_LOCATE_SHIFT bits (10^12
+# trades), its stock locate above, so a B can carry the locate of the trade it breaks.
+MRING_LOCATE_SHIFT = 40
 PREOPEN_CROSS_P = 0.01  # chance a pre-open order is priced through the other side
