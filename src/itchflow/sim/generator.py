@@ -25,7 +25,8 @@ What the day looks like (each point is checked by tests/test_generator.py):
   on bids stay below asks. The closing cross at 16:00 executes at the touch (``C``, N) and
   prints a ``Q``. ``I`` (NOII) messages run 09:25-09:30 and 15:50-16:00. ``P`` (hidden trades)
   and ``C`` with price through the day; a few ``B`` break earlier match numbers (each with
-  the locate and tracking number of the trade it breaks); a halt or more (H 'H' LUDP, a ``J`` collar, H 'T', a halt cross ``Q`` 'H').
+  the locate and tracking number of the trade it breaks); a halt or more (H 'H' LUDP, a ``J``
+  collar, H 'T', a halt cross ``Q`` 'H').
 - Bursts: 1,000+ messages within one millisecond just after 09:30 and just before 16:00
   (for days of 250 k messages and more).
 - ``close_all=True``: before the E event every live order is deleted, so a book built from
