@@ -26,9 +26,7 @@ def ensure_archive(days: int, messages: int, stocks: int, gz: bool) -> list[Path
     for i in range(days):
         p = folder / f"2019-01-{i + 1:02d}.itch{'.gz' if gz else ''}"
         if not p.exists():
-            tmp = p.with_name("." + p.name + ".part")
-            write_day(tmp, messages, i + 1, stocks=stocks, gz=gz)
-            tmp.rename(p)
+            write_day(p, messages, i + 1, stocks=stocks, gz=gz)  # whole or not at all
         paths.append(p)
     return paths
 

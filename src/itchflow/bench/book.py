@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from pathlib import Path
 
@@ -71,11 +70,9 @@ def ensure_day(messages: int, stocks: int, seed: int) -> Path:
     if path.exists():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
     from itchflow.sim.generator import write_day
 
-    write_day(tmp, messages, seed, stocks=stocks)
-    os.replace(tmp, path)
+    write_day(path, messages, seed, stocks=stocks)  # whole or not at all (PATH.part until done)
     return path
 
 
@@ -97,11 +94,10 @@ def ensure_shape_day(params: dict) -> tuple[Path, dict, bool]:
     if path.exists() and meta.exists():
         return path, json.loads(meta.read_text()), False
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
     from itchflow.sim.generator import write_day
 
-    info = write_day(tmp, params["messages"], params["seed"], profile=params["profile"], **params["knobs"])
-    os.replace(tmp, path)
+    # write_day writes PATH.part and renames it when whole: an interrupted run leaves no day
+    info = write_day(path, params["messages"], params["seed"], profile=params["profile"], **params["knobs"])
     meta.write_text(json.dumps(info))
     return path, info, True
 

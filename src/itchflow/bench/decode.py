@@ -135,12 +135,9 @@ def ensure_day(messages: int, seed: int, quiet: bool = False) -> tuple[Path, flo
     from itchflow.sim.generator import write_day
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
     t0 = time.perf_counter()
-    write_day(tmp, messages, seed, stocks=1000)
-    dt = time.perf_counter() - t0
-    tmp.rename(path)
-    return path, messages / dt
+    write_day(path, messages, seed, stocks=1000)  # whole or not at all (PATH.part until done)
+    return path, messages / (time.perf_counter() - t0)
 
 
 def prefix_bytes(buf: np.ndarray, messages: int) -> int:

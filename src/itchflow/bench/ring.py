@@ -557,6 +557,8 @@ def run(records=20_000_000, rate=200_000, latency_records=200_000, peers=True, p
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+
+        from itchflow.sinks.output import save_figure
         fig, ax = plt.subplots(figsize=(8, 4.5))
         hi = np.percentile(samples, 99.99)
         ax.hist(np.clip(samples, 0, hi), bins=200, log=True)
@@ -568,7 +570,7 @@ def run(records=20_000_000, rate=200_000, latency_records=200_000, peers=True, p
         ax.set_ylabel("records")
         ax.set_title(f"itchflow ring, cross-process, {rate:,} records/s offered")
         fig.tight_layout()
-        fig.savefig(plot, dpi=120)
+        save_figure(fig, plot, dpi=120)
         res["plot"] = plot
     return res
 

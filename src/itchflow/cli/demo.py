@@ -100,10 +100,9 @@ def main(argv: list[str] | None = None) -> None:
     if day.exists():
         console.print(f"using the day generated earlier: {day} ({day.stat().st_size / 1e6:,.0f} MB)")
     else:
-        tmp = day.with_suffix(".partial")
-        run_command(["gen", str(tmp), "--messages", str(a.messages), "--seed", str(a.seed),
+        # gen writes DAY.part and renames it when whole: a demo stopped midway leaves no cut day
+        run_command(["gen", str(day), "--messages", str(a.messages), "--seed", str(a.seed),
                      "--stocks", str(a.stocks)])
-        tmp.rename(day)
 
     run_command(["stats", str(day)])
 

@@ -104,10 +104,8 @@ def auctions_command(path, out, symbols, plot, plot_symbol, cross_type) -> None:
     try:
         result = auctions(path, symbols)
         Path(out).mkdir(parents=True, exist_ok=True)
-        import pyarrow.parquet as pq
-
-        pq.write_table(result.crosses, str(Path(out) / "crosses.parquet"))
-        pq.write_table(result.imbalances, str(Path(out) / "imbalances.parquet"))
+        _write_table(result.crosses, str(Path(out) / "crosses.parquet"))
+        _write_table(result.imbalances, str(Path(out) / "imbalances.parquet"))
         if plot:
             from itchflow.sinks.research_plots import imbalance_plot
 
@@ -122,14 +120,17 @@ def auctions_command(path, out, symbols, plot, plot_symbol, cross_type) -> None:
 
 
 def _write_table(table, out: str) -> None:
-    if out.lower().endswith(".csv"):
-        import pyarrow.csv as pcsv
+    from itchflow.sinks.output import output_file
 
-        pcsv.write_csv(table, out)
-    else:
-        import pyarrow.parquet as pq
+    with output_file(out) as tmp:
+        if out.lower().endswith(".csv"):
+            import pyarrow.csv as pcsv
 
-        pq.write_table(table, out)
+            pcsv.write_csv(table, tmp)
+        else:
+            import pyarrow.parquet as pq
+
+            pq.write_table(table, tmp)
 
 
 def _largest_cross(crosses, cross_type: str) -> str:

@@ -14,6 +14,7 @@ import textwrap
 
 from itchflow.compare.paths import BOOKS, KERNEL, PATHS, RECV, SEND, SHM
 from itchflow.compare.row import OK
+from itchflow.sinks.output import save_figure
 
 LANES = (SEND, KERNEL, SHM, RECV, BOOKS)
 LANE_Y = {SEND: 4, KERNEL: 3, SHM: 2, RECV: 1, BOOKS: 0}
@@ -77,7 +78,7 @@ def draw_paths(report, path: str) -> str:
     fig.suptitle(f"itchflow compare: the packet path of each method ({report.terms.get('messages', 0):,} messages)",
                  fontsize=11)
     fig.tight_layout(rect=(0, 0, 1, 0.985))
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
     return path
 

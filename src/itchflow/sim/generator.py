@@ -52,6 +52,7 @@ purge wins and the day runs over: ``write_day`` reports the true count.) Days sm
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import time
@@ -59,6 +60,7 @@ from typing import Callable
 
 import numpy as np
 
+from itchflow.sinks.output import output_file
 from itchflow.wire.itch import MESSAGES, PRICE8_SCALE, WIRE_DTYPES
 
 # The real day the type mix is modelled on (01302019).
@@ -637,15 +639,20 @@ def generate_day(messages: int, seed: int, stocks: int | None = None, close_all:
     return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
 
-def _open_out(path: str, gz: bool):
-    if not gz:
-        return open(path, "wb")
-    try:
-        from isal import igzip
-
-        return igzip.open(path, "wb", compresslevel=1)
-    except ImportError:  # pragma: no cover - isal is a dependency on x86-64/aarch64
-        return gzip.open(path, "wb", compresslevel=1)
+@contextlib.contextmanager
+def _open_out(path: str, gz: bool, name: str):
+    """The file at path, gzipped when gz; the gzip header carries name (the final file's, not
+    the ``.part`` one it is written under)."""
+    with open(path, "wb") as raw:
+        if not gz:
+            yield raw
+            return
+        try:
+            from isal.igzip import IGzipFile as GzipFile
+        except ImportError:  # pragma: no cover - isal is a dependency on x86-64/aarch64
+            GzipFile = gzip.GzipFile
+        with GzipFile(filename=os.path.basename(name), mode="wb", compresslevel=1, fileobj=raw) as f:
+            yield f
 
 
 def write_day(path: str | os.PathLike, messages: int, seed: int, stocks: int | None = None, gz: bool = False,
@@ -663,7 +670,7 @@ def write_day(path: str | os.PathLike, messages: int, seed: int, stocks: int | N
     plan = _plan(messages, seed, stocks, close_all, profile, knobs)
     t0 = time.perf_counter()
     nbytes = 0
-    with _open_out(os.fspath(path), gz) as f:
+    with output_file(path) as tmp, _open_out(tmp, gz, os.fspath(path)) as f:  # a cut day is never left behind
         for chunk in _chunks(plan, chunk_bytes):
             f.write(memoryview(chunk))
             nbytes += len(chunk)

@@ -15,6 +15,7 @@ import numpy as np
 from itchflow.book import layout as L
 from itchflow.book.books import Books
 from itchflow.book.events import to_arrow
+from itchflow.sinks.output import output_file
 
 STREAMS = ("bbo", "trades")
 
@@ -23,7 +24,8 @@ def write_parquet(events: np.ndarray, path, symbol_of=str) -> None:
     """One event (or snapshot) array to a Parquet file, symbols resolved with symbol_of."""
     import pyarrow.parquet as pq
 
-    pq.write_table(to_arrow(events, symbol_of), path)
+    with output_file(path) as tmp:
+        pq.write_table(to_arrow(events, symbol_of), tmp)
 
 
 def events_to_parquet(source, out, which: str, symbols: list[str] | None = None,
@@ -78,22 +80,25 @@ def events_to_parquet(source, out, which: str, symbols: list[str] | None = None,
             breaks.extend(ev["match_number"][ev["kind"] == b"B"].tolist())
         table = ev.to_arrow()
         if state["writer"] is None:
-            state["writer"] = pq.ParquetWriter(out, table.schema)
+            state["writer"] = pq.ParquetWriter(state["path"], table.schema)
         state["writer"].write_table(table)
         state["rows"] += len(ev)
         timings["write_seconds"] += time.perf_counter() - t
 
-    try:
-        books.replay(source, progress=progress, on_slice=drain)
-    finally:
-        if state["writer"] is not None:
-            state["writer"].close()
-    t = time.perf_counter()
-    if state["writer"] is None:  # nothing recorded: still write an empty file with the schema
-        write_parquet(np.zeros(0, L.BBO_EVENT_DTYPE if which == "bbo" else L.TRADE_EVENT_DTYPE), out, books.symbol)
-    if which == "trades" and breaks:
-        flag_broken_trades(out, breaks)
-    timings["write_seconds"] += time.perf_counter() - t
+    with output_file(out) as tmp:  # OUT.part until the stream and its broken flags are written
+        state["path"] = tmp
+        try:
+            books.replay(source, progress=progress, on_slice=drain)
+        finally:
+            if state["writer"] is not None:
+                state["writer"].close()
+        t = time.perf_counter()
+        if state["writer"] is None:  # nothing recorded: still write an empty file with the schema
+            empty = np.zeros(0, L.BBO_EVENT_DTYPE if which == "bbo" else L.TRADE_EVENT_DTYPE)
+            pq.write_table(to_arrow(empty, books.symbol), tmp)
+        if which == "trades" and breaks:
+            flag_broken_trades(tmp, breaks)
+        timings["write_seconds"] += time.perf_counter() - t
     return state["rows"], books.messages
 
 

@@ -71,6 +71,7 @@ from numba import njit
 
 from itchflow.sinks import _book_access as access
 from itchflow.sinks._clock import DAY_NS, clock_ns, trading_date
+from itchflow.sinks.output import named, part_path
 
 ASK_DUMMY = 9_999_999_999
 BID_DUMMY = -9_999_999_999
@@ -359,24 +360,29 @@ class StockOutput:
         self._kept: list[tuple] = []
         self._pending = _Pending(4 * levels + 6)  # (messages, orderbook, timestamps) not yet written
         self._writers: list = []
+        self._files: list = []
         if self.paths:
             self._open()
 
     def _open(self) -> None:
+        import pyarrow as pa
+
         Path(self.paths[0]).parent.mkdir(parents=True, exist_ok=True)
         messages, orderbook = _empty_tables(self.levels)
+        # The files are opened here and closed by abort() even when a writer's close fails
+        # (a full disk): pyarrow's writers keep their file open after a failed close.
+        self._files = [pa.OSFile(part_path(p), "wb") for p in self.paths]
         if self.parquet:
             import pyarrow.parquet as pq
 
             schemas = (messages.schema, orderbook.schema)
-            self._writers = [pq.ParquetWriter(p + ".part", sc) for p, sc in zip(self.paths, schemas)]
+            self._writers = [pq.ParquetWriter(f, sc) for f, sc in zip(self._files, schemas)]
         else:
-            import pyarrow as pa
             import pyarrow.csv as pcsv
 
             opts = pcsv.WriteOptions(include_header=False, quoting_style="none")
             schemas = (messages.schema.set(0, pa.field("Time", pa.string())), orderbook.schema)
-            self._writers = [pcsv.CSVWriter(p + ".part", sc, write_options=opts) for p, sc in zip(self.paths, schemas)]
+            self._writers = [pcsv.CSVWriter(f, sc, write_options=opts) for f, sc in zip(self._files, schemas)]
 
     def add(self, cols: dict[str, np.ndarray], book: np.ndarray) -> None:
         n = len(cols["ts"])
@@ -399,19 +405,26 @@ class StockOutput:
         orderbook = pa.concat_tables([b for _, b, _ in pending])
         if not self.parquet:  # LOBSTER's Time: seconds with all nine decimals, as text
             messages = messages.set_column(0, "Time", _time_text(np.concatenate([t for _, _, t in pending])))
-        self._writers[0].write_table(messages)
-        self._writers[1].write_table(orderbook)
+        for writer, table, path in zip(self._writers, (messages, orderbook), self.paths):
+            try:
+                writer.write_table(table)
+            except OSError as e:  # a full disk: say which file
+                raise named(e, path) from e
 
     def finish(self) -> tuple[object, object]:
         """Write what is left, close and rename the files; the tables if kept (else None)."""
         import pyarrow as pa
 
         self._write()
-        for w in self._writers:
-            w.close()
-        self._writers = []
+        for w, f, path in zip(self._writers, self._files, self.paths):
+            try:
+                w.close()
+                f.close()
+            except OSError as e:
+                raise named(e, path) from e
+        self._writers, self._files = [], []
         for p in self.paths:
-            os.replace(p + ".part", p)
+            os.replace(part_path(p), p)
         if not self.keep:
             return None, None
         if not self._kept:
@@ -420,15 +433,15 @@ class StockOutput:
 
     def abort(self) -> None:
         """Close and remove the unfinished files."""
-        for w in self._writers:
+        for closeable in self._writers + self._files:
             try:
-                w.close()
-            except Exception:  # already failing: the removal below is what matters
+                closeable.close()
+            except Exception:  # already failing: closing the files and removing them is what matters
                 pass
-        self._writers = []
+        self._writers, self._files = [], []
         for p in self.paths:
             try:
-                os.remove(p + ".part")
+                os.remove(part_path(p))
             except FileNotFoundError:
                 pass
 

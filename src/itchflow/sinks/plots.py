@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from itchflow.sinks.output import save_figure
 from itchflow.wire.itch import price4_to_float
 
 
@@ -43,7 +44,7 @@ def latency_plot(stages: dict[str, np.ndarray], path: str, title: str) -> str:
     ax.grid(True, which="both", lw=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
     return path
 
@@ -65,6 +66,6 @@ def depth_plot(symbol: str, bids: np.ndarray, asks: np.ndarray, title: str, path
     ax.grid(True, lw=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
     return path

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from itchflow.sinks.output import save_figure
 from itchflow.sinks.plots import pyplot as _pyplot
 
 
@@ -54,7 +55,7 @@ def bars_plot(table, symbol: str, path: str, title: str = "") -> str:
     _clock_axis(ax_v)
     fig.suptitle(f"{symbol}: {title}" if title else symbol, fontsize=11)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
     return path
 
@@ -103,6 +104,6 @@ def imbalance_plot(auctions, symbol: str, path: str, cross_type: str = "C") -> s
     name = {"O": "opening", "C": "closing", "H": "halt/IPO", "A": "extended close"}.get(cross_type, cross_type)
     fig.suptitle(f"{symbol}: imbalance into the {name} cross", fontsize=11)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
     return path

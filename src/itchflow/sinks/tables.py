@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from itchflow.sinks.output import output_file
 from itchflow.wire.itch import DTYPES
 
 
@@ -52,17 +53,35 @@ class TableWriter:
         self._locates: set[int] = set()
 
     def __enter__(self) -> "TableWriter":
-        if self.format == "parquet":
-            import pyarrow.parquet as pq
-            self._writer = pq.ParquetWriter(self.out, self.schema, compression="zstd")
-        else:
-            import pyarrow.csv as pcsv
-            self._writer = pcsv.CSVWriter(self.out, self.schema)
+        self._output = output_file(self.out)  # written as OUT.part, renamed when complete
+        tmp = self._output.__enter__()
+        try:
+            if self.format == "parquet":
+                import pyarrow.parquet as pq
+                self._writer = pq.ParquetWriter(tmp, self.schema, compression="zstd")
+            else:
+                import pyarrow.csv as pcsv
+                self._writer = pcsv.CSVWriter(tmp, self.schema)
+        except BaseException as e:
+            self._output.__exit__(type(e), e, e.__traceback__)
+            raise
         return self
 
-    def __exit__(self, *exc) -> None:
-        if self._writer is not None:
-            self._writer.close()
+    def __exit__(self, et, ev, tb) -> bool:
+        error = ev
+        try:
+            if self._writer is not None:
+                self._writer.close()
+        except BaseException as e:  # a close that fails (a full disk) is the error if none came first
+            error = error or e
+        self._writer = None
+        if error is None:
+            self._output.__exit__(None, None, None)  # OUT.part becomes OUT
+            return False
+        self._output.__exit__(type(error), error, error.__traceback__)  # removes OUT.part; names OUT
+        if error is not ev:
+            raise error
+        return False
 
     def pieces(self, source, *, symbol: str | None = None, chunk_messages: int = 1 << 21):
         from itchflow.decode.reader import scan

@@ -1,0 +1,78 @@
+"""Output files that appear whole or not at all.
+
+Every file a command writes (a generated day, a decoded table, an event stream, a research
+table, a picture) is written under ``NAME.part`` beside its final name and renamed when it is
+complete: a rename within a directory is atomic, so a reader sees the old file, or nothing,
+or the whole new one. On any error or interrupt (a full disk, a bad byte mid-day, Ctrl-C) the
+``.part`` file is removed, so a cut file is never left where the answer would be: a cut day is
+still a valid day, only shorter, and would be read as one. An ``OSError`` while writing names
+the final file (pyarrow's write errors name none).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+from collections.abc import Iterator
+
+PART_SUFFIX = ".part"
+
+
+def part_path(path: str | os.PathLike) -> str:
+    """Where ``path`` is written until it is complete."""
+    return os.fspath(path) + PART_SUFFIX
+
+
+def _is_special(path: str) -> bool:
+    """A device, FIFO or socket (``/dev/null``, ``/dev/stdout``) is written in place: it cannot
+    be renamed over, and whoever reads it takes the bytes as they come anyway."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)
+
+
+def named(error: OSError, path: str) -> OSError:
+    """The same error naming ``path``: as it is if it names ``path`` already, else with the
+    errno's text and ``path`` (in place of the ``.part`` name, or of no name at all)."""
+    if error.filename == path or (error.filename is None and path in str(error)):
+        return error
+    if error.errno:
+        return type(error)(error.errno, os.strerror(error.errno), path)
+    return type(error)(f"{path}: {error}")
+
+
+@contextlib.contextmanager
+def output_file(path: str | os.PathLike) -> Iterator[str]:
+    """Yield the path to write (``path`` + ``.part``); rename it to ``path`` when the block
+    ends normally, remove it when it raises. An OSError raised in the block or by the rename
+    comes out naming ``path``."""
+    final = os.fspath(path)
+    if os.path.isdir(final):
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), final)
+    if _is_special(final):
+        yield final
+        return
+    tmp = part_path(final)
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        if isinstance(e, OSError):
+            raise named(e, final) from e
+        raise
+
+
+def save_figure(fig, path: str | os.PathLike, **kwargs) -> str:
+    """``fig.savefig`` through ``output_file``; the format comes from the final name's suffix
+    (matplotlib would take it from ``.part``)."""
+    final = os.fspath(path)
+    fmt = os.path.splitext(final)[1][1:].lower() or None
+    with output_file(final) as tmp:
+        fig.savefig(tmp, format=fmt, **kwargs)
+    return final

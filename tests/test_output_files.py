@@ -1,0 +1,198 @@
+"""Output files appear whole or not at all (itchflow.sinks.output): a full disk, a bad byte
+mid-day or an interrupt leaves no cut file where the answer would be (and an earlier answer
+stays as it was), and the error names the file. The full disk is a real one: a 1 MiB tmpfs
+this test mounts and unmounts (root only)."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import subprocess
+import uuid
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import itchflow
+from itchflow.cli import main
+from itchflow.sim.generator import write_day
+from itchflow.sinks.output import PART_SUFFIX, named, output_file, save_figure
+
+
+@pytest.fixture(scope="module")
+def day(tmp_path_factory):
+    path = tmp_path_factory.mktemp("day") / "20190130.itch"  # lobster takes the date from the name
+    write_day(path, 200_000, 3, stocks=20)
+    return str(path)
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A directory on a 1 MiB tmpfs: writes past 1 MiB fail with ENOSPC."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a small tmpfs to fill needs root and mount(8)")
+    d = tmp_path / f"tiny-{uuid.uuid4().hex[:8]}"
+    d.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(d)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    try:
+        yield d
+    finally:
+        if subprocess.run(["umount", str(d)]).returncode != 0:  # busy: detach it, and fail the test
+            subprocess.run(["umount", "-l", str(d)])
+            raise AssertionError(f"{d} was still in use after the test")
+
+
+def _left(d) -> list[str]:
+    """What is in d, and no file under d still open in this process (a writer whose close
+    failed on the full disk kept its removed file open, and its space taken, until exit)."""
+    prefix = os.fspath(d) + os.sep
+    open_here = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(prefix):
+            open_here.append(target)
+    assert not open_here, f"files left open: {open_here}"
+    return sorted(os.listdir(d))
+
+
+def test_output_file_renames_when_whole_and_removes_when_not(tmp_path):
+    out = tmp_path / "a.bin"
+    with output_file(out) as tmp:
+        assert tmp == str(out) + PART_SUFFIX
+        open(tmp, "wb").write(b"new")
+        assert not out.exists()  # not there until complete
+    assert out.read_bytes() == b"new" and _left(tmp_path) == ["a.bin"]
+    for error in (ValueError("bad byte"), KeyboardInterrupt()):
+        with pytest.raises(type(error)):
+            with output_file(out) as tmp:
+                open(tmp, "wb").write(b"cut")
+                raise error
+        assert out.read_bytes() == b"new" and _left(tmp_path) == ["a.bin"]  # the earlier answer stays
+
+
+def test_an_error_that_names_no_file_names_the_output(tmp_path):
+    out = str(tmp_path / "t.parquet")
+    with pytest.raises(OSError) as e:
+        with output_file(out):
+            raise OSError(28, "Error writing bytes to file. Detail: [errno 28] No space left on device")
+    assert e.value.filename == out and e.value.errno == 28 and "No space left on device" in str(e.value)
+    # naming the .part file is naming the wrong file
+    assert named(PermissionError(13, "Permission denied", out + PART_SUFFIX), out).filename == out
+    kept = FileNotFoundError(2, "No such file", out)
+    assert named(kept, out) is kept
+    with pytest.raises(IsADirectoryError) as e:
+        with output_file(tmp_path):
+            pass
+    assert e.value.filename == str(tmp_path)
+
+
+def test_devices_are_written_in_place():
+    with output_file("/dev/null") as tmp:
+        assert tmp == "/dev/null"
+        open(tmp, "wb").write(b"x")
+    info = write_day("/dev/null", 20_000, 1, stocks=10)
+    assert info["messages"] == 20_000
+
+
+def test_a_gzipped_day_carries_its_own_name(tmp_path):
+    out = tmp_path / "20190130.itch.gz"
+    write_day(out, 20_000, 1, stocks=10, gz=True)
+    raw = out.read_bytes()
+    assert raw[3] & 0x08  # FNAME set
+    name = raw[10:raw.index(b"\0", 10)]
+    assert name == b"20190130.itch"  # gzip's own rule: the file's name less .gz, not the .part name
+    assert len(gzip.decompress(raw)) == write_day(tmp_path / "raw.itch", 20_000, 1, stocks=10)["bytes"]
+
+
+def test_an_interrupted_gen_leaves_nothing(tmp_path):
+    out = tmp_path / "day.itch"
+
+    def stop(messages, nbytes):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_day(out, 200_000, 1, stocks=10, chunk_bytes=64 << 10, progress=stop)
+    assert _left(tmp_path) == []
+
+
+def test_a_bad_byte_mid_day_leaves_no_table(tmp_path, day):
+    bad = tmp_path / "bad.itch"
+    data = bytearray(open(day, "rb").read())
+    p = 0
+    while p < len(data) // 2:  # to the first message of the day's second half
+        p += 2 + int.from_bytes(data[p:p + 2], "big")
+    data[p:p + 2] = b"\x00\x00"  # a zero-length message there
+    bad.write_bytes(bytes(data))
+    out = tmp_path / "out"
+    out.mkdir()
+    for command in (["decode", str(bad), "--out", str(out / "all.parquet"), "-q"],
+                    ["bbo", str(bad), "--out", str(out / "bbo.parquet"), "-q"],
+                    ["trades", str(bad), "--out", str(out / "trades.parquet"), "-q"]):
+        r = CliRunner().invoke(main, command)
+        assert r.exit_code == 1, (command, r.output)
+        assert f"{bad}, byte offset {p}: zero-length message" in r.output and "Traceback" not in r.output
+        assert _left(out) == [], command
+
+
+def _names_a_full_disk(r, path) -> None:
+    assert r.exit_code == 1, r.output
+    assert "No space left on device" in r.output and str(path) in r.output, r.output
+    assert "Traceback" not in r.output
+
+
+def test_a_full_disk_is_named_and_leaves_nothing(full_disk, day, tmp_path):
+    runner = CliRunner()
+    out = full_disk / "day.itch"
+    _names_a_full_disk(runner.invoke(main, ["gen", "-n", "200000", str(out), "-q"]), out)
+    assert _left(full_disk) == []
+    out = full_disk / "all.parquet"
+    _names_a_full_disk(runner.invoke(main, ["decode", day, "--out", str(out), "-q"]), out)
+    assert _left(full_disk) == []
+    out = full_disk / "all.csv"
+    _names_a_full_disk(runner.invoke(main, ["decode", day, "--out", str(out), "-q"]), out)
+    assert _left(full_disk) == []
+    out = full_disk / "bbo.parquet"
+    _names_a_full_disk(runner.invoke(main, ["bbo", day, "--out", str(out), "-q"]), out)
+    assert _left(full_disk) == []
+    out = full_disk / "bars.csv"
+    _names_a_full_disk(runner.invoke(main, ["bars", day, "--every", "1s", "--start", "04:00", "--end", "20:00",
+                                            "--out", str(out), "-q"]), out)
+    assert _left(full_disk) == []
+    top = itchflow.read(day, "R")["R"]["stock"][0].decode().strip()
+    r = runner.invoke(main, ["lobster", day, "-s", top, "-n", "50", "-o", str(full_disk), "-q"])
+    assert r.exit_code == 1 and "No space left on device" in r.output and str(full_disk) in r.output, r.output
+    assert _left(full_disk) == []
+
+
+def test_a_failed_rewrite_keeps_the_earlier_answer(full_disk, day):
+    out = full_disk / "small.parquet"
+    r = CliRunner().invoke(main, ["decode", day, "--types", "S", "--out", str(out), "-q"])
+    assert r.exit_code == 0, r.output
+    before = out.read_bytes()
+    r = CliRunner().invoke(main, ["decode", day, "--out", str(out), "-q"])  # every type: does not fit
+    _names_a_full_disk(r, out)
+    assert out.read_bytes() == before and _left(full_disk) == ["small.parquet"]
+
+
+def test_figures_take_their_format_from_the_final_name(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    ax.plot(np.arange(3))
+    png, svg = tmp_path / "a.png", tmp_path / "a.svg"
+    save_figure(fig, png, dpi=50)
+    save_figure(fig, svg)
+    plt.close(fig)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert b"<svg" in svg.read_bytes()[:500]
+    assert _left(tmp_path) == ["a.png", "a.svg"]
