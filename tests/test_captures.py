@@ -27,6 +27,7 @@ import pytest
 
 import itch_reference as ref
 import itchflow
+from itchflow.errors import ITCHFormatError
 
 NASDAQ = "Nasdaq.Equities.TotalView.Itch.v5.0"
 NASDAQ23 = "Nasdaq.Equities.TotalView.Itch.v5.0.20230822"
@@ -474,3 +475,20 @@ def test_snapped_fragmented_and_non_udp_records_are_counted():
     cap = d.info.capture
     assert (cap["packets"], cap["data_packets"], cap["ip_fragments"], cap["not_udp"], cap["snapped"]) == (4, 1, 1, 1, 1)
     assert d["S"]["sequence"].tolist() == [1]
+
+
+@pytest.mark.parametrize("sequences", [(1, 2**63 + 5), (2**64 - 1, 1), (1, (1 << 63) - 0xFFFF)])
+def test_a_sequence_past_2_63_is_a_malformed_packet_not_a_gap(sequences):
+    """A sequence no feed reaches (as the live receiver's rule: past 2**63 - 2**16) would make
+    a gap that does not fit a count (missing_messages came out at -9.2e18). Strict: an error
+    naming the packet; lenient: the packet counted as malformed, the rest delivered."""
+    good, bad = sequences if sequences[0] < sequences[1] else sequences[::-1]
+    frames = [ref.eth_ipv4_udp(ref.mold_packet(b"S", s, [_msg_for(s % 1000), _msg_for(s % 1000 + 1)]))
+              for s in sequences]
+    data = ref.pcap_file(frames)
+    with pytest.raises(ITCHFormatError, match=rf"packet {sequences.index(bad) + 1},.*sequence number past"):
+        itchflow.read(data)
+    d = itchflow.read(data, strict=False)
+    cap = d.info.capture
+    assert (cap["malformed_packets"], cap["messages"], cap["gaps"], cap["missing_messages"]) == (1, 2, 0, 0)
+    assert d["D"]["sequence"].tolist() == [good, good + 1]

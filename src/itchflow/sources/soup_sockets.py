@@ -52,13 +52,18 @@ class ServerCounters:
 
 
 class _Conn:
-    __slots__ = ("sock", "fd", "session", "number", "pending", "stuck_since", "cut", "stall", "stalled")
+    __slots__ = ("sock", "fd", "session", "number", "pending", "stuck_since", "cut", "stall", "stalled", "dropped")
 
     def __init__(self, sock, session, number, cut, stall):
         self.sock, self.fd, self.session, self.number = sock, sock.fileno(), session, number
         self.pending = b""
         self.stuck_since = None        # when the send queue last stopped draining
         self.cut, self.stall, self.stalled = cut, stall, False
+        # dropped: the client broke the session (dead link, no login in time, a protocol
+        # error) or stopped reading; its connection is reset, not closed gracefully, so the
+        # kernel does not go on delivering what was queued (a client that never opens its
+        # window kept a closed connection's megabytes trickling out for minutes)
+        self.dropped = False
 
 
 class SoupServer:
@@ -171,7 +176,10 @@ class SoupServer:
             except OSError:
                 data = b""
             if data is not None:
-                self._events(c.session.receive_data(data, time.monotonic_ns()))
+                self._events(c.session.receive_data(data, time.monotonic_ns()), c)
+                if c.dropped:
+                    self._close(sel, c)
+                    return
                 if not data:
                     self._close(sel, c)
                     return
@@ -183,7 +191,10 @@ class SoupServer:
         s = c.session
         if c.sock.fileno() < 0:
             return
-        self._events(s.tick(now))
+        self._events(s.tick(now), c)
+        if c.dropped:
+            self._close(sel, c)
+            return
         if c.stall is not None and s.stats.messages >= c.stall and not c.pending:
             if not c.stalled:
                 c.stalled = True
@@ -215,6 +226,7 @@ class SoupServer:
                 break                       # the socket is full: wait until it is writable
         if c.pending and c.stuck_since is not None and now - c.stuck_since >= self.send_timeout_ns:
             self.counters.slow_clients += 1
+            c.dropped = True
             self._close(sel, c)
             return
         if s.closed and not c.pending:
@@ -255,9 +267,14 @@ class SoupServer:
         ct.messages += s.stats.messages
         ct.logins += int(s.logged_in)
         ct.rejected += int(not s.logged_in and s.stats.packets_out > 0)
+        if c.dropped:
+            try:
+                c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
+            except OSError:
+                pass
         c.sock.close()
 
-    def _events(self, events) -> None:
+    def _events(self, events, c: _Conn) -> None:
         ct = self.counters
         for e in events:
             if isinstance(e, DeadLink):
@@ -266,6 +283,9 @@ class SoupServer:
                 ct.login_timeouts += 1
             elif isinstance(e, ProtocolError):
                 ct.protocol_errors += 1
+            else:
+                continue
+            c.dropped = True
 
 
 @dataclass

@@ -23,6 +23,7 @@ from itchflow.wire.moldudp64 import (
     END_OF_SESSION_COUNT,
     HEADER_SIZE,
     HEARTBEAT_COUNT,
+    MAX_SEQUENCE,
     SESSION_OFFSET,
     SESSION_SIZE,
     read_header,
@@ -38,7 +39,9 @@ _MALFORMED_TEXT = {
     2: "a message block runs past the end of the packet",
     3: "bytes left over after the last message block the header counts",
     4: "zero-length message block",
+    5: "sequence number past 2**63 - 2**16 (no feed reaches it; its gap would not fit a count)",
 }
+_BAD_SEQUENCE = 5
 assert SESSION_SIZE == 10   # the session is kept as two integers: 8 bytes + 2 bytes
 
 
@@ -60,6 +63,10 @@ def index_packets(buf, off, length, outcome, kind, why, sess_hi, sess_lo, seq, c
         sess_lo[i] = be16(buf, p + SESSION_OFFSET + 8)
         seq[i] = s
         count[i] = c
+        if s > np.uint64(MAX_SEQUENCE):  # as the live receiver: a bad packet, not a gap of 2**63
+            kind[i] = MALFORMED
+            why[i] = _BAD_SEQUENCE
+            continue
         if c == HEARTBEAT_COUNT:
             kind[i] = HEARTBEAT
             continue
