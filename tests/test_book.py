@@ -119,6 +119,29 @@ def test_b_breaks_a_trade_by_match_number():
     assert mark_broken(trades).tolist() == [True, False, False]
 
 
+def test_trades_that_would_overflow_volume_or_notional_are_counted_aside():
+    """Hostile sizes: int64 volume and notional would wrap (a VWAP of -2.0 came out). A trade of
+    more than 2**32 - 1 shares (a Q's field is 8 bytes), or one that would carry the stock's
+    volume or notional past 2**63 - 1, is not counted in them but as volume_overflow; breaking
+    it takes nothing back out. Worked by hand: 0xFFFFFFFF x 0xFFFFFFFF = 2**64 - 2**33 + 1."""
+    big = 0xFFFF_FFFF
+    b = books_after(trade(1, 100, 10 * P, match=1),       # counted: 100 at $10
+                    trade(1, big, big, match=2),           # shares x price > 2**63 - 1: aside
+                    cross(1, 1 << 32, 11 * P, match=3),    # a Q of 2**32 shares: aside
+                    cross(1, (1 << 64) - 1, 11 * P, match=4),
+                    trade(2, big, 1 << 31, match=5),       # (2**32 - 1) x 2**31 < 2**63: counted
+                    trade(2, big, 1 << 31, match=6),       # ... twice would pass 2**63 - 1: aside
+                    broken(1, 2), broken(2, 6), broken(2, 5))
+    assert b.volume("AAPL") == 100 and b.vwap("AAPL") == 10 * P
+    assert b.stocks["notional"][1] == 100 * 10 * P and b.stocks["trades"][1] == 1
+    assert b.anomalies("AAPL")["volume_overflow"] == 3 and b.anomalies("MSFT")["volume_overflow"] == 1
+    assert b.volume("MSFT") == 0 and b.stocks["notional"][2] == 0   # 5 counted, then broken
+    assert b.anomalies()["unknown_match"] == 0                        # the breaks all found their trade
+    _, trades, _ = b.take_events()
+    assert trades["printable"].tolist() == [1, 0, 0, 0, 1, 0, 0, 0, 1]
+    assert trades["kind"].tolist() == [b"P", b"P", b"Q", b"Q", b"P", b"P", b"B", b"B", b"B"]
+
+
 def test_a_zero_share_trade_stays_in_the_match_index_when_it_grows():
     # the index marks a row occupied by a word that is never 0 (not by the shares): a 0-share
     # cross must survive the rehash and still be breakable, and must not hide later matches
@@ -160,7 +183,7 @@ def test_anomalies_are_counted_per_kind_and_stock_and_never_fatal():
     msft = b.anomalies("MSFT")
     assert msft == {"unknown_reference": 0, "duplicate_add": 1, "over_execution": 1, "over_cancel": 1,
                     "replace_to_existing": 1, "unknown_locate": 0, "bad_side": 1, "unknown_match": 0,
-                    "duplicate_match": 1, "locate_mismatch": 1}
+                    "duplicate_match": 1, "locate_mismatch": 1, "volume_overflow": 0}
     assert b.anomalies(9)["unknown_locate"] == 1
     assert b.orders("MSFT", "B", P).tolist() == [(1, 10, ""), (5, 10, "")]
     assert b.volume("MSFT") == 16   # 15 executed (over-execution still prints) + 1

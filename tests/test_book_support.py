@@ -18,8 +18,9 @@ from itch.messages import create_message
 
 ANOMALY_KINDS = (
     "unknown_reference", "duplicate_add", "over_execution", "over_cancel", "replace_to_existing",
-    "unknown_locate", "bad_side", "unknown_match", "duplicate_match", "locate_mismatch",
+    "unknown_locate", "bad_side", "unknown_match", "duplicate_match", "locate_mismatch", "volume_overflow",
 )
+INT64_MAX = (1 << 63) - 1
 
 
 def sym(s: str) -> bytes:
@@ -139,6 +140,10 @@ class ReferenceBook:
             del self.levels[(locate, side)][price]
 
     def _trade(self, locate, price, shares, match, kind, counted):
+        if counted and (shares >= 1 << 32 or self.volume[locate] + shares > INT64_MAX
+                        or self.notional[locate] + shares * price > INT64_MAX):
+            self.anomalies[("volume_overflow", locate)] += 1   # Python's ints do not overflow; the engine's do
+            counted = False
         if counted:
             self.volume[locate] += shares
             self.notional[locate] += shares * price

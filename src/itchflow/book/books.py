@@ -24,6 +24,7 @@ import numpy as np
 
 from itchflow.book import layout as L
 from itchflow.book import records as R
+from itchflow.book.arguments import INT64_MAX, MAX_ROWS, PRICE_MAX, optional_whole, whole
 from itchflow.book.engine import apply_messages
 from itchflow.book.events import EventBuffers
 from itchflow.book.ladder import compact_arena
@@ -95,7 +96,7 @@ class Books:
     def __new__(cls, capacity: int | None = None, *, threads: int = 1, **options):
         """``Books(threads=N)`` with N > 1 builds the books of disjoint sets of stocks on N
         threads (``book.sharded.ShardedBooks``: same queries, identical results)."""
-        if int(threads) > 1:
+        if whole(threads, "threads", 1) > 1:
             from itchflow.book.sharded import ShardedBooks
 
             return ShardedBooks(int(threads), capacity, **options)
@@ -105,6 +106,12 @@ class Books:
                  table: int | None = None, levels: int | None = None, arena: int | None = None,
                  trades: int | None = None, threads: int = 1, far_table: int = L.FAR_TABLE,
                  prefault: bool = True):
+        capacity = optional_whole(capacity, "capacity (live orders)", 0, MAX_ROWS)
+        table = optional_whole(table, "table (rows)", 0, MAX_ROWS)
+        levels = optional_whole(levels, "levels", 0, MAX_ROWS)
+        arena = optional_whole(arena, "arena (ladder entries)", 0, MAX_ROWS)
+        trades = optional_whole(trades, "trades", 0, MAX_ROWS)
+        far_table = whole(far_table, "far_table (rows)", 0, INT64_MAX)
         if table is None:
             table = (DEFAULT_TABLE if capacity is None
                      else int(capacity) * L.TABLE_MAX_LOAD_DEN // L.TABLE_MAX_LOAD_NUM + 1)
@@ -185,10 +192,12 @@ class Books:
         from itchflow.sources.files import as_uint8
 
         buf = as_uint8(buffer)
-        seq = self.next_sequence if first_seq is None else int(first_seq)
-        self.ctl[L.C_STOP_TS] = -1 if stop_after_ns is None else int(stop_after_ns)
+        seq = self.next_sequence if first_seq is None else whole(first_seq, "first_seq", 0, INT64_MAX)
+        stop_ts = optional_whole(stop_after_ns, "stop_after_ns", 0, INT64_MAX)
+        max_bytes = optional_whole(max_bytes, "max_bytes", 0)
+        self.ctl[L.C_STOP_TS] = -1 if stop_ts is None else stop_ts  # -1: never stop
         pos = 0
-        end = len(buf) if max_bytes is None else int(budget_end(buf, 0, max(0, min(len(buf), int(max_bytes)))))
+        end = len(buf) if max_bytes is None else int(budget_end(buf, 0, min(len(buf), max_bytes)))
         self.stopped_at_time = False
         if self._prefault_on_apply and not self.prefault_started and end >= POPULATE_INPUT_BYTES:
             self.prefault()  # a day this big touches every page of them anyway
@@ -300,6 +309,8 @@ class Books:
 
     def locate(self, symbol: str | int) -> int:
         """A symbol (from R messages) or a stock locate (int) -> the stock locate."""
+        if isinstance(symbol, bool):
+            raise TypeError(f"a symbol (str) or a stock locate (int), not {symbol!r}")
         if isinstance(symbol, (int, np.integer)):
             if not 0 <= int(symbol) < L.N_LOCATES:
                 raise KeyError(f"stock locate out of range: {symbol}")
@@ -316,6 +327,10 @@ class Books:
         return np.array([self.locate(s) for s in symbols], np.int64)
 
     def symbol(self, locate: int) -> str:
+        """The symbol of a stock locate (from its R message), or the locate as text if none."""
+        locate = whole(locate, "locate")
+        if not 0 <= locate < L.N_LOCATES:
+            raise KeyError(f"stock locate out of range: {locate}")
         key = int(self.stocks["symbol"][locate])
         return symbol_text(key) if key else str(locate)
 
@@ -344,15 +359,17 @@ class Books:
         """(bids, asks): two ``records.LEVEL_DTYPE`` arrays (price, shares, orders), best level
         first, at most n levels each (n < 0 = all)."""
         loc = self.locate(symbol)
-        return (R.levels_array(depth(self.books, self.ladder, self.levels, loc * 2 + L.BID, int(n))),
-                R.levels_array(depth(self.books, self.ladder, self.levels, loc * 2 + L.ASK, int(n))))
+        n = min(whole(n, "n (levels)"), INT64_MAX)
+        return (R.levels_array(depth(self.books, self.ladder, self.levels, loc * 2 + L.BID, n)),
+                R.levels_array(depth(self.books, self.ladder, self.levels, loc * 2 + L.ASK, n)))
 
     def orders(self, symbol, side: str, price: int) -> np.ndarray:
         """The queue at one price level in time priority: a ``records.QUEUE_DTYPE`` array
         (ref, shares, mpid); empty when there is no level at that price."""
         side_i = _side_index(side)
+        price = whole(price, "price (an ITCH price: dollars x 10,000)", 0, PRICE_MAX)
         b = self.locate(symbol) * 2 + side_i
-        lvl = find_level(self.books, self.ladder, b, int(price))
+        lvl = find_level(self.books, self.ladder, b, price)
         if lvl < 0:
             return np.zeros(0, R.QUEUE_DTYPE)
         refs, shares, mpids = queue(self.order_rows, int(lvl))
@@ -437,11 +454,14 @@ class Books:
 
 
 def _side_index(side) -> int:
+    if isinstance(side, bytes):
+        side = side.decode("ascii", "replace")
     s = side.upper() if isinstance(side, str) else side
-    if s in ("B", "BID", "BUY", 0):
-        return L.BID
-    if s in ("S", "A", "ASK", "SELL", 1):
-        return L.ASK
+    if isinstance(s, str) or (isinstance(s, (int, np.integer)) and not isinstance(s, bool)):
+        if s in ("B", "BID", "BUY", 0):
+            return L.BID
+        if s in ("S", "A", "ASK", "SELL", 1):
+            return L.ASK
     raise ValueError(f"side must be 'B' or 'S', not {side!r}")
 
 

@@ -34,7 +34,7 @@ import numpy as np
 from numba import njit
 
 from itchflow.book.layout import (
-    A_BAD_SIDE, A_DUP_ADD, A_DUP_MATCH, A_LOCATE_MISMATCH, A_OVER_CANCEL, A_OVER_EXEC,
+    A_BAD_SIDE, A_DUP_ADD, A_DUP_MATCH, A_LOCATE_MISMATCH, A_OVER_CANCEL, A_OVER_EXEC, A_VOLUME_OVERFLOW,
     A_REPLACE_EXISTING, A_UNKNOWN_LOCATE, A_UNKNOWN_MATCH, A_UNKNOWN_REF, C_ARENA_CAP, C_ARENA_TOP,
     C_BBO_CAP, C_BBO_N, C_DIRECTORY_SEEN, C_FAR_TABLE, C_L2_CAP, C_L2_N, C_LAST_TS, C_LEVEL_CAP, C_LIVE,
     C_LIVE_LEVELS, C_LOG_CAP, C_LOG_N, C_MATCH_CAP, C_MATCH_USED, C_MAX_LADDER, C_MESSAGES,
@@ -61,6 +61,7 @@ from itchflow.wire.binaryfile import next_message
 from itchflow.wire.itch import LENGTH_BY_BYTE, MESSAGES
 
 _U = np.uint64
+_INT64_MAX = np.int64((1 << 63) - 1)
 
 
 def _off(code: str, name: str) -> int:
@@ -444,15 +445,23 @@ def _break_trade(kept, i, match, stocks, trades_out, ctl, seq, ts):
 def _record_trade(locate, price, shares, match, kind, printable, side, stocks, trade_log, matches, match_mask,
                   match_shift, trades_out, anomalies, ctl, seq, ts):
     st = stocks[_U(locate)]
-    if printable:
-        st.volume += np.int64(shares)
-        st.notional += np.int64(shares) * np.int64(price)
-        st.trades += 1
+    counted = printable
+    if counted:
+        # Only hostile sizes get here: shares < 2**32 and price < 2**32, so the product fits a
+        # uint64; a trade that would carry volume or notional past int64 is counted aside.
+        if (_U(shares) > _U(0xFFFFFFFF) or _U(shares) * _U(price) > _U(_INT64_MAX - st.notional)
+                or _U(shares) > _U(_INT64_MAX - st.volume)):
+            anomalies[locate, A_VOLUME_OVERFLOW] += 1
+            counted = False
+        else:
+            st.volume += np.int64(shares)
+            st.notional += np.int64(shares) * np.int64(price)
+            st.trades += 1
     if ctl[C_TRACK_MATCHES]:
-        _keep_trade(locate, price, shares, match, printable, trade_log, matches, match_mask, match_shift,
+        _keep_trade(locate, price, shares, match, counted, trade_log, matches, match_mask, match_shift,
                     anomalies, ctl)
     if st.record_trades:
-        _emit_trade(trades_out, ctl, seq, ts, match, shares, price, locate, kind, printable, side)
+        _emit_trade(trades_out, ctl, seq, ts, match, shares, price, locate, kind, counted, side)
 
 
 @njit(inline="always", nogil=True, cache=True)

@@ -186,10 +186,12 @@ ANOMALIES = (
     "unknown_match",        # B for a match number never seen, or already broken
     "duplicate_match",      # a trade whose match number was already used (first one kept)
     "locate_mismatch",      # E/C/X/D/U whose header locate is not the order's stock
+    "volume_overflow",      # a trade of over 2**32 - 1 shares (a Q's field is 8 bytes), or one that would
+                            # take the stock's int64 volume or notional past 2**63 - 1: not counted in them
 )
 N_ANOMALIES = len(ANOMALIES)
 (A_UNKNOWN_REF, A_DUP_ADD, A_OVER_EXEC, A_OVER_CANCEL, A_REPLACE_EXISTING, A_UNKNOWN_LOCATE,
- A_BAD_SIDE, A_UNKNOWN_MATCH, A_DUP_MATCH, A_LOCATE_MISMATCH) = range(N_ANOMALIES)
+ A_BAD_SIDE, A_UNKNOWN_MATCH, A_DUP_MATCH, A_LOCATE_MISMATCH, A_VOLUME_OVERFLOW) = range(N_ANOMALIES)
 
 # ctl: int64 control words.
 C_STAMP = 0           # the next add's priority stamp (starts at 1)

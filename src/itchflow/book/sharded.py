@@ -48,6 +48,7 @@ import numpy as np
 from numba import njit
 
 from itchflow.book import layout as L
+from itchflow.book.arguments import INT64_MAX, MAX_ROWS, optional_whole, whole
 from itchflow.book.books import DEFAULT_TABLE, Books, growth_summary
 from itchflow.book.replay import replay
 from itchflow.book.shard_schedule import ROUTE, ShardSchedule
@@ -225,18 +226,17 @@ class ShardedBooks:
                  pin_threads: bool = True,
                  shards: int | None = None, slots: int = SLOTS, far_table: int = L.FAR_TABLE,
                  prefault: bool = False):
-        threads = int(threads)
-        if not 1 <= threads <= MAX_SHARDS:
-            raise ValueError(f"threads must be 1..{MAX_SHARDS}, not {threads}")
+        threads = whole(threads, "threads", 1, MAX_SHARDS)
         if shards is None:
             shards = threads if (threads == 1 or shard_of is not None) else min(2 * threads, MAX_SHARDS)
-        shards = int(shards)
-        if not threads <= shards <= MAX_SHARDS:
-            raise ValueError(f"shards must be {threads}..{MAX_SHARDS} (at least one a thread), not {shards}")
-        if block_bytes < MAX_MESSAGE_BYTES:
+        shards = whole(shards, "shards (at least one a thread)", threads, MAX_SHARDS)
+        if whole(block_bytes, "block_bytes") < MAX_MESSAGE_BYTES:
             raise ValueError("block_bytes must hold the longest possible message (65,537 bytes)")
-        if int(slots) < 1:
-            raise ValueError(f"slots must be at least 1, not {slots}")
+        slots = whole(slots, "slots", 1)
+        capacity = optional_whole(capacity, "capacity (live orders)", 0, MAX_ROWS)
+        table, levels, arena, trades = (optional_whole(v, name, 0, MAX_ROWS) for v, name in (
+            (table, "table (rows)"), (levels, "levels"), (arena, "arena (ladder entries)"), (trades, "trades")))
+        far_table = whole(far_table, "far_table (rows)", 0, INT64_MAX)
         self.threads = threads
         self.n_shards = shards
         # Each thread on a core of its own (when there are enough): left to the scheduler,
@@ -333,9 +333,11 @@ class ShardedBooks:
         # route() indexes the blocks by shard_of's entries unchecked: a map set by hand since
         # is checked again here (a max over 64 KiB, ~10 us)
         self.shard_of = self._checked_map(self.shard_of)
-        run = _Run(self, buf, self.next_sequence if first_seq is None else int(first_seq),
-                   -1 if stop_after_ns is None else int(stop_after_ns),
-                   len(buf) if max_bytes is None else max(0, min(len(buf), int(max_bytes))))
+        stop_ts = optional_whole(stop_after_ns, "stop_after_ns", 0, INT64_MAX)
+        max_bytes = optional_whole(max_bytes, "max_bytes", 0)
+        run = _Run(self, buf, self.next_sequence if first_seq is None else whole(first_seq, "first_seq", 0, INT64_MAX),
+                   -1 if stop_ts is None else stop_ts,  # -1: never stop
+                   len(buf) if max_bytes is None else min(len(buf), max_bytes))
         if self._pool is None:
             run.work(0)
         else:

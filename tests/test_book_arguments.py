@@ -1,0 +1,93 @@
+"""The numbers a caller hands the books are checked at the door (book.arguments): a float is
+not truncated, True is not read as 1 (or as the ask side), a negative stop time is not taken
+for "never", and an int past int64 is a ValueError naming the argument, not an OverflowError
+from inside. Each case was found by probing the API with odd arguments."""
+
+from __future__ import annotations
+
+import pytest
+
+from test_book_support import add, directory, encode
+
+from itchflow import Books
+
+P = 10_000
+DAY = encode([directory(1, "AAPL"), add(1, 1, "B", 100, 10 * P, ts=5), add(1, 2, "S", 50, 11 * P, ts=7)])
+
+
+@pytest.fixture(params=[1, 2], ids=["one thread", "two threads"])
+def books(request):
+    b = Books(threads=request.param)
+    b.apply(DAY)
+    return b
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("stop", [-1, -2, -(1 << 62)])
+def test_a_negative_stop_time_is_refused_not_taken_for_never(stop, threads):
+    b = Books(threads=threads)
+    with pytest.raises(ValueError, match=r"stop_after_ns must be 0\.\."):
+        b.apply(DAY, stop_after_ns=stop)
+    assert b.live_orders() == 0   # nothing applied (it had applied the whole day)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_stop_times_at_the_edges(threads):
+    b = Books(threads=threads)
+    # stop at 0 ns: the R (time 0, 2 + 39 bytes) is applied, the first add (time 5) is not
+    assert b.apply(DAY, stop_after_ns=0) == 41 and b.stopped_at_time and b.live_orders() == 0
+    b = Books(threads=threads)
+    b.apply(DAY, stop_after_ns=(1 << 63) - 1)
+    assert b.live_orders() == 2 and not b.stopped_at_time
+    for bad, error in ((1 << 63, ValueError), (2 ** 64, ValueError), (1.5, TypeError), ("5", TypeError)):
+        with pytest.raises(error, match="stop_after_ns"):
+            Books(threads=threads).apply(DAY, stop_after_ns=bad)
+
+
+def test_queries_refuse_what_they_would_have_truncated(books):
+    assert books.orders("AAPL", "B", 10 * P).tolist() == [(1, 100, "")]
+    assert books.orders("AAPL", b"S", 11 * P).tolist() == [(2, 50, "")]
+    for side in (True, False, 1.0, None, "X"):
+        with pytest.raises(ValueError, match="side must be 'B' or 'S'"):
+            books.orders("AAPL", side, 10 * P)
+    with pytest.raises(TypeError, match="price"):
+        books.orders("AAPL", "B", 10 * P + 0.5)
+    for price in (-1, 1 << 32):
+        with pytest.raises(ValueError, match="price"):
+            books.orders("AAPL", "B", price)
+    with pytest.raises(TypeError, match="n \\(levels\\)"):
+        books.depth("AAPL", 1.7)
+    bids, asks = books.depth("AAPL", 1 << 70)    # more levels than there are: all of them
+    assert bids.tolist() == [(10 * P, 100, 1)] and asks.tolist() == [(11 * P, 50, 1)]
+    with pytest.raises(TypeError, match="not True"):
+        books.depth(True)
+    assert books.symbol(1) == "AAPL" and books.symbol(2) == "2"    # no R for locate 2
+    for locate in (-1, 65536, 70000):
+        with pytest.raises(KeyError, match="out of range"):
+            books.symbol(locate)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("option,value,error", [
+    ("capacity", 1.5, TypeError), ("capacity", -1, ValueError), ("capacity", 1 << 62, ValueError),
+    ("arena", -5, ValueError), ("table", 2.0, TypeError), ("levels", -1, ValueError),
+    ("trades", 1 << 41, ValueError), ("far_table", -1, ValueError), ("capacity", True, TypeError),
+])
+def test_sizes_are_whole_numbers_in_range(threads, option, value, error):
+    with pytest.raises(error, match=option):
+        Books(threads=threads, **{option: value})
+
+
+@pytest.mark.parametrize("threads,error", [(0, ValueError), (-3, ValueError), (1.5, TypeError), (256, ValueError)])
+def test_threads_are_counted_not_guessed(threads, error):
+    with pytest.raises(error, match="threads"):
+        Books(threads=threads)
+
+
+def test_first_sequence_and_byte_budget(books):
+    for name, value, error in (("first_seq", 1 << 64, ValueError), ("first_seq", -1, ValueError),
+                               ("max_bytes", -1, ValueError), ("max_bytes", 1.5, TypeError)):
+        with pytest.raises(error, match=name):
+            Books().apply(DAY, **{name: value})
+    b = Books()
+    assert b.apply(DAY, first_seq=7, max_bytes=10 ** 12) == len(DAY) and b.next_sequence == 10
