@@ -492,3 +492,26 @@ def test_a_sequence_past_2_63_is_a_malformed_packet_not_a_gap(sequences):
     cap = d.info.capture
     assert (cap["malformed_packets"], cap["messages"], cap["gaps"], cap["missing_messages"]) == (1, 2, 0, 0)
     assert d["D"]["sequence"].tolist() == [good, good + 1]
+
+
+def test_the_books_name_a_bad_message_by_packet_and_file_offset_as_stats_does(tmp_path):
+    """The books read a capture's reassembled stream; an error there is named where the byte is
+    in the capture file (packet, offset), as ``stats`` names it, not at its offset in the
+    stream (which points at no byte of the file)."""
+    msgs = [_msg_for(s) for s in range(1, 5)]
+    cut = msgs[2][:5]   # a D cut short: its length prefix (5) disagrees with the specification (19)
+    frames = [ref.eth_ipv4_udp(ref.mold_packet(b"S", 1, msgs[:2])),
+              ref.eth_ipv4_udp(ref.mold_packet(b"S", 3, [cut, msgs[3]]))]
+    path = tmp_path / "bad.pcap"
+    path.write_bytes(ref.pcap_file(frames))
+    with pytest.raises(ITCHFormatError) as by_stats:
+        itchflow.stats(str(path))
+    with pytest.raises(ITCHFormatError) as by_books:
+        itchflow.Books().replay(str(path))
+    raw = path.read_bytes()
+    # by hand: the second packet's payload starts after its record header and 42 header bytes
+    second = raw.index(ref.mold_packet(b"S", 3, [cut, msgs[3]]))
+    at = second + 20   # the MoldUDP64 header, then the cut message's 2-byte length
+    assert (by_stats.value.packet, by_stats.value.offset) == (2, at)
+    assert (by_books.value.packet, by_books.value.offset) == (2, at)
+    assert str(path) in str(by_books.value) and "length prefix" in by_books.value.detail

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Callable
 
+from itchflow.errors import ITCHFormatError
+
 
 SLICE_BYTES = 32 << 20
 
@@ -38,8 +40,11 @@ def replay(books, source, *, stop_after_ns: int | None = None, slice_bytes: int 
         while pos < end:
             first_sequence = books.next_sequence
             # the books cut the slice themselves (ShardedBooks in its routing pass, at no extra walk)
-            used = books.apply(data[pos:end], stop_after_ns=stop_after_ns, source=chunk.source,
-                               base_offset=offset + pos, max_bytes=budget)
+            try:
+                used = books.apply(data[pos:end], stop_after_ns=stop_after_ns, source=chunk.source,
+                                   base_offset=offset + pos, max_bytes=budget)
+            except ITCHFormatError as e:
+                raise _in_source(e, chunk, offset) from None
             stopped = books.stopped_at_time
             if on_bytes is not None and used:
                 on_bytes(chunk, pos, pos + used, first_sequence)
@@ -53,3 +58,14 @@ def replay(books, source, *, stop_after_ns: int | None = None, slice_bytes: int 
             if stopped:
                 return True
     return False
+
+
+def _in_source(error: ITCHFormatError, chunk, offset: int) -> ITCHFormatError:
+    """The error naming where the bad byte is in the source: for a capture, its packet and
+    offset in the capture file, not in the stream reassembled from it."""
+    if chunk.locator is None or error.offset is None or error.packet is not None:
+        return error
+    file_offset, packet = chunk.where(error.offset - offset)
+    if file_offset is None:
+        return error
+    return ITCHFormatError(error.detail, source=error.source, offset=file_offset, packet=packet)
