@@ -393,3 +393,17 @@ def test_a_task_whose_workers_all_died_is_reported_with_the_likely_causes():
     assert "memory passes 95% of its limit" in text and "--shards" in text
     assert "shard-2025-12-01-0" in text and "tcp://127.0.0.1:39867" in text  # Dask's own words kept
     assert _error_text(ValueError("bad day")) == "ValueError: bad day"
+
+
+def test_a_days_anomalies_add_up_over_its_shards(tmp_path):
+    """A shard's counts are of its stocks and add up, except those from messages every shard
+    applies (R: directory_conflict), which each shard counts in full: the day's is one shard's."""
+    from itchflow.scale.tasks import finish_day
+
+    parts = [{"anomalies": {"unknown_reference": 2, "directory_conflict": 1}, "rows": 5, "seconds": 1.0,
+              "messages": 10},
+             {"anomalies": {"unknown_reference": 3, "directory_conflict": 1, "bad_printable": 4}, "rows": 7,
+              "seconds": 2.0, "messages": 12}]
+    s = finish_day(None, parts, "day.itch", str(tmp_path), "2019-01-30", "bbo")
+    assert s["anomalies"] == {"unknown_reference": 5, "directory_conflict": 1, "bad_printable": 4}
+    assert s["rows"] == 12 and s["messages"] == 22

@@ -142,6 +142,24 @@ def test_trades_that_would_overflow_volume_or_notional_are_counted_aside():
     assert trades["kind"].tolist() == [b"P", b"P", b"Q", b"Q", b"P", b"P", b"B", b"B", b"B"]
 
 
+def test_a_junk_printable_flag_and_a_renamed_locate_are_counted():
+    """C's printable flag is Y or N: any other byte counts in volume as before (only N does
+    not) and as bad_printable. An R that gives a locate with a symbol another symbol is a
+    directory_conflict (the new symbol is kept); the same R again is not."""
+    b = books_after(add(1, 1, "B", 100, 10 * P), execute_price(1, 1, 10, 1, 10 * P, printable="Z"),
+                    execute_price(1, 1, 5, 2, 10 * P, printable="N"), execute_price(1, 1, 1, 3, 10 * P),
+                    directory(2, "MSFT"), directory(2, "MSFX"))
+    assert b.volume("AAPL") == 11
+    assert b.anomalies("AAPL")["bad_printable"] == 1 and b.anomalies()["bad_printable"] == 1
+    assert b.anomalies(2)["directory_conflict"] == 1 and b.symbol(2) == "MSFX"
+    assert b.anomalies(1)["directory_conflict"] == 0
+    # the same symbol under two locates: asked by symbol, the books do not pick one silently
+    b.apply(encode([directory(3, "AAPL")]))
+    with pytest.raises(KeyError, match=r"'AAPL' is in the stock directory under 2 locates \(1, 3\)"):
+        b.depth("AAPL")
+    assert b.depth(1)[0].tolist() == [(10 * P, 84, 1)] and b.depth(3)[0].tolist() == []
+
+
 def test_a_zero_share_trade_stays_in_the_match_index_when_it_grows():
     # the index marks a row occupied by a word that is never 0 (not by the shares): a 0-share
     # cross must survive the rehash and still be breakable, and must not hide later matches
@@ -183,7 +201,8 @@ def test_anomalies_are_counted_per_kind_and_stock_and_never_fatal():
     msft = b.anomalies("MSFT")
     assert msft == {"unknown_reference": 0, "duplicate_add": 1, "over_execution": 1, "over_cancel": 1,
                     "replace_to_existing": 1, "unknown_locate": 0, "bad_side": 1, "unknown_match": 0,
-                    "duplicate_match": 1, "locate_mismatch": 1, "volume_overflow": 0}
+                    "duplicate_match": 1, "locate_mismatch": 1, "volume_overflow": 0, "bad_printable": 0,
+                    "directory_conflict": 0}
     assert b.anomalies(9)["unknown_locate"] == 1
     assert b.orders("MSFT", "B", P).tolist() == [(1, 10, ""), (5, 10, "")]
     assert b.volume("MSFT") == 16   # 15 executed (over-execution still prints) + 1

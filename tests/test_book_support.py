@@ -19,6 +19,7 @@ from itch.messages import create_message
 ANOMALY_KINDS = (
     "unknown_reference", "duplicate_add", "over_execution", "over_cancel", "replace_to_existing",
     "unknown_locate", "bad_side", "unknown_match", "duplicate_match", "locate_mismatch", "volume_overflow",
+    "bad_printable", "directory_conflict",
 )
 INT64_MAX = (1 << 63) - 1
 
@@ -116,6 +117,7 @@ class ReferenceBook:
         self.orders = {}                      # ref -> [locate, side, price, shares, mpid]
         self.levels = defaultdict(dict)       # (locate, side) -> {price: [ref, ...]}
         self.symbols = {}                     # locate -> symbol text
+        self.raw_symbols = {}                 # locate -> the R's 8 symbol bytes
         self.state = {}                       # locate -> trading state letter
         self.volume = Counter()
         self.notional = Counter()
@@ -179,6 +181,9 @@ class ReferenceBook:
         code, loc = m["code"], m["stock_locate"]
         touched = None
         if code == "R":
+            if self.raw_symbols.get(loc, bytes(8)) not in (bytes(8), m["stock"]):
+                self.anomalies[("directory_conflict", loc)] += 1    # the locate renamed
+            self.raw_symbols[loc] = m["stock"]
             self.symbols[loc] = m["stock"].decode().strip()
         elif code == "H":
             self.state[loc] = m["trading_state"].decode()
@@ -216,6 +221,8 @@ class ReferenceBook:
                 if code == "E":
                     self._trade(olocate, price, take, m["match_number"], "E", True)
                 else:
+                    if m["printable"] not in (b"Y", b"N"):
+                        self.anomalies[("bad_printable", olocate)] += 1
                     self._trade(olocate, m["execution_price"], take, m["match_number"], "C",
                                 m["printable"] != b"N")
             if take >= shares:

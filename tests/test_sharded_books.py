@@ -233,6 +233,21 @@ def test_a_break_with_another_locate_is_applied_once():
         assert sb.messages == one.messages == 7
 
 
+def test_a_renamed_locate_is_counted_once_as_one_thread_counts_it():
+    """Every shard applies every R; a conflict in the directory is the day's once, not once a
+    shard (a sum over 2 shards said 2)."""
+    msgs = [directory(1, "AAPL"), directory(2, "MSFT"), directory(2, "MSFX"), directory(1, "AAPL"),
+            add(2, 21, "S", 70, 20 * P)]
+    shard_of = np.zeros(L.N_LOCATES, np.uint8)
+    shard_of[2] = 1
+    one = Books()
+    one.apply(encode(msgs))
+    with ShardedBooks(2, shard_of=shard_of) as sb:
+        sb.apply(encode(msgs))
+        assert sb.anomalies_by_stock() == one.anomalies_by_stock() == {2: {"directory_conflict": 1}}
+        assert sb.symbol(2) == one.symbol(2) == "MSFX"
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 def test_format_errors_name_the_same_offset(threads):
     good = encode([directory(1, "AAPL"), add(1, 1, "B", 100, P), add(1, 2, "S", 10, 2 * P)])

@@ -319,7 +319,10 @@ class Books:
         hits = np.flatnonzero(self.stocks["symbol"] == np.uint64(key))
         if len(hits) == 0:
             raise KeyError(f"unknown symbol {symbol!r} (no stock directory message for it)")
-        return int(hits[-1])
+        if len(hits) > 1:  # a day's directory gives each symbol one locate: this input did not
+            raise KeyError(f"symbol {symbol!r} is in the stock directory under {len(hits)} locates "
+                           f"({', '.join(str(int(h)) for h in hits[:8])}): ask by locate")
+        return int(hits[0])
 
     def _locates(self, symbols) -> np.ndarray:
         if isinstance(symbols, (str, bytes, int, np.integer)):

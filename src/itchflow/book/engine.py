@@ -35,6 +35,7 @@ from numba import njit
 
 from itchflow.book.layout import (
     A_BAD_SIDE, A_DUP_ADD, A_DUP_MATCH, A_LOCATE_MISMATCH, A_OVER_CANCEL, A_OVER_EXEC, A_VOLUME_OVERFLOW,
+    A_BAD_PRINTABLE, A_DIRECTORY_CONFLICT,
     A_REPLACE_EXISTING, A_UNKNOWN_LOCATE, A_UNKNOWN_MATCH, A_UNKNOWN_REF, C_ARENA_CAP, C_ARENA_TOP,
     C_BBO_CAP, C_BBO_N, C_DIRECTORY_SEEN, C_FAR_TABLE, C_L2_CAP, C_L2_N, C_LAST_TS, C_LEVEL_CAP, C_LIVE,
     C_LIVE_LEVELS, C_LOG_CAP, C_LOG_N, C_MATCH_CAP, C_MATCH_USED, C_MAX_LADDER, C_MESSAGES,
@@ -92,6 +93,7 @@ _LENGTHS = LENGTH_BY_BYTE
 _BYTE_B = ord("B")
 _BYTE_S = ord("S")
 _BYTE_N = ord("N")
+_BYTE_Y = ord("Y")
 _BYTE_SPACE = ord(" ")
 _KIND_E, _KIND_C, _KIND_P, _KIND_Q, _KIND_B = (ord(c) for c in "ECPQB")
 _T_A, _T_F, _T_E, _T_C, _T_X, _T_D, _T_U, _T_P, _T_Q, _T_B, _T_R, _T_H = (ord(c) for c in "AFECXDUPQBRH")
@@ -696,7 +698,10 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, ladder, book
                         take = np.uint32(be32(buf, q + _C_SHARES))
                         match = be64(buf, q + _C_MATCH)
                         price = np.uint32(be32(buf, q + _C_PRICE))
-                        printable = buf[_U(q + _C_PRINTABLE)] != _BYTE_N
+                        flag = buf[_U(q + _C_PRINTABLE)]
+                        printable = flag != _BYTE_N
+                        if printable and flag != _BYTE_Y:
+                            anomalies[olocate, A_BAD_PRINTABLE] += 1
                         kind = _KIND_C
                     if take > remaining:
                         anomalies[olocate, A_OVER_EXEC] += 1
@@ -762,7 +767,10 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, ladder, book
                 anomalies[locate, A_UNKNOWN_MATCH] += 1
 
         elif t == _T_R:
-            stocks[_U(locate)].symbol = le64(buf, q + _R_STOCK)
+            symbol = le64(buf, q + _R_STOCK)
+            if stocks[_U(locate)].symbol != 0 and stocks[_U(locate)].symbol != symbol:
+                anomalies[locate, A_DIRECTORY_CONFLICT] += 1
+            stocks[_U(locate)].symbol = symbol
             ctl[C_DIRECTORY_SEEN] += 1
 
         elif t == _T_H:

@@ -188,10 +188,15 @@ ANOMALIES = (
     "locate_mismatch",      # E/C/X/D/U whose header locate is not the order's stock
     "volume_overflow",      # a trade of over 2**32 - 1 shares (a Q's field is 8 bytes), or one that would
                             # take the stock's int64 volume or notional past 2**63 - 1: not counted in them
+    "bad_printable",        # C whose printable flag is neither Y nor N (counted in volume: only N is not)
+    "directory_conflict",   # R giving a locate that already has a symbol another one (the new one is kept)
 )
 N_ANOMALIES = len(ANOMALIES)
 (A_UNKNOWN_REF, A_DUP_ADD, A_OVER_EXEC, A_OVER_CANCEL, A_REPLACE_EXISTING, A_UNKNOWN_LOCATE,
- A_BAD_SIDE, A_UNKNOWN_MATCH, A_DUP_MATCH, A_LOCATE_MISMATCH, A_VOLUME_OVERFLOW) = range(N_ANOMALIES)
+ A_BAD_SIDE, A_UNKNOWN_MATCH, A_DUP_MATCH, A_LOCATE_MISMATCH, A_VOLUME_OVERFLOW, A_BAD_PRINTABLE,
+ A_DIRECTORY_CONFLICT) = range(N_ANOMALIES)
+# Counted from messages every shard of a day applies (R): one shard's count is the day's.
+BROADCAST_ANOMALIES = ("directory_conflict",)
 
 # ctl: int64 control words.
 C_STAMP = 0           # the next add's priority stamp (starts at 1)

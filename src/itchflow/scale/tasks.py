@@ -11,6 +11,7 @@ import os
 import shutil
 import time
 
+from itchflow.book.layout import BROADCAST_ANOMALIES
 from itchflow.scale import jobs
 from itchflow.scale.layout import Layout, clear_temps, publish, read_json, temp_name, write_json
 
@@ -79,7 +80,8 @@ def finish_day(split: dict | None, parts: list[dict], source: str, root: str, da
     skipped: dict[str, int] = {}  # lobster: messages that made no row, by reason
     for p in parts:
         for k, v in p.get("anomalies", {}).items():
-            anomalies[k] = anomalies.get(k, 0) + v
+            # every shard applies the day's R messages: one shard's count of those is the day's
+            anomalies[k] = max(anomalies.get(k, 0), v) if k in BROADCAST_ANOMALIES else anomalies.get(k, 0) + v
         for k, v in p.get("skipped", {}).items():
             skipped[k] = skipped.get(k, 0) + v
     breaks = split.get("broadcast_breaks", 0) if split is not None else 0
