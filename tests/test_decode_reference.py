@@ -242,3 +242,16 @@ def test_to_arrow_survives_non_ascii_alpha_bytes():
     assert stocks[0] == stocks[2] == "AAPL"
     assert table.column("shares").to_pylist() == [1, 2, 1]
     assert len(d.to_pandas("A")) == 3
+
+
+def test_scan_pieces_are_whole_numbers_of_messages():
+    data = ref.random_stream(50, seed=3)
+    with pytest.raises(TypeError, match="chunk_messages must be a whole number, not 1.5"):
+        list(itchflow.scan(data, chunk_messages=1.5))
+    with pytest.raises(TypeError, match="not True"):
+        list(itchflow.scan(data, chunk_messages=True))
+    with pytest.raises(ValueError, match="at least 1"):
+        list(itchflow.scan(data, chunk_messages=0))
+    # more than int64 holds: one piece, the whole stream (it was an OverflowError inside)
+    pieces = list(itchflow.scan(data, chunk_messages=2 ** 70))
+    assert len(pieces) == 1 and pieces[0].info.messages == itchflow.stats(data).messages == 50

@@ -50,10 +50,13 @@ ORDER_DTYPE = np.dtype([
 
 def symbol_key(symbol: str | bytes) -> int:
     """A symbol as the engine stores it: 8 space-padded ASCII bytes, little-endian uint64."""
-    raw = symbol.encode("ascii") if isinstance(symbol, str) else bytes(symbol)
+    try:
+        raw = symbol.encode("ascii") if isinstance(symbol, str) else bytes(symbol)
+    except (UnicodeEncodeError, TypeError):
+        raw = b""
     raw = raw.strip()
     if not raw or len(raw) > 8:
-        raise ValueError(f"not an ITCH symbol: {symbol!r}")
+        raise ValueError(f"not an ITCH symbol: {symbol!r} (1 to 8 ASCII characters)")
     return int.from_bytes(raw.ljust(8, b" "), "little")
 
 

@@ -90,8 +90,11 @@ def scan(source, types: str | Iterable[str] | None = None, *, chunk_messages: in
     Each yielded Decoded holds one piece; its ``info`` counts that piece only. Memory stays
     bounded by the piece (and, for gzip, the decompression block).
     """
+    if isinstance(chunk_messages, bool) or not isinstance(chunk_messages, (int, np.integer)):
+        raise TypeError(f"chunk_messages must be a whole number, not {chunk_messages!r}")
     if chunk_messages < 1:
         raise ValueError("chunk_messages must be at least 1")
+    chunk_messages = min(int(chunk_messages), NO_LIMIT)
     codes = type_codes(types)
     capture: dict = {}
     name = _name(source)
