@@ -97,3 +97,21 @@ def test_touch_faults_tables_in_and_keeps_their_values(kernel_populates, monkeyp
     assert resident_pages(table).all()            # every page of the table is resident now
     assert (table[0], table[5 * 4096], table[-1]) == (7, 8, 9) and int(table.sum(dtype=np.int64)) == 24
     assert (small == np.arange(16)).all()
+
+
+def test_anomaly_kinds_one_engine_lacks_must_be_zero_in_the_other():
+    """An engine that counts a new kind agrees with a revision that does not when that kind is
+    0 (the revision could not have counted it), and disagrees when it is not."""
+    from itchflow.bench.revision import _agree
+
+    class Engine:
+        def __init__(self, anomalies):
+            self._a = anomalies
+
+        def anomalies(self):
+            return self._a
+
+    old = Engine({"unknown_reference": 2, "bad_side": 0})
+    assert _agree(Engine({"unknown_reference": 2, "bad_side": 0, "bad_printable": 0}), old)["anomalies"]
+    assert not _agree(Engine({"unknown_reference": 2, "bad_side": 0, "bad_printable": 1}), old)["anomalies"]
+    assert not _agree(Engine({"unknown_reference": 3, "bad_side": 0}), old)["anomalies"]
