@@ -86,11 +86,21 @@ def test_an_error_that_names_no_file_names_the_output(tmp_path):
     # naming the .part file is naming the wrong file
     assert named(PermissionError(13, "Permission denied", out + PART_SUFFIX), out).filename == out
     kept = FileNotFoundError(2, "No such file", out)
-    assert named(kept, out) is kept
+    assert named(kept, out).filename == out
+    # an error about another file (the input), or one of ours without an errno, is left alone
+    for other in (FileNotFoundError(2, "No such file", "/data/in.itch"), FileNotFoundError("in.itch: no such file")):
+        assert named(other, out) is other
     with pytest.raises(IsADirectoryError) as e:
         with output_file(tmp_path):
             pass
     assert e.value.filename == str(tmp_path)
+
+
+def test_a_missing_input_is_named_as_the_input(tmp_path):
+    out = tmp_path / "bbo.parquet"
+    r = CliRunner().invoke(main, ["bbo", str(tmp_path / "missing.itch"), "--out", str(out), "-q"])
+    assert r.exit_code == 1 and r.output.strip() == f"itchflow: error: {tmp_path / 'missing.itch'}: no such file"
+    assert _left(tmp_path) == []
 
 
 def test_devices_are_written_in_place():

@@ -36,13 +36,13 @@ def _is_special(path: str) -> bool:
 
 
 def named(error: OSError, path: str) -> OSError:
-    """The same error naming ``path``: as it is if it names ``path`` already, else with the
-    errno's text and ``path`` (in place of the ``.part`` name, or of no name at all)."""
-    if error.filename == path or (error.filename is None and path in str(error)):
+    """The error naming ``path`` if it is a system error about the file being written: one
+    naming the ``.part`` file, or naming no file at all (pyarrow's write errors). An error
+    that names another file (the input), or carries no errno (our own messages, which say
+    what they are about), is left as it is."""
+    if not error.errno or (error.filename is not None and error.filename != part_path(path)):
         return error
-    if error.errno:
-        return type(error)(error.errno, os.strerror(error.errno), path)
-    return type(error)(f"{path}: {error}")
+    return type(error)(error.errno, os.strerror(error.errno), path)
 
 
 @contextlib.contextmanager
