@@ -214,19 +214,26 @@ def test_queries_route_to_the_owner():
         assert same(table, one.order_table(["IBM", "AAPL"])) and len(table) == 3
 
 
-def test_a_break_with_another_locate_is_applied_once():
-    """B carries a match number; its header locate need not be the trade's stock (the
-    generator writes 0). The shard holding the match applies it, and the others' misses are
-    not counted as unknown matches; a B nobody knows is counted once."""
-    msgs = [directory(1, "AAPL"), directory(2, "MSFT"),
-            add(2, 21, "S", 70, 20 * P), execute(2, 21, 20, match=7),
-            broken(0, 7), broken(0, 7), broken(1, 99)]
+def _one_thread_and_two_shards(msgs):
+    """The messages applied by one Books and by ShardedBooks(2) with locate 2 alone on shard 1
+    (the caller closes the second)."""
     shard_of = np.zeros(L.N_LOCATES, np.uint8)
     shard_of[2] = 1
     one = Books()
     one.apply(encode(msgs))
-    with ShardedBooks(2, shard_of=shard_of) as sb:
-        sb.apply(encode(msgs))
+    sb = ShardedBooks(2, shard_of=shard_of)
+    sb.apply(encode(msgs))
+    return one, sb
+
+
+def test_a_break_with_another_locate_is_applied_once():
+    """B carries a match number; its header locate need not be the trade's stock (some feeds
+    write 0). The shard holding the match applies it, and the others' misses are not counted
+    as unknown matches; a B nobody knows is counted once."""
+    one, sb = _one_thread_and_two_shards([directory(1, "AAPL"), directory(2, "MSFT"),
+                                          add(2, 21, "S", 70, 20 * P), execute(2, 21, 20, match=7),
+                                          broken(0, 7), broken(0, 7), broken(1, 99)])
+    with sb:
         assert sb.volume("MSFT") == one.volume("MSFT") == 0
         assert sb.anomalies_by_stock() == one.anomalies_by_stock() == {0: {"unknown_match": 1},
                                                                        1: {"unknown_match": 1}}
@@ -236,14 +243,9 @@ def test_a_break_with_another_locate_is_applied_once():
 def test_a_renamed_locate_is_counted_once_as_one_thread_counts_it():
     """Every shard applies every R; a conflict in the directory is the day's once, not once a
     shard (a sum over 2 shards said 2)."""
-    msgs = [directory(1, "AAPL"), directory(2, "MSFT"), directory(2, "MSFX"), directory(1, "AAPL"),
-            add(2, 21, "S", 70, 20 * P)]
-    shard_of = np.zeros(L.N_LOCATES, np.uint8)
-    shard_of[2] = 1
-    one = Books()
-    one.apply(encode(msgs))
-    with ShardedBooks(2, shard_of=shard_of) as sb:
-        sb.apply(encode(msgs))
+    one, sb = _one_thread_and_two_shards([directory(1, "AAPL"), directory(2, "MSFT"), directory(2, "MSFX"),
+                                          directory(1, "AAPL"), add(2, 21, "S", 70, 20 * P)])
+    with sb:
         assert sb.anomalies_by_stock() == one.anomalies_by_stock() == {2: {"directory_conflict": 1}}
         assert sb.symbol(2) == one.symbol(2) == "MSFX"
 
