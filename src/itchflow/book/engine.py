@@ -449,8 +449,8 @@ def _record_trade(locate, price, shares, match, kind, printable, side, stocks, t
     st = stocks[_U(locate)]
     counted = printable
     if counted:
-        # Only hostile sizes get here: shares < 2**32 and price < 2**32, so the product fits a
-        # uint64; a trade that would carry volume or notional past int64 is counted aside.
+        # Past the first test, shares < 2**32 and price < 2**32: the product fits a uint64. Only
+        # hostile sizes take the branch (a trade that would carry volume or notional past int64).
         if (_U(shares) > _U(0xFFFFFFFF) or _U(shares) * _U(price) > _U(_INT64_MAX - st.notional)
                 or _U(shares) > _U(_INT64_MAX - st.volume)):
             anomalies[locate, A_VOLUME_OVERFLOW] += 1
