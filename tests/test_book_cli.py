@@ -61,7 +61,13 @@ def test_book_errors(day, tmp_path):
     res = CliRunner().invoke(main, ["book", str(path), "--symbol", "NOPE", "--json"])
     assert res.exit_code == 1 and "NOPE" in res.output
     res = CliRunner().invoke(main, ["book", str(path), "--symbol", "S0", "--at", "25:00:00"])
+    assert res.exit_code != 0 and "not within the day" in res.output
+    res = CliRunner().invoke(main, ["book", str(path), "--symbol", "S0", "--at", "10:61"])
     assert res.exit_code != 0 and "not a time of day" in res.output
+    # HH:MM as the research commands take it: the same book as HH:MM:00
+    short, full = (CliRunner().invoke(main, ["book", str(path), "--symbol", "S0", "--at", at, "--json"])
+                   for at in ("10:00", "10:00:00"))
+    assert short.exit_code == 0 and short.output == full.output
     res = CliRunner().invoke(main, ["book", str(tmp_path / "missing.itch"), "--symbol", "S0"])
     assert res.exit_code == 1 and "missing.itch" in res.output
 

@@ -38,7 +38,7 @@ def _job_options(job, types, at, every, depth, levels, start, end) -> dict:
               help="Locate shards per day (default: 1 when there are at least as many days as workers).")
 @click.option("--symbols", "-s", default=None, help="Comma-separated symbols (default: every stock).")
 @click.option("--types", "-t", default="AF", show_default=True, help="decode: message type letters.")
-@click.option("--at", "at", default=None, help="snapshots: comma-separated times HH:MM:SS[.fffffffff].")
+@click.option("--at", "at", default=None, help="snapshots: comma-separated times HH:MM[:SS[.fffffffff]].")
 @click.option("--every", type=float, default=None, help="snapshots: or a snapshot every this many seconds.")
 @click.option("--depth", "-n", default=5, show_default=True, help="snapshots: levels per side.")
 @click.option("--levels", default=10, show_default=True, help="lobster: order-book levels per side.")

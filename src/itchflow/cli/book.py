@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 
 import click
@@ -15,15 +14,13 @@ from itchflow.cli.progress import progress_total
 
 
 def parse_time(text: str) -> int:
-    """HH:MM:SS[.fffffffff] -> nanoseconds since midnight."""
-    m = re.fullmatch(r"(\d{1,2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?", text.strip())
-    if not m:
-        raise click.BadParameter(f"expected HH:MM:SS[.fffffffff], got {text!r}")
-    h, mi, s = int(m.group(1)), int(m.group(2)), int(m.group(3))
-    if mi > 59 or s > 59 or h > 23:
-        raise click.BadParameter(f"not a time of day: {text!r}")
-    frac = (m.group(4) or "").ljust(9, "0")
-    return ((h * 60 + mi) * 60 + s) * 1_000_000_000 + int(frac or 0)
+    """HH:MM[:SS[.fffffffff]] -> nanoseconds since midnight (the research commands' rule)."""
+    from itchflow.sinks._clock import clock_ns
+
+    try:
+        return clock_ns(text, "time")
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
 
 
 def _symbols_option(text: str | None) -> list[str] | None:
@@ -35,7 +32,7 @@ def _symbols_option(text: str | None) -> list[str] | None:
 @main.command("book")
 @click.argument("path", type=click.Path(dir_okay=False))
 @click.option("--symbol", "-s", required=True, help="Stock symbol (from the stock directory) or locate number.")
-@click.option("--at", "at", default=None, help="HH:MM:SS[.fffffffff]: the book after every message up to this time "
+@click.option("--at", "at", default=None, help="HH:MM[:SS[.fffffffff]]: the book after every message up to this time "
                                               "(default: the end of the data).")
 @click.option("--depth", "-n", default=10, show_default=True, help="Levels per side (0 = all).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (raw Price(4) integers).")
@@ -239,7 +236,7 @@ def _snapshot_times(at: str | None, every: float | None, first_ns: int, last_ns:
 @main.command("snapshots")
 @click.argument("path", type=click.Path(dir_okay=False))
 @click.option("--symbols", "-s", required=True, help="Comma-separated symbols.")
-@click.option("--at", "at", default=None, help="Comma-separated times HH:MM:SS[.fffffffff].")
+@click.option("--at", "at", default=None, help="Comma-separated times HH:MM[:SS[.fffffffff]].")
 @click.option("--every", type=float, default=None, help="Or: a snapshot every this many seconds of the day.")
 @click.option("--depth", "-n", default=5, show_default=True, help="Levels per side.")
 @click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), help="Parquet file to write.")
