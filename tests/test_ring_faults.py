@@ -151,6 +151,28 @@ def test_reader_raises_producer_gone_after_draining(path):
         assert ring.snapshot()["producer"]["alive"] is False
 
 
+def test_an_unpublished_header_below_a_dead_producers_edge_is_corruption(path):
+    """The edge moves only after its records' headers are published, and a blocking ring never
+    laps a reader: a header reading 0 below the edge was overwritten. With the producer gone
+    that is a RingFormatError naming both positions, not "producer gone, read up to 0"."""
+    from itchflow.ring import RingFormatError
+
+    with Ring.create(path, 1 << 14, consumers=["r", "s"]) as ring:
+        w = ring.writer()
+        for i in range(5):
+            w.write(bytes([i]) * (10 + i))
+        edge = ring.snapshot()["edge"]["position"]
+        ring.words[L.W_PROD_PID] = 0                      # the producer "died"
+        good = ring.reader("s", timeout=0.2)             # a reader of the intact ring: drained, then gone
+        assert len(good.read_batch(timeout=0)) == 5
+        with pytest.raises(ProducerGone):
+            good.read_batch()
+        ring.words[ring.words[L.W_HEADER_BYTES] // 8] = 0  # the first record's header, zeroed
+        rd = ring.reader("r", timeout=0.2)
+        with pytest.raises(RingFormatError, match=rf"position 0 reads as unpublished.*published up to position {edge}"):
+            rd.read_batch()
+
+
 def test_single_writer_and_clean_reopen_continues(path):
     with Ring.create(path, 1 << 14, consumers=["r"]) as ring:
         w = ring.writer()

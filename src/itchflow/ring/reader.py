@@ -206,6 +206,15 @@ class Reader:
             raise EOFError(f"{self.ring.path}: the producer closed the ring")
         if n == C.PRODUCER_GONE:
             C.commit(w, self.cs)
+            e = np.empty(3, np.int64)
+            C.read_edge(w, e)
+            edge = int(e[0])
+            if self.ring.mode != "lossy" and edge > self.position:
+                # The edge moves only after its records' headers are published, and a blocking
+                # ring never laps a reader: an unpublished header below it was overwritten.
+                raise RingFormatError(f"{self.ring.path}: corrupt ring: the record header at position "
+                                      f"{self.position} reads as unpublished, yet its producer (gone) had "
+                                      f"published up to position {edge}")
             hb = int(load(w, L.W_PROD_HB))
             raise ProducerGone(f"{self.ring.path}: producer pid {int(load(w, L.W_PROD_PID))} is gone "
                                f"(no such process, or no heartbeat for {(time.monotonic_ns() - hb) / 1e9:.1f} s; "
