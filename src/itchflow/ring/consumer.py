@@ -103,6 +103,13 @@ def read_edge(words, out) -> None:
     out[0], out[1], out[2] = edge_triple(words)
 
 
+def published_edge(words) -> tuple[int, int, int]:
+    """edge_triple from Python: the published (position, records, payload bytes)."""
+    e = np.empty(3, np.int64)
+    read_edge(words, e)
+    return int(e[0]), int(e[1]), int(e[2])
+
+
 @njit(nogil=True, cache=True, _nrt=False)
 def heartbeat(words, cs) -> None:
     store_relaxed(words, cs[C_SLOT] + L.S_HB, monotonic_ns())

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
-
 from itchflow.hw.atomics_py import load
 from itchflow.ring import consumer as C
 from itchflow.ring import layout as L
@@ -16,8 +14,7 @@ from itchflow.ring.slots import get_name
 def snapshot(ring) -> dict:
     """Parameters, edge, producer, consumers and whether the ring is stale (liveness.py)."""
     w = ring.words
-    edge = np.empty(3, np.int64)
-    C.read_edge(w, edge)
+    edge = C.published_edge(w)
     now = time.monotonic_ns()
     ppid = int(load(w, L.W_PROD_PID))
     pstate = int(load(w, L.W_PROD_STATE))
@@ -30,7 +27,7 @@ def snapshot(ring) -> dict:
                       "hugetlbfs": bool(ring.flags & L.FLAG_HUGETLBFS)},
         "created_unix_ns": int(w[L.W_CREATED]), "creator_pid": int(w[L.W_CREATOR_PID]),
         "stale": stale.stale, "held_by": stale.holders,
-        "edge": {"position": int(edge[0]), "records": int(edge[1]), "payload_bytes": int(edge[2])},
+        "edge": dict(zip(("position", "records", "payload_bytes"), edge)),
         "producer": {
             "pid": ppid, "state": {0: "none", 1: "open", 2: "closed"}.get(pstate, str(pstate)),
             "alive": producer_live(w, now),

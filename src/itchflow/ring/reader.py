@@ -94,9 +94,7 @@ class Reader:
         st = int(load(w, b + L.S_STATE))
         if ring.mode == "lossy":
             if new:
-                e = np.empty(3, np.int64)
-                C.read_edge(w, e)
-                C.set_start(w, self.cs, int(e[0]), int(e[1]), int(e[2]))
+                C.set_start(w, self.cs, *C.published_edge(w))
             store(w, b + L.S_STATE, L.SLOT_ATTACHED)
         elif new or st != L.SLOT_ATTACHED:
             # new, detached (count what was skipped), or left half-joined by a killed process
@@ -131,11 +129,10 @@ class Reader:
         if st == L.SLOT_JOINING:
             if producer_live(w):
                 return False
-            e = np.empty(3, np.int64)
-            C.read_edge(w, e)
-            store(w, b + L.S_JOIN_POS, e[0])
-            store(w, b + L.S_JOIN_REC, e[1])
-            store(w, b + L.S_JOIN_PAY, e[2])
+            pos, rec, pay = C.published_edge(w)
+            store(w, b + L.S_JOIN_POS, pos)
+            store(w, b + L.S_JOIN_REC, rec)
+            store(w, b + L.S_JOIN_PAY, pay)
             if cas(w, b + L.S_STATE, L.SLOT_JOINING, L.SLOT_ATTACHED) != L.SLOT_JOINING:
                 return False
         elif st != L.SLOT_ATTACHED:
@@ -206,9 +203,7 @@ class Reader:
             raise EOFError(f"{self.ring.path}: the producer closed the ring")
         if n == C.PRODUCER_GONE:
             C.commit(w, self.cs)
-            e = np.empty(3, np.int64)
-            C.read_edge(w, e)
-            edge = int(e[0])
+            edge = C.published_edge(w)[0]
             if self.ring.mode != "lossy" and edge > self.position:
                 # The edge moves only after its records' headers are published, and a blocking
                 # ring never laps a reader: an unpublished header below it was overwritten.

@@ -31,21 +31,15 @@ def get_name(w: np.ndarray, b: int) -> str:
     return w[b + L.S_NAME: b + L.S_NAME + L.NAME_BYTES // 8].tobytes()[:n].decode("utf-8", "replace")
 
 
-def _edge(w: np.ndarray) -> tuple[int, int, int]:
-    from itchflow.ring.consumer import read_edge
-
-    e = np.empty(3, np.int64)
-    read_edge(w, e)
-    return int(e[0]), int(e[1]), int(e[2])
-
-
 def validate_slots(path: str, w: np.ndarray) -> None:
     """Raise RingFormatError for the first consumer entry that cannot be right (module doc).
     Safe against live processes: slots being filled in (CLAIMED) are skipped, and positions are
     compared with the edge read before and after them (both only ever grow)."""
+    from itchflow.ring.consumer import published_edge
+
     cap = int(w[L.W_CAPACITY])
     blocking = int(w[L.W_MODE]) == L.MODE_BLOCKING
-    before = _edge(w)
+    before = published_edge(w)
     if before[0] < 0 or before[0] % L.RECORD_ALIGN or before[1] < 0 or before[2] < 0:
         raise RingFormatError(f"{path}: corrupt edge (position {before[0]}, records {before[1]}, "
                               f"payload {before[2]})")
@@ -73,7 +67,7 @@ def validate_slots(path: str, w: np.ndarray) -> None:
         pos, rec, pay = int(load(w, s)), int(load(w, s + 1)), int(load(w, s + 2))
         live_pos = int(load(w, b + L.S_POS))
         pid = int(load(w, b + L.S_PID))
-        after = _edge(w)
+        after = published_edge(w)
         # A consumer may be up to one batch (< capacity) past the edge: the producer publishes
         # a batch before it updates the edge, and a producer killed in between leaves it so.
         for what, v, top in (("position", pos, after[0] + cap), ("records index", rec, after[1] + cap // 8),
