@@ -195,8 +195,10 @@ N_ANOMALIES = len(ANOMALIES)
 (A_UNKNOWN_REF, A_DUP_ADD, A_OVER_EXEC, A_OVER_CANCEL, A_REPLACE_EXISTING, A_UNKNOWN_LOCATE,
  A_BAD_SIDE, A_UNKNOWN_MATCH, A_DUP_MATCH, A_LOCATE_MISMATCH, A_VOLUME_OVERFLOW, A_BAD_PRINTABLE,
  A_DIRECTORY_CONFLICT) = range(N_ANOMALIES)
-# Counted from messages every shard of a day applies (R): one shard's count is the day's.
+# Counted from messages every shard of a day applies (R): one shard's count is the day's
+# (ShardedBooks and the Dask day summary both follow this list).
 BROADCAST_ANOMALIES = ("directory_conflict",)
+BROADCAST_ANOMALY_INDEX = [ANOMALIES.index(k) for k in BROADCAST_ANOMALIES]
 
 # ctl: int64 control words.
 C_STAMP = 0           # the next add's priority stamp (starts at 1)

@@ -485,7 +485,8 @@ class ShardedBooks:
         when no shard found it, or it was already broken)."""
         counts = sum(b.anomaly_counts for b in self.shards)
         counts[:, L.A_UNKNOWN_MATCH] -= (self.n_shards - 1) * self._breaks
-        counts[:, L.A_DIRECTORY_CONFLICT] = self.shards[0].anomaly_counts[:, L.A_DIRECTORY_CONFLICT]  # R: every shard
+        every = L.BROADCAST_ANOMALY_INDEX  # from messages every shard applies: one shard's count
+        counts[:, every] = self.shards[0].anomaly_counts[:, every]
         return counts
 
     def tops(self) -> np.ndarray:
