@@ -628,3 +628,60 @@ def test_packets_held_past_a_later_end_of_session_are_not_delivered():
     run.feed(packet(3, 1), 1, LINE_REPLY)         # fills 3; 4 is the last of the session
     assert bytes(run.out) == expected(1, 5) and run.r.finished
     assert run.r.stats.after_end_of_session == 2 and run.r._early_bytes == 0
+
+
+# --------------------------------------------------------------------------- hostile peers, second probe
+@pytest.mark.parametrize("session", [SESSION, b"SPOOFED001"])
+def test_the_packet_that_picks_the_session_is_checked_for_a_far_jump(session):
+    """A stray packet far ahead, seen before the feed, neither picks the session nor turns
+    the real feed into duplicates (it did, with lost = 2**40 and exit 0)."""
+    run = Run(session=None, requests=False, line_wait_ns=0)
+    ev = run.feed(packet(2**40, 1, session), 0)
+    assert of(ev, Malformed) and "jumps" in of(ev, Malformed)[0].reason and run.r.session is None
+    for first in range(1, 200, 4):
+        run.feed(packet(first, 4), 0)
+    run.feed(end_of_session(201), 0)
+    s = run.r.stats
+    assert bytes(run.out) == expected(1, 201) and run.r.finished and run.r.session == SESSION
+    assert s.bad_sequence == 1 and s.lost == 0 and s.duplicate_messages == 0
+
+
+def test_a_header_only_packet_claiming_messages_does_not_pick_the_session():
+    run = Run(session=None)
+    ev = run.feed(struct.pack(">10sQH", b"CORRUPT001", 1, 5), 0)   # 5 messages claimed, none carried
+    assert of(ev, Malformed) and run.r.session is None
+    run.feed(packet(1, 3), 0)
+    run.feed(end_of_session(4), 0)
+    assert bytes(run.out) == expected(1, 4) and run.r.finished and run.r.stats.malformed == 1
+
+
+def test_data_arriving_in_turn_keeps_a_hole_open_whatever_is_held_far_ahead():
+    """A packet within max_gap but far ahead is held; the real feed that keeps arriving in order
+    moves the hole along, so the hole is not given up under it (it was, after 64 packets:
+    messages 54.. became 'duplicates' and 4 M were counted lost)."""
+    run = Run(requests=False, line_wait_ns=2 * MS, line_wait_packets=64)
+    run.feed(packet(1, 53), 0)
+    run.feed(packet(4_000_000, 1), 0)              # a spoof, just inside max_gap
+    t = 0
+    for first in range(54, 554, 2):                 # 250 packets, 0.1 ms apart: far past both waits
+        t += MS // 10
+        run.feed(packet(first, 2), t)
+        run.tick(t)
+    assert bytes(run.out) == expected(1, 554)
+    assert run.r.stats.lost == 0 and run.r.stats.duplicate_messages == 0
+    run.feed(end_of_session(554), t)                # the end drops the held spoof
+    assert run.r.finished and run.r.stats.lost == 0 and run.r.stats.after_end_of_session == 1
+
+
+def test_close_counts_the_holes_still_open_and_delivers_what_was_held():
+    """A hole known at the end (a heartbeat announced 10, 4..9 never came) is lost, not 0."""
+    run = Run(line_wait_ns=10**12, line_wait_packets=10**9)
+    run.feed(packet(1, 3), 0)
+    run.feed(packet(6, 2), 0)                       # held: 6, 7 (4, 5 missing)
+    run.feed(heartbeat(10), 0)                      # 8, 9 announced, never sent
+    ev = run.r.close()
+    run._take(ev)
+    assert of(ev, Lost) == [Lost(4, 2, "still missing when the receiver stopped"),
+                            Lost(8, 2, "still missing when the receiver stopped")]
+    assert bytes(run.out) == expected(1, 4) + expected(6, 8)
+    assert run.r.stats.lost == 4 and run.r.synchronized and run.r.next_deadline() is None

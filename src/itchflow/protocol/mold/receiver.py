@@ -23,7 +23,11 @@ Rules, several learned from the bugs users hit in paritytrading/nassau:
   counted as duplicates; a packet that overlaps what was delivered gives its new tail only.
 - A hole waits a bounded time (``line_wait_ns``) or number of packets (``line_wait_packets``)
   for the other line before a re-request goes out.
+  Data arriving in turn restarts that wait: a packet held far ahead proves nothing about
+  the data in between while that data keeps coming.
 - A malformed packet is counted and reported with its packet number, never raised.
+- ``close()`` when the receiver stops: what is still missing is ``Lost``, what was held is
+  delivered.
 """
 
 from __future__ import annotations
@@ -177,8 +181,10 @@ class MoldReceiver:
     the line wait). max_attempts: re-sends of one request before its hole is ``Lost``.
 
     Hostile or faulty peers: a sequence of 0 or past 2**63 - 2**16, or a jump of more than
-    ``max_gap`` messages past the highest sequence seen, is a counted bad packet (not a gap
-    to fill) unless ``resync_packets`` contiguous packets confirm the jump (a real outage).
+    ``max_gap`` messages past the highest sequence seen (for the packet that would start a
+    session: past the first sequence wanted), is a counted bad packet (not a gap to fill)
+    unless ``resync_packets`` contiguous packets confirm the jump (a real outage). A packet
+    that is not well framed never picks the session.
     Data past the end of session is counted, never delivered. Early packets are held up to
     ``max_buffered`` packets and ``max_buffered_bytes`` bytes. A hole is given up only up to
     the next packet held (or to the end of session): never past data that may still arrive.
@@ -270,19 +276,25 @@ class MoldReceiver:
             if self.session is not None and not self.follow_sessions:   # the first session seen is the session
                 st.other_session_packets += 1
                 return events
-            if not FIRST_SEQUENCE <= seq <= MAX_SEQUENCE:   # do not let a bad header pick the session
+            # Do not let a bad header, a corrupt packet or a far jump pick the session: the
+            # packet that names a session is checked as strictly as every later one.
+            if not FIRST_SEQUENCE <= seq <= MAX_SEQUENCE:
                 self._bad_sequence(events, number, line, seq)
                 return events
-            if count != END_OF_SESSION_COUNT and count != HEARTBEAT_COUNT and n > HEADER_SIZE:
+            if count != END_OF_SESSION_COUNT and count != HEARTBEAT_COUNT:
                 status, off = walk_blocks(buf, HEADER_SIZE, n, count, count)
-                if status != BLOCKS_OK:  # do not let a corrupt header switch sessions
+                if status != BLOCKS_OK:
                     self._malformed(events, number, line, MALFORMED_TEXT[status], int(off))
                     return events
+            first = self._session_first(seq)
+            if seq > first + self.max_gap and not self._plausible(seq, count, line, first):
+                self._bad_sequence(events, number, line, seq, first)
+                return events
             self._change_session(session, seq, count, events)
         elif not (FIRST_SEQUENCE <= seq <= MAX_SEQUENCE
                   and (self.highest is None or seq <= self.highest + self.max_gap)):
-            if not self._plausible(seq, count, line):   # the slow path only for the suspicious
-                self._bad_sequence(events, number, line, seq)
+            if not self._plausible(seq, count, line, self.highest):   # the slow path only for the suspicious
+                self._bad_sequence(events, number, line, seq, self.highest)
                 return events
 
         if count == END_OF_SESSION_COUNT:
@@ -378,11 +390,18 @@ class MoldReceiver:
             self.malformed_log.append(m)
         events.append(m)
 
-    def _plausible(self, seq: int, count: int, line: int) -> bool:
-        """Whether a packet of the current session has a sequence the receiver may act on."""
+    def _session_first(self, seq: int) -> int:
+        """The first sequence wanted of a session that a packet at ``seq`` would start."""
+        if self.start_sequence is None:
+            return seq                    # joining mid-session: wherever its packets are
+        return self.start_sequence if self.session is None else 1   # a new session numbers from 1
+
+    def _plausible(self, seq: int, count: int, line: int, highest: int | None) -> bool:
+        """Whether a packet at ``seq`` may be acted on, ``highest`` being the highest sequence
+        seen of its session (or where a session it would start begins)."""
         if not FIRST_SEQUENCE <= seq <= MAX_SEQUENCE:
             return False
-        if self.highest is None or seq <= self.highest + self.max_gap:
+        if highest is None or seq <= highest + self.max_gap:
             return True
         if line == LINE_REPLY:           # a reply answers what was asked: never a jump
             return False
@@ -393,11 +412,11 @@ class MoldReceiver:
         self._jump_run = (seq + (count if data else 0), run)
         return run >= self.resync_packets
 
-    def _bad_sequence(self, events, number, line, seq) -> None:
+    def _bad_sequence(self, events, number, line, seq, highest=None) -> None:
         self.stats.bad_sequence += 1
         why = ("sequence 0 is not a data sequence" if seq == 0 else
                f"sequence {seq} is out of range" if seq > MAX_SEQUENCE else
-               f"sequence {seq} jumps {seq - self.highest} messages past the highest seen "
+               f"sequence {seq} jumps {seq - highest} messages past the highest seen "
                f"(more than max_gap {self.max_gap})")
         m = Malformed(number, line, why, None)
         if len(self.malformed_log) < MALFORMED_LOG_LIMIT:
@@ -456,6 +475,11 @@ class MoldReceiver:
             st.duplicate_messages += skip
             self._deliver(buf[off:n], nxt, end - nxt, line, number, rx_ns, events)
             self._drain(events)
+            if self.in_gap and line != LINE_REPLY:
+                # Data arriving in turn moved the hole: its wait starts again. A packet held far
+                # ahead proves nothing about the data in between while that data keeps coming.
+                self._hole_at = self.next_sequence
+                self._hole_since = (now_ns, st.packets)
             return
         early = self._early.get(seq)
         if early is not None and early.count >= count:
@@ -552,6 +576,22 @@ class MoldReceiver:
         self._request = None
         self._drain(events)
         return True
+
+    def close(self, reason: str = "still missing when the receiver stopped") -> list:
+        """The receiver stops: every message still missing below the highest sequence seen is
+        ``Lost`` (counted), and the packets held past those holes are delivered."""
+        events: list = []
+        while self.next_sequence is not None and self.next_sequence < self.highest:
+            first = self.next_sequence
+            count = self._hole_end() - first
+            self.stats.lost += count
+            events.append(Lost(first, count, reason))
+            self.next_sequence = first + count
+            self._drain(events)
+        self._request = None
+        self._parked_at = None
+        self.in_gap = False
+        return events
 
     def _send_request(self, now_ns, attempt, events) -> None:
         first = self.next_sequence
