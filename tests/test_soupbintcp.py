@@ -228,3 +228,51 @@ def test_client_refuses_an_absurd_login_accepted(seq):
     ev = c.receive_data(_accepted(seq) + sequenced(1, 3), 0)
     (err,) = [e for e in ev if isinstance(e, ProtocolError)]
     assert err.fatal and str(seq) in err.reason and c.closed and not got(ev)
+
+
+def test_client_refuses_a_login_accepted_for_another_session():
+    c = SoupClient("u", "p", session="ITCHFLOW", sequence=1)
+    ev = c.receive_data(soup(b"A", b"WRONGSESS " + b"1".rjust(20)) + sequenced(1, 3), 0)
+    (err,) = [e for e in ev if isinstance(e, ProtocolError)]
+    assert err.fatal and "WRONGSESS" in err.reason and "ITCHFLOW" in err.reason
+    assert c.closed and not c.logged_in and not got(ev)
+    c = SoupClient("u", "p", session="ITCHFLOW", sequence=1)     # the asked session, padded, is fine
+    ev = c.receive_data(soup(b"A", b"ITCHFLOW  " + b"1".rjust(20)) + sequenced(1, 3), 0)
+    assert got(ev) == binaryfile(2) and c.session == b"ITCHFLOW"
+
+
+@pytest.mark.parametrize("session", [b"S\xe9SSION   ", b"SESS\x00     ", b"SESS\x7f     "])
+def test_alpha_fields_must_be_printable_ascii(session):
+    """A server's session name that is not printable ASCII is a protocol error at once (it broke
+    the reconnect's login request, with no counters printed)."""
+    with pytest.raises(ValueError, match="printable ASCII"):
+        decode(b"A", session + b"1".rjust(20))
+    c = SoupClient("u", "p", sequence=1)
+    (err,) = c.receive_data(soup(b"A", session + b"1".rjust(20)), 0)
+    assert isinstance(err, ProtocolError) and "printable ASCII" in err.reason and c.closed
+
+
+def test_dead_link_counts_whole_packets_not_bytes():
+    """A peer that trickles one byte of a 64 KiB packet now and then is a dead link: only a
+    whole packet is a sign of life (each byte had been)."""
+    c = SoupClient("u", "p", now_ns=0)
+    c.receive_data(soup(b"A", b"S1".ljust(10) + b"1".rjust(20)), 0)
+    trickle = struct.pack(">H", 0xFFFF) + b"S" + b"x" * 30
+    ev = []
+    for i, byte in enumerate(trickle):              # one byte every 0.5 s, from 1 s on
+        t = S + i * S // 2
+        ev += c.receive_data(trickle[i:i + 1], t)
+        ev += c.tick(t)
+        if c.closed:
+            break
+    assert [e for e in ev if isinstance(e, DeadLink)] == [DeadLink(15 * S)] and c.closed
+    s = server()                                     # the server side too
+    s.receive_data(login(), 0)
+    dead = []
+    for i, byte in enumerate(trickle):
+        t = S + i * S // 2
+        assert s.receive_data(trickle[i:i + 1], t) == []
+        dead += [e for e in s.tick(t) if isinstance(e, DeadLink)]
+        if s.closed:
+            break
+    assert dead and dead[0].silent_ns >= 15 * S and s.closed

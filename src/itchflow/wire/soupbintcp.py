@@ -75,6 +75,8 @@ def decode(ptype: bytes, payload: bytes) -> dict:
                 raise ValueError(f"{name} {raw!r} is not a number")
             out[name] = int(text) if text else 0
         else:
+            if not all(0x20 <= c <= 0x7E for c in raw):   # alpha fields are printable ASCII
+                raise ValueError(f"{name} {raw!r} is not printable ASCII")
             out[name] = raw.rstrip(b" ")
     return out
 

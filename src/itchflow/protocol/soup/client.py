@@ -46,7 +46,8 @@ class SoupClient(Stream):
     ``sequence`` has its first messages skipped and counted (``duplicates_skipped``, never
     delivered twice); one that starts later is reported (``missing``); a sequence past
     ``MAX_SEQUENCE`` (or, asked a sequence >= 1, more than ``max_skip`` past it) is a fatal
-    ``ProtocolError``: the client closes, and reconnecting would not help.
+    ``ProtocolError``: the client closes, and reconnecting would not help. So is a Login
+    Accepted for another session than the one asked for (when one was).
     """
 
     heartbeat_type = CLIENT_HEARTBEAT
@@ -162,6 +163,12 @@ class SoupClient(Stream):
         if seq < 1 or seq > MAX_SEQUENCE or (asked >= 1 and seq - asked > self.max_skip):
             e = ProtocolError(f"Login Accepted at sequence {seq}, asked for {asked}: not a sequence this "
                               f"client can take (1 to {MAX_SEQUENCE}, at most {self.max_skip} past the one asked)",
+                              self._consumed, fatal=True)
+            self.fatal = e
+            raise _Fatal(e)
+        wanted = self.session.rstrip(b" ")
+        if wanted and session != wanted:
+            e = ProtocolError(f"Login Accepted for session {session.decode()!r}, asked for {wanted.decode()!r}",
                               self._consumed, fatal=True)
             self.fatal = e
             raise _Fatal(e)

@@ -9,7 +9,7 @@ from itchflow.protocol.soup.events import DeadLink, SoupStats
 from itchflow.wire.soupbintcp import LENGTH_SIZE, packet
 
 HEARTBEAT_INTERVAL_NS = 1_000_000_000     # send a heartbeat after 1 s without sending
-DEAD_LINK_NS = 15_000_000_000             # 15 s without receiving anything: the link is dead
+DEAD_LINK_NS = 15_000_000_000             # 15 s without a whole packet received: the link is dead
 
 
 class Stream:
@@ -24,6 +24,7 @@ class Stream:
         self._out = bytearray()
         self.last_sent = now_ns
         self.last_received = now_ns
+        self._taken_ns = now_ns
         self.closed = False
         self.stats = SoupStats()
 
@@ -46,7 +47,7 @@ class Stream:
         if len(data) == 0:
             self.closed = True
             return False
-        self.last_received = now_ns
+        self._taken_ns = now_ns     # a sign of life once a whole packet is in (see _compact)
         self._append(data)
         return True
 
@@ -61,6 +62,10 @@ class Stream:
         self.stats.bytes_in += n
 
     def _compact(self, pos: int) -> None:
+        """Drop the ``pos`` bytes of whole packets just parsed. Only whole packets keep the
+        link alive: a peer trickling one byte of a packet at a time is still a dead link."""
+        if pos:
+            self.last_received = self._taken_ns
         rest = self._in_len - pos
         if rest:
             self._in[:rest] = self._in[pos:self._in_len]
