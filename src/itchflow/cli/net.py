@@ -9,7 +9,7 @@ import time
 import click
 
 from itchflow.cli import bench, main
-from itchflow.cli.params import Count
+from itchflow.cli.params import FRACTION, SECONDS, Count, Number
 
 
 def _fail(error: Exception) -> None:
@@ -65,20 +65,21 @@ def _endpoint(text: str | None, default_host: str = "0.0.0.0"):
 @click.option("--session", default="ITCHFLOW", show_default=True, help="MoldUDP64 session name (10 chars max).")
 @click.option("--rate", default="real", show_default=True,
               help="real (message timestamps), max (flat out) or N (N x real time).")
-@click.option("--pps", type=float, help="Cap on packets per second per line.")
+@click.option("--pps", type=Number(0, low_open=True), help="Cap on packets per second per line.")
 @click.option("--payload", default=1400, show_default=True, help="Largest UDP payload, header included.")
 @click.option("--rerequest", metavar="[HOST:]PORT", help="Serve re-requests on this UDP port "
               "(or fd:N, an inherited bound UDP socket).")
-@click.option("--rerequest-rate", default=512, show_default=True,
+@click.option("--rerequest-rate", type=click.IntRange(1), default=512, show_default=True,
               help="Re-request replies per source, KB/s (a flood gets no more; refused requests are counted).")
-@click.option("--rerequest-requests", default=500, show_default=True, help="Re-requests per source per second.")
-@click.option("--linger", default=2.0, show_default=True, help="Seconds to keep serving re-requests at the end.")
+@click.option("--rerequest-requests", type=click.IntRange(1), default=500, show_default=True, help="Re-requests per source per second.")
+@click.option("--linger", type=Number(0), default=2.0, show_default=True,
+              help="Seconds to keep serving re-requests at the end.")
 @click.option("--interface", help="Local address of the interface to send multicast on.")
-@click.option("--ttl", default=1, show_default=True, help="Multicast TTL (0: this host only).")
-@click.option("--drop-a", default=0.0, help="Fault injection: fraction of packets dropped on line A.")
-@click.option("--drop-b", default=0.0, help="Fault injection: fraction of packets dropped on line B.")
-@click.option("--reorder", default=0.0, help="Fault injection: fraction of packets sent 2-4 packets late.")
-@click.option("--duplicate", default=0.0, help="Fault injection: fraction of packets sent twice.")
+@click.option("--ttl", type=click.IntRange(0, 255), default=1, show_default=True, help="Multicast TTL (0: this host only).")
+@click.option("--drop-a", type=FRACTION, default=0.0, help="Fault injection: fraction of packets dropped on line A.")
+@click.option("--drop-b", type=FRACTION, default=0.0, help="Fault injection: fraction of packets dropped on line B.")
+@click.option("--reorder", type=FRACTION, default=0.0, help="Fault injection: fraction of packets sent 2-4 packets late.")
+@click.option("--duplicate", type=FRACTION, default=0.0, help="Fault injection: fraction of packets sent twice.")
 @click.option("--seed", default=0, help="Seed of the fault injection.")
 @click.option("--json", "as_json", is_flag=True, help="Print the counters as one JSON object.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
@@ -164,7 +165,7 @@ def _with_progress(quiet, what, total, fn):
                    "or xdp: an AF_XDP socket fed by an XDP program on --ifname (kernel bypass; root).")
 @click.option("--ifname", default=None, help="Interface name for --engine tpacket (default: lo for 127.x) "
               "or xdp (required: no other interface is touched).")
-@click.option("--queue", default=0, show_default=True, help="RX queue of --ifname for --engine xdp.")
+@click.option("--queue", type=click.IntRange(0), default=0, show_default=True, help="RX queue of --ifname for --engine xdp.")
 @click.option("--cpu", type=int, default=None, help="Pin the receive loop to this core.")
 @click.option("--busy-poll", "busy_poll", default=0, show_default=True,
               help="--engine xdp: spin on the RX ring this many microseconds before sleeping, with "
@@ -173,12 +174,14 @@ def _with_progress(quiet, what, total, fn):
 @click.option("--from-sequence", "start", default="1", show_default=True,
               help="First sequence wanted, or 'first' to start from the first packet received.")
 @click.option("--interface", default="0.0.0.0", show_default=True, help="Interface address for the joins.")
-@click.option("--idle-timeout", default=10.0, show_default=True, help="Stop after this many seconds without a packet.")
-@click.option("--max-seconds", type=float, help="Stop after this long in any case.")
-@click.option("--line-wait-ms", default=2.0, show_default=True, help="How long a hole waits for the other line.")
-@click.option("--max-gap", default=1 << 22, show_default=True,
+@click.option("--idle-timeout", type=SECONDS, default=10.0, show_default=True,
+              help="Stop after this many seconds without a valid packet of the session.")
+@click.option("--max-seconds", type=SECONDS, help="Stop after this long in any case.")
+@click.option("--line-wait-ms", type=Number(0), default=2.0, show_default=True,
+              help="How long a hole waits for the other line.")
+@click.option("--max-gap", type=click.IntRange(1), default=1 << 22, show_default=True,
               help="A sequence jump larger than this (messages) is a bad packet, not a gap to fill.")
-@click.option("--max-buffered-mb", default=64, show_default=True,
+@click.option("--max-buffered-mb", type=click.IntRange(0), default=64, show_default=True,
               help="Memory for packets that arrive ahead of a hole (MB); past it they are re-requested.")
 @click.option("--json", "as_json", is_flag=True, help="Print the counters as one JSON object.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
@@ -188,16 +191,16 @@ def listen(line_a, line_b, rerequest, out, ring_name, engine, ifname, queue, cpu
     from itchflow.hw.metrics import latency_summary
     from itchflow.sources.udp import listen as run
 
-    start_sequence = None if start == "first" else int(start)
-    f = open(out, "wb") if out else None
+    start_sequence = _start_sequence(start)
     progress = None
     if not (quiet or as_json):
         from rich.console import Console
 
         if Console(stderr=True).is_terminal:
             progress = _listen_progress()
-    pub = None
+    pub = f = None
     try:
+        f = open(out, "wb") if out else None
         on_deliver = None
         if ring_name:
             pub = _ring_publisher(ring_name)
@@ -237,6 +240,27 @@ def listen(line_a, line_b, rerequest, out, ring_name, engine, ifname, queue, cpu
     if not res.finished:
         click.echo("itchflow: listen stopped before the end of session was seen and filled", err=True)
         sys.exit(2)
+    if res.stats["lost"]:
+        click.echo(f"itchflow: {res.stats['lost']:,} messages were lost (given up on): the stream has holes",
+                   err=True)
+        sys.exit(3)
+
+
+def _start_sequence(text: str) -> int | None:
+    """--from-sequence: 'first', or a sequence number from 1 to 2**63 - 2**16."""
+    from itchflow.wire.moldudp64 import FIRST_SEQUENCE, MAX_SEQUENCE
+
+    if text == "first":
+        return None
+    try:
+        seq = int(text)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not 'first' or a sequence number",
+                                 param_hint="'--from-sequence'") from None
+    if not FIRST_SEQUENCE <= seq <= MAX_SEQUENCE:
+        raise click.BadParameter(f"{seq} is out of range ({FIRST_SEQUENCE} to {MAX_SEQUENCE})",
+                                 param_hint="'--from-sequence'")
+    return seq
 
 
 def _ring_publisher(name: str):
@@ -270,17 +294,17 @@ def soup() -> None:
 
 @soup.command("serve")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
-@click.option("--port", required=True, type=int, help="TCP port to listen on.")
+@click.option("--port", required=True, type=click.IntRange(0, 65535), help="TCP port to listen on.")
 @click.option("--host", default="0.0.0.0", show_default=True, help="Address to listen on.")
 @click.option("--user", required=True, help="Username (6 characters max).")
 @click.option("--password", required=True, help="Password (10 characters max).")
 @click.option("--session", default="ITCHFLOW", show_default=True, help="Session name (10 characters max).")
 @click.option("--cut-after", type=int, help="Fault injection: cut the first connection after N messages.")
 @click.option("--stall-after", type=int, help="Fault injection: the first connection goes silent after N messages.")
-@click.option("--max-seconds", type=float, help="Stop serving after this long.")
-@click.option("--max-connections", default=64, show_default=True, help="Connections at once (more are refused).")
-@click.option("--login-timeout", default=5.0, show_default=True, help="Seconds a connection has to log in.")
-@click.option("--dead-link", "dead_link_s", default=15.0, show_default=True,
+@click.option("--max-seconds", type=SECONDS, help="Stop serving after this long.")
+@click.option("--max-connections", type=click.IntRange(1), default=64, show_default=True, help="Connections at once (more are refused).")
+@click.option("--login-timeout", type=SECONDS, default=5.0, show_default=True, help="Seconds a connection has to log in.")
+@click.option("--dead-link", "dead_link_s", type=SECONDS, default=15.0, show_default=True,
               help="Seconds of client silence (and of a send queue that does not drain) before dropping it.")
 def soup_serve(path, port, host, user, password, session, cut_after, stall_after, max_seconds, max_connections,
                login_timeout, dead_link_s):
@@ -326,11 +350,11 @@ def soup_serve(path, port, host, user, password, session, cut_after, stall_after
 @click.option("--ring", "ring_name", metavar="NAME", help="Publish the session into this shared-memory ring "
               "(created if absent); consume it with: itchflow run --source ring:NAME.")
 @click.option("--session", default="", help="Session to join (default: the server's current one).")
-@click.option("--from-sequence", "sequence", default=1, show_default=True,
+@click.option("--from-sequence", "sequence", type=click.IntRange(0), default=1, show_default=True,
               help="First sequence number wanted (0: new messages only).")
-@click.option("--max-reconnects", default=10, show_default=True)
-@click.option("--max-seconds", type=float, help="Give up after this long.")
-@click.option("--dead-link", "dead_link_s", default=15.0, show_default=True,
+@click.option("--max-reconnects", type=click.IntRange(0), default=10, show_default=True)
+@click.option("--max-seconds", type=SECONDS, help="Give up after this long.")
+@click.option("--dead-link", "dead_link_s", type=SECONDS, default=15.0, show_default=True,
               help="Seconds of silence after which the link is dead (and the client reconnects).")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--quiet", "-q", is_flag=True)
@@ -340,9 +364,9 @@ def soup_fetch(address, user, password, out, ring_name, session, sequence, max_r
     from itchflow.sources.soup_sockets import fetch
 
     host, port = _endpoint(address, "127.0.0.1")
-    f = open(out, "wb") if out else None
-    pub = None
+    pub = f = None
     try:
+        f = open(out, "wb") if out else None
         on_data = None
         if ring_name:
             pub = _ring_publisher(ring_name)
@@ -368,6 +392,9 @@ def soup_fetch(address, user, password, out, ring_name, session, sequence, max_r
     if not res.ended:
         click.echo("itchflow: the session did not reach its end", err=True)
         sys.exit(2)
+    if res.missing:
+        click.echo(f"itchflow: {res.missing:,} messages before the first one received are missing", err=True)
+        sys.exit(3)
 
 
 @bench.command("net")

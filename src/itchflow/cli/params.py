@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import click
 
 _SUFFIX = {"k": 1_000, "m": 1_000_000, "g": 1_000_000_000, "b": 1_000_000_000}
@@ -23,6 +25,33 @@ class Count(click.ParamType):
             number = float(text) * mult
         except ValueError:
             self.fail(f"{value!r} is not a count (e.g. 300k, 50M, 1e6)", param, ctx)
-        if number != int(number) or number < 0:
+        if not math.isfinite(number) or number != int(number) or number < 0:
             self.fail(f"{value!r} is not a whole non-negative count", param, ctx)
         return int(number)
+
+
+class Number(click.ParamType):
+    """A finite float within [low, high] (``low_open``: above low): a NaN, an infinity or a
+    negative time would otherwise pass every comparison a command makes, or none."""
+
+    name = "number"
+
+    def __init__(self, low: float | None = None, high: float | None = None, low_open: bool = False):
+        self.low, self.high, self.low_open = low, high, low_open
+
+    def convert(self, value, param, ctx):
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        if self.low is not None and (number <= self.low if self.low_open else number < self.low):
+            self.fail(f"{value!r} must be {'above' if self.low_open else 'at least'} {self.low:g}", param, ctx)
+        if self.high is not None and number > self.high:
+            self.fail(f"{value!r} must be at most {self.high:g}", param, ctx)
+        return number
+
+
+SECONDS = Number(0, low_open=True)     # a time-out or a duration: finite and positive
+FRACTION = Number(0, 1)                # a share of packets

@@ -36,17 +36,32 @@ def ticks_per_ns(window_ns: int = 20_000_000) -> float:
 
 
 class LatencyLog:
-    """A growing int64 array of samples (one per batch or delivery, not per message)."""
+    """Latency samples (one per batch or delivery, not per message), in memory that stays
+    bounded however long the run: past ``limit`` samples each new one replaces a kept one at
+    random (a uniform sample of all of them, Vitter's algorithm R); ``count`` and ``max`` stay
+    exact."""
 
-    def __init__(self, initial: int = 1 << 16):
-        self.a = np.zeros(initial, np.int64)
-        self.n = 0
+    def __init__(self, initial: int = 1 << 16, limit: int = 1 << 22, seed: int = 0):
+        self.limit = max(1, int(limit))
+        self.a = np.zeros(min(initial, self.limit), np.int64)
+        self.n = 0          # samples kept
+        self.count = 0      # samples seen
+        self.max = None
+        self._rng = np.random.default_rng(seed)
 
     def add(self, v: int) -> None:
-        if self.n == len(self.a):
-            self.a = np.concatenate([self.a, np.zeros_like(self.a)])
-        self.a[self.n] = v
-        self.n += 1
+        self.count += 1
+        if self.max is None or v > self.max:
+            self.max = v
+        if self.n < self.limit:
+            if self.n == len(self.a):
+                self.a = np.concatenate([self.a, np.zeros(min(len(self.a), self.limit - len(self.a)), np.int64)])
+            self.a[self.n] = v
+            self.n += 1
+            return
+        j = int(self._rng.integers(self.count))
+        if j < self.limit:
+            self.a[j] = v
 
     def values(self) -> np.ndarray:
         return self.a[:self.n].copy()

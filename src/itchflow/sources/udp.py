@@ -78,7 +78,10 @@ def open_receiver(host: str, port: int, *, interface: str = "0.0.0.0", rcvbuf: i
                   timestamps: bool = True) -> socket.socket:
     """A UDP socket receiving host:port: joins the group if host is multicast, else binds it."""
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if is_multicast(host):
+        # Several receivers may join one group; a unicast port is this receiver's alone (with
+        # SO_REUSEADDR a second listener would bind it silently and take its datagrams).
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     _set_rcvbuf(s, rcvbuf)
     if timestamps:
         s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
@@ -123,6 +126,8 @@ class PyRecv:
                 n, anc, _, _ = sock.recvmsg_into([self.buf], self._anc)
             except (BlockingIOError, InterruptedError):
                 return
+            except ConnectionRefusedError:   # ICMP for a request to a re-request server not (yet)
+                return                       # there: the request's timeout sends it again
             rx = 0
             for level, typ, data in anc:
                 if level == socket.SOL_SOCKET and typ == SO_TIMESTAMPNS and len(data) >= 16:
@@ -281,6 +286,9 @@ def listen(line_a: tuple[str, int], line_b: tuple[str, int] | None, rerequest: t
         req_sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         _set_rcvbuf(req_sock, 4 << 20)
         req_sock.setblocking(False)
+        # Connected: only the re-request server's datagrams are read as replies (a third party
+        # could otherwise fill a hole with bytes of its own).
+        req_sock.connect(rerequest)
     # what to poll for each line: its socket, or the packet ring that sees its datagrams
     if engine == "xdp":   # one AF_XDP socket carries both lines: each datagram's destination says which
         try:
@@ -303,7 +311,8 @@ def listen(line_a: tuple[str, int], line_b: tuple[str, int] | None, rerequest: t
     latency = LatencyLog()
     lost: list = []
     start = time.monotonic()
-    last_packet = start
+    last_life = start
+    life = _signs_of_life(receiver.stats)
     write = out.write if out is not None else None
 
     def result(interrupted=False):
@@ -339,16 +348,22 @@ def listen(line_a: tuple[str, int], line_b: tuple[str, int] | None, rerequest: t
                     for view, rx in reader.read(sock):
                         _handle(receiver.receive(view, time.monotonic_ns(), line, rx or None), write, req_sock,
                                 rerequest, latency, lost, on_deliver)
-                last_packet = time.monotonic()
             _handle(receiver.tick(time.monotonic_ns()), write, req_sock, rerequest, latency, lost, on_deliver)
             if on_progress is not None:
                 on_progress(receiver)
             if receiver.finished or (stop is not None and stop.is_set()):
                 break
             t = time.monotonic()
-            if t - last_packet > idle_timeout or (max_seconds is not None and t - start > max_seconds):
+            now_life = _signs_of_life(receiver.stats)
+            if now_life != life:
+                life, last_life = now_life, t
+            if t - last_life > idle_timeout or (max_seconds is not None and t - start > max_seconds):
                 break
+        # Holes still open are lost, and packets held past them are delivered.
+        _handle(receiver.close(), write, req_sock, rerequest, latency, lost, on_deliver)
     except KeyboardInterrupt as e:
+        _handle(receiver.close("still missing when interrupted"), write, req_sock, rerequest, latency, lost,
+                on_deliver)
         e.result = result(True)
         raise
     finally:
@@ -391,6 +406,15 @@ def _warm_up(reader) -> None:
             pass
 
 
+def _signs_of_life(st) -> tuple:
+    """What only the followed session's own valid packets move: junk, other sessions' packets and
+    replayed duplicates do not keep an idle listener waiting."""
+    return st.messages, st.heartbeats, st.end_of_session
+
+
+LOST_LOG_LIMIT = 1000   # Lost events kept for the report (all are counted in stats["lost"])
+
+
 def _handle(events, write, req_sock, rerequest, latency, lost, on_deliver=None) -> None:
     for e in events:
         if isinstance(e, Deliver):
@@ -402,8 +426,8 @@ def _handle(events, write, req_sock, rerequest, latency, lost, on_deliver=None) 
                 latency.add(time.time_ns() - e.rx_ns)
         elif isinstance(e, Request):
             try:
-                req_sock.sendto(e.packet, rerequest)
+                req_sock.send(e.packet)
             except OSError:
                 pass  # the timeout re-sends it
-        elif isinstance(e, Lost):
+        elif isinstance(e, Lost) and len(lost) < LOST_LOG_LIMIT:
             lost.append(e)

@@ -1,0 +1,204 @@
+"""`listen` and the network commands against what a hostile or careless peer sends (loopback
+only; every test bounded in time, closing what it opens): junk that must not keep an idle
+listener alive, a third party answering re-requests, a second listener on the port, losses
+in the exit status, and command-line values that must be refused before anything starts.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import struct
+import threading
+
+import pytest
+from click.testing import CliRunner
+
+from net_procs import finish, start, wait_for_line
+
+pytestmark = pytest.mark.timeout(120)
+
+SESSION = b"HOSTILE001"
+
+
+def message(seq: int, tag: bytes = b"R") -> bytes:
+    body = tag + seq.to_bytes(8, "big") + bytes(seq % 5)
+    return struct.pack(">H", len(body)) + body
+
+
+def packet(first: int, count: int, tag: bytes = b"R") -> bytes:
+    return struct.pack(">10sQH", SESSION, first, count) + b"".join(message(s, tag) for s in range(first, first + count))
+
+
+def end_of_session(seq: int) -> bytes:
+    return struct.pack(">10sQH", SESSION, seq, 0xFFFF)
+
+
+def _listen_in_thread(**kw):
+    from itchflow.sources.udp import listen
+
+    box: dict = {}
+    out = io.BytesIO()
+
+    def run():
+        box["res"] = listen(None, None, kw.pop("rerequest", None), out, **kw)
+
+    t = threading.Thread(target=run)
+    t.start()
+    return t, box, out
+
+
+def test_junk_datagrams_do_not_keep_an_idle_listener_waiting():
+    """The feed stops without an end of session; a junk datagram every 50 ms used to reset the
+    idle time-out for ever (it ran until --max-seconds)."""
+    from itchflow.sources.udp import open_receiver
+
+    a = open_receiver("127.0.0.1", 0)
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        tx.sendto(packet(1, 3), a.getsockname())
+        t, box, out = _listen_in_thread(sockets=[a], idle_timeout=1.0, max_seconds=60)
+        foreign = struct.pack(">10sQH", b"OTHER00001", 1, 1) + message(1)
+        while t.is_alive():             # bounded by max_seconds
+            tx.sendto(b"junk!", a.getsockname())
+            tx.sendto(foreign, a.getsockname())
+            t.join(0.05)
+    finally:
+        tx.close()
+        a.close()
+    res = box["res"]
+    assert res.seconds < 30 and not res.finished
+    assert out.getvalue() == b"".join(message(s) for s in (1, 2, 3))
+    assert res.stats["malformed"] > 0 and res.stats["other_session_packets"] > 0
+
+
+def test_only_the_rerequest_server_can_fill_a_hole():
+    """A datagram from anyone else to the reply socket is not a reply (it filled the hole)."""
+    from itchflow.sources.udp import open_receiver
+
+    a = open_receiver("127.0.0.1", 0)
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind(("127.0.0.1", 0))
+    server.settimeout(30)
+    forger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        t, box, out = _listen_in_thread(sockets=[a], rerequest=server.getsockname(), idle_timeout=20,
+                                        max_seconds=60)
+        tx.sendto(packet(1, 1), a.getsockname())
+        tx.sendto(packet(3, 1), a.getsockname())            # 2 is missing
+        request, reply_to = server.recvfrom(64)             # the listener asks the server
+        assert struct.unpack(">10sQH", request) == (SESSION, 2, 1)
+        forger.sendto(packet(2, 1, b"F"), reply_to)         # sent first, so it would arrive first
+        server.sendto(packet(2, 1), reply_to)
+        tx.sendto(end_of_session(4), a.getsockname())
+        t.join(60)
+    finally:
+        for s in (a, server, forger, tx):
+            s.close()
+    res = box["res"]
+    assert res.finished and res.stats["recovered"] == 1 and res.stats["lost"] == 0
+    assert out.getvalue() == b"".join(message(s) for s in (1, 2, 3))
+
+
+def test_a_unicast_port_has_one_listener():
+    """A second listener on the same unicast port is refused (with SO_REUSEADDR it bound
+    silently and took the datagrams)."""
+    from itchflow.sources.udp import open_receiver
+
+    a = open_receiver("127.0.0.1", 0)
+    try:
+        with pytest.raises(OSError):
+            open_receiver("127.0.0.1", a.getsockname()[1])
+    finally:
+        a.close()
+
+
+def test_listen_exits_3_when_messages_were_lost():
+    """A feed that ends with holes no one can fill: the counters say so and so does the exit
+    status (it was 0, and the output file cannot show a hole)."""
+    from itchflow.protocol.mold.feed import Faults, MoldFeed
+    from itchflow.sources.mold_sender import publish
+    from test_net_loopback import synthetic_day
+
+    data = synthetic_day(5_000, seed=4)
+    feed = MoldFeed(data, "LOSSY", 600)
+    listener = start(["listen", "--mold", "127.0.0.1:0", "--json", "--idle-timeout", "20", "--max-seconds", "60"])
+    try:
+        port = int(wait_for_line(listener, r"listening on 127\.0\.0\.1:(\d+)").group(1))
+        pub = publish(feed, ("127.0.0.1", port), None, pps=20_000, faults=Faults(drop_a=0.2, seed=1), linger=0.3)
+        stdout, stderr = finish(listener)
+    finally:
+        if listener.poll() is None:
+            listener.kill()
+            listener.wait()
+    report = json.loads(stdout)
+    assert listener.returncode == 3, stderr
+    assert report["finished"] and report["lost"] > 0 and pub.dropped[0] > 0
+    assert report["messages"] + report["lost"] == feed.messages
+    assert "lost" in stderr and "Traceback" not in stderr
+
+
+def _cli(args):
+    from itchflow.cli import main
+    import itchflow.cli.net  # noqa: F401  (registers the network commands)
+
+    return CliRunner().invoke(main, args)
+
+
+@pytest.mark.parametrize("args, exit_code, text", [
+    (["listen", "--mold", "127.0.0.1:0", "--from-sequence", "abc"], 2, "is not 'first' or a sequence number"),
+    (["listen", "--mold", "127.0.0.1:0", "--from-sequence", "0"], 2, "out of range"),
+    (["listen", "--mold", "127.0.0.1:0", "--idle-timeout", "nan"], 2, "not a finite number"),
+    (["listen", "--mold", "127.0.0.1:0", "--idle-timeout", "-1"], 2, "must be above 0"),
+    (["listen", "--mold", "127.0.0.1:0", "--max-gap", "-5"], 2, "--max-gap"),
+    (["listen", "--mold", "127.0.0.1:0", "--max-buffered-mb", "-1"], 2, "--max-buffered-mb"),
+    (["listen", "--mold", "127.0.0.1:0", "--out", "/nonexistent-dir/x.itch"], 1, "itchflow: error"),
+    (["soup", "fetch", "127.0.0.1:9", "--user", "u", "--password", "p", "--out", "/nonexistent-dir/x"], 1,
+     "itchflow: error"),
+    (["soup", "fetch", "127.0.0.1:9", "--user", "u", "--password", "p", "--from-sequence", "-3"], 2,
+     "--from-sequence"),
+    (["soup", "fetch", "127.0.0.1:9", "--user", "u", "--password", "p", "--dead-link", "inf"], 2,
+     "not a finite number"),
+    (["gen", "-n", "nan", "/tmp/never-written.itch"], 2, "not a whole non-negative count"),
+    (["gen", "-n", "inf", "/tmp/never-written.itch"], 2, "not a whole non-negative count"),
+])
+def test_bad_network_options_are_refused_before_anything_starts(args, exit_code, text):
+    r = _cli(args)
+    assert r.exit_code == exit_code, r.output
+    assert text in r.output and "Traceback" not in r.output
+    assert r.exception is None or isinstance(r.exception, SystemExit)
+
+
+@pytest.mark.parametrize("option", [["--port", "99999"], ["--port", "-1"], ["--login-timeout", "nan"],
+                                    ["--max-connections", "0"]])
+def test_soup_serve_refuses_bad_options(tmp_path, option):
+    day = tmp_path / "day.itch"
+    day.write_bytes(message(1))
+    r = _cli(["soup", "serve", str(day), "--user", "u", "--password", "p", *option])
+    assert r.exit_code == 2 and option[0] in r.output and "Traceback" not in r.output
+
+
+@pytest.mark.parametrize("option", [["--drop-a", "2"], ["--reorder", "-0.1"], ["--pps", "-5"], ["--pps", "0"],
+                                    ["--ttl", "300"], ["--linger", "nan"], ["--rerequest-rate", "0"]])
+def test_publish_refuses_bad_options(tmp_path, option):
+    day = tmp_path / "day.itch"
+    day.write_bytes(message(1))
+    r = _cli(["publish", str(day), "--mold", "127.0.0.1:9", *option])
+    assert r.exit_code == 2 and option[0] in r.output and "Traceback" not in r.output
+
+
+def test_latency_log_stays_bounded_and_uniform():
+    import numpy as np
+
+    from itchflow.hw.metrics import LatencyLog
+
+    log = LatencyLog(initial=16, limit=1000)
+    for v in range(100_000):
+        log.add(v)
+    kept = log.values()
+    assert len(kept) == 1000 and log.count == 100_000 and log.max == 99_999
+    assert len(set(kept.tolist())) == 1000 and kept.min() >= 0 and kept.max() < 100_000
+    # a uniform sample of 0..99,999: its median is near 50,000 (the first 1,000 alone would be 500)
+    assert 40_000 < np.median(kept) < 60_000
