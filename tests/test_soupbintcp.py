@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from itchflow.protocol.soup import (
     DeadLink,
     EndOfSession,
+    LogoutTimeout,
     LoggedOut,
     LoginAccepted,
     LoginRejected,
@@ -276,3 +277,20 @@ def test_dead_link_counts_whole_packets_not_bytes():
         if s.closed:
             break
     assert dead and dead[0].silent_ns >= 15 * S and s.closed
+
+
+def test_server_closes_a_client_that_does_not_log_out_after_the_end():
+    """A client that heartbeats on after the end of session would hold a connection slot for
+    ever (64 such clients refused everyone else): it has the login time-out to log out."""
+    s = server(login_timeout_ns=5 * S)
+    s.receive_data(login(), 0)
+    s.pump(S)
+    assert s.end_sent and s.next_deadline() <= 6 * S
+    for t in range(2, 6):
+        s.receive_data(soup(b"R"), t * S)           # alive, but not leaving
+        assert s.tick(t * S) == [] and not s.closed
+    assert s.tick(6 * S) == [LogoutTimeout(5 * S)] and s.closed
+    s = server(login_timeout_ns=5 * S)              # one that logs out is not timed out
+    s.receive_data(login(), 0)
+    s.pump(S)
+    assert s.receive_data(soup(b"O"), 2 * S) == [LoggedOut()] and s.closed and s.tick(10 * S) == []

@@ -23,6 +23,7 @@ from itchflow.protocol.soup import (
     EndOfSession,
     LoginRejected,
     LoginTimeout,
+    LogoutTimeout,
     MessageStore,
     ProtocolError,
     SequencedData,
@@ -47,6 +48,7 @@ class ServerCounters:
     protocol_errors: int = 0
     refused_connections: int = 0      # over max_connections: closed at once
     login_timeouts: int = 0           # no login within the login time-out
+    logout_timeouts: int = 0          # no logout within the login time-out of the end of session
     slow_clients: int = 0             # send queue not drained within send_timeout_s: dropped
     open_connections: int = 0         # now
 
@@ -281,6 +283,8 @@ class SoupServer:
                 ct.dead_links += 1
             elif isinstance(e, LoginTimeout):
                 ct.login_timeouts += 1
+            elif isinstance(e, LogoutTimeout):
+                ct.logout_timeouts += 1
             elif isinstance(e, ProtocolError):
                 ct.protocol_errors += 1
             else:

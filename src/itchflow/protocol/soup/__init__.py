@@ -15,6 +15,7 @@ from itchflow.protocol.soup.events import (
     LoginRejected,
     LoginRequest,
     LoginTimeout,
+    LogoutTimeout,
     ProtocolError,
     SequencedData,
     SequenceMismatch,
@@ -54,7 +55,7 @@ from itchflow.wire.soupbintcp import (
 __all__ = [
     "SoupClient", "SoupServerSession", "MessageStore", "SoupStats",
     "DeadLink", "Debug", "EndOfSession", "LoggedOut", "LoginAccepted", "LoginRejected", "LoginRequest",
-    "LoginTimeout", "ProtocolError", "SequencedData", "SequenceMismatch", "Unsequenced",
+    "LoginTimeout", "LogoutTimeout", "ProtocolError", "SequencedData", "SequenceMismatch", "Unsequenced",
     "LOGIN_TIMEOUT_NS", "DEAD_LINK_NS", "HEARTBEAT_INTERVAL_NS",
     "ALPHA", "NUMERIC", "RAW", "LAYOUTS", "PAYLOAD_SIZE", "LENGTH_SIZE", "REJECT_TEXT",
     "CLIENT_HEARTBEAT", "DEBUG", "END_OF_SESSION", "LOGIN_ACCEPTED", "LOGIN_REJECTED", "LOGIN_REQUEST",

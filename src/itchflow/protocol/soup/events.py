@@ -85,6 +85,13 @@ class LoginTimeout:
     waited_ns: int
 
 
+@dataclass(slots=True)
+class LogoutTimeout:
+    """Server: the session ended (end of session sent) and the client has not logged out
+    within the login time-out; heartbeats alone would hold its connection slot for ever."""
+    waited_ns: int
+
+
 @dataclass
 class SoupStats:
     packets_in: int = 0

@@ -1,13 +1,21 @@
 """The SoupBinTCP server side of one connection, sans-I/O, serving a MessageStore as one
 session. Sequenced data is queued a chunk at a time (``pump``) so the caller bounds what
 waits to be sent; a connection that has not logged in within ``login_timeout_ns`` is
-closed (``LoginTimeout``), as is one silent past the dead-link time."""
+closed (``LoginTimeout``), as is one silent past the dead-link time, and one that has not
+logged out within ``login_timeout_ns`` of the end of session (``LogoutTimeout``)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from itchflow.protocol.soup.events import LoggedOut, LoginRequest, LoginTimeout, ProtocolError, Unsequenced
+from itchflow.protocol.soup.events import (
+    LoggedOut,
+    LoginRequest,
+    LoginTimeout,
+    LogoutTimeout,
+    ProtocolError,
+    Unsequenced,
+)
 from itchflow.protocol.soup.store import MessageStore
 from itchflow.protocol.soup.stream import DEAD_LINK_NS, HEARTBEAT_INTERVAL_NS, Stream
 from itchflow.wire.soupbintcp import (
@@ -50,6 +58,7 @@ class SoupServerSession(Stream):
         self.next_sequence = 1
         self._pos = 0
         self.end_sent = False
+        self.end_sent_ns = 0
         self.opened_ns = now_ns
         self.login_timeout_ns = login_timeout_ns
         self._chunk = np.zeros(chunk_bytes, np.uint8)
@@ -63,6 +72,10 @@ class SoupServerSession(Stream):
             self.closed = True
             events.append(LoginTimeout(now_ns - self.opened_ns))
             return events
+        if not self.closed and self.end_sent and now_ns - self.end_sent_ns >= self.login_timeout_ns:
+            self.closed = True
+            events.append(LogoutTimeout(now_ns - self.end_sent_ns))
+            return events
         self._timers(now_ns, events)
         return events
 
@@ -70,6 +83,8 @@ class SoupServerSession(Stream):
         d = super().next_deadline()
         if d is not None and not self.logged_in:
             d = min(d, self.opened_ns + self.login_timeout_ns)
+        if d is not None and self.end_sent:
+            d = min(d, self.end_sent_ns + self.login_timeout_ns)
         return d
 
     def pump(self, now_ns: int, max_messages: int = 1 << 30) -> int:
@@ -87,6 +102,7 @@ class SoupServerSession(Stream):
             self._send(self._chunk[:o].tobytes(), now_ns)
         if self._pos >= len(data):
             self.end_sent = True
+            self.end_sent_ns = now_ns
             self._send(packet(END_OF_SESSION), now_ns)
         return int(n)
 
