@@ -202,3 +202,26 @@ def test_latency_log_stays_bounded_and_uniform():
     assert len(set(kept.tolist())) == 1000 and kept.min() >= 0 and kept.max() < 100_000
     # a uniform sample of 0..99,999: its median is near 50,000 (the first 1,000 alone would be 500)
     assert 40_000 < np.median(kept) < 60_000
+
+
+@pytest.mark.parametrize("args, option", [
+    (["snapshots", "DAY", "-s", "AAA", "-o", "OUT", "--every", "nan"], "--every"),
+    (["snapshots", "DAY", "-s", "AAA", "-o", "OUT", "--every", "-5"], "--every"),
+    (["batch", "DAY", "--job", "snapshots", "-s", "AAA", "--every", "inf", "-o", "OUT"], "--every"),
+    (["compare", "--rate", "nan"], "--rate"),
+    (["compare", "--paced-seconds", "inf"], "--paced-seconds"),
+    (["run", "-s", "DAY", "--rate", "nan"], "--rate"),
+    (["run", "-s", "DAY", "--heartbeat-timeout", "nan"], "--heartbeat-timeout"),
+    (["run", "-s", "DAY", "--idle-timeout", "nan"], "--idle-timeout"),
+    (["run", "-s", "DAY", "--wait-for-file", "-1"], "--wait-for-file"),
+    (["write-slowly", "DAY", "OUT", "--rate", "nan"], "--rate"),
+])
+def test_times_and_rates_must_be_finite_and_in_range(tmp_path, args, option):
+    """A NaN time-out passes no comparison, so it never fires (run --idle-timeout nan waited for
+    ever; --rate nan ran flat out; --heartbeat-timeout nan was a traceback's text)."""
+    day = tmp_path / "day.itch"
+    day.write_bytes(message(1))
+    out = tmp_path / "out"
+    r = _cli([str(day) if a == "DAY" else str(out) if a == "OUT" else a for a in args])
+    assert r.exit_code == 2 and option in r.output and "Traceback" not in r.output, r.output
+    assert not out.exists()

@@ -9,7 +9,7 @@ import click
 
 from itchflow.cli import bench, main
 from itchflow.cli.decode import fail
-from itchflow.cli.params import Count
+from itchflow.cli.params import POSITIVE, SECONDS, Count
 
 _JOBS = ("stats", "decode", "bbo", "trades", "snapshots", "lobster")  # scale.jobs.JOBS (not imported: fast start)
 
@@ -39,7 +39,7 @@ def _job_options(job, types, at, every, depth, levels, start, end) -> dict:
 @click.option("--symbols", "-s", default=None, help="Comma-separated symbols (default: every stock).")
 @click.option("--types", "-t", default="AF", show_default=True, help="decode: message type letters.")
 @click.option("--at", "at", default=None, help="snapshots: comma-separated times HH:MM[:SS[.fffffffff]].")
-@click.option("--every", type=float, default=None, help="snapshots: or a snapshot every this many seconds.")
+@click.option("--every", type=SECONDS, default=None, help="snapshots: or a snapshot every this many seconds.")
 @click.option("--depth", "-n", default=5, show_default=True, help="snapshots: levels per side.")
 @click.option("--levels", default=10, show_default=True, help="lobster: order-book levels per side.")
 @click.option("--start", default="09:30", show_default=True, help="lobster: HH:MM[:SS], first time written.")
@@ -168,7 +168,7 @@ def _report(console, r: dict, as_json: bool) -> None:
 @click.option("--job", type=click.Choice(("bbo", "trades", "decode")), default="bbo", show_default=True)
 @click.option("--workers", default=2, show_default=True, help="LocalCluster worker processes.")
 @click.option("--gz", is_flag=True, help="Gzip the generated days.")
-@click.option("--bandwidth", default=1.0, show_default=True, help="Projection: storage read bandwidth, GB/s.")
+@click.option("--bandwidth", type=POSITIVE, default=1.0, show_default=True, help="Projection: storage read bandwidth, GB/s.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def bench_batch(days, messages, stocks, job, workers, gz, bandwidth, as_json) -> None:
     """An archive of generated days by one process and by a LocalCluster: speed-up, cost per

@@ -9,7 +9,7 @@ import click
 
 from itchflow.cli import bench, main
 from itchflow.cli.decode import fail
-from itchflow.cli.params import Count
+from itchflow.cli.params import SECONDS, Count
 from itchflow.cli.progress import progress_total
 
 
@@ -237,7 +237,7 @@ def _snapshot_times(at: str | None, every: float | None, first_ns: int, last_ns:
 @click.argument("path", type=click.Path(dir_okay=False))
 @click.option("--symbols", "-s", required=True, help="Comma-separated symbols.")
 @click.option("--at", "at", default=None, help="Comma-separated times HH:MM[:SS[.fffffffff]].")
-@click.option("--every", type=float, default=None, help="Or: a snapshot every this many seconds of the day.")
+@click.option("--every", type=SECONDS, default=None, help="Or: a snapshot every this many seconds of the day.")
 @click.option("--depth", "-n", default=5, show_default=True, help="Levels per side.")
 @click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), help="Parquet file to write.")
 def snapshots_command(path, symbols, at, every, depth, out) -> None:

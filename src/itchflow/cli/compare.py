@@ -8,14 +8,14 @@ import sys
 import click
 
 from itchflow.cli import main
-from itchflow.cli.params import Count
+from itchflow.cli.params import POSITIVE, SECONDS, Count
 
 
 @main.command("compare")
 @click.option("--messages", type=Count(), default="1M", show_default=True, help="Messages in the generated day.")
-@click.option("--rate", type=float, default=100_000, show_default=True,
+@click.option("--rate", type=POSITIVE, default=100_000, show_default=True,
               help="Paced rate (messages/s) for the hand-off latency; a burst of the same prefix gives queueing.")
-@click.option("--paced-seconds", type=float, default=1.0, show_default=True,
+@click.option("--paced-seconds", type=SECONDS, default=1.0, show_default=True,
               help="Length of the paced prefix in seconds at --rate.")
 @click.option("--paths", default="", help="Comma-separated rows (default all): inprocess, ring_threads, "
               "ring_processes, tail, udp_recv, udp_recvmmsg, tpacket, af_xdp, hybrid, hybrid_xdp.")

@@ -54,4 +54,6 @@ class Number(click.ParamType):
 
 
 SECONDS = Number(0, low_open=True)     # a time-out or a duration: finite and positive
+POSITIVE = Number(0, low_open=True)    # a rate, a bandwidth
+NON_NEGATIVE = Number(0)               # a wait that may be none, a rate where 0 means flat out
 FRACTION = Number(0, 1)                # a share of packets

@@ -10,7 +10,7 @@ import click
 from itchflow.cli import bench, main
 from itchflow.cli.progress import progress_total
 from itchflow.cli.decode import fail
-from itchflow.cli.params import Count
+from itchflow.cli.params import NON_NEGATIVE, POSITIVE, SECONDS, Count
 from itchflow.wire.itch import price4_to_float
 
 EXIT_INTERRUPTED = 130   # 128 + SIGINT, as a shell reports a Ctrl-C
@@ -27,17 +27,17 @@ LONG_PAUSE_SECONDS = 0.01  # a growth pause this long gets the hint to size the 
 @click.option("--ring", default=None, help="Ring name or path (default: a private one in /dev/shm, removed at the end).")
 @click.option("--capacity", default=16 << 20, show_default=True, help="Ring data bytes (a power of two).")
 @click.option("--batch-bytes", default=64 << 10, show_default=True, help="Most message bytes per ring record.")
-@click.option("--rate", type=float, default=None, help="Replay a file at this many messages/s (default: flat out).")
+@click.option("--rate", type=POSITIVE, default=None, help="Replay a file at this many messages/s (default: flat out).")
 @click.option("--pin", default="", help="Producer,consumer CPUs, e.g. 0,1 (default: no pinning).")
 @click.option("--wait", type=click.Choice(["spin", "yield", "sleep", "block"]), default=None,
               help="Consumer wait strategy (default: spin when pinned, else yield).")
 @click.option("--hugepages", is_flag=True, help="Back the ring with huge pages where available.")
-@click.option("--heartbeat-timeout", type=float, default=5.0, show_default=True,
+@click.option("--heartbeat-timeout", type=SECONDS, default=5.0, show_default=True,
               help="Seconds of silence after which the producer detaches the consumer (and the consumer "
                    "judges the producer gone).")
-@click.option("--wait-for-file", type=float, default=0.0, show_default=True,
+@click.option("--wait-for-file", type=NON_NEGATIVE, default=0.0, show_default=True,
               help="tail:PATH: wait this many seconds for the file to appear.")
-@click.option("--idle-timeout", type=float, default=5.0, show_default=True,
+@click.option("--idle-timeout", type=SECONDS, default=5.0, show_default=True,
               help="tail:PATH: stop after this many seconds without growth (0: wait for the end event).")
 @click.option("--top", default=10, show_default=True, help="Stocks to show (most shares traded).")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None,

@@ -9,12 +9,13 @@ from __future__ import annotations
 import click
 
 from itchflow.cli import main
+from itchflow.cli.params import NON_NEGATIVE
 
 
 @main.command("write-slowly")
 @click.argument("src", type=click.Path(exists=True, dir_okay=False))
 @click.argument("dst", type=click.Path(dir_okay=False))
-@click.option("--rate", type=float, default=100_000, show_default=True, help="Messages per second (0: flat out).")
+@click.option("--rate", type=NON_NEGATIVE, default=100_000, show_default=True, help="Messages per second (0: flat out).")
 @click.option("--piece-bytes", type=int, default=4093, show_default=True,
               help="Largest write; sizes are random, cutting messages anywhere.")
 @click.option("--seed", type=int, default=0, show_default=True)
