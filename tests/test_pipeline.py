@@ -190,6 +190,17 @@ def test_source_strings():
     for bad in ("ftp://x:1", "mold://host", "mold://h:1?nope=1", "soup://h:99999"):
         with pytest.raises(ValueError):
             parse_source(bad)
+    from itchflow.pipeline.sources import check_source
+
+    for bad, why in (("mold://127.0.0.1:1?idle=nan", "idle must be above 0"),
+                     ("mold://127.0.0.1:1?max_seconds=-1", "max_seconds must be above 0"),
+                     ("mold://127.0.0.1:1?queue=x", "queue='x' is not a whole number"),
+                     ("soup://127.0.0.1:1?dead_link=inf", "dead_link must be above 0"),
+                     ("soup://127.0.0.1:1?sequence=0", "sequence must be at least 1"),
+                     ("soup://127.0.0.1:1?sequence=abc", "sequence='abc' is not a whole number")):
+        with pytest.raises(ValueError, match=why):
+            check_source(parse_source(bad))       # before any process starts
+    check_source(parse_source("mold://127.0.0.1:1?idle=0.5&max_seconds=3&queue=0"))
     with pytest.raises(FileNotFoundError):
         run_pipeline("/nonexistent/day.itch")
     with pytest.raises(ValueError, match="too small"):

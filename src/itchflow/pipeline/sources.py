@@ -17,6 +17,7 @@ pipeline report shows next to its own.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -91,11 +92,28 @@ def check_source(spec: SourceSpec) -> None:
             if k in spec.options:
                 _endpoint(spec.options[k], k, spec.text)
         for k in ("idle", "max_seconds"):
-            if k in spec.options:
-                float(spec.options[k])
+            _option_number(spec, k, float, 0.0, open_low=True)
+        _option_number(spec, "queue", int, 0)
     elif spec.kind == "soup":
-        if "sequence" in spec.options and int(spec.options["sequence"]) < 1:
-            raise ValueError(f"source {spec.text!r}: sequence must be >= 1")
+        for k in ("dead_link", "max_seconds"):
+            _option_number(spec, k, float, 0.0, open_low=True)
+        _option_number(spec, "sequence", int, 1)
+
+
+def _option_number(spec: SourceSpec, key: str, kind, low, open_low: bool = False) -> None:
+    """A numeric option of a source string, if given: a finite number above (or at least) low
+    (a NaN time-out would never fire)."""
+    if key not in spec.options:
+        return
+    text = spec.options[key]
+    try:
+        value = kind(text)
+    except ValueError:
+        what = "a whole number" if kind is int else "a number"
+        raise ValueError(f"source {spec.text!r}: {key}={text!r} is not {what}") from None
+    if not math.isfinite(value) or (value <= low if open_low else value < low):
+        raise ValueError(f"source {spec.text!r}: {key} must be {'above' if open_low else 'at least'} {low:g} "
+                         f"and finite (got {text!r})")
 
 
 def produce(spec: SourceSpec, pub: BatchPublisher, stop=None) -> dict:
