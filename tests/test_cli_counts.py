@@ -52,8 +52,42 @@ def test_book_threads_parses_the_readme_command():
     assert ctx.params["messages"] == 10_000_000
 
 
-@pytest.mark.parametrize("text", ["ten", "1.5", "-3k", "2x"])
+@pytest.mark.parametrize("text", ["ten", "1.5", "-3k", "2x", "nan", "inf", "1e400"])
 def test_a_count_that_is_not_one_fails_clearly(text):
     cmd = main.commands["bench"].commands["decode"]
     with pytest.raises(click.BadParameter, match="count"):
         cmd.make_context("decode", ["--messages", text])
+
+
+def test_a_count_is_exact_however_large():
+    assert Count().convert("99999999999999999999999", None, None) == 99999999999999999999999
+    assert Count().convert("12345678901234567k", None, None) == 12345678901234567000
+
+
+@pytest.mark.parametrize("count", ["99999999999999999999999", "1e12"])
+def test_gen_refuses_a_day_no_machine_could_hold(tmp_path, count):
+    """gen --messages 1e12 sized its order arrays by the count (1.8 GB resident after 12 s and
+    growing, nothing written); 1e23 failed with numpy's 'Maximum allowed dimension exceeded'."""
+    from click.testing import CliRunner
+
+    out = tmp_path / "day.itch"
+    r = CliRunner().invoke(main, ["gen", "--messages", count, str(out)])
+    assert r.exit_code == 2 and "a generated day has 1 to 10,000,000,000 messages" in r.output
+    assert not out.exists()
+
+
+def test_gen_refuses_a_day_larger_than_the_free_space(tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    from click.testing import CliRunner
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 50_000_000, 50_000_000))
+    out = tmp_path / "day.itch"
+    r = CliRunner().invoke(main, ["gen", "--messages", "2M", str(out)])   # about 62 MB
+    assert r.exit_code == 2 and "take about 62 MB" in r.output and "50 MB free" in r.output
+    assert not out.exists()
+    r = CliRunner().invoke(main, ["gen", "--messages", "1M", str(out)])   # about 31 MB: fits
+    assert r.exit_code == 0, r.output
+    assert out.stat().st_size > 25_000_000

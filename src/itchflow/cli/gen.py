@@ -101,6 +101,7 @@ def gen(out: str, messages: int, seed: int, profile, stocks, concentration, live
     from itchflow.sim.generator import minimum_messages, resolve_shape, write_day
 
     gz = gz or out.endswith(".gz")
+    _check_room(out, messages, gz)
     knobs = dict(concentration=concentration, live_orders=live_orders, depth=depth, ref_span=ref_span,
                  sub_dollar=sub_dollar, high_priced=high_priced)
     try:
@@ -129,6 +130,31 @@ def gen(out: str, messages: int, seed: int, profile, stocks, concentration, live
     click.echo(f"{out}: {n:,} messages, {info['bytes']:,} bytes{on_disk}, {info['stocks']} stocks, seed {seed}, "
                f"{secs:.2f} s ({n / max(secs, 1e-9) / 1e6:.2f} M msg/s); {mix}")
     click.echo(shape_line(info))
+
+
+def _check_room(out: str, messages: int, gz: bool) -> None:
+    """Refuse at once a day that cannot fit: too many messages, or (uncompressed, to a file)
+    more bytes than the file system has free."""
+    import shutil
+    import stat
+
+    from itchflow.sim.generator import MEAN_MESSAGE_BYTES, check_messages
+
+    try:
+        check_messages(messages)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--messages") from None
+    if gz or (os.path.exists(out) and not stat.S_ISREG(os.stat(out).st_mode)):
+        return                          # compressed, or a device such as /dev/null
+    folder = os.path.dirname(os.path.abspath(out))
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return                          # the folder's error comes with the write, naming it
+    need = messages * MEAN_MESSAGE_BYTES
+    if need > free:
+        raise click.BadParameter(f"{messages:,} messages take about {need / 1e6:,.0f} MB; {folder} has "
+                                 f"{free / 1e6:,.0f} MB free", param_hint="--messages")
 
 
 def _naive_python_day(messages: int, seed: int) -> int:

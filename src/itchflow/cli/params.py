@@ -21,6 +21,8 @@ class Count(click.ParamType):
         mult = 1
         if text and text[-1] in _SUFFIX:
             mult, text = _SUFFIX[text[-1]], text[:-1]
+        if text.isdigit():                     # exact, however large (a float loses digits)
+            return int(text) * mult
         try:
             number = float(text) * mult
         except ValueError:

@@ -135,8 +135,21 @@ PROFILE_LIVE_SHARE = 0.15
 _MAX_REST_SHARE = 0.6  # resting adds may take at most this share of the day's messages
 
 
+# A real day is 0.3-1 billion messages; past this a day would take terabytes and its order
+# arrays (sized by the message count) more memory than any machine here has.
+MAX_MESSAGES = 10_000_000_000
+MEAN_MESSAGE_BYTES = 31   # framed, on a generated day of any profile (30.5-30.8 measured)
+
+
+def check_messages(messages: int) -> None:
+    if not 0 < messages <= MAX_MESSAGES:
+        raise ValueError(f"a generated day has 1 to {MAX_MESSAGES:,} messages (asked for {messages:,}; "
+                         f"a real day has about {REAL_DAY_MESSAGES:,})")
+
+
 def resolve_shape(messages: int, profile: str | None = None, **overrides) -> dict:
     """The day's shape: a named profile (default ``"default"``), then any knob given (not None)."""
+    check_messages(messages)
     name = profile or "default"
     if name not in PROFILES:
         raise ValueError(f"unknown profile {name!r} (known: {', '.join(PROFILES)})")
