@@ -9,7 +9,7 @@ import click
 
 from itchflow.cli import bench, main
 from itchflow.cli.decode import fail
-from itchflow.cli.params import SECONDS, Count
+from itchflow.cli.params import IMAGE, SECONDS, SEED, Count
 from itchflow.cli.progress import progress_total
 
 
@@ -36,7 +36,7 @@ def _symbols_option(text: str | None) -> list[str] | None:
                                               "(default: the end of the data).")
 @click.option("--depth", "-n", default=10, show_default=True, help="Levels per side (0 = all).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (raw Price(4) integers).")
-@click.option("--plot", type=click.Path(dir_okay=False), default=None,
+@click.option("--plot", type=IMAGE, default=None,
               help="Also draw the depth chart (cumulative shares by price) to this PNG (needs matplotlib).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def book_command(path, symbol, at, depth, as_json, plot, quiet) -> None:
@@ -159,7 +159,7 @@ def bench_cache(steps, repeat, largest, as_json) -> None:
 @click.option("--fullday-live-orders", type=Count(), default=None,
               help="Peak live orders of the fullday day [default: the profile's 1,740,000, at most 15% of its "
                    "messages]; smaller for a quick run.")
-@click.option("--seed", default=1, show_default=True)
+@click.option("--seed", type=SEED, default=1, show_default=True)
 @click.option("--repeat", default=2, show_default=True, help="Best of this many runs, itchflow and itchcpp taking turns.")
 @click.option("--meatpy-messages", type=Count(), default="300k", show_default=True, help="Prefix given to MeatPy.")
 @click.option("--no-peers", is_flag=True, help="Only itchflow's own figures.")
@@ -200,7 +200,7 @@ def _shape_names(shapes: str) -> list[str]:
               help="Count the messages after this many ...")
 @click.option("--stop", type=Count(), default="3M", show_default=True, help="... up to this many.")
 @click.option("--stocks", default=8000, show_default=True, help="Stocks of the 'many' shape.")
-@click.option("--seed", default=1, show_default=True)
+@click.option("--seed", type=SEED, default=1, show_default=True)
 @click.option("--no-peers", is_flag=True, help="Only itchflow's counts.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def bench_instructions(shape, messages, start, stop, stocks, seed, no_peers, as_json) -> None:
@@ -249,6 +249,10 @@ def snapshots_command(path, symbols, at, every, depth, out) -> None:
 
     if (at is None) == (every is None):
         fail(click.UsageError("give exactly one of --at and --every"))
+    if not _symbols_option(symbols):
+        raise click.BadParameter("give at least one symbol", param_hint="--symbols")
+    if at is not None and not at.replace(",", "").strip():
+        raise click.BadParameter("give at least one time", param_hint="--at")
     try:
         times = None
         if every is not None:
@@ -276,7 +280,7 @@ def _day_shape_options(command):
         click.option("--fullday-live-orders", type=Count(), default=None,
                      help="Peak live orders of the fullday day [default: the profile's 1,740,000, at most 15% of "
                           "its messages]."),
-        click.option("--seed", default=1, show_default=True)]):
+        click.option("--seed", type=SEED, default=1, show_default=True)]):
         command = option(command)
     return command
 

@@ -8,7 +8,7 @@ import sys
 import click
 
 from itchflow.cli import main
-from itchflow.cli.params import POSITIVE, SECONDS, Count
+from itchflow.cli.params import POSITIVE, SECONDS, SEED, Count
 
 
 @main.command("compare")
@@ -21,7 +21,7 @@ from itchflow.cli.params import POSITIVE, SECONDS, Count
               "ring_processes, tail, udp_recv, udp_recvmmsg, tpacket, af_xdp, hybrid, hybrid_xdp.")
 @click.option("--net", type=click.Choice(["auto", "veth", "loopback"]), default="auto", show_default=True,
               help="Network rows over a veth pair between two namespaces (root), or loopback.")
-@click.option("--seed", default=7, show_default=True)
+@click.option("--seed", type=SEED, default=7, show_default=True)
 @click.option("--stocks", default=100, show_default=True)
 @click.option("--no-perf", is_flag=True, help="Do not count system calls with perf.")
 @click.option("--json", "as_json", is_flag=True, help="Print every figure as one JSON object.")

@@ -9,7 +9,7 @@ import click
 
 from itchflow.cli import bench, main
 from itchflow.cli.progress import progress_total
-from itchflow.cli.params import Count
+from itchflow.cli.params import SEED, Count
 
 
 def format_timestamp(ns: int | None) -> str:
@@ -113,7 +113,7 @@ def decode(path: str, types: str, symbol: str | None, out: str, chunk: int, quie
 
 @bench.command("decode")
 @click.option("--messages", type=Count(), default="20M", show_default=True, help="Size of the generated day.")
-@click.option("--seed", default=1, show_default=True)
+@click.option("--seed", type=SEED, default=1, show_default=True)
 @click.option("--peer-messages", type=Count(), default="200k", show_default=True, help="Prefix given to the pure-Python peers.")
 @click.option("--cpp-messages", type=Count(), default="2M", show_default=True, help="Prefix given to itchcpp.")
 @click.option("--repeat", default=3, show_default=True, help="Best of this many runs.")

@@ -9,7 +9,7 @@ import time
 import click
 
 from itchflow.cli import bench, main
-from itchflow.cli.params import Count
+from itchflow.cli.params import SEED, Count
 
 def _progress(total: int, quiet: bool):
     """A rich bar over messages (position, rate, ETA) on stderr, or nothing."""
@@ -87,7 +87,7 @@ def shape_line(info: dict) -> str:
 @main.command()
 @click.argument("out", type=click.Path(dir_okay=False, writable=True))
 @click.option("--messages", "-n", type=Count(), required=True, help="Messages in the day (e.g. 1M, 50M).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same bytes.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Same seed, same bytes.")
 @shape_options
 @click.option("--gz", is_flag=True, help="Gzip the output (isal when available); implied by OUT ending in .gz.")
 @click.option("--close-all", is_flag=True, help="Delete every live order before the end of the day.")

@@ -9,7 +9,7 @@ import time
 import click
 
 from itchflow.cli import bench, main
-from itchflow.cli.params import FRACTION, SECONDS, Count, Number
+from itchflow.cli.params import FRACTION, SECONDS, SEED, Count, Number
 
 
 def _fail(error: Exception) -> None:
@@ -80,7 +80,7 @@ def _endpoint(text: str | None, default_host: str = "0.0.0.0"):
 @click.option("--drop-b", type=FRACTION, default=0.0, help="Fault injection: fraction of packets dropped on line B.")
 @click.option("--reorder", type=FRACTION, default=0.0, help="Fault injection: fraction of packets sent 2-4 packets late.")
 @click.option("--duplicate", type=FRACTION, default=0.0, help="Fault injection: fraction of packets sent twice.")
-@click.option("--seed", default=0, help="Seed of the fault injection.")
+@click.option("--seed", type=SEED, default=0, help="Seed of the fault injection.")
 @click.option("--json", "as_json", is_flag=True, help="Print the counters as one JSON object.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
 def publish(path, line_a, line_b, session, rate, pps, payload, rerequest, rerequest_rate, rerequest_requests,

@@ -55,7 +55,30 @@ class Number(click.ParamType):
         return number
 
 
-SECONDS = Number(0, low_open=True)     # a time-out or a duration: finite and positive
+SECONDS = Number(0, 1e9, low_open=True)   # a time-out or a duration: positive, under 32 years (kept in ns)
 POSITIVE = Number(0, low_open=True)    # a rate, a bandwidth
 NON_NEGATIVE = Number(0)               # a wait that may be none, a rate where 0 means flat out
 FRACTION = Number(0, 1)                # a share of packets
+SEED = click.IntRange(0)                # numpy's generators take non-negative seeds
+BYTES = click.IntRange(1)               # a size in bytes
+
+
+class ImagePath(click.Path):
+    """A picture's file name: its suffix says the format (none: PNG), checked before any work
+    (matplotlib would only refuse it after the run)."""
+
+    name = "image"
+    FORMATS = ("png", "svg", "pdf", "jpg", "jpeg", "webp", "tif", "tiff", "eps", "ps", "svgz", "gif")
+
+    def __init__(self):
+        super().__init__(dir_okay=False)
+
+    def convert(self, value, param, ctx):
+        path = super().convert(value, param, ctx)
+        suffix = str(path).rsplit("/", 1)[-1].rpartition(".")[2].lower() if "." in str(path).rsplit("/", 1)[-1] else ""
+        if suffix and suffix not in self.FORMATS:
+            self.fail(f"{value!r}: .{suffix} is not an image format (one of: {', '.join(self.FORMATS)})", param, ctx)
+        return path
+
+
+IMAGE = ImagePath()

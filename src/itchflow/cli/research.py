@@ -9,6 +9,7 @@ import click
 
 from itchflow.cli import main
 from itchflow.cli.decode import fail
+from itchflow.cli.params import IMAGE
 from itchflow.cli.progress import progress_total
 
 
@@ -60,7 +61,7 @@ def lobster_command(path, symbols, levels, out, start, end, date, parquet, quiet
 @click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), help="Parquet (or .csv) file.")
 @click.option("--start", default="09:30", show_default=True, help="HH:MM[:SS]: the grid's first interval.")
 @click.option("--end", default="16:00", show_default=True, help="HH:MM[:SS]: the grid's end.")
-@click.option("--plot", type=click.Path(dir_okay=False), default=None,
+@click.option("--plot", type=IMAGE, default=None,
               help="Also draw price, spread and volume of one stock to this PNG (needs matplotlib).")
 @click.option("--plot-symbol", default=None, help="The stock to draw (default: the first of --symbols).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
@@ -92,7 +93,7 @@ def bars_command(path, every, symbols, out, start, end, plot, plot_symbol, quiet
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False),
               help="Directory for crosses.parquet and imbalances.parquet.")
 @click.option("--symbols", "-s", default=None, help="Comma-separated symbols (default: every stock).")
-@click.option("--plot", type=click.Path(dir_okay=False), default=None,
+@click.option("--plot", type=IMAGE, default=None,
               help="Also draw the imbalance path into the close of one stock to this PNG.")
 @click.option("--plot-symbol", default=None, help="The stock to draw (default: the first of --symbols, "
                                                    "else the one with the largest closing cross).")

@@ -10,7 +10,7 @@ import sys
 import click
 
 from itchflow.cli import bench, main
-from itchflow.cli.params import Count
+from itchflow.cli.params import IMAGE, Count
 
 
 def _candidates(paths: tuple[str, ...]) -> list[str]:
@@ -142,7 +142,7 @@ def ring_layout() -> None:
 @click.option("--peer-records", type=Count(), default="200k", show_default=True)
 @click.option("--stress", "stress", default=0, help="Also run an N-record verified stress (e.g. 100000000).")
 @click.option("--pin", default="0,1", show_default=True, help="CPUs for producer,consumer ('' = no pinning).")
-@click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Write a latency histogram PNG.")
+@click.option("--plot", type=IMAGE, default=None, help="Write a latency histogram PNG.")
 @click.option("--realtime", is_flag=True, help="Latency consumer SCHED_FIFO (root): ordinary tasks cannot preempt it.")
 @click.option("--quiet", "-q", is_flag=True)
 def bench_ring(as_json, records, rate, latency_records, batch, capacity, repeats, peers, peer_records, stress, pin, plot,

@@ -10,7 +10,7 @@ import click
 from itchflow.cli import bench, main
 from itchflow.cli.progress import progress_total
 from itchflow.cli.decode import fail
-from itchflow.cli.params import NON_NEGATIVE, POSITIVE, SECONDS, Count
+from itchflow.cli.params import IMAGE, NON_NEGATIVE, POSITIVE, SECONDS, SEED, Count
 from itchflow.wire.itch import price4_to_float
 
 EXIT_INTERRUPTED = 130   # 128 + SIGINT, as a shell reports a Ctrl-C
@@ -40,7 +40,7 @@ LONG_PAUSE_SECONDS = 0.01  # a growth pause this long gets the hint to size the 
 @click.option("--idle-timeout", type=SECONDS, default=5.0, show_default=True,
               help="tail:PATH: stop after this many seconds without growth (0: wait for the end event).")
 @click.option("--top", default=10, show_default=True, help="Stocks to show (most shares traded).")
-@click.option("--plot", type=click.Path(dir_okay=False), default=None,
+@click.option("--plot", type=IMAGE, default=None,
               help="Also draw the latency distribution of every stage to this PNG (needs matplotlib).")
 @click.option("--live-orders", type=Count(), default=None,
               help="Live orders to make room for before the first message (e.g. 6M for a real day's peak), "
@@ -223,7 +223,7 @@ def print_report(r) -> None:
 @bench.command("pipeline")
 @click.option("--messages", type=Count(), default="10M", show_default=True, help="Size of the generated day.")
 @click.option("--stocks", default=2000, show_default=True)
-@click.option("--seed", default=1, show_default=True)
+@click.option("--seed", type=SEED, default=1, show_default=True)
 @click.option("--batch-bytes", default=64 << 10, show_default=True)
 @click.option("--small-batch", default=1 << 10, show_default=True, help="Second batch size for the hand-off-only runs.")
 @click.option("--net-messages", type=Count(), default="1M", show_default=True, help="Prefix of the day sent over loopback.")

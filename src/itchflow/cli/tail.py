@@ -9,16 +9,16 @@ from __future__ import annotations
 import click
 
 from itchflow.cli import main
-from itchflow.cli.params import NON_NEGATIVE
+from itchflow.cli.params import BYTES, NON_NEGATIVE, SEED
 
 
 @main.command("write-slowly")
 @click.argument("src", type=click.Path(exists=True, dir_okay=False))
 @click.argument("dst", type=click.Path(dir_okay=False))
 @click.option("--rate", type=NON_NEGATIVE, default=100_000, show_default=True, help="Messages per second (0: flat out).")
-@click.option("--piece-bytes", type=int, default=4093, show_default=True,
+@click.option("--piece-bytes", type=BYTES, default=4093, show_default=True,
               help="Largest write; sizes are random, cutting messages anywhere.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 def write_slowly(src: str, dst: str, rate: float, piece_bytes: int, seed: int) -> None:
     """Append SRC to DST in odd-sized pieces at about RATE messages/s."""
     from itchflow.sim.write_slowly import append_slowly

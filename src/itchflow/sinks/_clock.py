@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import math
 import os
 import re
 
@@ -32,6 +33,8 @@ def clock_ns(value, what: str = "time") -> int:
 def every_ns(value) -> int:
     """A bar length: '1s', '250ms', '1min', '5m', '1h', or seconds as a number -> ns."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value) or not 0 < value <= 86_400:
+            raise ValueError(f"every: the bar length must be positive and at most a day, got {value!r}")
         ns = int(round(float(value) * NS_PER_SECOND))
     else:
         m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ns|us|ms|s|sec|m|min|h)?\s*", str(value))
@@ -41,8 +44,8 @@ def every_ns(value) -> int:
                 None: NS_PER_SECOND, "m": 60 * NS_PER_SECOND, "min": 60 * NS_PER_SECOND,
                 "h": 3600 * NS_PER_SECOND}[m.group(2)]
         ns = int(round(float(m.group(1)) * unit))
-    if ns <= 0:
-        raise ValueError(f"every: the bar length must be positive, got {value!r}")
+    if not 0 < ns <= 86_400 * NS_PER_SECOND:
+        raise ValueError(f"every: the bar length must be positive and at most a day (24h), got {value!r}")
     return ns
 
 

@@ -70,9 +70,13 @@ def output_file(path: str | os.PathLike) -> Iterator[str]:
 
 def save_figure(fig, path: str | os.PathLike, **kwargs) -> str:
     """``fig.savefig`` through ``output_file``; the format comes from the final name's suffix
-    (matplotlib would take it from ``.part``)."""
+    (matplotlib would take it from ``.part``), PNG when it has none; ValueError naming the file
+    for a suffix that is not an image format."""
     final = os.fspath(path)
-    fmt = os.path.splitext(final)[1][1:].lower() or None
+    fmt = os.path.splitext(final)[1][1:].lower() or "png"
+    known = fig.canvas.get_supported_filetypes()
+    if fmt not in known:
+        raise ValueError(f"{final}: .{fmt} is not an image format (one of: {', '.join(sorted(known))})")
     with output_file(final) as tmp:
         fig.savefig(tmp, format=fmt, **kwargs)
     return final
