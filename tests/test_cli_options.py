@@ -20,7 +20,8 @@ def day(tmp_path_factory):
 
 
 def _cli(args):
-    import itchflow.cli.book  # noqa: F401  (registers the commands used here)
+    import itchflow.cli.batch  # noqa: F401  (registers the commands used here)
+    import itchflow.cli.book  # noqa: F401
     import itchflow.cli.research  # noqa: F401
     import itchflow.cli.run  # noqa: F401
     import itchflow.cli.tail  # noqa: F401
@@ -36,6 +37,9 @@ def _cli(args):
     (["write-slowly", "DAY", "OUT", "--piece-bytes", "0"], "--piece-bytes"),
     (["write-slowly", "DAY", "OUT", "--seed", "-1"], "--seed"),
     (["gen", "OUT", "-n", "20k", "--seed", "-1"], "--seed"),
+    (["batch", "DAY", "--job", "stats", "-o", "OUT", "--workers", "-1"], "--workers"),      # hung
+    (["batch", "DAY", "--job", "stats", "-o", "OUT", "--workers", "99999"], "--workers"),   # hung
+    (["batch", "DAY", "--job", "stats", "-o", ""], "--out"),                               # wrote to the cwd
 ])
 def test_bad_values_are_usage_errors(tmp_path, day, args, option):
     out = tmp_path / "out"

@@ -33,8 +33,9 @@ def _job_options(job, types, at, every, depth, levels, start, end) -> dict:
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False),
               help="Output directory: a hive-partitioned Parquet dataset (date=YYYY-MM-DD/shard=K/).")
 @click.option("--scheduler", default=None, help="tcp://HOST:PORT of a running Dask scheduler (default: a LocalCluster).")
-@click.option("--workers", type=int, default=None, help="LocalCluster worker processes (default: one per core).")
-@click.option("--shards", type=int, default=None,
+@click.option("--workers", type=click.IntRange(1, 256), default=None,
+              help="LocalCluster worker processes (default: one per core).")
+@click.option("--shards", type=click.IntRange(1, 4096), default=None,
               help="Locate shards per day (default: 1 when there are at least as many days as workers).")
 @click.option("--symbols", "-s", default=None, help="Comma-separated symbols (default: every stock).")
 @click.option("--types", "-t", default="AF", show_default=True, help="decode: message type letters.")
@@ -57,6 +58,8 @@ def batch_command(paths, job, out, scheduler, workers, shards, symbols, types, a
     from itchflow.cli.progress import output_console
     from itchflow.errors import ITCHFormatError
 
+    if not out.strip():
+        raise click.BadParameter("give an output directory", param_hint="--out")
     if scheduler and workers:
         fail(click.UsageError("give --scheduler or --workers, not both"))
     try:
