@@ -159,8 +159,12 @@ def _names_a_full_disk(r, path) -> None:
 
 def test_a_full_disk_is_named_and_leaves_nothing(full_disk, day, tmp_path):
     runner = CliRunner()
-    out = full_disk / "day.itch"
-    _names_a_full_disk(runner.invoke(main, ["gen", "-n", "200000", str(out), "-q"]), out)
+    out = full_disk / "day.itch"       # uncompressed: refused before it starts, naming the room
+    r = runner.invoke(main, ["gen", "-n", "200000", str(out), "-q"])
+    assert r.exit_code == 2 and "take about 6 MB" in r.output and "1 MB free" in r.output, r.output
+    assert _left(full_disk) == []
+    out = full_disk / "day.itch.gz"    # compressed: its size is not known before, so the disk fills
+    _names_a_full_disk(runner.invoke(main, ["gen", "-n", "400000", str(out), "-q"]), out)
     assert _left(full_disk) == []
     out = full_disk / "all.parquet"
     _names_a_full_disk(runner.invoke(main, ["decode", day, "--out", str(out), "-q"]), out)
