@@ -4,6 +4,7 @@ a traceback. Found by running every option of the data commands with such values
 
 from __future__ import annotations
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -76,3 +77,15 @@ def _symbol(day) -> str:
     books = Books()
     books.replay(str(day))
     return sorted(books.symbols)[0]
+
+
+def test_run_idle_timeout_0_still_waits_for_the_end_event():
+    """--idle-timeout 0 is documented as 'wait for the end event': the finite-number check must
+    not refuse it (it did, for one commit)."""
+    import itchflow.cli.run  # noqa: F401
+
+    cmd = main.commands["run"]
+    assert cmd.make_context("run", ["-s", "x.itch", "--idle-timeout", "0"]).params["idle_timeout"] == 0
+    for bad in ("nan", "-1", "1e12"):
+        with pytest.raises(click.BadParameter):
+            cmd.make_context("run", ["-s", "x.itch", "--idle-timeout", bad])

@@ -56,6 +56,7 @@ class Number(click.ParamType):
 
 
 SECONDS = Number(0, 1e9, low_open=True)   # a time-out or a duration: positive, under 32 years (kept in ns)
+SECONDS_OR_OFF = Number(0, 1e9)           # a time-out where 0 turns it off
 POSITIVE = Number(0, low_open=True)    # a rate, a bandwidth
 NON_NEGATIVE = Number(0)               # a wait that may be none, a rate where 0 means flat out
 FRACTION = Number(0, 1)                # a share of packets

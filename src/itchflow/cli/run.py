@@ -10,7 +10,7 @@ import click
 from itchflow.cli import bench, main
 from itchflow.cli.progress import progress_total
 from itchflow.cli.decode import fail
-from itchflow.cli.params import IMAGE, NON_NEGATIVE, POSITIVE, SECONDS, SEED, Count
+from itchflow.cli.params import IMAGE, NON_NEGATIVE, POSITIVE, SECONDS, SECONDS_OR_OFF, SEED, Count
 from itchflow.wire.itch import price4_to_float
 
 EXIT_INTERRUPTED = 130   # 128 + SIGINT, as a shell reports a Ctrl-C
@@ -37,7 +37,7 @@ LONG_PAUSE_SECONDS = 0.01  # a growth pause this long gets the hint to size the 
                    "judges the producer gone).")
 @click.option("--wait-for-file", type=NON_NEGATIVE, default=0.0, show_default=True,
               help="tail:PATH: wait this many seconds for the file to appear.")
-@click.option("--idle-timeout", type=SECONDS, default=5.0, show_default=True,
+@click.option("--idle-timeout", type=SECONDS_OR_OFF, default=5.0, show_default=True,
               help="tail:PATH: stop after this many seconds without growth (0: wait for the end event).")
 @click.option("--top", default=10, show_default=True, help="Stocks to show (most shares traded).")
 @click.option("--plot", type=IMAGE, default=None,
