@@ -33,9 +33,7 @@ def clock_ns(value, what: str = "time") -> int:
 def every_ns(value) -> int:
     """A bar length: '1s', '250ms', '1min', '5m', '1h', or seconds as a number -> ns."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if not math.isfinite(value) or not 0 < value <= 86_400:
-            raise ValueError(f"every: the bar length must be positive and at most a day, got {value!r}")
-        ns = int(round(float(value) * NS_PER_SECOND))
+        ns = float(value) * NS_PER_SECOND
     else:
         m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ns|us|ms|s|sec|m|min|h)?\s*", str(value))
         if not m:
@@ -43,10 +41,11 @@ def every_ns(value) -> int:
         unit = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": NS_PER_SECOND, "sec": NS_PER_SECOND,
                 None: NS_PER_SECOND, "m": 60 * NS_PER_SECOND, "min": 60 * NS_PER_SECOND,
                 "h": 3600 * NS_PER_SECOND}[m.group(2)]
-        ns = int(round(float(m.group(1)) * unit))
-    if not 0 < ns <= 86_400 * NS_PER_SECOND:
+        ns = float(m.group(1)) * unit
+    # checked as a float, before any int: a NaN or an overflow to infinity has none
+    if not (math.isfinite(ns) and 0 < round(ns) <= 86_400 * NS_PER_SECOND):
         raise ValueError(f"every: the bar length must be positive and at most a day (24h), got {value!r}")
-    return ns
+    return int(round(ns))
 
 
 def trading_date(source, date: str | None = None) -> str | None:
