@@ -9,7 +9,7 @@ import time
 import click
 
 from itchflow.cli import bench, main
-from itchflow.cli.params import FRACTION, SECONDS, SEED, Count, Number
+from itchflow.cli.params import FRACTION, NON_NEGATIVE, POSITIVE, SECONDS, SEED, Count
 
 
 def _fail(error: Exception) -> None:
@@ -65,14 +65,14 @@ def _endpoint(text: str | None, default_host: str = "0.0.0.0"):
 @click.option("--session", default="ITCHFLOW", show_default=True, help="MoldUDP64 session name (10 chars max).")
 @click.option("--rate", default="real", show_default=True,
               help="real (message timestamps), max (flat out) or N (N x real time).")
-@click.option("--pps", type=Number(0, low_open=True), help="Cap on packets per second per line.")
+@click.option("--pps", type=POSITIVE, help="Cap on packets per second per line.")
 @click.option("--payload", default=1400, show_default=True, help="Largest UDP payload, header included.")
 @click.option("--rerequest", metavar="[HOST:]PORT", help="Serve re-requests on this UDP port "
               "(or fd:N, an inherited bound UDP socket).")
 @click.option("--rerequest-rate", type=click.IntRange(1), default=512, show_default=True,
               help="Re-request replies per source, KB/s (a flood gets no more; refused requests are counted).")
 @click.option("--rerequest-requests", type=click.IntRange(1), default=500, show_default=True, help="Re-requests per source per second.")
-@click.option("--linger", type=Number(0), default=2.0, show_default=True,
+@click.option("--linger", type=NON_NEGATIVE, default=2.0, show_default=True,
               help="Seconds to keep serving re-requests at the end.")
 @click.option("--interface", help="Local address of the interface to send multicast on.")
 @click.option("--ttl", type=click.IntRange(0, 255), default=1, show_default=True, help="Multicast TTL (0: this host only).")
@@ -177,7 +177,7 @@ def _with_progress(quiet, what, total, fn):
 @click.option("--idle-timeout", type=SECONDS, default=10.0, show_default=True,
               help="Stop after this many seconds without a valid packet of the session.")
 @click.option("--max-seconds", type=SECONDS, help="Stop after this long in any case.")
-@click.option("--line-wait-ms", type=Number(0), default=2.0, show_default=True,
+@click.option("--line-wait-ms", type=NON_NEGATIVE, default=2.0, show_default=True,
               help="How long a hole waits for the other line.")
 @click.option("--max-gap", type=click.IntRange(1), default=1 << 22, show_default=True,
               help="A sequence jump larger than this (messages) is a bad packet, not a gap to fill.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import click
 
@@ -76,7 +77,7 @@ class ImagePath(click.Path):
 
     def convert(self, value, param, ctx):
         path = super().convert(value, param, ctx)
-        suffix = str(path).rsplit("/", 1)[-1].rpartition(".")[2].lower() if "." in str(path).rsplit("/", 1)[-1] else ""
+        suffix = os.path.splitext(os.fspath(path))[1][1:].lower()
         if suffix and suffix not in self.FORMATS:
             self.fail(f"{value!r}: .{suffix} is not an image format (one of: {', '.join(self.FORMATS)})", param, ctx)
         return path

@@ -337,18 +337,18 @@ def listen(line_a: tuple[str, int], line_b: tuple[str, int] | None, rerequest: t
                 if line == XDP_LINES:   # runs of UMEM frames, given back when the next run is asked for
                     for rows, lengths, k, ln, rx in reader.runs():
                         _handle(receiver.receive_batch(rows, lengths, k, time.monotonic_ns(), ln, rx),
-                                write, req_sock, rerequest, latency, lost, on_deliver)
+                                write, req_sock, latency, lost, on_deliver)
                 elif batched:
                     n = reader.read_batch(sock)
                     if n:
                         sl = reader.slots
                         _handle(receiver.receive_batch(sl.bufs, sl.lengths, n, time.monotonic_ns(), line, sl.rx_ns),
-                                write, req_sock, rerequest, latency, lost, on_deliver)
+                                write, req_sock, latency, lost, on_deliver)
                 else:
                     for view, rx in reader.read(sock):
                         _handle(receiver.receive(view, time.monotonic_ns(), line, rx or None), write, req_sock,
-                                rerequest, latency, lost, on_deliver)
-            _handle(receiver.tick(time.monotonic_ns()), write, req_sock, rerequest, latency, lost, on_deliver)
+                                latency, lost, on_deliver)
+            _handle(receiver.tick(time.monotonic_ns()), write, req_sock, latency, lost, on_deliver)
             if on_progress is not None:
                 on_progress(receiver)
             if receiver.finished or (stop is not None and stop.is_set()):
@@ -360,9 +360,9 @@ def listen(line_a: tuple[str, int], line_b: tuple[str, int] | None, rerequest: t
             if t - last_life > idle_timeout or (max_seconds is not None and t - start > max_seconds):
                 break
         # Holes still open are lost, and packets held past them are delivered.
-        _handle(receiver.close(), write, req_sock, rerequest, latency, lost, on_deliver)
+        _handle(receiver.close(), write, req_sock, latency, lost, on_deliver)
     except KeyboardInterrupt as e:
-        _handle(receiver.close("still missing when interrupted"), write, req_sock, rerequest, latency, lost,
+        _handle(receiver.close("still missing when interrupted"), write, req_sock, latency, lost,
                 on_deliver)
         e.result = result(True)
         raise
@@ -415,7 +415,7 @@ def _signs_of_life(st) -> tuple:
 LOST_LOG_LIMIT = 1000   # Lost events kept for the report (all are counted in stats["lost"])
 
 
-def _handle(events, write, req_sock, rerequest, latency, lost, on_deliver=None) -> None:
+def _handle(events, write, req_sock, latency, lost, on_deliver=None) -> None:
     for e in events:
         if isinstance(e, Deliver):
             if write is not None:
