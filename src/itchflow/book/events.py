@@ -170,13 +170,14 @@ def snapshots(books, source, times_ns, symbols, n: int, *, slice_bytes: int = 32
     for chunk in iter_chunks(source) if t is not None else ():
         pos, end = 0, len(chunk.data)
         books.next_sequence = int(chunk.first_sequence)
-        while pos < end and t is not None:
-            pos += books.apply(chunk.data[pos:end], stop_after_ns=t, source=chunk.source,
-                               base_offset=(chunk.offset or 0) + pos, max_bytes=slice_bytes)
-            chunk.release(pos)
-            if books.stopped_at_time:  # the next message is later than t: the book as of t
-                rows.append(_snapshot(books, t, symbols, n))
-                t = next(it, None)
+        with chunk.reading():  # a file truncated meanwhile is the error, not what its zeros made
+            while pos < end and t is not None:
+                pos += books.apply(chunk.data[pos:end], stop_after_ns=t, source=chunk.source,
+                                   base_offset=(chunk.offset or 0) + pos, max_bytes=slice_bytes)
+                chunk.release(pos)
+                if books.stopped_at_time:  # the next message is later than t: the book as of t
+                    rows.append(_snapshot(books, t, symbols, n))
+                    t = next(it, None)
         if t is None:
             break
     while t is not None:  # times after the last message see the final book

@@ -34,29 +34,30 @@ def replay(books, source, *, stop_after_ns: int | None = None, slice_bytes: int 
     done_bytes = 0
     budget = slice_bytes if slice_bytes > 0 else None
     for chunk in iter_chunks(source):
-        data, offset = chunk.data, chunk.offset or 0
-        books.next_sequence = chunk.first_sequence
-        pos, end = 0, len(data)
-        while pos < end:
-            first_sequence = books.next_sequence
-            # the books cut the slice themselves (ShardedBooks in its routing pass, at no extra walk)
-            try:
-                used = books.apply(data[pos:end], stop_after_ns=stop_after_ns, source=chunk.source,
-                                   base_offset=offset + pos, max_bytes=budget)
-            except ITCHFormatError as e:
-                raise _in_source(e, chunk, offset) from None
-            stopped = books.stopped_at_time
-            if on_bytes is not None and used:
-                on_bytes(chunk, pos, pos + used, first_sequence)
-            done_bytes += used
-            pos += used
-            chunk.release(pos)
-            if on_slice is not None:
-                on_slice(books)
-            if progress is not None:
-                progress(books.messages, done_bytes)
-            if stopped:
-                return True
+        with chunk.reading():  # a file truncated meanwhile is the error, not what its zeros made
+            data, offset = chunk.data, chunk.offset or 0
+            books.next_sequence = chunk.first_sequence
+            pos, end = 0, len(data)
+            while pos < end:
+                first_sequence = books.next_sequence
+                # the books cut the slice themselves (ShardedBooks in its routing pass, at no extra walk)
+                try:
+                    used = books.apply(data[pos:end], stop_after_ns=stop_after_ns, source=chunk.source,
+                                       base_offset=offset + pos, max_bytes=budget)
+                except ITCHFormatError as e:
+                    raise _in_source(e, chunk, offset) from None
+                stopped = books.stopped_at_time
+                if on_bytes is not None and used:
+                    on_bytes(chunk, pos, pos + used, first_sequence)
+                done_bytes += used
+                pos += used
+                chunk.release(pos)
+                if on_slice is not None:
+                    on_slice(books)
+                if progress is not None:
+                    progress(books.messages, done_bytes)
+                if stopped:
+                    return True
     return False
 
 

@@ -56,8 +56,9 @@ def _pieces(chunk: Chunk, max_messages: int) -> Iterator[tuple[int, int, int, Fr
     buf, pos, end, seq = chunk.data, 0, len(chunk.data), chunk.first_sequence
     while pos < end:
         piece = FrameTotals()
-        stop, n = frame_range(buf, pos, end, piece, max_messages=max_messages,
-                              source=chunk.source, where=chunk.where)
+        with chunk.reading():  # a file truncated meanwhile is the error, not what its zeros made
+            stop, n = frame_range(buf, pos, end, piece, max_messages=max_messages,
+                                  source=chunk.source, where=chunk.where)
         yield pos, stop, seq, piece
         pos, seq = stop, seq + n
 
@@ -101,7 +102,8 @@ def scan(source, types: str | Iterable[str] | None = None, *, chunk_messages: in
     for chunk in iter_chunks(source, strict=strict, capture_stats=capture):
         for start, stop, seq, piece in _pieces(chunk, chunk_messages):
             t0 = time.perf_counter()
-            arrays = decode_range(chunk.data, start, stop, seq, piece.counts, codes)
+            with chunk.reading():  # the piece is checked before it is handed out
+                arrays = decode_range(chunk.data, start, stop, seq, piece.counts, codes)
             chunk.release(stop)  # the arrays are copies: a mapped day's pages can go
             yield Decoded(arrays, read_info(name, piece, capture or None, time.perf_counter() - t0))
 

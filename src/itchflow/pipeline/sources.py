@@ -145,6 +145,7 @@ def _produce_chunks(spec: SourceSpec, pub: BatchPublisher, stop) -> dict:
             reached = _publish_releasing(pub, c, offset, stop)
         else:
             reached = pace.publish(pub, c, offset, stop)
+        c.check_intact()  # a file truncated while published: that is the error, not its zeros' framing
         if pub.bad_framing or reached < len(c.data) or (stop is not None and stop.is_set()):
             break
     out = {"chunks": chunks}

@@ -159,7 +159,8 @@ def _stats_stream(url: str):
     t0 = time.perf_counter()
     for chunk in iter_day(url):
         piece = FrameTotals()
-        frame_range(chunk.data, 0, len(chunk.data), piece, source=chunk.source, base_offset=chunk.offset or 0)
+        with chunk.reading():  # a file truncated meanwhile is the error, not what its zeros made
+            frame_range(chunk.data, 0, len(chunk.data), piece, source=chunk.source, base_offset=chunk.offset or 0)
         totals.merge(piece)
     return read_info(url, totals, None, time.perf_counter() - t0)
 

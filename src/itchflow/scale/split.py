@@ -90,20 +90,21 @@ def split_day(source: str, root: str, day: str, shards: int, broadcast: str,
             nseq[:] = 0
 
         for chunk in iter_day(source):
-            data, name, offset = chunk.data, chunk.source, chunk.offset or 0
-            pos, end, seq = 0, len(data), int(chunk.first_sequence)
-            while True:
-                status, pos, seq = S.split_by_locate(data, pos, end, np.int64(seq), shard_of, bmask, _LENGTHS,
-                                                     out, fill, seqs, nseq, counts, state)
-                pos, seq = int(pos), int(seq)
-                chunk.release(pos)  # split and buffered: a mapped day's pages can go
-                if status == S.OK:
-                    break
-                if status == S.NEED_SPACE and (fill.any() or nseq.any()):
-                    flush()
-                    continue
-                raise ITCHFormatError(S.SPLIT_STATUS_TEXT.get(status, f"split status {status}"),
-                                      source=name, offset=offset + pos)
+            with chunk.reading():  # a file truncated meanwhile is the error, not what its zeros made
+                data, name, offset = chunk.data, chunk.source, chunk.offset or 0
+                pos, end, seq = 0, len(data), int(chunk.first_sequence)
+                while True:
+                    status, pos, seq = S.split_by_locate(data, pos, end, np.int64(seq), shard_of, bmask, _LENGTHS,
+                                                         out, fill, seqs, nseq, counts, state)
+                    pos, seq = int(pos), int(seq)
+                    chunk.release(pos)  # split and buffered: a mapped day's pages can go
+                    if status == S.OK:
+                        break
+                    if status == S.NEED_SPACE and (fill.any() or nseq.any()):
+                        flush()
+                        continue
+                    raise ITCHFormatError(S.SPLIT_STATUS_TEXT.get(status, f"split status {status}"),
+                                          source=name, offset=offset + pos)
         flush()
     finally:
         for fmsg, fseq in files:

@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import mmap
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
+
+from itchflow.errors import ITCHFormatError
+from itchflow.hw import sigbus
 
 PAGE_BYTES = mmap.PAGESIZE
 # Pages are let go in runs of at least this much (a madvise call costs about a page walk of
@@ -48,6 +52,26 @@ class Chunk:
         chunk that is not a file mapping. Never changes what data reads."""
         if self._pages is not None:
             self._pages.release(min(int(upto), len(self.data)), final=final)
+
+    def check_intact(self) -> None:
+        """Raise ITCHFormatError if the file under this chunk's mapping shrank while it was
+        read (see ``shrunk``): what was read past its new end was zeros, not the file."""
+        error = shrunk(self.mapping, self.source)
+        if error is not None:
+            raise error
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        """Around a walk of this chunk: if the file shrank meanwhile, that is the error raised
+        (whatever the zeros read in its place made the walk raise, or not raise)."""
+        try:
+            yield
+        except Exception as e:
+            error = shrunk(self.mapping, self.source)
+            if error is not None:
+                raise error from e
+            raise
+        self.check_intact()
 
     def where(self, pos: int) -> tuple[int | None, int | None]:
         """(byte offset in the source, packet number) of data[pos], for error messages."""
@@ -98,17 +122,43 @@ def as_uint8(buffer) -> np.ndarray:
 
 
 def map_file(path: str | os.PathLike) -> np.ndarray:
-    """Memory-map a file read-only as a uint8 array (empty array for an empty file)."""
+    """Memory-map a file read-only as a uint8 array (empty array for an empty file).
+
+    The mapping is guarded (``hw.sigbus``): if the file is truncated while it is read, the
+    pages past its new end read as zeros instead of killing the process with SIGBUS, and
+    ``shrunk`` (or ``Chunk.check_intact``) tells the reader."""
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         if size == 0:
             return np.zeros(0, np.uint8)
         mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    sigbus.guard(mm)
     try:
         mm.madvise(mmap.MADV_SEQUENTIAL)
     except (AttributeError, OSError):  # not every platform has it; only a hint
         pass
     return np.frombuffer(mm, dtype=np.uint8)
+
+
+def shrunk(mapping: mmap.mmap | None, name: str) -> ITCHFormatError | None:
+    """The error to raise if the file under a ``map_file`` mapping is now shorter than the
+    mapping, or a page of it was past the file's end when touched (read as zeros), else None.
+    The mapping keeps its own descriptor of the file, so a file renamed or replaced under
+    the same name is not mistaken for this one."""
+    if mapping is None or mapping.closed:
+        return None
+    try:
+        now = mapping.size()   # fstat of the mapped file itself
+    except (OSError, ValueError):
+        return None
+    fault = sigbus.faulted(mapping)
+    if now >= len(mapping) and fault is None:
+        return None
+    cut = now if fault is None else min(now, fault)
+    return ITCHFormatError(
+        f"the file shrank from {len(mapping):,} to {now:,} bytes while it was being read (truncated "
+        "or rewritten by another process); what was read past the new end is not the file's, so "
+        "no result of this read is valid", source=name, offset=cut)
 
 
 def file_mapping(buf: np.ndarray) -> mmap.mmap | None:

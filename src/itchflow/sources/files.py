@@ -95,7 +95,9 @@ def iter_chunks(source, *, gz_block: int = DEFAULT_GZ_BLOCK, strict: bool = True
     if kind in ("pcap", "pcapng"):
         yield from _capture_chunks(buf, name, strict, capture_stats, dedup)
         return
-    yield Chunk(buf, 1, name, 0, mapping=mapping)
+    chunk = Chunk(buf, 1, name, 0, mapping=mapping)
+    yield chunk
+    chunk.check_intact()  # a consumer that read it all without error may still have read zeros
 
 
 def _capture_chunks(buf, name, strict, capture_stats, dedup=True) -> Iterator[Chunk]:

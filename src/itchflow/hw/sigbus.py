@@ -1,0 +1,194 @@
+"""Surviving a mapped file that shrinks while it is read.
+
+A raw day is read through a read-only mapping (``sources.chunk.map_file``). If another
+process truncates the file meanwhile, the next touch of a page past the new end raises SIGBUS,
+and the default action kills the process with no word of which file. CPython's own signal
+handlers cannot help: they only set a flag, the faulting load runs again and faults again
+for ever.
+
+So a small native handler is installed for SIGBUS (built here from LLVM IR with llvmlite,
+which Numba already brings; no C compiler needed). For a fault inside a registered mapping
+(``guard``) that the kernel reports as a bad file page (BUS_ADRERR), it maps a page of zeros
+over the faulting page (MAP_FIXED, async-signal-safe), keeps the lowest such address, and
+returns: the load runs again and reads zeros. The reader then asks ``faulted`` (and whether
+the file is now shorter than the mapping) and raises an error naming the file and offset, so
+whatever the zeros produced is never handed out as a result. Any other SIGBUS (not ours, or
+another cause, such as huge pages running out) puts the handler that was there before back
+and returns, so the fault repeats under it exactly as if this module did not exist.
+
+Linux on x86-64 or AArch64 only (the siginfo layout and signal number below); elsewhere
+``guard`` does nothing and a truncated file still ends the process.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import mmap
+import platform
+import sys
+import threading
+import weakref
+
+SIGBUS = 7              # Linux x86-64 and AArch64
+BUS_ADRERR = 2          # si_code: no such physical address (a page past a file's end)
+SI_CODE_OFFSET = 8      # siginfo_t: int si_signo, si_errno, si_code; then the union, 8-aligned
+SI_ADDR_OFFSET = 16
+SA_SIGINFO = 4
+SIGACTION_BYTES = 152   # glibc's struct sigaction on 64-bit Linux: handler, 128-byte mask, flags, restorer
+SLOTS = 64              # mappings guarded at once; more are simply not guarded
+PAGE = mmap.PAGESIZE
+NO_FAULT = (1 << 64) - 1
+
+# Each slot is three words: first byte of the mapping, one past its last, lowest faulted
+# address (NO_FAULT if none). A slot with end 0 is free. Python writes the slots (under
+# _lock); the handler only reads start/end and lowers the fault word atomically.
+_IR = f"""
+@slots = global [{SLOTS * 3} x i64] zeroinitializer
+@previous = global [{SIGACTION_BYTES} x i8] zeroinitializer
+
+declare ptr @mmap(ptr, i64, i32, i32, i32, i64)
+declare i32 @sigaction(i32, ptr, ptr)
+
+define void @on_sigbus(i32 %sig, ptr %info, ptr %context) {{
+entry:
+  %code.p = getelementptr i8, ptr %info, i64 {SI_CODE_OFFSET}
+  %code = load volatile i32, ptr %code.p
+  %addr.p = getelementptr i8, ptr %info, i64 {SI_ADDR_OFFSET}
+  %addr = load volatile i64, ptr %addr.p
+  %file.page = icmp eq i32 %code, {BUS_ADRERR}
+  br i1 %file.page, label %scan, label %not.ours
+
+scan:
+  %i = phi i64 [0, %entry], [%next, %skip]
+  %base = mul i64 %i, 3
+  %start.p = getelementptr i64, ptr @slots, i64 %base
+  %start = load atomic i64, ptr %start.p acquire, align 8
+  %end.i = add i64 %base, 1
+  %end.p = getelementptr i64, ptr @slots, i64 %end.i
+  %end = load atomic i64, ptr %end.p acquire, align 8
+  %above = icmp uge i64 %addr, %start
+  %below = icmp ult i64 %addr, %end
+  %inside = and i1 %above, %below
+  br i1 %inside, label %zero.page, label %skip
+
+skip:
+  %next = add i64 %i, 1
+  %more = icmp ult i64 %next, {SLOTS}
+  br i1 %more, label %scan, label %not.ours
+
+zero.page:
+  %page = and i64 %addr, {-PAGE}
+  %page.p = inttoptr i64 %page to ptr
+  ; PROT_READ, MAP_PRIVATE | MAP_FIXED | MAP_ANONYMOUS
+  %got = call ptr @mmap(ptr %page.p, i64 {PAGE}, i32 1, i32 50, i32 -1, i64 0)
+  %mapped = icmp eq ptr %got, %page.p
+  br i1 %mapped, label %note, label %not.ours
+
+note:
+  %fault.i = add i64 %base, 2
+  %fault.p = getelementptr i64, ptr @slots, i64 %fault.i
+  %old = atomicrmw umin ptr %fault.p, i64 %page seq_cst
+  ret void
+
+not.ours:
+  %r = call i32 @sigaction(i32 {SIGBUS}, ptr @previous, ptr null)
+  ret void
+}}
+"""
+
+_lock = threading.Lock()
+_state: dict = {}       # "engine", "slots" (ctypes array over @slots), or "unavailable": why
+
+
+def supported() -> bool:
+    return sys.platform == "linux" and platform.machine() in ("x86_64", "aarch64")
+
+
+def _install() -> ctypes.Array | None:
+    """Build the handler and install it for SIGBUS, once a process; the slots, or None."""
+    if "slots" in _state or "unavailable" in _state:
+        return _state.get("slots")
+    if not supported():
+        _state["unavailable"] = f"not Linux x86-64/AArch64 ({sys.platform} {platform.machine()})"
+        return None
+    try:
+        import llvmlite.binding as llvm
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        for name in ("mmap", "sigaction"):
+            llvm.add_symbol(name, ctypes.cast(getattr(libc, name), ctypes.c_void_p).value)
+        llvm.initialize_native_target()
+        llvm.initialize_native_asmprinter()
+        module = llvm.parse_assembly(_IR)
+        module.verify()
+        machine = llvm.Target.from_default_triple().create_target_machine()
+        engine = llvm.create_mcjit_compiler(module, machine)
+        engine.finalize_object()
+        handler = engine.get_function_address("on_sigbus")
+        slots = (ctypes.c_uint64 * (SLOTS * 3)).from_address(engine.get_global_value_address("slots"))
+        previous = engine.get_global_value_address("previous")
+        action = (ctypes.c_uint8 * SIGACTION_BYTES)()
+        ctypes.c_uint64.from_address(ctypes.addressof(action)).value = handler
+        ctypes.c_int32.from_address(ctypes.addressof(action) + 136).value = SA_SIGINFO
+        libc.sigaction.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
+        if libc.sigaction(SIGBUS, ctypes.addressof(action), previous) != 0:
+            raise OSError(ctypes.get_errno(), "sigaction(SIGBUS) failed")
+    except Exception as e:  # no guard is a worse error message, never a wrong result
+        _state["unavailable"] = f"{type(e).__name__}: {e}"
+        return None
+    _state.update(engine=engine, module=module, slots=slots)
+    return slots
+
+
+def _address(mapping: mmap.mmap) -> int:
+    """The first byte of a mapping (read-only ones too: ctypes cannot take those directly)."""
+    import numpy as np
+
+    return np.frombuffer(mapping, np.uint8, count=1).ctypes.data
+
+
+def guard(mapping: mmap.mmap) -> bool:
+    """Guard a file mapping until it is closed or collected: a fault in it past the file's
+    end reads zeros and is recorded for ``faulted``. False if it could not be guarded."""
+    if len(mapping) == 0:
+        return False
+    with _lock:
+        slots = _install()
+        if slots is None:
+            return False
+        start = _address(mapping)
+        for i in range(SLOTS):
+            if slots[3 * i + 1] == 0:
+                slots[3 * i + 2] = NO_FAULT
+                slots[3 * i] = start
+                slots[3 * i + 1] = start + len(mapping)   # last: the slot is live from here
+                _state.setdefault("guarded", {})[id(mapping)] = i
+                weakref.finalize(mapping, _release, id(mapping), i)
+                return True
+    return False
+
+
+def _release(key: int, i: int) -> None:
+    with _lock:
+        slots = _state.get("slots")
+        if slots is not None and _state.get("guarded", {}).get(key) == i:
+            del _state["guarded"][key]
+            slots[3 * i + 1] = 0      # first: the handler stops matching the slot
+            slots[3 * i] = 0
+
+
+def faulted(mapping: mmap.mmap) -> int | None:
+    """Offset in the mapping of the first page that was past the file's end when touched
+    (now zeros), or None."""
+    with _lock:
+        i = _state.get("guarded", {}).get(id(mapping))
+        slots = _state.get("slots")
+        if i is None or slots is None:
+            return None
+        fault = slots[3 * i + 2]
+        return None if fault == NO_FAULT else fault - slots[3 * i]
+
+
+def unavailable() -> str | None:
+    """Why the handler could not be installed (None if it is, or was never needed)."""
+    return _state.get("unavailable")

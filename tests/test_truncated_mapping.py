@@ -1,0 +1,149 @@
+"""A raw day truncated by another process while it is read through its mapping.
+
+Before ``hw.sigbus``, the first touch of a page past the new end killed the process with
+SIGBUS (no word of which file), and a cut inside the last page read zeros silently. Each
+case runs in its own interpreter, so a regression shows as that child's death by SIGBUS
+rather than the test run's.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from itchflow.hw import sigbus
+
+pytestmark = pytest.mark.skipif(not sigbus.supported(), reason="the SIGBUS guard is Linux x86-64/AArch64 only")
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _run(code: str, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    return subprocess.run([sys.executable, "-c", code, *map(str, args)], env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def day(tmp_path_factory):
+    from itchflow.sim.generator import write_day
+
+    path = tmp_path_factory.mktemp("day") / "day.itch"
+    write_day(path, 60_000, seed=3)
+    return path.read_bytes()
+
+
+def _copy(day: bytes, tmp_path) -> str:
+    path = tmp_path / "day.itch"
+    path.write_bytes(day)
+    return str(path)
+
+
+def test_a_guarded_mapping_reads_zeros_past_the_new_end_and_says_where(tmp_path, day):
+    path = _copy(day, tmp_path)
+    cut = 3 * PAGE + 123
+    res = _run(
+        "import os, sys, numpy as np\n"
+        "from itchflow.sources.chunk import map_file, file_mapping, shrunk\n"
+        "from itchflow.hw import sigbus\n"
+        "a = map_file(sys.argv[1]); mm = file_mapping(a)\n"
+        "os.truncate(sys.argv[1], int(sys.argv[2]))\n"
+        "print(int(a.astype(np.int64).sum()), sigbus.faulted(mm))\n"
+        "print(shrunk(mm, sys.argv[1]))\n", path, cut)
+    assert res.returncode == 0, (res.returncode, res.stderr)
+    total, fault = res.stdout.splitlines()[0].split()
+    # the bytes before the cut are the file's; the rest of its page (past EOF) and every later
+    # page read as zeros; the first page wholly past the end is the first fault
+    assert int(total) == sum(day[:cut])
+    assert int(fault) == 4 * PAGE
+    assert res.stdout.splitlines()[1] == (
+        f"{path}, byte offset {cut}: the file shrank from {len(day):,} to {cut:,} bytes while it was "
+        "being read (truncated or rewritten by another process); what was read past the new end is "
+        "not the file's, so no result of this read is valid")
+
+
+def test_sigbus_anywhere_else_still_ends_the_process(tmp_path, day):
+    """The handler only answers for guarded mappings: an unguarded one truncated under its
+    reader faults as before (the previous disposition, here the default: death by SIGBUS),
+    and does not hang re-running the load."""
+    path = _copy(day, tmp_path)
+    other = tmp_path / "other.bin"
+    other.write_bytes(day)
+    res = _run(
+        "import mmap, os, sys, numpy as np\n"
+        "from itchflow.sources.chunk import map_file\n"
+        "a = map_file(sys.argv[1])\n"                      # installs the handler
+        "with open(sys.argv[2], 'rb') as f:\n"
+        "    b = np.frombuffer(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ), np.uint8)\n"
+        "os.truncate(sys.argv[2], 0)\n"
+        "print('alive', flush=True)\n"
+        "print(int(b.sum()))\n", path, other)
+    assert res.stdout.startswith("alive") and res.returncode == -signal.SIGBUS, (res.returncode, res.stdout,
+                                                                                  res.stderr)
+
+
+_REPLAY = (
+    "import os, sys\n"
+    "from itchflow import Books\n"
+    "from itchflow.book.replay import replay\n"
+    "path, cut = sys.argv[1], int(sys.argv[2])\n"
+    "def truncate_once(messages, done):\n"
+    "    if os.path.getsize(path) != cut:\n"
+    "        os.truncate(path, cut)\n"
+    "try:\n"
+    "    replay(Books(), path, slice_bytes=64 << 10, progress=truncate_once)\n"
+    "except ValueError as e:\n"
+    "    print(type(e).__name__, e.source, e.offset, e.detail, sep='|')\n"
+    "    sys.exit(3)\n"
+    "print('no error')\n")
+
+
+@pytest.mark.parametrize("where", ["to nothing", "at a page boundary", "a third in", "inside the last page"])
+def test_replay_of_a_day_truncated_midway_is_an_error_naming_file_and_offset(tmp_path, day, where):
+    """To nothing or at a page boundary: the next page touched is wholly past the end (SIGBUS
+    before the guard). A third in: the zeros after the cut in its page end the framing with a
+    "zero-length message" that was not in the file. Inside the last page: nothing faults and
+    the last message reads zeros silently; only the file's size tells."""
+    path = _copy(day, tmp_path)
+    cut = {"to nothing": 0, "at a page boundary": len(day) // 3 // PAGE * PAGE, "a third in": len(day) // 3,
+           "inside the last page": len(day) - 7}[where]
+    assert len(day) > 4 * (64 << 10)   # the first slice ends well before the cut
+    res = _run(_REPLAY, path, cut)
+    assert res.returncode == 3, (res.returncode, res.stdout, res.stderr)
+    kind, source, offset, detail = res.stdout.strip().split("|")
+    assert (kind, source, int(offset)) == ("ITCHFormatError", path, cut)
+    assert detail.startswith(f"the file shrank from {len(day):,} to {cut:,} bytes while it was being read")
+
+
+def test_scan_and_stats_of_a_day_truncated_midway_are_errors(tmp_path, day):
+    path = _copy(day, tmp_path)
+    cut = len(day) // 2
+    res = _run(
+        "import os, shutil, sys, itchflow\n"
+        "path, cut = sys.argv[1], int(sys.argv[2])\n"
+        "shutil.copy(path, path + '.2')\n"
+        "pieces = itchflow.scan(path, chunk_messages=5000)\n"
+        "first = next(pieces)\n"
+        "os.truncate(path, cut)\n"
+        "try:\n    list(pieces)\nexcept ValueError as e:\n    print('scan', e.offset, e.detail[:15])\n"
+        "def cut_once(messages, done):\n"
+        "    if os.path.getsize(path + '.2') != cut:\n"
+        "        os.truncate(path + '.2', cut)\n"
+        "try:\n    itchflow.stats(path + '.2', progress=cut_once)\nexcept ValueError as e:\n"
+        "    print('stats', e.offset, e.detail[:15])\n", path, cut)
+    assert res.returncode == 0, (res.returncode, res.stdout, res.stderr)
+    assert res.stdout.splitlines() == [f"scan {cut} the file shrank", f"stats {cut} the file shrank"]
+
+
+def test_a_day_read_whole_before_it_is_truncated_is_no_error(tmp_path, day):
+    """Truncation after the read is over changes nothing already read."""
+    import itchflow
+
+    path = _copy(day, tmp_path)
+    decoded = itchflow.read(path)
+    os.truncate(path, 0)
+    assert decoded.info.messages > 0
