@@ -113,6 +113,7 @@ def test_ring_commands(path):
         assert path in res.output and "book(attached" in res.output
         res = runner.invoke(main, ["ring", "rm", path])
         assert "in use" in res.output and os.path.exists(path)
+        assert res.exit_code == 1 and "1 of the 1 ring(s) named were not removed" in res.output
     bogus = path + ".bogus"
     open(bogus, "wb").write(b"x" * 8192)
     try:
@@ -120,5 +121,8 @@ def test_ring_commands(path):
             Ring.open(bogus)
         res = CliRunner().invoke(main, ["ring", "inspect", bogus])
         assert res.exit_code == 1 and "not a ring" in res.output
+        res = CliRunner().invoke(main, ["ring", "rm", bogus, path + ".never"])
+        assert res.exit_code == 1 and "2 of the 2 ring(s) named were not removed" in res.output
+        assert "not a ring" in res.output and "no such file" in res.output and os.path.exists(bogus)
     finally:
         os.unlink(bogus)

@@ -101,26 +101,36 @@ def ring_inspect(path: str, as_json: bool) -> None:
                                           "(creator dead, producer and consumer heartbeats stale).")
 @click.option("--force", is_flag=True, help="Remove even if a live producer or consumer uses it.")
 def ring_rm(paths: tuple[str, ...], stale: bool, force: bool) -> None:
-    """Remove ring files (refuses rings in use unless --force)."""
+    """Remove ring files (refuses rings in use unless --force).
+
+    Exit status 1 if a ring named on the command line was not removed (not a ring, no such
+    file, in use); --stale alone skips rings in use as a matter of course and exits 0."""
     from itchflow.ring import Ring, RingFormatError
     if not paths and not stale:
         raise click.UsageError("give ring paths/names, or --stale")
+    named = set(_candidates(paths)) if paths else set()
+    kept = []
     for p in _candidates(paths):
         try:
             with Ring.open(p) as r:
                 s = r.snapshot()
         except RingFormatError as e:
-            click.echo(f"skip {p}: {e}", err=True)
-            continue
+            why = str(e)
         except FileNotFoundError:
-            click.echo(f"skip {p}: no such file", err=True)
-            continue
-        if not s["stale"] and not force:
+            why = "no such file"
+        else:
+            if s["stale"] or force:
+                os.unlink(p)
+                click.echo(f"removed {p}")
+                continue
             held = ", ".join(s["held_by"]) or "processes that only just died (heartbeats still fresh)"
-            click.echo(f"skip {p}: in use by {held} (use --force)", err=True)
-            continue
-        os.unlink(p)
-        click.echo(f"removed {p}")
+            why = f"in use by {held} (use --force)"
+        click.echo(f"skip {p}: {why}", err=True)
+        if p in named:
+            kept.append(p)
+    if kept:
+        click.echo(f"error: {len(kept)} of the {len(named)} ring(s) named were not removed", err=True)
+        sys.exit(1)
 
 
 @ring.command("layout")
