@@ -160,3 +160,65 @@ def test_missing_file_error(tmp_path):
 def test_default_gzip_block_is_bounded():
     # streaming keeps memory bounded by the block, not the file
     assert 1 << 20 <= chunks_mod.DEFAULT_GZ_BLOCK <= 256 << 20
+
+
+def _feed_fifo(path, data: bytes, piece: int):
+    """Make a FIFO at path and write data into it from a thread, piece bytes a write."""
+    import os
+    import threading
+
+    os.mkfifo(path)
+
+    def write():
+        with open(path, "wb", buffering=0) as f:   # blocks until the reader opens it
+            for i in range(0, len(data), piece):
+                f.write(data[i:i + piece])
+
+    t = threading.Thread(target=write, daemon=True)
+    t.start()
+    return t
+
+
+@pytest.mark.parametrize("kind,piece", [("raw", 1), ("raw", 4096), ("gzip", 3), ("gzip", 65536)])
+def test_a_pipe_or_fifo_is_read_once_as_a_stream(tmp_path, kind, piece):
+    """A FIFO (or `<(zcat day.gz)`, a pipe) has size 0: mapping it read no message, and
+    reopening it to tell its kind lost its first bytes. Now it is read once, in blocks; the
+    first 8 bytes may arrive one a write."""
+    data = DATA if kind == "raw" else gzip.compress(DATA)
+    raw = tmp_path / "day.itch"
+    raw.write_bytes(DATA)
+    fifo = tmp_path / "feed"
+    writer = _feed_fifo(fifo, data, piece)
+    got = itchflow.read(fifo)
+    writer.join(timeout=60)
+    _field_equal(got, itchflow.read(raw))
+    assert (got.info.messages, got.info.bytes, got.info.unknown) == (STATS.messages, STATS.bytes, STATS.unknown)
+    assert got.info.by_type == STATS.by_type
+
+
+def test_a_capture_through_a_fifo_equals_the_file(tmp_path, all_captures):
+    path = max(all_captures, key=lambda p: p.stat().st_size)
+    fifo = tmp_path / "cap"
+    writer = _feed_fifo(fifo, path.read_bytes(), 1000)
+    got = itchflow.read(fifo)
+    writer.join(timeout=60)
+    want = itchflow.read(path)
+    assert got.info.messages == want.info.messages > 0
+    assert got.info.capture == want.info.capture
+    for code in want:
+        assert np.array_equal(got[code], want[code]), code
+
+
+def test_stats_command_on_a_fifo(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from itchflow.cli import main
+
+    fifo = tmp_path / "feed"
+    writer = _feed_fifo(fifo, DATA, 777)
+    res = CliRunner().invoke(main, ["stats", "--json", str(fifo)])
+    writer.join(timeout=60)
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["messages"] == STATS.messages

@@ -21,12 +21,8 @@ def load_binaryfile(path: str):
     """The whole BinaryFILE as one uint8 array (raw files memory-mapped; gzip decompressed)."""
     import numpy as np
 
-    try:
-        from itchflow.sources.files import iter_chunks
-    except ImportError:  # pragma: no cover - the lead's sources module is there in main
-        iter_chunks = None
-    if iter_chunks is None:
-        return np.memmap(path, np.uint8, "r")
+    from itchflow.sources.files import iter_chunks
+
     parts = [c.data for c in iter_chunks(path)]
     if len(parts) == 1:
         return parts[0]

@@ -41,8 +41,11 @@ def output_console():
 
 
 def progress_total(path: str) -> int | None:
-    """The progress bar's total: the file size, except for gzip (positions are decompressed)."""
+    """The progress bar's total: the file size, except for gzip (positions are decompressed)
+    and for what is not a regular file (a pipe's bytes can be read once only: by the reader)."""
     try:
+        if not os.path.isfile(path):
+            return None
         with open(path, "rb") as f:
             if f.read(2) == b"\x1f\x8b":
                 return None

@@ -34,7 +34,7 @@ def choose_map(source: str, shards: int) -> tuple[np.ndarray, str]:
     from itchflow.sources.files import iter_chunks, sniff
 
     path = local_path(source)
-    if shards > 1 and path is not None:
+    if shards > 1 and path is not None and os.path.isfile(path):  # a pipe is read once: by the split
         with open(path, "rb") as f:
             kind = sniff(f.read(8))
         if kind == "itch":

@@ -76,6 +76,9 @@ def iter_chunks(source, *, gz_block: int = DEFAULT_GZ_BLOCK, strict: bool = True
             raise FileNotFoundError(f"{path}: no such file")
         if path.is_dir():
             raise IsADirectoryError(f"{path}: is a directory, not an ITCH file or capture")
+        if not path.is_file():  # a pipe, FIFO or device (`<(zcat day.gz)`): read once, as a stream
+            yield from _stream_source(path, name, gz_block, strict, capture_stats, dedup)
+            return
         with open(path, "rb") as f:
             kind = sniff(f.read(8))
             if kind == "gzip":
@@ -98,6 +101,43 @@ def iter_chunks(source, *, gz_block: int = DEFAULT_GZ_BLOCK, strict: bool = True
     chunk = Chunk(buf, 1, name, 0, mapping=mapping)
     yield chunk
     chunk.check_intact()  # a consumer that read it all without error may still have read zeros
+
+
+class _Replayed:
+    """A stream whose first bytes were read to tell its kind: they are read again first."""
+
+    def __init__(self, head: bytes, rest):
+        self.head, self.rest = head, rest
+
+    def read(self, n: int = -1) -> bytes:
+        if not self.head:
+            return self.rest.read(n)
+        if n is None or n < 0:
+            out, self.head = self.head + self.rest.read(), b""
+            return out
+        out, self.head = self.head[:n], self.head[n:]
+        return out
+
+
+def _stream_source(path: Path, name: str, block: int, strict: bool, capture_stats, dedup) -> Iterator[Chunk]:
+    """A source that is not a regular file cannot be mapped (its size is 0: mapping it read
+    nothing, and reopening a pipe to sniff it lost its first bytes): it is read once, in
+    blocks of at most ``block`` bytes, whole messages at a time, like a gzip stream."""
+    with open(path, "rb") as f:
+        head = b""
+        while len(head) < 8:  # a pipe may hand the first bytes over in pieces
+            got = f.read(8 - len(head))
+            if not got:
+                break
+            head += got
+        stream = _Replayed(head, f)
+        kind = sniff(head)
+        if kind == "gzip":
+            yield from _gzip_source(stream, name, block, strict, capture_stats, dedup)
+        elif kind in ("pcap", "pcapng"):  # a capture is reassembled whole anyway
+            yield from _capture_chunks(np.frombuffer(stream.read(), np.uint8), name, strict, capture_stats, dedup)
+        else:
+            yield from message_chunks(iter(lambda: stream.read(block), b""), name)
 
 
 def _capture_chunks(buf, name, strict, capture_stats, dedup=True) -> Iterator[Chunk]:
