@@ -65,6 +65,51 @@ SEED = click.IntRange(0)                # numpy's generators take non-negative s
 BYTES = click.IntRange(1)               # a size in bytes
 
 
+HEARTBEAT = Number(0.001, 1e9)          # a heartbeat time-out: at least a millisecond (kept in ns)
+MESSAGE_RATE = Number(0.001, 1e12)     # messages a second to pace a replay at
+
+
+class PowerOfTwo(click.ParamType):
+    """A whole number of bytes that is a power of two, at least ``low`` (a ring's capacity)."""
+
+    name = "bytes"
+
+    def __init__(self, low: int):
+        self.low = low
+
+    def convert(self, value, param, ctx):
+        try:
+            n = int(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a whole number of bytes", param, ctx)
+        if n < self.low or n & (n - 1):
+            self.fail(f"{value!r} is not a power of two of at least {self.low:,}", param, ctx)
+        return n
+
+
+RING_CAPACITY = PowerOfTwo(4096)
+
+
+class CpuList(click.ParamType):
+    """'0,1': the CPUs to pin to ('' for none), each one this process may run on."""
+
+    name = "cpus"
+
+    def convert(self, value, param, ctx):
+        from itchflow.hw.affinity import parse_cpus
+
+        if isinstance(value, tuple) or value is None:
+            return value
+        try:
+            return parse_cpus(str(value).strip())
+        except ValueError as e:
+            text = str(e) if "not available" in str(e) else f"{value!r} is not a comma-separated list of CPU numbers"
+            self.fail(text, param, ctx)
+
+
+CPUS = CpuList()
+
+
 class ImagePath(click.Path):
     """A picture's file name: its suffix says the format (none: PNG), checked before any work
     (matplotlib would only refuse it after the run)."""

@@ -10,7 +10,9 @@ import click
 from itchflow.cli import bench, main
 from itchflow.cli.progress import progress_total
 from itchflow.cli.decode import fail
-from itchflow.cli.params import IMAGE, NON_NEGATIVE, POSITIVE, SECONDS, SECONDS_OR_OFF, SEED, Count
+from itchflow.cli.params import (
+    BYTES, CPUS, HEARTBEAT, IMAGE, MESSAGE_RATE, NON_NEGATIVE, RING_CAPACITY, SECONDS_OR_OFF, SEED, Count,
+)
 from itchflow.wire.itch import price4_to_float
 
 EXIT_INTERRUPTED = 130   # 128 + SIGINT, as a shell reports a Ctrl-C
@@ -25,14 +27,15 @@ LONG_PAUSE_SECONDS = 0.01  # a growth pause this long gets the hint to size the 
                    "mold://GROUP:PORT?line_b=..&rerequest=HOST:PORT&session=.. or "
                    "soup://HOST:PORT?user=..&password=..&session=..&sequence=N")
 @click.option("--ring", default=None, help="Ring name or path (default: a private one in /dev/shm, removed at the end).")
-@click.option("--capacity", default=16 << 20, show_default=True, help="Ring data bytes (a power of two).")
-@click.option("--batch-bytes", default=64 << 10, show_default=True, help="Most message bytes per ring record.")
-@click.option("--rate", type=POSITIVE, default=None, help="Replay a file at this many messages/s (default: flat out).")
-@click.option("--pin", default="", help="Producer,consumer CPUs, e.g. 0,1 (default: no pinning).")
+@click.option("--capacity", type=RING_CAPACITY, default=16 << 20, show_default=True,
+              help="Ring data bytes (a power of two).")
+@click.option("--batch-bytes", type=BYTES, default=64 << 10, show_default=True, help="Most message bytes per ring record.")
+@click.option("--rate", type=MESSAGE_RATE, default=None, help="Replay a file at this many messages/s (default: flat out).")
+@click.option("--pin", type=CPUS, default="", help="Producer,consumer CPUs, e.g. 0,1 (default: no pinning).")
 @click.option("--wait", type=click.Choice(["spin", "yield", "sleep", "block"]), default=None,
               help="Consumer wait strategy (default: spin when pinned, else yield).")
 @click.option("--hugepages", is_flag=True, help="Back the ring with huge pages where available.")
-@click.option("--heartbeat-timeout", type=SECONDS, default=5.0, show_default=True,
+@click.option("--heartbeat-timeout", type=HEARTBEAT, default=5.0, show_default=True,
               help="Seconds of silence after which the producer detaches the consumer (and the consumer "
                    "judges the producer gone).")
 @click.option("--wait-for-file", type=NON_NEGATIVE, default=0.0, show_default=True,
@@ -57,13 +60,12 @@ def run_command(source, ring, capacity, batch_bytes, rate, pin, wait, hugepages,
     Ctrl-C prints the report of what was applied and exits 130."""
     from itchflow.cli.progress import progress_bar
     from itchflow.errors import ITCHFormatError
-    from itchflow.hw.affinity import parse_cpus
     from itchflow.pipeline import PipelineError, PipelineInterrupted, parse_source, run_pipeline
     from itchflow.ring import RingError
 
     try:
         spec = parse_source(source)
-        cpus = parse_cpus(pin)
+        cpus = pin
         books = sized_books(live_orders, trades)
         total = progress_total(spec.path) if spec.kind == "file" else None
         with progress_bar("run", total, quiet or as_json) as update:
@@ -224,24 +226,23 @@ def print_report(r) -> None:
 @click.option("--messages", type=Count(), default="10M", show_default=True, help="Size of the generated day.")
 @click.option("--stocks", default=2000, show_default=True)
 @click.option("--seed", type=SEED, default=1, show_default=True)
-@click.option("--batch-bytes", default=64 << 10, show_default=True)
-@click.option("--small-batch", default=1 << 10, show_default=True, help="Second batch size for the hand-off-only runs.")
+@click.option("--batch-bytes", type=BYTES, default=64 << 10, show_default=True)
+@click.option("--small-batch", type=BYTES, default=1 << 10, show_default=True, help="Second batch size for the hand-off-only runs.")
 @click.option("--net-messages", type=Count(), default="1M", show_default=True, help="Prefix of the day sent over loopback.")
 @click.option("--mold-pps", default=20_000.0, show_default=True, help="MoldUDP64 packets per second offered.")
 @click.option("--repeat", default=2, show_default=True, help="Best of this many runs (file and hand-off runs).")
 @click.option("--no-peers", is_flag=True, help="Only itchflow's own figures.")
-@click.option("--pin", default="0,1", show_default=True, help="producer,consumer CPUs ('' = no pinning).")
+@click.option("--pin", type=CPUS, default="0,1", show_default=True, help="producer,consumer CPUs ('' = no pinning).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def bench_pipeline(messages, stocks, seed, batch_bytes, small_batch, net_messages, mold_pps, repeat, no_peers, pin,
                    as_json) -> None:
     """File, tail, SoupBinTCP and MoldUDP64 through ring -> books, against in-process and
     Python queues (multiprocessing.Queue, faster-fifo), ratios taken in the same run."""
     from itchflow.bench import pipeline as bench_pipeline_mod
-    from itchflow.hw.affinity import parse_cpus
 
     echo = (lambda s: click.echo(s, err=True)) if as_json else click.echo
     r = bench_pipeline_mod.run(messages, stocks, seed, batch_bytes, small_batch, net_messages, mold_pps, repeat,
-                               not no_peers, parse_cpus(pin), echo=echo)
+                               not no_peers, pin, echo=echo)
     if as_json:
         click.echo(json.dumps(r))
     else:

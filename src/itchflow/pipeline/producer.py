@@ -55,19 +55,23 @@ def producer_main(ring_path: str, spec: SourceSpec, batch_bytes: int, cpu: int |
 
     die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    pin(cpu)
-    ring = Ring.open(ring_path)
-    writer = ring.writer(wait=wait)
-    pub = BatchPublisher(writer, batch_bytes)
+    ring = writer = pub = None
     t0 = time.perf_counter()
-    stop = ParentStop(stop_event, parent)
-    try:
+    try:   # opening the ring too: a failure there is reported like any other, not a traceback
+        pin(cpu)
+        ring = Ring.open(ring_path)
+        writer = ring.writer(wait=wait)
+        pub = BatchPublisher(writer, batch_bytes)
+        stop = ParentStop(stop_event, parent)
         stats = produce(spec, pub, stop)
         result = ("ok", {"messages": pub.messages, "records": pub.records, "bytes": pub.bytes,
                          "seconds": time.perf_counter() - t0, "stopped": stop.is_set(), **stats})
     except BaseException as e:   # the consumer reports it after draining what was published
         result = ("error", f"{type(e).__name__}: {e}",
-                  {"messages": pub.messages, "records": pub.records, "bytes": pub.bytes})
+                  {"messages": pub.messages if pub else 0, "records": pub.records if pub else 0,
+                   "bytes": pub.bytes if pub else 0})
     conn.send(result)            # before close: the consumer sees it no later than the end
-    writer.close()
-    ring.close()
+    if writer is not None:
+        writer.close()
+    if ring is not None:
+        ring.close()

@@ -135,7 +135,7 @@ def warm_up(ring) -> None:
     """Load the publish kernel now (an empty call publishes nothing), so that a process forked
     afterwards has it and its first batch does not pay for loading it."""
     empty = np.zeros(0, np.uint8)
-    publish_messages(ring.words, ring.data, P.new_producer_state(ring.words), empty, 0, 0, 1, -1, 0,
+    publish_messages(ring.words, ring.data, P.new_producer_state(ring.words, ring.geometry), empty, 0, 0, 1, -1, 0,
                      1, 0, 0, np.zeros(3, np.int64))
 
 

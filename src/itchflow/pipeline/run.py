@@ -252,6 +252,7 @@ def _consume(reader, applier, proc, progress, run: _Run) -> None:
     from itchflow.ring import ConsumerDetached, ProducerGone
 
     st = applier.st
+    child_ended = False
     try:
         while True:
             try:
@@ -264,8 +265,14 @@ def _consume(reader, applier, proc, progress, run: _Run) -> None:
             if len(batch) == 0:
                 # Nothing for a while. is_alive() reaps a killed child producer (kill(pid, 0), which
                 # the ring uses, still finds a zombie), so the next read drains and says it is gone.
-                if proc is not None:
-                    proc.is_alive()
+                # A child that ended before it opened the ring as its writer leaves no producer to
+                # be gone: an empty read after it ended (everything it published was there to
+                # read) is the end.
+                if proc is not None and not proc.is_alive():
+                    if child_ended:
+                        run.gone = True
+                        break
+                    child_ended = True
                 continue
             taken = tsc()
             if run.t_first is None:

@@ -50,16 +50,17 @@ PRODUCER_CLOSED = -8
 
 
 @njit(nogil=True, cache=True)
-def new_consumer_state(words, slot: int) -> np.ndarray:
-    """Private state for slot ``slot``, starting at its committed snapshot."""
+def new_consumer_state(words, slot: int, geometry) -> np.ndarray:
+    """Private state for slot ``slot``, starting at its committed snapshot. The bounds come
+    from ``geometry`` (``Ring.geometry``: validated at open), not from the shared header."""
     cs = np.zeros(C_FIELDS, np.int64)
     b = L.CONSUMERS_WORD + slot * L.SLOT_WORDS
     cs[C_SLOT] = b
-    cs[C_CAP] = words[L.W_CAPACITY]
-    cs[C_MASK] = words[L.W_CAPACITY] - 1
-    cs[C_DATA_WORD] = words[L.W_HEADER_BYTES] >> 3
-    cs[C_MAX_PAYLOAD] = words[L.W_MAX_PAYLOAD]
-    cs[C_MODE] = words[L.W_MODE]
+    cs[C_CAP] = geometry[L.G_CAPACITY]
+    cs[C_MASK] = geometry[L.G_CAPACITY] - 1
+    cs[C_DATA_WORD] = geometry[L.G_HEADER_BYTES] >> 3
+    cs[C_MAX_PAYLOAD] = geometry[L.G_MAX_PAYLOAD]
+    cs[C_MODE] = geometry[L.G_MODE]
     idx = load_acquire(words, b + L.S_COMMIT_IDX) & 1
     cs[C_IDX] = idx
     cs[C_POS] = load_relaxed(words, b + L.S_COMMIT0 + 3 * idx)
@@ -80,8 +81,10 @@ def set_start(words, cs, pos: int, rec: int, pay: int) -> None:
 @njit(nogil=True, cache=True, _nrt=False)
 def edge_triple(words):
     """The published (position, records, payload) triple, read consistently. If the seqlock
-    stays odd (a producer died mid-update) and no producer is alive, the words are taken as
-    they are: the next producer's recovery rewrites them from the data anyway."""
+    stays odd (a producer died mid-update) and no producer may still publish (none open, or
+    ``producer_status``: its pid gone or its heartbeat stale; a reused pid alone does not keep
+    us here), the words are taken as they are: the next producer's recovery rewrites them from
+    the data anyway."""
     tries = 0
     while True:
         s1 = load_acquire(words, L.W_EDGE_SEQ)
@@ -92,7 +95,8 @@ def edge_triple(words):
         if (s1 & 1) == 0 and load_relaxed(words, L.W_EDGE_SEQ) == s1:
             return pos, rec, pay
         tries += 1
-        if (tries & 0xFFFF) == 0 and not pid_exists(load_relaxed(words, L.W_PROD_PID)):
+        if (tries & 0xFFFF) == 0 and (load_relaxed(words, L.W_PROD_STATE) != L.PRODUCER_OPEN
+                                      or producer_status(words) != 0):
             return pos, rec, pay
         cpu_pause()
 

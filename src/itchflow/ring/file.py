@@ -44,13 +44,15 @@ def _unlink_created() -> None:
 class Ring:
     """A mapped ring file. ``words`` is the file as int64 words, ``data`` the data region."""
 
-    def __init__(self, path: str, fd: int, mm: mmap.mmap, owner: bool):
+    def __init__(self, path: str, fd: int, mm: mmap.mmap, owner: bool, head: np.ndarray | None = None):
+        """head: the header words as validated (``validate_header``); default the mapping's
+        own (a ring this process just wrote)."""
         self.path = path
         self._fd = fd
         self._mm = mm
         self.owner = owner
         self.words = np.frombuffer(mm, dtype=np.int64)
-        w = self.words
+        w = self.words if head is None else head
         self.capacity = int(w[L.W_CAPACITY])
         self.header_bytes = int(w[L.W_HEADER_BYTES])
         self.max_payload = int(w[L.W_MAX_PAYLOAD])
@@ -58,6 +60,11 @@ class Ring:
         self.mode = "lossy" if w[L.W_MODE] == L.MODE_LOSSY else "blocking"
         self.heartbeat_timeout = int(w[L.W_HB_TIMEOUT]) / 1e9
         self.flags = int(w[L.W_FLAGS])
+        geometry = np.zeros(L.G_FIELDS, np.int64)
+        geometry[[L.G_CAPACITY, L.G_HEADER_BYTES, L.G_MAX_PAYLOAD, L.G_MODE, L.G_MAX_CONSUMERS,
+                  L.G_HB_TIMEOUT_NS]] = (self.capacity, self.header_bytes, self.max_payload, int(w[L.W_MODE]),
+                                         self.max_consumers, int(w[L.W_HB_TIMEOUT]))
+        self.geometry = geometry   # what the kernels take their bounds from (layout: G_*)
         self.data = np.frombuffer(mm, dtype=np.uint8, count=self.capacity, offset=self.header_bytes)
 
     # ---- creation and opening ------------------------------------------------------------
@@ -88,6 +95,8 @@ class Ring:
             raise ValueError("max_consumers must be in 1..4096")
         if len(consumers) > max_consumers:
             raise ValueError("more consumer names than slots")
+        if not 0.001 <= heartbeat_timeout <= 1e9:   # (nan fails too) kept in ns: 0 would read as corrupt
+            raise ValueError(f"heartbeat_timeout must be 0.001 to 1e9 seconds, got {heartbeat_timeout!r}")
         path = ring_path(path)
         flags = 0
         huge_dir = None
@@ -155,14 +164,14 @@ class Ring:
         fd = os.open(path, os.O_RDWR)
         try:
             size = os.fstat(fd).st_size
-            validate_header(path, fd, size)
+            head = validate_header(path, fd, size)
             mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         except BaseException:
             os.close(fd)
             raise
-        ring = cls(path, fd, mm, owner=False)
+        ring = cls(path, fd, mm, owner=False, head=head)
         try:
-            validate_slots(path, ring.words)
+            validate_slots(path, ring.words, ring.capacity, ring.mode == "blocking", ring.max_consumers)
         except BaseException:
             ring.close()
             raise
@@ -263,8 +272,9 @@ class Ring:
         return staleness(self.words, self.max_consumers)
 
 
-def validate_header(path: str, fd: int, size: int) -> None:
-    """Raise RingFormatError unless the file's header describes a ring of exactly this size."""
+def validate_header(path: str, fd: int, size: int) -> np.ndarray:
+    """The header's words (a private copy) if they describe a ring of exactly this size, else
+    RingFormatError."""
     need = L.CONSUMERS_WORD * 8
     if size < need:
         raise RingFormatError(f"{path}: {size} bytes is too small to be a ring (header needs {need})")
@@ -285,7 +295,11 @@ def validate_header(path: str, fd: int, size: int) -> None:
         raise RingFormatError(f"{path}: heartbeat timeout {int(head[L.W_HB_TIMEOUT])} ns is not positive")
     if head[L.W_MODE] not in (L.MODE_BLOCKING, L.MODE_LOSSY):
         raise RingFormatError(f"{path}: unknown mode {int(head[L.W_MODE])}")
-    if int(head[L.W_FILE_BYTES]) != hb + cap or size != hb + cap:
+    if int(head[L.W_FILE_BYTES]) != hb + cap:
+        raise RingFormatError(f"{path}: its header's file size word says {int(head[L.W_FILE_BYTES])} bytes, "
+                              f"but header {hb} + capacity {cap} = {hb + cap}")
+    if size != hb + cap:
         raise RingFormatError(f"{path}: file is {size} bytes, its header says {hb} + {cap} = {hb + cap}")
+    return head
 
 

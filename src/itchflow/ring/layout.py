@@ -54,6 +54,17 @@ SLOT_STATE_NAMES = {SLOT_FREE: "free", SLOT_JOINING: "joining", SLOT_ATTACHED: "
 # keeps a loaded machine (threads delayed for a second) from declaring a live producer gone.
 PRODUCER_STALE_MIN_NS = 2_000_000_000
 
+# Positions, record and payload indices are counts since creation and never wrap: 2**62 bytes
+# is 146 years at 1 GB/s. A larger one in a file is corrupt (and position + capacity would
+# overflow int64 in the producer's arithmetic).
+MAX_POSITION = 1 << 62
+
+# A ring's geometry as validated when it was opened (``Ring.geometry``, int64 in this order).
+# The kernels build their private state from it, never from the header words again: another
+# process can rewrite those at any moment, and capacity or header_bytes are used as bounds.
+G_CAPACITY, G_HEADER_BYTES, G_MAX_PAYLOAD, G_MODE, G_MAX_CONSUMERS, G_HB_TIMEOUT_NS = range(6)
+G_FIELDS = 6
+
 # META.flags bits
 FLAG_HUGEPAGE_REQUESTED = 1
 FLAG_HUGETLBFS = 2

@@ -60,16 +60,18 @@ BAD_TYPE = -4
 
 
 @njit(nogil=True, cache=True)
-def new_producer_state(words) -> np.ndarray:
-    """Private producer state for a ring whose header is in ``words``, positioned at its edge."""
+def new_producer_state(words, geometry) -> np.ndarray:
+    """Private producer state for a ring whose header is in ``words``, positioned at its edge.
+    The bounds come from ``geometry`` (``Ring.geometry``: validated at open), not from the
+    shared header, which another process may rewrite."""
     ps = np.zeros(P_FIELDS, np.int64)
-    ps[P_CAP] = words[L.W_CAPACITY]
-    ps[P_MASK] = words[L.W_CAPACITY] - 1
-    ps[P_MAX_PAYLOAD] = words[L.W_MAX_PAYLOAD]
-    ps[P_MODE] = words[L.W_MODE]
-    ps[P_NCONS] = words[L.W_MAX_CONSUMERS]
-    ps[P_DATA_WORD] = words[L.W_HEADER_BYTES] >> 3
-    ps[P_HB_TIMEOUT] = words[L.W_HB_TIMEOUT]
+    ps[P_CAP] = geometry[L.G_CAPACITY]
+    ps[P_MASK] = geometry[L.G_CAPACITY] - 1
+    ps[P_MAX_PAYLOAD] = geometry[L.G_MAX_PAYLOAD]
+    ps[P_MODE] = geometry[L.G_MODE]
+    ps[P_NCONS] = geometry[L.G_MAX_CONSUMERS]
+    ps[P_DATA_WORD] = geometry[L.G_HEADER_BYTES] >> 3
+    ps[P_HB_TIMEOUT] = geometry[L.G_HB_TIMEOUT_NS]
     ps[P_POS] = load_acquire(words, L.W_EDGE_POS)
     ps[P_FIRST_POS] = ps[P_POS]
     ps[P_REC] = load_acquire(words, L.W_EDGE_REC)
@@ -81,15 +83,15 @@ def new_producer_state(words) -> np.ndarray:
 
 
 @njit(nogil=True, cache=True)
-def recover_edge(words) -> int:
+def recover_edge(words, geometry) -> int:
     """Make the edge agree with the data after a producer died between publishing a batch and
     updating the edge: walk published records from the edge until the zeroed header that the
     dead producer left after its last published batch. Returns the records found. Call with no
     live producer (Writer.open does)."""
-    cap = words[L.W_CAPACITY]
+    cap = geometry[L.G_CAPACITY]
     mask = cap - 1
-    dw = words[L.W_HEADER_BYTES] >> 3
-    maxp = words[L.W_MAX_PAYLOAD]
+    dw = geometry[L.G_HEADER_BYTES] >> 3
+    maxp = geometry[L.G_MAX_PAYLOAD]
     pos = load_acquire(words, L.W_EDGE_POS)
     rec = load_acquire(words, L.W_EDGE_REC)
     pay = load_acquire(words, L.W_EDGE_PAY)
@@ -306,11 +308,15 @@ def wait_for_space(words, ps, end_needed: int, strategy: int, timeout_ns: int) -
 
 @njit(nogil=True, cache=True, _nrt=False)
 def claim_wait(words, ps, payload_len: int, rtype: int, strategy: int, timeout_ns: int) -> int:
-    """claim, waiting for space when full (blocking mode). TIMEOUT if it never came."""
+    """claim, waiting for space when full (blocking mode). TIMEOUT if it never came, counted
+    over the whole wait (space that comes but is not enough does not restart the clock)."""
+    start = monotonic_ns()
     while True:
         r = claim(words, ps, payload_len, rtype)
         if r != FULL:
             return r
+        if timeout_ns >= 0 and monotonic_ns() - start > timeout_ns:
+            return TIMEOUT
         stride = (L.RECORD_HEADER_BYTES + payload_len + 7) & ~7
         # Wait for a quarter of the ring, not just for this record: refreshing the limit reads
         # every consumer's position line (a cache miss each), so doing it per record when the

@@ -90,7 +90,7 @@ class Reader:
         store(w, b + L.S_PID, me)
         store(w, b + L.S_HB, time.monotonic_ns())
         store(w, b + L.S_ATTACHES, load(w, b + L.S_ATTACHES) + 1)
-        self.cs = C.new_consumer_state(w, slot)
+        self.cs = C.new_consumer_state(w, slot, ring.geometry)
         st = int(load(w, b + L.S_STATE))
         if ring.mode == "lossy":
             if new:

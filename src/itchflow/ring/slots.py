@@ -31,20 +31,20 @@ def get_name(w: np.ndarray, b: int) -> str:
     return w[b + L.S_NAME: b + L.S_NAME + L.NAME_BYTES // 8].tobytes()[:n].decode("utf-8", "replace")
 
 
-def validate_slots(path: str, w: np.ndarray) -> None:
+def validate_slots(path: str, w: np.ndarray, cap: int, blocking: bool, max_consumers: int) -> None:
     """Raise RingFormatError for the first consumer entry that cannot be right (module doc).
+    cap, blocking and max_consumers are the header's as validated (``Ring``), not read again.
     Safe against live processes: slots being filled in (CLAIMED) are skipped, and positions are
     compared with the edge read before and after them (both only ever grow)."""
     from itchflow.ring.consumer import published_edge
 
-    cap = int(w[L.W_CAPACITY])
-    blocking = int(w[L.W_MODE]) == L.MODE_BLOCKING
     before = published_edge(w)
-    if before[0] < 0 or before[0] % L.RECORD_ALIGN or before[1] < 0 or before[2] < 0:
+    if (before[0] < 0 or before[0] % L.RECORD_ALIGN or before[1] < 0 or before[2] < 0
+            or max(before) > L.MAX_POSITION):
         raise RingFormatError(f"{path}: corrupt edge (position {before[0]}, records {before[1]}, "
-                              f"payload {before[2]})")
+                              f"payload {before[2]}; each must be in 0..2**62)")
     seen = []
-    for i in range(int(w[L.W_MAX_CONSUMERS])):
+    for i in range(max_consumers):
         b = L.slot_base(i)
         st = int(load(w, b + L.S_STATE))
         if st in (L.SLOT_FREE, L.SLOT_CLAIMED):

@@ -50,12 +50,12 @@ class Writer:
                                f"{(time.monotonic_ns() - int(load(w, L.W_PROD_HB))) / 1e9:.1f} s ago)")
             if cas(w, L.W_PROD_PID, old, me) == old:
                 break
-        found = P.recover_edge(w)
+        found = P.recover_edge(w, ring.geometry)
         if found:
             store(w, L.W_RECOVERED, load(w, L.W_RECOVERED) + found)
         self.recovered_records = found
         store(w, L.W_PROD_GEN, load(w, L.W_PROD_GEN) + 1)
-        self.ps = P.new_producer_state(w)
+        self.ps = P.new_producer_state(w, ring.geometry)
         P.heartbeat(w, self.ps)
         store(w, L.W_PROD_STATE, L.PRODUCER_OPEN)
         P.serve_joins(w, self.ps)

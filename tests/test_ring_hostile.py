@@ -1,0 +1,132 @@
+"""Ring header words written by someone else: a stuck seqlock, words changed after they were
+validated, positions that would overflow, and a pipeline whose producer never opened the ring.
+
+Each of these hung or crashed before; the cases that could spin in compiled code or crash run
+in a child interpreter, so a regression shows as that child's time-out or signal.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from itchflow.ring import Ring, RingFormatError
+from itchflow.ring import layout as L
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def _run(code: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    try:
+        return subprocess.run([sys.executable, "-c", code, *map(str, args)], env=env, capture_output=True,
+                              text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"still running after {timeout} s (the hang this test is about)")
+
+
+def _kept_ring(path: str, records: int = 3) -> None:
+    """A blocking ring with consumer 'book', its producer closed after some records."""
+    with Ring.create(path, 1 << 16, consumers=["book"], keep=True) as ring:
+        w = ring.writer()
+        for i in range(records):
+            w.write(bytes([i]) * 20)
+        w.close()
+
+
+def test_an_odd_edge_seqlock_with_a_live_pid_does_not_spin_for_ever(ring_path):
+    """A producer killed between the two seqlock stores leaves the sequence odd; its pid may be
+    reused (here: pid 1, always alive). The edge read gave up only when the pid was gone, so
+    open, inspect, ls and rm spun at 100% CPU for ever. It now also gives up when no producer
+    is open (here: closed) or the open one's heartbeat is stale."""
+    _kept_ring(ring_path)
+    ring = Ring.open(ring_path)
+    ring.words[L.W_EDGE_SEQ] = 11
+    ring.words[L.W_PROD_PID] = 1
+    ring.close()
+    res = _run("import sys\nfrom itchflow.ring import Ring\n"
+               "r = Ring.open(sys.argv[1]); rd = r.reader('book')\n"
+               "print(len(rd.read_batch(timeout=0)))\n", ring_path)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["3"]
+
+
+def test_header_words_changed_after_open_are_not_used_as_bounds(ring_path):
+    """Ring.open validated capacity and header_bytes, then the reader and writer read them
+    again from the shared header: a header_bytes of 2**32 written in between sent the
+    kernels 4 GiB past the mapping (SIGSEGV). They now take the geometry validated at open."""
+    _kept_ring(ring_path, records=0)
+    res = _run(
+        "import sys\nfrom itchflow.ring import Ring\nfrom itchflow.ring import layout as L\n"
+        "r = Ring.open(sys.argv[1])\n"
+        "r.words[L.W_HEADER_BYTES] = 1 << 32; r.words[L.W_CAPACITY] = 1 << 40; r.words[L.W_MAX_PAYLOAD] = 1 << 40\n"
+        "rd = r.reader('book'); w = r.writer()\n"
+        "w.write(b'abc' * 10)\n"
+        "b = rd.read_batch(timeout=1)\n"
+        "print(len(b), bytes(b[0]))\n", ring_path)
+    assert res.returncode == 0, (res.returncode, res.stderr)
+    assert res.stdout.split() == ["1", repr(b"abc" * 10)]
+
+
+@pytest.mark.parametrize("word", ["position", "records", "payload"])
+def test_an_edge_beyond_2_to_the_62_is_corrupt(ring_path, word):
+    """Positions near 2**63 passed validation; position + capacity then overflowed in the
+    producer, whose wait for space returned at once, for ever, past its own time-out."""
+    _kept_ring(ring_path, records=0)
+    ring = Ring.open(ring_path)
+    index = {"position": L.W_EDGE_POS, "records": L.W_EDGE_REC, "payload": L.W_EDGE_PAY}[word]
+    ring.words[index] = (1 << 63) - 64
+    ring.close()
+    with pytest.raises(RingFormatError, match=r"corrupt edge .*each must be in 0\.\.2\*\*62"):
+        Ring.open(ring_path)
+
+
+@pytest.mark.parametrize("timeout", [1e-10, 0.0, -5.0, math.nan, math.inf, 2e9])
+def test_a_heartbeat_timeout_that_cannot_be_kept_is_refused_at_creation(ring_path, timeout):
+    """1e-10 s was stored as 0 ns, which every later open reads as corrupt: a pipeline's own
+    producer then failed to open the ring its parent had just made."""
+    with pytest.raises(ValueError, match="heartbeat_timeout must be 0.001 to 1e9 seconds"):
+        Ring.create(ring_path, 1 << 16, heartbeat_timeout=timeout)
+    assert not os.path.exists(ring_path)
+
+
+def test_a_producer_that_fails_before_opening_the_ring_ends_the_run(tmp_path):
+    """The forked producer opened the ring outside its error handling, so a failure there was
+    a traceback on stderr, and the consumer waited for ever: a producer that never opened the
+    ring never reads as gone. The failure is now the run's error, named."""
+    from itchflow.sim.generator import write_day
+
+    day = tmp_path / "day.itch"
+    write_day(day, 20_000, seed=1)
+    res = _run(
+        "import sys\nfrom itchflow.ring import Ring, RingFormatError\n"
+        "from itchflow.pipeline import PipelineError, parse_source, run_pipeline\n"
+        "def refuse(cls, path):\n    raise RingFormatError(f'{path}: refused by the test')\n"
+        "Ring.open = classmethod(refuse)   # the forked child inherits it; the parent only creates\n"
+        "try:\n    run_pipeline(parse_source(sys.argv[1]))\n"
+        "except PipelineError as e:\n    print(e)\n", day)
+    assert res.returncode == 0, res.stderr
+    assert "producer failed after 0 messages: RingFormatError:" in res.stdout
+    assert "refused by the test" in res.stdout and "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--heartbeat-timeout", "1e-10"], "'--heartbeat-timeout': '1e-10' must be at least 0.001"),
+    (["--pin", "a,b"], "'--pin': 'a,b' is not a comma-separated list of CPU numbers"),
+    (["--pin", "0,4096"], "'--pin': CPUs [4096] are not available"),
+    (["--rate", "1e-300"], "'--rate': '1e-300' must be at least 0.001"),
+    (["--capacity", "-1"], "'--capacity': '-1' is not a power of two of at least 4,096"),
+    (["--capacity", "100000"], "'--capacity': '100000' is not a power of two"),
+    (["--batch-bytes", "0"], "'--batch-bytes': 0 is not in the range x>=1"),
+])
+def test_run_options_that_cannot_work_are_usage_errors(tmp_path, args, message):
+    from itchflow.cli import main
+
+    res = CliRunner().invoke(main, ["run", "--source", str(tmp_path / "never.itch"), *args])
+    assert res.exit_code == 2, res.output
+    assert message in res.output
