@@ -287,6 +287,27 @@ def test_ctrl_c_prints_the_report_and_exits_130(tmp_path, day):
     assert not os.path.exists(ring_file)
 
 
+def test_sigterm_stops_the_producer_removes_the_ring_and_exits_143(tmp_path, day):
+    """SIGTERM (timeout, systemd, docker stop) took the default action: the process died at
+    once, its producer lived on until it noticed, and the ring stayed in /dev/shm."""
+    live, n, _ = _live_day(tmp_path, day)
+    name = f"itchflow-test-shm-term-{os.getpid()}"
+    ring_file = f"/dev/shm/itchflow.{name}.ring"
+    proc = _run_cli(["run", "--source", f"tail:{live}", "--ring", name, "--idle-timeout", "60", "-q"])
+    try:
+        ring = _wait_ready(ring_file, proc)
+        producer = int(ring.snapshot()["producer"]["pid"])
+        ring.close()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        _reap(proc)
+    assert proc.returncode == 143, (proc.returncode, err)
+    assert "terminated (signal 15)" in err and "Traceback" not in err
+    wait_for(lambda: not pid_alive(producer), "the producer to stop", timeout=10)
+    assert not os.path.exists(ring_file)
+
+
 def _published(ring: Ring) -> int:
     """Messages in the records published so far (their headers' counts)."""
     total = 0
@@ -311,4 +332,6 @@ def test_lapped_consumer_of_a_lossy_ring_reports_the_loss(path, day):
         pub.publish(day, 1)          # several times the ring's capacity: the consumer is lapped
         pub.writer.close()
         rep = run_pipeline(f"ring:{path}", top=0)
+        again = run_pipeline(f"ring:{path}", top=0)   # drained: nothing lost in this run
     assert rep.ring_lost_records == pub.records > 0 and rep.messages == 0
+    assert again.ring_lost_records == 0 and again.messages == 0

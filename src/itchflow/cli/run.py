@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 import sys
 
 import click
@@ -57,7 +59,15 @@ LONG_PAUSE_SECONDS = 0.01  # a growth pause this long gets the hint to size the 
 def run_command(source, ring, capacity, batch_bytes, rate, pin, wait, hugepages, heartbeat_timeout,
                 wait_for_file, idle_timeout, top, plot, live_orders, trades, as_json, quiet) -> None:
     """Read a source in one process, hand it over a ring, build every stock's book in another.
-    Ctrl-C prints the report of what was applied and exits 130."""
+    Ctrl-C prints the report of what was applied and exits 130; SIGTERM stops the producer,
+    removes a private ring and exits 143."""
+    with _sigterm_exits():
+        _run(source, ring, capacity, batch_bytes, rate, pin, wait, hugepages, heartbeat_timeout,
+             wait_for_file, idle_timeout, top, plot, live_orders, trades, as_json, quiet)
+
+
+def _run(source, ring, capacity, batch_bytes, rate, pin, wait, hugepages, heartbeat_timeout,
+         wait_for_file, idle_timeout, top, plot, live_orders, trades, as_json, quiet) -> None:
     from itchflow.cli.progress import progress_bar
     from itchflow.errors import ITCHFormatError
     from itchflow.pipeline import PipelineError, PipelineInterrupted, parse_source, run_pipeline
@@ -88,6 +98,27 @@ def run_command(source, ring, capacity, batch_bytes, rate, pin, wait, hugepages,
     except (ITCHFormatError, PipelineError, RingError, OSError, ValueError, RuntimeError) as e:
         fail(e)
     _show(report, as_json, plot)
+
+
+@contextlib.contextmanager
+def _sigterm_exits():
+    """SIGTERM (timeout, systemd, docker stop) ends the run as an error would, through its
+    clean-up: the producer stopped, a private ring removed (the default action left both
+    behind). Exit status 143, as for the signal itself."""
+    def stop(signum, frame):
+        click.echo(f"itchflow: terminated (signal {signum}): stopping the producer, removing a private ring",
+                   err=True)
+        raise SystemExit(128 + signum)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, stop)
+    except ValueError:   # not the main thread: leave signals alone
+        previous = None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _show(report, as_json: bool, plot: str | None) -> None:

@@ -253,6 +253,7 @@ def _consume(reader, applier, proc, progress, run: _Run) -> None:
 
     st = applier.st
     child_ended = False
+    lost_before = reader.lost_records   # the slot's counter is for its lifetime: report this run's
     try:
         while True:
             try:
@@ -286,7 +287,7 @@ def _consume(reader, applier, proc, progress, run: _Run) -> None:
         raise ConsumerDetached(f"{e}. The books built so far are incomplete and cannot be trusted: run again "
                                "(--heartbeat-timeout sets how long a pause is tolerated)") from None
     run.t_end = time.perf_counter()
-    run.ring_lost_records = reader.lost_records
+    run.ring_lost_records = reader.lost_records - lost_before
 
 
 def _fill_counts(report: PipelineReport, applier) -> None:
