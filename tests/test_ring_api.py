@@ -126,3 +126,24 @@ def test_ring_commands(path):
         assert "not a ring" in res.output and "no such file" in res.output and os.path.exists(bogus)
     finally:
         os.unlink(bogus)
+
+
+def test_a_corrupt_ring_file_is_listed_and_force_removes_it_where_rings_live(ring_path, tmp_path):
+    """`ring ls` hid a corrupt ring file (it printed "no rings"), and `ring rm --force` could
+    not remove what it could not open. --force still never removes a file outside the ring
+    folders, whatever its name."""
+    import itchflow.cli.ring  # noqa: F401
+    from itchflow.cli import main
+
+    runner = CliRunner()
+    for path in (ring_path, str(tmp_path / "elsewhere.ring")):
+        with open(path, "wb") as f:
+            f.write(b"not a ring" * 1000)
+    res = runner.invoke(main, ["ring", "ls"])
+    assert res.exit_code == 0 and f"{ring_path}: CORRUPT (" in res.output
+    res = runner.invoke(main, ["ring", "rm", ring_path])
+    assert res.exit_code == 1 and os.path.exists(ring_path)
+    res = runner.invoke(main, ["ring", "rm", "--force", ring_path, str(tmp_path / "elsewhere.ring")])
+    assert f"removed {ring_path} (corrupt: " in res.output and not os.path.exists(ring_path)
+    assert res.exit_code == 1 and os.path.exists(tmp_path / "elsewhere.ring")
+    assert "1 of the 2 ring(s) named were not removed" in res.output

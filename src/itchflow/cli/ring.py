@@ -20,6 +20,15 @@ def _candidates(paths: tuple[str, ...]) -> list[str]:
     return sorted(set(glob.glob("/dev/shm/*.ring")) | set(glob.glob("/dev/shm/itchflow.*")))
 
 
+def _ring_file_name(path: str) -> bool:
+    """Whether path is named as a ring file where rings live (what --force may remove even when
+    it is too corrupt to open: never an arbitrary file given by mistake)."""
+    from itchflow.ring.paths import DEFAULT_DIR, hugetlbfs_mount
+
+    folder = os.path.dirname(os.path.abspath(path))
+    return path.endswith(".ring") and folder in {DEFAULT_DIR, hugetlbfs_mount()}
+
+
 def _fmt_age(s) -> str:
     return "-" if s is None else (f"{s * 1e3:.0f} ms" if s < 10 else f"{s:.0f} s")
 
@@ -41,9 +50,9 @@ def ring_ls(paths: tuple[str, ...], as_json: bool) -> None:
         try:
             with Ring.open(p) as r:
                 rows.append(r.snapshot())
-        except (RingFormatError, OSError) as e:
-            if paths:
-                click.echo(f"{p}: {e}", err=True)
+        except (RingFormatError, OSError) as e:   # named or found: say so, never list it silently away
+            click.echo(f"{p}: {e}" if paths else f"{p}: CORRUPT ({e}; `itchflow ring rm --force` removes it)",
+                       err=True)
     if as_json:
         for s in rows:
             click.echo(json.dumps(s))
@@ -99,7 +108,8 @@ def ring_inspect(path: str, as_json: bool) -> None:
 @click.argument("paths", nargs=-1)
 @click.option("--stale", is_flag=True, help="Remove every ring under /dev/shm that no live process holds "
                                           "(creator dead, producer and consumer heartbeats stale).")
-@click.option("--force", is_flag=True, help="Remove even if a live producer or consumer uses it.")
+@click.option("--force", is_flag=True, help="Remove even if a live producer or consumer uses it, or if it is "
+                                          "corrupt (a *.ring file under /dev/shm or the huge-page mount).")
 def ring_rm(paths: tuple[str, ...], stale: bool, force: bool) -> None:
     """Remove ring files (refuses rings in use unless --force).
 
@@ -115,6 +125,10 @@ def ring_rm(paths: tuple[str, ...], stale: bool, force: bool) -> None:
             with Ring.open(p) as r:
                 s = r.snapshot()
         except RingFormatError as e:
+            if force and _ring_file_name(p):
+                os.unlink(p)
+                click.echo(f"removed {p} (corrupt: {e})")
+                continue
             why = str(e)
         except FileNotFoundError:
             why = "no such file"
