@@ -130,3 +130,16 @@ def test_run_options_that_cannot_work_are_usage_errors(tmp_path, args, message):
     res = CliRunner().invoke(main, ["run", "--source", str(tmp_path / "never.itch"), *args])
     assert res.exit_code == 2, res.output
     assert message in res.output
+
+
+def test_a_header_zeroed_under_a_reader_is_named_as_such_not_a_detach(ring_path):
+    """Zeroing the header under a live reader was reported as a detach for missing heartbeats,
+    blaming the reader for a stray write."""
+    with Ring.create(ring_path, 1 << 16, consumers=["book"]) as ring:
+        w = ring.writer()
+        w.write(b"x" * 20)
+        rd = ring.reader("book")
+        assert len(rd.read_batch(timeout=1)) == 1
+        ring.words[: ring.header_bytes // 8] = 0
+        with pytest.raises(RingFormatError, match="header was overwritten while consumer 'book' was reading"):
+            rd.read_batch(timeout=0)

@@ -194,7 +194,10 @@ def test_batches_roundtrip_against_model(sizes, cuts):
     (lambda b: b.__setitem__(slice(24, 32), struct.pack("<q", 5000)), "power of two"),
     (lambda b: b.__setitem__(slice(32, 40), struct.pack("<q", 4000)), "max payload"),
     (lambda b: b.__setitem__(slice(48, 56), struct.pack("<q", 7)), "unknown mode"),
-    (lambda b: b.__setitem__(slice(16, 24), struct.pack("<q", 16384)), "file is"),
+    (lambda b: b.__setitem__(slice(16, 24), struct.pack("<q", 16384)), "file size word says"),
+    # the word that is wrong is the one named (it said "file is 77824 bytes, its header says 77824")
+    (lambda b: b.__setitem__(slice(8 * L.W_FILE_BYTES, 8 * L.W_FILE_BYTES + 8), struct.pack("<q", 1)),
+     "its header's file size word says 1 bytes"),
     (lambda b: b.__delitem__(slice(len(b) - 100, len(b))), "file is"),
     (lambda b: b.__delitem__(slice(100, len(b))), "too small"),
 ])

@@ -231,7 +231,15 @@ class Reader:
         if self._pending and C.validate_read(self.ring.words, self.cs) == C.DETACHED:
             raise self._detached("the batch it was using may have been overwritten meanwhile")
 
-    def _detached(self, consequence: str) -> ConsumerDetached:
+    def _detached(self, consequence: str) -> RingError:
+        """The error for a slot that no longer reads as attached: a detach by the producer, or
+        a header overwritten by someone else (its magic gone), which is no detach at all."""
+        magic = int(load(self.ring.words, L.W_MAGIC))
+        if magic != L.MAGIC:
+            return RingFormatError(
+                f"{self.ring.path}: the ring's header was overwritten while consumer {self.name!r} was "
+                f"reading (magic word {magic & (2**64 - 1):#018x}, not ITCHRING) at ring position "
+                f"{self.position}; {consequence}")
         return ConsumerDetached(
             f"{self.ring.path}: consumer {self.name!r} was detached by the producer (no heartbeat for more "
             f"than the ring's {self.ring.heartbeat_timeout:g} s timeout: paused, stopped or too slow) at ring "
