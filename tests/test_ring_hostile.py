@@ -143,3 +143,19 @@ def test_a_header_zeroed_under_a_reader_is_named_as_such_not_a_detach(ring_path)
         ring.words[: ring.header_bytes // 8] = 0
         with pytest.raises(RingFormatError, match="header was overwritten while consumer 'book' was reading"):
             rd.read_batch(timeout=0)
+
+
+def test_a_ring_file_truncated_under_its_reader_is_an_error_not_sigbus(ring_path):
+    """Its data pages gone, the reader's next poll died of SIGBUS. The mapping is guarded: the
+    lost pages read as zeros (nothing published) and the next read says what happened."""
+    _kept_ring(ring_path, records=0)
+    res = _run(
+        "import os, sys\nfrom itchflow.ring import Ring, RingFormatError\n"
+        "r = Ring.open(sys.argv[1]); rd = r.reader('book'); w = r.writer()\n"
+        "w.write(b'x' * 20); print(len(rd.read_batch(timeout=1)), flush=True)\n"
+        "os.truncate(sys.argv[1], r.header_bytes)\n"
+        "try:\n    rd.read_batch(timeout=0.2)\nexcept RingFormatError as e:\n    print(e)\n", ring_path)
+    assert res.returncode == 0, (res.returncode, res.stderr)
+    lines = res.stdout.splitlines()
+    assert lines[0] == "1"
+    assert lines[1].startswith(f"{ring_path}: the ring file was truncated to ") and "by another process" in lines[1]

@@ -147,3 +147,27 @@ def test_a_day_read_whole_before_it_is_truncated_is_no_error(tmp_path, day):
     decoded = itchflow.read(path)
     os.truncate(path, 0)
     assert decoded.info.messages > 0
+
+
+def test_guard_slots_are_given_back(tmp_path, day):
+    """A mapping closed (unguard) or collected frees its slot: a long process that maps many
+    files one after another keeps every one guarded."""
+    import gc
+    import mmap
+
+    from itchflow.sources.chunk import file_mapping, map_file
+
+    path = _copy(day, tmp_path)
+    for _ in range(3 * sigbus.SLOTS):
+        a = map_file(path)
+        assert sigbus.faulted(file_mapping(a)) is None
+        del a
+        gc.collect()
+    with open(path, "rb") as f:
+        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    assert sigbus.guard(mm)        # a slot was still free after 3 x SLOTS mappings
+    key = id(mm)
+    assert key in sigbus._state["guarded"]
+    sigbus.unguard(mm)
+    mm.close()
+    assert key not in sigbus._state["guarded"]

@@ -201,6 +201,15 @@ def guard(mapping: mmap.mmap) -> bool:
     return False
 
 
+def unguard(mapping: mmap.mmap) -> None:
+    """Stop guarding a mapping about to be closed (its address range may be reused at once;
+    a mapping merely dropped is let go when it is collected)."""
+    with _lock:
+        i = _state.get("guarded", {}).get(id(mapping))
+    if i is not None:
+        _release(id(mapping), i)
+
+
 def _release(key: int, i: int) -> None:
     with _lock:
         slots = _state.get("slots")

@@ -15,6 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
+from itchflow.hw import sigbus
 from itchflow.hw.atomics_py import load
 from itchflow.ring import layout as L
 from itchflow.ring.errors import RingBusy, RingFormatError
@@ -66,6 +67,23 @@ class Ring:
                                          self.max_consumers, int(w[L.W_HB_TIMEOUT]))
         self.geometry = geometry   # what the kernels take their bounds from (layout: G_*)
         self.data = np.frombuffer(mm, dtype=np.uint8, count=self.capacity, offset=self.header_bytes)
+        if not self.flags & L.FLAG_HUGETLBFS:   # (a huge-page mapping cannot take a 4 KiB page of zeros)
+            sigbus.guard(mm)   # the file truncated under us: pages of zeros and a record (``truncated``)
+
+    def truncated(self) -> str | None:
+        """Why the ring is unusable if its file was truncated under this process (shorter than
+        the mapping, or a page of it found past the end: read as zeros since), else None."""
+        mm = self._mm
+        if mm is None:
+            return None
+        try:
+            now = mm.size()
+        except (OSError, ValueError):
+            return None
+        if now >= len(mm) and sigbus.faulted(mm) is None:
+            return None
+        return (f"{self.path}: the ring file was truncated to {now:,} bytes (it is {len(mm):,}) by another "
+                "process while in use; what was read past its new end is not the ring's")
 
     # ---- creation and opening ------------------------------------------------------------
     @classmethod
@@ -223,6 +241,7 @@ class Ring:
         self.words = self.data = None  # type: ignore[assignment]
         try:
             self._mm.close()
+            sigbus.unguard(self._mm)   # its address range may be reused at once
         except BufferError:
             pass  # a view (e.g. a Batch) is still alive; the mapping goes when it does
         os.close(self._fd)

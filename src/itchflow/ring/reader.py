@@ -189,6 +189,10 @@ class Reader:
         position, first = int(self.cs[C.C_POS]), int(self.cs[C.C_REC])
         n = C.wait_poll(w, self.ring.data, self.cs, n_max, self._copy, self._off, self._len,
                         self._typ, self.strategy, t)
+        if n <= 0:   # nothing, or an error: a file truncated under us reads as either (zeros)
+            truncated = self.ring.truncated()
+            if truncated is not None:
+                raise RingFormatError(truncated)
         if n > 0:
             self._pending = True
             data = self._copy if self.ring.mode == "lossy" else self.ring.data
