@@ -263,22 +263,35 @@ def test_run_on_a_ring_a_live_process_holds_is_busy(path, tmp_path, day):
         assert os.path.exists(path)
 
 
-def test_ctrl_c_prints_the_report_and_exits_130(tmp_path, day):
+def _signalled_run(tmp_path, day, sig, flag: str, settle=None) -> tuple:
+    """`itchflow run` on a tail: source that is never finished, with a named ring: once it is
+    running (and ``settle(ring, messages)`` holds), send it ``sig``. (process, stdout, stderr,
+    producer pid, ring file, messages in the file)."""
     live, n, _ = _live_day(tmp_path, day)
-    name = f"itchflow-test-shm-int-{os.getpid()}"
+    name = f"itchflow-test-shm-sig{int(sig)}-{os.getpid()}"
     ring_file = f"/dev/shm/itchflow.{name}.ring"
-    proc = _run_cli(["run", "--source", f"tail:{live}", "--ring", name, "--idle-timeout", "60", "--json"])
+    proc = _run_cli(["run", "--source", f"tail:{live}", "--ring", name, "--idle-timeout", "60", flag])
     try:
         ring = _wait_ready(ring_file, proc)
-        wait_for(lambda: _published(ring) == n and
-                 ring.snapshot()["consumers"][0]["records_consumed"] == ring.snapshot()["edge"]["records"],
-                 "every message of the file to be applied")
+        if settle is not None:
+            settle(ring, n)
         producer = int(ring.snapshot()["producer"]["pid"])
         ring.close()
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         out, err = proc.communicate(timeout=30)
     finally:
         _reap(proc)
+    return proc, out, err, producer, ring_file, n
+
+
+def _all_applied(ring: Ring, n: int) -> None:
+    wait_for(lambda: _published(ring) == n and
+             ring.snapshot()["consumers"][0]["records_consumed"] == ring.snapshot()["edge"]["records"],
+             "every message of the file to be applied")
+
+
+def test_ctrl_c_prints_the_report_and_exits_130(tmp_path, day):
+    proc, out, err, producer, ring_file, n = _signalled_run(tmp_path, day, signal.SIGINT, "--json", _all_applied)
     assert proc.returncode == 130, err
     rep = json.loads(out)
     assert rep["interrupted"] is True and rep["messages"] == n
@@ -290,18 +303,7 @@ def test_ctrl_c_prints_the_report_and_exits_130(tmp_path, day):
 def test_sigterm_stops_the_producer_removes_the_ring_and_exits_143(tmp_path, day):
     """SIGTERM (timeout, systemd, docker stop) took the default action: the process died at
     once, its producer lived on until it noticed, and the ring stayed in /dev/shm."""
-    live, n, _ = _live_day(tmp_path, day)
-    name = f"itchflow-test-shm-term-{os.getpid()}"
-    ring_file = f"/dev/shm/itchflow.{name}.ring"
-    proc = _run_cli(["run", "--source", f"tail:{live}", "--ring", name, "--idle-timeout", "60", "-q"])
-    try:
-        ring = _wait_ready(ring_file, proc)
-        producer = int(ring.snapshot()["producer"]["pid"])
-        ring.close()
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=30)
-    finally:
-        _reap(proc)
+    proc, out, err, producer, ring_file, _ = _signalled_run(tmp_path, day, signal.SIGTERM, "-q")
     assert proc.returncode == 143, (proc.returncode, err)
     assert "terminated (signal 15)" in err and "Traceback" not in err
     wait_for(lambda: not pid_alive(producer), "the producer to stop", timeout=10)
