@@ -55,6 +55,9 @@ def producer_main(ring_path: str, spec: SourceSpec, batch_bytes: int, cpu: int |
 
     die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # The parent stops us with SIGTERM and cleans up itself; its own SIGTERM handler (``itchflow
+    # run``), inherited through fork, would make us print its message and unwind instead.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     ring = writer = pub = None
     t0 = time.perf_counter()
     try:   # opening the ring too: a failure there is reported like any other, not a traceback
