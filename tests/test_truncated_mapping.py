@@ -169,3 +169,18 @@ def test_guard_slots_are_given_back(tmp_path, day):
     sigbus.unguard(mm)
     mm.close()
     assert key not in sigbus._state["guarded"]
+
+
+def test_a_mapping_collected_while_another_is_guarded_does_not_deadlock(tmp_path, day):
+    """A guarded mapping freed by the garbage collector runs its release callback on whatever
+    thread collects, possibly inside ``guard``'s own locked block (any allocation there may
+    collect): with a plain lock that thread waited on itself for ever (a CI run hung in
+    futex_wait). Here every allocation collects, and the mappings die only in cycles."""
+    path = _copy(day, tmp_path)
+    res = _run(
+        "import gc, sys\nfrom itchflow.sources.chunk import map_file\n"
+        "gc.set_threshold(1, 1, 1)\n"
+        "for _ in range(200):\n"
+        "    a = map_file(sys.argv[1]); cycle = [a]; cycle.append(cycle); del a, cycle\n"
+        "print('done')\n", path)
+    assert res.returncode == 0 and res.stdout.split() == ["done"], (res.returncode, res.stderr)

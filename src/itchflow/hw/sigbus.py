@@ -96,7 +96,10 @@ not.ours:
 }}
 """
 
-_lock = threading.Lock()
+# Reentrant: a mapping collected while this thread holds the lock (any allocation in a locked
+# block may run the garbage collector) calls _release, on this thread, from inside the block. A
+# plain Lock deadlocked there (seen: a test run stuck in futex_wait).
+_lock = threading.RLock()
 _state: dict = {}       # "engine", "slots" (ctypes array over @slots), or "unavailable": why
 
 
