@@ -75,11 +75,10 @@ def _run(source, ring, capacity, batch_bytes, rate, pin, wait, hugepages, heartb
 
     try:
         spec = parse_source(source)
-        cpus = pin
         books = sized_books(live_orders, trades)
         total = progress_total(spec.path) if spec.kind == "file" else None
         with progress_bar("run", total, quiet or as_json) as update:
-            report = run_pipeline(spec, ring=ring, capacity=capacity, batch_bytes=batch_bytes, pin=cpus,
+            report = run_pipeline(spec, ring=ring, capacity=capacity, batch_bytes=batch_bytes, pin=pin,
                                   wait=wait, top=top, progress=update, hugepages=hugepages, rate=rate,
                                   heartbeat_timeout=heartbeat_timeout, wait_for_file=wait_for_file,
                                   idle_timeout=idle_timeout or None, books=books)

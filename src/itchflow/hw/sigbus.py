@@ -234,6 +234,24 @@ def faulted(mapping: mmap.mmap) -> int | None:
         return None if fault == NO_FAULT else fault - slots[3 * i]
 
 
+def shrunk(mapping: mmap.mmap) -> tuple[int, int] | None:
+    """(the file's size now, the first byte of the mapping that is no longer the file's) if the
+    file under a mapping is shorter than the mapping, or a page of it was past the file's end
+    when touched (read as zeros since); None while the file still covers it, or for a closed
+    mapping. The size is the mapping's own descriptor's (fstat), so a file renamed or replaced
+    under the same name is not mistaken for this one."""
+    if mapping.closed:
+        return None
+    try:
+        now = mapping.size()
+    except (OSError, ValueError):
+        return None
+    fault = faulted(mapping)
+    if now >= len(mapping) and fault is None:
+        return None
+    return now, now if fault is None else min(now, fault)
+
+
 def unavailable() -> str | None:
     """Why the handler could not be installed (None if it is, or was never needed)."""
     return _state.get("unavailable")

@@ -45,6 +45,12 @@ class ParentStop:
         return self.event.is_set() or os.getppid() != self.parent
 
 
+def _counts(pub) -> dict:
+    """What was published (nothing before the publisher existed)."""
+    return {"messages": pub.messages if pub else 0, "records": pub.records if pub else 0,
+            "bytes": pub.bytes if pub else 0}
+
+
 def producer_main(ring_path: str, spec: SourceSpec, batch_bytes: int, cpu: int | None, wait: str, conn,
                   stop_event, parent: int) -> None:
     """Body of the forked producer: open the ring as its writer, publish the source, send the
@@ -67,12 +73,9 @@ def producer_main(ring_path: str, spec: SourceSpec, batch_bytes: int, cpu: int |
         pub = BatchPublisher(writer, batch_bytes)
         stop = ParentStop(stop_event, parent)
         stats = produce(spec, pub, stop)
-        result = ("ok", {"messages": pub.messages, "records": pub.records, "bytes": pub.bytes,
-                         "seconds": time.perf_counter() - t0, "stopped": stop.is_set(), **stats})
+        result = ("ok", {**_counts(pub), "seconds": time.perf_counter() - t0, "stopped": stop.is_set(), **stats})
     except BaseException as e:   # the consumer reports it after draining what was published
-        result = ("error", f"{type(e).__name__}: {e}",
-                  {"messages": pub.messages if pub else 0, "records": pub.records if pub else 0,
-                   "bytes": pub.bytes if pub else 0})
+        result = ("error", f"{type(e).__name__}: {e}", _counts(pub))
     conn.send(result)            # before close: the consumer sees it no later than the end
     if writer is not None:
         writer.close()

@@ -73,17 +73,11 @@ class Ring:
     def truncated(self) -> str | None:
         """Why the ring is unusable if its file was truncated under this process (shorter than
         the mapping, or a page of it found past the end: read as zeros since), else None."""
-        mm = self._mm
-        if mm is None:
+        cut = None if self._mm is None else sigbus.shrunk(self._mm)
+        if cut is None:
             return None
-        try:
-            now = mm.size()
-        except (OSError, ValueError):
-            return None
-        if now >= len(mm) and sigbus.faulted(mm) is None:
-            return None
-        return (f"{self.path}: the ring file was truncated to {now:,} bytes (it is {len(mm):,}) by another "
-                "process while in use; what was read past its new end is not the ring's")
+        return (f"{self.path}: the ring file was truncated to {cut[0]:,} bytes (it is {len(self._mm):,}) by "
+                "another process while in use; what was read past its new end is not the ring's")
 
     # ---- creation and opening ------------------------------------------------------------
     @classmethod

@@ -141,20 +141,12 @@ def map_file(path: str | os.PathLike) -> np.ndarray:
 
 
 def shrunk(mapping: mmap.mmap | None, name: str) -> ITCHFormatError | None:
-    """The error to raise if the file under a ``map_file`` mapping is now shorter than the
-    mapping, or a page of it was past the file's end when touched (read as zeros), else None.
-    The mapping keeps its own descriptor of the file, so a file renamed or replaced under
-    the same name is not mistaken for this one."""
-    if mapping is None or mapping.closed:
+    """The error to raise if the file under a ``map_file`` mapping shrank while it was read
+    (``sigbus.shrunk``), else None."""
+    cut = None if mapping is None else sigbus.shrunk(mapping)
+    if cut is None:
         return None
-    try:
-        now = mapping.size()   # fstat of the mapped file itself
-    except (OSError, ValueError):
-        return None
-    fault = sigbus.faulted(mapping)
-    if now >= len(mapping) and fault is None:
-        return None
-    cut = now if fault is None else min(now, fault)
+    now, cut = cut
     return ITCHFormatError(
         f"the file shrank from {len(mapping):,} to {now:,} bytes while it was being read (truncated "
         "or rewritten by another process); what was read past the new end is not the file's, so "
