@@ -477,6 +477,29 @@ def test_snapped_fragmented_and_non_udp_records_are_counted():
     assert d["S"]["sequence"].tolist() == [1]
 
 
+def test_an_itch_message_of_the_wrong_length_makes_its_packet_malformed(tmp_path):
+    """A packet holding an ITCH type at another length than ITCH 5.0's (here an A of 20 bytes:
+    36 by the specification) is a malformed packet. Strict: an error naming the packet, the
+    block's byte in the file and both lengths; lenient: the packet counted as malformed and
+    its messages as missing, the rest delivered."""
+    short_add = b"A" + bytes(19)
+    frames = [ref.eth_ipv4_udp(ref.mold_packet(b"S", 1, [_msg_for(1)])),
+              ref.eth_ipv4_udp(ref.mold_packet(b"S", 2, [_msg_for(2), short_add])),
+              ref.eth_ipv4_udp(ref.mold_packet(b"S", 4, [_msg_for(4)]))]
+    path = tmp_path / "short-add.pcap"
+    path.write_bytes(ref.pcap_file(frames))
+    raw = path.read_bytes()
+    at = raw.index(ref.mold_packet(b"S", 2, [_msg_for(2), short_add])) + 20 + 2 + len(_msg_for(2))
+    with pytest.raises(ITCHFormatError) as err:
+        itchflow.read(str(path))
+    assert (err.value.packet, err.value.offset) == (2, at)
+    assert "type 'A' is 36 bytes, this block 20" in str(err.value) and str(path) in str(err.value)
+    d = itchflow.read(str(path), strict=False)
+    cap = d.info.capture
+    assert (cap["malformed_packets"], cap["messages"], cap["gaps"], cap["missing_messages"]) == (1, 2, 1, 2)
+    assert d["D"]["sequence"].tolist() == [1, 4]
+
+
 @pytest.mark.parametrize("sequences", [(1, 2**63 + 5), (2**64 - 1, 1), (1, (1 << 63) - 0xFFFF)])
 def test_a_sequence_past_2_63_is_a_malformed_packet_not_a_gap(sequences):
     """A sequence no feed reaches (as the live receiver's rule: past 2**63 - 2**16) would make

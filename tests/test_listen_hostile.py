@@ -22,12 +22,13 @@ pytestmark = pytest.mark.timeout(120)
 SESSION = b"HOSTILE001"
 
 
-def message(seq: int, tag: bytes = b"R") -> bytes:
+def message(seq: int, tag: bytes = b"r") -> bytes:
+    """A framed message of no ITCH type (the receiver holds ITCH types to their lengths)."""
     body = tag + seq.to_bytes(8, "big") + bytes(seq % 5)
     return struct.pack(">H", len(body)) + body
 
 
-def packet(first: int, count: int, tag: bytes = b"R") -> bytes:
+def packet(first: int, count: int, tag: bytes = b"r") -> bytes:
     return struct.pack(">10sQH", SESSION, first, count) + b"".join(message(s, tag) for s in range(first, first + count))
 
 
@@ -90,7 +91,7 @@ def test_only_the_rerequest_server_can_fill_a_hole():
         tx.sendto(packet(3, 1), a.getsockname())            # 2 is missing
         request, reply_to = server.recvfrom(64)             # the listener asks the server
         assert struct.unpack(">10sQH", request) == (SESSION, 2, 1)
-        forger.sendto(packet(2, 1, b"F"), reply_to)         # sent first, so it would arrive first
+        forger.sendto(packet(2, 1, b"f"), reply_to)         # sent first, so it would arrive first
         server.sendto(packet(2, 1), reply_to)
         tx.sendto(end_of_session(4), a.getsockname())
         t.join(60)

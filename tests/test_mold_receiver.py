@@ -33,8 +33,9 @@ MS = 1_000_000
 
 
 def message(seq: int) -> bytes:
-    """A framed message whose length and bytes depend on its sequence number."""
-    body = bytes([65 + seq % 26]) + seq.to_bytes(8, "big") + bytes(seq % 7)
+    """A framed message whose length and bytes depend on its sequence number. Its type byte
+    is none of ITCH's (0xC0..0xD9), which the receiver would hold to ITCH's lengths."""
+    body = bytes([0xC0 + seq % 26]) + seq.to_bytes(8, "big") + bytes(seq % 7)
     return struct.pack(">H", len(body)) + body
 
 
@@ -311,6 +312,48 @@ def test_malformed_packets_are_counted_with_their_number(raw, why):
     assert run.r.stats.malformed == 1 and run.r.malformed_log == [m]
     run.feed(packet(2, 1), 2)     # and the feed goes on
     assert bytes(run.out) == expected(1, 3)
+
+
+def _itch_block(code: bytes, length: int) -> bytes:
+    """A framed block of an ITCH type at any length (the bytes after the type are zeros)."""
+    return struct.pack(">H", length) + code + bytes(length - 1)
+
+
+@pytest.mark.parametrize("batched", [False, True])
+@pytest.mark.parametrize("code, length, spec", [(b"A", 20, 36), (b"D", 18, 19), (b"S", 13, 12), (b"Q", 41, 40)])
+def test_an_itch_message_of_the_wrong_length_is_malformed_and_the_other_line_fills_it(code, length, spec, batched):
+    """A block whose type is ITCH's but whose length is not that type's (ITCH 5.0: A 36, D 19,
+    S 12, Q 40 bytes) would end any later read of the output at that message: the packet is
+    malformed, reported with the block's offset, and line B's good copy is delivered instead."""
+    good = _itch_block(code, spec)
+    bad = struct.pack(">10sQH", SESSION, 2, 2) + message(2) + _itch_block(code, length)
+    run = Run(line_wait_ns=10 * MS)
+    run.feed(packet(1, 1), 0)
+    if batched:
+        bufs = np.zeros((1, 2048), np.uint8)
+        bufs[0, :len(bad)] = np.frombuffer(bad, np.uint8)
+        run._take(run.r.receive_batch(bufs, np.array([len(bad)]), 1, 1, LINE_A))
+    else:
+        run.feed(bad, 1)
+    (m,) = of(run.events, Malformed)
+    assert m.packet == 2 and m.offset == 20 + len(message(2))
+    assert f"type {code.decode()!r} is {spec} bytes, this block {length}" in m.reason
+    assert bytes(run.out) == expected(1, 2) and run.r.stats.malformed == 1
+    run.feed(struct.pack(">10sQH", SESSION, 2, 2) + message(2) + good, 2, LINE_B)
+    assert bytes(run.out) == expected(1, 3) + good
+    assert run.r.next_sequence == 4
+
+
+def test_unknown_types_and_itch_types_at_their_length_pass():
+    """Every ITCH 5.0 type at its specified length, and a type ITCH does not define at any
+    length, are delivered as they are (unknown types are counted where they are decoded)."""
+    from itchflow.wire.itch import MESSAGES
+
+    blocks = [_itch_block(m.code.encode(), m.length) for m in MESSAGES.values()] + [_itch_block(b"z", 3), _itch_block(b"\xff", 70)]
+    pkt = struct.pack(">10sQH", SESSION, 1, len(blocks)) + b"".join(blocks)
+    run = Run()
+    run.feed(pkt, 0)
+    assert bytes(run.out) == b"".join(blocks) and not of(run.events, Malformed)
 
 
 @settings(max_examples=200, deadline=None)

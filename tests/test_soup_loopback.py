@@ -269,7 +269,7 @@ def _fake_server(accept_sequence: int, first_message: int, messages: list[bytes]
 def test_fetch_skips_and_counts_what_an_earlier_login_accepted_repeats():
     from itchflow.sources.soup_sockets import fetch
 
-    msgs = [b"A" + i.to_bytes(4, "big") for i in range(1, 11)]
+    msgs = [b"z" + i.to_bytes(4, "big") for i in range(1, 11)]   # "z": not an ITCH type
     (host, port), t = _fake_server(3, 3, msgs[2:])          # asked 6, the server starts at 3
     out = io.BytesIO()
     runs = []
@@ -283,7 +283,7 @@ def test_fetch_skips_and_counts_what_an_earlier_login_accepted_repeats():
 
 @pytest.mark.parametrize("accepted", [2**63, 10**20 - 1])
 def test_fetch_refuses_an_absurd_login_accepted_sequence(accepted, tmp_path):
-    (host, port), t = _fake_server(accepted, accepted, [b"A1234"])
+    (host, port), t = _fake_server(accepted, accepted, [b"z1234"])
     env = dict(os.environ, PYTHONPATH=SRC)
     cli = "import sys; from itchflow.cli import main; import itchflow.cli.net; sys.exit(main())"
     ring = f"netfetch{os.getpid()}{accepted % 1000}"
@@ -301,7 +301,7 @@ def test_fetch_refuses_an_absurd_login_accepted_sequence(accepted, tmp_path):
 def test_fetch_counts_what_a_later_login_accepted_skips():
     from itchflow.sources.soup_sockets import fetch
 
-    msgs = [b"A" + i.to_bytes(4, "big") for i in range(1, 11)]
+    msgs = [b"z" + i.to_bytes(4, "big") for i in range(1, 11)]   # "z": not an ITCH type
     (host, port), t = _fake_server(8, 8, msgs[7:])          # asked 6, the server starts at 8
     runs = []
     res = fetch(host, port, "u", "p", io.BytesIO(), sequence=6, max_seconds=20, max_reconnects=0,
@@ -315,7 +315,7 @@ def test_run_pipeline_stops_with_an_error_on_an_absurd_login_accepted():
     """Inside `itchflow run` the same refusal is an error naming the source, not a quiet end."""
     from itchflow.pipeline import PipelineError, run_pipeline
 
-    (host, port), t = _fake_server(2**63, 2**63, [b"A1234"])
+    (host, port), t = _fake_server(2**63, 2**63, [b"z1234"])
     with pytest.raises((PipelineError, OSError)) as e:
         run_pipeline(f"soup://{host}:{port}?user=u&password=p&sequence=1")
     t.join(10)

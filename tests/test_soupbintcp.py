@@ -34,7 +34,7 @@ S = 1_000_000_000
 
 
 def message(i: int) -> bytes:
-    body = b"A" + i.to_bytes(4, "big") + bytes(i % 11)
+    body = b"z" + i.to_bytes(4, "big") + bytes(i % 11)   # not an ITCH type: any length goes
     return body
 
 
@@ -129,6 +129,24 @@ def test_client_protocol_errors():
     c = SoupClient("u", "p")
     ev = c.receive_data(soup(b"A", b"short"), 0)
     assert isinstance(ev[0], ProtocolError) and "expected 30" in ev[0].reason
+
+
+@pytest.mark.parametrize("code, length, spec", [(b"A", 20, 36), (b"E", 32, 31), (b"R", 38, 39)])
+def test_client_refuses_an_itch_message_of_the_wrong_length_naming_its_sequence(code, length, spec):
+    """ITCH 5.0 gives A 36, E 31 and R 39 bytes: a sequenced packet carrying one of those
+    types at another length ends the session with an error naming the message's sequence
+    number (written out, it would end any later read of the stream there); the messages
+    before it are delivered, a type ITCH does not define passes at any length."""
+    c = SoupClient("u", "p", sequence=1)
+    good = code + bytes(spec - 1)
+    stream = (soup(b"A", b"S1".ljust(10) + b"1".rjust(20)) + sequenced(1, 4) + soup(b"S", good)
+              + soup(b"S", code + bytes(length - 1)) + sequenced(6, 8))
+    ev = c.receive_data(stream, 0)
+    assert got(ev) == b"".join(struct.pack(">H", len(m)) + m for m in [message(i) for i in (1, 2, 3)] + [good])
+    (err,) = [e for e in ev if isinstance(e, ProtocolError)]
+    assert f"sequenced message 5: type {code.decode()!r} is {spec} bytes in ITCH 5.0, this message {length}" \
+        in err.reason
+    assert c.closed and c.next_sequence == 5
 
 
 def server(n=50, **kw):

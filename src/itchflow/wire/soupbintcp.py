@@ -14,6 +14,7 @@ from numba import njit
 
 from itchflow.hw.endian import u8
 from itchflow.wire.binaryfile import LENGTH_PREFIX, OK, next_message
+from itchflow.wire.itch import LENGTH_BY_BYTE
 
 LENGTH_SIZE = LENGTH_PREFIX
 
@@ -87,7 +88,8 @@ def soup_to_binaryfile(buf, pos, end, out, out_pos):
 
     Stops at the first packet that is not ``S``, is incomplete, or does not fit in out.
     Returns (new pos, new out_pos, messages). An ``S`` packet of length 1 (empty message)
-    stops the run too, so the caller reports it.
+    or holding a known ITCH type at another length than that type's stops the run too, so
+    the caller reports it (written out, it would end any later read of the stream there).
     """
     n = 0
     cap = out.shape[0]
@@ -96,6 +98,9 @@ def soup_to_binaryfile(buf, pos, end, out, out_pos):
         if status != OK or length < 2 or u8(buf, body) != _S:
             break
         mlen = length - 1
+        expected = LENGTH_BY_BYTE[buf[body + 1]]
+        if expected != 0 and expected != mlen:
+            break
         if out_pos + LENGTH_SIZE + mlen > cap:
             break
         out[out_pos] = (mlen >> 8) & 0xFF

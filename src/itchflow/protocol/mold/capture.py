@@ -17,7 +17,7 @@ from numba import njit
 
 from itchflow.errors import ITCHFormatError
 from itchflow.hw.endian import be16, be64
-from itchflow.protocol.mold.codec import BLOCKS_OK, walk_blocks
+from itchflow.protocol.mold.codec import BLOCKS_OK, MALFORMED_TEXT, SHORT_HEADER, malformed_text, walk_blocks
 from itchflow.wire.binaryfile import next_message
 from itchflow.wire.moldudp64 import (
     END_OF_SESSION_COUNT,
@@ -34,14 +34,12 @@ from itchflow.wire.pcap import REC_FRAGMENT, REC_NOT_UDP, REC_SNAPPED, REC_UDP, 
 # MoldUDP64 data sequence (anonymised captures blank it): kept in capture order, never
 # de-duplicated, since nothing says which messages are the same.
 DATA, HEARTBEAT, END_OF_SESSION, MALFORMED, NOT_UDP, UNSEQUENCED = 0, 1, 2, 3, 4, 5
+_BAD_SEQUENCE = 64   # beside walk_blocks' codes (why[] holds either)
 _MALFORMED_TEXT = {
-    1: "UDP payload shorter than the 20-byte MoldUDP64 header",
-    2: "a message block runs past the end of the packet",
-    3: "bytes left over after the last message block the header counts",
-    4: "zero-length message block",
-    5: "sequence number past 2**63 - 2**16 (no feed reaches it; its gap would not fit a count)",
+    **MALFORMED_TEXT,
+    SHORT_HEADER: "UDP payload shorter than the 20-byte MoldUDP64 header",
+    _BAD_SEQUENCE: "sequence number past 2**63 - 2**16 (no feed reaches it; its gap would not fit a count)",
 }
-_BAD_SEQUENCE = 5
 assert SESSION_SIZE == 10   # the session is kept as two integers: 8 bytes + 2 bytes
 
 
@@ -57,7 +55,7 @@ def index_packets(buf, off, length, outcome, kind, why, sess_hi, sess_lo, seq, c
         ok, s, c = read_header(buf, p, end)
         if not ok:
             kind[i] = MALFORMED
-            why[i] = 1
+            why[i] = SHORT_HEADER
             continue
         sess_hi[i] = be64(buf, p + SESSION_OFFSET)
         sess_lo[i] = be16(buf, p + SESSION_OFFSET + 8)
@@ -260,8 +258,12 @@ def reassemble(buf: np.ndarray, table: PacketTable, source: str, strict: bool = 
     stats.malformed_packets = len(bad)
     if strict and len(bad):
         i = int(bad[0])
-        raise ITCHFormatError(f"malformed MoldUDP64 packet: {_MALFORMED_TEXT[int(why[i])]}",
-                              source=source, packet=i + 1, offset=int(table.payload_offset[i]))
+        text, at = _MALFORMED_TEXT[int(why[i])], int(table.payload_offset[i])
+        if int(why[i]) in MALFORMED_TEXT and int(why[i]) != SHORT_HEADER:   # name the block
+            _, at = walk_blocks(buf, at + HEADER_SIZE, at + int(table.payload_length[i]), int(count[i]),
+                                int(count[i]))
+            text = malformed_text(int(why[i]), buf, int(at))
+        raise ITCHFormatError(f"malformed MoldUDP64 packet: {text}", source=source, packet=i + 1, offset=int(at))
     stats.not_udp = table.count(REC_NOT_UDP)
     stats.ip_fragments = table.count(REC_FRAGMENT)
     stats.snapped = table.count(REC_SNAPPED)

@@ -14,7 +14,7 @@ from numba import njit
 from itchflow.hw.endian import be16, be48_from8, be64  # noqa: F401  (be64: re-exported for bench.net)
 from itchflow.wire.binaryfile import (LENGTH_PREFIX, OK, ZERO_LENGTH, index_error_text,
                                       message_offsets, next_message)
-from itchflow.wire.itch import MESSAGES
+from itchflow.wire.itch import LENGTH_BY_BYTE, MESSAGES
 from itchflow.wire.moldudp64 import (
     HEADER_DTYPE,
     HEADER_SIZE,
@@ -30,11 +30,13 @@ SHORT_HEADER = 1
 BLOCK_OVERRUN = 2
 TRAILING_BYTES = 3
 ZERO_LENGTH_BLOCK = 4
+BAD_ITCH_LENGTH = 5
 MALFORMED_TEXT = {
     SHORT_HEADER: "shorter than the 20-byte MoldUDP64 header",
     BLOCK_OVERRUN: "a message block runs past the end of the packet (fewer blocks than the count says)",
     TRAILING_BYTES: "bytes left over after the last message block the header counts",
     ZERO_LENGTH_BLOCK: "zero-length message block",
+    BAD_ITCH_LENGTH: "a message block's length prefix disagrees with its ITCH 5.0 message type's length",
 }
 
 _TIMESTAMP_OFFSET = MESSAGES["A"].field("timestamp").offset
@@ -43,7 +45,12 @@ _TIMESTAMP_OFFSET = MESSAGES["A"].field("timestamp").offset
 @njit(nogil=True, cache=True)
 def walk_blocks(buf, start, end, count, skip):
     """Check that buf[start:end] holds exactly ``count`` non-empty message blocks (the one
-    BinaryFILE walker, ``next_message``, does the stepping).
+    BinaryFILE walker, ``next_message``, does the stepping), each of a known ITCH type as
+    long as that type is (unknown types pass: they are counted where they are decoded).
+
+    A block of the wrong length makes the packet malformed, like a block that overruns it:
+    delivered, it would end any later read of the stream at that message, so it is refused
+    here, where the other line or a re-request can still supply the packet.
 
     Returns (status, offset): on success the offset of block number ``skip`` (end if
     skip >= count); on failure the offset of the offending block.
@@ -56,10 +63,24 @@ def walk_blocks(buf, start, end, count, skip):
         status, body, length = next_message(buf, pos, end)
         if status != OK:
             return (ZERO_LENGTH_BLOCK if status == ZERO_LENGTH else BLOCK_OVERRUN), pos
+        expected = LENGTH_BY_BYTE[buf[body]]
+        if expected != 0 and expected != length:
+            return BAD_ITCH_LENGTH, pos
         pos = body + length
     if pos != end:
         return TRAILING_BYTES, pos
     return BLOCKS_OK, skip_offset
+
+
+def malformed_text(status: int, buf, offset) -> str:
+    """MALFORMED_TEXT[status], and for a block of the wrong length its type and both lengths
+    (offset: the block's length prefix in buf, as walk_blocks returns it)."""
+    text = MALFORMED_TEXT[status]
+    if status == BAD_ITCH_LENGTH and offset is not None and 0 <= offset and offset + LENGTH_PREFIX < len(buf):
+        t = int(buf[offset + LENGTH_PREFIX])
+        text += (f" (type {chr(t)!r} is {int(LENGTH_BY_BYTE[t])} bytes, this block"
+                 f" {int(buf[offset]) << 8 | int(buf[offset + 1])})")
+    return text
 
 
 @njit(nogil=True, cache=True)

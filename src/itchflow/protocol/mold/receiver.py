@@ -46,6 +46,7 @@ from itchflow.protocol.mold.codec import (
     F_MESSAGES,
     F_PACKETS,
     fast_in_order,
+    malformed_text,
     MALFORMED_TEXT,
     SHORT_HEADER,
     TRAILING_BYTES,
@@ -284,7 +285,7 @@ class MoldReceiver:
             if count != END_OF_SESSION_COUNT and count != HEARTBEAT_COUNT:
                 status, off = walk_blocks(buf, HEADER_SIZE, n, count, count)
                 if status != BLOCKS_OK:
-                    self._malformed(events, number, line, MALFORMED_TEXT[status], int(off))
+                    self._malformed(events, number, line, malformed_text(status, buf, int(off)), int(off))
                     return events
             first = self._session_first(seq)
             if seq > first + self.max_gap and not self._plausible(seq, count, line, first):
@@ -456,7 +457,7 @@ class MoldReceiver:
         skip = nxt - seq if seq < nxt else 0
         status, off = walk_blocks(buf, HEADER_SIZE, n, count, min(skip, count))
         if status != BLOCKS_OK:
-            self._malformed(events, number, line, MALFORMED_TEXT[status], int(off))
+            self._malformed(events, number, line, malformed_text(status, buf, int(off)), int(off))
             return
         if self.ended and end > self.end_sequence:   # nothing is delivered past the end of session
             st.after_end_of_session += 1

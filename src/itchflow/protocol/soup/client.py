@@ -16,6 +16,7 @@ from itchflow.protocol.soup.events import (
     SequenceMismatch,
 )
 from itchflow.protocol.soup.stream import DEAD_LINK_NS, HEARTBEAT_INTERVAL_NS, Stream
+from itchflow.wire.itch import LENGTH_BY_BYTE
 from itchflow.wire.soupbintcp import (
     CLIENT_HEARTBEAT,
     DEBUG,
@@ -153,7 +154,11 @@ class SoupClient(Stream):
             events.append(EndOfSession(self.next_sequence))
             self.logout(now_ns)
         elif ptype == SEQUENCED and self.logged_in:
-            raise ValueError("empty sequenced data packet")
+            if not payload:
+                raise ValueError(f"empty sequenced data packet (message {self.next_sequence})")
+            expected = int(LENGTH_BY_BYTE[payload[0]])
+            raise ValueError(f"sequenced message {self.next_sequence}: type {chr(payload[0])!r} is {expected}"
+                             f" bytes in ITCH 5.0, this message {len(payload)}")
         else:
             raise ValueError(f"unexpected packet type {ptype!r} ({len(payload)} payload bytes)"
                              f"{'' if self.logged_in else ' before login'}")
