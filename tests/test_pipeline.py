@@ -447,6 +447,59 @@ def test_ring_source_consumes_a_ring_another_process_feeds(day, direct):
         run_pipeline("ring:/dev/shm/itchflow-test-no-such.ring")
 
 
+def test_ring_source_with_no_producer_says_so_once_then_takes_a_late_one(day, direct):
+    """A ring whose creator exited before any producer opened it: the consumer's wait has no
+    end (a producer may start later), so it says once, naming the ring, that nobody has it
+    open, and then applies what a producer that does start publishes."""
+    import threading
+
+    from itchflow.ring import ring_path
+
+    name = f"/dev/shm/itchflow-test-late-{os.getpid()}.ring"
+    creator = mp.get_context("fork").Process(target=_create_ring_and_exit, args=(name,))
+    creator.start()
+    creator.join(30)
+    assert creator.exitcode == 0 and os.path.exists(name)
+    notices, said, box = [], threading.Event(), {}
+
+    def notice(text):
+        notices.append(text)
+        said.set()
+
+    def consume():
+        try:
+            box["report"] = run_pipeline(f"ring:{name}", books=books, notice=notice, notice_after=0.2)
+        except BaseException as e:   # noqa: BLE001 - handed to the test's thread
+            box["error"] = e
+        said.set()
+
+    books = Books()
+    t = threading.Thread(target=consume, daemon=True)
+    t.start()
+    try:
+        assert said.wait(120), "no notice"
+        assert "error" not in box, box.get("error")
+        (text,) = notices
+        assert text.startswith(f"{name}: waiting for a producer: no producer has this ring open")
+        assert f"its creator, pid {creator.pid}, has exited" in text
+        _feed_ring(name, day.tobytes(), 11)   # a producer that starts late, in this process
+        t.join(120)
+        assert not t.is_alive() and "error" not in box, box.get("error")
+    finally:
+        if os.path.exists(ring_path(name)):
+            os.unlink(ring_path(name))
+    assert len(notices) == 1
+    assert box["report"].messages == reference_count(day) and box["report"].sequence_gaps == 0
+    assert_same_books(books, direct)
+
+
+def _create_ring_and_exit(name: str) -> None:
+    from itchflow.pipeline.publish import feed_max_payload
+    from itchflow.ring import Ring
+
+    Ring.create(name, 1 << 20, consumers=["book"], keep=True, max_payload=feed_max_payload(1 << 20)).close()
+
+
 @pytest.mark.net
 def test_soup_fetch_into_a_ring_then_run_from_it(day, direct, tmp_path):
     import subprocess

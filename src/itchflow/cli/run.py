@@ -81,7 +81,8 @@ def _run(source, ring, capacity, batch_bytes, rate, pin, wait, hugepages, heartb
             report = run_pipeline(spec, ring=ring, capacity=capacity, batch_bytes=batch_bytes, pin=pin,
                                   wait=wait, top=top, progress=update, hugepages=hugepages, rate=rate,
                                   heartbeat_timeout=heartbeat_timeout, wait_for_file=wait_for_file,
-                                  idle_timeout=idle_timeout or None, books=books)
+                                  idle_timeout=idle_timeout or None, books=books,
+                                  notice=lambda text: click.echo(f"itchflow: {text}", err=True))
         if plot:
             from itchflow.sinks.plots import latency_plot
 

@@ -40,6 +40,7 @@ DEFAULT_CAPACITY = 16 << 20
 DEFAULT_BATCH_BYTES = 64 << 10
 DEFAULT_HEARTBEAT_TIMEOUT = 5.0   # seconds of silence before the producer detaches the consumer
 POLL_S = 0.25            # longest the consumer waits inside compiled code between liveness checks
+NO_PRODUCER_NOTICE_S = 5.0   # a ring: source with no producer this long after attaching gets one notice
 
 
 class PipelineError(RuntimeError):
@@ -112,7 +113,8 @@ def run_pipeline(source: str | SourceSpec, *, ring: str | None = None, capacity:
                  wait: str | None = None, books=None, top: int = 10, progress=None,
                  hugepages: bool = False, consumer: str = CONSUMER, rate: float | None = None,
                  heartbeat_timeout: float = DEFAULT_HEARTBEAT_TIMEOUT, wait_for_file: float = 0.0,
-                 idle_timeout: float | None = 5.0) -> PipelineReport:
+                 idle_timeout: float | None = 5.0, notice=None,
+                 notice_after: float = NO_PRODUCER_NOTICE_S) -> PipelineReport:
     """Run source -> ring -> books to the end of the source; returns the report (and fills
     ``books``, a new ``Books`` if not given). Errors in the source or the data raise
     ``PipelineError`` / ``ITCHFormatError`` naming where, after the producer has stopped; a
@@ -131,7 +133,9 @@ def run_pipeline(source: str | SourceSpec, *, ring: str | None = None, capacity:
     wait_for_file, idle_timeout: for tail:PATH sources (see sources.tail.Tail).
     A ``ring:NAME`` source has no producer here: this process attaches to a ring that another
     one feeds (``itchflow listen --ring NAME``, ``soup fetch --ring NAME``) as ``consumer`` and
-    applies what it publishes until that producer closes the ring.
+    applies what it publishes until that producer closes the ring. A producer may start
+    later, so the wait has no end; if none has the ring open ``notice_after`` seconds after
+    attaching, ``notice(text)`` is called once (default: a warning on the ``itchflow`` logger).
     """
     from itchflow.book.books import Books
     from itchflow.hw.affinity import pin_for
@@ -162,7 +166,8 @@ def run_pipeline(source: str | SourceSpec, *, ring: str | None = None, capacity:
         run.t_start = time.perf_counter()
         try:
             with rg.reader(consumer, wait=wait) as reader:
-                _consume(reader, applier, None, progress, run)
+                _consume(reader, applier, None, progress, run,
+                         _NoProducerNotice(rg, notice or _log_warning, notice_after))
         finally:
             rg.close()
         if run.interrupted:
@@ -243,7 +248,33 @@ class _Run:
         self.ring_lost_records = 0
 
 
-def _consume(reader, applier, proc, progress, run: _Run) -> None:
+def _log_warning(text: str) -> None:
+    import logging
+
+    logging.getLogger("itchflow").warning(text)
+
+
+class _NoProducerNotice:
+    """Says once, ``after`` seconds into a wait on a ring no producer has open, that the wait
+    may be for ever (a kept ring whose writer has not started, or exited before it opened the
+    ring) instead of waiting in silence."""
+
+    def __init__(self, ring, notice, after: float):
+        self.ring, self.notice, self.at = ring, notice, time.monotonic() + after
+
+    def idle(self) -> None:
+        if self.at is None or time.monotonic() < self.at:
+            return
+        from itchflow.ring.liveness import no_producer
+
+        why = no_producer(self.ring.words)
+        if why is not None:
+            self.notice(f"{self.ring.path}: waiting for a producer: {why}. Start one (itchflow listen --ring, "
+                        "soup fetch --ring) or stop with Ctrl-C")
+            self.at = None
+
+
+def _consume(reader, applier, proc, progress, run: _Run, waiting: _NoProducerNotice | None = None) -> None:
     """Apply everything the ring's producer publishes until it closes the ring (or dies: then
     run.gone), or Ctrl-C (run.interrupted). Each read is used in place and validated after it
     is applied (``Reader.check_intact``): a consumer paused past the heartbeat timeout raises
@@ -274,7 +305,10 @@ def _consume(reader, applier, proc, progress, run: _Run) -> None:
                         run.gone = True
                         break
                     child_ended = True
+                if waiting is not None:
+                    waiting.idle()
                 continue
+            waiting = None     # a producer published: it is there
             taken = tsc()
             if run.t_first is None:
                 run.t_first = time.perf_counter()

@@ -79,6 +79,16 @@ def creator_alive(words) -> bool:
     return recorded == 0 or process_start(pid) in (0, recorded)
 
 
+def no_producer(words) -> str | None:
+    """Why a reader waiting on this ring may wait for ever (no live producer has it open, and
+    its creator, when it has exited, cannot be the one to open it), or None."""
+    if producer_live(words):
+        return None
+    pid = int(words[L.W_CREATOR_PID])
+    creator = f"its creator, pid {pid}, {'is running' if creator_alive(words) else 'has exited'}"
+    return f"no producer has this ring open ({creator})"
+
+
 @dataclass
 class Staleness:
     stale: bool
