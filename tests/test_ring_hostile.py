@@ -159,3 +159,31 @@ def test_a_ring_file_truncated_under_its_reader_is_an_error_not_sigbus(ring_path
     lines = res.stdout.splitlines()
     assert lines[0] == "1"
     assert lines[1].startswith(f"{ring_path}: the ring file was truncated to ") and "by another process" in lines[1]
+
+
+@pytest.mark.parametrize("keep", ["header", "nothing"])
+@pytest.mark.parametrize("api", ["write", "publish"])
+def test_a_ring_file_truncated_under_its_producer_is_an_error_not_sigsegv(ring_path, keep, api):
+    """The producer's next store past the new end died of SIGSEGV (the guard's page of zeros
+    was read-only), or, with the header gone too, its heartbeat thread did. The page is now
+    writable and the writer checks the guard's record after each write: the write that went
+    into the lost pages raises, naming the ring, and the process lives to report it."""
+    from itchflow.pipeline.publish import feed_max_payload
+
+    Ring.create(ring_path, 1 << 20, consumers=["book"], keep=True, max_payload=feed_max_payload(1 << 20)).close()
+    write = ("w.write(b'y' * 20)" if api == "write" else
+             "pub.publish(np.frombuffer(bytes([0, 12, 83]) + bytes(11), np.uint8), 1)")
+    res = _run(
+        "import os, sys\nimport numpy as np\nfrom itchflow.ring import Ring, RingFormatError\n"
+        "from itchflow.pipeline.publish import BatchPublisher\n"
+        "r = Ring.open(sys.argv[1]); rd = r.reader('book'); w = r.writer(timeout=5)\n"
+        "pub = BatchPublisher(w, 4096)\n"
+        f"{write}; print(len(rd.read_batch(timeout=1)), flush=True)\n"
+        "os.truncate(sys.argv[1], int(sys.argv[2]))\n"
+        f"try:\n    {write}\nexcept RingFormatError as e:\n    print(e)\n", ring_path,
+        Ring.open(ring_path).header_bytes if keep == "header" else 0)
+    assert res.returncode == 0, (res.returncode, res.stderr)
+    lines = res.stdout.splitlines()
+    assert lines[0] == "1" and len(lines) == 2, res.stdout
+    assert lines[1].startswith(f"{api}: {ring_path}: the ring file was truncated to ")
+    assert "what was read or written past its new end is not the ring's" in lines[1]

@@ -10,7 +10,8 @@ So a small native handler is installed for SIGBUS (built here from LLVM IR with 
 which Numba already brings; no C compiler needed). For a fault inside a registered mapping
 (``guard``) that the kernel reports as a bad file page (BUS_ADRERR), it maps a page of zeros
 over the faulting page (MAP_FIXED, async-signal-safe), keeps the lowest such address, and
-returns: the load runs again and reads zeros. The reader then asks ``faulted`` (and whether
+returns: the load runs again and reads zeros (a store runs again into that private page,
+seen by no one: a writer checks ``fault_word`` after each write). The reader then asks ``faulted`` (and whether
 the file is now shorter than the mapping) and raises an error naming the file and offset, so
 whatever the zeros produced is never handed out as a result. Any other SIGBUS (not ours, or
 another cause, such as huge pages running out) puts the handler that was there before back
@@ -79,8 +80,10 @@ skip:
 zero.page:
   %page = and i64 %addr, {-PAGE}
   %page.p = inttoptr i64 %page to ptr
-  ; PROT_READ, MAP_PRIVATE | MAP_FIXED | MAP_ANONYMOUS
-  %got = call ptr @mmap(ptr %page.p, i64 {PAGE}, i32 1, i32 50, i32 -1, i64 0)
+  ; PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED | MAP_ANONYMOUS: writable, so that a
+  ; store (a ring's producer) completes too; what it wrote reaches no one, which its writer
+  ; learns from the record kept below (fault_word)
+  %got = call ptr @mmap(ptr %page.p, i64 {PAGE}, i32 3, i32 50, i32 -1, i64 0)
   %mapped = icmp eq ptr %got, %page.p
   br i1 %mapped, label %note, label %not.ours
 
@@ -232,6 +235,18 @@ def faulted(mapping: mmap.mmap) -> int | None:
             return None
         fault = slots[3 * i + 2]
         return None if fault == NO_FAULT else fault - slots[3 * i]
+
+
+def fault_word(mapping: mmap.mmap) -> ctypes.c_uint64 | None:
+    """The guarded mapping's fault record itself (``.value`` is NO_FAULT until a page of it is
+    found past the file's end), for a check on every write without the lock; valid while the
+    mapping stays open. None if the mapping is not guarded."""
+    with _lock:
+        i = _state.get("guarded", {}).get(id(mapping))
+        slots = _state.get("slots")
+        if i is None or slots is None:
+            return None
+        return ctypes.c_uint64.from_address(ctypes.addressof(slots) + 8 * (3 * i + 2))
 
 
 def shrunk(mapping: mmap.mmap) -> tuple[int, int] | None:

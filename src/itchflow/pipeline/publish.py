@@ -124,8 +124,7 @@ class BatchPublisher:
                              _NO_LIMIT if limit is None else int(limit))
         reached = int(self.out[OUT_POS])
         self.bytes += reached - pos
-        if r < 0:
-            w.check(r, "publish")
+        w.check(r, "publish")
         if r == BAD_FRAMING:
             self.bad_framing = True
         return reached

@@ -67,8 +67,10 @@ class Ring:
                                          self.max_consumers, int(w[L.W_HB_TIMEOUT]))
         self.geometry = geometry   # what the kernels take their bounds from (layout: G_*)
         self.data = np.frombuffer(mm, dtype=np.uint8, count=self.capacity, offset=self.header_bytes)
+        self.fault_word = None   # the guard's record of a page found past the file's end (writers check it)
         if not self.flags & L.FLAG_HUGETLBFS:   # (a huge-page mapping cannot take a 4 KiB page of zeros)
-            sigbus.guard(mm)   # the file truncated under us: pages of zeros and a record (``truncated``)
+            if sigbus.guard(mm):   # the file truncated under us: pages of zeros and a record (``truncated``)
+                self.fault_word = sigbus.fault_word(mm)
 
     def truncated(self) -> str | None:
         """Why the ring is unusable if its file was truncated under this process (shorter than
@@ -77,7 +79,7 @@ class Ring:
         if cut is None:
             return None
         return (f"{self.path}: the ring file was truncated to {cut[0]:,} bytes (it is {len(self._mm):,}) by "
-                "another process while in use; what was read past its new end is not the ring's")
+                "another process while in use; what was read or written past its new end is not the ring's")
 
     # ---- creation and opening ------------------------------------------------------------
     @classmethod
@@ -233,6 +235,7 @@ class Ring:
         if self._mm is None:
             return
         self.words = self.data = None  # type: ignore[assignment]
+        self.fault_word = None   # the slot may guard another mapping from here on
         try:
             self._mm.close()
             sigbus.unguard(self._mm)   # its address range may be reused at once

@@ -9,9 +9,10 @@ import time
 import numpy as np
 
 from itchflow.hw.atomics_py import cas, load, store
+from itchflow.hw.sigbus import NO_FAULT
 from itchflow.ring import layout as L
 from itchflow.ring import producer as P
-from itchflow.ring.errors import RingBusy
+from itchflow.ring.errors import RingBusy, RingFormatError
 from itchflow.ring.liveness import producer_live
 from itchflow.ring.wait import strategy_code, timeout_ns
 
@@ -66,6 +67,11 @@ class Writer:
 
     def check(self, r: int, what: str) -> int:
         """A producer kernel's return code as a count, or the exception it stands for."""
+        fault = self.ring.fault_word
+        if fault is not None and fault.value != NO_FAULT:
+            # The file was truncated under us: the stores past its new end went to private
+            # pages of zeros (hw.sigbus) and reached no consumer.
+            raise RingFormatError(f"{what}: {self.ring.truncated()}")
         if r >= 0:
             return r
         if r == P.TOO_BIG:
