@@ -40,6 +40,7 @@ class Writer:
 
     def __init__(self, ring, wait: str = "spin", timeout: float | None = None):
         self.ring = ring
+        self._fault = ring.fault_word   # (kept: one attribute less on every write)
         w = ring.words
         self.strategy = strategy_code(wait)
         self.timeout_ns = timeout_ns(timeout)
@@ -67,7 +68,7 @@ class Writer:
 
     def check(self, r: int, what: str) -> int:
         """A producer kernel's return code as a count, or the exception it stands for."""
-        fault = self.ring.fault_word
+        fault = self._fault
         if fault is not None and fault.value != NO_FAULT:
             # The file was truncated under us: the stores past its new end went to private
             # pages of zeros (hw.sigbus) and reached no consumer.
