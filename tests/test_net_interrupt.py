@@ -83,7 +83,7 @@ def test_soup_fetch_prints_its_report_on_ctrl_c():
         with conn:
             conn.recv(1024)
             conn.sendall(packet(LOGIN_ACCEPTED, b"INT".ljust(10) + b"1".rjust(20))
-                         + b"".join(packet(SEQUENCED, b"A" + bytes(5)) for _ in range(10)))
+                         + b"".join(packet(SEQUENCED, b"z" + bytes(5)) for _ in range(10)))  # "z": no ITCH type
             conn.settimeout(30)
             try:
                 while True:

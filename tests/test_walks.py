@@ -99,15 +99,31 @@ def test_batch_cut(s, batch_bytes):
     assert (int(stop), int(n)) == (((taken[-1][1] + taken[-1][2]) if taken else start), len(taken))
 
 
+def _itch_lengths_wrong(message: bytes) -> bool:
+    """A message of an ITCH type whose length is not that type's (the reference's table)."""
+    code = chr(message[0])
+    return code in ref.TABLE and ref.TABLE[code][0] != len(message)
+
+
+@st.composite
+def soup_messages(draw):
+    """Any bytes, or a message of an ITCH type at its length or one byte off it."""
+    if draw(st.booleans()):
+        return draw(st.binary(max_size=50))
+    code = draw(st.sampled_from(ref.CODES))
+    return code.encode() + bytes(ref.TABLE[code][0] - 1 + draw(st.sampled_from([0, 0, -1, 1])))
+
+
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(b"SSSSH+"), st.binary(max_size=50)), max_size=30),
+@given(st.lists(st.tuples(st.sampled_from(b"SSSSH+"), soup_messages()), max_size=30),
        st.sampled_from([b"", b"\x00", b"\x00\x09S12"]), st.integers(0, 600))
 def test_soup_to_binaryfile(packets, tail, cap):
     data = b"".join((1 + len(p)).to_bytes(2, "big") + bytes([t]) + p for t, p in packets) + tail
-    # the slow conversion: consecutive whole S packets with a message, while they fit in out
+    # the slow conversion: consecutive whole S packets with a message (an ITCH type at its own
+    # length), while they fit in out
     pos, out, n = 0, b"", 0
     for t, p in packets:
-        if t != ord("S") or not p or len(out) + 2 + len(p) > cap:
+        if t != ord("S") or not p or _itch_lengths_wrong(p) or len(out) + 2 + len(p) > cap:
             break
         out += len(p).to_bytes(2, "big") + p
         pos += 3 + len(p)
