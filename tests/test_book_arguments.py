@@ -94,3 +94,34 @@ def test_first_sequence_and_byte_budget(books):
             Books().apply(DAY, **{name: value})
     b = Books()
     assert b.apply(DAY, first_seq=7, max_bytes=10 ** 12) == len(DAY) and b.next_sequence == 10
+
+
+@pytest.mark.parametrize("one", [bytearray(b"AAPL"), memoryview(b"AAPL"), b"AAPL", "AAPL", 1])
+def test_a_symbol_in_any_bytes_like_object_is_one_symbol(books, one):
+    """A bytearray or memoryview symbol was iterated as a list of locates (b"AAPL" -> locates
+    65, 65, 80, 76) by bbo, order_table and record; depth took it as one symbol."""
+    (row,) = books.bbo(one)
+    assert (row["symbol"], row["locate"], row["bid_price"], row["ask_price"]) == ("AAPL", 1, 10 * P, 11 * P)
+    assert books.order_table(one)["ref"].tolist() == [1, 2]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_queries_before_anything_is_applied_give_empty_books(threads):
+    """Books(threads=2).bbo() raised TypeError before the first apply (no shard map yet)."""
+    b = Books(threads=threads)
+    assert len(b.bbo()) == 0 and len(b.bbo([1, 2])) == 2 and not b.bbo([1, 2])["bid_shares"].any()
+    bbo, trades, l2 = b.take_events()
+    assert len(bbo) == len(trades) == len(l2) == 0 and hasattr(bbo, "to_pandas")
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_take_events_gives_events_with_symbols_on_any_number_of_threads(threads):
+    """The sharded books merged their shards' events into plain ndarrays: no to_pandas() and
+    no symbols, unlike one thread's."""
+    b = Books(threads=threads)
+    b.record(None)
+    b.apply(DAY)
+    bbo, _, _ = b.take_events()
+    frame = bbo.to_pandas()
+    assert frame["symbol"].tolist() == ["AAPL", "AAPL"]
+    assert frame["bid_price"].tolist() == [10 * P, 10 * P] and frame["ask_price"].tolist() == [0, 11 * P]

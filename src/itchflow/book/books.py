@@ -71,6 +71,12 @@ def growth_summary(log: list[tuple[str, int, int, float]]) -> dict:
             "by_table": {k: {"pauses": n, "seconds": sec} for k, (n, sec) in by.items()}}
 
 
+def is_one_symbol(symbols) -> bool:
+    """One symbol or locate, not a list of them: text, any bytes-like object (bytearray and
+    memoryview too: iterated, they would read as a list of locates), or an integer."""
+    return isinstance(symbols, (str, bytes, bytearray, memoryview, int, np.integer))
+
+
 def _pow2_at_least(n: int) -> int:
     return max(MIN_TABLE, 1 << (int(n) - 1).bit_length())
 
@@ -325,7 +331,7 @@ class Books:
         return int(hits[0])
 
     def _locates(self, symbols) -> np.ndarray:
-        if isinstance(symbols, (str, bytes, int, np.integer)):
+        if is_one_symbol(symbols):
             symbols = [symbols]
         return np.array([self.locate(s) for s in symbols], np.int64)
 

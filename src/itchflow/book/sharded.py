@@ -49,7 +49,8 @@ from numba import njit
 
 from itchflow.book import layout as L
 from itchflow.book.arguments import INT64_MAX, MAX_ROWS, optional_whole, whole
-from itchflow.book.books import DEFAULT_TABLE, Books, growth_summary
+from itchflow.book.books import DEFAULT_TABLE, Books, growth_summary, is_one_symbol
+from itchflow.book.events import Events
 from itchflow.book.replay import replay
 from itchflow.book.shard_schedule import ROUTE, ShardSchedule
 from itchflow.errors import ITCHFormatError
@@ -372,8 +373,8 @@ class ShardedBooks:
         parts = [b.take_events() for b in self.shards]
         out = []
         for i in range(3):
-            ev = np.concatenate([p[i] for p in parts])
-            out.append(ev[np.argsort(ev["sequence"], kind="stable")])
+            ev = np.concatenate([p[i].view(np.ndarray) for p in parts])
+            out.append(Events(ev[np.argsort(ev["sequence"], kind="stable")], self.symbol))
         return tuple(out)
 
     # ---- lookups -------------------------------------------------------------------------
@@ -401,9 +402,11 @@ class ShardedBooks:
     def bbo(self, symbols=None):
         """As ``Books.bbo``: one stock from its shard; several (or None, where ``Books`` takes
         them: every stock in the directory) as rows with a ``locate`` field, each from its shard."""
-        if isinstance(symbols, (str, bytes, int, np.integer)):
+        if is_one_symbol(symbols):
             return self.owner(symbols).bbo(symbols)
         rows = self.shards[0].bbo(symbols)  # every shard holds the directory: the rows' order
+        if self.shard_of is None:   # nothing applied yet: every book is empty, as in shard 0
+            return rows
         for k, b in enumerate(self.shards[1:], 1):
             mine = self.shard_of[rows["locate"]] == k
             if mine.any():
