@@ -152,3 +152,18 @@ def test_depth_plot_is_a_png_or_a_clear_error(day, tmp_path):
         return
     assert res.exit_code == 0, res.output
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 5000
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("slice_bytes", [0, -1, 1])
+def test_snapshots_with_any_slice_size_give_the_same_rows(day, slice_bytes):
+    """slice_bytes=0 fed the books slices that took no message, for ever (100% CPU); 0 or
+    less now means whole chunks, as replay takes it, and 1 byte a slice still ends."""
+    from itchflow import Books
+    from itchflow.book.events import snapshots
+
+    path, msgs = day
+    times = [msgs[k]["timestamp"] for k in (100, 2500, -1)]
+    expected = snapshots(Books(), str(path), times, [1, 3], 3)
+    got = snapshots(Books(), str(path), times, [1, 3], 3, slice_bytes=slice_bytes)
+    assert len(expected) > 0 and got.tolist() == expected.tolist()

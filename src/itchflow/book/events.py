@@ -157,12 +157,14 @@ def snapshots(books, source, times_ns, symbols, n: int, *, slice_bytes: int = 32
     """Depth-n snapshots of the chosen symbols at each time (book after every message <= t).
 
     books: a fresh ``Books``; source: anything ``iter_chunks`` takes (a path, a buffer).
-    The books are fed slices of at most slice_bytes, each slice's pages of a mapped day let
-    go once applied (``Chunk.release``), and nothing after the last time is applied.
+    The books are fed slices of at most slice_bytes (0 or less: whole chunks, as ``replay``),
+    each slice's pages of a mapped day let go once applied (``Chunk.release``), and nothing
+    after the last time is applied.
     Returns SNAPSHOT_DTYPE rows, one per level per side per symbol per time.
     """
     from itchflow.sources.files import iter_chunks
 
+    budget = int(slice_bytes) if slice_bytes > 0 else None   # (0 took no message a call: for ever)
     times = sorted(int(t) for t in times_ns)
     rows: list[np.ndarray] = []
     it = iter(times)
@@ -173,7 +175,7 @@ def snapshots(books, source, times_ns, symbols, n: int, *, slice_bytes: int = 32
         with chunk.reading():  # a file truncated meanwhile is the error, not what its zeros made
             while pos < end and t is not None:
                 pos += books.apply(chunk.data[pos:end], stop_after_ns=t, source=chunk.source,
-                                   base_offset=(chunk.offset or 0) + pos, max_bytes=slice_bytes)
+                                   base_offset=(chunk.offset or 0) + pos, max_bytes=budget)
                 chunk.release(pos)
                 if books.stopped_at_time:  # the next message is later than t: the book as of t
                     rows.append(_snapshot(books, t, symbols, n))
