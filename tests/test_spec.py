@@ -77,3 +77,13 @@ def test_price_helpers():
     assert spec.float_to_price4(123.45) == 1234500
     np.testing.assert_array_equal(spec.float_to_price4([0.0001, 200000.0]), [1, 2_000_000_000])
     assert spec.price8_to_float(150_000_000) == 1.5
+
+
+@pytest.mark.parametrize("bad", [-1.0, -0.00006, 429496.7296, 500000.0, float("nan"), float("inf")])
+def test_float_to_price4_refuses_what_the_field_cannot_hold_for_arrays_too(bad):
+    """An array wrapped around (500000.0 -> 705032704, -1.0 -> 4294957296, NaN -> 0) while a
+    number came out as an int no Price(4) field holds; both are a ValueError naming the price."""
+    for x in (bad, [1.0, bad], np.array([[bad]])):
+        with pytest.raises(ValueError, match="does not fit a Price\\(4\\) field"):
+            spec.float_to_price4(x)
+    assert spec.float_to_price4([0.0, 429496.7295, -0.00004]).tolist() == [0, 0xFFFFFFFF, 0]
