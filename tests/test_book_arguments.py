@@ -1,4 +1,4 @@
-"""The numbers a caller hands the books are checked at the door (book.arguments): a float is
+"""The numbers a caller hands the books are checked at the door (itchflow.arguments): a float is
 not truncated, True is not read as 1 (or as the ask side), a negative stop time is not taken
 for "never", and an int past int64 is a ValueError naming the argument, not an OverflowError
 from inside. Each case was found by probing the API with odd arguments."""

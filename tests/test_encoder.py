@@ -66,3 +66,50 @@ def test_encode_merges_types_in_sequence_order():
     assert encode(d) == raw
     assert encode({"D": d["D"], "A": d["A"], "S": d["S"]}) == raw
     assert encode({}) == b""
+
+
+def _day() -> bytes:
+    return (encode_message("R", stock_locate=1, stock="AAA", timestamp=1)
+            + encode_message("A", stock_locate=1, timestamp=2, order_reference_number=7, buy_sell_indicator="B",
+                             shares=100, stock="AAA", price=1_000_000))
+
+
+def test_a_dataframe_encodes_to_the_same_bytes():
+    """DataFrame columns hold stripped text objects: they came out NUL-padded (b"AAA\\0\\0\\0\\0\\0",
+    a symbol no book finds) instead of space-padded as ITCH pads."""
+    raw = _day()
+    d = itchflow.read(raw)
+    assert encode({"R": d.to_pandas("R"), "A": d.to_pandas("A")}) == raw
+    assert encode({"R": d["R"], "A": d["A"]}) == raw
+
+
+@pytest.mark.parametrize("field, value, error, match", [
+    ("price", -1, ValueError, r"A\.price: -1 does not fit 4 bytes"),
+    ("price", 1 << 33, ValueError, r"A\.price: 8589934592 does not fit 4 bytes"),
+    ("shares", -5, ValueError, r"A\.shares: -5 does not fit 4 bytes"),
+    ("price", 10.55, TypeError, r"A\.price: whole numbers, not float64"),
+    ("stock", "ABCDEFGHI", ValueError, r"A\.stock: b'ABCDEFGHI' is longer than 8 bytes"),
+])
+def test_encode_refuses_columns_that_do_not_fit_instead_of_wrapping(field, value, error, match):
+    """Out-of-range numbers wrapped (price -1 -> 4294967295, 2**33 -> 0), floats were truncated
+    (10.55 -> 10) and a 9-character stock cut to 8, silently."""
+    frame = itchflow.read(_day()).to_pandas("A")
+    frame[field] = [value]
+    with pytest.raises(error, match=match):
+        encode({"A": frame})
+
+
+@pytest.mark.parametrize("fields, error, match", [
+    ({"price": 12.34}, TypeError, r"A\.price must be a whole number, not 12\.34"),
+    ({"price": True}, TypeError, r"A\.price must be a whole number"),
+    ({"price": "5"}, TypeError, r"A\.price must be a whole number"),
+    ({"price": None}, TypeError, r"A\.price must be a whole number"),
+    ({"stock": 5}, TypeError, r"A\.stock: text \(str or bytes\), not 5"),
+    ({"stock": [65, 66]}, TypeError, r"A\.stock: text"),
+    ({"stock": "ÄPPL"}, ValueError, r"A\.stock: 'ÄPPL' is not ASCII"),
+])
+def test_encode_message_refuses_values_of_the_wrong_type_naming_the_field(fields, error, match):
+    """A float price was truncated (12.34 -> 12), True read as 1, an int stock written as NULs;
+    a str price or a non-ASCII stock raised errors that named no field."""
+    with pytest.raises(error, match=match):
+        encode_message("A", **fields)

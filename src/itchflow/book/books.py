@@ -24,7 +24,7 @@ import numpy as np
 
 from itchflow.book import layout as L
 from itchflow.book import records as R
-from itchflow.book.arguments import INT64_MAX, MAX_ROWS, PRICE_MAX, optional_whole, whole
+from itchflow.arguments import INT64_MAX, MAX_ROWS, PRICE_MAX, optional_whole, whole
 from itchflow.book.engine import apply_messages
 from itchflow.book.events import EventBuffers
 from itchflow.book.ladder import compact_arena

@@ -48,7 +48,7 @@ import numpy as np
 from numba import njit
 
 from itchflow.book import layout as L
-from itchflow.book.arguments import INT64_MAX, MAX_ROWS, optional_whole, whole
+from itchflow.arguments import INT64_MAX, MAX_ROWS, optional_whole, whole
 from itchflow.book.books import DEFAULT_TABLE, Books, growth_summary, is_one_symbol
 from itchflow.book.events import Events
 from itchflow.book.replay import replay

@@ -8,10 +8,12 @@ encoding a stream of known messages gives back the same bytes.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Mapping
 
 import numpy as np
 
+from itchflow.arguments import whole
 from itchflow.wire.itch import ALPHA, DTYPES, TIMESTAMP, WIRE_DTYPES, message_type
 
 _MAX_TIMESTAMP = (1 << 48) - 1
@@ -25,18 +27,63 @@ def _timestamp_bytes(ts: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(ts.astype(">u8").view(np.uint8).reshape(-1, 8)[:, 2:]).view("V6").ravel()
 
 
+def _alpha_column(name: str, col, size: int) -> np.ndarray:
+    """An alpha column as the wire's S{size}: bytes of exactly that size as they are (a decoded
+    column, whatever its bytes); shorter values (str or bytes, a DataFrame's objects) padded
+    with spaces, as ITCH pads them (numpy would pad with NULs); longer ones refused."""
+    a = np.asarray(col)
+    if a.dtype.kind == "S" and a.dtype.itemsize == size:
+        return a
+    try:
+        values = [v.encode("ascii") if isinstance(v, str) else bytes(v) for v in a.ravel()] \
+            if a.dtype.kind != "S" else list(a.ravel())
+    except (UnicodeEncodeError, TypeError) as e:
+        raise TypeError(f"{name}: ASCII text or bytes of at most {size}, not {a.dtype} values ({e})") from None
+    long = [v for v in values if len(v) > size]
+    if long:
+        raise ValueError(f"{name}: {long[0]!r} is longer than {size} bytes")
+    return np.array([v.ljust(size) for v in values], dtype=f"S{size}")
+
+
+def _number_column(name: str, col, dtype: np.dtype) -> np.ndarray:
+    """A numeric column checked against its wire field: whole numbers (no floats, which would
+    be truncated, no booleans) in the field's range (which would wrap around)."""
+    a = np.asarray(col)
+    if a.dtype.kind == "O":
+        try:
+            a = np.array([operator.index(v) for v in a.ravel()], dtype=object)
+            a = a.astype(np.uint64 if len(a) and max(a) > np.iinfo(np.int64).max else np.int64)
+        except (TypeError, OverflowError):
+            raise TypeError(f"{name}: whole numbers, not {a.dtype} values") from None
+    if a.dtype.kind not in "iu":
+        raise TypeError(f"{name}: whole numbers, not {a.dtype} (a float would be truncated)")
+    info = np.iinfo(dtype)
+    if len(a) and (a.min() < 0 or a.max() > info.max):
+        bad = a[(a < 0) | (a > info.max)][0]
+        raise ValueError(f"{name}: {bad} does not fit {dtype.itemsize} bytes")
+    return a
+
+
 def wire_records(code: str, arr: np.ndarray) -> np.ndarray:
-    """Decoded records of one type -> (n, 2 + length) uint8 rows of framed wire bytes."""
+    """Decoded records of one type -> (n, 2 + length) uint8 rows of framed wire bytes. Each
+    column is checked against its field (whole numbers in range, text that fits), so a
+    DataFrame or hand-made arrays encode as exactly or fail naming the field."""
     m = message_type(code)
     wire = np.zeros(len(arr), WIRE_DTYPES[m.code])
     wire["length_prefix"] = m.length
     wire["message_type"] = m.code.encode()
     for f in m.fields[1:]:
-        col = arr[f.name]
+        name = f"{m.code}.{f.name}"
+        try:
+            col = arr[f.name]
+        except (KeyError, ValueError, IndexError):
+            raise KeyError(f"{name}: no such column in the {m.code} input") from None
         if f.kind == TIMESTAMP:
-            wire[f.name] = _timestamp_bytes(col)
+            wire[f.name] = _timestamp_bytes(_number_column(name, col, np.dtype(np.uint64)))
+        elif f.kind == ALPHA:
+            wire[f.name] = _alpha_column(name, col, f.size)
         else:
-            wire[f.name] = col
+            wire[f.name] = _number_column(name, col, wire.dtype[f.name])
     return wire.view(np.uint8).reshape(len(arr), m.length + 2)
 
 
@@ -80,14 +127,23 @@ def encode_message(code: str, **fields) -> bytes:
             continue
         f = m.field(name)  # KeyError names the message and field
         if f.kind == ALPHA:
-            raw = value.encode("ascii") if isinstance(value, str) else bytes(value)
+            if isinstance(value, str):
+                try:
+                    raw = value.encode("ascii")
+                except UnicodeEncodeError:
+                    raise ValueError(f"{m.code}.{name}: {value!r} is not ASCII") from None
+            elif isinstance(value, (bytes, bytearray, memoryview)):
+                raw = bytes(value)
+            else:
+                raise TypeError(f"{m.code}.{name}: text (str or bytes), not {value!r}")
             if len(raw) > f.size:
                 raise ValueError(f"{m.code}.{name}: {raw!r} is longer than {f.size} bytes")
             rec[name] = raw.ljust(f.size)
         else:
-            info = np.iinfo(rec.dtype[name]) if f.kind != TIMESTAMP else None
-            if value < 0 or (info and value > info.max) or (f.kind == TIMESTAMP and value > _MAX_TIMESTAMP):
-                raise ValueError(f"{m.code}.{name}: {value} does not fit {f.size} bytes")
-            rec[name] = value
+            top = _MAX_TIMESTAMP if f.kind == TIMESTAMP else int(np.iinfo(rec.dtype[name]).max)
+            v = whole(value, f"{m.code}.{name}")
+            if not 0 <= v <= top:
+                raise ValueError(f"{m.code}.{name}: {v} does not fit {f.size} bytes")
+            rec[name] = v
     return wire_records(m.code, rec).tobytes()
 

@@ -1,4 +1,4 @@
-"""The numbers a caller hands the books, checked at the door: whole numbers in range, named
+"""The numbers a caller hands the API, checked at the door: whole numbers in range, named
 in the error. The engine takes them as int64 (a float would be truncated, ``True`` read as
 1, a negative stop time taken for "never", 2**64 an OverflowError from deep inside)."""
 
