@@ -167,3 +167,17 @@ def test_snapshots_with_any_slice_size_give_the_same_rows(day, slice_bytes):
     expected = snapshots(Books(), str(path), times, [1, 3], 3)
     got = snapshots(Books(), str(path), times, [1, 3], 3, slice_bytes=slice_bytes)
     assert len(expected) > 0 and got.tolist() == expected.tolist()
+
+
+@pytest.mark.parametrize("command", ["bbo", "trades"])
+def test_bbo_and_trades_name_a_symbol_the_day_does_not_have(day, tmp_path, command):
+    """`trades DAY --symbols ZZZ` wrote an empty file and said "wrote 0 trades" (exit 0), and
+    `bbo --symbols S0,ZZZ` left ZZZ out silently, where bars, lobster and auctions refuse it."""
+    path, _ = day
+    out = tmp_path / f"{command}.parquet"
+    for symbols in ("ZZZ", "S0,ZZZ"):
+        res = CliRunner().invoke(main, [command, str(path), "--symbols", symbols, "--out", str(out), "-q"])
+        assert res.exit_code != 0 and "no stock directory (R) message for ZZZ" in res.output, res.output
+        assert not out.exists() and not list(tmp_path.glob("*.part"))
+    res = CliRunner().invoke(main, [command, str(path), "--symbols", "S0", "--out", str(out), "-q"])
+    assert res.exit_code == 0 and out.exists(), res.output

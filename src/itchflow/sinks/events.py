@@ -92,6 +92,9 @@ def events_to_parquet(source, out, which: str, symbols: list[str] | None = None,
         finally:
             if state["writer"] is not None:
                 state["writer"].close()
+        missing = [] if symbols is None else [s for s in symbols if s not in books.symbols]
+        if missing:   # (as bars, lobster and auctions: a mistyped symbol is not "0 rows")
+            raise KeyError(f"{which}: no stock directory (R) message for {', '.join(missing)}")
         t = time.perf_counter()
         if state["writer"] is None:  # nothing recorded: still write an empty file with the schema
             empty = np.zeros(0, L.BBO_EVENT_DTYPE if which == "bbo" else L.TRADE_EVENT_DTYPE)
