@@ -23,8 +23,9 @@ def merged(dec):
     return sorted(rows, key=lambda x: x[0])
 
 
-def reference(data, t0: int, step: int, nbars: int):
-    """Slow, obvious bars: {(symbol, bar): dict} from decoded messages."""
+def reference(data, t0: int, step: int, nbars: int, tend: int | None = None):
+    """Slow, obvious bars: {(symbol, bar): dict} from decoded messages; the last bar ends at
+    tend (default: a whole step after the one before)."""
     dec = itchflow.read(data)
     names = {}
     orders = {}                                   # ref -> [loc, side, price, shares]
@@ -90,11 +91,11 @@ def reference(data, t0: int, step: int, nbars: int):
     broken = {t[6] for t in trades if t[4] == "B"}
 
     out = {}
-    tend = t0 + step * nbars
+    tend = t0 + step * nbars if tend is None else tend
     for loc, name in names.items():
         q = quotes[loc]
         for b in range(nbars):
-            lo, hi = t0 + b * step, t0 + (b + 1) * step
+            lo, hi = t0 + b * step, min(t0 + (b + 1) * step, tend)
             state, area, both = (0, 0, 0, 0), 0.0, 0
             cur = lo
             for (t, *s) in q + [(tend + 1, None, None, None, None)]:
@@ -156,6 +157,19 @@ def test_second_bars_of_some_symbols(gen_day):
     ref = {k: v for k, v in reference(gen_day, t0, step, 65).items() if k[0] in ("CMCSA", "HYG")}
     compare(table, ref, t0, step)
     assert table["symbol"].unique().to_pylist() == ["CMCSA", "HYG"]
+
+
+@pytest.mark.parametrize("every, minutes", [("7min", 7), ("1h", 60)])
+def test_a_step_that_does_not_divide_the_window_ends_the_last_bar_at_end(gen_day, every, minutes):
+    """With 1h bars from 09:30 to 16:00 the last bar ran 15:30-16:30: the closing cross and
+    the after-hours trades landed in it and its quote was taken at 16:30. It now ends at 16:00."""
+    table = bars(gen_day, every, None, start="09:30", end="16:00")
+    step, t0, tend = minutes * 60_000_000_000, 34_200_000_000_000, 57_600_000_000_000
+    nbars = -(-(tend - t0) // step)
+    compare(table, reference(gen_day, t0, step, nbars, tend), t0, step)
+    df = table.to_pandas()
+    assert df["end_ns"].max() == tend and (df["end_ns"] - df["start_ns"]).min() == tend - (t0 + (nbars - 1) * step)
+    assert ((df["end_ns"] - df["start_ns"]) <= step).all()
 
 
 def hand_trades() -> bytes:

@@ -38,10 +38,10 @@ _S_T, _S_BID, _S_BIDSZ, _S_ASK, _S_ASKSZ = range(5)
 
 
 @njit(nogil=True, cache=True)
-def _advance(s, t, t0, step, nbars, state, quote, spread_int, two_sided):
+def _advance(s, t, t0, step, tend, state, quote, spread_int, two_sided):
     """Account slot s's current quote from where it was accounted up to time t (clamped to
-    the grid): spread x time per interval, and the quote of every interval that ends."""
-    tend = t0 + step * nbars
+    the grid, t0..tend): spread x time per interval, and the quote of every interval that
+    ends (the last one at tend, which a step that does not divide the window cuts short)."""
     if t < t0:
         t = t0
     if t > tend:
@@ -52,7 +52,7 @@ def _advance(s, t, t0, step, nbars, state, quote, spread_int, two_sided):
     both = bid > 0 and ask > 0
     while cur < t:
         b = (cur - t0) // step
-        bar_end = t0 + (b + 1) * step
+        bar_end = min(t0 + (b + 1) * step, tend)
         seg_end = bar_end if bar_end < t else t
         if both:
             spread_int[s, b] += float(ask - bid) * float(seg_end - cur)
@@ -68,7 +68,7 @@ def _advance(s, t, t0, step, nbars, state, quote, spread_int, two_sided):
 
 
 @njit(nogil=True, cache=True)
-def quote_bars_update(slot_of, locate, ts, bid, bid_sz, ask, ask_sz, t0, step, nbars,
+def quote_bars_update(slot_of, locate, ts, bid, bid_sz, ask, ask_sz, t0, step, tend,
                       state, quote, spread_int, two_sided):
     """Feed BBO events (in sequence order) into the per-slot interval accumulators."""
     n = len(ts)
@@ -81,7 +81,7 @@ def quote_bars_update(slot_of, locate, ts, bid, bid_sz, ask, ask_sz, t0, step, n
         s = slot_of[loc]
         if s < 0:
             continue
-        _advance(s, ts[i], t0, step, nbars, state, quote, spread_int, two_sided)
+        _advance(s, ts[i], t0, step, tend, state, quote, spread_int, two_sided)
         state[s, _S_BID] = bid[i]
         state[s, _S_BIDSZ] = bid_sz[i]
         state[s, _S_ASK] = ask[i]
@@ -90,9 +90,9 @@ def quote_bars_update(slot_of, locate, ts, bid, bid_sz, ask, ask_sz, t0, step, n
 
 
 @njit(nogil=True, cache=True)
-def quote_bars_finish(nslots, t0, step, nbars, state, quote, spread_int, two_sided):
+def quote_bars_finish(nslots, t0, step, tend, state, quote, spread_int, two_sided):
     for s in range(nslots):
-        _advance(s, t0 + step * nbars, t0, step, nbars, state, quote, spread_int, two_sided)
+        _advance(s, tend, t0, step, tend, state, quote, spread_int, two_sided)
 
 
 # What one cell (a stock x an interval) of the panel costs at the peak, accumulators, trade
@@ -116,8 +116,8 @@ def check_panel_fits(stocks: int, nbars: int, every: str) -> None:
 class _Panel:
     """Per-stock accumulators, a slot per stock in order of first sight (grown on demand)."""
 
-    def __init__(self, t0: int, step: int, nbars: int, every: str = ""):
-        self.t0, self.step, self.nbars, self.every = t0, step, nbars, every
+    def __init__(self, t0: int, step: int, nbars: int, tend: int, every: str = ""):
+        self.t0, self.step, self.nbars, self.tend, self.every = t0, step, nbars, tend, every
         self.slot_of = np.full(1 << 16, -1, np.int64)
         self.locates: list[int] = []
         self._alloc(16)
@@ -149,18 +149,18 @@ class _Panel:
         self.slots_for(bbo["stock_locate"])
         rc = quote_bars_update(self.slot_of, bbo["stock_locate"], bbo["timestamp"], bbo["bid_price"],
                                bbo["bid_shares"], bbo["ask_price"], bbo["ask_shares"], self.t0, self.step,
-                               self.nbars, self.state, self.quote, self.spread, self.two)
+                               self.tend, self.state, self.quote, self.spread, self.two)
         if rc != 0:  # pragma: no cover - the adapter hands over equal-length columns
             raise RuntimeError("bars: malformed BBO event columns")
 
     def finish(self) -> None:
         check_panel_fits(len(self.locates), self.nbars, self.every)  # trade bars and the table come next
-        quote_bars_finish(len(self.locates), self.t0, self.step, self.nbars, self.state, self.quote,
+        quote_bars_finish(len(self.locates), self.t0, self.step, self.tend, self.state, self.quote,
                           self.spread, self.two)
 
 
 def trade_bars(trades: dict[str, np.ndarray], slot_of: np.ndarray, nslots: int, t0: int, step: int,
-               nbars: int) -> dict[str, np.ndarray]:
+               nbars: int, tend: int) -> dict[str, np.ndarray]:
     """OHLC, volume, notional, count and cross volume per (slot, interval), vectorised."""
     size = nslots * nbars
     out = {"open": np.full(size, np.nan), "high": np.full(size, np.nan), "low": np.full(size, np.nan),
@@ -172,7 +172,7 @@ def trade_bars(trades: dict[str, np.ndarray], slot_of: np.ndarray, nslots: int, 
     kind, ts = trades["kind"], trades["timestamp"]
     broken = access.broken_mask(kind, trades["match_number"])
     slot = slot_of[trades["stock_locate"]]
-    in_grid = (ts >= t0) & (ts < t0 + step * nbars) & (slot >= 0) & ~broken
+    in_grid = (ts >= t0) & (ts < tend) & (slot >= 0) & ~broken
     cell = slot * nbars + (ts - t0) // np.int64(step)
     crosses = in_grid & (kind == _KIND_Q)
     np.add.at(out["cross_volume"], cell[crosses], trades["shares"][crosses])
@@ -202,8 +202,9 @@ def bars(source, every="1min", symbols=None, *, start="09:30", end="16:00",
 
     every: '1s', '1min', '500ms', ... or seconds; symbols: list or comma-separated text
     (None = every stock that has a quote or a trade); start/end: 'HH:MM[:SS]' or ns after
-    midnight (None = the whole day). Columns: symbol, stock_locate, start_ns (interval
-    start, ns after midnight), bid, bid_size, ask, ask_size, spread, two_sided_ns, open,
+    midnight (None = the whole day). Columns: symbol, stock_locate, start_ns and end_ns (the
+    interval, ns after midnight; the last one ends at ``end`` when ``every`` does not divide
+    the window), bid, bid_size, ask, ask_size, spread, two_sided_ns, open,
     high, low, close, volume, vwap, count, cross_volume. Rows by symbol then time.
     """
     step = every_ns(every)
@@ -218,7 +219,7 @@ def bars(source, every="1min", symbols=None, *, start="09:30", end="16:00",
                 if s.strip()]
     every_text = every if isinstance(every, str) else f"{every} s"
     check_panel_fits(len(syms) if syms else 1, nbars, every_text)
-    panel = _Panel(t0, step, nbars, every_text)
+    panel = _Panel(t0, step, nbars, tend, every_text)
     trade_parts: list[dict] = []
 
     def on_events(ev: dict) -> None:
@@ -237,12 +238,12 @@ def bars(source, every="1min", symbols=None, *, start="09:30", end="16:00",
         panel.slots_for(np.array([known[s] for s in syms], np.int64))
     panel.finish()
     nslots = len(panel.locates)
-    trades = trade_bars(access.concat_columns(trade_parts), panel.slot_of, nslots, t0, step, nbars)
+    trades = trade_bars(access.concat_columns(trade_parts), panel.slot_of, nslots, t0, step, nbars, tend)
     names = {loc: sym for sym, loc in known.items()}
-    return _table(panel, trades, names, nslots, t0, step, nbars)
+    return _table(panel, trades, names, nslots, t0, step, nbars, tend)
 
 
-def _table(panel: _Panel, trades: dict, names: dict, nslots: int, t0: int, step: int, nbars: int):
+def _table(panel: _Panel, trades: dict, names: dict, nslots: int, t0: int, step: int, nbars: int, tend: int):
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -262,6 +263,7 @@ def _table(panel: _Panel, trades: dict, names: dict, nslots: int, t0: int, step:
         "symbol": pc.take(sym_names, pa.array(slot)),
         "stock_locate": pa.array(locs[slot].astype(np.uint16)),
         "start_ns": pa.array(t0 + (rows % nbars) * np.int64(step)),
+        "end_ns": pa.array(np.minimum(t0 + (rows % nbars + 1) * np.int64(step), tend)),
         "bid": pa.array(np.where(q[:, 0] > 0, q[:, 0] / 1e4, np.nan)),
         "bid_size": pa.array(q[:, 1]),
         "ask": pa.array(np.where(q[:, 2] > 0, q[:, 2] / 1e4, np.nan)),
