@@ -25,9 +25,11 @@ def new_books() -> Books:
     return Books()
 
 
-def symbol_locates(books: Books) -> dict[str, int]:
-    """Symbol -> stock locate from the stock directory messages applied so far."""
-    return books.symbols
+def directory(books: Books) -> dict[int, str]:
+    """Stock locate -> symbol, from the stock directory messages applied so far (every locate:
+    two locates under one symbol both appear, which a symbol -> locate map would hide)."""
+    stocks = books.stocks if hasattr(books, "stocks") else books.shards[0].stocks
+    return {int(loc): books.symbol(int(loc)) for loc in np.flatnonzero(stocks["symbol"])}
 
 
 def depth_levels(books: Books, locate: int, n: int) -> tuple[np.ndarray, np.ndarray]:

@@ -22,6 +22,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from itchflow.sinks._symbols import resolve_symbols
 from itchflow.wire.itch import DTYPES
 
 _TYPES = "RQIB"
@@ -46,10 +47,7 @@ def _collect(source, symbols):
     if symbols is not None:
         wanted = [s.strip().upper() for s in (symbols.split(",") if isinstance(symbols, str) else symbols)
                   if s.strip()]
-        by_name = {v: k for k, v in names.items()}
-        missing = [s for s in wanted if s not in by_name]
-        if missing:
-            raise KeyError(f"auctions: no stock directory (R) message for {', '.join(missing)}")
+        by_name = resolve_symbols(names, wanted, "auctions")
         locs = np.array([by_name[s] for s in wanted], np.int64)
         for c in "QI":
             arrs[c] = arrs[c][np.isin(arrs[c]["stock_locate"], locs)]

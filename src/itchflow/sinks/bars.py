@@ -30,6 +30,7 @@ import numpy as np
 from numba import njit
 
 from itchflow.sinks import _book_access as access
+from itchflow.sinks._symbols import resolve_symbols
 from itchflow.sinks._clock import clock_ns, every_ns
 
 _KIND_E, _KIND_C, _KIND_P, _KIND_Q = (ord(c) for c in "ECPQ")
@@ -230,16 +231,13 @@ def bars(source, every="1min", symbols=None, *, start="09:30", end="16:00",
             trade_parts.append(t)
 
     books = access.replay_events(source, syms, bbo=True, trades=True, on_events=on_events, progress=progress)
-    known = access.symbol_locates(books)
+    names = access.directory(books)
     if syms is not None:
-        missing = [s for s in syms if s not in known]
-        if missing:
-            raise KeyError(f"bars: no stock directory (R) message for {', '.join(missing)}")
+        known = resolve_symbols(names, syms, "bars")
         panel.slots_for(np.array([known[s] for s in syms], np.int64))
     panel.finish()
     nslots = len(panel.locates)
     trades = trade_bars(access.concat_columns(trade_parts), panel.slot_of, nslots, t0, step, nbars, tend)
-    names = {loc: sym for sym, loc in known.items()}
     return _table(panel, trades, names, nslots, t0, step, nbars, tend)
 
 

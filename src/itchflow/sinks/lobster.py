@@ -70,6 +70,7 @@ import numpy as np
 from numba import njit
 
 from itchflow.sinks import _book_access as access
+from itchflow.sinks._symbols import resolve_symbols
 from itchflow.sinks._clock import DAY_NS, clock_ns, trading_date
 from itchflow.sinks.output import named, part_path
 
@@ -629,10 +630,7 @@ def _walk(source, syms: list[str], levels: int, start_ns: int, end_ns: int,
         books = access.replay_events(source, syms, l2=True, on_events=on_events, on_bytes=on_bytes,
                                      progress=progress, slice_bytes=slice_bytes)
         make_rows()
-        found = {sym for sym, _, _ in streams.values()}
-        missing = [s for s in syms if s not in found]
-        if missing:
-            raise KeyError(f"lobster: no stock directory (R) message for {', '.join(missing)}")
+        resolve_symbols(access.directory(books), syms, "lobster")   # none missing, none twice
     except BaseException:
         for _, _, output in streams.values():
             output.abort()

@@ -1,0 +1,52 @@
+"""Research outputs name stocks by symbol. A symbol the stock directory gives two locates is
+no one stock: `Books` refuses it by name, and so must lobster, bars and auctions (they answered
+for one of the two, silently, and bars labelled the other stock by its locate number)."""
+
+from __future__ import annotations
+
+import pytest
+
+import itchflow
+from itchflow.decode.encoder import encode_message as enc
+
+T = 34_200_000_000_000 + 60_000_000_000   # 09:31
+
+
+def _day() -> bytes:
+    msgs = [enc("R", stock_locate=1, stock="DUP", timestamp=1), enc("R", stock_locate=2, stock="DUP", timestamp=2),
+            enc("R", stock_locate=3, stock="ONE", timestamp=3)]
+    for loc in (1, 2, 3):
+        msgs += [enc("A", stock_locate=loc, timestamp=T + loc, order_reference_number=10 * loc,
+                     buy_sell_indicator="B", shares=100 * loc, stock="DUP" if loc < 3 else "ONE", price=10_000 * loc),
+                 enc("E", stock_locate=loc, timestamp=T + 10 + loc, order_reference_number=10 * loc,
+                     executed_shares=10, match_number=loc),
+                 enc("Q", stock_locate=loc, timestamp=T + 20 + loc, shares=5 * loc, stock="DUP" if loc < 3 else "ONE",
+                     cross_price=10_000 * loc, match_number=100 + loc, cross_type="O")]
+    return b"".join(msgs)
+
+
+@pytest.mark.parametrize("output", ["lobster", "bars", "auctions"])
+def test_a_symbol_under_two_locates_is_refused_by_every_output(output, tmp_path):
+    day = _day()
+    with pytest.raises(KeyError, match=rf"{output}: symbol 'DUP' is in the stock directory under locates 1, 2"):
+        if output == "lobster":
+            itchflow.lobster(day, ["DUP"], 1, start="09:30", end="09:32", date="2019-01-30")
+        elif output == "bars":
+            itchflow.bars(day, "1min", ["DUP"], start="09:30", end="09:32")
+        else:
+            itchflow.auctions(day, ["DUP"])
+    books = itchflow.Books()
+    books.apply(day)
+    with pytest.raises(KeyError, match="under 2 locates"):   # as the books themselves refuse it
+        books.bbo("DUP")
+
+
+def test_each_stock_is_labelled_by_its_own_directory_entry():
+    """bars of every stock labelled locate 1 "1": the symbol -> locate map kept one of the two."""
+    day = _day()
+    df = itchflow.bars(day, "1min", None, start="09:30", end="09:32").to_pandas()
+    one_bar = df[df["start_ns"] == T - T % 60_000_000_000]
+    assert sorted(zip(one_bar["stock_locate"], one_bar["symbol"], one_bar["volume"])) == [
+        (1, "DUP", 10), (2, "DUP", 10), (3, "ONE", 10)]
+    got = itchflow.bars(day, "1min", ["ONE"], start="09:30", end="09:32").to_pandas()
+    assert set(got["stock_locate"]) == {3} and got["cross_volume"].sum() == 15
