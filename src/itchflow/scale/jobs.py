@@ -214,7 +214,8 @@ def run_events(source: str, out: str, which: str, symbols, seq_map: SeqMap) -> d
     books = Books(prefault=False)  # workers fill the cores: no populating thread beside them
     timings: dict = {}
     t0 = time.perf_counter()
-    rows, _ = events_to_parquet(source, out, which, symbols, books=books, sequence_map=seq_map, timings=timings)
+    rows, _ = events_to_parquet(source, out, which, symbols, books=books, sequence_map=seq_map, timings=timings,
+                                missing_ok=True)   # the job's symbols are the archive's, not each day's
     write = timings["write_seconds"]
     by_type, anomalies, unknown = _book_counts(books)
     return {"rows": rows, "messages": books.messages, "by_type": by_type, "anomalies": anomalies,

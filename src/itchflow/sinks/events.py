@@ -31,7 +31,7 @@ def write_parquet(events: np.ndarray, path, symbol_of=str) -> None:
 def events_to_parquet(source, out, which: str, symbols: list[str] | None = None,
                       progress: Callable[[int, int], None] | None = None, *, books: Books | None = None,
                       sequence_map: Callable[[np.ndarray], np.ndarray] | None = None,
-                      timings: dict | None = None) -> tuple[int, int]:
+                      timings: dict | None = None, missing_ok: bool = False) -> tuple[int, int]:
     """Replay source, recording one event stream (``which``: 'bbo' or 'trades'), only for
     these symbols (None = every stock), into the Parquet file out.
 
@@ -39,7 +39,9 @@ def events_to_parquet(source, out, which: str, symbols: list[str] | None = None,
     schema. progress(messages, bytes) as ``Books.replay``. books: a fresh Books to use (the
     caller reads its counters afterwards); sequence_map: renumbers the events' ``sequence``
     (a shard of a day maps back to the day's numbers); timings["write_seconds"] accumulates
-    the time spent writing Parquet.
+    the time spent writing Parquet. A symbol the day has no stock directory message for is a
+    KeyError (no file is written) unless missing_ok (an archive's days need not all list
+    every symbol asked for).
     """
     import time
 
@@ -92,7 +94,7 @@ def events_to_parquet(source, out, which: str, symbols: list[str] | None = None,
         finally:
             if state["writer"] is not None:
                 state["writer"].close()
-        missing = [] if symbols is None else [s for s in symbols if s not in books.symbols]
+        missing = [] if symbols is None or missing_ok else [s for s in symbols if s not in books.symbols]
         if missing:   # (as bars, lobster and auctions: a mistyped symbol is not "0 rows")
             raise KeyError(f"{which}: no stock directory (R) message for {', '.join(missing)}")
         t = time.perf_counter()
