@@ -89,6 +89,7 @@ def test_a_dataframe_encodes_to_the_same_bytes():
     ("shares", -5, ValueError, r"A\.shares: -5 does not fit 4 bytes"),
     ("price", 10.55, TypeError, r"A\.price: whole numbers, not float64"),
     ("stock", "ABCDEFGHI", ValueError, r"A\.stock: b'ABCDEFGHI' is longer than 8 bytes"),
+    ("stock", 5, TypeError, r"A\.stock: text \(str or bytes\), not"),   # (it became 5 NUL bytes)
 ])
 def test_encode_refuses_columns_that_do_not_fit_instead_of_wrapping(field, value, error, match):
     """Out-of-range numbers wrapped (price -1 -> 4294967295, 2**33 -> 0), floats were truncated

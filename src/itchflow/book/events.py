@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from itchflow.book import layout as L
+from itchflow.book.replay import slice_budget
 
 _FIRST = 1 << 14
 
@@ -164,7 +165,7 @@ def snapshots(books, source, times_ns, symbols, n: int, *, slice_bytes: int = 32
     """
     from itchflow.sources.files import iter_chunks
 
-    budget = int(slice_bytes) if slice_bytes > 0 else None   # (0 took no message a call: for ever)
+    budget = slice_budget(slice_bytes)
     times = sorted(int(t) for t in times_ns)
     rows: list[np.ndarray] = []
     it = iter(times)

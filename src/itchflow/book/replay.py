@@ -17,6 +17,12 @@ from itchflow.errors import ITCHFormatError
 SLICE_BYTES = 32 << 20
 
 
+def slice_budget(slice_bytes: int) -> int | None:
+    """``apply``'s max_bytes for a slice size: 0 or less means whole chunks (a budget of 0
+    would take no message a call, for ever)."""
+    return int(slice_bytes) if slice_bytes > 0 else None
+
+
 def replay(books, source, *, stop_after_ns: int | None = None, slice_bytes: int = SLICE_BYTES,
            progress: Callable[[int, int], None] | None = None,
            on_slice: Callable[[object], None] | None = None,
@@ -32,7 +38,7 @@ def replay(books, source, *, stop_after_ns: int | None = None, slice_bytes: int 
     from itchflow.sources.files import iter_chunks
 
     done_bytes = 0
-    budget = slice_bytes if slice_bytes > 0 else None
+    budget = slice_budget(slice_bytes)
     for chunk in iter_chunks(source):
         with chunk.reading():  # a file truncated meanwhile is the error, not what its zeros made
             data, offset = chunk.data, chunk.offset or 0

@@ -27,22 +27,32 @@ def _timestamp_bytes(ts: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(ts.astype(">u8").view(np.uint8).reshape(-1, 8)[:, 2:]).view("V6").ravel()
 
 
+def _text(name: str, value, size: int) -> bytes:
+    """One alpha field's bytes, space-padded as ITCH pads them (numpy would pad with NULs):
+    ASCII text or bytes of at most ``size``; anything else (a number would become NULs) is
+    refused naming the field."""
+    if isinstance(value, str):
+        try:
+            raw = value.encode("ascii")
+        except UnicodeEncodeError:
+            raise ValueError(f"{name}: {value!r} is not ASCII") from None
+    elif isinstance(value, (bytes, bytearray, memoryview)):
+        raw = bytes(value)
+    else:
+        raise TypeError(f"{name}: text (str or bytes), not {value!r}")
+    if len(raw) > size:
+        raise ValueError(f"{name}: {raw!r} is longer than {size} bytes")
+    return raw.ljust(size)
+
+
 def _alpha_column(name: str, col, size: int) -> np.ndarray:
     """An alpha column as the wire's S{size}: bytes of exactly that size as they are (a decoded
-    column, whatever its bytes); shorter values (str or bytes, a DataFrame's objects) padded
-    with spaces, as ITCH pads them (numpy would pad with NULs); longer ones refused."""
+    column, whatever its bytes); other values (str or bytes, a DataFrame's objects) each as
+    ``_text`` takes one."""
     a = np.asarray(col)
     if a.dtype.kind == "S" and a.dtype.itemsize == size:
         return a
-    try:
-        values = [v.encode("ascii") if isinstance(v, str) else bytes(v) for v in a.ravel()] \
-            if a.dtype.kind != "S" else list(a.ravel())
-    except (UnicodeEncodeError, TypeError) as e:
-        raise TypeError(f"{name}: ASCII text or bytes of at most {size}, not {a.dtype} values ({e})") from None
-    long = [v for v in values if len(v) > size]
-    if long:
-        raise ValueError(f"{name}: {long[0]!r} is longer than {size} bytes")
-    return np.array([v.ljust(size) for v in values], dtype=f"S{size}")
+    return np.array([_text(name, v, size) for v in a.ravel()], dtype=f"S{size}")
 
 
 def _number_column(name: str, col, dtype: np.dtype) -> np.ndarray:
@@ -127,18 +137,7 @@ def encode_message(code: str, **fields) -> bytes:
             continue
         f = m.field(name)  # KeyError names the message and field
         if f.kind == ALPHA:
-            if isinstance(value, str):
-                try:
-                    raw = value.encode("ascii")
-                except UnicodeEncodeError:
-                    raise ValueError(f"{m.code}.{name}: {value!r} is not ASCII") from None
-            elif isinstance(value, (bytes, bytearray, memoryview)):
-                raw = bytes(value)
-            else:
-                raise TypeError(f"{m.code}.{name}: text (str or bytes), not {value!r}")
-            if len(raw) > f.size:
-                raise ValueError(f"{m.code}.{name}: {raw!r} is longer than {f.size} bytes")
-            rec[name] = raw.ljust(f.size)
+            rec[name] = _text(f"{m.code}.{name}", value, f.size)
         else:
             top = _MAX_TIMESTAMP if f.kind == TIMESTAMP else int(np.iinfo(rec.dtype[name]).max)
             v = whole(value, f"{m.code}.{name}")

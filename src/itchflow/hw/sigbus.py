@@ -225,14 +225,19 @@ def _release(key: int, i: int) -> None:
             slots[3 * i] = 0
 
 
+def _slot(mapping: mmap.mmap) -> int | None:
+    """The slot guarding this mapping, or None (call with _lock held)."""
+    return _state.get("guarded", {}).get(id(mapping)) if "slots" in _state else None
+
+
 def faulted(mapping: mmap.mmap) -> int | None:
     """Offset in the mapping of the first page that was past the file's end when touched
     (now zeros), or None."""
     with _lock:
-        i = _state.get("guarded", {}).get(id(mapping))
-        slots = _state.get("slots")
-        if i is None or slots is None:
+        i = _slot(mapping)
+        if i is None:
             return None
+        slots = _state["slots"]
         fault = slots[3 * i + 2]
         return None if fault == NO_FAULT else fault - slots[3 * i]
 
@@ -242,11 +247,10 @@ def fault_word(mapping: mmap.mmap) -> ctypes.c_uint64 | None:
     found past the file's end), for a check on every write without the lock; valid while the
     mapping stays open. None if the mapping is not guarded."""
     with _lock:
-        i = _state.get("guarded", {}).get(id(mapping))
-        slots = _state.get("slots")
-        if i is None or slots is None:
+        i = _slot(mapping)
+        if i is None:
             return None
-        return ctypes.c_uint64.from_address(ctypes.addressof(slots) + 8 * (3 * i + 2))
+        return ctypes.c_uint64.from_address(ctypes.addressof(_state["slots"]) + 8 * (3 * i + 2))
 
 
 def shrunk(mapping: mmap.mmap) -> tuple[int, int] | None:

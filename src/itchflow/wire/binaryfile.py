@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from itchflow.wire.itch import MESSAGES
+from itchflow.wire.itch import LENGTH_BY_BYTE, MESSAGES
 from itchflow.hw.endian import be16, be48_from8, u8
 
 # Status codes returned by frame(); the Python side turns them into ITCHFormatError.
@@ -57,6 +57,14 @@ def next_message(buf, pos, end):
     if body + length > end:
         return TRUNCATED, body, length
     return OK, body, length
+
+
+@njit(inline="always", nogil=True, cache=True)
+def fits_its_type(type_byte, length):
+    """A message of this type byte may be this long: an ITCH 5.0 type at exactly its length, or
+    a type ITCH does not define at any length (skipped and counted where it is decoded)."""
+    expected = LENGTH_BY_BYTE[type_byte]
+    return expected == 0 or expected == length
 
 
 @njit(nogil=True, cache=True)

@@ -364,10 +364,11 @@ def float_to_price4(x) -> np.ndarray | int:
     """Dollars -> Price(4) raw integers, rounded to the nearest 1/10000. A price the 4-byte
     field cannot hold (below 0, at or above $429,496.7296, NaN) is a ValueError, for an
     array as for a number (an array once wrapped around silently)."""
-    raw = np.rint(np.asarray(x, dtype=np.float64) * PRICE4_SCALE)
+    dollars = np.asarray(x, dtype=np.float64)
+    raw = np.rint(dollars * PRICE4_SCALE)
     bad = ~((raw >= 0) & (raw <= 0xFFFFFFFF))   # NaN compares false: bad too
     if np.any(bad):
-        first = np.asarray(x, dtype=np.float64).reshape(-1)[int(np.flatnonzero(bad.reshape(-1))[0])]
+        first = dollars.reshape(-1)[int(np.flatnonzero(bad.reshape(-1))[0])]
         raise ValueError(f"price {first!r} does not fit a Price(4) field ($0 to $429,496.7295)")
     if np.ndim(x):
         return raw.astype(np.uint32)

@@ -13,8 +13,7 @@ from __future__ import annotations
 from numba import njit
 
 from itchflow.hw.endian import u8
-from itchflow.wire.binaryfile import LENGTH_PREFIX, OK, next_message
-from itchflow.wire.itch import LENGTH_BY_BYTE
+from itchflow.wire.binaryfile import LENGTH_PREFIX, OK, fits_its_type, next_message
 
 LENGTH_SIZE = LENGTH_PREFIX
 
@@ -98,8 +97,7 @@ def soup_to_binaryfile(buf, pos, end, out, out_pos):
         if status != OK or length < 2 or u8(buf, body) != _S:
             break
         mlen = length - 1
-        expected = LENGTH_BY_BYTE[buf[body + 1]]
-        if expected != 0 and expected != mlen:
+        if not fits_its_type(buf[body + 1], mlen):
             break
         if out_pos + LENGTH_SIZE + mlen > cap:
             break

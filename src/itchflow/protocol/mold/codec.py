@@ -12,7 +12,7 @@ import numpy as np
 from numba import njit
 
 from itchflow.hw.endian import be16, be48_from8, be64  # noqa: F401  (be64: re-exported for bench.net)
-from itchflow.wire.binaryfile import (LENGTH_PREFIX, OK, ZERO_LENGTH, index_error_text,
+from itchflow.wire.binaryfile import (LENGTH_PREFIX, OK, ZERO_LENGTH, fits_its_type, index_error_text,
                                       message_offsets, next_message)
 from itchflow.wire.itch import LENGTH_BY_BYTE, MESSAGES
 from itchflow.wire.moldudp64 import (
@@ -63,8 +63,7 @@ def walk_blocks(buf, start, end, count, skip):
         status, body, length = next_message(buf, pos, end)
         if status != OK:
             return (ZERO_LENGTH_BLOCK if status == ZERO_LENGTH else BLOCK_OVERRUN), pos
-        expected = LENGTH_BY_BYTE[buf[body]]
-        if expected != 0 and expected != length:
+        if not fits_its_type(buf[body], length):
             return BAD_ITCH_LENGTH, pos
         pos = body + length
     if pos != end:
