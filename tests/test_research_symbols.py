@@ -50,3 +50,28 @@ def test_each_stock_is_labelled_by_its_own_directory_entry():
         (1, "DUP", 10), (2, "DUP", 10), (3, "ONE", 10)]
     got = itchflow.bars(day, "1min", ["ONE"], start="09:30", end="09:32").to_pandas()
     assert set(got["stock_locate"]) == {3} and got["cross_volume"].sum() == 15
+
+
+@pytest.mark.parametrize("which", ["bbo", "trades"])
+@pytest.mark.parametrize("missing_ok", [False, True])
+def test_bbo_and_trades_refuse_a_symbol_under_two_locates(which, missing_ok, tmp_path):
+    """They wrote the events of one of the two (the symbol -> locate map kept the later),
+    silently; an archive's job (missing_ok) excuses an absent symbol, not an ambiguous one."""
+    from itchflow.sinks.events import events_to_parquet
+
+    out = tmp_path / f"{which}.parquet"
+    with pytest.raises(KeyError, match=rf"{which}: symbol 'DUP' is in the stock directory under locates 1, 2"):
+        events_to_parquet(_day(), out, which, ["ONE", "DUP"], missing_ok=missing_ok)
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_bbo_and_trades_write_an_unambiguous_symbol_and_excuse_an_absent_one_only_when_asked(tmp_path):
+    import pyarrow.parquet as pq
+
+    from itchflow.sinks.events import events_to_parquet
+
+    rows, _ = events_to_parquet(_day(), tmp_path / "t.parquet", "trades", ["ONE", "GONE"], missing_ok=True)
+    t = pq.read_table(tmp_path / "t.parquet").to_pydict()
+    assert rows == 2 and t["stock_locate"] == [3, 3] and t["shares"] == [10, 15]
+    with pytest.raises(KeyError, match="trades: no stock directory \\(R\\) message for GONE"):
+        events_to_parquet(_day(), tmp_path / "u.parquet", "trades", ["ONE", "GONE"])

@@ -15,6 +15,8 @@ import numpy as np
 from itchflow.book import layout as L
 from itchflow.book.books import Books
 from itchflow.book.events import to_arrow
+from itchflow.sinks._book_access import directory
+from itchflow.sinks._symbols import resolve_symbols
 from itchflow.sinks.output import output_file
 
 STREAMS = ("bbo", "trades")
@@ -94,9 +96,10 @@ def events_to_parquet(source, out, which: str, symbols: list[str] | None = None,
         finally:
             if state["writer"] is not None:
                 state["writer"].close()
-        missing = [] if symbols is None or missing_ok else [s for s in symbols if s not in books.symbols]
-        if missing:   # (as bars, lobster and auctions: a mistyped symbol is not "0 rows")
-            raise KeyError(f"{which}: no stock directory (R) message for {', '.join(missing)}")
+        if symbols is not None:  # as bars, lobster and auctions: a mistyped symbol is not
+            # "0 rows", and a symbol under two locates names no one stock
+            listed = books.symbols
+            resolve_symbols(directory(books), [s for s in symbols if s in listed or not missing_ok], which)
         t = time.perf_counter()
         if state["writer"] is None:  # nothing recorded: still write an empty file with the schema
             empty = np.zeros(0, L.BBO_EVENT_DTYPE if which == "bbo" else L.TRADE_EVENT_DTYPE)
