@@ -94,6 +94,25 @@ def test_hand_worked_pairing_and_breaks():
     assert only.crosses.num_rows == 1 and only.imbalances.num_rows == 1
 
 
+def test_a_code_byte_outside_printable_ascii_is_shown_not_an_error():
+    """A cross type of 0xC3 raised a bare UnicodeDecodeError (the whole day's table lost); a
+    NUL became "" (a code that is not there). Every byte is kept, escaped when not printable."""
+    t = 57_600_000_000_000
+    q = bytearray(enc("Q", stock_locate=1, timestamp=t, shares=5, stock="AAA", cross_price=50_000,
+                      match_number=7, cross_type="C"))
+    i = bytearray(enc("I", stock_locate=1, timestamp=t - 1, paired_shares=5, imbalance_shares=0,
+                      imbalance_direction="N", stock="AAA", far_price=0, near_price=0,
+                      current_reference_price=50_000, cross_type="C", price_variation_indicator=" "))
+    q[-1] = 0xC3
+    i[-1] = 0x00                      # price_variation_indicator, the I's last byte
+    day = enc("R", stock_locate=1, timestamp=1, stock="AAA") + bytes(i) + bytes(q)
+    res = auctions(day)
+    assert res.crosses.to_pydict()["cross_type"] == ["\\xc3"]
+    im = res.imbalances.to_pydict()
+    assert im["price_variation"] == ["\\x00"] and im["cross_type"] == ["C"]
+    assert im["imbalance_direction"] == ["N"]
+
+
 # ---- the CLI commands and their plots --------------------------------------------------------
 
 @pytest.fixture(scope="module")

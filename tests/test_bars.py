@@ -209,6 +209,26 @@ def test_hand_worked_trades_breaks_and_crosses():
     assert df["two_sided_ns"].tolist() == [1_000_000_000] * 3
 
 
+def test_a_cross_the_book_does_not_count_is_not_in_cross_volume():
+    """A Q of 2**63 shares (its field is 8 bytes) became a negative cross_volume; the book
+    counts it as volume_overflow and keeps it out of the stock's volume, and so do the bars."""
+    from itchflow.book.books import Books
+
+    t = 34_200_000_000_000
+    day = b"".join([enc("R", stock_locate=1, timestamp=1, stock="TEST"),
+                    enc("Q", stock_locate=1, timestamp=t + 1, shares=2**63, stock="TEST", cross_price=100_000,
+                        match_number=1, cross_type="O"),
+                    enc("Q", stock_locate=1, timestamp=t + 2, shares=2**32, stock="TEST", cross_price=100_000,
+                        match_number=2, cross_type="O"),
+                    enc("Q", stock_locate=1, timestamp=t + 3, shares=700, stock="TEST", cross_price=100_000,
+                        match_number=3, cross_type="O")])
+    df = bars(day, "1min", ["TEST"], start="09:30", end="09:31").to_pandas()
+    books = Books()
+    books.apply(day)
+    assert books.anomalies("TEST")["volume_overflow"] == 2
+    assert df["cross_volume"].tolist() == [700] == [books.volume("TEST")]
+
+
 def test_volume_reconciles_with_the_book(gen_day):
     from itchflow.book.books import Books
 

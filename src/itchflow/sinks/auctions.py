@@ -67,10 +67,16 @@ def _symbols(locates: np.ndarray, names: dict):
     return pc.take(dictionary, pa.array(inv.astype(np.int64))) if len(locates) else pa.array([], pa.string())
 
 
+# A one-byte code as text: printable ASCII as itself, any other byte as "\\xNN" (a hostile
+# or corrupt byte stays visible in the table, never a UnicodeDecodeError or a silent "").
+_BYTE_TEXT = [chr(b) if 0x20 <= b < 0x7F else f"\\x{b:02x}" for b in range(256)]
+
+
 def _letters(col: np.ndarray):
     import pyarrow as pa
+    import pyarrow.compute as pc
 
-    return pa.array(col.astype("U1"), pa.string())
+    return pc.take(pa.array(_BYTE_TEXT, pa.string()), pa.array(col.view(np.uint8).astype(np.int64)))
 
 
 def pair_with_crosses(q: np.ndarray, i: np.ndarray) -> np.ndarray:

@@ -14,7 +14,8 @@ Intervals are half-open ``[t, t + every)`` on a grid from ``start`` (default 09:
   the book leaves it out of volume. Q (cross) prints are not in the bars: they are in
   ``cross_volume`` (and in ``itchflow.auctions``). A trade that a B message breaks (at any
   later time of the day) is taken out of its bar altogether, as the book takes it back out
-  of the stock's volume: so the day's volume plus cross volume of a stock equals the
+  of the stock's volume, and a trade the book does not count (``volume_overflow``: a Q of
+  2**32 shares or more) is in neither column: so the day's volume plus cross volume of a stock equals the
   book's ``volume`` when the grid covers every trade.
 
 Quotes come from the engine's BBO events (fed through a compiled kernel slice by slice, so
@@ -175,7 +176,8 @@ def trade_bars(trades: dict[str, np.ndarray], slot_of: np.ndarray, nslots: int, 
     slot = slot_of[trades["stock_locate"]]
     in_grid = (ts >= t0) & (ts < tend) & (slot >= 0) & ~broken
     cell = slot * nbars + (ts - t0) // np.int64(step)
-    crosses = in_grid & (kind == _KIND_Q)
+    # printable is the engine's "counted": a Q of 2**32 shares or more is not (volume_overflow)
+    crosses = in_grid & (kind == _KIND_Q) & (trades["printable"] == 1)
     np.add.at(out["cross_volume"], cell[crosses], trades["shares"][crosses])
     bar = in_grid & np.isin(kind, [_KIND_E, _KIND_C, _KIND_P]) & (trades["printable"] == 1)
     cell, price, shares = cell[bar], trades["price"][bar], trades["shares"][bar]
