@@ -357,6 +357,24 @@ def test_events_convert_to_arrow_and_pandas_with_symbols():
     assert trades[trades["kind"] == b"P"].to_pandas()["symbol"].tolist() == ["MSFT"]  # slices keep symbols
 
 
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_events_keep_their_symbols_through_pickle(protocol):
+    """multiprocessing, Dask and joblib pickle what they pass: an Events came back naming
+    its stocks by locate ("1"), and a deep copy likewise; the books do not travel with it."""
+    import copy
+    import pickle
+
+    b = books_after(add(1, 1, "B", 100, 10 * P), execute(1, 1, 40, match=555), trade(2, 10, 30 * P, match=556))
+    bbo, trades, _ = b.take_events()
+    wire = pickle.dumps(trades, protocol=protocol)
+    back = pickle.loads(wire)
+    assert type(back) is type(trades) and back.tolist() == trades.tolist()
+    assert back.to_pandas()["symbol"].tolist() == ["AAPL", "MSFT"]
+    assert len(wire) < 4096                                       # not the Books' tables
+    assert copy.deepcopy(bbo).to_pandas()["symbol"].tolist() == ["AAPL"] * len(bbo)
+    assert pickle.loads(pickle.dumps(bbo[:0], protocol=protocol)).to_pandas().shape == (0, bbo.to_pandas().shape[1])
+
+
 def test_books_replay_and_the_public_names(tmp_path):
     import itchflow
     from itchflow import Books as PublicBooks

@@ -70,6 +70,18 @@ class Events(np.ndarray):
     def __array_finalize__(self, obj) -> None:
         self.symbol_of = getattr(obj, "symbol_of", str)
 
+    # Pickling (multiprocessing, Dask, joblib) keeps the symbols: the names of the stocks
+    # present go along as a table (symbol_of is usually a bound Books.symbol, whose books
+    # must not travel with every array), not lost to the default of locate numbers.
+    def __reduce__(self):
+        rebuild, args, state = super().__reduce__()
+        return rebuild, args, (state, _symbol_table(self))
+
+    def __setstate__(self, state) -> None:
+        array_state, names = state
+        super().__setstate__(array_state)
+        self.symbol_of = SymbolTable(names)
+
     def to_arrow(self):
         """pyarrow.Table: a symbol column; trades get ``broken``; one-byte codes become text."""
         return to_arrow(self.view(np.ndarray), self.symbol_of)
@@ -77,6 +89,24 @@ class Events(np.ndarray):
     def to_pandas(self):
         """pandas.DataFrame of the same columns as ``to_arrow``."""
         return self.to_arrow().to_pandas()
+
+
+class SymbolTable:
+    """locate -> symbol from a {locate: symbol} table (the locate as text when absent): what
+    an unpickled ``Events`` names its stocks by."""
+
+    def __init__(self, names: dict[int, str]):
+        self.names = dict(names)
+
+    def __call__(self, locate: int) -> str:
+        return self.names.get(int(locate), str(int(locate)))
+
+
+def _symbol_table(events: Events) -> dict[int, str]:
+    plain = events.view(np.ndarray)
+    if plain.dtype.names is None or "stock_locate" not in plain.dtype.names:
+        return {}
+    return {int(loc): events.symbol_of(int(loc)) for loc in np.unique(plain["stock_locate"])}
 
 
 def mark_broken(trades: np.ndarray) -> np.ndarray:
