@@ -164,6 +164,46 @@ def test_unknown_symbol_and_missing_date_are_clear_errors(tmp_path):
     assert list((tmp_path / "o").iterdir()) == []
 
 
+@pytest.mark.parametrize("slice_bytes", [1, 1 << 20])
+def test_an_order_message_whose_header_names_another_stock_is_filed_under_the_order(slice_bytes):
+    """The engine applies an E/X/D/U to the order its reference names, whatever stock the
+    header says (counting locate_mismatch). LOBSTER filed it under the header's stock, which
+    skipped it, so the order's own files missed the change their book rows then showed."""
+    t = 34_260_000_000_000
+    day = b"".join([
+        enc("R", stock_locate=1, stock="AAA", timestamp=1), enc("R", stock_locate=2, stock="BBB", timestamp=2),
+        enc("R", stock_locate=3, stock="CCC", timestamp=3),
+        enc("A", stock_locate=1, timestamp=t, order_reference_number=1, buy_sell_indicator="B", shares=100,
+            stock="AAA", price=10_000),
+        enc("A", stock_locate=2, timestamp=t + 1, order_reference_number=2, buy_sell_indicator="S", shares=200,
+            stock="BBB", price=20_000),
+        enc("A", stock_locate=3, timestamp=t + 2, order_reference_number=3, buy_sell_indicator="S", shares=300,
+            stock="CCC", price=30_000),
+        enc("E", stock_locate=1, timestamp=t + 3, order_reference_number=2, executed_shares=10, match_number=5),
+        enc("X", stock_locate=2, timestamp=t + 4, order_reference_number=1, cancelled_shares=10),
+        enc("D", stock_locate=1, timestamp=t + 5, order_reference_number=3),      # CCC's order: not chosen
+        enc("U", stock_locate=3, timestamp=t + 6, original_order_reference_number=2,
+            new_order_reference_number=4, shares=50, price=20_100),
+        enc("E", stock_locate=1, timestamp=t + 7, order_reference_number=99, executed_shares=1, match_number=6),
+    ])
+    res = lobster(day, ["AAA", "BBB"], 1, start="09:30", end="09:32", slice_bytes=slice_bytes)
+    aaa, bbb = res["AAA"], res["BBB"]
+    assert aaa.messages.to_pandas()[["Type", "Order ID", "Size", "Price", "Direction"]].values.tolist() == [
+        [1, 1, 100, 10_000, 1], [2, 1, 10, 10_000, 1]]
+    assert aaa.orderbook.to_pandas().values.tolist() == [[AD, 0, 10_000, 100], [AD, 0, 10_000, 90]]
+    assert bbb.messages.to_pandas()[["Type", "Order ID", "Size", "Price", "Direction"]].values.tolist() == [
+        [1, 2, 200, 20_000, -1], [4, 2, 10, 20_000, -1], [3, 2, 190, 20_000, -1], [1, 4, 50, 20_100, -1]]
+    assert bbb.orderbook.to_pandas().values.tolist() == [
+        [20_000, 200, BD, 0], [20_000, 190, BD, 0], [AD, 0, BD, 0], [20_100, 50, BD, 0]]
+    # what changed no chosen stock's book is its header stock's skip: CCC's delete, an unknown order
+    assert aaa.skipped == {"D": 1, "E": 1} and bbb.skipped == {}
+    books = itchflow.Books()
+    books.apply(day)
+    assert books.anomalies("AAA")["locate_mismatch"] == 1 and books.anomalies("BBB")["locate_mismatch"] == 2
+    for sym, got in (("AAA", aaa), ("BBB", bbb)):
+        assert got.orderbook.to_pandas().values.tolist()[-1] == _book_row(books, books.symbols[sym], 1)
+
+
 def test_bad_bytes_mid_day_name_the_file_and_leave_no_files(tmp_path):
     day = tmp_path / "day_20190130.itch"
     good = hand_day()

@@ -43,7 +43,9 @@ B            -      no LOBSTER type: not written, counted in ``skipped["B"]``
 
 Types 5, 6 and 7 leave the book as it was: their order-book row repeats the previous one.
 A message the book did not apply (an unknown reference, a duplicate add: see the engine's
-anomalies) gets no row and is counted in ``skipped``. The book is built from the start of
+anomalies) gets no row and is counted in ``skipped``. An X, D, E, C or U goes to the stock
+of the order it names, as the engine applies it, when its header names another stock (the
+engine counts ``locate_mismatch``). The book is built from the start of
 the file; only messages with START <= time < END are written.
 
 Where the numbers come from: the order-book rows are the engine's own depth, rebuilt from
@@ -81,6 +83,7 @@ SUBMISSION, CANCELLATION, DELETION, EXECUTION, HIDDEN_EXECUTION, CROSS, HALT = 1
 CROSS_ORDER_ID = {b"O": -1, b"C": -2, b"H": -3, b"I": -4}
 HALT_PRICE = {b"H": -1, b"P": -1, b"Q": 0, b"T": 1}
 _TYPES = "RAFEXDCUPQHB"
+_BY_ORDER = "EXDCU"  # the types that name an order by its reference, not only by the header's stock
 SLICE_BYTES = 8 << 20  # the file is walked in slices of this many bytes: the memory bound
 MAX_LEVELS = 1000  # LOBSTER itself offers up to 200; a real book side has held 4,227 levels
 ROWS_BUDGET_BYTES = 128 << 20  # a slice's order-book rows stay under this: slices shrink with levels
@@ -573,6 +576,20 @@ def lobster_dataset(source, symbols, out_file, levels: int = 10, *, start="09:30
             "anomalies": {k: v for k, v in books.anomalies().items() if v} if books is not None else {}}
 
 
+def order_stock(msgs: np.ndarray, l2: dict[str, np.ndarray]) -> np.ndarray:
+    """The stock each message naming an order (X, D, E, C, U) is filed under: the stock whose
+    book its L2 event changed, which is the order's (the engine applies it there, counting
+    ``locate_mismatch`` when the header names another); the header's locate when it changed
+    no chosen stock's book (its stock then counts it as skipped). l2 in sequence order."""
+    owner = msgs["stock_locate"].astype(np.int64)
+    if not l2 or not len(l2["sequence"]) or not len(msgs):
+        return owner
+    at = np.minimum(np.searchsorted(l2["sequence"], msgs["sequence"]), len(l2["sequence"]) - 1)
+    hit = l2["sequence"][at] == msgs["sequence"]
+    owner[hit] = l2["stock_locate"][at[hit]]
+    return owner
+
+
 def _walk(source, syms: list[str], levels: int, start_ns: int, end_ns: int,
           output_for: Callable[[str], "StockOutput"], progress, slice_bytes: int) -> tuple[list[tuple], object]:
     """The one pass both entry points make: ([(symbol, StockState, output)] in the order the
@@ -596,20 +613,29 @@ def _walk(source, syms: list[str], levels: int, start_ns: int, end_ns: int,
                 streams[loc] = (sym, StockState(), output_for(sym))
 
     def on_bytes(chunk, lo: int, hi: int, first_sequence: int) -> None:
-        # the bytes the engine just applied, decoded while their pages are mapped
+        # the bytes the engine just applied, decoded while their pages are mapped; kept whole
+        # until this slice's events (on_events, next) say which stocks' orders they changed
         msgs = decode_slice(chunk, lo, hi, first_sequence, _TYPES)
         if len(msgs["R"]) and len(streams) < len(wanted):
             start_streams(msgs["R"])
         if streams:
-            locs = np.fromiter(streams, np.int64)
-            pending["messages"].append({c: a[np.isin(a["stock_locate"], locs)] for c, a in msgs.items()})
+            pending["decoded"] = msgs
             pending["bytes"] += hi - lo
 
     def on_events(ev: dict) -> None:
         l2 = ev.get("l2")
+        locs = np.fromiter(streams, np.int64)
+        events = None
         if streams and l2 and len(l2["sequence"]):
-            mine = np.isin(l2["stock_locate"], np.fromiter(streams, np.int64))
-            pending["events"].append({k: v[mine] for k, v in l2.items()})
+            mine = np.isin(l2["stock_locate"], locs)
+            events = {k: v[mine] for k, v in l2.items()}
+            pending["events"].append(events)
+        msgs = pending.pop("decoded", None)
+        if msgs is not None:  # a chosen stock's messages, and any that changed a chosen stock's order
+            changed = events["sequence"] if events is not None else np.zeros(0, np.uint64)
+            pending["messages"].append({c: a[np.isin(a["stock_locate"], locs)
+                                             | (np.isin(a["sequence"], changed) if c in _BY_ORDER else False)]
+                                        for c, a in msgs.items()})
         if pending["bytes"] >= slice_bytes:
             make_rows()
 
@@ -619,8 +645,9 @@ def _walk(source, syms: list[str], levels: int, start_ns: int, end_ns: int,
         msgs = {c: np.concatenate([m[c] for m in pending["messages"]]) for c in _TYPES}
         l2 = access.concat_columns(pending["events"])
         pending.update(messages=[], events=[], bytes=0)
+        owner = {c: order_stock(a, l2) if c in _BY_ORDER else a["stock_locate"] for c, a in msgs.items()}
         for loc, (_, state, output) in streams.items():
-            mine = {c: a[a["stock_locate"] == loc] for c, a in msgs.items()}
+            mine = {c: a[owner[c] == loc] for c, a in msgs.items()}
             here = l2["stock_locate"] == loc if l2 else None
             events = {k: v[here] for k, v in l2.items()} if l2 else _NO_EVENTS
             cols, book, _ = stock_rows(mine, events, levels, start_ns, end_ns, state)
