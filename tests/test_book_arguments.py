@@ -70,6 +70,18 @@ def test_queries_refuse_what_they_would_have_truncated(books):
             books.symbol(locate)
 
 
+def test_any_negative_depth_is_all_levels_and_a_non_list_is_a_clear_type_error(books):
+    """depth(S, -2**63 - 1) raised a bare OverflowError from the compiled query; bbo(1.0)
+    said "'float' object is not iterable"."""
+    for n in (-1, -2, -(1 << 63) - 1, -(1 << 80)):
+        bids, asks = books.depth("AAPL", n)
+        assert bids.tolist() == [(10 * P, 100, 1)] and asks.tolist() == [(11 * P, 50, 1)]
+    for query in (books.bbo, books.order_table):
+        for odd in (1.0, object()):
+            with pytest.raises(TypeError, match="a symbol \\(str\\), a stock locate \\(int\\) or a list of them"):
+                query(odd)
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("option,value,error", [
     ("capacity", 1.5, TypeError), ("capacity", -1, ValueError), ("capacity", 1 << 62, ValueError),

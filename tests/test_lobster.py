@@ -158,6 +158,9 @@ def test_unknown_symbol_and_missing_date_are_clear_errors(tmp_path):
     for bad in (0, -3, 1001, 10**9):  # a level is 32 bytes a row: 10**9 would be 32 GB a row
         with pytest.raises(ValueError, match="between 1 and 1000"):
             lobster(hand_day(), ["TEST"], bad)
+    for bad in (2.7, "3", True):   # 2.7 was taken as 2 levels
+        with pytest.raises(TypeError, match="lobster: levels must be a whole number"):
+            lobster(hand_day(), ["TEST"], bad)
     # a symbol found and one not: no file is left for either (TEST's were under way)
     with pytest.raises(KeyError, match="NOPE"):
         lobster(hand_day(), ["TEST", "NOPE"], 2, out=tmp_path / "o", date="2019-01-30", slice_bytes=64)

@@ -19,6 +19,7 @@ message.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -333,6 +334,8 @@ class Books:
     def _locates(self, symbols) -> np.ndarray:
         if is_one_symbol(symbols):
             symbols = [symbols]
+        elif not isinstance(symbols, Iterable):
+            raise TypeError(f"a symbol (str), a stock locate (int) or a list of them, not {symbols!r}")
         return np.array([self.locate(s) for s in symbols], np.int64)
 
     def symbol(self, locate: int) -> str:
@@ -368,7 +371,7 @@ class Books:
         """(bids, asks): two ``records.LEVEL_DTYPE`` arrays (price, shares, orders), best level
         first, at most n levels each (n < 0 = all)."""
         loc = self.locate(symbol)
-        n = min(whole(n, "n (levels)"), INT64_MAX)
+        n = max(min(whole(n, "n (levels)"), INT64_MAX), -1)   # any n < 0 is "all"
         return (R.levels_array(depth(self.books, self.ladder, self.levels, loc * 2 + L.BID, n)),
                 R.levels_array(depth(self.books, self.ladder, self.levels, loc * 2 + L.ASK, n)))
 

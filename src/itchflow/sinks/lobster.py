@@ -71,6 +71,7 @@ from typing import Callable
 import numpy as np
 from numba import njit
 
+from itchflow.arguments import whole
 from itchflow.sinks import _book_access as access
 from itchflow.sinks._symbols import resolve_symbols
 from itchflow.sinks._clock import DAY_NS, clock_ns, trading_date
@@ -489,7 +490,7 @@ def _symbol_list(symbols) -> list[str]:
 def lobster_window(levels, start, end) -> tuple[int, int, int]:
     """Checked (levels, start ns, end ns) of a LOBSTER request (the batch job checks its
     options with it before any task runs)."""
-    levels = int(levels)
+    levels = whole(levels, "lobster: levels")   # 2.7 levels is a mistake, not 2
     if not 1 <= levels <= MAX_LEVELS:
         raise ValueError(f"lobster: levels must be between 1 and {MAX_LEVELS} (got {levels})")
     start_ns = 0 if start is None else clock_ns(start, "start")
