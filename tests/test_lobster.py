@@ -167,6 +167,21 @@ def test_unknown_symbol_and_missing_date_are_clear_errors(tmp_path):
     assert list((tmp_path / "o").iterdir()) == []
 
 
+@pytest.mark.parametrize("symbol", ["../PWN", "A/B", "..", "."])
+def test_a_symbol_that_is_not_a_file_name_is_refused_before_anything_is_written(symbol, tmp_path):
+    """Any ASCII is an ITCH symbol: a day listing "../PWN" made `lobster -s ../PWN -o out/in`
+    write out/PWN_... outside the directory asked for."""
+    t = 34_260_000_000_000
+    day = b"".join([enc("R", stock_locate=1, timestamp=1, stock=symbol),
+                    enc("A", stock_locate=1, timestamp=t, order_reference_number=1, buy_sell_indicator="B",
+                        shares=100, stock=symbol, price=10_000)])
+    out = tmp_path / "out" / "in"
+    with pytest.raises(ValueError, match="cannot name a file"):
+        lobster(day, [symbol], 1, out=out, date="2019-01-30")
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+    assert lobster(day, [symbol], 1)[symbol].rows == 1            # as tables it is any symbol
+
+
 @pytest.mark.parametrize("slice_bytes", [1, 1 << 20])
 def test_an_order_message_whose_header_names_another_stock_is_filed_under_the_order(slice_bytes):
     """The engine applies an E/X/D/U to the order its reference names, whatever stock the

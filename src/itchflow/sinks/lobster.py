@@ -100,8 +100,17 @@ def orderbook_columns(levels: int) -> list[str]:
     return cols
 
 
+def check_file_symbol(ticker: str) -> None:
+    """A symbol names files: one holding a path separator ("../X", any ASCII is an ITCH
+    symbol) would write outside the output directory. ValueError naming it."""
+    if not ticker or any(c in ticker for c in "/\\\0") or ticker.strip(".") == "":
+        raise ValueError(f"lobster: the symbol {ticker!r} cannot name a file (a path separator, "
+                         "NUL or only dots): ask for it without out=, as tables")
+
+
 def file_names(ticker: str, date: str, start_ns: int, end_ns: int, levels: int, ext: str = "csv"):
     """LOBSTER's (message, orderbook) file names; start/end in ms after midnight."""
+    check_file_symbol(ticker)
     stem = f"{ticker}_{date}_{start_ns // 1_000_000}_{end_ns // 1_000_000}"
     return f"{stem}_message_{levels}.{ext}", f"{stem}_orderbook_{levels}.{ext}"
 
@@ -527,6 +536,9 @@ def lobster(source, symbols, levels: int = 10, *, start="09:30", end="16:00", da
         raise ValueError("lobster: with tables=False give out= (a directory), or nothing is kept")
     _check_exists(source)  # before asking for a date in its name
     day = trading_date(source, date)
+    if out is not None:
+        for sym in syms:
+            check_file_symbol(sym)
     if out is not None and day is None:
         raise ValueError(f"lobster: no date in the file name {os.fspath(source) if isinstance(source, (str, os.PathLike)) else '(buffer)'}: give date='YYYY-MM-DD'")
 
