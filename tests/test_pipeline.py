@@ -628,3 +628,36 @@ def test_available_memory_is_read_from_meminfo(tmp_path):
     assert available_bytes(str(tmp_path / "missing")) is None
     real = available_bytes()
     assert real is None or 0 < real < 1 << 50
+
+
+@pytest.mark.net
+def test_run_exits_2_when_a_live_session_stops_before_its_end():
+    """run said "end of session not reached" and exited 0 (listen and soup fetch exit 2): a
+    script took the books of part of a session for the whole day."""
+    import subprocess
+    import sys
+
+    port = _free_udp_port()
+    res = subprocess.run([sys.executable, "-m", "itchflow.cli", "run", "-s", f"mold://127.0.0.1:{port}?idle=0.5",
+                          "--json"], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2, res.stderr
+    assert "mold session stopped before its end of session" in res.stderr
+    assert json.loads(res.stdout)["messages"] == 0
+
+
+def test_run_exit_status_follows_listen_for_every_live_loss():
+    from types import SimpleNamespace
+
+    from itchflow.cli.run import live_exit_status
+
+    def report(producer, ring_lost=0):
+        return SimpleNamespace(producer=producer, ring_lost_records=ring_lost)
+
+    assert live_exit_status(report({"mold": {"lost": 0}, "finished": True}))[0] == 0
+    assert live_exit_status(report({"mold": {"lost": 0}, "finished": False}))[0] == 2
+    assert live_exit_status(report({"mold": {"lost": 5}, "finished": True})) == (
+        3, "5 messages were lost (given up on): the books have holes")
+    assert live_exit_status(report({"soup": {"ended": False}}))[0] == 2
+    assert live_exit_status(report({"soup": {"ended": True}}))[0] == 0
+    assert live_exit_status(report({"capture": {"gaps": 2}}))[0] == 0      # a file is what it is: reported
+    assert live_exit_status(report(None, ring_lost=7))[0] == 3

@@ -98,6 +98,26 @@ def _run(source, ring, capacity, batch_bytes, rate, pin, wait, hugepages, heartb
     except (ITCHFormatError, PipelineError, RingError, OSError, ValueError, RuntimeError) as e:
         fail(e)
     _show(report, as_json, plot)
+    status, why = live_exit_status(report)
+    if status:
+        click.echo(f"itchflow: {why}", err=True)
+        sys.exit(status)
+
+
+def live_exit_status(r) -> tuple[int, str]:
+    """As ``listen`` and ``soup fetch`` exit: 2 a live session (mold, soup) stopped before its
+    end of session, 3 messages were lost on the way (given up on, or a lossy ring lapped):
+    the books cannot show a hole, so a script must not take them for the whole day."""
+    p = r.producer or {}
+    for kind in ("mold", "soup"):
+        if kind in p and not (p.get("finished") if kind == "mold" else p[kind].get("ended")):
+            return 2, f"the {kind} session stopped before its end of session: the books cover part of it"
+    lost = p.get("mold", {}).get("lost", 0)
+    if lost:
+        return 3, f"{lost:,} messages were lost (given up on): the books have holes"
+    if r.ring_lost_records:
+        return 3, f"{r.ring_lost_records:,} ring records were lost (the consumer was lapped): the books have holes"
+    return 0, ""
 
 
 @contextlib.contextmanager
