@@ -41,6 +41,10 @@ def _cli(args):
     (["batch", "DAY", "--job", "stats", "-o", "OUT", "--workers", "-1"], "--workers"),      # hung
     (["batch", "DAY", "--job", "stats", "-o", "OUT", "--workers", "99999"], "--workers"),   # hung
     (["batch", "DAY", "--job", "stats", "-o", ""], "--out"),                               # wrote to the cwd
+    (["publish", "DAY", "--mold", "127.0.0.1:9", "--rate", "nan"], "--rate"),      # sent flat out, exit 0
+    (["publish", "DAY", "--mold", "127.0.0.1:9", "--rate", "1e-9"], "--rate"),     # the same
+    (["publish", "DAY", "--mold", "127.0.0.1:9", "--rate", "inf"], "--rate"),
+    (["write-slowly", "DAY", "OUT", "--rate", "1e-300"], "--rate"),                # OverflowError traceback
 ])
 def test_bad_values_are_usage_errors(tmp_path, day, args, option):
     out = tmp_path / "out"
@@ -89,3 +93,38 @@ def test_run_idle_timeout_0_still_waits_for_the_end_event():
     for bad in ("nan", "-1", "1e12"):
         with pytest.raises(click.BadParameter):
             cmd.make_context("run", ["-s", "x.itch", "--idle-timeout", bad])
+
+
+def test_write_slowly_names_the_file_it_cannot_write(tmp_path, day):
+    """A missing directory or a full disk was a traceback."""
+    r = _cli(["write-slowly", day, tmp_path / "no" / "dir" / "live.itch"])
+    assert r.exit_code == 1 and "No such file or directory" in r.output and "live.itch" in r.output, r.output
+    assert r.exception is None or isinstance(r.exception, SystemExit)
+    r = _cli(["write-slowly", day, "/dev/full", "--rate", "0"])
+    assert r.exit_code == 1 and "No space left on device" in r.output and "/dev/full" in r.output, r.output
+
+
+def test_an_endless_stream_is_framed_as_it_is_read_by_publish_and_soup_serve():
+    """/dev/zero was read until the machine ran out of memory (then a MemoryError traceback)."""
+    from itchflow.cli.net import load_binaryfile
+    from itchflow.errors import ITCHFormatError
+
+    with pytest.raises(ITCHFormatError, match=r"/dev/zero.*offset 0|offset 0.*/dev/zero"):
+        load_binaryfile("/dev/zero")
+
+
+def test_ring_rm_skips_a_directory_named_like_a_ring(tmp_path):
+    """A directory /dev/shm/X.ring made `ring rm --stale` (every ring) a traceback."""
+    import os
+    import uuid
+
+    d = f"/dev/shm/itchflow-test-{uuid.uuid4().hex[:8]}.ring"
+    os.mkdir(d)
+    try:
+        r = _cli(["ring", "rm", "--stale"])
+        assert r.exit_code == 0 and r.exception is None, r.output
+        r = _cli(["ring", "rm", "--force", d])
+        assert r.exit_code == 1 and "not a ring (Is a directory)" in r.output, r.output
+        assert os.path.isdir(d)
+    finally:
+        os.rmdir(d)

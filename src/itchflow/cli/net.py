@@ -18,15 +18,34 @@ def _fail(error: Exception) -> None:
 
 
 def load_binaryfile(path: str):
-    """The whole BinaryFILE as one uint8 array (raw files memory-mapped; gzip decompressed)."""
+    """The whole BinaryFILE as one uint8 array (raw files memory-mapped; gzip decompressed).
+
+    A stream (a pipe, a device, gzip) is framed as it is read: bad framing is an error at
+    its offset as soon as it arrives, and a stream larger than the memory available is
+    refused (``/dev/zero`` was read until the machine ran out)."""
     import numpy as np
 
+    from itchflow.errors import ITCHFormatError
+    from itchflow.hw.memory import available_bytes
     from itchflow.sources.files import iter_chunks
+    from itchflow.wire.binaryfile import index_error_text, message_offsets
 
-    parts = [c.data for c in iter_chunks(path)]
+    parts, held, room = [], 0, available_bytes()
+    for c in iter_chunks(path):
+        _, status, pos = message_offsets(c.data, 1 << 62, np.zeros(1, np.int64))   # lengths only
+        if status:
+            raise ITCHFormatError(index_error_text(status), source=str(path), offset=(c.offset or 0) + int(pos))
+        held += len(c.data)
+        if c.mapping is None and room is not None and held > room // 2:
+            raise ValueError(f"{path}: {held / 2**30:,.1f} GiB read and more to come; publish and soup serve "
+                             f"hold the whole day in memory, and this machine has {room / 2**30:,.1f} GiB available")
+        parts.append(c.data)
     if len(parts) == 1:
         return parts[0]
     return np.concatenate(parts) if parts else np.zeros(0, np.uint8)
+
+
+MIN_RATE = 1e-3
 
 
 def _rate(text: str) -> float | None:
@@ -37,9 +56,11 @@ def _rate(text: str) -> float | None:
     try:
         r = float(text.rstrip("x"))
     except ValueError:
-        raise click.BadParameter("expected real, max or a multiple of real time such as 10") from None
-    if r <= 0:
-        raise click.BadParameter("the rate must be positive")
+        raise click.BadParameter("expected real, max or a multiple of real time such as 10",
+                                 param_hint="'--rate'") from None
+    if not MIN_RATE <= r < float("inf"):   # NaN, 1e-9: the send times overflowed, and it went flat out
+        raise click.BadParameter(f"the rate must be a number from {MIN_RATE:g} (1,000 times slower than "
+                                 f"real time) up, or max; not {text}", param_hint="'--rate'")
     return r
 
 
@@ -88,13 +109,14 @@ def publish(path, line_a, line_b, session, rate, pps, payload, rerequest, rerequ
     from itchflow.sources.mold_sender import publish as run
 
     a, b = _endpoint(line_a, "127.0.0.1"), _endpoint(line_b, "127.0.0.1")
+    rate = _rate(rate)   # before the day is loaded
     try:
         feed = MoldFeed(load_binaryfile(path), session, payload, source=path)
         limits = RateLimits(requests_per_s=rerequest_requests, bytes_per_s=rerequest_rate * 1024)
         started = lambda: click.echo(f"publishing {feed.n_packets:,} packets to {a[0]}:{a[1]}"  # noqa: E731
                                      + (f" and {b[0]}:{b[1]}" if b else ""), err=True)
         res = _interruptible(lambda: _with_progress(quiet or as_json, "publish", feed.n_packets, lambda update: run(
-            feed, a, b, rerequest=_rerequest_socket(rerequest), rate=_rate(rate), pps=pps,
+            feed, a, b, rerequest=_rerequest_socket(rerequest), rate=rate, pps=pps,
             faults=Faults(drop_a, drop_b, reorder, duplicate, seed), linger=linger, interface=interface, ttl=ttl,
             on_progress=update, limits=limits, on_start=started)))
     except (ITCHFormatError, OSError, ValueError) as e:

@@ -17,7 +17,8 @@ def _candidates(paths: tuple[str, ...]) -> list[str]:
     if paths:
         from itchflow.ring import ring_path
         return [ring_path(p) for p in paths]
-    return sorted(set(glob.glob("/dev/shm/*.ring")) | set(glob.glob("/dev/shm/itchflow.*")))
+    found = set(glob.glob("/dev/shm/*.ring")) | set(glob.glob("/dev/shm/itchflow.*"))
+    return sorted(p for p in found if os.path.isfile(p))   # a directory named *.ring is no ring
 
 
 def _ring_file_name(path: str) -> bool:
@@ -26,7 +27,7 @@ def _ring_file_name(path: str) -> bool:
     from itchflow.ring.paths import DEFAULT_DIR, hugetlbfs_mount
 
     folder = os.path.dirname(os.path.abspath(path))
-    return path.endswith(".ring") and folder in {DEFAULT_DIR, hugetlbfs_mount()}
+    return path.endswith(".ring") and folder in {DEFAULT_DIR, hugetlbfs_mount()} and os.path.isfile(path)
 
 
 def _fmt_age(s) -> str:
@@ -132,6 +133,8 @@ def ring_rm(paths: tuple[str, ...], stale: bool, force: bool) -> None:
             why = str(e)
         except FileNotFoundError:
             why = "no such file"
+        except OSError as e:   # a directory, a file we may not read: skipped, named, never a traceback
+            why = f"not a ring ({e.strerror or e})"
         else:
             if s["stale"] or force:
                 os.unlink(p)

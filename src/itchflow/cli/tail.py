@@ -11,6 +11,8 @@ import click
 from itchflow.cli import main
 from itchflow.cli.params import BYTES, NON_NEGATIVE, SEED
 
+MIN_RATE = 1.0  # messages a second: slower is not a feed
+
 
 @main.command("write-slowly")
 @click.argument("src", type=click.Path(exists=True, dir_okay=False))
@@ -21,7 +23,17 @@ from itchflow.cli.params import BYTES, NON_NEGATIVE, SEED
 @click.option("--seed", type=SEED, default=0, show_default=True)
 def write_slowly(src: str, dst: str, rate: float, piece_bytes: int, seed: int) -> None:
     """Append SRC to DST in odd-sized pieces at about RATE messages/s."""
+    from itchflow.cli.decode import fail
+    from itchflow.errors import ITCHFormatError
     from itchflow.sim.write_slowly import append_slowly
 
-    n = append_slowly(src, dst, rate=rate or None, piece_bytes=piece_bytes, seed=seed)
+    if 0 < rate < MIN_RATE:   # 1e-300 messages/s overflowed the sleep after the first piece
+        raise click.BadParameter(f"at least {MIN_RATE:g} message a second (0: flat out), not {rate:g}",
+                                 param_hint="'--rate'")
+    try:
+        n = append_slowly(src, dst, rate=rate or None, piece_bytes=piece_bytes, seed=seed)
+    except OSError as e:   # a missing directory, a full disk: name the file, no traceback
+        fail(e if e.filename else OSError(e.errno, f"{e.strerror}: {dst}"))
+    except (ITCHFormatError, ValueError) as e:
+        fail(e)
     click.echo(f"appended {n:,} bytes to {dst}")

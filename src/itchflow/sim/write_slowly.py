@@ -27,8 +27,7 @@ def append_slowly(src: str | os.PathLike, dst: str | os.PathLike, *, rate: float
     with open(dst, "ab", buffering=0) as out:
         while written < len(data):
             k = int(rng.integers(1, piece_bytes + 1))
-            out.write(data[written:written + k].tobytes())
-            written = min(len(data), written + k)
+            written += out.write(data[written:written + k].tobytes())  # an unbuffered write may be short
             if fsync:
                 os.fsync(out.fileno())
             if bytes_per_second:
