@@ -9,7 +9,7 @@ import click
 
 from itchflow.cli import bench, main
 from itchflow.cli.decode import fail
-from itchflow.cli.params import IMAGE, SECONDS, SEED, Count
+from itchflow.cli.params import IMAGE, SECONDS, SEED, Count, symbols_option
 from itchflow.cli.progress import progress_total
 
 
@@ -21,12 +21,6 @@ def parse_time(text: str) -> int:
         return clock_ns(text, "time")
     except ValueError as e:
         raise click.BadParameter(str(e)) from None
-
-
-def _symbols_option(text: str | None) -> list[str] | None:
-    if not text:
-        return None
-    return [s.strip().upper() for s in text.split(",") if s.strip()]
 
 
 @main.command("book")
@@ -50,7 +44,15 @@ def book_command(path, symbol, at, depth, as_json, plot, quiet) -> None:
         with progress_bar("book", progress_total(path), quiet or as_json) as update:
             books.replay(path, stop_after_ns=t, progress=update)
         key = int(symbol) if symbol.isdigit() else symbol.upper()
-        loc = books.locate(key)
+        try:
+            loc = books.locate(key)
+        except KeyError as e:
+            if t is not None and books.stopped_at_time:  # the day may list it after --at
+                raise KeyError(f"no stock directory (R) message for {key!r} before --at {at}") from None
+            raise KeyError(e.args[0]) from None
+        if isinstance(key, int) and books.symbols and books.symbol(loc) == str(loc):
+            raise KeyError(f"stock locate {loc}: no stock directory (R) message gives it a stock"
+                           + (f" before --at {at}" if t is not None and books.stopped_at_time else ""))
         bids, asks = books.depth(loc, depth if depth > 0 else -1)
     except (ITCHFormatError, OSError, KeyError, ValueError) as e:
         fail(e)
@@ -61,7 +63,7 @@ def book_command(path, symbol, at, depth, as_json, plot, quiet) -> None:
 
         try:
             depth_plot(books.symbol(loc), bids, asks, f"book at {format_timestamp(ts)}", plot)
-        except RuntimeError as e:
+        except (RuntimeError, OSError) as e:   # no matplotlib; a directory that is not there
             fail(e)
     if as_json:
         click.echo(json.dumps({"symbol": books.symbol(loc), "timestamp_ns": int(ts),
@@ -115,7 +117,7 @@ def _stream_command(which: str, noun: str, doc: str):
 
         try:
             with progress_bar(which, progress_total(path), quiet) as update:
-                rows, messages = events_to_parquet(path, out, which, _symbols_option(symbols), progress=update)
+                rows, messages = events_to_parquet(path, out, which, symbols_option(symbols), progress=update)
         except (ITCHFormatError, OSError, KeyError, ValueError) as e:
             fail(e)
         click.echo(f"wrote {rows:,} {noun} from {messages:,} messages to {out}")
@@ -249,7 +251,7 @@ def snapshots_command(path, symbols, at, every, depth, out) -> None:
 
     if (at is None) == (every is None):
         fail(click.UsageError("give exactly one of --at and --every"))
-    if not _symbols_option(symbols):
+    if not symbols_option(symbols):
         raise click.BadParameter("give at least one symbol", param_hint="--symbols")
     if at is not None and not at.replace(",", "").strip():
         raise click.BadParameter("give at least one time", param_hint="--at")
@@ -262,11 +264,11 @@ def snapshots_command(path, symbols, at, every, depth, out) -> None:
         else:
             times = _snapshot_times(at, None, 0, 0)
         books = Books()
-        rows = snapshots(books, path, times, _symbols_option(symbols), depth)
+        rows = snapshots(books, path, times, symbols_option(symbols), depth)
         write_parquet(rows, out, books.symbol)
     except (ITCHFormatError, OSError, KeyError, ValueError) as e:
         fail(e)
-    click.echo(f"wrote {len(rows):,} rows ({len(times):,} times x {len(_symbols_option(symbols))} symbols) to {out}")
+    click.echo(f"wrote {len(rows):,} rows ({len(times):,} times x {len(symbols_option(symbols))} symbols) to {out}")
 
 
 def _day_shape_options(command):

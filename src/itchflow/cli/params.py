@@ -129,3 +129,15 @@ class ImagePath(click.Path):
 
 
 IMAGE = ImagePath()
+
+
+def symbols_option(text: str | None) -> list[str] | None:
+    """--symbols as given: None when left out (every stock); each symbol once; given and
+    naming none (``-s ,``) is a usage error, not an empty output."""
+    from itchflow.sinks._symbols import symbol_list
+
+    try:
+        return symbol_list(text, "--symbols")
+    except ValueError:
+        raise click.BadParameter("give at least one symbol, or leave the option out for every stock",
+                                 param_hint="--symbols") from None

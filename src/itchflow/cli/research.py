@@ -9,7 +9,7 @@ import click
 
 from itchflow.cli import main
 from itchflow.cli.decode import fail
-from itchflow.cli.params import IMAGE
+from itchflow.cli.params import IMAGE, symbols_option
 from itchflow.cli.progress import progress_total
 
 
@@ -71,6 +71,7 @@ def bars_command(path, every, symbols, out, start, end, plot, plot_symbol, quiet
     from itchflow.cli.progress import progress_bar
     from itchflow.sinks.bars import bars
 
+    symbols = symbols_option(symbols)
     try:
         with progress_bar("bars", progress_total(path), quiet) as update:
             table = bars(path, every, symbols, start=start, end=end, progress=update)
@@ -78,7 +79,7 @@ def bars_command(path, every, symbols, out, start, end, plot, plot_symbol, quiet
         if plot:
             from itchflow.sinks.research_plots import bars_plot
 
-            sym = (plot_symbol or (symbols.split(",")[0] if symbols else table["symbol"][0].as_py())).upper()
+            sym = (plot_symbol or (symbols[0] if symbols else table["symbol"][0].as_py())).upper()
             bars_plot(table, sym, plot, f"{every} bars")
     except KeyboardInterrupt:
         _interrupted("bars")
@@ -102,6 +103,7 @@ def auctions_command(path, out, symbols, plot, plot_symbol, cross_type) -> None:
     """Opening, closing, halt and IPO crosses per stock and the NOII series before each."""
     from itchflow.sinks.auctions import auctions
 
+    symbols = symbols_option(symbols)
     try:
         result = auctions(path, symbols)
         Path(out).mkdir(parents=True, exist_ok=True)
@@ -110,7 +112,7 @@ def auctions_command(path, out, symbols, plot, plot_symbol, cross_type) -> None:
         if plot:
             from itchflow.sinks.research_plots import imbalance_plot
 
-            sym = plot_symbol or (symbols.split(",")[0] if symbols else _largest_cross(result.crosses, cross_type))
+            sym = plot_symbol or (symbols[0] if symbols else _largest_cross(result.crosses, cross_type))
             imbalance_plot(result, sym.upper(), plot, cross_type.upper())
     except KeyboardInterrupt:
         _interrupted("auctions")

@@ -194,7 +194,8 @@ def run_decode(source: str, out: str, symbols, options: dict, seq_map: SeqMap, f
     t0 = time.perf_counter()
     symbol = symbols[0] if symbols else None
     with ShardTableWriter(out, options["types"]) as writer:
-        for piece in writer.pieces(source, symbol=symbol, chunk_messages=int(options["chunk"])):
+        for piece in writer.pieces(source, symbol=symbol, chunk_messages=int(options["chunk"]),
+                                   missing_ok=True):  # a day (or shard) need not list it
             for c, n in piece.info.by_type.items():
                 if n:
                     by_type[c] = by_type.get(c, 0) + n

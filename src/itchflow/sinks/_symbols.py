@@ -8,6 +8,21 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 
+def symbol_list(symbols, who: str, *, required: bool = False) -> list[str] | None:
+    """The symbols an output is asked for: None (every stock, unless required), or a list or
+    comma-separated text, stripped, upper-cased, each once in the order given. Asking for
+    symbols and naming none (",", "") is a ValueError: a filter matching nothing wrote an
+    empty output and exited 0."""
+    if symbols is None and not required:
+        return None
+    if isinstance(symbols, str):
+        symbols = symbols.split(",")
+    out = list(dict.fromkeys(str(s).strip().upper() for s in (symbols or ()) if str(s).strip()))
+    if not out:
+        raise ValueError(f"{who}: give at least one symbol" + ("" if required else " (None: every stock)"))
+    return out
+
+
 def resolve_symbols(directory: Mapping[int, str], wanted: Iterable[str], who: str) -> dict[str, int]:
     """{symbol: locate} for each wanted symbol, from directory {locate: symbol}."""
     by_name: dict[str, list[int]] = {}

@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from itchflow.sinks._symbols import resolve_symbols
+from itchflow.sinks._symbols import resolve_symbols, symbol_list
 from itchflow.wire.itch import DTYPES
 
 _TYPES = "RQIB"
@@ -45,8 +45,7 @@ def _collect(source, symbols):
     r = arrs["R"]
     names = {int(loc): s.decode("ascii", "replace").strip() for loc, s in zip(r["stock_locate"], r["stock"])}
     if symbols is not None:
-        wanted = [s.strip().upper() for s in (symbols.split(",") if isinstance(symbols, str) else symbols)
-                  if s.strip()]
+        wanted = symbol_list(symbols, "auctions")
         by_name = resolve_symbols(names, wanted, "auctions")
         locs = np.array([by_name[s] for s in wanted], np.int64)
         for c in "QI":

@@ -31,7 +31,7 @@ import numpy as np
 from numba import njit
 
 from itchflow.sinks import _book_access as access
-from itchflow.sinks._symbols import resolve_symbols
+from itchflow.sinks._symbols import resolve_symbols, symbol_list
 from itchflow.sinks._clock import clock_ns, every_ns
 
 _KIND_E, _KIND_C, _KIND_P, _KIND_Q = (ord(c) for c in "ECPQ")
@@ -218,8 +218,7 @@ def bars(source, every="1min", symbols=None, *, start="09:30", end="16:00",
     nbars = -(-(tend - t0) // step)
     syms = None
     if symbols is not None:
-        syms = [s.strip().upper() for s in (symbols.split(",") if isinstance(symbols, str) else symbols)
-                if s.strip()]
+        syms = symbol_list(symbols, "bars")
     every_text = every if isinstance(every, str) else f"{every} s"
     check_panel_fits(len(syms) if syms else 1, nbars, every_text)
     panel = _Panel(t0, step, nbars, tend, every_text)

@@ -16,7 +16,7 @@ from itchflow.book import layout as L
 from itchflow.book.books import Books
 from itchflow.book.events import to_arrow
 from itchflow.sinks._book_access import directory
-from itchflow.sinks._symbols import resolve_symbols
+from itchflow.sinks._symbols import resolve_symbols, symbol_list
 from itchflow.sinks.output import output_file
 
 STREAMS = ("bbo", "trades")
@@ -51,6 +51,7 @@ def events_to_parquet(source, out, which: str, symbols: list[str] | None = None,
 
     if which not in STREAMS:
         raise ValueError(f"which must be one of {STREAMS}, not {which!r}")
+    symbols = symbol_list(symbols, which)
     books = Books() if books is None else books
     timings = {} if timings is None else timings
     timings.setdefault("write_seconds", 0.0)

@@ -73,7 +73,7 @@ from numba import njit
 
 from itchflow.arguments import whole
 from itchflow.sinks import _book_access as access
-from itchflow.sinks._symbols import resolve_symbols
+from itchflow.sinks._symbols import resolve_symbols, symbol_list
 from itchflow.sinks._clock import DAY_NS, clock_ns, trading_date
 from itchflow.sinks.output import named, part_path
 
@@ -487,15 +487,6 @@ class _Pending:
         return items
 
 
-def _symbol_list(symbols) -> list[str]:
-    if isinstance(symbols, str):
-        symbols = symbols.split(",")
-    out = [str(s).strip().upper() for s in symbols if str(s).strip()]
-    if not out:
-        raise ValueError("lobster: give at least one symbol")
-    return out
-
-
 def lobster_window(levels, start, end) -> tuple[int, int, int]:
     """Checked (levels, start ns, end ns) of a LOBSTER request (the batch job checks its
     options with it before any task runs)."""
@@ -530,7 +521,7 @@ def lobster(source, symbols, levels: int = 10, *, start="09:30", end="16:00", da
     many levels: a slice's order-book rows stay under ROWS_BUDGET_BYTES), whatever the size
     of the day. Returns {symbol: LobsterDay}.
     """
-    syms = _symbol_list(symbols)
+    syms = symbol_list(symbols, "lobster", required=True)
     levels, start_ns, end_ns = lobster_window(levels, start, end)
     if out is None and not tables:
         raise ValueError("lobster: with tables=False give out= (a directory), or nothing is kept")
@@ -573,7 +564,7 @@ def lobster_dataset(source, symbols, out_file, levels: int = 10, *, start="09:30
     error, as in ``lobster``. Returns {"stocks": {symbol: {"rows": n, "skipped": {...}}},
     "messages": messages the engine applied, "anomalies": the engine's counts} (no symbols:
     an empty file and nothing read)."""
-    syms = _symbol_list(symbols) if symbols else []
+    syms = symbol_list(symbols, "lobster", required=True) if symbols else []
     levels, start_ns, end_ns = lobster_window(levels, start, end)
     _check_exists(source)
     combined = CombinedParquet(out_file, levels)

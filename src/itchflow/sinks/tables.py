@@ -83,19 +83,34 @@ class TableWriter:
             raise error
         return False
 
-    def pieces(self, source, *, symbol: str | None = None, chunk_messages: int = 1 << 21):
+    def pieces(self, source, *, symbol: str | None = None, chunk_messages: int = 1 << 21, missing_ok: bool = False):
+        """Decode source piece by piece, writing each; yields the pieces (for progress).
+        symbol: only that stock's messages (one ITCH symbol; a day naming it nowhere is a
+        KeyError, after which no file is left, unless missing_ok: an archive's day)."""
         from itchflow.decode.reader import scan
 
-        want = self.codes + ("R" if symbol and "R" not in self.codes else "")
-        padded = symbol.encode("ascii").ljust(8) if symbol else None
+        padded = None
+        if symbol is not None:  # one ITCH symbol, as the books take it: ABEV, abev; not "A,B", not 9 letters
+            from itchflow.book.records import symbol_key
+
+            symbol = str(symbol).strip().upper()
+            if "," in symbol:
+                raise ValueError(f"decode filters one symbol, not {symbol!r}")
+            padded = symbol_key(symbol).to_bytes(8, "little")
+        want = self.codes + ("R" if padded and "R" not in self.codes else "")
+        named = False   # whether any R or stock field of the day names the symbol
         for piece in scan(source, want, chunk_messages=chunk_messages):
             self.messages_read += piece.info.messages
             self.bytes_read += piece.info.bytes
             if padded is not None:
                 r = piece["R"]
                 self._locates.update(int(x) for x in r["stock_locate"][r["stock"] == padded])
-            self.write({c: self._filter(piece[c], padded) for c in self.codes})
+            arrays = {c: self._filter(piece[c], padded) for c in self.codes}
+            named = named or bool(self._locates) or any(len(a) for a in arrays.values())
+            self.write(arrays)
             yield piece
+        if padded is not None and not named and not missing_ok:   # a mistyped symbol is not "0 rows"
+            raise KeyError(f"decode: no stock directory (R) message or stock field names {symbol}")
 
     def _filter(self, arr: np.ndarray, padded: bytes | None) -> np.ndarray:
         if padded is None or not len(arr):

@@ -1,0 +1,91 @@
+"""A symbol filter that matches nothing is a mistake to report, not an empty output with exit 0.
+Each case was found by probing the commands: `-s ,` wrote 0 rows; decode took `abev`,
+`ZZZZ`, `1` and `ABEV,AMZN` and wrote 0 rows; snapshots wrote ABEV twice for `-s ABEV,ABEV`;
+`book --at` before the stock's directory message called a listed symbol unknown; `book -s
+101` printed the empty book of a locate no directory message gives a stock."""
+
+from __future__ import annotations
+
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+import itchflow
+from itchflow.cli import main
+
+
+@pytest.fixture(scope="module")
+def day(tmp_path_factory):
+    from itchflow.sim.generator import write_day
+
+    path = tmp_path_factory.mktemp("filters") / "day.itch"
+    write_day(path, 20_000, seed=5, stocks=20)
+    return path
+
+
+@pytest.fixture(scope="module")
+def symbols(day):
+    r = itchflow.read(day, "R")["R"]
+    return {int(loc): s.decode().strip() for loc, s in zip(r["stock_locate"], r["stock"])}
+
+
+def _cli(args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.mark.parametrize("command", [["bbo"], ["trades"], ["bars"], ["auctions"], ["snapshots", "--at", "10:00"]])
+@pytest.mark.parametrize("given", [",", " , ", ""])
+def test_symbols_given_but_naming_none_are_a_usage_error(day, tmp_path, command, given):
+    out = tmp_path / ("out" if command[0] == "auctions" else "out.parquet")
+    r = _cli([command[0], day, "-s", given, "-o", out, *command[1:]])
+    assert r.exit_code == 2 and "--symbols" in r.output and "give at least one symbol" in r.output, r.output
+    assert not out.exists()
+
+
+def test_the_api_refuses_an_empty_symbol_list_too(day, tmp_path):
+    from itchflow.sinks.events import events_to_parquet
+
+    with pytest.raises(ValueError, match="bars: give at least one symbol"):
+        itchflow.bars(day, "1h", ",")
+    with pytest.raises(ValueError, match="auctions: give at least one symbol"):
+        itchflow.auctions(day, [])
+    with pytest.raises(ValueError, match="trades: give at least one symbol"):
+        events_to_parquet(day, tmp_path / "t.parquet", "trades", [" "])
+    with pytest.raises(ValueError, match="lobster: give at least one symbol"):
+        itchflow.lobster(day, None, 2)
+
+
+def test_snapshots_write_each_symbol_once(day, symbols, tmp_path):
+    s = symbols[1]
+    r = _cli(["snapshots", day, "-s", f"{s},{s.lower()},{s}", "--at", "10:00,11:00", "-n", "2", "-o", tmp_path / "s.parquet"])
+    assert r.exit_code == 0, r.output
+    t = pq.read_table(tmp_path / "s.parquet").to_pydict()
+    once = _cli(["snapshots", day, "-s", s, "--at", "10:00,11:00", "-n", "2", "-o", tmp_path / "o.parquet"])
+    assert once.exit_code == 0 and t == pq.read_table(tmp_path / "o.parquet").to_pydict()
+    assert set(t["symbol"]) == {s}
+
+
+def test_decode_takes_one_symbol_in_any_case_and_refuses_one_the_day_does_not_name(day, symbols, tmp_path):
+    s = symbols[1]
+    upper = _cli(["decode", day, "-t", "AFE", "-s", s, "-o", tmp_path / "u.parquet"])
+    lower = _cli(["decode", day, "-t", "AFE", "-s", s.lower(), "-o", tmp_path / "l.parquet"])
+    assert upper.exit_code == lower.exit_code == 0, lower.output
+    rows = pq.read_table(tmp_path / "u.parquet")
+    assert rows.num_rows > 0 and rows.equals(pq.read_table(tmp_path / "l.parquet"))
+    for bad, text in (("ZZZZ", "no stock directory (R) message or stock field names ZZZZ"), ("1", "names 1"),
+                      (f"{s},{symbols[2]}", "decode filters one symbol"), ("TOOLONGSYM", "not an ITCH symbol")):
+        out = tmp_path / "bad.parquet"
+        r = _cli(["decode", day, "-s", bad, "-o", out])
+        assert r.exit_code == 1 and text in r.output, r.output
+        assert not out.exists() and not (tmp_path / "bad.parquet.part").exists()
+
+
+def test_book_before_the_directory_message_and_a_locate_without_one(day, symbols):
+    s = symbols[1]
+    r = _cli(["book", day, "-s", s, "--at", "00:00:01", "-q"])
+    assert r.exit_code == 1 and f"no stock directory (R) message for '{s}' before --at 00:00:01" in r.output, r.output
+    unused = max(symbols) + 1
+    r = _cli(["book", day, "-s", unused, "-q"])
+    assert r.exit_code == 1 and f"stock locate {unused}: no stock directory (R) message" in r.output, r.output
+    r = _cli(["book", day, "-s", 1, "-q", "--json"])
+    assert r.exit_code == 0 and f'"symbol": "{s}"' in r.output
