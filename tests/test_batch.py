@@ -268,6 +268,29 @@ def test_rerun_resumes_and_redoes_only_what_is_missing(archive, client, tmp_path
         batch(list(paths.values()), "trades", out, client=client)
 
 
+def test_a_rerun_on_a_changed_input_is_refused_not_resumed(archive, client, tmp_path):
+    """A rerun on another file of the same date (or the file rewritten) said "already done
+    (resumed)" and returned the old day's results."""
+    import shutil
+
+    _, paths = archive
+    d = tmp_path / "in"
+    d.mkdir()
+    day = d / os.path.basename(paths["2019-01-30"])
+    shutil.copy(paths["2019-01-30"], day)
+    out = str(tmp_path / "ds")
+    first = batch([str(day)], "stats", out, client=client)
+    assert batch([str(day)], "stats", out, client=client)["resumed_days"] == ["2019-01-30"]
+    with open(day, "ab") as f:   # another day of that date: here, one more message
+        f.write(itchflow.encode_message("S", timestamp=1, event_code="C"))
+    with pytest.raises(ValueError, match=r"2019-01-30 \(size \d+ -> \d+, modified .*another output directory"):
+        batch([str(day)], "stats", out, client=client)
+    shutil.rmtree(os.path.join(out, "date=2019-01-30"))
+    shutil.rmtree(os.path.join(out, "_itchflow", "done", "2019-01-30"))
+    redone = batch([str(day)], "stats", out, client=client)
+    assert redone["days"][0]["messages"] == first["days"][0]["messages"] + 1
+
+
 def test_cli_batch(archive, client, tmp_path):
     _, paths = archive
     out = str(tmp_path / "ds")

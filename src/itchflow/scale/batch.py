@@ -15,7 +15,7 @@ import uuid
 from typing import Callable
 
 from itchflow.scale import jobs
-from itchflow.scale.inputs import expand, is_url, local_path
+from itchflow.scale.inputs import expand, is_url, local_path, source_identity
 from itchflow.scale.layout import Layout, day_key, read_json, write_json
 
 MAX_AUTO_SHARDS = 64
@@ -109,6 +109,7 @@ def batch(paths, job: str, out, client=None, shards: int | None = None, symbols=
     if existing is not None and existing != identity:
         raise ValueError(f"{out} already holds a different job ({existing}); use another directory")
     write_json(lay.job_file(), identity)
+    check_sources(lay, days)
 
     t_start = time.perf_counter()
     own_cluster = own_client = None
@@ -140,6 +141,26 @@ def batch(paths, job: str, out, client=None, shards: int | None = None, symbols=
             own_client.close()
         if own_cluster is not None:
             own_cluster.close()
+
+
+def check_sources(lay: Layout, days: list[tuple[str, str]]) -> None:
+    """Every day's input must be the one its output (finished or not) was made from: a rerun
+    resumes from the markers, and after the input changed (another file of that date, or the
+    same file rewritten) it returned the old day's results as done. Records the inputs of days
+    seen for the first time; a ValueError naming every changed day, before any task runs."""
+    changed = []
+    for day, source in days:
+        now = source_identity(source)
+        before = read_json(lay.marker(day, "source"))
+        if before is None:
+            write_json(lay.marker(day, "source"), now)
+        elif before != now:
+            what = ", ".join(f"{k} {before.get(k)} -> {now[k]}" for k in now if before.get(k) != now[k])
+            changed.append(f"{day} ({what})")
+    if changed:
+        raise ValueError(f"{lay.root}: the input of {len(changed)} day(s) is not the one its output here was made "
+                         f"from: {'; '.join(changed[:5])}{' ...' if len(changed) > 5 else ''}. Use another output "
+                         "directory, or remove date=DAY/ and _itchflow/done/DAY/ of those days to redo them")
 
 
 def _plan(lay: Layout, day: str, source: str, job: str, shards: int | None, auto: int) -> dict:

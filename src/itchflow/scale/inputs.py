@@ -31,6 +31,21 @@ def local_path(path: str) -> str | None:
     return None if is_url(p) else p
 
 
+def source_identity(source: str) -> dict:
+    """What says a day's input is still the one its output was made from: its path, size and
+    modification time (a URL: what its filesystem reports, an ETag included when it has one)."""
+    local = local_path(source)
+    if local is not None:
+        st = os.stat(local)
+        return {"source": os.path.abspath(local), "size": st.st_size, "modified": st.st_mtime_ns}
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(source)
+    info = fs.info(path)
+    stamp = next((info[k] for k in ("ETag", "etag", "mtime", "LastModified", "updated", "created") if k in info), "")
+    return {"source": str(source), "size": int(info.get("size") or 0), "modified": str(stamp)}
+
+
 def expand(paths) -> list[str]:
     """Every day named by paths (a path, URL, glob or local folder, or a list of them), in
     order, each once."""
