@@ -132,6 +132,31 @@ def test_an_interrupted_gen_leaves_nothing(tmp_path):
     assert _left(tmp_path) == []
 
 
+@pytest.mark.parametrize("name", ["day.itch", "day.itch.gz"])
+def test_a_terminated_gen_leaves_nothing(tmp_path, name):
+    """SIGTERM (timeout, a scheduler's kill) left OUT.part behind: 37 MB raw, 854 MB gzip."""
+    import signal
+    import sys
+    import time
+
+    out = tmp_path / name
+    proc = subprocess.Popen([sys.executable, "-m", "itchflow.cli", "gen", "-q", "-n", "20M", str(out)],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not os.path.exists(f"{out}{PART_SUFFIX}") and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)   # readiness: the output is open
+        assert os.path.exists(f"{out}{PART_SUFFIX}"), proc.stderr.read() if proc.poll() is not None else "no .part"
+        proc.send_signal(signal.SIGTERM)
+        err = proc.communicate(timeout=60)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143 and "terminated (signal 15): unfinished output is removed" in err, err
+    assert _left(tmp_path) == []
+
+
 def test_a_bad_byte_mid_day_leaves_no_table(tmp_path, day):
     bad = tmp_path / "bad.itch"
     data = bytearray(open(day, "rb").read())

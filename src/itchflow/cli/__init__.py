@@ -21,6 +21,9 @@ def main() -> None:
     # often the group is invoked in one process.
     atexit.unregister(gc.freeze)
     atexit.register(gc.freeze)
+    from itchflow.cli.signals import sigterm_exits
+
+    click.get_current_context().with_resource(sigterm_exits())   # for the command, then as it was
 
 
 @main.group()

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import signal
 import sys
 
 import click
 
 from itchflow.cli import bench, main
 from itchflow.cli.progress import progress_total
+from itchflow.cli.signals import sigterm_exits
 from itchflow.cli.decode import fail
 from itchflow.cli.params import (
     BYTES, CPUS, HEARTBEAT, IMAGE, MESSAGE_RATE, NON_NEGATIVE, RING_CAPACITY, SECONDS_OR_OFF, SEED, Count,
@@ -61,7 +60,7 @@ def run_command(source, ring, capacity, batch_bytes, rate, pin, wait, hugepages,
     """Read a source in one process, hand it over a ring, build every stock's book in another.
     Ctrl-C prints the report of what was applied and exits 130; SIGTERM stops the producer,
     removes a private ring and exits 143."""
-    with _sigterm_exits():
+    with sigterm_exits("stopping the producer, removing a private ring"):
         _run(source, ring, capacity, batch_bytes, rate, pin, wait, hugepages, heartbeat_timeout,
              wait_for_file, idle_timeout, top, plot, live_orders, trades, as_json, quiet)
 
@@ -118,27 +117,6 @@ def live_exit_status(r) -> tuple[int, str]:
     if r.ring_lost_records:
         return 3, f"{r.ring_lost_records:,} ring records were lost (the consumer was lapped): the books have holes"
     return 0, ""
-
-
-@contextlib.contextmanager
-def _sigterm_exits():
-    """SIGTERM (timeout, systemd, docker stop) ends the run as an error would, through its
-    clean-up: the producer stopped, a private ring removed (the default action left both
-    behind). Exit status 143, as for the signal itself."""
-    def stop(signum, frame):
-        click.echo(f"itchflow: terminated (signal {signum}): stopping the producer, removing a private ring",
-                   err=True)
-        raise SystemExit(128 + signum)
-
-    try:
-        previous = signal.signal(signal.SIGTERM, stop)
-    except ValueError:   # not the main thread: leave signals alone
-        previous = None
-    try:
-        yield
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
 
 
 def _show(report, as_json: bool, plot: str | None) -> None:
