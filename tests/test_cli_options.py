@@ -128,3 +128,13 @@ def test_ring_rm_skips_a_directory_named_like_a_ring(tmp_path):
         assert os.path.isdir(d)
     finally:
         os.rmdir(d)
+
+
+@pytest.mark.parametrize("command, name", [(["trades"], "t.csv"), (["bbo"], "b.json"), (["bars"], "x.txt"),
+                                           (["snapshots", "-s", "AAA", "--at", "10:00"], "s.csv")])
+def test_an_output_named_for_another_format_is_refused(tmp_path, day, command, name):
+    """trades -o t.csv wrote Parquet into t.csv (so did bbo, snapshots, and bars into x.txt)."""
+    out = tmp_path / name
+    r = _cli([command[0], day, "-o", out, *command[1:]])
+    assert r.exit_code == 2 and "--out" in r.output and "this command writes .parquet" in r.output, r.output
+    assert not out.exists()

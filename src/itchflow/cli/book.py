@@ -9,7 +9,7 @@ import click
 
 from itchflow.cli import bench, main
 from itchflow.cli.decode import fail
-from itchflow.cli.params import IMAGE, SECONDS, SEED, Count, symbols_option
+from itchflow.cli.params import IMAGE, PARQUET, SECONDS, SEED, Count, symbols_option
 from itchflow.cli.progress import progress_total
 
 
@@ -108,7 +108,7 @@ def _stream_command(which: str, noun: str, doc: str):
     @main.command(which, help=doc)
     @click.argument("path", type=click.Path(dir_okay=False))
     @click.option("--symbols", "-s", default=None, help="Comma-separated symbols (default: every stock).")
-    @click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), help="Parquet file to write.")
+    @click.option("--out", "-o", required=True, type=PARQUET, help="Parquet file to write.")
     @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
     def command(path, symbols, out, quiet) -> None:
         from itchflow.cli.progress import progress_bar
@@ -241,7 +241,7 @@ def _snapshot_times(at: str | None, every: float | None, first_ns: int, last_ns:
 @click.option("--at", "at", default=None, help="Comma-separated times HH:MM[:SS[.fffffffff]].")
 @click.option("--every", type=SECONDS, default=None, help="Or: a snapshot every this many seconds of the day.")
 @click.option("--depth", "-n", default=5, show_default=True, help="Levels per side.")
-@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), help="Parquet file to write.")
+@click.option("--out", "-o", required=True, type=PARQUET, help="Parquet file to write.")
 def snapshots_command(path, symbols, at, every, depth, out) -> None:
     """Depth-N snapshots of chosen symbols at given times or intervals (book after every
     message with timestamp <= the time) to Parquet: one row per level per side."""

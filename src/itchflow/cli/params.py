@@ -131,6 +131,28 @@ class ImagePath(click.Path):
 IMAGE = ImagePath()
 
 
+class TablePath(click.Path):
+    """A table's file name: a suffix that names another format is refused before any work
+    (``trades -o t.csv`` wrote Parquet into t.csv); no suffix is the first format."""
+
+    name = "table"
+
+    def __init__(self, *formats: str):
+        super().__init__(dir_okay=False)
+        self.formats = formats
+
+    def convert(self, value, param, ctx):
+        path = super().convert(value, param, ctx)
+        suffix = os.path.splitext(os.fspath(path))[1][1:].lower()
+        if suffix and suffix not in self.formats:
+            self.fail(f"{value!r}: this command writes {' or '.join('.' + f for f in self.formats)}, "
+                      f"not .{suffix}", param, ctx)
+        return path
+
+
+PARQUET = TablePath("parquet", "pq")
+
+
 def symbols_option(text: str | None) -> list[str] | None:
     """--symbols as given: None when left out (every stock); each symbol once; given and
     naming none (``-s ,``) is a usage error, not an empty output."""
