@@ -177,11 +177,13 @@ class Books:
 
     # ---- feeding -------------------------------------------------------------------------
 
-    def replay(self, source, *, stop_after_ns: int | None = None, progress=None, on_slice=None) -> "Books":
+    def replay(self, source, *, stop_after_ns: int | None = None, progress=None, on_slice=None,
+               capture_stats: dict | None = None) -> "Books":
         """Apply a whole source (a path: BinaryFILE, gzip, pcap; or a buffer) in bounded slices;
         returns self. See ``itchflow.book.replay.replay`` (the same, returning whether it
         stopped at stop_after_ns); on_slice(books) after every slice is where to drain events."""
-        replay(self, source, stop_after_ns=stop_after_ns, progress=progress, on_slice=on_slice)
+        replay(self, source, stop_after_ns=stop_after_ns, progress=progress, on_slice=on_slice,
+               capture_stats=capture_stats)
         return self
 
     def apply(self, buffer, first_seq: int | None = None, *, stop_after_ns: int | None = None,

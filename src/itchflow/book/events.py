@@ -184,14 +184,16 @@ def every_times(every_s: float, first_ns: int, last_ns: int) -> list[int]:
     return list(range(start, int(last_ns) + 1, step))
 
 
-def snapshots(books, source, times_ns, symbols, n: int, *, slice_bytes: int = 32 << 20) -> np.ndarray:
+def snapshots(books, source, times_ns, symbols, n: int, *, slice_bytes: int = 32 << 20,
+              capture_stats: dict | None = None) -> np.ndarray:
     """Depth-n snapshots of the chosen symbols at each time (book after every message <= t).
 
     books: a fresh ``Books``; source: anything ``iter_chunks`` takes (a path, a buffer).
     The books are fed slices of at most slice_bytes (0 or less: whole chunks, as ``replay``),
     each slice's pages of a mapped day let go once applied (``Chunk.release``), and nothing
     after the last time is applied.
-    Returns SNAPSHOT_DTYPE rows, one per level per side per symbol per time.
+    Returns SNAPSHOT_DTYPE rows, one per level per side per symbol per time. capture_stats:
+    filled with a capture's counters (gaps ...), as ``replay`` fills it.
     """
     from itchflow.sources.files import iter_chunks
 
@@ -200,7 +202,7 @@ def snapshots(books, source, times_ns, symbols, n: int, *, slice_bytes: int = 32
     rows: list[np.ndarray] = []
     it = iter(times)
     t = next(it, None)
-    for chunk in iter_chunks(source) if t is not None else ():
+    for chunk in iter_chunks(source, capture_stats=capture_stats) if t is not None else ():
         pos, end = 0, len(chunk.data)
         books.next_sequence = int(chunk.first_sequence)
         with chunk.reading():  # a file truncated meanwhile is the error, not what its zeros made

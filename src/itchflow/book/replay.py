@@ -26,7 +26,8 @@ def slice_budget(slice_bytes: int) -> int | None:
 def replay(books, source, *, stop_after_ns: int | None = None, slice_bytes: int = SLICE_BYTES,
            progress: Callable[[int, int], None] | None = None,
            on_slice: Callable[[object], None] | None = None,
-           on_bytes: Callable[[object, int, int, int], None] | None = None) -> bool:
+           on_bytes: Callable[[object, int, int, int], None] | None = None,
+           capture_stats: dict | None = None) -> bool:
     """Apply the source to books (a ``Books``; ``Books.replay(source)`` is the same, returning
     the books). Returns True if it stopped at stop_after_ns before the end.
 
@@ -34,12 +35,14 @@ def replay(books, source, *, stop_after_ns: int | None = None, slice_bytes: int 
     (drain events there). on_bytes(chunk, start, stop, first_sequence) before that, while
     the slice's pages are still mapped: the bytes chunk.data[start:stop] the books just
     applied (whole messages), for a caller that reads the same messages alongside.
+    capture_stats: filled with a capture's counters (gaps, duplicates, malformed packets) as
+    ``iter_chunks`` fills it, for the caller to report.
     """
     from itchflow.sources.files import iter_chunks
 
     done_bytes = 0
     budget = slice_budget(slice_bytes)
-    for chunk in iter_chunks(source):
+    for chunk in iter_chunks(source, capture_stats=capture_stats):
         with chunk.reading():  # a file truncated meanwhile is the error, not what its zeros made
             data, offset = chunk.data, chunk.offset or 0
             books.next_sequence = chunk.first_sequence

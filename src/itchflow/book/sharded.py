@@ -314,10 +314,12 @@ class ShardedBooks:
 
     # ---- feeding -------------------------------------------------------------------------
 
-    def replay(self, source, *, stop_after_ns: int | None = None, progress=None, on_slice=None) -> "ShardedBooks":
+    def replay(self, source, *, stop_after_ns: int | None = None, progress=None, on_slice=None,
+               capture_stats: dict | None = None) -> "ShardedBooks":
         """As ``Books.replay``: a whole source (a path: BinaryFILE, gzip, pcap; or a buffer) in
         bounded slices; returns self. The shard plan comes from the first slice."""
-        replay(self, source, stop_after_ns=stop_after_ns, progress=progress, on_slice=on_slice)
+        replay(self, source, stop_after_ns=stop_after_ns, progress=progress, on_slice=on_slice,
+               capture_stats=capture_stats)
         return self
 
     def apply(self, buffer, first_seq: int | None = None, *, stop_after_ns: int | None = None,

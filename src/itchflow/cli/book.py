@@ -40,9 +40,10 @@ def book_command(path, symbol, at, depth, as_json, plot, quiet) -> None:
 
     t = parse_time(at) if at else None
     books = Books()
+    capture: dict = {}
     try:
         with progress_bar("book", progress_total(path), quiet or as_json) as update:
-            books.replay(path, stop_after_ns=t, progress=update)
+            books.replay(path, stop_after_ns=t, progress=update, capture_stats=capture)
         key = int(symbol) if symbol.isdigit() else symbol.upper()
         try:
             loc = books.locate(key)
@@ -67,9 +68,41 @@ def book_command(path, symbol, at, depth, as_json, plot, quiet) -> None:
             fail(e)
     if as_json:
         click.echo(json.dumps({"symbol": books.symbol(loc), "timestamp_ns": int(ts),
-                               "bids": bids.tolist(), "asks": asks.tolist()}))
+                               "bids": bids.tolist(), "asks": asks.tolist(), **losses(books, capture)}))
         return
     _print_book(books, loc, bids, asks, ts)
+    report_losses(books, capture)
+
+
+def losses(books, capture: dict) -> dict:
+    """What the answer does not rest on, for the caller to see: the books' anomalies (messages
+    applied other than as sent, or not at all), unknown message types skipped, and a
+    capture's gaps and malformed packets. Empty when there is none."""
+    out = {}
+    an = {k: v for k, v in books.anomalies().items() if v}
+    if an:
+        out["anomalies"] = an
+    if books.unknown_types:
+        out["unknown_types"] = int(books.unknown_types)
+    lost = {k: int(capture[k]) for k in ("gaps", "missing_messages", "malformed_packets") if capture.get(k)}
+    if lost:
+        out["capture"] = lost
+    return out
+
+
+def report_losses(books, capture: dict) -> None:
+    """One line on stderr per kind of loss (stdout stays the answer)."""
+    found = losses(books, capture)
+    if "capture" in found:
+        c = found["capture"]
+        click.echo(f"itchflow: warning: the capture has {c.get('gaps', 0):,} gaps ({c.get('missing_messages', 0):,} "
+                   f"messages missing) and {c.get('malformed_packets', 0):,} malformed packets: the books "
+                   "are built without them", err=True)
+    if "anomalies" in found:
+        click.echo("itchflow: warning: anomalies (messages the books could not apply as sent): "
+                   + ", ".join(f"{k} {v:,}" for k, v in found["anomalies"].items()), err=True)
+    if "unknown_types" in found:
+        click.echo(f"itchflow: warning: {found['unknown_types']:,} messages of unknown types skipped", err=True)
 
 
 def _print_book(books, loc, bids, asks, ts) -> None:
@@ -113,14 +146,18 @@ def _stream_command(which: str, noun: str, doc: str):
     def command(path, symbols, out, quiet) -> None:
         from itchflow.cli.progress import progress_bar
         from itchflow.errors import ITCHFormatError
+        from itchflow import Books
         from itchflow.sinks.events import events_to_parquet
 
+        books, capture = Books(), {}
         try:
             with progress_bar(which, progress_total(path), quiet) as update:
-                rows, messages = events_to_parquet(path, out, which, symbols_option(symbols), progress=update)
+                rows, messages = events_to_parquet(path, out, which, symbols_option(symbols), progress=update,
+                                                   books=books, capture_stats=capture)
         except (ITCHFormatError, OSError, KeyError, ValueError) as e:
             fail(e)
         click.echo(f"wrote {rows:,} {noun} from {messages:,} messages to {out}")
+        report_losses(books, capture)
 
     return command
 
@@ -263,12 +300,13 @@ def snapshots_command(path, symbols, at, every, depth, out) -> None:
             times = _snapshot_times(None, every, info.first_timestamp_ns or 0, info.last_timestamp_ns or 0)
         else:
             times = _snapshot_times(at, None, 0, 0)
-        books = Books()
-        rows = snapshots(books, path, times, symbols_option(symbols), depth)
+        books, capture = Books(), {}
+        rows = snapshots(books, path, times, symbols_option(symbols), depth, capture_stats=capture)
         write_parquet(rows, out, books.symbol)
     except (ITCHFormatError, OSError, KeyError, ValueError) as e:
         fail(e)
     click.echo(f"wrote {len(rows):,} rows ({len(times):,} times x {len(symbols_option(symbols))} symbols) to {out}")
+    report_losses(books, capture)
 
 
 def _day_shape_options(command):

@@ -17,12 +17,13 @@ def _fail(error: Exception) -> None:
     sys.exit(1)
 
 
-def load_binaryfile(path: str):
+def load_binaryfile(path: str, capture_stats: dict | None = None):
     """The whole BinaryFILE as one uint8 array (raw files memory-mapped; gzip decompressed).
 
     A stream (a pipe, a device, gzip) is framed as it is read: bad framing is an error at
     its offset as soon as it arrives, and a stream larger than the memory available is
-    refused (``/dev/zero`` was read until the machine ran out)."""
+    refused (``/dev/zero`` was read until the machine ran out). A capture's gaps are said on
+    stderr: its messages are served numbered anew, so the hole would not show downstream."""
     import numpy as np
 
     from itchflow.errors import ITCHFormatError
@@ -31,7 +32,8 @@ def load_binaryfile(path: str):
     from itchflow.wire.binaryfile import index_error_text, message_offsets
 
     parts, held, room = [], 0, available_bytes()
-    for c in iter_chunks(path):
+    capture = {} if capture_stats is None else capture_stats
+    for c in iter_chunks(path, capture_stats=capture):
         _, status, pos = message_offsets(c.data, 1 << 62, np.zeros(1, np.int64))   # lengths only
         if status:
             raise ITCHFormatError(index_error_text(status), source=str(path), offset=(c.offset or 0) + int(pos))
@@ -40,6 +42,11 @@ def load_binaryfile(path: str):
             raise ValueError(f"{path}: {held / 2**30:,.1f} GiB read and more to come; publish and soup serve "
                              f"hold the whole day in memory, and this machine has {room / 2**30:,.1f} GiB available")
         parts.append(c.data)
+    if capture.get("gaps") or capture.get("malformed_packets"):
+        click.echo(f"itchflow: warning: {path}: the capture has {capture.get('gaps', 0):,} gaps "
+                   f"({capture.get('missing_messages', 0):,} messages missing) and "
+                   f"{capture.get('malformed_packets', 0):,} malformed packets; what arrived is served, "
+                   "numbered anew without the holes", err=True)
     if len(parts) == 1:
         return parts[0]
     return np.concatenate(parts) if parts else np.zeros(0, np.uint8)

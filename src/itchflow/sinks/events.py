@@ -33,7 +33,8 @@ def write_parquet(events: np.ndarray, path, symbol_of=str) -> None:
 def events_to_parquet(source, out, which: str, symbols: list[str] | None = None,
                       progress: Callable[[int, int], None] | None = None, *, books: Books | None = None,
                       sequence_map: Callable[[np.ndarray], np.ndarray] | None = None,
-                      timings: dict | None = None, missing_ok: bool = False) -> tuple[int, int]:
+                      timings: dict | None = None, missing_ok: bool = False,
+                      capture_stats: dict | None = None) -> tuple[int, int]:
     """Replay source, recording one event stream (``which``: 'bbo' or 'trades'), only for
     these symbols (None = every stock), into the Parquet file out.
 
@@ -43,7 +44,7 @@ def events_to_parquet(source, out, which: str, symbols: list[str] | None = None,
     (a shard of a day maps back to the day's numbers); timings["write_seconds"] accumulates
     the time spent writing Parquet. A symbol the day has no stock directory message for is a
     KeyError (no file is written) unless missing_ok (an archive's days need not all list
-    every symbol asked for).
+    every symbol asked for). capture_stats: filled with a capture's counters (gaps ...).
     """
     import time
 
@@ -93,7 +94,7 @@ def events_to_parquet(source, out, which: str, symbols: list[str] | None = None,
     with output_file(out) as tmp:  # OUT.part until the stream and its broken flags are written
         state["path"] = tmp
         try:
-            books.replay(source, progress=progress, on_slice=drain)
+            books.replay(source, progress=progress, on_slice=drain, capture_stats=capture_stats)
         finally:
             if state["writer"] is not None:
                 state["writer"].close()

@@ -1,0 +1,86 @@
+"""The book commands say what their answer does not rest on: a capture's gaps (messages that
+never arrived), the books' anomalies (messages they could not apply as sent) and unknown
+types. bbo, trades, snapshots and book wrote their output and exited 0 in silence (run,
+batch and lobster already reported them); book --json had no counters at all."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+import itch_reference as ref
+from itchflow.cli import main
+from itchflow.decode.encoder import encode_message as enc
+
+T = 34_200_000_000_000
+
+
+def _body(framed: bytes) -> bytes:
+    return framed[2:]
+
+
+@pytest.fixture(scope="module")
+def gapped_capture(tmp_path_factory):
+    """Five packets of one message each; the third (an E of order 1) never arrived, and the
+    fourth executes order 2, which was never added: 1 gap of 1 message, 1 unknown reference."""
+    msgs = [enc("R", stock_locate=1, stock="AAA", timestamp=1),
+            enc("A", stock_locate=1, timestamp=T, order_reference_number=1, buy_sell_indicator="B", shares=100,
+                stock="AAA", price=10_000),
+            enc("E", stock_locate=1, timestamp=T + 1, order_reference_number=1, executed_shares=40, match_number=1),
+            enc("E", stock_locate=1, timestamp=T + 2, order_reference_number=2, executed_shares=5, match_number=2),
+            enc("A", stock_locate=1, timestamp=T + 3, order_reference_number=3, buy_sell_indicator="S", shares=50,
+                stock="AAA", price=10_100)]
+    frames = [ref.eth_ipv4_udp(ref.mold_packet(b"LOSS", seq, [_body(m)]))
+              for seq, m in enumerate(msgs, 1) if seq != 3]
+    path = tmp_path_factory.mktemp("losses") / "gapped.pcap"
+    path.write_bytes(ref.pcap_file(frames))
+    return path
+
+
+GAP = "the capture has 1 gaps (1 messages missing) and 0 malformed packets"
+ANOMALY = "anomalies (messages the books could not apply as sent): unknown_reference 1"
+
+
+@pytest.mark.parametrize("command", [["bbo"], ["trades"], ["snapshots", "-s", "AAA", "--at", "10:00"]])
+def test_the_stream_commands_report_gaps_and_anomalies(gapped_capture, tmp_path, command):
+    out = tmp_path / "out.parquet"
+    r = CliRunner().invoke(main, [command[0], str(gapped_capture), "-o", str(out), *command[1:]])
+    assert r.exit_code == 0 and out.exists(), r.output
+    assert GAP in r.stderr and ANOMALY in r.stderr, r.stderr
+    assert "warning" not in r.stdout
+
+
+def test_book_reports_them_and_its_json_carries_them(gapped_capture):
+    r = CliRunner().invoke(main, ["book", str(gapped_capture), "-s", "AAA", "-q"])
+    assert r.exit_code == 0 and GAP in r.stderr and ANOMALY in r.stderr, r.output
+    r = CliRunner().invoke(main, ["book", str(gapped_capture), "-s", "AAA", "--json"])
+    got = json.loads(r.stdout)
+    assert got["bids"] == [[10_000, 100, 1]] and got["asks"] == [[10_100, 50, 1]]   # the E of order 1 is lost
+    assert got["capture"] == {"gaps": 1, "missing_messages": 1}
+    assert got["anomalies"] == {"unknown_reference": 1}
+
+
+def test_a_whole_clean_day_says_nothing_more(tmp_path):
+    day = tmp_path / "day.itch"
+    day.write_bytes(enc("R", stock_locate=1, stock="AAA", timestamp=1)
+                    + enc("A", stock_locate=1, timestamp=T, order_reference_number=1, buy_sell_indicator="B",
+                          shares=100, stock="AAA", price=10_000))
+    r = CliRunner().invoke(main, ["bbo", str(day), "-o", str(tmp_path / "b.parquet")])
+    assert r.exit_code == 0 and r.stderr == "", r.stderr
+    r = CliRunner().invoke(main, ["book", str(day), "-s", "AAA", "--json"])
+    assert set(json.loads(r.stdout)) == {"symbol", "timestamp_ns", "bids", "asks"}
+
+
+def test_publish_and_soup_serve_say_that_a_capture_had_holes(gapped_capture):
+    """publish re-sent a gapped capture's messages under contiguous sequence numbers: the
+    hole disappeared, and nothing said so."""
+    from itchflow.cli.net import load_binaryfile
+
+    runner = CliRunner()
+    with runner.isolation() as (_, err, _):
+        data = load_binaryfile(str(gapped_capture))
+        said = err.getvalue().decode()
+    assert len(data) == 4 * 2 + 39 + 36 + 31 + 36
+    assert f"{gapped_capture}: the capture has 1 gaps (1 messages missing)" in said, said
