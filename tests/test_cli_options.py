@@ -138,3 +138,27 @@ def test_an_output_named_for_another_format_is_refused(tmp_path, day, command, n
     r = _cli([command[0], day, "-o", out, *command[1:]])
     assert r.exit_code == 2 and "--out" in r.output and "this command writes .parquet" in r.output, r.output
     assert not out.exists()
+
+
+def test_depth_0_is_every_level_in_snapshots_as_in_book(tmp_path, day):
+    """snapshots -n 0 wrote 0 rows (book -n 0 is every level); -n -5 passed as every level."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    import itchflow
+
+    at = "10:30"
+    books = itchflow.Books().replay(day, stop_after_ns=37_800_000_000_000)
+    sym = max(books.symbols, key=lambda s: sum(len(side) for side in books.depth(s)))   # the deepest then
+    r = _cli(["snapshots", day, "-s", sym, "--at", at, "-n", "0", "-o", tmp_path / "s.parquet"])
+    assert r.exit_code == 0, r.output
+    rows = pq.read_table(tmp_path / "s.parquet").to_pydict()
+    book = json.loads(_cli(["book", day, "-s", sym, "--at", at, "-n", "0", "--json"]).stdout)
+    assert len(rows["price"]) == len(book["bids"]) + len(book["asks"]) > 5
+    for command in (["book", day, "-s", sym], ["snapshots", day, "-s", sym, "--at", "12:00", "-o", tmp_path / "x"]):
+        r = _cli([*command, "-n", "-5"])
+        assert r.exit_code == 2 and "--depth" in r.output, r.output
+    r = _cli(["snapshots", day, "-s", sym, "--every", "86400", "-o", tmp_path / "e.parquet"])
+    assert r.exit_code == 1 and "no snapshot time falls within the day" in r.output, r.output
+    assert not (tmp_path / "e.parquet").exists()

@@ -28,7 +28,7 @@ def parse_time(text: str) -> int:
 @click.option("--symbol", "-s", required=True, help="Stock symbol (from the stock directory) or locate number.")
 @click.option("--at", "at", default=None, help="HH:MM[:SS[.fffffffff]]: the book after every message up to this time "
                                               "(default: the end of the data).")
-@click.option("--depth", "-n", default=10, show_default=True, help="Levels per side (0 = all).")
+@click.option("--depth", "-n", type=click.IntRange(0), default=10, show_default=True, help="Levels per side (0 = all).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (raw Price(4) integers).")
 @click.option("--plot", type=IMAGE, default=None,
               help="Also draw the depth chart (cumulative shares by price) to this PNG (needs matplotlib).")
@@ -277,7 +277,8 @@ def _snapshot_times(at: str | None, every: float | None, first_ns: int, last_ns:
 @click.option("--symbols", "-s", required=True, help="Comma-separated symbols.")
 @click.option("--at", "at", default=None, help="Comma-separated times HH:MM[:SS[.fffffffff]].")
 @click.option("--every", type=SECONDS, default=None, help="Or: a snapshot every this many seconds of the day.")
-@click.option("--depth", "-n", default=5, show_default=True, help="Levels per side.")
+@click.option("--depth", "-n", type=click.IntRange(0), default=5, show_default=True,
+              help="Levels per side (0 = all, as in book).")
 @click.option("--out", "-o", required=True, type=PARQUET, help="Parquet file to write.")
 def snapshots_command(path, symbols, at, every, depth, out) -> None:
     """Depth-N snapshots of chosen symbols at given times or intervals (book after every
@@ -301,7 +302,10 @@ def snapshots_command(path, symbols, at, every, depth, out) -> None:
         else:
             times = _snapshot_times(at, None, 0, 0)
         books, capture = Books(), {}
-        rows = snapshots(books, path, times, symbols_option(symbols), depth, capture_stats=capture)
+        if not times:   # --every longer than the day's span: an empty file said nothing
+            raise ValueError(f"--every {every:g} s: no snapshot time falls within the day's messages")
+        rows = snapshots(books, path, times, symbols_option(symbols), depth if depth > 0 else -1,
+                         capture_stats=capture)
         write_parquet(rows, out, books.symbol)
     except (ITCHFormatError, OSError, KeyError, ValueError) as e:
         fail(e)
