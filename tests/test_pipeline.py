@@ -482,6 +482,9 @@ def test_ring_source_with_no_producer_says_so_once_then_takes_a_late_one(day, di
         (text,) = notices
         assert text.startswith(f"{name}: waiting for a producer: no producer has this ring open")
         assert f"its creator, pid {creator.pid}, has exited" in text
+        cpu = time.process_time()
+        time.sleep(0.5)   # not readiness: the span over which the parked wait's CPU is measured
+        assert time.process_time() - cpu < 0.2, "the wait for a producer burns a core"
         _feed_ring(name, day.tobytes(), 11)   # a producer that starts late, in this process
         t.join(120)
         assert not t.is_alive() and "error" not in box, box.get("error")

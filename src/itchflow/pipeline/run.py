@@ -259,19 +259,26 @@ class _NoProducerNotice:
     may be for ever (a kept ring whose writer has not started, or exited before it opened the
     ring) instead of waiting in silence."""
 
+    PARKED_POLL_S = 0.05   # once said: look for a producer 20 times a second, not in a busy loop
+
     def __init__(self, ring, notice, after: float):
         self.ring, self.notice, self.at = ring, notice, time.monotonic() + after
+        self.said = False
 
     def idle(self) -> None:
-        if self.at is None or time.monotonic() < self.at:
-            return
         from itchflow.ring.liveness import no_producer
 
-        why = no_producer(self.ring.words)
-        if why is not None:
+        if not self.said:
+            if time.monotonic() < self.at:
+                return
+            why = no_producer(self.ring.words)
+            if why is None:
+                return
             self.notice(f"{self.ring.path}: waiting for a producer: {why}. Start one (itchflow listen --ring, "
                         "soup fetch --ring) or stop with Ctrl-C")
-            self.at = None
+            self.said = True
+        while no_producer(self.ring.words) is not None:   # the wait strategy's spin or yield burnt
+            time.sleep(self.PARKED_POLL_S)                 # a core for as long as none came
 
 
 def _consume(reader, applier, proc, progress, run: _Run, waiting: _NoProducerNotice | None = None) -> None:
