@@ -92,12 +92,11 @@ def losses(books, capture: dict) -> dict:
 
 def report_losses(books, capture: dict) -> None:
     """One line on stderr per kind of loss (stdout stays the answer)."""
+    from itchflow.cli.decode import capture_losses
+
     found = losses(books, capture)
     if "capture" in found:
-        c = found["capture"]
-        click.echo(f"itchflow: warning: the capture has {c.get('gaps', 0):,} gaps ({c.get('missing_messages', 0):,} "
-                   f"messages missing) and {c.get('malformed_packets', 0):,} malformed packets: the books "
-                   "are built without them", err=True)
+        click.echo(f"itchflow: warning: {capture_losses(capture)}: the books are built without them", err=True)
     if "anomalies" in found:
         click.echo("itchflow: warning: anomalies (messages the books could not apply as sent): "
                    + ", ".join(f"{k} {v:,}" for k, v in found["anomalies"].items()), err=True)

@@ -28,6 +28,14 @@ def fail(error: Exception) -> None:
     sys.exit(1)
 
 
+def capture_losses(capture: dict) -> str | None:
+    """What a capture lost, in words (None when nothing): its gaps and malformed packets."""
+    if not (capture.get("gaps") or capture.get("malformed_packets")):
+        return None
+    return (f"the capture has {capture.get('gaps', 0):,} gaps ({capture.get('missing_messages', 0):,} messages "
+            f"missing) and {capture.get('malformed_packets', 0):,} malformed packets")
+
+
 @main.command()
 @click.argument("path", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")

@@ -26,6 +26,7 @@ def load_binaryfile(path: str, capture_stats: dict | None = None):
     stderr: its messages are served numbered anew, so the hole would not show downstream."""
     import numpy as np
 
+    from itchflow.cli.decode import capture_losses
     from itchflow.errors import ITCHFormatError
     from itchflow.hw.memory import available_bytes
     from itchflow.sources.files import iter_chunks
@@ -42,11 +43,9 @@ def load_binaryfile(path: str, capture_stats: dict | None = None):
             raise ValueError(f"{path}: {held / 2**30:,.1f} GiB read and more to come; publish and soup serve "
                              f"hold the whole day in memory, and this machine has {room / 2**30:,.1f} GiB available")
         parts.append(c.data)
-    if capture.get("gaps") or capture.get("malformed_packets"):
-        click.echo(f"itchflow: warning: {path}: the capture has {capture.get('gaps', 0):,} gaps "
-                   f"({capture.get('missing_messages', 0):,} messages missing) and "
-                   f"{capture.get('malformed_packets', 0):,} malformed packets; what arrived is served, "
-                   "numbered anew without the holes", err=True)
+    if capture_losses(capture):
+        click.echo(f"itchflow: warning: {path}: {capture_losses(capture)}; what arrived is served, numbered anew "
+                   "without the holes", err=True)
     if len(parts) == 1:
         return parts[0]
     return np.concatenate(parts) if parts else np.zeros(0, np.uint8)
