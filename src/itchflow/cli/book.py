@@ -47,10 +47,10 @@ def book_command(path, symbol, at, depth, as_json, plot, quiet) -> None:
         key = int(symbol) if symbol.isdigit() else symbol.upper()
         try:
             loc = books.locate(key)
-        except KeyError as e:
+        except KeyError:
             if t is not None and books.stopped_at_time:  # the day may list it after --at
                 raise KeyError(f"no stock directory (R) message for {key!r} before --at {at}") from None
-            raise KeyError(e.args[0]) from None
+            raise
         if isinstance(key, int) and books.symbols and books.symbol(loc) == str(loc):
             raise KeyError(f"stock locate {loc}: no stock directory (R) message gives it a stock"
                            + (f" before --at {at}" if t is not None and books.stopped_at_time else ""))

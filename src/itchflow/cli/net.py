@@ -20,10 +20,11 @@ def _fail(error: Exception) -> None:
 def load_binaryfile(path: str, capture_stats: dict | None = None):
     """The whole BinaryFILE as one uint8 array (raw files memory-mapped; gzip decompressed).
 
-    A stream (a pipe, a device, gzip) is framed as it is read: bad framing is an error at
-    its offset as soon as it arrives, and a stream larger than the memory available is
-    refused (``/dev/zero`` was read until the machine ran out). A capture's gaps are said on
-    stderr: its messages are served numbered anew, so the hole would not show downstream."""
+    What is read into memory (a pipe, a device, gzip, a capture) is framed as it is read: bad
+    framing is an error at its offset as soon as it arrives, and more than half the memory
+    available is refused (``/dev/zero`` was read until the machine ran out); a mapped file is
+    framed whole by the feed or store it is given to. A capture's gaps are said on stderr: its
+    messages are served numbered anew, so the hole would not show downstream."""
     import numpy as np
 
     from itchflow.cli.decode import capture_losses
@@ -35,13 +36,15 @@ def load_binaryfile(path: str, capture_stats: dict | None = None):
     parts, held, room = [], 0, available_bytes()
     capture = {} if capture_stats is None else capture_stats
     for c in iter_chunks(path, capture_stats=capture):
-        _, status, pos = message_offsets(c.data, 1 << 62, np.zeros(1, np.int64))   # lengths only
-        if status:
-            raise ITCHFormatError(index_error_text(status), source=str(path), offset=(c.offset or 0) + int(pos))
-        held += len(c.data)
-        if c.mapping is None and room is not None and held > room // 2:
-            raise ValueError(f"{path}: {held / 2**30:,.1f} GiB read and more to come; publish and soup serve "
-                             f"hold the whole day in memory, and this machine has {room / 2**30:,.1f} GiB available")
+        if c.mapping is None:   # read into memory; a mapped file is framed whole by MoldFeed / MessageStore
+            _, status, pos = message_offsets(c.data, 1 << 62, np.zeros(1, np.int64))   # lengths only
+            if status:
+                raise ITCHFormatError(index_error_text(status), source=str(path), offset=(c.offset or 0) + int(pos))
+            held += len(c.data)
+            if room is not None and held > room // 2:
+                raise ValueError(f"{path}: {held / 2**30:,.1f} GiB read and more to come; publish and soup serve "
+                                 f"hold the whole day in memory, and this machine has {room / 2**30:,.1f} GiB "
+                                 "available")
         parts.append(c.data)
     if capture_losses(capture):
         click.echo(f"itchflow: warning: {path}: {capture_losses(capture)}; what arrived is served, numbered anew "

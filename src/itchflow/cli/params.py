@@ -110,47 +110,35 @@ class CpuList(click.ParamType):
 CPUS = CpuList()
 
 
-class ImagePath(click.Path):
-    """A picture's file name: its suffix says the format (none: PNG), checked before any work
-    (matplotlib would only refuse it after the run)."""
+class FormatPath(click.Path):
+    """A file name whose suffix says the format, checked before any work (matplotlib refused
+    a picture's only after the run; ``trades -o t.csv`` wrote Parquet into t.csv). No suffix
+    is the first format. ``refusal`` words the error: {value}, {suffix}, {formats}."""
 
-    name = "image"
-    FORMATS = ("png", "svg", "pdf", "jpg", "jpeg", "webp", "tif", "tiff", "eps", "ps", "svgz", "gif")
-
-    def __init__(self):
+    def __init__(self, name: str, formats: tuple[str, ...], refusal: str):
         super().__init__(dir_okay=False)
-
-    def convert(self, value, param, ctx):
-        path = super().convert(value, param, ctx)
-        suffix = os.path.splitext(os.fspath(path))[1][1:].lower()
-        if suffix and suffix not in self.FORMATS:
-            self.fail(f"{value!r}: .{suffix} is not an image format (one of: {', '.join(self.FORMATS)})", param, ctx)
-        return path
-
-
-IMAGE = ImagePath()
-
-
-class TablePath(click.Path):
-    """A table's file name: a suffix that names another format is refused before any work
-    (``trades -o t.csv`` wrote Parquet into t.csv); no suffix is the first format."""
-
-    name = "table"
-
-    def __init__(self, *formats: str):
-        super().__init__(dir_okay=False)
-        self.formats = formats
+        self.name, self.formats, self.refusal = name, formats, refusal
 
     def convert(self, value, param, ctx):
         path = super().convert(value, param, ctx)
         suffix = os.path.splitext(os.fspath(path))[1][1:].lower()
         if suffix and suffix not in self.formats:
-            self.fail(f"{value!r}: this command writes {' or '.join('.' + f for f in self.formats)}, "
-                      f"not .{suffix}", param, ctx)
+            self.fail(self.refusal.format(value=repr(value), suffix=suffix, formats=", ".join(self.formats)),
+                      param, ctx)
         return path
 
 
-PARQUET = TablePath("parquet", "pq")
+IMAGE = FormatPath("image", ("png", "svg", "pdf", "jpg", "jpeg", "webp", "tif", "tiff", "eps", "ps", "svgz", "gif"),
+                   "{value}: .{suffix} is not an image format (one of: {formats})")
+
+
+def table_path(*formats: str) -> FormatPath:
+    """A table's file name: one of these formats (the first when there is no suffix)."""
+    return FormatPath("table", formats, "{value}: this command writes "
+                      + " or ".join("." + f for f in formats) + ", not .{suffix}")
+
+
+PARQUET = table_path("parquet", "pq")
 
 
 def symbols_option(text: str | None) -> list[str] | None:

@@ -9,7 +9,7 @@ import click
 
 from itchflow.cli import main
 from itchflow.cli.decode import fail
-from itchflow.cli.params import IMAGE, TablePath, symbols_option
+from itchflow.cli.params import IMAGE, symbols_option, table_path
 from itchflow.cli.progress import progress_total
 
 
@@ -58,7 +58,7 @@ def lobster_command(path, symbols, levels, out, start, end, date, parquet, quiet
 @click.argument("path", type=click.Path(dir_okay=False))
 @click.option("--every", "-e", default="1min", show_default=True, help="Interval: 1s, 500ms, 1min, 5min, 1h ...")
 @click.option("--symbols", "-s", default=None, help="Comma-separated symbols (default: every stock).")
-@click.option("--out", "-o", required=True, type=TablePath("parquet", "pq", "csv"), help="Parquet (or .csv) file.")
+@click.option("--out", "-o", required=True, type=table_path("parquet", "pq", "csv"), help="Parquet (or .csv) file.")
 @click.option("--start", default="09:30", show_default=True, help="HH:MM[:SS]: the grid's first interval.")
 @click.option("--end", default="16:00", show_default=True, help="HH:MM[:SS]: the grid's end.")
 @click.option("--plot", type=IMAGE, default=None,

@@ -26,6 +26,7 @@ def write_slowly(src: str, dst: str, rate: float, piece_bytes: int, seed: int) -
     from itchflow.cli.decode import fail
     from itchflow.errors import ITCHFormatError
     from itchflow.sim.write_slowly import append_slowly
+    from itchflow.sinks.output import named
 
     if 0 < rate < MIN_RATE:   # 1e-300 messages/s overflowed the sleep after the first piece
         raise click.BadParameter(f"at least {MIN_RATE:g} message a second (0: flat out), not {rate:g}",
@@ -33,7 +34,7 @@ def write_slowly(src: str, dst: str, rate: float, piece_bytes: int, seed: int) -
     try:
         n = append_slowly(src, dst, rate=rate or None, piece_bytes=piece_bytes, seed=seed)
     except OSError as e:   # a missing directory, a full disk: name the file, no traceback
-        fail(e if e.filename else OSError(e.errno, f"{e.strerror}: {dst}"))
+        fail(named(e, dst))
     except (ITCHFormatError, ValueError) as e:
         fail(e)
     click.echo(f"appended {n:,} bytes to {dst}")
