@@ -272,3 +272,35 @@ def test_bench_book_threads_small(tmp_path, monkeypatch):
     assert r["shapes"][1]["shape"]["stocks"] == 300
     text = bt.report(r)
     assert "few deep stocks" in text and "many stocks" in text and "NO" not in text
+
+
+@pytest.mark.parametrize("args, option, text", [
+    (["--concentration", "inf"], "--concentration", "at most 10"),
+    (["--concentration", "nan"], "--concentration", "> 0"),
+    (["--depth", "5"], "--depth", "between 64 and 100000"),
+    (["--stocks", "0"], "--stocks", "between 1 and 20000"),
+    (["--sub-dollar", "1.5"], "--sub-dollar", "0..1"),
+    (["--sub-dollar", "0.7", "--high-priced", "0.5"], "--high-priced", "together at most 1"),
+    (["--ref-span", "1000"], "--ref-span", "between 1e6"),
+])
+def test_cli_gen_names_the_knob_out_of_range(tmp_path, args, option, text):
+    """A shape knob out of range is a usage error naming its option, before anything is written."""
+    from itchflow.cli import main
+
+    out = tmp_path / "day.itch"
+    r = CliRunner().invoke(main, ["gen", str(out), "-n", "60k", "-q", *args])
+    assert r.exit_code == 2, r.output
+    assert f"Invalid value for {option}" in r.output and text in r.output
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_shape_knobs_out_of_range_are_refused_by_the_api():
+    from itchflow.sim.generator import ShapeError
+
+    with pytest.raises(ShapeError, match="depth") as e:
+        generate_day(20_000, 1, depth=63)
+    assert e.value.knob == "depth"
+    with pytest.raises(ShapeError, match="concentration"):
+        generate_day(20_000, 1, concentration=float("inf"))
+    # The bounds themselves are taken.
+    assert len(generate_day(20_000, 1, stocks=10, depth=64)) > 0

@@ -48,26 +48,39 @@ def shape_options(fn):
                           "The options below override it."),
         click.option("--stocks", type=int, default=None, help="Stocks (locates 1..K) [default: 100; fullday 8700]."),
         click.option("--concentration", type=float, default=None,
-                     help="Zipf exponent a of each stock's share of the flow (rank r gets ~1/r**a): larger = a "
-                          "few very busy stocks, most quiet [default: 1.1; fullday 0.9]."),
+                     help="Zipf exponent a of each stock's share of the flow (rank r gets ~1/r**a), over 0 and "
+                          "at most 10: larger = a few very busy stocks, most quiet [default: 1.1; fullday 0.9]."),
         click.option("--live-orders", type=Count(), default=None,
                      help="Peak live orders to reach, independent of --messages (orders resting all day far "
                           "from the touch are added until about 10:00) [default: ~max(5 x stocks, 0.4% of "
                           "messages), none resting]."),
         click.option("--depth", type=int, default=None,
-                     help="Price levels on one side of the busiest book (the r-th busiest gets depth/r) "
-                          "[default: whatever the flow makes, a few hundred]."),
+                     help="Price levels on one side of the busiest book, 64 to 100,000 (the r-th busiest gets "
+                          "depth/r, none under 64) [default: whatever the flow makes, a few hundred]."),
         click.option("--ref-span", type=Count(), default=None,
                      help="Order references spread over 1..N, interleaved ranges, not monotonic "
                           "[default: ranges 2**37 apart, up to ~1e12]."),
         click.option("--sub-dollar", type=float, default=None,
-                     help="Share of stocks below $1 (ticks of $0.0001) [default: 0.05]."),
+                     help="Share of stocks below $1 (ticks of $0.0001; the busiest stock always trades in "
+                          "cents) [default: 0.05]."),
         click.option("--high-priced", type=float, default=None,
                      help="Share of stocks above $1,000 (cent ticks) [default: 0]."),
     ]
     for opt in reversed(opts):
         fn = opt(fn)
     return fn
+
+
+def checked_shape(messages: int, profile, **knobs) -> dict:
+    """resolve_shape, its errors as usage errors naming the option (--stocks, --depth, ...)."""
+    from itchflow.sim.generator import ShapeError, resolve_shape
+
+    try:
+        return resolve_shape(messages, profile, **knobs)
+    except ShapeError as e:
+        raise click.BadParameter(str(e), param_hint="--" + e.knob.replace("_", "-")) from None
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--profile") from None
 
 
 def shape_line(info: dict) -> str:
@@ -98,16 +111,13 @@ def gen(out: str, messages: int, seed: int, profile, stocks, concentration, live
 
     The day's shape (stocks, concentration, live orders, depth, references, prices) is set by
     --profile and the options after it, and printed with the summary."""
-    from itchflow.sim.generator import minimum_messages, resolve_shape, write_day
+    from itchflow.sim.generator import minimum_messages, write_day
 
     gz = gz or out.endswith(".gz")
     _check_room(out, messages, gz)
     knobs = dict(concentration=concentration, live_orders=live_orders, depth=depth, ref_span=ref_span,
                  sub_dollar=sub_dollar, high_priced=high_priced)
-    try:
-        k = resolve_shape(messages, profile, stocks=stocks, **knobs)["stocks"]
-    except ValueError as e:
-        raise click.BadParameter(str(e), param_hint="--profile") from None
+    k = checked_shape(messages, profile, stocks=stocks, **knobs)["stocks"]
     if messages < minimum_messages(k):
         raise click.BadParameter(f"a day of {k} stocks needs at least {minimum_messages(k):,} messages",
                                  param_hint="--messages")
@@ -196,9 +206,9 @@ def _naive_python_day(messages: int, seed: int) -> int:
               help="Messages for the pure-Python peer (it is slow).")
 def bench_gen(messages: int, stocks: int | None, profile: str | None, peer_messages: int) -> None:
     """Generation rate against a pure-Python struct.pack generator, same run."""
-    from itchflow.sim.generator import day_summary, resolve_shape
+    from itchflow.sim.generator import day_summary
 
-    k = resolve_shape(messages, profile, stocks=stocks)["stocks"]
+    k = checked_shape(messages, profile, stocks=stocks)["stocks"]
     day_summary(minimum_messages_for(k), 1, stocks=k, profile=profile)  # compile / load the cache
     cpu0, t0 = time.process_time(), time.perf_counter()
     info = day_summary(messages, 1, stocks=stocks, profile=profile)

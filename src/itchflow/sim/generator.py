@@ -163,7 +163,47 @@ def resolve_shape(messages: int, profile: str | None = None, **overrides) -> dic
         if value is not None:
             shape[key] = value
     shape["profile"] = name
+    check_shape(shape)
     return shape
+
+
+class ShapeError(ValueError):
+    """A day-shape knob out of its range; ``knob`` names it (``gen`` shows it as its option)."""
+
+    def __init__(self, knob: str, message: str):
+        super().__init__(message)
+        self.knob = knob
+
+
+MAX_STOCKS = 20_000
+MAX_CONCENTRATION = 10.0   # past this the busiest stock already has all but 1e-3 of the flow
+MIN_DEPTH = 64             # fewer deep levels than this the flow makes by itself (a few dozen)
+MAX_DEPTH = 100_000
+
+
+def check_shape(shape: dict) -> None:
+    """Refuse a shape whose knobs are out of range, naming the knob (``ShapeError``)."""
+    conc, sub, high = shape["concentration"], shape["sub_dollar"], shape["high_priced"]
+    if not 1 <= shape["stocks"] <= MAX_STOCKS:
+        raise ShapeError("stocks", f"stocks must be between 1 and {MAX_STOCKS} (asked for {shape['stocks']})")
+    if not 0 < conc <= MAX_CONCENTRATION:   # also refuses NaN and infinity
+        raise ShapeError("concentration", f"concentration (the Zipf exponent) must be > 0 and at most "
+                                          f"{MAX_CONCENTRATION:g} (asked for {conc})")
+    for knob, share in (("sub_dollar", sub), ("high_priced", high)):
+        if not 0 <= share <= 1:
+            raise ShapeError(knob, f"{knob} is a share of the stocks, 0..1 (asked for {share})")
+    if sub + high > 1:
+        raise ShapeError("high_priced", f"sub_dollar and high_priced are shares of the stocks, together at most 1 "
+                                        f"(asked for {sub} + {high})")
+    if shape["live_orders"] is not None and shape["live_orders"] < 0:
+        raise ShapeError("live_orders", "live_orders must be >= 0")
+    depth = shape["depth"]
+    if depth is not None and not MIN_DEPTH <= depth <= MAX_DEPTH:
+        raise ShapeError("depth", f"depth must be between {MIN_DEPTH} and {MAX_DEPTH} levels (asked for {depth}; "
+                                  f"the flow alone makes a few dozen: leave it out for that)")
+    span = shape["ref_span"]
+    if span is not None and not 1_000_000 <= span < 1 << 62:
+        raise ShapeError("ref_span", f"ref_span must be between 1e6 and 2**62 (asked for {span})")
 
 
 def _symbols(rng: np.random.Generator, k: int) -> tuple[list[bytes], list[bytes], list[bool]]:
@@ -204,20 +244,9 @@ class _Plan:
         self.shape = shape
         conc, live_orders, depth = shape["concentration"], shape["live_orders"], shape["depth"]
         ref_span, sub_frac, high_frac = shape["ref_span"], shape["sub_dollar"], shape["high_priced"]
-        if not conc > 0:
-            raise ValueError("concentration (the Zipf exponent) must be > 0")
-        if not (0 <= sub_frac <= 1 and 0 <= high_frac <= 1 and sub_frac + high_frac <= 1):
-            raise ValueError("sub_dollar and high_priced are shares of the stocks (0..1, together at most 1)")
-        if live_orders is not None and live_orders < 0:
-            raise ValueError("live_orders must be >= 0")
-        if depth is not None and not 1 <= depth <= 100_000:
-            raise ValueError("depth must be between 1 and 100000 levels")
-        if ref_span is not None and not 1_000_000 <= ref_span < 1 << 62:
-            raise ValueError("ref_span must be between 1e6 and 2**62")
+        check_shape(shape)
         # The new knobs draw from their own stream, so a day that does not use them keeps its bytes.
         rng2 = np.random.default_rng([seed, 0x17C4F10, 2])
-        if stocks < 1 or stocks > 20_000:
-            raise ValueError("stocks must be between 1 and 20000")
         if messages < minimum_messages(stocks):
             raise ValueError(f"a day of {stocks} stocks needs at least {minimum_messages(stocks):,} "
                              f"messages (asked for {messages:,})")
