@@ -9,7 +9,7 @@ import click
 
 from itchflow.cli import bench, main
 from itchflow.cli.decode import fail
-from itchflow.cli.params import POSITIVE, SECONDS, Count
+from itchflow.cli.params import POSITIVE, SECONDS, TIME_TEXT, TIMES, Count
 
 _JOBS = ("stats", "decode", "bbo", "trades", "snapshots", "lobster")  # scale.jobs.JOBS (not imported: fast start)
 
@@ -20,10 +20,7 @@ def _job_options(job, types, at, every, depth, levels, start, end) -> dict:
     if job == "lobster":
         return {"levels": levels, "start": start, "end": end}
     if job == "snapshots":
-        from itchflow.cli.book import parse_time
-
-        times = [parse_time(t) for t in at.split(",") if t.strip()] if at else None
-        return {"at": times, "every": every, "depth": depth}
+        return {"at": at, "every": every, "depth": depth}
     return {}
 
 
@@ -39,12 +36,12 @@ def _job_options(job, types, at, every, depth, levels, start, end) -> dict:
               help="Locate shards per day (default: 1 when there are at least as many days as workers).")
 @click.option("--symbols", "-s", default=None, help="Comma-separated symbols (default: every stock).")
 @click.option("--types", "-t", default="AF", show_default=True, help="decode: message type letters.")
-@click.option("--at", "at", default=None, help="snapshots: comma-separated times HH:MM[:SS[.fffffffff]].")
+@click.option("--at", "at", type=TIMES, default=None, help="snapshots: comma-separated times HH:MM[:SS[.fffffffff]].")
 @click.option("--every", type=SECONDS, default=None, help="snapshots: or a snapshot every this many seconds.")
 @click.option("--depth", "-n", default=5, show_default=True, help="snapshots: levels per side.")
 @click.option("--levels", default=10, show_default=True, help="lobster: order-book levels per side.")
-@click.option("--start", default="09:30", show_default=True, help="lobster: HH:MM[:SS], first time written.")
-@click.option("--end", default="16:00", show_default=True, help="lobster: HH:MM[:SS], messages before this.")
+@click.option("--start", type=TIME_TEXT, default="09:30", show_default=True, help="lobster: HH:MM[:SS], first time written.")
+@click.option("--end", type=TIME_TEXT, default="16:00", show_default=True, help="lobster: HH:MM[:SS], messages before this.")
 @click.option("--keep-scratch", is_flag=True, help="Keep the shard files of finished days.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")

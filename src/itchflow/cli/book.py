@@ -9,7 +9,7 @@ import click
 
 from itchflow.cli import bench, main
 from itchflow.cli.decode import fail
-from itchflow.cli.params import IMAGE, PARQUET, SECONDS, SEED, Count, symbols_option
+from itchflow.cli.params import IMAGE, PARQUET, SECONDS, SEED, TIME_TEXT, TIMES, Count, symbols_option
 from itchflow.cli.progress import progress_total
 
 
@@ -26,7 +26,7 @@ def parse_time(text: str) -> int:
 @main.command("book")
 @click.argument("path", type=click.Path(dir_okay=False))
 @click.option("--symbol", "-s", required=True, help="Stock symbol (from the stock directory) or locate number.")
-@click.option("--at", "at", default=None, help="HH:MM[:SS[.fffffffff]]: the book after every message up to this time "
+@click.option("--at", "at", type=TIME_TEXT, default=None, help="HH:MM[:SS[.fffffffff]]: the book after every message up to this time "
                                               "(default: the end of the data).")
 @click.option("--depth", "-n", type=click.IntRange(0), default=10, show_default=True, help="Levels per side (0 = all).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (raw Price(4) integers).")
@@ -38,7 +38,7 @@ def book_command(path, symbol, at, depth, as_json, plot, quiet) -> None:
     from itchflow import Books, ITCHFormatError
     from itchflow.cli.progress import progress_bar
 
-    t = parse_time(at) if at else None
+    t = parse_time(at) if at is not None else None
     books = Books()
     capture: dict = {}
     try:
@@ -263,18 +263,10 @@ def bench_instructions(shape, messages, start, stop, stocks, seed, no_peers, as_
         report(r, r["shape"])
 
 
-def _snapshot_times(at: str | None, every: float | None, first_ns: int, last_ns: int) -> list[int]:
-    from itchflow.book.events import every_times
-
-    if at:
-        return [parse_time(t) for t in at.split(",") if t.strip()]
-    return every_times(every, first_ns, last_ns)
-
-
 @main.command("snapshots")
 @click.argument("path", type=click.Path(dir_okay=False))
 @click.option("--symbols", "-s", required=True, help="Comma-separated symbols.")
-@click.option("--at", "at", default=None, help="Comma-separated times HH:MM[:SS[.fffffffff]].")
+@click.option("--at", "at", type=TIMES, default=None, help="Comma-separated times HH:MM[:SS[.fffffffff]].")
 @click.option("--every", type=SECONDS, default=None, help="Or: a snapshot every this many seconds of the day.")
 @click.option("--depth", "-n", type=click.IntRange(0), default=5, show_default=True,
               help="Levels per side (0 = all, as in book).")
@@ -290,16 +282,13 @@ def snapshots_command(path, symbols, at, every, depth, out) -> None:
         fail(click.UsageError("give exactly one of --at and --every"))
     if not symbols_option(symbols):
         raise click.BadParameter("give at least one symbol", param_hint="--symbols")
-    if at is not None and not at.replace(",", "").strip():
-        raise click.BadParameter("give at least one time", param_hint="--at")
     try:
-        times = None
+        times = at
         if every is not None:
+            from itchflow.book.events import every_times
             from itchflow.decode.reader import stats
             info = stats(path)
-            times = _snapshot_times(None, every, info.first_timestamp_ns or 0, info.last_timestamp_ns or 0)
-        else:
-            times = _snapshot_times(at, None, 0, 0)
+            times = every_times(every, info.first_timestamp_ns or 0, info.last_timestamp_ns or 0)
         books, capture = Books(), {}
         if not times:   # --every longer than the day's span: an empty file said nothing
             raise ValueError(f"--every {every:g} s: no snapshot time falls within the day's messages")

@@ -9,7 +9,7 @@ import time
 import click
 
 from itchflow.cli import bench, main
-from itchflow.cli.params import FRACTION, NON_NEGATIVE, POSITIVE, SECONDS, SEED, Count
+from itchflow.cli.params import CPU, FRACTION, NON_NEGATIVE, POSITIVE, SECONDS, SEED, Count, Endpoint
 
 
 def _fail(error: Exception) -> None:
@@ -73,27 +73,21 @@ def _rate(text: str) -> float | None:
     return r
 
 
-def _endpoint(text: str | None, default_host: str = "0.0.0.0"):
-    if text is None:
-        return None
-    from itchflow.sources.udp import parse_endpoint
-
-    try:
-        return parse_endpoint(text, default_host)
-    except ValueError as e:
-        raise click.BadParameter(str(e)) from None
+_DESTINATION = Endpoint("127.0.0.1", destination=True)   # where packets or a login go
+_BOUND = Endpoint("127.0.0.1")                            # where this process listens (port 0: any free one)
 
 
 @main.command()
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
-@click.option("--mold", "line_a", required=True, metavar="GROUP:PORT", help="Line A destination.")
-@click.option("--line-b", metavar="GROUP:PORT", help="Line B destination (same packets).")
+@click.option("--mold", "line_a", type=_DESTINATION, required=True, metavar="GROUP:PORT", help="Line A destination.")
+@click.option("--line-b", type=_DESTINATION, metavar="GROUP:PORT", help="Line B destination (same packets).")
 @click.option("--session", default="ITCHFLOW", show_default=True, help="MoldUDP64 session name (10 chars max).")
 @click.option("--rate", default="real", show_default=True,
               help="real (message timestamps), max (flat out) or N (N x real time).")
 @click.option("--pps", type=POSITIVE, help="Cap on packets per second per line.")
 @click.option("--payload", default=1400, show_default=True, help="Largest UDP payload, header included.")
-@click.option("--rerequest", metavar="[HOST:]PORT", help="Serve re-requests on this UDP port "
+@click.option("--rerequest", type=Endpoint("0.0.0.0", fd_ok=True), metavar="[HOST:]PORT",
+              help="Serve re-requests on this UDP port "
               "(or fd:N, an inherited bound UDP socket).")
 @click.option("--rerequest-rate", type=click.IntRange(1), default=512, show_default=True,
               help="Re-request replies per source, KB/s (a flood gets no more; refused requests are counted).")
@@ -117,7 +111,7 @@ def publish(path, line_a, line_b, session, rate, pps, payload, rerequest, rerequ
     from itchflow.protocol.mold.ratelimit import RateLimits
     from itchflow.sources.mold_sender import publish as run
 
-    a, b = _endpoint(line_a, "127.0.0.1"), _endpoint(line_b, "127.0.0.1")
+    a, b = line_a, line_b
     rate = _rate(rate)   # before the day is loaded
     try:
         feed = MoldFeed(load_binaryfile(path), session, payload, source=path)
@@ -136,11 +130,11 @@ def publish(path, line_a, line_b, session, rate, pps, payload, rerequest, rerequ
 
 def _rerequest_socket(text: str | None):
     """HOST:PORT, PORT, or fd:N (an inherited bound UDP socket, e.g. from a test or a supervisor)."""
-    if text is not None and text.startswith("fd:"):
+    if isinstance(text, str):          # fd:N (Endpoint passes it through, checked)
         import socket
 
         return socket.socket(fileno=int(text[3:]))
-    return _endpoint(text)
+    return text
 
 
 def _interruptible(fn):
@@ -178,10 +172,11 @@ def _with_progress(quiet, what, total, fn):
 
 
 @main.command()
-@click.option("--mold", "line_a", required=True, metavar="GROUP:PORT",
+@click.option("--mold", "line_a", type=_BOUND, required=True, metavar="GROUP:PORT",
               help="Line A (multicast group or local address).")
-@click.option("--line-b", metavar="GROUP:PORT", help="Line B.")
-@click.option("--rerequest", metavar="HOST:PORT", help="Re-request server (without it, holes are counted lost).")
+@click.option("--line-b", type=_BOUND, metavar="GROUP:PORT", help="Line B.")
+@click.option("--rerequest", type=_DESTINATION, metavar="HOST:PORT",
+              help="Re-request server (without it, holes are counted lost).")
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the recovered stream here (BinaryFILE).")
 @click.option("--ring", "ring_name", metavar="NAME", help="Publish the recovered stream into this shared-memory ring "
               "(created if absent); consume it with: itchflow run --source ring:NAME.")
@@ -193,7 +188,7 @@ def _with_progress(quiet, what, total, fn):
 @click.option("--ifname", default=None, help="Interface name for --engine tpacket (default: lo for 127.x) "
               "or xdp (required: no other interface is touched).")
 @click.option("--queue", type=click.IntRange(0), default=0, show_default=True, help="RX queue of --ifname for --engine xdp.")
-@click.option("--cpu", type=int, default=None, help="Pin the receive loop to this core.")
+@click.option("--cpu", type=CPU, default=None, help="Pin the receive loop to this core.")
 @click.option("--busy-poll", "busy_poll", default=0, show_default=True,
               help="--engine xdp: spin on the RX ring this many microseconds before sleeping, with "
                    "SO_PREFER_BUSY_POLL and SO_BUSY_POLL set (0: off).")
@@ -237,7 +232,7 @@ def listen(line_a, line_b, rerequest, out, ring_name, engine, ifname, queue, cpu
             click.echo(f"listening on {names}", err=True)
 
         res = _interruptible(lambda: run(
-            _endpoint(line_a, "127.0.0.1"), _endpoint(line_b, "127.0.0.1"), _endpoint(rerequest, "127.0.0.1"),
+            line_a, line_b, rerequest,
             f, engine=engine, session=session, start_sequence=start_sequence, idle_timeout=idle_timeout,
             max_seconds=max_seconds, interface=interface,
             receiver_options={"line_wait_ns": int(line_wait_ms * 1e6), "max_gap": max_gap,
@@ -370,7 +365,7 @@ def soup_serve(path, port, host, user, password, session, cut_after, stall_after
 
 
 @soup.command("fetch")
-@click.argument("address", metavar="HOST:PORT")
+@click.argument("address", type=_DESTINATION, metavar="HOST:PORT")
 @click.option("--user", required=True)
 @click.option("--password", required=True)
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the session here (BinaryFILE).")
@@ -390,7 +385,7 @@ def soup_fetch(address, user, password, out, ring_name, session, sequence, max_r
     """Log in, receive the session until its end, reconnecting from the next sequence."""
     from itchflow.sources.soup_sockets import fetch
 
-    host, port = _endpoint(address, "127.0.0.1")
+    host, port = address
     pub = f = None
     try:
         f = open(out, "wb") if out else None

@@ -91,23 +91,127 @@ RING_CAPACITY = PowerOfTwo(4096)
 
 
 class CpuList(click.ParamType):
-    """'0,1': the CPUs to pin to ('' for none), each one this process may run on."""
+    """'0,1': the CPUs to pin to ('' for none), each one this process may run on; ``one``: a
+    single CPU, returned as an int."""
 
     name = "cpus"
+
+    def __init__(self, one: bool = False):
+        self.one = one
+        if one:
+            self.name = "cpu"
 
     def convert(self, value, param, ctx):
         from itchflow.hw.affinity import parse_cpus
 
-        if isinstance(value, tuple) or value is None:
-            return value
+        if value is None:
+            return None
+        if isinstance(value, tuple):           # a default given as the converted value
+            value = ",".join(map(str, value))
         try:
-            return parse_cpus(str(value).strip())
+            cpus = parse_cpus(str(value).strip())
         except ValueError as e:
-            text = str(e) if "not available" in str(e) else f"{value!r} is not a comma-separated list of CPU numbers"
-            self.fail(text, param, ctx)
+            what = "a CPU number" if self.one else "a comma-separated list of CPU numbers"
+            self.fail(str(e) if "not available" in str(e) else f"{value!r} is not {what}", param, ctx)
+        if not self.one:
+            return cpus
+        if cpus is None or len(cpus) != 1:
+            self.fail(f"{value!r} is not one CPU number", param, ctx)
+        return cpus[0]
 
 
 CPUS = CpuList()
+CPU = CpuList(one=True)
+
+
+class Endpoint(click.ParamType):
+    """HOST:PORT or PORT (on ``default_host``), an IPv4 address or a name that resolves to one;
+    ``destination``: a place to send to, so port 0 is refused (bound, 0 means any free port);
+    ``fd_ok``: fd:N (an inherited socket) passes through as it is."""
+
+    name = "endpoint"
+
+    def __init__(self, default_host: str, destination: bool = False, fd_ok: bool = False):
+        self.default_host, self.destination, self.fd_ok = default_host, destination, fd_ok
+
+    def convert(self, value, param, ctx):
+        import socket
+
+        from itchflow.sources.udp import parse_endpoint
+
+        if value is None or isinstance(value, tuple):
+            return value
+        text = str(value).strip()
+        if self.fd_ok and text.startswith("fd:"):
+            if not text[3:].isdigit():
+                self.fail(f"{value!r}: expected fd:N, an inherited socket's file descriptor", param, ctx)
+            return text
+        try:
+            host, port = parse_endpoint(text, self.default_host)
+        except ValueError as e:
+            self.fail(str(e), param, ctx)
+        if self.destination and port == 0:
+            self.fail(f"{value!r}: port 0 is not a place to send to", param, ctx)
+        try:
+            socket.getaddrinfo(host, port, socket.AF_INET, socket.SOCK_DGRAM)
+        except (socket.gaierror, UnicodeError) as e:
+            self.fail(f"{value!r}: host {host!r} has no IPv4 address ({e})", param, ctx)
+        return host, port
+
+
+class ClockTime(click.ParamType):
+    """A time of day, HH:MM[:SS[.fffffffff]] (24:00 allowed), checked when the command line is
+    read: nanoseconds after midnight; ``many``: comma-separated, at least one (a list);
+    ``keep_text``: the text itself, for an API that parses it again."""
+
+    name = "time"
+
+    def __init__(self, many: bool = False, keep_text: bool = False):
+        self.many, self.keep_text = many, keep_text
+        if many:
+            self.name = "times"
+
+    def convert(self, value, param, ctx):
+        from itchflow.sinks._clock import clock_ns
+
+        if isinstance(value, list) or (isinstance(value, int) and not isinstance(value, bool)):
+            return value
+        parts = [p.strip() for p in str(value).split(",")] if self.many else [str(value)]
+        if self.many:
+            parts = [p for p in parts if p]
+            if not parts:
+                self.fail(f"{value!r}: give at least one time, HH:MM[:SS[.fffffffff]]", param, ctx)
+        try:
+            times = [clock_ns(p) for p in parts]
+        except ValueError as e:
+            self.fail(str(e).removeprefix("time: "), param, ctx)
+        if self.keep_text:
+            return value
+        return times if self.many else times[0]
+
+
+TIME = ClockTime()
+TIMES = ClockTime(many=True)
+TIME_TEXT = ClockTime(keep_text=True)
+
+
+class Interval(click.ParamType):
+    """A bar length ('1s', '250ms', '1min', '1h'), checked when the command line is read and
+    passed on as written."""
+
+    name = "interval"
+
+    def convert(self, value, param, ctx):
+        from itchflow.sinks._clock import every_ns
+
+        try:
+            every_ns(value)
+        except ValueError as e:
+            self.fail(str(e).removeprefix("every: "), param, ctx)
+        return value
+
+
+INTERVAL = Interval()
 
 
 class FormatPath(click.Path):

@@ -9,7 +9,7 @@ import click
 
 from itchflow.cli import main
 from itchflow.cli.decode import fail
-from itchflow.cli.params import IMAGE, symbols_option, table_path
+from itchflow.cli.params import IMAGE, INTERVAL, TIME_TEXT, symbols_option, table_path
 from itchflow.cli.progress import progress_total
 
 
@@ -29,9 +29,9 @@ def _errors():
 @click.option("--symbols", "-s", required=True, help="Comma-separated symbols.")
 @click.option("--levels", "-n", default=10, show_default=True, help="Order-book levels per side.")
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Directory for the files.")
-@click.option("--start", default="09:30", show_default=True, help="HH:MM[:SS]: first time written (the book "
+@click.option("--start", type=TIME_TEXT, default="09:30", show_default=True, help="HH:MM[:SS]: first time written (the book "
                                                                   "is built from the start of the file).")
-@click.option("--end", default="16:00", show_default=True, help="HH:MM[:SS]: messages before this are written.")
+@click.option("--end", type=TIME_TEXT, default="16:00", show_default=True, help="HH:MM[:SS]: messages before this are written.")
 @click.option("--date", default=None, help="YYYY-MM-DD for the file names (default: from the input's name).")
 @click.option("--parquet", is_flag=True, help="Parquet files (same columns) instead of LOBSTER's CSV.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
@@ -56,11 +56,11 @@ def lobster_command(path, symbols, levels, out, start, end, date, parquet, quiet
 
 @main.command("bars")
 @click.argument("path", type=click.Path(dir_okay=False))
-@click.option("--every", "-e", default="1min", show_default=True, help="Interval: 1s, 500ms, 1min, 5min, 1h ...")
+@click.option("--every", "-e", type=INTERVAL, default="1min", show_default=True, help="Interval: 1s, 500ms, 1min, 5min, 1h ...")
 @click.option("--symbols", "-s", default=None, help="Comma-separated symbols (default: every stock).")
 @click.option("--out", "-o", required=True, type=table_path("parquet", "pq", "csv"), help="Parquet (or .csv) file.")
-@click.option("--start", default="09:30", show_default=True, help="HH:MM[:SS]: the grid's first interval.")
-@click.option("--end", default="16:00", show_default=True, help="HH:MM[:SS]: the grid's end.")
+@click.option("--start", type=TIME_TEXT, default="09:30", show_default=True, help="HH:MM[:SS]: the grid's first interval.")
+@click.option("--end", type=TIME_TEXT, default="16:00", show_default=True, help="HH:MM[:SS]: the grid's end.")
 @click.option("--plot", type=IMAGE, default=None,
               help="Also draw price, spread and volume of one stock to this PNG (needs matplotlib).")
 @click.option("--plot-symbol", default=None, help="The stock to draw (default: the first of --symbols).")

@@ -10,7 +10,7 @@ import sys
 import click
 
 from itchflow.cli import bench, main
-from itchflow.cli.params import IMAGE, Count
+from itchflow.cli.params import CPUS, IMAGE, Count
 
 
 def _candidates(paths: tuple[str, ...]) -> list[str]:
@@ -168,7 +168,7 @@ def ring_layout() -> None:
 @click.option("--peers/--no-peers", default=True, help="Also time multiprocessing.Queue, faster-fifo, pyzmq.")
 @click.option("--peer-records", type=Count(), default="200k", show_default=True)
 @click.option("--stress", "stress", default=0, help="Also run an N-record verified stress (e.g. 100000000).")
-@click.option("--pin", default="0,1", show_default=True, help="CPUs for producer,consumer ('' = no pinning).")
+@click.option("--pin", type=CPUS, default="0,1", show_default=True, help="CPUs for producer,consumer ('' = no pinning).")
 @click.option("--plot", type=IMAGE, default=None, help="Write a latency histogram PNG.")
 @click.option("--realtime", is_flag=True, help="Latency consumer SCHED_FIFO (root): ordinary tasks cannot preempt it.")
 @click.option("--quiet", "-q", is_flag=True)
@@ -176,9 +176,8 @@ def bench_ring(as_json, records, rate, latency_records, batch, capacity, repeats
                realtime, quiet):
     """Cross-process ring throughput and one-way latency vs the cache-line floor and peers."""
     from itchflow.bench.ring import print_report, run
-    cpus = tuple(int(x) for x in pin.split(",")) if pin else None
     result = run(records=records, batch=batch, capacity=capacity, repeats=repeats, rate=rate, latency_records=latency_records, peers=peers,
-                 peer_records=peer_records, stress=stress, cpus=cpus, plot=plot,
+                 peer_records=peer_records, stress=stress, cpus=pin, plot=plot,
                  progress=not quiet and not as_json, realtime=realtime)
     if as_json:
         click.echo(json.dumps(result, indent=2))

@@ -18,7 +18,8 @@ def clock_ns(value, what: str = "time") -> int:
     if isinstance(value, (int,)) and not isinstance(value, bool):
         ns = int(value)
     else:
-        m = re.fullmatch(r"(\d{1,2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?", str(value).strip())
+        # [0-9], not \d: int() would read other scripts' digits ('١٠:٠٠') as a time
+        m = re.fullmatch(r"([0-9]{1,2}):([0-9]{2})(?::([0-9]{2})(?:\.([0-9]{1,9}))?)?", str(value).strip())
         if not m:
             raise ValueError(f"{what}: expected HH:MM[:SS[.fffffffff]], got {value!r}")
         h, mi, s = int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
@@ -35,7 +36,7 @@ def every_ns(value) -> int:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         ns = float(value) * NS_PER_SECOND
     else:
-        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ns|us|ms|s|sec|m|min|h)?\s*", str(value))
+        m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(ns|us|ms|s|sec|m|min|h)?\s*", str(value))
         if not m:
             raise ValueError(f"every: expected e.g. 1s, 500ms, 1min, 1h; got {value!r}")
         unit = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": NS_PER_SECOND, "sec": NS_PER_SECOND,

@@ -35,6 +35,9 @@ def parse_endpoint(text: str, default_host: str = "0.0.0.0") -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep:
         host, port = default_host, text
+    if ":" in host or host.startswith("["):
+        raise ValueError(f"{text!r}: IPv6 addresses are not supported (MoldUDP64 and SoupBinTCP run here "
+                         "over IPv4): give an IPv4 address or a host name")
     try:
         p = int(port)
     except ValueError:
