@@ -181,3 +181,17 @@ def test_depth_0_is_every_level_in_snapshots_as_in_book(tmp_path, day):
     r = _cli(["snapshots", day, "-s", sym, "--every", "86400", "-o", tmp_path / "e.parquet"])
     assert r.exit_code == 1 and "no snapshot time falls within the day" in r.output, r.output
     assert not (tmp_path / "e.parquet").exists()
+
+
+@pytest.mark.parametrize("args, option", [
+    (["--user", ""], "--user"),                  # a blank user name was taken as a credential
+    (["--user", "bob smith"], "--user"),
+    (["--user", "bob", "--password", "é"], "--password"),
+    (["--user", "bob", "--cut-after", "-1"], "--cut-after"),     # taken, and never cut
+    (["--user", "bob", "--stall-after", "-1"], "--stall-after"),
+    (["--user", "bobbobbob"], "--user"),          # an error that did not name the option
+])
+def test_soup_serve_login_fields_and_faults_are_checked(day, args, option):
+    full = ["soup", "serve", day, "--port", "0", "--max-seconds", "1", "--password", "pw", *args]
+    r = _cli(full)
+    assert r.exit_code == 2 and option in r.output, r.output

@@ -121,6 +121,10 @@ def test_ring_commands(path):
             Ring.open(bogus)
         res = CliRunner().invoke(main, ["ring", "inspect", bogus])
         assert res.exit_code == 1 and "not a ring" in res.output
+        # ls of a named ring that is missing or no ring fails as ls does (it said so, exit 0)
+        for named in (bogus, path + ".never"):
+            res = CliRunner().invoke(main, ["ring", "ls", named])
+            assert res.exit_code == 1 and named in res.output and "no rings" not in res.output, res.output
         res = CliRunner().invoke(main, ["ring", "rm", bogus, path + ".never"])
         assert res.exit_code == 1 and "2 of the 2 ring(s) named were not removed" in res.output
         assert "not a ring" in res.output and "no such file" in res.output and os.path.exists(bogus)

@@ -121,6 +121,18 @@ def test_cli_soup_serve_and_fetch(tmp_path):
         report = json.loads(r.stdout)
         assert report["ended"] and report["reconnects"] == 1 and report["messages"] == 20_000
         assert out.read_bytes() == data.tobytes()
+        # A refused login leaves no empty --out behind (it passed for an empty session), and a
+        # file that was there before is left alone.
+        wrong = tmp_path / "wrong.itch"
+        for target, before in ((wrong, None), (out, data.tobytes())):
+            r = subprocess.run([sys.executable, "-c", cli, "soup", "fetch", f"127.0.0.1:{port}", "--user", "bob",
+                                "--password", "nope", "--out", str(target)], env=env, capture_output=True,
+                               text=True, timeout=60)
+            assert r.returncode == 1 and "login rejected" in r.stderr, r.stderr
+            if before is None:
+                assert not target.exists()
+            else:
+                assert target.exists()
     finally:
         server.terminate()
         finish(server, 10)

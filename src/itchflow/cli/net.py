@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 
 import click
 
 from itchflow.cli import bench, main
-from itchflow.cli.params import CPU, FRACTION, NON_NEGATIVE, POSITIVE, SECONDS, SEED, Count, Endpoint
+from itchflow.cli.params import (
+    CPU, FRACTION, NON_NEGATIVE, POSITIVE, SECONDS, SEED, SOUP_PASSWORD, SOUP_SESSION, SOUP_USER, Count, Endpoint,
+    SoupField,
+)
 
 
 def _fail(error: Exception) -> None:
@@ -318,11 +322,13 @@ def soup() -> None:
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
 @click.option("--port", required=True, type=click.IntRange(0, 65535), help="TCP port to listen on.")
 @click.option("--host", default="0.0.0.0", show_default=True, help="Address to listen on.")
-@click.option("--user", required=True, help="Username (6 characters max).")
-@click.option("--password", required=True, help="Password (10 characters max).")
-@click.option("--session", default="ITCHFLOW", show_default=True, help="Session name (10 characters max).")
-@click.option("--cut-after", type=int, help="Fault injection: cut the first connection after N messages.")
-@click.option("--stall-after", type=int, help="Fault injection: the first connection goes silent after N messages.")
+@click.option("--user", type=SOUP_USER, required=True, help="Username (6 characters max).")
+@click.option("--password", type=SOUP_PASSWORD, required=True, help="Password (10 characters max).")
+@click.option("--session", type=SOUP_SESSION, default="ITCHFLOW", show_default=True,
+              help="Session name (10 characters max).")
+@click.option("--cut-after", type=click.IntRange(0), help="Fault injection: cut the first connection after N messages.")
+@click.option("--stall-after", type=click.IntRange(0),
+              help="Fault injection: the first connection goes silent after N messages.")
 @click.option("--max-seconds", type=SECONDS, help="Stop serving after this long.")
 @click.option("--max-connections", type=click.IntRange(1), default=64, show_default=True, help="Connections at once (more are refused).")
 @click.option("--login-timeout", type=SECONDS, default=5.0, show_default=True, help="Seconds a connection has to log in.")
@@ -337,8 +343,6 @@ def soup_serve(path, port, host, user, password, session, cut_after, stall_after
     from itchflow.sources.soup_sockets import SoupServer
     from itchflow.protocol.soup import MessageStore
 
-    if len(user) > 6 or len(password) > 10 or len(session) > 10:
-        _fail(ValueError("user is at most 6 characters, password and session at most 10"))
     try:
         store = MessageStore(load_binaryfile(path), source=path)
         server = SoupServer(store, host, port, session, {user: password}, cut_after=cut_after,
@@ -366,12 +370,13 @@ def soup_serve(path, port, host, user, password, session, cut_after, stall_after
 
 @soup.command("fetch")
 @click.argument("address", type=_DESTINATION, metavar="HOST:PORT")
-@click.option("--user", required=True)
-@click.option("--password", required=True)
+@click.option("--user", type=SOUP_USER, required=True, help="Username (6 characters max).")
+@click.option("--password", type=SOUP_PASSWORD, required=True, help="Password (10 characters max).")
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the session here (BinaryFILE).")
 @click.option("--ring", "ring_name", metavar="NAME", help="Publish the session into this shared-memory ring "
               "(created if absent); consume it with: itchflow run --source ring:NAME.")
-@click.option("--session", default="", help="Session to join (default: the server's current one).")
+@click.option("--session", type=SoupField(10, blank_ok=True), default="",
+              help="Session to join (default: the server's current one).")
 @click.option("--from-sequence", "sequence", type=click.IntRange(0), default=1, show_default=True,
               help="First sequence number wanted (0: new messages only).")
 @click.option("--max-reconnects", type=click.IntRange(0), default=10, show_default=True)
@@ -387,6 +392,8 @@ def soup_fetch(address, user, password, out, ring_name, session, sequence, max_r
 
     host, port = address
     pub = f = None
+    made = bool(out) and not os.path.exists(out)
+    res = None
     try:
         f = open(out, "wb") if out else None
         on_data = None
@@ -401,6 +408,9 @@ def soup_fetch(address, user, password, out, ring_name, session, sequence, max_r
     finally:
         if f is not None:
             f.close()
+            # A login that failed (or no connection) leaves no empty file to pass for a session.
+            if made and (res is None or res.rejected or res.refused) and os.path.getsize(out) == 0:
+                os.unlink(out)
         if pub is not None:
             pub.writer.close()
     _print_report(res.__dict__, as_json, width=14)

@@ -214,6 +214,31 @@ class Interval(click.ParamType):
 INTERVAL = Interval()
 
 
+class SoupField(click.ParamType):
+    """A SoupBinTCP login field (username 6, password and session 10 characters): printable
+    ASCII without spaces (the wire pads with spaces, so a space inside or at the end could not
+    be told apart), at most ``width``; empty only where ``blank_ok`` (a client's session:
+    the server's current one)."""
+
+    name = "text"
+
+    def __init__(self, width: int, blank_ok: bool = False):
+        self.width, self.blank_ok = width, blank_ok
+
+    def convert(self, value, param, ctx):
+        text = str(value)
+        if not text and not self.blank_ok:
+            self.fail("must not be empty", param, ctx)
+        if len(text) > self.width:
+            self.fail(f"{text!r} is longer than {self.width} characters", param, ctx)
+        if not all(0x21 <= ord(c) <= 0x7E for c in text):
+            self.fail(f"{text!r}: only printable ASCII without spaces", param, ctx)
+        return text
+
+
+SOUP_USER, SOUP_PASSWORD, SOUP_SESSION = SoupField(6), SoupField(10), SoupField(10)
+
+
 class FormatPath(click.Path):
     """A file name whose suffix says the format, checked before any work (matplotlib refused
     a picture's only after the run; ``trades -o t.csv`` wrote Parquet into t.csv). No suffix

@@ -47,20 +47,27 @@ def ring_ls(paths: tuple[str, ...], as_json: bool) -> None:
     no live process holds (creator dead, heartbeats stale) are marked STALE."""
     from itchflow.ring import Ring, RingFormatError
     rows = []
+    failed = 0
     for p in _candidates(paths):
         try:
             with Ring.open(p) as r:
                 rows.append(r.snapshot())
         except (RingFormatError, OSError) as e:   # named or found: say so, never list it silently away
+            failed += 1
             click.echo(f"{p}: {e}" if paths else f"{p}: CORRUPT ({e}; `itchflow ring rm --force` removes it)",
                        err=True)
     if as_json:
         for s in rows:
             click.echo(json.dumps(s))
-        return
-    if not rows:
+    elif rows:
+        _print_rings(rows)
+    elif not failed:
         click.echo("no rings")
-        return
+    if failed and paths:   # a ring the user named and that could not be read: exit 1, as ls does
+        sys.exit(1)
+
+
+def _print_rings(rows: list[dict]) -> None:
     for s in rows:
         pr = s["producer"]
         cons = ", ".join(f"{c['name']}({c['state']}{'' if c['alive'] else ', dead'}, lag {c['lag_records']})"
