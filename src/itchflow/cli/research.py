@@ -18,6 +18,15 @@ def _interrupted(what: str, detail: str = "nothing more was written") -> None:
     sys.exit(130)
 
 
+def _warn_capture(path, capture: dict, what: str) -> None:
+    """A capture's gaps and malformed packets, said on stderr (the output is built without them)."""
+    from itchflow.cli.decode import capture_losses
+
+    if capture_losses(capture):
+        click.echo(f"itchflow: warning: {path}: {capture_losses(capture)}: the {what} are built without them",
+                   err=True)
+
+
 def _errors():
     from itchflow.errors import ITCHFormatError
 
@@ -40,14 +49,16 @@ def lobster_command(path, symbols, levels, out, start, end, date, parquet, quiet
     from itchflow.cli.progress import progress_bar
     from itchflow.sinks.lobster import lobster
 
+    capture: dict = {}
     try:
         with progress_bar("lobster", progress_total(path), quiet) as update:
             days = lobster(path, symbols, levels, start=start, end=end, date=date, out=out, parquet=parquet,
-                           tables=False, progress=update)
+                           tables=False, progress=update, capture_stats=capture)
     except KeyboardInterrupt:
         _interrupted("lobster", "its unfinished files (.part) were removed")
     except _errors() as e:
         fail(e)
+    _warn_capture(path, capture, "files")
     for sym, d in days.items():
         skipped = ", ".join(f"{k} {v:,}" for k, v in d.skipped.items())
         click.echo(f"{sym}: {d.rows:,} rows -> {Path(d.files[0]).name}, {Path(d.files[1]).name}"
@@ -72,9 +83,10 @@ def bars_command(path, every, symbols, out, start, end, plot, plot_symbol, quiet
     from itchflow.sinks.bars import bars
 
     symbols = symbols_option(symbols)
+    capture: dict = {}
     try:
         with progress_bar("bars", progress_total(path), quiet) as update:
-            table = bars(path, every, symbols, start=start, end=end, progress=update)
+            table = bars(path, every, symbols, start=start, end=end, progress=update, capture_stats=capture)
         _write_table(table, out)
         if plot:
             from itchflow.sinks.research_plots import bars_plot
@@ -85,6 +97,7 @@ def bars_command(path, every, symbols, out, start, end, plot, plot_symbol, quiet
         _interrupted("bars")
     except _errors() as e:
         fail(e)
+    _warn_capture(path, capture, "bars")
     click.echo(f"wrote {table.num_rows:,} bars ({len(table['symbol'].unique())} stocks) to {out}"
                + (f"; plot {plot}" if plot else ""))
 
@@ -104,8 +117,9 @@ def auctions_command(path, out, symbols, plot, plot_symbol, cross_type) -> None:
     from itchflow.sinks.auctions import auctions
 
     symbols = symbols_option(symbols)
+    capture: dict = {}
     try:
-        result = auctions(path, symbols)
+        result = auctions(path, symbols, capture_stats=capture)
         Path(out).mkdir(parents=True, exist_ok=True)
         _write_table(result.crosses, str(Path(out) / "crosses.parquet"))
         _write_table(result.imbalances, str(Path(out) / "imbalances.parquet"))
@@ -118,6 +132,7 @@ def auctions_command(path, out, symbols, plot, plot_symbol, cross_type) -> None:
         _interrupted("auctions")
     except _errors() as e:
         fail(e)
+    _warn_capture(path, capture, "tables")
     click.echo(f"wrote {result.crosses.num_rows:,} crosses and {result.imbalances.num_rows:,} imbalance "
                f"messages to {out}" + (f"; plot {plot}" if plot else ""))
 

@@ -85,11 +85,12 @@ def read(source, types: str | Iterable[str] | None = None, *, strict: bool = Tru
 
 
 def scan(source, types: str | Iterable[str] | None = None, *, chunk_messages: int = 1 << 20,
-         strict: bool = True) -> Iterator[Decoded]:
+         strict: bool = True, capture_stats: dict | None = None) -> Iterator[Decoded]:
     """Decode a source of any size in pieces of at most ``chunk_messages`` messages.
 
     Each yielded Decoded holds one piece; its ``info`` counts that piece only. Memory stays
-    bounded by the piece (and, for gzip, the decompression block).
+    bounded by the piece (and, for gzip, the decompression block). capture_stats: filled
+    with a capture's counters (gaps, malformed packets) as it is read, to the end.
     """
     if isinstance(chunk_messages, bool) or not isinstance(chunk_messages, (int, np.integer)):
         raise TypeError(f"chunk_messages must be a whole number, not {chunk_messages!r}")
@@ -97,7 +98,7 @@ def scan(source, types: str | Iterable[str] | None = None, *, chunk_messages: in
         raise ValueError("chunk_messages must be at least 1")
     chunk_messages = min(int(chunk_messages), NO_LIMIT)
     codes = type_codes(types)
-    capture: dict = {}
+    capture: dict = {} if capture_stats is None else capture_stats
     name = _name(source)
     for chunk in iter_chunks(source, strict=strict, capture_stats=capture):
         for start, stop, seq, piece in _pieces(chunk, chunk_messages):

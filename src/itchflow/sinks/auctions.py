@@ -33,11 +33,11 @@ class Auctions(NamedTuple):
     imbalances: object   # pyarrow.Table
 
 
-def _collect(source, symbols):
+def _collect(source, symbols, capture_stats: dict | None = None):
     from itchflow.decode.reader import scan
 
     parts = {c: [] for c in _TYPES}
-    for piece in scan(source, _TYPES, chunk_messages=1 << 21):
+    for piece in scan(source, _TYPES, chunk_messages=1 << 21, capture_stats=capture_stats):
         for c in _TYPES:
             if len(piece[c]):
                 parts[c].append(piece[c])
@@ -103,14 +103,15 @@ def pair_with_crosses(q: np.ndarray, i: np.ndarray) -> np.ndarray:
     return out
 
 
-def auctions(source, symbols=None) -> Auctions:
+def auctions(source, symbols=None, *, capture_stats: dict | None = None) -> Auctions:
     """The day's crosses and NOII messages as two pyarrow Tables (see the module doc).
 
-    symbols: list or comma-separated text (None = every stock). Works on one file; for an
+    symbols: list or comma-separated text (None = every stock); capture_stats: filled with a
+    capture's gaps and malformed packets (as ``replay``'s). Works on one file; for an
     archive, call it per day (e.g. as an ``itchflow batch`` job)."""
     import pyarrow as pa
 
-    arrs, names = _collect(source, symbols)
+    arrs, names = _collect(source, symbols, capture_stats)
     q, i, b = arrs["Q"], arrs["I"], arrs["B"]
     q = q[np.lexsort((q["sequence"], q["stock_locate"]))]
     i = i[np.lexsort((i["sequence"], i["stock_locate"]))]

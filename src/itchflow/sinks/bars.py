@@ -200,7 +200,7 @@ def trade_bars(trades: dict[str, np.ndarray], slot_of: np.ndarray, nslots: int, 
 
 
 def bars(source, every="1min", symbols=None, *, start="09:30", end="16:00",
-         progress: Callable[[int, int], None] | None = None):
+         progress: Callable[[int, int], None] | None = None, capture_stats: dict | None = None):
     """Quote and trade bars per stock and interval, as a pyarrow Table (``.to_pandas()``).
 
     every: '1s', '1min', '500ms', ... or seconds; symbols: list or comma-separated text
@@ -209,6 +209,7 @@ def bars(source, every="1min", symbols=None, *, start="09:30", end="16:00",
     interval, ns after midnight; the last one ends at ``end`` when ``every`` does not divide
     the window), bid, bid_size, ask, ask_size, spread, two_sided_ns, open,
     high, low, close, volume, vwap, count, cross_volume. Rows by symbol then time.
+    capture_stats: filled with a capture's gaps and malformed packets (as ``replay``'s).
     """
     step = every_ns(every)
     t0 = 0 if start is None else clock_ns(start, "start")
@@ -231,7 +232,8 @@ def bars(source, every="1min", symbols=None, *, start="09:30", end="16:00",
             panel.slots_for(t["stock_locate"][t["kind"] != ord("B")])
             trade_parts.append(t)
 
-    books = access.replay_events(source, syms, bbo=True, trades=True, on_events=on_events, progress=progress)
+    books = access.replay_events(source, syms, bbo=True, trades=True, on_events=on_events, progress=progress,
+                                 capture_stats=capture_stats)
     names = access.directory(books)
     if syms is not None:
         known = resolve_symbols(names, syms, "bars")

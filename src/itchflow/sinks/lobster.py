@@ -508,7 +508,7 @@ def _check_exists(source) -> None:
 def lobster(source, symbols, levels: int = 10, *, start="09:30", end="16:00", date: str | None = None,
             out=None, parquet: bool = False, tables: bool = True,
             progress: Callable[[int, int], None] | None = None,
-            slice_bytes: int = SLICE_BYTES) -> dict[str, LobsterDay]:
+            slice_bytes: int = SLICE_BYTES, capture_stats: dict | None = None) -> dict[str, LobsterDay]:
     """LOBSTER message and order-book tables of the chosen stocks for one day's file.
 
     source: a path (raw, .gz, pcap) or buffer; symbols: list or comma-separated text; levels:
@@ -519,7 +519,8 @@ def lobster(source, symbols, levels: int = 10, *, start="09:30", end="16:00", da
     no tables (their ``messages`` and ``orderbook`` are None; ``rows`` counts them): with
     ``out`` that keeps memory bounded by a slice of ``slice_bytes`` of the file (less with
     many levels: a slice's order-book rows stay under ROWS_BUDGET_BYTES), whatever the size
-    of the day. Returns {symbol: LobsterDay}.
+    of the day. capture_stats: filled with a capture's gaps and malformed packets (as
+    ``replay``'s). Returns {symbol: LobsterDay}.
     """
     syms = symbol_list(symbols, "lobster", required=True)
     levels, start_ns, end_ns = lobster_window(levels, start, end)
@@ -540,7 +541,7 @@ def lobster(source, symbols, levels: int = 10, *, start="09:30", end="16:00", da
             paths = [str(Path(out) / n) for n in names]
         return StockOutput(levels, keep=tables, paths=paths, parquet=parquet)
 
-    streams, _ = _walk(source, syms, levels, start_ns, end_ns, output_for, progress, slice_bytes)
+    streams, _ = _walk(source, syms, levels, start_ns, end_ns, output_for, progress, slice_bytes, capture_stats)
     try:
         result = {}
         for sym, state, output in streams:
@@ -595,7 +596,8 @@ def order_stock(msgs: np.ndarray, l2: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def _walk(source, syms: list[str], levels: int, start_ns: int, end_ns: int,
-          output_for: Callable[[str], "StockOutput"], progress, slice_bytes: int) -> tuple[list[tuple], object]:
+          output_for: Callable[[str], "StockOutput"], progress, slice_bytes: int,
+          capture_stats: dict | None = None) -> tuple[list[tuple], object]:
     """The one pass both entry points make: ([(symbol, StockState, output)] in the order the
     stocks' directory messages came, the engine's Books at the end), every row handed to its
     output's add(); every output aborted if anything fails (a symbol without a directory
@@ -659,7 +661,7 @@ def _walk(source, syms: list[str], levels: int, start_ns: int, end_ns: int,
 
     try:
         books = access.replay_events(source, syms, l2=True, on_events=on_events, on_bytes=on_bytes,
-                                     progress=progress, slice_bytes=slice_bytes)
+                                     progress=progress, slice_bytes=slice_bytes, capture_stats=capture_stats)
         make_rows()
         resolve_symbols(access.directory(books), syms, "lobster")   # none missing, none twice
     except BaseException:
