@@ -435,3 +435,18 @@ def test_a_days_anomalies_add_up_over_its_shards(tmp_path):
     s = finish_day(None, parts, "day.itch", str(tmp_path), "2019-01-30", "bbo")
     assert s["anomalies"] == {"unknown_reference": 5, "directory_conflict": 1, "bad_printable": 4}
     assert s["rows"] == 12 and s["messages"] == 22
+
+
+def test_batch_symbols_naming_nothing_are_refused_as_in_the_single_file_commands(tmp_path):
+    """`batch -s ,` ran every day's job over every stock's nothing (the job parsed symbols by
+    its own rule); now one rule (sinks._symbols.symbol_list) serves both."""
+    from itchflow.cli import main
+    from itchflow.scale import jobs
+
+    r = CliRunner().invoke(main, ["batch", str(tmp_path / "day.itch"), "-j", "bbo", "-s", " , ", "-o",
+                                  str(tmp_path / "out")])
+    assert r.exit_code == 2 and "--symbols" in r.output, r.output
+    with pytest.raises(ValueError, match="give at least one symbol"):
+        jobs.job_options("bbo", ",", {})
+    assert jobs.job_options("bbo", "aapl, msft,AAPL", {})[0] == ["AAPL", "MSFT"]
+    assert jobs.job_options("bbo", None, {})[0] is None

@@ -9,7 +9,7 @@ import click
 
 from itchflow.cli import bench, main
 from itchflow.cli.decode import fail
-from itchflow.cli.params import POSITIVE, SECONDS, TIME_TEXT, TIMES, Count
+from itchflow.cli.params import POSITIVE, SECONDS, TIME_TEXT, TIMES, Count, symbols_option
 
 _JOBS = ("stats", "decode", "bbo", "trades", "snapshots", "lobster")  # scale.jobs.JOBS (not imported: fast start)
 
@@ -57,6 +57,7 @@ def batch_command(paths, job, out, scheduler, workers, shards, symbols, types, a
 
     if not out.strip():
         raise click.BadParameter("give an output directory", param_hint="--out")
+    symbols = symbols_option(symbols)   # -s , is a usage error, as in the single-file commands
     if scheduler and workers:
         fail(click.UsageError("give --scheduler or --workers, not both"))
     try:

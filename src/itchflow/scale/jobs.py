@@ -45,9 +45,9 @@ def job_options(job: str, symbols, options: dict) -> tuple[list[str] | None, dic
         raise ValueError(f"job {job!r} takes no option {', '.join(sorted(unknown))} "
                          f"(options: {', '.join(_DEFAULTS[job]) or 'none'})")
     opts = dict(_DEFAULTS[job], **options)
-    if isinstance(symbols, str):
-        symbols = [s for s in symbols.split(",")]
-    syms = [s.strip().upper() for s in symbols if s.strip()] if symbols else None
+    from itchflow.sinks._symbols import symbol_list
+
+    syms = symbol_list(symbols, f"the {job} job")   # one rule with the single-file commands: -s , is an error
     if job == "stats" and syms:
         raise ValueError("the stats job counts whole days: it takes no symbols")
     if job == "decode":
