@@ -213,6 +213,19 @@ def test_lobster_equals_single_process(archive, client, tmp_path):
         batch([path], "lobster", str(tmp_path / "lob3"), client=client, symbols=syms, levels=0)
 
 
+def test_batch_snapshots_with_no_time_in_the_day_fail_the_day(archive, client, tmp_path):
+    """--every longer than the day's span wrote an empty part and counted the day as 0
+    messages; the single-file command already refused it. Both now take every_times' error."""
+    from itchflow.scale.batch import BatchError
+
+    _, paths = archive
+    path = paths["2019-01-30"]
+    with pytest.raises(BatchError) as e:
+        batch([path], "snapshots", str(tmp_path / "snap"), client=client, symbols=["AAPL"], every=86_400)
+    failed = str(e.value.result["failed"])
+    assert "no snapshot time falls within the day" in failed and "2019-01-30" in failed, failed
+
+
 def _sum_dicts(ds) -> dict:
     out: dict = {}
     for d in ds:

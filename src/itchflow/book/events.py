@@ -165,22 +165,32 @@ SNAPSHOT_DTYPE = np.dtype([
 MAX_SNAPSHOT_TIMES = 1_000_000  # the rows are held in memory: symbols x 2 x depth rows a time
 
 
-def every_times(every_s: float, first_ns: int, last_ns: int) -> list[int]:
-    """Snapshot times every ``every_s`` seconds (on multiples of the step) after first_ns up to
-    last_ns: what ``itchflow snapshots --every`` and the batch job take. Refuses a step under
-    1 ns, and a grid of more than MAX_SNAPSHOT_TIMES times (a mistyped interval would
-    otherwise build a list of billions)."""
+def snapshot_step(every_s: float) -> int:
+    """A snapshot interval in ns: a positive number of seconds, at least 1 ns."""
     import math
 
     every_s = float(every_s)
     step = int(every_s * 1e9) if math.isfinite(every_s) else 0
     if step <= 0:
         raise ValueError(f"every must be a positive number of seconds, at least 1 ns (got {every_s})")
+    return step
+
+
+def every_times(every_s: float, first_ns: int, last_ns: int) -> list[int]:
+    """Snapshot times every ``every_s`` seconds (on multiples of the step) after first_ns up to
+    last_ns: what ``itchflow snapshots --every`` and the batch job take. Refuses a step under
+    1 ns, a grid of more than MAX_SNAPSHOT_TIMES times (a mistyped interval would
+    otherwise build a list of billions) and one with no time in the day (an empty output)."""
+    step = snapshot_step(every_s)
+    every_s = float(every_s)
     start = (int(first_ns) // step + 1) * step
     count = max(0, (int(last_ns) - start) // step + 1)
     if count > MAX_SNAPSHOT_TIMES:
         raise ValueError(f"a snapshot every {every_s:g} s over this day is {count:,} times, more than "
                          f"{MAX_SNAPSHOT_TIMES:,}: take a longer interval")
+    if count == 0:   # an empty output said nothing (the batch job counted the day as 0 messages)
+        raise ValueError(f"a snapshot every {every_s:g} s: no snapshot time falls within the day's messages "
+                         f"({int(first_ns):,} to {int(last_ns):,} ns after midnight)")
     return list(range(start, int(last_ns) + 1, step))
 
 

@@ -290,8 +290,6 @@ def snapshots_command(path, symbols, at, every, depth, out) -> None:
             info = stats(path)
             times = every_times(every, info.first_timestamp_ns or 0, info.last_timestamp_ns or 0)
         books, capture = Books(), {}
-        if not times:   # --every longer than the day's span: an empty file said nothing
-            raise ValueError(f"--every {every:g} s: no snapshot time falls within the day's messages")
         rows = snapshots(books, path, times, symbols_option(symbols), depth if depth > 0 else -1,
                          capture_stats=capture)
         write_parquet(rows, out, books.symbol)

@@ -69,9 +69,9 @@ def job_options(job: str, symbols, options: dict) -> tuple[list[str] | None, dic
         if (opts["at"] is None) == (opts["every"] is None):
             raise ValueError("snapshots needs exactly one of at= (times) and every= (seconds)")
         if opts["every"] is not None:
-            from itchflow.book.events import every_times
+            from itchflow.book.events import snapshot_step
 
-            every_times(opts["every"], 0, 0)  # the step itself (the grid's size needs the day)
+            snapshot_step(opts["every"])  # the step itself (the grid needs the day)
         if opts["at"] is not None:
             at = opts["at"]
             opts["at"] = [int(t) for t in ([at] if isinstance(at, (int, np.integer)) else at)]
