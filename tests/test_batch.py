@@ -463,3 +463,18 @@ def test_batch_symbols_naming_nothing_are_refused_as_in_the_single_file_commands
         jobs.job_options("bbo", ",", {})
     assert jobs.job_options("bbo", "aapl, msft,AAPL", {})[0] == ["AAPL", "MSFT"]
     assert jobs.job_options("bbo", None, {})[0] is None
+
+
+def test_a_failed_day_is_said_once_without_the_workers_traceback(tmp_path):
+    """The batch command names a failed day and its offset itself; the LocalCluster's workers
+    also logged "Compute Failed" with the task's whole traceback on stderr, even with -q."""
+    import subprocess
+    import sys
+
+    bad = tmp_path / "bad.itch"
+    bad.write_bytes(b"garbage\x00\x05Zxxxx")
+    r = subprocess.run([sys.executable, "-m", "itchflow.cli", "batch", str(bad), "-j", "stats", "-o",
+                        str(tmp_path / "out"), "-q", "--workers", "1"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1, r.stderr
+    assert "byte offset 0: truncated message" in r.stderr and str(bad) in r.stderr
+    assert "Compute Failed" not in r.stderr and "Traceback" not in r.stderr, r.stderr

@@ -52,7 +52,9 @@ def local_cluster(workers: int | None = None):
     n = int(workers or os.cpu_count() or 1)
     return LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
                         dashboard_address=":0",  # any free port: never collide with another cluster
-                        silence_logs=logging.ERROR)
+                        # a task's failure is reported by batch itself, naming the day and the
+                        # offset: the worker's own "Compute Failed" log with its traceback was noise
+                        silence_logs=logging.CRITICAL)
 
 
 def auto_shards(days: int, threads: int) -> int:
