@@ -115,7 +115,7 @@ def publish(path, line_a, line_b, session, rate, pps, payload, rerequest, rerequ
     from itchflow.protocol.mold.ratelimit import RateLimits
     from itchflow.sources.mold_sender import publish as run
 
-    a, b = line_a, line_b
+    a, b = line_a, line_b   # (host, port), checked by Endpoint
     rate = _rate(rate)   # before the day is loaded
     try:
         feed = MoldFeed(load_binaryfile(path), session, payload, source=path)
@@ -132,13 +132,14 @@ def publish(path, line_a, line_b, session, rate, pps, payload, rerequest, rerequ
     _exit_if_interrupted(res)
 
 
-def _rerequest_socket(text: str | None):
-    """HOST:PORT, PORT, or fd:N (an inherited bound UDP socket, e.g. from a test or a supervisor)."""
-    if isinstance(text, str):          # fd:N (Endpoint passes it through, checked)
+def _rerequest_socket(where):
+    """--rerequest as Endpoint gives it: None, (host, port) to bind, or 'fd:N' (an inherited
+    bound UDP socket, e.g. from a test or a supervisor), checked to be digits."""
+    if isinstance(where, str):
         import socket
 
-        return socket.socket(fileno=int(text[3:]))
-    return text
+        return socket.socket(fileno=int(where[3:]))
+    return where
 
 
 def _interruptible(fn):

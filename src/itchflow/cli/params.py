@@ -190,7 +190,6 @@ class ClockTime(click.ParamType):
         return times if self.many else times[0]
 
 
-TIME = ClockTime()
 TIMES = ClockTime(many=True)
 TIME_TEXT = ClockTime(keep_text=True)
 
