@@ -46,6 +46,8 @@ def _cli(args):
     (["publish", "DAY", "--mold", "127.0.0.1:9", "--rate", "inf"], "--rate"),
     (["write-slowly", "DAY", "OUT", "--rate", "1e-300"], "--rate"),                # OverflowError traceback
     # Endpoints, CPUs and times: each was an error that did not name its option, or was taken.
+    (["publish", "DAY", "--mold", "127.0.0.1:9", "--session", "ELEVENCHARS"], "--session"),  # exit 1, unnamed
+    (["publish", "DAY", "--mold", "127.0.0.1:9", "--session", "A B"], "--session"),
     (["publish", "DAY", "--mold", "127.0.0.1:0"], "--mold"),                     # [Errno 22] Invalid argument
     (["publish", "DAY", "--mold", "::1:5000"], "--mold"),                        # [Errno -9] Address family
     (["publish", "DAY", "--mold", "[::1]:5000"], "--mold"),                      # [Errno -2] Name or service

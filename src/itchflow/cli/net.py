@@ -85,7 +85,8 @@ _BOUND = Endpoint("127.0.0.1")                            # where this process l
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
 @click.option("--mold", "line_a", type=_DESTINATION, required=True, metavar="GROUP:PORT", help="Line A destination.")
 @click.option("--line-b", type=_DESTINATION, metavar="GROUP:PORT", help="Line B destination (same packets).")
-@click.option("--session", default="ITCHFLOW", show_default=True, help="MoldUDP64 session name (10 chars max).")
+@click.option("--session", type=SOUP_SESSION, default="ITCHFLOW", show_default=True,
+              help="MoldUDP64 session name (10 chars max, printable, no spaces: the wire pads with them).")
 @click.option("--rate", default="real", show_default=True,
               help="real (message timestamps), max (flat out) or N (N x real time).")
 @click.option("--pps", type=POSITIVE, help="Cap on packets per second per line.")

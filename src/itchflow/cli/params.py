@@ -214,7 +214,8 @@ INTERVAL = Interval()
 
 
 class SoupField(click.ParamType):
-    """A SoupBinTCP login field (username 6, password and session 10 characters): printable
+    """A SoupBinTCP login field (username 6, password and session 10 characters; a MoldUDP64
+    session name is the same 10-character field): printable
     ASCII without spaces (the wire pads with spaces, so a space inside or at the end could not
     be told apart), at most ``width``; empty only where ``blank_ok`` (a client's session:
     the server's current one)."""
