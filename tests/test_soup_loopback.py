@@ -228,6 +228,8 @@ def test_server_holds_no_thread_or_socket_past_its_time_outs():
         # dropped with a reset: what was queued for it is not trickled out after the close (a
         # window that never opens to a segment's size is probed a byte at a time, for minutes)
         _wait_until(lambda: _closed_by_peer(deaf), timeout=3, what="the dropped client's connection reset")
+        # what was queued for it and never sent is counted apart from the messages queued
+        assert 0 < server.counters.unsent_bytes and server.counters.messages > 0
         mute = connect()                                    # logs in, reads, never talks again
         mute.sendall(login)
         t0 = time.monotonic()

@@ -41,7 +41,8 @@ class ServerCounters:
     connections: int = 0
     logins: int = 0
     rejected: int = 0
-    messages: int = 0
+    messages: int = 0                 # messages queued for the connections (see unsent_bytes)
+    unsent_bytes: int = 0             # of those, bytes a connection closed before the kernel took them
     dead_links: int = 0
     cut: int = 0                      # connections closed on purpose (fault injection)
     stalled: int = 0                  # connections gone silent on purpose (fault injection)
@@ -267,6 +268,7 @@ class SoupServer:
         ct, s = self.counters, c.session
         ct.open_connections -= 1
         ct.messages += s.stats.messages
+        ct.unsent_bytes += len(c.pending)   # queued, never sent: a dropped slow client's, an RST's
         ct.logins += int(s.logged_in)
         ct.rejected += int(not s.logged_in and s.stats.packets_out > 0)
         if c.dropped:
