@@ -478,3 +478,24 @@ def test_a_failed_day_is_said_once_without_the_workers_traceback(tmp_path):
     assert r.returncode == 1, r.stderr
     assert "byte offset 0: truncated message" in r.stderr and str(bad) in r.stderr
     assert "Compute Failed" not in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_a_scheduler_that_is_not_there_is_reported_within_the_connect_time_out(tmp_path):
+    """--scheduler at an address nothing listens on took distributed's 30 s to report."""
+    import socket
+    import time as _time
+
+    from itchflow.cli import main
+    from itchflow.scale.batch import SCHEDULER_CONNECT_S
+
+    with socket.socket() as s:      # a port bound and not listening: connections are refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        day = tmp_path / "01302019.NASDAQ_ITCH50"
+        write_day(day, 20_000, 1, stocks=10)
+        t0 = _time.monotonic()
+        r = CliRunner().invoke(main, ["batch", str(day), "-j", "stats", "-o", str(tmp_path / "out"),
+                                      "--scheduler", f"tcp://127.0.0.1:{port}"])
+        took = _time.monotonic() - t0
+    assert r.exit_code == 1 and f"127.0.0.1:{port}" in r.output, r.output
+    assert took < SCHEDULER_CONNECT_S + 10 < 30, took

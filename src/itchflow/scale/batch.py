@@ -45,6 +45,9 @@ def dashboard_available() -> bool:
     return importlib.util.find_spec("bokeh") is not None
 
 
+SCHEDULER_CONNECT_S = 10   # how long batch waits to reach a scheduler given by address
+
+
 def local_cluster(workers: int | None = None):
     """A LocalCluster of worker processes, one thread each (the kernels hold the GIL-free core)."""
     from distributed import LocalCluster
@@ -123,7 +126,8 @@ def batch(paths, job: str, out, client=None, shards: int | None = None, symbols=
     elif isinstance(client, str):
         from distributed import Client
 
-        client = own_client = Client(client)
+        # distributed's own connect time-out is 30 s: a wrong address took that long to say so
+        client = own_client = Client(client, timeout=SCHEDULER_CONNECT_S)
     try:
         from itchflow.scale.tasks import WarmKernels
 
