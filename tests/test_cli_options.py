@@ -48,6 +48,10 @@ def _cli(args):
     # Endpoints, CPUs and times: each was an error that did not name its option, or was taken.
     (["publish", "DAY", "--mold", "127.0.0.1:9", "--session", "ELEVENCHARS"], "--session"),  # exit 1, unnamed
     (["publish", "DAY", "--mold", "127.0.0.1:9", "--session", "A B"], "--session"),
+    (["publish", "DAY", "--mold", "127.0.0.1:9", "--interface", "bogus"], "--interface"),  # inet_aton error
+    (["listen", "--mold", "127.0.0.1:0", "--interface", "999.1.1.1"], "--interface"),     # ignored
+    (["soup", "serve", "DAY", "--port", "0", "--host", "nosuch.invalid", "--user", "u", "--password", "p"],
+     "--host"),                                                                  # [Errno -2], unnamed
     (["publish", "DAY", "--mold", "127.0.0.1:0"], "--mold"),                     # [Errno 22] Invalid argument
     (["publish", "DAY", "--mold", "::1:5000"], "--mold"),                        # [Errno -9] Address family
     (["publish", "DAY", "--mold", "[::1]:5000"], "--mold"),                      # [Errno -2] Name or service

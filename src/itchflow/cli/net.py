@@ -11,7 +11,7 @@ import click
 
 from itchflow.cli import bench, main
 from itchflow.cli.params import (
-    CPU, FRACTION, NON_NEGATIVE, POSITIVE, SECONDS, SEED, SOUP_PASSWORD, SOUP_SESSION, SOUP_USER, Count, Endpoint,
+    CPU, FRACTION, HOST, NON_NEGATIVE, POSITIVE, SECONDS, SEED, SOUP_PASSWORD, SOUP_SESSION, SOUP_USER, Count, Endpoint,
     SoupField,
 )
 
@@ -99,7 +99,7 @@ _BOUND = Endpoint("127.0.0.1")                            # where this process l
 @click.option("--rerequest-requests", type=click.IntRange(1), default=500, show_default=True, help="Re-requests per source per second.")
 @click.option("--linger", type=NON_NEGATIVE, default=2.0, show_default=True,
               help="Seconds to keep serving re-requests at the end.")
-@click.option("--interface", help="Local address of the interface to send multicast on.")
+@click.option("--interface", type=HOST, help="Local address of the interface to send multicast on.")
 @click.option("--ttl", type=click.IntRange(0, 255), default=1, show_default=True, help="Multicast TTL (0: this host only).")
 @click.option("--drop-a", type=FRACTION, default=0.0, help="Fault injection: fraction of packets dropped on line A.")
 @click.option("--drop-b", type=FRACTION, default=0.0, help="Fault injection: fraction of packets dropped on line B.")
@@ -201,7 +201,7 @@ def _with_progress(quiet, what, total, fn):
 @click.option("--session", help="Follow this session only (default: the first seen).")
 @click.option("--from-sequence", "start", default="1", show_default=True,
               help="First sequence wanted, or 'first' to start from the first packet received.")
-@click.option("--interface", default="0.0.0.0", show_default=True, help="Interface address for the joins.")
+@click.option("--interface", type=HOST, default="0.0.0.0", show_default=True, help="Interface address for the joins.")
 @click.option("--idle-timeout", type=SECONDS, default=10.0, show_default=True,
               help="Stop after this many seconds without a valid packet of the session.")
 @click.option("--max-seconds", type=SECONDS, help="Stop after this long in any case.")
@@ -323,7 +323,7 @@ def soup() -> None:
 @soup.command("serve")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
 @click.option("--port", required=True, type=click.IntRange(0, 65535), help="TCP port to listen on.")
-@click.option("--host", default="0.0.0.0", show_default=True, help="Address to listen on.")
+@click.option("--host", type=HOST, default="0.0.0.0", show_default=True, help="Address to listen on.")
 @click.option("--user", type=SOUP_USER, required=True, help="Username (6 characters max).")
 @click.option("--password", type=SOUP_PASSWORD, required=True, help="Password (10 characters max).")
 @click.option("--session", type=SOUP_SESSION, default="ITCHFLOW", show_default=True,

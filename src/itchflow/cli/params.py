@@ -124,6 +124,36 @@ CPUS = CpuList()
 CPU = CpuList(one=True)
 
 
+def _ipv4_host(host: str) -> str | None:
+    """Why host is no IPv4 address or name of one (None when it is)."""
+    import socket
+
+    if ":" in host or host.startswith("["):
+        return "IPv6 addresses are not supported (MoldUDP64 and SoupBinTCP run here over IPv4)"
+    try:
+        socket.getaddrinfo(host, 0, socket.AF_INET, socket.SOCK_DGRAM)
+    except (socket.gaierror, UnicodeError) as e:
+        return f"host {host!r} has no IPv4 address ({e})"
+    return None
+
+
+class Host(click.ParamType):
+    """A local IPv4 address, or a name of one (an interface to join or send on, an address to
+    listen on)."""
+
+    name = "host"
+
+    def convert(self, value, param, ctx):
+        text = str(value).strip()
+        why = _ipv4_host(text) if text else "give an address"
+        if why:
+            self.fail(f"{value!r}: {why}", param, ctx)
+        return text
+
+
+HOST = Host()
+
+
 class Endpoint(click.ParamType):
     """HOST:PORT or PORT (on ``default_host``), an IPv4 address or a name that resolves to one;
     ``destination``: a place to send to, so port 0 is refused (bound, 0 means any free port);
@@ -135,8 +165,6 @@ class Endpoint(click.ParamType):
         self.default_host, self.destination, self.fd_ok = default_host, destination, fd_ok
 
     def convert(self, value, param, ctx):
-        import socket
-
         from itchflow.sources.udp import parse_endpoint
 
         if value is None or isinstance(value, tuple):
@@ -152,10 +180,9 @@ class Endpoint(click.ParamType):
             self.fail(str(e), param, ctx)
         if self.destination and port == 0:
             self.fail(f"{value!r}: port 0 is not a place to send to", param, ctx)
-        try:
-            socket.getaddrinfo(host, port, socket.AF_INET, socket.SOCK_DGRAM)
-        except (socket.gaierror, UnicodeError) as e:
-            self.fail(f"{value!r}: host {host!r} has no IPv4 address ({e})", param, ctx)
+        why = _ipv4_host(host)
+        if why:
+            self.fail(f"{value!r}: {why}", param, ctx)
         return host, port
 
 
