@@ -128,8 +128,10 @@ def _ipv4_host(host: str) -> str | None:
     """Why host is no IPv4 address or name of one (None when it is)."""
     import socket
 
-    if ":" in host or host.startswith("["):
-        return "IPv6 addresses are not supported (MoldUDP64 and SoupBinTCP run here over IPv4)"
+    from itchflow.sources.udp import IPV6_REFUSED, not_ipv4
+
+    if not_ipv4(host):
+        return IPV6_REFUSED
     try:
         socket.getaddrinfo(host, 0, socket.AF_INET, socket.SOCK_DGRAM)
     except (socket.gaierror, UnicodeError) as e:

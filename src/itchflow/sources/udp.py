@@ -30,14 +30,22 @@ DEFAULT_RCVBUF = 16 << 20
 MAX_DATAGRAM = 65536
 
 
+IPV6_REFUSED = ("IPv6 addresses are not supported (MoldUDP64 and SoupBinTCP run here over IPv4): give an "
+                "IPv4 address or a host name")
+
+
+def not_ipv4(host: str) -> bool:
+    """Whether host is written as an IPv6 address (bare or in brackets)."""
+    return ":" in host or host.startswith("[")
+
+
 def parse_endpoint(text: str, default_host: str = "0.0.0.0") -> tuple[str, int]:
     """'HOST:PORT' or 'PORT' -> (host, port)."""
     host, sep, port = text.rpartition(":")
     if not sep:
         host, port = default_host, text
-    if ":" in host or host.startswith("["):
-        raise ValueError(f"{text!r}: IPv6 addresses are not supported (MoldUDP64 and SoupBinTCP run here "
-                         "over IPv4): give an IPv4 address or a host name")
+    if not_ipv4(host):
+        raise ValueError(f"{text!r}: {IPV6_REFUSED}")
     try:
         p = int(port)
     except ValueError:
