@@ -92,11 +92,10 @@ def losses(books, capture: dict) -> dict:
 
 def report_losses(books, capture: dict) -> None:
     """One line on stderr per kind of loss (stdout stays the answer)."""
-    from itchflow.cli.decode import capture_losses
+    from itchflow.cli.decode import warn_capture
 
     found = losses(books, capture)
-    if "capture" in found:
-        click.echo(f"itchflow: warning: {capture_losses(capture)}: the books are built without them", err=True)
+    warn_capture(capture, ": the books are built without them")
     if "anomalies" in found:
         click.echo("itchflow: warning: anomalies (messages the books could not apply as sent): "
                    + ", ".join(f"{k} {v:,}" for k, v in found["anomalies"].items()), err=True)

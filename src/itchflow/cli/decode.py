@@ -36,6 +36,14 @@ def capture_losses(capture: dict) -> str | None:
             f"missing) and {capture.get('malformed_packets', 0):,} malformed packets")
 
 
+def warn_capture(capture: dict, consequence: str, path=None) -> None:
+    """One stderr line when a capture lost something: its losses, then ``consequence`` (what
+    the output is therefore, with its own separator), naming ``path`` when given."""
+    lost = capture_losses(capture)
+    if lost:
+        click.echo(f"itchflow: warning: {f'{path}: ' if path else ''}{lost}{consequence}", err=True)
+
+
 @main.command()
 @click.argument("path", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")

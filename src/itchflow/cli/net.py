@@ -31,7 +31,7 @@ def load_binaryfile(path: str, capture_stats: dict | None = None):
     messages are served numbered anew, so the hole would not show downstream."""
     import numpy as np
 
-    from itchflow.cli.decode import capture_losses
+    from itchflow.cli.decode import warn_capture
     from itchflow.errors import ITCHFormatError
     from itchflow.hw.memory import available_bytes
     from itchflow.sources.files import iter_chunks
@@ -50,9 +50,7 @@ def load_binaryfile(path: str, capture_stats: dict | None = None):
                                  f"hold the whole day in memory, and this machine has {room / 2**30:,.1f} GiB "
                                  "available")
         parts.append(c.data)
-    if capture_losses(capture):
-        click.echo(f"itchflow: warning: {path}: {capture_losses(capture)}; what arrived is served, numbered anew "
-                   "without the holes", err=True)
+    warn_capture(capture, "; what arrived is served, numbered anew without the holes", path)
     if len(parts) == 1:
         return parts[0]
     return np.concatenate(parts) if parts else np.zeros(0, np.uint8)

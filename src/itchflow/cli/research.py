@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from itchflow.cli import main
-from itchflow.cli.decode import fail
+from itchflow.cli.decode import fail, warn_capture
 from itchflow.cli.params import IMAGE, INTERVAL, TIME_TEXT, symbols_option, table_path
 from itchflow.cli.progress import progress_total
 
@@ -16,15 +16,6 @@ from itchflow.cli.progress import progress_total
 def _interrupted(what: str, detail: str = "nothing more was written") -> None:
     click.echo(f"itchflow: {what} interrupted; {detail}", err=True)
     sys.exit(130)
-
-
-def _warn_capture(path, capture: dict, what: str) -> None:
-    """A capture's gaps and malformed packets, said on stderr (the output is built without them)."""
-    from itchflow.cli.decode import capture_losses
-
-    if capture_losses(capture):
-        click.echo(f"itchflow: warning: {path}: {capture_losses(capture)}: the {what} are built without them",
-                   err=True)
 
 
 def _errors():
@@ -58,7 +49,7 @@ def lobster_command(path, symbols, levels, out, start, end, date, parquet, quiet
         _interrupted("lobster", "its unfinished files (.part) were removed")
     except _errors() as e:
         fail(e)
-    _warn_capture(path, capture, "files")
+    warn_capture(capture, ": the files are built without them", path)
     for sym, d in days.items():
         skipped = ", ".join(f"{k} {v:,}" for k, v in d.skipped.items())
         click.echo(f"{sym}: {d.rows:,} rows -> {Path(d.files[0]).name}, {Path(d.files[1]).name}"
@@ -97,7 +88,7 @@ def bars_command(path, every, symbols, out, start, end, plot, plot_symbol, quiet
         _interrupted("bars")
     except _errors() as e:
         fail(e)
-    _warn_capture(path, capture, "bars")
+    warn_capture(capture, ": the bars are built without them", path)
     click.echo(f"wrote {table.num_rows:,} bars ({len(table['symbol'].unique())} stocks) to {out}"
                + (f"; plot {plot}" if plot else ""))
 
@@ -132,7 +123,7 @@ def auctions_command(path, out, symbols, plot, plot_symbol, cross_type) -> None:
         _interrupted("auctions")
     except _errors() as e:
         fail(e)
-    _warn_capture(path, capture, "tables")
+    warn_capture(capture, ": the tables are built without them", path)
     click.echo(f"wrote {result.crosses.num_rows:,} crosses and {result.imbalances.num_rows:,} imbalance "
                f"messages to {out}" + (f"; plot {plot}" if plot else ""))
 
