@@ -128,9 +128,9 @@ def _ipv4_host(host: str) -> str | None:
     """Why host is no IPv4 address or name of one (None when it is)."""
     import socket
 
-    from itchflow.sources.udp import IPV6_REFUSED, not_ipv4
+    from itchflow.sources.udp import IPV6_REFUSED, written_as_ipv6
 
-    if not_ipv4(host):
+    if written_as_ipv6(host):
         return IPV6_REFUSED
     try:
         socket.getaddrinfo(host, 0, socket.AF_INET, socket.SOCK_DGRAM)

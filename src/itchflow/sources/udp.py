@@ -34,7 +34,7 @@ IPV6_REFUSED = ("IPv6 addresses are not supported (MoldUDP64 and SoupBinTCP run 
                 "IPv4 address or a host name")
 
 
-def not_ipv4(host: str) -> bool:
+def written_as_ipv6(host: str) -> bool:
     """Whether host is written as an IPv6 address (bare or in brackets)."""
     return ":" in host or host.startswith("[")
 
@@ -44,7 +44,7 @@ def parse_endpoint(text: str, default_host: str = "0.0.0.0") -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep:
         host, port = default_host, text
-    if not_ipv4(host):
+    if written_as_ipv6(host):
         raise ValueError(f"{text!r}: {IPV6_REFUSED}")
     try:
         p = int(port)
