@@ -56,7 +56,7 @@ from itchflow.book.match_index import (
 from itchflow.book.order_store import delete_slot, find_slot, home_slot, shift_for
 from itchflow.book.trade_log import log_find
 from itchflow.hw.endian import be16, be32, be48_from8, be64, le32, le64
-from itchflow.hw.prefetch import element_address, prefetch, prefetch_address
+from itchflow.hw.prefetch import element_address, prefetch, prefetch_address, read_ahead
 from itchflow.wire import binaryfile as bf
 from itchflow.wire.binaryfile import next_message
 from itchflow.wire.itch import LENGTH_BY_BYTE, MESSAGES
@@ -491,6 +491,7 @@ def _parse_one(buf, ppos, end, parsed, ctl, orders, stocks, books, mask, shift):
     t1 = buf[_U(b1)] if walk == bf.OK else 0
     if walk != bf.OK or (_LENGTHS[t1] != 0 and _LENGTHS[t1] != length):
         return True, ppos
+    read_ahead(buf, b1, end)
     r = _U(parsed & _RING_MASK)
     ctl[_U(C_RING_BODY) + r] = b1
     ppos = b1 + length

@@ -57,6 +57,7 @@ from itchflow.errors import ITCHFormatError
 from itchflow.hw.affinity import available_cpus, pin
 from itchflow.hw.endian import be16, be48_from8, u8
 from itchflow.hw.memcopy import copy_bytes
+from itchflow.hw.prefetch import read_ahead
 from itchflow.wire.binaryfile import AT_END, BAD_LENGTH, OK, TRUNCATED, ZERO_LENGTH, next_message
 from itchflow.wire.itch import LENGTH_BY_BYTE, MESSAGES
 from itchflow.wire.shard import MAX_MESSAGE_BYTES, balanced_map, count_by_locate
@@ -127,6 +128,7 @@ def route(buf, pos, end, limit, shard_of, broadcast, lengths, stop_ts, blocks, s
         if st != OK:
             status = st
             break
+        read_ahead(buf, q, end)
         t = u8(buf, q)
         expected = lengths[t]
         if expected == length:

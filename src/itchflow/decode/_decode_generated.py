@@ -8,6 +8,7 @@ import numpy as np
 from numba import njit
 
 from itchflow.hw.endian import be16, be32, be48_from8, be64, le16, le32, le64, u8  # noqa: F401
+from itchflow.hw.prefetch import read_ahead
 
 ARRAY_ORDER = 'SRHYLVWKJhAFECXDUPQBINO'
 """The order of the per-type output arrays in decode()'s arguments."""
@@ -27,6 +28,7 @@ def decode(buf, pos, end, sequence, fill, out_S, out_R, out_H, out_Y, out_L, out
         q = pos + 2
         if length == 0 or q + length > end:
             break
+        read_ahead(buf, q, end)
         t = u8(buf, q)
         if t == 65:  # A add_order, 36 bytes
             j = np.uint64(fill[65])

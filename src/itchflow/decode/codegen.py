@@ -57,6 +57,7 @@ def generate() -> str:
         "from numba import njit",
         "",
         "from itchflow.hw.endian import be16, be32, be48_from8, be64, le16, le32, le64, u8  # noqa: F401",
+        "from itchflow.hw.prefetch import read_ahead",
         "",
         f"ARRAY_ORDER = {CODES!r}",
         '"""The order of the per-type output arrays in decode()\'s arguments."""',
@@ -76,6 +77,7 @@ def generate() -> str:
         "        q = pos + 2",
         "        if length == 0 or q + length > end:",
         "            break",
+        "        read_ahead(buf, q, end)",
         "        t = u8(buf, q)",
     ]
     for i, code in enumerate(_ORDER):

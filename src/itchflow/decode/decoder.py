@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from itchflow.errors import ITCHFormatError
+from itchflow.hw.populate import POPULATE_OUTPUT_BYTES, populate_in_background
 from itchflow.wire import binaryfile as framing
 from itchflow.decode._decode_generated import ARRAY_ORDER, decode
 from itchflow.wire.itch import CODES, DTYPES, LENGTH_BY_BYTE, MESSAGES, kernel_dtype
@@ -120,6 +121,8 @@ def decode_range(buf: np.ndarray, pos: int, end: int, first_sequence: int,
                  range_counts: np.ndarray, codes: str = CODES) -> dict[str, np.ndarray]:
     """Decode a range that frame_range accepted into per-type arrays of DTYPES."""
     out = allocate(range_counts, codes)
+    if sum(a.nbytes for a in out.values()) >= POPULATE_OUTPUT_BYTES:
+        populate_in_background(*(a for a in out.values() if a.nbytes))
     fill = np.zeros(256, dtype=np.int64)
     decode(buf, pos, end, np.uint64(first_sequence), fill, *(out[c] for c in ARRAY_ORDER))
     return {c: out[c].view(DTYPES[c]) for c in codes}

@@ -8,7 +8,7 @@ consecutive messages overlap instead of queueing one after another.
 from __future__ import annotations
 
 from llvmlite import ir
-from numba import types
+from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
@@ -69,3 +69,20 @@ def prefetch_address(typingctx, address):
         return context.get_dummy_value()
 
     return types.void(address), codegen
+
+
+# READ_AHEAD: a walk of length-prefixed records (BinaryFILE messages, pcap records) finds the
+# next record from the length it has just read, so each record's load waits for the one
+# before. The core's stream prefetcher runs ahead within a 4 KiB page and starts again at each
+# new one, where the walk then waits on memory. Framing a 1.5 GB day (in the page cache, not
+# in the CPU's) took 7.5 ns a message; with a prefetch this far ahead of each message 3.5
+# (256 B ahead: 7.3, 1 KiB: 5.2, 4 KiB: 3.6, 8 KiB: 3.5, 16 KiB: 3.9, 64 KiB: 4.7; the Intel
+# guest of the twenty-second round).
+READ_AHEAD = 8192
+
+
+@njit(inline="always", nogil=True, cache=True)
+def read_ahead(buf, at, end):
+    """Prefetch the line READ_AHEAD bytes past ``at`` in a front-to-back walk of buf[:end]
+    (at < end): never an address outside the buffer."""
+    prefetch(buf, min(at + READ_AHEAD, end - 1))

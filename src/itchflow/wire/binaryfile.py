@@ -12,6 +12,7 @@ from numba import njit
 
 from itchflow.wire.itch import LENGTH_BY_BYTE, MESSAGES
 from itchflow.hw.endian import be16, be48_from8, u8
+from itchflow.hw.prefetch import read_ahead
 
 # Status codes returned by frame(); the Python side turns them into ITCHFormatError.
 OK = 0             # stopped at the end of the range or after max_messages
@@ -89,6 +90,7 @@ def frame(buf, pos, end, max_messages, counts, locate_seen, lengths):
             if status == AT_END:
                 status = OK
             break
+        read_ahead(buf, q, end)
         t = u8(buf, q)
         expected = lengths[t]
         if expected != 0:
@@ -118,6 +120,7 @@ def whole_messages_end(buf, pos, end):
         status, q, length = next_message(buf, pos, end)
         if status != OK:
             break
+        read_ahead(buf, q, end)
         pos = q + length
         n += 1
     return pos, n
@@ -134,6 +137,7 @@ def budget_end(buf, pos, limit):
         status, q, length = next_message(buf, pos, end)
         if status != OK:
             return end
+        read_ahead(buf, q, end)
         pos = q + length
     return pos
 
@@ -149,12 +153,18 @@ def message_offsets(buf, every, index):
     pos = 0
     end = buf.shape[0]
     n = 0
+    slot = 0
+    until = 0      # messages before the next indexed one: a count down, not n % every (a division)
     while pos < end:   # see WALK_LOOP
         status, body, length = next_message(buf, pos, end)
         if status != OK:
             return n, status, pos
-        if n % every == 0:
-            index[n // every] = pos
+        read_ahead(buf, body, end)
+        if until == 0:
+            index[slot] = pos
+            slot += 1
+            until = every
+        until -= 1
         pos = body + length
         n += 1
     return n, OK, pos

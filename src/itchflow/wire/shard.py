@@ -20,6 +20,7 @@ import numpy as np
 from numba import njit
 
 from itchflow.hw.endian import be16, be48_from8, u8
+from itchflow.hw.prefetch import read_ahead
 from itchflow.wire.binaryfile import AT_END, BAD_LENGTH, LENGTH_PREFIX, OK, STATUS_TEXT, next_message
 from itchflow.wire.itch import LENGTH_BY_BYTE, MESSAGES  # noqa: F401  (LENGTH_BY_BYTE: the lengths argument)
 
@@ -135,6 +136,7 @@ def split_by_locate(buf, pos, end, seq, shard_of, broadcast, lengths, out, fill,
         status, body, length = next_message(buf, pos, end)
         if status != OK:
             return status, pos, seq
+        read_ahead(buf, body, end)
         t = u8(buf, body)
         expected = lengths[t]
         total = LENGTH_PREFIX + length
@@ -184,6 +186,7 @@ def count_by_locate(buf, pos, end, lengths, per_locate, max_messages=_NO_LIMIT):
             if status == AT_END:
                 status = OK
             return status, pos
+        read_ahead(buf, body, end)
         expected = lengths[u8(buf, body)]
         if expected != 0:
             if expected != length or length < _HEADER_END:

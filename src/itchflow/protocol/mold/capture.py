@@ -17,6 +17,7 @@ from numba import njit
 
 from itchflow.errors import ITCHFormatError
 from itchflow.hw.endian import be16, be64
+from itchflow.hw.populate import POPULATE_OUTPUT_BYTES, populate_in_background
 from itchflow.protocol.mold.codec import BLOCKS_OK, MALFORMED_TEXT, SHORT_HEADER, malformed_text, walk_blocks
 from itchflow.wire.binaryfile import next_message
 from itchflow.wire.moldudp64 import (
@@ -151,11 +152,13 @@ def assemble(buf, order, off, length, kind, session, seq, count, out, run_offset
         q = off[i] + HEADER_SIZE
         end = off[i] + length[i]
         first_copy = True
+        span = q      # the packet's blocks to copy are buf[span:q]: one copy a packet, not a block
         for _ in range(count[i]):
             _, body, m = next_message(buf, q, end)   # validated by index_packets
             block = body + m - q
             if s < expected:
                 totals[1] += 1
+                span = q + block   # duplicates only come first in a packet: the copy starts after them
             else:
                 if s > expected:
                     totals[2] += 1
@@ -165,18 +168,18 @@ def assemble(buf, order, off, length, kind, session, seq, count, out, run_offset
                     run_seq[runs] = expected
                     run_session[runs] = cur_session
                     runs += 1
-                if first_copy:  # duplicates only come first in a packet: the copy is contiguous
+                if first_copy:
                     seg_out[segs] = w
                     seg_file[segs] = q
                     seg_packet[segs] = i
                     segs += 1
                     first_copy = False
-                out[w:w + block] = buf[q:q + block]
-                w += block
                 expected += np.uint64(1)
                 totals[0] += 1
             q += block
             s += np.uint64(1)
+        out[w:w + q - span] = buf[span:q]
+        w += q - span
         if s > announced:
             announced = s
     return w, runs, segs
@@ -299,6 +302,8 @@ def reassemble(buf: np.ndarray, table: PacketTable, source: str, strict: bool = 
 
     data_kinds = (kind == DATA) | (kind == UNSEQUENCED)
     out = np.empty(int(table.payload_length[data_kinds].sum()), np.uint8)
+    if out.nbytes >= POPULATE_OUTPUT_BYTES:  # fresh memory: fault it in on the other core meanwhile
+        populate_in_background(out)
     runs_cap = 2 * (len(order) + 1) + len(in_order)  # a sorted packet can open at most two runs
     run_offset = np.empty(runs_cap, np.int64)
     run_seq = np.empty(runs_cap, np.uint64)
