@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
@@ -154,6 +155,25 @@ def test_depth_plot_is_a_png_or_a_clear_error(day, tmp_path):
         return
     assert res.exit_code == 0, res.output
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 5000
+
+
+def test_plots_of_nothing_say_so_without_a_warning(tmp_path):
+    """An empty book's depth chart (every order gone at --at) and a latency chart without
+    samples: matplotlib warned "No artists with labels found to put in legend" on stderr; the
+    chart now says what is missing instead of an empty legend."""
+    pytest.importorskip("matplotlib")
+    import warnings
+
+    from itchflow.book.records import LEVEL_DTYPE
+    from itchflow.sinks.plots import depth_plot, latency_plot
+
+    empty = np.zeros(0, LEVEL_DTYPE)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        depth_plot("S0", empty, empty, "after 16:00:00", str(tmp_path / "depth.png"))
+        latency_plot({"ring": np.zeros(0, np.int64)}, str(tmp_path / "latency.png"), "nothing")
+    for name in ("depth.png", "latency.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.mark.timeout(120)

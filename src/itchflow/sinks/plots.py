@@ -24,6 +24,15 @@ def pyplot():
     return plt
 
 
+def legend(ax, note: str, **kwargs) -> None:
+    """The axes' legend, or when nothing labelled was drawn (matplotlib would warn "No artists
+    with labels found") ``note`` in the middle of the empty axes instead."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**kwargs)
+    else:
+        ax.text(0.5, 0.5, note, transform=ax.transAxes, ha="center", va="center", color="gray")
+
+
 def latency_plot(stages: dict[str, np.ndarray], path: str, title: str) -> str:
     """Complementary CDF per stage (log-log): how often a batch waited longer than x."""
     plt = pyplot()
@@ -42,7 +51,7 @@ def latency_plot(stages: dict[str, np.ndarray], path: str, title: str) -> str:
     ax.set_ylabel("fraction of batches slower")
     ax.set_title(title, fontsize=10)
     ax.grid(True, which="both", lw=0.3)
-    ax.legend(fontsize=8)
+    legend(ax, "no latency samples", fontsize=8)
     fig.tight_layout()
     save_figure(fig, path, dpi=120)
     plt.close(fig)
@@ -64,7 +73,7 @@ def depth_plot(symbol: str, bids: np.ndarray, asks: np.ndarray, title: str, path
     ax.set_ylabel("cumulative shares")
     ax.set_title(f"{symbol}: {title}", fontsize=10)
     ax.grid(True, lw=0.3)
-    ax.legend(fontsize=8)
+    legend(ax, "no orders on either side", fontsize=8)
     fig.tight_layout()
     save_figure(fig, path, dpi=120)
     plt.close(fig)
