@@ -119,6 +119,31 @@ def test_b_breaks_a_trade_by_match_number():
     assert mark_broken(trades).tolist() == [True, False, False]
 
 
+def test_broken_marks_the_trade_the_break_took_not_a_later_reuse_of_its_number():
+    """A P, its B, then a P that reuses the match number (a duplicate_match, still counted in
+    volume): ``broken`` marked both, since any B of the number in the batch counted; it marks
+    the trade the engine broke, the first of its number before the B with the B's stock, price
+    and shares. A B of a trade from an earlier batch marks nothing here."""
+    from itchflow.book.events import mark_broken
+
+    b = Books()
+    b.record(None, bbo=False, trades=True)
+    b.apply(encode([directory(1, "AAPL"), trade(1, 100, 10 * P, 7), broken(1, 7), trade(1, 300, 10 * P, 7)]))
+    _, trades, _ = b.take_events()
+    assert b.volume("AAPL") == 300 and b.anomalies()["duplicate_match"] == 1
+    assert trades["kind"].tolist() == [b"P", b"B", b"P"]
+    assert mark_broken(trades).tolist() == [True, False, False]
+    assert trades.to_pandas()["broken"].tolist() == [True, False, False]
+    b.apply(encode([trade(1, 50, 11 * P, 8), broken(1, 7), broken(1, 8)]))  # 7 was broken already
+    _, later, _ = b.take_events()
+    assert later["kind"].tolist() == [b"P", b"B"] and mark_broken(later).tolist() == [True, False]
+    b.apply(encode([trade(1, 60, 12 * P, 9)]))
+    b.take_events()
+    b.apply(encode([trade(1, 70, 13 * P, 9), broken(1, 9)]))   # breaks the earlier batch's trade
+    _, last, _ = b.take_events()
+    assert mark_broken(last).tolist() == [False, False] and b.volume("AAPL") == 300 + 70
+
+
 def test_trades_that_would_overflow_volume_or_notional_are_counted_aside():
     """Hostile sizes: int64 volume and notional would wrap (a VWAP of -2.0 came out). A trade of
     more than 2**32 - 1 shares (a Q's field is 8 bytes), or one that would carry the stock's

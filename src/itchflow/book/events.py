@@ -109,11 +109,37 @@ def _symbol_table(events: Events) -> dict[int, str]:
     return {int(loc): events.symbol_of(int(loc)) for loc in np.unique(plain["stock_locate"])}
 
 
-def mark_broken(trades: np.ndarray) -> np.ndarray:
-    """bool per trade: True when a later B record (in this array) broke its match number."""
-    kinds = trades["kind"]
-    breaks = trades["match_number"][kinds == b"B"]
-    return (kinds != b"B") & np.isin(trades["match_number"], breaks)
+# The fields a B record repeats from the trade it broke (the engine writes the kept trade's).
+_BROKEN_TRADE_FIELDS = ("stock_locate", "price", "shares")
+
+
+def mark_broken(trades) -> np.ndarray:
+    """bool per trade: True when a later B record (in this array) broke it.
+
+    trades: a trade event array, or a dict of its columns (``kind``, ``match_number``, and
+    where present ``stock_locate``, ``price``, ``shares``). The engine breaks the trade its
+    match index kept, the first with that number (a later one is a ``duplicate_match`` and
+    stays counted), so a B marks the first earlier trade of its number whose stock, price
+    and shares are the ones the B carries: none when that trade came before this array."""
+    kinds = np.asarray(trades["kind"])
+    match = np.asarray(trades["match_number"])
+    is_break = kinds == (b"B" if kinds.dtype.kind == "S" else ord("B"))
+    out = np.zeros(len(kinds), bool)
+    at_break, at_trade = np.flatnonzero(is_break), np.flatnonzero(~is_break)
+    if not len(at_break) or not len(at_trade):
+        return out
+    by_number = np.lexsort((at_trade, match[at_trade]))       # by match number, then position
+    numbers, positions = match[at_trade][by_number], at_trade[by_number]
+    k = np.minimum(np.searchsorted(numbers, match[at_break]), len(numbers) - 1)
+    first = positions[k]                                       # the first trade of each B's number
+    hit = (numbers[k] == match[at_break]) & (first < at_break)
+    fields = trades.dtype.names if isinstance(trades, np.ndarray) else tuple(trades)
+    for name in _BROKEN_TRADE_FIELDS:
+        if name in fields:
+            column = np.asarray(trades[name])
+            hit &= column[first] == column[at_break]
+    out[first[hit]] = True
+    return out
 
 
 def _symbol_column(locates: np.ndarray, symbol_of):

@@ -35,7 +35,9 @@ valid feeds never produce): a message whose header locate is not the order's sto
 thread counts ``locate_mismatch`` and applies it to the order's stock; sharded, the order is
 unknown in the header's shard unless both stocks share it), a reference reused while live in
 another shard's stock (no ``duplicate_add``), a match number used in two shards' stocks (no
-``duplicate_match``), and ``peak_live_orders`` (shards peak at different times: only a bound).
+``duplicate_match``; a B of that number breaks the trade in each of them, where one thread
+breaks the first, and that B's ``unknown_match`` count is a lower bound), and
+``peak_live_orders`` (shards peak at different times: only a bound).
 """
 
 from __future__ import annotations
@@ -279,6 +281,12 @@ class ShardedBooks:
         self._first_seq = [0] * self._slots
         self._extra = np.zeros((shards, 256), np.int64)    # broadcast copies beyond the owner's
         self._breaks = np.zeros(L.N_LOCATES, np.int64)     # B messages per header locate
+        # Per shard, (apply call, its event counts: trades, bbo, l2) at the end of each apply
+        # call that recorded any: take_events orders events by apply call first, then by
+        # sequence, since sequence numbers start again in each call of a capture's
+        # unsequenced packets.
+        self._apply_calls = 0
+        self._event_marks: list[list[tuple[int, int, int, int]]] = [[] for _ in range(shards)]
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="itchflow-book") if threads > 1 else None
         self.next_sequence = 1
         self.stopped_at_time = False   # the last apply stopped at its stop_after_ns
@@ -350,6 +358,7 @@ class ShardedBooks:
             wait(futures)  # every thread finishes before any error is raised
             for f in futures:
                 f.result()
+        self._mark_events()
         if run.failure is not None:  # pragma: no cover - an engine or routing bug
             raise run.failure
         self.next_sequence = run.seq
@@ -372,13 +381,31 @@ class ShardedBooks:
         for b in self.shards:
             b.record(symbols, bbo=bbo, trades=trades, l2=l2)
 
+    def _mark_events(self) -> None:
+        """Note each shard's event counts at the end of an apply call (see take_events)."""
+        self._apply_calls += 1
+        for b, marks in zip(self.shards, self._event_marks):
+            ev = b.events
+            now = (ev.n_trades, ev.n_bbo, ev.n_l2)
+            if now != (marks[-1][1:] if marks else (0, 0, 0)):
+                marks.append((self._apply_calls, *now))
+
     def take_events(self):
-        """(bbo, trades, l2) recorded since the last call, merged in sequence order (copies)."""
+        """(bbo, trades, l2) recorded since the last call, merged in the order one thread
+        records them (copies): by apply call, then sequence number (a call's sequence numbers
+        rise with its messages; a capture's unsequenced packets each start again at 0), then
+        each shard's own order."""
         parts = [b.take_events() for b in self.shards]
+        marks = [np.asarray(m, np.int64).reshape(-1, 4) for m in self._event_marks]
+        for m in self._event_marks:
+            m.clear()
         out = []
-        for i in range(3):
-            ev = np.concatenate([p[i].view(np.ndarray) for p in parts])
-            out.append(Events(ev[np.argsort(ev["sequence"], kind="stable")], self.symbol))
+        for i, field in enumerate((2, 1, 3)):   # events come as (bbo, trades, l2), marks as (call, trades, bbo, l2)
+            pieces = [p[i].view(np.ndarray) for p in parts]
+            call = np.concatenate([m[np.searchsorted(m[:, field], np.arange(len(ev)), side="right"), 0]
+                                   for m, ev in zip(marks, pieces)])
+            ev = np.concatenate(pieces)
+            out.append(Events(ev[np.lexsort((np.arange(len(ev)), ev["sequence"], call))], self.symbol))
         return tuple(out)
 
     # ---- lookups -------------------------------------------------------------------------
@@ -489,9 +516,12 @@ class ShardedBooks:
         A B (broken trade) goes to every shard, since its header locate need not be the
         trade's stock; at most one shard holds its match number, so the others count it an
         unknown match: N - 1 of those per B are taken back out (one thread counts 1 exactly
-        when no shard found it, or it was already broken)."""
+        when no shard found it, or it was already broken). A match number that trades of two
+        shards' stocks both used (inconsistent input: see the module doc) is found in both, so
+        that count is then a lower bound, never below 0."""
         counts = sum(b.anomaly_counts for b in self.shards)
-        counts[:, L.A_UNKNOWN_MATCH] -= (self.n_shards - 1) * self._breaks
+        unknown = counts[:, L.A_UNKNOWN_MATCH] - (self.n_shards - 1) * self._breaks
+        counts[:, L.A_UNKNOWN_MATCH] = np.maximum(unknown, 0)
         every = L.BROADCAST_ANOMALY_INDEX  # from messages every shard applies: one shard's count
         counts[:, every] = self.shards[0].anomaly_counts[:, every]
         return counts

@@ -118,14 +118,9 @@ def _columns(name: str, ev: np.ndarray) -> dict[str, np.ndarray]:
     return cols
 
 
-def broken_mask(kind: np.ndarray, match_number: np.ndarray) -> np.ndarray:
-    """True per trade (E, C, P, Q) whose match number a B record in these arrays broke."""
-    if not len(kind):
-        return np.zeros(0, bool)
-    rec = np.zeros(len(kind), [("kind", "S1"), ("match_number", np.uint64)])
-    rec["kind"] = kind.view("S1") if kind.dtype == np.uint8 else kind
-    rec["match_number"] = match_number
-    return mark_broken(rec)
+def broken_mask(trades: dict[str, np.ndarray]) -> np.ndarray:
+    """True per trade (E, C, P, Q) that a B record in these columns broke (``mark_broken``)."""
+    return mark_broken(trades)
 
 
 def concat_columns(parts: Iterable[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

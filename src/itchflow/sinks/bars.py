@@ -172,7 +172,7 @@ def trade_bars(trades: dict[str, np.ndarray], slot_of: np.ndarray, nslots: int, 
     if not trades or not len(trades["timestamp"]):
         return out
     kind, ts = trades["kind"], trades["timestamp"]
-    broken = access.broken_mask(kind, trades["match_number"])
+    broken = access.broken_mask(trades)
     slot = slot_of[trades["stock_locate"]]
     in_grid = (ts >= t0) & (ts < tend) & (slot >= 0) & ~broken
     cell = slot * nbars + (ts - t0) // np.int64(step)
