@@ -119,6 +119,16 @@ def test_b_breaks_a_trade_by_match_number():
     assert mark_broken(trades).tolist() == [True, False, False]
 
 
+def test_vwap_is_the_correctly_rounded_quotient():
+    """Notional past 2**53: converting notional and volume to floats first rounded twice
+    (164989149.67669034 here, an ulp below the exact quotient's nearest float)."""
+    b = Books()
+    b.apply(encode([directory(1, "AAPL"), trade(1, 3280387013, 135520873, 1), trade(1, 1095513149, 253228485, 2)]))
+    notional = 3280387013 * 135520873 + 1095513149 * 253228485
+    volume = 3280387013 + 1095513149
+    assert b.vwap("AAPL") == notional / volume == 164989149.67669037
+
+
 def test_broken_marks_the_trade_the_break_took_not_a_later_reuse_of_its_number():
     """A P, its B, then a P that reuses the match number (a duplicate_match, still counted in
     volume): ``broken`` marked both, since any B of the number in the batch counted; it marks

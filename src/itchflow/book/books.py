@@ -439,7 +439,9 @@ class Books:
         """Volume-weighted average price in raw Price(4) units, like every other price (a float:
         it is an average; nan before any trade). ``itchflow.price4_to_float`` gives dollars."""
         s = self.stocks[self.locate(symbol)]
-        return float(s["notional"]) / float(s["volume"]) if s["volume"] else float("nan")
+        # int / int: Python rounds the exact quotient once (floats of a notional past 2**53
+        # would round it twice, an ulp off)
+        return int(s["notional"]) / int(s["volume"]) if s["volume"] else float("nan")
 
     def tops(self) -> np.ndarray:
         """int64[65536, 4]: per locate (bid price, bid shares, ask price, ask shares)."""
