@@ -120,7 +120,9 @@ def mark_broken(trades) -> np.ndarray:
     where present ``stock_locate``, ``price``, ``shares``). The engine breaks the trade its
     match index kept, the first with that number (a later one is a ``duplicate_match`` and
     stays counted), so a B marks the first earlier trade of its number whose stock, price
-    and shares are the ones the B carries: none when that trade came before this array."""
+    and shares are the ones the B carries: none when that trade came before this array, unless
+    a trade in it reused the number with the same stock, price and shares (inconsistent
+    input: match numbers are unique in a day), which an event cannot tell apart."""
     kinds = np.asarray(trades["kind"])
     match = np.asarray(trades["match_number"])
     is_break = kinds == (b"B" if kinds.dtype.kind == "S" else ord("B"))

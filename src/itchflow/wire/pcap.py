@@ -59,6 +59,9 @@ MAX_RECORD = 256 * 1024  # larger incl_len is a corrupt record, not a packet
 
 LINKTYPE_NULL, LINKTYPE_ETHERNET, LINKTYPE_RAW = 0, 1, 101
 LINKTYPE_LINUX_SLL, LINKTYPE_IPV4, LINKTYPE_IPV6, LINKTYPE_LINUX_SLL2 = 113, 228, 229, 276
+# Raw IP as some writers put it in the file header: the platform's DLT_RAW (12 on most, 14 on
+# OpenBSD) instead of LINKTYPE_RAW; libpcap and Wireshark read both as raw IP too.
+DLT_RAW_12, DLT_RAW_14 = 12, 14
 UDP_HEADER_SIZE = UDP_HEADER
 
 # Per-record outcome codes (kept in the packet table for the counters).
@@ -120,7 +123,8 @@ def udp_payload(buf, p, caplen, origlen, linktype):
         fam = np.int64(buf[q]) | (np.int64(buf[q + 3]))  # 2 = IPv4 in either byte order
         etype = ETHERTYPE_IPV4 if fam == 2 else ETHERTYPE_IPV6
         q += 4
-    elif linktype == LINKTYPE_RAW or linktype == LINKTYPE_IPV4 or linktype == LINKTYPE_IPV6:
+    elif (linktype == LINKTYPE_RAW or linktype == LINKTYPE_IPV4 or linktype == LINKTYPE_IPV6
+          or linktype == DLT_RAW_12 or linktype == DLT_RAW_14):
         if caplen < 1:
             return REC_UNSUPPORTED, 0, 0
         etype = ETHERTYPE_IPV4 if (buf[q] >> 4) == 4 else ETHERTYPE_IPV6

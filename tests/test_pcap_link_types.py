@@ -1,0 +1,59 @@
+"""Link-layer headers a capture may carry: the same MoldUDP64 packets read the same whatever
+the link type in the file header says (frames rewritten here from a real Ethernet capture,
+written with the formats' documented headers, not itchflow's)."""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pytest
+from itch_reference import pcap_frames
+
+import itchflow
+from conftest import CAPTURES_DIR
+
+MULTI = CAPTURES_DIR / "Nasdaq.Equities.TotalView.Itch.v5.0" / "Multiple.Packets.pcap"
+
+
+def _ip(frame: bytes) -> bytes:
+    """The IP packet of an Ethernet frame (with or without one 802.1Q tag, as this one has)."""
+    start = 18 if frame[12:14] == b"\x81\x00" else 14
+    assert frame[start - 2:start] == b"\x08\x00"   # IPv4
+    return frame[start:]
+
+
+def _pcap(frames: list[bytes], linktype: int) -> bytes:
+    out = bytearray(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, linktype))
+    for i, f in enumerate(frames):
+        out += struct.pack("<IIII", 1_700_000_000, i, len(f), len(f)) + f
+    return bytes(out)
+
+
+def _sll(ip: bytes) -> bytes:
+    """Linux cooked capture v1: packet type, ARPHRD, address length, 8 address bytes, protocol."""
+    return struct.pack(">HHH8sH", 0, 1, 6, b"\x02" * 6 + b"\0\0", 0x0800) + ip
+
+
+def _null(ip: bytes) -> bytes:
+    """BSD loopback: the address family (2 = AF_INET) in the writer's byte order."""
+    return struct.pack("<I", 2) + ip
+
+
+@pytest.mark.skipif(not MULTI.exists(), reason=f"real captures not found at {CAPTURES_DIR}")
+@pytest.mark.parametrize("linktype,wrap", [
+    (101, None), (228, None), (12, None), (14, None),   # raw IPv4: LINKTYPE_RAW/IPV4, DLT_RAW 12 and 14
+    (113, _sll), (0, _null),
+], ids=["raw-101", "ipv4-228", "dlt-raw-12", "dlt-raw-14", "sll-113", "null-0"])
+def test_every_link_type_reads_like_the_ethernet_capture(tmp_path, linktype, wrap):
+    """DLT_RAW's platform values 12 and 14 in a file header counted every packet unsupported
+    and read nothing, without an error (libpcap reads them as raw IP)."""
+    plain = itchflow.read(MULTI)
+    ips = [_ip(f) for f in pcap_frames(MULTI.read_bytes())]
+    path = tmp_path / f"link{linktype}.pcap"
+    path.write_bytes(_pcap([wrap(ip) if wrap else ip for ip in ips], linktype))
+    got = itchflow.read(path)
+    assert got.messages == plain.messages > 0
+    assert got.info.capture["unsupported"] == 0 and got.info.capture == plain.info.capture
+    for code in plain.counts:
+        assert np.array_equal(got[code], plain[code]), code
