@@ -94,6 +94,35 @@ def test_hand_worked_pairing_and_breaks():
     assert only.crosses.num_rows == 1 and only.imbalances.num_rows == 1
 
 
+def test_broken_is_what_the_books_broke():
+    """``broken`` was "a B anywhere names the match number": a B that came before the cross
+    (it broke nothing: unknown_match) and a B for a number an execution held before the cross
+    reused it (the books break the execution) both marked the cross. It is now the books'
+    own answer, checked against the engine's volume."""
+    t = 34_200_000_000_000
+    m = [enc("R", stock_locate=1, timestamp=1, stock="AAA"),
+         enc("A", stock_locate=1, timestamp=t, order_reference_number=5, buy_sell_indicator="B", shares=100,
+             stock="AAA", price=100_000),
+         enc("B", stock_locate=1, timestamp=t + 1, match_number=77),            # before its cross
+         enc("Q", stock_locate=1, timestamp=t + 2, shares=500, stock="AAA", cross_price=100_000,
+             match_number=77, cross_type="O"),
+         enc("E", stock_locate=1, timestamp=t + 3, order_reference_number=5, executed_shares=10,
+             match_number=88),
+         enc("Q", stock_locate=1, timestamp=t + 4, shares=600, stock="AAA", cross_price=100_000,
+             match_number=88, cross_type="H"),                                    # reuses the E's number
+         enc("B", stock_locate=1, timestamp=t + 5, match_number=88),            # breaks the E
+         enc("Q", stock_locate=1, timestamp=t + 6, shares=700, stock="AAA", cross_price=100_100,
+             match_number=99, cross_type="C"),
+         enc("B", stock_locate=1, timestamp=t + 7, match_number=99)]            # breaks this cross
+    day = b"".join(m)
+    cr = auctions(day).crosses.to_pydict()
+    assert cr["match_number"] == [77, 88, 99]
+    assert cr["broken"] == [False, False, True]
+    books = itchflow.Books().replay(day)
+    assert books.volume("AAA") == 500 + 600            # the E and the closing cross broken
+    assert books.anomalies()["unknown_match"] == 1 and books.anomalies()["duplicate_match"] == 1
+
+
 def test_a_code_byte_outside_printable_ascii_is_shown_not_an_error():
     """A cross type of 0xC3 raised a bare UnicodeDecodeError (the whole day's table lost); a
     NUL became "" (a code that is not there). Every byte is kept, escaped when not printable."""

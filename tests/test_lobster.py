@@ -105,6 +105,30 @@ def test_hand_worked_scenario_every_event_type(slice_bytes):
     assert day.rows == len(EXPECTED_MESSAGES)
 
 
+def test_skipped_counts_the_window_only():
+    """skipped counted the whole day's unapplied messages whatever the window: the X of an
+    unknown reference at ts(16), outside [ts(12), ts(16)), was counted beside the rows of a
+    window it is not in."""
+    day = lobster(hand_day(), ["TEST"], 2, start=ts(12), end=ts(16))["TEST"]
+    assert [int(t) for t in day.messages.to_pandas()["Type"]] == [7, 7, 6]
+    assert day.skipped == {"B": 1}
+    day = lobster(hand_day(), ["TEST"], 2, start=ts(16), end=ts(17))["TEST"]
+    assert day.rows == 0 and day.skipped == {"X": 1}
+
+
+def test_a_trading_H_while_trading_gets_no_row():
+    """Only an H that changes something makes a row: a T repeated while the stock trades
+    (the day's first included) starts nothing; a T after a pause resumes trading."""
+    states = "TTPTTHQQT"
+    m = [enc("R", stock_locate=1, timestamp=1, stock="TEST")]
+    m += [enc("H", stock_locate=1, timestamp=ts(k), stock="TEST", trading_state=c) for k, c in enumerate(states)]
+    for slice_bytes in (1 << 20, 1):
+        day = lobster(b"".join(m), ["TEST"], 1, start=None, end=None, slice_bytes=slice_bytes)["TEST"]
+        msg = day.messages.to_pandas()
+        assert msg["Price"].tolist() == [-1, 1, -1, 0, 0, 1]
+        assert np.allclose(msg["Time"].to_numpy(), [ts(k) / 1e9 for k in (2, 3, 5, 6, 7, 8)], rtol=0, atol=1e-9)
+
+
 def test_hand_worked_files_are_lobster_csv(tmp_path):
     out = tmp_path / "out"
     day = lobster(hand_day(), "TEST", 2, start="09:30", end="16:00", date="2019-01-30", out=out)["TEST"]

@@ -4,7 +4,9 @@ Two tables, both per stock in time order:
 
 - ``crosses``: one row per Q: symbol, stock_locate, timestamp_ns, cross_type (O opening,
   C closing, H halt or IPO, I intraday / post-close), price (dollars), shares,
-  match_number, broken (a later B message broke its match number).
+  match_number, broken (a B broke it, as the books do: the B names its match number, it is
+  the first trade of that number before the B, and no earlier B broke it; a B that comes
+  first, or a number an execution used before the cross, breaks something else).
 - ``imbalances``: one row per I: symbol, stock_locate, timestamp_ns, cross_type (O, C, H,
   A extended-hours close), paired_shares, imbalance_shares, imbalance_direction (B buy,
   S sell, N none, O not enough orders to calculate, P paused), signed_imbalance (+shares
@@ -13,7 +15,10 @@ Two tables, both per stock in time order:
   the cross it leads into: ``cross_ns``/``cross_row`` (timestamp and row in ``crosses`` of
   the first Q of the same stock and cross type at or after it; null when none follows).
 
-Only decoded R, Q, I and B messages are read (``itchflow.scan``, piece by piece): no book.
+Only decoded R, Q, I and B messages are read (``itchflow.scan``, piece by piece): no book,
+unless a B names a cross's match number (a handful of B a day, rarely a cross's): then the
+day is replayed once, recording those stocks' trades, so that ``broken`` is the books' own
+answer (``itchflow.book.events.mark_broken`` over the engine's trade events).
 """
 
 from __future__ import annotations
@@ -51,6 +56,37 @@ def _collect(source, symbols, capture_stats: dict | None = None):
         for c in "QI":
             arrs[c] = arrs[c][np.isin(arrs[c]["stock_locate"], locs)]
     return arrs, names
+
+
+def broken_crosses(source, q: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """bool per row of q: the books broke that cross. No B naming a cross's number: none,
+    without a replay. Otherwise the day is replayed recording the trades of the named crosses'
+    stocks, and a cross is broken when the engine's trade event for it is (``mark_broken``);
+    the event is matched to q's row by sequence, timestamp, match number and stock."""
+    named = np.isin(q["match_number"], b["match_number"])
+    if not named.any():
+        return named
+    from itchflow.sinks import _book_access as access
+
+    locs = np.unique(q["stock_locate"][named]).astype(np.int64)
+    parts = []
+
+    def keep(ev: dict) -> None:
+        trades = ev.get("trades")
+        if trades and len(trades["sequence"]):
+            mine = np.isin(trades["stock_locate"], locs)
+            parts.append({k: v[mine] for k, v in trades.items()})
+
+    access.replay_events(source, None, trades=True, on_events=keep)
+    trades = access.concat_columns(parts)
+    if not trades:
+        return np.zeros(len(q), bool)
+    hit = access.broken_mask(trades) & (trades["kind"] == ord("Q"))
+    broken_keys = set(zip(trades["sequence"][hit].tolist(), trades["timestamp"][hit].tolist(),
+                          trades["match_number"][hit].tolist(), trades["stock_locate"][hit].tolist()))
+    keys = zip(q["sequence"].tolist(), q["timestamp"].tolist(), q["match_number"].tolist(),
+               q["stock_locate"].tolist())
+    return np.fromiter((k in broken_keys for k in keys), bool, len(q)) & named
 
 
 def _dollars(raw: np.ndarray) -> np.ndarray:
@@ -115,7 +151,7 @@ def auctions(source, symbols=None, *, capture_stats: dict | None = None) -> Auct
     q, i, b = arrs["Q"], arrs["I"], arrs["B"]
     q = q[np.lexsort((q["sequence"], q["stock_locate"]))]
     i = i[np.lexsort((i["sequence"], i["stock_locate"]))]
-    broken = np.isin(q["match_number"], b["match_number"])
+    broken = broken_crosses(source, q, b)
     crosses = pa.table({
         "symbol": _symbols(q["stock_locate"], names),
         "stock_locate": pa.array(q["stock_locate"]),

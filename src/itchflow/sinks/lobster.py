@@ -36,14 +36,16 @@ Q            6      Order ID by cross type as LOBSTER does: -1 opening (O), -2 c
                     price, Direction -1 (no side, as LOBSTER's pseudo messages)
 H            7      Order ID 0, Size 0, Direction -1, Price -1 when trading halts or pauses
                     (state H or P), 0 when quoting resumes (Q), 1 when trading resumes (T).
-                    The day's first H of a stock that just says "trading" (T, no halt before)
-                    starts nothing and gets no row.
+                    An H that says "trading" (T) while the stock is trading already (no halt,
+                    pause or quote-only H since the last T; the day starts trading) starts
+                    nothing and gets no row: a stock's first H of the day, for one.
 B            -      no LOBSTER type: not written, counted in ``skipped["B"]``
 ===========  =====  ===========================================================================
 
 Types 5, 6 and 7 leave the book as it was: their order-book row repeats the previous one.
 A message the book did not apply (an unknown reference, a duplicate add: see the engine's
-anomalies) gets no row and is counted in ``skipped``. An X, D, E, C or U goes to the stock
+anomalies) gets no row and is counted in ``skipped`` (messages from START to END only, as
+the rows). An X, D, E, C or U goes to the stock
 of the order it names, as the engine applies it, when its header names another stock (the
 engine counts ``locate_mismatch``). The book is built from the start of
 the file; only messages with START <= time < END are written.
@@ -260,9 +262,12 @@ def stock_rows(msgs: dict[str, np.ndarray], l2: dict[str, np.ndarray], levels: i
     def span(seq):
         return np.searchsorted(ev_seq, seq, "left"), np.searchsorted(ev_seq, seq, "right")
 
+    def in_window(ts):
+        return (ts >= start_ns) & (ts < end_ns)
+
     def keep_applied(code, arr, lo, hi, need):
         ok = (hi - lo) >= need
-        state.skip(code, (~ok).sum())
+        state.skip(code, (~ok & in_window(arr["timestamp"])).sum())
         return arr[ok], lo[ok], hi[ok]
 
     for code in "AF":
@@ -286,7 +291,7 @@ def stock_rows(msgs: dict[str, np.ndarray], l2: dict[str, np.ndarray], levels: i
     rows.add(seq=u["sequence"], sub=0, ts=u["timestamp"], type=DELETION, ref=u["original_order_reference_number"],
              size=-1, price=-1, dir=0, k=lo + 1, ev=lo)
     added = (hi - lo) >= 2  # the new reference was added (not a replace onto a live reference)
-    state.skip("U (new reference not added)", (~added).sum())
+    state.skip("U (new reference not added)", (~added & in_window(u["timestamp"])).sum())
     ua, lo_a, hi_a = u[added], lo[added], hi[added]
     rows.add(seq=ua["sequence"], sub=1, ts=ua["timestamp"], type=SUBMISSION, ref=ua["new_order_reference_number"],
              size=ua["shares"], price=ua["price"], dir=0, k=hi_a, ev=lo_a)
@@ -307,16 +312,16 @@ def stock_rows(msgs: dict[str, np.ndarray], l2: dict[str, np.ndarray], levels: i
     if len(h):
         state.last_trading_state = trading[-1]
     known = np.isin(trading, list(HALT_PRICE))
-    state.skip("H (unknown state)", (~known).sum())
+    state.skip("H (unknown state)", (~known & in_window(h["timestamp"])).sum())
     starts_something = known & ((trading != b"T") | (prev != b"T"))
     h, trading = h[starts_something], trading[starts_something]
     rows.add(seq=h["sequence"], sub=0, ts=h["timestamp"], type=HALT, ref=0, size=0,
              price=np.select([trading == code for code in HALT_PRICE], list(HALT_PRICE.values())), dir=-1,
              k=np.searchsorted(ev_seq, h["sequence"], "right"), ev=-1)
-    state.skip("B", len(msgs["B"]))
+    state.skip("B", in_window(msgs["B"]["timestamp"]).sum())
 
     cols = rows.build()
-    inside = (cols["ts"] >= start_ns) & (cols["ts"] < end_ns)
+    inside = in_window(cols["ts"])
     cols = {k: v[inside] for k, v in cols.items()}
     emit = np.ascontiguousarray(cols["k"])
     if len(emit) and (np.any(np.diff(emit) < 0) or emit[0] < 0 or emit[-1] > len(ev_seq)):
