@@ -203,3 +203,24 @@ def test_bbo_and_trades_name_a_symbol_the_day_does_not_have(day, tmp_path, comma
         assert not out.exists() and not list(tmp_path.glob("*.part"))
     res = CliRunner().invoke(main, [command, str(path), "--symbols", "S0", "--out", str(out), "-q"])
     assert res.exit_code == 0 and out.exists(), res.output
+
+
+def test_a_snapshot_before_the_directory_lists_the_symbol_is_empty_not_an_error():
+    """`snapshots --at 00:00:01` (before the day's R messages) failed the whole command with
+    "unknown symbol", though the day lists it: at that time its book is empty (no rows). A
+    symbol the day never lists is still the error, even when every time comes first."""
+    from itchflow import Books, encode_message as enc
+    from itchflow.book.events import snapshots
+
+    t = 34_200_000_000_000
+    day = b"".join([
+        enc("S", timestamp=1_000, event_code="O"),
+        enc("R", stock_locate=1, timestamp=5_000, stock="AAA"),
+        enc("A", stock_locate=1, timestamp=t, order_reference_number=1, buy_sell_indicator="B", shares=100,
+            stock="AAA", price=10_000),
+    ])
+    rows = snapshots(Books(), day, [2_000, t - 1, t], ["AAA"], 5)
+    assert rows["timestamp"].tolist() == [t] and rows["price"].tolist() == [10_000]
+    with pytest.raises(KeyError, match="ZZZ"):
+        snapshots(Books(), day, [2_000], ["AAA", "ZZZ"], 5)
+    assert len(snapshots(Books(), day, [2_000], ["AAA"], 5)) == 0

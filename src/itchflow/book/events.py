@@ -230,39 +230,56 @@ def snapshots(books, source, times_ns, symbols, n: int, *, slice_bytes: int = 32
     The books are fed slices of at most slice_bytes (0 or less: whole chunks, as ``replay``),
     each slice's pages of a mapped day let go once applied (``Chunk.release``), and nothing
     after the last time is applied.
-    Returns SNAPSHOT_DTYPE rows, one per level per side per symbol per time. capture_stats:
-    filled with a capture's counters (gaps ...), as ``replay`` fills it.
+    Returns SNAPSHOT_DTYPE rows, one per level per side per symbol per time. A time before
+    the day lists a symbol (its R message) has no rows for it: its book is empty; a symbol
+    the day never lists is a KeyError, found by reading on past the last time if need be.
+    capture_stats: filled with a capture's counters (gaps ...), as ``replay`` fills it.
     """
     from itchflow.sources.files import iter_chunks
 
     budget = slice_budget(slice_bytes)
     times = sorted(int(t) for t in times_ns)
     rows: list[np.ndarray] = []
+    unlisted: set = set()   # symbols a snapshot found not yet in the directory
+
+    def more_to_read() -> bool:   # past the last time: only to learn whether they are listed
+        if unlisted:
+            unlisted.difference_update(books.symbols)
+        return bool(unlisted)
+
     it = iter(times)
     t = next(it, None)
     for chunk in iter_chunks(source, capture_stats=capture_stats) if t is not None else ():
         pos, end = 0, len(chunk.data)
         books.next_sequence = int(chunk.first_sequence)
         with chunk.reading():  # a file truncated meanwhile is the error, not what its zeros made
-            while pos < end and t is not None:
+            while pos < end and (t is not None or more_to_read()):
                 pos += books.apply(chunk.data[pos:end], stop_after_ns=t, source=chunk.source,
                                    base_offset=(chunk.offset or 0) + pos, max_bytes=budget)
                 chunk.release(pos)
-                if books.stopped_at_time:  # the next message is later than t: the book as of t
-                    rows.append(_snapshot(books, t, symbols, n))
+                if t is not None and books.stopped_at_time:  # the next message is later than t
+                    rows.append(_snapshot(books, t, symbols, n, unlisted))
                     t = next(it, None)
-        if t is None:
+        if t is None and not more_to_read():
             break
     while t is not None:  # times after the last message see the final book
-        rows.append(_snapshot(books, t, symbols, n))
+        rows.append(_snapshot(books, t, symbols, n, unlisted))
         t = next(it, None)
+    for sym in unlisted:
+        books.locate(sym)   # a symbol the whole day never listed: its KeyError
     return np.concatenate(rows) if rows else np.zeros(0, SNAPSHOT_DTYPE)
 
 
-def _snapshot(books, t, symbols, n) -> np.ndarray:
+def _snapshot(books, t, symbols, n, unlisted: set) -> np.ndarray:
     parts = []
     for sym in symbols:
-        loc = books.locate(sym)
+        try:
+            loc = books.locate(sym)
+        except KeyError:
+            if not isinstance(sym, str) or sym.strip() in books.symbols:
+                raise   # listed twice, or a locate out of range
+            unlisted.add(sym.strip())   # not listed yet: an empty book, no rows
+            continue
         for side, arr in zip((b"B", b"S"), books.depth(loc, n)):
             rec = np.zeros(len(arr), SNAPSHOT_DTYPE)
             rec["timestamp"] = t
