@@ -224,3 +224,30 @@ def test_a_snapshot_before_the_directory_lists_the_symbol_is_empty_not_an_error(
     with pytest.raises(KeyError, match="ZZZ"):
         snapshots(Books(), day, [2_000], ["AAA", "ZZZ"], 5)
     assert len(snapshots(Books(), day, [2_000], ["AAA"], 5)) == 0
+
+
+def test_trades_file_flags_the_trade_the_books_broke(tmp_path):
+    """The trades file flagged every trade of a B's match number: a cross that reused the
+    number of an execution the B broke was marked broken too, though the books kept it in
+    volume. Now the flag is the books' own answer."""
+    from itchflow import Books, encode_message as enc
+
+    t = 34_200_000_000_000
+    day = b"".join([
+        enc("R", stock_locate=1, timestamp=1, stock="AAA"),
+        enc("A", stock_locate=1, timestamp=t, order_reference_number=5, buy_sell_indicator="B", shares=100,
+            stock="AAA", price=100_000),
+        enc("E", stock_locate=1, timestamp=t + 1, order_reference_number=5, executed_shares=10, match_number=88),
+        enc("B", stock_locate=1, timestamp=t + 2, match_number=88),            # breaks the E
+        enc("Q", stock_locate=1, timestamp=t + 3, shares=600, stock="AAA", cross_price=100_000,
+            match_number=88, cross_type="C"),                                   # reuses the number after it
+    ])
+    path = tmp_path / "day.itch"
+    path.write_bytes(day)
+    out = tmp_path / "trades.parquet"
+    res = CliRunner().invoke(main, ["trades", str(path), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    rows = pq.read_table(out).to_pylist()
+    assert [(r["kind"], r["broken"]) for r in rows] == [("E", True), ("B", False), ("Q", False)]
+    kept = sum(r["shares"] for r in rows if r["kind"] != "B" and not r["broken"])
+    assert kept == Books().replay(day).volume("AAA") == 600

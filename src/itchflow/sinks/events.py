@@ -14,7 +14,7 @@ import numpy as np
 
 from itchflow.book import layout as L
 from itchflow.book.books import Books
-from itchflow.book.events import to_arrow
+from itchflow.book.events import mark_broken, to_arrow
 from itchflow.sinks._book_access import directory
 from itchflow.sinks._symbols import resolve_symbols, symbol_list
 from itchflow.sinks.output import output_file
@@ -57,8 +57,7 @@ def events_to_parquet(source, out, which: str, symbols: list[str] | None = None,
     timings = {} if timings is None else timings
     timings.setdefault("write_seconds", 0.0)
     books.record(bbo=which == "bbo", trades=which == "trades", l2=False)
-    state = {"writer": None, "rows": 0, "narrowed": False}
-    breaks: list = []
+    state = {"writer": None, "rows": 0, "narrowed": False, "breaks": 0}
 
     def wanted() -> np.ndarray | None:
         if symbols is None:
@@ -83,7 +82,7 @@ def events_to_parquet(source, out, which: str, symbols: list[str] | None = None,
         if sequence_map is not None:
             ev["sequence"] = sequence_map(ev["sequence"])
         if which == "trades":
-            breaks.extend(ev["match_number"][ev["kind"] == b"B"].tolist())
+            state["breaks"] += int(np.count_nonzero(ev["kind"] == b"B"))
         table = ev.to_arrow()
         if state["writer"] is None:
             state["writer"] = pq.ParquetWriter(state["path"], table.schema)
@@ -106,21 +105,26 @@ def events_to_parquet(source, out, which: str, symbols: list[str] | None = None,
         if state["writer"] is None:  # nothing recorded: still write an empty file with the schema
             empty = np.zeros(0, L.BBO_EVENT_DTYPE if which == "bbo" else L.TRADE_EVENT_DTYPE)
             pq.write_table(to_arrow(empty, books.symbol), tmp)
-        if which == "trades" and breaks:
-            flag_broken_trades(tmp, breaks)
+        if which == "trades" and state["breaks"]:
+            flag_broken_trades(tmp)
         timings["write_seconds"] += time.perf_counter() - t
     return state["rows"], books.messages
 
 
-def flag_broken_trades(path, match_numbers) -> None:
-    """Rewrite a trades Parquet file with ``broken`` set on every trade (not the B record
-    itself) whose match number is among match_numbers."""
+def flag_broken_trades(path) -> None:
+    """Rewrite a trades Parquet file (in the order the books recorded it) with ``broken`` set
+    on every trade a B record in it broke: the trade the books broke (``mark_broken``), not
+    every trade of that match number (a number reused after the break, or by a later cross,
+    stays unbroken, as it stays in the books' volume)."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     t = pq.read_table(path)
-    broken = pc.and_(pc.is_in(t["match_number"], pa.array(list(match_numbers), pa.uint64())),
-                     pc.not_equal(t["kind"], "B"))
+    is_break = pc.equal(t["kind"], "B").to_numpy(zero_copy_only=False)
+    columns = {"kind": np.where(is_break, ord("B"), ord("E")).astype(np.uint8)}
+    for name in ("match_number", "stock_locate", "price", "shares"):
+        columns[name] = t[name].to_numpy()
+    broken = pa.array(mark_broken(columns))
     t = t.set_column(t.schema.get_field_index("broken"), "broken", broken)
     pq.write_table(t, path)
