@@ -222,7 +222,7 @@ class Books:
                     break
                 if status >= L.ERR_FIRST:
                     self.next_sequence = seq
-                    raise ITCHFormatError(f"{L.ERROR_TEXT[status]} (message sequence {seq})",
+                    raise ITCHFormatError(L.error_text(buf, pos, end, status, seq),
                                           source=source, offset=base_offset + int(pos))
                 self._grow(status)
         finally:

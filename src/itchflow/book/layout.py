@@ -40,6 +40,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from itchflow.wire import binaryfile as _framing
+
 BID = 0
 ASK = 1
 N_LOCATES = 1 << 16
@@ -254,11 +256,14 @@ ERR_TRUNCATED = 16
 ERR_BAD_LENGTH = 17
 ERR_ZERO_LENGTH = 18
 
-ERROR_TEXT = {
-    ERR_TRUNCATED: "truncated message: the buffer ends inside it (or inside its length prefix)",
-    ERR_BAD_LENGTH: "length prefix disagrees with the message type's length",
-    ERR_ZERO_LENGTH: "zero-length message",
-}
+# The engine's framing errors are BinaryFILE's, told in the same words (``binaryfile.describe``).
+FRAMING_STATUS = {ERR_TRUNCATED: _framing.TRUNCATED, ERR_BAD_LENGTH: _framing.BAD_LENGTH,
+                  ERR_ZERO_LENGTH: _framing.ZERO_LENGTH}
+
+
+def error_text(buf, at: int, end: int, status: int, seq: int) -> str:
+    """An engine error status at ``buf[at]`` (the message's length prefix) as text."""
+    return f"{_framing.describe(buf, at, end, FRAMING_STATUS[status])} (message sequence {seq})"
 
 # From this table size on (4 M rows, 128 MiB: about 1.5 M live orders) the working set is far
 # beyond the caches and the engine's look-ahead prefetches more (``engine``: FAR_TABLE).

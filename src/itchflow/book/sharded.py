@@ -368,7 +368,7 @@ class ShardedBooks:
             self._last_ts = run.last_ts
         if run.status not in (OK, STOPPED):
             code = _ROUTE_ERROR[run.status]
-            raise ITCHFormatError(f"{L.ERROR_TEXT[code]} (message sequence {run.seq})",
+            raise ITCHFormatError(L.error_text(buf, run.pos, len(buf), code, run.seq),
                                   source=source, offset=base_offset + run.pos)
         return run.pos
 

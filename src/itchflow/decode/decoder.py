@@ -85,28 +85,9 @@ def frame_range(buf: np.ndarray, pos: int, end: int, totals: FrameTotals, *,
         totals.last_timestamp_ns = int(last_ts)
     if status != framing.OK and not (status == framing.TRUNCATED and allow_partial_tail):
         offset, packet = where(stop) if where is not None else (base_offset + stop, None)
-        raise ITCHFormatError(_describe(buf, stop, end, status), source=source, offset=offset,
+        raise ITCHFormatError(framing.describe(buf, stop, end, status), source=source, offset=offset,
                               packet=packet)
     return int(stop), int(n)
-
-
-def _describe(buf: np.ndarray, at: int, end: int, status: int) -> str:
-    text = framing.STATUS_TEXT[status]
-    if at + 2 <= end:
-        length = int(buf[at]) << 8 | int(buf[at + 1])
-        if at + 2 < end:
-            t = int(buf[at + 2])
-            name = f"type {chr(t)!r}" if chr(t) in MESSAGES else f"unknown type 0x{t:02x}"
-            expected = int(LENGTH_BY_BYTE[t])
-            text += f" ({name}, length prefix {length}"
-            text += f", specification says {expected})" if expected else ")"
-        else:
-            text += f" (length prefix {length})"
-        if status == framing.TRUNCATED:
-            text += f"; {end - at - 2} of {length} bytes present"
-    else:
-        text += "; only part of the 2-byte length prefix is present"
-    return text
 
 
 def allocate(counts: np.ndarray, codes: str) -> dict[str, np.ndarray]:

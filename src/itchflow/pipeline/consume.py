@@ -223,7 +223,8 @@ class BatchApplier:
         where = int(st[S_RESUME_POS]) - o - B.HEADER_BYTES
         self.books.next_sequence = int(st[S_RESUME_SEQ])
         self.books.events.sync_from(self.books.ctl)
-        raise ITCHFormatError(f"{BL.ERROR_TEXT[status]} (message sequence {int(st[S_RESUME_SEQ])})",
+        raise ITCHFormatError(BL.error_text(batch.data, int(st[S_RESUME_POS]), o + int(batch.lengths[i]), status,
+                                            int(st[S_RESUME_SEQ])),
                               source=self.source, offset=(base if base >= 0 else 0) + where)
 
     def samples(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

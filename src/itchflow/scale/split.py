@@ -18,6 +18,7 @@ from itchflow.errors import ITCHFormatError
 from itchflow.scale.inputs import iter_day
 from itchflow.scale.layout import Layout, clear_temps, publish, temp_name
 from itchflow.wire import shard as S
+from itchflow.wire.binaryfile import STATUS_TEXT, describe
 from itchflow.wire.itch import LENGTH_BY_BYTE, MESSAGES
 
 ROW_BYTES = 4 << 20                               # per-shard buffer between flushes
@@ -103,8 +104,9 @@ def split_day(source: str, root: str, day: str, shards: int, broadcast: str,
                     if status == S.NEED_SPACE and (fill.any() or nseq.any()):
                         flush()
                         continue
-                    raise ITCHFormatError(S.SPLIT_STATUS_TEXT.get(status, f"split status {status}"),
-                                          source=name, offset=offset + pos)
+                    text = (describe(data, pos, end, status) if status in STATUS_TEXT
+                            else S.SPLIT_STATUS_TEXT.get(status, f"split status {status}"))
+                    raise ITCHFormatError(text, source=name, offset=offset + pos)
         flush()
     finally:
         for fmsg, fseq in files:

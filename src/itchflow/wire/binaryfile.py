@@ -146,7 +146,8 @@ def budget_end(buf, pos, limit):
 def message_offsets(buf, every, index):
     """index[k] = offset of the length prefix of message k * every (every >= 1), over all of
     buf; index needs len(buf) // (3 * every) + 2 entries (the shortest message is 3 bytes).
-    Returns (messages, status, pos): status OK, TRUNCATED or ZERO_LENGTH; pos = where the walk
+    Returns (messages, status, pos): status OK, TRUNCATED, ZERO_LENGTH or BAD_LENGTH (a known
+    type at another length: a store would serve it, a sender send it); pos = where the walk
     stopped (the end of the data when OK). A sparse index (every > 1) serves a message store
     by sequence number; every = 1 indexes every message.
     """
@@ -159,6 +160,8 @@ def message_offsets(buf, every, index):
         status, body, length = next_message(buf, pos, end)
         if status != OK:
             return n, status, pos
+        if not fits_its_type(buf[body], length):
+            return n, BAD_LENGTH, pos
         read_ahead(buf, body, end)
         if until == 0:
             index[slot] = pos
@@ -170,6 +173,29 @@ def message_offsets(buf, every, index):
     return n, OK, pos
 
 
-def index_error_text(status: int) -> str:
-    """What message_offsets' status means, for an ITCHFormatError."""
-    return STATUS_TEXT.get(status, "malformed BinaryFILE framing")
+def describe(buf, at: int, end: int, status: int) -> str:
+    """What a framing status at ``buf[at]`` (a length prefix; the range ends at ``end``) means,
+    for an ITCHFormatError: the status, then what the bytes there say (the type, its length
+    prefix, the specification's length, how much of it is present). Every reader of this
+    framing (decode, the books, the shard router, the stores) says the same."""
+    text = STATUS_TEXT.get(status, "malformed BinaryFILE framing")
+    at, end = int(at), min(int(end), len(buf))
+    if not 0 <= at < end:
+        return text
+    if status == ZERO_LENGTH:   # the byte after the prefix is the next message's, not a type
+        return text + " (a length prefix of 0: no type byte, nothing to walk on from)"
+    if at + LENGTH_PREFIX <= end:
+        length = int(buf[at]) << 8 | int(buf[at + 1])
+        if at + LENGTH_PREFIX < end:
+            t = int(buf[at + LENGTH_PREFIX])
+            name = f"type {chr(t)!r}" if chr(t) in MESSAGES else f"unknown type 0x{t:02x}"
+            expected = int(LENGTH_BY_BYTE[t])
+            text += f" ({name}, length prefix {length}"
+            text += f", specification says {expected})" if expected else ")"
+        else:
+            text += f" (length prefix {length})"
+        if status == TRUNCATED:
+            text += f"; {end - at - LENGTH_PREFIX} of {length} bytes present"
+    elif status == TRUNCATED:
+        text += "; only part of the 2-byte length prefix is present"
+    return text

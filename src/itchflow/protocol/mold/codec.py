@@ -12,7 +12,7 @@ import numpy as np
 from numba import njit
 
 from itchflow.hw.endian import be16, be48_from8, be64  # noqa: F401  (be64: re-exported for bench.net)
-from itchflow.wire.binaryfile import (LENGTH_PREFIX, OK, ZERO_LENGTH, fits_its_type, index_error_text,
+from itchflow.wire.binaryfile import (LENGTH_PREFIX, OK, ZERO_LENGTH, fits_its_type, describe,
                                       message_offsets, next_message)
 from itchflow.wire.itch import LENGTH_BY_BYTE, MESSAGES
 from itchflow.wire.moldudp64 import (
@@ -100,7 +100,7 @@ def index_messages(buf: np.ndarray, source: str = "<buffer>") -> tuple[np.ndarra
     offsets = np.empty(len(buf) // 3 + 2, np.int64)
     n, status, pos = message_offsets(buf, 1, offsets)
     if status != OK:
-        raise ITCHFormatError(index_error_text(status), source=source, offset=int(pos))
+        raise ITCHFormatError(describe(buf, pos, len(buf), status), source=source, offset=int(pos))
     offsets[n] = pos   # the end of the data
     timestamps = np.empty(n, np.int64)
     _timestamps(buf, offsets, n, timestamps)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from itchflow.wire.binaryfile import OK, index_error_text, message_offsets
+from itchflow.wire.binaryfile import OK, describe, message_offsets
 from itchflow.wire.soupbintcp import skip_messages
 
 
@@ -20,7 +20,7 @@ class MessageStore:
         index = np.empty(len(data) // (3 * every) + 2, np.int64)
         n, status, pos = message_offsets(data, every, index)
         if status != OK:
-            raise ITCHFormatError(index_error_text(status), source=source, offset=int(pos))
+            raise ITCHFormatError(describe(data, pos, len(data), status), source=source, offset=int(pos))
         self.index = index[:(n + every - 1) // every].copy()
         self.messages = int(n)
 
