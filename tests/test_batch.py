@@ -213,6 +213,29 @@ def test_lobster_equals_single_process(archive, client, tmp_path):
         batch([path], "lobster", str(tmp_path / "lob3"), client=client, symbols=syms, levels=0)
 
 
+@pytest.mark.parametrize("day,shards,top", [("2019-01-30", 3, 0), ("2019-02-01", 2, 4), ("2019-01-31", 1, 0)])
+def test_bars_equal_single_process(archive, client, tmp_path, day, shards, top):
+    """The bars job: every shard's panel is its own stocks', so the parts together are
+    itchflow.bars' panel row for row (every stock, or the chosen ones; a raw day whose B's
+    carry locate 0, so they reach every shard; a gzipped day), and the day's summary counts
+    what one process counts."""
+    _, paths = archive
+    path = paths[day]
+    syms = _symbols(path, top) if top else None
+    out = str(tmp_path / "bars")
+    r = batch([path], "bars", out, client=client, shards=shards, symbols=syms, every=900, start="09:30",
+              end="16:00")
+    keys = [("symbol", "ascending"), ("start_ns", "ascending")]
+    got = _day_table(out, day).sort_by(keys)
+    single = itchflow.bars(path, every=900, symbols=syms).sort_by(keys)
+    assert got.schema == single.schema
+    assert got.to_pandas().equals(single.to_pandas())   # NaN (an empty side, no trade) where it is
+    assert got.num_rows == (top or len(set(single["symbol"].to_pylist()))) * 26 > 26
+    summary = r["days"][0]
+    assert summary["rows"] == got.num_rows and summary["messages"] == MESSAGES
+    assert summary["anomalies"] == {k: v for k, v in itchflow.Books().replay(path).anomalies().items() if v}
+
+
 def test_batch_snapshots_with_no_time_in_the_day_fail_the_day(archive, client, tmp_path):
     """--every longer than the day's span wrote an empty part and counted the day as 0
     messages; the single-file command already refused it. Both now take every_times' error."""

@@ -11,7 +11,7 @@ from itchflow.cli import bench, main
 from itchflow.cli.decode import fail
 from itchflow.cli.params import POSITIVE, SECONDS, TIME_TEXT, TIMES, Count, symbols_option
 
-_JOBS = ("stats", "decode", "bbo", "trades", "snapshots", "lobster")  # scale.jobs.JOBS (not imported: fast start)
+_JOBS = ("stats", "decode", "bbo", "trades", "snapshots", "lobster", "bars")  # scale.jobs.JOBS (not imported: fast start)
 
 
 def _job_options(job, types, at, every, depth, levels, start, end) -> dict:
@@ -21,6 +21,8 @@ def _job_options(job, types, at, every, depth, levels, start, end) -> dict:
         return {"levels": levels, "start": start, "end": end}
     if job == "snapshots":
         return {"at": at, "every": every, "depth": depth}
+    if job == "bars":
+        return {"every": 60 if every is None else every, "start": start, "end": end}
     return {}
 
 
@@ -37,11 +39,14 @@ def _job_options(job, types, at, every, depth, levels, start, end) -> dict:
 @click.option("--symbols", "-s", default=None, help="Comma-separated symbols (default: every stock).")
 @click.option("--types", "-t", default="AF", show_default=True, help="decode: message type letters.")
 @click.option("--at", "at", type=TIMES, default=None, help="snapshots: comma-separated times HH:MM[:SS[.fffffffff]].")
-@click.option("--every", type=SECONDS, default=None, help="snapshots: or a snapshot every this many seconds.")
+@click.option("--every", type=SECONDS, default=None,
+              help="snapshots: or a snapshot every this many seconds; bars: the bar in seconds [default: 60].")
 @click.option("--depth", "-n", default=5, show_default=True, help="snapshots: levels per side.")
 @click.option("--levels", default=10, show_default=True, help="lobster: order-book levels per side.")
-@click.option("--start", type=TIME_TEXT, default="09:30", show_default=True, help="lobster: HH:MM[:SS], first time written.")
-@click.option("--end", type=TIME_TEXT, default="16:00", show_default=True, help="lobster: HH:MM[:SS], messages before this.")
+@click.option("--start", type=TIME_TEXT, default="09:30", show_default=True,
+              help="lobster, bars: HH:MM[:SS], first time written (the bars' grid starts here).")
+@click.option("--end", type=TIME_TEXT, default="16:00", show_default=True,
+              help="lobster, bars: HH:MM[:SS], messages before this (the bars' grid ends here).")
 @click.option("--keep-scratch", is_flag=True, help="Keep the shard files of finished days.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")

@@ -84,7 +84,7 @@ def batch(paths, job: str, out, client=None, shards: int | None = None, symbols=
           workers: int | None = None, progress: Callable[[dict], None] | None = None,
           on_start: Callable[[dict], None] | None = None, keep_scratch: bool = False,
           crash_once: str | None = None, **job_options) -> dict:
-    """Run `job` (stats, decode, bbo, trades, snapshots, lobster) over every day in paths into `out`.
+    """Run `job` (stats, decode, bbo, trades, snapshots, lobster, bars) over every day in paths into `out`.
 
     paths: a path, URL or glob (``file://``, ``s3://`` ... with the matching fsspec extra), or
     a list of them; each file is a day, its date taken from its name. out: a local directory
@@ -93,7 +93,7 @@ def batch(paths, job: str, out, client=None, shards: int | None = None, symbols=
     processes. shards: locate shards per day (None: 1 when there are at least as many days as
     worker threads, else enough to keep every thread busy). symbols and job_options are those
     of the single-file command (decode: types, chunk; snapshots: at (ns) or every (s), depth;
-    lobster: levels, start, end).
+    lobster: levels, start, end; bars: every, start, end).
     progress(event) is called after each task; on_start(info) once the cluster is up.
     crash_once: testing hook, a marker path: the first shard task kills its worker.
 

@@ -7,7 +7,8 @@ through ``sinks.tables.TableWriter`` (as ``itchflow decode``); ``bbo`` and ``tra
 the day through ``Books`` and stream the recorded events to Parquet (as ``itchflow bbo`` /
 ``itchflow trades``); ``snapshots`` is ``book.events.snapshots`` (as ``itchflow snapshots``);
 ``lobster`` is ``sinks.lobster.lobster_dataset`` (``itchflow lobster``'s rows, every chosen
-stock in one Parquet part).
+stock in one Parquet part); ``bars`` is ``sinks.bars.bars`` (``itchflow bars``: a shard's
+file holds only its stocks' messages, so its panel is theirs).
 On a shard, sequence numbers are mapped back to the original stream, and messages sent to
 every shard are written once (by shard 0), so the union of the shards equals the
 single-process output row for row. (Only malformed data is seen differently: an E/C/X/D/U
@@ -22,8 +23,8 @@ import time
 
 import numpy as np
 
-JOBS = ("stats", "decode", "bbo", "trades", "snapshots", "lobster")
-SHARDED_JOBS = ("decode", "bbo", "trades", "snapshots", "lobster")
+JOBS = ("stats", "decode", "bbo", "trades", "snapshots", "lobster", "bars")
+SHARDED_JOBS = ("decode", "bbo", "trades", "snapshots", "lobster", "bars")
 BROADCAST_TYPES = "SR"  # S: system events; R: the stock directory, so every shard knows every
                         # symbol and "R seen" means the same in every shard as in one process
 _DEFAULTS = {
@@ -33,6 +34,7 @@ _DEFAULTS = {
     "trades": {},
     "snapshots": {"at": None, "every": None, "depth": 5},
     "lobster": {"levels": 10, "start": "09:30", "end": "16:00"},
+    "bars": {"every": "1min", "start": "09:30", "end": "16:00"},
 }
 
 
@@ -63,6 +65,12 @@ def job_options(job: str, symbols, options: dict) -> tuple[list[str] | None, dic
         if not syms:
             raise ValueError("lobster needs symbols (LOBSTER files are per stock)")
         lobster_window(opts["levels"], opts["start"], opts["end"])  # levels 1..1000, start before end
+    if job == "bars":
+        from itchflow.sinks._clock import clock_ns, every_ns
+
+        every_ns(opts["every"])
+        if clock_ns(opts["end"], "end") <= clock_ns(opts["start"], "start"):
+            raise ValueError("bars: end must be after start")
     if job == "snapshots":
         if not syms:
             raise ValueError("snapshots needs symbols")
@@ -299,6 +307,34 @@ def run_lobster(source: str, out: str, symbols, options: dict, shard: int, shard
             "compute_seconds": time.perf_counter() - t0, "write_seconds": 0.0}
 
 
+# ---- bars (as `itchflow bars`) ----------------------------------------------------------------
+
+def run_bars(source: str, out: str, symbols, options: dict, shard: int, shard_of: np.ndarray | None) -> dict:
+    """Bars of this shard's stocks: the chosen symbols whose locate routes here, or (no
+    symbols) every stock with a quote or a trade in the shard's file, which are its own."""
+    import pyarrow.parquet as pq
+
+    from itchflow.sinks.bars import bars
+
+    t0 = time.perf_counter()
+    mine = symbols_here(source, symbols, shard, shard_of) if symbols else None
+    seen: dict = {}
+    window = {"start": options["start"], "end": options["end"]}
+    if mine == []:   # none of the symbols routes here: an empty table with the bars' columns
+        table = bars(np.zeros(0, np.uint8), options["every"], **window)
+    else:
+        table = bars(source, options["every"], mine, **window, on_books=lambda b: seen.update(books=b))
+    t1 = time.perf_counter()
+    pq.write_table(table, out)
+    counts = {}
+    if "books" in seen:
+        by_type, anomalies, unknown = _book_counts(seen["books"])
+        counts = {"messages": seen["books"].messages, "by_type": by_type, "anomalies": anomalies,
+                  "unknown_types": unknown}
+    return {"rows": table.num_rows, "messages": 0, "by_type": {}, "anomalies": {}, "unknown_types": 0, **counts,
+            "compute_seconds": t1 - t0, "write_seconds": time.perf_counter() - t1}
+
+
 # ---- one entry point ---------------------------------------------------------------------
 
 def run_job(job: str, source: str, out: str, symbols, options: dict, *, seq_path: str | None = None,
@@ -324,4 +360,6 @@ def run_job(job: str, source: str, out: str, symbols, options: dict, *, seq_path
         return run_snapshots(source, out, symbols, options, times, shard, shard_of)
     if job == "lobster":
         return run_lobster(source, out, symbols, options, shard, shard_of)
+    if job == "bars":
+        return run_bars(source, out, symbols, options, shard, shard_of)
     raise ValueError(f"unknown job {job!r}")

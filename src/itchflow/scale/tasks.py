@@ -17,7 +17,7 @@ from itchflow.scale.layout import Layout, clear_temps, publish, read_json, temp_
 
 # Jobs whose every shard applies its whole shard through the books and reports the engine's
 # anomalies (snapshots stop at their last time; lobster reports its stocks' skipped rows).
-WHOLE_DAY_BOOK_JOBS = ("bbo", "trades")
+WHOLE_DAY_BOOK_JOBS = ("bbo", "trades", "bars")
 
 
 def split_task(source: str, root: str, day: str, shards: int) -> dict:

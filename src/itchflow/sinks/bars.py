@@ -200,7 +200,8 @@ def trade_bars(trades: dict[str, np.ndarray], slot_of: np.ndarray, nslots: int, 
 
 
 def bars(source, every="1min", symbols=None, *, start="09:30", end="16:00",
-         progress: Callable[[int, int], None] | None = None, capture_stats: dict | None = None):
+         progress: Callable[[int, int], None] | None = None, capture_stats: dict | None = None,
+         on_books: Callable[[object], None] | None = None):
     """Quote and trade bars per stock and interval, as a pyarrow Table (``.to_pandas()``).
 
     every: '1s', '1min', '500ms', ... or seconds; symbols: list or comma-separated text
@@ -210,6 +211,7 @@ def bars(source, every="1min", symbols=None, *, start="09:30", end="16:00",
     the window), bid, bid_size, ask, ask_size, spread, two_sided_ns, open,
     high, low, close, volume, vwap, count, cross_volume. Rows by symbol then time.
     capture_stats: filled with a capture's gaps and malformed packets (as ``replay``'s).
+    on_books: called with the Books at the end of the day (their counters: messages, anomalies).
     """
     step = every_ns(every)
     t0 = 0 if start is None else clock_ns(start, "start")
@@ -234,6 +236,8 @@ def bars(source, every="1min", symbols=None, *, start="09:30", end="16:00",
 
     books = access.replay_events(source, syms, bbo=True, trades=True, on_events=on_events, progress=progress,
                                  capture_stats=capture_stats)
+    if on_books is not None:
+        on_books(books)
     names = access.directory(books)
     if syms is not None:
         known = resolve_symbols(names, syms, "bars")
