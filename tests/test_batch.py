@@ -236,6 +236,23 @@ def test_bars_equal_single_process(archive, client, tmp_path, day, shards, top):
     assert summary["anomalies"] == {k: v for k, v in itchflow.Books().replay(path).anomalies().items() if v}
 
 
+@pytest.mark.parametrize("job", ["crosses", "imbalances"])
+def test_auction_tables_equal_single_process(archive, client, tmp_path, job):
+    """The crosses and imbalances jobs: a day a task and a part, each day's table the one
+    itchflow.auctions gives (cross_row a row of the day's crosses)."""
+    _, paths = archive
+    out = str(tmp_path / job)
+    r = batch(list(paths.values()), job, out, client=client, shards=3)
+    for summary in r["days"]:
+        day = summary["date"]
+        assert glob.glob(os.path.join(out, f"date={day}", "*.parquet"))   # no shard folders
+        got = _day_table(out, day)
+        single = getattr(itchflow.auctions(paths[day]), job)
+        assert got.schema == single.schema and got.num_rows > 10
+        assert got.to_pandas().equals(single.to_pandas())
+        assert summary["shards"] == 1 and summary["rows"] == got.num_rows and summary["messages"] == MESSAGES
+
+
 def test_batch_snapshots_with_no_time_in_the_day_fail_the_day(archive, client, tmp_path):
     """--every longer than the day's span wrote an empty part and counted the day as 0
     messages; the single-file command already refused it. Both now take every_times' error."""

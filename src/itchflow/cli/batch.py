@@ -11,7 +11,7 @@ from itchflow.cli import bench, main
 from itchflow.cli.decode import fail
 from itchflow.cli.params import POSITIVE, SECONDS, TIME_TEXT, TIMES, Count, symbols_option
 
-_JOBS = ("stats", "decode", "bbo", "trades", "snapshots", "lobster", "bars")  # scale.jobs.JOBS (not imported: fast start)
+_JOBS = ("stats", "decode", "bbo", "trades", "snapshots", "lobster", "bars", "crosses", "imbalances")  # scale.jobs.JOBS (not imported: fast start)
 
 
 def _job_options(job, types, at, every, depth, levels, start, end) -> dict:

@@ -84,7 +84,8 @@ def batch(paths, job: str, out, client=None, shards: int | None = None, symbols=
           workers: int | None = None, progress: Callable[[dict], None] | None = None,
           on_start: Callable[[dict], None] | None = None, keep_scratch: bool = False,
           crash_once: str | None = None, **job_options) -> dict:
-    """Run `job` (stats, decode, bbo, trades, snapshots, lobster, bars) over every day in paths into `out`.
+    """Run `job` (stats, decode, bbo, trades, snapshots, lobster, bars, crosses, imbalances) over every
+    day in paths into `out`.
 
     paths: a path, URL or glob (``file://``, ``s3://`` ... with the matching fsspec extra), or
     a list of them; each file is a day, its date taken from its name. out: a local directory
@@ -172,7 +173,8 @@ def check_sources(lay: Layout, days: list[tuple[str, str]]) -> None:
 def _plan(lay: Layout, day: str, source: str, job: str, shards: int | None, auto: int) -> dict:
     plan = read_json(lay.marker(day, "plan"))
     if plan is None:
-        n = 1 if job == "stats" else int(shards or auto)
+        n = 1 if job in jobs.WHOLE_DAY_JOBS else int(shards or auto)
+        # stats streams a URL itself; any other job reads a local file (a URL's one shard)
         plan = {"shards": n, "split": job != "stats" and (n > 1 or is_url(source))}
         write_json(lay.marker(day, "plan"), plan)
     return plan

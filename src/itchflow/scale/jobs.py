@@ -8,7 +8,9 @@ the day through ``Books`` and stream the recorded events to Parquet (as ``itchfl
 ``itchflow trades``); ``snapshots`` is ``book.events.snapshots`` (as ``itchflow snapshots``);
 ``lobster`` is ``sinks.lobster.lobster_dataset`` (``itchflow lobster``'s rows, every chosen
 stock in one Parquet part); ``bars`` is ``sinks.bars.bars`` (``itchflow bars``: a shard's
-file holds only its stocks' messages, so its panel is theirs).
+file holds only its stocks' messages, so its panel is theirs); ``crosses`` and ``imbalances``
+are the two tables of ``sinks.auctions.auctions`` (``itchflow auctions``), a day a task
+(``WHOLE_DAY_JOBS``: an imbalance's ``cross_row`` is a row of the day's crosses).
 On a shard, sequence numbers are mapped back to the original stream, and messages sent to
 every shard are written once (by shard 0), so the union of the shards equals the
 single-process output row for row. (Only malformed data is seen differently: an E/C/X/D/U
@@ -23,8 +25,9 @@ import time
 
 import numpy as np
 
-JOBS = ("stats", "decode", "bbo", "trades", "snapshots", "lobster", "bars")
+JOBS = ("stats", "decode", "bbo", "trades", "snapshots", "lobster", "bars", "crosses", "imbalances")
 SHARDED_JOBS = ("decode", "bbo", "trades", "snapshots", "lobster", "bars")
+WHOLE_DAY_JOBS = ("stats", "crosses", "imbalances")   # one task and one part a day
 BROADCAST_TYPES = "SR"  # S: system events; R: the stock directory, so every shard knows every
                         # symbol and "R seen" means the same in every shard as in one process
 _DEFAULTS = {
@@ -35,6 +38,8 @@ _DEFAULTS = {
     "snapshots": {"at": None, "every": None, "depth": 5},
     "lobster": {"levels": 10, "start": "09:30", "end": "16:00"},
     "bars": {"every": "1min", "start": "09:30", "end": "16:00"},
+    "crosses": {},
+    "imbalances": {},
 }
 
 
@@ -335,6 +340,25 @@ def run_bars(source: str, out: str, symbols, options: dict, shard: int, shard_of
             "compute_seconds": t1 - t0, "write_seconds": time.perf_counter() - t1}
 
 
+# ---- crosses, imbalances (the tables of `itchflow auctions`) ---------------------------------
+
+def run_auctions(source: str, out: str, which: str, symbols) -> dict:
+    """One table of ``itchflow.auctions`` over a whole day (``which``: crosses or imbalances)."""
+    import pyarrow.parquet as pq
+
+    from itchflow.decode.reader import stats
+    from itchflow.sinks.auctions import auctions
+
+    t0 = time.perf_counter()
+    table = getattr(auctions(source, symbols), which)
+    info = stats(source)   # the day's counts for its summary: a framing pass, no book
+    t1 = time.perf_counter()
+    pq.write_table(table, out)
+    return {"rows": table.num_rows, "messages": info.messages,
+            "by_type": {k: v for k, v in info.by_type.items() if v}, "unknown_by_type": info.unknown_by_type,
+            "anomalies": {}, "compute_seconds": t1 - t0, "write_seconds": time.perf_counter() - t1}
+
+
 # ---- one entry point ---------------------------------------------------------------------
 
 def run_job(job: str, source: str, out: str, symbols, options: dict, *, seq_path: str | None = None,
@@ -362,4 +386,6 @@ def run_job(job: str, source: str, out: str, symbols, options: dict, *, seq_path
         return run_lobster(source, out, symbols, options, shard, shard_of)
     if job == "bars":
         return run_bars(source, out, symbols, options, shard, shard_of)
+    if job in ("crosses", "imbalances"):
+        return run_auctions(source, out, job, symbols)
     raise ValueError(f"unknown job {job!r}")

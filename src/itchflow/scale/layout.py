@@ -1,7 +1,7 @@
 """Where a batch puts things, declared once, and how a file appears there atomically.
 
 OUT/
-  date=YYYY-MM-DD/shard=K/part-0.parquet    the dataset (stats: date=YYYY-MM-DD/part-0.parquet)
+  date=YYYY-MM-DD/shard=K/part-0.parquet    the dataset (stats, crosses, imbalances: date=YYYY-MM-DD/part-0.parquet)
   date=YYYY-MM-DD/_summary.json            the day's summary (readers skip names starting "_")
   _itchflow/job.json                       the job and options this directory holds
   _itchflow/done/DATE/*.json               a marker per finished task, holding its summary

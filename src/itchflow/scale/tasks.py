@@ -40,7 +40,7 @@ def shard_task(split: dict | None, source: str, root: str, day: str, shard: int,
     done = read_json(lay.marker(day, name))
     if done is not None:
         return done
-    final = lay.part(day, None if job == "stats" else shard)
+    final = lay.part(day, None if job in jobs.WHOLE_DAY_JOBS else shard)
     folder = os.path.dirname(final)
     os.makedirs(folder, exist_ok=True)
     clear_temps(folder)
@@ -100,7 +100,7 @@ def finish_day(split: dict | None, parts: list[dict], source: str, root: str, da
         by_type = parts[0].get("by_type", {}) if parts else {}
         unknown = parts[0].get("unknown_by_type", {}) if parts else {}
     summary = {
-        "date": day, "source": source, "job": job, "shards": len(parts) if job != "stats" else 1,
+        "date": day, "source": source, "job": job, "shards": len(parts),
         "messages": messages, "by_type": by_type, "unknown_by_type": unknown,
         "anomalies": anomalies, "rows": sum(p["rows"] for p in parts),
         "seconds": {
