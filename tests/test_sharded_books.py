@@ -90,12 +90,14 @@ def test_far_look_ahead_in_every_shard(wide_day, far_table):
     """far_table counts the rows of all the shards' tables together: each shard takes its share
     (the tables share the caches), 0 stays never; the far look-ahead in the shards builds the
     same books as one thread."""
-    with ShardedBooks(2, far_table=L.FAR_TABLE) as sb:
+    with ShardedBooks(2, far_table=L.FAR_TABLE, shards=4) as sb:
         assert [int(b.ctl[L.C_FAR_TABLE]) for b in sb.shards] == [L.FAR_TABLE // 4] * 4
-    with ShardedBooks(3, far_table=L.FAR_TABLE + 1) as sb:   # rounded up: together at least far_table
+    with ShardedBooks(2, far_table=L.FAR_TABLE) as sb:      # one shard a thread by default
+        assert [int(b.ctl[L.C_FAR_TABLE]) for b in sb.shards] == [L.FAR_TABLE // 2] * 2
+    with ShardedBooks(3, far_table=L.FAR_TABLE + 1, shards=6) as sb:   # rounded up: together at least far_table
         assert all(int(b.ctl[L.C_FAR_TABLE]) * 6 >= L.FAR_TABLE + 1 for b in sb.shards)
     one = one_thread(wide_day)
-    with ShardedBooks(2, far_table=far_table) as sb:
+    with ShardedBooks(2, far_table=far_table, shards=4) as sb:
         sb.record(l2=True)
         assert [int(b.ctl[L.C_FAR_TABLE]) for b in sb.shards] == [far_table] * 4
         sb.apply(wide_day)

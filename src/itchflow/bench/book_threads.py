@@ -3,7 +3,7 @@
 What is measured, per shape (the book benchmark's three: few deep stocks, many stocks, the
 full-day working set; ``bench.book.shape_params``), on the same memory-mapped generated day,
 already in the page cache, in the same run: one-thread ``Books.apply`` and
-``ShardedBooks(threads).apply`` (books sharded by stock locate into 2 shards a thread, which
+``ShardedBooks(threads).apply`` (books sharded by stock locate, one shard a thread by default, which
 any thread applies, the shard plan included), best of ``repeat`` each on fresh state, the two
 taking turns; the speed-up, of the bests and of each turn's pair (min / median / max: a host
 that slows down for a while slows both of a turn); per thread the messages it applied, its

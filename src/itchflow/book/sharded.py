@@ -5,11 +5,15 @@ built independently. Shard k is a plain ``Books`` holding the stocks ``shard_of[
 The (memory-mapped) input is taken a chunk at a time: ``route`` walks a chunk once and copies
 each message into the block of its stock's shard, and each shard then applies its block
 with the unchanged engine kernel, which releases the GIL (``@njit(nogil=True)``). Routing
-and applying are tasks that any of the N threads runs (``shard_schedule``): there are more
-shards than threads (2N by default), so the threads share the work by how fast each one
-actually runs, not by a fixed split of the stocks. On a 2-vCPU guest the host may give one
-vCPU less (measured: the same shard took 0.39 s on CPU 0 and 0.30 s on CPU 1); with one
-shard per thread the day then ends with the slower thread.
+and applying are tasks that any of the N threads runs (``shard_schedule``): a thread keeps
+its shard while it is not ahead of the others and otherwise takes the next chunk of another,
+so the threads share the work by how fast each one actually runs, not by a fixed split of
+the stocks. On a 2-vCPU guest the host may give one vCPU less (measured: the same shard took
+0.39 s on CPU 0 and 0.30 s on CPU 1). There is one shard a thread by default: twice as many
+(the default until the twenty-third round) let a thread that came free always find a shard
+nobody held, but moved shards between cores more often, each move costing the shard's warm
+L2; on the 100-stock day two threads ran 1.24-1.49x one thread with 4 shards and 1.51-1.57x
+with 2 (six runs each), equal on the other shapes and with a busy loop on CPU 0.
 
 Why a copy into blocks rather than a locate filter inside the engine: the engine needs no
 change, and its look-ahead prefetching then sees only the shard's own orders (a filter would
@@ -208,8 +212,8 @@ def plan_shards(buffer, threads: int, sample_bytes: int | None = PLAN_SAMPLE_BYT
 class ShardedBooks:
     """``Books`` of every stock on ``threads`` threads; the queries of ``Books`` across shards.
 
-    shards: how many ``Books`` the stocks are split into (default: twice the threads, so a
-    thread coming free always finds a shard nobody holds; one with one thread). shard_of:
+    shards: how many ``Books`` the stocks are split into (default: one a thread; see the
+    module doc for why not more). shard_of:
     uint8[65536] locate -> shard (then ``shards`` defaults to ``threads``); by default the
     first ``apply`` (or ``plan``) balances the locates by the message counts of the first
     PLAN_SAMPLE_BYTES of its buffer (a framing pass), so plan on the day itself when feeding
@@ -233,7 +237,7 @@ class ShardedBooks:
                  prefault: bool = False):
         threads = whole(threads, "threads", 1, MAX_SHARDS)
         if shards is None:
-            shards = threads if (threads == 1 or shard_of is not None) else min(2 * threads, MAX_SHARDS)
+            shards = threads
         shards = whole(shards, "shards (at least one a thread)", threads, MAX_SHARDS)
         if whole(block_bytes, "block_bytes") < MAX_MESSAGE_BYTES:
             raise ValueError("block_bytes must hold the longest possible message (65,537 bytes)")

@@ -317,7 +317,7 @@ def _day_shape_options(command):
 @bench.command("book-threads")
 @_day_shape_options
 @click.option("--threads", default=2, show_default=True, help="Threads building the books.")
-@click.option("--shards", type=int, default=None, help="Books the stocks are split into [default: 2 per thread].")
+@click.option("--shards", type=int, default=None, help="Books the stocks are split into [default: one a thread].")
 @click.option("--chunk", "chunk", type=Count(), default=None,
               help="Input bytes routed a chunk (at least 65,537) [default: 4 MiB].")
 @click.option("--repeat", default=3, show_default=True, help="Best of this many runs.")
