@@ -27,7 +27,7 @@ def replay(books, source, *, stop_after_ns: int | None = None, slice_bytes: int 
            progress: Callable[[int, int], None] | None = None,
            on_slice: Callable[[object], None] | None = None,
            on_bytes: Callable[[object, int, int, int], None] | None = None,
-           capture_stats: dict | None = None) -> bool:
+           capture_stats: dict | None = None, renumber: bool = False) -> bool:
     """Apply the source to books (a ``Books``; ``Books.replay(source)`` is the same, returning
     the books). Returns True if it stopped at stop_after_ns before the end.
 
@@ -36,7 +36,10 @@ def replay(books, source, *, stop_after_ns: int | None = None, slice_bytes: int 
     the slice's pages are still mapped: the bytes chunk.data[start:stop] the books just
     applied (whole messages), for a caller that reads the same messages alongside.
     capture_stats: filled with a capture's counters (gaps, duplicates, malformed packets) as
-    ``iter_chunks`` fills it, for the caller to report.
+    ``iter_chunks`` fills it, for the caller to report. renumber: the books number the messages
+    on from where they are (1, 2, ... on fresh books), not from each chunk's first sequence
+    number: for a caller that pairs events with messages by sequence, where an anonymised
+    capture's packets (all of sequence 0) would give many messages one number.
     """
     from itchflow.sources.files import iter_chunks
 
@@ -45,7 +48,8 @@ def replay(books, source, *, stop_after_ns: int | None = None, slice_bytes: int 
     for chunk in iter_chunks(source, capture_stats=capture_stats):
         with chunk.reading():  # a file truncated meanwhile is the error, not what its zeros made
             data, offset = chunk.data, chunk.offset or 0
-            books.next_sequence = chunk.first_sequence
+            if not renumber:
+                books.next_sequence = chunk.first_sequence
             pos, end = 0, len(data)
             while pos < end:
                 first_sequence = books.next_sequence

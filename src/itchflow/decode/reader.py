@@ -85,12 +85,14 @@ def read(source, types: str | Iterable[str] | None = None, *, strict: bool = Tru
 
 
 def scan(source, types: str | Iterable[str] | None = None, *, chunk_messages: int = 1 << 20,
-         strict: bool = True, capture_stats: dict | None = None) -> Iterator[Decoded]:
+         strict: bool = True, capture_stats: dict | None = None, renumber: bool = False) -> Iterator[Decoded]:
     """Decode a source of any size in pieces of at most ``chunk_messages`` messages.
 
     Each yielded Decoded holds one piece; its ``info`` counts that piece only. Memory stays
     bounded by the piece (and, for gzip, the decompression block). capture_stats: filled
     with a capture's counters (gaps, malformed packets) as it is read, to the end.
+    renumber: ``sequence`` is the message's place in the stream (1, 2, ...), not the source's
+    number: an anonymised capture's packets all say 0, which orders nothing.
     """
     if isinstance(chunk_messages, bool) or not isinstance(chunk_messages, (int, np.integer)):
         raise TypeError(f"chunk_messages must be a whole number, not {chunk_messages!r}")
@@ -100,9 +102,12 @@ def scan(source, types: str | Iterable[str] | None = None, *, chunk_messages: in
     codes = type_codes(types)
     capture: dict = {} if capture_stats is None else capture_stats
     name = _name(source)
+    place = 1   # the next message's place in the stream (renumber)
     for chunk in iter_chunks(source, strict=strict, capture_stats=capture):
         for start, stop, seq, piece in _pieces(chunk, chunk_messages):
             t0 = time.perf_counter()
+            if renumber:
+                seq, place = place, place + piece.messages
             with chunk.reading():  # the piece is checked before it is handed out
                 arrays = decode_range(chunk.data, start, stop, seq, piece.counts, codes)
             chunk.release(stop)  # the arrays are copies: a mapped day's pages can go

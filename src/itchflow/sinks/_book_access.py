@@ -71,14 +71,16 @@ def replay_events(source, symbols: list[str] | None, *, bbo: bool = False, trade
                   l2: bool = False, on_events: Callable[[dict], None] | None = None,
                   progress: Callable[[int, int], None] | None = None,
                   on_bytes: Callable[[object, int, int, int], None] | None = None,
-                  slice_bytes: int = SLICE_BYTES, capture_stats: dict | None = None) -> Books:
+                  slice_bytes: int = SLICE_BYTES, capture_stats: dict | None = None,
+                  renumber: bool = False) -> Books:
     """Replay a whole source through a fresh engine, recording the chosen event streams for
     the chosen symbols (None = all). After every slice on_events gets a dict with numpy
     column arrays per stream, filtered to the symbols: ``l2`` (L2_COLUMNS + stock_locate),
     ``bbo`` (BBO_COLUMNS + stock_locate), ``trades`` (TRADE_COLUMNS + stock_locate, kind
     as a uint8 letter, printable 0/1). on_bytes: as ``replay``'s (the slice's bytes, called
     before its events go to on_events); capture_stats: as ``replay``'s (a capture's gaps and
-    malformed packets, for the caller to report). Returns the Books at the end of the day."""
+    malformed packets, for the caller to report); renumber: as ``replay``'s (events and
+    on_bytes numbered 1, 2, ... in stream order). Returns the Books at the end of the day."""
     books = new_books()
     wanted = _narrowing_recorder(books, symbols, bbo=bbo, trades=trades, l2=l2)
 
@@ -96,7 +98,7 @@ def replay_events(source, symbols: list[str] | None, *, bbo: bool = False, trade
             on_events(out)
 
     replay(books, source, progress=progress, on_slice=drain, on_bytes=on_bytes, slice_bytes=slice_bytes,
-           capture_stats=capture_stats)
+           capture_stats=capture_stats, renumber=renumber)
     return books
 
 

@@ -42,7 +42,9 @@ def _collect(source, symbols, capture_stats: dict | None = None):
     from itchflow.decode.reader import scan
 
     parts = {c: [] for c in _TYPES}
-    for piece in scan(source, _TYPES, chunk_messages=1 << 21, capture_stats=capture_stats):
+    # renumbered: crosses are ordered and paired by sequence, and an anonymised capture's
+    # packets (all of sequence 0) would give many messages one number
+    for piece in scan(source, _TYPES, chunk_messages=1 << 21, capture_stats=capture_stats, renumber=True):
         for c in _TYPES:
             if len(piece[c]):
                 parts[c].append(piece[c])
@@ -77,7 +79,7 @@ def broken_crosses(source, q: np.ndarray, b: np.ndarray) -> np.ndarray:
             mine = np.isin(trades["stock_locate"], locs)
             parts.append({k: v[mine] for k, v in trades.items()})
 
-    access.replay_events(source, None, trades=True, on_events=keep)
+    access.replay_events(source, None, trades=True, on_events=keep, renumber=True)   # as _collect numbers them
     trades = access.concat_columns(parts)
     if not trades:
         return np.zeros(len(q), bool)

@@ -665,8 +665,11 @@ def _walk(source, syms: list[str], levels: int, start_ns: int, end_ns: int,
             output.add(cols, book)
 
     try:
+        # renumbered: rows pair messages with L2 events by sequence, and an anonymised
+        # capture's packets (all of sequence 0) would give many messages one number
         books = access.replay_events(source, syms, l2=True, on_events=on_events, on_bytes=on_bytes,
-                                     progress=progress, slice_bytes=slice_bytes, capture_stats=capture_stats)
+                                     progress=progress, slice_bytes=slice_bytes, capture_stats=capture_stats,
+                                     renumber=True)
         make_rows()
         resolve_symbols(access.directory(books), syms, "lobster")   # none missing, none twice
     except BaseException:
