@@ -251,6 +251,7 @@ def test_auction_tables_equal_single_process(archive, client, tmp_path, job):
         assert got.schema == single.schema and got.num_rows > 10
         assert got.to_pandas().equals(single.to_pandas())
         assert summary["shards"] == 1 and summary["rows"] == got.num_rows and summary["messages"] == MESSAGES
+        assert summary["by_type"] == {k: v for k, v in itchflow.stats(paths[day]).by_type.items() if v}
 
 
 def test_batch_snapshots_with_no_time_in_the_day_fail_the_day(archive, client, tmp_path):

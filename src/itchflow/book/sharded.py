@@ -12,8 +12,9 @@ the stocks. On a 2-vCPU guest the host may give one vCPU less (measured: the sam
 0.39 s on CPU 0 and 0.30 s on CPU 1). There is one shard a thread by default: twice as many
 (the default until the twenty-third round) let a thread that came free always find a shard
 nobody held, but moved shards between cores more often, each move costing the shard's warm
-L2; on the 100-stock day two threads ran 1.24-1.49x one thread with 4 shards and 1.51-1.57x
-with 2 (six runs each), equal on the other shapes and with a busy loop on CPU 0.
+L2; on the 100-stock day two threads ran 1.24-1.57x one thread with 4 shards (8 runs, mean
+1.38) and 1.42-1.57x with 2 (9 runs, mean 1.52), about the same on the other shapes and with a
+busy loop on CPU 0.
 
 Why a copy into blocks rather than a locate filter inside the engine: the engine needs no
 change, and its look-ahead prefetching then sees only the shard's own orders (a filter would

@@ -71,11 +71,9 @@ def job_options(job: str, symbols, options: dict) -> tuple[list[str] | None, dic
             raise ValueError("lobster needs symbols (LOBSTER files are per stock)")
         lobster_window(opts["levels"], opts["start"], opts["end"])  # levels 1..1000, start before end
     if job == "bars":
-        from itchflow.sinks._clock import clock_ns, every_ns
+        from itchflow.sinks.bars import bars_window
 
-        every_ns(opts["every"])
-        if clock_ns(opts["end"], "end") <= clock_ns(opts["start"], "start"):
-            raise ValueError("bars: end must be after start")
+        bars_window(opts["every"], opts["start"], opts["end"])
     if job == "snapshots":
         if not syms:
             raise ValueError("snapshots needs symbols")
@@ -126,12 +124,15 @@ class SeqMap:
         return mapped
 
 
-def _book_counts(books) -> tuple[dict, dict, int]:
+def _book_counts(books) -> dict:
+    """What a job's summary says of the books it replayed: messages, by_type, anomalies,
+    unknown_types."""
     from itchflow.wire.itch import MESSAGES
 
     tc = books.type_counts
     by_type = {c: int(tc[m.code_byte]) for c, m in MESSAGES.items() if tc[m.code_byte]}
-    return by_type, {k: v for k, v in books.anomalies().items() if v}, books.unknown_types
+    return {"messages": books.messages, "by_type": by_type,
+            "anomalies": {k: v for k, v in books.anomalies().items() if v}, "unknown_types": books.unknown_types}
 
 
 # ---- stats ---------------------------------------------------------------------------------
@@ -231,9 +232,7 @@ def run_events(source: str, out: str, which: str, symbols, seq_map: SeqMap) -> d
     rows, _ = events_to_parquet(source, out, which, symbols, books=books, sequence_map=seq_map, timings=timings,
                                 missing_ok=True)   # the job's symbols are the archive's, not each day's
     write = timings["write_seconds"]
-    by_type, anomalies, unknown = _book_counts(books)
-    return {"rows": rows, "messages": books.messages, "by_type": by_type, "anomalies": anomalies,
-            "unknown_types": unknown, "compute_seconds": time.perf_counter() - t0 - write,
+    return {"rows": rows, **_book_counts(books), "compute_seconds": time.perf_counter() - t0 - write,
             "write_seconds": write}
 
 
@@ -266,9 +265,8 @@ def run_snapshots(source: str, out: str, symbols, options: dict, times: list[int
 
         rows = np.zeros(0, SNAPSHOT_DTYPE)
     write_parquet(rows, out, books.symbol)
-    by_type, anomalies, unknown = _book_counts(books)
-    return {"rows": len(rows), "messages": books.messages, "by_type": by_type, "anomalies": anomalies,
-            "unknown_types": unknown, "compute_seconds": t1 - t0, "write_seconds": time.perf_counter() - t1}
+    return {"rows": len(rows), **_book_counts(books), "compute_seconds": t1 - t0,
+            "write_seconds": time.perf_counter() - t1}
 
 
 def symbols_here(source: str, symbols, shard: int, shard_of: np.ndarray | None) -> list[str]:
@@ -323,21 +321,17 @@ def run_bars(source: str, out: str, symbols, options: dict, shard: int, shard_of
 
     t0 = time.perf_counter()
     mine = symbols_here(source, symbols, shard, shard_of) if symbols else None
-    seen: dict = {}
+    replayed: list = []
     window = {"start": options["start"], "end": options["end"]}
     if mine == []:   # none of the symbols routes here: an empty table with the bars' columns
         table = bars(np.zeros(0, np.uint8), options["every"], **window)
     else:
-        table = bars(source, options["every"], mine, **window, on_books=lambda b: seen.update(books=b))
+        table = bars(source, options["every"], mine, **window, on_books=replayed.append)
     t1 = time.perf_counter()
     pq.write_table(table, out)
-    counts = {}
-    if "books" in seen:
-        by_type, anomalies, unknown = _book_counts(seen["books"])
-        counts = {"messages": seen["books"].messages, "by_type": by_type, "anomalies": anomalies,
-                  "unknown_types": unknown}
-    return {"rows": table.num_rows, "messages": 0, "by_type": {}, "anomalies": {}, "unknown_types": 0, **counts,
-            "compute_seconds": t1 - t0, "write_seconds": time.perf_counter() - t1}
+    counts = _book_counts(replayed[0]) if replayed else {"messages": 0, "by_type": {}, "anomalies": {},
+                                                          "unknown_types": 0}
+    return {"rows": table.num_rows, **counts, "compute_seconds": t1 - t0, "write_seconds": time.perf_counter() - t1}
 
 
 # ---- crosses, imbalances (the tables of `itchflow auctions`) ---------------------------------
@@ -346,17 +340,15 @@ def run_auctions(source: str, out: str, which: str, symbols) -> dict:
     """One table of ``itchflow.auctions`` over a whole day (``which``: crosses or imbalances)."""
     import pyarrow.parquet as pq
 
-    from itchflow.decode.reader import stats
     from itchflow.sinks.auctions import auctions
 
     t0 = time.perf_counter()
-    table = getattr(auctions(source, symbols), which)
-    info = stats(source)   # the day's counts for its summary: a framing pass, no book
+    counts: dict = {}   # the day's counts for its summary, from the pass auctions makes anyway
+    table = getattr(auctions(source, symbols, read_stats=counts), which)
     t1 = time.perf_counter()
     pq.write_table(table, out)
-    return {"rows": table.num_rows, "messages": info.messages,
-            "by_type": {k: v for k, v in info.by_type.items() if v}, "unknown_by_type": info.unknown_by_type,
-            "anomalies": {}, "compute_seconds": t1 - t0, "write_seconds": time.perf_counter() - t1}
+    return {"rows": table.num_rows, **counts, "anomalies": {}, "compute_seconds": t1 - t0,
+            "write_seconds": time.perf_counter() - t1}
 
 
 # ---- one entry point ---------------------------------------------------------------------

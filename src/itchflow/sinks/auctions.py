@@ -38,16 +38,24 @@ class Auctions(NamedTuple):
     imbalances: object   # pyarrow.Table
 
 
-def _collect(source, symbols, capture_stats: dict | None = None):
+def _collect(source, symbols, capture_stats: dict | None = None, read_stats: dict | None = None):
     from itchflow.decode.reader import scan
 
     parts = {c: [] for c in _TYPES}
+    counts = {"messages": 0, "by_type": {}, "unknown_by_type": {}}
     # renumbered: crosses are ordered and paired by sequence, and an anonymised capture's
     # packets (all of sequence 0) would give many messages one number
     for piece in scan(source, _TYPES, chunk_messages=1 << 21, capture_stats=capture_stats, renumber=True):
         for c in _TYPES:
             if len(piece[c]):
                 parts[c].append(piece[c])
+        counts["messages"] += piece.info.messages
+        for key in ("by_type", "unknown_by_type"):
+            for c, n in getattr(piece.info, key).items():
+                if n:
+                    counts[key][c] = counts[key].get(c, 0) + n
+    if read_stats is not None:
+        read_stats.update(counts)
     arrs = {c: np.concatenate(p) if p else np.zeros(0, DTYPES[c]) for c, p in parts.items()}
     r = arrs["R"]
     names = {int(loc): s.decode("ascii", "replace").strip() for loc, s in zip(r["stock_locate"], r["stock"])}
@@ -141,15 +149,17 @@ def pair_with_crosses(q: np.ndarray, i: np.ndarray) -> np.ndarray:
     return out
 
 
-def auctions(source, symbols=None, *, capture_stats: dict | None = None) -> Auctions:
+def auctions(source, symbols=None, *, capture_stats: dict | None = None,
+             read_stats: dict | None = None) -> Auctions:
     """The day's crosses and NOII messages as two pyarrow Tables (see the module doc).
 
     symbols: list or comma-separated text (None = every stock); capture_stats: filled with a
-    capture's gaps and malformed packets (as ``replay``'s). Works on one file; for an
-    archive, call it per day (e.g. as an ``itchflow batch`` job)."""
+    capture's gaps and malformed packets (as ``replay``'s); read_stats: filled with the day's
+    framing counts (messages, by_type, unknown_by_type: every message, not only R/Q/I/B).
+    Works on one file; for an archive, call it per day (e.g. as an ``itchflow batch`` job)."""
     import pyarrow as pa
 
-    arrs, names = _collect(source, symbols, capture_stats)
+    arrs, names = _collect(source, symbols, capture_stats, read_stats)
     q, i, b = arrs["Q"], arrs["I"], arrs["B"]
     q = q[np.lexsort((q["sequence"], q["stock_locate"]))]
     i = i[np.lexsort((i["sequence"], i["stock_locate"]))]

@@ -199,6 +199,17 @@ def trade_bars(trades: dict[str, np.ndarray], slot_of: np.ndarray, nslots: int, 
     return out
 
 
+def bars_window(every, start, end) -> tuple[int, int, int]:
+    """Checked (step, start, end) in ns of a bars request (the batch job checks its options
+    with it before any task runs)."""
+    step = every_ns(every)
+    t0 = 0 if start is None else clock_ns(start, "start")
+    tend = 86_400_000_000_000 if end is None else clock_ns(end, "end")
+    if tend <= t0:
+        raise ValueError("bars: end must be after start")
+    return step, t0, tend
+
+
 def bars(source, every="1min", symbols=None, *, start="09:30", end="16:00",
          progress: Callable[[int, int], None] | None = None, capture_stats: dict | None = None,
          on_books: Callable[[object], None] | None = None):
@@ -213,11 +224,7 @@ def bars(source, every="1min", symbols=None, *, start="09:30", end="16:00",
     capture_stats: filled with a capture's gaps and malformed packets (as ``replay``'s).
     on_books: called with the Books at the end of the day (their counters: messages, anomalies).
     """
-    step = every_ns(every)
-    t0 = 0 if start is None else clock_ns(start, "start")
-    tend = 86_400_000_000_000 if end is None else clock_ns(end, "end")
-    if tend <= t0:
-        raise ValueError("bars: end must be after start")
+    step, t0, tend = bars_window(every, start, end)
     nbars = -(-(tend - t0) // step)
     syms = None
     if symbols is not None:
