@@ -466,6 +466,36 @@ def test_apply_with_a_byte_budget_never_splits_a_message(threads):
         cut.close()
 
 
+@pytest.mark.parametrize("budget", [1, 40, 4096, 1 << 20])
+def test_a_budget_of_any_size_builds_the_day_with_the_same_events(budget):
+    """The engine stops at the budget itself (no walk ahead to find where): from one message a
+    call (a budget below any message) to whole slices, with tables small enough to grow on the
+    way (the engine stops for room and goes on to the same budget), the books and every event
+    with its sequence number are the whole day's."""
+    buf = _budget_day()[:400_000]
+    starts, _ = _starts(buf)
+    buf = buf[:starts[-1]]   # whole messages only
+    n = len(starts) - 1
+    whole = Books()
+    whole.record(bbo=True, trades=True, l2=True)
+    whole.apply(buf)
+    cut = Books(table=1 << 10, levels=64, arena=256, trades=16)
+    cut.record(bbo=True, trades=True, l2=True)
+    pos, calls = 0, 0
+    while pos < len(buf):
+        used = cut.apply(buf[pos:], max_bytes=budget)
+        assert used > 0 and pos + used in set(starts)   # a whole number of messages
+        pos += used
+        calls += 1
+    if budget == 1:
+        assert calls == n   # one message a call
+    assert cut.messages == whole.messages == n
+    assert cut.growth()["pauses"] > 0
+    assert cut.order_table().tolist() == whole.order_table().tolist()
+    for a, b in zip(cut.take_events(), whole.take_events()):
+        assert len(a) > 0 and np.array_equal(a, b)
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 def test_apply_says_when_it_stopped_at_a_time(threads):
     from itchflow.wire.itch import MESSAGES
