@@ -17,10 +17,12 @@ from hypothesis import strategies as st
 from itchflow.book.shard_schedule import APPLY, ROUTE, ShardSchedule
 
 
-def simulate(shards, slots, workers, chunks, speeds, seed_times):
+def simulate(shards, slots, workers, chunks, speeds, seed_times, route_cost=0.1, out=None):
     """Run the schedule to the end; returns (applies in completion order, per-worker busy time,
-    total time)."""
+    total time); ``out`` (a dict) gets the schedule."""
     sch = ShardSchedule(shards, slots, workers)
+    if out is not None:
+        out["schedule"] = sch
     events = []                   # (finish time, worker, task)
     idle = list(range(workers))
     now = 0.0
@@ -40,7 +42,7 @@ def simulate(shards, slots, workers, chunks, speeds, seed_times):
                 assert c < chunks
                 oldest = min(sch.next_chunk)
                 assert c - oldest < slots                              # its slot is free
-                cost = 0.1
+                cost = route_cost
             else:
                 _, s, c = task
                 assert c == sch.next_chunk[s] and c < sch.routed      # in order, routed
@@ -85,6 +87,34 @@ def test_a_slower_worker_applies_less():
     assert total < 0.8 * fixed
     assert total < 1.1 * work / 1.6               # near the two workers' joint speed
     assert abs(busy[0] - busy[1]) < 0.1 * total   # both busy all along
+
+
+@pytest.mark.parametrize("route_cost", [0.1, 0.3])
+@pytest.mark.parametrize("times", [[1.0], [0.9, 1.1, 1.0, 1.2, 0.8]])
+def test_equal_workers_keep_their_shards(route_cost, times):
+    """One shard a worker on equally fast workers: each keeps its shard all day (a shard that
+    moves leaves its state in the other core's caches), the worker whose shard leads does the
+    routing, and the day takes half the work (routing included) or near it."""
+    shards, chunks = 2, 60
+    out = {}
+    applied, busy, total = simulate(shards, 4, 2, chunks, [1.0, 1.0], times, route_cost, out)
+    work = sum(times[i % len(times)] for i in range(shards * chunks)) + chunks * route_cost
+    assert out["schedule"].moves <= 4   # (the rule before: 2-107 moves in these four cases)
+    assert total < 1.1 * work / 2
+    assert abs(busy[0] - busy[1]) < 0.1 * total
+
+
+def test_with_one_shard_a_worker_a_slower_worker_still_applies_less():
+    """Two shards, worker 0 at 60% of worker 1's speed: routing alone cannot even that out, so
+    the faster worker takes chunks of the slower one's shard too, and the day ends well before
+    the slower worker could finish its shard alone."""
+    shards, chunks = 2, 40
+    applied, busy, total = simulate(shards, 4, 2, chunks, [0.6, 1.0], [1.0])
+    work = shards * chunks * 1.0 + chunks * 0.1
+    fixed = chunks / 0.6                          # one shard on the slow worker
+    assert total < 0.85 * fixed
+    assert total < 1.15 * work / 1.6
+    assert abs(busy[0] - busy[1]) < 0.15 * total
 
 
 def test_a_failure_stops_handing_out_work():

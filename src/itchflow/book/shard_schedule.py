@@ -9,22 +9,34 @@ chunk). The rules that keep the books exact:
 - chunks are routed in order, one routing at a time (a chunk starts where the last ended);
 - chunk c is routed into slot c % slots only once every shard has applied chunk c - slots.
 
-Any thread may run any task: there are more shards than threads, so a thread coming free
-always finds a shard nobody holds. That is what lets the threads share the day unevenly
-when the machine runs them unevenly (a 2-vCPU guest whose host gives one vCPU less: the
-faster thread simply takes more shard-chunks), where one fixed shard per thread finishes
-with the slower thread.
+Any thread may run any task, so the threads can share the day unevenly when the machine runs
+them unevenly (a 2-vCPU guest whose host gives one vCPU less: the faster thread takes chunks
+of the slower one's shard), where one fixed shard per thread finishes with the slower thread.
+But a shard that moves to the other thread leaves its books' working set in the other core's
+caches, so on an even machine each thread should keep its shard and the routing should even
+out the work.
 
-The choice, on every call of ``next_task``:
-1. route the next chunk, if a slot is free, nobody is routing, and fewer shards are ready to
-   apply (routed, not held) than there are threads: routing stays just ahead of the applies,
-   so a chunk's blocks are read soon after they are written, while still in cache;
-2. else apply the shard this thread applied last (its state is warm in this core's caches),
-   if it is ready and at most ``slack`` chunks ahead of the least advanced ready shard;
+The choice, on every call of ``next_task`` (``at``: how many chunks this thread's last shard
+has applied; the least advanced shard has applied ``oldest``):
+1. route the next chunk, if a slot is free and nobody is routing, and
+   - this thread's shard waits for that chunk, or it is behind another shard by more than
+     ``slack`` chunks (this core is the slower one: while it routes, the faster thread may take
+     a chunk of its shard), or fewer shards are ready to apply (routed, not held) than there
+     are threads and this thread's shard is not behind another (the thread whose shard leads
+     routes; the one whose shard lags goes on applying it), and
+   - this thread's shard is not more than ``slack`` chunks ahead of ``oldest`` while another
+     shard is ready (this core is the faster one: it takes a chunk of a lagging shard, rule 3);
+2. else apply the shard this thread applied last, if it is ready and at most ``slack`` chunks
+   ahead of the least advanced ready shard;
 3. else apply the least advanced ready shard: what keeps the slots turning over, and how the
    faster thread comes to apply more of the day than the slower one.
-Any ready shard is taken by the first thread that comes free, so no thread waits while
-there is work (no thread owns a shard).
+No thread waits while there is a ready shard nobody holds (no thread owns a shard).
+
+Measured (10 M-message 100-stock day, two threads): with rule 1 as "route when fewer shards
+are ready than threads", whichever thread came free routed, the shard of the thread that
+routed fell behind, rule 2 then sent each thread to the other's shard, and 140-155 of about
+150 applies moved a shard; with the rule above 1-15 moved, and two threads ran 1.56-1.69x one
+thread against 1.48-1.68x (runs of one script, minutes apart; more in docs/performance-history.md).
 """
 
 from __future__ import annotations
@@ -59,7 +71,14 @@ class ShardSchedule:
         oldest = min(self.next_chunk)
         if not self.routing and not self.last_routed and self.routed - oldest < self.slots:
             ready = sum(1 for k in range(self.shards) if not self.holding[k] and self.next_chunk[k] < self.routed)
-            if ready < self.threads:
+            warm = self._warm.get(worker)
+            mine = warm is not None and not self.holding[warm]   # the shard this thread applied last
+            at = self.next_chunk[warm] if mine else 0
+            far_ahead = mine and at - oldest > self.slack and ready > 0
+            far_behind = mine and max(self.next_chunk) - at > self.slack
+            behind = mine and at < max(self.next_chunk)
+            waits = mine and at >= self.routed
+            if not far_ahead and (far_behind or waits or (ready < self.threads and not behind)):
                 self.routing = True
                 return ROUTE, self.routed
         best = None   # the least advanced ready shard
