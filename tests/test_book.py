@@ -468,10 +468,10 @@ def test_apply_with_a_byte_budget_never_splits_a_message(threads):
 
 @pytest.mark.parametrize("budget", [1, 40, 4096, 1 << 20])
 def test_a_budget_of_any_size_builds_the_day_with_the_same_events(budget):
-    """The engine stops at the budget itself (no walk ahead to find where): from one message a
-    call (a budget below any message) to whole slices, with tables small enough to grow on the
-    way (the engine stops for room and goes on to the same budget), the books and every event
-    with its sequence number are the whole day's."""
+    """A byte budget of any size, from one message a call (a budget below any message) to
+    whole slices, with tables small enough to grow on the way (the engine stops for room and
+    goes on to the same budget): the books and every event with its sequence number are the
+    whole day's."""
     buf = _budget_day()[:400_000]
     starts, _ = _starts(buf)
     buf = buf[:starts[-1]]   # whole messages only

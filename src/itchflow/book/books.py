@@ -36,6 +36,7 @@ from itchflow.book.replay import replay
 from itchflow.errors import ITCHFormatError
 from itchflow.hw.aligned import aligned_zeros
 from itchflow.hw.populate import populate_in_background
+from itchflow.wire.binaryfile import budget_end
 
 DEFAULT_TABLE = 1 << 21         # order table rows to start with (64 MiB, 786 k live orders before
                                 # it grows): doubled (rehashed) past 3/8 full
@@ -205,16 +206,15 @@ class Books:
         max_bytes = optional_whole(max_bytes, "max_bytes", 0)
         self.ctl[L.C_STOP_TS] = -1 if stop_ts is None else stop_ts  # -1: never stop
         pos = 0
-        end = len(buf)
-        limit = end if max_bytes is None else min(end, max_bytes)   # the engine stops there itself
+        end = len(buf) if max_bytes is None else int(budget_end(buf, 0, min(len(buf), max_bytes)))
         self.stopped_at_time = False
-        if self._prefault_on_apply and not self.prefault_started and limit >= POPULATE_INPUT_BYTES:
+        if self._prefault_on_apply and not self.prefault_started and end >= POPULATE_INPUT_BYTES:
             self.prefault()  # a day this big touches every page of them anyway
         try:
             while True:
                 status, pos, seq = apply_messages(
-                    buf, pos, end, limit, np.uint64(seq), self.order_rows, self.order_words, self.levels,
-                    self.ladder, self.books, self.stocks, self.anomaly_counts, self.trade_log, self.matches,
+                    buf, pos, end, np.uint64(seq), self.order_rows, self.order_words, self.levels, self.ladder,
+                    self.books, self.stocks, self.anomaly_counts, self.trade_log, self.matches,
                     self.events.trades, self.events.bbo, self.events.l2, self.ctl, self.type_counts)
                 seq = int(seq)
                 if status == L.OK or status == L.STOP_TIME:

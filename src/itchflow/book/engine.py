@@ -509,16 +509,14 @@ def _parse_one(buf, ppos, end, parsed, ctl, orders, stocks, books, mask, shift):
 
 
 @njit(nogil=True, cache=True, _nrt=False)  # no refcounting: see engine.py
-def apply_messages(buf, pos, end, limit, seq, orders, order_words, levels, ladder, books, stocks,
+def apply_messages(buf, pos, end, seq, orders, order_words, levels, ladder, books, stocks,
                    anomalies, trade_log, matches, trades_out, bbo_out, l2_out, ctl, type_counts):
-    """Apply the whole messages of buf[pos:end] that start before ``limit`` (<= end: a byte
-    budget that never splits a message, and costs no walk of its own); seq is the first one's
-    sequence number.
+    """Apply the whole messages in buf[pos:end]; seq is the first one's sequence number.
 
     ``orders`` is the order table and ``order_words`` the same memory as flat uint64 (see
-    ``layout``). Returns (status, pos, seq): on OK pos is the first message not applied (at or
-    past limit); otherwise pos/seq name the message the kernel stopped at (not applied):
-    STOP_TIME, a NEED_* resource, or an ERR_* format error.
+    ``layout``). Returns (status, pos, seq): on OK pos == end; otherwise pos/seq name the
+    message the kernel stopped at (not applied): STOP_TIME, a NEED_* resource, or an ERR_*
+    format error.
     """
     budget = 0
     table_cap = ctl[C_TABLE_CAP]
@@ -551,13 +549,13 @@ def apply_messages(buf, pos, end, limit, seq, orders, order_words, levels, ladde
     done = 0      # messages taken by the apply loop
     ppos = pos
     pstop = False
-    while parsed < PREFETCH_ROW_AHEAD and not pstop and ppos < limit:  # fill the look-ahead
+    while parsed < PREFETCH_ROW_AHEAD and not pstop and ppos < end:  # fill the look-ahead
         pstop, ppos = _parse_one(buf, ppos, end, parsed, ctl, orders, stocks, books, mask, shift)
         parsed += 0 if pstop else 1
-    while pos < limit:
+    while pos < end:
         # one message framed for each one applied keeps the cursor PREFETCH_ROW_AHEAD ahead
         # (an unconditional step, not a loop that tests how far ahead it is)
-        if not pstop and ppos < limit:
+        if not pstop and ppos < end:
             pstop, ppos = _parse_one(buf, ppos, end, parsed, ctl, orders, stocks, books, mask, shift)
             parsed += 0 if pstop else 1
         if far and done + PREFETCH_BUCKET_AHEAD < parsed:
@@ -580,7 +578,7 @@ def apply_messages(buf, pos, end, limit, seq, orders, order_words, levels, ladde
             elif far:
                 _prefetch_level_far(buf, b2, t2, orders, order_words, books, levels, ladder, stocks, mask, shift,
                                     imask, ishift)
-        if done == parsed:  # the parse cursor stopped here (before limit): report why
+        if done == parsed:  # the parse cursor stopped here: report why
             walk, q, length = next_message(buf, pos, end)  # pos < end: never AT_END
             if walk != bf.OK:
                 status = ERR_ZERO_LENGTH if walk == bf.ZERO_LENGTH else ERR_TRUNCATED

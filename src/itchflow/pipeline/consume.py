@@ -116,9 +116,9 @@ def apply_records(data, offs, lens, types, n, taken, st, hand_off, applied, rece
             pos = st[S_RESUME_POS]
             seq = st[S_RESUME_SEQ]
         t0 = read_cycle_counter()
-        status, pos, useq = apply_messages(data, pos, end, end, np.uint64(seq), orders, order_words, levels,
-                                           ladder, books, stocks, anomalies, trade_log, matches, trades_out,
-                                           bbo_out, l2_out, ctl, type_counts)
+        status, pos, useq = apply_messages(data, pos, end, np.uint64(seq), orders, order_words, levels, ladder,
+                                           books, stocks, anomalies, trade_log, matches, trades_out, bbo_out,
+                                           l2_out, ctl, type_counts)
         done = read_cycle_counter()
         st[S_APPLY_TICKS] += done - t0
         if status != BL.OK:

@@ -127,6 +127,22 @@ def whole_messages_end(buf, pos, end):
 
 
 @njit(nogil=True, cache=True)
+def budget_end(buf, pos, limit):
+    """Offset after the messages that start in buf[pos:limit] (the last one may end past
+    limit): a byte budget that never splits a message. At a message that cannot be framed in
+    buf (truncated, zero length) it gives len(buf), so whoever applies the range reaches that
+    message and names the error instead of stopping short of it again and again."""
+    end = buf.shape[0]
+    while pos < limit:   # not ``while True``: see WALK_LOOP
+        status, q, length = next_message(buf, pos, end)
+        if status != OK:
+            return end
+        read_ahead(buf, q, end)
+        pos = q + length
+    return pos
+
+
+@njit(nogil=True, cache=True)
 def message_offsets(buf, every, index):
     """index[k] = offset of the length prefix of message k * every (every >= 1), over all of
     buf; index needs len(buf) // (3 * every) + 2 entries (the shortest message is 3 bytes).
