@@ -6,9 +6,9 @@ The (memory-mapped) input is taken a chunk at a time: ``route`` walks a chunk on
 each message into the block of its stock's shard, and each shard then applies its block
 with the unchanged engine kernel, which releases the GIL (``@njit(nogil=True)``). Routing
 and applying are tasks that any of the N threads runs (``shard_schedule``): a thread keeps
-its shard while it is not ahead of the others and otherwise takes the next chunk of another,
-so the threads share the work by how fast each one actually runs, not by a fixed split of
-the stocks. On a 2-vCPU guest the host may give one vCPU less (measured: the same shard took
+its shard (the one whose shard leads routes) and takes a chunk of another's only when its own
+shard is far ahead, so the threads share the work by how fast each one actually runs, not by a
+fixed split of the stocks. On a 2-vCPU guest the host may give one vCPU less (measured: the same shard took
 0.39 s on CPU 0 and 0.30 s on CPU 1). There is one shard a thread by default: twice as many
 (the default until the twenty-third round) let a thread that came free always find a shard
 nobody held, but moved shards between cores more often, each move costing the shard's warm
@@ -17,8 +17,11 @@ L2; on the 100-stock day two threads ran 1.24-1.57x one thread with 4 shards (8 
 busy loop on CPU 0.
 
 Why a copy into blocks rather than a locate filter inside the engine: the engine needs no
-change, and its look-ahead prefetching then sees only the shard's own orders (a filter would
-prefetch and probe other shards' references). Routing walks each message once (length,
+change, and its look-ahead prefetching then sees only the shard's own orders. Both other ways
+were measured (twenty-fourth round, docs/performance-history.md): a filter in the engine's parse
+stage costs about 13 ns a skipped message (whose it is defeats the branch predictor), and
+offset lists read in place halve the routing but leave each shard reading every line of the
+chunk, with no gain in wall-clock time. Routing walks each message once (length,
 type, locate) with one inlined 64-byte move into its shard's block.
 The shard plan counts messages per locate in a prefix of the first buffer (PLAN_SAMPLE_BYTES).
 
@@ -73,7 +76,7 @@ BROADCAST_TYPES = "RSVWB"       # every shard applies them (see the module doc)
 BLOCK_BYTES = 4 << 20           # input routed a chunk: 1 MiB measured a little slower (more tasks), 512 KiB slower still
 FIRST_CHUNK = 256 << 10         # an apply call's first chunk, and the smallest of its last ones
 SLOTS = 4                       # chunks routed and not yet applied by every shard, at most
-SLACK = 1                       # a thread keeps its shard while it is at most this many chunks ahead
+SLACK = 1                       # chunks a shard may lead the least advanced before its thread takes another's (shard_schedule)
 MAX_SHARDS = 255                # shard numbers are uint8
 # The plan counts messages per locate in this much of the first buffer: on generated 100- and
 # 8,000-stock days an 8 MB prefix already balances 2 and 3 shards to within 0.2% of a count
