@@ -117,6 +117,31 @@ def test_with_one_shard_a_worker_a_slower_worker_still_applies_less():
     assert abs(busy[0] - busy[1]) < 0.15 * total
 
 
+def test_a_thread_far_behind_routes_only_for_an_idle_thread():
+    """A thread whose shard is more than ``slack`` chunks behind hands it over (routes, so that
+    another thread may apply its shard meanwhile) only while another thread has nothing to do;
+    otherwise it goes on applying its own shard (the shards would trade threads on every chunk)."""
+    def state(next_chunk, routed):
+        sch = ShardSchedule(2, 4, 2, slack=1)
+        for w, shard in ((0, 0), (1, 1)):   # each worker has applied its own shard so far
+            sch._warm[w] = shard
+            sch._warm_of[shard] = w
+        sch.next_chunk, sch.routed = list(next_chunk), routed
+        return sch
+
+    # worker 1 applies chunk 4 of shard 1: worker 0, 2 chunks behind, applies its own shard
+    busy = state([2, 4], 5)
+    busy.holding[1] = True
+    assert busy.next_task(0) == (APPLY, 0, 2)
+    # worker 0 applies chunk 1 of shard 0; shard 1 is 4 slots ahead, so worker 1 has nothing
+    idle = state([1, 5], 5)
+    idle.holding[0] = True
+    assert idle.next_task(1) is None
+    idle.apply_done(0)                      # shard 0 is at chunk 2, still 3 behind
+    assert idle.next_task(0) == (ROUTE, 5)  # worker 0 routes ...
+    assert idle.next_task(1) == (APPLY, 0, 2)   # ... and worker 1 takes a chunk of its shard
+
+
 def test_a_failure_stops_handing_out_work():
     sch = ShardSchedule(2, 2, 2)
     assert sch.next_task(0) == (ROUTE, 0)

@@ -20,10 +20,13 @@ The choice, on every call of ``next_task`` (``at``: how many chunks this thread'
 has applied; the least advanced shard has applied ``oldest``):
 1. route the next chunk, if a slot is free and nobody is routing, and
    - this thread's shard waits for that chunk, or it is behind another shard by more than
-     ``slack`` chunks (this core is the slower one: while it routes, the faster thread may take
-     a chunk of its shard), or fewer shards are ready to apply (routed, not held) than there
-     are threads and this thread's shard is not behind another (the thread whose shard leads
-     routes; the one whose shard lags goes on applying it), and
+     ``slack`` chunks while another thread has nothing to do (this core is the slower one:
+     while it routes, the idle thread takes a chunk of its shard; with nobody idle, routing
+     would only hand its shard to a busy thread's next call, and the shards traded threads on
+     every chunk: 101-125 moves in five of fifteen benchmark runs, at most 23 in nine since),
+     or fewer shards are ready to apply (routed, not held) than there are threads and this
+     thread's shard is not behind another (the thread whose shard leads routes; the one whose
+     shard lags goes on applying it), and
    - this thread's shard is not more than ``slack`` chunks ahead of ``oldest`` while another
      shard is ready (this core is the faster one: it takes a chunk of a lagging shard, rule 3);
 2. else apply the shard this thread applied last, if it is ready and at most ``slack`` chunks
@@ -62,6 +65,7 @@ class ShardSchedule:
         self._warm: dict[int, int] = {}  # worker -> the shard it applied last
         self._warm_of = [-1] * shards    # shard -> the worker that applied it last
         self.moves = 0                   # applies on another thread than the shard's last
+        self._idle: set[int] = set()     # workers told "nothing to do now" and not given a task since
 
     def next_task(self, worker: int):
         """(ROUTE, chunk), (APPLY, shard, chunk), or None: nothing to do now (wait for a
@@ -75,11 +79,13 @@ class ShardSchedule:
             mine = warm is not None and not self.holding[warm]   # the shard this thread applied last
             at = self.next_chunk[warm] if mine else 0
             far_ahead = mine and at - oldest > self.slack and ready > 0
-            far_behind = mine and max(self.next_chunk) - at > self.slack
+            far_behind = (mine and max(self.next_chunk) - at > self.slack
+                          and any(w != worker for w in self._idle))
             behind = mine and at < max(self.next_chunk)
             waits = mine and at >= self.routed
             if not far_ahead and (far_behind or waits or (ready < self.threads and not behind)):
                 self.routing = True
+                self._idle.discard(worker)
                 return ROUTE, self.routed
         best = None   # the least advanced ready shard
         for k in range(self.shards):
@@ -87,7 +93,9 @@ class ShardSchedule:
                     best is None or self.next_chunk[k] < self.next_chunk[best]):
                 best = k
         if best is None:
+            self._idle.add(worker)
             return None
+        self._idle.discard(worker)
         s = self._warm.get(worker, best)
         if self.holding[s] or self.next_chunk[s] >= self.routed or self.next_chunk[s] > self.next_chunk[best] + self.slack:
             s = best
