@@ -540,3 +540,12 @@ def test_a_scheduler_that_is_not_there_is_reported_within_the_connect_time_out(t
         took = _time.monotonic() - t0
     assert r.exit_code == 1 and f"127.0.0.1:{port}" in r.output, r.output
     assert took < SCHEDULER_CONNECT_S + 10 < 30, took
+
+
+def test_the_command_line_lists_every_job():
+    """``itchflow batch`` names its jobs itself (it does not import the scale layer, to start
+    fast): the two lists stay the same."""
+    from itchflow.cli.batch import _JOBS
+    from itchflow.scale.jobs import JOBS
+
+    assert _JOBS == JOBS

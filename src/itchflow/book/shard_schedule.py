@@ -72,20 +72,20 @@ class ShardSchedule:
         task to finish, then ask again; ``done`` says whether to stop asking)."""
         if self.stopped:
             return None
+        self._idle.discard(worker)   # asking: idle again only if told there is nothing to do
         oldest = min(self.next_chunk)
         if not self.routing and not self.last_routed and self.routed - oldest < self.slots:
             ready = sum(1 for k in range(self.shards) if not self.holding[k] and self.next_chunk[k] < self.routed)
             warm = self._warm.get(worker)
             mine = warm is not None and not self.holding[warm]   # the shard this thread applied last
             at = self.next_chunk[warm] if mine else 0
+            lead = max(self.next_chunk)
             far_ahead = mine and at - oldest > self.slack and ready > 0
-            far_behind = (mine and max(self.next_chunk) - at > self.slack
-                          and any(w != worker for w in self._idle))
-            behind = mine and at < max(self.next_chunk)
+            far_behind = mine and lead - at > self.slack and bool(self._idle)
+            behind = mine and at < lead
             waits = mine and at >= self.routed
             if not far_ahead and (far_behind or waits or (ready < self.threads and not behind)):
                 self.routing = True
-                self._idle.discard(worker)
                 return ROUTE, self.routed
         best = None   # the least advanced ready shard
         for k in range(self.shards):
@@ -95,7 +95,6 @@ class ShardSchedule:
         if best is None:
             self._idle.add(worker)
             return None
-        self._idle.discard(worker)
         s = self._warm.get(worker, best)
         if self.holding[s] or self.next_chunk[s] >= self.routed or self.next_chunk[s] > self.next_chunk[best] + self.slack:
             s = best

@@ -4,15 +4,15 @@ Every ITCH message names its stock locate, so the books of disjoint sets of stoc
 built independently. Shard k is a plain ``Books`` holding the stocks ``shard_of[locate] == k``.
 The (memory-mapped) input is taken a chunk at a time: ``route`` walks a chunk once and copies
 each message into the block of its stock's shard, and each shard then applies its block
-with the unchanged engine kernel, which releases the GIL (``@njit(nogil=True)``). Routing
-and applying are tasks that any of the N threads runs (``shard_schedule``): a thread keeps
-its shard (the one whose shard leads routes) and takes a chunk of another's only when its own
-shard is far ahead, so the threads share the work by how fast each one actually runs, not by a
-fixed split of the stocks. On a 2-vCPU guest the host may give one vCPU less (measured: the same shard took
-0.39 s on CPU 0 and 0.30 s on CPU 1). There is one shard a thread by default: twice as many
-(the default until the twenty-third round) let a thread that came free always find a shard
-nobody held, but moved shards between cores more often, each move costing the shard's warm
-L2; on the 100-stock day two threads ran 1.24-1.57x one thread with 4 shards (8 runs, mean
+with the unchanged engine kernel, which releases the GIL (``@njit(nogil=True)``). Routing and
+applying are tasks that any of the N threads runs (``shard_schedule``): a thread keeps its
+shard (the one whose shard leads routes) and takes a chunk of another's only when its own shard
+is far ahead, so the threads share the work by how fast each one actually runs, not by a fixed
+split of the stocks. On a 2-vCPU guest the host may give one vCPU less (measured: the same
+shard took 0.39 s on CPU 0 and 0.30 s on CPU 1). There is one shard a thread by default: twice
+as many (the default until the twenty-third round) let a thread that came free always find a
+shard nobody held, but moved shards between cores more often, each move costing the shard's
+warm L2; on the 100-stock day two threads ran 1.24-1.57x one thread with 4 shards (8 runs, mean
 1.38) and 1.42-1.57x with 2 (9 runs, mean 1.52), about the same on the other shapes and with a
 busy loop on CPU 0.
 
@@ -21,8 +21,8 @@ change, and its look-ahead prefetching then sees only the shard's own orders. Bo
 were measured (twenty-fourth round, docs/performance-history.md): a filter in the engine's parse
 stage costs about 13 ns a skipped message (whose it is defeats the branch predictor), and
 offset lists read in place halve the routing but leave each shard reading every line of the
-chunk, with no gain in wall-clock time. Routing walks each message once (length,
-type, locate) with one inlined 64-byte move into its shard's block.
+chunk, with no gain in wall-clock time. Routing walks each message once (length, type,
+locate) with one inlined 64-byte move into its shard's block.
 The shard plan counts messages per locate in a prefix of the first buffer (PLAN_SAMPLE_BYTES).
 
 What every shard sees (so queries and counters come out as with one thread):

@@ -43,7 +43,8 @@ def load_binaryfile(path: str, capture_stats: dict | None = None):
         if c.mapping is None:   # read into memory; a mapped file is framed whole by MoldFeed / MessageStore
             _, status, pos = message_offsets(c.data, 1 << 62, np.zeros(1, np.int64))   # lengths only
             if status:
-                raise ITCHFormatError(describe(c.data, pos, len(c.data), status), source=str(path), offset=(c.offset or 0) + int(pos))
+                raise ITCHFormatError(describe(c.data, pos, len(c.data), status), source=str(path),
+                                      offset=(c.offset or 0) + int(pos))
             held += len(c.data)
             if room is not None and held > room // 2:
                 raise ValueError(f"{path}: {held / 2**30:,.1f} GiB read and more to come; publish and soup serve "
