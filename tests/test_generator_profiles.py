@@ -269,9 +269,38 @@ def test_bench_book_threads_small(tmp_path, monkeypatch):
         turns = s["speedup_of_turns"]
         assert turns["min"] <= turns["median"] <= turns["max"]
         assert s["speedup"] == pytest.approx(s["one_thread"]["ns_per_msg"] / sh["ns_per_msg"])
+        first = s["first_turn"]   # the first turn is reported beside the bests
+        assert first["one_thread_ns_per_msg"] >= s["one_thread"]["ns_per_msg"] > 0
+        assert first["sharded_ns_per_msg"] >= sh["ns_per_msg"] > 0
+        assert first["speedup"] == pytest.approx(first["one_thread_ns_per_msg"] / first["sharded_ns_per_msg"])
     assert r["shapes"][1]["shape"]["stocks"] == 300
     text = bt.report(r)
     assert "few deep stocks" in text and "many stocks" in text and "NO" not in text
+    assert text.count("first turn, on memory new to the process") == 2
+
+
+def test_bench_book_threads_checks_every_turn(tmp_path, monkeypatch):
+    """Sharded books that disagree with one thread in any turn, not only the fastest one, make
+    the benchmark say they disagree (each turn's books are let go before the next)."""
+    import itchflow.bench.book as bb
+    import itchflow.bench.book_threads as bt
+    from itchflow.book.sharded import ShardedBooks
+
+    monkeypatch.setattr(bb, "BENCH_DIR", tmp_path)
+    calls = []
+    tops = ShardedBooks.tops
+
+    def wrong_in_the_last_turn(self):
+        calls.append(1)
+        t = tops(self)
+        return t[:0] if len(calls) == 3 else t
+
+    monkeypatch.setattr(ShardedBooks, "tops", wrong_in_the_last_turn)
+    r = bt.run(20_000, shapes=("deep",), seed=3, threads=2, repeat=3)
+    sh = r["shapes"][0]["sharded"]
+    assert len(calls) == 3
+    assert not sh["tops_agree"] and sh["live_orders_agree"] and sh["orders_agree"]
+    assert "tops False" in bt.report(r) and "NO" in bt.report(r)
 
 
 @pytest.mark.parametrize("args, option, text", [
