@@ -266,11 +266,14 @@ class ReferenceBook:
 
 
 def random_day(seed: int, n: int, stocks: int = 4, anomalies: bool = False, close_all: bool = False,
-               ref_style: str = "random") -> list[dict]:
+               ref_style: str = "random", cross_stock: bool = True) -> list[dict]:
     """A random stream of consistent messages (plus some inconsistent ones if asked).
 
     Prices sit on a small grid so levels collect several orders and books cross and lock;
     references are random 64-bit numbers (or strided/clustered ones) and never monotonic.
+    cross_stock=False keeps every anomaly inside one stock (a duplicate add or a replace onto a
+    live reference of the same stock, no header locate that is not the order's): what books
+    sharded by stock see exactly as one thread does.
     """
     rng = np.random.default_rng(seed)
     names = [f"S{i}" for i in range(stocks)]
@@ -358,6 +361,8 @@ def random_day(seed: int, n: int, stocks: int = 4, anomalies: bool = False, clos
                 msgs.append(delete(loc, bogus, ts))
             elif kind == 1 and live:
                 r2 = list(live)[0]
+                if not cross_stock:
+                    loc = live[r2][0]
                 msgs.append(add(loc, r2, "B", 10, 1_000_000, ts, names[loc - 1]))      # duplicate add
             elif kind == 2 and live:
                 r2 = list(live)[-1]
@@ -369,13 +374,17 @@ def random_day(seed: int, n: int, stocks: int = 4, anomalies: bool = False, clos
                 msgs.append(cancel(l2, r2, s2 + 1, ts))                                # over-cancel
             elif kind == 4 and len(live) > 1:
                 r1, r2 = list(live)[:2]
-                l1 = live.pop(r1)[0]
-                msgs.append(replace(l1, r1, r2, 10, 1_000_000, ts))                    # replace onto a live ref
+                if not cross_stock:
+                    same = [r for r in live if live[r][0] == live[r1][0] and r != r1]
+                    r2 = same[0] if same else None
+                if r2 is not None:
+                    l1 = live.pop(r1)[0]
+                    msgs.append(replace(l1, r1, r2, 10, 1_000_000, ts))                # replace onto a live ref
             elif kind == 5:
                 msgs.append(broken(loc, bogus, ts))                                     # unknown match
             elif kind == 6:
                 msgs.append(add(loc, bogus, "X", 10, 1_000_000, ts, names[loc - 1]))    # bad side
-            elif kind == 7 and live:
+            elif kind == 7 and live and cross_stock:
                 r2 = list(live)[-1]
                 l2 = live[r2][0]
                 msgs.append(delete(l2 % stocks + 1, r2, ts))                           # wrong locate

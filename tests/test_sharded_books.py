@@ -14,7 +14,9 @@ import threading
 
 import numpy as np
 import pytest
-from test_book_support import add, broken, directory, encode, execute, trade
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_book_support import add, broken, directory, encode, execute, random_day, trade
 
 from itchflow.book import layout as L
 from itchflow.book.books import Books
@@ -83,6 +85,30 @@ def test_books_equal_one_thread(request, day_name, threads):
             assert len(mine) == len(theirs) > 0 and np.array_equal(mine, theirs)
         if threads > 1:  # the work really is split, and no shard is idle
             assert all(b.messages > one.messages // (3 * threads) for b in sb.shards)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), stocks=st.integers(2, 7), shards=st.integers(2, 4),
+       cuts=st.lists(st.floats(0, 1), max_size=4))
+def test_random_days_with_anomalies_equal_one_thread(seed, stocks, shards, cuts):
+    """Random streams with every kind of inconsistency that stays inside one stock (unknown and
+    duplicate references, over-execution and over-cancel, a replace onto a live reference, a bad
+    side, unknown match numbers, breaks under another stock's locate, crosses, halts, C not
+    printable), applied in random slices: every book, counter, anomaly and event the same as one
+    thread's, with 2-4 shards on two threads and chunks of the smallest size (several a call)."""
+    msgs = random_day(seed, 12_000, stocks=stocks, anomalies=True, cross_stock=False)
+    day = np.frombuffer(encode(msgs), np.uint8)
+    bounds = sorted({int(whole_messages_end(day, 0, int(c * len(day)))[0]) for c in cuts} | {0, len(day)})
+    one = Books()
+    one.record(l2=True)
+    with ShardedBooks(2, shards=shards, block_bytes=65_537) as sb:
+        sb.record(l2=True)
+        for a, b in zip(bounds, bounds[1:]):
+            assert sb.apply(day[a:b]) == one.apply(day[a:b]) == b - a
+        assert_same(sb, one)
+        assert sum(one.anomalies().values()) > 0      # the inconsistencies are there
+        for mine, theirs in zip(sb.take_events(), one.take_events()):  # bbo, trades, l2
+            assert np.array_equal(mine, theirs)
 
 
 @pytest.mark.parametrize("far_table", [1, 0])
