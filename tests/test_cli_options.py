@@ -23,6 +23,10 @@ def day(tmp_path_factory):
 def _cli(args):
     import itchflow.cli.batch  # noqa: F401  (registers the commands used here)
     import itchflow.cli.book  # noqa: F401
+    import itchflow.cli.decode  # noqa: F401
+    import itchflow.cli.gen  # noqa: F401
+    import itchflow.cli.net  # noqa: F401
+    import itchflow.cli.ring  # noqa: F401
     import itchflow.cli.research  # noqa: F401
     import itchflow.cli.run  # noqa: F401
     import itchflow.cli.tail  # noqa: F401
@@ -77,6 +81,48 @@ def test_bad_values_are_usage_errors(tmp_path, day, args, option):
     assert r.exit_code == 2 and option in r.output, r.output
     assert r.exception is None or isinstance(r.exception, SystemExit)
     assert not out.exists()
+
+
+@pytest.mark.parametrize("args, option", [
+    # a day too small for its stocks: was the generator's ValueError, as a traceback
+    (["bench", "book", "--messages", "1000"], "--messages"),
+    (["bench", "book-threads", "--messages", "1000"], "--messages"),
+    (["bench", "decode", "--messages", "10"], "--messages"),
+    (["bench", "batch", "--messages", "10"], "--messages"),
+    (["bench", "pipeline", "--messages", "10"], "--messages"),
+    (["bench", "gen", "--messages", "10"], "--messages"),
+    # no runs to take the best of (an AttributeError or TypeError, or inf and nan printed)
+    (["bench", "book", "--repeat", "0"], "--repeat"),
+    (["bench", "book-threads", "--repeat", "0"], "--repeat"),
+    (["bench", "revision", "--rev", "HEAD", "--repeat", "0"], "--repeat"),
+    (["bench", "decode", "--repeat", "0"], "--repeat"),
+    (["bench", "pipeline", "--repeat", "0"], "--repeat"),
+    (["bench", "cache", "--repeat", "-1"], "--repeat"),
+    (["bench", "cache", "--steps", "0"], "--steps"),                 # a ZeroDivisionError
+    (["bench", "ring", "--repeats", "0"], "--repeats"),
+    (["bench", "net", "--rounds", "0"], "--rounds"),
+    (["bench", "net", "--packets", "0"], "--packets"),               # a ZeroDivisionError
+    (["bench", "batch", "--days", "0"], "--days"),                   # "no input days", a traceback
+    (["bench", "batch", "--workers", "0"], "--workers"),
+    # out of what the thing measured can be
+    (["bench", "book", "--stocks", "0"], "--stocks"),
+    (["bench", "book-threads", "--threads", "0"], "--threads"),
+    (["bench", "book-threads", "--shards", "300"], "--shards"),
+    (["bench", "net", "--size", "0"], "--size"),                     # "negative count"
+    (["bench", "net", "--size", "70000"], "--size"),                 # "Message too long" mid-run
+    (["bench", "net", "--veth", "--size", "2000"], "--size"),        # more than one frame of the veth pair
+    (["bench", "net", "--batch", "0"], "--batch"),
+    (["bench", "ring", "--capacity", "5"], "--capacity"),            # the ring's ValueError
+    (["bench", "ring", "--rate", "0"], "--rate"),
+    (["bench", "pipeline", "--mold-pps", "0"], "--mold-pps"),
+])
+def test_bench_bad_values_are_usage_errors(tmp_path, monkeypatch, args, option):
+    """Every benchmark refuses a count it cannot use before it runs anything, naming the option."""
+    monkeypatch.setenv("ITCHFLOW_BENCH_DIR", str(tmp_path))
+    r = _cli(args)
+    assert r.exit_code == 2 and option in r.output, r.output
+    assert r.exception is None or isinstance(r.exception, SystemExit)
+    assert "Traceback" not in r.output and not list(tmp_path.iterdir())   # nothing generated
 
 
 @pytest.mark.parametrize("every", ["99999999999999999999999", "25h", "0s", "9" * 400])

@@ -8,6 +8,8 @@ import importlib
 
 import click
 
+from itchflow.cli.params import BenchGroup
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="itchflow")
@@ -26,7 +28,7 @@ def main() -> None:
     click.get_current_context().with_resource(sigterm_exits())   # for the command, then as it was
 
 
-@main.group()
+@main.group(cls=BenchGroup)
 def bench() -> None:
     """Benchmarks (the same code as benchmarks/*.py)."""
 

@@ -9,7 +9,7 @@ import click
 
 from itchflow.cli import bench, main
 from itchflow.cli.decode import fail
-from itchflow.cli.params import POSITIVE, SECONDS, TIME_TEXT, TIMES, Count, symbols_option
+from itchflow.cli.params import POSITIVE, RUNS, SECONDS, STOCKS, TIMES, TIME_TEXT, Count, symbols_option
 
 _JOBS = ("stats", "decode", "bbo", "trades", "snapshots", "lobster", "bars", "crosses", "imbalances")  # scale.jobs.JOBS (not imported: fast start)
 
@@ -168,11 +168,11 @@ def _report(console, r: dict, as_json: bool) -> None:
 
 
 @bench.command("batch")
-@click.option("--days", default=4, show_default=True, help="Generated days in the archive.")
+@click.option("--days", type=RUNS, default=4, show_default=True, help="Generated days in the archive.")
 @click.option("--messages", type=Count(), default="5M", show_default=True, help="Messages per generated day.")
-@click.option("--stocks", default=2000, show_default=True)
+@click.option("--stocks", type=STOCKS, default=2000, show_default=True)
 @click.option("--job", type=click.Choice(("bbo", "trades", "decode")), default="bbo", show_default=True)
-@click.option("--workers", default=2, show_default=True, help="LocalCluster worker processes.")
+@click.option("--workers", type=RUNS, default=2, show_default=True, help="LocalCluster worker processes.")
 @click.option("--gz", is_flag=True, help="Gzip the generated days.")
 @click.option("--bandwidth", type=POSITIVE, default=1.0, show_default=True, help="Projection: storage read bandwidth, GB/s.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")

@@ -9,7 +9,9 @@ import click
 
 from itchflow.cli import bench, main
 from itchflow.cli.decode import fail
-from itchflow.cli.params import IMAGE, PARQUET, SECONDS, SEED, TIME_TEXT, TIMES, Count, symbols_option
+from itchflow.cli.params import (
+    IMAGE, PARQUET, RUNS, SECONDS, SEED, STOCKS, THREADS, TIMES, TIME_TEXT, Count, symbols_option,
+)
 from itchflow.cli.progress import progress_total
 
 
@@ -165,9 +167,9 @@ trades_command = _stream_command("trades", "trades", "Every trade (E, C, P, Q; B
 
 
 @bench.command("cache")
-@click.option("--steps", type=Count(), default="2M", show_default=True, help="Loads timed per figure.")
-@click.option("--repeat", default=3, show_default=True, help="Best of this many passes.")
-@click.option("--largest", default=1024, show_default=True,
+@click.option("--steps", type=Count(1), default="2M", show_default=True, help="Loads timed per figure.")
+@click.option("--repeat", type=RUNS, default=3, show_default=True, help="Best of this many passes.")
+@click.option("--largest", type=click.IntRange(1), default=1024, show_default=True,
               help="Largest working set and page span to probe, MiB (each is allocated and touched).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def bench_cache(steps, repeat, largest, as_json) -> None:
@@ -190,14 +192,14 @@ def bench_cache(steps, repeat, largest, as_json) -> None:
 @click.option("--shapes", default="deep,many,fullday", show_default=True,
               help="Comma-separated day shapes to run: deep (the default 100-stock day), many (--stocks "
                    "stocks), fullday (gen --profile fullday).")
-@click.option("--stocks", default=8000, show_default=True, help="Stocks of the 'many' shape.")
+@click.option("--stocks", type=STOCKS, default=8000, show_default=True, help="Stocks of the 'many' shape.")
 @click.option("--fullday-messages", type=Count(), default=None,
               help="Size of the fullday day [default: --messages].")
 @click.option("--fullday-live-orders", type=Count(), default=None,
               help="Peak live orders of the fullday day [default: the profile's 1,740,000, at most 15% of its "
                    "messages]; smaller for a quick run.")
 @click.option("--seed", type=SEED, default=1, show_default=True)
-@click.option("--repeat", default=2, show_default=True, help="Best of this many runs, itchflow and itchcpp taking turns.")
+@click.option("--repeat", type=RUNS, default=2, show_default=True, help="Best of this many runs, itchflow and itchcpp taking turns.")
 @click.option("--meatpy-messages", type=Count(), default="300k", show_default=True, help="Prefix given to MeatPy.")
 @click.option("--no-peers", is_flag=True, help="Only itchflow's own figures.")
 @click.option("--memory-orders", type=Count(), default="6M", show_default=True,
@@ -236,7 +238,7 @@ def _shape_names(shapes: str) -> list[str]:
 @click.option("--start", type=Count(), default="2M", show_default=True,
               help="Count the messages after this many ...")
 @click.option("--stop", type=Count(), default="3M", show_default=True, help="... up to this many.")
-@click.option("--stocks", default=8000, show_default=True, help="Stocks of the 'many' shape.")
+@click.option("--stocks", type=STOCKS, default=8000, show_default=True, help="Stocks of the 'many' shape.")
 @click.option("--seed", type=SEED, default=1, show_default=True)
 @click.option("--no-peers", is_flag=True, help="Only itchflow's counts.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
@@ -305,7 +307,7 @@ def _day_shape_options(command):
         click.option("--shapes", default="deep,many,fullday", show_default=True,
                      help="Comma-separated day shapes, as in bench book: deep (the default 100-stock day), many "
                           "(--stocks stocks), fullday (gen --profile fullday)."),
-        click.option("--stocks", default=8000, show_default=True, help="Stocks of the 'many' shape."),
+        click.option("--stocks", type=STOCKS, default=8000, show_default=True, help="Stocks of the 'many' shape."),
         click.option("--fullday-live-orders", type=Count(), default=None,
                      help="Peak live orders of the fullday day [default: the profile's 1,740,000, at most 15% of "
                           "its messages]."),
@@ -316,11 +318,11 @@ def _day_shape_options(command):
 
 @bench.command("book-threads")
 @_day_shape_options
-@click.option("--threads", default=2, show_default=True, help="Threads building the books.")
-@click.option("--shards", type=int, default=None, help="Books the stocks are split into [default: one a thread].")
+@click.option("--threads", type=THREADS, default=2, show_default=True, help="Threads building the books.")
+@click.option("--shards", type=THREADS, default=None, help="Books the stocks are split into [default: one a thread].")
 @click.option("--chunk", "chunk", type=Count(), default=None,
               help="Input bytes routed a chunk (at least 65,537) [default: 4 MiB].")
-@click.option("--repeat", default=3, show_default=True, help="Best of this many runs.")
+@click.option("--repeat", type=RUNS, default=3, show_default=True, help="Best of this many runs.")
 @click.option("--busy-cpu", type=int, default=None,
               help="Time it all while a busy loop shares this CPU (a vCPU the host gives less).")
 @click.option("--busy-nice", type=click.IntRange(0, 19), default=5, show_default=True,
@@ -345,7 +347,7 @@ def bench_book_threads(messages, shapes, stocks, fullday_live_orders, seed, thre
 @click.option("--rev", required=True,
               help="The earlier commit to measure against (any git revision of this checkout, e.g. 40a0d70).")
 @_day_shape_options
-@click.option("--repeat", default=5, show_default=True, help="Turns: each engine's best of this many.")
+@click.option("--repeat", type=RUNS, default=5, show_default=True, help="Turns: each engine's best of this many.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def bench_revision(rev, messages, shapes, stocks, fullday_live_orders, seed, repeat, as_json) -> None:
     """The book engine as checked out (HEAD and any uncommitted change) against another revision
@@ -354,8 +356,6 @@ def bench_revision(rev, messages, shapes, stocks, fullday_live_orders, seed, rep
     checkout."""
     from itchflow.bench.revision import report, run
 
-    if repeat < 1:
-        fail(click.UsageError("--repeat must be at least 1"))
     say = None if as_json else (lambda line: click.echo(line, err=True))
     try:
         r = run(rev, messages, _shape_names(shapes), stocks, seed, repeat, fullday_live_orders, progress=say)

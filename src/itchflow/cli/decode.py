@@ -9,7 +9,7 @@ import click
 
 from itchflow.cli import bench, main
 from itchflow.cli.progress import progress_total
-from itchflow.cli.params import SEED, Count
+from itchflow.cli.params import RUNS, SEED, Count
 
 
 def format_timestamp(ns: int | None) -> str:
@@ -132,7 +132,7 @@ def decode(path: str, types: str, symbol: str | None, out: str, chunk: int, quie
 @click.option("--seed", type=SEED, default=1, show_default=True)
 @click.option("--peer-messages", type=Count(), default="200k", show_default=True, help="Prefix given to the pure-Python peers.")
 @click.option("--cpp-messages", type=Count(), default="2M", show_default=True, help="Prefix given to itchcpp.")
-@click.option("--repeat", default=3, show_default=True, help="Best of this many runs.")
+@click.option("--repeat", type=RUNS, default=3, show_default=True, help="Best of this many runs.")
 @click.option("--no-peers", is_flag=True, help="Only itchflow's own figures.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def bench_decode(messages, seed, peer_messages, cpp_messages, repeat, no_peers, as_json) -> None:

@@ -9,7 +9,7 @@ import time
 import click
 
 from itchflow.cli import bench, main
-from itchflow.cli.params import SEED, Count
+from itchflow.cli.params import SEED, STOCKS, Count
 
 def _progress(total: int, quiet: bool):
     """A rich bar over messages (position, rate, ETA) on stderr, or nothing."""
@@ -199,7 +199,7 @@ def _naive_python_day(messages: int, seed: int) -> int:
 
 @bench.command("gen")
 @click.option("--messages", "-n", type=Count(), default="5M", show_default=True)
-@click.option("--stocks", type=int, default=None, help="Stocks [default: 100; the profile's].")
+@click.option("--stocks", type=STOCKS, default=None, help="Stocks [default: 100; the profile's].")
 @click.option("--profile", type=click.Choice(["default", "fullday"]), default=None,
               help="Day shape (as gen --profile); fullday: 8,700 stocks, 1.74 M live orders, deep books.")
 @click.option("--peer-messages", type=Count(), default="300k", show_default=True,

@@ -11,8 +11,8 @@ import click
 
 from itchflow.cli import bench, main
 from itchflow.cli.params import (
-    CPU, FRACTION, HOST, NON_NEGATIVE, POSITIVE, SECONDS, SEED, SOUP_PASSWORD, SOUP_SESSION, SOUP_USER, Count, Endpoint,
-    SoupField,
+    CPU, FRACTION, HOST, NON_NEGATIVE, POSITIVE, RUNS, SECONDS, SEED, SOUP_PASSWORD, SOUP_SESSION, SOUP_USER, Count,
+    Endpoint, SoupField,
 )
 
 
@@ -430,21 +430,28 @@ def soup_fetch(address, user, password, out, ring_name, session, sequence, max_r
         sys.exit(3)
 
 
+VETH_MAX_DATAGRAM = 1500 - 20 - 8   # the veth pair's MTU less the IPv4 and UDP headers
+
+
 @bench.command("net")
-@click.option("--packets", type=Count(), default="20k", show_default=True, help="Datagrams queued per round.")
-@click.option("--rounds", default=5, show_default=True)
-@click.option("--size", default=128, show_default=True, help="Datagram size in bytes.")
-@click.option("--batch", default=64, show_default=True, help="recvmmsg batch.")
+@click.option("--packets", type=Count(1), default="20k", show_default=True, help="Datagrams queued per round.")
+@click.option("--rounds", type=RUNS, default=5, show_default=True)
+@click.option("--size", type=click.IntRange(20, 65_507), default=128, show_default=True,
+              help="Datagram size in bytes (a MoldUDP64 header and more; 1,472 at most with --veth, one frame).")
+@click.option("--batch", type=click.IntRange(1, 1024), default=64, show_default=True, help="recvmmsg batch.")
 @click.option("--timestamps", is_flag=True, help="Enable SO_TIMESTAMPNS on the socket.")
 @click.option("--veth", is_flag=True, help="Also over a veth pair between two network namespaces (root): "
               "TPACKET_V3 and AF_XDP rows, CPU and counted system calls per packet.")
-@click.option("--busy-poll", "busy_poll_us", default=20, show_default=True, help="SO_BUSY_POLL (us) of the AF_XDP "
+@click.option("--busy-poll", "busy_poll_us", type=click.IntRange(0), default=20, show_default=True, help="SO_BUSY_POLL (us) of the AF_XDP "
               "busy-poll row.")
 @click.option("--json", "as_json", is_flag=True)
 def bench_net(packets, rounds, size, batch, timestamps, veth, busy_poll_us, as_json):
     """Receive path on loopback: recv (Python) vs recv (compiled) vs recvmmsg (compiled)."""
     from itchflow.bench.net import run, run_receiver
 
+    if veth and size > VETH_MAX_DATAGRAM:
+        raise click.BadParameter(f"{size:,} bytes do not fit one frame of the veth pair (MTU 1,500: at most "
+                                 f"{VETH_MAX_DATAGRAM:,} bytes of UDP payload)", param_hint="'--size'")
     echo = (lambda *a: None) if as_json else click.echo
     res = run(packets, rounds, size, batch, timestamps, echo=echo)
     if veth:

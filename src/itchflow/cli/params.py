@@ -11,11 +11,21 @@ _SUFFIX = {"k": 1_000, "m": 1_000_000, "g": 1_000_000_000, "b": 1_000_000_000}
 
 
 class Count(click.ParamType):
-    """An integer that may be written 300k, 50M, 1.5e6 or 100_000_000."""
+    """An integer that may be written 300k, 50M, 1.5e6 or 100_000_000; ``low``: the least it
+    may be (0 by default; 1 where none of a thing leaves nothing to measure)."""
 
     name = "count"
 
+    def __init__(self, low: int = 0):
+        self.low = low
+
     def convert(self, value, param, ctx):
+        number = self._whole(value, param, ctx)
+        if number < self.low:
+            self.fail(f"{value!r} is less than {self.low:,}", param, ctx)
+        return number
+
+    def _whole(self, value, param, ctx) -> int:
         if isinstance(value, int):
             return value
         text = str(value).strip().lower().replace("_", "").replace(",", "")
@@ -63,6 +73,28 @@ NON_NEGATIVE = Number(0)               # a wait that may be none, a rate where 0
 FRACTION = Number(0, 1)                # a share of packets
 SEED = click.IntRange(0)                # numpy's generators take non-negative seeds
 BYTES = click.IntRange(1)               # a size in bytes
+RUNS = click.IntRange(1)                # runs to take the best of, rounds, days, workers
+THREADS = click.IntRange(1, 255)        # threads or shards of the books (shard numbers are uint8)
+STOCKS = click.IntRange(1, 20_000)      # stocks of a generated day (sim.generator.MAX_STOCKS)
+
+
+class BenchCommand(click.Command):
+    """A benchmark: a generated day's shape out of range (a ``sim.generator.ShapeError``: too
+    few messages for its stocks, say) is a usage error naming the option, not a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except ValueError as e:
+            from itchflow.sim.generator import ShapeError
+
+            if not isinstance(e, ShapeError):
+                raise
+            raise click.BadParameter(str(e), ctx=ctx, param_hint=f"'--{e.knob.replace('_', '-')}'") from None
+
+
+class BenchGroup(click.Group):
+    command_class = BenchCommand
 
 
 HEARTBEAT = Number(0.001, 1e9)          # a heartbeat time-out: at least a millisecond (kept in ns)

@@ -10,7 +10,7 @@ import sys
 import click
 
 from itchflow.cli import bench, main
-from itchflow.cli.params import CPUS, IMAGE, Count
+from itchflow.cli.params import CPUS, IMAGE, RING_CAPACITY, RUNS, Count
 
 
 def _candidates(paths: tuple[str, ...]) -> list[str]:
@@ -166,15 +166,15 @@ def ring_layout() -> None:
 
 @bench.command("ring")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@click.option("--records", type=Count(), default="20M", show_default=True, help="Records per throughput run.")
-@click.option("--rate", default=200_000, show_default=True, help="Offered rate (records/s) for latency.")
-@click.option("--latency-records", type=Count(), default="200k", show_default=True)
-@click.option("--batch", default=256, show_default=True, help="Records per publish in the batched run.")
-@click.option("--capacity", default=1 << 22, show_default=True, help="Ring bytes for the throughput runs.")
-@click.option("--repeats", default=3, show_default=True, help="Throughput runs (best and median shown).")
+@click.option("--records", type=Count(1), default="20M", show_default=True, help="Records per throughput run.")
+@click.option("--rate", type=click.IntRange(1), default=200_000, show_default=True, help="Offered rate (records/s) for latency.")
+@click.option("--latency-records", type=Count(1), default="200k", show_default=True)
+@click.option("--batch", type=click.IntRange(1), default=256, show_default=True, help="Records per publish in the batched run.")
+@click.option("--capacity", type=RING_CAPACITY, default=1 << 22, show_default=True, help="Ring bytes for the throughput runs.")
+@click.option("--repeats", type=RUNS, default=3, show_default=True, help="Throughput runs (best and median shown).")
 @click.option("--peers/--no-peers", default=True, help="Also time multiprocessing.Queue, faster-fifo, pyzmq.")
 @click.option("--peer-records", type=Count(), default="200k", show_default=True)
-@click.option("--stress", "stress", default=0, help="Also run an N-record verified stress (e.g. 100000000).")
+@click.option("--stress", "stress", type=click.IntRange(0), default=0, help="Also run an N-record verified stress (e.g. 100000000).")
 @click.option("--pin", type=CPUS, default="0,1", show_default=True, help="CPUs for producer,consumer ('' = no pinning).")
 @click.option("--plot", type=IMAGE, default=None, help="Write a latency histogram PNG.")
 @click.option("--realtime", is_flag=True, help="Latency consumer SCHED_FIFO (root): ordinary tasks cannot preempt it.")

@@ -12,7 +12,8 @@ from itchflow.cli.progress import progress_total
 from itchflow.cli.signals import sigterm_exits
 from itchflow.cli.decode import fail
 from itchflow.cli.params import (
-    BYTES, CPUS, HEARTBEAT, IMAGE, MESSAGE_RATE, NON_NEGATIVE, RING_CAPACITY, SECONDS_OR_OFF, SEED, Count,
+    BYTES, CPUS, HEARTBEAT, IMAGE, MESSAGE_RATE, NON_NEGATIVE, POSITIVE, RING_CAPACITY, RUNS, SECONDS_OR_OFF, SEED,
+    STOCKS, Count,
 )
 from itchflow.wire.itch import price4_to_float
 
@@ -253,13 +254,13 @@ def print_report(r) -> None:
 
 @bench.command("pipeline")
 @click.option("--messages", type=Count(), default="10M", show_default=True, help="Size of the generated day.")
-@click.option("--stocks", default=2000, show_default=True)
+@click.option("--stocks", type=STOCKS, default=2000, show_default=True)
 @click.option("--seed", type=SEED, default=1, show_default=True)
 @click.option("--batch-bytes", type=BYTES, default=64 << 10, show_default=True)
 @click.option("--small-batch", type=BYTES, default=1 << 10, show_default=True, help="Second batch size for the hand-off-only runs.")
 @click.option("--net-messages", type=Count(), default="1M", show_default=True, help="Prefix of the day sent over loopback.")
-@click.option("--mold-pps", default=20_000.0, show_default=True, help="MoldUDP64 packets per second offered.")
-@click.option("--repeat", default=2, show_default=True, help="Best of this many runs (file and hand-off runs).")
+@click.option("--mold-pps", type=POSITIVE, default=20_000.0, show_default=True, help="MoldUDP64 packets per second offered.")
+@click.option("--repeat", type=RUNS, default=2, show_default=True, help="Best of this many runs (file and hand-off runs).")
 @click.option("--no-peers", is_flag=True, help="Only itchflow's own figures.")
 @click.option("--pin", type=CPUS, default="0,1", show_default=True, help="producer,consumer CPUs ('' = no pinning).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")

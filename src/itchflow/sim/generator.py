@@ -141,9 +141,17 @@ MAX_MESSAGES = 10_000_000_000
 MEAN_MESSAGE_BYTES = 31   # framed, on a generated day of any profile (30.5-30.8 measured)
 
 
+class ShapeError(ValueError):
+    """A day-shape knob out of its range; ``knob`` names it (``gen`` shows it as its option)."""
+
+    def __init__(self, knob: str, message: str):
+        super().__init__(message)
+        self.knob = knob
+
+
 def check_messages(messages: int) -> None:
     if not 0 < messages <= MAX_MESSAGES:
-        raise ValueError(f"a generated day has 1 to {MAX_MESSAGES:,} messages (asked for {messages:,}; "
+        raise ShapeError("messages", f"a generated day has 1 to {MAX_MESSAGES:,} messages (asked for {messages:,}; "
                          f"a real day has about {REAL_DAY_MESSAGES:,})")
 
 
@@ -165,14 +173,6 @@ def resolve_shape(messages: int, profile: str | None = None, **overrides) -> dic
     shape["profile"] = name
     check_shape(shape)
     return shape
-
-
-class ShapeError(ValueError):
-    """A day-shape knob out of its range; ``knob`` names it (``gen`` shows it as its option)."""
-
-    def __init__(self, knob: str, message: str):
-        super().__init__(message)
-        self.knob = knob
 
 
 MAX_STOCKS = 20_000
@@ -248,7 +248,7 @@ class _Plan:
         # The new knobs draw from their own stream, so a day that does not use them keeps its bytes.
         rng2 = np.random.default_rng([seed, 0x17C4F10, 2])
         if messages < minimum_messages(stocks):
-            raise ValueError(f"a day of {stocks} stocks needs at least {minimum_messages(stocks):,} "
+            raise ShapeError("messages", f"a day of {stocks} stocks needs at least {minimum_messages(stocks):,} "
                              f"messages (asked for {messages:,})")
         if seed < 0:
             raise ValueError("seed must be >= 0")
