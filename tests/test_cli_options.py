@@ -115,11 +115,12 @@ def test_bad_values_are_usage_errors(tmp_path, day, args, option):
     (["bench", "ring", "--capacity", "5"], "--capacity"),            # the ring's ValueError
     (["bench", "ring", "--rate", "0"], "--rate"),
     (["bench", "pipeline", "--mold-pps", "0"], "--mold-pps"),
+    (["publish", "DAY", "--mold", "127.0.0.1:9", "--payload", "100000"], "--payload"),   # "Message too long" on send
 ])
-def test_bench_bad_values_are_usage_errors(tmp_path, monkeypatch, args, option):
+def test_bench_bad_values_are_usage_errors(tmp_path, monkeypatch, day, args, option):
     """Every benchmark refuses a count it cannot use before it runs anything, naming the option."""
     monkeypatch.setenv("ITCHFLOW_BENCH_DIR", str(tmp_path))
-    r = _cli(args)
+    r = _cli([day if a == "DAY" else a for a in args])
     assert r.exit_code == 2 and option in r.output, r.output
     assert r.exception is None or isinstance(r.exception, SystemExit)
     assert "Traceback" not in r.output and not list(tmp_path.iterdir())   # nothing generated

@@ -15,6 +15,9 @@ from itchflow.cli.params import (
     Endpoint, SoupField,
 )
 
+UDP_MAX_PAYLOAD = 65_535 - 20 - 8    # an IPv4 datagram's largest UDP payload
+VETH_MAX_DATAGRAM = 1500 - 20 - 8   # the veth pair's MTU less the IPv4 and UDP headers
+
 
 def _fail(error: Exception) -> None:
     click.echo(f"itchflow: error: {error}", err=True)
@@ -89,7 +92,8 @@ _BOUND = Endpoint("127.0.0.1")                            # where this process l
 @click.option("--rate", default="real", show_default=True,
               help="real (message timestamps), max (flat out) or N (N x real time).")
 @click.option("--pps", type=POSITIVE, help="Cap on packets per second per line.")
-@click.option("--payload", default=1400, show_default=True, help="Largest UDP payload, header included.")
+@click.option("--payload", type=click.IntRange(max=UDP_MAX_PAYLOAD), default=1400, show_default=True,
+              help="Largest UDP payload, header included.")
 @click.option("--rerequest", type=Endpoint("0.0.0.0", fd_ok=True), metavar="[HOST:]PORT",
               help="Serve re-requests on this UDP port "
               "(or fd:N, an inherited bound UDP socket).")
@@ -430,13 +434,12 @@ def soup_fetch(address, user, password, out, ring_name, session, sequence, max_r
         sys.exit(3)
 
 
-VETH_MAX_DATAGRAM = 1500 - 20 - 8   # the veth pair's MTU less the IPv4 and UDP headers
 
 
 @bench.command("net")
 @click.option("--packets", type=Count(1), default="20k", show_default=True, help="Datagrams queued per round.")
 @click.option("--rounds", type=RUNS, default=5, show_default=True)
-@click.option("--size", type=click.IntRange(20, 65_507), default=128, show_default=True,
+@click.option("--size", type=click.IntRange(20, UDP_MAX_PAYLOAD), default=128, show_default=True,
               help="Datagram size in bytes (a MoldUDP64 header and more; 1,472 at most with --veth, one frame).")
 @click.option("--batch", type=click.IntRange(1, 1024), default=64, show_default=True, help="recvmmsg batch.")
 @click.option("--timestamps", is_flag=True, help="Enable SO_TIMESTAMPNS on the socket.")
