@@ -248,3 +248,19 @@ def test_soup_serve_login_fields_and_faults_are_checked(day, args, option):
     full = ["soup", "serve", day, "--port", "0", "--max-seconds", "1", "--password", "pw", *args]
     r = _cli(full)
     assert r.exit_code == 2 and option in r.output, r.output
+
+
+@pytest.mark.parametrize("args, text", [
+    (["--messages", "10"], "needs at least 40,000 messages"),     # was the gen command's traceback
+    (["--stocks", "0"], "--stocks must be between 1 and 20,000"),
+    (["--seed", "-1"], "--seed must be >= 0"),
+])
+def test_demo_refuses_a_day_it_cannot_make(tmp_path, capsys, args, text):
+    """make demo's own options are checked before anything is made: a usage error (exit 2)."""
+    from itchflow.cli.demo import main as demo
+
+    folder = tmp_path / "demo"
+    with pytest.raises(SystemExit) as e:
+        demo(["--dir", str(folder), *args])
+    assert e.value.code == 2 and text in capsys.readouterr().err
+    assert not folder.exists()

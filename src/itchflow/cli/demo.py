@@ -12,6 +12,8 @@ import shlex
 import time
 from pathlib import Path
 
+import click
+
 from itchflow.cli.progress import output_console
 
 console = output_console()
@@ -27,6 +29,9 @@ def run_command(args: list[str]) -> None:
     except SystemExit as e:
         if e.code:
             raise
+    except click.ClickException as e:   # as the shell shows it: the message, exit 2 (or its code)
+        e.show()
+        raise SystemExit(e.exit_code) from None
 
 
 def most_active_symbol(path: Path) -> tuple[str, int]:
@@ -91,6 +96,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--stocks", type=int, default=500)
     a = p.parse_args(argv)
+    from itchflow.sim.generator import MAX_STOCKS, minimum_messages
+
+    if a.seed < 0:
+        p.error(f"--seed must be >= 0, not {a.seed}")
+    if not 1 <= a.stocks <= MAX_STOCKS:
+        p.error(f"--stocks must be between 1 and {MAX_STOCKS:,}, not {a.stocks}")
+    if a.messages < minimum_messages(a.stocks):
+        p.error(f"a day of {a.stocks} stocks needs at least {minimum_messages(a.stocks):,} messages "
+                f"(--messages {a.messages:,})")
 
     folder = Path(a.dir)
     folder.mkdir(parents=True, exist_ok=True)
