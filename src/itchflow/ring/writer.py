@@ -9,6 +9,7 @@ import time
 import numpy as np
 
 from itchflow.hw.atomics_py import cas, load, store
+from itchflow.hw.byte_view import byte_view
 from itchflow.hw.sigbus import NO_FAULT
 from itchflow.ring import layout as L
 from itchflow.ring import producer as P
@@ -83,14 +84,14 @@ class Writer:
 
     def write(self, payload, type: int = 0) -> None:
         """Publish one record (bytes, bytearray, memoryview or uint8 array)."""
-        arr = payload if isinstance(payload, np.ndarray) else np.frombuffer(payload, np.uint8)
+        arr = byte_view(payload)
         self.check(P.publish_one(self.ring.words, self.ring.data, self.ps, arr, type,
                                  self.strategy, self.timeout_ns), "write")
 
     def write_batch(self, buffer, offsets, types=None) -> int:
         """Publish records buffer[offsets[i]:offsets[i+1]] (len(offsets)-1 of them), with one
         release store per batch (more only if the ring fills up mid-batch)."""
-        buf = buffer if isinstance(buffer, np.ndarray) else np.frombuffer(buffer, np.uint8)
+        buf = byte_view(buffer)
         offs = np.ascontiguousarray(offsets, dtype=np.int64)
         if len(offs) and (offs[0] < 0 or offs[-1] > len(buf) or np.any(np.diff(offs) < 0)):
             raise ValueError("offsets must be non-decreasing and within the buffer")

@@ -21,6 +21,7 @@ import numpy as np
 
 from itchflow.errors import ITCHFormatError
 from itchflow.hw import sigbus
+from itchflow.hw.byte_view import byte_view
 
 PAGE_BYTES = mmap.PAGESIZE
 # Pages are let go in runs of at least this much (a madvise call costs about a page walk of
@@ -113,12 +114,9 @@ def describe(source) -> str:
 
 
 def as_uint8(buffer) -> np.ndarray:
-    """A zero-copy uint8 view of any bytes-like object or numpy array."""
-    if isinstance(buffer, np.ndarray):
-        if buffer.dtype != np.uint8:
-            buffer = buffer.view(np.uint8)
-        return buffer.reshape(-1)
-    return np.frombuffer(memoryview(buffer).cast("B"), dtype=np.uint8)
+    """A uint8 view of any bytes-like object or numpy array (``hw.byte_view``: zero-copy where
+    its memory is contiguous, a copy of a strided one)."""
+    return byte_view(buffer)
 
 
 def map_file(path: str | os.PathLike) -> np.ndarray:

@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from itchflow.hw.byte_view import byte_view
 from itchflow.protocol.mold.codec import (
     BLOCKS_OK,
     F_BYTES,
@@ -263,7 +264,7 @@ class MoldReceiver:
         st.packets_by_line[line] += 1
         number = st.packets
         events: list = []
-        buf = packet if isinstance(packet, np.ndarray) else np.frombuffer(packet, np.uint8)
+        buf = byte_view(packet)   # (a strided array would have the walks read other bytes)
         n = len(buf)
         if n < HEADER_SIZE:
             self._malformed(events, number, line, MALFORMED_TEXT[SHORT_HEADER] + f" ({n} bytes)", None)
