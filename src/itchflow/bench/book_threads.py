@@ -111,7 +111,7 @@ def _timed(buf, threads, repeat, shards, block_bytes) -> tuple[dict, object]:
     bestn, best_sharded = float("inf"), None
     agree = {"tops_agree": True, "live_orders_agree": True, "orders_agree": True}
     pairs = []   # one thread / N threads of each turn: both taken within a second of each other
-    for _ in range(repeat):
+    for turn in range(repeat):
         b = Books()
         c, t = time.thread_time(), time.perf_counter()
         b.apply(buf)
@@ -129,9 +129,9 @@ def _timed(buf, threads, repeat, shards, block_bytes) -> tuple[dict, object]:
         sb.apply(buf)
         dt = time.perf_counter() - t
         sb.close()
-        if not pairs[1:]:   # the first turn, on memory new to the process for both
-            first = {"one_thread_ns_per_msg": 1e9 * pairs[0] / reference.messages,
-                     "sharded_ns_per_msg": 1e9 * dt / sb.messages, "speedup": pairs[0] / dt}
+        if turn == 0:   # on memory new to the process for both
+            first = {"one_thread_ns_per_msg": rate_row(reference.messages, pairs[0])["ns_per_msg"],
+                     "sharded_ns_per_msg": rate_row(sb.messages, dt)["ns_per_msg"], "speedup": pairs[0] / dt}
         pairs[-1] /= dt
         # every turn's books are checked, not only the fastest's
         agree["tops_agree"] &= bool(np.array_equal(sb.tops(), ref_tops))
