@@ -264,3 +264,12 @@ def test_demo_refuses_a_day_it_cannot_make(tmp_path, capsys, args, text):
         demo(["--dir", str(folder), *args])
     assert e.value.code == 2 and text in capsys.readouterr().err
     assert not folder.exists()
+
+
+def test_the_cli_stock_range_is_the_generators():
+    """cli.params.STOCKS repeats sim.generator.MAX_STOCKS (the CLI does not import the generator
+    to start): the two must agree."""
+    from itchflow.cli.params import STOCKS
+    from itchflow.sim.generator import MAX_STOCKS
+
+    assert (STOCKS.min, STOCKS.max) == (1, MAX_STOCKS)

@@ -9,7 +9,7 @@ import time
 import click
 
 from itchflow.cli import bench, main
-from itchflow.cli.params import SEED, STOCKS, Count
+from itchflow.cli.params import SEED, STOCKS, Count, shape_usage_error
 
 def _progress(total: int, quiet: bool):
     """A rich bar over messages (position, rate, ETA) on stderr, or nothing."""
@@ -78,7 +78,7 @@ def checked_shape(messages: int, profile, **knobs) -> dict:
     try:
         return resolve_shape(messages, profile, **knobs)
     except ShapeError as e:
-        raise click.BadParameter(str(e), param_hint="--" + e.knob.replace("_", "-")) from None
+        raise shape_usage_error(e) from None
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--profile") from None
 

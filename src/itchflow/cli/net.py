@@ -434,8 +434,6 @@ def soup_fetch(address, user, password, out, ring_name, session, sequence, max_r
         sys.exit(3)
 
 
-
-
 @bench.command("net")
 @click.option("--packets", type=Count(1), default="20k", show_default=True, help="Datagrams queued per round.")
 @click.option("--rounds", type=RUNS, default=5, show_default=True)

@@ -78,6 +78,11 @@ THREADS = click.IntRange(1, 255)        # threads or shards of the books (shard 
 STOCKS = click.IntRange(1, 20_000)      # stocks of a generated day (sim.generator.MAX_STOCKS)
 
 
+def shape_usage_error(error, ctx=None) -> click.BadParameter:
+    """A ``sim.generator.ShapeError`` as a usage error naming its option (--stocks, --messages, ...)."""
+    return click.BadParameter(str(error), ctx=ctx, param_hint="--" + error.knob.replace("_", "-"))
+
+
 class BenchCommand(click.Command):
     """A benchmark: a generated day's shape out of range (a ``sim.generator.ShapeError``: too
     few messages for its stocks, say) is a usage error naming the option, not a traceback."""
@@ -90,7 +95,7 @@ class BenchCommand(click.Command):
 
             if not isinstance(e, ShapeError):
                 raise
-            raise click.BadParameter(str(e), ctx=ctx, param_hint=f"'--{e.knob.replace('_', '-')}'") from None
+            raise shape_usage_error(e, ctx) from None
 
 
 class BenchGroup(click.Group):
