@@ -148,23 +148,3 @@ def test_read_populates_its_outputs_and_decodes_the_same(monkeypatch):
     assert started and all(p.nbytes for p in started[0])   # every non-empty array, none empty
     for code in "SRAFEXDUPC":
         assert np.array_equal(populated[code], plain[code]), code
-
-
-def test_capture_reassembly_populates_its_stream_and_reads_the_same(monkeypatch, all_captures):
-    """A capture's reassembled stream is faulted in on another thread while it is copied: every
-    real capture reads the same, gaps and duplicates counted the same."""
-    import itchflow
-    import itchflow.protocol.mold.capture as capture_module
-
-    started = []
-    real = capture_module.populate_in_background
-    for path in all_captures:
-        plain = itchflow.read(path)
-        with monkeypatch.context() as m:
-            m.setattr(capture_module, "populate_in_background", lambda *parts: started.append(parts) or real(*parts))
-            m.setattr(capture_module, "POPULATE_OUTPUT_BYTES", 0)
-            populated = itchflow.read(path)
-        assert populated.info.capture == plain.info.capture, path
-        for code in plain.counts:
-            assert np.array_equal(populated[code], plain[code]), (path, code)
-    assert len(started) == len(all_captures)

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from itchflow.hw import sigbus
@@ -184,3 +185,38 @@ def test_a_mapping_collected_while_another_is_guarded_does_not_deadlock(tmp_path
         "    a = map_file(sys.argv[1]); cycle = [a]; cycle.append(cycle); del a, cycle\n"
         "print('done')\n", path)
     assert res.returncode == 0 and res.stdout.split() == ["done"], (res.returncode, res.stderr)
+
+
+def test_a_capture_truncated_while_it_is_read_is_an_error_naming_it(tmp_path, day):
+    """A capture's stream is copied out of its mapping piece by piece as it is read: a capture
+    cut short after the first piece is an error naming the file and the cut, not a stream of
+    the zeros read past it (and a capture read to its end first is no error)."""
+    import struct
+
+    import itch_reference as ref
+    from itchflow.protocol.mold.feed import MoldFeed
+
+    feed = MoldFeed(np.frombuffer(day, np.uint8), b"CUT", 1400)
+    frames = [ref.eth_ipv4_udp(feed.packet_bytes(i)) for i in range(feed.n_packets)]
+    data = ref.pcap_file(frames)
+    path = tmp_path / "day.pcap"
+    path.write_bytes(data)
+    cut = len(data) // 2
+    res = _run(
+        "import os, sys\n"
+        "import itchflow.protocol.mold.capture as capture\n"
+        "from itchflow.sources.files import iter_chunks\n"
+        "path, cut = sys.argv[1], int(sys.argv[2])\n"
+        "capture.PIECE_BYTES = 64 << 10\n"
+        "whole = [c.data.tobytes() for c in iter_chunks(path)]\n"
+        "chunks = iter_chunks(path)\n"
+        "first = next(chunks)\n"
+        "os.truncate(path, cut)\n"
+        "try:\n    list(chunks)\nexcept ValueError as e:\n"
+        "    print(type(e).__name__, e.source, e.offset, e.detail[:15], sep='|')\n"
+        "print(len(whole), first.data.tobytes() == whole[0])\n", str(path), cut)
+    assert res.returncode == 0, (res.returncode, res.stdout, res.stderr)
+    error, summary = res.stdout.splitlines()
+    assert error == f"ITCHFormatError|{path}|{cut}|the file shrank"
+    pieces, same = summary.split()
+    assert int(pieces) > 2 and same == "True"

@@ -21,7 +21,7 @@ import numpy as np
 MADV_POPULATE_WRITE = 23    # linux/mman.h, since 5.14
 PAGE = mmap.PAGESIZE
 STEP = 32 << 20             # one call a step: a thread's calls interleave with the engine's own faults
-# Outputs made fresh for one call (read's per-type arrays, a capture's reassembled stream) are
+# Outputs made fresh for one call (read's per-type arrays) are
 # populated on another thread from this size on: below it a thread costs more than the faults.
 POPULATE_OUTPUT_BYTES = 16 << 20
 

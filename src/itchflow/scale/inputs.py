@@ -1,9 +1,10 @@
 """The days of an archive: local paths, globs and fsspec URLs, read as chunks of whole messages.
 
 Local files (and ``file://`` URLs) go through ``itchflow.sources.files.iter_chunks``: raw
-days are memory-mapped, ``.gz`` streamed, captures reassembled. Other URLs (``s3://``,
-``gs://``, ...) are streamed with fsspec (gzip detected by its magic bytes) in blocks cut at
-message boundaries, so a worker never holds a whole day.
+days are memory-mapped, ``.gz`` streamed, captures ordered and read in pieces. Other URLs
+(``s3://``, ``gs://``, ...) are streamed with fsspec (``sources.files.stream_chunks``: gzip
+and captures told apart by their first bytes, as a file's are) in blocks cut at message
+boundaries, so a worker never holds a whole day (a capture is kept in a temporary file).
 """
 
 from __future__ import annotations
@@ -81,29 +82,23 @@ def expand(paths) -> list[str]:
     return unique
 
 
-def iter_day(source: str) -> Iterator[Chunk]:
+def iter_day(source: str, capture_stats: dict | None = None) -> Iterator[Chunk]:
     """The day's whole messages as Chunks: a local day as ``iter_chunks`` gives it (a raw day
-    memory-mapped: ``Chunk.release`` lets its pages go), a URL streamed in blocks."""
+    memory-mapped: ``Chunk.release`` lets its pages go), a URL streamed in blocks.
+    capture_stats: filled with a capture's counters (gaps, duplicates, malformed packets)."""
     local = local_path(source)
     if local is not None:
         from itchflow.sources.files import iter_chunks
 
-        yield from iter_chunks(local)
+        yield from iter_chunks(local, capture_stats=capture_stats)
         return
-    yield from _iter_url(source)
+    yield from _iter_url(source, capture_stats)
 
 
-def _iter_url(url: str) -> Iterator[Chunk]:
+def _iter_url(url: str, capture_stats: dict | None) -> Iterator[Chunk]:
     import fsspec
 
-    from itchflow.sources.files import message_chunks
-    from itchflow.sources.gzip_stream import gzip_blocks
+    from itchflow.sources.files import stream_chunks
 
     with fsspec.open(url, "rb") as raw:
-        head = raw.read(2)
-        raw.seek(0)
-        if head == b"\x1f\x8b":
-            chunks = message_chunks(gzip_blocks(raw, BLOCK), url + " (decompressed)")
-        else:
-            chunks = message_chunks(iter(lambda: raw.read(BLOCK), b""), url)
-        yield from chunks
+        yield from stream_chunks(raw, url, block=BLOCK, capture_stats=capture_stats)

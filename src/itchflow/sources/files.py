@@ -5,8 +5,10 @@ by their first bytes, not their names), ``"tail:PATH"`` or a ``sources.tail.Tail
 still being appended to), or any bytes-like / uint8 numpy buffer, and yields
 ``Chunk`` objects: a uint8 array of whole messages, the sequence number of the first, and
 where it sits in the source (for error messages). Raw files are memory-mapped and handed
-out without a copy; gzip is decompressed in bounded blocks; captures are reassembled in
-(session, sequence) order with their counters in ``CaptureSource.stats``.
+out without a copy; gzip is decompressed in bounded blocks; captures are put in
+(session, sequence) order with their counters in ``CaptureSource.stats`` and copied out in
+bounded pieces (a capture that is not a file on disk, gzipped or piped, is first written to
+an unnamed temporary file: ``spool``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from itchflow.errors import ITCHFormatError
-from itchflow.sources.chunk import Chunk, as_uint8, describe, file_mapping, map_file  # noqa: F401  (re-exported)
+from itchflow.sources.chunk import Chunk, as_uint8, describe, file_mapping, map_file, shrunk  # noqa: F401  (re-exported)
 from itchflow.sources.gzip_stream import GzipStreamError, gzip_blocks
 from itchflow.wire.binaryfile import whole_messages_end
 
@@ -37,20 +39,30 @@ def sniff(head: bytes) -> str:
 
 
 class CaptureSource:
-    """A pcap/pcapng capture of MoldUDP64 packets, reassembled once on first use."""
+    """A pcap/pcapng capture of MoldUDP64 packets: planned in (session, sequence) order when
+    made, its stream copied out piece by piece as it is read (``MoldCapture.pieces``)."""
 
     def __init__(self, buf: np.ndarray, name: str, strict: bool = True, dedup: bool = True):
         from itchflow.protocol.mold.capture import reassemble
         from itchflow.wire.pcap import packet_table
 
+        self.mapping = file_mapping(buf)  # a capture file's own mapping, checked after each read of it
         self.capture = reassemble(buf, packet_table(buf, name), name, strict=strict, dedup=dedup)
         self.stats = self.capture.stats
         self.name = name
+        self._check_intact()
+
+    def _check_intact(self) -> None:
+        """Raise if the capture file shrank while it was read (what was read past its new end
+        was zeros): after planning, and after each piece is copied out, before it is handed on."""
+        error = shrunk(self.mapping, self.name)
+        if error is not None:
+            raise error
 
     def chunks(self) -> Iterator[Chunk]:
-        data = self.capture.data
-        for start, end, seq, session in self.capture.runs():
-            yield Chunk(data[start:end], seq, self.name, None, session,
+        for data, seq, session, start in self.capture.pieces():
+            self._check_intact()
+            yield Chunk(data, seq, self.name, None, session,
                         locator=lambda pos, start=start: self.capture.locate(start + pos))
 
 
@@ -121,23 +133,67 @@ class _Replayed:
 
 def _stream_source(path: Path, name: str, block: int, strict: bool, capture_stats, dedup) -> Iterator[Chunk]:
     """A source that is not a regular file cannot be mapped (its size is 0: mapping it read
-    nothing, and reopening a pipe to sniff it lost its first bytes): it is read once, in
-    blocks of at most ``block`` bytes, whole messages at a time, like a gzip stream."""
+    nothing, and reopening a pipe to sniff it lost its first bytes): it is read once, as a
+    stream (``stream_chunks``)."""
     with open(path, "rb") as f:
-        head = b""
-        while len(head) < 8:  # a pipe may hand the first bytes over in pieces
-            got = f.read(8 - len(head))
-            if not got:
-                break
-            head += got
-        stream = _Replayed(head, f)
-        kind = sniff(head)
-        if kind == "gzip":
-            yield from _gzip_source(stream, name, block, strict, capture_stats, dedup)
-        elif kind in ("pcap", "pcapng"):  # a capture is reassembled whole anyway
-            yield from _capture_chunks(np.frombuffer(stream.read(), np.uint8), name, strict, capture_stats, dedup)
-        else:
-            yield from message_chunks(iter(lambda: stream.read(block), b""), name)
+        yield from stream_chunks(f, name, block=block, strict=strict, capture_stats=capture_stats, dedup=dedup)
+
+
+def stream_chunks(stream, name: str, *, block: int = DEFAULT_GZ_BLOCK, strict: bool = True,
+                  capture_stats: dict | None = None, dedup: bool = True) -> Iterator[Chunk]:
+    """The Chunks of a source read once from an open binary stream (a pipe, a device, an
+    fsspec URL), told apart by its first bytes as a file is: raw messages and gzip are read
+    in blocks of at most ``block`` bytes, whole messages at a time; a capture is kept in a
+    temporary file (``spool``) and read as a capture file is."""
+    head = b""
+    while len(head) < 8:  # a pipe may hand the first bytes over in pieces
+        got = stream.read(8 - len(head))
+        if not got:
+            break
+        head += got
+    replayed = _Replayed(head, stream)
+    kind = sniff(head)
+    if kind == "gzip":
+        yield from _gzip_source(replayed, name, block, strict, capture_stats, dedup)
+    elif kind in ("pcap", "pcapng"):  # a capture is sorted whole: kept on disk, not in memory
+        yield from _capture_chunks(spool(iter(lambda: replayed.read(block), b""), name), name, strict,
+                                   capture_stats, dedup)
+    else:
+        yield from message_chunks(iter(lambda: replayed.read(block), b""), name)
+
+
+def spool(blocks: Iterable[bytes], name: str) -> np.ndarray:
+    """The bytes of a stream (a decompressed or piped capture) written to an unnamed temporary
+    file (``tempfile``: $TMPDIR, else /tmp) and mapped read-only: a capture is put in order as
+    a whole, and a day's capture decompressed into memory would be 10-15 GB of it (a small
+    gzip can hold far more than that). The file is gone once the mapping is."""
+    import mmap
+    import tempfile
+
+    def failed(e: OSError) -> OSError:
+        return OSError(e.errno, f"{name}: could not keep the capture in a temporary file in "
+                                f"{tempfile.gettempdir()} ({e.strerror or e}); set TMPDIR to a "
+                                f"directory with room for it")
+
+    try:
+        f = tempfile.TemporaryFile(prefix="itchflow-capture-")
+    except OSError as e:
+        raise failed(e) from None
+    with f:
+        size = 0
+        for raw in blocks:   # a failing stream raises its own error
+            try:
+                f.write(raw)
+            except OSError as e:
+                raise failed(e) from None
+            size += len(raw)
+        if size == 0:
+            return np.zeros(0, np.uint8)
+        try:
+            f.flush()
+            return np.frombuffer(mmap.mmap(f.fileno(), size, access=mmap.ACCESS_READ), np.uint8)
+        except OSError as e:
+            raise failed(e) from None
 
 
 def _capture_chunks(buf, name, strict, capture_stats, dedup=True) -> Iterator[Chunk]:
@@ -153,13 +209,21 @@ def _gzip_source(raw, name: str, block: int, strict: bool, capture_stats, dedup=
     name = name + " (decompressed)"
     try:
         first = next(blocks, b"")
-        if sniff(first[:8]) in ("pcap", "pcapng"):  # a capture is reassembled whole anyway
-            whole = first + b"".join(blocks)
-            yield from _capture_chunks(np.frombuffer(whole, np.uint8), name, strict, capture_stats, dedup)
+        if sniff(first[:8]) in ("pcap", "pcapng"):  # a capture is sorted whole: kept on disk, not in memory
+            held = [first]
+            del first   # written out, the first block is let go like the others
+            whole = spool(_taken_first(held, blocks), name)
+            yield from _capture_chunks(whole, name, strict, capture_stats, dedup)
             return
     except GzipStreamError as e:   # before any message was delivered
         raise stream_error(e, name, 0, 0) from None
     yield from message_chunks(itertools.chain([first], blocks), name)
+
+
+def _taken_first(held: list, rest: Iterator[bytes]) -> Iterator[bytes]:
+    """held's one item (taken out of it), then rest's."""
+    yield held.pop()
+    yield from rest
 
 
 def stream_error(e: Exception, name: str, offset: int, cut: int) -> ITCHFormatError:

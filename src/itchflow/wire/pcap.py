@@ -55,6 +55,7 @@ PCAPNG_SHB = 0x0A0D0D0A
 PCAPNG_BYTE_ORDER_MAGIC = 0x1A2B3C4D
 PCAPNG_IDB, PCAPNG_OPB, PCAPNG_SPB, PCAPNG_EPB = 1, 2, 3, 6
 MAX_INTERFACES = 256
+TABLE_BATCH = 1 << 18   # packet table rows walked a pass (``packet_table``)
 MAX_RECORD = 256 * 1024  # larger incl_len is a corrupt record, not a packet
 
 LINKTYPE_NULL, LINKTYPE_ETHERNET, LINKTYPE_RAW = 0, 1, 101
@@ -290,7 +291,10 @@ def packet_table(buf: np.ndarray, source: str) -> PacketTable:
     """Walk a whole capture held in ``buf`` (e.g. a memory map) into a PacketTable."""
     fmt = capture_format(bytes(buf[:4]))
     size = buf.shape[0]
-    cap = max(1024, size // 64)  # a guess from the size; grown if a capture beats it
+    # Rows a pass: a guess from the size (a frame is 64 bytes or more), at most TABLE_BATCH (a
+    # day's capture guessed whole would be gigabytes of table at once); a capture that beats
+    # it resumes where it stopped.
+    cap = max(1024, min(size // 64, TABLE_BATCH))
     parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     if fmt == "pcap":
         if size < PCAP_FILE_HEADER_SIZE:
@@ -314,7 +318,7 @@ def packet_table(buf: np.ndarray, source: str) -> PacketTable:
         raise ITCHFormatError("not a pcap or pcapng capture (unknown magic number)",
                               source=source, offset=0)
     at, rows = start, 0
-    while True:  # the table is sized from a guess; a capture that beats it resumes where it stopped
+    while True:
         o, l, c = np.empty(cap, np.int64), np.empty(cap, np.int64), np.empty(cap, np.int8)
         status, n, stop = walk(at, o, l, c)
         parts.append((o[:n], l[:n], c[:n]))
@@ -323,5 +327,5 @@ def packet_table(buf: np.ndarray, source: str) -> PacketTable:
             raise ITCHFormatError(_STATUS_TEXT[status], source=source, offset=stop, packet=rows + 1)
         if stop >= size:
             break
-        at, cap = stop, cap * 2
+        at = stop
     return PacketTable(*(np.concatenate([p[i] for p in parts]) for i in range(3)))

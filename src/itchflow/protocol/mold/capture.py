@@ -5,7 +5,12 @@ holes and reordering. Here they are put in (session, sequence) order and each me
 kept once: the result is BinaryFILE-framed bytes plus runs of consecutive sequence numbers,
 and counters for everything not delivered (duplicates, holes, heartbeats, end-of-session
 markers, malformed packets). The live receiver (mold_receiver) handles the same cases as
-a state machine over time; a capture is all there at once, so here it is a sort and a copy.
+a state machine over time; a capture is all there at once, so here it is a sort.
+
+The stream is planned, not copied: the plan is, per packet that contributes, which bytes of
+the capture it gives and where they fall in the stream (a segment), so the stream is copied
+out in pieces of bounded size as it is read (``MoldCapture.pieces``). A full day's capture
+(10-15 GB) then costs its packet index in memory, not a second copy of the day.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from numba import njit
 
 from itchflow.errors import ITCHFormatError
 from itchflow.hw.endian import be16, be64
-from itchflow.hw.populate import POPULATE_OUTPUT_BYTES, populate_in_background
+from itchflow.hw.memcopy import copy_bytes
 from itchflow.protocol.mold.codec import BLOCKS_OK, MALFORMED_TEXT, SHORT_HEADER, malformed_text, walk_blocks
 from itchflow.wire.binaryfile import next_message
 from itchflow.wire.moldudp64 import (
@@ -81,14 +86,15 @@ def index_packets(buf, off, length, outcome, kind, why, sess_hi, sess_lo, seq, c
 
 
 @njit(nogil=True, cache=True)
-def copy_in_order(buf, packets, off, length, session, seq, out, w, run_offset, run_seq, run_session, runs,
-                  seg_out, seg_file, seg_packet, segs):
-    """Copy every message of ``packets`` (validated data packets) into out[w:], in the order
-    given, nothing dropped: one run and one segment per packet. Returns (w, runs, segs)."""
+def plan_in_order(packets, length, seq, count, run_offset, run_seq, run_session, session, seg_out, seg_file,
+                  seg_packet, seg_seq, off, w, runs, segs):
+    """Plan every message of ``packets`` (validated data packets) at stream offset w on, in
+    the order given, nothing dropped: one run and one segment per packet. Returns (w, runs,
+    segs, messages)."""
+    messages = 0
     for oi in range(packets.shape[0]):
         i = packets[oi]
         q = off[i] + HEADER_SIZE
-        end = off[i] + length[i]
         run_offset[runs] = w
         run_seq[runs] = seq[i]
         run_session[runs] = session[i]
@@ -96,23 +102,25 @@ def copy_in_order(buf, packets, off, length, session, seq, out, w, run_offset, r
         seg_out[segs] = w
         seg_file[segs] = q
         seg_packet[segs] = i
+        seg_seq[segs] = seq[i]
         segs += 1
-        out[w:w + end - q] = buf[q:end]
-        w += end - q
-    return w, runs, segs
+        w += off[i] + length[i] - q
+        messages += count[i]
+    return w, runs, segs, messages
 
 
 @njit(nogil=True, cache=True)
-def assemble(buf, order, off, length, kind, session, seq, count, out, run_offset, run_seq, run_session,
-             seg_out, seg_file, seg_packet, totals):
-    """Copy each message once, in (session, sequence) order, into ``out``.
+def plan_stream(buf, order, off, length, kind, session, seq, count, run_offset, run_seq, run_session,
+                seg_out, seg_file, seg_packet, seg_seq, totals):
+    """Plan each message once, in (session, sequence) order, as a stream of segments.
 
     order: packet indices sorted by (session, sequence, arrival).
-    runs: where each run of consecutive sequence numbers starts in ``out``.
-    segments: for each packet that contributed, where its first copied block landed in
-    ``out`` and where it sits in the capture (so an error found later in ``out`` can name
-    the packet and file offset). totals: int64[5] += (messages, duplicate messages, gaps,
-    missing messages, data packets used). Returns (bytes, runs, segments).
+    runs: where each run of consecutive sequence numbers starts in the stream (a run starts
+    where a segment does, or is empty). segments: for each packet that contributes, where
+    its first kept block lands in the stream, where it sits in the capture (it runs to the
+    packet's end: repeats only come first in a packet), the packet's index and the first
+    kept message's sequence number. totals: int64[5] += (messages, duplicate messages,
+    gaps, missing messages, data packets used). Returns (stream bytes, runs, segments).
 
     A heartbeat or end-of-session packet announces the next sequence number; one hole is
     one gap however many heartbeats fall inside it, and a hole still open when the session
@@ -151,14 +159,11 @@ def assemble(buf, order, off, length, kind, session, seq, count, out, run_offset
         totals[4] += 1
         q = off[i] + HEADER_SIZE
         end = off[i] + length[i]
-        first_copy = True
-        span = q      # the packet's blocks to copy are buf[span:q]: one copy a packet, not a block
+        kept = False
         for _ in range(count[i]):
             _, body, m = next_message(buf, q, end)   # validated by index_packets
-            block = body + m - q
             if s < expected:
                 totals[1] += 1
-                span = q + block   # duplicates only come first in a packet: the copy starts after them
             else:
                 if s > expected:
                     totals[2] += 1
@@ -168,21 +173,31 @@ def assemble(buf, order, off, length, kind, session, seq, count, out, run_offset
                     run_seq[runs] = expected
                     run_session[runs] = cur_session
                     runs += 1
-                if first_copy:
+                if not kept:   # the rest of the packet is kept from here
                     seg_out[segs] = w
                     seg_file[segs] = q
                     seg_packet[segs] = i
+                    seg_seq[segs] = s
                     segs += 1
-                    first_copy = False
+                    kept = True
+                    w += end - q
                 expected += np.uint64(1)
                 totals[0] += 1
-            q += block
+            q = body + m
             s += np.uint64(1)
-        out[w:w + q - span] = buf[span:q]
-        w += q - span
         if s > announced:
             announced = s
     return w, runs, segs
+
+
+@njit(nogil=True, cache=True)
+def gather(buf, seg_out, seg_file, k0, k1, out):
+    """Copy segments k0..k1-1 (consecutive in the stream) into out, from out[0]; seg_out has
+    the stream's end after its last segment."""
+    base = seg_out[k0]
+    for k in range(k0, k1):
+        n = seg_out[k + 1] - seg_out[k]
+        copy_bytes(out, seg_out[k] - base, buf, seg_file[k], n)
 
 
 @dataclass
@@ -211,37 +226,58 @@ class CaptureStats:
         return dict(self.__dict__)
 
 
+# A piece of the stream (``MoldCapture.pieces``) is at most this long, unless one packet is
+# longer: a fresh array each, so what a reader keeps of one is never overwritten.
+PIECE_BYTES = 8 << 20
+
+
 @dataclass
 class MoldCapture:
-    """A capture's ITCH stream: framed bytes and runs of consecutive sequence numbers."""
+    """A capture's ITCH stream, planned: segments of the capture in stream order, and runs of
+    consecutive sequence numbers. The stream is ``size`` bytes of BinaryFILE framing."""
 
-    data: np.ndarray          # uint8, BinaryFILE framing
-    run_offset: np.ndarray    # int64: where each run starts in data (ends where the next starts)
+    buf: np.ndarray           # uint8: the capture itself (the segments' bytes are read from it)
+    size: int                 # bytes in the stream
+    run_offset: np.ndarray    # int64: where each run starts in the stream (ends where the next starts)
     run_sequence: np.ndarray  # uint64: sequence number of each run's first message
     run_session: np.ndarray   # int64: index into stats.sessions
     stats: CaptureStats
-    segment_out: np.ndarray     # int64: where a packet's copied messages start in data ...
+    segment_out: np.ndarray     # int64: where a packet's kept messages start in the stream (then the end) ...
     segment_file: np.ndarray    # int64: ... and where they are in the capture file
     segment_packet: np.ndarray  # int64: that packet's index (0-based) in the capture
+    segment_sequence: np.ndarray  # uint64: the sequence number of its first kept message
 
-    def locate(self, data_offset: int) -> tuple[int | None, int | None]:
-        """(capture file offset, 1-based packet number) of a byte of ``data``."""
-        k = int(np.searchsorted(self.segment_out, data_offset, side="right")) - 1
+    def locate(self, stream_offset: int) -> tuple[int | None, int | None]:
+        """(capture file offset, 1-based packet number) of a byte of the stream."""
+        k = int(np.searchsorted(self.segment_out[:-1], stream_offset, side="right")) - 1
         if k < 0:
             return None, None
-        return (int(self.segment_file[k] + data_offset - self.segment_out[k]),
+        return (int(self.segment_file[k] + stream_offset - self.segment_out[k]),
                 int(self.segment_packet[k]) + 1)
 
-    def runs(self):
-        """(start, end, first sequence, session name) of each run, in order."""
-        ends = np.append(self.run_offset[1:], len(self.data))
-        for a, b, s, k in zip(self.run_offset, ends, self.run_sequence, self.run_session):
-            yield int(a), int(b), int(s), self.stats.sessions[int(k)]
+    def pieces(self, max_bytes: int | None = None):
+        """(bytes, first sequence, session name, stream offset) of each piece of the stream, in
+        order: whole packets' kept messages, at most max_bytes (default PIECE_BYTES) or one
+        packet, never across two runs, each a fresh uint8 array."""
+        max_bytes = PIECE_BYTES if max_bytes is None else int(max_bytes)
+        ends = np.append(self.run_offset[1:], self.size)
+        out_of = self.segment_out
+        for a, b, run_session in zip(self.run_offset, ends, self.run_session):
+            session = self.stats.sessions[int(run_session)]
+            k0 = int(np.searchsorted(out_of[:-1], a))   # a run starts where a segment does
+            k1 = int(np.searchsorted(out_of[:-1], b))
+            while k0 < k1:
+                # as many segments as fit in max_bytes from here, at least one
+                k = max(k0 + 1, min(k1, int(np.searchsorted(out_of, out_of[k0] + max_bytes, side="right")) - 1))
+                out = np.empty(int(out_of[k] - out_of[k0]), np.uint8)
+                gather(self.buf, out_of, self.segment_file, k0, k, out)
+                yield out, int(self.segment_sequence[k0]), session, int(out_of[k0])
+                k0 = k
 
 
 def reassemble(buf: np.ndarray, table: PacketTable, source: str, strict: bool = True,
                dedup: bool = True) -> MoldCapture:
-    """Turn a capture's packet table into its ITCH stream (see module doc).
+    """Plan a capture's ITCH stream from its packet table (see module doc).
 
     Packets of sequence 0 (not a data sequence: anonymised captures) are unsequenced: all
     their messages are kept, in capture order, after the sequenced ones. dedup=False keeps
@@ -300,29 +336,28 @@ def reassemble(buf: np.ndarray, table: PacketTable, source: str, strict: bool = 
         order = idx[:0]
         in_order = idx[(kind[idx] == DATA) | (kind[idx] == UNSEQUENCED)]
 
-    data_kinds = (kind == DATA) | (kind == UNSEQUENCED)
-    out = np.empty(int(table.payload_length[data_kinds].sum()), np.uint8)
-    if out.nbytes >= POPULATE_OUTPUT_BYTES:  # fresh memory: fault it in on the other core meanwhile
-        populate_in_background(out)
     runs_cap = 2 * (len(order) + 1) + len(in_order)  # a sorted packet can open at most two runs
     run_offset = np.empty(runs_cap, np.int64)
     run_seq = np.empty(runs_cap, np.uint64)
     run_session = np.empty(runs_cap, np.int64)
-    seg_out = np.empty(len(order) + len(in_order), np.int64)
-    seg_file = np.empty(len(order) + len(in_order), np.int64)
-    seg_packet = np.empty(len(order) + len(in_order), np.int64)
+    segs_cap = len(order) + len(in_order)
+    seg_out = np.empty(segs_cap + 1, np.int64)
+    seg_file = np.empty(segs_cap, np.int64)
+    seg_packet = np.empty(segs_cap, np.int64)
+    seg_seq = np.empty(segs_cap, np.uint64)
     totals = np.zeros(5, np.int64)
-    w, runs, segs = assemble(buf, order, table.payload_offset, table.payload_length, kind, session, seq, count,
-                             out, run_offset, run_seq, run_session, seg_out, seg_file, seg_packet, totals)
+    off, length = table.payload_offset, table.payload_length
+    w, runs, segs = plan_stream(buf, order, off, length, kind, session, seq, count, run_offset, run_seq,
+                                run_session, seg_out, seg_file, seg_packet, seg_seq, totals)
     stats.messages, stats.duplicate_messages, stats.gaps, stats.missing_messages = (int(x) for x in totals[:4])
     if len(in_order):
-        w, runs, segs = copy_in_order(buf, in_order, table.payload_offset, table.payload_length, session, seq,
-                                      out, w, run_offset, run_seq, run_session, runs, seg_out, seg_file,
-                                      seg_packet, segs)
-        stats.messages += int(count[in_order].sum())
+        w, runs, segs, messages = plan_in_order(in_order, length, seq, count, run_offset, run_seq, run_session,
+                                                session, seg_out, seg_file, seg_packet, seg_seq, off, w, runs,
+                                                segs)
+        stats.messages += int(messages)
+    seg_out[segs] = w
     # Drop empty runs (a session opened by a heartbeat, a hole right at a run start).
-    keep = np.ones(runs, bool)
     ends = np.append(run_offset[1:runs], w)
-    keep &= ends > run_offset[:runs]
-    return MoldCapture(out[:w], run_offset[:runs][keep], run_seq[:runs][keep],
-                       run_session[:runs][keep], stats, seg_out[:segs], seg_file[:segs], seg_packet[:segs])
+    keep = ends > run_offset[:runs]
+    return MoldCapture(buf, int(w), run_offset[:runs][keep], run_seq[:runs][keep], run_session[:runs][keep],
+                       stats, seg_out[:segs + 1], seg_file[:segs], seg_packet[:segs], seg_seq[:segs])

@@ -1,0 +1,235 @@
+"""A capture's stream is planned once and copied out in bounded pieces.
+
+A capture is put in (session, sequence) order as a whole, but its stream is never held whole:
+``MoldCapture.pieces`` copies it out a piece at a time (``capture.PIECE_BYTES``), and a capture
+that is not a file (gzipped, piped) is kept in an unnamed temporary file, not in memory. Here:
+pieces of any size make the same stream as a slow model of the capture, with the right first
+sequence number, session and packet for each; real captures read the same in one-byte pieces;
+and reading a 60 MB capture (plain, gzipped, piped) allocates a fraction of its stream.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+import threading
+import tracemalloc
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import itch_reference as ref
+import itchflow
+import itchflow.protocol.mold.capture as capture_module
+from itchflow.sources.files import iter_chunks
+
+FRAME_HEAD = 14 + 20 + 8      # Ethernet, IPv4, UDP (itch_reference.eth_ipv4_udp)
+MOLD_HEAD = 20
+
+
+def _msg(session: int, seq: int) -> bytes:
+    """The message a feed sends at a sequence number of a session (its content names both)."""
+    return ref.encode_body("D", {"order_reference_number": seq, "stock_locate": session, "timestamp": seq})
+
+
+packet = st.tuples(st.integers(0, 2),      # session
+                   st.integers(0, 30),     # first sequence (0: an unsequenced packet)
+                   st.integers(0, 5))      # messages (0: a heartbeat)
+
+
+def _capture(packets):
+    """(pcap bytes, per packet: the file offset of each message block)."""
+    frames, blocks, at = [], [], ref.PCAP_HEADER_SIZE
+    for session, seq, n in packets:
+        msgs = [_msg(session, seq + k if seq else 1000 + len(frames) * 10 + k) for k in range(n)]
+        if seq == 0 and n == 0:
+            msgs = [_msg(session, 999)]   # an unsequenced heartbeat is not a thing: one message
+        frame = ref.eth_ipv4_udp(ref.mold_packet(b"SESS%d" % session, seq, msgs))
+        q = at + ref.PCAP_RECORD_HEADER_SIZE + FRAME_HEAD + MOLD_HEAD
+        offsets = []
+        for m in msgs:
+            offsets.append(q)
+            q += 2 + len(m)
+        frames.append(frame)
+        blocks.append((msgs, offsets))
+        at += ref.PCAP_RECORD_HEADER_SIZE + len(frame)
+    return ref.pcap_file(frames), blocks
+
+
+def _model(packets, blocks, dedup):
+    """The stream a capture stands for, slowly: (session name, sequence, message, file offset,
+    packet number) per message delivered, in order."""
+    out = []
+    if dedup:
+        order = []                        # sessions by first appearance
+        for session, _, _ in packets:
+            if session not in order:
+                order.append(session)
+        kept = {}   # a sequence number's message comes from the packet of lowest (first sequence, arrival)
+        for i in sorted(range(len(packets)), key=lambda i: (packets[i][1], i)):
+            session, seq, _ = packets[i]
+            if seq:
+                for k, m in enumerate(blocks[i][0]):
+                    kept.setdefault((order.index(session), seq + k), (m, blocks[i][1][k], i + 1))
+        out = [(f"SESS{order[r]}", s, *kept[(r, s)]) for r, s in sorted(kept)]
+    for i, (session, seq, _) in enumerate(packets):
+        if seq == 0 or not dedup:
+            out += [(f"SESS{session}", seq, m, blocks[i][1][k], i + 1) for k, m in enumerate(blocks[i][0])]
+    return out
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(packet, min_size=1, max_size=20), st.integers(1, 300), st.booleans())
+def test_pieces_of_any_size_make_the_stream_of_a_slow_model(monkeypatch, packets, piece, dedup):
+    """Repeats, overlaps, reordering, heartbeats, unsequenced packets, three sessions; with
+    and without de-duplication. Every piece is at most ``piece`` bytes or one packet's, and
+    its first message is the model's: same bytes, sequence number, session, file offset and
+    packet number (what an error found there would name)."""
+    data, blocks = _capture(packets)
+    want = _model(packets, blocks, dedup)
+    monkeypatch.setattr(capture_module, "PIECE_BYTES", piece)
+    chunks = list(iter_chunks(np.frombuffer(data, np.uint8), dedup=dedup))
+    largest = max(sum(2 + len(m) for m in msgs) for msgs, _ in blocks)
+    got, at = b"", 0
+    for c in chunks:
+        assert 0 < len(c.data) <= max(piece, largest)
+        session, seq, message, offset, number = want[at]
+        assert (c.session, c.first_sequence, c.where(0)) == (session, seq, (offset, number))
+        assert bytes(c.data[2:2 + len(message)]) == message
+        got += c.data.tobytes()
+        at += len(ref.walk(c.data.tobytes())[0])
+    assert got == b"".join(struct.pack(">H", len(m)) + m for _, _, m, _, _ in want)
+
+
+def test_real_captures_read_the_same_in_pieces_of_one_byte(monkeypatch, all_captures):
+    """One packet a piece (every piece is one packet's messages) against the default."""
+    for path in all_captures:
+        plain = itchflow.read(path)
+        monkeypatch.setattr(capture_module, "PIECE_BYTES", 1)
+        small = itchflow.read(path)
+        monkeypatch.undo()
+        assert small.info.capture == plain.info.capture, path
+        for code in plain.counts:
+            assert np.array_equal(small[code], plain[code]), (path, code)
+
+
+def _write_capture(folder, messages: int):
+    """A generated day of this many messages as a pcap of MoldUDP64 packets: (path, stream
+    bytes)."""
+    from itchflow.protocol.mold.feed import MoldFeed
+    from itchflow.sim.generator import write_day
+    from itchflow.sources.chunk import map_file
+
+    day = folder / f"day{messages}.itch"
+    write_day(day, messages, seed=5)
+    feed = MoldFeed(map_file(day), b"BIGDAY", 1400)
+    path = folder / f"day{messages}.pcap"
+    with open(path, "wb") as f:
+        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+        for i in range(feed.n_packets):
+            frame = ref.eth_ipv4_udp(feed.packet_bytes(i))
+            f.write(struct.pack("<IIII", 1_700_000_000, i, len(frame), len(frame)) + frame)
+    assert feed.messages == messages
+    return path, os.path.getsize(day)
+
+
+@pytest.fixture(scope="module")
+def two_captures(tmp_path_factory):
+    """Captures of a 1 M- and a 2 M-message day (about 32 and 64 MB)."""
+    folder = tmp_path_factory.mktemp("capture")
+    return [(*_write_capture(folder, n), n) for n in (1_000_000, 2_000_000)]
+
+
+def _source(path, form: str, folder) -> str:
+    """The capture at path as a file, gzipped, or through a FIFO fed by a thread."""
+    if form == "gzip":
+        source = str(folder / (path.name + ".gz"))
+        with open(path, "rb") as f, gzip.open(source, "wb", compresslevel=1) as g:
+            while block := f.read(1 << 20):
+                g.write(block)
+        return source
+    if form == "pipe":
+        source = str(folder / (path.name + ".fifo"))
+        os.mkfifo(source)
+
+        def feed():
+            with open(path, "rb") as f, open(source, "wb") as w:
+                while block := f.read(1 << 20):
+                    w.write(block)
+        threading.Thread(target=feed, daemon=True).start()
+        return source
+    return str(path)
+
+
+def _peak_allocated(fn) -> tuple[object, int]:
+    """fn()'s result and the most memory Python and numpy had allocated at once while it ran."""
+    tracemalloc.start()
+    try:
+        result = fn()
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("form", ["pcap", "gzip", "pipe"])
+def test_a_capture_is_read_without_a_copy_of_its_stream(tmp_path, two_captures, form):
+    """stats of a capture as a file, gzipped and through a FIFO, for a day and one twice its
+    size: the same counts as the day, and what is allocated at once grows by under a quarter
+    of what the stream grows by (the packet index; before, the whole stream was copied into
+    one array, and a gzipped or piped capture was read whole into memory besides)."""
+    peaks, streams = [], []
+    for path, stream_bytes, messages in two_captures:
+        stats, peak = _peak_allocated(lambda: itchflow.stats(_source(path, form, tmp_path)))
+        assert stats.messages == messages and stats.bytes == stream_bytes
+        assert stats.capture["messages"] == messages and stats.capture["gaps"] == 0
+        peaks.append(peak)
+        streams.append(stream_bytes)
+    grew = peaks[1] - peaks[0]
+    assert grew < (streams[1] - streams[0]) / 4, f"allocated at once: {peaks} bytes for streams of {streams} bytes"
+    assert peaks[1] < streams[1] / 2
+
+
+def test_a_capture_that_cannot_be_kept_on_disk_names_it_and_tmpdir(tmp_path, monkeypatch):
+    """A gzipped capture needs room in a temporary file: where there is none, the error says
+    which capture, which directory, and what to set."""
+    import tempfile
+
+    data, _ = _capture([(0, 1, 3)])
+    source = tmp_path / "small.pcap.gz"
+    source.write_bytes(gzip.compress(data))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "missing"))
+    with pytest.raises(OSError) as e:
+        itchflow.stats(str(source))
+    assert str(source) in str(e.value) and str(tmp_path / "missing") in str(e.value) and "TMPDIR" in str(e.value)
+
+
+@pytest.mark.parametrize("gzipped", [False, True])
+def test_a_capture_behind_a_url_reads_as_the_capture_file(tmp_path, all_captures, gzipped):
+    """A capture (or a gzipped one) behind an fsspec URL, as an archive on S3 would be: the
+    same messages, sequence numbers and sessions as the local file, and the same stats job
+    (before, a URL was framed as raw ITCH whatever it held, and a capture's pcap header made
+    it stop at byte 0)."""
+    import fsspec
+
+    from itchflow.scale.inputs import iter_day
+    from itchflow.scale.jobs import run_stats
+
+    fs = fsspec.filesystem("memory")
+    for path in all_captures:
+        raw = path.read_bytes()
+        local = tmp_path / (path.name + (".gz" if gzipped else ""))
+        local.write_bytes(gzip.compress(raw) if gzipped else raw)
+        url = f"memory://itchflow-capture-test/{local.name}"
+        fs.pipe(url, local.read_bytes())
+        try:
+            want = [(c.data.tobytes(), c.first_sequence, c.session) for c in iter_day(str(local))]
+            got = [(c.data.tobytes(), c.first_sequence, c.session) for c in iter_day(url)]
+            assert got == want and want, path
+            a = run_stats(str(local), str(tmp_path / "a.parquet"))
+            b = run_stats(url, str(tmp_path / "b.parquet"))
+            assert a["info"] == b["info"] and a["by_type"] == b["by_type"], path
+        finally:
+            fs.rm(url)
