@@ -549,3 +549,45 @@ def test_the_command_line_lists_every_job():
     from itchflow.scale.jobs import JOBS
 
     assert _JOBS == JOBS
+
+
+def test_a_capture_days_losses_reach_its_summary(client, tmp_path):
+    """A day that is a capture with a lost packet and a repeated one: the day's summary says
+    so (capture gaps, missing and duplicate messages), whether the day was split into shards,
+    run whole or read for stats, and its books equal the capture's own; the split of the same
+    capture behind a URL (fsspec's memory filesystem, which the worker processes do not
+    share: split here) counts the same. Before, a batch dropped a capture's counters: its
+    holes went unreported."""
+    import struct
+
+    import fsspec
+
+    import itch_reference as ref
+    from itchflow.protocol.mold.feed import MoldFeed
+    from itchflow.scale.split import split_day
+
+    day = tmp_path / "day.itch"
+    write_day(day, MESSAGES, 4, stocks=30)
+    feed = MoldFeed(np.fromfile(day, np.uint8), b"BATCH", 1400)
+    lost, repeated = 5, 9
+    order = [i for i in range(feed.n_packets) if i != lost] + [repeated]
+    capture = tmp_path / "2019-03-01.pcap"
+    capture.write_bytes(ref.pcap_file([ref.eth_ipv4_udp(feed.packet_bytes(i)) for i in order]))
+    want = {"gaps": 1, "missing_messages": int(feed.counts[lost]), "duplicate_messages": int(feed.counts[repeated])}
+    fs = fsspec.filesystem("memory")
+    url = "memory://itchflow-batch-capture/2019-03-01.pcap"
+    fs.pipe(url, capture.read_bytes())
+    try:
+        for n, (job, shards) in enumerate([("bbo", 2), ("bbo", 1), ("stats", None)]):
+            r = batch([str(capture)], job, str(tmp_path / f"out{n}"), client=client, shards=shards)
+            summary = r["days"][0]
+            assert summary["messages"] == MESSAGES - want["missing_messages"], (job, shards)
+            assert {k: summary["capture"][k] for k in want} == want, (job, shards)
+            if job == "bbo":
+                assert summary["anomalies"] == {k: v for k, v in itchflow.Books().replay(str(capture)).anomalies().items()
+                                                if v}
+        split = split_day(url, str(tmp_path / "url"), "2019-03-01", 2, "SR")
+        assert split["messages"] == MESSAGES - want["missing_messages"]
+        assert {k: split["capture"][k] for k in want} == want
+    finally:
+        fs.rm(url)

@@ -8,7 +8,7 @@ import sys
 import click
 
 from itchflow.cli import bench, main
-from itchflow.cli.decode import fail
+from itchflow.cli.decode import capture_losses, fail
 from itchflow.cli.params import POSITIVE, RUNS, SECONDS, STOCKS, TIMES, TIME_TEXT, Count, symbols_option
 
 _JOBS = ("stats", "decode", "bbo", "trades", "snapshots", "lobster", "bars", "crosses", "imbalances")  # scale.jobs.JOBS (not imported: fast start)
@@ -159,6 +159,9 @@ def _report(console, r: dict, as_json: bool) -> None:
         console.print(f"[red]{day}: {error}[/red]")
     console.print(table)
     for d in r["days"]:
+        lost = capture_losses(d.get("capture") or {})
+        if lost:   # the day is a capture with holes: its outputs lack those messages
+            console.print(f"[yellow]{d['date']}: {lost}; its outputs lack those messages[/yellow]", highlight=False)
         if d.get("skipped"):  # lobster: messages that made no row
             console.print(f"{d['date']}: not written: " + ", ".join(f"{k} {v:,}" for k, v in d["skipped"].items()),
                           highlight=False)

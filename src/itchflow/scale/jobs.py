@@ -146,7 +146,7 @@ def run_stats(source: str, out: str) -> dict:
     from itchflow.wire.itch import MESSAGES
 
     t0 = time.perf_counter()
-    info = stats(source) if "://" not in source else _stats_stream(source)
+    info = stats(source) if "://" not in source else _stats_stream(source)   # a capture's counters: info.capture
     t1 = time.perf_counter()
     rows = [(c, MESSAGES[c].name, n) for c, n in info.by_type.items() if n]
     rows += [(c, "unknown", n) for c, n in info.unknown_by_type.items()]
@@ -169,19 +169,20 @@ def _stats_stream(url: str):
     from itchflow.decode.reader import read_info
     from itchflow.scale.inputs import iter_day
 
-    totals = FrameTotals()
+    totals, capture = FrameTotals(), {}
     t0 = time.perf_counter()
-    for chunk in iter_day(url):
+    for chunk in iter_day(url, capture_stats=capture):
         piece = FrameTotals()
         with chunk.reading():  # a file truncated meanwhile is the error, not what its zeros made
             frame_range(chunk.data, 0, len(chunk.data), piece, source=chunk.source, base_offset=chunk.offset or 0)
         totals.merge(piece)
-    return read_info(url, totals, None, time.perf_counter() - t0)
+    return read_info(url, totals, capture or None, time.perf_counter() - t0)
 
 
 # ---- decode --------------------------------------------------------------------------------
 
-def run_decode(source: str, out: str, symbols, options: dict, seq_map: SeqMap, first_copy: bool) -> dict:
+def run_decode(source: str, out: str, symbols, options: dict, seq_map: SeqMap, first_copy: bool,
+               capture_stats: dict | None = None) -> dict:
     """itchflow decode (TableWriter over itchflow.scan) on one day or shard."""
     from itchflow.sinks.tables import TableWriter
     from itchflow.wire.shard import broadcast_mask, is_broadcast
@@ -210,6 +211,8 @@ def run_decode(source: str, out: str, symbols, options: dict, seq_map: SeqMap, f
     with ShardTableWriter(out, options["types"]) as writer:
         for piece in writer.pieces(source, symbol=symbol, chunk_messages=int(options["chunk"]),
                                    missing_ok=True):  # a day (or shard) need not list it
+            if piece.info.capture and capture_stats is not None:
+                capture_stats.update(piece.info.capture)
             for c, n in piece.info.by_type.items():
                 if n:
                     by_type[c] = by_type.get(c, 0) + n
@@ -220,7 +223,7 @@ def run_decode(source: str, out: str, symbols, options: dict, seq_map: SeqMap, f
 
 # ---- bbo / trades (as `itchflow bbo|trades`) ------------------------------------------------
 
-def run_events(source: str, out: str, which: str, symbols, seq_map: SeqMap) -> dict:
+def run_events(source: str, out: str, which: str, symbols, seq_map: SeqMap, capture_stats: dict | None = None) -> dict:
     """``itchflow bbo|trades`` on one day or shard (sinks.events.events_to_parquet), with the
     shard's sequence numbers mapped back to the day's."""
     from itchflow.book.books import Books
@@ -230,7 +233,8 @@ def run_events(source: str, out: str, which: str, symbols, seq_map: SeqMap) -> d
     timings: dict = {}
     t0 = time.perf_counter()
     rows, _ = events_to_parquet(source, out, which, symbols, books=books, sequence_map=seq_map, timings=timings,
-                                missing_ok=True)   # the job's symbols are the archive's, not each day's
+                                missing_ok=True,   # the job's symbols are the archive's, not each day's
+                                capture_stats=capture_stats)
     write = timings["write_seconds"]
     return {"rows": rows, **_book_counts(books), "compute_seconds": time.perf_counter() - t0 - write,
             "write_seconds": write}
@@ -249,7 +253,7 @@ def snapshot_times(options: dict, first_ns: int | None, last_ns: int | None) -> 
 
 
 def run_snapshots(source: str, out: str, symbols, options: dict, times: list[int], shard: int,
-                  shard_of: np.ndarray | None) -> dict:
+                  shard_of: np.ndarray | None, capture_stats: dict | None = None) -> dict:
     """Depth snapshots of this shard's symbols (their locate routes here) at the times."""
     from itchflow.book.books import Books
     from itchflow.book.events import snapshots
@@ -258,7 +262,7 @@ def run_snapshots(source: str, out: str, symbols, options: dict, times: list[int
     t0 = time.perf_counter()
     mine = symbols_here(source, symbols, shard, shard_of)
     books = Books(prefault=False)  # workers fill the cores: no populating thread beside them
-    rows = snapshots(books, source, times, mine, int(options["depth"])) if mine else None
+    rows = snapshots(books, source, times, mine, int(options["depth"]), capture_stats=capture_stats) if mine else None
     t1 = time.perf_counter()
     if rows is None:
         from itchflow.book.events import SNAPSHOT_DTYPE
@@ -290,14 +294,16 @@ def symbols_here(source: str, symbols, shard: int, shard_of: np.ndarray | None) 
 
 # ---- lobster (as `itchflow lobster`, one Parquet part of every chosen stock's rows) --------
 
-def run_lobster(source: str, out: str, symbols, options: dict, shard: int, shard_of: np.ndarray | None) -> dict:
+def run_lobster(source: str, out: str, symbols, options: dict, shard: int, shard_of: np.ndarray | None,
+                capture_stats: dict | None = None) -> dict:
     """LOBSTER rows of this shard's symbols: ``sinks.lobster.lobster_dataset`` (a symbol
     column, the message columns, the order-book columns)."""
     from itchflow.sinks.lobster import lobster_dataset
 
     t0 = time.perf_counter()
     mine = symbols_here(source, symbols, shard, shard_of)
-    made = lobster_dataset(source, mine, out, int(options["levels"]), start=options["start"], end=options["end"])
+    made = lobster_dataset(source, mine, out, int(options["levels"]), start=options["start"], end=options["end"],
+                           capture_stats=capture_stats)
     skipped: dict[str, int] = {}
     for m in made["stocks"].values():
         for k, v in m["skipped"].items():
@@ -312,7 +318,8 @@ def run_lobster(source: str, out: str, symbols, options: dict, shard: int, shard
 
 # ---- bars (as `itchflow bars`) ----------------------------------------------------------------
 
-def run_bars(source: str, out: str, symbols, options: dict, shard: int, shard_of: np.ndarray | None) -> dict:
+def run_bars(source: str, out: str, symbols, options: dict, shard: int, shard_of: np.ndarray | None,
+             capture_stats: dict | None = None) -> dict:
     """Bars of this shard's stocks: the chosen symbols whose locate routes here, or (no
     symbols) every stock with a quote or a trade in the shard's file, which are its own."""
     import pyarrow.parquet as pq
@@ -326,7 +333,7 @@ def run_bars(source: str, out: str, symbols, options: dict, shard: int, shard_of
     if mine == []:   # none of the symbols routes here: an empty table with the bars' columns
         table = bars(np.zeros(0, np.uint8), options["every"], **window)
     else:
-        table = bars(source, options["every"], mine, **window, on_books=replayed.append)
+        table = bars(source, options["every"], mine, **window, on_books=replayed.append, capture_stats=capture_stats)
     t1 = time.perf_counter()
     pq.write_table(table, out)
     counts = _book_counts(replayed[0]) if replayed else {"messages": 0, "by_type": {}, "anomalies": {},
@@ -336,7 +343,7 @@ def run_bars(source: str, out: str, symbols, options: dict, shard: int, shard_of
 
 # ---- crosses, imbalances (the tables of `itchflow auctions`) ---------------------------------
 
-def run_auctions(source: str, out: str, which: str, symbols) -> dict:
+def run_auctions(source: str, out: str, which: str, symbols, capture_stats: dict | None = None) -> dict:
     """One table of ``itchflow.auctions`` over a whole day (``which``: crosses or imbalances)."""
     import pyarrow.parquet as pq
 
@@ -344,7 +351,7 @@ def run_auctions(source: str, out: str, which: str, symbols) -> dict:
 
     t0 = time.perf_counter()
     counts: dict = {}   # the day's counts for its summary, from the pass auctions makes anyway
-    table = getattr(auctions(source, symbols, read_stats=counts), which)
+    table = getattr(auctions(source, symbols, read_stats=counts, capture_stats=capture_stats), which)
     t1 = time.perf_counter()
     pq.write_table(table, out)
     return {"rows": table.num_rows, **counts, "anomalies": {}, "compute_seconds": t1 - t0,
@@ -358,14 +365,24 @@ def run_job(job: str, source: str, out: str, symbols, options: dict, *, seq_path
             day_span: tuple[int | None, int | None] | None = None) -> dict:
     """Run job on source into out: a whole day, or shard `shard` of a split day (its sidecar
     of original sequence numbers at seq_path, the day's locate -> shard map shard_of, and the
-    day's first and last timestamps day_span)."""
+    day's first and last timestamps day_span). A whole day that is a capture reports its
+    counters (gaps, duplicates, malformed packets) under ``capture``."""
+    capture: dict = {}
+    summary = _run_job(job, source, out, symbols, options, seq_path, shard, shard_of, day_span, capture)
+    capture = capture or summary.get("info", {}).get("capture") or {}
+    if capture:
+        summary["capture"] = capture
+    return summary
+
+
+def _run_job(job, source, out, symbols, options, seq_path, shard, shard_of, day_span, capture) -> dict:
     if job == "stats":
         return run_stats(source, out)
     seq_map = SeqMap(seq_path)
     if job == "decode":
-        return run_decode(source, out, symbols, options, seq_map, first_copy=shard == 0)
+        return run_decode(source, out, symbols, options, seq_map, first_copy=shard == 0, capture_stats=capture)
     if job in ("bbo", "trades"):
-        return run_events(source, out, job, symbols, seq_map)
+        return run_events(source, out, job, symbols, seq_map, capture_stats=capture)
     if job == "snapshots":
         if day_span is None and options["every"] is not None:
             from itchflow.decode.reader import stats
@@ -373,11 +390,11 @@ def run_job(job: str, source: str, out: str, symbols, options: dict, *, seq_path
             info = stats(source)
             day_span = (info.first_timestamp_ns, info.last_timestamp_ns)
         times = snapshot_times(options, *(day_span or (None, None)))
-        return run_snapshots(source, out, symbols, options, times, shard, shard_of)
+        return run_snapshots(source, out, symbols, options, times, shard, shard_of, capture_stats=capture)
     if job == "lobster":
-        return run_lobster(source, out, symbols, options, shard, shard_of)
+        return run_lobster(source, out, symbols, options, shard, shard_of, capture_stats=capture)
     if job == "bars":
-        return run_bars(source, out, symbols, options, shard, shard_of)
+        return run_bars(source, out, symbols, options, shard, shard_of, capture_stats=capture)
     if job in ("crosses", "imbalances"):
-        return run_auctions(source, out, job, symbols)
+        return run_auctions(source, out, job, symbols, capture_stats=capture)
     raise ValueError(f"unknown job {job!r}")

@@ -78,6 +78,7 @@ def split_day(source: str, root: str, day: str, shards: int, broadcast: str,
     counts = np.zeros(256, np.int64)
     state = S.new_state()
     shard_bytes = np.zeros(shards, np.int64)
+    capture: dict = {}   # a capture's counters (gaps, duplicates), for the day's summary
     shard_messages = np.zeros(shards, np.int64)
     files = [(open(a, "wb"), open(b, "wb")) for a, b in temps]
     try:
@@ -90,7 +91,7 @@ def split_day(source: str, root: str, day: str, shards: int, broadcast: str,
             fill[:] = 0
             nseq[:] = 0
 
-        for chunk in iter_day(source):
+        for chunk in iter_day(source, capture_stats=capture):
             with chunk.reading():  # a file truncated meanwhile is the error, not what its zeros made
                 data, name, offset = chunk.data, chunk.source, chunk.offset or 0
                 pos, end, seq = 0, len(data), int(chunk.first_sequence)
@@ -125,4 +126,4 @@ def split_day(source: str, root: str, day: str, shards: int, broadcast: str,
             "broadcast_breaks": int(state[S.S_BROADCAST_BREAKS]),
             "first_timestamp_ns": first if first >= 0 else None, "last_timestamp_ns": last if last >= 0 else None,
             "shard_messages": shard_messages.tolist(), "shard_bytes": shard_bytes.tolist(),
-            "seconds": time.perf_counter() - t0}
+            **({"capture": capture} if capture else {}), "seconds": time.perf_counter() - t0}

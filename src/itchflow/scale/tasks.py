@@ -118,6 +118,11 @@ def finish_day(split: dict | None, parts: list[dict], source: str, root: str, da
         summary["shard_messages"] = split["shard_messages"]
     if job == "stats" and parts:
         summary["stats"] = parts[0]["info"]
+    # a capture's counters (gaps, duplicates, malformed packets): read by the split, or by the
+    # one task of a day that was not split
+    capture = split.get("capture") if split is not None else (parts[0].get("capture") if parts else None)
+    if capture:
+        summary["capture"] = capture
     if skipped:
         summary["skipped"] = skipped
     write_json(lay.summary(day), summary)

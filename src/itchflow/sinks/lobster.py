@@ -561,7 +561,7 @@ def lobster(source, symbols, levels: int = 10, *, start="09:30", end="16:00", da
 
 def lobster_dataset(source, symbols, out_file, levels: int = 10, *, start="09:30", end="16:00",
                     progress: Callable[[int, int], None] | None = None,
-                    slice_bytes: int = SLICE_BYTES) -> dict[str, dict]:
+                    slice_bytes: int = SLICE_BYTES, capture_stats: dict | None = None) -> dict[str, dict]:
     """The chosen stocks' LOBSTER rows of one day as ONE Parquet file (the batch job's part of
     a dataset): a ``symbol`` column, LOBSTER's message columns, then its order-book columns,
     row i of a stock being its message row i and the book after it, exactly as ``lobster``
@@ -569,14 +569,15 @@ def lobster_dataset(source, symbols, out_file, levels: int = 10, *, start="09:30
     ``lobster(..., tables=False)``. A symbol the day has no directory (R) message for is an
     error, as in ``lobster``. Returns {"stocks": {symbol: {"rows": n, "skipped": {...}}},
     "messages": messages the engine applied, "anomalies": the engine's counts} (no symbols:
-    an empty file and nothing read)."""
+    an empty file and nothing read). capture_stats: filled with a capture's counters (gaps,
+    malformed packets), as ``lobster``'s."""
     syms = symbol_list(symbols, "lobster", required=True) if symbols else []
     levels, start_ns, end_ns = lobster_window(levels, start, end)
     _check_exists(source)
     combined = CombinedParquet(out_file, levels)
     try:
         streams, books = _walk(source, syms, levels, start_ns, end_ns, combined.output_for, progress,
-                               slice_bytes) if syms else ([], None)
+                               slice_bytes, capture_stats) if syms else ([], None)
         combined.close()
     except BaseException:
         combined.abort()
