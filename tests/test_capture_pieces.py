@@ -104,16 +104,22 @@ def test_pieces_of_any_size_make_the_stream_of_a_slow_model(monkeypatch, packets
     assert got == b"".join(struct.pack(">H", len(m)) + m for _, _, m, _, _ in want)
 
 
-def test_real_captures_read_the_same_in_pieces_of_one_byte(monkeypatch, all_captures):
-    """One packet a piece (every piece is one packet's messages) against the default."""
+def test_real_captures_scan_in_pieces_of_one_byte_as_read_does(monkeypatch, all_captures):
+    """One packet a piece (every piece is one packet's messages) for scan, against read (which
+    asks for whole runs: what it decodes is kept anyway) and against the planned stream."""
+    monkeypatch.setattr(capture_module, "PIECE_BYTES", 1)
     for path in all_captures:
-        plain = itchflow.read(path)
-        monkeypatch.setattr(capture_module, "PIECE_BYTES", 1)
-        small = itchflow.read(path)
-        monkeypatch.undo()
-        assert small.info.capture == plain.info.capture, path
-        for code in plain.counts:
-            assert np.array_equal(small[code], plain[code]), (path, code)
+        whole = itchflow.read(path)
+        capture: dict = {}
+        parts = list(itchflow.scan(path, capture_stats=capture))
+        assert capture == whole.info.capture, path
+        for code in whole.counts:
+            assert np.array_equal(np.concatenate([p[code] for p in parts]), whole[code]), (path, code)
+        runs = list(iter_chunks(path, piece_bytes=1 << 62))
+        pieces = list(iter_chunks(path))
+        assert b"".join(c.data.tobytes() for c in pieces) == b"".join(c.data.tobytes() for c in runs), path
+        # one piece a packet: each names a packet of its own
+        assert len(pieces) >= len(runs) and len({c.where(0)[1] for c in pieces}) == len(pieces), path
 
 
 def _write_capture(folder, messages: int):

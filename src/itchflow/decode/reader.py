@@ -63,6 +63,9 @@ def _pieces(chunk: Chunk, max_messages: int) -> Iterator[tuple[int, int, int, Fr
         pos, seq = stop, seq + n
 
 
+WHOLE_RUNS = 1 << 62
+
+
 def read(source, types: str | Iterable[str] | None = None, *, strict: bool = True, dedup: bool = True) -> Decoded:
     """Decode a whole source into one structured array per message type.
 
@@ -75,7 +78,8 @@ def read(source, types: str | Iterable[str] | None = None, *, strict: bool = Tru
     codes = type_codes(types)
     t0 = time.perf_counter()
     totals, capture, parts = FrameTotals(), {}, []
-    for chunk in iter_chunks(source, strict=strict, capture_stats=capture, dedup=dedup):
+    # a capture's runs whole (what is decoded is kept anyway): one decode a run, no parts to join
+    for chunk in iter_chunks(source, strict=strict, capture_stats=capture, dedup=dedup, piece_bytes=WHOLE_RUNS):
         for start, stop, seq, piece in _pieces(chunk, NO_LIMIT):
             totals.merge(piece)
             parts.append(decode_range(chunk.data, start, stop, seq, piece.counts, codes))

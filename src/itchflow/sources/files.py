@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -42,7 +43,8 @@ class CaptureSource:
     """A pcap/pcapng capture of MoldUDP64 packets: planned in (session, sequence) order when
     made, its stream copied out piece by piece as it is read (``MoldCapture.pieces``)."""
 
-    def __init__(self, buf: np.ndarray, name: str, strict: bool = True, dedup: bool = True):
+    def __init__(self, buf: np.ndarray, name: str, strict: bool = True, dedup: bool = True,
+                 piece_bytes: int | None = None):
         from itchflow.protocol.mold.capture import reassemble
         from itchflow.wire.pcap import packet_table
 
@@ -50,6 +52,7 @@ class CaptureSource:
         self.capture = reassemble(buf, packet_table(buf, name), name, strict=strict, dedup=dedup)
         self.stats = self.capture.stats
         self.name = name
+        self.piece_bytes = piece_bytes
         self._check_intact()
 
     def _check_intact(self) -> None:
@@ -60,20 +63,35 @@ class CaptureSource:
             raise error
 
     def chunks(self) -> Iterator[Chunk]:
-        for data, seq, session, start in self.capture.pieces():
+        for data, seq, session, start in self.capture.pieces(self.piece_bytes):
             self._check_intact()
             yield Chunk(data, seq, self.name, None, session,
                         locator=lambda pos, start=start: self.capture.locate(start + pos))
 
 
+@dataclass(frozen=True)
+class CaptureReading:
+    """How a capture is read (see ``iter_chunks``)."""
+
+    strict: bool = True
+    capture_stats: dict | None = None
+    dedup: bool = True
+    piece_bytes: int | None = None
+
+
 def iter_chunks(source, *, gz_block: int = DEFAULT_GZ_BLOCK, strict: bool = True,
-                capture_stats: dict | None = None, dedup: bool = True) -> Iterator[Chunk]:
+                capture_stats: dict | None = None, dedup: bool = True,
+                piece_bytes: int | None = None) -> Iterator[Chunk]:
     """Yield the source's messages as Chunks (see module doc).
 
     capture_stats, if given, is filled with the capture's counters (CaptureStats.to_dict())
-    once a capture has been reassembled: duplicates, holes, heartbeats, malformed packets.
+    once a capture has been planned: duplicates, holes, heartbeats, malformed packets.
     dedup=False keeps every data packet of a capture, in capture order (no A/B de-duplication).
+    piece_bytes: a capture's stream is copied out in pieces of at most this many bytes
+    (default ``protocol.mold.capture.PIECE_BYTES``); a reader that keeps all it decodes anyway
+    (``read``) may ask for whole runs (a huge value), one copy and no joining of parts.
     """
+    opts = CaptureReading(strict, capture_stats, dedup, piece_bytes)
     name = describe(source)
     if isinstance(source, str) and source.startswith("tail:"):
         from itchflow.sources.tail import Tail
@@ -89,13 +107,13 @@ def iter_chunks(source, *, gz_block: int = DEFAULT_GZ_BLOCK, strict: bool = True
         if path.is_dir():
             raise IsADirectoryError(f"{path}: is a directory, not an ITCH file or capture")
         if not path.is_file():  # a pipe, FIFO or device (`<(zcat day.gz)`): read once, as a stream
-            yield from _stream_source(path, name, gz_block, strict, capture_stats, dedup)
+            yield from _stream_source(path, name, gz_block, opts)
             return
         with open(path, "rb") as f:
             kind = sniff(f.read(8))
             if kind == "gzip":
                 f.seek(0)
-                yield from _gzip_source(f, name, gz_block, strict, capture_stats, dedup)
+                yield from _gzip_source(f, name, gz_block, opts)
                 return
         buf = map_file(path)
         mapping = file_mapping(buf)  # the file's own mapping: consumers may let go of its pages
@@ -105,10 +123,10 @@ def iter_chunks(source, *, gz_block: int = DEFAULT_GZ_BLOCK, strict: bool = True
         kind = sniff(bytes(buf[:8]))
         if kind == "gzip":
             import io
-            yield from _gzip_source(io.BytesIO(buf.tobytes()), name, gz_block, strict, capture_stats, dedup)
+            yield from _gzip_source(io.BytesIO(buf.tobytes()), name, gz_block, opts)
             return
     if kind in ("pcap", "pcapng"):
-        yield from _capture_chunks(buf, name, strict, capture_stats, dedup)
+        yield from _capture_chunks(buf, name, opts)
         return
     chunk = Chunk(buf, 1, name, 0, mapping=mapping)
     yield chunk
@@ -131,12 +149,12 @@ class _Replayed:
         return out
 
 
-def _stream_source(path: Path, name: str, block: int, strict: bool, capture_stats, dedup) -> Iterator[Chunk]:
+def _stream_source(path: Path, name: str, block: int, opts: CaptureReading) -> Iterator[Chunk]:
     """A source that is not a regular file cannot be mapped (its size is 0: mapping it read
     nothing, and reopening a pipe to sniff it lost its first bytes): it is read once, as a
     stream (``stream_chunks``)."""
     with open(path, "rb") as f:
-        yield from stream_chunks(f, name, block=block, strict=strict, capture_stats=capture_stats, dedup=dedup)
+        yield from _stream_chunks(f, name, block, opts)
 
 
 def stream_chunks(stream, name: str, *, block: int = DEFAULT_GZ_BLOCK, strict: bool = True,
@@ -145,6 +163,10 @@ def stream_chunks(stream, name: str, *, block: int = DEFAULT_GZ_BLOCK, strict: b
     fsspec URL), told apart by its first bytes as a file is: raw messages and gzip are read
     in blocks of at most ``block`` bytes, whole messages at a time; a capture is kept in a
     temporary file (``spool``) and read as a capture file is."""
+    yield from _stream_chunks(stream, name, block, CaptureReading(strict, capture_stats, dedup))
+
+
+def _stream_chunks(stream, name: str, block: int, opts: CaptureReading) -> Iterator[Chunk]:
     head = b""
     while len(head) < 8:  # a pipe may hand the first bytes over in pieces
         got = stream.read(8 - len(head))
@@ -154,10 +176,9 @@ def stream_chunks(stream, name: str, *, block: int = DEFAULT_GZ_BLOCK, strict: b
     replayed = _Replayed(head, stream)
     kind = sniff(head)
     if kind == "gzip":
-        yield from _gzip_source(replayed, name, block, strict, capture_stats, dedup)
+        yield from _gzip_source(replayed, name, block, opts)
     elif kind in ("pcap", "pcapng"):  # a capture is sorted whole: kept on disk, not in memory
-        yield from _capture_chunks(spool(iter(lambda: replayed.read(block), b""), name), name, strict,
-                                   capture_stats, dedup)
+        yield from _capture_chunks(spool(iter(lambda: replayed.read(block), b""), name), name, opts)
     else:
         yield from message_chunks(iter(lambda: replayed.read(block), b""), name)
 
@@ -196,14 +217,14 @@ def spool(blocks: Iterable[bytes], name: str) -> np.ndarray:
             raise failed(e) from None
 
 
-def _capture_chunks(buf, name, strict, capture_stats, dedup=True) -> Iterator[Chunk]:
-    cap = CaptureSource(buf, name, strict=strict, dedup=dedup)
-    if capture_stats is not None:
-        capture_stats.update(cap.stats.to_dict())
+def _capture_chunks(buf, name, opts: CaptureReading) -> Iterator[Chunk]:
+    cap = CaptureSource(buf, name, strict=opts.strict, dedup=opts.dedup, piece_bytes=opts.piece_bytes)
+    if opts.capture_stats is not None:
+        opts.capture_stats.update(cap.stats.to_dict())
     yield from cap.chunks()
 
 
-def _gzip_source(raw, name: str, block: int, strict: bool, capture_stats, dedup=True) -> Iterator[Chunk]:
+def _gzip_source(raw, name: str, block: int, opts: CaptureReading) -> Iterator[Chunk]:
     """A gzip stream holds either BinaryFILE ITCH or a capture: look inside to tell."""
     blocks = gzip_blocks(raw, block)
     name = name + " (decompressed)"
@@ -213,7 +234,7 @@ def _gzip_source(raw, name: str, block: int, strict: bool, capture_stats, dedup=
             held = [first]
             del first   # written out, the first block is let go like the others
             whole = spool(_taken_first(held, blocks), name)
-            yield from _capture_chunks(whole, name, strict, capture_stats, dedup)
+            yield from _capture_chunks(whole, name, opts)
             return
     except GzipStreamError as e:   # before any message was delivered
         raise stream_error(e, name, 0, 0) from None

@@ -23,6 +23,7 @@ from numba import njit
 from itchflow.errors import ITCHFormatError
 from itchflow.hw.endian import be16, be64
 from itchflow.hw.memcopy import copy_bytes
+from itchflow.hw.populate import POPULATE_OUTPUT_BYTES, populate_in_background
 from itchflow.protocol.mold.codec import BLOCKS_OK, MALFORMED_TEXT, SHORT_HEADER, malformed_text, walk_blocks
 from itchflow.wire.binaryfile import next_message
 from itchflow.wire.moldudp64 import (
@@ -270,6 +271,8 @@ class MoldCapture:
                 # as many segments as fit in max_bytes from here, at least one
                 k = max(k0 + 1, min(k1, int(np.searchsorted(out_of, out_of[k0] + max_bytes, side="right")) - 1))
                 out = np.empty(int(out_of[k] - out_of[k0]), np.uint8)
+                if out.nbytes >= POPULATE_OUTPUT_BYTES:  # fresh memory: fault it in on the other core meanwhile
+                    populate_in_background(out)
                 gather(self.buf, out_of, self.segment_file, k0, k, out)
                 yield out, int(self.segment_sequence[k0]), session, int(out_of[k0])
                 k0 = k
