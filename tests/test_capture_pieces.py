@@ -82,15 +82,17 @@ def _model(packets, blocks, dedup):
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(packet, min_size=1, max_size=20), st.integers(1, 300), st.booleans())
-def test_pieces_of_any_size_make_the_stream_of_a_slow_model(monkeypatch, packets, piece, dedup):
+@given(st.lists(packet, min_size=1, max_size=20), st.integers(1, 300), st.booleans(), st.sampled_from([1, 2, 256]))
+def test_pieces_of_any_size_make_the_stream_of_a_slow_model(monkeypatch, packets, piece, dedup, fast_sessions):
     """Repeats, overlaps, reordering, heartbeats, unsequenced packets, three sessions; with
-    and without de-duplication. Every piece is at most ``piece`` bytes or one packet's, and
-    its first message is the model's: same bytes, sequence number, session, file offset and
+    and without de-duplication; sessions numbered by the indexing pass or (more than its
+    table holds) by a sort. Every piece is at most ``piece`` bytes or one packet's, and its
+    first message is the model's: same bytes, sequence number, session, file offset and
     packet number (what an error found there would name)."""
     data, blocks = _capture(packets)
     want = _model(packets, blocks, dedup)
     monkeypatch.setattr(capture_module, "PIECE_BYTES", piece)
+    monkeypatch.setattr(capture_module, "FAST_SESSIONS", fast_sessions)
     chunks = list(iter_chunks(np.frombuffer(data, np.uint8), dedup=dedup))
     largest = max(sum(2 + len(m) for m in msgs) for msgs, _ in blocks)
     got, at = b"", 0
@@ -102,6 +104,10 @@ def test_pieces_of_any_size_make_the_stream_of_a_slow_model(monkeypatch, packets
         got += c.data.tobytes()
         at += len(ref.walk(c.data.tobytes())[0])
     assert got == b"".join(struct.pack(">H", len(m)) + m for _, _, m, _, _ in want)
+    first_seen = list(dict.fromkeys(f"SESS{session}" for session, _, _ in packets))
+    capture: dict = {}
+    list(iter_chunks(np.frombuffer(data, np.uint8), dedup=dedup, capture_stats=capture))
+    assert capture["sessions"] == first_seen
 
 
 def test_real_captures_scan_in_pieces_of_one_byte_as_read_does(monkeypatch, all_captures):

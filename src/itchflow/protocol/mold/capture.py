@@ -50,40 +50,92 @@ _MALFORMED_TEXT = {
 assert SESSION_SIZE == 10   # the session is kept as two integers: 8 bytes + 2 bytes
 
 
+# Sessions told apart by the indexing pass itself (a table searched last-match first): a
+# feed has one session a day, A and B lines share it. More than this many in one capture
+# (hostile, or a capture of many days) are numbered by a sort instead.
+FAST_SESSIONS = 256
+
+
+@njit(inline="always", nogil=True, cache=True)
+def _classify(buf, p, end, outcome):
+    """(kind, why, sequence, count) of the packet whose UDP payload is buf[p:end]."""
+    if outcome != REC_UDP:
+        return NOT_UDP, 0, np.uint64(0), 0
+    ok, s, c = read_header(buf, p, end)
+    if not ok:
+        return MALFORMED, SHORT_HEADER, np.uint64(0), 0
+    if s > np.uint64(MAX_SEQUENCE):  # as the live receiver: a bad packet, not a gap of 2**63
+        return MALFORMED, _BAD_SEQUENCE, s, c
+    if c == HEARTBEAT_COUNT:
+        return HEARTBEAT, 0, s, c
+    if c == END_OF_SESSION_COUNT:
+        return END_OF_SESSION, 0, s, c
+    status, _ = walk_blocks(buf, p + HEADER_SIZE, end, c, c)
+    if status != BLOCKS_OK:
+        return MALFORMED, status, s, c   # walk_blocks' codes are the keys of _MALFORMED_TEXT
+    return (UNSEQUENCED if s == 0 else DATA), 0, s, c
+
+
 @njit(nogil=True, cache=True)
-def index_packets(buf, off, length, outcome, kind, why, sess_hi, sess_lo, seq, count):
-    """Classify each packet and read its MoldUDP64 header; validate its message blocks."""
+def index_packets(buf, off, length, outcome, kind, why, session, seq, count, known):
+    """Classify each packet and read its MoldUDP64 header; validate its message blocks.
+
+    session[i]: the MoldUDP64 packet's session, numbered in order of first appearance (-1
+    for the others), the sessions' 10 bytes going to known (uint64[FAST_SESSIONS, 2]: first 8
+    bytes, last 2). Returns the number of sessions, or -1 when there are more than known
+    holds (session is then left to ``session_keys`` and a sort)."""
+    nknown = 0
+    last = -1
     for i in range(off.shape[0]):
-        if outcome[i] != REC_UDP:
-            kind[i] = NOT_UDP
-            continue
         p = off[i]
-        end = p + length[i]
-        ok, s, c = read_header(buf, p, end)
-        if not ok:
-            kind[i] = MALFORMED
-            why[i] = SHORT_HEADER
-            continue
-        sess_hi[i] = be64(buf, p + SESSION_OFFSET)
-        sess_lo[i] = be16(buf, p + SESSION_OFFSET + 8)
+        k, w, s, c = _classify(buf, p, p + length[i], outcome[i])
+        kind[i] = k
+        why[i] = w
         seq[i] = s
         count[i] = c
-        if s > np.uint64(MAX_SEQUENCE):  # as the live receiver: a bad packet, not a gap of 2**63
-            kind[i] = MALFORMED
-            why[i] = _BAD_SEQUENCE
+        session[i] = -1
+        if k == NOT_UDP or k == MALFORMED or nknown < 0:
             continue
-        if c == HEARTBEAT_COUNT:
-            kind[i] = HEARTBEAT
-            continue
-        if c == END_OF_SESSION_COUNT:
-            kind[i] = END_OF_SESSION
-            continue
-        status, _ = walk_blocks(buf, p + HEADER_SIZE, end, c, c)
-        if status != BLOCKS_OK:
-            kind[i] = MALFORMED
-            why[i] = status   # walk_blocks' codes are the keys of _MALFORMED_TEXT
-        else:
-            kind[i] = UNSEQUENCED if s == 0 else DATA
+        hi = be64(buf, p + SESSION_OFFSET)
+        lo = np.uint64(be16(buf, p + SESSION_OFFSET + 8))
+        if last < 0 or known[last, 0] != hi or known[last, 1] != lo:
+            last = -1
+            for j in range(nknown):
+                if known[j, 0] == hi and known[j, 1] == lo:
+                    last = j
+                    break
+            if last < 0:
+                if nknown == known.shape[0]:
+                    nknown = -1
+                    continue
+                known[nknown, 0] = hi
+                known[nknown, 1] = lo
+                last = nknown
+                nknown += 1
+        session[i] = last
+    return nknown
+
+
+@njit(nogil=True, cache=True)
+def session_keys(buf, off, kind, hi, lo):
+    """The session bytes (first 8, last 2) of every MoldUDP64 packet (kind not NOT_UDP or
+    MALFORMED), for numbering sessions by a sort."""
+    for i in range(off.shape[0]):
+        if kind[i] != NOT_UDP and kind[i] != MALFORMED:
+            hi[i] = be64(buf, off[i] + SESSION_OFFSET)
+            lo[i] = be16(buf, off[i] + SESSION_OFFSET + 8)
+
+
+@njit(nogil=True, cache=True)
+def in_stream_order(packets, session, seq):
+    """Whether packets (ascending indices) are already in (session, sequence) order: a capture
+    of one line usually is, and A and B lines interleaved too."""
+    for k in range(1, packets.shape[0]):
+        a = packets[k - 1]
+        b = packets[k]
+        if session[a] > session[b] or (session[a] == session[b] and seq[a] > seq[b]):
+            return False
+    return True
 
 
 @njit(nogil=True, cache=True)
@@ -241,7 +293,7 @@ class MoldCapture:
     size: int                 # bytes in the stream
     run_offset: np.ndarray    # int64: where each run starts in the stream (ends where the next starts)
     run_sequence: np.ndarray  # uint64: sequence number of each run's first message
-    run_session: np.ndarray   # int64: index into stats.sessions
+    run_session: np.ndarray   # int32: index into stats.sessions
     stats: CaptureStats
     segment_out: np.ndarray     # int64: where a packet's kept messages start in the stream (then the end) ...
     segment_file: np.ndarray    # int64: ... and where they are in the capture file
@@ -278,6 +330,21 @@ class MoldCapture:
                 k0 = k
 
 
+def _sessions_by_sort(buf, off, kind, session) -> np.ndarray:
+    """Number the sessions of a capture with too many for the indexing pass's table, in order
+    of first appearance, into session; returns their bytes (uint64[n, 2])."""
+    mold = np.flatnonzero((kind != NOT_UDP) & (kind != MALFORMED))
+    hi, lo = np.zeros(len(kind), np.uint64), np.zeros(len(kind), np.uint64)
+    session_keys(buf, off, kind, hi, lo)
+    uniq, first, inverse = np.unique(np.stack([hi[mold], lo[mold]], axis=1), axis=0, return_index=True,
+                                     return_inverse=True)
+    by_first = np.argsort(first, kind="stable")
+    rank = np.empty(len(uniq), np.int32)
+    rank[by_first] = np.arange(len(uniq))
+    session[mold] = rank[inverse.ravel()]
+    return uniq[by_first]
+
+
 def reassemble(buf: np.ndarray, table: PacketTable, source: str, strict: bool = True,
                dedup: bool = True) -> MoldCapture:
     """Plan a capture's ITCH stream from its packet table (see module doc).
@@ -289,12 +356,12 @@ def reassemble(buf: np.ndarray, table: PacketTable, source: str, strict: bool = 
     n = len(table)
     kind = np.empty(n, np.int8)
     why = np.zeros(n, np.int8)
-    sess_hi = np.zeros(n, np.uint64)
-    sess_lo = np.zeros(n, np.uint64)
+    session = np.empty(n, np.int32)
     seq = np.zeros(n, np.uint64)
-    count = np.zeros(n, np.int64)
-    index_packets(buf, table.payload_offset, table.payload_length, table.outcome,
-                  kind, why, sess_hi, sess_lo, seq, count)
+    count = np.zeros(n, np.int32)
+    known = np.zeros((FAST_SESSIONS, 2), np.uint64)
+    nsessions = int(index_packets(buf, table.payload_offset, table.payload_length, table.outcome,
+                                  kind, why, session, seq, count, known))
     stats = CaptureStats(packets=n)
     bad = np.flatnonzero(kind == MALFORMED)
     stats.malformed_packets = len(bad)
@@ -306,6 +373,7 @@ def reassemble(buf: np.ndarray, table: PacketTable, source: str, strict: bool = 
                                 int(count[i]))
             text = malformed_text(int(why[i]), buf, int(at))
         raise ITCHFormatError(f"malformed MoldUDP64 packet: {text}", source=source, packet=i + 1, offset=int(at))
+    del why
     stats.not_udp = table.count(REC_NOT_UDP)
     stats.ip_fragments = table.count(REC_FRAGMENT)
     stats.snapped = table.count(REC_SNAPPED)
@@ -316,33 +384,26 @@ def reassemble(buf: np.ndarray, table: PacketTable, source: str, strict: bool = 
     stats.deduplicated = bool(dedup)
     stats.heartbeats = int(np.count_nonzero(kind == HEARTBEAT))
     stats.end_of_session = int(np.count_nonzero(kind == END_OF_SESSION))
-
-    mold = (kind == DATA) | (kind == HEARTBEAT) | (kind == END_OF_SESSION) | (kind == UNSEQUENCED)
-    idx = np.flatnonzero(mold)
-    # Sessions in order of first appearance.
-    keys = np.stack([sess_hi[idx], sess_lo[idx]], axis=1)
-    uniq, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
-    rank = np.empty(len(uniq), np.int64)
-    rank[np.argsort(first, kind="stable")] = np.arange(len(uniq))
-    session = np.full(n, -1, np.int64)
-    session[idx] = rank[inverse.ravel()]
-    names = [""] * len(uniq)
-    for u, r in zip(uniq, rank):
-        raw = int(u[0]).to_bytes(8, "big") + int(u[1]).to_bytes(SESSION_SIZE - 8, "big")
-        names[int(r)] = raw.decode("ascii", "replace").rstrip(" \x00")
-    stats.sessions = names
+    if nsessions < 0:   # too many sessions for the table: numbered by a sort
+        known = _sessions_by_sort(buf, table.payload_offset, kind, session)
+        nsessions = len(known)
+    stats.sessions = [(int(hi).to_bytes(8, "big") + int(lo).to_bytes(SESSION_SIZE - 8, "big"))
+                      .decode("ascii", "replace").rstrip(" \x00") for hi, lo in known[:nsessions]]
     if dedup:
-        sequenced = idx[kind[idx] != UNSEQUENCED]
-        order = sequenced[np.lexsort((sequenced, seq[sequenced], session[sequenced]))]
-        in_order = idx[kind[idx] == UNSEQUENCED]       # capture order
+        order = np.flatnonzero((kind == DATA) | (kind == HEARTBEAT) | (kind == END_OF_SESSION))
+        if not in_stream_order(order, session, seq):
+            order = order[np.lexsort((order, seq[order], session[order]))]
+        in_order = np.flatnonzero(kind == UNSEQUENCED)       # capture order
     else:
-        order = idx[:0]
-        in_order = idx[(kind[idx] == DATA) | (kind[idx] == UNSEQUENCED)]
+        order = np.zeros(0, np.int64)
+        in_order = np.flatnonzero((kind == DATA) | (kind == UNSEQUENCED))
 
-    runs_cap = 2 * (len(order) + 1) + len(in_order)  # a sorted packet can open at most two runs
+    # a run opens where a session does, or at a hole (at most one a sorted packet: its first
+    # message kept), or at each packet taken in capture order
+    runs_cap = nsessions + len(order) + len(in_order)
     run_offset = np.empty(runs_cap, np.int64)
     run_seq = np.empty(runs_cap, np.uint64)
-    run_session = np.empty(runs_cap, np.int64)
+    run_session = np.empty(runs_cap, np.int32)
     segs_cap = len(order) + len(in_order)
     seg_out = np.empty(segs_cap + 1, np.int64)
     seg_file = np.empty(segs_cap, np.int64)
