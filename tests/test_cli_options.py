@@ -39,6 +39,7 @@ def _cli(args):
     (["snapshots", "DAY", "--symbols", " , ", "--at", "10:00", "-o", "OUT"], "--symbols"),
     (["snapshots", "DAY", "--symbols", "AAA", "--at", "", "-o", "OUT"], "--at"),
     (["run", "-s", "DAY", "--heartbeat-timeout", "99999999999999999999999"], "--heartbeat-timeout"),
+    (["run", "-s", "DAY", "--top", "-1"], "--top"),                          # showed no stocks, exit 0
     (["write-slowly", "DAY", "OUT", "--piece-bytes", "0"], "--piece-bytes"),
     (["write-slowly", "DAY", "OUT", "--seed", "-1"], "--seed"),
     (["gen", "OUT", "-n", "20k", "--seed", "-1"], "--seed"),

@@ -44,7 +44,8 @@ LONG_PAUSE_SECONDS = 0.01  # a growth pause this long gets the hint to size the 
               help="tail:PATH: wait this many seconds for the file to appear.")
 @click.option("--idle-timeout", type=SECONDS_OR_OFF, default=5.0, show_default=True,
               help="tail:PATH: stop after this many seconds without growth (0: wait for the end event).")
-@click.option("--top", default=10, show_default=True, help="Stocks to show (most shares traded).")
+@click.option("--top", type=click.IntRange(0), default=10, show_default=True,
+              help="Stocks to show (most shares traded; 0: none).")
 @click.option("--plot", type=IMAGE, default=None,
               help="Also draw the latency distribution of every stage to this PNG (needs matplotlib).")
 @click.option("--live-orders", type=Count(), default=None,
