@@ -270,3 +270,64 @@ def test_a_cut_sidecar_is_a_clear_error(tmp_path):
         SeqMap(str(path))
     path.write_bytes((7).to_bytes(8, "little") * 3)
     assert SeqMap(str(path))(np.array([1, 3], np.uint64)).tolist() == [7, 7]
+
+
+@pytest.fixture(scope="module")
+def capture(day, tmp_path_factory):
+    """The day as a pcap of MoldUDP64 packets (about 37 MB), two of them swapped and one
+    repeated late."""
+    import struct
+
+    import itch_reference as ref
+    from itchflow.protocol.mold.feed import MoldFeed
+    from itchflow.sources.chunk import map_file
+
+    feed = MoldFeed(map_file(day), b"RELEASE", 1400)
+    path = tmp_path_factory.mktemp("capture") / "day.pcap"
+    with open(path, "wb") as f:
+        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+        order = list(range(feed.n_packets))
+        order[100], order[101] = order[101], order[100]          # two packets swapped
+        order.insert(500, 400)                                    # a late repeat of packet 400
+        for k, i in enumerate(order):
+            frame = ref.eth_ipv4_udp(feed.packet_bytes(i))
+            f.write(struct.pack("<IIII", 1_700_000_000, k, len(frame), len(frame)) + frame)
+    return path
+
+
+def test_a_capture_is_read_with_its_walked_pages_let_go(capture, small_runs, monkeypatch):
+    """Each pass over a capture's mapping (its packet table, its index, the copy-out of its
+    stream) lets the pages it has passed go, so replaying a capture keeps a few MiB of it
+    resident, not the whole file; the books are the same without the release."""
+    import itchflow.protocol.mold.capture as capture_mod
+    import itchflow.wire.pcap as pcap_mod
+
+    monkeypatch.setattr(pcap_mod, "TABLE_BATCH", 1024)     # passes of ~1.4 MB, as 1 MiB runs go
+    monkeypatch.setattr(capture_mod, "INDEX_BATCH", 1024)
+    monkeypatch.setattr(capture_mod, "PIECE_BYTES", 1 * MiB)
+    real = chunk_mod.WalkedPages.release
+
+    def run(peak, release=True):
+        def sampled(self, upto, final=False):
+            peak()   # before letting go: the most this pass has resident
+            if release:
+                real(self, upto, final=final)
+        monkeypatch.setattr(chunk_mod.WalkedPages, "release", sampled)
+        books = Books()
+        from itchflow.book.replay import replay
+
+        capture_stats: dict = {}
+        replay(books, str(capture), slice_bytes=1 * MiB, on_slice=peak, capture_stats=capture_stats)
+        return books, capture_stats
+
+    peak = Peak(capture)
+    books, stats = run(peak)
+    size = os.path.getsize(capture)
+    assert peak.samples > 60
+    assert peak.peak <= 6 * MiB, f"{peak.peak / MiB:.1f} MiB of a {size / MiB:.0f} MiB capture resident"
+    control = Peak(capture)
+    same, same_stats = run(control, release=False)
+    assert control.peak > 0.8 * size  # the measurement sees a mapping that is not let go
+    assert books.messages == same.messages == 1_200_000
+    assert stats == same_stats and stats["duplicate_messages"] > 0 and stats["gaps"] == 0
+    assert _state(books) == _state(same)

@@ -22,7 +22,8 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from itchflow.errors import ITCHFormatError
-from itchflow.sources.chunk import Chunk, as_uint8, describe, file_mapping, map_file, shrunk  # noqa: F401  (re-exported)
+from itchflow.sources.chunk import (  # noqa: F401  (re-exported)
+    Chunk, WalkedPages, as_uint8, describe, file_mapping, map_file, shrunk)
 from itchflow.sources.gzip_stream import GzipStreamError, gzip_blocks
 from itchflow.wire.binaryfile import whole_messages_end
 
@@ -49,7 +50,13 @@ class CaptureSource:
         from itchflow.wire.pcap import packet_table
 
         self.mapping = file_mapping(buf)  # a capture file's own mapping, checked after each read of it
-        self.capture = reassemble(buf, packet_table(buf, name), name, strict=strict, dedup=dedup)
+        # Each pass over the mapping (the packet table, the index, the copy-out) lets the pages it
+        # has passed go from this process (``WalkedPages``), as a raw day's chunk does: a
+        # day's capture resident whole would be 10-15 GB against a Dask worker's memory limit.
+        table = packet_table(buf, name, on_walked=WalkedPages(self.mapping).release)
+        self.capture = reassemble(buf, table, name, strict=strict, dedup=dedup,
+                                  on_walked=WalkedPages(self.mapping).release)
+        del table
         self.stats = self.capture.stats
         self.name = name
         self.piece_bytes = piece_bytes
@@ -63,7 +70,8 @@ class CaptureSource:
             raise error
 
     def chunks(self) -> Iterator[Chunk]:
-        for data, seq, session, start in self.capture.pieces(self.piece_bytes):
+        for data, seq, session, start in self.capture.pieces(self.piece_bytes,
+                                                             on_walked=WalkedPages(self.mapping).release):
             self._check_intact()
             yield Chunk(data, seq, self.name, None, session,
                         locator=lambda pos, start=start: self.capture.locate(start + pos))

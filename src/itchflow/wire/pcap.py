@@ -55,7 +55,7 @@ PCAPNG_SHB = 0x0A0D0D0A
 PCAPNG_BYTE_ORDER_MAGIC = 0x1A2B3C4D
 PCAPNG_IDB, PCAPNG_OPB, PCAPNG_SPB, PCAPNG_EPB = 1, 2, 3, 6
 MAX_INTERFACES = 256
-TABLE_BATCH = 1 << 18   # packet table rows walked a pass (``packet_table``)
+TABLE_BATCH = 1 << 16   # packet table rows walked a pass (``packet_table``)
 MAX_RECORD = 256 * 1024  # larger incl_len is a corrupt record, not a packet
 
 LINKTYPE_NULL, LINKTYPE_ETHERNET, LINKTYPE_RAW = 0, 1, 101
@@ -287,8 +287,12 @@ def capture_format(head: bytes) -> str | None:
     return None
 
 
-def packet_table(buf: np.ndarray, source: str) -> PacketTable:
-    """Walk a whole capture held in ``buf`` (e.g. a memory map) into a PacketTable."""
+def packet_table(buf: np.ndarray, source: str, on_walked=None) -> PacketTable:
+    """Walk a whole capture held in ``buf`` (e.g. a memory map) into a PacketTable.
+
+    on_walked(offset), if given, is told after each pass how far the walk has read (it is
+    front to back: a mapping's pages before that offset may go), and at the end
+    on_walked(size, final=True)."""
     fmt = capture_format(bytes(buf[:4]))
     size = buf.shape[0]
     # Rows a pass: a guess from the size (a frame is 64 bytes or more), at most TABLE_BATCH (a
@@ -327,5 +331,9 @@ def packet_table(buf: np.ndarray, source: str) -> PacketTable:
             raise ITCHFormatError(_STATUS_TEXT[status], source=source, offset=stop, packet=rows + 1)
         if stop >= size:
             break
+        if on_walked is not None:
+            on_walked(stop)
         at = stop
+    if on_walked is not None:
+        on_walked(size, final=True)
     return PacketTable(*(np.concatenate([p[i] for p in parts]) for i in range(3)))

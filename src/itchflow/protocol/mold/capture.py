@@ -54,6 +54,7 @@ assert SESSION_SIZE == 10   # the session is kept as two integers: 8 bytes + 2 b
 # feed has one session a day, A and B lines share it. More than this many in one capture
 # (hostile, or a capture of many days) are numbered by a sort instead.
 FAST_SESSIONS = 256
+INDEX_BATCH = 1 << 16   # packets indexed a pass (``reassemble``)
 
 
 @njit(inline="always", nogil=True, cache=True)
@@ -77,16 +78,17 @@ def _classify(buf, p, end, outcome):
 
 
 @njit(nogil=True, cache=True)
-def index_packets(buf, off, length, outcome, kind, why, session, seq, count, known):
-    """Classify each packet and read its MoldUDP64 header; validate its message blocks.
+def index_packets(buf, off, length, outcome, kind, why, session, seq, count, known, state, a, b):
+    """Classify packets a..b-1 and read their MoldUDP64 headers; validate their message blocks.
 
     session[i]: the MoldUDP64 packet's session, numbered in order of first appearance (-1
     for the others), the sessions' 10 bytes going to known (uint64[FAST_SESSIONS, 2]: first 8
-    bytes, last 2). Returns the number of sessions, or -1 when there are more than known
-    holds (session is then left to ``session_keys`` and a sort)."""
-    nknown = 0
-    last = -1
-    for i in range(off.shape[0]):
+    bytes, last 2). state (int64[2], carried from one call to the next: start at (0, -1)):
+    the number of sessions, -1 once there are more than known holds (session is then left
+    to ``session_keys`` and a sort), and the last one matched."""
+    nknown = state[0]
+    last = state[1]
+    for i in range(a, b):
         p = off[i]
         k, w, s, c = _classify(buf, p, p + length[i], outcome[i])
         kind[i] = k
@@ -113,7 +115,8 @@ def index_packets(buf, off, length, outcome, kind, why, session, seq, count, kno
                 last = nknown
                 nknown += 1
         session[i] = last
-    return nknown
+    state[0] = nknown
+    state[1] = last
 
 
 @njit(nogil=True, cache=True)
@@ -210,34 +213,37 @@ def plan_stream(buf, order, off, length, kind, session, seq, count, run_offset, 
                 announced = s
             continue
         totals[4] += 1
-        q = off[i] + HEADER_SIZE
-        end = off[i] + length[i]
-        kept = False
-        for _ in range(count[i]):
-            _, body, m = next_message(buf, q, end)   # validated by index_packets
-            if s < expected:
-                totals[1] += 1
-            else:
-                if s > expected:
-                    totals[2] += 1
-                    totals[3] += np.int64(s - expected)
-                    expected = s
-                    run_offset[runs] = w
-                    run_seq[runs] = expected
-                    run_session[runs] = cur_session
-                    runs += 1
-                if not kept:   # the rest of the packet is kept from here
-                    seg_out[segs] = w
-                    seg_file[segs] = q
-                    seg_packet[segs] = i
-                    seg_seq[segs] = s
-                    segs += 1
-                    kept = True
-                    w += end - q
-                expected += np.uint64(1)
-                totals[0] += 1
-            q = body + m
-            s += np.uint64(1)
+        c = np.uint64(count[i])
+        if s + c <= expected:   # every message a repeat (the other line's copy): nothing read
+            totals[1] += np.int64(c)
+            s += c
+        else:
+            q = off[i] + HEADER_SIZE
+            if s < expected:   # repeats first, then new messages: step over the repeats' blocks
+                skip = np.int64(expected - s)
+                totals[1] += skip
+                for _ in range(skip):
+                    _, body, m = next_message(buf, q, off[i] + length[i])   # validated by index_packets
+                    q = body + m
+                s = expected
+            elif s > expected:   # a hole before this packet
+                totals[2] += 1
+                totals[3] += np.int64(s - expected)
+                expected = s
+                run_offset[runs] = w
+                run_seq[runs] = expected
+                run_session[runs] = cur_session
+                runs += 1
+            seg_out[segs] = w   # the rest of the packet is kept from q
+            seg_file[segs] = q
+            seg_packet[segs] = i
+            seg_seq[segs] = s
+            segs += 1
+            w += off[i] + length[i] - q
+            kept = np.int64(seq[i] + c - s)
+            totals[0] += kept
+            expected = seq[i] + c
+            s = expected
         if s > announced:
             announced = s
     return w, runs, segs
@@ -308,13 +314,17 @@ class MoldCapture:
         return (int(self.segment_file[k] + stream_offset - self.segment_out[k]),
                 int(self.segment_packet[k]) + 1)
 
-    def pieces(self, max_bytes: int | None = None):
+    def pieces(self, max_bytes: int | None = None, on_walked=None):
         """(bytes, first sequence, session name, stream offset) of each piece of the stream, in
         order: whole packets' kept messages, at most max_bytes (default PIECE_BYTES) or one
-        packet, never across two runs, each a fresh uint8 array."""
+        packet, never across two runs, each a fresh uint8 array. on_walked(offset), if given,
+        is told after each piece that no later piece reads the capture before that offset
+        (and on_walked(len(buf), final=True) after the last): a mapping's pages there may go."""
         max_bytes = PIECE_BYTES if max_bytes is None else int(max_bytes)
         ends = np.append(self.run_offset[1:], self.size)
         out_of = self.segment_out
+        # the lowest capture offset any segment from k on reads (sequence order is nearly file order)
+        low = np.minimum.accumulate(self.segment_file[::-1])[::-1] if on_walked is not None else None
         for a, b, run_session in zip(self.run_offset, ends, self.run_session):
             session = self.stats.sessions[int(run_session)]
             k0 = int(np.searchsorted(out_of[:-1], a))   # a run starts where a segment does
@@ -326,8 +336,12 @@ class MoldCapture:
                 if out.nbytes >= POPULATE_OUTPUT_BYTES:  # fresh memory: fault it in on the other core meanwhile
                     populate_in_background(out)
                 gather(self.buf, out_of, self.segment_file, k0, k, out)
+                if low is not None and k < len(low):
+                    on_walked(int(low[k]))
                 yield out, int(self.segment_sequence[k0]), session, int(out_of[k0])
                 k0 = k
+        if on_walked is not None:
+            on_walked(len(self.buf), final=True)
 
 
 def _sessions_by_sort(buf, off, kind, session) -> np.ndarray:
@@ -346,8 +360,12 @@ def _sessions_by_sort(buf, off, kind, session) -> np.ndarray:
 
 
 def reassemble(buf: np.ndarray, table: PacketTable, source: str, strict: bool = True,
-               dedup: bool = True) -> MoldCapture:
+               dedup: bool = True, on_walked=None) -> MoldCapture:
     """Plan a capture's ITCH stream from its packet table (see module doc).
+
+    on_walked(offset), if given, is told as the packets are indexed (front to back) how far
+    the pass has read, and on_walked(len(buf), final=True) at its end: a mapping's pages
+    before that offset may go. Planning then reads only packets that are partly repeats.
 
     Packets of sequence 0 (not a data sequence: anonymised captures) are unsequenced: all
     their messages are kept, in capture order, after the sequenced ones. dedup=False keeps
@@ -360,8 +378,16 @@ def reassemble(buf: np.ndarray, table: PacketTable, source: str, strict: bool = 
     seq = np.zeros(n, np.uint64)
     count = np.zeros(n, np.int32)
     known = np.zeros((FAST_SESSIONS, 2), np.uint64)
-    nsessions = int(index_packets(buf, table.payload_offset, table.payload_length, table.outcome,
-                                  kind, why, session, seq, count, known))
+    state = np.array([0, -1], np.int64)
+    off, length = table.payload_offset, table.payload_length
+    for a in range(0, n, INDEX_BATCH):   # in passes, telling on_walked how far each has read
+        b = min(n, a + INDEX_BATCH)
+        index_packets(buf, off, length, table.outcome, kind, why, session, seq, count, known, state, a, b)
+        if on_walked is not None and b < n:
+            on_walked(int(off[b - 1]))
+    if on_walked is not None:
+        on_walked(len(buf), final=True)
+    nsessions = int(state[0])
     stats = CaptureStats(packets=n)
     bad = np.flatnonzero(kind == MALFORMED)
     stats.malformed_packets = len(bad)
@@ -410,7 +436,6 @@ def reassemble(buf: np.ndarray, table: PacketTable, source: str, strict: bool = 
     seg_packet = np.empty(segs_cap, np.int64)
     seg_seq = np.empty(segs_cap, np.uint64)
     totals = np.zeros(5, np.int64)
-    off, length = table.payload_offset, table.payload_length
     w, runs, segs = plan_stream(buf, order, off, length, kind, session, seq, count, run_offset, run_seq,
                                 run_session, seg_out, seg_file, seg_packet, seg_seq, totals)
     stats.messages, stats.duplicate_messages, stats.gaps, stats.missing_messages = (int(x) for x in totals[:4])
