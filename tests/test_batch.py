@@ -558,8 +558,6 @@ def test_a_capture_days_losses_reach_its_summary(client, tmp_path):
     capture behind a URL (fsspec's memory filesystem, which the worker processes do not
     share: split here) counts the same. Before, a batch dropped a capture's counters: its
     holes went unreported."""
-    import struct
-
     import fsspec
 
     import itch_reference as ref

@@ -245,3 +245,29 @@ def test_a_capture_behind_a_url_reads_as_the_capture_file(tmp_path, all_captures
             assert a["info"] == b["info"] and a["by_type"] == b["by_type"], path
         finally:
             fs.rm(url)
+
+
+def test_a_capture_stream_that_fails_midway_is_an_error_naming_it_and_the_offset():
+    """A piped or remote capture whose stream fails while it is being kept (a dropped
+    connection): an ITCHFormatError naming the source and how far it got, not the stream's
+    own error without either."""
+    from itchflow.errors import ITCHFormatError
+    from itchflow.sources.files import stream_chunks
+
+    data, _ = _capture([(0, 1, 3), (0, 4, 2)])
+
+    class Dropped:
+        def __init__(self):
+            self.at = 0
+
+        def read(self, n=-1):
+            if self.at >= 100:
+                raise ConnectionResetError(104, "Connection reset by peer")
+            n = min(n if n and n > 0 else 100, 100 - self.at)
+            self.at += n
+            return data[self.at - n:self.at]
+
+    with pytest.raises(ITCHFormatError) as e:
+        list(stream_chunks(Dropped(), "s3://bucket/day.pcap", block=40))
+    assert e.value.source == "s3://bucket/day.pcap" and e.value.offset == 100
+    assert "Connection reset by peer" in str(e.value) and "no message" in str(e.value)

@@ -191,8 +191,6 @@ def test_a_capture_truncated_while_it_is_read_is_an_error_naming_it(tmp_path, da
     """A capture's stream is copied out of its mapping piece by piece as it is read: a capture
     cut short after the first piece is an error naming the file and the cut, not a stream of
     the zeros read past it (and a capture read to its end first is no error)."""
-    import struct
-
     import itch_reference as ref
     from itchflow.protocol.mold.feed import MoldFeed
 

@@ -210,7 +210,15 @@ def spool(blocks: Iterable[bytes], name: str) -> np.ndarray:
         raise failed(e) from None
     with f:
         size = 0
-        for raw in blocks:   # a failing stream raises its own error
+        stream = iter(blocks)
+        while True:
+            try:
+                raw = next(stream, None)
+            except OSError as e:   # the stream itself failed (a pipe, a URL): nothing was delivered
+                raise ITCHFormatError(f"reading the capture failed after {size:,} bytes ({e}); no message "
+                                      "of it was delivered", source=name, offset=size) from None
+            if raw is None:
+                break
             try:
                 f.write(raw)
             except OSError as e:
