@@ -90,12 +90,21 @@ def frame_range(buf: np.ndarray, pos: int, end: int, totals: FrameTotals, *,
     return int(stop), int(n)
 
 
+# One array of no rows per type, shared by every call: the kernel writes nothing to it, and
+# a range of a few messages (a capture's packet) would otherwise allocate one for every type.
+_NO_ROWS = {c: np.zeros(0, _KERNEL_DTYPES[c]) for c in CODES}
+_NO_ROWS_PUBLIC = {c: np.zeros(0, DTYPES[c]) for c in CODES}
+
+
 def allocate(counts: np.ndarray, codes: str) -> dict[str, np.ndarray]:
     """Exactly-sized kernel-layout arrays for the wanted types; empty for the rest."""
     # zeros, not empty: alignment padding is then deterministic; large blocks come from the
     # kernel already zeroed, so this costs nothing where it matters.
-    return {c: np.zeros(int(counts[MESSAGES[c].code_byte]) if c in codes else 0, _KERNEL_DTYPES[c])
-            for c in ARRAY_ORDER}
+    out = {}
+    for c in ARRAY_ORDER:
+        n = int(counts[MESSAGES[c].code_byte]) if c in codes else 0
+        out[c] = np.zeros(n, _KERNEL_DTYPES[c]) if n else _NO_ROWS[c]
+    return out
 
 
 def decode_range(buf: np.ndarray, pos: int, end: int, first_sequence: int,
@@ -106,4 +115,4 @@ def decode_range(buf: np.ndarray, pos: int, end: int, first_sequence: int,
         populate_in_background(*(a for a in out.values() if a.nbytes))
     fill = np.zeros(256, dtype=np.int64)
     decode(buf, pos, end, np.uint64(first_sequence), fill, *(out[c] for c in ARRAY_ORDER))
-    return {c: out[c].view(DTYPES[c]) for c in codes}
+    return {c: out[c].view(DTYPES[c]) if len(out[c]) else _NO_ROWS_PUBLIC[c][:0] for c in codes}

@@ -325,13 +325,15 @@ class MoldCapture:
         out_of = self.segment_out
         # the lowest capture offset any segment from k on reads (sequence order is nearly file order)
         low = np.minimum.accumulate(self.segment_file[::-1])[::-1] if on_walked is not None else None
-        for a, b, run_session in zip(self.run_offset, ends, self.run_session):
-            session = self.stats.sessions[int(run_session)]
-            k0 = int(np.searchsorted(out_of[:-1], a))   # a run starts where a segment does
-            k1 = int(np.searchsorted(out_of[:-1], b))
+        # each run's segments k0..k1-1 (a run starts where a segment does), found for all runs at once
+        first_segment = np.searchsorted(out_of[:-1], self.run_offset).tolist()
+        end_segment = np.searchsorted(out_of[:-1], ends).tolist()
+        sessions = [self.stats.sessions[k] for k in self.run_session.tolist()]
+        for k0, k1, session in zip(first_segment, end_segment, sessions):
             while k0 < k1:
                 # as many segments as fit in max_bytes from here, at least one
-                k = max(k0 + 1, min(k1, int(np.searchsorted(out_of, out_of[k0] + max_bytes, side="right")) - 1))
+                k = k0 + 1 if k1 == k0 + 1 else max(
+                    k0 + 1, min(k1, int(np.searchsorted(out_of, out_of[k0] + max_bytes, side="right")) - 1))
                 out = np.empty(int(out_of[k] - out_of[k0]), np.uint8)
                 if out.nbytes >= POPULATE_OUTPUT_BYTES:  # fresh memory: fault it in on the other core meanwhile
                     populate_in_background(out)
