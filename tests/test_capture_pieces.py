@@ -271,3 +271,32 @@ def test_a_capture_stream_that_fails_midway_is_an_error_naming_it_and_the_offset
         list(stream_chunks(Dropped(), "s3://bucket/day.pcap", block=40))
     assert e.value.source == "s3://bucket/day.pcap" and e.value.offset == 100
     assert "Connection reset by peer" in str(e.value) and "no message" in str(e.value)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(packet, min_size=1, max_size=25), st.booleans(), st.integers(0, 2**16), st.sampled_from([1, 300]))
+def test_read_decodes_small_pieces_together_with_their_own_sequence_numbers(monkeypatch, packets, dedup, seed,
+                                                                            small):
+    """read decodes pieces under SMALL_PIECE_BYTES together (an anonymised capture is a piece
+    a packet) and puts each message's sequence number back: every array, every field, equals
+    a read that decodes each piece alone. Random messages of every type and unknown types."""
+    import itchflow.decode.reader as reader
+
+    bodies = [bytes(m) for m in _bodies(ref.random_stream(120, seed, unknown_rate=0.1))]
+    frames, at = [], 0
+    for session, seq, n in packets:
+        n = max(n, 1) if seq == 0 else n
+        msgs, at = bodies[at:at + n], (at + n) % 100
+        frames.append(ref.eth_ipv4_udp(ref.mold_packet(b"SESS%d" % session, seq, msgs)))
+    data = ref.pcap_file(frames)
+    monkeypatch.setattr(reader, "SMALL_PIECE_BYTES", 0)
+    alone = itchflow.read(data, dedup=dedup)
+    monkeypatch.setattr(reader, "SMALL_PIECE_BYTES", small)
+    together = itchflow.read(data, dedup=dedup)
+    assert together.info.capture == alone.info.capture and together.counts == alone.counts
+    for code in alone.counts:
+        assert together[code].tobytes() == alone[code].tobytes(), code
+
+
+def _bodies(stream: bytes) -> list[bytes]:
+    return [stream[body:body + n] for _, body, n in ref.walk(stream)[0]]
