@@ -83,6 +83,7 @@ def test_books_equal_one_thread(request, day_name, threads):
         assert_same(sb, one)
         for mine, theirs in zip(sb.take_events(), one.take_events()):  # bbo, trades, l2
             assert len(mine) == len(theirs) > 0 and np.array_equal(mine, theirs)
+            assert mine.dtype == theirs.dtype   # the same layout (joining shards once dropped its padding)
         if threads > 1:  # the work really is split, and no shard is idle
             assert all(b.messages > one.messages // (3 * threads) for b in sb.shards)
 

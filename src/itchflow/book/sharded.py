@@ -66,6 +66,7 @@ from itchflow.book.shard_schedule import ROUTE, ShardSchedule
 from itchflow.errors import ITCHFormatError
 from itchflow.hw.affinity import available_cpus, pin
 from itchflow.hw.endian import be16, be48_from8, u8
+from itchflow.hw.join import join
 from itchflow.hw.memcopy import copy_bytes
 from itchflow.hw.prefetch import read_ahead
 from itchflow.wire.binaryfile import AT_END, BAD_LENGTH, OK, TRUNCATED, ZERO_LENGTH, next_message
@@ -412,7 +413,7 @@ class ShardedBooks:
             pieces = [p[i].view(np.ndarray) for p in parts]
             call = np.concatenate([m[np.searchsorted(m[:, field], np.arange(len(ev)), side="right"), 0]
                                    for m, ev in zip(marks, pieces)])
-            ev = np.concatenate(pieces)
+            ev = join(pieces, pieces[0].dtype)   # the shards' event dtype exactly, as one thread gives it
             out.append(Events(ev[np.lexsort((np.arange(len(ev)), ev["sequence"], call))], self.symbol))
         return tuple(out)
 
@@ -479,7 +480,7 @@ class ShardedBooks:
             rank[locs] = np.arange(1, len(locs) + 1)
             owner = self.shard_of if self.shard_of is not None else np.zeros(L.N_LOCATES, np.uint8)
             parts = [b.order_table(locs[owner[locs] == k]) for k, b in enumerate(self.shards)]
-        rows = np.concatenate(parts)
+        rows = join(parts, parts[0].dtype) if parts[0].ndim == 1 else np.concatenate(parts)
         locates = rows["locate"] if rows.dtype.names else rows[:, 0]  # records or int64 rows
         return np.ascontiguousarray(rows[np.argsort(rank[locates], kind="stable")])
 

@@ -13,6 +13,7 @@ from typing import Iterator
 
 import numpy as np
 
+from itchflow.hw.join import join
 from itchflow.wire.itch import BY_NAME, DTYPES, MESSAGES
 
 
@@ -138,5 +139,4 @@ def concat(parts: list[dict[str, np.ndarray]], codes: str) -> dict[str, np.ndarr
     """Join per-chunk arrays type by type (no copy when there is a single chunk)."""
     if len(parts) == 1:
         return parts[0]
-    return {c: np.concatenate([p[c] for p in parts]) if parts else np.empty(0, DTYPES[c])
-            for c in codes}
+    return {c: join([p[c] for p in parts], DTYPES[c]) for c in codes}   # DTYPES[c] exactly

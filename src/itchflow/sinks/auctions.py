@@ -27,6 +27,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from itchflow.hw.join import join
 from itchflow.sinks._symbols import resolve_symbols, symbol_list
 from itchflow.wire.itch import DTYPES
 
@@ -56,7 +57,7 @@ def _collect(source, symbols, capture_stats: dict | None = None, read_stats: dic
                     counts[key][c] = counts[key].get(c, 0) + n
     if read_stats is not None:
         read_stats.update(counts)
-    arrs = {c: np.concatenate(p) if p else np.zeros(0, DTYPES[c]) for c, p in parts.items()}
+    arrs = {c: join(p, DTYPES[c]) for c, p in parts.items()}
     r = arrs["R"]
     names = {int(loc): s.decode("ascii", "replace").strip() for loc, s in zip(r["stock_locate"], r["stock"])}
     if symbols is not None:
