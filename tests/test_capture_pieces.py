@@ -300,3 +300,22 @@ def test_read_decodes_small_pieces_together_with_their_own_sequence_numbers(monk
 
 def _bodies(stream: bytes) -> list[bytes]:
     return [stream[body:body + n] for _, body, n in ref.walk(stream)[0]]
+
+
+def test_a_planned_capture_still_gives_its_whole_stream_and_runs(all_captures):
+    """MoldCapture.data and .runs() (the sans-I/O layer's whole-stream view, as before the
+    pieces): the pieces joined, and runs that cover the stream with their first sequences."""
+    from itchflow.protocol.mold.capture import reassemble
+    from itchflow.sources.chunk import map_file
+    from itchflow.wire.pcap import packet_table
+
+    for path in all_captures:
+        buf = map_file(path)
+        cap = reassemble(buf, packet_table(buf, str(path)), str(path))
+        pieces = list(cap.pieces(1))
+        assert cap.data.tobytes() == b"".join(p.tobytes() for p, _, _, _ in pieces), path
+        runs = list(cap.runs())
+        assert runs[0][0] == 0 and runs[-1][1] == cap.size == len(cap.data)
+        assert all(a[1] == b[0] for a, b in zip(runs, runs[1:]))
+        starts = {start: (seq, session) for _, seq, session, start in pieces}
+        assert all(starts[a] == (s, k) for a, _, s, k in runs), path

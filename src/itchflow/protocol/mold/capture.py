@@ -314,6 +314,20 @@ class MoldCapture:
         return (int(self.segment_file[k] + stream_offset - self.segment_out[k]),
                 int(self.segment_packet[k]) + 1)
 
+    @property
+    def data(self) -> np.ndarray:
+        """The whole stream as one new array (every kept message copied at once: ``pieces`` is
+        the bounded way to read it)."""
+        out = np.empty(self.size, np.uint8)
+        gather(self.buf, self.segment_out, self.segment_file, 0, len(self.segment_file), out)
+        return out
+
+    def runs(self):
+        """(start, end, first sequence, session name) of each run of the stream, in order."""
+        ends = np.append(self.run_offset[1:], self.size)
+        for a, b, s, k in zip(self.run_offset, ends, self.run_sequence, self.run_session):
+            yield int(a), int(b), int(s), self.stats.sessions[int(k)]
+
     def pieces(self, max_bytes: int | None = None, on_walked=None):
         """(bytes, first sequence, session name, stream offset) of each piece of the stream, in
         order: whole packets' kept messages, at most max_bytes (default PIECE_BYTES) or one
