@@ -480,7 +480,7 @@ class ShardedBooks:
             rank[locs] = np.arange(1, len(locs) + 1)
             owner = self.shard_of if self.shard_of is not None else np.zeros(L.N_LOCATES, np.uint8)
             parts = [b.order_table(locs[owner[locs] == k]) for k, b in enumerate(self.shards)]
-        rows = join(parts, parts[0].dtype) if parts[0].ndim == 1 else np.concatenate(parts)
+        rows = np.concatenate(parts)   # ORDER_DTYPE has no padding to lose
         locates = rows["locate"] if rows.dtype.names else rows[:, 0]  # records or int64 rows
         return np.ascontiguousarray(rows[np.argsort(rank[locates], kind="stable")])
 

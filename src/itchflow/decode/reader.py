@@ -118,17 +118,16 @@ def read(source, types: str | Iterable[str] | None = None, *, strict: bool = Tru
     for chunk in iter_chunks(source, strict=strict, capture_stats=capture, dedup=dedup, piece_bytes=WHOLE_RUNS):
         for start, stop, seq, piece in _pieces(chunk, NO_LIMIT):
             totals.merge(piece)
-            if stop - start < SMALL_PIECE_BYTES:
+            is_small = stop - start < SMALL_PIECE_BYTES
+            if is_small:
                 small.add(chunk.data[start:stop], seq, piece)
-                if small.bytes < SMALL_PIECE_BYTES:
-                    continue
-            if small.data:
+            if small.data and (not is_small or small.bytes >= SMALL_PIECE_BYTES):  # in stream order
                 parts.append(small.decode(codes))
-            if stop - start >= SMALL_PIECE_BYTES:
+            if not is_small:
                 parts.append(decode_range(chunk.data, start, stop, seq, piece.counts, codes))
     if small.data:
         parts.append(small.decode(codes))
-    arrays = concat(parts, codes) if parts else concat([], codes)
+    arrays = concat(parts, codes)
     info = read_info(_name(source), totals, capture or None, time.perf_counter() - t0)
     return Decoded(arrays, info)
 

@@ -57,9 +57,7 @@ class Chunk:
     def check_intact(self) -> None:
         """Raise ITCHFormatError if the file under this chunk's mapping shrank while it was
         read (see ``shrunk``): what was read past its new end was zeros, not the file."""
-        error = shrunk(self.mapping, self.source)
-        if error is not None:
-            raise error
+        raise_if_shrunk(self.mapping, self.source)
 
     @contextmanager
     def reading(self) -> Iterator[None]:
@@ -136,6 +134,13 @@ def map_file(path: str | os.PathLike) -> np.ndarray:
     except (AttributeError, OSError):  # not every platform has it; only a hint
         pass
     return np.frombuffer(mm, dtype=np.uint8)
+
+
+def raise_if_shrunk(mapping: mmap.mmap | None, name: str) -> None:
+    """Raise ``shrunk``'s error, if there is one."""
+    error = shrunk(mapping, name)
+    if error is not None:
+        raise error
 
 
 def shrunk(mapping: mmap.mmap | None, name: str) -> ITCHFormatError | None:

@@ -23,7 +23,7 @@ import numpy as np
 
 from itchflow.errors import ITCHFormatError
 from itchflow.sources.chunk import (  # noqa: F401  (re-exported)
-    Chunk, WalkedPages, as_uint8, describe, file_mapping, map_file, shrunk)
+    Chunk, WalkedPages, as_uint8, describe, file_mapping, map_file, raise_if_shrunk, shrunk)
 from itchflow.sources.gzip_stream import GzipStreamError, gzip_blocks
 from itchflow.wire.binaryfile import whole_messages_end
 
@@ -65,9 +65,7 @@ class CaptureSource:
     def _check_intact(self) -> None:
         """Raise if the capture file shrank while it was read (what was read past its new end
         was zeros): after planning, and after each piece is copied out, before it is handed on."""
-        error = shrunk(self.mapping, self.name)
-        if error is not None:
-            raise error
+        raise_if_shrunk(self.mapping, self.name)
 
     def chunks(self) -> Iterator[Chunk]:
         for data, seq, session, start in self.capture.pieces(self.piece_bytes,

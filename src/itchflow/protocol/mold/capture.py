@@ -77,6 +77,12 @@ def _classify(buf, p, end, outcome):
     return (UNSEQUENCED if s == 0 else DATA), 0, s, c
 
 
+@njit(inline="always", nogil=True, cache=True)
+def _session_key(buf, p):
+    """The session of the MoldUDP64 packet at p as (first 8 bytes, last 2)."""
+    return be64(buf, p + SESSION_OFFSET), np.uint64(be16(buf, p + SESSION_OFFSET + 8))
+
+
 @njit(nogil=True, cache=True)
 def index_packets(buf, off, length, outcome, kind, why, session, seq, count, known, state, a, b):
     """Classify packets a..b-1 and read their MoldUDP64 headers; validate their message blocks.
@@ -98,8 +104,7 @@ def index_packets(buf, off, length, outcome, kind, why, session, seq, count, kno
         session[i] = -1
         if k == NOT_UDP or k == MALFORMED or nknown < 0:
             continue
-        hi = be64(buf, p + SESSION_OFFSET)
-        lo = np.uint64(be16(buf, p + SESSION_OFFSET + 8))
+        hi, lo = _session_key(buf, p)
         if last < 0 or known[last, 0] != hi or known[last, 1] != lo:
             last = -1
             for j in range(nknown):
@@ -125,8 +130,7 @@ def session_keys(buf, off, kind, hi, lo):
     MALFORMED), for numbering sessions by a sort."""
     for i in range(off.shape[0]):
         if kind[i] != NOT_UDP and kind[i] != MALFORMED:
-            hi[i] = be64(buf, off[i] + SESSION_OFFSET)
-            lo[i] = be16(buf, off[i] + SESSION_OFFSET + 8)
+            hi[i], lo[i] = _session_key(buf, off[i])
 
 
 @njit(nogil=True, cache=True)
@@ -141,6 +145,26 @@ def in_stream_order(packets, session, seq):
     return True
 
 
+@njit(inline="always", nogil=True, cache=True)
+def _open_run(run_offset, run_seq, run_session, runs, w, seq, session):
+    """Run number ``runs`` starts at stream offset w with this sequence number; returns runs + 1."""
+    run_offset[runs] = w
+    run_seq[runs] = seq
+    run_session[runs] = session
+    return runs + 1
+
+
+@njit(inline="always", nogil=True, cache=True)
+def _add_segment(seg_out, seg_file, seg_packet, seg_seq, segs, w, q, packet, seq):
+    """Segment number ``segs``: packet's bytes from capture offset q to its end, at stream
+    offset w, the first of them of this sequence number; returns segs + 1."""
+    seg_out[segs] = w
+    seg_file[segs] = q
+    seg_packet[segs] = packet
+    seg_seq[segs] = seq
+    return segs + 1
+
+
 @njit(nogil=True, cache=True)
 def plan_in_order(packets, length, seq, count, run_offset, run_seq, run_session, session, seg_out, seg_file,
                   seg_packet, seg_seq, off, w, runs, segs):
@@ -151,15 +175,8 @@ def plan_in_order(packets, length, seq, count, run_offset, run_seq, run_session,
     for oi in range(packets.shape[0]):
         i = packets[oi]
         q = off[i] + HEADER_SIZE
-        run_offset[runs] = w
-        run_seq[runs] = seq[i]
-        run_session[runs] = session[i]
-        runs += 1
-        seg_out[segs] = w
-        seg_file[segs] = q
-        seg_packet[segs] = i
-        seg_seq[segs] = seq[i]
-        segs += 1
+        runs = _open_run(run_offset, run_seq, run_session, runs, w, seq[i], session[i])
+        segs = _add_segment(seg_out, seg_file, seg_packet, seg_seq, segs, w, q, i, seq[i])
         w += off[i] + length[i] - q
         messages += count[i]
     return w, runs, segs, messages
@@ -203,10 +220,7 @@ def plan_stream(buf, order, off, length, kind, session, seq, count, run_offset, 
             cur_session = session[i]
             expected = seq[i]
             announced = seq[i]
-            run_offset[runs] = w
-            run_seq[runs] = expected
-            run_session[runs] = cur_session
-            runs += 1
+            runs = _open_run(run_offset, run_seq, run_session, runs, w, expected, cur_session)
         s = seq[i]
         if k != DATA:
             if s > announced:
@@ -230,15 +244,9 @@ def plan_stream(buf, order, off, length, kind, session, seq, count, run_offset, 
                 totals[2] += 1
                 totals[3] += np.int64(s - expected)
                 expected = s
-                run_offset[runs] = w
-                run_seq[runs] = expected
-                run_session[runs] = cur_session
-                runs += 1
-            seg_out[segs] = w   # the rest of the packet is kept from q
-            seg_file[segs] = q
-            seg_packet[segs] = i
-            seg_seq[segs] = s
-            segs += 1
+                runs = _open_run(run_offset, run_seq, run_session, runs, w, expected, cur_session)
+            # the rest of the packet is kept from q
+            segs = _add_segment(seg_out, seg_file, seg_packet, seg_seq, segs, w, q, i, s)
             w += off[i] + length[i] - q
             kept = np.int64(seq[i] + c - s)
             totals[0] += kept
