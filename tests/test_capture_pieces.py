@@ -14,7 +14,6 @@ import gzip
 import os
 import struct
 import threading
-import tracemalloc
 
 import numpy as np
 import pytest
@@ -22,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import itch_reference as ref
+from peak_memory import peak_allocated
 import itchflow
 import itchflow.protocol.mold.capture as capture_module
 from itchflow.sources.files import iter_chunks
@@ -176,16 +176,6 @@ def _source(path, form: str, folder) -> str:
     return str(path)
 
 
-def _peak_allocated(fn) -> tuple[object, int]:
-    """fn()'s result and the most memory Python and numpy had allocated at once while it ran."""
-    tracemalloc.start()
-    try:
-        result = fn()
-        return result, tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-
-
 @pytest.mark.parametrize("form", ["pcap", "gzip", "pipe"])
 def test_a_capture_is_read_without_a_copy_of_its_stream(tmp_path, two_captures, form):
     """stats of a capture as a file, gzipped and through a FIFO, for a day and one twice its
@@ -194,7 +184,7 @@ def test_a_capture_is_read_without_a_copy_of_its_stream(tmp_path, two_captures, 
     one array, and a gzipped or piped capture was read whole into memory besides)."""
     peaks, streams = [], []
     for path, stream_bytes, messages in two_captures:
-        stats, peak = _peak_allocated(lambda: itchflow.stats(_source(path, form, tmp_path)))
+        stats, peak = peak_allocated(lambda: itchflow.stats(_source(path, form, tmp_path)))
         assert stats.messages == messages and stats.bytes == stream_bytes
         assert stats.capture["messages"] == messages and stats.capture["gaps"] == 0
         peaks.append(peak)

@@ -410,7 +410,7 @@ def test_memory_is_bounded_by_a_slice_not_the_day(gen_day, tmp_path, monkeypatch
     # tens of MB, walking in 64 KB slices with 1 MB write batches must stay within a few MB of
     # what the engine itself holds. Keeping the tables (the control) must not: that shows the
     # measurement sees the rows.
-    import tracemalloc
+    from peak_memory import peak_allocated
 
     import itchflow.sinks.lobster as lob
 
@@ -420,20 +420,12 @@ def test_memory_is_bounded_by_a_slice_not_the_day(gen_day, tmp_path, monkeypatch
     lobster(gen_day, _busiest(gen_day, 1), 10, out=tmp_path / "w", date="2020-01-02", tables=False)
     monkeypatch.setattr(lob, "WRITE_BATCH_BYTES", 1 << 20)
 
-    def peak(run):
-        tracemalloc.start()
-        try:
-            out = run()
-            return out, tracemalloc.get_traced_memory()[1]
-        finally:
-            tracemalloc.stop()
-
-    _, engine = peak(lambda: access.replay_events(day, [sym], l2=True, on_events=lambda ev: None,
-                                                  slice_bytes=64 << 10))
+    _, engine = peak_allocated(lambda: access.replay_events(day, [sym], l2=True, on_events=lambda ev: None,
+                                                            slice_bytes=64 << 10))
     run = lambda tables, d: lobster(day, [sym], 10, start=None, end=None, out=tmp_path / d, date="2020-01-02",  # noqa: E731
                                     tables=tables, slice_bytes=64 << 10)
-    streamed, streaming_peak = peak(lambda: run(False, "s"))
-    kept, kept_peak = peak(lambda: run(True, "k"))
+    streamed, streaming_peak = peak_allocated(lambda: run(False, "s"))
+    kept, kept_peak = peak_allocated(lambda: run(True, "k"))
     book_bytes = streamed[sym].rows * 40 * 8
     assert streamed[sym].rows == kept[sym].rows and book_bytes > 40e6
     assert streaming_peak - engine < 8e6, (streaming_peak, engine)
