@@ -77,7 +77,7 @@ def _model(packets, blocks, dedup):
         out = [(f"SESS{order[r]}", s, *kept[(r, s)]) for r, s in sorted(kept)]
     for i, (session, seq, _) in enumerate(packets):
         if seq == 0 or not dedup:
-            out += [(f"SESS{session}", seq, m, blocks[i][1][k], i + 1) for k, m in enumerate(blocks[i][0])]
+            out += [(f"SESS{session}", seq + k, m, blocks[i][1][k], i + 1) for k, m in enumerate(blocks[i][0])]
     return out
 
 
@@ -263,29 +263,113 @@ def test_a_capture_stream_that_fails_midway_is_an_error_naming_it_and_the_offset
     assert "Connection reset by peer" in str(e.value) and "no message" in str(e.value)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(packet, min_size=1, max_size=25), st.booleans(), st.integers(0, 2**16), st.sampled_from([1, 300]))
-def test_read_decodes_small_pieces_together_with_their_own_sequence_numbers(monkeypatch, packets, dedup, seed,
-                                                                            small):
-    """read decodes pieces under SMALL_PIECE_BYTES together (an anonymised capture is a piece
-    a packet) and puts each message's sequence number back: every array, every field, equals
-    a read that decodes each piece alone. Random messages of every type and unknown types."""
-    import itchflow.decode.reader as reader
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(packet, min_size=1, max_size=20), st.integers(1, 300), st.booleans())
+def test_joined_runs_number_every_message_as_the_slow_model_does(monkeypatch, packets, piece, dedup):
+    """iter_chunks(join_runs=True): consecutive runs of one session (an unsequenced packet, or
+    with dedup=False every packet, is a run of its own) make one chunk of at most ``piece``
+    bytes (or one run), and ``Chunk.sequence_numbers`` gives every message the number the
+    slow model gives it (its packet's plus its place there); the stream is the same as run by
+    run, and each chunk's messages are all of its session."""
+    data, blocks = _capture(packets)
+    want = _model(packets, blocks, dedup)
+    monkeypatch.setattr(capture_module, "PIECE_BYTES", piece)
+    buf = np.frombuffer(data, np.uint8)
+    chunks = list(iter_chunks(buf, dedup=dedup, join_runs=True))
+    alone = list(iter_chunks(buf, dedup=dedup))
+    assert b"".join(c.data.tobytes() for c in chunks) == b"".join(c.data.tobytes() for c in alone)
+    assert len(chunks) <= len(alone)
+    largest_run = max((len(c.data) for c in iter_chunks(buf, dedup=dedup, piece_bytes=1 << 62)), default=0)
+    at = 0
+    for c in chunks:
+        assert 0 < len(c.data) <= max(piece, largest_run)
+        n = len(ref.walk(c.data.tobytes())[0])
+        numbers = c.sequence_numbers(np.arange(n)).tolist()
+        assert numbers == [s for _, s, _, _, _ in want[at:at + n]]
+        assert {session for session, _, _, _, _ in want[at:at + n]} == {c.session}
+        assert c.where(0) == want[at][3:]
+        at += n
+    assert at == len(want)
 
+
+def _mixed_capture(packets, seed: int) -> bytes:
+    """A capture of these (session, first sequence, messages) packets carrying random messages
+    of every type and unknown types (an unsequenced packet at least one)."""
     bodies = [bytes(m) for m in _bodies(ref.random_stream(120, seed, unknown_rate=0.1))]
     frames, at = [], 0
     for session, seq, n in packets:
         n = max(n, 1) if seq == 0 else n
         msgs, at = bodies[at:at + n], (at + n) % 100
         frames.append(ref.eth_ipv4_udp(ref.mold_packet(b"SESS%d" % session, seq, msgs)))
-    data = ref.pcap_file(frames)
-    monkeypatch.setattr(reader, "SMALL_PIECE_BYTES", 0)
-    alone = itchflow.read(data, dedup=dedup)
-    monkeypatch.setattr(reader, "SMALL_PIECE_BYTES", small)
-    together = itchflow.read(data, dedup=dedup)
-    assert together.info.capture == alone.info.capture and together.counts == alone.counts
-    for code in alone.counts:
-        assert together[code].tobytes() == alone[code].tobytes(), code
+    return ref.pcap_file(frames)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(packet, min_size=1, max_size=25), st.booleans(), st.integers(0, 2**16), st.sampled_from([1, 300]))
+def test_read_and_scan_number_joined_runs_as_each_run_alone(monkeypatch, packets, dedup, seed, piece):
+    """read and scan take a capture's runs joined: every array, every field (the sequence
+    numbers above all) equals decoding each run alone from its own first sequence number.
+    Random messages of every type and unknown types."""
+    from itchflow.decode.decoded import concat
+    from itchflow.decode.decoder import FrameTotals, decode_range, frame_range
+    from itchflow.hw.join import join
+    from itchflow.wire.itch import CODES
+
+    data = _mixed_capture(packets, seed)
+    buf = np.frombuffer(data, np.uint8)
+    parts = []
+    for c in iter_chunks(buf, dedup=dedup, piece_bytes=1 << 62):   # run by run, as before joining
+        totals = FrameTotals()
+        end, _ = frame_range(c.data, 0, len(c.data), totals)
+        parts.append(decode_range(c.data, 0, end, c.first_sequence, totals.counts, CODES))
+    want = concat(parts, CODES)
+    monkeypatch.setattr(capture_module, "PIECE_BYTES", piece)
+    got = itchflow.read(data, dedup=dedup)
+    scanned = list(itchflow.scan(data, chunk_messages=3)) if dedup else []
+    for code, arr in want.items():
+        _assert_rows_equal(got[code], arr, code)
+        if dedup:
+            _assert_rows_equal(join([p[code] for p in scanned], arr.dtype), arr, code)
+
+
+def _assert_rows_equal(got: np.ndarray, want: np.ndarray, code: str) -> None:
+    """Same dtype, and every field of every row equal (padding bytes are no field)."""
+    assert got.dtype == want.dtype, code
+    for name in want.dtype.names:
+        assert np.array_equal(got[name], want[name]), (code, name, got[name], want[name])
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(packet, min_size=1, max_size=25), st.integers(0, 2**16), st.sampled_from([1, 300]),
+       st.sampled_from([0, 40]), st.sampled_from([1, 2]))
+def test_books_number_the_events_of_joined_runs_as_run_by_run(monkeypatch, packets, seed, piece, slice_bytes,
+                                                              threads):
+    """replay takes a capture's runs joined (slices of slice_bytes cut them anywhere): every
+    event (bbo, trades, l2) of one thread and of two equals applying each run alone from its
+    own first sequence number, as replay did before joining, in the same order; so does
+    next_sequence at the end."""
+    from itchflow.book.books import Books
+    from itchflow.book.replay import replay
+
+    data = _mixed_capture(packets, seed)
+
+    def events(books):
+        return [e.view(np.ndarray).tobytes() for e in books.take_events()]
+
+    run_by_run = Books(threads=threads)
+    run_by_run.record(l2=True)
+    for c in iter_chunks(np.frombuffer(data, np.uint8)):
+        run_by_run.apply(c.data, c.first_sequence)
+    monkeypatch.setattr(capture_module, "PIECE_BYTES", piece)
+    joined = Books(threads=threads)
+    joined.record(l2=True)
+    replay(joined, data, slice_bytes=slice_bytes)
+    try:
+        assert events(joined) == events(run_by_run)
+        assert joined.next_sequence == run_by_run.next_sequence and joined.messages == run_by_run.messages
+    finally:
+        for books in (joined, run_by_run):
+            getattr(books, "close", lambda: None)()
 
 
 def _bodies(stream: bytes) -> list[bytes]:
@@ -303,9 +387,16 @@ def test_a_planned_capture_still_gives_its_whole_stream_and_runs(all_captures):
         buf = map_file(path)
         cap = reassemble(buf, packet_table(buf, str(path)), str(path))
         pieces = list(cap.pieces(1))
-        assert cap.data.tobytes() == b"".join(p.tobytes() for p, _, _, _ in pieces), path
+        assert cap.data.tobytes() == b"".join(p.data.tobytes() for p in pieces), path
         runs = list(cap.runs())
         assert runs[0][0] == 0 and runs[-1][1] == cap.size == len(cap.data)
         assert all(a[1] == b[0] for a, b in zip(runs, runs[1:]))
-        starts = {start: (seq, session) for _, seq, session, start in pieces}
+        starts = {p.offset: (p.first_sequence, p.session) for p in pieces}
         assert all(starts[a] == (s, k) for a, _, s, k in runs), path
+        # joined, a piece's runs are the runs it covers
+        for p in cap.pieces(1 << 20, join_runs=True):
+            inside = [(a, s) for a, b, s, _ in runs if p.offset <= a < p.offset + len(p.data)]
+            if p.runs is None:
+                assert len(inside) <= 1 and (not inside or inside[0] == (p.offset, p.first_sequence)), path
+            else:
+                assert p.runs.sequence.tolist() == [s for _, s in inside] and p.offset == inside[0][0], path

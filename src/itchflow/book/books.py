@@ -37,6 +37,7 @@ from itchflow.errors import ITCHFormatError
 from itchflow.hw.aligned import aligned_zeros
 from itchflow.hw.populate import populate_in_background
 from itchflow.wire.binaryfile import budget_end
+from itchflow.wire.sequence_runs import SequenceRuns
 
 DEFAULT_TABLE = 1 << 21         # order table rows to start with (64 MiB, 786 k live orders before
                                 # it grows): doubled (rehashed) past 3/8 full
@@ -165,6 +166,7 @@ class Books:
         c[L.C_FAR_TABLE] = max(0, int(far_table))
         self._sync_out_caps()
         self.next_sequence = 1
+        self.applied = 0   # messages the last apply consumed
         self.growth_log: list[tuple[str, int, int, float]] = []   # (what, rows before, after, seconds)
         self.stopped_at_time = False   # the last apply stopped at its stop_after_ns
         self._prefault_on_apply = bool(prefault)
@@ -187,7 +189,8 @@ class Books:
         return self
 
     def apply(self, buffer, first_seq: int | None = None, *, stop_after_ns: int | None = None,
-              source: str | None = None, base_offset: int = 0, max_bytes: int | None = None) -> int:
+              source: str | None = None, base_offset: int = 0, max_bytes: int | None = None,
+              runs: SequenceRuns | None = None) -> int:
         """Apply whole BinaryFILE-framed messages; returns the number of bytes consumed.
 
         With stop_after_ns, stops before the first message whose timestamp is later, and
@@ -197,11 +200,19 @@ class Books:
         call). Otherwise the whole buffer is consumed. Malformed framing raises
         ITCHFormatError naming the byte offset (base_offset + position in this buffer) and
         source; the messages before it have been applied.
+
+        Events take sequence numbers from first_seq on (default ``next_sequence``), one more a
+        message. runs: the buffer is part of one whose numbers restart (a capture's joined
+        packets: ``Chunk.runs``), and first_seq is its first message's place in that (from
+        0): each event takes its message's number from the runs. ``next_sequence`` is then
+        the next message's number, and ``applied`` (always) the messages this call consumed.
         """
         from itchflow.sources.files import as_uint8
 
         buf = as_uint8(buffer)
         seq = self.next_sequence if first_seq is None else whole(first_seq, "first_seq", 0, INT64_MAX)
+        runs = numbered_by(runs, first_seq)
+        seq0, marks = seq, self.events.counts()
         stop_ts = optional_whole(stop_after_ns, "stop_after_ns", 0, INT64_MAX)
         max_bytes = optional_whole(max_bytes, "max_bytes", 0)
         self.ctl[L.C_STOP_TS] = -1 if stop_ts is None else stop_ts  # -1: never stop
@@ -221,14 +232,15 @@ class Books:
                     self.stopped_at_time = status == L.STOP_TIME
                     break
                 if status >= L.ERR_FIRST:
-                    self.next_sequence = seq
-                    raise ITCHFormatError(L.error_text(buf, pos, end, status, seq),
+                    raise ITCHFormatError(L.error_text(buf, pos, end, status, sequence_at(runs, seq)),
                                           source=source, offset=base_offset + int(pos))
                 self._grow(status)
         finally:
             self.ctl[L.C_STOP_TS] = -1
             self.events.sync_from(self.ctl)
-        self.next_sequence = seq
+            if runs is not None:
+                self.events.renumber(marks, runs.numbers)
+            self.next_sequence, self.applied = sequence_at(runs, seq), seq - seq0
         return int(pos)
 
     def prefault(self, wait: bool = False) -> bool:
@@ -497,3 +509,19 @@ def _rehashed(table: np.ndarray, w: int, rows: int, bits: int = 0, populate: boo
         populate_in_background((new, new.nbytes // 2, None))
     rehash(table, new, table_shift(rows), w, bits)
     return new
+
+
+def numbered_by(runs: SequenceRuns | None, first_seq: int | None) -> SequenceRuns | None:
+    """``apply``'s runs, checked: a buffer numbered by runs starts at a place in them, given."""
+    if runs is None:
+        return None
+    if not isinstance(runs, SequenceRuns):
+        raise TypeError(f"runs must be a SequenceRuns (Chunk.runs), not {type(runs).__name__}")
+    if first_seq is None:
+        raise ValueError("apply with runs needs first_seq: the buffer's first message's place in the runs")
+    return runs
+
+
+def sequence_at(runs: SequenceRuns | None, place: int) -> int:
+    """The sequence number of the message at this place (its number itself without runs)."""
+    return int(place) if runs is None else int(runs.numbers(place))

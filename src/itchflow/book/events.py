@@ -34,6 +34,18 @@ class EventBuffers:
         self.n_bbo = int(ctl[L.C_BBO_N])
         self.n_l2 = int(ctl[L.C_L2_N])
 
+    def counts(self) -> tuple[int, int, int]:
+        """(trades, bbo, l2) recorded so far (as of the last sync): a mark for ``renumber``."""
+        return self.n_trades, self.n_bbo, self.n_l2
+
+    def renumber(self, since: tuple[int, int, int], numbers) -> None:
+        """Give the events recorded since the mark ``since`` (``counts``) new sequence numbers:
+        numbers(the numbers they have) (an array of the same length)."""
+        for arr, n0, n1 in zip((self.trades, self.bbo, self.l2), since, self.counts()):
+            if n1 > n0:
+                s = arr["sequence"]
+                s[n0:n1] = numbers(s[n0:n1])
+
     def grow(self, status: int) -> None:
         name = {L.NEED_TRADES_OUT: "trades", L.NEED_BBO_OUT: "bbo", L.NEED_L2_OUT: "l2"}[status]
         old = getattr(self, name)
@@ -249,13 +261,16 @@ def snapshots(books, source, times_ns, symbols, n: int, *, slice_bytes: int = 32
 
     it = iter(times)
     t = next(it, None)
-    for chunk in iter_chunks(source, capture_stats=capture_stats) if t is not None else ():
-        pos, end = 0, len(chunk.data)
+    chunks = iter_chunks(source, capture_stats=capture_stats, join_runs=True) if t is not None else ()
+    for chunk in chunks:
+        pos, end, place = 0, len(chunk.data), 0   # place: the next message's in the chunk (runs)
         books.next_sequence = int(chunk.first_sequence)
         with chunk.reading():  # a file truncated meanwhile is the error, not what its zeros made
             while pos < end and (t is not None or more_to_read()):
-                pos += books.apply(chunk.data[pos:end], stop_after_ns=t, source=chunk.source,
+                pos += books.apply(chunk.data[pos:end], place if chunk.runs is not None else None, runs=chunk.runs,
+                                   stop_after_ns=t, source=chunk.source,
                                    base_offset=(chunk.offset or 0) + pos, max_bytes=budget)
+                place += books.applied
                 chunk.release(pos)
                 if t is not None and books.stopped_at_time:  # the next message is later than t
                     rows.append(_snapshot(books, t, symbols, n, unlisted))

@@ -45,20 +45,27 @@ def replay(books, source, *, stop_after_ns: int | None = None, slice_bytes: int 
 
     done_bytes = 0
     budget = slice_budget(slice_bytes)
-    for chunk in iter_chunks(source, capture_stats=capture_stats):
+    # A capture's small runs come joined (an anonymised capture's packets are a run each), the
+    # books numbering each message by its run; on_bytes' slices are numbered from one first
+    # sequence, so they keep a run a chunk unless the books renumber anyway.
+    join_runs = renumber or on_bytes is None
+    for chunk in iter_chunks(source, capture_stats=capture_stats, join_runs=join_runs):
         with chunk.reading():  # a file truncated meanwhile is the error, not what its zeros made
             data, offset = chunk.data, chunk.offset or 0
+            runs = None if renumber else chunk.runs
             if not renumber:
                 books.next_sequence = chunk.first_sequence
-            pos, end = 0, len(data)
+            pos, end, place = 0, len(data), 0   # place: the next message's in the chunk (runs)
             while pos < end:
                 first_sequence = books.next_sequence
                 # the books cut the slice themselves (ShardedBooks in its routing pass, at no extra walk)
                 try:
-                    used = books.apply(data[pos:end], stop_after_ns=stop_after_ns, source=chunk.source,
+                    used = books.apply(data[pos:end], place if runs is not None else None, runs=runs,
+                                       stop_after_ns=stop_after_ns, source=chunk.source,
                                        base_offset=offset + pos, max_bytes=budget)
                 except ITCHFormatError as e:
                     raise _in_source(e, chunk, offset) from None
+                place += books.applied
                 stopped = books.stopped_at_time
                 if on_bytes is not None and used:
                     on_bytes(chunk, pos, pos + used, first_sequence)

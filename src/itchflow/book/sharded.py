@@ -59,7 +59,7 @@ from numba import njit
 
 from itchflow.book import layout as L
 from itchflow.arguments import INT64_MAX, MAX_ROWS, optional_whole, whole
-from itchflow.book.books import DEFAULT_TABLE, Books, growth_summary, is_one_symbol
+from itchflow.book.books import DEFAULT_TABLE, Books, sequence_at, growth_summary, is_one_symbol, numbered_by
 from itchflow.book.events import Events
 from itchflow.book.replay import replay
 from itchflow.book.shard_schedule import ROUTE, ShardSchedule
@@ -68,6 +68,7 @@ from itchflow.hw.affinity import available_cpus, pin
 from itchflow.hw.endian import be16, be48_from8, u8
 from itchflow.hw.join import join
 from itchflow.hw.memcopy import copy_bytes
+from itchflow.wire.sequence_runs import SequenceRuns
 from itchflow.hw.prefetch import read_ahead
 from itchflow.wire.binaryfile import AT_END, BAD_LENGTH, OK, TRUNCATED, ZERO_LENGTH, next_message
 from itchflow.wire.itch import LENGTH_BY_BYTE, MESSAGES
@@ -296,8 +297,11 @@ class ShardedBooks:
         # unsequenced packets.
         self._apply_calls = 0
         self._event_marks: list[list[tuple[int, int, int, int]]] = [[] for _ in range(shards)]
+        # the runs of the apply calls that recorded events numbered by their places (apply's runs)
+        self._call_runs: dict[int, SequenceRuns] = {}
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="itchflow-book") if threads > 1 else None
         self.next_sequence = 1
+        self.applied = 0   # messages the last apply consumed
         self.stopped_at_time = False   # the last apply stopped at its stop_after_ns
         self._last_ts = 0
         # what each thread did in the last apply: CPU seconds, messages applied, tasks
@@ -342,14 +346,18 @@ class ShardedBooks:
         return self
 
     def apply(self, buffer, first_seq: int | None = None, *, stop_after_ns: int | None = None,
-              source: str | None = None, base_offset: int = 0, max_bytes: int | None = None) -> int:
+              source: str | None = None, base_offset: int = 0, max_bytes: int | None = None,
+              runs: SequenceRuns | None = None) -> int:
         """As ``Books.apply``: whole BinaryFILE-framed messages, returns the bytes consumed.
 
         max_bytes: stop before the first message that starts at or past this offset (the rest
-        is for the next call); ``stopped_at_time`` tells a stop at ``stop_after_ns`` apart."""
+        is for the next call); ``stopped_at_time`` tells a stop at ``stop_after_ns`` apart.
+        runs: as ``Books.apply``'s (the events keep their places until ``take_events`` has
+        put them in order, then take their numbers)."""
         from itchflow.sources.files import as_uint8
 
         buf = as_uint8(buffer)
+        runs = numbered_by(runs, first_seq)
         if self.shard_of is None:
             self.plan(buf)
         # route() indexes the blocks by shard_of's entries unchecked: a map set by hand since
@@ -367,17 +375,18 @@ class ShardedBooks:
             wait(futures)  # every thread finishes before any error is raised
             for f in futures:
                 f.result()
-        self._mark_events()
+        if self._mark_events() and runs is not None:
+            self._call_runs[self._apply_calls] = runs
         if run.failure is not None:  # pragma: no cover - an engine or routing bug
             raise run.failure
-        self.next_sequence = run.seq
+        self.next_sequence, self.applied = sequence_at(runs, run.seq), run.seq - run.first_seq
         self.stopped_at_time = run.status == STOPPED
         self.shard_moves = run.schedule.moves
         if run.last_ts >= 0:
             self._last_ts = run.last_ts
         if run.status not in (OK, STOPPED):
             code = _ROUTE_ERROR[run.status]
-            raise ITCHFormatError(L.error_text(buf, run.pos, len(buf), code, run.seq),
+            raise ITCHFormatError(L.error_text(buf, run.pos, len(buf), code, sequence_at(runs, run.seq)),
                                   source=source, offset=base_offset + run.pos)
         return run.pos
 
@@ -390,14 +399,17 @@ class ShardedBooks:
         for b in self.shards:
             b.record(symbols, bbo=bbo, trades=trades, l2=l2)
 
-    def _mark_events(self) -> None:
-        """Note each shard's event counts at the end of an apply call (see take_events)."""
+    def _mark_events(self) -> bool:
+        """Note each shard's event counts at the end of an apply call (see take_events);
+        returns whether the call recorded any."""
         self._apply_calls += 1
+        recorded = False
         for b, marks in zip(self.shards, self._event_marks):
-            ev = b.events
-            now = (ev.n_trades, ev.n_bbo, ev.n_l2)
+            now = b.events.counts()
             if now != (marks[-1][1:] if marks else (0, 0, 0)):
                 marks.append((self._apply_calls, *now))
+                recorded = True
+        return recorded
 
     def take_events(self):
         """(bbo, trades, l2) recorded since the last call, merged in the order one thread
@@ -414,7 +426,14 @@ class ShardedBooks:
             call = np.concatenate([m[np.searchsorted(m[:, field], np.arange(len(ev)), side="right"), 0]
                                    for m, ev in zip(marks, pieces)])
             ev = join(pieces, pieces[0].dtype)   # the shards' event dtype exactly, as one thread gives it
-            out.append(Events(ev[np.lexsort((np.arange(len(ev)), ev["sequence"], call))], self.symbol))
+            order = np.lexsort((np.arange(len(ev)), ev["sequence"], call))
+            ev, call = ev[order], call[order]
+            for c, runs in self._call_runs.items():   # places in a call's runs -> their numbers
+                a, b = np.searchsorted(call, c), np.searchsorted(call, c, side="right")
+                if b > a:
+                    ev["sequence"][a:b] = runs.numbers(ev["sequence"][a:b])
+            out.append(Events(ev, self.symbol))
+        self._call_runs.clear()
         return tuple(out)
 
     # ---- lookups -------------------------------------------------------------------------
@@ -573,6 +592,7 @@ class _Run:
         self.schedule = ShardSchedule(sb.n_shards, sb._slots, sb.threads, SLACK)
         self.lock = threading.Condition()
         self.pos, self.seq = 0, int(seq)   # where routing goes on (the first message not routed)
+        self.first_seq = self.seq
         self.status, self.last_ts = OK, -1
         self.failure: BaseException | None = None
         for k in range(sb.threads):
@@ -642,19 +662,10 @@ class _Run:
         if n:
             books, at = sb.shards[shard], shard * sb._stride
             ev = books.events
-            before = (ev.n_trades, ev.n_bbo, ev.n_l2)
+            before = ev.counts()
             books.apply(sb._blocks[k][at:at + int(sb._fill[k, shard])], 0)
-            if (ev.n_trades, ev.n_bbo, ev.n_l2) != before:
+            if ev.counts() != before:
+                # the engine numbered the block's messages 0..n-1: the source's numbers instead
                 rel = sb._rel[k][shard * sb._rel_stride:][:n]
-                _renumber(ev, before, np.uint64(sb._first_seq[k]) + rel.astype(np.uint64))
+                ev.renumber(before, (np.uint64(sb._first_seq[k]) + rel.astype(np.uint64)).__getitem__)
         return n
-
-
-def _renumber(events, before, seqs: np.ndarray) -> None:
-    """The engine numbered a block's messages 0..n-1: give the events just recorded their
-    source sequence numbers."""
-    for arr, n0, n1 in ((events.trades, before[0], events.n_trades), (events.bbo, before[1], events.n_bbo),
-                        (events.l2, before[2], events.n_l2)):
-        if n1 > n0:
-            s = arr["sequence"]
-            s[n0:n1] = seqs[s[n0:n1]]

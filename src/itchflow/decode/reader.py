@@ -52,54 +52,33 @@ def read_info(source: str, totals: FrameTotals, capture: dict | None, seconds: f
 
 
 def _pieces(chunk: Chunk, max_messages: int) -> Iterator[tuple[int, int, int, FrameTotals]]:
-    """Frame a chunk in pieces of at most max_messages: (start, stop, first sequence, totals)."""
-    buf, pos, end, seq = chunk.data, 0, len(chunk.data), chunk.first_sequence
+    """Frame a chunk in pieces of at most max_messages: (start, stop, place of the piece's first
+    message in the chunk (from 0), totals)."""
+    buf, pos, end, first = chunk.data, 0, len(chunk.data), 0
     while pos < end:
         piece = FrameTotals()
         with chunk.reading():  # a file truncated meanwhile is the error, not what its zeros made
             stop, n = frame_range(buf, pos, end, piece, max_messages=max_messages,
                                   source=chunk.source, where=chunk.where)
-        yield pos, stop, seq, piece
-        pos, seq = stop, seq + n
+        yield pos, stop, first, piece
+        pos, first = stop, first + n
+
+
+def _decode_piece(chunk: Chunk, start: int, stop: int, first: int, counts: np.ndarray,
+                  codes: str) -> dict[str, np.ndarray]:
+    """Decode chunk.data[start:stop] (framed), whose first message is the chunk's message
+    ``first``: every row's sequence number the chunk's (``Chunk.sequence_numbers``: where the
+    runs of a capture's joined packets restart)."""
+    if chunk.runs is None:
+        return decode_range(chunk.data, start, stop, chunk.first_sequence + first, counts, codes)
+    arrays = decode_range(chunk.data, start, stop, first, counts, codes)   # numbered by place
+    for arr in arrays.values():
+        if len(arr):
+            arr["sequence"] = chunk.sequence_numbers(arr["sequence"])
+    return arrays
 
 
 WHOLE_RUNS = 1 << 62
-# read() decodes pieces smaller than this together (an anonymised capture's packets are a
-# chunk each: a decode call and a part to join for every packet cost 50-150 us apiece).
-SMALL_PIECE_BYTES = 64 << 10
-
-
-class _SmallPieces:
-    """Small framed pieces kept to be decoded in one call; each keeps its own sequence numbers
-    (its first, then one more a message), put back after the joint decode."""
-
-    def __init__(self) -> None:
-        self.data: list[np.ndarray] = []
-        self.first: list[int] = []
-        self.messages: list[int] = []
-        self.counts = np.zeros(256, np.int64)
-        self.bytes = 0
-
-    def add(self, data: np.ndarray, first_sequence: int, piece: FrameTotals) -> None:
-        self.data.append(data)
-        self.first.append(first_sequence)
-        self.messages.append(piece.messages)
-        self.counts += piece.counts
-        self.bytes += len(data)
-
-    def decode(self, codes: str) -> dict[str, np.ndarray]:
-        """The pieces decoded as one range, every message's sequence number its own piece's."""
-        data = np.concatenate(self.data)
-        arrays = decode_range(data, 0, len(data), 0, self.counts, codes)
-        starts = np.cumsum([0] + self.messages[:-1]).astype(np.uint64)   # first message of each piece
-        first = np.array(self.first, np.uint64)
-        for arr in arrays.values():
-            if len(arr):
-                k = arr["sequence"]   # its place among all the pieces' messages (numbered from 0)
-                j = np.searchsorted(starts, k, side="right") - 1
-                arr["sequence"] = first[j] + (k - starts[j])
-        self.__init__()
-        return arrays
 
 
 def read(source, types: str | Iterable[str] | None = None, *, strict: bool = True, dedup: bool = True) -> Decoded:
@@ -113,20 +92,15 @@ def read(source, types: str | Iterable[str] | None = None, *, strict: bool = Tru
     """
     codes = type_codes(types)
     t0 = time.perf_counter()
-    totals, capture, parts, small = FrameTotals(), {}, [], _SmallPieces()
-    # a capture's runs whole (what is decoded is kept anyway): one decode a run, no parts to join
-    for chunk in iter_chunks(source, strict=strict, capture_stats=capture, dedup=dedup, piece_bytes=WHOLE_RUNS):
-        for start, stop, seq, piece in _pieces(chunk, NO_LIMIT):
+    totals, capture, parts = FrameTotals(), {}, []
+    # a capture's session whole (what is decoded is kept anyway): one decode, no parts to join;
+    # its runs joined (an anonymised capture's packets are a run each: a decode call and a part
+    # to join for every packet cost 50-150 us apiece)
+    for chunk in iter_chunks(source, strict=strict, capture_stats=capture, dedup=dedup, piece_bytes=WHOLE_RUNS,
+                             join_runs=True):
+        for start, stop, first, piece in _pieces(chunk, NO_LIMIT):
             totals.merge(piece)
-            is_small = stop - start < SMALL_PIECE_BYTES
-            if is_small:
-                small.add(chunk.data[start:stop], seq, piece)
-            if small.data and (not is_small or small.bytes >= SMALL_PIECE_BYTES):  # in stream order
-                parts.append(small.decode(codes))
-            if not is_small:
-                parts.append(decode_range(chunk.data, start, stop, seq, piece.counts, codes))
-    if small.data:
-        parts.append(small.decode(codes))
+            parts.append(_decode_piece(chunk, start, stop, first, piece.counts, codes))
     arrays = concat(parts, codes)
     info = read_info(_name(source), totals, capture or None, time.perf_counter() - t0)
     return Decoded(arrays, info)
@@ -151,13 +125,15 @@ def scan(source, types: str | Iterable[str] | None = None, *, chunk_messages: in
     capture: dict = {} if capture_stats is None else capture_stats
     name = _name(source)
     place = 1   # the next message's place in the stream (renumber)
-    for chunk in iter_chunks(source, strict=strict, capture_stats=capture):
-        for start, stop, seq, piece in _pieces(chunk, chunk_messages):
+    for chunk in iter_chunks(source, strict=strict, capture_stats=capture, join_runs=True):
+        for start, stop, first, piece in _pieces(chunk, chunk_messages):
             t0 = time.perf_counter()
-            if renumber:
-                seq, place = place, place + piece.messages
             with chunk.reading():  # the piece is checked before it is handed out
-                arrays = decode_range(chunk.data, start, stop, seq, piece.counts, codes)
+                if renumber:
+                    arrays = decode_range(chunk.data, start, stop, place, piece.counts, codes)
+                    place += piece.messages
+                else:
+                    arrays = _decode_piece(chunk, start, stop, first, piece.counts, codes)
             chunk.release(stop)  # the arrays are copies: a mapped day's pages can go
             yield Decoded(arrays, read_info(name, piece, capture or None, time.perf_counter() - t0))
 
@@ -175,7 +151,7 @@ def stats(source, *, strict: bool = True, progress: Progress | None = None) -> R
     """Framing only: counts per type, bytes, first/last timestamp, stocks, unknowns."""
     t0 = time.perf_counter()
     totals, capture = FrameTotals(), {}
-    for chunk in iter_chunks(source, strict=strict, capture_stats=capture):
+    for chunk in iter_chunks(source, strict=strict, capture_stats=capture, join_runs=True):   # numbers nothing
         # in pieces, so that a mapped day's pages can go as they are framed (Chunk.release)
         for _, stop, _, piece in _pieces(chunk, STATS_PIECE_MESSAGES):
             totals.merge(piece)

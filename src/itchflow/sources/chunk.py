@@ -22,6 +22,7 @@ import numpy as np
 from itchflow.errors import ITCHFormatError
 from itchflow.hw import sigbus
 from itchflow.hw.byte_view import byte_view
+from itchflow.wire.sequence_runs import SequenceRuns
 
 PAGE_BYTES = mmap.PAGESIZE
 # Pages are let go in runs of at least this much (a madvise call costs about a page walk of
@@ -41,6 +42,10 @@ class Chunk:
     locator: Callable[[int], tuple[int | None, int | None]] | None = None  # captures: see where()
     # The read-only file mapping data views from its first byte (a raw day's own chunk).
     mapping: mmap.mmap | None = field(default=None, repr=False, compare=False)
+    # Several runs of sequence numbers joined (a capture's packets that are runs of their own,
+    # read with join_runs): where the numbers restart. None: one more a message from
+    # first_sequence. Consumers that number messages use ``sequence_numbers``.
+    runs: SequenceRuns | None = field(default=None, repr=False, compare=False)
     _pages: "WalkedPages | None" = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -71,6 +76,12 @@ class Chunk:
                 raise error from e
             raise
         self.check_intact()
+
+    def sequence_numbers(self, index) -> np.ndarray:
+        """The sequence numbers (uint64) of the messages at these places (counted from 0) in data."""
+        if self.runs is not None:
+            return self.runs.numbers(index)
+        return np.uint64(self.first_sequence) + np.asarray(index, np.uint64)
 
     def where(self, pos: int) -> tuple[int | None, int | None]:
         """(byte offset in the source, packet number) of data[pos], for error messages."""

@@ -45,7 +45,7 @@ class CaptureSource:
     made, its stream copied out piece by piece as it is read (``MoldCapture.pieces``)."""
 
     def __init__(self, buf: np.ndarray, name: str, strict: bool = True, dedup: bool = True,
-                 piece_bytes: int | None = None):
+                 piece_bytes: int | None = None, join_runs: bool = False):
         from itchflow.protocol.mold.capture import reassemble
         from itchflow.wire.pcap import packet_table
 
@@ -60,6 +60,7 @@ class CaptureSource:
         self.stats = self.capture.stats
         self.name = name
         self.piece_bytes = piece_bytes
+        self.join_runs = join_runs
         self._check_intact()
 
     def _check_intact(self) -> None:
@@ -68,11 +69,11 @@ class CaptureSource:
         raise_if_shrunk(self.mapping, self.name)
 
     def chunks(self) -> Iterator[Chunk]:
-        for data, seq, session, start in self.capture.pieces(self.piece_bytes,
-                                                             on_walked=WalkedPages(self.mapping).release):
+        for data, seq, session, start, runs in self.capture.pieces(
+                self.piece_bytes, on_walked=WalkedPages(self.mapping).release, join_runs=self.join_runs):
             self._check_intact()
             yield Chunk(data, seq, self.name, None, session,
-                        locator=lambda pos, start=start: self.capture.locate(start + pos))
+                        locator=lambda pos, start=start: self.capture.locate(start + pos), runs=runs)
 
 
 @dataclass(frozen=True)
@@ -83,11 +84,12 @@ class CaptureReading:
     capture_stats: dict | None = None
     dedup: bool = True
     piece_bytes: int | None = None
+    join_runs: bool = False
 
 
 def iter_chunks(source, *, gz_block: int = DEFAULT_GZ_BLOCK, strict: bool = True,
                 capture_stats: dict | None = None, dedup: bool = True,
-                piece_bytes: int | None = None) -> Iterator[Chunk]:
+                piece_bytes: int | None = None, join_runs: bool = False) -> Iterator[Chunk]:
     """Yield the source's messages as Chunks (see module doc).
 
     capture_stats, if given, is filled with the capture's counters (CaptureStats.to_dict())
@@ -96,8 +98,12 @@ def iter_chunks(source, *, gz_block: int = DEFAULT_GZ_BLOCK, strict: bool = True
     piece_bytes: a capture's stream is copied out in pieces of at most this many bytes
     (default ``protocol.mold.capture.PIECE_BYTES``); a reader that keeps all it decodes anyway
     (``read``) may ask for whole runs (a huge value), one copy and no joining of parts.
+    join_runs: a capture's consecutive runs of one session are joined into chunks of up to
+    piece_bytes, each saying where its sequence numbers restart (``Chunk.runs``): for a consumer
+    that numbers messages by ``Chunk.sequence_numbers``, or not at all. Without it every run is
+    a chunk of its own: one a packet for an anonymised capture or dedup=False (microseconds each).
     """
-    opts = CaptureReading(strict, capture_stats, dedup, piece_bytes)
+    opts = CaptureReading(strict, capture_stats, dedup, piece_bytes, join_runs)
     name = describe(source)
     if isinstance(source, str) and source.startswith("tail:"):
         from itchflow.sources.tail import Tail
@@ -164,12 +170,13 @@ def _stream_source(path: Path, name: str, block: int, opts: CaptureReading) -> I
 
 
 def stream_chunks(stream, name: str, *, block: int = DEFAULT_GZ_BLOCK, strict: bool = True,
-                  capture_stats: dict | None = None, dedup: bool = True) -> Iterator[Chunk]:
+                  capture_stats: dict | None = None, dedup: bool = True,
+                  join_runs: bool = False) -> Iterator[Chunk]:
     """The Chunks of a source read once from an open binary stream (a pipe, a device, an
     fsspec URL), told apart by its first bytes as a file is: raw messages and gzip are read
     in blocks of at most ``block`` bytes, whole messages at a time; a capture is kept in a
-    temporary file (``spool``) and read as a capture file is."""
-    yield from _stream_chunks(stream, name, block, CaptureReading(strict, capture_stats, dedup))
+    temporary file (``spool``) and read as a capture file is (join_runs: as ``iter_chunks``)."""
+    yield from _stream_chunks(stream, name, block, CaptureReading(strict, capture_stats, dedup, join_runs=join_runs))
 
 
 def _stream_chunks(stream, name: str, block: int, opts: CaptureReading) -> Iterator[Chunk]:
@@ -232,7 +239,8 @@ def spool(blocks: Iterable[bytes], name: str) -> np.ndarray:
 
 
 def _capture_chunks(buf, name, opts: CaptureReading) -> Iterator[Chunk]:
-    cap = CaptureSource(buf, name, strict=opts.strict, dedup=opts.dedup, piece_bytes=opts.piece_bytes)
+    cap = CaptureSource(buf, name, strict=opts.strict, dedup=opts.dedup, piece_bytes=opts.piece_bytes,
+                        join_runs=opts.join_runs)
     if opts.capture_stats is not None:
         opts.capture_stats.update(cap.stats.to_dict())
     yield from cap.chunks()

@@ -16,6 +16,7 @@ out in pieces of bounded size as it is read (``MoldCapture.pieces``). A full day
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Iterator, NamedTuple
 
 import numpy as np
 from numba import njit
@@ -35,6 +36,7 @@ from itchflow.wire.moldudp64 import (
     SESSION_SIZE,
     read_header,
 )
+from itchflow.wire.sequence_runs import SequenceRuns
 from itchflow.wire.pcap import REC_FRAGMENT, REC_NOT_UDP, REC_SNAPPED, REC_UDP, REC_UNSUPPORTED, PacketTable
 
 # Packet kinds after indexing. UNSEQUENCED: a data packet with sequence 0, which is not a
@@ -166,8 +168,8 @@ def _add_segment(seg_out, seg_file, seg_packet, seg_seq, segs, w, q, packet, seq
 
 
 @njit(nogil=True, cache=True)
-def plan_in_order(packets, length, seq, count, run_offset, run_seq, run_session, session, seg_out, seg_file,
-                  seg_packet, seg_seq, off, w, runs, segs):
+def plan_in_order(packets, length, seq, count, run_offset, run_seq, run_session, run_messages, session, seg_out,
+                  seg_file, seg_packet, seg_seq, off, w, runs, segs):
     """Plan every message of ``packets`` (validated data packets) at stream offset w on, in
     the order given, nothing dropped: one run and one segment per packet. Returns (w, runs,
     segs, messages)."""
@@ -178,18 +180,19 @@ def plan_in_order(packets, length, seq, count, run_offset, run_seq, run_session,
         runs = _open_run(run_offset, run_seq, run_session, runs, w, seq[i], session[i])
         segs = _add_segment(seg_out, seg_file, seg_packet, seg_seq, segs, w, q, i, seq[i])
         w += off[i] + length[i] - q
+        run_messages[runs - 1] = count[i]
         messages += count[i]
     return w, runs, segs, messages
 
 
 @njit(nogil=True, cache=True)
 def plan_stream(buf, order, off, length, kind, session, seq, count, run_offset, run_seq, run_session,
-                seg_out, seg_file, seg_packet, seg_seq, totals):
+                run_messages, seg_out, seg_file, seg_packet, seg_seq, totals):
     """Plan each message once, in (session, sequence) order, as a stream of segments.
 
     order: packet indices sorted by (session, sequence, arrival).
     runs: where each run of consecutive sequence numbers starts in the stream (a run starts
-    where a segment does, or is empty). segments: for each packet that contributes, where
+    where a segment does, or is empty), and its messages (run_messages, zeroed by the caller). segments: for each packet that contributes, where
     its first kept block lands in the stream, where it sits in the capture (it runs to the
     packet's end: repeats only come first in a packet), the packet's index and the first
     kept message's sequence number. totals: int64[5] += (messages, duplicate messages,
@@ -250,6 +253,7 @@ def plan_stream(buf, order, off, length, kind, session, seq, count, run_offset, 
             w += off[i] + length[i] - q
             kept = np.int64(seq[i] + c - s)
             totals[0] += kept
+            run_messages[runs - 1] += kept
             expected = seq[i] + c
             s = expected
         if s > announced:
@@ -308,6 +312,7 @@ class MoldCapture:
     run_offset: np.ndarray    # int64: where each run starts in the stream (ends where the next starts)
     run_sequence: np.ndarray  # uint64: sequence number of each run's first message
     run_session: np.ndarray   # int32: index into stats.sessions
+    run_messages: np.ndarray  # int64: messages in each run
     stats: CaptureStats
     segment_out: np.ndarray     # int64: where a packet's kept messages start in the stream (then the end) ...
     segment_file: np.ndarray    # int64: ... and where they are in the capture file
@@ -336,12 +341,18 @@ class MoldCapture:
         for a, b, s, k in zip(self.run_offset, ends, self.run_sequence, self.run_session):
             yield int(a), int(b), int(s), self.stats.sessions[int(k)]
 
-    def pieces(self, max_bytes: int | None = None, on_walked=None):
-        """(bytes, first sequence, session name, stream offset) of each piece of the stream, in
-        order: whole packets' kept messages, at most max_bytes (default PIECE_BYTES) or one
-        packet, never across two runs, each a fresh uint8 array. on_walked(offset), if given,
-        is told after each piece that no later piece reads the capture before that offset
-        (and on_walked(len(buf), final=True) after the last): a mapping's pages there may go."""
+    def pieces(self, max_bytes: int | None = None, on_walked=None, join_runs: bool = False) -> Iterator[Piece]:
+        """Each piece of the stream, in order (``Piece``): whole packets' kept messages, at most
+        max_bytes (default PIECE_BYTES) or one packet, each a fresh uint8 array.
+
+        A piece holds one run (consecutive sequence numbers), or with join_runs as many whole
+        consecutive runs of one session as fit in max_bytes (``Piece.runs`` says where its
+        numbers restart): a capture whose every packet is a run of its own (unsequenced, or
+        dedup=False) then costs a piece per max_bytes, not one per packet.
+
+        on_walked(offset), if given, is told after each piece that no later piece reads the
+        capture before that offset (and on_walked(len(buf), final=True) after the last): a
+        mapping's pages there may go."""
         max_bytes = PIECE_BYTES if max_bytes is None else int(max_bytes)
         ends = np.append(self.run_offset[1:], self.size)
         out_of = self.segment_out
@@ -350,22 +361,65 @@ class MoldCapture:
         # each run's segments k0..k1-1 (a run starts where a segment does), found for all runs at once
         first_segment = np.searchsorted(out_of[:-1], self.run_offset).tolist()
         end_segment = np.searchsorted(out_of[:-1], ends).tolist()
-        sessions = [self.stats.sessions[k] for k in self.run_session.tolist()]
-        for k0, k1, session in zip(first_segment, end_segment, sessions):
+        groups = np.arange(len(self.run_offset) + 1, dtype=np.int64)   # run r0..r1-1 of a piece: one
+        if join_runs:
+            n = group_runs(self.run_offset, ends, self.run_session, max_bytes, groups)
+            groups = groups[:n + 1]
+        bounds = groups.tolist()
+
+        def piece(k0: int, k: int, runs: SequenceRuns | None, session: str) -> Piece:
+            out = np.empty(int(out_of[k] - out_of[k0]), np.uint8)
+            if out.nbytes >= POPULATE_OUTPUT_BYTES:  # fresh memory: fault it in on the other core meanwhile
+                populate_in_background(out)
+            gather(self.buf, out_of, self.segment_file, k0, k, out)
+            if low is not None and k < len(low):
+                on_walked(int(low[k]))
+            return Piece(out, int(self.segment_sequence[k0]), session, int(out_of[k0]), runs)
+
+        for r0, r1 in zip(bounds[:-1], bounds[1:]):
+            session = self.stats.sessions[int(self.run_session[r0])]
+            if r1 > r0 + 1:   # whole runs, together at most max_bytes
+                runs = SequenceRuns.of_runs(self.run_messages[r0:r1], self.run_sequence[r0:r1])
+                yield piece(first_segment[r0], end_segment[r1 - 1], runs, session)
+                continue
+            k0, k1 = first_segment[r0], end_segment[r0]
             while k0 < k1:
                 # as many segments as fit in max_bytes from here, at least one
                 k = k0 + 1 if k1 == k0 + 1 else max(
                     k0 + 1, min(k1, int(np.searchsorted(out_of, out_of[k0] + max_bytes, side="right")) - 1))
-                out = np.empty(int(out_of[k] - out_of[k0]), np.uint8)
-                if out.nbytes >= POPULATE_OUTPUT_BYTES:  # fresh memory: fault it in on the other core meanwhile
-                    populate_in_background(out)
-                gather(self.buf, out_of, self.segment_file, k0, k, out)
-                if low is not None and k < len(low):
-                    on_walked(int(low[k]))
-                yield out, int(self.segment_sequence[k0]), session, int(out_of[k0])
+                yield piece(k0, k, None, session)
                 k0 = k
         if on_walked is not None:
             on_walked(len(self.buf), final=True)
+
+
+class Piece(NamedTuple):
+    """A piece of a capture's stream (``MoldCapture.pieces``)."""
+
+    data: np.ndarray            # uint8, a fresh array: whole packets' kept messages
+    first_sequence: int         # its first message's sequence number
+    session: str
+    offset: int                 # where it starts in the stream
+    runs: SequenceRuns | None   # several runs joined: where their numbers restart (else None)
+
+
+@njit(nogil=True, cache=True)
+def group_runs(run_offset, run_end, run_session, max_bytes, first):
+    """Group consecutive runs of one session whose bytes together are at most max_bytes (a
+    run longer than that is a group of its own): first[g] is group g's first run, and after
+    the last group first[groups] the number of runs. Returns the number of groups."""
+    n = run_offset.shape[0]
+    g = 0
+    r = 0
+    while r < n:
+        first[g] = r
+        g += 1
+        start = run_offset[r]
+        r += 1
+        while r < n and run_session[r] == run_session[r - 1] and run_end[r] - start <= max_bytes:
+            r += 1
+    first[g] = n
+    return g
 
 
 def _sessions_by_sort(buf, off, kind, session) -> np.ndarray:
@@ -454,6 +508,7 @@ def reassemble(buf: np.ndarray, table: PacketTable, source: str, strict: bool = 
     run_offset = np.empty(runs_cap, np.int64)
     run_seq = np.empty(runs_cap, np.uint64)
     run_session = np.empty(runs_cap, np.int32)
+    run_messages = np.zeros(runs_cap, np.int64)
     segs_cap = len(order) + len(in_order)
     seg_out = np.empty(segs_cap + 1, np.int64)
     seg_file = np.empty(segs_cap, np.int64)
@@ -461,16 +516,17 @@ def reassemble(buf: np.ndarray, table: PacketTable, source: str, strict: bool = 
     seg_seq = np.empty(segs_cap, np.uint64)
     totals = np.zeros(5, np.int64)
     w, runs, segs = plan_stream(buf, order, off, length, kind, session, seq, count, run_offset, run_seq,
-                                run_session, seg_out, seg_file, seg_packet, seg_seq, totals)
+                                run_session, run_messages, seg_out, seg_file, seg_packet, seg_seq, totals)
     stats.messages, stats.duplicate_messages, stats.gaps, stats.missing_messages = (int(x) for x in totals[:4])
     if len(in_order):
         w, runs, segs, messages = plan_in_order(in_order, length, seq, count, run_offset, run_seq, run_session,
-                                                session, seg_out, seg_file, seg_packet, seg_seq, off, w, runs,
-                                                segs)
+                                                run_messages, session, seg_out, seg_file, seg_packet, seg_seq, off,
+                                                w, runs, segs)
         stats.messages += int(messages)
     seg_out[segs] = w
     # Drop empty runs (a session opened by a heartbeat, a hole right at a run start).
     ends = np.append(run_offset[1:runs], w)
     keep = ends > run_offset[:runs]
     return MoldCapture(buf, int(w), run_offset[:runs][keep], run_seq[:runs][keep], run_session[:runs][keep],
-                       stats, seg_out[:segs + 1], seg_file[:segs], seg_packet[:segs], seg_seq[:segs])
+                       run_messages[:runs][keep], stats, seg_out[:segs + 1], seg_file[:segs], seg_packet[:segs],
+                       seg_seq[:segs])

@@ -1,0 +1,42 @@
+"""Sequence numbers of a buffer of messages that restart: runs of consecutive numbers.
+
+A MoldUDP64 message's sequence number is its packet's plus its place in the packet. A
+capture's stream is mostly long runs of consecutive numbers, but an anonymised capture's
+packets all say 0 and ``dedup=False`` keeps the A and B lines' copies both, so there every
+packet is a run of its own. Those packets are joined into one buffer (a call per packet
+costs microseconds), and the buffer says where its numbers restart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class SequenceRuns:
+    """Run j of a buffer starts at its message first_message[j] (counted from 0, the first
+    run at 0) and numbers its messages from sequence[j], one more a message."""
+
+    first_message: np.ndarray  # uint64, ascending, first_message[0] == 0
+    sequence: np.ndarray       # uint64
+
+    def __post_init__(self) -> None:
+        if len(self.first_message) != len(self.sequence) or not len(self.first_message):
+            raise ValueError("SequenceRuns needs one first message and one sequence number a run, at least one run")
+        if self.first_message[0] != 0 or np.any(np.diff(self.first_message.astype(np.int64)) < 0):
+            raise ValueError("a SequenceRuns' first messages start at 0 and rise")
+
+    @classmethod
+    def of_runs(cls, messages: np.ndarray, sequence: np.ndarray) -> "SequenceRuns":
+        """The runs of a buffer made of runs of these many messages, in order."""
+        first = np.zeros(len(messages), np.uint64)
+        np.cumsum(np.asarray(messages[:-1], np.uint64), out=first[1:])
+        return cls(first, np.asarray(sequence, np.uint64))
+
+    def numbers(self, index) -> np.ndarray:
+        """The sequence numbers (uint64) of the messages at these places in the buffer."""
+        index = np.asarray(index, np.uint64)
+        j = np.searchsorted(self.first_message, index, side="right") - 1
+        return self.sequence[j] + (index - self.first_message[j])
