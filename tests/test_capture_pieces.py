@@ -292,6 +292,32 @@ def test_joined_runs_number_every_message_as_the_slow_model_does(monkeypatch, pa
     assert at == len(want)
 
 
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(packet, min_size=1, max_size=20), st.integers(1, 300))
+def test_the_ring_numbers_a_capture_as_one_stream(monkeypatch, packets, piece):
+    """What ``itchflow run`` publishes of a capture's joined chunks (``numbered_parts``): each
+    message of a sequenced packet its own number (a hole stays a hole), and each message of an
+    unsequenced one (no number of its own) the number after the message before it, so that
+    the ring's consumer sees no repeat where the capture has none."""
+    from itchflow.pipeline.sources import numbered_parts
+
+    data, blocks = _capture(packets)
+    monkeypatch.setattr(capture_module, "PIECE_BYTES", piece)
+    want, last = [], 0
+    for session, seq, message, _, number in _model(packets, blocks, True):
+        last = seq if packets[number - 1][1] else last + 1
+        want.append((message, last))
+    got, following = [], 1
+    for c in iter_chunks(np.frombuffer(data, np.uint8), join_runs=True):
+        for start, end, seq in numbered_parts(c):
+            seq = following if seq is None else seq
+            part = c.data[start:end].tobytes()
+            messages = [part[body:body + n] for _, body, n in ref.walk(part)[0]]
+            got += [(m, seq + k) for k, m in enumerate(messages)]
+            following = seq + len(messages)
+    assert got == want
+
+
 def _mixed_capture(packets, seed: int) -> bytes:
     """A capture of these (session, first sequence, messages) packets carrying random messages
     of every type and unknown types (an unsequenced packet at least one)."""

@@ -135,6 +135,10 @@ def test_real_capture_through_the_pipeline(all_captures):
         assert r.messages == want_msgs, cap
         assert_same_books(got, want)
         assert "capture" in r.producer
+        # one stream on the ring, with the capture's holes: an anonymised capture's packets (all
+        # of sequence 0) go on from the number before them, not each from 0 (a repeat a packet)
+        holes = d.info.capture["gaps"], d.info.capture["missing_messages"]
+        assert (r.sequence_gaps, r.sequence_gap_messages, r.sequence_repeats) == (*holes, 0), cap
 
 
 def test_truncated_file_names_file_and_offset(tmp_path, day):
@@ -585,7 +589,7 @@ def test_the_paced_reader_lets_pages_go_and_stops_between_batches(tmp_path, day)
     (c,) = list(iter_chunks(str(path)))
     c = Recording(c.data, c.first_sequence, c.source, c.offset, mapping=c.mapping)
     pub = Pub()
-    assert _Pacer(5e7).publish(pub, c, 0) == len(c.data)
+    assert _Pacer(5e7).publish(pub, c, 0, 0, len(c.data), 1) == len(c.data)
     # every batch whole messages, in order, sequences counted from 1, each released after it
     pos, seq = 0, 1
     for s, off, start, end in pub.calls:
@@ -597,7 +601,7 @@ def test_the_paced_reader_lets_pages_go_and_stops_between_batches(tmp_path, day)
     assert released == [end for *_, end in pub.calls]
     stop = th.Event()
     stopped = Pub(stop_after=3, stop=stop)
-    reached = _Pacer(5e7).publish(stopped, c, 0, stop)
+    reached = _Pacer(5e7).publish(stopped, c, 0, 0, len(c.data), 1, stop)
     assert len(stopped.calls) == 3 and reached == stopped.calls[-1][3] < len(c.data)
 
 

@@ -42,7 +42,7 @@ def load_binaryfile(path: str, capture_stats: dict | None = None):
 
     parts, held, room = [], 0, available_bytes()
     capture = {} if capture_stats is None else capture_stats
-    for c in iter_chunks(path, capture_stats=capture):
+    for c in iter_chunks(path, capture_stats=capture, join_runs=True):   # served numbered anew
         if c.mapping is None:   # read into memory; a mapped file is framed whole by MoldFeed / MessageStore
             _, status, pos = message_offsets(c.data, 1 << 62, np.zeros(1, np.int64))   # lengths only
             if status:

@@ -21,7 +21,10 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
+from typing import Iterator
 from urllib.parse import parse_qs, urlsplit
+
+import numpy as np
 
 from itchflow.pipeline.publish import BatchPublisher
 
@@ -134,19 +137,23 @@ def _produce_chunks(spec: SourceSpec, pub: BatchPublisher, stop) -> dict:
         source = Tail(spec.path, wait_for_file=float(o.get("wait_for_file") or 0.0),
                       idle_timeout=None if idle is None else float(idle), stop=stop)
     else:
-        source = iter_chunks(spec.path, capture_stats=capture)
+        source = iter_chunks(spec.path, capture_stats=capture, join_runs=True)
     chunks = 0
     rate = float(spec.options.get("rate") or 0)
-    pace = _Pacer(rate) if rate > 0 else None
+    publish = _Pacer(rate).publish if rate > 0 else _publish_releasing
+    following = 1   # the number the next message gets where it has none of its own
     for c in source:
         chunks += 1
         offset = -1 if c.offset is None else int(c.offset)
-        if pace is None:
-            reached = _publish_releasing(pub, c, offset, stop)
-        else:
-            reached = pace.publish(pub, c, offset, stop)
+        for start, end, seq in numbered_parts(c):
+            seq = following if seq is None else seq
+            before = pub.messages
+            reached = publish(pub, c, offset, start, end, seq, stop)
+            following = seq + pub.messages - before
+            if pub.bad_framing or reached < end or (stop is not None and stop.is_set()):
+                break
         c.check_intact()  # a file truncated while published: that is the error, not its zeros' framing
-        if pub.bad_framing or reached < len(c.data) or (stop is not None and stop.is_set()):
+        if pub.bad_framing or reached < end or (stop is not None and stop.is_set()):
             break
     out = {"chunks": chunks}
     if capture:
@@ -159,10 +166,28 @@ def _produce_chunks(spec: SourceSpec, pub: BatchPublisher, stop) -> dict:
 PUBLISH_WINDOW_BYTES = 64 << 20
 
 
-def _publish_releasing(pub: BatchPublisher, c, offset: int, stop=None) -> int:
-    """Publish a whole chunk in windows, letting its published pages go; the position reached
-    (short of the end when the framing broke or stop was set)."""
-    pos, seq, end = 0, int(c.first_sequence), len(c.data)
+def numbered_parts(c) -> Iterator[tuple[int, int, int | None]]:
+    """(start, end, first sequence number) of the parts of chunk c that go over the ring with
+    one numbering each (a batch's messages are its first number on, one more a message).
+    A capture's run of sequence 0 (unsequenced: an anonymised capture's packet) has no number
+    of its own: None, the numbering before it goes on, so its packets make one stream on the
+    ring (numbered from each packet's 0, every packet after the first was a repeat to the
+    consumer) and a joined chunk of them goes as one part, not a part a packet."""
+    if c.runs is None:
+        yield 0, len(c.data), None if c.session is not None and c.first_sequence == 0 else int(c.first_sequence)
+        return
+    seq = c.runs.sequence
+    # a part starts at the first run, at a run with a number of its own, and at a run of
+    # sequence 0 after one with a number
+    starts = np.flatnonzero((seq != 0) | np.append(True, seq[:-1] != 0)).tolist()
+    ends = [int(c.runs.first_byte[j]) for j in starts[1:]] + [len(c.data)]
+    for j, end in zip(starts, ends):
+        yield int(c.runs.first_byte[j]), end, int(seq[j]) if seq[j] else None
+
+
+def _publish_releasing(pub: BatchPublisher, c, offset: int, pos: int, end: int, seq: int, stop=None) -> int:
+    """Publish c.data[pos:end] (first sequence number seq) in windows, letting its published
+    pages go; the position reached (short of end when the framing broke or stop was set)."""
     while pos < end:
         before = pub.messages
         reached = pub.publish(c.data, seq, offset + pos if offset >= 0 else -1, 0, pos, end,
@@ -185,16 +210,15 @@ class _Pacer:
         self.sent = 0
         self.t0 = None
 
-    def publish(self, pub: BatchPublisher, c, offset: int, stop=None) -> int:
-        """Publish chunk c batch by batch at the rate, letting its published pages go (a real
-        day at a real rate takes hours) and checking stop between batches; the position
-        reached."""
+    def publish(self, pub: BatchPublisher, c, offset: int, pos: int, end: int, seq: int, stop=None) -> int:
+        """Publish c.data[pos:end] (first sequence number seq) batch by batch at the rate,
+        letting its published pages go (a real day at a real rate takes hours) and checking
+        stop between batches; the position reached."""
         from itchflow.wire.binaryfile import whole_messages_end
 
         if self.t0 is None:
             self.t0 = time.perf_counter()
         data = c.data
-        pos, seq, end = 0, int(c.first_sequence), len(data)
         while pos < end:
             if stop is not None and stop.is_set():
                 return pos

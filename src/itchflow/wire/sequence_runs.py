@@ -17,23 +17,29 @@ import numpy as np
 @dataclass(frozen=True)
 class SequenceRuns:
     """Run j of a buffer starts at its message first_message[j] (counted from 0, the first
-    run at 0) and numbers its messages from sequence[j], one more a message."""
+    run at 0), at byte first_byte[j], and numbers its messages from sequence[j], one more a
+    message."""
 
     first_message: np.ndarray  # uint64, ascending, first_message[0] == 0
+    first_byte: np.ndarray     # uint64, ascending, first_byte[0] == 0
     sequence: np.ndarray       # uint64
 
     def __post_init__(self) -> None:
-        if len(self.first_message) != len(self.sequence) or not len(self.first_message):
-            raise ValueError("SequenceRuns needs one first message and one sequence number a run, at least one run")
-        if self.first_message[0] != 0 or np.any(np.diff(self.first_message.astype(np.int64)) < 0):
-            raise ValueError("a SequenceRuns' first messages start at 0 and rise")
+        n = len(self.sequence)
+        if not n or len(self.first_message) != n or len(self.first_byte) != n:
+            raise ValueError("SequenceRuns needs a first message, a first byte and a sequence number a run, "
+                             "at least one run")
+        for starts in (self.first_message, self.first_byte):
+            if starts[0] != 0 or np.any(np.diff(starts.astype(np.int64)) < 0):
+                raise ValueError("a SequenceRuns' first messages and bytes start at 0 and rise")
 
     @classmethod
-    def of_runs(cls, messages: np.ndarray, sequence: np.ndarray) -> "SequenceRuns":
-        """The runs of a buffer made of runs of these many messages, in order."""
-        first = np.zeros(len(messages), np.uint64)
+    def of_runs(cls, messages: np.ndarray, nbytes: np.ndarray, sequence: np.ndarray) -> "SequenceRuns":
+        """The runs of a buffer made of runs of these many messages and bytes, in order."""
+        first, first_byte = np.zeros(len(messages), np.uint64), np.zeros(len(messages), np.uint64)
         np.cumsum(np.asarray(messages[:-1], np.uint64), out=first[1:])
-        return cls(first, np.asarray(sequence, np.uint64))
+        np.cumsum(np.asarray(nbytes[:-1], np.uint64), out=first_byte[1:])
+        return cls(first, first_byte, np.asarray(sequence, np.uint64))
 
     def numbers(self, index) -> np.ndarray:
         """The sequence numbers (uint64) of the messages at these places in the buffer."""

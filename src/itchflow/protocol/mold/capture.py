@@ -379,7 +379,8 @@ class MoldCapture:
         for r0, r1 in zip(bounds[:-1], bounds[1:]):
             session = self.stats.sessions[int(self.run_session[r0])]
             if r1 > r0 + 1:   # whole runs, together at most max_bytes
-                runs = SequenceRuns.of_runs(self.run_messages[r0:r1], self.run_sequence[r0:r1])
+                runs = SequenceRuns.of_runs(self.run_messages[r0:r1], ends[r0:r1] - self.run_offset[r0:r1],
+                                            self.run_sequence[r0:r1])
                 yield piece(first_segment[r0], end_segment[r1 - 1], runs, session)
                 continue
             k0, k1 = first_segment[r0], end_segment[r0]
