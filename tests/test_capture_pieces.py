@@ -398,6 +398,33 @@ def test_books_number_the_events_of_joined_runs_as_run_by_run(monkeypatch, packe
             getattr(books, "close", lambda: None)()
 
 
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(packet, min_size=1, max_size=25), st.integers(0, 2**16), st.sampled_from([1, 300]))
+def test_a_split_day_numbers_joined_runs_as_run_by_run(monkeypatch, tmp_path_factory, packets, seed, piece):
+    """The Dask split takes a capture's runs joined: every shard file and every shard's
+    sequence numbers equal splitting it run by run (as before joining)."""
+    import itchflow.scale.split as split
+    from itchflow.scale.inputs import iter_day
+
+    root = tmp_path_factory.mktemp("split")
+    path = root / "day.pcap"
+    path.write_bytes(_mixed_capture(packets, seed))
+    monkeypatch.setattr(capture_module, "PIECE_BYTES", piece)
+    joined = split.split_day(str(path), str(root / "joined"), "d", 3, "SR", row_bytes=1 << 17)
+    with monkeypatch.context() as m:   # (hypothesis runs every example with the one monkeypatch)
+        m.setattr(split, "iter_day", lambda source, capture_stats=None, join_runs=False:
+                  iter_day(source, capture_stats))
+        alone = split.split_day(str(path), str(root / "alone"), "d", 3, "SR", row_bytes=1 << 17)
+    joined.pop("seconds"), alone.pop("seconds")
+    assert joined == alone
+    for k in range(3):
+        for ext in ("itch", "seq"):
+            a, b = (root / which / "_itchflow" for which in ("joined", "alone"))
+            files = sorted(a.rglob(f"shard-{k}.{ext}")), sorted(b.rglob(f"shard-{k}.{ext}"))
+            assert len(files[0]) == len(files[1]) == 1
+            assert files[0][0].read_bytes() == files[1][0].read_bytes(), (k, ext)
+
+
 def _bodies(stream: bytes) -> list[bytes]:
     return [stream[body:body + n] for _, body, n in ref.walk(stream)[0]]
 

@@ -91,14 +91,20 @@ def split_day(source: str, root: str, day: str, shards: int, broadcast: str,
             fill[:] = 0
             nseq[:] = 0
 
-        for chunk in iter_day(source, capture_stats=capture):
+        # a capture's small runs joined (an anonymised capture's packets are a run each), each
+        # message's number put back from the chunk's runs
+        for chunk in iter_day(source, capture_stats=capture, join_runs=True):
             with chunk.reading():  # a file truncated meanwhile is the error, not what its zeros made
-                data, name, offset = chunk.data, chunk.source, chunk.offset or 0
-                pos, end, seq = 0, len(data), int(chunk.first_sequence)
+                data, name, offset, runs = chunk.data, chunk.source, chunk.offset or 0, chunk.runs
+                pos, end, seq = 0, len(data), 0 if runs is not None else int(chunk.first_sequence)
                 while True:
+                    before = nseq.copy()
                     status, pos, seq = S.split_by_locate(data, pos, end, np.int64(seq), shard_of, bmask, _LENGTHS,
                                                          out, fill, seqs, nseq, counts, state)
                     pos, seq = int(pos), int(seq)
+                    if runs is not None:   # places in the chunk -> their numbers
+                        for k in np.flatnonzero(nseq > before).tolist():
+                            seqs[k, before[k]:nseq[k]] = runs.numbers(seqs[k, before[k]:nseq[k]])
                     chunk.release(pos)  # split and buffered: a mapped day's pages can go
                     if status == S.OK:
                         break
