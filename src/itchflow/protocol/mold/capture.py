@@ -359,13 +359,13 @@ class MoldCapture:
         # the lowest capture offset any segment from k on reads (sequence order is nearly file order)
         low = np.minimum.accumulate(self.segment_file[::-1])[::-1] if on_walked is not None else None
         # each run's segments k0..k1-1 (a run starts where a segment does), found for all runs at once
-        first_segment = np.searchsorted(out_of[:-1], self.run_offset).tolist()
-        end_segment = np.searchsorted(out_of[:-1], ends).tolist()
+        # (arrays, not lists: an anonymised capture has a run a packet, 10^8 of them in a day)
+        first_segment = np.searchsorted(out_of[:-1], self.run_offset)
+        end_segment = np.searchsorted(out_of[:-1], ends)
         groups = np.arange(len(self.run_offset) + 1, dtype=np.int64)   # run r0..r1-1 of a piece: one
         if join_runs:
             n = group_runs(self.run_offset, ends, self.run_session, max_bytes, groups)
             groups = groups[:n + 1]
-        bounds = groups.tolist()
 
         def piece(k0: int, k: int, runs: SequenceRuns | None, session: str) -> Piece:
             out = np.empty(int(out_of[k] - out_of[k0]), np.uint8)
@@ -376,14 +376,15 @@ class MoldCapture:
                 on_walked(int(low[k]))
             return Piece(out, int(self.segment_sequence[k0]), session, int(out_of[k0]), runs)
 
-        for r0, r1 in zip(bounds[:-1], bounds[1:]):
+        for g in range(len(groups) - 1):
+            r0, r1 = int(groups[g]), int(groups[g + 1])
             session = self.stats.sessions[int(self.run_session[r0])]
             if r1 > r0 + 1:   # whole runs, together at most max_bytes
                 runs = SequenceRuns.of_runs(self.run_messages[r0:r1], ends[r0:r1] - self.run_offset[r0:r1],
                                             self.run_sequence[r0:r1])
-                yield piece(first_segment[r0], end_segment[r1 - 1], runs, session)
+                yield piece(int(first_segment[r0]), int(end_segment[r1 - 1]), runs, session)
                 continue
-            k0, k1 = first_segment[r0], end_segment[r0]
+            k0, k1 = int(first_segment[r0]), int(end_segment[r0])
             while k0 < k1:
                 # as many segments as fit in max_bytes from here, at least one
                 k = k0 + 1 if k1 == k0 + 1 else max(
