@@ -141,3 +141,19 @@ def bench_decode(messages, seed, peer_messages, cpp_messages, repeat, no_peers, 
 
     r = run(messages, seed, peer_messages, cpp_messages, repeat, not no_peers)
     click.echo(json.dumps(r) if as_json else report(r))
+
+
+@bench.command("capture")
+@click.option("--messages", type=Count(), default="2M", show_default=True, help="Size of the generated day.")
+@click.option("--seed", type=SEED, default=1, show_default=True)
+@click.option("--packet-bytes", type=click.IntRange(72, 65507), default=120, show_default=True,
+              help="Most bytes a MoldUDP64 packet's payload holds (72: one message of the longest type).")
+@click.option("--repeat", type=RUNS, default=3, show_default=True, help="Best of this many runs.")
+@click.option("--no-peers", is_flag=True, help="Only itchflow's own figures.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def bench_capture(messages, seed, packet_bytes, repeat, no_peers, as_json) -> None:
+    """stats, read and books from a day's pcap and its anonymised copy, beside the raw day and itchcpp."""
+    from itchflow.bench.capture import report, run
+
+    r = run(messages, seed, packet_bytes, repeat, not no_peers)
+    click.echo(json.dumps(r) if as_json else report(r))

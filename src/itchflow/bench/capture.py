@@ -1,0 +1,111 @@
+"""Capture benchmark: a day read from pcaps of its MoldUDP64 packets, beside the same day as a
+raw BinaryFILE, with itchcpp's books on the raw bytes in the same run.
+
+What is measured (one core, the same generated messages):
+- three forms of the day: the raw file; a pcap of the MoldUDP64 packets a feed would send
+  (``--packet-bytes`` a payload at most, one line, in order), the capture a listener takes;
+  and the same pcap anonymised (every packet's sequence number 0, as published sample
+  captures are: every packet is then a run of numbers of its own);
+- on each, best of ``repeat``: ``stats`` (framing and the capture's reassembly), ``read`` (every
+  type decoded into arrays) and ``Books().replay`` (every stock's book);
+- the peer: itchcpp's ``BookManager`` on the raw bytes (it reads no captures, so its figure
+  leaves out getting the stream out of the pcap), one fresh process a run, taking turns with
+  ours; the ratio is its seconds over each replay's.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from itchflow.bench.common import BENCH_DIR, best_of, machine, rate_row, run_peer
+
+FORMS = ("raw", "pcap", "anonymised pcap")
+JOBS = ("stats", "read", "replay")
+
+
+def capture_paths(day: Path, payload_bytes: int) -> dict[str, Path]:
+    stem = day.stem + f"-mold{payload_bytes}"
+    return {"raw": day, "pcap": BENCH_DIR / f"{stem}.pcap", "anonymised pcap": BENCH_DIR / f"{stem}-anonymised.pcap"}
+
+
+def ensure_captures(day: Path, payload_bytes: int) -> dict[str, Path]:
+    """The day's pcaps, written once and reused (whole or not at all)."""
+    from itchflow.sim.captures import write_capture
+
+    paths = capture_paths(day, payload_bytes)
+    for form, anonymised in (("pcap", False), ("anonymised pcap", True)):
+        if not paths[form].exists():
+            write_capture(day, paths[form], payload_bytes=payload_bytes, anonymised=anonymised)
+    return paths
+
+
+def _job(name: str, path: Path):
+    import itchflow
+    from itchflow.book.books import Books
+
+    if name == "stats":
+        return lambda: itchflow.stats(path).messages
+    if name == "read":
+        return lambda: itchflow.read(path).messages
+    return lambda: Books().replay(path).messages
+
+
+def run(messages: int = 2_000_000, seed: int = 1, payload_bytes: int = 120, repeat: int = 3,
+        peers: bool = True) -> dict:
+    from itchflow.bench.book import PEER_PIECE_BYTES, _ITCHCPP
+    from itchflow.bench.decode import ensure_day
+
+    day, _ = ensure_day(messages, seed)
+    t0 = time.perf_counter()
+    paths = ensure_captures(day, payload_bytes)
+    r: dict = {"machine": machine(), "day": str(day), "payload_bytes": payload_bytes,
+               "prepare_seconds": time.perf_counter() - t0, "forms": {}}
+    import itchflow
+
+    info = itchflow.stats(paths["pcap"])
+    r["messages"], r["packets"] = info.messages, info.capture["packets"]
+    r["messages_per_packet"] = info.messages / max(1, info.capture["packets"])
+    for form in FORMS:
+        path = paths[form]
+        row: dict = {"path": str(path), "bytes": path.stat().st_size}
+        for job in JOBS:
+            fn = _job(job, path)
+            n = fn()   # kernels loaded, file in the page cache
+            if n != r["messages"]:
+                raise RuntimeError(f"{job} of {path} gave {n:,} messages, not {r['messages']:,}")
+            seconds, _ = best_of(repeat, fn)
+            row[job] = rate_row(n, seconds)
+        r["forms"][form] = row
+    if peers:
+        runs = [run_peer(_ITCHCPP.format(path=str(day), symbols=[], piece=PEER_PIECE_BYTES)) for _ in range(repeat)]
+        failed = [c for c in runs if "error" in c]
+        if failed:
+            r["itchcpp"] = failed[0]
+        else:
+            best = min(c["seconds"] for c in runs)
+            r["itchcpp"] = rate_row(r["messages"], best) | {"seconds_each": [c["seconds"] for c in runs]}
+            for form in FORMS:
+                row = r["forms"][form]
+                row["replay_ratio_vs_itchcpp"] = best / row["replay"]["seconds"]
+    return r
+
+
+def report(r: dict) -> str:
+    m = r["machine"]
+    lines = [f"capture benchmark: {r['messages']:,} messages in {r['packets']:,} MoldUDP64 packets of at most "
+             f"{r['payload_bytes']} bytes ({r['messages_per_packet']:.1f} messages a packet); day {r['day']}",
+             f"machine: {m['cores']} cores, {m['cpu']}, Python {m['python']}, numba {m['numba']}; best of each",
+             f"{'form':18s} {'MB':>7s} " + " ".join(f"{j + ' M msg/s':>15s}" for j in JOBS) + "  replay vs itchcpp"]
+    for form, row in r["forms"].items():
+        ratio = row.get("replay_ratio_vs_itchcpp")
+        lines.append(f"{form:18s} {row['bytes'] / 1e6:7.0f} "
+                     + " ".join(f"{row[j]['msgs_per_s'] / 1e6:15.1f}" for j in JOBS)
+                     + (f"  {ratio:.2f}x" if ratio else ""))
+    cpp = r.get("itchcpp")
+    if cpp and "error" in cpp:
+        lines.append(f"itchcpp: failed: {cpp['error']}")
+    elif cpp:
+        lines.append(f"itchcpp BookManager on the raw bytes: {cpp['msgs_per_s'] / 1e6:.1f} M msg/s "
+                     f"({cpp['ns_per_msg']:.1f} ns/msg; it reads no captures)")
+    return "\n".join(lines)
