@@ -358,10 +358,12 @@ class MoldCapture:
         out_of = self.segment_out
         # the lowest capture offset any segment from k on reads (sequence order is nearly file order)
         low = np.minimum.accumulate(self.segment_file[::-1])[::-1] if on_walked is not None else None
-        # each run's segments k0..k1-1 (a run starts where a segment does), found for all runs at once
-        # (arrays, not lists: an anonymised capture has a run a packet, 10^8 of them in a day)
-        first_segment = np.searchsorted(out_of[:-1], self.run_offset)
-        end_segment = np.searchsorted(out_of[:-1], ends)
+        # each run's segments k0..k1-1 (a run starts where a segment does, and ends where the
+        # next one starts), found for all runs at once (arrays, not lists: an anonymised
+        # capture has a run a packet, 10^8 of them in a day)
+        first_segment = np.empty(len(self.run_offset) + 1, np.int64)
+        first_segments(self.run_offset, out_of, first_segment)
+        end_segment = first_segment[1:]
         groups = np.arange(len(self.run_offset) + 1, dtype=np.int64)   # run r0..r1-1 of a piece: one
         if join_runs:
             n = group_runs(self.run_offset, ends, self.run_session, max_bytes, groups)
@@ -403,6 +405,19 @@ class Piece(NamedTuple):
     session: str
     offset: int                 # where it starts in the stream
     runs: SequenceRuns | None   # several runs joined: where their numbers restart (else None)
+
+
+@njit(nogil=True, cache=True)
+def first_segments(run_offset, seg_out, out):
+    """out[r] = the first segment starting at or after run r's stream offset (both ascending: one
+    merge pass), and out[runs] = the number of segments (seg_out has the stream's end last)."""
+    k = 0
+    nsegs = seg_out.shape[0] - 1
+    for r in range(run_offset.shape[0]):
+        while k < nsegs and seg_out[k] < run_offset[r]:
+            k += 1
+        out[r] = k
+    out[run_offset.shape[0]] = nsegs
 
 
 @njit(nogil=True, cache=True)
