@@ -108,6 +108,33 @@ def test_first_sequence_and_byte_budget(books):
     assert b.apply(DAY, first_seq=7, max_bytes=10 ** 12) == len(DAY) and b.next_sequence == 10
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_runs_are_sequence_runs_given_with_the_place_they_start_at(threads):
+    """apply(runs=): a SequenceRuns (a list is a TypeError), with first_seq the buffer's place
+    in it (without, a ValueError before anything is applied); each event takes its message's
+    number from its run, next_sequence the next message's, applied the messages taken."""
+    import numpy as np
+
+    from itchflow.wire.sequence_runs import SequenceRuns
+
+    # DAY: the R alone a run numbered 5, then the two adds a run numbered from 0
+    runs = SequenceRuns.of_runs(np.array([1, 2]), np.array([41, len(DAY) - 41]), np.array([5, 0]))
+    b = Books(threads=threads)
+    with pytest.raises(TypeError, match="runs must be a SequenceRuns"):
+        b.apply(DAY, 0, runs=[(0, 5)])
+    with pytest.raises(ValueError, match="first_seq"):
+        b.apply(DAY, runs=runs)
+    assert b.messages == 0
+    b.record()
+    assert b.apply(DAY, 0, runs=runs) == len(DAY)
+    bbo, _, _ = b.take_events()
+    assert bbo["sequence"].tolist() == [0, 1] and (b.next_sequence, b.applied) == (2, 3)
+    with pytest.raises(ValueError, match="start at 0 and rise"):
+        SequenceRuns(np.array([1, 2], np.uint64), np.array([0, 41], np.uint64), np.array([5, 0], np.uint64))
+    with pytest.raises(ValueError, match="a run"):
+        SequenceRuns(np.array([0], np.uint64), np.array([0, 41], np.uint64), np.array([5, 0], np.uint64))
+
+
 @pytest.mark.parametrize("one", [bytearray(b"AAPL"), memoryview(b"AAPL"), b"AAPL", "AAPL", 1])
 def test_a_symbol_in_any_bytes_like_object_is_one_symbol(books, one):
     """A bytearray or memoryview symbol was iterated as a list of locates (b"AAPL" -> locates
