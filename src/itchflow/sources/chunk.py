@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
@@ -128,17 +129,27 @@ def as_uint8(buffer) -> np.ndarray:
     return byte_view(buffer)
 
 
+# Each mapped file's own descriptor and modification time when it was mapped (by id of the
+# mapping, forgotten with it): a file rewritten in place at the same size while it is read
+# changes no size, only its time.
+_mapped: dict[int, tuple[int, int]] = {}
+
+
 def map_file(path: str | os.PathLike) -> np.ndarray:
     """Memory-map a file read-only as a uint8 array (empty array for an empty file).
 
     The mapping is guarded (``hw.sigbus``): if the file is truncated while it is read, the
     pages past its new end read as zeros instead of killing the process with SIGBUS, and
-    ``shrunk`` (or ``Chunk.check_intact``) tells the reader."""
+    ``shrunk`` (or ``Chunk.check_intact``) tells the reader; so it does if the file is
+    written to meanwhile (its modification time moves)."""
     with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        if size == 0:
+        st = os.fstat(f.fileno())
+        if st.st_size == 0:
             return np.zeros(0, np.uint8)
         mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        fd = os.dup(f.fileno())
+    _mapped[id(mm)] = (fd, st.st_mtime_ns)
+    weakref.finalize(mm, _forget, id(mm), fd)
     sigbus.guard(mm)
     try:
         mm.madvise(mmap.MADV_SEQUENTIAL)
@@ -156,15 +167,41 @@ def raise_if_shrunk(mapping: mmap.mmap | None, name: str) -> None:
 
 def shrunk(mapping: mmap.mmap | None, name: str) -> ITCHFormatError | None:
     """The error to raise if the file under a ``map_file`` mapping shrank while it was read
-    (``sigbus.shrunk``), else None."""
+    (``sigbus.shrunk``), or was written to (``modified``), else None."""
     cut = None if mapping is None else sigbus.shrunk(mapping)
-    if cut is None:
+    if cut is not None:
+        now, cut = cut
+        return ITCHFormatError(
+            f"the file shrank from {len(mapping):,} to {now:,} bytes while it was being read (truncated "
+            "or rewritten by another process); what was read past the new end is not the file's, so "
+            "no result of this read is valid", source=name, offset=cut)
+    times = None if mapping is None else modified(mapping)
+    if times is not None:
+        return ITCHFormatError(
+            f"the file was written to while it was being read (its modification time moved from "
+            f"{times[0]:,} to {times[1]:,} ns since the epoch; its size did not change): what was read may "
+            "mix its old and new bytes, so no result of this read is valid", source=name)
+    return None
+
+
+def modified(mapping: mmap.mmap) -> tuple[int, int] | None:
+    """(modification time when mapped, now) in ns if the file under a ``map_file`` mapping was
+    written to since (its own descriptor's: a file replaced under the same name is not this
+    one), else None (also for a closed mapping or one not made by ``map_file``)."""
+    entry = _mapped.get(id(mapping))
+    if entry is None or mapping.closed:
         return None
-    now, cut = cut
-    return ITCHFormatError(
-        f"the file shrank from {len(mapping):,} to {now:,} bytes while it was being read (truncated "
-        "or rewritten by another process); what was read past the new end is not the file's, so "
-        "no result of this read is valid", source=name, offset=cut)
+    fd, then = entry
+    try:
+        now = os.fstat(fd).st_mtime_ns
+    except OSError:
+        return None
+    return None if now == then else (then, now)
+
+
+def _forget(key: int, fd: int) -> None:
+    _mapped.pop(key, None)
+    os.close(fd)
 
 
 def file_mapping(buf: np.ndarray) -> mmap.mmap | None:
