@@ -59,7 +59,7 @@ from numba import njit
 
 from itchflow.book import layout as L
 from itchflow.arguments import INT64_MAX, MAX_ROWS, optional_whole, whole
-from itchflow.book.books import DEFAULT_TABLE, Books, sequence_at, growth_summary, is_one_symbol, numbered_by
+from itchflow.book.books import DEFAULT_TABLE, Books, growth_summary, is_one_symbol, numbered_by, sequence_at
 from itchflow.book.events import Events
 from itchflow.book.replay import replay
 from itchflow.book.shard_schedule import ROUTE, ShardSchedule
@@ -68,10 +68,10 @@ from itchflow.hw.affinity import available_cpus, pin
 from itchflow.hw.endian import be16, be48_from8, u8
 from itchflow.hw.join import join
 from itchflow.hw.memcopy import copy_bytes
-from itchflow.wire.sequence_runs import SequenceRuns
 from itchflow.hw.prefetch import read_ahead
 from itchflow.wire.binaryfile import AT_END, BAD_LENGTH, OK, TRUNCATED, ZERO_LENGTH, next_message
 from itchflow.wire.itch import LENGTH_BY_BYTE, MESSAGES
+from itchflow.wire.sequence_runs import SequenceRuns
 from itchflow.wire.shard import MAX_MESSAGE_BYTES, balanced_map, count_by_locate
 
 BROADCAST_TYPES = "RSVWB"       # every shard applies them (see the module doc)
