@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
 
 @dataclass(frozen=True)
@@ -44,5 +45,29 @@ class SequenceRuns:
     def numbers(self, index) -> np.ndarray:
         """The sequence numbers (uint64) of the messages at these places in the buffer."""
         index = np.asarray(index, np.uint64)
-        j = np.searchsorted(self.first_message, index, side="right") - 1
-        return self.sequence[j] + (index - self.first_message[j])
+        out = np.empty(index.shape, np.uint64)
+        numbers_of(self.first_message, self.sequence, index.reshape(-1), out.reshape(-1))
+        return out
+
+
+@njit(nogil=True, cache=True)
+def numbers_of(first_message, sequence, index, out):
+    """out[i] = the number of the message at place index[i]: its run's first number plus its
+    place in the run. Places usually come in rising order (a decoded array's rows): the run
+    is then found by stepping on from the last one (a pass over both), else by a binary search."""
+    runs = first_message.shape[0]
+    j = 0
+    for i in range(index.shape[0]):
+        k = index[i]
+        if k < first_message[j]:   # went back: search from the start
+            lo, hi = 0, j
+            while lo < hi:   # the last run starting at or before k
+                mid = (lo + hi + 1) >> 1
+                if first_message[mid] <= k:
+                    lo = mid
+                else:
+                    hi = mid - 1
+            j = lo
+        while j + 1 < runs and first_message[j + 1] <= k:
+            j += 1
+        out[i] = sequence[j] + (k - first_message[j])
