@@ -92,12 +92,16 @@ def test_bad_values_are_usage_errors(tmp_path, day, args, option):
     (["bench", "batch", "--messages", "10"], "--messages"),
     (["bench", "pipeline", "--messages", "10"], "--messages"),
     (["bench", "gen", "--messages", "10"], "--messages"),
+    (["bench", "capture", "--messages", "10"], "--messages"),
     # no runs to take the best of (an AttributeError or TypeError, or inf and nan printed)
     (["bench", "book", "--repeat", "0"], "--repeat"),
     (["bench", "book-threads", "--repeat", "0"], "--repeat"),
     (["bench", "revision", "--rev", "HEAD", "--repeat", "0"], "--repeat"),
     (["bench", "decode", "--repeat", "0"], "--repeat"),
     (["bench", "pipeline", "--repeat", "0"], "--repeat"),
+    (["bench", "capture", "--repeat", "0"], "--repeat"),
+    (["bench", "capture", "--packet-bytes", "71"], "--packet-bytes"),    # no room for the longest message
+    (["bench", "capture", "--packet-bytes", "70000"], "--packet-bytes"),  # more than a UDP payload
     (["bench", "cache", "--repeat", "-1"], "--repeat"),
     (["bench", "cache", "--steps", "0"], "--steps"),                 # a ZeroDivisionError
     (["bench", "ring", "--repeats", "0"], "--repeats"),
