@@ -128,6 +128,33 @@ def test_real_captures_scan_in_pieces_of_one_byte_as_read_does(monkeypatch, all_
         assert len(pieces) >= len(runs) and len({c.where(0)[1] for c in pieces}) == len(pieces), path
 
 
+def test_the_index_taken_with_the_walk_part_by_part_is_the_index_of_one_pass(monkeypatch):
+    """A capture read from a file is indexed part by part as its packet table is walked (the
+    pages still mapped in), sessions carried from one part to the next; with parts of 1,024
+    packets, three sessions taking turns and unsequenced packets among them, the stream, every
+    piece's first number and session, and the counters equal planning from the whole table
+    in one pass."""
+    import itchflow.wire.pcap as pcap
+    from itchflow.protocol.mold.capture import reassemble
+    from itchflow.wire.pcap import packet_table
+
+    packets = [(i % 3, 0 if i % 7 == 0 else 1 + 2 * (i // 3), 2) for i in range(5000)]
+    data, _ = _capture(packets)
+    buf = np.frombuffer(data, np.uint8)
+    whole = reassemble(buf, packet_table(buf, "one pass"), "one pass")
+    monkeypatch.setattr(pcap, "TABLE_BATCH", 1024)
+    parts: list[int] = []
+    real = pcap.packet_table
+    monkeypatch.setattr(pcap, "packet_table", lambda *a, on_part=None, **k: real(
+        *a, on_part=lambda *rows: (parts.append(len(rows[0])), on_part(*rows)), **k))
+    capture: dict = {}
+    chunks = list(iter_chunks(buf, capture_stats=capture))
+    assert len(parts) == 5 and sum(parts) == 5000
+    assert capture == whole.stats.to_dict() and whole.stats.sessions == ["SESS0", "SESS1", "SESS2"]
+    assert [(c.data.tobytes(), c.first_sequence, c.session) for c in chunks] == [
+        (p.data.tobytes(), p.first_sequence, p.session) for p in whole.pieces()]
+
+
 def _write_capture(folder, messages: int):
     """A generated day of this many messages as a pcap of MoldUDP64 packets: (path, stream
     bytes)."""

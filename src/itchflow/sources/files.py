@@ -46,16 +46,18 @@ class CaptureSource:
 
     def __init__(self, buf: np.ndarray, name: str, strict: bool = True, dedup: bool = True,
                  piece_bytes: int | None = None, join_runs: bool = False):
-        from itchflow.protocol.mold.capture import reassemble
+        from itchflow.protocol.mold.capture import PacketIndex, reassemble
         from itchflow.wire.pcap import packet_table
 
         self.mapping = file_mapping(buf)  # a capture file's own mapping, checked after each read of it
-        # Each pass over the mapping (the packet table, the index, the copy-out) lets the pages it
-        # has passed go from this process (``WalkedPages``), as a raw day's chunk does: a
-        # day's capture resident whole would be 10-15 GB against a Dask worker's memory limit.
-        table = packet_table(buf, name, on_walked=WalkedPages(self.mapping).release)
-        self.capture = reassemble(buf, table, name, strict=strict, dedup=dedup,
-                                  on_walked=WalkedPages(self.mapping).release)
+        # Each pass over the mapping (the packet table fused with the index, then the copy-out)
+        # lets the pages it has passed go from this process (``WalkedPages``), as a raw day's
+        # chunk does: a day's capture resident whole would be 10-15 GB against a Dask worker's
+        # memory limit. The index reads each part of the table while its pages are mapped in.
+        index = PacketIndex()
+        table = packet_table(buf, name, on_walked=WalkedPages(self.mapping).release,
+                             on_part=lambda off, length, outcome: index.add(buf, off, length, outcome))
+        self.capture = reassemble(buf, table, name, strict=strict, dedup=dedup, index=index)
         del table
         self.stats = self.capture.stats
         self.name = name

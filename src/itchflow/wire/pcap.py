@@ -287,12 +287,14 @@ def capture_format(head: bytes) -> str | None:
     return None
 
 
-def packet_table(buf: np.ndarray, source: str, on_walked=None) -> PacketTable:
+def packet_table(buf: np.ndarray, source: str, on_walked=None, on_part=None) -> PacketTable:
     """Walk a whole capture held in ``buf`` (e.g. a memory map) into a PacketTable.
 
     on_walked(offset), if given, is told after each pass how far the walk has read (it is
     front to back: a mapping's pages before that offset may go), and at the end
-    on_walked(size, final=True)."""
+    on_walked(size, final=True). on_part(offsets, lengths, outcomes), if given, gets each
+    pass's rows first, while the pages they name are still mapped in (a next pass over the
+    same packets, fused with this one)."""
     fmt = capture_format(bytes(buf[:4]))
     size = buf.shape[0]
     # Rows a pass: a guess from the size (a frame is 64 bytes or more), at most TABLE_BATCH (a
@@ -329,6 +331,8 @@ def packet_table(buf: np.ndarray, source: str, on_walked=None) -> PacketTable:
         rows += n
         if status != OK:
             raise ITCHFormatError(_STATUS_TEXT[status], source=source, offset=stop, packet=rows + 1)
+        if on_part is not None:
+            on_part(*parts[-1])
         if stop >= size:
             break
         if on_walked is not None:

@@ -454,12 +454,39 @@ def _sessions_by_sort(buf, off, kind, session) -> np.ndarray:
     return uniq[by_first]
 
 
+class PacketIndex:
+    """The indexing pass (``index_packets``) over a capture's packets, a part at a time: fused
+    with the walk that finds them (``wire.pcap.packet_table``'s on_part), each part's pages
+    are read while they are still mapped in, not faulted back in by a pass of their own."""
+
+    def __init__(self) -> None:
+        self.parts: list[tuple[np.ndarray, ...]] = []   # (kind, why, session, seq, count) a part
+        self.known = np.zeros((FAST_SESSIONS, 2), np.uint64)
+        self.state = np.array([0, -1], np.int64)
+
+    def add(self, buf: np.ndarray, off: np.ndarray, length: np.ndarray, outcome: np.ndarray) -> None:
+        """Index the next packets, whose UDP payloads are buf[off:off + length]."""
+        n = len(off)
+        part = (np.empty(n, np.int8), np.zeros(n, np.int8), np.empty(n, np.int32), np.zeros(n, np.uint64),
+                np.zeros(n, np.int32))
+        index_packets(buf, off, length, outcome, *part, self.known, self.state, 0, n)
+        self.parts.append(part)
+
+    def arrays(self) -> tuple[np.ndarray, ...]:
+        """(kind, why, session, seq, count) of every packet indexed, in order."""
+        arrays = tuple(np.concatenate([p[k] for p in self.parts]) if len(self.parts) != 1 else self.parts[0][k]
+                       for k in range(5))
+        self.parts = []
+        return arrays
+
+
 def reassemble(buf: np.ndarray, table: PacketTable, source: str, strict: bool = True,
-               dedup: bool = True, on_walked=None) -> MoldCapture:
+               dedup: bool = True, on_walked=None, index: PacketIndex | None = None) -> MoldCapture:
     """Plan a capture's ITCH stream from its packet table (see module doc).
 
-    on_walked(offset), if given, is told as the packets are indexed (front to back) how far
-    the pass has read, and on_walked(len(buf), final=True) at its end: a mapping's pages
+    index: the packets indexed already, as the table was walked (``PacketIndex``); else they
+    are indexed here, and on_walked(offset), if given, is told as the pass goes (front to back)
+    how far it has read, and on_walked(len(buf), final=True) at its end: a mapping's pages
     before that offset may go. Planning then reads only packets that are partly repeats.
 
     Packets of sequence 0 (not a data sequence: anonymised captures) are unsequenced: all
@@ -467,21 +494,20 @@ def reassemble(buf: np.ndarray, table: PacketTable, source: str, strict: bool = 
     every data packet's messages in capture order (A and B copies both, no gap accounting).
     """
     n = len(table)
-    kind = np.empty(n, np.int8)
-    why = np.zeros(n, np.int8)
-    session = np.empty(n, np.int32)
-    seq = np.zeros(n, np.uint64)
-    count = np.zeros(n, np.int32)
-    known = np.zeros((FAST_SESSIONS, 2), np.uint64)
-    state = np.array([0, -1], np.int64)
     off, length = table.payload_offset, table.payload_length
-    for a in range(0, n, INDEX_BATCH):   # in passes, telling on_walked how far each has read
-        b = min(n, a + INDEX_BATCH)
-        index_packets(buf, off, length, table.outcome, kind, why, session, seq, count, known, state, a, b)
-        if on_walked is not None and b < n:
-            on_walked(int(off[b - 1]))
-    if on_walked is not None:
-        on_walked(len(buf), final=True)
+    if index is None:
+        index = PacketIndex()
+        for a in range(0, n, INDEX_BATCH):   # in passes, telling on_walked how far each has read
+            b = min(n, a + INDEX_BATCH)
+            index.add(buf, off[a:b], length[a:b], table.outcome[a:b])
+            if on_walked is not None and b < n:
+                on_walked(int(off[b - 1]))
+        if on_walked is not None:
+            on_walked(len(buf), final=True)
+    known, state = index.known, index.state
+    kind, why, session, seq, count = index.arrays()
+    if len(kind) != n:
+        raise ValueError(f"the index holds {len(kind):,} packets, the table {n:,}")
     nsessions = int(state[0])
     stats = CaptureStats(packets=n)
     bad = np.flatnonzero(kind == MALFORMED)
