@@ -36,8 +36,8 @@ from itchflow.wire.moldudp64 import (
     SESSION_SIZE,
     read_header,
 )
-from itchflow.wire.sequence_runs import SequenceRuns
 from itchflow.wire.pcap import REC_FRAGMENT, REC_NOT_UDP, REC_SNAPPED, REC_UDP, REC_UNSUPPORTED, PacketTable
+from itchflow.wire.sequence_runs import SequenceRuns
 
 # Packet kinds after indexing. UNSEQUENCED: a data packet with sequence 0, which is not a
 # MoldUDP64 data sequence (anonymised captures blank it): kept in capture order, never
@@ -192,10 +192,10 @@ def plan_stream(buf, order, off, length, kind, session, seq, count, run_offset, 
 
     order: packet indices sorted by (session, sequence, arrival).
     runs: where each run of consecutive sequence numbers starts in the stream (a run starts
-    where a segment does, or is empty), and its messages (run_messages, zeroed by the caller). segments: for each packet that contributes, where
-    its first kept block lands in the stream, where it sits in the capture (it runs to the
-    packet's end: repeats only come first in a packet), the packet's index and the first
-    kept message's sequence number. totals: int64[5] += (messages, duplicate messages,
+    where a segment does, or is empty), and its messages (run_messages, zeroed by the
+    caller). segments: for each packet that contributes, where its first kept block lands in
+    the stream, where it sits in the capture (it runs to the packet's end: repeats only come
+    first in a packet), the packet's index and the first kept message's sequence number. totals: int64[5] += (messages, duplicate messages,
     gaps, missing messages, data packets used). Returns (stream bytes, runs, segments).
 
     A heartbeat or end-of-session packet announces the next sequence number; one hole is
