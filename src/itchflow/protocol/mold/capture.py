@@ -195,8 +195,9 @@ def plan_stream(buf, order, off, length, kind, session, seq, count, run_offset, 
     where a segment does, or is empty), and its messages (run_messages, zeroed by the
     caller). segments: for each packet that contributes, where its first kept block lands in
     the stream, where it sits in the capture (it runs to the packet's end: repeats only come
-    first in a packet), the packet's index and the first kept message's sequence number. totals: int64[5] += (messages, duplicate messages,
-    gaps, missing messages, data packets used). Returns (stream bytes, runs, segments).
+    first in a packet), the packet's index and the first kept message's sequence number.
+    totals: int64[5] += (messages, duplicate messages, gaps, missing messages, data packets
+    used). Returns (stream bytes, runs, segments).
 
     A heartbeat or end-of-session packet announces the next sequence number; one hole is
     one gap however many heartbeats fall inside it, and a hole still open when the session
