@@ -98,7 +98,7 @@ def split_day(source: str, root: str, day: str, shards: int, broadcast: str,
                 data, name, offset, runs = chunk.data, chunk.source, chunk.offset or 0, chunk.runs
                 pos, end, seq = 0, len(data), 0 if runs is not None else int(chunk.first_sequence)
                 while True:
-                    before = nseq.copy()
+                    before = nseq.copy() if runs is not None else None
                     status, pos, seq = S.split_by_locate(data, pos, end, np.int64(seq), shard_of, bmask, _LENGTHS,
                                                          out, fill, seqs, nseq, counts, state)
                     pos, seq = int(pos), int(seq)

@@ -61,14 +61,14 @@ class Chunk:
             self._pages.release(min(int(upto), len(self.data)), final=final)
 
     def check_intact(self) -> None:
-        """Raise ITCHFormatError if the file under this chunk's mapping shrank while it was
-        read (see ``shrunk``): what was read past its new end was zeros, not the file."""
+        """Raise ITCHFormatError if the file under this chunk's mapping shrank or was written
+        to while it was read (see ``shrunk``): what was read is then not the file's."""
         raise_if_shrunk(self.mapping, self.source)
 
     @contextmanager
     def reading(self) -> Iterator[None]:
-        """Around a walk of this chunk: if the file shrank meanwhile, that is the error raised
-        (whatever the zeros read in its place made the walk raise, or not raise)."""
+        """Around a walk of this chunk: if the file shrank or was written to meanwhile, that is
+        the error raised (whatever the bytes read in its place made the walk raise, or not)."""
         try:
             yield
         except Exception as e:

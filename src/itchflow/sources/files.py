@@ -66,8 +66,9 @@ class CaptureSource:
         self._check_intact()
 
     def _check_intact(self) -> None:
-        """Raise if the capture file shrank while it was read (what was read past its new end
-        was zeros): after planning, and after each piece is copied out, before it is handed on."""
+        """Raise if the capture file shrank or was written to while it was read (what was read
+        is then not the file's): after planning, and after each piece is copied out, before it
+        is handed on."""
         raise_if_shrunk(self.mapping, self.name)
 
     def chunks(self) -> Iterator[Chunk]:
