@@ -153,6 +153,7 @@ class Books:
         match_rows = MATCH_INDEX_ROWS if track_matches else MIN_TABLE
         self.matches = aligned_zeros(match_rows * L.MATCH_WORDS, np.uint64)
         self.events = EventBuffers()
+        self.wanted = np.zeros(0, L.WANTED_DTYPE)   # symbols to record once their R comes (``record``)
         c = self.ctl
         c[L.C_STAMP] = 1
         c[L.C_TABLE_CAP] = len(self.order_rows)
@@ -226,7 +227,8 @@ class Books:
                 status, pos, seq = apply_messages(
                     buf, pos, end, np.uint64(seq), self.order_rows, self.order_words, self.levels, self.ladder,
                     self.books, self.stocks, self.anomaly_counts, self.trade_log, self.matches,
-                    self.events.trades, self.events.bbo, self.events.l2, self.ctl, self.type_counts)
+                    self.events.trades, self.events.bbo, self.events.l2, self.ctl, self.type_counts,
+                    self.wanted)
                 seq = int(seq)
                 if status == L.OK or status == L.STOP_TIME:
                     self.stopped_at_time = status == L.STOP_TIME
@@ -315,11 +317,47 @@ class Books:
     # ---- event recording -----------------------------------------------------------------
 
     def record(self, symbols=None, *, bbo: bool = True, trades: bool = True, l2: bool = False) -> None:
-        """Record event streams for these symbols or locates (None = every stock)."""
-        sel = slice(None) if symbols is None else self._locates(symbols)
+        """Record event streams for these symbols or locates (None = every stock); a later
+        call overrides an earlier one for the stocks it names.
+
+        A symbol may be named before its stock directory message (R) has been applied, as
+        before a replay: the books then start recording it at the R that gives it a locate
+        (at every R naming it, should the day give it more than one). A symbol whose R never
+        comes records nothing; ``waiting_symbols`` lists those not seen yet."""
+        flags = (L.WANT_BBO if bbo else 0) | (L.WANT_TRADES if trades else 0) | (L.WANT_L2 if l2 else 0)
+        if symbols is None:
+            sel, named = slice(None), {}
+            self.wanted = np.zeros(0, L.WANTED_DTYPE)   # every locate is set: none waits for its R
+        else:
+            if is_one_symbol(symbols):
+                symbols = [symbols]
+            elif not isinstance(symbols, Iterable):
+                raise TypeError(f"a symbol (str), a stock locate (int) or a list of them, not {symbols!r}")
+            symbols = list(symbols)
+            by_name = [s for s in symbols if not isinstance(s, (int, np.integer))]
+            named = {symbol_key(s): s for s in by_name}
+            known = [s for s in symbols if isinstance(s, (int, np.integer)) or self._listed(symbol_key(s))]
+            sel = self._locates(known)   # (a symbol under two locates refuses, as every query does)
         self.stocks["record_bbo"][sel] = 1 if bbo else 0
         self.stocks["record_trades"][sel] = 1 if trades else 0
         self.stocks["record_l2"][sel] = 1 if l2 else 0
+        if named:   # by name: also at any R that names them later
+            rows = {int(k): int(f) for k, f in zip(self.wanted["symbol"], self.wanted["flags"])}
+            rows.update((k, flags) for k in named)
+            wanted = np.zeros(len(rows), L.WANTED_DTYPE)
+            wanted["symbol"] = np.fromiter(rows, np.uint64, len(rows))
+            wanted["flags"] = np.fromiter(rows.values(), np.uint64, len(rows))
+            self.wanted = np.sort(wanted, order="symbol")
+
+    def _listed(self, key: int) -> bool:
+        return bool(np.any(self.stocks["symbol"] == np.uint64(key)))
+
+    @property
+    def waiting_symbols(self) -> list[str]:
+        """Symbols ``record`` was asked for by name that no stock directory message has named
+        yet (their events are not being recorded: check after a replay for a misspelt one)."""
+        listed = set(self.stocks["symbol"][np.flatnonzero(self.stocks["symbol"])].tolist())
+        return [symbol_text(int(k)) for k in self.wanted["symbol"] if int(k) not in listed]
 
     def take_events(self):
         """(bbo, trades, l2) recorded since the last call: ``Events`` arrays (numpy structured

@@ -45,7 +45,7 @@ from itchflow.book.layout import (
     MATCH_MAX_LOAD_NUM, MATCH_W_KEY, MATCH_WORDS, NEED_ARENA, NEED_BBO_OUT, NEED_L2_OUT, NEED_LEVELS,
     NEED_MATCHES, NEED_TABLE, NEED_TRADE_LOG, NEED_TRADES_OUT,
     C_RING_BODY, C_RING_END, OK, ORDER_DTYPE, STAMP_SIDE_BIT, ORDER_WORDS, RING_SIZE, STOP_TIME, TABLE_MAX_LOAD_DEN,
-    TABLE_MAX_LOAD_NUM,
+    TABLE_MAX_LOAD_NUM, WANT_BBO, WANT_L2, WANT_TRADES,
 )
 from itchflow.book.ladder import entry_level, get_level, remove_level
 from itchflow.book.level_index import bucket_of, chain_head, ensure_index, indexed
@@ -328,6 +328,26 @@ def _live_order(ref, locate, orders, order_words, levels, anomalies, mask, shift
     return slot, lvl, olocate, b & 1
 
 
+@njit(nogil=True, cache=True, _nrt=False)
+def _record_if_wanted(wanted, symbol, stocks, locate):
+    """A stock directory message gave symbol the locate: if the symbol is wanted (rows sorted
+    by symbol), its locate records what the row asks for. Not inlined: the day's few R
+    messages should not cost the hot loop any code."""
+    lo = 0
+    hi = len(wanted)
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if wanted[mid].symbol < symbol:
+            lo = mid + 1
+        else:
+            hi = mid
+    if lo < len(wanted) and wanted[lo].symbol == symbol:
+        flags = wanted[lo].flags
+        stocks[_U(locate)].record_bbo = np.uint8(flags & _U(WANT_BBO) != 0)
+        stocks[_U(locate)].record_trades = np.uint8(flags & _U(WANT_TRADES) != 0)
+        stocks[_U(locate)].record_l2 = np.uint8(flags & _U(WANT_L2) != 0)
+
+
 @njit(inline="always", nogil=True, cache=True)
 def _add_order(ref, slot, locate, side, shares, price, mpid, orders, levels, ladder,
                books, stocks, l2_out, ctl, seq, ts, imask, ishift):
@@ -510,11 +530,11 @@ def _parse_one(buf, ppos, end, parsed, ctl, orders, stocks, books, mask, shift):
 
 @njit(nogil=True, cache=True, _nrt=False)  # no refcounting: see engine.py
 def apply_messages(buf, pos, end, seq, orders, order_words, levels, ladder, books, stocks,
-                   anomalies, trade_log, matches, trades_out, bbo_out, l2_out, ctl, type_counts):
+                   anomalies, trade_log, matches, trades_out, bbo_out, l2_out, ctl, type_counts, wanted):
     """Apply the whole messages in buf[pos:end]; seq is the first one's sequence number.
 
     ``orders`` is the order table and ``order_words`` the same memory as flat uint64 (see
-    ``layout``). Returns (status, pos, seq): on OK pos == end; otherwise pos/seq name the
+    ``layout``); ``wanted`` the symbols to record by name (``layout.WANTED_DTYPE``). Returns (status, pos, seq): on OK pos == end; otherwise pos/seq name the
     message the kernel stopped at (not applied): STOP_TIME, a NEED_* resource, or an ERR_*
     format error.
     """
@@ -773,6 +793,8 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, ladder, book
                 anomalies[locate, A_DIRECTORY_CONFLICT] += 1
             stocks[_U(locate)].symbol = symbol
             ctl[C_DIRECTORY_SEEN] += 1
+            if len(wanted) > 0:
+                _record_if_wanted(wanted, symbol, stocks, locate)
 
         elif t == _T_H:
             stocks[_U(locate)].trading_state = buf[_U(q + _H_STATE)]

@@ -128,6 +128,15 @@ STOCK_DTYPE = np.dtype([
 ])
 assert STOCK_DTYPE.itemsize == 64  # one cache line a stock (the arrays start on a line)
 
+# Symbols to record events for, asked by name before their stock directory message (R) came:
+# rows sorted by symbol. An R naming one of them sets its locate's record_* flags from the
+# row's bits, so a user can say what to record before the day's directory is read.
+WANTED_DTYPE = np.dtype([
+    ("symbol", np.uint64),      # as STOCK_DTYPE's
+    ("flags", np.uint64),       # WANT_* bits
+])
+WANT_BBO, WANT_TRADES, WANT_L2 = 1, 2, 4
+
 # Event records (what the kernels append to the output buffers). The kernels write the
 # one-byte codes as integers (``*_KERNEL_DTYPE``); users see the same bytes as ``S1``.
 def _padded(fields, itemsize: int, text_codes: bool) -> np.dtype:

@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
@@ -393,11 +394,17 @@ class ShardedBooks:
     # ---- event recording -----------------------------------------------------------------
 
     def record(self, symbols=None, *, bbo: bool = True, trades: bool = True, l2: bool = False) -> None:
-        """As ``Books.record`` (every shard keeps the flags; only a stock's owner emits)."""
-        if symbols is not None:
-            symbols = self._locates(symbols)
+        """As ``Books.record`` (every shard keeps the flags, and every shard applies the R
+        messages that name a symbol asked for before its R; only a stock's owner emits)."""
+        if symbols is not None and not is_one_symbol(symbols) and isinstance(symbols, Iterable):
+            symbols = list(symbols)   # each shard takes them (an iterator would serve only the first)
         for b in self.shards:
             b.record(symbols, bbo=bbo, trades=trades, l2=l2)
+
+    @property
+    def waiting_symbols(self) -> list[str]:
+        """As ``Books.waiting_symbols`` (every shard applies every R)."""
+        return self.shards[0].waiting_symbols
 
     def _mark_events(self) -> bool:
         """Note each shard's event counts at the end of an apply call (see take_events);

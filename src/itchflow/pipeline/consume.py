@@ -74,7 +74,7 @@ def new_state() -> np.ndarray:
 @njit(nogil=True, cache=True)
 def apply_records(data, offs, lens, types, n, taken, st, hand_off, applied, received,
                   orders, order_words, levels, ladder, books, stocks, anomalies, trade_log, matches,
-                  trades_out, bbo_out, l2_out, ctl, type_counts):
+                  trades_out, bbo_out, l2_out, ctl, type_counts, wanted):
     """Apply records st[S_RESUME_RECORD]..n-1 (payload at data[offs[i]:offs[i]+lens[i]], ring
     record type types[i]).
 
@@ -118,7 +118,7 @@ def apply_records(data, offs, lens, types, n, taken, st, hand_off, applied, rece
         t0 = read_cycle_counter()
         status, pos, useq = apply_messages(data, pos, end, np.uint64(seq), orders, order_words, levels, ladder,
                                            books, stocks, anomalies, trade_log, matches, trades_out, bbo_out,
-                                           l2_out, ctl, type_counts)
+                                           l2_out, ctl, type_counts, wanted)
         done = read_cycle_counter()
         st[S_APPLY_TICKS] += done - t0
         if status != BL.OK:
@@ -177,7 +177,7 @@ class BatchApplier:
                              self.received,
                              b.order_rows, b.order_words, b.levels, b.ladder, b.books, b.stocks,
                              b.anomaly_counts, b.trade_log, b.matches, b.events.trades, b.events.bbo, b.events.l2,
-                             b.ctl, b.type_counts)
+                             b.ctl, b.type_counts, b.wanted)
 
     def apply(self, batch, taken: int, check_intact=None) -> None:
         """Apply every record of a ring read (``Reader.read_batch``) taken at cycle count ``taken``.

@@ -90,7 +90,7 @@ def publish_paced(words, data, ps, buf, first_seq, batch_bytes, rate, t0_ns, str
 @njit(nogil=True, cache=True)
 def consume_until_closed(words, data, cs, copy_buf, off, lens, typ, pend, strategy, idle_ns, st, hand_off,
                          applied, received, orders, order_words, levels, ladder, books, stocks,
-                         anomalies, trade_log, matches, trades_out, bbo_out, l2_out, ctl, type_counts):
+                         anomalies, trade_log, matches, trades_out, bbo_out, l2_out, ctl, type_counts, wanted):
     """Poll, apply, validate, commit until the producer closes the ring. Returns (kind, code):
     see K_*. A read interrupted by K_ROOM / K_APPLY (NEED_*) is resumed by the next call."""
     while True:
@@ -110,7 +110,7 @@ def consume_until_closed(words, data, cs, copy_buf, off, lens, typ, pend, strate
             return K_ROOM, st[CO.S_SAMPLES] + n
         status = CO.apply_records(data, off, lens, typ, n, pend[PEND_TAKEN], st, hand_off, applied, received,
                                   orders, order_words, levels, ladder, books, stocks, anomalies, trade_log, matches,
-                                  trades_out, bbo_out, l2_out, ctl, type_counts)
+                                  trades_out, bbo_out, l2_out, ctl, type_counts, wanted)
         if status != BL.OK:
             return K_APPLY, status
         pend[PEND_N] = 0
@@ -182,7 +182,7 @@ class ThreadedRing:
                 kind, code = consume_until_closed(
                     *args, a.st, a.hand_off, a.applied, a.received, b.order_rows, b.order_words, b.levels, b.ladder,
                     b.books, b.stocks, b.anomaly_counts, b.trade_log, b.matches, b.events.trades, b.events.bbo,
-                    b.events.l2, b.ctl, b.type_counts)
+                    b.events.l2, b.ctl, b.type_counts, b.wanted)
                 if kind == K_DONE:
                     break
                 if kind == K_IDLE:
