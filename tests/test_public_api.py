@@ -30,3 +30,21 @@ def test_public_names_are_the_implementations():
         "assert price4_to_float(1234500) == 123.45\n"
         "print('ok')")
     assert out == "ok"
+
+
+def test_no_public_name_turns_into_a_module_after_its_submodules_are_imported():
+    """``itchflow.batch`` came from the package ``itchflow.scale``, whose function ``batch`` the
+    import of its submodule ``itchflow.scale.batch`` (by the CLI, the Dask jobs, a user) replaced
+    with that module: ``itchflow.batch(...)`` then raised "'module' object is not callable".
+    Every public name must be what it was, whatever was imported first."""
+    out = _run(
+        "import importlib, pkgutil, types, itchflow\n"
+        "for m in pkgutil.walk_packages(itchflow.__path__, 'itchflow.'):\n"
+        "    if not m.name.endswith('__main__'):\n"
+        "        importlib.import_module(m.name)\n"
+        "bad = [n for n in itchflow.__all__ if isinstance(getattr(itchflow, n), types.ModuleType)]\n"
+        "from itchflow.scale import batch\n"
+        "module = importlib.import_module('itchflow.scale.batch')\n"
+        "assert callable(batch) and itchflow.batch is module.batch, (batch, itchflow.batch)\n"
+        "print(bad)")
+    assert out == "[]"

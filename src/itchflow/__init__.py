@@ -34,7 +34,7 @@ _LAZY = {
     "Events": ("itchflow.book.events", "Events"),
     "Ring": ("itchflow.ring", "Ring"),
     "run_pipeline": ("itchflow.pipeline", "run_pipeline"),
-    "batch": ("itchflow.scale", "batch"),
+    "batch": ("itchflow.scale.batch", "batch"),
     "lobster": ("itchflow.sinks.lobster", "lobster"),
     "bars": ("itchflow.sinks.bars", "bars"),
     "auctions": ("itchflow.sinks.auctions", "auctions"),

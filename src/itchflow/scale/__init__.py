@@ -9,12 +9,9 @@ task so a rerun resumes. ``dask.distributed`` is imported only when a batch runs
 
 from __future__ import annotations
 
-
-def batch(paths, job, out, client=None, shards=None, symbols=None, **job_options):
-    """See ``itchflow.scale.batch.batch``."""
-    from itchflow.scale.batch import batch as _batch
-
-    return _batch(paths, job, out, client=client, shards=shards, symbols=symbols, **job_options)
-
+# Imported here, not wrapped: a function named like its submodule is replaced by the module
+# when that submodule is first imported (by the CLI, a job, a user), and ``itchflow.batch(...)``
+# then called a module. Importing the submodule now makes the function the last binding.
+from itchflow.scale.batch import batch
 
 __all__ = ["batch"]
