@@ -218,3 +218,31 @@ def test_a_capture_truncated_while_it_is_read_is_an_error_naming_it(tmp_path, da
     assert error == f"ITCHFormatError|{path}|{cut}|the file shrank"
     pieces, same = summary.split()
     assert int(pieces) > 2 and same == "True"
+
+
+def test_mappings_held_only_by_reference_cycles_give_their_slots_back(tmp_path, day):
+    """Mappings no longer used but kept in reference cycles (here: each in a dict that holds
+    itself, as a README example's closure holds its globals) keep their slots until the cycle
+    collector runs. With every slot so taken, guarding collects first instead of leaving the
+    new mapping unguarded (the full test suite once ran out of slots this way)."""
+    import gc
+    import mmap
+
+    from itchflow.sources.chunk import map_file
+
+    path = _copy(day, tmp_path)
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for _ in range(sigbus.SLOTS + 4):
+            cycle = {"mapping": map_file(path)}
+            cycle["self"] = cycle
+            del cycle
+        with open(path, "rb") as f:
+            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        assert sigbus.guard(mm)
+        sigbus.unguard(mm)
+        mm.close()
+    finally:
+        if was_enabled:
+            gc.enable()

@@ -24,6 +24,7 @@ Linux on x86-64 or AArch64 only (the siginfo layout and signal number below); el
 from __future__ import annotations
 
 import ctypes
+import gc
 import mmap
 import platform
 import sys
@@ -191,19 +192,25 @@ def guard(mapping: mmap.mmap) -> bool:
     end reads zeros and is recorded for ``faulted``. False if it could not be guarded."""
     if len(mapping) == 0:
         return False
-    with _lock:
-        slots = _install()
-        if slots is None:
-            return False
-        start = _address(mapping)
-        for i in range(SLOTS):
-            if slots[3 * i + 1] == 0:
-                slots[3 * i + 2] = NO_FAULT
-                slots[3 * i] = start
-                slots[3 * i + 1] = start + len(mapping)   # last: the slot is live from here
-                _state.setdefault("guarded", {})[id(mapping)] = i
-                weakref.finalize(mapping, _release, id(mapping), i)
-                return True
+    for attempt in range(2):
+        with _lock:
+            slots = _install()
+            if slots is None:
+                return False
+            start = _address(mapping)
+            for i in range(SLOTS):
+                if slots[3 * i + 1] == 0:
+                    slots[3 * i + 2] = NO_FAULT
+                    slots[3 * i] = start
+                    slots[3 * i + 1] = start + len(mapping)   # last: the slot is live from here
+                    _state.setdefault("guarded", {})[id(mapping)] = i
+                    weakref.finalize(mapping, _release, id(mapping), i)
+                    return True
+        if attempt == 0:
+            # Every slot taken: mappings no longer used but held in reference cycles (a closure
+            # in its own globals, an exception's frames) keep theirs until the cycle collector
+            # runs, which may be never in a long process. Collect, so that they give them back.
+            gc.collect()
     return False
 
 
