@@ -210,7 +210,7 @@ class Books:
         """
         from itchflow.sources.files import as_uint8
 
-        buf = as_uint8(buffer)
+        buf = as_uint8(buffer, "Books.apply")
         seq = self.next_sequence if first_seq is None else whole(first_seq, "first_seq", 0, INT64_MAX)
         runs = numbered_by(runs, first_seq)
         seq0, marks = seq, self.events.counts()

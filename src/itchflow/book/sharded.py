@@ -209,7 +209,7 @@ def plan_shards(buffer, threads: int, sample_bytes: int | None = PLAN_SAMPLE_BYT
     first ``sample_bytes`` of the buffer (None: all of it)."""
     from itchflow.sources.files import as_uint8
 
-    buf = as_uint8(buffer)
+    buf = as_uint8(buffer, "plan_shards")
     end = len(buf) if sample_bytes is None else min(len(buf), int(sample_bytes))
     counts = np.zeros(L.N_LOCATES, np.int64)
     count_by_locate(buf, 0, end, LENGTH_BY_BYTE, counts)
@@ -357,7 +357,7 @@ class ShardedBooks:
         put them in order, then take their numbers)."""
         from itchflow.sources.files import as_uint8
 
-        buf = as_uint8(buffer)
+        buf = as_uint8(buffer, "Books.apply")
         runs = numbered_by(runs, first_seq)
         if self.shard_of is None:
             self.plan(buf)

@@ -19,7 +19,10 @@ def byte_view(buffer) -> np.ndarray:
         if buffer.dtype != np.uint8:
             buffer = buffer.view(np.uint8)
         return buffer.reshape(-1)
-    view = memoryview(buffer)
+    try:
+        view = memoryview(buffer)
+    except TypeError:
+        raise TypeError(f"expected bytes-like data or a numpy array, not {type(buffer).__name__}") from None
     if not view.c_contiguous:
         view = memoryview(view.tobytes())
     return np.frombuffer(view.cast("B"), dtype=np.uint8)

@@ -120,12 +120,22 @@ class WalkedPages:
 def describe(source) -> str:
     if isinstance(source, (str, os.PathLike)):
         return str(source)
+    name = getattr(source, "name", None) if hasattr(source, "read") else None
+    if isinstance(name, (str, os.PathLike)):   # an open file: its path
+        return str(name)
     return f"<{type(source).__name__} buffer>"
 
 
-def as_uint8(buffer) -> np.ndarray:
+def as_uint8(buffer, who: str | None = None) -> np.ndarray:
     """A uint8 view of any bytes-like object or numpy array (``hw.byte_view``: zero-copy where
-    its memory is contiguous, a copy of a strided one)."""
+    its memory is contiguous, a copy of a strided one). who: the call that takes raw bytes (as
+    ``Books.apply``), named in the error for what it does not take: a path, a file object or
+    decoded messages, which its caller's ``replay`` reads."""
+    if who is not None and not isinstance(buffer, (np.ndarray, bytes, bytearray, memoryview)) and (
+            isinstance(buffer, (str, os.PathLike)) or hasattr(buffer, "read") or hasattr(buffer, "counts")):
+        what = "decoded messages" if hasattr(buffer, "counts") else "a path or a file object"
+        raise TypeError(f"{who} takes a buffer of BinaryFILE-framed ITCH bytes, not {what} "
+                        f"({type(buffer).__name__}): replay(source) reads a path, a file or a URL")
     return byte_view(buffer)
 
 

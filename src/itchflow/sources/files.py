@@ -13,6 +13,7 @@ an unnamed temporary file: ``spool``).
 
 from __future__ import annotations
 
+import io
 import itertools
 import os
 from dataclasses import dataclass
@@ -115,6 +116,11 @@ def iter_chunks(source, *, gz_block: int = DEFAULT_GZ_BLOCK, strict: bool = True
     if hasattr(source, "_follow"):  # a Tail: follow a growing file
         yield from source
         return
+    if hasattr(source, "read") and not isinstance(source, (np.ndarray, bytes, bytearray, memoryview)):
+        # an open binary file (``open(path, "rb")``, ``gzip.open``, an fsspec file): read once,
+        # from where it stands, as a pipe is
+        yield from _stream_chunks(_binary(source, name), name, gz_block, opts)
+        return
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if not path.exists():
@@ -137,7 +143,6 @@ def iter_chunks(source, *, gz_block: int = DEFAULT_GZ_BLOCK, strict: bool = True
         mapping = None  # a caller's buffer (even a mapping of theirs) is left as it is
         kind = sniff(bytes(buf[:8]))
         if kind == "gzip":
-            import io
             yield from _gzip_source(io.BytesIO(buf.tobytes()), name, gz_block, opts)
             return
     if kind in ("pcap", "pcapng"):
@@ -146,6 +151,14 @@ def iter_chunks(source, *, gz_block: int = DEFAULT_GZ_BLOCK, strict: bool = True
     chunk = Chunk(buf, 1, name, 0, mapping=mapping)
     yield chunk
     chunk.check_intact()  # a consumer that read it all without error may still have read zeros
+
+
+def _binary(stream, name: str):
+    """stream, refused with its name if it was opened in text mode (it would hand over str)."""
+    mode = getattr(stream, "mode", "b")
+    if isinstance(stream, io.TextIOBase) or (isinstance(mode, str) and "b" not in mode):
+        raise TypeError(f"{name}: a file opened in text mode; open it in binary mode ('rb')")
+    return stream
 
 
 class _Replayed:
