@@ -105,3 +105,26 @@ def test_books_apply_names_what_it_does_not_take(paths, threads):
     assert books.messages == 0
     if threads == 2:
         books.close()
+
+
+def test_a_url_reads_as_its_path_does(paths, all_captures):
+    """fsspec URLs (here its in-memory filesystem; ``file://`` too) for read, stats and replay,
+    as ``itchflow.batch`` took them: a raw day, its gzip and a capture, streamed."""
+    fsspec = pytest.importorskip("fsspec", reason="URLs need fsspec (the dask extra)")
+    fs = fsspec.filesystem("memory")
+    raw = paths["raw"]
+    fs.pipe({"/readme/day.itch": raw.read_bytes(), "/readme/day.itch.gz": paths["gz"].read_bytes(),
+             "/readme/cap.pcap": all_captures[0].read_bytes()})
+    want = itchflow.read(str(raw), "AEU")
+    ref = Books().replay(str(raw))
+    for url in (f"file://{raw}", "memory://readme/day.itch", "memory://readme/day.itch.gz"):
+        got = itchflow.read(url, "AEU")
+        for t in "AEU":
+            np.testing.assert_array_equal(got[t], want[t])
+        assert itchflow.stats(url).by_type == itchflow.stats(str(raw)).by_type
+        np.testing.assert_array_equal(Books().replay(url).order_table(), ref.order_table())
+    got, want = itchflow.read("memory://readme/cap.pcap"), itchflow.read(str(all_captures[0]))
+    assert got.counts == want.counts and got.info.capture == want.info.capture
+    with pytest.raises(FileNotFoundError, match="memory://readme/none.itch: no such file"):
+        itchflow.read("memory://readme/none.itch")
+    fs.rm("/readme", recursive=True)

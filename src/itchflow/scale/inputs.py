@@ -87,19 +87,8 @@ def iter_day(source: str, capture_stats: dict | None = None, join_runs: bool = F
     memory-mapped: ``Chunk.release`` lets its pages go), a URL streamed in blocks.
     capture_stats: filled with a capture's counters (gaps, duplicates, malformed packets).
     join_runs: as ``iter_chunks``'s."""
+    from itchflow.sources.files import iter_chunks
+
     local = local_path(source)
-    if local is not None:
-        from itchflow.sources.files import iter_chunks
-
-        yield from iter_chunks(local, capture_stats=capture_stats, join_runs=join_runs)
-        return
-    yield from _iter_url(source, capture_stats, join_runs)
-
-
-def _iter_url(url: str, capture_stats: dict | None, join_runs: bool) -> Iterator[Chunk]:
-    import fsspec
-
-    from itchflow.sources.files import stream_chunks
-
-    with fsspec.open(url, "rb") as raw:
-        yield from stream_chunks(raw, url, block=BLOCK, capture_stats=capture_stats, join_runs=join_runs)
+    yield from iter_chunks(source if local is None else local, gz_block=BLOCK, capture_stats=capture_stats,
+                           join_runs=join_runs)

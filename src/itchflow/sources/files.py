@@ -121,6 +121,11 @@ def iter_chunks(source, *, gz_block: int = DEFAULT_GZ_BLOCK, strict: bool = True
         # from where it stands, as a pipe is
         yield from _stream_chunks(_binary(source, name), name, gz_block, opts)
         return
+    if isinstance(source, str) and "://" in source:
+        if not source.startswith("file://"):   # s3://, gs://, https://, memory:// ...: streamed
+            yield from _url_chunks(source, gz_block, opts)
+            return
+        source = source[len("file://"):]
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if not path.exists():
@@ -151,6 +156,22 @@ def iter_chunks(source, *, gz_block: int = DEFAULT_GZ_BLOCK, strict: bool = True
     chunk = Chunk(buf, 1, name, 0, mapping=mapping)
     yield chunk
     chunk.check_intact()  # a consumer that read it all without error may still have read zeros
+
+
+def _url_chunks(url: str, block: int, opts: CaptureReading) -> Iterator[Chunk]:
+    """A source at an fsspec URL, read once as a stream in blocks of whole messages (a capture
+    kept in a temporary file): a worker never holds the whole day."""
+    try:
+        import fsspec
+    except ImportError:
+        raise ImportError(f"{url}: reading a URL needs fsspec (pip install 'itchflow[dask]' or fsspec "
+                          f"and the filesystem's package, such as s3fs)") from None
+    try:
+        raw = fsspec.open(url, "rb").open()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{url}: no such file") from None
+    with raw:
+        yield from _stream_chunks(raw, url, block, opts)
 
 
 def _binary(stream, name: str):
