@@ -151,3 +151,46 @@ def test_a_corrupt_ring_file_is_listed_and_force_removes_it_where_rings_live(rin
     assert f"removed {ring_path} (corrupt: " in res.output and not os.path.exists(ring_path)
     assert res.exit_code == 1 and os.path.exists(tmp_path / "elsewhere.ring")
     assert "1 of the 2 ring(s) named were not removed" in res.output
+
+
+def _heartbeats() -> int:
+    import threading
+
+    return sum(t.name == "itchflow-ring-heartbeat" and t.is_alive() for t in threading.enumerate())
+
+
+def test_a_ring_closed_with_its_writer_open_closes_the_writer_and_lets_the_mapping_go(path):
+    """The writer's heartbeat thread holds the ring's mapping: a ring closed (a ``with`` block
+    left) while its writer was open kept the thread, the mapping and its SIGBUS guard slot for
+    the life of the process, and a reader elsewhere saw a live producer for ever."""
+    import gc
+
+    from itchflow.hw import sigbus
+
+    gc.collect()
+    threads, guarded = _heartbeats(), len(sigbus._state.get("guarded", {}))
+    with Ring.create(path, 1 << 16, consumers=["r"]) as r:
+        r.keep()   # (the creator's close would remove the file: it is read again below)
+        w = r.writer()
+        w.write(b"abc")
+        assert _heartbeats() == threads + 1
+    assert w.ps is None                      # closed with the ring: its pending record published
+    assert _heartbeats() == threads
+    gc.collect()
+    assert len(sigbus._state.get("guarded", {})) == guarded
+    with Ring.open(path) as r:
+        with r.reader("r", wait="spin", timeout=1.0) as rd:
+            assert [bytes(x) for x in rd] == [b"abc"]   # the iteration ends: the producer closed
+
+
+def test_a_writer_dropped_without_close_stops_its_heartbeat(path):
+    import gc
+
+    threads = _heartbeats()
+    with Ring.create(path, 1 << 16, consumers=["r"]) as r:
+        w = r.writer()
+        heartbeat = w._heartbeat
+        del w
+        gc.collect()
+        heartbeat.join(5.0)
+        assert not heartbeat.is_alive() and _heartbeats() == threads

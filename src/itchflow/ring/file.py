@@ -11,6 +11,7 @@ import atexit
 import mmap
 import os
 import time
+import weakref
 from typing import Sequence
 
 import numpy as np
@@ -68,6 +69,7 @@ class Ring:
         self.geometry = geometry   # what the kernels take their bounds from (layout: G_*)
         self.data = np.frombuffer(mm, dtype=np.uint8, count=self.capacity, offset=self.header_bytes)
         self.fault_word = None   # the guard's record of a page found past the file's end (writers check it)
+        self._writers: weakref.WeakSet[Writer] = weakref.WeakSet()   # open ones, closed with the ring
         if not self.flags & L.FLAG_HUGETLBFS:   # (a huge-page mapping cannot take a 4 KiB page of zeros)
             if sigbus.guard(mm):   # the file truncated under us: pages of zeros and a record (``truncated``)
                 self.fault_word = sigbus.fault_word(mm)
@@ -232,8 +234,12 @@ class Ring:
 
     # ---- lifetime --------------------------------------------------------------------------
     def close(self) -> None:
+        """Close the ring's open writer (publishing what is pending, the ring marked closed for
+        its readers), then unmap it."""
         if self._mm is None:
             return
+        for writer in list(self._writers):
+            writer.close()   # its heartbeat thread holds the mapping: it must stop first
         self.words = self.data = None  # type: ignore[assignment]
         self.fault_word = None   # the slot may guard another mapping from here on
         try:
@@ -265,7 +271,9 @@ class Ring:
 
     # ---- sides -------------------------------------------------------------------------------
     def writer(self, wait: str = "spin", timeout: float | None = None) -> Writer:
-        return Writer(self, wait=wait, timeout=timeout)
+        w = Writer(self, wait=wait, timeout=timeout)
+        self._writers.add(w)
+        return w
 
     def reader(self, name: str, wait: str = "spin", timeout: float | None = None,
                max_batch: int = 4096) -> Reader:

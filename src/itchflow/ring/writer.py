@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 import time
 
 import numpy as np
@@ -66,6 +67,9 @@ class Writer:
         period = min(max(int(w[L.W_HB_TIMEOUT]) / 4e9, 0.01), 1.0)
         self._heartbeat = _Heartbeat(w, period)
         self._heartbeat.start()
+        # A writer dropped without close() stops its heartbeat: the thread holds the mapping,
+        # which would otherwise stay mapped (and the producer seem alive) for the process's life.
+        weakref.finalize(self, self._heartbeat.done.set)
 
     def check(self, r: int, what: str) -> int:
         """A producer kernel's return code as a count, or the exception it stands for."""
@@ -116,6 +120,7 @@ class Writer:
             return
         self._heartbeat.done.set()
         self._heartbeat.join()
+        self._heartbeat.words = None   # its view of the mapping would keep the ring from unmapping
         w = self.ring.words
         P.commit(w, self.ps)
         P.heartbeat(w, self.ps)
