@@ -45,28 +45,6 @@ def _price_shares(rows) -> np.ndarray:
     return rows.astype(np.int64)[:, :2].reshape(-1, 2)
 
 
-def _narrowing_recorder(books: Books, symbols: list[str] | None, *, bbo: bool, trades: bool, l2: bool):
-    """Record for every stock until all wanted symbols are in the directory, then only for
-    them (stock directory messages come before the day's order flow). Returns wanted()."""
-    books.record(None, bbo=bbo, trades=trades, l2=l2)
-    state = {"locates": None}
-
-    def wanted() -> np.ndarray | None:
-        if symbols is None:
-            return None
-        if state["locates"] is not None:
-            return state["locates"]
-        known = books.symbols
-        locs = np.array([known[s] for s in symbols if s in known], np.int64)
-        if len(locs) == len(symbols):
-            books.record(None, bbo=False, trades=False, l2=False)
-            books.record(locs.tolist(), bbo=bbo, trades=trades, l2=l2)
-            state["locates"] = locs
-        return locs
-
-    return wanted
-
-
 def replay_events(source, symbols: list[str] | None, *, bbo: bool = False, trades: bool = False,
                   l2: bool = False, on_events: Callable[[dict], None] | None = None,
                   progress: Callable[[int, int], None] | None = None,
@@ -82,17 +60,14 @@ def replay_events(source, symbols: list[str] | None, *, bbo: bool = False, trade
     malformed packets, for the caller to report); renumber: as ``replay``'s (events and
     on_bytes numbered 1, 2, ... in stream order). Returns the Books at the end of the day."""
     books = new_books()
-    wanted = _narrowing_recorder(books, symbols, bbo=bbo, trades=trades, l2=l2)
+    books.record(symbols, bbo=bbo, trades=trades, l2=l2)   # by name: each from the R that lists it
 
     def drain(b: Books) -> None:
         ev_bbo, ev_trades, ev_l2 = b.take_events()
-        locs = wanted()
         out = {}
         for name, ev, on in (("bbo", ev_bbo, bbo), ("trades", ev_trades, trades), ("l2", ev_l2, l2)):
             if not on:
                 continue
-            if locs is not None:
-                ev = ev[np.isin(ev["stock_locate"], locs)]
             out[name] = _columns(name, ev)
         if on_events is not None:
             on_events(out)

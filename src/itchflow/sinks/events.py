@@ -56,26 +56,13 @@ def events_to_parquet(source, out, which: str, symbols: list[str] | None = None,
     books = Books() if books is None else books
     timings = {} if timings is None else timings
     timings.setdefault("write_seconds", 0.0)
-    books.record(bbo=which == "bbo", trades=which == "trades", l2=False)
-    state = {"writer": None, "rows": 0, "narrowed": False, "breaks": 0}
-
-    def wanted() -> np.ndarray | None:
-        if symbols is None:
-            return None
-        known = books.symbols
-        return np.array([known[s] for s in symbols if s in known], np.int64)
+    books.record(None, bbo=False, trades=False, l2=False)
+    books.record(symbols, bbo=which == "bbo", trades=which == "trades", l2=False)   # by name, before their R
+    state = {"writer": None, "rows": 0, "breaks": 0}
 
     def drain(b: Books) -> None:
         bbo, trades, _ = b.take_events()
         ev = bbo if which == "bbo" else trades
-        locs = wanted()
-        if symbols is not None and not state["narrowed"] and len(locs) == len(symbols):
-            # every symbol is known: record only those from now on
-            b.record(None, bbo=False, trades=False)
-            b.record(locs.tolist(), bbo=which == "bbo", trades=which == "trades")
-            state["narrowed"] = True
-        if locs is not None:
-            ev = ev[np.isin(ev["stock_locate"], locs)]
         if not len(ev):
             return
         t = time.perf_counter()
