@@ -45,6 +45,25 @@ def consumer_main(path, name, stop_at, max_batch, wait, timeout_s, progress, out
     o[8] = rd.records
 
 
+def producer_in_two_halves(path, n, max_batch, timeout_s, result, go):
+    """As producer_main (spinning), but after the first half it waits for go[0] to be set, so
+    that a blocking consumer runs dry and sleeps on the futex before the second half comes."""
+    import time
+
+    ring = Ring.open(path)
+    w = ring.writer(wait="spin", timeout=timeout_s)
+    flag = np.frombuffer(go, np.int64)
+    half = n // 2
+    W.produce(ring.words, ring.data, w.ps, w.records, half, LO, HI, max_batch, STRATEGIES["spin"],
+              int(timeout_s * 1e9))
+    deadline = time.monotonic() + timeout_s
+    while flag[0] == 0 and time.monotonic() < deadline:   # the parent sees the consumer asleep
+        time.sleep(0.001)
+    np.frombuffer(result, np.int64)[0] = W.produce(ring.words, ring.data, w.ps, w.records, n - w.records, LO, HI,
+                                                   max_batch, STRATEGIES["spin"], int(timeout_s * 1e9))
+    w.close()
+
+
 def start(target, *args, **kw):
     p = CTX.Process(target=target, args=args, kwargs=kw, daemon=True)
     p.start()

@@ -3,11 +3,13 @@ byte by byte against a regenerated copy (index, length, contents, FNV checksum).
 
 from __future__ import annotations
 
+import time
 
 import pytest
 
 from itchflow.ring import Ring
-from ring_procs import consumer_main, producer_main, shared, start, stop_all, warm_up
+from itchflow.ring import layout as RL
+from ring_procs import consumer_main, producer_in_two_halves, producer_main, shared, start, stop_all, warm_up
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -24,10 +26,18 @@ def test_blocking_spsc_no_loss_dup_reorder_or_tear(path, wait):
     cap = 1 << 16
     with Ring.create(path, cap, max_payload=256, consumers=["c"], heartbeat_timeout=60) as ring:
         res, res_v = shared(2)
-        prog, _ = shared(1)
+        prog, prog_v = shared(1)
         out, out_v = shared(9)
         c = start(consumer_main, path, "c", n, 512, wait, 30.0, prog, out)
-        p = start(producer_main, path, 0, n, 64, "spin", 30.0, res)
+        if wait == "spin":
+            p = start(producer_main, path, 0, n, 64, "spin", 30.0, res)
+        else:   # the consumer must run dry and sleep once: the producer pauses half way until it has
+            go, go_v = shared(1)
+            p = start(producer_in_two_halves, path, n, 64, 30.0, res, go)
+            deadline = time.monotonic() + 60
+            while not (prog_v[0] >= n // 2 and ring.words[RL.W_WAITERS] > 0) and time.monotonic() < deadline:
+                time.sleep(0.001)
+            go_v[0] = 1
         try:
             p.join(90)
             c.join(90)
