@@ -128,3 +128,20 @@ def test_a_url_reads_as_its_path_does(paths, all_captures):
     with pytest.raises(FileNotFoundError, match="memory://readme/none.itch: no such file"):
         itchflow.read("memory://readme/none.itch")
     fs.rm("/readme", recursive=True)
+
+
+def test_a_dash_reads_standard_input_on_the_command_line(paths):
+    """``zcat day.gz | itchflow stats -``: '-' was 'no such file'."""
+    import json
+    import subprocess
+    import sys
+
+    want = itchflow.stats(str(paths["raw"]))
+    for path in (paths["raw"], paths["gz"]):
+        r = subprocess.run([sys.executable, "-m", "itchflow", "stats", "-", "--json"], input=path.read_bytes(),
+                           capture_output=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["by_type"] == {k: v for k, v in want.by_type.items() if v}
+    cut = paths["raw"].read_bytes()[:1000]
+    r = subprocess.run([sys.executable, "-m", "itchflow", "stats", "-"], input=cut, capture_output=True, timeout=120)
+    assert r.returncode == 1 and b"<stdin>, byte offset" in r.stderr and b"truncated message" in r.stderr

@@ -121,6 +121,11 @@ def iter_chunks(source, *, gz_block: int = DEFAULT_GZ_BLOCK, strict: bool = True
         # from where it stands, as a pipe is
         yield from _stream_chunks(_binary(source, name), name, gz_block, opts)
         return
+    if isinstance(source, str) and source == "-":   # standard input (``zcat day.gz | itchflow stats -``)
+        import sys
+
+        yield from _stream_chunks(sys.stdin.buffer, "<stdin>", gz_block, opts)
+        return
     if isinstance(source, str) and "://" in source:
         if not source.startswith("file://"):   # s3://, gs://, https://, memory:// ...: streamed
             yield from _url_chunks(source, gz_block, opts)
