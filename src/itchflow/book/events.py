@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from itchflow.book import layout as L
-from itchflow.book.replay import slice_budget
+from itchflow.book.replay import apply_slice, slice_budget
 
 _FIRST = 1 << 14
 
@@ -267,10 +267,8 @@ def snapshots(books, source, times_ns, symbols, n: int, *, slice_bytes: int = 32
         books.next_sequence = int(chunk.first_sequence)
         with chunk.reading():  # a file truncated meanwhile is the error, not what its zeros made
             while pos < end and (t is not None or more_to_read()):
-                pos += books.apply(chunk.data[pos:end], place if chunk.runs is not None else None, runs=chunk.runs,
-                                   stop_after_ns=t, source=chunk.source,
-                                   base_offset=(chunk.offset or 0) + pos, max_bytes=budget)
-                place += books.applied
+                used, place = apply_slice(books, chunk, pos, place, chunk.runs, t, budget)
+                pos += used
                 chunk.release(pos)
                 if t is not None and books.stopped_at_time:  # the next message is later than t
                     rows.append(_snapshot(books, t, symbols, n, unlisted))

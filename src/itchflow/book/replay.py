@@ -51,21 +51,14 @@ def replay(books, source, *, stop_after_ns: int | None = None, slice_bytes: int 
     join_runs = renumber or on_bytes is None
     for chunk in iter_chunks(source, capture_stats=capture_stats, join_runs=join_runs):
         with chunk.reading():  # a file truncated meanwhile is the error, not what its zeros made
-            data, offset = chunk.data, chunk.offset or 0
+            data = chunk.data
             runs = None if renumber else chunk.runs
             if not renumber:
                 books.next_sequence = chunk.first_sequence
             pos, end, place = 0, len(data), 0   # place: the next message's in the chunk (runs)
             while pos < end:
                 first_sequence = books.next_sequence
-                # the books cut the slice themselves (ShardedBooks in its routing pass, at no extra walk)
-                try:
-                    used = books.apply(data[pos:end], place if runs is not None else None, runs=runs,
-                                       stop_after_ns=stop_after_ns, source=chunk.source,
-                                       base_offset=offset + pos, max_bytes=budget)
-                except ITCHFormatError as e:
-                    raise _in_source(e, chunk, offset) from None
-                place += books.applied
+                used, place = apply_slice(books, chunk, pos, place, runs, stop_after_ns, budget)
                 stopped = books.stopped_at_time
                 if on_bytes is not None and used:
                     on_bytes(chunk, pos, pos + used, first_sequence)
@@ -79,6 +72,23 @@ def replay(books, source, *, stop_after_ns: int | None = None, slice_bytes: int 
                 if stopped:
                     return True
     return False
+
+
+def apply_slice(books, chunk, pos: int, place: int, runs, stop_after_ns: int | None,
+                max_bytes: int | None) -> tuple[int, int]:
+    """Apply chunk.data[pos:] to books, up to max_bytes (the books cut the slice themselves:
+    ShardedBooks in its routing pass, at no extra walk) or stop_after_ns. place: the first
+    message's place in the chunk, which runs (the chunk's, or None: numbered on from
+    ``books.next_sequence``) turn into its number. Returns (bytes used, the next message's
+    place). A format error names where the bad byte is in the source (``_in_source``)."""
+    offset = chunk.offset or 0
+    try:
+        used = books.apply(chunk.data[pos:], place if runs is not None else None, runs=runs,
+                           stop_after_ns=stop_after_ns, source=chunk.source, base_offset=offset + pos,
+                           max_bytes=max_bytes)
+    except ITCHFormatError as e:
+        raise _in_source(e, chunk, offset) from None
+    return used, place + books.applied
 
 
 def _in_source(error: ITCHFormatError, chunk, offset: int) -> ITCHFormatError:
