@@ -336,7 +336,8 @@ class Books:
             symbols = list(symbols)
             by_name = [s for s in symbols if not isinstance(s, (int, np.integer))]
             named = {symbol_key(s): s for s in by_name}
-            known = [s for s in symbols if isinstance(s, (int, np.integer)) or self._listed(symbol_key(s))]
+            listed = self._listed_keys() if named else set()
+            known = [s for s in symbols if isinstance(s, (int, np.integer)) or symbol_key(s) in listed]
             sel = self._locates(known)   # (a symbol under two locates refuses, as every query does)
         self.stocks["record_bbo"][sel] = 1 if bbo else 0
         self.stocks["record_trades"][sel] = 1 if trades else 0
@@ -349,14 +350,15 @@ class Books:
             wanted["flags"] = np.fromiter(rows.values(), np.uint64, len(rows))
             self.wanted = np.sort(wanted, order="symbol")
 
-    def _listed(self, key: int) -> bool:
-        return bool(np.any(self.stocks["symbol"] == np.uint64(key)))
+    def _listed_keys(self) -> set[int]:
+        """The symbols (as keys) the stock directory has given a locate so far."""
+        return set(self.stocks["symbol"][np.flatnonzero(self.stocks["symbol"])].tolist())
 
     @property
     def waiting_symbols(self) -> list[str]:
         """Symbols ``record`` was asked for by name that no stock directory message has named
         yet (their events are not being recorded: check after a replay for a misspelt one)."""
-        listed = set(self.stocks["symbol"][np.flatnonzero(self.stocks["symbol"])].tolist())
+        listed = self._listed_keys()
         return [symbol_text(int(k)) for k in self.wanted["symbol"] if int(k) not in listed]
 
     def take_events(self):
