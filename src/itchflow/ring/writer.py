@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import threading
-import weakref
 import time
+import weakref
 
 import numpy as np
 
