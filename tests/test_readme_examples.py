@@ -70,3 +70,44 @@ def test_each_readme_example_runs(day_dir, busiest, monkeypatch, index):
         assert set(trades.to_pandas()["symbol"]) == {busiest[0]}
     if 'd["A"]' in BLOCKS[index]:
         assert scope["d"]["A"].dtype == itchflow.DTYPES["A"] and len(scope["d"]["A"]) > 0
+
+
+# The README's command lines for the one-file commands: every option shown, optional ones
+# ([...]) included, the first of alternatives (a|b) taken, placeholders filled in.
+COMMANDS = [line.split("   #")[0].split("  #")[0].strip() for line in README.read_text().splitlines()
+            if re.match(r"itchflow (book|bbo|trades|snapshots|lobster|bars|auctions|stats|decode|gen) [A-Z]", line)]
+
+
+def _command_args(line: str, symbols: list[str], tmp: Path) -> list[str]:
+    line = line.replace("[", "").replace("]", "")
+    line = line.replace("--symbols ...", "--symbols AAPL").replace("AAPL,MSFT", "AAPL,MSFT")
+    args = []
+    for word in line.split()[1:]:
+        word = word.split("|")[0]
+        word = {"PATH": "day.itch", "OUT": str(tmp / "gen.itch"), "DIR": str(tmp / "out"), "N": "20000",
+                "S": "1", "K": "10"}.get(word, word)
+        word = word.replace("AAPL", symbols[0]).replace("MSFT", symbols[1])
+        if word.endswith((".parquet", ".png", ".csv")):
+            word = str(tmp / word)
+        args.append(word)
+    return args
+
+
+def test_the_readme_has_the_command_lines_this_test_runs():
+    assert {c.split()[1] for c in COMMANDS} == {"book", "bbo", "trades", "snapshots", "lobster", "bars", "auctions",
+                                                "stats", "decode", "gen"}
+
+
+@pytest.mark.parametrize("line", COMMANDS)
+def test_each_readme_command_line_runs(day_dir, busiest, monkeypatch, tmp_path, line):
+    from click.testing import CliRunner
+
+    from itchflow.cli import main
+
+    monkeypatch.chdir(day_dir)
+    args = _command_args(line, busiest, tmp_path)
+    r = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert r.exit_code == 0, f"itchflow {' '.join(args)}\n{r.output}"
+    for word in args:
+        if word.startswith(str(tmp_path)) and not word.endswith("gen.itch") and "/out" not in word:
+            assert Path(word).exists(), f"itchflow {' '.join(args)} wrote no {word}"
