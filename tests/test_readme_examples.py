@@ -80,7 +80,7 @@ COMMANDS = [line.split("   #")[0].split("  #")[0].strip() for line in README.rea
 
 def _command_args(line: str, symbols: list[str], tmp: Path) -> list[str]:
     line = line.replace("[", "").replace("]", "")
-    line = line.replace("--symbols ...", "--symbols AAPL").replace("AAPL,MSFT", "AAPL,MSFT")
+    line = line.replace("--symbols ...", "--symbols AAPL")
     args = []
     for word in line.split()[1:]:
         word = word.split("|")[0]
