@@ -142,6 +142,10 @@ def _produce_chunks(spec: SourceSpec, pub: BatchPublisher, stop) -> dict:
     rate = float(spec.options.get("rate") or 0)
     publish = _Pacer(rate).publish if rate > 0 else _publish_releasing
     following = 1   # the number the next message gets where it has none of its own
+
+    def halted(reached: int, end: int) -> bool:   # the framing broke, or stop was set
+        return pub.bad_framing or reached < end or (stop is not None and stop.is_set())
+
     for c in source:
         chunks += 1
         offset = -1 if c.offset is None else int(c.offset)
@@ -150,10 +154,10 @@ def _produce_chunks(spec: SourceSpec, pub: BatchPublisher, stop) -> dict:
             before = pub.messages
             reached = publish(pub, c, offset, start, end, seq, stop)
             following = seq + pub.messages - before
-            if pub.bad_framing or reached < end or (stop is not None and stop.is_set()):
+            if halted(reached, end):
                 break
         c.check_intact()  # a file truncated while published: that is the error, not its zeros' framing
-        if pub.bad_framing or reached < end or (stop is not None and stop.is_set()):
+        if halted(reached, end):
             break
     out = {"chunks": chunks}
     if capture:
