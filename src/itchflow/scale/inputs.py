@@ -1,10 +1,11 @@
 """The days of an archive: local paths, globs and fsspec URLs, read as chunks of whole messages.
 
-Local files (and ``file://`` URLs) go through ``itchflow.sources.files.iter_chunks``: raw
-days are memory-mapped, ``.gz`` streamed, captures ordered and read in pieces. Other URLs
-(``s3://``, ``gs://``, ...) are streamed with fsspec (``sources.files.stream_chunks``: gzip
-and captures told apart by their first bytes, as a file's are) in blocks cut at message
-boundaries, so a worker never holds a whole day (a capture is kept in a temporary file).
+A day is read by ``itchflow.sources.files.iter_chunks``, as ``read`` and ``replay`` read
+it: local files (and ``file://`` URLs) raw days memory-mapped, ``.gz`` streamed, captures
+ordered and read in pieces; other URLs (``s3://``, ``gs://``, ...) streamed with fsspec
+(gzip and captures told apart by their first bytes, as a file's are) in blocks cut at
+message boundaries, so a worker never holds a whole day (a capture is kept in a temporary
+file).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from typing import Iterator
 from itchflow.sources.chunk import Chunk
 
 
-BLOCK = 8 << 20
 _GLOB_CHARS = "*?["
 
 
@@ -89,6 +89,4 @@ def iter_day(source: str, capture_stats: dict | None = None, join_runs: bool = F
     join_runs: as ``iter_chunks``'s."""
     from itchflow.sources.files import iter_chunks
 
-    local = local_path(source)
-    yield from iter_chunks(source if local is None else local, gz_block=BLOCK, capture_stats=capture_stats,
-                           join_runs=join_runs)
+    yield from iter_chunks(source, capture_stats=capture_stats, join_runs=join_runs)

@@ -1,7 +1,8 @@
 """Every source as the same thing: chunks of whole BinaryFILE-framed ITCH messages.
 
 ``iter_chunks(source)`` accepts a path (raw BinaryFILE, gzip, pcap or pcapng, told apart
-by their first bytes, not their names), ``"tail:PATH"`` or a ``sources.tail.Tail`` (a file
+by their first bytes, not their names), an fsspec URL (``file://`` read as a path), ``"-"``
+(standard input), an open binary file, ``"tail:PATH"`` or a ``sources.tail.Tail`` (a file
 still being appended to), or any bytes-like / uint8 numpy buffer, and yields
 ``Chunk`` objects: a uint8 array of whole messages, the sequence number of the first, and
 where it sits in the source (for error messages). Raw files are memory-mapped and handed
@@ -108,6 +109,8 @@ def iter_chunks(source, *, gz_block: int = DEFAULT_GZ_BLOCK, strict: bool = True
     a chunk of its own: one a packet for an anonymised capture or dedup=False (microseconds each).
     """
     opts = CaptureReading(strict, capture_stats, dedup, piece_bytes, join_runs)
+    if isinstance(source, str) and source.startswith("file://"):   # a local path, named as one
+        source = source[len("file://"):]
     name = describe(source)
     if isinstance(source, str) and source.startswith("tail:"):
         from itchflow.sources.tail import Tail
@@ -126,11 +129,9 @@ def iter_chunks(source, *, gz_block: int = DEFAULT_GZ_BLOCK, strict: bool = True
 
         yield from _stream_chunks(sys.stdin.buffer, "<stdin>", gz_block, opts)
         return
-    if isinstance(source, str) and "://" in source:
-        if not source.startswith("file://"):   # s3://, gs://, https://, memory:// ...: streamed
-            yield from _url_chunks(source, gz_block, opts)
-            return
-        source = source[len("file://"):]
+    if isinstance(source, str) and "://" in source:   # s3://, gs://, https://, memory:// ...: streamed
+        yield from _url_chunks(source, gz_block, opts)
+        return
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if not path.exists():
