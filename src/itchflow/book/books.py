@@ -79,6 +79,15 @@ def is_one_symbol(symbols) -> bool:
     return isinstance(symbols, (str, bytes, bytearray, memoryview, int, np.integer))
 
 
+def symbol_list(symbols) -> list:
+    """One symbol or locate, or an iterable of them, as a list (an iterator taken once)."""
+    if is_one_symbol(symbols):
+        return [symbols]
+    if not isinstance(symbols, Iterable):
+        raise TypeError(f"a symbol (str), a stock locate (int) or a list of them, not {symbols!r}")
+    return list(symbols)
+
+
 def _pow2_at_least(n: int) -> int:
     return max(MIN_TABLE, 1 << (int(n) - 1).bit_length())
 
@@ -329,11 +338,7 @@ class Books:
             sel, named = slice(None), {}
             self.wanted = np.zeros(0, L.WANTED_DTYPE)   # every locate is set: none waits for its R
         else:
-            if is_one_symbol(symbols):
-                symbols = [symbols]
-            elif not isinstance(symbols, Iterable):
-                raise TypeError(f"a symbol (str), a stock locate (int) or a list of them, not {symbols!r}")
-            symbols = list(symbols)
+            symbols = symbol_list(symbols)
             by_name = [s for s in symbols if not isinstance(s, (int, np.integer))]
             named = {symbol_key(s): s for s in by_name}
             listed = self._listed_keys() if named else set()
@@ -386,11 +391,7 @@ class Books:
         return int(hits[0])
 
     def _locates(self, symbols) -> np.ndarray:
-        if is_one_symbol(symbols):
-            symbols = [symbols]
-        elif not isinstance(symbols, Iterable):
-            raise TypeError(f"a symbol (str), a stock locate (int) or a list of them, not {symbols!r}")
-        return np.array([self.locate(s) for s in symbols], np.int64)
+        return np.array([self.locate(s) for s in symbol_list(symbols)], np.int64)
 
     def symbol(self, locate: int) -> str:
         """The symbol of a stock locate (from its R message), or the locate as text if none."""

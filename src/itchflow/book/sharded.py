@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
@@ -60,7 +59,8 @@ from numba import njit
 
 from itchflow.book import layout as L
 from itchflow.arguments import INT64_MAX, MAX_ROWS, optional_whole, whole
-from itchflow.book.books import DEFAULT_TABLE, Books, growth_summary, is_one_symbol, numbered_by, sequence_at
+from itchflow.book.books import (DEFAULT_TABLE, Books, growth_summary, is_one_symbol, numbered_by, sequence_at,
+                                 symbol_list)
 from itchflow.book.events import Events
 from itchflow.book.replay import replay
 from itchflow.book.shard_schedule import ROUTE, ShardSchedule
@@ -396,8 +396,8 @@ class ShardedBooks:
     def record(self, symbols=None, *, bbo: bool = True, trades: bool = True, l2: bool = False) -> None:
         """As ``Books.record`` (every shard keeps the flags, and every shard applies the R
         messages that name a symbol asked for before its R; only a stock's owner emits)."""
-        if symbols is not None and not is_one_symbol(symbols) and isinstance(symbols, Iterable):
-            symbols = list(symbols)   # each shard takes them (an iterator would serve only the first)
+        if symbols is not None:
+            symbols = symbol_list(symbols)   # each shard takes them (an iterator would serve only the first)
         for b in self.shards:
             b.record(symbols, bbo=bbo, trades=trades, l2=l2)
 
