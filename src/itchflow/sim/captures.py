@@ -14,12 +14,12 @@ from pathlib import Path
 
 from itchflow.protocol.mold.feed import MoldFeed
 from itchflow.sources.chunk import map_file
+from itchflow.wire.moldudp64 import SEQUENCE_OFFSET
 
 PCAP_HEADER = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)   # microseconds, Ethernet
 _ETHERNET = bytes.fromhex("01005e36 0c6f 020000000001 0800".replace(" ", ""))  # to 01:00:5e:36:0c:6f, IPv4
 _GROUP = bytes([233, 54, 12, 111])
 _SENDER = bytes([10, 0, 0, 1])
-SEQUENCE_AT = 10   # the MoldUDP64 header's sequence number: bytes 10..17 of a packet
 
 
 def write_capture(day: str | os.PathLike, out: str | os.PathLike, *, payload_bytes: int = 1400,
@@ -34,7 +34,7 @@ def write_capture(day: str | os.PathLike, out: str | os.PathLike, *, payload_byt
         for i in range(feed.n_packets):
             packet = bytearray(feed.packet_bytes(i))
             if anonymised:
-                packet[SEQUENCE_AT:SEQUENCE_AT + 8] = bytes(8)
+                packet[SEQUENCE_OFFSET:SEQUENCE_OFFSET + 8] = bytes(8)
             ip = struct.pack(">BBHHHBBH4s4s", 0x45, 0, 28 + len(packet), 0, 0x4000, 64, 17, 0, _SENDER, _GROUP)
             udp = struct.pack(">HHHH", 40000, port, 8 + len(packet), 0)
             frame_bytes = len(_ETHERNET) + len(ip) + len(udp) + len(packet)
