@@ -9,8 +9,8 @@ What is measured (one core, the same generated messages):
 - on each, best of ``repeat``: ``stats`` (framing and the capture's reassembly), ``read`` (every
   type decoded into arrays) and ``Books().replay`` (every stock's book);
 - the peer: itchcpp's ``BookManager`` on the raw bytes (it reads no captures, so its figure
-  leaves out getting the stream out of the pcap), one fresh process a run, taking turns with
-  ours; the ratio is its seconds over each replay's.
+  leaves out getting the stream out of the pcap), one fresh process a run, best of ``repeat``,
+  run after ours in the same invocation; the ratio is its seconds over each replay's.
 """
 
 from __future__ import annotations
