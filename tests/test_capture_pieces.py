@@ -144,9 +144,9 @@ def test_the_index_taken_with_the_walk_part_by_part_is_the_index_of_one_pass(mon
     whole = reassemble(buf, packet_table(buf, "one pass"), "one pass")
     monkeypatch.setattr(pcap, "TABLE_BATCH", 1024)
     parts: list[int] = []
-    real = pcap.packet_table
-    monkeypatch.setattr(pcap, "packet_table", lambda *a, on_part=None, **k: real(
-        *a, on_part=lambda *rows: (parts.append(len(rows[0])), on_part(*rows)), **k))
+    real = capture_module.packet_parts
+    monkeypatch.setattr(capture_module, "packet_parts", lambda *a, **k: (
+        parts.append(len(part.outcome)) or part for part in real(*a, **k)))
     capture: dict = {}
     chunks = list(iter_chunks(buf, capture_stats=capture))
     assert len(parts) == 5 and sum(parts) == 5000
@@ -480,3 +480,195 @@ def test_a_planned_capture_still_gives_its_whole_stream_and_runs(all_captures):
                 assert len(inside) <= 1 and (not inside or inside[0] == (p.offset, p.first_sequence)), path
             else:
                 assert p.runs.sequence.tolist() == [s for _, s in inside] and p.offset == inside[0][0], path
+
+
+# ---- a large capture in file order is planned a part at a time (``plan_capture``) ----------
+
+def _two_lines(sessions, lag: int, with_b: bool, swap: int | None):
+    """Packets (session, first sequence, messages; 0 messages: a heartbeat) as a feed's A and
+    B lines deliver them: per session, the packets of `counts` numbered from 1, those marked
+    lost missing on both lines (holes), a heartbeat after those marked so (announcing the next
+    number sent), B's copies each `lag` packets after A's; sessions one after the other.
+    swap: A's data packets at that place and the next change places (arrival out of order)."""
+    out = []
+    for session, (counts, lost, beats) in enumerate(sessions):
+        a, b, seq = [], [], 1
+        for n, gone, beat in zip(counts, lost, beats):
+            if not gone:
+                a.append((session, seq, n))
+                b.append((session, seq, n))
+            seq += n
+            if beat:
+                a.append((session, seq, 0))
+        if swap is not None:
+            data = [k for k, p in enumerate(a) if p[2]]
+            if len(data) >= 2:
+                i, j = data[swap % (len(data) - 1)], data[swap % (len(data) - 1) + 1]
+                a[i], a[j] = a[j], a[i]
+        merged = []
+        for k, p in enumerate(a):
+            merged.append(p)
+            if with_b and k >= lag and k - lag < len(b):
+                merged.append(b[k - lag])
+        if with_b:
+            merged += b[max(0, len(a) - lag):]
+        out += merged
+    return out
+
+
+def _read_capture(buf, dedup: bool = True, join_runs: bool = False):
+    """(CaptureSource, per message: (session, number, bytes, file offset, packet number), stats)."""
+    from itchflow.sources.files import CaptureSource
+
+    source = CaptureSource(buf, "capture.pcap", dedup=dedup, join_runs=join_runs)
+    for plan, _ in source.plan.parts():   # each part's plan covers its stream: runs, then segments
+        runs, segments = plan.run_offset.tolist(), plan.segment_out.tolist()
+        assert (runs[:1] == segments[:1] == [0] or plan.size == 0) and segments[-1] == plan.size
+        assert runs == sorted(set(runs)) and set(runs) <= set(segments[:-1]) and segments == sorted(segments)
+    got = []
+    for c in source.chunks():
+        stream = c.data.tobytes()
+        walked = ref.walk(stream)[0]
+        numbers = c.sequence_numbers(np.arange(len(walked))).tolist()
+        for (prefix, body, n), number in zip(walked, numbers):
+            got.append((c.session, number, stream[body:body + n], *c.where(prefix)))
+    return source, got, source.stats.to_dict()
+
+
+session_packets = st.integers(1, 25).flatmap(lambda n: st.tuples(
+    st.lists(st.integers(1, 4), min_size=n, max_size=n), st.lists(st.booleans(), min_size=n, max_size=n),
+    st.lists(st.booleans(), min_size=n, max_size=n)))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(session_packets, min_size=1, max_size=2), st.integers(0, 5), st.booleans(),
+       st.one_of(st.none(), st.integers(0, 100)), st.integers(1, 7), st.integers(1, 300), st.booleans())
+def test_a_capture_in_file_order_planned_a_part_at_a_time_is_the_sorted_capture(
+        monkeypatch, sessions, lag, with_b, swap, part, piece, join_runs):
+    """A and B lines (B's repeats arriving up to five packets late), holes lost on both,
+    heartbeats, two sessions: planned a part of `part` packets at a time (every capture past
+    STREAM_PACKETS), without a table or a plan of the whole, each message is the one the slow
+    model and the capture planned whole give, with the same number, session, file offset and
+    packet, and the counters are the same. Two of A's packets arriving swapped make file order
+    differ from sequence order: that capture is planned whole, as before, and reads the same."""
+    import itchflow.wire.pcap as pcap
+
+    packets = _two_lines(sessions, lag, with_b, swap)
+    if not any(n for _, _, n in packets):
+        return
+    data, blocks = _capture(packets)
+    buf = np.frombuffer(data, np.uint8)
+    want = [(s, q, m, o, p) for s, q, m, o, p in _model(packets, blocks, True)]
+    monkeypatch.setattr(capture_module, "PIECE_BYTES", piece)
+    monkeypatch.setattr(pcap, "TABLE_BATCH", part)
+    monkeypatch.setattr(capture_module, "STREAM_PACKETS", 1 << 40)
+    whole_source, whole, whole_stats = _read_capture(buf, join_runs=join_runs)
+    assert whole_source.plan.whole is not None
+    assert whole == want
+    monkeypatch.setattr(capture_module, "STREAM_PACKETS", 0)
+    source, got, stats = _read_capture(buf, join_runs=join_runs)
+    assert got == want and stats == whole_stats
+    if swap is None:
+        assert source.plan.whole is None   # planned a part at a time
+
+
+@pytest.mark.parametrize("packets, why", [
+    ([(0, 1, 2), (0, 5, 1), (0, 3, 2), (0, 6, 1)], "a packet fills a hole counted before it"),
+    ([(0, 3, 2), (0, 1, 2), (0, 5, 1)], "a packet before the session's first number"),
+    ([(0, 3, 2), (0, 1, 0), (0, 5, 1)], "a heartbeat before the session's first number"),
+    ([(0, 1, 2), (1, 1, 2), (0, 3, 1)], "a session seen again after another"),
+    ([(0, 1, 2), (0, 0, 1), (0, 3, 1)], "a sequenced packet after an unsequenced one"),
+])
+def test_a_capture_whose_file_order_is_not_its_stream_is_planned_whole(monkeypatch, packets, why):
+    """Where taking a capture's packets in file order would give another stream (or other
+    counters) than sorting them, it is planned whole, and reads as the slow model says."""
+    data, blocks = _capture(packets)
+    buf = np.frombuffer(data, np.uint8)
+    monkeypatch.setattr(capture_module, "STREAM_PACKETS", 0)
+    source, got, stats = _read_capture(buf)
+    assert source.plan.whole is not None, why
+    assert got == _model(packets, blocks, True), why
+    monkeypatch.setattr(capture_module, "STREAM_PACKETS", 1 << 40)
+    assert _read_capture(buf)[2] == stats, why
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(packet, min_size=1, max_size=20), st.booleans(), st.integers(1, 5), st.booleans())
+def test_any_capture_reads_the_same_planned_whole_or_a_part_at_a_time(monkeypatch, packets, dedup, part, join_runs):
+    """Repeats, overlaps, reordering, heartbeats, unsequenced packets, three sessions, with and
+    without de-duplication: allowed to plan a part at a time, a capture reads as planned whole
+    (where its file order would give another stream, it is planned whole)."""
+    import itchflow.wire.pcap as pcap
+
+    data, _ = _capture(packets)
+    buf = np.frombuffer(data, np.uint8)
+    monkeypatch.setattr(pcap, "TABLE_BATCH", part)
+    monkeypatch.setattr(capture_module, "STREAM_PACKETS", 1 << 40)
+    _, whole, whole_stats = _read_capture(buf, dedup, join_runs)
+    monkeypatch.setattr(capture_module, "STREAM_PACKETS", 0)
+    source, got, stats = _read_capture(buf, dedup, join_runs)
+    assert got == whole and stats == whole_stats
+    if not dedup:
+        assert source.plan.whole is None   # capture order is the order
+
+
+def test_a_capture_changed_between_its_two_walks_is_an_error_naming_it():
+    """Planned a part at a time, a capture is walked twice: if the second walk finds other
+    packets than the first (the buffer was written to in between), reading it is an error."""
+    import itchflow.protocol.mold.capture as capture_module_
+    from itchflow.errors import ITCHFormatError
+    from itchflow.sources.files import CaptureSource
+
+    data, blocks = _capture([(0, 1, 2), (0, 3, 2), (0, 5, 2)])
+    buf = np.frombuffer(bytearray(data), np.uint8)
+    old = capture_module_.STREAM_PACKETS
+    capture_module_.STREAM_PACKETS = 0
+    try:
+        source = CaptureSource(buf, "changing.pcap")
+        assert source.plan.whole is None and source.stats.messages == 6
+        first_block = blocks[2][1][0]                    # the third packet's sequence: 5 -> 9 (a hole)
+        at = first_block - MOLD_HEAD + 10
+        buf[at:at + 8] = np.frombuffer(struct.pack(">Q", 9), np.uint8)
+        with pytest.raises(ITCHFormatError) as e:
+            list(source.chunks())
+    finally:
+        capture_module_.STREAM_PACKETS = old
+    assert e.value.source == "changing.pcap" and "changed while it was read" in str(e.value)
+
+
+@pytest.fixture(scope="module")
+def small_packet_captures(tmp_path_factory):
+    """Captures of a 0.5 M- and a 1 M-message day in packets of at most 120 bytes (about 180 k
+    and 360 k packets): (path, packets, messages) each."""
+    from itchflow.sim.captures import write_capture
+    from itchflow.sim.generator import write_day
+
+    folder = tmp_path_factory.mktemp("small-packets")
+    out = []
+    for n in (500_000, 1_000_000):
+        day = folder / f"day{n}.itch"
+        write_day(day, n, seed=7)
+        path = folder / f"day{n}.pcap"
+        written = write_capture(day, path, payload_bytes=120)
+        out.append((path, written["packets"], n))
+    return out
+
+
+def test_a_large_capture_in_order_is_planned_in_memory_that_does_not_grow_with_it(monkeypatch,
+                                                                                small_packet_captures):
+    """stats of a capture twice the size of another (twice the packets) allocates no more at its
+    peak when planned a part at a time (STREAM_PACKETS below both), where planned whole the
+    peak grows by tens of bytes a packet: its table, index and plan."""
+    peaks = {}
+    for limit in (1 << 40, 1000):
+        monkeypatch.setattr(capture_module, "STREAM_PACKETS", limit)
+        for path, packets, messages in small_packet_captures:
+            stats, peak = peak_allocated(lambda: itchflow.stats(path))
+            assert stats.messages == messages and stats.capture["gaps"] == 0
+            peaks[limit, packets] = peak
+    (_, small), (_, large) = [(p, n) for p, n, _ in small_packet_captures]
+    whole_growth = (peaks[1 << 40, large] - peaks[1 << 40, small]) / (large - small)
+    part_growth = (peaks[1000, large] - peaks[1000, small]) / (large - small)
+    assert whole_growth > 30, peaks         # bytes a packet, planned whole
+    print(f"peak allocated: {peaks}; bytes a packet more, planned whole {whole_growth:.1f}, a part at a time {part_growth:.2f}")
+    assert part_growth < 2, peaks           # a part at a time: nothing that grows with the capture

@@ -48,20 +48,16 @@ class CaptureSource:
 
     def __init__(self, buf: np.ndarray, name: str, strict: bool = True, dedup: bool = True,
                  piece_bytes: int | None = None, join_runs: bool = False):
-        from itchflow.protocol.mold.capture import PacketIndex, reassemble
-        from itchflow.wire.pcap import packet_table
+        from itchflow.protocol.mold.capture import plan_capture
 
         self.mapping = file_mapping(buf)  # a capture file's own mapping, checked after each read of it
-        # Each pass over the mapping (the packet table fused with the index, then the copy-out)
-        # lets the pages it has passed go from this process (``WalkedPages``), as a raw day's
-        # chunk does: a day's capture resident whole would be 10-15 GB against a Dask worker's
-        # memory limit. The index reads each part of the table while its pages are mapped in.
-        index = PacketIndex()
-        table = packet_table(buf, name, on_walked=WalkedPages(self.mapping).release,
-                             on_part=lambda off, length, outcome: index.add(buf, off, length, outcome))
-        self.capture = reassemble(buf, table, name, strict=strict, dedup=dedup, index=index)
-        del table
-        self.stats = self.capture.stats
+        # Each walk over the mapping (the packet table fused with the index; the copy-out) lets
+        # the pages it has passed go from this process (``WalkedPages``), as a raw day's chunk
+        # does: a day's capture resident whole would be 10-15 GB against a Dask worker's memory
+        # limit. The index reads each part of the table while its pages are mapped in.
+        self.plan = plan_capture(buf, name, strict=strict, dedup=dedup,
+                                 walked=lambda: WalkedPages(self.mapping).release)
+        self.stats = self.plan.stats
         self.name = name
         self.piece_bytes = piece_bytes
         self.join_runs = join_runs
@@ -74,11 +70,15 @@ class CaptureSource:
         raise_if_shrunk(self.mapping, self.name)
 
     def chunks(self) -> Iterator[Chunk]:
-        for data, seq, session, start, runs in self.capture.pieces(
-                self.piece_bytes, on_walked=WalkedPages(self.mapping).release, join_runs=self.join_runs):
-            self._check_intact()
-            yield Chunk(data, seq, self.name, None, session,
-                        locator=lambda pos, start=start: self.capture.locate(start + pos), runs=runs)
+        pages = WalkedPages(self.mapping)
+        for capture, stop in self.plan.parts():
+            for data, seq, session, start, runs in capture.pieces(
+                    self.piece_bytes, on_walked=lambda upto, final=False, stop=stop: pages.release(min(upto, stop)),
+                    join_runs=self.join_runs):
+                self._check_intact()
+                yield Chunk(data, seq, self.name, None, session,
+                            locator=lambda pos, start=start, capture=capture: capture.locate(start + pos), runs=runs)
+        pages.release(len(self.plan.buf), final=True)
 
 
 @dataclass(frozen=True)

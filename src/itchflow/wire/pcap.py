@@ -29,6 +29,7 @@ Layouts (all offsets from the start of the structure they belong to):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterator, NamedTuple
 
 import numpy as np
 from numba import njit
@@ -166,8 +167,9 @@ def udp_payload(buf, p, caplen, origlen, linktype):
 
 
 @njit(nogil=True, cache=True)
-def walk_pcap(buf, start, big, linktype, out_off, out_len, out_outcome):
-    """Walk classic pcap records from ``start``; one row per record. Returns (status, n, at)."""
+def walk_pcap(buf, start, big, linktype, out_off, out_len, out_outcome, end_at):
+    """Walk classic pcap records from ``start``; one row per record, until the rows are full or
+    (after one) a record starts at or past end_at. Returns (status, n, at)."""
     n = 0
     p = start
     size = buf.shape[0]
@@ -179,8 +181,8 @@ def walk_pcap(buf, start, big, linktype, out_off, out_len, out_outcome):
         data = p + PCAP_RECORD_HEADER_SIZE
         if incl > MAX_RECORD or data + incl > size:
             return BAD_RECORD, n, p
-        if n >= out_off.shape[0]:
-            return OK, n, p  # table full: caller grows and calls again from p
+        if n >= out_off.shape[0] or (n > 0 and p >= end_at):
+            return OK, n, p  # part full: the caller calls again from p
         outcome, off, length = udp_payload(buf, data, incl, orig, linktype)
         out_off[n] = off
         out_len[n] = length
@@ -191,8 +193,9 @@ def walk_pcap(buf, start, big, linktype, out_off, out_len, out_outcome):
 
 
 @njit(nogil=True, cache=True)
-def walk_pcapng(buf, start, out_off, out_len, out_outcome, linktypes, state):
-    """Walk pcapng blocks from ``start``; one row per packet block.
+def walk_pcapng(buf, start, out_off, out_len, out_outcome, linktypes, state, end_at):
+    """Walk pcapng blocks from ``start``; one row per packet block, until the rows are full or
+    (after one) a packet block starts at or past end_at.
 
     state: int64[3] = (big-endian flag of the current section, interfaces in this section,
     resume offset). Returns (status, n, at).
@@ -227,7 +230,7 @@ def walk_pcapng(buf, start, out_off, out_len, out_outcome, linktypes, state):
             linktypes[n_if] = _u16(buf, p + 8, big)
             n_if += 1
         elif btype == PCAPNG_EPB or btype == PCAPNG_OPB or btype == PCAPNG_SPB:
-            if n >= out_off.shape[0]:
+            if n >= out_off.shape[0] or (n > 0 and p >= end_at):
                 state[0] = 1 if big else 0
                 state[1] = n_if
                 return OK, n, p  # table full: caller grows and calls again from p
@@ -267,12 +270,23 @@ class PacketTable:
     payload_offset: np.ndarray  # int64
     payload_length: np.ndarray  # int64
     outcome: np.ndarray         # int8, REC_*
+    FIELDS = ("payload_offset", "payload_length", "outcome")
 
     def __len__(self) -> int:
         return len(self.outcome)
 
     def count(self, outcome: int) -> int:
         return int(np.count_nonzero(self.outcome == outcome))
+
+
+class Part(NamedTuple):
+    """A part of a capture's packet table (``packet_parts``): rows first..first + n - 1."""
+
+    first: int                  # the index of its first packet in the capture (0-based)
+    payload_offset: np.ndarray  # int64
+    payload_length: np.ndarray  # int64
+    outcome: np.ndarray         # int8, REC_*
+    stop: int                   # the file offset where the walk of these packets ended
 
 
 def capture_format(head: bytes) -> str | None:
@@ -287,21 +301,22 @@ def capture_format(head: bytes) -> str | None:
     return None
 
 
-def packet_table(buf: np.ndarray, source: str, on_walked=None, on_part=None) -> PacketTable:
-    """Walk a whole capture held in ``buf`` (e.g. a memory map) into a PacketTable.
+def packet_parts(buf: np.ndarray, source: str, on_walked=None, part_bytes: int | None = None) -> Iterator[Part]:
+    """Walk a whole capture held in ``buf`` (e.g. a memory map), front to back, as parts of at
+    most TABLE_BATCH packets (and, given part_bytes, of about that many bytes of the capture: a
+    part ends at the first packet past them): each a ``Part`` (payload offsets, lengths,
+    outcomes; ``stop``: where the walk of the part ended), handed over while the pages it names
+    are still mapped in.
 
-    on_walked(offset), if given, is told after each pass how far the walk has read (it is
-    front to back: a mapping's pages before that offset may go), and at the end
-    on_walked(size, final=True). on_part(offsets, lengths, outcomes), if given, gets each
-    pass's rows first, while the pages they name are still mapped in (a next pass over the
-    same packets, fused with this one)."""
+    on_walked(offset), if given, is told after each part but the last how far the walk has
+    read (a mapping's pages before that offset may go), and at the end on_walked(size,
+    final=True)."""
     fmt = capture_format(bytes(buf[:4]))
     size = buf.shape[0]
     # Rows a pass: a guess from the size (a frame is 64 bytes or more), at most TABLE_BATCH (a
     # day's capture guessed whole would be gigabytes of table at once); a capture that beats
     # it resumes where it stopped.
-    cap = max(1024, min(size // 64, TABLE_BATCH))
-    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    cap = min(TABLE_BATCH, max(1024, size // 64))
     if fmt == "pcap":
         if size < PCAP_FILE_HEADER_SIZE:
             raise ITCHFormatError("pcap file header is cut short", source=source, offset=0)
@@ -312,14 +327,14 @@ def packet_table(buf: np.ndarray, source: str, on_walked=None, on_part=None) -> 
         start = PCAP_FILE_HEADER_SIZE
 
         def walk(at, o, l, c):
-            return walk_pcap(buf, at, big, linktype, o, l, c)
+            return walk_pcap(buf, at, big, linktype, o, l, c, at + part_bytes if part_bytes else size)
     elif fmt == "pcapng":
         state = np.zeros(3, np.int64)
         linktypes = np.zeros(MAX_INTERFACES, np.int64)
         start = 0
 
         def walk(at, o, l, c):
-            return walk_pcapng(buf, at, o, l, c, linktypes, state)
+            return walk_pcapng(buf, at, o, l, c, linktypes, state, at + part_bytes if part_bytes else size)
     else:
         raise ITCHFormatError("not a pcap or pcapng capture (unknown magic number)",
                               source=source, offset=0)
@@ -327,12 +342,10 @@ def packet_table(buf: np.ndarray, source: str, on_walked=None, on_part=None) -> 
     while True:
         o, l, c = np.empty(cap, np.int64), np.empty(cap, np.int64), np.empty(cap, np.int8)
         status, n, stop = walk(at, o, l, c)
-        parts.append((o[:n], l[:n], c[:n]))
-        rows += n
         if status != OK:
-            raise ITCHFormatError(_STATUS_TEXT[status], source=source, offset=stop, packet=rows + 1)
-        if on_part is not None:
-            on_part(*parts[-1])
+            raise ITCHFormatError(_STATUS_TEXT[status], source=source, offset=stop, packet=rows + n + 1)
+        yield Part(rows, o[:n], l[:n], c[:n], stop)
+        rows += n
         if stop >= size:
             break
         if on_walked is not None:
@@ -340,4 +353,15 @@ def packet_table(buf: np.ndarray, source: str, on_walked=None, on_part=None) -> 
         at = stop
     if on_walked is not None:
         on_walked(size, final=True)
-    return PacketTable(*(np.concatenate([p[i] for p in parts]) for i in range(3)))
+
+
+def packet_table(buf: np.ndarray, source: str, on_walked=None, on_part=None) -> PacketTable:
+    """The whole capture's ``packet_parts`` as one PacketTable. on_part(offsets, lengths,
+    outcomes), if given, gets each part's rows first, while the pages they name are still
+    mapped in (a next pass over the same packets, fused with this one)."""
+    parts = []
+    for part in packet_parts(buf, source, on_walked):
+        if on_part is not None:
+            on_part(part.payload_offset, part.payload_length, part.outcome)
+        parts.append(part)
+    return PacketTable(*(np.concatenate([getattr(p, f) for p in parts]) for f in PacketTable.FIELDS))

@@ -11,6 +11,13 @@ The stream is planned, not copied: the plan is, per packet that contributes, whi
 the capture it gives and where they fall in the stream (a segment), so the stream is copied
 out in pieces of bounded size as it is read (``MoldCapture.pieces``). A full day's capture
 (10-15 GB) then costs its packet index in memory, not a second copy of the day.
+
+A day's capture holds 10^8 packets or more, and its index and plan some 80 bytes a packet. A
+capture whose file order already is (session, sequence) order, as one line's is, or A and B
+lines' whose repeats come after what they repeat, need not be sorted: past STREAM_PACKETS
+packets it is checked in file order as it is walked, keeping only counters (``plan_capture``),
+and walked again part by part as it is read, each part planned as it comes (``CapturePlan``).
+Its memory then does not grow with the capture. Any other capture is planned whole.
 """
 
 from __future__ import annotations
@@ -36,7 +43,9 @@ from itchflow.wire.moldudp64 import (
     SESSION_SIZE,
     read_header,
 )
-from itchflow.wire.pcap import REC_FRAGMENT, REC_NOT_UDP, REC_SNAPPED, REC_UDP, REC_UNSUPPORTED, PacketTable
+from itchflow.wire.pcap import (
+    REC_FRAGMENT, REC_NOT_UDP, REC_SNAPPED, REC_UDP, REC_UNSUPPORTED, PacketTable, Part, packet_parts, packet_table,
+)
 from itchflow.wire.sequence_runs import SequenceRuns
 
 # Packet kinds after indexing. UNSEQUENCED: a data packet with sequence 0, which is not a
@@ -167,71 +176,133 @@ def _add_segment(seg_out, seg_file, seg_packet, seg_seq, segs, w, q, packet, seq
     return segs + 1
 
 
-@njit(nogil=True, cache=True)
-def plan_in_order(packets, length, seq, count, run_offset, run_seq, run_session, run_messages, session, seg_out,
-                  seg_file, seg_packet, seg_seq, off, w, runs, segs):
-    """Plan every message of ``packets`` (validated data packets) at stream offset w on, in
-    the order given, nothing dropped: one run and one segment per packet. Returns (w, runs,
-    segs, messages)."""
-    messages = 0
-    for oi in range(packets.shape[0]):
-        i = packets[oi]
-        q = off[i] + HEADER_SIZE
-        runs = _open_run(run_offset, run_seq, run_session, runs, w, seq[i], session[i])
-        segs = _add_segment(seg_out, seg_file, seg_packet, seg_seq, segs, w, q, i, seq[i])
-        w += off[i] + length[i] - q
-        run_messages[runs - 1] = count[i]
-        messages += count[i]
-    return w, runs, segs, messages
+# The planner's state, carried from one call of ``plan_packets`` to the next (a capture planned
+# a part at a time): int64 words ...
+P_STREAM = 0       # bytes of stream planned so far in the part (the next segment's offset)
+P_RUNS = 1         # runs and segments written into the output arrays
+P_SEGS = 2
+P_SESSION = 3      # the session being planned (-1: none yet)
+P_HOLES = 4        # holes recorded in this session (check mode)
+P_ORDERLY = 5      # 0 once file order is found not to give the stream (check mode)
+P_UNSEQUENCED = 6  # 1 once a packet was taken whole (unsequenced, or dedup=False)
+P_WORDS = 7
+# ... and uint64 words: the next sequence number expected, the highest announced, and the
+# session's first.
+Q_EXPECTED, Q_ANNOUNCED, Q_FIRST = 0, 1, 2
+# Holes a session may have for its file order to be checked; more and the capture is sorted.
+HOLES_MAX = 4096
+
+
+class PlanState:
+    """``plan_packets``' state (P_* words, Q_* sequence numbers) and, in check mode, the holes
+    of the session being planned."""
+
+    def __init__(self) -> None:
+        self.words = np.zeros(P_WORDS, np.int64)
+        self.words[P_SESSION] = -1
+        self.words[P_ORDERLY] = 1
+        self.sequences = np.zeros(3, np.uint64)
+        self.holes = np.zeros((HOLES_MAX, 2), np.uint64)
+
+    @property
+    def orderly(self) -> bool:
+        return bool(self.words[P_ORDERLY])
+
+    def start_part(self) -> None:
+        """The next call plans a part of its own: its stream offsets, runs and segments from 0."""
+        self.words[P_STREAM] = 0
+        self.words[P_RUNS] = 0
+        self.words[P_SEGS] = 0
+
+
+@njit(inline="always", nogil=True, cache=True)
+def _in_a_hole(holes, n, lo, hi):
+    """Whether [lo, hi) meets one of the first n holes (ascending, disjoint [start, end) rows)."""
+    a, b = 0, n
+    while a < b:   # the first hole ending after lo
+        m = (a + b) >> 1
+        if holes[m, 1] <= lo:
+            a = m + 1
+        else:
+            b = m
+    return a < n and holes[a, 0] < hi
 
 
 @njit(nogil=True, cache=True)
-def plan_stream(buf, order, off, length, kind, session, seq, count, run_offset, run_seq, run_session,
-                run_messages, seg_out, seg_file, seg_packet, seg_seq, totals):
-    """Plan each message once, in (session, sequence) order, as a stream of segments.
+def plan_packets(buf, order, off, length, kind, session, seq, count, dedup, check, run_offset, run_seq,
+                 run_session, run_messages, seg_out, seg_file, seg_packet, seg_seq, totals, state, seqs,
+                 holes):
+    """Plan each message of the packets ``order`` (indices), taken in that order, as a stream of
+    segments; state, seqs and holes (``PlanState``) carry on from the call before.
 
-    order: packet indices sorted by (session, sequence, arrival).
-    runs: where each run of consecutive sequence numbers starts in the stream (a run starts
-    where a segment does, or is empty), and its messages (run_messages, zeroed by the
-    caller). segments: for each packet that contributes, where its first kept block lands in
-    the stream, where it sits in the capture (it runs to the packet's end: repeats only come
-    first in a packet), the packet's index and the first kept message's sequence number.
-    totals: int64[5] += (messages, duplicate messages, gaps, missing messages, data packets
-    used). Returns (stream bytes, runs, segments).
+    Sequenced packets (data, heartbeat, end of session) with dedup: each message once, in
+    (session, sequence) order, given packets in that order. A run of consecutive sequence
+    numbers starts where a session does and at each hole; a heartbeat or end-of-session packet
+    announces the next number, one hole is one gap however many heartbeats fall inside it, and
+    a hole still open when the session ends is counted then (``close_session`` for the last).
+    Unsequenced packets, and with dedup=False every data packet, are taken whole, a run each.
 
-    A heartbeat or end-of-session packet announces the next sequence number; one hole is
-    one gap however many heartbeats fall inside it, and a hole still open when the session
-    ends (announced but never delivered) is counted then.
-    """
-    w = 0
-    runs = 0
-    segs = 0
-    cur_session = -1
-    expected = np.uint64(0)
-    announced = np.uint64(0)
-    for oi in range(order.shape[0] + 1):
-        i = order[oi] if oi < order.shape[0] else -1
-        if i >= 0:
-            k = kind[i]
-            if k != DATA and k != HEARTBEAT and k != END_OF_SESSION:
-                continue
-        if i < 0 or session[i] != cur_session:
+    segments: for each packet that contributes, where its first kept block lands in the stream
+    (seg_out), where it sits in the capture (seg_file; it runs to the packet's end: repeats
+    only come first in a packet), the packet's index and the first kept message's number.
+    runs: where each starts in the stream (a run starts where a segment does, or is empty), its
+    first number and session; run_messages (zeroed by the caller) its messages. totals:
+    int64[5] += (messages, duplicate messages, gaps, missing messages, data packets used).
+
+    check: order is the capture's file order; state[P_ORDERLY] is cleared, and planning stops,
+    at the first packet that makes it plan other than (session, sequence) order would: a
+    session seen again after another, a data packet after one taken whole, a packet whose
+    messages fall in a hole already counted or before the session's first number, a heartbeat
+    before it, more than HOLES_MAX holes in a session. File order that passes gives the stream
+    of the sorted capture."""
+    w = state[P_STREAM]
+    runs = state[P_RUNS]
+    segs = state[P_SEGS]
+    cur_session = state[P_SESSION]
+    nholes = state[P_HOLES]
+    expected = seqs[Q_EXPECTED]
+    announced = seqs[Q_ANNOUNCED]
+    first = seqs[Q_FIRST]
+    for oi in range(order.shape[0]):
+        i = order[oi]
+        k = kind[i]
+        if k == UNSEQUENCED or (k == DATA and not dedup):   # taken whole, in the order given
+            q = off[i] + HEADER_SIZE
+            runs = _open_run(run_offset, run_seq, run_session, runs, w, seq[i], session[i])
+            segs = _add_segment(seg_out, seg_file, seg_packet, seg_seq, segs, w, q, i, seq[i])
+            w += off[i] + length[i] - q
+            run_messages[runs - 1] = count[i]
+            totals[0] += count[i]
+            state[P_UNSEQUENCED] = 1
+            continue
+        if not dedup or (k != DATA and k != HEARTBEAT and k != END_OF_SESSION):
+            continue
+        s = seq[i]
+        c = np.uint64(count[i]) if k == DATA else np.uint64(0)
+        if check and (session[i] < cur_session or (k == DATA and state[P_UNSEQUENCED] != 0)):
+            state[P_ORDERLY] = 0
+            break
+        if session[i] != cur_session:
             if cur_session >= 0 and announced > expected:  # hole left open at the session's end
                 totals[2] += 1
                 totals[3] += np.int64(announced - expected)
-            if i < 0:
-                break
             cur_session = session[i]
-            expected = seq[i]
-            announced = seq[i]
+            expected = s
+            announced = s
+            first = s
+            nholes = 0
             runs = _open_run(run_offset, run_seq, run_session, runs, w, expected, cur_session)
-        s = seq[i]
+        if check and s < expected:
+            # taken after larger numbers: only repeats of what was delivered leave the stream as
+            # the sorted capture's (a heartbeat matters only below the session's first number)
+            if s < first or (k == DATA and _in_a_hole(holes, nholes, s, min(s + c, expected))):
+                state[P_ORDERLY] = 0
+                break
         if k != DATA:
             if s > announced:
                 announced = s
             continue
         totals[4] += 1
-        c = np.uint64(count[i])
         if s + c <= expected:   # every message a repeat (the other line's copy): nothing read
             totals[1] += np.int64(c)
             s += c
@@ -245,6 +316,13 @@ def plan_stream(buf, order, off, length, kind, session, seq, count, run_offset, 
                     q = body + m
                 s = expected
             elif s > expected:   # a hole before this packet
+                if check:
+                    if nholes == HOLES_MAX:
+                        state[P_ORDERLY] = 0
+                        break
+                    holes[nholes, 0] = expected
+                    holes[nholes, 1] = s
+                    nholes += 1
                 totals[2] += 1
                 totals[3] += np.int64(s - expected)
                 expected = s
@@ -259,7 +337,24 @@ def plan_stream(buf, order, off, length, kind, session, seq, count, run_offset, 
             s = expected
         if s > announced:
             announced = s
-    return w, runs, segs
+    state[P_STREAM] = w
+    state[P_RUNS] = runs
+    state[P_SEGS] = segs
+    state[P_SESSION] = cur_session
+    state[P_HOLES] = nholes
+    seqs[Q_EXPECTED] = expected
+    seqs[Q_ANNOUNCED] = announced
+    seqs[Q_FIRST] = first
+
+
+def close_session(plan: PlanState, totals: np.ndarray) -> None:
+    """The end of the sequenced packets: a hole the last session announced but never delivered
+    is a gap."""
+    expected, announced = int(plan.sequences[Q_EXPECTED]), int(plan.sequences[Q_ANNOUNCED])
+    if plan.words[P_SESSION] >= 0 and announced > expected:
+        totals[2] += 1
+        totals[3] += announced - expected
+    plan.words[P_SESSION] = -1
 
 
 @njit(nogil=True, cache=True)
@@ -457,33 +552,112 @@ def _sessions_by_sort(buf, off, kind, session) -> np.ndarray:
 
 class PacketIndex:
     """The indexing pass (``index_packets``) over a capture's packets, a part at a time: fused
-    with the walk that finds them (``wire.pcap.packet_table``'s on_part), each part's pages
-    are read while they are still mapped in, not faulted back in by a pass of their own."""
+    with the walk that finds them (``wire.pcap.packet_parts``), each part's pages are read
+    while they are still mapped in, not faulted back in by a pass of their own. Sessions are
+    numbered across parts, in order of first appearance."""
 
     def __init__(self) -> None:
         self.parts: list[tuple[np.ndarray, ...]] = []   # (kind, why, session, seq, count) a part
         self.known = np.zeros((FAST_SESSIONS, 2), np.uint64)
         self.state = np.array([0, -1], np.int64)
+        self.packets = 0
 
-    def add(self, buf: np.ndarray, off: np.ndarray, length: np.ndarray, outcome: np.ndarray) -> None:
-        """Index the next packets, whose UDP payloads are buf[off:off + length]."""
+    def index(self, buf: np.ndarray, off: np.ndarray, length: np.ndarray, outcome: np.ndarray) -> tuple:
+        """(kind, why, session, seq, count) of the next packets, whose UDP payloads are
+        buf[off:off + length]."""
         n = len(off)
         part = (np.empty(n, np.int8), np.zeros(n, np.int8), np.empty(n, np.int32), np.zeros(n, np.uint64),
                 np.zeros(n, np.int32))
         index_packets(buf, off, length, outcome, *part, self.known, self.state, 0, n)
-        self.parts.append(part)
+        self.packets += n
+        return part
+
+    def add(self, buf: np.ndarray, off: np.ndarray, length: np.ndarray, outcome: np.ndarray) -> None:
+        """Index the next packets and keep what was found (``arrays``)."""
+        self.parts.append(self.index(buf, off, length, outcome))
 
     def arrays(self) -> tuple[np.ndarray, ...]:
-        """(kind, why, session, seq, count) of every packet indexed, in order."""
+        """(kind, why, session, seq, count) of every packet kept, in order."""
         arrays = tuple(np.concatenate([p[k] for p in self.parts]) if len(self.parts) != 1 else self.parts[0][k]
                        for k in range(5))
         self.parts = []
         return arrays
 
+    @property
+    def sessions(self) -> int:
+        """Sessions numbered so far; -1 once there were more than FAST_SESSIONS."""
+        return int(self.state[0])
+
+
+def _malformed_error(buf, first: int, off, length, why, count, source: str) -> ITCHFormatError | None:
+    """The error for the first malformed packet among these (packet numbers from first), if any."""
+    bad = np.flatnonzero(why != 0)
+    if not len(bad):
+        return None
+    i = int(bad[0])
+    text, at = _MALFORMED_TEXT[int(why[i])], int(off[i])
+    if int(why[i]) in MALFORMED_TEXT and int(why[i]) != SHORT_HEADER:   # name the block
+        _, at = walk_blocks(buf, at + HEADER_SIZE, at + int(length[i]), int(count[i]), int(count[i]))
+        text = malformed_text(int(why[i]), buf, int(at))
+    return ITCHFormatError(f"malformed MoldUDP64 packet: {text}", source=source, packet=first + i + 1, offset=int(at))
+
+
+def _count_packets(stats: CaptureStats, kind, count, outcome) -> None:
+    """Add these packets to the counters of what they are."""
+    stats.packets += len(kind)
+    stats.malformed_packets += int(np.count_nonzero(kind == MALFORMED))
+    for name, code in (("not_udp", REC_NOT_UDP), ("ip_fragments", REC_FRAGMENT), ("snapped", REC_SNAPPED),
+                       ("unsupported", REC_UNSUPPORTED)):
+        setattr(stats, name, getattr(stats, name) + int(np.count_nonzero(outcome == code)))
+    unsequenced = kind == UNSEQUENCED
+    stats.data_packets += int(np.count_nonzero((kind == DATA) | unsequenced))
+    stats.unsequenced_packets += int(np.count_nonzero(unsequenced))
+    stats.unsequenced_messages += int(count[unsequenced].sum())
+    stats.heartbeats += int(np.count_nonzero(kind == HEARTBEAT))
+    stats.end_of_session += int(np.count_nonzero(kind == END_OF_SESSION))
+
+
+def _session_names(known: np.ndarray) -> list[str]:
+    return [(int(hi).to_bytes(8, "big") + int(lo).to_bytes(SESSION_SIZE - 8, "big"))
+            .decode("ascii", "replace").rstrip(" \x00") for hi, lo in known]
+
+
+class _PlanArrays:
+    """Output arrays of ``plan_packets`` for up to this many runs and segments."""
+
+    def __init__(self, runs: int, segments: int) -> None:
+        self.run_offset = np.empty(runs, np.int64)
+        self.run_seq = np.empty(runs, np.uint64)
+        self.run_session = np.empty(runs, np.int32)
+        self.run_messages = np.zeros(runs, np.int64)
+        self.seg_out = np.empty(segments + 1, np.int64)
+        self.seg_file = np.empty(segments, np.int64)
+        self.seg_packet = np.empty(segments, np.int64)
+        self.seg_seq = np.empty(segments, np.uint64)
+
+    def plan(self, buf, order, off, length, index, dedup: bool, check: bool, totals, plan: PlanState) -> None:
+        kind, _, session, seq, count = index
+        plan_packets(buf, order, off, length, kind, session, seq, count, dedup, check, self.run_offset,
+                     self.run_seq, self.run_session, self.run_messages, self.seg_out, self.seg_file,
+                     self.seg_packet, self.seg_seq, totals, plan.words, plan.sequences, plan.holes)
+
+    def capture(self, buf, plan: PlanState, stats: CaptureStats, first_packet: int = 0) -> MoldCapture:
+        """The runs and segments planned, as a MoldCapture (empty runs dropped: a session opened
+        by a heartbeat, a hole right at a run's start)."""
+        w, runs, segs = (int(plan.words[k]) for k in (P_STREAM, P_RUNS, P_SEGS))
+        self.seg_out[segs] = w
+        ends = np.append(self.run_offset[1:runs], w)
+        keep = ends > self.run_offset[:runs]
+        return MoldCapture(buf, w, self.run_offset[:runs][keep], self.run_seq[:runs][keep],
+                           self.run_session[:runs][keep], self.run_messages[:runs][keep], stats,
+                           self.seg_out[:segs + 1], self.seg_file[:segs], self.seg_packet[:segs] + first_packet,
+                           self.seg_seq[:segs])
+
 
 def reassemble(buf: np.ndarray, table: PacketTable, source: str, strict: bool = True,
                dedup: bool = True, on_walked=None, index: PacketIndex | None = None) -> MoldCapture:
-    """Plan a capture's ITCH stream from its packet table (see module doc).
+    """Plan a capture's ITCH stream from its packet table (see module doc), in (session,
+    sequence) order: its packets sorted unless they are in that order already.
 
     index: the packets indexed already, as the table was walked (``PacketIndex``); else they
     are indexed here, and on_walked(offset), if given, is told as the pass goes (front to back)
@@ -505,38 +679,18 @@ def reassemble(buf: np.ndarray, table: PacketTable, source: str, strict: bool = 
                 on_walked(int(off[b - 1]))
         if on_walked is not None:
             on_walked(len(buf), final=True)
-    known, state = index.known, index.state
-    kind, why, session, seq, count = index.arrays()
+    known, nsessions = index.known, index.sessions
+    kind, why, session, seq, count = arrays = index.arrays()
     if len(kind) != n:
         raise ValueError(f"the index holds {len(kind):,} packets, the table {n:,}")
-    nsessions = int(state[0])
-    stats = CaptureStats(packets=n)
-    bad = np.flatnonzero(kind == MALFORMED)
-    stats.malformed_packets = len(bad)
-    if strict and len(bad):
-        i = int(bad[0])
-        text, at = _MALFORMED_TEXT[int(why[i])], int(table.payload_offset[i])
-        if int(why[i]) in MALFORMED_TEXT and int(why[i]) != SHORT_HEADER:   # name the block
-            _, at = walk_blocks(buf, at + HEADER_SIZE, at + int(table.payload_length[i]), int(count[i]),
-                                int(count[i]))
-            text = malformed_text(int(why[i]), buf, int(at))
-        raise ITCHFormatError(f"malformed MoldUDP64 packet: {text}", source=source, packet=i + 1, offset=int(at))
-    del why
-    stats.not_udp = table.count(REC_NOT_UDP)
-    stats.ip_fragments = table.count(REC_FRAGMENT)
-    stats.snapped = table.count(REC_SNAPPED)
-    stats.unsupported = table.count(REC_UNSUPPORTED)
-    stats.data_packets = int(np.count_nonzero((kind == DATA) | (kind == UNSEQUENCED)))
-    stats.unsequenced_packets = int(np.count_nonzero(kind == UNSEQUENCED))
-    stats.unsequenced_messages = int(count[kind == UNSEQUENCED].sum())
-    stats.deduplicated = bool(dedup)
-    stats.heartbeats = int(np.count_nonzero(kind == HEARTBEAT))
-    stats.end_of_session = int(np.count_nonzero(kind == END_OF_SESSION))
+    if strict and (error := _malformed_error(buf, 0, off, length, why, count, source)) is not None:
+        raise error
+    stats = CaptureStats(deduplicated=bool(dedup))
+    _count_packets(stats, kind, count, table.outcome)
     if nsessions < 0:   # too many sessions for the table: numbered by a sort
         known = _sessions_by_sort(buf, table.payload_offset, kind, session)
         nsessions = len(known)
-    stats.sessions = [(int(hi).to_bytes(8, "big") + int(lo).to_bytes(SESSION_SIZE - 8, "big"))
-                      .decode("ascii", "replace").rstrip(" \x00") for hi, lo in known[:nsessions]]
+    stats.sessions = _session_names(known[:nsessions])
     if dedup:
         order = np.flatnonzero((kind == DATA) | (kind == HEARTBEAT) | (kind == END_OF_SESSION))
         if not in_stream_order(order, session, seq):
@@ -545,32 +699,123 @@ def reassemble(buf: np.ndarray, table: PacketTable, source: str, strict: bool = 
     else:
         order = np.zeros(0, np.int64)
         in_order = np.flatnonzero((kind == DATA) | (kind == UNSEQUENCED))
-
     # a run opens where a session does, or at a hole (at most one a sorted packet: its first
     # message kept), or at each packet taken in capture order
-    runs_cap = nsessions + len(order) + len(in_order)
-    run_offset = np.empty(runs_cap, np.int64)
-    run_seq = np.empty(runs_cap, np.uint64)
-    run_session = np.empty(runs_cap, np.int32)
-    run_messages = np.zeros(runs_cap, np.int64)
-    segs_cap = len(order) + len(in_order)
-    seg_out = np.empty(segs_cap + 1, np.int64)
-    seg_file = np.empty(segs_cap, np.int64)
-    seg_packet = np.empty(segs_cap, np.int64)
-    seg_seq = np.empty(segs_cap, np.uint64)
-    totals = np.zeros(5, np.int64)
-    w, runs, segs = plan_stream(buf, order, off, length, kind, session, seq, count, run_offset, run_seq,
-                                run_session, run_messages, seg_out, seg_file, seg_packet, seg_seq, totals)
+    out = _PlanArrays(nsessions + len(order) + len(in_order), len(order) + len(in_order))
+    plan, totals = PlanState(), np.zeros(5, np.int64)
+    out.plan(buf, order, off, length, arrays, dedup, False, totals, plan)
+    close_session(plan, totals)
+    out.plan(buf, in_order, off, length, arrays, dedup, False, totals, plan)
     stats.messages, stats.duplicate_messages, stats.gaps, stats.missing_messages = (int(x) for x in totals[:4])
-    if len(in_order):
-        w, runs, segs, messages = plan_in_order(in_order, length, seq, count, run_offset, run_seq, run_session,
-                                                run_messages, session, seg_out, seg_file, seg_packet, seg_seq, off,
-                                                w, runs, segs)
-        stats.messages += int(messages)
-    seg_out[segs] = w
-    # Drop empty runs (a session opened by a heartbeat, a hole right at a run start).
-    ends = np.append(run_offset[1:runs], w)
-    keep = ends > run_offset[:runs]
-    return MoldCapture(buf, int(w), run_offset[:runs][keep], run_seq[:runs][keep], run_session[:runs][keep],
-                       run_messages[:runs][keep], stats, seg_out[:segs + 1], seg_file[:segs], seg_packet[:segs],
-                       seg_seq[:segs])
+    return out.capture(buf, plan, stats)
+
+
+# Captures of more packets than this are planned a part at a time where their file order
+# allows (``plan_capture``): a day's capture holds 10^8 packets or more, and a plan of the whole
+# costs some 80 bytes a packet.
+STREAM_PACKETS = 1 << 20
+# Read a part at a time, a part is about this many bytes of the capture: walked, indexed and
+# copied out while its pages are in the caches (and resident only that long).
+STREAM_PART_BYTES = 8 << 20
+
+
+class CapturePlan:
+    """A capture's stream, planned whole (``whole``: a MoldCapture) or, for a large capture in
+    (session, sequence) order as captured, a part of the capture at a time (``parts``). ``stats``
+    are the whole capture's either way, known before the first piece is read."""
+
+    def __init__(self, buf: np.ndarray, source: str, stats: CaptureStats, dedup: bool,
+                 whole: MoldCapture | None = None, totals: np.ndarray | None = None) -> None:
+        self.buf, self.source, self.stats, self.dedup = buf, source, stats, dedup
+        self.whole = whole
+        self.totals = totals   # what planning by parts found: the stream read must find it too
+
+    def parts(self) -> Iterator[tuple[MoldCapture, int]]:
+        """(plan, stop) of each part of the stream, in order: stop is the capture offset no
+        later part reads before. Planned by parts, the capture is walked again and each part
+        planned as it comes."""
+        if self.whole is not None:
+            yield self.whole, len(self.buf)
+            return
+        index, plan, totals = PacketIndex(), PlanState(), np.zeros(5, np.int64)
+        for part in packet_parts(self.buf, self.source, part_bytes=STREAM_PART_BYTES):
+            yield _plan_part(self.buf, part, index, plan, totals, self.dedup, self.stats), part.stop
+        close_session(plan, totals)
+        if not plan.orderly or not np.array_equal(totals, self.totals):
+            raise ITCHFormatError("the capture changed while it was read: its second pass found other packets "
+                                  "than its first", source=self.source)
+
+
+def _plan_part(buf, part: Part, index: PacketIndex, plan: PlanState, totals, dedup: bool,
+               stats: CaptureStats) -> MoldCapture:
+    """Index and plan a part's packets in file order, checking that order (check mode)."""
+    indexed = index.index(buf, part.payload_offset, part.payload_length, part.outcome)
+    n = len(part.outcome)
+    out = _PlanArrays(n + 1, n)
+    plan.start_part()
+    if plan.words[P_SESSION] >= 0:   # the session goes on: so does its run
+        out.run_offset[0], out.run_seq[0] = 0, plan.sequences[Q_EXPECTED]
+        out.run_session[0] = plan.words[P_SESSION]
+        plan.words[P_RUNS] = 1
+    out.plan(buf, np.arange(n), part.payload_offset, part.payload_length, indexed, dedup, True, totals, plan)
+    return out.capture(buf, plan, stats, part.first)
+
+
+def plan_capture(buf: np.ndarray, source: str, strict: bool = True, dedup: bool = True,
+                 walked=None) -> CapturePlan:
+    """Walk and index a capture, and plan its stream (see ``reassemble``), with memory that does
+    not grow with the capture where it can: a capture of more than STREAM_PACKETS packets whose
+    file order is already (session, sequence) order (one line; or A and B lines whose repeats
+    only come after what they repeat) keeps no table and no plan of the whole, only its
+    counters, and is walked again as it is read. Any other capture is planned whole (walked
+    again from the start if it was found out of order past STREAM_PACKETS).
+
+    walked: a function that gives, for each walk of the capture, a fresh on_walked(offset,
+    final=False) as ``packet_parts`` takes (a mapping's pages behind the walk may go)."""
+    index = PacketIndex()
+    parts: list[Part] = []
+    plan: PlanState | None = None   # planning by parts, once the capture has too many packets
+    stats, totals = CaptureStats(deduplicated=bool(dedup)), np.zeros(5, np.int64)
+
+    def check(part: Part, indexed: tuple) -> None:
+        kind, why, _, _, count = indexed
+        if strict and (error := _malformed_error(buf, part.first, part.payload_offset, part.payload_length,
+                                                 why, count, source)) is not None:
+            raise error
+        _count_packets(stats, kind, count, part.outcome)
+        n = len(kind)
+        out = _PlanArrays(n + 1, n)
+        plan.start_part()
+        out.plan(buf, np.arange(n), part.payload_offset, part.payload_length, indexed, dedup, True, totals, plan)
+
+    walk = packet_parts(buf, source, walked() if walked else None)
+    for part in walk:
+        if plan is None:
+            index.add(buf, part.payload_offset, part.payload_length, part.outcome)
+            parts.append(part)
+            if index.packets > STREAM_PACKETS:
+                plan = PlanState()
+                kept = index.parts
+                index.parts = []
+                for p, indexed in zip(parts, kept):
+                    check(p, indexed)
+                parts = kept = []
+        else:
+            check(part, index.index(buf, part.payload_offset, part.payload_length, part.outcome))
+        if plan is not None and (not plan.orderly or index.sessions < 0):
+            walk.close()
+            break
+    if plan is None:   # few packets: planned whole
+        table = PacketTable(*(np.concatenate([getattr(p, f) for p in parts]) for f in PacketTable.FIELDS))
+        capture = reassemble(buf, table, source, strict=strict, dedup=dedup, index=index)
+        return CapturePlan(buf, source, capture.stats, dedup, whole=capture)
+    if not plan.orderly or index.sessions < 0:   # out of order: walked again, and sorted
+        index = PacketIndex()
+        table = packet_table(buf, source, walked() if walked else None,
+                             on_part=lambda *rows: index.add(buf, *rows))
+        capture = reassemble(buf, table, source, strict=strict, dedup=dedup, index=index)
+        return CapturePlan(buf, source, capture.stats, dedup, whole=capture)
+    close_session(plan, totals)
+    stats.sessions = _session_names(index.known[:index.sessions])
+    stats.messages, stats.duplicate_messages, stats.gaps, stats.missing_messages = (int(x) for x in totals[:4])
+    return CapturePlan(buf, source, stats, dedup, totals=totals)
