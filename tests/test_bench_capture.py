@@ -50,7 +50,8 @@ def test_a_written_capture_holds_the_day_packet_by_packet(tmp_path):
 
 
 def test_bench_capture_on_a_small_day(tmp_path, monkeypatch):
-    """Every form, every job gives the day's messages; itchcpp's ratio is beside each replay."""
+    """Every form (the pcap ordered whole and a part at a time too), every job gives the day's
+    messages; itchcpp's ratio and what stats allocated at its peak are beside each."""
     import itchflow.bench.capture as bench_capture
     import itchflow.bench.common as common
     import itchflow.bench.decode as bench_decode
@@ -62,9 +63,9 @@ def test_bench_capture_on_a_small_day(tmp_path, monkeypatch):
     assert res.exit_code == 0, res.output
     r = json.loads(res.output.strip().splitlines()[-1])
     assert r["messages"] == 80_000 and r["packets"] > 80_000 / 10
-    assert set(r["forms"]) == {"raw", "pcap", "anonymised pcap"}
+    assert set(r["forms"]) == {"raw", "pcap", "pcap, in parts", "anonymised pcap"}
     for row in r["forms"].values():
         assert all(row[job]["messages"] == 80_000 for job in ("stats", "read", "replay"))
-        assert row["replay_ratio_vs_itchcpp"] > 0
+        assert row["replay_ratio_vs_itchcpp"] > 0 and row["stats_peak_bytes"] > 0
     text = CliRunner().invoke(main, ["bench", "capture", "--messages", "80k", "--repeat", "1", "--no-peers"])
     assert text.exit_code == 0 and "anonymised pcap" in text.output and "messages a packet" in text.output

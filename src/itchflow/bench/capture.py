@@ -2,12 +2,16 @@
 raw BinaryFILE, with itchcpp's books on the raw bytes in the same run.
 
 What is measured (one core, the same generated messages):
-- three forms of the day: the raw file; a pcap of the MoldUDP64 packets a feed would send
-  (``--packet-bytes`` a payload at most, one line, in order), the capture a listener takes;
-  and the same pcap anonymised (every packet's sequence number 0, as published sample
-  captures are: every packet is then a run of numbers of its own);
+- four forms of the day: the raw file; a pcap of the MoldUDP64 packets a feed would send
+  (``--packet-bytes`` a payload at most, one line, in order), the capture a listener takes,
+  ordered whole (as a capture of up to ``capture.STREAM_PACKETS`` packets is) and a part at a
+  time as it is read (as a larger one in file order is: walked twice, no plan of the whole);
+  and the pcap anonymised (every packet's sequence number 0, as published sample captures
+  are: every packet is then a run of numbers of its own);
 - on each, best of ``repeat``: ``stats`` (framing and the capture's reassembly), ``read`` (every
-  type decoded into arrays) and ``Books().replay`` (every stock's book);
+  type decoded into arrays) and ``Books().replay`` (every stock's book), and what ``stats``
+  allocates at its peak (numpy's arrays and Python's objects, traced: the packet index and
+  plan of a capture ordered whole, the pieces);
 - the peer: itchcpp's ``BookManager`` on the raw bytes (it reads no captures, so its figure
   leaves out getting the stream out of the pcap), one fresh process a run, best of ``repeat``,
   run after ours in the same invocation; the ratio is its seconds over each replay's.
@@ -16,17 +20,44 @@ What is measured (one core, the same generated messages):
 from __future__ import annotations
 
 import time
+import tracemalloc
+from contextlib import contextmanager
 from pathlib import Path
 
 from itchflow.bench.common import BENCH_DIR, best_of, machine, rate_row, run_peer
 
-FORMS = ("raw", "pcap", "anonymised pcap")
+IN_PARTS = "pcap, in parts"
+FORMS = ("raw", "pcap", IN_PARTS, "anonymised pcap")
 JOBS = ("stats", "read", "replay")
 
 
 def capture_paths(day: Path, payload_bytes: int) -> dict[str, Path]:
     stem = day.stem + f"-mold{payload_bytes}"
-    return {"raw": day, "pcap": BENCH_DIR / f"{stem}.pcap", "anonymised pcap": BENCH_DIR / f"{stem}-anonymised.pcap"}
+    pcap = BENCH_DIR / f"{stem}.pcap"
+    return {"raw": day, "pcap": pcap, IN_PARTS: pcap, "anonymised pcap": BENCH_DIR / f"{stem}-anonymised.pcap"}
+
+
+@contextmanager
+def planned_as(form: str):
+    """Captures read a part at a time, whatever their size, for the IN_PARTS form."""
+    import itchflow.protocol.mold.capture as capture
+
+    limit = capture.STREAM_PACKETS
+    capture.STREAM_PACKETS = 0 if form == IN_PARTS else limit
+    try:
+        yield
+    finally:
+        capture.STREAM_PACKETS = limit
+
+
+def peak_allocated(fn) -> int:
+    """The most fn() had allocated at once (numpy reports its arrays to tracemalloc)."""
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
 
 
 def ensure_captures(day: Path, payload_bytes: int) -> dict[str, Path]:
@@ -69,13 +100,15 @@ def run(messages: int = 2_000_000, seed: int = 1, payload_bytes: int = 120, repe
     for form in FORMS:
         path = paths[form]
         row: dict = {"path": str(path), "bytes": path.stat().st_size}
-        for job in JOBS:
-            fn = _job(job, path)
-            n = fn()   # kernels loaded, file in the page cache
-            if n != r["messages"]:
-                raise RuntimeError(f"{job} of {path} gave {n:,} messages, not {r['messages']:,}")
-            seconds, _ = best_of(repeat, fn)
-            row[job] = rate_row(n, seconds)
+        with planned_as(form):
+            for job in JOBS:
+                fn = _job(job, path)
+                n = fn()   # kernels loaded, file in the page cache
+                if n != r["messages"]:
+                    raise RuntimeError(f"{job} of {path} gave {n:,} messages, not {r['messages']:,}")
+                seconds, _ = best_of(repeat, fn)
+                row[job] = rate_row(n, seconds)
+            row["stats_peak_bytes"] = peak_allocated(_job("stats", path))
         r["forms"][form] = row
     if peers:
         runs = [run_peer(_ITCHCPP.format(path=str(day), symbols=[], piece=PEER_PIECE_BYTES)) for _ in range(repeat)]
@@ -96,12 +129,16 @@ def report(r: dict) -> str:
     lines = [f"capture benchmark: {r['messages']:,} messages in {r['packets']:,} MoldUDP64 packets of at most "
              f"{r['payload_bytes']} bytes ({r['messages_per_packet']:.1f} messages a packet); day {r['day']}",
              f"machine: {m['cores']} cores, {m['cpu']}, Python {m['python']}, numba {m['numba']}; best of each",
-             f"{'form':18s} {'MB':>7s} " + " ".join(f"{j + ' M msg/s':>15s}" for j in JOBS) + "  replay vs itchcpp"]
+             f"{'form':18s} {'MB':>7s} " + " ".join(f"{j + ' M msg/s':>15s}" for j in JOBS)
+             + "  stats peak MB  replay vs itchcpp"]
     for form, row in r["forms"].items():
         ratio = row.get("replay_ratio_vs_itchcpp")
         lines.append(f"{form:18s} {row['bytes'] / 1e6:7.0f} "
                      + " ".join(f"{row[j]['msgs_per_s'] / 1e6:15.1f}" for j in JOBS)
+                     + f"  {row['stats_peak_bytes'] / 1e6:13.1f}"
                      + (f"  {ratio:.2f}x" if ratio else ""))
+    lines.append("stats peak MB: allocated at once (numpy's arrays and Python's objects); 'in parts': the pcap "
+                 "read a part at a time, as a capture of over a million packets in file order is")
     cpp = r.get("itchcpp")
     if cpp and "error" in cpp:
         lines.append(f"itchcpp: failed: {cpp['error']}")
