@@ -363,10 +363,9 @@ def test_read_and_scan_number_joined_runs_as_each_run_alone(monkeypatch, packets
     """read and scan take a capture's runs joined: every array, every field (the sequence
     numbers above all) equals decoding each run alone from its own first sequence number.
     Random messages of every type and unknown types."""
-    from itchflow.decode.decoded import concat
     from itchflow.decode.decoder import FrameTotals, decode_range, frame_range
     from itchflow.hw.join import join
-    from itchflow.wire.itch import CODES
+    from itchflow.wire.itch import CODES, DTYPES
 
     data = _mixed_capture(packets, seed)
     buf = np.frombuffer(data, np.uint8)
@@ -375,7 +374,7 @@ def test_read_and_scan_number_joined_runs_as_each_run_alone(monkeypatch, packets
         totals = FrameTotals()
         end, _ = frame_range(c.data, 0, len(c.data), totals)
         parts.append(decode_range(c.data, 0, end, c.first_sequence, totals.counts, CODES))
-    want = concat(parts, CODES)
+    want = {c: join([p[c] for p in parts], DTYPES[c]) for c in CODES}
     monkeypatch.setattr(capture_module, "PIECE_BYTES", piece)
     got = itchflow.read(data, dedup=dedup)
     scanned = list(itchflow.scan(data, chunk_messages=3)) if dedup else []

@@ -149,3 +149,27 @@ def test_any_cut_any_block(frac, block):
         assert b"".join(got) == DATA[:e.offset]
     else:
         raise AssertionError("a cut stream must fail")
+
+
+def test_read_of_a_day_in_many_blocks_decodes_once_into_its_arrays(tmp_path):
+    """read of a gzip day (framed a block at a time) decodes every block into arrays allocated
+    once for the whole: the same arrays as the raw day, and at its peak it holds the day's
+    stream and its arrays, not every block's arrays and then a joined copy of them (2.1 times
+    the arrays, before)."""
+    from peak_memory import peak_allocated
+
+    from itchflow.sim.generator import write_day
+
+    day = tmp_path / "day.itch"
+    write_day(day, 1_000_000, seed=4)
+    gz = tmp_path / "day.itch.gz"
+    with open(day, "rb") as f, gzip.open(gz, "wb", compresslevel=1) as g:
+        g.write(f.read())
+    want = itchflow.read(day)
+    assert len(list(iter_chunks(str(gz)))) > 3
+    itchflow.read(gz)   # every kernel loaded (what loading allocates is not the read's)
+    got, peak = peak_allocated(lambda: itchflow.read(gz))
+    output = sum(got[c].nbytes for c in got.counts)
+    for code in want.counts:
+        assert got[code].dtype == want[code].dtype and got[code].tobytes() == want[code].tobytes(), code
+    assert peak < 1.85 * output, (peak, output)

@@ -13,8 +13,7 @@ from typing import Iterator
 
 import numpy as np
 
-from itchflow.hw.join import join
-from itchflow.wire.itch import BY_NAME, DTYPES, MESSAGES
+from itchflow.wire.itch import BY_NAME, MESSAGES
 
 
 @dataclass
@@ -133,10 +132,3 @@ def to_arrow(arr: np.ndarray):
         else:
             cols[name] = pa.array(np.ascontiguousarray(col))
     return pa.table(cols)
-
-
-def concat(parts: list[dict[str, np.ndarray]], codes: str) -> dict[str, np.ndarray]:
-    """Join per-chunk arrays type by type (no copy when there is a single chunk)."""
-    if len(parts) == 1:
-        return parts[0]
-    return {c: join([p[c] for p in parts], DTYPES[c]) for c in codes}   # DTYPES[c] exactly

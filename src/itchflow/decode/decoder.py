@@ -107,12 +107,29 @@ def allocate(counts: np.ndarray, codes: str) -> dict[str, np.ndarray]:
     return out
 
 
+class Output:
+    """Exactly-sized arrays for every message of the wanted types that framing counted, filled
+    range after range (``decode_into``), read out as arrays of DTYPES (``arrays``)."""
+
+    def __init__(self, counts: np.ndarray, codes: str = CODES) -> None:
+        self.codes = codes
+        self.kernel_arrays = allocate(counts, codes)
+        if sum(a.nbytes for a in self.kernel_arrays.values()) >= POPULATE_OUTPUT_BYTES:
+            populate_in_background(*(a for a in self.kernel_arrays.values() if a.nbytes))
+        self.fill = np.zeros(256, dtype=np.int64)   # per type byte: rows written so far
+
+    def decode_into(self, buf: np.ndarray, pos: int, end: int, first_sequence: int) -> None:
+        """Decode a range that frame_range accepted into the next rows of each type."""
+        decode(buf, pos, end, np.uint64(first_sequence), self.fill, *(self.kernel_arrays[c] for c in ARRAY_ORDER))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        out = self.kernel_arrays
+        return {c: out[c].view(DTYPES[c]) if len(out[c]) else _NO_ROWS_PUBLIC[c][:0] for c in self.codes}
+
+
 def decode_range(buf: np.ndarray, pos: int, end: int, first_sequence: int,
                  range_counts: np.ndarray, codes: str = CODES) -> dict[str, np.ndarray]:
     """Decode a range that frame_range accepted into per-type arrays of DTYPES."""
-    out = allocate(range_counts, codes)
-    if sum(a.nbytes for a in out.values()) >= POPULATE_OUTPUT_BYTES:
-        populate_in_background(*(a for a in out.values() if a.nbytes))
-    fill = np.zeros(256, dtype=np.int64)
-    decode(buf, pos, end, np.uint64(first_sequence), fill, *(out[c] for c in ARRAY_ORDER))
-    return {c: out[c].view(DTYPES[c]) if len(out[c]) else _NO_ROWS_PUBLIC[c][:0] for c in codes}
+    out = Output(range_counts, codes)
+    out.decode_into(buf, pos, end, first_sequence)
+    return out.arrays()

@@ -12,8 +12,8 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from itchflow.decode.decoded import Decoded, ReadInfo, concat
-from itchflow.decode.decoder import NO_LIMIT, FrameTotals, decode_range, frame_range
+from itchflow.decode.decoded import Decoded, ReadInfo
+from itchflow.decode.decoder import NO_LIMIT, FrameTotals, Output, decode_range, frame_range
 from itchflow.wire.itch import CODES
 from itchflow.sources.files import Chunk, iter_chunks
 
@@ -64,18 +64,19 @@ def _pieces(chunk: Chunk, max_messages: int) -> Iterator[tuple[int, int, int, Fr
         pos, first = stop, first + n
 
 
-def _decode_piece(chunk: Chunk, start: int, stop: int, first: int, counts: np.ndarray,
-                  codes: str) -> dict[str, np.ndarray]:
+def _decode_piece(out: Output, chunk: Chunk, start: int, stop: int, first: int) -> None:
     """Decode chunk.data[start:stop] (framed), whose first message is the chunk's message
-    ``first``: every row's sequence number the chunk's (``Chunk.sequence_numbers``: where the
-    runs of a capture's joined packets restart)."""
+    ``first``, into out's next rows: every row's sequence number the chunk's
+    (``Chunk.sequence_numbers``: where the runs of a capture's joined packets restart)."""
     if chunk.runs is None:
-        return decode_range(chunk.data, start, stop, chunk.first_sequence + first, counts, codes)
-    arrays = decode_range(chunk.data, start, stop, first, counts, codes)   # numbered by place
-    for arr in arrays.values():
-        if len(arr):
-            arr["sequence"] = chunk.sequence_numbers(arr["sequence"])
-    return arrays
+        out.decode_into(chunk.data, start, stop, chunk.first_sequence + first)
+        return
+    before = out.fill.copy()
+    out.decode_into(chunk.data, start, stop, first)   # numbered by place
+    for c, arr in out.kernel_arrays.items():
+        rows = arr[before[ord(c)]:out.fill[ord(c)]]
+        if len(rows):
+            rows["sequence"] = chunk.sequence_numbers(rows["sequence"])
 
 
 WHOLE_RUNS = 1 << 62
@@ -92,18 +93,24 @@ def read(source, types: str | Iterable[str] | None = None, *, strict: bool = Tru
     """
     codes = type_codes(types)
     t0 = time.perf_counter()
-    totals, capture, parts = FrameTotals(), {}, []
-    # a capture's session whole (what is decoded is kept anyway): one decode, no parts to join;
-    # its runs joined (an anonymised capture's packets are a run each: a decode call and a part
-    # to join for every packet cost 50-150 us apiece)
+    totals, capture, framed = FrameTotals(), {}, []
+    # Every chunk is framed first (counted, validated), then decoded into arrays allocated
+    # once for them all: no per-chunk arrays joined at the end (a copy of the whole output,
+    # and twice its memory at the peak; a gzip or a capture read in parts comes in several
+    # chunks). What is held meanwhile is the chunks: the stream, smaller than what it decodes
+    # to (a raw file's is its mapping). A capture's session comes whole where it is planned
+    # whole, its runs joined (an anonymised capture's packets are a run each).
     for chunk in iter_chunks(source, strict=strict, capture_stats=capture, dedup=dedup, piece_bytes=WHOLE_RUNS,
                              join_runs=True):
         for start, stop, first, piece in _pieces(chunk, NO_LIMIT):
             totals.merge(piece)
-            parts.append(_decode_piece(chunk, start, stop, first, piece.counts, codes))
-    arrays = concat(parts, codes)
+            framed.append((chunk, start, stop, first))
+    out = Output(totals.counts, codes)
+    for chunk, start, stop, first in framed:
+        with chunk.reading():
+            _decode_piece(out, chunk, start, stop, first)
     info = read_info(_name(source), totals, capture or None, time.perf_counter() - t0)
-    return Decoded(arrays, info)
+    return Decoded(out.arrays(), info)
 
 
 def scan(source, types: str | Iterable[str] | None = None, *, chunk_messages: int = 1 << 20,
@@ -129,11 +136,13 @@ def scan(source, types: str | Iterable[str] | None = None, *, chunk_messages: in
         for start, stop, first, piece in _pieces(chunk, chunk_messages):
             t0 = time.perf_counter()
             with chunk.reading():  # the piece is checked before it is handed out
+                out = Output(piece.counts, codes)
                 if renumber:
-                    arrays = decode_range(chunk.data, start, stop, place, piece.counts, codes)
+                    out.decode_into(chunk.data, start, stop, place)
                     place += piece.messages
                 else:
-                    arrays = _decode_piece(chunk, start, stop, first, piece.counts, codes)
+                    _decode_piece(out, chunk, start, stop, first)
+                arrays = out.arrays()
             chunk.release(stop)  # the arrays are copies: a mapped day's pages can go
             yield Decoded(arrays, read_info(name, piece, capture or None, time.perf_counter() - t0))
 
