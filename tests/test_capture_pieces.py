@@ -611,28 +611,30 @@ def test_any_capture_reads_the_same_planned_whole_or_a_part_at_a_time(monkeypatc
         assert source.plan.whole is None   # capture order is the order
 
 
-def test_a_capture_changed_between_its_two_walks_is_an_error_naming_it():
+@pytest.mark.parametrize("packet, sequence, delivered", [
+    (2, 9, 3),   # a hole that was not there: the counters differ at the end
+    (1, 7, 0),   # the third packet then falls in a hole: caught before its part is handed out
+])
+def test_a_capture_changed_between_its_two_walks_is_an_error_naming_it(monkeypatch, packet, sequence, delivered):
     """Planned a part at a time, a capture is walked twice: if the second walk finds other
-    packets than the first (the buffer was written to in between), reading it is an error."""
-    import itchflow.protocol.mold.capture as capture_module_
+    packets than the first (the buffer was written to in between), reading it is an error, and
+    a part found out of order is not handed out."""
     from itchflow.errors import ITCHFormatError
     from itchflow.sources.files import CaptureSource
 
     data, blocks = _capture([(0, 1, 2), (0, 3, 2), (0, 5, 2)])
     buf = np.frombuffer(bytearray(data), np.uint8)
-    old = capture_module_.STREAM_PACKETS
-    capture_module_.STREAM_PACKETS = 0
-    try:
-        source = CaptureSource(buf, "changing.pcap")
-        assert source.plan.whole is None and source.stats.messages == 6
-        first_block = blocks[2][1][0]                    # the third packet's sequence: 5 -> 9 (a hole)
-        at = first_block - MOLD_HEAD + 10
-        buf[at:at + 8] = np.frombuffer(struct.pack(">Q", 9), np.uint8)
-        with pytest.raises(ITCHFormatError) as e:
-            list(source.chunks())
-    finally:
-        capture_module_.STREAM_PACKETS = old
+    monkeypatch.setattr(capture_module, "STREAM_PACKETS", 0)
+    source = CaptureSource(buf, "changing.pcap", piece_bytes=1)
+    assert source.plan.whole is None and source.stats.messages == 6
+    at = blocks[packet][1][0] - MOLD_HEAD + 10          # the packet's sequence number
+    buf[at:at + 8] = np.frombuffer(struct.pack(">Q", sequence), np.uint8)
+    got = []
+    with pytest.raises(ITCHFormatError) as e:
+        for c in source.chunks():
+            got.append(c)
     assert e.value.source == "changing.pcap" and "changed while it was read" in str(e.value)
+    assert len(got) == delivered
 
 
 @pytest.fixture(scope="module")

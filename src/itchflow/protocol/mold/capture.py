@@ -738,18 +738,23 @@ class CapturePlan:
             yield self.whole, len(self.buf)
             return
         index, plan, totals = PacketIndex(), PlanState(), np.zeros(5, np.int64)
+        changed = ITCHFormatError("the capture changed while it was read: its second pass found other packets than "
+                                  "its first", source=self.source)
         for part in packet_parts(self.buf, self.source, part_bytes=STREAM_PART_BYTES):
-            yield _plan_part(self.buf, part, index, plan, totals, self.dedup, self.stats), part.stop
+            indexed = index.index(self.buf, part.payload_offset, part.payload_length, part.outcome)
+            capture = _plan_part(self.buf, part, indexed, plan, totals, self.dedup, self.stats)
+            if not plan.orderly:
+                raise changed
+            yield capture, part.stop
         close_session(plan, totals)
-        if not plan.orderly or not np.array_equal(totals, self.totals):
-            raise ITCHFormatError("the capture changed while it was read: its second pass found other packets "
-                                  "than its first", source=self.source)
+        if not np.array_equal(totals, self.totals):
+            raise changed
 
 
-def _plan_part(buf, part: Part, index: PacketIndex, plan: PlanState, totals, dedup: bool,
+def _plan_part(buf, part: Part, indexed: tuple, plan: PlanState, totals, dedup: bool,
                stats: CaptureStats) -> MoldCapture:
-    """Index and plan a part's packets in file order, checking that order (check mode)."""
-    indexed = index.index(buf, part.payload_offset, part.payload_length, part.outcome)
+    """Plan a part's packets (indexed: ``PacketIndex.index``) in file order, checking that order
+    (check mode): its stream from offset 0, a run going on from the part before opened first."""
     n = len(part.outcome)
     out = _PlanArrays(n + 1, n)
     plan.start_part()
@@ -783,10 +788,7 @@ def plan_capture(buf: np.ndarray, source: str, strict: bool = True, dedup: bool 
                                                  why, count, source)) is not None:
             raise error
         _count_packets(stats, kind, count, part.outcome)
-        n = len(kind)
-        out = _PlanArrays(n + 1, n)
-        plan.start_part()
-        out.plan(buf, np.arange(n), part.payload_offset, part.payload_length, indexed, dedup, True, totals, plan)
+        _plan_part(buf, part, indexed, plan, totals, dedup, stats)   # its counters and order only
 
     walk = packet_parts(buf, source, walked() if walked else None)
     for part in walk:
