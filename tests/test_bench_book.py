@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from itchflow.bench.book import _ITCHCPP
+from itchflow.bench.book import itchcpp_books
 from itchflow.bench.common import peer_failure, run_peer
 from itchflow.book.books import Books
 from itchflow.sim.generator import write_day
@@ -49,7 +49,7 @@ def test_itchcpp_in_pieces_builds_the_books_of_one_call(tmp_path):
 
     piece = 65_537 + 1_001   # at least one whole message of any length; cuts about 30 pieces
     assert len(data) > 20 * piece
-    r = run_peer(_ITCHCPP.format(path=str(day), symbols=symbols, piece=piece))
+    r = itchcpp_books(day, symbols, piece)
     assert "error" not in r, r
     assert r["books"] == whole.book_count()
     for s in symbols:

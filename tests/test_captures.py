@@ -477,11 +477,19 @@ def test_snapped_fragmented_and_non_udp_records_are_counted():
     assert d["S"]["sequence"].tolist() == [1]
 
 
-def test_an_itch_message_of_the_wrong_length_makes_its_packet_malformed(tmp_path):
+@pytest.mark.parametrize("in_parts", [False, True])
+def test_an_itch_message_of_the_wrong_length_makes_its_packet_malformed(tmp_path, monkeypatch, in_parts):
     """A packet holding an ITCH type at another length than ITCH 5.0's (here an A of 20 bytes:
     36 by the specification) is a malformed packet. Strict: an error naming the packet, the
     block's byte in the file and both lengths; lenient: the packet counted as malformed and
-    its messages as missing, the rest delivered."""
+    its messages as missing, the rest delivered. The same read a part of one packet at a time
+    (as a large capture in file order is): the packet is named by its number in the capture."""
+    if in_parts:
+        import itchflow.protocol.mold.capture as capture
+        import itchflow.wire.pcap as pcap
+
+        monkeypatch.setattr(capture, "STREAM_PACKETS", 0)
+        monkeypatch.setattr(pcap, "TABLE_BATCH", 1)
     short_add = b"A" + bytes(19)
     frames = [ref.eth_ipv4_udp(ref.mold_packet(b"S", 1, [_msg_for(1)])),
               ref.eth_ipv4_udp(ref.mold_packet(b"S", 2, [_msg_for(2), short_add])),

@@ -139,6 +139,13 @@ for s in {symbols!r}:
 print(json.dumps({{"seconds": dt, "books": bm.book_count(), "tops": tops}}))
 """
 
+
+def itchcpp_books(path, symbols=(), piece: int = PEER_PIECE_BYTES) -> dict:
+    """itchcpp's BookManager over the day at path in pieces of about ``piece`` bytes, in a fresh
+    process (``run_peer``): its seconds, books, and the tops of these symbols (an "error" key
+    if it could not run)."""
+    return run_peer(_ITCHCPP.format(path=str(path), symbols=list(symbols), piece=int(piece)))
+
 # Our figure as a user's one-off run sees it: the first apply in a fresh process, on memory
 # the process has never used (itchcpp's figure is always taken so, one process a run).
 _FIRST_APPLY = """
@@ -243,8 +250,7 @@ def run_shape(name: str, params: dict, repeat: int = 2, peers: bool = True) -> d
             del b
         if peers and not any("error" in c for c in cpp_runs):
             symbols = symbols or sorted(books.symbols)
-            cpp_runs.append(run_peer(_ITCHCPP.format(path=str(path), symbols=symbols,
-                                                     piece=PEER_PIECE_BYTES)))
+            cpp_runs.append(itchcpp_books(path, symbols))
     r["itchflow"] = rate_row(books.messages, best)
     r["itchflow"].update(peak_live_orders=books.peak_live_orders, live_orders_at_end=books.live_orders(),
                          anomalies=sum(books.anomalies().values()), engine_bytes=books.memory_bytes(),

@@ -24,7 +24,7 @@ import tracemalloc
 from contextlib import contextmanager
 from pathlib import Path
 
-from itchflow.bench.common import BENCH_DIR, best_of, machine, rate_row, run_peer
+from itchflow.bench.common import BENCH_DIR, best_of, machine, rate_row
 
 IN_PARTS = "pcap, in parts"
 FORMS = ("raw", "pcap", IN_PARTS, "anonymised pcap")
@@ -84,7 +84,7 @@ def _job(name: str, path: Path):
 
 def run(messages: int = 2_000_000, seed: int = 1, payload_bytes: int = 120, repeat: int = 3,
         peers: bool = True) -> dict:
-    from itchflow.bench.book import PEER_PIECE_BYTES, _ITCHCPP
+    from itchflow.bench.book import itchcpp_books
     from itchflow.bench.decode import ensure_day
 
     day, _ = ensure_day(messages, seed)
@@ -111,7 +111,7 @@ def run(messages: int = 2_000_000, seed: int = 1, payload_bytes: int = 120, repe
             row["stats_peak_bytes"] = peak_allocated(_job("stats", path))
         r["forms"][form] = row
     if peers:
-        runs = [run_peer(_ITCHCPP.format(path=str(day), symbols=[], piece=PEER_PIECE_BYTES)) for _ in range(repeat)]
+        runs = [itchcpp_books(day) for _ in range(repeat)]
         failed = [c for c in runs if "error" in c]
         if failed:
             r["itchcpp"] = failed[0]
