@@ -486,16 +486,18 @@ def test_a_planned_capture_still_gives_its_whole_stream_and_runs(all_captures):
 def _two_lines(sessions, lag: int, with_b: bool, swap: int | None):
     """Packets (session, first sequence, messages; 0 messages: a heartbeat) as a feed's A and
     B lines deliver them: per session, the packets of `counts` numbered from 1, those marked
-    lost missing on both lines (holes), a heartbeat after those marked so (announcing the next
-    number sent), B's copies each `lag` packets after A's; sessions one after the other.
-    swap: A's data packets at that place and the next change places (arrival out of order)."""
+    lost (1) missing on both lines (holes), those marked 2 missing on A only (B's copy fills
+    in, late), a heartbeat after those marked so (announcing the next number sent), B's copies
+    each `lag` packets after A's; sessions one after the other. swap: A's data packets at that
+    place and the next change places (arrival out of order)."""
     out = []
     for session, (counts, lost, beats) in enumerate(sessions):
         a, b, seq = [], [], 1
         for n, gone, beat in zip(counts, lost, beats):
-            if not gone:
-                a.append((session, seq, n))
+            if gone != 1:
                 b.append((session, seq, n))
+            if gone == 0:
+                a.append((session, seq, n))
             seq += n
             if beat:
                 a.append((session, seq, 0))
@@ -535,21 +537,25 @@ def _read_capture(buf, dedup: bool = True, join_runs: bool = False):
 
 
 session_packets = st.integers(1, 25).flatmap(lambda n: st.tuples(
-    st.lists(st.integers(1, 4), min_size=n, max_size=n), st.lists(st.booleans(), min_size=n, max_size=n),
+    st.lists(st.integers(1, 4), min_size=n, max_size=n),
+    st.lists(st.sampled_from([0, 0, 0, 1, 2]), min_size=n, max_size=n),
     st.lists(st.booleans(), min_size=n, max_size=n)))
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(session_packets, min_size=1, max_size=2), st.integers(0, 5), st.booleans(),
-       st.one_of(st.none(), st.integers(0, 100)), st.integers(1, 7), st.integers(1, 300), st.booleans())
+       st.one_of(st.none(), st.integers(0, 100)), st.integers(1, 7), st.integers(1, 300), st.booleans(),
+       st.sampled_from([0, 1, 3, 8, 100]))
 def test_a_capture_in_file_order_planned_a_part_at_a_time_is_the_sorted_capture(
-        monkeypatch, sessions, lag, with_b, swap, part, piece, join_runs):
-    """A and B lines (B's repeats arriving up to five packets late), holes lost on both,
-    heartbeats, two sessions: planned a part of `part` packets at a time (every capture past
-    STREAM_PACKETS), without a table or a plan of the whole, each message is the one the slow
-    model and the capture planned whole give, with the same number, session, file offset and
-    packet, and the counters are the same. Two of A's packets arriving swapped make file order
-    differ from sequence order: that capture is planned whole, as before, and reads the same."""
+        monkeypatch, sessions, lag, with_b, swap, part, piece, join_runs, window):
+    """A and B lines (B's copies arriving up to five packets late), holes lost on both, packets
+    lost on A that B's late copy fills, heartbeats, two sessions: planned a part of `part`
+    packets at a time (every capture past STREAM_PACKETS), sorted within a window of `window`
+    packets, without a table or a plan of the whole, each message is the one the slow model and
+    the capture planned whole give, with the same number, session, file offset and packet, and
+    the counters are the same. In file order (no window, a packet a part) without swaps or fills
+    it is planned in parts; with a window longer than the capture, always; otherwise it may be
+    planned whole, and reads the same."""
     import itchflow.wire.pcap as pcap
 
     packets = _two_lines(sessions, lag, with_b, swap)
@@ -565,9 +571,11 @@ def test_a_capture_in_file_order_planned_a_part_at_a_time_is_the_sorted_capture(
     assert whole_source.plan.whole is not None
     assert whole == want
     monkeypatch.setattr(capture_module, "STREAM_PACKETS", 0)
+    monkeypatch.setattr(capture_module, "STREAM_WINDOW", window)
     source, got, stats = _read_capture(buf, join_runs=join_runs)
     assert got == want and stats == whole_stats
-    if swap is None:
+    fills = any(2 in lost for _, lost, _ in sessions) and with_b
+    if window >= len(packets) or (swap is None and not fills and window == 0 and part == 1):
         assert source.plan.whole is None   # planned a part at a time
 
 
@@ -579,16 +587,24 @@ def test_a_capture_in_file_order_planned_a_part_at_a_time_is_the_sorted_capture(
     ([(0, 1, 2), (0, 0, 1), (0, 3, 1)], "a sequenced packet after an unsequenced one"),
 ])
 def test_a_capture_whose_file_order_is_not_its_stream_is_planned_whole(monkeypatch, packets, why):
-    """Where taking a capture's packets in file order would give another stream (or other
-    counters) than sorting them, it is planned whole, and reads as the slow model says."""
+    """Where taking a capture's packets in file order (no window, a packet a part) would give
+    another stream (or other counters) than sorting them, it is planned whole, and reads as the
+    slow model says. Sorted within a window as long as the capture (unsequenced packets after
+    the sequenced ones, as planned whole), each is planned in parts and reads the same."""
+    import itchflow.wire.pcap as pcap
+
     data, blocks = _capture(packets)
     buf = np.frombuffer(data, np.uint8)
-    monkeypatch.setattr(capture_module, "STREAM_PACKETS", 0)
-    source, got, stats = _read_capture(buf)
-    assert source.plan.whole is not None, why
-    assert got == _model(packets, blocks, True), why
+    want = _model(packets, blocks, True)
     monkeypatch.setattr(capture_module, "STREAM_PACKETS", 1 << 40)
-    assert _read_capture(buf)[2] == stats, why
+    stats = _read_capture(buf)[2]
+    monkeypatch.setattr(capture_module, "STREAM_PACKETS", 0)
+    monkeypatch.setattr(pcap, "TABLE_BATCH", 1)
+    for window in (0, len(packets)):
+        monkeypatch.setattr(capture_module, "STREAM_WINDOW", window)
+        source, got, stats_here = _read_capture(buf)
+        assert got == want and stats_here == stats, (why, window)
+        assert (source.plan.whole is None) == (window > 0), (why, window)
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -611,20 +627,24 @@ def test_any_capture_reads_the_same_planned_whole_or_a_part_at_a_time(monkeypatc
         assert source.plan.whole is None   # capture order is the order
 
 
-@pytest.mark.parametrize("packet, sequence, delivered", [
-    (2, 9, 3),   # a hole that was not there: the counters differ at the end
-    (1, 7, 0),   # the third packet then falls in a hole: caught before its part is handed out
+@pytest.mark.parametrize("packet, sequence, window, delivered", [
+    (2, 9, 4096, 3),   # a hole that was not there: the counters differ at the end
+    (1, 7, 0, 2),      # (a packet a part, no window) the third then falls in a hole: not handed out
 ])
-def test_a_capture_changed_between_its_two_walks_is_an_error_naming_it(monkeypatch, packet, sequence, delivered):
+def test_a_capture_changed_between_its_two_walks_is_an_error_naming_it(monkeypatch, packet, sequence, window,
+                                                                      delivered):
     """Planned a part at a time, a capture is walked twice: if the second walk finds other
     packets than the first (the buffer was written to in between), reading it is an error, and
     a part found out of order is not handed out."""
+    import itchflow.wire.pcap as pcap
     from itchflow.errors import ITCHFormatError
     from itchflow.sources.files import CaptureSource
 
     data, blocks = _capture([(0, 1, 2), (0, 3, 2), (0, 5, 2)])
     buf = np.frombuffer(bytearray(data), np.uint8)
     monkeypatch.setattr(capture_module, "STREAM_PACKETS", 0)
+    monkeypatch.setattr(capture_module, "STREAM_WINDOW", window)
+    monkeypatch.setattr(pcap, "TABLE_BATCH", 1 if window == 0 else pcap.TABLE_BATCH)
     source = CaptureSource(buf, "changing.pcap", piece_bytes=1)
     assert source.plan.whole is None and source.stats.messages == 6
     at = blocks[packet][1][0] - MOLD_HEAD + 10          # the packet's sequence number

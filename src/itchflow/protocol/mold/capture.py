@@ -13,11 +13,12 @@ out in pieces of bounded size as it is read (``MoldCapture.pieces``). A full day
 (10-15 GB) then costs its packet index in memory, not a second copy of the day.
 
 A day's capture holds 10^8 packets or more, and its index and plan some 80 bytes a packet. A
-capture whose file order already is (session, sequence) order, as one line's is, or A and B
-lines' whose repeats come after what they repeat, need not be sorted: past STREAM_PACKETS
-packets it is checked in file order as it is walked, keeping only counters (``plan_capture``),
-and walked again part by part as it is read, each part planned as it comes (``CapturePlan``).
-Its memory then does not grow with the capture. Any other capture is planned whole.
+capture whose packets arrive in (session, sequence) order but for a window of STREAM_WINDOW
+packets (one line; A and B lines, one's copy filling the other's loss a little late) need not
+be sorted whole: past STREAM_PACKETS packets it is checked as it is walked, sorted within the
+window, keeping only counters (``plan_capture``), and walked again part by part as it is read,
+each part planned as it comes (``CapturePlan``). Its memory then does not grow with the
+capture. Any other capture is planned whole.
 """
 
 from __future__ import annotations
@@ -635,13 +636,13 @@ class _PlanArrays:
         self.seg_packet = np.empty(segments, np.int64)
         self.seg_seq = np.empty(segments, np.uint64)
 
-    def plan(self, buf, order, off, length, index, dedup: bool, check: bool, totals, plan: PlanState) -> None:
-        kind, _, session, seq, count = index
-        plan_packets(buf, order, off, length, kind, session, seq, count, dedup, check, self.run_offset,
-                     self.run_seq, self.run_session, self.run_messages, self.seg_out, self.seg_file,
-                     self.seg_packet, self.seg_seq, totals, plan.words, plan.sequences, plan.holes)
+    def plan(self, buf, order, packets: "Packets", dedup: bool, check: bool, totals, plan: PlanState) -> None:
+        plan_packets(buf, order, packets.offset, packets.length, packets.kind, packets.session, packets.seq,
+                     packets.count, dedup, check, self.run_offset, self.run_seq, self.run_session,
+                     self.run_messages, self.seg_out, self.seg_file, self.seg_packet, self.seg_seq, totals,
+                     plan.words, plan.sequences, plan.holes)
 
-    def capture(self, buf, plan: PlanState, stats: CaptureStats, first_packet: int = 0) -> MoldCapture:
+    def capture(self, buf, plan: PlanState, stats: CaptureStats) -> MoldCapture:
         """The runs and segments planned, as a MoldCapture (empty runs dropped: a session opened
         by a heartbeat, a hole right at a run's start)."""
         w, runs, segs = (int(plan.words[k]) for k in (P_STREAM, P_RUNS, P_SEGS))
@@ -650,8 +651,28 @@ class _PlanArrays:
         keep = ends > self.run_offset[:runs]
         return MoldCapture(buf, w, self.run_offset[:runs][keep], self.run_seq[:runs][keep],
                            self.run_session[:runs][keep], self.run_messages[:runs][keep], stats,
-                           self.seg_out[:segs + 1], self.seg_file[:segs], self.seg_packet[:segs] + first_packet,
-                           self.seg_seq[:segs])
+                           self.seg_out[:segs + 1], self.seg_file[:segs], self.seg_packet[:segs], self.seg_seq[:segs])
+
+
+class Packets(NamedTuple):
+    """Packets to plan, a row each: their index in the capture, UDP payload, and index."""
+
+    number: np.ndarray   # int64: the packet's index in the capture (0-based)
+    offset: np.ndarray   # int64: its UDP payload in the capture ...
+    length: np.ndarray   # int64
+    kind: np.ndarray     # int8 and the rest: as PacketIndex.index gives them
+    session: np.ndarray
+    seq: np.ndarray
+    count: np.ndarray
+
+    @classmethod
+    def of_part(cls, part: Part, indexed: tuple) -> "Packets":
+        kind, _, session, seq, count = indexed
+        return cls(np.arange(part.first, part.first + len(part.outcome), dtype=np.int64), part.payload_offset,
+                   part.payload_length, kind, session, seq, count)
+
+    def take(self, rows: np.ndarray) -> "Packets":
+        return Packets(*(a[rows] for a in self))
 
 
 def reassemble(buf: np.ndarray, table: PacketTable, source: str, strict: bool = True,
@@ -680,7 +701,7 @@ def reassemble(buf: np.ndarray, table: PacketTable, source: str, strict: bool = 
         if on_walked is not None:
             on_walked(len(buf), final=True)
     known, nsessions = index.known, index.sessions
-    kind, why, session, seq, count = arrays = index.arrays()
+    kind, why, session, seq, count = index.arrays()
     if len(kind) != n:
         raise ValueError(f"the index holds {len(kind):,} packets, the table {n:,}")
     if strict and (error := _malformed_error(buf, 0, off, length, why, count, source)) is not None:
@@ -703,9 +724,10 @@ def reassemble(buf: np.ndarray, table: PacketTable, source: str, strict: bool = 
     # message kept), or at each packet taken in capture order
     out = _PlanArrays(nsessions + len(order) + len(in_order), len(order) + len(in_order))
     plan, totals = PlanState(), np.zeros(5, np.int64)
-    out.plan(buf, order, off, length, arrays, dedup, False, totals, plan)
+    packets = Packets(np.zeros(0, np.int64), off, length, kind, session, seq, count)   # rows: the capture's
+    out.plan(buf, order, packets, dedup, False, totals, plan)
     close_session(plan, totals)
-    out.plan(buf, in_order, off, length, arrays, dedup, False, totals, plan)
+    out.plan(buf, in_order, packets, dedup, False, totals, plan)
     stats.messages, stats.duplicate_messages, stats.gaps, stats.missing_messages = (int(x) for x in totals[:4])
     return out.capture(buf, plan, stats)
 
@@ -717,6 +739,72 @@ STREAM_PACKETS = 1 << 20
 # Read a part at a time, a part is about this many bytes of the capture: walked, indexed and
 # copied out while its pages are in the caches (and resident only that long).
 STREAM_PART_BYTES = 8 << 20
+# Planned a part at a time, packets are taken in (session, sequence, arrival) order within a
+# window: the last this many of a part (in that order) are held back and sorted in with the
+# next part's. A packet arriving up to this many packets after later-numbered ones (the other
+# line's copy of one this line lost, jitter between the lines) still finds its place.
+STREAM_WINDOW = 4096
+
+
+@njit(nogil=True, cache=True)
+def in_window_order(kind, session, seq):
+    """Whether packets are in ``_Window``'s order already (sequenced by (session, sequence),
+    then unsequenced; ties in arrival order): one line's capture is, and so are A and B lines
+    that keep pace."""
+    for i in range(1, kind.shape[0]):
+        ua = kind[i - 1] == UNSEQUENCED
+        ub = kind[i] == UNSEQUENCED
+        if ua and not ub:
+            return False
+        if not ua and not ub and (session[i - 1] > session[i] or (session[i - 1] == session[i]
+                                                                   and seq[i - 1] > seq[i])):
+            return False
+    return True
+
+
+def _window_key(packets: Packets, i: int) -> tuple[bool, int, int]:
+    """Packet i's place in ``_Window``'s order (before its arrival)."""
+    unsequenced = bool(packets.kind[i] == UNSEQUENCED)
+    return unsequenced, 0 if unsequenced else int(packets.session[i]), int(packets.seq[i])
+
+
+class _Window:
+    """File order sorted within a sliding window (STREAM_WINDOW): ``take`` each part's packets,
+    then ``flush``; each returns the batches of packets to plan next, with the order to plan
+    each in. Unsequenced packets keep capture order after the sequenced ones of the window;
+    without dedup every packet is taken in capture order, none held back."""
+
+    def __init__(self, dedup: bool) -> None:
+        self.dedup = dedup
+        self.held: Packets | None = None   # sorted
+
+    def take(self, packets: Packets, last: bool = False) -> list[tuple[Packets, np.ndarray]]:
+        held, self.held = self.held, None
+        n = len(packets.number)
+        if not self.dedup:
+            return [(packets, np.arange(n))]
+        keep = 0 if last else min(STREAM_WINDOW, n + (0 if held is None else len(held.number)))
+        if (in_window_order(packets.kind, packets.session, packets.seq) and keep <= n
+                and (held is None or n == 0 or _window_key(held, -1) <= _window_key(packets, 0))):
+            # in order already (a line's capture): what was held, then the part, none of it copied
+            batches = [] if held is None else [(held, np.arange(len(held.number)))]
+            if keep:
+                self.held = Packets(*(a[n - keep:] for a in packets))
+            return batches + [(packets, np.arange(n - keep))]
+        if held is not None:
+            packets = Packets(*(np.concatenate([h, p]) for h, p in zip(held, packets)))
+        unsequenced = packets.kind == UNSEQUENCED
+        order = np.lexsort((packets.number, packets.seq, np.where(unsequenced, 0, packets.session), unsequenced))
+        if keep:
+            self.held = packets.take(order[len(order) - keep:])
+            order = order[:len(order) - keep]
+        return [(packets, order)]
+
+    def flush(self) -> list[tuple[Packets, np.ndarray]]:
+        """What is still held back, in order (nothing: no batch)."""
+        if self.held is None:
+            return []
+        return self.take(self.held.take(np.zeros(0, np.int64)), last=True)
 
 
 class CapturePlan:
@@ -738,42 +826,56 @@ class CapturePlan:
             yield self.whole, len(self.buf)
             return
         index, plan, totals = PacketIndex(), PlanState(), np.zeros(5, np.int64)
+        window = _Window(self.dedup)
         changed = ITCHFormatError("the capture changed while it was read: its second pass found other packets than "
                                   "its first", source=self.source)
         for part in packet_parts(self.buf, self.source, part_bytes=STREAM_PART_BYTES):
             indexed = index.index(self.buf, part.payload_offset, part.payload_length, part.outcome)
-            capture = _plan_part(self.buf, part, indexed, plan, totals, self.dedup, self.stats)
+            capture = _plan_part(self.buf, window.take(Packets.of_part(part, indexed)), plan, totals, self.dedup,
+                                 self.stats)
             if not plan.orderly:
                 raise changed
             yield capture, part.stop
+        if rest := window.flush():
+            capture = _plan_part(self.buf, rest, plan, totals, self.dedup, self.stats)
+            if not plan.orderly:
+                raise changed
+            yield capture, len(self.buf)
         close_session(plan, totals)
         if not np.array_equal(totals, self.totals):
             raise changed
 
 
-def _plan_part(buf, part: Part, indexed: tuple, plan: PlanState, totals, dedup: bool,
+def _plan_part(buf, batches: list[tuple[Packets, np.ndarray]], plan: PlanState, totals, dedup: bool,
                stats: CaptureStats) -> MoldCapture:
-    """Plan a part's packets (indexed: ``PacketIndex.index``) in file order, checking that order
-    (check mode): its stream from offset 0, a run going on from the part before opened first."""
-    n = len(part.outcome)
+    """Plan batches of packets, each taken in its order (``_Window``), checking it (check mode):
+    a part of the stream of its own, from offset 0, a run going on from the part before opened
+    first."""
+    n = sum(len(order) for _, order in batches)
     out = _PlanArrays(n + 1, n)
     plan.start_part()
     if plan.words[P_SESSION] >= 0:   # the session goes on: so does its run
         out.run_offset[0], out.run_seq[0] = 0, plan.sequences[Q_EXPECTED]
         out.run_session[0] = plan.words[P_SESSION]
         plan.words[P_RUNS] = 1
-    out.plan(buf, np.arange(n), part.payload_offset, part.payload_length, indexed, dedup, True, totals, plan)
-    return out.capture(buf, plan, stats, part.first)
+    for packets, order in batches:
+        if not plan.orderly:
+            break
+        first = int(plan.words[P_SEGS])
+        out.plan(buf, order, packets, dedup, True, totals, plan)
+        segments = out.seg_packet[first:int(plan.words[P_SEGS])]
+        segments[:] = packets.number[segments]   # rows of the batch -> packets of the capture
+    return out.capture(buf, plan, stats)
 
 
 def plan_capture(buf: np.ndarray, source: str, strict: bool = True, dedup: bool = True,
                  walked=None) -> CapturePlan:
     """Walk and index a capture, and plan its stream (see ``reassemble``), with memory that does
     not grow with the capture where it can: a capture of more than STREAM_PACKETS packets whose
-    file order is already (session, sequence) order (one line; or A and B lines whose repeats
-    only come after what they repeat) keeps no table and no plan of the whole, only its
-    counters, and is walked again as it is read. Any other capture is planned whole (walked
-    again from the start if it was found out of order past STREAM_PACKETS).
+    file order, sorted within a window of STREAM_WINDOW packets (``_Window``), plans as the
+    sorted capture does (``plan_packets``' check mode) keeps no table and no plan of the whole,
+    only its counters, and is walked again as it is read. Any other capture is planned whole
+    (walked again from the start if it was found out of order past STREAM_PACKETS).
 
     walked: a function that gives, for each walk of the capture, a fresh on_walked(offset,
     final=False) as ``packet_parts`` takes (a mapping's pages behind the walk may go)."""
@@ -781,6 +883,7 @@ def plan_capture(buf: np.ndarray, source: str, strict: bool = True, dedup: bool 
     parts: list[Part] = []
     plan: PlanState | None = None   # planning by parts, once the capture has too many packets
     stats, totals = CaptureStats(deduplicated=bool(dedup)), np.zeros(5, np.int64)
+    window = _Window(dedup)
 
     def check(part: Part, indexed: tuple) -> None:
         kind, why, _, _, count = indexed
@@ -788,7 +891,7 @@ def plan_capture(buf: np.ndarray, source: str, strict: bool = True, dedup: bool 
                                                  why, count, source)) is not None:
             raise error
         _count_packets(stats, kind, count, part.outcome)
-        _plan_part(buf, part, indexed, plan, totals, dedup, stats)   # its counters and order only
+        _plan_part(buf, window.take(Packets.of_part(part, indexed)), plan, totals, dedup, stats)   # counters, order
 
     walk = packet_parts(buf, source, walked() if walked else None)
     for part in walk:
@@ -811,11 +914,13 @@ def plan_capture(buf: np.ndarray, source: str, strict: bool = True, dedup: bool 
         table = PacketTable(*(np.concatenate([getattr(p, f) for p in parts]) for f in PacketTable.FIELDS))
         capture = reassemble(buf, table, source, strict=strict, dedup=dedup, index=index)
         return CapturePlan(buf, source, capture.stats, dedup, whole=capture)
-    if not plan.orderly or index.sessions < 0:   # out of order: walked again, and sorted
-        index = PacketIndex()
+    if plan.orderly and index.sessions >= 0 and (rest := window.flush()):
+        _plan_part(buf, rest, plan, totals, dedup, stats)
+    if not plan.orderly or index.sessions < 0:   # out of order past the window: walked again, and sorted
+        whole = PacketIndex()
         table = packet_table(buf, source, walked() if walked else None,
-                             on_part=lambda *rows: index.add(buf, *rows))
-        capture = reassemble(buf, table, source, strict=strict, dedup=dedup, index=index)
+                             on_part=lambda *rows: whole.add(buf, *rows))
+        capture = reassemble(buf, table, source, strict=strict, dedup=dedup, index=whole)
         return CapturePlan(buf, source, capture.stats, dedup, whole=capture)
     close_session(plan, totals)
     stats.sessions = _session_names(index.known[:index.sessions])
