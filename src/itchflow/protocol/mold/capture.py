@@ -184,7 +184,7 @@ P_RUNS = 1         # runs and segments written into the output arrays
 P_SEGS = 2
 P_SESSION = 3      # the session being planned (-1: none yet)
 P_HOLES = 4        # holes recorded in this session (check mode)
-P_ORDERLY = 5      # 0 once file order is found not to give the stream (check mode)
+P_ORDERLY = 5      # 0 once the order given is found not to give the sorted stream (check mode)
 P_UNSEQUENCED = 6  # 1 once a packet was taken whole (unsequenced, or dedup=False)
 P_WORDS = 7
 # ... and uint64 words: the next sequence number expected, the highest announced, and the
@@ -250,12 +250,12 @@ def plan_packets(buf, order, off, length, kind, session, seq, count, dedup, chec
     first number and session; run_messages (zeroed by the caller) its messages. totals:
     int64[5] += (messages, duplicate messages, gaps, missing messages, data packets used).
 
-    check: order is the capture's file order; state[P_ORDERLY] is cleared, and planning stops,
-    at the first packet that makes it plan other than (session, sequence) order would: a
-    session seen again after another, a data packet after one taken whole, a packet whose
-    messages fall in a hole already counted or before the session's first number, a heartbeat
-    before it, more than HOLES_MAX holes in a session. File order that passes gives the stream
-    of the sorted capture."""
+    check: order is the capture's file order (sorted within a window: ``_Window``);
+    state[P_ORDERLY] is cleared, and planning stops, at the first packet that makes it plan
+    other than (session, sequence) order would: a session seen again after another, a data
+    packet after one taken whole, a packet whose messages fall in a hole already counted or
+    before the session's first number, a heartbeat before it, more than HOLES_MAX holes in a
+    session. An order that passes gives the stream of the sorted capture."""
     w = state[P_STREAM]
     runs = state[P_RUNS]
     segs = state[P_SEGS]
