@@ -146,13 +146,18 @@ def session_keys(buf, off, kind, hi, lo):
 
 
 @njit(nogil=True, cache=True)
-def in_stream_order(packets, session, seq):
-    """Whether packets (ascending indices) are already in (session, sequence) order: a capture
-    of one line usually is, and A and B lines interleaved too."""
+def in_stream_order(packets, kind, session, seq):
+    """Whether packets (ascending indices) are already in stream order: sequenced ones by
+    (session, sequence), unsequenced ones after them (ties in arrival order). A capture of one
+    line usually is, and A and B lines interleaved that keep pace too."""
     for k in range(1, packets.shape[0]):
         a = packets[k - 1]
         b = packets[k]
-        if session[a] > session[b] or (session[a] == session[b] and seq[a] > seq[b]):
+        ua = kind[a] == UNSEQUENCED
+        ub = kind[b] == UNSEQUENCED
+        if ua and not ub:
+            return False
+        if not ua and not ub and (session[a] > session[b] or (session[a] == session[b] and seq[a] > seq[b])):
             return False
     return True
 
@@ -714,7 +719,7 @@ def reassemble(buf: np.ndarray, table: PacketTable, source: str, strict: bool = 
     stats.sessions = _session_names(known[:nsessions])
     if dedup:
         order = np.flatnonzero((kind == DATA) | (kind == HEARTBEAT) | (kind == END_OF_SESSION))
-        if not in_stream_order(order, session, seq):
+        if not in_stream_order(order, kind, session, seq):
             order = order[np.lexsort((order, seq[order], session[order]))]
         in_order = np.flatnonzero(kind == UNSEQUENCED)       # capture order
     else:
@@ -746,22 +751,6 @@ STREAM_PART_BYTES = 8 << 20
 STREAM_WINDOW = 4096
 
 
-@njit(nogil=True, cache=True)
-def in_window_order(kind, session, seq):
-    """Whether packets are in ``_Window``'s order already (sequenced by (session, sequence),
-    then unsequenced; ties in arrival order): one line's capture is, and so are A and B lines
-    that keep pace."""
-    for i in range(1, kind.shape[0]):
-        ua = kind[i - 1] == UNSEQUENCED
-        ub = kind[i] == UNSEQUENCED
-        if ua and not ub:
-            return False
-        if not ua and not ub and (session[i - 1] > session[i] or (session[i - 1] == session[i]
-                                                                   and seq[i - 1] > seq[i])):
-            return False
-    return True
-
-
 def _window_key(packets: Packets, i: int) -> tuple[bool, int, int]:
     """Packet i's place in ``_Window``'s order (before its arrival)."""
     unsequenced = bool(packets.kind[i] == UNSEQUENCED)
@@ -778,19 +767,21 @@ class _Window:
         self.dedup = dedup
         self.held: Packets | None = None   # sorted
 
-    def take(self, packets: Packets, last: bool = False) -> list[tuple[Packets, np.ndarray]]:
+    def take(self, packets: Packets) -> list[tuple[Packets, np.ndarray]]:
         held, self.held = self.held, None
         n = len(packets.number)
+        rows = np.arange(n)
         if not self.dedup:
-            return [(packets, np.arange(n))]
-        keep = 0 if last else min(STREAM_WINDOW, n + (0 if held is None else len(held.number)))
-        if (in_window_order(packets.kind, packets.session, packets.seq) and keep <= n
-                and (held is None or n == 0 or _window_key(held, -1) <= _window_key(packets, 0))):
+            return [(packets, rows)]
+        keep = min(STREAM_WINDOW, n + (0 if held is None else len(held.number)))
+        # (held packets and an empty part: keep > n, sorted below)
+        if (keep <= n and in_stream_order(rows, packets.kind, packets.session, packets.seq)
+                and (held is None or _window_key(held, -1) <= _window_key(packets, 0))):
             # in order already (a line's capture): what was held, then the part, none of it copied
             batches = [] if held is None else [(held, np.arange(len(held.number)))]
             if keep:
                 self.held = Packets(*(a[n - keep:] for a in packets))
-            return batches + [(packets, np.arange(n - keep))]
+            return batches + [(packets, rows[:n - keep])]
         if held is not None:
             packets = Packets(*(np.concatenate([h, p]) for h, p in zip(held, packets)))
         unsequenced = packets.kind == UNSEQUENCED
@@ -801,10 +792,9 @@ class _Window:
         return [(packets, order)]
 
     def flush(self) -> list[tuple[Packets, np.ndarray]]:
-        """What is still held back, in order (nothing: no batch)."""
-        if self.held is None:
-            return []
-        return self.take(self.held.take(np.zeros(0, np.int64)), last=True)
+        """What is still held back (sorted already), as the last batch (nothing: no batch)."""
+        held, self.held = self.held, None
+        return [] if held is None else [(held, np.arange(len(held.number)))]
 
 
 class CapturePlan:
@@ -829,18 +819,20 @@ class CapturePlan:
         window = _Window(self.dedup)
         changed = ITCHFormatError("the capture changed while it was read: its second pass found other packets than "
                                   "its first", source=self.source)
-        for part in packet_parts(self.buf, self.source, part_bytes=STREAM_PART_BYTES):
-            indexed = index.index(self.buf, part.payload_offset, part.payload_length, part.outcome)
-            capture = _plan_part(self.buf, window.take(Packets.of_part(part, indexed)), plan, totals, self.dedup,
-                                 self.stats)
+
+        def batches() -> Iterator[tuple[list, int]]:   # each part's, then what the window still holds
+            for part in packet_parts(self.buf, self.source, part_bytes=STREAM_PART_BYTES):
+                indexed = index.index(self.buf, part.payload_offset, part.payload_length, part.outcome)
+                yield window.take(Packets.of_part(part, indexed)), part.stop
+            yield window.flush(), len(self.buf)
+
+        for batch, stop in batches():
+            if not batch:
+                continue
+            capture = _plan_part(self.buf, batch, plan, totals, self.dedup, self.stats)
             if not plan.orderly:
                 raise changed
-            yield capture, part.stop
-        if rest := window.flush():
-            capture = _plan_part(self.buf, rest, plan, totals, self.dedup, self.stats)
-            if not plan.orderly:
-                raise changed
-            yield capture, len(self.buf)
+            yield capture, stop
         close_session(plan, totals)
         if not np.array_equal(totals, self.totals):
             raise changed
