@@ -20,11 +20,10 @@ What is measured (one core, the same generated messages):
 from __future__ import annotations
 
 import time
-import tracemalloc
 from contextlib import contextmanager
 from pathlib import Path
 
-from itchflow.bench.common import BENCH_DIR, best_of, machine, rate_row
+from itchflow.bench.common import BENCH_DIR, best_of, machine, peak_allocated, rate_row
 
 IN_PARTS = "pcap, in parts"
 FORMS = ("raw", "pcap", IN_PARTS, "anonymised pcap")
@@ -48,16 +47,6 @@ def planned_as(form: str):
         yield
     finally:
         capture.STREAM_PACKETS = limit
-
-
-def peak_allocated(fn) -> int:
-    """The most fn() had allocated at once (numpy reports its arrays to tracemalloc)."""
-    tracemalloc.start()
-    try:
-        fn()
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
 
 
 def ensure_captures(day: Path, payload_bytes: int) -> dict[str, Path]:
@@ -108,7 +97,7 @@ def run(messages: int = 2_000_000, seed: int = 1, payload_bytes: int = 120, repe
                     raise RuntimeError(f"{job} of {path} gave {n:,} messages, not {r['messages']:,}")
                 seconds, _ = best_of(repeat, fn)
                 row[job] = rate_row(n, seconds)
-            row["stats_peak_bytes"] = peak_allocated(_job("stats", path))
+            _, row["stats_peak_bytes"] = peak_allocated(_job("stats", path))
         r["forms"][form] = row
     if peers:
         runs = [itchcpp_books(day) for _ in range(repeat)]

@@ -44,6 +44,19 @@ def reset_peak_rss() -> None:
         pass
 
 
+def peak_allocated(fn) -> tuple[object, int]:
+    """fn()'s result and the most memory Python and numpy had allocated at once while it ran
+    (numpy reports its array buffers to tracemalloc)."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        result = fn()
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 def peak_rss_bytes() -> int:
     """Peak resident set size since the last reset (VmHWM)."""
     try:
