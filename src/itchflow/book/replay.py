@@ -31,7 +31,9 @@ def replay(books, source, *, stop_after_ns: int | None = None, slice_bytes: int 
     """Apply the source to books (a ``Books``; ``Books.replay(source)`` is the same, returning
     the books). Returns True if it stopped at stop_after_ns before the end.
 
-    progress(messages applied so far, bytes so far); on_slice(books) after every slice
+    progress(messages applied so far, position): the position is how far through the source
+    (``Chunk.position``: a file's size at the end, a gzip day's compressed bytes and a capture's
+    own included), for a progress bar against the file's size. on_slice(books) after every slice
     (drain events there). on_bytes(chunk, start, stop, first_sequence) before that, while
     the slice's pages are still mapped: the bytes chunk.data[start:stop] the books just
     applied (whole messages), for a caller that reads the same messages alongside.
@@ -43,7 +45,6 @@ def replay(books, source, *, stop_after_ns: int | None = None, slice_bytes: int 
     """
     from itchflow.sources.files import iter_chunks
 
-    done_bytes = 0
     budget = slice_budget(slice_bytes)
     # A capture's small runs come joined (an anonymised capture's packets are a run each), the
     # books numbering each message by its run; on_bytes' slices are numbered from one first
@@ -62,13 +63,12 @@ def replay(books, source, *, stop_after_ns: int | None = None, slice_bytes: int 
                 stopped = books.stopped_at_time
                 if on_bytes is not None and used:
                     on_bytes(chunk, pos, pos + used, first_sequence)
-                done_bytes += used
                 pos += used
                 chunk.release(pos)
                 if on_slice is not None:
                     on_slice(books)
                 if progress is not None:
-                    progress(books.messages, done_bytes)
+                    progress(books.messages, chunk.position(pos))
                 if stopped:
                     return True
     return False

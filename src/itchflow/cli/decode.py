@@ -119,8 +119,8 @@ def decode(path: str, types: str, symbol: str | None, out: str, chunk: int, quie
 
     try:
         with progress_bar("decode", progress_total(path), quiet) as update, TableWriter(out, types) as writer:
-            for piece in writer.pieces(path, symbol=symbol, chunk_messages=chunk):
-                update(writer.messages_read, writer.bytes_read)
+            for _ in writer.pieces(path, symbol=symbol, chunk_messages=chunk, progress=update):
+                pass
     except (ITCHFormatError, OSError, ValueError, KeyError) as e:
         fail(e)
     click.echo(f"wrote {writer.rows:,} rows ({', '.join(f'{c}={n:,}' for c, n in writer.rows_by_type.items())}) "

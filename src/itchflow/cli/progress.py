@@ -40,15 +40,21 @@ def output_console():
     return console if console.is_terminal else Console(width=130)
 
 
-def progress_total(path: str) -> int | None:
-    """The progress bar's total: the file size, except for gzip (positions are decompressed)
-    and for what is not a regular file (a pipe's bytes can be read once only: by the reader)."""
+def progress_total(path: str, stream_bytes: bool = False) -> int | None:
+    """The progress bar's total: the file's size, for readers whose progress is a position in
+    the file as stored (``Chunk.position``: a gzip day's compressed bytes, a capture's packets).
+    stream_bytes: the reader counts the ITCH stream's bytes instead (``run``'s consumer, which
+    sees the ring's records): the size is its total only for a raw day. None for what is not a
+    regular file (a pipe's bytes can be read once only: by the reader)."""
     try:
         if not os.path.isfile(path):
             return None
-        with open(path, "rb") as f:
-            if f.read(2) == b"\x1f\x8b":
-                return None
+        if stream_bytes:
+            from itchflow.sources.files import sniff
+
+            with open(path, "rb") as f:
+                if sniff(f.read(8)) != "itch":
+                    return None
         return os.path.getsize(path)
     except OSError:
         return None

@@ -77,7 +77,7 @@ def _run(source, ring, capacity, batch_bytes, rate, pin, wait, hugepages, heartb
     try:
         spec = parse_source(source)
         books = sized_books(live_orders, trades)
-        total = progress_total(spec.path) if spec.kind == "file" else None
+        total = progress_total(spec.path, stream_bytes=True) if spec.kind == "file" else None
         with progress_bar("run", total, quiet or as_json) as update:
             report = run_pipeline(spec, ring=ring, capacity=capacity, batch_bytes=batch_bytes, pin=pin,
                                   wait=wait, top=top, progress=update, hugepages=hugepages, rate=rate,

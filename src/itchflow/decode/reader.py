@@ -17,7 +17,9 @@ from itchflow.decode.decoder import NO_LIMIT, FrameTotals, Output, decode_range,
 from itchflow.wire.itch import CODES
 from itchflow.sources.files import Chunk, iter_chunks
 
-Progress = Callable[[int, int], None]  # (messages so far, bytes so far)
+# (messages so far, position): how far through the source, in its bytes as stored
+# (``Chunk.position``: a gzip day's compressed bytes, a capture's packets), against its file's size
+Progress = Callable[[int, int], None]
 STATS_PIECE_MESSAGES = 1 << 22  # stats frames a day in pieces of this many messages (~130 MB)
 
 
@@ -114,7 +116,8 @@ def read(source, types: str | Iterable[str] | None = None, *, strict: bool = Tru
 
 
 def scan(source, types: str | Iterable[str] | None = None, *, chunk_messages: int = 1 << 20,
-         strict: bool = True, capture_stats: dict | None = None, renumber: bool = False) -> Iterator[Decoded]:
+         strict: bool = True, capture_stats: dict | None = None, renumber: bool = False,
+         progress: Progress | None = None) -> Iterator[Decoded]:
     """Decode a source of any size in pieces of at most ``chunk_messages`` messages.
 
     Each yielded Decoded holds one piece; its ``info`` counts that piece only. Memory stays
@@ -122,6 +125,7 @@ def scan(source, types: str | Iterable[str] | None = None, *, chunk_messages: in
     with a capture's counters (gaps, malformed packets) as it is read, to the end.
     renumber: ``sequence`` is the message's place in the stream (1, 2, ...), not the source's
     number: an anonymised capture's packets all say 0, which orders nothing.
+    progress(messages so far, position) after each piece, before it is yielded (``Progress``).
     """
     if isinstance(chunk_messages, bool) or not isinstance(chunk_messages, (int, np.integer)):
         raise TypeError(f"chunk_messages must be a whole number, not {chunk_messages!r}")
@@ -132,6 +136,7 @@ def scan(source, types: str | Iterable[str] | None = None, *, chunk_messages: in
     capture: dict = {} if capture_stats is None else capture_stats
     name = _name(source)
     place = 1   # the next message's place in the stream (renumber)
+    messages = 0
     for chunk in iter_chunks(source, strict=strict, capture_stats=capture, join_runs=True):
         for start, stop, first, piece in _pieces(chunk, chunk_messages):
             t0 = time.perf_counter()
@@ -144,6 +149,9 @@ def scan(source, types: str | Iterable[str] | None = None, *, chunk_messages: in
                     _decode_piece(out, chunk, start, stop, first)
                 arrays = out.arrays()
             chunk.release(stop)  # the arrays are copies: a mapped day's pages can go
+            messages += piece.messages
+            if progress:
+                progress(messages, chunk.position(stop))
             yield Decoded(arrays, read_info(name, piece, capture or None, time.perf_counter() - t0))
 
 
@@ -166,7 +174,7 @@ def stats(source, *, strict: bool = True, progress: Progress | None = None) -> R
             totals.merge(piece)
             chunk.release(stop)
             if progress:
-                progress(totals.messages, totals.bytes)
+                progress(totals.messages, chunk.position(stop))
     return read_info(_name(source), totals, capture or None, time.perf_counter() - t0)
 
 

@@ -47,6 +47,10 @@ class Chunk:
     # read with join_runs): where the numbers restart. None: one more a message from
     # first_sequence. Consumers that number messages use ``sequence_numbers``.
     runs: SequenceRuns | None = field(default=None, repr=False, compare=False)
+    # The source's bytes [a, b) behind data, where they are not data itself: a gzip day's
+    # compressed bytes, a capture's packets (headers and all). None: data is the source's own
+    # bytes from offset. Only ``position`` reads it: how far through the source a reader is.
+    span: tuple[int, int] | None = field(default=None, repr=False, compare=False)
     _pages: "WalkedPages | None" = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -83,6 +87,17 @@ class Chunk:
         if self.runs is not None:
             return self.runs.numbers(index)
         return np.uint64(self.first_sequence) + np.asarray(index, np.uint64)
+
+    def position(self, pos: int) -> int:
+        """How far through the source (its bytes as stored: a file's size is the end) a reader
+        is once done with data[:pos]: what a progress bar shows against the file's size. Within
+        a span it is taken in proportion, so it only ever grows, and reaches the span's end with
+        the chunk's last byte."""
+        if self.span is None:
+            return (self.offset or 0) + int(pos)
+        a, b = self.span
+        n = len(self.data)
+        return b if pos >= n else a + (b - a) * int(pos) // n
 
     def where(self, pos: int) -> tuple[int | None, int | None]:
         """(byte offset in the source, packet number) of data[pos], for error messages."""

@@ -19,7 +19,7 @@ import itertools
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -47,7 +47,7 @@ class CaptureSource:
     made, its stream copied out piece by piece as it is read (``MoldCapture.pieces``)."""
 
     def __init__(self, buf: np.ndarray, name: str, strict: bool = True, dedup: bool = True,
-                 piece_bytes: int | None = None, join_runs: bool = False):
+                 piece_bytes: int | None = None, join_runs: bool = False, source_bytes: int | None = None):
         from itchflow.protocol.mold.capture import plan_capture
 
         self.mapping = file_mapping(buf)  # a capture file's own mapping, checked after each read of it
@@ -61,6 +61,9 @@ class CaptureSource:
         self.name = name
         self.piece_bytes = piece_bytes
         self.join_runs = join_runs
+        # the source's size, where buf is not the source itself (a gzipped capture, decompressed
+        # into a temporary file): chunk positions are taken in proportion (``Chunk.position``)
+        self.source_bytes = len(buf) if source_bytes is None else int(source_bytes)
         self._check_intact()
 
     def _check_intact(self) -> None:
@@ -71,14 +74,25 @@ class CaptureSource:
 
     def chunks(self) -> Iterator[Chunk]:
         pages = WalkedPages(self.mapping)
+        part_start = 0   # where the part starts in the capture
         for capture, stop in self.plan.parts():
             for data, seq, session, start, runs in capture.pieces(
                     self.piece_bytes, on_walked=lambda upto, final=False, stop=stop: pages.release(min(upto, stop)),
                     join_runs=self.join_runs):
                 self._check_intact()
+                # the capture's bytes behind the piece, in proportion to its place in the part's stream
+                span = tuple(self._in_source(part_start + (stop - part_start) * at // max(capture.size, 1))
+                             for at in (start, start + len(data)))
                 yield Chunk(data, seq, self.name, None, session,
-                            locator=lambda pos, start=start, capture=capture: capture.locate(start + pos), runs=runs)
+                            locator=lambda pos, start=start, capture=capture: capture.locate(start + pos), runs=runs,
+                            span=span)
+            part_start = stop
         pages.release(len(self.plan.buf), final=True)
+
+    def _in_source(self, offset: int) -> int:
+        """A capture offset as a position in the source it came from."""
+        n = len(self.plan.buf)
+        return offset if self.source_bytes == n else self.source_bytes * offset // max(n, 1)
 
 
 @dataclass(frozen=True)
@@ -239,6 +253,19 @@ def _stream_chunks(stream, name: str, block: int, opts: CaptureReading) -> Itera
         yield from message_chunks(iter(lambda: replayed.read(block), b""), name)
 
 
+class _Counted:
+    """A binary stream that counts the bytes read from it: a gzip source's position is its
+    compressed bytes read (its file's size is the end), not the decompressed ones."""
+
+    def __init__(self, raw):
+        self.raw, self.count = raw, 0
+
+    def read(self, n: int = -1) -> bytes:
+        got = self.raw.read(n)
+        self.count += len(got)
+        return got
+
+
 def spool(blocks: Iterable[bytes], name: str) -> np.ndarray:
     """The bytes of a stream (a decompressed or piped capture) written to an unnamed temporary
     file (``tempfile``: $TMPDIR, else /tmp) and mapped read-only: a capture is put in order as
@@ -281,9 +308,9 @@ def spool(blocks: Iterable[bytes], name: str) -> np.ndarray:
             raise failed(e) from None
 
 
-def _capture_chunks(buf, name, opts: CaptureReading) -> Iterator[Chunk]:
+def _capture_chunks(buf, name, opts: CaptureReading, source_bytes: int | None = None) -> Iterator[Chunk]:
     cap = CaptureSource(buf, name, strict=opts.strict, dedup=opts.dedup, piece_bytes=opts.piece_bytes,
-                        join_runs=opts.join_runs)
+                        join_runs=opts.join_runs, source_bytes=source_bytes)
     if opts.capture_stats is not None:
         opts.capture_stats.update(cap.stats.to_dict())
     yield from cap.chunks()
@@ -291,6 +318,7 @@ def _capture_chunks(buf, name, opts: CaptureReading) -> Iterator[Chunk]:
 
 def _gzip_source(raw, name: str, block: int, opts: CaptureReading) -> Iterator[Chunk]:
     """A gzip stream holds either BinaryFILE ITCH or a capture: look inside to tell."""
+    raw = _Counted(raw)
     blocks = gzip_blocks(raw, block)
     name = name + " (decompressed)"
     try:
@@ -299,11 +327,11 @@ def _gzip_source(raw, name: str, block: int, opts: CaptureReading) -> Iterator[C
             held = [first]
             del first   # written out, the first block is let go like the others
             whole = spool(_taken_first(held, blocks), name)
-            yield from _capture_chunks(whole, name, opts)
+            yield from _capture_chunks(whole, name, opts, source_bytes=raw.count)
             return
     except GzipStreamError as e:   # before any message was delivered
         raise stream_error(e, name, 0, 0) from None
-    yield from message_chunks(itertools.chain([first], blocks), name)
+    yield from message_chunks(itertools.chain([first], blocks), name, position=lambda: raw.count)
 
 
 def _taken_first(held: list, rest: Iterator[bytes]) -> Iterator[bytes]:
@@ -322,15 +350,25 @@ def stream_error(e: Exception, name: str, offset: int, cut: int) -> ITCHFormatEr
                            source=name, offset=offset)
 
 
-def message_chunks(blocks: Iterable[bytes], name: str) -> Iterator[Chunk]:
+def message_chunks(blocks: Iterable[bytes], name: str, position: Callable[[], int] | None = None) -> Iterator[Chunk]:
     """Cut a stream of byte blocks into Chunks of whole messages, carrying a message split
     between blocks over to the next. A stream that fails (GzipStreamError, OSError) after the
     messages before it were yielded becomes an ITCHFormatError naming the offset of the first
     byte not delivered; a stream that simply ends inside a message yields that message's
-    bytes last, for the framing to name it."""
+    bytes last, for the framing to name it. position(), if given, is how far through the
+    source the blocks so far came from (a gzip day's compressed bytes): each chunk's span."""
     carry = np.zeros(0, np.uint8)
     offset = 0
     sequence = 1
+    passed = 0   # position() when the last chunk was cut
+
+    def span() -> tuple[int, int] | None:
+        nonlocal passed
+        if position is None:
+            return None
+        a, passed = passed, max(passed, position())
+        return a, passed
+
     try:
         for raw in blocks:
             data = np.concatenate([carry, np.frombuffer(raw, np.uint8)]) if len(carry) else np.frombuffer(raw, np.uint8)
@@ -338,11 +376,11 @@ def message_chunks(blocks: Iterable[bytes], name: str) -> Iterator[Chunk]:
             if stop == 0 and len(data) >= 2 + 0xFFFF:
                 stop = len(data)  # no whole message in a block bigger than any message: let frame() say why
             if stop:
-                yield Chunk(data[:stop], sequence, name, offset)
+                yield Chunk(data[:stop], sequence, name, offset, span=span())
                 offset += stop
                 sequence += n
             carry = data[stop:].copy() if stop < len(data) else np.zeros(0, np.uint8)
     except (GzipStreamError, OSError) as e:
         raise stream_error(e, name, offset, len(carry)) from None
     if len(carry):
-        yield Chunk(carry, sequence, name, offset)
+        yield Chunk(carry, sequence, name, offset, span=span())
