@@ -90,6 +90,7 @@ _LOCATE = MESSAGES["A"].field("stock_locate").offset
 _TS = MESSAGES["A"].field("timestamp").offset
 BLOCK_FULL = 64                 # route(): the block is full, call again from pos
 STOPPED = 65                    # route(): the next message is later than stop_ts
+_LEFT = 66                      # _route_plain(): the message at pos is route()'s to take
 _T_B = ord("B")
 _U = np.uint64
 _RUN_SLACK = 64
@@ -111,7 +112,66 @@ def _put(blocks, at, buf, pos, end, size):
         copy_bytes(blocks, at, buf, pos, size)
 
 
-@njit(nogil=True, cache=True)
+@njit(inline="always", nogil=True, cache=True)
+def _classify(buf, pos, end, shard_of, broadcast, lengths, stop_ts):
+    """The message at pos, as route() takes it: (status, q, length, owner, every, known).
+    status is OK, STOPPED (a known message later than stop_ts >= 0) or a binaryfile error;
+    owner is shard_of[locate] for a known type, 0 for an unknown one (no trustworthy locate);
+    every: a broadcast type (it goes to every shard)."""
+    st, q, length = next_message(buf, pos, end)
+    owner = np.int64(0)
+    every = False
+    known = False
+    if st == OK:
+        read_ahead(buf, q, end)
+        t = u8(buf, q)
+        expected = lengths[t]
+        if expected == length:
+            known = True
+            if stop_ts >= 0 and np.int64(be48_from8(buf, q + _TS)) > stop_ts:
+                st = STOPPED
+            else:
+                owner = np.int64(shard_of[be16(buf, q + _LOCATE)])
+                every = broadcast[t] != 0
+        elif expected != 0:
+            st = BAD_LENGTH
+    return st, q, length, owner, every, known
+
+
+@njit(nogil=True, cache=True, _nrt=False)
+def _route_plain(buf, pos, end, limit, shard_of, broadcast, lengths, stop_ts, blocks, stride, fill, rel, rel_stride,
+                 count, n, last_known):
+    """route()'s loop over the messages that go to one shard as one 64-byte move: returns
+    (status, pos, n, last_known) with status _LEFT at a message route() takes itself, else
+    as route(), before its AT_END becomes OK."""
+    cap = stride - _RUN_SLACK
+    short_end = end - _RUN_SLACK   # a message starting at or before it can be moved as 64 bytes
+    status = OK
+    while pos < limit:
+        status, q, length, owner, every, known = _classify(buf, pos, end, shard_of, broadcast, lengths, stop_ts)
+        if status != OK:
+            break
+        size = q + length - pos
+        if every or size > _RUN_SLACK or pos > short_end:
+            status = _LEFT
+            break
+        f = fill[owner]
+        c = count[owner]
+        if f + size > cap or c >= rel_stride:
+            status = BLOCK_FULL
+            break
+        copy_bytes(blocks, owner * stride + f, buf, pos, _RUN_SLACK)
+        fill[owner] = f + size
+        rel[owner * rel_stride + c] = np.uint32(n)
+        count[owner] = c + 1
+        if known:
+            last_known = q
+        pos = q + length
+        n += 1
+    return status, pos, n, last_known
+
+
+@njit(nogil=True, cache=True, _nrt=False)
 def route(buf, pos, end, limit, shard_of, broadcast, lengths, stop_ts, blocks, stride, fill, rel, rel_stride,
           count, extra, breaks):
     """Copy the messages of buf[pos:...] (whole, with their length prefixes) into their shards'
@@ -130,60 +190,45 @@ def route(buf, pos, end, limit, shard_of, broadcast, lengths, stop_ts, blocks, s
     walk reached ``limit`` or ``end`` (pos says which), BLOCK_FULL when a shard's block or
     index had no room for the next message (call again from pos), STOPPED, or a binaryfile
     error status; pos names the first message not walked.
+
+    Most messages go through ``_route_plain``, a loop with no call in it; this one takes each
+    message that loop leaves (a broadcast type, one longer than a 64-byte move, one too near
+    the end of buf for it). A call in a loop (memcpy of a variable length, the broadcast's own
+    loop) makes the compiler keep the loop's values on the stack across it, every message:
+    routing took 7.8 ns a message with them in the loop and 5.3 without (8,000 stocks).
     """
-    nshards = fill.shape[0]
-    cap = stride - _RUN_SLACK
     n = 0
     last_known = -1    # the last known message walked: its timestamp is read once, at the end
     status = OK
-    while pos < limit:
-        st, q, length = next_message(buf, pos, end)
-        if st != OK:
-            status = st
+    cap = stride - _RUN_SLACK
+    while True:
+        status, pos, n, last_known = _route_plain(buf, pos, end, limit, shard_of, broadcast, lengths, stop_ts,
+                                                  blocks, stride, fill, rel, rel_stride, count, n, last_known)
+        if status != _LEFT:
             break
-        read_ahead(buf, q, end)
-        t = u8(buf, q)
-        expected = lengths[t]
-        if expected == length:
-            if stop_ts >= 0 and np.int64(be48_from8(buf, q + _TS)) > stop_ts:
-                status = STOPPED
-                break
-            locate = be16(buf, q + _LOCATE)
-            owner = np.int64(shard_of[locate])
-            every = broadcast[t] != 0
-        elif expected == 0:
-            owner = np.int64(0)
-            every = False
-        else:
-            status = BAD_LENGTH
-            break
+        # the message at pos, which the plain loop left (it is there, whole, of a good length)
+        _, q, length, owner, every, known = _classify(buf, pos, end, shard_of, broadcast, lengths, stop_ts)
         size = q + length - pos
-        if every:  # rare (R, S, V, W, B): a copy in every block, room in every block first
-            room = True
-            for s in range(nshards):
-                room = room and fill[s] + size <= cap and count[s] < rel_stride
-            if not room:
-                status = BLOCK_FULL
-                break
-            for s in range(nshards):
-                _put(blocks, s * stride + fill[s], buf, pos, end, size)
-                fill[s] += size
-                rel[s * rel_stride + count[s]] = np.uint32(n)
-                count[s] += 1
-        else:
-            if fill[owner] + size > cap or count[owner] >= rel_stride:
-                status = BLOCK_FULL
-                break
-            _put(blocks, owner * stride + fill[owner], buf, pos, end, size)
-            fill[owner] += size
-            rel[owner * rel_stride + count[owner]] = np.uint32(n)
-            count[owner] += 1
-        if expected == length:
+        first = 0 if every else owner      # the shards it goes to: first..last
+        last = fill.shape[0] - 1 if every else owner
+        room = True
+        for s in range(first, last + 1):
+            room = room and fill[s] + size <= cap and count[s] < rel_stride
+        if not room:
+            status = BLOCK_FULL
+            break
+        for s in range(first, last + 1):
+            _put(blocks, s * stride + fill[s], buf, pos, end, size)
+            fill[s] += size
+            rel[s * rel_stride + count[s]] = np.uint32(n)
+            count[s] += 1
+        if known:
+            t = u8(buf, q)
             if every:
-                for s in range(nshards):
+                for s in range(fill.shape[0]):
                     extra[s, t] += np.int64(s != owner)
                 if t == _T_B:
-                    breaks[locate] += 1
+                    breaks[be16(buf, q + _LOCATE)] += 1
             last_known = q
         pos = q + length
         n += 1
