@@ -19,6 +19,7 @@ import pytest
 import itchflow
 import itchflow.decode.reader as reader_module
 import itchflow.protocol.mold.capture as capture_module
+import itchflow.wire.pcap as pcap_module
 from itchflow.book.books import Books
 from itchflow.book.replay import replay
 from itchflow.cli.progress import progress_total
@@ -77,14 +78,33 @@ def test_progress_ends_at_the_file_size_and_never_goes_back(monkeypatch, sources
 
 
 def test_a_capture_s_positions_follow_its_packets(monkeypatch, sources):
-    """Halfway through a capture's messages is about halfway through its file: its packets are
-    all alike here, so a position taken in proportion is within a packet's share of the truth."""
+    """A capture is walked to be planned, then read: each walk is half the way. Halfway through
+    its messages is about three quarters of the way: its packets are all alike here, so a position
+    taken in proportion is within a packet's share of the truth."""
     monkeypatch.setattr(reader_module, "STATS_PIECE_MESSAGES", 20_000)
     path = sources["pcap"]
     size = os.path.getsize(path)
     seen = _positions(lambda progress: itchflow.stats(path, progress=progress))
     for messages, position in seen:
-        assert abs(position / size - messages / MESSAGES) < 0.02, (messages, position)
+        if messages:
+            assert abs(position / size - (0.5 + 0.5 * messages / MESSAGES)) < 0.01, (messages, position)
+
+
+@pytest.mark.parametrize("form, passes", [("pcap in parts", 2), ("pcap.gz", 3)])
+def test_planning_a_capture_moves_the_bar_before_its_first_message(monkeypatch, sources, form, passes):
+    """A day's capture is walked once to be planned (and a gzipped one decompressed to disk
+    first) before its first message: seconds with nothing to show, before, for 10^8 packets. Each
+    pass is told as it goes, ending at its share of the file's size."""
+    monkeypatch.setattr(capture_module, "STREAM_PACKETS", 0)
+    monkeypatch.setattr(capture_module, "STREAM_PART_BYTES", 1 << 20)
+    monkeypatch.setattr(pcap_module, "TABLE_BATCH", 4096)   # the planning walk's parts: a few here
+    path = sources[form.split(" ")[0]]
+    size = os.path.getsize(path)
+    seen = _positions(lambda progress: replay(Books(), path, progress=progress, slice_bytes=256 << 10))
+    before = [p for m, p in seen if m == 0]
+    assert len(before) >= 2 * (passes - 1), f"the passes before the first message were not told: {seen}"
+    assert before[-1] == (passes - 1) * size // passes   # planned: all but the reading's share
+    assert [p for _, p in seen] == sorted(p for _, p in seen) and seen[-1] == (MESSAGES, size)
 
 
 def test_the_ring_s_consumer_counts_stream_bytes_so_its_total_is_the_raw_size_only(sources):
@@ -104,5 +124,7 @@ def test_decode_to_a_table_reports_positions_too(tmp_path, sources):
         for _ in writer.pieces(str(sources["pcap.gz"]), chunk_messages=50_000,
                                progress=lambda m, p: seen.append((m, p))):
             pass
-    assert [m for m, _ in seen] == [50_000, 100_000, 150_000, 200_000]
-    assert seen[-1][1] == os.path.getsize(sources["pcap.gz"])
+    size = os.path.getsize(sources["pcap.gz"])
+    assert [m for m, _ in seen if m] == [50_000, 100_000, 150_000, 200_000]
+    assert [p for m, p in seen if not m][-1] == 2 * size // 3   # decompressed and planned: 2 passes of 3
+    assert seen[-1][1] == size

@@ -33,7 +33,8 @@ def replay(books, source, *, stop_after_ns: int | None = None, slice_bytes: int 
 
     progress(messages applied so far, position): the position is how far through the source
     (``Chunk.position``: a file's size at the end, a gzip day's compressed bytes and a capture's
-    own included), for a progress bar against the file's size. on_slice(books) after every slice
+    own included), for a progress bar against the file's size; a capture's planning takes the first
+    half of the way (``decode.reader.Progress``). on_slice(books) after every slice
     (drain events there). on_bytes(chunk, start, stop, first_sequence) before that, while
     the slice's pages are still mapped: the bytes chunk.data[start:stop] the books just
     applied (whole messages), for a caller that reads the same messages alongside.
@@ -50,7 +51,8 @@ def replay(books, source, *, stop_after_ns: int | None = None, slice_bytes: int 
     # books numbering each message by its run; on_bytes' slices are numbered from one first
     # sequence, so they keep a run a chunk unless the books renumber anyway.
     join_runs = renumber or on_bytes is None
-    for chunk in iter_chunks(source, capture_stats=capture_stats, join_runs=join_runs):
+    planning = (lambda position: progress(books.messages, position)) if progress is not None else None
+    for chunk in iter_chunks(source, capture_stats=capture_stats, join_runs=join_runs, on_position=planning):
         with chunk.reading():  # a file truncated meanwhile is the error, not what its zeros made
             data = chunk.data
             runs = None if renumber else chunk.runs

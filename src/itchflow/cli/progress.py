@@ -26,6 +26,9 @@ def progress_bar(description: str, total_bytes: int | None, quiet: bool = False)
 
         def update(messages: int, nbytes: int) -> None:
             dt = max(time.perf_counter() - t0, 1e-9)
+            if not messages:   # a capture's passes before its first message (planned; a gzipped one unpacked)
+                bar.update(task, completed=nbytes, rate="planning the capture")
+                return
             bar.update(task, completed=nbytes, rate=f"{messages:,} msgs  {messages / dt / 1e6:,.1f} M msg/s")
 
         yield update

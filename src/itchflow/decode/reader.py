@@ -18,7 +18,10 @@ from itchflow.wire.itch import CODES
 from itchflow.sources.files import Chunk, iter_chunks
 
 # (messages so far, position): how far through the source, in its bytes as stored
-# (``Chunk.position``: a gzip day's compressed bytes, a capture's packets), against its file's size
+# (``Chunk.position``: a gzip day's compressed bytes, a capture's packets), against its file's size.
+# A capture is walked to be planned before it is read: planning takes the first half of the way
+# (reported with the messages so far), reading the second (a gzipped one: a third each, after
+# decompressing it to disk).
 Progress = Callable[[int, int], None]
 STATS_PIECE_MESSAGES = 1 << 22  # stats frames a day in pieces of this many messages (~130 MB)
 
@@ -137,7 +140,8 @@ def scan(source, types: str | Iterable[str] | None = None, *, chunk_messages: in
     name = _name(source)
     place = 1   # the next message's place in the stream (renumber)
     messages = 0
-    for chunk in iter_chunks(source, strict=strict, capture_stats=capture, join_runs=True):
+    planning = (lambda position: progress(0, position)) if progress else None   # a capture's planning passes
+    for chunk in iter_chunks(source, strict=strict, capture_stats=capture, join_runs=True, on_position=planning):
         for start, stop, first, piece in _pieces(chunk, chunk_messages):
             t0 = time.perf_counter()
             with chunk.reading():  # the piece is checked before it is handed out
@@ -168,7 +172,9 @@ def stats(source, *, strict: bool = True, progress: Progress | None = None) -> R
     """Framing only: counts per type, bytes, first/last timestamp, stocks, unknowns."""
     t0 = time.perf_counter()
     totals, capture = FrameTotals(), {}
-    for chunk in iter_chunks(source, strict=strict, capture_stats=capture, join_runs=True):   # numbers nothing
+    planning = (lambda position: progress(0, position)) if progress else None   # a capture's planning passes
+    for chunk in iter_chunks(source, strict=strict, capture_stats=capture, join_runs=True,   # numbers nothing
+                             on_position=planning):
         # in pieces, so that a mapped day's pages can go as they are framed (Chunk.release)
         for _, stop, _, piece in _pieces(chunk, STATS_PIECE_MESSAGES):
             totals.merge(piece)

@@ -106,6 +106,29 @@ class Chunk:
         return (self.offset or 0) + pos, None
 
 
+class Passes:
+    """How far through a source read in several passes, as one position (``Chunk.position``):
+    a capture is walked to be planned, then read (and a gzipped one decompressed to disk before
+    both), each pass taking an equal share of the source's ``size``, so a progress bar against
+    the file's size moves through every pass and ends full once. ``report(position)``, if given,
+    is told each position that passes the last one told (``tell``)."""
+
+    def __init__(self, size: int, passes: int, report: Callable[[int], None] | None = None):
+        self.size, self.passes, self.report = int(size), int(passes), report
+        self.told = 0
+
+    def at(self, stage: int, done: int, of: int) -> int:
+        """The position once ``done`` of pass ``stage``'s ``of`` units (0-based stage) are done."""
+        part = self.size * min(int(done), int(of)) // max(int(of), 1)
+        return (stage * self.size + part) // self.passes
+
+    def tell(self, stage: int, done: int, of: int) -> None:
+        position = self.at(stage, done, of)
+        if self.report is not None and position > self.told:
+            self.told = position
+            self.report(position)
+
+
 class WalkedPages:
     """The pages of a read-only file mapping that a front-to-back walk has passed, let go from
     this process (MADV_DONTNEED) in runs of at least RELEASE_BYTES: what ``Chunk.release``

@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import itertools
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -25,7 +26,7 @@ import numpy as np
 
 from itchflow.errors import ITCHFormatError
 from itchflow.sources.chunk import (  # noqa: F401  (re-exported)
-    Chunk, WalkedPages, as_uint8, describe, file_mapping, map_file, raise_if_shrunk, shrunk)
+    Chunk, Passes, WalkedPages, as_uint8, describe, file_mapping, map_file, raise_if_shrunk, shrunk)
 from itchflow.sources.gzip_stream import GzipStreamError, gzip_blocks
 from itchflow.wire.binaryfile import whole_messages_end
 
@@ -47,23 +48,32 @@ class CaptureSource:
     made, its stream copied out piece by piece as it is read (``MoldCapture.pieces``)."""
 
     def __init__(self, buf: np.ndarray, name: str, strict: bool = True, dedup: bool = True,
-                 piece_bytes: int | None = None, join_runs: bool = False, source_bytes: int | None = None):
+                 piece_bytes: int | None = None, join_runs: bool = False, passes: Passes | None = None):
         from itchflow.protocol.mold.capture import plan_capture
 
         self.mapping = file_mapping(buf)  # a capture file's own mapping, checked after each read of it
+        # Positions in the source (``Chunk.position``): the capture is walked to be planned, then
+        # read, the last two of ``passes`` (a gzipped capture was decompressed in the one before).
+        self.passes = Passes(len(buf), 2) if passes is None else passes
+        self._plan_pass = self.passes.passes - 2
+
+        def walked():   # each walk of planning: its pages go, its position is told
+            release = WalkedPages(self.mapping).release
+
+            def on_walked(upto: int, final: bool = False) -> None:
+                release(upto, final=final)
+                self.passes.tell(self._plan_pass, upto, len(buf))
+            return on_walked
+
         # Each walk over the mapping (the packet table fused with the index; the copy-out) lets
         # the pages it has passed go from this process (``WalkedPages``), as a raw day's chunk
         # does: a day's capture resident whole would be 10-15 GB against a Dask worker's memory
         # limit. The index reads each part of the table while its pages are mapped in.
-        self.plan = plan_capture(buf, name, strict=strict, dedup=dedup,
-                                 walked=lambda: WalkedPages(self.mapping).release)
+        self.plan = plan_capture(buf, name, strict=strict, dedup=dedup, walked=walked)
         self.stats = self.plan.stats
         self.name = name
         self.piece_bytes = piece_bytes
         self.join_runs = join_runs
-        # the source's size, where buf is not the source itself (a gzipped capture, decompressed
-        # into a temporary file): chunk positions are taken in proportion (``Chunk.position``)
-        self.source_bytes = len(buf) if source_bytes is None else int(source_bytes)
         self._check_intact()
 
     def _check_intact(self) -> None:
@@ -81,18 +91,14 @@ class CaptureSource:
                     join_runs=self.join_runs):
                 self._check_intact()
                 # the capture's bytes behind the piece, in proportion to its place in the part's stream
-                span = tuple(self._in_source(part_start + (stop - part_start) * at // max(capture.size, 1))
+                span = tuple(self.passes.at(self._plan_pass + 1, part_start + (stop - part_start) * at
+                                            // max(capture.size, 1), len(self.plan.buf))
                              for at in (start, start + len(data)))
                 yield Chunk(data, seq, self.name, None, session,
                             locator=lambda pos, start=start, capture=capture: capture.locate(start + pos), runs=runs,
                             span=span)
             part_start = stop
         pages.release(len(self.plan.buf), final=True)
-
-    def _in_source(self, offset: int) -> int:
-        """A capture offset as a position in the source it came from."""
-        n = len(self.plan.buf)
-        return offset if self.source_bytes == n else self.source_bytes * offset // max(n, 1)
 
 
 @dataclass(frozen=True)
@@ -104,11 +110,13 @@ class CaptureReading:
     dedup: bool = True
     piece_bytes: int | None = None
     join_runs: bool = False
+    on_position: Callable[[int], None] | None = None
 
 
 def iter_chunks(source, *, gz_block: int = DEFAULT_GZ_BLOCK, strict: bool = True,
                 capture_stats: dict | None = None, dedup: bool = True,
-                piece_bytes: int | None = None, join_runs: bool = False) -> Iterator[Chunk]:
+                piece_bytes: int | None = None, join_runs: bool = False,
+                on_position: Callable[[int], None] | None = None) -> Iterator[Chunk]:
     """Yield the source's messages as Chunks (see module doc).
 
     capture_stats, if given, is filled with the capture's counters (CaptureStats.to_dict())
@@ -121,8 +129,11 @@ def iter_chunks(source, *, gz_block: int = DEFAULT_GZ_BLOCK, strict: bool = True
     piece_bytes, each saying where its sequence numbers restart (``Chunk.runs``): for a consumer
     that numbers messages by ``Chunk.sequence_numbers``, or not at all. Without it every run is
     a chunk of its own: one a packet for an anonymised capture or dedup=False (microseconds each).
+    on_position(position), if given, is told how far through the source (``Chunk.position``) the
+    work before the first chunk has got: planning a capture (and decompressing a gzipped one)
+    takes the first passes of its way, reading it the last.
     """
-    opts = CaptureReading(strict, capture_stats, dedup, piece_bytes, join_runs)
+    opts = CaptureReading(strict, capture_stats, dedup, piece_bytes, join_runs, on_position)
     if isinstance(source, str) and source.startswith("file://"):   # a local path, named as one
         source = source[len("file://"):]
     name = describe(source)
@@ -266,7 +277,7 @@ class _Counted:
         return got
 
 
-def spool(blocks: Iterable[bytes], name: str) -> np.ndarray:
+def spool(blocks: Iterable[bytes], name: str, on_block: Callable[[], None] | None = None) -> np.ndarray:
     """The bytes of a stream (a decompressed or piped capture) written to an unnamed temporary
     file (``tempfile``: $TMPDIR, else /tmp) and mapped read-only: a capture is put in order as
     a whole, and a day's capture decompressed into memory would be 10-15 GB of it (a small
@@ -299,6 +310,8 @@ def spool(blocks: Iterable[bytes], name: str) -> np.ndarray:
             except OSError as e:
                 raise failed(e) from None
             size += len(raw)
+            if on_block is not None:   # progress: how far through the stream
+                on_block()
         if size == 0:
             return np.zeros(0, np.uint8)
         try:
@@ -308,9 +321,10 @@ def spool(blocks: Iterable[bytes], name: str) -> np.ndarray:
             raise failed(e) from None
 
 
-def _capture_chunks(buf, name, opts: CaptureReading, source_bytes: int | None = None) -> Iterator[Chunk]:
+def _capture_chunks(buf, name, opts: CaptureReading, passes: Passes | None = None) -> Iterator[Chunk]:
+    passes = Passes(len(buf), 2, opts.on_position) if passes is None else passes
     cap = CaptureSource(buf, name, strict=opts.strict, dedup=opts.dedup, piece_bytes=opts.piece_bytes,
-                        join_runs=opts.join_runs, source_bytes=source_bytes)
+                        join_runs=opts.join_runs, passes=passes)
     if opts.capture_stats is not None:
         opts.capture_stats.update(cap.stats.to_dict())
     yield from cap.chunks()
@@ -326,12 +340,28 @@ def _gzip_source(raw, name: str, block: int, opts: CaptureReading) -> Iterator[C
         if sniff(first[:8]) in ("pcap", "pcapng"):  # a capture is sorted whole: kept on disk, not in memory
             held = [first]
             del first   # written out, the first block is let go like the others
-            whole = spool(_taken_first(held, blocks), name)
-            yield from _capture_chunks(whole, name, opts, source_bytes=raw.count)
+            # decompressed to disk, planned, read: three passes over the file's size
+            size = _file_size(raw.raw)
+            passes = Passes(size, 3, opts.on_position) if size else None
+            told = (lambda: passes.tell(0, raw.count, size)) if passes else None
+            whole = spool(_taken_first(held, blocks), name, told)
+            yield from _capture_chunks(whole, name, opts, passes)
             return
     except GzipStreamError as e:   # before any message was delivered
         raise stream_error(e, name, 0, 0) from None
     yield from message_chunks(itertools.chain([first], blocks), name, position=lambda: raw.count)
+
+
+def _file_size(stream) -> int | None:
+    """The size of what an open binary stream reads from the start, where it is known (a regular
+    file, an in-memory buffer); None for a pipe or a socket."""
+    try:
+        st = os.fstat(stream.fileno())
+        return st.st_size if stat.S_ISREG(st.st_mode) else None
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        pass
+    view = getattr(stream, "getbuffer", None)
+    return view().nbytes if view is not None else None
 
 
 def _taken_first(held: list, rest: Iterator[bytes]) -> Iterator[bytes]:
