@@ -83,6 +83,9 @@ def _print_stats(info) -> None:
     console.print(f"  first {format_timestamp(info.first_timestamp_ns)}   "
                   f"last {format_timestamp(info.last_timestamp_ns)}   "
                   f"{info.seconds:.3f} s ({rate:,.1f} M msg/s)")
+    if info.timestamps_backwards:
+        console.print(f"  [yellow]{info.timestamps_backwards:,} messages earlier than the message before them "
+                      f"(not in time order)[/yellow]")
     table = Table(show_edge=False, box=None, pad_edge=False)
     for col in ("type", "name", "count", "share"):
         table.add_column(col, justify="right" if col in ("count", "share") else "left")

@@ -29,6 +29,9 @@ class ReadInfo:
     first_timestamp_ns: int | None = None
     last_timestamp_ns: int | None = None
     stocks: int = 0
+    # known messages whose timestamp is earlier than the known message's before them (0 for a
+    # feed in time order; a day spliced, or sorted by something else, is not)
+    timestamps_backwards: int = 0
     capture: dict | None = None  # CaptureStats counters for pcap/pcapng sources
     seconds: float = 0.0
 
@@ -41,6 +44,7 @@ class ReadInfo:
             "first_timestamp_ns": self.first_timestamp_ns,
             "last_timestamp_ns": self.last_timestamp_ns,
             "stocks": self.stocks,
+            "timestamps_backwards": self.timestamps_backwards,
             "unknown": self.unknown,
             "unknown_by_type": self.unknown_by_type,
             "seconds": self.seconds,

@@ -33,6 +33,7 @@ class FrameTotals:
     bytes: int = 0
     first_timestamp_ns: int = -1
     last_timestamp_ns: int = -1
+    timestamps_backwards: int = 0   # known messages earlier than the known message before them
 
     @property
     def messages(self) -> int:
@@ -60,6 +61,9 @@ class FrameTotals:
         self.counts += other.counts
         np.maximum(self.locate_seen, other.locate_seen, out=self.locate_seen)
         self.bytes += other.bytes
+        self.timestamps_backwards += other.timestamps_backwards
+        if other.first_timestamp_ns >= 0 and other.first_timestamp_ns < self.last_timestamp_ns:
+            self.timestamps_backwards += 1   # the step from this one's last message to other's first
         if self.first_timestamp_ns < 0:
             self.first_timestamp_ns = other.first_timestamp_ns
         if other.last_timestamp_ns >= 0:
@@ -76,9 +80,10 @@ def frame_range(buf: np.ndarray, pos: int, end: int, totals: FrameTotals, *,
     With allow_partial_tail, a message cut by ``end`` ends the walk quietly (the caller
     has more bytes coming) and ``stop`` is where it starts.
     """
-    status, stop, n, first_ts, last_ts = framing.frame(
-        buf, pos, end, max_messages, totals.counts, totals.locate_seen, _LENGTHS)
+    status, stop, n, first_ts, last_ts, backwards = framing.frame(
+        buf, pos, end, max_messages, totals.counts, totals.locate_seen, _LENGTHS, totals.last_timestamp_ns)
     totals.bytes += stop - pos
+    totals.timestamps_backwards += int(backwards)
     if first_ts >= 0:
         if totals.first_timestamp_ns < 0:
             totals.first_timestamp_ns = int(first_ts)

@@ -51,6 +51,7 @@ def read_info(source: str, totals: FrameTotals, capture: dict | None, seconds: f
         first_timestamp_ns=totals.first_timestamp_ns if totals.first_timestamp_ns >= 0 else None,
         last_timestamp_ns=totals.last_timestamp_ns if totals.last_timestamp_ns >= 0 else None,
         stocks=totals.stocks,
+        timestamps_backwards=totals.timestamps_backwards,
         capture=capture,
         seconds=seconds,
     )

@@ -69,21 +69,26 @@ def fits_its_type(type_byte, length):
 
 
 @njit(nogil=True, cache=True)
-def frame(buf, pos, end, max_messages, counts, locate_seen, lengths):
+def frame(buf, pos, end, max_messages, counts, locate_seen, lengths, prev_ts):
     """Walk messages in buf[pos:end], at most max_messages of them.
 
     counts: int64[256] incremented per type byte (unknown types included);
     locate_seen: uint8[65536] set for each stock locate of a known message;
-    lengths: int64[256] expected length per type byte, 0 for unknown.
+    lengths: int64[256] expected length per type byte, 0 for unknown;
+    prev_ts: the timestamp of the last known message before pos (-1: none).
 
-    Returns (status, stop, n, first_ts, last_ts): stop is the offset after the last whole
-    message (on error, the offset of the bad message's length prefix); first/last_ts are
-    the timestamps of the first and last known messages walked (-1 if none).
+    Returns (status, stop, n, first_ts, last_ts, backwards): stop is the offset after the last
+    whole message (on error, the offset of the bad message's length prefix); first/last_ts are
+    the timestamps of the first and last known messages walked (-1 if none); backwards counts
+    the known messages whose timestamp is earlier than the known message's before them (a feed
+    is in time order: a file spliced or sorted wrongly is not). Reading every timestamp costs
+    the walk nothing measurable: it waits on each length it reads, not on its loads.
     """
     n = 0
     status = OK
     first_ts = -1
-    last_known = -1  # the last known message's timestamp is read once, at the end
+    prev = np.int64(prev_ts)
+    backwards = 0
     while n < max_messages:
         status, q, length = next_message(buf, pos, end)
         if status != OK:
@@ -97,15 +102,17 @@ def frame(buf, pos, end, max_messages, counts, locate_seen, lengths):
             if expected != length:
                 status = BAD_LENGTH
                 break
+            ts = np.int64(be48_from8(buf, q + _TIMESTAMP_OFFSET))
             if first_ts < 0:
-                first_ts = np.int64(be48_from8(buf, q + _TIMESTAMP_OFFSET))
-            last_known = q
+                first_ts = ts
+            backwards += ts < prev
+            prev = ts
             locate_seen[be16(buf, q + _LOCATE_OFFSET)] = 1
         counts[t] += 1
         pos = q + length
         n += 1
-    last_ts = np.int64(be48_from8(buf, last_known + _TIMESTAMP_OFFSET)) if last_known >= 0 else np.int64(-1)
-    return status, pos, n, first_ts, last_ts
+    last_ts = prev if first_ts >= 0 else np.int64(-1)
+    return status, pos, n, first_ts, last_ts, backwards
 
 
 @njit(nogil=True, cache=True)
