@@ -73,7 +73,7 @@ from itchflow.hw.prefetch import read_ahead
 from itchflow.wire.binaryfile import AT_END, BAD_LENGTH, OK, TRUNCATED, ZERO_LENGTH, next_message
 from itchflow.wire.itch import LENGTH_BY_BYTE, MESSAGES
 from itchflow.wire.sequence_runs import SequenceRuns
-from itchflow.wire.shard import MAX_MESSAGE_BYTES, balanced_map, count_by_locate
+from itchflow.wire.shard import MAX_MESSAGE_BYTES, balanced_map, count_by_locate, fits
 
 BROADCAST_TYPES = "RSVWB"       # every shard applies them (see the module doc)
 BLOCK_BYTES = 4 << 20           # input routed a chunk: 1 MiB measured a little slower (more tasks), 512 KiB slower still
@@ -155,11 +155,11 @@ def _route_plain(buf, pos, end, limit, shard_of, broadcast, lengths, stop_ts, bl
         if every or size > _RUN_SLACK or pos > short_end:
             status = _LEFT
             break
-        f = fill[owner]
-        c = count[owner]
-        if f + size > cap or c >= rel_stride:
+        if not fits(fill, count, owner, size, cap, rel_stride):
             status = BLOCK_FULL
             break
+        f = fill[owner]
+        c = count[owner]
         copy_bytes(blocks, owner * stride + f, buf, pos, _RUN_SLACK)
         fill[owner] = f + size
         rel[owner * rel_stride + c] = np.uint32(n)
@@ -213,7 +213,7 @@ def route(buf, pos, end, limit, shard_of, broadcast, lengths, stop_ts, blocks, s
         last = fill.shape[0] - 1 if every else owner
         room = True
         for s in range(first, last + 1):
-            room = room and fill[s] + size <= cap and count[s] < rel_stride
+            room = room and fits(fill, count, s, size, cap, rel_stride)
         if not room:
             status = BLOCK_FULL
             break

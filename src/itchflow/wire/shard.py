@@ -96,7 +96,9 @@ def new_state() -> np.ndarray:
 
 
 @njit(inline="always", nogil=True, cache=True)
-def _fits(fill, nseq, k, total, cap, seq_cap):
+def fits(fill, nseq, k, total, cap, seq_cap):
+    """Whether shard k's output takes one more message of ``total`` bytes: fill[k] bytes and
+    nseq[k] index entries used of cap and seq_cap (``sharded.route`` asks it too)."""
     return fill[k] + total <= cap and nseq[k] < seq_cap
 
 
@@ -146,7 +148,7 @@ def split_by_locate(buf, pos, end, seq, shard_of, broadcast, lengths, out, fill,
             loc = be16(buf, body + _LOCATE_OFFSET)
             if loc == 0 or broadcast[t] != 0:
                 for k in range(nshards):
-                    if not _fits(fill, nseq, k, total, cap, seq_cap):
+                    if not fits(fill, nseq, k, total, cap, seq_cap):
                         return NEED_SPACE, pos, seq
                 for k in range(nshards):
                     _put(buf, pos, total, seq, out, fill, seqs, nseq, k)
@@ -156,7 +158,7 @@ def split_by_locate(buf, pos, end, seq, shard_of, broadcast, lengths, out, fill,
                 k = shard_of[loc]
                 if k < 0 or k >= nshards:
                     return BAD_SHARD, pos, seq
-                if not _fits(fill, nseq, k, total, cap, seq_cap):
+                if not fits(fill, nseq, k, total, cap, seq_cap):
                     return NEED_SPACE, pos, seq
                 _put(buf, pos, total, seq, out, fill, seqs, nseq, k)
             ts = np.int64(be48_from8(buf, body + _TIMESTAMP_OFFSET))
@@ -164,7 +166,7 @@ def split_by_locate(buf, pos, end, seq, shard_of, broadcast, lengths, out, fill,
                 state[S_FIRST_TS] = ts
             state[S_LAST_TS] = ts
         else:  # unknown type: no layout, so no locate to trust; shard 0 counts and skips it
-            if not _fits(fill, nseq, 0, total, cap, seq_cap):
+            if not fits(fill, nseq, 0, total, cap, seq_cap):
                 return NEED_SPACE, pos, seq
             _put(buf, pos, total, seq, out, fill, seqs, nseq, 0)
         counts[t] += 1
