@@ -84,8 +84,10 @@ def _print_stats(info) -> None:
                   f"last {format_timestamp(info.last_timestamp_ns)}   "
                   f"{info.seconds:.3f} s ({rate:,.1f} M msg/s)")
     if info.timestamps_backwards:
+        packet = "" if info.first_backwards_packet is None else f", packet {info.first_backwards_packet:,}"
         console.print(f"  [yellow]{info.timestamps_backwards:,} messages earlier than the message before them "
                       f"(not in time order)[/yellow]")
+        console.print(f"  [yellow]the first at byte {info.first_backwards_offset:,}{packet}[/yellow]")
     table = Table(show_edge=False, box=None, pad_edge=False)
     for col in ("type", "name", "count", "share"):
         table.add_column(col, justify="right" if col in ("count", "share") else "left")

@@ -32,6 +32,10 @@ class ReadInfo:
     # known messages whose timestamp is earlier than the known message's before them (0 for a
     # feed in time order; a day spliced, or sorted by something else, is not)
     timestamps_backwards: int = 0
+    # where the first of them starts (its length prefix): a byte offset in the source (in a
+    # gzip day, in its decompressed stream) and, in a capture, its packet; None if none
+    first_backwards_offset: int | None = None
+    first_backwards_packet: int | None = None
     capture: dict | None = None  # CaptureStats counters for pcap/pcapng sources
     seconds: float = 0.0
 
@@ -45,6 +49,8 @@ class ReadInfo:
             "last_timestamp_ns": self.last_timestamp_ns,
             "stocks": self.stocks,
             "timestamps_backwards": self.timestamps_backwards,
+            "first_backwards_offset": self.first_backwards_offset,
+            "first_backwards_packet": self.first_backwards_packet,
             "unknown": self.unknown,
             "unknown_by_type": self.unknown_by_type,
             "seconds": self.seconds,

@@ -34,6 +34,10 @@ class FrameTotals:
     first_timestamp_ns: int = -1
     last_timestamp_ns: int = -1
     timestamps_backwards: int = 0   # known messages earlier than the known message before them
+    # (byte offset in the source, packet or None) of the first known message, and of the first
+    # that went back (None: none yet): where to look in a day that is not in time order
+    first_known_at: tuple | None = None
+    first_backwards_at: tuple | None = None
 
     @property
     def messages(self) -> int:
@@ -62,10 +66,14 @@ class FrameTotals:
         np.maximum(self.locate_seen, other.locate_seen, out=self.locate_seen)
         self.bytes += other.bytes
         self.timestamps_backwards += other.timestamps_backwards
-        if other.first_timestamp_ns >= 0 and other.first_timestamp_ns < self.last_timestamp_ns:
+        step_back = 0 <= other.first_timestamp_ns < self.last_timestamp_ns
+        if step_back:
             self.timestamps_backwards += 1   # the step from this one's last message to other's first
+        if self.first_backwards_at is None:   # the step between comes before any within other
+            self.first_backwards_at = other.first_known_at if step_back else other.first_backwards_at
         if self.first_timestamp_ns < 0:
             self.first_timestamp_ns = other.first_timestamp_ns
+            self.first_known_at = other.first_known_at
         if other.last_timestamp_ns >= 0:
             self.last_timestamp_ns = other.last_timestamp_ns
 
@@ -80,13 +88,20 @@ def frame_range(buf: np.ndarray, pos: int, end: int, totals: FrameTotals, *,
     With allow_partial_tail, a message cut by ``end`` ends the walk quietly (the caller
     has more bytes coming) and ``stop`` is where it starts.
     """
-    status, stop, n, first_ts, last_ts, backwards = framing.frame(
+    status, stop, n, first_ts, last_ts, backwards, first_at, backwards_at = framing.frame(
         buf, pos, end, max_messages, totals.counts, totals.locate_seen, _LENGTHS, totals.last_timestamp_ns)
+
+    def locate(p):   # (offset in the source, packet or None) of buf[p]
+        return where(p) if where is not None else (base_offset + p, None)
+
     totals.bytes += stop - pos
     totals.timestamps_backwards += int(backwards)
+    if backwards and totals.first_backwards_at is None:
+        totals.first_backwards_at = locate(int(backwards_at))
     if first_ts >= 0:
         if totals.first_timestamp_ns < 0:
             totals.first_timestamp_ns = int(first_ts)
+            totals.first_known_at = locate(int(first_at))
         totals.last_timestamp_ns = int(last_ts)
     if status != framing.OK and not (status == framing.TRUNCATED and allow_partial_tail):
         offset, packet = where(stop) if where is not None else (base_offset + stop, None)

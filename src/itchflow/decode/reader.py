@@ -52,6 +52,8 @@ def read_info(source: str, totals: FrameTotals, capture: dict | None, seconds: f
         last_timestamp_ns=totals.last_timestamp_ns if totals.last_timestamp_ns >= 0 else None,
         stocks=totals.stocks,
         timestamps_backwards=totals.timestamps_backwards,
+        first_backwards_offset=totals.first_backwards_at[0] if totals.first_backwards_at else None,
+        first_backwards_packet=totals.first_backwards_at[1] if totals.first_backwards_at else None,
         capture=capture,
         seconds=seconds,
     )

@@ -77,18 +77,22 @@ def frame(buf, pos, end, max_messages, counts, locate_seen, lengths, prev_ts):
     lengths: int64[256] expected length per type byte, 0 for unknown;
     prev_ts: the timestamp of the last known message before pos (-1: none).
 
-    Returns (status, stop, n, first_ts, last_ts, backwards): stop is the offset after the last
-    whole message (on error, the offset of the bad message's length prefix); first/last_ts are
-    the timestamps of the first and last known messages walked (-1 if none); backwards counts
-    the known messages whose timestamp is earlier than the known message's before them (a feed
-    is in time order: a file spliced or sorted wrongly is not). Reading every timestamp costs
-    the walk nothing measurable: it waits on each length it reads, not on its loads.
+    Returns (status, stop, n, first_ts, last_ts, backwards, first_at, backwards_at): stop is the
+    offset after the last whole message (on error, the offset of the bad message's length
+    prefix); first/last_ts are the timestamps of the first and last known messages walked (-1
+    if none); backwards counts the known messages whose timestamp is earlier than the known
+    message's before them (a feed is in time order: a file spliced or sorted wrongly is not);
+    first_at and backwards_at are the offsets of the length prefixes of the first known message
+    and of the first that went back (-1 if none). Reading every timestamp costs the walk
+    nothing measurable: it waits on each length it reads, not on its loads.
     """
     n = 0
     status = OK
     first_ts = -1
     prev = np.int64(prev_ts)
     backwards = 0
+    first_at = -1
+    backwards_at = -1
     while n < max_messages:
         status, q, length = next_message(buf, pos, end)
         if status != OK:
@@ -105,14 +109,18 @@ def frame(buf, pos, end, max_messages, counts, locate_seen, lengths, prev_ts):
             ts = np.int64(be48_from8(buf, q + _TIMESTAMP_OFFSET))
             if first_ts < 0:
                 first_ts = ts
-            backwards += ts < prev
+                first_at = pos
+            if ts < prev:   # rare: a branch the predictor gets right
+                if backwards == 0:
+                    backwards_at = pos
+                backwards += 1
             prev = ts
             locate_seen[be16(buf, q + _LOCATE_OFFSET)] = 1
         counts[t] += 1
         pos = q + length
         n += 1
     last_ts = prev if first_ts >= 0 else np.int64(-1)
-    return status, pos, n, first_ts, last_ts, backwards
+    return status, pos, n, first_ts, last_ts, backwards, first_at, backwards_at
 
 
 @njit(nogil=True, cache=True)
