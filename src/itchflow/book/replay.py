@@ -52,7 +52,8 @@ def replay(books, source, *, stop_after_ns: int | None = None, slice_bytes: int 
     # sequence, so they keep a run a chunk unless the books renumber anyway.
     join_runs = renumber or on_bytes is None
     planning = (lambda position: progress(books.messages, position)) if progress is not None else None
-    for chunk in iter_chunks(source, capture_stats=capture_stats, join_runs=join_runs, on_position=planning):
+    for chunk in iter_chunks(source, capture_stats=capture_stats, join_runs=join_runs, on_position=planning,
+                             gz_ahead=True):
         with chunk.reading():  # a file truncated meanwhile is the error, not what its zeros made
             data = chunk.data
             runs = None if renumber else chunk.runs

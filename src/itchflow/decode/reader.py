@@ -144,7 +144,8 @@ def scan(source, types: str | Iterable[str] | None = None, *, chunk_messages: in
     place = 1   # the next message's place in the stream (renumber)
     messages = 0
     planning = (lambda position: progress(0, position)) if progress else None   # a capture's planning passes
-    for chunk in iter_chunks(source, strict=strict, capture_stats=capture, join_runs=True, on_position=planning):
+    for chunk in iter_chunks(source, strict=strict, capture_stats=capture, join_runs=True, on_position=planning,
+                             gz_ahead=True):
         for start, stop, first, piece in _pieces(chunk, chunk_messages):
             t0 = time.perf_counter()
             with chunk.reading():  # the piece is checked before it is handed out

@@ -27,11 +27,13 @@ import numpy as np
 from itchflow.errors import ITCHFormatError
 from itchflow.sources.chunk import (  # noqa: F401  (re-exported)
     Chunk, Passes, WalkedPages, as_uint8, describe, file_mapping, map_file, raise_if_shrunk, shrunk)
+from itchflow.sources.ahead import ahead
 from itchflow.sources.gzip_stream import GzipStreamError, gzip_blocks
 from itchflow.wire.binaryfile import whole_messages_end
 
 GZIP_MAGIC = b"\x1f\x8b"
 DEFAULT_GZ_BLOCK = 8 << 20  # decompressed bytes a block (every good byte before a corrupt spot is delivered)
+GZ_CHUNKS_AHEAD = 2         # a gzip day's chunks decompressed ahead of the consumer, at most (sources.ahead)
 
 
 def sniff(head: bytes) -> str:
@@ -111,12 +113,13 @@ class CaptureReading:
     piece_bytes: int | None = None
     join_runs: bool = False
     on_position: Callable[[int], None] | None = None
+    gz_ahead: bool = False
 
 
 def iter_chunks(source, *, gz_block: int = DEFAULT_GZ_BLOCK, strict: bool = True,
                 capture_stats: dict | None = None, dedup: bool = True,
                 piece_bytes: int | None = None, join_runs: bool = False,
-                on_position: Callable[[int], None] | None = None) -> Iterator[Chunk]:
+                on_position: Callable[[int], None] | None = None, gz_ahead: bool = False) -> Iterator[Chunk]:
     """Yield the source's messages as Chunks (see module doc).
 
     capture_stats, if given, is filled with the capture's counters (CaptureStats.to_dict())
@@ -132,8 +135,14 @@ def iter_chunks(source, *, gz_block: int = DEFAULT_GZ_BLOCK, strict: bool = True
     on_position(position), if given, is told how far through the source (``Chunk.position``) the
     work before the first chunk has got: planning a capture (and decompressing a gzipped one)
     takes the first passes of its way, reading it the last.
+    gz_ahead: a gzip day in a file or a buffer is decompressed on a thread of its own, up to
+    GZ_CHUNKS_AHEAD chunks ahead (``sources.ahead``), for a consumer whose own work on a chunk
+    lets go of the GIL (books, decoding a piece): the two overlap (books from a 10 M-message
+    gzip day: 0.64 s against 1.15). A consumer that only frames (``stats``) is decompression-
+    bound either way, and ``read``, which frames every chunk before it decodes any, ran 5-8%
+    slower with it.
     """
-    opts = CaptureReading(strict, capture_stats, dedup, piece_bytes, join_runs, on_position)
+    opts = CaptureReading(strict, capture_stats, dedup, piece_bytes, join_runs, on_position, gz_ahead)
     if isinstance(source, str) and source.startswith("file://"):   # a local path, named as one
         source = source[len("file://"):]
     name = describe(source)
@@ -349,7 +358,12 @@ def _gzip_source(raw, name: str, block: int, opts: CaptureReading) -> Iterator[C
             return
     except GzipStreamError as e:   # before any message was delivered
         raise stream_error(e, name, 0, 0) from None
-    yield from message_chunks(itertools.chain([first], blocks), name, position=lambda: raw.count)
+    chunks = message_chunks(itertools.chain([first], blocks), name, position=lambda: raw.count)
+    if opts.gz_ahead and _file_size(getattr(raw.raw, "rest", raw.raw)) is not None:
+        # a regular file or a buffer, whose reads never stall: the next blocks are decompressed
+        # (and cut into chunks) on a thread of their own while this one's consumer works
+        chunks = ahead(chunks, GZ_CHUNKS_AHEAD, name="itchflow-gunzip")
+    yield from chunks
 
 
 def _file_size(stream) -> int | None:
