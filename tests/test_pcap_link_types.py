@@ -57,3 +57,23 @@ def test_every_link_type_reads_like_the_ethernet_capture(tmp_path, linktype, wra
     assert got.info.capture["unsupported"] == 0 and got.info.capture == plain.info.capture
     for code in plain.counts:
         assert np.array_equal(got[code], plain[code]), code
+
+
+@pytest.mark.skipif(not MULTI.exists(), reason=f"real captures not found at {CAPTURES_DIR}")
+@pytest.mark.parametrize("field", [0x2400_0001, 0x0400_0001, 0x0002_0001, 0xF000_0001],
+                         ids=["fcs-4-bytes", "fcs-bit-0-length", "reserved-bit", "fcs-length-bits"])
+def test_the_fcs_bits_above_the_link_type_do_not_change_it(tmp_path, field):
+    """The link-type field's low 16 bits are the link type (libpcap's LT_LINKTYPE); bit 26 says
+    every frame ends in an FCS of bits 28-31 16-bit words. An Ethernet capture with its FCS
+    (0x24000001) was read as an unsupported link type: every packet counted "not MoldUDP64",
+    no message, exit status 0."""
+    plain = itchflow.read(MULTI)
+    frames = pcap_frames(MULTI.read_bytes())
+    fcs = 4 if field & 0x0400_0000 else 0
+    path = tmp_path / "fcs.pcap"
+    path.write_bytes(_pcap([f + b"\xde\xad\xbe\xef"[:fcs] for f in frames], field))
+    got = itchflow.read(path)
+    assert got.messages == plain.messages > 0
+    assert got.info.capture["unsupported"] == 0 and got.info.capture == plain.info.capture
+    for code in plain.counts:
+        assert np.array_equal(got[code], plain[code]), code

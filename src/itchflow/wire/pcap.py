@@ -323,7 +323,10 @@ def packet_parts(buf: np.ndarray, source: str, on_walked=None, part_bytes: int |
         head = bytes(buf[:4])
         big = int.from_bytes(head, "big") in PCAP_MAGICS
         order = "big" if big else "little"
-        linktype = int.from_bytes(bytes(buf[20:24]), order) & 0x0FFFFFFF  # high bits: FCS info
+        # the link type is the low 16 bits (libpcap's LT_LINKTYPE); above them are reserved bits
+        # and the FCS information (bit 26: each frame ends in an FCS of bits 28-31 16-bit
+        # words), which the UDP header's length already leaves out
+        linktype = int.from_bytes(bytes(buf[20:24]), order) & 0xFFFF
         start = PCAP_FILE_HEADER_SIZE
 
         def walk(at, o, l, c):
