@@ -372,6 +372,16 @@ def test_bad_arguments():
         ShardedBooks(0)
     with pytest.raises(ValueError):
         ShardedBooks(2, shard_of=np.full(L.N_LOCATES, 2, np.uint8))
+    # checked as given, not after a cast to uint8 (which took 256 as 0, 257 and -255 as 1)
+    for bad in (256, 257, -255, -1, 2**63):
+        with pytest.raises(ValueError):
+            ShardedBooks(2, shard_of=np.full(L.N_LOCATES, bad, np.int64 if bad < 2**63 else np.uint64))
+    for bad in (np.full(L.N_LOCATES, 1.9), np.full(L.N_LOCATES, 1.0), np.ones(L.N_LOCATES, bool)):
+        with pytest.raises(TypeError):
+            ShardedBooks(2, shard_of=bad)
+    with pytest.raises(ValueError):
+        ShardedBooks(2, shard_of=np.zeros(L.N_LOCATES - 1, np.int64))
+    assert ShardedBooks(2, shard_of=np.arange(L.N_LOCATES, dtype=np.int64) % 2).shard_of.dtype == np.uint8
     with pytest.raises(ValueError):
         ShardedBooks(2, block_bytes=1000)
     with ShardedBooks(2) as sb:

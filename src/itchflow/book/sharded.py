@@ -357,10 +357,15 @@ class ShardedBooks:
         self.shard_moves = 0   # applies of a shard on another thread than its last apply's
 
     def _checked_map(self, shard_of) -> np.ndarray:
-        m = np.ascontiguousarray(shard_of, np.uint8)
-        if m.shape != (L.N_LOCATES,) or int(m.max()) >= self.n_shards:
-            raise ValueError(f"shard_of must be {L.N_LOCATES} shard numbers below {self.n_shards}")
-        return m
+        # checked as given, before the uint8 the kernels take: a cast first wrapped 256 to 0,
+        # 257 and -255 to 1, and cut 1.9 to 1, accepting them
+        given = np.asarray(shard_of)
+        if not np.issubdtype(given.dtype, np.integer):
+            raise TypeError(f"shard_of must be whole shard numbers, not an array of {given.dtype}")
+        if (given.shape != (L.N_LOCATES,) or int(given.min()) < 0
+                or int(given.max()) >= self.n_shards):
+            raise ValueError(f"shard_of must be {L.N_LOCATES} shard numbers from 0 to {self.n_shards - 1}")
+        return np.ascontiguousarray(given, np.uint8)
 
     def plan(self, buffer, sample_bytes: int | None = PLAN_SAMPLE_BYTES) -> np.ndarray:
         """Fix the locate -> shard map from the message counts of (a prefix of) this buffer,
