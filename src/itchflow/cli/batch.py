@@ -37,7 +37,7 @@ def _job_options(job, types, at, every, depth, levels, start, end) -> dict:
 @click.option("--shards", type=click.IntRange(1, 4096), default=None,
               help="Locate shards per day (default: 1 when there are at least as many days as workers).")
 @click.option("--symbols", "-s", default=None, help="Comma-separated symbols (default: every stock).")
-@click.option("--types", "-t", default="AF", show_default=True, help="decode: message type letters.")
+@click.option("--types", "-t", default="AF", show_default=True, help="decode: message type letters (all: every type).")
 @click.option("--at", "at", type=TIMES, default=None, help="snapshots: comma-separated times HH:MM[:SS[.fffffffff]].")
 @click.option("--every", type=SECONDS, default=None,
               help="snapshots: or a snapshot every this many seconds; bars: the bar in seconds [default: 60].")

@@ -110,7 +110,7 @@ def _print_stats(info) -> None:
 @main.command()
 @click.argument("path", type=click.Path(dir_okay=False))
 @click.option("--types", "-t", default="AF", show_default=True,
-              help="Message type letters to decode, e.g. AF or ADEU.")
+              help="Message type letters to decode, e.g. AF or ADEU; all for every type.")
 @click.option("--symbol", "-s", default=None, help="Only messages of this stock (via stock directory or stock field).")
 @click.option("--out", "-o", required=True, type=click.Path(dir_okay=False),
               help="Output file: .parquet or .csv (one table; a message_type column tells types apart).")
