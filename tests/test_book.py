@@ -466,6 +466,44 @@ def test_apply_with_a_byte_budget_never_splits_a_message(threads):
         cut.close()
 
 
+def test_a_large_budget_is_walked_only_as_far_as_the_messages_applied(monkeypatch):
+    """A byte budget was walked whole before the first message was applied: snapshots (one
+    apply a time, 32 MiB budgets, a few messages each) spent 0.3 ms a time walking. Now it is
+    walked in doubling steps as the messages are applied; a stop at a time walks at most the
+    step it stopped in. Each call still ends where the slow model says: before the first
+    message that starts at or past the budget or is later than the stop time."""
+    import itchflow.book.books as books_module
+    from itchflow.wire.binaryfile import budget_end
+
+    buf = _budget_day()
+    starts, _ = _starts(buf)
+    ts = [int.from_bytes(bytes(buf[s + 2 + 5:s + 2 + 11]), "big") for s in starts]
+    walked = []
+
+    def counted(b, pos, limit):
+        end = budget_end(b, pos, limit)
+        walked.append(int(end) - int(pos))
+        return end
+
+    monkeypatch.setattr(books_module, "budget_end", counted)
+    whole = Books()
+    whole.apply(buf)
+    cut = Books()
+    pos, times = 0, ts[100::997]
+    for t in times + [None]:
+        walked.clear()
+        used = cut.apply(buf[pos:], max_bytes=32 << 20, stop_after_ns=t)
+        later = [s for s, x in zip(starts, ts) if s >= pos and t is not None and x > t]
+        assert pos + used == (later[0] if later else len(buf))
+        assert cut.stopped_at_time == bool(later)
+        if later:   # walked: the steps applied, and the one it stopped in (the first, 64 KiB,
+            # or twice the one before, itself applied), each past its end by at most a message
+            assert sum(walked) <= used + max(64 << 10, 2 * used) + 64 * len(walked)
+        pos += used
+    assert cut.order_table().tolist() == whole.order_table().tolist()
+    assert len(times) > 50
+
+
 @pytest.mark.parametrize("budget", [1, 40, 4096, 1 << 20])
 def test_a_budget_of_any_size_builds_the_day_with_the_same_events(budget):
     """A byte budget of any size, from one message a call (a budget below any message) to
@@ -542,3 +580,20 @@ def test_the_match_index_takes_the_trades_out_of_order_and_grows():
     assert int(b.ctl[L.C_MATCH_CAP]) == 1 << 11 and int(b.ctl[L.C_MATCH_USED]) == 700
     assert int(b.ctl[L.C_LOG_N]) == 1
     assert b.volume("AAPL") == 7010
+
+
+def test_a_symbol_is_looked_up_again_after_every_stock_directory_message():
+    """locate() keeps the symbols it found until the next R message: what each R changes is
+    seen at once (a locate given another symbol, a symbol given to a second locate)."""
+    b = Books()
+    b.apply(encode([directory(1, "AAPL")]))
+    assert b.locate("AAPL") == 1 and b.locate("AAPL") == 1
+    b.apply(encode([directory(1, "MSFT")]))      # locate 1 renamed (a directory conflict)
+    with pytest.raises(KeyError):
+        b.locate("AAPL")
+    assert b.locate("MSFT") == 1
+    b.apply(encode([directory(2, "AAPL")]))
+    assert b.locate("AAPL") == 2
+    b.apply(encode([directory(3, "MSFT")]))      # MSFT now under two locates
+    with pytest.raises(KeyError, match="2 locates"):
+        b.locate("MSFT")
