@@ -99,8 +99,10 @@ def _print_stats(info) -> None:
     console.print(table)
     if info.capture:
         c = info.capture
+        after = c.get("after_end_of_session", 0)
         console.print(f"  capture: {c['packets']:,} packets, {c['data_packets']:,} with data, "
-                      f"{c['heartbeats']:,} heartbeats, {c['end_of_session']:,} end-of-session, "
+                      f"{c['heartbeats']:,} heartbeats, {c['end_of_session']:,} end-of-session"
+                      f"{f' ({after:,} packets after it, not delivered)' if after else ''}, "
                       f"{c['duplicate_messages']:,} duplicate messages, {c['gaps']:,} gaps "
                       f"({c['missing_messages']:,} messages missing), {c['malformed_packets']:,} malformed, "
                       f"{c['not_udp'] + c['ip_fragments'] + c['snapped'] + c['unsupported']:,} not MoldUDP64; "

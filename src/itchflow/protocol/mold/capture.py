@@ -192,9 +192,14 @@ P_HOLES = 4        # holes recorded in this session (check mode)
 P_ORDERLY = 5      # 0 once the order given is found not to give the sorted stream (check mode)
 P_UNSEQUENCED = 6  # 1 once a packet was taken whole (unsequenced, or dedup=False)
 P_WORDS = 7
-# ... and uint64 words: the next sequence number expected, the highest announced, and the
-# session's first.
-Q_EXPECTED, Q_ANNOUNCED, Q_FIRST = 0, 1, 2
+# ... and uint64 words: the next sequence number expected, the highest announced, the
+# session's first, and its end (the sequence number of its first end-of-session packet taken;
+# NO_END before one).
+Q_EXPECTED, Q_ANNOUNCED, Q_FIRST, Q_END = 0, 1, 2, 3
+NO_END = np.uint64(0xFFFF_FFFF_FFFF_FFFF)
+# totals (int64[T_WORDS]): messages, duplicate messages, gaps, missing messages, data packets
+# used, packets after the end of session
+T_WORDS = 6
 # Holes a session may have for its file order to be checked; more and the capture is sorted.
 HOLES_MAX = 4096
 
@@ -207,7 +212,8 @@ class PlanState:
         self.words = np.zeros(P_WORDS, np.int64)
         self.words[P_SESSION] = -1
         self.words[P_ORDERLY] = 1
-        self.sequences = np.zeros(3, np.uint64)
+        self.sequences = np.zeros(4, np.uint64)
+        self.sequences[Q_END] = NO_END
         self.holes = np.zeros((HOLES_MAX, 2), np.uint64)
 
     @property
@@ -248,19 +254,26 @@ def plan_packets(buf, order, off, length, kind, session, seq, count, dedup, chec
     a hole still open when the session ends is counted then (``close_session`` for the last).
     Unsequenced packets, and with dedup=False every data packet, are taken whole, a run each.
 
+    An end-of-session packet ends its session at its number (MoldUDP64): a data packet from
+    that number on, or a heartbeat past it, is counted (totals[5]) and not delivered, as the
+    live receiver does. A packet of smaller number whose messages run past it comes before it
+    in (session, sequence) order and is delivered whole; it is counted when the end is taken.
+
     segments: for each packet that contributes, where its first kept block lands in the stream
     (seg_out), where it sits in the capture (seg_file; it runs to the packet's end: repeats
     only come first in a packet), the packet's index and the first kept message's number.
     runs: where each starts in the stream (a run starts where a segment does, or is empty), its
     first number and session; run_messages (zeroed by the caller) its messages. totals:
-    int64[5] += (messages, duplicate messages, gaps, missing messages, data packets used).
+    int64[T_WORDS] += (messages, duplicate messages, gaps, missing messages, data packets used,
+    packets after the end of session).
 
     check: order is the capture's file order (sorted within a window: ``_Window``);
     state[P_ORDERLY] is cleared, and planning stops, at the first packet that makes it plan
     other than (session, sequence) order would: a session seen again after another, a data
     packet after one taken whole, a packet whose messages fall in a hole already counted or
     before the session's first number, a heartbeat before it, more than HOLES_MAX holes in a
-    session. An order that passes gives the stream of the sorted capture."""
+    session, an end of session below what was delivered or a data packet across one taken. An
+    order that passes gives the stream of the sorted capture."""
     w = state[P_STREAM]
     runs = state[P_RUNS]
     segs = state[P_SEGS]
@@ -269,6 +282,7 @@ def plan_packets(buf, order, off, length, kind, session, seq, count, dedup, chec
     expected = seqs[Q_EXPECTED]
     announced = seqs[Q_ANNOUNCED]
     first = seqs[Q_FIRST]
+    ended = seqs[Q_END]
     for oi in range(order.shape[0]):
         i = order[oi]
         k = kind[i]
@@ -296,8 +310,22 @@ def plan_packets(buf, order, off, length, kind, session, seq, count, dedup, chec
             expected = s
             announced = s
             first = s
+            ended = NO_END
             nholes = 0
             runs = _open_run(run_offset, run_seq, run_session, runs, w, expected, cur_session)
+        if k == END_OF_SESSION and s < ended:
+            if expected > s:   # messages numbered past it were delivered: a packet across it
+                if check:      # (sorted, it comes first; in file order it came late)
+                    state[P_ORDERLY] = 0
+                    break
+                totals[5] += 1
+            ended = s
+        elif (k == DATA and s >= ended) or (k == HEARTBEAT and s > ended):
+            totals[5] += 1   # past the end of session: counted, not delivered
+            continue
+        elif check and k == DATA and s + c > ended:   # across an end already taken: sorted, it
+            state[P_ORDERLY] = 0                      # would have come before the end
+            break
         if check and s < expected:
             # taken after larger numbers: only repeats of what was delivered leave the stream as
             # the sorted capture's (a heartbeat matters only below the session's first number)
@@ -351,6 +379,7 @@ def plan_packets(buf, order, off, length, kind, session, seq, count, dedup, chec
     seqs[Q_EXPECTED] = expected
     seqs[Q_ANNOUNCED] = announced
     seqs[Q_FIRST] = first
+    seqs[Q_END] = ended
 
 
 def close_session(plan: PlanState, totals: np.ndarray) -> None:
@@ -381,6 +410,7 @@ class CaptureStats:
     data_packets: int = 0
     heartbeats: int = 0
     end_of_session: int = 0
+    after_end_of_session: int = 0     # data packets from a session's end on, heartbeats past it: not delivered
     messages: int = 0
     duplicate_messages: int = 0
     gaps: int = 0
@@ -728,12 +758,13 @@ def reassemble(buf: np.ndarray, table: PacketTable, source: str, strict: bool = 
     # a run opens where a session does, or at a hole (at most one a sorted packet: its first
     # message kept), or at each packet taken in capture order
     out = _PlanArrays(nsessions + len(order) + len(in_order), len(order) + len(in_order))
-    plan, totals = PlanState(), np.zeros(5, np.int64)
+    plan, totals = PlanState(), np.zeros(T_WORDS, np.int64)
     packets = Packets(np.zeros(0, np.int64), off, length, kind, session, seq, count)   # rows: the capture's
     out.plan(buf, order, packets, dedup, False, totals, plan)
     close_session(plan, totals)
     out.plan(buf, in_order, packets, dedup, False, totals, plan)
     stats.messages, stats.duplicate_messages, stats.gaps, stats.missing_messages = (int(x) for x in totals[:4])
+    stats.after_end_of_session = int(totals[5])
     return out.capture(buf, plan, stats)
 
 
@@ -815,7 +846,7 @@ class CapturePlan:
         if self.whole is not None:
             yield self.whole, len(self.buf)
             return
-        index, plan, totals = PacketIndex(), PlanState(), np.zeros(5, np.int64)
+        index, plan, totals = PacketIndex(), PlanState(), np.zeros(T_WORDS, np.int64)
         window = _Window(self.dedup)
         changed = ITCHFormatError("the capture changed while it was read: its second pass found other packets than "
                                   "its first", source=self.source)
@@ -874,7 +905,7 @@ def plan_capture(buf: np.ndarray, source: str, strict: bool = True, dedup: bool 
     index = PacketIndex()
     parts: list[Part] = []
     plan: PlanState | None = None   # planning by parts, once the capture has too many packets
-    stats, totals = CaptureStats(deduplicated=bool(dedup)), np.zeros(5, np.int64)
+    stats, totals = CaptureStats(deduplicated=bool(dedup)), np.zeros(T_WORDS, np.int64)
     window = _Window(dedup)
 
     def check(part: Part, indexed: tuple) -> None:
@@ -917,4 +948,5 @@ def plan_capture(buf: np.ndarray, source: str, strict: bool = True, dedup: bool 
     close_session(plan, totals)
     stats.sessions = _session_names(index.known[:index.sessions])
     stats.messages, stats.duplicate_messages, stats.gaps, stats.missing_messages = (int(x) for x in totals[:4])
+    stats.after_end_of_session = int(totals[5])
     return CapturePlan(buf, source, stats, dedup, totals=totals)

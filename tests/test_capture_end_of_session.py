@@ -1,0 +1,125 @@
+"""A capture's end-of-session packets end their session, as the live receiver has them end it.
+
+MoldUDP64's end of session (message count 0xFFFF) carries the number the next message would
+have had: nothing numbered from there on belongs to the session. ``MoldReceiver`` counts such
+packets (``after_end_of_session``) and delivers none of them; a capture read them as part of
+the session and counted nothing (a data packet numbered at the end, arriving after it, became a
+message of the day: an add order the books then held). Checked against a slow model of the
+sorted capture and against the receiver, planned whole and a part at a time.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import itch_reference as ref
+import itchflow
+import itchflow.protocol.mold.capture as capture_module
+from itchflow.protocol.mold.receiver import Deliver, MoldReceiver
+from test_capture_pieces import _read_capture
+
+EOS = -1   # a packet's "messages" for an end-of-session packet (0: a heartbeat)
+
+
+def _msg(session: int, seq: int) -> bytes:
+    return ref.encode_body("D", {"order_reference_number": seq, "stock_locate": session, "timestamp": seq})
+
+
+def _payloads(packets):
+    out = []
+    for session, seq, n in packets:
+        name = b"SESS%d" % session
+        if n == EOS:
+            out.append(ref.mold_packet(name, seq, [], count=0xFFFF))
+        else:
+            out.append(ref.mold_packet(name, seq, [_msg(session, seq + k) for k in range(n)]))
+    return out
+
+
+def _pcap(packets) -> np.ndarray:
+    return np.frombuffer(ref.pcap_file([ref.eth_ipv4_udp(p) for p in _payloads(packets)]), np.uint8)
+
+
+def _model(packets):
+    """(messages delivered as (session name, number, body), packets after the end) of the sorted
+    capture: per session (by first appearance), packets in (number, arrival) order; the first
+    end-of-session packet ends it; a data packet after it, or a heartbeat past it, is counted
+    and not delivered; if messages numbered from the end on were delivered before it (a packet
+    across it), that is counted once too."""
+    order = list(dict.fromkeys(s for s, _, _ in packets))
+    delivered, after = [], 0
+    for session in order:
+        mine = sorted((seq, i, n) for i, (s, seq, n) in enumerate(packets) if s == session)
+        expected, ended = None, None
+        for seq, _, n in mine:
+            if n == EOS:
+                if ended is None or seq < ended:
+                    if expected is not None and expected > seq:
+                        after += 1
+                    ended = seq
+                continue
+            if ended is not None and ((n > 0 and seq >= ended) or (n == 0 and seq > ended)):
+                after += 1
+                continue
+            if n == 0:
+                continue
+            expected = seq if expected is None else expected
+            for k in range(n):
+                if seq + k >= expected:
+                    delivered.append((f"SESS{session}", seq + k, _msg(session, seq + k)))
+            expected = max(expected, seq + n)
+    return delivered, after
+
+
+packets = st.lists(st.tuples(st.integers(0, 1), st.integers(1, 12), st.sampled_from([EOS, EOS, 0, 1, 2, 3])),
+                   min_size=1, max_size=14)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(packets, st.sampled_from([0, 1, 4, 100]), st.integers(1, 4))
+def test_a_capture_ends_its_sessions_as_the_slow_model_does_whole_or_in_parts(monkeypatch, packets, window, part):
+    import itchflow.wire.pcap as pcap
+
+    buf = _pcap(packets)
+    want, after = _model(packets)
+    monkeypatch.setattr(capture_module, "STREAM_PACKETS", 1 << 40)
+    _, whole, stats = _read_capture(buf)
+    assert [(s, q, m) for s, q, m, _, _ in whole] == want
+    assert stats["after_end_of_session"] == after
+    assert stats["end_of_session"] == sum(n == EOS for _, _, n in packets)
+    monkeypatch.setattr(capture_module, "STREAM_PACKETS", 0)
+    monkeypatch.setattr(capture_module, "STREAM_WINDOW", window)
+    monkeypatch.setattr(pcap, "TABLE_BATCH", part)
+    _, parts, stats_in_parts = _read_capture(buf)
+    assert parts == whole and stats_in_parts == stats
+
+
+def test_data_after_the_end_is_counted_and_not_delivered_as_the_receiver_does(tmp_path):
+    # the probe's case: messages 1-3, the end at 4, then a message numbered 4 arriving late
+    packets = [(0, 1, 3), (0, 4, EOS), (0, 4, 1), (0, 9, 0)]
+    receiver = MoldReceiver()
+    live = []
+    for i, p in enumerate(_payloads(packets)):
+        live += [ev.count for ev in receiver.receive(p, now_ns=i) if isinstance(ev, Deliver)]
+    path = tmp_path / "late.pcap"
+    path.write_bytes(_pcap(packets).tobytes())
+    d = itchflow.read(path)
+    assert d.counts["D"] == sum(live) == 3
+    assert d.info.capture["after_end_of_session"] == receiver.stats.after_end_of_session == 2
+    assert d.info.capture["gaps"] == 0   # the heartbeat past the end announces nothing
+    assert itchflow.Books().replay(path).messages == 3
+    assert itchflow.stats(path).capture["after_end_of_session"] == 2
+
+
+def test_stats_says_so(tmp_path):
+    from click.testing import CliRunner
+
+    from itchflow.cli import main
+
+    path = tmp_path / "late.pcap"
+    path.write_bytes(_pcap([(0, 1, 2), (0, 3, EOS), (0, 3, 1)]).tobytes())
+    res = CliRunner().invoke(main, ["stats", str(path)])
+    assert res.exit_code == 0, res.output
+    assert "1 packets after it, not delivered" in " ".join(res.output.split())
