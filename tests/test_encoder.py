@@ -114,3 +114,60 @@ def test_encode_message_refuses_values_of_the_wrong_type_naming_the_field(fields
     a str price or a non-ASCII stock raised errors that named no field."""
     with pytest.raises(error, match=match):
         encode_message("A", **fields)
+
+
+def _capture_of(sessions_and_numbers, tmp_path):
+    """A pcap: each packet (session, number, messages); returns its path and its stream, the
+    messages in the order the capture stands for them."""
+    import itch_reference as ref
+
+    frames = [ref.eth_ipv4_udp(ref.mold_packet(s, q, [m[2:] for m in ms])) for s, q, ms in sessions_and_numbers]
+    path = tmp_path / "two.pcap"
+    path.write_bytes(ref.pcap_file(frames))
+    return path
+
+
+def _ops():
+    a1 = encode_message("A", stock_locate=1, timestamp=1, order_reference_number=1, buy_sell_indicator="B",
+                        shares=100, stock="X", price=100)
+    d1 = encode_message("D", stock_locate=1, timestamp=2, order_reference_number=1)
+    a2 = encode_message("A", stock_locate=1, timestamp=3, order_reference_number=2, buy_sell_indicator="S",
+                        shares=50, stock="X", price=200)
+    x2 = encode_message("X", stock_locate=1, timestamp=4, order_reference_number=2, cancelled_shares=10)
+    return a1, d1, a2, x2
+
+
+@pytest.mark.parametrize("form", ["two sessions", "anonymised"])
+def test_a_capture_whose_numbers_do_not_order_it_is_refused_and_renumbered_is_bit_exact(tmp_path, form):
+    """encode(read(capture)) put A1 A2 X2 D1 for the stream A1 D1 A2 X2 of a capture whose two
+    sessions each number from 1 (or whose packets all say 0): the delete after the add it
+    deletes came out before it (books: duplicate_add, no live order). It is refused now, and
+    read(renumber=True) numbers the stream so that encode gives it back bit for bit."""
+    a1, d1, a2, x2 = _ops()
+    packets = ([(b"S1", 1, [a1, d1]), (b"S2", 1, [a2, x2])] if form == "two sessions"
+               else [(b"S1", 0, [a1, d1]), (b"S1", 0, [a2, x2])])
+    path = _capture_of(packets, tmp_path)
+    with pytest.raises(ValueError, match="renumber=True"):
+        encode(itchflow.read(path))
+    d = itchflow.read(path, renumber=True)
+    assert sorted(int(q) for c in "ADX" for q in d[c]["sequence"]) == [1, 2, 3, 4]
+    stream = encode(d)
+    assert stream == a1 + d1 + a2 + x2
+    books = itchflow.Books().replay(path)
+    again = itchflow.Books()
+    again.apply(stream)
+    assert again.live_orders() == books.live_orders() == 1
+    assert again.order_table().tolist() == books.order_table().tolist()
+    assert again.anomaly_counts.sum() == 0
+    scanned = list(itchflow.scan(path, renumber=True))
+    assert b"".join(encode(p) for p in scanned) == stream
+
+
+def test_one_types_rows_of_one_number_keep_their_order():
+    """Hand-made arrays with every number 0, of one type: their rows' order is the order."""
+    import numpy as np
+
+    rows = np.zeros(3, itchflow.DTYPES["D"])
+    rows["order_reference_number"] = [3, 1, 2]
+    out = encode({"D": rows})
+    assert [int(r) for r in itchflow.read(out)["D"]["order_reference_number"]] == [3, 1, 2]

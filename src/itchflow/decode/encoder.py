@@ -100,7 +100,11 @@ def wire_records(code: str, arr: np.ndarray) -> np.ndarray:
 def encode(arrays: Mapping[str, np.ndarray]) -> bytes:
     """Per-type arrays (a ``Decoded`` or any mapping of letter -> DTYPES array) -> BinaryFILE.
 
-    Messages come out in ascending ``sequence`` (ties keep the table's type order).
+    Messages come out in ascending ``sequence`` (one type's rows of one number in their
+    order). A number in two types' arrays is refused: it does not say which message came
+    first (a capture of two sessions numbers each from 1, an anonymised capture's packets all
+    say 0; read such a source with ``renumber=True``, which numbers every message by its place
+    in the stream). Put in the table's type order, a delete came before its add, silently.
     """
     rows, seqs = [], []
     for code, arr in arrays.items():
@@ -110,7 +114,14 @@ def encode(arrays: Mapping[str, np.ndarray]) -> bytes:
     if not rows:
         return b""
     sizes = np.concatenate([np.full(len(r), r.shape[1], np.int64) for r in rows])
-    order = np.argsort(np.concatenate(seqs), kind="stable")
+    numbers = np.concatenate(seqs)
+    order = np.argsort(numbers, kind="stable")
+    ranked, kinds = numbers[order], np.repeat(np.arange(len(seqs)), [len(q) for q in seqs])[order]
+    same = np.flatnonzero((ranked[1:] == ranked[:-1]) & (kinds[1:] != kinds[:-1]))
+    if same.size:
+        raise ValueError(f"messages of different types share sequence numbers (the first: {int(ranked[same[0]]):,}), "
+                         f"so the arrays do not say their order: read the source with renumber=True (a capture "
+                         f"of several sessions, or an anonymised one)")
     start = np.empty(len(order), np.int64)
     start[order] = np.concatenate([[0], np.cumsum(sizes[order])[:-1]])  # output offset per message
     out = np.empty(int(sizes.sum()), np.uint8)

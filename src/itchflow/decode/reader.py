@@ -99,14 +99,19 @@ def _decode_piece(out: Output, chunk: Chunk, start: int, stop: int, first: int) 
 WHOLE_RUNS = 1 << 62
 
 
-def read(source, types: str | Iterable[str] | None = None, *, strict: bool = True, dedup: bool = True) -> Decoded:
+def read(source, types: str | Iterable[str] | None = None, *, strict: bool = True, dedup: bool = True,
+         renumber: bool = False) -> Decoded:
     """Decode a whole source into one structured array per message type.
 
     types: letters (``"AF"``, ``["A", "F"]``) or names (``["add_order"]``) to decode; the
     others are still framed and counted. strict=False counts malformed capture packets
     instead of raising. dedup=False keeps every data packet of a capture in capture order
-    (no de-duplication of A/B copies or repeats). Raises ITCHFormatError (a ValueError)
-    naming the file and byte offset (or packet) of anything malformed.
+    (no de-duplication of A/B copies or repeats). renumber: ``sequence`` is the message's
+    place in the stream (1, 2, ...), not the source's number, as ``scan(renumber=True)``: a
+    capture of two sessions numbers each from 1, and an anonymised one's packets all say 0, so
+    their numbers do not order the messages (``encode`` refuses numbers that repeat). Raises
+    ITCHFormatError (a ValueError) naming the file and byte offset (or packet) of anything
+    malformed.
     """
     codes = type_codes(types)
     t0 = time.perf_counter()
@@ -121,11 +126,16 @@ def read(source, types: str | Iterable[str] | None = None, *, strict: bool = Tru
                              join_runs=True):
         for start, stop, first, piece in _pieces(chunk, NO_LIMIT):
             totals.merge(piece)
-            framed.append((chunk, start, stop, first))
+            framed.append((chunk, start, stop, first, piece.messages))
     out = Output(totals.counts, codes)
-    for chunk, start, stop, first in framed:
+    place = 1   # the next message's place in the stream (renumber)
+    for chunk, start, stop, first, messages in framed:
         with chunk.reading():
-            _decode_piece(out, chunk, start, stop, first)
+            if renumber:
+                out.decode_into(chunk.data, start, stop, place)
+                place += messages
+            else:
+                _decode_piece(out, chunk, start, stop, first)
     info = read_info(_name(source), totals, capture or None, time.perf_counter() - t0)
     return Decoded(out.arrays(), info)
 
