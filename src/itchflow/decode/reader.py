@@ -28,8 +28,8 @@ STATS_PIECE_MESSAGES = 1 << 22  # stats frames a day in pieces of this many mess
 
 def type_codes(types: str | Iterable[str] | None) -> str:
     """Type letters to decode, in table order: from letters ("AF"), names or a list of either;
-    None or "all" (any case) for every type. A string of letters that repeats one is refused:
-    "ALL" read as letters was A and L, silently."""
+    None or "all" (any case: "ALL" read as letters was A and L, silently) for every type. A
+    letter given twice is that type once."""
     if types is None:
         return CODES
     from itchflow.decode.decoded import _key
@@ -38,11 +38,6 @@ def type_codes(types: str | Iterable[str] | None) -> str:
     if isinstance(types, str):
         if types.lower() == "all":
             return CODES
-        if types not in BY_NAME:
-            repeated = sorted({c for c in types if types.count(c) > 1})
-            if repeated:
-                raise ValueError(f"message type letters {types!r} repeat {', '.join(map(repr, repeated))}: "
-                                 f"give each type once, or 'all' for every type")
         types = [types] if types in BY_NAME else list(types)
     wanted = {_key(t) for t in types}
     return "".join(c for c in CODES if c in wanted)
