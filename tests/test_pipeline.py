@@ -668,3 +668,17 @@ def test_run_exit_status_follows_listen_for_every_live_loss():
     assert live_exit_status(report({"soup": {"ended": True}}))[0] == 0
     assert live_exit_status(report({"capture": {"gaps": 2}}))[0] == 0      # a file is what it is: reported
     assert live_exit_status(report(None, ring_lost=7))[0] == 3
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="pinning needs two CPUs to choose from")
+def test_a_pinned_run_leaves_its_caller_as_it_found_it(tmp_path, day):
+    """run_pipeline(pin=...) pinned the calling thread to the consumer's CPU for good: threads
+    it started after (a gzip day's decompression) shared that one CPU, and an in-process replay
+    of a .gz after a pinned run in the same process ran at half speed."""
+    path = tmp_path / "day.itch"
+    path.write_bytes(day.tobytes())
+    cpus = sorted(os.sched_getaffinity(0))
+    before = os.sched_getaffinity(0)
+    r = run_pipeline(str(path), pin=(cpus[0], cpus[1]), books=Books())
+    assert r.messages > 0
+    assert os.sched_getaffinity(0) == before

@@ -29,7 +29,19 @@ def pin(cpu: int | None) -> None:
         os.sched_setaffinity(0, {cpu})
 
 
-def pin_for(cpus: tuple[int, ...] | None, role: int) -> None:
-    """Pin role 0 (producer) / 1 (consumer) to cpus[role] if pinning was asked."""
-    if cpus:
-        pin(cpus[role % len(cpus)])
+def pin_for(cpus: tuple[int, ...] | None, role: int) -> set[int] | None:
+    """Pin role 0 (producer) / 1 (consumer) to cpus[role] if pinning was asked; returns the
+    affinity it had before (None if not pinned), for ``unpin``."""
+    if not cpus:
+        return None
+    before = os.sched_getaffinity(0)
+    pin(cpus[role % len(cpus)])
+    return before
+
+
+def unpin(before: set[int] | None) -> None:
+    """Give the calling thread back the affinity ``pin_for`` took from it: a run pinned for its
+    own sake leaves its caller as it found it (and the threads it starts after, such as a gzip
+    day's decompression, free to use the other CPUs)."""
+    if before is not None:
+        os.sched_setaffinity(0, before)

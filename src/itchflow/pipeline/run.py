@@ -138,7 +138,7 @@ def run_pipeline(source: str | SourceSpec, *, ring: str | None = None, capacity:
     attaching, ``notice(text)`` is called once (default: a warning on the ``itchflow`` logger).
     """
     from itchflow.book.books import Books
-    from itchflow.hw.affinity import pin_for
+    from itchflow.hw.affinity import pin_for, unpin
     from itchflow.hw.metrics import ticks_per_ns
     from itchflow.ring import Ring
 
@@ -162,13 +162,14 @@ def run_pipeline(source: str | SourceSpec, *, ring: str | None = None, capacity:
         rg = Ring.open(spec.path)
         report = PipelineReport(source=spec.text, ring=rg.path)
         applier.warm_up(rg.data)
-        pin_for(pin, 1)
+        pinned = pin_for(pin, 1)
         run.t_start = time.perf_counter()
         try:
             with rg.reader(consumer, wait=wait) as reader:
                 _consume(reader, applier, None, progress, run,
                          _NoProducerNotice(rg, notice or _log_warning, notice_after))
         finally:
+            unpin(pinned)
             rg.close()
         if run.interrupted:
             raise PipelineInterrupted(_finish(report, applier, books, tpn, run, top))
@@ -188,6 +189,7 @@ def run_pipeline(source: str | SourceSpec, *, ring: str | None = None, capacity:
         report.pacing = f"paced at {rate:,.0f} msg/s" if rate else "flat out"
     proc = None
     parent_conn = None
+    pinned = None
     stop = CTX.Event()
     produced = None
     try:
@@ -205,10 +207,11 @@ def run_pipeline(source: str | SourceSpec, *, ring: str | None = None, capacity:
                                      "spin" if pin else "yield", child_conn, stop, os.getpid()), daemon=True)
             proc.start()
             child_conn.close()
-            pin_for(pin, 1)
+            pinned = pin_for(pin, 1)
             _consume(reader, applier, proc, progress, run)
             run.completed = not run.interrupted
     finally:
+        unpin(pinned)
         stop.set()
         if proc is not None:
             try:   # after a normal end the producer has sent its counters or is about to
