@@ -263,3 +263,32 @@ def test_a_panel_larger_than_the_memory_available_is_refused(gen_day, monkeypatc
         bars(gen_day, "1min")
     assert 5 < int(str(e.value).split()[1]) <= 20
     assert bars(gen_day, "1min", start="09:30", end="09:35").num_rows == 20 * 5  # a window that fits
+
+
+def test_slots_the_system_will_not_allocate_are_the_same_refusal(gen_day, monkeypatch):
+    """The check counts the stocks seen, but the panel allocates its slots 16, 32, ... at a time:
+    1 us bars over a minute (60 M a stock) passed the check for one stock (18 GB) and then asked
+    the system for 16 stocks' worth at once: a MemoryError traceback from the command line.
+    Refused like any other panel too large now."""
+    import numpy as np
+
+    import itchflow.sinks.bars as B
+
+    real = np.zeros
+
+    class _NumPy:   # the bars module's numpy, with a system that refuses large allocations
+        def __getattr__(self, name):
+            return getattr(np, name)
+
+        @staticmethod
+        def zeros(shape, *args, **kwargs):
+            if np.prod(shape) > 50_000_000:
+                raise MemoryError("Unable to allocate")
+            return real(shape, *args, **kwargs)
+
+    import itchflow.hw.memory as memory
+
+    monkeypatch.setattr(memory, "available_bytes", lambda: 10**15)   # the check passes, on any machine
+    monkeypatch.setattr(B, "np", _NumPy())
+    with pytest.raises(ValueError, match=r"16 stock slot\(s\) x 60,000,000 intervals of 1us could not be allocated"):
+        bars(gen_day, "1us", ["S0"], start="09:30", end="09:31")

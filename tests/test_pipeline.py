@@ -682,3 +682,22 @@ def test_a_pinned_run_leaves_its_caller_as_it_found_it(tmp_path, day):
     r = run_pipeline(str(path), pin=(cpus[0], cpus[1]), books=Books())
     assert r.messages > 0
     assert os.sched_getaffinity(0) == before
+
+
+def test_a_ring_consumer_that_joins_after_it_was_detached_reports_what_it_lost(day):
+    """A producer (`soup fetch --ring`, `listen --ring`) that fills a blocking ring nobody reads
+    detaches the silent consumer slot and goes on. `run --source ring:NAME` started after that
+    joins at the live edge: every record before it is lost to it. It applied 0 messages and
+    said "0 lost", exit 0 (the loss was counted at the join, and the run took its baseline
+    after it); it reports the records now, and the command line exits 3."""
+    from itchflow.ring import Ring, ring_path
+
+    name = f"/dev/shm/itchflow-test-detached-{os.getpid()}.ring"
+    Ring.create(name, 1 << 20, consumers=["book"], heartbeat_timeout=0.2, keep=True).close()
+    try:
+        _feed_ring(name, day.tobytes(), 37)   # 3.6 MB through 1 MiB that nobody reads
+        r = run_pipeline(f"ring:{name}", books=Books())
+        assert r.messages == 0 and r.ring_lost_records > 0
+    finally:
+        if os.path.exists(ring_path(name)):
+            os.unlink(ring_path(name))

@@ -194,3 +194,19 @@ def test_a_writer_dropped_without_close_stops_its_heartbeat(path):
         gc.collect()
         heartbeat.join(5.0)
         assert not heartbeat.is_alive() and _heartbeats() == threads
+
+
+def test_a_batch_of_no_record_publishes_nothing(path):
+    """write_batch(buf, []) asked the kernel for -1 records and reported its answer as "ring
+    full (a consumer is behind)" on an empty ring. No offsets, or one, is no record: 0."""
+    with Ring.create(path, 1 << 14, consumers=["r"]) as ring:
+        w = ring.writer()
+        buf = np.arange(8, dtype=np.uint8)
+        assert w.write_batch(buf, []) == 0
+        assert w.write_batch(buf, [3]) == 0
+        with pytest.raises(ValueError, match="one entry per record"):
+            w.write_batch(buf, [], types=[1])
+        assert w.write_batch(buf, [0, 4, 8]) == 2
+        w.close()
+        got = [bytes(r) for r in ring.reader("r", timeout=1)]
+    assert got == [bytes(buf[:4]), bytes(buf[4:])]

@@ -117,7 +117,8 @@ def live_exit_status(r) -> tuple[int, str]:
     if lost:
         return 3, f"{lost:,} messages were lost (given up on): the books have holes"
     if r.ring_lost_records:
-        return 3, f"{r.ring_lost_records:,} ring records were lost (the consumer was lapped): the books have holes"
+        return 3, (f"{r.ring_lost_records:,} ring records were lost (the consumer was lapped, or detached and "
+                   "joined again at the live edge): the books have holes")
     return 0, ""
 
 
@@ -217,7 +218,7 @@ def print_report(r) -> None:
         console.print(f"  {line}")
     if r.ring_lost_records:
         console.print(f"  ring: [bold red]{r.ring_lost_records:,} records lost[/bold red] (the consumer was lapped "
-                      "in a lossy ring)")
+                      "in a lossy ring, or detached by the producer and joined again at the live edge)")
     console.print(f"  sequence: {r.sequence_gaps:,} gaps ({r.sequence_gap_messages:,} messages missing), "
                   f"{r.sequence_repeats:,} repeats")
     b = r.book

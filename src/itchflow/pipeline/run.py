@@ -294,7 +294,10 @@ def _consume(reader, applier, proc, progress, run: _Run, waiting: _NoProducerNot
 
     st = applier.st
     child_ended = False
-    lost_before = reader.lost_records   # the slot's counter is for its lifetime: report this run's
+    # the slot's counter is for its lifetime: report this run's, from before it attached (a
+    # slot the producer detached before this run came loses, at the join, all it skipped: a
+    # whole session, reported as 0 lost and exit 0, when taken from here)
+    lost_before = reader.lost_records_at_attach
     try:
         while True:
             try:

@@ -91,6 +91,9 @@ class Reader:
         store(w, b + L.S_HB, time.monotonic_ns())
         store(w, b + L.S_ATTACHES, load(w, b + L.S_ATTACHES) + 1)
         self.cs = C.new_consumer_state(w, slot, ring.geometry)
+        # the slot's loss counter before this attach: what joining skips (records a producer
+        # published while the slot was detached) is this reader's loss, counted below
+        self.lost_records_at_attach = int(load(w, b + L.S_LOST_REC)) if not new else 0
         st = int(load(w, b + L.S_STATE))
         if ring.mode == "lossy":
             if new:

@@ -97,7 +97,11 @@ class Writer:
         release store per batch (more only if the ring fills up mid-batch)."""
         buf = byte_view(buffer)
         offs = np.ascontiguousarray(offsets, dtype=np.int64)
-        if len(offs) and (offs[0] < 0 or offs[-1] > len(buf) or np.any(np.diff(offs) < 0)):
+        if len(offs) < 2:   # no record (asked for -1 records, the kernel's answer read as "ring full")
+            if types is not None and len(np.atleast_1d(types)):
+                raise ValueError("types needs one entry per record")
+            return 0
+        if offs[0] < 0 or offs[-1] > len(buf) or np.any(np.diff(offs) < 0):
             raise ValueError("offsets must be non-decreasing and within the buffer")
         t = self._empty_types if types is None else np.ascontiguousarray(types, dtype=np.int64)
         if types is not None and len(t) != len(offs) - 1:

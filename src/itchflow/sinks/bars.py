@@ -127,11 +127,18 @@ class _Panel:
     def _alloc(self, cap: int) -> None:
         check_panel_fits(len(self.locates) + 1, self.nbars, self.every)  # slots past it stay untouched
         old = getattr(self, "state", None)
-        state = np.zeros((cap, 5), np.int64)
-        state[:, _S_T] = self.t0
-        quote = np.zeros((cap, self.nbars, 4), np.int64)
-        spread = np.zeros((cap, self.nbars), np.float64)
-        two = np.zeros((cap, self.nbars), np.int64)
+        try:
+            state = np.zeros((cap, 5), np.int64)
+            state[:, _S_T] = self.t0
+            quote = np.zeros((cap, self.nbars, 4), np.int64)
+            spread = np.zeros((cap, self.nbars), np.float64)
+            two = np.zeros((cap, self.nbars), np.int64)
+        except MemoryError:
+            # the slots are allocated cap at a time (untouched pages cost nothing until used),
+            # but the system may refuse the address space itself: the same refusal, not a traceback
+            raise ValueError(f"bars: {cap:,} stock slot(s) x {self.nbars:,} intervals of {self.every} could not be "
+                             f"allocated (about {cap * self.nbars * 48 / 1e9:,.1f} GB of accumulators): name fewer "
+                             "symbols, a longer interval or a shorter window (start/end)") from None
         if old is not None:
             n = len(self.locates)
             state[:n], quote[:n], spread[:n], two[:n] = self.state[:n], self.quote[:n], self.spread[:n], self.two[:n]
