@@ -178,6 +178,7 @@ class Books:
         c[L.C_FAR_TABLE] = max(0, int(far_table))
         self._sync_out_caps()
         self.next_sequence = 1
+        self._found_locates: tuple[int, dict] = (-1, {})   # locate(): (R messages seen, symbol key -> locate)
         self.applied = 0   # messages the last apply consumed
         self.growth_log: list[tuple[str, int, int, float]] = []   # (what, rows before, after, seconds)
         self.stopped_at_time = False   # the last apply stopped at its stop_after_ns
@@ -396,8 +397,8 @@ class Books:
         # Symbols found are kept until the next R message (only R writes the directory): a
         # search of the 65,536 stocks took 35 us, once a symbol a snapshot time.
         seen = int(self.ctl[L.C_DIRECTORY_SEEN])
-        cache = self.__dict__.get("_found_locates")
-        if cache is None or cache[0] != seen:
+        cache = self._found_locates
+        if cache[0] != seen:
             cache = self._found_locates = (seen, {})
         found = cache[1].get(key)
         if found is not None:

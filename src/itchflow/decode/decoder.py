@@ -104,7 +104,7 @@ def frame_range(buf: np.ndarray, pos: int, end: int, totals: FrameTotals, *,
             totals.first_known_at = locate(int(first_at))
         totals.last_timestamp_ns = int(last_ts)
     if status != framing.OK and not (status == framing.TRUNCATED and allow_partial_tail):
-        offset, packet = where(stop) if where is not None else (base_offset + stop, None)
+        offset, packet = locate(stop)
         raise ITCHFormatError(framing.describe(buf, stop, end, status), source=source, offset=offset,
                               packet=packet)
     return int(stop), int(n)

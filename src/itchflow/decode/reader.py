@@ -76,10 +76,14 @@ def _pieces(chunk: Chunk, max_messages: int) -> Iterator[tuple[int, int, int, Fr
         pos, first = stop, first + n
 
 
-def _decode_piece(out: Output, chunk: Chunk, start: int, stop: int, first: int) -> None:
+def _decode_piece(out: Output, chunk: Chunk, start: int, stop: int, first: int, place: int | None = None) -> None:
     """Decode chunk.data[start:stop] (framed), whose first message is the chunk's message
     ``first``, into out's next rows: every row's sequence number the chunk's
-    (``Chunk.sequence_numbers``: where the runs of a capture's joined packets restart)."""
+    (``Chunk.sequence_numbers``: where the runs of a capture's joined packets restart), or,
+    given ``place``, the first message's place in the stream and one more a message."""
+    if place is not None:
+        out.decode_into(chunk.data, start, stop, place)
+        return
     if chunk.runs is None:
         out.decode_into(chunk.data, start, stop, chunk.first_sequence + first)
         return
@@ -126,11 +130,8 @@ def read(source, types: str | Iterable[str] | None = None, *, strict: bool = Tru
     place = 1   # the next message's place in the stream (renumber)
     for chunk, start, stop, first, messages in framed:
         with chunk.reading():
-            if renumber:
-                out.decode_into(chunk.data, start, stop, place)
-                place += messages
-            else:
-                _decode_piece(out, chunk, start, stop, first)
+            _decode_piece(out, chunk, start, stop, first, place if renumber else None)
+        place += messages
     info = read_info(_name(source), totals, capture or None, time.perf_counter() - t0)
     return Decoded(out.arrays(), info)
 
@@ -164,12 +165,9 @@ def scan(source, types: str | Iterable[str] | None = None, *, chunk_messages: in
             t0 = time.perf_counter()
             with chunk.reading():  # the piece is checked before it is handed out
                 out = Output(piece.counts, codes)
-                if renumber:
-                    out.decode_into(chunk.data, start, stop, place)
-                    place += piece.messages
-                else:
-                    _decode_piece(out, chunk, start, stop, first)
+                _decode_piece(out, chunk, start, stop, first, place if renumber else None)
                 arrays = out.arrays()
+            place += piece.messages
             chunk.release(stop)  # the arrays are copies: a mapped day's pages can go
             messages += piece.messages
             if progress:

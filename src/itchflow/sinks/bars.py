@@ -101,6 +101,7 @@ def quote_bars_finish(nslots, t0, step, tend, state, quote, spread_int, two_side
 # bars and the Arrow table together: measured at ~290 bytes on 8.6 M cells (1 s bars of 100
 # stocks over 24 h: 2.85 GB).
 CELL_BYTES = 300
+_SMALLER = "name fewer symbols, a longer interval or a shorter window (start/end)"   # what makes a panel fit
 
 
 def check_panel_fits(stocks: int, nbars: int, every: str) -> None:
@@ -112,7 +113,7 @@ def check_panel_fits(stocks: int, nbars: int, every: str) -> None:
     if free is not None and need > free:
         raise ValueError(f"bars: {stocks:,} stock(s) x {nbars:,} intervals of {every} is about {need / 1e9:,.1f} GB "
                          f"in memory ({CELL_BYTES} bytes a cell), more than the {free / 1e9:,.1f} GB available: "
-                         "name fewer symbols, a longer interval or a shorter window (start/end)")
+                         f"{_SMALLER}")
 
 
 class _Panel:
@@ -137,8 +138,8 @@ class _Panel:
             # the slots are allocated cap at a time (untouched pages cost nothing until used),
             # but the system may refuse the address space itself: the same refusal, not a traceback
             raise ValueError(f"bars: {cap:,} stock slot(s) x {self.nbars:,} intervals of {self.every} could not be "
-                             f"allocated (about {cap * self.nbars * 48 / 1e9:,.1f} GB of accumulators): name fewer "
-                             "symbols, a longer interval or a shorter window (start/end)") from None
+                             f"allocated (about {cap * self.nbars * 48 / 1e9:,.1f} GB of accumulators): "
+                             f"{_SMALLER}") from None
         if old is not None:
             n = len(self.locates)
             state[:n], quote[:n], spread[:n], two[:n] = self.state[:n], self.quote[:n], self.spread[:n], self.two[:n]

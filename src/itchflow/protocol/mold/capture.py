@@ -382,6 +382,12 @@ def plan_packets(buf, order, off, length, kind, session, seq, count, dedup, chec
     seqs[Q_END] = ended
 
 
+def _count_totals(stats: "CaptureStats", totals: np.ndarray) -> None:
+    """The counters of ``plan_packets``' totals (T_WORDS) that the capture's stats report."""
+    stats.messages, stats.duplicate_messages, stats.gaps, stats.missing_messages = (int(x) for x in totals[:4])
+    stats.after_end_of_session = int(totals[5])
+
+
 def close_session(plan: PlanState, totals: np.ndarray) -> None:
     """The end of the sequenced packets: a hole the last session announced but never delivered
     is a gap."""
@@ -763,8 +769,7 @@ def reassemble(buf: np.ndarray, table: PacketTable, source: str, strict: bool = 
     out.plan(buf, order, packets, dedup, False, totals, plan)
     close_session(plan, totals)
     out.plan(buf, in_order, packets, dedup, False, totals, plan)
-    stats.messages, stats.duplicate_messages, stats.gaps, stats.missing_messages = (int(x) for x in totals[:4])
-    stats.after_end_of_session = int(totals[5])
+    _count_totals(stats, totals)
     return out.capture(buf, plan, stats)
 
 
@@ -947,6 +952,5 @@ def plan_capture(buf: np.ndarray, source: str, strict: bool = True, dedup: bool 
         return CapturePlan(buf, source, capture.stats, dedup, whole=capture)
     close_session(plan, totals)
     stats.sessions = _session_names(index.known[:index.sessions])
-    stats.messages, stats.duplicate_messages, stats.gaps, stats.missing_messages = (int(x) for x in totals[:4])
-    stats.after_end_of_session = int(totals[5])
+    _count_totals(stats, totals)
     return CapturePlan(buf, source, stats, dedup, totals=totals)
