@@ -306,6 +306,8 @@ def test_rerun_resumes_and_redoes_only_what_is_missing(archive, client, tmp_path
     before = {day: _day_table(out, day) for day in paths}
     again = batch(list(paths.values()), "bbo", out, client=client, shards=2)
     assert again["tasks"] == 0 and again["resumed_days"] == sorted(DAYS)
+    # every day was done before: this run's rate is of nothing, not the archive over no time
+    assert again["messages"] == first["messages"] and again["run_messages"] == 0 and again["msgs_per_s"] == 0
     # lose one shard's output and the day's marker: only that shard and the finish run again
     meta = os.path.join(out, "_itchflow", "done", "2019-01-31")
     os.remove(os.path.join(meta, "day.json"))
@@ -315,6 +317,10 @@ def test_rerun_resumes_and_redoes_only_what_is_missing(archive, client, tmp_path
     third = batch(list(paths.values()), "bbo", out, client=client, shards=2, progress=seen.append)
     assert third["tasks"] == 4  # split (marker found: returns at once), 2 shards (one resumes), finish
     assert {e["kind"] for e in seen} == {"split", "shard", "finish"}
+    redone = first["days"][1]["messages"]   # only 2019-01-31 ran: its messages make the rate
+    assert third["resumed_days"] == sorted(set(DAYS) - {"2019-01-31"}) and third["run_messages"] == redone
+    assert third["msgs_per_s"] == pytest.approx(redone / third["seconds"])
+    assert seen[-1]["messages"] <= redone   # the bar counts this run's messages only
     for day in paths:
         _same(_day_table(out, day), before[day])
     assert first["days"][1]["rows"] == third["days"][1]["rows"]

@@ -165,7 +165,10 @@ def _report(console, r: dict, as_json: bool) -> None:
         if d.get("skipped"):  # lobster: messages that made no row
             console.print(f"{d['date']}: not written: " + ", ".join(f"{k} {v:,}" for k, v in d["skipped"].items()),
                           highlight=False)
-    console.print(f"{len(r['days'])} day(s), {r['messages']:,} messages in {r['seconds']:.2f} s "
+    resumed = len(r.get("resumed_days", ()))
+    done_before = (f" ({resumed} resumed: done by an earlier run; this run {r['run_messages']:,} messages)"
+                   if resumed else "")
+    console.print(f"{len(r['days'])} day(s), {r['messages']:,} messages{done_before} in {r['seconds']:.2f} s "
                   f"({r['msgs_per_s'] / 1e6:,.2f} M msg/s) on {r['threads']} worker thread(s); "
                   f"cluster start {r['startup_seconds']:.1f} s; dataset {r['out']}", highlight=False)
 

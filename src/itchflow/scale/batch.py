@@ -220,7 +220,7 @@ def _run(client, lay, days, job, syms, opts, shards, threads, info, progress, on
     t0 = time.perf_counter()
     failed: dict[str, str] = {}
     split_messages: dict[str, int] = {}
-    done_tasks, messages = 0, sum(d["messages"] for d in finished.values())
+    done_tasks, messages = 0, 0   # this run's: resumed days were counted by the run that made them
     try:
         for fut in as_completed(futures):
             day, kind, n = what[fut.key]
@@ -255,8 +255,12 @@ def _result(info, lay, job, days, finished, failed, t0) -> dict:
     seconds = time.perf_counter() - t0
     ordered = [finished[d] for d, _ in days if d in finished]
     total = sum(d["messages"] for d in ordered)
+    # The rate is this run's: a day resumed from an earlier run's markers took none of `seconds`
+    resumed = set(info.get("resumed_days", ()))
+    run_messages = sum(finished[d]["messages"] for d, _ in days if d in finished and d not in resumed)
     return dict(info, out=lay.root, job=job, days=ordered, failed=failed, messages=total,
-                seconds=seconds, msgs_per_s=total / seconds if seconds else 0.0)
+                run_messages=run_messages, seconds=seconds,
+                msgs_per_s=run_messages / seconds if seconds else 0.0)
 
 
 _KILLED_HINT = ("every worker that ran it died. Dask ends a worker whose process crashes or whose memory "
