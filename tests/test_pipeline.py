@@ -201,7 +201,12 @@ def test_source_strings():
                      ("mold://127.0.0.1:1?queue=x", "queue='x' is not a whole number"),
                      ("soup://127.0.0.1:1?dead_link=inf", "dead_link must be above 0"),
                      ("soup://127.0.0.1:1?sequence=0", "sequence must be at least 1"),
-                     ("soup://127.0.0.1:1?sequence=abc", "sequence='abc' is not a whole number")):
+                     ("soup://127.0.0.1:1?sequence=abc", "sequence='abc' is not a whole number"),
+                     # any free port, bound in the producer process: no sender could learn it
+                     ("mold://127.0.0.1:0", "address: port 0"),
+                     ("mold://127.0.0.1:1?line_b=127.0.0.1:0", "line_b: port 0"),
+                     ("mold://127.0.0.1:1?rerequest=127.0.0.1:0", "rerequest: port 0"),
+                     ("soup://127.0.0.1:0", "address: port 0")):
         with pytest.raises(ValueError, match=why):
             check_source(parse_source(bad))       # before any process starts
     check_source(parse_source("mold://127.0.0.1:1?idle=0.5&max_seconds=3&queue=0"))

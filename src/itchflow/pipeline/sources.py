@@ -91,16 +91,26 @@ def check_source(spec: SourceSpec) -> None:
             raise ValueError(f"source {spec.text!r}: engine must be recvmmsg, recv, tpacket or xdp")
         if spec.options.get("engine") == "xdp" and not spec.options.get("ifname"):
             raise ValueError(f"source {spec.text!r}: engine=xdp needs ifname=IF (no other interface is touched)")
+        _no_port_zero(spec, "address", spec.port)
         for k in ("line_b", "rerequest"):
             if k in spec.options:
-                _endpoint(spec.options[k], k, spec.text)
+                _no_port_zero(spec, k, _endpoint(spec.options[k], k, spec.text)[1])
         for k in ("idle", "max_seconds"):
             _option_number(spec, k, float, 0.0, open_low=True)
         _option_number(spec, "queue", int, 0)
     elif spec.kind == "soup":
+        _no_port_zero(spec, "address", spec.port)
         for k in ("dead_link", "max_seconds"):
             _option_number(spec, k, float, 0.0, open_low=True)
         _option_number(spec, "sequence", int, 1)
+
+
+def _no_port_zero(spec: SourceSpec, what: str, port: int | None) -> None:
+    """Port 0 binds any free port, which the producer process would never tell a sender (and
+    is nowhere to send to): `itchflow listen --mold HOST:0` binds one and prints it."""
+    if port == 0:
+        raise ValueError(f"source {spec.text!r}: {what}: port 0 (any free port) cannot be told to a sender "
+                         "from here; give the port (itchflow listen --mold HOST:0 prints the one it binds)")
 
 
 def _option_number(spec: SourceSpec, key: str, kind, low, open_low: bool = False) -> None:
