@@ -25,6 +25,7 @@ import itch_reference as ref
 from itchflow.book.books import Books
 from itchflow.errors import ITCHFormatError
 from itchflow.pipeline import PipelineError, parse_source, run_pipeline
+from itchflow.pipeline.publish import feed_max_payload
 from itchflow.pipeline import batch_layout as B
 from test_net_loopback import synthetic_day
 
@@ -416,7 +417,7 @@ def test_every_command_module_is_registered():
     assert {"book", "decode", "gen", "net", "ring"} <= set(bench.commands)
 
 
-def _feed_ring(name: str, data: bytes, pieces: int) -> None:
+def _feed_ring(name: str, data: bytes, pieces: int) -> dict[str, int]:
     from itchflow.pipeline.publish import open_feed
 
     pub = open_feed(name, capacity=1 << 20, batch_bytes=4096)
@@ -429,8 +430,10 @@ def _feed_ring(name: str, data: bytes, pieces: int) -> None:
         stop, n = whole_messages_end(buf, pos, min(len(buf), pos + step))
         pub.publish(buf, seq, pos, 0, pos, stop)
         pos, seq = stop, seq + n
+    detached = pub.writer.detached_consumers()
     pub.writer.close()
     pub.writer.ring.close()
+    return detached
 
 
 def test_ring_source_consumes_a_ring_another_process_feeds(day, direct):
@@ -700,9 +703,43 @@ def test_a_ring_consumer_that_joins_after_it_was_detached_reports_what_it_lost(d
     name = f"/dev/shm/itchflow-test-detached-{os.getpid()}.ring"
     Ring.create(name, 1 << 20, consumers=["book"], heartbeat_timeout=0.2, keep=True).close()
     try:
-        _feed_ring(name, day.tobytes(), 37)   # 3.6 MB through 1 MiB that nobody reads
+        # 3.6 MB through 1 MiB that nobody reads: the producer knows it detached the slot
+        assert _feed_ring(name, day.tobytes(), 37) == {"book": 1}
         r = run_pipeline(f"ring:{name}", books=Books())
         assert r.messages == 0 and r.ring_lost_records > 0
     finally:
         if os.path.exists(ring_path(name)):
             os.unlink(ring_path(name))
+
+
+@pytest.mark.net
+def test_soup_fetch_says_when_it_detached_its_ring_consumer(day):
+    """`soup fetch --ring` into a ring nobody reads: the session arrived whole, but the
+    consumer slot was detached and will miss it. fetch said "missing: 0" and exited 0; it
+    now names the consumer and exits 3 (run --source ring: reports the records when it joins)."""
+    import subprocess
+    import sys
+
+    from itchflow.protocol.soup.session import MessageStore
+    from itchflow.ring import Ring
+    from itchflow.sources.soup_sockets import SoupServer
+
+    name = f"/dev/shm/itchflow-test-fetchdetach-{os.getpid()}.ring"
+    Ring.create(name, 1 << 20, consumers=["book"], heartbeat_timeout=0.2, keep=True,
+                max_payload=feed_max_payload(1 << 20)).close()
+    server = SoupServer(MessageStore(day), "127.0.0.1", 0, "DETACH", {"alice": "secret"})
+    server.start()
+    try:
+        host, port = server.address
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+        fetch = subprocess.run([sys.executable, "-m", "itchflow.cli", "soup", "fetch", f"{host}:{port}",
+                                "--user", "alice", "--password", "secret", "--ring", name, "--max-seconds", "60",
+                                "--json"], env=env, capture_output=True, text=True, timeout=120)
+    finally:
+        server.stop()
+        if os.path.exists(name):
+            os.unlink(name)
+    assert fetch.returncode == 3, fetch.stderr
+    res = json.loads(fetch.stdout)
+    assert res["ended"] and res["missing"] == 0 and res["ring_detached"] == {"book": 1}
+    assert "consumer 'book' (1 time) detached" in fetch.stderr

@@ -230,6 +230,7 @@ def listen(line_a, line_b, rerequest, out, ring_name, engine, ifname, queue, cpu
         if Console(stderr=True).is_terminal:
             progress = _listen_progress()
     pub = f = None
+    detached: dict[str, int] = {}
     try:
         f = open(out, "wb") if out else None
         on_deliver = None
@@ -254,7 +255,7 @@ def listen(line_a, line_b, rerequest, out, ring_name, engine, ifname, queue, cpu
         if f is not None:
             f.close()
         if pub is not None:
-            pub.writer.close()   # consumers see the end of the stream
+            detached = _close_feed(pub)   # consumers see the end of the stream
     report = {"engine": res.engine, "finished": res.finished, "interrupted": res.interrupted,
               "seconds": round(res.seconds, 3), **res.stats,
               "latency": latency_summary(res.latency_ns),
@@ -262,6 +263,8 @@ def listen(line_a, line_b, rerequest, out, ring_name, engine, ifname, queue, cpu
               "lost_ranges": [(e.first_sequence, e.count, e.reason) for e in res.lost[:20]]}
     if res.engine_stats:
         report["engine_stats"] = res.engine_stats
+    if ring_name:
+        report["ring_detached"] = detached
     if as_json:
         click.echo(json.dumps(report, default=float))
     else:
@@ -275,6 +278,7 @@ def listen(line_a, line_b, rerequest, out, ring_name, engine, ifname, queue, cpu
         click.echo(f"itchflow: {res.stats['lost']:,} messages were lost (given up on): the stream has holes",
                    err=True)
         sys.exit(3)
+    _exit_if_detached(ring_name, detached)
 
 
 def _start_sequence(text: str) -> int | None:
@@ -298,6 +302,24 @@ def _ring_publisher(name: str):
     from itchflow.pipeline.publish import open_feed
 
     return open_feed(name)
+
+
+def _close_feed(pub) -> dict[str, int]:
+    """Close the ring's producer (its consumers see the end); the consumers it detached."""
+    detached = pub.writer.detached_consumers()
+    pub.writer.close()
+    return detached
+
+
+def _exit_if_detached(ring_name: str | None, detached: dict[str, int]) -> None:
+    """The session arrived, but a ring consumer detached on the way misses part of it (it
+    reports that loss itself when it rejoins): exit 3, as for messages lost."""
+    if detached:
+        who = ", ".join(f"{name!r} ({n} time{'s' if n > 1 else ''})" for name, n in detached.items())
+        click.echo(f"itchflow: ring {ring_name}: consumer {who} detached: it was silent past the heartbeat "
+                   "time-out while the ring was full, and misses what was published meanwhile "
+                   f"(start `itchflow run --source ring:{ring_name}` before the feed)", err=True)
+        sys.exit(3)
 
 
 def _listen_progress():
@@ -397,6 +419,7 @@ def soup_fetch(address, user, password, out, ring_name, session, sequence, max_r
 
     host, port = address
     pub = f = None
+    detached: dict[str, int] = {}
     made = bool(out) and not os.path.exists(out)
     res = None
     try:
@@ -417,8 +440,8 @@ def soup_fetch(address, user, password, out, ring_name, session, sequence, max_r
             if made and (res is None or res.rejected or res.refused) and os.path.getsize(out) == 0:
                 os.unlink(out)
         if pub is not None:
-            pub.writer.close()
-    _print_report(res.__dict__, as_json, width=14)
+            detached = _close_feed(pub)
+    _print_report({**res.__dict__, "ring_detached": detached} if ring_name else res.__dict__, as_json, width=14)
     _exit_if_interrupted(res)
     if res.rejected:
         click.echo(f"itchflow: login rejected: {res.rejected}", err=True)
@@ -432,6 +455,7 @@ def soup_fetch(address, user, password, out, ring_name, session, sequence, max_r
     if res.missing:
         click.echo(f"itchflow: {res.missing:,} messages before the first one received are missing", err=True)
         sys.exit(3)
+    _exit_if_detached(ring_name, detached)
 
 
 @bench.command("net")

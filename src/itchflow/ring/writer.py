@@ -16,6 +16,7 @@ from itchflow.ring import layout as L
 from itchflow.ring import producer as P
 from itchflow.ring.errors import RingBusy, RingFormatError
 from itchflow.ring.liveness import producer_live
+from itchflow.ring.slots import get_name
 from itchflow.ring.wait import strategy_code, timeout_ns
 
 
@@ -64,6 +65,7 @@ class Writer:
         store(w, L.W_PROD_STATE, L.PRODUCER_OPEN)
         P.serve_joins(w, self.ps)
         self._empty_types = np.zeros(0, np.int64)
+        self._detaches_at_open = self._detaches()
         period = min(max(int(w[L.W_HB_TIMEOUT]) / 4e9, 0.01), 1.0)
         self._heartbeat = _Heartbeat(w, period)
         self._heartbeat.start()
@@ -109,6 +111,24 @@ class Writer:
         n = P.publish_batch(self.ring.words, self.ring.data, self.ps, buf, offs, t,
                             self.strategy, self.timeout_ns)
         return self.check(n, "write_batch")
+
+    def _detaches(self) -> dict[str, int]:
+        w = self.ring.words
+        seen = {}
+        for i in range(self.ring.max_consumers):
+            b = L.slot_base(i)
+            if int(load(w, b + L.S_STATE)) != L.SLOT_FREE:
+                seen[get_name(w, b)] = int(load(w, b + L.S_DETACHES))
+        return seen
+
+    def detached_consumers(self) -> dict[str, int]:
+        """Consumers detached since this writer opened (name: times). A blocking ring detaches
+        a consumer silent past the heartbeat time-out while it is full (or one that never came):
+        it misses what is published while detached, and counts that loss when it rejoins, so
+        the producer's side must say so too (nothing lost silently)."""
+        before = self._detaches_at_open
+        return {name: n - before.get(name, 0) for name, n in self._detaches().items()
+                if n > before.get(name, 0)}
 
     @property
     def position(self) -> int:
