@@ -4,6 +4,7 @@ file cleanup at exit, and the `itchflow ring` commands."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -210,3 +211,25 @@ def test_a_batch_of_no_record_publishes_nothing(path):
         w.close()
         got = [bytes(r) for r in ring.reader("r", timeout=1)]
     assert got == [bytes(buf[:4]), bytes(buf[4:])]
+
+
+def test_fractional_offsets_and_nan_or_negative_time_outs_are_refused(path):
+    """Offsets 0.5 and 10.7 were cut to 0 and 10 (records other than the caller's), and
+    read_batch(timeout=nan) failed converting NaN to an integer. Both are named errors now;
+    an infinite time-out waits forever, as None does."""
+    with Ring.create(path, 1 << 14, consumers=["r"]) as ring:
+        w = ring.writer()
+        buf = np.arange(16, dtype=np.uint8)
+        with pytest.raises(TypeError, match="whole numbers"):
+            w.write_batch(buf, [0.5, 10.7])
+        with pytest.raises(TypeError, match="whole numbers"):
+            w.write_batch(buf, np.array([0, 4], np.float32))
+        assert w.write_batch(buf, np.array([0, 4, 10], np.uint16)) == 2
+        rd = ring.reader("r")
+        for bad in (math.nan, -0.5, -math.inf):
+            with pytest.raises(ValueError, match="timeout must be"):
+                rd.read_batch(timeout=bad)
+            with pytest.raises(ValueError, match="timeout must be"):
+                ring.reader("other", timeout=bad)
+        assert [bytes(r) for r in rd.read_batch(timeout=math.inf)] == [bytes(buf[:4]), bytes(buf[4:10])]
+        w.close()

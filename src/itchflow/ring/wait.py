@@ -14,6 +14,8 @@
 
 from __future__ import annotations
 
+import math
+
 from numba import njit
 
 from itchflow.hw.atomics import cpu_pause, fetch_add, load_acquire
@@ -67,5 +69,10 @@ def strategy_code(wait: str) -> int:
 
 
 def timeout_ns(timeout: float | None) -> int:
-    """Seconds (None: forever) as the kernels' nanoseconds (-1: forever)."""
-    return -1 if timeout is None else int(timeout * 1e9)
+    """Seconds (None or infinity: forever) as the kernels' nanoseconds (-1: forever); a
+    negative or NaN time-out is a ValueError (a NaN one would never fire, nor convert)."""
+    if timeout is None or timeout == math.inf:
+        return -1
+    if not timeout >= 0:
+        raise ValueError(f"timeout must be None or a number of seconds at least 0 (got {timeout!r})")
+    return int(timeout * 1e9)

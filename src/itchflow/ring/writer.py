@@ -98,7 +98,10 @@ class Writer:
         """Publish records buffer[offsets[i]:offsets[i+1]] (len(offsets)-1 of them), with one
         release store per batch (more only if the ring fills up mid-batch)."""
         buf = byte_view(buffer)
-        offs = np.ascontiguousarray(offsets, dtype=np.int64)
+        given = np.asarray(offsets)
+        if given.size and given.dtype.kind not in "iu":   # 0.5 and 10.7 were cut to 0 and 10
+            raise TypeError(f"offsets must be whole numbers (got {given.dtype})")
+        offs = np.ascontiguousarray(given, dtype=np.int64)
         if len(offs) < 2:   # no record (asked for -1 records, the kernel's answer read as "ring full")
             if types is not None and len(np.atleast_1d(types)):
                 raise ValueError("types needs one entry per record")
