@@ -515,10 +515,23 @@ def _create_ring_and_exit(name: str) -> None:
     Ring.create(name, 1 << 20, consumers=["book"], keep=True, max_payload=feed_max_payload(1 << 20)).close()
 
 
+def _child_env() -> dict:
+    import sys
+
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+
+
+def _fetch_into_ring(host: str, port: int, ring: str) -> list[str]:
+    """`itchflow soup fetch` of the test server's session (user alice) into a ring, as JSON."""
+    import sys
+
+    return [sys.executable, "-m", "itchflow.cli", "soup", "fetch", f"{host}:{port}", "--user", "alice",
+            "--password", "secret", "--ring", ring, "--max-seconds", "60", "--json"]
+
+
 @pytest.mark.net
 def test_soup_fetch_into_a_ring_then_run_from_it(day, direct, tmp_path):
     import subprocess
-    import sys
 
     from itchflow.sources.soup_sockets import SoupServer
     from itchflow.protocol.soup.session import MessageStore
@@ -528,10 +541,8 @@ def test_soup_fetch_into_a_ring_then_run_from_it(day, direct, tmp_path):
     server.start()
     try:
         host, port = server.address
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-        fetch = subprocess.Popen([sys.executable, "-m", "itchflow.cli", "soup", "fetch", f"{host}:{port}",
-                                  "--user", "alice", "--password", "secret", "--ring", name, "--max-seconds", "60",
-                                  "--json"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        fetch = subprocess.Popen(_fetch_into_ring(host, port, name), env=_child_env(), stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 30
         while not os.path.exists(name) and time.monotonic() < deadline and fetch.poll() is None:
             time.sleep(0.02)
@@ -718,7 +729,6 @@ def test_soup_fetch_says_when_it_detached_its_ring_consumer(day):
     consumer slot was detached and will miss it. fetch said "missing: 0" and exited 0; it
     now names the consumer and exits 3 (run --source ring: reports the records when it joins)."""
     import subprocess
-    import sys
 
     from itchflow.protocol.soup.session import MessageStore
     from itchflow.ring import Ring
@@ -731,10 +741,8 @@ def test_soup_fetch_says_when_it_detached_its_ring_consumer(day):
     server.start()
     try:
         host, port = server.address
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-        fetch = subprocess.run([sys.executable, "-m", "itchflow.cli", "soup", "fetch", f"{host}:{port}",
-                                "--user", "alice", "--password", "secret", "--ring", name, "--max-seconds", "60",
-                                "--json"], env=env, capture_output=True, text=True, timeout=120)
+        fetch = subprocess.run(_fetch_into_ring(host, port, name), env=_child_env(), capture_output=True,
+                               text=True, timeout=120)
     finally:
         server.stop()
         if os.path.exists(name):
