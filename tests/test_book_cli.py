@@ -251,3 +251,50 @@ def test_trades_file_flags_the_trade_the_books_broke(tmp_path):
     assert [(r["kind"], r["broken"]) for r in rows] == [("E", True), ("B", False), ("Q", False)]
     kept = sum(r["shares"] for r in rows if r["kind"] != "B" and not r["broken"])
     assert kept == Books().replay(day).volume("AAA") == 600
+
+
+def test_snapshots_stream_to_parquet_a_row_group_at_a_time(day, tmp_path, monkeypatch):
+    """`snapshots` held every row of every time until the end (all levels of a deep book every
+    60 s was 577 MB, every second a MemoryError traceback); it now writes row groups as the
+    times go, so memory holds one group. Same rows as the API's array, in the same order."""
+    import itchflow.sinks.tables as tables
+    from itchflow import Books
+    from itchflow.book.events import snapshots
+
+    path, msgs = day
+    times = sorted({int(m["timestamp"]) for m in msgs[::50]})
+    monkeypatch.setattr(tables, "ROW_GROUP_ROWS", 64)
+    out = tmp_path / "snap.parquet"
+    res = CliRunner().invoke(main, ["snapshots", str(path), "--symbols", "S0,S2", "--depth", "0",
+                                    "--at", ",".join(hms(t) for t in times), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    expected = snapshots(Books(), str(path), times, ["S0", "S2"], -1)
+    f = pq.ParquetFile(out)
+    assert f.metadata.num_row_groups > 10
+    assert all(f.metadata.row_group(i).num_rows >= 64 for i in range(f.metadata.num_row_groups - 1))
+    got = f.read()
+    assert got.num_rows == len(expected) and f"wrote {len(expected):,} rows" in res.output
+    for name in ("timestamp", "stock_locate", "level", "price", "shares", "orders"):
+        assert got[name].to_numpy().tolist() == expected[name].tolist(), name
+    # a symbol the day never lists: the error, and no file (the rows before it are not a result)
+    res = CliRunner().invoke(main, ["snapshots", str(path), "--symbols", "S0,ZZZ", "--at", hms(times[0]),
+                                    "--out", str(tmp_path / "none.parquet")])
+    assert res.exit_code != 0 and "ZZZ" in res.output
+    assert not list(tmp_path.glob("none.parquet*"))
+
+
+def test_snapshot_rows_past_the_memory_available_are_refused_with_their_count(day, monkeypatch):
+    """The API's array holds every row: past half of MemAvailable (the concatenation copies
+    them once more) it is a ValueError naming the rows and the way out, not a MemoryError."""
+    import itchflow.hw.memory as memory
+    from itchflow import Books
+    from itchflow.book.events import iter_snapshots, snapshots
+
+    path, msgs = day
+    times = [int(m["timestamp"]) for m in msgs[::100]]
+    each = sum(len(r) for r in iter_snapshots(Books(), str(path), times[:20], ["S0"], -1)) // 20
+    monkeypatch.setattr(memory, "available_bytes", lambda meminfo=memory.MEMINFO: 10 * each * 29)
+    with pytest.raises(ValueError, match=r"snapshots: [\d,]+ rows .* more than memory can hold .* stream them"):
+        snapshots(Books(), str(path), times, ["S0"], -1)
+    monkeypatch.setattr(memory, "available_bytes", lambda meminfo=memory.MEMINFO: None)   # not Linux: no check
+    assert len(snapshots(Books(), str(path), times, ["S0"], -1)) > 0

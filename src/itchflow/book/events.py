@@ -9,6 +9,8 @@ Parquet, streamed over a whole day, is ``itchflow.sinks.events``.
 
 from __future__ import annotations
 
+from typing import Iterator
+
 import numpy as np
 
 from itchflow.book import layout as L
@@ -202,7 +204,7 @@ SNAPSHOT_DTYPE = np.dtype([
 ])
 
 
-MAX_SNAPSHOT_TIMES = 1_000_000  # the rows are held in memory: symbols x 2 x depth rows a time
+MAX_SNAPSHOT_TIMES = 1_000_000  # a mistyped interval (every 1 ns) is refused, not billions of times
 
 
 def snapshot_step(every_s: float) -> int:
@@ -234,24 +236,24 @@ def every_times(every_s: float, first_ns: int, last_ns: int) -> list[int]:
     return list(range(start, int(last_ns) + 1, step))
 
 
-def snapshots(books, source, times_ns, symbols, n: int, *, slice_bytes: int = 32 << 20,
-              capture_stats: dict | None = None) -> np.ndarray:
-    """Depth-n snapshots of the chosen symbols at each time (book after every message <= t).
+def iter_snapshots(books, source, times_ns, symbols, n: int, *, slice_bytes: int = 32 << 20,
+                   capture_stats: dict | None = None) -> Iterator[np.ndarray]:
+    """Depth-n snapshots of the chosen symbols at each time (book after every message <= t),
+    one SNAPSHOT_DTYPE array a time in time order: what ``snapshots`` collects and the Parquet
+    writer streams, so that memory holds one time's rows, not the day's.
 
     books: a fresh ``Books``; source: anything ``iter_chunks`` takes (a path, a buffer).
     The books are fed slices of at most slice_bytes (0 or less: whole chunks, as ``replay``),
     each slice's pages of a mapped day let go once applied (``Chunk.release``), and nothing
-    after the last time is applied.
-    Returns SNAPSHOT_DTYPE rows, one per level per side per symbol per time. A time before
-    the day lists a symbol (its R message) has no rows for it: its book is empty; a symbol
-    the day never lists is a KeyError, found by reading on past the last time if need be.
+    after the last time is applied. A time before the day lists a symbol (its R message) has
+    no rows for it: its book is empty; a symbol the day never lists is a KeyError (after the
+    last time's rows, found by reading on past the last time if need be).
     capture_stats: filled with a capture's counters (gaps ...), as ``replay`` fills it.
     """
     from itchflow.sources.files import iter_chunks
 
     budget = slice_budget(slice_bytes)
     times = sorted(int(t) for t in times_ns)
-    rows: list[np.ndarray] = []
     unlisted: set = set()   # symbols a snapshot found not yet in the directory
 
     def more_to_read() -> bool:   # past the last time: only to learn whether they are listed
@@ -271,15 +273,40 @@ def snapshots(books, source, times_ns, symbols, n: int, *, slice_bytes: int = 32
                 pos += used
                 chunk.release(pos)
                 if t is not None and books.stopped_at_time:  # the next message is later than t
-                    rows.append(_snapshot(books, t, symbols, n, unlisted))
+                    yield _snapshot(books, t, symbols, n, unlisted)
                     t = next(it, None)
         if t is None and not more_to_read():
             break
     while t is not None:  # times after the last message see the final book
-        rows.append(_snapshot(books, t, symbols, n, unlisted))
+        yield _snapshot(books, t, symbols, n, unlisted)
         t = next(it, None)
     for sym in unlisted:
         books.locate(sym)   # a symbol the whole day never listed: its KeyError
+
+
+def snapshots(books, source, times_ns, symbols, n: int, *, slice_bytes: int = 32 << 20,
+              capture_stats: dict | None = None) -> np.ndarray:
+    """``iter_snapshots``'s rows as one SNAPSHOT_DTYPE array: one row per level per side per
+    symbol per time. Every row is held, so rows past the memory this machine has available
+    (MemAvailable) are refused as they grow, with their count (all levels of a deep book
+    every second is billions of rows); ``itchflow snapshots`` and the batch job stream them
+    to Parquet instead (``sinks.events.snapshots_to_parquet``)."""
+    from itchflow.hw.memory import available_bytes
+
+    rows: list[np.ndarray] = []
+    held = 0
+    free = available_bytes()
+    # the concatenation copies the rows once more: refuse before half of what is free is held
+    limit = None if free is None else free // 2
+    for part in iter_snapshots(books, source, times_ns, symbols, n, slice_bytes=slice_bytes,
+                               capture_stats=capture_stats):
+        rows.append(part)
+        held += part.nbytes
+        if limit is not None and held > limit:
+            raise ValueError(f"snapshots: {sum(len(r) for r in rows):,} rows ({held / 1e9:,.1f} GB) by "
+                             f"{len(rows):,} of {len(times_ns):,} times, more than memory can hold "
+                             f"({free / 1e9:,.1f} GB available): name fewer symbols, a depth, fewer times, "
+                             "or stream them (iter_snapshots; itchflow snapshots writes as it goes)")
     return np.concatenate(rows) if rows else np.zeros(0, SNAPSHOT_DTYPE)
 
 

@@ -276,8 +276,7 @@ def snapshots_command(path, symbols, at, every, depth, out) -> None:
     """Depth-N snapshots of chosen symbols at given times or intervals (book after every
     message with timestamp <= the time) to Parquet: one row per level per side."""
     from itchflow import Books, ITCHFormatError
-    from itchflow.book.events import snapshots
-    from itchflow.sinks.events import write_parquet
+    from itchflow.sinks.events import snapshots_to_parquet
 
     if (at is None) == (every is None):
         fail(click.UsageError("give exactly one of --at and --every"))
@@ -291,12 +290,11 @@ def snapshots_command(path, symbols, at, every, depth, out) -> None:
             info = stats(path)
             times = every_times(every, info.first_timestamp_ns or 0, info.last_timestamp_ns or 0)
         books, capture = Books(), {}
-        rows = snapshots(books, path, times, symbols_option(symbols), depth if depth > 0 else -1,
-                         capture_stats=capture)
-        write_parquet(rows, out, books.symbol)
+        rows = snapshots_to_parquet(books, path, out, times, symbols_option(symbols), depth if depth > 0 else -1,
+                                    capture_stats=capture)
     except (ITCHFormatError, OSError, KeyError, ValueError) as e:
         fail(e)
-    click.echo(f"wrote {len(rows):,} rows ({len(times):,} times x {len(symbols_option(symbols))} symbols) to {out}")
+    click.echo(f"wrote {rows:,} rows ({len(times):,} times x {len(symbols_option(symbols))} symbols) to {out}")
     report_losses(books, capture)
 
 

@@ -256,21 +256,18 @@ def run_snapshots(source: str, out: str, symbols, options: dict, times: list[int
                   shard_of: np.ndarray | None, capture_stats: dict | None = None) -> dict:
     """Depth snapshots of this shard's symbols (their locate routes here) at the times."""
     from itchflow.book.books import Books
-    from itchflow.book.events import snapshots
-    from itchflow.sinks.events import write_parquet
+    from itchflow.sinks.events import snapshots_to_parquet
 
     t0 = time.perf_counter()
     mine = symbols_here(source, symbols, shard, shard_of)
     books = Books(prefault=False)  # workers fill the cores: no populating thread beside them
-    rows = snapshots(books, source, times, mine, int(options["depth"]), capture_stats=capture_stats) if mine else None
-    t1 = time.perf_counter()
-    if rows is None:
-        from itchflow.book.events import SNAPSHOT_DTYPE
-
-        rows = np.zeros(0, SNAPSHOT_DTYPE)
-    write_parquet(rows, out, books.symbol)
-    return {"rows": len(rows), **_book_counts(books), "compute_seconds": t1 - t0,
-            "write_seconds": time.perf_counter() - t1}
+    # streamed: a shard holds a row group, not its day's rows (computing and writing interleave)
+    timings: dict = {}
+    rows = snapshots_to_parquet(books, source, out, times if mine else [], mine, int(options["depth"]),
+                                capture_stats=capture_stats, timings=timings)
+    return {"rows": rows, **_book_counts(books),
+            "compute_seconds": time.perf_counter() - t0 - timings["write_seconds"],
+            "write_seconds": timings["write_seconds"]}
 
 
 def symbols_here(source: str, symbols, shard: int, shard_of: np.ndarray | None) -> list[str]:

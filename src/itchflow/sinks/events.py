@@ -98,6 +98,52 @@ def events_to_parquet(source, out, which: str, symbols: list[str] | None = None,
     return state["rows"], books.messages
 
 
+def snapshots_to_parquet(books: Books, source, out, times_ns, symbols, n: int, *,
+                         capture_stats: dict | None = None, timings: dict | None = None) -> int:
+    """``book.events.iter_snapshots`` streamed into the Parquet file out, a row group of at
+    least ROW_GROUP_ROWS rows at a time: memory holds a row group and one time's rows, not
+    the day's (all levels of a deep book every second is billions of rows). Returns the rows
+    written; OUT.part until the last time's rows are written (a symbol the day never lists
+    is a KeyError raised after them: no file). timings["write_seconds"] accumulates the time
+    spent writing, as in ``events_to_parquet``."""
+    import time
+
+    import pyarrow.parquet as pq
+
+    from itchflow.book.events import SNAPSHOT_DTYPE, iter_snapshots
+    from itchflow.sinks.tables import ROW_GROUP_ROWS
+
+    held: list[np.ndarray] = []
+    state = {"held": 0, "rows": 0, "writer": None}
+    timings = {} if timings is None else timings
+    timings.setdefault("write_seconds", 0.0)
+
+    def write(path) -> None:
+        t = time.perf_counter()
+        table = to_arrow(np.concatenate(held) if held else np.zeros(0, SNAPSHOT_DTYPE), books.symbol)
+        if state["writer"] is None:
+            state["writer"] = pq.ParquetWriter(path, table.schema)
+        state["writer"].write_table(table)
+        state["rows"] += table.num_rows
+        held.clear()
+        state["held"] = 0
+        timings["write_seconds"] += time.perf_counter() - t
+
+    with output_file(out) as tmp:
+        try:
+            for part in iter_snapshots(books, source, times_ns, symbols, n, capture_stats=capture_stats):
+                held.append(part)
+                state["held"] += len(part)
+                if state["held"] >= ROW_GROUP_ROWS:
+                    write(tmp)
+            if held or state["writer"] is None:   # the rest; no row at all: the schema alone
+                write(tmp)
+        finally:
+            if state["writer"] is not None:
+                state["writer"].close()
+    return state["rows"]
+
+
 def flag_broken_trades(path) -> None:
     """Rewrite a trades Parquet file (in the order the books recorded it) with ``broken`` set
     on every trade a B record in it broke: the trade the books broke (``mark_broken``), not
