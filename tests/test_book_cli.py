@@ -298,3 +298,26 @@ def test_snapshot_rows_past_the_memory_available_are_refused_with_their_count(da
         snapshots(Books(), str(path), times, ["S0"], -1)
     monkeypatch.setattr(memory, "available_bytes", lambda meminfo=memory.MEMINFO: None)   # not Linux: no check
     assert len(snapshots(Books(), str(path), times, ["S0"], -1)) > 0
+
+
+def test_a_side_byte_that_is_not_text_is_shown_as_its_byte_not_a_failed_trades_file(tmp_path):
+    """One P whose side byte was 0xFF failed `itchflow trades` whole ("'ascii' codec can't
+    decode byte 0xff", naming no file) and Events.to_pandas(); a NUL side read as "". Such
+    bytes now read "\\xff" and "\\x00", as auctions shows its codes."""
+    from itchflow import Books, encode_message as enc
+
+    day = b"".join([enc("R", stock_locate=1, timestamp=5, stock="AAA")] + [
+        enc("P", stock_locate=1, timestamp=10 + k, order_reference_number=0, buy_sell_indicator=side,
+            shares=100, stock="AAA", price=10_000, match_number=k + 1)
+        for k, side in enumerate((b"\xff", b"\x00", b"B", b" "))])
+    path = tmp_path / "pside.itch"
+    path.write_bytes(day)
+    out = tmp_path / "t.parquet"
+    res = CliRunner().invoke(main, ["trades", str(path), "-o", str(out), "-q"])
+    assert res.exit_code == 0, res.output
+    assert pq.read_table(out)["side"].to_pylist() == ["\\xff", "\\x00", "B", " "]
+    b = Books()
+    b.record(None, trades=True, bbo=False)
+    b.replay(day)
+    _, trades, _ = b.take_events()
+    assert trades.to_pandas()["side"].tolist() == ["\\xff", "\\x00", "B", " "]

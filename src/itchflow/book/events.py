@@ -171,6 +171,19 @@ def _symbol_column(locates: np.ndarray, symbol_of):
     return names.take(pa.array(slot[locates]))
 
 
+# A one-byte code as text: printable ASCII as itself, any other byte as "\\xNN" (a hostile
+# or corrupt byte stays visible in the table, never a UnicodeDecodeError or a silent "").
+_BYTE_TEXT = [chr(b) if 0x20 <= b < 0x7F else f"\\x{b:02x}" for b in range(256)]
+
+
+def byte_text(col: np.ndarray):
+    """One-byte codes (S1 or uint8) as a pyarrow string array (``_BYTE_TEXT``)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    return pc.take(pa.array(_BYTE_TEXT, pa.string()), pa.array(col.view(np.uint8).astype(np.int64)))
+
+
 def to_arrow(events: np.ndarray, symbol_of=str):
     """A structured event array (any of the three) -> pyarrow.Table, with a symbol column.
 
@@ -182,8 +195,8 @@ def to_arrow(events: np.ndarray, symbol_of=str):
     cols = {}
     for name in events.dtype.names:
         col = events[name]
-        if col.dtype.kind == "S":
-            col = col.astype("U1")
+        if col.dtype.kind == "S":   # a corrupt side byte (P 0xFF) failed the whole table
+            col = byte_text(col)
         cols[name] = col
         if name == "stock_locate":
             cols["symbol"] = _symbol_column(col, symbol_of)

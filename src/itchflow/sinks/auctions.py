@@ -27,6 +27,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from itchflow.book.events import byte_text
 from itchflow.hw.join import join
 from itchflow.sinks._symbols import resolve_symbols, symbol_list
 from itchflow.wire.itch import DTYPES
@@ -113,18 +114,6 @@ def _symbols(locates: np.ndarray, names: dict):
     return pc.take(dictionary, pa.array(inv.astype(np.int64))) if len(locates) else pa.array([], pa.string())
 
 
-# A one-byte code as text: printable ASCII as itself, any other byte as "\\xNN" (a hostile
-# or corrupt byte stays visible in the table, never a UnicodeDecodeError or a silent "").
-_BYTE_TEXT = [chr(b) if 0x20 <= b < 0x7F else f"\\x{b:02x}" for b in range(256)]
-
-
-def _letters(col: np.ndarray):
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    return pc.take(pa.array(_BYTE_TEXT, pa.string()), pa.array(col.view(np.uint8).astype(np.int64)))
-
-
 def pair_with_crosses(q: np.ndarray, i: np.ndarray) -> np.ndarray:
     """For each I, the index in q of the first Q of the same stock and cross type with a
     later sequence number (-1 when none). q and i in sequence order."""
@@ -169,7 +158,7 @@ def auctions(source, symbols=None, *, capture_stats: dict | None = None,
         "symbol": _symbols(q["stock_locate"], names),
         "stock_locate": pa.array(q["stock_locate"]),
         "timestamp_ns": pa.array(q["timestamp"]),
-        "cross_type": _letters(q["cross_type"]),
+        "cross_type": byte_text(q["cross_type"]),
         "price": pa.array(_dollars(q["cross_price"])),
         "shares": pa.array(q["shares"]),
         "match_number": pa.array(q["match_number"]),
@@ -182,15 +171,15 @@ def auctions(source, symbols=None, *, capture_stats: dict | None = None,
         "symbol": _symbols(i["stock_locate"], names),
         "stock_locate": pa.array(i["stock_locate"]),
         "timestamp_ns": pa.array(i["timestamp"]),
-        "cross_type": _letters(i["cross_type"]),
+        "cross_type": byte_text(i["cross_type"]),
         "paired_shares": pa.array(i["paired_shares"]),
         "imbalance_shares": pa.array(i["imbalance_shares"]),
-        "imbalance_direction": _letters(i["imbalance_direction"]),
+        "imbalance_direction": byte_text(i["imbalance_direction"]),
         "signed_imbalance": pa.array(sign * i["imbalance_shares"].astype(np.int64)),
         "far_price": pa.array(_dollars(i["far_price"])),
         "near_price": pa.array(_dollars(i["near_price"])),
         "reference_price": pa.array(_dollars(i["current_reference_price"])),
-        "price_variation": _letters(i["price_variation_indicator"]),
+        "price_variation": byte_text(i["price_variation_indicator"]),
         "cross_ns": pa.array(np.where(paired, q["timestamp"][np.maximum(row, 0)] if len(q) else 0, 0),
                              mask=~paired),
         "cross_row": pa.array(row, mask=~paired),
