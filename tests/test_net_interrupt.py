@@ -107,3 +107,37 @@ def test_soup_fetch_prints_its_report_on_ctrl_c():
         t.join(10)
     report = json.loads(out)
     assert report["interrupted"] and report["messages"] == 10 and not report["ended"]
+
+
+def _mold(seq: int, body: bytes) -> bytes:
+    return b"INTERRUPT " + seq.to_bytes(8, "big") + (1).to_bytes(2, "big") + len(body).to_bytes(2, "big") + body
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_listen_out_leaves_an_earlier_day_whole_on_ctrl_c_and_sigterm(tmp_path, sig):
+    """`listen --out DAY` opened DAY itself: an earlier day was truncated before the first
+    packet, and SIGTERM said "unfinished output is removed" but left the cut stream, a valid
+    shorter day. It writes DAY.part now: SIGTERM removes it, Ctrl-C keeps what arrived there
+    (a live capture is not thrown away) and says so; DAY is untouched either way."""
+    out = tmp_path / "day.itch"
+    out.write_bytes(b"\x00\x01Z" * 1000)
+    part = out.with_name(out.name + ".part")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rereq:
+        rereq.bind(("127.0.0.1", 0))
+        rereq.settimeout(30)
+        proc = start(["listen", "--mold", "127.0.0.1:0", "--json", "--idle-timeout", "60", "--out", str(out),
+                      "--rerequest", "127.0.0.1:%d" % rereq.getsockname()[1], "--line-wait-ms", "0"])
+        port = int(wait_for_line(proc, r"listening on 127\.0\.0\.1:(\d+)").group(1))
+        assert part.exists() and out.read_bytes() == b"\x00\x01Z" * 1000   # nothing truncated at the start
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.sendto(_mold(1, b"z1"), ("127.0.0.1", port))   # "z": no ITCH type, so no length to check
+            s.sendto(_mold(3, b"z3"), ("127.0.0.1", port))
+        rereq.recv(100)   # readiness: its re-request for 2 says 1 was delivered and 3 is held
+        proc.send_signal(sig)
+        _, err = finish(proc, 60)
+    assert out.read_bytes() == b"\x00\x01Z" * 1000
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 143 and not part.exists(), err
+    else:   # the hole is given up at the interrupt: 3 comes out behind 1
+        assert proc.returncode == 130 and part.read_bytes() == b"\x00\x02z1\x00\x02z3", err
+        assert f"what arrived before the interrupt is in {part}" in err

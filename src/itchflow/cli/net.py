@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 
@@ -220,6 +219,7 @@ def listen(line_a, line_b, rerequest, out, ring_name, engine, ifname, queue, cpu
            idle_timeout, max_seconds, line_wait_ms, max_gap, max_buffered_mb, as_json, quiet):
     """Receive a MoldUDP64 feed (A/B lines, gap fill by re-request) until its end of session."""
     from itchflow.hw.metrics import latency_summary
+    from itchflow.sinks.output import StreamOutput
     from itchflow.sources.udp import listen as run
 
     start_sequence = _start_sequence(start)
@@ -229,10 +229,11 @@ def listen(line_a, line_b, rerequest, out, ring_name, engine, ifname, queue, cpu
 
         if Console(stderr=True).is_terminal:
             progress = _listen_progress()
-    pub = f = None
+    pub = stream = None
     detached: dict[str, int] = {}
     try:
-        f = open(out, "wb") if out else None
+        stream = StreamOutput(out) if out else None
+        f = stream.file if stream else None
         on_deliver = None
         if ring_name:
             pub = _ring_publisher(ring_name)
@@ -250,12 +251,15 @@ def listen(line_a, line_b, rerequest, out, ring_name, engine, ifname, queue, cpu
             on_progress=progress, on_deliver=on_deliver, ifname=ifname, on_ready=ready, queue=queue, cpu=cpu,
             engine_options={"busy_poll": busy_poll} if engine == "xdp" and busy_poll else None))
     except (OSError, ValueError, RuntimeError) as e:
+        _discard(stream)
         _fail(e)
+    except BaseException:   # SIGTERM (SystemExit), as an error: no cut stream left
+        _discard(stream)
+        raise
     finally:
-        if f is not None:
-            f.close()
         if pub is not None:
             detached = _close_feed(pub)   # consumers see the end of the stream
+    _settle(stream, res)
     report = {"engine": res.engine, "finished": res.finished, "interrupted": res.interrupted,
               "seconds": round(res.seconds, 3), **res.stats,
               "latency": latency_summary(res.latency_ns),
@@ -296,6 +300,22 @@ def _start_sequence(text: str) -> int | None:
         raise click.BadParameter(f"{seq} is out of range ({FIRST_SEQUENCE} to {MAX_SEQUENCE})",
                                  param_hint="'--from-sequence'")
     return seq
+
+
+def _discard(stream) -> None:
+    if stream is not None:
+        stream.discard()
+
+
+def _settle(stream, res) -> None:
+    """The stream's file once the run is over: NAME (the report says what it lacks: holes,
+    no end of session), or, after Ctrl-C, left as NAME.part and said so."""
+    if stream is None:
+        return
+    if getattr(res, "interrupted", False):
+        click.echo(f"itchflow: what arrived before the interrupt is in {stream.keep_part()}", err=True)
+    else:
+        stream.commit()
 
 
 def _ring_publisher(name: str):
@@ -415,15 +435,16 @@ def soup_serve(path, port, host, user, password, session, cut_after, stall_after
 def soup_fetch(address, user, password, out, ring_name, session, sequence, max_reconnects, max_seconds, dead_link_s,
                as_json, quiet):
     """Log in, receive the session until its end, reconnecting from the next sequence."""
+    from itchflow.sinks.output import StreamOutput
     from itchflow.sources.soup_sockets import fetch
 
     host, port = address
-    pub = f = None
+    pub = stream = None
     detached: dict[str, int] = {}
-    made = bool(out) and not os.path.exists(out)
     res = None
     try:
-        f = open(out, "wb") if out else None
+        stream = StreamOutput(out) if out else None
+        f = stream.file if stream else None
         on_data = None
         if ring_name:
             pub = _ring_publisher(ring_name)
@@ -432,15 +453,18 @@ def soup_fetch(address, user, password, out, ring_name, session, sequence, max_r
                                            max_reconnects=max_reconnects, max_seconds=max_seconds,
                                            dead_link_s=dead_link_s, on_data=on_data))
     except (OSError, ValueError, RuntimeError) as e:
+        _discard(stream)
         _fail(e)
+    except BaseException:   # SIGTERM (SystemExit), as an error: no cut stream left
+        _discard(stream)
+        raise
     finally:
-        if f is not None:
-            f.close()
-            # A login that failed (or no connection) leaves no empty file to pass for a session.
-            if made and (res is None or res.rejected or res.refused) and os.path.getsize(out) == 0:
-                os.unlink(out)
         if pub is not None:
             detached = _close_feed(pub)
+    if res.rejected or res.refused:   # a login that failed leaves no empty file to pass for a session
+        _discard(stream)
+    else:
+        _settle(stream, res)
     _print_report({**res.__dict__, "ring_detached": detached} if ring_name else res.__dict__, as_json, width=14)
     _exit_if_interrupted(res)
     if res.rejected:

@@ -80,3 +80,46 @@ def save_figure(fig, path: str | os.PathLike, **kwargs) -> str:
     with output_file(final) as tmp:
         fig.savefig(tmp, format=fmt, **kwargs)
     return final
+
+
+class StreamOutput:
+    """A file written as a stream arrives (``listen --out``, ``soup fetch --out``), under
+    ``NAME.part`` as every output: an earlier NAME stays whole until the new one is done
+    (opening NAME itself truncated an earlier day before the first packet came). ``commit``
+    renames it to NAME; ``discard`` removes it (an error, SIGTERM); ``keep_part`` leaves
+    what arrived as ``NAME.part`` (Ctrl-C of a live capture: not the answer, but not thrown
+    away either) and returns that path. A device (``/dev/stdout``) is written in place."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.final = os.fspath(path)
+        if os.path.isdir(self.final):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), self.final)
+        self.path = self.final if _is_special(self.final) else part_path(self.final)
+        try:
+            self.file = open(self.path, "wb")
+        except OSError as e:
+            raise named(e, self.final) from e
+
+    def _close(self) -> None:
+        if not self.file.closed:
+            self.file.close()
+
+    def commit(self) -> str:
+        self._close()
+        if self.path != self.final:
+            try:
+                os.replace(self.path, self.final)
+            except OSError as e:
+                raise named(e, self.final) from e
+        return self.final
+
+    def discard(self) -> None:
+        with contextlib.suppress(OSError):
+            self._close()
+        if self.path != self.final:
+            with contextlib.suppress(OSError):
+                os.remove(self.path)
+
+    def keep_part(self) -> str:
+        self._close()
+        return self.path
