@@ -81,6 +81,20 @@ def is_one_symbol(symbols) -> bool:
     return isinstance(symbols, (str, bytes, bytearray, memoryview, int, np.integer))
 
 
+def checked_symbol(symbol):
+    """One symbol or locate as given, else a TypeError: a float (1.0, np.float64(1), an element
+    of a float array) read as a symbol was a ValueError or a KeyError naming "1.0", and True is
+    not locate 1."""
+    if isinstance(symbol, bool) or not is_one_symbol(symbol):
+        raise TypeError(f"a symbol (str) or a stock locate (int), not {symbol!r}")
+    return symbol
+
+
+def is_locate(symbol) -> bool:
+    """A stock locate rather than a symbol (of a checked_symbol)."""
+    return isinstance(symbol, (int, np.integer))
+
+
 def symbol_list(symbols) -> list:
     """One symbol or locate, or an iterable of them, as a list (an iterator taken once)."""
     if is_one_symbol(symbols):
@@ -350,11 +364,11 @@ class Books:
             sel, named = slice(None), {}
             self.wanted = np.zeros(0, L.WANTED_DTYPE)   # every locate is set: none waits for its R
         else:
-            symbols = symbol_list(symbols)
-            by_name = [s for s in symbols if not isinstance(s, (int, np.integer))]
+            symbols = [checked_symbol(s) for s in symbol_list(symbols)]
+            by_name = [s for s in symbols if not is_locate(s)]
             named = {symbol_key(s): s for s in by_name}
             listed = self._listed_keys() if named else set()
-            known = [s for s in symbols if isinstance(s, (int, np.integer)) or symbol_key(s) in listed]
+            known = [s for s in symbols if is_locate(s) or symbol_key(s) in listed]
             sel = self._locates(known)   # (a symbol under two locates refuses, as every query does)
         self.stocks["record_bbo"][sel] = 1 if bbo else 0
         self.stocks["record_trades"][sel] = 1 if trades else 0
@@ -387,9 +401,7 @@ class Books:
 
     def locate(self, symbol: str | int) -> int:
         """A symbol (from R messages) or a stock locate (int) -> the stock locate."""
-        if isinstance(symbol, bool):
-            raise TypeError(f"a symbol (str) or a stock locate (int), not {symbol!r}")
-        if isinstance(symbol, (int, np.integer)):
+        if is_locate(checked_symbol(symbol)):
             if not 0 <= int(symbol) < L.N_LOCATES:
                 raise KeyError(f"stock locate out of range: {symbol}")
             return int(symbol)

@@ -221,11 +221,14 @@ MAX_SNAPSHOT_TIMES = 1_000_000  # a mistyped interval (every 1 ns) is refused, n
 
 
 def snapshot_step(every_s: float) -> int:
-    """A snapshot interval in ns: a positive number of seconds, at least 1 ns."""
+    """A snapshot interval in ns: a positive number of seconds, at least 1 ns, rounded to the
+    nearest ns as ``bars`` rounds its interval (``sinks._clock.every_ns``, a stage above this
+    one): 4.1 * 1e9 is 4099999999.9999995 as a float, truncated a step 1 ns short."""
     import math
 
     every_s = float(every_s)
-    step = int(every_s * 1e9) if math.isfinite(every_s) else 0
+    ns = every_s * 1e9
+    step = round(ns) if math.isfinite(ns) else 0   # checked as a float: 1e300 s overflows to inf
     if step <= 0:
         raise ValueError(f"every must be a positive number of seconds, at least 1 ns (got {every_s})")
     return step

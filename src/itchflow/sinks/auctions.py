@@ -9,10 +9,12 @@ Two tables, both per stock in time order:
   first, or a number an execution used before the cross, breaks something else).
 - ``imbalances``: one row per I: symbol, stock_locate, timestamp_ns, cross_type (O, C, H,
   A extended-hours close), paired_shares, imbalance_shares, imbalance_direction (B buy,
-  S sell, N none, O not enough orders to calculate, P paused), signed_imbalance (+shares
-  for B, -shares for S, 0 otherwise), far_price, near_price, reference_price (dollars;
-  NaN where the feed sends 0, i.e. no price), price_variation (the indicator letter), and
-  the cross it leads into: ``cross_ns``/``cross_row`` (timestamp and row in ``crosses`` of
+  S sell, N none, O not enough orders to calculate, P paused), signed_imbalance (int64:
+  +shares for B, -shares for S, 0 otherwise; null for a B or S whose imbalance_shares, an
+  8-byte unsigned field, is beyond 2**63 - 1, which no int64 holds: exact wherever given,
+  never wrapped or rounded, and no real imbalance comes near), far_price, near_price,
+  reference_price (dollars; NaN where the feed sends 0, i.e. no price), price_variation
+  (the indicator letter), and the cross it leads into: ``cross_ns``/``cross_row`` (timestamp and row in ``crosses`` of
   the first Q of the same stock and cross type at or after it; null when none follows).
 
 Only decoded R, Q, I and B messages are read (``itchflow.scan``, piece by piece): no book,
@@ -27,6 +29,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from itchflow.arguments import INT64_MAX
 from itchflow.book.events import byte_text
 from itchflow.hw.join import join
 from itchflow.sinks._symbols import resolve_symbols, symbol_list
@@ -139,6 +142,18 @@ def pair_with_crosses(q: np.ndarray, i: np.ndarray) -> np.ndarray:
     return out
 
 
+def signed_imbalance(direction: np.ndarray, shares: np.ndarray):
+    """+shares for B, -shares for S, 0 otherwise, as an int64 pyarrow Array; null for a B or S
+    of more than 2**63 - 1 shares (a cast would wrap 2**63 to -2**63, a float would round)."""
+    import pyarrow as pa
+
+    shares = np.asarray(shares, np.uint64)
+    sign = np.where(direction == b"B", 1, np.where(direction == b"S", -1, 0))
+    fits = shares <= np.uint64(INT64_MAX)
+    signed = sign * np.where(fits, shares, 0).astype(np.int64)
+    return pa.array(signed, pa.int64(), mask=(sign != 0) & ~fits)
+
+
 def auctions(source, symbols=None, *, capture_stats: dict | None = None,
              read_stats: dict | None = None) -> Auctions:
     """The day's crosses and NOII messages as two pyarrow Tables (see the module doc).
@@ -166,7 +181,6 @@ def auctions(source, symbols=None, *, capture_stats: dict | None = None,
     })
     row = pair_with_crosses(q, i)
     paired = row >= 0
-    sign = np.where(i["imbalance_direction"] == b"B", 1, np.where(i["imbalance_direction"] == b"S", -1, 0))
     imbalances = pa.table({
         "symbol": _symbols(i["stock_locate"], names),
         "stock_locate": pa.array(i["stock_locate"]),
@@ -175,7 +189,7 @@ def auctions(source, symbols=None, *, capture_stats: dict | None = None,
         "paired_shares": pa.array(i["paired_shares"]),
         "imbalance_shares": pa.array(i["imbalance_shares"]),
         "imbalance_direction": byte_text(i["imbalance_direction"]),
-        "signed_imbalance": pa.array(sign * i["imbalance_shares"].astype(np.int64)),
+        "signed_imbalance": signed_imbalance(i["imbalance_direction"], i["imbalance_shares"]),
         "far_price": pa.array(_dollars(i["far_price"])),
         "near_price": pa.array(_dollars(i["near_price"])),
         "reference_price": pa.array(_dollars(i["current_reference_price"])),

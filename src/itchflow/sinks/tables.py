@@ -17,17 +17,37 @@ from itchflow.sinks.output import output_file
 from itchflow.wire.itch import DTYPES
 
 
-def union_schema(codes: str):
+def union_schema(codes: str, dtypes=DTYPES):
+    """The one table's columns: sequence, message_type, then each type's fields in order. A
+    field several types share takes the narrowest integer type that holds every type's values
+    (Q's 8-byte shares with A's 4-byte: uint64, or a legal Q could not be written); a field no
+    one type holds for all of them is refused here, by name, before any row is read."""
     import pyarrow as pa
 
-    fields = {"sequence": pa.uint64(), "message_type": pa.string()}
+    by_name: dict[str, dict[str, np.dtype]] = {}   # column -> message type -> its dtype there
     for c in codes:
-        dt = DTYPES[c]
+        dt = dtypes[c]
         for name in dt.names:
-            if name not in fields:
-                col = dt.fields[name][0]
-                fields[name] = pa.string() if col.kind == "S" else pa.from_numpy_dtype(col)
+            by_name.setdefault(name, {})[c] = dt.fields[name][0]
+    fields = {"sequence": pa.uint64(), "message_type": pa.string()}
+    for name, cols in by_name.items():
+        if name not in fields:
+            fields[name] = _column_type(name, cols)
     return pa.schema(list(fields.items()))
+
+
+def _column_type(name: str, cols: dict[str, np.dtype]):
+    import pyarrow as pa
+
+    kinds = {col.kind for col in cols.values()}
+    if kinds == {"S"}:
+        return pa.string()
+    if kinds <= {"u", "i"}:
+        wide = np.result_type(*cols.values())   # uint64 with any signed type is float64: no integer holds both
+        if wide.kind in "ui":
+            return pa.from_numpy_dtype(wide)
+    said = ", ".join(f"{c} {'text' if col.kind == 'S' else col}" for c, col in cols.items())
+    raise ValueError(f"decode: no one column type holds every message type's {name!r} ({said})")
 
 
 ROW_GROUP_ROWS = 1 << 16   # rows a row group (CSV: a write) takes at least, but for the last
