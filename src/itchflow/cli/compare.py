@@ -3,12 +3,30 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+import tempfile
 
 import click
 
 from itchflow.cli import main
-from itchflow.cli.params import POSITIVE, SECONDS, SEED, Count
+from itchflow.cli.params import POSITIVE, SECONDS, SEED, STOCKS, Count
+
+
+def _path_keys(ctx, param, text: str | None) -> list[str] | None:
+    """--paths: the rows it names (None: all of them). One that names none is a usage error,
+    as an empty list of symbols is elsewhere."""
+    from itchflow.compare import ORDER
+
+    if text is None:
+        return None
+    keys = [p.strip() for p in text.split(",") if p.strip()]
+    if not keys:
+        raise click.BadParameter(f"{text!r} names no path (known: {', '.join(ORDER)})")
+    unknown = [k for k in keys if k not in ORDER]
+    if unknown:
+        raise click.BadParameter(f"unknown path(s) {', '.join(unknown)} (known: {', '.join(ORDER)})")
+    return keys
 
 
 @main.command("compare")
@@ -17,12 +35,13 @@ from itchflow.cli.params import POSITIVE, SECONDS, SEED, Count
               help="Paced rate (messages/s) for the hand-off latency; a burst of the same prefix gives queueing.")
 @click.option("--paced-seconds", type=SECONDS, default=1.0, show_default=True,
               help="Length of the paced prefix in seconds at --rate.")
-@click.option("--paths", default="", help="Comma-separated rows (default all): inprocess, ring_threads, "
+@click.option("--paths", default=None, callback=_path_keys,
+              help="Comma-separated rows (default all): inprocess, ring_threads, "
               "ring_processes, tail, udp_recv, udp_recvmmsg, tpacket, af_xdp, hybrid, hybrid_xdp.")
 @click.option("--net", type=click.Choice(["auto", "veth", "loopback"]), default="auto", show_default=True,
               help="Network rows over a veth pair between two namespaces (root), or loopback.")
 @click.option("--seed", type=SEED, default=7, show_default=True)
-@click.option("--stocks", default=100, show_default=True)
+@click.option("--stocks", type=STOCKS, default=100, show_default=True, help="Stocks in the generated day.")
 @click.option("--no-perf", is_flag=True, help="Do not count system calls with perf.")
 @click.option("--json", "as_json", is_flag=True, help="Print every figure as one JSON object.")
 @click.option("--plot", "plot_dir", type=click.Path(file_okay=False), default=None,
@@ -37,13 +56,7 @@ def compare_command(messages, rate, paced_seconds, paths, net, seed, stocks, no_
 
     console = output_console()
     err = click.get_text_stream("stderr")
-    from itchflow.compare import ORDER
-
-    keys = [p.strip() for p in paths.split(",") if p.strip()] or None
-    unknown = [k for k in keys or () if k not in ORDER]
-    if unknown:
-        click.echo(f"error: unknown path(s) {', '.join(unknown)} (known: {', '.join(ORDER)})", err=True)
-        sys.exit(2)
+    _check_day(messages, stocks)
     done: list = []
 
     def on_row(row) -> None:
@@ -58,10 +71,11 @@ def compare_command(messages, rate, paced_seconds, paths, net, seed, stocks, no_
         except ImportError:
             click.echo("error: --plot needs matplotlib: pip install matplotlib (or itchflow[bench])", err=True)
             sys.exit(1)
+        _check_plot_folder(plot_dir)
     if not as_json:
         err.write(f"itchflow compare: generating {messages:,} messages, then each path in turn\n")
     try:
-        report = run_compare(messages=messages, rate=rate, paths=keys, seed=seed, stocks=stocks,
+        report = run_compare(messages=messages, rate=rate, paths=paths, seed=seed, stocks=stocks,
                              paced_seconds=paced_seconds, net=net, count_syscalls=False if no_perf else None,
                              on_row=on_row)
     except KeyboardInterrupt as e:
@@ -77,22 +91,61 @@ def compare_command(messages, rate, paced_seconds, paths, net, seed, stocks, no_
     except (OSError, ValueError, RuntimeError) as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(1)
-    if plot_dir:
-        from itchflow.compare.pictures import draw_all
-
-        try:
-            files = draw_all(report, plot_dir)
-        except RuntimeError as e:
-            click.echo(f"error: {e}", err=True)
-            sys.exit(1)
+    # the report first: a picture that cannot be drawn after all (the disk filled, the folder
+    # went) must not lose the run
     if as_json:
         click.echo(json.dumps(report.to_dict(), default=_plain))
     else:
         print_report(report, console)
         if markdown:
             click.echo(markdown_table(report))
-        if plot_dir:
+    if plot_dir:
+        from itchflow.compare.pictures import draw_all
+
+        try:
+            files = draw_all(report, plot_dir)
+        except (OSError, RuntimeError) as e:
+            click.echo(f"error: --plot {plot_dir}: the pictures were not drawn: {e}", err=True)
+            sys.exit(1)
+        if not as_json:
             click.echo("pictures: " + ", ".join(files))
+
+
+def _check_day(messages: int, stocks: int) -> None:
+    """The generator's own bounds on the day (a smaller one is refused only once the run has
+    started), as usage errors before any work."""
+    from itchflow.sim.generator import MAX_MESSAGES, minimum_messages
+
+    least = minimum_messages(stocks)
+    if not least <= messages <= MAX_MESSAGES:
+        raise click.BadParameter(f"a generated day of {stocks:,} stocks has {least:,} to {MAX_MESSAGES:,} messages "
+                                 f"(asked for {messages:,})", param_hint="--messages")
+
+
+def _check_plot_folder(folder: str) -> None:
+    """Refuse now, not after the whole run, a --plot folder that cannot be made or written:
+    make it (and any missing parents), write a file in it, then remove what was made (a run
+    that fails leaves nothing behind; drawing makes it again)."""
+    missing, path = [], os.path.abspath(folder)
+    while not os.path.isdir(path) and path != os.path.dirname(path):
+        missing.append(path)
+        path = os.path.dirname(path)
+    made = []
+    try:
+        for path in reversed(missing):
+            os.mkdir(path)
+            made.append(path)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise click.BadParameter(f"{folder!r}: cannot write pictures there: {e.strerror or e}",
+                                 param_hint="--plot") from None
+    finally:
+        for path in reversed(made):
+            try:
+                os.rmdir(path)
+            except OSError:
+                pass
 
 
 def _plain(v):

@@ -8,17 +8,16 @@ switches, the books), then the paced prefix at the day's ``rate`` in packet-size
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import time
 
 import numpy as np
 
+from itchflow.compare.children import start_child
 from itchflow.compare.digest import ready_books
 from itchflow.compare.measure import Window
 from itchflow.compare.row import FAILED, Row, latency
 
-CTX = mp.get_context("fork")
 RING_CAPACITY = 16 << 20
 FLAT_BATCH_BYTES = 64 << 10
 
@@ -207,11 +206,7 @@ def _tail_run(day, src: str, piece_bytes: int, rate: float | None, measure: bool
     open(dst, "wb").close()
     books = ready_books()
     books.apply(np.zeros(0, np.uint8))
-    parent, child = CTX.Pipe()
-    proc = CTX.Process(target=_writer_main, args=(src, dst, piece_bytes, rate, child), daemon=True,
-                       name="compare-tail-writer")
-    day.track(proc)
-    proc.start()
+    proc, parent = start_child(day, _writer_main, (src, dst, piece_bytes, rate), "compare-tail-writer")
     positions, applied_at = [], []
     total = os.path.getsize(src)
     tail = Tail(dst, idle_timeout=10.0)

@@ -19,22 +19,23 @@ counters (calls to recv / recvmmsg / poll) are the cross-check.
 from __future__ import annotations
 
 import gc
-import multiprocessing as mp
 import os
+import re
 import select
 import socket
+import subprocess
 import threading
 import time
 
 import numpy as np
 from numba import njit
 
+from itchflow.compare.children import start_child
 from itchflow.compare.digest import ready_books
 from itchflow.compare.measure import SyscallCounter, this_thread
 from itchflow.compare.row import Row, latency
 from itchflow.hw.net_syscalls import recv_one
 
-CTX = mp.get_context("fork")
 RING_SPIN_NS = 200_000      # a ring-walking reader looks this long before it sleeps in poll()
 SESSION = {"warm": b"CMPWARM", "flat": b"CMPFLAT", "paced": b"CMPPACED", "burst": b"CMPBURST"}
 FLAT_RCVBUF = 1 << 30          # the whole day queued in the socket (SO_RCVBUFFORCE, root)
@@ -73,9 +74,12 @@ class VethLab(Lab):
 
     kind = "veth"
 
+    TAG = "cmp"
+
     def __init__(self, netns):
         self.netns = netns
-        self.pair = netns.VethPair("cmp").create()
+        remove_stale_namespaces(self.TAG)
+        self.pair = netns.VethPair(self.TAG).create()
         self.recv_addr, self.send_addr = self.pair.address("b"), self.pair.address("a")
         self.recv_ifname = self.pair.link["b"]
 
@@ -92,6 +96,32 @@ class VethLab(Lab):
 
     def close(self) -> None:
         self.pair.remove()
+
+
+def remove_stale_namespaces(tag: str) -> list[str]:
+    """Remove the namespaces ``ifx-<tag>-<pid>-a|b`` left by runs whose process is gone (a
+    SIGKILL runs no clean-up), so that a run that reuses such a pid does not fail with "File
+    exists". Those named for this process are stale too: it makes its own only after this.
+    Those of any other live process are in use and stay. Returns the names removed."""
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
+    removed = []
+    for name in listed:                    # words of "name (id: N)" lines
+        m = re.fullmatch(rf"ifx-{re.escape(tag)}-(\d+)-[ab]", name)
+        if m is None or (int(m.group(1)) != os.getpid() and _alive(int(m.group(1)))):
+            continue
+        if subprocess.run(["ip", "netns", "del", name], capture_output=True).returncode == 0:
+            removed.append(name)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:                # someone else's process
+        pass
+    return True
 
 
 def netns_module():
@@ -439,11 +469,7 @@ class _Peer:
     """A child process and the parent's end of its pipe."""
 
     def __init__(self, day, target, args, name: str, daemon: bool = True):
-        self.conn, child = CTX.Pipe()
-        self.proc = CTX.Process(target=target, args=(*args, child), name=name, daemon=daemon)
-        day.track(self.proc)
-        self.proc.start()
-        child.close()
+        self.proc, self.conn = start_child(day, target, args, name, daemon)
 
     def expect(self, what: str, timeout: float = PHASE_TIMEOUT):
         if not self.conn.poll(timeout):
