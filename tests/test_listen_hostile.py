@@ -156,6 +156,17 @@ def _cli(args):
     (["listen", "--mold", "127.0.0.1:0", "--max-gap", "-5"], 2, "--max-gap"),
     (["listen", "--mold", "127.0.0.1:0", "--max-buffered-mb", "-1"], 2, "--max-buffered-mb"),
     (["listen", "--mold", "127.0.0.1:0", "--out", "/nonexistent-dir/x.itch"], 1, "itchflow: error"),
+    # an xdp queue past what a NIC has, a negative or huge busy poll: tracebacks or taken before
+    (["listen", "--engine", "xdp", "--ifname", "lo", "--mold", "127.0.0.1:0", "--queue", "4294967296"], 2,
+     "--queue"),
+    (["listen", "--engine", "xdp", "--ifname", "lo", "--mold", "127.0.0.1:0", "--busy-poll", "-5"], 2,
+     "--busy-poll"),
+    (["listen", "--engine", "xdp", "--ifname", "lo", "--mold", "127.0.0.1:0", "--busy-poll", "2147483648"], 2,
+     "--busy-poll"),
+    # xdp's options given another engine were silently ignored
+    (["listen", "--mold", "127.0.0.1:0", "--queue", "1"], 2, "applies to --engine xdp only"),
+    (["listen", "--engine", "tpacket", "--mold", "127.0.0.1:0", "--busy-poll", "50"], 2,
+     "applies to --engine xdp only"),
     (["soup", "fetch", "127.0.0.1:9", "--user", "u", "--password", "p", "--out", "/nonexistent-dir/x"], 1,
      "itchflow: error"),
     (["soup", "fetch", "127.0.0.1:9", "--user", "u", "--password", "p", "--from-sequence", "-3"], 2,
@@ -226,3 +237,15 @@ def test_times_and_rates_must_be_finite_and_in_range(tmp_path, args, option):
     r = _cli([str(day) if a == "DAY" else str(out) if a == "OUT" else a for a in args])
     assert r.exit_code == 2 and option in r.output and "Traceback" not in r.output, r.output
     assert not out.exists()
+
+
+def test_a_port_another_listener_holds_is_named_in_the_error():
+    """A second listener on a unicast port said "[Errno 98] Address already in use", naming
+    no address."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as held:
+        held.bind(("127.0.0.1", 0))
+        port = held.getsockname()[1]
+        r = _cli(["listen", "--mold", f"127.0.0.1:{port}", "--idle-timeout", "1"])
+    assert r.exit_code == 1 and f"bind 127.0.0.1:{port}: Address already in use" in r.output, r.output

@@ -105,3 +105,34 @@ def test_drain_sum_matches_the_headers(ring_and_port):
         time.sleep(0.002)
     assert k == 500 and acc == sum(10 * i + 7 for i in range(500))
     tx.close()
+
+
+def test_other_traffic_takes_no_ring_space_and_the_counts_say_what_came(ring_and_port):
+    """The ring took every IPv4 packet of the interface and the walk kept the feed's: other
+    traffic filled it while the reader stalled, and the feed behind it was lost, reported as
+    nothing (no kernel drop count was read). A socket filter keeps only the feed's datagrams
+    now; counters() gives the kernel's drops and what the walk saw, by outcome."""
+    from itchflow.sources.tpacket import feed_filter
+
+    ring, port, _ = ring_and_port
+    other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    other.bind(("127.0.0.1", 0))
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for k in range(300):                           # a stalled reader: nothing walked meanwhile
+            tx.sendto(b"x" * 1000, ("127.0.0.1", other.getsockname()[1]))
+        for k in range(5):
+            tx.sendto(pack_header(b"FILTER", k + 1, 0), ("127.0.0.1", port))
+        bufs, lengths, rx_ns = np.zeros((64, 2048), np.uint8), np.zeros(64, np.int64), np.zeros(64, np.int64)
+        got = wait_for(ring, bufs, lengths, rx_ns, 5)
+    finally:
+        other.close()
+        tx.close()
+    assert [g[0] for g in got] == [pack_header(b"FILTER", k + 1, 0) for k in range(5)]
+    c = ring.counters()
+    assert c["ring_udp"] == 5 and "ring_other_destination" not in c, c   # the 300 never reached the ring
+    assert c["kernel_drops"] == 0 and c["kernel_packets"] >= 5, c
+    # the program itself: IPv4, UDP, fragments kept, the port compared at the IP header's length
+    codes = [(code, k) for code, _, _, k in feed_filter(30001, 0)]
+    assert (0x28, 12) in codes and (0x15, 0x0800) in codes and (0x15, 17) in codes and (0x15, 30001) in codes
+    assert (0x45, 0x3FFF) in codes and codes[-2:] == [(0x06, 0x40000), (0x06, 0)]

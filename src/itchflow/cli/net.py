@@ -195,9 +195,10 @@ def _with_progress(quiet, what, total, fn):
                    "or xdp: an AF_XDP socket fed by an XDP program on --ifname (kernel bypass; root).")
 @click.option("--ifname", default=None, help="Interface name for --engine tpacket (default: lo for 127.x) "
               "or xdp (required: no other interface is touched).")
-@click.option("--queue", type=click.IntRange(0), default=0, show_default=True, help="RX queue of --ifname for --engine xdp.")
+@click.option("--queue", type=click.IntRange(0, 4095), default=0, show_default=True,
+              help="RX queue of --ifname for --engine xdp.")
 @click.option("--cpu", type=CPU, default=None, help="Pin the receive loop to this core.")
-@click.option("--busy-poll", "busy_poll", default=0, show_default=True,
+@click.option("--busy-poll", "busy_poll", type=click.IntRange(0, 1_000_000), default=0, show_default=True,
               help="--engine xdp: spin on the RX ring this many microseconds before sleeping, with "
                    "SO_PREFER_BUSY_POLL and SO_BUSY_POLL set (0: off).")
 @click.option("--session", help="Follow this session only (default: the first seen).")
@@ -223,6 +224,10 @@ def listen(line_a, line_b, rerequest, out, ring_name, engine, ifname, queue, cpu
     from itchflow.sources.udp import listen as run
 
     start_sequence = _start_sequence(start)
+    if engine != "xdp":   # taken for the other engines and silently ignored
+        for name, value, default in (("--queue", queue, 0), ("--busy-poll", busy_poll, 0)):
+            if value != default:
+                raise click.BadParameter(f"applies to --engine xdp only (engine {engine})", param_hint=name)
     progress = None
     if not (quiet or as_json):
         from rich.console import Console
@@ -274,6 +279,7 @@ def listen(line_a, line_b, rerequest, out, ring_name, engine, ifname, queue, cpu
     else:
         for k, v in report.items():
             click.echo(f"{k:>22}: {v}")
+    _warn_engine(res.engine, res.engine_stats or {})
     _exit_if_interrupted(res)
     if not res.finished:
         click.echo("itchflow: listen stopped before the end of session was seen and filled", err=True)
@@ -300,6 +306,34 @@ def _start_sequence(text: str) -> int | None:
         raise click.BadParameter(f"{seq} is out of range ({FIRST_SEQUENCE} to {MAX_SEQUENCE})",
                                  param_hint="'--from-sequence'")
     return seq
+
+
+# the tap engines' counters of frames to the feed refused as the kernel's stack refuses them
+_REFUSED = ("rejected_frames", "ring_bad_length", "ring_bad_ip_checksum", "ring_bad_udp_checksum", "ring_other_host")
+
+
+def _warn_engine(engine: str, st: dict) -> None:
+    """Say what a tap engine (tpacket, xdp) lost or refused before the receiver saw it: the
+    receiver's own counts (gaps, lost) cannot tell why (the kernel's drops were only in
+    engine_stats, and a 'lost' range blamed the missing re-request server)."""
+    said = []
+    drops = int(st.get("kernel_drops", 0)) + int(st.get("xdp_rx_dropped", 0))
+    if drops:
+        said.append(f"the kernel dropped {drops:,} packets before the engine read them (its ring was full, or "
+                    "a frame did not fit)")
+    refused = sum(int(st.get(k, 0)) for k in _REFUSED)
+    if refused:
+        said.append(f"{refused:,} frames to the feed refused, as the kernel's stack refuses them (a bad checksum "
+                    "or length, another host's MAC)")
+    if st.get("ring_fragment"):
+        said.append(f"{int(st['ring_fragment']):,} IP fragments seen: this engine does not reassemble them "
+                    "(publish datagrams that fit the MTU, or use --engine recvmmsg)")
+    if st.get("stack_datagrams"):
+        said.append(f"{int(st['stack_datagrams']):,} datagrams reached the kernel's UDP socket, not the engine "
+                    "(IP fragments, which the stack reassembles, or a feed that arrives on another interface "
+                    "than --ifname)")
+    for line in said:
+        click.echo(f"itchflow: {engine}: {line}", err=True)
 
 
 def _discard(stream) -> None:

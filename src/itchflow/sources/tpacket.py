@@ -25,7 +25,8 @@ import numpy as np
 from numba import njit
 
 from itchflow.hw.atomics import load_acquire, store_release
-from itchflow.wire.ethernet import ipv4_u32, udp_payload   # the one IPv4/UDP finder
+from itchflow.wire.ethernet import (OUTCOME_NAMES, OUTCOMES, UDP_OK, VERIFY_IP_CHECKSUM,  # the one IPv4/UDP finder
+                                    VERIFY_UDP_CHECKSUM, ipv4_u32, ipv4_udp, udp_payload)
 
 SOL_PACKET = 263
 PACKET_RX_RING = 5
@@ -36,6 +37,12 @@ TPACKET_V3 = 2
 ETH_P_IP = 0x0800
 TP_STATUS_KERNEL = 0
 TP_STATUS_USER = 1
+# the packet's own status: its UDP checksum is not filled in yet (sent from this host: the
+# stack or the NIC completes it) or the NIC already verified it; either way not ours to check
+TP_STATUS_CSUMNOTREADY = 1 << 3
+TP_STATUS_CSUM_VALID = 1 << 7
+PACKET_OTHERHOST = 3      # sll_pkttype: a frame for another host's MAC (promiscuous mode, a bridge)
+SO_ATTACH_FILTER = 26
 
 TPACKET_REQ3 = (("tp_block_size", 0, 4), ("tp_block_nr", 4, 4), ("tp_frame_size", 8, 4), ("tp_frame_nr", 12, 4),
                 ("tp_retire_blk_tov", 16, 4), ("tp_sizeof_priv", 20, 4), ("tp_feature_req_word", 24, 4))
@@ -43,6 +50,9 @@ BLOCK_DESC = (("version", 0, 4), ("offset_to_priv", 4, 4), ("block_status", 8, 4
               ("offset_to_first_pkt", 16, 4), ("blk_len", 20, 4), ("seq_num", 24, 8))
 TPACKET3_HDR = (("tp_next_offset", 0, 4), ("tp_sec", 4, 4), ("tp_nsec", 8, 4), ("tp_snaplen", 12, 4),
                 ("tp_len", 16, 4), ("tp_status", 20, 4), ("tp_mac", 24, 2), ("tp_net", 26, 2))
+# struct sockaddr_ll follows the header at TPACKET_ALIGN(sizeof(struct tpacket3_hdr)) = 48
+SOCKADDR_LL = (("sll_family", 48, 2), ("sll_protocol", 50, 2), ("sll_ifindex", 52, 4), ("sll_hatype", 56, 2),
+               ("sll_pkttype", 58, 1), ("sll_halen", 59, 1))
 TPACKET_STATS_V3 = (("tp_packets", 0, 4), ("tp_drops", 4, 4), ("tp_freeze_q_cnt", 8, 4))
 
 
@@ -60,7 +70,12 @@ B_STATUS_WORD = _B["block_status"] // 8      # block_status is the low half of t
 B_NUM_PKTS = _B["num_pkts"]
 B_FIRST = _B["offset_to_first_pkt"]
 H_NEXT, H_SEC, H_NSEC = _H["tp_next_offset"], _H["tp_sec"], _H["tp_nsec"]
-H_SNAPLEN, H_MAC, H_NET = _H["tp_snaplen"], _H["tp_mac"], _H["tp_net"]
+H_SNAPLEN, H_MAC, H_NET, H_STATUS = _H["tp_snaplen"], _H["tp_mac"], _H["tp_net"], _H["tp_status"]
+H_PKTTYPE = _offsets(SOCKADDR_LL)["sll_pkttype"]
+# walk's counts (int64[COUNTS]): ipv4_udp outcomes of the packets the ring held, then these
+C_OTHER_HOST = OUTCOMES
+COUNTS = OUTCOMES + 1
+COUNT_NAMES = OUTCOME_NAMES + ("other_host",)
 assert _B["block_status"] % 8 == 0
 
 # walker state (int64 array): block being read, packet index in it, byte offset of that packet
@@ -80,11 +95,13 @@ def _u16(m, p):
 
 
 @njit(nogil=True, cache=True)
-def walk(m, words, block_size, block_nr, port, addr, state, bufs, lengths, rx_ns):
+def walk(m, words, block_size, block_nr, port, addr, state, bufs, lengths, rx_ns, counts):
     """Copy the payloads of ready packets (UDP to ``addr``:``port``) into bufs rows, up to len(bufs);
     blocks read to the end are given back to the kernel. Returns the count copied (0: no
     ready block). A datagram longer than a row is copied cut and counted in state (as
-    malformed downstream: its length says so)."""
+    malformed downstream: its length says so). Every packet is counted by its outcome in
+    counts (COUNT_NAMES): what the stack would refuse (a bad checksum or length, a frame for
+    another host) is counted there, never taken as data."""
     n = 0
     cap = bufs.shape[1]
     while n < bufs.shape[0]:
@@ -98,8 +115,16 @@ def walk(m, words, block_size, block_nr, port, addr, state, bufs, lengths, rx_ns
         while state[W_PKT] < num and n < bufs.shape[0]:
             p = state[W_OFF]
             snap_end = p + _u16(m, p + H_MAC) + _u32(m, p + H_SNAPLEN)   # captured bytes start at tp_mac
-            off, ln = udp_payload(m, p + _u16(m, p + H_NET), snap_end, port, addr)
-            if off >= 0:
+            status = _u32(m, p + H_STATUS)
+            verify = VERIFY_IP_CHECKSUM
+            if (status & (TP_STATUS_CSUMNOTREADY | TP_STATUS_CSUM_VALID)) == 0:
+                verify |= VERIFY_UDP_CHECKSUM
+            if m[p + H_PKTTYPE] == PACKET_OTHERHOST:
+                outcome, off, ln = C_OTHER_HOST, np.int64(-1), np.int64(0)
+            else:
+                outcome, off, ln = ipv4_udp(m, p + _u16(m, p + H_NET), snap_end, port, addr, verify)
+            counts[outcome] += 1
+            if outcome == UDP_OK:
                 k = min(ln, cap)
                 for j in range(k):
                     bufs[n, j] = m[off + j]
@@ -160,6 +185,9 @@ class TPacketV3:
         self.block_size, self.block_nr = block_size, block_nr
         s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_IP))
         try:
+            # first: only this feed's datagrams take ring space (unrelated traffic on the NIC
+            # filled the ring while the walk stalled, and the feed behind it was lost)
+            attach_filter(s, port, self.address)
             s.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V3)
             try:
                 s.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
@@ -171,6 +199,9 @@ class TPacketV3:
             self.mm = mmap.mmap(s.fileno(), block_size * block_nr, mmap.MAP_SHARED,
                                 mmap.PROT_READ | mmap.PROT_WRITE)
             s.bind((interface, ETH_P_IP))   # after the ring: nothing arrives before it exists
+        except OSError as e:   # "No such device" named no interface
+            s.close()
+            raise OSError(e.errno, f"packet ring on {interface!r}: {e.strerror}") from None
         except BaseException:
             s.close()
             raise
@@ -178,6 +209,8 @@ class TPacketV3:
         self.map = np.frombuffer(self.mm, np.uint8)
         self.words = np.frombuffer(self.mm, np.int64)
         self.state = np.zeros(W_FIELDS, np.int64)
+        self.counts = np.zeros(COUNTS, np.int64)
+        self.kernel = {"tp_packets": 0, "tp_drops": 0, "tp_freeze_q_cnt": 0}
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -185,19 +218,33 @@ class TPacketV3:
     def read_into(self, bufs, lengths, rx_ns) -> int:
         """Payloads of ready packets into bufs rows (lengths, kernel rx times in ns); 0 if none."""
         return int(walk(self.map, self.words, self.block_size, self.block_nr, self.port, self.address,
-                        self.state, bufs, lengths, rx_ns))
+                        self.state, bufs, lengths, rx_ns, self.counts))
 
     def drain_sum(self) -> tuple[int, int]:
         k, acc = drain_sum(self.map, self.words, self.block_size, self.block_nr, self.port, self.state)
         return int(k), int(acc)
 
     def stats(self) -> dict:
-        """Kernel counters since the last call: packets seen, dropped (ring full), queue freezes."""
+        """Kernel counters since the last call: packets seen, dropped (ring full), queue freezes
+        (also added to ``kernel``, the totals since the ring opened)."""
         raw = self.sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 12)
-        return dict(zip((n for n, _, _ in TPACKET_STATS_V3), struct.unpack(_struct(TPACKET_STATS_V3), raw)))
+        now = dict(zip((n for n, _, _ in TPACKET_STATS_V3), struct.unpack(_struct(TPACKET_STATS_V3), raw)))
+        for k, v in now.items():
+            self.kernel[k] += v
+        return now
+
+    def counters(self) -> dict:
+        """The kernel's totals (``kernel_drops``: packets the full ring could not take) and the
+        walk's packets by outcome (``ring_`` + COUNT_NAMES, those seen only)."""
+        if self.sock is not None:
+            self.stats()
+        out = {"kernel_packets": self.kernel["tp_packets"], "kernel_drops": self.kernel["tp_drops"]}
+        out.update({f"ring_{name}": int(n) for name, n in zip(COUNT_NAMES, self.counts) if n})
+        return out
 
     def close(self) -> None:
         if self.sock is not None:
+            self.stats()
             del self.map, self.words
             self.mm.close()
             self.sock.close()
@@ -216,4 +263,45 @@ def warm_up() -> None:
     m = np.zeros(4096, np.uint8)
     bufs = np.zeros((1, 16), np.uint8)
     one = np.zeros(1, np.int64)
-    walk(m, m.view(np.int64), 4096, 1, 0, 0, np.zeros(W_FIELDS, np.int64), bufs, one, one.copy())
+    walk(m, m.view(np.int64), 4096, 1, 0, 0, np.zeros(W_FIELDS, np.int64), bufs, one, one.copy(),
+         np.zeros(COUNTS, np.int64))
+
+
+# Classic BPF (linux/filter.h) for the socket filter: opcodes and the program's offsets into
+# the Ethernet frame (the ring's socket sees frames from the link-layer header on)
+BPF_LD_H_ABS, BPF_LD_B_ABS, BPF_LD_W_ABS, BPF_LD_H_IND = 0x28, 0x30, 0x20, 0x48
+BPF_LDX_B_MSH, BPF_JEQ_K, BPF_JSET_K, BPF_RET_K = 0xB1, 0x15, 0x45, 0x06
+KEEP_WHOLE = 0x40000      # ret: bytes of the packet to keep (all of any frame)
+
+
+def feed_filter(port: int, address: int) -> list[tuple[int, int, int, int]]:
+    """(code, jt, jf, k) instructions that keep IPv4 UDP datagrams to port (and address, a
+    big-endian u32, unless 0) and every IPv4 fragment (its later parts carry no port: the walk
+    counts them, as fragments are not reassembled); everything else is dropped in the kernel."""
+    prog = [(BPF_LD_H_ABS, 0, 0, 12), (BPF_JEQ_K, 0, None, 0x0800),          # ethertype IPv4
+            (BPF_LD_B_ABS, 0, 0, 23), (BPF_JEQ_K, 0, None, 17)]               # protocol UDP
+    if address:
+        prog += [(BPF_LD_W_ABS, 0, 0, 30), (BPF_JEQ_K, 0, None, address)]     # destination address
+    prog += [(BPF_LD_H_ABS, 0, 0, 20), (BPF_JSET_K, "keep", 0, 0x3FFF),       # a fragment: keep
+             (BPF_LDX_B_MSH, 0, 0, 14),                                       # X = IP header length
+             (BPF_LD_H_IND, 0, 0, 16), (BPF_JEQ_K, 0, None, port),            # UDP destination port
+             (BPF_RET_K, 0, 0, KEEP_WHOLE), (BPF_RET_K, 0, 0, 0)]
+    keep, drop = len(prog) - 2, len(prog) - 1
+    out = []
+    for i, (code, jt, jf, k) in enumerate(prog):   # jumps are relative to the next instruction
+        jt = keep - i - 1 if jt == "keep" else jt
+        jf = drop - i - 1 if jf is None else jf
+        out.append((code, jt, jf, k))
+    return out
+
+
+def attach_filter(sock: socket.socket, port: int, address: int) -> None:
+    """SO_ATTACH_FILTER of ``feed_filter`` (port 0: no filter, every IPv4 packet)."""
+    import ctypes
+
+    if not port:
+        return
+    insns = b"".join(struct.pack("=HBBI", code, jt, jf, k & 0xFFFFFFFF) for code, jt, jf, k in feed_filter(port, address))
+    buf = ctypes.create_string_buffer(insns, len(insns))
+    fprog = struct.pack("HL", len(insns) // 8, ctypes.addressof(buf))   # struct sock_fprog (padded)
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)

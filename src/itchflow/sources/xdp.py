@@ -29,6 +29,7 @@ import errno
 import mmap
 import os
 import socket
+import sys
 import time
 
 import numpy as np
@@ -52,7 +53,7 @@ from itchflow.hw.bpf_syscalls import (
 from itchflow.hw.net_syscalls import MmsgSlots
 from itchflow.hw.syscalls import monotonic_ns
 from itchflow.wire.bpf import redirect_program
-from itchflow.wire.ethernet import UDP_OK, ethernet_udp, ipv4_u32
+from itchflow.wire.ethernet import OTHER_DESTINATION, UDP_OK, VERIFY_IP_CHECKSUM, ethernet_udp, ipv4_u32
 from itchflow.wire.moldudp64 import read_header
 from itchflow.wire.xdp import (
     AF_XDP,
@@ -99,10 +100,18 @@ class XdpError(RuntimeError):
  C_FRAME_MASK, C_FD, C_FRAME_SHIFT) = range(12)
 C_FIELDS = 12
 # state (int64) entries: local ring positions and the counters
-(S_RX_CONS, S_FR_PROD, S_PACKETS, S_BYTES, S_RECYCLED, S_WAKEUPS, S_OTHER, S_FILL_PUBLISHES) = range(8)
-S_FIELDS = 8
-COUNTERS = ("packets", "bytes", "frames_recycled", "wakeups", "other_frames", "fill_publishes")
-_COUNTER_SLOTS = (S_PACKETS, S_BYTES, S_RECYCLED, S_WAKEUPS, S_OTHER, S_FILL_PUBLISHES)
+(S_RX_CONS, S_FR_PROD, S_PACKETS, S_BYTES, S_RECYCLED, S_WAKEUPS, S_OTHER, S_FILL_PUBLISHES,
+ S_REJECTED) = range(9)
+S_FIELDS = 9
+# rejected_frames: to a feed line, but refused as the stack would (a bad checksum or length)
+COUNTERS = ("packets", "bytes", "frames_recycled", "wakeups", "other_frames", "fill_publishes", "rejected_frames")
+_COUNTER_SLOTS = (S_PACKETS, S_BYTES, S_RECYCLED, S_WAKEUPS, S_OTHER, S_FILL_PUBLISHES, S_REJECTED)
+# The program redirects frames before the stack, which would refuse a bad IP header checksum:
+# the walk does. Not the UDP checksum: a frame from this host (or a veth peer) carries it
+# unfinished (CHECKSUM_PARTIAL: the stack or the NIC completes it later), and AF_XDP passes no
+# status that says so, as TPACKET_V3 does (TP_STATUS_CSUMNOTREADY); a NIC checks it on the wire
+VERIFY = VERIFY_IP_CHECKSUM
+LINE_REJECTED = -2     # _line_of: addressed to a line, refused
 U32 = 0xFFFFFFFF
 
 
@@ -178,7 +187,7 @@ def next_window(cfg, rx, umem, state, lines, max_n, run_of, lengths, runs):
             line, off, plen = _line_of(umem, addr, end, lines)
         run_of[i] = -1
         if line < 0:
-            state[S_OTHER] += 1
+            state[S_REJECTED if line == LINE_REJECTED else S_OTHER] += 1
             continue
         state[S_PACKETS] += 1
         state[S_BYTES] += ln
@@ -202,15 +211,72 @@ def next_window(cfg, rx, umem, state, lines, max_n, run_of, lengths, runs):
     return n, n_runs
 
 
+XDP_PACKET_HEADROOM = 256   # what the kernel keeps in front of each frame's packet (copy mode)
+ETH_HEADER_BYTES = 14
+
+
+SIOCGIFMTU, SIOCGIFHWADDR = 0x8921, 0x8927   # linux/sockios.h: read through a struct ifreq
+IFREQ_BYTES = 40                              # name[16] + the union (its largest member 24)
+
+
+def _ifreq(ifname: str, request: int) -> bytes | None:
+    """The ifreq the ioctl fills for ifname, in this process's network namespace (the /sys of
+    a process moved into one with setns still shows its first namespace's interfaces)."""
+    import fcntl
+
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            return fcntl.ioctl(s.fileno(), request, ifname.encode()[:15].ljust(IFREQ_BYTES, b"\0"))
+    except OSError:
+        return None
+
+
+def interface_mtu(ifname: str) -> int | None:
+    req = _ifreq(ifname, SIOCGIFMTU)
+    return None if req is None else int.from_bytes(req[16:20], sys.byteorder, signed=True)
+
+
+def interface_mac(ifname: str) -> int:
+    """The interface's MAC address as a u48 (0 when unknown or not Ethernet: no check)."""
+    req = _ifreq(ifname, SIOCGIFHWADDR)
+    if req is None or int.from_bytes(req[16:18], sys.byteorder) != 1:   # sa_family ARPHRD_ETHER
+        return 0
+    return int.from_bytes(req[18:24], "big")
+
+
+def check_mtu(ifname: str, frame_size: int) -> None:
+    """Refuse an interface whose MTU makes frames larger than a UMEM frame holds: the program
+    would redirect them away from the stack and AF_XDP drop every one (an MTU 9000 link lost
+    a whole day of 8,900-byte datagrams, blamed on no re-request server)."""
+    mtu = interface_mtu(ifname)
+    room = frame_size - XDP_PACKET_HEADROOM
+    if mtu is not None and mtu + ETH_HEADER_BYTES > room:
+        raise XdpError(f"{ifname}: MTU {mtu:,} makes frames of up to {mtu + ETH_HEADER_BYTES:,} bytes, more than an "
+                       f"AF_XDP frame holds ({frame_size:,} less {XDP_PACKET_HEADROOM} of headroom: {room:,}); "
+                       f"every larger datagram would be dropped: set the MTU to {room - ETH_HEADER_BYTES:,} or less "
+                       "(ip link set IF mtu N), or use another engine")
+
+
 @njit(inline="always", nogil=True, cache=True)
 def _line_of(umem, addr, end, lines):
     """(feed line, payload offset, payload length) of the frame at umem[addr:end]: the first
-    row of lines (address as u32 or 0, port) it is addressed to; line -1: none of them."""
+    row of lines (address as u32 or 0, port) it is addressed to; line -1: none of them,
+    LINE_REJECTED: one of them, but refused (a bad checksum or length)."""
+    refused = False
+    if (umem[addr] & 1) == 0 and lines.shape[1] > 2 and lines[0, 2] != 0:
+        # a unicast frame for another MAC (promiscuous mode, a bridge): the stack drops it
+        dst = np.int64(0)
+        for k in range(6):
+            dst = (dst << 8) | np.int64(umem[addr + k])
+        if dst != lines[0, 2]:
+            return LINE_REJECTED, np.int64(0), np.int64(0)
     for j in range(lines.shape[0]):
-        outcome, off, plen = ethernet_udp(umem, addr, end, lines[j, 1], lines[j, 0])
+        outcome, off, plen = ethernet_udp(umem, addr, end, lines[j, 1], lines[j, 0], VERIFY)
         if outcome == UDP_OK:
             return j, off, plen
-    return -1, np.int64(0), np.int64(0)
+        if outcome != OTHER_DESTINATION:
+            refused = True
+    return LINE_REJECTED if refused else -1, np.int64(0), np.int64(0)
 
 
 @njit(nogil=True, cache=True)
@@ -242,7 +308,7 @@ def drain_sum(cfg, rx, fr, umem, state, port, batch, busy_poll):
             if addr < 0 or (addr >> shift) >= nframes or end > ((addr >> shift) + 1) << shift:
                 state[S_OTHER] += 1
                 continue
-            outcome, off, plen = ethernet_udp(umem, addr, end, port, 0)
+            outcome, off, plen = ethernet_udp(umem, addr, end, port, 0, VERIFY)
             ok, seq, count = False, np.uint64(0), np.int64(0)
             if outcome == UDP_OK:
                 ok, seq, count = read_header(umem, off, off + plen)
@@ -316,6 +382,7 @@ class XdpSocket:
             self.ifindex = socket.if_nametoindex(ifname)
         except OSError:
             raise XdpError(f"no interface named {ifname!r} (in this network namespace)") from None
+        check_mtu(ifname, frame_size)
         self.ifname, self.queue = ifname, queue
         self.frames, self.frame_size, self.ring_size = frames, frame_size, ring_size
         self.lines = [(h or "", int(p)) for h, p in lines]
@@ -489,7 +556,9 @@ class XdpSocket:
         return v
 
     def line_table(self) -> np.ndarray:
-        return np.array([[ipv4_u32(h), p] for h, p in self.lines], np.int64).reshape(-1, 2)
+        """Rows (address as u32 or 0, port, this interface's MAC as u48 or 0) per line."""
+        mac = interface_mac(self.ifname)
+        return np.array([[ipv4_u32(h), p, mac] for h, p in self.lines], np.int64).reshape(-1, 3)
 
     def counters(self) -> dict:
         d = {name: int(self.state[i]) for name, i in zip(COUNTERS, _COUNTER_SLOTS)}

@@ -26,6 +26,7 @@ IPV4_VERSION_IHL = 0
 IPV4_TOTAL_LENGTH = 2
 IPV4_FLAGS_FRAG = 6
 IPV4_PROTOCOL = 9
+IPV4_CHECKSUM = 10
 IPV4_SOURCE = 12
 IPV4_DEST = 16
 IPV4_MIN_HEADER = 20
@@ -35,10 +36,43 @@ IPPROTO_UDP = 17
 UDP_SOURCE_PORT = 0
 UDP_DEST_PORT = 2
 UDP_LENGTH = 4
+UDP_CHECKSUM = 6
 UDP_HEADER = 8
 
-# ipv4_udp outcomes (IP_CUT_SHORT: the IP header itself; CUT_SHORT: the UDP header or payload)
+# ipv4_udp outcomes (IP_CUT_SHORT: the IP header itself; CUT_SHORT: the UDP header or payload;
+# BAD_LENGTH: the IP total length and the UDP length disagree, as the kernel's stack refuses)
 UDP_OK, NOT_UDP, FRAGMENT, CUT_SHORT, NOT_IPV4, OTHER_DESTINATION, IP_CUT_SHORT = 0, 1, 2, 3, 4, 5, 6
+BAD_LENGTH, BAD_IP_CHECKSUM, BAD_UDP_CHECKSUM = 7, 8, 9
+OUTCOMES = 10
+OUTCOME_NAMES = ("udp", "not_udp", "fragment", "cut_short", "not_ipv4", "other_destination", "ip_cut_short",
+                 "bad_length", "bad_ip_checksum", "bad_udp_checksum")
+
+# What ipv4_udp verifies besides the lengths (bits of ``verify``). A tap on a live interface
+# (TPACKET_V3, AF_XDP) sees frames before the stack that would refuse a bad checksum, and a
+# bad copy taken as data would make the good one a duplicate; a capture file is read as it was
+# taken (a sender's own capture holds checksums its NIC filled in later).
+VERIFY_IP_CHECKSUM, VERIFY_UDP_CHECKSUM = 1, 2
+
+
+@njit(inline="always", nogil=True, cache=True)
+def ones_sum(m, p, n, acc):
+    """acc plus the big-endian 16-bit words of m[p:p+n] (an odd last byte padded with zero),
+    unfolded: the Internet checksum's sum (RFC 1071), folded by ``folded``."""
+    k = p
+    stop = p + (n & ~1)
+    while k < stop:
+        acc += (np.int64(m[k]) << 8) | np.int64(m[k + 1])
+        k += 2
+    if n & 1:
+        acc += np.int64(m[stop]) << 8
+    return acc
+
+
+@njit(inline="always", nogil=True, cache=True)
+def folded(acc):
+    while acc >> 16:
+        acc = (acc & 0xFFFF) + (acc >> 16)
+    return acc
 
 
 @njit(inline="always", nogil=True, cache=True)
@@ -60,12 +94,14 @@ def ethernet_network(m, p, end):
 
 
 @njit(inline="always", nogil=True, cache=True)
-def ipv4_udp(m, ip, end, port, addr):
+def ipv4_udp(m, ip, end, port, addr, verify):
     """(outcome, payload offset, payload length) of the IPv4 packet at m[ip:end].
 
     port, addr: keep only datagrams to this destination port / IPv4 address (as a big-endian
     u32); 0 accepts any. IP options (IHL > 5) are skipped; fragments are not reassembled.
-    The payload length is the UDP header's (not the frame's, which may be padded)."""
+    The payload length is the UDP header's (not the frame's, which may be padded); a UDP
+    length past the IP total length, or an IP total length under its headers, is BAD_LENGTH
+    (the stack drops both). verify: VERIFY_* bits (checksums; a UDP checksum of 0 is none)."""
     if ip + IPV4_MIN_HEADER > end:
         return IP_CUT_SHORT, np.int64(0), np.int64(0)
     vi = np.int64(m[ip + IPV4_VERSION_IHL])
@@ -85,33 +121,41 @@ def ipv4_udp(m, ip, end, port, addr):
         return CUT_SHORT, np.int64(0), np.int64(0)
     if port != 0 and np.int64(be16(m, u + UDP_DEST_PORT)) != port:
         return OTHER_DESTINATION, np.int64(0), np.int64(0)
-    length = np.int64(be16(m, u + UDP_LENGTH)) - UDP_HEADER
-    if length < 0:
-        return NOT_IPV4, np.int64(0), np.int64(0)
-    if u + UDP_HEADER + length > end:
+    total = np.int64(be16(m, ip + IPV4_TOTAL_LENGTH))
+    ulen = np.int64(be16(m, u + UDP_LENGTH))
+    if total < ihl + UDP_HEADER or ulen < UDP_HEADER or ulen > total - ihl:
+        return BAD_LENGTH, np.int64(0), np.int64(0)
+    if ip + total > end:
         return CUT_SHORT, np.int64(0), np.int64(0)
-    return UDP_OK, np.int64(u + UDP_HEADER), length
+    if (verify & VERIFY_IP_CHECKSUM) != 0 and folded(ones_sum(m, ip, ihl, np.int64(0))) != 0xFFFF:
+        return BAD_IP_CHECKSUM, np.int64(0), np.int64(0)
+    if (verify & VERIFY_UDP_CHECKSUM) != 0 and be16(m, u + UDP_CHECKSUM) != 0:
+        # pseudo-header: source and destination addresses, protocol, UDP length
+        acc = ones_sum(m, ip + IPV4_SOURCE, 8, np.int64(IPPROTO_UDP) + ulen)
+        if folded(ones_sum(m, u, ulen, acc)) != 0xFFFF:
+            return BAD_UDP_CHECKSUM, np.int64(0), np.int64(0)
+    return UDP_OK, np.int64(u + UDP_HEADER), ulen - UDP_HEADER
 
 
 @njit(inline="always", nogil=True, cache=True)
 def udp_payload(m, ip, end, port, addr):
     """(payload offset, payload length) of an IPv4 UDP datagram to ``addr``:``port`` (0: any)
     whose IP header starts at m[ip]; (-1, 0) for anything else or anything cut short."""
-    outcome, off, length = ipv4_udp(m, ip, end, port, addr)
+    outcome, off, length = ipv4_udp(m, ip, end, port, addr, 0)
     if outcome != UDP_OK:
         return np.int64(-1), np.int64(0)
     return off, length
 
 
 @njit(inline="always", nogil=True, cache=True)
-def ethernet_udp(m, p, end, port, addr):
+def ethernet_udp(m, p, end, port, addr, verify):
     """(outcome, payload offset, payload length) of the Ethernet frame at m[p:end]."""
     etype, ip = ethernet_network(m, p, end)
     if etype < 0:
         return IP_CUT_SHORT, np.int64(0), np.int64(0)
     if etype != ETHERTYPE_IPV4:
         return NOT_IPV4, np.int64(0), np.int64(0)
-    return ipv4_udp(m, ip, end, port, addr)
+    return ipv4_udp(m, ip, end, port, addr, verify)
 
 
 def ipv4_u32(address: str) -> int:

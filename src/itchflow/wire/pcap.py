@@ -134,7 +134,7 @@ def udp_payload(buf, p, caplen, origlen, linktype):
         return REC_UNSUPPORTED, 0, 0
 
     if etype == ETHERTYPE_IPV4:
-        outcome, off, length = ipv4_udp(buf, q, end, 0, 0)
+        outcome, off, length = ipv4_udp(buf, q, end, 0, 0, 0)   # a capture as taken: no checksums (ethernet.VERIFY_*)
         if outcome == UDP_OK:
             return REC_UDP, off, length
         if outcome == IP_CUT_SHORT:
