@@ -89,3 +89,37 @@ def test_book_before_the_directory_message_and_a_locate_without_one(day, symbols
     assert r.exit_code == 1 and f"stock locate {unused}: no stock directory (R) message" in r.output, r.output
     r = _cli(["book", day, "-s", 1, "-q", "--json"])
     assert r.exit_code == 0 and f'"symbol": "{s}"' in r.output
+
+
+@pytest.mark.parametrize("chunk", ["1", "2", "3", "5", "2097152"])
+def test_decode_symbol_follows_each_rename_however_the_day_is_cut(tmp_path, chunk):
+    """`decode -s NEW` kept a whole piece from its R on, messages before the R included, and
+    a locate once matched stayed selected after an R renamed it: the rows depended on --chunk.
+    A message is the symbol's when its locate's last R before it names the symbol (or its own
+    stock field does). Locate 2: R OLD (2), A (3), E (4), R NEW (5), E (6), R OTHER (7), E (8)."""
+    import csv
+
+    from itchflow import encode_message as enc
+
+    def r(seq_ts, name):
+        return enc("R", stock_locate=2, timestamp=seq_ts, stock=name)
+
+    def e(ts, match):
+        return enc("E", stock_locate=2, timestamp=ts, order_reference_number=1, executed_shares=10,
+                   match_number=match)
+
+    day = b"".join([enc("R", stock_locate=1, timestamp=1, stock="AAA"), r(2, "OLD"),
+                    enc("A", stock_locate=2, timestamp=3, order_reference_number=1, buy_sell_indicator="B",
+                        shares=100, stock="OLD", price=5000),
+                    e(4, 1), r(5, "NEW"), e(6, 2), r(7, "OTHER"), e(8, 3)])
+    path = tmp_path / "renames.itch"
+    path.write_bytes(day)
+    want = {"OLD": [("2", "R"), ("3", "A"), ("4", "E")], "NEW": [("5", "R"), ("6", "E")],
+            "OTHER": [("7", "R"), ("8", "E")]}
+    for symbol, rows in want.items():
+        out = tmp_path / f"{symbol}.csv"
+        res = CliRunner().invoke(main, ["decode", str(path), "-s", symbol, "-t", "all", "--chunk", chunk,
+                                        "-o", str(out), "-q"])
+        assert res.exit_code == 0, res.output
+        with open(out) as f:
+            assert [(x["sequence"], x["message_type"]) for x in csv.DictReader(f)] == rows, (symbol, chunk)

@@ -55,7 +55,7 @@ def compare_command(messages, rate, paced_seconds, paths, net, seed, stocks, no_
     from itchflow.compare.render import markdown_table, print_report
 
     console = output_console()
-    err = click.get_text_stream("stderr")
+    err = sys.stderr
     _check_day(messages, stocks)
     done: list = []
 

@@ -73,7 +73,7 @@ class TableWriter:
         self.messages_read = 0
         self.bytes_read = 0
         self._writer = None
-        self._locates: set[int] = set()
+        self._locates: set[int] = set()   # locates whose last R so far named the symbol (--symbol)
         self._held: list = []   # pieces' rows not written yet: a row group holds ROW_GROUP_ROWS or more
         self._held_rows = 0
 
@@ -130,20 +130,46 @@ class TableWriter:
         for piece in scan(source, want, chunk_messages=chunk_messages, progress=progress):
             self.messages_read += piece.info.messages
             self.bytes_read += piece.info.bytes
-            if padded is not None:
-                r = piece["R"]
-                self._locates.update(int(x) for x in r["stock_locate"][r["stock"] == padded])
-            arrays = {c: self._filter(piece[c], padded) for c in self.codes}
-            named = named or bool(self._locates) or any(len(a) for a in arrays.values())
+            events = self._directory_events(piece["R"], padded) if padded is not None else {}
+            arrays = {c: self._filter(piece[c], padded, events, c == "R") for c in self.codes}
+            named = named or bool(events) or any(len(a) for a in arrays.values())
             self.write(arrays)
             yield piece
         if padded is not None and not named and not missing_ok:   # a mistyped symbol is not "0 rows"
             raise KeyError(f"decode: no stock directory (R) message or stock field names {symbol}")
 
-    def _filter(self, arr: np.ndarray, padded: bytes | None) -> np.ndarray:
+    def _directory_events(self, r: np.ndarray, padded: bytes) -> dict:
+        """For each locate that names the symbol now or by an R of this piece: (whether it did
+        before the piece, the sequence numbers of its R messages in the piece, whether each
+        names it). The piece's own R messages decide its other messages by their place, so the
+        rows kept are the same however the day is cut (a whole piece was kept from its R on,
+        messages before the R included, and a locate renamed away stayed selected)."""
+        naming = r["stock"] == padded
+        events = {}
+        for loc in self._locates | {int(x) for x in r["stock_locate"][naming]}:
+            mine = r["stock_locate"] == loc
+            order = np.argsort(r["sequence"][mine], kind="stable")
+            events[loc] = (loc in self._locates, r["sequence"][mine][order], naming[mine][order])
+            if len(order):
+                self._locates.discard(loc)
+                if naming[mine][order][-1]:
+                    self._locates.add(loc)
+        return events
+
+    @staticmethod
+    def _filter(arr: np.ndarray, padded: bytes | None, events: dict, directory: bool) -> np.ndarray:
+        """Rows of the symbol: those whose locate names it at their place in the day (its last
+        R before them), or whose own stock field is it (an R naming it, an A/F of it)."""
         if padded is None or not len(arr):
             return arr
-        keep = np.isin(arr["stock_locate"], np.fromiter(self._locates, np.int64, len(self._locates)))
+        keep = np.zeros(len(arr), bool)
+        if not directory:   # an R row is the symbol's by its own stock field alone
+            for loc, (before, seqs, names) in events.items():
+                at = np.flatnonzero(arr["stock_locate"] == loc)
+                if not len(at):
+                    continue
+                k = np.searchsorted(seqs, arr["sequence"][at], side="left")   # R messages before each row
+                keep[at] = np.where(k == 0, before, names[np.maximum(k - 1, 0)]) if len(seqs) else before
         if "stock" in arr.dtype.names:
             keep |= arr["stock"] == padded
         return arr[keep]
