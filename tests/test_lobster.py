@@ -116,6 +116,19 @@ def test_skipped_counts_the_window_only():
     assert day.rows == 0 and day.skipped == {"X": 1}
 
 
+def test_a_hidden_execution_with_no_side_is_counted_not_written_as_a_buy():
+    """A P whose side byte was neither B nor S (0xFF, a NUL) was written as Direction 1, a buy,
+    and counted nowhere; it is skipped and counted now, as an A with a bad side is."""
+    m = [enc("R", stock_locate=1, timestamp=1, stock="TEST")]
+    m += [enc("P", stock_locate=1, timestamp=ts(k), order_reference_number=0, buy_sell_indicator=side, shares=10,
+              stock="TEST", price=10_000, match_number=k + 1)
+          for k, side in enumerate((b"\xff", b"B", b"\x00", b"S"))]
+    day = lobster(b"".join(m), ["TEST"], 1, start=None, end=None)["TEST"]
+    msg = day.messages.to_pandas()
+    assert msg["Type"].tolist() == [5, 5] and msg["Direction"].tolist() == [1, -1]
+    assert day.skipped == {"P (side neither B nor S)": 2}
+
+
 def test_a_trading_H_while_trading_gets_no_row():
     """Only an H that changes something makes a row: a T repeated while the stock trades
     (the day's first included) starts nothing; a T after a pause resumes trading."""

@@ -296,6 +296,9 @@ def stock_rows(msgs: dict[str, np.ndarray], l2: dict[str, np.ndarray], levels: i
     rows.add(seq=ua["sequence"], sub=1, ts=ua["timestamp"], type=SUBMISSION, ref=ua["new_order_reference_number"],
              size=ua["shares"], price=ua["price"], dir=0, k=hi_a, ev=lo_a)
     p = msgs["P"]
+    sided = (p["buy_sell_indicator"] == b"B") | (p["buy_sell_indicator"] == b"S")   # any other byte read as a buy
+    state.skip("P (side neither B nor S)", (~sided & in_window(p["timestamp"])).sum())
+    p = p[sided]
     rows.add(seq=p["sequence"], sub=0, ts=p["timestamp"], type=HIDDEN_EXECUTION, ref=p["order_reference_number"],
              size=p["shares"], price=p["price"], dir=_side_sign(p["buy_sell_indicator"]),
              k=np.searchsorted(ev_seq, p["sequence"], "right"), ev=-1)
