@@ -5,6 +5,7 @@ from inside. Each case was found by probing the API with odd arguments."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from test_book_support import add, directory, encode
@@ -164,3 +165,34 @@ def test_take_events_gives_events_with_symbols_on_any_number_of_threads(threads)
     frame = bbo.to_pandas()
     assert frame["symbol"].tolist() == ["AAPL", "AAPL"]
     assert frame["bid_price"].tolist() == [10 * P, 10 * P] and frame["ask_price"].tolist() == [0, 11 * P]
+
+
+# a float or a bool where a locate goes is a TypeError (a float was a ValueError or KeyError naming "1.0")
+@pytest.mark.parametrize("odd", [1.0, np.float64(1), np.float32(1), True, np.True_],
+                         ids=["float", "np.float64", "np.float32", "True", "np.True_"])
+def test_a_float_or_bool_locate_is_a_type_error_in_every_query(books, odd):
+    queries = [lambda: books.depth(odd), lambda: books.volume(odd), lambda: books.vwap(odd),
+               lambda: books.trading_state(odd), lambda: books.anomalies(odd), lambda: books.locate(odd),
+               lambda: books.orders(odd, "B", 10 * P), lambda: books.bbo([odd]), lambda: books.order_table([odd]),
+               lambda: books.bbo(["AAPL", odd]), lambda: books.record([odd])]
+    for query in queries:
+        with pytest.raises(TypeError, match="a symbol \\(str\\) or a stock locate \\(int\\)"):
+            query()
+
+
+def test_a_float_array_of_locates_is_a_type_error(books):
+    for query in (books.bbo, books.order_table, books.record):
+        with pytest.raises(TypeError, match="not np.float64\\(1.0\\)"):
+            query(np.array([1.0, 2.0]))
+
+
+def test_int_and_text_locates_still_answer(books):
+    for locate in (1, np.int64(1), np.uint16(1), "AAPL", " AAPL ", b"AAPL", np.str_("AAPL")):
+        assert books.locate(locate) == 1
+        bids, asks = books.depth(locate)
+        assert bids.tolist() == [(10 * P, 100, 1)] and asks.tolist() == [(11 * P, 50, 1)]
+    assert books.bbo(np.array([1], np.int64))[["bid_price", "ask_shares"]].tolist() == [(10 * P, 50)]
+    assert books.bbo(np.array(["AAPL"]))["locate"].tolist() == [1]
+    assert books.order_table(np.array([1, 2], np.uint16))["ref"].tolist() == [1, 2]
+    books.record(np.array([1], np.int64))
+    books.record(["AAPL", np.int64(1)])

@@ -267,10 +267,12 @@ def warm_up() -> None:
          np.zeros(COUNTS, np.int64))
 
 
-# Classic BPF (linux/filter.h) for the socket filter: opcodes and the program's offsets into
-# the Ethernet frame (the ring's socket sees frames from the link-layer header on)
+# Classic BPF (linux/filter.h) for the socket filter: opcodes, and loads relative to the
+# network header (SKF_NET_OFF: any link layer, not only Ethernet's 14 bytes). The socket is
+# bound to ETH_P_IP, so only IPv4 reaches the program.
 BPF_LD_H_ABS, BPF_LD_B_ABS, BPF_LD_W_ABS, BPF_LD_H_IND = 0x28, 0x30, 0x20, 0x48
 BPF_LDX_B_MSH, BPF_JEQ_K, BPF_JSET_K, BPF_RET_K = 0xB1, 0x15, 0x45, 0x06
+SKF_NET_OFF = -0x100000
 KEEP_WHOLE = 0x40000      # ret: bytes of the packet to keep (all of any frame)
 
 
@@ -278,13 +280,13 @@ def feed_filter(port: int, address: int) -> list[tuple[int, int, int, int]]:
     """(code, jt, jf, k) instructions that keep IPv4 UDP datagrams to port (and address, a
     big-endian u32, unless 0) and every IPv4 fragment (its later parts carry no port: the walk
     counts them, as fragments are not reassembled); everything else is dropped in the kernel."""
-    prog = [(BPF_LD_H_ABS, 0, 0, 12), (BPF_JEQ_K, 0, None, 0x0800),          # ethertype IPv4
-            (BPF_LD_B_ABS, 0, 0, 23), (BPF_JEQ_K, 0, None, 17)]               # protocol UDP
+    net = SKF_NET_OFF
+    prog = [(BPF_LD_B_ABS, 0, 0, net + 9), (BPF_JEQ_K, 0, None, 17)]           # protocol UDP
     if address:
-        prog += [(BPF_LD_W_ABS, 0, 0, 30), (BPF_JEQ_K, 0, None, address)]     # destination address
-    prog += [(BPF_LD_H_ABS, 0, 0, 20), (BPF_JSET_K, "keep", 0, 0x3FFF),       # a fragment: keep
-             (BPF_LDX_B_MSH, 0, 0, 14),                                       # X = IP header length
-             (BPF_LD_H_IND, 0, 0, 16), (BPF_JEQ_K, 0, None, port),            # UDP destination port
+        prog += [(BPF_LD_W_ABS, 0, 0, net + 16), (BPF_JEQ_K, 0, None, address)]  # destination address
+    prog += [(BPF_LD_H_ABS, 0, 0, net + 6), (BPF_JSET_K, "keep", 0, 0x3FFF),   # a fragment: keep
+             (BPF_LDX_B_MSH, 0, 0, net),                                      # X = IP header length
+             (BPF_LD_H_IND, 0, 0, net + 2), (BPF_JEQ_K, 0, None, port),       # UDP destination port
              (BPF_RET_K, 0, 0, KEEP_WHOLE), (BPF_RET_K, 0, 0, 0)]
     keep, drop = len(prog) - 2, len(prog) - 1
     out = []
