@@ -348,8 +348,12 @@ def _settle(stream, res) -> None:
         return
     if getattr(res, "interrupted", False):
         click.echo(f"itchflow: what arrived before the interrupt is in {stream.keep_part()}", err=True)
-    else:
+        return
+    try:
         stream.commit()
+    except OSError as e:   # the rename (the folder went, a full disk): said, naming the file
+        stream.discard()
+        _fail(e)
 
 
 def _ring_publisher(name: str):
