@@ -10,6 +10,7 @@ import tempfile
 import click
 
 from itchflow.cli import main
+from itchflow.cli.gen import check_day_messages
 from itchflow.cli.params import POSITIVE, SECONDS, SEED, STOCKS, Count
 
 
@@ -56,7 +57,7 @@ def compare_command(messages, rate, paced_seconds, paths, net, seed, stocks, no_
 
     console = output_console()
     err = sys.stderr
-    _check_day(messages, stocks)
+    check_day_messages(messages, stocks=stocks)   # gen's bounds, before any work
     done: list = []
 
     def on_row(row) -> None:
@@ -109,17 +110,6 @@ def compare_command(messages, rate, paced_seconds, paths, net, seed, stocks, no_
             sys.exit(1)
         if not as_json:
             click.echo("pictures: " + ", ".join(files))
-
-
-def _check_day(messages: int, stocks: int) -> None:
-    """The generator's own bounds on the day (a smaller one is refused only once the run has
-    started), as usage errors before any work."""
-    from itchflow.sim.generator import MAX_MESSAGES, minimum_messages
-
-    least = minimum_messages(stocks)
-    if not least <= messages <= MAX_MESSAGES:
-        raise click.BadParameter(f"a generated day of {stocks:,} stocks has {least:,} to {MAX_MESSAGES:,} messages "
-                                 f"(asked for {messages:,})", param_hint="--messages")
 
 
 def _check_plot_folder(folder: str) -> None:

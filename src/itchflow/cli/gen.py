@@ -83,6 +83,19 @@ def checked_shape(messages: int, profile, **knobs) -> dict:
         raise click.BadParameter(str(e), param_hint="--profile") from None
 
 
+def check_day_messages(messages: int, profile=None, **knobs) -> dict:
+    """``checked_shape`` (1 to MAX_MESSAGES messages, the knobs in range), and enough messages
+    for its stocks, as usage errors before any work: what ``gen`` and ``compare`` take."""
+    from itchflow.sim.generator import minimum_messages
+
+    shape = checked_shape(messages, profile, **knobs)
+    least = minimum_messages(shape["stocks"])
+    if messages < least:
+        raise click.BadParameter(f"a day of {shape['stocks']} stocks needs at least {least:,} messages",
+                                 param_hint="--messages")
+    return shape
+
+
 def shape_line(info: dict) -> str:
     """The day's shape from a write_day/day_summary summary, on one line."""
     sh = info["shape"]
@@ -111,16 +124,13 @@ def gen(out: str, messages: int, seed: int, profile, stocks, concentration, live
 
     The day's shape (stocks, concentration, live orders, depth, references, prices) is set by
     --profile and the options after it, and printed with the summary."""
-    from itchflow.sim.generator import minimum_messages, write_day
+    from itchflow.sim.generator import write_day
 
     gz = gz or out.endswith(".gz")
     _check_room(out, messages, gz)
     knobs = dict(concentration=concentration, live_orders=live_orders, depth=depth, ref_span=ref_span,
                  sub_dollar=sub_dollar, high_priced=high_priced)
-    k = checked_shape(messages, profile, stocks=stocks, **knobs)["stocks"]
-    if messages < minimum_messages(k):
-        raise click.BadParameter(f"a day of {k} stocks needs at least {minimum_messages(k):,} messages",
-                                 param_hint="--messages")
+    check_day_messages(messages, profile, stocks=stocks, **knobs)
     bar, update = _progress(messages, quiet)
     try:
         if bar is None:
