@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import gc
 import os
-import re
 import select
 import socket
-import subprocess
 import threading
 import time
 
@@ -78,7 +76,7 @@ class VethLab(Lab):
 
     def __init__(self, netns):
         self.netns = netns
-        remove_stale_namespaces(self.TAG)
+        netns.remove_stale(self.TAG)   # a SIGKILLed run's, or one whose pid this process now has
         self.pair = netns.VethPair(self.TAG).create()
         self.recv_addr, self.send_addr = self.pair.address("b"), self.pair.address("a")
         self.recv_ifname = self.pair.link["b"]
@@ -96,32 +94,6 @@ class VethLab(Lab):
 
     def close(self) -> None:
         self.pair.remove()
-
-
-def remove_stale_namespaces(tag: str) -> list[str]:
-    """Remove the namespaces ``ifx-<tag>-<pid>-a|b`` left by runs whose process is gone (a
-    SIGKILL runs no clean-up), so that a run that reuses such a pid does not fail with "File
-    exists". Those named for this process are stale too: it makes its own only after this.
-    Those of any other live process are in use and stay. Returns the names removed."""
-    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
-    removed = []
-    for name in listed:                    # words of "name (id: N)" lines
-        m = re.fullmatch(rf"ifx-{re.escape(tag)}-(\d+)-[ab]", name)
-        if m is None or (int(m.group(1)) != os.getpid() and _alive(int(m.group(1)))):
-            continue
-        if subprocess.run(["ip", "netns", "del", name], capture_output=True).returncode == 0:
-            removed.append(name)
-    return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:                # someone else's process
-        pass
-    return True
 
 
 def netns_module():

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import re
 import shutil
 import subprocess
 
@@ -54,6 +55,29 @@ def setns(path: str) -> None:
         os.close(fd)
 
 
+def namespace_name(tag: str, pid: int, side: str) -> str:
+    """The name of a VethPair's namespace: ``ifx-<tag>-<pid>-<side>``."""
+    return f"ifx-{tag}-{pid}-{side}"
+
+
+def remove_stale(tag: str) -> list[str]:
+    """Remove the namespaces of ``tag``'s pairs whose process is gone (a SIGKILL runs no
+    clean-up), so that a process that reuses such a pid does not fail with "File exists".
+    Those named for this process are stale too: call this before making its own pair. Those
+    of any other live process are in use and stay. Returns the names removed."""
+    from itchflow.ring.liveness import pid_alive
+
+    pattern = re.compile(rf"ifx-{re.escape(tag)}-(\d+)-[ab]")   # namespace_name's, any pid and side
+    removed = []
+    for name in _ip("netns", "list", check=False).stdout.split():   # words of "name (id: N)" lines
+        m = pattern.fullmatch(name)
+        if m is None or (int(m.group(1)) != os.getpid() and pid_alive(int(m.group(1)))):
+            continue
+        if _ip("netns", "del", name, check=False).returncode == 0:
+            removed.append(name)
+    return removed
+
+
 class VethPair:
     """Namespaces ``a`` and ``b`` with a veth pair between them (addresses 10.77.0.1/24 and
     10.77.0.2/24, links up, loopback up in both)."""
@@ -62,7 +86,7 @@ class VethPair:
 
     def __init__(self, tag: str = "test", pid: int | None = None):
         pid = os.getpid() if pid is None else pid
-        self.ns = {s: f"ifx-{tag}-{pid}-{s}" for s in "ab"}
+        self.ns = {s: namespace_name(tag, pid, s) for s in "ab"}
         short = "".join(c for c in tag if c.isalnum())[:4]
         self.link = {s: f"ifx{short}{pid}{s}"[-15:] for s in "ab"}    # IFNAMSIZ: 15 characters
         self.made: list[str] = []
