@@ -149,10 +149,11 @@ class TableWriter:
         for loc in self._locates | {int(x) for x in r["stock_locate"][naming]}:
             mine = r["stock_locate"] == loc
             order = np.argsort(r["sequence"][mine], kind="stable")
-            events[loc] = (loc in self._locates, r["sequence"][mine][order], naming[mine][order])
-            if len(order):
+            seqs, names = r["sequence"][mine][order], naming[mine][order]
+            events[loc] = (loc in self._locates, seqs, names)
+            if len(names):   # the locate's last R in the piece decides what follows it
                 self._locates.discard(loc)
-                if naming[mine][order][-1]:
+                if names[-1]:
                     self._locates.add(loc)
         return events
 

@@ -26,7 +26,7 @@ from numba import njit
 
 from itchflow.hw.atomics import load_acquire, store_release
 from itchflow.wire.ethernet import (OUTCOME_NAMES, OUTCOMES, UDP_OK, VERIFY_IP_CHECKSUM,  # the one IPv4/UDP finder
-                                    VERIFY_UDP_CHECKSUM, ipv4_u32, ipv4_udp, udp_payload)
+                                    VERIFY_UDP_CHECKSUM, ipv4_u32, ipv4_udp)
 
 SOL_PACKET = 263
 PACKET_RX_RING = 5
@@ -94,6 +94,20 @@ def _u16(m, p):
     return np.int64(m[p]) | (np.int64(m[p + 1]) << 8)
 
 
+@njit(inline="always", nogil=True, cache=True)
+def _packet(m, p, port, addr):
+    """(outcome, payload offset, payload length) of the ring's packet at m[p], judged as the
+    stack judges it (``ipv4_udp`` with the checksums; C_OTHER_HOST for another host's frame):
+    what the walk and the benchmark's drain both take."""
+    if m[p + H_PKTTYPE] == PACKET_OTHERHOST:
+        return np.int64(C_OTHER_HOST), np.int64(-1), np.int64(0)
+    verify = VERIFY_IP_CHECKSUM
+    if (_u32(m, p + H_STATUS) & (TP_STATUS_CSUMNOTREADY | TP_STATUS_CSUM_VALID)) == 0:
+        verify |= VERIFY_UDP_CHECKSUM
+    snap_end = p + _u16(m, p + H_MAC) + _u32(m, p + H_SNAPLEN)   # captured bytes start at tp_mac
+    return ipv4_udp(m, p + _u16(m, p + H_NET), snap_end, port, addr, verify)
+
+
 @njit(nogil=True, cache=True)
 def walk(m, words, block_size, block_nr, port, addr, state, bufs, lengths, rx_ns, counts):
     """Copy the payloads of ready packets (UDP to ``addr``:``port``) into bufs rows, up to len(bufs);
@@ -114,15 +128,7 @@ def walk(m, words, block_size, block_nr, port, addr, state, bufs, lengths, rx_ns
             state[W_OFF] = base + _u32(m, base + B_FIRST)
         while state[W_PKT] < num and n < bufs.shape[0]:
             p = state[W_OFF]
-            snap_end = p + _u16(m, p + H_MAC) + _u32(m, p + H_SNAPLEN)   # captured bytes start at tp_mac
-            status = _u32(m, p + H_STATUS)
-            verify = VERIFY_IP_CHECKSUM
-            if (status & (TP_STATUS_CSUMNOTREADY | TP_STATUS_CSUM_VALID)) == 0:
-                verify |= VERIFY_UDP_CHECKSUM
-            if m[p + H_PKTTYPE] == PACKET_OTHERHOST:
-                outcome, off, ln = C_OTHER_HOST, np.int64(-1), np.int64(0)
-            else:
-                outcome, off, ln = ipv4_udp(m, p + _u16(m, p + H_NET), snap_end, port, addr, verify)
+            outcome, off, ln = _packet(m, p, port, addr)
             counts[outcome] += 1
             if outcome == UDP_OK:
                 k = min(ln, cap)
@@ -143,8 +149,9 @@ def walk(m, words, block_size, block_nr, port, addr, state, bufs, lengths, rx_ns
 
 @njit(nogil=True, cache=True)
 def drain_sum(m, words, block_size, block_nr, port, state):
-    """Walk every ready block without copying: (UDP packets to port, sum of MoldUDP64
-    sequence + count) — the receive benchmark's per-packet work, in place in the ring."""
+    """Walk every ready block without copying: (UDP packets to port the walk would take, sum
+    of MoldUDP64 sequence + count) — the receive benchmark's per-packet work, in place in the
+    ring, its checks included."""
     k = 0
     acc = np.uint64(0)
     while True:
@@ -155,9 +162,8 @@ def drain_sum(m, words, block_size, block_nr, port, state):
         num = _u32(m, base + B_NUM_PKTS)
         p = base + _u32(m, base + B_FIRST)
         for _ in range(num):
-            snap_end = p + _u16(m, p + H_MAC) + _u32(m, p + H_SNAPLEN)   # captured bytes start at tp_mac
-            off, ln = udp_payload(m, p + _u16(m, p + H_NET), snap_end, port, 0)
-            if off >= 0 and ln >= 20:
+            outcome, off, ln = _packet(m, p, port, 0)
+            if outcome == UDP_OK and ln >= 20:
                 seq = np.uint64(0)
                 for j in range(8):
                     seq = (seq << np.uint64(8)) | np.uint64(m[off + 10 + j])
