@@ -302,6 +302,9 @@ class Books:
 
     def _grow(self, status: int) -> None:
         """Grow what status names, and log the pause (``growth``)."""
+        if status == L.NEED_LABELS:   # not a table: an R renames a locate; name what came before
+            self.events.label(self.ctl, self.stocks)
+            return
         t = time.perf_counter()
         what, cap = _GROWS.get(status, (None, None))
         before = None if cap is None else int(self.ctl[cap])
@@ -375,7 +378,7 @@ class Books:
         self.stocks["record_l2"][sel] = 1 if l2 else 0
         if named:   # by name: also at any R that names them later
             rows = {int(k): int(f) for k, f in zip(self.wanted["symbol"], self.wanted["flags"])}
-            rows.update((k, flags) for k in named)
+            rows.update((k, flags | (rows.get(k, 0) & L.WANT_SEEN)) for k in named)   # seen stays seen
             wanted = np.zeros(len(rows), L.WANTED_DTYPE)
             wanted["symbol"] = np.fromiter(rows, np.uint64, len(rows))
             wanted["flags"] = np.fromiter(rows.values(), np.uint64, len(rows))
@@ -390,12 +393,15 @@ class Books:
         """Symbols ``record`` was asked for by name that no stock directory message has named
         yet (their events are not being recorded: check after a replay for a misspelt one)."""
         listed = self._listed_keys()
-        return [symbol_text(int(k)) for k in self.wanted["symbol"] if int(k) not in listed]
+        seen = (self.wanted["flags"] & np.uint64(L.WANT_SEEN)) != 0   # listed, then renamed away
+        return [symbol_text(int(k)) for k, s in zip(self.wanted["symbol"], seen) if not s and int(k) not in listed]
 
     def take_events(self):
         """(bbo, trades, l2) recorded since the last call: ``Events`` arrays (numpy structured
-        arrays with ``to_arrow()`` / ``to_pandas()``, symbols resolved), copies."""
-        return self.events.take(self.ctl, self.symbol)
+        arrays with ``to_arrow()`` / ``to_pandas()``), copies. Each event's ``symbol`` is its
+        stock's where it happened: a locate renamed by a later R keeps its earlier name on
+        the events before that R (b"" before the locate's first R)."""
+        return self.events.take(self.ctl, self.stocks)
 
     # ---- lookups -------------------------------------------------------------------------
 

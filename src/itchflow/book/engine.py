@@ -37,15 +37,16 @@ from itchflow.book.layout import (
     A_BAD_SIDE, A_DUP_ADD, A_DUP_MATCH, A_LOCATE_MISMATCH, A_OVER_CANCEL, A_OVER_EXEC, A_VOLUME_OVERFLOW,
     A_BAD_PRINTABLE, A_DIRECTORY_CONFLICT,
     A_REPLACE_EXISTING, A_UNKNOWN_LOCATE, A_UNKNOWN_MATCH, A_UNKNOWN_REF, C_ARENA_CAP, C_ARENA_TOP,
-    C_BBO_CAP, C_BBO_N, C_DIRECTORY_SEEN, C_FAR_TABLE, C_L2_CAP, C_L2_N, C_LAST_TS, C_LEVEL_CAP, C_LIVE,
+    C_BBO_CAP, C_BBO_N, C_DIRECTORY_SEEN, C_FAR_TABLE, C_L2_CAP, C_L2_N, C_LABELLED, C_LAST_TS, C_LEVEL_CAP,
+    C_LIVE,
     C_LIVE_LEVELS, C_LOG_CAP, C_LOG_N, C_MATCH_CAP, C_MATCH_USED, C_MAX_LADDER, C_MESSAGES,
     C_PEAK_LIVE, C_STAMP,
     C_STOP_TS, C_TABLE_CAP, C_TRACK_MATCHES, C_TRADES_CAP, C_TRADES_N, C_UNKNOWN_TYPES,
     ERR_BAD_LENGTH, ERR_TRUNCATED, ERR_ZERO_LENGTH, MATCH_BROKEN, MATCH_COUNTED, MATCH_MAX_LOAD_DEN,
     MATCH_MAX_LOAD_NUM, MATCH_W_KEY, MATCH_WORDS, NEED_ARENA, NEED_BBO_OUT, NEED_L2_OUT, NEED_LEVELS,
-    NEED_MATCHES, NEED_TABLE, NEED_TRADE_LOG, NEED_TRADES_OUT,
+    NEED_LABELS, NEED_MATCHES, NEED_TABLE, NEED_TRADE_LOG, NEED_TRADES_OUT,
     C_RING_BODY, C_RING_END, OK, ORDER_DTYPE, STAMP_SIDE_BIT, ORDER_WORDS, RING_SIZE, STOP_TIME, TABLE_MAX_LOAD_DEN,
-    TABLE_MAX_LOAD_NUM, WANT_BBO, WANT_L2, WANT_TRADES,
+    TABLE_MAX_LOAD_NUM, WANT_BBO, WANT_L2, WANT_SEEN, WANT_TRADES,
 )
 from itchflow.book.ladder import entry_level, get_level, remove_level
 from itchflow.book.level_index import bucket_of, chain_head, ensure_index, indexed
@@ -343,6 +344,7 @@ def _record_if_wanted(wanted, symbol, stocks, locate):
             hi = mid
     if lo < len(wanted) and wanted[lo].symbol == symbol:
         flags = wanted[lo].flags
+        wanted[lo].flags = flags | _U(WANT_SEEN)
         stocks[_U(locate)].record_bbo = np.uint8(flags & _U(WANT_BBO) != 0)
         stocks[_U(locate)].record_trades = np.uint8(flags & _U(WANT_TRADES) != 0)
         stocks[_U(locate)].record_l2 = np.uint8(flags & _U(WANT_L2) != 0)
@@ -789,8 +791,16 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, ladder, book
 
         elif t == _T_R:
             symbol = le64(buf, q + _R_STOCK)
-            if stocks[_U(locate)].symbol != 0 and stocks[_U(locate)].symbol != symbol:
-                anomalies[locate, A_DIRECTORY_CONFLICT] += 1
+            if stocks[_U(locate)].symbol != symbol:
+                if ctl[C_TRADES_N] + ctl[C_BBO_N] + ctl[C_L2_N] > ctl[C_LABELLED]:
+                    # Events are named by the symbol in force where they happened: the driver
+                    # names those recorded so far before this R renames the locate (a rare
+                    # stop: a day's R messages come before its orders).
+                    type_counts[_U(t)] -= 1
+                    status = NEED_LABELS
+                    break
+                if stocks[_U(locate)].symbol != 0:
+                    anomalies[locate, A_DIRECTORY_CONFLICT] += 1
             stocks[_U(locate)].symbol = symbol
             ctl[C_DIRECTORY_SEEN] += 1
             if len(wanted) > 0:

@@ -19,17 +19,30 @@ from itchflow.book.replay import apply_slice, slice_budget
 _FIRST = 1 << 14
 
 
+_STREAMS = ("trades", "bbo", "l2")   # the order of ``counts`` and of the ctl words below
+
+
 class EventBuffers:
+    """The engine's output buffers, and the symbol each event is named by.
+
+    An event's symbol is the stock's at the event's place in the stream: the engine stops
+    before an R that would rename a locate while events are not yet named (NEED_LABELS), and
+    ``label`` names them by the directory as it stands. A day's R messages come before its
+    orders, so on a real day this names everything once, at ``take``."""
+
     def __init__(self, capacity: int = _FIRST):
         self.trades = np.zeros(capacity, L.TRADE_KERNEL_DTYPE)
         self.bbo = np.zeros(capacity, L.BBO_KERNEL_DTYPE)
         self.l2 = np.zeros(capacity, L.L2_KERNEL_DTYPE)
         self.n_trades = self.n_bbo = self.n_l2 = 0
+        self.labels = {name: np.zeros(capacity, np.uint64) for name in _STREAMS}   # symbol keys
+        self.labelled = [0, 0, 0]   # rows of each stream named so far
 
     def sync_to(self, ctl: np.ndarray) -> None:
         ctl[L.C_TRADES_CAP], ctl[L.C_TRADES_N] = len(self.trades), self.n_trades
         ctl[L.C_BBO_CAP], ctl[L.C_BBO_N] = len(self.bbo), self.n_bbo
         ctl[L.C_L2_CAP], ctl[L.C_L2_N] = len(self.l2), self.n_l2
+        ctl[L.C_LABELLED] = sum(self.labelled)
 
     def sync_from(self, ctl: np.ndarray) -> None:
         self.n_trades = int(ctl[L.C_TRADES_N])
@@ -39,6 +52,18 @@ class EventBuffers:
     def counts(self) -> tuple[int, int, int]:
         """(trades, bbo, l2) recorded so far (as of the last sync): a mark for ``renumber``."""
         return self.n_trades, self.n_bbo, self.n_l2
+
+    def label(self, ctl: np.ndarray, stocks: np.ndarray) -> None:
+        """Name the events recorded since the last call by the stock directory now (the
+        engine's NEED_LABELS: before an R that renames a locate)."""
+        self.sync_from(ctl)
+        for i, (name, n) in enumerate(zip(_STREAMS, self.counts())):
+            first = self.labelled[i]
+            if n > first:
+                locates = getattr(self, name)["stock_locate"][first:n]
+                self.labels[name][first:n] = stocks["symbol"][locates]
+            self.labelled[i] = n
+        ctl[L.C_LABELLED] = sum(self.labelled)
 
     def renumber(self, since: tuple[int, int, int], numbers) -> None:
         """Give the events recorded since the mark ``since`` (``counts``) new sequence numbers:
@@ -54,73 +79,66 @@ class EventBuffers:
         new = np.zeros(2 * len(old), old.dtype)
         new[: len(old)] = old
         setattr(self, name, new)
+        labels = np.zeros(2 * len(old), np.uint64)
+        labels[: len(old)] = self.labels[name][: len(old)]
+        self.labels[name] = labels
 
-    def take(self, ctl: np.ndarray, symbol_of=str):
-        """(bbo, trades, l2) ``Events``: copies of what was recorded; the buffers start over."""
-        self.sync_from(ctl)
-        out = (Events(self.bbo[: self.n_bbo].view(L.BBO_EVENT_DTYPE), symbol_of),
-               Events(self.trades[: self.n_trades].view(L.TRADE_EVENT_DTYPE), symbol_of),
-               Events(self.l2[: self.n_l2].view(L.L2_EVENT_DTYPE), symbol_of))
+    def take(self, ctl: np.ndarray, stocks: np.ndarray):
+        """(bbo, trades, l2) ``Events``: copies of what was recorded, each event named
+        (``layout.*_EVENT_DTYPE``'s ``symbol``); the buffers start over."""
+        self.label(ctl, stocks)
+        out = tuple(Events(_named(getattr(self, name), n, self.labels[name], dtype))
+                    for name, n, dtype in (("bbo", self.n_bbo, L.BBO_EVENT_DTYPE),
+                                           ("trades", self.n_trades, L.TRADE_EVENT_DTYPE),
+                                           ("l2", self.n_l2, L.L2_EVENT_DTYPE)))
         self.n_trades = self.n_bbo = self.n_l2 = 0
+        self.labelled = [0, 0, 0]
         self.sync_to(ctl)
         return out
 
 
+def _named(records: np.ndarray, n: int, labels: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """n kernel records with their symbols: each field as the kernel wrote it (codes read as
+    S1; the padding between fields zero, as in any copy of the records), then the symbol
+    key's 8 bytes, its trailing spaces dropped (S8 pads with NULs)."""
+    out = np.zeros(n, dtype)
+    fields = [f for f in dtype.names if f != "symbol"]
+    src = records[:n].view({"names": fields, "formats": [dtype.fields[f][0] for f in fields],
+                            "offsets": [dtype.fields[f][1] for f in fields], "itemsize": records.dtype.itemsize})
+    for f in fields:
+        out[f] = src[f]
+    text = labels[:n].view(np.uint8).reshape(n, 8).copy()
+    text[np.logical_and.accumulate((text == 0x20)[:, ::-1], axis=1)[:, ::-1]] = 0
+    out["symbol"] = text.view("S8").reshape(n)
+    return out
+
+
 class Events(np.ndarray):
     """An event stream (BBO changes, trades or L2 changes): a numpy structured array (a copy)
-    that remembers how to name its stocks, so it converts in one call.
+    whose ``symbol`` field names each event's stock as it was named at the event, so it
+    converts in one call (and keeps its names through pickling, slicing and filtering).
 
     >>> bbo, trades, l2 = books.take_events()
-    >>> trades["price"], len(bbo)                   # numpy, as ever
-    >>> trades.to_pandas()                          # a DataFrame with a symbol column
-    >>> bbo.to_arrow()                              # a pyarrow.Table
+    >>> trades["price"], trades["symbol"], len(bbo)   # numpy, as ever
+    >>> trades.to_pandas()                            # a DataFrame with a symbol column
+    >>> bbo.to_arrow()                                # a pyarrow.Table
     """
 
-    def __new__(cls, records: np.ndarray, symbol_of=str):
-        obj = np.array(records, copy=True).view(cls)
-        obj.symbol_of = symbol_of
-        return obj
-
-    def __array_finalize__(self, obj) -> None:
-        self.symbol_of = getattr(obj, "symbol_of", str)
-
-    # Pickling (multiprocessing, Dask, joblib) keeps the symbols: the names of the stocks
-    # present go along as a table (symbol_of is usually a bound Books.symbol, whose books
-    # must not travel with every array), not lost to the default of locate numbers.
-    def __reduce__(self):
-        rebuild, args, state = super().__reduce__()
-        return rebuild, args, (state, _symbol_table(self))
-
-    def __setstate__(self, state) -> None:
-        array_state, names = state
-        super().__setstate__(array_state)
-        self.symbol_of = SymbolTable(names)
+    def __new__(cls, records: np.ndarray):
+        # a copy field by field into zeros: numpy's copy of a dtype with gaps leaves the gap
+        # bytes (after ``side``) as they were in fresh memory, so equal events differed as bytes
+        records = np.asarray(records)
+        out = np.zeros(records.shape, records.dtype)
+        out[...] = records
+        return out.view(cls)
 
     def to_arrow(self):
-        """pyarrow.Table: a symbol column; trades get ``broken``; one-byte codes become text."""
-        return to_arrow(self.view(np.ndarray), self.symbol_of)
+        """pyarrow.Table: symbol as text; trades get ``broken``; one-byte codes become text."""
+        return to_arrow(self.view(np.ndarray))
 
     def to_pandas(self):
         """pandas.DataFrame of the same columns as ``to_arrow``."""
         return self.to_arrow().to_pandas()
-
-
-class SymbolTable:
-    """locate -> symbol from a {locate: symbol} table (the locate as text when absent): what
-    an unpickled ``Events`` names its stocks by."""
-
-    def __init__(self, names: dict[int, str]):
-        self.names = dict(names)
-
-    def __call__(self, locate: int) -> str:
-        return self.names.get(int(locate), str(int(locate)))
-
-
-def _symbol_table(events: Events) -> dict[int, str]:
-    plain = events.view(np.ndarray)
-    if plain.dtype.names is None or "stock_locate" not in plain.dtype.names:
-        return {}
-    return {int(loc): events.symbol_of(int(loc)) for loc in np.unique(plain["stock_locate"])}
 
 
 # The fields a B record repeats from the trade it broke (the engine writes the kept trade's).
@@ -171,6 +189,34 @@ def _symbol_column(locates: np.ndarray, symbol_of):
     return names.take(pa.array(slot[locates]))
 
 
+def _key_text(key: int, locate: int) -> str:
+    """An event's symbol (S8 bytes as a little-endian key) as text; unnamed: the locate."""
+    text = int(key).to_bytes(8, "little").rstrip(b"\0").decode("ascii", "replace").rstrip()
+    return text or str(int(locate))
+
+
+def _named_symbol_column(symbols: np.ndarray, locates: np.ndarray):
+    """The ``symbol`` field of event rows as an Arrow string column (an unnamed row: its
+    locate as text). Where every locate has one name in these rows (any day without a rename
+    in them) it is one lookup per locate, as ``_symbol_column``; otherwise one per name."""
+    import pyarrow as pa
+
+    keys = np.ascontiguousarray(symbols, "S8").view(np.uint64).reshape(-1)
+    locates = np.asarray(locates, np.int64).reshape(-1)
+    first = np.zeros(max(int(locates.max()) + 1, 1) if len(locates) else 1, np.uint64)
+    first[locates[::-1]] = keys[::-1]          # each locate's first row's name
+    if np.array_equal(first[locates], keys):
+        present = np.flatnonzero(np.bincount(locates, minlength=1))
+        slot = np.zeros(len(first), np.int64)
+        slot[present] = np.arange(len(present))
+        names = [_key_text(first[u], u) for u in present]
+        return pa.array(names, pa.string()).take(pa.array(slot[locates]))
+    pairs = np.stack([locates.astype(np.uint64), keys], axis=1)
+    unique, index = np.unique(pairs, axis=0, return_inverse=True)
+    names = [_key_text(k, loc) for loc, k in unique.tolist()]
+    return pa.array(names, pa.string()).take(pa.array(index.reshape(-1)))
+
+
 # A one-byte code as text: printable ASCII as itself, any other byte as "\\xNN" (a hostile
 # or corrupt byte stays visible in the table, never a UnicodeDecodeError or a silent "").
 _BYTE_TEXT = [chr(b) if 0x20 <= b < 0x7F else f"\\x{b:02x}" for b in range(256)]
@@ -187,19 +233,24 @@ def byte_text(col: np.ndarray):
 def to_arrow(events: np.ndarray, symbol_of=str):
     """A structured event array (any of the three) -> pyarrow.Table, with a symbol column.
 
-    symbol_of: locate -> symbol text (e.g. ``Books.symbol``). Trades get a ``broken``
-    column; single-byte codes become strings.
+    The symbol column: an event array's own ``symbol`` field (each row named where it
+    happened), else symbol_of(locate) (e.g. ``Books.symbol``: snapshots). Trades get a
+    ``broken`` column; single-byte codes become strings.
     """
     import pyarrow as pa
 
     cols = {}
+    named = "symbol" in events.dtype.names   # events name their rows; snapshots by symbol_of
     for name in events.dtype.names:
         col = events[name]
+        if name == "symbol":
+            continue
         if col.dtype.kind == "S":   # a corrupt side byte (P 0xFF) failed the whole table
             col = byte_text(col)
         cols[name] = col
         if name == "stock_locate":
-            cols["symbol"] = _symbol_column(col, symbol_of)
+            cols["symbol"] = (_named_symbol_column(events["symbol"], col) if named
+                              else _symbol_column(col, symbol_of))
     if events.dtype == L.TRADE_EVENT_DTYPE:
         cols["broken"] = mark_broken(events)
         cols["printable"] = events["printable"].astype(bool)

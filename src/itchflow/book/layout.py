@@ -136,6 +136,7 @@ WANTED_DTYPE = np.dtype([
     ("flags", np.uint64),       # WANT_* bits
 ])
 WANT_BBO, WANT_TRADES, WANT_L2 = 1, 2, 4
+WANT_SEEN = 8    # set by the engine at the first R naming the symbol (renamed away later: not waiting)
 
 # Event records (what the kernels append to the output buffers). The kernels write the
 # one-byte codes as integers (``*_KERNEL_DTYPE``); users see the same bytes as ``S1``.
@@ -178,12 +179,27 @@ _L2_FIELDS = [
     ("stock_locate", np.uint16),
     ("side", "code"),
 ]
-TRADE_EVENT_DTYPE = _padded(_TRADE_FIELDS, 48, True)
-BBO_EVENT_DTYPE = _padded(_BBO_FIELDS, 48, True)
-L2_EVENT_DTYPE = _padded(_L2_FIELDS, 40, True)
 TRADE_KERNEL_DTYPE = _padded(_TRADE_FIELDS, 48, False)
 BBO_KERNEL_DTYPE = _padded(_BBO_FIELDS, 48, False)
 L2_KERNEL_DTYPE = _padded(_L2_FIELDS, 40, False)
+
+
+def _named(fields, itemsize: int) -> np.dtype:
+    """What users get: the kernel's record byte for byte (codes as S1), then ``symbol``: the
+    stock's symbol when the event happened (S8, trailing spaces dropped; b"" before the
+    locate's first R). A locate renamed mid-day names each event by the R in force at its
+    place, whatever the slice or piece boundaries (the engine stops before such an R so the
+    events before it are named first: NEED_LABELS)."""
+    kernel = _padded(fields, itemsize, True)
+    return np.dtype({"names": list(kernel.names) + ["symbol"],
+                     "formats": [kernel.fields[n][0] for n in kernel.names] + ["S8"],
+                     "offsets": [kernel.fields[n][1] for n in kernel.names] + [itemsize],
+                     "itemsize": itemsize + 8})
+
+
+TRADE_EVENT_DTYPE = _named(_TRADE_FIELDS, 48)
+BBO_EVENT_DTYPE = _named(_BBO_FIELDS, 48)
+L2_EVENT_DTYPE = _named(_L2_FIELDS, 40)
 
 # Anomaly kinds: counted per stock locate (anomalies[locate, kind]) and never fatal.
 ANOMALIES = (
@@ -241,6 +257,7 @@ C_LEVEL_BUCKETS = 27  # buckets of the price -> level index the chains are built
 C_FAR_TABLE = 28      # order tables of this many rows or more take the far look-ahead (0 = never)
 C_LOG_CAP = 29        # rows in the trade log (``trade_log``)
 C_LOG_N = 30          # rows used: trades appended in match-number order (the last holds the largest)
+C_LABELLED = 31       # events (trades + BBO + L2) already named by the directory (``EventBuffers.label``)
 # The kernel's look-ahead ring (scratch, meaningless between calls): the messages framed ahead
 # of the one applied, so each is framed once. RING_SIZE entries each of body and end offset.
 RING_SIZE = 16
@@ -260,6 +277,7 @@ NEED_TRADES_OUT = 7
 NEED_BBO_OUT = 8
 NEED_L2_OUT = 9
 NEED_TRADE_LOG = 10
+NEED_LABELS = 11      # an R would rename a locate while its events are not named yet (see engine)
 ERR_FIRST = 16
 ERR_TRUNCATED = 16
 ERR_BAD_LENGTH = 17

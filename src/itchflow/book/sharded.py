@@ -489,7 +489,7 @@ class ShardedBooks:
                 a, b = np.searchsorted(call, c), np.searchsorted(call, c, side="right")
                 if b > a:
                     ev["sequence"][a:b] = runs.numbers(ev["sequence"][a:b])
-            out.append(Events(ev, self.symbol))
+            out.append(Events(ev))
         self._call_runs.clear()
         return tuple(out)
 

@@ -59,6 +59,8 @@ def events_to_parquet(source, out, which: str, symbols: list[str] | None = None,
     books.record(None, bbo=False, trades=False, l2=False)
     books.record(symbols, bbo=which == "bbo", trades=which == "trades", l2=False)   # by name, before their R
     state = {"writer": None, "rows": 0, "breaks": 0}
+    # rows are kept by the name their stock had at the event (a rename mid-day: each name its own)
+    wanted = None if symbols is None else np.array([s.encode("ascii", "replace") for s in symbols], "S8")
 
     def drain(b: Books) -> None:
         bbo, trades, _ = b.take_events()
@@ -68,6 +70,10 @@ def events_to_parquet(source, out, which: str, symbols: list[str] | None = None,
         t = time.perf_counter()
         if sequence_map is not None:
             ev["sequence"] = sequence_map(ev["sequence"])
+        if wanted is not None:   # a locate renamed away from a symbol asked for records on
+            ev = ev[np.isin(ev["symbol"], wanted)]
+            if not len(ev):
+                return
         if which == "trades":
             state["breaks"] += int(np.count_nonzero(ev["kind"] == b"B"))
         table = ev.to_arrow()
@@ -86,8 +92,10 @@ def events_to_parquet(source, out, which: str, symbols: list[str] | None = None,
                 state["writer"].close()
         if symbols is not None:  # as bars, lobster and auctions: a mistyped symbol is not
             # "0 rows", and a symbol under two locates names no one stock
-            listed = books.symbols
-            resolve_symbols(directory(books), [s for s in symbols if s in listed or not missing_ok], which)
+            listed, waiting = books.symbols, set(books.waiting_symbols)
+            # (one the day listed and renamed away is neither: its rows are written)
+            resolve_symbols(directory(books), [s for s in symbols if s in listed or (s in waiting and not missing_ok)],
+                            which)
         t = time.perf_counter()
         if state["writer"] is None:  # nothing recorded: still write an empty file with the schema
             empty = np.zeros(0, L.BBO_EVENT_DTYPE if which == "bbo" else L.TRADE_EVENT_DTYPE)
