@@ -151,3 +151,26 @@ def test_namespaces_of_a_killed_run_are_removed_by_the_next():
             subprocess.run(["ip", "netns", "del", name], capture_output=True)
         live.stdin.close()
         live.wait()
+
+
+def test_the_day_folders_of_dead_runs_are_removed_and_live_runs_keep_theirs(tmp_path):
+    """Each run's folder holds a generated day and carries its pid: a SIGKILLed run's is
+    removed by the next run (it filled /tmp a day at a time), a live run's is left alone."""
+    from itchflow.compare.run import FOLDER_PREFIX, remove_stale_folders
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()                                  # a pid that is gone (reaped)
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        dead_dir = tmp_path / f"{FOLDER_PREFIX}{child.pid}-abc123"
+        live_dir = tmp_path / f"{FOLDER_PREFIX}{live.pid}-def456"
+        other = tmp_path / f"{FOLDER_PREFIX}notapid"
+        for d in (dead_dir, live_dir, other):
+            d.mkdir()
+            (d / "day.itch").write_bytes(b"x")
+        assert remove_stale_folders(str(tmp_path)) == [str(dead_dir)]
+        assert not dead_dir.exists() and live_dir.exists() and other.exists()
+    finally:
+        live.kill()
+        live.wait()
+    assert remove_stale_folders(str(tmp_path)) == [str(live_dir)]

@@ -6,6 +6,7 @@ Every test is bounded in time and closes what it opens.
 from __future__ import annotations
 
 import io
+import socket
 import os
 import subprocess
 import sys
@@ -398,3 +399,35 @@ def test_spoofed_heartbeat_in_a_quiet_second_does_not_skip_the_rest_of_the_day(e
     assert state["sent"] and res.finished and s["lost"] == 0 and s["messages"] == 800, s
     assert out.getvalue() == data.tobytes()
     assert s["deferred_give_ups"] >= 1, s       # the re-requests for the spoofed 'gap' did run out
+
+
+@pytest.mark.parametrize("engine", ["recvmmsg", "recv"])
+def test_a_malformed_packet_names_the_peer_that_sent_it(engine):
+    """A hostile or broken sender on the feed's port is named in the report (its address and
+    port), not only the packet's number: a short datagram and one whose block overruns it,
+    from one socket, among a good session from another."""
+    import struct
+
+    from itchflow import encode_message
+    from itchflow.sources.udp import listen, open_receiver
+    from itchflow.wire.moldudp64 import pack_header
+
+    msg = encode_message("S", timestamp=1, event_code="O")
+    a = open_receiver("127.0.0.1", 0)
+    hostile = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    hostile.bind(("127.0.0.1", 0))
+    hostile_peer = "127.0.0.1:%d" % hostile.getsockname()[1]
+    good = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        dest = a.getsockname()
+        hostile.sendto(b"\x00" * 5, dest)
+        hostile.sendto(pack_header("SESSION1", 1, 1) + struct.pack(">H", 40) + msg, dest)  # block says 40
+        good.sendto(pack_header("SESSION1", 1, 1) + struct.pack(">H", len(msg)) + msg, dest)
+        good.sendto(pack_header("SESSION1", 2, 0xFFFF), dest)                             # end of session
+        res = listen(None, None, None, io.BytesIO(), engine=engine, sockets=[a], idle_timeout=5, max_seconds=20)
+    finally:
+        for s in (a, hostile, good):
+            s.close()
+    assert res.finished and res.stats["messages"] == 1 and res.stats["malformed"] == 2
+    assert [m.peer for m in res.malformed] == [hostile_peer, hostile_peer]
+    assert all(f"from {hostile_peer})" in str(m) for m in res.malformed)

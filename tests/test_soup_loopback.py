@@ -217,6 +217,11 @@ def test_server_holds_no_thread_or_socket_past_its_time_outs():
                 pass
             time.sleep(0.1)
         assert server.counters.login_timeouts == 2 and server.counters.refused_connections == 1
+        # each is named by its address and why, not only counted
+        names = {f"client 127.0.0.1:{c.getsockname()[1]}" for c in (silent, slow)}
+        assert {line.split(": ")[0] for line in server.drop_log if "no login within" in line} == names
+        assert [line for line in server.drop_log if "refused" in line] == [
+            f"client 127.0.0.1:{extra.getsockname()[1]}: refused: 2 connections already open"]
 
         deaf = connect(rcvbuf=4096)                         # logs in, keeps talking, never reads
         deaf.sendall(login)
@@ -228,6 +233,7 @@ def test_server_holds_no_thread_or_socket_past_its_time_outs():
         # dropped with a reset: what was queued for it is not trickled out after the close (a
         # window that never opens to a segment's size is probed a byte at a time, for minutes)
         _wait_until(lambda: _closed_by_peer(deaf), timeout=3, what="the dropped client's connection reset")
+        assert f"client 127.0.0.1:{deaf.getsockname()[1]}: dropped: took nothing sent for" in server.drop_log[-1]
         # what was queued for it and never sent is counted apart from the messages queued
         assert 0 < server.counters.unsent_bytes and server.counters.messages > 0
         mute = connect()                                    # logs in, reads, never talks again

@@ -447,6 +447,8 @@ def soup_serve(path, port, host, user, password, session, cut_after, stall_after
         interrupted = True
     finally:
         server.stop()
+    for line in server.drop_log:   # who was dropped or refused, and why
+        click.echo(f"itchflow: soup serve: {line}", err=True)
     click.echo(json.dumps(server.counters.__dict__), err=True)
     if interrupted:
         click.echo("itchflow: interrupted", err=True)

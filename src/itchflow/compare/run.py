@@ -229,7 +229,8 @@ def run_compare(messages: int = 1_000_000, rate: float = 100_000, paths=None, *,
         count_syscalls = perf_reason is None
     t_start = time.perf_counter()
     steal0 = steal_ns()
-    tmp = tempfile.mkdtemp(prefix="itchflow-compare-", dir=workdir)
+    remove_stale_folders(workdir)
+    tmp = tempfile.mkdtemp(prefix=f"{FOLDER_PREFIX}{os.getpid()}-", dir=workdir)
     report = CompareReport(machine=machine(), terms={})
     day = None
     lab = None
@@ -276,6 +277,28 @@ def run_compare(messages: int = 1_000_000, rate: float = 100_000, paths=None, *,
             report.terms["steal_seconds"] = (steal_ns() - steal0) / 1e9
             report.claims = claims.judge(report)
     return report
+
+
+FOLDER_PREFIX = "itchflow-compare-"   # then the pid of the run that made it
+
+
+def remove_stale_folders(workdir: str | None = None) -> list[str]:
+    """Remove the day folders of compare runs whose process is gone (a SIGKILL runs no
+    clean-up, and each holds a generated day); those of live runs stay. Returns the removed."""
+    import re
+
+    from itchflow.ring.liveness import pid_alive
+
+    parent = tempfile.gettempdir() if workdir is None else workdir
+    removed = []
+    for path in glob.glob(os.path.join(glob.escape(parent), FOLDER_PREFIX + "*")):
+        m = re.fullmatch(re.escape(FOLDER_PREFIX) + r"(\d+)-\w+", os.path.basename(path))
+        pid = None if m is None else int(m.group(1))
+        if pid is None or not os.path.isdir(path) or (pid != os.getpid() and pid_alive(pid)):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
 
 
 WALK_ROWS = ("udp_recv", "udp_recvmmsg", "tpacket", "af_xdp")   # rows whose claims need the loop alone

@@ -26,7 +26,10 @@ SCM_TIMESTAMPNS = SO_TIMESTAMPNS
 # struct msghdr (LP64): name@0 namelen@8 iov@16 iovlen@24 control@32 controllen@40 flags@48;
 # struct mmsghdr adds msg_len@56 and pads to 64. struct iovec: base@0 len@8.
 MMSGHDR_SIZE = 64
-_IOV, _IOVLEN, _CONTROL, _CONTROLLEN, _FLAGS, _MSGLEN = 16, 24, 32, 40, 48, 56
+_NAME, _NAMELEN, _IOV, _IOVLEN, _CONTROL, _CONTROLLEN, _FLAGS, _MSGLEN = 0, 8, 16, 24, 32, 40, 48, 56
+# The sender's address (msg_name): a struct sockaddr_in (16 bytes) or sockaddr_in6 (28), read
+# only when a datagram is reported (a malformed packet names its peer).
+NAME_SIZE = 32
 CONTROL_SIZE = 64   # one cmsghdr (16) + struct timespec (16), with room
 # struct cmsghdr: len@0 (size_t) level@8 (int) type@12 (int) data@16
 _CMSG_HDR = 16
@@ -68,6 +71,7 @@ def recvmmsg_batch(fd, hdrs, ctrl, lengths, rx_ns):
     for i in range(vlen):
         _put_u64(hdrs[i], _CONTROLLEN, CONTROL_SIZE)   # the kernel overwrites these
         _put_u64(hdrs[i], _FLAGS, 0)
+        _put_u64(hdrs[i], _NAMELEN, NAME_SIZE)         # (socklen_t and its padding)
     n = _recvmmsg(fd, _voidptr(hdrs.ctypes.data), vlen, MSG_DONTWAIT, _voidptr(0))
     if n < 0:
         return -1
@@ -108,6 +112,7 @@ class MmsgSlots:
         self.iov = np.zeros((vlen, 2), np.uint64)
         self.ctrl = np.zeros((vlen, CONTROL_SIZE), np.uint8)
         self.hdrs = np.zeros((vlen, MMSGHDR_SIZE), np.uint8)
+        self.names = np.zeros((vlen, NAME_SIZE), np.uint8)
         self.lengths = np.zeros(vlen, np.int64)
         self.rx_ns = np.zeros(vlen, np.int64)
         h = self.hdrs.view(np.uint64)  # (vlen, 8) words
@@ -118,8 +123,28 @@ class MmsgSlots:
             h[i, _IOVLEN // 8] = 1
             h[i, _CONTROL // 8] = self.ctrl[i].ctypes.data
             h[i, _CONTROLLEN // 8] = CONTROL_SIZE
+            h[i, _NAME // 8] = self.names[i].ctypes.data
+            h[i, _NAMELEN // 8] = NAME_SIZE
 
     def receive(self, fd: int) -> int:
-        """Datagrams now in bufs[:n] (lengths[:n], rx_ns[:n]); 0 if none were queued."""
+        """Datagrams now in bufs[:n] (lengths[:n], rx_ns[:n], senders in names[:n]); 0 if none
+        were queued."""
         n = recvmmsg_batch(fd, self.hdrs, self.ctrl, self.lengths, self.rx_ns)
         return max(int(n), 0)
+
+    def peer(self, i: int) -> str | None:
+        """The sender of datagram i of the last ``receive`` ("HOST:PORT"), None when its
+        slot holds no address (filled by another reader)."""
+        return sockaddr_text(self.names[i])
+
+
+def sockaddr_text(name: np.ndarray) -> str | None:
+    """A struct sockaddr_in / sockaddr_in6 as "HOST:PORT" ("[HOST]:PORT"); None for another
+    family (or none: zeros)."""
+    family = int(name[0]) | int(name[1]) << 8
+    port = int(name[2]) << 8 | int(name[3])
+    if family == socket.AF_INET:
+        return f"{socket.inet_ntop(socket.AF_INET, name[4:8].tobytes())}:{port}"
+    if family == socket.AF_INET6:
+        return f"[{socket.inet_ntop(socket.AF_INET6, name[8:24].tobytes())}]:{port}"
+    return None

@@ -32,7 +32,10 @@ from itchflow.protocol.soup import (
     SoupServerSession,
 )
 
+from itchflow.sources.udp import peer_text   # one address format for every report
+
 RECV_SIZE = 1 << 20
+
 _LINGER_RST = b"\x01\x00\x00\x00\x00\x00\x00\x00"   # SO_LINGER on, 0 s: close sends RST
 
 
@@ -54,11 +57,16 @@ class ServerCounters:
     open_connections: int = 0         # now
 
 
-class _Conn:
-    __slots__ = ("sock", "fd", "session", "number", "pending", "stuck_since", "cut", "stall", "stalled", "dropped")
+DROP_LOG_LIMIT = 1000   # clients named in ``SoupServer.drop_log`` (all are counted)
 
-    def __init__(self, sock, session, number, cut, stall):
+
+class _Conn:
+    __slots__ = ("sock", "fd", "session", "number", "pending", "stuck_since", "cut", "stall", "stalled", "dropped",
+                 "peer")
+
+    def __init__(self, sock, session, number, cut, stall, peer: str = "?"):
         self.sock, self.fd, self.session, self.number = sock, sock.fileno(), session, number
+        self.peer = peer               # "HOST:PORT": who a drop is reported against
         self.pending = b""
         self.stuck_since = None        # when the send queue last stopped draining
         self.cut, self.stall, self.stalled = cut, stall, False
@@ -104,6 +112,8 @@ class SoupServer:
         self._halt = threading.Event()
         self._thread: threading.Thread | None = None
         self._conns: dict[int, _Conn] = {}
+        # each client dropped or refused, by address and why (the first DROP_LOG_LIMIT)
+        self.drop_log: list[str] = []
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> threading.Thread:
@@ -145,7 +155,7 @@ class SoupServer:
     def _accept(self, sel) -> None:
         for _ in range(64):
             try:
-                conn, _ = self.sock.accept()
+                conn, address = self.sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
@@ -153,6 +163,7 @@ class SoupServer:
             ct = self.counters
             if len(self._conns) >= self.max_connections:
                 ct.refused_connections += 1
+                self._log(peer_text(address), f"refused: {self.max_connections} connections already open")
                 conn.close()
                 continue
             ct.connections += 1
@@ -164,7 +175,7 @@ class SoupServer:
                                   chunk_bytes=self.chunk_bytes, heartbeat_ns=self.heartbeat_ns,
                                   dead_link_ns=self.dead_link_ns, login_timeout_ns=self.login_timeout_ns)
             c = _Conn(conn, s, ct.connections, self.cut_after if first else None,
-                      self.stall_after if first else None)
+                      self.stall_after if first else None, peer_text(address) or "?")
             self._conns[c.fd] = c
             sel.register(conn, selectors.EVENT_READ, c)
 
@@ -229,6 +240,7 @@ class SoupServer:
                 break                       # the socket is full: wait until it is writable
         if c.pending and c.stuck_since is not None and now - c.stuck_since >= self.send_timeout_ns:
             self.counters.slow_clients += 1
+            self._log(c.peer, f"dropped: took nothing sent for {self.send_timeout_ns / 1e9:g} s")
             c.dropped = True
             self._close(sel, c)
             return
@@ -283,15 +295,24 @@ class SoupServer:
         for e in events:
             if isinstance(e, DeadLink):
                 ct.dead_links += 1
+                why = f"dead link: silent for {e.silent_ns / 1e9:.1f} s"
             elif isinstance(e, LoginTimeout):
                 ct.login_timeouts += 1
+                why = f"no login within {e.waited_ns / 1e9:.1f} s"
             elif isinstance(e, LogoutTimeout):
                 ct.logout_timeouts += 1
+                why = f"no logout within {e.waited_ns / 1e9:.1f} s of the end of session"
             elif isinstance(e, ProtocolError):
                 ct.protocol_errors += 1
+                why = f"protocol error at byte {e.offset} of its stream: {e.reason}"
             else:
                 continue
+            self._log(c.peer, f"dropped: {why}")
             c.dropped = True
+
+    def _log(self, peer, why: str) -> None:
+        if len(self.drop_log) < DROP_LOG_LIMIT:
+            self.drop_log.append(f"client {peer or '?'}: {why}")
 
 
 @dataclass

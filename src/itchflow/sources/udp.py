@@ -34,6 +34,14 @@ IPV6_REFUSED = ("IPv6 addresses are not supported (MoldUDP64 and SoupBinTCP run 
                 "IPv4 address or a host name")
 
 
+def peer_text(address) -> str | None:
+    """A socket address tuple as "HOST:PORT" ("[HOST]:PORT" for IPv6); None for none."""
+    if not isinstance(address, tuple) or len(address) < 2:
+        return None
+    host, port = address[0], address[1]
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+
+
 def written_as_ipv6(host: str) -> bool:
     """Whether host is written as an IPv6 address (bare or in brackets)."""
     return ":" in host or host.startswith("[")
@@ -134,12 +142,17 @@ class PyRecv:
         self.buf = np.zeros(MAX_DATAGRAM, np.uint8)
         self.batch = batch
         self._anc = socket.CMSG_SPACE(16)
+        self.sender = None   # the address of the datagram read last
+
+    def peer(self) -> str | None:
+        """The sender of the datagram read last, as "HOST:PORT" ("[HOST]:PORT")."""
+        return peer_text(self.sender)
 
     def read(self, sock: socket.socket):
         """Yield (uint8 view, rx_ns) for up to ``batch`` queued datagrams (views are reused)."""
         for _ in range(self.batch):
             try:
-                n, anc, _, _ = sock.recvmsg_into([self.buf], self._anc)
+                n, anc, _, self.sender = sock.recvmsg_into([self.buf], self._anc)
             except (BlockingIOError, InterruptedError):
                 return
             except ConnectionRefusedError:   # ICMP for a request to a re-request server not (yet)
@@ -209,7 +222,9 @@ class TPacketRecv:
         ring = self.rings.get(sock.fileno())
         if ring is None:
             return sl.receive(sock.fileno())
-        return ring.read_into(sl.bufs, sl.lengths, sl.rx_ns)
+        n = ring.read_into(sl.bufs, sl.lengths, sl.rx_ns)
+        sl.names[:n, :2] = 0   # the ring's frames give no sender here: no stale one is named
+        return n
 
     def counters(self) -> dict:
         """Every line's ring counters summed (TPacketV3.counters): the kernel's drops and the
@@ -371,12 +386,13 @@ def listen(line_a: tuple[str, int], line_b: tuple[str, int] | None, rerequest: t
                     n = reader.read_batch(sock)
                     if n:
                         sl = reader.slots
-                        _handle(receiver.receive_batch(sl.bufs, sl.lengths, n, time.monotonic_ns(), line, sl.rx_ns),
+                        _handle(receiver.receive_batch(sl.bufs, sl.lengths, n, time.monotonic_ns(), line, sl.rx_ns,
+                                                       sl.peer),
                                 write, req_sock, latency, lost, on_deliver)
                 else:
                     for view, rx in reader.read(sock):
-                        _handle(receiver.receive(view, time.monotonic_ns(), line, rx or None), write, req_sock,
-                                latency, lost, on_deliver)
+                        _handle(receiver.receive(view, time.monotonic_ns(), line, rx or None, getattr(reader, "peer", None)),
+                                write, req_sock, latency, lost, on_deliver)
             _handle(receiver.tick(time.monotonic_ns()), write, req_sock, latency, lost, on_deliver)
             if on_progress is not None:
                 on_progress(receiver)

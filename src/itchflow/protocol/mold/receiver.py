@@ -124,10 +124,12 @@ class Malformed:
     line: int
     reason: str
     offset: int | None = None
+    peer: str | None = None     # the sender ("HOST:PORT"), when the edge that read it knows
 
     def __str__(self) -> str:
         where = f" at byte {self.offset}" if self.offset is not None else ""
-        return f"packet {self.packet} (line {LINE_NAMES[self.line]}){where}: {self.reason}"
+        sender = f" from {self.peer}" if self.peer else ""
+        return f"packet {self.packet} (line {LINE_NAMES[self.line]}{sender}){where}: {self.reason}"
 
 
 @dataclass
@@ -217,6 +219,7 @@ class MoldReceiver:
         self.max_buffered = int(max_buffered)
         self.stats = MoldStats()
         self.malformed_log: list[Malformed] = []
+        self._peer = None   # the sender of the datagram being taken (see receive)
         self.old_sessions: set[bytes] = set()
         self._batch_out = np.zeros(1 << 16, np.uint8)
         self._counters = np.zeros(8, np.int64)
@@ -254,11 +257,14 @@ class MoldReceiver:
         return len(self._early)
 
     # ---------------------------------------------------------------- input
-    def receive(self, packet, now_ns: int, line: int = LINE_A, rx_ns: int | None = None) -> list:
+    def receive(self, packet, now_ns: int, line: int = LINE_A, rx_ns: int | None = None, peer=None) -> list:
         """Take one datagram (bytes-like or uint8 array); return the events it causes.
 
         Deliver events may be views of ``packet``: consume them before reusing its buffer.
+        peer: who sent it ("HOST:PORT", or a function giving that, asked only when the packet
+        is reported): a malformed or out-of-range packet names its sender.
         """
+        self._peer = peer
         st = self.stats
         st.packets += 1
         st.packets_by_line[line] += 1
@@ -321,12 +327,13 @@ class MoldReceiver:
         return events
 
     def receive_batch(self, bufs: np.ndarray, lengths: np.ndarray, n: int, now_ns: int, line: int = LINE_A,
-                      rx_ns: np.ndarray | None = None) -> list:
+                      rx_ns: np.ndarray | None = None, peer_of=None) -> list:
         """Take datagrams bufs[i, :lengths[i]] for i < n (a recvmmsg batch from one line).
 
         The same events as ``receive`` packet by packet, but runs of in-sequence packets,
         duplicates and plain heartbeats are handled by one compiled call and delivered as
         one ``Deliver`` over a copy (valid until the next receive_batch call).
+        peer_of(i): the sender of datagram i, as ``receive``'s peer (asked only to report it).
         """
         events: list = []
         need = int(lengths[:n].sum())
@@ -366,7 +373,8 @@ class MoldReceiver:
                 if i >= n:
                     break
             events += self.receive(bufs[i, :lengths[i]], now_ns, line,
-                                   int(rx_ns[i]) if rx_ns is not None else None)
+                                   int(rx_ns[i]) if rx_ns is not None else None,
+                                   None if peer_of is None else (lambda i=i: peer_of(i)))
             i += 1
         return events
 
@@ -385,8 +393,12 @@ class MoldReceiver:
         return self._hole_since[0] + self.line_wait_ns
 
     # ---------------------------------------------------------------- internals
+    def _sender(self) -> str | None:
+        peer = self._peer
+        return peer() if callable(peer) else peer
+
     def _malformed(self, events, number, line, reason, offset) -> None:
-        m = Malformed(number, line, reason, offset)
+        m = Malformed(number, line, reason, offset, self._sender())
         self.stats.malformed += 1
         if len(self.malformed_log) < MALFORMED_LOG_LIMIT:
             self.malformed_log.append(m)
@@ -420,7 +432,7 @@ class MoldReceiver:
                f"sequence {seq} is out of range" if seq > MAX_SEQUENCE else
                f"sequence {seq} jumps {seq - highest} messages past the highest seen "
                f"(more than max_gap {self.max_gap})")
-        m = Malformed(number, line, why, None)
+        m = Malformed(number, line, why, None, self._sender())
         if len(self.malformed_log) < MALFORMED_LOG_LIMIT:
             self.malformed_log.append(m)
         events.append(m)
