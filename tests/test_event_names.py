@@ -146,3 +146,16 @@ def test_a_symbol_renamed_away_is_not_waiting():
     b.record(["BBB", "ZZZ"], trades=True)
     b.apply(np.frombuffer(encode(MESSAGES), np.uint8))
     assert b.waiting_symbols == ["ZZZ"]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_recording_by_name_follows_the_name_not_the_locate(day, threads):
+    """record(["BBB"]) records locate 2 while it is BBB: the rename to CCC is another stock,
+    and ["CCC"] starts at the rename (and stops at DDD)."""
+    for names, want in ((["BBB"], [(2, b"BBB")]), (["CCC"], [(2, b"CCC")]), (["DDD", "AAA"],
+                        [(1, b"AAA"), (1, b"AAA"), (2, b"DDD")])):
+        b = Books() if threads == 1 else ShardedBooks(threads)
+        b.record(names, bbo=False, trades=True)
+        b.apply(day)
+        _, trades, _ = b.take_events()
+        assert list(zip(trades["stock_locate"].tolist(), trades["symbol"].tolist())) == want, names

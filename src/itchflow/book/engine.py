@@ -330,10 +330,8 @@ def _live_order(ref, locate, orders, order_words, levels, anomalies, mask, shift
 
 
 @njit(nogil=True, cache=True, _nrt=False)
-def _record_if_wanted(wanted, symbol, stocks, locate):
-    """A stock directory message gave symbol the locate: if the symbol is wanted (rows sorted
-    by symbol), its locate records what the row asks for. Not inlined: the day's few R
-    messages should not cost the hot loop any code."""
+def _wanted_row(wanted, symbol):
+    """The row of symbol in wanted (rows sorted by symbol), or -1."""
     lo = 0
     hi = len(wanted)
     while lo < hi:
@@ -342,12 +340,26 @@ def _record_if_wanted(wanted, symbol, stocks, locate):
             lo = mid + 1
         else:
             hi = mid
-    if lo < len(wanted) and wanted[lo].symbol == symbol:
-        flags = wanted[lo].flags
-        wanted[lo].flags = flags | _U(WANT_SEEN)
-        stocks[_U(locate)].record_bbo = np.uint8(flags & _U(WANT_BBO) != 0)
-        stocks[_U(locate)].record_trades = np.uint8(flags & _U(WANT_TRADES) != 0)
-        stocks[_U(locate)].record_l2 = np.uint8(flags & _U(WANT_L2) != 0)
+    return lo if lo < len(wanted) and wanted[lo].symbol == symbol else -1
+
+
+@njit(nogil=True, cache=True, _nrt=False)
+def _record_if_wanted(wanted, symbol, old, stocks, locate):
+    """A stock directory message gave symbol the locate (which had the symbol old, 0 for
+    none): if the symbol is wanted, its locate records what the row asks for; if not, and
+    the locate recorded as the wanted old symbol, it stops (it is another stock now). Not
+    inlined: the day's few R messages should not cost the hot loop any code."""
+    row = _wanted_row(wanted, symbol)
+    if row >= 0:
+        flags = wanted[row].flags
+        wanted[row].flags = flags | _U(WANT_SEEN)
+    elif old != 0 and old != symbol and _wanted_row(wanted, old) >= 0:
+        flags = _U(0)
+    else:
+        return
+    stocks[_U(locate)].record_bbo = np.uint8(flags & _U(WANT_BBO) != 0)
+    stocks[_U(locate)].record_trades = np.uint8(flags & _U(WANT_TRADES) != 0)
+    stocks[_U(locate)].record_l2 = np.uint8(flags & _U(WANT_L2) != 0)
 
 
 @njit(inline="always", nogil=True, cache=True)
@@ -801,10 +813,11 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, ladder, book
                     break
                 if stocks[_U(locate)].symbol != 0:
                     anomalies[locate, A_DIRECTORY_CONFLICT] += 1
+            old = stocks[_U(locate)].symbol
             stocks[_U(locate)].symbol = symbol
             ctl[C_DIRECTORY_SEEN] += 1
             if len(wanted) > 0:
-                _record_if_wanted(wanted, symbol, stocks, locate)
+                _record_if_wanted(wanted, symbol, old, stocks, locate)
 
         elif t == _T_H:
             stocks[_U(locate)].trading_state = buf[_U(q + _H_STATE)]
