@@ -139,3 +139,31 @@ def test_other_traffic_takes_no_ring_space_and_the_counts_say_what_came(ring_and
     assert codes == [(0x30, net + 9), (0x15, 17), (0x28, net + 6), (0x45, 0x3FFF), (0xB1, net), (0x48, net + 2),
                      (0x15, 30001), (0x06, 0x40000), (0x06, 0)]
     assert [(jt, jf) for _, jt, jf, _ in feed_filter(30001, 0)][:7] == [(0, 0), (0, 6), (0, 0), (3, 0), (0, 0), (0, 0), (0, 1)]
+
+
+def test_the_walk_gives_each_datagram_its_sender_as_recvmmsg_does(ring_and_port):
+    """A malformed packet names its peer on every engine: the walk writes each datagram's
+    source address and port as a struct sockaddr_in, which MmsgSlots.peer reads."""
+    from itchflow.hw.net_syscalls import MmsgSlots
+
+    ring, port, _ = ring_and_port
+    senders = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2)]
+    for s in senders:
+        s.bind(("127.0.0.1", 0))
+    slots = MmsgSlots(8, 2048)
+    try:
+        want = []
+        for i, s in enumerate(senders * 2):
+            s.sendto(pack_header(b"PEERTEST", 1 + i, 0), ("127.0.0.1", port))
+            want.append(f"127.0.0.1:{s.getsockname()[1]}")
+        got = []
+        deadline = time.monotonic() + 5
+        while len(got) < len(want) and time.monotonic() < deadline:
+            n = ring.read_into(slots.bufs, slots.lengths, slots.rx_ns, slots.names)
+            got += [slots.peer(i) for i in range(n)]
+            if n == 0:
+                time.sleep(0.002)
+        assert got == want
+    finally:
+        for s in senders:
+            s.close()

@@ -481,16 +481,18 @@ def test_other_traffic_reaches_the_kernel(veth, mode):
         assert got == sorted(b"other%d" % i for i in range(10))
         with veth.inside("a"):
             assert _icmp_echo(b)
-        seen = []
+        seen, peers = [], []
 
         def drain():
             for rows, lengths, k, line, _ in recv.runs():
                 assert line == 0 and np.shares_memory(rows, xsk.umem)
                 seen.extend(bytes(rows[i, :lengths[i]]) for i in range(k))
+                peers.extend(recv.run_peer(i) for i in range(k))   # what a malformed one is reported from
             return len(seen) >= 10
 
         _wait(drain, 10, "the feed datagrams in the RX ring")
         assert sorted(seen) == sorted(b"feed%d" % i for i in range(10))
+        assert peers == [f"{veth.address('a')}:{tx.getsockname()[1]}"] * 10
         with pytest.raises(BlockingIOError):
             feed_sock.recv(100)
         c = xsk.counters()
@@ -593,3 +595,15 @@ def test_listen_without_interface_is_a_clear_error():
                        timeout=120)
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert "itchflow: error:" in r.stderr and "--ifname" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("ihl", [5, 6, 15])
+def test_the_sender_is_read_back_from_the_headers_before_a_payload(ihl):
+    """wire.ethernet.udp_sender: hand-built Ethernet + IPv4 (options of any length) + UDP."""
+    from itchflow.wire.ethernet import udp_sender
+
+    ip = bytes([0x40 | ihl, 0, 0, 0, 0, 0, 0, 0, 64, 17, 0, 0, 10, 1, 2, 3, 10, 9, 9, 9]) + b"\x01" * (4 * ihl - 20)
+    udp = bytes([0x9C, 0x40, 0x7D, 0x01, 0, 12, 0, 0])            # source port 40000
+    frame = np.frombuffer(b"\xaa" * 12 + b"\x08\x00" + ip + udp + b"data", np.uint8)
+    assert udp_sender(frame, len(frame) - 4) == "10.1.2.3:40000"
+    assert udp_sender(frame, 10) is None                          # nothing like an IPv4 header before it

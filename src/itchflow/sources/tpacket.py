@@ -25,8 +25,8 @@ import numpy as np
 from numba import njit
 
 from itchflow.hw.atomics import load_acquire, store_release
-from itchflow.wire.ethernet import (OUTCOME_NAMES, OUTCOMES, UDP_OK, VERIFY_IP_CHECKSUM,  # the one IPv4/UDP finder
-                                    VERIFY_UDP_CHECKSUM, ipv4_u32, ipv4_udp)
+from itchflow.wire.ethernet import (IPV4_SOURCE, OUTCOME_NAMES, OUTCOMES, UDP_HEADER, UDP_OK,  # the one IPv4/UDP finder
+                                    VERIFY_IP_CHECKSUM, VERIFY_UDP_CHECKSUM, ipv4_u32, ipv4_udp)
 
 SOL_PACKET = 263
 PACKET_RX_RING = 5
@@ -109,8 +109,9 @@ def _packet(m, p, port, addr):
 
 
 @njit(nogil=True, cache=True)
-def walk(m, words, block_size, block_nr, port, addr, state, bufs, lengths, rx_ns, counts):
-    """Copy the payloads of ready packets (UDP to ``addr``:``port``) into bufs rows, up to len(bufs);
+def walk(m, words, block_size, block_nr, port, addr, state, bufs, lengths, rx_ns, names, counts):
+    """Copy the payloads of ready packets (UDP to ``addr``:``port``) into bufs rows, up to len(bufs),
+    and each one's sender into names rows (a struct sockaddr_in, as recvmmsg gives it);
     blocks read to the end are given back to the kernel. Returns the count copied (0: no
     ready block). A datagram longer than a row is copied cut and counted in state (as
     malformed downstream: its length says so). Every packet is counted by its outcome in
@@ -136,6 +137,12 @@ def walk(m, words, block_size, block_nr, port, addr, state, bufs, lengths, rx_ns
                     bufs[n, j] = m[off + j]
                 lengths[n] = ln if ln <= cap else cap + 1
                 rx_ns[n] = _u32(m, p + H_SEC) * 1_000_000_000 + _u32(m, p + H_NSEC)
+                src = p + _u16(m, p + H_NET) + IPV4_SOURCE
+                names[n, 0] = socket.AF_INET   # sa_family (little-endian u16; < 256)
+                names[n, 1] = 0
+                names[n, 2], names[n, 3] = m[off - UDP_HEADER], m[off - UDP_HEADER + 1]   # source port
+                for j in range(4):
+                    names[n, 4 + j] = m[src + j]
                 n += 1
             state[W_OFF] = p + _u32(m, p + H_NEXT)
             state[W_PKT] += 1
@@ -216,15 +223,21 @@ class TPacketV3:
         self.words = np.frombuffer(self.mm, np.int64)
         self.state = np.zeros(W_FIELDS, np.int64)
         self.counts = np.zeros(COUNTS, np.int64)
+        self._names = None   # senders, when read_into is given no rows for them
         self.kernel = {"tp_packets": 0, "tp_drops": 0, "tp_freeze_q_cnt": 0}
 
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    def read_into(self, bufs, lengths, rx_ns) -> int:
-        """Payloads of ready packets into bufs rows (lengths, kernel rx times in ns); 0 if none."""
+    def read_into(self, bufs, lengths, rx_ns, names=None) -> int:
+        """Payloads of ready packets into bufs rows (lengths, kernel rx times in ns, senders as
+        struct sockaddr_in rows in names, as ``MmsgSlots.names``); 0 if none."""
+        if names is None:
+            names = self._names
+            if names is None or len(names) < len(bufs):
+                names = self._names = np.zeros((len(bufs), 32), np.uint8)
         return int(walk(self.map, self.words, self.block_size, self.block_nr, self.port, self.address,
-                        self.state, bufs, lengths, rx_ns, self.counts))
+                        self.state, bufs, lengths, rx_ns, names, self.counts))
 
     def drain_sum(self) -> tuple[int, int]:
         k, acc = drain_sum(self.map, self.words, self.block_size, self.block_nr, self.port, self.state)
@@ -270,7 +283,7 @@ def warm_up() -> None:
     bufs = np.zeros((1, 16), np.uint8)
     one = np.zeros(1, np.int64)
     walk(m, m.view(np.int64), 4096, 1, 0, 0, np.zeros(W_FIELDS, np.int64), bufs, one, one.copy(),
-         np.zeros(COUNTS, np.int64))
+         np.zeros((1, 32), np.uint8), np.zeros(COUNTS, np.int64))
 
 
 # Classic BPF (linux/filter.h) for the socket filter: opcodes, and loads relative to the

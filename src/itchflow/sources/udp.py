@@ -222,9 +222,7 @@ class TPacketRecv:
         ring = self.rings.get(sock.fileno())
         if ring is None:
             return sl.receive(sock.fileno())
-        n = ring.read_into(sl.bufs, sl.lengths, sl.rx_ns)
-        sl.names[:n, :2] = 0   # the ring's frames give no sender here: no stale one is named
-        return n
+        return ring.read_into(sl.bufs, sl.lengths, sl.rx_ns, sl.names)
 
     def counters(self) -> dict:
         """Every line's ring counters summed (TPacketV3.counters): the kernel's drops and the
@@ -380,7 +378,7 @@ def listen(line_a: tuple[str, int], line_b: tuple[str, int] | None, rerequest: t
                 # Deliver views point into the reader's buffers: handle them before the next read.
                 if line == XDP_LINES:   # runs of UMEM frames, given back when the next run is asked for
                     for rows, lengths, k, ln, rx in reader.runs():
-                        _handle(receiver.receive_batch(rows, lengths, k, time.monotonic_ns(), ln, rx),
+                        _handle(receiver.receive_batch(rows, lengths, k, time.monotonic_ns(), ln, rx, reader.run_peer),
                                 write, req_sock, latency, lost, on_deliver)
                 elif batched:
                     n = reader.read_batch(sock)

@@ -53,7 +53,8 @@ from itchflow.hw.bpf_syscalls import (
 from itchflow.hw.net_syscalls import MmsgSlots
 from itchflow.hw.syscalls import monotonic_ns
 from itchflow.wire.bpf import redirect_program
-from itchflow.wire.ethernet import OTHER_DESTINATION, UDP_OK, VERIFY_IP_CHECKSUM, ethernet_udp, ipv4_u32
+from itchflow.wire.ethernet import (OTHER_DESTINATION, UDP_OK, VERIFY_IP_CHECKSUM, ethernet_udp, ipv4_u32,
+                                    udp_sender)
 from itchflow.wire.moldudp64 import read_header
 from itchflow.wire.xdp import (
     AF_XDP,
@@ -648,6 +649,12 @@ class XdpRecv:
         """One recvmmsg on an ordinary socket (the re-request replies) into ``slots``."""
         return self.slots.receive(sock.fileno())
 
+    def run_peer(self, i: int) -> str | None:
+        """The sender of row i of the run ``runs`` is yielding, read from the frame's headers."""
+        first, step, off = self._run
+        start = (first + step * i) * self.xsk.frame_size
+        return udp_sender(self.xsk.umem[start:start + off], off)
+
     def open(self, lines) -> int:
         """Attach to the interface for these lines [(address, port)]; returns the fd to poll."""
         self.xsk = XdpSocket(self.ifname, lines, queue=self.queue, frames=self.frames, busy_poll=self.busy_poll,
@@ -671,6 +678,7 @@ class XdpRecv:
                 which = self.run_of[:n]
                 for r in range(n_runs):
                     line, first, step, off, k, _ = (int(v) for v in self.run_table[r])
+                    self._run = (first, step, off)    # for run_peer, while the run is handled
                     rows = x.frames_at(off)[first:first + step * (k - 1) + 1:step]
                     lengths = self.lengths[:n] if n_runs == 1 and k == n else self.lengths[:n][which == r]
                     yield rows, lengths, k, line, self.rx_ns

@@ -165,3 +165,21 @@ def ipv4_u32(address: str) -> int:
     if not address or address == "0.0.0.0":
         return 0
     return int.from_bytes(socket.inet_aton(address), "big")
+
+
+def udp_sender(m, payload: int) -> str | None:
+    """The sender ("A.B.C.D:PORT") of the IPv4/UDP datagram whose payload starts at m[payload],
+    read back from the headers in front of it (IP options allowed: the nearest IPv4 header of
+    a UDP datagram that ends at the UDP header is taken); None when there is none. For
+    reports only (a malformed packet names its peer), not for a hot path."""
+    import socket
+
+    udp = payload - UDP_HEADER
+    for ihl in range(5, 16):
+        ip = udp - 4 * ihl
+        if ip < 0:
+            break
+        if int(m[ip + IPV4_VERSION_IHL]) == 0x40 | ihl and int(m[ip + IPV4_PROTOCOL]) == IPPROTO_UDP:
+            source = bytes(np.asarray(m[ip + IPV4_SOURCE:ip + IPV4_SOURCE + 4], np.uint8))
+            return f"{socket.inet_ntop(socket.AF_INET, source)}:{int(m[udp]) << 8 | int(m[udp + 1])}"
+    return None
