@@ -333,3 +333,46 @@ def test_shape_knobs_out_of_range_are_refused_by_the_api():
         generate_day(20_000, 1, concentration=float("inf"))
     # The bounds themselves are taken.
     assert len(generate_day(20_000, 1, stocks=10, depth=64)) > 0
+
+
+@pytest.mark.parametrize("span", ["1M", "300M"])
+def test_a_ref_span_day_never_hands_out_a_reference_twice(tmp_path, span):
+    """A range near its end stepped by one without counting the step, so the same reference
+    came again while its order was live (duplicate adds, executes on the wrong stock; one
+    thread and two disagreed). Checked on the bytes: every A, F and U's new reference once."""
+    import itchflow
+    from itchflow.cli import main
+
+    out = tmp_path / "day.itch"
+    r = CliRunner().invoke(main, ["gen", str(out), "-n", "20k", "--seed", "0", "--ref-span", span, "-q"])
+    assert r.exit_code == 0, r.output
+    d = itchflow.read(str(out), types="AFU")
+    refs = np.concatenate([d["A"]["order_reference_number"], d["F"]["order_reference_number"],
+                           d["U"]["new_order_reference_number"]])
+    assert len(np.unique(refs)) == len(refs)
+    books = itchflow.Books().replay(str(out))
+    bad = {k: v for k, v in books.anomalies().items() if v}
+    assert bad == {}, bad
+
+
+@pytest.mark.parametrize("args, option", [(["--live-orders", "1M"], "--live-orders"),
+                                          (["--depth", "100000"], "--depth"),
+                                          (["-n", "2M", "--ref-span", "1M"], "--ref-span")])
+def test_knobs_that_do_not_fit_together_are_usage_errors_naming_the_option(tmp_path, args, option):
+    from itchflow.cli import main
+
+    out = tmp_path / "day.itch"
+    cmd = ["gen", str(out), "-n", "20k", "-q", *args] if args[0] != "-n" else ["gen", str(out), "-q", *args]
+    r = CliRunner().invoke(main, cmd)
+    assert r.exit_code == 2, r.output
+    assert option in r.output and not out.exists()
+
+
+def test_close_all_with_a_population_the_day_cannot_peak_at_says_so(tmp_path):
+    from itchflow.cli import main
+
+    out = tmp_path / "day.itch"
+    r = CliRunner().invoke(main, ["gen", str(out), "-n", "20k", "--seed", "0", "--live-orders", "11k", "--close-all",
+                                  "-q"])
+    assert r.exit_code == 0, r.output
+    assert "warning: the peak of live orders is" in r.output and "--close-all" in r.output

@@ -43,7 +43,7 @@ def shape_options(fn):
         click.option("--profile", type=Choice(["default", "fullday"]), default=None,
                      help="Named day shape: default = 100 stocks, Zipf 1.1, no resting population; fullday = "
                           "the published statistics of a real day (8,700 stocks, Zipf 0.9, 1.74 M peak live "
-                          "orders (at most 15% of --messages), 4,227 levels on the deepest side, references to "
+                          "orders (those resting at most 15% of --messages), 4,227 levels on the deepest side, references to "
                           "3.1e8 not monotonic, 6% of stocks below $1, 1% above $1,000) at any message count. "
                           "The options below override it."),
         click.option("--stocks", type=int, default=None, help="Stocks (locates 1..K) [default: 100; fullday 8700]."),
@@ -52,8 +52,9 @@ def shape_options(fn):
                           "at most 10: larger = a few very busy stocks, most quiet [default: 1.1; fullday 0.9]."),
         click.option("--live-orders", type=Count(), default=None,
                      help="Peak live orders to reach, independent of --messages (orders resting all day far "
-                          "from the touch are added until about 10:00) [default: ~max(5 x stocks, 0.4% of "
-                          "messages), none resting]."),
+                          "from the touch are added until about 10:00; the orders that come and go, "
+                          "~max(5 x stocks, 0.4% of messages), are on top) [default: those alone, none "
+                          "resting]."),
         click.option("--depth", type=int, default=None,
                      help="Price levels on one side of the busiest book, 64 to 100,000 (the r-th busiest gets "
                           "depth/r, none under 64) [default: whatever the flow makes, a few hundred]."),
@@ -104,7 +105,7 @@ def shape_line(info: dict) -> str:
     return (f"shape ({sh['profile']}): {sh['stocks']:,} stocks, Zipf {sh['concentration']}, flow share of the top "
             f"1/10/100 stocks {100 * top['1']:.1f}/{100 * top['10']:.1f}/{100 * top['100']:.1f}%; peak live orders "
             f"{info['peak_live_orders']:,} (asked {sh['live_orders'] if sh['live_orders'] is not None else 'auto'}, "
-            f"{info['resting_orders']:,} resting all day); deepest side at the end {info['deepest_side_at_end']:,} levels "
+            f"{info['resting_orders']:,} resting orders); deepest side at the end {info['deepest_side_at_end']:,} levels "
             f"(asked {sh['depth'] or 'auto'}); largest order ref {info['max_order_ref']:,} "
             f"(span {sh['ref_span'] or 'default'}); prices <$1 / $1-1,000 / >$1,000: "
             f"{pr['below_1']:,}/{pr['1_to_1000']:,}/{pr['above_1000']:,} stocks")
@@ -124,7 +125,7 @@ def gen(out: str, messages: int, seed: int, profile, stocks, concentration, live
 
     The day's shape (stocks, concentration, live orders, depth, references, prices) is set by
     --profile and the options after it, and printed with the summary."""
-    from itchflow.sim.generator import write_day
+    from itchflow.sim.generator import ShapeError, write_day
 
     gz = gz or out.endswith(".gz")
     _check_room(out, messages, gz)
@@ -140,6 +141,8 @@ def gen(out: str, messages: int, seed: int, profile, stocks, concentration, live
             with bar:
                 info = write_day(out, messages, seed, stocks=stocks, gz=gz, close_all=close_all,
                                  progress=update, profile=profile, **knobs)
+    except ShapeError as e:   # knobs that fit alone and not together (checked as the day is planned)
+        raise click.BadParameter(str(e), param_hint=f"--{e.knob.replace('_', '-')}") from None
     except (OSError, ValueError) as e:
         click.echo(f"itchflow: error: {e}", err=True)
         sys.exit(1)
@@ -150,6 +153,12 @@ def gen(out: str, messages: int, seed: int, profile, stocks, concentration, live
     click.echo(f"{out}: {n:,} messages, {info['bytes']:,} bytes{on_disk}, {info['stocks']} stocks, seed {seed}, "
                f"{secs:.2f} s ({n / max(secs, 1e-9) / 1e6:.2f} M msg/s); {mix}")
     click.echo(shape_line(info))
+    asked = info["shape"]["live_orders"]
+    if asked and info["peak_live_orders"] < 0.95 * asked:   # not a silently different day
+        click.echo(f"itchflow: gen: warning: the peak of live orders is {info['peak_live_orders']:,}, below the "
+                   f"{asked:,} asked for" + (": with --close-all the resting orders are deleted before the close, "
+                                            "and this day is too short to hold them all first; give more messages"
+                                            if close_all else ""), err=True)
 
 
 def _check_room(out: str, messages: int, gz: bool) -> None:

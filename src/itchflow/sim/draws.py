@@ -67,10 +67,12 @@ def new_ref(rng, refctr, g, ref_end):
         step += randint(rng, g[G_REF_JUMP])
     v = refctr[k] + step
     if v >= ref_end[k]:
-        v = refctr[k] + 1
-        if v >= ref_end[k]:
+        v = refctr[k] + 1   # near the range's end: step by one (and count it: the range's next
+        if v >= ref_end[k]:  # reference is after this one, never this one again)
             v = g[G_REF_SPILL]
             g[G_REF_SPILL] = v + 1
+        else:
+            refctr[k] = v
     else:
         refctr[k] = v
     if v > g[G_MAX_REF]:

@@ -428,7 +428,8 @@ class _Plan:
                                                         live_orders, target_live)
         n_rest = len(rest_stock)
         if n_rest > _MAX_REST_SHARE * n:
-            raise ValueError(f"{n_rest:,} orders resting all day (for live_orders={live_orders} and "
+            raise ShapeError("live_orders" if live_orders is not None else "depth",
+                             f"{n_rest:,} orders resting all day (for live_orders={live_orders} and "
                              f"depth={depth}) need a day of at least {int(n_rest / _MAX_REST_SHARE):,} "
                              f"messages (asked for {n:,})")
         self.rest_stock, self.rest_side, self.rest_off = rest_stock, rest_side, rest_off
@@ -467,7 +468,7 @@ class _Plan:
             self.refctr[:] = starts + rng2.integers(0, 64, streams)
             expected_refs = 0.52 * n + n_rest  # A + F + U of a real day, and the resting orders
             if expected_refs > 0.8 * ref_span:
-                raise ValueError(f"ref_span {ref_span:,} is too small for the ~{int(expected_refs):,} order "
+                raise ShapeError("ref_span", f"ref_span {ref_span:,} is too small for the ~{int(expected_refs):,} order "
                                  f"references of this day (give at least {int(expected_refs / 0.8):,})")
             ref_jump_ppm = 250_000
             mean_step = 0.9 * ref_span / max(expected_refs, 1.0)
