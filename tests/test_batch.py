@@ -20,7 +20,7 @@ from click.testing import CliRunner  # noqa: E402
 
 import itchflow  # noqa: E402
 from itchflow.cli import main  # noqa: E402
-from itchflow.scale.batch import auto_shards, batch  # noqa: E402
+from itchflow.scale.batch import BatchError, auto_shards, batch  # noqa: E402
 from itchflow.scale.layout import day_key  # noqa: E402
 from itchflow.sim.generator import write_day  # noqa: E402
 
@@ -595,3 +595,82 @@ def test_a_capture_days_losses_reach_its_summary(client, tmp_path):
         assert {k: split["capture"][k] for k in want} == want
     finally:
         fs.rm(url)
+
+
+def test_a_day_whose_part_went_missing_is_redone_not_reported_done(archive, client, tmp_path):
+    """Its marker said done, so a rerun reported the day with its rows over a dataset that
+    lacked a shard (a failed sync, a cleanup script)."""
+    _, paths = archive
+    out = str(tmp_path / "ds")
+    batch(list(paths.values()), "trades", out, client=client, shards=2)
+    before = {day: _day_table(out, day) for day in paths}
+    os.remove(os.path.join(out, "date=2019-01-31", "shard=1", "part-0.parquet"))
+    again = batch(list(paths.values()), "trades", out, client=client, shards=2)
+    assert list(again["redone_days"]) == ["2019-01-31"] and "part(s) missing" in again["redone_days"]["2019-01-31"]
+    assert again["resumed_days"] == sorted(set(DAYS) - {"2019-01-31"})
+    for day in paths:
+        _same(_day_table(out, day), before[day])
+
+
+def test_a_corrupt_download_replaced_is_run_not_refused_as_changed(archive, client, tmp_path):
+    """Nothing was made from the cut file: the good copy of that day simply runs (it was
+    refused as "the input changed", the README's rerun being the fix the user tried)."""
+    import shutil
+
+    _, paths = archive
+    good = paths["2019-02-01"]
+    d = tmp_path / "in"
+    d.mkdir()
+    day = d / os.path.basename(good)
+    day.write_bytes(open(good, "rb").read()[:40_000])            # a cut gzip download
+    out = str(tmp_path / "ds")
+    with pytest.raises(BatchError, match="2019-02-01"):
+        batch([str(day)], "trades", out, client=client)
+    shutil.copy(good, day)
+    done = batch([str(day)], "trades", out, client=client)
+    want = batch([good], "trades", str(tmp_path / "ref"), client=client)
+    assert done["days"][0]["rows"] == want["days"][0]["rows"] > 0
+    _same(_day_table(out, "2019-02-01"), _day_table(str(tmp_path / "ref"), "2019-02-01"))
+
+
+@pytest.mark.parametrize("answer", [None, b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"])
+def test_a_port_that_is_no_scheduler_is_a_clear_error_and_leaves_no_job_behind(tmp_path, answer):
+    """A port that accepts and says nothing hung batch for good; one that answers HTTP gave a
+    numpy MemoryError of exabytes (its bytes read as a frame length). Neither may leave a
+    job.json that refuses the corrected command."""
+    import socket
+    import threading
+
+    from itchflow.cli import main
+    from itchflow.scale.batch import check_scheduler
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+    conns = []
+
+    def serve():
+        try:
+            while True:
+                c, _ = srv.accept()
+                conns.append(c)
+                if answer is not None:
+                    c.sendall(answer)
+        except OSError:
+            pass
+
+    threading.Thread(target=serve, daemon=True).start()
+    day = tmp_path / "01302019.NASDAQ_ITCH50"
+    write_day(day, 20_000, 1, stocks=10)
+    out = tmp_path / "out"
+    try:
+        with pytest.raises(ConnectionError, match=f"no Dask scheduler at tcp://127.0.0.1:{srv.getsockname()[1]}"):
+            check_scheduler(f"tcp://127.0.0.1:{srv.getsockname()[1]}", timeout_s=1.0)
+        r = CliRunner().invoke(main, ["batch", str(day), "-j", "trades", "-s", "AAPL", "-o", str(out),
+                                      "--scheduler", f"tcp://127.0.0.1:{srv.getsockname()[1]}"])
+    finally:
+        srv.close()
+        for c in conns:
+            c.close()
+    assert r.exit_code == 1 and "no Dask scheduler" in r.output and "Traceback" not in r.output, r.output
+    assert not (out / "_itchflow" / "job.json").exists()

@@ -80,6 +80,8 @@ def batch_command(paths, job, out, scheduler, workers, shards, symbols, types, a
         err.print(f"dashboard: {dash}", highlight=False)
         if info["resumed_days"]:
             err.print(f"already done (resumed): {', '.join(info['resumed_days'])}")
+        for day, why in info.get("redone_days", {}).items():
+            err.print(f"redone: {day} (marked done, but {why})", highlight=False)
         bar.start(info["tasks"])
 
     options = _job_options(job, types, at, every, depth, levels, start, end)

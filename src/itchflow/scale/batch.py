@@ -16,7 +16,7 @@ from typing import Callable
 
 from itchflow.scale import jobs
 from itchflow.scale.inputs import expand, is_url, local_path, source_identity
-from itchflow.scale.layout import Layout, day_key, read_json, write_json
+from itchflow.scale.layout import PART, Layout, day_key, read_json, write_json
 
 MAX_AUTO_SHARDS = 64
 
@@ -112,10 +112,9 @@ def batch(paths, job: str, out, client=None, shards: int | None = None, symbols=
     lay = Layout(os.path.abspath(root))
     identity = {"job": job, "symbols": syms, "options": opts}
     existing = read_json(lay.job_file())
-    if existing is not None and existing != identity:
+    if existing is not None and existing != identity and holds_results(lay):
         raise ValueError(f"{out} already holds a different job ({existing}); use another directory")
-    write_json(lay.job_file(), identity)
-    check_sources(lay, days)
+    check_sources(lay, days, record=False)   # refused before a cluster starts; recorded once one has
 
     t_start = time.perf_counter()
     own_cluster = own_client = None
@@ -127,9 +126,12 @@ def batch(paths, job: str, out, client=None, shards: int | None = None, symbols=
     elif isinstance(client, str):
         from distributed import Client
 
+        check_scheduler(client)
         # distributed's own connect time-out is 30 s: a wrong address took that long to say so
         client = own_client = Client(client, timeout=SCHEDULER_CONNECT_S)
     try:
+        write_json(lay.job_file(), identity)   # (a run that never reached a cluster left nothing here)
+        check_sources(lay, days)
         from itchflow.scale.tasks import WarmKernels
 
         register = getattr(client, "register_plugin", None) or client.register_worker_plugin
@@ -150,17 +152,51 @@ def batch(paths, job: str, out, client=None, shards: int | None = None, symbols=
             own_cluster.close()
 
 
-def check_sources(lay: Layout, days: list[tuple[str, str]]) -> None:
+def holds_results(lay: Layout, day: str | None = None) -> bool:
+    """Whether a task of this output directory (of one day, or any) finished: a marker other
+    than the input and plan records, or a day's folder of data. A run that failed before any
+    task finished (a wrong scheduler address, a corrupt download) leaves nothing to protect."""
+    done = os.path.join(lay.root, META_DONE)
+    days = [day] if day is not None else (os.listdir(done) if os.path.isdir(done) else [])
+    for d in days:
+        try:
+            names = os.listdir(os.path.join(done, d))
+        except FileNotFoundError:
+            names = []
+        if any(n.endswith(".json") and n not in _RECORDS for n in names):
+            return True
+    folders = [lay.day_dir(day)] if day is not None else (
+        [os.path.join(lay.root, n) for n in os.listdir(lay.root) if n.startswith("date=")]
+        if os.path.isdir(lay.root) else [])
+    return any(PART in files for folder in folders for _, _, files in os.walk(folder))
+
+
+META_DONE = os.path.join("_itchflow", "done")
+_RECORDS = ("source.json", "plan.json")   # what a day holds before any of its tasks finished
+
+
+def check_sources(lay: Layout, days: list[tuple[str, str]], record: bool = True) -> None:
     """Every day's input must be the one its output (finished or not) was made from: a rerun
     resumes from the markers, and after the input changed (another file of that date, or the
-    same file rewritten) it returned the old day's results as done. Records the inputs of days
-    seen for the first time; a ValueError naming every changed day, before any task runs."""
+    same file rewritten) it returned the old day's results as done. A day none of whose tasks
+    finished (its input was a corrupt download, now replaced) simply starts again. Records the
+    inputs of days seen for the first time (record); a ValueError naming every changed day,
+    before any task runs."""
     changed = []
     for day, source in days:
         now = source_identity(source)
         before = read_json(lay.marker(day, "source"))
+        if before is not None and before != now and not holds_results(lay, day):
+            if record:   # nothing was made from the old input: forget its plan, record the new one
+                for name in ("plan", "source"):
+                    try:
+                        os.remove(lay.marker(day, name))
+                    except FileNotFoundError:
+                        pass
+            before = None
         if before is None:
-            write_json(lay.marker(day, "source"), now)
+            if record:
+                write_json(lay.marker(day, "source"), now)
         elif before != now:
             what = ", ".join(f"{k} {before.get(k)} -> {now[k]}" for k in now if before.get(k) != now[k])
             changed.append(f"{day} ({what})")
@@ -190,11 +226,16 @@ def _run(client, lay, days, job, syms, opts, shards, threads, info, progress, on
     auto = auto_shards(len(days), threads)
     finished: dict[str, dict] = {}
     futures, what = [], {}
+    redone: dict[str, str] = {}
     for day, source in days:
         done = read_json(lay.marker(day, "day"))
         if done is not None:
-            finished[day] = done
-            continue
+            missing = missing_parts(lay, day, job, done)
+            if not missing:
+                finished[day] = done
+                continue
+            redone[day] = f"{len(missing)} part(s) missing, e.g. {missing[0]}"
+            forget_day(lay, day)
         plan = _plan(lay, day, source, job, shards, auto)
         n = plan["shards"]
         split_f = None
@@ -213,7 +254,7 @@ def _run(client, lay, days, job, syms, opts, shards, threads, info, progress, on
         futures.extend(parts)
         futures.append(fin)
         what[fin.key] = (day, "finish", n)
-    info = dict(info, tasks=len(futures), resumed_days=sorted(finished))
+    info = dict(info, tasks=len(futures), resumed_days=sorted(finished), redone_days=redone)
     if on_start is not None:
         on_start(info)
 
@@ -249,6 +290,72 @@ def _run(client, lay, days, job, syms, opts, shards, threads, info, progress, on
         raise BatchError(f"{len(failed)} day(s) failed: " + "; ".join(f"{d}: {e}" for d, e in failed.items()),
                          result)
     return result
+
+
+def missing_parts(lay: Layout, day: str, job: str, summary: dict) -> list[str]:
+    """The data files a finished day's marker stands for that are not there (deleted, lost in
+    a copy): such a day is redone, never reported done over a dataset that lacks them."""
+    if job in jobs.WHOLE_DAY_JOBS:
+        parts = [lay.part(day, None)]
+    else:
+        parts = [lay.part(day, k) for k in range(int(summary.get("shards", 1)))]
+    return [p for p in parts if not os.path.isfile(p)]
+
+
+def forget_day(lay: Layout, day: str) -> None:
+    """Drop a day's task markers and summary (its input and plan records stay), so that every
+    task of the day runs again: the split too, its scratch files being gone with the day done."""
+    folder = os.path.dirname(lay.marker(day, "day"))
+    for name in os.listdir(folder):
+        if name.endswith(".json") and name not in _RECORDS:
+            os.remove(os.path.join(folder, name))
+    try:
+        os.remove(lay.summary(day))
+    except FileNotFoundError:
+        pass
+
+
+def check_scheduler(address: str, timeout_s: float = SCHEDULER_CONNECT_S) -> None:
+    """Refuse, with a clear error, an address where no Dask scheduler answers: a port that
+    accepts and then says nothing (distributed waited past its own time-out, for ever), or a
+    service that answers in another protocol (an HTTP reply read as a frame length was a
+    numpy MemoryError of exabytes). A Dask server speaks first: its handshake is a frame
+    count (8 bytes, little-endian) and frame lengths. Only plain TCP addresses are checked."""
+    import socket
+    import struct
+
+    text = str(address)
+    if "://" in text and not text.startswith("tcp://"):
+        return                      # tls://, inproc://, ucx://: left to distributed
+    hostport = text.split("://", 1)[-1].rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit():
+        raise ValueError(f"scheduler address {address!r}: give tcp://HOST:PORT")
+    try:
+        conn = socket.create_connection((host, int(port)), timeout=timeout_s)
+    except OSError as e:
+        raise ConnectionError(f"no Dask scheduler at {address}: {e.strerror or e}") from None
+    try:
+        conn.settimeout(timeout_s)
+        head = b""
+        while len(head) < 8:
+            more = conn.recv(8 - len(head))
+            if not more:
+                break
+            head += more
+    except socket.timeout:
+        raise ConnectionError(f"no Dask scheduler at {address}: the port accepts connections but sent nothing "
+                              f"in {timeout_s:g} s (a scheduler sends its handshake first)") from None
+    except OSError as e:
+        raise ConnectionError(f"no Dask scheduler at {address}: {e.strerror or e}") from None
+    finally:
+        conn.close()
+    frames = struct.unpack("<Q", head)[0] if len(head) == 8 else None
+    if frames is None or not 1 <= frames <= 64:
+        shown = head.decode("ascii", "replace").strip() or "nothing"
+        raise ConnectionError(f"no Dask scheduler at {address}: it answered {shown!r}, not a Dask handshake "
+                              "(the dashboard's or another service's port?)")
 
 
 def _result(info, lay, job, days, finished, failed, t0) -> dict:
