@@ -674,3 +674,62 @@ def test_a_port_that_is_no_scheduler_is_a_clear_error_and_leaves_no_job_behind(t
             c.close()
     assert r.exit_code == 1 and "no Dask scheduler" in r.output and "Traceback" not in r.output, r.output
     assert not (out / "_itchflow" / "job.json").exists()
+
+
+def test_a_split_into_many_shards_holds_bounded_buffers(tmp_path):
+    """Each shard's buffer was 4 MiB whatever the count: 4,096 shards (which the command
+    accepts) asked for tens of GB and killed every worker."""
+    import tracemalloc
+
+    from itchflow.scale import jobs
+    from itchflow.scale.split import split_day
+
+    day = tmp_path / "20190130.itch"
+    write_day(day, 20_000, 1, stocks=10)
+    tracemalloc.start()
+    try:
+        summary = split_day(str(day), str(tmp_path / "out"), "2019-01-30", 4096, jobs.BROADCAST_TYPES)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert summary["messages"] == 20_000 and peak < 800 << 20, peak
+
+
+def test_a_folder_a_glob_matches_is_no_day_and_an_unwritable_part_fails_its_day_by_name(archive, client, tmp_path):
+    """A glob over a folder that holds a subfolder took the subfolder as a day; its error was
+    raised 'from' itself, and distributed's walk of the causes never ended (a hung batch, a
+    worker growing ~95 MB/s)."""
+    import shutil
+
+    from itchflow.sinks.events import events_to_parquet
+
+    _, paths = archive
+    d = tmp_path / "in"
+    (d / "old").mkdir(parents=True)
+    shutil.copy(paths["2019-01-30"], d)
+    r = batch(str(d / "*"), "trades", str(tmp_path / "ds"), client=client)
+    assert [x["date"] for x in r["days"]] == ["2019-01-30"]
+    with pytest.raises(OSError) as e:
+        events_to_parquet(str(d / "old"), str(tmp_path / "x.parquet"), "trades")
+    assert e.value.__cause__ is not e.value
+
+
+def test_a_days_summary_does_not_change_with_its_shards(archive, client, tmp_path):
+    """snapshots' replay stops at the last time and a shard without the symbols replays
+    nothing, so its engine counts changed with --shards (and a one-shard day was a message
+    short); lobster's one-shard summary had no per-type counts. The day's messages and types
+    are now counted in full, as stats counts them, whatever the shards."""
+    _, paths = archive
+    day = paths["2019-01-30"]
+    want = itchflow.stats(day)
+    syms = _symbols(day, 2)
+    for job, opts in (("snapshots", {"at": [36_000 * 10**9], "depth": 3}), ("lobster", {"levels": 2})):
+        seen = []
+        for shards in (1, 2, 3):
+            r = batch([day], job, str(tmp_path / f"{job}{shards}"), client=client, shards=shards, symbols=syms,
+                      **opts)
+            s = r["days"][0]
+            assert s["messages"] == want.messages and sum(s["by_type"].values()) == want.messages, (job, shards)
+            assert s["anomalies"] == {}, (job, shards)
+            seen.append(s["rows"])
+        assert len(set(seen)) == 1 and seen[0] > 0, (job, seen)

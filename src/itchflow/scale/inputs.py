@@ -56,8 +56,8 @@ def expand(paths) -> list[str]:
         p = os.fspath(item)
         local = local_path(p)
         if any(c in p for c in _GLOB_CHARS):
-            if local is not None:
-                found = sorted(glob.glob(local))
+            if local is not None:   # folders it matches are not days (as a folder's own listing)
+                found = sorted(f for f in glob.glob(local) if not os.path.isdir(f))
             else:
                 import fsspec
 

@@ -265,9 +265,24 @@ def run_snapshots(source: str, out: str, symbols, options: dict, times: list[int
     timings: dict = {}
     rows = snapshots_to_parquet(books, source, out, times if mine else [], mine, int(options["depth"]),
                                 capture_stats=capture_stats, timings=timings)
-    return {"rows": rows, **_book_counts(books),
+    # As lobster: the books stop at the last snapshot time, and a shard with none of the
+    # symbols replays nothing, so their counts are not the day's (they changed with --shards):
+    # no engine anomalies, and the day's messages counted in full where the day is not split.
+    return {"rows": rows, **_day_counts(source, shard_of), "anomalies": {},
             "compute_seconds": time.perf_counter() - t0 - timings["write_seconds"],
             "write_seconds": timings["write_seconds"]}
+
+
+def _day_counts(source: str, shard_of: np.ndarray | None) -> dict:
+    """messages, by_type and unknown_by_type of a whole day (framing alone, as ``stats``), for
+    a job whose own replay does not cover it; a split day's come from the split instead."""
+    if shard_of is not None:
+        return {"messages": 0, "by_type": {}, "unknown_by_type": {}}
+    from itchflow.decode.reader import stats
+
+    info = stats(source) if "://" not in source else _stats_stream(source)
+    return {"messages": info.messages, "by_type": {k: v for k, v in info.by_type.items() if v},
+            "unknown_by_type": info.unknown_by_type}
 
 
 def symbols_here(source: str, symbols, shard: int, shard_of: np.ndarray | None) -> list[str]:
@@ -308,7 +323,7 @@ def run_lobster(source: str, out: str, symbols, options: dict, shard: int, shard
     # As `itchflow lobster`: what is reported is what the chosen stocks' rows lost (skipped, by
     # reason), not the engine's counts over every stock of the shard (a shard with none of the
     # symbols does not replay at all, so those counts would not add up to the day's).
-    return {"rows": sum(m["rows"] for m in made["stocks"].values()), "messages": made["messages"],
+    return {"rows": sum(m["rows"] for m in made["stocks"].values()), **_day_counts(source, shard_of),
             "anomalies": {}, "skipped": skipped,
             "compute_seconds": time.perf_counter() - t0, "write_seconds": 0.0}
 

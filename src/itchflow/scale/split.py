@@ -22,6 +22,8 @@ from itchflow.wire.binaryfile import STATUS_TEXT, describe
 from itchflow.wire.itch import LENGTH_BY_BYTE, MESSAGES
 
 ROW_BYTES = 4 << 20                               # per-shard buffer between flushes
+SPLIT_ROW_BUDGET = 256 << 20   # all shards' buffers together: many shards get smaller rows (4 MiB
+                               # each held 4,096 shards at 16 GB and more, and killed every worker)
 COUNT_PIECE_MESSAGES = 1 << 22                    # the balancing count walks the day in pieces of this many
 _MIN_FRAMED = 2 + min(m.length for m in MESSAGES.values())
 _LENGTHS = np.array(LENGTH_BY_BYTE)               # writable: one array type for the kernel
@@ -56,8 +58,12 @@ def load_map(root: str, day: str) -> np.ndarray:
 
 
 def split_day(source: str, root: str, day: str, shards: int, broadcast: str,
-              row_bytes: int = ROW_BYTES) -> dict:
-    """Write the day's shard files under root's scratch folder; returns a small summary."""
+              row_bytes: int | None = None) -> dict:
+    """Write the day's shard files under root's scratch folder; returns a small summary.
+    row_bytes: each shard's buffer (None: ROW_BYTES, less when SPLIT_ROW_BUDGET is shared by
+    many shards, never under the largest message)."""
+    if row_bytes is None:
+        row_bytes = max(S.MAX_MESSAGE_BYTES, min(ROW_BYTES, SPLIT_ROW_BUDGET // max(int(shards), 1)))
     if row_bytes < S.MAX_MESSAGE_BYTES:
         raise ValueError(f"row_bytes must hold the largest message ({S.MAX_MESSAGE_BYTES} bytes)")
     lay = Layout(root)

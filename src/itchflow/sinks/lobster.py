@@ -77,7 +77,7 @@ from itchflow.arguments import whole
 from itchflow.sinks import _book_access as access
 from itchflow.sinks._symbols import resolve_symbols, symbol_list
 from itchflow.sinks._clock import DAY_NS, clock_ns, trading_date
-from itchflow.sinks.output import named, part_path
+from itchflow.sinks.output import part_path, raise_named
 
 ASK_DUMMY = 9_999_999_999
 BID_DUMMY = -9_999_999_999
@@ -431,7 +431,7 @@ class StockOutput:
             try:
                 writer.write_table(table)
             except OSError as e:  # a full disk: say which file
-                raise named(e, path) from e
+                raise_named(e, path)
 
     def finish(self) -> tuple[object, object]:
         """Write what is left, close and rename the files; the tables if kept (else None)."""
@@ -443,7 +443,7 @@ class StockOutput:
                 w.close()
                 f.close()
             except OSError as e:
-                raise named(e, path) from e
+                raise_named(e, path)
         self._writers, self._files = [], []
         for p in self.paths:
             os.replace(part_path(p), p)

@@ -16,6 +16,7 @@ import errno
 import os
 import stat
 from collections.abc import Iterator
+from typing import NoReturn
 
 PART_SUFFIX = ".part"
 
@@ -45,6 +46,16 @@ def named(error: OSError, path: str) -> OSError:
     return type(error)(error.errno, os.strerror(error.errno), path)
 
 
+def raise_named(error: OSError, path: str) -> NoReturn:
+    """Raise ``named(error, path)``, chained to error when it is another error, else error
+    itself: ``raise e from e`` makes an error its own cause, and Dask's walk of a failed
+    task's causes then never ended (a hung batch, a worker's memory growing without bound)."""
+    renamed = named(error, path)
+    if renamed is error:
+        raise error
+    raise renamed from error
+
+
 @contextlib.contextmanager
 def output_file(path: str | os.PathLike) -> Iterator[str]:
     """Yield the path to write (``path`` + ``.part``); rename it to ``path`` when the block
@@ -64,7 +75,7 @@ def output_file(path: str | os.PathLike) -> Iterator[str]:
         with contextlib.suppress(OSError):
             os.remove(tmp)
         if isinstance(e, OSError):
-            raise named(e, final) from e
+            raise_named(e, final)
         raise
 
 
@@ -98,7 +109,7 @@ class StreamOutput:
         try:
             self.file = open(self.path, "wb")
         except OSError as e:
-            raise named(e, self.final) from e
+            raise_named(e, self.final)
 
     def _close(self) -> None:
         if not self.file.closed:
@@ -110,7 +121,7 @@ class StreamOutput:
             try:
                 os.replace(self.path, self.final)
             except OSError as e:
-                raise named(e, self.final) from e
+                raise_named(e, self.final)
         return self.final
 
     def discard(self) -> None:
