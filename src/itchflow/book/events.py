@@ -35,8 +35,9 @@ class EventBuffers:
         self.bbo = np.zeros(capacity, L.BBO_KERNEL_DTYPE)
         self.l2 = np.zeros(capacity, L.L2_KERNEL_DTYPE)
         self.n_trades = self.n_bbo = self.n_l2 = 0
-        self.labels = {name: np.zeros(capacity, np.uint64) for name in _STREAMS}   # symbol keys
+        self.labels = {name: np.zeros(capacity, np.uint64) for name in _STREAMS}   # symbols as S8 words
         self.labelled = [0, 0, 0]   # rows of each stream named so far
+        self._names = (-1, None)    # (directory version, every locate's symbol as an S8 word)
 
     def sync_to(self, ctl: np.ndarray) -> None:
         ctl[L.C_TRADES_CAP], ctl[L.C_TRADES_N] = len(self.trades), self.n_trades
@@ -57,13 +58,27 @@ class EventBuffers:
         """Name the events recorded since the last call by the stock directory now (the
         engine's NEED_LABELS: before an R that renames a locate)."""
         self.sync_from(ctl)
+        names = None
         for i, (name, n) in enumerate(zip(_STREAMS, self.counts())):
             first = self.labelled[i]
             if n > first:
-                locates = getattr(self, name)["stock_locate"][first:n]
-                self.labels[name][first:n] = stocks["symbol"][locates]
+                names = self._symbol_words(ctl, stocks) if names is None else names
+                self.labels[name][first:n] = names[getattr(self, name)["stock_locate"][first:n]]
             self.labelled[i] = n
         ctl[L.C_LABELLED] = sum(self.labelled)
+
+    def _symbol_words(self, ctl: np.ndarray, stocks: np.ndarray) -> np.ndarray:
+        """Every locate's symbol as the 8 bytes of an S8 (trailing spaces as NULs), made again
+        only when an R has been applied since (the directory's version: R messages seen)."""
+        version = int(ctl[L.C_DIRECTORY_SEEN])
+        if self._names[0] != version:
+            words = np.ascontiguousarray(stocks["symbol"], np.uint64).copy()
+            trailing = np.ones(len(words), bool)
+            for b in range(7, -1, -1):   # little-endian: the last character is the high byte
+                trailing &= (words >> np.uint64(8 * b)) & np.uint64(0xFF) == np.uint64(0x20)
+                words[trailing] &= ~np.uint64(0xFF << (8 * b))
+            self._names = (version, words)
+        return self._names[1]
 
     def renumber(self, since: tuple[int, int, int], numbers) -> None:
         """Give the events recorded since the mark ``since`` (``counts``) new sequence numbers:
@@ -87,7 +102,7 @@ class EventBuffers:
         """(bbo, trades, l2) ``Events``: copies of what was recorded, each event named
         (``layout.*_EVENT_DTYPE``'s ``symbol``); the buffers start over."""
         self.label(ctl, stocks)
-        out = tuple(Events(_named(getattr(self, name), n, self.labels[name], dtype))
+        out = tuple(_named(getattr(self, name), n, self.labels[name], dtype).view(Events)
                     for name, n, dtype in (("bbo", self.n_bbo, L.BBO_EVENT_DTYPE),
                                            ("trades", self.n_trades, L.TRADE_EVENT_DTYPE),
                                            ("l2", self.n_l2, L.L2_EVENT_DTYPE)))
@@ -98,19 +113,30 @@ class EventBuffers:
 
 
 def _named(records: np.ndarray, n: int, labels: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """n kernel records with their symbols: each field as the kernel wrote it (codes read as
-    S1; the padding between fields zero, as in any copy of the records), then the symbol
-    key's 8 bytes, its trailing spaces dropped (S8 pads with NULs)."""
-    out = np.zeros(n, dtype)
-    fields = [f for f in dtype.names if f != "symbol"]
-    src = records[:n].view({"names": fields, "formats": [dtype.fields[f][0] for f in fields],
-                            "offsets": [dtype.fields[f][1] for f in fields], "itemsize": records.dtype.itemsize})
-    for f in fields:
-        out[f] = src[f]
-    text = labels[:n].view(np.uint8).reshape(n, 8).copy()
-    text[np.logical_and.accumulate((text == 0x20)[:, ::-1], axis=1)[:, ::-1]] = 0
-    out["symbol"] = text.view("S8").reshape(n)
+    """n kernel records with their symbols, copied a word at a time: each record's bytes as
+    the kernel wrote them (codes read as S1), the padding between fields zero (the kernel
+    leaves whatever an earlier record had there), then the symbol's S8 word."""
+    width = records.dtype.itemsize // 8
+    out = np.empty(n, dtype)
+    words = out.view(np.uint64).reshape(n, dtype.itemsize // 8)
+    np.bitwise_and(records[:n].view(np.uint64).reshape(n, width), _field_bytes(records.dtype), out=words[:, :width])
+    words[:, width] = labels[:n]
     return out
+
+
+_FIELD_BYTES: dict = {}
+
+
+def _field_bytes(dtype: np.dtype) -> np.ndarray:
+    """Per 8-byte word of a record: 0xFF in the bytes its fields hold, 0 in its padding."""
+    mask = _FIELD_BYTES.get(dtype)
+    if mask is None:
+        held = np.zeros(dtype.itemsize, np.uint8)
+        for name in dtype.names:
+            sub, off = dtype.fields[name][:2]
+            held[off:off + sub.itemsize] = 0xFF
+        mask = _FIELD_BYTES[dtype] = held.view(np.uint64)
+    return mask
 
 
 class Events(np.ndarray):

@@ -484,12 +484,13 @@ class ShardedBooks:
                                    for m, ev in zip(marks, pieces)])
             ev = join(pieces, pieces[0].dtype)   # the shards' event dtype exactly, as one thread gives it
             order = np.lexsort((np.arange(len(ev)), ev["sequence"], call))
-            ev, call = ev[order], call[order]
+            # into zeros: a copy by fancy index leaves the padding between fields as fresh memory had it
+            ev, call = np.take(ev, order, out=np.zeros(len(ev), ev.dtype)), call[order]
             for c, runs in self._call_runs.items():   # places in a call's runs -> their numbers
                 a, b = np.searchsorted(call, c), np.searchsorted(call, c, side="right")
                 if b > a:
                     ev["sequence"][a:b] = runs.numbers(ev["sequence"][a:b])
-            out.append(Events(ev))
+            out.append(ev.view(Events))   # (a copy already: no second one)
         self._call_runs.clear()
         return tuple(out)
 
