@@ -733,3 +733,20 @@ def test_a_days_summary_does_not_change_with_its_shards(archive, client, tmp_pat
             assert s["anomalies"] == {}, (job, shards)
             seen.append(s["rows"])
         assert len(set(seen)) == 1 and seen[0] > 0, (job, seen)
+
+
+def test_another_job_where_the_first_made_nothing_plans_its_own_shards(archive, client, tmp_path):
+    """A first job that failed before any task finished leaves its plans (shards, split); the
+    next job in that directory is not refused, and splits as it asks, not as the first did."""
+    _, paths = archive
+    good = paths["2019-01-30"]
+    d = tmp_path / "in"
+    d.mkdir()
+    day = d / os.path.basename(good)
+    day.write_bytes(open(good, "rb").read()[:30_000])           # a cut day: the stats job fails
+    out = str(tmp_path / "ds")
+    with pytest.raises(BatchError):
+        batch([str(day)], "stats", out, client=client)
+    day.write_bytes(open(good, "rb").read())
+    r = batch([str(day)], "trades", out, client=client, shards=2)
+    assert r["days"][0]["shards"] == 2 and r["days"][0]["rows"] > 0

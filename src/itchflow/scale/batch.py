@@ -7,6 +7,7 @@ a done marker, so a rerun (same output directory, same job) resumes where the la
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -130,6 +131,10 @@ def batch(paths, job: str, out, client=None, shards: int | None = None, symbols=
         # distributed's own connect time-out is 30 s: a wrong address took that long to say so
         client = own_client = Client(client, timeout=SCHEDULER_CONNECT_S)
     try:
+        if existing is not None and existing != identity:   # another job, none of whose tasks finished:
+            for day, _ in days:                              # its plans (shards, split) are not this job's
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(lay.marker(day, "plan"))
         write_json(lay.job_file(), identity)   # (a run that never reached a cluster left nothing here)
         check_sources(lay, days)
         from itchflow.scale.tasks import WarmKernels
