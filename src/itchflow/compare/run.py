@@ -284,17 +284,17 @@ FOLDER_PREFIX = "itchflow-compare-"   # then the pid of the run that made it
 
 def remove_stale_folders(workdir: str | None = None) -> list[str]:
     """Remove the day folders of compare runs whose process is gone (a SIGKILL runs no
-    clean-up, and each holds a generated day); those of live runs stay. Returns the removed."""
+    clean-up, and each holds a generated day), by ``ring.liveness.left_behind``; those of live
+    runs stay. Returns the paths removed."""
     import re
 
-    from itchflow.ring.liveness import pid_alive
+    from itchflow.ring.liveness import left_behind
 
     parent = tempfile.gettempdir() if workdir is None else workdir
     removed = []
     for path in glob.glob(os.path.join(glob.escape(parent), FOLDER_PREFIX + "*")):
         m = re.fullmatch(re.escape(FOLDER_PREFIX) + r"(\d+)-\w+", os.path.basename(path))
-        pid = None if m is None else int(m.group(1))
-        if pid is None or not os.path.isdir(path) or (pid != os.getpid() and pid_alive(pid)):
+        if m is None or not os.path.isdir(path) or not left_behind(int(m.group(1))):
             continue
         shutil.rmtree(path, ignore_errors=True)
         removed.append(path)

@@ -39,6 +39,13 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
+def left_behind(pid: int) -> bool:
+    """Whether what a run named by its pid (a namespace, a folder) was left by a run that is
+    gone: the pid is not alive, or it is this process's own (a dead run's pid, reused: called
+    before this process makes its own). What a live process named is in use."""
+    return pid == os.getpid() or not pid_alive(pid)
+
+
 def process_start(pid: int) -> int:
     """The process's start time in clock ticks since boot (/proc/PID/stat field 22), 0 if unknown."""
     try:

@@ -65,13 +65,13 @@ def remove_stale(tag: str) -> list[str]:
     clean-up), so that a process that reuses such a pid does not fail with "File exists".
     Those named for this process are stale too: call this before making its own pair. Those
     of any other live process are in use and stay. Returns the names removed."""
-    from itchflow.ring.liveness import pid_alive
+    from itchflow.ring.liveness import left_behind
 
     pattern = re.compile(rf"ifx-{re.escape(tag)}-(\d+)-[ab]")   # namespace_name's, any pid and side
     removed = []
     for name in _ip("netns", "list", check=False).stdout.split():   # words of "name (id: N)" lines
         m = pattern.fullmatch(name)
-        if m is None or (int(m.group(1)) != os.getpid() and pid_alive(int(m.group(1)))):
+        if m is None or not left_behind(int(m.group(1))):
             continue
         if _ip("netns", "del", name, check=False).returncode == 0:
             removed.append(name)
