@@ -115,7 +115,8 @@ def batch(paths, job: str, out, client=None, shards: int | None = None, symbols=
     existing = read_json(lay.job_file())
     if existing is not None and existing != identity and holds_results(lay):
         raise ValueError(f"{out} already holds a different job ({existing}); use another directory")
-    check_sources(lay, days, record=False)   # refused before a cluster starts; recorded once one has
+    identities = {day: source_identity(source) for day, source in days}   # (a URL's: a request each)
+    check_sources(lay, identities, record=False)   # refused before a cluster starts; recorded once one has
 
     t_start = time.perf_counter()
     own_cluster = own_client = None
@@ -136,7 +137,7 @@ def batch(paths, job: str, out, client=None, shards: int | None = None, symbols=
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(lay.marker(day, "plan"))
         write_json(lay.job_file(), identity)   # (a run that never reached a cluster left nothing here)
-        check_sources(lay, days)
+        check_sources(lay, identities)
         from itchflow.scale.tasks import WarmKernels
 
         register = getattr(client, "register_plugin", None) or client.register_worker_plugin
@@ -161,11 +162,11 @@ def holds_results(lay: Layout, day: str | None = None) -> bool:
     """Whether a task of this output directory (of one day, or any) finished: a marker other
     than the input and plan records, or a day's folder of data. A run that failed before any
     task finished (a wrong scheduler address, a corrupt download) leaves nothing to protect."""
-    done = os.path.join(lay.root, META_DONE)
+    done = lay.done_dir()
     days = [day] if day is not None else (os.listdir(done) if os.path.isdir(done) else [])
     for d in days:
         try:
-            names = os.listdir(os.path.join(done, d))
+            names = os.listdir(lay.done_dir(d))
         except FileNotFoundError:
             names = []
         if any(n.endswith(".json") and n not in _RECORDS for n in names):
@@ -176,28 +177,24 @@ def holds_results(lay: Layout, day: str | None = None) -> bool:
     return any(PART in files for folder in folders for _, _, files in os.walk(folder))
 
 
-META_DONE = os.path.join("_itchflow", "done")
 _RECORDS = ("source.json", "plan.json")   # what a day holds before any of its tasks finished
 
 
-def check_sources(lay: Layout, days: list[tuple[str, str]], record: bool = True) -> None:
+def check_sources(lay: Layout, identities: dict[str, dict], record: bool = True) -> None:
     """Every day's input must be the one its output (finished or not) was made from: a rerun
     resumes from the markers, and after the input changed (another file of that date, or the
     same file rewritten) it returned the old day's results as done. A day none of whose tasks
     finished (its input was a corrupt download, now replaced) simply starts again. Records the
     inputs of days seen for the first time (record); a ValueError naming every changed day,
-    before any task runs."""
+    before any task runs. identities: each day's ``source_identity``."""
     changed = []
-    for day, source in days:
-        now = source_identity(source)
+    for day, now in identities.items():
         before = read_json(lay.marker(day, "source"))
         if before is not None and before != now and not holds_results(lay, day):
             if record:   # nothing was made from the old input: forget its plan, record the new one
                 for name in ("plan", "source"):
-                    try:
+                    with contextlib.suppress(FileNotFoundError):
                         os.remove(lay.marker(day, name))
-                    except FileNotFoundError:
-                        pass
             before = None
         if before is None:
             if record:
@@ -310,7 +307,7 @@ def missing_parts(lay: Layout, day: str, job: str, summary: dict) -> list[str]:
 def forget_day(lay: Layout, day: str) -> None:
     """Drop a day's task markers and summary (its input and plan records stay), so that every
     task of the day runs again: the split too, its scratch files being gone with the day done."""
-    folder = os.path.dirname(lay.marker(day, "day"))
+    folder = lay.done_dir(day)
     for name in os.listdir(folder):
         if name.endswith(".json") and name not in _RECORDS:
             os.remove(os.path.join(folder, name))

@@ -77,8 +77,13 @@ class Layout:
     def job_file(self) -> str:
         return os.path.join(self.root, META, "job.json")
 
+    def done_dir(self, day: str | None = None) -> str:
+        """The markers' folder: every day's, or one day's."""
+        d = os.path.join(self.root, META, "done")
+        return d if day is None else os.path.join(d, day)
+
     def marker(self, day: str, task: str) -> str:
-        return os.path.join(self.root, META, "done", day, f"{task}.json")
+        return os.path.join(self.done_dir(day), f"{task}.json")
 
     def scratch(self, day: str) -> str:
         return os.path.join(self.root, META, "scratch", day)
