@@ -137,16 +137,22 @@ def _book_counts(books) -> dict:
 
 # ---- stats ---------------------------------------------------------------------------------
 
+def _day_stats(source: str):
+    """``itchflow.stats`` of a day: a local file mapped, a URL streamed."""
+    from itchflow.decode.reader import stats
+
+    return stats(source) if "://" not in source else _stats_stream(source)
+
+
 def run_stats(source: str, out: str) -> dict:
     """itchflow.stats over one day; one row per message type seen (message_type, name, messages)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from itchflow.decode.reader import stats
     from itchflow.wire.itch import MESSAGES
 
     t0 = time.perf_counter()
-    info = stats(source) if "://" not in source else _stats_stream(source)   # a capture's counters: info.capture
+    info = _day_stats(source)   # a capture's counters: info.capture
     t1 = time.perf_counter()
     rows = [(c, MESSAGES[c].name, n) for c, n in info.by_type.items() if n]
     rows += [(c, "unknown", n) for c, n in info.unknown_by_type.items()]
@@ -278,9 +284,7 @@ def _day_counts(source: str, shard_of: np.ndarray | None) -> dict:
     a job whose own replay does not cover it; a split day's come from the split instead."""
     if shard_of is not None:
         return {"messages": 0, "by_type": {}, "unknown_by_type": {}}
-    from itchflow.decode.reader import stats
-
-    info = stats(source) if "://" not in source else _stats_stream(source)
+    info = _day_stats(source)
     return {"messages": info.messages, "by_type": {k: v for k, v in info.by_type.items() if v},
             "unknown_by_type": info.unknown_by_type}
 
