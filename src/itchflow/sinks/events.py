@@ -57,10 +57,10 @@ def events_to_parquet(source, out, which: str, symbols: list[str] | None = None,
     timings = {} if timings is None else timings
     timings.setdefault("write_seconds", 0.0)
     books.record(None, bbo=False, trades=False, l2=False)
-    books.record(symbols, bbo=which == "bbo", trades=which == "trades", l2=False)   # by name, before their R
+    # by name, before their R: each name records from the R that gives it a locate until one
+    # renames that locate away (the engine's rule), so a rename mid-day keeps each name's rows apart
+    books.record(symbols, bbo=which == "bbo", trades=which == "trades", l2=False)
     state = {"writer": None, "rows": 0, "breaks": 0}
-    # rows are kept by the name their stock had at the event (a rename mid-day: each name its own)
-    wanted = None if symbols is None else np.array([s.encode("ascii", "replace") for s in symbols], "S8")
 
     def drain(b: Books) -> None:
         bbo, trades, _ = b.take_events()
@@ -70,10 +70,6 @@ def events_to_parquet(source, out, which: str, symbols: list[str] | None = None,
         t = time.perf_counter()
         if sequence_map is not None:
             ev["sequence"] = sequence_map(ev["sequence"])
-        if wanted is not None:   # a locate renamed away from a symbol asked for records on
-            ev = ev[np.isin(ev["symbol"], wanted)]
-            if not len(ev):
-                return
         if which == "trades":
             state["breaks"] += int(np.count_nonzero(ev["kind"] == b"B"))
         table = ev.to_arrow()
