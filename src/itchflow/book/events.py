@@ -232,11 +232,7 @@ def _named_symbol_column(symbols: np.ndarray, locates: np.ndarray):
     first = np.zeros(max(int(locates.max()) + 1, 1) if len(locates) else 1, np.uint64)
     first[locates[::-1]] = keys[::-1]          # each locate's first row's name
     if np.array_equal(first[locates], keys):
-        present = np.flatnonzero(np.bincount(locates, minlength=1))
-        slot = np.zeros(len(first), np.int64)
-        slot[present] = np.arange(len(present))
-        names = [_key_text(first[u], u) for u in present]
-        return pa.array(names, pa.string()).take(pa.array(slot[locates]))
+        return _symbol_column(locates, lambda u: _key_text(first[u], u))
     pairs = np.stack([locates.astype(np.uint64), keys], axis=1)
     unique, index = np.unique(pairs, axis=0, return_inverse=True)
     names = [_key_text(k, loc) for loc, k in unique.tolist()]
