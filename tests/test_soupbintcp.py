@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from itchflow.protocol.soup import (
     DeadLink,
+    Debug,
     EndOfSession,
     LogoutTimeout,
     LoggedOut,
@@ -159,15 +160,46 @@ def login(user=b"alice", pw=b"secret", session=b"", seq=1):
 
 
 def test_server_login_accept_from_any_sequence_and_end():
+    """Login Accepted's session is "left padded with spaces" (SoupBinTCP 3.00), its sequence
+    too; 0 starts "at the most recently generated message" (a file's last: 50 of 50)."""
     for seq in (1, 2, 4, 5, 17, 50, 51, 99, 0):
         s = server()
         ev = s.receive_data(login(seq=seq), 0)
-        start = min(seq, 51) if seq else 51
+        start = min(seq, 51) if seq else 50
         assert ev[0].sequence == seq
         s.pump(0)
         out = s.data_to_send()
-        expect = soup(b"A", b"DAY1      " + str(start).encode().rjust(20)) + sequenced(start, 51) + soup(b"Z")
+        expect = soup(b"A", b"      DAY1" + str(start).encode().rjust(20)) + sequenced(start, 51) + soup(b"Z")
         assert out == expect, seq
+
+
+def test_server_sequence_0_on_an_empty_session_starts_at_1():
+    s = server(0)
+    s.receive_data(login(seq=0), 0)
+    s.pump(0)
+    assert s.data_to_send() == soup(b"A", b"      DAY1" + b"1".rjust(20)) + soup(b"Z")
+
+
+@pytest.mark.parametrize("field", [b"DAY1      ", b"      DAY1", b"   DAY1   ", b"          "])
+def test_server_takes_the_requested_session_padded_either_way(field):
+    """The spec does not say how the Login Request's session is padded; Nassau's client
+    right-justifies it (it was refused with J S), a blank field is the current session."""
+    s = server()
+    raw = (b"alice ".ljust(6) + b"secret".ljust(10) + field.rjust(10) + b"1".rjust(20))
+    ev = s.receive_data(soup(b"L", raw), 0)
+    assert ev[0].session == field.strip() and s.logged_in and not s.closed
+    s.pump(0)
+    assert s.data_to_send().startswith(soup(b"A", b"      DAY1" + b"1".rjust(20)) + sequenced(1, 2))
+
+
+def test_server_counts_a_debug_packet_from_the_client_before_and_after_login():
+    """Either side may send Debug (+) packets; the server reset the connection on one."""
+    s = server(3)
+    assert s.receive_data(soup(b"+", b"hello"), 0) == [Debug(b"hello")] and not s.closed
+    s.receive_data(login() + soup(b"+", b"") + soup(b"R"), 1)
+    assert s.logged_in and not s.closed and s.stats.debug == 2 and s.stats.heartbeats_in == 1
+    s.pump(1)
+    assert s.data_to_send().endswith(sequenced(1, 4) + soup(b"Z"))
 
 
 @pytest.mark.parametrize("user, pw, session, reason", [
@@ -255,9 +287,23 @@ def test_client_refuses_a_login_accepted_for_another_session():
     (err,) = [e for e in ev if isinstance(e, ProtocolError)]
     assert err.fatal and "WRONGSESS" in err.reason and "ITCHFLOW" in err.reason
     assert c.closed and not c.logged_in and not got(ev)
-    c = SoupClient("u", "p", session="ITCHFLOW", sequence=1)     # the asked session, padded, is fine
-    ev = c.receive_data(soup(b"A", b"ITCHFLOW  " + b"1".rjust(20)) + sequenced(1, 3), 0)
-    assert got(ev) == binaryfile(2) and c.session == b"ITCHFLOW"
+    # the asked session, padded either way, is fine: the spec says "left padded with spaces"
+    # (it was refused, the fetch ending with no data), some servers pad on the right
+    for field in (b"  ITCHFLOW", b"ITCHFLOW  ", b" ITCHFLOW "):
+        c = SoupClient("u", "p", session="ITCHFLOW", sequence=1)
+        ev = c.receive_data(soup(b"A", field + b"1".rjust(20)) + sequenced(1, 3), 0)
+        assert got(ev) == binaryfile(2) and c.session == b"ITCHFLOW" and not c.fatal, field
+
+
+def test_login_accepted_session_is_written_right_justified_and_read_either_way():
+    assert encode(b"A", session="DAY1", sequence=7) == soup(b"A", b"      DAY1" + b"7".rjust(20))
+    assert encode(b"L", username="u", password="p", session="DAY1", sequence=7)[3:] == (
+        b"u     " + b"p         " + b"DAY1      " + b"7".rjust(20))
+    for field in (b"      DAY1", b"DAY1      ", b"  DAY1    "):
+        assert decode(b"A", field + b"7".rjust(20)) == {"session": b"DAY1", "sequence": 7}
+        assert decode(b"L", b"u     p         " + field + b"7".rjust(20))["session"] == b"DAY1"
+    # a username or password keeps its leading spaces (only the session is padded either way)
+    assert decode(b"L", b"  u   " + b" p        " + b" " * 10 + b"7".rjust(20))["username"] == b"  u"
 
 
 @pytest.mark.parametrize("session", [b"S\xe9SSION   ", b"SESS\x00     ", b"SESS\x7f     "])

@@ -465,7 +465,7 @@ def soup_serve(path, port, host, user, password, session, cut_after, stall_after
 @click.option("--session", type=SoupField(10, blank_ok=True), default="",
               help="Session to join (default: the server's current one).")
 @click.option("--from-sequence", "sequence", type=click.IntRange(0), default=1, show_default=True,
-              help="First sequence number wanted (0: new messages only).")
+              help="First sequence number wanted (0: from the most recently generated message on).")
 @click.option("--max-reconnects", type=click.IntRange(0), default=10, show_default=True)
 @click.option("--max-seconds", type=SECONDS, help="Give up after this long.")
 @click.option("--dead-link", "dead_link_s", type=SECONDS, default=15.0, show_default=True,

@@ -3,9 +3,12 @@
 Every packet: a 2-byte big-endian length (covering the type byte and the payload), a type
 byte, the payload. That is BinaryFILE framing with the type byte first, so the one
 BinaryFILE walker (``wire.binaryfile.next_message``) walks a SoupBinTCP stream too. Alpha
-fields are left-justified and space padded; numeric fields are ASCII digits right-justified
-and space padded. Sequenced data (``S``) carries one message, numbered implicitly from the
-sequence number in Login Accepted.
+fields are left-justified and space padded, except Login Accepted's session, which the spec
+says is "left padded with spaces" (right-justified); numeric fields are ASCII digits
+right-justified and space padded. A session is read whichever way it was padded: the spec
+says nothing of the Login Request's, and peers differ (Nassau right-justifies it), so both
+sides' spaces are stripped. Sequenced data (``S``) carries one message, numbered implicitly
+from the sequence number in Login Accepted.
 """
 
 from __future__ import annotations
@@ -18,13 +21,16 @@ from itchflow.wire.binaryfile import LENGTH_PREFIX, OK, fits_its_type, next_mess
 LENGTH_SIZE = LENGTH_PREFIX
 
 # Packet types and their payload fields (name, size, kind), declared once.
-ALPHA, NUMERIC, RAW = "alpha", "numeric", "raw"
+# Field kinds: ALPHA left-justified (read: trailing spaces dropped); SESSION written
+# left-justified, SESSION_RIGHT right-justified, both read with spaces dropped on either side;
+# NUMERIC digits right-justified.
+ALPHA, SESSION, SESSION_RIGHT, NUMERIC, RAW = "alpha", "session", "session_right", "numeric", "raw"
 DEBUG, LOGIN_ACCEPTED, LOGIN_REJECTED, SEQUENCED, SERVER_HEARTBEAT, END_OF_SESSION = b"+", b"A", b"J", b"S", b"H", b"Z"
 LOGIN_REQUEST, UNSEQUENCED, CLIENT_HEARTBEAT, LOGOUT = b"L", b"U", b"R", b"O"
 LAYOUTS: dict[bytes, tuple[tuple[str, int, str], ...]] = {
-    LOGIN_REQUEST: (("username", 6, ALPHA), ("password", 10, ALPHA), ("session", 10, ALPHA),
+    LOGIN_REQUEST: (("username", 6, ALPHA), ("password", 10, ALPHA), ("session", 10, SESSION),
                     ("sequence", 20, NUMERIC)),
-    LOGIN_ACCEPTED: (("session", 10, ALPHA), ("sequence", 20, NUMERIC)),
+    LOGIN_ACCEPTED: (("session", 10, SESSION_RIGHT), ("sequence", 20, NUMERIC)),
     LOGIN_REJECTED: (("reason", 1, ALPHA),),
     SERVER_HEARTBEAT: (), END_OF_SESSION: (), CLIENT_HEARTBEAT: (), LOGOUT: (),
 }
@@ -53,7 +59,7 @@ def encode(ptype: bytes, **fields) -> bytes:
             s = v.encode("ascii") if isinstance(v, str) else bytes(v)
             if len(s) > size:
                 raise ValueError(f"{name}={s!r} is longer than {size} bytes")
-            out += s.ljust(size)
+            out += s.rjust(size) if kind == SESSION_RIGHT else s.ljust(size)
     return packet(ptype, bytes(out))
 
 
@@ -77,7 +83,7 @@ def decode(ptype: bytes, payload: bytes) -> dict:
         else:
             if not all(0x20 <= c <= 0x7E for c in raw):   # alpha fields are printable ASCII
                 raise ValueError(f"{name} {raw!r} is not printable ASCII")
-            out[name] = raw.rstrip(b" ")
+            out[name] = raw.rstrip(b" ") if kind == ALPHA else raw.strip(b" ")
     return out
 
 

@@ -171,7 +171,7 @@ class SoupClient(Stream):
                               self._consumed, fatal=True)
             self.fatal = e
             raise _Fatal(e)
-        wanted = self.session.rstrip(b" ")
+        wanted = self.session.strip(b" ")   # as decode reads the answer's (padded either side)
         if wanted and session != wanted:
             e = ProtocolError(f"Login Accepted for session {session.decode()!r}, asked for {wanted.decode()!r}",
                               self._consumed, fatal=True)
@@ -179,7 +179,7 @@ class SoupClient(Stream):
             raise _Fatal(e)
         self.logged_in = True
         self.session = session
-        # 0 asks for "new messages only": wherever the server starts is right
+        # 0 asks to start at the most recently generated message: wherever the server starts is right
         if asked >= 1 and seq != asked:
             dup = max(0, asked - seq)
             missing = max(0, seq - asked)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from itchflow.protocol.soup.events import (
+    Debug,
     LoggedOut,
     LoginRequest,
     LoginTimeout,
@@ -51,7 +52,7 @@ class SoupServerSession(Stream):
         super().__init__(now_ns, heartbeat_ns, dead_link_ns)
         self.store = store
         name = session.encode() if isinstance(session, str) else bytes(session)
-        self.session = name.ljust(SESSION_SIZE)[:SESSION_SIZE]
+        self.session = name[:SESSION_SIZE].strip(b" ")   # as decode reads it (padding either side)
         self.credentials = {(u.encode() if isinstance(u, str) else u): (p.encode() if isinstance(p, str) else p)
                             for u, p in credentials.items()}
         self.logged_in = False
@@ -134,11 +135,12 @@ class SoupServerSession(Stream):
             if self.credentials.get(f["username"]) != f["password"]:
                 self._reject(NOT_AUTHORIZED, now_ns)
                 return
-            if f["session"] and f["session"] != self.session.rstrip(b" "):
+            if f["session"] and f["session"] != self.session:
                 self._reject(SESSION_NOT_AVAILABLE, now_ns)
                 return
-            # 0 asks for new messages only: with a file, that is the end of it
-            seq = f["sequence"] if f["sequence"] >= 1 else self.store.messages + 1
+            # 0 (or blank) asks to start "at the most recently generated message" (the spec):
+            # with a file, its last one
+            seq = f["sequence"] if f["sequence"] >= 1 else max(self.store.messages, 1)
             seq = min(seq, self.store.messages + 1)
             self.logged_in = True
             self.next_sequence = seq
@@ -149,6 +151,9 @@ class SoupServerSession(Stream):
         elif ptype == UNSEQUENCED and self.logged_in:
             self.stats.unsequenced += 1
             events.append(Unsequenced(payload))
+        elif ptype == DEBUG:   # either side may send one (free text): counted, not answered
+            self.stats.debug += 1
+            events.append(Debug(payload))
         elif ptype == LOGOUT:
             self.closed = True
             events.append(LoggedOut())
