@@ -221,6 +221,8 @@ def test_short_reply_asks_again_at_once_until_highest_is_covered():
 
 
 def test_request_resent_after_timeout_then_given_up():
+    """Each re-send waits twice as long as the one before (10, 20, 40 ms here); max_attempts
+    caps the requests."""
     run = Run(line_wait_ns=0, request_timeout_ns=10 * MS, max_attempts=3)
     run.feed(packet(1, 1), 0)
     run.feed(packet(3, 1), 0)
@@ -228,13 +230,50 @@ def test_request_resent_after_timeout_then_given_up():
     assert run.r.next_deadline() == 10 * MS
     assert not run.tick(9 * MS)
     assert [r.attempt for r in of(run.tick(10 * MS), Request)] == [2]
-    assert [r.attempt for r in of(run.tick(20 * MS), Request)] == [3]
-    ev = run.tick(30 * MS)
-    assert of(ev, Lost) == [Lost(2, 1, "no reply after 3 re-requests")]
+    assert run.r.next_deadline() == 30 * MS
+    assert not run.tick(29 * MS)
+    assert [r.attempt for r in of(run.tick(30 * MS), Request)] == [3]
+    assert run.r.next_deadline() == 70 * MS and not run.tick(69 * MS)
+    ev = run.tick(70 * MS)
+    assert of(ev, Lost) == [Lost(2, 1, "no reply after 3 re-requests in 0.07 s")]
     assert bytes(run.out) == expected(1, 2) + expected(3, 4)
     s = run.r.stats
     assert (s.requests, s.request_resends, s.lost, s.messages) == (3, 2, 1, 2)
     assert run.r.synchronized and not run.r.in_gap
+
+
+def test_a_hole_is_asked_for_give_up_ns_with_waits_doubling_to_a_cap():
+    """The defaults: 50 ms doubling to 1 s, given up after 10 s of asking. It was 20 requests
+    50 ms apart: a re-request server answering in 1.5 s (far away, or busy at the end of the
+    day) lost every hole while the end-of-session packets still came."""
+    run = Run(line_wait_ns=0)
+    run.feed(packet(1, 1), 0)
+    run.feed(packet(3, 1), 0)
+    sent, now = [0], 0
+    while run.r.next_deadline() is not None:
+        now = run.r.next_deadline()
+        ev = run.tick(now)
+        sent += [now for _ in of(ev, Request)]
+        if of(ev, Lost):
+            break
+    assert sent[:7] == [0, 50 * MS, 150 * MS, 350 * MS, 750 * MS, 1550 * MS, 2550 * MS]
+    assert all(b - a == 1000 * MS for a, b in zip(sent[5:], sent[6:]))
+    assert sent[-1] == 9550 * MS and now == 10_550 * MS
+    assert of(ev, Lost) == [Lost(2, 1, "no reply after 14 re-requests in 10.55 s")]
+
+
+def test_a_late_reply_fills_the_hole():
+    run = Run(line_wait_ns=0)
+    run.feed(packet(1, 1), 0)
+    run.feed(packet(3, 1), 0)
+    run.feed(end_of_session(5), 0)                # end of session: 4 is missing too
+    for t in range(50 * MS, 1500 * MS, 50 * MS):     # time passes, the end of session repeats
+        run.feed(end_of_session(5), t)
+        run.tick(t)
+    assert [r.attempt for r in of(run.events, Request)] == [1, 2, 3, 4, 5] and run.r.stats.lost == 0
+    run.feed(packet(2, 1), 1500 * MS, LINE_REPLY)
+    run.feed(packet(4, 1), 1500 * MS, LINE_REPLY)
+    assert run.r.synchronized and bytes(run.out) == expected(1, 5) and run.r.stats.lost == 0
 
 
 def test_no_rerequest_server_loses_after_line_wait():

@@ -309,7 +309,7 @@ def test_rerequest_flood_from_one_source_while_a_receiver_recovers():
 
 
 
-def _listen_while_publishing(feed, a, rs, spoofer, engine, on_deliver, **publish_options):
+def _listen_while_publishing(feed, a, rs, spoofer, engine, on_deliver, receiver_options=None, **publish_options):
     """Publish feed to socket a from a thread (re-requests served on rs) while listen() receives
     it; close the sockets afterwards. Returns (listen's result, the recovered stream)."""
     from itchflow.sources.mold_sender import publish
@@ -322,7 +322,7 @@ def _listen_while_publishing(feed, a, rs, spoofer, engine, on_deliver, **publish
     out = io.BytesIO()
     try:
         res = listen(None, None, rs.getsockname(), out, engine=engine, sockets=[a], idle_timeout=5,
-                     max_seconds=60, on_deliver=on_deliver)
+                     max_seconds=60, on_deliver=on_deliver, receiver_options=receiver_options)
     finally:
         stop.set()
         t.join(30)
@@ -371,7 +371,8 @@ def test_spoofed_and_foreign_packets_do_not_end_the_feed(engine):
 def test_spoofed_heartbeat_in_a_quiet_second_does_not_skip_the_rest_of_the_day(engine):
     """The feed pauses 1.5 s (real-time pacing); in the pause a spoofed heartbeat of the right
     session announces 500,000 more messages (within max_gap). The re-requests for that 'gap'
-    run out in the quiet second, yet every real message after the pause is delivered."""
+    run out in the quiet second (given up after 0.5 s here), yet every real message after the
+    pause is delivered."""
     import socket
 
     from itchflow.decode.encoder import encode_message
@@ -394,7 +395,8 @@ def test_spoofed_heartbeat_in_a_quiet_second_does_not_skip_the_rest_of_the_day(e
             spoofer.sendto(b"QUIETDAY  " + (400 + 500_000).to_bytes(8, "big") + bytes(2), a.getsockname())
             state["sent"] = True
 
-    res, out = _listen_while_publishing(feed, a, rs, spoofer, engine, on_deliver, rate=1.0, heartbeat_s=5.0)
+    res, out = _listen_while_publishing(feed, a, rs, spoofer, engine, on_deliver, rate=1.0, heartbeat_s=5.0,
+                                        receiver_options={"give_up_ns": 500_000_000})
     s = res.stats
     assert state["sent"] and res.finished and s["lost"] == 0 and s["messages"] == 800, s
     assert out.getvalue() == data.tobytes()

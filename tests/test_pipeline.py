@@ -200,6 +200,7 @@ def test_source_strings():
     for bad, why in (("mold://127.0.0.1:1?idle=nan", "idle must be above 0"),
                      ("mold://127.0.0.1:1?max_seconds=-1", "max_seconds must be above 0"),
                      ("mold://127.0.0.1:1?queue=x", "queue='x' is not a whole number"),
+                     ("mold://127.0.0.1:1?give_up=0", "give_up must be above 0"),
                      ("soup://127.0.0.1:1?dead_link=inf", "dead_link must be above 0"),
                      ("soup://127.0.0.1:1?sequence=0", "sequence must be at least 1"),
                      ("soup://127.0.0.1:1?sequence=abc", "sequence='abc' is not a whole number"),
@@ -210,7 +211,7 @@ def test_source_strings():
                      ("soup://127.0.0.1:0", "address: port 0")):
         with pytest.raises(ValueError, match=why):
             check_source(parse_source(bad))       # before any process starts
-    check_source(parse_source("mold://127.0.0.1:1?idle=0.5&max_seconds=3&queue=0"))
+    check_source(parse_source("mold://127.0.0.1:1?idle=0.5&max_seconds=3&queue=0&give_up=2.5"))
     with pytest.raises(FileNotFoundError):
         run_pipeline("/nonexistent/day.itch")
     with pytest.raises(ValueError, match="too small"):

@@ -11,7 +11,7 @@ import click
 from itchflow.cli import bench, main
 from itchflow.cli.params import (
     CPU, FRACTION, HOST, NON_NEGATIVE, POSITIVE, RUNS, SECONDS, SEED, SOUP_PASSWORD, SOUP_SESSION, SOUP_USER, Count,
-    Endpoint, SoupField,
+    Endpoint, Number, SoupField,
 )
 
 UDP_MAX_PAYLOAD = 65_535 - 20 - 8    # an IPv4 datagram's largest UDP payload
@@ -210,6 +210,11 @@ def _with_progress(quiet, what, total, fn):
 @click.option("--max-seconds", type=SECONDS, help="Stop after this long in any case.")
 @click.option("--line-wait-ms", type=NON_NEGATIVE, default=2.0, show_default=True,
               help="How long a hole waits for the other line.")
+@click.option("--rerequest-timeout-ms", "request_timeout_ms", type=Number(1, 60_000), default=50.0,
+              show_default=True, help="How long the first re-request of a hole waits for its reply; each "
+              "re-send waits twice as long as the one before, up to 1 s.")
+@click.option("--give-up-after", "give_up", type=SECONDS, default=10.0, show_default=True,
+              help="Seconds a hole is re-requested without a reply before its messages are counted lost.")
 @click.option("--max-gap", type=click.IntRange(1), default=1 << 22, show_default=True,
               help="A sequence jump larger than this (messages) is a bad packet, not a gap to fill.")
 @click.option("--max-buffered-mb", type=click.IntRange(0), default=64, show_default=True,
@@ -217,7 +222,8 @@ def _with_progress(quiet, what, total, fn):
 @click.option("--json", "as_json", is_flag=True, help="Print the counters as one JSON object.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
 def listen(line_a, line_b, rerequest, out, ring_name, engine, ifname, queue, cpu, busy_poll, session, start, interface,
-           idle_timeout, max_seconds, line_wait_ms, max_gap, max_buffered_mb, as_json, quiet):
+           idle_timeout, max_seconds, line_wait_ms, request_timeout_ms, give_up, max_gap, max_buffered_mb, as_json,
+           quiet):
     """Receive a MoldUDP64 feed (A/B lines, gap fill by re-request) until its end of session."""
     from itchflow.hw.metrics import latency_summary
     from itchflow.sinks.output import StreamOutput
@@ -252,7 +258,8 @@ def listen(line_a, line_b, rerequest, out, ring_name, engine, ifname, queue, cpu
             f, engine=engine, session=session, start_sequence=start_sequence, idle_timeout=idle_timeout,
             max_seconds=max_seconds, interface=interface,
             receiver_options={"line_wait_ns": int(line_wait_ms * 1e6), "max_gap": max_gap,
-                              "max_buffered_bytes": max_buffered_mb << 20},
+                              "max_buffered_bytes": max_buffered_mb << 20,
+                              "request_timeout_ns": int(request_timeout_ms * 1e6), "give_up_ns": int(give_up * 1e9)},
             on_progress=progress, on_deliver=on_deliver, ifname=ifname, on_ready=ready, queue=queue, cpu=cpu,
             engine_options={"busy_poll": busy_poll} if engine == "xdp" and busy_poll else None))
     except (OSError, ValueError, RuntimeError) as e:

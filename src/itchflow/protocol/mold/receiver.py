@@ -16,7 +16,11 @@ Rules, several learned from the bugs users hit in paritytrading/nassau:
 - Track the highest sequence seen (data, heartbeat or end-of-session packet) and stay in
   gap fill until every message before it has been delivered (nassau #11); re-request
   enough to cover it, capped to what a request can hold (#15); as soon as a reply arrives
-  short of what was asked, ask again for the rest (#23); re-send after a timeout.
+  short of what was asked, ask again for the rest (#23); re-send after a timeout that doubles
+  each time (50 ms up to 1 s), and give a hole up only after ``give_up_ns`` of asking (10 s):
+  a far or slow re-request server still fills it, and a hole costs the server a request a
+  second at most once the wait is long. The spec lets re-requests go on while the end-of-
+  session packets persist ("the last chance to ensure that all messages have been received").
 - An end-of-session packet's count (0xFFFF) is never a message count: only its sequence
   number is used, and only to reveal a gap (#16).
 - A and B lines carry the same sequence numbers: the first copy wins, later copies are
@@ -182,7 +186,10 @@ class MoldReceiver:
     instead (as at a new day; the old one's late packets are dropped). start_sequence: the
     first sequence wanted (None: start from the first packet seen, as when joining mid-day).
     requests: whether a re-request server is there (if not, holes become ``Lost`` after
-    the line wait). max_attempts: re-sends of one request before its hole is ``Lost``.
+    the line wait). request_timeout_ns: the wait for a reply to the first request of a hole;
+    each re-send waits twice as long as the one before, up to max_request_wait_ns. A hole is
+    ``Lost`` when it has been asked for give_up_ns without an answer (or after max_attempts
+    requests, when that is set).
 
     Hostile or faulty peers: a sequence of 0 or past 2**63 - 2**16, or a jump of more than
     ``max_gap`` messages past the highest sequence seen (for the packet that would start a
@@ -196,7 +203,8 @@ class MoldReceiver:
 
     def __init__(self, session: bytes | str | None = None, *, start_sequence: int | None = 1,
                  line_wait_ns: int = 2_000_000, line_wait_packets: int = 64,
-                 request_timeout_ns: int = 50_000_000, max_attempts: int = 20,
+                 request_timeout_ns: int = 50_000_000, max_request_wait_ns: int = 1_000_000_000,
+                 give_up_ns: int = 10_000_000_000, max_attempts: int | None = None,
                  requests: bool = True, max_request_count: int = MAX_REQUEST_COUNT,
                  max_buffered: int = 1 << 16, max_buffered_bytes: int = DEFAULT_MAX_BUFFERED_BYTES,
                  max_gap: int = DEFAULT_MAX_GAP, resync_packets: int = DEFAULT_RESYNC_PACKETS,
@@ -212,8 +220,13 @@ class MoldReceiver:
         self.start_sequence = start_sequence
         self.line_wait_ns = int(line_wait_ns)
         self.line_wait_packets = int(line_wait_packets)
+        if request_timeout_ns < 1 or give_up_ns < 0:
+            raise ValueError(f"request_timeout_ns ({request_timeout_ns}) must be at least 1 and give_up_ns "
+                             f"({give_up_ns}) at least 0")
         self.request_timeout_ns = int(request_timeout_ns)
-        self.max_attempts = int(max_attempts)
+        self.max_request_wait_ns = max(int(max_request_wait_ns), self.request_timeout_ns)
+        self.give_up_ns = int(give_up_ns)
+        self.max_attempts = None if max_attempts is None else int(max_attempts)
         self.requests_enabled = bool(requests)
         self.max_request_count = min(int(max_request_count), MAX_REQUEST_COUNT)
         self.max_buffered = int(max_buffered)
@@ -238,7 +251,7 @@ class MoldReceiver:
         self._early_bytes = 0
         self._parked_at = None             # hole not given up on: nothing held past it yet
         self._heap: list[int] = []
-        self._request = None               # (first, count, sent_ns, attempt) outstanding
+        self._request = None               # (first, count, sent_ns, attempt, first_sent_ns) outstanding
         self._hole_at = None               # the sequence the line-wait timer is for
         self._hole_since = (0, 0)          # (ns, packet number) the hole was first visible
         self.in_gap = False
@@ -389,7 +402,7 @@ class MoldReceiver:
         if not self.in_gap or (self._parked_at == self.next_sequence and not self._heap):
             return None
         if self._request is not None:
-            return self._request[2] + self.request_timeout_ns
+            return self._request[2] + self._reply_wait(self._request[3])
         return self._hole_since[0] + self.line_wait_ns
 
     # ---------------------------------------------------------------- internals
@@ -607,12 +620,17 @@ class MoldReceiver:
         self.in_gap = False
         return events
 
-    def _send_request(self, now_ns, attempt, events) -> None:
+    def _reply_wait(self, attempt: int) -> int:
+        """How long the attempt-th request of a hole waits for its reply: doubling from
+        request_timeout_ns, up to max_request_wait_ns."""
+        return min(self.request_timeout_ns << min(attempt - 1, 40), self.max_request_wait_ns)
+
+    def _send_request(self, now_ns, attempt, events, first_sent_ns=None) -> None:
         first = self.next_sequence
         # Ask for the whole known hole (up to the next packet already held, else up to the
         # highest sequence seen), capped to what the count field can say.
         count = min(self._hole_end() - first, self.max_request_count)
-        self._request = (first, count, now_ns, attempt)
+        self._request = (first, count, now_ns, attempt, now_ns if first_sent_ns is None else first_sent_ns)
         self.stats.requests += 1
         if attempt > 1:
             self.stats.request_resends += 1
@@ -644,7 +662,7 @@ class MoldReceiver:
                     self._hole_since = (now_ns, self.stats.packets)
             req = self._request
             if req is not None:
-                first, count, sent_ns, attempt = req
+                first, count, sent_ns, attempt, first_sent_ns = req
                 if nxt > first:
                     if nxt < first + count:       # a short reply: ask for the rest now
                         self.stats.short_replies += 1
@@ -652,13 +670,15 @@ class MoldReceiver:
                         return
                     self._request = None          # answered in full; the next hole waits its turn
                     continue
-                if now_ns - sent_ns < self.request_timeout_ns:
+                if now_ns - sent_ns < self._reply_wait(attempt):
                     return
-                if attempt >= self.max_attempts:
-                    if not self._give_up(f"no reply after {attempt} re-requests", events):
+                if (now_ns - first_sent_ns >= self.give_up_ns
+                        or (self.max_attempts is not None and attempt >= self.max_attempts)):
+                    reason = f"no reply after {attempt} re-requests in {(now_ns - first_sent_ns) / 1e9:.2f} s"
+                    if not self._give_up(reason, events):
                         return
                     continue
-                self._send_request(now_ns, attempt + 1, events)
+                self._send_request(now_ns, attempt + 1, events, first_sent_ns)
                 return
             since_ns, since_packet = self._hole_since
             if (now_ns - since_ns < self.line_wait_ns
