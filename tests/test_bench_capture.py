@@ -67,5 +67,8 @@ def test_bench_capture_on_a_small_day(tmp_path, monkeypatch):
     for row in r["forms"].values():
         assert all(row[job]["messages"] == 80_000 for job in ("stats", "read", "replay"))
         assert row["replay_ratio_vs_itchcpp"] > 0 and row["stats_peak_bytes"] > 0
+    # the peer's books are checked, not only timed
+    agree = r["bbo_agreement"]
+    assert agree["stocks"] > 100 and agree["differ"] == 0 and len(r["itchcpp"]["seconds_each"][0]) == 2
     text = CliRunner().invoke(main, ["bench", "capture", "--messages", "80k", "--repeat", "1", "--no-peers"])
     assert text.exit_code == 0 and "anonymised pcap" in text.output and "messages a packet" in text.output

@@ -94,9 +94,10 @@ def peer_failure(returncode: int, stderr: str) -> str:
     return last or f"exited with status {returncode}, no message"
 
 
-def run_peer(code: str, env: dict | None = None, timeout: float = 1800) -> dict:
-    """Run a peer's timing snippet in a fresh interpreter; it prints one JSON object last."""
-    full_env = dict(os.environ)
+def run_peer(code: str, env: dict | None = None, timeout: float = 1800, unset: tuple[str, ...] = ()) -> dict:
+    """Run a peer's timing snippet in a fresh interpreter; it prints one JSON object last.
+    env: variables set for it; unset: variables of this process it does not inherit."""
+    full_env = {k: v for k, v in os.environ.items() if k not in unset}
     full_env.update(env or {})
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env=full_env, timeout=timeout)

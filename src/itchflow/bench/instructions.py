@@ -14,6 +14,13 @@ first ``start`` messages and once its first ``stop``; the difference, divided by
 ``stop - start``, is the cost of those messages alone (start-up, imports, Numba's cache load
 and the peer's set-up cancel out). Numba compiles for a CPU valgrind can run (``haswell``:
 AVX2, BMI2, no AVX-512) into a cache folder of its own, warmed outside valgrind first.
+
+They cancel out only as far as the two runs' set-up is the same: Python's string hashing is
+seeded at random in each process (dicts and sets built at import then differ, by millions of
+instructions), so PYTHONHASHSEED is fixed; itchcpp takes bytes, so each of its runs copies its
+own prefix and the other run's. What is left differs by a little: a window too short to
+outweigh it gave itchcpp -53.9 instructions a message (20,000 messages), so the window is at
+least ``MIN_WINDOW`` messages, and a count that is not positive is refused, not printed.
 """
 
 from __future__ import annotations
@@ -69,6 +76,16 @@ if n > 0:
     index = np.zeros(len(buf) // (3 * n) + 2, np.int64)
     count, status, pos = message_offsets(buf, n, index)
     cut = int(index[1]) if count > n else len(buf)
+# process_stream takes bytes only: each run copies its own prefix and the other run's (dropped),
+# so both copy the same bytes and the copies cancel out
+other = {other}
+ocut = 0
+if other > 0:
+    index = np.zeros(len(buf) // (3 * other) + 2, np.int64)
+    ocount, status, pos = message_offsets(buf, other, index)
+    ocut = int(index[1]) if ocount > other else len(buf)
+dropped = bytes(buf[:ocut])
+del dropped
 data = bytes(buf[:cut])
 bm = cb.BookManager()
 bm.process_stream(data)
@@ -83,9 +100,13 @@ def valgrind_path() -> str | None:
     return shutil.which("valgrind")
 
 
+MIN_WINDOW = 200_000   # messages: what is left of the set-up difference is then under a few %
+
+
 def _env(cache_dir: str) -> dict:
     env = dict(os.environ)
-    env.update(NUMBA_CPU_NAME=VALGRIND_CPU, NUMBA_CPU_FEATURES=VALGRIND_FEATURES, NUMBA_CACHE_DIR=cache_dir)
+    env.update(NUMBA_CPU_NAME=VALGRIND_CPU, NUMBA_CPU_FEATURES=VALGRIND_FEATURES, NUMBA_CACHE_DIR=cache_dir,
+               PYTHONHASHSEED="0")
     return env
 
 
@@ -106,15 +127,20 @@ def _counted(code: str, env: dict, workdir: Path, tag: str, timeout: float) -> d
     return totals
 
 
-def _per_message(a: dict, b: dict) -> dict:
+def _per_message(a: dict, b: dict, who: str) -> dict:
     n = b["messages"] - a["messages"]
     if n <= 0:
         raise RuntimeError("the day is shorter than the messages asked for")
-    return {"messages": n,
-            "instructions": (b["Ir"] - a["Ir"]) / n,
-            "cond_branches": (b["Bc"] - a["Bc"]) / n,
-            "cond_mispredicts": (b["Bcm"] - a["Bcm"]) / n,
-            "indirect_mispredicts": (b["Bim"] - a["Bim"]) / n}
+    r = {"messages": n,
+         "instructions": (b["Ir"] - a["Ir"]) / n,
+         "cond_branches": (b["Bc"] - a["Bc"]) / n,
+         "cond_mispredicts": (b["Bcm"] - a["Bcm"]) / n,
+         "indirect_mispredicts": (b["Bim"] - a["Bim"]) / n}
+    if r["instructions"] <= 0 or r["cond_branches"] <= 0:
+        raise RuntimeError(f"{who}: {r['instructions']:.1f} instructions and {r['cond_branches']:.1f} branches a "
+                           f"message over {n:,} messages: the two runs' set-up differed by more than the window "
+                           f"costs (take a longer window)")
+    return r
 
 
 def run(path: str, start: int, stop: int, peers: bool = True, timeout: float = 3600) -> dict:
@@ -124,6 +150,9 @@ def run(path: str, start: int, stop: int, peers: bool = True, timeout: float = 3
         raise RuntimeError("valgrind not found: it counts the instructions (Debian: apt-get install valgrind)")
     if not 0 <= start < stop:
         raise ValueError(f"need 0 <= start < stop, got {start} and {stop}")
+    if stop - start < MIN_WINDOW:
+        raise ValueError(f"count at least {MIN_WINDOW:,} messages (--start {start:,} to --stop {stop:,} is "
+                         f"{stop - start:,}): a shorter window is within what the two runs' set-up differ by")
     with tempfile.TemporaryDirectory(prefix="itchflow-instr-") as tmp:
         work = Path(tmp)
         env = _env(str(work / "numba"))
@@ -134,15 +163,16 @@ def run(path: str, start: int, stop: int, peers: bool = True, timeout: float = 3
             raise RuntimeError(f"warming the kernels failed: {peer_failure(warm.returncode, warm.stderr)}")
         jobs = {f"itchflow-{n}": _ITCHFLOW.format(path=path, messages=n) for n in (start, stop)}
         if peers:
-            jobs.update({f"itchcpp-{n}": _ITCHCPP.format(path=path, messages=n) for n in (start, stop)})
+            jobs.update({f"itchcpp-{n}": _ITCHCPP.format(path=path, messages=n, other=start + stop - n)
+                         for n in (start, stop)})
         # two at a time: counts do not depend on what else runs
         with ThreadPoolExecutor(2) as pool:
             futures = {tag: pool.submit(_counted, code, env, work, tag, timeout) for tag, code in jobs.items()}
             totals = {tag: f.result() for tag, f in futures.items()}
     r = {"day": path, "start": start, "stop": stop, "cpu_model": VALGRIND_CPU,
-         "itchflow": _per_message(totals[f"itchflow-{start}"], totals[f"itchflow-{stop}"])}
+         "itchflow": _per_message(totals[f"itchflow-{start}"], totals[f"itchflow-{stop}"], "itchflow")}
     if peers:
-        r["itchcpp"] = _per_message(totals[f"itchcpp-{start}"], totals[f"itchcpp-{stop}"])
+        r["itchcpp"] = _per_message(totals[f"itchcpp-{start}"], totals[f"itchcpp-{stop}"], "itchcpp")
         r["instructions_ratio"] = r["itchcpp"]["instructions"] / r["itchflow"]["instructions"]
     return r
 

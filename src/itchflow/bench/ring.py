@@ -309,6 +309,9 @@ def _peer_consume_queue(q, n, cpus, out):
     np.frombuffer(out, np.int64)[1] = total
 
 
+PYTHON_RING = "itchflow ring, Python API, 1 per call"
+
+
 def _time_peer(make, n, lens, cpus) -> dict:
     recs = _records(n, lens)
     out = CTX.RawArray("q", 2)
@@ -324,10 +327,22 @@ def _time_peer(make, n, lens, cpus) -> dict:
         p.join(300)
     finally:
         os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+        if p.is_alive():
+            p.kill()
+            p.join(10)
     o = np.frombuffer(out, np.int64)
+    expected = sum(len(r) for r in recs)
+    # a consumer that died or never finished leaves its stamp unwritten: no figure (a time taken
+    # from a stamp of 0 was negative, and printed as a ratio of -inf)
+    if p.exitcode != 0 or int(o[1]) != expected or o[0] <= t0:
+        raise PeerFailed(f"its consumer {'exited with ' + str(p.exitcode) if p.exitcode is not None else 'hung'}, "
+                         f"having received {int(o[1]):,} of {expected:,} bytes")
     secs = (o[0] - t0) / 1e9
-    return {"records": n, "seconds": secs, "records_per_s": n / secs, "ns_per_record": secs * 1e9 / n,
-            "ok": int(o[1]) == sum(len(r) for r in recs)}
+    return {"records": n, "seconds": secs, "records_per_s": n / secs, "ns_per_record": secs * 1e9 / n, "ok": True}
+
+
+class PeerFailed(RuntimeError):
+    """A peer's run that gave no figure (its consumer died, hung, or lost records)."""
 
 
 def _mp_queue(n, cpus, out):
@@ -495,7 +510,7 @@ def run(records=20_000_000, rate=200_000, latency_records=200_000, peers=True, p
                     all_records_per_s=[r["records_per_s"] for r in runs])
         return best
 
-    res["throughput_single"] = best_of(records // 4, 1)
+    res["throughput_single"] = best_of(max(records // 4, 1), 1)
     say(f"ring, one record per publish: {res['throughput_single']['records_per_s'] / 1e6:.1f} M records/s "
         f"(best of {repeats}; median {res['throughput_single']['median_records_per_s'] / 1e6:.1f})")
     res["throughput_batched"] = best_of(records, batch)
@@ -534,20 +549,27 @@ def run(records=20_000_000, rate=200_000, latency_records=200_000, peers=True, p
         for name, fn in (("multiprocessing.Queue", lambda: _time_peer(_mp_queue, peer_records, lens, cpus)),
                          ("faster-fifo", lambda: _time_peer(_faster_fifo, peer_records, lens, cpus)),
                          ("pyzmq ipc", lambda: time_zmq(peer_records, lens, cpus)),
-                         ("itchflow ring, Python API, 1 per call", lambda: time_python_ring(peer_records, lens, cpus))):
+                         (PYTHON_RING, lambda: time_python_ring(peer_records, lens, cpus))):
             try:
                 res["peers"][name] = fn()
                 say(f"{name}: {res['peers'][name]['records_per_s'] / 1e3:.0f} k records/s")
             except ImportError as e:
                 res["peers"][name] = {"skipped": str(e)}
-        mpq = res["peers"]["multiprocessing.Queue"]["records_per_s"]
-        res["ratios"] = {
-            "batched_vs_mp_queue": res["throughput_batched"]["records_per_s"] / mpq,
-            "single_vs_mp_queue": res["throughput_single"]["records_per_s"] / mpq,
-        }
+            except PeerFailed as e:
+                res["peers"][name] = {"failed": str(e)}
+        res["ratios"] = {}
+        mpq = res["peers"]["multiprocessing.Queue"].get("records_per_s")
+        if mpq:
+            res["ratios"].update(batched_vs_mp_queue=res["throughput_batched"]["records_per_s"] / mpq,
+                                 single_vs_mp_queue=res["throughput_single"]["records_per_s"] / mpq)
+        # like with like: the peers send one Python bytes object a call, as the ring's own
+        # Python API row does; the compiled, batched ring is what the pipeline uses
+        python_ring = res["peers"][PYTHON_RING].get("records_per_s")
         for name, r in res["peers"].items():
-            if "records_per_s" in r:
+            if "records_per_s" in r and name != PYTHON_RING:
                 res["ratios"][f"batched_vs_{name}"] = res["throughput_batched"]["records_per_s"] / r["records_per_s"]
+                if python_ring:
+                    res["ratios"][f"python_api_vs_{name}"] = python_ring / r["records_per_s"]
     if stress_records:
         say(f"stress: {stress_records:,} verified records ...")
         res["stress"] = stress_run(stress_records, cpus, progress)
@@ -593,12 +615,21 @@ def print_report(res: dict) -> None:
           f"(consumer preempted {lat.get('consumer_preemptions', '?')} times"
           + ("; consumer SCHED_FIFO)" if lat.get("consumer_sched_fifo") else
              "; --realtime refused: needs CAP_SYS_NICE)" if lat.get("realtime_asked") else ")"))
-    for name, r in res.get("peers", {}).items():
+    peers = res.get("peers", {})
+    if peers:
+        counts = [r["records"] for r in peers.values() if "records" in r]
+        print(f"  one record (a Python bytes object) a call, {counts[0] if counts else 0:,} records, one run "
+              f"each: the like-for-like row is the ring's own Python API")
+    for name, r in peers.items():
         if "records_per_s" in r:
-            print(f"  {name:36s} {r['records_per_s'] / 1e3:8.0f} k rec/s  {r['ns_per_record']:8.0f} ns/rec  "
-                  f"(ring batched is {b['records_per_s'] / r['records_per_s']:.0f}x)")
+            vs = ""
+            if name != PYTHON_RING:
+                vs = f"  (ring batched is {b['records_per_s'] / r['records_per_s']:.0f}x"
+                mine = res.get("ratios", {}).get(f"python_api_vs_{name}")
+                vs += f"; ring's Python API, 1 per call, {mine:.2f}x)" if mine else ")"
+            print(f"  {name:36s} {r['records_per_s'] / 1e3:8.0f} k rec/s  {r['ns_per_record']:8.0f} ns/rec{vs}")
         else:
-            print(f"  {name:36s} skipped: {r['skipped']}")
+            print(f"  {name:36s} {'skipped: ' + r['skipped'] if 'skipped' in r else 'failed: ' + r['failed']}")
     if "stress" in res:
         st = res["stress"]
         print(f"  stress {st['records']:,} records: verified {st['verified']:,}, bad {st['bad']}, lost {st['lost']}, "

@@ -247,10 +247,13 @@ def bench_instructions(shape, messages, start, stop, stocks, seed, no_peers, as_
     itchcpp's BookManager on the same bytes, counted by valgrind (the same on every run, on a
     host too noisy to time small changes). Needs valgrind; takes a few minutes."""
     from itchflow.bench.book import ensure_shape_day, shape_params
-    from itchflow.bench.instructions import report, run, to_json
+    from itchflow.bench.instructions import MIN_WINDOW, report, run, to_json
 
     if stop > messages:
         raise click.BadParameter(f"--stop {stop:,} is past the day's {messages:,} messages", param_hint="--stop")
+    if stop - start < MIN_WINDOW:
+        raise click.BadParameter(f"count at least {MIN_WINDOW:,} messages (--start {start:,} to --stop {stop:,}): a "
+                                 f"shorter window is within what two runs' set-up differ by", param_hint="--stop")
     path, gen, _ = ensure_shape_day(shape_params(shape, messages, many_stocks=stocks, seed=seed))
     try:
         r = run(str(path), start, stop, peers=not no_peers)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 
 import click
 
@@ -85,7 +86,9 @@ def shape_usage_error(error, ctx=None) -> click.BadParameter:
 
 class BenchCommand(click.Command):
     """A benchmark: a generated day's shape out of range (a ``sim.generator.ShapeError``: too
-    few messages for its stocks, say) is a usage error naming the option, not a traceback."""
+    few messages for its stocks, say) is a usage error naming the option, not a traceback; a
+    cache folder it cannot write (read-only, full) is an error naming the file and the
+    variable that moves it."""
 
     def invoke(self, ctx):
         try:
@@ -96,6 +99,14 @@ class BenchCommand(click.Command):
             if not isinstance(e, ShapeError):
                 raise
             raise shape_usage_error(e, ctx) from None
+        except OSError as e:
+            from itchflow.bench.common import BENCH_DIR
+
+            where = Path(e.filename).resolve() if getattr(e, "filename", None) else None
+            if where is None or not where.is_relative_to(BENCH_DIR.resolve()):
+                raise
+            raise click.ClickException(f"the benchmark cache {BENCH_DIR}: {e.strerror or e}: {e.filename} "
+                                       f"(ITCHFLOW_BENCH_DIR moves it)") from None
 
 
 class BenchGroup(click.Group):

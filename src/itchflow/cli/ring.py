@@ -173,7 +173,7 @@ def ring_layout() -> None:
 @click.option("--capacity", type=RING_CAPACITY, default=1 << 22, show_default=True, help="Ring bytes for the throughput runs.")
 @click.option("--repeats", type=RUNS, default=3, show_default=True, help="Throughput runs (best and median shown).")
 @click.option("--peers/--no-peers", default=True, help="Also time multiprocessing.Queue, faster-fifo, pyzmq.")
-@click.option("--peer-records", type=Count(), default="200k", show_default=True)
+@click.option("--peer-records", type=Count(1), default="200k", show_default=True)
 @click.option("--stress", "stress", type=click.IntRange(0), default=0, help="Also run an N-record verified stress (e.g. 100000000).")
 @click.option("--pin", type=CPUS, default="0,1", show_default=True, help="CPUs for producer,consumer ('' = no pinning).")
 @click.option("--plot", type=IMAGE, default=None, help="Write a latency histogram PNG.")

@@ -104,6 +104,13 @@ def minimum_messages(stocks: int) -> int:
     return 60 * stocks + 10_000
 
 
+def check_enough_messages(messages: int, stocks: int) -> None:
+    """ShapeError when a day of this many messages is too small for its stocks."""
+    if messages < minimum_messages(stocks):
+        raise ShapeError("messages", f"a day of {stocks} stocks needs at least {minimum_messages(stocks):,} "
+                         f"messages (asked for {messages:,})")
+
+
 # The day's shape: what a benchmark varies. None means "as the default day has it" (those
 # settings leave the default day's bytes exactly as they were).
 SHAPE_KNOBS = {
@@ -247,9 +254,7 @@ class _Plan:
         check_shape(shape)
         # The new knobs draw from their own stream, so a day that does not use them keeps its bytes.
         rng2 = np.random.default_rng([seed, 0x17C4F10, 2])
-        if messages < minimum_messages(stocks):
-            raise ShapeError("messages", f"a day of {stocks} stocks needs at least {minimum_messages(stocks):,} "
-                             f"messages (asked for {messages:,})")
+        check_enough_messages(messages, stocks)
         if seed < 0:
             raise ValueError("seed must be >= 0")
         self.gk = gk
