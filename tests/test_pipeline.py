@@ -752,3 +752,60 @@ def test_soup_fetch_says_when_it_detached_its_ring_consumer(day):
     res = json.loads(fetch.stdout)
     assert res["ended"] and res["missing"] == 0 and res["ring_detached"] == {"book": 1}
     assert "consumer 'book' (1 time) detached" in fetch.stderr
+
+
+def _producer_process():
+    (proc,) = [p for p in mp.active_children() if p.name == "itchflow-producer"]
+    return proc
+
+
+def _run_in_thread(box, *args, **kw):
+    def target():
+        try:
+            box["report"] = run_pipeline(*args, **kw)
+        except Exception as e:   # noqa: BLE001 - handed to the test
+            box["error"] = e
+    t = threading.Thread(target=target)
+    t.start()
+    return t
+
+
+def test_a_producer_stalled_past_the_heartbeat_is_an_error_not_a_short_day(tmp_path, day):
+    """A reader stopped (SIGSTOP) for longer than the heartbeat time-out: the ring judged the
+    producer gone, the run stopped it, and it reported "ok" on what it had read: the run
+    exited 0 with 18% of the day and "0 gaps"."""
+    path = tmp_path / "day.itch"
+    path.write_bytes(day.tobytes())
+    started = threading.Event()
+    box: dict = {}
+    t = _run_in_thread(box, str(path), rate=40_000, batch_bytes=4096, heartbeat_timeout=0.5,
+                       progress=lambda messages, _bytes: messages and started.set())
+    assert started.wait(60)                      # a batch applied: the producer is mid-day
+    proc = _producer_process()
+    os.kill(proc.pid, signal.SIGSTOP)
+    try:
+        t.join(3.0)   # past the producer's staleness: max(heartbeat time-out, 2 s)
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+    t.join(60)
+    assert "report" not in box, box["report"]
+    err = box["error"]
+    assert isinstance(err, PipelineError) and "published nothing for more than the heartbeat time-out" in str(err)
+    assert str(path) in str(err) and "books are incomplete" in str(err)
+
+
+def test_a_file_that_shrinks_under_the_pipeline_is_named_as_such(tmp_path, day):
+    """The producer knows the file shrank; the consumer only saw the zeros past the new end
+    ("zero-length message"), and its error won."""
+    path = tmp_path / "day.itch"
+    raw = day.tobytes() * 4
+    path.write_bytes(raw)
+    started = threading.Event()
+    box: dict = {}
+    t = _run_in_thread(box, str(path), rate=100_000, batch_bytes=1 << 14,
+                       progress=lambda messages, _bytes: messages and started.set())
+    assert started.wait(60)
+    os.truncate(path, len(raw) // 2)
+    t.join(120)
+    err = box.get("error")
+    assert err is not None and "shrank" in str(err) and str(path) in str(err), box

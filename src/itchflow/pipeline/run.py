@@ -192,6 +192,7 @@ def run_pipeline(source: str | SourceSpec, *, ring: str | None = None, capacity:
     pinned = None
     stop = CTX.Event()
     produced = None
+    consume_error: Exception | None = None
     try:
         # Load the engine, the publish kernel and the reader's kernels before the fork: the
         # child inherits them, the first batch of a live feed does not pay tens of milliseconds
@@ -208,7 +209,11 @@ def run_pipeline(source: str | SourceSpec, *, ring: str | None = None, capacity:
             proc.start()
             child_conn.close()
             pinned = pin_for(pin, 1)
-            _consume(reader, applier, proc, progress, run)
+            try:
+                _consume(reader, applier, proc, progress, run)
+            except ValueError as e:   # what the consumer read was bad: the producer may know why
+                consume_error = e
+                raise
             run.completed = not run.interrupted
     finally:
         unpin(pinned)
@@ -225,6 +230,10 @@ def run_pipeline(source: str | SourceSpec, *, ring: str | None = None, capacity:
             parent_conn.close()
         rg.close()
         rg.unlink()
+        if consume_error is not None and produced is not None and produced[0] == "error":
+            # The producer's own error says what happened to the source (a file that shrank or
+            # was rewritten while read): the consumer only saw its effect (zeros, a bad length)
+            raise PipelineError(f"{spec.text}: {produced[1]}") from consume_error
     if run.interrupted:
         report.producer = produced[-1] if produced else {}
         raise PipelineInterrupted(_finish(report, applier, books, tpn, run, top))
@@ -235,6 +244,17 @@ def run_pipeline(source: str | SourceSpec, *, ring: str | None = None, capacity:
     report.producer = produced[-1]
     if produced[0] == "error":
         raise PipelineError(f"{spec.text}: producer failed after {report.messages:,} messages: {produced[1]}")
+    if run.gone:
+        # The ring judged the producer gone (no heartbeat for heartbeat_timeout): a producer
+        # stopped or stalled that long (SIGSTOP, swapping, a frozen filesystem) and then told to
+        # stop reports "ok" on what it had read; the books hold part of the source.
+        raise PipelineError(f"{spec.text}: the producer published nothing for more than the heartbeat time-out "
+                            f"({heartbeat_timeout:g} s: stalled or stopped), after {report.messages:,} messages; the "
+                            f"books are incomplete (--heartbeat-timeout sets how long a pause is tolerated)")
+    published = report.producer.get("messages")
+    if published is not None and published != report.messages:
+        raise PipelineError(f"{spec.text}: the producer published {published:,} messages and {report.messages:,} "
+                            f"were applied")
     return _finish(report, applier, books, tpn, run, top)
 
 
