@@ -7,6 +7,8 @@ The real Nasdaq captures live beside the repository (CI clones it next to ``shar
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import sys
 import uuid
 from pathlib import Path
@@ -51,3 +53,21 @@ def ring_path():
     yield p
     if os.path.exists(p):
         os.unlink(p)
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A directory on a 1 MiB tmpfs: writes past 1 MiB fail with ENOSPC."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a small tmpfs to fill needs root and mount(8)")
+    d = tmp_path / f"tiny-{uuid.uuid4().hex[:8]}"
+    d.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(d)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    try:
+        yield d
+    finally:
+        if subprocess.run(["umount", str(d)]).returncode != 0:  # busy: detach it, and fail the test
+            subprocess.run(["umount", "-l", str(d)])
+            raise AssertionError(f"{d} was still in use after the test")

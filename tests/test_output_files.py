@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import gzip
 import os
-import shutil
 import subprocess
-import uuid
 
 import numpy as np
 import pytest
@@ -26,24 +24,6 @@ def day(tmp_path_factory):
     path = tmp_path_factory.mktemp("day") / "20190130.itch"  # lobster takes the date from the name
     write_day(path, 200_000, 3, stocks=20)
     return str(path)
-
-
-@pytest.fixture
-def full_disk(tmp_path):
-    """A directory on a 1 MiB tmpfs: writes past 1 MiB fail with ENOSPC."""
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a small tmpfs to fill needs root and mount(8)")
-    d = tmp_path / f"tiny-{uuid.uuid4().hex[:8]}"
-    d.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(d)], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
-    try:
-        yield d
-    finally:
-        if subprocess.run(["umount", str(d)]).returncode != 0:  # busy: detach it, and fail the test
-            subprocess.run(["umount", "-l", str(d)])
-            raise AssertionError(f"{d} was still in use after the test")
 
 
 def _left(d) -> list[str]:

@@ -3,6 +3,7 @@ producer recovery. Nothing may hang; in blocking mode nothing may be lost."""
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import signal
@@ -242,3 +243,33 @@ def test_consumer_name_held_by_live_process_is_busy(path):
         ring.words[L.slot_base(0) + L.S_PID] = os.getppid()   # a live process that is not us
         with pytest.raises(RingBusy):
             ring.reader("r")
+
+
+def test_a_ring_without_room_on_its_file_system_is_refused_naming_it(full_disk):
+    """The ring was a sparse file: on a full tmpfs (/dev/shm) its first touch of a page faulted,
+    the guard for shrunk files answered with zeros, and `run` blamed the user's input ("byte
+    offset 4158267: zero-length message"). Its pages are reserved when it is made now."""
+    from itchflow.ring import Ring
+
+    path = str(full_disk / "big.ring")
+    with pytest.raises(OSError) as e:
+        Ring.create(path, 4 << 20)
+    assert e.value.errno == errno.ENOSPC and "no room for the ring" in str(e.value)
+    assert str(full_disk) in str(e.value) and os.listdir(full_disk) == []
+    small = Ring.create(str(full_disk / "small.ring"), 256 << 10)   # one that fits is made
+    small.close()
+    small.unlink()
+
+
+def test_run_on_a_full_ring_file_system_says_so(full_disk, tmp_path):
+    from click.testing import CliRunner
+
+    from itchflow.cli import main
+    from itchflow.sim.generator import write_day
+
+    day = tmp_path / "day.itch"
+    write_day(day, 20_000, 1, stocks=5)
+    res = CliRunner().invoke(main, ["run", "--source", str(day), "--ring", str(full_disk / "r.ring"),
+                                    "--capacity", str(4 << 20), "--top", "0"])
+    assert res.exit_code == 1 and "no room for the ring" in res.output, res.output
+    assert "zero-length" not in res.output and os.listdir(full_disk) == []

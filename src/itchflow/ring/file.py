@@ -8,6 +8,7 @@ into a compiled kernel (producer.py / consumer.py); nothing here runs per record
 from __future__ import annotations
 
 import atexit
+import errno
 import mmap
 import os
 import time
@@ -42,6 +43,23 @@ def _unlink_created() -> None:
             except OSError:
                 pass
 
+
+
+def _reserve(fd: int, size: int, path: str) -> None:
+    """Reserve the ring's pages now. ftruncate alone leaves a sparse file: on a tmpfs (/dev/shm)
+    without room, the first touch of a page then faults (SIGBUS), which the guard for files
+    that shrink took for a shrunk file and answered with zeros: a full /dev/shm was reported
+    as a corrupt message in the user's input. A file system that cannot reserve (no
+    fallocate) is left as it was."""
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise OSError(e.errno, f"no room for the ring's {size:,} bytes in {os.path.dirname(path) or '.'} "
+                                   f"({os.strerror(e.errno)}; a smaller --capacity, or free the space: "
+                                   f"itchflow ring ls)", path) from None
+        if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            raise
 
 class Ring:
     """A mapped ring file. ``words`` is the file as int64 words, ``data`` the data region."""
@@ -130,6 +148,7 @@ class Ring:
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             os.ftruncate(fd, size)
+            _reserve(fd, size, path)
             mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
             if hugepages and not flags & L.FLAG_HUGETLBFS and hasattr(mmap, "MADV_HUGEPAGE"):
                 try:
