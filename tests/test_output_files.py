@@ -5,6 +5,7 @@ this test mounts and unmounts (root only)."""
 
 from __future__ import annotations
 
+import errno
 import gzip
 import os
 import subprocess
@@ -215,3 +216,19 @@ def test_figures_take_their_format_from_the_final_name(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert b"<svg" in svg.read_bytes()[:500]
     assert _left(tmp_path) == ["a.png", "a.svg"]
+
+
+def test_a_stream_output_on_a_full_disk_names_its_file(full_disk):
+    """`listen --out` and `soup fetch --out` said "[Errno 28] No space left on device" and no
+    file: the receive loop's writes now raise naming the output."""
+    from itchflow.sinks.output import StreamOutput
+
+    final = full_disk / "capture.itch"
+    stream = StreamOutput(final)
+    with pytest.raises(OSError) as e:
+        for _ in range(64):
+            stream.file.write(bytes(64 << 10))     # 4 MiB into 1 MiB
+        stream.file.flush()
+    assert e.value.errno == errno.ENOSPC and e.value.filename == str(final)
+    stream.discard()
+    assert _left(full_disk) == []

@@ -561,6 +561,66 @@ def test_soup_fetch_into_a_ring_then_run_from_it(day, direct, tmp_path):
     assert r.messages == reference_count(day) and r.sequence_gaps == r.sequence_repeats == 0
 
 
+@pytest.mark.net
+def test_a_session_cut_short_into_a_ring_is_cut_short_for_its_consumer(day):
+    """`soup fetch --ring` (or `listen --ring`) stopped before the end of the session closed the
+    ring as a finished one: `run --source ring:` applied part of the day and exited 0. The close
+    now says the stream was cut short, and run exits 2 as a live source's would."""
+    import subprocess
+
+    from itchflow.cli.run import live_exit_status
+    from itchflow.sources.soup_sockets import SoupServer
+    from itchflow.protocol.soup.session import MessageStore
+
+    name = f"/dev/shm/itchflow-test-cutring-{os.getpid()}.ring"
+    # the server goes silent after 20,000 messages: a dead link, and no reconnect allowed
+    server = SoupServer(MessageStore(day), "127.0.0.1", 0, "RINGDAY", {"alice": "secret"}, stall_after=20_000)
+    server.start()
+    try:
+        host, port = server.address
+        fetch = subprocess.Popen(_fetch_into_ring(host, port, name) + ["--max-reconnects", "0", "--dead-link", "1"],
+                                 env=_child_env(),
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        while not os.path.exists(name) and time.monotonic() < deadline and fetch.poll() is None:
+            time.sleep(0.02)   # the ring file appears (readiness), then the consumer may attach
+        r = run_pipeline(f"ring:{name}", books=Books())
+        out, err = fetch.communicate(timeout=60)
+    finally:
+        server.stop()
+        if os.path.exists(name):
+            os.unlink(name)
+    assert fetch.returncode == 2, err
+    fetched = json.loads(out)["messages"]      # 20,000, unless the link was judged dead earlier
+    assert 0 < fetched <= 20_000 and r.messages == fetched and r.stream == "cut short"
+    status, why = live_exit_status(r)
+    assert status == 2 and "before the end of its stream" in why
+
+
+def test_a_rings_close_says_how_the_stream_ended(ring_path):
+    from itchflow.ring import Ring, RingClosed
+    from itchflow.ring import layout as L
+
+    rg = Ring.create(ring_path, 1 << 16, consumers=["c"])
+    try:
+        for outcome in (L.STREAM_WHOLE, L.STREAM_CUT_SHORT, L.STREAM_LOST, None):
+            w = rg.writer()
+            w.write(b"x" * 10)
+            if outcome is None:
+                w.close()           # a close that says nothing: whole, as before
+            else:
+                w.close(outcome)
+            with rg.reader("c") as reader:
+                assert len(reader.read_batch(timeout=1)) == 1
+                with pytest.raises(RingClosed) as e:
+                    reader.read_batch(timeout=1)
+            assert e.value.outcome == (L.STREAM_WHOLE if outcome is None else outcome)
+            assert L.STREAM_OUTCOME_NAMES[e.value.outcome] in str(e.value)
+    finally:
+        rg.close()
+        rg.unlink()
+
+
 def test_paced_replay_takes_the_time_the_rate_says(tmp_path, day, direct):
     path = tmp_path / "day.itch"
     path.write_bytes(day.tobytes())

@@ -240,7 +240,7 @@ def listen(line_a, line_b, rerequest, out, ring_name, engine, ifname, queue, cpu
 
         if Console(stderr=True).is_terminal:
             progress = _listen_progress()
-    pub = stream = None
+    pub = stream = res = None
     detached: dict[str, int] = {}
     try:
         stream = StreamOutput(out) if out else None
@@ -270,7 +270,9 @@ def listen(line_a, line_b, rerequest, out, ring_name, engine, ifname, queue, cpu
         raise
     finally:
         if pub is not None:
-            detached = _close_feed(pub)   # consumers see the end of the stream
+            # consumers see the end of the stream, and how it ended
+            detached = _close_feed(pub, res is not None and res.finished and not res.interrupted,
+                                   res is not None and bool(res.stats.get("lost")))
     _settle(stream, res)
     report = {"engine": res.engine, "finished": res.finished, "interrupted": res.interrupted,
               "seconds": round(res.seconds, 3), **res.stats,
@@ -369,10 +371,14 @@ def _ring_publisher(name: str):
     return open_feed(name)
 
 
-def _close_feed(pub) -> dict[str, int]:
-    """Close the ring's producer (its consumers see the end); the consumers it detached."""
+def _close_feed(pub, whole: bool, lost: bool = False) -> dict[str, int]:
+    """Close the ring's producer (its consumers see the end, and whether the session was whole,
+    cut short, or ended with messages lost: a consumer took a listener stopped half-way for
+    the end of the session, and exited 0); the consumers it detached."""
+    from itchflow.ring import layout as L
+
     detached = pub.writer.detached_consumers()
-    pub.writer.close()
+    pub.writer.close(L.STREAM_CUT_SHORT if not whole else L.STREAM_LOST if lost else L.STREAM_WHOLE)
     return detached
 
 
@@ -507,7 +513,8 @@ def soup_fetch(address, user, password, out, ring_name, session, sequence, max_r
         raise
     finally:
         if pub is not None:
-            detached = _close_feed(pub)
+            detached = _close_feed(pub, res is not None and res.ended and not res.interrupted,
+                                   res is not None and bool(res.missing))
     if res.rejected or res.refused:   # a login that failed leaves no empty file to pass for a session
         _discard(stream)
     else:

@@ -110,6 +110,12 @@ def live_exit_status(r) -> tuple[int, str]:
     end of session, 3 messages were lost on the way (given up on, or a lossy ring lapped):
     the books cannot show a hole, so a script must not take them for the whole day."""
     p = r.producer or {}
+    stream = getattr(r, "stream", "whole")
+    if stream == "cut short":
+        return 2, ("the ring's producer closed it before the end of its stream (a session stopped early): the "
+                   "books cover part of it")
+    if stream == "lost messages":
+        return 3, "the ring's producer lost messages on the way (given up on, or missing): the books have holes"
     for kind in ("mold", "soup"):
         if kind in p and not (p.get("finished") if kind == "mold" else p[kind].get("ended")):
             return 2, f"the {kind} session stopped before its end of session: the books cover part of it"

@@ -34,6 +34,7 @@ from itchflow.pipeline.consume import S_APPLY_TICKS, S_BATCHES, S_BYTES, S_GAP_M
 from itchflow.pipeline.producer import producer_main
 from itchflow.pipeline.publish import CONSUMER, feed_max_payload, warm_up
 from itchflow.pipeline.sources import SourceSpec, check_source, parse_source
+from itchflow.ring.layout import STREAM_OUTCOME_NAMES
 
 CTX = mp.get_context("fork")   # the child inherits the compiled kernels: no second load
 DEFAULT_CAPACITY = 16 << 20
@@ -75,6 +76,8 @@ class PipelineReport:
     samples: dict = field(default_factory=dict, repr=False)   # stage -> ns per batch (not in to_dict)
     interrupted: bool = False            # Ctrl-C ended the run: the counts are what was applied
     ring_lost_records: int = 0           # records the consumer never saw: lapped in a lossy ring
+    stream: str = "whole"                # ring: sources: how the producer said its stream ended
+                                         # ("whole", "cut short", "lost messages")
     # How to read the latencies: "flat out" (a file read as fast as possible: publish -> consume
     # is then mostly time queued behind earlier batches in a full ring, i.e. queueing), "paced"
     # (a file replayed at --rate: the hand-off itself), or "live" (the source's own pace).
@@ -177,6 +180,7 @@ def run_pipeline(source: str | SourceSpec, *, ring: str | None = None, capacity:
             _fill_counts(report, applier)
             raise PipelineError(f"{rg.path}: its producer died without closing it, after {report.messages:,} "
                                 "messages (a restarted producer continues the sequence; read again to resume)")
+        report.stream = STREAM_OUTCOME_NAMES.get(run.outcome, str(run.outcome))
         return _finish(report, applier, books, tpn, run, top)
 
     if ring is not None:
@@ -266,6 +270,7 @@ class _Run:
         self.t_first: float | None = None
         self.t_end: float | None = None
         self.gone = False
+        self.outcome = 0              # ring.layout.STREAM_*: how the ring's producer said its stream ended
         self.interrupted = False
         self.completed = False
         self.ring_lost_records = 0
@@ -322,7 +327,8 @@ def _consume(reader, applier, proc, progress, run: _Run, waiting: _NoProducerNot
         while True:
             try:
                 batch = reader.read_batch(timeout=POLL_S)
-            except EOFError:
+            except EOFError as e:
+                run.outcome = getattr(e, "outcome", 0)   # how the ring's producer said its stream ended
                 break
             except ProducerGone:
                 run.gone = True

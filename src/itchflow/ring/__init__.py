@@ -21,11 +21,11 @@ entries: names, validation), liveness (heartbeat and pid judgements, staleness),
 Atomics, clocks and futexes are in ``itchflow.hw``; the benchmark in ``itchflow.bench.ring``.
 """
 
-from itchflow.ring.errors import ConsumerDetached, ProducerGone, RingBusy, RingError, RingFormatError
+from itchflow.ring.errors import ConsumerDetached, ProducerGone, RingBusy, RingClosed, RingError, RingFormatError
 from itchflow.ring.file import Ring
 from itchflow.ring.paths import ring_path
 from itchflow.ring.reader import Batch, Reader
 from itchflow.ring.writer import Writer
 
-__all__ = ["Batch", "ConsumerDetached", "ProducerGone", "Reader", "Ring", "RingBusy", "RingError",
+__all__ = ["Batch", "ConsumerDetached", "ProducerGone", "Reader", "Ring", "RingBusy", "RingClosed", "RingError",
            "RingFormatError", "Writer", "ring_path"]

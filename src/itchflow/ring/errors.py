@@ -7,6 +7,15 @@ class RingError(Exception):
     """Base class for ring errors."""
 
 
+class RingClosed(EOFError):
+    """The producer closed the ring and everything was read. ``outcome``: how its stream ended
+    (``layout.STREAM_*``: whole, cut short before its end, or with messages lost)."""
+
+    def __init__(self, message: str, outcome: int = 0):
+        super().__init__(message)
+        self.outcome = outcome
+
+
 class RingFormatError(RingError, ValueError):
     """The file is not a valid ring (magic, version, sizes, a consumer entry), or a record is
     corrupt."""

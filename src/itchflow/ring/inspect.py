@@ -33,6 +33,8 @@ def snapshot(ring) -> dict:
             "alive": producer_live(w, now),
             "heartbeat_age_s": (now - int(load(w, L.W_PROD_HB))) / 1e9 if load(w, L.W_PROD_HB) else None,
             "generation": int(load(w, L.W_PROD_GEN)),
+            "stream": (L.STREAM_OUTCOME_NAMES.get(int(load(w, L.W_PROD_OUTCOME)), "?")
+                       if pstate == L.PRODUCER_CLOSED else None),
             "full_waits": int(load(w, L.W_FULL_WAITS)), "detached": int(load(w, L.W_DETACHED)),
             "wakeups": int(load(w, L.W_WAKEUPS)), "recovered_records": int(load(w, L.W_RECOVERED)),
         },

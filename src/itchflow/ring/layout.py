@@ -42,6 +42,11 @@ MODE_LOSSY = 1     # the producer never waits; lapped consumers count their loss
 
 # Producer states (PRODUCER.state)
 PRODUCER_NONE, PRODUCER_OPEN, PRODUCER_CLOSED = 0, 1, 2
+# How the producer's stream ended when it closed the ring (PRODUCER.outcome): a consumer cannot
+# tell a session stopped half-way (Ctrl-C, an idle time-out, a server gone) from its end by
+# the close alone. 0 in a ring of an earlier version: whole, as a close then meant.
+STREAM_WHOLE, STREAM_CUT_SHORT, STREAM_LOST = 0, 1, 2
+STREAM_OUTCOME_NAMES = {STREAM_WHOLE: "whole", STREAM_CUT_SHORT: "cut short", STREAM_LOST: "lost messages"}
 
 # Consumer slot states (CONSUMER_LIVENESS.state)
 # CLAIMED: a consumer process is filling in a new slot (the producer ignores it).
@@ -118,6 +123,8 @@ RING_BLOCKS: tuple[Block, ...] = (
                              "producer process refreshes it, idle or not)"),
         Word("state", "PRODUCER_NONE / OPEN / CLOSED"),
         Word("generation", "how many producers have opened this ring"),
+        Word("outcome", "STREAM_*, stored before state CLOSED: the stream was whole, cut short (stopped "
+                        "before its end) or ended with messages lost on the way"),
     ), "Producer liveness."),
     Block("producer_counters", "producer", (
         Word("full_waits", "times the producer found the ring full and had to wait"),
@@ -208,6 +215,7 @@ W_PROD_PID = RING_WORD["producer.pid"]
 W_PROD_HB = RING_WORD["producer.heartbeat_ns"]
 W_PROD_STATE = RING_WORD["producer.state"]
 W_PROD_GEN = RING_WORD["producer.generation"]
+W_PROD_OUTCOME = RING_WORD["producer.outcome"]
 W_FULL_WAITS = RING_WORD["producer_counters.full_waits"]
 W_DETACHED = RING_WORD["producer_counters.detached"]
 W_WAKEUPS = RING_WORD["producer_counters.wakeups"]

@@ -11,7 +11,7 @@ import numpy as np
 from itchflow.hw.atomics_py import cas, fetch_add, load, store
 from itchflow.ring import consumer as C
 from itchflow.ring import layout as L
-from itchflow.ring.errors import ConsumerDetached, ProducerGone, RingBusy, RingError, RingFormatError
+from itchflow.ring.errors import ConsumerDetached, ProducerGone, RingBusy, RingClosed, RingError, RingFormatError
 from itchflow.ring.liveness import pid_alive, producer_live
 from itchflow.ring.slots import set_name
 from itchflow.ring.wait import strategy_code, timeout_ns
@@ -207,7 +207,9 @@ class Reader:
             return self._empty()
         if n == C.PRODUCER_CLOSED:
             C.commit(w, self.cs)
-            raise EOFError(f"{self.ring.path}: the producer closed the ring")
+            outcome = int(load(w, L.W_PROD_OUTCOME))   # stored before the state this read saw
+            raise RingClosed(f"{self.ring.path}: the producer closed the ring "
+                             f"({L.STREAM_OUTCOME_NAMES.get(outcome, outcome)})", outcome)
         if n == C.PRODUCER_GONE:
             C.commit(w, self.cs)
             edge = C.published_edge(w)[0]

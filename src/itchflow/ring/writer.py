@@ -61,6 +61,7 @@ class Writer:
         store(w, L.W_PROD_GEN, load(w, L.W_PROD_GEN) + 1)
         self.ps = P.new_producer_state(w, ring.geometry)
         P.heartbeat(w, self.ps)
+        store(w, L.W_PROD_OUTCOME, L.STREAM_WHOLE)   # this producer's stream has not ended
         store(w, L.W_PROD_STATE, L.PRODUCER_OPEN)
         P.serve_joins(w, self.ps)
         self._empty_types = np.zeros(0, np.int64)
@@ -137,8 +138,9 @@ class Writer:
     def records(self) -> int:
         return int(self.ps[P.P_REC])
 
-    def close(self) -> None:
-        """Publish anything pending and mark the ring closed (readers drain, then stop)."""
+    def close(self, outcome: int = L.STREAM_WHOLE) -> None:
+        """Publish anything pending and mark the ring closed (readers drain, then stop), saying
+        how the stream ended (``layout.STREAM_*``: whole, cut short, messages lost)."""
         if self.ps is None:
             return
         self._heartbeat.done.set()
@@ -147,6 +149,7 @@ class Writer:
         w = self.ring.words
         P.commit(w, self.ps)
         P.heartbeat(w, self.ps)
+        store(w, L.W_PROD_OUTCOME, int(outcome))   # before the state: read after it is seen
         store(w, L.W_PROD_STATE, L.PRODUCER_CLOSED)
         self.ps = None
 

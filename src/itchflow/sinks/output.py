@@ -107,7 +107,7 @@ class StreamOutput:
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), self.final)
         self.path = self.final if _is_special(self.final) else part_path(self.final)
         try:
-            self.file = open(self.path, "wb")
+            self.file = _NamedWrites(open(self.path, "wb"), self.final)
         except OSError as e:
             raise_named(e, self.final)
 
@@ -134,3 +134,40 @@ class StreamOutput:
     def keep_part(self) -> str:
         self._close()
         return self.path
+
+
+class _NamedWrites:
+    """A binary file whose write errors name the output (a full disk under `listen --out` said
+    "[Errno 28] No space left on device" and no file): the receive loops write to it, and the
+    commands cannot tell its errors from the network's, which name no file either."""
+
+    def __init__(self, raw, final: str):
+        self._raw, self._final = raw, final
+
+    def write(self, data) -> int:
+        try:
+            return self._raw.write(data)
+        except OSError as e:
+            raise_named(e, self._final)
+
+    def flush(self) -> None:
+        try:
+            self._raw.flush()
+        except OSError as e:
+            raise_named(e, self._final)
+
+    def close(self) -> None:
+        try:
+            self._raw.close()
+        except OSError as e:
+            raise_named(e, self._final)
+
+    @property
+    def closed(self) -> bool:
+        return self._raw.closed
+
+    def fileno(self) -> int:
+        return self._raw.fileno()
+
+    def tell(self) -> int:
+        return self._raw.tell()
