@@ -750,3 +750,18 @@ def test_another_job_where_the_first_made_nothing_plans_its_own_shards(archive, 
     day.write_bytes(open(good, "rb").read())
     r = batch([str(day)], "trades", out, client=client, shards=2)
     assert r["days"][0]["shards"] == 2 and r["days"][0]["rows"] > 0
+
+
+def test_a_split_on_a_full_disk_names_the_shard_and_leaves_no_temps(archive, full_disk):
+    """The error said "[Errno 28] No space left on device" and no file, and the split's temp
+    files stayed behind, keeping the disk full until a rerun."""
+    from itchflow.scale.layout import Layout
+    from itchflow.scale.split import split_day
+
+    _, paths = archive
+    day = "2019-01-30"
+    with pytest.raises(OSError) as e:
+        split_day(paths[day], str(full_disk), day, 2, "SR", row_bytes=1 << 17)
+    assert e.value.errno == 28 and os.path.basename(e.value.filename).startswith("shard-")
+    scratch = Layout(str(full_disk)).scratch(day)
+    assert os.listdir(scratch) == [], os.listdir(scratch)

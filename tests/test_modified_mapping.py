@@ -54,6 +54,19 @@ def test_a_day_written_to_while_it_is_scanned_is_an_error_naming_it(tmp_path, da
     assert "size did not change" in str(e.value)
 
 
+def test_a_day_appended_to_while_it_is_scanned_says_it_grew(tmp_path, day):
+    """A day still being written (appended to) was reported with "its size did not change"."""
+    path = _aged(tmp_path / "day.itch", day)
+    pieces = itchflow.scan(path, chunk_messages=5000)
+    next(pieces)
+    with open(path, "ab") as f:
+        f.write(day[:1000])
+    with pytest.raises(ITCHFormatError) as e:
+        list(pieces)
+    grown = f"it grew from {len(day):,} to {len(day) + 1000:,} bytes"
+    assert grown in str(e.value) and "tail:PATH" in str(e.value) and "size did not change" not in str(e.value)
+
+
 def test_a_capture_written_to_while_it_is_read_is_an_error_naming_it(tmp_path, day, monkeypatch):
     """A capture's pieces are copied out of its mapping as it is read: a write to it after the
     first piece is an error naming the capture."""

@@ -232,3 +232,29 @@ def test_a_stream_output_on_a_full_disk_names_its_file(full_disk):
     assert e.value.errno == errno.ENOSPC and e.value.filename == str(final)
     stream.discard()
     assert _left(full_disk) == []
+
+
+def test_auctions_renames_both_tables_or_neither(day, tmp_path, monkeypatch):
+    """A failure writing imbalances.parquet (a full disk) left the new day's crosses beside the
+    old day's imbalances, whose cross_row then pointed at the wrong day's rows."""
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "auctions"
+    assert CliRunner().invoke(main, ["auctions", day, "-o", str(out)]).exit_code == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert set(before) == {"crosses.parquet", "imbalances.parquet"}
+    real = pq.write_table
+
+    def full_on_the_second(table, where, *a, **k):
+        if "imbalances" in str(where):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(table, where, *a, **k)
+
+    monkeypatch.setattr(pq, "write_table", full_on_the_second)
+    res = CliRunner().invoke(main, ["auctions", day, "-o", str(out), "-s", day_symbol(day)])
+    assert res.exit_code == 1 and "imbalances.parquet" in res.output
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before   # the earlier pair, whole
+
+
+def day_symbol(path) -> str:
+    return str(itchflow.Books().replay(path).bbo()["symbol"][0])

@@ -11,7 +11,26 @@ import click
 from itchflow.cli.params import BenchGroup
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """Ctrl-C in a command that does not report it itself (trades, bbo, snapshots, decode, gen)
+    ends as the others do: a sentence and status 130, not click's bare "Aborted!" and 1; and
+    memory that cannot be had (numpy's, pyarrow's, a ulimit) is an error line, not a
+    traceback. Their outputs are gone by then (written under NAME.part, removed on the way
+    out)."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo("itchflow: interrupted (Ctrl-C): unfinished output was removed", err=True)
+            ctx.exit(130)
+        except MemoryError as e:   # numpy's _ArrayMemoryError and pyarrow's ArrowMemoryError too
+            click.echo(f"itchflow: error: out of memory ({e or 'no details'}): unfinished output was removed; "
+                       "a smaller piece (fewer symbols, a shorter span) or more memory", err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="itchflow")
 def main() -> None:
     """itchflow: Nasdaq TotalView-ITCH 5.0 feed handler."""

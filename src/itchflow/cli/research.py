@@ -112,8 +112,11 @@ def auctions_command(path, out, symbols, plot, plot_symbol, cross_type) -> None:
     try:
         result = auctions(path, symbols, capture_stats=capture)
         Path(out).mkdir(parents=True, exist_ok=True)
-        _write_table(result.crosses, str(Path(out) / "crosses.parquet"))
-        _write_table(result.imbalances, str(Path(out) / "imbalances.parquet"))
+        # both written before either is renamed into place: a failure on the second (a full
+        # disk) left one day's crosses beside another day's imbalances, whose cross_row
+        # then pointed at rows of the wrong day
+        _write_tables([(result.crosses, str(Path(out) / "crosses.parquet")),
+                       (result.imbalances, str(Path(out) / "imbalances.parquet"))])
         if plot:
             from itchflow.sinks.research_plots import imbalance_plot
 
@@ -129,17 +132,26 @@ def auctions_command(path, out, symbols, plot, plot_symbol, cross_type) -> None:
 
 
 def _write_table(table, out: str) -> None:
+    _write_tables([(table, out)])
+
+
+def _write_tables(pairs) -> None:
+    """Write every (table, path) under NAME.part, then rename them all (none if any fails)."""
+    import contextlib
+
     from itchflow.sinks.output import output_file
 
-    with output_file(out) as tmp:
-        if out.lower().endswith(".csv"):
-            import pyarrow.csv as pcsv
+    with contextlib.ExitStack() as stack:
+        for table, out in pairs:
+            tmp = stack.enter_context(output_file(out))
+            if out.lower().endswith(".csv"):
+                import pyarrow.csv as pcsv
 
-            pcsv.write_csv(table, tmp)
-        else:
-            import pyarrow.parquet as pq
+                pcsv.write_csv(table, tmp)
+            else:
+                import pyarrow.parquet as pq
 
-            pq.write_table(table, tmp)
+                pq.write_table(table, tmp)
 
 
 def _largest_cross(crosses, cross_type: str) -> str:

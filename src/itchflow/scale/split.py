@@ -9,6 +9,7 @@ that looks finished.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 
@@ -17,6 +18,7 @@ import numpy as np
 from itchflow.errors import ITCHFormatError
 from itchflow.scale.inputs import iter_day
 from itchflow.scale.layout import Layout, clear_temps, publish, temp_name
+from itchflow.sinks.output import raise_named
 from itchflow.wire import shard as S
 from itchflow.wire.binaryfile import STATUS_TEXT, describe
 from itchflow.wire.itch import LENGTH_BY_BYTE, MESSAGES
@@ -86,12 +88,19 @@ def split_day(source: str, root: str, day: str, shards: int, broadcast: str,
     shard_bytes = np.zeros(shards, np.int64)
     capture: dict = {}   # a capture's counters (gaps, duplicates), for the day's summary
     shard_messages = np.zeros(shards, np.int64)
-    files = [(open(a, "wb"), open(b, "wb")) for a, b in temps]
+    files: list = []
+    done = False
     try:
+        for a, b in temps:
+            files.append((open(a, "wb"), open(b, "wb")))
+
         def flush() -> None:
             for k, (fmsg, fseq) in enumerate(files):
-                fmsg.write(memoryview(out[k, : fill[k]]))
-                fseq.write(memoryview(seqs[k, : nseq[k]].astype("<u8", copy=False)))
+                try:
+                    fmsg.write(memoryview(out[k, : fill[k]]))
+                    fseq.write(memoryview(seqs[k, : nseq[k]].astype("<u8", copy=False)))
+                except OSError as e:   # a full disk: the shard named, not only "[Errno 28]"
+                    raise_named(e, finals[k][0])
                 shard_bytes[k] += fill[k]
                 shard_messages[k] += nseq[k]
             fill[:] = 0
@@ -121,10 +130,23 @@ def split_day(source: str, root: str, day: str, shards: int, broadcast: str,
                             else S.SPLIT_STATUS_TEXT.get(status, f"split status {status}"))
                     raise ITCHFormatError(text, source=name, offset=offset + pos)
         flush()
+        for k, (fmsg, fseq) in enumerate(files):
+            try:
+                fmsg.close()
+                fseq.close()
+            except OSError as e:
+                raise_named(e, finals[k][0])
+        done = True
     finally:
         for fmsg, fseq in files:
-            fmsg.close()
-            fseq.close()
+            with contextlib.suppress(OSError):
+                fmsg.close()
+            with contextlib.suppress(OSError):
+                fseq.close()
+        if not done:   # what a failed split wrote (a full disk stayed full until a rerun)
+            for path in [p for pair in temps for p in pair] + [map_tmp]:
+                with contextlib.suppress(OSError):
+                    os.remove(path)
     for (ta, tb), (fa, fb) in zip(temps, finals):
         publish(ta, fa)
         publish(tb, fb)

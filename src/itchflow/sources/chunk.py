@@ -225,9 +225,15 @@ def shrunk(mapping: mmap.mmap | None, name: str) -> ITCHFormatError | None:
             "no result of this read is valid", source=name, offset=cut)
     times = None if mapping is None else modified(mapping)
     if times is not None:
+        try:
+            size = os.fstat(_mapped[id(mapping)][0]).st_size
+        except (KeyError, OSError):
+            size = len(mapping)
+        grew = (f"it grew from {len(mapping):,} to {size:,} bytes: a day still being written is read "
+                f"with tail:PATH" if size > len(mapping) else "its size did not change")
         return ITCHFormatError(
             f"the file was written to while it was being read (its modification time moved from "
-            f"{times[0]:,} to {times[1]:,} ns since the epoch; its size did not change): what was read may "
+            f"{times[0]:,} to {times[1]:,} ns since the epoch; {grew}): what was read may "
             "mix its old and new bytes, so no result of this read is valid", source=name)
     return None
 
