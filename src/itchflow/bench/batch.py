@@ -75,7 +75,9 @@ def report(r: dict) -> str:
     a = r["assumptions"]
     lines.append(f"projection: a year of {a['days']} days x {a['day_messages'] / 1e6:.0f} M messages "
                  f"({a['day_read_bytes'] / 1e9:.0f} GB read per day, storage {a['bandwidth_gbs']} GB/s aggregate, "
-                 "each worker one core at the rates above):")
+                 "each worker one core at the rates above" + ("" if r["gz"] else
+                 "; the rates were taken on raw days, so the gzip days this reads are decompressed at no cost "
+                 "here: take them with --gz for the compute a gzip archive costs") + "):")
     for p in r["projection"]:
         lines.append(f"  M={p['workers']:<5} {p['shards_per_day']:>3} shard(s)/day  {_hours(p['seconds']):>10}  "
                      f"({p['bound']}-bound; compute {_hours(p['compute_s'])}, storage {_hours(p['io_s'])})")

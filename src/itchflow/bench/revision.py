@@ -221,7 +221,7 @@ def report(r: dict) -> None:
                     f"same bytes in one process, taking turns, best of {r['repeat']}; {m['cpu']} ({m['cores']} cores)")
     for col in ("shape", "messages", f"{r['rev']} ns/msg", "checkout ns/msg", "speed-up", "turns min/med/max",
                 "agree"):
-        t.add_column(col, justify="left" if col == "shape" else "right")
+        t.add_column(col, justify="left" if col == "shape" else "right", no_wrap=True)
     for s in r["shapes"]:
         turns = s["speedup_of_turns"]
         differ = [k for k, v in s["agree"].items() if v is False]
@@ -231,7 +231,7 @@ def report(r: dict) -> None:
         t.add_row(s["title"], f"{s['head']['messages'] / 1e6:.1f} M", f"{s['rev']['ns_per_msg']:.1f}",
                   f"{s['head']['ns_per_msg']:.1f}", f"{s['speedup']:.2f}x",
                   f"{turns['min']:.2f}/{turns['median']:.2f}/{turns['max']:.2f}x", agree)
-    Console().print(t)
+    Console(width=max(Console().width, 160)).print(t)   # a file or pipe: every column whole
     for s in r["shapes"]:
         sh = s["shape"]
         tops = "/".join(f"{100 * sh['top_share'][k]:.1f}" for k in ("1", "10", "100"))
