@@ -530,30 +530,38 @@ def _fetch_into_ring(host: str, port: int, ring: str) -> list[str]:
             "--password", "secret", "--ring", ring, "--max-seconds", "60", "--json"]
 
 
-@pytest.mark.net
-def test_soup_fetch_into_a_ring_then_run_from_it(day, direct, tmp_path):
+def _fetch_into_ring_then_run(server, tag: str, options: list[str], books):
+    """`soup fetch --ring` from server (started here, stopped after) in a child process while
+    `run_pipeline("ring:...")` consumes the ring here: (fetch process, its stdout, stderr, report)."""
     import subprocess
 
-    from itchflow.sources.soup_sockets import SoupServer
-    from itchflow.protocol.soup.session import MessageStore
-
-    name = f"/dev/shm/itchflow-test-soupring-{os.getpid()}.ring"
-    server = SoupServer(MessageStore(day), "127.0.0.1", 0, "RINGDAY", {"alice": "secret"}, cut_after=20_000)
+    name = f"/dev/shm/itchflow-test-{tag}-{os.getpid()}.ring"
     server.start()
     try:
         host, port = server.address
-        fetch = subprocess.Popen(_fetch_into_ring(host, port, name), env=_child_env(), stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True)
+        fetch = subprocess.Popen(_fetch_into_ring(host, port, name) + options, env=_child_env(),
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 30
         while not os.path.exists(name) and time.monotonic() < deadline and fetch.poll() is None:
-            time.sleep(0.02)
-        books = Books()
+            time.sleep(0.02)   # the ring file appears (readiness), then the consumer may attach
         r = run_pipeline(f"ring:{name}", books=books)
         out, err = fetch.communicate(timeout=60)
     finally:
         server.stop()
         if os.path.exists(name):
             os.unlink(name)
+    return fetch, out, err, r
+
+
+@pytest.mark.net
+def test_soup_fetch_into_a_ring_then_run_from_it(day, direct, tmp_path):
+
+    from itchflow.sources.soup_sockets import SoupServer
+    from itchflow.protocol.soup.session import MessageStore
+
+    server = SoupServer(MessageStore(day), "127.0.0.1", 0, "RINGDAY", {"alice": "secret"}, cut_after=20_000)
+    books = Books()
+    fetch, out, err, r = _fetch_into_ring_then_run(server, "soupring", [], books)
     assert fetch.returncode == 0, err
     res = json.loads(out)
     assert res["ended"] and res["reconnects"] == 1
@@ -566,30 +574,15 @@ def test_a_session_cut_short_into_a_ring_is_cut_short_for_its_consumer(day):
     """`soup fetch --ring` (or `listen --ring`) stopped before the end of the session closed the
     ring as a finished one: `run --source ring:` applied part of the day and exited 0. The close
     now says the stream was cut short, and run exits 2 as a live source's would."""
-    import subprocess
 
     from itchflow.cli.run import live_exit_status
     from itchflow.sources.soup_sockets import SoupServer
     from itchflow.protocol.soup.session import MessageStore
 
-    name = f"/dev/shm/itchflow-test-cutring-{os.getpid()}.ring"
     # the server goes silent after 20,000 messages: a dead link, and no reconnect allowed
     server = SoupServer(MessageStore(day), "127.0.0.1", 0, "RINGDAY", {"alice": "secret"}, stall_after=20_000)
-    server.start()
-    try:
-        host, port = server.address
-        fetch = subprocess.Popen(_fetch_into_ring(host, port, name) + ["--max-reconnects", "0", "--dead-link", "1"],
-                                 env=_child_env(),
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 30
-        while not os.path.exists(name) and time.monotonic() < deadline and fetch.poll() is None:
-            time.sleep(0.02)   # the ring file appears (readiness), then the consumer may attach
-        r = run_pipeline(f"ring:{name}", books=Books())
-        out, err = fetch.communicate(timeout=60)
-    finally:
-        server.stop()
-        if os.path.exists(name):
-            os.unlink(name)
+    fetch, out, err, r = _fetch_into_ring_then_run(server, "cutring", ["--max-reconnects", "0", "--dead-link", "1"],
+                                                   Books())
     assert fetch.returncode == 2, err
     fetched = json.loads(out)["messages"]      # 20,000, unless the link was judged dead earlier
     assert 0 < fetched <= 20_000 and r.messages == fetched and r.stream == "cut short"
@@ -869,3 +862,30 @@ def test_a_file_that_shrinks_under_the_pipeline_is_named_as_such(tmp_path, day):
     t.join(120)
     err = box.get("error")
     assert err is not None and "shrank" in str(err) and str(path) in str(err), box
+
+
+def test_private_rings_of_runs_that_are_gone_are_removed(tmp_path):
+    """A SIGKILLed `run` left its private ring in /dev/shm for good; the next run removes the
+    rings of dead runs, and never a live process's (this one's included)."""
+    from itchflow.pipeline.run import remove_left_behind_rings
+
+    dead = subprocess_pid_that_ended()
+    names = {f"itchflow-run-{dead}-0123abcd.ring": True,          # a dead run's: removed
+             f"itchflow-run-{os.getpid()}-89abcdef.ring": False,  # this process's: in use
+             "itchflow-run-1-0123abcd.ring": False,               # init is alive
+             "itchflow.mine.ring": False,                         # a named ring: not private
+             f"itchflow-run-{dead}-xyz.ring": False}              # not the private pattern
+    for name in names:
+        (tmp_path / name).write_bytes(b"")
+    removed = remove_left_behind_rings(str(tmp_path))
+    assert sorted(removed) == sorted(n for n, gone in names.items() if gone)
+    assert sorted(os.listdir(tmp_path)) == sorted(n for n, gone in names.items() if not gone)
+
+
+def subprocess_pid_that_ended() -> int:
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid

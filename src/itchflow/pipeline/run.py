@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -185,7 +186,9 @@ def run_pipeline(source: str | SourceSpec, *, ring: str | None = None, capacity:
 
     if ring is not None:
         Ring.reclaim_stale(ring)     # a ring a killed run left behind; RingBusy if one is live
-    name = ring or f"/dev/shm/itchflow-run-{os.getpid()}-{uuid.uuid4().hex[:8]}.ring"
+    else:
+        remove_left_behind_rings()
+    name = ring or os.path.join(PRIVATE_RING_DIR, f"itchflow-run-{os.getpid()}-{uuid.uuid4().hex[:8]}.ring")
     rg = Ring.create(name, capacity, consumers=[consumer], hugepages=hugepages,
                      max_payload=feed_max_payload(capacity), heartbeat_timeout=heartbeat_timeout)
     report = PipelineReport(source=spec.text, ring=rg.path)
@@ -260,6 +263,33 @@ def run_pipeline(source: str | SourceSpec, *, ring: str | None = None, capacity:
         raise PipelineError(f"{spec.text}: the producer published {published:,} messages and {report.messages:,} "
                             f"were applied")
     return _finish(report, applier, books, tpn, run, top)
+
+
+PRIVATE_RING_DIR = "/dev/shm"
+_PRIVATE_RING = re.compile(r"itchflow-run-(\d+)-[0-9a-f]{8}\.ring$")
+
+
+def remove_left_behind_rings(folder: str = PRIVATE_RING_DIR) -> list[str]:
+    """Remove the private rings of runs that are gone (a SIGKILLed ``run`` cannot remove its
+    own, and its 16 MiB stayed in /dev/shm until ``itchflow ring rm --stale``); the ones of a
+    live process, this one's included, are in use. Returns what was removed."""
+    from itchflow.ring.liveness import pid_alive
+
+    removed = []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return removed
+    for name in names:
+        m = _PRIVATE_RING.match(name)
+        if m is None or pid_alive(int(m.group(1))):
+            continue
+        try:
+            os.remove(os.path.join(folder, name))
+            removed.append(name)
+        except OSError:
+            pass
+    return removed
 
 
 class _Run:
