@@ -182,16 +182,19 @@ class Reader:
         """The next records (at least one unless the timeout passes: then an empty Batch).
         timeout=-1 means the reader's default. Raises ProducerGone / EOFError (the producer
         closed the ring and everything is read) / ConsumerDetached / RingFormatError."""
-        self.commit()
         w = self.ring.words
-        if self._joining and not self._finish_join():
-            return self._empty()
+        if self._joining:   # rare: the commit first, then the join
+            self.commit()
+            if not self._finish_join():
+                return self._empty()
         n_max = len(self._off) if max_records is None else min(max_records, len(self._off))
         t = self.timeout_ns if timeout == -1.0 else timeout_ns(timeout)
-        C.heartbeat(w, self.cs)
         position, first = int(self.cs[C.C_POS]), int(self.cs[C.C_REC])
-        n = C.wait_poll(w, self.ring.data, self.cs, n_max, self._copy, self._off, self._len,
+        pending, self._pending = self._pending, False
+        n = C.read_step(w, self.ring.data, self.cs, pending, n_max, self._copy, self._off, self._len,
                         self._typ, self.strategy, t)
+        if n == C.COMMIT_DETACHED:
+            raise self._detached("the last batch may have been overwritten while in use")
         if n <= 0:   # nothing, or an error: a file truncated under us reads as either (zeros)
             truncated = self.ring.truncated()
             if truncated is not None:
