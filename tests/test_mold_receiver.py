@@ -235,7 +235,7 @@ def test_request_resent_after_timeout_then_given_up():
     assert [r.attempt for r in of(run.tick(30 * MS), Request)] == [3]
     assert run.r.next_deadline() == 70 * MS and not run.tick(69 * MS)
     ev = run.tick(70 * MS)
-    assert of(ev, Lost) == [Lost(2, 1, "no reply after 3 re-requests in 0.07 s")]
+    assert of(ev, Lost) == [Lost(2, 1, "no reply from the re-request server for 0.07 s (3 requests for this hole)")]
     assert bytes(run.out) == expected(1, 2) + expected(3, 4)
     s = run.r.stats
     assert (s.requests, s.request_resends, s.lost, s.messages) == (3, 2, 1, 2)
@@ -258,8 +258,42 @@ def test_a_hole_is_asked_for_give_up_ns_with_waits_doubling_to_a_cap():
             break
     assert sent[:7] == [0, 50 * MS, 150 * MS, 350 * MS, 750 * MS, 1550 * MS, 2550 * MS]
     assert all(b - a == 1000 * MS for a, b in zip(sent[5:], sent[6:]))
-    assert sent[-1] == 9550 * MS and now == 10_550 * MS
-    assert of(ev, Lost) == [Lost(2, 1, "no reply after 14 re-requests in 10.55 s")]
+    assert sent[-1] == 9550 * MS and now == 10_000 * MS     # given up at 10 s of silence, not at a re-send
+    assert of(ev, Lost) == [Lost(2, 1, "no reply from the re-request server for 10.00 s (14 requests for this hole)")]
+
+
+def test_once_the_server_has_been_silent_for_give_up_ns_the_next_holes_go_at_their_first_time_out():
+    """Holes are asked for one at a time: with a server that never answers, each of five holes
+    took 10.5 s (53 s in all, the delivery of the data held behind them as late). The silence
+    is the server's: after the first hole's 10 s, the next ones go as soon as they are asked."""
+    run = Run(line_wait_ns=0)
+    for seq in (1, 3, 5, 7):
+        run.feed(packet(seq, 1), 0)                # holes at 2, 4 and 6
+    lost_at = []
+    while run.r.next_deadline() is not None:
+        now = run.r.next_deadline()
+        lost_at += [(e.first_sequence, now) for e in of(run.tick(now), Lost)]
+    assert lost_at == [(2, 10_000 * MS), (4, 10_000 * MS), (6, 10_000 * MS)]
+    assert bytes(run.out) == b"".join(expected(s, s + 1) for s in (1, 3, 5, 7))
+    run2 = Run(line_wait_ns=0)                     # a reply in between: the next hole waits its full time again
+    for seq in (1, 3, 5):
+        run2.feed(packet(seq, 1), 0)
+    while not of(run2.events, Lost):
+        run2.tick(run2.r.next_deadline())
+    t = run2.r.next_deadline()
+    run2.feed(packet(99, 1, b"OTHER     "), t - 1, LINE_REPLY)   # the server is alive (another session)
+    run2.tick(t)
+    assert not [e for e in of(run2.events, Lost) if e.first_sequence == 4]
+    assert run2.r.next_deadline() > t
+
+
+def test_give_up_ns_shorter_than_the_request_time_out_is_kept():
+    run = Run(line_wait_ns=0, request_timeout_ns=60_000 * MS, give_up_ns=100 * MS)
+    run.feed(packet(1, 1), 0)
+    run.feed(packet(3, 1), 0)
+    assert run.r.next_deadline() == 100 * MS
+    assert of(run.tick(100 * MS), Lost) == [Lost(2, 1, "no reply from the re-request server for 0.10 s "
+                                                       "(1 request for this hole)")]
 
 
 def test_a_late_reply_fills_the_hole():

@@ -866,20 +866,32 @@ def test_a_file_that_shrinks_under_the_pipeline_is_named_as_such(tmp_path, day):
 
 def test_private_rings_of_runs_that_are_gone_are_removed(tmp_path):
     """A SIGKILLed `run` left its private ring in /dev/shm for good; the next run removes the
-    rings of dead runs, and never a live process's (this one's included)."""
+    rings of dead runs. Never a live process's (this one's included), nor one whose pid is not
+    alive here but whose heartbeats are fresh (a run in another PID namespace sharing /dev/shm)."""
+    import subprocess
+    import sys
+
     from itchflow.pipeline.run import remove_left_behind_rings
 
+    def ring_made_by_a_process_that_ended(name: str, live_consumer: bool) -> int:
+        code = ("import sys; from itchflow.ring import Ring; "
+                "Ring.create(sys.argv[1], 1 << 16, consumers=sys.argv[2:], heartbeat_timeout=60, keep=True)")
+        p = subprocess.run([sys.executable, "-c", code, str(tmp_path / name)] + (["c"] if live_consumer else []),
+                           check=True)
+        return p.returncode
+
     dead = subprocess_pid_that_ended()
-    names = {f"itchflow-run-{dead}-0123abcd.ring": True,          # a dead run's: removed
-             f"itchflow-run-{os.getpid()}-89abcdef.ring": False,  # this process's: in use
-             "itchflow-run-1-0123abcd.ring": False,               # init is alive
-             "itchflow.mine.ring": False,                         # a named ring: not private
-             f"itchflow-run-{dead}-xyz.ring": False}              # not the private pattern
-    for name in names:
+    stale, fresh = f"itchflow-run-{dead}-0123abcd.ring", f"itchflow-run-{dead}-4567abcd.ring"
+    ring_made_by_a_process_that_ended(stale, live_consumer=False)   # nobody's heartbeat: stale
+    ring_made_by_a_process_that_ended(fresh, live_consumer=True)    # a slot's heartbeat, fresh for 60 s
+    others = [f"itchflow-run-{os.getpid()}-89abcdef.ring",   # this process's: in use
+              "itchflow-run-1-0123abcd.ring",                # init is alive
+              "itchflow.mine.ring",                          # a named ring: not private
+              f"itchflow-run-{dead}-xyz.ring"]               # not the private pattern
+    for name in others:
         (tmp_path / name).write_bytes(b"")
-    removed = remove_left_behind_rings(str(tmp_path))
-    assert sorted(removed) == sorted(n for n, gone in names.items() if gone)
-    assert sorted(os.listdir(tmp_path)) == sorted(n for n, gone in names.items() if not gone)
+    assert remove_left_behind_rings(str(tmp_path)) == [stale]
+    assert sorted(os.listdir(tmp_path)) == sorted(others + [fresh])
 
 
 def subprocess_pid_that_ended() -> int:

@@ -233,3 +233,23 @@ def test_fractional_offsets_and_nan_or_negative_time_outs_are_refused(path):
                 ring.reader("other", timeout=bad)
         assert [bytes(r) for r in rd.read_batch(timeout=math.inf)] == [bytes(buf[:4]), bytes(buf[4:10])]
         w.close()
+
+
+def test_ring_inspect_says_how_a_closed_rings_stream_ended(ring_path):
+    """`listen --ring` stopped before the end closes its ring as cut short; inspect said so only
+    in --json."""
+    from click.testing import CliRunner
+
+    from itchflow.cli import main
+    from itchflow.ring import layout as L
+
+    rg = Ring.create(ring_path, 1 << 16, consumers=["c"])
+    try:
+        w = rg.writer()
+        w.write(b"abc")
+        w.close(L.STREAM_CUT_SHORT)
+        res = CliRunner().invoke(main, ["ring", "inspect", ring_path])
+        assert res.exit_code == 0 and "closed (its stream cut short)" in res.output, res.output
+    finally:
+        rg.close()
+        rg.unlink()

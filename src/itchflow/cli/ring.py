@@ -100,7 +100,8 @@ def ring_inspect(path: str, as_json: bool) -> None:
                f"{' (hugetlbfs)' if s['hugepages']['hugetlbfs'] else ''}")
     click.echo(f"edge      position {e['position']}  records {e['records']}  payload {e['payload_bytes']} B")
     click.echo(f"status    {'STALE: no live process holds it' if s['stale'] else 'held by ' + (', '.join(s['held_by']) or 'processes that only just died')}")
-    click.echo(f"producer  pid {pr['pid']}  {pr['state']}  {'alive' if pr['alive'] else 'not running'}  "
+    closed_how = f" (its stream {pr['stream']})" if pr.get("stream") else ""
+    click.echo(f"producer  pid {pr['pid']}  {pr['state']}{closed_how}  {'alive' if pr['alive'] else 'not running'}  "
                f"heartbeat {_fmt_age(pr['heartbeat_age_s'])} ago  generation {pr['generation']}  "
                f"full waits {pr['full_waits']}  detached {pr['detached']}  wakeups {pr['wakeups']}  "
                f"recovered {pr['recovered_records']}")

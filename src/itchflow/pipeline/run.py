@@ -271,8 +271,11 @@ _PRIVATE_RING = re.compile(r"itchflow-run-(\d+)-[0-9a-f]{8}\.ring$")
 
 def remove_left_behind_rings(folder: str = PRIVATE_RING_DIR) -> list[str]:
     """Remove the private rings of runs that are gone (a SIGKILLed ``run`` cannot remove its
-    own, and its 16 MiB stayed in /dev/shm until ``itchflow ring rm --stale``); the ones of a
-    live process, this one's included, are in use. Returns what was removed."""
+    own, and its 16 MiB stayed in /dev/shm until ``itchflow ring rm --stale``): a ring named by
+    a pid not alive here, and stale by its own words too (no heartbeat younger than its
+    timeout: a run in another PID namespace sharing /dev/shm has a pid this one cannot see).
+    Returns what was removed."""
+    from itchflow.ring import Ring, RingError
     from itchflow.ring.liveness import pid_alive
 
     removed = []
@@ -284,11 +287,21 @@ def remove_left_behind_rings(folder: str = PRIVATE_RING_DIR) -> list[str]:
         m = _PRIVATE_RING.match(name)
         if m is None or pid_alive(int(m.group(1))):
             continue
+        path = os.path.join(folder, name)
         try:
-            os.remove(os.path.join(folder, name))
-            removed.append(name)
-        except OSError:
-            pass
+            rg = Ring.open(path)
+        except (OSError, RingError):   # gone meanwhile, or not a ring: not ours to judge
+            continue
+        try:
+            stale = rg.staleness().stale
+        finally:
+            rg.close()
+        if stale:
+            try:
+                os.remove(path)
+                removed.append(name)
+            except OSError:
+                pass
     return removed
 
 

@@ -17,10 +17,13 @@ Rules, several learned from the bugs users hit in paritytrading/nassau:
   gap fill until every message before it has been delivered (nassau #11); re-request
   enough to cover it, capped to what a request can hold (#15); as soon as a reply arrives
   short of what was asked, ask again for the rest (#23); re-send after a timeout that doubles
-  each time (50 ms up to 1 s), and give a hole up only after ``give_up_ns`` of asking (10 s):
-  a far or slow re-request server still fills it, and a hole costs the server a request a
-  second at most once the wait is long. The spec lets re-requests go on while the end-of-
-  session packets persist ("the last chance to ensure that all messages have been received").
+  each time (50 ms up to 1 s), and give a hole up only once the re-request server has been
+  silent for ``give_up_ns`` while asked (10 s): a far or slow server still fills it, and a
+  hole costs the server a request a second at most once the wait is long. The spec lets
+  re-requests go on while the end-of-session packets persist ("the last chance to ensure that
+  all messages have been received"). The silence is the server's, not the hole's: once it has
+  not answered for that long, the next holes are given up at their first time-out instead of
+  10 s each (holes are asked for one at a time).
 - An end-of-session packet's count (0xFFFF) is never a message count: only its sequence
   number is used, and only to reveal a gap (#16).
 - A and B lines carry the same sequence numbers: the first copy wins, later copies are
@@ -188,8 +191,8 @@ class MoldReceiver:
     requests: whether a re-request server is there (if not, holes become ``Lost`` after
     the line wait). request_timeout_ns: the wait for a reply to the first request of a hole;
     each re-send waits twice as long as the one before, up to max_request_wait_ns. A hole is
-    ``Lost`` when it has been asked for give_up_ns without an answer (or after max_attempts
-    requests, when that is set).
+    ``Lost`` when the re-request server has been silent for give_up_ns while asked (or after
+    max_attempts requests, when that is set).
 
     Hostile or faulty peers: a sequence of 0 or past 2**63 - 2**16, or a jump of more than
     ``max_gap`` messages past the highest sequence seen (for the packet that would start a
@@ -252,6 +255,7 @@ class MoldReceiver:
         self._parked_at = None             # hole not given up on: nothing held past it yet
         self._heap: list[int] = []
         self._request = None               # (first, count, sent_ns, attempt, first_sent_ns) outstanding
+        self._silent_since = None          # first request the re-request server has not answered since
         self._hole_at = None               # the sequence the line-wait timer is for
         self._hole_since = (0, 0)          # (ns, packet number) the hole was first visible
         self.in_gap = False
@@ -281,6 +285,8 @@ class MoldReceiver:
         st = self.stats
         st.packets += 1
         st.packets_by_line[line] += 1
+        if line == LINE_REPLY:
+            self._silent_since = None      # the re-request server answers (its socket is connected to it)
         number = st.packets
         events: list = []
         buf = byte_view(packet)   # (a strided array would have the walks read other bytes)
@@ -349,6 +355,8 @@ class MoldReceiver:
         peer_of(i): the sender of datagram i, as ``receive``'s peer (asked only to report it).
         """
         events: list = []
+        if line == LINE_REPLY and n > 0:
+            self._silent_since = None
         need = int(lengths[:n].sum())
         if len(self._batch_out) < need:
             self._batch_out = np.zeros(max(need, 2 * len(self._batch_out)), np.uint8)
@@ -402,7 +410,10 @@ class MoldReceiver:
         if not self.in_gap or (self._parked_at == self.next_sequence and not self._heap):
             return None
         if self._request is not None:
-            return self._request[2] + self._reply_wait(self._request[3])
+            due = self._request[2] + self._reply_wait(self._request[3])
+            if self._silent_since is not None:
+                due = min(due, self._silent_since + self.give_up_ns)
+            return due
         return self._hole_since[0] + self.line_wait_ns
 
     # ---------------------------------------------------------------- internals
@@ -631,6 +642,8 @@ class MoldReceiver:
         # highest sequence seen), capped to what the count field can say.
         count = min(self._hole_end() - first, self.max_request_count)
         self._request = (first, count, now_ns, attempt, now_ns if first_sent_ns is None else first_sent_ns)
+        if self._silent_since is None:
+            self._silent_since = now_ns
         self.stats.requests += 1
         if attempt > 1:
             self.stats.request_resends += 1
@@ -670,11 +683,12 @@ class MoldReceiver:
                         return
                     self._request = None          # answered in full; the next hole waits its turn
                     continue
-                if now_ns - sent_ns < self._reply_wait(attempt):
+                silent = now_ns - (first_sent_ns if self._silent_since is None else self._silent_since)
+                if now_ns - sent_ns < self._reply_wait(attempt) and silent < self.give_up_ns:
                     return
-                if (now_ns - first_sent_ns >= self.give_up_ns
-                        or (self.max_attempts is not None and attempt >= self.max_attempts)):
-                    reason = f"no reply after {attempt} re-requests in {(now_ns - first_sent_ns) / 1e9:.2f} s"
+                if silent >= self.give_up_ns or (self.max_attempts is not None and attempt >= self.max_attempts):
+                    reason = (f"no reply from the re-request server for {silent / 1e9:.2f} s ({attempt} "
+                              f"request{'s' if attempt > 1 else ''} for this hole)")
                     if not self._give_up(reason, events):
                         return
                     continue
