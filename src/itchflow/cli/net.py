@@ -214,7 +214,8 @@ def _with_progress(quiet, what, total, fn):
               show_default=True, help="How long the first re-request of a hole waits for its reply; each "
               "re-send waits twice as long as the one before, up to 1 s.")
 @click.option("--give-up-after", "give_up", type=SECONDS, default=10.0, show_default=True,
-              help="Seconds a hole is re-requested without a reply before its messages are counted lost.")
+              help="Seconds the re-request server may stay silent while asked before a hole's messages are "
+                   "counted lost.")
 @click.option("--max-gap", type=click.IntRange(1), default=1 << 22, show_default=True,
               help="A sequence jump larger than this (messages) is a bad packet, not a gap to fill.")
 @click.option("--max-buffered-mb", type=click.IntRange(0), default=64, show_default=True,
