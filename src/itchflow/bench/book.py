@@ -152,6 +152,14 @@ print(json.dumps({{"seconds": min(seconds), "first_seconds": seconds[0], "second
 """
 
 
+def bbo_agreement(books, symbols, tops: dict) -> dict:
+    """Our best bid/offer of each symbol against itchcpp's ``tops`` (``itchcpp_books``): how
+    many stocks, how many differ, and a few that do."""
+    fields = ["bid_price", "bid_shares", "ask_price", "ask_shares"]
+    differ = [s for s, row in zip(symbols, books.bbo(symbols)[fields].tolist()) if list(row) != tops[s]]
+    return {"stocks": len(symbols), "differ": len(differ), "examples": differ[:5]}
+
+
 def itchcpp_books(path, symbols=(), piece: int = PEER_PIECE_BYTES, runs: int = 1) -> dict:
     """itchcpp's BookManager over the day at path in pieces of about ``piece`` bytes, ``runs``
     times (a new BookManager each) in one fresh process (``run_peer``): the best run's seconds,
@@ -314,10 +322,7 @@ def run_shape(name: str, params: dict, repeat: int = 2, peers: bool = True) -> d
             r["itchcpp_first_run"] = rate_row(books.messages, cpp_first)
             r["itchcpp"].update(books=cpp["books"], processes=len(cpp_runs),
                                 seconds_each=[c["seconds_each"] for c in cpp_runs])
-            q = books.bbo(symbols)
-            fields = ("bid_price", "bid_shares", "ask_price", "ask_shares")
-            differ = [s for s, row in zip(symbols, q[list(fields)].tolist()) if list(row) != cpp["tops"][s]]
-            r["bbo_agreement"] = {"stocks": len(symbols), "differ": len(differ), "examples": differ[:5]}
+            r["bbo_agreement"] = bbo_agreement(books, symbols, cpp["tops"])
             r["ratio_vs_itchcpp"] = cpp["seconds"] / best
             if "seconds" in r["itchflow_first_apply"]:  # both as a fresh process's first run
                 r["first_apply_ratio_vs_itchcpp"] = cpp_first / r["itchflow_first_apply"]["seconds"]

@@ -74,7 +74,7 @@ def _job(name: str, path: Path):
 
 def run(messages: int = 2_000_000, seed: int = 1, payload_bytes: int = 120, repeat: int = 3,
         peers: bool = True) -> dict:
-    from itchflow.bench.book import itchcpp_books
+    from itchflow.bench.book import bbo_agreement, itchcpp_books
     from itchflow.bench.decode import ensure_day
 
     day, _ = ensure_day(messages, seed)
@@ -112,12 +112,9 @@ def run(messages: int = 2_000_000, seed: int = 1, payload_bytes: int = 120, repe
             r["itchcpp"] = failed[0]
         else:
             best = min(c["seconds"] for c in runs)
-            q = ours.bbo(symbols)
-            fields = ("bid_price", "bid_shares", "ask_price", "ask_shares")
-            differ = [s for s, row in zip(symbols, q[list(fields)].tolist()) if list(row) != runs[0]["tops"][s]]
             r["itchcpp"] = rate_row(r["messages"], best) | {"seconds_each": [c["seconds_each"] for c in runs],
                                                             "books": runs[0]["books"]}
-            r["bbo_agreement"] = {"stocks": len(symbols), "differ": len(differ), "examples": differ[:5]}
+            r["bbo_agreement"] = bbo_agreement(ours, symbols, runs[0]["tops"])
             for form in FORMS:
                 row = r["forms"][form]
                 row["replay_ratio_vs_itchcpp"] = best / row["replay"]["seconds"]

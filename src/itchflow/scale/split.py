@@ -18,7 +18,7 @@ import numpy as np
 from itchflow.errors import ITCHFormatError
 from itchflow.scale.inputs import iter_day
 from itchflow.scale.layout import Layout, clear_temps, publish, temp_name
-from itchflow.sinks.output import raise_named
+from itchflow.sinks.output import NamedWrites
 from itchflow.wire import shard as S
 from itchflow.wire.binaryfile import STATUS_TEXT, describe
 from itchflow.wire.itch import LENGTH_BY_BYTE, MESSAGES
@@ -91,16 +91,13 @@ def split_day(source: str, root: str, day: str, shards: int, broadcast: str,
     files: list = []
     done = False
     try:
-        for a, b in temps:
-            files.append((open(a, "wb"), open(b, "wb")))
+        for (a, b), (fa, fb) in zip(temps, finals):   # a full disk names the shard, not only "[Errno 28]"
+            files.append((NamedWrites(open(a, "wb"), fa), NamedWrites(open(b, "wb"), fb)))
 
         def flush() -> None:
             for k, (fmsg, fseq) in enumerate(files):
-                try:
-                    fmsg.write(memoryview(out[k, : fill[k]]))
-                    fseq.write(memoryview(seqs[k, : nseq[k]].astype("<u8", copy=False)))
-                except OSError as e:   # a full disk: the shard named, not only "[Errno 28]"
-                    raise_named(e, finals[k][0])
+                fmsg.write(memoryview(out[k, : fill[k]]))
+                fseq.write(memoryview(seqs[k, : nseq[k]].astype("<u8", copy=False)))
                 shard_bytes[k] += fill[k]
                 shard_messages[k] += nseq[k]
             fill[:] = 0
@@ -130,12 +127,9 @@ def split_day(source: str, root: str, day: str, shards: int, broadcast: str,
                             else S.SPLIT_STATUS_TEXT.get(status, f"split status {status}"))
                     raise ITCHFormatError(text, source=name, offset=offset + pos)
         flush()
-        for k, (fmsg, fseq) in enumerate(files):
-            try:
-                fmsg.close()
-                fseq.close()
-            except OSError as e:
-                raise_named(e, finals[k][0])
+        for fmsg, fseq in files:
+            fmsg.close()
+            fseq.close()
         done = True
     finally:
         for fmsg, fseq in files:

@@ -107,7 +107,7 @@ class StreamOutput:
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), self.final)
         self.path = self.final if _is_special(self.final) else part_path(self.final)
         try:
-            self.file = _NamedWrites(open(self.path, "wb"), self.final)
+            self.file = NamedWrites(open(self.path, "wb"), self.final)
         except OSError as e:
             raise_named(e, self.final)
 
@@ -136,10 +136,11 @@ class StreamOutput:
         return self.path
 
 
-class _NamedWrites:
+class NamedWrites:
     """A binary file whose write errors name the output (a full disk under `listen --out` said
     "[Errno 28] No space left on device" and no file): the receive loops write to it, and the
-    commands cannot tell its errors from the network's, which name no file either."""
+    commands cannot tell its errors from the network's, which name no file either; a batch
+    split writes its shards through it."""
 
     def __init__(self, raw, final: str):
         self._raw, self._final = raw, final
