@@ -245,7 +245,11 @@ class Reader:
 
     def _detached(self, consequence: str) -> RingError:
         """The error for a slot that no longer reads as attached: a detach by the producer, or
-        a header overwritten by someone else (its magic gone), which is no detach at all."""
+        a header overwritten by someone else (its magic gone), which is no detach at all, or the
+        file truncated under us (its header then reads as zeros)."""
+        cut = self.ring.truncated()
+        if cut is not None:   # cut to 0 bytes, the header reads as zeros: a truncation, not a stray write
+            return RingFormatError(cut)
         magic = int(load(self.ring.words, L.W_MAGIC))
         if magic != L.MAGIC:
             return RingFormatError(
