@@ -765,3 +765,43 @@ def test_a_split_on_a_full_disk_names_the_shard_and_leaves_no_temps(archive, ful
     assert e.value.errno == 28 and os.path.basename(e.value.filename).startswith("shard-")
     scratch = Layout(str(full_disk)).scratch(day)
     assert os.listdir(scratch) == [], os.listdir(scratch)
+
+
+def _limited(soft: int, hard: int, code: str):
+    """Run code in a fresh interpreter whose open-files limit is (soft, hard)."""
+    import resource
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard)))
+
+
+def test_a_local_cluster_under_a_low_open_files_limit_is_refused_at_once(archive, tmp_path):
+    """Under ``ulimit -n 16`` batch logged EMFILE in a loop until killed (at 12: 60 s, then pages
+    of tracebacks). The limit is checked before the cluster starts: the command says what to do."""
+    import time
+
+    t = time.monotonic()
+    day = sorted(archive[1].values())[0]
+    code = ("import sys; from itchflow.cli import main; "
+            f"sys.argv = ['itchflow', 'batch', {day!r}, '-j', 'stats', '-o', {str(tmp_path / 'o')!r}, "
+            "'--workers', '2', '-q']; main()")
+    res = _limited(16, 16, code)
+    assert res.returncode == 1, (res.returncode, res.stderr[-2000:])
+    assert time.monotonic() - t < 60
+    assert res.stderr.startswith("itchflow: error: a local cluster of 2 worker(s) needs at least "), res.stderr
+    assert "may open 16 (ulimit -n; hard limit 16)" in res.stderr and "Traceback" not in res.stderr
+    assert not os.path.exists(tmp_path / "o" / "_itchflow" / "job.json")   # refused before anything was written
+
+
+def test_a_low_soft_open_files_limit_is_raised_up_to_the_hard_one():
+    from itchflow.scale.batch import OPEN_FILES_BASE, OPEN_FILES_PER_WORKER
+
+    need = OPEN_FILES_BASE + 4 * OPEN_FILES_PER_WORKER
+    res = _limited(16, 4096, "import resource; from itchflow.scale.batch import ensure_open_files; "
+                   "print(ensure_open_files(4), resource.getrlimit(resource.RLIMIT_NOFILE))")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == [str(need), f"({need},", "4096)"]
+    res = _limited(2048, 4096, "from itchflow.scale.batch import ensure_open_files; print(ensure_open_files(4))")
+    assert res.stdout.split() == ["2048"]   # enough already: left as it is

@@ -49,11 +49,38 @@ def dashboard_available() -> bool:
 SCHEDULER_CONNECT_S = 10   # how long batch waits to reach a scheduler given by address
 
 
+# Open files a LocalCluster needs: measured on this project's guests, 1 worker started at a limit
+# of 40, 2 at 48, 4 at 96, 8 at 128 (each worker takes sockets to the scheduler, the nanny and
+# its pipes). Under that, distributed retried for 30-60 s and printed pages of tracebacks, or at
+# 16 logged its EMFILE in a loop until killed.
+OPEN_FILES_BASE = 64
+OPEN_FILES_PER_WORKER = 16
+
+
+def ensure_open_files(workers: int) -> int:
+    """Make sure this process (and the workers it starts, who inherit it) may open enough files
+    for a LocalCluster of ``workers``: the soft limit is raised up to the hard one if it is too
+    low; a hard limit too low is an OSError saying what to do. Returns the soft limit."""
+    import resource
+
+    need = OPEN_FILES_BASE + OPEN_FILES_PER_WORKER * int(workers)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= need:
+        return soft
+    if hard == resource.RLIM_INFINITY or hard >= need:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
+        return need
+    raise OSError(f"a local cluster of {workers} worker(s) needs at least {need} open files, and this "
+                  f"process may open {soft} (ulimit -n; hard limit {hard}): raise the limit, start fewer "
+                  "--workers, or give --scheduler the address of a cluster of your own")
+
+
 def local_cluster(workers: int | None = None):
     """A LocalCluster of worker processes, one thread each (the kernels hold the GIL-free core)."""
     from distributed import LocalCluster
 
     n = int(workers or os.cpu_count() or 1)
+    ensure_open_files(n)
     return LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
                         dashboard_address=":0",  # any free port: never collide with another cluster
                         # a task's failure is reported by batch itself, naming the day and the
