@@ -3,7 +3,9 @@
 An entry is one uint64: the level's key in the high 32 bits (the price for bids, its
 complement ``0xFFFFFFFF - price`` for asks) and its level id in the low 32. Keys ascend within
 a segment and are unique in it, so entries sort as their keys do, the best level is the last
-entry, and inserting or removing near the top moves only a few entries. One 8-byte entry
+entry, and inserting or removing near the top moves only a few entries (far from it, every
+entry between it and the top: about 0.5 us at the far end of a real day's deepest side, 4,227
+levels; 11 us on a synthetic 100,000-level side, against 41 ns at its top). One 8-byte entry
 instead of a key and an id in two arrays: the top of a ladder is one cache line, not two, and
 a line holds 8 entries.
 
