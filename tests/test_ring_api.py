@@ -65,6 +65,39 @@ def test_lossy_python_reader_gets_validated_copies(path):
         assert ring.snapshot()["consumers"][0]["laps"] == 1
 
 
+@pytest.mark.parametrize("records", [256, 255, 600])   # exactly one capacity, under it, over two
+def test_a_lossy_batch_of_a_capacity_or_more_publishes_only_what_was_written(path, records):
+    """A lossy batch of exactly the capacity (256 records of stride 256 in 64 KiB) published its
+    first header on the very word it had just zeroed as "not yet published": readers then took
+    stale bytes for 1,057 new records, and a later write came back as 248 old bytes. A batch
+    longer than the capacity wrote its first header last, over a later record of its own. A
+    lossy batch is now published in runs shorter than the capacity (probe 12)."""
+    cap = 1 << 16
+    with Ring.create(path, cap, mode="lossy", consumers=["c"]) as ring:
+        w = ring.writer()
+        rd = ring.reader("c")
+        lengths = np.full(records, 248, np.int64)
+        offsets = np.zeros(records + 1, np.int64)
+        offsets[1:] = np.cumsum(lengths)
+        buf = (np.arange(offsets[-1]) % 251).astype(np.uint8)
+        w.write_batch(buf, offsets)
+        got = []
+        for _ in range(records + 2):   # bounded: the phantom records never ended
+            b = rd.read_batch(timeout=0)
+            if not len(b):
+                break
+            got += [x.tobytes() for x in b]
+        lost = rd.lost_records
+        # whatever was kept is the tail of what was written, byte for byte, and the rest is counted
+        expect = [buf[offsets[i]:offsets[i + 1]].tobytes() for i in range(records)]
+        assert lost + len(got) == records and got == expect[lost:], (lost, len(got))
+        assert records * 256 >= cap or lost == 0
+        w.write(b"NEXT")
+        b = rd.read_batch(timeout=0)
+        assert [x.tobytes() for x in b] == [b"NEXT"]
+        assert len(rd.read_batch(timeout=0)) == 0
+
+
 def test_hugepages_request_is_recorded(path):
     with Ring.create(path, 1 << 21, hugepages=True, consumers=["r"]) as ring:
         snap = ring.snapshot()

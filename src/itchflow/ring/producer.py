@@ -13,8 +13,11 @@ Protocol (one batch = any number of claims, then one commit):
           Then it updates the edge (seqlock) for joins, lapped readers and `ring inspect`.
 In blocking mode a claim fails (returns FULL) instead of overwriting data that a live consumer
 has not consumed; the producer's view of the slowest consumer is a cached limit, refreshed
-only when a claim would pass it. In lossy mode claims never fail; the producer first records
-how far it is about to write (tail_intent) so readers can tell that they were overwritten.
+only when a claim would pass it. In lossy mode claims never wait; the producer first records
+how far it is about to write (tail_intent) so readers can tell that they were overwritten. A
+batch (its records and the next header it zeroes) stays shorter than the capacity in either
+mode, or its later records would land on its own first header, which is stored last: in lossy
+mode a claim that would pass that returns FULL, and the caller commits what it has first.
 """
 
 from __future__ import annotations
@@ -190,8 +193,9 @@ def _put_header(words, ps, pos, hdr) -> None:
 @njit(nogil=True, cache=True, _nrt=False)
 def claim(words, ps, payload_len: int, rtype: int) -> int:
     """Reserve a record; returns the payload's offset in the data region (write it there, then
-    commit), or FULL (blocking mode, consumers behind: commit pending claims, wait, retry),
-    TOO_BIG or BAD_TYPE."""
+    commit), or FULL (blocking mode, consumers behind: commit pending claims, wait, retry;
+    lossy mode, the batch would reach a capacity past its first record: commit, retry;
+    ``claim_wait`` does either), TOO_BIG or BAD_TYPE."""
     if payload_len > ps[P_MAX_PAYLOAD] or payload_len < 0:
         return TOO_BIG
     if rtype < 0 or rtype > L.MAX_USER_TYPE:
@@ -210,6 +214,11 @@ def claim(words, ps, payload_len: int, rtype: int) -> int:
             if end > refresh_limit(words, ps):
                 return FULL
     else:
+        # A batch is published by its first header, stored last: it must not wrap onto that
+        # word (end - 8 is the next header, zeroed at commit; a batch of exactly the capacity
+        # put both on one word, and the publish undid the zero). The caller commits first.
+        if ps[P_FIRST_HDR] != 0 and end - ps[P_FIRST_POS] > cap:
+            return FULL
         store_relaxed(words, L.W_TAIL_INTENT, end)
         fence_release()   # the intent is visible before any byte it announces is overwritten
     if pad:
@@ -308,13 +317,17 @@ def wait_for_space(words, ps, end_needed: int, strategy: int, timeout_ns: int) -
 
 @njit(nogil=True, cache=True, _nrt=False)
 def claim_wait(words, ps, payload_len: int, rtype: int, strategy: int, timeout_ns: int) -> int:
-    """claim, waiting for space when full (blocking mode). TIMEOUT if it never came, counted
-    over the whole wait (space that comes but is not enough does not restart the clock)."""
+    """claim, waiting for space when full (blocking mode; in lossy mode, committing the batch
+    that has reached a capacity). TIMEOUT if it never came, counted over the whole wait (space
+    that comes but is not enough does not restart the clock)."""
     start = monotonic_ns()
     while True:
         r = claim(words, ps, payload_len, rtype)
         if r != FULL:
             return r
+        if ps[P_MODE] != L.MODE_BLOCKING:   # lossy: the batch is a capacity long; publish it
+            commit(words, ps)
+            continue
         if timeout_ns >= 0 and monotonic_ns() - start > timeout_ns:
             return TIMEOUT
         stride = (L.RECORD_HEADER_BYTES + payload_len + 7) & ~7
