@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import struct
+import time
 import uuid
 
 import numpy as np
@@ -230,3 +231,41 @@ def test_creator_removes_file_on_close_unless_kept(path):
     with pytest.raises(FileExistsError):
         Ring.create(path, CAP, keep=True).close()
         Ring.create(path, CAP)
+
+
+def test_a_peer_that_keeps_only_its_position_word_leaves_the_ring_sound(ring_path):
+    """A consumer written from the layout alone (probe 12's, in C) stored only its live
+    position, as the producer reads it, and no commit snapshot. Ring.open, `ring inspect` and
+    `ring ls` then called the live, healthy ring corrupt ("attached at position 0, more than
+    the capacity behind the edge") and advised `ring rm --force`. The ring is judged by the
+    live position; resuming that name from its stale snapshot is what is refused."""
+    from click.testing import CliRunner
+
+    from itchflow.cli import main
+    from itchflow.hw.atomics_py import load, store
+
+    cap = 1 << 14
+    with Ring.create(ring_path, cap, consumers=["peer"]) as ring:
+        b = L.slot_base(ring.find_slot("peer"))
+        w = ring.writer()
+        for i in range(200):   # 200 records of 208 bytes: 2.5 capacities, the peer keeping up
+            w.write(bytes([i % 256]) * 200)
+            store(ring.words, b + L.S_POS, load(ring.words, L.W_EDGE_POS))   # the peer's consumption
+            store(ring.words, b + L.S_HB, time.monotonic_ns())
+        edge = int(load(ring.words, L.W_EDGE_POS))
+        assert edge > 2 * cap
+        with Ring.open(ring_path) as again:   # was: RingFormatError, the whole ring "corrupt"
+            snap = again.snapshot()
+        peer = [c for c in snap["consumers"] if c["name"] == "peer"][0]
+        assert peer["position"] == edge and peer["lag_bytes"] == 0 and peer["state"] == "attached"
+        res = CliRunner().invoke(main, ["ring", "ls"])
+        assert res.exit_code == 0 and "CORRUPT" not in res.output, res.output
+        res = CliRunner().invoke(main, ["ring", "inspect", ring_path])
+        assert res.exit_code == 0, res.output
+        with pytest.raises(RingFormatError, match="consumer 'peer' cannot be resumed: its commit snapshot "
+                                                  rf"\(position 0\) is behind its live position \({edge}\)"):
+            ring.reader("peer")
+        rd = ring.reader("other")   # another name joins at the edge as ever (at the next publish)
+        w.write(b"joined here")
+        w.write(b"after")
+        assert [x.tobytes() for x in rd.read_batch(timeout=1)] == [b"after"]

@@ -46,8 +46,9 @@ def snapshot(ring) -> dict:
         if st == L.SLOT_FREE:
             continue
         idx = int(load(w, b + L.S_COMMIT_IDX)) & 1
-        pos = int(load(w, b + L.S_COMMIT0 + 3 * idx))
         rec = int(load(w, b + L.S_COMMIT0 + 3 * idx + 1))
+        # the live position (what the producer waits for): a peer may keep no commit snapshot
+        pos = max(int(load(w, b + L.S_POS)), int(load(w, b + L.S_COMMIT0 + 3 * idx)))
         pid = int(load(w, b + L.S_PID))
         hb = int(load(w, b + L.S_HB))
         out["consumers"].append({

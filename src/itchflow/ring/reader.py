@@ -87,6 +87,8 @@ class Reader:
                                f"(heartbeat {age / 1e9:.1f} s ago)")
         self.slot = slot
         b = self._b = L.slot_base(slot)
+        if not new:
+            self._check_snapshot(b)
         store(w, b + L.S_PID, me)
         store(w, b + L.S_HB, time.monotonic_ns())
         store(w, b + L.S_ATTACHES, load(w, b + L.S_ATTACHES) + 1)
@@ -103,6 +105,23 @@ class Reader:
             # new, detached (count what was skipped), or left half-joined by a killed process
             self._request_join(count_loss=st == L.SLOT_DETACHED)
         store(w, b + L.S_ATTACHED_NS, time.monotonic_ns())
+
+    def _check_snapshot(self, b: int) -> None:
+        """A known name resumes from its commit snapshot, which a consumer writes before its
+        live position (``consumer.commit``): a snapshot behind the live position was not kept
+        (a peer that writes only the position word), and the producer may have overwritten
+        what lies between them. Refused, naming the slot, rather than read as records."""
+        w = self.ring.words
+        st = int(load(w, b + L.S_STATE))
+        idx = int(load(w, b + L.S_COMMIT_IDX)) & 1
+        snap = int(load(w, b + L.S_COMMIT0 + 3 * idx))
+        live = int(load(w, b + L.S_POS))
+        if st == L.SLOT_ATTACHED and snap < live:
+            raise RingFormatError(
+                f"{self.ring.path}: consumer {self.name!r} cannot be resumed: its commit snapshot (position "
+                f"{snap}) is behind its live position ({live}), so the consumer that held it kept no "
+                "snapshot (docs/ring-protocol.md: commit); what lies between may be overwritten. Read "
+                "under another name, or remove the ring")
 
     def _claim_new_slot(self, name: str) -> int:
         w = self.ring.words

@@ -77,8 +77,11 @@ def validate_slots(path: str, w: np.ndarray, cap: int, blocking: bool, max_consu
                                       "plus one capacity)")
         if pos % L.RECORD_ALIGN:
             raise RingFormatError(f"{where}: position {pos} is not on a record boundary")
-        if blocking and st == L.SLOT_ATTACHED and before[0] - pos > cap:
-            raise RingFormatError(f"{where}: attached at position {pos}, more than the capacity {cap} "
+        # the live position is what the producer waits for (a consumer that keeps no commit
+        # snapshot, as a peer in another language may, is still a sound consumer of the ring;
+        # only resuming its name from that snapshot is refused: ``Reader``)
+        if blocking and st == L.SLOT_ATTACHED and before[0] - live_pos > cap:
+            raise RingFormatError(f"{where}: attached at position {live_pos}, more than the capacity {cap} "
                                   f"behind the edge {before[0]} (its data cannot still be there)")
         if pid < 0:
             raise RingFormatError(f"{where}: pid {pid}")
