@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -190,3 +191,28 @@ def test_a_ring_file_truncated_under_its_producer_is_an_error_not_sigsegv(ring_p
     assert lines[0] == "1" and len(lines) == 2, res.stdout
     assert lines[1].startswith(f"{api}: {ring_path}: the ring file was truncated to ")
     assert "what was read or written past its new end is not the ring's" in lines[1]
+
+
+@pytest.mark.parametrize("mode", ["blocking", "lossy"])
+@pytest.mark.parametrize("length, rtype, says", [
+    (4, 1, "its length is under the 8-byte header"),
+    (1 << 14, 1, "it runs past the end of the data region"),
+    (24, 0xFFFFFFFF, "a padding record that does not end at the end of the data region"),
+    (8 + 600, 1, "its payload is larger than the ring's max_payload"),
+    (24, 0x80000000, r"its type is reserved \(at least 2\*\*31, and not padding\)"),
+])
+def test_a_corrupt_record_header_ends_the_records_before_it_and_says_what_is_wrong(ring_path, mode, length,
+                                                                                  rtype, says):
+    """The records published before a corrupt header were lost with it (the whole read raised),
+    the five faults read alike, and a type at or above 2**31 (reserved) was taken as a record."""
+    with Ring.create(ring_path, 1 << 14, max_payload=512, mode=mode, consumers=["c"]) as ring:
+        w = ring.writer()
+        rd = ring.reader("c")
+        for i in range(4):
+            w.write(bytes([i]) * 16)            # stride 24: record i's header at data offset 24 * i
+        ring.data[48:56].view(np.uint64)[0] = length | (rtype << 32)   # record 2's header
+        got = [x.tobytes() for x in rd.read_batch(timeout=0)]
+        assert got == [b"\0" * 16, b"\1" * 16]
+        with pytest.raises(RingFormatError, match=rf"corrupt record header at position 48 \(data offset 48; "
+                                                  rf"length {length}, type {rtype:#x}: {says}\)"):
+            rd.read_batch(timeout=0)

@@ -142,10 +142,41 @@ def commit(words, cs) -> int:
     return 0
 
 
+# What is wrong with a record header (``header_fault``; 0: nothing). The reader's error names it.
+FAULT_SHORT, FAULT_PAST_END, FAULT_PADDING, FAULT_TOO_BIG, FAULT_TYPE = 1, 2, 3, 4, 5
+FAULT_TEXT = {
+    FAULT_SHORT: "its length is under the 8-byte header",
+    FAULT_PAST_END: "it runs past the end of the data region",
+    FAULT_PADDING: "a padding record that does not end at the end of the data region",
+    FAULT_TOO_BIG: "its payload is larger than the ring's max_payload",
+    FAULT_TYPE: "its type is reserved (at least 2**31, and not padding)",
+}
+
+
+@njit(inline="always", nogil=True, cache=True, _nrt=False)
+def header_fault(h, off, cap, maxp) -> int:
+    """0 if the (non-zero) record header word h at data offset off is sound, else a FAULT_*."""
+    length = h & 0xFFFFFFFF
+    rtype = (h >> 32) & 0xFFFFFFFF
+    if length < L.RECORD_HEADER_BYTES:
+        return FAULT_SHORT
+    if off + length > cap:
+        return FAULT_PAST_END
+    if rtype == L.PADDING_TYPE:
+        return FAULT_PADDING if off + length != cap else 0
+    if rtype > L.MAX_USER_TYPE:
+        return FAULT_TYPE
+    if length - L.RECORD_HEADER_BYTES > maxp:
+        return FAULT_TOO_BIG
+    return 0
+
+
 @njit(nogil=True, cache=True, _nrt=False)
 def poll(words, cs, max_n: int, out_off, out_len, out_type) -> int:
     """Blocking mode: up to max_n published records from the cursor, zero-copy: their payload
-    offsets (in the data region), lengths and types. Advances the cursor, not the commit."""
+    offsets (in the data region), lengths and types. Advances the cursor, not the commit. A
+    corrupt header ends the records before it (returned, the cursor left on it); CORRUPT
+    when it is the first."""
     b = cs[C_SLOT]
     if cs[C_MODE] == L.MODE_BLOCKING and load_relaxed(words, b + L.S_STATE) != L.SLOT_ATTACHED:
         return DETACHED
@@ -163,19 +194,15 @@ def poll(words, cs, max_n: int, out_off, out_len, out_type) -> int:
             break
         length = h & 0xFFFFFFFF
         rtype = (h >> 32) & 0xFFFFFFFF
-        if length < L.RECORD_HEADER_BYTES or off + length > cap:
+        if header_fault(h, off, cap, maxp) != 0:
+            if n > 0:
+                break   # the records before it first; the next poll stops on it
             cs[C_POS] = pos
             return CORRUPT
         if rtype == L.PADDING_TYPE:
-            if off + length != cap:
-                cs[C_POS] = pos
-                return CORRUPT
             pos += length
             continue
         pl = length - L.RECORD_HEADER_BYTES
-        if pl > maxp:
-            cs[C_POS] = pos
-            return CORRUPT
         out_off[n] = off + L.RECORD_HEADER_BYTES
         out_len[n] = pl
         out_type[n] = rtype
@@ -232,16 +259,13 @@ def poll_copy(words, data, cs, max_n: int, out_buf, out_off, out_len, out_type) 
             break
         length = h & 0xFFFFFFFF
         rtype = (h >> 32) & 0xFFFFFFFF
-        bad = length < L.RECORD_HEADER_BYTES or off + length > cap
-        if not bad:
-            if rtype == L.PADDING_TYPE:
-                bad = off + length != cap
-            else:
-                bad = length - L.RECORD_HEADER_BYTES > maxp
-        if bad:
+        if header_fault(h, off, cap, maxp) != 0:
             if _lapped(words, cs, start):
                 _resume_at_edge(words, cs)
                 return 0
+            if n > 0:
+                break   # the records before it first (validated below); the next poll stops on it
+            cs[C_POS] = pos   # (past a padding record at most: where the bad header is)
             return CORRUPT
         if rtype == L.PADDING_TYPE:
             pos += length

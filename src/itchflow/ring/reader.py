@@ -247,8 +247,13 @@ class Reader:
                                f"read up to position {self.position})")
         if n == C.DETACHED:
             raise self._detached("records it had not read yet may be overwritten")
+        off = self.position & (self.ring.capacity - 1)
+        word = int(load(w, self.ring.header_bytes // 8 + off // 8))
+        fault = C.header_fault(np.int64(word), off, self.ring.capacity, self.ring.max_payload)
+        h = word & (2**64 - 1)
         raise RingFormatError(f"{self.ring.path}: corrupt record header at position {self.position} "
-                              f"(data offset {self.position & (self.ring.capacity - 1)})")
+                              f"(data offset {off}; length {h & 0xFFFFFFFF}, type {h >> 32:#x}: "
+                              f"{C.FAULT_TEXT.get(fault, 'it changed while read')})")
 
     def _empty(self) -> Batch:
         return Batch(self.ring.data, self._off[:0], self._len[:0], self._typ[:0], self.ring.path,
