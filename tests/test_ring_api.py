@@ -119,8 +119,8 @@ def test_creator_removes_ring_at_normal_exit_but_not_after_sigkill(path):
     assert os.path.exists(path)              # a killed creator leaves it: `ring rm` cleans up
     import itchflow.cli.ring  # noqa: F401  (registers the commands)
     from itchflow.cli import main
-    out = CliRunner().invoke(main, ["ring", "rm", path])
-    assert out.exit_code == 0 and "removed" in out.output
+    out = CliRunner().invoke(main, ["ring", "rm", path, path])   # named twice: one ring (it said "2 of the 1")
+    assert out.exit_code == 0 and out.output == f"removed {path}\n", out.output
     assert not os.path.exists(path)
 
 

@@ -127,9 +127,9 @@ def ring_rm(paths: tuple[str, ...], stale: bool, force: bool) -> None:
     from itchflow.ring import Ring, RingFormatError
     if not paths and not stale:
         raise click.UsageError("give ring paths/names, or --stale")
-    named = set(_candidates(paths)) if paths else set()
+    named = list(dict.fromkeys(_candidates(paths))) if paths else []   # a ring named twice is one ring
     kept = []
-    for p in _candidates(paths):
+    for p in named if paths else _candidates(paths):
         try:
             with Ring.open(p) as r:
                 s = r.snapshot()

@@ -28,7 +28,8 @@ LONG_PAUSE_SECONDS = 0.01  # a growth pause this long gets the hint to size the 
                    "`listen --ring` or `soup fetch --ring` feeds), "
                    "mold://GROUP:PORT?line_b=..&rerequest=HOST:PORT&session=.. or "
                    "soup://HOST:PORT?user=..&password=..&session=..&sequence=N")
-@click.option("--ring", default=None, help="Ring name or path (default: a private one in /dev/shm, removed at the end).")
+@click.option("--ring", default=None, help="Ring name or path (default: a private one in /dev/shm); removed at the end either way "
+                   "(a consumer that joined keeps its mapping).")
 @click.option("--capacity", type=RING_CAPACITY, default=16 << 20, show_default=True,
               help="Ring data bytes (a power of two).")
 @click.option("--batch-bytes", type=BYTES, default=64 << 10, show_default=True, help="Most message bytes per ring record.")

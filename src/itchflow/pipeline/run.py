@@ -126,7 +126,7 @@ def run_pipeline(source: str | SourceSpec, *, ring: str | None = None, capacity:
     naming the ring and the consumer. Ctrl-C (KeyboardInterrupt) stops the producer and
     raises ``PipelineInterrupted`` carrying the report of what was applied.
 
-    ring: a name or path for the ring (default: a private one, removed at the end). A ring
+    ring: a name or path for the ring (default: a private one); removed at the end either way. A ring
     of that name left by a killed run (its processes dead, their heartbeats stale) is
     reclaimed; one a live process holds is RingBusy.
     pin: (producer CPU, consumer CPU). wait: the consumer's wait strategy (default: spin when

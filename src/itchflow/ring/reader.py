@@ -242,9 +242,11 @@ class Reader:
                                       f"{self.position} reads as unpublished, yet its producer (gone) had "
                                       f"published up to position {edge}")
             hb = int(load(w, L.W_PROD_HB))
-            raise ProducerGone(f"{self.ring.path}: producer pid {int(load(w, L.W_PROD_PID))} is gone "
-                               f"(no such process, or no heartbeat for {(time.monotonic_ns() - hb) / 1e9:.1f} s; "
-                               f"read up to position {self.position})")
+            pid = int(load(w, L.W_PROD_PID))
+            why = ("no such process" if not pid_alive(pid) else
+                   f"no heartbeat for {(time.monotonic_ns() - hb) / 1e9:.1f} s")
+            raise ProducerGone(f"{self.ring.path}: producer pid {pid} is gone ({why}; read up to position "
+                               f"{self.position})")
         if n == C.DETACHED:
             raise self._detached("records it had not read yet may be overwritten")
         off = self.position & (self.ring.capacity - 1)
