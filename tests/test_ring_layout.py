@@ -269,3 +269,38 @@ def test_a_peer_that_keeps_only_its_position_word_leaves_the_ring_sound(ring_pat
         w.write(b"joined here")
         w.write(b"after")
         assert [x.tobytes() for x in rd.read_batch(timeout=1)] == [b"after"]
+
+
+def test_the_printed_layout_finds_the_words_of_a_real_ring_file(ring_path):
+    """`itchflow ring layout` is what a peer in another language writes its code from (probe 12
+    had to guess where the slots start, their size and every constant). Read a ring file made
+    here with nothing but the printed text: slot placement, word offsets and constants."""
+    import re
+
+    from click.testing import CliRunner
+
+    from itchflow.cli import main
+
+    text = CliRunner().invoke(main, ["ring", "layout"]).output
+    base, stride = map(int, re.search(r"slot i starts at byte (\d+) \+ (\d+) \* i", text).groups())
+    const = dict(re.findall(r"^  ([A-Z_]+) = (\S+)", text, re.M))
+    byte = {m[1]: int(m[0]) for m in re.findall(r"byte\s+(\d+)  ([a-z_]+\.[a-z_0-9]+):", text)}
+    slot = {m[1]: int(m[0]) for m in re.findall(r"slot\+\s*(\d+)  ([a-z_]+\.[a-z_0-9]+):", text)}
+    assert "pipeline record" in text and "type 1, a 40-byte header" in text
+    assert "docs/ring-protocol.md" in text
+    assert os.path.exists(os.path.join(os.path.dirname(__file__), "..", "docs", "ring-protocol.md"))
+    with Ring.create(ring_path, 1 << 14, consumers=["first", "second"], mode="lossy") as ring:
+        ring.writer().write(b"12345")
+        raw = open(ring_path, "rb").read()
+    word = lambda at: struct.unpack_from("<q", raw, at)[0]   # noqa: E731
+    assert raw[byte["meta.magic"]:byte["meta.magic"] + 8] == b"ITCHRING"
+    assert word(byte["meta.version"]) == int(const["LAYOUT_VERSION"])
+    assert word(byte["meta.mode"]) == int(const["MODE_LOSSY"])
+    assert word(byte["producer.state"]) == int(const["PRODUCER_OPEN"])
+    assert word(byte["edge.records"]) == 1
+    s1 = base + stride * 1
+    assert raw[s1 + slot["liveness.name0"]:s1 + slot["liveness.name0"] + 6] == b"second"
+    assert word(s1 + slot["liveness.state"]) == int(const["SLOT_ATTACHED"])
+    assert word(base + stride * 2 + slot["liveness.state"]) == int(const["SLOT_FREE"])
+    h = word(word(byte["meta.header_bytes"]))   # the first record's header word
+    assert h & 0xFFFFFFFF == int(const["RECORD_HEADER_BYTES"]) + 5 and h >> 32 == 0

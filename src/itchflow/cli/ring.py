@@ -160,9 +160,12 @@ def ring_rm(paths: tuple[str, ...], stale: bool, force: bool) -> None:
 
 @ring.command("layout")
 def ring_layout() -> None:
-    """Print the ring file layout (every header word)."""
+    """Print the ring file layout: every header word, the consumer slots, the record format,
+    every constant, and the pipeline's own record (the protocol: docs/ring-protocol.md)."""
+    from itchflow.pipeline.batch_layout import describe as describe_batch
     from itchflow.ring.layout import describe
     click.echo(describe())
+    click.echo(describe_batch())
 
 
 @bench.command("ring")

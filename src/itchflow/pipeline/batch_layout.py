@@ -41,3 +41,13 @@ W_PUBLISH_TSC = WORD["publish_tsc"]
 W_MESSAGE_COUNT = WORD["message_count"]
 
 RECORD_TYPE = 1          # ring record type of an ITCH batch (0 is left for plain records)
+
+
+def describe() -> str:
+    """The pipeline's ring record as text (``itchflow ring layout`` prints it after the ring's)."""
+    lines = [f"pipeline record (run --source ring:NAME reads it as consumer 'book'; listen/soup fetch --ring "
+             f"write it): type {RECORD_TYPE}, a {HEADER_BYTES}-byte header of little-endian int64 words, then "
+             "BinaryFILE-framed messages (2-byte big-endian length, message), as in a day file"]
+    for i, (name, doc) in enumerate(FIELDS):
+        lines.append(f"    byte {8 * i:3d}  {name}: {doc}")
+    return "\n".join(lines)

@@ -25,6 +25,7 @@ from itchflow.hw.atomics import cpu_pause, fence_acquire, load_acquire, load_rel
 from itchflow.hw.memcopy import copy_bytes
 from itchflow.hw.syscalls import monotonic_ns, pid_exists
 from itchflow.ring import layout as L
+from itchflow.ring.record_header import header_fault
 from itchflow.ring.wait import BLOCK, SPIN_TRIES, block_on, idle
 
 C_POS = 0          # next record to poll
@@ -139,35 +140,6 @@ def commit(words, cs) -> int:
         heartbeat(words, cs)
     if cs[C_MODE] == L.MODE_BLOCKING and load_acquire(words, b + L.S_STATE) != L.SLOT_ATTACHED:
         return DETACHED
-    return 0
-
-
-# What is wrong with a record header (``header_fault``; 0: nothing). The reader's error names it.
-FAULT_SHORT, FAULT_PAST_END, FAULT_PADDING, FAULT_TOO_BIG, FAULT_TYPE = 1, 2, 3, 4, 5
-FAULT_TEXT = {
-    FAULT_SHORT: "its length is under the 8-byte header",
-    FAULT_PAST_END: "it runs past the end of the data region",
-    FAULT_PADDING: "a padding record that does not end at the end of the data region",
-    FAULT_TOO_BIG: "its payload is larger than the ring's max_payload",
-    FAULT_TYPE: "its type is reserved (at least 2**31, and not padding)",
-}
-
-
-@njit(inline="always", nogil=True, cache=True, _nrt=False)
-def header_fault(h, off, cap, maxp) -> int:
-    """0 if the (non-zero) record header word h at data offset off is sound, else a FAULT_*."""
-    length = h & 0xFFFFFFFF
-    rtype = (h >> 32) & 0xFFFFFFFF
-    if length < L.RECORD_HEADER_BYTES:
-        return FAULT_SHORT
-    if off + length > cap:
-        return FAULT_PAST_END
-    if rtype == L.PADDING_TYPE:
-        return FAULT_PADDING if off + length != cap else 0
-    if rtype > L.MAX_USER_TYPE:
-        return FAULT_TYPE
-    if length - L.RECORD_HEADER_BYTES > maxp:
-        return FAULT_TOO_BIG
     return 0
 
 

@@ -269,8 +269,12 @@ def pack_record_header(payload_len: int, rtype: int) -> int:
 
 
 def describe() -> str:
-    """The layout as text (for docs and `itchflow ring inspect --layout`)."""
-    lines = [f"ring layout v{LAYOUT_VERSION}: {BLOCK_BYTES}-byte blocks of int64 words"]
+    """The layout as text (for docs and ``itchflow ring layout``): every header word, where the
+    consumer slots sit, the record format and every constant a peer needs (what to do with
+    them: docs/ring-protocol.md)."""
+    lines = [f"ring layout v{LAYOUT_VERSION}: {BLOCK_BYTES}-byte blocks of little-endian int64 words "
+             "(the futex word is its low 32 bits; a name is UTF-8 bytes, NUL-padded)",
+             f"consumer slots: {_slots_doc()}"]
     for title, blocks, base in (("ring header", RING_BLOCKS, 0),
                                 ("consumer slot (repeated)", CONSUMER_BLOCKS, None)):
         lines.append(f"{title}:")
@@ -281,5 +285,31 @@ def describe() -> str:
                 where = f"byte {off:5d}" if base == 0 else f"slot+{off:4d}"
                 if word.doc:
                     lines.append(f"    {where}  {block.name}.{word.name}: {word.doc}")
-    lines.append("data region: records [u32 length (8 + payload) | u32 type][payload][pad to 8]")
+    lines.append(f"data region: records [u32 length ({RECORD_HEADER_BYTES} + payload) | u32 type][payload]"
+                 f"[pad to {RECORD_ALIGN}]; a header word of 0: not yet published")
+    lines.append("constants:")
+    for name, value in CONSTANTS:
+        lines.append(f"  {name} = {value}")
+    lines.append("protocol (joining, reading, committing, lapped readers, producing): docs/ring-protocol.md")
     return "\n".join(lines)
+
+
+def _slots_doc() -> str:
+    return (f"slot i starts at byte {CONSUMERS_WORD * 8} + {SLOT_WORDS * 8} * i (word {CONSUMERS_WORD} + "
+            f"{SLOT_WORDS} * i); meta.max_consumers of them")
+
+
+# What ``describe`` prints: every value a peer in another language must agree on.
+CONSTANTS = (
+    ("MAGIC", "b'ITCHRING' (0x%016x)" % MAGIC), ("LAYOUT_VERSION", LAYOUT_VERSION),
+    ("RECORD_HEADER_BYTES", RECORD_HEADER_BYTES), ("RECORD_ALIGN", RECORD_ALIGN),
+    ("PADDING_TYPE", "0x%08X" % PADDING_TYPE), ("MAX_USER_TYPE", "0x%08X" % MAX_USER_TYPE),
+    ("NAME_BYTES", NAME_BYTES), ("MAX_POSITION", "2**62"),
+    ("MODE_BLOCKING", MODE_BLOCKING), ("MODE_LOSSY", MODE_LOSSY),
+    ("PRODUCER_NONE", PRODUCER_NONE), ("PRODUCER_OPEN", PRODUCER_OPEN), ("PRODUCER_CLOSED", PRODUCER_CLOSED),
+    ("STREAM_WHOLE", STREAM_WHOLE), ("STREAM_CUT_SHORT", STREAM_CUT_SHORT), ("STREAM_LOST", STREAM_LOST),
+    ("SLOT_FREE", SLOT_FREE), ("SLOT_JOINING", SLOT_JOINING), ("SLOT_ATTACHED", SLOT_ATTACHED),
+    ("SLOT_DETACHED", SLOT_DETACHED), ("SLOT_CLAIMED", SLOT_CLAIMED),
+    ("FLAG_HUGEPAGE_REQUESTED", FLAG_HUGEPAGE_REQUESTED), ("FLAG_HUGETLBFS", FLAG_HUGETLBFS),
+    ("PRODUCER_STALE_MIN_NS", PRODUCER_STALE_MIN_NS),
+)

@@ -26,6 +26,7 @@ import numpy as np
 from numba import njit
 
 from itchflow.ring import layout as L
+from itchflow.ring.record_header import header_fault
 from itchflow.hw.atomics import (compare_and_swap, fence_release, fetch_add, load_acquire,
                                    load_relaxed, store_relaxed, store_release)
 from itchflow.hw.memcopy import copy_bytes
@@ -107,14 +108,9 @@ def recover_edge(words, geometry) -> int:
             break
         length = h & 0xFFFFFFFF
         rtype = (h >> 32) & 0xFFFFFFFF
-        if length < L.RECORD_HEADER_BYTES or off + length > cap:
+        if header_fault(h, off, cap, maxp) != 0:
             break
-        if rtype == L.PADDING_TYPE:
-            if off + length != cap:
-                break
-        elif length - L.RECORD_HEADER_BYTES > maxp:
-            break
-        else:
+        if rtype != L.PADDING_TYPE:
             rec += 1
             pay += length - L.RECORD_HEADER_BYTES
             found += 1

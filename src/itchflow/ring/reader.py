@@ -13,6 +13,7 @@ from itchflow.ring import consumer as C
 from itchflow.ring import layout as L
 from itchflow.ring.errors import ConsumerDetached, ProducerGone, RingBusy, RingClosed, RingError, RingFormatError
 from itchflow.ring.liveness import pid_alive, producer_live
+from itchflow.ring.record_header import FAULT_TEXT, header_fault
 from itchflow.ring.slots import set_name
 from itchflow.ring.wait import strategy_code, timeout_ns
 
@@ -251,11 +252,11 @@ class Reader:
             raise self._detached("records it had not read yet may be overwritten")
         off = self.position & (self.ring.capacity - 1)
         word = int(load(w, self.ring.header_bytes // 8 + off // 8))
-        fault = C.header_fault(np.int64(word), off, self.ring.capacity, self.ring.max_payload)
+        fault = header_fault(np.int64(word), off, self.ring.capacity, self.ring.max_payload)
         h = word & (2**64 - 1)
         raise RingFormatError(f"{self.ring.path}: corrupt record header at position {self.position} "
                               f"(data offset {off}; length {h & 0xFFFFFFFF}, type {h >> 32:#x}: "
-                              f"{C.FAULT_TEXT.get(fault, 'it changed while read')})")
+                              f"{FAULT_TEXT.get(fault, 'it changed while read')})")
 
     def _empty(self) -> Batch:
         return Batch(self.ring.data, self._off[:0], self._len[:0], self._typ[:0], self.ring.path,
