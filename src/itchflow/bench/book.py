@@ -380,9 +380,9 @@ def report(r: dict) -> None:
     c.print(f"[bold]book benchmark[/bold]  {m['cpu']} ({m['cores']} cores), numba {m['numba']}; "
             f"full L3 of every stock, one core, the same bytes for itchflow and itchcpp")
     c.print(f"  best of {n} turns, itchflow and itchcpp taking turns: ns/msg, itchcpp ns/msg and vs itchcpp "
-            f"compare each one's best run in a process that has run before (ours in this process, "
-            f"itchcpp's second run in each of its {n} processes); the first-run columns compare each "
-            f"one's first run in a fresh process (best of {n} processes)")
+            f"compare each one's best run (ours: of {n} turns in this process; itchcpp: of the 2 runs in "
+            f"each of its {n} fresh processes, the second on memory the first freed); the first-run columns "
+            f"compare each one's first run in a fresh process (best of {n} processes)")
     t = Table(show_edge=False)
     for col in ("shape", "messages", "itchflow M msg/s", "ns/msg", "+events ns/msg", "itchcpp ns/msg",
                 "vs itchcpp", "first run ns/msg", "itchcpp first ns/msg", "first vs itchcpp", "BBO agree",
