@@ -901,3 +901,73 @@ def subprocess_pid_that_ended() -> int:
     p = subprocess.Popen([sys.executable, "-c", "pass"])
     p.wait()
     return p.pid
+
+
+def _fed_ring(day, tag: str, consumers=("book",)) -> str:
+    """A kept ring holding the whole day (closed by its producer), consumer slots declared."""
+    from itchflow.ring import Ring
+
+    name = f"/dev/shm/itchflow-test-{tag}-{os.getpid()}.ring"
+    Ring.create(name, 1 << 23, consumers=list(consumers), keep=True,
+                max_payload=feed_max_payload(1 << 23)).close()
+    _feed_ring(name, day.tobytes(), 37)
+    return name
+
+
+def _batch_first_sequences(batch) -> list[int]:
+    return [int(np.frombuffer(x[:B.HEADER_BYTES].tobytes(), "<i8")[B.W_FIRST_SEQUENCE]) for x in batch]
+
+
+def test_a_run_that_resumes_its_consumer_mid_stream_says_its_books_lack_the_start(day):
+    """A restarted `run --source ring:NAME` resumed its consumer where the killed run stopped,
+    with empty books, and reported the stream whole: 0 gaps, exit 0, half the day (probe 13).
+    It now reports the records published before its first one, and the command exits 3."""
+    from itchflow.cli.run import live_exit_status
+    from itchflow.ring import Ring, ring_path
+
+    name = _fed_ring(day, "resumed")
+    try:
+        with Ring.open(name) as ring:   # an earlier run of consumer "book" read two batches
+            rd = ring.reader("book")
+            first = rd.read_batch(max_records=2, timeout=1)
+            read_before = len(first)
+            rd.close()
+        r = run_pipeline(f"ring:{name}", books=Books())
+        assert read_before == 2 and r.ring_skipped_records == 2 and r.ring_lost_records == 0
+        assert 0 < r.messages < reference_count(day)
+        status, why = live_exit_status(r)
+        assert status == 3 and "first 2 records were published before this run's first" in why
+    finally:
+        if os.path.exists(ring_path(name)):
+            os.unlink(ring_path(name))
+
+
+def test_a_run_stopped_inside_a_batch_leaves_it_for_the_consumer_that_resumes(day):
+    """Ctrl-C while `run --source ring:` applied a batch committed it as consumed on the way
+    out: the run resumed after it started past messages no run had reported (181 lost, 0 gaps,
+    exit 0; probe 13). The batch in use is given back: the next reader of the name gets it."""
+    from itchflow.pipeline.run import _consume, _Run
+    from itchflow.ring import Ring, ring_path
+
+    class Interrupted:
+        st = np.zeros(64, np.int64)
+
+        def apply(self, batch, taken, check):
+            self.seen = _batch_first_sequences(batch)
+            raise KeyboardInterrupt
+
+    name = _fed_ring(day, "givenback")
+    try:
+        with Ring.open(name) as ring:
+            rd = ring.reader("book")
+            assert len(rd.read_batch(max_records=1, timeout=1)) == 1   # one batch applied and consumed
+            applier, run = Interrupted(), _Run()
+            _consume(rd, applier, None, None, run)
+            assert run.interrupted and applier.seen
+            rd.close()
+            again = ring.reader("book")
+            assert _batch_first_sequences(again.read_batch(max_records=1, timeout=1)) == applier.seen[:1]
+            again.close()
+    finally:
+        if os.path.exists(ring_path(name)):
+            os.unlink(ring_path(name))

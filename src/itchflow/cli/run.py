@@ -126,6 +126,10 @@ def live_exit_status(r) -> tuple[int, str]:
     if r.ring_lost_records:
         return 3, (f"{r.ring_lost_records:,} ring records were lost (the consumer was lapped, or detached and "
                    "joined again at the live edge): the books have holes")
+    if getattr(r, "ring_skipped_records", 0):
+        return 3, (f"the ring's first {r.ring_skipped_records:,} records were published before this run's first "
+                   "(its consumer resumed where an earlier run stopped, or joined a stream under way): the "
+                   "books lack them")
     return 0, ""
 
 
@@ -223,6 +227,9 @@ def print_report(r) -> None:
                       f"`itchflow ring inspect {r.ring}` shows the ring's)")
     for line in source_lines(p):
         console.print(f"  {line}")
+    if getattr(r, "ring_skipped_records", 0):
+        console.print(f"  ring: [bold red]started after {r.ring_skipped_records:,} records[/bold red] (its consumer "
+                      "resumed where an earlier run stopped, or joined a stream under way): the books lack them")
     if r.ring_lost_records:
         console.print(f"  ring: [bold red]{r.ring_lost_records:,} records lost[/bold red] (the consumer was lapped "
                       "in a lossy ring, or detached by the producer and joined again at the live edge)")

@@ -77,6 +77,9 @@ class PipelineReport:
     samples: dict = field(default_factory=dict, repr=False)   # stage -> ns per batch (not in to_dict)
     interrupted: bool = False            # Ctrl-C ended the run: the counts are what was applied
     ring_lost_records: int = 0           # records the consumer never saw: lapped in a lossy ring
+    # ring: sources: records published before this run's first one (its consumer name resumed
+    # where an earlier run of it stopped, or joined a stream under way): the books lack them
+    ring_skipped_records: int = 0
     stream: str = "whole"                # ring: sources: how the producer said its stream ended
                                          # ("whole", "cut short", "lost messages")
     # How to read the latencies: "flat out" (a file read as fast as possible: publish -> consume
@@ -317,6 +320,7 @@ class _Run:
         self.interrupted = False
         self.completed = False
         self.ring_lost_records = 0
+        self.ring_skipped_records = 0
 
 
 def _log_warning(text: str) -> None:
@@ -366,8 +370,10 @@ def _consume(reader, applier, proc, progress, run: _Run, waiting: _NoProducerNot
     # slot the producer detached before this run came loses, at the join, all it skipped: a
     # whole session, reported as 0 lost and exit 0, when taken from here)
     lost_before = reader.lost_records_at_attach
+    used = True
     try:
         while True:
+            used = False   # from here until it is applied, the batch read is not consumed
             try:
                 batch = reader.read_batch(timeout=POLL_S)
             except EOFError as e:
@@ -394,11 +400,17 @@ def _consume(reader, applier, proc, progress, run: _Run, waiting: _NoProducerNot
             taken = tsc()
             if run.t_first is None:
                 run.t_first = time.perf_counter()
+                # the ring's records before this run's first, less what the read itself counted
+                # as lost (a lap, a rejoin): a restarted run resumed mid-stream, with empty books
+                run.ring_skipped_records = max(0, batch.first_record - (reader.lost_records - lost_before))
             applier.apply(batch, taken, reader.check_intact)
+            used = True
             if progress is not None:
                 progress(int(st[S_MESSAGES]), int(st[S_BYTES]))
     except KeyboardInterrupt:
         run.interrupted = True
+        if not used:   # stopped inside a batch: a consumer resuming this name gets it again
+            reader.give_back()
     except ConsumerDetached as e:
         raise ConsumerDetached(f"{e}. The books built so far are incomplete and cannot be trusted: run again "
                                "(--heartbeat-timeout sets how long a pause is tolerated)") from None
@@ -422,6 +434,7 @@ def _finish(report, applier, books, tpn, run: _Run, top) -> PipelineReport:
     report.wall_seconds = t_end - run.t_start
     report.interrupted = run.interrupted
     report.ring_lost_records = run.ring_lost_records
+    report.ring_skipped_records = run.ring_skipped_records
     to_ns = 1.0 / tpn
     hand_off, applied, received = applier.samples()
     report.latency = {

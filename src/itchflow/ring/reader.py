@@ -70,6 +70,7 @@ class Reader:
         self._copy = np.empty(max(ring.max_payload, 1 << 16) * 4, np.uint8) if ring.mode == "lossy" \
             else np.empty(0, np.uint8)
         self._pending = False
+        self._before = (0, 0, 0)
         self._joining = False
         w = ring.words
         me = os.getpid()
@@ -210,6 +211,7 @@ class Reader:
         n_max = len(self._off) if max_records is None else min(max_records, len(self._off))
         t = self.timeout_ns if timeout == -1.0 else timeout_ns(timeout)
         position, first = int(self.cs[C.C_POS]), int(self.cs[C.C_REC])
+        self._before = (position, first, int(self.cs[C.C_PAY]))   # where this read starts (give_back)
         pending, self._pending = self._pending, False
         n = C.read_step(w, self.ring.data, self.cs, pending, n_max, self._copy, self._off, self._len,
                         self._typ, self.strategy, t)
@@ -297,6 +299,16 @@ class Reader:
                 return
             for rec in batch:
                 yield rec.tobytes()
+
+    def give_back(self) -> None:
+        """The last batch was not (wholly) used: leave it unconsumed, so that the next read, or
+        a Reader of this name in another process (a restart), gets it again rather than
+        resuming past it (``run`` stopped by Ctrl-C in the middle of a batch lost it so).
+        Blocking mode only; a lossy ring gives nothing back (its copies are gone once read)."""
+        if not self._pending or self.ring.mode == "lossy":
+            return
+        self._pending = False
+        self.cs[C.C_POS], self.cs[C.C_REC], self.cs[C.C_PAY] = self._before
 
     def close(self, leave: bool = False) -> None:
         """Commit. The slot keeps its position (a later Reader with this name resumes there and
