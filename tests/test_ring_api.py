@@ -286,3 +286,99 @@ def test_ring_inspect_says_how_a_closed_rings_stream_ended(ring_path):
     finally:
         rg.close()
         rg.unlink()
+
+
+def test_a_consumer_that_joins_an_idle_producer_gets_its_next_publish(path):
+    """A new name asking to join a live producer that had published nothing was attached after
+    the next publish, at its end: it missed that batch and counted nothing lost (a one-batch
+    stream: all of it; a C consumer of `listen --ring` missed the first 46 messages; probe 13).
+    Joiners are now attached at the batch's start, before it is published."""
+    with Ring.create(path, 1 << 16) as ring:
+        w = ring.writer()
+        rd = ring.reader("late")            # the producer is live: the join waits for it
+        w.write_batch(np.arange(10, dtype=np.uint8), np.arange(11))
+        got = [int(x[0]) for x in rd.read_batch(timeout=1)]
+        assert got == list(range(10)) and rd.lost_records == 0
+        w.write(b"\x0a")
+        assert [int(x[0]) for x in rd.read_batch(timeout=1)] == [10]
+
+
+def test_a_consumer_rejoining_after_a_stall_is_not_detached_again_at_once(path):
+    """A consumer detached for a stall rejoined with its stale heartbeat: the producer attached
+    it and, at its next sweep, detached it again before it read a record (probe 13)."""
+    import time as _time
+
+    from itchflow.hw.atomics_py import load, store
+    from itchflow.ring import ConsumerDetached
+    from itchflow.ring import layout as L
+    from itchflow.ring import producer as P
+
+    with Ring.create(path, 1 << 16, consumers=["c"], heartbeat_timeout=0.5) as ring:
+        w = ring.writer()
+        rd = ring.reader("c")
+        w.write(b"a")
+        assert len(rd.read_batch(timeout=1)) == 1
+        b = L.slot_base(rd.slot)
+        store(ring.words, b + L.S_HB, _time.monotonic_ns() - 10**10)   # silent for 10 s: a stall
+        assert P.detach_silent(ring.words, w.ps, _time.monotonic_ns()) == 1
+        w.write(b"b")
+        with pytest.raises(ConsumerDetached):
+            rd.read_batch(timeout=0)
+        rd.rejoin()
+        w.write(b"c")                       # the producer attaches it (at this batch's start)
+        assert P.detach_silent(ring.words, w.ps, _time.monotonic_ns()) == 0
+        assert int(load(ring.words, b + L.S_STATE)) == L.SLOT_ATTACHED
+        assert [x.tobytes() for x in rd.read_batch(timeout=1)] == [b"c"]
+        assert rd.lost_records == 1          # "b", published while it was detached
+
+
+def _open_name(path, name, barrier, out):
+    from itchflow.ring import RingBusy
+
+    ring = Ring.open(path)
+    barrier.wait()
+    try:
+        rd = ring.reader(name)
+        out.put(("ok", rd.slot))
+        barrier.wait()   # hold the name until both have tried
+    except RingBusy as e:
+        out.put(("busy", str(e)))
+        barrier.wait()
+
+
+def test_one_new_name_opened_by_two_processes_at_once_is_one_consumer(path):
+    """Both processes found the name new, each claimed a free slot, and the ring had two
+    consumers of one name (10 of 10 rounds; probe 13). Finding and claiming is one step now."""
+    Ring.create(path, 1 << 14, keep=True).close()
+    try:
+        for _ in range(5):
+            barrier, out = CTX.Barrier(2), CTX.Queue()
+            procs = [CTX.Process(target=_open_name, args=(path, "twin", barrier, out)) for _ in range(2)]
+            for p in procs:
+                p.start()
+            got = sorted(out.get(timeout=60) for _ in procs)
+            for p in procs:
+                p.join(30)
+            assert [g[0] for g in got] == ["busy", "ok"], got
+            assert "consumer 'twin' is held by live pid" in got[0][1]
+            with Ring.open(path) as ring:
+                names = [c["name"] for c in ring.snapshot()["consumers"]]
+            assert names == ["twin"], names
+    finally:
+        os.unlink(path)
+
+
+def test_closing_the_ring_wakes_consumers_asleep_on_its_futex(path):
+    """A consumer asleep on the futex (the documented wait) slept out its whole time-out after
+    the producer closed the ring: the close woke nobody (probe 13)."""
+    from itchflow.hw.atomics_py import load, store
+    from itchflow.ring import layout as L
+
+    with Ring.create(path, 1 << 14) as ring:
+        w = ring.writer()
+        store(ring.words, L.W_WAITERS, 1)    # one asleep (as a C peer registers itself)
+        futex, wakeups = int(load(ring.words, L.W_FUTEX)), int(load(ring.words, L.W_WAKEUPS))
+        w.close()
+        assert int(load(ring.words, L.W_FUTEX)) == futex + 1
+        assert int(load(ring.words, L.W_WAKEUPS)) == wakeups + 1
+        store(ring.words, L.W_WAITERS, 0)

@@ -231,9 +231,9 @@ def test_new_consumer_joins_blocking_ring_at_the_live_edge(path):
         late = ring.reader("late")
         assert len(late.read_batch(timeout=0)) == 0          # joining: nothing yet
         for i in range(50, 60):
-            w.write(bytes([i]))                              # the first commit attaches "late"
+            w.write(bytes([i]))              # the first commit attaches "late" at its start
         got = [x.tobytes()[0] for x in late.read_batch(timeout=0)]
-        assert got == list(range(51, 60)) and late.lost_records == 0
+        assert got == list(range(50, 60)) and late.lost_records == 0   # (it missed record 50)
         assert [x.tobytes()[0] for x in first.read_batch(timeout=0)] == list(range(60))
         names = {c["name"]: c["state"] for c in ring.snapshot()["consumers"]}
         assert names == {"first": "attached", "late": "attached"}

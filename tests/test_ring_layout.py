@@ -265,8 +265,7 @@ def test_a_peer_that_keeps_only_its_position_word_leaves_the_ring_sound(ring_pat
         with pytest.raises(RingFormatError, match="consumer 'peer' cannot be resumed: its commit snapshot "
                                                   rf"\(position 0\) is behind its live position \({edge}\)"):
             ring.reader("peer")
-        rd = ring.reader("other")   # another name joins at the edge as ever (at the next publish)
-        w.write(b"joined here")
+        rd = ring.reader("other")   # another name joins at the edge as ever (attached by the next publish)
         w.write(b"after")
         assert [x.tobytes() for x in rd.read_batch(timeout=1)] == [b"after"]
 

@@ -156,25 +156,35 @@ def refresh_limit(words, ps) -> int:
 
 
 @njit(nogil=True, cache=True, _nrt=False)
+def _attach_joiners(words, ps, req, pos, rec, pay) -> int:
+    """Attach every JOINING consumer at published position pos (records and payload indices rec,
+    pay there), its heartbeat refreshed: a consumer rejoining after a stall kept its stale one
+    and was detached again at once, before it read a record."""
+    ps[P_JOIN_SEEN] = req
+    n = 0
+    now = monotonic_ns()
+    for i in range(ps[P_NCONS]):
+        b = L.CONSUMERS_WORD + i * L.SLOT_WORDS
+        if load_acquire(words, b + L.S_STATE) == L.SLOT_JOINING:
+            # position, then (last) the state: the consumer waits for ATTACHED, then reads these
+            store_relaxed(words, b + L.S_HB, now)
+            store_release(words, b + L.S_POS, pos)
+            store_relaxed(words, b + L.S_JOIN_POS, pos)
+            store_relaxed(words, b + L.S_JOIN_REC, rec)
+            store_relaxed(words, b + L.S_JOIN_PAY, pay)
+            if compare_and_swap(words, b + L.S_STATE, L.SLOT_JOINING, L.SLOT_ATTACHED) == L.SLOT_JOINING:
+                n += 1
+    return n
+
+
+@njit(nogil=True, cache=True, _nrt=False)
 def serve_joins(words, ps) -> int:
     """Attach consumers that asked to join (blocking mode) at the published edge. Joining goes
     through the producer so that it can never overwrite what a new consumer expects to read."""
     req = load_acquire(words, L.W_JOIN_REQ)
     if req == ps[P_JOIN_SEEN] or ps[P_FIRST_HDR] != 0:
-        return 0  # nothing asked, or mid-batch (the edge must equal our claim position)
-    ps[P_JOIN_SEEN] = req
-    n = 0
-    for i in range(ps[P_NCONS]):
-        b = L.CONSUMERS_WORD + i * L.SLOT_WORDS
-        if load_acquire(words, b + L.S_STATE) == L.SLOT_JOINING:
-            # position, then (last) the state: the consumer waits for ATTACHED, then reads these
-            store_release(words, b + L.S_POS, ps[P_FIRST_POS])
-            store_relaxed(words, b + L.S_JOIN_POS, ps[P_FIRST_POS])
-            store_relaxed(words, b + L.S_JOIN_REC, ps[P_REC])
-            store_relaxed(words, b + L.S_JOIN_PAY, ps[P_PAY])
-            if compare_and_swap(words, b + L.S_STATE, L.SLOT_JOINING, L.SLOT_ATTACHED) == L.SLOT_JOINING:
-                n += 1
-    return n
+        return 0  # nothing asked, or mid-batch (``commit`` attaches them before it publishes)
+    return _attach_joiners(words, ps, req, ps[P_FIRST_POS], ps[P_REC], ps[P_PAY])
 
 
 @njit(nogil=True, cache=True, _nrt=False)
@@ -232,6 +242,16 @@ def commit(words, ps) -> int:
     """Publish everything claimed since the last commit with one release store."""
     if ps[P_FIRST_HDR] == 0:
         return 0
+    if ps[P_MODE] == L.MODE_BLOCKING:
+        # A consumer that asked to join is attached at this batch's start, before it is
+        # published: attached after it, a consumer that joined an idle producer missed the
+        # very publish it waited for (a one-batch stream: all of it), and counted nothing lost.
+        # Its position is the edge, at or past every attached consumer's: the batch's claims
+        # hold for it too. The edge words are the producer's own: their values at the start.
+        req = load_acquire(words, L.W_JOIN_REQ)
+        if req != ps[P_JOIN_SEEN]:
+            _attach_joiners(words, ps, req, ps[P_FIRST_POS], load_relaxed(words, L.W_EDGE_REC),
+                            load_relaxed(words, L.W_EDGE_PAY))
     dw = ps[P_DATA_WORD]
     end = ps[P_POS]
     store_relaxed(words, dw + ((end & ps[P_MASK]) >> 3), 0)                   # pre-zero next
@@ -258,6 +278,16 @@ def commit(words, ps) -> int:
         store_relaxed(words, L.W_PROD_HB, monotonic_ns())
         ps[P_HB_COUNTDOWN] = HEARTBEAT_EVERY
     return 1
+
+
+@njit(nogil=True, cache=True, _nrt=False)
+def wake_sleepers(words) -> None:
+    """Wake consumers asleep on the futex (after the close: they wait for a header that will not
+    come; a C consumer slept out its whole time-out)."""
+    if load_relaxed(words, L.W_WAITERS) != 0:
+        fetch_add(words, L.W_FUTEX, 1)
+        futex_wake(words, L.W_FUTEX, 0x7FFFFFFF)
+        fetch_add(words, L.W_WAKEUPS, 1)
 
 
 @njit(nogil=True, cache=True, _nrt=False)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import time
 from typing import Iterator
@@ -51,6 +53,17 @@ class Batch:
             yield self[i]
 
 
+@contextlib.contextmanager
+def _slot_lock(path: str):
+    """An exclusive flock on the ring file for as long as the block runs."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)   # (closing the only descriptor releases the lock)
+
+
 class Reader:
     """A named consumer. A new name joins at the live edge (blocking mode: through the
     producer, so nothing it expects is overwritten); a known name resumes from its saved
@@ -74,25 +87,27 @@ class Reader:
         self._joining = False
         w = ring.words
         me = os.getpid()
-        slot = ring.find_slot(name)
-        if slot < 0:
-            slot = self._claim_new_slot(name)
-            new = True
-        else:
-            new = False
+        # Finding a name and claiming a slot for it is one step under a lock on the ring file: two
+        # processes opening one new name at once each claimed a slot of their own (two consumers
+        # of one name, probe 13). (A peer in another language claims by compare-and-swap alone.)
+        with _slot_lock(ring.path):   # (the slot is ours, pid and heartbeat, before the lock goes)
+            slot = ring.find_slot(name)
+            new = slot < 0
+            if new:
+                slot = self._claim_new_slot(name)
             b = L.slot_base(slot)
-            pid = int(load(w, b + L.S_PID))
-            age = time.monotonic_ns() - int(load(w, b + L.S_HB))
-            if (pid and pid != me and pid_alive(pid) and age <= int(w[L.W_HB_TIMEOUT])
-                    and load(w, b + L.S_STATE) != L.SLOT_DETACHED):
-                raise RingBusy(f"{ring.path}: consumer {name!r} is held by live pid {pid} "
-                               f"(heartbeat {age / 1e9:.1f} s ago)")
+            if not new:
+                pid = int(load(w, b + L.S_PID))
+                age = time.monotonic_ns() - int(load(w, b + L.S_HB))
+                if (pid and pid != me and pid_alive(pid) and age <= int(w[L.W_HB_TIMEOUT])
+                        and load(w, b + L.S_STATE) != L.SLOT_DETACHED):
+                    raise RingBusy(f"{ring.path}: consumer {name!r} is held by live pid {pid} "
+                                   f"(heartbeat {age / 1e9:.1f} s ago)")
+                self._check_snapshot(b)
+            store(w, b + L.S_PID, me)
+            store(w, b + L.S_HB, time.monotonic_ns())
         self.slot = slot
-        b = self._b = L.slot_base(slot)
-        if not new:
-            self._check_snapshot(b)
-        store(w, b + L.S_PID, me)
-        store(w, b + L.S_HB, time.monotonic_ns())
+        self._b = b
         store(w, b + L.S_ATTACHES, load(w, b + L.S_ATTACHES) + 1)
         self.cs = C.new_consumer_state(w, slot, ring.geometry)
         # the slot's loss counter before this attach: what joining skips (records a producer
@@ -141,6 +156,7 @@ class Reader:
         w = self.ring.words
         self._joining = True
         self._join_counts_loss = count_loss
+        store(w, self._b + L.S_HB, time.monotonic_ns())   # alive now: a stall before is over
         store(w, self._b + L.S_STATE, L.SLOT_JOINING)
         fetch_add(w, L.W_JOIN_REQ, 1)
         self._finish_join()

@@ -151,6 +151,7 @@ class Writer:
         P.heartbeat(w, self.ps)
         store(w, L.W_PROD_OUTCOME, int(outcome))   # before the state: read after it is seen
         store(w, L.W_PROD_STATE, L.PRODUCER_CLOSED)
+        P.wake_sleepers(w)   # the end is news too: sleepers would wait out their time-out
         self.ps = None
 
     def __enter__(self) -> "Writer":
