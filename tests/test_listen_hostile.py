@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import socket
 import struct
 import threading
@@ -249,3 +250,28 @@ def test_a_port_another_listener_holds_is_named_in_the_error():
         port = held.getsockname()[1]
         r = _cli(["listen", "--mold", f"127.0.0.1:{port}", "--idle-timeout", "1"])
     assert r.exit_code == 1 and f"bind 127.0.0.1:{port}: Address already in use" in r.output, r.output
+
+
+@pytest.mark.parametrize("command", [["listen", "--mold", "127.0.0.1:0", "--idle-timeout", "1"],
+                                     ["soup", "fetch", "127.0.0.1:9", "--user", "u", "--password", "p"]])
+def test_a_ring_whose_producer_is_alive_is_an_error_line_not_a_traceback(ring_path, command):
+    """`listen --ring` / `soup fetch --ring` on a ring another live process produces into ended in
+    a traceback ending in RingBusy (probe 13)."""
+    import time as _time
+
+    from itchflow.hw.atomics_py import store
+    from itchflow.ring import Ring
+    from itchflow.ring import layout as L
+
+    Ring.create(ring_path, 1 << 20, consumers=["book"], keep=True).close()
+    with Ring.open(ring_path) as ring:   # a live producer that is not us
+        store(ring.words, L.W_PROD_PID, os.getppid())
+        store(ring.words, L.W_PROD_HB, _time.monotonic_ns())
+        store(ring.words, L.W_PROD_STATE, L.PRODUCER_OPEN)
+    try:
+        res = _cli([*command, "--ring", ring_path])
+        assert res.exit_code == 1, res.output
+        assert f"itchflow: error: {ring_path}: producer pid {os.getppid()} is alive" in res.output
+        assert "Traceback" not in res.output
+    finally:
+        os.unlink(ring_path)

@@ -368,8 +368,12 @@ def _settle(stream, res) -> None:
 
 def _ring_publisher(name: str):
     from itchflow.pipeline.publish import open_feed
+    from itchflow.ring import RingError
 
-    return open_feed(name)
+    try:
+        return open_feed(name)
+    except RingError as e:   # its producer alive (RingBusy), a corrupt ring: an error line, not a traceback
+        _fail(e)
 
 
 def _close_feed(pub, whole: bool, lost: bool = False) -> dict[str, int]:
