@@ -258,6 +258,7 @@ def test_a_peer_that_keeps_only_its_position_word_leaves_the_ring_sound(ring_pat
             snap = again.snapshot()
         peer = [c for c in snap["consumers"] if c["name"] == "peer"][0]
         assert peer["position"] == edge and peer["lag_bytes"] == 0 and peer["state"] == "attached"
+        assert peer["lag_records"] is None and peer["records_consumed"] is None   # (it keeps no snapshot)
         res = CliRunner().invoke(main, ["ring", "ls"])
         assert res.exit_code == 0 and "CORRUPT" not in res.output, res.output
         res = CliRunner().invoke(main, ["ring", "inspect", ring_path])

@@ -237,11 +237,13 @@ class Ring:
                                    " (a ring is reclaimed only when its processes are dead and their "
                                    "heartbeats stale)")
                 time.sleep(0.02)
-            unread = [c for c in ring.snapshot()["consumers"] if c["lag_records"] > 0]
+            unread = [c for c in ring.snapshot()["consumers"] if c["lag_bytes"] > 0]
             if load(ring.words, L.W_PROD_STATE) == L.PRODUCER_CLOSED and unread:
                 # a finished feed kept for its readers (listen --ring), not debris of a crash
                 raise RingBusy(f"{path}: its producer closed it cleanly and it still holds "
-                               f"{unread[0]['lag_records']:,} records consumer {unread[0]['name']!r} has not read; "
+                               + (f"{unread[0]['lag_records']:,} records" if unread[0]["lag_records"] is not None
+                                  else f"{unread[0]['lag_bytes']:,} bytes of records")
+                               + f" consumer {unread[0]['name']!r} has not read; "
                                "remove it with `itchflow ring rm` if they are not wanted")
         finally:
             ring.close()

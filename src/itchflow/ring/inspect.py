@@ -47,16 +47,20 @@ def snapshot(ring) -> dict:
             continue
         idx = int(load(w, b + L.S_COMMIT_IDX)) & 1
         rec = int(load(w, b + L.S_COMMIT0 + 3 * idx + 1))
-        # the live position (what the producer waits for): a peer may keep no commit snapshot
-        pos = max(int(load(w, b + L.S_POS)), int(load(w, b + L.S_COMMIT0 + 3 * idx)))
+        snap = int(load(w, b + L.S_COMMIT0 + 3 * idx))
+        # the live position (what the producer waits for): a peer may keep no commit snapshot,
+        # and then its records index is unknown (None), not the snapshot's stale one
+        pos = max(int(load(w, b + L.S_POS)), snap)
         pid = int(load(w, b + L.S_PID))
         hb = int(load(w, b + L.S_HB))
         out["consumers"].append({
             "slot": i, "name": get_name(w, b), "state": L.SLOT_STATE_NAMES.get(st, str(st)),
             "pid": pid, "alive": pid_alive(pid) and (st != L.SLOT_ATTACHED or consumer_live(w, b, now)),
             "position": pos,
-            "lag_bytes": int(edge[0]) - pos, "lag_records": int(edge[1]) - rec,
-            "records_consumed": rec,
+            # (the edge was read before the slot: a consumer a batch past it reads as 0 behind)
+            "lag_bytes": max(0, int(edge[0]) - pos),
+            "lag_records": max(0, int(edge[1]) - rec) if snap == pos else None,
+            "records_consumed": rec if snap == pos else None,
             "heartbeat_age_s": (now - hb) / 1e9 if hb else None,
             "lost_records": int(load(w, b + L.S_LOST_REC)),
             "lost_payload_bytes": int(load(w, b + L.S_LOST_PAY)),
