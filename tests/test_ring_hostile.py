@@ -216,3 +216,16 @@ def test_a_corrupt_record_header_ends_the_records_before_it_and_says_what_is_wro
         with pytest.raises(RingFormatError, match=rf"corrupt record header at position 48 \(data offset 48; "
                                                   rf"length {length}, type {rtype:#x}: {says}\)"):
             rd.read_batch(timeout=0)
+
+
+@pytest.mark.parametrize("args", [["--capacity", "1048576"], ["--heartbeat-timeout", "9"], ["--hugepages"],
+                                  ["--ring", "mine", "--rate", "1000"]])
+def test_run_options_for_its_own_ring_are_refused_for_a_ring_source(args):
+    """`run --source ring:NAME` ignored --capacity, --heartbeat-timeout and --hugepages without a
+    word: the ring is its producer's (probe 13)."""
+    from itchflow.cli import main
+
+    res = CliRunner().invoke(main, ["run", "--source", "ring:never-made", *args])
+    assert res.exit_code == 2, res.output
+    assert "not for a ring:NAME source, whose ring its producer made" in res.output
+    assert all(a in res.output for a in args if a.startswith("--"))

@@ -63,9 +63,30 @@ def run_command(source, ring, capacity, batch_bytes, rate, pin, wait, hugepages,
     """Read a source in one process, hand it over a ring, build every stock's book in another.
     Ctrl-C prints the report of what was applied and exits 130; SIGTERM stops the producer,
     removes a private ring and exits 143."""
+    _refuse_ring_options(source)
     with sigterm_exits("stopping the producer, removing a private ring"):
         _run(source, ring, capacity, batch_bytes, rate, pin, wait, hugepages, heartbeat_timeout,
              wait_for_file, idle_timeout, top, plot, live_orders, trades, as_json, quiet)
+
+
+# What run makes of a source it reads itself: a ring:NAME is another process's, made and fed by
+# it (listen/soup fetch --ring), so these were ignored without a word (probe 13)
+_OWN_RING_OPTIONS = ("ring", "capacity", "batch_bytes", "rate", "hugepages", "heartbeat_timeout",
+                     "wait_for_file", "idle_timeout")
+
+
+def _refuse_ring_options(source: str) -> None:
+    from click.core import ParameterSource
+
+    if not source.startswith("ring:"):
+        return
+    ctx = click.get_current_context()
+    given = [f"--{n.replace('_', '-')}" for n in _OWN_RING_OPTIONS
+             if ctx.get_parameter_source(n) == ParameterSource.COMMANDLINE]
+    if given:
+        raise click.UsageError(f"{', '.join(given)}: not for a ring:NAME source, whose ring its producer made "
+                               "(listen --ring, soup fetch --ring); they set the ring and the reading of a "
+                               "source run reads itself")
 
 
 def _run(source, ring, capacity, batch_bytes, rate, pin, wait, hugepages, heartbeat_timeout,
