@@ -971,3 +971,34 @@ def test_a_run_stopped_inside_a_batch_leaves_it_for_the_consumer_that_resumes(da
     finally:
         if os.path.exists(ring_path(name)):
             os.unlink(ring_path(name))
+
+
+def _publish_then_stop(name: str, data: bytes) -> None:
+    from itchflow.pipeline.publish import open_feed
+
+    pub = open_feed(name, capacity=1 << 20, batch_bytes=4096)
+    buf = np.frombuffer(data, np.uint8)
+    from itchflow.wire.binaryfile import whole_messages_end
+    stop, n = whole_messages_end(buf, 0, 1 << 14)
+    pub.publish(buf, 1, 0, 0, 0, stop)
+    os.kill(os.getpid(), signal.SIGSTOP)   # paused, alive, its heartbeat thread stopped with it
+
+
+def test_a_paused_producer_is_not_said_to_have_died(day):
+    """A producer stopped with SIGSTOP for longer than the heartbeat time-out was reported by
+    `run --source ring:` as one that "died without closing" (probe 13): it is alive."""
+    from itchflow.ring import Ring, ring_path
+
+    name = f"/dev/shm/itchflow-test-paused-{os.getpid()}.ring"
+    Ring.create(name, 1 << 20, consumers=["book"], heartbeat_timeout=0.2, keep=True,
+                max_payload=feed_max_payload(1 << 20)).close()
+    p = mp.get_context("fork").Process(target=_publish_then_stop, args=(name, day.tobytes()))
+    p.start()
+    try:
+        with pytest.raises(PipelineError, match=rf"its producer \(pid {p.pid}, alive\) stopped signalling"):
+            run_pipeline(f"ring:{name}", books=Books())
+    finally:
+        os.kill(p.pid, signal.SIGKILL)
+        p.join(30)
+        if os.path.exists(ring_path(name)):
+            os.unlink(ring_path(name))

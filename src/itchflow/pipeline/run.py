@@ -182,7 +182,10 @@ def run_pipeline(source: str | SourceSpec, *, ring: str | None = None, capacity:
             raise PipelineInterrupted(_finish(report, applier, books, tpn, run, top))
         if run.gone:
             _fill_counts(report, applier)
-            raise PipelineError(f"{rg.path}: its producer died without closing it, after {report.messages:,} "
+            why = ("died without closing it" if not run.gone_pid else
+                   f"(pid {run.gone_pid}, alive) stopped signalling for longer than the ring's heartbeat "
+                   "time-out (paused, stopped, or starved of CPU)")
+            raise PipelineError(f"{rg.path}: its producer {why}, after {report.messages:,} "
                                 "messages (a restarted producer continues the sequence; read again to resume)")
         report.stream = STREAM_OUTCOME_NAMES.get(run.outcome, str(run.outcome))
         return _finish(report, applier, books, tpn, run, top)
@@ -316,6 +319,7 @@ class _Run:
         self.t_first: float | None = None
         self.t_end: float | None = None
         self.gone = False
+        self.gone_pid = 0             # the producer judged gone, yet its pid alive (SIGSTOP, starved)
         self.outcome = 0              # ring.layout.STREAM_*: how the ring's producer said its stream ended
         self.interrupted = False
         self.completed = False
@@ -363,6 +367,8 @@ def _consume(reader, applier, proc, progress, run: _Run, waiting: _NoProducerNot
     ConsumerDetached instead of trusting bytes the producer may have overwritten."""
     from itchflow.hw.metrics import tsc
     from itchflow.ring import ConsumerDetached, ProducerGone
+    from itchflow.ring.layout import W_PROD_PID as RING_PROD_PID
+    from itchflow.ring.liveness import pid_alive
 
     st = applier.st
     child_ended = False
@@ -381,6 +387,8 @@ def _consume(reader, applier, proc, progress, run: _Run, waiting: _NoProducerNot
                 break
             except ProducerGone:
                 run.gone = True
+                pid = int(reader.ring.words[RING_PROD_PID])
+                run.gone_pid = pid if pid_alive(pid) else 0   # alive: paused or starved, not dead
                 break
             if len(batch) == 0:
                 # Nothing for a while. is_alive() reaps a killed child producer (kill(pid, 0), which
