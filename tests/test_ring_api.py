@@ -382,3 +382,26 @@ def test_closing_the_ring_wakes_consumers_asleep_on_its_futex(path):
         assert int(load(ring.words, L.W_FUTEX)) == futex + 1
         assert int(load(ring.words, L.W_WAKEUPS)) == wakeups + 1
         store(ring.words, L.W_WAITERS, 0)
+
+
+def test_a_huge_page_ring_made_by_name_is_found_by_that_name(tmp_path, monkeypatch):
+    """Ring.create(NAME, hugepages=True) puts the file on the hugetlbfs mount; Ring.open(NAME)
+    looked only in /dev/shm (not found), and a second ring of that name could be made there
+    (probe 13). The mount is faked by a folder here."""
+    import uuid
+
+    from itchflow.ring import file as ring_file
+    from itchflow.ring import paths
+
+    monkeypatch.setattr(paths, "hugetlbfs_mount", lambda: str(tmp_path))
+    monkeypatch.setattr(ring_file, "hugetlbfs_mount", lambda: str(tmp_path))
+    name = f"hp-{uuid.uuid4().hex[:8]}"
+    with Ring.create(name, 1 << 21, hugepages=True, consumers=["r"]) as ring:
+        assert ring.path == str(tmp_path / f"itchflow.{name}.ring")
+        ring.writer().write(b"huge")
+        with Ring.open(name) as again:
+            assert again.path == ring.path
+            assert [x.tobytes() for x in again.reader("r").read_batch(timeout=1)] == [b"huge"]
+        with pytest.raises(FileExistsError, match=f"ring {ring.path} already exists"):
+            Ring.create(name, 1 << 14)
+    assert not os.path.exists(f"/dev/shm/itchflow.{name}.ring")

@@ -45,6 +45,17 @@ def _unlink_created() -> None:
 
 
 
+def _free_huge_pages() -> int | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("HugePages_Free:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def _reserve(fd: int, size: int, path: str) -> None:
     """Reserve the ring's pages now. ftruncate alone leaves a sparse file: on a tmpfs (/dev/shm)
     without room, the first touch of a page then faults (SIGBUS), which the guard for files
@@ -55,9 +66,12 @@ def _reserve(fd: int, size: int, path: str) -> None:
         os.posix_fallocate(fd, 0, size)
     except OSError as e:
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            free = _free_huge_pages() if os.path.dirname(path) == hugetlbfs_mount() else None
+            advice = (f"{free} huge pages free (HugePages_Free): reserve them (sysctl vm.nr_hugepages), or make "
+                      "the ring without huge pages" if free is not None else
+                      "a smaller --capacity, or free the space: itchflow ring ls")
             raise OSError(e.errno, f"no room for the ring's {size:,} bytes in {os.path.dirname(path) or '.'} "
-                                   f"({os.strerror(e.errno)}; a smaller --capacity, or free the space: "
-                                   f"itchflow ring ls)", path) from None
+                                   f"({os.strerror(e.errno)}; {advice})", path) from None
         if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
             raise
 
@@ -131,7 +145,11 @@ class Ring:
             raise ValueError("more consumer names than slots")
         if not 0.001 <= heartbeat_timeout <= 1e9:   # (nan fails too) kept in ns: 0 would read as corrupt
             raise ValueError(f"heartbeat_timeout must be 0.001 to 1e9 seconds, got {heartbeat_timeout!r}")
-        path = ring_path(path)
+        bare = "/" not in path
+        found = ring_path(path)   # a bare name: /dev/shm's file, or a huge-page ring's of that name
+        if os.path.exists(found) and not exist_ok:   # (one name, one ring, wherever it lives)
+            raise FileExistsError(f"ring {found} already exists (use exist_ok=True or `itchflow ring rm`)")
+        path = os.path.join(DEFAULT_DIR, os.path.basename(found)) if bare else found
         flags = 0
         huge_dir = None
         if hugepages:

@@ -9,10 +9,18 @@ SUFFIX = ".ring"
 
 
 def ring_path(name_or_path: str) -> str:
-    """A bare name maps to /dev/shm/itchflow.<name>.ring; anything with a '/' is a path."""
+    """A bare name maps to /dev/shm/itchflow.<name>.ring, or to the same file name on the
+    hugetlbfs mount where a huge-page ring of that name was made (``Ring.create(hugepages=True)``
+    puts it there: opening it by name found nothing); anything with a '/' is a path."""
     if "/" in name_or_path:
         return name_or_path
-    return os.path.join(DEFAULT_DIR, f"itchflow.{name_or_path}{SUFFIX}")
+    base = f"itchflow.{name_or_path}{SUFFIX}"
+    default = os.path.join(DEFAULT_DIR, base)
+    if not os.path.exists(default):
+        huge = hugetlbfs_mount()
+        if huge is not None and os.path.exists(os.path.join(huge, base)):
+            return os.path.join(huge, base)
+    return default
 
 
 def hugetlbfs_mount() -> str | None:
