@@ -405,3 +405,40 @@ def test_a_huge_page_ring_made_by_name_is_found_by_that_name(tmp_path, monkeypat
         with pytest.raises(FileExistsError, match=f"ring {ring.path} already exists"):
             Ring.create(name, 1 << 14)
     assert not os.path.exists(f"/dev/shm/itchflow.{name}.ring")
+
+
+def test_give_back_goes_by_the_cursor_not_the_pending_mark(path):
+    """Ctrl-C raised as the compiled read returned came before the batch was marked pending:
+    give_back did nothing and close committed past a batch never applied (probe 14)."""
+    with Ring.create(path, 1 << 14, consumers=["c"]) as ring:
+        w = ring.writer()
+        for i in range(3):
+            w.write(bytes([i]))
+        rd = ring.reader("c")
+        assert [x.tobytes() for x in rd.read_batch(max_records=1, timeout=1)] == [b"\0"]
+        assert [x.tobytes() for x in rd.read_batch(max_records=1, timeout=1)] == [b"\1"]
+        rd._pending = False          # as if interrupted before the mark
+        rd.give_back()
+        rd.close()
+        again = ring.reader("c")
+        assert [x.tobytes() for x in again.read_batch(timeout=1)] == [b"\1", b"\2"]
+
+
+def test_a_joined_name_that_never_read_can_be_resumed_and_closing_while_joining_harms_nothing(path):
+    """The producer set a joiner's position but not its commit snapshot: a joiner gone before its
+    first commit left a name that could not be resumed ("snapshot behind its live position"),
+    and close() while joining wrote its stale cursor over the join position, after which the
+    ring could not be opened at all (probe 14)."""
+    with Ring.create(path, 1 << 12) as ring:
+        w = ring.writer()
+        for i in range(40):
+            w.write(bytes([i]) * 100)        # past one capacity: position 0 is long overwritten
+        joiner = ring.reader("j")           # joining (the producer is live)
+        closer = ring.reader("k")
+        closer.close()                      # closed while joining
+        w.write(b"x")                       # attaches both at this batch's start
+        joiner.close()                      # gone before its first read (its cursor: joining)
+        with Ring.open(path) as again:      # was: "attached at position 0, more than the capacity behind"
+            assert {c["name"] for c in again.snapshot()["consumers"]} == {"j", "k"}
+        resumed = ring.reader("j")          # was: "cannot be resumed: its commit snapshot ... is behind"
+        assert [x.tobytes() for x in resumed.read_batch(timeout=1)] == [b"x"]

@@ -166,6 +166,13 @@ def _attach_joiners(words, ps, req, pos, rec, pay) -> int:
     for i in range(ps[P_NCONS]):
         b = L.CONSUMERS_WORD + i * L.SLOT_WORDS
         if load_acquire(words, b + L.S_STATE) == L.SLOT_JOINING:
+            # its commit snapshot too: a joiner that dies before its first commit is resumed from
+            # where it joined (its snapshot was behind its position: the name refused to resume)
+            k = 1 - (load_relaxed(words, b + L.S_COMMIT_IDX) & 1)
+            store_relaxed(words, b + L.S_COMMIT0 + 3 * k, pos)
+            store_relaxed(words, b + L.S_COMMIT0 + 3 * k + 1, rec)
+            store_relaxed(words, b + L.S_COMMIT0 + 3 * k + 2, pay)
+            store_release(words, b + L.S_COMMIT_IDX, k)
             # position, then (last) the state: the consumer waits for ATTACHED, then reads these
             store_relaxed(words, b + L.S_HB, now)
             store_release(words, b + L.S_POS, pos)
@@ -283,9 +290,10 @@ def commit(words, ps) -> int:
 @njit(nogil=True, cache=True, _nrt=False)
 def wake_sleepers(words) -> None:
     """Wake consumers asleep on the futex (after the close: they wait for a header that will not
-    come; a C consumer slept out its whole time-out)."""
+    come; a C consumer slept out its whole time-out). Unconditionally: the locked add orders
+    the close before it, and a sleeper that read the futex word before it is refused its sleep."""
+    fetch_add(words, L.W_FUTEX, 1)
     if load_relaxed(words, L.W_WAITERS) != 0:
-        fetch_add(words, L.W_FUTEX, 1)
         futex_wake(words, L.W_FUTEX, 0x7FFFFFFF)
         fetch_add(words, L.W_WAKEUPS, 1)
 

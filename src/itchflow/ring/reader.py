@@ -56,7 +56,11 @@ class Batch:
 @contextlib.contextmanager
 def _slot_lock(path: str):
     """An exclusive flock on the ring file for as long as the block runs."""
-    fd = os.open(path, os.O_RDONLY)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        raise RingFormatError(f"{path}: the ring file was removed while open (a consumer slot cannot be "
+                              "claimed in a ring no other process can open)") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -219,6 +223,7 @@ class Reader:
         """The next records (at least one unless the timeout passes: then an empty Batch).
         timeout=-1 means the reader's default. Raises ProducerGone / EOFError (the producer
         closed the ring and everything is read) / ConsumerDetached / RingFormatError."""
+        self._before = (int(self.cs[C.C_POS]), int(self.cs[C.C_REC]), int(self.cs[C.C_PAY]))   # (give_back)
         w = self.ring.words
         if self._joining:   # rare: the commit first, then the join
             self.commit()
@@ -321,10 +326,13 @@ class Reader:
         a Reader of this name in another process (a restart), gets it again rather than
         resuming past it (``run`` stopped by Ctrl-C in the middle of a batch lost it so).
         Blocking mode only; a lossy ring gives nothing back (its copies are gone once read)."""
-        if not self._pending or self.ring.mode == "lossy":
+        if self.ring.mode == "lossy" or self.cs is None:
             return
+        # by the cursor, not the pending mark: Ctrl-C raised as the compiled read returned
+        # (the likeliest moment, waiting on a live feed) came before the mark was set
         self._pending = False
-        self.cs[C.C_POS], self.cs[C.C_REC], self.cs[C.C_PAY] = self._before
+        if int(self.cs[C.C_POS]) != self._before[0]:
+            self.cs[C.C_POS], self.cs[C.C_REC], self.cs[C.C_PAY] = self._before
 
     def close(self, leave: bool = False) -> None:
         """Commit. The slot keeps its position (a later Reader with this name resumes there and
@@ -332,11 +340,12 @@ class Reader:
         if self.cs is None:
             return
         w = self.ring.words
-        self._pending = True
-        try:
-            self.commit()
-        except ConsumerDetached:
-            pass
+        if not self._joining:   # (joining, the cursor is not yet the slot's: the producer sets it)
+            self._pending = True
+            try:
+                self.commit()
+            except ConsumerDetached:
+                pass
         if leave:
             store(w, self._b + L.S_STATE, L.SLOT_FREE)
         self.cs = None

@@ -19,7 +19,7 @@ import math
 from numba import njit
 
 from itchflow.hw.atomics import cpu_pause, fetch_add, load_acquire
-from itchflow.ring.layout import W_FUTEX, W_WAITERS
+from itchflow.ring.layout import PRODUCER_CLOSED, W_FUTEX, W_PROD_STATE, W_WAITERS
 from itchflow.hw.syscalls import futex_wait, sleep_ns, yield_cpu
 
 SPIN, YIELD, SLEEP, BLOCK = 0, 1, 2, 3
@@ -55,7 +55,8 @@ def block_on(words, watch_index: int, timeout_ns: int) -> None:
     """
     fetch_add(words, W_WAITERS, 1)
     seen = load_acquire(words, W_FUTEX)
-    if load_acquire(words, watch_index) == 0:
+    # the header, and the producer's state: a close changes no header (its wake bumps the word)
+    if load_acquire(words, watch_index) == 0 and load_acquire(words, W_PROD_STATE) != PRODUCER_CLOSED:
         futex_wait(words, W_FUTEX, seen, min(timeout_ns, BLOCK_MAX_SLEEP_NS))
     fetch_add(words, W_WAITERS, -1)
 
