@@ -53,6 +53,9 @@ class Batch:
             yield self[i]
 
 
+assert (C.C_POS, C.C_REC, C.C_PAY) == (0, 1, 2)   # read_batch keeps the three as cs[:3]
+
+
 @contextlib.contextmanager
 def _slot_lock(path: str):
     """An exclusive flock on the ring file for as long as the block runs."""
@@ -87,7 +90,7 @@ class Reader:
         self._copy = np.empty(max(ring.max_payload, 1 << 16) * 4, np.uint8) if ring.mode == "lossy" \
             else np.empty(0, np.uint8)
         self._pending = False
-        self._before = (0, 0, 0)
+        self._before = [0, 0, 0]
         self._joining = False
         w = ring.words
         me = os.getpid()
@@ -223,16 +226,17 @@ class Reader:
         """The next records (at least one unless the timeout passes: then an empty Batch).
         timeout=-1 means the reader's default. Raises ProducerGone / EOFError (the producer
         closed the ring and everything is read) / ConsumerDetached / RingFormatError."""
-        self._before = (int(self.cs[C.C_POS]), int(self.cs[C.C_REC]), int(self.cs[C.C_PAY]))   # (give_back)
+        # where this read starts (C_POS, C_REC, C_PAY: the first three words), for give_back
+        self._before = before = self.cs[:3].tolist()
         w = self.ring.words
         if self._joining:   # rare: the commit first, then the join
             self.commit()
             if not self._finish_join():
                 return self._empty()
+            self._before = before = self.cs[:3].tolist()
         n_max = len(self._off) if max_records is None else min(max_records, len(self._off))
         t = self.timeout_ns if timeout == -1.0 else timeout_ns(timeout)
-        position, first = int(self.cs[C.C_POS]), int(self.cs[C.C_REC])
-        self._before = (position, first, int(self.cs[C.C_PAY]))   # where this read starts (give_back)
+        position, first = before[0], before[1]
         pending, self._pending = self._pending, False
         n = C.read_step(w, self.ring.data, self.cs, pending, n_max, self._copy, self._off, self._len,
                         self._typ, self.strategy, t)
@@ -332,7 +336,7 @@ class Reader:
         # (the likeliest moment, waiting on a live feed) came before the mark was set
         self._pending = False
         if int(self.cs[C.C_POS]) != self._before[0]:
-            self.cs[C.C_POS], self.cs[C.C_REC], self.cs[C.C_PAY] = self._before
+            self.cs[:3] = self._before
 
     def close(self, leave: bool = False) -> None:
         """Commit. The slot keeps its position (a later Reader with this name resumes there and
