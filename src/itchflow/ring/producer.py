@@ -15,9 +15,9 @@ In blocking mode a claim fails (returns FULL) instead of overwriting data that a
 has not consumed; the producer's view of the slowest consumer is a cached limit, refreshed
 only when a claim would pass it. In lossy mode claims never wait; the producer first records
 how far it is about to write (tail_intent) so readers can tell that they were overwritten. A
-batch (its records and the next header it zeroes) stays shorter than the capacity in either
-mode, or its later records would land on its own first header, which is stored last: in lossy
-mode a claim that would pass that returns FULL, and the caller commits what it has first.
+batch (its records and the next header it zeroes) spans at most the capacity in either mode,
+or its later records would land on its own first header, which is stored last: in lossy mode a
+claim that would pass that returns FULL, and the caller commits what it has first.
 """
 
 from __future__ import annotations
