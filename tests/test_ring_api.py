@@ -442,3 +442,20 @@ def test_a_joined_name_that_never_read_can_be_resumed_and_closing_while_joining_
             assert {c["name"] for c in again.snapshot()["consumers"]} == {"j", "k"}
         resumed = ring.reader("j")          # was: "cannot be resumed: its commit snapshot ... is behind"
         assert [x.tobytes() for x in resumed.read_batch(timeout=1)] == [b"x"]
+
+
+def test_a_consumers_first_commit_after_a_join_does_not_write_into_the_current_snapshot(path):
+    """The producer makes a joiner's commit snapshot current when it attaches it; the consumer
+    remembered the index it had read before, and its first commit wrote into that current
+    snapshot in place (a kill half-way would leave a torn one). The index is read from the slot."""
+    from itchflow.hw.atomics_py import load
+    from itchflow.ring import layout as L
+
+    with Ring.create(path, 1 << 14) as ring:
+        w = ring.writer()
+        rd = ring.reader("j")                  # joining: the producer is live
+        w.write(b"a")                          # attached, its snapshot made current by the producer
+        b = L.slot_base(rd.slot)
+        by_producer = int(load(ring.words, b + L.S_COMMIT_IDX))
+        assert [x.tobytes() for x in rd.read_batch(timeout=1)] == [b"a"]   # the join's commit
+        assert int(load(ring.words, b + L.S_COMMIT_IDX)) == 1 - by_producer

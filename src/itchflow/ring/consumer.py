@@ -37,9 +37,8 @@ C_MASK = 5
 C_DATA_WORD = 6
 C_MAX_PAYLOAD = 7
 C_MODE = 8
-C_IDX = 9          # current commit snapshot index
-C_HB_COUNTDOWN = 10
-C_FIELDS = 11
+C_HB_COUNTDOWN = 9
+C_FIELDS = 10
 
 HEARTBEAT_EVERY = 256
 CHECK_PEER_NS = 1_000_000
@@ -64,7 +63,6 @@ def new_consumer_state(words, slot: int, geometry) -> np.ndarray:
     cs[C_MAX_PAYLOAD] = geometry[L.G_MAX_PAYLOAD]
     cs[C_MODE] = geometry[L.G_MODE]
     idx = load_acquire(words, b + L.S_COMMIT_IDX) & 1
-    cs[C_IDX] = idx
     cs[C_POS] = load_relaxed(words, b + L.S_COMMIT0 + 3 * idx)
     cs[C_REC] = load_relaxed(words, b + L.S_COMMIT0 + 3 * idx + 1)
     cs[C_PAY] = load_relaxed(words, b + L.S_COMMIT0 + 3 * idx + 2)
@@ -122,18 +120,28 @@ def heartbeat(words, cs) -> None:
     cs[C_HB_COUNTDOWN] = HEARTBEAT_EVERY
 
 
+@njit(inline="always", nogil=True, cache=True, _nrt=False)
+def store_snapshot(words, b, pos, rec, pay) -> None:
+    """Make (pos, rec, pay) slot b's commit snapshot: written into the snapshot that is not
+    current, then made current by one release store of the index, so that no reader (nor a
+    restart after a kill in between) sees half of one. Both sides write it (the consumer as it
+    commits, the producer as it attaches a joiner), so the index is read from the slot, never
+    remembered: a remembered one made the consumer's first commit after a join overwrite the
+    snapshot the producer had just made current."""
+    k = 1 - (load_relaxed(words, b + L.S_COMMIT_IDX) & 1)
+    s = b + L.S_COMMIT0 + 3 * k
+    store_relaxed(words, s, pos)
+    store_relaxed(words, s + 1, rec)
+    store_relaxed(words, s + 2, pay)
+    store_release(words, b + L.S_COMMIT_IDX, k)   # the snapshot is complete before it is current
+
+
 @njit(nogil=True, cache=True, _nrt=False)
 def commit(words, cs) -> int:
     """Tell the producer everything before the cursor is consumed. Returns 0, or DETACHED if the
     producer detached us meanwhile (then what the last poll returned may have been overwritten)."""
     b = cs[C_SLOT]
-    k = 1 - cs[C_IDX]
-    s = b + L.S_COMMIT0 + 3 * k
-    store_relaxed(words, s, cs[C_POS])
-    store_relaxed(words, s + 1, cs[C_REC])
-    store_relaxed(words, s + 2, cs[C_PAY])
-    store_release(words, b + L.S_COMMIT_IDX, k)   # the snapshot is complete before it is current
-    cs[C_IDX] = k
+    store_snapshot(words, b, cs[C_POS], cs[C_REC], cs[C_PAY])
     store_release(words, b + L.S_POS, cs[C_POS])
     cs[C_HB_COUNTDOWN] -= 1
     if cs[C_HB_COUNTDOWN] <= 0:

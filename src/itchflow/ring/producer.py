@@ -26,6 +26,7 @@ import numpy as np
 from numba import njit
 
 from itchflow.ring import layout as L
+from itchflow.ring.consumer import store_snapshot
 from itchflow.ring.record_header import header_fault
 from itchflow.hw.atomics import (compare_and_swap, fence_release, fetch_add, load_acquire,
                                    load_relaxed, store_relaxed, store_release)
@@ -168,11 +169,7 @@ def _attach_joiners(words, ps, req, pos, rec, pay) -> int:
         if load_acquire(words, b + L.S_STATE) == L.SLOT_JOINING:
             # its commit snapshot too: a joiner that dies before its first commit is resumed from
             # where it joined (its snapshot was behind its position: the name refused to resume)
-            k = 1 - (load_relaxed(words, b + L.S_COMMIT_IDX) & 1)
-            store_relaxed(words, b + L.S_COMMIT0 + 3 * k, pos)
-            store_relaxed(words, b + L.S_COMMIT0 + 3 * k + 1, rec)
-            store_relaxed(words, b + L.S_COMMIT0 + 3 * k + 2, pay)
-            store_release(words, b + L.S_COMMIT_IDX, k)
+            store_snapshot(words, b, pos, rec, pay)
             # position, then (last) the state: the consumer waits for ATTACHED, then reads these
             store_relaxed(words, b + L.S_HB, now)
             store_release(words, b + L.S_POS, pos)
