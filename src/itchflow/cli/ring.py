@@ -30,6 +30,11 @@ def _ring_file_name(path: str) -> bool:
     return path.endswith(".ring") and folder in {DEFAULT_DIR, hugetlbfs_mount()} and os.path.isfile(path)
 
 
+def _lag_records(c: dict) -> str:
+    """A consumer's records lag, '?' where it keeps no commit snapshot (``ring.inspect``)."""
+    return "?" if c["lag_records"] is None else str(c["lag_records"])
+
+
 def _fmt_age(s) -> str:
     return "-" if s is None else (f"{s * 1e3:.0f} ms" if s < 10 else f"{s:.0f} s")
 
@@ -70,7 +75,7 @@ def ring_ls(paths: tuple[str, ...], as_json: bool) -> None:
 def _print_rings(rows: list[dict]) -> None:
     for s in rows:
         pr = s["producer"]
-        cons = ", ".join(f"{c['name']}({c['state']}{'' if c['alive'] else ', dead'}, lag {'?' if c['lag_records'] is None else c['lag_records']})"
+        cons = ", ".join(f"{c['name']}({c['state']}{'' if c['alive'] else ', dead'}, lag {_lag_records(c)})"
                          for c in s["consumers"]) or "no consumers"
         click.echo(f"{s['path']}  {'STALE (no live process: `itchflow ring rm --stale`)  ' if s['stale'] else ''}"
                    f"{s['capacity']} B {s['mode']}  records {s['edge']['records']}  "
@@ -107,7 +112,7 @@ def ring_inspect(path: str, as_json: bool) -> None:
                f"recovered {pr['recovered_records']}")
     for c in s["consumers"]:
         click.echo(f"consumer  [{c['slot']}] {c['name']!r}  {c['state']}  pid {c['pid']} "
-                   f"{'alive' if c['alive'] else 'dead'}  position {c['position']}  lag {'?' if c['lag_records'] is None else c['lag_records']} "
+                   f"{'alive' if c['alive'] else 'dead'}  position {c['position']}  lag {_lag_records(c)} "
                    f"records / {c['lag_bytes']} B  heartbeat {_fmt_age(c['heartbeat_age_s'])} ago  "
                    f"lost {c['lost_records']} records / {c['lost_payload_bytes']} B  laps {c['laps']}  "
                    f"detaches {c['detaches']}  attaches {c['attaches']}")

@@ -19,6 +19,7 @@ import numpy as np
 
 from itchflow.hw import sigbus
 from itchflow.hw.atomics_py import load
+from itchflow.hw.memory import meminfo_value
 from itchflow.ring import layout as L
 from itchflow.ring.errors import RingBusy, RingFormatError
 from itchflow.ring.inspect import snapshot
@@ -45,17 +46,6 @@ def _unlink_created() -> None:
 
 
 
-def _free_huge_pages() -> int | None:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("HugePages_Free:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
 def _reserve(fd: int, size: int, path: str) -> None:
     """Reserve the ring's pages now. ftruncate alone leaves a sparse file: on a tmpfs (/dev/shm)
     without room, the first touch of a page then faults (SIGBUS), which the guard for files
@@ -66,7 +56,7 @@ def _reserve(fd: int, size: int, path: str) -> None:
         os.posix_fallocate(fd, 0, size)
     except OSError as e:
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
-            free = _free_huge_pages() if os.path.dirname(path) == hugetlbfs_mount() else None
+            free = meminfo_value("HugePages_Free") if os.path.dirname(path) == hugetlbfs_mount() else None
             advice = (f"{free} huge pages free (HugePages_Free): reserve them (sysctl vm.nr_hugepages), or make "
                       "the ring without huge pages" if free is not None else
                       "a smaller --capacity, or free the space: itchflow ring ls")

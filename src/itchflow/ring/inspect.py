@@ -8,7 +8,7 @@ from itchflow.hw.atomics_py import load
 from itchflow.ring import consumer as C
 from itchflow.ring import layout as L
 from itchflow.ring.liveness import consumer_live, pid_alive, producer_live, staleness
-from itchflow.ring.slots import get_name
+from itchflow.ring.slots import commit_snapshot, get_name
 
 
 def snapshot(ring) -> dict:
@@ -45,9 +45,7 @@ def snapshot(ring) -> dict:
         st = int(load(w, b + L.S_STATE))
         if st == L.SLOT_FREE:
             continue
-        idx = int(load(w, b + L.S_COMMIT_IDX)) & 1
-        rec = int(load(w, b + L.S_COMMIT0 + 3 * idx + 1))
-        snap = int(load(w, b + L.S_COMMIT0 + 3 * idx))
+        snap, rec, _ = commit_snapshot(w, b)
         # the live position (what the producer waits for): a peer may keep no commit snapshot,
         # and then its records index is unknown (None), not the snapshot's stale one
         pos = max(int(load(w, b + L.S_POS)), snap)

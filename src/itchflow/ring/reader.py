@@ -16,7 +16,7 @@ from itchflow.ring import layout as L
 from itchflow.ring.errors import ConsumerDetached, ProducerGone, RingBusy, RingClosed, RingError, RingFormatError
 from itchflow.ring.liveness import pid_alive, producer_live
 from itchflow.ring.record_header import FAULT_TEXT, header_fault
-from itchflow.ring.slots import set_name
+from itchflow.ring.slots import commit_snapshot, set_name
 from itchflow.ring.wait import strategy_code, timeout_ns
 
 
@@ -137,8 +137,7 @@ class Reader:
         what lies between them. Refused, naming the slot, rather than read as records."""
         w = self.ring.words
         st = int(load(w, b + L.S_STATE))
-        idx = int(load(w, b + L.S_COMMIT_IDX)) & 1
-        snap = int(load(w, b + L.S_COMMIT0 + 3 * idx))
+        snap = commit_snapshot(w, b)[0]
         live = int(load(w, b + L.S_POS))
         if st == L.SLOT_ATTACHED and snap < live:
             raise RingFormatError(

@@ -31,6 +31,12 @@ def get_name(w: np.ndarray, b: int) -> str:
     return w[b + L.S_NAME: b + L.S_NAME + L.NAME_BYTES // 8].tobytes()[:n].decode("utf-8", "replace")
 
 
+def commit_snapshot(w: np.ndarray, b: int) -> tuple[int, int, int]:
+    """Slot b's current commit snapshot: (position, records index, payload index)."""
+    s = b + L.S_COMMIT0 + 3 * (int(load(w, b + L.S_COMMIT_IDX)) & 1)
+    return int(load(w, s)), int(load(w, s + 1)), int(load(w, s + 2))
+
+
 def validate_slots(path: str, w: np.ndarray, cap: int, blocking: bool, max_consumers: int) -> None:
     """Raise RingFormatError for the first consumer entry that cannot be right (module doc).
     cap, blocking and max_consumers are the header's as validated (``Ring``), not read again.
@@ -63,8 +69,7 @@ def validate_slots(path: str, w: np.ndarray, cap: int, blocking: bool, max_consu
         idx = int(load(w, b + L.S_COMMIT_IDX))
         if idx not in (0, 1):
             raise RingFormatError(f"{where}: commit index {idx} is not 0 or 1")
-        s = b + L.S_COMMIT0 + 3 * idx
-        pos, rec, pay = int(load(w, s)), int(load(w, s + 1)), int(load(w, s + 2))
+        pos, rec, pay = commit_snapshot(w, b)
         live_pos = int(load(w, b + L.S_POS))
         pid = int(load(w, b + L.S_PID))
         after = published_edge(w)
