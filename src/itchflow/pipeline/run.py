@@ -367,8 +367,6 @@ def _consume(reader, applier, proc, progress, run: _Run, waiting: _NoProducerNot
     ConsumerDetached instead of trusting bytes the producer may have overwritten."""
     from itchflow.hw.metrics import tsc
     from itchflow.ring import ConsumerDetached, ProducerGone
-    from itchflow.ring.layout import W_PROD_PID as RING_PROD_PID
-    from itchflow.ring.liveness import pid_alive
 
     st = applier.st
     child_ended = False
@@ -385,10 +383,9 @@ def _consume(reader, applier, proc, progress, run: _Run, waiting: _NoProducerNot
             except EOFError as e:
                 run.outcome = getattr(e, "outcome", 0)   # how the ring's producer said its stream ended
                 break
-            except ProducerGone:
+            except ProducerGone as e:
                 run.gone = True
-                pid = int(reader.ring.words[RING_PROD_PID])
-                run.gone_pid = pid if pid_alive(pid) else 0   # alive: paused or starved, not dead
+                run.gone_pid = e.alive_pid   # alive: paused or starved, not dead
                 break
             if len(batch) == 0:
                 # Nothing for a while. is_alive() reaps a killed child producer (kill(pid, 0), which

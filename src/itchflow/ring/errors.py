@@ -33,4 +33,9 @@ class ConsumerDetached(RingError):
 
 class ProducerGone(RingError):
     """The producer died (its pid is gone, or its heartbeat stopped) and everything it
-    published has been read."""
+    published has been read. ``alive_pid``: its pid when that process is still there (paused,
+    stopped or starved, not dead), else 0."""
+
+    def __init__(self, message: str, alive_pid: int = 0):
+        super().__init__(message)
+        self.alive_pid = alive_pid

@@ -270,10 +270,10 @@ class Reader:
                                       f"published up to position {edge}")
             hb = int(load(w, L.W_PROD_HB))
             pid = int(load(w, L.W_PROD_PID))
-            why = ("no such process" if not pid_alive(pid) else
-                   f"no heartbeat for {(time.monotonic_ns() - hb) / 1e9:.1f} s")
+            alive = pid_alive(pid)
+            why = f"no heartbeat for {(time.monotonic_ns() - hb) / 1e9:.1f} s" if alive else "no such process"
             raise ProducerGone(f"{self.ring.path}: producer pid {pid} is gone ({why}; read up to position "
-                               f"{self.position})")
+                               f"{self.position})", pid if alive else 0)
         if n == C.DETACHED:
             raise self._detached("records it had not read yet may be overwritten")
         off = self.position & (self.ring.capacity - 1)
