@@ -13,8 +13,9 @@ from numba.extending import intrinsic
 @intrinsic
 def copy_bytes(typingctx, dst, dst_off, src, src_off, n):
     """dst[dst_off:dst_off+n] = src[src_off:src_off+n] (uint8 arrays, non-overlapping, no
-    bounds checks: the caller has checked)."""
-    if not (isinstance(dst, types.Array) and isinstance(src, types.Array)
+    bounds checks: the caller has checked). The source may be a bytes or bytearray too
+    (Numba's Buffer types share the array's data model)."""
+    if not (isinstance(dst, types.Array) and isinstance(src, types.Buffer)
             and dst.dtype == types.uint8 and src.dtype == types.uint8):
         return None
 

@@ -38,7 +38,13 @@ C_DATA_WORD = 6
 C_MAX_PAYLOAD = 7
 C_MODE = 8
 C_HB_COUNTDOWN = 9
-C_FIELDS = 10
+# The Python Reader's bookkeeping, kept here so that one compiled call does it all:
+C_PENDING = 10     # 1 while the last read's records are not committed (the next read commits them)
+C_BEFORE = 11      # C_BEFORE..+2: the cursor (pos, rec, pay) where the last read began (give_back)
+C_ONE_OFF = 14     # read_one's record: offset (in the data region or the copy buffer), length, type
+C_ONE_LEN = 15
+C_ONE_TYPE = 16
+C_FIELDS = 17
 
 HEARTBEAT_EVERY = 256
 CHECK_PEER_NS = 1_000_000
@@ -48,6 +54,7 @@ CORRUPT = -6
 PRODUCER_GONE = -7
 PRODUCER_CLOSED = -8
 COMMIT_DETACHED = -9   # read_step: detached before the commit of the last batch (it may have been overwritten)
+NOTHING = -10          # read_one: nothing arrived within the time-out (0 is a record of 0 bytes)
 
 
 @njit(nogil=True, cache=True)
@@ -310,16 +317,50 @@ def producer_status(words) -> int:
 
 
 @njit(nogil=True, cache=True, _nrt=False)
-def read_step(words, data, cs, commit_first: bool, max_n: int, out_buf, out_off, out_len, out_type,
+def read_step(words, data, cs, max_n: int, out_buf, out_off, out_len, out_type,
               strategy: int, timeout_ns: int) -> int:
-    """One read from Python in one call: commit the last batch (when there is one), a
-    heartbeat, then ``wait_poll``. Three calls from Python cost about 3 us a record to a
-    reader taking one record at a time (each call's arguments are checked and unboxed);
-    one costs a third of that. COMMIT_DETACHED when the commit found us detached."""
-    if commit_first and commit(words, cs) == DETACHED:
-        return COMMIT_DETACHED
+    """One read from Python in one call: commit the last batch (when there is one), remember
+    where this read begins (C_BEFORE: ``Reader.give_back`` needs it even when Python never
+    saw the result, Ctrl-C raised as the call returned), a heartbeat, then ``wait_poll``.
+    Three calls from Python cost about 3 us a record to a reader taking one record at a time
+    (each call's arguments are checked and unboxed); one costs a third of that.
+    COMMIT_DETACHED when the commit found us detached."""
+    if cs[C_PENDING] != 0:
+        cs[C_PENDING] = 0
+        if commit(words, cs) == DETACHED:
+            return COMMIT_DETACHED
+    cs[C_BEFORE] = cs[C_POS]
+    cs[C_BEFORE + 1] = cs[C_REC]
+    cs[C_BEFORE + 2] = cs[C_PAY]
     heartbeat(words, cs)
-    return wait_poll(words, data, cs, max_n, out_buf, out_off, out_len, out_type, strategy, timeout_ns)
+    n = wait_poll(words, data, cs, max_n, out_buf, out_off, out_len, out_type, strategy, timeout_ns)
+    if n > 0:
+        cs[C_PENDING] = 1
+    return n
+
+
+@njit(nogil=True, cache=True, _nrt=False)
+def read_one(words, data, cs, out, strategy: int, timeout_ns: int) -> int:
+    """``read_step`` for one record, copied to out[0:length] (out holds max_payload bytes):
+    returns its length (C_ONE_TYPE holds its type), NOTHING when the time-out passed, or a
+    negative code. Four arrays, not eight, for the dispatcher to check: a reader taking one
+    record a call spends most of its time there. The record stays uncommitted until the next
+    read, as a batch's does (a Ctrl-C before the caller has it gives it back)."""
+    if len(out) < cs[C_MAX_PAYLOAD]:
+        return CORRUPT   # (the Reader allocates it; a bound the copy below relies on)
+    lossy = cs[C_MODE] == L.MODE_LOSSY
+    # lossy: poll_copy copies the record into out itself; blocking: it stays in the ring
+    n = read_step(words, data, cs, 1, out if lossy else out[:0], cs[C_ONE_OFF:C_ONE_OFF + 1],
+                  cs[C_ONE_LEN:C_ONE_LEN + 1], cs[C_ONE_TYPE:C_ONE_TYPE + 1], strategy, timeout_ns)
+    if n == 0:
+        return NOTHING
+    if n < 0:
+        return n
+    ln = cs[C_ONE_LEN]
+    if not lossy:
+        copy_bytes(out, 0, data, cs[C_ONE_OFF], ln)
+        cs[C_ONE_OFF] = 0
+    return ln
 
 
 @njit(nogil=True, cache=True, _nrt=False)

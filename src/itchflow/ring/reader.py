@@ -11,6 +11,7 @@ from typing import Iterator
 import numpy as np
 
 from itchflow.hw.atomics_py import cas, fetch_add, load, store
+from itchflow.hw.compiled_entry import entry
 from itchflow.ring import consumer as C
 from itchflow.ring import layout as L
 from itchflow.ring.errors import ConsumerDetached, ProducerGone, RingBusy, RingClosed, RingError, RingFormatError
@@ -53,7 +54,7 @@ class Batch:
             yield self[i]
 
 
-assert (C.C_POS, C.C_REC, C.C_PAY) == (0, 1, 2)   # read_batch keeps the three as cs[:3]
+assert (C.C_REC, C.C_PAY) == (C.C_POS + 1, C.C_POS + 2)   # give_back restores the three as one slice
 
 
 @contextlib.contextmanager
@@ -89,8 +90,10 @@ class Reader:
         self._typ = np.empty(max_batch, np.int64)
         self._copy = np.empty(max(ring.max_payload, 1 << 16) * 4, np.uint8) if ring.mode == "lossy" \
             else np.empty(0, np.uint8)
-        self._pending = False
-        self._before = [0, 0, 0]
+        # read_one's record lands here (a copy: the caller keeps the bytes, the ring moves on)
+        self._one = np.empty(max(ring.max_payload, 1), np.uint8)
+        self._one_view = memoryview(self._one)
+        self._read_one = None   # read_one's compiled function, found at the first read()
         self._joining = False
         w = ring.words
         me = os.getpid()
@@ -194,7 +197,7 @@ class Reader:
 
     def rejoin(self) -> None:
         """After ConsumerDetached: continue at the live edge, counting what was skipped."""
-        self._pending = False
+        self.cs[C.C_PENDING] = 0
         self._request_join(count_loss=True)
 
     @property
@@ -214,10 +217,16 @@ class Reader:
         """Records index: how many records the producer had published before our cursor."""
         return int(self.cs[C.C_REC])
 
+    @property
+    def _pending(self) -> bool:
+        """Whether the last read's records are not committed yet (the consumer state's word,
+        which the compiled read sets and clears)."""
+        return self.cs is not None and self.cs[C.C_PENDING] != 0
+
     def commit(self) -> None:
         """Release the last batch to the producer (read_batch does this itself)."""
         if self._pending:
-            self._pending = False
+            self.cs[C.C_PENDING] = 0
             if C.commit(self.ring.words, self.cs) == C.DETACHED:
                 raise self._detached("the last batch may have been overwritten while in use")
 
@@ -225,64 +234,109 @@ class Reader:
         """The next records (at least one unless the timeout passes: then an empty Batch).
         timeout=-1 means the reader's default. Raises ProducerGone / EOFError (the producer
         closed the ring and everything is read) / ConsumerDetached / RingFormatError."""
-        # where this read starts (C_POS, C_REC, C_PAY: the first three words), for give_back
-        self._before = before = self.cs[:3].tolist()
         w = self.ring.words
+        if w is None or self.cs is None:
+            raise self._closed_error()
         if self._joining:   # rare: the commit first, then the join
             self.commit()
             if not self._finish_join():
                 return self._empty()
-            self._before = before = self.cs[:3].tolist()
         n_max = len(self._off) if max_records is None else min(max_records, len(self._off))
         t = self.timeout_ns if timeout == -1.0 else timeout_ns(timeout)
-        position, first = before[0], before[1]
-        pending, self._pending = self._pending, False
-        n = C.read_step(w, self.ring.data, self.cs, pending, n_max, self._copy, self._off, self._len,
+        cs = self.cs
+        # (the compiled read commits the last batch and notes in cs where this one begins)
+        n = C.read_step(w, self.ring.data, cs, n_max, self._copy, self._off, self._len,
                         self._typ, self.strategy, t)
-        if n == C.COMMIT_DETACHED:
-            raise self._detached("the last batch may have been overwritten while in use")
-        if n <= 0:   # nothing, or an error: a file truncated under us reads as either (zeros)
+        if n > 0:
+            if self.ring.mode == "lossy":   # a lap may have moved the cursor: where this read began
+                return Batch(self._copy, self._off[:n], self._len[:n], self._typ[:n], self.ring.path, -1,
+                             int(cs[C.C_REC]) - n)
+            return Batch(self.ring.data, self._off[:n], self._len[:n], self._typ[:n], self.ring.path,
+                         int(cs[C.C_BEFORE]), int(cs[C.C_BEFORE + 1]))
+        if n == 0:
+            truncated = self.ring.truncated()   # a file truncated under us reads as zeros
+            if truncated is not None:
+                raise RingFormatError(truncated)
+            return self._empty()
+        raise self._read_error(n)
+
+    def read(self, timeout: float | None = -1.0) -> bytes | None:
+        """The next record's payload as bytes (one record a call, as a socket's ``recv``), or
+        None if the time-out passes first (timeout=-1 means the reader's default). Its type is
+        ``last_type``. Raises as ``read_batch`` does. A reader taking records one at a time
+        should call this: one compiled call with four arrays, where a one-record Batch costs
+        three slices and an iterator."""
+        if self._joining:
+            self.commit()
+            if not self._finish_join():
+                return None
+        t = self.timeout_ns if timeout == -1.0 else timeout_ns(timeout)
+        read_one = self._read_one
+        if read_one is None:   # (every argument below is the reader's own, of fixed type)
+            if self.cs is None or self.ring.words is None:
+                raise self._closed_error()
+            read_one = self._read_one = entry(C.read_one, self.ring.words, self.ring.data, self.cs,
+                                              self._one, 0, 0)
+        try:
+            n = read_one(self.ring.words, self.ring.data, self.cs, self._one, self.strategy, t)
+        except TypeError:   # (None where an array was: the reader or its ring closed)
+            raise self._closed_error() from None
+        if n >= 0:
+            return self._one_view[:n].tobytes()
+        if n == C.NOTHING:
             truncated = self.ring.truncated()
             if truncated is not None:
                 raise RingFormatError(truncated)
-        if n > 0:
-            self._pending = True
-            data = self._copy if self.ring.mode == "lossy" else self.ring.data
-            if self.ring.mode == "lossy":   # a lap may have moved the cursor: where this read began
-                position = -1
-                first = int(self.cs[C.C_REC]) - n
-            return Batch(data, self._off[:n], self._len[:n], self._typ[:n], self.ring.path, position, first)
-        if n == 0:
-            return self._empty()
+            return None
+        raise self._read_error(n)
+
+    def _closed_error(self) -> RingError:
+        what = "the ring" if self.ring.words is None else f"consumer {self.name!r}"
+        return RingError(f"{self.ring.path}: {what} was closed in this process: nothing more can be read "
+                         "through it (open the ring again to go on)")
+
+    @property
+    def last_type(self) -> int:
+        """The record type of what ``read`` returned last."""
+        return int(self.cs[C.C_ONE_TYPE])
+
+    def _read_error(self, n: int) -> Exception:
+        """The exception for a read's negative code (a truncated file reads as any of them)."""
+        truncated = self.ring.truncated()
+        if truncated is not None:
+            return RingFormatError(truncated)
+        w = self.ring.words
+        if n == C.COMMIT_DETACHED:
+            return self._detached("the last batch may have been overwritten while in use")
         if n == C.PRODUCER_CLOSED:
             C.commit(w, self.cs)
             outcome = int(load(w, L.W_PROD_OUTCOME))   # stored before the state this read saw
-            raise RingClosed(f"{self.ring.path}: the producer closed the ring "
-                             f"({L.STREAM_OUTCOME_NAMES.get(outcome, outcome)})", outcome)
+            return RingClosed(f"{self.ring.path}: the producer closed the ring "
+                              f"({L.STREAM_OUTCOME_NAMES.get(outcome, outcome)})", outcome)
         if n == C.PRODUCER_GONE:
             C.commit(w, self.cs)
             edge = C.published_edge(w)[0]
             if self.ring.mode != "lossy" and edge > self.position:
                 # The edge moves only after its records' headers are published, and a blocking
                 # ring never laps a reader: an unpublished header below it was overwritten.
-                raise RingFormatError(f"{self.ring.path}: corrupt ring: the record header at position "
-                                      f"{self.position} reads as unpublished, yet its producer (gone) had "
-                                      f"published up to position {edge}")
+                return RingFormatError(f"{self.ring.path}: corrupt ring: the record header at position "
+                                       f"{self.position} reads as unpublished, yet its producer (gone) had "
+                                       f"published up to position {edge}")
             hb = int(load(w, L.W_PROD_HB))
             pid = int(load(w, L.W_PROD_PID))
             alive = pid_alive(pid)
             why = f"no heartbeat for {(time.monotonic_ns() - hb) / 1e9:.1f} s" if alive else "no such process"
-            raise ProducerGone(f"{self.ring.path}: producer pid {pid} is gone ({why}; read up to position "
-                               f"{self.position})", pid if alive else 0)
+            return ProducerGone(f"{self.ring.path}: producer pid {pid} is gone ({why}; read up to position "
+                                f"{self.position})", pid if alive else 0)
         if n == C.DETACHED:
-            raise self._detached("records it had not read yet may be overwritten")
+            return self._detached("records it had not read yet may be overwritten")
         off = self.position & (self.ring.capacity - 1)
         word = int(load(w, self.ring.header_bytes // 8 + off // 8))
         fault = header_fault(np.int64(word), off, self.ring.capacity, self.ring.max_payload)
         h = word & (2**64 - 1)
-        raise RingFormatError(f"{self.ring.path}: corrupt record header at position {self.position} "
-                              f"(data offset {off}; length {h & 0xFFFFFFFF}, type {h >> 32:#x}: "
-                              f"{FAULT_TEXT.get(fault, 'it changed while read')})")
+        return RingFormatError(f"{self.ring.path}: corrupt record header at position {self.position} "
+                               f"(data offset {off}; length {h & 0xFFFFFFFF}, type {h >> 32:#x}: "
+                               f"{FAULT_TEXT.get(fault, 'it changed while read')})")
 
     def _empty(self) -> Batch:
         return Batch(self.ring.data, self._off[:0], self._len[:0], self._typ[:0], self.ring.path,
@@ -331,11 +385,12 @@ class Reader:
         Blocking mode only; a lossy ring gives nothing back (its copies are gone once read)."""
         if self.ring.mode == "lossy" or self.cs is None:
             return
-        # by the cursor, not the pending mark: Ctrl-C raised as the compiled read returned
-        # (the likeliest moment, waiting on a live feed) came before the mark was set
-        self._pending = False
-        if int(self.cs[C.C_POS]) != self._before[0]:
-            self.cs[:3] = self._before
+        # by the cursor, not by whether Python saw the read: Ctrl-C raised as the compiled read
+        # returned (the likeliest moment, waiting on a live feed) came before its result arrived
+        cs = self.cs
+        cs[C.C_PENDING] = 0
+        if cs[C.C_POS] != cs[C.C_BEFORE]:
+            cs[C.C_POS: C.C_PAY + 1] = cs[C.C_BEFORE: C.C_BEFORE + 3]
 
     def close(self, leave: bool = False) -> None:
         """Commit. The slot keeps its position (a later Reader with this name resumes there and
@@ -344,11 +399,8 @@ class Reader:
             return
         w = self.ring.words
         if not self._joining:   # (joining, the cursor is not yet the slot's: the producer sets it)
-            self._pending = True
-            try:
-                self.commit()
-            except ConsumerDetached:
-                pass
+            self.cs[C.C_PENDING] = 0
+            C.commit(w, self.cs)   # (a detach found here changes nothing: the slot keeps its position)
         if leave:
             store(w, self._b + L.S_STATE, L.SLOT_FREE)
         self.cs = None

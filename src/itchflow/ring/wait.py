@@ -76,4 +76,4 @@ def timeout_ns(timeout: float | None) -> int:
         return -1
     if not timeout >= 0:
         raise ValueError(f"timeout must be None or a number of seconds at least 0 (got {timeout!r})")
-    return int(timeout * 1e9)
+    return min(int(timeout * 1e9), 2**62)   # (a year or 1e20 s: as good as forever, and an int64)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import os
 import threading
 import time
@@ -11,10 +12,11 @@ import numpy as np
 
 from itchflow.hw.atomics_py import cas, load, store
 from itchflow.hw.byte_view import byte_view
+from itchflow.hw.compiled_entry import entry
 from itchflow.hw.sigbus import NO_FAULT
 from itchflow.ring import layout as L
 from itchflow.ring import producer as P
-from itchflow.ring.errors import RingBusy, RingFormatError
+from itchflow.ring.errors import RingBusy, RingError, RingFormatError
 from itchflow.ring.liveness import producer_live
 from itchflow.ring.wait import strategy_code, timeout_ns
 
@@ -65,6 +67,9 @@ class Writer:
         store(w, L.W_PROD_STATE, L.PRODUCER_OPEN)
         P.serve_joins(w, self.ps)
         self._empty_types = np.zeros(0, np.int64)
+        # publish_one's compiled functions for bytes and for arrays, found at the first write():
+        # a record a call spent half its time in the dispatcher's checks (hw.compiled_entry)
+        self._publish_bytes = self._publish_array = None
         self._detaches_at_open = self._detaches()
         period = min(max(int(w[L.W_HB_TIMEOUT]) / 4e9, 0.01), 1.0)
         self._heartbeat = _Heartbeat(w, period)
@@ -89,14 +94,35 @@ class Writer:
         raise TimeoutError(f"{what}: ring full (a consumer is behind) for longer than the timeout")
 
     def write(self, payload, type: int = 0) -> None:
-        """Publish one record (bytes, bytearray, memoryview or uint8 array)."""
-        arr = byte_view(payload)
-        self.check(P.publish_one(self.ring.words, self.ring.data, self.ps, arr, type,
-                                 self.strategy, self.timeout_ns), "write")
+        """Publish one record (bytes, bytearray, memoryview or any numpy array: its bytes)."""
+        if type.__class__ is not int:
+            type = operator.index(type)   # (a numpy integer; a float or a str is a TypeError)
+        if not 0 <= type <= L.MAX_USER_TYPE:   # (2**70 would not even reach the kernel's test)
+            raise ValueError(f"write: record type must be in 0..{L.MAX_USER_TYPE}, not {type}")
+        cls = payload.__class__
+        if self.ps is None:
+            raise self._closed_error()
+        if cls is bytes or cls is bytearray:   # taken as they are: always contiguous bytes
+            publish = self._publish_bytes
+            if publish is None:
+                publish = self._publish_bytes = entry(P.publish_one, self.ring.words, self.ring.data,
+                                                      self.ps, b"", 0, 0, 0)
+        else:
+            payload = byte_view(payload)   # one-dimensional contiguous uint8, whatever was given
+            publish = self._publish_array
+            if publish is None:
+                publish = self._publish_array = entry(P.publish_one, self.ring.words, self.ring.data,
+                                                      self.ps, np.empty(0, np.uint8), 0, 0, 0)
+        r = publish(self.ring.words, self.ring.data, self.ps, payload, type, self.strategy, self.timeout_ns)
+        fault = self._fault
+        if r != 1 or (fault is not None and fault.value != NO_FAULT):
+            self.check(r, "write")
 
     def write_batch(self, buffer, offsets, types=None) -> int:
         """Publish records buffer[offsets[i]:offsets[i+1]] (len(offsets)-1 of them), with one
         release store per batch (more only if the ring fills up mid-batch)."""
+        if self.ps is None:
+            raise self._closed_error()
         buf = byte_view(buffer)
         given = np.asarray(offsets)
         if given.size and given.dtype.kind not in "iu":   # 0.5 and 10.7 were cut to 0 and 10
@@ -114,6 +140,10 @@ class Writer:
         n = P.publish_batch(self.ring.words, self.ring.data, self.ps, buf, offs, t,
                             self.strategy, self.timeout_ns)
         return self.check(n, "write_batch")
+
+    def _closed_error(self) -> RingError:
+        return RingError(f"{self.ring.path}: this writer was closed (the ring is marked closed for its "
+                         "readers): nothing more can be published through it")
 
     def _detaches(self) -> dict[str, int]:
         """Each consumer's detach count, as ``ring inspect`` shows it."""

@@ -1,0 +1,167 @@
+"""A record a call: ``Writer.write`` and ``Reader.read`` call their kernels' compiled functions
+without the dispatcher (hw.compiled_entry), so the types they pass must be right whatever the
+caller gives. Every payload kind is read back against its bytes as numpy gives them; types
+and record lengths at their bounds; both ring modes."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from itchflow.hw.compiled_entry import entry
+from itchflow.ring import Ring, RingClosed
+from itchflow.ring import consumer as C
+from itchflow.ring import layout as L
+
+
+@pytest.fixture
+def path():
+    p = f"/dev/shm/itchflow-test-one-{uuid.uuid4().hex[:8]}"
+    yield p
+    if os.path.exists(p):
+        os.unlink(p)
+
+
+def _payloads():
+    """(what the caller passes, the bytes a reader must get)."""
+    a = np.arange(40, dtype=np.uint8)
+    i32 = np.arange(6, dtype=np.int32)
+    grid = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    ro = np.frombuffer(b"read-only", np.uint8)
+    return [
+        (b"bytes", b"bytes"),
+        (bytearray(b"bytearray"), b"bytearray"),
+        (memoryview(b"a memoryview"), b"a memoryview"),
+        (memoryview(b"0123456789")[2:7], b"23456"),
+        (a, a.tobytes()),
+        (a[::3], a[::3].tobytes()),                 # strided: copied first, not read with gaps
+        (a[5:9], a[5:9].tobytes()),
+        (i32, i32.tobytes()),                       # another dtype: its bytes
+        (memoryview(i32), i32.tobytes()),
+        (grid, grid.tobytes()),                     # 2-D: its bytes in row order
+        (grid.T, grid.T.copy().tobytes()),
+        (ro, b"read-only"),
+        (b"", b""),
+    ]
+
+
+@pytest.mark.parametrize("mode", ["blocking", "lossy"])
+def test_every_payload_kind_reads_back_as_its_bytes_with_its_type(path, mode):
+    cases = _payloads()
+    with Ring.create(path, 1 << 14, max_payload=64, mode=mode, consumers=["c"]) as ring:
+        rd = ring.reader("c")
+        w = ring.writer()
+        for i, (given, _) in enumerate(cases):
+            w.write(given, type=i)
+        for i, (_, want) in enumerate(cases):
+            assert rd.read(timeout=1) == want
+            assert rd.last_type == i
+        assert rd.read(timeout=0) is None   # nothing more: None, not an empty record
+
+
+def test_read_gives_exactly_what_read_batch_gives_in_order(path):
+    rng = np.random.default_rng(7)
+    records = [rng.integers(0, 256, int(n), dtype=np.uint8).tobytes() for n in rng.integers(0, 257, 3000)]
+    with Ring.create(path, 1 << 16, max_payload=256, consumers=["one", "batch"]) as ring:
+        one, batch = ring.reader("one"), ring.reader("batch")
+        w = ring.writer()
+        got_one, got_batch = [], []
+        for k in range(0, len(records), 100):    # the ring holds 64 KiB: read as it fills
+            for r in records[k:k + 100]:
+                w.write(r, type=len(r) % 7)
+            while len(got_one) < k + 100:
+                got_one.append((one.read(timeout=1), one.last_type))
+            while len(got_batch) < k + 100:
+                b = batch.read_batch(timeout=1)
+                got_batch += [(b[i].tobytes(), int(b.types[i])) for i in range(len(b))]
+        assert got_one == got_batch == [(r, len(r) % 7) for r in records]
+        w.close()
+        with pytest.raises(RingClosed):
+            one.read(timeout=1)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.binary(max_size=64), max_size=40), st.sampled_from(["blocking", "lossy"]))
+def test_records_of_any_length_up_to_max_payload_round_trip(records, mode):
+    p = f"/dev/shm/itchflow-test-one-{uuid.uuid4().hex[:8]}"
+    try:
+        with Ring.create(p, 1 << 14, max_payload=64, mode=mode, consumers=["c"]) as ring:
+            rd = ring.reader("c")
+            w = ring.writer()
+            for r in records:
+                w.write(r)
+            assert [rd.read(timeout=1) for _ in records] == records
+    finally:
+        if os.path.exists(p):
+            os.unlink(p)
+
+
+def test_bad_types_and_payloads_are_refused_before_the_compiled_call(path):
+    with Ring.create(path, 1 << 14, max_payload=16, consumers=["c"]) as ring:
+        rd = ring.reader("c")
+        w = ring.writer()
+        with pytest.raises(TypeError):
+            w.write(b"x", type=1.5)
+        with pytest.raises(TypeError):
+            w.write(b"x", type="1")
+        for bad in (-1, L.MAX_USER_TYPE + 1, 2**70):
+            with pytest.raises(ValueError, match="record type must be in"):
+                w.write(b"x", type=bad)
+        with pytest.raises(ValueError, match="larger than the ring's max_payload 16"):
+            w.write(b"y" * 17)
+        with pytest.raises(TypeError, match="expected bytes-like"):
+            w.write(12345)
+        w.write(b"z", type=np.int64(L.MAX_USER_TYPE))   # a numpy integer is an integer
+        assert rd.read(timeout=1) == b"z" and rd.last_type == L.MAX_USER_TYPE
+        assert rd.read(timeout=0) is None   # nothing refused was published
+
+
+def test_a_read_given_back_is_read_again_and_a_huge_timeout_is_forever(path):
+    with Ring.create(path, 1 << 14, consumers=["c"]) as ring:
+        rd = ring.reader("c")
+        w = ring.writer()
+        for i in range(3):
+            w.write(bytes([i]) * 3)
+        assert rd.read(timeout=1e30) == b"\0\0\0"
+        assert rd.read(timeout=1) == b"\1\1\1"
+        rd.give_back()   # (Ctrl-C before the caller had it)
+        rd.close()
+        again = ring.reader("c")
+        assert [again.read(timeout=1) for _ in range(2)] == [b"\1\1\1", b"\2\2\2"]
+
+
+def test_entry_is_found_once_per_signature():
+    words = np.zeros(64, np.int64)
+    f = entry(C.heartbeat, words, words)
+    assert entry(C.heartbeat, np.ones(3, np.int64), words) is f
+    cs = np.zeros(C.C_FIELDS, np.int64)
+    cs[C.C_SLOT] = 2
+    f(words, cs)
+    assert words[2 + L.S_HB] > 0 and cs[C.C_HB_COUNTDOWN] == C.HEARTBEAT_EVERY
+
+
+def test_reading_or_writing_through_a_closed_end_is_a_ring_error_naming_it(path):
+    from itchflow.ring import RingError
+
+    with Ring.create(path, 1 << 14, consumers=["c", "d"]) as ring:
+        w = ring.writer()
+        rd, fresh = ring.reader("c"), ring.reader("d")
+        w.write(b"one")
+        assert rd.read(timeout=1) == b"one"
+        rd.close()
+        for call in (rd.read, rd.read_batch):
+            with pytest.raises(RingError, match=f"{path}: consumer 'c' was closed"):
+                call()
+        w.close()
+        for call in (lambda: w.write(b"x"), lambda: w.write(np.zeros(3, np.uint8)),
+                     lambda: w.write_batch(b"ab", [0, 1, 2])):
+            with pytest.raises(RingError, match="this writer was closed"):
+                call()
+    for call in (fresh.read, fresh.read_batch):   # (never read before: no compiled function yet)
+        with pytest.raises(RingError, match="the ring was closed"):
+            call()
