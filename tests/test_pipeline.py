@@ -890,7 +890,7 @@ def test_private_rings_of_runs_that_are_gone_are_removed(tmp_path):
               f"itchflow-run-{dead}-xyz.ring"]               # not the private pattern
     for name in others:
         (tmp_path / name).write_bytes(b"")
-    assert remove_left_behind_rings(str(tmp_path)) == [stale]
+    assert remove_left_behind_rings([str(tmp_path)]) == [stale]
     assert sorted(os.listdir(tmp_path)) == sorted(others + [fresh])
 
 

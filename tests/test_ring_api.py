@@ -460,3 +460,41 @@ def test_a_consumers_first_commit_after_a_join_does_not_write_into_the_current_s
         by_producer = int(load(ring.words, b + L.S_COMMIT_IDX))
         assert [x.tobytes() for x in rd.read_batch(timeout=1)] == [b"a"]   # the join's commit
         assert int(load(ring.words, b + L.S_COMMIT_IDX)) == 1 - by_producer
+
+
+def test_huge_page_rings_are_listed_swept_and_replaced_like_any_other(tmp_path, monkeypatch):
+    """`ring ls`, `ring rm --stale` and a run's sweep of dead runs' rings looked in /dev/shm
+    only: a huge-page ring left behind (a SIGKILLed `run --hugepages`) held its pages for good,
+    unseen. exist_ok=True on a name made the other way left the old ring under the name too."""
+    import uuid
+
+    from itchflow.cli import main
+    from itchflow.pipeline.run import remove_left_behind_rings
+    from itchflow.ring import file as ring_file
+    from itchflow.ring import paths
+
+    monkeypatch.setattr(paths, "hugetlbfs_mount", lambda: str(tmp_path))
+    monkeypatch.setattr(ring_file, "hugetlbfs_mount", lambda: str(tmp_path))
+    name = f"hp-{uuid.uuid4().hex[:8]}"
+    huge = tmp_path / f"itchflow.{name}.ring"
+    code = ("import sys; from itchflow.ring import Ring; "
+            "Ring.create(sys.argv[1], 1 << 14, heartbeat_timeout=0.01, keep=True)")
+    subprocess.run([sys.executable, "-c", code, str(huge)], check=True)   # its creator gone: stale
+    listed = CliRunner().invoke(main, ["ring", "ls", "--json"])
+    assert listed.exit_code == 0, listed.output
+    rows = [json.loads(line) for line in listed.output.splitlines() if line.startswith("{")]
+    assert [r["stale"] for r in rows if r["path"] == str(huge)] == [True]
+    removed = CliRunner().invoke(main, ["ring", "rm", "--stale"])
+    assert f"removed {huge}" in removed.output and not huge.exists()
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    private = tmp_path / f"itchflow-run-{dead}-0123abcd.ring"
+    subprocess.run([sys.executable, "-c", code, str(private)], check=True)
+    assert private.name in remove_left_behind_rings() and not private.exists()
+
+    with Ring.create(name, 1 << 14, hugepages=True, keep=True) as first:
+        assert first.path == str(huge)
+    with Ring.create(name, 1 << 14, exist_ok=True) as second:   # now without huge pages
+        assert second.path == f"/dev/shm/itchflow.{name}.ring" and not huge.exists()
+        second.unlink()

@@ -17,17 +17,21 @@ def _candidates(paths: tuple[str, ...]) -> list[str]:
     if paths:
         from itchflow.ring import ring_path
         return [ring_path(p) for p in paths]
-    found = set(glob.glob("/dev/shm/*.ring")) | set(glob.glob("/dev/shm/itchflow.*"))
+    from itchflow.ring.paths import DEFAULT_DIR, ring_folders
+
+    found = set(glob.glob(os.path.join(DEFAULT_DIR, "*.ring")))
+    for folder in ring_folders():   # (the huge-page mount's rings too: they were never listed)
+        found |= set(glob.glob(os.path.join(folder, "itchflow.*")))
     return sorted(p for p in found if os.path.isfile(p))   # a directory named *.ring is no ring
 
 
 def _ring_file_name(path: str) -> bool:
     """Whether path is named as a ring file where rings live (what --force may remove even when
     it is too corrupt to open: never an arbitrary file given by mistake)."""
-    from itchflow.ring.paths import DEFAULT_DIR, hugetlbfs_mount
+    from itchflow.ring.paths import ring_folders
 
     folder = os.path.dirname(os.path.abspath(path))
-    return path.endswith(".ring") and folder in {DEFAULT_DIR, hugetlbfs_mount()} and os.path.isfile(path)
+    return path.endswith(".ring") and folder in ring_folders() and os.path.isfile(path)
 
 
 def _lag_records(c: dict) -> str:
@@ -48,8 +52,9 @@ def ring() -> None:
 @click.argument("paths", nargs=-1)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per ring.")
 def ring_ls(paths: tuple[str, ...], as_json: bool) -> None:
-    """List rings under /dev/shm (or the given paths): size, edge, producer and consumers; rings
-    no live process holds (creator dead, heartbeats stale) are marked STALE."""
+    """List rings under /dev/shm and the huge-page mount (or the given paths): size, edge,
+    producer and consumers; rings no live process holds (creator dead, heartbeats stale) are
+    marked STALE."""
     from itchflow.ring import Ring, RingFormatError
     rows = []
     failed = 0
@@ -120,8 +125,9 @@ def ring_inspect(path: str, as_json: bool) -> None:
 
 @ring.command("rm")
 @click.argument("paths", nargs=-1)
-@click.option("--stale", is_flag=True, help="Remove every ring under /dev/shm that no live process holds "
-                                          "(creator dead, producer and consumer heartbeats stale).")
+@click.option("--stale", is_flag=True, help="Remove every ring under /dev/shm or the huge-page mount that no "
+                                          "live process holds (creator dead, producer and consumer heartbeats "
+                                          "stale).")
 @click.option("--force", is_flag=True, help="Remove even if a live producer or consumer uses it, or if it is "
                                           "corrupt (a *.ring file under /dev/shm or the huge-page mount).")
 def ring_rm(paths: tuple[str, ...], stale: bool, force: bool) -> None:

@@ -188,6 +188,11 @@ class Ring:
             del w
             mm.flush()
             os.rename(tmp, path)
+            if found != path and os.path.exists(found):
+                # exist_ok, a bare name made the other way (huge pages or not) than before: the
+                # old ring is replaced as one at this path would be, not left under the name
+                # (ring_path would find the new one, the old one's pages held for good)
+                os.unlink(found)
         except BaseException:
             os.close(fd)
             try:

@@ -23,6 +23,15 @@ def ring_path(name_or_path: str) -> str:
     return default
 
 
+def ring_folders() -> list[str]:
+    """Where rings made by name live: /dev/shm, and the hugetlbfs mount that huge-page rings
+    (``hugepages=True``, a run's ``--hugepages`` private ring too) are made on. What lists,
+    sweeps or removes rings looks in both: a huge-page ring left behind holds pages no other
+    program can have."""
+    huge = hugetlbfs_mount()
+    return [DEFAULT_DIR] if huge is None or os.path.abspath(huge) == DEFAULT_DIR else [DEFAULT_DIR, huge]
+
+
 def hugetlbfs_mount() -> str | None:
     """A writable hugetlbfs mount point, if the system has one."""
     try:
