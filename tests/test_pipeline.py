@@ -1002,3 +1002,25 @@ def test_a_paused_producer_is_not_said_to_have_died(day):
         p.join(30)
         if os.path.exists(ring_path(name)):
             os.unlink(ring_path(name))
+
+
+def test_huge_pages_asked_for_in_vain_are_said_not_silently_dropped(tmp_path, day, monkeypatch):
+    """`run --hugepages` with no hugetlbfs mount falls back to transparent huge pages, which the
+    kernel's tmpfs policy "never" refuses: the ring ran on 4 KiB pages without a word."""
+    from itchflow.ring import file as ring_file
+
+    path = tmp_path / "day.itch"
+    day.tofile(path)
+    monkeypatch.setattr(ring_file, "hugetlbfs_mount", lambda: None)
+    said = []
+    for policy, told in (("never", True), ("advise", False)):
+        monkeypatch.setattr(ring_file, "shmem_thp_policy", lambda p=policy: p)
+        said.clear()
+        r = run_pipeline(str(path), hugepages=True, notice=said.append)
+        assert r.messages == reference_count(day)
+        assert bool(said) is told, said
+        if told:
+            assert said == [f"--hugepages: huge pages were requested, but no writable hugetlbfs mount exists and "
+                            f"{ring_file.SHMEM_THP} is 'never', so the ring has 4 KiB pages: mount hugetlbfs "
+                            "(mount -t hugetlbfs none /dev/hugepages) and reserve pages (sysctl vm.nr_hugepages=N), "
+                            "or set shmem_enabled to advise"]

@@ -39,6 +39,13 @@ def _lag_records(c: dict) -> str:
     return "?" if c["lag_records"] is None else str(c["lag_records"])
 
 
+def _pages(h: dict) -> str:
+    """What backs a ring (``Ring.page_backing``), with why when huge pages were asked for in vain."""
+    if h["backing"] == "4k":
+        return "4 KiB" + (f" ({h['why']})" if h["requested"] else "")
+    return "2 MiB (hugetlbfs)" if h["backing"] == "hugetlbfs" else "transparent huge pages (madvise)"
+
+
 def _fmt_age(s) -> str:
     return "-" if s is None else (f"{s * 1e3:.0f} ms" if s < 10 else f"{s:.0f} s")
 
@@ -106,8 +113,7 @@ def ring_inspect(path: str, as_json: bool) -> None:
     click.echo(f"ring      {s['path']}")
     click.echo(f"capacity  {s['capacity']} bytes, max payload {s['max_payload']}, mode {s['mode']}, "
                f"{s['max_consumers']} slots, heartbeat timeout {s['heartbeat_timeout_s']} s, "
-               f"huge pages {'requested' if s['hugepages']['requested'] else 'no'}"
-               f"{' (hugetlbfs)' if s['hugepages']['hugetlbfs'] else ''}")
+               f"pages {_pages(s['hugepages'])}")
     click.echo(f"edge      position {e['position']}  records {e['records']}  payload {e['payload_bytes']} B")
     click.echo(f"status    {'STALE: no live process holds it' if s['stale'] else 'held by ' + (', '.join(s['held_by']) or 'processes that only just died')}")
     closed_how = f" (its stream {pr['stream']})" if pr.get("stream") else ""

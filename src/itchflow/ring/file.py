@@ -24,7 +24,8 @@ from itchflow.ring import layout as L
 from itchflow.ring.errors import RingBusy, RingFormatError
 from itchflow.ring.inspect import snapshot
 from itchflow.ring.liveness import process_start, staleness
-from itchflow.ring.paths import DEFAULT_DIR, hugetlbfs_mount, ring_path
+from itchflow.ring.paths import (DEFAULT_DIR, SHMEM_THP, hugetlbfs_mount, ring_path, shmem_thp_policy,
+                                 transparent_huge_pages_take)
 from itchflow.ring.reader import Reader
 from itchflow.ring.slots import get_name, set_name, validate_slots
 from itchflow.ring.writer import Writer
@@ -95,6 +96,23 @@ class Ring:
         if not self.flags & L.FLAG_HUGETLBFS:   # (a huge-page mapping cannot take a 4 KiB page of zeros)
             if sigbus.guard(mm):   # the file truncated under us: pages of zeros and a record (``truncated``)
                 self.fault_word = sigbus.fault_word(mm)
+
+    def page_backing(self) -> tuple[str, str]:
+        """What pages back the ring: ("hugetlbfs" | "transparent" | "4k", why). A request for
+        huge pages with no hugetlbfs mount falls back to transparent huge pages, which the
+        kernel's tmpfs policy may refuse (shmem_enabled "never", many distributions' default):
+        the ring then runs on 4 KiB pages, which is said rather than left to be found out."""
+        if self.flags & L.FLAG_HUGETLBFS:
+            return "hugetlbfs", f"on the hugetlbfs mount {os.path.dirname(self.path)}"
+        if not self.flags & L.FLAG_HUGEPAGE_REQUESTED:
+            return "4k", "huge pages not requested"
+        policy = shmem_thp_policy()
+        if transparent_huge_pages_take(policy):
+            return "transparent", f"transparent huge pages (madvise; {SHMEM_THP} is {policy!r})"
+        return "4k", (f"huge pages were requested, but no writable hugetlbfs mount exists and {SHMEM_THP} is "
+                      f"{policy!r}, so the ring has 4 KiB pages: mount hugetlbfs (mount -t hugetlbfs none "
+                      "/dev/hugepages) and reserve pages (sysctl vm.nr_hugepages=N), or set shmem_enabled to "
+                      "advise")
 
     def truncated(self) -> str | None:
         """Why the ring is unusable if its file was truncated under this process (shorter than

@@ -43,3 +43,23 @@ def hugetlbfs_mount() -> str | None:
     except OSError:
         pass
     return None
+
+
+SHMEM_THP = "/sys/kernel/mm/transparent_hugepage/shmem_enabled"
+
+
+def shmem_thp_policy() -> str | None:
+    """The kernel's policy for transparent huge pages in tmpfs (/dev/shm): the word in brackets
+    of ``shmem_enabled`` (never, advise, always, within_size, deny, force), None if unknown."""
+    try:
+        with open(SHMEM_THP) as f:
+            text = f.read()
+    except OSError:
+        return None
+    start, end = text.find("["), text.find("]")
+    return text[start + 1:end] if 0 <= start < end else None
+
+
+def transparent_huge_pages_take(policy: str | None) -> bool:
+    """Whether madvise(MADV_HUGEPAGE) on a /dev/shm mapping gets huge pages under ``policy``."""
+    return policy in ("advise", "always", "within_size", "force")
