@@ -309,7 +309,7 @@ def _peer_consume_queue(q, n, cpus, out):
     np.frombuffer(out, np.int64)[1] = total
 
 
-PYTHON_RING = "itchflow ring, Python API, 1 per call"
+PYTHON_RING = "itchflow ring, Python API, 1 per call"   # (Writer.write / Reader.read)
 
 
 def _time_peer(make, n, lens, cpus) -> dict:
@@ -408,6 +408,37 @@ def time_python_ring(n, lens, cpus) -> dict:
         w = ring.writer()
         return _time_peer(lambda n_, c_, o_: (path, lambda q, r: w.write(r), _py_ring_child),
                           n, lens, cpus)
+
+
+def time_peers(peer_records: int, lens, cpus, repeats: int, say=print) -> dict:
+    """Each peer's and the ring's Python API's best of ``repeats`` runs of ``peer_records`` records,
+    taking turns (one run each was at the mercy of the host's spells: the same ring measured
+    850 and 491 ns a record minutes apart). A peer not installed is skipped, one that fails is
+    said, once each."""
+    peers: dict = {}
+    for turn in range(max(1, repeats)):
+        for name, fn in (("multiprocessing.Queue", lambda: _time_peer(_mp_queue, peer_records, lens, cpus)),
+                         ("faster-fifo", lambda: _time_peer(_faster_fifo, peer_records, lens, cpus)),
+                         ("pyzmq ipc", lambda: time_zmq(peer_records, lens, cpus)),
+                         (PYTHON_RING, lambda: time_python_ring(peer_records, lens, cpus))):
+            best = peers.get(name)
+            if best is not None and "records_per_s" not in best:
+                continue   # skipped or failed: said once
+            try:
+                r = fn()
+            except ImportError as e:
+                peers[name] = {"skipped": str(e)}
+                continue
+            except PeerFailed as e:
+                peers[name] = {"failed": str(e)}
+                continue
+            say(f"{name}: {r['records_per_s'] / 1e3:.0f} k records/s (turn {turn + 1})")
+            r["runs"] = turn + 1
+            if best is None or r["records_per_s"] > best["records_per_s"]:
+                peers[name] = r
+            else:
+                best["runs"] = turn + 1
+    return peers
 
 
 # ---- stress ---------------------------------------------------------------------------------------
@@ -546,18 +577,7 @@ def run(records=20_000_000, rate=200_000, latency_records=200_000, peers=True, p
         f"p99.9 {lat['p999_ns']:.0f} ns, max {lat['max_ns'] / 1e3:.1f} us; "
         f"consumer preempted {lat['consumer_preemptions']} times")
     if peers:
-        res["peers"] = {}
-        for name, fn in (("multiprocessing.Queue", lambda: _time_peer(_mp_queue, peer_records, lens, cpus)),
-                         ("faster-fifo", lambda: _time_peer(_faster_fifo, peer_records, lens, cpus)),
-                         ("pyzmq ipc", lambda: time_zmq(peer_records, lens, cpus)),
-                         (PYTHON_RING, lambda: time_python_ring(peer_records, lens, cpus))):
-            try:
-                res["peers"][name] = fn()
-                say(f"{name}: {res['peers'][name]['records_per_s'] / 1e3:.0f} k records/s")
-            except ImportError as e:
-                res["peers"][name] = {"skipped": str(e)}
-            except PeerFailed as e:
-                res["peers"][name] = {"failed": str(e)}
+        res["peers"] = time_peers(peer_records, lens, cpus, repeats, say)
         res["ratios"] = {}
         mpq = res["peers"]["multiprocessing.Queue"].get("records_per_s")
         if mpq:
@@ -619,8 +639,10 @@ def print_report(res: dict) -> None:
     peers = res.get("peers", {})
     if peers:
         counts = [r["records"] for r in peers.values() if "records" in r]
-        print(f"  one record (a Python bytes object) a call, {counts[0] if counts else 0:,} records, one run "
-              f"each: the like-for-like row is the ring's own Python API")
+        runs = max([r.get("runs", 1) for r in peers.values()] or [1])
+        print(f"  one record (a Python bytes object) a call, {counts[0] if counts else 0:,} records, best of "
+              f"{runs} run{'s' if runs > 1 else ''} each, taking turns: the like-for-like row is the ring's own "
+              "Python API (write / read)")
     for name, r in peers.items():
         if "records_per_s" in r:
             vs = ""

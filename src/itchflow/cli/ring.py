@@ -192,7 +192,7 @@ def ring_layout() -> None:
 @click.option("--latency-records", type=Count(1), default="200k", show_default=True)
 @click.option("--batch", type=click.IntRange(1), default=256, show_default=True, help="Records per publish in the batched run.")
 @click.option("--capacity", type=RING_CAPACITY, default=1 << 22, show_default=True, help="Ring bytes for the throughput runs.")
-@click.option("--repeats", type=RUNS, default=3, show_default=True, help="Throughput runs (best and median shown).")
+@click.option("--repeats", type=RUNS, default=3, show_default=True, help="Throughput runs (best and median shown), and runs of each peer and of the Python API (best shown).")
 @click.option("--peers/--no-peers", default=True, help="Also time multiprocessing.Queue, faster-fifo, pyzmq.")
 @click.option("--peer-records", type=Count(1), default="200k", show_default=True)
 @click.option("--stress", "stress", type=click.IntRange(0), default=0, help="Also run an N-record verified stress (e.g. 100000000).")
