@@ -165,3 +165,44 @@ def test_reading_or_writing_through_a_closed_end_is_a_ring_error_naming_it(path)
     for call in (fresh.read, fresh.read_batch):   # (never read before: no compiled function yet)
         with pytest.raises(RingError, match="the ring was closed"):
             call()
+
+
+@pytest.mark.parametrize("how", ["read", "read_batch"])
+def test_ctrl_c_ends_a_read_waiting_for_ever_on_a_quiet_feed(path, how):
+    """The compiled wait never returned to Python, where Ctrl-C's handler runs: a reader waiting
+    with no time-out (the default) on a live, quiet producer ignored SIGINT for ever."""
+    import signal
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom itchflow.ring import Ring\n"
+            "ring = Ring.create(sys.argv[1], 1 << 14, consumers=['c'])\n"
+            "w = ring.writer()\nrd = ring.reader('c')\n"
+            "getattr(rd, sys.argv[2])(timeout=0)\n"     # compiled before the signal can come
+            "try:\n    print('ready', flush=True)\n    getattr(rd, sys.argv[2])()\n"
+            "except KeyboardInterrupt:\n    print('interrupted', flush=True)\n")
+    p = subprocess.Popen([sys.executable, "-c", code, path, how], stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "ready"
+        p.send_signal(signal.SIGINT)
+        out, _ = p.communicate(timeout=20)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 0 and out.strip() == "interrupted"
+
+
+@pytest.mark.parametrize("how", ["read", "read_batch"])
+def test_a_wait_longer_than_a_slice_keeps_its_time_out(path, how):
+    import time
+
+    with Ring.create(path, 1 << 14, consumers=["c"]) as ring:
+        w = ring.writer()
+        rd = ring.reader("c")
+        t0 = time.monotonic()
+        got = getattr(rd, how)(timeout=0.35)
+        took = time.monotonic() - t0
+        assert (got is None if how == "read" else len(got) == 0) and 0.35 <= took < 5
+        w.write(b"after")
+        assert rd.read(timeout=60) == b"after"
