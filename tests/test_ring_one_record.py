@@ -206,3 +206,56 @@ def test_a_wait_longer_than_a_slice_keeps_its_time_out(path, how):
         assert (got is None if how == "read" else len(got) == 0) and 0.35 <= took < 5
         w.write(b"after")
         assert rd.read(timeout=60) == b"after"
+
+
+@pytest.mark.parametrize("how", ["write", "write_batch"])
+def test_ctrl_c_ends_a_write_waiting_on_a_full_ring_and_a_timed_one_keeps_its_time_out(path, how):
+    """A producer on a ring kept full by a live consumer (heartbeat time-out of an hour) waited in
+    compiled code, deaf to Ctrl-C; a time-out longer than a slice is kept whole."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    last = "w.write(b'y' * 40)" if how == "write" else "w.write_batch(b'y' * 400, np.arange(0, 401, 40))"
+    code = ("import sys, numpy as np\nfrom itchflow.ring import Ring\n"
+            "ring = Ring.create(sys.argv[1], 1 << 12, max_payload=64, consumers=['c'], heartbeat_timeout=3600)\n"
+            "rd = ring.reader('c')\nw = ring.writer(timeout=0.01)\n"
+            # both calls made once before the signal can come: one arriving while Numba loads a
+            # kernel from its cache is swallowed in LLVM's callback (or worse), not ours to test
+            "w.write_batch(b'x' * 80, np.arange(0, 81, 40))\n"
+            "try:\n    while True:\n        w.write(b'x' * 40)\nexcept TimeoutError:\n    pass\n"
+            "w.timeout_ns = -1\n"      # from here on, for ever
+            f"try:\n    print('ready', flush=True)\n    {last}\nexcept KeyboardInterrupt:\n"
+            "    print('interrupted', flush=True)\n")
+    p = subprocess.Popen([sys.executable, "-c", code, path], stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "ready"
+        p.send_signal(signal.SIGINT)
+        out, _ = p.communicate(timeout=20)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 0 and out.strip() == "interrupted"
+
+    timed = path + "-timed"
+    try:
+        with Ring.create(timed, 1 << 12, max_payload=64, consumers=["c"], heartbeat_timeout=3600) as ring:
+            rd = ring.reader("c")
+            w = ring.writer(timeout=0.35)
+            t0 = time.monotonic()
+            with pytest.raises(TimeoutError):
+                for _ in range(200):
+                    w.write(b"x" * 40)
+            assert 0.35 <= time.monotonic() - t0 < 5
+            t0 = time.monotonic()
+            with pytest.raises(TimeoutError):
+                w.write_batch(b"z" * 400, np.arange(0, 401, 40))
+            assert 0.35 <= time.monotonic() - t0 < 5
+            assert len(rd.read_batch(timeout=1)) == 85   # what filled the ring (4096 B of 48 B records)
+            rd.commit()                                    # room again: the batch goes out whole
+            assert w.write_batch(b"z" * 400, np.arange(0, 401, 40)) == 10
+    finally:
+        if os.path.exists(timed):
+            os.unlink(timed)

@@ -18,7 +18,7 @@ from itchflow.ring.errors import ConsumerDetached, ProducerGone, RingBusy, RingC
 from itchflow.ring.liveness import pid_alive, producer_live
 from itchflow.ring.record_header import FAULT_TEXT, header_fault
 from itchflow.ring.slots import commit_snapshot, set_name
-from itchflow.ring.wait import strategy_code, timeout_ns
+from itchflow.ring.wait import WAIT_SLICE_NS, first_slice, strategy_code, timeout_ns, wait_in_slices
 
 
 class Batch:
@@ -53,10 +53,6 @@ class Batch:
         for i in range(len(self.offsets)):
             yield self[i]
 
-
-# A wait longer than this returns to Python between slices, so that Ctrl-C (a signal handler,
-# which runs only there) can end it; the hot path pays one comparison.
-WAIT_SLICE_NS = 100_000_000
 
 assert (C.C_REC, C.C_PAY) == (C.C_POS + 1, C.C_POS + 2)   # give_back restores the three as one slice
 
@@ -250,10 +246,10 @@ class Reader:
         cs = self.cs
         # (the compiled read commits the last batch and notes in cs where this one begins)
         n = C.read_step(w, self.ring.data, cs, n_max, self._copy, self._off, self._len,
-                        self._typ, self.strategy, t if 0 <= t <= WAIT_SLICE_NS else WAIT_SLICE_NS)
-        if n == 0 and not 0 <= t <= WAIT_SLICE_NS:
-            n = self._wait_in_slices(lambda left: C.read_step(w, self.ring.data, cs, n_max, self._copy, self._off,
-                                                              self._len, self._typ, self.strategy, left), t, 0)
+                        self._typ, self.strategy, first_slice(t))
+        if n == 0 and not 0 <= t <= WAIT_SLICE_NS:   # (Ctrl-C can end a long wait: wait.WAIT_SLICE_NS)
+            n = wait_in_slices(lambda left: C.read_step(w, self.ring.data, cs, n_max, self._copy, self._off,
+                                                        self._len, self._typ, self.strategy, left), t, 0)
         if n > 0:
             if self.ring.mode == "lossy":   # a lap may have moved the cursor: where this read began
                 return Batch(self._copy, self._off[:n], self._len[:n], self._typ[:n], self.ring.path, -1,
@@ -289,7 +285,7 @@ class Reader:
                          t if 0 <= t <= WAIT_SLICE_NS else WAIT_SLICE_NS)
             if n == C.NOTHING and not 0 <= t <= WAIT_SLICE_NS:
                 w, data, cs, one, strategy = self.ring.words, self.ring.data, self.cs, self._one, self.strategy
-                n = self._wait_in_slices(lambda left: read_one(w, data, cs, one, strategy, left), t, C.NOTHING)
+                n = wait_in_slices(lambda left: read_one(w, data, cs, one, strategy, left), t, C.NOTHING)
         except TypeError:   # (None where an array was: the reader or its ring closed)
             raise self._closed_error() from None
         if n >= 0:
@@ -305,21 +301,6 @@ class Reader:
         what = "the ring" if self.ring.words is None else f"consumer {self.name!r}"
         return RingError(f"{self.ring.path}: {what} was closed in this process: nothing more can be read "
                          "through it (open the ring again to go on)")
-
-    @staticmethod
-    def _wait_in_slices(read, t: int, nothing: int) -> int:
-        """Go on waiting after a first slice found nothing: ``read(ns)`` again, a slice at a time,
-        until it finds something or ``t`` ns (forever if negative) have passed since the first.
-        The compiled wait never returns to Python on its own, where Ctrl-C's handler runs: a
-        reader waiting for ever on a quiet feed could only be killed."""
-        deadline = None if t < 0 else time.monotonic_ns() + t - WAIT_SLICE_NS
-        while True:
-            left = WAIT_SLICE_NS if deadline is None else min(WAIT_SLICE_NS, deadline - time.monotonic_ns())
-            if left < 0:
-                return nothing
-            n = read(left)
-            if n != nothing:
-                return n
 
     @property
     def last_type(self) -> int:

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 from numba import njit
 
@@ -59,6 +60,31 @@ def block_on(words, watch_index: int, timeout_ns: int) -> None:
     if load_acquire(words, watch_index) == 0 and load_acquire(words, W_PROD_STATE) != PRODUCER_CLOSED:
         futex_wait(words, W_FUTEX, seen, min(timeout_ns, BLOCK_MAX_SLEEP_NS))
     fetch_add(words, W_WAITERS, -1)
+
+
+# A wait longer than this returns to Python between slices, so that Ctrl-C (a signal handler,
+# which runs only there) can end it: the compiled waits never return on their own. The hot
+# path pays one comparison.
+WAIT_SLICE_NS = 100_000_000
+
+
+def first_slice(t: int) -> int:
+    """The time-out for a compiled wait's first call: ``t`` itself when it is at most a slice."""
+    return t if 0 <= t <= WAIT_SLICE_NS else WAIT_SLICE_NS
+
+
+def wait_in_slices(call, t: int, nothing: int) -> int:
+    """Go on waiting after a first slice (``first_slice``) found nothing: ``call(ns)`` again, a
+    slice at a time, until it returns something other than ``nothing`` or ``t`` ns (for ever
+    if negative) have passed since the first began."""
+    deadline = None if t < 0 else time.monotonic_ns() + t - WAIT_SLICE_NS
+    while True:
+        left = WAIT_SLICE_NS if deadline is None else min(WAIT_SLICE_NS, deadline - time.monotonic_ns())
+        if left < 0:
+            return nothing
+        n = call(left)
+        if n != nothing:
+            return n
 
 
 def strategy_code(wait: str) -> int:

@@ -18,7 +18,7 @@ from itchflow.ring import layout as L
 from itchflow.ring import producer as P
 from itchflow.ring.errors import RingBusy, RingError, RingFormatError
 from itchflow.ring.liveness import producer_live
-from itchflow.ring.wait import strategy_code, timeout_ns
+from itchflow.ring.wait import WAIT_SLICE_NS, first_slice, strategy_code, timeout_ns, wait_in_slices
 
 
 class _Heartbeat(threading.Thread):
@@ -113,7 +113,12 @@ class Writer:
             if publish is None:
                 publish = self._publish_array = entry(P.publish_one, self.ring.words, self.ring.data,
                                                       self.ps, np.empty(0, np.uint8), 0, 0, 0)
-        r = publish(self.ring.words, self.ring.data, self.ps, payload, type, self.strategy, self.timeout_ns)
+        t = self.timeout_ns
+        r = publish(self.ring.words, self.ring.data, self.ps, payload, type, self.strategy,
+                    t if 0 <= t <= WAIT_SLICE_NS else WAIT_SLICE_NS)
+        if r == P.TIMEOUT and not 0 <= t <= WAIT_SLICE_NS:   # full a while: on, a slice at a time (Ctrl-C)
+            w, data, ps, strategy = self.ring.words, self.ring.data, self.ps, self.strategy
+            r = wait_in_slices(lambda left: publish(w, data, ps, payload, type, strategy, left), t, P.TIMEOUT)
         fault = self._fault
         if r != 1 or (fault is not None and fault.value != NO_FAULT):
             self.check(r, "write")
@@ -137,9 +142,32 @@ class Writer:
         t = self._empty_types if types is None else np.ascontiguousarray(types, dtype=np.int64)
         if types is not None and len(t) != len(offs) - 1:
             raise ValueError("types needs one entry per record")
+        total = len(offs) - 1
         n = P.publish_batch(self.ring.words, self.ring.data, self.ps, buf, offs, t,
-                            self.strategy, self.timeout_ns)
+                            self.strategy, first_slice(self.timeout_ns))
+        if n != total and not 0 <= self.timeout_ns <= WAIT_SLICE_NS:
+            n = self._publish_rest(buf, offs, t, max(n, 0), n)
         return self.check(n, "write_batch")
+
+    def _publish_rest(self, buf, offs, types, done: int, n: int) -> int:
+        """``write_batch`` after its first slice of waiting (the ring full that long, or a
+        record refused): the rest of the records, a slice of the time-out at a time, so that
+        Ctrl-C can end a long wait (``wait.WAIT_SLICE_NS``). A short count is a time-out or a
+        refused record: the next call from there tells which."""
+        total = len(offs) - 1
+        t = self.timeout_ns
+        deadline = None if t < 0 else time.monotonic_ns() + t - WAIT_SLICE_NS
+        while True:
+            if n != P.TIMEOUT and n < 0:   # a record refused: what went before it counts
+                return done if done else n
+            if done == total:
+                return done
+            left = WAIT_SLICE_NS if deadline is None else min(WAIT_SLICE_NS, deadline - time.monotonic_ns())
+            if left < 0:
+                return done if done else P.TIMEOUT
+            n = P.publish_batch(self.ring.words, self.ring.data, self.ps, buf, offs[done:],
+                                types[done:] if len(types) else types, self.strategy, left)
+            done += max(n, 0)
 
     def _closed_error(self) -> RingError:
         return RingError(f"{self.ring.path}: this writer was closed (the ring is marked closed for its "
