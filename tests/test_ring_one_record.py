@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from itchflow.hw.compiled_entry import entry
-from itchflow.ring import Ring, RingClosed
+from itchflow.ring import Ring, RingClosed, RingError
 from itchflow.ring import consumer as C
 from itchflow.ring import layout as L
 
@@ -47,9 +47,18 @@ def _payloads():
         (grid.T, grid.T.copy().tobytes()),
         (ro, b"read-only"),
         (b"", b""),
+        # (probe 15) np.matrix stayed 2-D through its own reshape and went out as its first byte;
+        # 0-d arrays of wider types and zero-size memoryviews were refused with numpy's errors
+        (np.matrix([[0, 1, 2], [3, 4, 5]], dtype=np.uint8), bytes(range(6))),
+        (np.matrix([[1, 2], [3, 4]], dtype=np.int16), np.array([[1, 2], [3, 4]], np.int16).tobytes()),
+        (np.array(5, np.int64), np.array(5, np.int64).tobytes()),
+        (np.array(b"xyz"), b"xyz"),
+        (memoryview(np.zeros((2, 0))), b""),
+        (np.ma.array([1, 2], dtype=np.uint8), b"\1\2"),
     ]
 
 
+@pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
 @pytest.mark.parametrize("mode", ["blocking", "lossy"])
 def test_every_payload_kind_reads_back_as_its_bytes_with_its_type(path, mode):
     cases = _payloads()
@@ -146,8 +155,6 @@ def test_entry_is_found_once_per_signature():
 
 
 def test_reading_or_writing_through_a_closed_end_is_a_ring_error_naming_it(path):
-    from itchflow.ring import RingError
-
     with Ring.create(path, 1 << 14, consumers=["c", "d"]) as ring:
         w = ring.writer()
         rd, fresh = ring.reader("c"), ring.reader("d")
@@ -259,3 +266,87 @@ def test_ctrl_c_ends_a_write_waiting_on_a_full_ring_and_a_timed_one_keeps_its_ti
     finally:
         if os.path.exists(timed):
             os.unlink(timed)
+
+
+def test_give_back_with_nothing_pending_changes_nothing(path):
+    """give_back restored the start of the last read even when nothing was pending: on a Reader
+    just opened (a start of zeros) it went back to position 0 and handed out records of a later
+    lap; after commit() it went back behind the commit, and the stream stalled (probe 15)."""
+    with Ring.create(path, 1 << 12, max_payload=64, consumers=["c"]) as ring:
+        w = ring.writer()
+        rd = ring.reader("c")
+        for i in range(300):                       # several laps of the 4 KiB ring
+            w.write(b"rec%d" % i)
+            assert rd.read(timeout=1) == b"rec%d" % i
+        rd.close()
+        again = ring.reader("c")
+        again.give_back()                          # a Ctrl-C handler's, before any read
+        w.write(b"new")
+        assert again.read(timeout=1) == b"new"
+        again.commit()
+        again.give_back()                          # after a commit: nothing pending either
+        for i in range(300):
+            w.write(b"more%d" % i)
+            assert again.read(timeout=1) == b"more%d" % i
+        assert again.read(timeout=0) is None
+
+
+@pytest.mark.parametrize("how", ["read", "read_batch"])
+def test_a_joining_reader_waits_its_time_out_for_the_join(path, how):
+    """A new name on a blocking ring whose producer is idle (its join is served at the next
+    publish) returned nothing at once, whatever its time-out: a loop taking that for a quiet
+    feed stopped early (probe 15)."""
+    import threading
+    import time
+
+    with Ring.create(path, 1 << 14) as ring:
+        w = ring.writer()
+        rd = ring.reader("late")                  # not registered at creation: it joins
+        t0 = time.monotonic()
+        got = getattr(rd, how)(timeout=0.3)
+        assert (got is None if how == "read" else len(got) == 0) and time.monotonic() - t0 >= 0.3
+        writer = threading.Thread(target=lambda: w.write(b"late"))
+        writer.start()
+        got = getattr(rd, how)(timeout=30)
+        writer.join()
+        assert (got if how == "read" else got[0].tobytes()) == b"late"
+        rd.close()
+        with pytest.raises(RingError, match="consumer 'late' was closed"):
+            getattr(rd, how)(timeout=0.1)
+        joining = ring.reader("never")               # closed before the producer attached it
+        joining.close()
+        with pytest.raises(RingError, match="consumer 'never' was closed"):
+            getattr(joining, how)(timeout=0.1)
+
+
+def test_a_reader_outliving_its_ring_says_so_and_keeps_its_figures(path):
+    """After ring.close(), reader.close(), lost_records and rejoin() raised Numba's TypingError;
+    position and last_type after reader.close() a TypeError on None (probe 15)."""
+    with Ring.create(path, 1 << 14, consumers=["a", "b"]) as ring:
+        w = ring.writer()
+        a, b = ring.reader("a"), ring.reader("b")
+        w.write(b"one", type=7)
+        assert a.read(timeout=1) == b"one" and b.read(timeout=1) == b"one"
+        a.close()
+        assert (a.position, a.records, a.last_type, a.lost_records, a.lost_payload_bytes) == (16, 1, 7, 0, 0)
+    # the ring closed under b
+    assert (b.position, b.records, b.last_type, b.lost_records) == (16, 1, 7, 0)
+    for call in (b.rejoin, b.read, b.read_batch):
+        with pytest.raises(RingError, match=f"{path}: the ring was closed in this process"):
+            call()
+    b.commit(), b.check_intact(), b.give_back(), b.close()   # nothing left to do: no error either
+
+
+def test_huge_time_outs_are_for_ever_and_errors_name_the_ring(path):
+    from itchflow.ring.wait import timeout_ns
+
+    assert timeout_ns(1e300) == timeout_ns(1e20) == 2**62 and timeout_ns(2.5) == 2_500_000_000
+    with Ring.create(path, 1 << 14, max_payload=16, consumers=["c"]) as ring:
+        rd = ring.reader("c")
+        w = ring.writer()
+        w.write(b"x")
+        assert rd.read(timeout=1e300) == b"x"
+        with pytest.raises(ValueError, match=f"{path}: write: payload larger than the ring's max_payload 16"):
+            w.write(b"y" * 17)
+        with pytest.raises(ValueError, match=f"{path}: write: record type must be in"):
+            w.write(b"y", type=-1)

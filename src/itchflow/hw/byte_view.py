@@ -14,15 +14,16 @@ def byte_view(buffer) -> np.ndarray:
     of another dtype gives its raw bytes, as a memoryview of it would; a 2-D one its bytes in
     row order."""
     if isinstance(buffer, np.ndarray):
-        if not buffer.flags.c_contiguous:
+        if type(buffer) is not np.ndarray or not buffer.flags.c_contiguous:
+            # a subclass as the base class (np.matrix stays two-dimensional through its own
+            # reshape: it was published as its first byte), a strided one copied
             buffer = np.ascontiguousarray(buffer)
-        if buffer.dtype != np.uint8:
-            buffer = buffer.view(np.uint8)
-        return buffer.reshape(-1)
+        flat = buffer.reshape(-1)   # (before the view: a 0-d array's dtype cannot change)
+        return flat if flat.dtype == np.uint8 else flat.view(np.uint8)
     try:
         view = memoryview(buffer)
     except TypeError:
         raise TypeError(f"expected bytes-like data or a numpy array, not {type(buffer).__name__}") from None
-    if not view.c_contiguous:
+    if not view.c_contiguous or view.nbytes == 0:   # (cast() refuses a shape with a 0 in it)
         view = memoryview(view.tobytes())
     return np.frombuffer(view.cast("B"), dtype=np.uint8)

@@ -9,11 +9,12 @@ some example arguments (``Dispatcher.compile``: found in the on-disk cache or co
 which unboxes and runs at once.
 
 The price is the dispatcher's checks. The compiled function still refuses an argument that is
-not an array where it wants one, and an array of another dtype, but it takes an array of
-another dimension or stride as the layout it was compiled for, and a crash or a wrong read
-follows. So only arguments whose type the caller guarantees may be passed: arrays it made
-itself (a ring's words and data, a reader's state) or normalised (``byte_view``: one-
-dimensional, contiguous uint8), and Python ints it checked.
+not an array where it wants one, and an array whose items are of another size, but it takes
+another dtype of that size (float64 for int64), and an array of another dimension or stride
+as the layout it was compiled for (its unboxing then writes past its own struct): a crash or a
+wrong read follows. So only arguments whose type the caller guarantees may be passed: arrays
+it made itself (a ring's words and data, a reader's state) or normalised (``byte_view``: the
+base ndarray class, one-dimensional, contiguous uint8), and Python ints it checked.
 """
 
 from __future__ import annotations

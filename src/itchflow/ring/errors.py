@@ -1,4 +1,5 @@
-"""The ring's exceptions (all are RingError)."""
+"""The ring's exceptions: RingError and its kinds; and RingClosed, which ends a stream as a file's end
+does (an EOFError, not an error)."""
 
 from __future__ import annotations
 

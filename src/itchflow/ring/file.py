@@ -93,6 +93,7 @@ class Ring:
         self.data = np.frombuffer(mm, dtype=np.uint8, count=self.capacity, offset=self.header_bytes)
         self.fault_word = None   # the guard's record of a page found past the file's end (writers check it)
         self._writers: weakref.WeakSet[Writer] = weakref.WeakSet()   # open ones, closed with the ring
+        self._readers: weakref.WeakSet[Reader] = weakref.WeakSet()   # told when the ring closes
         if not self.flags & L.FLAG_HUGETLBFS:   # (a huge-page mapping cannot take a 4 KiB page of zeros)
             if sigbus.guard(mm):   # the file truncated under us: pages of zeros and a record (``truncated``)
                 self.fault_word = sigbus.fault_word(mm)
@@ -292,6 +293,8 @@ class Ring:
             return
         for writer in list(self._writers):
             writer.close()   # its heartbeat thread holds the mapping: it must stop first
+        for reader in list(self._readers):
+            reader._forget()   # (its later calls: "closed", not Numba's typing error for a None)
         self.words = self.data = None  # type: ignore[assignment]
         self.fault_word = None   # the slot may guard another mapping from here on
         try:

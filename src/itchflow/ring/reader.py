@@ -76,7 +76,9 @@ class Reader:
     """A named consumer. A new name joins at the live edge (blocking mode: through the
     producer, so nothing it expects is overwritten); a known name resumes from its saved
     position (a restart after SIGKILL loses nothing in blocking mode if it comes back within
-    the heartbeat timeout); a detached name rejoins at the live edge with its loss counted."""
+    the heartbeat timeout); a detached name rejoins at the live edge with its loss counted.
+    One thread at a time, as a Writer: the compiled reads release the GIL, and two threads
+    reading one Reader get records twice and each other's bytes."""
 
     def __init__(self, ring: "Ring",  # noqa: F821  (ring.file.Ring; importing it here would be a cycle)
                  name: str, wait: str = "spin", timeout: float | None = None,
@@ -120,6 +122,9 @@ class Reader:
         self._b = b
         store(w, b + L.S_ATTACHES, load(w, b + L.S_ATTACHES) + 1)
         self.cs = C.new_consumer_state(w, slot, ring.geometry)
+        self._last_cs = self.cs   # (kept after close: position, records, last_type still answer)
+        self._final = None        # the loss counts once closed
+        ring._readers.add(self)   # (forgotten when the ring closes first)
         # the slot's loss counter before this attach: what joining skips (records a producer
         # published while the slot was detached) is this reader's loss, counted below
         self.lost_records_at_attach = int(load(w, b + L.S_LOST_REC)) if not new else 0
@@ -195,27 +200,73 @@ class Reader:
         self._joining = False
         return True
 
+    def _wait_for_join(self, t: int) -> int | None:
+        """Wait up to ``t`` ns (for ever if negative) for the producer to attach this joining
+        reader, which it does at its next publish; the time left for the read, or None if it
+        passed first. A read returned "nothing" at once while joining, whatever its time-out: a
+        loop taking None for a quiet feed stopped a third of the way through one (probe 15).
+        Waits in short sleeps, in Python: Ctrl-C ends it."""
+        if self.cs is None or self.ring.words is None:
+            raise self._closed_error()
+        deadline = None if t < 0 else time.monotonic_ns() + t
+        pause = 20e-6
+        while not self._finish_join():
+            now = time.monotonic_ns()
+            if deadline is not None and now >= deadline:
+                return None
+            store(self.ring.words, self._b + L.S_HB, now)   # alive while waiting
+            time.sleep(pause if deadline is None else min(pause, (deadline - now) / 1e9))
+            pause = min(pause * 2, 1e-3)
+        return -1 if deadline is None else max(0, deadline - time.monotonic_ns())
+
     def rejoin(self) -> None:
         """After ConsumerDetached: continue at the live edge, counting what was skipped."""
+        self._open_words()
         self.cs[C.C_PENDING] = 0
         self._request_join(count_loss=True)
 
+    def _open_words(self) -> np.ndarray:
+        """The ring's words, or the error saying this reader or its ring was closed (Numba's
+        typing error for a None, before)."""
+        if self.cs is None or self.ring.words is None:
+            raise self._closed_error()
+        return self.ring.words
+
     @property
     def lost_records(self) -> int:
+        """Records this name lost (skipped when it rejoined; lapped, on a lossy ring): read from
+        its slot, or as it was when the reader or its ring was closed."""
+        if self.ring.words is None or self.cs is None:
+            return self._final_counts()["lost_records"]
         return int(load(self.ring.words, self._b + L.S_LOST_REC))
 
     @property
     def lost_payload_bytes(self) -> int:
+        if self.ring.words is None or self.cs is None:
+            return self._final_counts()["lost_payload_bytes"]
         return int(load(self.ring.words, self._b + L.S_LOST_PAY))
+
+    def _final_counts(self) -> dict:
+        if self._final is None:
+            raise self._closed_error()
+        return self._final
+
+    def _forget(self) -> None:
+        """The ring is closing under this reader: keep its loss counts for the properties, and
+        let go of the mapping (nothing committed: a pending batch is read again by whoever
+        resumes the name)."""
+        if self.cs is not None:
+            self._final = {"lost_records": self.lost_records, "lost_payload_bytes": self.lost_payload_bytes}
+            self.cs = None
 
     @property
     def position(self) -> int:
-        return int(self.cs[C.C_POS])
+        return int(self._last_cs[C.C_POS])
 
     @property
     def records(self) -> int:
         """Records index: how many records the producer had published before our cursor."""
-        return int(self.cs[C.C_REC])
+        return int(self._last_cs[C.C_REC])
 
     @property
     def _pending(self) -> bool:
@@ -226,6 +277,7 @@ class Reader:
     def commit(self) -> None:
         """Release the last batch to the producer (read_batch does this itself)."""
         if self._pending:
+            self._open_words()
             self.cs[C.C_PENDING] = 0
             if C.commit(self.ring.words, self.cs) == C.DETACHED:
                 raise self._detached("the last batch may have been overwritten while in use")
@@ -237,12 +289,12 @@ class Reader:
         w = self.ring.words
         if w is None or self.cs is None:
             raise self._closed_error()
-        if self._joining:   # rare: the commit first, then the join
-            self.commit()
-            if not self._finish_join():
+        t = self.timeout_ns if timeout == -1.0 else timeout_ns(timeout)
+        if self._joining:   # rare: the producer has yet to attach us (at its next publish)
+            t = self._wait_for_join(t)
+            if t is None:
                 return self._empty()
         n_max = len(self._off) if max_records is None else min(max_records, len(self._off))
-        t = self.timeout_ns if timeout == -1.0 else timeout_ns(timeout)
         cs = self.cs
         # (the compiled read commits the last batch and notes in cs where this one begins)
         n = C.read_step(w, self.ring.data, cs, n_max, self._copy, self._off, self._len,
@@ -269,11 +321,11 @@ class Reader:
         ``last_type``. Raises as ``read_batch`` does. A reader taking records one at a time
         should call this: one compiled call with four arrays, where a one-record Batch costs
         three slices and an iterator."""
-        if self._joining:
-            self.commit()
-            if not self._finish_join():
-                return None
         t = self.timeout_ns if timeout == -1.0 else timeout_ns(timeout)
+        if self._joining:   # rare: the producer has yet to attach us (at its next publish)
+            t = self._wait_for_join(t)
+            if t is None:
+                return None
         read_one = self._read_one
         if read_one is None:   # (every argument below is the reader's own, of fixed type)
             if self.cs is None or self.ring.words is None:
@@ -305,10 +357,12 @@ class Reader:
     @property
     def last_type(self) -> int:
         """The record type of what ``read`` returned last."""
-        return int(self.cs[C.C_ONE_TYPE])
+        return int(self._last_cs[C.C_ONE_TYPE])
 
     def _read_error(self, n: int) -> Exception:
         """The exception for a read's negative code (a truncated file reads as any of them)."""
+        if self.cs is None or self.ring.words is None:   # closed by another thread while it waited
+            return self._closed_error()
         truncated = self.ring.truncated()
         if truncated is not None:
             return RingFormatError(truncated)
@@ -392,12 +446,14 @@ class Reader:
         Blocking mode only; a lossy ring gives nothing back (its copies are gone once read)."""
         if self.ring.mode == "lossy" or self.cs is None:
             return
-        # by the cursor, not by whether Python saw the read: Ctrl-C raised as the compiled read
-        # returned (the likeliest moment, waiting on a live feed) came before its result arrived
+        # by the pending mark the compiled read sets as it moves the cursor, not by whether
+        # Python saw the read: Ctrl-C raised as it returned (the likeliest moment, waiting on a
+        # live feed) came before its result arrived
         cs = self.cs
+        if cs[C.C_PENDING] == 0:   # nothing read since the last commit (or a join, or ever):
+            return                 # C_BEFORE is an older read's, not where this cursor began
         cs[C.C_PENDING] = 0
-        if cs[C.C_POS] != cs[C.C_BEFORE]:
-            cs[C.C_POS: C.C_PAY + 1] = cs[C.C_BEFORE: C.C_BEFORE + 3]
+        cs[C.C_POS: C.C_PAY + 1] = cs[C.C_BEFORE: C.C_BEFORE + 3]
 
     def close(self, leave: bool = False) -> None:
         """Commit. The slot keeps its position (a later Reader with this name resumes there and
@@ -405,6 +461,10 @@ class Reader:
         if self.cs is None:
             return
         w = self.ring.words
+        if w is None:   # (the ring closed first: it has forgotten us already)
+            self.cs = None
+            return
+        self._final = {"lost_records": self.lost_records, "lost_payload_bytes": self.lost_payload_bytes}
         if not self._joining:   # (joining, the cursor is not yet the slot's: the producer sets it)
             self.cs[C.C_PENDING] = 0
             C.commit(w, self.cs)   # (a detach found here changes nothing: the slot keeps its position)

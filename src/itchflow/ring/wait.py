@@ -102,4 +102,6 @@ def timeout_ns(timeout: float | None) -> int:
         return -1
     if not timeout >= 0:
         raise ValueError(f"timeout must be None or a number of seconds at least 0 (got {timeout!r})")
-    return min(int(timeout * 1e9), 2**62)   # (a year or 1e20 s: as good as forever, and an int64)
+    if timeout >= 2**62 / 1e9:   # (1e20 or 1e300 s: as good as for ever; timeout * 1e9 may be inf)
+        return 2**62
+    return int(timeout * 1e9)

@@ -40,7 +40,9 @@ class _Heartbeat(threading.Thread):
 class Writer:
     """The single producer of a ring. Opening it makes this process the producer (a live other
     producer is RingBusy); records published by a producer that died are recovered first, so the
-    sequence continues where it ended."""
+    sequence continues where it ended. One thread at a time: the compiled calls release the GIL
+    and nothing guards a Writer (two threads writing at once corrupt the ring for every reader),
+    as a socket is shared by no two threads at once."""
 
     def __init__(self, ring, wait: str = "spin", timeout: float | None = None):
         self.ring = ring
@@ -88,17 +90,19 @@ class Writer:
         if r >= 0:
             return r
         if r == P.TOO_BIG:
-            raise ValueError(f"{what}: payload larger than the ring's max_payload {self.ring.max_payload}")
+            raise ValueError(f"{self.ring.path}: {what}: payload larger than the ring's max_payload "
+                             f"{self.ring.max_payload}")
         if r == P.BAD_TYPE:
-            raise ValueError(f"{what}: record type must be in 0..{L.MAX_USER_TYPE}")
-        raise TimeoutError(f"{what}: ring full (a consumer is behind) for longer than the timeout")
+            raise ValueError(f"{self.ring.path}: {what}: record type must be in 0..{L.MAX_USER_TYPE}")
+        raise TimeoutError(f"{self.ring.path}: {what}: ring full (a consumer is behind) for longer than the "
+                           "timeout")
 
     def write(self, payload, type: int = 0) -> None:
         """Publish one record (bytes, bytearray, memoryview or any numpy array: its bytes)."""
         if type.__class__ is not int:
             type = operator.index(type)   # (a numpy integer; a float or a str is a TypeError)
         if not 0 <= type <= L.MAX_USER_TYPE:   # (2**70 would not even reach the kernel's test)
-            raise ValueError(f"write: record type must be in 0..{L.MAX_USER_TYPE}, not {type}")
+            raise ValueError(f"{self.ring.path}: write: record type must be in 0..{L.MAX_USER_TYPE}, not {type}")
         cls = payload.__class__
         if self.ps is None:
             raise self._closed_error()
