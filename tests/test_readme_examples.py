@@ -68,6 +68,8 @@ def test_each_readme_example_runs(day_dir, busiest, monkeypatch, index):
         bbo, trades, _ = scope["bbo"], scope["trades"], scope["l2"]
         assert len(bbo) > 0 and len(trades) > 0
         assert set(trades.to_pandas()["symbol"]) == {busiest[0]}
+    if "rd.read()" in BLOCKS[index]:   # the ring's: one record, then the batch's two
+        assert scope["rec"] == b"..." and [x.tobytes() for x in scope["batch"]] == [b"0123", b"456789"]
     if 'd["A"]' in BLOCKS[index]:
         assert scope["d"]["A"].dtype == itchflow.DTYPES["A"] and len(scope["d"]["A"]) > 0
 
