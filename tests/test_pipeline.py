@@ -1005,22 +1005,22 @@ def test_a_paused_producer_is_not_said_to_have_died(day):
 
 
 def test_huge_pages_asked_for_in_vain_are_said_not_silently_dropped(tmp_path, day, monkeypatch):
-    """`run --hugepages` with no hugetlbfs mount falls back to transparent huge pages, which the
-    kernel's tmpfs policy "never" refuses: the ring ran on 4 KiB pages without a word."""
+    """`run --hugepages` with no hugetlbfs mount falls back to transparent huge pages, which a
+    tmpfs mounted without huge= refuses: the ring ran on 4 KiB pages without a word."""
     from itchflow.ring import file as ring_file
 
     path = tmp_path / "day.itch"
     day.tofile(path)
     monkeypatch.setattr(ring_file, "hugetlbfs_mount", lambda: None)
     said = []
-    for policy, told in (("never", True), ("advise", False)):
-        monkeypatch.setattr(ring_file, "shmem_thp_policy", lambda p=policy: p)
+    for takes, told in ((False, True), (True, False)):
+        monkeypatch.setattr(ring_file, "transparent_huge_pages", lambda p, t=takes: (t, "the tmpfs mount says so"))
         said.clear()
         r = run_pipeline(str(path), hugepages=True, notice=said.append)
         assert r.messages == reference_count(day)
         assert bool(said) is told, said
         if told:
-            assert said == [f"--hugepages: huge pages were requested, but no writable hugetlbfs mount exists and "
-                            f"{ring_file.SHMEM_THP} is 'never', so the ring has 4 KiB pages: mount hugetlbfs "
-                            "(mount -t hugetlbfs none /dev/hugepages) and reserve pages (sysctl vm.nr_hugepages=N), "
-                            "or set shmem_enabled to advise"]
+            assert said == ["--hugepages: huge pages were requested, but no writable hugetlbfs mount exists and "
+                            "the tmpfs mount says so, so the ring has 4 KiB pages: mount hugetlbfs (mount -t "
+                            "hugetlbfs none /dev/hugepages) and reserve pages (sysctl vm.nr_hugepages=N), or "
+                            "remount /dev/shm with huge=advise (mount -o remount,huge=advise /dev/shm)"]

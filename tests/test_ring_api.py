@@ -489,8 +489,10 @@ def test_huge_page_rings_are_listed_swept_and_replaced_like_any_other(tmp_path, 
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                           text=True, check=True).stdout.strip()
-    private = tmp_path / f"itchflow-run-{dead}-0123abcd.ring"
+    private = tmp_path / f"itchflow-run-{dead}-0123abcd.ring"   # a run --hugepages' own ring
     subprocess.run([sys.executable, "-c", code, str(private)], check=True)
+    listed = CliRunner().invoke(main, ["ring", "ls", "--json"])   # (its name has no dot: probe 16)
+    assert str(private) in [json.loads(line)["path"] for line in listed.output.splitlines() if line.startswith("{")]
     assert private.name in remove_left_behind_rings() and not private.exists()
 
     with Ring.create(name, 1 << 14, hugepages=True, keep=True) as first:
@@ -498,3 +500,41 @@ def test_huge_page_rings_are_listed_swept_and_replaced_like_any_other(tmp_path, 
     with Ring.create(name, 1 << 14, exist_ok=True) as second:   # now without huge pages
         assert second.path == f"/dev/shm/itchflow.{name}.ring" and not huge.exists()
         second.unlink()
+
+
+@pytest.mark.parametrize("huge", ["advise", "never"])
+def test_huge_pages_on_tmpfs_are_what_page_backing_says(tmp_path, huge):
+    """On a tmpfs mounted huge=advise a ring asked for huge pages got none: fallocate had filled
+    it with 4 KiB pages before the mapping was advised. And page_backing judged by
+    shmem_enabled, which rules tmpfs mounts only as deny or force (probe 16). Checked against
+    the kernel's own count of the mapping's huge pages."""
+    import re
+
+    mnt = tmp_path / "tmpfs"
+    mnt.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"huge={huge},size=64m", "tmpfs", str(mnt)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
+    try:
+        from itchflow.ring import paths
+
+        if paths.shmem_thp_policy() in ("deny", "force"):
+            pytest.skip(f"shmem_enabled is {paths.shmem_thp_policy()!r}: it rules every tmpfs mount")
+        with Ring.create(str(mnt / "itchflow.h.ring"), 1 << 23, hugepages=True) as ring:
+            ring.data[:] = 1
+            pages = ring.page_backing()
+            mapped_kb = 0
+            block = None
+            for line in open("/proc/self/smaps"):
+                if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
+                    block = line
+                elif block and ring.path in block and re.match(r"(Shmem|File)PmdMapped:", line):
+                    mapped_kb += int(line.split()[1])
+            if huge == "advise":
+                assert pages[0] == "transparent" and mapped_kb >= 4096, (pages, mapped_kb)
+            else:
+                assert pages[0] == "4k" and mapped_kb == 0 and "huge=never" in pages[1], (pages, mapped_kb)
+            ring.unlink()
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)

@@ -20,11 +20,27 @@ from itchflow.ring import layout as L
 
 
 @pytest.fixture
-def path():
-    p = f"/dev/shm/itchflow-test-one-{uuid.uuid4().hex[:8]}"
-    yield p
-    if os.path.exists(p):
-        os.unlink(p)
+def path(ring_path):
+    return ring_path
+
+
+def _interrupted(code: str, *args: str) -> tuple[int, str]:
+    """Run ``code`` in a new interpreter; once it prints "ready", send it SIGINT: its exit code
+    and what it printed after."""
+    import signal
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "ready"
+        p.send_signal(signal.SIGINT)
+        out, _ = p.communicate(timeout=20)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    return p.returncode, out.strip()
 
 
 def _payloads():
@@ -97,7 +113,7 @@ def test_read_gives_exactly_what_read_batch_gives_in_order(path):
 @settings(max_examples=30, deadline=None)
 @given(st.lists(st.binary(max_size=64), max_size=40), st.sampled_from(["blocking", "lossy"]))
 def test_records_of_any_length_up_to_max_payload_round_trip(records, mode):
-    p = f"/dev/shm/itchflow-test-one-{uuid.uuid4().hex[:8]}"
+    p = f"/dev/shm/itchflow-test-one-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         with Ring.create(p, 1 << 14, max_payload=64, mode=mode, consumers=["c"]) as ring:
             rd = ring.reader("c")
@@ -125,6 +141,8 @@ def test_bad_types_and_payloads_are_refused_before_the_compiled_call(path):
             w.write(b"y" * 17)
         with pytest.raises(TypeError, match="expected bytes-like"):
             w.write(12345)
+        with pytest.raises(TypeError, match="an array of Python objects has no bytes of its own"):
+            w.write(np.array([b"a", 1], dtype=object))
         w.write(b"z", type=np.int64(L.MAX_USER_TYPE))   # a numpy integer is an integer
         assert rd.read(timeout=1) == b"z" and rd.last_type == L.MAX_USER_TYPE
         assert rd.read(timeout=0) is None   # nothing refused was published
@@ -178,26 +196,13 @@ def test_reading_or_writing_through_a_closed_end_is_a_ring_error_naming_it(path)
 def test_ctrl_c_ends_a_read_waiting_for_ever_on_a_quiet_feed(path, how):
     """The compiled wait never returned to Python, where Ctrl-C's handler runs: a reader waiting
     with no time-out (the default) on a live, quiet producer ignored SIGINT for ever."""
-    import signal
-    import subprocess
-    import sys
-
     code = ("import sys\nfrom itchflow.ring import Ring\n"
             "ring = Ring.create(sys.argv[1], 1 << 14, consumers=['c'])\n"
             "w = ring.writer()\nrd = ring.reader('c')\n"
             "getattr(rd, sys.argv[2])(timeout=0)\n"     # compiled before the signal can come
             "try:\n    print('ready', flush=True)\n    getattr(rd, sys.argv[2])()\n"
             "except KeyboardInterrupt:\n    print('interrupted', flush=True)\n")
-    p = subprocess.Popen([sys.executable, "-c", code, path, how], stdout=subprocess.PIPE, text=True)
-    try:
-        assert p.stdout.readline().strip() == "ready"
-        p.send_signal(signal.SIGINT)
-        out, _ = p.communicate(timeout=20)
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-    assert p.returncode == 0 and out.strip() == "interrupted"
+    assert _interrupted(code, path, how) == (0, "interrupted")
 
 
 @pytest.mark.parametrize("how", ["read", "read_batch"])
@@ -219,9 +224,6 @@ def test_a_wait_longer_than_a_slice_keeps_its_time_out(path, how):
 def test_ctrl_c_ends_a_write_waiting_on_a_full_ring_and_a_timed_one_keeps_its_time_out(path, how):
     """A producer on a ring kept full by a live consumer (heartbeat time-out of an hour) waited in
     compiled code, deaf to Ctrl-C; a time-out longer than a slice is kept whole."""
-    import signal
-    import subprocess
-    import sys
     import time
 
     last = "w.write(b'y' * 40)" if how == "write" else "w.write_batch(b'y' * 400, np.arange(0, 401, 40))"
@@ -235,16 +237,7 @@ def test_ctrl_c_ends_a_write_waiting_on_a_full_ring_and_a_timed_one_keeps_its_ti
             "w.timeout_ns = -1\n"      # from here on, for ever
             f"try:\n    print('ready', flush=True)\n    {last}\nexcept KeyboardInterrupt:\n"
             "    print('interrupted', flush=True)\n")
-    p = subprocess.Popen([sys.executable, "-c", code, path], stdout=subprocess.PIPE, text=True)
-    try:
-        assert p.stdout.readline().strip() == "ready"
-        p.send_signal(signal.SIGINT)
-        out, _ = p.communicate(timeout=20)
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-    assert p.returncode == 0 and out.strip() == "interrupted"
+    assert _interrupted(code, path) == (0, "interrupted")
 
     timed = path + "-timed"
     try:
@@ -350,3 +343,51 @@ def test_huge_time_outs_are_for_ever_and_errors_name_the_ring(path):
             w.write(b"y" * 17)
         with pytest.raises(ValueError, match=f"{path}: write: record type must be in"):
             w.write(b"y", type=-1)
+
+
+@pytest.mark.parametrize("how", ["read", "read_batch"])
+def test_ctrl_c_as_a_read_returns_gives_its_records_back(path, monkeypatch, how):
+    """A signal that arrives while the compiled read waits is raised as it returns, after it took
+    the record: read() never handed it over, and the next read (or close) committed it: the
+    caller never saw b"first" (probe 16)."""
+    with Ring.create(path, 1 << 14, consumers=["c"]) as ring:
+        w = ring.writer()
+        rd = ring.reader("c")
+        w.write(b"first")
+        w.write(b"second")
+        assert rd.read(timeout=1) == b"first"      # (compiles and warms; then read it again below)
+        rd.give_back()
+        real = rd._read_one if how == "read" else C.read_step
+
+        def interrupted(*args):
+            real(*args)
+            raise KeyboardInterrupt   # as CPython raises it when the compiled call returns
+
+        if how == "read":
+            rd._read_one = interrupted
+        else:
+            monkeypatch.setattr(C, "read_step", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            getattr(rd, how)(timeout=1)
+        monkeypatch.undo()
+        rd._read_one = real if how == "read" else rd._read_one
+        assert rd.read(timeout=1) == b"first"
+        assert rd.read(timeout=1) == b"second"
+        rd.close()
+        again = ring.reader("c")
+        assert again.read(timeout=0) is None          # both were handed over, and committed
+
+
+def test_a_sleeping_writer_keeps_a_time_out_longer_than_a_slice(path):
+    """The producer read its clock every 256 sleeps of up to 1 ms, and the slices assumed a
+    slice took exactly 100 ms: a 0.15 s time-out lasted 0.54 s (probe 16)."""
+    import time
+
+    with Ring.create(path, 1 << 12, max_payload=64, consumers=["c"], heartbeat_timeout=3600) as ring:
+        ring.reader("c")
+        w = ring.writer(wait="sleep", timeout=0.15)
+        t0 = time.monotonic()
+        with pytest.raises(TimeoutError):
+            for _ in range(200):
+                w.write(b"x" * 40)
+        assert 0.15 <= time.monotonic() - t0 < 0.4

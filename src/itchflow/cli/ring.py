@@ -19,9 +19,9 @@ def _candidates(paths: tuple[str, ...]) -> list[str]:
         return [ring_path(p) for p in paths]
     from itchflow.ring.paths import DEFAULT_DIR, ring_folders
 
-    found = set(glob.glob(os.path.join(DEFAULT_DIR, "*.ring")))
-    for folder in ring_folders():   # (the huge-page mount's rings too: they were never listed)
-        found |= set(glob.glob(os.path.join(folder, "itchflow.*")))
+    found = set(glob.glob(os.path.join(DEFAULT_DIR, "itchflow.*")))
+    for folder in ring_folders():   # (the huge-page mount's rings too, a run's private one among them)
+        found |= set(glob.glob(os.path.join(folder, "*.ring")))
     return sorted(p for p in found if os.path.isfile(p))   # a directory named *.ring is no ring
 
 

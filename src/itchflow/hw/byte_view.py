@@ -14,6 +14,8 @@ def byte_view(buffer) -> np.ndarray:
     of another dtype gives its raw bytes, as a memoryview of it would; a 2-D one its bytes in
     row order."""
     if isinstance(buffer, np.ndarray):
+        if buffer.dtype.hasobject:   # (numpy's own words: "Cannot change data-type for array of references")
+            raise TypeError("an array of Python objects has no bytes of its own: give bytes or a numeric array")
         if type(buffer) is not np.ndarray or not buffer.flags.c_contiguous:
             # a subclass as the base class (np.matrix stays two-dimensional through its own
             # reshape: it was published as its first byte), a strided one copied

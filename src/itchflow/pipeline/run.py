@@ -197,8 +197,9 @@ def run_pipeline(source: str | SourceSpec, *, ring: str | None = None, capacity:
     name = ring or os.path.join(PRIVATE_RING_DIR, f"itchflow-run-{os.getpid()}-{uuid.uuid4().hex[:8]}.ring")
     rg = Ring.create(name, capacity, consumers=[consumer], hugepages=hugepages,
                      max_payload=feed_max_payload(capacity), heartbeat_timeout=heartbeat_timeout)
-    if hugepages and rg.page_backing()[0] == "4k":
-        (notice or _log_warning)(f"--hugepages: {rg.page_backing()[1]}")
+    pages, why = rg.page_backing()
+    if hugepages and pages == "4k":
+        (notice or _log_warning)(f"--hugepages: {why}")
     report = PipelineReport(source=spec.text, ring=rg.path)
     if spec.kind == "file":
         report.pacing = f"paced at {rate:,.0f} msg/s" if rate else "flat out"

@@ -345,7 +345,8 @@ def read_one(words, data, cs, out, strategy: int, timeout_ns: int) -> int:
     returns its length (C_ONE_TYPE holds its type), NOTHING when the time-out passed, or a
     negative code. Four arrays, not eight, for the dispatcher to check: a reader taking one
     record a call spends most of its time there. The record stays uncommitted until the next
-    read, as a batch's does (a Ctrl-C before the caller has it gives it back)."""
+    read, as a batch's does (``Reader.read`` gives it back if Ctrl-C comes before the caller
+    has it)."""
     if len(out) < cs[C_MAX_PAYLOAD]:
         return CORRUPT   # (the Reader allocates it; a bound the copy below relies on)
     lossy = cs[C_MODE] == L.MODE_LOSSY

@@ -8,6 +8,7 @@ into a compiled kernel (producer.py / consumer.py); nothing here runs per record
 from __future__ import annotations
 
 import atexit
+import contextlib
 import errno
 import mmap
 import os
@@ -24,8 +25,7 @@ from itchflow.ring import layout as L
 from itchflow.ring.errors import RingBusy, RingFormatError
 from itchflow.ring.inspect import snapshot
 from itchflow.ring.liveness import process_start, staleness
-from itchflow.ring.paths import (DEFAULT_DIR, SHMEM_THP, hugetlbfs_mount, ring_path, shmem_thp_policy,
-                                 transparent_huge_pages_take)
+from itchflow.ring.paths import DEFAULT_DIR, hugetlbfs_mount, ring_path, transparent_huge_pages
 from itchflow.ring.reader import Reader
 from itchflow.ring.slots import get_name, set_name, validate_slots
 from itchflow.ring.writer import Writer
@@ -47,12 +47,26 @@ def _unlink_created() -> None:
 
 
 
-def _reserve(fd: int, size: int, path: str) -> None:
+MADV_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23)   # Linux 5.14 (Python 3.11 lacks the name)
+
+
+def _reserve(fd: int, size: int, path: str, advised: mmap.mmap | None = None) -> None:
     """Reserve the ring's pages now. ftruncate alone leaves a sparse file: on a tmpfs (/dev/shm)
     without room, the first touch of a page then faults (SIGBUS), which the guard for files
     that shrink took for a shrunk file and answered with zeros: a full /dev/shm was reported
     as a corrupt message in the user's input. A file system that cannot reserve (no
-    fallocate) is left as it was."""
+    fallocate) is left as it was.
+
+    ``advised``: the mapping, advised MADV_HUGEPAGE. Its pages are faulted in through it
+    (MADV_POPULATE_WRITE), where the advice counts: fallocate has no mapping to ask, and
+    filled a tmpfs mounted huge=advise with 4 KiB pages, so the advice came too late."""
+    if advised is not None:
+        try:
+            advised.madvise(MADV_POPULATE_WRITE)
+            return
+        except OSError as e:   # EFAULT (SIGBUS, no room) or ENOMEM: fallocate names the cause
+            if e.errno not in (errno.EFAULT, errno.ENOMEM, errno.EINVAL):
+                raise
     try:
         os.posix_fallocate(fd, 0, size)
     except OSError as e:
@@ -100,20 +114,20 @@ class Ring:
 
     def page_backing(self) -> tuple[str, str]:
         """What pages back the ring: ("hugetlbfs" | "transparent" | "4k", why). A request for
-        huge pages with no hugetlbfs mount falls back to transparent huge pages, which the
-        kernel's tmpfs policy may refuse (shmem_enabled "never", many distributions' default):
-        the ring then runs on 4 KiB pages, which is said rather than left to be found out."""
+        huge pages with no hugetlbfs mount falls back to transparent huge pages, which /dev/shm
+        gives only if mounted with huge=advise (or always): by default it does not, and the ring
+        runs on 4 KiB pages, which is said rather than left to be found out."""
         if self.flags & L.FLAG_HUGETLBFS:
             return "hugetlbfs", f"on the hugetlbfs mount {os.path.dirname(self.path)}"
         if not self.flags & L.FLAG_HUGEPAGE_REQUESTED:
             return "4k", "huge pages not requested"
-        policy = shmem_thp_policy()
-        if transparent_huge_pages_take(policy):
-            return "transparent", f"transparent huge pages (madvise; {SHMEM_THP} is {policy!r})"
-        return "4k", (f"huge pages were requested, but no writable hugetlbfs mount exists and {SHMEM_THP} is "
-                      f"{policy!r}, so the ring has 4 KiB pages: mount hugetlbfs (mount -t hugetlbfs none "
-                      "/dev/hugepages) and reserve pages (sysctl vm.nr_hugepages=N), or set shmem_enabled to "
-                      "advise")
+        takes, why = transparent_huge_pages(self.path)
+        if takes:
+            return "transparent", f"transparent huge pages (madvise; {why})"
+        return "4k", (f"huge pages were requested, but no writable hugetlbfs mount exists and {why}, so the "
+                      "ring has 4 KiB pages: mount hugetlbfs (mount -t hugetlbfs none /dev/hugepages) and "
+                      "reserve pages (sysctl vm.nr_hugepages=N), or remount /dev/shm with huge=advise "
+                      "(mount -o remount,huge=advise /dev/shm)")
 
     def truncated(self) -> str | None:
         """Why the ring is unusable if its file was truncated under this process (shorter than
@@ -173,15 +187,18 @@ class Ring:
             raise FileExistsError(f"ring {path} already exists (use exist_ok=True or `itchflow ring rm`)")
         tmp = f"{path}.{os.getpid()}.tmp"
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        mm = None
         try:
             os.ftruncate(fd, size)
-            _reserve(fd, size, path)
             mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+            advised = False
             if hugepages and not flags & L.FLAG_HUGETLBFS and hasattr(mmap, "MADV_HUGEPAGE"):
                 try:
                     mm.madvise(mmap.MADV_HUGEPAGE)
+                    advised = True
                 except OSError:
                     pass
+            _reserve(fd, size, path, mm if advised else None)
             w = np.frombuffer(mm, dtype=np.int64)
             w[L.W_VERSION] = L.LAYOUT_VERSION
             w[L.W_HEADER_BYTES] = hb
@@ -213,6 +230,9 @@ class Ring:
                 # (ring_path would find the new one, the old one's pages held for good)
                 os.unlink(found)
         except BaseException:
+            if mm is not None:
+                with contextlib.suppress(BufferError):   # (a view of it still held: it goes with that)
+                    mm.close()   # a mapping left open held the file, and the file system, busy
             os.close(fd)
             try:
                 os.unlink(tmp)

@@ -25,7 +25,7 @@ def snapshot(ring) -> dict:
         "heartbeat_timeout_s": ring.heartbeat_timeout,
         "hugepages": {"requested": bool(ring.flags & L.FLAG_HUGEPAGE_REQUESTED),
                       "hugetlbfs": bool(ring.flags & L.FLAG_HUGETLBFS),
-                      "backing": ring.page_backing()[0], "why": ring.page_backing()[1]},
+                      **dict(zip(("backing", "why"), ring.page_backing()))},
         "created_unix_ns": int(w[L.W_CREATED]), "creator_pid": int(w[L.W_CREATOR_PID]),
         "stale": stale.stale, "held_by": stale.holders,
         "edge": dict(zip(("position", "records", "payload_bytes"), edge)),

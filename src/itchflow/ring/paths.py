@@ -46,11 +46,13 @@ def hugetlbfs_mount() -> str | None:
 
 
 SHMEM_THP = "/sys/kernel/mm/transparent_hugepage/shmem_enabled"
+TAKES = ("advise", "always", "within_size", "force")   # policies under which madvise(MADV_HUGEPAGE) gets them
 
 
 def shmem_thp_policy() -> str | None:
-    """The kernel's policy for transparent huge pages in tmpfs (/dev/shm): the word in brackets
-    of ``shmem_enabled`` (never, advise, always, within_size, deny, force), None if unknown."""
+    """The word in brackets of ``shmem_enabled`` (never, advise, always, within_size, deny,
+    force), None if unknown. It rules tmpfs mounts only as "deny" or "force"; otherwise each
+    mount's own ``huge=`` option does (``transparent_huge_pages``)."""
     try:
         with open(SHMEM_THP) as f:
             text = f.read()
@@ -60,6 +62,36 @@ def shmem_thp_policy() -> str | None:
     return text[start + 1:end] if 0 <= start < end else None
 
 
-def transparent_huge_pages_take(policy: str | None) -> bool:
-    """Whether madvise(MADV_HUGEPAGE) on a /dev/shm mapping gets huge pages under ``policy``."""
-    return policy in ("advise", "always", "within_size", "force")
+def _mount_of(path: str) -> tuple[str, str, str] | None:
+    """(mount point, file system type, options) of the mount that holds ``path``."""
+    path = os.path.realpath(path)
+    best = None
+    try:
+        with open("/proc/mounts") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) < 4:
+                    continue
+                point = parts[1]
+                inside = path == point or path.startswith(point.rstrip("/") + "/")
+                if inside and (best is None or len(point) > len(best[0])):
+                    best = (point, parts[2], parts[3])
+    except OSError:
+        return None
+    return best
+
+
+def transparent_huge_pages(path: str) -> tuple[bool, str]:
+    """Whether madvise(MADV_HUGEPAGE) on a shared mapping of the file at ``path`` (not on a
+    hugetlbfs mount) gets transparent huge pages, and why. A tmpfs mount takes them as its
+    ``huge=`` option says (never unless mounted otherwise), unless ``shmem_enabled`` is "deny"
+    or "force", which rule every mount; other file systems' shared pages stay 4 KiB."""
+    folder = os.path.dirname(os.path.abspath(path))
+    mount = _mount_of(folder)
+    if mount is None or mount[1] != "tmpfs":
+        return False, f"{folder} is not on tmpfs, whose shared pages alone can be huge"
+    policy = shmem_thp_policy()
+    if policy in ("deny", "force"):
+        return policy == "force", f"{SHMEM_THP} is {policy!r}, which rules every tmpfs mount"
+    huge = next((o.split("=", 1)[1] for o in mount[2].split(",") if o.startswith("huge=")), "never")
+    return huge in TAKES, f"the tmpfs mount {mount[0]} has huge={huge}"

@@ -296,24 +296,39 @@ class Reader:
                 return self._empty()
         n_max = len(self._off) if max_records is None else min(max_records, len(self._off))
         cs = self.cs
-        # (the compiled read commits the last batch and notes in cs where this one begins)
-        n = C.read_step(w, self.ring.data, cs, n_max, self._copy, self._off, self._len,
-                        self._typ, self.strategy, first_slice(t))
-        if n == 0 and not 0 <= t <= WAIT_SLICE_NS:   # (Ctrl-C can end a long wait: wait.WAIT_SLICE_NS)
-            n = wait_in_slices(lambda left: C.read_step(w, self.ring.data, cs, n_max, self._copy, self._off,
-                                                        self._len, self._typ, self.strategy, left), t, 0)
-        if n > 0:
-            if self.ring.mode == "lossy":   # a lap may have moved the cursor: where this read began
-                return Batch(self._copy, self._off[:n], self._len[:n], self._typ[:n], self.ring.path, -1,
-                             int(cs[C.C_REC]) - n)
-            return Batch(self.ring.data, self._off[:n], self._len[:n], self._typ[:n], self.ring.path,
-                         int(cs[C.C_BEFORE]), int(cs[C.C_BEFORE + 1]))
+        started = time.monotonic_ns() if t > WAIT_SLICE_NS else 0
+        try:
+            # (the compiled read commits the last batch and notes in cs where this one begins)
+            n = C.read_step(w, self.ring.data, cs, n_max, self._copy, self._off, self._len,
+                            self._typ, self.strategy, first_slice(t))
+            if n == 0 and not 0 <= t <= WAIT_SLICE_NS:   # (Ctrl-C can end a long wait: wait.WAIT_SLICE_NS)
+                n = wait_in_slices(lambda left: C.read_step(w, self.ring.data, cs, n_max, self._copy, self._off,
+                                                            self._len, self._typ, self.strategy, left),
+                                   t, 0, started)
+            if n > 0:
+                if self.ring.mode == "lossy":   # a lap may have moved the cursor: where this read began
+                    return Batch(self._copy, self._off[:n], self._len[:n], self._typ[:n], self.ring.path, -1,
+                                 int(cs[C.C_REC]) - n)
+                return Batch(self.ring.data, self._off[:n], self._len[:n], self._typ[:n], self.ring.path,
+                             int(cs[C.C_BEFORE]), int(cs[C.C_BEFORE + 1]))
+        except KeyboardInterrupt:
+            self._interrupted()
+            raise
         if n == 0:
             truncated = self.ring.truncated()   # a file truncated under us reads as zeros
             if truncated is not None:
                 raise RingFormatError(truncated)
             return self._empty()
         raise self._read_error(n)
+
+    def _interrupted(self) -> None:
+        """Ctrl-C (or another signal's exception) inside a read, after the compiled read took its
+        records and before the caller had them (the signal's handler runs as the compiled call
+        returns): they go back, or the next read or close() committed what no one got (probe 16).
+        Only what this read took is pending here: the read's first compiled call committed
+        the one before."""
+        if self.cs is not None:
+            self.give_back()
 
     def read(self, timeout: float | None = -1.0) -> bytes | None:
         """The next record's payload as bytes (one record a call, as a socket's ``recv``), or
@@ -332,16 +347,21 @@ class Reader:
                 raise self._closed_error()
             read_one = self._read_one = entry(C.read_one, self.ring.words, self.ring.data, self.cs,
                                               self._one, 0, 0)
+        started = time.monotonic_ns() if t > WAIT_SLICE_NS else 0
         try:
+            # (first_slice(t), written out: a call would cost a tenth of the read)
             n = read_one(self.ring.words, self.ring.data, self.cs, self._one, self.strategy,
                          t if 0 <= t <= WAIT_SLICE_NS else WAIT_SLICE_NS)
             if n == C.NOTHING and not 0 <= t <= WAIT_SLICE_NS:
                 w, data, cs, one, strategy = self.ring.words, self.ring.data, self.cs, self._one, self.strategy
-                n = wait_in_slices(lambda left: read_one(w, data, cs, one, strategy, left), t, C.NOTHING)
+                n = wait_in_slices(lambda left: read_one(w, data, cs, one, strategy, left), t, C.NOTHING, started)
+            if n >= 0:
+                return self._one_view[:n].tobytes()
         except TypeError:   # (None where an array was: the reader or its ring closed)
             raise self._closed_error() from None
-        if n >= 0:
-            return self._one_view[:n].tobytes()
+        except KeyboardInterrupt:
+            self._interrupted()
+            raise
         if n == C.NOTHING:
             truncated = self.ring.truncated()
             if truncated is not None:
@@ -361,7 +381,7 @@ class Reader:
 
     def _read_error(self, n: int) -> Exception:
         """The exception for a read's negative code (a truncated file reads as any of them)."""
-        if self.cs is None or self.ring.words is None:   # closed by another thread while it waited
+        if self.cs is None or self.ring.words is None:   # (closed meanwhile: by a signal's handler)
             return self._closed_error()
         truncated = self.ring.truncated()
         if truncated is not None:

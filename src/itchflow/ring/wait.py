@@ -73,11 +73,12 @@ def first_slice(t: int) -> int:
     return t if 0 <= t <= WAIT_SLICE_NS else WAIT_SLICE_NS
 
 
-def wait_in_slices(call, t: int, nothing: int) -> int:
+def wait_in_slices(call, t: int, nothing: int, started: int) -> int:
     """Go on waiting after a first slice (``first_slice``) found nothing: ``call(ns)`` again, a
     slice at a time, until it returns something other than ``nothing`` or ``t`` ns (for ever
-    if negative) have passed since the first began."""
-    deadline = None if t < 0 else time.monotonic_ns() + t - WAIT_SLICE_NS
+    if negative) have passed since ``started`` (``time.monotonic_ns()`` before the first slice:
+    a slice may last longer than asked, a sleeping wait reading its clock between sleeps)."""
+    deadline = None if t < 0 else started + t
     while True:
         left = WAIT_SLICE_NS if deadline is None else min(WAIT_SLICE_NS, deadline - time.monotonic_ns())
         if left < 0:

@@ -118,11 +118,14 @@ class Writer:
                 publish = self._publish_array = entry(P.publish_one, self.ring.words, self.ring.data,
                                                       self.ps, np.empty(0, np.uint8), 0, 0, 0)
         t = self.timeout_ns
+        started = time.monotonic_ns() if t > WAIT_SLICE_NS else 0
+        # (first_slice(t), written out: a call would cost a tenth of the write)
         r = publish(self.ring.words, self.ring.data, self.ps, payload, type, self.strategy,
                     t if 0 <= t <= WAIT_SLICE_NS else WAIT_SLICE_NS)
         if r == P.TIMEOUT and not 0 <= t <= WAIT_SLICE_NS:   # full a while: on, a slice at a time (Ctrl-C)
             w, data, ps, strategy = self.ring.words, self.ring.data, self.ps, self.strategy
-            r = wait_in_slices(lambda left: publish(w, data, ps, payload, type, strategy, left), t, P.TIMEOUT)
+            r = wait_in_slices(lambda left: publish(w, data, ps, payload, type, strategy, left), t, P.TIMEOUT,
+                               started)
         fault = self._fault
         if r != 1 or (fault is not None and fault.value != NO_FAULT):
             self.check(r, "write")
@@ -147,31 +150,32 @@ class Writer:
         if types is not None and len(t) != len(offs) - 1:
             raise ValueError("types needs one entry per record")
         total = len(offs) - 1
+        started = time.monotonic_ns() if self.timeout_ns > WAIT_SLICE_NS else 0
         n = P.publish_batch(self.ring.words, self.ring.data, self.ps, buf, offs, t,
                             self.strategy, first_slice(self.timeout_ns))
         if n != total and not 0 <= self.timeout_ns <= WAIT_SLICE_NS:
-            n = self._publish_rest(buf, offs, t, max(n, 0), n)
+            n = self._publish_rest(buf, offs, t, max(n, 0), n, started)
         return self.check(n, "write_batch")
 
-    def _publish_rest(self, buf, offs, types, done: int, n: int) -> int:
+    def _publish_rest(self, buf, offs, types, done: int, n: int, started: int) -> int:
         """``write_batch`` after its first slice of waiting (the ring full that long, or a
-        record refused): the rest of the records, a slice of the time-out at a time, so that
-        Ctrl-C can end a long wait (``wait.WAIT_SLICE_NS``). A short count is a time-out or a
-        refused record: the next call from there tells which."""
+        record refused): the rest of the records, a slice of the time-out at a time
+        (``wait.wait_in_slices``: Ctrl-C can end a long wait). A short count is a time-out or a
+        refused record: the next call from there tells which; what went out before a refusal
+        or the time-out is the count, as one call's would be."""
         total = len(offs) - 1
-        t = self.timeout_ns
-        deadline = None if t < 0 else time.monotonic_ns() + t - WAIT_SLICE_NS
-        while True:
-            if n != P.TIMEOUT and n < 0:   # a record refused: what went before it counts
-                return done if done else n
-            if done == total:
-                return done
-            left = WAIT_SLICE_NS if deadline is None else min(WAIT_SLICE_NS, deadline - time.monotonic_ns())
-            if left < 0:
-                return done if done else P.TIMEOUT
-            n = P.publish_batch(self.ring.words, self.ring.data, self.ps, buf, offs[done:],
-                                types[done:] if len(types) else types, self.strategy, left)
-            done += max(n, 0)
+        progress = [done]
+
+        def rest(left: int) -> int:
+            k = P.publish_batch(self.ring.words, self.ring.data, self.ps, buf, offs[progress[0]:],
+                                types[progress[0]:] if len(types) else types, self.strategy, left)
+            progress[0] += max(k, 0)
+            return P.TIMEOUT if progress[0] < total and (k >= 0 or k == P.TIMEOUT) else k
+
+        if n == P.TIMEOUT or n >= 0:
+            n = wait_in_slices(rest, self.timeout_ns, P.TIMEOUT, started)
+        done = progress[0]
+        return done if done == total or (done and n < 0) else n
 
     def _closed_error(self) -> RingError:
         return RingError(f"{self.ring.path}: this writer was closed (the ring is marked closed for its "
