@@ -179,6 +179,7 @@ def test_single_writer_and_clean_reopen_continues(path):
     with Ring.create(path, 1 << 14, consumers=["r"]) as ring:
         w = ring.writer()
         ring.words[L.W_PROD_PID] = os.getppid()   # as if another live process held the role
+        ring.words[L.W_PROD_START] = 0            # (its start time unknown: the pid decides)
         with pytest.raises(RingBusy, match="alive"):
             Ring.open(path).writer()
         ring.words[L.W_PROD_PID] = os.getpid()

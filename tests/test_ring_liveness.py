@@ -12,6 +12,7 @@ import time
 import pytest
 
 from itchflow.ring import ProducerGone, Ring, RingBusy, RingFormatError
+from itchflow.ring.liveness import process_start
 from itchflow.ring import layout as L
 
 pytestmark = pytest.mark.timeout(60)
@@ -30,17 +31,22 @@ def as_if_producer_is(ring: Ring, pid: int, heartbeat_age_s: float) -> None:
 
 
 def test_producer_whose_pid_was_reused_is_gone_by_its_heartbeat(path):
+    """The pid now names another live process: gone by its heartbeat, and said to be gone, not
+    "alive, stopped signalling" (the producer's start time, recorded beside its pid, differs)."""
     with Ring.create(path, 1 << 14, consumers=["r"]) as ring:
         w = ring.writer()
         w.write(b"last words")
         w.close()
-        as_if_producer_is(ring, os.getppid(), 21.0)     # the pid now names another live process
+        assert int(ring.words[L.W_PROD_START]) == process_start(os.getpid()) > 0
+        as_if_producer_is(ring, 1, 21.0)   # the pid now names another live process (init: started long before)
         rd = ring.reader("r")
         got = []
         t0 = time.monotonic()
-        with pytest.raises(ProducerGone, match=r"no heartbeat for 2\d\.\d s"):
+        with pytest.raises(ProducerGone, match=r"producer pid 1 is gone \(its pid now belongs to "
+                                               r"another process; read up to") as e:
             while True:
                 got += [x.tobytes() for x in rd.read_batch(timeout=10)]
+        assert e.value.alive_pid == 0
         assert got == [b"last words"] and time.monotonic() - t0 < 5
         assert ring.snapshot()["producer"]["alive"] is False
         w2 = ring.writer()      # and a new producer may take over (not RingBusy)
@@ -57,10 +63,13 @@ def test_live_heartbeating_producer_is_busy_and_alive_while_idle(path):
             assert time.monotonic() < deadline, "the idle producer's heartbeat never moved"
             time.sleep(0.005)
         with Ring.open(path) as other:
+            mine = int(other.words[L.W_PROD_START])
             other.words[L.W_PROD_PID] = os.getppid()    # as if another live process held the role
+            other.words[L.W_PROD_START] = process_start(os.getppid())
             with pytest.raises(RingBusy, match="is alive"):
                 other.writer()
             other.words[L.W_PROD_PID] = os.getpid()
+            other.words[L.W_PROD_START] = mine
         w.close()
 
 

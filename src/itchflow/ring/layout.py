@@ -125,6 +125,9 @@ RING_BLOCKS: tuple[Block, ...] = (
         Word("generation", "how many producers have opened this ring"),
         Word("outcome", "STREAM_*, stored before state CLOSED: the stream was whole, cut short (stopped "
                         "before its end) or ended with messages lost on the way"),
+        Word("start", "the producer process's start time (/proc/PID/stat field 22, clock ticks since "
+                      "boot; 0: unknown), stored once its pid is claimed, before its heartbeat: tells a "
+                      "reused pid from it"),
     ), "Producer liveness."),
     Block("producer_counters", "producer", (
         Word("full_waits", "times the producer found the ring full and had to wait"),
@@ -216,6 +219,7 @@ W_PROD_HB = RING_WORD["producer.heartbeat_ns"]
 W_PROD_STATE = RING_WORD["producer.state"]
 W_PROD_GEN = RING_WORD["producer.generation"]
 W_PROD_OUTCOME = RING_WORD["producer.outcome"]
+W_PROD_START = RING_WORD["producer.start"]
 W_FULL_WAITS = RING_WORD["producer_counters.full_waits"]
 W_DETACHED = RING_WORD["producer_counters.detached"]
 W_WAKEUPS = RING_WORD["producer_counters.wakeups"]

@@ -64,9 +64,22 @@ def producer_stale_ns(words) -> int:
     return max(int(words[L.W_HB_TIMEOUT]), L.PRODUCER_STALE_MIN_NS)
 
 
+def same_process(pid: int, recorded_start: int) -> bool:
+    """Whether ``pid`` is alive and is the process whose start time was recorded (0: unknown,
+    the pid alone decides): a pid reused by another process is not it."""
+    return pid_alive(pid) and (recorded_start == 0 or process_start(pid) in (0, recorded_start))
+
+
+def producer_process_alive(words) -> int:
+    """The producer's pid if that very process is still running (paused, stopped or starved,
+    perhaps), else 0: a pid since reused by another process is not the producer's."""
+    pid = int(load(words, L.W_PROD_PID))
+    return pid if pid and same_process(pid, int(load(words, L.W_PROD_START))) else 0
+
+
 def producer_live(words, now: int | None = None) -> bool:
     now = time.monotonic_ns() if now is None else now
-    return (load(words, L.W_PROD_STATE) == L.PRODUCER_OPEN and pid_alive(int(load(words, L.W_PROD_PID)))
+    return (load(words, L.W_PROD_STATE) == L.PRODUCER_OPEN and producer_process_alive(words) != 0
             and _age_ns(words, L.W_PROD_HB, now) <= producer_stale_ns(words))
 
 
@@ -79,11 +92,7 @@ def consumer_live(words, base: int, now: int | None = None) -> bool:
 
 
 def creator_alive(words) -> bool:
-    pid = int(words[L.W_CREATOR_PID])
-    if not pid_alive(pid):
-        return False
-    recorded = int(words[L.W_CREATOR_START])
-    return recorded == 0 or process_start(pid) in (0, recorded)
+    return same_process(int(words[L.W_CREATOR_PID]), int(words[L.W_CREATOR_START]))
 
 
 def no_producer(words) -> str | None:
@@ -113,7 +122,7 @@ def staleness(words, max_consumers: int) -> Staleness:
     if load(words, L.W_PROD_STATE) == L.PRODUCER_OPEN:
         pid = int(load(words, L.W_PROD_PID))
         if _age_ns(words, L.W_PROD_HB, now) <= producer_stale_ns(words):
-            if pid_alive(pid):
+            if producer_process_alive(words):
                 holders.append(f"producer pid {pid}")
             else:
                 fresh_dead = True

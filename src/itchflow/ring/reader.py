@@ -15,7 +15,7 @@ from itchflow.hw.compiled_entry import entry
 from itchflow.ring import consumer as C
 from itchflow.ring import layout as L
 from itchflow.ring.errors import ConsumerDetached, ProducerGone, RingBusy, RingClosed, RingError, RingFormatError
-from itchflow.ring.liveness import pid_alive, producer_live
+from itchflow.ring.liveness import pid_alive, producer_live, producer_process_alive
 from itchflow.ring.record_header import FAULT_TEXT, header_fault
 from itchflow.ring.slots import commit_snapshot, set_name
 from itchflow.ring.wait import WAIT_SLICE_NS, first_slice, strategy_code, timeout_ns, wait_in_slices
@@ -405,8 +405,9 @@ class Reader:
                                        f"published up to position {edge}")
             hb = int(load(w, L.W_PROD_HB))
             pid = int(load(w, L.W_PROD_PID))
-            alive = pid_alive(pid)
-            why = f"no heartbeat for {(time.monotonic_ns() - hb) / 1e9:.1f} s" if alive else "no such process"
+            alive = producer_process_alive(w) != 0   # (its pid, reused by another process: not it)
+            why = (f"no heartbeat for {(time.monotonic_ns() - hb) / 1e9:.1f} s" if alive else
+                   "its pid now belongs to another process" if pid_alive(pid) else "no such process")
             return ProducerGone(f"{self.ring.path}: producer pid {pid} is gone ({why}; read up to position "
                                 f"{self.position})", pid if alive else 0)
         if n == C.DETACHED:

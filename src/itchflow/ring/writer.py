@@ -17,7 +17,7 @@ from itchflow.hw.sigbus import NO_FAULT
 from itchflow.ring import layout as L
 from itchflow.ring import producer as P
 from itchflow.ring.errors import RingBusy, RingError, RingFormatError
-from itchflow.ring.liveness import producer_live
+from itchflow.ring.liveness import process_start, producer_live
 from itchflow.ring.wait import WAIT_SLICE_NS, first_slice, strategy_code, timeout_ns, wait_in_slices
 
 
@@ -58,6 +58,7 @@ class Writer:
                                f"{(time.monotonic_ns() - int(load(w, L.W_PROD_HB))) / 1e9:.1f} s ago)")
             if cas(w, L.W_PROD_PID, old, me) == old:
                 break
+        store(w, L.W_PROD_START, process_start(me))   # (before the heartbeat that makes it live)
         found = P.recover_edge(w, ring.geometry)
         if found:
             store(w, L.W_RECOVERED, load(w, L.W_RECOVERED) + found)
