@@ -101,6 +101,7 @@ class SyscallCounter:
         self.tids = list(tids)
         self.proc = None
         self.task_clock_ns: int | None = None
+        self._early_err = ""   # perf's output, when it ended before count() asked for it
         self._ctl_w = self._ack_r = -1
         ctl_r, self._ctl_w = os.pipe()
         self._ack_r, ack_w = os.pipe()
@@ -121,7 +122,8 @@ class SyscallCounter:
             if not chunk:
                 err = ""
                 if self.proc.poll() is not None:
-                    err = (self.proc.stderr.read() or "").strip()[-300:]
+                    self._early_err = self.proc.stderr.read() or ""   # (its counts, for count())
+                    err = self._early_err.strip()[-300:]
                 raise RuntimeError(f"perf ended before acknowledging {what.decode()}: {err}")
             got += chunk
 
@@ -129,7 +131,18 @@ class SyscallCounter:
         self._send(b"enable")
 
     def disable(self) -> None:
-        self._send(b"disable")
+        try:
+            self._send(b"disable")
+        except (BrokenPipeError, RuntimeError):
+            # perf stat ends by itself once every thread it watches has ended (the pipeline's
+            # reader process, done with the stream before the books are): it stopped counting
+            # then, and count() still reads its total. A perf that is still running is an error.
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                raise RuntimeError("perf stopped taking commands but did not end") from None
+            if any(os.path.exists(f"/proc/{t}") for t in self.tids):
+                raise
 
     def count(self) -> int:
         """Stop perf; the system calls counted while enabled (``task_clock_ns``: the threads'
@@ -143,6 +156,7 @@ class SyscallCounter:
             self.proc.kill()
             _, err = self.proc.communicate()
         self._close_fds()
+        err = self._early_err + (err or "")
         found = None
         for line in err.splitlines():
             parts = line.split(",")
