@@ -311,7 +311,7 @@ class Reader:
                                  int(cs[C.C_REC]) - n)
                 return Batch(self.ring.data, self._off[:n], self._len[:n], self._typ[:n], self.ring.path,
                              int(cs[C.C_BEFORE]), int(cs[C.C_BEFORE + 1]))
-        except KeyboardInterrupt:
+        except BaseException:   # Ctrl-C (or SIGTERM's SystemExit) as the compiled read returned
             self._interrupted()
             raise
         if n == 0:
@@ -322,8 +322,8 @@ class Reader:
         raise self._read_error(n)
 
     def _interrupted(self) -> None:
-        """Ctrl-C (or another signal's exception) inside a read, after the compiled read took its
-        records and before the caller had them (the signal's handler runs as the compiled call
+        """Ctrl-C (or another signal's exception, or any error) inside a read, after the compiled
+        read took its records and before the caller had them (the signal's handler runs as the compiled call
         returns): they go back, or the next read or close() committed what no one got (probe 16).
         Only what this read took is pending here: the read's first compiled call committed
         the one before."""
@@ -359,7 +359,7 @@ class Reader:
                 return self._one_view[:n].tobytes()
         except TypeError:   # (None where an array was: the reader or its ring closed)
             raise self._closed_error() from None
-        except KeyboardInterrupt:
+        except BaseException:   # Ctrl-C (or SIGTERM's SystemExit) as the compiled read returned
             self._interrupted()
             raise
         if n == C.NOTHING:
