@@ -192,3 +192,50 @@ def test_run_waits_for_a_tail_file_that_appears_later(tmp_path):
     assert rep.messages == 302
     with pytest.raises(PipelineError, match=r"no such file \(waited 0.2 s"):
         run_pipeline(f"tail:{tmp_path / 'never.itch'}", wait_for_file=0.2, top=0)
+
+
+def test_a_file_truncated_and_written_again_past_where_it_was_is_an_error(tmp_path):
+    """copytruncate rotation: the file cut to 0 and another day written past the point already
+    read, between two polls. Only a smaller size was checked: one run of three mixed two days'
+    messages and reported the stream whole (probe 17). The bytes before the read position are
+    read again with each new read now."""
+    first, second = make_day(40, end_event=False), make_day(90)
+    path = tmp_path / "f.itch"
+    path.write_bytes(first)
+    tail = iter(Tail(path, idle_timeout=5, poll_interval=0.001))
+    assert next(tail).data.tobytes() == first
+    path.write_bytes(second)        # (truncates and rewrites at once: no poll can see it shorter)
+    assert len(second) > len(first)
+    with pytest.raises(ITCHFormatError, match=r"file rewritten while being followed: the 64 bytes before offset "
+                                              rf"{len(first)} changed"):
+        next(tail)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory"])
+def test_tail_refuses_what_is_not_a_regular_file_at_once(tmp_path, kind):
+    """tail: on a FIFO read nothing and exited 0 (a pipe's size is always 0); with no writer, the
+    open blocked past any idle time-out (probe 17)."""
+    path = tmp_path / "f"
+    os.mkfifo(path) if kind == "fifo" else path.mkdir()
+    t0 = time.monotonic()
+    what = "a pipe or FIFO" if kind == "fifo" else "a directory"
+    with pytest.raises(ITCHFormatError, match=f"this is {what}, whose size says nothing.*--source PATH"):
+        list(Tail(path, idle_timeout=0.5))
+    assert time.monotonic() - t0 < 5
+
+
+@pytest.mark.parametrize("kind", ["gzip", "pcap"])
+def test_tail_refuses_a_gzip_day_or_a_capture_before_a_message_goes_out(tmp_path, kind):
+    """tail: on a .gz day or a pcap fed the books 46 and 4 garbage messages before its framing
+    failed, with a misleading error (probe 17)."""
+    import gzip
+
+    raw = make_day(30)
+    path = tmp_path / ("f.itch.gz" if kind == "gzip" else "f.pcap")
+    path.write_bytes(gzip.compress(raw) if kind == "gzip" else
+                     bytes.fromhex("d4c3b2a1") + bytes(20) + raw)
+    got = []
+    with pytest.raises(ITCHFormatError, match=f"this is a {kind} ") as e:
+        for c in Tail(path, idle_timeout=0.5):
+            got.append(c)
+    assert got == [] and "--source PATH" in str(e.value)

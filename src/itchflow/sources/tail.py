@@ -20,6 +20,7 @@ exist yet.
 from __future__ import annotations
 
 import os
+import stat
 import time
 from typing import Callable, Iterator
 
@@ -38,6 +39,9 @@ _S_BYTE = _S.code_byte
 _EVENT_CODE_OFFSET = _S.field("event_code").offset
 _END_OF_MESSAGES = ord("C")
 DEFAULT_READ_BYTES = 8 << 20
+SEEN_BYTES = 64   # bytes before the read position compared again at each read (a rewritten file)
+# pcap (either byte order, micro- or nanosecond) and pcapng first words
+PCAP_MAGICS = {bytes.fromhex(h) for h in ("d4c3b2a1", "a1b2c3d4", "4d3cb2a1", "a1b23c4d", "0a0d0d0a")}
 
 
 class TailError(ITCHFormatError):
@@ -103,7 +107,8 @@ class Tail:
         deadline = self.clock() + self.wait_for_file
         while True:
             try:
-                return os.open(self.path, os.O_RDONLY)
+                # (non-blocking: opening a FIFO with no writer would wait for one, past any time-out)
+                fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
             except FileNotFoundError:
                 if self.clock() >= deadline:
                     waited = f" (waited {self.wait_for_file:g} s for it to appear)" if self.wait_for_file else ""
@@ -111,6 +116,17 @@ class Tail:
                 if self.stop is not None and self.stop.is_set():
                     raise FileNotFoundError(f"{self.path}: no such file (stopped while waiting for it)") from None
                 self.sleep(max(self.poll_interval, 0.001))
+                continue
+            mode = os.fstat(fd).st_mode
+            if not stat.S_ISREG(mode):
+                os.close(fd)
+                what = ("a pipe or FIFO" if stat.S_ISFIFO(mode) else "a directory" if stat.S_ISDIR(mode) else
+                        "a socket" if stat.S_ISSOCK(mode) else "a device")
+                raise TailError(f"tail: follows a regular file another process appends to, and this is {what}, "
+                                "whose size says nothing of what is in it (tail: read nothing from a FIFO and "
+                                "said so with exit 0): read it to its end as --source PATH",
+                                source=self.path, offset=0)
+            return fd
 
     def __iter__(self) -> Iterator[Chunk]:
         fd = self._open()
@@ -118,6 +134,18 @@ class Tail:
             yield from self._follow(fd)
         finally:
             os.close(fd)
+
+    def _refuse_other_formats(self, buf: np.ndarray) -> None:
+        """A gzip stream or a pcap is not a BinaryFILE that grows: its first bytes are no ITCH
+        length (0x1f8b, 0xd4c3...: thousands of bytes), and following it fed the books garbage
+        before the framing failed."""
+        head = bytes(buf[:4])
+        kind = ("a gzip stream" if head[:2] == b"\x1f\x8b" else
+                "a pcap capture" if head in PCAP_MAGICS else None)
+        if kind is not None:
+            raise TailError(f"tail: follows a raw BinaryFILE day that grows, and this is {kind}: read it as "
+                            "--source PATH (gzip days and captures are read to their end)", source=self.path,
+                            offset=0)
 
     def _check_same_file(self, fd: int) -> None:
         mine = os.fstat(fd)
@@ -132,6 +160,7 @@ class Tail:
 
     def _follow(self, fd: int) -> Iterator[Chunk]:
         pending = np.zeros(0, np.uint8)   # bytes read after the last whole message handed out
+        seen = np.zeros(0, np.uint8)      # the last bytes read (up to SEEN_BYTES), checked again at each read
         rewalk = False                    # pending may hold whole messages (after an end event)
         last_growth = last_check = self.clock()
         while True:
@@ -148,11 +177,25 @@ class Tail:
                 want = min(size - read_to, self.read_bytes)
                 buf = np.empty(len(pending) + want, np.uint8)
                 buf[:len(pending)] = pending
-                got = os.preadv(fd, [memoryview(buf)[len(pending):]], read_to)
+                # the bytes just before read_to are read again with the new ones: if they changed,
+                # the file was truncated and written again past where we were before this poll saw
+                # it shorter (copytruncate rotation), and two days' messages would be mixed
+                k = len(seen)
+                again = np.empty(k, np.uint8)
+                got = os.preadv(fd, [memoryview(again), memoryview(buf)[len(pending):]], read_to - k) - k
                 self.reads += 1
                 if got < want:
                     raise TailError(f"file truncated while being read (it had {size} bytes)",
-                                    source=self.path, offset=read_to + got)
+                                    source=self.path, offset=read_to + max(got, 0))
+                if not np.array_equal(again, seen):
+                    raise TailError(f"file rewritten while being followed: the {k} bytes before offset {read_to} "
+                                    f"changed (truncated and written again, as copytruncate rotation does; "
+                                    f"{self.messages:,} messages had been read)", source=self.path,
+                                    offset=read_to - k)
+                new = buf[len(pending):]
+                seen = (new if len(new) >= SEEN_BYTES else np.concatenate([seen, new]))[-SEEN_BYTES:].copy()
+                if self.position == 0 and read_to < 4 <= len(buf):   # (the file's first 4 bytes, once)
+                    self._refuse_other_formats(buf)
                 last_growth = self.clock()
                 pending, rewalk = buf, True
             if rewalk:
