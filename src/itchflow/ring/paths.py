@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Iterator
 
 DEFAULT_DIR = "/dev/shm"
 SUFFIX = ".ring"
@@ -32,17 +33,21 @@ def ring_folders() -> list[str]:
     return [DEFAULT_DIR] if huge is None or os.path.abspath(huge) == DEFAULT_DIR else [DEFAULT_DIR, huge]
 
 
-def hugetlbfs_mount() -> str | None:
-    """A writable hugetlbfs mount point, if the system has one."""
+def _mounts() -> Iterator[tuple[str, str, str]]:
+    """(mount point, file system type, options) of each mount in /proc/mounts (none if unreadable)."""
     try:
         with open("/proc/mounts") as f:
             for line in f:
                 parts = line.split()
-                if len(parts) > 2 and parts[2] == "hugetlbfs" and os.access(parts[1], os.W_OK):
-                    return parts[1]
+                if len(parts) >= 4:
+                    yield parts[1], parts[2], parts[3]
     except OSError:
-        pass
-    return None
+        return
+
+
+def hugetlbfs_mount() -> str | None:
+    """A writable hugetlbfs mount point, if the system has one."""
+    return next((point for point, fs, _ in _mounts() if fs == "hugetlbfs" and os.access(point, os.W_OK)), None)
 
 
 SHMEM_THP = "/sys/kernel/mm/transparent_hugepage/shmem_enabled"
@@ -65,20 +70,8 @@ def shmem_thp_policy() -> str | None:
 def _mount_of(path: str) -> tuple[str, str, str] | None:
     """(mount point, file system type, options) of the mount that holds ``path``."""
     path = os.path.realpath(path)
-    best = None
-    try:
-        with open("/proc/mounts") as f:
-            for line in f:
-                parts = line.split()
-                if len(parts) < 4:
-                    continue
-                point = parts[1]
-                inside = path == point or path.startswith(point.rstrip("/") + "/")
-                if inside and (best is None or len(point) > len(best[0])):
-                    best = (point, parts[2], parts[3])
-    except OSError:
-        return None
-    return best
+    inside = [m for m in _mounts() if path == m[0] or path.startswith(m[0].rstrip("/") + "/")]
+    return max(inside, key=lambda m: len(m[0]), default=None)
 
 
 def transparent_huge_pages(path: str) -> tuple[bool, str]:

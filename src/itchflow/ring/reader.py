@@ -206,8 +206,7 @@ class Reader:
         passed first. A read returned "nothing" at once while joining, whatever its time-out: a
         loop taking None for a quiet feed stopped a third of the way through one (probe 15).
         Waits in short sleeps, in Python: Ctrl-C ends it."""
-        if self.cs is None or self.ring.words is None:
-            raise self._closed_error()
+        self._open_words()
         deadline = None if t < 0 else time.monotonic_ns() + t
         pause = 20e-6
         while not self._finish_join():
@@ -225,10 +224,15 @@ class Reader:
         self.cs[C.C_PENDING] = 0
         self._request_join(count_loss=True)
 
+    @property
+    def _closed(self) -> bool:
+        """This reader closed, or its ring (which forgets its readers as it closes)."""
+        return self.cs is None or self.ring.words is None
+
     def _open_words(self) -> np.ndarray:
         """The ring's words, or the error saying this reader or its ring was closed (Numba's
         typing error for a None, before)."""
-        if self.cs is None or self.ring.words is None:
+        if self._closed:
             raise self._closed_error()
         return self.ring.words
 
@@ -236,13 +240,13 @@ class Reader:
     def lost_records(self) -> int:
         """Records this name lost (skipped when it rejoined; lapped, on a lossy ring): read from
         its slot, or as it was when the reader or its ring was closed."""
-        if self.ring.words is None or self.cs is None:
+        if self._closed:
             return self._final_counts()["lost_records"]
         return int(load(self.ring.words, self._b + L.S_LOST_REC))
 
     @property
     def lost_payload_bytes(self) -> int:
-        if self.ring.words is None or self.cs is None:
+        if self._closed:
             return self._final_counts()["lost_payload_bytes"]
         return int(load(self.ring.words, self._b + L.S_LOST_PAY))
 
@@ -252,9 +256,9 @@ class Reader:
         return self._final
 
     def _forget(self) -> None:
-        """The ring is closing under this reader: keep its loss counts for the properties, and
-        let go of the mapping (nothing committed: a pending batch is read again by whoever
-        resumes the name)."""
+        """Keep the loss counts for the properties and let go of the mapping: the end of close(),
+        and what the ring does to its open readers as it closes (nothing committed then: a
+        pending batch is read again by whoever resumes the name)."""
         if self.cs is not None:
             self._final = {"lost_records": self.lost_records, "lost_payload_bytes": self.lost_payload_bytes}
             self.cs = None
@@ -286,9 +290,7 @@ class Reader:
         """The next records (at least one unless the timeout passes: then an empty Batch).
         timeout=-1 means the reader's default. Raises ProducerGone / EOFError (the producer
         closed the ring and everything is read) / ConsumerDetached / RingFormatError."""
-        w = self.ring.words
-        if w is None or self.cs is None:
-            raise self._closed_error()
+        w = self._open_words()
         t = self.timeout_ns if timeout == -1.0 else timeout_ns(timeout)
         if self._joining:   # rare: the producer has yet to attach us (at its next publish)
             t = self._wait_for_join(t)
@@ -311,8 +313,12 @@ class Reader:
                                  int(cs[C.C_REC]) - n)
                 return Batch(self.ring.data, self._off[:n], self._len[:n], self._typ[:n], self.ring.path,
                              int(cs[C.C_BEFORE]), int(cs[C.C_BEFORE + 1]))
-        except BaseException:   # Ctrl-C (or SIGTERM's SystemExit) as the compiled read returned
-            self._interrupted()
+        except BaseException:
+            # Ctrl-C (SIGTERM's SystemExit, any error) after the compiled read took its records and
+            # before the caller had them (a signal's handler runs as the compiled call returns):
+            # they go back, or the next read or close() committed what no one got (probe 16).
+            # Only this read's are pending here: its first compiled call committed the last one's.
+            self.give_back()
             raise
         if n == 0:
             truncated = self.ring.truncated()   # a file truncated under us reads as zeros
@@ -320,15 +326,6 @@ class Reader:
                 raise RingFormatError(truncated)
             return self._empty()
         raise self._read_error(n)
-
-    def _interrupted(self) -> None:
-        """Ctrl-C (or another signal's exception, or any error) inside a read, after the compiled
-        read took its records and before the caller had them (the signal's handler runs as the compiled call
-        returns): they go back, or the next read or close() committed what no one got (probe 16).
-        Only what this read took is pending here: the read's first compiled call committed
-        the one before."""
-        if self.cs is not None:
-            self.give_back()
 
     def read(self, timeout: float | None = -1.0) -> bytes | None:
         """The next record's payload as bytes (one record a call, as a socket's ``recv``), or
@@ -343,8 +340,7 @@ class Reader:
                 return None
         read_one = self._read_one
         if read_one is None:   # (every argument below is the reader's own, of fixed type)
-            if self.cs is None or self.ring.words is None:
-                raise self._closed_error()
+            self._open_words()
             read_one = self._read_one = entry(C.read_one, self.ring.words, self.ring.data, self.cs,
                                               self._one, 0, 0)
         started = time.monotonic_ns() if t > WAIT_SLICE_NS else 0
@@ -359,8 +355,8 @@ class Reader:
                 return self._one_view[:n].tobytes()
         except TypeError:   # (None where an array was: the reader or its ring closed)
             raise self._closed_error() from None
-        except BaseException:   # Ctrl-C (or SIGTERM's SystemExit) as the compiled read returned
-            self._interrupted()
+        except BaseException:   # (as in read_batch: what the compiled read took goes back)
+            self.give_back()
             raise
         if n == C.NOTHING:
             truncated = self.ring.truncated()
@@ -381,7 +377,7 @@ class Reader:
 
     def _read_error(self, n: int) -> Exception:
         """The exception for a read's negative code (a truncated file reads as any of them)."""
-        if self.cs is None or self.ring.words is None:   # (closed meanwhile: by a signal's handler)
+        if self._closed:   # (closed meanwhile: by a signal's handler)
             return self._closed_error()
         truncated = self.ring.truncated()
         if truncated is not None:
@@ -485,13 +481,12 @@ class Reader:
         if w is None:   # (the ring closed first: it has forgotten us already)
             self.cs = None
             return
-        self._final = {"lost_records": self.lost_records, "lost_payload_bytes": self.lost_payload_bytes}
         if not self._joining:   # (joining, the cursor is not yet the slot's: the producer sets it)
             self.cs[C.C_PENDING] = 0
             C.commit(w, self.cs)   # (a detach found here changes nothing: the slot keeps its position)
         if leave:
             store(w, self._b + L.S_STATE, L.SLOT_FREE)
-        self.cs = None
+        self._forget()
 
     def __enter__(self) -> "Reader":
         return self

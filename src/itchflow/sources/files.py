@@ -28,21 +28,12 @@ from itchflow.errors import ITCHFormatError
 from itchflow.sources.chunk import (  # noqa: F401  (re-exported)
     Chunk, Passes, WalkedPages, as_uint8, describe, file_mapping, map_file, raise_if_shrunk, shrunk)
 from itchflow.sources.ahead import ahead
+from itchflow.sources.formats import GZIP_MAGIC, sniff  # noqa: F401  (re-exported)
 from itchflow.sources.gzip_stream import GzipStreamError, gzip_blocks
 from itchflow.wire.binaryfile import whole_messages_end
 
-GZIP_MAGIC = b"\x1f\x8b"
 DEFAULT_GZ_BLOCK = 8 << 20  # decompressed bytes a block (every good byte before a corrupt spot is delivered)
 GZ_CHUNKS_AHEAD = 2         # a gzip day's chunks decompressed ahead of the consumer, at most (sources.ahead)
-
-
-def sniff(head: bytes) -> str:
-    """'gzip', 'pcap', 'pcapng' or 'itch' (raw BinaryFILE) from the first bytes."""
-    from itchflow.wire.pcap import capture_format
-
-    if head[:2] == GZIP_MAGIC:
-        return "gzip"
-    return capture_format(head) or "itch"
 
 
 class CaptureSource:

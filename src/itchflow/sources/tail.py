@@ -30,6 +30,7 @@ from numba import njit
 from itchflow.errors import ITCHFormatError
 from itchflow.hw.endian import be16, u8
 from itchflow.sources.chunk import Chunk
+from itchflow.sources.formats import sniff
 from itchflow.wire.binaryfile import AT_END, OK, next_message
 from itchflow.wire.itch import MESSAGES
 
@@ -40,8 +41,6 @@ _EVENT_CODE_OFFSET = _S.field("event_code").offset
 _END_OF_MESSAGES = ord("C")
 DEFAULT_READ_BYTES = 8 << 20
 SEEN_BYTES = 64   # bytes before the read position compared again at each read (a rewritten file)
-# pcap (either byte order, micro- or nanosecond) and pcapng first words
-PCAP_MAGICS = {bytes.fromhex(h) for h in ("d4c3b2a1", "a1b2c3d4", "4d3cb2a1", "a1b23c4d", "0a0d0d0a")}
 
 
 class TailError(ITCHFormatError):
@@ -123,8 +122,7 @@ class Tail:
                 what = ("a pipe or FIFO" if stat.S_ISFIFO(mode) else "a directory" if stat.S_ISDIR(mode) else
                         "a socket" if stat.S_ISSOCK(mode) else "a device")
                 raise TailError(f"tail: follows a regular file another process appends to, and this is {what}, "
-                                "whose size says nothing of what is in it (tail: read nothing from a FIFO and "
-                                "said so with exit 0): read it to its end as --source PATH",
+                                "whose size says nothing of what is in it: read it to its end as --source PATH",
                                 source=self.path, offset=0)
             return fd
 
@@ -139,10 +137,9 @@ class Tail:
         """A gzip stream or a pcap is not a BinaryFILE that grows: its first bytes are no ITCH
         length (0x1f8b, 0xd4c3...: thousands of bytes), and following it fed the books garbage
         before the framing failed."""
-        head = bytes(buf[:4])
-        kind = ("a gzip stream" if head[:2] == b"\x1f\x8b" else
-                "a pcap capture" if head in PCAP_MAGICS else None)
-        if kind is not None:
+        kind = sniff(bytes(buf[:4]))   # (the file sources' own test of the first bytes)
+        if kind != "itch":
+            kind = "a gzip stream" if kind == "gzip" else f"a {kind} capture"
             raise TailError(f"tail: follows a raw BinaryFILE day that grows, and this is {kind}: read it as "
                             "--source PATH (gzip days and captures are read to their end)", source=self.path,
                             offset=0)
