@@ -255,3 +255,28 @@ def test_scan_pieces_are_whole_numbers_of_messages():
     # more than int64 holds: one piece, the whole stream (it was an OverflowError inside)
     pieces = list(itchflow.scan(data, chunk_messages=2 ** 70))
     assert len(pieces) == 1 and pieces[0].info.messages == itchflow.stats(data).messages == 50
+
+
+@pytest.mark.parametrize("chunk", [7, 1 << 20])
+@pytest.mark.parametrize("cut", ["mid_message", "bad_length"])
+def test_scan_of_a_cut_day_hands_out_every_whole_message_before_the_error(tmp_path, chunk, cut):
+    """probe 17: a raw day cut mid-message gave nothing of its last piece (with the default
+    piece size, nothing at all) before the error; a gzip day cut short gave all of it."""
+    data = ref.random_stream(100, seed=11)
+    msgs, _ = ref.decode(data)
+    if cut == "mid_message":
+        bad = data + data[:5]                       # a day cut 5 bytes into a message
+    else:
+        bad = data + b"\x00\x05A" + b"\x00" * 4     # an 'A' whose prefix says 5 bytes
+    path = tmp_path / "cut.itch"
+    path.write_bytes(bad)
+    seen = []
+    with pytest.raises(itchflow.ITCHFormatError) as err:
+        for piece in itchflow.scan(str(path), types="all", chunk_messages=chunk):
+            seen.append(sum(piece.counts.values()))
+    assert sum(seen) == len(msgs) == 100
+    assert err.value.offset == len(data)
+    assert "the messages before it were delivered" in str(err.value) and "cut.itch" in str(err.value)
+    # read() still refuses the whole file, delivering nothing
+    with pytest.raises(itchflow.ITCHFormatError):
+        itchflow.read(str(path))

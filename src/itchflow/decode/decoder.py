@@ -38,6 +38,9 @@ class FrameTotals:
     # that went back (None: none yet): where to look in a day that is not in time order
     first_known_at: tuple | None = None
     first_backwards_at: tuple | None = None
+    # frame_range(defer_error=True): the error at ``stop``, raised by the caller once it has
+    # handed out the whole messages before it
+    error: ITCHFormatError | None = None
 
     @property
     def messages(self) -> int:
@@ -80,13 +83,15 @@ class FrameTotals:
 
 def frame_range(buf: np.ndarray, pos: int, end: int, totals: FrameTotals, *,
                 max_messages: int = NO_LIMIT, source: str | None = None, base_offset: int = 0,
-                where=None, allow_partial_tail: bool = False) -> tuple[int, int]:
+                where=None, allow_partial_tail: bool = False, defer_error: bool = False) -> tuple[int, int]:
     """Validate and count messages in buf[pos:end]; returns (stop, messages).
 
     Raises ITCHFormatError naming the source and absolute byte offset of a bad message
     (``base_offset + position``, or ``where(position) -> (offset, packet)`` when given).
     With allow_partial_tail, a message cut by ``end`` ends the walk quietly (the caller
-    has more bytes coming) and ``stop`` is where it starts.
+    has more bytes coming) and ``stop`` is where it starts. With defer_error, a bad message
+    ends the walk at its start, the error kept in ``totals.error`` for the caller to raise
+    after using the messages before it.
     """
     status, stop, n, first_ts, last_ts, backwards, first_at, backwards_at = framing.frame(
         buf, pos, end, max_messages, totals.counts, totals.locate_seen, _LENGTHS, totals.last_timestamp_ns)
@@ -105,8 +110,11 @@ def frame_range(buf: np.ndarray, pos: int, end: int, totals: FrameTotals, *,
         totals.last_timestamp_ns = int(last_ts)
     if status != framing.OK and not (status == framing.TRUNCATED and allow_partial_tail):
         offset, packet = locate(stop)
-        raise ITCHFormatError(framing.describe(buf, stop, end, status), source=source, offset=offset,
-                              packet=packet)
+        error = ITCHFormatError(framing.describe(buf, stop, end, status), source=source, offset=offset,
+                                packet=packet)
+        if not defer_error:
+            raise error
+        totals.error = error
     return int(stop), int(n)
 
 

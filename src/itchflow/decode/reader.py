@@ -13,6 +13,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from itchflow.decode.decoded import Decoded, ReadInfo
+from itchflow.errors import ITCHFormatError
 from itchflow.decode.decoder import NO_LIMIT, FrameTotals, Output, decode_range, frame_range
 from itchflow.wire.itch import CODES
 from itchflow.sources.files import Chunk, iter_chunks
@@ -63,16 +64,23 @@ def read_info(source: str, totals: FrameTotals, capture: dict | None, seconds: f
     )
 
 
-def _pieces(chunk: Chunk, max_messages: int) -> Iterator[tuple[int, int, int, FrameTotals]]:
+def _pieces(chunk: Chunk, max_messages: int, deliver_first: bool = False) -> Iterator[tuple[int, int, int, FrameTotals]]:
     """Frame a chunk in pieces of at most max_messages: (start, stop, place of the piece's first
-    message in the chunk (from 0), totals)."""
+    message in the chunk (from 0), totals). deliver_first: a bad or cut message ends its piece,
+    which is yielded, and its error is raised after it (``scan`` hands out every whole message
+    before a day's cut end, as it does for a gzip day; without it they were withheld)."""
     buf, pos, end, first = chunk.data, 0, len(chunk.data), 0
     while pos < end:
         piece = FrameTotals()
         with chunk.reading():  # a file truncated meanwhile is the error, not what its zeros made
             stop, n = frame_range(buf, pos, end, piece, max_messages=max_messages,
-                                  source=chunk.source, where=chunk.where)
-        yield pos, stop, first, piece
+                                  source=chunk.source, where=chunk.where, defer_error=deliver_first)
+        if n or piece.error is None:
+            yield pos, stop, first, piece
+        if piece.error is not None:
+            e = piece.error
+            raise ITCHFormatError(f"{e.detail}; the messages before it were delivered", source=e.source,
+                                  offset=e.offset, packet=e.packet)
         pos, first = stop, first + n
 
 
@@ -161,7 +169,7 @@ def scan(source, types: str | Iterable[str] | None = None, *, chunk_messages: in
     planning = (lambda position: progress(0, position)) if progress else None   # a capture's planning passes
     for chunk in iter_chunks(source, strict=strict, capture_stats=capture, join_runs=True, on_position=planning,
                              gz_ahead=True):
-        for start, stop, first, piece in _pieces(chunk, chunk_messages):
+        for start, stop, first, piece in _pieces(chunk, chunk_messages, deliver_first=True):
             t0 = time.perf_counter()
             with chunk.reading():  # the piece is checked before it is handed out
                 out = Output(piece.counts, codes)
