@@ -546,3 +546,25 @@ def test_the_books_name_a_bad_message_by_packet_and_file_offset_as_stats_does(tm
     assert (by_stats.value.packet, by_stats.value.offset) == (2, at)
     assert (by_books.value.packet, by_books.value.offset) == (2, at)
     assert str(path) in str(by_books.value) and "length prefix" in by_books.value.detail
+
+
+@pytest.mark.parametrize("container", ["pcap", "pcapng"])
+@pytest.mark.parametrize("cut", [5, 17, 30])   # inside the record header, inside the frame
+def test_a_capture_cut_inside_its_last_packet(tmp_path, container, cut):
+    """probe 17: a pcap still being written (its last record cut) could not be read at all, even
+    with strict=False, and the error called its record header corrupt."""
+    frames = [ref.eth_ipv4_udp(ref.mold_packet(b"CUT", 1 + 2 * i, [_msg_for(1 + 2 * i), _msg_for(2 + 2 * i)]))
+              for i in range(40)]
+    write = ref.pcap_file if container == "pcap" else ref.pcapng_file
+    whole, last = write(frames), len(write(frames[:-1]))   # where the last record starts
+    path = tmp_path / f"cut.{container}"
+    path.write_bytes(whole[:-cut])
+    with pytest.raises(ITCHFormatError, match=r"packet 40, byte offset \d+: the file ends inside packet 40 "
+                                              r".*strict=False \(--lenient\) reads the packets before it"):
+        itchflow.stats(str(path))
+    d = itchflow.read(str(path), strict=False)
+    cap = d.info.capture
+    assert d.info.messages == 78 and len(d["D"]) == 78
+    assert (cap["cut_at_end_packet"], cap["malformed_packets"], cap["gaps"]) == (40, 1, 0)
+    assert cap["cut_at_end_bytes"] == len(whole) - cut - last
+    assert d["D"]["sequence"].tolist() == list(range(1, 79))

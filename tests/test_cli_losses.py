@@ -105,3 +105,17 @@ def test_publish_and_soup_serve_say_that_a_capture_had_holes(gapped_capture):
         said = err.getvalue().decode()
     assert len(data) == 4 * 2 + 39 + 36 + 31 + 36
     assert f"{gapped_capture}: the capture has 1 gaps (1 messages missing)" in said, said
+
+
+def test_run_of_a_capture_with_gaps_says_lost_messages_and_exits_3(gapped_capture):
+    """probe 17: run over a gapped capture reported "stream": "whole" next to its gap counts,
+    and exited 0, where a live source's losses exit 3."""
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, "-m", "itchflow", "run", "--source", str(gapped_capture), "--json", "-q",
+                        "--top", "0"], capture_output=True, text=True, timeout=180)
+    rep = json.loads(p.stdout)
+    assert p.returncode == 3 and rep["stream"] == "lost messages", p.stderr
+    assert rep["producer"]["capture"]["gaps"] == 1 and rep["messages"] == 4
+    assert "the capture has 1 sequence gaps (1 messages missing): the books have holes" in p.stderr

@@ -145,3 +145,23 @@ def test_a_dash_reads_standard_input_on_the_command_line(paths):
     cut = paths["raw"].read_bytes()[:1000]
     r = subprocess.run([sys.executable, "-m", "itchflow", "stats", "-"], input=cut, capture_output=True, timeout=120)
     assert r.returncode == 1 and b"<stdin>, byte offset" in r.stderr and b"truncated message" in r.stderr
+
+
+def _message_boundary_after(day: bytes, at: int) -> int:
+    pos = 0
+    while pos < at:
+        pos += 2 + int.from_bytes(day[pos:pos + 2], "big")
+    return pos
+
+
+def test_an_error_in_a_file_read_from_mid_way_names_its_offset_in_the_file(tmp_path, paths):
+    """probe 17: a file object positioned mid-file had its errors' offsets counted from where
+    it stood, under the file's name (which then named a valid message)."""
+    day = paths["raw"].read_bytes()
+    start, broken = _message_boundary_after(day, 1000), _message_boundary_after(day, len(day) // 2)
+    bad = tmp_path / "bad.itch"
+    bad.write_bytes(day[:broken] + b"\x00\x00" + day[broken:])   # a zero length prefix
+    with open(bad, "rb") as f:
+        f.seek(start)
+        with pytest.raises(itchflow.ITCHFormatError, match=rf"bad.itch, byte offset {broken}: zero-length"):
+            itchflow.read(f)

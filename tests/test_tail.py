@@ -1,5 +1,6 @@
 """Tail mode: following a file another process appends to in odd-sized pieces."""
 
+import json
 import multiprocessing as mp
 import os
 import subprocess
@@ -239,3 +240,96 @@ def test_tail_refuses_a_gzip_day_or_a_capture_before_a_message_goes_out(tmp_path
         for c in Tail(path, idle_timeout=0.5):
             got.append(c)
     assert got == [] and "--source PATH" in str(e.value)
+
+
+def test_summary_says_how_following_ended_and_what_was_left_unread(tmp_path):
+    """probe 17: tail: stopped at the first end event and said nothing of the 6 MB after it; an
+    idle time-out without the end event looked like a whole day; a stop inside a message did
+    not say its bytes were left."""
+    raw, extra = make_day(50), make_day(10)
+    path = tmp_path / "f.itch"
+    path.write_bytes(raw + extra)               # a second day appended after the end event
+    tail = Tail(path, idle_timeout=1)
+    assert b"".join(c.data.tobytes() for c in tail) == raw
+    s = tail.summary()
+    assert (s["ended_by"], s["bytes_after_end"], s["position"], s["messages"]) == \
+           ("end of messages", len(extra), len(raw), 52)
+
+    cut = make_day(20, end_event=False)
+    path.write_bytes(cut)
+    tail = Tail(path, idle_timeout=0.2)
+    assert b"".join(c.data.tobytes() for c in tail) == cut
+    assert tail.summary()["ended_by"] == "idle time-out" and tail.summary()["bytes_after_end"] == 0
+
+    half = encode_message("D", order_reference_number=5)[:9]
+    path.write_bytes(cut + half)
+    stop = threading.Event()
+    tail = Tail(path, idle_timeout=None, poll_interval=0.001, stop=stop)
+    it = iter(tail)
+    assert next(it).data.tobytes() == cut
+    stop.set()
+    assert list(it) == []
+    assert tail.summary()["ended_by"] == "stopped" and tail.summary()["unfinished_bytes"] == len(half)
+
+
+def test_a_length_prefix_wrong_for_its_type_is_an_error_at_once(tmp_path):
+    """probe 17: a 'D' with prefix 60000 was waited for (up to the idle time-out), then called a
+    message the writer had not finished; stats names the bad prefix."""
+    raw = make_day(20, end_event=False)
+    path = tmp_path / "f.itch"
+    path.write_bytes(raw + b"\xea\x60D" + b"\x00" * 20)
+    t0 = time.monotonic()
+    with pytest.raises(ITCHFormatError, match=rf"byte offset {len(raw)}: length prefix disagrees with the message "
+                                              r"type's length \(type 'D', length prefix 60000, 19 expected\)"):
+        list(Tail(path, idle_timeout=30))
+    assert time.monotonic() - t0 < 10
+
+
+def _run_json(*args: str, stdin=None) -> tuple[int, dict | None, str]:
+    p = subprocess.run([sys.executable, "-m", "itchflow", "run", *args, "--json", "-q", "--top", "0"],
+                       stdin=stdin, capture_output=True, text=True, timeout=180)
+    return p.returncode, (json.loads(p.stdout) if p.stdout.strip() else None), p.stderr
+
+
+def test_run_reports_a_tail_that_never_saw_its_end_as_cut_short(tmp_path):
+    path = tmp_path / "f.itch"
+    path.write_bytes(make_day(200, end_event=False))
+    rc, rep, err = _run_json("--source", f"tail:{path}", "--idle-timeout", "0.5")
+    assert rc == 2 and rep["stream"] == "cut short" and rep["messages"] == 201
+    assert rep["producer"]["tail"]["ended_by"] == "idle time-out"
+    assert "stopped growing for 0.5 s before its end-of-messages event, after 201 messages" in err
+    path.write_bytes(make_day(200) + make_day(5))
+    rc, rep, err = _run_json("--source", f"tail:{path}", "--idle-timeout", "0.5")
+    assert rc == 0 and rep["stream"] == "whole" and rep["messages"] == 202
+    assert rep["producer"]["tail"]["bytes_after_end"] == len(make_day(5))
+
+
+def test_run_prints_its_report_when_the_source_fails_part_way(tmp_path):
+    """probe 17: run --json printed nothing at all when the producer failed mid-file: a script
+    had no report of what had been applied."""
+    raw = make_day(300, end_event=False)
+    path = tmp_path / "f.itch"
+    path.write_bytes(raw + encode_message("A", order_reference_number=7)[:20])
+    for source in (str(path), f"tail:{path}"):
+        rc, rep, err = _run_json("--source", source, "--idle-timeout", "0.5")
+        assert rc == 1 and rep is not None, (source, err)
+        assert rep["messages"] == 301 and rep["stream"] == "cut short"
+        assert f"byte offset {len(raw)}" in rep["error"] and f"byte offset {len(raw)}" in err
+
+
+def test_run_reads_standard_input(tmp_path):
+    """probe 17: run --source - said '-: no such file' (the README says - is standard input)."""
+    raw = make_day(300)
+    path = tmp_path / "f.itch"
+    path.write_bytes(raw)
+    with open(path, "rb") as f:
+        rc, rep, err = _run_json("--source", "-", stdin=f)
+    assert rc == 0 and rep["messages"] == 302, err
+    p = subprocess.run(f"cat {path} | {sys.executable} -m itchflow run --source - --json -q --top 0", shell=True,
+                       capture_output=True, text=True, timeout=180)
+    assert p.returncode == 0 and json.loads(p.stdout)["messages"] == 302, p.stderr
+
+
+def test_run_refuses_a_tail_of_a_directory_before_starting(tmp_path):
+    rc, rep, err = _run_json("--source", f"tail:{tmp_path}")
+    assert rc == 1 and rep is None and "is a directory; tail: follows a regular file" in err

@@ -32,8 +32,10 @@ def capture_losses(capture: dict) -> str | None:
     """What a capture lost, in words (None when nothing): its gaps and malformed packets."""
     if not (capture.get("gaps") or capture.get("malformed_packets")):
         return None
+    cut = (f" (one of them packet {capture['cut_at_end_packet']:,}, inside which the file ends: a capture still "
+           "being written, or cut short)") if capture.get("cut_at_end_packet") else ""
     return (f"the capture has {capture.get('gaps', 0):,} gaps ({capture.get('missing_messages', 0):,} messages "
-            f"missing) and {capture.get('malformed_packets', 0):,} malformed packets")
+            f"missing) and {capture.get('malformed_packets', 0):,} malformed packets{cut}")
 
 
 def warn_capture(capture: dict, consequence: str, path=None) -> None:

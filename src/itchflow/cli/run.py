@@ -119,6 +119,8 @@ def _run(source, ring, capacity, batch_bytes, rate, pin, wait, hugepages, heartb
         click.echo("itchflow: interrupted (Ctrl-C) before anything was applied", err=True)
         sys.exit(EXIT_INTERRUPTED)
     except (ITCHFormatError, PipelineError, RingError, OSError, ValueError, RuntimeError) as e:
+        if getattr(e, "report", None) is not None:   # what was applied before it failed, then why
+            _show(e.report, as_json, None)
         fail(e)
     _show(report, as_json, plot)
     status, why = live_exit_status(report)
@@ -133,9 +135,17 @@ def live_exit_status(r) -> tuple[int, str]:
     the books cannot show a hole, so a script must not take them for the whole day."""
     p = r.producer or {}
     stream = getattr(r, "stream", "whole")
+    tail, capture = p.get("tail", {}), p.get("capture", {})
+    if stream == "cut short" and tail:
+        return 2, (f"the file stopped growing for {tail.get('idle_timeout') or 0:g} s before its end-of-messages "
+                   f"event, after {tail.get('messages', 0):,} messages: the books cover part of the day "
+                   "(--idle-timeout sets how long a quiet writer is waited for)")
     if stream == "cut short":
         return 2, ("the ring's producer closed it before the end of its stream (a session stopped early): the "
                    "books cover part of it")
+    if stream == "lost messages" and capture:
+        return 3, (f"the capture has {capture.get('gaps', 0):,} sequence gaps ({capture.get('missing_messages', 0):,} "
+                   "messages missing): the books have holes")
     if stream == "lost messages":
         return 3, "the ring's producer lost messages on the way (given up on, or missing): the books have holes"
     for kind in ("mold", "soup"):
@@ -219,6 +229,20 @@ def source_lines(p: dict) -> list[str]:
         if p.get("lost"):
             out.append("  lost runs (first sequence, count): " + ", ".join(f"({a:,}, {n:,})" for a, n in p["lost"][:10])
                        + (" ..." if len(p["lost"]) > 10 else ""))
+    if "tail" in p:
+        t = p["tail"]
+        how = {"end of messages": "ended at its end-of-messages event",
+               "idle time-out": f"[yellow]stopped growing for {t.get('idle_timeout') or 0:g} s before its "
+                                "end-of-messages event[/yellow]",
+               "stopped": "stopped (Ctrl-C or SIGTERM)"}.get(t["ended_by"], t["ended_by"])
+        line = f"tail: {t['messages']:,} messages, {t['position']:,} bytes; {how}"
+        if t.get("bytes_after_end"):
+            line += (f"; [yellow]{t['bytes_after_end']:,} bytes after the event not read[/yellow] (another day "
+                     "appended? --source PATH reads the whole file)")
+        if t.get("unfinished_bytes"):
+            line += (f"; [yellow]{t['unfinished_bytes']:,} bytes of a message not yet whole at offset "
+                     f"{t['position']:,} not read[/yellow]")
+        out.append(line)
     if "soup" in p:
         s = p["soup"]
         out.append(f"soup: {s['messages']:,} messages, {s['connections']} connections, {s['reconnects']} reconnects, "

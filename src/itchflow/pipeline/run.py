@@ -46,7 +46,14 @@ NO_PRODUCER_NOTICE_S = 5.0   # a ring: source with no producer this long after a
 
 
 class PipelineError(RuntimeError):
-    """The producer failed (the source's own error is in the message) or vanished."""
+    """The producer failed (the source's own error is in the message) or vanished. ``report``,
+    where there is one, holds what was applied before (its ``error`` set to this message)."""
+
+    def __init__(self, message: str, report: "PipelineReport | None" = None):
+        super().__init__(message)
+        self.report = report
+        if report is not None:
+            report.error, report.stream = message, "cut short"
 
 
 class PipelineInterrupted(KeyboardInterrupt):
@@ -80,8 +87,11 @@ class PipelineReport:
     # ring: sources: records published before this run's first one (its consumer name resumed
     # where an earlier run of it stopped, or joined a stream under way): the books lack them
     ring_skipped_records: int = 0
-    stream: str = "whole"                # ring: sources: how the producer said its stream ended
-                                         # ("whole", "cut short", "lost messages")
+    # How the stream ended, by the producer's own account: "whole", "cut short" (a ring's
+    # producer stopped before its end; a tail: file stopped growing before its end-of-messages
+    # event; a run that failed part way), "lost messages" (given up on; a capture's sequence gaps)
+    stream: str = "whole"
+    error: str | None = None             # set when the run failed (PipelineError.report)
     # How to read the latencies: "flat out" (a file read as fast as possible: publish -> consume
     # is then mostly time queued behind earlier batches in a full ring, i.e. queueing), "paced"
     # (a file replayed at --rate: the hand-off itself), or "live" (the source's own pace).
@@ -127,7 +137,9 @@ def run_pipeline(source: str | SourceSpec, *, ring: str | None = None, capacity:
     ``PipelineError`` / ``ITCHFormatError`` naming where, after the producer has stopped; a
     consumer paused past the heartbeat timeout raises ``ConsumerDetached`` (a RingError)
     naming the ring and the consumer. Ctrl-C (KeyboardInterrupt) stops the producer and
-    raises ``PipelineInterrupted`` carrying the report of what was applied.
+    raises ``PipelineInterrupted`` carrying the report of what was applied. A ``PipelineError``,
+    and an ``ITCHFormatError`` in what the consumer read, carry it too, as ``report`` (its
+    ``error`` set), where the run got as far as applying.
 
     ring: a name or path for the ring (default: a private one); removed at the end either way. A ring
     of that name left by a killed run (its processes dead, their heartbeats stale) is
@@ -222,7 +234,15 @@ def run_pipeline(source: str | SourceSpec, *, ring: str | None = None, capacity:
             proc = CTX.Process(target=producer_main, name="itchflow-producer",
                                args=(rg.path, spec, batch_bytes, pin[0] if pin else None,
                                      "spin" if pin else "yield", child_conn, stop, os.getpid()), daemon=True)
-            proc.start()
+            if spec.kind == "file" and spec.path == "-":
+                # standard input, for the producer: the forked child inherits this copy of fd 0
+                # (multiprocessing points the child's own fd 0 at /dev/null)
+                spec.options["stdin_fd"] = os.dup(0)
+            try:
+                proc.start()
+            finally:
+                if "stdin_fd" in spec.options:
+                    os.close(spec.options.pop("stdin_fd"))
             child_conn.close()
             pinned = pin_for(pin, 1)
             try:
@@ -249,29 +269,50 @@ def run_pipeline(source: str | SourceSpec, *, ring: str | None = None, capacity:
         if consume_error is not None and produced is not None and produced[0] == "error":
             # The producer's own error says what happened to the source (a file that shrank or
             # was rewritten while read): the consumer only saw its effect (zeros, a bad length)
-            raise PipelineError(f"{spec.text}: {produced[1]}") from consume_error
+            report.producer = produced[-1]
+            raise PipelineError(f"{spec.text}: {produced[1]}", _finish(report, applier, books, tpn, run, top)) \
+                from consume_error
+        if consume_error is not None:   # bad data the consumer found: raised as it is, with the report
+            report.producer = produced[-1] if produced else {}
+            consume_error.report = _finish(report, applier, books, tpn, run, top)
+            report.error, report.stream = str(consume_error), "cut short"
+    report.producer = produced[-1] if produced else {}
     if run.interrupted:
-        report.producer = produced[-1] if produced else {}
         raise PipelineInterrupted(_finish(report, applier, books, tpn, run, top))
-    _fill_counts(report, applier)
+    _finish(report, applier, books, tpn, run, top)
+    # every failure below carries the report of what was applied (a script reading --json
+    # output got nothing at all when the source failed mid-file)
     if produced is None:
         raise PipelineError(f"{spec.text}: the producer process ended without a result "
-                            f"(exit code {proc.exitcode}) after {report.messages:,} messages")
-    report.producer = produced[-1]
+                            f"(exit code {proc.exitcode}) after {report.messages:,} messages", report)
     if produced[0] == "error":
-        raise PipelineError(f"{spec.text}: producer failed after {report.messages:,} messages: {produced[1]}")
+        raise PipelineError(f"{spec.text}: producer failed after {report.messages:,} messages: {produced[1]}",
+                            report)
     if run.gone:
         # The ring judged the producer gone (no heartbeat for heartbeat_timeout): a producer
         # stopped or stalled that long (SIGSTOP, swapping, a frozen filesystem) and then told to
         # stop reports "ok" on what it had read; the books hold part of the source.
         raise PipelineError(f"{spec.text}: the producer published nothing for more than the heartbeat time-out "
                             f"({heartbeat_timeout:g} s: stalled or stopped), after {report.messages:,} messages; the "
-                            f"books are incomplete (--heartbeat-timeout sets how long a pause is tolerated)")
+                            f"books are incomplete (--heartbeat-timeout sets how long a pause is tolerated)", report)
     published = report.producer.get("messages")
     if published is not None and published != report.messages:
         raise PipelineError(f"{spec.text}: the producer published {published:,} messages and {report.messages:,} "
-                            f"were applied")
-    return _finish(report, applier, books, tpn, run, top)
+                            f"were applied", report)
+    report.stream = source_outcome(report.producer)
+    return report
+
+
+def source_outcome(producer: dict) -> str:
+    """How a source read here ended, as a ring's producer would say it (``PipelineReport.stream``):
+    "cut short" for a tail: file that stopped growing before its end-of-messages event (the
+    day's end never came), "lost messages" for a capture with sequence gaps (the books have
+    holes where they were), else "whole"."""
+    if producer.get("tail", {}).get("ended_by") == "idle time-out":
+        return "cut short"
+    if producer.get("capture", {}).get("gaps", 0):
+        return "lost messages"
+    return "whole"
 
 
 PRIVATE_RING_DIR = "/dev/shm"

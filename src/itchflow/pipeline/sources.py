@@ -76,10 +76,19 @@ def parse_source(text: str) -> SourceSpec:
 def check_source(spec: SourceSpec) -> None:
     """Fail before any process starts for what can be seen now (missing file, bad options)."""
     if spec.kind == "file":
+        if spec.path == "-":   # standard input: the producer reads it (run_pipeline hands it over)
+            return
         if not os.path.exists(spec.path):
             raise FileNotFoundError(f"{spec.path}: no such file")
         if os.path.isdir(spec.path):
             raise IsADirectoryError(f"{spec.path}: is a directory, not an ITCH file or capture")
+    elif spec.kind == "tail":
+        # (a file not there yet may be waited for; one there must be a regular file: a FIFO or
+        # directory was refused only once the producer had started)
+        if os.path.exists(spec.path) and not os.path.isfile(spec.path):
+            what = "a directory" if os.path.isdir(spec.path) else "not a regular file (a pipe, FIFO or device)"
+            raise ValueError(f"source {spec.text!r}: {spec.path} is {what}; tail: follows a regular file another "
+                             "process appends to (read a pipe or FIFO to its end as --source PATH)")
     elif spec.kind == "ring":
         if not spec.path:
             raise ValueError(f"source {spec.text!r}: ring:NAME needs a name or path")
@@ -147,6 +156,13 @@ def _produce_chunks(spec: SourceSpec, pub: BatchPublisher, stop) -> dict:
         idle = o.get("idle_timeout", 5.0)
         source = Tail(spec.path, wait_for_file=float(o.get("wait_for_file") or 0.0),
                       idle_timeout=None if idle is None else float(idle), stop=stop)
+    elif spec.path == "-":
+        # the parent's standard input, kept open for us (run_pipeline: multiprocessing points
+        # a child's fd 0 at /dev/null)
+        import io
+
+        stream = io.BufferedReader(io.FileIO(spec.options["stdin_fd"], "rb", closefd=True))
+        source = iter_chunks(_NamedStream(stream, "<stdin>"), capture_stats=capture, join_runs=True)
     else:
         source = iter_chunks(spec.path, capture_stats=capture, join_runs=True)
     chunks = 0
@@ -173,7 +189,25 @@ def _produce_chunks(spec: SourceSpec, pub: BatchPublisher, stop) -> dict:
     out = {"chunks": chunks}
     if capture:
         out["capture"] = capture
+    if spec.kind == "tail":
+        out["tail"] = source.summary()
     return out
+
+
+class _NamedStream:
+    """A binary stream with the name errors should give it (``describe``: a file object's name)."""
+
+    def __init__(self, stream, name: str):
+        self._stream, self.name = stream, name
+
+    def read(self, n: int = -1) -> bytes:
+        return self._stream.read(n)
+
+    def readinto(self, b) -> int:
+        return self._stream.readinto(b)
+
+    def fileno(self) -> int:
+        return self._stream.fileno()
 
 
 # A mapped day is published this many bytes a call, its pages let go after each (Chunk.release):

@@ -147,7 +147,7 @@ def iter_chunks(source, *, gz_block: int = DEFAULT_GZ_BLOCK, strict: bool = True
     if hasattr(source, "read") and not isinstance(source, (np.ndarray, bytes, bytearray, memoryview)):
         # an open binary file (``open(path, "rb")``, ``gzip.open``, an fsspec file): read once,
         # from where it stands, as a pipe is
-        yield from _stream_chunks(_binary(source, name), name, gz_block, opts)
+        yield from _stream_chunks(_binary(source, name), name, gz_block, opts, base=_tell(source))
         return
     if isinstance(source, str) and source == "-":   # standard input (``zcat day.gz | itchflow stats -``)
         import sys
@@ -247,7 +247,17 @@ def stream_chunks(stream, name: str, *, block: int = DEFAULT_GZ_BLOCK, strict: b
     yield from _stream_chunks(stream, name, block, CaptureReading(strict, capture_stats, dedup, join_runs=join_runs))
 
 
-def _stream_chunks(stream, name: str, block: int, opts: CaptureReading) -> Iterator[Chunk]:
+def _tell(stream) -> int:
+    """Where an open file stands (its offsets in errors count from the file's start, as its
+    name says: a file read from mid-way named a valid message's offset); 0 for a pipe."""
+    try:
+        return max(int(stream.tell()), 0) if stream.seekable() else 0
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return 0
+
+
+def _stream_chunks(stream, name: str, block: int, opts: CaptureReading, base: int = 0) -> Iterator[Chunk]:
+    """A stream read once; base: the offset in its file of its first byte (a raw day's)."""
     head = b""
     while len(head) < 8:  # a pipe may hand the first bytes over in pieces
         got = stream.read(8 - len(head))
@@ -261,7 +271,7 @@ def _stream_chunks(stream, name: str, block: int, opts: CaptureReading) -> Itera
     elif kind in ("pcap", "pcapng"):  # a capture is sorted whole: kept on disk, not in memory
         yield from _capture_chunks(spool(iter(lambda: replayed.read(block), b""), name), name, opts)
     else:
-        yield from message_chunks(iter(lambda: replayed.read(block), b""), name)
+        yield from message_chunks(iter(lambda: replayed.read(block), b""), name, offset=base)
 
 
 class _Counted:
@@ -385,15 +395,16 @@ def stream_error(e: Exception, name: str, offset: int, cut: int) -> ITCHFormatEr
                            source=name, offset=offset)
 
 
-def message_chunks(blocks: Iterable[bytes], name: str, position: Callable[[], int] | None = None) -> Iterator[Chunk]:
+def message_chunks(blocks: Iterable[bytes], name: str, position: Callable[[], int] | None = None,
+                   offset: int = 0) -> Iterator[Chunk]:
     """Cut a stream of byte blocks into Chunks of whole messages, carrying a message split
     between blocks over to the next. A stream that fails (GzipStreamError, OSError) after the
     messages before it were yielded becomes an ITCHFormatError naming the offset of the first
     byte not delivered; a stream that simply ends inside a message yields that message's
     bytes last, for the framing to name it. position(), if given, is how far through the
-    source the blocks so far came from (a gzip day's compressed bytes): each chunk's span."""
+    source the blocks so far came from (a gzip day's compressed bytes): each chunk's span.
+    offset: where the first block starts in its source (a file read from mid-way)."""
     carry = np.zeros(0, np.uint8)
-    offset = 0
     sequence = 1
     passed = 0   # position() when the last chunk was cut
 

@@ -14,7 +14,8 @@ offset), or when ``stop`` is set. While the file is idle, the path is checked ev
 ``check_every`` seconds: a file deleted, or replaced by another (a different inode: log
 rotation, a rewrite), is reported as a ``TailError`` naming the file and offset, never a
 silent, clean end. ``wait_for_file`` waits (with that time-out) for a file that does not
-exist yet.
+exist yet. ``summary()`` says which of these ended it, with the bytes left unread: after the
+end event (another day appended), or of a message not yet whole when ``stop`` came.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ from itchflow.errors import ITCHFormatError
 from itchflow.hw.endian import be16, u8
 from itchflow.sources.chunk import Chunk
 from itchflow.sources.formats import sniff
-from itchflow.wire.binaryfile import AT_END, OK, next_message
-from itchflow.wire.itch import MESSAGES
+from itchflow.wire.binaryfile import AT_END, BAD_LENGTH, OK, STATUS_TEXT, next_message
+from itchflow.wire.itch import LENGTH_BY_BYTE, MESSAGES
 
 _S = MESSAGES["S"]
 _S_LENGTH = _S.length
@@ -101,6 +102,19 @@ class Tail:
         self.reads = 0
         self.ended = False       # saw the end-of-messages event
         self.stopped = False     # ended by ``stop``
+        self.idled = False       # ended by ``idle_timeout`` without the end-of-messages event
+        self.bytes_after_end = 0   # bytes in the file after the end event, left unread
+        self.unfinished_bytes = 0  # bytes of a message still being written when following ended
+
+    def summary(self) -> dict:
+        """How following ended, for a report: by the end-of-messages event (and how many bytes
+        followed it, unread), by the idle time-out (the day's end never came), or by ``stop``
+        (with the bytes of a message not yet whole, unread)."""
+        ended_by = ("end of messages" if self.ended else "idle time-out" if self.idled else
+                    "stopped" if self.stopped else "following")
+        return {"ended_by": ended_by, "position": self.position, "messages": self.messages,
+                "bytes_after_end": self.bytes_after_end, "unfinished_bytes": self.unfinished_bytes,
+                "idle_timeout": self.idle_timeout, "polls": self.polls, "reads": self.reads}
 
     def _open(self) -> int:
         deadline = self.clock() + self.wait_for_file
@@ -162,7 +176,7 @@ class Tail:
         last_growth = last_check = self.clock()
         while True:
             if self.stop is not None and self.stop.is_set():
-                self.stopped = True
+                self.stopped, self.unfinished_bytes = True, len(pending)
                 return
             read_to = self.position + len(pending)
             size = os.fstat(fd).st_size
@@ -206,11 +220,20 @@ class Tail:
                     if ended:
                         if self.stop_at_end_of_messages:
                             self.ended = True
+                            # what follows the event is not read (another day appended, or
+                            # junk): counted, so that a report can say so
+                            self.bytes_after_end = max(os.fstat(fd).st_size - self.position, 0)
                             return
                         rewalk = True     # messages after the event are already read
                     continue
             if len(pending) >= 2 and be16(pending, 0) == 0:
                 raise ITCHFormatError("zero-length message", source=self.path, offset=self.position)
+            if len(pending) >= 3 and LENGTH_BY_BYTE[pending[2]] not in (0, be16(pending, 0)):
+                # a known type whose prefix is wrong would be waited for up to 64 KiB, then
+                # called unfinished: it is bad now, whatever the writer adds
+                raise ITCHFormatError(f"{STATUS_TEXT[BAD_LENGTH]} (type {chr(pending[2])!r}, length prefix "
+                                      f"{be16(pending, 0)}, {LENGTH_BY_BYTE[pending[2]]} expected)",
+                                      source=self.path, offset=self.position)
             now = self.clock()
             if now - last_check >= self.check_every:
                 last_check = now
@@ -221,6 +244,7 @@ class Tail:
                     raise ITCHFormatError(
                         f"file stopped growing inside a message ({len(pending)} bytes of it "
                         f"present after {self.idle_timeout} s idle)", source=self.path, offset=self.position)
+                self.idled = True
                 return
             if self.poll_interval:
                 self.sleep(self.poll_interval)

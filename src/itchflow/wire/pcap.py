@@ -69,8 +69,9 @@ UDP_HEADER_SIZE = UDP_HEADER
 # Per-record outcome codes (kept in the packet table for the counters).
 REC_UDP, REC_NOT_UDP, REC_FRAGMENT, REC_SNAPPED, REC_UNSUPPORTED = 0, 1, 2, 3, 4
 
-# Walk status codes.
-OK, BAD_RECORD, BAD_BLOCK, TOO_MANY_INTERFACES = 0, 1, 2, 3
+# Walk status codes. CUT_AT_END: the file ends inside a record (or block) whose header is
+# sane, as a capture still being written, or copied before it was whole, does.
+OK, BAD_RECORD, BAD_BLOCK, TOO_MANY_INTERFACES, CUT_AT_END = 0, 1, 2, 3, 4
 _STATUS_TEXT = {
     BAD_RECORD: "corrupt pcap record header (its length runs past the end of the file or is absurd)",
     BAD_BLOCK: "corrupt pcapng block (its lengths are inconsistent or run past the end of the file)",
@@ -175,12 +176,14 @@ def walk_pcap(buf, start, big, linktype, out_off, out_len, out_outcome, end_at):
     size = buf.shape[0]
     while p < size:
         if p + PCAP_RECORD_HEADER_SIZE > size:
-            return BAD_RECORD, n, p
+            return CUT_AT_END, n, p
         incl = _u32(buf, p + 8, big)
         orig = _u32(buf, p + 12, big)
         data = p + PCAP_RECORD_HEADER_SIZE
-        if incl > MAX_RECORD or data + incl > size:
+        if incl > MAX_RECORD:
             return BAD_RECORD, n, p
+        if data + incl > size:
+            return CUT_AT_END, n, p
         if n >= out_off.shape[0] or (n > 0 and p >= end_at):
             return OK, n, p  # part full: the caller calls again from p
         outcome, off, length = udp_payload(buf, data, incl, orig, linktype)
@@ -207,7 +210,7 @@ def walk_pcapng(buf, start, out_off, out_len, out_outcome, linktypes, state, end
     n_if = state[1]
     while p < size:
         if p + 12 > size:
-            return BAD_BLOCK, n, p
+            return CUT_AT_END, n, p
         btype = _u32(buf, p, big)
         if btype == PCAPNG_SHB:
             # The byte order may change at each section header: read it before the length.
@@ -220,7 +223,11 @@ def walk_pcapng(buf, start, out_off, out_len, out_outcome, linktypes, state, end
                 return BAD_BLOCK, n, p
             n_if = 0
         blen = _u32(buf, p + 4, big)
-        if blen < 12 or (blen & 3) != 0 or p + blen > size or _u32(buf, p + blen - 4, big) != blen:
+        if blen < 12 or (blen & 3) != 0:
+            return BAD_BLOCK, n, p
+        if p + blen > size:   # a block no packet could fill running past the end is corrupt, not cut
+            return (CUT_AT_END if blen <= MAX_RECORD + 64 else BAD_BLOCK), n, p
+        if _u32(buf, p + blen - 4, big) != blen:
             return BAD_BLOCK, n, p
         if btype == PCAPNG_IDB:
             if blen < 20:
@@ -301,7 +308,8 @@ def capture_format(head: bytes) -> str | None:
     return None
 
 
-def packet_parts(buf: np.ndarray, source: str, on_walked=None, part_bytes: int | None = None) -> Iterator[Part]:
+def packet_parts(buf: np.ndarray, source: str, on_walked=None, part_bytes: int | None = None,
+                 cut_end: list | None = None) -> Iterator[Part]:
     """Walk a whole capture held in ``buf`` (e.g. a memory map), front to back, as parts of at
     most TABLE_BATCH packets (and, given part_bytes, of about that many bytes of the capture: a
     part ends at the first packet past them): each a ``Part`` (payload offsets, lengths,
@@ -310,7 +318,11 @@ def packet_parts(buf: np.ndarray, source: str, on_walked=None, part_bytes: int |
 
     on_walked(offset), if given, is told after each part but the last how far the walk has
     read (a mapping's pages before that offset may go), and at the end on_walked(size,
-    final=True)."""
+    final=True).
+
+    A file that ends inside its last record (a capture still being written) is an error naming
+    the packet, unless cut_end is a list: then the walk ends before that record, and
+    (offset, packet number, bytes present) of it is appended to cut_end."""
     fmt = capture_format(bytes(buf[:4]))
     size = buf.shape[0]
     # Rows a pass: a guess from the size (a frame is 64 bytes or more), at most TABLE_BATCH (a
@@ -345,11 +357,17 @@ def packet_parts(buf: np.ndarray, source: str, on_walked=None, part_bytes: int |
     while True:
         o, l, c = np.empty(cap, np.int64), np.empty(cap, np.int64), np.empty(cap, np.int8)
         status, n, stop = walk(at, o, l, c)
-        if status != OK:
+        if status == CUT_AT_END and cut_end is not None:
+            cut_end.append((stop, rows + n + 1, size - stop))
+        elif status == CUT_AT_END:
+            raise ITCHFormatError(f"the file ends inside packet {rows + n + 1} ({size - stop:,} bytes of it present): "
+                                  "a capture still being written, or cut short; strict=False (--lenient) reads "
+                                  "the packets before it", source=source, offset=stop, packet=rows + n + 1)
+        elif status != OK:
             raise ITCHFormatError(_STATUS_TEXT[status], source=source, offset=stop, packet=rows + n + 1)
         yield Part(rows, o[:n], l[:n], c[:n], stop)
         rows += n
-        if stop >= size:
+        if stop >= size or status == CUT_AT_END:
             break
         if on_walked is not None:
             on_walked(stop)
@@ -358,12 +376,13 @@ def packet_parts(buf: np.ndarray, source: str, on_walked=None, part_bytes: int |
         on_walked(size, final=True)
 
 
-def packet_table(buf: np.ndarray, source: str, on_walked=None, on_part=None) -> PacketTable:
+def packet_table(buf: np.ndarray, source: str, on_walked=None, on_part=None,
+                 cut_end: list | None = None) -> PacketTable:
     """The whole capture's ``packet_parts`` as one PacketTable. on_part(offsets, lengths,
     outcomes), if given, gets each part's rows first, while the pages they name are still
     mapped in (a next pass over the same packets, fused with this one)."""
     parts = []
-    for part in packet_parts(buf, source, on_walked):
+    for part in packet_parts(buf, source, on_walked, cut_end=cut_end):
         if on_part is not None:
             on_part(part.payload_offset, part.payload_length, part.outcome)
         parts.append(part)

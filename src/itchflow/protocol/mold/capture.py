@@ -429,6 +429,10 @@ class CaptureStats:
     ip_fragments: int = 0
     snapped: int = 0
     unsupported: int = 0
+    # strict=False: the file ends inside this packet (a capture still being written), which is
+    # not read (0: it does not), its bytes present; counted in malformed_packets too
+    cut_at_end_packet: int = 0
+    cut_at_end_bytes: int = 0
     sessions: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -843,6 +847,9 @@ class CapturePlan:
         self.buf, self.source, self.stats, self.dedup = buf, source, stats, dedup
         self.whole = whole
         self.totals = totals   # what planning by parts found: the stream read must find it too
+        # a last packet cut by the file's end, accepted when planned (strict=False): the walk
+        # again ends before it
+        self.cut_end: list | None = [] if stats.cut_at_end_packet else None
 
     def parts(self) -> Iterator[tuple[MoldCapture, int]]:
         """(plan, stop) of each part of the stream, in order: stop is the capture offset no
@@ -857,7 +864,7 @@ class CapturePlan:
                                   "its first", source=self.source)
 
         def batches() -> Iterator[tuple[list, int]]:   # each part's, then what the window still holds
-            for part in packet_parts(self.buf, self.source, part_bytes=STREAM_PART_BYTES):
+            for part in packet_parts(self.buf, self.source, part_bytes=STREAM_PART_BYTES, cut_end=self.cut_end):
                 indexed = index.index(self.buf, part.payload_offset, part.payload_length, part.outcome)
                 yield window.take(Packets.of_part(part, indexed)), part.stop
             yield window.flush(), len(self.buf)
@@ -921,7 +928,8 @@ def plan_capture(buf: np.ndarray, source: str, strict: bool = True, dedup: bool 
         _count_packets(stats, kind, count, part.outcome)
         _plan_part(buf, window.take(Packets.of_part(part, indexed)), plan, totals, dedup, stats)   # counters, order
 
-    walk = packet_parts(buf, source, walked() if walked else None)
+    cut_end = None if strict else []   # strict: a file ending inside a packet is an error
+    walk = packet_parts(buf, source, walked() if walked else None, cut_end=cut_end)
     for part in walk:
         if plan is None:
             index.add(buf, part.payload_offset, part.payload_length, part.outcome)
@@ -941,16 +949,26 @@ def plan_capture(buf: np.ndarray, source: str, strict: bool = True, dedup: bool 
     if plan is None:   # few packets: planned whole
         table = PacketTable(*(np.concatenate([getattr(p, f) for p in parts]) for f in PacketTable.FIELDS))
         capture = reassemble(buf, table, source, strict=strict, dedup=dedup, index=index)
-        return CapturePlan(buf, source, capture.stats, dedup, whole=capture)
+        return CapturePlan(buf, source, _cut(capture.stats, cut_end), dedup, whole=capture)
     if plan.orderly and index.sessions >= 0 and (rest := window.flush()):
         _plan_part(buf, rest, plan, totals, dedup, stats)
     if not plan.orderly or index.sessions < 0:   # out of order past the window: walked again, and sorted
         whole = PacketIndex()
         table = packet_table(buf, source, walked() if walked else None,
-                             on_part=lambda *rows: whole.add(buf, *rows))
+                             on_part=lambda *rows: whole.add(buf, *rows), cut_end=None if strict else [])
         capture = reassemble(buf, table, source, strict=strict, dedup=dedup, index=whole)
-        return CapturePlan(buf, source, capture.stats, dedup, whole=capture)
+        return CapturePlan(buf, source, _cut(capture.stats, cut_end), dedup, whole=capture)
     close_session(plan, totals)
     stats.sessions = _session_names(index.known[:index.sessions])
     _count_totals(stats, totals)
-    return CapturePlan(buf, source, stats, dedup, totals=totals)
+    return CapturePlan(buf, source, _cut(stats, cut_end), dedup, totals=totals)
+
+
+def _cut(stats: CaptureStats, cut_end: list | None) -> CaptureStats:
+    """stats, with the packet the file ends inside (strict=False) counted as malformed."""
+    if cut_end:
+        _, packet, present = cut_end[0]
+        stats.cut_at_end_packet, stats.cut_at_end_bytes = packet, present
+        stats.malformed_packets += 1
+        stats.packets += 1
+    return stats
