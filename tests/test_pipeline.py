@@ -1024,3 +1024,38 @@ def test_huge_pages_asked_for_in_vain_are_said_not_silently_dropped(tmp_path, da
                             "the tmpfs mount says so, so the ring has 4 KiB pages: mount hugetlbfs (mount -t "
                             "hugetlbfs none /dev/hugepages) and reserve pages (sysctl vm.nr_hugepages=N), or "
                             "remount /dev/shm with huge=advise (mount -o remount,huge=advise /dev/shm)"]
+
+
+@pytest.mark.net
+def test_soup_fetch_says_when_its_ring_consumer_quit_with_records_unread(day):
+    """probe 13: a ring's only consumer quit (its process gone) part way; the producer received
+    the whole session and exited 0, and nothing said that records sat unread in the ring."""
+    import subprocess
+    import sys
+
+    from itchflow.protocol.soup.session import MessageStore
+    from itchflow.ring import Ring
+    from itchflow.sources.soup_sockets import SoupServer
+
+    name = f"/dev/shm/itchflow-test-fetchquit-{os.getpid()}.ring"
+    Ring.create(name, 64 << 20, consumers=["book"], heartbeat_timeout=30, keep=True,
+                max_payload=feed_max_payload(64 << 20)).close()
+    # a consumer that attaches and dies without a word (SIGKILL, a crash): os._exit
+    quit = subprocess.run([sys.executable, "-c", "import os, sys\nfrom itchflow.ring import Ring\n"
+                           "r = Ring.open(sys.argv[1]).reader('book')\nos._exit(0)", name],
+                          env=_child_env(), capture_output=True, text=True, timeout=120)
+    assert quit.returncode == 0, quit.stderr
+    server = SoupServer(MessageStore(day), "127.0.0.1", 0, "QUIT", {"alice": "secret"})
+    server.start()
+    try:
+        host, port = server.address
+        fetch = subprocess.run(_fetch_into_ring(host, port, name), env=_child_env(), capture_output=True,
+                               text=True, timeout=120)
+    finally:
+        server.stop()
+        if os.path.exists(name):
+            os.unlink(name)
+    assert fetch.returncode == 0, fetch.stderr
+    assert json.loads(fetch.stdout)["ended"]
+    assert f"ring {name}: consumer 'book' (pid " in fetch.stderr and "is gone, with" in fetch.stderr
+    assert "bytes unread: they stay in the ring for it to resume" in fetch.stderr

@@ -384,7 +384,23 @@ def _close_feed(pub, whole: bool, lost: bool = False) -> dict[str, int]:
 
     detached = pub.writer.detached_consumers()
     pub.writer.close(L.STREAM_CUT_SHORT if not whole else L.STREAM_LOST if lost else L.STREAM_WHOLE)
+    _warn_unread(pub.writer.ring)
     return detached
+
+
+def _warn_unread(ring) -> None:
+    """A consumer that quit (its process gone) with records still unread: the session arrived
+    whole and exit 0 said nothing of them (probe 13). They stay in the ring, for a consumer of
+    that name to resume, so this is said, not counted as lost."""
+    from itchflow.ring.inspect import snapshot
+    from itchflow.ring.liveness import pid_alive
+
+    for c in snapshot(ring)["consumers"]:   # (one alive may still be draining: not this)
+        if c["state"] == "attached" and c["lag_bytes"] > 0 and not pid_alive(c["pid"]):
+            records = f"{c['lag_records']:,} records, " if c["lag_records"] is not None else ""
+            click.echo(f"itchflow: ring {ring.path}: consumer {c['name']!r} (pid {c['pid']}) is gone, with "
+                       f"{records}{c['lag_bytes']:,} bytes unread: they stay in the ring for it to resume "
+                       f"(itchflow run --source ring:{ring.path})", err=True)
 
 
 def _exit_if_detached(ring_name: str | None, detached: dict[str, int]) -> None:
