@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+import itchflow
+
 from test_net_loopback import synthetic_day
 
 pytestmark = pytest.mark.timeout(90)
@@ -136,6 +138,36 @@ def test_cli_soup_serve_and_fetch(tmp_path):
     finally:
         server.terminate()
         finish(server, 10)
+
+
+def test_cli_soup_fetch_of_a_session_cut_short_keeps_it_as_part(tmp_path):
+    """probe 7: a fetch that stopped before the end of session (exit 2) renamed what it had to
+    the final name, where it read as a valid, shorter day."""
+    from net_procs import finish, start, wait_for_line
+
+    data = synthetic_day(20_000, seed=8)
+    src = tmp_path / "day.itch"
+    src.write_bytes(data.tobytes())
+    out = tmp_path / "out.itch"
+    env = dict(os.environ, PYTHONPATH=SRC)
+    cli = "import sys; from itchflow.cli import main; import itchflow.cli.net; sys.exit(main())"
+    server = start(["soup", "serve", str(src), "--host", "127.0.0.1", "--port", "0", "--user", "bob",
+                    "--password", "pw", "--stall-after", "7000", "--max-seconds", "60"])
+    try:
+        port = wait_for_line(server, r"on 127\.0\.0\.1:(\d+)").group(1)
+        r = subprocess.run([sys.executable, "-c", cli, "soup", "fetch", f"127.0.0.1:{port}", "--user", "bob",
+                            "--password", "pw", "--out", str(out), "--json", "--max-seconds", "2",
+                            "--dead-link", "30"], env=env, capture_output=True, text=True, timeout=60)
+    finally:
+        server.terminate()
+        finish(server, 10)
+    assert r.returncode == 2, r.stderr
+    part = tmp_path / "out.itch.part"
+    assert not out.exists() and part.exists()
+    assert f"the session did not reach its end: what arrived is in {part}" in r.stderr
+    got = part.read_bytes()
+    assert len(got) > 0 and data.tobytes().startswith(got)
+    assert json.loads(r.stdout)["messages"] == itchflow.stats(str(part)).messages == 7000
 
 
 # --------------------------------------------------------------------------- hostile peers (issue 10)

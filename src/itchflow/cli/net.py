@@ -274,7 +274,7 @@ def listen(line_a, line_b, rerequest, out, ring_name, engine, ifname, queue, cpu
             # consumers see the end of the stream, and how it ended
             detached = _close_feed(pub, res is not None and res.finished and not res.interrupted,
                                    res is not None and bool(res.stats.get("lost")))
-    _settle(stream, res)
+    _settle(stream, res, res.finished)
     report = {"engine": res.engine, "finished": res.finished, "interrupted": res.interrupted,
               "seconds": round(res.seconds, 3), **res.stats,
               "latency": latency_summary(res.latency_ns),
@@ -351,13 +351,18 @@ def _discard(stream) -> None:
         stream.discard()
 
 
-def _settle(stream, res) -> None:
-    """The stream's file once the run is over: NAME (the report says what it lacks: holes,
-    no end of session), or, after Ctrl-C, left as NAME.part and said so."""
+def _settle(stream, res, complete: bool) -> None:
+    """The stream's file once the run is over: NAME when the session reached its end (the
+    report says what it lacks: holes), else left as NAME.part and said so: after Ctrl-C, or a
+    session that stopped before its end (a cut capture at its final name read as a valid,
+    shorter day, and a listener that timed out left an empty one: probe 7)."""
     if stream is None:
         return
     if getattr(res, "interrupted", False):
         click.echo(f"itchflow: what arrived before the interrupt is in {stream.keep_part()}", err=True)
+        return
+    if not complete:
+        click.echo(f"itchflow: the session did not reach its end: what arrived is in {stream.keep_part()}", err=True)
         return
     try:
         stream.commit()
@@ -539,7 +544,7 @@ def soup_fetch(address, user, password, out, ring_name, session, sequence, max_r
     if res.rejected or res.refused:   # a login that failed leaves no empty file to pass for a session
         _discard(stream)
     else:
-        _settle(stream, res)
+        _settle(stream, res, res.ended)
     _print_report({**res.__dict__, "ring_detached": detached} if ring_name else res.__dict__, as_json, width=14)
     _exit_if_interrupted(res)
     if res.rejected:
