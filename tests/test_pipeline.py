@@ -777,23 +777,23 @@ def test_a_ring_consumer_that_joins_after_it_was_detached_reports_what_it_lost(d
             os.unlink(ring_path(name))
 
 
-@pytest.mark.net
-def test_soup_fetch_says_when_it_detached_its_ring_consumer(day):
-    """`soup fetch --ring` into a ring nobody reads: the session arrived whole, but the
-    consumer slot was detached and will miss it. fetch said "missing: 0" and exited 0; it
-    now names the consumer and exits 3 (run --source ring: reports the records when it joins)."""
+def _fetch_into_fresh_ring(day, tag: str, capacity: int, heartbeat_timeout: float, before=None):
+    """`soup fetch --ring` of day (served here) into a new ring with one consumer slot 'book';
+    before(ring name), if given, runs once the ring exists; the fetch's CompletedProcess."""
     import subprocess
 
     from itchflow.protocol.soup.session import MessageStore
     from itchflow.ring import Ring
     from itchflow.sources.soup_sockets import SoupServer
 
-    name = f"/dev/shm/itchflow-test-fetchdetach-{os.getpid()}.ring"
-    Ring.create(name, 1 << 20, consumers=["book"], heartbeat_timeout=0.2, keep=True,
-                max_payload=feed_max_payload(1 << 20)).close()
-    server = SoupServer(MessageStore(day), "127.0.0.1", 0, "DETACH", {"alice": "secret"})
-    server.start()
+    name = f"/dev/shm/itchflow-test-{tag}-{os.getpid()}.ring"
+    Ring.create(name, capacity, consumers=["book"], heartbeat_timeout=heartbeat_timeout, keep=True,
+                max_payload=feed_max_payload(capacity)).close()
+    server = SoupServer(MessageStore(day), "127.0.0.1", 0, tag.upper()[:10], {"alice": "secret"})
     try:
+        if before is not None:
+            before(name)
+        server.start()
         host, port = server.address
         fetch = subprocess.run(_fetch_into_ring(host, port, name), env=_child_env(), capture_output=True,
                                text=True, timeout=120)
@@ -801,6 +801,16 @@ def test_soup_fetch_says_when_it_detached_its_ring_consumer(day):
         server.stop()
         if os.path.exists(name):
             os.unlink(name)
+    fetch.ring = name
+    return fetch
+
+
+@pytest.mark.net
+def test_soup_fetch_says_when_it_detached_its_ring_consumer(day):
+    """`soup fetch --ring` into a ring nobody reads: the session arrived whole, but the
+    consumer slot was detached and will miss it. fetch said "missing: 0" and exited 0; it
+    now names the consumer and exits 3 (run --source ring: reports the records when it joins)."""
+    fetch = _fetch_into_fresh_ring(day, "fetchdetach", 1 << 20, heartbeat_timeout=0.2)
     assert fetch.returncode == 3, fetch.stderr
     res = json.loads(fetch.stdout)
     assert res["ended"] and res["missing"] == 0 and res["ring_detached"] == {"book": 1}
@@ -1033,29 +1043,14 @@ def test_soup_fetch_says_when_its_ring_consumer_quit_with_records_unread(day):
     import subprocess
     import sys
 
-    from itchflow.protocol.soup.session import MessageStore
-    from itchflow.ring import Ring
-    from itchflow.sources.soup_sockets import SoupServer
+    def consumer_that_quits(name: str) -> None:   # attaches, then dies without a word (SIGKILL, a crash)
+        quit = subprocess.run([sys.executable, "-c", "import os, sys\nfrom itchflow.ring import Ring\n"
+                               "r = Ring.open(sys.argv[1]).reader('book')\nos._exit(0)", name],
+                              env=_child_env(), capture_output=True, text=True, timeout=120)
+        assert quit.returncode == 0, quit.stderr
 
-    name = f"/dev/shm/itchflow-test-fetchquit-{os.getpid()}.ring"
-    Ring.create(name, 64 << 20, consumers=["book"], heartbeat_timeout=30, keep=True,
-                max_payload=feed_max_payload(64 << 20)).close()
-    # a consumer that attaches and dies without a word (SIGKILL, a crash): os._exit
-    quit = subprocess.run([sys.executable, "-c", "import os, sys\nfrom itchflow.ring import Ring\n"
-                           "r = Ring.open(sys.argv[1]).reader('book')\nos._exit(0)", name],
-                          env=_child_env(), capture_output=True, text=True, timeout=120)
-    assert quit.returncode == 0, quit.stderr
-    server = SoupServer(MessageStore(day), "127.0.0.1", 0, "QUIT", {"alice": "secret"})
-    server.start()
-    try:
-        host, port = server.address
-        fetch = subprocess.run(_fetch_into_ring(host, port, name), env=_child_env(), capture_output=True,
-                               text=True, timeout=120)
-    finally:
-        server.stop()
-        if os.path.exists(name):
-            os.unlink(name)
+    fetch = _fetch_into_fresh_ring(day, "fetchquit", 64 << 20, heartbeat_timeout=30, before=consumer_that_quits)
     assert fetch.returncode == 0, fetch.stderr
     assert json.loads(fetch.stdout)["ended"]
-    assert f"ring {name}: consumer 'book' (pid " in fetch.stderr and "is gone, with" in fetch.stderr
+    assert f"ring {fetch.ring}: consumer 'book' (pid " in fetch.stderr and "is gone, with" in fetch.stderr
     assert "bytes unread: they stay in the ring for it to resume" in fetch.stderr

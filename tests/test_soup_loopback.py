@@ -4,6 +4,7 @@ in the middle, the client reconnecting from the next sequence: identical output.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -102,71 +103,65 @@ def test_fetch_from_a_sequence_and_rejects():
         server.stop()
 
 
-def test_cli_soup_serve_and_fetch(tmp_path):
-    """The server binds port 0 and says where (readiness), no port reserved by bind-then-close."""
+@contextlib.contextmanager
+def _served_day(tmp_path, *fault: str):
+    """A day served by `itchflow soup serve` (user bob, port 0, with fault options): yields
+    (the day's bytes, fetch(*options, password="pw") -> the `soup fetch` CompletedProcess).
+    The server says where it bound (readiness), no port reserved by bind-then-close."""
     from net_procs import finish, start, wait_for_line
 
     data = synthetic_day(20_000, seed=8)
     src = tmp_path / "day.itch"
     src.write_bytes(data.tobytes())
-    out = tmp_path / "out.itch"
     env = dict(os.environ, PYTHONPATH=SRC)
     cli = "import sys; from itchflow.cli import main; import itchflow.cli.net; sys.exit(main())"
     server = start(["soup", "serve", str(src), "--host", "127.0.0.1", "--port", "0", "--user", "bob",
-                    "--password", "pw", "--cut-after", "7000", "--max-seconds", "60"])
+                    "--password", "pw", *fault, "--max-seconds", "60"])
     try:
         port = wait_for_line(server, r"on 127\.0\.0\.1:(\d+)").group(1)
-        r = subprocess.run([sys.executable, "-c", cli, "soup", "fetch", f"127.0.0.1:{port}", "--user", "bob",
-                            "--password", "pw", "--out", str(out), "--json"], env=env, capture_output=True,
-                           text=True, timeout=60)
+
+        def fetch(*options: str, password: str = "pw") -> subprocess.CompletedProcess:
+            return subprocess.run([sys.executable, "-c", cli, "soup", "fetch", f"127.0.0.1:{port}", "--user", "bob",
+                                   "--password", password, *options], env=env, capture_output=True, text=True,
+                                  timeout=60)
+        yield data.tobytes(), fetch
+    finally:
+        server.terminate()
+        finish(server, 10)
+
+
+def test_cli_soup_serve_and_fetch(tmp_path):
+    out = tmp_path / "out.itch"
+    with _served_day(tmp_path, "--cut-after", "7000") as (day, fetch):
+        r = fetch("--out", str(out), "--json")
         assert r.returncode == 0, r.stderr
         report = json.loads(r.stdout)
         assert report["ended"] and report["reconnects"] == 1 and report["messages"] == 20_000
-        assert out.read_bytes() == data.tobytes()
+        assert out.read_bytes() == day
         # A refused login leaves no empty --out behind (it passed for an empty session), and a
         # file that was there before is left alone.
         wrong = tmp_path / "wrong.itch"
-        for target, before in ((wrong, None), (out, data.tobytes())):
-            r = subprocess.run([sys.executable, "-c", cli, "soup", "fetch", f"127.0.0.1:{port}", "--user", "bob",
-                                "--password", "nope", "--out", str(target)], env=env, capture_output=True,
-                               text=True, timeout=60)
+        for target, before in ((wrong, None), (out, day)):
+            r = fetch("--out", str(target), password="nope")
             assert r.returncode == 1 and "login rejected" in r.stderr, r.stderr
             if before is None:
                 assert not target.exists()
             else:
                 assert target.exists()
-    finally:
-        server.terminate()
-        finish(server, 10)
 
 
 def test_cli_soup_fetch_of_a_session_cut_short_keeps_it_as_part(tmp_path):
     """probe 7: a fetch that stopped before the end of session (exit 2) renamed what it had to
     the final name, where it read as a valid, shorter day."""
-    from net_procs import finish, start, wait_for_line
-
-    data = synthetic_day(20_000, seed=8)
-    src = tmp_path / "day.itch"
-    src.write_bytes(data.tobytes())
     out = tmp_path / "out.itch"
-    env = dict(os.environ, PYTHONPATH=SRC)
-    cli = "import sys; from itchflow.cli import main; import itchflow.cli.net; sys.exit(main())"
-    server = start(["soup", "serve", str(src), "--host", "127.0.0.1", "--port", "0", "--user", "bob",
-                    "--password", "pw", "--stall-after", "7000", "--max-seconds", "60"])
-    try:
-        port = wait_for_line(server, r"on 127\.0\.0\.1:(\d+)").group(1)
-        r = subprocess.run([sys.executable, "-c", cli, "soup", "fetch", f"127.0.0.1:{port}", "--user", "bob",
-                            "--password", "pw", "--out", str(out), "--json", "--max-seconds", "2",
-                            "--dead-link", "30"], env=env, capture_output=True, text=True, timeout=60)
-    finally:
-        server.terminate()
-        finish(server, 10)
+    with _served_day(tmp_path, "--stall-after", "7000") as (day, fetch):
+        r = fetch("--out", str(out), "--json", "--max-seconds", "2", "--dead-link", "30")
     assert r.returncode == 2, r.stderr
     part = tmp_path / "out.itch.part"
     assert not out.exists() and part.exists()
     assert f"the session did not reach its end: what arrived is in {part}" in r.stderr
     got = part.read_bytes()
-    assert len(got) > 0 and data.tobytes().startswith(got)
+    assert len(got) > 0 and day.startswith(got)
     assert json.loads(r.stdout)["messages"] == itchflow.stats(str(part)).messages == 7000
 
 
