@@ -119,3 +119,63 @@ def test_run_of_a_capture_with_gaps_says_lost_messages_and_exits_3(gapped_captur
     assert p.returncode == 3 and rep["stream"] == "lost messages", p.stderr
     assert rep["producer"]["capture"]["gaps"] == 1 and rep["messages"] == 4
     assert "the capture has 1 sequence gaps (1 messages missing): the books have holes" in p.stderr
+
+
+@pytest.fixture(scope="module")
+def anomalous_day(tmp_path_factory):
+    """One stock: an over-execution (150 of 100 shares), an over-cancel, an unknown reference and
+    one message of an unknown type ('Z'): 3 anomalies, 1 unknown type."""
+    add = dict(stock_locate=1, buy_sell_indicator="B", shares=100, stock="AAA", price=10_000)
+    msgs = [enc("R", stock_locate=1, stock="AAA", timestamp=1),
+            enc("A", timestamp=T, order_reference_number=1, **add),
+            enc("E", stock_locate=1, timestamp=T + 1, order_reference_number=1, executed_shares=150, match_number=1),
+            enc("A", timestamp=T + 2, order_reference_number=2, **add),
+            enc("X", stock_locate=1, timestamp=T + 3, order_reference_number=2, cancelled_shares=500),
+            enc("D", stock_locate=1, timestamp=T + 4, order_reference_number=99),
+            b"\x00\x04Zxyz"]
+    path = tmp_path_factory.mktemp("anomalous") / "2020-01-02.itch"
+    path.write_bytes(b"".join(msgs))
+    return path
+
+
+@pytest.mark.parametrize("command", [["bars", "-s", "AAA", "-o", "OUT/b.parquet"],
+                                     ["lobster", "-s", "AAA", "-o", "OUT"]])
+def test_bars_and_lobster_report_the_anomalies_their_numbers_rest_on(anomalous_day, tmp_path, command):
+    """probe 18: bars' volume of 150 came from executing 150 shares of a 100-share order, and
+    neither bars nor lobster said so, nor that a message of an unknown type was skipped (trades,
+    bbo and snapshots did)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    args = [a.replace("OUT", str(out)) for a in command[1:]]
+    r = CliRunner().invoke(main, [command[0], str(anomalous_day), *args, "-q"])
+    assert r.exit_code == 0, r.output
+    assert ("anomalies (messages the books could not apply as sent): unknown_reference 1, over_execution 1, "
+            "over_cancel 1") in r.stderr, r.stderr
+    assert "1 messages of unknown types skipped" in r.stderr
+
+
+def test_auctions_names_a_stock_without_a_directory_message_by_its_own_field_and_drops_impossible_prices(tmp_path):
+    """probe 18: a capture without R messages had auctions' symbol column hold the locate number
+    ("4316") where the Q and I name their stock; a NOII price of 0x7FFFFFFF came out as
+    $214,748.3647, past Price(4)'s largest, 200,000.0000."""
+    from itchflow.sinks.auctions import auctions
+
+    noii = dict(stock_locate=7, timestamp=T, paired_shares=10, imbalance_shares=5, imbalance_direction="B",
+                stock="GFOR=", cross_type="C", price_variation_indicator="L")
+    msgs = [enc("I", far_price=0x7FFFFFFF, near_price=2_000_000_000, current_reference_price=105_000, **noii),
+            enc("Q", stock_locate=7, timestamp=T + 5, shares=100, stock="GFOR=", cross_price=105_000,
+                match_number=3, cross_type="C"),
+            enc("R", stock_locate=8, stock="KNOWN", timestamp=1),
+            enc("Q", stock_locate=8, timestamp=T + 6, shares=1, stock="OTHER", cross_price=1, match_number=4,
+                cross_type="C")]
+    path = tmp_path / "noii.itch"
+    path.write_bytes(b"".join(msgs))
+    far: dict = {}
+    a = auctions(str(path), out_of_range=far)
+    i = a.imbalances.to_pylist()[0]
+    assert i["symbol"] == "GFOR=" and i["far_price"] != i["far_price"]          # NaN
+    assert i["near_price"] == 200_000.0 and i["reference_price"] == 10.5      # the largest price is a price
+    assert far == {"far_price": 1}
+    assert a.crosses["symbol"].to_pylist() == ["GFOR=", "KNOWN"]               # an R's name still rules
+    r = CliRunner().invoke(main, ["auctions", str(path), "-o", str(tmp_path / "out")])
+    assert r.exit_code == 0 and "written as NaN: far_price 1" in r.stderr, r.output

@@ -92,12 +92,14 @@ def losses(books, capture: dict) -> dict:
     return out
 
 
-def report_losses(books, capture: dict) -> None:
-    """One line on stderr per kind of loss (stdout stays the answer)."""
+def report_losses(books, capture: dict, consequence: str = ": the books are built without them",
+                  path=None) -> None:
+    """One line on stderr per kind of loss (stdout stays the answer): the capture's (with
+    ``consequence``, naming ``path``), the books' anomalies, unknown types."""
     from itchflow.cli.decode import warn_capture
 
     found = losses(books, capture)
-    warn_capture(capture, ": the books are built without them")
+    warn_capture(capture, consequence, path)
     if "anomalies" in found:
         click.echo("itchflow: warning: anomalies (messages the books could not apply as sent): "
                    + ", ".join(f"{k} {v:,}" for k, v in found["anomalies"].items()), err=True)

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from itchflow.cli import main
+from itchflow.cli.book import report_losses
 from itchflow.cli.decode import fail, warn_capture
 from itchflow.cli.params import IMAGE, INTERVAL, TIME_TEXT, symbols_option, table_path
 from itchflow.cli.progress import progress_total
@@ -41,15 +42,16 @@ def lobster_command(path, symbols, levels, out, start, end, date, parquet, quiet
     from itchflow.sinks.lobster import lobster
 
     capture: dict = {}
+    books: list = []
     try:
         with progress_bar("lobster", progress_total(path), quiet) as update:
             days = lobster(path, symbols, levels, start=start, end=end, date=date, out=out, parquet=parquet,
-                           tables=False, progress=update, capture_stats=capture)
+                           tables=False, progress=update, capture_stats=capture, on_books=books.append)
     except KeyboardInterrupt:
         _interrupted("lobster", "its unfinished files (.part) were removed")
     except _errors() as e:
         fail(e)
-    warn_capture(capture, ": the files are built without them", path)
+    report_losses(books[0], capture, ": the files are built without them", path)
     for sym, d in days.items():
         skipped = ", ".join(f"{k} {v:,}" for k, v in d.skipped.items())
         click.echo(f"{sym}: {d.rows:,} rows -> {Path(d.files[0]).name}, {Path(d.files[1]).name}"
@@ -75,9 +77,11 @@ def bars_command(path, every, symbols, out, start, end, plot, plot_symbol, quiet
 
     symbols = symbols_option(symbols)
     capture: dict = {}
+    books: list = []
     try:
         with progress_bar("bars", progress_total(path), quiet) as update:
-            table = bars(path, every, symbols, start=start, end=end, progress=update, capture_stats=capture)
+            table = bars(path, every, symbols, start=start, end=end, progress=update, capture_stats=capture,
+                         on_books=books.append)
         _write_table(table, out)
         if plot:
             from itchflow.sinks.research_plots import bars_plot
@@ -88,7 +92,7 @@ def bars_command(path, every, symbols, out, start, end, plot, plot_symbol, quiet
         _interrupted("bars")
     except _errors() as e:
         fail(e)
-    warn_capture(capture, ": the bars are built without them", path)
+    report_losses(books[0], capture, ": the bars are built without them", path)
     click.echo(f"wrote {table.num_rows:,} bars ({len(table['symbol'].unique())} stocks) to {out}"
                + (f"; plot {plot}" if plot else ""))
 
@@ -109,8 +113,10 @@ def auctions_command(path, out, symbols, plot, plot_symbol, cross_type) -> None:
 
     symbols = symbols_option(symbols)
     capture: dict = {}
+    read: dict = {}
+    out_of_range: dict = {}
     try:
-        result = auctions(path, symbols, capture_stats=capture)
+        result = auctions(path, symbols, capture_stats=capture, read_stats=read, out_of_range=out_of_range)
         Path(out).mkdir(parents=True, exist_ok=True)
         # both written before either is renamed into place: a failure on the second (a full
         # disk) left one day's crosses beside another day's imbalances, whose cross_row
@@ -127,6 +133,12 @@ def auctions_command(path, out, symbols, plot, plot_symbol, cross_type) -> None:
     except _errors() as e:
         fail(e)
     warn_capture(capture, ": the tables are built without them", path)
+    if out_of_range:
+        click.echo("itchflow: warning: prices past Price(4)'s largest (200,000.0000) written as NaN: "
+                   + ", ".join(f"{k} {v:,}" for k, v in out_of_range.items()), err=True)
+    unknown = sum(read.get("unknown_by_type", {}).values())
+    if unknown:
+        click.echo(f"itchflow: warning: {unknown:,} messages of unknown types skipped", err=True)
     click.echo(f"wrote {result.crosses.num_rows:,} crosses and {result.imbalances.num_rows:,} imbalance "
                f"messages to {out}" + (f"; plot {plot}" if plot else ""))
 

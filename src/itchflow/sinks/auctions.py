@@ -2,7 +2,8 @@
 
 Two tables, both per stock in time order:
 
-- ``crosses``: one row per Q: symbol, stock_locate, timestamp_ns, cross_type (O opening,
+- ``crosses``: one row per Q: symbol (the locate's R name; the message's own stock field
+  where the day has no R for it), stock_locate, timestamp_ns, cross_type (O opening,
   C closing, H halt or IPO, I intraday / post-close), price (dollars), shares,
   match_number, broken (a B broke it, as the books do: the B names its match number, it is
   the first trade of that number before the B, and no earlier B broke it; a B that comes
@@ -13,7 +14,8 @@ Two tables, both per stock in time order:
   +shares for B, -shares for S, 0 otherwise; null for a B or S whose imbalance_shares, an
   8-byte unsigned field, is beyond 2**63 - 1, which no int64 holds: exact wherever given,
   never wrapped or rounded, and no real imbalance comes near), far_price, near_price,
-  reference_price (dollars; NaN where the feed sends 0, i.e. no price), price_variation
+  reference_price (dollars; NaN where the feed sends 0, i.e. no price, or a value past
+  Price(4)'s largest, 200,000.0000, e.g. 0x7FFFFFFF, counted), price_variation
   (the indicator letter), and the cross it leads into: ``cross_ns``/``cross_row`` (timestamp and row in ``crosses`` of
   the first Q of the same stock and cross type at or after it; null when none follows).
 
@@ -104,16 +106,29 @@ def broken_crosses(source, q: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.fromiter((k in broken_keys for k in keys), bool, len(q)) & named
 
 
-def _dollars(raw: np.ndarray) -> np.ndarray:
-    return np.where(raw > 0, raw / 1e4, np.nan)
+MAX_PRICE4 = 200_000 * 10_000   # Price(4)'s largest value, 200,000.0000 (DESIGN.md section 3)
 
 
-def _symbols(locates: np.ndarray, names: dict):
+def _dollars(raw: np.ndarray, out_of_range: dict | None = None, name: str = "") -> np.ndarray:
+    """Price(4) in dollars; NaN for 0 (the feed's "no price") and for a value past the
+    protocol's largest price (0x7FFFFFFF came out as $214,748.3647, and ruled any mean or
+    plot of it: probe 18), those counted in out_of_range[name]."""
+    past = raw > MAX_PRICE4
+    if out_of_range is not None and past.any():
+        out_of_range[name] = int(np.count_nonzero(past))
+    return np.where((raw > 0) & ~past, raw / 1e4, np.nan)
+
+
+def _symbols(locates: np.ndarray, names: dict, own: np.ndarray):
+    """Each row's symbol: its locate's stock directory (R) name, or, for a locate the day
+    has no R for (a capture that starts late), the stock the message names itself (the
+    locate number as text was in its place: probe 18)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    uniq, inv = np.unique(locates, return_inverse=True)
-    dictionary = pa.array([names.get(int(u), str(int(u))) for u in uniq], pa.string())
+    uniq, first, inv = np.unique(locates, return_index=True, return_inverse=True)
+    dictionary = pa.array([names.get(int(u)) or own[k].decode("ascii", "replace").strip() or str(int(u))
+                           for u, k in zip(uniq, first)], pa.string())
     return pc.take(dictionary, pa.array(inv.astype(np.int64))) if len(locates) else pa.array([], pa.string())
 
 
@@ -155,12 +170,13 @@ def signed_imbalance(direction: np.ndarray, shares: np.ndarray):
 
 
 def auctions(source, symbols=None, *, capture_stats: dict | None = None,
-             read_stats: dict | None = None) -> Auctions:
+             read_stats: dict | None = None, out_of_range: dict | None = None) -> Auctions:
     """The day's crosses and NOII messages as two pyarrow Tables (see the module doc).
 
     symbols: list or comma-separated text (None = every stock); capture_stats: filled with a
     capture's gaps and malformed packets (as ``replay``'s); read_stats: filled with the day's
-    framing counts (messages, by_type, unknown_by_type: every message, not only R/Q/I/B).
+    framing counts (messages, by_type, unknown_by_type: every message, not only R/Q/I/B);
+    out_of_range: filled with {column: rows} of prices past 200,000.0000, given as NaN.
     Works on one file; for an archive, call it per day (e.g. as an ``itchflow batch`` job)."""
     import pyarrow as pa
 
@@ -170,11 +186,11 @@ def auctions(source, symbols=None, *, capture_stats: dict | None = None,
     i = i[np.lexsort((i["sequence"], i["stock_locate"]))]
     broken = broken_crosses(source, q, b)
     crosses = pa.table({
-        "symbol": _symbols(q["stock_locate"], names),
+        "symbol": _symbols(q["stock_locate"], names, q["stock"]),
         "stock_locate": pa.array(q["stock_locate"]),
         "timestamp_ns": pa.array(q["timestamp"]),
         "cross_type": byte_text(q["cross_type"]),
-        "price": pa.array(_dollars(q["cross_price"])),
+        "price": pa.array(_dollars(q["cross_price"], out_of_range, "price")),
         "shares": pa.array(q["shares"]),
         "match_number": pa.array(q["match_number"]),
         "broken": pa.array(broken),
@@ -182,7 +198,7 @@ def auctions(source, symbols=None, *, capture_stats: dict | None = None,
     row = pair_with_crosses(q, i)
     paired = row >= 0
     imbalances = pa.table({
-        "symbol": _symbols(i["stock_locate"], names),
+        "symbol": _symbols(i["stock_locate"], names, i["stock"]),
         "stock_locate": pa.array(i["stock_locate"]),
         "timestamp_ns": pa.array(i["timestamp"]),
         "cross_type": byte_text(i["cross_type"]),
@@ -190,9 +206,9 @@ def auctions(source, symbols=None, *, capture_stats: dict | None = None,
         "imbalance_shares": pa.array(i["imbalance_shares"]),
         "imbalance_direction": byte_text(i["imbalance_direction"]),
         "signed_imbalance": signed_imbalance(i["imbalance_direction"], i["imbalance_shares"]),
-        "far_price": pa.array(_dollars(i["far_price"])),
-        "near_price": pa.array(_dollars(i["near_price"])),
-        "reference_price": pa.array(_dollars(i["current_reference_price"])),
+        "far_price": pa.array(_dollars(i["far_price"], out_of_range, "far_price")),
+        "near_price": pa.array(_dollars(i["near_price"], out_of_range, "near_price")),
+        "reference_price": pa.array(_dollars(i["current_reference_price"], out_of_range, "reference_price")),
         "price_variation": byte_text(i["price_variation_indicator"]),
         "cross_ns": pa.array(np.where(paired, q["timestamp"][np.maximum(row, 0)] if len(q) else 0, 0),
                              mask=~paired),

@@ -516,7 +516,8 @@ def _check_exists(source) -> None:
 def lobster(source, symbols, levels: int = 10, *, start="09:30", end="16:00", date: str | None = None,
             out=None, parquet: bool = False, tables: bool = True,
             progress: Callable[[int, int], None] | None = None,
-            slice_bytes: int = SLICE_BYTES, capture_stats: dict | None = None) -> dict[str, LobsterDay]:
+            slice_bytes: int = SLICE_BYTES, capture_stats: dict | None = None,
+            on_books: Callable[[object], None] | None = None) -> dict[str, LobsterDay]:
     """LOBSTER message and order-book tables of the chosen stocks for one day's file.
 
     source: a path (raw, .gz, pcap) or buffer; symbols: list or comma-separated text; levels:
@@ -528,7 +529,8 @@ def lobster(source, symbols, levels: int = 10, *, start="09:30", end="16:00", da
     ``out`` that keeps memory bounded by a slice of ``slice_bytes`` of the file (less with
     many levels: a slice's order-book rows stay under ROWS_BUDGET_BYTES), whatever the size
     of the day. capture_stats: filled with a capture's gaps and malformed packets (as
-    ``replay``'s). Returns {symbol: LobsterDay}.
+    ``replay``'s). on_books: called with the Books at the end of the day (their counters:
+    messages, anomalies, unknown types). Returns {symbol: LobsterDay}.
     """
     syms = symbol_list(symbols, "lobster", required=True)
     levels, start_ns, end_ns = lobster_window(levels, start, end)
@@ -549,7 +551,9 @@ def lobster(source, symbols, levels: int = 10, *, start="09:30", end="16:00", da
             paths = [str(Path(out) / n) for n in names]
         return StockOutput(levels, keep=tables, paths=paths, parquet=parquet)
 
-    streams, _ = _walk(source, syms, levels, start_ns, end_ns, output_for, progress, slice_bytes, capture_stats)
+    streams, books = _walk(source, syms, levels, start_ns, end_ns, output_for, progress, slice_bytes, capture_stats)
+    if on_books is not None:
+        on_books(books)
     try:
         result = {}
         for sym, state, output in streams:
