@@ -397,3 +397,32 @@ def test_pictures_are_drawn(report, tmp_path):
     for f in files:
         head = Path(f).read_bytes()[:8]
         assert head == b"\x89PNG\r\n\x1a\n" and os.path.getsize(f) > 20_000
+
+
+def test_system_calls_are_counted_when_a_listed_thread_has_ended():
+    """perf stat refuses its whole thread list when one of them has ended ("No such process"):
+    the hybrid row's reader count failed CI at random so. A zombie child in the list is left out
+    of it, and what ended meanwhile is dropped on a second try."""
+    import subprocess
+    import threading
+
+    from itchflow.compare.net import _children, _counting, _running
+
+    if PERF is not None:
+        pytest.skip(PERF)
+    zombie = subprocess.Popen(["true"])
+    while open(f"/proc/{zombie.pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z":
+        os.sched_yield()   # (until it has exited, unreaped)
+    try:
+        me = threading.get_native_id()
+        assert not _running(zombie.pid) and _running(me)
+        assert zombie.pid not in _children(os.getpid(), me)
+        counter = _counting([zombie.pid, me])
+        try:
+            os.getppid()
+            counter.disable()
+            assert counter.count() >= 1
+        finally:
+            counter.close()
+    finally:
+        zombie.wait()

@@ -633,9 +633,7 @@ def _hybrid_main(lab: Lab, engine: str, phase: str, last_sequence: int, ring_pat
                             counter_box["error"] = "the pipeline's reader process was not found to count"
                             continue
                         try:
-                            c = SyscallCounter(tids)
-                            counter_box[name] = c
-                            c.enable()
+                            counter_box[name] = _counting(tids)
                         except (OSError, RuntimeError) as e:
                             counter_box["error"] = str(e)
 
@@ -668,10 +666,40 @@ def _hybrid_main(lab: Lab, engine: str, phase: str, last_sequence: int, ring_pat
             pass
 
 
+def _counting(tids: list[int]):
+    """A SyscallCounter on tids, enabled. perf stat refuses the whole list when one thread of
+    it has ended by the time it attaches ("No such process": a child listed a moment before,
+    an earlier run's producer not yet reaped), which failed the row at random (CI): it is tried
+    again, once, without what has ended."""
+    for attempt in (0, 1):
+        c = SyscallCounter(tids)
+        try:
+            c.enable()
+            return c
+        except RuntimeError:
+            c.close()
+            running = [t for t in tids if _running(t)]
+            if attempt or running == tids:
+                raise
+            if not running:
+                raise RuntimeError("the threads to count had ended before perf attached") from None
+            tids = running
+
+
+def _running(tid: int) -> bool:
+    """The thread exists and is not a zombie (perf cannot attach to one)."""
+    try:
+        with open(f"/proc/{tid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def _children(pid: int, tid: int) -> list[int]:
+    """The child processes thread tid of pid started that are still running."""
     try:
         with open(f"/proc/{pid}/task/{tid}/children") as f:
-            return [int(x) for x in f.read().split()]
+            return [c for c in (int(x) for x in f.read().split()) if _running(c)]
     except OSError:
         return []
 
