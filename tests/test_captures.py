@@ -560,7 +560,7 @@ def test_a_capture_cut_inside_its_last_packet(tmp_path, container, cut):
     path = tmp_path / f"cut.{container}"
     path.write_bytes(whole[:-cut])
     with pytest.raises(ITCHFormatError, match=r"packet 40, byte offset \d+: the file ends inside packet 40 "
-                                              r".*strict=False \(--lenient\) reads the packets before it"):
+                                              r".*strict=False\) and `stats --lenient` read the packets before it"):
         itchflow.stats(str(path))
     d = itchflow.read(str(path), strict=False)
     cap = d.info.capture
@@ -568,3 +568,66 @@ def test_a_capture_cut_inside_its_last_packet(tmp_path, container, cut):
     assert (cap["cut_at_end_packet"], cap["malformed_packets"], cap["gaps"]) == (40, 1, 0)
     assert cap["cut_at_end_bytes"] == len(whole) - cut - last
     assert d["D"]["sequence"].tolist() == list(range(1, 79))
+
+
+def _forty_packets() -> list[bytes]:
+    return [ref.eth_ipv4_udp(ref.mold_packet(b"CUT", 1 + 2 * i, [_msg_for(1 + 2 * i), _msg_for(2 + 2 * i)]))
+            for i in range(40)]
+
+
+@pytest.mark.parametrize("corrupt", ["past the snap length", "time out of line"])
+def test_a_corrupt_record_length_mid_file_is_not_taken_for_a_cut_end(tmp_path, corrupt):
+    """probe 19: a flipped length mid-capture running past the end read as "the file ends
+    inside packet N": strict=False then dropped the rest of the capture as one malformed
+    packet. A cut record has a header its writer could have written."""
+    frames = _forty_packets()
+    raw = bytearray(ref.pcap_file(frames))
+    at = len(ref.pcap_file(frames[:30]))          # record 31's header
+    assert int.from_bytes(raw[16:20], "little") == 65535   # the file's snap length
+    if corrupt == "past the snap length":
+        raw[at + 8:at + 12] = (70_000).to_bytes(4, "little")
+    else:   # a length within the snap length, but a time 10 days after the record before
+        raw[at + 8:at + 12] = (len(raw) - at).to_bytes(4, "little")
+        raw[at + 12:at + 16] = (len(raw) - at).to_bytes(4, "little")
+        raw[at:at + 4] = (int.from_bytes(raw[at:at + 4], "little") + 10 * 86_400).to_bytes(4, "little")
+    path = tmp_path / "corrupt.pcap"
+    path.write_bytes(bytes(raw))
+    for strict in (True, False):
+        with pytest.raises(ITCHFormatError, match=rf"packet 31, byte offset {at}: corrupt pcap record header"):
+            itchflow.read(str(path), strict=strict)
+
+
+@pytest.mark.parametrize("tail", [b"\x00" * 4, "cut section header"])
+def test_a_pcapng_ending_in_a_stray_or_cut_non_packet_block_is_corrupt_not_a_cut_packet(tmp_path, tail):
+    """probe 19: trailing padding or a cut section header was counted as a cut packet 41 that
+    never existed."""
+    whole = ref.pcapng_file(_forty_packets())
+    extra = tail if isinstance(tail, bytes) else ref.pcapng_file([])[:20]
+    path = tmp_path / "trailing.pcapng"
+    path.write_bytes(whole + extra)
+    for strict in (True, False):
+        with pytest.raises(ITCHFormatError, match=rf"byte offset {len(whole)}: corrupt pcapng block"):
+            itchflow.read(str(path), strict=strict)
+
+
+def test_a_cut_capture_planned_by_parts_and_walked_again_counts_its_cut_packet(tmp_path, monkeypatch):
+    """probe 19: planned by parts, found out of order and walked again whole, the cut packet's
+    count came from the first walk, left before the end: nothing said its messages were lost."""
+    from itchflow.protocol.mold import capture as capture_module
+    from itchflow.wire import pcap
+
+    frames = _forty_packets()
+    frames = frames[30:33] + frames[:30] + frames[33:]      # late packets first: out of order
+    path = tmp_path / "late_cut.pcap"
+    path.write_bytes(ref.pcap_file(frames)[:-9])
+    whole = itchflow.read(str(path), strict=False).info.capture
+    monkeypatch.setattr(capture_module, "STREAM_PACKETS", 0)
+    monkeypatch.setattr(capture_module, "STREAM_WINDOW", 2)
+    monkeypatch.setattr(pcap, "TABLE_BATCH", 4)
+    walked = []
+    real = capture_module.packet_table
+    monkeypatch.setattr(capture_module, "packet_table", lambda *a, **k: walked.append(1) or real(*a, **k))
+    parts = itchflow.read(str(path), strict=False).info.capture
+    assert walked, "the capture was not walked again"
+    assert (whole["cut_at_end_packet"], whole["malformed_packets"], whole["packets"]) == (40, 1, 40)
+    assert parts == whole

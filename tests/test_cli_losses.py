@@ -179,3 +179,6 @@ def test_auctions_names_a_stock_without_a_directory_message_by_its_own_field_and
     assert a.crosses["symbol"].to_pylist() == ["GFOR=", "KNOWN"]               # an R's name still rules
     r = CliRunner().invoke(main, ["auctions", str(path), "-o", str(tmp_path / "out")])
     assert r.exit_code == 0 and "written as NaN: far_price 1" in r.stderr, r.output
+    # and asked for by that name (probe 19: the table named it, -s refused it)
+    one = auctions(str(path), symbols="GFOR=")
+    assert one.crosses["symbol"].to_pylist() == ["GFOR="] and one.imbalances.num_rows == 1

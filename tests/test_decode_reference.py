@@ -276,7 +276,12 @@ def test_scan_of_a_cut_day_hands_out_every_whole_message_before_the_error(tmp_pa
             seen.append(sum(piece.counts.values()))
     assert sum(seen) == len(msgs) == 100
     assert err.value.offset == len(data)
-    assert "the messages before it were delivered" in str(err.value) and "cut.itch" in str(err.value)
+    assert str(err.value).endswith("(after 100 whole messages)") and "cut.itch" in str(err.value)
+    # nothing handed out before it: nothing said of it
+    path.write_bytes(bad[len(data):])
+    with pytest.raises(itchflow.ITCHFormatError, match=r"byte offset 0: ") as err:
+        list(itchflow.scan(str(path), chunk_messages=chunk))
+    assert "whole messages)" not in str(err.value)
     # read() still refuses the whole file, delivering nothing
     with pytest.raises(itchflow.ITCHFormatError):
         itchflow.read(str(path))

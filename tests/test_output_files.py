@@ -258,3 +258,22 @@ def test_auctions_renames_both_tables_or_neither(day, tmp_path, monkeypatch):
 
 def day_symbol(path) -> str:
     return str(itchflow.Books().replay(path).bbo()["symbol"][0])
+
+
+def test_a_descriptor_named_by_its_path_is_written_in_place_even_when_it_is_a_regular_file(tmp_path):
+    """probe 19: `-o /dev/stdout > f` made /dev/stdout (a link to /proc/self/fd/1, a regular file
+    then) look like a file to replace: the .part was renamed over the system's /dev/stdout link
+    (as root). Written through the descriptor, in place, it is never renamed over."""
+    from itchflow.sinks.output import StreamOutput
+
+    target = tmp_path / "redirected"
+    with open(target, "wb") as f:
+        fd = f.fileno()
+        for name in ("/dev/stdout", "/dev/stderr", f"/dev/fd/{fd}", f"/proc/self/fd/{fd}", f"/proc/{os.getpid()}/fd/{fd}"):
+            with output_file(name) as path:
+                assert path == name
+        out = StreamOutput(f"/proc/self/fd/{fd}")
+        out.file.write(b"day")
+        assert out.commit() == f"/proc/self/fd/{fd}"
+    assert target.read_bytes() == b"day" and os.path.islink("/dev/stdout")
+    assert not os.path.exists(f"/proc/self/fd/{fd}{PART_SUFFIX}")

@@ -1054,3 +1054,12 @@ def test_soup_fetch_says_when_its_ring_consumer_quit_with_records_unread(day):
     assert json.loads(fetch.stdout)["ended"]
     assert f"ring {fetch.ring}: consumer 'book' (pid " in fetch.stderr and "is gone, with" in fetch.stderr
     assert "bytes unread: they stay in the ring for it to resume" in fetch.stderr
+
+
+@pytest.mark.net
+def test_soup_fetch_into_a_ring_nobody_has_attached_to_yet_says_nothing_of_a_gone_consumer(day):
+    """probe 19: fetch now, consume later: the slot no process had attached (pid 0) was reported
+    as a consumer that is gone."""
+    fetch = _fetch_into_fresh_ring(day, "fetchlater", 64 << 20, heartbeat_timeout=30)
+    assert fetch.returncode == 0, fetch.stderr
+    assert "is gone" not in fetch.stderr, fetch.stderr

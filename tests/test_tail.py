@@ -280,7 +280,7 @@ def test_a_length_prefix_wrong_for_its_type_is_an_error_at_once(tmp_path):
     path.write_bytes(raw + b"\xea\x60D" + b"\x00" * 20)
     t0 = time.monotonic()
     with pytest.raises(ITCHFormatError, match=rf"byte offset {len(raw)}: length prefix disagrees with the message "
-                                              r"type's length \(type 'D', length prefix 60000, 19 expected\)"):
+                                              r"type's length \(type 'D', length prefix 60000, specification says 19\)"):
         list(Tail(path, idle_timeout=30))
     assert time.monotonic() - t0 < 10
 
@@ -333,3 +333,60 @@ def test_run_reads_standard_input(tmp_path):
 def test_run_refuses_a_tail_of_a_directory_before_starting(tmp_path):
     rc, rep, err = _run_json("--source", f"tail:{tmp_path}")
     assert rc == 1 and rep is None and "is a directory; tail: follows a regular file" in err
+
+
+def test_a_whole_message_with_a_wrong_length_prefix_is_named_where_it_is(tmp_path):
+    """probe 19: a whole message mid-file whose prefix is wrong for its type sent the walk out of
+    step, and the error came later, elsewhere ("zero-length message" 9,000 bytes on)."""
+    raw = make_day(20, end_event=False)
+    bad = b"\x00\x28" + encode_message("A", order_reference_number=1)[2:] + b"\x00\x00"   # 'A' said 40, not 36
+    path = tmp_path / "f.itch"
+    path.write_bytes(raw + bad + make_day(30))
+    tail = Tail(path, idle_timeout=5)
+    got = []
+    with pytest.raises(ITCHFormatError, match=rf"byte offset {len(raw)}: length prefix disagrees with the message "
+                                              r"type's length \(type 'A', length prefix 40, specification says 36\)"):
+        for c in tail:
+            got.append(c.data.tobytes())
+    assert b"".join(got) == raw        # every message before it, then the error
+
+
+def test_run_counts_the_messages_applied_before_a_bad_one_in_the_same_batch(tmp_path):
+    """probe 19: a bad prefix at message 1,001 left the failure report at 0 messages applied: the
+    engine had applied the 1,000 before it in that batch, and they were not counted."""
+    raw = make_day(1000, end_event=False)   # 1,001 messages
+    path = tmp_path / "f.itch"
+    path.write_bytes(raw + b"\x00\x05A\x00\x00\x00\x00" + make_day(10))
+    rc, rep, err = _run_json("--source", str(path))
+    assert rc == 1 and rep["messages"] == 1001 and rep["bytes"] == len(raw), err
+    assert rep["book"]["messages_applied"] == 1001
+    assert f"byte offset {len(raw)}: length prefix disagrees" in rep["error"]
+
+
+def test_run_refuses_a_closed_standard_input(tmp_path):
+    """probe 19: with fd 0 closed, the ring file was opened as fd 0 and read as the day."""
+    p = subprocess.run([sys.executable, "-m", "itchflow", "run", "--source", "-", "-q", "--top", "0"],
+                       stdin=None, preexec_fn=lambda: os.close(0), capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1 and "standard input is closed" in p.stderr, p.stderr
+    p = subprocess.run([sys.executable, "-m", "itchflow", "stats", "-"], preexec_fn=lambda: os.close(0),
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1 and "standard input is closed" in p.stderr and "Traceback" not in p.stderr, p.stderr
+
+
+def test_a_pipe_still_open_hands_out_what_has_arrived(tmp_path):
+    """probe 19: a source read from a pipe waited for 8 MiB (or the writer's end) before its first
+    messages went out: `tail -f day | itchflow run --source -` applied nothing for a long time."""
+    from itchflow.sources.files import iter_chunks
+
+    raw = make_day(300, end_event=False)
+    r, w = os.pipe()
+    try:
+        os.write(w, raw + encode_message("D", order_reference_number=5)[:7])   # and part of the next
+        chunks = iter_chunks(os.fdopen(r, "rb"))
+        first: list = []
+        reader = threading.Thread(target=lambda: first.append(next(chunks)), daemon=True)
+        reader.start()
+        reader.join(30)
+        assert first and first[0].data.tobytes() == raw
+    finally:
+        os.close(w)

@@ -400,8 +400,10 @@ def _warn_unread(ring) -> None:
     from itchflow.ring.inspect import snapshot
     from itchflow.ring.liveness import pid_alive
 
-    for c in snapshot(ring)["consumers"]:   # (one alive may still be draining: not this)
-        if c["state"] == "attached" and c["lag_bytes"] > 0 and not pid_alive(c["pid"]):
+    # (one alive may still be draining; a slot no process has attached yet, pid 0, is one to
+    # consume later: neither is this)
+    for c in snapshot(ring)["consumers"]:
+        if c["state"] == "attached" and c["lag_bytes"] > 0 and c["pid"] > 0 and not pid_alive(c["pid"]):
             records = f"{c['lag_records']:,} records, " if c["lag_records"] is not None else ""
             click.echo(f"itchflow: ring {ring.path}: consumer {c['name']!r} (pid {c['pid']}) is gone, with "
                        f"{records}{c['lag_bytes']:,} bytes unread: they stay in the ring for it to resume "

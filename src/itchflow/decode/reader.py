@@ -78,9 +78,7 @@ def _pieces(chunk: Chunk, max_messages: int, deliver_first: bool = False) -> Ite
         if n or piece.error is None:
             yield pos, stop, first, piece
         if piece.error is not None:
-            e = piece.error
-            raise ITCHFormatError(f"{e.detail}; the messages before it were delivered", source=e.source,
-                                  offset=e.offset, packet=e.packet)
+            raise piece.error
         pos, first = stop, first + n
 
 
@@ -164,6 +162,20 @@ def scan(source, types: str | Iterable[str] | None = None, *, chunk_messages: in
     codes = type_codes(types)
     capture: dict = {} if capture_stats is None else capture_stats
     name = _name(source)
+    handed = [0]   # messages handed out so far
+    try:
+        yield from _scan_pieces(source, name, codes, chunk_messages, strict, capture, renumber, progress, handed)
+    except ITCHFormatError as e:
+        if not handed[0]:
+            raise
+        # the whole messages before it were handed out (a day cut mid-message): said, with how many
+        e.__init__(f"{e.detail} (after {handed[0]:,} whole messages)", source=e.source, offset=e.offset,
+                   packet=e.packet)
+        raise
+
+
+def _scan_pieces(source, name, codes, chunk_messages, strict, capture, renumber, progress,
+                 handed: list) -> Iterator[Decoded]:
     place = 1   # the next message's place in the stream (renumber)
     messages = 0
     planning = (lambda position: progress(0, position)) if progress else None   # a capture's planning passes
@@ -181,6 +193,7 @@ def scan(source, types: str | Iterable[str] | None = None, *, chunk_messages: in
             if progress:
                 progress(messages, chunk.position(stop))
             yield Decoded(arrays, read_info(name, piece, capture or None, time.perf_counter() - t0))
+            handed[0] = messages
 
 
 def decode_slice(chunk: Chunk, start: int, stop: int, first_sequence: int,

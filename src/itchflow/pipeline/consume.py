@@ -221,6 +221,10 @@ class BatchApplier:
         h = batch.data[o:o + B.HEADER_BYTES].view(np.int64)
         base = int(h[B.W_SOURCE_OFFSET])
         where = int(st[S_RESUME_POS]) - o - B.HEADER_BYTES
+        # the record's messages before the bad one were applied (the engine stops at it): counted,
+        # or a report said none of a batch's were (probe 19)
+        st[S_MESSAGES] += int(st[S_RESUME_SEQ]) - int(h[B.W_FIRST_SEQUENCE])
+        st[S_BYTES] += where
         self.books.next_sequence = int(st[S_RESUME_SEQ])
         self.books.events.sync_from(self.books.ctl)
         raise ITCHFormatError(BL.error_text(batch.data, int(st[S_RESUME_POS]), o + int(batch.lengths[i]), status,

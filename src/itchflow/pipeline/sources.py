@@ -77,6 +77,10 @@ def check_source(spec: SourceSpec) -> None:
     """Fail before any process starts for what can be seen now (missing file, bad options)."""
     if spec.kind == "file":
         if spec.path == "-":   # standard input: the producer reads it (run_pipeline hands it over)
+            import sys
+
+            if sys.stdin is None:   # (closed: fd 0 would be the next file opened, the ring's)
+                raise ValueError(f"source {spec.text!r}: standard input is closed")
             return
         if not os.path.exists(spec.path):
             raise FileNotFoundError(f"{spec.path}: no such file")
@@ -202,6 +206,9 @@ class _NamedStream:
 
     def read(self, n: int = -1) -> bytes:
         return self._stream.read(n)
+
+    def read1(self, n: int = -1) -> bytes:
+        return self._stream.read1(n)
 
     def readinto(self, b) -> int:
         return self._stream.readinto(b)

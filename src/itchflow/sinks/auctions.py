@@ -66,6 +66,13 @@ def _collect(source, symbols, capture_stats: dict | None = None, read_stats: dic
     arrs = {c: join(p, DTYPES[c]) for c, p in parts.items()}
     r = arrs["R"]
     names = {int(loc): s.decode("ascii", "replace").strip() for loc, s in zip(r["stock_locate"], r["stock"])}
+    # a locate the day has no R for is named by its messages' own stock field, for the table
+    # and for --symbols alike (the table named it so, and -s refused the name: probe 19)
+    for c in "IQ":
+        locs, first = np.unique(arrs[c]["stock_locate"], return_index=True)
+        for loc, k in zip(locs.tolist(), first.tolist()):
+            if loc not in names:
+                names[loc] = arrs[c]["stock"][k].decode("ascii", "replace").strip() or str(loc)
     if symbols is not None:
         wanted = symbol_list(symbols, "auctions")
         by_name = resolve_symbols(names, wanted, "auctions")
@@ -119,16 +126,15 @@ def _dollars(raw: np.ndarray, out_of_range: dict | None = None, name: str = "") 
     return np.where((raw > 0) & ~past, raw / 1e4, np.nan)
 
 
-def _symbols(locates: np.ndarray, names: dict, own: np.ndarray):
-    """Each row's symbol: its locate's stock directory (R) name, or, for a locate the day
-    has no R for (a capture that starts late), the stock the message names itself (the
-    locate number as text was in its place: probe 18)."""
+def _symbols(locates: np.ndarray, names: dict):
+    """Each row's symbol: its locate's name (``_collect``: its stock directory (R) name, or,
+    for a locate the day has no R for, a capture that starts late, the stock its messages
+    name themselves; the locate number as text was in its place: probe 18)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    uniq, first, inv = np.unique(locates, return_index=True, return_inverse=True)
-    dictionary = pa.array([names.get(int(u)) or own[k].decode("ascii", "replace").strip() or str(int(u))
-                           for u, k in zip(uniq, first)], pa.string())
+    uniq, inv = np.unique(locates, return_inverse=True)
+    dictionary = pa.array([names.get(int(u), str(int(u))) for u in uniq], pa.string())
     return pc.take(dictionary, pa.array(inv.astype(np.int64))) if len(locates) else pa.array([], pa.string())
 
 
@@ -186,7 +192,7 @@ def auctions(source, symbols=None, *, capture_stats: dict | None = None,
     i = i[np.lexsort((i["sequence"], i["stock_locate"]))]
     broken = broken_crosses(source, q, b)
     crosses = pa.table({
-        "symbol": _symbols(q["stock_locate"], names, q["stock"]),
+        "symbol": _symbols(q["stock_locate"], names),
         "stock_locate": pa.array(q["stock_locate"]),
         "timestamp_ns": pa.array(q["timestamp"]),
         "cross_type": byte_text(q["cross_type"]),
@@ -198,7 +204,7 @@ def auctions(source, symbols=None, *, capture_stats: dict | None = None,
     row = pair_with_crosses(q, i)
     paired = row >= 0
     imbalances = pa.table({
-        "symbol": _symbols(i["stock_locate"], names, i["stock"]),
+        "symbol": _symbols(i["stock_locate"], names),
         "stock_locate": pa.array(i["stock_locate"]),
         "timestamp_ns": pa.array(i["timestamp"]),
         "cross_type": byte_text(i["cross_type"]),

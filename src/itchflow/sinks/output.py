@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import stat
 from collections.abc import Iterator
 from typing import NoReturn
@@ -26,9 +27,18 @@ def part_path(path: str | os.PathLike) -> str:
     return os.fspath(path) + PART_SUFFIX
 
 
+# A process's own descriptors by name: /dev/stdout and the like are links to /proc/self/fd/N,
+# which is a regular file when the descriptor was redirected to one (`-o /dev/stdout > f`):
+# renamed over, the system's /dev/stdout link itself became a file (probe 19, as root)
+_DESCRIPTOR_NAMES = re.compile(r"^/dev/(stdin|stdout|stderr|fd/\d+)$|^/proc/(self|thread-self|\d+)/fd/\d+$")
+
+
 def _is_special(path: str) -> bool:
-    """A device, FIFO or socket (``/dev/null``, ``/dev/stdout``) is written in place: it cannot
-    be renamed over, and whoever reads it takes the bytes as they come anyway."""
+    """A device, FIFO or socket (``/dev/null``, ``/dev/stdout``), or a descriptor named by
+    its path, is written in place: it cannot be renamed over, and whoever reads it takes the
+    bytes as they come anyway."""
+    if _DESCRIPTOR_NAMES.match(os.path.abspath(path)):
+        return True
     try:
         mode = os.stat(path).st_mode
     except OSError:

@@ -14,6 +14,7 @@ an unnamed temporary file: ``spool``).
 
 from __future__ import annotations
 
+import errno
 import io
 import itertools
 import os
@@ -152,6 +153,8 @@ def iter_chunks(source, *, gz_block: int = DEFAULT_GZ_BLOCK, strict: bool = True
     if isinstance(source, str) and source == "-":   # standard input (``zcat day.gz | itchflow stats -``)
         import sys
 
+        if sys.stdin is None:
+            raise OSError(errno.EBADF, "standard input is closed", "-")
         yield from _stream_chunks(sys.stdin.buffer, "<stdin>", gz_block, opts)
         return
     if isinstance(source, str) and "://" in source:   # s3://, gs://, https://, memory:// ...: streamed
@@ -228,6 +231,12 @@ class _Replayed:
         out, self.head = self.head[:n], self.head[n:]
         return out
 
+    def read1(self, n: int = -1) -> bytes:
+        """What is there (the first bytes again, then one read of the stream's)."""
+        if not self.head:
+            return self.rest.read1(n)
+        return self.read(n)
+
 
 def _stream_source(path: Path, name: str, block: int, opts: CaptureReading) -> Iterator[Chunk]:
     """A source that is not a regular file cannot be mapped (its size is 0: mapping it read
@@ -270,8 +279,37 @@ def _stream_chunks(stream, name: str, block: int, opts: CaptureReading, base: in
         yield from _gzip_source(replayed, name, block, opts)
     elif kind in ("pcap", "pcapng"):  # a capture is sorted whole: kept on disk, not in memory
         yield from _capture_chunks(spool(iter(lambda: replayed.read(block), b""), name), name, opts)
+    elif _file_size(stream) is None and hasattr(stream, "read1") and _fileno(stream) is not None:
+        yield from message_chunks(_arriving_blocks(replayed, _fileno(stream), block), name, offset=base)
     else:
         yield from message_chunks(iter(lambda: replayed.read(block), b""), name, offset=base)
+
+
+def _fileno(stream) -> int | None:
+    try:
+        return stream.fileno()
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return None
+
+
+def _arriving_blocks(stream, fd: int, block: int) -> Iterator[bytes]:
+    """A pipe's or socket's bytes as they arrive: each block what has come (at least a byte,
+    waited for; at most ``block``), not ``block`` bytes, for which a read waited: a live writer's
+    messages (``tail -f day | itchflow run --source -``) went nowhere until 8 MiB had come."""
+    import select
+
+    while True:
+        got = stream.read1(block)
+        if not got:
+            return
+        parts, n = [got], len(got)
+        while n < block and select.select([fd], [], [], 0)[0]:   # more is there now: one block
+            more = stream.read1(block - n)
+            if not more:
+                break
+            parts.append(more)
+            n += len(more)
+        yield got if len(parts) == 1 else b"".join(parts)
 
 
 class _Counted:

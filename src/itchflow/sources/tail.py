@@ -32,7 +32,7 @@ from itchflow.errors import ITCHFormatError
 from itchflow.hw.endian import be16, u8
 from itchflow.sources.chunk import Chunk
 from itchflow.sources.formats import sniff
-from itchflow.wire.binaryfile import AT_END, BAD_LENGTH, OK, STATUS_TEXT, next_message
+from itchflow.wire.binaryfile import AT_END, BAD_LENGTH, OK, STATUS_TEXT, fits_its_type, next_message
 from itchflow.wire.itch import LENGTH_BY_BYTE, MESSAGES
 
 _S = MESSAGES["S"]
@@ -61,6 +61,8 @@ def whole_messages_until_end_event(buf, pos, end):
         status, body, length = next_message(buf, pos, end)
         if status != OK:
             return pos, n, False, status
+        if not fits_its_type(u8(buf, body), length):   # (raised by the caller, at its offset)
+            return pos, n, False, BAD_LENGTH
         pos = body + length
         n += 1
         if (length == _S_LENGTH and u8(buf, body) == _S_BYTE
@@ -229,10 +231,10 @@ class Tail:
             if len(pending) >= 2 and be16(pending, 0) == 0:
                 raise ITCHFormatError("zero-length message", source=self.path, offset=self.position)
             if len(pending) >= 3 and LENGTH_BY_BYTE[pending[2]] not in (0, be16(pending, 0)):
-                # a known type whose prefix is wrong would be waited for up to 64 KiB, then
-                # called unfinished: it is bad now, whatever the writer adds
+                # a known type whose prefix is wrong (the walk stops at one): an error now (unfinished,
+                # it was waited for up to 64 KiB, whole, the walk went on out of step)
                 raise ITCHFormatError(f"{STATUS_TEXT[BAD_LENGTH]} (type {chr(pending[2])!r}, length prefix "
-                                      f"{be16(pending, 0)}, {LENGTH_BY_BYTE[pending[2]]} expected)",
+                                      f"{be16(pending, 0)}, specification says {LENGTH_BY_BYTE[pending[2]]})",
                                       source=self.path, offset=self.position)
             now = self.clock()
             if now - last_check >= self.check_every:

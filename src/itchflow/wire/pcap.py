@@ -167,23 +167,38 @@ def udp_payload(buf, p, caplen, origlen, linktype):
     return REC_UDP, q + UDP_HEADER_SIZE, udp_len - UDP_HEADER_SIZE
 
 
+CUT_SECONDS = 86_400   # a cut last record's time is within a day after the one before it
+
+
 @njit(nogil=True, cache=True)
-def walk_pcap(buf, start, big, linktype, out_off, out_len, out_outcome, end_at):
+def walk_pcap(buf, start, big, linktype, snaplen, out_off, out_len, out_outcome, end_at):
     """Walk classic pcap records from ``start``; one row per record, until the rows are full or
-    (after one) a record starts at or past end_at. Returns (status, n, at)."""
+    (after one) a record starts at or past end_at. Returns (status, n, at).
+
+    A record running past the end of the file is CUT_AT_END (a capture still being written)
+    only when its header is one the writer could have written: a length within the snap
+    length (snaplen, 0: MAX_RECORD) and the original length, a time not before the record
+    before it (a second's slack) nor more than a day after; otherwise it is a corrupt length
+    mid-file, BAD_RECORD (taken for a cut, it dropped the rest of the capture)."""
     n = 0
     p = start
     size = buf.shape[0]
+    cap = snaplen if 0 < snaplen <= MAX_RECORD else MAX_RECORD
+    last_sec = np.int64(-1)
     while p < size:
         if p + PCAP_RECORD_HEADER_SIZE > size:
             return CUT_AT_END, n, p
+        sec = _u32(buf, p, big)
         incl = _u32(buf, p + 8, big)
         orig = _u32(buf, p + 12, big)
         data = p + PCAP_RECORD_HEADER_SIZE
         if incl > MAX_RECORD:
             return BAD_RECORD, n, p
         if data + incl > size:
-            return CUT_AT_END, n, p
+            plausible = incl <= cap and incl <= orig and (
+                last_sec < 0 or (last_sec - 1 <= sec and sec <= last_sec + CUT_SECONDS))
+            return (CUT_AT_END if plausible else BAD_RECORD), n, p
+        last_sec = sec
         if n >= out_off.shape[0] or (n > 0 and p >= end_at):
             return OK, n, p  # part full: the caller calls again from p
         outcome, off, length = udp_payload(buf, data, incl, orig, linktype)
@@ -193,6 +208,11 @@ def walk_pcap(buf, start, big, linktype, out_off, out_len, out_outcome, end_at):
         n += 1
         p = data + incl
     return OK, n, p
+
+
+@njit(inline="always", nogil=True, cache=True)
+def _is_packet_block(btype):
+    return btype == PCAPNG_EPB or btype == PCAPNG_OPB or btype == PCAPNG_SPB
 
 
 @njit(nogil=True, cache=True)
@@ -210,7 +230,11 @@ def walk_pcapng(buf, start, out_off, out_len, out_outcome, linktypes, state, end
     n_if = state[1]
     while p < size:
         if p + 12 > size:
-            return CUT_AT_END, n, p
+            # a packet block's type and length, then the end: cut (fewer bytes, or another
+            # block's: corrupt, as trailing padding is)
+            if p + 8 <= size and _is_packet_block(_u32(buf, p, big)) and _u32(buf, p + 4, big) > size - p:
+                return CUT_AT_END, n, p
+            return BAD_BLOCK, n, p
         btype = _u32(buf, p, big)
         if btype == PCAPNG_SHB:
             # The byte order may change at each section header: read it before the length.
@@ -225,8 +249,8 @@ def walk_pcapng(buf, start, out_off, out_len, out_outcome, linktypes, state, end
         blen = _u32(buf, p + 4, big)
         if blen < 12 or (blen & 3) != 0:
             return BAD_BLOCK, n, p
-        if p + blen > size:   # a block no packet could fill running past the end is corrupt, not cut
-            return (CUT_AT_END if blen <= MAX_RECORD + 64 else BAD_BLOCK), n, p
+        if p + blen > size:   # only a packet block of a packet's size is a capture cut while written
+            return (CUT_AT_END if _is_packet_block(btype) and blen <= MAX_RECORD + 64 else BAD_BLOCK), n, p
         if _u32(buf, p + blen - 4, big) != blen:
             return BAD_BLOCK, n, p
         if btype == PCAPNG_IDB:
@@ -339,10 +363,11 @@ def packet_parts(buf: np.ndarray, source: str, on_walked=None, part_bytes: int |
         # and the FCS information (bit 26: each frame ends in an FCS of bits 28-31 16-bit
         # words), which the UDP header's length already leaves out
         linktype = int.from_bytes(bytes(buf[20:24]), order) & 0xFFFF
+        snaplen = int.from_bytes(bytes(buf[16:20]), order)
         start = PCAP_FILE_HEADER_SIZE
 
         def walk(at, o, l, c):
-            return walk_pcap(buf, at, big, linktype, o, l, c, at + part_bytes if part_bytes else size)
+            return walk_pcap(buf, at, big, linktype, snaplen, o, l, c, at + part_bytes if part_bytes else size)
     elif fmt == "pcapng":
         state = np.zeros(3, np.int64)
         linktypes = np.zeros(MAX_INTERFACES, np.int64)
@@ -361,8 +386,9 @@ def packet_parts(buf: np.ndarray, source: str, on_walked=None, part_bytes: int |
             cut_end.append((stop, rows + n + 1, size - stop))
         elif status == CUT_AT_END:
             raise ITCHFormatError(f"the file ends inside packet {rows + n + 1} ({size - stop:,} bytes of it present): "
-                                  "a capture still being written, or cut short; strict=False (--lenient) reads "
-                                  "the packets before it", source=source, offset=stop, packet=rows + n + 1)
+                                  "a capture still being written, or cut short (itchflow.read(..., strict=False) "
+                                  "and `stats --lenient` read the packets before it)", source=source, offset=stop,
+                                  packet=rows + n + 1)
         elif status != OK:
             raise ITCHFormatError(_STATUS_TEXT[status], source=source, offset=stop, packet=rows + n + 1)
         yield Part(rows, o[:n], l[:n], c[:n], stop)

@@ -954,8 +954,9 @@ def plan_capture(buf: np.ndarray, source: str, strict: bool = True, dedup: bool 
         _plan_part(buf, rest, plan, totals, dedup, stats)
     if not plan.orderly or index.sessions < 0:   # out of order past the window: walked again, and sorted
         whole = PacketIndex()
+        cut_end = None if strict else []   # (this walk's: the first was left before the end)
         table = packet_table(buf, source, walked() if walked else None,
-                             on_part=lambda *rows: whole.add(buf, *rows), cut_end=None if strict else [])
+                             on_part=lambda *rows: whole.add(buf, *rows), cut_end=cut_end)
         capture = reassemble(buf, table, source, strict=strict, dedup=dedup, index=whole)
         return CapturePlan(buf, source, _cut(capture.stats, cut_end), dedup, whole=capture)
     close_session(plan, totals)
