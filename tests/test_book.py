@@ -597,3 +597,46 @@ def test_a_symbol_is_looked_up_again_after_every_stock_directory_message():
     b.apply(encode([directory(3, "MSFT")]))      # MSFT now under two locates
     with pytest.raises(KeyError, match="2 locates"):
         b.locate("MSFT")
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_stepping_a_day_with_replay_goes_on_where_the_last_replay_stopped(tmp_path, threads):
+    """probe 20: replay(day, stop_after_ns=t1) then replay(day, stop_after_ns=t2) applied the
+    messages before t1 twice (volume 21,544 against 11,044); a second whole replay doubled every
+    volume. The first now goes on where the last stopped; the second is refused."""
+    from itchflow.sim.generator import write_day
+
+    day = tmp_path / "day.itch"
+    write_day(str(day), 60_000, 7, stocks=40)
+    hour = 3600 * 10 ** 9
+    marks = [10 * hour, 10 * hour + 1, 12 * hour, 15 * hour]
+    stepped = Books(threads=threads)
+    for t in marks:
+        stepped.replay(str(day), stop_after_ns=t)
+        at_once = Books().replay(str(day), stop_after_ns=t)
+        assert stepped.messages == at_once.messages
+        assert np.array_equal(stepped.tops(), at_once.tops())
+        assert np.array_equal(stepped.stocks["volume"], at_once.stocks["volume"])
+        assert stepped.live_orders() == at_once.live_orders()
+    with pytest.raises(ValueError, match=r"already, past"):
+        stepped.replay(str(day), stop_after_ns=marks[0])   # back in time: new books
+    stepped.replay(str(day))
+    whole = Books().replay(str(day))
+    assert stepped.messages == whole.messages and np.array_equal(stepped.stocks["volume"], whole.stocks["volume"])
+    with pytest.raises(ValueError, match=r"already hold [\d,]+ messages: a replay builds the books of a day"):
+        stepped.replay(str(day))
+    with pytest.raises(ValueError, match=r"apply\(buffer\[offset:\]\)"):
+        whole.replay(day.read_bytes())
+
+
+def test_symbols_does_not_pick_one_of_two_locates_silently():
+    """probe 20: books.symbols answered {'NEW': 4} for a symbol the directory gave two locates,
+    where every query refuses it ("ask by locate")."""
+    b = books_after(directory(3, "OLD"), directory(3, "NEW"), directory(4, "NEW"), directory(5, "ONE"))
+    names = b.symbols
+    assert "NEW" not in names and "OLD" not in names and names["ONE"] == 5
+    with pytest.raises(KeyError, match=r"under 2 locates \(3, 4\): ask by locate"):
+        names["NEW"]
+    with pytest.raises(KeyError, match=r"no stock locate has that name now"):
+        names["OLD"]
+    assert names.get("NEW") is None

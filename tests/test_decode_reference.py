@@ -285,3 +285,12 @@ def test_scan_of_a_cut_day_hands_out_every_whole_message_before_the_error(tmp_pa
     # read() still refuses the whole file, delivering nothing
     with pytest.raises(itchflow.ITCHFormatError):
         itchflow.read(str(path))
+
+
+def test_types_that_name_nothing_are_a_value_error():
+    data = ref.random_stream(20, seed=5)
+    with pytest.raises(ValueError, match=r"types: not an ITCH 5.0 message type letter or name: 'x'"):
+        itchflow.read(data, types="AFx")
+    assert len(itchflow.read(data, types="")) == 0     # none: framed and counted, nothing decoded
+    d = itchflow.read(data, types=["add_order", "F"])
+    assert len(d["A"]) + len(d["F"]) == sum(1 for m in ref.decode(data)[0] if m.code in "AF")

@@ -423,7 +423,8 @@ class Books:
             return found
         hits = np.flatnonzero(self.stocks["symbol"] == np.uint64(key))
         if len(hits) == 0:
-            raise KeyError(f"unknown symbol {symbol!r} (no stock directory message for it)")
+            raise KeyError(f"unknown symbol {symbol!r} (no stock locate has that name now: no stock directory "
+                           f"message gave it, or a later one renamed its locate)")
         if len(hits) > 1:  # a day's directory gives each symbol one locate: this input did not
             raise KeyError(f"symbol {symbol!r} is in the stock directory under {len(hits)} locates "
                            f"({', '.join(str(int(h)) for h in hits[:8])}): ask by locate")
@@ -443,9 +444,17 @@ class Books:
 
     @property
     def symbols(self) -> dict[str, int]:
-        """Symbol -> locate, from the stock directory (R) messages seen."""
-        locs = np.flatnonzero(self.stocks["symbol"])
-        return {symbol_text(self.stocks["symbol"][i]): int(i) for i in locs}
+        """Symbol -> locate, from the stock directory (R) messages seen. A symbol the directory
+        gives two locates is not in it, and asking for it (``symbols[name]``) is the KeyError
+        ``locate`` raises (ask by locate): it picked one of them silently (probe 20)."""
+        found: dict[str, list[int]] = {}
+        for i in np.flatnonzero(self.stocks["symbol"]):
+            found.setdefault(symbol_text(self.stocks["symbol"][i]), []).append(int(i))
+        return SymbolLocates({k: v[0] for k, v in found.items() if len(v) == 1}, self.locate)
+
+    def listed_symbols(self) -> set[str]:
+        """Every symbol the stock directory names now (one given two locates too)."""
+        return {symbol_text(self.stocks["symbol"][i]) for i in np.flatnonzero(self.stocks["symbol"])}
 
     # ---- queries -------------------------------------------------------------------------
 
@@ -606,3 +615,16 @@ def numbered_by(runs: SequenceRuns | None, first_seq: int | None) -> SequenceRun
 def sequence_at(runs: SequenceRuns | None, place: int) -> int:
     """The sequence number of the message at this place (its number itself without runs)."""
     return int(place) if runs is None else int(runs.numbers(place))
+
+
+class SymbolLocates(dict):
+    """``Books.symbols``: a dict of symbol -> locate whose missing keys say why (``locate``'s
+    KeyError: no R for it, or two locates)."""
+
+    def __init__(self, mapping: dict, locate):
+        super().__init__(mapping)
+        self._locate = locate
+
+    def __missing__(self, key):
+        self._locate(key)          # raises the KeyError saying why
+        raise KeyError(key)

@@ -347,7 +347,7 @@ def iter_snapshots(books, source, times_ns, symbols, n: int, *, slice_bytes: int
 
     def more_to_read() -> bool:   # past the last time: only to learn whether they are listed
         if unlisted:
-            unlisted.difference_update(books.symbols)
+            unlisted.difference_update(books.listed_symbols())
         return bool(unlisted)
 
     it = iter(times)
@@ -405,7 +405,7 @@ def _snapshot(books, t, symbols, n, unlisted: set) -> np.ndarray:
         try:
             loc = books.locate(sym)
         except KeyError:
-            if not isinstance(sym, str) or sym.strip() in books.symbols:
+            if not isinstance(sym, str) or sym.strip() in books.listed_symbols():
                 raise   # listed twice, or a locate out of range
             unlisted.add(sym.strip())   # not listed yet: an empty book, no rows
             continue

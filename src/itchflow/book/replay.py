@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Callable
 
 from itchflow.errors import ITCHFormatError
+from itchflow.wire.binaryfile import skip_messages
 
 
 SLICE_BYTES = 32 << 20
@@ -43,9 +44,18 @@ def replay(books, source, *, stop_after_ns: int | None = None, slice_bytes: int 
     on from where they are (1, 2, ... on fresh books), not from each chunk's first sequence
     number: for a caller that pairs events with messages by sequence, where an anonymised
     capture's packets (all of sequence 0) would give many messages one number.
+
+    Books a replay of the same file stopped at stop_after_ns go on from where it stopped (the
+    messages it applied are walked past, not applied again): stepping through a day, ``replay(day,
+    stop_after_ns=t1)`` then ``replay(day, stop_after_ns=t2)``. Any other replay into books that
+    hold messages is a ValueError: it applied the day again on top of them, doubling every
+    volume (probe 20).
     """
     from itchflow.sources.files import iter_chunks
 
+    skip = _resume_point(books, source, stop_after_ns)
+    books._replay_resume = None
+    consumed = skip   # the source's messages applied by this replay and the ones it goes on from
     budget = slice_budget(slice_bytes)
     # A capture's small runs come joined (an anonymised capture's packets are a run each), the
     # books numbering each message by its run; on_bytes' slices are numbered from one first
@@ -57,12 +67,18 @@ def replay(books, source, *, stop_after_ns: int | None = None, slice_bytes: int 
         with chunk.reading():  # a file truncated meanwhile is the error, not what its zeros made
             data = chunk.data
             runs = None if renumber else chunk.runs
-            if not renumber:
-                books.next_sequence = chunk.first_sequence
             pos, end, place = 0, len(data), 0   # place: the next message's in the chunk (runs)
+            if skip:   # what an earlier replay of this file applied
+                pos, place = skip_messages(data, 0, end, skip)
+                skip -= place
+                chunk.release(pos)
+            if not renumber:
+                books.next_sequence = chunk.first_sequence + place
             while pos < end:
                 first_sequence = books.next_sequence
-                used, place = apply_slice(books, chunk, pos, place, runs, stop_after_ns, budget)
+                used, after = apply_slice(books, chunk, pos, place, runs, stop_after_ns, budget)
+                consumed += after - place
+                place = after
                 stopped = books.stopped_at_time
                 if on_bytes is not None and used:
                     on_bytes(chunk, pos, pos + used, first_sequence)
@@ -73,8 +89,39 @@ def replay(books, source, *, stop_after_ns: int | None = None, slice_bytes: int 
                 if progress is not None:
                     progress(books.messages, chunk.position(pos))
                 if stopped:
+                    books._replay_resume = (_source_key(source), consumed, stop_after_ns, books.messages)
                     return True
     return False
+
+
+def _source_key(source) -> str | None:
+    """What names a file source across calls (a buffer or an open file has no such name)."""
+    import os
+
+    if isinstance(source, (str, os.PathLike)) and "://" not in os.fspath(source) and os.fspath(source) != "-":
+        return os.path.abspath(os.fspath(source))
+    return None
+
+
+def _resume_point(books, source, stop_after_ns) -> int:
+    """The messages of source to walk past: 0 on fresh books; those an earlier replay of the same
+    file applied before stopping at its stop_after_ns; else the books hold other messages and
+    replaying would apply the day on top of them (ValueError)."""
+    held = books.messages
+    if not held:
+        return 0
+    resume = getattr(books, "_replay_resume", None)
+    key = _source_key(source)
+    if resume is None or key is None or resume[0] != key or resume[3] != held:   # (or applied to since)
+        how = ("a replay of it that stopped at stop_after_ns goes on from there" if key is not None else
+               "apply(buffer[offset:]) goes on from the offset where an apply stopped")
+        raise ValueError(f"these books already hold {held:,} messages: a replay builds the books of a day from its "
+                         f"start, and on top of these it would apply every message again (volumes doubled); "
+                         f"replay into new Books(), or go on where they stopped ({how})")
+    if stop_after_ns is not None and resume[2] is not None and stop_after_ns < resume[2]:
+        raise ValueError(f"these books are at stop_after_ns={resume[2]:,} already, past {stop_after_ns:,}: replay "
+                         "into new Books() to see an earlier time")
+    return resume[1]
 
 
 def apply_slice(books, chunk, pos: int, place: int, runs, stop_after_ns: int | None,

@@ -514,6 +514,9 @@ class ShardedBooks:
     def symbols(self) -> dict[str, int]:
         return self.shards[0].symbols
 
+    def listed_symbols(self) -> set[str]:
+        return self.shards[0].listed_symbols()
+
     # ---- queries -------------------------------------------------------------------------
 
     def bbo(self, symbols=None):
@@ -563,6 +566,10 @@ class ShardedBooks:
 
     def live_orders(self) -> int:
         return sum(b.live_orders() for b in self.shards)
+
+    def prefault(self, wait: bool = False) -> bool:
+        """As ``Books.prefault``, for every shard's tables (before a live feed's open)."""
+        return all([b.prefault(wait=wait) for b in self.shards])   # (every shard's, not up to a False)
 
     @property
     def peak_live_orders_bound(self) -> int:

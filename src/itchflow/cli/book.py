@@ -53,7 +53,7 @@ def book_command(path, symbol, at, depth, as_json, plot, quiet) -> None:
             if t is not None and books.stopped_at_time:  # the day may list it after --at
                 raise KeyError(f"no stock directory (R) message for {key!r} before --at {at}") from None
             raise
-        if isinstance(key, int) and books.symbols and books.symbol(loc) == str(loc):
+        if isinstance(key, int) and books.listed_symbols() and books.symbol(loc) == str(loc):
             raise KeyError(f"stock locate {loc}: no stock directory (R) message gives it a stock"
                            + (f" before --at {at}" if t is not None and books.stopped_at_time else ""))
         bids, asks = books.depth(loc, depth if depth > 0 else -1)

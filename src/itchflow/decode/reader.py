@@ -40,7 +40,10 @@ def type_codes(types: str | Iterable[str] | None) -> str:
         if types.lower() == "all":
             return CODES
         types = [types] if types in BY_NAME else list(types)
-    wanted = {_key(t) for t in types}
+    try:   # (a bad argument is a ValueError, not the KeyError a lookup raises)
+        wanted = {_key(t) for t in types}
+    except KeyError as e:
+        raise ValueError(f"types: {e.args[0]}") from None
     return "".join(c for c in CODES if c in wanted)
 
 

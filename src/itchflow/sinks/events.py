@@ -88,7 +88,7 @@ def events_to_parquet(source, out, which: str, symbols: list[str] | None = None,
                 state["writer"].close()
         if symbols is not None:  # as bars, lobster and auctions: a mistyped symbol is not
             # "0 rows", and a symbol under two locates names no one stock
-            listed, waiting = books.symbols, set(books.waiting_symbols)
+            listed, waiting = books.listed_symbols(), set(books.waiting_symbols)
             # (one the day listed and renamed away is neither: its rows are written)
             resolve_symbols(directory(books), [s for s in symbols if s in listed or (s in waiting and not missing_ok)],
                             which)

@@ -69,6 +69,21 @@ def fits_its_type(type_byte, length):
 
 
 @njit(nogil=True, cache=True)
+def skip_messages(buf, pos, end, k):
+    """Past the first k whole messages of buf[pos:end] (fewer where they end first): returns
+    (position, messages skipped). A replay that goes on where an earlier one stopped walks the
+    messages it applied then."""
+    n = 0
+    while pos < end and n < k:   # (bounded: see WALK_LOOP)
+        status, body, length = next_message(buf, pos, end)
+        if status != OK:
+            break
+        pos = body + length
+        n += 1
+    return pos, n
+
+
+@njit(nogil=True, cache=True)
 def frame(buf, pos, end, max_messages, counts, locate_seen, lengths, prev_ts):
     """Walk messages in buf[pos:end], at most max_messages of them.
 
