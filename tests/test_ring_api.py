@@ -538,3 +538,28 @@ def test_huge_pages_on_tmpfs_are_what_page_backing_says(tmp_path, huge):
             ring.unlink()
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_a_yielding_reader_of_a_quiet_ring_sleeps_instead_of_taking_a_core(path):
+    """A `run` left on a quiet tail: source kept a core busy in sched_yield for an hour (seen on
+    this machine, under the benchmarks). Past wait.LONG_IDLE_NS with nothing, through any
+    number of calls, a yielding reader sleeps between polls; a record still comes at once."""
+    import time
+
+    from itchflow.ring.wait import LONG_IDLE_NS
+
+    ring = Ring.create(path, 1 << 16, consumers=["c"])
+    try:
+        with ring.writer() as w, ring.reader("c", wait="yield") as r:
+            w.write(b"first")
+            assert r.read(timeout=1) == b"first"
+            cpu0, t0 = time.thread_time(), time.monotonic()
+            for _ in range(4):          # calls of a polling loop, as run's consumer makes them
+                assert r.read(timeout=0.25) is None
+            cpu, wall = time.thread_time() - cpu0, time.monotonic() - t0
+            assert wall >= 1.0 and cpu < 0.3 * wall, (cpu, wall)   # yielding throughout: cpu ~ wall
+            assert LONG_IDLE_NS < 0.25e9
+            w.write(b"after")
+            assert r.read(timeout=1) == b"after"
+    finally:
+        ring.close()

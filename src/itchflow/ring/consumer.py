@@ -23,10 +23,10 @@ from numba import njit
 
 from itchflow.hw.atomics import cpu_pause, fence_acquire, load_acquire, load_relaxed, store_relaxed, store_release
 from itchflow.hw.memcopy import copy_bytes
-from itchflow.hw.syscalls import monotonic_ns, pid_exists
+from itchflow.hw.syscalls import monotonic_ns, pid_exists, sleep_ns
 from itchflow.ring import layout as L
 from itchflow.ring.record_header import header_fault
-from itchflow.ring.wait import BLOCK, SPIN_TRIES, block_on, idle
+from itchflow.ring.wait import BLOCK, LONG_IDLE_NS, LONG_IDLE_SLEEP_NS, SPIN_TRIES, YIELD, block_on, idle
 
 C_POS = 0          # next record to poll
 C_REC = 1          # records index at C_POS (records published before it)
@@ -44,7 +44,8 @@ C_BEFORE = 11      # C_BEFORE..+2: the cursor (pos, rec, pay) where the last rea
 C_ONE_OFF = 14     # read_one's record: offset (in the data region or the copy buffer), length, type
 C_ONE_LEN = 15
 C_ONE_TYPE = 16
-C_FIELDS = 17
+C_IDLE_SINCE = 17  # monotonic ns when the reader last found the ring empty after a record (0: not idle)
+C_FIELDS = 18
 
 HEARTBEAT_EVERY = 256
 CHECK_PEER_NS = 1_000_000
@@ -384,13 +385,18 @@ def wait_poll(words, data, cs, max_n: int, out_buf, out_off, out_len, out_type,
         else:
             n = poll(words, cs, max_n, out_off, out_len, out_type)
         if n != 0:
+            cs[C_IDLE_SINCE] = 0
             return n
         if i == 0:
             start = monotonic_ns()
             last_check = start
+            if cs[C_IDLE_SINCE] == 0:
+                cs[C_IDLE_SINCE] = start
         i += 1
+        long_idle = False
         if (i & 1023) == 0 or (strategy != 0 and i > SPIN_TRIES):
             now = monotonic_ns()   # vDSO: no system call
+            long_idle = now - cs[C_IDLE_SINCE] > LONG_IDLE_NS
             store_relaxed(words, cs[C_SLOT] + L.S_HB, now)
             # A closed ring is seen at once (one load); whether a silent producer is still alive
             # costs a kill(pid, 0), so that is asked at most once per CHECK_PEER_NS while idle.
@@ -415,5 +421,10 @@ def wait_poll(words, data, cs, max_n: int, out_buf, out_off, out_len, out_type,
                 return 0
         if strategy == BLOCK and i > SPIN_TRIES:
             block_on(words, next_header_index(cs), 1_000_000)
+        elif strategy == YIELD and long_idle:
+            # a yielding reader of a feed quiet for LONG_IDLE_NS (a tail: or a session waiting
+            # for its open, through the calls of a polling loop) sleeps between polls: it kept a
+            # core busy in sched_yield for as long as the feed was quiet (an hour, seen)
+            sleep_ns(LONG_IDLE_SLEEP_NS)
         else:
             idle(strategy, i)
