@@ -568,6 +568,12 @@ def test_a_capture_cut_inside_its_last_packet(tmp_path, container, cut):
     assert (cap["cut_at_end_packet"], cap["malformed_packets"], cap["gaps"]) == (40, 1, 0)
     assert cap["cut_at_end_bytes"] == len(whole) - cut - last
     assert d["D"]["sequence"].tolist() == list(range(1, 79))
+    from click.testing import CliRunner
+
+    from itchflow.cli import main
+    r = CliRunner().invoke(main, ["stats", str(path), "--lenient"])
+    said = " ".join(r.output.split())   # (the console wraps its lines)
+    assert r.exit_code == 0 and "1 malformed (the file ends inside packet 40, not read)" in said, r.output
 
 
 def _forty_packets() -> list[bytes]:

@@ -390,3 +390,16 @@ def test_a_pipe_still_open_hands_out_what_has_arrived(tmp_path):
         assert first and first[0].data.tobytes() == raw
     finally:
         os.close(w)
+
+
+def test_run_on_standard_input_names_it_and_its_text_report_says_the_stream_failed(tmp_path):
+    """probe 19 (LOW): errors in what run read from standard input named the source `-`, and the
+    text report of a failed run had no line saying so (only --json carried it)."""
+    raw = make_day(300, end_event=False)
+    path = tmp_path / "f.itch"
+    path.write_bytes(raw + b"\x00\x05A\x00\x00\x00\x00")
+    with open(path, "rb") as f:
+        p = subprocess.run([sys.executable, "-m", "itchflow", "run", "--source", "-", "-q", "--top", "0"],
+                           stdin=f, capture_output=True, text=True, timeout=180)
+    assert p.returncode == 1 and f"<stdin>, byte offset {len(raw)}: length prefix disagrees" in p.stderr, p.stderr
+    assert "stream: cut short (failed: the error follows" in p.stdout, p.stdout

@@ -106,7 +106,9 @@ def _print_stats(info) -> None:
                       f"{c['heartbeats']:,} heartbeats, {c['end_of_session']:,} end-of-session"
                       f"{f' ({after:,} packets after it, not delivered)' if after else ''}, "
                       f"{c['duplicate_messages']:,} duplicate messages, {c['gaps']:,} gaps "
-                      f"({c['missing_messages']:,} messages missing), {c['malformed_packets']:,} malformed, "
+                      f"({c['missing_messages']:,} messages missing), {c['malformed_packets']:,} malformed"
+                      + (f" (the file ends inside packet {c['cut_at_end_packet']:,}, not read)"
+                         if c.get("cut_at_end_packet") else "") + ", "
                       f"{c['not_udp'] + c['ip_fragments'] + c['snapped'] + c['unsupported']:,} not MoldUDP64; "
                       f"sessions {c['sessions']}")
 

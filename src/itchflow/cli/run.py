@@ -280,6 +280,10 @@ def print_report(r) -> None:
                       "in a lossy ring, or detached by the producer and joined again at the live edge)")
     console.print(f"  sequence: {r.sequence_gaps:,} gaps ({r.sequence_gap_messages:,} messages missing), "
                   f"{r.sequence_repeats:,} repeats")
+    if getattr(r, "stream", "whole") != "whole" or getattr(r, "error", None):
+        console.print(f"  stream: [yellow]{r.stream}[/yellow]"
+                      + (" (failed: the error follows; the counts are what was applied before it)"
+                         if getattr(r, "error", None) else ""))
     b = r.book
     console.print(f"  books: {b['stocks_with_orders']:,} stocks with orders, {b['live_orders']:,} live orders "
                   f"(peak {b['peak_live_orders']:,}), {b['unknown_types']:,} unknown types skipped, "

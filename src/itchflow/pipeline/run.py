@@ -175,7 +175,8 @@ def run_pipeline(source: str | SourceSpec, *, ring: str | None = None, capacity:
     books = Books() if books is None else books
     wait = wait or ("spin" if pin else "yield")
     tpn = ticks_per_ns(5_000_000)
-    applier = BatchApplier(books, spec.text)
+    # (the name the consumer's errors give the source: standard input's as the file sources name it)
+    applier = BatchApplier(books, "<stdin>" if spec.kind == "file" and spec.path == "-" else spec.text)
     run = _Run()
     if spec.kind == "ring":
         rg = Ring.open(spec.path)
