@@ -406,7 +406,8 @@ def test_system_calls_are_counted_when_a_listed_thread_has_ended():
     import subprocess
     import threading
 
-    from itchflow.compare.net import _children, _counting, _running
+    from itchflow.compare.net import _children, _counting
+    from itchflow.ring.liveness import pid_alive
 
     if PERF is not None:
         pytest.skip(PERF)
@@ -415,7 +416,7 @@ def test_system_calls_are_counted_when_a_listed_thread_has_ended():
         os.sched_yield()   # (until it has exited, unreaped)
     try:
         me = threading.get_native_id()
-        assert not _running(zombie.pid) and _running(me)
+        assert not pid_alive(zombie.pid) and pid_alive(me)
         assert zombie.pid not in _children(os.getpid(), me)
         counter = _counting([zombie.pid, me])
         try:

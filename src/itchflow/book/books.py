@@ -447,14 +447,18 @@ class Books:
         """Symbol -> locate, from the stock directory (R) messages seen. A symbol the directory
         gives two locates is not in it, and asking for it (``symbols[name]``) is the KeyError
         ``locate`` raises (ask by locate): it picked one of them silently (probe 20)."""
-        found: dict[str, list[int]] = {}
-        for i in np.flatnonzero(self.stocks["symbol"]):
-            found.setdefault(symbol_text(self.stocks["symbol"][i]), []).append(int(i))
-        return SymbolLocates({k: v[0] for k, v in found.items() if len(v) == 1}, self.locate)
+        return SymbolLocates({k: v[0] for k, v in self._directory().items() if len(v) == 1}, self.locate)
 
     def listed_symbols(self) -> set[str]:
         """Every symbol the stock directory names now (one given two locates too)."""
-        return {symbol_text(self.stocks["symbol"][i]) for i in np.flatnonzero(self.stocks["symbol"])}
+        return set(self._directory())
+
+    def _directory(self) -> dict[str, list[int]]:
+        """Symbol -> the locates the stock directory gives it now."""
+        found: dict[str, list[int]] = {}
+        for i in np.flatnonzero(self.stocks["symbol"]):
+            found.setdefault(symbol_text(self.stocks["symbol"][i]), []).append(int(i))
+        return found
 
     # ---- queries -------------------------------------------------------------------------
 

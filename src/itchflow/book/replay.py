@@ -9,7 +9,7 @@ resident set does not grow with the day.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from itchflow.errors import ITCHFormatError
 from itchflow.wire.binaryfile import skip_messages
@@ -89,9 +89,18 @@ def replay(books, source, *, stop_after_ns: int | None = None, slice_bytes: int 
                 if progress is not None:
                     progress(books.messages, chunk.position(pos))
                 if stopped:
-                    books._replay_resume = (_source_key(source), consumed, stop_after_ns, books.messages)
+                    books._replay_resume = _Stopped(_source_key(source), consumed, stop_after_ns, books.messages)
                     return True
     return False
+
+
+class _Stopped(NamedTuple):
+    """Where a replay stopped at its stop_after_ns, for the next replay of the file to go on from."""
+
+    source: str | None     # the file (``_source_key``)
+    consumed: int          # its messages applied up to there
+    stop_after_ns: int
+    messages: int          # the books' messages then (more since: applied to by something else)
 
 
 def _source_key(source) -> str | None:
@@ -112,16 +121,16 @@ def _resume_point(books, source, stop_after_ns) -> int:
         return 0
     resume = getattr(books, "_replay_resume", None)
     key = _source_key(source)
-    if resume is None or key is None or resume[0] != key or resume[3] != held:   # (or applied to since)
+    if resume is None or key is None or resume.source != key or resume.messages != held:   # (or applied to since)
         how = ("a replay of it that stopped at stop_after_ns goes on from there" if key is not None else
                "apply(buffer[offset:]) goes on from the offset where an apply stopped")
         raise ValueError(f"these books already hold {held:,} messages: a replay builds the books of a day from its "
                          f"start, and on top of these it would apply every message again (volumes doubled); "
                          f"replay into new Books(), or go on where they stopped ({how})")
-    if stop_after_ns is not None and resume[2] is not None and stop_after_ns < resume[2]:
-        raise ValueError(f"these books are at stop_after_ns={resume[2]:,} already, past {stop_after_ns:,}: replay "
-                         "into new Books() to see an earlier time")
-    return resume[1]
+    if stop_after_ns is not None and stop_after_ns < resume.stop_after_ns:
+        raise ValueError(f"these books are at stop_after_ns={resume.stop_after_ns:,} already, past "
+                         f"{stop_after_ns:,}: replay into new Books() to see an earlier time")
+    return resume.consumed
 
 
 def apply_slice(books, chunk, pos: int, place: int, runs, stop_after_ns: int | None,

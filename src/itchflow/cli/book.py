@@ -104,7 +104,12 @@ def report_losses(books, capture: dict, consequence: str = ": the books are buil
         click.echo("itchflow: warning: anomalies (messages the books could not apply as sent): "
                    + ", ".join(f"{k} {v:,}" for k, v in found["anomalies"].items()), err=True)
     if "unknown_types" in found:
-        click.echo(f"itchflow: warning: {found['unknown_types']:,} messages of unknown types skipped", err=True)
+        warn_unknown_types(found["unknown_types"])
+
+
+def warn_unknown_types(n: int) -> None:
+    if n:
+        click.echo(f"itchflow: warning: {n:,} messages of unknown types skipped", err=True)
 
 
 def _print_book(books, loc, bids, asks, ts) -> None:

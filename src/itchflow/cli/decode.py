@@ -32,10 +32,14 @@ def capture_losses(capture: dict) -> str | None:
     """What a capture lost, in words (None when nothing): its gaps and malformed packets."""
     if not (capture.get("gaps") or capture.get("malformed_packets")):
         return None
-    cut = (f" (one of them packet {capture['cut_at_end_packet']:,}, inside which the file ends: a capture still "
-           "being written, or cut short)") if capture.get("cut_at_end_packet") else ""
     return (f"the capture has {capture.get('gaps', 0):,} gaps ({capture.get('missing_messages', 0):,} messages "
-            f"missing) and {capture.get('malformed_packets', 0):,} malformed packets{cut}")
+            f"missing) and {capture.get('malformed_packets', 0):,} malformed packets{cut_packet(capture)}")
+
+
+def cut_packet(capture: dict) -> str:
+    """Which of a capture's malformed packets is the one its file ends inside, if any (strict=False)."""
+    cut = capture.get("cut_at_end_packet")
+    return f" (the file ends inside packet {cut:,}, not read)" if cut else ""
 
 
 def warn_capture(capture: dict, consequence: str, path=None) -> None:
@@ -107,8 +111,7 @@ def _print_stats(info) -> None:
                       f"{f' ({after:,} packets after it, not delivered)' if after else ''}, "
                       f"{c['duplicate_messages']:,} duplicate messages, {c['gaps']:,} gaps "
                       f"({c['missing_messages']:,} messages missing), {c['malformed_packets']:,} malformed"
-                      + (f" (the file ends inside packet {c['cut_at_end_packet']:,}, not read)"
-                         if c.get("cut_at_end_packet") else "") + ", "
+                      f"{cut_packet(c)}, "
                       f"{c['not_udp'] + c['ip_fragments'] + c['snapped'] + c['unsupported']:,} not MoldUDP64; "
                       f"sessions {c['sessions']}")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from itchflow.cli import main
-from itchflow.cli.book import report_losses
+from itchflow.cli.book import report_losses, warn_unknown_types
 from itchflow.cli.decode import fail, warn_capture
 from itchflow.cli.params import IMAGE, INTERVAL, TIME_TEXT, symbols_option, table_path
 from itchflow.cli.progress import progress_total
@@ -136,9 +136,7 @@ def auctions_command(path, out, symbols, plot, plot_symbol, cross_type) -> None:
     if out_of_range:
         click.echo("itchflow: warning: prices past Price(4)'s largest (200,000.0000) written as NaN: "
                    + ", ".join(f"{k} {v:,}" for k, v in out_of_range.items()), err=True)
-    unknown = sum(read.get("unknown_by_type", {}).values())
-    if unknown:
-        click.echo(f"itchflow: warning: {unknown:,} messages of unknown types skipped", err=True)
+    warn_unknown_types(sum(read.get("unknown_by_type", {}).values()))
     click.echo(f"wrote {result.crosses.num_rows:,} crosses and {result.imbalances.num_rows:,} imbalance "
                f"messages to {out}" + (f"; plot {plot}" if plot else ""))
 

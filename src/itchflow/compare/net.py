@@ -31,6 +31,7 @@ from numba import njit
 from itchflow.compare.children import start_child
 from itchflow.compare.digest import ready_books
 from itchflow.compare.measure import SyscallCounter, this_thread
+from itchflow.ring.liveness import pid_alive
 from itchflow.compare.row import Row, latency
 from itchflow.hw.net_syscalls import recv_one
 
@@ -678,7 +679,7 @@ def _counting(tids: list[int]):
             return c
         except RuntimeError:
             c.close()
-            running = [t for t in tids if _running(t)]
+            running = [t for t in tids if pid_alive(t)]   # (not a zombie: perf cannot attach to one)
             if attempt or running == tids:
                 raise
             if not running:
@@ -686,20 +687,11 @@ def _counting(tids: list[int]):
             tids = running
 
 
-def _running(tid: int) -> bool:
-    """The thread exists and is not a zombie (perf cannot attach to one)."""
-    try:
-        with open(f"/proc/{tid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
 def _children(pid: int, tid: int) -> list[int]:
     """The child processes thread tid of pid started that are still running."""
     try:
         with open(f"/proc/{pid}/task/{tid}/children") as f:
-            return [c for c in (int(x) for x in f.read().split()) if _running(c)]
+            return [c for c in (int(x) for x in f.read().split()) if pid_alive(c)]
     except OSError:
         return []
 

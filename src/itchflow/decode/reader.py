@@ -165,38 +165,31 @@ def scan(source, types: str | Iterable[str] | None = None, *, chunk_messages: in
     codes = type_codes(types)
     capture: dict = {} if capture_stats is None else capture_stats
     name = _name(source)
-    handed = [0]   # messages handed out so far
+    place = 1   # the next message's place in the stream (renumber)
+    messages = 0   # handed out so far
+    planning = (lambda position: progress(0, position)) if progress else None   # a capture's planning passes
     try:
-        yield from _scan_pieces(source, name, codes, chunk_messages, strict, capture, renumber, progress, handed)
+        for chunk in iter_chunks(source, strict=strict, capture_stats=capture, join_runs=True, on_position=planning,
+                                 gz_ahead=True):
+            for start, stop, first, piece in _pieces(chunk, chunk_messages, deliver_first=True):
+                t0 = time.perf_counter()
+                with chunk.reading():  # the piece is checked before it is handed out
+                    out = Output(piece.counts, codes)
+                    _decode_piece(out, chunk, start, stop, first, place if renumber else None)
+                    arrays = out.arrays()
+                place += piece.messages
+                chunk.release(stop)  # the arrays are copies: a mapped day's pages can go
+                messages += piece.messages
+                if progress:
+                    progress(messages, chunk.position(stop))
+                yield Decoded(arrays, read_info(name, piece, capture or None, time.perf_counter() - t0))
     except ITCHFormatError as e:
-        if not handed[0]:
+        if not messages:
             raise
         # the whole messages before it were handed out (a day cut mid-message): said, with how many
-        e.__init__(f"{e.detail} (after {handed[0]:,} whole messages)", source=e.source, offset=e.offset,
+        e.__init__(f"{e.detail} (after {messages:,} whole messages)", source=e.source, offset=e.offset,
                    packet=e.packet)
         raise
-
-
-def _scan_pieces(source, name, codes, chunk_messages, strict, capture, renumber, progress,
-                 handed: list) -> Iterator[Decoded]:
-    place = 1   # the next message's place in the stream (renumber)
-    messages = 0
-    planning = (lambda position: progress(0, position)) if progress else None   # a capture's planning passes
-    for chunk in iter_chunks(source, strict=strict, capture_stats=capture, join_runs=True, on_position=planning,
-                             gz_ahead=True):
-        for start, stop, first, piece in _pieces(chunk, chunk_messages, deliver_first=True):
-            t0 = time.perf_counter()
-            with chunk.reading():  # the piece is checked before it is handed out
-                out = Output(piece.counts, codes)
-                _decode_piece(out, chunk, start, stop, first, place if renumber else None)
-                arrays = out.arrays()
-            place += piece.messages
-            chunk.release(stop)  # the arrays are copies: a mapped day's pages can go
-            messages += piece.messages
-            if progress:
-                progress(messages, chunk.position(stop))
-            yield Decoded(arrays, read_info(name, piece, capture or None, time.perf_counter() - t0))
-            handed[0] = messages
 
 
 def decode_slice(chunk: Chunk, start: int, stop: int, first_sequence: int,

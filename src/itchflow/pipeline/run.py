@@ -176,7 +176,7 @@ def run_pipeline(source: str | SourceSpec, *, ring: str | None = None, capacity:
     wait = wait or ("spin" if pin else "yield")
     tpn = ticks_per_ns(5_000_000)
     # (the name the consumer's errors give the source: standard input's as the file sources name it)
-    applier = BatchApplier(books, "<stdin>" if spec.kind == "file" and spec.path == "-" else spec.text)
+    applier = BatchApplier(books, "<stdin>" if spec.reads_stdin else spec.text)
     run = _Run()
     if spec.kind == "ring":
         rg = Ring.open(spec.path)
@@ -235,7 +235,7 @@ def run_pipeline(source: str | SourceSpec, *, ring: str | None = None, capacity:
             proc = CTX.Process(target=producer_main, name="itchflow-producer",
                                args=(rg.path, spec, batch_bytes, pin[0] if pin else None,
                                      "spin" if pin else "yield", child_conn, stop, os.getpid()), daemon=True)
-            if spec.kind == "file" and spec.path == "-":
+            if spec.reads_stdin:
                 # standard input, for the producer: the forked child inherits this copy of fd 0
                 # (multiprocessing points the child's own fd 0 at /dev/null)
                 spec.options["stdin_fd"] = os.dup(0)
@@ -267,17 +267,16 @@ def run_pipeline(source: str | SourceSpec, *, ring: str | None = None, capacity:
             parent_conn.close()
         rg.close()
         rg.unlink()
-        if consume_error is not None and produced is not None and produced[0] == "error":
-            # The producer's own error says what happened to the source (a file that shrank or
-            # was rewritten while read): the consumer only saw its effect (zeros, a bad length)
-            report.producer = produced[-1]
-            raise PipelineError(f"{spec.text}: {produced[1]}", _finish(report, applier, books, tpn, run, top)) \
-                from consume_error
-        if consume_error is not None:   # bad data the consumer found: raised as it is, with the report
-            report.producer = produced[-1] if produced else {}
-            consume_error.report = _finish(report, applier, books, tpn, run, top)
+        report.producer = produced[-1] if produced else {}
+        if consume_error is not None:
+            _finish(report, applier, books, tpn, run, top)
+            if produced is not None and produced[0] == "error":
+                # The producer's own error says what happened to the source (a file that shrank or
+                # was rewritten while read): the consumer only saw its effect (zeros, a bad length)
+                raise PipelineError(f"{spec.text}: {produced[1]}", report) from consume_error
+            # bad data the consumer found: raised as it is, with the report
+            consume_error.report = report
             report.error, report.stream = str(consume_error), "cut short"
-    report.producer = produced[-1] if produced else {}
     if run.interrupted:
         raise PipelineInterrupted(_finish(report, applier, books, tpn, run, top))
     _finish(report, applier, books, tpn, run, top)

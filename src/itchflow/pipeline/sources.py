@@ -42,6 +42,11 @@ class SourceSpec:
     port: int | None = None
     options: dict = field(default_factory=dict)
 
+    @property
+    def reads_stdin(self) -> bool:
+        """``-``: the file is standard input (its producer is handed the parent's fd 0)."""
+        return self.kind == "file" and self.path == "-"
+
 
 def _endpoint(text: str, what: str, spec: str) -> tuple[str, int]:
     from itchflow.sources.udp import parse_endpoint
@@ -76,7 +81,7 @@ def parse_source(text: str) -> SourceSpec:
 def check_source(spec: SourceSpec) -> None:
     """Fail before any process starts for what can be seen now (missing file, bad options)."""
     if spec.kind == "file":
-        if spec.path == "-":   # standard input: the producer reads it (run_pipeline hands it over)
+        if spec.reads_stdin:   # the producer reads it (run_pipeline hands it over)
             import sys
 
             if sys.stdin is None:   # (closed: fd 0 would be the next file opened, the ring's)
@@ -160,14 +165,13 @@ def _produce_chunks(spec: SourceSpec, pub: BatchPublisher, stop) -> dict:
         idle = o.get("idle_timeout", 5.0)
         source = Tail(spec.path, wait_for_file=float(o.get("wait_for_file") or 0.0),
                       idle_timeout=None if idle is None else float(idle), stop=stop)
-    elif spec.path == "-":
-        # the parent's standard input, kept open for us (run_pipeline: multiprocessing points
-        # a child's fd 0 at /dev/null)
-        import io
-
-        stream = io.BufferedReader(io.FileIO(spec.options["stdin_fd"], "rb", closefd=True))
-        source = iter_chunks(_NamedStream(stream, "<stdin>"), capture_stats=capture, join_runs=True)
     else:
+        if spec.reads_stdin:
+            # the parent's standard input, kept open for us (run_pipeline: multiprocessing points
+            # this process's fd 0 at /dev/null), made ours again for the file sources' "-"
+            import sys
+
+            sys.stdin = open(spec.options["stdin_fd"])
         source = iter_chunks(spec.path, capture_stats=capture, join_runs=True)
     chunks = 0
     rate = float(spec.options.get("rate") or 0)
@@ -196,25 +200,6 @@ def _produce_chunks(spec: SourceSpec, pub: BatchPublisher, stop) -> dict:
     if spec.kind == "tail":
         out["tail"] = source.summary()
     return out
-
-
-class _NamedStream:
-    """A binary stream with the name errors should give it (``describe``: a file object's name)."""
-
-    def __init__(self, stream, name: str):
-        self._stream, self.name = stream, name
-
-    def read(self, n: int = -1) -> bytes:
-        return self._stream.read(n)
-
-    def read1(self, n: int = -1) -> bytes:
-        return self._stream.read1(n)
-
-    def readinto(self, b) -> int:
-        return self._stream.readinto(b)
-
-    def fileno(self) -> int:
-        return self._stream.fileno()
 
 
 # A mapped day is published this many bytes a call, its pages let go after each (Chunk.release):

@@ -279,8 +279,8 @@ def _stream_chunks(stream, name: str, block: int, opts: CaptureReading, base: in
         yield from _gzip_source(replayed, name, block, opts)
     elif kind in ("pcap", "pcapng"):  # a capture is sorted whole: kept on disk, not in memory
         yield from _capture_chunks(spool(iter(lambda: replayed.read(block), b""), name), name, opts)
-    elif _file_size(stream) is None and hasattr(stream, "read1") and _fileno(stream) is not None:
-        yield from message_chunks(_arriving_blocks(replayed, _fileno(stream), block), name, offset=base)
+    elif _file_size(stream) is None and hasattr(stream, "read1") and (fd := _fileno(stream)) is not None:
+        yield from message_chunks(_arriving_blocks(replayed, fd, block), name, offset=base)
     else:
         yield from message_chunks(iter(lambda: replayed.read(block), b""), name, offset=base)
 

@@ -32,8 +32,8 @@ from itchflow.errors import ITCHFormatError
 from itchflow.hw.endian import be16, u8
 from itchflow.sources.chunk import Chunk
 from itchflow.sources.formats import sniff
-from itchflow.wire.binaryfile import AT_END, BAD_LENGTH, OK, STATUS_TEXT, fits_its_type, next_message
-from itchflow.wire.itch import LENGTH_BY_BYTE, MESSAGES
+from itchflow.wire.binaryfile import AT_END, BAD_LENGTH, OK, describe, fits_its_type, next_message
+from itchflow.wire.itch import MESSAGES
 
 _S = MESSAGES["S"]
 _S_LENGTH = _S.length
@@ -230,12 +230,11 @@ class Tail:
                     continue
             if len(pending) >= 2 and be16(pending, 0) == 0:
                 raise ITCHFormatError("zero-length message", source=self.path, offset=self.position)
-            if len(pending) >= 3 and LENGTH_BY_BYTE[pending[2]] not in (0, be16(pending, 0)):
+            if len(pending) >= 3 and not fits_its_type(pending[2], be16(pending, 0)):
                 # a known type whose prefix is wrong (the walk stops at one): an error now (unfinished,
                 # it was waited for up to 64 KiB, whole, the walk went on out of step)
-                raise ITCHFormatError(f"{STATUS_TEXT[BAD_LENGTH]} (type {chr(pending[2])!r}, length prefix "
-                                      f"{be16(pending, 0)}, specification says {LENGTH_BY_BYTE[pending[2]]})",
-                                      source=self.path, offset=self.position)
+                raise ITCHFormatError(describe(pending, 0, len(pending), BAD_LENGTH), source=self.path,
+                                      offset=self.position)
             now = self.clock()
             if now - last_check >= self.check_every:
                 last_check = now
