@@ -237,11 +237,30 @@ def test_anomalies_are_counted_per_kind_and_stock_and_never_fatal():
     assert msft == {"unknown_reference": 0, "duplicate_add": 1, "over_execution": 1, "over_cancel": 1,
                     "replace_to_existing": 1, "unknown_locate": 0, "bad_side": 1, "unknown_match": 0,
                     "duplicate_match": 1, "locate_mismatch": 1, "volume_overflow": 0, "bad_printable": 0,
-                    "directory_conflict": 0}
+                    "directory_conflict": 0, "zero_shares": 0}
     assert b.anomalies(9)["unknown_locate"] == 1
     assert b.orders("MSFT", "B", P).tolist() == [(1, 10, ""), (5, 10, "")]
     assert b.volume("MSFT") == 16   # 15 executed (over-execution still prints) + 1
     assert set(b.anomalies_by_stock()) == {1, 2, 9}
+
+
+def test_an_order_of_zero_shares_is_kept_as_sent_and_counted():
+    # a 0-share A, F or U is not a valid order, but the feed said so: it stays live (a later D, X
+    # or E of it must find it) and its level shows 0 shares; each one is a zero_shares anomaly of
+    # the order's stock, so a best bid of 0 shares never goes unexplained
+    b = books_after(add(1, 1, "B", 0, 10 * P),                       # A of 0 shares: the best bid
+                    add(1, 2, "B", 100, 9 * P), add(1, 3, "S", 0, 11 * P, mpid="GSCO"),   # F of 0
+                    add(2, 4, "B", 50, 5 * P), replace(2, 4, 5, 0, 6 * P),               # U to 0
+                    add(2, 6, "S", 10, 7 * P), replace(2, 6, 7, 20, 7 * P))              # U to 20
+    assert b.bbo("AAPL").tolist() == [("AAPL", 1, 10 * P, 0, 11 * P, 0)]
+    assert b.depth("AAPL")[0].tolist() == [(10 * P, 0, 1), (9 * P, 100, 1)]
+    assert b.anomalies("AAPL")["zero_shares"] == 2
+    assert b.anomalies("MSFT")["zero_shares"] == 1
+    assert b.orders("MSFT", "B", 6 * P).tolist() == [(5, 0, "")]
+    b.apply(encode([delete(1, 1), execute(1, 3, 0, match=7)]))     # found: removed, no new anomaly
+    assert b.bbo("AAPL").tolist() == [("AAPL", 1, 9 * P, 100, 0, 0)]
+    assert set(b.anomalies("AAPL").values()) == {0, 2} and b.anomalies("AAPL")["unknown_reference"] == 0
+    assert b.live_orders() == 3   # AAPL 2; MSFT 5 (0 shares) and 7
 
 
 def test_every_side_byte_other_than_b_and_s_is_a_bad_side():

@@ -19,7 +19,7 @@ from itch.messages import create_message
 ANOMALY_KINDS = (
     "unknown_reference", "duplicate_add", "over_execution", "over_cancel", "replace_to_existing",
     "unknown_locate", "bad_side", "unknown_match", "duplicate_match", "locate_mismatch", "volume_overflow",
-    "bad_printable", "directory_conflict",
+    "bad_printable", "directory_conflict", "zero_shares",
 )
 INT64_MAX = (1 << 63) - 1
 
@@ -198,6 +198,8 @@ class ReferenceBook:
             if ref in self.orders:
                 self.anomalies[("duplicate_add", loc)] += 1
                 return
+            if m["shares"] == 0:
+                self.anomalies[("zero_shares", loc)] += 1
             self._place(ref, loc, side, m["price"], m["shares"], m.get("attribution", b"").decode().strip())
             touched = loc
         elif code in "EXDC":
@@ -243,6 +245,8 @@ class ReferenceBook:
             if new in self.orders:
                 self.anomalies[("replace_to_existing", olocate)] += 1
             else:
+                if m["shares"] == 0:
+                    self.anomalies[("zero_shares", olocate)] += 1
                 self._place(new, olocate, side, m["price"], m["shares"], mpid)
             touched = olocate
         elif code == "P":
@@ -316,6 +320,10 @@ def random_day(seed: int, n: int, stocks: int = 4, anomalies: bool = False, clos
         refs = list(live)
         ref = refs[int(rng.integers(len(refs)))]
         oloc, side, shares = live[ref]
+        if shares == 0:   # a 0-share order (an anomaly below): only a delete takes it away cleanly
+            msgs.append(delete(oloc, ref, ts))
+            del live[ref]
+            continue
         if r < 0.58:
             msgs.append(delete(oloc, ref, ts))
             del live[ref]
@@ -355,7 +363,7 @@ def random_day(seed: int, n: int, stocks: int = 4, anomalies: bool = False, clos
         elif r < 0.975:
             msgs.append(halt(loc, "HPQT"[int(rng.integers(4))], ts, names[loc - 1]))
         if anomalies and rng.random() < 0.05:
-            kind = int(rng.integers(9))
+            kind = int(rng.integers(11))
             bogus = new_ref()
             if kind == 0:
                 msgs.append(delete(loc, bogus, ts))
@@ -391,6 +399,16 @@ def random_day(seed: int, n: int, stocks: int = 4, anomalies: bool = False, clos
                 del live[r2]
             elif kind == 8:
                 msgs.append(replace(loc, bogus, new_ref(), 10, 1_000_000, ts))          # unknown U
+            elif kind == 9:
+                msgs.append(add(loc, bogus, "BS"[int(rng.integers(2))], 0, 10_000 * int(rng.integers(95, 106)),
+                                ts, names[loc - 1]))                                    # a 0-share add
+                live[bogus] = [loc, msgs[-1]["buy_sell_indicator"].decode(), 0]
+            elif kind == 10 and live:
+                r2 = list(live)[-1]
+                l2, s2, _ = live.pop(r2)
+                new = new_ref()
+                msgs.append(replace(l2, r2, new, 0, 10_000 * int(rng.integers(95, 106)), ts))  # a 0-share U
+                live[new] = [l2, s2, 0]
     if close_all:
         for ref, (loc, _, _) in list(live.items()):
             msgs.append(delete(loc, ref, ts))

@@ -35,7 +35,7 @@ from numba import njit
 
 from itchflow.book.layout import (
     A_BAD_SIDE, A_DUP_ADD, A_DUP_MATCH, A_LOCATE_MISMATCH, A_OVER_CANCEL, A_OVER_EXEC, A_VOLUME_OVERFLOW,
-    A_BAD_PRINTABLE, A_DIRECTORY_CONFLICT,
+    A_BAD_PRINTABLE, A_DIRECTORY_CONFLICT, A_ZERO_SHARES,
     A_REPLACE_EXISTING, A_UNKNOWN_LOCATE, A_UNKNOWN_MATCH, A_UNKNOWN_REF, C_ARENA_CAP, C_ARENA_TOP,
     C_BBO_CAP, C_BBO_N, C_DIRECTORY_SEEN, C_FAR_TABLE, C_L2_CAP, C_L2_N, C_LABELLED, C_LAST_TS, C_LEVEL_CAP,
     C_LIVE,
@@ -704,6 +704,8 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, ladder, book
                 if orders[_U(slot)].stamp != 0:
                     anomalies[locate, A_DUP_ADD] += 1
                 else:
+                    if shares == 0:
+                        anomalies[locate, A_ZERO_SHARES] += 1
                     lvl, top = _add_order(ref, slot, locate, side, shares, price, mpid, orders, levels,
                                           ladder, books, stocks, l2_out, ctl, seq, ts, imask, ishift)
                     if top:  # a level below the best leaves the BBO as it is
@@ -767,7 +769,10 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, ladder, book
                 if orders[_U(slot)].stamp != 0:
                     anomalies[olocate, A_REPLACE_EXISTING] += 1
                 else:
-                    lvl, top = _add_order(new, slot, olocate, side, np.uint32(be32(buf, q + _U_SHARES)),
+                    shares = np.uint32(be32(buf, q + _U_SHARES))
+                    if shares == 0:
+                        anomalies[olocate, A_ZERO_SHARES] += 1
+                    lvl, top = _add_order(new, slot, olocate, side, shares,
                                           np.uint32(be32(buf, q + _U_PRICE)), mpid, orders, levels,
                                           ladder, books, stocks, l2_out, ctl, seq, ts, imask, ishift)
                 if top:

@@ -217,11 +217,12 @@ ANOMALIES = (
                             # take the stock's int64 volume or notional past 2**63 - 1: not counted in them
     "bad_printable",        # C whose printable flag is neither Y nor N (counted in volume: only N is not)
     "directory_conflict",   # R giving a locate that already has a symbol another one (the new one is kept)
+    "zero_shares",          # A/F/U adding an order of 0 shares (kept live as sent: its level may show 0 shares)
 )
 N_ANOMALIES = len(ANOMALIES)
 (A_UNKNOWN_REF, A_DUP_ADD, A_OVER_EXEC, A_OVER_CANCEL, A_REPLACE_EXISTING, A_UNKNOWN_LOCATE,
  A_BAD_SIDE, A_UNKNOWN_MATCH, A_DUP_MATCH, A_LOCATE_MISMATCH, A_VOLUME_OVERFLOW, A_BAD_PRINTABLE,
- A_DIRECTORY_CONFLICT) = range(N_ANOMALIES)
+ A_DIRECTORY_CONFLICT, A_ZERO_SHARES) = range(N_ANOMALIES)
 # Counted from messages every shard of a day applies (R): one shard's count is the day's
 # (ShardedBooks and the Dask day summary both follow this list).
 BROADCAST_ANOMALIES = ("directory_conflict",)
