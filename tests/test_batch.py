@@ -21,7 +21,8 @@ from click.testing import CliRunner  # noqa: E402
 import itchflow  # noqa: E402
 from itchflow.cli import main  # noqa: E402
 from itchflow.scale.batch import BatchError, auto_shards, batch  # noqa: E402
-from itchflow.scale.layout import day_key  # noqa: E402
+from itchflow.scale.inputs import expand  # noqa: E402
+from itchflow.scale.layout import day_key, is_date_key  # noqa: E402
 from itchflow.sim.generator import write_day  # noqa: E402
 
 DAYS = {"2019-01-30": ("01302019.NASDAQ_ITCH50", False, 1), "2019-01-31": ("20190131.itch", True, 2),
@@ -317,10 +318,12 @@ def test_rerun_resumes_and_redoes_only_what_is_missing(archive, client, tmp_path
     third = batch(list(paths.values()), "bbo", out, client=client, shards=2, progress=seen.append)
     assert third["tasks"] == 4  # split (marker found: returns at once), 2 shards (one resumes), finish
     assert {e["kind"] for e in seen} == {"split", "shard", "finish"}
-    redone = first["days"][1]["messages"]   # only 2019-01-31 ran: its messages make the rate
+    # only shard 1 of 2019-01-31 ran: its share of the day's messages makes the rate (the
+    # whole day's, as before, counted shard 0's that an earlier run did)
+    redone = round(first["days"][1]["messages"] / 2)
     assert third["resumed_days"] == sorted(set(DAYS) - {"2019-01-31"}) and third["run_messages"] == redone
     assert third["msgs_per_s"] == pytest.approx(redone / third["seconds"])
-    assert seen[-1]["messages"] <= redone   # the bar counts this run's messages only
+    assert seen[-1]["messages"] == redone   # the bar counts this run's messages only
     for day in paths:
         _same(_day_table(out, day), before[day])
     assert first["days"][1]["rows"] == third["days"][1]["rows"]
@@ -435,6 +438,10 @@ def test_day_keys_and_option_errors(tmp_path):
     assert day_key("2019-01-30.bin") == "2019-01-30"
     assert day_key("S013019-v50.txt.gz") == "2019-01-30"
     assert day_key("/x/monday.itch") == "monday"
+    # not a day of the calendar: no date (it was 2019-02-31), named by its stem
+    assert day_key("20190231.itch") == "20190231" and day_key("02312019.itch") == "02312019"
+    assert day_key("20200229.itch") == "2020-02-29" and day_key("20190229.itch") == "20190229"
+    assert is_date_key("2020-02-29") and not is_date_key("20190231") and not is_date_key("README")
     assert auto_shards(1, 8) == 8 and auto_shards(10, 8) == 1 and auto_shards(3, 8) == 3
     p = tmp_path / "20190130.itch"
     p.write_bytes(b"")
@@ -805,3 +812,61 @@ def test_a_low_soft_open_files_limit_is_raised_up_to_the_hard_one():
     assert res.stdout.split() == [str(need), f"({need},", "4096)"]
     res = _limited(2048, 4096, "from itchflow.scale.batch import ensure_open_files; print(ensure_open_files(4))")
     assert res.stdout.split() == ["2048"]   # enough already: left as it is
+
+
+def test_one_file_named_two_ways_is_one_day(tmp_path, monkeypatch):
+    """arch/X and ./arch/X were refused as two files of one date; a link to a day is that day."""
+    arch = tmp_path / "arch"
+    arch.mkdir()
+    day = arch / "20190130.itch"
+    day.write_bytes(b"")
+    (arch / "link.itch").symlink_to(day)
+    monkeypatch.chdir(tmp_path)
+    assert expand(["arch/20190130.itch", "./arch/20190130.itch", str(day), "arch/link.itch"]) == \
+        ["arch/20190130.itch"]
+
+
+def _with_unknown_type(src: str, dst, index: int) -> None:
+    """A copy of the day at src whose index-th message (a D) has the unknown type z."""
+    data = bytearray(open(src, "rb").read())
+    p = k = 0
+    while p < len(data):
+        length = int.from_bytes(data[p:p + 2], "big")
+        if data[p + 2:p + 3] == b"D":
+            if k == index:
+                data[p + 2] = ord("z")
+                break
+            k += 1
+        p += 2 + length
+    open(dst, "wb").write(bytes(data))
+
+
+def test_unknown_types_are_counted_in_full_whatever_the_job_and_shards(archive, client, tmp_path):
+    """An unsplit day's book jobs left a message of an unknown type out of its messages and
+    said nothing of it (the books skip it; the summary read a count they do not keep); decode
+    reported no unknown types at all; a split day spelt the type 0x7a where stats says z."""
+    _, paths = archive
+    day = tmp_path / "20190304.itch"
+    _with_unknown_type(paths["2019-01-30"], day, 100)
+    want = itchflow.stats(str(day))
+    assert want.unknown_by_type == {"z": 1}
+    for job, shards in (("bbo", 1), ("bbo", 2), ("bars", 1), ("decode", 1), ("decode", 2)):
+        r = batch([str(day)], job, str(tmp_path / f"{job}{shards}"), client=client, shards=shards)
+        s = r["days"][0]
+        assert (s["messages"], s["unknown_by_type"]) == (want.messages, {"z": 1}), (job, shards)
+        assert sum(s["by_type"].values()) + 1 == want.messages, (job, shards)
+    # the command line warns of them, as the single-file commands do; and of an empty day
+    (tmp_path / "20190305.itch").write_bytes(b"")
+    r = CliRunner().invoke(main, ["batch", str(day), str(tmp_path / "20190305.itch"), str(tmp_path / "notes.itch"),
+                                  "--job", "trades", "--out", str(tmp_path / "cli"),
+                                  "--scheduler", client.scheduler.address])
+    (tmp_path / "notes.itch").write_bytes(b"")
+    assert r.exit_code == 1 and "notes.itch" in r.output   # (not there yet when it ran)
+    r = CliRunner().invoke(main, ["batch", str(day), str(tmp_path / "20190305.itch"), str(tmp_path / "notes.itch"),
+                                  "--job", "trades", "--out", str(tmp_path / "cli"),
+                                  "--scheduler", client.scheduler.address])
+    assert r.exit_code == 0, r.output
+    text = " ".join(r.output.split())
+    assert "2019-03-04: 1 messages of unknown types skipped (z 1)" in text
+    assert "2019-03-05: no messages (an empty file?)" in text
+    assert "no date in the name of 1 file(s), partitioned by the name instead (date=NAME): notes" in text

@@ -37,6 +37,7 @@ from itchflow.errors import ITCHFormatError
 from itchflow.hw.aligned import aligned_zeros
 from itchflow.hw.populate import populate_in_background
 from itchflow.wire.binaryfile import budget_end
+from itchflow.wire.itch import unknown_by_type
 from itchflow.wire.sequence_runs import SequenceRuns
 
 FIRST_BUDGET_STEP = 64 << 10     # apply(max_bytes=): the first step of the budget walked, doubling up to
@@ -567,7 +568,14 @@ class Books:
 
     @property
     def unknown_types(self) -> int:
+        """Messages of an unknown type: skipped by their length, not in ``messages``."""
         return int(self.ctl[L.C_UNKNOWN_TYPES])
+
+    @property
+    def unknown_by_type(self) -> dict[str, int]:
+        """The messages of ``unknown_types`` by type byte ('z', or '0x00' when not printable),
+        as ``itchflow.stats`` names them."""
+        return unknown_by_type(self.type_counts)
 
     def memory_bytes(self) -> int:
         return sum(a.nbytes for a in (self.order_rows, self.levels, self.ladder,

@@ -591,7 +591,11 @@ class ShardedBooks:
 
     @property
     def unknown_types(self) -> int:
-        return self.shards[0].unknown_types
+        return self.shards[0].unknown_types   # every unknown type goes to shard 0
+
+    @property
+    def unknown_by_type(self) -> dict[str, int]:
+        return self.shards[0].unknown_by_type
 
     @property
     def stocks(self) -> np.ndarray:

@@ -82,6 +82,10 @@ def batch_command(paths, job, out, scheduler, workers, shards, symbols, types, a
             err.print(f"already done (resumed): {', '.join(info['resumed_days'])}")
         for day, why in info.get("redone_days", {}).items():
             err.print(f"redone: {day} (marked done, but {why})", highlight=False)
+        if info.get("undated_days"):
+            shown = ", ".join(info["undated_days"][:5]) + (" ..." if len(info["undated_days"]) > 5 else "")
+            err.print(f"[yellow]warning: no date in the name of {len(info['undated_days'])} file(s), partitioned "
+                      f"by the name instead (date=NAME): {shown}[/yellow]", highlight=False)
         bar.start(info["tasks"])
 
     options = _job_options(job, types, at, every, depth, levels, start, end)
@@ -161,6 +165,12 @@ def _report(console, r: dict, as_json: bool) -> None:
         console.print(f"[red]{day}: {error}[/red]")
     console.print(table)
     for d in r["days"]:
+        if not d["messages"]:   # in an archive, nearly always a failed download or copy
+            console.print(f"[yellow]{d['date']}: no messages (an empty file?)[/yellow]", highlight=False)
+        unknown = d.get("unknown_by_type") or {}
+        if unknown:   # as the single-file commands warn
+            console.print(f"[yellow]{d['date']}: {sum(unknown.values()):,} messages of unknown types skipped ("
+                          + ", ".join(f"{k} {v:,}" for k, v in unknown.items()) + ")[/yellow]", highlight=False)
         lost = capture_losses(d.get("capture") or {})
         if lost:   # the day is a capture with holes: its outputs lack those messages
             console.print(f"[yellow]{d['date']}: {lost}; its outputs lack those messages[/yellow]", highlight=False)
@@ -168,8 +178,10 @@ def _report(console, r: dict, as_json: bool) -> None:
             console.print(f"{d['date']}: not written: " + ", ".join(f"{k} {v:,}" for k, v in d["skipped"].items()),
                           highlight=False)
     resumed = len(r.get("resumed_days", ()))
-    done_before = (f" ({resumed} resumed: done by an earlier run; this run {r['run_messages']:,} messages)"
-                   if resumed else "")
+    done_before = ""
+    if r["run_messages"] != r["messages"]:   # whole days, or shards of days, done by an earlier run
+        whole = f"; {resumed} whole day(s) resumed" if resumed else ""
+        done_before = f" (this run {r['run_messages']:,}: the rest done by an earlier run{whole})"
     console.print(f"{len(r['days'])} day(s), {r['messages']:,} messages{done_before} in {r['seconds']:.2f} s "
                   f"({r['msgs_per_s'] / 1e6:,.2f} M msg/s) on {r['threads']} worker thread(s); "
                   f"cluster start {r['startup_seconds']:.1f} s; dataset {r['out']}", highlight=False)

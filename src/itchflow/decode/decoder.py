@@ -15,7 +15,7 @@ from itchflow.errors import ITCHFormatError
 from itchflow.hw.populate import POPULATE_OUTPUT_BYTES, populate_in_background
 from itchflow.wire import binaryfile as framing
 from itchflow.decode._decode_generated import ARRAY_ORDER, decode
-from itchflow.wire.itch import CODES, DTYPES, LENGTH_BY_BYTE, MESSAGES, kernel_dtype
+from itchflow.wire.itch import CODES, DTYPES, LENGTH_BY_BYTE, MESSAGES, kernel_dtype, unknown_by_type
 
 _KERNEL_DTYPES = {c: kernel_dtype(c) for c in CODES}
 _KNOWN = np.zeros(256, dtype=bool)
@@ -52,8 +52,7 @@ class FrameTotals:
 
     @property
     def unknown_by_type(self) -> dict[str, int]:
-        idx = np.flatnonzero((self.counts > 0) & ~_KNOWN)
-        return {chr(i) if 32 < i < 127 else f"0x{i:02x}": int(self.counts[i]) for i in idx}
+        return unknown_by_type(self.counts)
 
     @property
     def by_type(self) -> dict[str, int]:

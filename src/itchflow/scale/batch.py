@@ -17,7 +17,7 @@ from typing import Callable
 
 from itchflow.scale import jobs
 from itchflow.scale.inputs import expand, is_url, local_path, source_identity
-from itchflow.scale.layout import PART, Layout, day_key, read_json, write_json
+from itchflow.scale.layout import PART, Layout, day_key, is_date_key, read_json, write_json
 
 MAX_AUTO_SHARDS = 64
 
@@ -175,6 +175,8 @@ def batch(paths, job: str, out, client=None, shards: int | None = None, symbols=
         dashboard = client.dashboard_link if own_cluster is None or dashboard_available() else None
         info = {"dashboard": dashboard,
                 "scheduler": client.scheduler.address, "threads": threads, "days": len(days),
+                # files whose names hold no date: partitioned by their stem (date=README)
+                "undated_days": [day for day, _ in days if not is_date_key(day)],
                 "startup_seconds": time.perf_counter() - t_start}
         return _run(client, lay, days, job, syms, opts, shards, threads, info, progress, on_start,
                     keep_scratch, crash_once)
@@ -290,7 +292,9 @@ def _run(client, lay, days, job, syms, opts, shards, threads, info, progress, on
     t0 = time.perf_counter()
     failed: dict[str, str] = {}
     split_messages: dict[str, int] = {}
-    done_tasks, messages = 0, 0   # this run's: resumed days were counted by the run that made them
+    # this run's messages: a day or a shard task done by an earlier run (resumed) took none of
+    # this run's time, so neither the progress rate nor the result's counts it
+    done_tasks, messages = 0, 0
     try:
         for fut in as_completed(futures):
             day, kind, n = what[fut.key]
@@ -301,7 +305,7 @@ def _run(client, lay, days, job, syms, opts, shards, threads, info, progress, on
                 res = fut.result()
                 if kind == "split":
                     split_messages[day] = res["messages"]
-                elif kind == "shard":
+                elif kind == "shard" and not res.get("resumed"):
                     messages += (split_messages[day] / n if day in split_messages else res["messages"])
                 elif kind == "finish":
                     finished[day] = res
@@ -310,11 +314,11 @@ def _run(client, lay, days, job, syms, opts, shards, threads, info, progress, on
                           "elapsed": time.perf_counter() - t0, "day": day, "kind": kind})
     except KeyboardInterrupt:
         client.cancel(futures)
-        raise BatchInterrupted(_result(info, lay, job, days, finished, failed, t0)) from None
+        raise BatchInterrupted(_result(info, lay, job, days, finished, failed, t0, round(messages))) from None
     except BaseException:
         client.cancel(futures)
         raise
-    result = _result(info, lay, job, days, finished, failed, t0)
+    result = _result(info, lay, job, days, finished, failed, t0, round(messages))
     if failed:
         raise BatchError(f"{len(failed)} day(s) failed: " + "; ".join(f"{d}: {e}" for d, e in failed.items()),
                          result)
@@ -387,13 +391,11 @@ def check_scheduler(address: str, timeout_s: float = SCHEDULER_CONNECT_S) -> Non
                               "(the dashboard's or another service's port?)")
 
 
-def _result(info, lay, job, days, finished, failed, t0) -> dict:
+def _result(info, lay, job, days, finished, failed, t0, run_messages: int) -> dict:
+    """run_messages: those of the tasks this run did (not the days or shards it resumed)."""
     seconds = time.perf_counter() - t0
     ordered = [finished[d] for d, _ in days if d in finished]
     total = sum(d["messages"] for d in ordered)
-    # The rate is this run's: a day resumed from an earlier run's markers took none of `seconds`
-    resumed = set(info.get("resumed_days", ()))
-    run_messages = sum(finished[d]["messages"] for d, _ in days if d in finished and d not in resumed)
     return dict(info, out=lay.root, job=job, days=ordered, failed=failed, messages=total,
                 run_messages=run_messages, seconds=seconds,
                 msgs_per_s=run_messages / seconds if seconds else 0.0)

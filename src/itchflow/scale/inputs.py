@@ -76,8 +76,10 @@ def expand(paths) -> list[str]:
             out.append(local if local is not None else p)
     seen, unique = set(), []
     for p in out:
-        if p not in seen:
-            seen.add(p)
+        # one local file named two ways (arch/X, ./arch/X, a link to it) is one day
+        key = os.path.realpath(p) if local_path(p) is not None else p
+        if key not in seen:
+            seen.add(key)
             unique.append(p)
     return unique
 

@@ -125,14 +125,16 @@ class SeqMap:
 
 
 def _book_counts(books) -> dict:
-    """What a job's summary says of the books it replayed: messages, by_type, anomalies,
-    unknown_types."""
+    """What a job's summary says of the books it replayed: messages (every one framed, as
+    ``stats`` counts them: the books' own count leaves out the unknown types they skipped),
+    by_type, unknown_by_type, anomalies."""
     from itchflow.wire.itch import MESSAGES
 
     tc = books.type_counts
     by_type = {c: int(tc[m.code_byte]) for c, m in MESSAGES.items() if tc[m.code_byte]}
-    return {"messages": books.messages, "by_type": by_type,
-            "anomalies": {k: v for k, v in books.anomalies().items() if v}, "unknown_types": books.unknown_types}
+    return {"messages": books.messages + books.unknown_types, "by_type": by_type,
+            "unknown_by_type": books.unknown_by_type,
+            "anomalies": {k: v for k, v in books.anomalies().items() if v}}
 
 
 # ---- stats ---------------------------------------------------------------------------------
@@ -212,6 +214,7 @@ def run_decode(source: str, out: str, symbols, options: dict, seq_map: SeqMap, f
             self.write_seconds += time.perf_counter() - t
 
     by_type: dict[str, int] = {}
+    unknown: dict[str, int] = {}
     t0 = time.perf_counter()
     symbol = symbols[0] if symbols else None
     with ShardTableWriter(out, options["types"]) as writer:
@@ -219,11 +222,13 @@ def run_decode(source: str, out: str, symbols, options: dict, seq_map: SeqMap, f
                                    missing_ok=True):  # a day (or shard) need not list it
             if piece.info.capture and capture_stats is not None:
                 capture_stats.update(piece.info.capture)
-            for c, n in piece.info.by_type.items():
-                if n:
-                    by_type[c] = by_type.get(c, 0) + n
+            for counts, into in ((piece.info.by_type, by_type), (piece.info.unknown_by_type, unknown)):
+                for c, n in counts.items():
+                    if n:
+                        into[c] = into.get(c, 0) + n
     total = time.perf_counter() - t0
-    return {"rows": writer.rows, "messages": writer.messages_read, "by_type": by_type, "anomalies": {},
+    return {"rows": writer.rows, "messages": writer.messages_read, "by_type": by_type,
+            "unknown_by_type": unknown, "anomalies": {},
             "compute_seconds": total - writer.write_seconds, "write_seconds": writer.write_seconds}
 
 
@@ -353,7 +358,7 @@ def run_bars(source: str, out: str, symbols, options: dict, shard: int, shard_of
     t1 = time.perf_counter()
     pq.write_table(table, out)
     counts = _book_counts(replayed[0]) if replayed else {"messages": 0, "by_type": {}, "anomalies": {},
-                                                          "unknown_types": 0}
+                                                          "unknown_by_type": {}}
     return {"rows": table.num_rows, **counts, "compute_seconds": t1 - t0, "write_seconds": time.perf_counter() - t1}
 
 

@@ -14,6 +14,7 @@ names start with "_" or ".", so bookkeeping and temporary files never show in th
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import re
@@ -32,7 +33,19 @@ _SIX = re.compile(r"(?<![A-Za-z\d])[A-Za-z]?(\d{6})(?!\d)")  # S013019-v50.txt: 
 
 
 def _valid(y: int, m: int, d: int) -> bool:
-    return 1990 <= y <= 2099 and 1 <= m <= 12 and 1 <= d <= 31
+    """A date of the calendar (20190231 is not one) in the years an archive can hold."""
+    if not 1990 <= y <= 2099:
+        return False
+    try:
+        datetime.date(y, m, d)
+    except ValueError:
+        return False
+    return True
+
+
+def is_date_key(key: str) -> bool:
+    """Whether a partition value (``day_key``) is a date, not a file's stem."""
+    return bool(re.fullmatch(r"\d{4}-\d{2}-\d{2}", key))
 
 
 def day_key(path: str) -> str:

@@ -24,7 +24,7 @@ def split_task(source: str, root: str, day: str, shards: int) -> dict:
     lay = Layout(root)
     done = read_json(lay.marker(day, "split"))
     if done is not None:
-        return done
+        return dict(done, resumed=True)   # done by an earlier run: none of this run's work
     from itchflow.scale.split import split_day
 
     summary = split_day(source, root, day, shards, jobs.BROADCAST_TYPES)
@@ -39,7 +39,7 @@ def shard_task(split: dict | None, source: str, root: str, day: str, shard: int,
     name = f"shard-{shard}" if job != "stats" else "day-stats"
     done = read_json(lay.marker(day, name))
     if done is not None:
-        return done
+        return dict(done, resumed=True)   # done by an earlier run: none of this run's work
     final = lay.part(day, None if job in jobs.WHOLE_DAY_JOBS else shard)
     folder = os.path.dirname(final)
     os.makedirs(folder, exist_ok=True)

@@ -288,6 +288,18 @@ for _m in MESSAGES.values():
 LENGTH_BY_BYTE.setflags(write=False)
 
 
+def type_key(byte: int) -> str:
+    """How a type byte is named in counts by type: its letter when printable, else 0xNN (an
+    unknown type's byte may be anything; one spelling everywhere, so counts of many days add)."""
+    return chr(byte) if 32 < byte < 127 else f"0x{byte:02x}"
+
+
+def unknown_by_type(counts: np.ndarray) -> dict[str, int]:
+    """{type_key: count} of the unknown type bytes in a 256-entry count by type byte."""
+    idx = np.flatnonzero((np.asarray(counts) > 0) & (LENGTH_BY_BYTE == 0))
+    return {type_key(int(i)): int(counts[i]) for i in idx}
+
+
 def _decoded_layout(m: MessageType) -> tuple[list[str], list[np.dtype], list[int], int]:
     """Names, column dtypes, offsets and itemsize of the decoded record.
 
