@@ -41,6 +41,7 @@ def gapped_capture(tmp_path_factory):
 
 GAP = "the capture has 1 gaps (1 messages missing) and 0 malformed packets"
 ANOMALY = "anomalies (messages the books could not apply as sent): unknown_reference 1"
+ANOMALY_OF_AAA = "anomalies of AAA (messages the books could not apply as sent): unknown_reference 1"
 
 
 @pytest.mark.parametrize("command", [["bbo"], ["trades"], ["snapshots", "-s", "AAA", "--at", "10:00"]])
@@ -48,7 +49,7 @@ def test_the_stream_commands_report_gaps_and_anomalies(gapped_capture, tmp_path,
     out = tmp_path / "out.parquet"
     r = CliRunner().invoke(main, [command[0], str(gapped_capture), "-o", str(out), *command[1:]])
     assert r.exit_code == 0 and out.exists(), r.output
-    assert GAP in r.stderr and ANOMALY in r.stderr, r.stderr
+    assert GAP in r.stderr and (ANOMALY_OF_AAA if "-s" in command else ANOMALY) in r.stderr, r.stderr
     assert "warning" not in r.stdout
 
 
@@ -75,7 +76,7 @@ def test_the_research_commands_report_a_captures_gaps(gapped_capture, tmp_path, 
 
 def test_book_reports_them_and_its_json_carries_them(gapped_capture):
     r = CliRunner().invoke(main, ["book", str(gapped_capture), "-s", "AAA", "-q"])
-    assert r.exit_code == 0 and GAP in r.stderr and ANOMALY in r.stderr, r.output
+    assert r.exit_code == 0 and GAP in r.stderr and ANOMALY_OF_AAA in r.stderr, r.output
     r = CliRunner().invoke(main, ["book", str(gapped_capture), "-s", "AAA", "--json"])
     got = json.loads(r.stdout)
     assert got["bids"] == [[10_000, 100, 1]] and got["asks"] == [[10_100, 50, 1]]   # the E of order 1 is lost
@@ -149,9 +150,32 @@ def test_bars_and_lobster_report_the_anomalies_their_numbers_rest_on(anomalous_d
     args = [a.replace("OUT", str(out)) for a in command[1:]]
     r = CliRunner().invoke(main, [command[0], str(anomalous_day), *args, "-q"])
     assert r.exit_code == 0, r.output
-    assert ("anomalies (messages the books could not apply as sent): unknown_reference 1, over_execution 1, "
+    assert ("anomalies of AAA (messages the books could not apply as sent): unknown_reference 1, over_execution 1, "
             "over_cancel 1") in r.stderr, r.stderr
     assert "1 messages of unknown types skipped" in r.stderr
+
+
+def test_an_answer_about_chosen_stocks_warns_of_their_anomalies_and_totals_the_others(anomalous_day, tmp_path):
+    """bars, lobster, book, snapshots, bbo and trades of one stock warned of every stock's
+    anomalies as if that stock's answer rested on them."""
+    other = (enc("R", stock_locate=2, stock="BBB", timestamp=1)
+             + enc("D", stock_locate=2, timestamp=T + 5, order_reference_number=77)
+             + enc("D", stock_locate=2, timestamp=T + 6, order_reference_number=78))
+    day = tmp_path / "2020-01-02.itch"
+    day.write_bytes(anomalous_day.read_bytes() + other)
+    for command in (["bars", "-s", "AAA", "-o", str(tmp_path / "b.parquet")], ["book", "-s", "AAA", "-q"],
+                    ["trades", "-s", "AAA", "-o", str(tmp_path / "t.parquet")]):
+        r = CliRunner().invoke(main, [command[0], str(day), *command[1:]])
+        assert r.exit_code == 0, r.output
+        assert ("anomalies of AAA (messages the books could not apply as sent): unknown_reference 1, "
+                "over_execution 1, over_cancel 1\n") in r.stderr, (command, r.stderr)
+        assert "note: 2 anomalies in other stocks (not in this output)" in r.stderr, (command, r.stderr)
+    r = CliRunner().invoke(main, ["book", str(day), "-s", "BBB", "--json"])
+    got = json.loads(r.stdout)
+    assert got["anomalies"] == {"unknown_reference": 2} and got["other_stocks_anomalies"] == 3
+    r = CliRunner().invoke(main, ["trades", str(day), "-o", str(tmp_path / "all.parquet")])   # every stock
+    assert "anomalies (messages the books could not apply as sent): unknown_reference 3, over_execution 1, " \
+        "over_cancel 1\n" in r.stderr and "other stocks" not in r.stderr, r.stderr
 
 
 def test_auctions_names_a_stock_without_a_directory_message_by_its_own_field_and_drops_impossible_prices(tmp_path):

@@ -70,18 +70,33 @@ def book_command(path, symbol, at, depth, as_json, plot, quiet) -> None:
             fail(e)
     if as_json:
         click.echo(json.dumps({"symbol": books.symbol(loc), "timestamp_ns": int(ts),
-                               "bids": bids.tolist(), "asks": asks.tolist(), **losses(books, capture)}))
+                               "bids": bids.tolist(), "asks": asks.tolist(), **losses(books, capture, [loc])}))
         return
     _print_book(books, loc, bids, asks, ts)
-    report_losses(books, capture)
+    report_losses(books, capture, symbols=[loc])
 
 
-def losses(books, capture: dict) -> dict:
+def losses(books, capture: dict, symbols=None) -> dict:
     """What the answer does not rest on, for the caller to see: the books' anomalies (messages
     applied other than as sent, or not at all), unknown message types skipped, and a
-    capture's gaps and malformed packets. Empty when there is none."""
+    capture's gaps and malformed packets. Empty when there is none. symbols: the stocks the
+    answer is about (symbols or locates; None: every stock): only their anomalies are the
+    answer's, the other stocks' are a total (``other_stocks_anomalies``)."""
     out = {}
-    an = {k: v for k, v in books.anomalies().items() if v}
+    if symbols is None:
+        an = {k: v for k, v in books.anomalies().items() if v}
+    else:
+        chosen = {_locate_of(books, s) for s in symbols}
+        an, other = {}, 0
+        for loc, kinds in books.anomalies_by_stock().items():
+            if loc in chosen:
+                for k, v in kinds.items():
+                    an[k] = an.get(k, 0) + v
+            else:
+                other += sum(kinds.values())
+        an = {k: an[k] for k in books.anomalies() if k in an}   # in the kinds' order, as for all stocks
+        if other:
+            out["other_stocks_anomalies"] = other
     if an:
         out["anomalies"] = an
     if books.unknown_types:
@@ -92,17 +107,30 @@ def losses(books, capture: dict) -> dict:
     return out
 
 
+def _locate_of(books, symbol) -> int:
+    try:
+        return books.locate(symbol)
+    except KeyError:   # a symbol two locates share: its anomalies are not told apart
+        return -1
+
+
 def report_losses(books, capture: dict, consequence: str = ": the books are built without them",
-                  path=None) -> None:
+                  path=None, symbols=None) -> None:
     """One line on stderr per kind of loss (stdout stays the answer): the capture's (with
-    ``consequence``, naming ``path``), the books' anomalies, unknown types."""
+    ``consequence``, naming ``path``), the books' anomalies (of ``symbols``' stocks when the
+    answer is only theirs, the others' as a total), unknown types."""
     from itchflow.cli.decode import warn_capture
 
-    found = losses(books, capture)
+    found = losses(books, capture, symbols)
     warn_capture(capture, consequence, path)
+    of = "" if symbols is None else " of " + ", ".join(books.symbol(s) if isinstance(s, int) else str(s)
+                                                    for s in symbols)
     if "anomalies" in found:
-        click.echo("itchflow: warning: anomalies (messages the books could not apply as sent): "
+        click.echo(f"itchflow: warning: anomalies{of} (messages the books could not apply as sent): "
                    + ", ".join(f"{k} {v:,}" for k, v in found["anomalies"].items()), err=True)
+    if "other_stocks_anomalies" in found:   # not in this answer: a total, not a warning about it
+        click.echo(f"itchflow: note: {found['other_stocks_anomalies']:,} anomalies in other stocks "
+                   "(not in this output)", err=True)
     if "unknown_types" in found:
         warn_unknown_types(found["unknown_types"])
 
@@ -164,7 +192,7 @@ def _stream_command(which: str, noun: str, doc: str):
         except (ITCHFormatError, OSError, KeyError, ValueError) as e:
             fail(e)
         click.echo(f"wrote {rows:,} {noun} from {messages:,} messages to {out}")
-        report_losses(books, capture)
+        report_losses(books, capture, symbols=symbols_option(symbols) or None)
 
     return command
 
@@ -305,7 +333,7 @@ def snapshots_command(path, symbols, at, every, depth, out) -> None:
     except (ITCHFormatError, OSError, KeyError, ValueError) as e:
         fail(e)
     click.echo(f"wrote {rows:,} rows ({len(times):,} times x {len(symbols_option(symbols))} symbols) to {out}")
-    report_losses(books, capture)
+    report_losses(books, capture, symbols=symbols_option(symbols))
 
 
 def _day_shape_options(command):

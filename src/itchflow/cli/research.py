@@ -51,7 +51,7 @@ def lobster_command(path, symbols, levels, out, start, end, date, parquet, quiet
         _interrupted("lobster", "its unfinished files (.part) were removed")
     except _errors() as e:
         fail(e)
-    report_losses(books[0], capture, ": the files are built without them", path)
+    report_losses(books[0], capture, ": the files are built without them", path, list(days))
     for sym, d in days.items():
         skipped = ", ".join(f"{k} {v:,}" for k, v in d.skipped.items())
         click.echo(f"{sym}: {d.rows:,} rows -> {Path(d.files[0]).name}, {Path(d.files[1]).name}"
@@ -92,7 +92,7 @@ def bars_command(path, every, symbols, out, start, end, plot, plot_symbol, quiet
         _interrupted("bars")
     except _errors() as e:
         fail(e)
-    report_losses(books[0], capture, ": the bars are built without them", path)
+    report_losses(books[0], capture, ": the bars are built without them", path, symbols or None)
     click.echo(f"wrote {table.num_rows:,} bars ({len(table['symbol'].unique())} stocks) to {out}"
                + (f"; plot {plot}" if plot else ""))
 
