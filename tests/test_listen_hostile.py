@@ -12,6 +12,7 @@ import os
 import socket
 import struct
 import threading
+import time
 
 import pytest
 from click.testing import CliRunner
@@ -140,6 +141,79 @@ def test_listen_exits_3_when_messages_were_lost():
     assert report["finished"] and report["lost"] > 0 and pub.dropped[0] > 0
     assert report["messages"] + report["lost"] == feed.messages
     assert "lost" in stderr and "Traceback" not in stderr
+
+
+@pytest.mark.parametrize("early", [1, 4])
+def test_an_end_of_session_the_feed_contradicts_is_not_a_finished_day(early):
+    """probe 22: one datagram saying "end of session" (at sequence 1 before the feed, or in its
+    middle) ended listen with exit 0 and a cut day, or an empty one, under the final name. The
+    lines are watched end_linger seconds past it: packets of the session past the end say it
+    came early, and the day is not finished."""
+    from itchflow.sources.udp import open_receiver
+
+    a = open_receiver("127.0.0.1", 0)
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for seq in range(1, early):
+            tx.sendto(packet(seq, 1), a.getsockname())
+        tx.sendto(end_of_session(early), a.getsockname())
+        t, box, out = _listen_in_thread(sockets=[a], idle_timeout=5.0, max_seconds=30, end_linger=5.0)
+        while t.is_alive():   # the feed goes on past the end it was said to have, until listen ends
+            for seq in range(early, early + 3):
+                tx.sendto(packet(seq, 1), a.getsockname())
+            t.join(0.05)
+    finally:
+        tx.close()
+        a.close()
+    res = box["res"]
+    assert not res.finished and res.end_sequence == early and res.end_contradicted >= 1, res.stats
+    assert res.seconds < 5   # the first packet past the end ends the wait
+    assert out.getvalue() == b"".join(message(s) for s in range(1, early))
+
+
+def test_an_end_of_session_nothing_contradicts_finishes_after_the_linger():
+    from itchflow.sources.udp import open_receiver
+
+    a = open_receiver("127.0.0.1", 0)
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for seq in range(1, 4):
+            tx.sendto(packet(seq, 1), a.getsockname())
+        tx.sendto(end_of_session(4), a.getsockname())
+        tx.sendto(end_of_session(4), a.getsockname())   # repeated, as Nasdaq does: no contradiction
+        t, box, out = _listen_in_thread(sockets=[a], idle_timeout=5.0, max_seconds=30, end_linger=0.3)
+        t.join(30)
+    finally:
+        tx.close()
+        a.close()
+    res = box["res"]
+    assert res.finished and res.end_contradicted == 0 and 0.3 <= res.seconds < 5
+    assert out.getvalue() == b"".join(message(s) for s in range(1, 4))
+
+
+def test_listen_exits_2_and_keeps_a_part_when_the_end_of_session_is_contradicted(tmp_path):
+    out = tmp_path / "day.itch"
+    listener = start(["listen", "--mold", "127.0.0.1:0", "--json", "--out", str(out), "--end-linger", "5",
+                      "--max-seconds", "30"])
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        port = int(wait_for_line(listener, r"listening on 127\.0\.0\.1:(\d+)").group(1))
+        tx.sendto(packet(1, 2), ("127.0.0.1", port))
+        tx.sendto(end_of_session(3), ("127.0.0.1", port))
+        while listener.poll() is None:      # the feed goes on past it until listen has ended
+            tx.sendto(packet(3, 1), ("127.0.0.1", port))
+            time.sleep(0.05)
+        stdout, stderr = finish(listener)
+    finally:
+        tx.close()
+        if listener.poll() is None:
+            listener.kill()
+            listener.wait()
+    assert listener.returncode == 2, stderr
+    report = json.loads(stdout)
+    assert not report["finished"] and report["end_contradicted"] >= 1
+    assert "the end of session at sequence 3 was contradicted by" in stderr
+    assert not out.exists() and (tmp_path / "day.itch.part").read_bytes() == message(1) + message(2)
 
 
 def _cli(args):

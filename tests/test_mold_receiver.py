@@ -801,3 +801,49 @@ def test_close_counts_the_holes_still_open_and_delivers_what_was_held():
                             Lost(8, 2, "still missing when the receiver stopped")]
     assert bytes(run.out) == expected(1, 4) + expected(6, 8)
     assert run.r.stats.lost == 4 and run.r.synchronized and run.r.next_deadline() is None
+
+
+def test_one_packet_far_ahead_does_not_have_every_in_turn_packet_ask_again():
+    """probe 22: one datagram far ahead (spoofed, within max_gap) left a hole open all day, and
+    each in-turn packet of the live line that moved it was taken for a short reply: a request
+    for every packet. The live line filling the hole in order is waited for as a new hole, and
+    an outstanding request is not sent again for what the line delivered."""
+    run = Run(line_wait_ns=2 * MS, request_timeout_ns=50 * MS, give_up_ns=10**12)
+    run.feed(packet(1, 1), 0)
+    run.feed(packet(100_000, 1), 0)              # the spoof: the hole 2..99,999 is visible at once
+    t = 5 * MS
+    run.tick(t)                                  # a quiet spell on the line: the hole is asked for
+    assert [(r.first_sequence, r.attempt) for r in of(run.events, Request)] == [(2, 1)]
+    for seq in range(2, 2002):                   # then the live line goes on in turn, a packet a ms
+        t += MS
+        run.feed(packet(seq, 1), t)
+        run.tick(t)
+    requests = of(run.events, Request)
+    assert bytes(run.out) == expected(1, 2002)
+    assert len(requests) == 1, [(r.first_sequence, r.count, r.attempt) for r in requests[:5]]
+    assert run.r.stats.short_replies == 0 and run.r.stats.lost == 0
+    # a real hole after it is still asked for after the line wait, once
+    t += MS
+    run.feed(packet(2005, 1), t)                 # 2002..2004 lost on the line
+    before = len(of(run.events, Request))
+    for _ in range(5):
+        t += MS
+        run.tick(t)
+    new = of(run.events, Request)[before:]
+    assert [(r.first_sequence, r.attempt) for r in new] == [(2002, 1)]
+
+
+def test_a_hole_given_up_says_the_server_answered_but_never_with_it():
+    """probe 22: replies of another session (or malformed) were followed by a loss reason of "no
+    reply from the re-request server", which sends an operator after the network."""
+    run = Run(line_wait_ns=0, request_timeout_ns=10 * MS, max_attempts=3)
+    run.feed(packet(1, 1), 0)
+    run.feed(packet(3, 1), 0)
+    for t in (10, 30, 70):
+        run.feed(packet(2, 1, session=b"EVILSESS00"), (t - 1) * MS, LINE_REPLY)
+        run.tick(t * MS)
+    (lost,) = of(run.events, Lost)
+    assert lost.reason == ("the re-request server answered 3 times in 0.07 s, never with the hole's messages "
+                           "(another session's, malformed or other sequences: see the counters; 3 requests for "
+                           "this hole)")
+    assert run.r.stats.other_session_packets == 3

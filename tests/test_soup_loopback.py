@@ -200,7 +200,9 @@ def _repeated_day(messages: int):
 def test_server_holds_no_thread_or_socket_past_its_time_outs():
     """Silent and byte-a-tick clients are closed at the login time-out, a client that stops
     reading is dropped when its send queue does not drain, one that stops talking at the
-    dead link, connections past the cap are refused; one server thread throughout."""
+    dead link, a connection past the cap takes the slot of the oldest one not logged in (peers
+    without credentials held every slot until the login time-out: probe 22); one server
+    thread throughout, and each drop said as it happens."""
     import os
     import socket
     import threading
@@ -211,9 +213,10 @@ def test_server_holds_no_thread_or_socket_past_its_time_outs():
 
     fds_before = len(os.listdir("/proc/self/fd"))
     threads_before = threading.active_count()
+    said = []
     server = SoupServer(MessageStore(_repeated_day(1_000_000)), "127.0.0.1", 0, "HOLD", {"u": "p"},
                         max_connections=2, login_timeout_s=0.3, dead_link_s=0.6, send_timeout_s=0.6,
-                        heartbeat_s=0.1)
+                        heartbeat_s=0.1, on_drop=said.append)
     server.start()
     clients = []
 
@@ -231,11 +234,14 @@ def test_server_holds_no_thread_or_socket_past_its_time_outs():
         silent = connect()
         slow = connect()
         _wait_until(lambda: server.counters.open_connections == 2, what="two connections")
-        extra = connect()                                   # past max_connections
-        _wait_until(lambda: _closed_by_peer(extra), what="the extra connection refused")
+        extra = connect()                                   # past max_connections: silent makes room
+        _wait_until(lambda: _closed_by_peer(silent), what="the oldest connection not logged in dropped")
+        assert not _closed_by_peer(extra)
+        assert said == [f"client 127.0.0.1:{silent.getsockname()[1]}: dropped: not logged in, its slot given to "
+                        "a newer connection (2 connections open)"]   # as it happened
         t0 = time.monotonic()
         k = 0
-        while not (_closed_by_peer(silent) and _closed_by_peer(slow)):
+        while not (_closed_by_peer(extra) and _closed_by_peer(slow)):
             assert time.monotonic() - t0 < 5, "login time-out not applied"
             try:
                 slow.send(login[k:k + 1])                   # a byte a tick never completes a login in time
@@ -243,12 +249,12 @@ def test_server_holds_no_thread_or_socket_past_its_time_outs():
             except OSError:
                 pass
             time.sleep(0.1)
-        assert server.counters.login_timeouts == 2 and server.counters.refused_connections == 1
+        assert server.counters.login_timeouts == 2 and server.counters.evicted_before_login == 1
+        assert server.counters.refused_connections == 0
         # each is named by its address and why, not only counted
-        names = {f"client 127.0.0.1:{c.getsockname()[1]}" for c in (silent, slow)}
+        names = {f"client 127.0.0.1:{c.getsockname()[1]}" for c in (extra, slow)}
         assert {line.split(": ")[0] for line in server.drop_log if "no login within" in line} == names
-        assert [line for line in server.drop_log if "refused" in line] == [
-            f"client 127.0.0.1:{extra.getsockname()[1]}: refused: 2 connections already open"]
+        assert said == server.drop_log
 
         deaf = connect(rcvbuf=4096)                         # logs in, keeps talking, never reads
         deaf.sendall(login)
@@ -280,6 +286,34 @@ def test_server_holds_no_thread_or_socket_past_its_time_outs():
         server.stop()
     assert threading.active_count() == threads_before
     assert len(os.listdir("/proc/self/fd")) == fds_before
+
+
+def test_a_connection_past_the_cap_with_every_one_logged_in_is_refused_and_named():
+    import socket
+
+    from itchflow.protocol.soup import MessageStore
+    from itchflow.sources.soup_sockets import SoupServer
+    from itchflow.wire.soupbintcp import LOGIN_REQUEST, encode
+
+    said = []
+    server = SoupServer(MessageStore(_repeated_day(100)), "127.0.0.1", 0, "HOLD", {"u": "p"},
+                        max_connections=1, login_timeout_s=5, heartbeat_s=0.1, on_drop=said.append)
+    server.start()
+    try:
+        member = socket.create_connection(server.address)
+        member.sendall(encode(LOGIN_REQUEST, username="u", password="p", session="", sequence=1))
+        _wait_until(lambda: server.counters.open_connections == 1 and server._conns and
+                    next(iter(server._conns.values())).session.logged_in, what="a logged-in client")
+        extra = socket.create_connection(server.address)
+        _wait_until(lambda: _closed_by_peer(extra), what="the connection past the cap refused")
+        assert not _closed_by_peer(member)
+        assert server.counters.refused_connections == 1 and server.counters.evicted_before_login == 0
+        assert said == [f"client 127.0.0.1:{extra.getsockname()[1]}: refused: 1 connections already open, "
+                        "every one logged in"]
+        member.close()
+        extra.close()
+    finally:
+        server.stop()
 
 
 def _fake_server(accept_sequence: int, first_message: int, messages: list[bytes]):
@@ -367,3 +401,43 @@ def test_run_pipeline_stops_with_an_error_on_an_absurd_login_accepted():
         run_pipeline(f"soup://{host}:{port}?user=u&password=p&sequence=1")
     t.join(10)
     assert "stopped" in str(e.value) and str(2**63) in str(e.value)
+
+
+def test_fetch_from_a_server_that_answers_the_login_with_heartbeats_only_ends_in_time():
+    """probe 22: heartbeats before Login Accepted kept the link alive: such a server held the
+    fetch as long as it liked (25 s with --dead-link 2, for ever if it never closed)."""
+    import socket
+    import threading
+
+    from itchflow.sources.soup_sockets import fetch
+    from itchflow.wire.soupbintcp import SERVER_HEARTBEAT, packet
+
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(1)
+    done = threading.Event()
+
+    def run():
+        conn, _ = ls.accept()
+        with conn:
+            conn.recv(1024)
+            while not done.wait(0.1):
+                try:
+                    conn.sendall(packet(SERVER_HEARTBEAT))
+                except OSError:
+                    return
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    host, port = ls.getsockname()
+    try:
+        t0 = time.monotonic()
+        res = fetch(host, port, "u", "p", None, dead_link_s=1.0, max_reconnects=0, max_seconds=30)
+        took = time.monotonic() - t0
+    finally:
+        done.set()
+        t.join(5)
+        ls.close()
+    assert took < 5 and not res.ended and res.login_timeouts == 1, (took, res)
+    assert res.errors[0].startswith(f"{host}:{port}: no answer to the login (accepted or rejected) in 1.0 s")
+    assert res.errors[-1] == "the connection ended (no reconnects allowed)"

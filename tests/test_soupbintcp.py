@@ -17,6 +17,7 @@ from itchflow.protocol.soup import (
     DeadLink,
     Debug,
     EndOfSession,
+    LoginTimeout,
     LogoutTimeout,
     LoggedOut,
     LoginAccepted,
@@ -148,6 +149,24 @@ def test_client_refuses_an_itch_message_of_the_wrong_length_naming_its_sequence(
     assert f"sequenced message 5: type {code.decode()!r} is {spec} bytes in ITCH 5.0, this message {length}" \
         in err.reason
     assert c.closed and c.next_sequence == 5
+    # the server's own bytes: asking again would get them again, so the fetch stops (fatal)
+    assert err.fatal and c.fatal is err
+
+
+def test_client_gives_a_login_its_time_out_and_heartbeats_do_not_answer_it():
+    """probe 22: a server that answered the Login Request with heartbeats only (and Debug
+    packets) held the client as long as it liked, whatever its dead link."""
+    c = SoupClient("u", "p", now_ns=0, dead_link_ns=2 * S)
+    assert c.next_deadline() <= 2 * S
+    for t in range(0, 2 * S, S // 4):
+        assert c.receive_data(soup(b"H") + soup(b"+", b"still here"), t) == [Debug(b"still here")] and not c.closed
+        assert c.tick(t) == []
+    assert c.tick(2 * S) == [LoginTimeout(2 * S)] and c.closed
+    c = SoupClient("u", "p", now_ns=0, dead_link_ns=2 * S, login_timeout_ns=S)   # its own time-out
+    assert c.tick(S) == [LoginTimeout(S)]
+    c = SoupClient("u", "p", now_ns=0, dead_link_ns=2 * S)   # answered in time: the dead link rules again
+    c.receive_data(soup(b"A", b"S1".ljust(10) + b"1".rjust(20)), S)
+    assert c.tick(2 * S + 1) == [] and c.next_deadline() == 3 * S
 
 
 def server(n=50, **kw):

@@ -450,6 +450,7 @@ def run_listen_veth(messages: int = 200_000, pps: float = 50_000, busy_poll_us: 
                 try:
                     res = listen(line_a, line_b, rerequest, None, engine=engine.split("+")[0],
                                  session="BENCH", idle_timeout=10, max_seconds=120, on_progress=progress,
+                                 end_linger=0,   # our own sender on a private link: its end is the end
                                  ifname=net.link["b"],
                                  engine_options={"busy_poll": busy_poll_us} if engine == "xdp+busy" else None)
                 except (OSError, RuntimeError) as e:

@@ -208,6 +208,9 @@ def _with_progress(quiet, what, total, fn):
 @click.option("--idle-timeout", type=SECONDS, default=10.0, show_default=True,
               help="Stop after this many seconds without a valid packet of the session.")
 @click.option("--max-seconds", type=SECONDS, help="Stop after this long in any case.")
+@click.option("--end-linger", type=Number(0, 3600), default=1.0, show_default=True,
+              help="After the end of session, watch this long for packets of the session past it (an early or "
+                   "spoofed end): any is an error, exit 2.")
 @click.option("--line-wait-ms", type=NON_NEGATIVE, default=2.0, show_default=True,
               help="How long a hole waits for the other line.")
 @click.option("--rerequest-timeout-ms", "request_timeout_ms", type=Number(1, 60_000), default=50.0,
@@ -223,7 +226,7 @@ def _with_progress(quiet, what, total, fn):
 @click.option("--json", "as_json", is_flag=True, help="Print the counters as one JSON object.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
 def listen(line_a, line_b, rerequest, out, ring_name, engine, ifname, queue, cpu, busy_poll, session, start, interface,
-           idle_timeout, max_seconds, line_wait_ms, request_timeout_ms, give_up, max_gap, max_buffered_mb, as_json,
+           idle_timeout, max_seconds, end_linger, line_wait_ms, request_timeout_ms, give_up, max_gap, max_buffered_mb, as_json,
            quiet):
     """Receive a MoldUDP64 feed (A/B lines, gap fill by re-request) until its end of session."""
     from itchflow.hw.metrics import latency_summary
@@ -262,6 +265,7 @@ def listen(line_a, line_b, rerequest, out, ring_name, engine, ifname, queue, cpu
                               "max_buffered_bytes": max_buffered_mb << 20,
                               "request_timeout_ns": int(request_timeout_ms * 1e6), "give_up_ns": int(give_up * 1e9)},
             on_progress=progress, on_deliver=on_deliver, ifname=ifname, on_ready=ready, queue=queue, cpu=cpu,
+            end_linger=end_linger,
             engine_options={"busy_poll": busy_poll} if engine == "xdp" and busy_poll else None))
     except (OSError, ValueError, RuntimeError) as e:
         _discard(stream)
@@ -276,7 +280,7 @@ def listen(line_a, line_b, rerequest, out, ring_name, engine, ifname, queue, cpu
                                    res is not None and bool(res.stats.get("lost")))
     _settle(stream, res, res.finished)
     report = {"engine": res.engine, "finished": res.finished, "interrupted": res.interrupted,
-              "seconds": round(res.seconds, 3), **res.stats,
+              "end_contradicted": res.end_contradicted, "seconds": round(res.seconds, 3), **res.stats,
               "latency": latency_summary(res.latency_ns),
               "malformed_packets": [str(m) for m in res.malformed[:20]],
               "lost_ranges": [(e.first_sequence, e.count, e.reason) for e in res.lost[:20]]}
@@ -291,6 +295,11 @@ def listen(line_a, line_b, rerequest, out, ring_name, engine, ifname, queue, cpu
             click.echo(f"{k:>22}: {v}")
     _warn_engine(res.engine, res.engine_stats or {})
     _exit_if_interrupted(res)
+    if res.end_contradicted:
+        click.echo(f"itchflow: the end of session at sequence {res.end_sequence:,} was contradicted by "
+                   f"{res.end_contradicted:,} packets of the session past it (sent early, or spoofed?): the "
+                   "stream may be cut short", err=True)
+        sys.exit(2)
     if not res.finished:
         click.echo("itchflow: listen stopped before the end of session was seen and filled", err=True)
         sys.exit(2)
@@ -471,9 +480,11 @@ def soup_serve(path, port, host, user, password, session, cut_after, stall_after
 
     try:
         store = MessageStore(load_binaryfile(path), source=path)
+        # who is dropped or refused, and why, said as it happens (a server runs for hours)
         server = SoupServer(store, host, port, session, {user: password}, cut_after=cut_after,
                             stall_after=stall_after, max_connections=max_connections,
-                            login_timeout_s=login_timeout, dead_link_s=dead_link_s, send_timeout_s=dead_link_s)
+                            login_timeout_s=login_timeout, dead_link_s=dead_link_s, send_timeout_s=dead_link_s,
+                            on_drop=lambda line: click.echo(f"itchflow: soup serve: {line}", err=True))
     except (ITCHFormatError, OSError) as e:
         _fail(e)
     t0 = time.monotonic()
@@ -486,11 +497,9 @@ def soup_serve(path, port, host, user, password, session, cut_after, stall_after
             time.sleep(0.2)
     except KeyboardInterrupt:
         interrupted = True
-    finally:
+    finally:   # the counters also when SIGTERM ends it (systemd, docker stop, timeout)
         server.stop()
-    for line in server.drop_log:   # who was dropped or refused, and why
-        click.echo(f"itchflow: soup serve: {line}", err=True)
-    click.echo(json.dumps(server.counters.__dict__), err=True)
+        click.echo(json.dumps(server.counters.__dict__), err=True)
     if interrupted:
         click.echo("itchflow: interrupted", err=True)
         sys.exit(130)
@@ -543,7 +552,7 @@ def soup_fetch(address, user, password, out, ring_name, session, sequence, max_r
         if pub is not None:
             detached = _close_feed(pub, res is not None and res.ended and not res.interrupted,
                                    res is not None and bool(res.missing))
-    if res.rejected or res.refused:   # a login that failed leaves no empty file to pass for a session
+    if res.rejected or (res.refused and not res.messages):   # a login that failed leaves no empty file
         _discard(stream)
     else:
         _settle(stream, res, res.ended)

@@ -615,7 +615,7 @@ def _hybrid_main(lab: Lab, engine: str, phase: str, last_sequence: int, ring_pat
         lab.enter_receiver()
         port = _free_udp_port(lab.recv_addr)
         src = (f"mold://{lab.recv_addr}:{port}?engine={engine}&ifname={lab.recv_ifname}"
-               f"&session={SESSION[phase].decode()}&idle=5")
+               f"&session={SESSION[phase].decode()}&idle=5&end_linger=0")   # our own sender, on a private link
         conn.send(("port", port))
         books = ready_books()
         first = []

@@ -5,7 +5,7 @@
                              options wait_for_file and idle_timeout, in seconds)
     ring:NAME                a ring another process feeds (``listen --ring``): consume only
     mold://GROUP:PORT?line_b=GROUP:PORT&rerequest=HOST:PORT&session=NAME&interface=ADDR&idle=S&give_up=S
-                             &engine=recvmmsg|recv|tpacket|xdp&ifname=IF&queue=Q
+                             &engine=recvmmsg|recv|tpacket|xdp&ifname=IF&queue=Q&end_linger=S
                              a MoldUDP64 feed (A/B lines, gap fill from the re-request server)
     soup://HOST:PORT?user=U&password=P&session=NAME&sequence=N
                              a SoupBinTCP 3.00 session (reconnects from the next sequence)
@@ -29,7 +29,7 @@ import numpy as np
 from itchflow.pipeline.publish import BatchPublisher
 
 MOLD_KEYS = {"line_b", "rerequest", "session", "interface", "idle", "max_seconds", "engine", "ifname", "queue",
-             "give_up"}
+             "give_up", "end_linger"}
 SOUP_KEYS = {"user", "password", "session", "sequence", "max_seconds", "dead_link"}
 
 
@@ -116,6 +116,7 @@ def check_source(spec: SourceSpec) -> None:
                 _no_port_zero(spec, k, _endpoint(spec.options[k], k, spec.text)[1])
         for k in ("idle", "max_seconds", "give_up"):
             _option_number(spec, k, float, 0.0, open_low=True)
+        _option_number(spec, "end_linger", float, 0.0)
         _option_number(spec, "queue", int, 0)
     elif spec.kind == "soup":
         _no_port_zero(spec, "address", spec.port)
@@ -281,7 +282,7 @@ class _Pacer:
 
 
 def _produce_mold(spec: SourceSpec, pub: BatchPublisher, stop) -> dict:
-    from itchflow.sources.udp import listen
+    from itchflow.sources.udp import END_LINGER_S, listen
 
     o = spec.options
     line_b = _endpoint(o["line_b"], "line_b", spec.text) if o.get("line_b") else None
@@ -294,7 +295,7 @@ def _produce_mold(spec: SourceSpec, pub: BatchPublisher, stop) -> dict:
                  interface=o.get("interface", "0.0.0.0"), idle_timeout=float(o.get("idle", 10.0)),
                  max_seconds=float(o["max_seconds"]) if o.get("max_seconds") else None,
                  on_deliver=deliver, stop=stop, engine=o.get("engine", "recvmmsg"), ifname=o.get("ifname") or None,
-                 queue=int(o.get("queue", 0)),
+                 queue=int(o.get("queue", 0)), end_linger=float(o.get("end_linger", END_LINGER_S)),
                  receiver_options={"give_up_ns": int(float(o["give_up"]) * 1e9)} if o.get("give_up") else None)
     return {"mold": res.stats, "finished": res.finished, "lost": [(e.first_sequence, e.count) for e in res.lost],
             "malformed": len(res.malformed)}

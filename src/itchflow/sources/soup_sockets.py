@@ -50,7 +50,9 @@ class ServerCounters:
     cut: int = 0                      # connections closed on purpose (fault injection)
     stalled: int = 0                  # connections gone silent on purpose (fault injection)
     protocol_errors: int = 0
-    refused_connections: int = 0      # over max_connections: closed at once
+    refused_connections: int = 0      # over max_connections, every one logged in: closed at once
+    evicted_before_login: int = 0     # over max_connections: the oldest not yet logged in made room
+    debug_packets: int = 0            # Debug (+) packets the clients sent
     login_timeouts: int = 0           # no login within the login time-out
     logout_timeouts: int = 0          # no logout within the login time-out of the end of session
     slow_clients: int = 0             # send queue not drained within send_timeout_s: dropped
@@ -58,6 +60,7 @@ class ServerCounters:
 
 
 DROP_LOG_LIMIT = 1000   # clients named in ``SoupServer.drop_log`` (all are counted)
+REFUSED_LOG_LIMIT = 100  # of those, refused connections (a flood of them is one count, not the log)
 
 
 class _Conn:
@@ -80,8 +83,10 @@ class _Conn:
 class SoupServer:
     """Serves one MessageStore as a SoupBinTCP session, from one thread (a selector).
 
-    Bounds: ``max_connections`` at once (more are accepted and closed at once, counted);
-    ``login_timeout_s`` to log in; ``dead_link_s`` of silence from the client; a send queue
+    Bounds: ``max_connections`` at once (past it, a new connection takes the slot of the
+    oldest one not yet logged in, which is dropped; when every one is logged in it is closed
+    at once; both counted), so that peers without credentials, holding slots until the login
+    time-out, cannot lock the others out; ``login_timeout_s`` to log in; ``dead_link_s`` of silence from the client; a send queue
     of at most one chunk, dropped when it does not drain for ``send_timeout_s``.
 
     Fault injection for tests, on the first connection only: ``cut_after`` closes it
@@ -92,7 +97,9 @@ class SoupServer:
     def __init__(self, store: MessageStore, host: str, port: int, session: str, credentials: dict,
                  cut_after: int | None = None, stall_after: int | None = None, *, max_connections: int = 64,
                  login_timeout_s: float = 5.0, dead_link_s: float = 15.0, send_timeout_s: float = 15.0,
-                 heartbeat_s: float = 1.0, chunk_bytes: int = 1 << 16):
+                 heartbeat_s: float = 1.0, chunk_bytes: int = 1 << 16, on_drop=None):
+        """on_drop(line): called (on the server's thread) with each line of ``drop_log`` as it
+        is written: who was dropped or refused, and why."""
         self.store, self.session, self.credentials = store, session, credentials
         self.cut_after = cut_after
         self.stall_after = stall_after
@@ -114,6 +121,8 @@ class SoupServer:
         self._conns: dict[int, _Conn] = {}
         # each client dropped or refused, by address and why (the first DROP_LOG_LIMIT)
         self.drop_log: list[str] = []
+        self._refusals_logged = 0
+        self.on_drop = on_drop
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> threading.Thread:
@@ -161,9 +170,14 @@ class SoupServer:
             except OSError:
                 return
             ct = self.counters
-            if len(self._conns) >= self.max_connections:
+            if len(self._conns) >= self.max_connections and not self._evict_one_not_logged_in(sel):
                 ct.refused_connections += 1
-                self._log(peer_text(address), f"refused: {self.max_connections} connections already open")
+                self._refusals_logged += 1
+                if self._refusals_logged <= REFUSED_LOG_LIMIT:
+                    self._log(peer_text(address), f"refused: {self.max_connections} connections already open, "
+                                                  "every one logged in")
+                    if self._refusals_logged == REFUSED_LOG_LIMIT:
+                        self._log("*", "more refused connections are only counted (refused_connections)")
                 conn.close()
                 continue
             ct.connections += 1
@@ -178,6 +192,19 @@ class SoupServer:
                       self.stall_after if first else None, peer_text(address) or "?")
             self._conns[c.fd] = c
             sel.register(conn, selectors.EVENT_READ, c)
+
+    def _evict_one_not_logged_in(self, sel) -> bool:
+        """Drop the oldest connection that has not logged in, to make room for a new one."""
+        waiting = [c for c in self._conns.values() if not c.session.logged_in and not c.session.closed]
+        if not waiting:
+            return False
+        c = min(waiting, key=lambda c: c.number)
+        self.counters.evicted_before_login += 1
+        self._log(c.peer, f"dropped: not logged in, its slot given to a newer connection "
+                          f"({self.max_connections} connections open)")
+        c.dropped = True
+        self._close(sel, c)
+        return True
 
     def _ready(self, sel, c: _Conn, mask) -> None:
         if c.sock.fileno() < 0:
@@ -282,6 +309,7 @@ class SoupServer:
         ct.messages += s.stats.messages
         ct.unsent_bytes += len(c.pending)   # queued, never sent: a dropped slow client's, an RST's
         ct.logins += int(s.logged_in)
+        ct.debug_packets += s.stats.debug
         ct.rejected += int(not s.logged_in and s.stats.packets_out > 0)
         if c.dropped:
             try:
@@ -312,7 +340,17 @@ class SoupServer:
 
     def _log(self, peer, why: str) -> None:
         if len(self.drop_log) < DROP_LOG_LIMIT:
-            self.drop_log.append(f"client {peer or '?'}: {why}")
+            line = f"client {peer or '?'}: {why}" if peer != "*" else why
+            self.drop_log.append(line)
+            if self.on_drop is not None:
+                self.on_drop(line)
+            if len(self.drop_log) == DROP_LOG_LIMIT:
+                self._log_last("more dropped clients are only counted")
+
+    def _log_last(self, line: str) -> None:
+        self.drop_log.append(line)
+        if self.on_drop is not None:
+            self.on_drop(line)
 
 
 @dataclass
@@ -322,6 +360,8 @@ class FetchResult:
     connections: int = 0
     reconnects: int = 0
     dead_links: int = 0
+    login_timeouts: int = 0          # connections whose login got no answer in time (heartbeats are none)
+    debug_packets: int = 0           # Debug (+) packets the server sent
     ended: bool = False
     rejected: str | None = None
     refused: str | None = None       # the server's answer made no sense (e.g. an absurd sequence): stopped
@@ -364,10 +404,11 @@ def _fetch(host, port, username, password, out, session, sequence, max_reconnect
         if max_seconds is not None and time.monotonic() - t0 > max_seconds:
             res.errors.append("time limit reached")
             break
+        peer = f"{host}:{port}"
         try:
             conn = socket.create_connection((host, port), timeout=5)
         except OSError as e:
-            res.errors.append(f"connect: {e}")
+            res.errors.append(f"connect to {peer}: {e}")
             if res.reconnects >= max_reconnects:
                 break
             res.reconnects += 1
@@ -379,22 +420,24 @@ def _fetch(host, port, username, password, out, session, sequence, max_reconnect
         client = SoupClient(username, password, session=session, sequence=res.next_sequence,
                             now_ns=time.monotonic_ns(), dead_link_ns=int(dead_link_s * 1e9))
         try:
-            _session(conn, client, out, res, on_progress, t0, max_seconds, on_data)
+            _session(conn, client, out, res, on_progress, t0, max_seconds, on_data, peer)
         finally:
             res.next_sequence = client.next_sequence
             res.duplicates_skipped += client.stats.duplicates_skipped
+            res.debug_packets += client.stats.debug
         if client.ended or client.rejected is not None or client.fatal is not None:
             if client.fatal is not None:
                 res.refused = client.fatal.reason
             break
         if res.reconnects >= max_reconnects:
-            res.errors.append("too many reconnects")
+            res.errors.append("too many reconnects" if max_reconnects else "the connection ended (no reconnects allowed)")
             break
         res.reconnects += 1
         time.sleep(retry_delay)
 
 
-def _session(conn, client: SoupClient, out, res: FetchResult, on_progress, t0, max_seconds, on_data) -> None:
+def _session(conn, client: SoupClient, out, res: FetchResult, on_progress, t0, max_seconds, on_data,
+             peer: str = "?") -> None:
     conn.setblocking(False)
     poller = select.poll()
     poller.register(conn.fileno(), select.POLLIN)
@@ -408,7 +451,7 @@ def _session(conn, client: SoupClient, out, res: FetchResult, on_progress, t0, m
                 except (BlockingIOError, InterruptedError):
                     pass
                 except OSError as e:
-                    res.errors.append(f"send: {e}")
+                    res.errors.append(f"send to {peer}: {e}")
                     return
             if client.closed and not pending:
                 return
@@ -423,7 +466,7 @@ def _session(conn, client: SoupClient, out, res: FetchResult, on_progress, t0, m
                 except (BlockingIOError, InterruptedError):
                     data = None
                 except OSError as e:  # reset by the peer
-                    res.errors.append(f"recv: {e}")
+                    res.errors.append(f"recv from {peer}: {e}")
                     data = b""
                 if data is not None:
                     events = client.receive_data(data, now)
@@ -441,8 +484,12 @@ def _session(conn, client: SoupClient, out, res: FetchResult, on_progress, t0, m
                     res.rejected = e.text
                 elif isinstance(e, DeadLink):
                     res.dead_links += 1
+                elif isinstance(e, LoginTimeout):
+                    res.login_timeouts += 1
+                    res.errors.append(f"{peer}: no answer to the login (accepted or rejected) in "
+                                      f"{e.waited_ns / 1e9:.1f} s")
                 elif isinstance(e, ProtocolError):
-                    res.errors.append(f"protocol: {e.reason} at byte {e.offset}")
+                    res.errors.append(f"protocol: {e.reason} at byte {e.offset} of the stream from {peer}")
                 elif isinstance(e, EndOfSession):
                     res.ended = True
                 elif isinstance(e, SequenceMismatch):

@@ -272,11 +272,22 @@ class ListenResult:
     latency_ns: np.ndarray               # receive (kernel) to deliver, one per Deliver event
     malformed: list
     lost: list = field(default_factory=list)
-    finished: bool = False               # end of session seen and everything before it delivered
+    finished: bool = False               # end of session seen, everything before it delivered, and
+                                         # nothing of the session past it within end_linger s
     seconds: float = 0.0
     engine: str = ""
     engine_stats: dict = field(default_factory=dict)   # the engine's own counters (xdp: ring, XDP_STATISTICS)
     interrupted: bool = False            # stopped by KeyboardInterrupt (Ctrl-C)
+    end_sequence: int | None = None      # the end of session's sequence, when one was seen
+
+    @property
+    def end_contradicted(self) -> int:
+        """Packets of the session past its end of session (data, heartbeats): an end that came
+        early or was spoofed; the stream may be cut short."""
+        return int(self.stats.get("after_end_of_session", 0)) if self.end_sequence is not None else 0
+
+
+END_LINGER_S = 1.0   # after the end of session, how long packets past it are watched for
 
 
 def listen(line_a: tuple[str, int], line_b: tuple[str, int] | None, rerequest: tuple[str, int] | None,
@@ -285,7 +296,7 @@ def listen(line_a: tuple[str, int], line_b: tuple[str, int] | None, rerequest: t
            interface: str = "0.0.0.0", receiver_options: dict | None = None, on_progress=None,
            sockets: list | None = None, on_deliver=None, stop=None, ifname: str | None = None,
            queue: int = 0, cpu: int | None = None, engine_options: dict | None = None,
-           on_ready=None) -> ListenResult:
+           on_ready=None, end_linger: float = END_LINGER_S) -> ListenResult:
     """Receive a MoldUDP64 feed until its end of session is seen and every message before
     it is delivered (or until ``idle_timeout`` s without a packet / ``max_seconds``).
 
@@ -300,6 +311,10 @@ def listen(line_a: tuple[str, int], line_b: tuple[str, int] | None, rerequest: t
     the engine (xdp: busy_poll microseconds, frames, mode "native"/"generic").
     sockets: already-open (A, B or None) receive sockets (tests open them before the publisher starts).
     on_ready: called with the list of line sockets once they are bound (readiness).
+    end_linger: once the end of session is seen and everything before it delivered, the lines
+    are watched this many seconds more: one datagram can say "end of session" (sent early, or
+    by anyone who can reach the port), and packets of the session past it contradict it
+    (``end_contradicted``; ``finished`` is then False). One heartbeat interval covers a quiet feed.
     On KeyboardInterrupt the result so far (``interrupted=True``) is attached to the
     exception as ``.result`` and the exception goes on.
     """
@@ -351,6 +366,7 @@ def listen(line_a: tuple[str, int], line_b: tuple[str, int] | None, rerequest: t
     latency = LatencyLog()
     lost: list = []
     start = time.monotonic()
+    finished_at = None   # when the end of session was seen with everything before it delivered
     last_life = start
     life = _signs_of_life(receiver.stats)
     write = out.write if out is not None else None
@@ -358,10 +374,11 @@ def listen(line_a: tuple[str, int], line_b: tuple[str, int] | None, rerequest: t
     bypassed: dict[str, int] = {}   # what the line sockets hold that a tap engine never saw
 
     def result(interrupted=False):
-        return ListenResult(receiver.stats.to_dict(), latency.values(), list(receiver.malformed_log), lost,
-                            receiver.finished, time.monotonic() - start, engine,
+        st = receiver.stats.to_dict()
+        return ListenResult(st, latency.values(), list(receiver.malformed_log), lost,
+                            receiver.finished and not st["after_end_of_session"], time.monotonic() - start, engine,
                             engine_stats={**getattr(reader, "info", {}), **getattr(reader, "final", {}), **bypassed},
-                            interrupted=interrupted)
+                            interrupted=interrupted, end_sequence=receiver.end_sequence if receiver.ended else None)
 
     try:
         if on_ready is not None:
@@ -394,9 +411,15 @@ def listen(line_a: tuple[str, int], line_b: tuple[str, int] | None, rerequest: t
             _handle(receiver.tick(time.monotonic_ns()), write, req_sock, latency, lost, on_deliver)
             if on_progress is not None:
                 on_progress(receiver)
-            if receiver.finished or (stop is not None and stop.is_set()):
+            if stop is not None and stop.is_set():
                 break
             t = time.monotonic()
+            if receiver.finished:
+                if finished_at is None:
+                    finished_at = t
+                if t - finished_at >= end_linger or receiver.stats.after_end_of_session:
+                    break
+                continue
             now_life = _signs_of_life(receiver.stats)
             if now_life != life:
                 life, last_life = now_life, t

@@ -258,6 +258,7 @@ class MoldReceiver:
         self._silent_since = None          # first request the re-request server has not answered since
         self._hole_at = None               # the sequence the line-wait timer is for
         self._hole_since = (0, 0)          # (ns, packet number) the hole was first visible
+        self._replies_at_hole = 0          # reply-line packets seen when the hole's first request went
         self.in_gap = False
 
     @property
@@ -518,6 +519,14 @@ class MoldReceiver:
                 # ahead proves nothing about the data in between while that data keeps coming.
                 self._hole_at = self.next_sequence
                 self._hole_since = (now_ns, st.packets)
+                if self._request is not None:
+                    # What was asked for is coming in on the line: the request is spent (its
+                    # reply, if any, repeats it), and so is the server's silence on it. Taken
+                    # for a short reply, each in-turn packet sent a request for the rest: one
+                    # packet far ahead, a spoofed one, had one go out for every packet of the
+                    # rest of the day (probe 22).
+                    self._request = None
+                    self._silent_since = None
             return
         early = self._early.get(seq)
         if early is not None and early.count >= count:
@@ -642,6 +651,8 @@ class MoldReceiver:
         # highest sequence seen), capped to what the count field can say.
         count = min(self._hole_end() - first, self.max_request_count)
         self._request = (first, count, now_ns, attempt, now_ns if first_sent_ns is None else first_sent_ns)
+        if first_sent_ns is None:
+            self._replies_at_hole = self.stats.packets_by_line[LINE_REPLY]
         if self._silent_since is None:
             self._silent_since = now_ns
         self.stats.requests += 1
@@ -687,8 +698,14 @@ class MoldReceiver:
                 if now_ns - sent_ns < self._reply_wait(attempt) and silent < self.give_up_ns:
                     return
                 if silent >= self.give_up_ns or (self.max_attempts is not None and attempt >= self.max_attempts):
-                    reason = (f"no reply from the re-request server for {silent / 1e9:.2f} s ({attempt} "
-                              f"request{'s' if attempt > 1 else ''} for this hole)")
+                    asked = f"{attempt} request{'s' if attempt > 1 else ''} for this hole"
+                    answers = self.stats.packets_by_line[LINE_REPLY] - self._replies_at_hole
+                    if answers:   # it answered, but never with the hole: not a network problem
+                        reason = (f"the re-request server answered {answers} time{'s' if answers > 1 else ''} in "
+                                  f"{(now_ns - first_sent_ns) / 1e9:.2f} s, never with the hole's messages "
+                                  f"(another session's, malformed or other sequences: see the counters; {asked})")
+                    else:
+                        reason = f"no reply from the re-request server for {silent / 1e9:.2f} s ({asked})"
                     if not self._give_up(reason, events):
                         return
                     continue

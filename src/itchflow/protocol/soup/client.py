@@ -11,6 +11,7 @@ from itchflow.protocol.soup.events import (
     EndOfSession,
     LoginAccepted,
     LoginRejected,
+    LoginTimeout,
     ProtocolError,
     SequencedData,
     SequenceMismatch,
@@ -56,8 +57,13 @@ class SoupClient(Stream):
     def __init__(self, username: str | bytes, password: str | bytes, *, session: str | bytes = b"",
                  sequence: int = 1, now_ns: int = 0, out_capacity: int = 1 << 20,
                  heartbeat_ns: int = HEARTBEAT_INTERVAL_NS, dead_link_ns: int = DEAD_LINK_NS,
-                 max_skip: int = 1 << 40):
+                 max_skip: int = 1 << 40, login_timeout_ns: int | None = None):
         super().__init__(now_ns, heartbeat_ns, dead_link_ns)
+        # The login must be answered (accepted or rejected) within this; heartbeats and Debug
+        # packets do not answer it (a server that sent only heartbeats held a client for as long
+        # as it liked: probe 22). Default: the dead-link time.
+        self.login_timeout_ns = dead_link_ns if login_timeout_ns is None else int(login_timeout_ns)
+        self.opened_ns = now_ns
         if not 0 <= sequence <= MAX_SEQUENCE:
             raise ValueError(f"sequence {sequence} is out of range (0 to {MAX_SEQUENCE})")
         self.username, self.password = username, password
@@ -85,8 +91,18 @@ class SoupClient(Stream):
 
     def tick(self, now_ns: int) -> list:
         events: list = []
+        if not self.closed and not self.logged_in and now_ns - self.opened_ns >= self.login_timeout_ns:
+            self.closed = True
+            events.append(LoginTimeout(now_ns - self.opened_ns))
+            return events
         self._timers(now_ns, events)
         return events
+
+    def next_deadline(self) -> int | None:
+        d = super().next_deadline()
+        if d is not None and not self.logged_in:
+            d = min(d, self.opened_ns + self.login_timeout_ns)
+        return d
 
     def receive_data(self, data, now_ns: int) -> list:
         """Bytes from the server (b'' means it closed the connection)."""
@@ -157,8 +173,11 @@ class SoupClient(Stream):
             if not payload:
                 raise ValueError(f"empty sequenced data packet (message {self.next_sequence})")
             expected = int(LENGTH_BY_BYTE[payload[0]])
-            raise ValueError(f"sequenced message {self.next_sequence}: type {chr(payload[0])!r} is {expected}"
-                             f" bytes in ITCH 5.0, this message {len(payload)}")
+            # the server's own data: asking again gets the same bytes, so the session ends here
+            e = ProtocolError(f"sequenced message {self.next_sequence}: type {chr(payload[0])!r} is {expected}"
+                              f" bytes in ITCH 5.0, this message {len(payload)}", self._consumed, fatal=True)
+            self.fatal = e
+            raise _Fatal(e)
         else:
             raise ValueError(f"unexpected packet type {ptype!r} ({len(payload)} payload bytes)"
                              f"{'' if self.logged_in else ' before login'}")
