@@ -207,6 +207,8 @@ def test_bench_book_one_shape_small(tmp_path, monkeypatch):
     assert r["itchflow"]["messages"] == 40_000
     first = r["itchflow_first_apply"]   # the first apply in a fresh interpreter, the same day
     assert first["messages"] == 40_000 and first["seconds"] > 0 and first["kernel_load_seconds"] > 0
+    # and with Books()'s page-fault helper thread (two cores), said apart from the one-core figure
+    assert r["itchflow_first_apply_helped"]["messages"] == 40_000
     assert r["shape"]["stocks"] == 100
     assert r["generated_now"]
     if "ns_per_msg" in r["itchcpp"]:  # itchcpp installed: the books agree on every stock
@@ -333,6 +335,14 @@ def test_shape_knobs_out_of_range_are_refused_by_the_api():
         generate_day(20_000, 1, concentration=float("inf"))
     # The bounds themselves are taken.
     assert len(generate_day(20_000, 1, stocks=10, depth=64)) > 0
+    # a population no day of that size can hold is refused before anything is sized by it (1e12
+    # ran out of memory asking for 7 TiB: probe 23)
+    import resource
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(ShapeError, match="need a day of at least") as e:
+        generate_day(50_000, 1, live_orders=10**12)
+    assert e.value.knob == "live_orders"
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100_000   # KiB
 
 
 @pytest.mark.parametrize("span", ["1M", "300M"])

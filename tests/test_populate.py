@@ -97,6 +97,25 @@ def test_books_prefault_waits_for_every_table():
     assert b.messages == 20_000 and not any(b.anomalies().values())
 
 
+def test_one_core_leaves_every_page_to_fault_in_on_the_callers_core():
+    """The benchmarks' one-core figures (probe 23: the helper thread ran inside their clocks)."""
+    import mmap
+
+    from itchflow.hw.populate import one_core
+
+    fresh = np.frombuffer(mmap.mmap(-1, 8 << 20), np.uint8)   # pages never touched: none resident
+    with one_core():
+        assert not Books(table=1 << 16).prefault(wait=True)   # nothing populated
+        t = populate_in_background(fresh)
+        t.join(timeout=30)
+        assert not t.populated
+    assert not resident_pages(fresh).any()
+    t = populate_in_background(fresh)   # outside it, as before
+    t.join(timeout=30)
+    if t.populated:
+        assert resident_pages(fresh).all()
+
+
 def test_prefault_can_be_turned_off(monkeypatch):
     monkeypatch.setattr(books_module, "POPULATE_INPUT_BYTES", 1)
     day = generate_day(20_000, seed=7, stocks=20)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from itchflow.bench import day_cache
 from itchflow.bench.common import BENCH_DIR, DAY_FORMAT
 
 YEAR_DAYS = 250
@@ -25,8 +26,8 @@ def ensure_archive(days: int, messages: int, stocks: int, gz: bool) -> list[Path
     paths = []
     for i in range(days):
         p = folder / f"2019-01-{i + 1:02d}.itch{'.gz' if gz else ''}"
-        if not p.exists():
-            write_day(p, messages, i + 1, stocks=stocks, gz=gz)  # whole or not at all
+        # reused only when whole (a day cut short by a full disk or a kill was reused as it was)
+        day_cache.ensure(p, lambda q, seed=i + 1: write_day(q, messages, seed, stocks=stocks, gz=gz), messages)
         paths.append(p)
     return paths
 

@@ -62,14 +62,22 @@ def ensure_captures(day: Path, payload_bytes: int, messages: int | None = None) 
 
 
 def _job(name: str, path: Path):
+    """The job, on one core: no page-fault helper thread on the other core (``one_core``)."""
     import itchflow
     from itchflow.book.books import Books
+    from itchflow.hw.populate import one_core
+
+    def alone(fn):
+        def run():
+            with one_core():
+                return fn()
+        return run
 
     if name == "stats":
-        return lambda: itchflow.stats(path).messages
+        return alone(lambda: itchflow.stats(path).messages)
     if name == "read":
-        return lambda: itchflow.read(path).messages
-    return lambda: Books().replay(path).messages
+        return alone(lambda: itchflow.read(path).messages)
+    return alone(lambda: Books().replay(path).messages)
 
 
 def run(messages: int = 2_000_000, seed: int = 1, payload_bytes: int = 120, repeat: int = 3,

@@ -52,9 +52,9 @@ def shape_options(fn):
                           "at most 10: larger = a few very busy stocks, most quiet [default: 1.1; fullday 0.9]."),
         click.option("--live-orders", type=Count(), default=None,
                      help="Peak live orders to reach, independent of --messages (orders resting all day far "
-                          "from the touch are added until about 10:00; the orders that come and go, "
-                          "~max(5 x stocks, 0.4% of messages), are on top) [default: those alone, none "
-                          "resting]."),
+                          "from the touch are added until about 10:00 while fewer are live; the orders that "
+                          "come and go, ~max(5 x stocks, 0.4% of messages), count in it, and their swings can "
+                          "take the peak past it on a small day) [default: those alone, none resting]."),
         click.option("--depth", type=int, default=None,
                      help="Price levels on one side of the busiest book, 64 to 100,000 (the r-th busiest gets "
                           "depth/r, none under 64) [default: whatever the flow makes, a few hundred]."),

@@ -1,0 +1,31 @@
+"""bench pipeline's queue peers: each item carries its message count, as a ring batch record
+does, so the hand-off-only consumer reads a count and nothing else (it walked every message
+again inside its clock, which the ring's consumer does not: probe 23); what it counts and what
+the books consumer applies are still the whole day."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from itchflow.bench.pipeline import _cuts, queue_pipeline
+from itchflow.book.books import Books
+from itchflow.sim.generator import write_day
+from itchflow.sources.files import map_file
+
+
+def test_the_queue_hand_off_counts_the_whole_day_from_its_items(tmp_path):
+    path = tmp_path / "day.itch"
+    write_day(path, 60_000, 2, stocks=20)
+    buf = map_file(path)
+    cuts = _cuts(buf, 1024)
+    # the cuts tile the day: each starts where the last ended, numbered on from it
+    assert cuts[0][:3] == (0, cuts[0][1], 1) and cuts[-1][1] == len(buf)
+    assert all(a[1] == b[0] and a[2] + a[3] == b[2] for a, b in zip(cuts, cuts[1:]))
+    assert sum(c[3] for c in cuts) == 60_000
+    r = queue_pipeline("mp.Queue", str(path), 1024, None, None)
+    assert (r["messages"], r["batches"]) == (60_000, len(cuts))
+    books = Books()
+    r = queue_pipeline("mp.Queue", str(path), 1024, None, books)
+    one = Books()
+    one.apply(np.asarray(buf))
+    assert r["messages"] == 60_000 and np.array_equal(books.tops(), one.tops())
