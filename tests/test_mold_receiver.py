@@ -847,3 +847,17 @@ def test_a_hole_given_up_says_the_server_answered_but_never_with_it():
                            "(another session's, malformed or other sequences: see the counters; 3 requests for "
                            "this hole)")
     assert run.r.stats.other_session_packets == 3
+
+
+def test_a_block_past_the_packet_names_its_length_and_what_is_left():
+    """probe 22: the reason guessed "fewer blocks than the count says" where the count was right
+    and a length prefix wrong: it now gives both causes, and the block's length against the
+    bytes left when there is a block to read."""
+    run = Run()
+    bad = struct.pack(">10sQH", SESSION, 1, 1) + struct.pack(">H", 100) + bytes(10)
+    (m,) = of(run.feed(bad, 0), Malformed)
+    assert m.reason.endswith("(its length prefix too large, or fewer blocks than the count says): the block at "
+                             "byte 20 says 100 bytes, 10 are left") and m.offset == 20
+    short = struct.pack(">10sQH", SESSION, 1, 2) + message(1)   # the count says 2, one block is there
+    (m,) = of(run.feed(short, 0), Malformed)
+    assert m.reason.endswith("fewer blocks than the count says)")

@@ -110,6 +110,12 @@ class SoupServer:
         self.heartbeat_ns = int(heartbeat_s * 1e9)
         self.chunk_bytes = int(chunk_bytes)
         self.counters = ServerCounters()
+        # The compiled framing loaded now, not on the first login: its load (seconds with a cold
+        # cache) would hold the server's one thread, and every client, silent (probe 22).
+        import numpy as np
+
+        from itchflow.wire.soupbintcp import binaryfile_to_soup
+        binaryfile_to_soup(np.zeros(0, np.uint8), 0, 0, 1, np.zeros(64, np.uint8))
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((host, port))

@@ -33,7 +33,8 @@ ZERO_LENGTH_BLOCK = 4
 BAD_ITCH_LENGTH = 5
 MALFORMED_TEXT = {
     SHORT_HEADER: "shorter than the 20-byte MoldUDP64 header",
-    BLOCK_OVERRUN: "a message block runs past the end of the packet (fewer blocks than the count says)",
+    BLOCK_OVERRUN: "a message block runs past the end of the packet (its length prefix too large, or fewer "
+                   "blocks than the count says)",
     TRAILING_BYTES: "bytes left over after the last message block the header counts",
     ZERO_LENGTH_BLOCK: "zero-length message block",
     BAD_ITCH_LENGTH: "a message block's length prefix disagrees with its ITCH 5.0 message type's length",
@@ -75,6 +76,9 @@ def malformed_text(status: int, buf, offset) -> str:
     """MALFORMED_TEXT[status], and for a block of the wrong length its type and both lengths
     (offset: the block's length prefix in buf, as walk_blocks returns it)."""
     text = MALFORMED_TEXT[status]
+    if status == BLOCK_OVERRUN and offset is not None and 0 <= offset and offset + LENGTH_PREFIX <= len(buf):
+        text += (f": the block at byte {offset} says {int(buf[offset]) << 8 | int(buf[offset + 1])} bytes, "
+                 f"{len(buf) - offset - LENGTH_PREFIX} are left")
     if status == BAD_ITCH_LENGTH and offset is not None and 0 <= offset and offset + LENGTH_PREFIX < len(buf):
         t = int(buf[offset + LENGTH_PREFIX])
         text += (f" (type {chr(t)!r} is {int(LENGTH_BY_BYTE[t])} bytes, this block"
