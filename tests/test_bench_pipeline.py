@@ -29,3 +29,21 @@ def test_the_queue_hand_off_counts_the_whole_day_from_its_items(tmp_path):
     one = Books()
     one.apply(np.asarray(buf))
     assert r["messages"] == 60_000 and np.array_equal(books.tops(), one.tops())
+
+
+def test_check_rows_refuses_a_hand_off_whose_books_differ_in_a_top_of_book(tmp_path):
+    """The check compared live and peak live orders only (probe 23): books with the same counts
+    and another best bid passed. Now every stock's tops and volume are in it."""
+    import pytest
+
+    from itchflow.bench.pipeline import _books_row, check_rows
+    from test_book_support import add, directory, encode
+
+    a, b = Books(), Books()
+    a.apply(encode([directory(1, "AAA"), add(1, 1, "B", 100, 10_000)]))
+    b.apply(encode([directory(1, "AAA"), add(1, 1, "B", 100, 10_100)]))   # one order, another price
+    ra, rb = _books_row(a), _books_row(b)
+    assert {k: v for k, v in ra.items() if k != "tops_digest"} == {k: v for k, v in rb.items() if k != "tops_digest"}
+    check_rows({"same": {"messages": 2, "books": dict(ra)}}, 2, ra)
+    with pytest.raises(RuntimeError, match="built other books"):
+        check_rows({"other": {"messages": 2, "books": rb}}, 2, ra)

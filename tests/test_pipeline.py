@@ -367,6 +367,7 @@ def test_run_command_json(tmp_path, day, direct):
     rep = json.loads(res.output)
     assert rep["messages"] == reference_count(day)
     assert rep["book"]["live_orders"] == direct.live_orders()
+    assert rep["book"]["tops_digest"] == direct.tops_digest()   # every stock's BBO and volume, as one process
     assert {"publish_to_consume", "consume_to_applied"} <= set(rep["latency"])
     assert len(rep["top"]) == 3
     assert rep["book"]["growth"]["pauses"] == 0   # the default tables hold a day this small

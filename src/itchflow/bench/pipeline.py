@@ -157,16 +157,19 @@ def _report_row(r) -> dict:
     return {"messages": r.messages, "batches": r.batches, "seconds": r.seconds, "msgs_per_s": r.messages_per_second,
             "engine_ns_per_msg": r.apply_ns_per_message, "latency": r.latency, "producer_seconds":
             r.producer.get("seconds"), "wall_seconds": r.wall_seconds,
-            "books": {"live_orders": r.book.get("live_orders"), "peak_live_orders": r.book.get("peak_live_orders")}}
+            "books": {"live_orders": r.book.get("live_orders"), "peak_live_orders": r.book.get("peak_live_orders"),
+                      "tops_digest": r.book.get("tops_digest")}}
 
 
 def _books_row(books) -> dict:
-    return {"live_orders": books.live_orders(), "peak_live_orders": books.peak_live_orders}
+    return {"live_orders": books.live_orders(), "peak_live_orders": books.peak_live_orders,
+            "tops_digest": books.tops_digest()}
 
 
 def check_rows(rows: dict, messages: int, books: dict | None) -> None:
-    """Every hand-off delivered the day whole and built the same books (live and peak live
-    orders of every stock together) as the run in one process: a figure of a run that lost or
+    """Every hand-off delivered the day whole and built the same books as the run in one
+    process (live and peak live orders, and every stock's best bid and offer and volume by
+    ``Books.tops_digest``): a figure of a run that lost or
     changed messages is not printed. rows: name -> a row (``messages``, maybe ``books``)."""
     for name, row in rows.items():
         if row["messages"] != messages:
@@ -377,7 +380,7 @@ def print_report(r: dict) -> None:
     print(f"pipeline benchmark  {m['cpu']} ({m['cores']} cores), numba {m['numba']}, pinned {r['cpus']}")
     print(f"  day: {r['day']['messages']:,} messages, {r['day']['bytes'] / 1e9:.2f} GB; "
           f"batches of up to {r['batch_bytes']:,} bytes; best of {r.get('repeat', '?')} runs each; every "
-          f"hand-off applied the whole day and built the same books (live and peak live orders) as one process")
+          f"hand-off applied the whole day and built the same books (live and peak live orders, every stock's best bid and offer and volume) as one process")
     print("  (a pipeline's clock runs from the first batch taken to the last applied; the in-process "
           "replay's from the file's mapping to the last message)")
     base = r["in_process"]["msgs_per_s"]

@@ -554,6 +554,15 @@ class Books:
         """int64[65536, 4]: per locate (bid price, bid shares, ask price, ask shares)."""
         return top_of_books(self.books, self.ladder, self.levels)
 
+    def tops_digest(self) -> str:
+        """16 hex digits of SHA-256 over ``tops()`` and every stock's volume: books of two runs
+        that agree on it agree on every stock's best bid and offer and traded volume."""
+        import hashlib
+
+        h = hashlib.sha256(np.ascontiguousarray(self.tops()).tobytes())
+        h.update(np.ascontiguousarray(self.stocks["volume"]).tobytes())
+        return h.hexdigest()[:16]
+
     def anomalies(self, symbol=None) -> dict[str, int]:
         """Inconsistencies counted per kind, for one stock or all."""
         rows = self.anomaly_counts if symbol is None else self.anomaly_counts[self.locate(symbol)][None, :]

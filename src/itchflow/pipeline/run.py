@@ -506,6 +506,7 @@ def _finish(report, applier, books, tpn, run: _Run, top) -> PipelineReport:
     ticks = int(applier.st[S_APPLY_TICKS])
     report.apply_ns_per_message = ticks * to_ns / report.messages if report.messages else 0.0
     report.book = {"live_orders": books.live_orders(), "peak_live_orders": books.peak_live_orders,
+                   "tops_digest": books.tops_digest(),
                    "stocks_with_orders": int(np.count_nonzero(books.books["length"].reshape(-1, 2).sum(axis=1))),
                    "messages_applied": books.messages, "unknown_types": books.unknown_types,
                    "anomalies": {k: v for k, v in books.anomalies().items() if v},
