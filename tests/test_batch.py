@@ -21,7 +21,7 @@ from click.testing import CliRunner  # noqa: E402
 import itchflow  # noqa: E402
 from itchflow.cli import main  # noqa: E402
 from itchflow.scale.batch import BatchError, auto_shards, batch  # noqa: E402
-from itchflow.scale.inputs import expand  # noqa: E402
+from itchflow.scale.batch import plan_days  # noqa: E402
 from itchflow.scale.layout import day_key, is_date_key  # noqa: E402
 from itchflow.sim.generator import write_day  # noqa: E402
 
@@ -442,6 +442,9 @@ def test_day_keys_and_option_errors(tmp_path):
     assert day_key("20190231.itch") == "20190231" and day_key("02312019.itch") == "02312019"
     assert day_key("20200229.itch") == "2020-02-29" and day_key("20190229.itch") == "20190229"
     assert is_date_key("2020-02-29") and not is_date_key("20190231") and not is_date_key("README")
+    # a stem can look like a date and not be one (probe 24): named by it, and warned of
+    assert day_key("2019-02-31.itch") == "2019-02-31" and not is_date_key("2019-02-31")
+    assert not is_date_key("2019-13-01") and not is_date_key("2019-02-29")
     assert auto_shards(1, 8) == 8 and auto_shards(10, 8) == 1 and auto_shards(3, 8) == 3
     p = tmp_path / "20190130.itch"
     p.write_bytes(b"")
@@ -815,15 +818,20 @@ def test_a_low_soft_open_files_limit_is_raised_up_to_the_hard_one():
 
 
 def test_one_file_named_two_ways_is_one_day(tmp_path, monkeypatch):
-    """arch/X and ./arch/X were refused as two files of one date; a link to a day is that day."""
+    """arch/X and ./arch/X were refused as two files of one date; a link to a day, of the same
+    date, is that day; a link named for another date is refused, naming both (it was dropped in
+    silence, and the date was whichever name sorted first: probe 24)."""
     arch = tmp_path / "arch"
     arch.mkdir()
     day = arch / "20190130.itch"
     day.write_bytes(b"")
-    (arch / "link.itch").symlink_to(day)
+    (arch / "2019-01-30.itch").symlink_to(day)
     monkeypatch.chdir(tmp_path)
-    assert expand(["arch/20190130.itch", "./arch/20190130.itch", str(day), "arch/link.itch"]) == \
-        ["arch/20190130.itch"]
+    assert plan_days(["arch/20190130.itch", "./arch/20190130.itch", str(day), "arch/2019-01-30.itch"]) == \
+        [("2019-01-30", "arch/20190130.itch")]
+    (arch / "2019-01-29.itch").symlink_to(day)
+    with pytest.raises(ValueError, match="the same file .* under two dates"):
+        plan_days(["arch"])
 
 
 def _with_unknown_type(src: str, dst, index: int) -> None:
@@ -870,3 +878,19 @@ def test_unknown_types_are_counted_in_full_whatever_the_job_and_shards(archive, 
     assert "2019-03-04: 1 messages of unknown types skipped (z 1)" in text
     assert "2019-03-05: no messages (an empty file?)" in text
     assert "no date in the name of 1 file(s), partitioned by the name instead (date=NAME): notes" in text
+
+
+def test_batch_with_symbols_says_the_chosen_stocks_anomalies_and_totals_the_others(archive, client, tmp_path):
+    """probe 24: batch bbo/bars -s AAPL reported every stock's anomalies as the day's, where the
+    single-file commands now say the chosen stocks' and total the others'."""
+    from test_book_support import add, delete, directory, encode
+
+    day = tmp_path / "20190306.itch"
+    day.write_bytes(encode([directory(1, "AAA"), directory(2, "BBB"), add(1, 1, "B", 0, 10_000),
+                            delete(2, 77), delete(2, 78), add(2, 5, "S", 10, 10_100)]))
+    for job, shards in (("bbo", 1), ("bars", 1), ("trades", 2)):
+        s = batch([str(day)], job, str(tmp_path / f"{job}{shards}"), client=client, shards=shards,
+                  symbols=["AAA"])["days"][0]
+        assert (s["anomalies"], s["other_stocks_anomalies"]) == ({"zero_shares": 1}, 2), (job, shards)
+    s = batch([str(day)], "bbo", str(tmp_path / "all"), client=client)["days"][0]   # every stock: as before
+    assert s["anomalies"] == {"zero_shares": 1, "unknown_reference": 2} and "other_stocks_anomalies" not in s

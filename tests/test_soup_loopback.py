@@ -441,3 +441,61 @@ def test_fetch_from_a_server_that_answers_the_login_with_heartbeats_only_ends_in
     assert took < 5 and not res.ended and res.login_timeouts == 1, (took, res)
     assert res.errors[0].startswith(f"{host}:{port}: no answer to the login (accepted or rejected) in 1.0 s")
     assert res.errors[-1] == "the connection ended (no reconnects allowed)"
+
+
+def test_a_drop_log_callback_that_fails_does_not_stop_the_server():
+    """probe 24: soup serve printed each drop from the server's thread; with stderr gone (a
+    closed pipe) the first drop raised there, the thread ended and the listening socket closed,
+    while the process looked alive. The callback is given up, the server goes on."""
+    import socket
+
+    from itchflow.protocol.soup import MessageStore
+    from itchflow.sources.soup_sockets import SoupServer, fetch
+
+    def broken(line):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    day = _repeated_day(1_000)
+    server = SoupServer(MessageStore(day), "127.0.0.1", 0, "PIPE", {"u": "p"}, login_timeout_s=0.2,
+                        on_drop=broken)
+    server.start()
+    try:
+        idle = socket.create_connection(server.address)          # never logs in: dropped, said
+        _wait_until(lambda: server.counters.login_timeouts == 1, what="the login time-out")
+        assert server.serving and server.on_drop_error.startswith("BrokenPipeError")
+        out = io.BytesIO()
+        res = fetch(*server.address, "u", "p", out, max_reconnects=0, max_seconds=30)
+        assert res.ended and out.getvalue() == day.tobytes()
+        assert server.drop_log[0].endswith("dropped: no login within 0.2 s")
+        idle.close()
+    finally:
+        server.stop()
+
+
+def test_a_login_already_sent_is_taken_before_a_newer_connection_evicts_it():
+    """probe 24: a client whose login was in its socket's buffer when a newer connection came
+    in the same round was evicted as "not logged in" (28 rounds of 30), and the newer one, with
+    no credentials, kept the slot."""
+    import socket
+
+    from itchflow.protocol.soup import MessageStore
+    from itchflow.sources.soup_sockets import SoupServer
+    from itchflow.wire.soupbintcp import LOGIN_REQUEST, encode
+
+    login = encode(LOGIN_REQUEST, username="u", password="p", session="", sequence=1)
+    for _ in range(10):
+        server = SoupServer(MessageStore(_repeated_day(100_000)), "127.0.0.1", 0, "RACE", {"u": "p"},
+                            max_connections=1, login_timeout_s=5)
+        server.start()
+        try:
+            a = socket.create_connection(server.address)
+            a.sendall(login)
+            b = socket.create_connection(server.address)          # at once: the same round, often
+            _wait_until(lambda: server.counters.refused_connections + server.counters.evicted_before_login,
+                        what="the connection past the cap handled")
+            assert server.counters.evicted_before_login == 0 and server.counters.refused_connections == 1
+            assert server.counters.logins + server.counters.open_connections >= 1
+            a.close()
+            b.close()
+        finally:
+            server.stop()

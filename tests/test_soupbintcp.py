@@ -151,6 +151,19 @@ def test_client_refuses_an_itch_message_of_the_wrong_length_naming_its_sequence(
     assert c.closed and c.next_sequence == 5
     # the server's own bytes: asking again would get them again, so the fetch stops (fatal)
     assert err.fatal and c.fatal is err
+    # named at its packet's offset in the stream (it said byte 0: probe 24)
+    assert err.offset == len(soup(b"A", b"S1".ljust(10) + b"1".rjust(20)) + sequenced(1, 4) + soup(b"S", good))
+
+
+def test_client_ends_the_session_at_an_empty_sequenced_packet():
+    """probe 24: the same reasoning as a message of the wrong length: the fetch reconnected to
+    get the same empty packet again."""
+    c = SoupClient("u", "p", sequence=1)
+    head = soup(b"A", b"S1".ljust(10) + b"1".rjust(20)) + sequenced(1, 3)
+    ev = c.receive_data(head + soup(b"S") + sequenced(3, 5), 0)
+    (err,) = [e for e in ev if isinstance(e, ProtocolError)]
+    assert err.reason == "empty sequenced data packet (message 3)" and err.fatal and err.offset == len(head)
+    assert c.closed and c.fatal is err and c.next_sequence == 3
 
 
 def test_client_gives_a_login_its_time_out_and_heartbeats_do_not_answer_it():

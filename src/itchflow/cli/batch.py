@@ -171,6 +171,9 @@ def _report(console, r: dict, as_json: bool) -> None:
         if unknown:   # as the single-file commands warn
             console.print(f"[yellow]{d['date']}: {sum(unknown.values()):,} messages of unknown types skipped ("
                           + ", ".join(f"{k} {v:,}" for k, v in unknown.items()) + ")[/yellow]", highlight=False)
+        if d.get("other_stocks_anomalies"):   # as the single-file commands with --symbols say it
+            console.print(f"{d['date']}: note: {d['other_stocks_anomalies']:,} anomalies in other stocks (not in "
+                          "this output)", highlight=False)
         lost = capture_losses(d.get("capture") or {})
         if lost:   # the day is a capture with holes: its outputs lack those messages
             console.print(f"[yellow]{d['date']}: {lost}; its outputs lack those messages[/yellow]", highlight=False)

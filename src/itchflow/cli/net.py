@@ -465,7 +465,9 @@ def soup() -> None:
 @click.option("--stall-after", type=click.IntRange(0),
               help="Fault injection: the first connection goes silent after N messages.")
 @click.option("--max-seconds", type=SECONDS, help="Stop serving after this long.")
-@click.option("--max-connections", type=click.IntRange(1), default=64, show_default=True, help="Connections at once (more are refused).")
+@click.option("--max-connections", type=click.IntRange(1), default=64, show_default=True,
+              help="Connections at once (past it, a new one takes the slot of the oldest not logged in; "
+                   "when all are logged in, it is refused).")
 @click.option("--login-timeout", type=SECONDS, default=5.0, show_default=True, help="Seconds a connection has to log in.")
 @click.option("--dead-link", "dead_link_s", type=SECONDS, default=15.0, show_default=True,
               help="Seconds of client silence (and of a send queue that does not drain) before dropping it.")
@@ -489,17 +491,24 @@ def soup_serve(path, port, host, user, password, session, cut_after, stall_after
         _fail(e)
     t0 = time.monotonic()
     interrupted = False
+    stopped = None
     try:
         server.start()
         click.echo(f"serving {store.messages:,} messages of {path} as session {session} on "
                    f"{server.address[0]}:{server.address[1]}", err=True)
         while max_seconds is None or time.monotonic() - t0 < max_seconds:
             time.sleep(0.2)
+            if not server.serving:   # its thread ended on an error: not a live-looking process serving nobody
+                raise RuntimeError("the server's thread stopped on an error; no longer serving")
     except KeyboardInterrupt:
         interrupted = True
+    except RuntimeError as e:
+        stopped = e
     finally:   # the counters also when SIGTERM ends it (systemd, docker stop, timeout)
         server.stop()
         click.echo(json.dumps(server.counters.__dict__), err=True)
+    if stopped is not None:
+        _fail(stopped)
     if interrupted:
         click.echo("itchflow: interrupted", err=True)
         sys.exit(130)

@@ -49,20 +49,20 @@ def populate(array: np.ndarray, start: int = 0, stop: int | None = None) -> bool
     return ok
 
 
-_background = [True]   # off inside ``one_core()``
+_state = threading.local()   # .off: inside ``one_core()`` on this thread
 
 
 @contextlib.contextmanager
 def one_core():
-    """Inside it, ``populate_in_background`` does nothing (the pages fault in as they are
-    used, on the caller's core): for a figure that says "one core" against a one-thread peer
-    (the benchmarks; probe 23 found the helper thread inside their clocks)."""
-    before = _background[0]
-    _background[0] = False
+    """Inside it, on this thread, ``populate_in_background`` does nothing (the pages fault in
+    as they are used, on the caller's core): for a figure that says "one core" against a
+    one-thread peer (the benchmarks; probe 23 found the helper thread inside their clocks)."""
+    before = getattr(_state, "off", False)
+    _state.off = True
     try:
         yield
     finally:
-        _background[0] = before
+        _state.off = before
 
 
 def populate_in_background(*parts) -> threading.Thread:
@@ -70,7 +70,7 @@ def populate_in_background(*parts) -> threading.Thread:
     order. The thread holds the arrays until it is done; nothing waits for it. Its
     ``populated`` attribute says, once it is done, whether every part was populated (False,
     at once, inside ``one_core()``)."""
-    if not _background[0]:
+    if getattr(_state, "off", False):
         t = threading.Thread(target=lambda: None, name="itchflow-populate-off", daemon=True)
         t.populated = False
         t.start()

@@ -297,7 +297,8 @@ def _produce_mold(spec: SourceSpec, pub: BatchPublisher, stop) -> dict:
                  on_deliver=deliver, stop=stop, engine=o.get("engine", "recvmmsg"), ifname=o.get("ifname") or None,
                  queue=int(o.get("queue", 0)), end_linger=float(o.get("end_linger", END_LINGER_S)),
                  receiver_options={"give_up_ns": int(float(o["give_up"]) * 1e9)} if o.get("give_up") else None)
-    return {"mold": res.stats, "finished": res.finished, "lost": [(e.first_sequence, e.count) for e in res.lost],
+    return {"mold": res.stats, "finished": res.finished, "end_contradicted": res.end_contradicted,
+            "end_sequence": res.end_sequence, "lost": [(e.first_sequence, e.count) for e in res.lost],
             "malformed": len(res.malformed)}
 
 

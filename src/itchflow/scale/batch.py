@@ -98,11 +98,23 @@ def auto_shards(days: int, threads: int) -> int:
 def plan_days(paths) -> list[tuple[str, str]]:
     """(date key, source) per day, sorted by date; two files of one date are an error."""
     days: dict[str, str] = {}
+    files: dict[str, tuple[str, str]] = {}   # real path -> (key, name) of local files
     for p in expand(paths):
         key = day_key(p)
+        local = local_path(p)
+        real = os.path.realpath(local) if local is not None else None
+        if real in files:
+            # one file named two ways (arch/X, ./arch/X, a link to it) is one day; under two
+            # dates it is a mistake to say, not a day to drop or to write twice (probe 24)
+            if files[real][0] == key:
+                continue
+            raise ValueError(f"{p} and {files[real][1]} are the same file ({real}) under two dates "
+                             f"({key}, {files[real][0]}): a link named for another day? give it once")
         if key in days:
             raise ValueError(f"{p} and {days[key]} are the same day ({key}); give one file per day")
         days[key] = p
+        if real is not None:
+            files[real] = (key, p)
     if not days:
         raise FileNotFoundError("no input days")
     return sorted(days.items())

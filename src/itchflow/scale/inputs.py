@@ -76,10 +76,8 @@ def expand(paths) -> list[str]:
             out.append(local if local is not None else p)
     seen, unique = set(), []
     for p in out:
-        # one local file named two ways (arch/X, ./arch/X, a link to it) is one day
-        key = os.path.realpath(p) if local_path(p) is not None else p
-        if key not in seen:
-            seen.add(key)
+        if p not in seen:
+            seen.add(p)
             unique.append(p)
     return unique
 

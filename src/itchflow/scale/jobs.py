@@ -124,17 +124,39 @@ class SeqMap:
         return mapped
 
 
-def _book_counts(books) -> dict:
+def _book_counts(books, symbols=None, shard: int = 0) -> dict:
     """What a job's summary says of the books it replayed: messages (every one framed, as
     ``stats`` counts them: the books' own count leaves out the unknown types they skipped),
-    by_type, unknown_by_type, anomalies."""
+    by_type, unknown_by_type, anomalies. symbols: the job's output is only theirs: the
+    anomalies are their stocks', and the others' a total (``other_stocks_anomalies``; the
+    kinds every shard counts in full, BROADCAST_ANOMALIES, from shard 0 only), as the
+    single-file commands say them."""
+    from itchflow.book.layout import BROADCAST_ANOMALIES
     from itchflow.wire.itch import MESSAGES
 
     tc = books.type_counts
     by_type = {c: int(tc[m.code_byte]) for c, m in MESSAGES.items() if tc[m.code_byte]}
-    return {"messages": books.messages + books.unknown_types, "by_type": by_type,
-            "unknown_by_type": books.unknown_by_type,
-            "anomalies": {k: v for k, v in books.anomalies().items() if v}}
+    out = {"messages": books.messages + books.unknown_types, "by_type": by_type,
+           "unknown_by_type": books.unknown_by_type}
+    if not symbols:
+        out["anomalies"] = {k: v for k, v in books.anomalies().items() if v}
+        return out
+    chosen = set()
+    for s in symbols:
+        try:
+            chosen.add(books.locate(s))
+        except KeyError:   # not in this day or shard (or two locates share it)
+            pass
+    an, other = {}, 0
+    for loc, kinds in books.anomalies_by_stock().items():
+        for k, v in kinds.items():
+            if loc in chosen:
+                an[k] = an.get(k, 0) + v
+            elif shard == 0 or k not in BROADCAST_ANOMALIES:
+                other += v
+    out["anomalies"] = an
+    out["other_stocks_anomalies"] = other
+    return out
 
 
 # ---- stats ---------------------------------------------------------------------------------
@@ -234,7 +256,8 @@ def run_decode(source: str, out: str, symbols, options: dict, seq_map: SeqMap, f
 
 # ---- bbo / trades (as `itchflow bbo|trades`) ------------------------------------------------
 
-def run_events(source: str, out: str, which: str, symbols, seq_map: SeqMap, capture_stats: dict | None = None) -> dict:
+def run_events(source: str, out: str, which: str, symbols, seq_map: SeqMap, capture_stats: dict | None = None,
+               shard: int = 0) -> dict:
     """``itchflow bbo|trades`` on one day or shard (sinks.events.events_to_parquet), with the
     shard's sequence numbers mapped back to the day's."""
     from itchflow.book.books import Books
@@ -247,7 +270,7 @@ def run_events(source: str, out: str, which: str, symbols, seq_map: SeqMap, capt
                                 missing_ok=True,   # the job's symbols are the archive's, not each day's
                                 capture_stats=capture_stats)
     write = timings["write_seconds"]
-    return {"rows": rows, **_book_counts(books), "compute_seconds": time.perf_counter() - t0 - write,
+    return {"rows": rows, **_book_counts(books, symbols, shard), "compute_seconds": time.perf_counter() - t0 - write,
             "write_seconds": write}
 
 
@@ -357,7 +380,7 @@ def run_bars(source: str, out: str, symbols, options: dict, shard: int, shard_of
         table = bars(source, options["every"], mine, **window, on_books=replayed.append, capture_stats=capture_stats)
     t1 = time.perf_counter()
     pq.write_table(table, out)
-    counts = _book_counts(replayed[0]) if replayed else {"messages": 0, "by_type": {}, "anomalies": {},
+    counts = _book_counts(replayed[0], symbols, shard) if replayed else {"messages": 0, "by_type": {}, "anomalies": {},
                                                           "unknown_by_type": {}}
     return {"rows": table.num_rows, **counts, "compute_seconds": t1 - t0, "write_seconds": time.perf_counter() - t1}
 
@@ -403,7 +426,7 @@ def _run_job(job, source, out, symbols, options, seq_path, shard, shard_of, day_
     if job == "decode":
         return run_decode(source, out, symbols, options, seq_map, first_copy=shard == 0, capture_stats=capture)
     if job in ("bbo", "trades"):
-        return run_events(source, out, job, symbols, seq_map, capture_stats=capture)
+        return run_events(source, out, job, symbols, seq_map, capture_stats=capture, shard=shard)
     if job == "snapshots":
         if day_span is None and options["every"] is not None:
             from itchflow.decode.reader import stats

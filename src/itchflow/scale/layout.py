@@ -44,8 +44,10 @@ def _valid(y: int, m: int, d: int) -> bool:
 
 
 def is_date_key(key: str) -> bool:
-    """Whether a partition value (``day_key``) is a date, not a file's stem."""
-    return bool(re.fullmatch(r"\d{4}-\d{2}-\d{2}", key))
+    """Whether a partition value (``day_key``) is a date of the calendar, not a file's stem
+    (a stem can look like one: 2019-02-31.itch is named date=2019-02-31, and warned of)."""
+    m = re.fullmatch(r"(\d{4})-(\d{2})-(\d{2})", key)
+    return bool(m) and _valid(int(m[1]), int(m[2]), int(m[3]))
 
 
 def day_key(path: str) -> str:

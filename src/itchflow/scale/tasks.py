@@ -78,6 +78,7 @@ def finish_day(split: dict | None, parts: list[dict], source: str, root: str, da
         return done
     anomalies: dict[str, int] = {}
     skipped: dict[str, int] = {}  # lobster: messages that made no row, by reason
+    other = [p["other_stocks_anomalies"] for p in parts if "other_stocks_anomalies" in p]
     for p in parts:
         for k, v in p.get("anomalies", {}).items():
             # every shard applies the day's R messages: one shard's count of those is the day's
@@ -125,6 +126,8 @@ def finish_day(split: dict | None, parts: list[dict], source: str, root: str, da
         summary["capture"] = capture
     if skipped:
         summary["skipped"] = skipped
+    if other:   # --symbols: the anomalies are the chosen stocks'; the others' are a total
+        summary["other_stocks_anomalies"] = sum(other)
     write_json(lay.summary(day), summary)
     write_json(lay.marker(day, "day"), summary)
     if not keep_scratch:

@@ -180,12 +180,13 @@ def resolve_shape(messages: int, profile: str | None = None, **overrides) -> dic
     shape["profile"] = name
     check_shape(shape)
     live = shape["live_orders"]
-    if live is not None:   # before any array is sized by it (1e12 asked for 7 TiB: probe 23)
-        resting = live - int(max(5 * shape["stocks"], 0.004 * messages))
-        if resting > _MAX_REST_SHARE * messages:
-            raise ShapeError("live_orders", f"{live:,} live orders need about {resting:,} orders resting all day, "
-                                            f"which need a day of at least {int(resting / _MAX_REST_SHARE):,} "
-                                            f"messages (asked for {messages:,})")
+    # before any array is sized by it (1e12 asked for 7 TiB: probe 23); the day makes at least
+    # live_orders orders that rest all day (more with deep books), so this is never looser
+    # than the check made once they are drawn
+    if live is not None and live > _MAX_REST_SHARE * messages:
+        raise ShapeError("live_orders", f"{live:,} live orders need as many orders resting all day, which "
+                                        f"need a day of at least {int(live / _MAX_REST_SHARE):,} messages "
+                                        f"(asked for {messages:,})")
     return shape
 
 

@@ -129,12 +129,18 @@ class SoupServer:
         self.drop_log: list[str] = []
         self._refusals_logged = 0
         self.on_drop = on_drop
+        self.on_drop_error: str | None = None   # why on_drop was given up (it raised), if it was
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> threading.Thread:
         self._thread = threading.Thread(target=self.serve_forever, name="soup-server", daemon=True)
         self._thread.start()
         return self._thread
+
+    @property
+    def serving(self) -> bool:
+        """The server's thread is running (it ends only when stopped, or on an error of its own)."""
+        return self._thread is not None and self._thread.is_alive()
 
     def stop(self) -> None:
         self._halt.set()
@@ -200,7 +206,12 @@ class SoupServer:
             sel.register(conn, selectors.EVENT_READ, c)
 
     def _evict_one_not_logged_in(self, sel) -> bool:
-        """Drop the oldest connection that has not logged in, to make room for a new one."""
+        """Drop the oldest connection that has not logged in, to make room for a new one. Their
+        input is read first: a login already in a socket's buffer is taken, not evicted (a
+        client whose login came in the same round as a newer connection lost its slot to it:
+        probe 24)."""
+        for c in [c for c in self._conns.values() if not c.session.logged_in and not c.session.closed]:
+            self._ready(sel, c, selectors.EVENT_READ)
         waiting = [c for c in self._conns.values() if not c.session.logged_in and not c.session.closed]
         if not waiting:
             return False
@@ -346,17 +357,18 @@ class SoupServer:
 
     def _log(self, peer, why: str) -> None:
         if len(self.drop_log) < DROP_LOG_LIMIT:
-            line = f"client {peer or '?'}: {why}" if peer != "*" else why
-            self.drop_log.append(line)
-            if self.on_drop is not None:
-                self.on_drop(line)
+            self._say(f"client {peer or '?'}: {why}" if peer != "*" else why)
             if len(self.drop_log) == DROP_LOG_LIMIT:
-                self._log_last("more dropped clients are only counted")
+                self._say("more dropped clients are only counted")
 
-    def _log_last(self, line: str) -> None:
+    def _say(self, line: str) -> None:
         self.drop_log.append(line)
         if self.on_drop is not None:
-            self.on_drop(line)
+            try:
+                self.on_drop(line)
+            except Exception as e:   # (stderr gone: a closed pipe) the server goes on serving
+                self.on_drop = None
+                self.on_drop_error = f"{type(e).__name__}: {e}"
 
 
 @dataclass

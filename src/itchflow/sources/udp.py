@@ -417,7 +417,8 @@ def listen(line_a: tuple[str, int], line_b: tuple[str, int] | None, rerequest: t
             if receiver.finished:
                 if finished_at is None:
                     finished_at = t
-                if t - finished_at >= end_linger or receiver.stats.after_end_of_session:
+                if (t - finished_at >= end_linger or receiver.stats.after_end_of_session
+                        or (max_seconds is not None and t - start > max_seconds)):
                     break
                 continue
             now_life = _signs_of_life(receiver.stats)

@@ -259,6 +259,7 @@ class MoldReceiver:
         self._hole_at = None               # the sequence the line-wait timer is for
         self._hole_since = (0, 0)          # (ns, packet number) the hole was first visible
         self._replies_at_hole = 0          # reply-line packets seen when the hole's first request went
+        self._in_turn_ns = None            # when the live lines last delivered the hole's head in turn
         self.in_gap = False
 
     @property
@@ -331,6 +332,9 @@ class MoldReceiver:
                 events.append(EndOfSession(session, seq))
                 self.ended = True
                 self.end_sequence = seq
+                if self.next_sequence is not None and seq < self.next_sequence:
+                    # messages already delivered lie past this end: they contradict it (probe 24)
+                    st.after_end_of_session += 1
                 self._end_at(seq)     # the sequence only; never the count (nassau #16)
         elif count == HEARTBEAT_COUNT:
             st.heartbeats += 1
@@ -519,14 +523,17 @@ class MoldReceiver:
                 # ahead proves nothing about the data in between while that data keeps coming.
                 self._hole_at = self.next_sequence
                 self._hole_since = (now_ns, st.packets)
+                self._in_turn_ns = now_ns
                 if self._request is not None:
-                    # What was asked for is coming in on the line: the request is spent (its
-                    # reply, if any, repeats it), and so is the server's silence on it. Taken
-                    # for a short reply, each in-turn packet sent a request for the rest: one
-                    # packet far ahead, a spoofed one, had one go out for every packet of the
-                    # rest of the day (probe 22).
-                    self._request = None
-                    self._silent_since = None
+                    # What was asked for is coming in on the line: the request now stands for
+                    # the rest only, on its own timer (its re-sends double as before). Taken for
+                    # a short reply, each in-turn packet sent a request for the rest: one packet
+                    # far ahead, a spoofed one, had one go out for every packet of the rest of
+                    # the day (probe 22), and dropping the request instead did the same on a
+                    # feed slower than the line wait (probe 24).
+                    first, count, sent_ns, attempt, first_sent_ns = self._request
+                    end, nxt = first + count, self.next_sequence
+                    self._request = (nxt, end - nxt, sent_ns, attempt, first_sent_ns) if nxt < end else None
             return
         early = self._early.get(seq)
         if early is not None and early.count >= count:
@@ -696,6 +703,15 @@ class MoldReceiver:
                     continue
                 silent = now_ns - (first_sent_ns if self._silent_since is None else self._silent_since)
                 if now_ns - sent_ns < self._reply_wait(attempt) and silent < self.give_up_ns:
+                    return
+                if self._in_turn_ns is not None and self._in_turn_ns >= sent_ns:
+                    # the live lines have been filling the hole in order since the last request:
+                    # no loss to give up yet (a packet held far ahead, spoofed or not, set its
+                    # end), only a request to send again, on the doubling timer (waits up to
+                    # max_request_wait_ns: about one a second for as long as it lasts), and the
+                    # server's silence counted from it
+                    self._silent_since = None
+                    self._send_request(now_ns, attempt + 1, events)
                     return
                 if silent >= self.give_up_ns or (self.max_attempts is not None and attempt >= self.max_attempts):
                     asked = f"{attempt} request{'s' if attempt > 1 else ''} for this hole"

@@ -64,6 +64,7 @@ class SoupClient(Stream):
         # as it liked: probe 22). Default: the dead-link time.
         self.login_timeout_ns = dead_link_ns if login_timeout_ns is None else int(login_timeout_ns)
         self.opened_ns = now_ns
+        self._at = 0   # stream offset of the packet being handled (its errors name it)
         if not 0 <= sequence <= MAX_SEQUENCE:
             raise ValueError(f"sequence {sequence} is out of range (0 to {MAX_SEQUENCE})")
         self.username, self.password = username, password
@@ -131,6 +132,7 @@ class SoupClient(Stream):
                 break
             ptype, payload, pos2 = nxt
             st.packets_in += 1
+            self._at = self._consumed + pos   # where this packet starts in the stream
             try:
                 self._packet(ptype, payload, now_ns, events)
             except ValueError as e:
@@ -170,12 +172,15 @@ class SoupClient(Stream):
             events.append(EndOfSession(self.next_sequence))
             self.logout(now_ns)
         elif ptype == SEQUENCED and self.logged_in:
-            if not payload:
-                raise ValueError(f"empty sequenced data packet (message {self.next_sequence})")
-            expected = int(LENGTH_BY_BYTE[payload[0]])
             # the server's own data: asking again gets the same bytes, so the session ends here
+            if not payload:
+                e = ProtocolError(f"empty sequenced data packet (message {self.next_sequence})", self._at,
+                                  fatal=True)
+                self.fatal = e
+                raise _Fatal(e)
+            expected = int(LENGTH_BY_BYTE[payload[0]])
             e = ProtocolError(f"sequenced message {self.next_sequence}: type {chr(payload[0])!r} is {expected}"
-                              f" bytes in ITCH 5.0, this message {len(payload)}", self._consumed, fatal=True)
+                              f" bytes in ITCH 5.0, this message {len(payload)}", self._at, fatal=True)
             self.fatal = e
             raise _Fatal(e)
         else:
@@ -187,13 +192,13 @@ class SoupClient(Stream):
         if seq < 1 or seq > MAX_SEQUENCE or (asked >= 1 and seq - asked > self.max_skip):
             e = ProtocolError(f"Login Accepted at sequence {seq}, asked for {asked}: not a sequence this "
                               f"client can take (1 to {MAX_SEQUENCE}, at most {self.max_skip} past the one asked)",
-                              self._consumed, fatal=True)
+                              self._at, fatal=True)
             self.fatal = e
             raise _Fatal(e)
         wanted = self.session.strip(b" ")   # as decode reads the answer's (padded either side)
         if wanted and session != wanted:
             e = ProtocolError(f"Login Accepted for session {session.decode()!r}, asked for {wanted.decode()!r}",
-                              self._consumed, fatal=True)
+                              self._at, fatal=True)
             self.fatal = e
             raise _Fatal(e)
         self.logged_in = True
