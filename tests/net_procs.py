@@ -50,3 +50,10 @@ def finish(proc: subprocess.Popen, timeout: float = 60.0) -> tuple[str, str]:
             proc.kill()
             proc.wait()
     return out.decode(errors="replace"), err.decode(errors="replace")
+
+
+def kill_if_running(proc: subprocess.Popen) -> None:
+    """A test's clean-up: a command still running (the test failed before it ended) is killed."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()

@@ -17,7 +17,7 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from net_procs import finish, start, wait_for_line
+from net_procs import finish, kill_if_running, start, wait_for_line
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -206,9 +206,7 @@ def test_listen_exits_2_and_keeps_a_part_when_the_end_of_session_is_contradicted
         stdout, stderr = finish(listener)
     finally:
         tx.close()
-        if listener.poll() is None:
-            listener.kill()
-            listener.wait()
+        kill_if_running(listener)
     assert listener.returncode == 2, stderr
     report = json.loads(stdout)
     assert not report["finished"] and report["end_contradicted"] >= 1
