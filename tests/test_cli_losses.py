@@ -178,6 +178,13 @@ def test_an_answer_about_chosen_stocks_warns_of_their_anomalies_and_totals_the_o
         "over_cancel 1\n" in r.stderr and "other stocks" not in r.stderr, r.stderr
 
 
+def test_decode_warns_of_the_unknown_types_it_skipped(anomalous_day, tmp_path):
+    """probe 24: bbo, trades, bars, lobster and book warned of them; decode said nothing."""
+    r = CliRunner().invoke(main, ["decode", str(anomalous_day), "-t", "all", "-o", str(tmp_path / "d.parquet"), "-q"])
+    assert r.exit_code == 0, r.output
+    assert "itchflow: warning: 1 messages of unknown types skipped" in r.stderr and "warning" not in r.stdout
+
+
 def test_auctions_names_a_stock_without_a_directory_message_by_its_own_field_and_drops_impossible_prices(tmp_path):
     """probe 18: a capture without R messages had auctions' symbol column hold the locate number
     ("4316") where the Q and I name their stock; a NOII price of 0x7FFFFFFF came out as

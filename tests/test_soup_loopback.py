@@ -499,3 +499,30 @@ def test_a_login_already_sent_is_taken_before_a_newer_connection_evicts_it():
             b.close()
         finally:
             server.stop()
+
+
+def test_soup_serve_names_a_drop_as_it_happens_and_says_its_counters_on_sigterm(tmp_path):
+    """probe 22: the drops were printed only at exit, and on SIGTERM (systemd, docker stop,
+    timeout) not at all, nor the counters."""
+    import signal
+    import socket
+
+    from net_procs import finish, kill_if_running, start, wait_for_line
+
+    src = tmp_path / "day.itch"
+    src.write_bytes(synthetic_day(2_000, seed=3).tobytes())
+    server = start(["soup", "serve", str(src), "--host", "127.0.0.1", "--port", "0", "--user", "u",
+                    "--password", "p", "--max-seconds", "60"])
+    try:
+        port = int(wait_for_line(server, r"on 127\.0\.0\.1:(\d+)").group(1))
+        with socket.create_connection(("127.0.0.1", port)) as bad:
+            bad.sendall(b"\x00\x02XX")                           # no such packet type
+            wait_for_line(server, rf"soup serve: client 127\.0\.0\.1:{bad.getsockname()[1]}: dropped: protocol error")
+        server.send_signal(signal.SIGTERM)
+        _, err = finish(server, 30)
+    finally:
+        kill_if_running(server)
+    assert server.returncode == 143, err
+    assert "terminated (signal 15): stopping the server" in err and "Traceback" not in err
+    counters = json.loads([line for line in err.splitlines() if line.startswith("{")][-1])
+    assert counters["protocol_errors"] == 1 and counters["open_connections"] == 0

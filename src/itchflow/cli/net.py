@@ -489,9 +489,25 @@ def soup_serve(path, port, host, user, password, session, cut_after, stall_after
                             on_drop=lambda line: click.echo(f"itchflow: soup serve: {line}", err=True))
     except (ITCHFormatError, OSError) as e:
         _fail(e)
+    from itchflow.cli.signals import sigterm_exits
+
     t0 = time.monotonic()
-    interrupted = False
-    stopped = None
+    # SIGTERM: the server stops and says its counters (it writes no output to remove)
+    with sigterm_exits("stopping the server"):
+        interrupted, stopped = _serve(server, store, path, session, max_seconds, t0)
+    if stopped is not None:
+        _fail(stopped)
+    if interrupted:
+        click.echo("itchflow: interrupted", err=True)
+        sys.exit(130)
+
+
+def _serve(server, store, path, session, max_seconds, t0):
+    """Serve until max_seconds, Ctrl-C or an error of the server's thread; the counters are
+    printed however it ends. Returns (interrupted, the error that stopped it)."""
+    import time
+
+    interrupted, stopped = False, None
     try:
         server.start()
         click.echo(f"serving {store.messages:,} messages of {path} as session {session} on "
@@ -507,11 +523,7 @@ def soup_serve(path, port, host, user, password, session, cut_after, stall_after
     finally:   # the counters also when SIGTERM ends it (systemd, docker stop, timeout)
         server.stop()
         click.echo(json.dumps(server.counters.__dict__), err=True)
-    if stopped is not None:
-        _fail(stopped)
-    if interrupted:
-        click.echo("itchflow: interrupted", err=True)
-        sys.exit(130)
+    return interrupted, stopped
 
 
 @soup.command("fetch")
