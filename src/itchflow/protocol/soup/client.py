@@ -11,7 +11,6 @@ from itchflow.protocol.soup.events import (
     EndOfSession,
     LoginAccepted,
     LoginRejected,
-    LoginTimeout,
     ProtocolError,
     SequencedData,
     SequenceMismatch,
@@ -58,12 +57,9 @@ class SoupClient(Stream):
                  sequence: int = 1, now_ns: int = 0, out_capacity: int = 1 << 20,
                  heartbeat_ns: int = HEARTBEAT_INTERVAL_NS, dead_link_ns: int = DEAD_LINK_NS,
                  max_skip: int = 1 << 40, login_timeout_ns: int | None = None):
-        super().__init__(now_ns, heartbeat_ns, dead_link_ns)
-        # The login must be answered (accepted or rejected) within this; heartbeats and Debug
-        # packets do not answer it (a server that sent only heartbeats held a client for as long
-        # as it liked: probe 22). Default: the dead-link time.
-        self.login_timeout_ns = dead_link_ns if login_timeout_ns is None else int(login_timeout_ns)
-        self.opened_ns = now_ns
+        # the login's time-out: a server that answered it with heartbeats only held the client as
+        # long as it liked (probe 22)
+        super().__init__(now_ns, heartbeat_ns, dead_link_ns, login_timeout_ns)
         self._at = 0   # stream offset of the packet being handled (its errors name it)
         if not 0 <= sequence <= MAX_SEQUENCE:
             raise ValueError(f"sequence {sequence} is out of range (0 to {MAX_SEQUENCE})")
@@ -72,7 +68,6 @@ class SoupClient(Stream):
         self.requested = sequence
         self.next_sequence = sequence
         self.max_skip = int(max_skip)
-        self.logged_in = False
         self.ended = False
         self.rejected: LoginRejected | None = None
         self.mismatch: SequenceMismatch | None = None
@@ -82,9 +77,6 @@ class SoupClient(Stream):
         self._send(encode(LOGIN_REQUEST, username=username, password=password, session=self.session,
                           sequence=sequence), now_ns)
 
-    def ready_for_heartbeat(self) -> bool:
-        return self.logged_in
-
     def logout(self, now_ns: int) -> None:
         if not self.closed:
             self._send(packet(LOGOUT), now_ns)
@@ -92,18 +84,8 @@ class SoupClient(Stream):
 
     def tick(self, now_ns: int) -> list:
         events: list = []
-        if not self.closed and not self.logged_in and now_ns - self.opened_ns >= self.login_timeout_ns:
-            self.closed = True
-            events.append(LoginTimeout(now_ns - self.opened_ns))
-            return events
         self._timers(now_ns, events)
         return events
-
-    def next_deadline(self) -> int | None:
-        d = super().next_deadline()
-        if d is not None and not self.logged_in:
-            d = min(d, self.opened_ns + self.login_timeout_ns)
-        return d
 
     def receive_data(self, data, now_ns: int) -> list:
         """Bytes from the server (b'' means it closed the connection)."""

@@ -12,7 +12,6 @@ from itchflow.protocol.soup.events import (
     Debug,
     LoggedOut,
     LoginRequest,
-    LoginTimeout,
     LogoutTimeout,
     ProtocolError,
     Unsequenced,
@@ -49,30 +48,20 @@ class SoupServerSession(Stream):
     def __init__(self, store: MessageStore, session: str | bytes, credentials: dict, *, now_ns: int = 0,
                  chunk_bytes: int = 1 << 16, heartbeat_ns: int = HEARTBEAT_INTERVAL_NS,
                  dead_link_ns: int = DEAD_LINK_NS, login_timeout_ns: int = LOGIN_TIMEOUT_NS):
-        super().__init__(now_ns, heartbeat_ns, dead_link_ns)
+        super().__init__(now_ns, heartbeat_ns, dead_link_ns, login_timeout_ns)
         self.store = store
         name = session.encode() if isinstance(session, str) else bytes(session)
         self.session = name[:SESSION_SIZE].strip(b" ")   # as decode reads it (padding either side)
         self.credentials = {(u.encode() if isinstance(u, str) else u): (p.encode() if isinstance(p, str) else p)
                             for u, p in credentials.items()}
-        self.logged_in = False
         self.next_sequence = 1
         self._pos = 0
         self.end_sent = False
         self.end_sent_ns = 0
-        self.opened_ns = now_ns
-        self.login_timeout_ns = login_timeout_ns
         self._chunk = np.zeros(chunk_bytes, np.uint8)
-
-    def ready_for_heartbeat(self) -> bool:
-        return self.logged_in
 
     def tick(self, now_ns: int) -> list:
         events: list = []
-        if not self.closed and not self.logged_in and now_ns - self.opened_ns >= self.login_timeout_ns:
-            self.closed = True
-            events.append(LoginTimeout(now_ns - self.opened_ns))
-            return events
         if not self.closed and self.end_sent and now_ns - self.end_sent_ns >= self.login_timeout_ns:
             self.closed = True
             events.append(LogoutTimeout(now_ns - self.end_sent_ns))
@@ -82,8 +71,6 @@ class SoupServerSession(Stream):
 
     def next_deadline(self) -> int | None:
         d = super().next_deadline()
-        if d is not None and not self.logged_in:
-            d = min(d, self.opened_ns + self.login_timeout_ns)
         if d is not None and self.end_sent:
             d = min(d, self.end_sent_ns + self.login_timeout_ns)
         return d

@@ -1,11 +1,11 @@
 """What client and server connections share: the inbound byte buffer, outbound bytes, and
-the heartbeat and dead-link clocks (sans-I/O: time is given)."""
+the login, heartbeat and dead-link clocks (sans-I/O: time is given)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from itchflow.protocol.soup.events import DeadLink, SoupStats
+from itchflow.protocol.soup.events import DeadLink, LoginTimeout, SoupStats
 from itchflow.wire.soupbintcp import LENGTH_SIZE, packet
 
 HEARTBEAT_INTERVAL_NS = 1_000_000_000     # send a heartbeat after 1 s without sending
@@ -15,9 +15,16 @@ DEAD_LINK_NS = 15_000_000_000             # 15 s without a whole packet received
 class Stream:
     heartbeat_type = b""
 
-    def __init__(self, now_ns: int, heartbeat_ns: int = HEARTBEAT_INTERVAL_NS, dead_link_ns: int = DEAD_LINK_NS):
+    def __init__(self, now_ns: int, heartbeat_ns: int = HEARTBEAT_INTERVAL_NS, dead_link_ns: int = DEAD_LINK_NS,
+                 login_timeout_ns: int | None = None):
         self.heartbeat_ns = heartbeat_ns
         self.dead_link_ns = dead_link_ns
+        # Either side's login is over (accepted or rejected) within this, or the connection is
+        # closed (LoginTimeout): heartbeats and Debug packets are no answer to it. Default: the
+        # dead-link time.
+        self.login_timeout_ns = dead_link_ns if login_timeout_ns is None else int(login_timeout_ns)
+        self.opened_ns = now_ns
+        self.logged_in = False
         self._in = np.zeros(1 << 16, np.uint8)
         self._in_len = 0
         self._consumed = 0          # bytes of the stream consumed before _in[0]
@@ -87,6 +94,10 @@ class Stream:
     def _timers(self, now_ns: int, events: list) -> None:
         if self.closed:
             return
+        if not self.logged_in and now_ns - self.opened_ns >= self.login_timeout_ns:
+            self.closed = True
+            events.append(LoginTimeout(now_ns - self.opened_ns))
+            return
         if now_ns - self.last_received >= self.dead_link_ns:
             self.closed = True
             events.append(DeadLink(now_ns - self.last_received))
@@ -96,9 +107,10 @@ class Stream:
             self._send(packet(self.heartbeat_type), now_ns)
 
     def ready_for_heartbeat(self) -> bool:
-        return True
+        return self.logged_in
 
     def next_deadline(self) -> int | None:
         if self.closed:
             return None
-        return min(self.last_received + self.dead_link_ns, self.last_sent + self.heartbeat_ns)
+        d = min(self.last_received + self.dead_link_ns, self.last_sent + self.heartbeat_ns)
+        return d if self.logged_in else min(d, self.opened_ns + self.login_timeout_ns)
