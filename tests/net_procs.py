@@ -1,13 +1,16 @@
 """Helpers for tests that run itchflow network commands as subprocesses: start a command,
-wait for the line that says it is ready (not a sleep), interrupt it like Ctrl-C."""
+wait for the line that says it is ready (not a sleep), interrupt it like Ctrl-C; and a
+one-connection TCP peer of a test's own making."""
 
 from __future__ import annotations
 
 import os
 import re
 import select
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -57,3 +60,26 @@ def kill_if_running(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         proc.kill()
         proc.wait()
+
+
+def one_connection_server(talk) -> tuple[tuple[str, int], threading.Thread]:
+    """A TCP server on 127.0.0.1 for one connection: it reads the client's first bytes (its
+    login) and hands the connection to ``talk(conn)``; then closes it and the listening socket.
+    Returns (its address, its thread)."""
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(1)
+    address = ls.getsockname()
+
+    def run():
+        try:
+            conn, _ = ls.accept()
+            with conn:
+                conn.recv(1024)
+                talk(conn)
+        finally:
+            ls.close()
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return address, t

@@ -12,7 +12,7 @@ import socket
 
 import pytest
 
-from net_procs import finish, start, wait_for_line
+from net_procs import finish, one_connection_server, start, wait_for_line
 from test_net_loopback import synthetic_day
 
 pytestmark = pytest.mark.timeout(120)
@@ -73,37 +73,29 @@ def test_soup_fetch_prints_its_report_on_ctrl_c():
 
     from itchflow.wire.soupbintcp import CLIENT_HEARTBEAT, LOGIN_ACCEPTED, SEQUENCED, packet
 
-    ls = socket.socket()
-    ls.bind(("127.0.0.1", 0))
-    ls.listen(1)
     heard = threading.Event()
 
-    def serve():
-        conn, _ = ls.accept()
-        with conn:
-            conn.recv(1024)
-            conn.sendall(packet(LOGIN_ACCEPTED, b"INT".ljust(10) + b"1".rjust(20))
-                         + b"".join(packet(SEQUENCED, b"z" + bytes(5)) for _ in range(10)))  # "z": no ITCH type
-            conn.settimeout(30)
-            try:
-                while True:
-                    data = conn.recv(1024)
-                    if not data:
-                        break
-                    if packet(CLIENT_HEARTBEAT) in data:
-                        heard.set()
-            except OSError:
-                pass
+    def talk(conn):
+        conn.sendall(packet(LOGIN_ACCEPTED, b"INT".ljust(10) + b"1".rjust(20))
+                     + b"".join(packet(SEQUENCED, b"z" + bytes(5)) for _ in range(10)))  # "z": no ITCH type
+        conn.settimeout(30)
+        try:
+            while True:
+                data = conn.recv(1024)
+                if not data:
+                    break
+                if packet(CLIENT_HEARTBEAT) in data:
+                    heard.set()
+        except OSError:
+            pass
 
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
+    (_, port), t = one_connection_server(talk)
     try:
-        proc = start(["soup", "fetch", "127.0.0.1:%d" % ls.getsockname()[1], "--user", "u", "--password", "p",
+        proc = start(["soup", "fetch", "127.0.0.1:%d" % port, "--user", "u", "--password", "p",
                       "--json", "--dead-link", "60"])
         assert heard.wait(60), "the client never got going"
         out, _ = _interrupt(proc)
     finally:
-        ls.close()
         t.join(10)
     report = json.loads(out)
     assert report["interrupted"] and report["messages"] == 10 and not report["ended"]

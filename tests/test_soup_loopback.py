@@ -319,32 +319,21 @@ def test_a_connection_past_the_cap_with_every_one_logged_in_is_refused_and_named
 def _fake_server(accept_sequence: int, first_message: int, messages: list[bytes]):
     """A one-connection SoupBinTCP server that answers any login with Login Accepted at
     ``accept_sequence`` and sends ``messages`` (numbered from ``first_message``), then Z."""
-    import socket
-    import threading
+    from net_procs import one_connection_server
 
     from itchflow.wire.soupbintcp import END_OF_SESSION, LOGIN_ACCEPTED, SEQUENCED, packet
 
-    ls = socket.socket()
-    ls.bind(("127.0.0.1", 0))
-    ls.listen(1)
-
-    def run():
-        conn, _ = ls.accept()
-        with conn:
-            conn.recv(1024)
-            acc = packet(LOGIN_ACCEPTED, b"FAKE".ljust(10) + str(accept_sequence).encode().rjust(20))
-            conn.sendall(acc + b"".join(packet(SEQUENCED, m) for m in messages) + packet(END_OF_SESSION))
-            conn.settimeout(5)
-            try:
-                while conn.recv(1024):
-                    pass
-            except OSError:
+    def talk(conn):
+        acc = packet(LOGIN_ACCEPTED, b"FAKE".ljust(10) + str(accept_sequence).encode().rjust(20))
+        conn.sendall(acc + b"".join(packet(SEQUENCED, m) for m in messages) + packet(END_OF_SESSION))
+        conn.settimeout(5)
+        try:
+            while conn.recv(1024):
                 pass
-        ls.close()
+        except OSError:
+            pass
 
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    return ls.getsockname(), t
+    return one_connection_server(talk)
 
 
 def test_fetch_skips_and_counts_what_an_earlier_login_accepted_repeats():
@@ -406,30 +395,23 @@ def test_run_pipeline_stops_with_an_error_on_an_absurd_login_accepted():
 def test_fetch_from_a_server_that_answers_the_login_with_heartbeats_only_ends_in_time():
     """probe 22: heartbeats before Login Accepted kept the link alive: such a server held the
     fetch as long as it liked (25 s with --dead-link 2, for ever if it never closed)."""
-    import socket
     import threading
+
+    from net_procs import one_connection_server
 
     from itchflow.sources.soup_sockets import fetch
     from itchflow.wire.soupbintcp import SERVER_HEARTBEAT, packet
 
-    ls = socket.socket()
-    ls.bind(("127.0.0.1", 0))
-    ls.listen(1)
     done = threading.Event()
 
-    def run():
-        conn, _ = ls.accept()
-        with conn:
-            conn.recv(1024)
-            while not done.wait(0.1):
-                try:
-                    conn.sendall(packet(SERVER_HEARTBEAT))
-                except OSError:
-                    return
+    def talk(conn):
+        while not done.wait(0.1):
+            try:
+                conn.sendall(packet(SERVER_HEARTBEAT))
+            except OSError:
+                return
 
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    host, port = ls.getsockname()
+    (host, port), t = one_connection_server(talk)
     try:
         t0 = time.monotonic()
         res = fetch(host, port, "u", "p", None, dead_link_s=1.0, max_reconnects=0, max_seconds=30)
@@ -437,7 +419,6 @@ def test_fetch_from_a_server_that_answers_the_login_with_heartbeats_only_ends_in
     finally:
         done.set()
         t.join(5)
-        ls.close()
     assert took < 5 and not res.ended and res.login_timeouts == 1, (took, res)
     assert res.errors[0].startswith(f"{host}:{port}: no answer to the login (accepted or rejected) in 1.0 s")
     assert res.errors[-1] == "the connection ended (no reconnects allowed)"

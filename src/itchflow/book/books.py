@@ -638,6 +638,28 @@ def sequence_at(runs: SequenceRuns | None, place: int) -> int:
     return int(place) if runs is None else int(runs.numbers(place))
 
 
+def anomalies_of(books, symbols, others_broadcast: bool = True) -> tuple[dict[str, int], int]:
+    """(by kind, in ``ANOMALIES``' order, the anomalies of the stocks of ``symbols``: symbols or
+    locates; one these books do not have, or that two locates share, has none here; the other
+    stocks' total). others_broadcast=False leaves the other stocks' ``BROADCAST_ANOMALIES`` out
+    of that total: every shard of a split day counts those in full, so shard 0's are the day's.
+    Books and ShardedBooks alike (``locate``, ``anomalies_by_stock``)."""
+    chosen = set()
+    for s in symbols:
+        try:
+            chosen.add(books.locate(s))
+        except KeyError:
+            pass
+    mine, other = {}, 0
+    for loc, kinds in books.anomalies_by_stock().items():
+        for k, v in kinds.items():
+            if loc in chosen:
+                mine[k] = mine.get(k, 0) + v
+            elif others_broadcast or k not in L.BROADCAST_ANOMALIES:
+                other += v
+    return {k: mine[k] for k in L.ANOMALIES if k in mine}, other
+
+
 class SymbolLocates(dict):
     """``Books.symbols``: a dict of symbol -> locate whose missing keys say why (``locate``'s
     KeyError: no R for it, or two locates)."""

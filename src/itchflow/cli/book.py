@@ -8,7 +8,7 @@ import subprocess
 import click
 
 from itchflow.cli import bench, main
-from itchflow.cli.decode import fail
+from itchflow.cli.decode import fail, warn_unknown_types
 from itchflow.cli.params import (
     IMAGE, PARQUET, RUNS, SECONDS, SEED, STOCKS, THREADS, TIMES, TIME_TEXT, Count, symbols_option,
 )
@@ -86,15 +86,9 @@ def losses(books, capture: dict, symbols=None) -> dict:
     if symbols is None:
         an = {k: v for k, v in books.anomalies().items() if v}
     else:
-        chosen = {_locate_of(books, s) for s in symbols}
-        an, other = {}, 0
-        for loc, kinds in books.anomalies_by_stock().items():
-            if loc in chosen:
-                for k, v in kinds.items():
-                    an[k] = an.get(k, 0) + v
-            else:
-                other += sum(kinds.values())
-        an = {k: an[k] for k in books.anomalies() if k in an}   # in the kinds' order, as for all stocks
+        from itchflow.book.books import anomalies_of
+
+        an, other = anomalies_of(books, symbols)
         if other:
             out["other_stocks_anomalies"] = other
     if an:
@@ -105,13 +99,6 @@ def losses(books, capture: dict, symbols=None) -> dict:
     if lost:
         out["capture"] = lost
     return out
-
-
-def _locate_of(books, symbol) -> int:
-    try:
-        return books.locate(symbol)
-    except KeyError:   # a symbol two locates share: its anomalies are not told apart
-        return -1
 
 
 def report_losses(books, capture: dict, consequence: str = ": the books are built without them",
@@ -133,11 +120,6 @@ def report_losses(books, capture: dict, consequence: str = ": the books are buil
                    "(not in this output)", err=True)
     if "unknown_types" in found:
         warn_unknown_types(found["unknown_types"])
-
-
-def warn_unknown_types(n: int) -> None:
-    if n:
-        click.echo(f"itchflow: warning: {n:,} messages of unknown types skipped", err=True)
 
 
 def _print_book(books, loc, bids, asks, ts) -> None:

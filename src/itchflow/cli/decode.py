@@ -42,6 +42,12 @@ def cut_packet(capture: dict) -> str:
     return f" (the file ends inside packet {cut:,}, not read)" if cut else ""
 
 
+def warn_unknown_types(n: int) -> None:
+    """One line on stderr when messages of unknown types were skipped (every command says it so)."""
+    if n:
+        click.echo(f"itchflow: warning: {n:,} messages of unknown types skipped", err=True)
+
+
 def warn_capture(capture: dict, consequence: str, path=None) -> None:
     """One stderr line when a capture lost something: its losses, then ``consequence`` (what
     the output is therefore, with its own separator), naming ``path`` when given."""
@@ -140,8 +146,7 @@ def decode(path: str, types: str, symbol: str | None, out: str, chunk: int, quie
         fail(e)
     click.echo(f"wrote {writer.rows:,} rows ({', '.join(f'{c}={n:,}' for c, n in writer.rows_by_type.items())}) "
                f"from {writer.messages_read:,} messages to {out}")
-    if unknown:   # as bbo, trades, bars and book say it (probe 24: decode alone said nothing)
-        click.echo(f"itchflow: warning: {unknown:,} messages of unknown types skipped", err=True)
+    warn_unknown_types(unknown)   # as bbo, trades, bars and book say it (probe 24: decode alone said nothing)
 
 
 @bench.command("decode")

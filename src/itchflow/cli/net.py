@@ -296,9 +296,10 @@ def listen(line_a, line_b, rerequest, out, ring_name, engine, ifname, queue, cpu
     _warn_engine(res.engine, res.engine_stats or {})
     _exit_if_interrupted(res)
     if res.end_contradicted:
-        click.echo(f"itchflow: the end of session at sequence {res.end_sequence:,} was contradicted by "
-                   f"{res.end_contradicted:,} packets of the session past it (sent early, or spoofed?): the "
-                   "stream may be cut short", err=True)
+        from itchflow.sources.udp import contradicted_end
+
+        click.echo(f"itchflow: {contradicted_end(res.end_sequence, res.end_contradicted)}: the stream may be cut "
+                   "short", err=True)
         sys.exit(2)
     if not res.finished:
         click.echo("itchflow: listen stopped before the end of session was seen and filled", err=True)

@@ -8,8 +8,8 @@ from pathlib import Path
 import click
 
 from itchflow.cli import main
-from itchflow.cli.book import report_losses, warn_unknown_types
-from itchflow.cli.decode import fail, warn_capture
+from itchflow.cli.book import report_losses
+from itchflow.cli.decode import fail, warn_capture, warn_unknown_types
 from itchflow.cli.params import IMAGE, INTERVAL, TIME_TEXT, symbols_option, table_path
 from itchflow.cli.progress import progress_total
 

@@ -149,9 +149,10 @@ def live_exit_status(r) -> tuple[int, str]:
     if stream == "lost messages":
         return 3, "the ring's producer lost messages on the way (given up on, or missing): the books have holes"
     if p.get("end_contradicted"):
-        return 2, (f"the mold session's end of session at sequence {p.get('end_sequence') or 0:,} was contradicted "
-                   f"by {p['end_contradicted']:,} packets of the session past it (sent early, or spoofed?): the books "
-                   "may cover part of it")
+        from itchflow.sources.udp import contradicted_end
+
+        return 2, f"the mold session: {contradicted_end(p.get('end_sequence'), p['end_contradicted'])}: the books " \
+                  "may cover part of it"
     for kind in ("mold", "soup"):
         if kind in p and not (p.get("finished") if kind == "mold" else p[kind].get("ended")):
             return 2, f"the {kind} session stopped before its end of session: the books cover part of it"

@@ -131,31 +131,15 @@ def _book_counts(books, symbols=None, shard: int = 0) -> dict:
     anomalies are their stocks', and the others' a total (``other_stocks_anomalies``; the
     kinds every shard counts in full, BROADCAST_ANOMALIES, from shard 0 only), as the
     single-file commands say them."""
-    from itchflow.book.layout import BROADCAST_ANOMALIES
-    from itchflow.wire.itch import MESSAGES
+    from itchflow.book.books import anomalies_of
+    from itchflow.wire.itch import known_by_type
 
-    tc = books.type_counts
-    by_type = {c: int(tc[m.code_byte]) for c, m in MESSAGES.items() if tc[m.code_byte]}
-    out = {"messages": books.messages + books.unknown_types, "by_type": by_type,
+    out = {"messages": books.messages + books.unknown_types, "by_type": known_by_type(books.type_counts),
            "unknown_by_type": books.unknown_by_type}
     if not symbols:
         out["anomalies"] = {k: v for k, v in books.anomalies().items() if v}
         return out
-    chosen = set()
-    for s in symbols:
-        try:
-            chosen.add(books.locate(s))
-        except KeyError:   # not in this day or shard (or two locates share it)
-            pass
-    an, other = {}, 0
-    for loc, kinds in books.anomalies_by_stock().items():
-        for k, v in kinds.items():
-            if loc in chosen:
-                an[k] = an.get(k, 0) + v
-            elif shard == 0 or k not in BROADCAST_ANOMALIES:
-                other += v
-    out["anomalies"] = an
-    out["other_stocks_anomalies"] = other
+    out["anomalies"], out["other_stocks_anomalies"] = anomalies_of(books, symbols, others_broadcast=shard == 0)
     return out
 
 

@@ -21,7 +21,7 @@ from itchflow.scale.layout import Layout, clear_temps, publish, temp_name
 from itchflow.sinks.output import NamedWrites
 from itchflow.wire import shard as S
 from itchflow.wire.binaryfile import STATUS_TEXT, describe
-from itchflow.wire.itch import LENGTH_BY_BYTE, MESSAGES, unknown_by_type
+from itchflow.wire.itch import LENGTH_BY_BYTE, MESSAGES, known_by_type, unknown_by_type
 
 ROW_BYTES = 4 << 20                               # per-shard buffer between flushes
 SPLIT_ROW_BUDGET = 256 << 20   # all shards' buffers together: many shards get smaller rows (4 MiB
@@ -145,8 +145,7 @@ def split_day(source: str, root: str, day: str, shards: int, broadcast: str,
         publish(ta, fa)
         publish(tb, fb)
     publish(map_tmp, lay.map_file(day))
-    known = {c: int(counts[m.code_byte]) for c, m in MESSAGES.items() if counts[m.code_byte]}
-    unknown = unknown_by_type(counts)
+    known, unknown = known_by_type(counts), unknown_by_type(counts)
     first, last = int(state[S.S_FIRST_TS]), int(state[S.S_LAST_TS])
     return {"day": day, "source": source, "shards": shards, "broadcast": broadcast, "map": how,
             "messages": int(state[S.S_MESSAGES]), "by_type": known, "unknown_by_type": unknown,

@@ -290,6 +290,12 @@ class ListenResult:
 END_LINGER_S = 1.0   # after the end of session, how long packets past it are watched for
 
 
+def contradicted_end(end_sequence: int | None, packets: int) -> str:
+    """What ``listen`` and ``run`` say of an end of session packets past it contradicted."""
+    return (f"the end of session at sequence {end_sequence or 0:,} was contradicted by {packets:,} packets of "
+            "the session past it (sent early, or spoofed?)")
+
+
 def listen(line_a: tuple[str, int], line_b: tuple[str, int] | None, rerequest: tuple[str, int] | None,
            out, *, engine: str = "recvmmsg", session: bytes | str | None = None,
            start_sequence: int | None = 1, idle_timeout: float = 10.0, max_seconds: float | None = None,

@@ -294,6 +294,12 @@ def type_key(byte: int) -> str:
     return chr(byte) if 32 < byte < 127 else f"0x{byte:02x}"
 
 
+def known_by_type(counts: np.ndarray) -> dict[str, int]:
+    """{letter: count} of the ITCH 5.0 types counted in a 256-entry count by type byte (the
+    ones with none left out; ``unknown_by_type`` has the other bytes)."""
+    return {c: int(counts[m.code_byte]) for c, m in MESSAGES.items() if counts[m.code_byte]}
+
+
 def unknown_by_type(counts: np.ndarray) -> dict[str, int]:
     """{type_key: count} of the unknown type bytes in a 256-entry count by type byte."""
     idx = np.flatnonzero((np.asarray(counts) > 0) & (LENGTH_BY_BYTE == 0))
