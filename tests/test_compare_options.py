@@ -109,3 +109,82 @@ def test_pictures_that_fail_after_the_run_come_after_the_report(runs, tmp_path, 
         assert "itchflow compare" in r.stdout and "in-process" in r.stdout
     assert "--plot" in r.stderr and "No space left on device" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_net_veth_that_cannot_be_had_is_a_usage_error_before_the_day(runs, monkeypatch):
+    """--net veth without root generated the day, then ended in a traceback (NotRun was no
+    error the command caught: probe 27). It is refused first, naming the option and why."""
+    import itchflow.compare.net as net
+
+    monkeypatch.setattr(net, "veth_unavailable", lambda: "network namespaces need root (run as root for the veth rows)")
+    r = _compare("--net", "veth", "--paths", "inprocess,udp_recv")
+    assert r.exit_code == 2 and "--net" in r.output and "need root" in r.output, r.output
+    assert "Traceback" not in r.output and "generating" not in r.output and runs == []
+    # rows that need no network: --net is not asked for anything, the run goes on
+    assert _compare("--net", "veth", "--paths", "inprocess,ring_threads").exit_code == 0
+    assert issubclass(net.NotRun, RuntimeError)   # the command's errors: a caller asking outright
+
+
+@pytest.mark.parametrize("status, books_equal, code", [
+    ("failed", None, 1), ("ok", False, 1), ("not run", None, 0), ("ok", True, 0)])
+def test_a_failed_row_or_unequal_books_is_the_exit_status(monkeypatch, status, books_equal, code):
+    """A row whose child was killed failed, and compare still exited 0 (probe 27): a script
+    could not tell. A row that could not run here is no failure."""
+    def fake_run_compare(**kw):
+        base = Row("inprocess", messages=kw["messages"], packets=0, seconds=0.01, cpu_ns=1_000_000, books_equal=True)
+        other = Row("ring_threads", status=status, reason="compare-x (pid 1) was killed by SIGKILL" if status != "ok"
+                    else "", messages=kw["messages"], packets=3, seconds=0.01, cpu_ns=1_000_000,
+                    books_equal=books_equal)
+        return CompareReport(machine={"cpu": "test"}, terms={"messages": kw["messages"]}, rows=[base, other])
+
+    monkeypatch.setattr(itchflow.compare, "run_compare", fake_run_compare)
+    r = _compare("--paths", "ring_threads")
+    assert r.exit_code == code, r.output
+    if code:
+        assert "ring_threads" in r.output.splitlines()[-1]
+
+
+def test_af_xdp_on_loopback_says_why_it_did_not_run(monkeypatch):
+    """--net loopback: the reason ended in an empty "...between namespaces only: " (probe 27)."""
+    import itchflow.compare.net as net
+
+    monkeypatch.setattr(net.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(net, "xdp_module", lambda: object())
+    why = net._why_not("af_xdp", net.open_lab("loopback"))
+    assert why.endswith("between namespaces only: --net loopback was asked for"), why
+
+
+def test_the_packet_columns_say_what_a_packet_is():
+    """The in-process row has no packets (it showed 0.2 k pkt/s and 3 syscalls a "packet": the
+    whole file); the ring and tail rows' packets are records and pieces, not datagrams."""
+    import io
+
+    from rich.console import Console
+
+    from itchflow.compare.render import print_report
+
+    rows = [Row("inprocess", messages=100, seconds=0.01, cpu_ns=1_000_000, books_equal=True),
+            Row("ring_threads", messages=100, packets=2, seconds=0.01, cpu_ns=1_000_000, books_equal=True),
+            Row("udp_recv", messages=100, packets=9, seconds=0.01, cpu_ns=1_000_000, books_equal=True)]
+    out = io.StringIO()
+    print_report(CompareReport(machine={"cpu": "test"}, terms={"messages": 100}, rows=rows),
+                 Console(file=out, width=400))
+    text = out.getvalue()
+    line = next(x for x in text.splitlines() if x.startswith("in-process"))
+    cells = [c.strip() for c in line.split("│")]
+    assert cells[2] == "-" and cells[6] == "-", line      # k pkt/s, syscalls/pkt
+    assert "pkt: a ring record for ring_threads; a datagram for udp_recv" in text
+
+
+def test_publish_payload_bound_is_the_feeds():
+    from itchflow.cli.net import MIN_PAYLOAD
+    from itchflow.protocol.mold.feed import MIN_PAYLOAD as FEED_MIN, MoldFeed
+
+    assert MIN_PAYLOAD == FEED_MIN
+    r = CliRunner().invoke(main, ["publish", "--payload", str(MIN_PAYLOAD - 1), "x.itch"])
+    assert r.exit_code == 2 and f"{MIN_PAYLOAD}<=x" in r.output, r.output
+    import numpy as np
+
+    with pytest.raises(ValueError, match=f"at least {MIN_PAYLOAD}"):
+        MoldFeed(np.zeros(0, np.uint8), b"S", MIN_PAYLOAD - 1)
+    MoldFeed(np.zeros(0, np.uint8), b"S", MIN_PAYLOAD)

@@ -174,3 +174,50 @@ def test_the_day_folders_of_dead_runs_are_removed_and_live_runs_keep_theirs(tmp_
         live.kill()
         live.wait()
     assert remove_stale_folders(str(tmp_path)) == [str(live_dir)]
+
+
+def _die(how: str, conn) -> None:
+    if how == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    conn.close()
+    os._exit(3)
+
+
+@pytest.mark.parametrize("how, said", [("kill", "was killed by SIGKILL"), ("exit", "exited with status 3")])
+def test_a_child_that_dies_is_named_with_how_it_ended(how, said):
+    """A child of a row killed or ended: the row's reason was a bare "EOFError:
+    (connection.py:399)" or "BrokenPipeError", naming neither the child nor the signal (probe 27)."""
+    day = _Day()
+    peer = _Peer(day, _die, (how,), "test-peer-dies")
+    try:
+        with pytest.raises(RuntimeError) as e:
+            peer.expect("ready", 30)
+        assert "test-peer-dies" in str(e.value) and said in str(e.value) and "'ready'" in str(e.value)
+        with pytest.raises(RuntimeError) as e:
+            for _ in range(100):          # the pipe's buffer can take a few before it breaks
+                peer.send(("go", b"x" * 65536))
+        assert "test-peer-dies" in str(e.value) and said in str(e.value)
+    finally:
+        _kill([p.pid for p in day.procs if p.is_alive()])
+        for p in day.procs:
+            p.join(5)
+
+
+def test_the_next_run_removes_the_rings_a_killed_comparison_left(tmp_path, monkeypatch):
+    """A SIGKILLed compare left its 16 MiB ring in /dev/shm; the next run removed the
+    namespaces and the folder, never the ring (probe 27)."""
+    from itchflow.compare.run import remove_left_behind
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    left = tmp_path / f"itchflow.compare-{dead}-hybrid-3.ring"
+    code = ("import sys; from itchflow.ring import Ring; "
+            "Ring.create(sys.argv[1], 1 << 16, heartbeat_timeout=0.01, keep=True)")
+    subprocess.run([sys.executable, "-c", code, str(left)], check=True, env={**os.environ, "PYTHONPATH": SRC})
+    mine = tmp_path / f"itchflow.compare-{os.getpid()}-hybrid-1.ring"
+    mine.write_bytes(b"")
+    folder = tmp_path / f"itchflow-compare-{dead}-abc"
+    folder.mkdir()
+    removed = remove_left_behind(str(tmp_path), str(tmp_path))
+    assert removed == [str(folder), left.name]
+    assert not left.exists() and not folder.exists() and mine.exists()

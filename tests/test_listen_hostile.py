@@ -347,3 +347,44 @@ def test_a_ring_whose_producer_is_alive_is_an_error_line_not_a_traceback(ring_pa
         assert "Traceback" not in res.output
     finally:
         os.unlink(ring_path)
+
+
+@pytest.mark.parametrize("engine", ["recv", "recvmmsg"])
+def test_datagrams_the_full_socket_turned_away_are_counted(engine):
+    """A feed that overflows the line socket's buffer before the listener reads: the kernel
+    drops datagrams there, and listen said only that the session did not reach its end (probe
+    27: 7% of a day gone, lost 0). Its engine_stats now carry the kernel's count, and the
+    command says it."""
+    from itchflow.cli.net import engine_notes
+    from itchflow.sources.udp import open_receiver, socket_drops
+
+    a = open_receiver("127.0.0.1", 0)
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)   # the kernel's least: a few datagrams
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sent = 500
+    try:
+        for first in range(1, sent * 4, 4):
+            tx.sendto(packet(first, 4), a.getsockname())
+        dropped = socket_drops([a])
+        assert 0 < dropped < sent
+        t, box, out = _listen_in_thread(sockets=[a], idle_timeout=0.5, max_seconds=30, engine=engine)
+        t.join(60)
+        assert not t.is_alive()
+    finally:
+        tx.close()
+        a.close()
+    res = box["res"]
+    assert res.stats["packets"] + res.engine_stats["socket_drops"] == sent
+    assert res.engine_stats["socket_drops"] == dropped
+    assert any(f"dropped {dropped:,} datagrams at the UDP sockets" in line for line in engine_notes(res.engine_stats))
+
+
+def test_socket_drops_of_closed_or_quiet_sockets_are_zero():
+    from itchflow.sources.udp import open_receiver, socket_drops
+
+    a = open_receiver("127.0.0.1", 0)
+    try:
+        assert socket_drops([a]) == 0
+    finally:
+        a.close()
+    assert socket_drops([a]) == 0 and socket_drops([]) == 0

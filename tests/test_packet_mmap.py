@@ -167,3 +167,22 @@ def test_the_walk_gives_each_datagram_its_sender_as_recvmmsg_does(ring_and_port)
     finally:
         for s in senders:
             s.close()
+
+
+def test_a_missing_interface_or_privilege_is_said_in_words(monkeypatch):
+    """listen --engine tpacket said "[Errno 19] packet ring on 'nope0': No such device" and, as
+    non-root, "[Errno 1] Operation not permitted" (probe 27), where the xdp engine names the
+    interface and the capability."""
+    from itchflow.sources.tpacket import TPacketV3
+
+    with pytest.raises(OSError) as e:
+        TPacketV3("nope0")
+    assert str(e.value) == "packet ring on 'nope0': no interface of that name (in this network namespace)"
+
+    def refused(*a, **k):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(socket, "socket", refused)
+    with pytest.raises(PermissionError) as e:
+        TPacketV3("lo")
+    assert "CAP_NET_RAW" in str(e.value) and "Errno" not in str(e.value)

@@ -50,7 +50,10 @@ def _path_keys(ctx, param, text: str | None) -> list[str] | None:
 @click.option("--markdown", is_flag=True, help="Also print the table in Markdown (for the README).")
 def compare_command(messages, rate, paced_seconds, paths, net, seed, stocks, no_perf, as_json, plot_dir,
                     markdown) -> None:
-    """Send one generated day through every ingestion path into the same books; measure each."""
+    """Send one generated day through every ingestion path into the same books; measure each.
+
+    Exit status 1 when a row failed or its books differ from the baseline's (a row that could
+    not run here, with its reason, does not count), 130 when interrupted."""
     from itchflow.cli.progress import output_console
     from itchflow.compare import run_compare
     from itchflow.compare.render import markdown_table, print_report
@@ -58,6 +61,7 @@ def compare_command(messages, rate, paced_seconds, paths, net, seed, stocks, no_
     console = output_console()
     err = sys.stderr
     check_day_messages(messages, stocks=stocks)   # gen's bounds, before any work
+    _check_net(net, paths)
     done: list = []
 
     def on_row(row) -> None:
@@ -92,6 +96,8 @@ def compare_command(messages, rate, paced_seconds, paths, net, seed, stocks, no_
     except (OSError, ValueError, RuntimeError) as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(1)
+    if report.left_behind_removed and not as_json:
+        err.write(f"itchflow compare: removed what killed runs left: {', '.join(report.left_behind_removed)}\n")
     # the report first: a picture that cannot be drawn after all (the disk filled, the folder
     # went) must not lose the run
     if as_json:
@@ -110,6 +116,24 @@ def compare_command(messages, rate, paced_seconds, paths, net, seed, stocks, no_
             sys.exit(1)
         if not as_json:
             click.echo("pictures: " + ", ".join(files))
+    bad = report.failed_rows()
+    if bad:
+        click.echo("itchflow compare: " + "; ".join(bad), err=True)
+        sys.exit(1)
+
+
+def _check_net(net: str, paths: list[str] | None) -> None:
+    """--net veth asked outright for rows that need it: refuse now, not after the day is made,
+    when it cannot be had (not root, no namespace helper). --net auto says why in each row."""
+    from itchflow.compare import ORDER
+    from itchflow.compare.net import veth_unavailable
+    from itchflow.compare.paths import PATHS
+
+    if net != "veth" or not any(PATHS[k].family == "network" for k in (paths or ORDER)):
+        return
+    why = veth_unavailable()
+    if why is not None:
+        raise click.BadParameter(f"veth: {why}", param_hint="'--net'")
 
 
 def _check_plot_folder(folder: str) -> None:

@@ -15,6 +15,7 @@ from itchflow.cli.params import (
 )
 
 UDP_MAX_PAYLOAD = 65_535 - 20 - 8    # an IPv4 datagram's largest UDP payload
+MIN_PAYLOAD = 72   # protocol.mold.feed.MIN_PAYLOAD, not imported (Numba at start-up); a test holds them equal
 VETH_MAX_DATAGRAM = 1500 - 20 - 8   # the veth pair's MTU less the IPv4 and UDP headers
 
 
@@ -91,7 +92,7 @@ _BOUND = Endpoint("127.0.0.1")                            # where this process l
 @click.option("--rate", default="real", show_default=True,
               help="real (message timestamps), max (flat out) or N (N x real time).")
 @click.option("--pps", type=POSITIVE, help="Cap on packets per second per line.")
-@click.option("--payload", type=click.IntRange(max=UDP_MAX_PAYLOAD), default=1400, show_default=True,
+@click.option("--payload", type=click.IntRange(MIN_PAYLOAD, UDP_MAX_PAYLOAD), default=1400, show_default=True,
               help="Largest UDP payload, header included.")
 @click.option("--rerequest", type=Endpoint("0.0.0.0", fd_ok=True), metavar="[HOST:]PORT",
               help="Serve re-requests on this UDP port "
@@ -333,7 +334,13 @@ _REFUSED = ("rejected_frames", "ring_bad_length", "ring_bad_ip_checksum", "ring_
 
 
 def _warn_engine(engine: str, st: dict) -> None:
-    """Say what a tap engine (tpacket, xdp) lost or refused before the receiver saw it: the
+    for line in engine_notes(st):
+        click.echo(f"itchflow: {engine}: {line}", err=True)
+
+
+def engine_notes(st: dict) -> list[str]:
+    """What the receive engine lost or refused before the receiver saw it (the kernel's drops at
+    a tap engine's ring or at the UDP sockets, frames refused, fragments), a line each: the
     receiver's own counts (gaps, lost) cannot tell why (the kernel's drops were only in
     engine_stats, and a 'lost' range blamed the missing re-request server)."""
     said = []
@@ -348,12 +355,14 @@ def _warn_engine(engine: str, st: dict) -> None:
     if st.get("ring_fragment"):
         said.append(f"{int(st['ring_fragment']):,} IP fragments seen: this engine does not reassemble them "
                     "(publish datagrams that fit the MTU, or use --engine recvmmsg)")
+    if st.get("socket_drops"):
+        said.append(f"the kernel dropped {int(st['socket_drops']):,} datagrams at the UDP sockets (their receive "
+                    "buffers were full: this process fell behind the feed); a re-request server fills such holes")
     if st.get("stack_datagrams"):
         said.append(f"{int(st['stack_datagrams']):,} datagrams reached the kernel's UDP socket, not the engine "
                     "(IP fragments, which the stack reassembles, or a feed that arrives on another interface "
                     "than --ifname)")
-    for line in said:
-        click.echo(f"itchflow: {engine}: {line}", err=True)
+    return said
 
 
 def _discard(stream) -> None:

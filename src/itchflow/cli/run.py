@@ -11,6 +11,7 @@ from itchflow.cli import bench, main
 from itchflow.cli.progress import progress_total
 from itchflow.cli.signals import sigterm_exits
 from itchflow.cli.decode import fail
+from itchflow.cli.net import engine_notes
 from itchflow.cli.params import (
     BYTES, CPUS, HEARTBEAT, IMAGE, MESSAGE_RATE, NON_NEGATIVE, POSITIVE, RING_CAPACITY, RUNS, SECONDS_OR_OFF, SEED,
     STOCKS, Count,
@@ -231,6 +232,7 @@ def source_lines(p: dict) -> list[str]:
                    f"{m.get('requests', 0):,} re-requests, {m.get('recovered', 0):,} recovered, "
                    f"{'[bold red]' if lost else ''}{lost:,} lost{'[/bold red]' if lost else ''}"
                    f"{'' if p.get('finished') else ', [yellow]end of session not reached[/yellow]'}")
+        out += [f"  [yellow]{line}[/yellow]" for line in engine_notes(p.get("engine_stats", {}))]
         if p.get("lost"):
             out.append("  lost runs (first sequence, count): " + ", ".join(f"({a:,}, {n:,})" for a, n in p["lost"][:10])
                        + (" ..." if len(p["lost"]) > 10 else ""))

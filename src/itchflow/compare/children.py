@@ -43,3 +43,22 @@ def _child_main(parent: int, target, args: tuple, conn) -> None:
         if not end.closed:
             end.close()
     target(*args, conn)
+
+
+def how_it_ended(proc, wait: float = 1.0) -> str:
+    """A child's end in words for a row's reason ("compare-sender (pid 123) was killed by
+    SIGKILL"): a broken pipe alone (EOFError, BrokenPipeError) named neither the process nor
+    the signal. Waits up to ``wait`` s for a child that is on its way out."""
+    import signal
+
+    proc.join(wait)
+    code = proc.exitcode
+    who = f"{proc.name} (pid {proc.pid})"
+    if code is None:
+        return f"{who} is still running but closed its pipe"
+    if code < 0:
+        try:
+            return f"{who} was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"{who} was killed by signal {-code}"
+    return f"{who} exited with status {code}"

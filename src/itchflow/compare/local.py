@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from itchflow.compare.children import start_child
+from itchflow.compare.children import how_it_ended, start_child
 from itchflow.compare.digest import ready_books
 from itchflow.compare.measure import Window
 from itchflow.compare.row import FAILED, Row, latency
@@ -48,7 +48,7 @@ def inprocess(day) -> Row:
     row.seconds = time.perf_counter() - t0
     w.stop()
     _finish(row, w)
-    row.messages, row.packets = books.messages, 1
+    row.messages = books.messages   # no packets: the engine reads the mapped day whole
     row.book_ns, row.book_clock = row.cpu_ns, "thread CPU (the whole window is the engine)"
     row.code_syscalls, row.code_syscalls_what = 0, "none on the path (the file is mapped before)"
     day.judge_books(row, books)
@@ -215,7 +215,10 @@ def _tail_run(day, src: str, piece_bytes: int, rate: float | None, measure: bool
         if w:
             w.start()
         t0 = time.perf_counter()
-        parent.send("go")
+        try:
+            parent.send("go")
+        except OSError:
+            raise RuntimeError(f"starting the tail writer: {how_it_ended(proc)}") from None
         for chunk in tail:
             books.apply(chunk.data, chunk.first_sequence)
             positions.append(tail.position)
@@ -225,7 +228,12 @@ def _tail_run(day, src: str, piece_bytes: int, rate: float | None, measure: bool
         seconds = time.perf_counter() - t0
         if w:
             w.stop()
-        ends, stamps = parent.recv() if parent.poll(10) else (np.zeros(0, np.int64), np.zeros(0, np.int64))
+        try:
+            ends, stamps = parent.recv() if parent.poll(10) else (None, None)
+        except (EOFError, OSError):   # the writer is gone: it sends its log last
+            ends = None
+        if ends is None:
+            raise RuntimeError(f"the tail writer's log of pieces: {how_it_ended(proc, 0)}")
     finally:
         if w:
             w.close()

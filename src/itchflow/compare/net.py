@@ -28,7 +28,7 @@ import time
 import numpy as np
 from numba import njit
 
-from itchflow.compare.children import start_child
+from itchflow.compare.children import how_it_ended, start_child
 from itchflow.compare.digest import ready_books
 from itchflow.compare.measure import SyscallCounter, this_thread
 from itchflow.ring.liveness import pid_alive
@@ -41,8 +41,9 @@ FLAT_RCVBUF = 1 << 30          # the whole day queued in the socket (SO_RCVBUFFO
 PHASE_TIMEOUT = 120.0
 
 
-class NotRun(Exception):
-    """The row cannot run here; the message says why."""
+class NotRun(RuntimeError):
+    """The row cannot run here; the message says why (a RuntimeError: a caller that asked for
+    it outright, ``--net veth``, reports it as an error)."""
 
 
 # ---- where the packets travel ------------------------------------------------------------------
@@ -445,14 +446,23 @@ class _Peer:
         self.proc, self.conn = start_child(day, target, args, name, daemon)
 
     def expect(self, what: str, timeout: float = PHASE_TIMEOUT):
-        if not self.conn.poll(timeout):
-            raise RuntimeError(f"{self.proc.name}: no {what!r} within {timeout:.0f} s")
-        msg = self.conn.recv()
+        try:
+            if not self.conn.poll(timeout):
+                raise RuntimeError(f"{self.proc.name}: no {what!r} within {timeout:.0f} s")
+            msg = self.conn.recv()
+        except (EOFError, OSError):
+            raise RuntimeError(f"waiting for {what!r}: {how_it_ended(self.proc)}") from None
         if msg[0] == "error":
             raise RuntimeError(f"{self.proc.name}: {msg[1]}")
         if msg[0] != what:
             raise RuntimeError(f"{self.proc.name}: expected {what!r}, got {msg[0]!r}")
         return msg
+
+    def send(self, msg: tuple) -> None:
+        try:
+            self.conn.send(msg)
+        except OSError:   # BrokenPipeError: the child is gone
+            raise RuntimeError(f"sending {msg[0]!r}: {how_it_ended(self.proc)}") from None
 
     def stop(self) -> None:
         try:
@@ -474,7 +484,8 @@ def _why_not(key: str, lab: Lab) -> str | None:
         if xdp_module() is None:
             return "not available in this build (itchflow.sources.xdp, the AF_XDP source, is missing)"
         if lab.kind != "veth":
-            return f"AF_XDP runs on the veth pair between namespaces only: {getattr(lab, 'veth_reason', '')}"
+            why = getattr(lab, "veth_reason", None) or f"--net {lab.kind} was asked for"
+            return f"AF_XDP runs on the veth pair between namespaces only: {why}"
         if key == "hybrid_xdp":
             from itchflow.pipeline.sources import check_source, parse_source
 
@@ -500,28 +511,28 @@ def run_row(key: str, day, lab: Lab) -> Row:
         addr = (lab.recv_addr, port)
         # warm: a few packets through the very reader and receiver types first, so that nothing
         # compiled on first use (a view type, a kernel) is loaded inside a measured window
-        rx.conn.send(("phase", "warm", day.warm_messages, 0))
+        rx.send(("phase", "warm", day.warm_messages, 0))
         rx.expect("ready")
-        rx.conn.send(("go",))
-        tx.conn.send(("send", day.warm_path, "warm", addr, None, 0))
+        rx.send(("go",))
+        tx.send(("send", day.warm_path, "warm", addr, None, 0))
         tx.expect("sent")
         rx.expect("drained")
-        rx.conn.send(("ok",))
+        rx.send(("ok",))
         rx.expect("done")
         # flat: queue the whole day, then drain it with the counters on
         frames = 1 << max(12, int(os.path.getsize(day.path) / 1200).bit_length())   # AF_XDP: the whole day
-        rx.conn.send(("phase", "flat", day.messages, frames))
+        rx.send(("phase", "flat", day.messages, frames))
         rx.expect("ready")
-        tx.conn.send(("send", day.path, "flat", addr, None, 0))
+        tx.send(("send", day.path, "flat", addr, None, 0))
         _, sent, _, _ = tx.expect("sent")
         counter = _perf(row, lambda: SyscallCounter([tid]), "enable") if day.count_syscalls else None
         try:
-            rx.conn.send(("go",))
+            rx.send(("go",))
             rx.expect("drained")
             if counter is not None and _perf(row, counter.disable) is None:
                 counter.close()
                 counter = None
-            rx.conn.send(("ok",))
+            rx.send(("ok",))
             _, out = rx.expect("done")
             if counter is not None:
                 row.syscalls = _perf(row, counter.count)
@@ -533,13 +544,13 @@ def run_row(key: str, day, lab: Lab) -> Row:
         _fill_flat(row, out, sent, day)
         for phase, rate in (("paced", day.rate), ("queueing", None)):
             name = "paced" if phase == "paced" else "burst"
-            rx.conn.send(("phase", name, day.prefix_messages, 0))
+            rx.send(("phase", name, day.prefix_messages, 0))
             rx.expect("ready")
-            rx.conn.send(("go",))
-            tx.conn.send(("send", day.prefix_path, name, addr, rate, 0))
+            rx.send(("go",))
+            tx.send(("send", day.prefix_path, name, addr, rate, 0))
             _, n, seqs, stamps = tx.expect("sent")
             rx.expect("drained")
-            rx.conn.send(("ok",))
+            rx.send(("ok",))
             _, res = rx.expect("done")
             row.samples[phase] = join_latency(seqs, stamps, *res["log"])
             row.latency[phase] = latency(row.samples[phase], phase, "packet: sendmsg -> applied")
@@ -717,11 +728,11 @@ def hybrid(day, lab: Lab, key: str = "hybrid") -> Row:
             try:
                 _, port = rx.expect("port", 60)
                 addr = (lab.recv_addr, port)
-                tx.conn.send(("prime", path, phase, addr))
+                tx.send(("prime", path, phase, addr))
                 rx.expect("primed", 60)
-                tx.conn.send(("stop",))
+                tx.send(("stop",))
                 tx.expect("sent")
-                tx.conn.send(("send", path, phase, addr, rate, 1))
+                tx.send(("send", path, phase, addr, rate, 1))
                 _, n, seqs, stamps = tx.expect("sent")
                 _send_end_of_session(lab, tx, path, phase, (lab.recv_addr, port))
                 _, out = rx.expect("done")
@@ -729,8 +740,9 @@ def hybrid(day, lab: Lab, key: str = "hybrid") -> Row:
                 rx.stop()
             rep = out["report"]
             if phase == "flat":
-                row.messages, row.packets, row.seconds = rep["messages"], rep["producer"].get("mold", {}).get(
-                    "packets", rep["batches"]), rep["seconds"]
+                # the day's datagrams, as the other rows count them: the receiver's own count has
+                # the priming duplicates and the end-of-session packets too (in counters)
+                row.messages, row.packets, row.seconds = rep["messages"], n, rep["seconds"]
                 if out["usage"] is not None:
                     u = out["usage"]
                     row.cpu_ns, row.voluntary, row.involuntary = u.cpu_ns, u.voluntary, u.involuntary
@@ -773,5 +785,5 @@ def hybrid(day, lab: Lab, key: str = "hybrid") -> Row:
 def _send_end_of_session(lab: Lab, tx: _Peer, path: str, phase: str, addr) -> None:
     """End the pipeline's listen loop: the end-of-session packet, sent from the parent's side
     through the sender (a few times: it is one datagram)."""
-    tx.conn.send(("eos", path, phase, addr))
+    tx.send(("eos", path, phase, addr))
     tx.expect("sent")

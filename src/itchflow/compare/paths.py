@@ -28,6 +28,7 @@ class PathInfo:
     privileges: str
     portability: str
     poller: str = ""             # the step that polls (drawn on the diagram)
+    unit: str = "datagram"       # what the row's "packets" are ("": it has none)
     notes: tuple = field(default_factory=tuple)
 
     @property
@@ -59,7 +60,7 @@ PATHS: dict[str, PathInfo] = {p.key: p for p in (
         writes_memory="nobody at run time: the file's pages, mapped read-only",
         backpressure="none needed (one thread)",
         wakeup="none: one thread, no hand-off",
-        privileges="none", portability="any OS with mmap",
+        privileges="none", portability="any OS with mmap", unit="",
         notes=("the baseline: every other row's books must equal these",)),
     PathInfo(
         "ring_threads", "ring between two threads", "local",
@@ -70,7 +71,7 @@ PATHS: dict[str, PathInfo] = {p.key: p for p in (
         backpressure="blocking ring: the producer waits for the consumer (claim_wait)",
         wakeup="the consumer polls the next record's header (spin, then yield)",
         privileges="none", portability="any OS (Numba atomics: x86-64, aarch64)",
-        poller="consumer thread",
+        poller="consumer thread", unit="ring record",
         notes=("each side is one compiled call that releases the GIL (pipeline.threaded): neither waits "
                "for the other's hold of the interpreter",)),
     PathInfo(
@@ -82,7 +83,7 @@ PATHS: dict[str, PathInfo] = {p.key: p for p in (
         backpressure="blocking ring: the producer waits for the slowest live consumer",
         wakeup="the consumer polls the next record's header (yield unless pinned)",
         privileges="none", portability="Linux, POSIX shm (a file under /dev/shm)",
-        poller="books process"),
+        poller="books process", unit="ring record"),
     PathInfo(
         "tail", "tail: polling a growing file (fstat + pread)", "local",
         (("writer process: the day in its buffer", SEND, False),
@@ -93,7 +94,7 @@ PATHS: dict[str, PathInfo] = {p.key: p for p in (
         backpressure="none: the file grows without bound (the disk is the buffer)",
         wakeup="the reader polls the size with fstat, sleeping 0.5 ms when idle",
         privileges="none", portability="any POSIX system",
-        poller="reader (fstat)"),
+        poller="reader (fstat)", unit="file piece"),
     PathInfo(
         "udp_recv", "UDP recv (compiled), one datagram per call", "network",
         (_SENDER, _SENDMSG, _VETH,

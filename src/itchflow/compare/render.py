@@ -43,12 +43,18 @@ def print_report(report, console) -> None:
         if r.status != OK:
             flat.add_row(info.title, f"[yellow]{r.status}[/yellow]: {r.reason}", *[""] * 9)
             continue
-        flat.add_row(info.title, f"{r.msgs_per_s / 1e6:,.2f}", f"{r.packets_per_s / 1e3:,.1f}",
+        flat.add_row(info.title, f"{r.msgs_per_s / 1e6:,.2f}", f"{r.packets_per_s / 1e3:,.1f}" if r.packets else "-",
                      _n(r.cpu_ns_per_msg), _n(r.handoff_ns_per_msg),
                      _n(r.syscalls_per_msg, "{:.4f}", r.syscalls_error[:30] or "-"),
                      _n(r.syscalls_per_packet, "{:.3f}"), _n(r.code_syscalls, "{:,}"), str(info.copies),
                      _n(r.ctx_per_s), _books(r))
     console.print(flat)
+    units = {}
+    for r in report.rows:
+        if r.status == OK and PATHS[r.key].unit:
+            units.setdefault(PATHS[r.key].unit, []).append(r.key)
+    if len(units) > 1:   # a "packet" is not the same thing on every row
+        console.print("  pkt: " + "; ".join(f"a {u} for {', '.join(keys)}" for u, keys in units.items()))
     lat = Table(title="Latency, sender's stamp -> message applied to the book, us: p50 / p99 / p99.9 / max (samples)",
                 title_justify="left", show_edge=False, pad_edge=False)
     for col in ("path", "paced (the hand-off)", "burst (queueing)", "what one sample is"):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from numba import njit
 
 from itchflow.compare.paths import ORDER, PATHS
-from itchflow.compare.row import FAILED, NOT_RUN, Row
+from itchflow.compare.row import FAILED, NOT_RUN, OK, Row
 from itchflow.wire.binaryfile import OK as BF_OK
 from itchflow.wire.binaryfile import next_message
 
@@ -189,13 +190,21 @@ class CompareReport:
     seconds: float = 0.0
     interrupted: bool = False
     walks: dict = field(default_factory=dict)   # the receive loops alone (compare.walks), when measured
+    left_behind_removed: list = field(default_factory=list)   # what killed runs left (folders, rings), removed
 
     def row(self, key: str) -> Row | None:
         return next((r for r in self.rows if r.key == key), None)
 
+    def failed_rows(self) -> list[str]:
+        """What went wrong, a phrase a row: a row that failed, or whose books differ from the
+        baseline's (the command's exit status; a row that could not run here is not a failure)."""
+        out = [f"{r.key} failed" for r in self.rows if r.status == FAILED]
+        return out + [f"{r.key}'s books differ from the baseline's" for r in self.rows
+                      if r.status == OK and r.books_equal is False]
+
     def to_dict(self) -> dict:
         return {"machine": self.machine, "terms": self.terms, "seconds": self.seconds,
-                "interrupted": self.interrupted,
+                "interrupted": self.interrupted, "left_behind_removed": self.left_behind_removed,
                 "rows": [r.to_dict(PATHS[r.key]) for r in self.rows], "receive_walks": self.walks,
                 "claims": self.claims}
 
@@ -229,9 +238,9 @@ def run_compare(messages: int = 1_000_000, rate: float = 100_000, paths=None, *,
         count_syscalls = perf_reason is None
     t_start = time.perf_counter()
     steal0 = steal_ns()
-    remove_stale_folders(workdir)
+    left_behind = remove_left_behind(workdir)
     tmp = tempfile.mkdtemp(prefix=f"{FOLDER_PREFIX}{os.getpid()}-", dir=workdir)
-    report = CompareReport(machine=machine(), terms={})
+    report = CompareReport(machine=machine(), terms={}, left_behind_removed=left_behind)
     day = None
     lab = None
     try:
@@ -280,6 +289,16 @@ def run_compare(messages: int = 1_000_000, rate: float = 100_000, paths=None, *,
 
 
 FOLDER_PREFIX = "itchflow-compare-"   # then the pid of the run that made it
+_RING_NAME = re.compile(re.escape(os.path.basename(RING_PREFIX)) + r"(\d+)-.*\.ring$")
+
+
+def remove_left_behind(workdir: str | None = None, ring_folder: str = os.path.dirname(RING_PREFIX)) -> list[str]:
+    """What compare runs that are gone left (a SIGKILL runs no clean-up): their day folders
+    and their rings (16 MiB each in /dev/shm; probe 27 found them kept for good). Returns
+    what was removed. Their namespaces go when the next veth lab is made."""
+    from itchflow.pipeline.run import remove_left_behind_rings
+
+    return remove_stale_folders(workdir) + remove_left_behind_rings([ring_folder], _RING_NAME)
 
 
 def remove_stale_folders(workdir: str | None = None) -> list[str]:

@@ -319,21 +319,22 @@ PRIVATE_RING_DIR = "/dev/shm"
 _PRIVATE_RING = re.compile(r"itchflow-run-(\d+)-[0-9a-f]{8}\.ring$")
 
 
-def remove_left_behind_rings(folders: list[str] | None = None) -> list[str]:
+def remove_left_behind_rings(folders: list[str] | None = None, pattern: re.Pattern = _PRIVATE_RING) -> list[str]:
     """Remove the private rings of runs that are gone (a SIGKILLed ``run`` cannot remove its
     own, and its 16 MiB stayed in /dev/shm until ``itchflow ring rm --stale``; a ``--hugepages``
     run's, on the huge-page mount, held huge pages): a ring named by a pid not alive here, and
     stale by its own words too (no heartbeat younger than its timeout: a run in another PID
-    namespace sharing /dev/shm has a pid this one cannot see). Returns what was removed."""
+    namespace sharing /dev/shm has a pid this one cannot see). Returns what was removed.
+    pattern: the names to look at, the pid their first group (``compare`` passes its rings')."""
     from itchflow.ring.paths import ring_folders
 
     removed = []
     for folder in ring_folders() if folders is None else folders:
-        removed += _remove_left_behind_in(folder)
+        removed += _remove_left_behind_in(folder, pattern)
     return removed
 
 
-def _remove_left_behind_in(folder: str) -> list[str]:
+def _remove_left_behind_in(folder: str, pattern: re.Pattern) -> list[str]:
     from itchflow.ring import Ring, RingError
     from itchflow.ring.liveness import pid_alive
 
@@ -343,7 +344,7 @@ def _remove_left_behind_in(folder: str) -> list[str]:
     except OSError:
         return removed
     for name in names:
-        m = _PRIVATE_RING.match(name)
+        m = pattern.match(name)
         if m is None or pid_alive(int(m.group(1))):
             continue
         path = os.path.join(folder, name)

@@ -299,7 +299,7 @@ def _produce_mold(spec: SourceSpec, pub: BatchPublisher, stop) -> dict:
                  receiver_options={"give_up_ns": int(float(o["give_up"]) * 1e9)} if o.get("give_up") else None)
     return {"mold": res.stats, "finished": res.finished, "end_contradicted": res.end_contradicted,
             "end_sequence": res.end_sequence, "lost": [(e.first_sequence, e.count) for e in res.lost],
-            "malformed": len(res.malformed)}
+            "malformed": len(res.malformed), "engine_stats": res.engine_stats}
 
 
 def _produce_soup(spec: SourceSpec, pub: BatchPublisher, stop) -> dict:

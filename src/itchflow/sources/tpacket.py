@@ -196,7 +196,16 @@ class TPacketV3:
         self.interface, self.port = interface, port
         self.address = ipv4_u32(address)
         self.block_size, self.block_nr = block_size, block_nr
-        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_IP))
+        try:
+            socket.if_nametoindex(interface)
+        except OSError:
+            raise OSError(f"packet ring on {interface!r}: no interface of that name (in this network "
+                          "namespace)") from None
+        try:
+            s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_IP))
+        except PermissionError:
+            raise PermissionError(f"packet ring on {interface!r}: opening a packet socket was not permitted (the "
+                                  "tpacket engine needs CAP_NET_RAW: run as root)") from None
         try:
             # first: only this feed's datagrams take ring space (unrelated traffic on the NIC
             # filled the ring while the walk stalled, and the feed behind it was lost)
@@ -212,9 +221,9 @@ class TPacketV3:
             self.mm = mmap.mmap(s.fileno(), block_size * block_nr, mmap.MAP_SHARED,
                                 mmap.PROT_READ | mmap.PROT_WRITE)
             s.bind((interface, ETH_P_IP))   # after the ring: nothing arrives before it exists
-        except OSError as e:   # "No such device" named no interface
+        except OSError as e:   # without the errno's "[Errno 19]": the text names the ring and the cause
             s.close()
-            raise OSError(e.errno, f"packet ring on {interface!r}: {e.strerror}") from None
+            raise OSError(f"packet ring on {interface!r}: {e.strerror or e}") from None
         except BaseException:
             s.close()
             raise

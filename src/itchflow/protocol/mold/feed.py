@@ -15,7 +15,7 @@ import numpy as np
 from numba import njit
 
 from itchflow.errors import ITCHFormatError
-from itchflow.wire.itch import MESSAGES
+from itchflow.wire.itch import MAX_MESSAGE_SIZE, MESSAGES
 from itchflow.hw.endian import be48_from8
 from itchflow.wire.binaryfile import OK, TRUNCATED, next_message
 from itchflow.protocol.mold.codec import headers, session_bytes
@@ -30,6 +30,7 @@ from itchflow.wire.moldudp64 import (
 )
 
 DEFAULT_PAYLOAD = 1400
+MIN_PAYLOAD = HEADER_SIZE + 2 + MAX_MESSAGE_SIZE   # room for the longest message and its length
 MAX_COUNT = 0xFFFE
 _TIMESTAMP_OFFSET = MESSAGES["A"].field("timestamp").offset
 _TS_END = _TIMESTAMP_OFFSET + 6
@@ -99,8 +100,10 @@ class MoldFeed:
         self.session = session_bytes(session)
         self.payload_size = int(payload_size)
         self.max_body = self.payload_size - HEADER_SIZE
-        if self.max_body < 52:  # room for the longest ITCH message and its prefix
-            raise ValueError(f"payload size {payload_size} is too small for an ITCH message")
+        if self.payload_size < MIN_PAYLOAD:
+            raise ValueError(f"payload size {payload_size} is too small for an ITCH message (at least "
+                             f"{MIN_PAYLOAD}: the {HEADER_SIZE}-byte header, a 2-byte length, the longest "
+                             f"message's {MAX_MESSAGE_SIZE} bytes)")
         empty = np.zeros(0, np.int64)
         p, status, pos = _plan(data, self.max_body, False, empty, empty, empty)
         if status:
