@@ -292,3 +292,24 @@ def test_slots_the_system_will_not_allocate_are_the_same_refusal(gen_day, monkey
     monkeypatch.setattr(B, "np", _NumPy())
     with pytest.raises(ValueError, match=r"16 stock slot\(s\) x 60,000,000 intervals of 1us could not be allocated"):
         bars(gen_day, "1us", ["S0"], start="09:30", end="09:31")
+
+
+def test_a_level_at_price_0_is_a_quote_and_only_an_empty_side_is_nan():
+    """Probe 26 F1: an ask of 290 shares at price 0 came out as NaN (an empty side), with no
+    spread and two_sided_ns 0. The book is crossed (bid 0.5, ask 0.0) for the whole bar; the
+    next bar's book has no bid at all (the bid deleted), which stays NaN."""
+    t = T0
+    day = b"".join([enc("R", stock_locate=1, timestamp=1, stock="TEST"),
+                    enc("A", stock_locate=1, timestamp=t - 3, order_reference_number=1, buy_sell_indicator="S",
+                        shares=300, stock="TEST", price=0),
+                    enc("A", stock_locate=1, timestamp=t - 2, order_reference_number=3, buy_sell_indicator="B",
+                        shares=100, stock="TEST", price=5000),
+                    enc("E", stock_locate=1, timestamp=t - 1, order_reference_number=1, executed_shares=10,
+                        match_number=1),
+                    enc("D", stock_locate=1, timestamp=t + 1_000_000_000, order_reference_number=3)])
+    df = bars(day, "1s", ["TEST"], start="09:30", end="09:30:02").to_pandas()
+    first, second = df.iloc[0], df.iloc[1]
+    assert (first.bid, first.bid_size, first.ask, first.ask_size) == (0.5, 100, 0.0, 290)
+    assert first.spread == pytest.approx(-0.5) and first.two_sided_ns == 1_000_000_000
+    assert math.isnan(second.bid) and second.bid_size == 0 and (second.ask, second.ask_size) == (0.0, 290)
+    assert math.isnan(second.spread) and second.two_sided_ns == 0

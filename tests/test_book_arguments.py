@@ -71,12 +71,16 @@ def test_queries_refuse_what_they_would_have_truncated(books):
             books.symbol(locate)
 
 
-def test_any_negative_depth_is_all_levels_and_a_non_list_is_a_clear_type_error(books):
+def test_depth_of_none_or_minus_1_is_every_level_other_counts_below_1_are_refused(books):
     """depth(S, -2**63 - 1) raised a bare OverflowError from the compiled query; bbo(1.0)
-    said "'float' object is not iterable"."""
-    for n in (-1, -2, -(1 << 63) - 1, -(1 << 80)):
+    said "'float' object is not iterable". Probe 26 F4: depth(S, 0) gave nothing and any
+    negative n every level, silently (depth(S, -1000)); only None and -1 mean every level."""
+    for n in (-1, None):
         bids, asks = books.depth("AAPL", n)
         assert bids.tolist() == [(10 * P, 100, 1)] and asks.tolist() == [(11 * P, 50, 1)]
+    for n in (0, -2, -1000, -(1 << 63) - 1, -(1 << 80)):
+        with pytest.raises(ValueError, match="n \\(levels\\) must be at least 1, or None or -1"):
+            books.depth("AAPL", n)
     for query in (books.bbo, books.order_table):
         for odd in (1.0, object()):
             with pytest.raises(TypeError, match="a symbol \\(str\\), a stock locate \\(int\\) or a list of them"):

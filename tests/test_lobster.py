@@ -461,3 +461,32 @@ def test_dates_and_times_from_names_and_options():
     for bad in ("25:00", "9h30", "12:61"):
         with pytest.raises(ValueError):
             clock_ns(bad)
+
+
+@pytest.mark.parametrize("slice_bytes", [1 << 20, 1], ids=["one-slice", "a-message-a-slice"])
+def test_over_cancel_and_over_execution_write_the_shares_the_order_had(slice_bytes):
+    """Probe 26 F6: X 500 on an order of 90 wrote a Type 2 row of 500 (a LOBSTER reader kept a
+    live order of -410 shares), E 150 on an order of 100 a Type 4 row of 150. The rows say
+    what left the book: a deletion (3) of 90, an execution of 100. An X of every share left
+    is a deletion too; a partial X stays a cancellation (2). The order is added in an earlier
+    slice than the X when each message is a slice (the level's order count carries over)."""
+    m = [enc("R", stock_locate=1, timestamp=1, stock="TEST"),
+         enc("A", stock_locate=1, timestamp=ts(1), order_reference_number=1, buy_sell_indicator="B",
+             shares=100, stock="TEST", price=1_000_000),
+         enc("A", stock_locate=1, timestamp=ts(2), order_reference_number=2, buy_sell_indicator="B",
+             shares=5, stock="TEST", price=1_000_000),
+         enc("X", stock_locate=1, timestamp=ts(3), order_reference_number=1, cancelled_shares=10),   # 90 left
+         enc("X", stock_locate=1, timestamp=ts(4), order_reference_number=1, cancelled_shares=500),  # over-cancel
+         enc("A", stock_locate=1, timestamp=ts(5), order_reference_number=3, buy_sell_indicator="S",
+             shares=100, stock="TEST", price=1_010_000),
+         enc("E", stock_locate=1, timestamp=ts(6), order_reference_number=3, executed_shares=150, match_number=1),
+         enc("X", stock_locate=1, timestamp=ts(7), order_reference_number=2, cancelled_shares=5)]       # all of it
+    day = lobster(b"".join(m), ["TEST"], 1, start=None, end=None, slice_bytes=slice_bytes)["TEST"]
+    got = [tuple(int(v) for v in row[1:]) for row in day.messages.to_pandas().itertuples(index=False)]
+    assert got == [(1, 1, 100, 1_000_000, 1), (1, 2, 5, 1_000_000, 1),
+                   (2, 1, 10, 1_000_000, 1), (3, 1, 90, 1_000_000, 1),
+                   (1, 3, 100, 1_010_000, -1), (4, 3, 100, 1_010_000, -1),
+                   (3, 2, 5, 1_000_000, 1)]
+    assert day.orderbook.to_pandas().to_numpy().tolist() == [
+        [AD, 0, 1_000_000, 100], [AD, 0, 1_000_000, 105], [AD, 0, 1_000_000, 95], [AD, 0, 1_000_000, 5],
+        [1_010_000, 100, 1_000_000, 5], [AD, 0, 1_000_000, 5], [AD, 0, BD, 0]]

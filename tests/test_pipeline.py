@@ -172,6 +172,9 @@ def test_zero_length_in_the_middle_names_its_offset(tmp_path, day):
         run_pipeline(str(path), books=books, batch_bytes=4096, capacity=1 << 20)
     assert e.value.offset == p and str(path) in str(e.value)
     assert books.messages == 999            # everything before it was applied
+    # and the ring record it came through: a stray write into the ring reads the same as a
+    # fault in the file, which a good file was blamed for (probe 25)
+    assert "; read from /dev/shm/itchflow-run-" in str(e.value) and " at ring position " in str(e.value)
 
 
 def test_corrupt_gzip_is_a_producer_error_after_what_came_before(tmp_path, day):
@@ -1064,3 +1067,117 @@ def test_soup_fetch_into_a_ring_nobody_has_attached_to_yet_says_nothing_of_a_gon
     fetch = _fetch_into_fresh_ring(day, "fetchlater", 64 << 20, heartbeat_timeout=30)
     assert fetch.returncode == 0, fetch.stderr
     assert "is gone" not in fetch.stderr, fetch.stderr
+
+
+def test_a_run_that_resumes_at_the_end_of_a_closed_ring_says_it_got_nothing(day):
+    """A second `run --source ring:NAME` after one that read the closed ring to its end: 0
+    messages, empty books, stream "whole", exit 0, nothing said (probe 25): the records before
+    its first were counted only when a first batch came, and none ever does."""
+    from itchflow.cli.run import live_exit_status
+    from itchflow.ring import Ring, ring_path
+
+    name = _fed_ring(day, "resumedend")
+    try:
+        with Ring.open(name) as ring:   # an earlier run of consumer "book" read everything
+            rd = ring.reader("book")
+            records = 0
+            try:
+                while len(b := rd.read_batch(timeout=1)):
+                    records += len(b)
+            except EOFError:   # RingClosed: read to the end
+                pass
+            rd.close()
+        r = run_pipeline(f"ring:{name}", books=Books())
+        assert r.messages == 0 and r.ring_skipped_records == records > 0
+        assert r.stream == "lost messages"
+        status, why = live_exit_status(r)
+        assert status == 3 and f"first {records:,} records were published before this run's first" in why
+    finally:
+        if os.path.exists(ring_path(name)):
+            os.unlink(ring_path(name))
+
+
+@pytest.mark.parametrize("producer, stream, status", [
+    ({"mold": {"lost": 2223}, "finished": True, "lost": [(5, 2223)]}, "lost messages", 3),
+    ({"mold": {"lost": 0}, "finished": False}, "cut short", 2),
+    ({"mold": {"lost": 0}, "finished": True, "end_contradicted": 3, "end_sequence": 9}, "cut short", 2),
+    ({"soup": {"ended": False}}, "cut short", 2),
+    ({"soup": {"ended": True}}, "whole", 0),
+    ({"mold": {"lost": 0}, "finished": True}, "whole", 0),
+])
+def test_the_stream_word_says_what_the_exit_status_says(producer, stream, status):
+    """The JSON report's "stream" said "whole" for a mold session with messages given up on,
+    a session whose publisher was killed, a soup server gone mid-session (probe 25): the
+    exit status was right, and a script reading the JSON took part of a day for all of it."""
+    from itchflow.cli.run import live_exit_status
+    from itchflow.pipeline.run import PipelineReport, source_outcome
+
+    r = PipelineReport(source="x", ring="r", producer=producer)
+    r.stream = source_outcome(producer)
+    assert r.stream == stream
+    assert live_exit_status(r)[0] == status
+
+
+@pytest.mark.parametrize("field, value", [("sequence_gaps", 1), ("sequence_repeats", 1)])
+def test_records_that_skip_or_repeat_sequence_numbers_are_no_whole_stream(field, value):
+    """A ring record whose first_sequence was damaged: "4,611,686,018,427,347,577 messages
+    missing" in a report that said stream whole, exit 0 (probe 25)."""
+    from itchflow.cli.run import live_exit_status
+    from itchflow.pipeline.run import PipelineReport, _judge_stream
+
+    r = PipelineReport(source="day.itch", ring="r", producer={})
+    r.stream = "whole"
+    setattr(r, field, value)
+    r.sequence_gap_messages = 4_611_686_018_427_347_577 if field == "sequence_gaps" else 0
+    assert _judge_stream(r).stream == "lost messages"
+    status, why = live_exit_status(r)
+    assert status == 3 and "damaged record" in why
+
+
+def test_an_unknown_outcome_word_is_no_whole_stream():
+    from itchflow.cli.run import live_exit_status
+    from itchflow.pipeline.run import PipelineReport
+
+    r = PipelineReport(source="ring:x", ring="r", producer={})
+    r.stream = "unknown outcome 99"
+    status, why = live_exit_status(r)
+    assert status == 2 and "unknown outcome 99" in why
+
+
+def test_a_detached_consumer_still_gets_its_report(day):
+    """The consumer paused past the heartbeat time-out and detached: exit 1 and an error, but
+    nothing on stdout, even with --json (probe 25); every other failure prints the report."""
+    from itchflow.pipeline import PipelineError
+    from itchflow.pipeline.run import _consume
+    from itchflow.ring import ConsumerDetached, Ring, ring_path
+
+    name = _fed_ring(day, "detachedreport")
+
+    def detached(*a, **k):
+        raise ConsumerDetached(f"{name}: consumer 'book' was detached by the producer (test)")
+
+    import itchflow.pipeline.run as run_mod
+
+    real = _consume
+    try:
+        run_mod._consume = lambda reader, applier, proc, progress, run, waiting=None: (
+            real(reader, applier, proc, progress, run, waiting), detached())
+        with pytest.raises(PipelineError) as e:
+            run_pipeline(f"ring:{name}", books=Books())
+        assert "was detached by the producer" in str(e.value)
+        assert e.value.report is not None and e.value.report.messages == reference_count(day)
+        assert e.value.report.error and e.value.report.stream == "cut short"
+        with Ring.open(name):
+            pass
+    finally:
+        run_mod._consume = real
+        if os.path.exists(ring_path(name)):
+            os.unlink(ring_path(name))
+
+
+def test_a_source_password_is_never_in_the_text():
+    from itchflow.pipeline.sources import parse_source
+
+    s = parse_source("soup://127.0.0.1:5000?user=u&password=s3cret&session=S")
+    assert "s3cret" not in s.text and s.options["password"] == "s3cret"
+    assert "password=***" in s.text

@@ -343,3 +343,37 @@ def test_lapped_consumer_of_a_lossy_ring_reports_the_loss(path, day):
         again = run_pipeline(f"ring:{path}", top=0)   # drained: nothing lost in this run
     assert rep.ring_lost_records == pub.records > 0 and rep.messages == 0
     assert again.ring_lost_records == 0 and again.messages == 0
+
+
+def test_a_header_overwritten_under_an_attached_reader_is_said(path, day):
+    """The ring's magic zeroed while the consumer applied a batch, its slot still attached:
+    nothing was said (probe 25), though the README says it is a RingFormatError."""
+    one = first_messages(day, 1)
+    with Ring.create(path, CAP, consumers=["book"], max_payload=feed_max_payload(CAP)) as ring:
+        w = ring.writer()
+        w.write(header(1, 1) + one, type=B.RECORD_TYPE)
+        rd = ring.reader("book")
+        batch = rd.read_batch(timeout=0)
+        assert len(batch) == 1
+        ring.words[L.W_MAGIC] = 0
+        with pytest.raises(RingFormatError, match="header was overwritten while consumer 'book' was reading"):
+            BatchApplier(Books(), "test").apply(batch, 0, rd.check_intact)
+        ring.words[L.W_MAGIC] = L.MAGIC
+
+
+def test_a_ring_larger_than_the_memory_available_is_refused_by_name(monkeypatch):
+    """--capacity 16G reserved 13.5 GB of a 24 GB machine for a 6 MB day, with no check; 2**61
+    said only "[Errno 12] Cannot allocate memory" (probe 25)."""
+    import errno
+
+    from itchflow.ring import file as ring_file
+
+    name = f"/dev/shm/itchflow.memtest-{os.getpid()}.ring"
+    monkeypatch.setattr(ring_file, "meminfo_value", lambda field: 1 << 30 if field == "MemAvailable" else None)
+    with pytest.raises(OSError) as e:
+        Ring.create(name, 1 << 31)
+    assert e.value.errno == errno.ENOMEM and "no room for the ring's" in str(e.value)
+    assert "available (MemAvailable)" in str(e.value) and "--capacity" in str(e.value)
+    assert not os.path.exists(name)
+    with Ring.create(name, 1 << 20) as ring:   # what fits is made
+        ring.unlink()

@@ -121,7 +121,9 @@ def test_a_producer_that_fails_before_opening_the_ring_ends_the_run(tmp_path):
     (["--pin", "a,b"], "'--pin': 'a,b' is not a comma-separated list of CPU numbers"),
     (["--pin", "0,4096"], "'--pin': CPUs [4096] are not available"),
     (["--rate", "1e-300"], "'--rate': '1e-300' must be at least 0.001"),
-    (["--capacity", "-1"], "'--capacity': '-1' is not a power of two of at least 4,096"),
+    (["--capacity", "-1"], "'--capacity': '-1' is not a power of two of at least 524,288"),
+    # passed the option's check, then refused at run time with exit 1 (probe 25)
+    (["--capacity", "262144"], "'--capacity': '262144' is not a power of two of at least 524,288"),
     (["--capacity", "100000"], "'--capacity': '100000' is not a power of two"),
     (["--batch-bytes", "0"], "'--batch-bytes': 0 is not in the range x>=1"),
 ])
@@ -229,3 +231,12 @@ def test_run_options_for_its_own_ring_are_refused_for_a_ring_source(args):
     assert res.exit_code == 2, res.output
     assert "not for a ring:NAME source, whose ring its producer made" in res.output
     assert all(a in res.output for a in args if a.startswith("--"))
+
+
+def test_a_feed_ring_capacity_the_option_takes_is_one_the_pipeline_takes():
+    from itchflow.cli.params import FEED_RING_CAPACITY
+    from itchflow.pipeline.publish import feed_max_payload
+
+    feed_max_payload(FEED_RING_CAPACITY.low)
+    with pytest.raises(ValueError, match="too small for ITCH batches"):
+        feed_max_payload(FEED_RING_CAPACITY.low // 2)

@@ -109,6 +109,21 @@ def _pow2_at_least(n: int) -> int:
     return max(MIN_TABLE, 1 << (int(n) - 1).bit_length())
 
 
+ALL_LEVELS = -1   # depth(n=ALL_LEVELS) / depth(n=None): every level
+
+
+def depth_levels(n) -> int:
+    """A depth query's level count: n >= 1 as given, None or -1 for every level (-1); 0 and
+    other negatives are a ValueError naming the argument (the command line's ``-n 0`` = all
+    is the command's own spelling, turned into -1 there)."""
+    if n is None:
+        return ALL_LEVELS
+    n = whole(n, "n (levels)")
+    if n < 1 and n != ALL_LEVELS:
+        raise ValueError(f"n (levels) must be at least 1, or None or -1 for every level, not {n:,}")
+    return n
+
+
 class Books:
     """Full-depth books of every stock, fed whole ITCH messages.
 
@@ -118,7 +133,10 @@ class Books:
     gives the starting rows directly instead. trades: trades to expect (the trade log a B
     message is matched against starts with room for them; default a quarter of the table's
     rows). track_matches keeps a match number -> trade index
-    so B (broken trade) messages can take trades back out of the volume. far_table: from this
+    so B (broken trade) messages can take trades back out of the volume; with
+    track_matches=False no B breaks anything (no B trade event, every trade stays in the
+    volume) and every B is counted as ``unknown_match``, for a match number seen or not: the
+    count then says "B not applied", not "number never seen". far_table: from this
     many order table rows on, the engine's look-ahead also fetches level records, index buckets
     and ladder tops (a working set far beyond the caches; 0: never). prefault: the first apply
     of 16 MiB of input or more faults the tables in on another thread first (``prefault``),
@@ -476,11 +494,12 @@ class Books:
             out[f] = s[f]
         return out
 
-    def depth(self, symbol, n: int = -1) -> tuple[np.ndarray, np.ndarray]:
+    def depth(self, symbol, n: int | None = -1) -> tuple[np.ndarray, np.ndarray]:
         """(bids, asks): two ``records.LEVEL_DTYPE`` arrays (price, shares, orders), best level
-        first, at most n levels each (n < 0 = all)."""
+        first, at most n levels each (n >= 1; None or -1 = every level). Any other n is a
+        ValueError naming it (0 and -1000 were silently "nothing" and "all": probe 26)."""
         loc = self.locate(symbol)
-        n = max(min(whole(n, "n (levels)"), INT64_MAX), -1)   # any n < 0 is "all"
+        n = min(depth_levels(n), INT64_MAX)
         return (R.levels_array(depth(self.books, self.ladder, self.levels, loc * 2 + L.BID, n)),
                 R.levels_array(depth(self.books, self.ladder, self.levels, loc * 2 + L.ASK, n)))
 

@@ -327,8 +327,9 @@ def every_times(every_s: float, first_ns: int, last_ns: int) -> list[int]:
 
 def iter_snapshots(books, source, times_ns, symbols, n: int, *, slice_bytes: int = 32 << 20,
                    capture_stats: dict | None = None) -> Iterator[np.ndarray]:
-    """Depth-n snapshots of the chosen symbols at each time (book after every message <= t),
-    one SNAPSHOT_DTYPE array a time in time order: what ``snapshots`` collects and the Parquet
+    """Depth-n snapshots of the chosen symbols at each time (the book as the feed stood at t:
+    every message in file order up to the first one stamped later), one SNAPSHOT_DTYPE array
+    a time in time order: what ``snapshots`` collects and the Parquet
     writer streams, so that memory holds one time's rows, not the day's.
 
     books: a fresh ``Books``; source: anything ``iter_chunks`` takes (a path, a buffer).

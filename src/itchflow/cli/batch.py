@@ -41,7 +41,7 @@ def _job_options(job, types, at, every, depth, levels, start, end) -> dict:
 @click.option("--at", "at", type=TIMES, default=None, help="snapshots: comma-separated times HH:MM[:SS[.fffffffff]].")
 @click.option("--every", type=SECONDS, default=None,
               help="snapshots: or a snapshot every this many seconds; bars: the bar in seconds [default: 60].")
-@click.option("--depth", "-n", default=5, show_default=True, help="snapshots: levels per side.")
+@click.option("--depth", "-n", type=click.IntRange(1), default=5, show_default=True, help="snapshots: levels per side.")
 @click.option("--levels", default=10, show_default=True, help="lobster: order-book levels per side.")
 @click.option("--start", type=TIME_TEXT, default="09:30", show_default=True,
               help="lobster, bars: HH:MM[:SS], first time written (the bars' grid starts here).")

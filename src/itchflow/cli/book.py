@@ -27,9 +27,13 @@ def parse_time(text: str) -> int:
 
 @main.command("book")
 @click.argument("path", type=click.Path(dir_okay=False))
-@click.option("--symbol", "-s", required=True, help="Stock symbol (from the stock directory) or locate number.")
-@click.option("--at", "at", type=TIME_TEXT, default=None, help="HH:MM[:SS[.fffffffff]]: the book after every message up to this time "
-                                              "(default: the end of the data).")
+@click.option("--symbol", "-s", required=True,
+              help="Stock symbol (from the stock directory) or locate number (digits; one no R names only on a day "
+                   "with no R at all, named by its number).")
+@click.option("--at", "at", type=TIME_TEXT, default=None,
+              help="HH:MM[:SS[.fffffffff]]: the book as the feed stood at this time: every message in file order "
+                   "up to the first one stamped later (one stamped earlier after it, timestamps going back, is "
+                   "left out) (default: the end of the data).")
 @click.option("--depth", "-n", type=click.IntRange(0), default=10, show_default=True, help="Levels per side (0 = all).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (raw Price(4) integers).")
 @click.option("--plot", type=IMAGE, default=None,
@@ -39,6 +43,7 @@ def book_command(path, symbol, at, depth, as_json, plot, quiet) -> None:
     """Full-depth book of one stock at a time of day."""
     from itchflow import Books, ITCHFormatError
     from itchflow.cli.progress import progress_bar
+    from itchflow.sinks._symbols import check_locates, stock_key
 
     t = parse_time(at) if at is not None else None
     books = Books()
@@ -46,16 +51,14 @@ def book_command(path, symbol, at, depth, as_json, plot, quiet) -> None:
     try:
         with progress_bar("book", progress_total(path), quiet or as_json) as update:
             books.replay(path, stop_after_ns=t, progress=update, capture_stats=capture)
-        key = int(symbol) if symbol.isdigit() else symbol.upper()
+        key = stock_key(symbol)   # a locate number too, named by its number when no R names it
         try:
             loc = books.locate(key)
         except KeyError:
             if t is not None and books.stopped_at_time:  # the day may list it after --at
                 raise KeyError(f"no stock directory (R) message for {key!r} before --at {at}") from None
             raise
-        if isinstance(key, int) and books.listed_symbols() and books.symbol(loc) == str(loc):
-            raise KeyError(f"stock locate {loc}: no stock directory (R) message gives it a stock"
-                           + (f" before --at {at}" if t is not None and books.stopped_at_time else ""))
+        check_locates(books, [key], after=f" before --at {at}" if t is not None and books.stopped_at_time else "")
         bids, asks = books.depth(loc, depth if depth > 0 else -1)
     except (ITCHFormatError, OSError, KeyError, ValueError) as e:
         fail(e)
@@ -157,7 +160,8 @@ def _stream_command(which: str, noun: str, doc: str):
 
     @main.command(which, help=doc)
     @click.argument("path", type=click.Path(dir_okay=False))
-    @click.option("--symbols", "-s", default=None, help="Comma-separated symbols (default: every stock).")
+    @click.option("--symbols", "-s", default=None,
+                  help="Comma-separated symbols or locate numbers, as book's --symbol (default: every stock).")
     @click.option("--out", "-o", required=True, type=PARQUET, help="Parquet file to write.")
     @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
     def command(path, symbols, out, quiet) -> None:
@@ -165,6 +169,7 @@ def _stream_command(which: str, noun: str, doc: str):
         from itchflow.errors import ITCHFormatError
         from itchflow import Books
         from itchflow.sinks.events import events_to_parquet
+        from itchflow.sinks._symbols import stock_keys
 
         books, capture = Books(), {}
         try:
@@ -173,10 +178,19 @@ def _stream_command(which: str, noun: str, doc: str):
                                                    books=books, capture_stats=capture)
         except (ITCHFormatError, OSError, KeyError, ValueError) as e:
             fail(e)
-        click.echo(f"wrote {rows:,} {noun} from {messages:,} messages to {out}")
-        report_losses(books, capture, symbols=symbols_option(symbols) or None)
+        click.echo(f"wrote {rows:,} {noun} from {messages_read(books, messages)} to {out}")
+        report_losses(books, capture, symbols=stock_keys(symbols_option(symbols)))
 
     return command
+
+
+def messages_read(books, applied: int) -> str:
+    """The messages a command read: those of a known type (applied) and the unknown types it
+    skipped, so that the count is the file's ("3 messages" of a file of 5 left 2 out)."""
+    unknown = int(books.unknown_types)
+    if not unknown:
+        return f"{applied:,} messages"
+    return f"{applied + unknown:,} messages ({unknown:,} of unknown types, skipped)"
 
 
 bbo_command = _stream_command("bbo", "BBO changes", "Every change of best bid/offer (price and size) to Parquet.")
@@ -286,17 +300,24 @@ def bench_instructions(shape, messages, start, stop, stocks, seed, no_peers, as_
 
 @main.command("snapshots")
 @click.argument("path", type=click.Path(dir_okay=False))
-@click.option("--symbols", "-s", required=True, help="Comma-separated symbols.")
-@click.option("--at", "at", type=TIMES, default=None, help="Comma-separated times HH:MM[:SS[.fffffffff]].")
+@click.option("--symbols", "-s", required=True, help="Comma-separated symbols or locate numbers, as book's --symbol.")
+@click.option("--at", "at", type=TIMES, default=None,
+              help="Comma-separated times HH:MM[:SS[.fffffffff]]: the book as the feed stood at each (see the "
+                   "command's help).")
 @click.option("--every", type=SECONDS, default=None, help="Or: a snapshot every this many seconds of the day.")
 @click.option("--depth", "-n", type=click.IntRange(0), default=5, show_default=True,
               help="Levels per side (0 = all, as in book).")
 @click.option("--out", "-o", required=True, type=PARQUET, help="Parquet file to write.")
-def snapshots_command(path, symbols, at, every, depth, out) -> None:
-    """Depth-N snapshots of chosen symbols at given times or intervals (book after every
-    message with timestamp <= the time) to Parquet: one row per level per side."""
+@click.option("--quiet", "-q", is_flag=True,
+              help="Accepted as book, bbo and trades take it; snapshots shows no progress bar.")
+def snapshots_command(path, symbols, at, every, depth, out, quiet) -> None:
+    """Depth-N snapshots of chosen symbols at given times or intervals to Parquet: one row per
+    level per side. A snapshot at T is the book as the feed stood at T: every message in file
+    order up to the first one stamped later than T (a message stamped <= T that comes after
+    it, in a day whose timestamps go backwards, is not in it)."""
     from itchflow import Books, ITCHFormatError
     from itchflow.sinks.events import snapshots_to_parquet
+    from itchflow.sinks._symbols import stock_keys
 
     if (at is None) == (every is None):
         fail(click.UsageError("give exactly one of --at and --every"))
@@ -315,7 +336,7 @@ def snapshots_command(path, symbols, at, every, depth, out) -> None:
     except (ITCHFormatError, OSError, KeyError, ValueError) as e:
         fail(e)
     click.echo(f"wrote {rows:,} rows ({len(times):,} times x {len(symbols_option(symbols))} symbols) to {out}")
-    report_losses(books, capture, symbols=symbols_option(symbols))
+    report_losses(books, capture, symbols=stock_keys(symbols_option(symbols)))
 
 
 def _day_shape_options(command):

@@ -136,6 +136,9 @@ class PowerOfTwo(click.ParamType):
 
 
 RING_CAPACITY = PowerOfTwo(4096)
+# an ITCH feed's ring (run --capacity): room for the largest message behind a batch header, a
+# quarter of the ring at most (pipeline.publish.feed_max_payload; a test holds them equal)
+FEED_RING_CAPACITY = PowerOfTwo(1 << 19)
 
 
 class CpuList(click.ParamType):

@@ -13,7 +13,7 @@ from itchflow.cli.signals import sigterm_exits
 from itchflow.cli.decode import fail
 from itchflow.cli.net import engine_notes
 from itchflow.cli.params import (
-    BYTES, CPUS, HEARTBEAT, IMAGE, MESSAGE_RATE, NON_NEGATIVE, POSITIVE, RING_CAPACITY, RUNS, SECONDS_OR_OFF, SEED,
+    BYTES, CPUS, HEARTBEAT, IMAGE, MESSAGE_RATE, NON_NEGATIVE, POSITIVE, FEED_RING_CAPACITY, RUNS, SECONDS_OR_OFF, SEED,
     STOCKS, Count,
 )
 from itchflow.wire.itch import price4_to_float
@@ -31,7 +31,7 @@ LONG_PAUSE_SECONDS = 0.01  # a growth pause this long gets the hint to size the 
                    "soup://HOST:PORT?user=..&password=..&session=..&sequence=N")
 @click.option("--ring", default=None, help="Ring name or path (default: a private one in /dev/shm); removed at the end either way "
                    "(a consumer that joined keeps its mapping).")
-@click.option("--capacity", type=RING_CAPACITY, default=16 << 20, show_default=True,
+@click.option("--capacity", type=FEED_RING_CAPACITY, default=16 << 20, show_default=True,
               help="Ring data bytes (a power of two).")
 @click.option("--batch-bytes", type=BYTES, default=64 << 10, show_default=True, help="Most message bytes per ring record.")
 @click.option("--rate", type=MESSAGE_RATE, default=None, help="Replay a file at this many messages/s (default: flat out).")
@@ -141,14 +141,9 @@ def live_exit_status(r) -> tuple[int, str]:
         return 2, (f"the file stopped growing for {tail.get('idle_timeout') or 0:g} s before its end-of-messages "
                    f"event, after {tail.get('messages', 0):,} messages: the books cover part of the day "
                    "(--idle-timeout sets how long a quiet writer is waited for)")
-    if stream == "cut short":
-        return 2, ("the ring's producer closed it before the end of its stream (a session stopped early): the "
-                   "books cover part of it")
     if stream == "lost messages" and capture:
         return 3, (f"the capture has {capture.get('gaps', 0):,} sequence gaps ({capture.get('missing_messages', 0):,} "
                    "messages missing): the books have holes")
-    if stream == "lost messages":
-        return 3, "the ring's producer lost messages on the way (given up on, or missing): the books have holes"
     if p.get("end_contradicted"):
         from itchflow.sources.udp import contradicted_end
 
@@ -167,6 +162,18 @@ def live_exit_status(r) -> tuple[int, str]:
         return 3, (f"the ring's first {r.ring_skipped_records:,} records were published before this run's first "
                    "(its consumer resumed where an earlier run stopped, or joined a stream under way): the "
                    "books lack them")
+    if getattr(r, "sequence_gaps", 0) or getattr(r, "sequence_repeats", 0):
+        return 3, (f"the ring's records skip forward {r.sequence_gaps:,} times ({r.sequence_gap_messages:,} sequence "
+                   f"numbers) and go back {r.sequence_repeats:,} times: messages are missing or repeated (a producer "
+                   "that lost them, or a damaged record): the books cannot be trusted whole")
+    # how the ring's producer said its stream ended (ring:NAME), when nothing above says more
+    if stream == "cut short":
+        return 2, ("the ring's producer closed it before the end of its stream (a session stopped early): the "
+                   "books cover part of it")
+    if stream == "lost messages":
+        return 3, "the ring's producer lost messages on the way (given up on, or missing): the books have holes"
+    if stream != "whole":
+        return 2, f"the ring's producer closed it with an outcome this version does not know ({stream})"
     return 0, ""
 
 

@@ -227,8 +227,14 @@ class BatchApplier:
         st[S_BYTES] += where
         self.books.next_sequence = int(st[S_RESUME_SEQ])
         self.books.events.sync_from(self.books.ctl)
+        # the source's place, and the ring's: the bytes came through it, and a stray write
+        # into the ring reads the same as a fault in the source (probe 25: a good file blamed)
+        pos = batch.record_position(i)
+        via = (f"; read from {batch.ring} record {batch.first_record + i}"
+               + (f" at ring position {pos}" if pos is not None else "")
+               + ": if the source is whole there, the ring's copy was damaged") if batch.ring else ""
         raise ITCHFormatError(BL.error_text(batch.data, int(st[S_RESUME_POS]), o + int(batch.lengths[i]), status,
-                                            int(st[S_RESUME_SEQ])),
+                                            int(st[S_RESUME_SEQ])) + via,
                               source=self.source, offset=(base if base >= 0 else 0) + where)
 
     def samples(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -135,8 +135,8 @@ def run_pipeline(source: str | SourceSpec, *, ring: str | None = None, capacity:
     """Run source -> ring -> books to the end of the source; returns the report (and fills
     ``books``, a new ``Books`` if not given). Errors in the source or the data raise
     ``PipelineError`` / ``ITCHFormatError`` naming where, after the producer has stopped; a
-    consumer paused past the heartbeat timeout raises ``ConsumerDetached`` (a RingError)
-    naming the ring and the consumer. Ctrl-C (KeyboardInterrupt) stops the producer and
+    consumer paused past the heartbeat timeout raises a ``PipelineError`` naming the ring and
+    the consumer (from the ``ConsumerDetached``), with the report. Ctrl-C (KeyboardInterrupt) stops the producer and
     raises ``PipelineInterrupted`` carrying the report of what was applied. A ``PipelineError``,
     and an ``ITCHFormatError`` in what the consumer read, carry it too, as ``report`` (its
     ``error`` set), where the run got as far as applying.
@@ -159,7 +159,7 @@ def run_pipeline(source: str | SourceSpec, *, ring: str | None = None, capacity:
     from itchflow.book.books import Books
     from itchflow.hw.affinity import pin_for, unpin
     from itchflow.hw.metrics import ticks_per_ns
-    from itchflow.ring import Ring
+    from itchflow.ring import ConsumerDetached, Ring
 
     spec = parse_source(source) if isinstance(source, str) else source
     if rate:
@@ -184,13 +184,19 @@ def run_pipeline(source: str | SourceSpec, *, ring: str | None = None, capacity:
         applier.warm_up(rg.data)
         pinned = pin_for(pin, 1)
         run.t_start = time.perf_counter()
+        detached = None
         try:
             with rg.reader(consumer, wait=wait) as reader:
-                _consume(reader, applier, None, progress, run,
-                         _NoProducerNotice(rg, notice or _log_warning, notice_after))
+                try:
+                    _consume(reader, applier, None, progress, run,
+                             _NoProducerNotice(rg, notice or _log_warning, notice_after))
+                except ConsumerDetached as e:
+                    detached = e
         finally:
             unpin(pinned)
             rg.close()
+        if detached is not None:   # with the report of what was applied, as every other failure
+            raise PipelineError(str(detached), _finish(report, applier, books, tpn, run, top)) from detached
         if run.interrupted:
             raise PipelineInterrupted(_finish(report, applier, books, tpn, run, top))
         if run.gone:
@@ -200,8 +206,8 @@ def run_pipeline(source: str | SourceSpec, *, ring: str | None = None, capacity:
                    "time-out (paused, stopped, or starved of CPU)")
             raise PipelineError(f"{rg.path}: its producer {why}, after {report.messages:,} "
                                 "messages (a restarted producer continues the sequence; read again to resume)")
-        report.stream = STREAM_OUTCOME_NAMES.get(run.outcome, str(run.outcome))
-        return _finish(report, applier, books, tpn, run, top)
+        report.stream = STREAM_OUTCOME_NAMES.get(run.outcome, f"unknown outcome {run.outcome}")
+        return _judge_stream(_finish(report, applier, books, tpn, run, top))
 
     if ring is not None:
         Ring.reclaim_stale(ring)     # a ring a killed run left behind; RingBusy if one is live
@@ -222,6 +228,7 @@ def run_pipeline(source: str | SourceSpec, *, ring: str | None = None, capacity:
     stop = CTX.Event()
     produced = None
     consume_error: Exception | None = None
+    detached = None
     try:
         # Load the engine, the publish kernel and the reader's kernels before the fork: the
         # child inherits them, the first batch of a live feed does not pay tens of milliseconds
@@ -251,7 +258,9 @@ def run_pipeline(source: str | SourceSpec, *, ring: str | None = None, capacity:
             except ValueError as e:   # what the consumer read was bad: the producer may know why
                 consume_error = e
                 raise
-            run.completed = not run.interrupted
+            except ConsumerDetached as e:   # reported below, with what was applied
+                detached = e
+            run.completed = not run.interrupted and detached is None
     finally:
         unpin(pinned)
         stop.set()
@@ -280,6 +289,8 @@ def run_pipeline(source: str | SourceSpec, *, ring: str | None = None, capacity:
     if run.interrupted:
         raise PipelineInterrupted(_finish(report, applier, books, tpn, run, top))
     _finish(report, applier, books, tpn, run, top)
+    if detached is not None:
+        raise PipelineError(str(detached), report) from detached
     # every failure below carries the report of what was applied (a script reading --json
     # output got nothing at all when the source failed mid-file)
     if produced is None:
@@ -300,17 +311,33 @@ def run_pipeline(source: str | SourceSpec, *, ring: str | None = None, capacity:
         raise PipelineError(f"{spec.text}: the producer published {published:,} messages and {report.messages:,} "
                             f"were applied", report)
     report.stream = source_outcome(report.producer)
+    return _judge_stream(report)
+
+
+def _judge_stream(report: "PipelineReport") -> "PipelineReport":
+    """What the ring itself says of a stream its producer called whole: records this run
+    lost, or did not get (it resumed or joined late), or sequence numbers that skip or go
+    back between records (a damaged record said 4.6e18 messages were missing, in a stream
+    called whole: probe 25) leave holes in the books."""
+    if report.stream == "whole" and (report.ring_lost_records or report.ring_skipped_records
+                                     or report.sequence_gaps or report.sequence_repeats):
+        report.stream = "lost messages"
     return report
 
 
 def source_outcome(producer: dict) -> str:
     """How a source read here ended, as a ring's producer would say it (``PipelineReport.stream``):
     "cut short" for a tail: file that stopped growing before its end-of-messages event (the
-    day's end never came), "lost messages" for a capture with sequence gaps (the books have
-    holes where they were), else "whole"."""
+    day's end never came) and a live session (mold, soup) that stopped before its end of
+    session, "lost messages" for a capture with sequence gaps or a mold session with messages
+    given up on (the books have holes where they were), else "whole"."""
     if producer.get("tail", {}).get("ended_by") == "idle time-out":
         return "cut short"
-    if producer.get("capture", {}).get("gaps", 0):
+    if "mold" in producer and (not producer.get("finished") or producer.get("end_contradicted")):
+        return "cut short"
+    if "soup" in producer and not producer["soup"].get("ended"):
+        return "cut short"
+    if producer.get("capture", {}).get("gaps", 0) or producer.get("mold", {}).get("lost", 0):
         return "lost messages"
     return "whole"
 
@@ -436,6 +463,8 @@ def _consume(reader, applier, proc, progress, run: _Run, waiting: _NoProducerNot
                 batch = reader.read_batch(timeout=POLL_S)
             except EOFError as e:
                 run.outcome = getattr(e, "outcome", 0)   # how the ring's producer said its stream ended
+                if run.t_first is None:   # resumed at the end of a closed ring: every record was before it
+                    run.ring_skipped_records = max(0, reader.records - (reader.lost_records - lost_before))
                 break
             except ProducerGone as e:
                 run.gone = True
@@ -492,6 +521,8 @@ def _finish(report, applier, books, tpn, run: _Run, top) -> PipelineReport:
     report.seconds = (t_end - run.t_first) if run.t_first is not None else 0.0
     report.wall_seconds = t_end - run.t_start
     report.interrupted = run.interrupted
+    if run.interrupted:   # Ctrl-C: the books hold part of the stream
+        report.stream = "cut short"
     report.ring_lost_records = run.ring_lost_records
     report.ring_skipped_records = run.ring_skipped_records
     to_ns = 1.0 / tpn

@@ -57,6 +57,14 @@ def _endpoint(text: str, what: str, spec: str) -> tuple[str, int]:
         raise ValueError(f"source {spec!r}: {what}: {e}") from None
 
 
+def _without_password(text: str) -> str:
+    """The source as given, its ``password=`` value shown as ``***`` (probe 25: it was echoed in
+    the report's ``source`` and in a rejected login's error)."""
+    import re
+
+    return re.sub(r"([?&]password=)[^&#]*", r"\1***", text)
+
+
 def parse_source(text: str) -> SourceSpec:
     """A source string (module doc) as a SourceSpec; ValueError naming what is wrong."""
     if text.startswith("tail:"):
@@ -66,6 +74,7 @@ def parse_source(text: str) -> SourceSpec:
     if "://" not in text:
         return SourceSpec("file", text, path=text)
     u = urlsplit(text)
+    text = _without_password(text)   # the text is in reports and errors: never the password
     if u.scheme not in ("mold", "soup"):
         raise ValueError(f"source {text!r}: unknown scheme {u.scheme!r} (use a path, tail:PATH, mold:// or soup://)")
     query = parse_qs(u.query, keep_blank_values=True, strict_parsing=False)

@@ -80,6 +80,20 @@ def _reserve(fd: int, size: int, path: str, advised: mmap.mmap | None = None) ->
         if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
             raise
 
+def _check_memory(path: str, size: int, on_hugetlbfs: bool) -> None:
+    """A ring in /dev/shm is held in memory whole (its pages are reserved at creation): one
+    larger than the memory available is refused by name first (--capacity 16G took 13.5 GB of
+    a 24 GB machine for a 6 MB day, with other processes' memory at stake: probe 25). Huge
+    pages are a pool of their own (_reserve counts them)."""
+    if on_hugetlbfs or os.path.dirname(path) != DEFAULT_DIR:
+        return
+    free = meminfo_value("MemAvailable")
+    if free is not None and size > free:
+        raise OSError(errno.ENOMEM, f"no room for the ring's {size:,} bytes in memory: this machine has {free:,} "
+                                    f"available (MemAvailable), and a ring in {DEFAULT_DIR} is held in memory whole "
+                                    "(a smaller --capacity)", path)
+
+
 class Ring:
     """A mapped ring file. ``words`` is the file as int64 words, ``data`` the data region."""
 
@@ -185,12 +199,16 @@ class Ring:
         size = hb + capacity
         if os.path.exists(path) and not exist_ok:
             raise FileExistsError(f"ring {path} already exists (use exist_ok=True or `itchflow ring rm`)")
+        _check_memory(path, size, bool(flags & L.FLAG_HUGETLBFS))
         tmp = f"{path}.{os.getpid()}.tmp"
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         mm = None
         try:
             os.ftruncate(fd, size)
-            mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+            try:
+                mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+            except OSError as e:   # ENOMEM: no address space for it ("[Errno 12]" named nothing)
+                raise OSError(e.errno, f"ring {path}: cannot map its {size:,} bytes ({e.strerror})", path) from None
             advised = False
             if hugepages and not flags & L.FLAG_HUGETLBFS and hasattr(mmap, "MADV_HUGEPAGE"):
                 try:

@@ -424,8 +424,10 @@ class Reader:
         """Call after using the last batch in place (before trusting what was computed from
         it): raises ConsumerDetached if the producer detached this consumer meanwhile (it was
         paused past the heartbeat timeout), since the batch may then have been overwritten
-        while in use. Free: one fence and one load (consumer.validate_read)."""
-        if self._pending and C.validate_read(self.ring.words, self.cs) == C.DETACHED:
+        while in use; a RingFormatError if the header's magic is gone (someone else wrote over
+        it). Cheap: one fence and two loads (consumer.validate_read, the magic word)."""
+        if self._pending and (C.validate_read(self.ring.words, self.cs) == C.DETACHED
+                              or int(self.ring.words[L.W_MAGIC]) != L.MAGIC):   # a header overwritten
             raise self._detached("the batch it was using may have been overwritten meanwhile")
 
     def _detached(self, consequence: str) -> RingError:

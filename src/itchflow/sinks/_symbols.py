@@ -1,7 +1,15 @@
 """Research outputs name stocks by symbol; the day's stock directory (R messages) maps them to
 locates. One rule for every output: a symbol with no R message, or in the directory under
 more than one locate (a name that is not one stock: the books refuse it too), is a KeyError
-naming the output, never an answer for one of them picked silently."""
+naming the output, never an answer for one of them picked silently.
+
+A name of digits alone is a stock locate (``-s 5``), in every command and output alike: the
+stock at that locate, named by its symbol when an R gives it one. On a day whose directory
+lists no stock at all (a piece of a feed, a day cut before its R messages) every locate is
+named by its number (as ``Books.symbol``, ``to_pandas`` and the Parquet files name it; only
+the numpy events' ``symbol`` field, fixed bytes, holds b"" there); on a day that lists stocks,
+a locate no R names is a KeyError (``check_locates``), as a symbol it does not list is.
+ITCH symbols start with a letter."""
 
 from __future__ import annotations
 
@@ -21,6 +29,29 @@ def symbol_list(symbols, who: str, *, required: bool = False) -> list[str] | Non
     if not out:
         raise ValueError(f"{who}: give at least one symbol" + ("" if required else " (None: every stock)"))
     return out
+
+
+def stock_key(name) -> str | int:
+    """A stock as asked for: a locate number (int) for a name of digits, else the symbol."""
+    if isinstance(name, int):
+        return name
+    name = str(name).strip()
+    return int(name) if name.isdigit() else name.upper()
+
+
+def stock_keys(names: list[str] | None) -> list[str | int] | None:
+    return None if names is None else [stock_key(n) for n in names]
+
+
+def check_locates(books, keys, who: str = "", after: str = "") -> None:
+    """KeyError for a locate number among keys that no R names, when the books' directory
+    names some stock (a number naming nothing there, as a symbol the day does not list: not an
+    empty answer). who: the output, as a prefix; after: said after it (" before --at T")."""
+    if not books.listed_symbols():
+        return
+    for key in keys or ():
+        if isinstance(key, int) and books.symbol(key) == str(key):
+            raise KeyError(f"{who}stock locate {key}: no stock directory (R) message gives it a stock{after}")
 
 
 def resolve_symbols(directory: Mapping[int, str], wanted: Iterable[str], who: str) -> dict[str, int]:

@@ -3,8 +3,9 @@
 Intervals are half-open ``[t, t + every)`` on a grid from ``start`` (default 09:30) to
 ``end`` (default 16:00), every stock gets every interval (a dense panel). Per row:
 
-- the quote at the end of the interval: best bid and ask (dollars; NaN for an empty side)
-  and their shares, the book after every message before the interval's end;
+- the quote at the end of the interval: best bid and ask (dollars; NaN for an empty side, one
+  without a level: a level at price 0 is a quote of 0.0) and their shares, the book after
+  every message in file order up to the first one stamped at or after the interval's end;
 - ``spread``: the time-weighted spread (ask - bid, dollars) over the part of the interval
   in which both sides were quoted (a locked or crossed book counts, with its zero or
   negative spread); ``two_sided_ns`` that part's length; NaN when it is zero;
@@ -39,6 +40,18 @@ _KIND_E, _KIND_C, _KIND_P, _KIND_Q = (ord(c) for c in "ECPQ")
 _S_T, _S_BID, _S_BIDSZ, _S_ASK, _S_ASKSZ = range(5)
 
 
+@njit(inline="always", nogil=True, cache=True)
+def _quoted(price, shares):
+    """Whether a side of a BBO event holds a level: the engine gives an empty side as price 0
+    and 0 shares; a level at price 0 is a real quote (probe 26: it was shown as NaN)."""
+    return price != 0 or shares != 0
+
+
+def _side_dollars(price: np.ndarray, shares: np.ndarray) -> np.ndarray:
+    """A side's quote in dollars, NaN where the side is empty (price 0 and 0 shares)."""
+    return np.where((price != 0) | (shares != 0), price / 1e4, np.nan)
+
+
 @njit(nogil=True, cache=True)
 def _advance(s, t, t0, step, tend, state, quote, spread_int, two_sided):
     """Account slot s's current quote from where it was accounted up to time t (clamped to
@@ -51,7 +64,7 @@ def _advance(s, t, t0, step, tend, state, quote, spread_int, two_sided):
     cur = state[s, _S_T]
     bid = state[s, _S_BID]
     ask = state[s, _S_ASK]
-    both = bid > 0 and ask > 0
+    both = _quoted(bid, state[s, _S_BIDSZ]) and _quoted(ask, state[s, _S_ASKSZ])
     while cur < t:
         b = (cur - t0) // step
         bar_end = min(t0 + (b + 1) * step, tend)
@@ -284,9 +297,9 @@ def _table(panel: _Panel, trades: dict, names: dict, nslots: int, t0: int, step:
         "stock_locate": pa.array(locs[slot].astype(np.uint16)),
         "start_ns": pa.array(t0 + (rows % nbars) * np.int64(step)),
         "end_ns": pa.array(np.minimum(t0 + (rows % nbars + 1) * np.int64(step), tend)),
-        "bid": pa.array(np.where(q[:, 0] > 0, q[:, 0] / 1e4, np.nan)),
+        "bid": pa.array(_side_dollars(q[:, 0], q[:, 1])),
         "bid_size": pa.array(q[:, 1]),
-        "ask": pa.array(np.where(q[:, 2] > 0, q[:, 2] / 1e4, np.nan)),
+        "ask": pa.array(_side_dollars(q[:, 2], q[:, 3])),
         "ask_size": pa.array(q[:, 3]),
         "spread": pa.array(spread),
         "two_sided_ns": pa.array(two),

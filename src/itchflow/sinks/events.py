@@ -16,7 +16,7 @@ from itchflow.book import layout as L
 from itchflow.book.books import Books
 from itchflow.book.events import mark_broken, to_arrow
 from itchflow.sinks._book_access import directory
-from itchflow.sinks._symbols import resolve_symbols, symbol_list
+from itchflow.sinks._symbols import check_locates, resolve_symbols, stock_keys, symbol_list
 from itchflow.sinks.output import output_file
 
 STREAMS = ("bbo", "trades")
@@ -52,7 +52,7 @@ def events_to_parquet(source, out, which: str, symbols: list[str] | None = None,
 
     if which not in STREAMS:
         raise ValueError(f"which must be one of {STREAMS}, not {which!r}")
-    symbols = symbol_list(symbols, which)
+    symbols = stock_keys(symbol_list(symbols, which))   # a name of digits: that locate
     books = Books() if books is None else books
     timings = {} if timings is None else timings
     timings.setdefault("write_seconds", 0.0)
@@ -90,8 +90,10 @@ def events_to_parquet(source, out, which: str, symbols: list[str] | None = None,
             # "0 rows", and a symbol under two locates names no one stock
             listed, waiting = books.listed_symbols(), set(books.waiting_symbols)
             # (one the day listed and renamed away is neither: its rows are written)
-            resolve_symbols(directory(books), [s for s in symbols if s in listed or (s in waiting and not missing_ok)],
-                            which)
+            resolve_symbols(directory(books), [s for s in symbols if isinstance(s, str) and (
+                s in listed or (s in waiting and not missing_ok))], which)
+            if not missing_ok:
+                check_locates(books, symbols, f"{which}: ")
         t = time.perf_counter()
         if state["writer"] is None:  # nothing recorded: still write an empty file with the schema
             empty = np.zeros(0, L.BBO_EVENT_DTYPE if which == "bbo" else L.TRADE_EVENT_DTYPE)
@@ -114,9 +116,12 @@ def snapshots_to_parquet(books: Books, source, out, times_ns, symbols, n: int, *
 
     import pyarrow.parquet as pq
 
+    from itchflow.book.books import depth_levels
     from itchflow.book.events import SNAPSHOT_DTYPE, iter_snapshots
     from itchflow.sinks.tables import ROW_GROUP_ROWS
 
+    n = depth_levels(n)   # checked before any work, as Books.depth checks it
+    symbols = stock_keys(list(symbols))   # a name of digits: that locate (a shard may have none)
     held: list[np.ndarray] = []
     state = {"held": 0, "rows": 0, "writer": None}
     timings = {} if timings is None else timings
@@ -142,6 +147,7 @@ def snapshots_to_parquet(books: Books, source, out, times_ns, symbols, n: int, *
                     write(tmp)
             if held or state["writer"] is None:   # the rest; no row at all: the schema alone
                 write(tmp)
+            check_locates(books, symbols, "snapshots: ")   # raised here: no file is left
         finally:
             if state["writer"] is not None:
                 state["writer"].close()

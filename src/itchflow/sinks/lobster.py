@@ -18,14 +18,17 @@ How ITCH 5.0 maps to the LOBSTER types (every choice made here):
 ITCH         Type   Order ID, Size, Price, Direction
 ===========  =====  ===========================================================================
 A, F         1      reference, shares, limit price, side
-X            2      reference, cancelled shares, the order's price, its side
+X            2      reference, cancelled shares, the order's price, its side; 3 (deletion) when
+                    it takes the whole order, with the shares the order had (an over-cancel,
+                    X 500 on an order of 90, is a deletion of 90)
 D            3      reference, the shares the order still had, its price, its side
 U            3 + 1  two rows at the same time: 3 for the original reference (the shares it
                     still had, its price), then 1 for the new reference (the new total shares
                     and price, the same side): the book after the 3 row is the book with the
                     old order gone and the new one not yet added
-E            4      reference, executed shares, the order's price, the order's side
-C            4      reference, executed shares, the *execution* price (the trade's price; the
+E            4      reference, executed shares (at most the shares the order had: an
+                    over-execution says what it took off the book), the order's price and side
+C            4      reference, executed shares (as E), the *execution* price (the trade's price; the
                     shares leave the order's own level, which the order-book row shows), the
                     order's side; printable N (cross executions) too, since they take visible
                     shares off the book
@@ -133,22 +136,25 @@ class LobsterDay:
 # ---- the compiled part: the level book of one stock from its L2 events --------------------
 
 @njit(nogil=True, cache=True)
-def depth_after_events(side, price, shares, orders, emit_after, levels, keys, qty, cnt):
+def depth_after_events(side, price, shares, orders, emit_after, levels, keys, qty, nord, cnt):
     """Replay one stock's L2 events (level totals after each change) and snapshot the top
     ``levels`` of each side after the first ``emit_after[r]`` events, for every r.
 
-    keys/qty (int64[2, cap]) and cnt (int64[2]) are the level book before the first event,
+    keys/qty/nord (int64[2, cap]: key, shares, orders) and cnt (int64[2]) are the level book
+    before the first event,
     carried from one call to the next: each side is a sorted key array with the best level
     last (key = price for bids, -price for asks), so the common changes near the touch move
-    few entries. cnt is updated in place; keys and qty are returned, reallocated when a side
-    outgrows them. Returns (delta, book, keys, qty): delta[j] the change of the level's
-    shares at event j (signed), book[r] the LOBSTER row (ask price, ask size, bid price, bid
+    few entries. cnt is updated in place; keys, qty and nord are returned, reallocated when a
+    side outgrows them. Returns (delta, gone, book, keys, qty, nord): delta[j] the change of
+    the level's shares at event j (signed), gone[j] whether its order count fell (an order
+    left the level: a cancel or execution that took the whole order), book[r] the LOBSTER row (ask price, ask size, bid price, bid
     size per level, dummies for empty levels). emit_after must be non-decreasing within
     0..len(side) (the caller checks).
     """
     n = len(side)
     cap = keys.shape[1]
     delta = np.zeros(n, np.int64)
+    gone = np.zeros(n, np.bool_)
     rows = len(emit_after)
     book = np.empty((rows, 4 * levels), np.int64)
     r = 0
@@ -180,28 +186,36 @@ def depth_after_events(side, price, shares, orders, emit_after, levels, keys, qt
         before = qty[s, pos] if found else 0
         after = shares[j] if orders[j] > 0 else 0
         delta[j] = after - before
+        gone[j] = max(orders[j], 0) < (nord[s, pos] if found else 0)
         if orders[j] <= 0:
             if found:
                 keys[s, pos:m - 1] = keys[s, pos + 1:m].copy()
                 qty[s, pos:m - 1] = qty[s, pos + 1:m].copy()
+                nord[s, pos:m - 1] = nord[s, pos + 1:m].copy()
                 cnt[s] = m - 1
         elif found:
             qty[s, pos] = after
+            nord[s, pos] = orders[j]
         else:
             if m == cap:
                 cap *= 2
                 nk = np.empty((2, cap), np.int64)
                 nq = np.empty((2, cap), np.int64)
+                no = np.empty((2, cap), np.int64)
                 nk[:, :m] = keys[:, :m]  # m is the old capacity: both sides fit in it
                 nq[:, :m] = qty[:, :m]
+                no[:, :m] = nord[:, :m]
                 keys = nk
                 qty = nq
+                nord = no
             keys[s, pos + 1:m + 1] = keys[s, pos:m].copy()
             qty[s, pos + 1:m + 1] = qty[s, pos:m].copy()
+            nord[s, pos + 1:m + 1] = nord[s, pos:m].copy()
             keys[s, pos] = key
             qty[s, pos] = after
+            nord[s, pos] = orders[j]
             cnt[s] = m + 1
-    return delta, book, keys, qty
+    return delta, gone, book, keys, qty, nord
 
 
 class StockState:
@@ -212,6 +226,7 @@ class StockState:
     def __init__(self):
         self.keys = np.empty((2, 256), np.int64)
         self.qty = np.empty((2, 256), np.int64)
+        self.nord = np.empty((2, 256), np.int64)
         self.cnt = np.zeros(2, np.int64)
         self.last_trading_state = b"T"
         self.skipped: dict[str, int] = {}
@@ -245,6 +260,16 @@ class _Rows:
         cols = {k: np.concatenate([p[k] for p in self.parts]) for k in names}
         order = np.lexsort((cols["sub"], cols["seq"]))
         return {k: v[order] for k, v in cols.items()}
+
+
+def _removed_shares(cols: dict[str, np.ndarray], has_ev: np.ndarray, drop: np.ndarray, gone: np.ndarray) -> None:
+    """An X, E or C row says the shares the book took off the order (its level's drop), not
+    the message's: an over-cancel or over-execution (X 500 on an order of 90) took only what
+    the order had. An X that takes the whole order away is a deletion (3) in LOBSTER's terms
+    (probe 26: a Type 2 row of 500 shares left a LOBSTER reader a live, negative order)."""
+    taking = has_ev & ((cols["type"] == CANCELLATION) | (cols["type"] == EXECUTION))
+    cols["size"] = np.where(taking, np.minimum(cols["size"], drop), cols["size"])
+    cols["type"] = np.where(taking & gone & (cols["type"] == CANCELLATION), DELETION, cols["type"])
 
 
 def stock_rows(msgs: dict[str, np.ndarray], l2: dict[str, np.ndarray], levels: int,
@@ -329,9 +354,9 @@ def stock_rows(msgs: dict[str, np.ndarray], l2: dict[str, np.ndarray], levels: i
     emit = np.ascontiguousarray(cols["k"])
     if len(emit) and (np.any(np.diff(emit) < 0) or emit[0] < 0 or emit[-1] > len(ev_seq)):
         raise RuntimeError("LOBSTER rows and L2 events disagree on the message order")  # a bug, not bad input
-    delta, book, state.keys, state.qty = depth_after_events(
+    delta, gone, book, state.keys, state.qty, state.nord = depth_after_events(
         np.ascontiguousarray(l2["side"]), np.ascontiguousarray(l2["price"]), np.ascontiguousarray(l2["shares"]),
-        np.ascontiguousarray(l2["orders"]), emit, int(levels), state.keys, state.qty, state.cnt)
+        np.ascontiguousarray(l2["orders"]), emit, int(levels), state.keys, state.qty, state.nord, state.cnt)
     ev = cols["ev"]
     has_ev = ev >= 0
     evi = np.where(has_ev, ev, 0)
@@ -339,6 +364,7 @@ def stock_rows(msgs: dict[str, np.ndarray], l2: dict[str, np.ndarray], levels: i
         from_event = has_ev & (cols["price"] == -1)
         cols["price"] = np.where(from_event, l2["price"][evi], cols["price"])
         cols["size"] = np.where(has_ev & (cols["size"] == -1), -delta[evi] if len(delta) else 0, cols["size"])
+        _removed_shares(cols, has_ev, -delta[evi], gone[evi])
         cols["dir"] = np.where(has_ev, np.where(l2["side"][evi] == 0, 1, -1), cols["dir"])
     return cols, book, state.skipped
 
