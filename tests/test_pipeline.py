@@ -1181,3 +1181,22 @@ def test_a_source_password_is_never_in_the_text():
     s = parse_source("soup://127.0.0.1:5000?user=u&password=s3cret&session=S")
     assert "s3cret" not in s.text and s.options["password"] == "s3cret"
     assert "password=***" in s.text
+
+
+@pytest.mark.parametrize("producer, said", [
+    ({"soup": {"ended": False, "connections": 0, "errors": ["connect to 127.0.0.1:9: [Errno 111] Connection refused"]}},
+     "the soup session never connected (connect to 127.0.0.1:9: [Errno 111] Connection refused): the books are empty"),
+    ({"soup": {"ended": False, "connections": 1}}, "the soup session stopped before its end of session"),
+    ({"mold": {"packets": 0, "lost": 0}, "finished": False}, "no packet of the mold session arrived"),
+    ({"mold": {"packets": 5, "lost": 0}, "finished": False}, "the mold session stopped before its end of session"),
+])
+def test_a_session_that_never_started_is_not_said_to_have_stopped(producer, said):
+    """soup:// with no server said "the soup session stopped before its end of session: the
+    books cover part of it" though it never connected (probe 25)."""
+    from itchflow.cli.run import live_exit_status
+    from itchflow.pipeline.run import PipelineReport, source_outcome
+
+    r = PipelineReport(source="x", ring="r", producer=producer)
+    r.stream = source_outcome(producer)
+    status, why = live_exit_status(r)
+    assert status == 2 and said in why, why

@@ -149,6 +149,12 @@ def live_exit_status(r) -> tuple[int, str]:
 
         return 2, f"the mold session: {contradicted_end(p.get('end_sequence'), p['end_contradicted'])}: the books " \
                   "may cover part of it"
+    if "soup" in p and not p["soup"].get("ended") and not p["soup"].get("connections"):
+        errors = p["soup"].get("errors") or []
+        return 2, ("the soup session never connected" + (f" ({errors[-1]})" if errors else "")
+                   + ": the books are empty")
+    if "mold" in p and not p.get("finished") and not p["mold"].get("packets"):
+        return 2, "no packet of the mold session arrived: the books are empty"
     for kind in ("mold", "soup"):
         if kind in p and not (p.get("finished") if kind == "mold" else p[kind].get("ended")):
             return 2, f"the {kind} session stopped before its end of session: the books cover part of it"
