@@ -97,15 +97,26 @@ def test_books_prefault_waits_for_every_table():
     assert b.messages == 20_000 and not any(b.anomalies().values())
 
 
-def test_one_core_leaves_every_page_to_fault_in_on_the_callers_core():
+def test_one_core_leaves_every_page_to_fault_in_on_the_callers_core(monkeypatch):
     """The benchmarks' one-core figures (probe 23: the helper thread ran inside their clocks)."""
     import mmap
+    import threading
 
     from itchflow.hw.populate import one_core
 
+    started = []
+    real_start = threading.Thread.start
+
+    def counted_start(self):
+        started.append(self.name)
+        real_start(self)
+
     fresh = np.frombuffer(mmap.mmap(-1, 8 << 20), np.uint8)   # pages never touched: none resident
     with one_core():
+        monkeypatch.setattr(threading.Thread, "start", counted_start)
         assert not Books(table=1 << 16).prefault(wait=True)   # nothing populated
+        assert started == []                                   # and no thread started for it
+        monkeypatch.undo()
         t = populate_in_background(fresh)
         t.join(timeout=30)
         assert not t.populated

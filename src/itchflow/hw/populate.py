@@ -65,16 +65,29 @@ def one_core():
         _state.off = before
 
 
-def populate_in_background(*parts) -> threading.Thread:
+class _NotStarted:
+    """What ``populate_in_background`` returns inside ``one_core()``: joins at once, populated nothing."""
+
+    populated = False
+    name = "itchflow-populate-off"
+
+    def join(self, timeout: float | None = None) -> None:
+        pass
+
+    def is_alive(self) -> bool:
+        return False
+
+
+_NOT_STARTED = _NotStarted()
+
+
+def populate_in_background(*parts) -> "threading.Thread | _NotStarted":
     """A daemon thread populating each part, an array or (array, start byte, stop byte), in
     order. The thread holds the arrays until it is done; nothing waits for it. Its
     ``populated`` attribute says, once it is done, whether every part was populated (False,
     at once, inside ``one_core()``)."""
     if getattr(_state, "off", False):
-        t = threading.Thread(target=lambda: None, name="itchflow-populate-off", daemon=True)
-        t.populated = False
-        t.start()
-        return t
+        return _NOT_STARTED   # no thread at all: a figure taken as "one core" starts none
 
     def run():
         for p in parts:
