@@ -126,6 +126,7 @@ def test_a_producer_that_fails_before_opening_the_ring_ends_the_run(tmp_path):
     (["--capacity", "262144"], "'--capacity': '262144' is not a power of two of at least 524,288"),
     (["--capacity", "100000"], "'--capacity': '100000' is not a power of two"),
     (["--batch-bytes", "0"], "'--batch-bytes': 0 is not in the range x>=1"),
+    (["--ring", ""], "'--ring': a ring needs a name or a path"),   # made a private ring, silently
 ])
 def test_run_options_that_cannot_work_are_usage_errors(tmp_path, args, message):
     from itchflow.cli import main

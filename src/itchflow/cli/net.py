@@ -10,8 +10,8 @@ import click
 
 from itchflow.cli import bench, main
 from itchflow.cli.params import (
-    CPU, FRACTION, HOST, NON_NEGATIVE, POSITIVE, RUNS, SECONDS, SEED, SOUP_PASSWORD, SOUP_SESSION, SOUP_USER, Count,
-    Endpoint, Number, SoupField,
+    CPU, FRACTION, HOST, NON_NEGATIVE, POSITIVE, RING_NAME, RUNS, SECONDS, SEED, SOUP_PASSWORD, SOUP_SESSION,
+    SOUP_USER, Count, Endpoint, Number, SoupField,
 )
 
 UDP_MAX_PAYLOAD = 65_535 - 20 - 8    # an IPv4 datagram's largest UDP payload
@@ -187,7 +187,7 @@ def _with_progress(quiet, what, total, fn):
 @click.option("--rerequest", type=_DESTINATION, metavar="HOST:PORT",
               help="Re-request server (without it, holes are counted lost).")
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the recovered stream here (BinaryFILE).")
-@click.option("--ring", "ring_name", metavar="NAME", help="Publish the recovered stream into this shared-memory ring "
+@click.option("--ring", "ring_name", type=RING_NAME, metavar="NAME", help="Publish the recovered stream into this shared-memory ring "
               "(created if absent); consume it with: itchflow run --source ring:NAME.")
 @click.option("--engine", type=click.Choice(["recvmmsg", "recv", "tpacket", "xdp"]), default="recvmmsg",
               show_default=True,
@@ -541,7 +541,7 @@ def _serve(server, store, path, session, max_seconds, t0):
 @click.option("--user", type=SOUP_USER, required=True, help="Username (6 characters max).")
 @click.option("--password", type=SOUP_PASSWORD, required=True, help="Password (10 characters max).")
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the session here (BinaryFILE).")
-@click.option("--ring", "ring_name", metavar="NAME", help="Publish the session into this shared-memory ring "
+@click.option("--ring", "ring_name", type=RING_NAME, metavar="NAME", help="Publish the session into this shared-memory ring "
               "(created if absent); consume it with: itchflow run --source ring:NAME.")
 @click.option("--session", type=SoupField(10, blank_ok=True), default="",
               help="Session to join (default: the server's current one).")

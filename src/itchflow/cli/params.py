@@ -141,6 +141,20 @@ RING_CAPACITY = PowerOfTwo(4096)
 FEED_RING_CAPACITY = PowerOfTwo(1 << 19)
 
 
+class RingName(click.ParamType):
+    """A ring's name or path: not empty (``--ring ''`` made a private ring, silently)."""
+
+    name = "name"
+
+    def convert(self, value, param, ctx):
+        if value is None or isinstance(value, str) and value.strip():
+            return value
+        self.fail("a ring needs a name or a path, not an empty text", param, ctx)
+
+
+RING_NAME = RingName()
+
+
 class CpuList(click.ParamType):
     """'0,1': the CPUs to pin to ('' for none), each one this process may run on; ``one``: a
     single CPU, returned as an int."""
