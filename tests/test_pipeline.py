@@ -1009,8 +1009,11 @@ def test_a_paused_producer_is_not_said_to_have_died(day):
     p = mp.get_context("fork").Process(target=_publish_then_stop, args=(name, day.tobytes()))
     p.start()
     try:
-        with pytest.raises(PipelineError, match=rf"its producer \(pid {p.pid}, alive\) stopped signalling"):
+        with pytest.raises(PipelineError, match=rf"its producer \(pid {p.pid}, alive\) stopped signalling") as e:
             run_pipeline(f"ring:{name}", books=Books())
+        # with the report of what was applied (none came with it: probe 25's --json got nothing)
+        r = e.value.report
+        assert r is not None and r.messages > 0 and r.error and r.stream == "cut short"
     finally:
         os.kill(p.pid, signal.SIGKILL)
         p.join(30)

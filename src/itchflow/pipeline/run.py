@@ -199,13 +199,14 @@ def run_pipeline(source: str | SourceSpec, *, ring: str | None = None, capacity:
             raise PipelineError(str(detached), _finish(report, applier, books, tpn, run, top)) from detached
         if run.interrupted:
             raise PipelineInterrupted(_finish(report, applier, books, tpn, run, top))
-        if run.gone:
-            _fill_counts(report, applier)
+        if run.gone:   # with the report of what was applied (a --json reader got nothing: probe 25)
+            _finish(report, applier, books, tpn, run, top)
             why = ("died without closing it" if not run.gone_pid else
                    f"(pid {run.gone_pid}, alive) stopped signalling for longer than the ring's heartbeat "
                    "time-out (paused, stopped, or starved of CPU)")
             raise PipelineError(f"{rg.path}: its producer {why}, after {report.messages:,} "
-                                "messages (a restarted producer continues the sequence; read again to resume)")
+                                "messages (a restarted producer continues the sequence; read again to resume)",
+                                report)
         report.stream = STREAM_OUTCOME_NAMES.get(run.outcome, f"unknown outcome {run.outcome}")
         return _judge_stream(_finish(report, applier, books, tpn, run, top))
 
