@@ -47,7 +47,7 @@ def _model(packets):
     capture: per session (by first appearance), packets in (number, arrival) order; the first
     end-of-session packet ends it; a data packet after it, or a heartbeat past it, is counted
     and not delivered; if messages numbered from the end on were delivered before it (a packet
-    across it), that is counted once too."""
+    across it), they contradict it: it is counted once and not taken as the end."""
     order = list(dict.fromkeys(s for s, _, _ in packets))
     delivered, after = [], 0
     for session in order:
@@ -58,7 +58,8 @@ def _model(packets):
                 if ended is None or seq < ended:
                     if expected is not None and expected > seq:
                         after += 1
-                    ended = seq
+                    else:
+                        ended = seq
                 continue
             if ended is not None and ((n > 0 and seq >= ended) or (n == 0 and seq > ended)):
                 after += 1
@@ -111,6 +112,23 @@ def test_data_after_the_end_is_counted_and_not_delivered_as_the_receiver_does(tm
     assert d.info.capture["gaps"] == 0   # the heartbeat past the end announces nothing
     assert itchflow.Books().replay(path).messages == 3
     assert itchflow.stats(path).capture["after_end_of_session"] == 2
+
+
+def test_an_end_below_what_was_delivered_cuts_nothing(tmp_path):
+    """Packets 1-5, then 6-12, then an end of session at 3 (probe 29): sorted, the end came
+    before packet 6 and the capture dropped 6-12, which arrived before it, while keeping 3-5
+    past it; the live receiver delivered all 12. Contradicted by what was delivered, the end
+    is counted and not taken."""
+    packets = [(0, 1, 5), (0, 6, 7), (0, 3, EOS)]
+    receiver = MoldReceiver()
+    live = []
+    for i, p in enumerate(_payloads(packets)):
+        live += [ev.count for ev in receiver.receive(p, now_ns=i) if isinstance(ev, Deliver)]
+    path = tmp_path / "low_end.pcap"
+    path.write_bytes(_pcap(packets).tobytes())
+    d = itchflow.read(path)
+    assert sorted(d["D"]["order_reference_number"].tolist()) == list(range(1, 13)) and sum(live) == 12
+    assert d.info.capture["after_end_of_session"] == 1
 
 
 def test_stats_says_so(tmp_path):

@@ -163,6 +163,21 @@ def test_alpha_fields_keep_every_byte():
     assert_matches_reference(itchflow.read(data), msgs)
 
 
+def test_alpha_strings_depend_on_their_own_bytes_only():
+    """One row with a byte past ASCII turned every string of its column to U+FFFD and cut each
+    at a NUL, so a row read differently in pieces of other sizes (probe 29). Each value is now
+    its own bytes, trailing spaces and NULs stripped, a byte past ASCII as its Latin-1 character."""
+    def add(stock: bytes) -> bytes:
+        return ref.encode("A", {"stock_locate": 1, "timestamp": 5, "stock": stock, "shares": 7, "side": b"B"})
+
+    plain, odd, high = b"AB\x00CD  ", b"\x80\xff  X   ", b"\xc3\xa9      "
+    alone = itchflow.read(add(plain)).to_pandas("A")["stock"].tolist()
+    together = itchflow.read(add(plain) + add(odd) + add(high)).to_arrow("A")["stock"].to_pylist()
+    assert alone == ["AB\x00CD"] and together == ["AB\x00CD", "\x80\xff  X", "\xc3\xa9"]
+    # the one rule, written out: bytes -> Latin-1 -> trailing spaces and NULs stripped
+    assert together == [b.decode("latin-1").rstrip(" \x00") for b in (plain, odd, high)]
+
+
 def test_sequence_numbers_of_a_file_are_1_to_n(tmp_path):
     data = ref.random_stream(500, seed=3, unknown_rate=0.2)
     path = tmp_path / "f.itch"

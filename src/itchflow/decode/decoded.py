@@ -121,7 +121,11 @@ def to_arrow(arr: np.ndarray):
     """One structured array of a DTYPES layout -> pyarrow Table.
 
     Numeric columns are zero-copy where the layout allows; alpha columns become strings
-    with the specification's space padding removed.
+    with the specification's space padding (and NULs) removed from the end. Each value is a
+    function of its own bytes only: ASCII as it is, any other byte as the character of its
+    code point (Latin-1), so 0x80 and 0xFF stay apart and an inner NUL cuts nothing (probe 29:
+    one non-ASCII row turned the whole column to U+FFFD and cut its values at a NUL, so the
+    same row read differently in pieces of other sizes).
     """
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -134,10 +138,10 @@ def to_arrow(arr: np.ndarray):
             flat = np.ascontiguousarray(col).view(np.uint8)
             binary = pa.FixedSizeBinaryArray.from_buffers(
                 pa.binary(width), len(col), [None, pa.py_buffer(flat)])
-            try:
+            if not flat.size or int(flat.max()) < 0x80:   # ASCII, as the specification has it
                 text = binary.cast(pa.binary()).cast(pa.string())
-            except pa.ArrowInvalid:  # not ASCII as the spec says: keep it readable, mark the bytes
-                text = pa.array(np.char.decode(col, "ascii", errors="replace"), pa.string())
+            else:   # (rare: a column with a byte past ASCII) value by value, each its own bytes
+                text = pa.array([row.tobytes().decode("latin-1") for row in flat.reshape(-1, width)], pa.string())
             cols[name] = pc.utf8_rtrim(text, characters=" \x00")
         else:
             cols[name] = pa.array(np.ascontiguousarray(col))

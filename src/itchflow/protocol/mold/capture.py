@@ -256,8 +256,10 @@ def plan_packets(buf, order, off, length, kind, session, seq, count, dedup, chec
 
     An end-of-session packet ends its session at its number (MoldUDP64): a data packet from
     that number on, or a heartbeat past it, is counted (totals[5]) and not delivered, as the
-    live receiver does. A packet of smaller number whose messages run past it comes before it
-    in (session, sequence) order and is delivered whole; it is counted when the end is taken.
+    live receiver does. An end of session below messages already delivered (a packet of
+    smaller number whose messages run past it) is contradicted by them: it is counted (totals[5])
+    and not taken as the end, whatever the order (sorted, it comes before data it would cut
+    that the capture may hold from before it).
 
     segments: for each packet that contributes, where its first kept block lands in the stream
     (seg_out), where it sits in the capture (seg_file; it runs to the packet's end: repeats
@@ -314,11 +316,14 @@ def plan_packets(buf, order, off, length, kind, session, seq, count, dedup, chec
             nholes = 0
             runs = _open_run(run_offset, run_seq, run_session, runs, w, expected, cur_session)
         if k == END_OF_SESSION and s < ended:
-            if expected > s:   # messages numbered past it were delivered: a packet across it
-                if check:      # (sorted, it comes first; in file order it came late)
+            if expected > s:   # messages numbered past it were delivered: they contradict it
+                if check:      # (or, in file order, it came late: sorted, it may come first)
                     state[P_ORDERLY] = 0
                     break
+                # taken, it dropped the data after it in sequence order, which may have come
+                # before it in the file (probe 29): counted, not taken as the end
                 totals[5] += 1
+                continue
             ended = s
         elif (k == DATA and s >= ended) or (k == HEARTBEAT and s > ended):
             totals[5] += 1   # past the end of session: counted, not delivered
