@@ -190,6 +190,23 @@ def test_sequence_numbers_of_a_file_are_1_to_n(tmp_path):
     assert {m.sequence for m in msgs} == set(range(1, 501))
 
 
+def test_encode_warns_that_skipped_unknown_types_are_not_in_its_bytes():
+    """encode(read(x)) gave 42 of x's 49 bytes, silently, when x held an unknown type (probe
+    29): read never kept it. encode says so."""
+    d_msg = ref.encode("D", {"stock_locate": 1, "timestamp": 1000, "order_reference_number": 7})
+    source = d_msg + ref.encode_unknown(0x5A, b"\x00" * 4) + d_msg
+    d = itchflow.read(source)
+    with pytest.warns(UserWarning, match=r"1 messages of unknown types \(Z x1\) were skipped by read"):
+        out = itchflow.encode(d)
+    assert out == d_msg + d_msg
+    import warnings
+
+    whole = itchflow.read(d_msg + d_msg)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert itchflow.encode(whole) == d_msg + d_msg   # nothing skipped: no warning
+
+
 def test_unknown_types_skipped_by_length_and_counted_by_type():
     a = ref.encode("A", {"stock_locate": 9, "timestamp": 5, "stock": b"AAPL", "shares": 7})
     stream = (ref.encode_unknown(0x7A, b"") + a + ref.encode_unknown(0xFF, bytes(300))

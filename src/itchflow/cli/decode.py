@@ -129,24 +129,33 @@ def _print_stats(info) -> None:
 @click.option("--symbol", "-s", default=None, help="Only messages of this stock (via stock directory or stock field).")
 @click.option("--out", "-o", required=True, type=click.Path(dir_okay=False),
               help="Output file: .parquet or .csv (one table; a message_type column tells types apart).")
-@click.option("--chunk", default=1 << 21, show_default=True, help="Messages decoded per piece.")
+@click.option("--chunk", type=click.IntRange(1), default=1 << 21, show_default=True, help="Messages decoded per piece.")
+@click.option("--renumber", is_flag=True,
+              help="Number every message by its place in the stream (sequence column): a capture's "
+                   "unsequenced packets (anonymised captures) are otherwise all sequence 0.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def decode(path: str, types: str, symbol: str | None, out: str, chunk: int, quiet: bool) -> None:
-    """Decode message types to Parquet or CSV, streaming in bounded pieces."""
+def decode(path: str, types: str, symbol: str | None, out: str, chunk: int, renumber: bool, quiet: bool) -> None:
+    """Decode message types to Parquet or CSV, streaming in bounded pieces. Rows are in
+    sequence order (a piece at a time); with --renumber, in stream order."""
     from itchflow.cli.progress import progress_bar
     from itchflow.errors import ITCHFormatError
     from itchflow.sinks.tables import TableWriter
 
-    unknown = 0
+    unknown = unsequenced = 0
     try:
         with progress_bar("decode", progress_total(path), quiet) as update, TableWriter(out, types) as writer:
-            for piece in writer.pieces(path, symbol=symbol, chunk_messages=chunk, progress=update):
+            for piece in writer.pieces(path, symbol=symbol, chunk_messages=chunk, progress=update, renumber=renumber):
                 unknown += piece.info.unknown
+                unsequenced += (piece.info.capture or {}).get("unsequenced_messages", 0)
     except (ITCHFormatError, OSError, ValueError, KeyError) as e:
         fail(e)
     click.echo(f"wrote {writer.rows:,} rows ({', '.join(f'{c}={n:,}' for c, n in writer.rows_by_type.items())}) "
                f"from {writer.messages_read:,} messages to {out}")
     warn_unknown_types(unknown)   # as bbo, trades, bars and book say it (probe 24: decode alone said nothing)
+    if unsequenced and not renumber:   # their rows' order was lost (probe 29)
+        click.echo(f"itchflow: note: {unsequenced:,} messages came in unsequenced packets (sequence 0, as in "
+                   "anonymised captures): their sequence column orders nothing; --renumber numbers every "
+                   "message by its place in the stream", err=True)
 
 
 @bench.command("decode")

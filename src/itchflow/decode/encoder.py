@@ -105,7 +105,19 @@ def encode(arrays: Mapping[str, np.ndarray]) -> bytes:
     first (a capture of two sessions numbers each from 1, an anonymised capture's packets all
     say 0; read such a source with ``renumber=True``, which numbers every message by its place
     in the stream). Put in the table's type order, a delete came before its add, silently.
+
+    Messages of types the specification does not have are not kept by ``read`` (it counts
+    them): a ``Decoded`` holding such counts warns (``UserWarning``) that the output lacks
+    them, rather than pass for the source's bytes (probe 29).
     """
+    info = getattr(arrays, "info", None)
+    skipped = int(getattr(info, "unknown", 0) or 0)
+    if skipped:
+        import warnings
+
+        warnings.warn(f"encode: {skipped:,} messages of unknown types "
+                      f"({', '.join(f'{k} x{v:,}' for k, v in (info.unknown_by_type or {}).items())}) were skipped by "
+                      "read and are not in the output: it is not the source's bytes", UserWarning, stacklevel=2)
     rows, seqs = [], []
     for code, arr in arrays.items():
         if len(arr):

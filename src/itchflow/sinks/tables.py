@@ -111,9 +111,10 @@ class TableWriter:
         return False
 
     def pieces(self, source, *, symbol: str | None = None, chunk_messages: int = 1 << 21, missing_ok: bool = False,
-               progress=None):
+               progress=None, renumber: bool = False):
         """Decode source piece by piece, writing each; yields the pieces. progress(messages,
-        position) as ``scan`` calls it. symbol: only that stock's messages (one ITCH symbol; a day naming it nowhere is a
+        position) as ``scan`` calls it. renumber: ``sequence`` is each message's place in the
+        stream (``scan(renumber=True)``): an anonymised capture's are all 0 otherwise. symbol: only that stock's messages (one ITCH symbol; a day naming it nowhere is a
         KeyError, after which no file is left, unless missing_ok: an archive's day)."""
         from itchflow.decode.reader import scan
 
@@ -127,7 +128,7 @@ class TableWriter:
             padded = symbol_key(symbol).to_bytes(8, "little")
         want = self.codes + ("R" if padded and "R" not in self.codes else "")
         named = False   # whether any R or stock field of the day names the symbol
-        for piece in scan(source, want, chunk_messages=chunk_messages, progress=progress):
+        for piece in scan(source, want, chunk_messages=chunk_messages, progress=progress, renumber=renumber):
             self.messages_read += piece.info.messages
             self.bytes_read += piece.info.bytes
             events = self._directory_events(piece["R"], padded) if padded is not None else {}
