@@ -637,3 +637,18 @@ def test_a_cut_capture_planned_by_parts_and_walked_again_counts_its_cut_packet(t
     assert walked, "the capture was not walked again"
     assert (whole["cut_at_end_packet"], whole["malformed_packets"], whole["packets"]) == (40, 1, 40)
     assert parts == whole
+
+
+def test_a_packet_of_an_undeclared_interface_is_named_as_such():
+    """An EPB naming interface 3 in a section that declared one: "corrupt pcapng block (its
+    lengths are inconsistent ...)", though its lengths were fine (probe 29)."""
+    import struct
+
+    good = bytearray(ref.pcapng_file(_forty_packets()[:2]))
+    first_epb = 28 + 20          # the SHB (28 bytes) and the IDB (20) before it
+    assert struct.unpack_from("<I", good, first_epb)[0] == 6
+    struct.pack_into("<I", good, first_epb + 8, 3)   # its interface id
+    with pytest.raises(itchflow.ITCHFormatError) as e:
+        itchflow.read(bytes(good))
+    assert "names an interface its section did not declare" in str(e.value)
+    assert e.value.packet == 1 and e.value.offset == first_epb

@@ -71,11 +71,13 @@ REC_UDP, REC_NOT_UDP, REC_FRAGMENT, REC_SNAPPED, REC_UNSUPPORTED = 0, 1, 2, 3, 4
 
 # Walk status codes. CUT_AT_END: the file ends inside a record (or block) whose header is
 # sane, as a capture still being written, or copied before it was whole, does.
-OK, BAD_RECORD, BAD_BLOCK, TOO_MANY_INTERFACES, CUT_AT_END = 0, 1, 2, 3, 4
+OK, BAD_RECORD, BAD_BLOCK, TOO_MANY_INTERFACES, CUT_AT_END, UNDECLARED_INTERFACE = 0, 1, 2, 3, 4, 5
 _STATUS_TEXT = {
     BAD_RECORD: "corrupt pcap record header (its length runs past the end of the file or is absurd)",
     BAD_BLOCK: "corrupt pcapng block (its lengths are inconsistent or run past the end of the file)",
     TOO_MANY_INTERFACES: f"pcapng capture with more than {MAX_INTERFACES} interfaces",
+    UNDECLARED_INTERFACE: ("pcapng packet block names an interface its section did not declare (no "
+                           "Interface Description Block of that number before it)"),
 }
 
 
@@ -281,8 +283,8 @@ def walk_pcapng(buf, start, out_off, out_len, out_outcome, linktypes, state, end
                 data = p + 28
                 if data + incl > p + blen - 4:
                     return BAD_BLOCK, n, p
-            if iface >= n_if:
-                return BAD_BLOCK, n, p
+            if iface >= n_if:   # its lengths are fine (probe 29: it was called a corrupt block)
+                return UNDECLARED_INTERFACE, n, p
             outcome, off, length = udp_payload(buf, data, incl, orig, linktypes[iface])
             out_off[n] = off
             out_len[n] = length
