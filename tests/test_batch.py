@@ -183,6 +183,25 @@ def test_snapshots_equal_single_process(archive, client, tmp_path):
     _same(got, single.sort_by(keys))
 
 
+def test_snapshots_of_a_split_day_take_a_locate_number_as_the_whole_day_does(archive, client, tmp_path):
+    """`batch --job snapshots -s 5` worked whole and failed split ("no stock directory (R)
+    message for 5": probe 28); and depth -1 (the command's 0) is every level."""
+    _, paths = archive
+    path = paths["2019-01-31"]
+    books = itchflow.Books().replay(path)
+    loc = int(books.locate(_symbols(path, 1)[0]))
+    keys = [("timestamp", "ascending"), ("stock_locate", "ascending"), ("side", "ascending"), ("level", "ascending")]
+    tables = []
+    for shards in (1, 3):
+        out = str(tmp_path / f"snap{shards}")
+        batch([path], "snapshots", out, client=client, shards=shards, symbols=[str(loc)], every=3600, depth=-1)
+        tables.append(_day_table(out, "2019-01-31").sort_by(keys))
+    single = _single(tmp_path, ["snapshots", path, "-s", str(loc), "--every", "3600", "-n", "0"], "s.parquet")
+    assert tables[0].num_rows > 0 and set(tables[0]["stock_locate"].to_pylist()) == {loc}
+    _same(tables[1], tables[0])
+    _same(tables[0], single.sort_by(keys))
+
+
 def test_lobster_equals_single_process(archive, client, tmp_path):
     # each stock's rows in the dataset are lobster()'s tables for it, in order, whatever shard held it
     from itchflow.sinks.lobster import lobster

@@ -174,6 +174,12 @@ def test_the_packet_columns_say_what_a_packet_is():
     cells = [c.strip() for c in line.split("│")]
     assert cells[2] == "-" and cells[6] == "-", line      # k pkt/s, syscalls/pkt
     assert "pkt: a ring record for ring_threads; a datagram for udp_recv" in text
+    # one kind of row whose packet is no datagram is said too (probe 28)
+    out = io.StringIO()
+    print_report(CompareReport(machine={"cpu": "test"}, terms={"messages": 100}, rows=[rows[0], Row(
+        "tail", messages=100, packets=2, seconds=0.01, cpu_ns=1_000_000, books_equal=True)]),
+        Console(file=out, width=400))
+    assert "pkt: a file piece for tail" in out.getvalue()
 
 
 def test_publish_payload_bound_is_the_feeds():

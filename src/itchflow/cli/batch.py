@@ -20,7 +20,7 @@ def _job_options(job, types, at, every, depth, levels, start, end) -> dict:
     if job == "lobster":
         return {"levels": levels, "start": start, "end": end}
     if job == "snapshots":
-        return {"at": at, "every": every, "depth": depth}
+        return {"at": at, "every": every, "depth": depth if depth > 0 else -1}   # -1: every level
     if job == "bars":
         return {"every": 60 if every is None else every, "start": start, "end": end}
     return {}
@@ -41,7 +41,8 @@ def _job_options(job, types, at, every, depth, levels, start, end) -> dict:
 @click.option("--at", "at", type=TIMES, default=None, help="snapshots: comma-separated times HH:MM[:SS[.fffffffff]].")
 @click.option("--every", type=SECONDS, default=None,
               help="snapshots: or a snapshot every this many seconds; bars: the bar in seconds [default: 60].")
-@click.option("--depth", "-n", type=click.IntRange(1), default=5, show_default=True, help="snapshots: levels per side.")
+@click.option("--depth", "-n", type=click.IntRange(0), default=5, show_default=True,
+              help="snapshots: levels per side (0 = all, as snapshots -n 0).")
 @click.option("--levels", default=10, show_default=True, help="lobster: order-book levels per side.")
 @click.option("--start", type=TIME_TEXT, default="09:30", show_default=True,
               help="lobster, bars: HH:MM[:SS], first time written (the bars' grid starts here).")

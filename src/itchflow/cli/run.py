@@ -111,7 +111,7 @@ def _run(source, ring, capacity, batch_bytes, rate, pin, wait, hugepages, heartb
             from itchflow.sinks.plots import latency_plot
 
             latency_plot({k.replace("_to_", " -> ").replace("_", " "): v for k, v in report.samples.items()}, plot,
-                         f"itchflow run {source}: {report.messages:,} messages, {report.batches:,} batches")
+                         f"itchflow run {report.source}: {report.messages:,} messages, {report.batches:,} batches")
     except PipelineInterrupted as e:
         _show(e.report, as_json, None)
         click.echo("itchflow: interrupted (Ctrl-C); the report above covers what was applied", err=True)

@@ -740,9 +740,10 @@ def hybrid(day, lab: Lab, key: str = "hybrid") -> Row:
                 rx.stop()
             rep = out["report"]
             if phase == "flat":
-                # the day's datagrams, as the other rows count them: the receiver's own count has
-                # the priming duplicates and the end-of-session packets too (in counters)
-                row.messages, row.packets, row.seconds = rep["messages"], n, rep["seconds"]
+                # the day's datagrams, as the other rows count them (packet 0 went in the priming,
+                # the rest from 1 on): the receiver's own count has the priming duplicates and the
+                # end-of-session packets too (in counters)
+                row.messages, row.packets, row.seconds = rep["messages"], n + 1, rep["seconds"]
                 if out["usage"] is not None:
                     u = out["usage"]
                     row.cpu_ns, row.voluntary, row.involuntary = u.cpu_ns, u.voluntary, u.involuntary

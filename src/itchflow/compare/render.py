@@ -53,7 +53,7 @@ def print_report(report, console) -> None:
     for r in report.rows:
         if r.status == OK and PATHS[r.key].unit:
             units.setdefault(PATHS[r.key].unit, []).append(r.key)
-    if len(units) > 1:   # a "packet" is not the same thing on every row
+    if set(units) - {"datagram"}:   # a "packet" that is not a datagram is said so
         console.print("  pkt: " + "; ".join(f"a {u} for {', '.join(keys)}" for u, keys in units.items()))
     lat = Table(title="Latency, sender's stamp -> message applied to the book, us: p50 / p99 / p99.9 / max (samples)",
                 title_justify="left", show_edge=False, pad_edge=False)

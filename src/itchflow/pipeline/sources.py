@@ -58,11 +58,25 @@ def _endpoint(text: str, what: str, spec: str) -> tuple[str, int]:
 
 
 def _without_password(text: str) -> str:
-    """The source as given, its ``password=`` value shown as ``***`` (probe 25: it was echoed in
-    the report's ``source`` and in a rejected login's error)."""
-    import re
+    """The source as given, every secret in it shown as ``***`` (probe 25: the password was
+    echoed in the report's ``source`` and in a rejected login's error): the value of a query
+    key that reads ``password`` in any case or percent-encoding (``pass%77ord``), a value
+    holding an ``=`` or ``%3D`` (``password%3Dx`` in an unknown key), and user information
+    before an ``@`` in the address."""
+    from urllib.parse import unquote
 
-    return re.sub(r"([?&]password=)[^&#]*", r"\1***", text)
+    head, sep, query = text.partition("?")
+    if "@" in head:   # scheme://USER:PASSWORD@host:port: never echoed
+        scheme, _, rest = head.partition("://")
+        head = f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+    parts = []
+    for item in query.split("&") if sep else ():
+        key, eq, value = item.partition("=")
+        plain = unquote(key).strip().lower()
+        if "password" in plain or (eq and "password" in unquote(value).lower()):
+            item = f"{key}{eq}***" if eq else "***"
+        parts.append(item)
+    return head + sep + "&".join(parts)
 
 
 def parse_source(text: str) -> SourceSpec:
@@ -82,7 +96,11 @@ def parse_source(text: str) -> SourceSpec:
     allowed = MOLD_KEYS if u.scheme == "mold" else SOUP_KEYS
     unknown = sorted(set(opts) - allowed)
     if unknown:
-        raise ValueError(f"source {text!r}: unknown option(s) {', '.join(unknown)} (known: {', '.join(sorted(allowed))})")
+        shown = ["***" if "password" in k.lower() or "=" in k else k for k in unknown]   # a secret, misspelt
+        raise ValueError(f"source {text!r}: unknown option(s) {', '.join(shown)} (known: {', '.join(sorted(allowed))})")
+    if "@" in u.netloc:   # USER:PASSWORD@ is not an address (it was echoed, blamed on IPv6)
+        raise ValueError(f"source {text!r}: user information before '@' in the address is not taken: give "
+                         "user= and password= as options")
     host, port = _endpoint(u.netloc, "address", text)
     return SourceSpec(u.scheme, text, host=host, port=port, options=opts)
 

@@ -85,7 +85,7 @@ def _check_memory(path: str, size: int, on_hugetlbfs: bool) -> None:
     larger than the memory available is refused by name first (--capacity 16G took 13.5 GB of
     a 24 GB machine for a 6 MB day, with other processes' memory at stake: probe 25). Huge
     pages are a pool of their own (_reserve counts them)."""
-    if on_hugetlbfs or os.path.dirname(path) != DEFAULT_DIR:
+    if on_hugetlbfs or not os.path.realpath(path).startswith(os.path.realpath(DEFAULT_DIR) + os.sep):
         return
     free = meminfo_value("MemAvailable")
     if free is not None and size > free:

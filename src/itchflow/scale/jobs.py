@@ -314,6 +314,8 @@ def symbols_here(source: str, symbols, shard: int, shard_of: np.ndarray | None) 
     for piece in scan(source, "R", chunk_messages=1 << 22):
         r = piece["R"]
         where.update((bytes(s).decode("ascii").strip(), int(loc)) for s, loc in zip(r["stock"], r["stock_locate"]))
+    # a name of digits is a locate (sinks._symbols.stock_key), as the whole day's job takes it
+    where.update((s, int(s)) for s in symbols if str(s).isdigit() and int(s) < len(shard_of))
     missing = [s for s in symbols if s not in where]
     if missing:
         raise KeyError(f"no stock directory (R) message for {', '.join(missing)}")
