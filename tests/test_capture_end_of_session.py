@@ -97,17 +97,21 @@ def test_a_capture_ends_its_sessions_as_the_slow_model_does_whole_or_in_parts(mo
     assert parts == whole and stats_in_parts == stats
 
 
-def test_data_after_the_end_is_counted_and_not_delivered_as_the_receiver_does(tmp_path):
-    # the probe's case: messages 1-3, the end at 4, then a message numbered 4 arriving late
-    packets = [(0, 1, 3), (0, 4, EOS), (0, 4, 1), (0, 9, 0)]
+def _live_and_read(packets, path):
+    """(the live receiver, the messages it delivered, the capture of the same packets as read)."""
     receiver = MoldReceiver()
     live = []
     for i, p in enumerate(_payloads(packets)):
         live += [ev.count for ev in receiver.receive(p, now_ns=i) if isinstance(ev, Deliver)]
-    path = tmp_path / "late.pcap"
     path.write_bytes(_pcap(packets).tobytes())
-    d = itchflow.read(path)
-    assert d.counts["D"] == sum(live) == 3
+    return receiver, sum(live), itchflow.read(path)
+
+
+def test_data_after_the_end_is_counted_and_not_delivered_as_the_receiver_does(tmp_path):
+    # the probe's case: messages 1-3, the end at 4, then a message numbered 4 arriving late
+    path = tmp_path / "late.pcap"
+    receiver, live, d = _live_and_read([(0, 1, 3), (0, 4, EOS), (0, 4, 1), (0, 9, 0)], path)
+    assert d.counts["D"] == live == 3
     assert d.info.capture["after_end_of_session"] == receiver.stats.after_end_of_session == 2
     assert d.info.capture["gaps"] == 0   # the heartbeat past the end announces nothing
     assert itchflow.Books().replay(path).messages == 3
@@ -119,15 +123,8 @@ def test_an_end_below_what_was_delivered_cuts_nothing(tmp_path):
     before packet 6 and the capture dropped 6-12, which arrived before it, while keeping 3-5
     past it; the live receiver delivered all 12. Contradicted by what was delivered, the end
     is counted and not taken."""
-    packets = [(0, 1, 5), (0, 6, 7), (0, 3, EOS)]
-    receiver = MoldReceiver()
-    live = []
-    for i, p in enumerate(_payloads(packets)):
-        live += [ev.count for ev in receiver.receive(p, now_ns=i) if isinstance(ev, Deliver)]
-    path = tmp_path / "low_end.pcap"
-    path.write_bytes(_pcap(packets).tobytes())
-    d = itchflow.read(path)
-    assert sorted(d["D"]["order_reference_number"].tolist()) == list(range(1, 13)) and sum(live) == 12
+    _, live, d = _live_and_read([(0, 1, 5), (0, 6, 7), (0, 3, EOS)], tmp_path / "low_end.pcap")
+    assert sorted(d["D"]["order_reference_number"].tolist()) == list(range(1, 13)) and live == 12
     assert d.info.capture["after_end_of_session"] == 1
 
 
