@@ -313,3 +313,16 @@ def test_a_level_at_price_0_is_a_quote_and_only_an_empty_side_is_nan():
     assert first.spread == pytest.approx(-0.5) and first.two_sided_ns == 1_000_000_000
     assert math.isnan(second.bid) and second.bid_size == 0 and (second.ask, second.ask_size) == (0.0, 290)
     assert math.isnan(second.spread) and second.two_sided_ns == 0
+
+
+def test_a_locate_number_is_the_stock_at_that_locate_as_in_book_and_trades(gen_day):
+    """bars named a day's stocks by number when no R named them, then refused `-s 1`, and
+    refused `-s 5` even for a listed locate (probe 28): a name of digits is that locate."""
+    books = itchflow.Books().replay(gen_day)
+    loc = next(l for l in range(1, 200) if books.symbol(l) != str(l))
+    by_number = bars(gen_day, "30min", str(loc)).to_pandas()
+    by_name = bars(gen_day, "30min", books.symbol(loc)).to_pandas()
+    assert len(by_number) > 0 and set(by_number["stock_locate"]) == {loc}
+    assert by_number.equals(by_name)
+    with pytest.raises(KeyError, match="bars: stock locate 65000: no stock directory"):
+        bars(gen_day, "30min", "65000")

@@ -3,8 +3,8 @@ locates. One rule for every output: a symbol with no R message, or in the direct
 more than one locate (a name that is not one stock: the books refuse it too), is a KeyError
 naming the output, never an answer for one of them picked silently.
 
-A name of digits alone is a stock locate (``-s 5``) in ``book``, ``bbo``, ``trades`` and
-``snapshots`` (and batch's jobs of them; ``bars``, ``lobster`` and ``auctions`` take symbols
+A name of digits alone is a stock locate (``-s 5``) in ``book``, ``bbo``, ``trades``,
+``snapshots`` and ``bars`` (and batch's jobs of them; ``lobster`` and ``auctions`` take symbols
 only): the stock at that locate, named by its symbol when an R gives it one. On a day whose directory
 lists no stock at all (a piece of a feed, a day cut before its R messages) every locate is
 named by its number (as ``Books.symbol``, ``to_pandas`` and the Parquet files name it; only

@@ -32,7 +32,7 @@ import numpy as np
 from numba import njit
 
 from itchflow.sinks import _book_access as access
-from itchflow.sinks._symbols import resolve_symbols, symbol_list
+from itchflow.sinks._symbols import check_locates, resolve_symbols, stock_keys, symbol_list
 from itchflow.sinks._clock import clock_ns, every_ns
 
 _KIND_E, _KIND_C, _KIND_P, _KIND_Q = (ord(c) for c in "ECPQ")
@@ -248,8 +248,8 @@ def bars(source, every="1min", symbols=None, *, start="09:30", end="16:00",
     step, t0, tend = bars_window(every, start, end)
     nbars = -(-(tend - t0) // step)
     syms = None
-    if symbols is not None:
-        syms = symbol_list(symbols, "bars")
+    if symbols is not None:   # a name of digits: that locate (sinks._symbols), as book and trades take it
+        syms = stock_keys(symbol_list(symbols, "bars"))
     every_text = every if isinstance(every, str) else f"{every} s"
     check_panel_fits(len(syms) if syms else 1, nbars, every_text)
     panel = _Panel(t0, step, nbars, tend, every_text)
@@ -268,8 +268,9 @@ def bars(source, every="1min", symbols=None, *, start="09:30", end="16:00",
         on_books(books)
     names = access.directory(books)
     if syms is not None:
-        known = resolve_symbols(names, syms, "bars")
-        panel.slots_for(np.array([known[s] for s in syms], np.int64))
+        known = resolve_symbols(names, [s for s in syms if isinstance(s, str)], "bars")
+        check_locates(books, syms, "bars: ")
+        panel.slots_for(np.array([known[s] if isinstance(s, str) else s for s in syms], np.int64))
     panel.finish()
     nslots = len(panel.locates)
     trades = trade_bars(access.concat_columns(trade_parts), panel.slot_of, nslots, t0, step, nbars, tend)
