@@ -46,7 +46,7 @@ def _left(d) -> list[str]:
 def test_output_file_renames_when_whole_and_removes_when_not(tmp_path):
     out = tmp_path / "a.bin"
     with output_file(out) as tmp:
-        assert tmp == str(out) + PART_SUFFIX
+        assert tmp.startswith(str(out) + ".") and tmp.endswith(PART_SUFFIX)   # NAME.<unique>.part
         open(tmp, "wb").write(b"new")
         assert not out.exists()  # not there until complete
     assert out.read_bytes() == b"new" and _left(tmp_path) == ["a.bin"]
@@ -125,9 +125,12 @@ def test_a_terminated_gen_leaves_nothing(tmp_path, name):
                             stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
-        while not os.path.exists(f"{out}{PART_SUFFIX}") and proc.poll() is None and time.monotonic() < deadline:
+        def part_there() -> bool:   # NAME.<unique>.part
+            return any(p.name.startswith(name + ".") and p.name.endswith(PART_SUFFIX) for p in tmp_path.iterdir())
+
+        while not part_there() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.01)   # readiness: the output is open
-        assert os.path.exists(f"{out}{PART_SUFFIX}"), proc.stderr.read() if proc.poll() is not None else "no .part"
+        assert part_there(), proc.stderr.read() if proc.poll() is not None else "no .part"
         proc.send_signal(signal.SIGTERM)
         err = proc.communicate(timeout=60)[1]
     finally:
@@ -277,3 +280,62 @@ def test_a_descriptor_named_by_its_path_is_written_in_place_even_when_it_is_a_re
         assert out.commit() == f"/proc/self/fd/{fd}"
     assert target.read_bytes() == b"day" and os.path.islink("/dev/stdout")
     assert not os.path.exists(f"/proc/self/fd/{fd}{PART_SUFFIX}")
+
+
+def test_an_output_that_is_the_input_is_refused(tmp_path):
+    """bbo in.parquet --out in.parquet, decode in.csv --out in.csv: the input was replaced by
+    the output and the command exited 0 (probe 30)."""
+    import hashlib
+
+    from itchflow.sim.generator import write_day
+    from itchflow.sinks.output import output_file, refuse_input_as_output
+
+    day = tmp_path / "day.itch"
+    write_day(str(day), 20_000, 3, stocks=5)
+    before = hashlib.sha256(day.read_bytes()).hexdigest()
+    link = tmp_path / "link.itch"
+    link.symlink_to(day)
+    for out in (day, link, tmp_path / "." / "day.itch"):
+        with pytest.raises(ValueError, match="is the input"):
+            refuse_input_as_output(out, str(day))
+        with pytest.raises(ValueError, match="is the input"):
+            with output_file(out, inputs=(str(day),)):
+                pass
+    refuse_input_as_output(tmp_path / "other.parquet", str(day))   # not there yet: not the input
+    assert hashlib.sha256(day.read_bytes()).hexdigest() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["day.itch", "link.itch"]   # nothing left
+
+
+def test_the_file_being_written_is_the_writers_own(tmp_path):
+    """NAME.part a link to the input: the input was emptied and written over; two writers of
+    one NAME shared NAME.part and left a mix of both (probe 30). Each now writes a file of its
+    own, made new; a link there is left alone."""
+    from itchflow.sinks.output import output_file
+
+    victim = tmp_path / "input.itch"
+    victim.write_bytes(b"precious")
+    out = tmp_path / "out.bin"
+    (tmp_path / "out.bin.part").symlink_to(victim)
+    with output_file(out) as a, output_file(out) as b:
+        assert a != b and not os.path.islink(a) and not os.path.islink(b)
+        with open(a, "wb") as f:
+            f.write(b"first")
+        with open(b, "wb") as f:
+            f.write(b"second")
+    assert victim.read_bytes() == b"precious"
+    assert out.read_bytes() == b"first"   # the outer block ends last: its whole file is the answer
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["input.itch", "out.bin", "out.bin.part"]
+
+
+def test_write_slowly_onto_its_source_is_refused(tmp_path):
+    from click.testing import CliRunner
+
+    from itchflow.cli import main
+    from itchflow.sim.generator import write_day
+
+    day = tmp_path / "day.itch"
+    write_day(str(day), 20_000, 3, stocks=5)
+    size = day.stat().st_size
+    r = CliRunner().invoke(main, ["write-slowly", str(day), str(day)])
+    assert r.exit_code != 0 and "is the input" in r.output, r.output
+    assert day.stat().st_size == size

@@ -82,7 +82,7 @@ def bars_command(path, every, symbols, out, start, end, plot, plot_symbol, quiet
         with progress_bar("bars", progress_total(path), quiet) as update:
             table = bars(path, every, symbols, start=start, end=end, progress=update, capture_stats=capture,
                          on_books=books.append)
-        _write_table(table, out)
+        _write_table(table, out, path)
         if plot:
             from itchflow.sinks.research_plots import bars_plot
 
@@ -122,7 +122,7 @@ def auctions_command(path, out, symbols, plot, plot_symbol, cross_type) -> None:
         # disk) left one day's crosses beside another day's imbalances, whose cross_row
         # then pointed at rows of the wrong day
         _write_tables([(result.crosses, str(Path(out) / "crosses.parquet")),
-                       (result.imbalances, str(Path(out) / "imbalances.parquet"))])
+                       (result.imbalances, str(Path(out) / "imbalances.parquet"))], path)
         if plot:
             from itchflow.sinks.research_plots import imbalance_plot
 
@@ -141,11 +141,11 @@ def auctions_command(path, out, symbols, plot, plot_symbol, cross_type) -> None:
                f"messages to {out}" + (f"; plot {plot}" if plot else ""))
 
 
-def _write_table(table, out: str) -> None:
-    _write_tables([(table, out)])
+def _write_table(table, out: str, source=None) -> None:
+    _write_tables([(table, out)], source)
 
 
-def _write_tables(pairs) -> None:
+def _write_tables(pairs, source=None) -> None:
     """Write every (table, path) under NAME.part, then rename them all (none if any fails)."""
     import contextlib
 
@@ -153,7 +153,7 @@ def _write_tables(pairs) -> None:
 
     with contextlib.ExitStack() as stack:
         for table, out in pairs:
-            tmp = stack.enter_context(output_file(out))
+            tmp = stack.enter_context(output_file(out, inputs=(source,)))
             if out.lower().endswith(".csv"):
                 import pyarrow.csv as pcsv
 

@@ -16,8 +16,12 @@ def append_slowly(src: str | os.PathLike, dst: str | os.PathLike, *, rate: float
                   piece_bytes: int = 4093, seed: int = 0, fsync: bool = False) -> int:
     """Append ``src`` to ``dst`` in pieces of random size up to ``piece_bytes`` (cutting
     messages anywhere), at about ``rate`` messages per second (None: as fast as possible).
-    Returns the bytes written. For trying tail mode by hand and for tests.
+    Returns the bytes written. For trying tail mode by hand and for tests. ``dst`` the same
+    file as ``src`` is a ValueError (the day was appended to itself, time going back: probe 30).
     """
+    from itchflow.sinks.output import refuse_input_as_output
+
+    refuse_input_as_output(dst, src)
     data = map_file(src)
     rng = np.random.default_rng(seed)
     n_messages = max(1, int(whole_messages_end(data, 0, len(data))[1]))

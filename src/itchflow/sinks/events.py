@@ -79,7 +79,7 @@ def events_to_parquet(source, out, which: str, symbols: list[str] | None = None,
         state["rows"] += len(ev)
         timings["write_seconds"] += time.perf_counter() - t
 
-    with output_file(out) as tmp:  # OUT.part until the stream and its broken flags are written
+    with output_file(out, inputs=(source,)) as tmp:  # OUT.part until the stream and its broken flags are written
         state["path"] = tmp
         try:
             books.replay(source, progress=progress, on_slice=drain, capture_stats=capture_stats)
@@ -138,7 +138,7 @@ def snapshots_to_parquet(books: Books, source, out, times_ns, symbols, n: int, *
         state["held"] = 0
         timings["write_seconds"] += time.perf_counter() - t
 
-    with output_file(out) as tmp:
+    with output_file(out, inputs=(source,)) as tmp:
         try:
             for part in iter_snapshots(books, source, times_ns, symbols, n, capture_stats=capture_stats):
                 held.append(part)

@@ -80,7 +80,7 @@ from itchflow.arguments import whole
 from itchflow.sinks import _book_access as access
 from itchflow.sinks._symbols import resolve_symbols, symbol_list
 from itchflow.sinks._clock import DAY_NS, clock_ns, trading_date
-from itchflow.sinks.output import part_path, raise_named
+from itchflow.sinks.output import new_part, raise_named, refuse_input_as_output
 
 ASK_DUMMY = 9_999_999_999
 BID_DUMMY = -9_999_999_999
@@ -399,7 +399,7 @@ def _time_text(ts_ns: np.ndarray):
 class StockOutput:
     """One stock's rows as they come, slice by slice: kept for the returned tables, and/or
     written to its two files in batches of about WRITE_BATCH_BYTES. A file is written under
-    ``NAME.part`` and renamed when the day is done, so an error or an interrupt never leaves
+    ``NAME.<unique>.part`` and renamed when the day is done, so an error or an interrupt never leaves
     a file that looks finished."""
 
     def __init__(self, levels: int, *, keep: bool, paths: list[str] | None = None, parquet: bool = False):
@@ -409,6 +409,7 @@ class StockOutput:
         self._pending = _Pending(4 * levels + 6)  # (messages, orderbook, timestamps) not yet written
         self._writers: list = []
         self._files: list = []
+        self._parts: list[str] = []   # the files of this writer's own the paths are written under
         if self.paths:
             self._open()
 
@@ -419,7 +420,9 @@ class StockOutput:
         messages, orderbook = _empty_tables(self.levels)
         # The files are opened here and closed by abort() even when a writer's close fails
         # (a full disk): pyarrow's writers keep their file open after a failed close.
-        self._files = [pa.OSFile(part_path(p), "wb") for p in self.paths]
+        for p in self.paths:   # each a file of this writer's own (abort removes those made)
+            self._parts.append(new_part(p))
+        self._files = [pa.OSFile(t, "wb") for t in self._parts]
         if self.parquet:
             import pyarrow.parquet as pq
 
@@ -471,8 +474,8 @@ class StockOutput:
             except OSError as e:
                 raise_named(e, path)
         self._writers, self._files = [], []
-        for p in self.paths:
-            os.replace(part_path(p), p)
+        for t, p in zip(self._parts, self.paths):
+            os.replace(t, p)
         if not self.keep:
             return None, None
         if not self._kept:
@@ -487,9 +490,9 @@ class StockOutput:
             except Exception:  # already failing: closing the files and removing them is what matters
                 pass
         self._writers, self._files = [], []
-        for p in self.paths:
+        for t in self._parts:
             try:
-                os.remove(part_path(p))
+                os.remove(t)
             except FileNotFoundError:
                 pass
 
@@ -575,6 +578,8 @@ def lobster(source, symbols, levels: int = 10, *, start="09:30", end="16:00", da
         if out is not None:
             names = file_names(sym, day, start_ns, end_ns, levels, "parquet" if parquet else "csv")
             paths = [str(Path(out) / n) for n in names]
+            for p in paths:
+                refuse_input_as_output(p, source)
         return StockOutput(levels, keep=tables, paths=paths, parquet=parquet)
 
     streams, books = _walk(source, syms, levels, start_ns, end_ns, output_for, progress, slice_bytes, capture_stats)

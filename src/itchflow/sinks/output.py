@@ -1,8 +1,10 @@
 """Output files that appear whole or not at all.
 
 Every file a command writes (a generated day, a decoded table, an event stream, a research
-table, a picture) is written under ``NAME.part`` beside its final name and renamed when it is
-complete: a rename within a directory is atomic, so a reader sees the old file, or nothing,
+table, a picture) is written under ``NAME.<unique>.part`` beside its final name and renamed when
+it is complete (a name of this writer's own, made new, never an existing file or a link
+followed: a ``NAME.part`` that was a link to the input had the input emptied, and two commands
+writing one NAME shared a ``.part`` and left a mix of both: probe 30): a rename within a directory is atomic, so a reader sees the old file, or nothing,
 or the whole new one. On any error or interrupt (a full disk, a bad byte mid-day, Ctrl-C) the
 ``.part`` file is removed, so a cut file is never left where the answer would be: a cut day is
 still a valid day, only shorter, and would be read as one. An ``OSError`` while writing names
@@ -23,8 +25,41 @@ PART_SUFFIX = ".part"
 
 
 def part_path(path: str | os.PathLike) -> str:
-    """Where ``path`` is written until it is complete."""
+    """Where a live capture (``StreamOutput``) is written until it is complete: ``NAME.part``,
+    kept under that name after Ctrl-C."""
     return os.fspath(path) + PART_SUFFIX
+
+
+def new_part(path: str | os.PathLike) -> str:
+    """A file of this writer's own beside ``path``, made now (``NAME.<pid>-<random>.part``,
+    created exclusively: never an existing file, never a link followed), to write ``path``
+    under until it is complete."""
+    import secrets
+
+    final = os.fspath(path)
+    for _ in range(100):
+        tmp = f"{final}.{os.getpid()}-{secrets.token_hex(4)}{PART_SUFFIX}"
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise_named(e, final)
+    raise FileExistsError(errno.EEXIST, "no free name for the file being written", final)
+
+
+def refuse_input_as_output(out: str | os.PathLike, *inputs) -> None:
+    """ValueError when ``out`` is one of the inputs (the same file by any name): written, the
+    input was replaced by the output and the command exited 0 (probe 30: ``bbo in.parquet
+    --out in.parquet``, ``decode in.csv --out in.csv``)."""
+    out = os.fspath(out)
+    for src in inputs:
+        if not isinstance(src, (str, os.PathLike)):
+            continue
+        with contextlib.suppress(OSError):
+            if os.path.samefile(out, src):
+                raise ValueError(f"{out}: is the input {os.fspath(src)}: writing it would replace the input")
 
 
 # A process's own descriptors by name: /dev/stdout and the like are links to /proc/self/fd/N,
@@ -51,9 +86,15 @@ def named(error: OSError, path: str) -> OSError:
     naming the ``.part`` file, or naming no file at all (pyarrow's write errors). An error
     that names another file (the input), or carries no errno (our own messages, which say
     what they are about), is left as it is."""
-    if not error.errno or (error.filename is not None and error.filename != part_path(path)):
+    if not error.errno or (error.filename is not None and not _is_part_of(error.filename, path)):
         return error
     return type(error)(error.errno, os.strerror(error.errno), path)
+
+
+def _is_part_of(name, path: str) -> bool:
+    """Whether ``name`` is a file ``path`` is written under (``new_part``, ``part_path``)."""
+    name = os.fspath(name) if isinstance(name, (str, os.PathLike)) else ""
+    return name.startswith(os.fspath(path) + ".") and name.endswith(PART_SUFFIX)
 
 
 def raise_named(error: OSError, path: str) -> NoReturn:
@@ -67,17 +108,19 @@ def raise_named(error: OSError, path: str) -> NoReturn:
 
 
 @contextlib.contextmanager
-def output_file(path: str | os.PathLike) -> Iterator[str]:
-    """Yield the path to write (``path`` + ``.part``); rename it to ``path`` when the block
-    ends normally, remove it when it raises. An OSError raised in the block or by the rename
-    comes out naming ``path``."""
+def output_file(path: str | os.PathLike, inputs=()) -> Iterator[str]:
+    """Yield the path to write (``new_part``: a file of this writer's own); rename it to
+    ``path`` when the block ends normally, remove it when it raises. An OSError raised in the
+    block or by the rename comes out naming ``path``. inputs: paths the output must not be
+    (``refuse_input_as_output``)."""
     final = os.fspath(path)
     if os.path.isdir(final):
         raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), final)
+    refuse_input_as_output(final, *inputs)
     if _is_special(final):
         yield final
         return
-    tmp = part_path(final)
+    tmp = new_part(final)
     try:
         yield tmp
         os.replace(tmp, final)
@@ -116,8 +159,9 @@ class StreamOutput:
         if os.path.isdir(self.final):
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), self.final)
         self.path = self.final if _is_special(self.final) else part_path(self.final)
-        try:
-            self.file = NamedWrites(open(self.path, "wb"), self.final)
+        try:   # (NAME.part, never a link followed: one to the served file would have emptied it)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | (0 if self.path == self.final else getattr(os, "O_NOFOLLOW", 0))
+            self.file = NamedWrites(os.fdopen(os.open(self.path, flags, 0o666), "wb"), self.final)
         except OSError as e:
             raise_named(e, self.final)
 

@@ -117,7 +117,9 @@ class TableWriter:
         stream (``scan(renumber=True)``): an anonymised capture's are all 0 otherwise. symbol: only that stock's messages (one ITCH symbol; a day naming it nowhere is a
         KeyError, after which no file is left, unless missing_ok: an archive's day)."""
         from itchflow.decode.reader import scan
+        from itchflow.sinks.output import refuse_input_as_output
 
+        refuse_input_as_output(self.out, source)   # before a byte is read: the output would replace it
         padded = None
         if symbol is not None:  # one ITCH symbol, as the books take it: ABEV, abev; not "A,B", not 9 letters
             from itchflow.book.records import symbol_key
