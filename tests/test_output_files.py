@@ -339,3 +339,22 @@ def test_write_slowly_onto_its_source_is_refused(tmp_path):
     r = CliRunner().invoke(main, ["write-slowly", str(day), str(day)])
     assert r.exit_code != 0 and "is the input" in r.output, r.output
     assert day.stat().st_size == size
+
+
+def test_trades_with_breaks_to_a_device_say_why_they_cannot(tmp_path):
+    from itchflow import encode_message as enc
+    """trades --out /dev/null on a day with B messages failed saying only "/dev/null": the
+    broken flags are written by reading the file back (probe 30)."""
+    from itchflow.sinks.events import events_to_parquet
+
+    def msg(code, **f):
+        return enc(code, stock_locate=1, timestamp=f.pop("timestamp", 1), **f)
+
+    day = (msg("R", stock=b"AAA") + msg("A", order_reference_number=1, buy_sell_indicator=b"S", shares=100, stock=b"AAA",
+                                        price=10_000)
+           + msg("E", order_reference_number=1, executed_shares=10, match_number=5) + msg("B", match_number=5))
+    with pytest.raises(ValueError, match="/dev/null: the trades that B messages broke are flagged by reading"):
+        events_to_parquet(np.frombuffer(day, np.uint8), "/dev/null", "trades")
+    out = tmp_path / "t.parquet"
+    rows, _ = events_to_parquet(np.frombuffer(day, np.uint8), str(out), "trades")
+    assert rows == 2 and out.exists()   # a file: written, flags and all
