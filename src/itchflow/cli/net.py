@@ -187,7 +187,8 @@ def _with_progress(quiet, what, total, fn):
 @click.option("--rerequest", type=_DESTINATION, metavar="HOST:PORT",
               help="Re-request server (without it, holes are counted lost).")
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the recovered stream here (BinaryFILE).")
-@click.option("--ring", "ring_name", type=RING_NAME, metavar="NAME", help="Publish the recovered stream into this shared-memory ring "
+@click.option("--ring", "ring_name", type=RING_NAME, metavar="NAME",
+              help="Publish the recovered stream into this shared-memory ring "
               "(created if absent); consume it with: itchflow run --source ring:NAME.")
 @click.option("--engine", type=click.Choice(["recvmmsg", "recv", "tpacket", "xdp"]), default="recvmmsg",
               show_default=True,
@@ -541,7 +542,8 @@ def _serve(server, store, path, session, max_seconds, t0):
 @click.option("--user", type=SOUP_USER, required=True, help="Username (6 characters max).")
 @click.option("--password", type=SOUP_PASSWORD, required=True, help="Password (10 characters max).")
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the session here (BinaryFILE).")
-@click.option("--ring", "ring_name", type=RING_NAME, metavar="NAME", help="Publish the session into this shared-memory ring "
+@click.option("--ring", "ring_name", type=RING_NAME, metavar="NAME",
+              help="Publish the session into this shared-memory ring "
               "(created if absent); consume it with: itchflow run --source ring:NAME.")
 @click.option("--session", type=SoupField(10, blank_ok=True), default="",
               help="Session to join (default: the server's current one).")

@@ -13,8 +13,8 @@ from itchflow.cli.signals import sigterm_exits
 from itchflow.cli.decode import fail
 from itchflow.cli.net import engine_notes
 from itchflow.cli.params import (
-    BYTES, CPUS, HEARTBEAT, IMAGE, MESSAGE_RATE, NON_NEGATIVE, POSITIVE, FEED_RING_CAPACITY, RING_NAME, RUNS, SECONDS_OR_OFF, SEED,
-    STOCKS, Count,
+    BYTES, CPUS, FEED_RING_CAPACITY, HEARTBEAT, IMAGE, MESSAGE_RATE, NON_NEGATIVE, POSITIVE, RING_NAME, RUNS,
+    SECONDS_OR_OFF, SEED, STOCKS, Count,
 )
 from itchflow.wire.itch import price4_to_float
 
@@ -29,7 +29,8 @@ LONG_PAUSE_SECONDS = 0.01  # a growth pause this long gets the hint to size the 
                    "`listen --ring` or `soup fetch --ring` feeds), "
                    "mold://GROUP:PORT?line_b=..&rerequest=HOST:PORT&session=.. or "
                    "soup://HOST:PORT?user=..&password=..&session=..&sequence=N")
-@click.option("--ring", type=RING_NAME, default=None, help="Ring name or path (default: a private one in /dev/shm); removed at the end either way "
+@click.option("--ring", type=RING_NAME, default=None,
+              help="Ring name or path (default: a private one in /dev/shm); removed at the end either way "
                    "(a consumer that joined keeps its mapping).")
 @click.option("--capacity", type=FEED_RING_CAPACITY, default=16 << 20, show_default=True,
               help="Ring data bytes (a power of two).")

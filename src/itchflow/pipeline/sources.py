@@ -72,11 +72,16 @@ def _without_password(text: str) -> str:
     parts = []
     for item in query.split("&") if sep else ():
         key, eq, value = item.partition("=")
-        plain = unquote(key).strip().lower()
-        if "password" in plain or (eq and "password" in unquote(value).lower()):
+        if _secret(unquote(key)) or (eq and _secret(unquote(value))):
             item = f"{key}{eq}***" if eq else "***"
         parts.append(item)
     return head + sep + "&".join(parts)
+
+
+def _secret(text: str) -> bool:
+    """A query key (decoded), or a value, that holds or names a password: ``Password``,
+    ``pass%77ord``, ``password=x`` inside an unknown key."""
+    return "password" in text.lower()
 
 
 def parse_source(text: str) -> SourceSpec:
@@ -96,7 +101,7 @@ def parse_source(text: str) -> SourceSpec:
     allowed = MOLD_KEYS if u.scheme == "mold" else SOUP_KEYS
     unknown = sorted(set(opts) - allowed)
     if unknown:
-        shown = ["***" if "password" in k.lower() or "=" in k else k for k in unknown]   # a secret, misspelt
+        shown = ["***" if _secret(k) or "=" in k else k for k in unknown]   # a secret, misspelt
         raise ValueError(f"source {text!r}: unknown option(s) {', '.join(shown)} (known: {', '.join(sorted(allowed))})")
     if "@" in u.netloc:   # USER:PASSWORD@ is not an address (it was echoed, blamed on IPv6)
         raise ValueError(f"source {text!r}: user information before '@' in the address is not taken: give "

@@ -80,6 +80,7 @@ def _reserve(fd: int, size: int, path: str, advised: mmap.mmap | None = None) ->
         if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
             raise
 
+
 def _check_memory(path: str, size: int, on_hugetlbfs: bool) -> None:
     """A ring in /dev/shm is held in memory whole (its pages are reserved at creation): one
     larger than the memory available is refused by name first (--capacity 16G took 13.5 GB of

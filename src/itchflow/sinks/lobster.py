@@ -147,9 +147,9 @@ def depth_after_events(side, price, shares, orders, emit_after, levels, keys, qt
     few entries. cnt is updated in place; keys, qty and nord are returned, reallocated when a
     side outgrows them. Returns (delta, gone, book, keys, qty, nord): delta[j] the change of
     the level's shares at event j (signed), gone[j] whether its order count fell (an order
-    left the level: a cancel or execution that took the whole order), book[r] the LOBSTER row (ask price, ask size, bid price, bid
-    size per level, dummies for empty levels). emit_after must be non-decreasing within
-    0..len(side) (the caller checks).
+    left the level: a cancel or execution that took the whole order), book[r] the LOBSTER row
+    (ask price, ask size, bid price, bid size per level, dummies for empty levels). emit_after
+    must be non-decreasing within 0..len(side) (the caller checks).
     """
     n = len(side)
     cap = keys.shape[1]

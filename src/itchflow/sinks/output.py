@@ -4,10 +4,11 @@ Every file a command writes (a generated day, a decoded table, an event stream, 
 table, a picture) is written under ``NAME.<unique>.part`` beside its final name and renamed when
 it is complete (a name of this writer's own, made new, never an existing file or a link
 followed: a ``NAME.part`` that was a link to the input had the input emptied, and two commands
-writing one NAME shared a ``.part`` and left a mix of both: probe 30): a rename within a directory is atomic, so a reader sees the old file, or nothing,
-or the whole new one. On any error or interrupt (a full disk, a bad byte mid-day, Ctrl-C) the
-``.part`` file is removed, so a cut file is never left where the answer would be: a cut day is
-still a valid day, only shorter, and would be read as one. An ``OSError`` while writing names
+writing one NAME shared a ``.part`` and left a mix of both: probe 30): a rename within a
+directory is atomic, so a reader sees the old file, or nothing, or the whole new one. On any
+error or interrupt (a full disk, a bad byte mid-day, Ctrl-C) the ``.part`` file is removed, so
+a cut file is never left where the answer would be: a cut day is still a valid day, only
+shorter, and would be read as one. An ``OSError`` while writing names
 the final file (pyarrow's write errors name none).
 """
 
@@ -160,7 +161,9 @@ class StreamOutput:
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), self.final)
         self.path = self.final if _is_special(self.final) else part_path(self.final)
         try:   # (NAME.part, never a link followed: one to the served file would have emptied it)
-            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | (0 if self.path == self.final else getattr(os, "O_NOFOLLOW", 0))
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+            if self.path != self.final:
+                flags |= getattr(os, "O_NOFOLLOW", 0)
             self.file = NamedWrites(os.fdopen(os.open(self.path, flags, 0o666), "wb"), self.final)
         except OSError as e:
             raise_named(e, self.final)

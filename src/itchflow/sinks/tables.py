@@ -114,8 +114,9 @@ class TableWriter:
                progress=None, renumber: bool = False):
         """Decode source piece by piece, writing each; yields the pieces. progress(messages,
         position) as ``scan`` calls it. renumber: ``sequence`` is each message's place in the
-        stream (``scan(renumber=True)``): an anonymised capture's are all 0 otherwise. symbol: only that stock's messages (one ITCH symbol; a day naming it nowhere is a
-        KeyError, after which no file is left, unless missing_ok: an archive's day)."""
+        stream (``scan(renumber=True)``): an anonymised capture's are all 0 otherwise. symbol:
+        only that stock's messages (one ITCH symbol; a day naming it nowhere is a KeyError,
+        after which no file is left, unless missing_ok: an archive's day)."""
         from itchflow.decode.reader import scan
         from itchflow.sinks.output import refuse_input_as_output
 
