@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -185,3 +186,17 @@ def test_public_names():
     assert itchflow.lobster.__module__ == "itchflow.sinks.lobster"
     assert itchflow.bars.__module__ == "itchflow.sinks.bars"
     assert itchflow.auctions.__module__ == "itchflow.sinks.auctions"
+
+
+def test_auctions_take_a_locate_number_as_bars_and_bbo_do(day_file):
+    """`auctions -s 1` was "no stock directory (R) message for 1", while bars, bbo, trades and
+    snapshots take a name of digits as that stock's locate number."""
+    r = itchflow.read(day_file, "RQI")
+    locate = int(r["Q"]["stock_locate"][0])
+    symbol = r["R"]["stock"][r["R"]["stock_locate"] == locate][0].decode().strip()
+    by_name, by_locate = auctions(day_file, [symbol]), auctions(day_file, [str(locate)])
+    assert len(by_name.crosses) == np.count_nonzero(r["Q"]["stock_locate"] == locate) > 0
+    assert by_locate.crosses.equals(by_name.crosses) and by_locate.imbalances.equals(by_name.imbalances)
+    unused = int(r["R"]["stock_locate"].max()) + 1
+    with pytest.raises(KeyError, match=f"stock locate {unused}: no stock directory"):
+        auctions(day_file, [str(unused)])

@@ -913,3 +913,21 @@ def test_batch_with_symbols_says_the_chosen_stocks_anomalies_and_totals_the_othe
         assert (s["anomalies"], s["other_stocks_anomalies"]) == ({"zero_shares": 1}, 2), (job, shards)
     s = batch([str(day)], "bbo", str(tmp_path / "all"), client=client)["days"][0]   # every stock: as before
     assert s["anomalies"] == {"zero_shares": 1, "unknown_reference": 2} and "other_stocks_anomalies" not in s
+
+
+def test_a_second_run_into_one_directory_is_refused_naming_the_first(tmp_path):
+    """Two batch runs into one OUT failed on each other's temporary files ("FileNotFoundError:
+    .tmp-....part-0.parquet", probe 30): the directory is held by one run at a time, the lock
+    going with the run (or its process)."""
+    from itchflow.scale.layout import Layout, hold_directory
+
+    lay = Layout(str(tmp_path / "out"))
+    with hold_directory(lay):
+        with pytest.raises(ValueError, match=f"another batch run \\(process {os.getpid()}\\) is writing this"):
+            with hold_directory(lay):
+                pass
+        r = CliRunner().invoke(main, ["batch", str(tmp_path / "20200102.itch"), "--job", "stats",
+                                      "--out", lay.root])
+        assert r.exit_code != 0 and "another batch run" in r.output, r.output
+    with hold_directory(lay):   # let go at the end of the first
+        pass

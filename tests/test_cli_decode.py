@@ -112,7 +112,7 @@ def test_decode_symbol_filter_follows_directory(day, tmp_path, suffix):
 def test_decode_rejects_bad_output_name(day, tmp_path):
     path, _ = day
     res = CliRunner().invoke(main, ["decode", str(path), "--out", str(tmp_path / "x.txt")])
-    assert res.exit_code == 1 and ".parquet or .csv" in res.output
+    assert res.exit_code == 2 and ".parquet or .csv" in res.output   # a usage error, as every wrong suffix
 
 
 def test_all_in_any_case_means_every_type(day, tmp_path):

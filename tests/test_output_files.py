@@ -342,9 +342,9 @@ def test_write_slowly_onto_its_source_is_refused(tmp_path):
 
 
 def test_trades_with_breaks_to_a_device_say_why_they_cannot(tmp_path):
-    from itchflow import encode_message as enc
     """trades --out /dev/null on a day with B messages failed saying only "/dev/null": the
     broken flags are written by reading the file back (probe 30)."""
+    from itchflow import encode_message as enc
     from itchflow.sinks.events import events_to_parquet
 
     def msg(code, **f):
@@ -358,3 +358,85 @@ def test_trades_with_breaks_to_a_device_say_why_they_cannot(tmp_path):
     out = tmp_path / "t.parquet"
     rows, _ = events_to_parquet(np.frombuffer(day, np.uint8), str(out), "trades")
     assert rows == 2 and out.exists()   # a file: written, flags and all
+
+
+def test_a_device_that_fails_a_write_is_named():
+    """A device written in place (it cannot be renamed over) that fails a write said only
+    "[Errno 28] No space left on device" (gen, --plot, trades to /dev/full: probe 30)."""
+    with pytest.raises(OSError) as e:
+        with output_file("/dev/full") as tmp:
+            with open(tmp, "wb") as f:
+                f.write(b"x" * 8192)
+    assert e.value.errno == errno.ENOSPC and e.value.filename == "/dev/full"
+    r = CliRunner().invoke(main, ["gen", "/dev/full", "-n", "20000", "-q"])
+    _names_a_full_disk(r, "/dev/full")
+
+
+def test_parquet_into_a_fifo_says_it_needs_a_file(tmp_path, day):
+    """pyarrow's Parquet writer seeks; into a FIFO (or /dev/stdout on a pipe) it failed with
+    "itchflow: error: lseek failed", naming nothing (probe 30)."""
+    import threading
+
+    fifo = tmp_path / "f.parquet"
+    os.mkfifo(fifo)
+    drained = threading.Thread(target=lambda: open(fifo, "rb").read(), daemon=True)   # a reader, as a pipe has
+    drained.start()
+    r = CliRunner().invoke(main, ["bbo", day, "-q", "--out", str(fifo)])
+    assert r.exit_code == 1, r.output
+    assert f"{fifo}: lseek failed" in r.output and "not to a pipe or FIFO" in r.output, r.output
+    if drained.is_alive():   # the writer failed before opening it: let the reader go
+        with open(fifo, "wb"):
+            pass
+    drained.join(10)
+
+
+def test_a_name_too_long_only_with_its_part_suffix_says_so(tmp_path, day):
+    """A 252-byte name is legal; only the file it is written under first is too long. The
+    error said "File name too long: '<name>'" about a name the system accepts (probe 30)."""
+    out = tmp_path / ("y" * 244 + ".parquet")
+    r = CliRunner().invoke(main, ["bbo", day, "-q", "--out", str(out)])
+    assert r.exit_code == 1, r.output
+    assert "File name too long: it is written as NAME.<pid>-<random>.part" in r.output, r.output
+    assert "keep it to 235" in r.output and not out.exists()
+
+
+@pytest.mark.parametrize("command", [
+    ["bars", "--every", "1s", "-s", "{sym}", "--out", "{ok}/b.parquet", "--plot", "{bad}/p.png"],
+    ["auctions", "--out", "{ok}/au", "--plot", "{bad}/p.png"],
+    ["bbo", "--out", "{bad}/b.parquet"],
+    ["book", "-s", "{sym}", "--at", "10:00", "--plot", "{bad}/p.png"],
+], ids=["bars-plot", "auctions-plot", "bbo-out", "book-plot"])
+def test_an_output_folder_that_cannot_be_written_is_a_usage_error_before_the_work(tmp_path, day, command):
+    """`bars --plot RO/p.png` wrote (and replaced) its tables, then failed on the picture, exit 1
+    (probe 30): a folder that is missing is refused with the usage errors, before any work."""
+    ok = tmp_path / "ok"
+    ok.mkdir()
+    args = [a.format(sym=day_symbol(day), ok=ok, bad=tmp_path / "missing") for a in command]
+    r = CliRunner().invoke(main, [args[0], day, *args[1:]])
+    assert r.exit_code == 2, r.output
+    assert "cannot write a file there: No such file or directory" in r.output, r.output
+    assert list(ok.iterdir()) == []
+
+
+def test_a_file_name_without_its_format_is_a_usage_error_in_decode(tmp_path, day):
+    """decode takes its format from the suffix; a name without one was refused with exit 1
+    while every other wrong suffix is a usage error (exit 2; probe 30)."""
+    for out in ("/dev/null", str(tmp_path / "x")):
+        r = CliRunner().invoke(main, ["decode", day, "-q", "--out", out])
+        assert r.exit_code == 2 and "the name's suffix gives the format: .parquet or .csv" in r.output, r.output
+
+
+@pytest.mark.parametrize("command", [["stats"], ["bbo", "--out", "{tmp}/b.parquet", "-q"],
+                                     ["run", "-q", "--source"], ["write-slowly", "{tmp}/dst.itch"]])
+def test_a_link_that_leads_nowhere_says_so(tmp_path, command):
+    """A loop of symbolic links and a dangling link were "L1: no such file", as a mistyped name
+    is (probe 30)."""
+    (tmp_path / "L1").symlink_to(tmp_path / "L2")
+    (tmp_path / "L2").symlink_to(tmp_path / "L1")
+    (tmp_path / "dangling").symlink_to(tmp_path / "gone.itch")
+    for name, why in (("L1", "a loop of symbolic links"), ("dangling", "a symbolic link to")):
+        args = [a.format(tmp=tmp_path) for a in command]
+        at = 1 if command[0] != "run" else len(args)
+        args.insert(at, str(tmp_path / name))
+        r = CliRunner().invoke(main, args)
+        assert r.exit_code != 0 and f"{tmp_path / name}: {why}" in r.output, (args, r.output)

@@ -77,3 +77,41 @@ def test_the_fcs_bits_above_the_link_type_do_not_change_it(tmp_path, field):
     assert got.info.capture["unsupported"] == 0 and got.info.capture == plain.info.capture
     for code in plain.counts:
         assert np.array_equal(got[code], plain[code]), code
+
+
+def _damaged(frame: bytes, at: int, value: int) -> bytes:
+    """frame with the 16-bit big-endian field at byte `at` set to value."""
+    return frame[:at] + struct.pack(">H", value) + frame[at + 2:]
+
+
+def test_whole_frames_whose_lengths_do_not_fit_them_are_counted_as_damaged(tmp_path):
+    """Frames taken whole (captured length = original length) whose own headers do not fit
+    them are damaged frames, not "unsupported" (as IPv6 extension headers and foreign link
+    types are): an IPv4 total length past the frame's end (probe 29), a UDP length under its
+    header, a UDP length past the IP total length, an Ethernet header cut short. A frame cut by
+    the snap length stays "snapped"."""
+    from itch_reference import encode, eth_ipv4_udp, mold_packet, pcap_file
+
+    add = encode("S", {"stock_locate": 0, "tracking_number": 0, "timestamp": 1, "event_code": b"O"})
+    good = [eth_ipv4_udp(mold_packet(b"SESSION", s, [add])) for s in (1, 2)]
+    ip, udp = 14, 34   # offsets of the IPv4 and UDP headers in eth_ipv4_udp's frames
+    frames = [good[0],
+              _damaged(good[1], ip + 2, len(good[1]) - ip + 50),   # IP total length 50 bytes past the frame
+              _damaged(good[1], udp + 4, 4),                       # UDP length under its 8-byte header
+              _damaged(good[1], udp + 4, 400),                     # UDP length past the IP total length
+              good[1][:10],                                        # an Ethernet header cut short
+              good[1]]
+    path = tmp_path / "damaged.pcap"
+    path.write_bytes(pcap_file(frames))
+    got = itchflow.read(path)
+    c = got.info.capture
+    assert (c["bad_frames"], c["unsupported"], c["snapped"], c["packets"]) == (4, 0, 0, 6)
+    assert got.messages == 2 and c["gaps"] == 0   # the two good packets, sequences 1 and 2
+
+    # the same frames as a snap length of 20 bytes left them: cut by the capture, not damaged
+    snapped = bytearray(pcap_file([]))
+    for i, f in enumerate(frames[1:3]):
+        snapped += struct.pack("<IIII", 1_700_000_000 + i, i, 20, len(f)) + f[:20]
+    path.write_bytes(bytes(snapped))
+    c = itchflow.read(path).info.capture
+    assert (c["snapped"], c["bad_frames"], c["unsupported"]) == (2, 0, 0)

@@ -20,3 +20,23 @@ class ITCHFormatError(ValueError):
             where.append(f"byte offset {offset}")
         self.detail = message
         super().__init__(f"{', '.join(where)}: {message}" if where else message)
+
+
+def missing_file(path) -> OSError:
+    """The error for an input path that cannot be read as a file, saying why: a loop of links
+    and a dangling link used to be "no such file" like a mistyped name (probe 30)."""
+    import errno
+    import os
+
+    name = os.fspath(path)
+    try:
+        os.stat(name)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return OSError(f"{name}: a loop of symbolic links")
+        if e.errno == errno.ENOENT and os.path.islink(name):
+            return FileNotFoundError(f"{name}: a symbolic link to {os.readlink(name)!r}, which does "
+                                                   f"not exist")
+        if e.errno not in (errno.ENOENT, None):
+            return type(e)(f"{name}: {e.strerror}")
+    return FileNotFoundError(f"{name}: no such file")

@@ -9,7 +9,7 @@ import click
 
 from itchflow.cli import bench, main
 from itchflow.cli.progress import progress_total
-from itchflow.cli.params import RUNS, SEED, Count
+from itchflow.cli.params import RUNS, SEED, Count, table_path
 
 
 def format_timestamp(ns: int | None) -> str:
@@ -29,11 +29,19 @@ def fail(error: Exception) -> None:
 
 
 def capture_losses(capture: dict) -> str | None:
-    """What a capture lost, in words (None when nothing): its gaps and malformed packets."""
-    if not (capture.get("gaps") or capture.get("malformed_packets")):
+    """What a capture lost, in words (None when nothing): its gaps, malformed packets and
+    frames whose headers do not fit them."""
+    if not (capture.get("gaps") or capture.get("malformed_packets") or capture.get("bad_frames")):
         return None
     return (f"the capture has {capture.get('gaps', 0):,} gaps ({capture.get('missing_messages', 0):,} messages "
-            f"missing) and {capture.get('malformed_packets', 0):,} malformed packets{cut_packet(capture)}")
+            f"missing) and {capture.get('malformed_packets', 0):,} malformed packets{cut_packet(capture)}"
+            f"{bad_frames(capture)}")
+
+
+def bad_frames(capture: dict) -> str:
+    """The frames of a capture whose own IP or UDP lengths do not fit them, if any (not read)."""
+    n = capture.get("bad_frames")
+    return f", {n:,} damaged frames (IP or UDP lengths that do not fit the frame, not read)" if n else ""
 
 
 def cut_packet(capture: dict) -> str:
@@ -118,7 +126,8 @@ def _print_stats(info) -> None:
                       f"{c['duplicate_messages']:,} duplicate messages, {c['gaps']:,} gaps "
                       f"({c['missing_messages']:,} messages missing), {c['malformed_packets']:,} malformed"
                       f"{cut_packet(c)}, "
-                      f"{c['not_udp'] + c['ip_fragments'] + c['snapped'] + c['unsupported']:,} not MoldUDP64; "
+                      f"{c['not_udp'] + c['ip_fragments'] + c['snapped'] + c['unsupported']:,} not MoldUDP64"
+                      f"{bad_frames(c)}; "
                       f"sessions {c['sessions']}")
 
 
@@ -127,7 +136,7 @@ def _print_stats(info) -> None:
 @click.option("--types", "-t", default="AF", show_default=True,
               help="Message type letters to decode, e.g. AF or ADEU; all for every type.")
 @click.option("--symbol", "-s", default=None, help="Only messages of this stock (via stock directory or stock field).")
-@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False),
+@click.option("--out", "-o", required=True, type=table_path("parquet", "csv", bare_ok=False),
               help="Output file: .parquet or .csv (one table; a message_type column tells types apart).")
 @click.option("--chunk", type=click.IntRange(1), default=1 << 21, show_default=True, help="Messages decoded per piece.")
 @click.option("--renumber", is_flag=True,

@@ -178,6 +178,8 @@ def _check_room(out: str, messages: int, gz: bool) -> None:
     folder = os.path.dirname(os.path.abspath(out))
     try:
         free = shutil.disk_usage(folder).free
+        if os.statvfs(folder).f_flag & os.ST_RDONLY or not os.access(folder, os.W_OK):
+            return                      # (it was "... has 1 MB free" for a read-only mount: probe 30)
     except OSError:
         return                          # the folder's error comes with the write, naming it
     need = messages * MEAN_MESSAGE_BYTES

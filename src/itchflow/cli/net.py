@@ -10,7 +10,7 @@ import click
 
 from itchflow.cli import bench, main
 from itchflow.cli.params import (
-    CPU, FRACTION, HOST, NON_NEGATIVE, POSITIVE, RING_NAME, RUNS, SECONDS, SEED, SOUP_PASSWORD, SOUP_SESSION,
+    CPU, FRACTION, HOST, INPUT_FILE, NON_NEGATIVE, POSITIVE, RING_NAME, RUNS, SECONDS, SEED, SOUP_PASSWORD, SOUP_SESSION,
     SOUP_USER, Count, Endpoint, Number, SoupField,
 )
 
@@ -84,7 +84,7 @@ _BOUND = Endpoint("127.0.0.1")                            # where this process l
 
 
 @main.command()
-@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.argument("path", type=INPUT_FILE)
 @click.option("--mold", "line_a", type=_DESTINATION, required=True, metavar="GROUP:PORT", help="Line A destination.")
 @click.option("--line-b", type=_DESTINATION, metavar="GROUP:PORT", help="Line B destination (same packets).")
 @click.option("--session", type=SOUP_SESSION, default="ITCHFLOW", show_default=True,
@@ -465,7 +465,7 @@ def soup() -> None:
 
 
 @soup.command("serve")
-@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.argument("path", type=INPUT_FILE)
 @click.option("--port", required=True, type=click.IntRange(0, 65535), help="TCP port to listen on.")
 @click.option("--host", type=HOST, default="0.0.0.0", show_default=True, help="Address to listen on.")
 @click.option("--user", type=SOUP_USER, required=True, help="Username (6 characters max).")

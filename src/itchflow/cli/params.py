@@ -333,32 +333,74 @@ class SoupField(click.ParamType):
 SOUP_USER, SOUP_PASSWORD, SOUP_SESSION = SoupField(6), SoupField(10), SoupField(10)
 
 
+class InputFile(click.Path):
+    """A file that must exist, or a usage error saying why it cannot be read: a loop of links
+    and a dangling link were "does not exist", as a mistyped name is (probe 30)."""
+
+    def __init__(self):
+        super().__init__(exists=True, dir_okay=False)
+
+    def convert(self, value, param, ctx):
+        if not os.path.exists(os.fspath(value)):
+            from itchflow.errors import missing_file
+
+            self.fail(str(missing_file(value)), param, ctx)
+        return super().convert(value, param, ctx)
+
+
+INPUT_FILE = InputFile()
+
+
 class FormatPath(click.Path):
     """A file name whose suffix says the format, checked before any work (matplotlib refused
     a picture's only after the run; ``trades -o t.csv`` wrote Parquet into t.csv). No suffix
     is the first format. ``refusal`` words the error: {value}, {suffix}, {formats}."""
 
-    def __init__(self, name: str, formats: tuple[str, ...], refusal: str):
+    def __init__(self, name: str, formats: tuple[str, ...], refusal: str, bare_ok: bool = True):
         super().__init__(dir_okay=False)
-        self.name, self.formats, self.refusal = name, formats, refusal
+        self.name, self.formats, self.refusal, self.bare_ok = name, formats, refusal, bare_ok
 
     def convert(self, value, param, ctx):
         path = super().convert(value, param, ctx)
         suffix = os.path.splitext(os.fspath(path))[1][1:].lower()
+        if not suffix and not self.bare_ok:   # (a usage error, as a wrong suffix is: it was exit 1, probe 30)
+            self.fail(f"{value!r}: the name's suffix gives the format: " + " or ".join("." + f for f in self.formats),
+                      param, ctx)
         if suffix and suffix not in self.formats:
             self.fail(self.refusal.format(value=repr(value), suffix=suffix, formats=", ".join(self.formats)),
                       param, ctx)
+        why = cannot_write_beside(os.fspath(path))
+        if why:   # (now, not after the work: `bars --plot RO/p.png` failed once its tables were written, probe 30)
+            self.fail(f"{value!r}: cannot write a file there: {why}", param, ctx)
         return path
+
+
+def cannot_write_beside(path: str) -> str | None:
+    """Why a file cannot be made in path's folder (a missing folder, a read-only one), or None.
+    A device or descriptor (/dev/null, /dev/stdout) is written in place: not checked."""
+    import tempfile
+
+    from itchflow.sinks.output import written_in_place
+
+    if written_in_place(path):
+        return None
+    try:
+        with tempfile.TemporaryFile(dir=os.path.dirname(os.path.abspath(path)) or "."):
+            pass
+    except OSError as e:
+        return e.strerror or str(e)
+    return None
 
 
 IMAGE = FormatPath("image", ("png", "svg", "pdf", "jpg", "jpeg", "webp", "tif", "tiff", "eps", "ps", "svgz", "gif"),
                    "{value}: .{suffix} is not an image format (one of: {formats})")
 
 
-def table_path(*formats: str) -> FormatPath:
-    """A table's file name: one of these formats (the first when there is no suffix)."""
+def table_path(*formats: str, bare_ok: bool = True) -> FormatPath:
+    """A table's file name: one of these formats (the first when there is no suffix, unless
+    not bare_ok: then a suffix is needed)."""
     return FormatPath("table", formats, "{value}: this command writes "
-                      + " or ".join("." + f for f in formats) + ", not .{suffix}")
+                      + " or ".join("." + f for f in formats) + ", not .{suffix}", bare_ok)
 
 
 PARQUET = table_path("parquet", "pq")

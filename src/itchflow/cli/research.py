@@ -61,7 +61,7 @@ def lobster_command(path, symbols, levels, out, start, end, date, parquet, quiet
 @main.command("bars")
 @click.argument("path", type=click.Path(dir_okay=False))
 @click.option("--every", "-e", type=INTERVAL, default="1min", show_default=True, help="Interval: 1s, 500ms, 1min, 5min, 1h ...")
-@click.option("--symbols", "-s", default=None, help="Comma-separated symbols (default: every stock).")
+@click.option("--symbols", "-s", default=None, help="Comma-separated symbols or stock locate numbers (default: every stock).")
 @click.option("--out", "-o", required=True, type=table_path("parquet", "pq", "csv"), help="Parquet (or .csv) file.")
 @click.option("--start", type=TIME_TEXT, default="09:30", show_default=True, help="HH:MM[:SS]: the grid's first interval.")
 @click.option("--end", type=TIME_TEXT, default="16:00", show_default=True, help="HH:MM[:SS]: the grid's end.")
@@ -101,7 +101,7 @@ def bars_command(path, every, symbols, out, start, end, plot, plot_symbol, quiet
 @click.argument("path", type=click.Path(dir_okay=False))
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False),
               help="Directory for crosses.parquet and imbalances.parquet.")
-@click.option("--symbols", "-s", default=None, help="Comma-separated symbols (default: every stock).")
+@click.option("--symbols", "-s", default=None, help="Comma-separated symbols or stock locate numbers (default: every stock).")
 @click.option("--plot", type=IMAGE, default=None,
               help="Also draw the imbalance path into the close of one stock to this PNG.")
 @click.option("--plot-symbol", default=None, help="The stock to draw (default: the first of --symbols, "

@@ -10,7 +10,7 @@ import click
 from itchflow.cli import bench, main
 from itchflow.cli.progress import progress_total
 from itchflow.cli.signals import sigterm_exits
-from itchflow.cli.decode import fail
+from itchflow.cli.decode import bad_frames, fail
 from itchflow.cli.net import engine_notes
 from itchflow.cli.params import (
     BYTES, CPUS, FEED_RING_CAPACITY, HEARTBEAT, IMAGE, MESSAGE_RATE, NON_NEGATIVE, POSITIVE, RING_NAME, RUNS,
@@ -236,7 +236,7 @@ def source_lines(p: dict) -> list[str]:
         c = p["capture"]
         out.append(f"capture: {c.get('packets', 0):,} packets, {c.get('duplicate_messages', 0):,} duplicate "
                    f"messages dropped, {c.get('gaps', 0):,} gaps ({c.get('missing_messages', 0):,} messages "
-                   f"missing), {c.get('malformed_packets', 0):,} malformed")
+                   f"missing), {c.get('malformed_packets', 0):,} malformed{bad_frames(c)}")
     if "mold" in p:
         m = p["mold"]
         a, b, r = (m.get("packets_by_line", [0, 0, 0]) + [0, 0, 0])[:3]

@@ -9,13 +9,13 @@ from __future__ import annotations
 import click
 
 from itchflow.cli import main
-from itchflow.cli.params import BYTES, NON_NEGATIVE, SEED
+from itchflow.cli.params import BYTES, INPUT_FILE, NON_NEGATIVE, SEED
 
 MIN_RATE = 1.0  # messages a second: slower is not a feed
 
 
 @main.command("write-slowly")
-@click.argument("src", type=click.Path(exists=True, dir_okay=False))
+@click.argument("src", type=INPUT_FILE)
 @click.argument("dst", type=click.Path(dir_okay=False))
 @click.option("--rate", type=NON_NEGATIVE, default=100_000, show_default=True, help="Messages per second (0: flat out).")
 @click.option("--piece-bytes", type=BYTES, default=4093, show_default=True,

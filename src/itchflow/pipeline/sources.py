@@ -26,6 +26,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 
+from itchflow.errors import missing_file
 from itchflow.pipeline.publish import BatchPublisher
 
 MOLD_KEYS = {"line_b", "rerequest", "session", "interface", "idle", "max_seconds", "engine", "ifname", "queue",
@@ -120,7 +121,7 @@ def check_source(spec: SourceSpec) -> None:
                 raise ValueError(f"source {spec.text!r}: standard input is closed")
             return
         if not os.path.exists(spec.path):
-            raise FileNotFoundError(f"{spec.path}: no such file")
+            raise missing_file(spec.path)
         if os.path.isdir(spec.path):
             raise IsADirectoryError(f"{spec.path}: is a directory, not an ITCH file or capture")
     elif spec.kind == "tail":

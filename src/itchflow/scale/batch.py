@@ -17,7 +17,7 @@ from typing import Callable
 
 from itchflow.scale import jobs
 from itchflow.scale.inputs import expand, is_url, local_path, source_identity
-from itchflow.scale.layout import PART, Layout, day_key, is_date_key, read_json, write_json
+from itchflow.scale.layout import PART, Layout, day_key, hold_directory, is_date_key, read_json, write_json
 
 MAX_AUTO_SHARDS = 64
 
@@ -150,53 +150,54 @@ def batch(paths, job: str, out, client=None, shards: int | None = None, symbols=
     if shards is not None and not 1 <= int(shards) <= 4096:
         raise ValueError("shards must be 1..4096")
     lay = Layout(os.path.abspath(root))
-    identity = {"job": job, "symbols": syms, "options": opts}
-    existing = read_json(lay.job_file())
-    if existing is not None and existing != identity and holds_results(lay):
-        raise ValueError(f"{out} already holds a different job ({existing}); use another directory")
-    identities = {day: source_identity(source) for day, source in days}   # (a URL's: a request each)
-    check_sources(lay, identities, record=False)   # refused before a cluster starts; recorded once one has
+    with hold_directory(lay):   # (two runs into one OUT failed on each other's temporary files: probe 30)
+        identity = {"job": job, "symbols": syms, "options": opts}
+        existing = read_json(lay.job_file())
+        if existing is not None and existing != identity and holds_results(lay):
+            raise ValueError(f"{out} already holds a different job ({existing}); use another directory")
+        identities = {day: source_identity(source) for day, source in days}   # (a URL's: a request each)
+        check_sources(lay, identities, record=False)   # refused before a cluster starts; recorded once one has
 
-    t_start = time.perf_counter()
-    own_cluster = own_client = None
-    if client is None:
-        from distributed import Client
+        t_start = time.perf_counter()
+        own_cluster = own_client = None
+        if client is None:
+            from distributed import Client
 
-        own_cluster = local_cluster(workers)
-        client = own_client = Client(own_cluster)
-    elif isinstance(client, str):
-        from distributed import Client
+            own_cluster = local_cluster(workers)
+            client = own_client = Client(own_cluster)
+        elif isinstance(client, str):
+            from distributed import Client
 
-        check_scheduler(client)
-        # distributed's own connect time-out is 30 s: a wrong address took that long to say so
-        client = own_client = Client(client, timeout=SCHEDULER_CONNECT_S)
-    try:
-        if existing is not None and existing != identity:   # another job, none of whose tasks finished:
-            for day, _ in days:                              # its plans (shards, split) are not this job's
-                with contextlib.suppress(FileNotFoundError):
-                    os.remove(lay.marker(day, "plan"))
-        write_json(lay.job_file(), identity)   # (a run that never reached a cluster left nothing here)
-        check_sources(lay, identities)
-        from itchflow.scale.tasks import WarmKernels
+            check_scheduler(client)
+            # distributed's own connect time-out is 30 s: a wrong address took that long to say so
+            client = own_client = Client(client, timeout=SCHEDULER_CONNECT_S)
+        try:
+            if existing is not None and existing != identity:   # another job, none of whose tasks finished:
+                for day, _ in days:                              # its plans (shards, split) are not this job's
+                    with contextlib.suppress(FileNotFoundError):
+                        os.remove(lay.marker(day, "plan"))
+            write_json(lay.job_file(), identity)   # (a run that never reached a cluster left nothing here)
+            check_sources(lay, identities)
+            from itchflow.scale.tasks import WarmKernels
 
-        register = getattr(client, "register_plugin", None) or client.register_worker_plugin
-        register(WarmKernels())
-        threads = sum(client.nthreads().values()) or 1
-        # our LocalCluster serves the dashboard only with bokeh here; a remote scheduler's own
-        # environment decides, which we cannot see: give its link
-        dashboard = client.dashboard_link if own_cluster is None or dashboard_available() else None
-        info = {"dashboard": dashboard,
-                "scheduler": client.scheduler.address, "threads": threads, "days": len(days),
-                # files whose names hold no date: partitioned by their stem (date=README)
-                "undated_days": [day for day, _ in days if not is_date_key(day)],
-                "startup_seconds": time.perf_counter() - t_start}
-        return _run(client, lay, days, job, syms, opts, shards, threads, info, progress, on_start,
-                    keep_scratch, crash_once)
-    finally:
-        if own_client is not None:
-            own_client.close()
-        if own_cluster is not None:
-            own_cluster.close()
+            register = getattr(client, "register_plugin", None) or client.register_worker_plugin
+            register(WarmKernels())
+            threads = sum(client.nthreads().values()) or 1
+            # our LocalCluster serves the dashboard only with bokeh here; a remote scheduler's own
+            # environment decides, which we cannot see: give its link
+            dashboard = client.dashboard_link if own_cluster is None or dashboard_available() else None
+            info = {"dashboard": dashboard,
+                    "scheduler": client.scheduler.address, "threads": threads, "days": len(days),
+                    # files whose names hold no date: partitioned by their stem (date=README)
+                    "undated_days": [day for day, _ in days if not is_date_key(day)],
+                    "startup_seconds": time.perf_counter() - t_start}
+            return _run(client, lay, days, job, syms, opts, shards, threads, info, progress, on_start,
+                        keep_scratch, crash_once)
+        finally:
+            if own_client is not None:
+                own_client.close()
+            if own_cluster is not None:
+                own_cluster.close()
 
 
 def holds_results(lay: Layout, day: str | None = None) -> bool:

@@ -4,6 +4,7 @@ OUT/
   date=YYYY-MM-DD/shard=K/part-0.parquet    the dataset (stats, crosses, imbalances: date=YYYY-MM-DD/part-0.parquet)
   date=YYYY-MM-DD/_summary.json            the day's summary (readers skip names starting "_")
   _itchflow/job.json                       the job and options this directory holds
+  _itchflow/lock                           held by the batch run writing the directory
   _itchflow/done/DATE/*.json               a marker per finished task, holding its summary
   _itchflow/scratch/DATE/shard-K.{itch,seq} shard files and their original sequence numbers
   _itchflow/scratch/DATE/shard-map.npy     the locate -> shard map the day was split with
@@ -14,11 +15,13 @@ names start with "_" or ".", so bookkeeping and temporary files never show in th
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
 import re
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,12 +115,47 @@ class Layout:
     def map_file(self, day: str) -> str:
         return os.path.join(self.scratch(day), "shard-map.npy")
 
+    def lock_file(self) -> str:
+        return os.path.join(self.root, META, "lock")
+
 
 def temp_name(final: str) -> str:
     """A hidden sibling of final, unique to this attempt (readers skip dot files); it keeps
     final's suffix, which writers look at."""
     d, name = os.path.split(final)
     return os.path.join(d, f"{TEMP_PREFIX}{uuid.uuid4().hex[:12]}.{name}")
+
+
+@contextlib.contextmanager
+def hold_directory(lay: Layout) -> Iterator[None]:
+    """Hold the output directory for one batch run (an advisory lock on ``_itchflow/lock``,
+    let go when the run ends or its process dies): a second run into the same directory is
+    refused naming the first, where it failed on the first's temporary files (probe 30)."""
+    import fcntl
+
+    from itchflow.sinks.output import raise_named
+
+    path = lay.lock_file()
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+    except OSError as e:
+        raise_named(e, lay.root)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
+            raise ValueError(f"{lay.root}: another batch run (process {holder}) is writing this directory; "
+                             "wait for it to end or give another directory") from None
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as e:
+            raise_named(e, lay.root)
+        yield
+    finally:
+        os.close(fd)
 
 
 def publish(tmp: str, final: str) -> None:
@@ -140,13 +178,22 @@ def clear_temps(directory: str) -> None:
 
 
 def write_json(path: str, obj) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+    """path written whole or not at all; an error names it (a full disk said only "[Errno 28]
+    No space left on device" and left an empty temporary file: probe 30)."""
+    from itchflow.sinks.output import raise_named
+
     tmp = temp_name(path)
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    publish(tmp, path)
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=1, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        publish(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise_named(e, path)
 
 
 def read_json(path: str):

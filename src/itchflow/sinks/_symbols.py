@@ -55,12 +55,21 @@ def check_locates(books, keys, who: str = "", after: str = "") -> None:
             raise KeyError(f"{who}stock locate {key}: no stock directory (R) message gives it a stock{after}")
 
 
-def resolve_symbols(directory: Mapping[int, str], wanted: Iterable[str], who: str) -> dict[str, int]:
-    """{symbol: locate} for each wanted symbol, from directory {locate: symbol}."""
+def resolve_symbols(directory: Mapping[int, str], wanted: Iterable[str], who: str,
+                    locates: bool = False) -> dict[str, int]:
+    """{symbol: locate} for each wanted symbol, from directory {locate: symbol}. locates: a
+    wanted name of digits that names no stock is that locate number (``stock_key``), refused
+    when the directory does not hold it."""
     by_name: dict[str, list[int]] = {}
     for loc, sym in directory.items():
         by_name.setdefault(sym, []).append(int(loc))
     wanted = list(wanted)
+    if locates:
+        for s in wanted:
+            if s not in by_name and isinstance(stock_key(s), int):
+                if stock_key(s) not in directory:
+                    raise KeyError(f"{who}: stock locate {s}: no stock directory (R) message gives it a stock")
+                by_name[s] = [stock_key(s)]
     missing = [s for s in wanted if s not in by_name]
     if missing:
         raise KeyError(f"{who}: no stock directory (R) message for {', '.join(missing)}")

@@ -75,7 +75,7 @@ def _collect(source, symbols, capture_stats: dict | None = None, read_stats: dic
                 names[loc] = arrs[c]["stock"][k].decode("ascii", "replace").strip() or str(loc)
     if symbols is not None:
         wanted = symbol_list(symbols, "auctions")
-        by_name = resolve_symbols(names, wanted, "auctions")
+        by_name = resolve_symbols(names, wanted, "auctions", locates=True)   # (a locate number too)
         locs = np.array([by_name[s] for s in wanted], np.int64)
         for c in "QI":
             arrs[c] = arrs[c][np.isin(arrs[c]["stock_locate"], locs)]

@@ -100,10 +100,11 @@ def events_to_parquet(source, out, which: str, symbols: list[str] | None = None,
             empty = np.zeros(0, L.BBO_EVENT_DTYPE if which == "bbo" else L.TRADE_EVENT_DTYPE)
             pq.write_table(to_arrow(empty, books.symbol), tmp)
         if which == "trades" and state["breaks"]:
-            if tmp == os.fspath(out):   # a device or pipe, written in place (output_file)
+            if tmp == os.fspath(out):   # a device or pipe, written in place (output_file); it failed
+                # naming only the file (probe 30)
                 raise ValueError(f"{tmp}: the trades that B messages broke are flagged by reading the file back and "
                                  "writing it again, which cannot be done to a device or pipe: write trades to a "
-                                 "file (probe 30: it failed saying only the name)")
+                                 "file")
             flag_broken_trades(tmp)
         timings["write_seconds"] += time.perf_counter() - t
     return state["rows"], books.messages

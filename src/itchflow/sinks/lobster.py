@@ -77,6 +77,7 @@ import numpy as np
 from numba import njit
 
 from itchflow.arguments import whole
+from itchflow.errors import missing_file
 from itchflow.sinks import _book_access as access
 from itchflow.sinks._symbols import resolve_symbols, symbol_list
 from itchflow.sinks._clock import DAY_NS, clock_ns, trading_date
@@ -539,7 +540,7 @@ def lobster_window(levels, start, end) -> tuple[int, int, int]:
 
 def _check_exists(source) -> None:
     if isinstance(source, (str, os.PathLike)) and not str(source).startswith("tail:") and not os.path.exists(source):
-        raise FileNotFoundError(f"{os.fspath(source)}: no such file")
+        raise missing_file(source)
 
 
 def lobster(source, symbols, levels: int = 10, *, start="09:30", end="16:00", date: str | None = None,

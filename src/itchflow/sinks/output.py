@@ -46,6 +46,12 @@ def new_part(path: str | os.PathLike) -> str:
         except FileExistsError:
             continue
         except OSError as e:
+            if e.errno == errno.ENAMETOOLONG and len(os.fsencode(os.path.basename(final))) <= 255:
+                # (the name alone is legal: "File name too long" about it read as a lie, probe 30)
+                extra = len(os.fsencode(tmp)) - len(os.fsencode(final))
+                raise OSError(errno.ENAMETOOLONG, f"File name too long: it is written as NAME.<pid>-<random>.part "
+                                                  f"until complete, {extra} bytes more than NAME, and a name may have "
+                                                  f"255: keep it to {255 - extra}", final) from e
             raise_named(e, final)
     raise FileExistsError(errno.EEXIST, "no free name for the file being written", final)
 
@@ -69,7 +75,7 @@ def refuse_input_as_output(out: str | os.PathLike, *inputs) -> None:
 _DESCRIPTOR_NAMES = re.compile(r"^/dev/(stdin|stdout|stderr|fd/\d+)$|^/proc/(self|thread-self|\d+)/fd/\d+$")
 
 
-def _is_special(path: str) -> bool:
+def written_in_place(path: str) -> bool:
     """A device, FIFO or socket (``/dev/null``, ``/dev/stdout``), or a descriptor named by
     its path, is written in place: it cannot be renamed over, and whoever reads it takes the
     bytes as they come anyway."""
@@ -98,6 +104,18 @@ def _is_part_of(name, path: str) -> bool:
     return name.startswith(os.fspath(path) + ".") and name.endswith(PART_SUFFIX)
 
 
+def raise_special(error: OSError, path: str) -> NoReturn:
+    """Raise an error met writing the device, FIFO or pipe ``path`` in place, naming it: a
+    full device said "[Errno 28] No space left on device" and no file, and a Parquet file
+    sent to a pipe said only "lseek failed" (pyarrow's, with no errno: probe 30)."""
+    if error.errno:
+        raise_named(error, path)
+    why = str(error)
+    if "lseek" in why or "seek" in why.lower():
+        why += " (this output is written as a file it can seek in, not to a pipe or FIFO: write it to a file)"
+    raise OSError(f"{path}: {why}") from error
+
+
 def raise_named(error: OSError, path: str) -> NoReturn:
     """Raise ``named(error, path)``, chained to error when it is another error, else error
     itself: ``raise e from e`` makes an error its own cause, and Dask's walk of a failed
@@ -118,8 +136,11 @@ def output_file(path: str | os.PathLike, inputs=()) -> Iterator[str]:
     if os.path.isdir(final):
         raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), final)
     refuse_input_as_output(final, *inputs)
-    if _is_special(final):
-        yield final
+    if written_in_place(final):
+        try:
+            yield final
+        except OSError as e:   # (a device's write errors named no file: probe 30)
+            raise_special(e, final)
         return
     tmp = new_part(final)
     try:
@@ -159,7 +180,7 @@ class StreamOutput:
         self.final = os.fspath(path)
         if os.path.isdir(self.final):
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), self.final)
-        self.path = self.final if _is_special(self.final) else part_path(self.final)
+        self.path = self.final if written_in_place(self.final) else part_path(self.final)
         try:   # (NAME.part, never a link followed: one to the served file would have emptied it)
             flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
             if self.path != self.final:

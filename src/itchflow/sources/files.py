@@ -25,7 +25,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from itchflow.errors import ITCHFormatError
+from itchflow.errors import ITCHFormatError, missing_file
 from itchflow.sources.chunk import (  # noqa: F401  (re-exported)
     Chunk, Passes, WalkedPages, as_uint8, describe, file_mapping, map_file, raise_if_shrunk, shrunk)
 from itchflow.sources.ahead import ahead
@@ -163,7 +163,7 @@ def iter_chunks(source, *, gz_block: int = DEFAULT_GZ_BLOCK, strict: bool = True
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if not path.exists():
-            raise FileNotFoundError(f"{path}: no such file")
+            raise missing_file(path)
         if path.is_dir():
             raise IsADirectoryError(f"{path}: is a directory, not an ITCH file or capture")
         if not path.is_file():  # a pipe, FIFO or device (`<(zcat day.gz)`): read once, as a stream

@@ -3,7 +3,7 @@
 Only the packet container and the link/IP/UDP headers are handled here; what is inside
 the UDP payload (MoldUDP64) is moldudp64_capture's business. Every record is accounted
 for: a UDP payload, or counted as not UDP, an IP fragment, cut short by the snap length,
-or unsupported. A record whose own framing is broken (length past the end of the file,
+a bad frame (its headers do not fit it), or unsupported. A record whose own framing is broken (length past the end of the file,
 a pcapng block whose lengths disagree) is an error that names the file offset.
 
 Layouts (all offsets from the start of the structure they belong to):
@@ -39,6 +39,7 @@ from itchflow.wire.ethernet import (  # the one Ethernet / IPv4 / UDP finder; IP
     CUT_SHORT,
     ETHERTYPE_IPV4,
     ETHERTYPE_IPV6,
+    BAD_LENGTH,
     FRAGMENT,
     IP_CUT_SHORT,
     IPPROTO_UDP,
@@ -66,8 +67,11 @@ LINKTYPE_LINUX_SLL, LINKTYPE_IPV4, LINKTYPE_IPV6, LINKTYPE_LINUX_SLL2 = 113, 228
 DLT_RAW_12, DLT_RAW_14 = 12, 14
 UDP_HEADER_SIZE = UDP_HEADER
 
-# Per-record outcome codes (kept in the packet table for the counters).
-REC_UDP, REC_NOT_UDP, REC_FRAGMENT, REC_SNAPPED, REC_UNSUPPORTED = 0, 1, 2, 3, 4
+# Per-record outcome codes (kept in the packet table for the counters). REC_BAD_FRAME: a whole
+# frame (not cut by the snap length) whose own headers do not fit it: a link header longer
+# than the frame, an IP or UDP length past its end or under its headers (counted as
+# "unsupported", with IPv6 extension headers and foreign link types: probe 29).
+REC_UDP, REC_NOT_UDP, REC_FRAGMENT, REC_SNAPPED, REC_UNSUPPORTED, REC_BAD_FRAME = 0, 1, 2, 3, 4, 5
 
 # Walk status codes. CUT_AT_END: the file ends inside a record (or block) whose header is
 # sane, as a capture still being written, or copied before it was whole, does.
@@ -108,23 +112,23 @@ def udp_payload(buf, p, caplen, origlen, linktype):
     q = p
     if linktype == LINKTYPE_ETHERNET:
         if caplen < 14:
-            return REC_SNAPPED if origlen > caplen else REC_UNSUPPORTED, 0, 0
+            return REC_SNAPPED if origlen > caplen else REC_BAD_FRAME, 0, 0
         etype, q = ethernet_network(buf, q, end)   # past the 802.1Q / 802.1ad tags
         if etype < 0:
-            return REC_SNAPPED if origlen > caplen else REC_UNSUPPORTED, 0, 0
+            return REC_SNAPPED if origlen > caplen else REC_BAD_FRAME, 0, 0
     elif linktype == LINKTYPE_LINUX_SLL:
         if caplen < 16:
-            return REC_SNAPPED if origlen > caplen else REC_UNSUPPORTED, 0, 0
+            return REC_SNAPPED if origlen > caplen else REC_BAD_FRAME, 0, 0
         etype = (np.int64(buf[q + 14]) << 8) | np.int64(buf[q + 15])
         q += 16
     elif linktype == LINKTYPE_LINUX_SLL2:
         if caplen < 20:
-            return REC_SNAPPED if origlen > caplen else REC_UNSUPPORTED, 0, 0
+            return REC_SNAPPED if origlen > caplen else REC_BAD_FRAME, 0, 0
         etype = (np.int64(buf[q]) << 8) | np.int64(buf[q + 1])
         q += 20
     elif linktype == LINKTYPE_NULL:
         if caplen < 4:
-            return REC_SNAPPED if origlen > caplen else REC_UNSUPPORTED, 0, 0
+            return REC_SNAPPED if origlen > caplen else REC_BAD_FRAME, 0, 0
         fam = np.int64(buf[q]) | (np.int64(buf[q + 3]))  # 2 = IPv4 in either byte order
         etype = ETHERTYPE_IPV4 if fam == 2 else ETHERTYPE_IPV6
         q += 4
@@ -141,17 +145,19 @@ def udp_payload(buf, p, caplen, origlen, linktype):
         if outcome == UDP_OK:
             return REC_UDP, off, length
         if outcome == IP_CUT_SHORT:
-            return REC_SNAPPED if origlen > caplen else REC_NOT_UDP, 0, 0
+            return REC_SNAPPED if origlen > caplen else REC_BAD_FRAME, 0, 0
         if outcome == CUT_SHORT:
-            return REC_SNAPPED if origlen > caplen else REC_UNSUPPORTED, 0, 0
+            return REC_SNAPPED if origlen > caplen else REC_BAD_FRAME, 0, 0
         if outcome == NOT_UDP:
             return REC_NOT_UDP, 0, 0
         if outcome == FRAGMENT:
             return REC_FRAGMENT, 0, 0
+        if outcome == BAD_LENGTH:
+            return REC_BAD_FRAME, 0, 0
         return REC_UNSUPPORTED, 0, 0
     elif etype == ETHERTYPE_IPV6:
         if q + 40 > end:
-            return REC_SNAPPED if origlen > caplen else REC_NOT_UDP, 0, 0
+            return REC_SNAPPED if origlen > caplen else REC_BAD_FRAME, 0, 0
         nxt = buf[q + 6]
         if nxt != IPPROTO_UDP:
             return REC_NOT_UDP if nxt == 6 or nxt == 58 else REC_UNSUPPORTED, 0, 0
@@ -160,12 +166,12 @@ def udp_payload(buf, p, caplen, origlen, linktype):
         return REC_NOT_UDP, 0, 0
 
     if q + UDP_HEADER_SIZE > end:
-        return REC_SNAPPED if origlen > caplen else REC_UNSUPPORTED, 0, 0
+        return REC_SNAPPED if origlen > caplen else REC_BAD_FRAME, 0, 0
     udp_len = (np.int64(buf[q + 4]) << 8) | np.int64(buf[q + 5])
     if udp_len < UDP_HEADER_SIZE:
-        return REC_UNSUPPORTED, 0, 0
+        return REC_BAD_FRAME, 0, 0
     if q + udp_len > end:
-        return REC_SNAPPED if origlen > caplen else REC_UNSUPPORTED, 0, 0
+        return REC_SNAPPED if origlen > caplen else REC_BAD_FRAME, 0, 0
     return REC_UDP, q + UDP_HEADER_SIZE, udp_len - UDP_HEADER_SIZE
 
 

@@ -45,7 +45,8 @@ from itchflow.wire.moldudp64 import (
     read_header,
 )
 from itchflow.wire.pcap import (
-    REC_FRAGMENT, REC_NOT_UDP, REC_SNAPPED, REC_UDP, REC_UNSUPPORTED, PacketTable, Part, packet_parts, packet_table,
+    REC_BAD_FRAME, REC_FRAGMENT, REC_NOT_UDP, REC_SNAPPED, REC_UDP, REC_UNSUPPORTED, PacketTable, Part, packet_parts,
+    packet_table,
 )
 from itchflow.wire.sequence_runs import SequenceRuns
 
@@ -434,6 +435,7 @@ class CaptureStats:
     ip_fragments: int = 0
     snapped: int = 0
     unsupported: int = 0
+    bad_frames: int = 0               # whole frames whose IP/UDP lengths do not fit them (pcap.REC_BAD_FRAME)
     # strict=False: the file ends inside this packet (a capture still being written), which is
     # not read (0: it does not), its bytes present; counted in malformed_packets too
     cut_at_end_packet: int = 0
@@ -658,7 +660,7 @@ def _count_packets(stats: CaptureStats, kind, count, outcome) -> None:
     stats.packets += len(kind)
     stats.malformed_packets += int(np.count_nonzero(kind == MALFORMED))
     for name, code in (("not_udp", REC_NOT_UDP), ("ip_fragments", REC_FRAGMENT), ("snapped", REC_SNAPPED),
-                       ("unsupported", REC_UNSUPPORTED)):
+                       ("unsupported", REC_UNSUPPORTED), ("bad_frames", REC_BAD_FRAME)):
         setattr(stats, name, getattr(stats, name) + int(np.count_nonzero(outcome == code)))
     unsequenced = kind == UNSEQUENCED
     stats.data_packets += int(np.count_nonzero((kind == DATA) | unsequenced))
