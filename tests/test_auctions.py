@@ -200,3 +200,24 @@ def test_auctions_take_a_locate_number_as_bars_and_bbo_do(day_file):
     unused = int(r["R"]["stock_locate"].max()) + 1
     with pytest.raises(KeyError, match=f"stock locate {unused}: no stock directory"):
         auctions(day_file, [str(unused)])
+
+
+def test_a_plot_that_cannot_be_drawn_is_refused_before_the_tables_are_written(day_file, tmp_path):
+    """`auctions --cross-type X --plot` (and --plot-symbol NOPE) wrote both tables, then failed
+    on the picture with exit 1; --cross-type Q was taken silently (probe 32). So did bars."""
+    from itchflow.cli import main
+
+    runner = CliRunner()
+    r = runner.invoke(main, ["auctions", str(day_file), "-o", str(tmp_path / "a"), "--cross-type", "X",
+                             "--plot", str(tmp_path / "a.png")])
+    assert r.exit_code == 2 and "--cross-type" in r.output, r.output
+    r = runner.invoke(main, ["auctions", str(day_file), "-o", str(tmp_path / "a"), "--plot-symbol", "NOPE",
+                             "--plot", str(tmp_path / "a.png")])
+    assert r.exit_code == 1 and "no imbalance messages for 'NOPE'" in r.output, r.output
+    r = runner.invoke(main, ["bars", str(day_file), "--every", "1min", "-o", str(tmp_path / "b.parquet"),
+                             "--plot-symbol", "NOPE", "--plot", str(tmp_path / "b.png"), "-q"])
+    assert r.exit_code == 1 and "no bars for 'NOPE'" in r.output, r.output
+    assert list(tmp_path.iterdir()) == []
+    r = runner.invoke(main, ["auctions", str(day_file), "-o", str(tmp_path / "a"), "--cross-type", "o",
+                             "--plot", str(tmp_path / "a.png")])
+    assert r.exit_code == 0 and _png(tmp_path / "a.png"), r.output

@@ -14,6 +14,7 @@ import pytest
 from test_book_support import (add, broken, cancel, cross, delete, directory, encode, execute,
                                execute_price, halt, replace, trade)
 
+import itchflow
 from itchflow import Books
 from itchflow.errors import ITCHFormatError
 
@@ -48,6 +49,19 @@ def test_f_keeps_its_mpid_and_u_inherits_it():
     b = books_after(add(1, 1, "S", 100, 50 * P, mpid="GSCO"), replace(1, 1, 2, 40, 51 * P))
     assert b.orders("AAPL", "S", 51 * P).tolist() == [(2, 40, "GSCO")]
     assert b.orders("AAPL", "S", 50 * P).tolist() == []
+
+
+def test_an_mpid_past_ascii_reads_as_read_reads_it():
+    """Books decoded MPIDs as ASCII with replacement: b"AB\\xe9 " and b"AB\\xe8 " were both
+    "AB\\ufffd", where read() gives each its Latin-1 text, the rule of every alpha field (probe 31)."""
+    a = dict(add(1, 1, "S", 100, 50 * P), code="F", attribution=b"AB\xe9 ")
+    b = dict(add(1, 2, "S", 100, 50 * P), code="F", attribution=b"AB\xe8 ")
+    books = books_after(a, b)
+    assert books.orders("AAPL", "S", 50 * P)["mpid"].tolist() == ["AB\xe9", "AB\xe8"]
+    assert sorted(books.order_table()["mpid"].tolist()) == ["AB\xe8", "AB\xe9"]
+    day = encode([directory(1, "AAPL"), a, b])
+    assert itchflow.read(np.frombuffer(day, np.uint8), "F").to_pandas("F")["attribution"].tolist() == ["AB\xe9",
+                                                                                                        "AB\xe8"]
 
 
 def test_execute_by_reference_not_the_head():
@@ -242,6 +256,19 @@ def test_anomalies_are_counted_per_kind_and_stock_and_never_fatal():
     assert b.orders("MSFT", "B", P).tolist() == [(1, 10, ""), (5, 10, "")]
     assert b.volume("MSFT") == 16   # 15 executed (over-execution still prints) + 1
     assert set(b.anomalies_by_stock()) == {1, 2, 9}
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_trades_and_halts_on_a_locate_no_directory_named_are_counted(threads):
+    """A P or Q on a locate no R named added to its volume, and an H set its state, without a
+    count: only adds counted unknown_locate (probe 31). Before any R, nothing is unknown."""
+    msgs = [trade(9, 100, P, match=1), directory(1, "AAPL"), trade(9, 100, P, match=2), cross(9, 50, P, match=3),
+            halt(9, "H"), trade(1, 10, P, match=4), cross(1, 5, P, match=5), halt(1, "T")]
+    b = Books(64, table=1024, threads=threads)
+    b.apply(encode(msgs))
+    assert b.anomalies(9)["unknown_locate"] == 3 and b.anomalies("AAPL")["unknown_locate"] == 0
+    assert b.anomalies()["unknown_locate"] == 3
+    assert b.volume(9) == 250 and b.trading_state(9) == "H"   # still applied, as the feed said
 
 
 def test_an_order_of_zero_shares_is_kept_as_sent_and_counted():
@@ -646,6 +673,37 @@ def test_stepping_a_day_with_replay_goes_on_where_the_last_replay_stopped(tmp_pa
         stepped.replay(str(day))
     with pytest.raises(ValueError, match=r"apply\(buffer\[offset:\]\)"):
         whole.replay(day.read_bytes())
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_stepping_past_the_end_of_the_day_goes_on_doing_nothing(tmp_path, threads):
+    """A grid of times that runs past the day's last message: the step that reached the end
+    worked, the next raised "these books already hold ... messages" and told the user to do
+    what they had done (probe 31). Past the end a step applies nothing and returns False; a step
+    back in time is still refused; a file that grew meanwhile is gone on with."""
+    from itchflow.sim.generator import write_day
+
+    day = tmp_path / "day.itch"
+    write_day(str(day), 30_000, 5, stocks=20)
+    last = int(itchflow.read(day, "S")["S"]["timestamp"].max())
+    whole = Books().replay(str(day))
+    stepped = Books(threads=threads)
+    assert stepped.replay(str(day), stop_after_ns=last - 10 ** 9) is not None
+    assert stepped.messages < whole.messages
+    for t in (last + 10 ** 9, last + 2 * 10 ** 9, last + 3 * 10 ** 9):
+        assert itchflow.replay(stepped, str(day), stop_after_ns=t) is False
+        assert stepped.messages == whole.messages
+        assert np.array_equal(stepped.stocks["volume"], whole.stocks["volume"])
+    with pytest.raises(ValueError, match=r"already, past"):
+        stepped.replay(str(day), stop_after_ns=last)
+    more = Books().replay(str(day))   # the file grows: the next step applies what was added
+    extra = encode([add(1, 10 ** 9, "B", 7, 10_000, ts=last + 5)])
+    with open(day, "ab") as f:
+        f.write(bytes(extra))
+    assert itchflow.replay(stepped, str(day), stop_after_ns=last + 4 * 10 ** 9) is False
+    more.apply(extra)
+    assert stepped.messages == more.messages == whole.messages + 1
+    assert stepped.live_orders() == more.live_orders()
 
 
 def test_symbols_does_not_pick_one_of_two_locates_silently():

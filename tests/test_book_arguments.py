@@ -200,3 +200,24 @@ def test_int_and_text_locates_still_answer(books):
     assert books.order_table(np.array([1, 2], np.uint16))["ref"].tolist() == [1, 2]
     books.record(np.array([1], np.int64))
     books.record(["AAPL", np.int64(1)])
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_record_flags_are_true_or_false(threads):
+    """record(l2="no") recorded L2 (a truthy string) and bbo="yes" was taken (probe 31)."""
+    b = Books(threads=threads)
+    for kw in ({"l2": "no"}, {"bbo": "yes"}, {"trades": 0.5}, {"l2": None}):
+        with pytest.raises(TypeError, match=f"{next(iter(kw))} must be True or False"):
+            b.record(**kw)
+    b.record(bbo=np.bool_(False), trades=True, l2=False)
+
+
+def test_read_names_its_types_argument_when_it_is_not_types():
+    """read(path, types=5) said "'int' object is not iterable" (probe 31)."""
+    import itchflow
+
+    day = encode([directory(1, "AAPL"), add(1, 1, "B", 100, 10_000)])
+    for odd in (5, b"AF", 1.5):
+        with pytest.raises(TypeError, match="types must be letters"):
+            itchflow.read(np.frombuffer(day, np.uint8), types=odd)
+    assert itchflow.read(np.frombuffer(day, np.uint8), types="A").counts["A"] == 1

@@ -186,6 +186,8 @@ class ReferenceBook:
             self.raw_symbols[loc] = m["stock"]
             self.symbols[loc] = m["stock"].decode().strip()
         elif code == "H":
+            if self.symbols and loc not in self.symbols:
+                self.anomalies[("unknown_locate", loc)] += 1
             self.state[loc] = m["trading_state"].decode()
         elif code in "AF":
             side = m["buy_sell_indicator"].decode()
@@ -249,7 +251,9 @@ class ReferenceBook:
                     self.anomalies[("zero_shares", olocate)] += 1
                 self._place(new, olocate, side, m["price"], m["shares"], mpid)
             touched = olocate
-        elif code == "P":
+        elif code in "PQ" and self.symbols and loc not in self.symbols:
+            self.anomalies[("unknown_locate", loc)] += 1
+        if code == "P":
             self._trade(loc, m["price"], m["shares"], m["match_number"], "P", True)
         elif code == "Q":
             self._trade(loc, m["cross_price"], m["shares"], m["match_number"], "Q", True)

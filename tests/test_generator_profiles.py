@@ -386,3 +386,27 @@ def test_close_all_with_a_population_the_day_cannot_peak_at_says_so(tmp_path):
                                   "-q"])
     assert r.exit_code == 0, r.output
     assert "warning: the peak of live orders is" in r.output and "--close-all" in r.output
+
+
+def test_a_day_whose_state_cannot_fit_in_memory_is_refused_before_it_starts(monkeypatch):
+    """gen -n 10G --live-orders 1400M grew past 4 GB in 33 s on its way to about 80 (probe 32):
+    nothing looked at memory, only at the disk (and not at all for .gz or a device). The state
+    is sized now against what the machine has, naming the knob that made it big."""
+    from itchflow.hw import memory
+    from itchflow.sim.generator import ShapeError, memory_needed
+
+    assert memory_needed(10 ** 10, 14 * 10 ** 8) > 70 * 2 ** 30 > memory_needed(10 ** 10, None) > 5 * 2 ** 30
+    monkeypatch.setattr(memory, "available_bytes", lambda meminfo=None: 8 * 2 ** 30)
+    with pytest.raises(ShapeError, match=r"1,400,000,000 live orders takes about 79\.\d GiB of memory to generate; "
+                                         r"this machine has 8\.0 GiB available") as e:
+        resolve_shape(10 ** 10, live_orders=14 * 10 ** 8)
+    assert e.value.knob == "live_orders"
+    resolve_shape(10 ** 10)   # about 7 GiB: it fits
+    from itchflow.cli import main
+
+    r = CliRunner().invoke(main, ["gen", "/dev/null", "-n", "10G", "--live-orders", "2G", "-q"])
+    assert r.exit_code == 2 and "Invalid value for --live-orders" in r.output and "GiB available" in r.output, r.output
+    monkeypatch.setattr(memory, "available_bytes", lambda meminfo=None: 2 ** 30)
+    with pytest.raises(ShapeError, match="messages takes about") as e:
+        resolve_shape(10 ** 10)
+    assert e.value.knob == "messages"

@@ -70,6 +70,7 @@ def assert_same(sb: ShardedBooks, one: Books) -> None:
     # every live order of every stock, book by book, best level first, in time priority
     assert np.array_equal(sb.order_table(), one.order_table())
     assert sb.peak_live_orders_bound >= one.peak_live_orders
+    assert sb.tops_digest() == one.tops_digest()   # (ShardedBooks had none: probe 31)
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
@@ -463,3 +464,21 @@ def test_event_buffers_that_grow_are_logged_with_their_sizes(skewed_day):
     assert {"BBO events", "L2 events"} <= {g[0] for g in grown}
     assert all(after == 2 * before > 0 for _, before, after, _ in grown)
     assert len(b.events.l2) == max(after for what, _, after, _ in grown if what == "L2 events")
+
+
+def test_sharded_books_take_the_calls_books_take_or_say_why_not(skewed_day):
+    """ShardedBooks had no tops_digest (the way to compare one thread with N) and no
+    peak_live_orders, both bare AttributeErrors; its orders() said it returned a list (probe 31)."""
+    one = one_thread(skewed_day, record=False)
+    with ShardedBooks(2) as sb:
+        sb.apply(skewed_day)
+        assert sb.tops_digest() == one.tops_digest()
+        with pytest.raises(AttributeError, match="peak_live_orders_bound is the sum of their peaks"):
+            sb.peak_live_orders
+        assert not hasattr(sb, "peak_live_orders")
+        loc = next(loc for loc in one.symbols.values() if len(one.depth(loc)[0]))   # a stock with bids
+        side, price = "B", int(one.depth(loc)[0]["price"][0])
+        got = sb.orders(loc, side, price)
+        assert isinstance(got, np.ndarray) and np.array_equal(got, one.orders(loc, side, price))
+    for name in ("orders", "depth"):
+        assert inspect.signature(getattr(ShardedBooks, name)) == inspect.signature(getattr(Books, name)), name

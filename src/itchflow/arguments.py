@@ -29,3 +29,13 @@ def whole(value, name: str, lo: int | None = None, hi: int | None = None) -> int
 
 def optional_whole(value, name: str, lo: int | None = None, hi: int | None = None) -> int | None:
     return None if value is None else whole(value, name, lo, hi)
+
+
+def flag(value, name: str) -> bool:
+    """value as a bool: True, False, or numpy's bool; anything else is a TypeError naming
+    ``name`` (``record(l2="no")`` recorded L2, a truthy string: probe 31)."""
+    import numpy as np
+
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise TypeError(f"{name} must be True or False, not {value!r}")

@@ -25,7 +25,7 @@ import numpy as np
 
 from itchflow.book import layout as L
 from itchflow.book import records as R
-from itchflow.arguments import INT64_MAX, MAX_ROWS, PRICE_MAX, optional_whole, whole
+from itchflow.arguments import INT64_MAX, MAX_ROWS, PRICE_MAX, flag, optional_whole, whole
 from itchflow.book.engine import apply_messages
 from itchflow.book.events import EventBuffers
 from itchflow.book.ladder import compact_arena
@@ -110,6 +110,15 @@ def _pow2_at_least(n: int) -> int:
 
 
 ALL_LEVELS = -1   # depth(n=ALL_LEVELS) / depth(n=None): every level
+
+
+def tops_digest(tops: np.ndarray, volume: np.ndarray) -> str:
+    """``Books.tops_digest`` of these tops and per-locate volumes (one thread's or the shards')."""
+    import hashlib
+
+    h = hashlib.sha256(np.ascontiguousarray(tops).tobytes())
+    h.update(np.ascontiguousarray(volume).tobytes())
+    return h.hexdigest()[:16]
 
 
 def depth_levels(n) -> int:
@@ -381,6 +390,7 @@ class Books:
         before a replay: the books then start recording it at the R that gives it a locate
         (at every R naming it, should the day give it more than one). A symbol whose R never
         comes records nothing; ``waiting_symbols`` lists those not seen yet."""
+        bbo, trades, l2 = flag(bbo, "bbo"), flag(trades, "trades"), flag(l2, "l2")
         flags = (L.WANT_BBO if bbo else 0) | (L.WANT_TRADES if trades else 0) | (L.WANT_L2 if l2 else 0)
         if symbols is None:
             sel, named = slice(None), {}
@@ -576,11 +586,7 @@ class Books:
     def tops_digest(self) -> str:
         """16 hex digits of SHA-256 over ``tops()`` and every stock's volume: books of two runs
         that agree on it agree on every stock's best bid and offer and traded volume."""
-        import hashlib
-
-        h = hashlib.sha256(np.ascontiguousarray(self.tops()).tobytes())
-        h.update(np.ascontiguousarray(self.stocks["volume"]).tobytes())
-        return h.hexdigest()[:16]
+        return tops_digest(self.tops(), self.stocks["volume"])
 
     def anomalies(self, symbol=None) -> dict[str, int]:
         """Inconsistencies counted per kind, for one stock or all."""

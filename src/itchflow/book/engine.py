@@ -783,11 +783,15 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, ladder, book
 
         elif t == _T_P:
             side_byte = buf[_U(q + _P_SIDE)]
+            if ctl[C_DIRECTORY_SEEN] > 0 and stocks[_U(locate)].symbol == 0:   # (volume on a stock no R
+                anomalies[locate, A_UNKNOWN_LOCATE] += 1                        # named: counted, probe 31)
             _record_trade(locate, np.uint32(be32(buf, q + _P_PRICE)), _U(be32(buf, q + _P_SHARES)),
                           be64(buf, q + _P_MATCH), _KIND_P, True, side_byte, stocks, trade_log, matches,
                           match_mask, match_shift, trades_out, anomalies, ctl, seq, ts)
 
         elif t == _T_Q:
+            if ctl[C_DIRECTORY_SEEN] > 0 and stocks[_U(locate)].symbol == 0:
+                anomalies[locate, A_UNKNOWN_LOCATE] += 1
             _record_trade(locate, np.uint32(be32(buf, q + _Q_PRICE)), be64(buf, q + _Q_SHARES),
                           be64(buf, q + _Q_MATCH), _KIND_Q, True, _BYTE_SPACE, stocks, trade_log, matches,
                           match_mask, match_shift, trades_out, anomalies, ctl, seq, ts)
@@ -825,6 +829,8 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, ladder, book
                 _record_if_wanted(wanted, symbol, old, stocks, locate)
 
         elif t == _T_H:
+            if ctl[C_DIRECTORY_SEEN] > 0 and stocks[_U(locate)].symbol == 0:
+                anomalies[locate, A_UNKNOWN_LOCATE] += 1
             stocks[_U(locate)].trading_state = buf[_U(q + _H_STATE)]
 
         last_ts = ts

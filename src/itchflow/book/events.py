@@ -217,7 +217,7 @@ def _symbol_column(locates: np.ndarray, symbol_of):
 
 def _key_text(key: int, locate: int) -> str:
     """An event's symbol (S8 bytes as a little-endian key) as text; unnamed: the locate."""
-    text = int(key).to_bytes(8, "little").rstrip(b"\0").decode("ascii", "replace").rstrip()
+    text = int(key).to_bytes(8, "little").rstrip(b"\0").decode("latin-1").rstrip()   # (as ``read``)
     return text or str(int(locate))
 
 

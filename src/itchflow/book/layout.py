@@ -208,7 +208,8 @@ ANOMALIES = (
     "over_execution",       # E/C for more shares than remain (the order is removed)
     "over_cancel",          # X for more shares than remain (the order is removed)
     "replace_to_existing",  # U whose new reference is already live (old removed, new not added)
-    "unknown_locate",       # an add for a locate with no R, after R messages were seen
+    "unknown_locate",       # an add, a trade (P, Q) or a trading action (H) for a locate with no R,
+                            # after R messages were seen
     "bad_side",             # A/F with a side that is neither B nor S (the add is ignored)
     "unknown_match",        # B for a match number never seen, or already broken
     "duplicate_match",      # a trade whose match number was already used (first one kept)

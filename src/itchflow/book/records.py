@@ -61,13 +61,16 @@ def symbol_key(symbol: str | bytes) -> int:
 
 
 def symbol_text(key: int) -> str:
-    return int(key).to_bytes(8, "little").decode("ascii", "replace").rstrip()
+    """A symbol key as text: Latin-1, as every alpha field is read (``decode.decoded``)."""
+    return int(key).to_bytes(8, "little").decode("latin-1").rstrip()
 
 
 def mpid_column(keys: np.ndarray) -> np.ndarray:
-    """uint32 MPIDs (4 ASCII bytes, little-endian; 0 = none) -> text, "" for none."""
+    """uint32 MPIDs (4 bytes, little-endian; 0 = none) -> text, "" for none. Latin-1, as every
+    alpha field is read (``decode.decoded``): ASCII with replacement made two MPIDs one and
+    disagreed with ``read`` (probe 31)."""
     raw = np.ascontiguousarray(keys, np.uint32).view("S4")  # NULs strip: 0 -> b""
-    return np.char.rstrip(np.char.decode(raw, "ascii", "replace")) if len(raw) else np.zeros(0, MPID)
+    return np.char.rstrip(np.char.decode(raw, "latin-1")) if len(raw) else np.zeros(0, MPID)
 
 
 def levels_array(rows: np.ndarray) -> np.ndarray:

@@ -45,9 +45,11 @@ def replay(books, source, *, stop_after_ns: int | None = None, slice_bytes: int 
     number: for a caller that pairs events with messages by sequence, where an anonymised
     capture's packets (all of sequence 0) would give many messages one number.
 
-    Books a replay of the same file stopped at stop_after_ns go on from where it stopped (the
-    messages it applied are walked past, not applied again): stepping through a day, ``replay(day,
-    stop_after_ns=t1)`` then ``replay(day, stop_after_ns=t2)``. Any other replay into books that
+    Books a replay of the same file stopped at stop_after_ns (or, given one, reached the end) go
+    on from where it stopped (the messages it applied are walked past, not applied again):
+    stepping through a day, ``replay(day, stop_after_ns=t1)`` then ``replay(day,
+    stop_after_ns=t2)``; a step past the day's end applies what the file holds since, if
+    anything. Any other replay into books that
     hold messages is a ValueError: it applied the day again on top of them, doubling every
     volume (probe 20).
     """
@@ -91,6 +93,9 @@ def replay(books, source, *, stop_after_ns: int | None = None, slice_bytes: int 
                 if stopped:
                     books._replay_resume = _Stopped(_source_key(source), consumed, stop_after_ns, books.messages)
                     return True
+    if stop_after_ns is not None:   # a step that reached the end: the next step goes on from there (it
+        # raised "volumes doubled", for a grid of times running past the day's last message: probe 31)
+        books._replay_resume = _Stopped(_source_key(source), consumed, stop_after_ns, books.messages)
     return False
 
 

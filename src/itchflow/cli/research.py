@@ -82,11 +82,14 @@ def bars_command(path, every, symbols, out, start, end, plot, plot_symbol, quiet
         with progress_bar("bars", progress_total(path), quiet) as update:
             table = bars(path, every, symbols, start=start, end=end, progress=update, capture_stats=capture,
                          on_books=books.append)
+        if plot:   # what the plot draws is there, before the table is written (probe 32)
+            from itchflow.sinks.research_plots import bars_plot, bars_rows
+
+            first = symbols[0] if symbols else (table["symbol"][0].as_py() if table.num_rows else "")
+            sym = (plot_symbol or first).upper()
+            bars_rows(table, sym)
         _write_table(table, out, path)
         if plot:
-            from itchflow.sinks.research_plots import bars_plot
-
-            sym = (plot_symbol or (symbols[0] if symbols else table["symbol"][0].as_py())).upper()
             bars_plot(table, sym, plot, f"{every} bars")
     except KeyboardInterrupt:
         _interrupted("bars")
@@ -106,7 +109,8 @@ def bars_command(path, every, symbols, out, start, end, plot, plot_symbol, quiet
               help="Also draw the imbalance path into the close of one stock to this PNG.")
 @click.option("--plot-symbol", default=None, help="The stock to draw (default: the first of --symbols, "
                                                    "else the one with the largest closing cross).")
-@click.option("--cross-type", default="C", show_default=True, help="Which cross the plot shows (O, C, H).")
+@click.option("--cross-type", default="C", show_default=True, type=click.Choice(["O", "C", "H"], case_sensitive=False),
+              help="Which cross the plot shows: O opening, C closing, H halt or IPO.")
 def auctions_command(path, out, symbols, plot, plot_symbol, cross_type) -> None:
     """Opening, closing, halt and IPO crosses per stock and the NOII series before each."""
     from itchflow.sinks.auctions import auctions
@@ -117,6 +121,11 @@ def auctions_command(path, out, symbols, plot, plot_symbol, cross_type) -> None:
     out_of_range: dict = {}
     try:
         result = auctions(path, symbols, capture_stats=capture, read_stats=read, out_of_range=out_of_range)
+        if plot:   # what the plot draws is there, before any table is written (probe 32)
+            from itchflow.sinks.research_plots import imbalance_plot, imbalance_rows
+
+            sym = (plot_symbol or (symbols[0] if symbols else _largest_cross(result.crosses, cross_type))).upper()
+            imbalance_rows(result.imbalances, sym, cross_type.upper())
         Path(out).mkdir(parents=True, exist_ok=True)
         # both written before either is renamed into place: a failure on the second (a full
         # disk) left one day's crosses beside another day's imbalances, whose cross_row
@@ -124,10 +133,7 @@ def auctions_command(path, out, symbols, plot, plot_symbol, cross_type) -> None:
         _write_tables([(result.crosses, str(Path(out) / "crosses.parquet")),
                        (result.imbalances, str(Path(out) / "imbalances.parquet"))], path)
         if plot:
-            from itchflow.sinks.research_plots import imbalance_plot
-
-            sym = plot_symbol or (symbols[0] if symbols else _largest_cross(result.crosses, cross_type))
-            imbalance_plot(result, sym.upper(), plot, cross_type.upper())
+            imbalance_plot(result, sym, plot, cross_type.upper())
     except KeyboardInterrupt:
         _interrupted("auctions")
     except _errors() as e:

@@ -40,10 +40,15 @@ def type_codes(types: str | Iterable[str] | None) -> str:
         if types.lower() == "all":
             return CODES
         types = [types] if types in BY_NAME else list(types)
+    elif not isinstance(types, Iterable) or isinstance(types, (bytes, bytearray)):   # (types=5: "'int' object
+        # is not iterable", naming nothing: probe 31)
+        raise TypeError(f"types must be letters ('AF'), names, a list of either, or None, not {types!r}")
     try:   # (a bad argument is a ValueError, not the KeyError a lookup raises)
         wanted = {_key(t) for t in types}
     except KeyError as e:
         raise ValueError(f"types: {e.args[0]}") from None
+    except TypeError:
+        raise TypeError(f"types must be letters ('AF'), names, a list of either, or None, not {types!r}") from None
     return "".join(c for c in CODES if c in wanted)
 
 

@@ -65,14 +65,14 @@ def _collect(source, symbols, capture_stats: dict | None = None, read_stats: dic
         read_stats.update(counts)
     arrs = {c: join(p, DTYPES[c]) for c, p in parts.items()}
     r = arrs["R"]
-    names = {int(loc): s.decode("ascii", "replace").strip() for loc, s in zip(r["stock_locate"], r["stock"])}
+    names = {int(loc): s.decode("latin-1").strip() for loc, s in zip(r["stock_locate"], r["stock"])}
     # a locate the day has no R for is named by its messages' own stock field, for the table
     # and for --symbols alike (the table named it so, and -s refused the name: probe 19)
     for c in "IQ":
         locs, first = np.unique(arrs[c]["stock_locate"], return_index=True)
         for loc, k in zip(locs.tolist(), first.tolist()):
             if loc not in names:
-                names[loc] = arrs[c]["stock"][k].decode("ascii", "replace").strip() or str(loc)
+                names[loc] = arrs[c]["stock"][k].decode("latin-1").strip() or str(loc)
     if symbols is not None:
         wanted = symbol_list(symbols, "auctions")
         by_name = resolve_symbols(names, wanted, "auctions", locates=True)   # (a locate number too)

@@ -659,7 +659,7 @@ def _walk(source, syms: list[str], levels: int, start_ns: int, end_ns: int,
 
     def start_streams(directory: np.ndarray) -> None:
         for loc, stock in zip(directory["stock_locate"].tolist(), directory["stock"].tolist()):
-            sym = stock.decode("ascii", "replace").strip()
+            sym = stock.decode("latin-1").strip()
             if sym in wanted and all(sym != s for s, _, _ in streams.values()) and loc not in streams:
                 streams[loc] = (sym, StockState(), output_for(sym))
 

@@ -19,14 +19,20 @@ def _clock_axis(ax) -> None:
     ax.xaxis.set_major_formatter(FuncFormatter(lambda h, _: f"{int(h):02d}:{int(round((h % 1) * 60)) % 60:02d}"))
 
 
-def bars_plot(table, symbol: str, path: str, title: str = "") -> str:
-    """Price (bid/ask band, trade close and VWAP), time-weighted spread and volume of one
-    stock over the day, from a ``bars`` table."""
+def bars_rows(table, symbol: str):
+    """The rows of one stock ``bars_plot`` draws; ValueError when there are none."""
     import pyarrow.compute as pc
 
     t = table.filter(pc.equal(table["symbol"], symbol))
     if t.num_rows == 0:
         raise ValueError(f"no bars for {symbol!r}")
+    return t
+
+
+def bars_plot(table, symbol: str, path: str, title: str = "") -> str:
+    """Price (bid/ask band, trade close and VWAP), time-weighted spread and volume of one
+    stock over the day, from a ``bars`` table."""
+    t = bars_rows(table, symbol)
     c = {name: t[name].to_numpy(zero_copy_only=False) for name in
          ("start_ns", "bid", "ask", "close", "vwap", "spread", "volume")}
     step = (c["start_ns"][1] - c["start_ns"][0]) if len(c["start_ns"]) > 1 else 60_000_000_000
@@ -60,15 +66,24 @@ def bars_plot(table, symbol: str, path: str, title: str = "") -> str:
     return path
 
 
+def imbalance_rows(imbalances, symbol: str, cross_type: str):
+    """The NOII rows ``imbalance_plot`` draws; ValueError when there are none (checked before a
+    command writes its tables: it failed after, probe 32)."""
+    import pyarrow.compute as pc
+
+    imb = imbalances.filter(pc.and_(pc.equal(imbalances["symbol"], symbol),
+                                    pc.equal(imbalances["cross_type"], cross_type)))
+    if imb.num_rows == 0:
+        raise ValueError(f"no imbalance messages for {symbol!r} with cross type {cross_type!r}")
+    return imb
+
+
 def imbalance_plot(auctions, symbol: str, path: str, cross_type: str = "C") -> str:
     """The NOII path into one cross of a stock (the closing cross by default): signed
     imbalance and paired shares, and far, near and reference prices with the cross price."""
     import pyarrow.compute as pc
 
-    imb = auctions.imbalances
-    imb = imb.filter(pc.and_(pc.equal(imb["symbol"], symbol), pc.equal(imb["cross_type"], cross_type)))
-    if imb.num_rows == 0:
-        raise ValueError(f"no imbalance messages for {symbol!r} with cross type {cross_type!r}")
+    imb = imbalance_rows(auctions.imbalances, symbol, cross_type)
     cr = auctions.crosses
     cr = cr.filter(pc.and_(pc.equal(cr["symbol"], symbol), pc.equal(cr["cross_type"], cross_type)))
     c = {n: imb[n].to_numpy(zero_copy_only=False) for n in

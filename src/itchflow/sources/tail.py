@@ -32,7 +32,7 @@ from itchflow.errors import ITCHFormatError
 from itchflow.hw.endian import be16, u8
 from itchflow.sources.chunk import Chunk
 from itchflow.sources.formats import sniff
-from itchflow.wire.binaryfile import AT_END, BAD_LENGTH, OK, describe, fits_its_type, next_message
+from itchflow.wire.binaryfile import AT_END, BAD_LENGTH, OK, TRUNCATED, describe, fits_its_type, next_message
 from itchflow.wire.itch import MESSAGES
 
 _S = MESSAGES["S"]
@@ -241,10 +241,12 @@ class Tail:
                 self._check_same_file(fd)
             if self.idle_timeout is not None and now - last_growth > self.idle_timeout:
                 self._check_same_file(fd)
-                if len(pending):
+                if len(pending):   # (saying what the bytes there claim: garbage read as "a message
+                    # being written" with nothing more, probe 32)
                     raise ITCHFormatError(
-                        f"file stopped growing inside a message ({len(pending)} bytes of it "
-                        f"present after {self.idle_timeout} s idle)", source=self.path, offset=self.position)
+                        f"file stopped growing inside a message ({len(pending)} bytes of it present after "
+                        f"{self.idle_timeout} s idle): {describe(pending, 0, len(pending), TRUNCATED)}",
+                        source=self.path, offset=self.position)
                 self.idled = True
                 return
             if self.poll_interval:
