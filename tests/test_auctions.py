@@ -221,3 +221,33 @@ def test_a_plot_that_cannot_be_drawn_is_refused_before_the_tables_are_written(da
     r = runner.invoke(main, ["auctions", str(day_file), "-o", str(tmp_path / "a"), "--cross-type", "o",
                              "--plot", str(tmp_path / "a.png")])
     assert r.exit_code == 0 and _png(tmp_path / "a.png"), r.output
+
+
+def test_crosses_the_books_would_count_as_anomalies_are_counted_and_warned_of(tmp_path):
+    """A Q of a locate no R names, and a Q reusing an earlier cross's match number, were written
+    with no word, where the books count both (probe 32). Hand-made: two R, three Q, one I."""
+    from itchflow.cli import main
+
+    def m(code, **f):
+        return enc(code, timestamp=f.pop("timestamp", 1), **f)
+
+    day = (m("R", stock_locate=1, stock=b"AAA") + m("R", stock_locate=2, stock=b"BBB")
+           + m("Q", stock_locate=1, shares=10, stock=b"AAA", cross_price=10_000, match_number=7, cross_type=b"O")
+           + m("Q", stock_locate=2, shares=20, stock=b"BBB", cross_price=20_000, match_number=7, cross_type=b"O")
+           + m("Q", stock_locate=9, shares=30, stock=b"ZZZ", cross_price=30_000, match_number=8, cross_type=b"C")
+           + m("I", stock_locate=9, paired_shares=1, imbalance_shares=0, imbalance_direction=b"N", stock=b"ZZZ",
+               far_price=0, near_price=0, current_reference_price=0, cross_type=b"C",
+               price_variation_indicator=b" "))
+    path = tmp_path / "20200102.itch"
+    path.write_bytes(day)
+    odd: dict = {}
+    got = auctions(path, anomalies=odd)
+    assert odd == {"unknown_locate": 2, "duplicate_match": 1}
+    assert got.crosses.num_rows == 3 and got.imbalances.num_rows == 1   # written as sent
+    r = CliRunner().invoke(main, ["auctions", str(path), "-o", str(tmp_path / "out")])
+    assert r.exit_code == 0, r.output
+    assert ("written as sent: 2 crosses and NOII messages of a locate no stock directory (R) message names, "
+            "1 crosses reusing an earlier cross's match number") in r.output, r.output
+    clean: dict = {}
+    auctions(path, ["AAA"], anomalies=clean)
+    assert clean == {"unknown_locate": 0, "duplicate_match": 0}

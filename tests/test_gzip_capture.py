@@ -22,3 +22,21 @@ def test_gzipped_pcap_decodes_like_the_pcap(tmp_path):
     assert packed.info.capture["missing_messages"] == plain.info.capture["missing_messages"]
     # the same bytes handed over in memory
     assert itchflow.read(gz.read_bytes()).messages == 39
+
+
+@pytest.mark.skipif(not MULTI.exists(), reason=f"real captures not found at {DATA_DIR}")
+@pytest.mark.parametrize("cut", [8, 200], ids=["trailer-only", "inside-the-data"])
+def test_a_cut_gzipped_capture_says_how_far_it_got_and_that_nothing_was_delivered(tmp_path, cut):
+    """A gzipped pcap cut short said "byte offset 0 ... the messages before this offset were
+    delivered", where a capture is read only once whole and none was (probe 32)."""
+    from itchflow.errors import ITCHFormatError
+
+    raw = MULTI.read_bytes()
+    packed = gzip.compress(raw)
+    gz = tmp_path / "cut.pcap.gz"
+    gz.write_bytes(packed[:-cut])
+    with pytest.raises(ITCHFormatError, match=r"cut short.*a capture is read once it is whole, so no message of "
+                                              r"it was delivered") as e:
+        itchflow.read(gz)
+    assert 0 < e.value.offset <= len(raw) and (cut > 8 or e.value.offset == len(raw))
+    assert f"after {e.value.offset:,} bytes of the capture" in str(e.value)

@@ -410,3 +410,20 @@ def test_run_on_standard_input_names_it_and_its_text_report_says_the_stream_fail
                            stdin=f, capture_output=True, text=True, timeout=180)
     assert p.returncode == 1 and f"<stdin>, byte offset {len(raw)}: length prefix disagrees" in p.stderr, p.stderr
     assert "stream: cut short (failed: the error follows" in p.stdout, p.stdout
+
+
+def test_write_slowly_refuses_what_tail_cannot_follow_and_tail_needs_a_path(tmp_path):
+    """write-slowly of a .gz appended the compressed bytes at a rate it could not know, and
+    tail: with no path waited for a file named "" until killed (probe 32)."""
+    import gzip
+
+    from itchflow.pipeline.sources import parse_source
+
+    raw = make_day(20)
+    src = tmp_path / "day.itch.gz"
+    src.write_bytes(gzip.compress(raw))
+    with pytest.raises(ValueError, match=r"day.itch.gz: a gzip file; write-slowly appends a raw BinaryFILE day"):
+        append_slowly(src, tmp_path / "live.itch")
+    assert not (tmp_path / "live.itch").exists()
+    with pytest.raises(ValueError, match=r"give the file to follow, tail:PATH"):
+        parse_source("tail:")

@@ -119,8 +119,10 @@ def auctions_command(path, out, symbols, plot, plot_symbol, cross_type) -> None:
     capture: dict = {}
     read: dict = {}
     out_of_range: dict = {}
+    odd: dict = {}
     try:
-        result = auctions(path, symbols, capture_stats=capture, read_stats=read, out_of_range=out_of_range)
+        result = auctions(path, symbols, capture_stats=capture, read_stats=read, out_of_range=out_of_range,
+                          anomalies=odd)
         if plot:   # what the plot draws is there, before any table is written (probe 32)
             from itchflow.sinks.research_plots import imbalance_plot, imbalance_rows
 
@@ -142,6 +144,12 @@ def auctions_command(path, out, symbols, plot, plot_symbol, cross_type) -> None:
     if out_of_range:
         click.echo("itchflow: warning: prices past Price(4)'s largest (200,000.0000) written as NaN: "
                    + ", ".join(f"{k} {v:,}" for k, v in out_of_range.items()), err=True)
+    if any(odd.values()):   # (said nothing, where the books count both: probe 32)
+        click.echo("itchflow: warning: written as sent: " + ", ".join(
+            text for n, text in ((odd["unknown_locate"], f"{odd['unknown_locate']:,} crosses and NOII messages of a "
+                                                          "locate no stock directory (R) message names"),
+                                 (odd["duplicate_match"], f"{odd['duplicate_match']:,} crosses reusing an earlier "
+                                                           "cross's match number")) if n), err=True)
     warn_unknown_types(sum(read.get("unknown_by_type", {}).values()))
     click.echo(f"wrote {result.crosses.num_rows:,} crosses and {result.imbalances.num_rows:,} imbalance "
                f"messages to {out}" + (f"; plot {plot}" if plot else ""))

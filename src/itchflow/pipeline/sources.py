@@ -88,6 +88,8 @@ def _secret(text: str) -> bool:
 def parse_source(text: str) -> SourceSpec:
     """A source string (module doc) as a SourceSpec; ValueError naming what is wrong."""
     if text.startswith("tail:"):
+        if not text[len("tail:"):]:   # (waited for a file named "" until killed: probe 32)
+            raise ValueError("source 'tail:': give the file to follow, tail:PATH")
         return SourceSpec("tail", text, path=text[len("tail:"):])
     if text.startswith("ring:"):
         return SourceSpec("ring", text, path=text[len("ring:"):])

@@ -21,8 +21,14 @@ def append_slowly(src: str | os.PathLike, dst: str | os.PathLike, *, rate: float
     """
     from itchflow.sinks.output import refuse_input_as_output
 
+    from itchflow.sources.formats import sniff
+
     refuse_input_as_output(dst, src)
     data = map_file(src)
+    kind = sniff(bytes(data[:8]))
+    if kind != "itch":   # (a .gz was appended as it was, at a rate its message count could not give: probe 32)
+        raise ValueError(f"{os.fspath(src)}: a {kind} file; write-slowly appends a raw BinaryFILE day, as tail: "
+                         f"follows one" + (" (gunzip it first)" if kind == "gzip" else ""))
     rng = np.random.default_rng(seed)
     n_messages = max(1, int(whole_messages_end(data, 0, len(data))[1]))
     bytes_per_second = None if not rate else rate * len(data) / n_messages

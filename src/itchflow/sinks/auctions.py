@@ -176,18 +176,29 @@ def signed_imbalance(direction: np.ndarray, shares: np.ndarray):
 
 
 def auctions(source, symbols=None, *, capture_stats: dict | None = None,
-             read_stats: dict | None = None, out_of_range: dict | None = None) -> Auctions:
+             read_stats: dict | None = None, out_of_range: dict | None = None,
+             anomalies: dict | None = None) -> Auctions:
     """The day's crosses and NOII messages as two pyarrow Tables (see the module doc).
 
     symbols: list or comma-separated text (None = every stock); capture_stats: filled with a
     capture's gaps and malformed packets (as ``replay``'s); read_stats: filled with the day's
     framing counts (messages, by_type, unknown_by_type: every message, not only R/Q/I/B);
     out_of_range: filled with {column: rows} of prices past 200,000.0000, given as NaN.
+    anomalies: filled with the counts of what the books would count an anomaly here (the
+    tables keep the rows as sent; probe 32): ``unknown_locate``, crosses and NOII messages of a
+    locate no R names on a day that has R messages; ``duplicate_match``, crosses whose match
+    number an earlier cross of the day used.
     Works on one file; for an archive, call it per day (e.g. as an ``itchflow batch`` job)."""
     import pyarrow as pa
 
     arrs, names = _collect(source, symbols, capture_stats, read_stats)
     q, i, b = arrs["Q"], arrs["I"], arrs["B"]
+    if anomalies is not None:
+        listed = np.unique(arrs["R"]["stock_locate"])
+        unknown = (np.count_nonzero(~np.isin(q["stock_locate"], listed))
+                   + np.count_nonzero(~np.isin(i["stock_locate"], listed))) if len(listed) else 0
+        anomalies.update(unknown_locate=int(unknown),
+                         duplicate_match=int(len(q) - len(np.unique(q["match_number"]))))
     q = q[np.lexsort((q["sequence"], q["stock_locate"]))]
     i = i[np.lexsort((i["sequence"], i["stock_locate"]))]
     broken = broken_crosses(source, q, b)

@@ -351,6 +351,11 @@ def spool(blocks: Iterable[bytes], name: str, on_block: Callable[[], None] | Non
             except OSError as e:   # the stream itself failed (a pipe, a URL): nothing was delivered
                 raise ITCHFormatError(f"reading the capture failed after {size:,} bytes ({e}); no message "
                                       "of it was delivered", source=name, offset=size) from None
+            except GzipStreamError as e:   # (it said "byte offset 0" and "the messages before it were
+                # delivered", of a capture that is read only once whole: probe 32)
+                raise ITCHFormatError(f"gzip stream {e.reason} ({e.compressed_read:,} compressed bytes read) "
+                                      f"after {size:,} bytes of the capture; a capture is read once it is whole, "
+                                      "so no message of it was delivered", source=name, offset=size) from None
             if raw is None:
                 break
             try:
