@@ -95,6 +95,12 @@ def test_fetch_from_a_sequence_and_rejects():
         out = io.BytesIO()
         res = fetch(*server.address, "alice", "secret", out, sequence=4_001, max_seconds=30)
         assert res.ended and out.getvalue() == data[offsets[4_000]:].tobytes()
+        assert not res.past_end
+        # past the end: 0 messages and the end of session, which said nothing (probe 25)
+        past = fetch(*server.address, "alice", "secret", io.BytesIO(), sequence=5_001, max_seconds=30)
+        assert past.ended and past.messages == 0 and past.past_end and past.from_sequence == 5_001
+        whole = fetch(*server.address, "alice", "secret", io.BytesIO(), sequence=5_000, max_seconds=30)
+        assert whole.messages == 1 and not whole.past_end
         bad = fetch(*server.address, "alice", "nope", io.BytesIO(), max_seconds=30)
         assert bad.rejected and "not authorized" in bad.rejected and bad.messages == 0
         bad = fetch(*server.address, "alice", "secret", io.BytesIO(), session="OTHER", max_seconds=30)
@@ -148,6 +154,13 @@ def test_cli_soup_serve_and_fetch(tmp_path):
                 assert not target.exists()
             else:
                 assert target.exists()
+
+
+def test_cli_soup_fetch_past_the_end_says_so(tmp_path):
+    with _served_day(tmp_path) as (day, fetch):
+        r = fetch("--from-sequence", "20001", "-q")
+    assert r.returncode == 0, r.stderr
+    assert "no message at or after sequence 20,001 (the first asked for)" in r.stderr, r.stderr
 
 
 def test_cli_soup_fetch_of_a_session_cut_short_keeps_it_as_part(tmp_path):

@@ -603,7 +603,15 @@ def soup_fetch(address, user, password, out, ring_name, session, sequence, max_r
     if res.missing:
         click.echo(f"itchflow: {res.missing:,} messages before the first one received are missing", err=True)
         sys.exit(3)
+    if res.past_end:
+        click.echo(past_end_note(res.from_sequence), err=True)
     _exit_if_detached(ring_name, detached)
+
+
+def past_end_note(sequence: int) -> str:
+    """The session ended with no message at or after the one asked for (``FetchResult.past_end``)."""
+    return (f"itchflow: note: the session ended with no message at or after sequence {sequence:,} "
+            f"(the first asked for): it holds fewer messages than that")
 
 
 @bench.command("net")

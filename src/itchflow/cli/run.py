@@ -269,7 +269,10 @@ def source_lines(p: dict) -> list[str]:
         out.append(f"soup: {s['messages']:,} messages, {s['connections']} connections, {s['reconnects']} reconnects, "
                    f"{s['dead_links']} dead links, next sequence {s['next_sequence']:,}"
                    f"{'' if s['ended'] else ', [yellow]end of session not reached[/yellow]'}"
-                   + (f"; errors: {'; '.join(s['errors'][:3])}" if s["errors"] else ""))
+                   + (f"; errors: {'; '.join(s['errors'][:3])}" if s["errors"] else "")
+                   + (f"; [yellow]no message at or after sequence {s['from_sequence']:,} (asked for): the session "
+                      "holds fewer[/yellow]" if s["ended"] and not s["messages"] and s.get("from_sequence", 1) > 1
+                      else ""))
     return out
 
 

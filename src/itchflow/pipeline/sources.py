@@ -355,4 +355,4 @@ def _produce_soup(spec: SourceSpec, pub: BatchPublisher, stop) -> dict:
         raise ConnectionAbortedError(f"{spec.text}: stopped: {res.refused}")
     return {"soup": {"messages": res.messages, "next_sequence": res.next_sequence, "connections": res.connections,
                      "reconnects": res.reconnects, "dead_links": res.dead_links, "ended": res.ended,
-                     "errors": list(res.errors)}}
+                     "errors": list(res.errors), "from_sequence": res.from_sequence}}

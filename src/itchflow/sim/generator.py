@@ -238,7 +238,8 @@ def check_shape(shape: dict) -> None:
             raise ShapeError(knob, f"{knob} is a share of the stocks, 0..1 (asked for {share})")
     if sub + high > 1:
         raise ShapeError("high_priced", f"sub_dollar and high_priced are shares of the stocks, together at most 1 "
-                                        f"(asked for {sub} + {high})")
+                                        f"(sub_dollar {sub} + high_priced {high}; either may be its default or "
+                                        f"the profile's: give both)")
     if shape["live_orders"] is not None and shape["live_orders"] < 0:
         raise ShapeError("live_orders", "live_orders must be >= 0")
     depth = shape["depth"]

@@ -388,6 +388,13 @@ class FetchResult:
     errors: list = field(default_factory=list)
     seconds: float = 0.0
     interrupted: bool = False        # stopped by KeyboardInterrupt (Ctrl-C)
+    from_sequence: int = 1           # the sequence asked for first
+
+    @property
+    def past_end(self) -> bool:
+        """The session ended with nothing at or after the sequence asked for (past its end,
+        maybe: 0 messages with no word, probe 25)."""
+        return self.ended and self.messages == 0 and self.from_sequence > 1
 
 
 def fetch(host: str, port: int, username: str, password: str, out, *, session: str = "", sequence: int = 1,
@@ -402,7 +409,7 @@ def fetch(host: str, port: int, username: str, password: str, out, *, session: s
     sequence past 2**63 - 2**32) stops the fetch with ``refused`` set. On KeyboardInterrupt
     the result so far is attached to the exception as ``.result``.
     """
-    res = FetchResult(next_sequence=sequence)
+    res = FetchResult(next_sequence=sequence, from_sequence=sequence)
     t0 = time.monotonic()
     try:
         _fetch(host, port, username, password, out, session, sequence, max_reconnects, retry_delay, max_seconds,
