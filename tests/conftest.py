@@ -56,6 +56,24 @@ def ring_path():
 
 
 @pytest.fixture
+def read_only_dir(tmp_path):
+    """A directory on a read-only tmpfs (root writes through a mode of 0o555, not through this)."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a read-only tmpfs needs root and mount(8)")
+    d = tmp_path / f"ro-{uuid.uuid4().hex[:8]}"
+    d.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,ro", "tmpfs", str(d)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    try:
+        yield d
+    finally:
+        if subprocess.run(["umount", str(d)]).returncode != 0:
+            subprocess.run(["umount", "-l", str(d)])
+            raise AssertionError(f"{d} was still in use after the test")
+
+
+@pytest.fixture
 def full_disk(tmp_path):
     """A directory on a 1 MiB tmpfs: writes past 1 MiB fail with ENOSPC."""
     if os.geteuid() != 0 or shutil.which("mount") is None:

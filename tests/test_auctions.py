@@ -198,7 +198,7 @@ def test_auctions_take_a_locate_number_as_bars_and_bbo_do(day_file):
     assert len(by_name.crosses) == np.count_nonzero(r["Q"]["stock_locate"] == locate) > 0
     assert by_locate.crosses.equals(by_name.crosses) and by_locate.imbalances.equals(by_name.imbalances)
     unused = int(r["R"]["stock_locate"].max()) + 1
-    with pytest.raises(KeyError, match=f"stock locate {unused}: no stock directory"):
+    with pytest.raises(KeyError, match=f"stock locate {unused}: the day names no stock under it"):
         auctions(day_file, [str(unused)])
 
 

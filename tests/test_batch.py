@@ -922,6 +922,7 @@ def test_a_second_run_into_one_directory_is_refused_naming_the_first(tmp_path):
     from itchflow.scale.layout import Layout, hold_directory
 
     lay = Layout(str(tmp_path / "out"))
+    write_day(tmp_path / "20200102.itch", 20_000, 1, stocks=10)
     with hold_directory(lay):
         with pytest.raises(ValueError, match=f"another batch run \\(process {os.getpid()}\\) is writing this"):
             with hold_directory(lay):
@@ -931,3 +932,23 @@ def test_a_second_run_into_one_directory_is_refused_naming_the_first(tmp_path):
         assert r.exit_code != 0 and "another batch run" in r.output, r.output
     with hold_directory(lay):   # let go at the end of the first
         pass
+    # a run that never started (a missing input) leaves no folder behind it (probe 33)
+    fresh = tmp_path / "typo" / "out"
+    r = CliRunner().invoke(main, ["batch", str(tmp_path / "missing.itch"), "--job", "stats", "--out", str(fresh)])
+    assert r.exit_code != 0 and not (tmp_path / "typo").exists(), r.output
+
+
+def test_a_file_system_without_locks_runs_unheld(tmp_path, monkeypatch):
+    """NFS without lockd refuses flock with ENOLCK: the run goes on unheld, as before the lock
+    (it failed with "[Errno 37] No locks available", naming nothing: probe 33)."""
+    import errno
+    import fcntl
+
+    from itchflow.scale.layout import Layout, hold_directory
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with hold_directory(Layout(str(tmp_path / "nfs"))):
+        assert (tmp_path / "nfs" / "_itchflow" / "lock").exists()

@@ -62,6 +62,11 @@ def test_an_mpid_past_ascii_reads_as_read_reads_it():
     day = encode([directory(1, "AAPL"), a, b])
     assert itchflow.read(np.frombuffer(day, np.uint8), "F").to_pandas("F")["attribution"].tolist() == ["AB\xe9",
                                                                                                         "AB\xe8"]
+    # a symbol past ASCII is listed as Latin-1 and asked for by that name (it was listed, and
+    # refused by every query: probe 33)
+    odd = dict(directory(3, "X"), stock=b"AB\xc9     ")
+    books = books_after(odd, dict(add(3, 9, "B", 5, 7 * P)))
+    assert books.symbols["AB\xc9"] == 3 and books.depth("AB\xc9")[0]["shares"].tolist() == [5]
 
 
 def test_execute_by_reference_not_the_head():

@@ -62,9 +62,11 @@ def test_queries_refuse_what_they_would_have_truncated(books):
     assert bids.tolist() == [(10 * P, 100, 1)] and asks.tolist() == [(11 * P, 50, 1)]
     with pytest.raises(TypeError, match="not True"):
         books.depth(True)
-    for symbol in ("ÄPPL", "TOOLONGSYM", "", "   "):
+    for symbol in ("\u0100PPL", "TOOLONGSYM", "", "   "):   # (Latin-1 is a name, as read() gives: probe 33)
         with pytest.raises(ValueError, match="not an ITCH symbol.*1 to 8 ASCII characters"):
             books.depth(symbol)
+    with pytest.raises(KeyError):
+        books.depth("ÄPPL")   # a name no R gave
     assert books.symbol(1) == "AAPL" and books.symbol(2) == "2"    # no R for locate 2
     for locate in (-1, 65536, 70000):
         with pytest.raises(KeyError, match="out of range"):

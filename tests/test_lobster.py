@@ -490,3 +490,24 @@ def test_over_cancel_and_over_execution_write_the_shares_the_order_had(slice_byt
     assert day.orderbook.to_pandas().to_numpy().tolist() == [
         [AD, 0, 1_000_000, 100], [AD, 0, 1_000_000, 105], [AD, 0, 1_000_000, 95], [AD, 0, 1_000_000, 5],
         [1_010_000, 100, 1_000_000, 5], [AD, 0, 1_000_000, 5], [AD, 0, BD, 0]]
+
+
+def test_lobster_options_are_usage_errors_and_a_missing_date_names_the_option(tmp_path):
+    """--levels 0 and --date 2019-13-45 were exit 1 after the day was read, and a file name
+    without a date asked for date='YYYY-MM-DD', Python's spelling, on the command line (probe 34)."""
+    from click.testing import CliRunner
+
+    from itchflow.cli import main
+    from itchflow.sim.generator import write_day
+
+    day = tmp_path / "day.itch"
+    write_day(day, 20_000, 1, stocks=10)
+    sym = itchflow.read(day, "R")["R"]["stock"][0].decode().strip()
+    runner = CliRunner()
+    for option, value in (("--levels", "0"), ("--date", "2019-13-45")):
+        r = runner.invoke(main, ["lobster", str(day), "-s", sym, "-o", str(tmp_path / "lo"), option, value])
+        assert r.exit_code == 2 and option in r.output, r.output
+    r = runner.invoke(main, ["lobster", str(day), "-s", sym, "-o", str(tmp_path / "lo"), "-q"])
+    assert r.exit_code == 1 and "itchflow lobster --date YYYY-MM-DD" in r.output, r.output
+    r = runner.invoke(main, ["lobster", str(day), "-s", sym, "-o", str(tmp_path / "lo"), "-q", "--date", "20190130"])
+    assert r.exit_code == 0 and f"{sym}_2019-01-30_" in r.output, r.output

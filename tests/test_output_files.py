@@ -370,6 +370,10 @@ def test_a_device_that_fails_a_write_is_named():
     assert e.value.errno == errno.ENOSPC and e.value.filename == "/dev/full"
     r = CliRunner().invoke(main, ["gen", "/dev/full", "-n", "20000", "-q"])
     _names_a_full_disk(r, "/dev/full")
+    # an input's error met while a device is written is the input's (it read "/dev/null: x.itch:
+    # no such file": probe 33)
+    r = CliRunner().invoke(main, ["bbo", "/nonexistent/x.itch", "-q", "--out", "/dev/null"])
+    assert r.exit_code == 1 and "error: /nonexistent/x.itch: no such file" in r.output, r.output
 
 
 def test_parquet_into_a_fifo_says_it_needs_a_file(tmp_path, day):
@@ -397,7 +401,11 @@ def test_a_name_too_long_only_with_its_part_suffix_says_so(tmp_path, day):
     r = CliRunner().invoke(main, ["bbo", day, "-q", "--out", str(out)])
     assert r.exit_code == 1, r.output
     assert "File name too long: it is written as NAME.<pid>-<random>.part" in r.output, r.output
-    assert "keep it to 235" in r.output and not out.exists()
+    keep = 255 - len(f".{os.getpid()}-01234567.part")   # (the figure depends on the writer's pid)
+    assert f"keep it to {keep}" in r.output and not out.exists()
+    deep = tmp_path / "/".join(["d" * 200] * 21) / "x.parquet"   # the path too long, not the name
+    r = CliRunner().invoke(main, ["bbo", day, "-q", "--out", str(deep)])
+    assert r.exit_code != 0 and "keep it to" not in r.output, r.output
 
 
 @pytest.mark.parametrize("command", [
@@ -406,16 +414,37 @@ def test_a_name_too_long_only_with_its_part_suffix_says_so(tmp_path, day):
     ["bbo", "--out", "{bad}/b.parquet"],
     ["book", "-s", "{sym}", "--at", "10:00", "--plot", "{bad}/p.png"],
 ], ids=["bars-plot", "auctions-plot", "bbo-out", "book-plot"])
-def test_an_output_folder_that_cannot_be_written_is_a_usage_error_before_the_work(tmp_path, day, command):
+def test_an_output_folder_that_cannot_be_written_is_a_usage_error_before_the_work(tmp_path, day, command,
+                                                                                  read_only_dir):
     """`bars --plot RO/p.png` wrote (and replaced) its tables, then failed on the picture, exit 1
-    (probe 30): a folder that is missing is refused with the usage errors, before any work."""
+    (probe 30): a read-only folder is refused with the usage errors, before any work."""
     ok = tmp_path / "ok"
     ok.mkdir()
-    args = [a.format(sym=day_symbol(day), ok=ok, bad=tmp_path / "missing") for a in command]
+    args = [a.format(sym=day_symbol(day), ok=ok, bad=read_only_dir / "sub") for a in command]
     r = CliRunner().invoke(main, [args[0], day, *args[1:]])
     assert r.exit_code == 2, r.output
-    assert "cannot write a file there: No such file or directory" in r.output, r.output
+    assert "cannot write a file there: Read-only file system" in r.output, r.output
     assert list(ok.iterdir()) == []
+
+
+def test_a_plot_into_a_folder_the_command_makes_is_written_and_a_missing_one_stops_before_the_tables(tmp_path,
+                                                                                                     day):
+    """The check above refused `auctions -o DIR --plot DIR/close.png`, whose DIR auctions makes
+    (probe 33); a plot's folder that is missing still stops bars and auctions before their
+    tables are written (exit 1), and a plot of a stock asked for by locate number draws it."""
+    runner = CliRunner()
+    new = tmp_path / "new"
+    r = runner.invoke(main, ["auctions", day, "-o", str(new), "--plot", str(new / "close.png")])
+    assert r.exit_code == 0 and (new / "close.png").exists() and (new / "crosses.parquet").exists(), r.output
+    locate = str(itchflow.read(day, "R")["R"]["stock_locate"][0])
+    for cmd, table in ((["bars", "--every", "1min", "-s", locate, "-o", str(tmp_path / "b.parquet"), "-q"],
+                        tmp_path / "b.parquet"),
+                       (["auctions", "-s", locate, "-o", str(tmp_path / "au")], tmp_path / "au" / "crosses.parquet")):
+        r = runner.invoke(main, [cmd[0], day, *cmd[1:], "--plot", str(tmp_path / "missing" / "p.png")])
+        assert r.exit_code == 1 and "missing/p.png: cannot write a file there: No such file" in r.output, r.output
+        assert not table.exists()
+        r = runner.invoke(main, [cmd[0], day, *cmd[1:], "--plot", str(tmp_path / f"{cmd[0]}.png")])
+        assert r.exit_code == 0 and (tmp_path / f"{cmd[0]}.png").exists(), r.output
 
 
 def test_a_file_name_without_its_format_is_a_usage_error_in_decode(tmp_path, day):

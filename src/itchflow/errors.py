@@ -34,9 +34,9 @@ def missing_file(path) -> OSError:
     except OSError as e:
         if e.errno == errno.ELOOP:
             return OSError(f"{name}: a loop of symbolic links")
-        if e.errno == errno.ENOENT and os.path.islink(name):
-            return FileNotFoundError(f"{name}: a symbolic link to {os.readlink(name)!r}, which does "
-                                                   f"not exist")
+        if e.errno == errno.ENOENT and os.path.islink(name):   # (to the end of a chain of links)
+            return FileNotFoundError(f"{name}: a symbolic link to {os.path.realpath(name)!r}, which does "
+                                     f"not exist")
         if e.errno not in (errno.ENOENT, None):
             return type(e)(f"{name}: {e.strerror}")
     return FileNotFoundError(f"{name}: no such file")

@@ -49,9 +49,11 @@ ORDER_DTYPE = np.dtype([
 
 
 def symbol_key(symbol: str | bytes) -> int:
-    """A symbol as the engine stores it: 8 space-padded ASCII bytes, little-endian uint64."""
+    """A symbol as the engine stores it: 8 space-padded bytes, little-endian uint64. Text is
+    Latin-1, as ``symbol_text`` and ``read`` give it (a name books.symbols listed was refused
+    by every query: probe 33)."""
     try:
-        raw = symbol.encode("ascii") if isinstance(symbol, str) else bytes(symbol)
+        raw = symbol.encode("latin-1") if isinstance(symbol, str) else bytes(symbol)
     except (UnicodeEncodeError, TypeError):
         raw = b""
     raw = raw.strip()

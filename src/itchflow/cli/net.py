@@ -609,9 +609,13 @@ def soup_fetch(address, user, password, out, ring_name, session, sequence, max_r
 
 
 def past_end_note(sequence: int) -> str:
-    """The session ended with no message at or after the one asked for (``FetchResult.past_end``)."""
-    return (f"itchflow: note: the session ended with no message at or after sequence {sequence:,} "
-            f"(the first asked for): it holds fewer messages than that")
+    return f"itchflow: note: {past_end_words(sequence)}"
+
+
+def past_end_words(sequence: int) -> str:
+    """The session ended with no message at or after the one asked for (``fetched_past_end``)."""
+    return (f"the session ended with no message at or after sequence {sequence:,} (the first asked for): it "
+            f"holds fewer messages than that")
 
 
 @bench.command("net")

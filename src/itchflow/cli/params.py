@@ -369,23 +369,28 @@ class FormatPath(click.Path):
         if suffix and suffix not in self.formats:
             self.fail(self.refusal.format(value=repr(value), suffix=suffix, formats=", ".join(self.formats)),
                       param, ctx)
-        why = cannot_write_beside(os.fspath(path))
+        why = cannot_write_beside(os.fspath(path), missing_ok=True)
         if why:   # (now, not after the work: `bars --plot RO/p.png` failed once its tables were written, probe 30)
             self.fail(f"{value!r}: cannot write a file there: {why}", param, ctx)
         return path
 
 
-def cannot_write_beside(path: str) -> str | None:
-    """Why a file cannot be made in path's folder (a missing folder, a read-only one), or None.
-    A device or descriptor (/dev/null, /dev/stdout) is written in place: not checked."""
+def cannot_write_beside(path: str, missing_ok: bool = False) -> str | None:
+    """Why a file cannot be made in path's folder (a read-only one; a missing one unless
+    missing_ok), or None. missing_ok: a missing folder is judged by the nearest one there, which
+    a command may make it in (`auctions -o DIR --plot DIR/p.png` makes DIR: probe 33). A device
+    or descriptor (/dev/null, /dev/stdout) is written in place: not checked."""
     import tempfile
 
     from itchflow.sinks.output import written_in_place
 
     if written_in_place(path):
         return None
+    folder = os.path.dirname(os.path.abspath(path))
+    while missing_ok and not os.path.isdir(folder) and not os.path.lexists(folder) and folder != os.path.dirname(folder):
+        folder = os.path.dirname(folder)
     try:
-        with tempfile.TemporaryFile(dir=os.path.dirname(os.path.abspath(path)) or "."):
+        with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as e:
         return e.strerror or str(e)

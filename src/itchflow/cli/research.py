@@ -28,12 +28,14 @@ def _errors():
 @main.command("lobster")
 @click.argument("path", type=click.Path(dir_okay=False))
 @click.option("--symbols", "-s", required=True, help="Comma-separated symbols.")
-@click.option("--levels", "-n", default=10, show_default=True, help="Order-book levels per side.")
+@click.option("--levels", "-n", default=10, show_default=True, type=click.IntRange(1, 1000),
+              help="Order-book levels per side.")
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Directory for the files.")
 @click.option("--start", type=TIME_TEXT, default="09:30", show_default=True, help="HH:MM[:SS]: first time written (the book "
                                                                   "is built from the start of the file).")
 @click.option("--end", type=TIME_TEXT, default="16:00", show_default=True, help="HH:MM[:SS]: messages before this are written.")
-@click.option("--date", default=None, help="YYYY-MM-DD for the file names (default: from the input's name).")
+@click.option("--date", default=None, callback=lambda ctx, param, v: _date_option(v),
+              help="YYYY-MM-DD for the file names (default: from the input's name; needed when it holds none).")
 @click.option("--parquet", is_flag=True, help="Parquet files (same columns) instead of LOBSTER's CSV.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def lobster_command(path, symbols, levels, out, start, end, date, parquet, quiet) -> None:
@@ -86,8 +88,9 @@ def bars_command(path, every, symbols, out, start, end, plot, plot_symbol, quiet
             from itchflow.sinks.research_plots import bars_plot, bars_rows
 
             first = symbols[0] if symbols else (table["symbol"][0].as_py() if table.num_rows else "")
-            sym = (plot_symbol or first).upper()
+            sym = _plot_symbol(table, plot_symbol or first)
             bars_rows(table, sym)
+            _check_plot_folder(plot)
         _write_table(table, out, path)
         if plot:
             bars_plot(table, sym, plot, f"{every} bars")
@@ -111,7 +114,8 @@ def bars_command(path, every, symbols, out, start, end, plot, plot_symbol, quiet
                                                    "else the one with the largest closing cross).")
 @click.option("--cross-type", default="C", show_default=True, type=click.Choice(["O", "C", "H"], case_sensitive=False),
               help="Which cross the plot shows: O opening, C closing, H halt or IPO.")
-def auctions_command(path, out, symbols, plot, plot_symbol, cross_type) -> None:
+@click.option("--quiet", "-q", is_flag=True, help="Taken as every command takes it (auctions shows no progress bar).")
+def auctions_command(path, out, symbols, plot, plot_symbol, cross_type, quiet) -> None:
     """Opening, closing, halt and IPO crosses per stock and the NOII series before each."""
     from itchflow.sinks.auctions import auctions
 
@@ -126,9 +130,12 @@ def auctions_command(path, out, symbols, plot, plot_symbol, cross_type) -> None:
         if plot:   # what the plot draws is there, before any table is written (probe 32)
             from itchflow.sinks.research_plots import imbalance_plot, imbalance_rows
 
-            sym = (plot_symbol or (symbols[0] if symbols else _largest_cross(result.crosses, cross_type))).upper()
+            sym = _plot_symbol(result.imbalances,
+                               plot_symbol or (symbols[0] if symbols else _largest_cross(result.crosses, cross_type)))
             imbalance_rows(result.imbalances, sym, cross_type.upper())
         Path(out).mkdir(parents=True, exist_ok=True)
+        if plot:
+            _check_plot_folder(plot)
         # both written before either is renamed into place: a failure on the second (a full
         # disk) left one day's crosses beside another day's imbalances, whose cross_row
         # then pointed at rows of the wrong day
@@ -153,6 +160,41 @@ def auctions_command(path, out, symbols, plot, plot_symbol, cross_type) -> None:
     warn_unknown_types(sum(read.get("unknown_by_type", {}).values()))
     click.echo(f"wrote {result.crosses.num_rows:,} crosses and {result.imbalances.num_rows:,} imbalance "
                f"messages to {out}" + (f"; plot {plot}" if plot else ""))
+
+
+def _date_option(value):
+    """--date checked as the options are (a bad one was exit 1 after the day was read: probe 34)."""
+    if value is None:
+        return None
+    from itchflow.sinks._clock import trading_date
+
+    try:
+        return trading_date(None, value)
+    except ValueError as e:
+        raise click.BadParameter(str(e).replace("date: ", ""), param_hint="--date") from None
+
+
+def _plot_symbol(table, name: str) -> str:
+    """The stock a plot draws, by the name its rows carry: a name of digits no row carries is a
+    locate number (`-s 1 --plot` looked for rows of a stock named "1": probe 33)."""
+    import pyarrow.compute as pc
+
+    name = str(name).strip().upper()
+    if name.isdigit() and not pc.any(pc.equal(table["symbol"], name)).as_py():
+        rows = table.filter(pc.equal(table["stock_locate"], int(name)))
+        if rows.num_rows:
+            return rows["symbol"][0].as_py()
+    return name
+
+
+def _check_plot_folder(plot: str) -> None:
+    """The plot's folder, checked once the command made what it makes and before any table is
+    written (a missing folder failed the plot after the tables were written: probe 30)."""
+    from itchflow.cli.params import cannot_write_beside
+
+    why = cannot_write_beside(plot)
+    if why:
+        raise OSError(f"{plot}: cannot write a file there: {why}")
 
 
 def _write_table(table, out: str, source=None) -> None:

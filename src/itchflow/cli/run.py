@@ -11,7 +11,7 @@ from itchflow.cli import bench, main
 from itchflow.cli.progress import progress_total
 from itchflow.cli.signals import sigterm_exits
 from itchflow.cli.decode import bad_frames, fail
-from itchflow.cli.net import engine_notes
+from itchflow.cli.net import engine_notes, past_end_words
 from itchflow.cli.params import (
     BYTES, CPUS, FEED_RING_CAPACITY, HEARTBEAT, IMAGE, MESSAGE_RATE, NON_NEGATIVE, POSITIVE, RING_NAME, RUNS,
     SECONDS_OR_OFF, SEED, STOCKS, Count,
@@ -265,14 +265,14 @@ def source_lines(p: dict) -> list[str]:
                      f"{t['position']:,} not read[/yellow]")
         out.append(line)
     if "soup" in p:
+        from itchflow.sources.soup_sockets import fetched_past_end
+
         s = p["soup"]
         out.append(f"soup: {s['messages']:,} messages, {s['connections']} connections, {s['reconnects']} reconnects, "
                    f"{s['dead_links']} dead links, next sequence {s['next_sequence']:,}"
                    f"{'' if s['ended'] else ', [yellow]end of session not reached[/yellow]'}"
                    + (f"; errors: {'; '.join(s['errors'][:3])}" if s["errors"] else "")
-                   + (f"; [yellow]no message at or after sequence {s['from_sequence']:,} (asked for): the session "
-                      "holds fewer[/yellow]" if s["ended"] and not s["messages"] and s.get("from_sequence", 1) > 1
-                      else ""))
+                   + (f"; [yellow]{past_end_words(s['from_sequence'])}[/yellow]" if fetched_past_end(s) else ""))
     return out
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import errno
 import json
 import os
 import re
@@ -136,11 +137,17 @@ def hold_directory(lay: Layout) -> Iterator[None]:
     from itchflow.sinks.output import raise_named
 
     path = lay.lock_file()
+    made = []   # the folders made here: gone again if the run left nothing in them (probe 33)
+    folder = os.path.dirname(path)
+    while not os.path.isdir(folder) and folder != os.path.dirname(folder):
+        made.append(folder)
+        folder = os.path.dirname(folder)
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
     except OSError as e:
         raise_named(e, lay.root)
+    held = False   # (only the holder may remove the lock: another's would be freed under it)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -148,6 +155,11 @@ def hold_directory(lay: Layout) -> Iterator[None]:
             holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
             raise ValueError(f"{lay.root}: another batch run (process {holder}) is writing this directory; "
                              "wait for it to end or give another directory") from None
+        except OSError as e:
+            if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                raise_named(e, lay.root)
+            # a file system without locks (NFS without lockd, some FUSE mounts): run unheld, as before
+        held = True
         try:
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
@@ -155,6 +167,12 @@ def hold_directory(lay: Layout) -> Iterator[None]:
             raise_named(e, lay.root)
         yield
     finally:
+        if held and os.listdir(os.path.dirname(path)) == ["lock"]:   # nothing but the lock: a run that never
+            # started; removed while still held, so that no run locks the file being removed
+            with contextlib.suppress(OSError):
+                os.remove(path)
+                for d in made:   # (innermost first; one not empty stops the walk)
+                    os.rmdir(d)
         os.close(fd)
 
 

@@ -68,7 +68,7 @@ def resolve_symbols(directory: Mapping[int, str], wanted: Iterable[str], who: st
         for s in wanted:
             if s not in by_name and isinstance(stock_key(s), int):
                 if stock_key(s) not in directory:
-                    raise KeyError(f"{who}: stock locate {s}: no stock directory (R) message gives it a stock")
+                    raise KeyError(f"{who}: stock locate {s}: the day names no stock under it")
                 by_name[s] = [stock_key(s)]
     missing = [s for s in wanted if s not in by_name]
     if missing:

@@ -184,10 +184,11 @@ def auctions(source, symbols=None, *, capture_stats: dict | None = None,
     capture's gaps and malformed packets (as ``replay``'s); read_stats: filled with the day's
     framing counts (messages, by_type, unknown_by_type: every message, not only R/Q/I/B);
     out_of_range: filled with {column: rows} of prices past 200,000.0000, given as NaN.
-    anomalies: filled with the counts of what the books would count an anomaly here (the
-    tables keep the rows as sent; probe 32): ``unknown_locate``, crosses and NOII messages of a
+    anomalies: filled with counts of rows that are not what they should be (the tables keep them
+    as sent; said nothing before, probe 32): ``unknown_locate``, crosses and NOII messages of a
     locate no R names on a day that has R messages; ``duplicate_match``, crosses whose match
-    number an earlier cross of the day used.
+    number an earlier cross of the day used. (The books count their own way: a NOII is not in
+    theirs, and a match number reused by any trade, not only a cross, is.)
     Works on one file; for an archive, call it per day (e.g. as an ``itchflow batch`` job)."""
     import pyarrow as pa
 

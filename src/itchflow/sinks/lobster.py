@@ -572,7 +572,7 @@ def lobster(source, symbols, levels: int = 10, *, start="09:30", end="16:00", da
         for sym in syms:
             check_file_symbol(sym)
     if out is not None and day is None:
-        raise ValueError(f"lobster: no date in the file name {os.fspath(source) if isinstance(source, (str, os.PathLike)) else '(buffer)'}: give date='YYYY-MM-DD'")
+        raise ValueError(f"lobster: no date in the file name {os.fspath(source) if isinstance(source, (str, os.PathLike)) else '(buffer)'}: give date='YYYY-MM-DD' (itchflow lobster --date YYYY-MM-DD)")
 
     def output_for(sym: str) -> StockOutput:
         paths = None

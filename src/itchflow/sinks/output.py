@@ -46,7 +46,8 @@ def new_part(path: str | os.PathLike) -> str:
         except FileExistsError:
             continue
         except OSError as e:
-            if e.errno == errno.ENAMETOOLONG and len(os.fsencode(os.path.basename(final))) <= 255:
+            if (e.errno == errno.ENAMETOOLONG and len(os.fsencode(os.path.basename(final))) <= 255
+                    < len(os.fsencode(os.path.basename(tmp)))):
                 # (the name alone is legal: "File name too long" about it read as a lie, probe 30)
                 extra = len(os.fsencode(tmp)) - len(os.fsencode(final))
                 raise OSError(errno.ENAMETOOLONG, f"File name too long: it is written as NAME.<pid>-<random>.part "
@@ -109,11 +110,12 @@ def raise_special(error: OSError, path: str) -> NoReturn:
     full device said "[Errno 28] No space left on device" and no file, and a Parquet file
     sent to a pipe said only "lseek failed" (pyarrow's, with no errno: probe 30)."""
     if error.errno:
-        raise_named(error, path)
+        raise_named(error, path)   # (an error naming another file, the input, is left as it is)
     why = str(error)
-    if "lseek" in why or "seek" in why.lower():
-        why += " (this output is written as a file it can seek in, not to a pipe or FIFO: write it to a file)"
-    raise OSError(f"{path}: {why}") from error
+    if "seek" not in why.lower():   # not the writer's own (a missing input said "/dev/null: day.itch: no
+        raise error                 # such file": probe 33)
+    raise OSError(f"{path}: {why} (this output is written as a file it can seek in, not to a pipe or FIFO: "
+                  "write it to a file)") from error
 
 
 def raise_named(error: OSError, path: str) -> NoReturn:

@@ -392,9 +392,13 @@ class FetchResult:
 
     @property
     def past_end(self) -> bool:
-        """The session ended with nothing at or after the sequence asked for (past its end,
-        maybe: 0 messages with no word, probe 25)."""
-        return self.ended and self.messages == 0 and self.from_sequence > 1
+        return fetched_past_end(self.__dict__)
+
+
+def fetched_past_end(result: dict) -> bool:
+    """A fetch's result (``FetchResult`` fields) ended with nothing at or after the sequence
+    asked for: past the session's end (0 messages with no word, probe 25)."""
+    return bool(result.get("ended")) and not result.get("messages") and result.get("from_sequence", 1) > 1
 
 
 def fetch(host: str, port: int, username: str, password: str, out, *, session: str = "", sequence: int = 1,

@@ -244,8 +244,8 @@ class Tail:
                 if len(pending):   # (saying what the bytes there claim: garbage read as "a message
                     # being written" with nothing more, probe 32)
                     raise ITCHFormatError(
-                        f"file stopped growing inside a message ({len(pending)} bytes of it present after "
-                        f"{self.idle_timeout} s idle): {describe(pending, 0, len(pending), TRUNCATED)}",
+                        f"file stopped growing inside a message for {self.idle_timeout} s: "
+                        f"{describe(pending, 0, len(pending), TRUNCATED)}",
                         source=self.path, offset=self.position)
                 self.idled = True
                 return
