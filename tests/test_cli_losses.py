@@ -39,7 +39,7 @@ def gapped_capture(tmp_path_factory):
     return path
 
 
-GAP = "the capture has 1 gaps (1 messages missing) and 0 malformed packets"
+GAP = "the capture has 1 gap (1 message missing) and 0 malformed packets"
 ANOMALY = "anomalies (messages the books could not apply as sent): unknown_reference 1"
 ANOMALY_OF_AAA = "anomalies of AAA (messages the books could not apply as sent): unknown_reference 1"
 
@@ -105,7 +105,7 @@ def test_publish_and_soup_serve_say_that_a_capture_had_holes(gapped_capture):
         data = load_binaryfile(str(gapped_capture))
         said = err.getvalue().decode()
     assert len(data) == 4 * 2 + 39 + 36 + 31 + 36
-    assert f"{gapped_capture}: the capture has 1 gaps (1 messages missing)" in said, said
+    assert f"{gapped_capture}: the capture has 1 gap (1 message missing)" in said, said
 
 
 def test_run_of_a_capture_with_gaps_says_lost_messages_and_exits_3(gapped_capture):
@@ -119,7 +119,7 @@ def test_run_of_a_capture_with_gaps_says_lost_messages_and_exits_3(gapped_captur
     rep = json.loads(p.stdout)
     assert p.returncode == 3 and rep["stream"] == "lost messages", p.stderr
     assert rep["producer"]["capture"]["gaps"] == 1 and rep["messages"] == 4
-    assert "the capture has 1 sequence gaps (1 messages missing): the books have holes" in p.stderr
+    assert "the capture has 1 sequence gap (1 message missing): the books have holes" in p.stderr
 
 
 @pytest.fixture(scope="module")

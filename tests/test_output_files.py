@@ -137,7 +137,7 @@ def test_a_terminated_gen_leaves_nothing(tmp_path, name):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == 143 and "terminated (signal 15): unfinished output is removed" in err, err
+    assert proc.returncode == 143 and "terminated (signal 15): stopped; any unfinished output is removed" in err, err
     assert _left(tmp_path) == []
 
 

@@ -33,9 +33,15 @@ def capture_losses(capture: dict) -> str | None:
     frames whose headers do not fit them."""
     if not (capture.get("gaps") or capture.get("malformed_packets") or capture.get("bad_frames")):
         return None
-    return (f"the capture has {capture.get('gaps', 0):,} gaps ({capture.get('missing_messages', 0):,} messages "
-            f"missing) and {capture.get('malformed_packets', 0):,} malformed packets{cut_packet(capture)}"
+    return (f"the capture has {counted(capture.get('gaps', 0), 'gap')} ("
+            f"{counted(capture.get('missing_messages', 0), 'message')} missing) and "
+            f"{counted(capture.get('malformed_packets', 0), 'malformed packet')}{cut_packet(capture)}"
             f"{bad_frames(capture)}")
+
+
+def counted(n: int, thing: str) -> str:
+    """'1 gap', '2 gaps' ("the capture has 1 gaps": probe 34)."""
+    return f"{n:,} {thing}{'' if n == 1 else 's'}"
 
 
 def bad_frames(capture: dict) -> str:

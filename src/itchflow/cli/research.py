@@ -112,8 +112,8 @@ def bars_command(path, every, symbols, out, start, end, plot, plot_symbol, quiet
               help="Also draw the imbalance path into the close of one stock to this PNG.")
 @click.option("--plot-symbol", default=None, help="The stock to draw (default: the first of --symbols, "
                                                    "else the one with the largest closing cross).")
-@click.option("--cross-type", default="C", show_default=True, type=click.Choice(["O", "C", "H"], case_sensitive=False),
-              help="Which cross the plot shows: O opening, C closing, H halt or IPO.")
+@click.option("--cross-type", default="C", show_default=True, callback=lambda ctx, param, v: _cross_type(v),
+              help="Which cross the plot shows: O opening, C closing, H halt or IPO (any case).")
 @click.option("--quiet", "-q", is_flag=True, help="Taken as every command takes it (auctions shows no progress bar).")
 def auctions_command(path, out, symbols, plot, plot_symbol, cross_type, quiet) -> None:
     """Opening, closing, halt and IPO crosses per stock and the NOII series before each."""
@@ -160,6 +160,13 @@ def auctions_command(path, out, symbols, plot, plot_symbol, cross_type, quiet) -
     warn_unknown_types(sum(read.get("unknown_by_type", {}).values()))
     click.echo(f"wrote {result.crosses.num_rows:,} crosses and {result.imbalances.num_rows:,} imbalance "
                f"messages to {out}" + (f"; plot {plot}" if plot else ""))
+
+
+def _cross_type(value: str) -> str:
+    """--cross-type as a letter of O, C, H in any case (click's Choice showed them lower-cased)."""
+    if str(value).upper() not in ("O", "C", "H"):
+        raise click.BadParameter(f"{value!r} is not one of O, C, H", param_hint="--cross-type")
+    return str(value).upper()
 
 
 def _date_option(value):

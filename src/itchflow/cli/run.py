@@ -10,7 +10,7 @@ import click
 from itchflow.cli import bench, main
 from itchflow.cli.progress import progress_total
 from itchflow.cli.signals import sigterm_exits
-from itchflow.cli.decode import bad_frames, fail
+from itchflow.cli.decode import bad_frames, counted, fail
 from itchflow.cli.net import engine_notes, past_end_words
 from itchflow.cli.params import (
     BYTES, CPUS, FEED_RING_CAPACITY, HEARTBEAT, IMAGE, MESSAGE_RATE, NON_NEGATIVE, POSITIVE, RING_NAME, RUNS,
@@ -143,8 +143,8 @@ def live_exit_status(r) -> tuple[int, str]:
                    f"event, after {tail.get('messages', 0):,} messages: the books cover part of the day "
                    "(--idle-timeout sets how long a quiet writer is waited for)")
     if stream == "lost messages" and capture:
-        return 3, (f"the capture has {capture.get('gaps', 0):,} sequence gaps ({capture.get('missing_messages', 0):,} "
-                   "messages missing): the books have holes")
+        return 3, (f"the capture has {counted(capture.get('gaps', 0), 'sequence gap')} ("
+                   f"{counted(capture.get('missing_messages', 0), 'message')} missing): the books have holes")
     if p.get("end_contradicted"):
         from itchflow.sources.udp import contradicted_end
 

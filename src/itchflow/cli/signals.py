@@ -12,7 +12,7 @@ import click
 
 
 @contextlib.contextmanager
-def sigterm_exits(what: str = "unfinished output is removed"):
+def sigterm_exits(what: str = "stopped; any unfinished output is removed"):
     def stop(signum, frame):
         click.echo(f"itchflow: terminated (signal {signum}): {what}", err=True)
         raise SystemExit(128 + signum)
