@@ -63,7 +63,7 @@ def test_queries_refuse_what_they_would_have_truncated(books):
     with pytest.raises(TypeError, match="not True"):
         books.depth(True)
     for symbol in ("\u0100PPL", "TOOLONGSYM", "", "   "):   # (Latin-1 is a name, as read() gives: probe 33)
-        with pytest.raises(ValueError, match="not an ITCH symbol.*1 to 8 ASCII characters"):
+        with pytest.raises(ValueError, match="not an ITCH symbol.*1 to 8 characters: ASCII, or Latin-1"):
             books.depth(symbol)
     with pytest.raises(KeyError):
         books.depth("ÄPPL")   # a name no R gave

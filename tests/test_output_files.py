@@ -401,7 +401,10 @@ def test_a_name_too_long_only_with_its_part_suffix_says_so(tmp_path, day):
     r = CliRunner().invoke(main, ["bbo", day, "-q", "--out", str(out)])
     assert r.exit_code == 1, r.output
     assert "File name too long: it is written as NAME.<pid>-<random>.part" in r.output, r.output
-    keep = 255 - len(f".{os.getpid()}-01234567.part")   # (the figure depends on the writer's pid)
+    from itchflow.sinks.output import _LONGEST_PID
+
+    keep = 255 - len(f".{_LONGEST_PID}-01234567.part")   # (room for any pid this system gives)
+    assert len(_LONGEST_PID) >= len(str(os.getpid()))
     assert f"keep it to {keep}" in r.output and not out.exists()
     deep = tmp_path / "/".join(["d" * 200] * 21) / "x.parquet"   # the path too long, not the name
     r = CliRunner().invoke(main, ["bbo", day, "-q", "--out", str(deep)])
@@ -427,6 +430,22 @@ def test_an_output_folder_that_cannot_be_written_is_a_usage_error_before_the_wor
     assert list(ok.iterdir()) == []
 
 
+@pytest.mark.parametrize("command", [
+    ["bbo", "-q", "--out", "{bad}/b.parquet"], ["trades", "-q", "--out", "{bad}/t.parquet"],
+    ["decode", "-q", "--out", "{bad}/d.csv"], ["book", "-s", "{sym}", "--at", "10:00", "--plot", "{bad}/p.png"],
+    ["bars", "--every", "1min", "-q", "-o", "{ok}/b.parquet", "--plot", "{bad}/p.png"],
+], ids=["bbo", "trades", "decode", "book-plot", "bars-plot"])
+def test_an_output_into_a_missing_folder_is_a_usage_error_before_the_work(tmp_path, day, command):
+    """A folder that is not there is refused as the options are read (exit 2), not after the
+    whole day was read (the round's first fix relaxed it for every command: probe 35)."""
+    ok = tmp_path / "ok"
+    ok.mkdir()
+    args = [a.format(sym=day_symbol(day), ok=ok, bad=tmp_path / "missing") for a in command]
+    r = CliRunner().invoke(main, [args[0], day, *args[1:]])
+    assert r.exit_code == 2 and "cannot write a file there: No such file or directory" in r.output, r.output
+    assert list(ok.iterdir()) == []
+
+
 def test_a_plot_into_a_folder_the_command_makes_is_written_and_a_missing_one_stops_before_the_tables(tmp_path,
                                                                                                      day):
     """The check above refused `auctions -o DIR --plot DIR/close.png`, whose DIR auctions makes
@@ -437,12 +456,13 @@ def test_a_plot_into_a_folder_the_command_makes_is_written_and_a_missing_one_sto
     r = runner.invoke(main, ["auctions", day, "-o", str(new), "--plot", str(new / "close.png")])
     assert r.exit_code == 0 and (new / "close.png").exists() and (new / "crosses.parquet").exists(), r.output
     locate = str(itchflow.read(day, "R")["R"]["stock_locate"][0])
-    for cmd, table in ((["bars", "--every", "1min", "-s", locate, "-o", str(tmp_path / "b.parquet"), "-q"],
-                        tmp_path / "b.parquet"),
-                       (["auctions", "-s", locate, "-o", str(tmp_path / "au")], tmp_path / "au" / "crosses.parquet")):
+    for cmd, table, code in ((["bars", "--every", "1min", "-s", locate, "-o", str(tmp_path / "b.parquet"), "-q"],
+                              tmp_path / "b.parquet", 2),   # a usage error, before any work
+                             (["auctions", "-s", locate, "-o", str(tmp_path / "au")], tmp_path / "au", 1)):
         r = runner.invoke(main, [cmd[0], day, *cmd[1:], "--plot", str(tmp_path / "missing" / "p.png")])
-        assert r.exit_code == 1 and "missing/p.png: cannot write a file there: No such file" in r.output, r.output
-        assert not table.exists()
+        assert r.exit_code == code and "cannot write a file there: No such file" in r.output, r.output
+        assert "missing/p.png" in r.output
+        assert not table.exists()   # (auctions makes its OUT only once the plot's folder is known good)
         r = runner.invoke(main, [cmd[0], day, *cmd[1:], "--plot", str(tmp_path / f"{cmd[0]}.png")])
         assert r.exit_code == 0 and (tmp_path / f"{cmd[0]}.png").exists(), r.output
 

@@ -75,3 +75,24 @@ def test_bbo_and_trades_write_an_unambiguous_symbol_and_excuse_an_absent_one_onl
     assert rows == 2 and t["stock_locate"] == [3, 3] and t["shares"] == [10, 15]
     with pytest.raises(KeyError, match="trades: no stock directory \\(R\\) message for GONE"):
         events_to_parquet(_day(), tmp_path / "u.parquet", "trades", ["ONE", "GONE"])
+
+
+def test_a_latin1_symbol_typed_in_any_case_of_its_ascii_letters_is_found(tmp_path):
+    """Symbols given on the command line were upper-cased whole: 'é' became 'É' (byte 0xC9, not
+    the feed's 0xE9), and a stock the books listed as 'ABéV' was refused by name (probe 35)."""
+    import pyarrow.parquet as pq
+    from click.testing import CliRunner
+
+    from itchflow.cli import main
+
+    day = (enc("R", stock_locate=1, timestamp=1, stock=b"AB\xe9V    ")
+           + enc("A", stock_locate=1, timestamp=2, order_reference_number=1, buy_sell_indicator=b"B", shares=100,
+                 stock=b"AB\xe9V    ", price=10_000))
+    path = tmp_path / "day.itch"
+    path.write_bytes(day)
+    for typed in ("ABéV", "abéV"):
+        out = tmp_path / f"{typed}.parquet"
+        r = CliRunner().invoke(main, ["bbo", str(path), "-s", typed, "-q", "--out", str(out)])
+        assert r.exit_code == 0, r.output
+        assert pq.read_table(out)["symbol"].to_pylist() == ["ABéV"]
+    assert itchflow.Books().replay(str(path)).depth("ABéV")[0]["shares"].tolist() == [100]

@@ -58,8 +58,17 @@ def symbol_key(symbol: str | bytes) -> int:
         raw = b""
     raw = raw.strip()
     if not raw or len(raw) > 8:
-        raise ValueError(f"not an ITCH symbol: {symbol!r} (1 to 8 ASCII characters)")
+        raise ValueError(f"not an ITCH symbol: {symbol!r} (1 to 8 characters: ASCII, or Latin-1 as read() gives)")
     return int.from_bytes(raw.ljust(8, b" "), "little")
+
+
+_ASCII_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def symbol_upper(text: str) -> str:
+    """A symbol as typed, upper-cased in its ASCII letters only: a Latin-1 letter is kept as it is
+    (str.upper made 'é' 'É', another byte than the feed's: probe 35)."""
+    return text.translate(_ASCII_UPPER)
 
 
 def symbol_text(key: int) -> str:

@@ -356,9 +356,11 @@ class FormatPath(click.Path):
     a picture's only after the run; ``trades -o t.csv`` wrote Parquet into t.csv). No suffix
     is the first format. ``refusal`` words the error: {value}, {suffix}, {formats}."""
 
-    def __init__(self, name: str, formats: tuple[str, ...], refusal: str, bare_ok: bool = True):
+    def __init__(self, name: str, formats: tuple[str, ...], refusal: str, bare_ok: bool = True,
+                 folder_made: bool = False):
         super().__init__(dir_okay=False)
         self.name, self.formats, self.refusal, self.bare_ok = name, formats, refusal, bare_ok
+        self.folder_made = folder_made   # the command may make the folder (auctions' --out): checked again there
 
     def convert(self, value, param, ctx):
         path = super().convert(value, param, ctx)
@@ -369,7 +371,7 @@ class FormatPath(click.Path):
         if suffix and suffix not in self.formats:
             self.fail(self.refusal.format(value=repr(value), suffix=suffix, formats=", ".join(self.formats)),
                       param, ctx)
-        why = cannot_write_beside(os.fspath(path), missing_ok=True)
+        why = cannot_write_beside(os.fspath(path), missing_ok=self.folder_made)
         if why:   # (now, not after the work: `bars --plot RO/p.png` failed once its tables were written, probe 30)
             self.fail(f"{value!r}: cannot write a file there: {why}", param, ctx)
         return path
@@ -397,8 +399,11 @@ def cannot_write_beside(path: str, missing_ok: bool = False) -> str | None:
     return None
 
 
-IMAGE = FormatPath("image", ("png", "svg", "pdf", "jpg", "jpeg", "webp", "tif", "tiff", "eps", "ps", "svgz", "gif"),
-                   "{value}: .{suffix} is not an image format (one of: {formats})")
+IMAGE_FORMATS = ("png", "svg", "pdf", "jpg", "jpeg", "webp", "tif", "tiff", "eps", "ps", "svgz", "gif")
+IMAGE = FormatPath("image", IMAGE_FORMATS, "{value}: .{suffix} is not an image format (one of: {formats})")
+# a picture in a folder the command makes (auctions --plot OUT/close.png: refused before, probe 33)
+IMAGE_IN_MADE_FOLDER = FormatPath("image", IMAGE_FORMATS, "{value}: .{suffix} is not an image format (one of: "
+                                  "{formats})", folder_made=True)
 
 
 def table_path(*formats: str, bare_ok: bool = True) -> FormatPath:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import click
 from itchflow.cli import main
 from itchflow.cli.book import report_losses
 from itchflow.cli.decode import fail, warn_capture, warn_unknown_types
-from itchflow.cli.params import IMAGE, INTERVAL, TIME_TEXT, symbols_option, table_path
+from itchflow.cli.params import IMAGE, IMAGE_IN_MADE_FOLDER, INTERVAL, TIME_TEXT, symbols_option, table_path
 from itchflow.cli.progress import progress_total
 
 
@@ -108,11 +109,12 @@ def bars_command(path, every, symbols, out, start, end, plot, plot_symbol, quiet
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False),
               help="Directory for crosses.parquet and imbalances.parquet.")
 @click.option("--symbols", "-s", default=None, help="Comma-separated symbols or stock locate numbers (default: every stock).")
-@click.option("--plot", type=IMAGE, default=None,
+@click.option("--plot", type=IMAGE_IN_MADE_FOLDER, default=None,
               help="Also draw the imbalance path into the close of one stock to this PNG.")
 @click.option("--plot-symbol", default=None, help="The stock to draw (default: the first of --symbols, "
                                                    "else the one with the largest closing cross).")
-@click.option("--cross-type", default="C", show_default=True, callback=lambda ctx, param, v: _cross_type(v),
+@click.option("--cross-type", default="C", show_default=True, metavar="[O|C|H]",
+              callback=lambda ctx, param, v: _cross_type(v),
               help="Which cross the plot shows: O opening, C closing, H halt or IPO (any case).")
 @click.option("--quiet", "-q", is_flag=True, help="Taken as every command takes it (auctions shows no progress bar).")
 def auctions_command(path, out, symbols, plot, plot_symbol, cross_type, quiet) -> None:
@@ -133,6 +135,8 @@ def auctions_command(path, out, symbols, plot, plot_symbol, cross_type, quiet) -
             sym = _plot_symbol(result.imbalances,
                                plot_symbol or (symbols[0] if symbols else _largest_cross(result.crosses, cross_type)))
             imbalance_rows(result.imbalances, sym, cross_type.upper())
+        if plot and not _inside(plot, out):   # (a plot elsewhere that cannot be written: before OUT is made)
+            _check_plot_folder(plot)
         Path(out).mkdir(parents=True, exist_ok=True)
         if plot:
             _check_plot_folder(plot)
@@ -186,12 +190,20 @@ def _plot_symbol(table, name: str) -> str:
     locate number (`-s 1 --plot` looked for rows of a stock named "1": probe 33)."""
     import pyarrow.compute as pc
 
-    name = str(name).strip().upper()
+    from itchflow.book.records import symbol_upper
+
+    name = symbol_upper(str(name).strip())
     if name.isdigit() and not pc.any(pc.equal(table["symbol"], name)).as_py():
         rows = table.filter(pc.equal(table["stock_locate"], int(name)))
         if rows.num_rows:
             return rows["symbol"][0].as_py()
     return name
+
+
+def _inside(path: str, folder: str) -> bool:
+    """Whether path's folder is folder or below it."""
+    here, top = os.path.abspath(os.path.dirname(os.path.abspath(path))), os.path.abspath(folder)
+    return here == top or here.startswith(top + os.sep)
 
 
 def _check_plot_folder(plot: str) -> None:

@@ -235,14 +235,15 @@ def source_lines(p: dict) -> list[str]:
     if "capture" in p:
         c = p["capture"]
         out.append(f"capture: {c.get('packets', 0):,} packets, {c.get('duplicate_messages', 0):,} duplicate "
-                   f"messages dropped, {c.get('gaps', 0):,} gaps ({c.get('missing_messages', 0):,} messages "
-                   f"missing), {c.get('malformed_packets', 0):,} malformed{bad_frames(c)}")
+                   f"messages dropped, {counted(c.get('gaps', 0), 'gap')} ("
+                   f"{counted(c.get('missing_messages', 0), 'message')} missing), "
+                   f"{c.get('malformed_packets', 0):,} malformed{bad_frames(c)}")
     if "mold" in p:
         m = p["mold"]
         a, b, r = (m.get("packets_by_line", [0, 0, 0]) + [0, 0, 0])[:3]
         lost = m.get("lost", 0)
         out.append(f"mold: {m.get('packets', 0):,} packets (A {a:,}, B {b:,}, re-request replies {r:,}), "
-                   f"{m.get('duplicate_messages', 0):,} duplicate messages dropped, {m.get('gaps', 0):,} gaps, "
+                   f"{m.get('duplicate_messages', 0):,} duplicate messages dropped, {counted(m.get('gaps', 0), 'gap')}, "
                    f"{m.get('requests', 0):,} re-requests, {m.get('recovered', 0):,} recovered, "
                    f"{'[bold red]' if lost else ''}{lost:,} lost{'[/bold red]' if lost else ''}"
                    f"{'' if p.get('finished') else ', [yellow]end of session not reached[/yellow]'}")
@@ -302,8 +303,8 @@ def print_report(r) -> None:
     if r.ring_lost_records:
         console.print(f"  ring: [bold red]{r.ring_lost_records:,} records lost[/bold red] (the consumer was lapped "
                       "in a lossy ring, or detached by the producer and joined again at the live edge)")
-    console.print(f"  sequence: {r.sequence_gaps:,} gaps ({r.sequence_gap_messages:,} messages missing), "
-                  f"{r.sequence_repeats:,} repeats")
+    console.print(f"  sequence: {counted(r.sequence_gaps, 'gap')} ({counted(r.sequence_gap_messages, 'message')} "
+                  f"missing), {counted(r.sequence_repeats, 'repeat')}")
     if getattr(r, "stream", "whole") != "whole" or getattr(r, "error", None):
         console.print(f"  stream: [yellow]{r.stream}[/yellow]"
                       + (" (failed: the error follows; the counts are what was applied before it)"

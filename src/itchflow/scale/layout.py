@@ -142,15 +142,28 @@ def hold_directory(lay: Layout) -> Iterator[None]:
     while not os.path.isdir(folder) and folder != os.path.dirname(folder):
         made.append(folder)
         folder = os.path.dirname(folder)
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
-    except OSError as e:
-        raise_named(e, lay.root)
     held = False   # (only the holder may remove the lock: another's would be freed under it)
+    fd = -1
     try:
+        for _ in range(100):   # the file at the path when locked, not one a finishing run removed meanwhile
+            if fd >= 0:        # (two runs could both hold OUT that way: probe 35)
+                os.close(fd)
+            try:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+            except OSError as e:
+                raise_named(e, lay.root)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                break          # (said below)
+            try:
+                if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)   # held already, or the refusal to say
         except BlockingIOError:
             holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
             raise ValueError(f"{lay.root}: another batch run (process {holder}) is writing this directory; "
@@ -167,13 +180,14 @@ def hold_directory(lay: Layout) -> Iterator[None]:
             raise_named(e, lay.root)
         yield
     finally:
-        if held and os.listdir(os.path.dirname(path)) == ["lock"]:   # nothing but the lock: a run that never
-            # started; removed while still held, so that no run locks the file being removed
-            with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError):
+            if held and os.listdir(os.path.dirname(path)) == ["lock"]:   # nothing but the lock: a run that
+                # never started; removed while still held, so that no run locks the file being removed
                 os.remove(path)
                 for d in made:   # (innermost first; one not empty stops the walk)
                     os.rmdir(d)
-        os.close(fd)
+        if fd >= 0:
+            os.close(fd)
 
 
 def publish(tmp: str, final: str) -> None:

@@ -49,6 +49,10 @@ def every_ns(value) -> int:
     return int(round(ns))
 
 
+def _shaped(text: str, pattern: str) -> bool:
+    return re.fullmatch(pattern, text) is not None
+
+
 def trading_date(source, date: str | None = None) -> str | None:
     """The trading day as YYYY-MM-DD: ``date`` if given (YYYY-MM-DD or YYYYMMDD), else from
     the file name (Nasdaq's MMDDYYYY.NASDAQ_ITCH50[.gz], or YYYYMMDD / YYYY-MM-DD in the
@@ -60,7 +64,9 @@ def trading_date(source, date: str | None = None) -> str | None:
                 return _dt.datetime.strptime(text, fmt).date().isoformat()
             except ValueError:
                 pass
-        raise ValueError(f"date: expected YYYY-MM-DD, got {date!r}")
+        shaped = any(_shaped(text, fmt) for fmt in (r"\d{4}-\d{2}-\d{2}", r"\d{8}"))
+        raise ValueError(f"date: {date!r} is not a date of the calendar" if shaped else
+                         f"date: expected YYYY-MM-DD, got {date!r}")   # (2019-02-29 was "expected YYYY-MM-DD")
     if not isinstance(source, (str, os.PathLike)):
         return None
     name = os.path.basename(os.fspath(source))

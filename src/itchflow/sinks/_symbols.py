@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from itchflow.book.records import symbol_upper
+
 
 def symbol_list(symbols, who: str, *, required: bool = False) -> list[str] | None:
     """The symbols an output is asked for: None (every stock, unless required), or a list or
@@ -26,7 +28,7 @@ def symbol_list(symbols, who: str, *, required: bool = False) -> list[str] | Non
         return None
     if isinstance(symbols, str):
         symbols = symbols.split(",")
-    out = list(dict.fromkeys(str(s).strip().upper() for s in (symbols or ()) if str(s).strip()))
+    out = list(dict.fromkeys(symbol_upper(str(s).strip()) for s in (symbols or ()) if str(s).strip()))
     if not out:
         raise ValueError(f"{who}: give at least one symbol" + ("" if required else " (None: every stock)"))
     return out
@@ -37,7 +39,7 @@ def stock_key(name) -> str | int:
     if isinstance(name, int):
         return name
     name = str(name).strip()
-    return int(name) if name.isdigit() else name.upper()
+    return int(name) if name.isdigit() else symbol_upper(name)
 
 
 def stock_keys(names: list[str] | None) -> list[str | int] | None:

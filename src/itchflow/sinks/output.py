@@ -49,12 +49,25 @@ def new_part(path: str | os.PathLike) -> str:
             if (e.errno == errno.ENAMETOOLONG and len(os.fsencode(os.path.basename(final))) <= 255
                     < len(os.fsencode(os.path.basename(tmp)))):
                 # (the name alone is legal: "File name too long" about it read as a lie, probe 30)
-                extra = len(os.fsencode(tmp)) - len(os.fsencode(final))
+                extra = len(f".{_LONGEST_PID}-{secrets.token_hex(4)}{PART_SUFFIX}")   # (whatever the pid: the
+                # figure followed this process's pid, and a longer one later failed: probe 35)
                 raise OSError(errno.ENAMETOOLONG, f"File name too long: it is written as NAME.<pid>-<random>.part "
                                                   f"until complete, {extra} bytes more than NAME, and a name may have "
                                                   f"255: keep it to {255 - extra}", final) from e
             raise_named(e, final)
     raise FileExistsError(errno.EEXIST, "no free name for the file being written", final)
+
+
+def _longest_pid() -> str:
+    """The widest process id this system gives (/proc/sys/kernel/pid_max), for a name's room."""
+    try:
+        with open("/proc/sys/kernel/pid_max") as f:
+            return "9" * len(str(int(f.read()) - 1))
+    except (OSError, ValueError):
+        return "9" * 7   # Linux's largest pid_max, 4194304
+
+
+_LONGEST_PID = _longest_pid()
 
 
 def refuse_input_as_output(out: str | os.PathLike, *inputs) -> None:
