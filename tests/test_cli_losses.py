@@ -213,3 +213,46 @@ def test_auctions_names_a_stock_without_a_directory_message_by_its_own_field_and
     # and asked for by that name (probe 19: the table named it, -s refused it)
     one = auctions(str(path), symbols="GFOR=")
     assert one.crosses["symbol"].to_pylist() == ["GFOR="] and one.imbalances.num_rows == 1
+
+
+def test_data_past_an_end_of_session_is_said_by_every_command(tmp_path):
+    """An end-of-session packet numbered mid-day, arriving mid-capture: what follows it is not
+    delivered. stats said so; bbo, trades, decode, book wrote half a day with exit 0 and no word,
+    and run said "whole" (probe 36)."""
+    import subprocess
+    import sys
+
+    msgs = [enc("R", stock_locate=1, stock="AAA", timestamp=1)] + [
+        enc("A", stock_locate=1, timestamp=T + i, order_reference_number=i, buy_sell_indicator="B", shares=100,
+            stock="AAA", price=10_000 + i) for i in range(1, 6)]
+    frames = [ref.eth_ipv4_udp(ref.mold_packet(b"EOS", seq, [_body(m)])) for seq, m in enumerate(msgs[:3], 1)]
+    frames.append(ref.eth_ipv4_udp(ref.mold_packet(b"EOS", 4, [], count=0xFFFF)))   # the end, at sequence 4
+    frames += [ref.eth_ipv4_udp(ref.mold_packet(b"EOS", seq, [_body(m)])) for seq, m in enumerate(msgs[3:], 4)]
+    path = tmp_path / "eos.pcap"
+    path.write_bytes(ref.pcap_file(frames))
+    said = "3 packets past its end of session"
+    r = CliRunner().invoke(main, ["bbo", str(path), "-o", str(tmp_path / "b.parquet"), "-q"])
+    assert r.exit_code == 0 and said in r.stderr and "from 3 messages" in r.stdout, r.output
+    r = CliRunner().invoke(main, ["book", str(path), "-s", "AAA", "--json"])
+    assert json.loads(r.stdout)["capture"] == {"after_end_of_session": 3}, r.output
+    p = subprocess.run([sys.executable, "-m", "itchflow", "run", "--source", str(path), "--json", "-q", "--top", "0"],
+                       capture_output=True, text=True, timeout=180)
+    assert p.returncode == 3 and json.loads(p.stdout)["stream"] == "lost messages", p.stderr
+    assert said in p.stderr
+
+
+def test_a_capture_block_past_its_packet_names_what_is_left_in_the_packet(tmp_path):
+    """The error said how many bytes were left in the whole capture file (2,836,206), not in the
+    packet (33) (probe 36)."""
+    from itchflow.errors import ITCHFormatError
+    import itchflow
+
+    first = enc("R", stock_locate=1, stock="AAA", timestamp=1)
+    bad = b"BAD".ljust(10) + (2).to_bytes(8, "big") + (1).to_bytes(2, "big") + (36).to_bytes(2, "big") + bytes(33)
+    frames = [ref.eth_ipv4_udp(ref.mold_packet(b"BAD", 1, [_body(first)])), ref.eth_ipv4_udp(bad)]
+    frames += [ref.eth_ipv4_udp(ref.mold_packet(b"BAD", 3 + i, [_body(first)])) for i in range(50)]
+    path = tmp_path / "bad.pcap"
+    path.write_bytes(ref.pcap_file(frames))
+    with pytest.raises(ITCHFormatError, match=r"says 36 bytes, 33 are left in the packet") as e:
+        itchflow.read(path)
+    assert e.value.packet == 2

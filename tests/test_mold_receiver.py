@@ -858,7 +858,7 @@ def test_a_block_past_the_packet_names_its_length_and_what_is_left():
     bad = struct.pack(">10sQH", SESSION, 1, 1) + struct.pack(">H", 100) + bytes(10)
     (m,) = of(run.feed(bad, 0), Malformed)
     assert m.reason.endswith("(its length prefix too large, or fewer blocks than the count says): the block at "
-                             "byte 20 says 100 bytes, 10 are left") and m.offset == 20
+                             "byte 20 says 100 bytes, 10 are left in the packet") and m.offset == 20
     short = struct.pack(">10sQH", SESSION, 1, 2) + message(1)   # the count says 2, one block is there
     (m,) = of(run.feed(short, 0), Malformed)
     assert m.reason.endswith("fewer blocks than the count says)")

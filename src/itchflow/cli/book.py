@@ -98,8 +98,8 @@ def losses(books, capture: dict, symbols=None) -> dict:
         out["anomalies"] = an
     if books.unknown_types:
         out["unknown_types"] = int(books.unknown_types)
-    lost = {k: int(capture[k]) for k in ("gaps", "missing_messages", "malformed_packets", "bad_frames")
-            if capture.get(k)}
+    lost = {k: int(capture[k]) for k in ("gaps", "missing_messages", "malformed_packets", "bad_frames",
+                                         "after_end_of_session") if capture.get(k)}
     if lost:
         out["capture"] = lost
     return out

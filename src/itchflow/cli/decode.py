@@ -31,12 +31,21 @@ def fail(error: Exception) -> None:
 def capture_losses(capture: dict) -> str | None:
     """What a capture lost, in words (None when nothing): its gaps, malformed packets and
     frames whose headers do not fit them."""
-    if not (capture.get("gaps") or capture.get("malformed_packets") or capture.get("bad_frames")):
+    if not (capture.get("gaps") or capture.get("malformed_packets") or capture.get("bad_frames")
+            or capture.get("after_end_of_session")):
         return None
     return (f"the capture has {counted(capture.get('gaps', 0), 'gap')} ("
             f"{counted(capture.get('missing_messages', 0), 'message')} missing) and "
             f"{counted(capture.get('malformed_packets', 0), 'malformed packet')}{cut_packet(capture)}"
-            f"{bad_frames(capture)}")
+            f"{bad_frames(capture)}{after_end(capture)}")
+
+
+def after_end(capture: dict) -> str:
+    """A capture's packets past its session's end of session, if any: not delivered (every
+    command but stats said nothing of them, exit 0: probe 36)."""
+    n = capture.get("after_end_of_session")
+    return (f", {counted(n, 'packet')} past its end of session (data after the end, or an end contradicted by "
+            f"data already delivered), not delivered" if n else "")
 
 
 def counted(n: int, thing: str) -> str:

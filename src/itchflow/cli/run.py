@@ -10,7 +10,7 @@ import click
 from itchflow.cli import bench, main
 from itchflow.cli.progress import progress_total
 from itchflow.cli.signals import sigterm_exits
-from itchflow.cli.decode import bad_frames, counted, fail
+from itchflow.cli.decode import after_end, bad_frames, counted, fail
 from itchflow.cli.net import engine_notes, past_end_words
 from itchflow.cli.params import (
     BYTES, CPUS, FEED_RING_CAPACITY, HEARTBEAT, IMAGE, MESSAGE_RATE, NON_NEGATIVE, POSITIVE, RING_NAME, RUNS,
@@ -144,7 +144,8 @@ def live_exit_status(r) -> tuple[int, str]:
                    "(--idle-timeout sets how long a quiet writer is waited for)")
     if stream == "lost messages" and capture:
         return 3, (f"the capture has {counted(capture.get('gaps', 0), 'sequence gap')} ("
-                   f"{counted(capture.get('missing_messages', 0), 'message')} missing): the books have holes")
+                   f"{counted(capture.get('missing_messages', 0), 'message')} missing){after_end(capture)}: the "
+                   "books have holes")
     if p.get("end_contradicted"):
         from itchflow.sources.udp import contradicted_end
 
@@ -237,7 +238,7 @@ def source_lines(p: dict) -> list[str]:
         out.append(f"capture: {c.get('packets', 0):,} packets, {c.get('duplicate_messages', 0):,} duplicate "
                    f"messages dropped, {counted(c.get('gaps', 0), 'gap')} ("
                    f"{counted(c.get('missing_messages', 0), 'message')} missing), "
-                   f"{c.get('malformed_packets', 0):,} malformed{bad_frames(c)}")
+                   f"{c.get('malformed_packets', 0):,} malformed{bad_frames(c)}{after_end(c)}")
     if "mold" in p:
         m = p["mold"]
         a, b, r = (m.get("packets_by_line", [0, 0, 0]) + [0, 0, 0])[:3]

@@ -338,7 +338,9 @@ def source_outcome(producer: dict) -> str:
         return "cut short"
     if "soup" in producer and not producer["soup"].get("ended"):
         return "cut short"
-    if producer.get("capture", {}).get("gaps", 0) or producer.get("mold", {}).get("lost", 0):
+    capture = producer.get("capture", {})
+    # (data past a capture's end of session is not delivered: the run said "whole", probe 36)
+    if capture.get("gaps", 0) or capture.get("after_end_of_session", 0) or producer.get("mold", {}).get("lost", 0):
         return "lost messages"
     return "whole"
 

@@ -651,7 +651,7 @@ def _malformed_error(buf, first: int, off, length, why, count, source: str) -> I
     text, at = _MALFORMED_TEXT[int(why[i])], int(off[i])
     if int(why[i]) in MALFORMED_TEXT and int(why[i]) != SHORT_HEADER:   # name the block
         _, at = walk_blocks(buf, at + HEADER_SIZE, at + int(length[i]), int(count[i]), int(count[i]))
-        text = malformed_text(int(why[i]), buf, int(at))
+        text = malformed_text(int(why[i]), buf, int(at), int(off[i]) + int(length[i]))
     return ITCHFormatError(f"malformed MoldUDP64 packet: {text}", source=source, packet=first + i + 1, offset=int(at))
 
 

@@ -72,13 +72,15 @@ def walk_blocks(buf, start, end, count, skip):
     return BLOCKS_OK, skip_offset
 
 
-def malformed_text(status: int, buf, offset) -> str:
+def malformed_text(status: int, buf, offset, end: int | None = None) -> str:
     """MALFORMED_TEXT[status], and for a block of the wrong length its type and both lengths
-    (offset: the block's length prefix in buf, as walk_blocks returns it)."""
+    (offset: the block's length prefix in buf, as walk_blocks returns it; end: where the packet
+    ends in buf, its end when None: a capture's packet is not the rest of the file, probe 36)."""
     text = MALFORMED_TEXT[status]
-    if status == BLOCK_OVERRUN and offset is not None and 0 <= offset and offset + LENGTH_PREFIX <= len(buf):
+    end = len(buf) if end is None else min(int(end), len(buf))
+    if status == BLOCK_OVERRUN and offset is not None and 0 <= offset and offset + LENGTH_PREFIX <= end:
         text += (f": the block at byte {offset} says {int(buf[offset]) << 8 | int(buf[offset + 1])} bytes, "
-                 f"{len(buf) - offset - LENGTH_PREFIX} are left")
+                 f"{end - offset - LENGTH_PREFIX} are left in the packet")
     if status == BAD_ITCH_LENGTH and offset is not None and 0 <= offset and offset + LENGTH_PREFIX < len(buf):
         t = int(buf[offset + LENGTH_PREFIX])
         text += (f" (type {chr(t)!r} is {int(LENGTH_BY_BYTE[t])} bytes, this block"
