@@ -115,3 +115,23 @@ def test_whole_frames_whose_lengths_do_not_fit_them_are_counted_as_damaged(tmp_p
     path.write_bytes(bytes(snapped))
     c = itchflow.read(path).info.capture
     assert (c["snapped"], c["bad_frames"], c["unsupported"]) == (2, 0, 0)
+
+
+def test_a_record_longer_than_its_packet_is_a_corrupt_record_not_a_gap(tmp_path):
+    """A record whose captured length is more than the packet's original length swallowed the
+    next record, read as one packet lost on the network (probe 36): no writer captures more
+    than the packet had, so it is the corrupt header it is, named by its offset."""
+    from itch_reference import encode, eth_ipv4_udp, mold_packet, pcap_file
+
+    from itchflow.errors import ITCHFormatError
+
+    add = encode("S", {"stock_locate": 0, "tracking_number": 0, "timestamp": 1, "event_code": b"O"})
+    frames = [eth_ipv4_udp(mold_packet(b"SESSION", s, [add])) for s in (1, 2, 3)]
+    data = bytearray(pcap_file(frames))
+    second = 24 + 16 + len(frames[0])
+    struct.pack_into("<I", data, second + 8, len(frames[1]) + 16 + len(frames[2]))   # incl past orig
+    path = tmp_path / "swallow.pcap"
+    path.write_bytes(bytes(data))
+    with pytest.raises(ITCHFormatError, match="more than the packet's original length") as e:
+        itchflow.read(path)
+    assert e.value.offset == second

@@ -77,7 +77,8 @@ REC_UDP, REC_NOT_UDP, REC_FRAGMENT, REC_SNAPPED, REC_UNSUPPORTED, REC_BAD_FRAME 
 # sane, as a capture still being written, or copied before it was whole, does.
 OK, BAD_RECORD, BAD_BLOCK, TOO_MANY_INTERFACES, CUT_AT_END, UNDECLARED_INTERFACE = 0, 1, 2, 3, 4, 5
 _STATUS_TEXT = {
-    BAD_RECORD: "corrupt pcap record header (its length runs past the end of the file or is absurd)",
+    BAD_RECORD: ("corrupt pcap record header (its length runs past the end of the file, is absurd, or is more "
+                 "than the packet's original length)"),
     BAD_BLOCK: "corrupt pcapng block (its lengths are inconsistent or run past the end of the file)",
     TOO_MANY_INTERFACES: f"pcapng capture with more than {MAX_INTERFACES} interfaces",
     UNDECLARED_INTERFACE: ("pcapng packet block names an interface its section did not declare (no "
@@ -200,8 +201,8 @@ def walk_pcap(buf, start, big, linktype, snaplen, out_off, out_len, out_outcome,
         incl = _u32(buf, p + 8, big)
         orig = _u32(buf, p + 12, big)
         data = p + PCAP_RECORD_HEADER_SIZE
-        if incl > MAX_RECORD:
-            return BAD_RECORD, n, p
+        if incl > MAX_RECORD or incl > orig:   # (more captured than the packet had: a corrupt length,
+            return BAD_RECORD, n, p            # which swallowed the next record, read as a network gap: probe 36)
         if data + incl > size:
             plausible = incl <= cap and incl <= orig and (
                 last_sec < 0 or (last_sec - 1 <= sec and sec <= last_sec + CUT_SECONDS))

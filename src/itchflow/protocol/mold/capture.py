@@ -325,6 +325,9 @@ def plan_packets(buf, order, off, length, kind, session, seq, count, dedup, chec
                 # before it in the file (probe 29): counted, not taken as the end
                 totals[5] += 1
                 continue
+            if check and announced > s:   # a heartbeat past it came first: sorted, it comes after the
+                state[P_ORDERLY] = 0      # end and is counted past it (read in parts, it announced a gap)
+                break
             ended = s
         elif (k == DATA and s >= ended) or (k == HEARTBEAT and s > ended):
             totals[5] += 1   # past the end of session: counted, not delivered
