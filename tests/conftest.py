@@ -55,32 +55,13 @@ def ring_path():
         os.unlink(p)
 
 
-@pytest.fixture
-def read_only_dir(tmp_path):
-    """A directory on a read-only tmpfs (root writes through a mode of 0o555, not through this)."""
+def _small_tmpfs(tmp_path, options: str, what: str):
+    """A directory on a tmpfs mounted with options for the test, unmounted after it (root only)."""
     if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a read-only tmpfs needs root and mount(8)")
-    d = tmp_path / f"ro-{uuid.uuid4().hex[:8]}"
+        pytest.skip(f"mounting {what} needs root and mount(8)")
+    d = tmp_path / f"tmpfs-{uuid.uuid4().hex[:8]}"
     d.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,ro", "tmpfs", str(d)], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
-    try:
-        yield d
-    finally:
-        if subprocess.run(["umount", str(d)]).returncode != 0:
-            subprocess.run(["umount", "-l", str(d)])
-            raise AssertionError(f"{d} was still in use after the test")
-
-
-@pytest.fixture
-def full_disk(tmp_path):
-    """A directory on a 1 MiB tmpfs: writes past 1 MiB fail with ENOSPC."""
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a small tmpfs to fill needs root and mount(8)")
-    d = tmp_path / f"tiny-{uuid.uuid4().hex[:8]}"
-    d.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(d)], capture_output=True, text=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(d)], capture_output=True, text=True)
     if r.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
     try:
@@ -89,3 +70,15 @@ def full_disk(tmp_path):
         if subprocess.run(["umount", str(d)]).returncode != 0:  # busy: detach it, and fail the test
             subprocess.run(["umount", "-l", str(d)])
             raise AssertionError(f"{d} was still in use after the test")
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A directory on a read-only tmpfs (root writes through a mode of 0o555, not through this)."""
+    yield from _small_tmpfs(tmp_path, "size=64k,ro", "a read-only tmpfs")
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A directory on a 1 MiB tmpfs: writes past 1 MiB fail with ENOSPC."""
+    yield from _small_tmpfs(tmp_path, "size=1m", "a small tmpfs to fill")

@@ -423,7 +423,7 @@ def test_an_output_folder_that_cannot_be_written_is_a_usage_error_before_the_wor
     (probe 30): a read-only folder is refused with the usage errors, before any work."""
     ok = tmp_path / "ok"
     ok.mkdir()
-    args = [a.format(sym=day_symbol(day), ok=ok, bad=read_only_dir / "sub") for a in command]
+    args = [a.format(sym=day_symbol(day), ok=ok, bad=read_only_dir) for a in command]
     r = CliRunner().invoke(main, [args[0], day, *args[1:]])
     assert r.exit_code == 2, r.output
     assert "cannot write a file there: Read-only file system" in r.output, r.output

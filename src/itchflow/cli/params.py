@@ -389,8 +389,8 @@ def cannot_write_beside(path: str, missing_ok: bool = False) -> str | None:
     if written_in_place(path):
         return None
     folder = os.path.dirname(os.path.abspath(path))
-    while missing_ok and not os.path.isdir(folder) and not os.path.lexists(folder) and folder != os.path.dirname(folder):
-        folder = os.path.dirname(folder)
+    while missing_ok and not os.path.lexists(folder) and folder != os.path.dirname(folder):
+        folder = os.path.dirname(folder)   # (a file or link in the way is judged as itself: it fails)
     try:
         with tempfile.TemporaryFile(dir=folder):
             pass

@@ -48,9 +48,9 @@ def new_part(path: str | os.PathLike) -> str:
         except OSError as e:
             if (e.errno == errno.ENAMETOOLONG and len(os.fsencode(os.path.basename(final))) <= 255
                     < len(os.fsencode(os.path.basename(tmp)))):
-                # (the name alone is legal: "File name too long" about it read as a lie, probe 30)
-                extra = len(f".{_LONGEST_PID}-{secrets.token_hex(4)}{PART_SUFFIX}")   # (whatever the pid: the
-                # figure followed this process's pid, and a longer one later failed: probe 35)
+                # (the name alone is legal: "File name too long" about it read as a lie, probe 30; the
+                # room is for any pid: it followed this process's, and a longer one failed later, probe 35)
+                extra = len(f".{_LONGEST_PID}-{secrets.token_hex(4)}{PART_SUFFIX}")
                 raise OSError(errno.ENAMETOOLONG, f"File name too long: it is written as NAME.<pid>-<random>.part "
                                                   f"until complete, {extra} bytes more than NAME, and a name may have "
                                                   f"255: keep it to {255 - extra}", final) from e
