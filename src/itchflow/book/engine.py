@@ -147,6 +147,14 @@ def _prefetch_u_buckets(buf, q, books, levels, imask, ishift):
 
 
 @njit(inline="always", nogil=True, cache=True)
+def _count_if_unnamed(locate, stocks, ctl, anomalies):
+    """Count unknown_locate for a message on a locate no R named, once the day has R messages
+    (an add, and a trade or halt, which changed the stock uncounted before: probe 31)."""
+    if ctl[C_DIRECTORY_SEEN] > 0 and stocks[_U(locate)].symbol == 0:
+        anomalies[locate, A_UNKNOWN_LOCATE] += 1
+
+
+@njit(inline="always", nogil=True, cache=True)
 def _pick(c, a, b):
     """a where c is 0, b where c is 1, without a branch (a mask: LLVM keeps it branch-free
     where a select or two compares were turned back into a branch)."""
@@ -698,8 +706,7 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, ladder, book
             if not valid:
                 anomalies[locate, A_BAD_SIDE] += 1
             else:
-                if ctl[C_DIRECTORY_SEEN] > 0 and stocks[_U(locate)].symbol == 0:
-                    anomalies[locate, A_UNKNOWN_LOCATE] += 1
+                _count_if_unnamed(locate, stocks, ctl, anomalies)
                 slot = find_slot(order_words, ref, mask, shift, ORDER_WORDS)
                 if orders[_U(slot)].stamp != 0:
                     anomalies[locate, A_DUP_ADD] += 1
@@ -783,15 +790,13 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, ladder, book
 
         elif t == _T_P:
             side_byte = buf[_U(q + _P_SIDE)]
-            if ctl[C_DIRECTORY_SEEN] > 0 and stocks[_U(locate)].symbol == 0:   # (volume on a stock no R
-                anomalies[locate, A_UNKNOWN_LOCATE] += 1                        # named: counted, probe 31)
+            _count_if_unnamed(locate, stocks, ctl, anomalies)
             _record_trade(locate, np.uint32(be32(buf, q + _P_PRICE)), _U(be32(buf, q + _P_SHARES)),
                           be64(buf, q + _P_MATCH), _KIND_P, True, side_byte, stocks, trade_log, matches,
                           match_mask, match_shift, trades_out, anomalies, ctl, seq, ts)
 
         elif t == _T_Q:
-            if ctl[C_DIRECTORY_SEEN] > 0 and stocks[_U(locate)].symbol == 0:
-                anomalies[locate, A_UNKNOWN_LOCATE] += 1
+            _count_if_unnamed(locate, stocks, ctl, anomalies)
             _record_trade(locate, np.uint32(be32(buf, q + _Q_PRICE)), be64(buf, q + _Q_SHARES),
                           be64(buf, q + _Q_MATCH), _KIND_Q, True, _BYTE_SPACE, stocks, trade_log, matches,
                           match_mask, match_shift, trades_out, anomalies, ctl, seq, ts)
@@ -829,8 +834,7 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, ladder, book
                 _record_if_wanted(wanted, symbol, old, stocks, locate)
 
         elif t == _T_H:
-            if ctl[C_DIRECTORY_SEEN] > 0 and stocks[_U(locate)].symbol == 0:
-                anomalies[locate, A_UNKNOWN_LOCATE] += 1
+            _count_if_unnamed(locate, stocks, ctl, anomalies)
             stocks[_U(locate)].trading_state = buf[_U(q + _H_STATE)]
 
         last_ts = ts

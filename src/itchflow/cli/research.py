@@ -135,10 +135,11 @@ def auctions_command(path, out, symbols, plot, plot_symbol, cross_type, quiet) -
             sym = _plot_symbol(result.imbalances,
                                plot_symbol or (symbols[0] if symbols else _largest_cross(result.crosses, cross_type)))
             imbalance_rows(result.imbalances, sym, cross_type.upper())
-        if plot and not _inside(plot, out):   # (a plot elsewhere that cannot be written: before OUT is made)
+        inside = plot is not None and _inside(plot, out)   # (its folder may be made with OUT)
+        if plot and not inside:   # a plot elsewhere that cannot be written: said before OUT is made
             _check_plot_folder(plot)
         Path(out).mkdir(parents=True, exist_ok=True)
-        if plot:
+        if inside:
             _check_plot_folder(plot)
         # both written before either is renamed into place: a failure on the second (a full
         # disk) left one day's crosses beside another day's imbalances, whose cross_row

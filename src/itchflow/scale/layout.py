@@ -146,32 +146,28 @@ def hold_directory(lay: Layout) -> Iterator[None]:
     fd = -1
     try:
         for _ in range(100):   # the file at the path when locked, not one a finishing run removed meanwhile
-            if fd >= 0:        # (two runs could both hold OUT that way: probe 35)
-                os.close(fd)
-            try:
+            try:               # (two runs could both hold OUT that way: probe 35)
                 os.makedirs(os.path.dirname(path), exist_ok=True)
                 fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
             except OSError as e:
                 raise_named(e, lay.root)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                break          # (said below)
-            try:
+            except BlockingIOError:
+                holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
+                raise ValueError(f"{lay.root}: another batch run (process {holder}) is writing this directory; "
+                                 "wait for it to end or give another directory") from None
+            except OSError as e:
+                if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                    raise_named(e, lay.root)
+                break   # a file system without locks (NFS without lockd, some FUSE mounts): unheld, as before
+            with contextlib.suppress(FileNotFoundError):
                 if os.stat(path).st_ino == os.fstat(fd).st_ino:
                     break
-            except FileNotFoundError:
-                pass
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)   # held already, or the refusal to say
-        except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
-            raise ValueError(f"{lay.root}: another batch run (process {holder}) is writing this directory; "
-                             "wait for it to end or give another directory") from None
-        except OSError as e:
-            if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
-                raise_named(e, lay.root)
-            # a file system without locks (NFS without lockd, some FUSE mounts): run unheld, as before
+            os.close(fd)
+            fd = -1
+        if fd < 0:
+            raise OSError(errno.EAGAIN, "its lock file was replaced at every try", lay.root)
         held = True
         try:
             os.ftruncate(fd, 0)

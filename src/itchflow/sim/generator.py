@@ -213,10 +213,9 @@ def check_memory(messages: int, live_orders: int | None) -> None:
     need, free = memory_needed(messages, live_orders), available_bytes()
     if free is not None and need > free:
         knob = "live_orders" if live_orders and _SLOT_BYTES * live_orders > need // 2 else "messages"
-        raise ShapeError(knob, f"a day of {messages:,} messages" + (f" and {live_orders:,} live orders" if live_orders
-                                                                    else "")
-                         + f" takes about {need / 2 ** 30:,.1f} GiB of memory to generate; this machine has "
-                           f"{free / 2 ** 30:,.1f} GiB available")
+        live = f" and {live_orders:,} live orders" if live_orders else ""
+        raise ShapeError(knob, f"a day of {messages:,} messages{live} takes about {need / 2 ** 30:,.1f} GiB of "
+                               f"memory to generate; this machine has {free / 2 ** 30:,.1f} GiB available")
 
 
 MAX_STOCKS = 20_000

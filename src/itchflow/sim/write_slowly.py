@@ -20,7 +20,6 @@ def append_slowly(src: str | os.PathLike, dst: str | os.PathLike, *, rate: float
     file as ``src`` is a ValueError (the day was appended to itself, time going back: probe 30).
     """
     from itchflow.sinks.output import refuse_input_as_output
-
     from itchflow.sources.formats import sniff
 
     refuse_input_as_output(dst, src)

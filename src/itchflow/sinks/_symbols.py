@@ -4,8 +4,8 @@ more than one locate (a name that is not one stock: the books refuse it too), is
 naming the output, never an answer for one of them picked silently.
 
 A name of digits alone is a stock locate (``-s 5``) in ``book``, ``bbo``, ``trades``,
-``snapshots`` and ``bars`` (and batch's jobs of them; ``lobster`` and ``auctions`` take symbols
-only): the stock at that locate, named by its symbol when an R gives it one. On a day whose directory
+``snapshots``, ``bars`` and ``auctions`` (and batch's jobs of them; ``lobster``, whose files are
+named by symbol, takes symbols only): the stock at that locate, named by its symbol when an R gives it one. On a day whose directory
 lists no stock at all (a piece of a feed, a day cut before its R messages) every locate is
 named by its number (as ``Books.symbol``, ``to_pandas`` and the Parquet files name it; only
 the numpy events' ``symbol`` field, fixed bytes, holds b"" there); on a day that lists stocks,
@@ -68,10 +68,10 @@ def resolve_symbols(directory: Mapping[int, str], wanted: Iterable[str], who: st
     wanted = list(wanted)
     if locates:
         for s in wanted:
-            if s not in by_name and isinstance(stock_key(s), int):
-                if stock_key(s) not in directory:
+            if s not in by_name and isinstance(key := stock_key(s), int):
+                if key not in directory:
                     raise KeyError(f"{who}: stock locate {s}: the day names no stock under it")
-                by_name[s] = [stock_key(s)]
+                by_name[s] = [key]
     missing = [s for s in wanted if s not in by_name]
     if missing:
         raise KeyError(f"{who}: no stock directory (R) message for {', '.join(missing)}")
