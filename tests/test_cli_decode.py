@@ -58,7 +58,9 @@ def test_stats_json_agrees_with_independent_walk(day):
     known = [m for m in ref if m[0] != "z"]
     assert got["messages"] == len(ref)
     assert got["bytes"] == len(raw)
-    assert got["by_type"] == dict(Counter(t for t, _, _ in known))
+    # every ITCH 5.0 type (the spec's 23, DLCR's O among them) has a count, 0 where none
+    # (they were left out, a KeyError for a script asking for B: probe 34)
+    assert got["by_type"] == {t: 0 for t in "SRHYLVWKJhAFECXDUPQBINO"} | dict(Counter(t for t, _, _ in known))
     assert got["unknown"] == 1 and got["unknown_by_type"] == {"z": 1}
     assert got["first_timestamp_ns"] == known[0][2] and got["last_timestamp_ns"] == known[-1][2]
     assert got["stocks"] == len({loc for _, loc, _ in known if loc})
@@ -72,7 +74,8 @@ def test_stats_json_on_real_capture():
     assert res.exit_code == 0, res.output
     got = json.loads(res.output)
     # One packet of 38 messages (36 A, 2 F) and one packet with a single D.
-    assert got["by_type"] == {"A": 36, "F": 2, "D": 1}
+    assert {t: n for t, n in got["by_type"].items() if n} == {"A": 36, "F": 2, "D": 1}
+    assert len(got["by_type"]) == 23
     assert got["messages"] == 39 and got["capture"]["packets"] == 2
 
 

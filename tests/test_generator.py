@@ -444,6 +444,12 @@ def test_cli_gen(tmp_path):
     assert r.exit_code == 0, r.output
     assert "20,000 messages" in r.output
     assert gzip.decompress(out.read_bytes()) == generate_day(20_000, seed=4, stocks=20).tobytes()
+    assert "without a .gz suffix" not in r.output
+    # --gz to a name without .gz: written gzipped, and said so (zcat and raw readers go by the name)
+    r = CliRunner().invoke(main, ["gen", str(tmp_path / "plain.itch"), "--gz", "-n", "20k", "--seed", "4",
+                                  "--stocks", "20", "-q"])
+    assert r.exit_code == 0 and "plain.itch is gzip-compressed without a .gz suffix" in r.output, r.output
+    assert gzip.decompress((tmp_path / "plain.itch").read_bytes()) == gzip.decompress(out.read_bytes())
     r = CliRunner().invoke(main, ["gen", str(tmp_path / "x.itch"), "--messages", "1.5x"])
     assert r.exit_code != 0
     r = CliRunner().invoke(main, ["gen", str(tmp_path / "x.itch"), "--messages", "100"])

@@ -507,6 +507,10 @@ def test_lobster_options_are_usage_errors_and_a_missing_date_names_the_option(tm
     for option, value in (("--levels", "0"), ("--date", "2019-13-45")):
         r = runner.invoke(main, ["lobster", str(day), "-s", sym, "-o", str(tmp_path / "lo"), option, value])
         assert r.exit_code == 2 and option in r.output, r.output
+    # batch's lobster job takes the same levels (it was exit 1, refused by the job: probe 34)
+    r = runner.invoke(main, ["batch", str(day), "-j", "lobster", "-s", sym, "-o", str(tmp_path / "b"),
+                             "--levels", "0"])
+    assert r.exit_code == 2 and "--levels" in r.output and not (tmp_path / "b").exists(), r.output
     r = runner.invoke(main, ["lobster", str(day), "-s", sym, "-o", str(tmp_path / "lo"), "-q"])
     assert r.exit_code == 1 and "itchflow lobster --date YYYY-MM-DD" in r.output, r.output
     r = runner.invoke(main, ["lobster", str(day), "-s", sym, "-o", str(tmp_path / "lo"), "-q", "--date", "20190130"])

@@ -221,6 +221,25 @@ def test_source_strings():
         run_pipeline("/dev/null", capacity=1 << 16)
 
 
+def test_run_takes_a_bad_source_string_as_a_usage_error(tmp_path):
+    """What the source string alone gets wrong is a usage error (exit 2, naming --source) before
+    anything starts; it was exit 1, as a failed run (probe 34). A missing file stays exit 1: it
+    is the input that is wrong, not the command line."""
+    from click.testing import CliRunner
+
+    from itchflow.cli import main
+
+    runner = CliRunner()
+    for bad, why in (("mold://127.0.0.1:0", "address: port 0"), ("ring:", "needs a name or path"),
+                     ("mold://127.0.0.1:1?nope=1", "unknown option(s) nope"),
+                     ("soup://127.0.0.1:1?user=u&password=secret&sequence=0", "sequence must be at least 1")):
+        r = runner.invoke(main, ["run", "--source", bad])
+        assert r.exit_code == 2 and "--source" in r.output and why in r.output, r.output
+        assert "secret" not in r.output
+    r = runner.invoke(main, ["run", "--source", str(tmp_path / "missing.itch")])
+    assert r.exit_code == 1 and "missing.itch: no such file" in r.output, r.output
+
+
 def _append_slowly(src, dst):
     from itchflow.sim.write_slowly import append_slowly
     append_slowly(src, dst, rate=2_000_000, piece_bytes=3001, seed=3)

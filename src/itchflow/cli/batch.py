@@ -9,7 +9,7 @@ import click
 
 from itchflow.cli import bench, main
 from itchflow.cli.decode import capture_losses, fail
-from itchflow.cli.params import POSITIVE, RUNS, SECONDS, STOCKS, TIMES, TIME_TEXT, Count, symbols_option
+from itchflow.cli.params import LOBSTER_LEVELS, POSITIVE, RUNS, SECONDS, STOCKS, TIMES, TIME_TEXT, Count, symbols_option
 
 _JOBS = ("stats", "decode", "bbo", "trades", "snapshots", "lobster", "bars", "crosses", "imbalances")  # scale.jobs.JOBS (not imported: fast start)
 
@@ -43,7 +43,8 @@ def _job_options(job, types, at, every, depth, levels, start, end) -> dict:
               help="snapshots: or a snapshot every this many seconds; bars: the bar in seconds [default: 60].")
 @click.option("--depth", "-n", type=click.IntRange(0), default=5, show_default=True,
               help="snapshots: levels per side (0 = all, as snapshots -n 0).")
-@click.option("--levels", default=10, show_default=True, help="lobster: order-book levels per side.")
+@click.option("--levels", default=10, show_default=True, type=LOBSTER_LEVELS,
+              help="lobster: order-book levels per side.")
 @click.option("--start", type=TIME_TEXT, default="09:30", show_default=True,
               help="lobster, bars: HH:MM[:SS], first time written (the bars' grid starts here).")
 @click.option("--end", type=TIME_TEXT, default="16:00", show_default=True,

@@ -96,8 +96,7 @@ def stats(path: str, as_json: bool, quiet: bool, lenient: bool) -> None:
     except (ITCHFormatError, OSError) as e:
         fail(e)
     if as_json:
-        d = info.to_dict()
-        d["by_type"] = {k: v for k, v in d["by_type"].items() if v}
+        d = info.to_dict()   # by_type: every ITCH 5.0 type, 0 where none (a script's d["by_type"]["B"])
         d.pop("source")
         click.echo(json.dumps(d))
         return

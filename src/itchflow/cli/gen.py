@@ -153,6 +153,9 @@ def gen(out: str, messages: int, seed: int, profile, stocks, concentration, live
     click.echo(f"{out}: {n:,} messages, {info['bytes']:,} bytes{on_disk}, {info['stocks']} stocks, seed {seed}, "
                f"{secs:.2f} s ({n / max(secs, 1e-9) / 1e6:.2f} M msg/s); {mix}")
     click.echo(shape_line(info))
+    if gz and not out.endswith(".gz") and os.path.isfile(out):   # (not stdout's /dev/stdout, a pipe)
+        click.echo(f"itchflow: gen: note: {out} is gzip-compressed without a .gz suffix; itchflow reads it by "
+                   "its first bytes, other tools (zcat, a raw reader) go by the name", err=True)
     asked = info["shape"]["live_orders"]
     if asked and info["peak_live_orders"] < 0.95 * asked:   # not a silently different day
         click.echo(f"itchflow: gen: warning: the peak of live orders is {info['peak_live_orders']:,}, below the "

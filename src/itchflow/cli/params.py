@@ -77,6 +77,7 @@ BYTES = click.IntRange(1)               # a size in bytes
 RUNS = click.IntRange(1)                # runs to take the best of, rounds, days, workers
 THREADS = click.IntRange(1, 255)        # threads or shards of the books (shard numbers are uint8)
 STOCKS = click.IntRange(1, 20_000)      # stocks of a generated day (sim.generator.MAX_STOCKS)
+LOBSTER_LEVELS = click.IntRange(1, 1000)  # levels a side of a LOBSTER book file (sinks.lobster.MAX_LEVELS)
 
 
 def shape_usage_error(error, ctx=None) -> click.BadParameter:
@@ -349,6 +350,26 @@ class InputFile(click.Path):
 
 
 INPUT_FILE = InputFile()
+
+
+class SourceText(click.ParamType):
+    """A source string of `run` (pipeline.sources): what the string alone gets wrong (an unknown
+    option, port 0, a time-out out of range) is a usage error, exit 2 (it was exit 1, as a
+    failure of the run: probe 34); a missing file or ring is found when the run starts."""
+
+    name = "source"
+
+    def convert(self, value, param, ctx):
+        from itchflow.pipeline.sources import check_source_text, parse_source
+
+        try:
+            check_source_text(parse_source(value))
+        except ValueError as e:
+            self.fail(str(e), param, ctx)
+        return value
+
+
+SOURCE = SourceText()
 
 
 class FormatPath(click.Path):

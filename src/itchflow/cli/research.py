@@ -11,7 +11,7 @@ import click
 from itchflow.cli import main
 from itchflow.cli.book import report_losses
 from itchflow.cli.decode import fail, warn_capture, warn_unknown_types
-from itchflow.cli.params import IMAGE, IMAGE_IN_MADE_FOLDER, INTERVAL, TIME_TEXT, symbols_option, table_path
+from itchflow.cli.params import IMAGE, IMAGE_IN_MADE_FOLDER, INTERVAL, LOBSTER_LEVELS, TIME_TEXT, symbols_option, table_path
 from itchflow.cli.progress import progress_total
 
 
@@ -29,7 +29,7 @@ def _errors():
 @main.command("lobster")
 @click.argument("path", type=click.Path(dir_okay=False))
 @click.option("--symbols", "-s", required=True, help="Comma-separated symbols.")
-@click.option("--levels", "-n", default=10, show_default=True, type=click.IntRange(1, 1000),
+@click.option("--levels", "-n", default=10, show_default=True, type=LOBSTER_LEVELS,
               help="Order-book levels per side.")
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Directory for the files.")
 @click.option("--start", type=TIME_TEXT, default="09:30", show_default=True, help="HH:MM[:SS]: first time written (the book "

@@ -14,7 +14,7 @@ from itchflow.cli.decode import after_end, bad_frames, counted, fail
 from itchflow.cli.net import engine_notes, past_end_words
 from itchflow.cli.params import (
     BYTES, CPUS, FEED_RING_CAPACITY, HEARTBEAT, IMAGE, MESSAGE_RATE, NON_NEGATIVE, POSITIVE, RING_NAME, RUNS,
-    SECONDS_OR_OFF, SEED, STOCKS, Count,
+    SECONDS_OR_OFF, SEED, SOURCE, STOCKS, Count,
 )
 from itchflow.wire.itch import price4_to_float
 
@@ -24,7 +24,7 @@ LONG_PAUSE_SECONDS = 0.01  # a growth pause this long gets the hint to size the 
 
 
 @main.command("run")
-@click.option("--source", "-s", required=True,
+@click.option("--source", "-s", required=True, type=SOURCE,
               help="PATH (BinaryFILE, .gz, pcap), tail:PATH (a growing file), ring:NAME (a ring that "
                    "`listen --ring` or `soup fetch --ring` feeds), "
                    "mold://GROUP:PORT?line_b=..&rerequest=HOST:PORT&session=.. or "

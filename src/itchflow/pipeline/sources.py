@@ -115,6 +115,7 @@ def parse_source(text: str) -> SourceSpec:
 
 def check_source(spec: SourceSpec) -> None:
     """Fail before any process starts for what can be seen now (missing file, bad options)."""
+    check_source_text(spec)
     if spec.kind == "file":
         if spec.reads_stdin:   # the producer reads it (run_pipeline hands it over)
             import sys
@@ -134,12 +135,19 @@ def check_source(spec: SourceSpec) -> None:
             raise ValueError(f"source {spec.text!r}: {spec.path} is {what}; tail: follows a regular file another "
                              "process appends to (read a pipe or FIFO to its end as --source PATH)")
     elif spec.kind == "ring":
-        if not spec.path:
-            raise ValueError(f"source {spec.text!r}: ring:NAME needs a name or path")
         from itchflow.ring import ring_path
         if not os.path.exists(ring_path(spec.path)):
             raise FileNotFoundError(f"{ring_path(spec.path)}: no such ring (start its producer first, "
                                     "e.g. itchflow listen --ring NAME)")
+
+
+def check_source_text(spec: SourceSpec) -> None:
+    """What the source string alone says is wrong (a usage error on the command line): options
+    out of range, port 0, an empty ring name; ValueError naming it. Files and rings are looked
+    at by check_source."""
+    if spec.kind == "ring":
+        if not spec.path:
+            raise ValueError(f"source {spec.text!r}: ring:NAME needs a name or path")
     elif spec.kind == "mold":
         if spec.options.get("engine", "recvmmsg") not in ("recvmmsg", "recv", "tpacket", "xdp"):
             raise ValueError(f"source {spec.text!r}: engine must be recvmmsg, recv, tpacket or xdp")
