@@ -133,3 +133,23 @@ def test_listen_out_leaves_an_earlier_day_whole_on_ctrl_c_and_sigterm(tmp_path, 
     else:   # the hole is given up at the interrupt: 3 comes out behind 1
         assert proc.returncode == 130 and part.read_bytes() == b"\x00\x02z1\x00\x02z3", err
         assert f"what arrived before the interrupt is in {part}" in err
+
+
+@pytest.mark.parametrize("how", ["idle", "interrupt"])
+def test_listen_out_writes_no_file_when_no_message_arrived(tmp_path, how):
+    """A listener that got no packet left an empty DAY.part said to hold "what arrived" (probe
+    34): now nothing is written and it says no message arrived; an earlier DAY stays whole."""
+    out = tmp_path / "day.itch"
+    out.write_bytes(b"\x00\x01Z")
+    part = out.with_name(out.name + ".part")
+    idle = "0.5" if how == "idle" else "60"
+    proc = start(["listen", "--mold", "127.0.0.1:0", "--json", "--idle-timeout", idle, "--out", str(out)])
+    wait_for_line(proc, r"listening on 127\.0\.0\.1:(\d+)")
+    if how == "interrupt":
+        proc.send_signal(signal.SIGINT)
+    _, err = finish(proc, 60)
+    assert proc.returncode == (130 if how == "interrupt" else 2), err
+    when = "before the interrupt" if how == "interrupt" else "before it stopped"
+    assert f"no message arrived {when}: {out} not written" in err, err
+    assert not part.exists() and out.read_bytes() == b"\x00\x01Z"
+    assert "Traceback" not in err

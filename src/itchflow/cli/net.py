@@ -375,8 +375,14 @@ def _settle(stream, res, complete: bool) -> None:
     """The stream's file once the run is over: NAME when the session reached its end (the
     report says what it lacks: holes), else left as NAME.part and said so: after Ctrl-C, or a
     session that stopped before its end (a cut capture at its final name read as a valid,
-    shorter day, and a listener that timed out left an empty one: probe 7)."""
+    shorter day, and a listener that timed out left an empty one: probe 7); no file at all
+    when no message arrived."""
     if stream is None:
+        return
+    if not complete and stream.nothing_written():
+        stream.discard()
+        when = "before the interrupt" if getattr(res, "interrupted", False) else "before it stopped"
+        click.echo(f"itchflow: no message arrived {when}: {stream.final} not written", err=True)
         return
     if getattr(res, "interrupted", False):
         click.echo(f"itchflow: what arrived before the interrupt is in {stream.keep_part()}", err=True)

@@ -228,6 +228,15 @@ class StreamOutput:
         self._close()
         return self.path
 
+    def nothing_written(self) -> bool:
+        """True when NAME.part is empty: a listener that got no packet (kept, it was an empty
+        .part said to hold "what arrived": probe 34). A device written in place is never empty."""
+        self._close()
+        try:
+            return self.path != self.final and os.path.getsize(self.path) == 0
+        except OSError:
+            return False
+
 
 class NamedWrites:
     """A binary file whose write errors name the output (a full disk under `listen --out` said
