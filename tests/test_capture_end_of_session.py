@@ -43,13 +43,14 @@ def _pcap(packets) -> np.ndarray:
 
 
 def _model(packets):
-    """(messages delivered as (session name, number, body), packets after the end) of the sorted
-    capture: per session (by first appearance), packets in (number, arrival) order; the first
-    end-of-session packet ends it; a data packet after it, or a heartbeat past it, is counted
-    and not delivered; if messages numbered from the end on were delivered before it (a packet
-    across it), they contradict it: it is counted once and not taken as the end."""
+    """(messages delivered as (session name, number, body), packets after the end, distinct
+    message numbers in them) of the sorted capture: per session (by first appearance), packets
+    in (number, arrival) order; the first end-of-session packet ends it; a data packet after it,
+    or a heartbeat past it, is counted and not delivered; if messages numbered from the end on
+    were delivered before it (a packet across it), they contradict it: it is counted once and
+    not taken as the end."""
     order = list(dict.fromkeys(s for s, _, _ in packets))
-    delivered, after = [], 0
+    delivered, after, past = [], 0, set()
     for session in order:
         mine = sorted((seq, i, n) for i, (s, seq, n) in enumerate(packets) if s == session)
         expected, ended = None, None
@@ -63,6 +64,7 @@ def _model(packets):
                 continue
             if ended is not None and ((n > 0 and seq >= ended) or (n == 0 and seq > ended)):
                 after += 1
+                past |= {(session, seq + k) for k in range(n)}
                 continue
             if n == 0:
                 continue
@@ -71,7 +73,7 @@ def _model(packets):
                 if seq + k >= expected:
                     delivered.append((f"SESS{session}", seq + k, _msg(session, seq + k)))
             expected = max(expected, seq + n)
-    return delivered, after
+    return delivered, after, len(past)
 
 
 packets = st.lists(st.tuples(st.integers(0, 1), st.integers(1, 12), st.sampled_from([EOS, EOS, 0, 1, 2, 3])),
@@ -83,15 +85,17 @@ packets = st.lists(st.tuples(st.integers(0, 1), st.integers(1, 12), st.sampled_f
 # read in parts, a heartbeat past an end of session that arrived after it announced a gap (this
 # round's own run of the property found it)
 @example(packets=[(0, 1, 0), (0, 2, 0), (0, 1, EOS)], window=0, part=1)
+# past the end, in file order a step back and a hole (each number counted once, as sorted)
+@example(packets=[(0, 1, 1), (0, 2, EOS), (0, 6, 2), (0, 3, 2), (0, 7, 3), (0, 12, 1)], window=0, part=2)
 def test_a_capture_ends_its_sessions_as_the_slow_model_does_whole_or_in_parts(monkeypatch, packets, window, part):
     import itchflow.wire.pcap as pcap
 
     buf = _pcap(packets)
-    want, after = _model(packets)
+    want, after, past = _model(packets)
     monkeypatch.setattr(capture_module, "STREAM_PACKETS", 1 << 40)
     _, whole, stats = _read_capture(buf)
     assert [(s, q, m) for s, q, m, _, _ in whole] == want
-    assert stats["after_end_of_session"] == after
+    assert stats["after_end_of_session"] == after and stats["messages_after_end_of_session"] == past
     assert stats["end_of_session"] == sum(n == EOS for _, _, n in packets)
     monkeypatch.setattr(capture_module, "STREAM_PACKETS", 0)
     monkeypatch.setattr(capture_module, "STREAM_WINDOW", window)
@@ -140,4 +144,4 @@ def test_stats_says_so(tmp_path):
     path.write_bytes(_pcap([(0, 1, 2), (0, 3, EOS), (0, 3, 1)]).tobytes())
     res = CliRunner().invoke(main, ["stats", str(path)])
     assert res.exit_code == 0, res.output
-    assert "1 packets after it, not delivered" in " ".join(res.output.split())
+    assert "1 packets carrying 1 message after it, not delivered" in " ".join(res.output.split())

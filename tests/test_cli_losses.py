@@ -230,11 +230,12 @@ def test_data_past_an_end_of_session_is_said_by_every_command(tmp_path):
     frames += [ref.eth_ipv4_udp(ref.mold_packet(b"EOS", seq, [_body(m)])) for seq, m in enumerate(msgs[3:], 4)]
     path = tmp_path / "eos.pcap"
     path.write_bytes(ref.pcap_file(frames))
-    said = "3 packets past its end of session"
+    said = "3 packets carrying 3 messages past its end of session"
     r = CliRunner().invoke(main, ["bbo", str(path), "-o", str(tmp_path / "b.parquet"), "-q"])
     assert r.exit_code == 0 and said in r.stderr and "from 3 messages" in r.stdout, r.output
     r = CliRunner().invoke(main, ["book", str(path), "-s", "AAA", "--json"])
-    assert json.loads(r.stdout)["capture"] == {"after_end_of_session": 3}, r.output
+    assert json.loads(r.stdout)["capture"] == {"after_end_of_session": 3, "messages_after_end_of_session": 3}, \
+        r.output
     p = subprocess.run([sys.executable, "-m", "itchflow", "run", "--source", str(path), "--json", "-q", "--top", "0"],
                        capture_output=True, text=True, timeout=180)
     assert p.returncode == 3 and json.loads(p.stdout)["stream"] == "lost messages", p.stderr

@@ -99,7 +99,7 @@ def losses(books, capture: dict, symbols=None) -> dict:
     if books.unknown_types:
         out["unknown_types"] = int(books.unknown_types)
     lost = {k: int(capture[k]) for k in ("gaps", "missing_messages", "malformed_packets", "bad_frames",
-                                         "after_end_of_session") if capture.get(k)}
+                                         "after_end_of_session", "messages_after_end_of_session") if capture.get(k)}
     if lost:
         out["capture"] = lost
     return out

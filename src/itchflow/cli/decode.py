@@ -43,9 +43,10 @@ def capture_losses(capture: dict) -> str | None:
 def after_end(capture: dict) -> str:
     """A capture's packets past its session's end of session, if any: not delivered (every
     command but stats said nothing of them, exit 0: probe 36)."""
-    n = capture.get("after_end_of_session")
-    return (f", {counted(n, 'packet')} past its end of session (data after the end, or an end contradicted by "
-            f"data already delivered), not delivered" if n else "")
+    n, m = capture.get("after_end_of_session"), capture.get("messages_after_end_of_session")
+    carrying = f" carrying {counted(m, 'message')}" if m else ""
+    return (f", {counted(n, 'packet')}{carrying} past its end of session (data after the end, or an end "
+            f"contradicted by data already delivered), not delivered" if n else "")
 
 
 def counted(n: int, thing: str) -> str:
@@ -133,10 +134,11 @@ def _print_stats(info) -> None:
     console.print(table)
     if info.capture:
         c = info.capture
-        after = c.get("after_end_of_session", 0)
+        after, m = c.get("after_end_of_session", 0), c.get("messages_after_end_of_session", 0)
+        carrying = f" carrying {counted(m, 'message')}" if m else ""
         console.print(f"  capture: {c['packets']:,} packets, {c['data_packets']:,} with data, "
                       f"{c['heartbeats']:,} heartbeats, {c['end_of_session']:,} end-of-session"
-                      f"{f' ({after:,} packets after it, not delivered)' if after else ''}, "
+                      f"{f' ({after:,} packets{carrying} after it, not delivered)' if after else ''}, "
                       f"{c['duplicate_messages']:,} duplicate messages, {counted(c['gaps'], 'gap')} "
                       f"({counted(c['missing_messages'], 'message')} missing), {c['malformed_packets']:,} malformed"
                       f"{cut_packet(c)}, "

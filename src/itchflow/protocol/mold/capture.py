@@ -194,13 +194,15 @@ P_ORDERLY = 5      # 0 once the order given is found not to give the sorted stre
 P_UNSEQUENCED = 6  # 1 once a packet was taken whole (unsequenced, or dedup=False)
 P_WORDS = 7
 # ... and uint64 words: the next sequence number expected, the highest announced, the
-# session's first, and its end (the sequence number of its first end-of-session packet taken;
-# NO_END before one).
-Q_EXPECTED, Q_ANNOUNCED, Q_FIRST, Q_END = 0, 1, 2, 3
+# session's first, its end (the sequence number of its first end-of-session packet taken;
+# NO_END before one), and the numbers of the messages seen past that end: the first and one
+# past the last (0 before any).
+Q_EXPECTED, Q_ANNOUNCED, Q_FIRST, Q_END, Q_PAST_FIRST, Q_PAST_END = 0, 1, 2, 3, 4, 5
+Q_WORDS = 6
 NO_END = np.uint64(0xFFFF_FFFF_FFFF_FFFF)
 # totals (int64[T_WORDS]): messages, duplicate messages, gaps, missing messages, data packets
-# used, packets after the end of session
-T_WORDS = 6
+# used, packets after the end of session, messages numbered past the end (each number once)
+T_WORDS = 7
 # Holes a session may have for its file order to be checked; more and the capture is sorted.
 HOLES_MAX = 4096
 
@@ -213,7 +215,7 @@ class PlanState:
         self.words = np.zeros(P_WORDS, np.int64)
         self.words[P_SESSION] = -1
         self.words[P_ORDERLY] = 1
-        self.sequences = np.zeros(4, np.uint64)
+        self.sequences = np.zeros(Q_WORDS, np.uint64)
         self.sequences[Q_END] = NO_END
         self.holes = np.zeros((HOLES_MAX, 2), np.uint64)
 
@@ -268,7 +270,8 @@ def plan_packets(buf, order, off, length, kind, session, seq, count, dedup, chec
     runs: where each starts in the stream (a run starts where a segment does, or is empty), its
     first number and session; run_messages (zeroed by the caller) its messages. totals:
     int64[T_WORDS] += (messages, duplicate messages, gaps, missing messages, data packets used,
-    packets after the end of session).
+    packets after the end of session, messages numbered past the end: each number once, as
+    the packets come; a packet past the end below one counted already adds only what is new).
 
     check: order is the capture's file order (sorted within a window: ``_Window``);
     state[P_ORDERLY] is cleared, and planning stops, at the first packet that makes it plan
@@ -286,6 +289,8 @@ def plan_packets(buf, order, off, length, kind, session, seq, count, dedup, chec
     announced = seqs[Q_ANNOUNCED]
     first = seqs[Q_FIRST]
     ended = seqs[Q_END]
+    past_first = seqs[Q_PAST_FIRST]
+    past_end = seqs[Q_PAST_END]
     for oi in range(order.shape[0]):
         i = order[oi]
         k = kind[i]
@@ -314,6 +319,8 @@ def plan_packets(buf, order, off, length, kind, session, seq, count, dedup, chec
             announced = s
             first = s
             ended = NO_END
+            past_first = np.uint64(0)
+            past_end = np.uint64(0)
             nholes = 0
             runs = _open_run(run_offset, run_seq, run_session, runs, w, expected, cur_session)
         if k == END_OF_SESSION and s < ended:
@@ -330,7 +337,19 @@ def plan_packets(buf, order, off, length, kind, session, seq, count, dedup, chec
                 break
             ended = s
         elif (k == DATA and s >= ended) or (k == HEARTBEAT and s > ended):
-            totals[5] += 1   # past the end of session: counted, not delivered
+            # past the end of session: counted, not delivered; its messages too, each number once
+            # (the other line's copy is a repeat), counted exactly in sorted order: in file order
+            # they must run on from the first (else sorted, as a hole or a step back would be)
+            if check and c > 0 and past_end != 0 and (s < past_first or s > past_end):
+                state[P_ORDERLY] = 0
+                break
+            totals[5] += 1
+            if c > 0 and past_end == 0:
+                past_first = s
+                past_end = s
+            if s + c > past_end:
+                totals[6] += np.int64(s + c - max(s, past_end))
+                past_end = s + c
             continue
         elif check and k == DATA and s + c > ended:   # across an end already taken: sorted, it
             state[P_ORDERLY] = 0                      # would have come before the end
@@ -389,12 +408,15 @@ def plan_packets(buf, order, off, length, kind, session, seq, count, dedup, chec
     seqs[Q_ANNOUNCED] = announced
     seqs[Q_FIRST] = first
     seqs[Q_END] = ended
+    seqs[Q_PAST_FIRST] = past_first
+    seqs[Q_PAST_END] = past_end
 
 
 def _count_totals(stats: "CaptureStats", totals: np.ndarray) -> None:
     """The counters of ``plan_packets``' totals (T_WORDS) that the capture's stats report."""
     stats.messages, stats.duplicate_messages, stats.gaps, stats.missing_messages = (int(x) for x in totals[:4])
     stats.after_end_of_session = int(totals[5])
+    stats.messages_after_end_of_session = int(totals[6])
 
 
 def close_session(plan: PlanState, totals: np.ndarray) -> None:
@@ -426,6 +448,7 @@ class CaptureStats:
     heartbeats: int = 0
     end_of_session: int = 0
     after_end_of_session: int = 0     # data packets from a session's end on, heartbeats past it: not delivered
+    messages_after_end_of_session: int = 0   # their messages, each sequence number once
     messages: int = 0
     duplicate_messages: int = 0
     gaps: int = 0
