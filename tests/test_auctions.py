@@ -238,16 +238,24 @@ def test_crosses_the_books_would_count_as_anomalies_are_counted_and_warned_of(tm
            + m("I", stock_locate=9, paired_shares=1, imbalance_shares=0, imbalance_direction=b"N", stock=b"ZZZ",
                far_price=0, near_price=0, current_reference_price=0, cross_type=b"C",
                price_variation_indicator=b" "))
+    # imbalances past int64 (probe 38: a null signed_imbalance said nothing): a B and an S
+    # count, an N of as many shares does not (its signed value, 0, is exact)
+    day += b"".join(m("I", stock_locate=1, paired_shares=1, imbalance_shares=shares, imbalance_direction=d,
+                      stock=b"AAA", far_price=0, near_price=0, current_reference_price=0, cross_type=b"C",
+                      price_variation_indicator=b" ")
+                    for shares, d in ((2 ** 63, b"B"), (2 ** 64 - 1, b"S"), (2 ** 64 - 1, b"N"), (2 ** 63 - 1, b"S")))
     path = tmp_path / "20200102.itch"
     path.write_bytes(day)
     odd: dict = {}
     got = auctions(path, anomalies=odd)
-    assert odd == {"unknown_locate": 2, "duplicate_match": 1}
-    assert got.crosses.num_rows == 3 and got.imbalances.num_rows == 1   # written as sent
+    assert odd == {"unknown_locate": 2, "duplicate_match": 1, "imbalance_past_int64": 2}
+    assert got.crosses.num_rows == 3 and got.imbalances.num_rows == 5   # written as sent
+    assert got.imbalances["signed_imbalance"].to_pylist() == [None, None, 0, -(2 ** 63 - 1), 0]
     r = CliRunner().invoke(main, ["auctions", str(path), "-o", str(tmp_path / "out")])
     assert r.exit_code == 0, r.output
     assert ("written as sent: 2 crosses and NOII messages of a locate no stock directory (R) message names, "
-            "1 crosses reusing an earlier cross's match number") in r.output, r.output
+            "1 crosses reusing an earlier cross's match number, 2 imbalances of 2^63 shares or more, whose "
+            "signed_imbalance is null (imbalance_shares exact)") in " ".join(r.output.split()), r.output
     clean: dict = {}
-    auctions(path, ["AAA"], anomalies=clean)
-    assert clean == {"unknown_locate": 0, "duplicate_match": 0}
+    auctions(path, ["BBB"], anomalies=clean)
+    assert clean == {"unknown_locate": 0, "duplicate_match": 0, "imbalance_past_int64": 0}

@@ -109,7 +109,7 @@ def reference(data, t0: int, step: int, nbars: int, tend: int | None = None):
                     break
                 state = tuple(s)
             bt = [t for t in trades if t[1] == loc and lo <= t[0] < hi and t[6] not in broken]
-            pr = [t for t in bt if t[4] in "ECP" and t[5]]
+            pr = [t for t in bt if t[4] in "ECP" and t[5] and t[3] > 0]   # a 0-share print: no trade
             vol = sum(t[3] for t in pr)
             out[(name, b)] = dict(
                 bid=state[0] / 1e4 if state[0] else math.nan, bid_size=state[1],
@@ -227,6 +227,37 @@ def test_a_cross_the_book_does_not_count_is_not_in_cross_volume():
     books.apply(day)
     assert books.anomalies("TEST")["volume_overflow"] == 2
     assert df["cross_volume"].tolist() == [700] == [books.volume("TEST")]
+
+
+def test_a_trade_of_0_shares_is_counted_and_makes_no_bar_price():
+    """An E, C or P of 0 shares set a bar's high, low and close and its count, at prices no share
+    traded at, and was counted nowhere (probe 38). The book counts each (a Q too) as
+    zero_shares and leaves it out of its trades; the trades table keeps it, not counted."""
+    from itchflow.book.books import Books
+
+    t, s = 34_200_000_000_000, 1_000_000
+    day = b"".join([
+        enc("R", stock_locate=1, timestamp=1, stock="TEST"),
+        enc("A", stock_locate=1, timestamp=t, order_reference_number=1, buy_sell_indicator="S", shares=100,
+            stock="TEST", price=90_000),
+        enc("A", stock_locate=1, timestamp=t, order_reference_number=2, buy_sell_indicator="B", shares=100,
+            stock="TEST", price=10_000),
+        enc("E", stock_locate=1, timestamp=t + s, order_reference_number=2, executed_shares=50, match_number=1),
+        enc("E", stock_locate=1, timestamp=t + 2 * s, order_reference_number=1, executed_shares=0, match_number=2),
+        enc("C", stock_locate=1, timestamp=t + 3 * s, order_reference_number=2, executed_shares=0, match_number=3,
+            printable="Y", execution_price=1),
+        enc("P", stock_locate=1, timestamp=t + 4 * s, order_reference_number=0, buy_sell_indicator="B", shares=0,
+            stock="TEST", price=0xFFFFFFFF, match_number=4),
+        enc("Q", stock_locate=1, timestamp=t + 5 * s, shares=0, stock="TEST", cross_price=5, match_number=5,
+            cross_type="C")])
+    row = bars(day, "1min", ["TEST"], start="09:30", end="09:31").to_pandas().iloc[0]
+    assert (row.open, row.high, row.low, row.close, row.volume, row["count"]) == (1.0, 1.0, 1.0, 1.0, 50, 1)
+    books = Books()
+    books.record(["TEST"], bbo=False)
+    books.apply(day)
+    assert books.anomalies("TEST")["zero_shares"] == 4 and books.volume("TEST") == 50
+    _, trades, _ = books.take_events()
+    assert trades["shares"].tolist() == [50, 0, 0, 0, 0] and trades["printable"].tolist() == [1, 0, 0, 0, 0]
 
 
 def test_volume_reconciles_with_the_book(gen_day):

@@ -142,6 +142,9 @@ class ReferenceBook:
             del self.levels[(locate, side)][price]
 
     def _trade(self, locate, price, shares, match, kind, counted):
+        if shares == 0:   # no share traded: recorded, not a trade of the stock
+            self.anomalies[("zero_shares", locate)] += 1
+            counted = False
         if counted and (shares >= 1 << 32 or self.volume[locate] + shares > INT64_MAX
                         or self.notional[locate] + shares * price > INT64_MAX):
             self.anomalies[("volume_overflow", locate)] += 1   # Python's ints do not overflow; the engine's do

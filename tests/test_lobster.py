@@ -129,6 +129,30 @@ def test_a_hidden_execution_with_no_side_is_counted_not_written_as_a_buy():
     assert day.skipped == {"P (side neither B nor S)": 2}
 
 
+def test_order_references_and_cross_shares_past_int64_are_left_out_and_counted():
+    """LOBSTER's columns are int64: an order reference of 2**64-1 was written -1 (the opening
+    cross's Order ID) and 2**63 as -2**63, a cross of 2**64-2 shares as Size -2 (probe 38).
+    Their rows are left out and counted; the book rows after them still show the orders."""
+    big, top = 2 ** 63, 2 ** 64 - 1
+    m = [enc("R", stock_locate=1, timestamp=1, stock="TEST")]
+    m += [enc("A", stock_locate=1, timestamp=ts(k), order_reference_number=ref, buy_sell_indicator="B",
+              shares=100 + k, stock="TEST", price=10_000 - k) for k, ref in enumerate((5, big, top))]
+    m += [enc("E", stock_locate=1, timestamp=ts(3), order_reference_number=top, executed_shares=2, match_number=1),
+          enc("X", stock_locate=1, timestamp=ts(4), order_reference_number=5, cancelled_shares=1),
+          enc("Q", stock_locate=1, timestamp=ts(5), shares=2 ** 64 - 2, stock="TEST", cross_price=10_000,
+              match_number=2, cross_type="C"),
+          enc("Q", stock_locate=1, timestamp=ts(6), shares=2 ** 63 - 1, stock="TEST", cross_price=10_000,
+              match_number=3, cross_type="O")]
+    day = lobster(b"".join(m), ["TEST"], 3, start=None, end=None)["TEST"]
+    rows = day.messages.to_pandas()[["Type", "Order ID", "Size", "Price"]].to_numpy().tolist()
+    assert rows == [[1, 5, 100, 10_000], [2, 5, 1, 10_000], [6, -1, 2 ** 63 - 1, 10_000]]
+    assert day.skipped == {"order reference of 2^63 or more (LOBSTER's Order ID is int64)": 3,
+                           "Q of 2^63 shares or more (LOBSTER's Size is int64)": 1}
+    book = day.orderbook.to_pandas().to_numpy().tolist()
+    # bid levels (price, size) after the X: 10_000 x 99, 9_999 x 101, 9_998 x 100 (102 less the E's 2)
+    assert [b[2:4] + b[6:8] + b[10:12] for b in book[1:]] == [[10_000, 99, 9_999, 101, 9_998, 100]] * 2
+
+
 def test_a_trading_H_while_trading_gets_no_row():
     """Only an H that changes something makes a row: a T repeated while the stock trades
     (the day's first included) starts nothing; a T after a pause resumes trading."""

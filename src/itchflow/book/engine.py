@@ -490,7 +490,10 @@ def _record_trade(locate, price, shares, match, kind, printable, side, stocks, t
                   match_shift, trades_out, anomalies, ctl, seq, ts):
     st = stocks[_U(locate)]
     counted = printable
-    if counted:
+    if shares == 0:   # no share traded: not a trade of the stock (its price made bars: probe 38)
+        anomalies[locate, A_ZERO_SHARES] += 1
+        counted = False
+    elif counted:
         # Past the first test, shares < 2**32 and price < 2**32: the product fits a uint64. Only
         # hostile sizes take the branch (a trade that would carry volume or notional past int64).
         if (_U(shares) > _U(0xFFFFFFFF) or _U(shares) * _U(price) > _U(_INT64_MAX - st.notional)

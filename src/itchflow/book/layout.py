@@ -218,7 +218,8 @@ ANOMALIES = (
                             # take the stock's int64 volume or notional past 2**63 - 1: not counted in them
     "bad_printable",        # C whose printable flag is neither Y nor N (counted in volume: only N is not)
     "directory_conflict",   # R giving a locate that already has a symbol another one (the new one is kept)
-    "zero_shares",          # A/F/U adding an order of 0 shares (kept live as sent: its level may show 0 shares)
+    "zero_shares",          # A/F/U adding an order of 0 shares (kept live as sent: its level may show 0 shares),
+                            # or a trade (E/C/P/Q) of 0 shares (recorded, not counted: no volume, no bar price)
 )
 N_ANOMALIES = len(ANOMALIES)
 (A_UNKNOWN_REF, A_DUP_ADD, A_OVER_EXEC, A_OVER_CANCEL, A_REPLACE_EXISTING, A_UNKNOWN_LOCATE,

@@ -161,7 +161,10 @@ def auctions_command(path, out, symbols, plot, plot_symbol, cross_type, quiet) -
             text for n, text in ((odd["unknown_locate"], f"{odd['unknown_locate']:,} crosses and NOII messages of a "
                                                           "locate no stock directory (R) message names"),
                                  (odd["duplicate_match"], f"{odd['duplicate_match']:,} crosses reusing an earlier "
-                                                           "cross's match number")) if n), err=True)
+                                                           "cross's match number"),
+                                 (odd["imbalance_past_int64"], f"{odd['imbalance_past_int64']:,} imbalances of 2^63 "
+                                  "shares or more, whose signed_imbalance is null (imbalance_shares exact)"))
+            if n), err=True)
     warn_unknown_types(sum(read.get("unknown_by_type", {}).values()))
     click.echo(f"wrote {result.crosses.num_rows:,} crosses and {result.imbalances.num_rows:,} imbalance "
                f"messages to {out}" + (f"; plot {plot}" if plot else ""))

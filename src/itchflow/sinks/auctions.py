@@ -187,8 +187,10 @@ def auctions(source, symbols=None, *, capture_stats: dict | None = None,
     anomalies: filled with counts of rows that are not what they should be (the tables keep them
     as sent; said nothing before, probe 32): ``unknown_locate``, crosses and NOII messages of a
     locate no R names on a day that has R messages; ``duplicate_match``, crosses whose match
-    number an earlier cross of the day used. (The books count their own way: a NOII is not in
-    theirs, and a match number reused by any trade, not only a cross, is.)
+    number an earlier cross of the day used; ``imbalance_past_int64``, NOII rows of a B or S
+    imbalance of 2**63 shares or more, whose signed_imbalance is null (probe 38: said nothing).
+    (The books count their own way: a NOII is not in theirs, and a match number reused by any
+    trade, not only a cross, is.)
     Works on one file; for an archive, call it per day (e.g. as an ``itchflow batch`` job)."""
     import pyarrow as pa
 
@@ -198,8 +200,11 @@ def auctions(source, symbols=None, *, capture_stats: dict | None = None,
         listed = np.unique(arrs["R"]["stock_locate"])
         unknown = (np.count_nonzero(~np.isin(q["stock_locate"], listed))
                    + np.count_nonzero(~np.isin(i["stock_locate"], listed))) if len(listed) else 0
+        sided = (i["imbalance_direction"] == b"B") | (i["imbalance_direction"] == b"S")
         anomalies.update(unknown_locate=int(unknown),
-                         duplicate_match=int(len(q) - len(np.unique(q["match_number"]))))
+                         duplicate_match=int(len(q) - len(np.unique(q["match_number"]))),
+                         imbalance_past_int64=int(np.count_nonzero(
+                             sided & (i["imbalance_shares"] > np.uint64(INT64_MAX)))))
     q = q[np.lexsort((q["sequence"], q["stock_locate"]))]
     i = i[np.lexsort((i["sequence"], i["stock_locate"]))]
     broken = broken_crosses(source, q, b)

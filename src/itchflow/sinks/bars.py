@@ -16,8 +16,9 @@ Intervals are half-open ``[t, t + every)`` on a grid from ``start`` (default 09:
   ``cross_volume`` (and in ``itchflow.auctions``). A trade that a B message breaks (at any
   later time of the day) is taken out of its bar altogether, as the book takes it back out
   of the stock's volume, and a trade the book does not count (``volume_overflow``: a Q of
-  2**32 shares or more) is in neither column: so the day's volume plus cross volume of a
-  stock equals the book's ``volume`` when the grid covers every trade.
+  2**32 shares or more; ``zero_shares``: a trade of 0 shares, whose price no share traded
+  at) is in neither column: so the day's volume plus cross volume of a stock equals the
+  book's ``volume`` when the grid covers every trade.
 
 Quotes come from the engine's BBO events (fed through a compiled kernel slice by slice, so
 the memory is the panel plus one slice); trades from its trade events, which are kept until

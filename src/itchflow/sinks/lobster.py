@@ -367,7 +367,24 @@ def stock_rows(msgs: dict[str, np.ndarray], l2: dict[str, np.ndarray], levels: i
         cols["size"] = np.where(has_ev & (cols["size"] == -1), -delta[evi] if len(delta) else 0, cols["size"])
         _removed_shares(cols, has_ev, -delta[evi], gone[evi])
         cols["dir"] = np.where(has_ev, np.where(l2["side"][evi] == 0, 1, -1), cols["dir"])
+    cols, book = _unrepresentable_left_out(cols, book, state)
     return cols, book, state.skipped
+
+
+def _unrepresentable_left_out(cols: dict[str, np.ndarray], book: np.ndarray, state: StockState):
+    """LOBSTER's columns are signed 64-bit: an order reference from 2**63 on (read as int64,
+    negative: 2**64-1 was written -1, the opening cross's Order ID) and a cross of 2**63 shares
+    or more (written negative) cannot be written. Such rows are left out and counted (the
+    book rows after them show what the order did); no real day comes near (probe 38)."""
+    crossing = cols["type"] == CROSS
+    big_ref = (cols["ref"] < 0) & ~crossing
+    big_cross = crossing & (cols["size"] < 0)
+    state.skip("order reference of 2^63 or more (LOBSTER's Order ID is int64)", big_ref.sum())
+    state.skip("Q of 2^63 shares or more (LOBSTER's Size is int64)", big_cross.sum())
+    keep = ~(big_ref | big_cross)
+    if keep.all():
+        return cols, book
+    return {k: v[keep] for k, v in cols.items()}, book[keep]
 
 
 def to_tables(cols: dict[str, np.ndarray], book: np.ndarray, levels: int):
