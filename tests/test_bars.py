@@ -357,3 +357,47 @@ def test_a_locate_number_is_the_stock_at_that_locate_as_in_book_and_trades(gen_d
     assert by_number.equals(by_name)
     with pytest.raises(KeyError, match="bars: stock locate 65000: no stock directory"):
         bars(gen_day, "30min", "65000")
+
+
+def test_a_symbol_padded_with_nuls_is_named_as_read_and_the_trades_name_it():
+    """bars kept an R's NUL padding in the symbol ("NUL\\x00\\x00...") where read, trades and bbo
+    drop it, so a join on symbol missed that stock (probe 38)."""
+    from itchflow.book.books import Books
+
+    t = 34_200_000_000_000
+    day = b"".join([enc("R", stock_locate=1, timestamp=1, stock=b"NUL\0\0\0\0\0"),
+                    enc("R", stock_locate=2, timestamp=1, stock=b"SP A \0\0\0"),
+                    enc("P", stock_locate=1, timestamp=t + 1, order_reference_number=0, buy_sell_indicator="B",
+                        shares=10, stock=b"NUL\0\0\0\0\0", price=10_000, match_number=1)])
+    read_names = [s.decode("latin-1").rstrip() for s in itchflow.read(day)["R"]["stock"]]
+    assert read_names == ["NUL", "SP A"]
+    df = bars(day, "1min", None, start="09:30", end="09:31").to_pandas()
+    assert df["symbol"].tolist() == read_names[:1]   # (every stock with an event: SP A has none)
+    books = Books()
+    books.record(None, bbo=False)
+    books.apply(day)
+    _, trades, _ = books.take_events()
+    assert trades.to_pandas()["symbol"].tolist() == ["NUL"] and books.symbol(2) == "SP A"
+
+
+def test_trades_stamped_past_the_day_are_said_to_be_in_no_bar(tmp_path):
+    """The timestamp field runs to 78 h; a trade stamped after 24:00 was in no bar, whatever the
+    window (no --end past 24:00 is taken), and nothing said so (probe 38)."""
+    from click.testing import CliRunner
+
+    from itchflow.cli import main
+
+    day_ns = 86_400_000_000_000
+    day = b"".join([enc("R", stock_locate=1, timestamp=1, stock="TEST")] + [
+        enc("P", stock_locate=1, timestamp=t, order_reference_number=0, buy_sell_indicator="B", shares=10,
+            stock="TEST", price=10_000, match_number=k + 1)
+        for k, t in enumerate((day_ns - 1, day_ns, 2 ** 48 - 1))])
+    late: dict = {}
+    df = bars(day, "1h", ["TEST"], start="00:00", end="24:00", past_the_day=late).to_pandas()
+    assert df["volume"].sum() == 10 and late == {"trades": 2}
+    path = tmp_path / "late.itch"
+    path.write_bytes(day)
+    r = CliRunner().invoke(main, ["bars", str(path), "-o", str(tmp_path / "b.parquet"), "-q", "--start", "00:00",
+                                  "--end", "24:00", "-e", "1h"])
+    assert r.exit_code == 0 and "2 trades stamped at or after 24:00 (past the day) are in no bar" in r.output, \
+        r.output

@@ -153,6 +153,18 @@ def test_order_references_and_cross_shares_past_int64_are_left_out_and_counted()
     assert [b[2:4] + b[6:8] + b[10:12] for b in book[1:]] == [[10_000, 99, 9_999, 101, 9_998, 100]] * 2
 
 
+def test_messages_stamped_past_the_day_are_counted_not_lost_unseen():
+    """The timestamp field runs to 78 h: a message after 24:00 is in no window (none may end
+    past 24:00) and was dropped without a word (probe 38); it is counted in skipped."""
+    day_ns = 86_400_000_000_000
+    m = [enc("R", stock_locate=1, timestamp=1, stock="TEST")]
+    m += [enc("A", stock_locate=1, timestamp=t, order_reference_number=k + 1, buy_sell_indicator="B", shares=10,
+              stock="TEST", price=10_000) for k, t in enumerate((day_ns - 1, day_ns, 2 ** 48 - 1))]
+    day = lobster(b"".join(m), ["TEST"], 1, start=None, end=None)["TEST"]
+    assert day.rows == 1
+    assert day.skipped == {"stamped at or after 24:00 (past the day: no window reaches it)": 2}
+
+
 def test_a_trading_H_while_trading_gets_no_row():
     """Only an H that changes something makes a row: a T repeated while the stock trades
     (the day's first included) starts nothing; a T after a pause resumes trading."""

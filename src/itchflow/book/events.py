@@ -14,6 +14,7 @@ from typing import Iterator
 import numpy as np
 
 from itchflow.book import layout as L
+from itchflow.book.records import symbol_text
 from itchflow.book.replay import apply_slice, slice_budget
 
 _FIRST = 1 << 14
@@ -217,8 +218,7 @@ def _symbol_column(locates: np.ndarray, symbol_of):
 
 def _key_text(key: int, locate: int) -> str:
     """An event's symbol (S8 bytes as a little-endian key) as text; unnamed: the locate."""
-    text = int(key).to_bytes(8, "little").rstrip(b"\0").decode("latin-1").rstrip()   # (as ``read``)
-    return text or str(int(locate))
+    return symbol_text(key) or str(int(locate))
 
 
 def _named_symbol_column(symbols: np.ndarray, locates: np.ndarray):

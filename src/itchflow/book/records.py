@@ -72,8 +72,10 @@ def symbol_upper(text: str) -> str:
 
 
 def symbol_text(key: int) -> str:
-    """A symbol key as text: Latin-1, as every alpha field is read (``decode.decoded``)."""
-    return int(key).to_bytes(8, "little").decode("latin-1").rstrip()
+    """A symbol key as text: Latin-1, as every alpha field is read (``decode.decoded``), trailing
+    NULs and spaces dropped as ``read`` drops them (bars kept NUL padding where trades and bbo
+    did not, so a join on symbol missed: probe 38)."""
+    return int(key).to_bytes(8, "little").rstrip(b"\0").decode("latin-1").rstrip()
 
 
 def mpid_column(keys: np.ndarray) -> np.ndarray:

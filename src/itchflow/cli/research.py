@@ -81,10 +81,11 @@ def bars_command(path, every, symbols, out, start, end, plot, plot_symbol, quiet
     symbols = symbols_option(symbols)
     capture: dict = {}
     books: list = []
+    late: dict = {}
     try:
         with progress_bar("bars", progress_total(path), quiet) as update:
             table = bars(path, every, symbols, start=start, end=end, progress=update, capture_stats=capture,
-                         on_books=books.append)
+                         on_books=books.append, past_the_day=late)
         if plot:   # what the plot draws is there, before the table is written (probe 32)
             from itchflow.sinks.research_plots import bars_plot, bars_rows
 
@@ -100,6 +101,9 @@ def bars_command(path, every, symbols, out, start, end, plot, plot_symbol, quiet
     except _errors() as e:
         fail(e)
     report_losses(books[0], capture, ": the bars are built without them", path, symbols or None)
+    if late.get("trades"):
+        click.echo(f"itchflow: warning: {late['trades']:,} trades stamped at or after 24:00 (past the day) are in "
+                   "no bar", err=True)
     click.echo(f"wrote {table.num_rows:,} bars ({len(table['symbol'].unique())} stocks) to {out}"
                + (f"; plot {plot}" if plot else ""))
 

@@ -350,6 +350,8 @@ def stock_rows(msgs: dict[str, np.ndarray], l2: dict[str, np.ndarray], levels: i
     state.skip("B", in_window(msgs["B"]["timestamp"]).sum())
 
     cols = rows.build()
+    # stamped past the day (the field runs to 78 h; no window reaches them): said, not lost unseen
+    state.skip("stamped at or after 24:00 (past the day: no window reaches it)", (cols["ts"] >= DAY_NS).sum())
     inside = in_window(cols["ts"])
     cols = {k: v[inside] for k, v in cols.items()}
     emit = np.ascontiguousarray(cols["k"])
