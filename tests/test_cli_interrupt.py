@@ -38,3 +38,39 @@ def test_running_out_of_memory_is_an_error_line_not_a_traceback(monkeypatch, tmp
     res = CliRunner().invoke(main, ["trades", "day.itch", "-o", "t.parquet"])
     assert res.exit_code == 1 and "itchflow: error: out of memory (Unable to allocate" in res.output
     assert res.exception is None or isinstance(res.exception, SystemExit)
+
+
+_SWALLOWED_CTRL_C = """
+import ctypes, signal, sys
+import itchflow.sinks.events as events
+from itchflow.cli import main
+
+def compile_interrupted(*a, **k):
+    # as Numba loading a kernel: Ctrl-C lands in an LLVM ctypes callback, where Python swallows
+    # it ("Exception ignored on calling ctypes callback function"), then Numba fails on its own
+    callback = ctypes.CFUNCTYPE(None)(lambda: signal.raise_signal(signal.SIGINT))
+    callback()
+    raise {error}("no compiled object yet for <Library 'fast_in_order'>")
+
+events.events_to_parquet = compile_interrupted
+sys.argv = ["itchflow", "trades", sys.argv[1], "-o", sys.argv[2]]
+main()
+"""
+
+
+@pytest.mark.parametrize("error", ["RuntimeError", "OSError", "ZeroDivisionError"])
+def test_ctrl_c_that_numba_swallowed_is_an_interruption_not_an_error(tmp_path, error):
+    """Ctrl-C during a first run's compile: Python printed a KeyboardInterrupt traceback from the
+    ctypes callback it swallowed it in, and the command then failed with Numba's "no compiled
+    object yet" as its error (exit 1). The error that follows a Ctrl-C is its doing: exit 130,
+    a sentence, no traceback, whether the command's handler catches the error or not."""
+    import subprocess
+    import sys
+
+    (tmp_path / "day.itch").write_bytes(b"")
+    p = subprocess.run([sys.executable, "-c", _SWALLOWED_CTRL_C.format(error=error), str(tmp_path / "day.itch"),
+                        str(tmp_path / "t.parquet")], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 130, p.stderr
+    assert "itchflow: interrupted (Ctrl-C)" in p.stderr
+    assert "Traceback" not in p.stderr and "Exception ignored" not in p.stderr and "no compiled" not in p.stderr
+    assert not list(tmp_path.glob("t.parquet*"))

@@ -28,6 +28,11 @@ class _Commands(click.Group):
             click.echo(f"itchflow: error: out of memory ({e or 'no details'}): unfinished output was removed; "
                        "a smaller piece (fewer symbols, a shorter span) or more memory", err=True)
             ctx.exit(1)
+        except Exception:   # after a Ctrl-C that Numba's compiler swallowed (cli.signals): its doing
+            from itchflow.cli.signals import exit_if_interrupted
+
+            exit_if_interrupted()
+            raise
 
 
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
@@ -42,9 +47,10 @@ def main() -> None:
     # often the group is invoked in one process.
     atexit.unregister(gc.freeze)
     atexit.register(gc.freeze)
-    from itchflow.cli.signals import sigterm_exits
+    from itchflow.cli.signals import ctrl_c_noticed, sigterm_exits
 
     click.get_current_context().with_resource(sigterm_exits())   # for the command, then as it was
+    click.get_current_context().with_resource(ctrl_c_noticed())
 
 
 @main.group(cls=BenchGroup)

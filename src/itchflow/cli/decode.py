@@ -9,6 +9,7 @@ import click
 
 from itchflow.cli import bench, main
 from itchflow.cli.progress import progress_total
+from itchflow.cli.signals import exit_if_interrupted
 from itchflow.cli.params import RUNS, SEED, Count, table_path
 
 
@@ -22,7 +23,8 @@ def format_timestamp(ns: int | None) -> str:
 
 
 def fail(error: Exception) -> None:
-    """Print a clean one-line error (no traceback) and exit 1."""
+    """Print a clean one-line error (no traceback) and exit 1 (130 after a Ctrl-C: its doing)."""
+    exit_if_interrupted()
     text = error.args[0] if isinstance(error, KeyError) and len(error.args) == 1 else error  # str() quotes it
     click.echo(f"itchflow: error: {text}", err=True)
     sys.exit(1)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import sys
 import time
 
 import click
 
 from itchflow.cli import bench, main
+from itchflow.cli.decode import fail
 from itchflow.cli.params import SEED, STOCKS, Count, shape_usage_error
 
 def _progress(total: int, quiet: bool):
@@ -144,8 +144,7 @@ def gen(out: str, messages: int, seed: int, profile, stocks, concentration, live
     except ShapeError as e:   # knobs that fit alone and not together (checked as the day is planned)
         raise click.BadParameter(str(e), param_hint=f"--{e.knob.replace('_', '-')}") from None
     except (OSError, ValueError) as e:
-        click.echo(f"itchflow: error: {e}", err=True)
-        sys.exit(1)
+        fail(e)
     n, secs = info["messages"], info["seconds"]
     mix = " ".join(f"{c} {100 * v / n:.2f}%" for c, v in list(info["by_type"].items())[:6])
     size = os.path.getsize(out)

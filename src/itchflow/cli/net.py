@@ -20,8 +20,9 @@ VETH_MAX_DATAGRAM = 1500 - 20 - 8   # the veth pair's MTU less the IPv4 and UDP 
 
 
 def _fail(error: Exception) -> None:
-    click.echo(f"itchflow: error: {error}", err=True)
-    sys.exit(1)
+    from itchflow.cli.decode import fail
+
+    fail(error)
 
 
 def load_binaryfile(path: str, capture_stats: dict | None = None):

@@ -10,6 +10,7 @@ import sys
 import click
 
 from itchflow.cli import bench, main
+from itchflow.cli.decode import fail
 from itchflow.cli.params import CPUS, IMAGE, RING_CAPACITY, RUNS, Count
 
 
@@ -104,8 +105,7 @@ def ring_inspect(path: str, as_json: bool) -> None:
         with Ring.open(path) as r:
             s = r.snapshot()
     except (RingError, OSError) as e:
-        click.echo(f"itchflow: error: {e}", err=True)
-        sys.exit(1)
+        fail(e)
     if as_json:
         click.echo(json.dumps(s, indent=2))
         return
