@@ -401,3 +401,25 @@ def test_trades_stamped_past_the_day_are_said_to_be_in_no_bar(tmp_path):
                                   "--end", "24:00", "-e", "1h"])
     assert r.exit_code == 0 and "2 trades stamped at or after 24:00 (past the day) are in no bar" in r.output, \
         r.output
+
+
+def test_a_name_padded_with_nuls_is_listed_and_found_by_that_name():
+    """Once the books dropped trailing NULs from a name, as read() does, the name listed must
+    be the name found: an R of b"NUL\\0\\0\\0\\0\\0" is the stock "NUL" for every query and for
+    record(), as one padded with spaces is (an inner NUL is kept, as read keeps it)."""
+    from itchflow.book.books import Books
+
+    t = 34_200_000_000_000
+    day = b"".join([enc("R", stock_locate=1, timestamp=1, stock=b"NUL\0\0\0\0\0"),
+                    enc("R", stock_locate=2, timestamp=1, stock=b"A\0B     "),
+                    enc("R", stock_locate=3, timestamp=1, stock=b"\0" * 8),
+                    enc("A", stock_locate=1, timestamp=t, order_reference_number=1, buy_sell_indicator="B",
+                        shares=10, stock=b"NUL\0\0\0\0\0", price=10_000)])
+    books = Books()
+    books.record(["NUL"], bbo=True, trades=False)
+    books.apply(day)
+    assert books.listed_symbols() == {"NUL", "A\0B"} and books.symbol(3) == "3"
+    assert books.locate("NUL") == 1 and books.locate("A\0B") == 2
+    assert books.bbo("NUL").tolist() == [("NUL", 1, 10_000, 10, 0, 0)]
+    bbo, _, _ = books.take_events()
+    assert bbo.to_pandas()["symbol"].tolist() == ["NUL"]

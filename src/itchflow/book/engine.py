@@ -147,6 +147,18 @@ def _prefetch_u_buckets(buf, q, books, levels, imask, ishift):
 
 
 @njit(inline="always", nogil=True, cache=True)
+def _space_padded(symbol):
+    """An R's symbol key with trailing NULs as the spaces the spec pads with: read() drops both,
+    so the books list the name it gives, and a lookup by that name finds it (probe 38). A name
+    of NULs only stays 0, no name."""
+    i = 7
+    while i >= 0 and symbol != _U(0) and ((symbol >> _U(8 * i)) & _U(0xFF)) == _U(0):
+        symbol |= _U(0x20) << _U(8 * i)
+        i -= 1
+    return symbol
+
+
+@njit(inline="always", nogil=True, cache=True)
 def _count_if_unnamed(locate, stocks, ctl, anomalies):
     """Count unknown_locate for a message on a locate no R named, once the day has R messages
     (an add, and a trade or halt, which changed the stock uncounted before: probe 31)."""
@@ -819,7 +831,7 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, ladder, book
                 anomalies[locate, A_UNKNOWN_MATCH] += 1
 
         elif t == _T_R:
-            symbol = le64(buf, q + _R_STOCK)
+            symbol = _space_padded(le64(buf, q + _R_STOCK))
             if stocks[_U(locate)].symbol != symbol:
                 if ctl[C_TRADES_N] + ctl[C_BBO_N] + ctl[C_L2_N] > ctl[C_LABELLED]:
                     # Events are named by the symbol in force where they happened: the driver
