@@ -423,3 +423,71 @@ def test_a_name_padded_with_nuls_is_listed_and_found_by_that_name():
     assert books.bbo("NUL").tolist() == [("NUL", 1, 10_000, 10, 0, 0)]
     bbo, _, _ = books.take_events()
     assert bbo.to_pandas()["symbol"].tolist() == ["NUL"]
+
+
+def test_a_day_whose_time_goes_back_is_said_and_the_quote_follows_the_stated_rule(tmp_path):
+    """Probe 39: a message stamped 10:00:30 that moves no quote, then one stamped 10:00:20 that
+    raises the bid. bars' quote at the end of [10:00:20, 10:00:30) has the raised bid (each
+    stock's quote changes, in file order, up to the first stamped at or after the end), where
+    snapshots and book take every message up to the first stamped later than T; neither said
+    the day's time went back, which stats warns of. Now every command says it, with its rule."""
+    from click.testing import CliRunner
+
+    from itchflow.book.books import Books
+    from itchflow.cli import main
+
+    s = 1_000_000_000
+    t = 36_000 * s   # 10:00
+    day = b"".join([
+        enc("R", stock_locate=1, timestamp=1, stock="TEST"),
+        enc("A", stock_locate=1, timestamp=t, order_reference_number=1, buy_sell_indicator="B", shares=100,
+            stock="TEST", price=100_000),
+        enc("A", stock_locate=1, timestamp=t + 30 * s, order_reference_number=2, buy_sell_indicator="B", shares=5,
+            stock="TEST", price=90_000),                                     # no quote change, stamped 10:00:30
+        enc("A", stock_locate=1, timestamp=t + 20 * s, order_reference_number=3, buy_sell_indicator="B", shares=10,
+            stock="TEST", price=100_100)])                                   # back to 10:00:20: the bid rises
+    books = Books()
+    books.apply(day)
+    assert books.timestamps_backwards == 1
+    df = bars(day, "10s", ["TEST"], start="10:00", end="10:01").to_pandas()
+    assert df["bid"].tolist()[:4] == [10.0, 10.0, 10.01, 10.01]   # [10:00:20, 10:00:30) ends raised
+    path = tmp_path / "back.itch"
+    path.write_bytes(day)
+    runner = CliRunner()
+    r = runner.invoke(main, ["bars", str(path), "-e", "10s", "--start", "10:00", "--end", "10:01", "-o",
+                             str(tmp_path / "b.parquet"), "-q"])
+    said = " ".join(r.output.split())
+    assert r.exit_code == 0 and "the day's time goes back 1 time in the messages read: an interval's quote" in said
+    r = runner.invoke(main, ["book", str(path), "-s", "TEST", "--at", "10:00:29.999999999", "--json"])
+    import json
+    got = json.loads(r.stdout)
+    assert got["bids"][0][:2] == [100_000, 100] and "timestamps_backwards" not in got   # (stopped before it)
+    r = runner.invoke(main, ["book", str(path), "-s", "TEST", "--at", "10:00:30", "--json"])
+    assert json.loads(r.stdout)["timestamps_backwards"] == 1
+    r = runner.invoke(main, ["book", str(path), "-s", "TEST", "--at", "10:00:30"])
+    assert "a time T is every message up to the first one stamped later than T" in " ".join(r.stderr.split())
+
+
+def test_times_as_numpy_integers_and_a_time_given_twice(tmp_path):
+    """bars and lobster refused np.int64 start/end as text ("expected HH:MM..."), where their
+    docs say ns after midnight and replay takes them; snapshots --at 9:30,09:30:00 wrote two
+    identical sets of rows (probe 39)."""
+    import numpy as np
+    from click.testing import CliRunner
+
+    from itchflow.cli import main
+    from itchflow.sinks.lobster import lobster
+
+    day = hand_trades()
+    start, end = np.int64(T0), np.uint64(T0 + 3_000_000_000)
+    a = bars(day, "1s", ["TEST"], start=start, end=end).to_pandas()
+    b = bars(day, "1s", ["TEST"], start="09:30", end="09:30:03").to_pandas()
+    assert a.equals(b) and len(a) == 3
+    assert lobster(day, ["TEST"], 1, start=np.int64(T0), end=np.int64(T0 + 10 ** 9))["TEST"].rows == 5
+    with pytest.raises(ValueError, match=r"or an int of ns after midnight, got 1.5"):
+        bars(day, "1s", ["TEST"], start=1.5)
+    path = tmp_path / "t.itch"
+    path.write_bytes(day)
+    r = CliRunner().invoke(main, ["snapshots", str(path), "-s", "TEST", "--at", "9:30,09:30:00,9:29", "-n", "0",
+                                  "-o", str(tmp_path / "s.parquet")])
+    assert r.exit_code == 0 and "(2 times x 1 symbols)" in r.output, r.output

@@ -724,3 +724,27 @@ def test_symbols_does_not_pick_one_of_two_locates_silently():
     with pytest.raises(KeyError, match=r"no stock locate has that name now"):
         names["OLD"]
     assert names.get("NEW") is None
+
+
+def test_time_going_back_is_counted_as_stats_counts_it():
+    """Books.timestamps_backwards (the applied messages stamped earlier than the one before
+    them) equals stats' count over the same bytes: a generated day with its two halves
+    swapped, and with one message moved; ShardedBooks says why it has no such count."""
+    from itchflow.sim.generator import generate_day
+
+    day = generate_day(30_000, seed=5, stocks=10).tobytes()
+    offs, at = [], 0
+    while at < len(day):   # each message: a 2-byte big-endian length, then the message
+        offs.append(at)
+        at += 2 + int.from_bytes(day[at:at + 2], "big")
+    offs.append(len(day))
+    cut = offs[len(offs) // 2]
+    one = offs[700]
+    moved = day[:one] + day[offs[701]:offs[9000]] + day[one:offs[701]] + day[offs[9000]:]
+    for data in (day, day[cut:] + day[:cut], moved):
+        b = Books()
+        b.apply(data)
+        assert b.timestamps_backwards == itchflow.stats(np.frombuffer(data, np.uint8)).timestamps_backwards
+    assert b.timestamps_backwards >= 1
+    with pytest.raises(AttributeError, match="each shard sees its own stocks' messages"):
+        Books(threads=2).timestamps_backwards

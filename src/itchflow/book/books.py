@@ -564,6 +564,13 @@ class Books:
     def last_timestamp_ns(self) -> int:
         return int(self.ctl[L.C_LAST_TS])
 
+    @property
+    def timestamps_backwards(self) -> int:
+        """Messages applied that are stamped earlier than the message applied before them
+        (``stats``' count, over what was applied): 0 for a day in time order. Where it is not,
+        a time T is every message up to the first stamped later than T, in file order."""
+        return int(self.ctl[L.C_BACKWARDS])
+
     def trading_state(self, symbol) -> str:
         v = int(self.stocks["trading_state"][self.locate(symbol)])
         return chr(v) if v else ""

@@ -37,7 +37,7 @@ from itchflow.book.layout import (
     A_BAD_SIDE, A_DUP_ADD, A_DUP_MATCH, A_LOCATE_MISMATCH, A_OVER_CANCEL, A_OVER_EXEC, A_VOLUME_OVERFLOW,
     A_BAD_PRINTABLE, A_DIRECTORY_CONFLICT, A_ZERO_SHARES,
     A_REPLACE_EXISTING, A_UNKNOWN_LOCATE, A_UNKNOWN_MATCH, A_UNKNOWN_REF, C_ARENA_CAP, C_ARENA_TOP,
-    C_BBO_CAP, C_BBO_N, C_DIRECTORY_SEEN, C_FAR_TABLE, C_L2_CAP, C_L2_N, C_LABELLED, C_LAST_TS, C_LEVEL_CAP,
+    C_BACKWARDS, C_BBO_CAP, C_BBO_N, C_DIRECTORY_SEEN, C_FAR_TABLE, C_L2_CAP, C_L2_N, C_LABELLED, C_LAST_TS, C_LEVEL_CAP,
     C_LIVE,
     C_LIVE_LEVELS, C_LOG_CAP, C_LOG_N, C_MATCH_CAP, C_MATCH_USED, C_MAX_LADDER, C_MESSAGES,
     C_PEAK_LIVE, C_STAMP,
@@ -591,6 +591,7 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, ladder, book
     seq0 = seq
     skipped = 0   # messages of unknown types among those taken (applied = done - skipped)
     last_ts = ctl[C_LAST_TS]
+    backwards = 0   # time going back (a spliced day): counted in a register, stored once
     near = not far and buf.shape[0] >= _NEAR_READ_BYTES  # the near level stage (see _prefetch_level_near)
     status = OK
     # The look-ahead (see PREFETCH_*): every message is framed and validated once, by the
@@ -852,10 +853,12 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, ladder, book
             _count_if_unnamed(locate, stocks, ctl, anomalies)
             stocks[_U(locate)].trading_state = buf[_U(q + _H_STATE)]
 
+        backwards += ts < last_ts
         last_ts = ts
         pos = nxt
         done += 1
     ctl[C_MESSAGES] += done - skipped  # counted in registers in the loop, stored once
+    ctl[C_BACKWARDS] += backwards
     ctl[C_LAST_TS] = last_ts
     return status, pos, seq0 + _U(done)
 

@@ -579,6 +579,12 @@ class ShardedBooks:
                              "Books(threads=1) keeps the exact one")
 
     @property
+    def timestamps_backwards(self) -> int:
+        """Not kept across shards: each shard sees only its stocks' messages."""
+        raise AttributeError("ShardedBooks has no timestamps_backwards: each shard sees its own stocks' messages, "
+                             "not the day's order; Books(threads=1) or itchflow.stats counts them")
+
+    @property
     def peak_live_orders_bound(self) -> int:
         """The sum of the shards' peaks: at least the one-thread peak (shards peak at
         different times, so the exact figure needs one thread)."""

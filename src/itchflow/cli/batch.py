@@ -46,9 +46,9 @@ def _job_options(job, types, at, every, depth, levels, start, end) -> dict:
 @click.option("--levels", default=10, show_default=True, type=LOBSTER_LEVELS,
               help="lobster: order-book levels per side.")
 @click.option("--start", type=TIME_TEXT, default="09:30", show_default=True,
-              help="lobster, bars: HH:MM[:SS], first time written (the bars' grid starts here).")
+              help="lobster, bars: HH:MM[:SS[.fffffffff]], first time written (the bars' grid starts here).")
 @click.option("--end", type=TIME_TEXT, default="16:00", show_default=True,
-              help="lobster, bars: HH:MM[:SS], messages before this (the bars' grid ends here).")
+              help="lobster, bars: HH:MM[:SS[.fffffffff]], messages before this (the bars' grid ends here).")
 @click.option("--keep-scratch", is_flag=True, help="Keep the shard files of finished days.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")

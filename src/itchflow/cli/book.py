@@ -98,6 +98,8 @@ def losses(books, capture: dict, symbols=None) -> dict:
         out["anomalies"] = an
     if books.unknown_types:
         out["unknown_types"] = int(books.unknown_types)
+    if getattr(books, "timestamps_backwards", 0):   # (not kept across shards)
+        out["timestamps_backwards"] = books.timestamps_backwards
     lost = {k: int(capture[k]) for k in ("gaps", "missing_messages", "malformed_packets", "bad_frames",
                                          "after_end_of_session", "messages_after_end_of_session") if capture.get(k)}
     if lost:
@@ -105,12 +107,19 @@ def losses(books, capture: dict, symbols=None) -> dict:
     return out
 
 
+# What a time means on a day whose time goes back (a spliced or wrongly sorted day), by command:
+# said beside the count (snapshots and book were silent where stats warned: probe 32).
+AT_A_TIME = "a time T is every message up to the first one stamped later than T, in file order"
+OWN_STAMPS = "each event keeps its own message's stamp, in file order"
+
+
 def report_losses(books, capture: dict, consequence: str = ": the books are built without them",
-                  path=None, symbols=None) -> None:
+                  path=None, symbols=None, backwards: str = AT_A_TIME) -> None:
     """One line on stderr per kind of loss (stdout stays the answer): the capture's (with
     ``consequence``, naming ``path``), the books' anomalies (of ``symbols``' stocks when the
-    answer is only theirs, the others' as a total), unknown types."""
-    from itchflow.cli.decode import warn_capture
+    answer is only theirs, the others' as a total), unknown types, and time going back in what
+    was applied (with what a time then means for this answer: ``backwards``)."""
+    from itchflow.cli.decode import counted, warn_capture
 
     found = losses(books, capture, symbols)
     warn_capture(capture, consequence, path)
@@ -124,6 +133,9 @@ def report_losses(books, capture: dict, consequence: str = ": the books are buil
                    "(not in this output)", err=True)
     if "unknown_types" in found:
         warn_unknown_types(found["unknown_types"])
+    if "timestamps_backwards" in found:
+        click.echo(f"itchflow: warning: the day's time goes back {counted(found['timestamps_backwards'], 'time')} "
+                   f"in the messages read: {backwards} (itchflow stats names the first place)", err=True)
 
 
 def _print_book(books, loc, bids, asks, ts) -> None:
@@ -180,7 +192,7 @@ def _stream_command(which: str, noun: str, doc: str):
         except (ITCHFormatError, OSError, KeyError, ValueError) as e:
             fail(e)
         click.echo(f"wrote {rows:,} {noun} from {messages_read(books, messages)} to {out}")
-        report_losses(books, capture, symbols=stock_keys(symbols_option(symbols)))
+        report_losses(books, capture, symbols=stock_keys(symbols_option(symbols)), backwards=OWN_STAMPS)
 
     return command
 
@@ -305,7 +317,9 @@ def bench_instructions(shape, messages, start, stop, stocks, seed, no_peers, as_
 @click.option("--at", "at", type=TIMES, default=None,
               help="Comma-separated times HH:MM[:SS[.fffffffff]]: the book as the feed stood at each (see the "
                    "command's help).")
-@click.option("--every", type=SECONDS, default=None, help="Or: a snapshot every this many seconds of the day.")
+@click.option("--every", type=SECONDS, default=None,
+              help="Or: a snapshot at every multiple of this many seconds after midnight that falls after the "
+                   "day's first message, up to and including its last.")
 @click.option("--depth", "-n", type=click.IntRange(0), default=5, show_default=True,
               help="Levels per side (0 = all, as in book).")
 @click.option("--out", "-o", required=True, type=PARQUET, help="Parquet file to write.")

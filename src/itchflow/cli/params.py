@@ -282,7 +282,8 @@ class ClockTime(click.ParamType):
             self.fail(str(e).removeprefix("time: "), param, ctx)
         if self.keep_text:
             return value
-        return times if self.many else times[0]
+        # a time given twice (9:30,09:30:00) is one time: it wrote two identical sets of rows (probe 39)
+        return list(dict.fromkeys(times)) if self.many else times[0]
 
 
 TIMES = ClockTime(many=True)

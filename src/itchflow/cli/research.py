@@ -32,9 +32,9 @@ def _errors():
 @click.option("--levels", "-n", default=10, show_default=True, type=LOBSTER_LEVELS,
               help="Order-book levels per side.")
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Directory for the files.")
-@click.option("--start", type=TIME_TEXT, default="09:30", show_default=True, help="HH:MM[:SS]: first time written (the book "
+@click.option("--start", type=TIME_TEXT, default="09:30", show_default=True, help="HH:MM[:SS[.fffffffff]]: first time written (the book "
                                                                   "is built from the start of the file).")
-@click.option("--end", type=TIME_TEXT, default="16:00", show_default=True, help="HH:MM[:SS]: messages before this are written.")
+@click.option("--end", type=TIME_TEXT, default="16:00", show_default=True, help="HH:MM[:SS[.fffffffff]]: messages before this are written.")
 @click.option("--date", default=None, callback=lambda ctx, param, v: _date_option(v),
               help="YYYY-MM-DD for the file names (default: from the input's name; needed when it holds none).")
 @click.option("--parquet", is_flag=True, help="Parquet files (same columns) instead of LOBSTER's CSV.")
@@ -54,7 +54,9 @@ def lobster_command(path, symbols, levels, out, start, end, date, parquet, quiet
         _interrupted("lobster", "its unfinished files (.part) were removed")
     except _errors() as e:
         fail(e)
-    report_losses(books[0], capture, ": the files are built without them", path, list(days))
+    report_losses(books[0], capture, ": the files are built without them", path, list(days),
+                  backwards="each row is in or out of the window by its own stamp, the book row after it in file "
+                            "order")
     for sym, d in days.items():
         skipped = ", ".join(f"{k} {v:,}" for k, v in d.skipped.items())
         click.echo(f"{sym}: {d.rows:,} rows -> {Path(d.files[0]).name}, {Path(d.files[1]).name}"
@@ -66,8 +68,8 @@ def lobster_command(path, symbols, levels, out, start, end, date, parquet, quiet
 @click.option("--every", "-e", type=INTERVAL, default="1min", show_default=True, help="Interval: 1s, 500ms, 1min, 5min, 1h ...")
 @click.option("--symbols", "-s", default=None, help="Comma-separated symbols or stock locate numbers (default: every stock).")
 @click.option("--out", "-o", required=True, type=table_path("parquet", "pq", "csv"), help="Parquet (or .csv) file.")
-@click.option("--start", type=TIME_TEXT, default="09:30", show_default=True, help="HH:MM[:SS]: the grid's first interval.")
-@click.option("--end", type=TIME_TEXT, default="16:00", show_default=True, help="HH:MM[:SS]: the grid's end.")
+@click.option("--start", type=TIME_TEXT, default="09:30", show_default=True, help="HH:MM[:SS[.fffffffff]]: the grid's first interval.")
+@click.option("--end", type=TIME_TEXT, default="16:00", show_default=True, help="HH:MM[:SS[.fffffffff]]: the grid's end.")
 @click.option("--plot", type=IMAGE, default=None,
               help="Also draw price, spread and volume of one stock to this PNG (needs matplotlib).")
 @click.option("--plot-symbol", default=None, help="The stock to draw (default: the first of --symbols).")
@@ -100,7 +102,9 @@ def bars_command(path, every, symbols, out, start, end, plot, plot_symbol, quiet
         _interrupted("bars")
     except _errors() as e:
         fail(e)
-    report_losses(books[0], capture, ": the bars are built without them", path, symbols or None)
+    report_losses(books[0], capture, ": the bars are built without them", path, symbols or None,
+                  backwards="an interval's quote is its stock's quote before the first of its quote changes stamped "
+                            "at or after the interval's end, in file order; a trade is in the interval of its stamp")
     if late.get("trades"):
         click.echo(f"itchflow: warning: {late['trades']:,} trades stamped at or after 24:00 (past the day) are in "
                    "no bar", err=True)

@@ -7,6 +7,8 @@ import math
 import os
 import re
 
+import numpy as np
+
 NS_PER_SECOND = 1_000_000_000
 DAY_NS = 86_400 * NS_PER_SECOND
 REGULAR_OPEN_NS = 34_200 * NS_PER_SECOND    # 09:30:00
@@ -14,14 +16,18 @@ REGULAR_CLOSE_NS = 57_600 * NS_PER_SECOND   # 16:00:00
 
 
 def clock_ns(value, what: str = "time") -> int:
-    """'HH:MM', 'HH:MM:SS[.fffffffff]' (24:00 allowed) or an int of ns after midnight -> ns."""
-    if isinstance(value, (int,)) and not isinstance(value, bool):
+    """'HH:MM', 'HH:MM:SS[.fffffffff]' (24:00 allowed) or an int of ns after midnight (numpy's
+    integers too: refused as text, probe 39) -> ns."""
+    import numbers
+
+    if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)):
         ns = int(value)
     else:
         # [0-9], not \d: int() would read other scripts' digits ('١٠:٠٠') as a time
         m = re.fullmatch(r"([0-9]{1,2}):([0-9]{2})(?::([0-9]{2})(?:\.([0-9]{1,9}))?)?", str(value).strip())
         if not m:
-            raise ValueError(f"{what}: expected HH:MM[:SS[.fffffffff]], got {value!r}")
+            ns_too = "" if isinstance(value, str) else " or an int of ns after midnight"   # (text: the CLI's)
+            raise ValueError(f"{what}: expected HH:MM[:SS[.fffffffff]]{ns_too}, got {value!r}")
         h, mi, s = int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
         if mi > 59 or s > 59:
             raise ValueError(f"{what}: not a time of day: {value!r}")

@@ -4,8 +4,11 @@ Intervals are half-open ``[t, t + every)`` on a grid from ``start`` (default 09:
 ``end`` (default 16:00), every stock gets every interval (a dense panel). Per row:
 
 - the quote at the end of the interval: best bid and ask (dollars; NaN for an empty side, one
-  without a level: a level at price 0 is a quote of 0.0) and their shares, the book after
-  every message in file order up to the first one stamped at or after the interval's end;
+  without a level: a level at price 0 is a quote of 0.0) and their shares: on a day in time
+  order, the book after every message stamped before the interval's end. Where time goes
+  back, it is the stock's quote before the first of its own quote changes (in file order)
+  stamped at or after the end: a later change stamped earlier counts at the later stamp
+  (``Books.timestamps_backwards`` counts such days; the command says so);
 - ``spread``: the time-weighted spread (ask - bid, dollars) over the part of the interval
   in which both sides were quoted (a locked or crossed book counts, with its zero or
   negative spread); ``two_sided_ns`` that part's length; NaN when it is zero;
