@@ -58,6 +58,42 @@ main()
 """
 
 
+_SWALLOWED_THEN_CARRIES_ON = """
+import ctypes, signal, sys, time
+import itchflow.sinks.events as events
+from itchflow.cli import main
+
+def compile_interrupted(*a, **k):
+    # the signal lands in a ctypes callback, where Python swallows it, and nothing fails after:
+    # the command ran to its end and exited 0 (probe 37, SIGTERM during a recompile)
+    callback = ctypes.CFUNCTYPE(None)(lambda: signal.raise_signal(signal.{signal}))
+    callback()
+    for _ in range(200):   # more work: the signal, sent again, lands here
+        time.sleep(0.01)
+    print("ran to the end", file=sys.stderr)
+    return 0, 0
+
+events.events_to_parquet = compile_interrupted
+sys.argv = ["itchflow", "trades", sys.argv[1], "-o", sys.argv[2]]
+main()
+"""
+
+
+@pytest.mark.parametrize("sig, status, said", [("SIGINT", 130, "itchflow: interrupted (Ctrl-C)"),
+                                               ("SIGTERM", 143, "itchflow: terminated (signal 15)")])
+def test_a_signal_swallowed_in_a_callback_still_ends_the_command(tmp_path, sig, status, said):
+    import subprocess
+    import sys
+
+    (tmp_path / "day.itch").write_bytes(b"")
+    p = subprocess.run([sys.executable, "-c", _SWALLOWED_THEN_CARRIES_ON.format(signal=sig),
+                        str(tmp_path / "day.itch"), str(tmp_path / "t.parquet")],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == status, p.stderr
+    assert said in p.stderr and p.stderr.count(said) == 1
+    assert "ran to the end" not in p.stderr and "Traceback" not in p.stderr and "Exception ignored" not in p.stderr
+
+
 @pytest.mark.parametrize("error", ["RuntimeError", "OSError", "ZeroDivisionError"])
 def test_ctrl_c_that_numba_swallowed_is_an_interruption_not_an_error(tmp_path, error):
     """Ctrl-C during a first run's compile: Python printed a KeyboardInterrupt traceback from the

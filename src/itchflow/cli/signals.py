@@ -1,72 +1,95 @@
-"""SIGTERM (timeout, systemd, docker stop, a scheduler's kill) ends a command as an error
-would, through its clean-up: an output written under ``NAME.part`` is removed, a producer
-stopped, a private ring removed. The default action killed the process where it stood and
-left all of them behind. Exit status 143, as for the signal itself."""
+"""SIGTERM and Ctrl-C end a command through its clean-up, and are not lost on the way.
+
+SIGTERM (timeout, systemd, docker stop, a scheduler's kill) ends a command as an error
+would: an output written under ``NAME.part`` is removed, a producer stopped, a private ring
+removed. The default action killed the process where it stood and left all of them behind.
+Exit status 143, as for the signal itself.
+
+A signal's Python handler runs wherever the main thread is. When that is a callback Python
+cannot raise out of (an LLVM ctypes callback while Numba compiles or loads a kernel, which a
+first run does for about a minute; a finalizer of a file mapping), Python prints "Exception
+ignored ..." with a traceback and carries on: a Ctrl-C was then reported as Numba's "no
+compiled object yet" (exit 1), and a SIGTERM let the command run to its end and exit 0
+(probe 37). Here the swallowed exception is kept quiet and the signal sent again, to land
+at the next point that can raise; an error that follows it is its doing (``exit_if_interrupted``).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
+import sys
 
 import click
+
+_SEEN = {"signal": None}   # the signal (SIGINT, SIGTERM) that is ending this command, once one has
 
 
 @contextlib.contextmanager
 def sigterm_exits(what: str = "stopped; any unfinished output is removed"):
+    said = []
+
     def stop(signum, frame):
-        click.echo(f"itchflow: terminated (signal {signum}): {what}", err=True)
+        _SEEN["signal"] = signum
+        if not said:   # (once: a swallowed one is sent again)
+            said.append(True)
+            click.echo(f"itchflow: terminated (signal {signum}): {what}", err=True)
         raise SystemExit(128 + signum)
 
-    try:
-        previous = signal.signal(signal.SIGTERM, stop)
-    except ValueError:   # not the main thread: leave signals alone
-        previous = None
-    try:
+    with _handling(signal.SIGTERM, stop):
         yield
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-
-
-# Ctrl-C while Numba loads or compiles a kernel (the first command after an install compiles
-# for about a minute) lands in LLVM's ctypes callback: Python prints "Exception ignored ...
-# KeyboardInterrupt" with a traceback, swallows it, and Numba then fails with "no compiled
-# object yet", which was reported as an error of the command (exit 1). A Ctrl-C noticed here
-# makes any error that follows an interruption (exit 130) and the swallowed one silent.
-_CTRL_C = {"seen": False}
 
 
 @contextlib.contextmanager
 def ctrl_c_noticed():
-    import sys
-
     def noticed(signum, frame):
-        _CTRL_C["seen"] = True
+        _SEEN["signal"] = signum
         raise KeyboardInterrupt
 
-    def unraisable(info, previous=sys.unraisablehook):
-        if isinstance(info.exc_value, KeyboardInterrupt):
-            _CTRL_C["seen"] = True   # said once, by the error that follows (exit_if_interrupted)
-        else:
-            previous(info)
+    with _handling(signal.SIGINT, noticed):
+        yield
 
+
+@contextlib.contextmanager
+def _handling(signum: int, handler):
     try:
-        previous = signal.signal(signal.SIGINT, noticed)
+        previous = signal.signal(signum, handler)
     except ValueError:   # not the main thread: leave signals alone
         yield
         return
-    previous_hook, sys.unraisablehook = sys.unraisablehook, unraisable
+    hook = sys.unraisablehook
+    sys.unraisablehook = _swallowed
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
-        sys.unraisablehook = previous_hook
+        signal.signal(signum, previous)
+        sys.unraisablehook = hook
+
+
+RESEND_SECONDS = 0.02   # sent again from a timer thread: from the hook it landed in the hook, swallowed again
+
+
+def _swallowed(info, previous=sys.__unraisablehook__) -> None:
+    """Python's hook for an exception it could not raise: ours, from a signal handler, is sent
+    again a moment later (it lands at the next point that can raise; swallowed again, it is
+    sent again), silently; any other is printed."""
+    mine = _SEEN["signal"] is not None and isinstance(info.exc_value, (KeyboardInterrupt, SystemExit))
+    if not mine:
+        previous(info)
+        return
+    import threading
+
+    timer = threading.Timer(RESEND_SECONDS, os.kill, (os.getpid(), _SEEN["signal"]))
+    timer.daemon = True
+    timer.start()
 
 
 def exit_if_interrupted() -> None:
-    """An error after a Ctrl-C is the interruption's doing: said as one, exit 130."""
-    if _CTRL_C["seen"]:
-        import sys
-
+    """An error after a Ctrl-C or SIGTERM is the signal's doing: said as one, exit 130 or 143."""
+    signum = _SEEN["signal"]
+    if signum == signal.SIGINT:
         click.echo("itchflow: interrupted (Ctrl-C): unfinished output was removed", err=True)
         sys.exit(130)
+    if signum == signal.SIGTERM:
+        sys.exit(128 + signum)   # (said by the handler)
