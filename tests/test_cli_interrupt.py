@@ -110,3 +110,38 @@ def test_ctrl_c_that_numba_swallowed_is_an_interruption_not_an_error(tmp_path, e
     assert "itchflow: interrupted (Ctrl-C)" in p.stderr
     assert "Traceback" not in p.stderr and "Exception ignored" not in p.stderr and "no compiled" not in p.stderr
     assert not list(tmp_path.glob("t.parquet*"))
+
+
+def test_an_address_space_limit_is_an_error_line_naming_what_ran_out(tmp_path):
+    """Under ulimit -v, stats said "[Errno 12] Cannot allocate memory" naming nothing, and decode
+    printed a traceback ending in pyarrow's "failed to map segment" ImportError (probe 37)."""
+    import resource
+    import subprocess
+    import sys
+
+    from itchflow.sim.generator import write_day
+
+    day = tmp_path / "day.itch"
+    write_day(day, 50_000, 1, stocks=10)
+
+    def limited(code: str):
+        def limit():   # the interpreter and its libraries loaded, the file's mapping refused
+            resource.setrlimit(resource.RLIMIT_AS, (LIMIT, LIMIT))
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                              preexec_fn=limit)
+
+    # as far as the mapping: find what the loaded interpreter takes, then leave less than the file
+    probe = subprocess.run([sys.executable, "-c", "import itchflow.cli, resource, numpy, itchflow.decode.reader\n"
+                            "print(open('/proc/self/status').read().split('VmSize:')[1].split()[0])"],
+                           capture_output=True, text=True, timeout=120)
+    LIMIT = (int(probe.stdout) + 64) * 1024 + day.stat().st_size // 2
+    p = limited(f"import sys; from itchflow.cli import main; sys.argv = ['itchflow', 'stats', {str(day)!r}]; main()")
+    assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
+    assert f"mapping {day.stat().st_size:,} bytes" in p.stderr and str(day) in p.stderr, p.stderr
+    p = limited("import sys; from itchflow.cli import main\n"
+                "def broken(*a, **k): raise ImportError('libarrow.so.2600: failed to map segment from shared object')\n"
+                "import itchflow.sinks.tables as t; t.TableWriter = broken\n"
+                f"sys.argv = ['itchflow', 'decode', {str(day)!r}, '-o', {str(tmp_path / 'o.parquet')!r}, '-q']; main()")
+    assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
+    assert "cannot load a library: libarrow.so.2600: failed to map segment" in p.stderr
+    assert "out of address space or memory" in p.stderr

@@ -28,6 +28,14 @@ class _Commands(click.Group):
             click.echo(f"itchflow: error: out of memory ({e or 'no details'}): unfinished output was removed; "
                        "a smaller piece (fewer symbols, a shorter span) or more memory", err=True)
             ctx.exit(1)
+        except ImportError as e:   # a library that cannot be mapped in (ulimit -v): a traceback (probe 37)
+            from itchflow.cli.signals import exit_if_interrupted
+
+            exit_if_interrupted()
+            memory = "map segment" in str(e) or "allocate memory" in str(e)
+            click.echo(f"itchflow: error: cannot load a library: {e}"
+                       + ("; out of address space or memory (ulimit -v, or more memory)" if memory else ""), err=True)
+            ctx.exit(1)
         except Exception:   # after a Ctrl-C that Numba's compiler swallowed (cli.signals): its doing
             from itchflow.cli.signals import exit_if_interrupted
 

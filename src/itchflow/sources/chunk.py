@@ -194,7 +194,11 @@ def map_file(path: str | os.PathLike) -> np.ndarray:
         st = os.fstat(f.fileno())
         if st.st_size == 0:
             return np.zeros(0, np.uint8)
-        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        try:
+            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except OSError as e:   # (ENOMEM under an address-space limit named nothing: probe 37)
+            raise OSError(e.errno, f"{e.strerror}: mapping {st.st_size:,} bytes (an address-space limit, "
+                                   "ulimit -v, or too little memory)", os.fspath(path)) from None
         fd = os.dup(f.fileno())
     _mapped[id(mm)] = (fd, st.st_mtime_ns)
     weakref.finalize(mm, _forget, id(mm), fd)
