@@ -952,3 +952,28 @@ def test_a_file_system_without_locks_runs_unheld(tmp_path, monkeypatch):
     monkeypatch.setattr(fcntl, "flock", no_locks)
     with hold_directory(Layout(str(tmp_path / "nfs"))):
         assert (tmp_path / "nfs" / "_itchflow" / "lock").exists()
+
+
+def test_sigterm_to_the_process_group_is_one_line_not_the_clusters_tracebacks(archive, tmp_path):
+    """timeout (or a scheduler) sending SIGTERM to batch and its worker processes: batch said it
+    was terminated, then closing its LocalCluster printed "Future exception was never retrieved"
+    and CommClosedError tracebacks of the workers' broken connections (probe 37: 5 of 5)."""
+    import signal
+
+    from net_procs import finish, start, wait_for_line
+
+    _, paths = archive
+    proc = start(["batch", "-j", "bbo", "--workers", "2", "--shards", "2", "-o", str(tmp_path / "out"),
+                  *paths.values()], start_new_session=True)
+    wait_for_line(proc, r"scheduler tcp://", timeout=120)   # the cluster is up: its workers in the group
+    import time
+
+    deadline = time.monotonic() + 120   # tasks running: a shard's output begun (the case that printed them)
+    while not glob.glob(str(tmp_path / "out" / "date=*" / "**" / "*"), recursive=True):
+        assert proc.poll() is None and time.monotonic() < deadline, "no task wrote anything"
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, err = finish(proc, 120)
+    assert proc.returncode == 143, err
+    assert "itchflow: terminated (signal 15)" in err
+    assert "Traceback" not in err and "Future exception" not in err and "CommClosedError" not in err, err

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 import math
 import os
 import time
@@ -194,6 +195,13 @@ def batch(paths, job: str, out, client=None, shards: int | None = None, symbols=
             return _run(client, lay, days, job, syms, opts, shards, threads, info, progress, on_start,
                         keep_scratch, crash_once)
         finally:
+            if sys.exc_info()[0] is not None and own_cluster is not None:
+                # ending on a signal or an error: the cluster's workers may be gone already (a
+                # SIGTERM to the group), and closing it logged its broken connections with
+                # tracebacks ("Future exception was never retrieved": probe 37); batch says
+                # what happened itself
+                for name in ("asyncio", "distributed", "tornado"):
+                    logging.getLogger(name).setLevel(logging.CRITICAL + 1)
             if own_client is not None:
                 own_client.close()
             if own_cluster is not None:
