@@ -551,3 +551,25 @@ def test_lobster_options_are_usage_errors_and_a_missing_date_names_the_option(tm
     assert r.exit_code == 1 and "itchflow lobster --date YYYY-MM-DD" in r.output, r.output
     r = runner.invoke(main, ["lobster", str(day), "-s", sym, "-o", str(tmp_path / "lo"), "-q", "--date", "20190130"])
     assert r.exit_code == 0 and f"{sym}_2019-01-30_" in r.output, r.output
+
+
+def test_a_failed_run_leaves_no_empty_folder_it_made(tmp_path):
+    """lobster with a symbol the day does not list failed cleanly but left an empty OUT (and
+    the parents made with it) behind (probe 37); a folder that was there stays."""
+    from click.testing import CliRunner
+
+    from itchflow.cli import main
+
+    day = tmp_path / "day.itch"
+    day.write_bytes(hand_day())
+    runner = CliRunner()
+    out = tmp_path / "made" / "lo"
+    r = runner.invoke(main, ["lobster", str(day), "-s", "TEST,NOSUCH", "-o", str(out), "--date", "2019-01-30", "-q"])
+    assert r.exit_code == 1 and "NOSUCH" in r.output, r.output
+    assert not (tmp_path / "made").exists()
+    there = tmp_path / "there"
+    there.mkdir()
+    r = runner.invoke(main, ["lobster", str(day), "-s", "NOSUCH", "-o", str(there), "--date", "2019-01-30", "-q"])
+    assert r.exit_code == 1 and there.is_dir()
+    r = runner.invoke(main, ["lobster", str(day), "-s", "TEST", "-o", str(out), "--date", "2019-01-30", "-q"])
+    assert r.exit_code == 0 and len(list(out.iterdir())) == 2, r.output

@@ -13,6 +13,7 @@ from itchflow.cli.book import report_losses
 from itchflow.cli.decode import fail, warn_capture, warn_unknown_types
 from itchflow.cli.params import IMAGE, IMAGE_IN_MADE_FOLDER, INTERVAL, LOBSTER_LEVELS, TIME_TEXT, symbols_option, table_path
 from itchflow.cli.progress import progress_total
+from itchflow.sinks.output import folders_made_for
 
 
 def _interrupted(what: str, detail: str = "nothing more was written") -> None:
@@ -47,7 +48,7 @@ def lobster_command(path, symbols, levels, out, start, end, date, parquet, quiet
     capture: dict = {}
     books: list = []
     try:
-        with progress_bar("lobster", progress_total(path), quiet) as update:
+        with folders_made_for(out), progress_bar("lobster", progress_total(path), quiet) as update:
             days = lobster(path, symbols, levels, start=start, end=end, date=date, out=out, parquet=parquet,
                            tables=False, progress=update, capture_stats=capture, on_books=books.append)
     except KeyboardInterrupt:
@@ -135,27 +136,28 @@ def auctions_command(path, out, symbols, plot, plot_symbol, cross_type, quiet) -
     out_of_range: dict = {}
     odd: dict = {}
     try:
-        result = auctions(path, symbols, capture_stats=capture, read_stats=read, out_of_range=out_of_range,
-                          anomalies=odd)
-        if plot:   # what the plot draws is there, before any table is written (probe 32)
-            from itchflow.sinks.research_plots import imbalance_plot, imbalance_rows
+        with folders_made_for(out):   # (a failure leaves no empty OUT it made)
+            result = auctions(path, symbols, capture_stats=capture, read_stats=read, out_of_range=out_of_range,
+                              anomalies=odd)
+            if plot:   # what the plot draws is there, before any table is written (probe 32)
+                from itchflow.sinks.research_plots import imbalance_plot, imbalance_rows
 
-            sym = _plot_symbol(result.imbalances,
-                               plot_symbol or (symbols[0] if symbols else _largest_cross(result.crosses, cross_type)))
-            imbalance_rows(result.imbalances, sym, cross_type.upper())
-        inside = plot is not None and _inside(plot, out)   # (its folder may be made with OUT)
-        if plot and not inside:   # a plot elsewhere that cannot be written: said before OUT is made
-            _check_plot_folder(plot)
-        Path(out).mkdir(parents=True, exist_ok=True)
-        if inside:
-            _check_plot_folder(plot)
-        # both written before either is renamed into place: a failure on the second (a full
-        # disk) left one day's crosses beside another day's imbalances, whose cross_row
-        # then pointed at rows of the wrong day
-        _write_tables([(result.crosses, str(Path(out) / "crosses.parquet")),
-                       (result.imbalances, str(Path(out) / "imbalances.parquet"))], path)
-        if plot:
-            imbalance_plot(result, sym, plot, cross_type.upper())
+                sym = _plot_symbol(result.imbalances,
+                                   plot_symbol or (symbols[0] if symbols else _largest_cross(result.crosses, cross_type)))
+                imbalance_rows(result.imbalances, sym, cross_type.upper())
+            inside = plot is not None and _inside(plot, out)   # (its folder may be made with OUT)
+            if plot and not inside:   # a plot elsewhere that cannot be written: said before OUT is made
+                _check_plot_folder(plot)
+            Path(out).mkdir(parents=True, exist_ok=True)
+            if inside:
+                _check_plot_folder(plot)
+            # both written before either is renamed into place: a failure on the second (a full
+            # disk) left one day's crosses beside another day's imbalances, whose cross_row
+            # then pointed at rows of the wrong day
+            _write_tables([(result.crosses, str(Path(out) / "crosses.parquet")),
+                           (result.imbalances, str(Path(out) / "imbalances.parquet"))], path)
+            if plot:
+                imbalance_plot(result, sym, plot, cross_type.upper())
     except KeyboardInterrupt:
         _interrupted("auctions")
     except _errors() as e:

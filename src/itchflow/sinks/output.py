@@ -142,6 +142,26 @@ def raise_named(error: OSError, path: str) -> NoReturn:
 
 
 @contextlib.contextmanager
+def folders_made_for(out: str | os.PathLike) -> Iterator[None]:
+    """The folders of ``out`` that do not exist yet (it and the parents made with it) are
+    removed again if what runs inside fails and leaves them empty: a failed lobster left an
+    empty OUT behind (probe 37). What was there before is never touched."""
+    missing, p = [], os.path.abspath(os.fspath(out))
+    while p and not os.path.lexists(p) and p != os.path.dirname(p):
+        missing.append(p)
+        p = os.path.dirname(p)
+    try:
+        yield
+    except BaseException:
+        for folder in missing:   # deepest first; one not empty keeps it and those above it
+            try:
+                os.rmdir(folder)
+            except OSError:
+                break
+        raise
+
+
+@contextlib.contextmanager
 def output_file(path: str | os.PathLike, inputs=()) -> Iterator[str]:
     """Yield the path to write (``new_part``: a file of this writer's own); rename it to
     ``path`` when the block ends normally, remove it when it raises. An OSError raised in the
