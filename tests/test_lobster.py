@@ -573,3 +573,14 @@ def test_a_failed_run_leaves_no_empty_folder_it_made(tmp_path):
     assert r.exit_code == 1 and there.is_dir()
     r = runner.invoke(main, ["lobster", str(day), "-s", "TEST", "-o", str(out), "--date", "2019-01-30", "-q"])
     assert r.exit_code == 0 and len(list(out.iterdir())) == 2, r.output
+
+
+def test_file_names_hold_a_window_of_part_of_a_millisecond():
+    """The name's end is rounded up, its start down: rows at 09:31:00.000000000 of a window
+    ending 09:31:00.000000001 are inside the window the name gives (probe 39)."""
+    from itchflow.sinks.lobster import file_names
+
+    assert file_names("AAA", "2019-01-30", 34_200_000_500_000, 34_260_000_000_001, 1)[0] == \
+        "AAA_2019-01-30_34200000_34260001_message_1.csv"
+    assert file_names("AAA", "2019-01-30", 34_200_000_000_000, 57_600_000_000_000, 1)[0] == \
+        "AAA_2019-01-30_34200000_57600000_message_1.csv"

@@ -115,9 +115,11 @@ def check_file_symbol(ticker: str) -> None:
 
 
 def file_names(ticker: str, date: str, start_ns: int, end_ns: int, levels: int, ext: str = "csv"):
-    """LOBSTER's (message, orderbook) file names; start/end in ms after midnight."""
+    """LOBSTER's (message, orderbook) file names; start/end in ms after midnight, the start
+    rounded down and the end up: a window of part of a millisecond names one that holds it
+    (an end of 09:31:00.000000001 was named 34260000, as if rows at 09:31:00 were outside: probe 39)."""
     check_file_symbol(ticker)
-    stem = f"{ticker}_{date}_{start_ns // 1_000_000}_{end_ns // 1_000_000}"
+    stem = f"{ticker}_{date}_{start_ns // 1_000_000}_{-(-end_ns // 1_000_000)}"
     return f"{stem}_message_{levels}.{ext}", f"{stem}_orderbook_{levels}.{ext}"
 
 
