@@ -977,3 +977,19 @@ def test_sigterm_to_the_process_group_is_one_line_not_the_clusters_tracebacks(ar
     assert proc.returncode == 143, err
     assert "itchflow: terminated (signal 15)" in err
     assert "Traceback" not in err and "Future exception" not in err and "CommClosedError" not in err, err
+
+
+def test_the_clusters_loggers_are_quiet_only_while_a_failing_run_closes_it():
+    """batch silenced asyncio, distributed and tornado for the rest of the process after a
+    failure (batch is API: a caller's logging is theirs, probe 40)."""
+    import logging
+
+    from itchflow.scale.batch import _CLOSE_LOGGERS, _quiet_close
+
+    logging.getLogger("distributed").setLevel(logging.INFO)
+    before = {n: logging.getLogger(n).level for n in _CLOSE_LOGGERS}
+    with _quiet_close(failing=True):
+        assert all(logging.getLogger(n).level > logging.CRITICAL for n in _CLOSE_LOGGERS)
+    assert {n: logging.getLogger(n).level for n in _CLOSE_LOGGERS} == before
+    with _quiet_close(failing=False):
+        assert {n: logging.getLogger(n).level for n in _CLOSE_LOGGERS} == before

@@ -142,7 +142,7 @@ class ReferenceBook:
             del self.levels[(locate, side)][price]
 
     def _trade(self, locate, price, shares, match, kind, counted):
-        if shares == 0:   # no share traded: recorded, not a trade of the stock
+        if shares == 0 and kind != "Q":   # no share traded: recorded, not a trade (a Q of 0: no cross, as sent)
             self.anomalies[("zero_shares", locate)] += 1
             counted = False
         if counted and (shares >= 1 << 32 or self.volume[locate] + shares > INT64_MAX

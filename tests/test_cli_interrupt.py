@@ -3,6 +3,8 @@ and gen printed click's bare "Aborted!" and exited 1, where the others said what
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from click.testing import CliRunner
 
@@ -145,3 +147,59 @@ def test_an_address_space_limit_is_an_error_line_naming_what_ran_out(tmp_path):
     assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
     assert "cannot load a library: libarrow.so.2600: failed to map segment" in p.stderr
     assert "out of address space or memory" in p.stderr
+
+
+def test_an_interrupted_command_leaves_no_mark_on_the_next_in_the_process(monkeypatch, tmp_path):
+    """The Ctrl-C a command noticed stayed noticed: every later command of the same process
+    (a notebook, a test run) that failed said "interrupted (Ctrl-C)", exit 130 (probe 40)."""
+    import signal
+
+    def interrupted(*a, **k):
+        signal.raise_signal(signal.SIGINT)   # through the command's own handler
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "day.itch").write_bytes(b"")
+    monkeypatch.setattr("itchflow.sinks.events.events_to_parquet", interrupted)
+    runner = CliRunner()
+    assert runner.invoke(main, ["trades", "day.itch", "-o", "t.parquet"]).exit_code == 130
+    r = runner.invoke(main, ["stats", str(tmp_path / "missing.itch")])
+    assert r.exit_code == 1 and "interrupted (Ctrl-C)" not in r.output and "missing.itch: no such file" in r.output, r.output
+
+
+def test_a_mapping_refused_for_another_reason_is_not_blamed_on_memory(monkeypatch, tmp_path):
+    """Every failure to map a file was said to be an address-space limit or too little memory
+    (a /sys file: "No such device ... (an address-space limit ...)": probe 40)."""
+    import errno
+    import mmap
+
+    from itchflow.sources.chunk import map_file
+
+    path = tmp_path / "day.itch"
+    path.write_bytes(b"\x00\x01Z" * 10)
+    for code, memory in ((errno.ENODEV, False), (errno.ENOMEM, True)):
+        def refused(*a, **k):
+            raise OSError(code, "refused")
+        monkeypatch.setattr(mmap, "mmap", refused)
+        with pytest.raises(OSError) as e:
+            map_file(path)
+        assert e.value.errno == code and e.value.filename == str(path) and "mapping 30 bytes" in str(e.value)
+        assert ("ulimit -v" in str(e.value)) == memory
+
+
+def test_folders_made_for_a_name_never_made_are_removed_too(tmp_path):
+    """A failure before the deepest folder was made (its name refused) left the parents made
+    for it (probe 40)."""
+    from itchflow.sinks.output import folders_made_for
+
+    out = tmp_path / "a" / "b" / ("x" * 300)
+    with pytest.raises(OSError):
+        with folders_made_for(out):
+            os.makedirs(out)
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(RuntimeError):
+        with folders_made_for(tmp_path / "kept" / "new"):
+            (tmp_path / "kept" / "new").mkdir()
+            (tmp_path / "kept" / "new" / "f").write_text("x")
+            raise RuntimeError
+    assert (tmp_path / "kept" / "new" / "f").exists()   # not empty: kept

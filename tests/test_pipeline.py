@@ -232,7 +232,11 @@ def test_run_takes_a_bad_source_string_as_a_usage_error(tmp_path):
     runner = CliRunner()
     for bad, why in (("mold://127.0.0.1:0", "address: port 0"), ("ring:", "needs a name or path"),
                      ("mold://127.0.0.1:1?nope=1", "unknown option(s) nope"),
-                     ("soup://127.0.0.1:1?user=u&password=secret&sequence=0", "sequence must be at least 1")):
+                     ("soup://127.0.0.1:1?user=u&password=secret&sequence=0", "sequence must be at least 1"),
+                     # fixed-size protocol fields: refused only once the producer ran (probe 40)
+                     ("mold://127.0.0.1:1?session=ABCDEFGHIJK", "session must be ASCII of at most 10"),
+                     ("soup://127.0.0.1:1?user=toolongu&password=secret", "user must be ASCII of at most 6"),
+                     ("soup://127.0.0.1:1?user=u&password=secretsecret", "password must be ASCII of at most 10")):
         r = runner.invoke(main, ["run", "--source", bad])
         assert r.exit_code == 2 and "--source" in r.output and why in r.output, r.output
         assert "secret" not in r.output

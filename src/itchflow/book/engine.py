@@ -148,11 +148,14 @@ def _prefetch_u_buckets(buf, q, books, levels, imask, ishift):
 
 @njit(inline="always", nogil=True, cache=True)
 def _space_padded(symbol):
-    """An R's symbol key with trailing NULs as the spaces the spec pads with: read() drops both,
-    so the books list the name it gives, and a lookup by that name finds it (probe 38). A name
-    of NULs only stays 0, no name."""
+    """An R's symbol key with its trailing padding, any run of NULs and spaces, as the spaces
+    the spec pads with: read() drops both, so the books list the name it gives, and a lookup
+    by that name finds it (probes 38, 40). A name of NULs only stays 0, no name."""
     i = 7
-    while i >= 0 and symbol != _U(0) and ((symbol >> _U(8 * i)) & _U(0xFF)) == _U(0):
+    while i >= 0 and symbol != _U(0):
+        b = (symbol >> _U(8 * i)) & _U(0xFF)
+        if b != _U(0) and b != _U(0x20):
+            break
         symbol |= _U(0x20) << _U(8 * i)
         i -= 1
     return symbol
@@ -502,9 +505,9 @@ def _record_trade(locate, price, shares, match, kind, printable, side, stocks, t
                   match_shift, trades_out, anomalies, ctl, seq, ts):
     st = stocks[_U(locate)]
     counted = printable
-    if shares == 0:   # no share traded: not a trade of the stock (its price made bars: probe 38)
-        anomalies[locate, A_ZERO_SHARES] += 1
-        counted = False
+    if shares == 0 and kind != _KIND_Q:   # no share traded: not a trade (its price made bars: probe 38);
+        anomalies[locate, A_ZERO_SHARES] += 1   # a cross of 0 shares is the spec's "no cross" (real days
+        counted = False                         # have them): as sent, no anomaly
     elif counted:
         # Past the first test, shares < 2**32 and price < 2**32: the product fits a uint64. Only
         # hostile sizes take the branch (a trade that would carry volume or notional past int64).

@@ -219,7 +219,8 @@ ANOMALIES = (
     "bad_printable",        # C whose printable flag is neither Y nor N (counted in volume: only N is not)
     "directory_conflict",   # R giving a locate that already has a symbol another one (the new one is kept)
     "zero_shares",          # A/F/U adding an order of 0 shares (kept live as sent: its level may show 0 shares),
-                            # or a trade (E/C/P/Q) of 0 shares (recorded, not counted: no volume, no bar price)
+                            # or an execution or trade (E/C/P) of 0 shares (recorded, not counted: no volume, no
+                            # bar price); a cross (Q) of 0 shares is no anomaly: the spec's cross that did not happen
 )
 N_ANOMALIES = len(ANOMALIES)
 (A_UNKNOWN_REF, A_DUP_ADD, A_OVER_EXEC, A_OVER_CANCEL, A_REPLACE_EXISTING, A_UNKNOWN_LOCATE,

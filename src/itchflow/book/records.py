@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from itchflow.wire.itch import alpha_text
+
 SYMBOL = "U8"  # ITCH symbols are 8 ASCII characters, space padded (stripped here)
 MPID = "U4"    # F attribution, "" when none
 
@@ -65,6 +67,9 @@ def symbol_key(symbol: str | bytes) -> int:
 _ASCII_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
+ASCII_SPACE = " \t\n\r\x0b\x0c"   # what a typed name is stripped of (str.strip took a Latin-1 no-break space)
+
+
 def symbol_upper(text: str) -> str:
     """A symbol as typed, upper-cased in its ASCII letters only: a Latin-1 letter is kept as it is
     (str.upper made 'é' 'É', another byte than the feed's: probe 35)."""
@@ -72,10 +77,10 @@ def symbol_upper(text: str) -> str:
 
 
 def symbol_text(key: int) -> str:
-    """A symbol key as text: Latin-1, as every alpha field is read (``decode.decoded``), trailing
-    NULs and spaces dropped as ``read`` drops them (bars kept NUL padding where trades and bbo
-    did not, so a join on symbol missed: probe 38)."""
-    return int(key).to_bytes(8, "little").rstrip(b"\0").decode("latin-1").rstrip()
+    """A symbol key as text: Latin-1, as every alpha field is read (``decode.decoded``), its
+    trailing run of NULs and spaces dropped as ``read`` drops it, and nothing else (str.rstrip
+    took a Latin-1 no-break space too; bars kept NUL padding where trades did not: probes 38, 40)."""
+    return alpha_text(int(key).to_bytes(8, "little"))
 
 
 def mpid_column(keys: np.ndarray) -> np.ndarray:

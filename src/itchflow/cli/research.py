@@ -107,8 +107,8 @@ def bars_command(path, every, symbols, out, start, end, plot, plot_symbol, quiet
                   backwards="an interval's quote is its stock's quote before the first of its quote changes stamped "
                             "at or after the interval's end, in file order; a trade is in the interval of its stamp")
     if late.get("trades"):
-        click.echo(f"itchflow: warning: {late['trades']:,} trades stamped at or after 24:00 (past the day) are in "
-                   "no bar", err=True)
+        click.echo(f"itchflow: warning: {late['trades']:,} trades ({late['shares']:,} shares) stamped at or after "
+                   "24:00 (past the day) are in no bar", err=True)
     click.echo(f"wrote {table.num_rows:,} bars ({len(table['symbol'].unique())} stocks) to {out}"
                + (f"; plot {plot}" if plot else ""))
 

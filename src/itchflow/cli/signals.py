@@ -60,11 +60,13 @@ def _handling(signum: int, handler):
         return
     hook = sys.unraisablehook
     sys.unraisablehook = _swallowed
+    _SEEN["signal"] = None   # a command's own: one interrupted before in this process is not (probe 40)
     try:
         yield
     finally:
         signal.signal(signum, previous)
         sys.unraisablehook = hook
+        _SEEN["signal"] = None
 
 
 RESEND_SECONDS = 0.02   # sent again from a timer thread: from the hook it landed in the hook, swallowed again

@@ -161,8 +161,11 @@ def check_source_text(spec: SourceSpec) -> None:
             _option_number(spec, k, float, 0.0, open_low=True)
         _option_number(spec, "end_linger", float, 0.0)
         _option_number(spec, "queue", int, 0)
+        _option_text(spec, "session", 10)   # MoldUDP64's session field (refused once the producer ran)
     elif spec.kind == "soup":
         _no_port_zero(spec, "address", spec.port)
+        for key, size in (("user", 6), ("password", 10), ("session", 10)):   # SoupBinTCP's login fields
+            _option_text(spec, key, size)
         for k in ("dead_link", "max_seconds"):
             _option_number(spec, k, float, 0.0, open_low=True)
         _option_number(spec, "sequence", int, 1)
@@ -174,6 +177,18 @@ def _no_port_zero(spec: SourceSpec, what: str, port: int | None) -> None:
     if port == 0:
         raise ValueError(f"source {spec.text!r}: {what}: port 0 (any free port) cannot be told to a sender "
                          "from here; give the port (itchflow listen --mold HOST:0 prints the one it binds)")
+
+
+def _option_text(spec: SourceSpec, key: str, size: int) -> None:
+    """A text option of a source string that goes into a fixed-size protocol field: ASCII, at
+    most size bytes (a longer session was refused only once the producer had started, exit 1:
+    probe 40). A password is never shown."""
+    text = spec.options.get(key)
+    if text is None:
+        return
+    shown = "***" if _secret(key) else repr(text)
+    if not text.isascii() or len(text) > size:
+        raise ValueError(f"source {spec.text!r}: {key} must be ASCII of at most {size} characters (got {shown})")
 
 
 def _option_number(spec: SourceSpec, key: str, kind, low, open_low: bool = False) -> None:

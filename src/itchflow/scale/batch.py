@@ -89,6 +89,30 @@ def local_cluster(workers: int | None = None):
                         silence_logs=logging.CRITICAL)
 
 
+# Ending on a signal or an error, the cluster's workers may be gone already (a SIGTERM to the
+# group), and closing it logged their broken connections with tracebacks ("Future exception was
+# never retrieved", CommClosedError: probe 37); batch says what happened itself.
+_CLOSE_LOGGERS = ("asyncio", "distributed", "tornado", "tornado.application", "tornado.general")
+
+
+@contextlib.contextmanager
+def _quiet_close(failing: bool):
+    """Those loggers silenced while a failing run's own cluster closes, and as they were after
+    (batch is API: a caller's logging is theirs, probe 40)."""
+    if not failing:
+        yield
+        return
+    loggers = [logging.getLogger(n) for n in _CLOSE_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
 def auto_shards(days: int, threads: int) -> int:
     """Shards per day so every worker thread has work: 1 when there are enough days."""
     if days >= threads:
@@ -195,17 +219,11 @@ def batch(paths, job: str, out, client=None, shards: int | None = None, symbols=
             return _run(client, lay, days, job, syms, opts, shards, threads, info, progress, on_start,
                         keep_scratch, crash_once)
         finally:
-            if sys.exc_info()[0] is not None and own_cluster is not None:
-                # ending on a signal or an error: the cluster's workers may be gone already (a
-                # SIGTERM to the group), and closing it logged its broken connections with
-                # tracebacks ("Future exception was never retrieved": probe 37); batch says
-                # what happened itself
-                for name in ("asyncio", "distributed", "tornado"):
-                    logging.getLogger(name).setLevel(logging.CRITICAL + 1)
-            if own_client is not None:
-                own_client.close()
-            if own_cluster is not None:
-                own_cluster.close()
+            with _quiet_close(failing=own_cluster is not None and sys.exc_info()[0] is not None):
+                if own_client is not None:
+                    own_client.close()
+                if own_cluster is not None:
+                    own_cluster.close()
 
 
 def holds_results(lay: Layout, day: str | None = None) -> bool:

@@ -309,12 +309,13 @@ def symbols_here(source: str, symbols, shard: int, shard_of: np.ndarray | None) 
         return list(symbols)
     from itchflow.decode.reader import scan
     from itchflow.sinks._symbols import stock_key
+    from itchflow.wire.itch import alpha_text
 
     where = {}
     # scanned in pieces, not read() whole: a mapped day's pages go as they are walked
     for piece in scan(source, "R", chunk_messages=1 << 22):
         r = piece["R"]
-        where.update((bytes(s).decode("ascii").strip(), int(loc)) for s, loc in zip(r["stock"], r["stock_locate"]))
+        where.update((alpha_text(s), int(loc)) for s, loc in zip(r["stock"], r["stock_locate"]))
     # a name of digits is a locate, as the whole day's job takes it
     where.update((s, key) for s in symbols if isinstance(key := stock_key(s), int) and key < len(shard_of))
     missing = [s for s in symbols if s not in where]

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from itchflow.book.records import symbol_upper
+from itchflow.book.records import ASCII_SPACE, symbol_upper
 
 
 def symbol_list(symbols, who: str, *, required: bool = False) -> list[str] | None:
@@ -28,7 +28,8 @@ def symbol_list(symbols, who: str, *, required: bool = False) -> list[str] | Non
         return None
     if isinstance(symbols, str):
         symbols = symbols.split(",")
-    out = list(dict.fromkeys(symbol_upper(str(s).strip()) for s in (symbols or ()) if str(s).strip()))
+    out = list(dict.fromkeys(symbol_upper(str(s).strip(ASCII_SPACE)) for s in (symbols or ())
+                             if str(s).strip(ASCII_SPACE)))
     if not out:
         raise ValueError(f"{who}: give at least one symbol" + ("" if required else " (None: every stock)"))
     return out
@@ -38,8 +39,8 @@ def stock_key(name) -> str | int:
     """A stock as asked for: a locate number (int) for a name of digits, else the symbol."""
     if isinstance(name, int):
         return name
-    name = str(name).strip()
-    return int(name) if name.isdigit() else symbol_upper(name)
+    name = str(name).strip(ASCII_SPACE)
+    return int(name) if name.isascii() and name.isdigit() else symbol_upper(name)
 
 
 def stock_keys(names: list[str] | None) -> list[str | int] | None:

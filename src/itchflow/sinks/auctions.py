@@ -35,7 +35,7 @@ from itchflow.arguments import INT64_MAX
 from itchflow.book.events import byte_text
 from itchflow.hw.join import join
 from itchflow.sinks._symbols import resolve_symbols, symbol_list
-from itchflow.wire.itch import DTYPES
+from itchflow.wire.itch import DTYPES, alpha_text
 
 _TYPES = "RQIB"
 
@@ -65,14 +65,14 @@ def _collect(source, symbols, capture_stats: dict | None = None, read_stats: dic
         read_stats.update(counts)
     arrs = {c: join(p, DTYPES[c]) for c, p in parts.items()}
     r = arrs["R"]
-    names = {int(loc): s.decode("latin-1").strip() for loc, s in zip(r["stock_locate"], r["stock"])}
+    names = {int(loc): alpha_text(s) for loc, s in zip(r["stock_locate"], r["stock"])}
     # a locate the day has no R for is named by its messages' own stock field, for the table
     # and for --symbols alike (the table named it so, and -s refused the name: probe 19)
     for c in "IQ":
         locs, first = np.unique(arrs[c]["stock_locate"], return_index=True)
         for loc, k in zip(locs.tolist(), first.tolist()):
             if loc not in names:
-                names[loc] = arrs[c]["stock"][k].decode("latin-1").strip() or str(loc)
+                names[loc] = alpha_text(arrs[c]["stock"][k]) or str(loc)
     if symbols is not None:
         wanted = symbol_list(symbols, "auctions")
         by_name = resolve_symbols(names, wanted, "auctions", locates=True)   # (a locate number too)

@@ -248,8 +248,9 @@ def bars(source, every="1min", symbols=None, *, start="09:30", end="16:00",
     high, low, close, volume, vwap, count, cross_volume. Rows by symbol then time.
     capture_stats: filled with a capture's gaps and malformed packets (as ``replay``'s).
     on_books: called with the Books at the end of the day (their counters: messages, anomalies).
-    past_the_day: filled with {"trades": n}, trades stamped at or after 24:00 (the field runs to
-    78 h): in no bar whatever the window, so the volume does not reconcile (said nothing: probe 38).
+    past_the_day: filled with {"trades": n, "shares": s}, the trades a bar would count (in volume
+    or cross volume, not broken) stamped at or after 24:00 (the field runs to 78 h): in no bar
+    whatever the window, so the volume does not reconcile (said nothing: probe 38).
     """
     step, t0, tend = bars_window(every, start, end)
     nbars = -(-(tend - t0) // step)
@@ -281,8 +282,13 @@ def bars(source, every="1min", symbols=None, *, start="09:30", end="16:00",
     nslots = len(panel.locates)
     every_trade = access.concat_columns(trade_parts)
     if past_the_day is not None and every_trade:
-        late = (every_trade["timestamp"] >= DAY_NS) & (every_trade["kind"] != ord("B"))   # (chosen stocks')
+        # the trades a bar would hold, were they in the day (counted, not broken: probe 40 counted
+        # non-printable and broken ones too, which no bar holds anyway); the chosen stocks' only
+        counted = ((every_trade["printable"] == 1) & (every_trade["shares"] > 0) & ~access.broken_mask(every_trade)
+                   & np.isin(every_trade["kind"], [_KIND_E, _KIND_C, _KIND_P, _KIND_Q]))
+        late = counted & (every_trade["timestamp"] >= DAY_NS)
         past_the_day["trades"] = int(np.count_nonzero(late))
+        past_the_day["shares"] = int(every_trade["shares"][late].sum())
     trades = trade_bars(every_trade, panel.slot_of, nslots, t0, step, nbars, tend)
     return _table(panel, trades, names, nslots, t0, step, nbars, tend)
 

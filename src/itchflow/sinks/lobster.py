@@ -82,6 +82,7 @@ from itchflow.sinks import _book_access as access
 from itchflow.sinks._symbols import resolve_symbols, symbol_list
 from itchflow.sinks._clock import DAY_NS, clock_ns, trading_date
 from itchflow.sinks.output import new_part, raise_named, refuse_input_as_output
+from itchflow.wire.itch import alpha_text
 
 ASK_DUMMY = 9_999_999_999
 BID_DUMMY = -9_999_999_999
@@ -680,7 +681,7 @@ def _walk(source, syms: list[str], levels: int, start_ns: int, end_ns: int,
 
     def start_streams(directory: np.ndarray) -> None:
         for loc, stock in zip(directory["stock_locate"].tolist(), directory["stock"].tolist()):
-            sym = stock.decode("latin-1").strip()
+            sym = alpha_text(stock)
             if sym in wanted and all(sym != s for s, _, _ in streams.values()) and loc not in streams:
                 streams[loc] = (sym, StockState(), output_for(sym))
 

@@ -154,6 +154,8 @@ def folders_made_for(out: str | os.PathLike) -> Iterator[None]:
         yield
     except BaseException:
         for folder in missing:   # deepest first; one not empty keeps it and those above it
+            if not os.path.lexists(folder):   # never made (its name refused): those above it may have been
+                continue
             try:
                 os.rmdir(folder)
             except OSError:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from itchflow.sinks.output import output_file
-from itchflow.wire.itch import DTYPES
+from itchflow.wire.itch import ALPHA_PADDING, DTYPES, alpha_stripped
 
 
 def union_schema(codes: str, dtypes=DTYPES):
@@ -148,7 +148,7 @@ class TableWriter:
         names it). The piece's own R messages decide its other messages by their place, so the
         rows kept are the same however the day is cut (a whole piece was kept from its R on,
         messages before the R included, and a locate renamed away stayed selected)."""
-        naming = r["stock"] == padded
+        naming = alpha_stripped(r["stock"]) == padded.rstrip(ALPHA_PADDING)
         events = {}
         for loc in self._locates | {int(x) for x in r["stock_locate"][naming]}:
             mine = r["stock_locate"] == loc
@@ -176,7 +176,7 @@ class TableWriter:
                 k = np.searchsorted(seqs, arr["sequence"][at], side="left")   # R messages before each row
                 keep[at] = np.where(k == 0, before, names[np.maximum(k - 1, 0)]) if len(seqs) else before
         if "stock" in arr.dtype.names:
-            keep |= arr["stock"] == padded
+            keep |= alpha_stripped(arr["stock"]) == padded.rstrip(ALPHA_PADDING)
         return arr[keep]
 
     def write(self, arrays: dict[str, np.ndarray]) -> None:

@@ -11,6 +11,7 @@ how far it got (``Chunk.release``), and the chunk lets those pages go from this 
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 import weakref
@@ -197,8 +198,8 @@ def map_file(path: str | os.PathLike) -> np.ndarray:
         try:
             mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         except OSError as e:   # (ENOMEM under an address-space limit named nothing: probe 37)
-            raise OSError(e.errno, f"{e.strerror}: mapping {st.st_size:,} bytes (an address-space limit, "
-                                   "ulimit -v, or too little memory)", os.fspath(path)) from None
+            why = " (an address-space limit, ulimit -v, or too little memory)" if e.errno == errno.ENOMEM else ""
+            raise OSError(e.errno, f"{e.strerror}: mapping {st.st_size:,} bytes{why}", os.fspath(path)) from None
         fd = os.dup(f.fileno())
     _mapped[id(mm)] = (fd, st.st_mtime_ns)
     weakref.finalize(mm, _forget, id(mm), fd)

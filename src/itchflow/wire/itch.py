@@ -368,6 +368,21 @@ def message_type(code: str | int) -> MessageType:
         raise KeyError(f"not an ITCH 5.0 message type: {key!r}") from None
 
 
+ALPHA_PADDING = b" \0"   # the spec pads alpha fields with spaces; some feeds and tools with NULs
+
+
+def alpha_text(raw) -> str:
+    """An alpha field (a symbol, an MPID) as text, the one rule of every output: Latin-1, its
+    trailing run of spaces and NULs dropped, nothing else (as ``read``'s tables give it; each
+    output had its own rule, and a name one listed another could not find: probes 38, 40)."""
+    return bytes(raw).rstrip(ALPHA_PADDING).decode("latin-1")
+
+
+def alpha_stripped(raw: np.ndarray) -> np.ndarray:
+    """A column of alpha fields (S8, ...) without their trailing spaces and NULs, for comparing."""
+    return np.char.rstrip(raw, ALPHA_PADDING)
+
+
 def price4_to_float(raw) -> np.ndarray | float:
     """Price(4) raw integers -> float dollars (4 implied decimals)."""
     return np.asarray(raw, dtype=np.float64) / PRICE4_SCALE if np.ndim(raw) else raw / PRICE4_SCALE

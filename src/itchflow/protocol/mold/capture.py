@@ -344,12 +344,13 @@ def plan_packets(buf, order, off, length, kind, session, seq, count, dedup, chec
                 state[P_ORDERLY] = 0
                 break
             totals[5] += 1
-            if c > 0 and past_end == 0:
-                past_first = s
-                past_end = s
-            if s + c > past_end:
-                totals[6] += np.int64(s + c - max(s, past_end))
-                past_end = s + c
+            if c > 0:   # (a heartbeat past the end carries none: it set the bound, probe 40)
+                if past_end == 0:
+                    past_first = s
+                    past_end = s
+                if s + c > past_end:
+                    totals[6] += np.int64(s + c - max(s, past_end))
+                    past_end = s + c
             continue
         elif check and k == DATA and s + c > ended:   # across an end already taken: sorted, it
             state[P_ORDERLY] = 0                      # would have come before the end
