@@ -203,3 +203,27 @@ def test_folders_made_for_a_name_never_made_are_removed_too(tmp_path):
             (tmp_path / "kept" / "new" / "f").write_text("x")
             raise RuntimeError
     assert (tmp_path / "kept" / "new" / "f").exists()   # not empty: kept
+
+
+@pytest.mark.parametrize("sig, status", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_write_slowly_says_its_destination_keeps_what_was_appended(tmp_path, sig, status):
+    """write-slowly appends to the file a reader follows: stopped, that file stays (as it
+    should), but the command said "unfinished output was removed" (probe 41)."""
+    import signal
+    import time
+
+    from net_procs import finish, start
+    from itchflow.sim.generator import write_day
+
+    src, dst = tmp_path / "day.itch", tmp_path / "live.itch"
+    write_day(src, 20_000, 1, stocks=10)
+    proc = start(["write-slowly", str(src), str(dst), "--rate", "2000"])
+    deadline = time.monotonic() + 120
+    while not (dst.exists() and dst.stat().st_size > 0):   # readiness: appending has begun
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.01)
+    proc.send_signal(getattr(signal, sig))
+    _, err = finish(proc, 60)
+    assert proc.returncode == status, err
+    assert f"{dst} keeps what was appended so far" in err and "removed" not in err, err
+    assert 0 < dst.stat().st_size < src.stat().st_size

@@ -10,6 +10,7 @@ import json
 import signal
 import socket
 
+import numpy as np
 import pytest
 
 from net_procs import finish, one_connection_server, start, wait_for_line
@@ -43,6 +44,13 @@ def test_publish_prints_its_counters_on_ctrl_c(tmp_path):
         sink.close()
     report = json.loads(out)
     assert report["interrupted"] and 0 < report["sent"][0] < report["packets"], report
+    # messages: the feed's; messages_released: those of the packets sent (one line, no faults),
+    # counted here from the day's packetisation (probe 41: only the feed's total was given)
+    from itchflow.protocol.mold.feed import MoldFeed
+
+    feed = MoldFeed(np.frombuffer(src.read_bytes(), np.uint8), "ITCHFLOW", payload_size=200)
+    assert report["messages"] == feed.messages == 5_000
+    assert report["messages_released"] == int(feed.sequences[report["sent"][0]]) - 1 < 5_000, report
 
 
 def test_listen_prints_its_report_on_ctrl_c():

@@ -172,6 +172,35 @@ def test_sigstopped_run_reports_detached_consumer(tmp_path, day):
     assert "Traceback" not in err and "truncated" not in err
 
 
+def test_a_producer_stopped_for_good_is_killed_and_the_run_ends(tmp_path, day):
+    """The producer of `itchflow run` SIGSTOPped and never continued: the consumer said so after
+    its heartbeat time-out, then hung for ever at exit, joining a child that SIGTERM cannot end
+    while it is stopped (probe 41). It is killed now, the run ends (exit 1) naming why."""
+    src = tmp_path / "day.itch"
+    src.write_bytes(day.tobytes())
+    name = f"itchflow-test-shm-pstop-{os.getpid()}"
+    ring_file = f"/dev/shm/itchflow.{name}.ring"
+    proc = _run_cli(["run", "--source", str(src), "--ring", name, "--capacity", str(CAP), "--batch-bytes", "4096",
+                     "--rate", "10000", "--heartbeat-timeout", "0.5", "--quiet"])
+    producer = 0
+    try:
+        ring = _wait_ready(ring_file, proc)
+        producer = ring.snapshot()["producer"]["pid"]
+        ring.close()
+        assert producer not in (0, proc.pid) and pid_alive(producer)
+        os.kill(producer, signal.SIGSTOP)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        _reap(proc)
+        if producer and pid_alive(producer):
+            os.kill(producer, signal.SIGKILL)
+    assert proc.returncode == 1, (out, err)
+    assert f"the producer process (pid {producer}) did not answer and did not stop when asked" in err, err
+    assert "Traceback" not in err
+    wait_for(lambda: not pid_alive(producer), "the stopped producer to be gone")
+    assert not os.path.exists(ring_file)
+
+
 # ---- 10 and 12: SIGKILL and Ctrl-C of `itchflow run` ------------------------------------------
 def _run_cli(args: list[str]) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))

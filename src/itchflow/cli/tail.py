@@ -31,8 +31,22 @@ def write_slowly(src: str, dst: str, rate: float, piece_bytes: int, seed: int) -
     if 0 < rate < MIN_RATE:   # 1e-300 messages/s overflowed the sleep after the first piece
         raise click.BadParameter(f"at least {MIN_RATE:g} message a second (0: flat out), not {rate:g}",
                                  param_hint="'--rate'")
+    import os
+    import sys
+
+    from itchflow.cli.signals import sigterm_exits
+
+    before = os.path.getsize(dst) if os.path.isfile(dst) else 0
+    # DST is the growing file a reader follows: what was appended stays (the command line's
+    # "unfinished output was removed" was untrue here: probe 41)
+    kept = f"{dst} keeps what was appended so far (a message may be cut at its end)"
     try:
-        n = append_slowly(src, dst, rate=rate or None, piece_bytes=piece_bytes, seed=seed)
+        with sigterm_exits(f"stopped; {kept}"):
+            n = append_slowly(src, dst, rate=rate or None, piece_bytes=piece_bytes, seed=seed)
+    except KeyboardInterrupt:
+        grown = (os.path.getsize(dst) if os.path.isfile(dst) else before) - before
+        click.echo(f"itchflow: interrupted (Ctrl-C) after {grown:,} bytes; {kept}", err=True)
+        sys.exit(130)
     except OSError as e:   # a missing directory, a full disk: name the file, no traceback
         fail(named(e, dst))
     except (ITCHFormatError, ValueError) as e:

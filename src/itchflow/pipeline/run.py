@@ -228,6 +228,7 @@ def run_pipeline(source: str | SourceSpec, *, ring: str | None = None, capacity:
     pinned = None
     stop = CTX.Event()
     produced = None
+    killed_producer = False   # it had to be SIGKILLed (stopped, or stuck past SIGTERM)
     consume_error: Exception | None = None
     detached = None
     try:
@@ -274,6 +275,10 @@ def run_pipeline(source: str | SourceSpec, *, ring: str | None = None, capacity:
             if proc.is_alive():
                 proc.terminate()
             proc.join(5)
+            if proc.is_alive():   # stopped (SIGSTOP) or stuck: SIGTERM waits for a SIGCONT, and the
+                proc.kill()       # exit then waited for it for ever (probe 41)
+                proc.join(5)
+                killed_producer = True
             parent_conn.close()
         rg.close()
         rg.unlink()
@@ -295,6 +300,10 @@ def run_pipeline(source: str | SourceSpec, *, ring: str | None = None, capacity:
     # every failure below carries the report of what was applied (a script reading --json
     # output got nothing at all when the source failed mid-file)
     if produced is None:
+        if killed_producer:
+            raise PipelineError(f"{spec.text}: the producer process (pid {proc.pid}) did not answer and did not "
+                                f"stop when asked (stopped, SIGSTOP, or stuck), so it was killed, after "
+                                f"{report.messages:,} messages", report)
         raise PipelineError(f"{spec.text}: the producer process ended without a result "
                             f"(exit code {proc.exitcode}) after {report.messages:,} messages", report)
     if produced[0] == "error":

@@ -23,7 +23,9 @@ HEARTBEAT_S = 1.0
 @dataclass
 class PublishResult:
     packets: int = 0                 # packets in the feed
-    messages: int = 0
+    messages: int = 0                # messages in the feed
+    messages_released: int = 0       # messages of the packets whose turn came (all of them at the end;
+                                     # after Ctrl-C, those sent: "messages" alone read as sent, probe 41)
     sent: list = field(default_factory=lambda: [0, 0])      # datagrams sent per line
     dropped: list = field(default_factory=lambda: [0, 0])   # packets left out by fault injection
     duplicated: list = field(default_factory=lambda: [0, 0])
@@ -133,6 +135,7 @@ def publish(feed: MoldFeed, line_a: tuple[str, int], line_b: tuple[str, int] | N
                 time.sleep(min(left, hb_ns) / 1e9 if left > 200_000 else 0)
             if server is not None:
                 server.available = int(seqs[k + 1])
+            res.messages_released = int(seqs[k + 1]) - 1
             for li, (slots, pkts) in enumerate(schedules):
                 h = heads[li]
                 while h < len(slots) and slots[h] <= k:
