@@ -512,8 +512,11 @@ def _consume(reader, applier, proc, progress, run: _Run, waiting: _NoProducerNot
         if not used:   # stopped inside a batch: a consumer resuming this name gets it again
             reader.give_back()
     except ConsumerDetached as e:
+        # (a ring:NAME's producer is another command's, whose time-out run cannot set: probe 41)
+        hint = ("--heartbeat-timeout sets how long a pause is tolerated" if proc is not None else
+                "the ring's producer detaches a consumer paused past the ring's heartbeat time-out")
         raise ConsumerDetached(f"{e}. The books built so far are incomplete and cannot be trusted: run again "
-                               "(--heartbeat-timeout sets how long a pause is tolerated)") from None
+                               f"({hint})") from None
     run.t_end = time.perf_counter()
     run.ring_lost_records = reader.lost_records - lost_before
 
