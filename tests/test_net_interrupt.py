@@ -161,3 +161,24 @@ def test_listen_out_writes_no_file_when_no_message_arrived(tmp_path, how):
     assert f"no message arrived {when}: {out} not written" in err, err
     assert not part.exists() and out.read_bytes() == b"\x00\x01Z"
     assert "Traceback" not in err
+
+
+def test_a_report_prints_numpy_numbers_as_numbers():
+    """listen's text report showed its latency as {'p50': np.float64(...)} (probe 41)."""
+    from click.testing import CliRunner
+
+    from itchflow.cli.net import _print_report
+
+    @click_command
+    def show():
+        _print_report({"latency": {"p50_us": np.float64(1.5), "n": np.int64(3)}, "lines": [np.int64(2)]}, False, 8)
+        _print_report({"latency": {"n": np.int64(3)}}, True, 8)
+
+    out = CliRunner().invoke(show).output.splitlines()
+    assert out == [" latency: {'p50_us': 1.5, 'n': 3}", "   lines: [2]", '{"latency": {"n": 3}}'], out
+
+
+def click_command(f):
+    import click
+
+    return click.command()(f)

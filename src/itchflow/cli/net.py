@@ -661,7 +661,16 @@ def bench_net(packets, rounds, size, batch, timestamps, veth, busy_poll_us, as_j
 def _print_report(d: dict, as_json: bool, width: int) -> None:
     """A command's counters: one JSON object, or one aligned line per counter."""
     if as_json:
-        click.echo(json.dumps(d))
-    else:
-        for k, v in d.items():
+        click.echo(json.dumps(d, default=_plain))
+    else:   # (through JSON's types: numpy's scalars printed as np.float64(...) inside a dict, probe 41)
+        for k, v in json.loads(json.dumps(d, default=_plain)).items():
             click.echo(f"{k:>{width}}: {v}")
+
+
+def _plain(value):
+    """A numpy scalar or array as JSON takes it (json.dumps' default=); anything else as text."""
+    import numpy as np
+
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
+    return str(value)
