@@ -147,14 +147,19 @@ def test_paused_consumer_is_reported_detached_not_a_bad_file(path, day):
             p.join(10)
 
 
-def test_sigstopped_run_reports_detached_consumer(tmp_path, day):
-    """The whole `itchflow run`, SIGSTOPped mid-run until the producer detaches its consumer."""
+def _slow_run(tmp_path, day, tag: str, heartbeat_timeout: float):
+    """`itchflow run` of the day at 10,000 messages/s on a small named ring: (ring file, process)."""
     src = tmp_path / "day.itch"
     src.write_bytes(day.tobytes())
-    name = f"itchflow-test-shm-stop-{os.getpid()}"
-    ring_file = f"/dev/shm/itchflow.{name}.ring"
+    name = f"itchflow-test-shm-{tag}-{os.getpid()}"
     proc = _run_cli(["run", "--source", str(src), "--ring", name, "--capacity", str(CAP), "--batch-bytes", "4096",
-                     "--rate", "10000", "--heartbeat-timeout", "0.3", "--quiet"])
+                     "--rate", "10000", "--heartbeat-timeout", str(heartbeat_timeout), "--quiet"])
+    return f"/dev/shm/itchflow.{name}.ring", proc
+
+
+def test_sigstopped_run_reports_detached_consumer(tmp_path, day):
+    """The whole `itchflow run`, SIGSTOPped mid-run until the producer detaches its consumer."""
+    ring_file, proc = _slow_run(tmp_path, day, "stop", heartbeat_timeout=0.3)
     try:
         ring = _wait_ready(ring_file, proc)
         os.kill(proc.pid, signal.SIGSTOP)
@@ -176,12 +181,7 @@ def test_a_producer_stopped_for_good_is_killed_and_the_run_ends(tmp_path, day):
     """The producer of `itchflow run` SIGSTOPped and never continued: the consumer said so after
     its heartbeat time-out, then hung for ever at exit, joining a child that SIGTERM cannot end
     while it is stopped (probe 41). It is killed now, the run ends (exit 1) naming why."""
-    src = tmp_path / "day.itch"
-    src.write_bytes(day.tobytes())
-    name = f"itchflow-test-shm-pstop-{os.getpid()}"
-    ring_file = f"/dev/shm/itchflow.{name}.ring"
-    proc = _run_cli(["run", "--source", str(src), "--ring", name, "--capacity", str(CAP), "--batch-bytes", "4096",
-                     "--rate", "10000", "--heartbeat-timeout", "0.5", "--quiet"])
+    ring_file, proc = _slow_run(tmp_path, day, "pstop", heartbeat_timeout=0.5)
     producer = 0
     try:
         ring = _wait_ready(ring_file, proc)
