@@ -192,7 +192,8 @@ P_SESSION = 3      # the session being planned (-1: none yet)
 P_HOLES = 4        # holes recorded in this session (check mode)
 P_ORDERLY = 5      # 0 once the order given is found not to give the sorted stream (check mode)
 P_UNSEQUENCED = 6  # 1 once a packet was taken whole (unsequenced, or dedup=False)
-P_WORDS = 7
+P_TAKERS = 7       # packets that gave new messages in this session (check mode; ``takers``)
+P_WORDS = 8
 # ... and uint64 words: the next sequence number expected, the highest announced, the
 # session's first, its end (the sequence number of its first end-of-session packet taken;
 # NO_END before one), and the numbers of the messages seen past that end: the first and one
@@ -205,6 +206,9 @@ NO_END = np.uint64(0xFFFF_FFFF_FFFF_FFFF)
 T_WORDS = 7
 # Holes a session may have for its file order to be checked; more and the capture is sorted.
 HOLES_MAX = 4096
+# The last packets that gave new messages, remembered to check a later repeat against (check
+# mode): a repeat reaching further back than they go sorts the capture.
+TAKERS_MAX = 4096
 
 
 class PlanState:
@@ -218,6 +222,7 @@ class PlanState:
         self.sequences = np.zeros(Q_WORDS, np.uint64)
         self.sequences[Q_END] = NO_END
         self.holes = np.zeros((HOLES_MAX, 2), np.uint64)
+        self.takers = np.zeros((TAKERS_MAX, 2), np.uint64)   # (first message taken, packet's number)
 
     @property
     def orderly(self) -> bool:
@@ -243,10 +248,39 @@ def _in_a_hole(holes, n, lo, hi):
     return a < n and holes[a, 0] < hi
 
 
+@njit(inline="always", nogil=True, cache=True)
+def _taken_from_a_later_start(takers, n, lo, hi):
+    """Whether a message of [lo, hi) (a repeat numbered from lo) was taken from a packet whose
+    own number is above lo: sorted, this repeat comes first and its copy is the one taken (the
+    same bytes, from another packet: probe 40's property found the stream's packets differ).
+    takers: the last (up to TAKERS_MAX) of n packets that gave new messages, ascending by the
+    first message each gave; one of an earlier packet's messages is below lo whenever the
+    oldest remembered gave lo + 1 or below, else not known: True (sorted, to be sure)."""
+    kept = min(n, TAKERS_MAX)
+    oldest = n - kept
+    if n > TAKERS_MAX and takers[oldest % TAKERS_MAX, 0] > lo + np.uint64(1):
+        return True
+    a, b = 0, kept   # the first remembered that gave a message above lo
+    while a < b:
+        m = (a + b) >> 1
+        if takers[(oldest + m) % TAKERS_MAX, 0] <= lo:
+            a = m + 1
+        else:
+            b = m
+    while a < kept:
+        j = (oldest + a) % TAKERS_MAX
+        if takers[j, 0] >= hi:
+            return False
+        if takers[j, 1] > lo:
+            return True
+        a += 1
+    return False
+
+
 @njit(nogil=True, cache=True)
 def plan_packets(buf, order, off, length, kind, session, seq, count, dedup, check, run_offset, run_seq,
                  run_session, run_messages, seg_out, seg_file, seg_packet, seg_seq, totals, state, seqs,
-                 holes):
+                 holes, takers):
     """Plan each message of the packets ``order`` (indices), taken in that order, as a stream of
     segments; state, seqs and holes (``PlanState``) carry on from the call before.
 
@@ -277,7 +311,8 @@ def plan_packets(buf, order, off, length, kind, session, seq, count, dedup, chec
     state[P_ORDERLY] is cleared, and planning stops, at the first packet that makes it plan
     other than (session, sequence) order would: a session seen again after another, a data
     packet after one taken whole, a packet whose messages fall in a hole already counted or
-    before the session's first number, a heartbeat before it, more than HOLES_MAX holes in a
+    before the session's first number or whose messages were taken from a packet numbered above
+    its own (``_taken_from_a_later_start``), a heartbeat before it, more than HOLES_MAX holes in a
     session, an end of session below what was delivered or a data packet across one taken. An
     order that passes gives the stream of the sorted capture."""
     w = state[P_STREAM]
@@ -285,6 +320,7 @@ def plan_packets(buf, order, off, length, kind, session, seq, count, dedup, chec
     segs = state[P_SEGS]
     cur_session = state[P_SESSION]
     nholes = state[P_HOLES]
+    ntakers = state[P_TAKERS]
     expected = seqs[Q_EXPECTED]
     announced = seqs[Q_ANNOUNCED]
     first = seqs[Q_FIRST]
@@ -322,6 +358,7 @@ def plan_packets(buf, order, off, length, kind, session, seq, count, dedup, chec
             past_first = np.uint64(0)
             past_end = np.uint64(0)
             nholes = 0
+            ntakers = 0
             runs = _open_run(run_offset, run_seq, run_session, runs, w, expected, cur_session)
         if k == END_OF_SESSION and s < ended:
             if expected > s:   # messages numbered past it were delivered: they contradict it
@@ -358,7 +395,8 @@ def plan_packets(buf, order, off, length, kind, session, seq, count, dedup, chec
         if check and s < expected:
             # taken after larger numbers: only repeats of what was delivered leave the stream as
             # the sorted capture's (a heartbeat matters only below the session's first number)
-            if s < first or (k == DATA and _in_a_hole(holes, nholes, s, min(s + c, expected))):
+            if s < first or (k == DATA and (_in_a_hole(holes, nholes, s, min(s + c, expected))
+                                            or _taken_from_a_later_start(takers, ntakers, s, min(s + c, expected)))):
                 state[P_ORDERLY] = 0
                 break
         if k != DATA:
@@ -391,6 +429,10 @@ def plan_packets(buf, order, off, length, kind, session, seq, count, dedup, chec
                 expected = s
                 runs = _open_run(run_offset, run_seq, run_session, runs, w, expected, cur_session)
             # the rest of the packet is kept from q
+            if check:   # (ascending by the first message: each packet that gives one gives the next)
+                takers[ntakers % TAKERS_MAX, 0] = s
+                takers[ntakers % TAKERS_MAX, 1] = seq[i]
+                ntakers += 1
             segs = _add_segment(seg_out, seg_file, seg_packet, seg_seq, segs, w, q, i, s)
             w += off[i] + length[i] - q
             kept = np.int64(seq[i] + c - s)
@@ -405,6 +447,7 @@ def plan_packets(buf, order, off, length, kind, session, seq, count, dedup, chec
     state[P_SEGS] = segs
     state[P_SESSION] = cur_session
     state[P_HOLES] = nholes
+    state[P_TAKERS] = ntakers
     seqs[Q_EXPECTED] = expected
     seqs[Q_ANNOUNCED] = announced
     seqs[Q_FIRST] = first
@@ -719,7 +762,7 @@ class _PlanArrays:
         plan_packets(buf, order, packets.offset, packets.length, packets.kind, packets.session, packets.seq,
                      packets.count, dedup, check, self.run_offset, self.run_seq, self.run_session,
                      self.run_messages, self.seg_out, self.seg_file, self.seg_packet, self.seg_seq, totals,
-                     plan.words, plan.sequences, plan.holes)
+                     plan.words, plan.sequences, plan.holes, plan.takers)
 
     def capture(self, buf, plan: PlanState, stats: CaptureStats) -> MoldCapture:
         """The runs and segments planned, as a MoldCapture (empty runs dropped: a session opened
