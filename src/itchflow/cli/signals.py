@@ -23,7 +23,9 @@ import sys
 
 import click
 
-_SEEN = {"signal": None}   # the signal (SIGINT, SIGTERM) that is ending this command, once one has
+# the signal (SIGINT, SIGTERM) that is ending this command, once one has; the unraisable hook
+# in place before ours
+_SEEN = {"signal": None, "hook": sys.__unraisablehook__}
 
 
 @contextlib.contextmanager
@@ -59,6 +61,8 @@ def _handling(signum: int, handler):
         yield
         return
     hook = sys.unraisablehook
+    if hook is not _swallowed:   # (the second handler nests inside the first)
+        _SEEN["hook"] = hook
     sys.unraisablehook = _swallowed
     _SEEN["signal"] = None   # a command's own: one interrupted before in this process is not (probe 40)
     try:
@@ -72,13 +76,13 @@ def _handling(signum: int, handler):
 RESEND_SECONDS = 0.02   # sent again from a timer thread: from the hook it landed in the hook, swallowed again
 
 
-def _swallowed(info, previous=sys.__unraisablehook__) -> None:
+def _swallowed(info) -> None:
     """Python's hook for an exception it could not raise: ours, from a signal handler, is sent
     again a moment later (it lands at the next point that can raise; swallowed again, it is
-    sent again), silently; any other is printed."""
+    sent again), silently; any other goes to the hook in place before ours."""
     mine = _SEEN["signal"] is not None and isinstance(info.exc_value, (KeyboardInterrupt, SystemExit))
     if not mine:
-        previous(info)
+        _SEEN["hook"](info)
         return
     import threading
 

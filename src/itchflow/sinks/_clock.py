@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
+import numbers
 import os
 import re
-
-import numpy as np
 
 NS_PER_SECOND = 1_000_000_000
 DAY_NS = 86_400 * NS_PER_SECOND
@@ -18,9 +17,7 @@ REGULAR_CLOSE_NS = 57_600 * NS_PER_SECOND   # 16:00:00
 def clock_ns(value, what: str = "time") -> int:
     """'HH:MM', 'HH:MM:SS[.fffffffff]' (24:00 allowed) or an int of ns after midnight (numpy's
     integers too: refused as text, probe 39) -> ns."""
-    import numbers
-
-    if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)):
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         ns = int(value)
     else:
         # [0-9], not \d: int() would read other scripts' digits ('١٠:٠٠') as a time

@@ -187,8 +187,10 @@ class _Panel:
 
 
 def trade_bars(trades: dict[str, np.ndarray], slot_of: np.ndarray, nslots: int, t0: int, step: int,
-               nbars: int, tend: int) -> dict[str, np.ndarray]:
-    """OHLC, volume, notional, count and cross volume per (slot, interval), vectorised."""
+               nbars: int, tend: int, past_the_day: dict | None = None) -> dict[str, np.ndarray]:
+    """OHLC, volume, notional, count and cross volume per (slot, interval), vectorised;
+    past_the_day (``bars``') filled with the trades and shares a bar would count stamped at or
+    after 24:00."""
     size = nslots * nbars
     out = {"open": np.full(size, np.nan), "high": np.full(size, np.nan), "low": np.full(size, np.nan),
            "close": np.full(size, np.nan), "volume": np.zeros(size, np.int64),
@@ -198,6 +200,12 @@ def trade_bars(trades: dict[str, np.ndarray], slot_of: np.ndarray, nslots: int, 
         return out
     kind, ts = trades["kind"], trades["timestamp"]
     broken = access.broken_mask(trades)
+    if past_the_day is not None:
+        # the trades a bar would hold, were they in the day (counted, not broken, a share or more:
+        # probe 40), on the bars' own broken mask (it was computed twice); the chosen stocks' only
+        late = ((ts >= DAY_NS) & (trades["printable"] == 1) & (trades["shares"] > 0) & ~broken
+                & np.isin(kind, [_KIND_E, _KIND_C, _KIND_P, _KIND_Q]))
+        past_the_day.update(trades=int(np.count_nonzero(late)), shares=int(trades["shares"][late].sum()))
     slot = slot_of[trades["stock_locate"]]
     in_grid = (ts >= t0) & (ts < tend) & (slot >= 0) & ~broken
     cell = slot * nbars + (ts - t0) // np.int64(step)
@@ -280,16 +288,8 @@ def bars(source, every="1min", symbols=None, *, start="09:30", end="16:00",
         panel.slots_for(np.array([known[s] if isinstance(s, str) else s for s in syms], np.int64))
     panel.finish()
     nslots = len(panel.locates)
-    every_trade = access.concat_columns(trade_parts)
-    if past_the_day is not None and every_trade:
-        # the trades a bar would hold, were they in the day (counted, not broken: probe 40 counted
-        # non-printable and broken ones too, which no bar holds anyway); the chosen stocks' only
-        counted = ((every_trade["printable"] == 1) & (every_trade["shares"] > 0) & ~access.broken_mask(every_trade)
-                   & np.isin(every_trade["kind"], [_KIND_E, _KIND_C, _KIND_P, _KIND_Q]))
-        late = counted & (every_trade["timestamp"] >= DAY_NS)
-        past_the_day["trades"] = int(np.count_nonzero(late))
-        past_the_day["shares"] = int(every_trade["shares"][late].sum())
-    trades = trade_bars(every_trade, panel.slot_of, nslots, t0, step, nbars, tend)
+    trades = trade_bars(access.concat_columns(trade_parts), panel.slot_of, nslots, t0, step, nbars, tend,
+                        past_the_day)
     return _table(panel, trades, names, nslots, t0, step, nbars, tend)
 
 
