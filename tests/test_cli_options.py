@@ -201,7 +201,7 @@ def test_ring_rm_skips_a_directory_named_like_a_ring(tmp_path):
         r = _cli(["ring", "rm", "--stale"])
         assert r.exit_code == 0 and r.exception is None, r.output
         r = _cli(["ring", "rm", "--force", d])
-        assert r.exit_code == 1 and "not a ring (Is a directory)" in r.output, r.output
+        assert r.exit_code == 1 and "not a ring (a directory)" in r.output, r.output
         assert os.path.isdir(d)
     finally:
         os.rmdir(d)

@@ -171,7 +171,8 @@ def test_an_unpublished_header_below_a_dead_producers_edge_is_corruption(path):
             good.read_batch()
         ring.words[ring.words[L.W_HEADER_BYTES] // 8] = 0  # the first record's header, zeroed
         rd = ring.reader("r", timeout=0.2)
-        with pytest.raises(RingFormatError, match=rf"position 0 reads as unpublished.*published up to position {edge}"):
+        with pytest.raises(RingFormatError, match=rf"position 0 \(record 0\): the record header there reads as "
+                                                  rf"unpublished, yet its producer \(gone\) published up to position {edge}"):
             rd.read_batch()
 
 

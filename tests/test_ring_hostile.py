@@ -241,3 +241,136 @@ def test_a_feed_ring_capacity_the_option_takes_is_one_the_pipeline_takes():
     feed_max_payload(FEED_RING_CAPACITY.low)
     with pytest.raises(ValueError, match="too small for ITCH batches"):
         feed_max_payload(FEED_RING_CAPACITY.low // 2)
+
+
+def test_a_consumer_position_no_consumer_can_hold_detaches_that_slot_not_the_others_data(ring_path):
+    """Probe 43: a negative position word in one slot read as "no consumer yet", and the blocking
+    producer overwrote what another, honest consumer had yet to read, with no error and nothing
+    counted lost. The slot with the impossible position is detached, saying why; the honest one
+    still holds the producer back and reads every record from the first."""
+    from itchflow.ring import ConsumerDetached
+
+    with Ring.create(ring_path, 1 << 16, consumers=["honest", "stray"]) as ring:
+        honest, stray = ring.reader("honest"), ring.reader("stray")
+        w = ring.writer(timeout=0.3)
+        w.write(b"first")
+        ring.words[L.slot_base(stray.slot) + L.S_POS] = -8
+        written = 1
+        with pytest.raises(TimeoutError):
+            for i in range(5000):   # ~5.7 capacities: the honest reader reads nothing meanwhile
+                w.write(b"later-%05d" % i)
+                written += 1
+        assert written < 5000
+        got = [x.tobytes() for x in honest.read_batch(timeout=1)]
+        assert got[0] == b"first" and got[1:] == [b"later-%05d" % i for i in range(len(got) - 1)]
+        assert honest.lost_records == 0
+        with pytest.raises(ConsumerDetached, match="detached by the producer \\(its slot's position outside what "
+                                                   "was published: a slot word written over by another process\\)"):
+            stray.read_batch(timeout=0)
+
+
+def test_a_heartbeat_ahead_of_the_clock_does_not_keep_the_producer_waiting(ring_path):
+    """Probe 43: a slot whose heartbeat word lies in the future (a stray write, another clock)
+    never aged, so the blocking producer waited on it for ever. Such a slot is detached once the
+    heartbeat is a time-out ahead of the clock, and every write goes through."""
+    import time
+
+    from itchflow.ring.liveness import consumer_live
+
+    with Ring.create(ring_path, 1 << 16, consumers=["gone"], heartbeat_timeout=0.2) as ring:
+        gone = ring.reader("gone")
+        b = L.slot_base(gone.slot)
+        ring.words[b + L.S_HB] = time.monotonic_ns() + (1 << 40)
+        ring.words[b + L.S_PID] = 4194304   # no process (pid_max at its largest)
+        assert not consumer_live(ring.words, b)
+        w = ring.writer(timeout=5)
+        for i in range(10_000):   # 40-byte records: 6 capacities
+            w.write(bytes(32))
+        assert ring.words[b + L.S_STATE] == L.SLOT_DETACHED
+        assert ring.words[b + L.S_DETACH_REASON] == L.DETACH_HEARTBEAT_AHEAD
+
+
+def test_a_slot_pid_past_any_process_id_is_corrupt_and_ring_ls_and_rm_force_still_work(ring_path):
+    """Probe 43: a pid word of 2**31 or more raised OverflowError out of os.kill: `ring inspect`
+    printed a traceback, `ring ls` listed no ring at all, and `ring rm --force` could not remove
+    it."""
+    from itchflow.cli import main
+
+    _kept_ring(ring_path)
+    with Ring.open(ring_path) as ring:
+        ring.words[L.slot_base(0) + L.S_PID] = 1 << 40
+    with pytest.raises(RingFormatError, match=r"consumer slot 0 \('book'\): pid 1099511627776 is not a process id"):
+        Ring.open(ring_path)
+    res = CliRunner().invoke(main, ["ring", "ls"])
+    assert res.exit_code == 0 and ring_path in res.output and "CORRUPT" in res.output, res.output
+    res = CliRunner().invoke(main, ["ring", "inspect", ring_path])
+    assert res.exit_code == 1 and "pid 1099511627776 is not a process id" in res.output
+    assert "Traceback" not in res.output
+    res = CliRunner().invoke(main, ["ring", "rm", "--force", ring_path])
+    assert res.exit_code == 0 and not os.path.exists(ring_path), res.output
+
+
+@pytest.mark.parametrize("where", ["short", "past"])
+def test_a_closed_ring_read_to_anywhere_but_its_final_edge_is_an_error(ring_path, where):
+    """Probe 43: once the producer had closed the ring, a record header zeroed by a stray write
+    ended the stream there as if whole ("the producer closed the ring (whole)"; `run` applied
+    half a day and exited 0), and a non-zero word after the final edge was read as one more
+    record. The reader's end is now checked against the edge the producer closed at."""
+    _kept_ring(ring_path, records=10)   # 10 records of 20 bytes: stride 32
+    with Ring.open(ring_path) as ring:
+        if where == "short":
+            ring.data[96:104] = 0                                          # record 3's header
+        else:
+            ring.data[320:328].view(np.uint64)[0] = (8 + 7) | (5 << 32)   # a "record" at the edge
+        rd = ring.reader("book")
+        got = len(rd.read_batch(timeout=1))
+        assert got == (3 if where == "short" else 11)
+        says = ("at position 96 \\(record 3\\): the record header there reads as unpublished, yet its producer "
+                "\\(closed the ring\\) published up to position 320" if where == "short" else
+                "at position 336 \\(record 11\\) read past the end the producer closed the ring at \\(position 320, "
+                "10 records\\)")
+        with pytest.raises(RingFormatError, match=f"corrupt ring: consumer 'book' {says}"):
+            rd.read_batch(timeout=1)
+
+
+def test_a_header_zeroed_below_the_edge_of_a_live_producer_is_an_error_not_a_wait_for_ever(ring_path):
+    """The same stray zero under a producer still open: the blocking reader waited for a
+    publish that had already happened (and the producer, for the reader, once the ring filled)."""
+    with Ring.create(ring_path, 1 << 16, consumers=["book"]) as ring:
+        rd = ring.reader("book")
+        w = ring.writer()
+        for i in range(10):
+            w.write(bytes([i]) * 20)
+        ring.data[96:104] = 0
+        assert len(rd.read_batch(timeout=1)) == 3
+        with pytest.raises(RingFormatError, match="at position 96 \\(record 3\\): the record header there reads "
+                                                  "as unpublished, yet its producer \\(open\\) published up to "
+                                                  "position 320"):
+            rd.read_batch(timeout=30)
+
+
+def test_a_slot_state_that_is_no_state_is_not_blamed_on_the_consumer(ring_path):
+    """Probe 43: a stray 99 in an attached reader's state word was reported as a detach for
+    missing heartbeats ("paused, stopped or too slow")."""
+    with Ring.create(ring_path, 1 << 16, consumers=["book"]) as ring:
+        rd = ring.reader("book")
+        w = ring.writer()
+        w.write(b"x" * 20)
+        ring.words[L.slot_base(rd.slot) + L.S_STATE] = 99
+        with pytest.raises(RingFormatError, match="consumer 'book''s slot state word reads 99, not a slot state"):
+            rd.read_batch(timeout=0)
+
+
+def test_more_mapped_rings_than_the_old_guard_held_still_survive_truncation(ring_path):
+    """Probe 43: the truncation guard had 64 slots; the 65th mapping of a process was not
+    guarded, and reading it after a truncation killed the process with SIGBUS."""
+    _kept_ring(ring_path, records=0)
+    res = _run("import os, sys\nfrom itchflow.ring import Ring, RingFormatError\n"
+               "rings = [Ring.open(sys.argv[1]) for _ in range(100)]\n"
+               "r = rings[-1]; rd = r.reader('book'); w = r.writer()\n"
+               "w.write(b'x' * 20); print(len(rd.read_batch(timeout=1)), flush=True)\n"
+               "os.truncate(sys.argv[1], 0)\n"
+               "try:\n    rd.read_batch(timeout=0.2)\nexcept RingFormatError as e:\n    print(e)\n", ring_path)
+    assert res.returncode == 0, (res.returncode, res.stderr)
+    lines = res.stdout.splitlines()
+    assert lines[0] == "1" and "the ring file was truncated to 0 bytes" in lines[1], res.stdout

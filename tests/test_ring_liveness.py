@@ -109,7 +109,7 @@ def test_stale_ring_is_recognised_and_reclaimed(path):
         w[b + L.S_HB] = time.monotonic_ns()       # a consumer beat just now: not stale yet
         s = ring.staleness()
         assert not s.stale and s.holders == [f"consumer pid {os.getpid()}"]
-        w[b + L.S_PID] = 0x3FFFFFFF               # its process is dead, its heartbeat still fresh
+        w[b + L.S_PID] = L.PID_MAX                # its process is dead (no pid is that large), its heartbeat still fresh
         s = ring.staleness()
         assert not s.stale and s.waiting
         assert Ring.reclaim_stale(path) is True   # waits for the heartbeat to age, then removes it

@@ -23,7 +23,16 @@ def _candidates(paths: tuple[str, ...]) -> list[str]:
     found = set(glob.glob(os.path.join(DEFAULT_DIR, "itchflow.*")))
     for folder in ring_folders():   # (the huge-page mount's rings too, a run's private one among them)
         found |= set(glob.glob(os.path.join(folder, "*.ring")))
-    return sorted(p for p in found if os.path.isfile(p))   # a directory named *.ring is no ring
+    return sorted(found)   # (one that is no regular file is said, not left out: ``ring_ls``)
+
+
+def _kind(path: str) -> str:
+    from itchflow.ring.paths import file_kind
+
+    try:
+        return file_kind(os.stat(path).st_mode)
+    except OSError:
+        return "a link to nothing" if os.path.islink(path) else "gone"
 
 
 def _ring_file_name(path: str) -> bool:
@@ -67,6 +76,9 @@ def ring_ls(paths: tuple[str, ...], as_json: bool) -> None:
     rows = []
     failed = 0
     for p in _candidates(paths):
+        if not paths and not os.path.isfile(p):   # (a directory, FIFO or dangling link of a ring's name)
+            click.echo(f"{p}: not a ring ({_kind(p)}): left alone", err=True)
+            continue
         try:
             with Ring.open(p) as r:
                 rows.append(r.snapshot())

@@ -37,7 +37,7 @@ SI_CODE_OFFSET = 8      # siginfo_t: int si_signo, si_errno, si_code; then the u
 SI_ADDR_OFFSET = 16
 SA_SIGINFO = 4
 SIGACTION_BYTES = 152   # glibc's struct sigaction on 64-bit Linux: handler, 128-byte mask, flags, restorer
-SLOTS = 64              # mappings guarded at once; more are simply not guarded
+SLOTS = 4096            # mappings guarded at once (a warning says when more are open: they are not)
 PAGE = mmap.PAGESIZE
 NO_FAULT = (1 << 64) - 1
 
@@ -211,6 +211,13 @@ def guard(mapping: mmap.mmap) -> bool:
             # in its own globals, an exception's frames) keep theirs until the cycle collector
             # runs, which may be never in a long process. Collect, so that they give them back.
             gc.collect()
+    if not _state.get("warned"):   # (it had 64 slots and said nothing: probe 43's 65th ring died of SIGBUS)
+        _state["warned"] = True
+        import warnings
+
+        warnings.warn(f"more than {SLOTS} file mappings open at once in this process: the later ones are not "
+                      "guarded, and a file truncated under one of them ends the process (SIGBUS)",
+                      RuntimeWarning, stacklevel=2)
     return False
 
 

@@ -75,7 +75,7 @@ def realtime_ns() -> int:
 def pid_exists(pid: int) -> bool:
     """kill(pid, 0) == 0. A zombie (killed but not yet reaped) still exists; callers that must
     see SIGKILL promptly combine this with the heartbeat age."""
-    if pid <= 0:
+    if pid <= 0 or pid > 4194304:   # past Linux's largest pid (2**22): kill() would take it cut to 32 bits
         return False
     return _kill(pid, 0) == 0
 

@@ -129,7 +129,10 @@ def apply_records(data, offs, lens, types, n, taken, st, hand_off, applied, rece
             st[S_RESUME_POS] = -1
             return REC_BAD_COUNT
         k = st[S_SAMPLES]
-        hand_off[k] = taken - np.int64(le64(data, o + 8 * B.W_PUBLISH_TSC))
+        # 0 (a producer in another language that keeps no cycle count, as the layout allows) or
+        # later than this read: no hand-off time (it was reported as 11 hours: probe 43)
+        ptsc = np.int64(le64(data, o + 8 * B.W_PUBLISH_TSC))
+        hand_off[k] = taken - ptsc if 0 < ptsc <= taken else 0
         applied[k] = done - taken
         rx = np.int64(le64(data, o + 8 * B.W_RECEIVE_NS))
         received[k] = realtime_ns() - rx if rx != 0 else 0
@@ -240,4 +243,4 @@ class BatchApplier:
     def samples(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         k = int(self.st[S_SAMPLES])
         rx = self.received[:k]
-        return self.hand_off[:k], self.applied[:k], rx[rx != 0]
+        return self.hand_off[:k], self.applied[:k], rx[rx != 0]   # (a hand-off of 0: its batch carried no time)

@@ -542,6 +542,7 @@ def _finish(report, applier, books, tpn, run: _Run, top) -> PipelineReport:
     report.ring_skipped_records = run.ring_skipped_records
     to_ns = 1.0 / tpn
     hand_off, applied, received = applier.samples()
+    hand_off = hand_off[hand_off != 0]   # batches whose producer gave no publish time
     report.latency = {
         "publish_to_consume": latency_summary(hand_off * to_ns, "batches"),
         "consume_to_applied": latency_summary(applied * to_ns, "batches"),

@@ -216,14 +216,7 @@ class ThreadedRing:
         self.applier._raise(batch, status)
 
     def _raise_ring(self, code: int) -> None:
-        from itchflow.ring.errors import ConsumerDetached, ProducerGone, RingFormatError
-
-        where = f"{self.ring.path} at position {int(self.reader.cs[C.C_POS])}"
-        if code == C.DETACHED:
-            raise ConsumerDetached(f"{where}: the consumer was detached by the producer")
-        if code == C.PRODUCER_GONE:
-            raise ProducerGone(f"{where}: the producer is gone")
-        raise RingFormatError(f"{where}: corrupt record header")
+        raise self.reader.error_for(code)   # (the Reader's own words for the ring's codes)
 
     @property
     def messages_published(self) -> int:

@@ -56,6 +56,7 @@ PRODUCER_GONE = -7
 PRODUCER_CLOSED = -8
 COMMIT_DETACHED = -9   # read_step: detached before the commit of the last batch (it may have been overwritten)
 NOTHING = -10          # read_one: nothing arrived within the time-out (0 is a record of 0 bytes)
+OFF_THE_EDGE = -11     # the cursor disagrees with the published edge (a header written over: see below)
 
 
 @njit(nogil=True, cache=True)
@@ -366,12 +367,34 @@ def read_one(words, data, cs, out, strategy: int, timeout_ns: int) -> int:
 
 
 @njit(nogil=True, cache=True, _nrt=False)
+def _unpublished_below_edge(words, cs) -> bool:
+    """Blocking mode, nothing to read: whether the header at the cursor reads as unpublished
+    though the edge is past it. The producer stores a batch's first header (release) before it
+    moves the edge, and never laps an attached reader, so only a stray write can make that so;
+    the reader waited for ever on it (probe 43). Read in this order: the edge, then the header."""
+    if load_acquire(words, L.W_EDGE_POS) <= cs[C_POS]:
+        return False
+    return load_acquire(words, next_header_index(cs)) == 0
+
+
+@njit(nogil=True, cache=True, _nrt=False)
+def _off_closed_edge(words, cs) -> bool:
+    """The producer closed the ring and the reader has read all it could: whether it stopped
+    anywhere but the final edge (position and records). Short of it, a header was written over
+    with 0 and the rest of the stream would end unsaid; past it, a stray word after the edge was
+    read as records (probe 43: a run applied half a day and said "whole")."""
+    pos, rec, _ = edge_triple(words)
+    return cs[C_POS] != pos or cs[C_REC] != rec
+
+
+@njit(nogil=True, cache=True, _nrt=False)
 def wait_poll(words, data, cs, max_n: int, out_buf, out_off, out_len, out_type,
               strategy: int, timeout_ns: int) -> int:
     """Poll until something arrives (n > 0), the producer closed the ring and everything is read
     (PRODUCER_CLOSED), the producer died and everything is read (PRODUCER_GONE), the timeout
-    passes (0; timeout_ns < 0 waits forever), or an error (DETACHED, CORRUPT). Zero-copy
-    (blocking mode, out_buf unused) or copying (lossy mode)."""
+    passes (0; timeout_ns < 0 waits forever), or an error (DETACHED, CORRUPT, OFF_THE_EDGE: the
+    cursor and the published edge disagree). Zero-copy (blocking mode, out_buf unused) or
+    copying (lossy mode)."""
     lossy = cs[C_MODE] == L.MODE_LOSSY
     start = 0
     last_check = 0
@@ -416,7 +439,12 @@ def wait_poll(words, data, cs, max_n: int, out_buf, out_off, out_len, out_type,
                         n = poll(words, cs, max_n, out_off, out_len, out_type)
                     if n != 0 or cs[C_POS] == before:
                         break
+                if n == 0 and st == PRODUCER_CLOSED and _off_closed_edge(words, cs):
+                    return OFF_THE_EDGE
                 return n if n != 0 else st
+            if not lossy and _unpublished_below_edge(words, cs):
+                # (a detach lets the producer write over us: that is what to report, if so)
+                return DETACHED if load_acquire(words, cs[C_SLOT] + L.S_STATE) != L.SLOT_ATTACHED else OFF_THE_EDGE
             if timeout_ns >= 0 and now - start > timeout_ns:
                 return 0
         if strategy == BLOCK and i > SPIN_TRIES:

@@ -12,6 +12,7 @@ import contextlib
 import errno
 import mmap
 import os
+import stat
 import time
 import weakref
 from typing import Sequence
@@ -25,7 +26,7 @@ from itchflow.ring import layout as L
 from itchflow.ring.errors import RingBusy, RingFormatError
 from itchflow.ring.inspect import snapshot
 from itchflow.ring.liveness import process_start, staleness
-from itchflow.ring.paths import DEFAULT_DIR, hugetlbfs_mount, ring_path, transparent_huge_pages
+from itchflow.ring.paths import DEFAULT_DIR, file_kind, hugetlbfs_mount, ring_path, transparent_huge_pages
 from itchflow.ring.reader import Reader
 from itchflow.ring.slots import get_name, set_name, validate_slots
 from itchflow.ring.writer import Writer
@@ -267,9 +268,15 @@ class Ring:
     def open(cls, path: str) -> "Ring":
         """Map an existing ring; RingFormatError if the file is not a valid ring."""
         path = ring_path(path)
-        fd = os.open(path, os.O_RDWR)
         try:
-            size = os.fstat(fd).st_size
+            fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)   # (non-blocking: a FIFO of that name never blocks us)
+        except IsADirectoryError:
+            raise RingFormatError(f"{path}: not a ring (a directory)") from None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise RingFormatError(f"{path}: not a ring ({file_kind(st.st_mode)})")
+            size = st.st_size
             head = validate_header(path, fd, size)
             mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         except BaseException:

@@ -54,6 +54,18 @@ SLOT_FREE, SLOT_JOINING, SLOT_ATTACHED, SLOT_DETACHED, SLOT_CLAIMED = 0, 1, 2, 3
 SLOT_STATE_NAMES = {SLOT_FREE: "free", SLOT_JOINING: "joining", SLOT_ATTACHED: "attached",
                     SLOT_DETACHED: "detached", SLOT_CLAIMED: "claimed"}
 
+# Why the producer detached a consumer (CONSUMER_LIVENESS.detach_reason). The last two are a
+# slot word that cannot be right (another process wrote over it): waiting on such a slot would
+# stall the producer for ever, and taking its position at face value would let the producer
+# overwrite what an honest consumer has yet to read, so the slot is detached instead.
+DETACH_SILENT, DETACH_HEARTBEAT_AHEAD, DETACH_BAD_POSITION = 0, 1, 2
+DETACH_REASON_NAMES = {DETACH_SILENT: "no heartbeat", DETACH_HEARTBEAT_AHEAD: "heartbeat ahead of the clock",
+                       DETACH_BAD_POSITION: "position outside what was published"}
+
+# Linux's largest pid (PID_MAX_LIMIT, 2**22): a pid word above it is no process (and os.kill
+# cannot even take one past 2**31).
+PID_MAX = 1 << 22
+
 # A producer whose heartbeat is older than max(heartbeat_timeout, this) is gone even if its pid
 # exists (the pid may have been reused). Its heartbeat thread beats every timeout/4; the floor
 # keeps a loaded machine (threads delayed for a second) from declaring a live producer gone.
@@ -168,7 +180,10 @@ CONSUMER_BLOCKS: tuple[Block, ...] = (
         Word("attached_ns", "when it last attached"),
         Word("detached_ns", "when it was last detached"),
         Word("name_len", "bytes of the name"),
-        Word("reserved6", ""), Word("reserved7", ""),
+        Word("detach_reason", "why the producer last detached it (DETACH_*; 0 in rings written before the "
+                              "word had a use): no heartbeat, a heartbeat ahead of the clock, a position "
+                              "outside what was published"),
+        Word("reserved7", ""),
         *(Word(f"name{i}", "name bytes") for i in range(NAME_BYTES // 8)),
     ), "Who the consumer is and whether it is alive."),
     Block("counters", "consumer", (
@@ -240,6 +255,7 @@ S_HB = SLOT_WORD["liveness.heartbeat_ns"]
 S_ATTACHED_NS = SLOT_WORD["liveness.attached_ns"]
 S_DETACHED_NS = SLOT_WORD["liveness.detached_ns"]
 S_NAME_LEN = SLOT_WORD["liveness.name_len"]
+S_DETACH_REASON = SLOT_WORD["liveness.detach_reason"]
 S_NAME = SLOT_WORD["liveness.name0"]
 S_LOST_REC = SLOT_WORD["counters.lost_records"]
 S_LOST_PAY = SLOT_WORD["counters.lost_payload"]
@@ -314,6 +330,8 @@ CONSTANTS = (
     ("STREAM_WHOLE", STREAM_WHOLE), ("STREAM_CUT_SHORT", STREAM_CUT_SHORT), ("STREAM_LOST", STREAM_LOST),
     ("SLOT_FREE", SLOT_FREE), ("SLOT_JOINING", SLOT_JOINING), ("SLOT_ATTACHED", SLOT_ATTACHED),
     ("SLOT_DETACHED", SLOT_DETACHED), ("SLOT_CLAIMED", SLOT_CLAIMED),
+    ("DETACH_SILENT", DETACH_SILENT), ("DETACH_HEARTBEAT_AHEAD", DETACH_HEARTBEAT_AHEAD),
+    ("DETACH_BAD_POSITION", DETACH_BAD_POSITION), ("PID_MAX", "2**22"),
     ("FLAG_HUGEPAGE_REQUESTED", FLAG_HUGEPAGE_REQUESTED), ("FLAG_HUGETLBFS", FLAG_HUGETLBFS),
     ("PRODUCER_STALE_MIN_NS", PRODUCER_STALE_MIN_NS),
 )

@@ -23,8 +23,10 @@ from itchflow.ring import layout as L
 
 
 def pid_alive(pid: int) -> bool:
-    """True if pid exists and is not a zombie (a SIGKILLed child its parent has not reaped)."""
-    if pid <= 0:
+    """True if pid exists and is not a zombie (a SIGKILLed child its parent has not reaped). A
+    pid word past Linux's largest is no process (os.kill raised OverflowError on one past 2**31,
+    and ``ring ls`` listed nothing: probe 43)."""
+    if not 0 < pid <= L.PID_MAX:
         return False
     try:
         os.kill(pid, 0)
@@ -56,8 +58,12 @@ def process_start(pid: int) -> int:
 
 
 def _age_ns(words, index: int, now: int) -> int:
+    """How old a heartbeat is: never written (0), or more than the ring's time-out ahead of this
+    clock (no CLOCK_MONOTONIC reading: a stray write), it is as old as can be."""
     hb = int(load(words, index))
-    return now - hb if hb else 1 << 62
+    if not hb or hb - now > int(words[L.W_HB_TIMEOUT]):
+        return 1 << 62
+    return now - hb
 
 
 def producer_stale_ns(words) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from typing import Iterator
 
 DEFAULT_DIR = "/dev/shm"
@@ -88,3 +89,12 @@ def transparent_huge_pages(path: str) -> tuple[bool, str]:
         return policy == "force", f"{SHMEM_THP} is {policy!r}, which rules every tmpfs mount"
     huge = next((o.split("=", 1)[1] for o in mount[2].split(",") if o.startswith("huge=")), "never")
     return huge in TAKES, f"the tmpfs mount {mount[0]} has huge={huge}"
+
+
+def file_kind(mode: int) -> str:
+    """What a file that is not a regular one is, for an error naming it (``os.stat``'s mode)."""
+    for test, kind in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return kind
+    return "not a regular file"

@@ -134,16 +134,38 @@ def recover_edge(words, geometry) -> int:
 
 
 @njit(nogil=True, cache=True, _nrt=False)
+def _detach(words, b, now: int, reason: int) -> int:
+    """ATTACHED -> DETACHED for slot word b, saying why (1 if this call detached it)."""
+    if compare_and_swap(words, b + L.S_STATE, L.SLOT_ATTACHED, L.SLOT_DETACHED) != L.SLOT_ATTACHED:
+        return 0
+    store_relaxed(words, b + L.S_DETACH_REASON, reason)
+    store_relaxed(words, b + L.S_DETACHED_NS, now)
+    fetch_add(words, b + L.S_DETACHES, 1)
+    fetch_add(words, L.W_DETACHED, 1)
+    return 1
+
+
+@njit(nogil=True, cache=True, _nrt=False)
 def _min_live_position(words, ps) -> int:
-    """Lowest position among ATTACHED consumers, or -1 if there is none."""
-    lo = -1
+    """Lowest position among ATTACHED consumers, or -1 if there is none. A position no honest
+    consumer can hold (negative, past the published edge, more than a capacity behind it, or off
+    the 8-byte record grid) is a slot word written over by someone else: that slot is detached
+    (DETACH_BAD_POSITION), never taken as the minimum. A negative one was read as "none yet" and
+    let the producer overwrite what every other consumer had yet to read (probe 43)."""
+    found = False
+    lo = 0
+    edge = ps[P_FIRST_POS]           # published so far: no consumer can be past it
     for i in range(ps[P_NCONS]):
         b = L.CONSUMERS_WORD + i * L.SLOT_WORDS
         if load_acquire(words, b + L.S_STATE) == L.SLOT_ATTACHED:
             p = load_acquire(words, b + L.S_POS)
-            if lo < 0 or p < lo:
+            if p > edge or p < max(edge - ps[P_CAP], 0) or (p & (L.RECORD_ALIGN - 1)) != 0:
+                _detach(words, b, monotonic_ns(), L.DETACH_BAD_POSITION)
+                continue
+            if not found or p < lo:
                 lo = p
-    return lo
+                found = True
+    return lo if found else -1
 
 
 @njit(nogil=True, cache=True, _nrt=False)
@@ -305,7 +327,9 @@ def heartbeat(words, ps) -> None:
 def detach_silent(words, ps, now: int) -> int:
     """Detach ATTACHED consumers whose heartbeat is older than the ring's timeout. A consumer
     that was SIGKILLed is thereby detached after the timeout, not before: a restart within it
-    resumes with nothing lost."""
+    resumes with nothing lost. A heartbeat more than a timeout ahead of this clock is no reading
+    of CLOCK_MONOTONIC (a stray write, another clock): it never ages, and kept the producer
+    waiting on a dead consumer for ever (probe 43); detached too."""
     n = 0
     timeout = ps[P_HB_TIMEOUT]
     for i in range(ps[P_NCONS]):
@@ -314,11 +338,9 @@ def detach_silent(words, ps, now: int) -> int:
             continue
         hb = load_acquire(words, b + L.S_HB)
         if now - hb > timeout:
-            if compare_and_swap(words, b + L.S_STATE, L.SLOT_ATTACHED, L.SLOT_DETACHED) == L.SLOT_ATTACHED:
-                store_relaxed(words, b + L.S_DETACHED_NS, now)
-                fetch_add(words, b + L.S_DETACHES, 1)
-                fetch_add(words, L.W_DETACHED, 1)
-                n += 1
+            n += _detach(words, b, now, L.DETACH_SILENT)
+        elif hb - now > timeout:
+            n += _detach(words, b, now, L.DETACH_HEARTBEAT_AHEAD)
     return n
 
 

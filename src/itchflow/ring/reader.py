@@ -325,7 +325,7 @@ class Reader:
             if truncated is not None:
                 raise RingFormatError(truncated)
             return self._empty()
-        raise self._read_error(n)
+        raise self.error_for(n)
 
     def read(self, timeout: float | None = -1.0) -> bytes | None:
         """The next record's payload as bytes (one record a call, as a socket's ``recv``), or
@@ -363,7 +363,7 @@ class Reader:
             if truncated is not None:
                 raise RingFormatError(truncated)
             return None
-        raise self._read_error(n)
+        raise self.error_for(n)
 
     def _closed_error(self) -> RingError:
         what = "the ring" if self.ring.words is None else f"consumer {self.name!r}"
@@ -375,7 +375,7 @@ class Reader:
         """The record type of what ``read`` returned last."""
         return int(self._last_cs[C.C_ONE_TYPE])
 
-    def _read_error(self, n: int) -> Exception:
+    def error_for(self, n: int) -> Exception:
         """The exception for a read's negative code (a truncated file reads as any of them)."""
         if self._closed:   # (closed meanwhile: by a signal's handler)
             return self._closed_error()
@@ -392,13 +392,10 @@ class Reader:
                               f"({L.STREAM_OUTCOME_NAMES.get(outcome, outcome)})", outcome)
         if n == C.PRODUCER_GONE:
             C.commit(w, self.cs)
-            edge = C.published_edge(w)[0]
-            if self.ring.mode != "lossy" and edge > self.position:
+            if self.ring.mode != "lossy" and C.published_edge(w)[0] > self.position:
                 # The edge moves only after its records' headers are published, and a blocking
                 # ring never laps a reader: an unpublished header below it was overwritten.
-                return RingFormatError(f"{self.ring.path}: corrupt ring: the record header at position "
-                                       f"{self.position} reads as unpublished, yet its producer (gone) had "
-                                       f"published up to position {edge}")
+                return self._off_the_edge("gone")
             hb = int(load(w, L.W_PROD_HB))
             pid = int(load(w, L.W_PROD_PID))
             alive = producer_process_alive(w) != 0   # (its pid, reused by another process: not it)
@@ -408,6 +405,9 @@ class Reader:
                                 f"{self.position})", pid if alive else 0)
         if n == C.DETACHED:
             return self._detached("records it had not read yet may be overwritten")
+        if n == C.OFF_THE_EDGE:
+            closed = int(load(w, L.W_PROD_STATE)) == L.PRODUCER_CLOSED
+            return self._off_the_edge("closed the ring" if closed else "open" if producer_live(w) else "gone")
         off = self.position & (self.ring.capacity - 1)
         word = int(load(w, self.ring.header_bytes // 8 + off // 8))
         fault = header_fault(np.int64(word), off, self.ring.capacity, self.ring.max_payload)
@@ -415,6 +415,21 @@ class Reader:
         return RingFormatError(f"{self.ring.path}: corrupt record header at position {self.position} "
                                f"(data offset {off}; length {h & 0xFFFFFFFF}, type {h >> 32:#x}: "
                                f"{FAULT_TEXT.get(fault, 'it changed while read')})")
+
+    def _off_the_edge(self, producer: str) -> RingFormatError:
+        """The error for a cursor that the published edge contradicts (consumer.OFF_THE_EDGE):
+        a record header below the edge reads as unpublished, or a reader of a closed ring ended
+        anywhere but at its final edge."""
+        pos, rec, _ = C.published_edge(self.ring.words)
+        where = f"{self.ring.path}: corrupt ring: consumer {self.name!r} at position {self.position} (record {self.records})"
+        if self.position < pos:
+            return RingFormatError(f"{where}: the record header there reads as unpublished, yet its producer "
+                                   f"({producer}) published up to position {pos}: written over by another process")
+        if self.position > pos:
+            return RingFormatError(f"{where} read past the end the producer closed the ring at (position {pos}, "
+                                   f"{rec} records): a header after it was not zero")
+        return RingFormatError(f"{where}: the producer closed the ring at that position after {rec} records: "
+                               "the records read there were not the ones published")
 
     def _empty(self) -> Batch:
         return Batch(self.ring.data, self._off[:0], self._len[:0], self._typ[:0], self.ring.path,
@@ -443,10 +458,18 @@ class Reader:
                 f"{self.ring.path}: the ring's header was overwritten while consumer {self.name!r} was "
                 f"reading (magic word {magic & (2**64 - 1):#018x}, not ITCHRING) at ring position "
                 f"{self.position}; {consequence}")
-        return ConsumerDetached(
-            f"{self.ring.path}: consumer {self.name!r} was detached by the producer (no heartbeat for more "
-            f"than the ring's {self.ring.heartbeat_timeout:g} s timeout: paused, stopped or too slow) at ring "
-            f"position {self.position}; {consequence}")
+        st = int(load(self.ring.words, self._b + L.S_STATE))
+        if st not in L.SLOT_STATE_NAMES:   # no detach either: a stray write (probe 43)
+            return RingFormatError(
+                f"{self.ring.path}: consumer {self.name!r}'s slot state word reads {st}, not a slot state "
+                f"(written over by another process) at ring position {self.position}; {consequence}")
+        reason = int(load(self.ring.words, self._b + L.S_DETACH_REASON))
+        why = (f"no heartbeat for more than the ring's {self.ring.heartbeat_timeout:g} s timeout: paused, stopped "
+               "or too slow" if reason == L.DETACH_SILENT else
+               f"its slot's {L.DETACH_REASON_NAMES.get(reason, f'word {reason}')}: a slot word written over by "
+               "another process")
+        return ConsumerDetached(f"{self.ring.path}: consumer {self.name!r} was detached by the producer ({why}) "
+                                f"at ring position {self.position}; {consequence}")
 
     def __iter__(self) -> Iterator[bytes]:
         """Each record's payload as bytes, until the producer closes the ring."""

@@ -48,7 +48,7 @@ def validate_slots(path: str, w: np.ndarray, cap: int, blocking: bool, max_consu
     if (before[0] < 0 or before[0] % L.RECORD_ALIGN or before[1] < 0 or before[2] < 0
             or max(before) > L.MAX_POSITION):
         raise RingFormatError(f"{path}: corrupt edge (position {before[0]}, records {before[1]}, "
-                              f"payload {before[2]}; each must be in 0..2**62)")
+                              f"payload {before[2]}; each must be in 0..2**62, the position a multiple of 8)")
     seen = []
     for i in range(max_consumers):
         b = L.slot_base(i)
@@ -88,8 +88,8 @@ def validate_slots(path: str, w: np.ndarray, cap: int, blocking: bool, max_consu
         if blocking and st == L.SLOT_ATTACHED and before[0] - live_pos > cap:
             raise RingFormatError(f"{where}: attached at position {live_pos}, more than the capacity {cap} "
                                   f"behind the edge {before[0]} (its data cannot still be there)")
-        if pid < 0:
-            raise RingFormatError(f"{where}: pid {pid}")
+        if not 0 <= pid <= L.PID_MAX:
+            raise RingFormatError(f"{where}: pid {pid} is not a process id (0..2**22)")
         if name in seen:
             raise RingFormatError(f"{where}: a second slot with the same name")
         seen.append(name)
