@@ -179,3 +179,66 @@ def test_an_anonymised_capture_decodes_in_stream_order_with_renumber(tmp_path):
     assert renumbered.exit_code == 0 and "unsequenced" not in renumbered.output, renumbered.output
     rows = pacsv.read_csv(out).to_pylist()
     assert [(r["message_type"], r["sequence"], r["timestamp"]) for r in rows] == [("D", 1, 1000), ("A", 2, 2000)]
+
+
+def _capture(path: Path, packets: list[tuple[int, list[bytes]]]) -> Path:
+    """A pcap of MoldUDP64 packets (sequence, message bodies) of session TEST."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from itch_reference import eth_ipv4_udp, mold_packet, pcap_file
+
+    path.write_bytes(pcap_file([eth_ipv4_udp(mold_packet(b"TEST", seq, msgs)) for seq, msgs in packets]))
+    return path
+
+
+def _adds(locate: int, first: int, n: int) -> list[bytes]:
+    return [encode_message("A", stock_locate=locate, timestamp=10_000 + i, order_reference_number=i,
+                           buy_sell_indicator="B", shares=100, price=100_0000, stock="AAPL")[2:]
+            for i in range(first, first + n)]
+
+
+def test_decode_of_a_capture_with_a_gap_says_so_and_counts_unsequenced_messages_once(tmp_path):
+    """Probe 42: `decode` alone of the commands said nothing of a capture's gap (exit 0), and its
+    note on unsequenced messages added each piece's running total: 5 messages were 15 with
+    --chunk 2, 25 with --chunk 1."""
+    gap = _capture(tmp_path / "gap.pcap", [(1, _adds(1, 1, 3)), (7, _adds(1, 7, 2))])   # 4..6 never came
+    res = CliRunner().invoke(main, ["decode", str(gap), "-t", "A", "-o", str(tmp_path / "g.parquet"), "-q",
+                                    "--chunk", "2"])
+    assert res.exit_code == 0, res.output
+    assert "wrote 5 rows" in res.output
+    assert "1 gap (3 messages missing)" in res.output and "the table holds the messages that arrived" in res.output
+    unseq = _capture(tmp_path / "unseq.pcap", [(0, _adds(1, 1, 3)), (0, _adds(1, 4, 2))])
+    for chunk in ("1", "2", "1000"):
+        res = CliRunner().invoke(main, ["decode", str(unseq), "-t", "A", "-o", str(tmp_path / "u.parquet"), "-q",
+                                        "--chunk", chunk])
+        assert res.exit_code == 0, res.output
+        assert "note: 5 messages came in unsequenced packets" in res.output, (chunk, res.output)
+
+
+def test_decode_takes_a_stock_locate_as_every_books_command_does(day, tmp_path):
+    """Probe 42: `decode -s 2` said no stock directory message names "2"."""
+    import pyarrow.parquet as pq
+
+    day, _ = day
+    out = tmp_path / "l.parquet"
+    res = CliRunner().invoke(main, ["decode", str(day), "-t", "AR", "-s", "2", "-o", str(out), "-q"])
+    assert res.exit_code == 0, res.output
+    t = pq.read_table(out).to_pandas()
+    assert set(t["stock_locate"]) == {2} and list(t["message_type"]).count("A") == 100
+    assert list(t["message_type"]).count("R") == 1
+    by_name = tmp_path / "n.parquet"
+    assert CliRunner().invoke(main, ["decode", str(day), "-t", "AR", "-s", "MSFT", "-o", str(by_name), "-q"]).exit_code == 0
+    assert pq.read_table(by_name).equals(pq.read_table(out))
+    res = CliRunner().invoke(main, ["decode", str(day), "-t", "A", "-s", "9", "-o", str(out), "-q"])
+    assert res.exit_code == 1 and "no message of stock locate 9" in res.output
+
+
+def test_run_pipeline_refuses_sharded_books_with_a_clear_error(tmp_path):
+    """Probe 42: Books(threads=2) given to run_pipeline was an AttributeError from inside the
+    consumer, after its ring was made."""
+    from itchflow.book.books import Books
+    from itchflow.pipeline import run_pipeline
+
+    with pytest.raises(TypeError, match="run_pipeline applies a ring's records on one thread: pass Books"):
+        run_pipeline(str(tmp_path / "none.itch"), books=Books(threads=2))

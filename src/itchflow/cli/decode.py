@@ -153,7 +153,8 @@ def _print_stats(info) -> None:
 @click.argument("path", type=click.Path(dir_okay=False))
 @click.option("--types", "-t", default="AF", show_default=True,
               help="Message type letters to decode, e.g. AF or ADEU; all for every type.")
-@click.option("--symbol", "-s", default=None, help="Only messages of this stock (via stock directory or stock field).")
+@click.option("--symbol", "-s", default=None,
+              help="Only messages of this stock (via stock directory or stock field); digits: a stock locate.")
 @click.option("--out", "-o", required=True, type=table_path("parquet", "csv", bare_ok=False),
               help="Output file: .parquet or .csv (one table; a message_type column tells types apart).")
 @click.option("--chunk", type=click.IntRange(1), default=1 << 21, show_default=True, help="Messages decoded per piece.")
@@ -168,17 +169,20 @@ def decode(path: str, types: str, symbol: str | None, out: str, chunk: int, renu
     from itchflow.errors import ITCHFormatError
     from itchflow.sinks.tables import TableWriter
 
-    unknown = unsequenced = 0
+    unknown = 0
+    capture: dict = {}
     try:
         with progress_bar("decode", progress_total(path), quiet) as update, TableWriter(out, types) as writer:
             for piece in writer.pieces(path, symbol=symbol, chunk_messages=chunk, progress=update, renumber=renumber):
                 unknown += piece.info.unknown
-                unsequenced += (piece.info.capture or {}).get("unsequenced_messages", 0)
+                capture = piece.info.capture or capture   # (running totals: the last piece's are the capture's)
     except (ITCHFormatError, OSError, ValueError, KeyError) as e:
         fail(e)
     click.echo(f"wrote {writer.rows:,} rows ({', '.join(f'{c}={n:,}' for c, n in writer.rows_by_type.items())}) "
                f"from {writer.messages_read:,} messages to {out}")
     warn_unknown_types(unknown)   # as bbo, trades, bars and book say it (probe 24: decode alone said nothing)
+    warn_capture(capture, ": the table holds the messages that arrived", path)   # (probe 42: decode alone said nothing)
+    unsequenced = capture.get("unsequenced_messages", 0)   # (it added each piece's running total: probe 42)
     if unsequenced and not renumber:   # their rows' order was lost (probe 29)
         click.echo(f"itchflow: note: {unsequenced:,} messages came in unsequenced packets (sequence 0, as in "
                    "anonymised captures): their sequence column orders nothing; --renumber numbers every "

@@ -161,6 +161,10 @@ def run_pipeline(source: str | SourceSpec, *, ring: str | None = None, capacity:
     from itchflow.hw.metrics import ticks_per_ns
     from itchflow.ring import ConsumerDetached, Ring
 
+    books = Books() if books is None else books
+    if not isinstance(books, Books):   # a sharded one has no single order table to apply a ring's records to
+        raise TypeError(f"run_pipeline applies a ring's records on one thread: pass Books() (threads=1), not "
+                        f"{type(books).__name__}")   # (it was an AttributeError from inside the consumer: probe 42)
     spec = parse_source(source) if isinstance(source, str) else source
     if rate:
         if spec.kind != "file" or rate <= 0:
@@ -172,7 +176,6 @@ def run_pipeline(source: str | SourceSpec, *, ring: str | None = None, capacity:
     if heartbeat_timeout <= 0:
         raise ValueError("heartbeat_timeout must be positive")
     check_source(spec)
-    books = Books() if books is None else books
     wait = wait or ("spin" if pin else "yield")
     tpn = ticks_per_ns(5_000_000)
     # (the name the consumer's errors give the source: standard input's as the file sources name it)

@@ -116,31 +116,41 @@ class TableWriter:
         position) as ``scan`` calls it. renumber: ``sequence`` is each message's place in the
         stream (``scan(renumber=True)``): an anonymised capture's are all 0 otherwise. symbol:
         only that stock's messages (one ITCH symbol; a day naming it nowhere is a KeyError,
-        after which no file is left, unless missing_ok: an archive's day)."""
+        after which no file is left, unless missing_ok: an archive's day); digits, a stock locate."""
         from itchflow.decode.reader import scan
         from itchflow.sinks.output import refuse_input_as_output
 
         refuse_input_as_output(self.out, source)   # before a byte is read: the output would replace it
-        padded = None
+        padded = locate = None
         if symbol is not None:  # one ITCH symbol, as the books take it: ABEV, abev; not "A,B", not 9 letters
             from itchflow.book.records import symbol_key
 
             symbol = str(symbol).strip().upper()
             if "," in symbol:
                 raise ValueError(f"decode filters one symbol, not {symbol!r}")
-            padded = symbol_key(symbol).to_bytes(8, "little")
-        want = self.codes + ("R" if padded and "R" not in self.codes else "")
+            if symbol.isdigit() and symbol.isascii():   # a stock locate, as every books command takes one
+                locate = int(symbol)
+                if not 0 <= locate <= 0xFFFF:
+                    raise ValueError(f"decode: stock locate {locate} is past 65535")
+            else:
+                padded = symbol_key(symbol).to_bytes(8, "little")
+        want = self.codes + ("R" if symbol is not None and "R" not in self.codes else "")
         named = False   # whether any R or stock field of the day names the symbol
         for piece in scan(source, want, chunk_messages=chunk_messages, progress=progress, renumber=renumber):
             self.messages_read += piece.info.messages
             self.bytes_read += piece.info.bytes
-            events = self._directory_events(piece["R"], padded) if padded is not None else {}
-            arrays = {c: self._filter(piece[c], padded, events, c == "R") for c in self.codes}
-            named = named or bool(events) or any(len(a) for a in arrays.values())
+            if locate is not None:
+                arrays = {c: piece[c][piece[c]["stock_locate"] == locate] for c in self.codes}   # (every type has one)
+                named = named or bool(np.any(piece["R"]["stock_locate"] == locate)) or any(map(len, arrays.values()))
+            else:
+                events = self._directory_events(piece["R"], padded) if padded is not None else {}
+                arrays = {c: self._filter(piece[c], padded, events, c == "R") for c in self.codes}
+                named = named or bool(events) or any(len(a) for a in arrays.values())
             self.write(arrays)
             yield piece
-        if padded is not None and not named and not missing_ok:   # a mistyped symbol is not "0 rows"
-            raise KeyError(f"decode: no stock directory (R) message or stock field names {symbol}")
+        if symbol is not None and not named and not missing_ok:   # a mistyped symbol is not "0 rows"
+            raise KeyError(f"decode: no message of stock locate {locate}" if locate is not None else
+                           f"decode: no stock directory (R) message or stock field names {symbol}")
 
     def _directory_events(self, r: np.ndarray, padded: bytes) -> dict:
         """For each locate that names the symbol now or by an R of this piece: (whether it did
