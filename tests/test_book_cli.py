@@ -140,8 +140,11 @@ def test_snapshot_intervals_that_would_never_end_are_refused(day, tmp_path):
     with pytest.raises(ValueError, match="no snapshot time falls within"):   # an empty grid: an empty output
         every_times(1, 0, 999_999_999)
     assert every_times(0.5, 10 ** 9 + 1, 3 * 10 ** 9) == [15 * 10 ** 8, 2 * 10 ** 9, 25 * 10 ** 8, 3 * 10 ** 9]
-    with pytest.raises(ValueError, match="2,000,000 times"):
-        every_times(0.5, 0, 10 ** 15)  # 1,000,000 s: 2,000,000 half-seconds
+    # a last stamp past 24:00 (78 hours: probe 45's grid of 270,000 times) ends the grid at 24:00
+    hour = 3600 * 10 ** 9
+    assert every_times(3600, 22 * hour, (1 << 48) - 1) == [23 * hour, 24 * hour]
+    with pytest.raises(ValueError, match="1,728,000 times"):
+        every_times(0.05, 0, 86_400 * 10 ** 9)  # a day of twentieths of a second
 
 
 def test_depth_plot_is_a_png_or_a_clear_error(day, tmp_path):

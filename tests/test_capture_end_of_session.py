@@ -152,3 +152,30 @@ def test_stats_says_so(tmp_path):
     res = CliRunner().invoke(main, ["stats", str(path)])
     assert res.exit_code == 0, res.output
     assert "1 packets carrying 1 message after it, not delivered" in " ".join(res.output.split())
+
+
+def test_a_heartbeat_or_end_of_session_carrying_bytes_is_malformed_in_a_capture_and_live(tmp_path):
+    """Probe 45: a packet of count 0 (heartbeat) or 0xFFFF (end of session) with message bytes
+    after its header was taken at face value by a capture (its bytes dropped, nothing counted,
+    exit 0), and an end of session so by the live receiver. No block follows either count."""
+    import pytest
+
+    from itchflow.errors import ITCHFormatError
+    from itchflow.protocol.mold.receiver import Malformed
+
+    for count in (0, 0xFFFF):
+        packets = [ref.mold_packet(b"SESS0", 1, [_msg(0, 1), _msg(0, 2)]),
+                   ref.mold_packet(b"SESS0", 3, [], count=count) + ref.frame(_msg(0, 3))]
+        path = tmp_path / f"c{count}.pcap"
+        path.write_bytes(ref.pcap_file([ref.eth_ipv4_udp(p) for p in packets]))
+        with pytest.raises(ITCHFormatError, match="bytes left over after the last message block") as e:
+            itchflow.read(path)
+        assert e.value.packet == 2
+        lenient = itchflow.read(path, strict=False)
+        assert lenient.counts["D"] == 2 and lenient.info.capture["malformed_packets"] == 1
+        assert lenient.info.capture["heartbeats"] == lenient.info.capture["end_of_session"] == 0
+        receiver = MoldReceiver()
+        events = [ev for i, p in enumerate(packets) for ev in receiver.receive(p, now_ns=i)]
+        assert sum(isinstance(ev, Malformed) for ev in events) == 1, events
+        assert receiver.stats.end_of_session == receiver.stats.heartbeats == 0
+        assert not receiver.ended

@@ -135,3 +135,22 @@ def test_a_record_longer_than_its_packet_is_a_corrupt_record_not_a_gap(tmp_path)
     with pytest.raises(ITCHFormatError, match="more than the packet's original length") as e:
         itchflow.read(path)
     assert e.value.offset == second
+
+
+def test_a_pcapng_block_capturing_more_than_its_packet_is_corrupt_as_a_pcap_record_is(tmp_path):
+    """Probe 45: the same corruption (captured length above the original length) was refused
+    in a pcap and read in a pcapng."""
+    from itch_reference import encode, eth_ipv4_udp, mold_packet, pcapng_file
+
+    from itchflow.errors import ITCHFormatError
+
+    add = encode("S", {"stock_locate": 0, "tracking_number": 0, "timestamp": 1, "event_code": b"O"})
+    data = bytearray(pcapng_file([eth_ipv4_udp(mold_packet(b"SESSION", s, [add])) for s in (1, 2)]))
+    shb_idb = 28 + 20
+    second = shb_idb + struct.unpack_from("<I", data, shb_idb + 4)[0]
+    struct.pack_into("<I", data, second + 24, 10)   # the second EPB's original length: 10 bytes
+    path = tmp_path / "orig.pcapng"
+    path.write_bytes(bytes(data))
+    with pytest.raises(ITCHFormatError, match="capture more than the packet's original length") as e:
+        itchflow.read(path)
+    assert e.value.offset == second and e.value.packet == 2

@@ -319,7 +319,7 @@ def bench_instructions(shape, messages, start, stop, stocks, seed, no_peers, as_
                    "command's help).")
 @click.option("--every", type=SECONDS, default=None,
               help="Or: a snapshot at every multiple of this many seconds after midnight that falls after the "
-                   "day's first message, up to and including its last.")
+                   "day's first message, up to and including its last (at most 24:00).")
 @click.option("--depth", "-n", type=click.IntRange(0), default=5, show_default=True,
               help="Levels per side (0 = all, as in book).")
 @click.option("--out", "-o", required=True, type=PARQUET, help="Parquet file to write.")

@@ -120,6 +120,9 @@ def _print_stats(info) -> None:
     console.print(f"  first {format_timestamp(info.first_timestamp_ns)}   "
                   f"last {format_timestamp(info.last_timestamp_ns)}   "
                   f"{info.seconds:.3f} s ({rate:,.1f} M msg/s)")
+    if (info.last_timestamp_ns or 0) > 86_400 * 10**9:   # (a time of day in nanoseconds: probe 45)
+        console.print("  [yellow]the last message is stamped past 24:00 (no time of day: a corrupt timestamp?)"
+                      "[/yellow]")
     if info.timestamps_backwards:
         packet = "" if info.first_backwards_packet is None else f", packet {info.first_backwards_packet:,}"
         console.print(f"  [yellow]{info.timestamps_backwards:,} messages earlier than the message before them "

@@ -79,7 +79,8 @@ OK, BAD_RECORD, BAD_BLOCK, TOO_MANY_INTERFACES, CUT_AT_END, UNDECLARED_INTERFACE
 _STATUS_TEXT = {
     BAD_RECORD: ("corrupt pcap record header (its length runs past the end of the file, is absurd, or is more "
                  "than the packet's original length)"),
-    BAD_BLOCK: "corrupt pcapng block (its lengths are inconsistent or run past the end of the file)",
+    BAD_BLOCK: ("corrupt pcapng block (its lengths are inconsistent, run past the end of the file, or capture "
+                "more than the packet's original length)"),
     TOO_MANY_INTERFACES: f"pcapng capture with more than {MAX_INTERFACES} interfaces",
     UNDECLARED_INTERFACE: ("pcapng packet block names an interface its section did not declare (no "
                            "Interface Description Block of that number before it)"),
@@ -288,7 +289,7 @@ def walk_pcapng(buf, start, out_off, out_len, out_outcome, linktypes, state, end
                 incl = _u32(buf, p + 20, big)
                 orig = _u32(buf, p + 24, big)
                 data = p + 28
-                if data + incl > p + blen - 4:
+                if data + incl > p + blen - 4 or incl > orig:   # (more captured than sent: as a pcap record, probe 45)
                     return BAD_BLOCK, n, p
             if iface >= n_if:   # its lengths are fine (probe 29: it was called a corrupt block)
                 return UNDECLARED_INTERFACE, n, p

@@ -33,7 +33,8 @@ from itchflow.errors import ITCHFormatError
 from itchflow.hw.endian import be16, be64
 from itchflow.hw.memcopy import copy_bytes
 from itchflow.hw.populate import POPULATE_OUTPUT_BYTES, populate_in_background
-from itchflow.protocol.mold.codec import BLOCKS_OK, MALFORMED_TEXT, SHORT_HEADER, malformed_text, walk_blocks
+from itchflow.protocol.mold.codec import (BLOCKS_OK, MALFORMED_TEXT, SHORT_HEADER, TRAILING_BYTES, malformed_text,
+                                           walk_blocks)
 from itchflow.wire.binaryfile import next_message
 from itchflow.wire.moldudp64 import (
     END_OF_SESSION_COUNT,
@@ -80,10 +81,10 @@ def _classify(buf, p, end, outcome):
         return MALFORMED, SHORT_HEADER, np.uint64(0), 0
     if s > np.uint64(MAX_SEQUENCE):  # as the live receiver: a bad packet, not a gap of 2**63
         return MALFORMED, _BAD_SEQUENCE, s, c
-    if c == HEARTBEAT_COUNT:
-        return HEARTBEAT, 0, s, c
-    if c == END_OF_SESSION_COUNT:
-        return END_OF_SESSION, 0, s, c
+    if c == HEARTBEAT_COUNT or c == END_OF_SESSION_COUNT:
+        if end - p != HEADER_SIZE:   # no blocks follow either (its bytes were dropped unsaid: probe 45)
+            return MALFORMED, TRAILING_BYTES, s, c
+        return (HEARTBEAT if c == HEARTBEAT_COUNT else END_OF_SESSION), 0, s, c
     status, _ = walk_blocks(buf, p + HEADER_SIZE, end, c, c)
     if status != BLOCKS_OK:
         return MALFORMED, status, s, c   # walk_blocks' codes are the keys of _MALFORMED_TEXT

@@ -326,6 +326,11 @@ class MoldReceiver:
                 self._bad_sequence(events, number, line, seq, self.highest)
                 return events
 
+        if (count == END_OF_SESSION_COUNT or count == HEARTBEAT_COUNT) and n != HEADER_SIZE:
+            # no blocks follow either: bytes after the header make the packet malformed (an end of
+            # session took them at face value, as a capture did both: probe 45)
+            self._malformed(events, number, line, MALFORMED_TEXT[TRAILING_BYTES], HEADER_SIZE)
+            return events
         if count == END_OF_SESSION_COUNT:
             st.end_of_session += 1
             if not self.ended:
@@ -338,9 +343,6 @@ class MoldReceiver:
                 self._end_at(seq)     # the sequence only; never the count (nassau #16)
         elif count == HEARTBEAT_COUNT:
             st.heartbeats += 1
-            if n != HEADER_SIZE:
-                self._malformed(events, number, line, MALFORMED_TEXT[TRAILING_BYTES], HEADER_SIZE)
-                return events
             if self.ended and seq > self.end_sequence:
                 st.after_end_of_session += 1
                 return events
