@@ -324,3 +324,31 @@ def test_a_side_byte_that_is_not_text_is_shown_as_its_byte_not_a_failed_trades_f
     b.replay(day)
     _, trades, _ = b.take_events()
     assert trades.to_pandas()["side"].tolist() == ["\\xff", "\\x00", "B", " "]
+
+
+def test_snapshots_name_each_time_by_the_name_its_stock_had_then(tmp_path):
+    """Probe 42, on a day whose R renames locate 1 from OLD to NEW between two times: `-s OLD`
+    at both times was "unknown symbol 'OLD'" (it is not listed at the end), and `-s 1` named the
+    rows of the first time NEW, a name the stock only got later, where `book` said OLD."""
+    from itchflow.decode.encoder import encode_message
+
+    msgs = [encode_message("R", stock_locate=1, timestamp=1_000, stock="OLD"),
+            encode_message("A", stock_locate=1, timestamp=2_000, order_reference_number=1, buy_sell_indicator="B",
+                           shares=100, price=10_0000, stock="OLD"),
+            encode_message("R", stock_locate=1, timestamp=3_000, stock="NEW"),
+            encode_message("A", stock_locate=1, timestamp=4_000, order_reference_number=2, buy_sell_indicator="S",
+                           shares=50, price=11_0000, stock="NEW")]
+    path = tmp_path / "renamed.itch"
+    path.write_bytes(b"".join(msgs))
+    out = tmp_path / "s.parquet"
+    at = "00:00:00.0000025,00:00:00.000005"
+    res = CliRunner().invoke(main, ["snapshots", str(path), "-s", "OLD", "--at", at, "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    t = pq.read_table(out).to_pandas()
+    assert t[["timestamp", "symbol", "side", "price"]].values.tolist() == [[2_500, "OLD", "B", 10_0000]]
+    assert "a name gives a stock's rows while it had that name" in res.output
+    res = CliRunner().invoke(main, ["snapshots", str(path), "-s", "1", "--at", at, "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    t = pq.read_table(out).to_pandas()
+    assert t[["timestamp", "symbol", "side"]].values.tolist() == [[2_500, "OLD", "B"], [5_000, "NEW", "B"],
+                                                                 [5_000, "NEW", "S"]]

@@ -338,20 +338,23 @@ def iter_snapshots(books, source, times_ns, symbols, n: int, *, slice_bytes: int
     books: a fresh ``Books``; source: anything ``iter_chunks`` takes (a path, a buffer).
     The books are fed slices of at most slice_bytes (0 or less: whole chunks, as ``replay``),
     each slice's pages of a mapped day let go once applied (``Chunk.release``), and nothing
-    after the last time is applied. A time before the day lists a symbol (its R message) has
-    no rows for it: its book is empty; a symbol the day never lists is a KeyError (after the
-    last time's rows, found by reading on past the last time if need be).
+    after the last time is applied. A symbol is the stock its name is at each time: a time before
+    the day lists it (its R message), or after an R renamed its stock, has no rows for it; a
+    symbol the day never lists is a KeyError (after the last time's rows, found by reading on
+    past the last time if need be).
     capture_stats: filled with a capture's counters (gaps ...), as ``replay`` fills it.
     """
     from itchflow.sources.files import iter_chunks
 
     budget = slice_budget(slice_bytes)
     times = sorted(int(t) for t in times_ns)
-    unlisted: set = set()   # symbols a snapshot found not yet in the directory
+    unlisted: set = set()   # symbols a snapshot found not (or no longer) in the directory
+    found: set = set()      # symbols some snapshot found (a name renamed away later is no mistake)
 
     def more_to_read() -> bool:   # past the last time: only to learn whether they are listed
         if unlisted:
             unlisted.difference_update(books.listed_symbols())
+            unlisted.difference_update(found)
         return bool(unlisted)
 
     it = iter(times)
@@ -366,14 +369,14 @@ def iter_snapshots(books, source, times_ns, symbols, n: int, *, slice_bytes: int
                 pos += used
                 chunk.release(pos)
                 if t is not None and books.stopped_at_time:  # the next message is later than t
-                    yield _snapshot(books, t, symbols, n, unlisted)
+                    yield _snapshot(books, t, symbols, n, unlisted, found)
                     t = next(it, None)
         if t is None and not more_to_read():
             break
     while t is not None:  # times after the last message see the final book
-        yield _snapshot(books, t, symbols, n, unlisted)
+        yield _snapshot(books, t, symbols, n, unlisted, found)
         t = next(it, None)
-    for sym in unlisted:
+    for sym in unlisted - found:
         books.locate(sym)   # a symbol the whole day never listed: its KeyError
 
 
@@ -403,7 +406,7 @@ def snapshots(books, source, times_ns, symbols, n: int, *, slice_bytes: int = 32
     return np.concatenate(rows) if rows else np.zeros(0, SNAPSHOT_DTYPE)
 
 
-def _snapshot(books, t, symbols, n, unlisted: set) -> np.ndarray:
+def _snapshot(books, t, symbols, n, unlisted: set, found: set) -> np.ndarray:
     parts = []
     for sym in symbols:
         try:
@@ -411,8 +414,10 @@ def _snapshot(books, t, symbols, n, unlisted: set) -> np.ndarray:
         except KeyError:
             if not isinstance(sym, str) or sym.strip() in books.listed_symbols():
                 raise   # listed twice, or a locate out of range
-            unlisted.add(sym.strip())   # not listed yet: an empty book, no rows
+            unlisted.add(sym.strip())   # not listed yet (or renamed away): an empty book, no rows
             continue
+        if isinstance(sym, str):
+            found.add(sym.strip())
         for side, arr in zip((b"B", b"S"), books.depth(loc, n)):
             rec = np.zeros(len(arr), SNAPSHOT_DTYPE)
             rec["timestamp"] = t

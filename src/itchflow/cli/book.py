@@ -131,6 +131,10 @@ def report_losses(books, capture: dict, consequence: str = ": the books are buil
     if "other_stocks_anomalies" in found:   # not in this answer: a total, not a warning about it
         click.echo(f"itchflow: note: {found['other_stocks_anomalies']:,} anomalies in other stocks "
                    "(not in this output)", err=True)
+    if any(isinstance(x, str) for x in symbols or ()) and books.anomalies().get("directory_conflict"):
+        # a name is the stock under that name (probe 42: bars -s NEW had no bars before the rename)
+        click.echo("itchflow: note: an R renamed a stock during the day: a name gives a stock's rows while it "
+                   "had that name; ask by locate for a locate's whole day", err=True)
     if "unknown_types" in found:
         warn_unknown_types(found["unknown_types"])
     if "timestamps_backwards" in found:

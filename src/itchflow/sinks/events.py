@@ -126,6 +126,7 @@ def snapshots_to_parquet(books: Books, source, out, times_ns, symbols, n: int, *
     from itchflow.book.events import SNAPSHOT_DTYPE, iter_snapshots
     from itchflow.sinks.tables import ROW_GROUP_ROWS
 
+    NAMED_SNAPSHOT_DTYPE = np.dtype(SNAPSHOT_DTYPE.descr + [("symbol", "S8")])
     n = depth_levels(n)   # checked before any work, as Books.depth checks it
     symbols = stock_keys(list(symbols))   # a name of digits: that locate (a shard may have none)
     held: list[np.ndarray] = []
@@ -135,7 +136,7 @@ def snapshots_to_parquet(books: Books, source, out, times_ns, symbols, n: int, *
 
     def write(path) -> None:
         t = time.perf_counter()
-        table = to_arrow(np.concatenate(held) if held else np.zeros(0, SNAPSHOT_DTYPE), books.symbol)
+        table = to_arrow(np.concatenate(held) if held else np.zeros(0, NAMED_SNAPSHOT_DTYPE))
         if state["writer"] is None:
             state["writer"] = pq.ParquetWriter(path, table.schema)
         state["writer"].write_table(table)
@@ -147,7 +148,13 @@ def snapshots_to_parquet(books: Books, source, out, times_ns, symbols, n: int, *
     with output_file(out, inputs=(source,)) as tmp:
         try:
             for part in iter_snapshots(books, source, times_ns, symbols, n, capture_stats=capture_stats):
-                held.append(part)
+                # each row named now, by its stock's name at its time, as events name theirs: named
+                # at the write, a time's rows took a name the stock only got later (probe 42)
+                named = np.zeros(len(part), NAMED_SNAPSHOT_DTYPE)
+                for f in SNAPSHOT_DTYPE.names:
+                    named[f] = part[f]
+                named["symbol"] = books.stocks["symbol"][part["stock_locate"]].view("S8")
+                held.append(named)
                 state["held"] += len(part)
                 if state["held"] >= ROW_GROUP_ROWS:
                     write(tmp)
