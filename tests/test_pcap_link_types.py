@@ -154,3 +154,27 @@ def test_a_pcapng_block_capturing_more_than_its_packet_is_corrupt_as_a_pcap_reco
     with pytest.raises(ITCHFormatError, match="capture more than the packet's original length") as e:
         itchflow.read(path)
     assert e.value.offset == second and e.value.packet == 2
+
+
+def test_pcapng_blocks_of_unknown_types_are_skipped_and_counted(tmp_path):
+    """Probe 45: one bit flipped in a packet block's type (6 -> 0x206) dropped that packet with no
+    counter moving. Blocks of types the reader does not know are still skipped, as the format
+    asks, and counted; blocks it knows carry no packet (a name resolution block) are not."""
+    from click.testing import CliRunner
+    from itch_reference import _block, encode_body, eth_ipv4_udp, mold_packet, pcapng_file
+
+    from itchflow.cli import main
+
+    add = encode_body("S", {"stock_locate": 0, "tracking_number": 0, "timestamp": 1, "event_code": b"O"})
+    data = bytearray(pcapng_file([eth_ipv4_udp(mold_packet(b"SESSION", s, [add])) for s in (1, 2, 3)]))
+    data += _block("<", 4, bytes(8))   # a name resolution block: known, no packet
+    shb_idb = 28 + 20
+    second = shb_idb + struct.unpack_from("<I", data, shb_idb + 4)[0]
+    struct.pack_into("<I", data, second, 0x206)   # the second packet block's type, one bit flipped
+    path = tmp_path / "flip.pcapng"
+    path.write_bytes(bytes(data))
+    d = itchflow.read(path)
+    assert d.counts["S"] == 2 and d.info.capture["unknown_blocks"] == 1 and d.info.capture["packets"] == 2
+    assert d.info.capture["gaps"] == 1
+    res = CliRunner().invoke(main, ["stats", str(path), "-q"])
+    assert res.exit_code == 0 and "1 pcapng block of unknown types skipped" in " ".join(res.output.split()), res.output

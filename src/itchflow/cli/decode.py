@@ -34,12 +34,19 @@ def capture_losses(capture: dict) -> str | None:
     """What a capture lost, in words (None when nothing): its gaps, malformed packets and
     frames whose headers do not fit them."""
     if not (capture.get("gaps") or capture.get("malformed_packets") or capture.get("bad_frames")
-            or capture.get("after_end_of_session")):
+            or capture.get("after_end_of_session") or capture.get("unknown_blocks")):
         return None
     return (f"the capture has {counted(capture.get('gaps', 0), 'gap')} ("
             f"{counted(capture.get('missing_messages', 0), 'message')} missing) and "
             f"{counted(capture.get('malformed_packets', 0), 'malformed packet')}{cut_packet(capture)}"
-            f"{bad_frames(capture)}{after_end(capture)}")
+            f"{bad_frames(capture)}{after_end(capture)}{unknown_blocks(capture)}")
+
+
+def unknown_blocks(capture: dict) -> str:
+    """A pcapng's blocks of types no reader here knows, if any: skipped, as the format asks (a
+    packet block whose type was damaged among them: probe 45)."""
+    n = capture.get("unknown_blocks")
+    return f", {counted(n, 'pcapng block')} of unknown types skipped" if n else ""
 
 
 def after_end(capture: dict) -> str:
@@ -148,7 +155,7 @@ def _print_stats(info) -> None:
                       f"({counted(c['missing_messages'], 'message')} missing), {c['malformed_packets']:,} malformed"
                       f"{cut_packet(c)}, "
                       f"{c['not_udp'] + c['ip_fragments'] + c['snapped'] + c['unsupported']:,} not MoldUDP64"
-                      f"{bad_frames(c)}; "
+                      f"{bad_frames(c)}{unknown_blocks(c)}; "
                       f"sessions {c['sessions']}")
 
 

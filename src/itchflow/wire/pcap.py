@@ -56,6 +56,12 @@ PCAP_MAGICS = {0xA1B2C3D4: "usec", 0xA1B23C4D: "nsec"}
 PCAPNG_SHB = 0x0A0D0D0A
 PCAPNG_BYTE_ORDER_MAGIC = 0x1A2B3C4D
 PCAPNG_IDB, PCAPNG_OPB, PCAPNG_SPB, PCAPNG_EPB = 1, 2, 3, 6
+# Blocks that carry no packet and are skipped as such: name resolution (4), interface
+# statistics (5), IRIG timestamp (7), ARINC 429 / AFDX information (8), systemd journal export
+# (9), decryption secrets (0x0A), and the custom blocks (0xBAD, 0x40000BAD). Any other type is
+# skipped too, as the format asks, and counted (``unknown_blocks``): one bit flipped in a packet
+# block's type, 6 -> 0x206, dropped that packet unsaid (probe 45).
+PCAPNG_NON_PACKET_BLOCKS = (4, 5, 7, 8, 9, 0x0A, 0xBAD, 0x40000BAD)
 MAX_INTERFACES = 256
 TABLE_BATCH = 1 << 16   # packet table rows walked a pass (``packet_table``)
 MAX_RECORD = 256 * 1024  # larger incl_len is a corrupt record, not a packet
@@ -225,13 +231,21 @@ def _is_packet_block(btype):
     return btype == PCAPNG_EPB or btype == PCAPNG_OPB or btype == PCAPNG_SPB
 
 
+@njit(inline="always", nogil=True, cache=True)
+def _known_block(btype):
+    for t in PCAPNG_NON_PACKET_BLOCKS:
+        if btype == t:
+            return True
+    return False
+
+
 @njit(nogil=True, cache=True)
 def walk_pcapng(buf, start, out_off, out_len, out_outcome, linktypes, state, end_at):
     """Walk pcapng blocks from ``start``; one row per packet block, until the rows are full or
     (after one) a packet block starts at or past end_at.
 
-    state: int64[3] = (big-endian flag of the current section, interfaces in this section,
-    resume offset). Returns (status, n, at).
+    state: int64[4] = (big-endian flag of the current section, interfaces in this section,
+    resume offset, blocks of unknown types skipped so far). Returns (status, n, at).
     """
     n = 0
     p = start
@@ -298,6 +312,8 @@ def walk_pcapng(buf, start, out_off, out_len, out_outcome, linktypes, state, end
             out_len[n] = length
             out_outcome[n] = outcome
             n += 1
+        elif btype != PCAPNG_SHB and not _known_block(btype):
+            state[3] += 1
         p += blen
     state[0] = 1 if big else 0
     state[1] = n_if
@@ -343,7 +359,7 @@ def capture_format(head: bytes) -> str | None:
 
 
 def packet_parts(buf: np.ndarray, source: str, on_walked=None, part_bytes: int | None = None,
-                 cut_end: list | None = None) -> Iterator[Part]:
+                 cut_end: list | None = None, skipped: dict | None = None) -> Iterator[Part]:
     """Walk a whole capture held in ``buf`` (e.g. a memory map), front to back, as parts of at
     most TABLE_BATCH packets (and, given part_bytes, of about that many bytes of the capture: a
     part ends at the first packet past them): each a ``Part`` (payload offsets, lengths,
@@ -356,7 +372,9 @@ def packet_parts(buf: np.ndarray, source: str, on_walked=None, part_bytes: int |
 
     A file that ends inside its last record (a capture still being written) is an error naming
     the packet, unless cut_end is a list: then the walk ends before that record, and
-    (offset, packet number, bytes present) of it is appended to cut_end."""
+    (offset, packet number, bytes present) of it is appended to cut_end. skipped, if given,
+    gets "unknown_blocks": a pcapng's blocks of types it does not know, skipped (0 for a pcap),
+    once the walk is over."""
     fmt = capture_format(bytes(buf[:4]))
     size = buf.shape[0]
     # Rows a pass: a guess from the size (a frame is 64 bytes or more), at most TABLE_BATCH (a
@@ -379,7 +397,7 @@ def packet_parts(buf: np.ndarray, source: str, on_walked=None, part_bytes: int |
         def walk(at, o, l, c):
             return walk_pcap(buf, at, big, linktype, snaplen, o, l, c, at + part_bytes if part_bytes else size)
     elif fmt == "pcapng":
-        state = np.zeros(3, np.int64)
+        state = np.zeros(4, np.int64)
         linktypes = np.zeros(MAX_INTERFACES, np.int64)
         start = 0
 
@@ -408,17 +426,19 @@ def packet_parts(buf: np.ndarray, source: str, on_walked=None, part_bytes: int |
         if on_walked is not None:
             on_walked(stop)
         at = stop
+    if skipped is not None:
+        skipped["unknown_blocks"] = int(state[3]) if fmt == "pcapng" else 0
     if on_walked is not None:
         on_walked(size, final=True)
 
 
 def packet_table(buf: np.ndarray, source: str, on_walked=None, on_part=None,
-                 cut_end: list | None = None) -> PacketTable:
+                 cut_end: list | None = None, skipped: dict | None = None) -> PacketTable:
     """The whole capture's ``packet_parts`` as one PacketTable. on_part(offsets, lengths,
     outcomes), if given, gets each part's rows first, while the pages they name are still
     mapped in (a next pass over the same packets, fused with this one)."""
     parts = []
-    for part in packet_parts(buf, source, on_walked, cut_end=cut_end):
+    for part in packet_parts(buf, source, on_walked, cut_end=cut_end, skipped=skipped):
         if on_part is not None:
             on_part(part.payload_offset, part.payload_length, part.outcome)
         parts.append(part)

@@ -507,6 +507,7 @@ class CaptureStats:
     snapped: int = 0
     unsupported: int = 0
     bad_frames: int = 0               # whole frames whose IP/UDP lengths do not fit them (pcap.REC_BAD_FRAME)
+    unknown_blocks: int = 0           # pcapng blocks of types no reader here knows, skipped (not packets)
     # strict=False: the file ends inside this packet (a capture still being written), which is
     # not read (0: it does not), its bytes present; counted in malformed_packets too
     cut_at_end_packet: int = 0
@@ -1007,7 +1008,8 @@ def plan_capture(buf: np.ndarray, source: str, strict: bool = True, dedup: bool 
         _plan_part(buf, window.take(Packets.of_part(part, indexed)), plan, totals, dedup, stats)   # counters, order
 
     cut_end = None if strict else []   # strict: a file ending inside a packet is an error
-    walk = packet_parts(buf, source, walked() if walked else None, cut_end=cut_end)
+    skipped: dict = {}                 # a pcapng's blocks of unknown types (the walk's end fills it)
+    walk = packet_parts(buf, source, walked() if walked else None, cut_end=cut_end, skipped=skipped)
     for part in walk:
         if plan is None:
             index.add(buf, part.payload_offset, part.payload_length, part.outcome)
@@ -1027,24 +1029,26 @@ def plan_capture(buf: np.ndarray, source: str, strict: bool = True, dedup: bool 
     if plan is None:   # few packets: planned whole
         table = PacketTable(*(np.concatenate([getattr(p, f) for p in parts]) for f in PacketTable.FIELDS))
         capture = reassemble(buf, table, source, strict=strict, dedup=dedup, index=index)
-        return CapturePlan(buf, source, _cut(capture.stats, cut_end), dedup, whole=capture)
+        return CapturePlan(buf, source, _cut(capture.stats, cut_end, skipped), dedup, whole=capture)
     if plan.orderly and index.sessions >= 0 and (rest := window.flush()):
         _plan_part(buf, rest, plan, totals, dedup, stats)
     if not plan.orderly or index.sessions < 0:   # out of order past the window: walked again, and sorted
         whole = PacketIndex()
         cut_end = None if strict else []   # (this walk's: the first was left before the end)
         table = packet_table(buf, source, walked() if walked else None,
-                             on_part=lambda *rows: whole.add(buf, *rows), cut_end=cut_end)
+                             on_part=lambda *rows: whole.add(buf, *rows), cut_end=cut_end, skipped=skipped)
         capture = reassemble(buf, table, source, strict=strict, dedup=dedup, index=whole)
-        return CapturePlan(buf, source, _cut(capture.stats, cut_end), dedup, whole=capture)
+        return CapturePlan(buf, source, _cut(capture.stats, cut_end, skipped), dedup, whole=capture)
     close_session(plan, totals)
     stats.sessions = _session_names(index.known[:index.sessions])
     _count_totals(stats, totals)
-    return CapturePlan(buf, source, _cut(stats, cut_end), dedup, totals=totals)
+    return CapturePlan(buf, source, _cut(stats, cut_end, skipped), dedup, totals=totals)
 
 
-def _cut(stats: CaptureStats, cut_end: list | None) -> CaptureStats:
-    """stats, with the packet the file ends inside (strict=False) counted as malformed."""
+def _cut(stats: CaptureStats, cut_end: list | None, skipped: dict) -> CaptureStats:
+    """stats, with the packet the file ends inside (strict=False) counted as malformed, and the
+    blocks of unknown types the walk skipped."""
+    stats.unknown_blocks = skipped.get("unknown_blocks", 0)
     if cut_end:
         _, packet, present = cut_end[0]
         stats.cut_at_end_packet, stats.cut_at_end_bytes = packet, present
