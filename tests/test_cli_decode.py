@@ -242,3 +242,18 @@ def test_run_pipeline_refuses_sharded_books_with_a_clear_error(tmp_path):
 
     with pytest.raises(TypeError, match="run_pipeline applies a ring's records on one thread: pass Books"):
         run_pipeline(str(tmp_path / "none.itch"), books=Books(threads=2))
+
+
+def test_a_small_gzip_day_whose_checksum_fails_says_nothing_was_delivered(day, tmp_path):
+    """Probe 45: a day that fits in the first block, its CRC trailer changed, was reported at
+    "byte offset 0 ... the messages before this offset were delivered"."""
+    import gzip
+
+    path, raw = day
+    z = bytearray(gzip.compress(raw))
+    z[-8] ^= 0xFF   # the CRC-32 of the trailer
+    gz = tmp_path / "crc.itch.gz"
+    gz.write_bytes(bytes(z))
+    res = CliRunner().invoke(main, ["stats", str(gz), "-q"])
+    assert res.exit_code == 1, res.output
+    assert "Incorrect checksum" in res.output and "no message of it was delivered" in res.output, res.output

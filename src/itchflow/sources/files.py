@@ -400,8 +400,11 @@ def _gzip_source(raw, name: str, block: int, opts: CaptureReading) -> Iterator[C
             whole = spool(_taken_first(held, blocks), name, told)
             yield from _capture_chunks(whole, name, opts, passes)
             return
-    except GzipStreamError as e:   # before any message was delivered
-        raise stream_error(e, name, 0, 0) from None
+    except GzipStreamError as e:   # before any message was delivered: a small day's first block is all of it
+        # (a checksum failing at its end said "the messages before this offset were delivered": probe 45)
+        raise ITCHFormatError(f"gzip stream {e.reason} ({e.compressed_read:,} compressed bytes read) in its first "
+                              f"block of up to {block:,} bytes; no message of it was delivered",
+                              source=name, offset=0) from None
     chunks = message_chunks(itertools.chain([first], blocks), name, position=lambda: raw.count)
     if opts.gz_ahead and _file_size(getattr(raw.raw, "rest", raw.raw)) is not None:
         # a regular file or a buffer, whose reads never stall: the next blocks are decompressed
