@@ -135,6 +135,8 @@ def test_a_record_longer_than_its_packet_is_a_corrupt_record_not_a_gap(tmp_path)
     with pytest.raises(ITCHFormatError, match="more than the packet's original length") as e:
         itchflow.read(path)
     assert e.value.offset == second
+    # a header found where the record before says its frame ends: that length may be the wrong one (probe 45)
+    assert "; or the length of packet 1, the record before it, is wrong" in str(e.value)
 
 
 def test_a_pcapng_block_capturing_more_than_its_packet_is_corrupt_as_a_pcap_record_is(tmp_path):

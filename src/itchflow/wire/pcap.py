@@ -418,7 +418,11 @@ def packet_parts(buf: np.ndarray, source: str, on_walked=None, part_bytes: int |
                                   "and `stats --lenient` read the packets before it)", source=source, offset=stop,
                                   packet=rows + n + 1)
         elif status != OK:
-            raise ITCHFormatError(_STATUS_TEXT[status], source=source, offset=stop, packet=rows + n + 1)
+            # a record header is found where the one before it says its frame ends: a length too
+            # short there reads the next header from inside that frame (probe 45)
+            before = (f"; or the length of packet {rows + n:,}, the {'record' if fmt == 'pcap' else 'block'} before "
+                      "it, is wrong") if rows + n and status in (BAD_RECORD, BAD_BLOCK) else ""
+            raise ITCHFormatError(_STATUS_TEXT[status] + before, source=source, offset=stop, packet=rows + n + 1)
         yield Part(rows, o[:n], l[:n], c[:n], stop)
         rows += n
         if stop >= size or status == CUT_AT_END:
