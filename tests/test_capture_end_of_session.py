@@ -168,7 +168,8 @@ def test_a_heartbeat_or_end_of_session_carrying_bytes_is_malformed_in_a_capture_
                    ref.mold_packet(b"SESS0", 3, [], count=count) + ref.frame(_msg(0, 3))]
         path = tmp_path / f"c{count}.pcap"
         path.write_bytes(ref.pcap_file([ref.eth_ipv4_udp(p) for p in packets]))
-        with pytest.raises(ITCHFormatError, match="bytes left over after the last message block") as e:
+        with pytest.raises(ITCHFormatError, match="a heartbeat or end-of-session packet .message count 0 "
+                                                  "or 65535. with bytes after its header") as e:
             itchflow.read(path)
         assert e.value.packet == 2
         lenient = itchflow.read(path, strict=False)
@@ -179,3 +180,9 @@ def test_a_heartbeat_or_end_of_session_carrying_bytes_is_malformed_in_a_capture_
         assert sum(isinstance(ev, Malformed) for ev in events) == 1, events
         assert receiver.stats.end_of_session == receiver.stats.heartbeats == 0
         assert not receiver.ended
+        # nor does such a packet, first and of another session, pick the session (probe 46)
+        receiver = MoldReceiver()
+        bogus = ref.mold_packet(b"BOGUS", 1, [], count=count) + ref.frame(_msg(0, 9))
+        events = [ev for i, p in enumerate([bogus, packets[0]]) for ev in receiver.receive(p, now_ns=i)]
+        assert sum(ev.count for ev in events if isinstance(ev, Deliver)) == 2
+        assert receiver.stats.other_session_packets == 0

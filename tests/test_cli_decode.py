@@ -231,7 +231,13 @@ def test_decode_takes_a_stock_locate_as_every_books_command_does(day, tmp_path):
     assert CliRunner().invoke(main, ["decode", str(day), "-t", "AR", "-s", "MSFT", "-o", str(by_name), "-q"]).exit_code == 0
     assert pq.read_table(by_name).equals(pq.read_table(out))
     res = CliRunner().invoke(main, ["decode", str(day), "-t", "A", "-s", "9", "-o", str(out), "-q"])
-    assert res.exit_code == 1 and "no message of stock locate 9" in res.output
+    assert res.exit_code == 1 and "stock locate 9: no stock directory (R) message gives it a stock" in res.output
+    # a day without a directory (a capture of a few types) has its locates in its messages only (probe 46)
+    execs = tmp_path / "e.itch"
+    execs.write_bytes(encode_message("E", stock_locate=7, timestamp=5, order_reference_number=1, executed_shares=1,
+                                     match_number=1))
+    res = CliRunner().invoke(main, ["decode", str(execs), "-t", "A", "-s", "7", "-o", str(out), "-q"])
+    assert res.exit_code == 0 and "wrote 0 rows" in res.output, res.output
 
 
 def test_run_pipeline_refuses_sharded_books_with_a_clear_error(tmp_path):

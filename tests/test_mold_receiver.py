@@ -374,7 +374,7 @@ def test_join_mid_day():
     (struct.pack(">10sQH", SESSION, 1, 2) + message(1), "runs past the end"),
     (packet(1, 1) + b"\x00", "left over"),
     (struct.pack(">10sQH", SESSION, 1, 1) + b"\x00\x00", "zero-length"),
-    (heartbeat(1) + b"x", "left over"),
+    (heartbeat(1) + b"x", "heartbeat or end-of-session packet (message count 0 or 65535) with bytes after its header"),
 ])
 def test_malformed_packets_are_counted_with_their_number(raw, why):
     run = Run()

@@ -327,8 +327,7 @@ def test_a_closed_ring_read_to_anywhere_but_its_final_edge_is_an_error(ring_path
         assert got == (3 if where == "short" else 11)
         says = ("at position 96 \\(record 3\\): the record header there reads as unpublished, yet its producer "
                 "\\(closed the ring\\) published up to position 320" if where == "short" else
-                "at position 336 \\(record 11\\) read past the end the producer closed the ring at \\(position 320, "
-                "10 records\\)")
+                "at position 336 \\(record 11\\) read past the end the producer closed the ring at \\(position 320\\)")
         with pytest.raises(RingFormatError, match=f"corrupt ring: consumer 'book' {says}"):
             rd.read_batch(timeout=1)
 
@@ -374,3 +373,65 @@ def test_more_mapped_rings_than_the_old_guard_held_still_survive_truncation(ring
     assert res.returncode == 0, (res.returncode, res.stderr)
     lines = res.stdout.splitlines()
     assert lines[0] == "1" and "the ring file was truncated to 0 bytes" in lines[1], res.stdout
+
+
+def test_a_reader_attaching_itself_stores_its_position_before_it_reads_as_attached(ring_path, monkeypatch):
+    """Probe 46: with no live producer, a reader marked its slot attached, then stored its
+    position: for a few milliseconds the slot read as attached at its old position (0), and a
+    producer starting then detached an honest reader as a corrupt slot. The position now comes
+    first, as when the producer attaches a joiner."""
+    from itchflow.hw.atomics_py import load
+    from itchflow.ring import reader as reader_module
+
+    _kept_ring(ring_path, records=5)   # closed: the next reader attaches itself, at the edge (position 160)
+    seen = []
+    real = reader_module.cas
+
+    def watched(words, index, expected, new):
+        if new == L.SLOT_ATTACHED:
+            seen.append(int(load(words, index - L.S_STATE + L.S_POS)))
+        return real(words, index, expected, new)
+
+    monkeypatch.setattr(reader_module, "cas", watched)
+    with Ring.open(ring_path) as ring:
+        rd = ring.reader("late")
+        assert seen == [160] and rd.position == 160
+
+
+def test_a_producer_killed_inside_its_edge_update_leaves_no_false_corruption_at_the_end(ring_path):
+    """Probe 46: a producer killed between its edge's position and records stores leaves the
+    records word one batch short for good (the next generation walks on from the position). The
+    end-of-stream check compared records too, and called an honest reader of every record
+    corrupt. It holds the position only."""
+    from itchflow.ring import RingClosed
+
+    with Ring.create(ring_path, 1 << 16, consumers=["c"], keep=True) as ring:
+        rd = ring.reader("c")
+        w = ring.writer()
+        for i in range(7):
+            w.write(bytes([i]) * 10)
+        w.close()
+        ring.words[L.W_EDGE_REC] -= 4          # the torn update: the position stored, its records not
+        ring.words[L.W_PROD_STATE] = L.PRODUCER_OPEN
+        ring.words[L.W_PROD_PID] = 0           # and the producer gone
+        w2 = ring.writer()                     # the next generation recovers (nothing past the position)
+        for i in range(5):
+            w2.write(b"c" * 10)
+        w2.close()
+        got = 0
+        with pytest.raises(RingClosed):
+            while True:
+                got += len(rd.read_batch(timeout=5))
+        assert got == 12
+
+
+def test_read_batch_of_no_records_is_refused(ring_path):
+    """Probe 46: max_records=0 read nothing and took the close for the end, a record unread."""
+    with Ring.create(ring_path, 4096, consumers=["c"]) as ring:
+        w = ring.writer()
+        w.write(b"hello")
+        w.close()
+        rd = ring.reader("c")
+        with pytest.raises(ValueError, match="max_records must be a whole number of at least 1, got 0"):
+            rd.read_batch(max_records=0, timeout=0.5)
+        assert [x.tobytes() for x in rd.read_batch(timeout=0.5)] == [b"hello"]

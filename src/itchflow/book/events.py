@@ -324,7 +324,7 @@ def every_times(every_s: float, first_ns: int, last_ns: int) -> list[int]:
                          f"{MAX_SNAPSHOT_TIMES:,}: take a longer interval")
     if count == 0:   # an empty output said nothing (the batch job counted the day as 0 messages)
         raise ValueError(f"a snapshot every {every_s:g} s: no snapshot time falls within the day's messages "
-                         f"({int(first_ns):,} to {int(last_ns):,} ns after midnight)")
+                         f"({int(first_ns):,} to {int(last_ns):,} ns after midnight, 24:00 at the latest)")
     return list(range(start, int(last_ns) + 1, step))
 
 

@@ -159,6 +159,8 @@ def ring_rm(paths: tuple[str, ...], stale: bool, force: bool) -> None:
     named = list(dict.fromkeys(_candidates(paths))) if paths else []   # a ring named twice is one ring
     kept = []
     for p in named if paths else _candidates(paths):
+        if not paths and not os.path.isfile(p):   # (--stale: only rings; `ring ls` names the others)
+            continue
         try:
             with Ring.open(p) as r:
                 s = r.snapshot()

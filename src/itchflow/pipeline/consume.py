@@ -129,10 +129,11 @@ def apply_records(data, offs, lens, types, n, taken, st, hand_off, applied, rece
             st[S_RESUME_POS] = -1
             return REC_BAD_COUNT
         k = st[S_SAMPLES]
-        # 0 (a producer in another language that keeps no cycle count, as the layout allows) or
-        # later than this read: no hand-off time (it was reported as 11 hours: probe 43)
+        # 0 (a producer in another language that keeps no cycle count, as the layout allows): no
+        # hand-off time (it was reported as 11 hours: probe 43). A count a little ahead of this
+        # read (two cores' counters a few ticks apart) stays a sample: dropped, it biased the rest.
         ptsc = np.int64(le64(data, o + 8 * B.W_PUBLISH_TSC))
-        hand_off[k] = taken - ptsc if 0 < ptsc <= taken else 0
+        hand_off[k] = taken - ptsc if ptsc != 0 else 0
         applied[k] = done - taken
         rx = np.int64(le64(data, o + 8 * B.W_RECEIVE_NS))
         received[k] = realtime_ns() - rx if rx != 0 else 0

@@ -380,11 +380,13 @@ def _unpublished_below_edge(words, cs) -> bool:
 @njit(nogil=True, cache=True, _nrt=False)
 def _off_closed_edge(words, cs) -> bool:
     """The producer closed the ring and the reader has read all it could: whether it stopped
-    anywhere but the final edge (position and records). Short of it, a header was written over
-    with 0 and the rest of the stream would end unsaid; past it, a stray word after the edge was
-    read as records (probe 43: a run applied half a day and said "whole")."""
-    pos, rec, _ = edge_triple(words)
-    return cs[C_POS] != pos or cs[C_REC] != rec
+    anywhere but the final edge's position. Short of it, a header was written over with 0 and
+    the rest of the stream would end unsaid; past it, a stray word after the edge was read as
+    records (probe 43: a run applied half a day and said "whole"). Not the records count: a
+    producer killed inside its edge update leaves that one batch short for good (its next
+    generation's recovery walks on from the position), and an honest reader was called corrupt
+    (probe 46)."""
+    return cs[C_POS] != edge_triple(words)[0]
 
 
 @njit(nogil=True, cache=True, _nrt=False)

@@ -187,6 +187,9 @@ class Reader:
             store(w, b + L.S_JOIN_POS, pos)
             store(w, b + L.S_JOIN_REC, rec)
             store(w, b + L.S_JOIN_PAY, pay)
+            # the position before the state, as the producer attaches a joiner: attached with its old
+            # position, a producer starting that moment took it for a corrupt slot (probe 46)
+            store(w, b + L.S_POS, pos)
             if cas(w, b + L.S_STATE, L.SLOT_JOINING, L.SLOT_ATTACHED) != L.SLOT_JOINING:
                 return False
         elif st != L.SLOT_ATTACHED:
@@ -296,6 +299,10 @@ class Reader:
             t = self._wait_for_join(t)
             if t is None:
                 return self._empty()
+        if max_records is not None and (isinstance(max_records, bool) or not isinstance(max_records, int)
+                                        or max_records < 1):
+            # (0 read nothing and then took the ring's close for the end, records unread: probe 46)
+            raise ValueError(f"max_records must be a whole number of at least 1, got {max_records!r}")
         n_max = len(self._off) if max_records is None else min(max_records, len(self._off))
         cs = self.cs
         started = time.monotonic_ns() if t > WAIT_SLICE_NS else 0
@@ -420,16 +427,13 @@ class Reader:
         """The error for a cursor that the published edge contradicts (consumer.OFF_THE_EDGE):
         a record header below the edge reads as unpublished, or a reader of a closed ring ended
         anywhere but at its final edge."""
-        pos, rec, _ = C.published_edge(self.ring.words)
+        pos = C.published_edge(self.ring.words)[0]
         where = f"{self.ring.path}: corrupt ring: consumer {self.name!r} at position {self.position} (record {self.records})"
         if self.position < pos:
             return RingFormatError(f"{where}: the record header there reads as unpublished, yet its producer "
                                    f"({producer}) published up to position {pos}: written over by another process")
-        if self.position > pos:
-            return RingFormatError(f"{where} read past the end the producer closed the ring at (position {pos}, "
-                                   f"{rec} records): a header after it was not zero")
-        return RingFormatError(f"{where}: the producer closed the ring at that position after {rec} records: "
-                               "the records read there were not the ones published")
+        return RingFormatError(f"{where} read past the end the producer closed the ring at (position {pos}): a "
+                               "header after it was not zero")
 
     def _empty(self) -> Batch:
         return Batch(self.ring.data, self._off[:0], self._len[:0], self._typ[:0], self.ring.path,

@@ -136,21 +136,27 @@ class TableWriter:
                 padded = symbol_key(symbol).to_bytes(8, "little")
         want = self.codes + ("R" if symbol is not None and "R" not in self.codes else "")
         named = False   # whether any R or stock field of the day names the symbol
+        directory = False   # whether the day has R messages (a locate none gives is then a mistake)
         for piece in scan(source, want, chunk_messages=chunk_messages, progress=progress, renumber=renumber):
             self.messages_read += piece.info.messages
             self.bytes_read += piece.info.bytes
             if locate is not None:
                 arrays = {c: piece[c][piece[c]["stock_locate"] == locate] for c in self.codes}   # (every type has one)
                 named = named or bool(np.any(piece["R"]["stock_locate"] == locate)) or any(map(len, arrays.values()))
+                directory = directory or bool(len(piece["R"]))
             else:
                 events = self._directory_events(piece["R"], padded) if padded is not None else {}
                 arrays = {c: self._filter(piece[c], padded, events, c == "R") for c in self.codes}
                 named = named or bool(events) or any(len(a) for a in arrays.values())
             self.write(arrays)
             yield piece
-        if symbol is not None and not named and not missing_ok:   # a mistyped symbol is not "0 rows"
-            raise KeyError(f"decode: no message of stock locate {locate}" if locate is not None else
-                           f"decode: no stock directory (R) message or stock field names {symbol}")
+        if locate is not None and not named and directory and not missing_ok:
+            # as the books commands: a locate no R gives, on a day with a directory (a day without
+            # one, a capture of a few types, has its locates only in the messages: probe 46)
+            raise KeyError(f"decode: stock locate {locate}: no stock directory (R) message gives it a stock, "
+                           "and no message of the types asked is of it")
+        if padded is not None and not named and not missing_ok:   # a mistyped symbol is not "0 rows"
+            raise KeyError(f"decode: no stock directory (R) message or stock field names {symbol}")
 
     def _directory_events(self, r: np.ndarray, padded: bytes) -> dict:
         """For each locate that names the symbol now or by an R of this piece: (whether it did

@@ -33,7 +33,7 @@ from itchflow.errors import ITCHFormatError
 from itchflow.hw.endian import be16, be64
 from itchflow.hw.memcopy import copy_bytes
 from itchflow.hw.populate import POPULATE_OUTPUT_BYTES, populate_in_background
-from itchflow.protocol.mold.codec import (BLOCKS_OK, MALFORMED_TEXT, SHORT_HEADER, TRAILING_BYTES, malformed_text,
+from itchflow.protocol.mold.codec import (BLOCKS_OK, CONTROL_WITH_BYTES, MALFORMED_TEXT, SHORT_HEADER, malformed_text,
                                            walk_blocks)
 from itchflow.wire.binaryfile import next_message
 from itchflow.wire.moldudp64 import (
@@ -83,7 +83,7 @@ def _classify(buf, p, end, outcome):
         return MALFORMED, _BAD_SEQUENCE, s, c
     if c == HEARTBEAT_COUNT or c == END_OF_SESSION_COUNT:
         if end - p != HEADER_SIZE:   # no blocks follow either (its bytes were dropped unsaid: probe 45)
-            return MALFORMED, TRAILING_BYTES, s, c
+            return MALFORMED, CONTROL_WITH_BYTES, s, c
         return (HEARTBEAT if c == HEARTBEAT_COUNT else END_OF_SESSION), 0, s, c
     status, _ = walk_blocks(buf, p + HEADER_SIZE, end, c, c)
     if status != BLOCKS_OK:

@@ -31,6 +31,7 @@ BLOCK_OVERRUN = 2
 TRAILING_BYTES = 3
 ZERO_LENGTH_BLOCK = 4
 BAD_ITCH_LENGTH = 5
+CONTROL_WITH_BYTES = 6   # (not walk_blocks': a packet of count 0 or 0xFFFF carries no block)
 MALFORMED_TEXT = {
     SHORT_HEADER: "shorter than the 20-byte MoldUDP64 header",
     BLOCK_OVERRUN: "a message block runs past the end of the packet (its length prefix too large, or fewer "
@@ -38,6 +39,7 @@ MALFORMED_TEXT = {
     TRAILING_BYTES: "bytes left over after the last message block the header counts",
     ZERO_LENGTH_BLOCK: "zero-length message block",
     BAD_ITCH_LENGTH: "a message block's length prefix disagrees with its ITCH 5.0 message type's length",
+    CONTROL_WITH_BYTES: "a heartbeat or end-of-session packet (message count 0 or 65535) with bytes after its header",
 }
 
 _TIMESTAMP_OFFSET = MESSAGES["A"].field("timestamp").offset

@@ -57,7 +57,7 @@ from itchflow.protocol.mold.codec import (
     malformed_text,
     MALFORMED_TEXT,
     SHORT_HEADER,
-    TRAILING_BYTES,
+    CONTROL_WITH_BYTES,
     session_bytes,
     walk_blocks,
 )
@@ -315,6 +315,9 @@ class MoldReceiver:
                 if status != BLOCKS_OK:
                     self._malformed(events, number, line, malformed_text(status, buf, int(off)), int(off))
                     return events
+            elif n != HEADER_SIZE:   # (nor a malformed control packet: probe 46 saw one pick the session)
+                self._malformed(events, number, line, MALFORMED_TEXT[CONTROL_WITH_BYTES], HEADER_SIZE)
+                return events
             first = self._session_first(seq)
             if seq > first + self.max_gap and not self._plausible(seq, count, line, first):
                 self._bad_sequence(events, number, line, seq, first)
@@ -329,7 +332,7 @@ class MoldReceiver:
         if (count == END_OF_SESSION_COUNT or count == HEARTBEAT_COUNT) and n != HEADER_SIZE:
             # no blocks follow either: bytes after the header make the packet malformed (an end of
             # session took them at face value, as a capture did both: probe 45)
-            self._malformed(events, number, line, MALFORMED_TEXT[TRAILING_BYTES], HEADER_SIZE)
+            self._malformed(events, number, line, MALFORMED_TEXT[CONTROL_WITH_BYTES], HEADER_SIZE)
             return events
         if count == END_OF_SESSION_COUNT:
             st.end_of_session += 1
