@@ -748,3 +748,23 @@ def test_time_going_back_is_counted_as_stats_counts_it():
     assert b.timestamps_backwards >= 1
     with pytest.raises(AttributeError, match="each shard sees its own stocks' messages"):
         Books(threads=2).timestamps_backwards
+
+
+def test_a_table_that_cannot_grow_says_which_and_how_to_size_it(tmp_path, monkeypatch):
+    """Probe 44: out of memory while the order table grew, the API raised numpy's bare
+    _ArrayMemoryError, naming no table and no way out."""
+    from itchflow.book import books as books_module
+    from itchflow.decode.encoder import encode_message
+
+    day = tmp_path / "adds.itch"
+    day.write_bytes(b"".join(encode_message("A", stock_locate=1, timestamp=i, order_reference_number=i + 1,
+                                            buy_sell_indicator="B", shares=1, price=1_0000 + i, stock="X")
+                             for i in range(200)))
+
+    def no_memory(*args, **kwargs):
+        raise MemoryError()
+
+    monkeypatch.setattr(books_module, "_rehashed", no_memory)
+    with pytest.raises(MemoryError, match=r"the books' order table could not grow past 16 rows \(out of memory\): "
+                                          r"the books hold every message applied before it; Books\(capacity="):
+        Books(table=16).replay(day)

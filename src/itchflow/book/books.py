@@ -336,7 +336,14 @@ class Books:
         t = time.perf_counter()
         what, cap = _GROWS.get(status, (None, None))
         before = None if cap is None else int(self.ctl[cap])
-        self._grow_now(status)   # (a status it does not know raises there)
+        try:
+            self._grow_now(status)   # (a status it does not know raises there)
+        except MemoryError as e:   # (numpy's own said nothing of which table: probe 44)
+            size = "" if before is None else f" past {before:,} rows"
+            raise MemoryError(f"the books' {what or 'tables'} could not grow{size} ({str(e) or 'out of memory'}): the "
+                              "books hold every message applied before it; Books(capacity=..., levels=..., "
+                              "trades=...) sizes the tables ahead (growing holds the old and new table at once)"
+                              ) from None
         self.growth_log.append((what, before, int(self.ctl[cap]), time.perf_counter() - t))
 
     def growth(self) -> dict:

@@ -247,7 +247,7 @@ def check_shape(shape: dict) -> None:
                                   f"the flow alone makes a few dozen: leave it out for that)")
     span = shape["ref_span"]
     if span is not None and not 1_000_000 <= span < 1 << 62:
-        raise ShapeError("ref_span", f"ref_span must be between 1e6 and 2**62 (asked for {span})")
+        raise ShapeError("ref_span", f"ref_span must be at least 1e6 and below 2**62 (asked for {span})")
 
 
 def _symbols(rng: np.random.Generator, k: int) -> tuple[list[bytes], list[bytes], list[bool]]:
