@@ -312,7 +312,7 @@ def test_bench_book_threads_checks_every_turn(tmp_path, monkeypatch):
     (["--stocks", "0"], "--stocks", "between 1 and 20000"),
     (["--sub-dollar", "1.5"], "--sub-dollar", "0..1"),
     (["--sub-dollar", "0.7", "--high-priced", "0.5"], "--high-priced", "together at most 1"),
-    (["--ref-span", "1000"], "--ref-span", "between 1e6"),
+    (["--ref-span", "1000"], "--ref-span", "at least 1e6 and below 2**62"),
 ])
 def test_cli_gen_names_the_knob_out_of_range(tmp_path, args, option, text):
     """A shape knob out of range is a usage error naming its option, before anything is written."""

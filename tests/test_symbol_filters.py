@@ -72,7 +72,9 @@ def test_decode_takes_one_symbol_in_any_case_and_refuses_one_the_day_does_not_na
     assert upper.exit_code == lower.exit_code == 0, lower.output
     rows = pq.read_table(tmp_path / "u.parquet")
     assert rows.num_rows > 0 and rows.equals(pq.read_table(tmp_path / "l.parquet"))
-    for bad, text in (("ZZZZ", "no stock directory (R) message or stock field names ZZZZ"), ("1", "names 1"),
+    unused = max(symbols) + 1   # digits are a locate, as in every books command: one the directory does not give
+    for bad, text in (("ZZZZ", "no stock directory (R) message or stock field names ZZZZ"),
+                      (str(unused), f"stock locate {unused}: no stock directory (R) message gives it a stock"),
                       (f"{s},{symbols[2]}", "decode filters one symbol"), ("TOOLONGSYM", "not an ITCH symbol")):
         out = tmp_path / "bad.parquet"
         r = _cli(["decode", day, "-s", bad, "-o", out])
