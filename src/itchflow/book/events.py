@@ -16,6 +16,7 @@ import numpy as np
 from itchflow.book import layout as L
 from itchflow.book.records import symbol_text
 from itchflow.book.replay import apply_slice, slice_budget
+from itchflow.wire.itch import DAY_NS
 
 _FIRST = 1 << 14
 
@@ -288,6 +289,9 @@ SNAPSHOT_DTYPE = np.dtype([
     ("shares", np.int64),
     ("orders", np.uint32),
 ])
+# What the snapshots writer holds a time's rows as: each named by its stock's name at that time
+# (``sinks.events.snapshots_to_parquet``; ``to_arrow`` takes the name field as events' own)
+NAMED_SNAPSHOT_DTYPE = np.dtype(SNAPSHOT_DTYPE.descr + [("symbol", "S8")])
 
 
 MAX_SNAPSHOT_TIMES = 1_000_000  # a mistyped interval (every 1 ns) is refused, not billions of times
@@ -316,7 +320,7 @@ def every_times(every_s: float, first_ns: int, last_ns: int) -> list[int]:
     every_s = float(every_s)
     # no time of day is past 24:00 (--at refuses one): a stray stamp of 78 hours made a grid of
     # 270,000 times out of a 2,500-message day (probe 45)
-    last_ns = min(int(last_ns), 86_400 * 1_000_000_000)
+    last_ns = min(int(last_ns), DAY_NS)
     start = (int(first_ns) // step + 1) * step
     count = max(0, (int(last_ns) - start) // step + 1)
     if count > MAX_SNAPSHOT_TIMES:

@@ -11,6 +11,7 @@ from itchflow.cli import bench, main
 from itchflow.cli.progress import progress_total
 from itchflow.cli.signals import exit_if_interrupted
 from itchflow.cli.params import RUNS, SEED, Count, table_path
+from itchflow.wire.itch import DAY_NS
 
 
 def format_timestamp(ns: int | None) -> str:
@@ -127,7 +128,7 @@ def _print_stats(info) -> None:
     console.print(f"  first {format_timestamp(info.first_timestamp_ns)}   "
                   f"last {format_timestamp(info.last_timestamp_ns)}   "
                   f"{info.seconds:.3f} s ({rate:,.1f} M msg/s)")
-    if (info.last_timestamp_ns or 0) > 86_400 * 10**9:   # (a time of day in nanoseconds: probe 45)
+    if (info.last_timestamp_ns or 0) > DAY_NS:   # (a time of day in nanoseconds: probe 45)
         console.print("  [yellow]the last message is stamped past 24:00 (no time of day: a corrupt timestamp?)"
                       "[/yellow]")
     if info.timestamps_backwards:

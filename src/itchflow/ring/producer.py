@@ -152,8 +152,7 @@ def _min_live_position(words, ps) -> int:
     the 8-byte record grid) is a slot word written over by someone else: that slot is detached
     (DETACH_BAD_POSITION), never taken as the minimum. A negative one was read as "none yet" and
     let the producer overwrite what every other consumer had yet to read (probe 43)."""
-    found = False
-    lo = 0
+    lo = -1
     edge = ps[P_FIRST_POS]           # published so far: no consumer can be past it
     for i in range(ps[P_NCONS]):
         b = L.CONSUMERS_WORD + i * L.SLOT_WORDS
@@ -162,10 +161,9 @@ def _min_live_position(words, ps) -> int:
             if p > edge or p < max(edge - ps[P_CAP], 0) or (p & (L.RECORD_ALIGN - 1)) != 0:
                 _detach(words, b, monotonic_ns(), L.DETACH_BAD_POSITION)
                 continue
-            if not found or p < lo:
+            if lo < 0 or p < lo:   # (p >= 0 here: -1 stays "none yet")
                 lo = p
-                found = True
-    return lo if found else -1
+    return lo
 
 
 @njit(nogil=True, cache=True, _nrt=False)

@@ -8,8 +8,9 @@ import numbers
 import os
 import re
 
+from itchflow.wire.itch import DAY_NS  # noqa: F401  (re-exported: the sinks take 24:00 from here)
+
 NS_PER_SECOND = 1_000_000_000
-DAY_NS = 86_400 * NS_PER_SECOND
 REGULAR_OPEN_NS = 34_200 * NS_PER_SECOND    # 09:30:00
 REGULAR_CLOSE_NS = 57_600 * NS_PER_SECOND   # 16:00:00
 
@@ -47,7 +48,7 @@ def every_ns(value) -> int:
                 "h": 3600 * NS_PER_SECOND}[m.group(2)]
         ns = float(m.group(1)) * unit
     # checked as a float, before any int: a NaN or an overflow to infinity has none
-    if not (math.isfinite(ns) and 0 < round(ns) <= 86_400 * NS_PER_SECOND):
+    if not (math.isfinite(ns) and 0 < round(ns) <= DAY_NS):
         raise ValueError(f"every: the bar length must be positive and at most a day (24h), got {value!r}")
     return int(round(ns))
 

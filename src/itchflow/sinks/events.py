@@ -123,10 +123,9 @@ def snapshots_to_parquet(books: Books, source, out, times_ns, symbols, n: int, *
     import pyarrow.parquet as pq
 
     from itchflow.book.books import depth_levels
-    from itchflow.book.events import SNAPSHOT_DTYPE, iter_snapshots
+    from itchflow.book.events import NAMED_SNAPSHOT_DTYPE, SNAPSHOT_DTYPE, iter_snapshots
     from itchflow.sinks.tables import ROW_GROUP_ROWS
 
-    NAMED_SNAPSHOT_DTYPE = np.dtype(SNAPSHOT_DTYPE.descr + [("symbol", "S8")])
     n = depth_levels(n)   # checked before any work, as Books.depth checks it
     symbols = stock_keys(list(symbols))   # a name of digits: that locate (a shard may have none)
     held: list[np.ndarray] = []

@@ -401,10 +401,7 @@ def _gzip_source(raw, name: str, block: int, opts: CaptureReading) -> Iterator[C
             yield from _capture_chunks(whole, name, opts, passes)
             return
     except GzipStreamError as e:   # before any message was delivered: a small day's first block is all of it
-        # (a checksum failing at its end said "the messages before this offset were delivered": probe 45)
-        raise ITCHFormatError(f"gzip stream {e.reason} ({e.compressed_read:,} compressed bytes read) in its first "
-                              f"block of up to {block:,} bytes; no message of it was delivered",
-                              source=name, offset=0) from None
+        raise stream_error(e, name, 0, 0) from None
     chunks = message_chunks(itertools.chain([first], blocks), name, position=lambda: raw.count)
     if opts.gz_ahead and _file_size(getattr(raw.raw, "rest", raw.raw)) is not None:
         # a regular file or a buffer, whose reads never stall: the next blocks are decompressed
@@ -433,12 +430,14 @@ def _taken_first(held: list, rest: Iterator[bytes]) -> Iterator[bytes]:
 
 def stream_error(e: Exception, name: str, offset: int, cut: int) -> ITCHFormatError:
     """The error for a stream that failed after ``offset`` bytes of whole messages were
-    delivered, ``cut`` bytes of a message split there not."""
+    delivered, ``cut`` bytes of a message split there not. At offset 0 none was: a small gzip
+    day whose checksum fails at its end fails in its first block (it said "the messages before
+    byte offset 0 were delivered": probe 45)."""
     what = (f"gzip stream {e.reason} ({e.compressed_read:,} compressed bytes read)"
             if isinstance(e, GzipStreamError) else f"stream is corrupt or cut short ({e})")
     tail = f"; the {cut:,} bytes of the message cut there were not" if cut else ""
-    return ITCHFormatError(f"{what}; the messages before this offset were delivered{tail}",
-                           source=name, offset=offset)
+    delivered = "the messages before this offset were delivered" if offset else "no message of it was delivered"
+    return ITCHFormatError(f"{what}; {delivered}{tail}", source=name, offset=offset)
 
 
 def message_chunks(blocks: Iterable[bytes], name: str, position: Callable[[], int] | None = None,

@@ -28,6 +28,7 @@ import numpy as np
 # Field kinds. Each maps to how the bytes are read on the wire and what the column holds.
 INT = "int"        # big-endian unsigned integer of 2, 4 or 8 bytes
 TIMESTAMP = "ts"   # 6-byte big-endian nanoseconds since midnight -> int64
+DAY_NS = 86_400 * 1_000_000_000   # 24:00 as a timestamp: no time of day is later (the 6 bytes run to 78 h)
 PRICE4 = "price4"  # big-endian uint32, 4 implied decimals
 PRICE8 = "price8"  # big-endian uint64, 8 implied decimals
 ALPHA = "alpha"    # ASCII, space padded -> fixed-width bytes
