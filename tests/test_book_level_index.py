@@ -95,7 +95,7 @@ def _index_consistent(books: Books) -> None:
     for h in range(n):
         cur = int(lv[h]["bucket"]) - 1
         while cur >= 0:
-            assert bucket_of(int(lv[cur]["book"]), int(lv[cur]["price"]), mask, shift) == h
+            assert bucket_of(int(lv[cur]["book"]), int(lv[cur]["price"]), books.hash_seed, mask, shift) == h
             chained.add(cur)
             cur = int(lv[cur]["next_free"]) - 1
     deep = {b for b in range(L.N_BOOKS) if books.books[b]["cap"] >= INDEX_MIN_CAP}

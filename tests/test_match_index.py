@@ -19,6 +19,7 @@ from itchflow.book.order_store import grouped_home, home_slot, rehash, table_shi
 W = L.MATCH_WORDS
 B = L.MATCH_GROUP_BITS
 U64 = st.integers(1, 2**64 - 1)
+SEED = np.uint64(0xFEDCBA9876543210)  # any seed: rows are found with the one they were put with
 
 
 def runs(draw_base=U64, max_len=200):
@@ -34,15 +35,17 @@ KEYS = st.one_of(
 )
 
 
-def test_grouped_home_keeps_runs_adjacent_and_is_home_slot_without_bits():
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**64 - 1))
+def test_grouped_home_keeps_runs_adjacent_and_is_home_slot_without_bits(seed):
     rows, shift = 1 << 12, table_shift(1 << 12)
-    mask = rows - 1
+    mask, seed = rows - 1, np.uint64(seed)
     for key in (1, 12345, 2**63 + 17, 2**64 - 1):
-        assert grouped_home(np.uint64(key), mask, shift, 0) == home_slot(np.uint64(key), mask, shift)
+        assert grouped_home(np.uint64(key), seed, mask, shift, 0) == home_slot(np.uint64(key), seed, mask, shift)
     base = 7 << B   # the first number of a group: the group's 2**B numbers take 2**B adjacent rows
-    homes = [int(match_home(np.uint64(base + k), mask, shift)) for k in range(2**B)]
+    homes = [int(match_home(np.uint64(base + k), seed, mask, shift)) for k in range(2**B)]
     assert homes == list(range(homes[0], homes[0] + 2**B)) and homes[0] % 2**B == 0
-    assert int(match_home(np.uint64(base + 2**B), mask, shift)) != homes[0] + 2**B  # the next group: elsewhere
+    assert int(match_home(np.uint64(base + 2**B), seed, mask, shift)) != homes[0] + 2**B  # the next group: elsewhere
 
 
 @settings(max_examples=60, deadline=None)
@@ -55,15 +58,15 @@ def test_every_match_is_found_after_growing(keys):
     for n, key in enumerate(keys):
         if 8 * (len(expect) + 1) > 5 * rows:  # grown past 5/8 full, as the engine's driver does
             bigger = np.zeros(2 * rows * W, np.uint64)
-            rehash(table, bigger, table_shift(2 * rows), W, B)
+            rehash(table, bigger, SEED, table_shift(2 * rows), W, B)
             table, rows = bigger, 2 * rows
-        i = match_row(table, np.uint64(key), rows - 1, table_shift(rows))
+        i = match_row(table, np.uint64(key), SEED, rows - 1, table_shift(rows))
         assert not match_used(table, i)
         put_match(table, i, np.uint64(key), 100, 1, 0, n)
         expect[key] = n
     mask, shift = rows - 1, table_shift(rows)
     for key, n in expect.items():
-        i = match_row(table, np.uint64(key), mask, shift)
+        i = match_row(table, np.uint64(key), SEED, mask, shift)
         assert match_used(table, i) and int(table[i + L.MATCH_W_KEY]) == key and int(match_shares(table, i)) == n
     assert int((table.reshape(-1, W)[:, L.MATCH_W_USED] != 0).sum()) == len(expect)
 

@@ -20,8 +20,8 @@ W = L.ORDER_WORDS
 
 
 @njit(cache=True)
-def _put(words, key, value, mask, shift):
-    i = find_slot(words, key, mask, shift, W)
+def _put(words, key, value, seed, mask, shift):
+    i = find_slot(words, key, seed, mask, shift, W)
     if words[i * W + 1] != 0:
         return False
     words[i * W] = key
@@ -32,26 +32,27 @@ def _put(words, key, value, mask, shift):
 
 
 @njit(cache=True)
-def _get(words, key, mask, shift):
-    i = find_slot(words, key, mask, shift, W)
+def _get(words, key, seed, mask, shift):
+    i = find_slot(words, key, seed, mask, shift, W)
     return words[i * W + 1], words[i * W + 2], words[i * W + 3]
 
 
 @njit(cache=True)
-def _drop(words, key, mask, shift):
-    i = find_slot(words, key, mask, shift, W)
+def _drop(words, key, seed, mask, shift):
+    i = find_slot(words, key, seed, mask, shift, W)
     if words[i * W + 1] == 0:
         return False
-    delete_slot(words, i, mask, shift, W)
+    delete_slot(words, i, seed, mask, shift, W)
     return True
 
 
-def _colliding_keys(rows: int, n: int) -> list[int]:
-    """n distinct keys that all hash to slot rows - 2 (their cluster wraps past the end)."""
+def _colliding_keys(rows: int, n: int, seed) -> list[int]:
+    """n distinct keys that all hash to slot rows - 2 with this seed (their cluster wraps past
+    the end)."""
     shift = table_shift(rows)
     out, k = [], 1
     while len(out) < n:
-        if home_slot(np.uint64(k), rows - 1, shift) == rows - 2:
+        if home_slot(np.uint64(k), seed, rows - 1, shift) == rows - 2:
             out.append(k)
         k += 1
     return out
@@ -62,8 +63,10 @@ _KEY_KINDS = st.sampled_from(["small", "strided", "high", "colliding", "any"])
 
 @settings(max_examples=150, deadline=None)
 @given(kind=_KEY_KINDS, ops=st.lists(st.tuples(st.booleans(), st.integers(0, 40)), min_size=1, max_size=300),
-       rows=st.sampled_from([16, 32, 64]), data=st.data())
-def test_table_matches_a_dict(kind, ops, rows, data):
+       rows=st.sampled_from([16, 32, 64]), seed=st.sampled_from([0, 2**64 - 1]) | st.integers(0, 2**64 - 1),
+       data=st.data())
+def test_table_matches_a_dict(kind, ops, rows, seed, data):
+    seed = np.uint64(seed)
     if kind == "small":
         keys = list(range(41))
     elif kind == "strided":
@@ -71,7 +74,7 @@ def test_table_matches_a_dict(kind, ops, rows, data):
     elif kind == "high":
         keys = [(0xFFFF - i) << 48 for i in range(41)]
     elif kind == "colliding":
-        keys = _colliding_keys(rows, 41)
+        keys = _colliding_keys(rows, 41, seed)
     else:
         keys = data.draw(st.lists(st.integers(0, 2**64 - 1), min_size=41, max_size=41, unique=True))
     words = np.zeros(rows * W, np.uint64)
@@ -87,18 +90,18 @@ def test_table_matches_a_dict(kind, ops, rows, data):
                 if rehashed:
                     continue
                 bigger = np.zeros(2 * rows * W, np.uint64)  # what Books does when the table fills
-                rehash(words, bigger, table_shift(2 * rows), W)
+                rehash(words, bigger, seed, table_shift(2 * rows), W)
                 words, rows, rehashed = bigger, 2 * rows, True
                 mask, shift, limit = rows - 1, table_shift(rows), rows * L.TABLE_MAX_LOAD_NUM // L.TABLE_MAX_LOAD_DEN
-            assert _put(words, key, np.uint64(stamp), mask, shift) == (keys[k] not in model)
+            assert _put(words, key, np.uint64(stamp), seed, mask, shift) == (keys[k] not in model)
             model.setdefault(keys[k], stamp)
             stamp += 1
         else:
-            assert _drop(words, key, mask, shift) == (keys[k] in model)
+            assert _drop(words, key, seed, mask, shift) == (keys[k] in model)
             model.pop(keys[k], None)
         # every key in the model is found with its whole row; every other key is absent
         for kk in keys:
-            got = _get(words, np.uint64(kk), mask, shift)
+            got = _get(words, np.uint64(kk), seed, mask, shift)
             v = model.get(kk)
             if v is None:
                 assert got[0] == 0, (kk, got)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import operator
 
 INT64_MAX = (1 << 63) - 1
+UINT64_MAX = (1 << 64) - 1
 MAX_ROWS = 1 << 40          # rows of any table the books size (2**40 orders are 35 TB)
 PRICE_MAX = (1 << 32) - 1   # an ITCH price is 4 bytes
 

@@ -18,6 +18,7 @@ message.
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Iterable
 
@@ -25,7 +26,7 @@ import numpy as np
 
 from itchflow.book import layout as L
 from itchflow.book import records as R
-from itchflow.arguments import INT64_MAX, MAX_ROWS, PRICE_MAX, flag, optional_whole, whole
+from itchflow.arguments import INT64_MAX, MAX_ROWS, PRICE_MAX, UINT64_MAX, flag, optional_whole, whole
 from itchflow.book.engine import apply_messages
 from itchflow.book.events import EventBuffers
 from itchflow.book.ladder import compact_arena
@@ -150,7 +151,11 @@ class Books:
     and ladder tops (a working set far beyond the caches; 0: never). prefault: the first apply
     of 16 MiB of input or more faults the tables in on another thread first (``prefault``),
     and a grown table's top half while it is rehashed; turn it off where every core is busy
-    (Dask workers), where the thread only competes.
+    (Dask workers), where the thread only competes. hash_seed: the secret the order table, the
+    price index and the match index hash with (``order_store``); by default drawn at random, so
+    a feed cannot pick order references, prices or match numbers that all land in one slot and
+    make every lookup walk them. What the books hold never depends on it; give one only to
+    make the tables' layout repeat.
     Event recording (BBO changes, trades, L2 level changes) is off until ``record`` is called.
     """
 
@@ -166,13 +171,14 @@ class Books:
     def __init__(self, capacity: int | None = None, *, track_matches: bool = True,
                  table: int | None = None, levels: int | None = None, arena: int | None = None,
                  trades: int | None = None, threads: int = 1, far_table: int = L.FAR_TABLE,
-                 prefault: bool = True):
+                 prefault: bool = True, hash_seed: int | None = None):
         capacity = optional_whole(capacity, "capacity (live orders)", 0, MAX_ROWS)
         table = optional_whole(table, "table (rows)", 0, MAX_ROWS)
         levels = optional_whole(levels, "levels", 0, MAX_ROWS)
         arena = optional_whole(arena, "arena (ladder entries)", 0, MAX_ROWS)
         trades = optional_whole(trades, "trades", 0, MAX_ROWS)
         far_table = whole(far_table, "far_table (rows)", 0, INT64_MAX)
+        hash_seed = optional_whole(hash_seed, "hash_seed", 0, UINT64_MAX)
         if table is None:
             table = (DEFAULT_TABLE if capacity is None
                      else int(capacity) * L.TABLE_MAX_LOAD_DEN // L.TABLE_MAX_LOAD_NUM + 1)
@@ -218,6 +224,8 @@ class Books:
         c[L.C_TRACK_MATCHES] = 1 if track_matches else 0
         c[L.C_STOP_TS] = -1
         c[L.C_FAR_TABLE] = max(0, int(far_table))
+        c[L.C_HASH_SEED:L.C_HASH_SEED + 1] = np.array(
+            [secrets.randbits(64) if hash_seed is None else hash_seed], np.uint64).view(np.int64)
         self._sync_out_caps()
         self.next_sequence = 1
         self._found_locates: tuple[int, dict] = (-1, {})   # locate(): (R messages seen, symbol key -> locate)
@@ -346,6 +354,11 @@ class Books:
                               ) from None
         self.growth_log.append((what, before, int(self.ctl[cap]), time.perf_counter() - t))
 
+    @property
+    def hash_seed(self) -> np.uint64:
+        """The secret every table of these books hashes with (``Books(hash_seed=...)``)."""
+        return self.ctl[L.C_HASH_SEED:L.C_HASH_SEED + 1].view(np.uint64)[0]
+
     def growth(self) -> dict:
         """Every time the driver grew a table while applying: how often, how long the longest
         pause was and what grew then, and the pauses per table (count, seconds in all). A live
@@ -356,7 +369,7 @@ class Books:
     def _grow_now(self, status: int) -> None:
         c = self.ctl
         if status == L.NEED_TABLE:
-            grown = _rehashed(self.order_words, L.ORDER_WORDS, 2 * len(self.order_rows),
+            grown = _rehashed(self.order_words, L.ORDER_WORDS, 2 * len(self.order_rows), self.hash_seed,
                               populate=self._prefault_on_apply)
             self.order_rows = grown.view(L.ORDER_DTYPE)
             c[L.C_TABLE_CAP] = len(self.order_rows)
@@ -372,7 +385,7 @@ class Books:
             c[L.C_ARENA_CAP] = size
         elif status == L.NEED_MATCHES:
             self.matches = _rehashed(self.matches, L.MATCH_WORDS, 2 * (len(self.matches) // L.MATCH_WORDS),
-                                     L.MATCH_GROUP_BITS, populate=self._prefault_on_apply)
+                                     self.hash_seed, L.MATCH_GROUP_BITS, populate=self._prefault_on_apply)
             c[L.C_MATCH_CAP] = len(self.matches) // L.MATCH_WORDS
         elif status == L.NEED_TRADE_LOG:
             self.trade_log = _grown(self.trade_log, 2 * len(self.trade_log), populate=self._prefault_on_apply)
@@ -651,13 +664,14 @@ def _grown(arr: np.ndarray, n: int, populate: bool = False) -> np.ndarray:
     return out
 
 
-def _rehashed(table: np.ndarray, w: int, rows: int, bits: int = 0, populate: bool = False) -> np.ndarray:
+def _rehashed(table: np.ndarray, w: int, rows: int, seed: np.uint64, bits: int = 0,
+              populate: bool = False) -> np.ndarray:
     new = aligned_zeros(rows * w, np.uint64)
     if populate and new.nbytes >= POPULATE_TABLE_BYTES:
         # the rehash fills the new table from the bottom (its kernel leaves the GIL) while
         # another thread faults in the top half (not where the Books was told every core is busy)
         populate_in_background((new, new.nbytes // 2, None))
-    rehash(table, new, table_shift(rows), w, bits)
+    rehash(table, new, seed, table_shift(rows), w, bits)
     return new
 
 

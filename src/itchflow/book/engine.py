@@ -41,7 +41,7 @@ from itchflow.book.layout import (
     C_LIVE,
     C_LIVE_LEVELS, C_LOG_CAP, C_LOG_N, C_MATCH_CAP, C_MATCH_USED, C_MAX_LADDER, C_MESSAGES,
     C_PEAK_LIVE, C_STAMP,
-    C_STOP_TS, C_TABLE_CAP, C_TRACK_MATCHES, C_TRADES_CAP, C_TRADES_N, C_UNKNOWN_TYPES,
+    C_HASH_SEED, C_STOP_TS, C_TABLE_CAP, C_TRACK_MATCHES, C_TRADES_CAP, C_TRADES_N, C_UNKNOWN_TYPES,
     ERR_BAD_LENGTH, ERR_TRUNCATED, ERR_ZERO_LENGTH, MATCH_BROKEN, MATCH_COUNTED, MATCH_MAX_LOAD_DEN,
     MATCH_MAX_LOAD_NUM, MATCH_W_KEY, MATCH_WORDS, NEED_ARENA, NEED_BBO_OUT, NEED_L2_OUT, NEED_LEVELS,
     NEED_LABELS, NEED_MATCHES, NEED_TABLE, NEED_TRADE_LOG, NEED_TRADES_OUT,
@@ -135,7 +135,7 @@ def _prefetch_second(books, b, ladder, levels):
 
 
 @njit(inline="always", nogil=True, cache=True)
-def _prefetch_u_buckets(buf, q, books, levels, imask, ishift):
+def _prefetch_u_buckets(buf, q, books, levels, seed, imask, ishift):
     """For a U at q: the index bucket of its new price in both books of its stock (the side is
     the replaced order's, not known this far ahead), where a book is indexed."""
     b = _U(be16(buf, q + _LOCATE)) * _U(2)
@@ -143,7 +143,7 @@ def _prefetch_u_buckets(buf, q, books, levels, imask, ishift):
     for side in range(2):
         bs = b + _U(side)
         if indexed(books[bs].cap):
-            prefetch(levels, bucket_of(bs, price, imask, ishift))
+            prefetch(levels, bucket_of(bs, price, seed, imask, ishift))
 
 
 @njit(inline="always", nogil=True, cache=True)
@@ -206,7 +206,7 @@ _NEAR_READ_BYTES = _A_PRICE + 4
 
 
 @njit(inline="always", nogil=True, cache=True)
-def _prefetch_level_near(buf, q, t, orders, books, levels, ladder, mask, shift, imask, ishift):
+def _prefetch_level_near(buf, q, t, orders, books, levels, ladder, seed, mask, shift, imask, ishift):
     """The level stage on a cached working set, for a message at q of type t that names an
     order reference: prefetch the order's level, or for an add its index bucket (deep book)
     or its ladder's top, with no branch on which. Whether a message is an add is a coin toss
@@ -220,19 +220,19 @@ def _prefetch_level_near(buf, q, t, orders, books, levels, ladder, mask, shift, 
     stocks, 3.43 -> 2.37 with 8,000, for 23-30 more instructions (checking the next row too
     cost 22 more and gained nothing)."""
     add = np.int64(_IS_ADD[t])
-    h = _U(home_slot(be64(buf, q + _REF_OFFSET), mask, shift))
+    h = _U(home_slot(be64(buf, q + _REF_OFFSET), seed, mask, shift))
     level_at = element_address(levels, orders[h].level)
     qa = _U(_pick(add, 0, q))
     side = (buf[qa + _U(_A_SIDE)] >> _SIDE_BIT) & 1
     b = _U(be16(buf, qa + _LOCATE)) * _U(2) + _U(side)
-    bucket_at = element_address(levels, bucket_of(b, be32(buf, qa + _A_PRICE), imask, ishift))
+    bucket_at = element_address(levels, bucket_of(b, be32(buf, qa + _A_PRICE), seed, imask, ishift))
     top_at = element_address(ladder, np.int64(books[b].start) + np.int64(books[b].length) - 1)
     add_at = _pick(indexed(books[b].cap), top_at, bucket_at)
     prefetch_address(_pick(add, level_at, add_at))
 
 
 @njit(inline="always", nogil=True, cache=True)
-def _prefetch_level_far(buf, q, t, orders, order_words, books, levels, ladder, stocks, mask, shift, imask, ishift):
+def _prefetch_level_far(buf, q, t, orders, order_words, books, levels, ladder, stocks, seed, mask, shift, imask, ishift):
     """The level stage on a working set far beyond the caches, for the message at q of type t:
     an add's index bucket has been prefetched (PREFETCH_BUCKET_AHEAD), so the first record of
     its chain and its ladder top (in case the price opens a level); an order's level, and in
@@ -244,10 +244,10 @@ def _prefetch_level_far(buf, q, t, orders, order_words, books, levels, ladder, s
         if book >= 0:
             if indexed(books[_U(book)].cap):
                 # (an empty bucket gives -1: a prefetch never faults, so no branch)
-                prefetch(levels, chain_head(levels, bucket_of(book, be32(buf, q + _A_PRICE), imask, ishift)))
+                prefetch(levels, chain_head(levels, bucket_of(book, be32(buf, q + _A_PRICE), seed, imask, ishift)))
             _prefetch_top(books, _U(book), ladder)
     elif _HAS_REF[t]:
-        slot = find_slot(order_words, be64(buf, q + _REF_OFFSET), mask, shift, ORDER_WORDS)
+        slot = find_slot(order_words, be64(buf, q + _REF_OFFSET), seed, mask, shift, ORDER_WORDS)
         if orders[_U(slot)].stamp != 0:
             prefetch(levels, orders[_U(slot)].level)
             locate = _U(be16(buf, q + _LOCATE))
@@ -256,14 +256,14 @@ def _prefetch_level_far(buf, q, t, orders, order_words, books, levels, ladder, s
             _prefetch_top(books, book, ladder)
             price = orders[_U(slot)].price
             if indexed(books[book].cap):
-                prefetch(levels, bucket_of(book, price, imask, ishift))
+                prefetch(levels, bucket_of(book, price, seed, imask, ishift))
             # an order at its side's best: the level under the best, which becomes the best if
             # this one empties (its ladder entry is usually cached)
             if price == (stocks[locate].bid_price if side == 0 else stocks[locate].ask_price):
                 _prefetch_second(books, book, ladder, levels)
             if t == _T_U and indexed(books[book].cap):  # the replacement's level: same book,
                 # new price; the first record of its bucket's chain
-                prefetch(levels, chain_head(levels, bucket_of(book, be32(buf, q + _U_PRICE), imask, ishift)))
+                prefetch(levels, chain_head(levels, bucket_of(book, be32(buf, q + _U_PRICE), seed, imask, ishift)))
 
 
 @njit(inline="always", nogil=True, cache=True)
@@ -336,11 +336,11 @@ def _bbo_set(locate, side, px, sz, stocks, bbo_out, ctl, seq, ts):
 
 
 @njit(inline="always", nogil=True, cache=True)
-def _live_order(ref, locate, orders, order_words, levels, anomalies, mask, shift):
+def _live_order(ref, locate, orders, order_words, levels, anomalies, seed, mask, shift):
     """The live order with this reference, for a message whose header names locate:
     (table row, level, its stock's locate, side), or row -1 (counted) when it is not live.
     An order of another stock than the header's is counted and still used."""
-    slot = find_slot(order_words, ref, mask, shift, ORDER_WORDS)
+    slot = find_slot(order_words, ref, seed, mask, shift, ORDER_WORDS)
     if orders[_U(slot)].stamp == 0:
         anomalies[locate, A_UNKNOWN_REF] += 1
         return np.int64(-1), np.int32(0), np.int64(0), np.int32(0)
@@ -387,12 +387,12 @@ def _record_if_wanted(wanted, symbol, old, stocks, locate):
 
 @njit(inline="always", nogil=True, cache=True)
 def _add_order(ref, slot, locate, side, shares, price, mpid, orders, levels, ladder,
-               books, stocks, l2_out, ctl, seq, ts, imask, ishift):
+               books, stocks, l2_out, ctl, seq, ts, seed, imask, ishift):
     """Write a new order into its (empty) table row at the back of its level's queue: the
     next stamp. Returns (level, whether it is the side's best level)."""
     b = locate * 2 + side
     best = _by_side(side, stocks[_U(locate)].bid_price, stocks[_U(locate)].ask_price)
-    lvl, top = get_level(b, side, price, best, books, ladder, levels, ctl, imask, ishift)
+    lvl, top = get_level(b, side, price, best, books, ladder, levels, ctl, seed, imask, ishift)
     stamp = ctl[C_STAMP]
     ctl[C_STAMP] = stamp + 1
     row = orders[_U(slot)]
@@ -414,7 +414,7 @@ def _add_order(ref, slot, locate, side, shares, price, mpid, orders, levels, lad
 
 
 @njit(inline="always", nogil=True, cache=True)
-def _remove_order(slot, mask, shift, orders, order_words, levels, ladder, books, stocks,
+def _remove_order(slot, seed, mask, shift, orders, order_words, levels, ladder, books, stocks,
                   l2_out, ctl, seq, ts, imask, ishift):
     """Take the order in this row off its level and out of the table (later rows of its
     cluster may shift back into the row). Returns what the side's cached BBO needs: 0 nothing,
@@ -430,11 +430,11 @@ def _remove_order(slot, mask, shift, orders, order_words, levels, ladder, books,
         _emit_l2(l2_out, ctl, seq, ts, locate, b & 1, levels[_U(lvl)].price, shares, count)
     refresh = 0
     if count == 0:
-        if remove_level(lvl, books, ladder, levels, ctl, imask, ishift):
+        if remove_level(lvl, books, ladder, levels, ctl, seed, imask, ishift):
             refresh = 2
     elif _is_best(locate, b & 1, levels[_U(lvl)].price, stocks):
         refresh = 1
-    delete_slot(order_words, slot, mask, shift, ORDER_WORDS)
+    delete_slot(order_words, slot, seed, mask, shift, ORDER_WORDS)
     ctl[C_LIVE] -= 1
     return refresh
 
@@ -455,7 +455,7 @@ def _reduce_order(slot, shares, orders, levels, stocks, l2_out, ctl, seq, ts):
 
 
 @njit(inline="always", nogil=True, cache=True)
-def _keep_trade(locate, price, shares, match, printable, trade_log, matches, match_mask, match_shift,
+def _keep_trade(locate, price, shares, match, printable, trade_log, matches, seed, match_mask, match_shift,
                 anomalies, ctl):
     """Keep a trade for a later B: appended to the trade log when its match number is the
     largest so far (the usual case: no hashing), else, unless it repeats one, put in the match
@@ -470,7 +470,7 @@ def _keep_trade(locate, price, shares, match, printable, trade_log, matches, mat
     if log_find(trade_log, n, match) >= 0:
         anomalies[locate, A_DUP_MATCH] += 1
         return
-    i = match_row(matches, match, match_mask, match_shift)
+    i = match_row(matches, match, seed, match_mask, match_shift)
     if match_used(matches, i):
         anomalies[locate, A_DUP_MATCH] += 1
     else:
@@ -501,8 +501,8 @@ def _break_trade(kept, i, match, stocks, trades_out, ctl, seq, ts):
 
 
 @njit(inline="always", nogil=True, cache=True)
-def _record_trade(locate, price, shares, match, kind, printable, side, stocks, trade_log, matches, match_mask,
-                  match_shift, trades_out, anomalies, ctl, seq, ts):
+def _record_trade(locate, price, shares, match, kind, printable, side, stocks, trade_log, matches, seed,
+                  match_mask, match_shift, trades_out, anomalies, ctl, seq, ts):
     st = stocks[_U(locate)]
     counted = printable
     if shares == 0 and kind != _KIND_Q:   # no share traded: not a trade (its price made bars: probe 38);
@@ -520,7 +520,7 @@ def _record_trade(locate, price, shares, match, kind, printable, side, stocks, t
             st.notional += np.int64(shares) * np.int64(price)
             st.trades += 1
     if ctl[C_TRACK_MATCHES]:
-        _keep_trade(locate, price, shares, match, counted, trade_log, matches, match_mask, match_shift,
+        _keep_trade(locate, price, shares, match, counted, trade_log, matches, seed, match_mask, match_shift,
                     anomalies, ctl)
     if st.record_trades:
         _emit_trade(trades_out, ctl, seq, ts, match, shares, price, locate, kind, counted, side)
@@ -542,7 +542,7 @@ def _emit_trade(trades_out, ctl, seq, ts, match, shares, price, locate, kind, pr
 
 
 @njit(inline="always", nogil=True, cache=True)
-def _parse_one(buf, ppos, end, parsed, ctl, orders, stocks, books, mask, shift):
+def _parse_one(buf, ppos, end, parsed, ctl, orders, stocks, books, seed, mask, shift):
     """The parse stage: frame and check the message at ppos (ppos < end), put its body and end
     offsets in look-ahead ring entry ``parsed``, and prefetch its order's table row and its
     stock's records. Returns (stopped, next ppos): stopped when it cannot be framed (the apply
@@ -557,11 +557,11 @@ def _parse_one(buf, ppos, end, parsed, ctl, orders, stocks, books, mask, shift):
     ppos = b1 + length
     ctl[_U(C_RING_END) + r] = ppos
     if _HAS_REF[t1]:  # a known type: its length was checked above
-        h1 = _U(home_slot(be64(buf, b1 + _REF_OFFSET), mask, shift))
+        h1 = _U(home_slot(be64(buf, b1 + _REF_OFFSET), seed, mask, shift))
         prefetch(orders, h1)
         prefetch(orders, (h1 + _U(_ROWS_PER_LINE)) & _U(mask))  # a delete reads the rows after
         if t1 == _T_U:
-            prefetch(orders, home_slot(be64(buf, b1 + _U_NEW), mask, shift))
+            prefetch(orders, home_slot(be64(buf, b1 + _U_NEW), seed, mask, shift))
         loc1 = be16(buf, b1 + _LOCATE)
         prefetch(stocks, loc1)  # one line a stock
         prefetch(books, loc1 * _U(2))  # both sides' entries share a line
@@ -582,6 +582,7 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, ladder, book
     table_cap = ctl[C_TABLE_CAP]
     mask = table_cap - 1
     shift = shift_for(table_cap)
+    seed = _U(ctl[C_HASH_SEED])  # every hash's secret (``order_store.home_slot``)
     stop_ts = ctl[C_STOP_TS]
     track_matches = ctl[C_TRACK_MATCHES] != 0
     match_mask = ctl[C_MATCH_CAP] - 1  # the match index only grows between calls: probe with these
@@ -611,13 +612,13 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, ladder, book
     ppos = pos
     pstop = False
     while parsed < PREFETCH_ROW_AHEAD and not pstop and ppos < end:  # fill the look-ahead
-        pstop, ppos = _parse_one(buf, ppos, end, parsed, ctl, orders, stocks, books, mask, shift)
+        pstop, ppos = _parse_one(buf, ppos, end, parsed, ctl, orders, stocks, books, seed, mask, shift)
         parsed += 0 if pstop else 1
     while pos < end:
         # one message framed for each one applied keeps the cursor PREFETCH_ROW_AHEAD ahead
         # (an unconditional step, not a loop that tests how far ahead it is)
         if not pstop and ppos < end:
-            pstop, ppos = _parse_one(buf, ppos, end, parsed, ctl, orders, stocks, books, mask, shift)
+            pstop, ppos = _parse_one(buf, ppos, end, parsed, ctl, orders, stocks, books, seed, mask, shift)
             parsed += 0 if pstop else 1
         if far and done + PREFETCH_BUCKET_AHEAD < parsed:
             # Far: an add's level is found through a bucket and a chain whose records are rarely
@@ -628,16 +629,16 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, ladder, book
             if t3 == _T_A or t3 == _T_F:
                 book3 = _add_book(buf, b3)
                 if book3 >= 0 and indexed(books[_U(book3)].cap):
-                    prefetch(levels, bucket_of(book3, be32(buf, b3 + _A_PRICE), imask, ishift))
+                    prefetch(levels, bucket_of(book3, be32(buf, b3 + _A_PRICE), seed, imask, ishift))
             elif t3 == _T_U:  # the replacement's level, on a side not known yet: both buckets
-                _prefetch_u_buckets(buf, b3, books, levels, imask, ishift)
+                _prefetch_u_buckets(buf, b3, books, levels, seed, imask, ishift)
         if done + PREFETCH_LEVEL_AHEAD < parsed:
             b2 = ctl[_U(C_RING_BODY) + _U((done + PREFETCH_LEVEL_AHEAD) & _RING_MASK)]
             t2 = buf[_U(b2)]
             if near and _HAS_REF[t2]:
-                _prefetch_level_near(buf, b2, t2, orders, books, levels, ladder, mask, shift, imask, ishift)
+                _prefetch_level_near(buf, b2, t2, orders, books, levels, ladder, seed, mask, shift, imask, ishift)
             elif far:
-                _prefetch_level_far(buf, b2, t2, orders, order_words, books, levels, ladder, stocks, mask, shift,
+                _prefetch_level_far(buf, b2, t2, orders, order_words, books, levels, ladder, stocks, seed, mask, shift,
                                     imask, ishift)
         if done == parsed:  # the parse cursor stopped here: report why
             walk, q, length = next_message(buf, pos, end)  # pos < end: never AT_END
@@ -726,14 +727,14 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, ladder, book
                 anomalies[locate, A_BAD_SIDE] += 1
             else:
                 _count_if_unnamed(locate, stocks, ctl, anomalies)
-                slot = find_slot(order_words, ref, mask, shift, ORDER_WORDS)
+                slot = find_slot(order_words, ref, seed, mask, shift, ORDER_WORDS)
                 if orders[_U(slot)].stamp != 0:
                     anomalies[locate, A_DUP_ADD] += 1
                 else:
                     if shares == 0:
                         anomalies[locate, A_ZERO_SHARES] += 1
                     lvl, top = _add_order(ref, slot, locate, side, shares, price, mpid, orders, levels,
-                                          ladder, books, stocks, l2_out, ctl, seq, ts, imask, ishift)
+                                          ladder, books, stocks, l2_out, ctl, seq, ts, seed, imask, ishift)
                     if top:  # a level below the best leaves the BBO as it is
                         _bbo_set(locate, side, levels[_U(lvl)].price, levels[_U(lvl)].shares, stocks,
                                  bbo_out, ctl, seq, ts)
@@ -741,7 +742,7 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, ladder, book
         elif t == _T_D or t == _T_X or t == _T_E or t == _T_C:
             # same reference offset in D, X, E and C (asserted below)
             slot, lvl, olocate, side = _live_order(be64(buf, q + _D_REF), locate, orders, order_words, levels,
-                                                   anomalies, mask, shift)
+                                                   anomalies, seed, mask, shift)
             if slot >= 0:
                 remaining = orders[_U(slot)].shares
                 if t == _T_D:
@@ -769,10 +770,10 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, ladder, book
                     if take > remaining:
                         anomalies[olocate, A_OVER_EXEC] += 1
                     _record_trade(olocate, price, _U(take), match, kind, printable,
-                                  _BYTE_B if side == 0 else _BYTE_S, stocks, trade_log, matches, match_mask,
-                                  match_shift, trades_out, anomalies, ctl, seq, ts)
+                                  _BYTE_B if side == 0 else _BYTE_S, stocks, trade_log, matches, seed,
+                                  match_mask, match_shift, trades_out, anomalies, ctl, seq, ts)
                 if take >= remaining:
-                    refresh = _remove_order(slot, mask, shift, orders, order_words, levels, ladder,
+                    refresh = _remove_order(slot, seed, mask, shift, orders, order_words, levels, ladder,
                                             books, stocks, l2_out, ctl, seq, ts, imask, ishift)
                 else:
                     refresh = 1 if _reduce_order(slot, take, orders, levels, stocks, l2_out, ctl, seq, ts) else 0
@@ -784,13 +785,13 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, ladder, book
 
         elif t == _T_U:
             slot, lvl, olocate, side = _live_order(be64(buf, q + _U_OLD), locate, orders, order_words, levels,
-                                                   anomalies, mask, shift)
+                                                   anomalies, seed, mask, shift)
             if slot >= 0:
                 mpid = orders[_U(slot)].mpid
-                refresh = _remove_order(slot, mask, shift, orders, order_words, levels, ladder,
+                refresh = _remove_order(slot, seed, mask, shift, orders, order_words, levels, ladder,
                                         books, stocks, l2_out, ctl, seq, ts, imask, ishift)
                 new = be64(buf, q + _U_NEW)
-                slot = find_slot(order_words, new, mask, shift, ORDER_WORDS)  # after the delete's shifts
+                slot = find_slot(order_words, new, seed, mask, shift, ORDER_WORDS)  # after the delete's shifts
                 top = False
                 if orders[_U(slot)].stamp != 0:
                     anomalies[olocate, A_REPLACE_EXISTING] += 1
@@ -800,7 +801,7 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, ladder, book
                         anomalies[olocate, A_ZERO_SHARES] += 1
                     lvl, top = _add_order(new, slot, olocate, side, shares,
                                           np.uint32(be32(buf, q + _U_PRICE)), mpid, orders, levels,
-                                          ladder, books, stocks, l2_out, ctl, seq, ts, imask, ishift)
+                                          ladder, books, stocks, l2_out, ctl, seq, ts, seed, imask, ishift)
                 if top:
                     _bbo_set(olocate, side, levels[_U(lvl)].price, levels[_U(lvl)].shares, stocks, bbo_out,
                              ctl, seq, ts)
@@ -812,13 +813,13 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, ladder, book
             _count_if_unnamed(locate, stocks, ctl, anomalies)
             _record_trade(locate, np.uint32(be32(buf, q + _P_PRICE)), _U(be32(buf, q + _P_SHARES)),
                           be64(buf, q + _P_MATCH), _KIND_P, True, side_byte, stocks, trade_log, matches,
-                          match_mask, match_shift, trades_out, anomalies, ctl, seq, ts)
+                          seed, match_mask, match_shift, trades_out, anomalies, ctl, seq, ts)
 
         elif t == _T_Q:
             _count_if_unnamed(locate, stocks, ctl, anomalies)
             _record_trade(locate, np.uint32(be32(buf, q + _Q_PRICE)), be64(buf, q + _Q_SHARES),
                           be64(buf, q + _Q_MATCH), _KIND_Q, True, _BYTE_SPACE, stocks, trade_log, matches,
-                          match_mask, match_shift, trades_out, anomalies, ctl, seq, ts)
+                          seed, match_mask, match_shift, trades_out, anomalies, ctl, seq, ts)
 
         elif t == _T_B:
             match = be64(buf, q + _B_MATCH)
@@ -828,7 +829,7 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, ladder, book
                 if i >= 0:
                     found = _break_trade(trade_log, i, match, stocks, trades_out, ctl, seq, ts)
                 else:
-                    i = match_row(matches, match, match_mask, match_shift)
+                    i = match_row(matches, match, seed, match_mask, match_shift)
                     if match_used(matches, i):
                         found = _break_trade(matches, i, match, stocks, trades_out, ctl, seq, ts)
             if not found:

@@ -75,7 +75,7 @@ def entry_level(entry):
 
 
 @njit(inline="always", nogil=True, cache=True)
-def get_level(b, side, price, best, books, ladder, levels, ctl, imask, ishift):
+def get_level(b, side, price, best, books, ladder, levels, ctl, seed, imask, ishift):
     """The level of book b at price, created (empty) if absent. Returns (level, is_top): whether
     it is the book's best level afterwards (the caller refreshes the cached BBO only then).
 
@@ -87,7 +87,7 @@ def get_level(b, side, price, best, books, ladder, levels, ctl, imask, ishift):
     cap = np.int64(books[_U(b)].cap)
     deep = indexed(cap)
     if deep:
-        h = bucket_of(b, price, imask, ishift)
+        h = bucket_of(b, price, seed, imask, ishift)
         lvl = find_in_bucket(levels, h, b, price)
         if lvl >= 0:
             return lvl, np.int64(price) == np.int64(best)
@@ -111,9 +111,9 @@ def get_level(b, side, price, best, books, ladder, levels, ctl, imask, ishift):
         if indexed(new_cap) and not deep:  # the book just became deep: index its levels
             for k in range(n):
                 old = entry_level(ladder[_U(start + k)])
-                index_insert(levels, old, bucket_of(b, levels[_U(old)].price, imask, ishift))
+                index_insert(levels, old, bucket_of(b, levels[_U(old)].price, seed, imask, ishift))
             deep = True
-            h = bucket_of(b, price, imask, ishift)
+            h = bucket_of(b, price, seed, imask, ishift)
     k = n
     while k > p:
         ladder[_U(start + k)] = ladder[_U(start + k - 1)]
@@ -138,12 +138,12 @@ def get_level(b, side, price, best, books, ladder, levels, ctl, imask, ishift):
 
 
 @njit(inline="always", nogil=True, cache=True)
-def remove_level(lvl, books, ladder, levels, ctl, imask, ishift):
+def remove_level(lvl, books, ladder, levels, ctl, seed, imask, ishift):
     """Take an empty level out of its ladder and the price index and free it. Returns whether
     it was the best."""
     b = levels[_U(lvl)].book
     if indexed(books[_U(b)].cap):
-        index_remove(levels, lvl, bucket_of(b, levels[_U(lvl)].price, imask, ishift))
+        index_remove(levels, lvl, bucket_of(b, levels[_U(lvl)].price, seed, imask, ishift))
     key = entry_key(b & 1, levels[_U(lvl)].price)
     start = books[_U(b)].start
     n = np.int64(books[_U(b)].length)

@@ -234,6 +234,7 @@ BROADCAST_ANOMALY_INDEX = [ANOMALIES.index(k) for k in BROADCAST_ANOMALIES]
 # ctl: int64 control words.
 C_STAMP = 0           # the next add's priority stamp (starts at 1)
 C_BACKWARDS = 1       # messages applied stamped earlier than the message applied before them
+C_HASH_SEED = 2       # the secret every table's hash takes (uint64 bits; ``order_store.home_slot``)
 C_LIVE = 3            # live orders
 C_PEAK_LIVE = 4
 C_TABLE_CAP = 5       # rows in the order table, a power of two

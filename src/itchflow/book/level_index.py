@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from itchflow.book.layout import C_LEVEL_BUCKETS, C_LEVEL_TOP
+from itchflow.book.layout import C_HASH_SEED, C_LEVEL_BUCKETS, C_LEVEL_TOP
 from itchflow.book.order_store import home_slot, shift_for
 
 _U = np.uint64
@@ -39,10 +39,10 @@ def indexed(cap):
 
 
 @njit(inline="always", nogil=True, cache=True)
-def bucket_of(b, price, mask, shift):
-    """The bucket of (book, price): the order table's hash (``order_store.home_slot``) of the
-    key book << 32 | price."""
-    return home_slot((_U(b) << _U(32)) | _U(np.uint32(price)), mask, shift)
+def bucket_of(b, price, seed, mask, shift):
+    """The bucket of (book, price): the order table's hash (``order_store.home_slot``, with its
+    secret seed: a feed cannot aim prices at one chain) of the key book << 32 | price."""
+    return home_slot((_U(b) << _U(32)) | _U(np.uint32(price)), seed, mask, shift)
 
 
 @njit(inline="always", nogil=True, cache=True)
@@ -108,12 +108,13 @@ def rebuild_index(levels, books, ctl):
     n = buckets_for(levels.shape[0])
     mask = n - 1
     shift = shift_for(n)
+    seed = _U(ctl[C_HASH_SEED])
     for i in range(levels.shape[0]):
         levels[_U(i)].bucket = 0
     for lvl in range(ctl[C_LEVEL_TOP]):
         b = levels[_U(lvl)].book
         if b >= 0 and indexed(books[_U(b)].cap):  # free levels have book -1
-            index_insert(levels, lvl, bucket_of(levels[_U(lvl)].book, levels[_U(lvl)].price, mask, shift))
+            index_insert(levels, lvl, bucket_of(levels[_U(lvl)].book, levels[_U(lvl)].price, seed, mask, shift))
     ctl[C_LEVEL_BUCKETS] = n
 
 

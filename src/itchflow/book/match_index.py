@@ -20,15 +20,15 @@ _U = np.uint64
 
 
 @njit(inline="always", nogil=True, cache=True)
-def match_home(match, mask, shift):
+def match_home(match, seed, mask, shift):
     """The home row of a match number (``layout.MATCH_GROUP_BITS``: runs of adjacent rows)."""
-    return grouped_home(match, mask, shift, MATCH_GROUP_BITS)
+    return grouped_home(match, seed, mask, shift, MATCH_GROUP_BITS)
 
 
 @njit(inline="always", nogil=True, cache=True)
-def match_row(matches, match, mask, shift):
+def match_row(matches, match, seed, mask, shift):
     """Word index of the row holding this match number, or of the empty row where it would go."""
-    return probe(matches, match, match_home(match, mask, shift), mask, MATCH_WORDS) * MATCH_WORDS
+    return probe(matches, match, match_home(match, seed, mask, shift), mask, MATCH_WORDS) * MATCH_WORDS
 
 
 @njit(inline="always", nogil=True, cache=True)

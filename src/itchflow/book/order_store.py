@@ -5,9 +5,15 @@ the reference is word 0, and word 1 is never 0 in a live row); the match-number 
 the same routines with its own 4-word rows.
 
 References can be anywhere in 64 bits and are not monotonic. The home slot is the top bits
-of the key times a Fibonacci multiplier: consecutive references (Nasdaq hands them out in a
-few increasing ranges) spread evenly over the table, and strided or hostile keys still
-spread, since the top bits depend on every bit of the key. (Keeping runs of consecutive
+of (key XOR seed) times a Fibonacci multiplier. The multiplier spreads consecutive references
+(Nasdaq hands them out in a few increasing ranges) evenly over the table. The seed is a
+secret each ``Books`` draws (``layout.C_HASH_SEED``), since a fixed hash can be attacked:
+with the multiplier alone, every multiple of its inverse mod 2**64 has home slot 0, and a
+feed of such references made each add probe every earlier one (100 k adds took 4 s, not
+0.01 s). Not knowing the seed, a feed cannot aim keys at one slot; a seed flips the low bits
+of a run of consecutive keys within aligned blocks, so runs still spread (measured against
+the seedless hash on 1.5 M live references: the same probe lengths). The seed is data, not
+a global: Numba freezes a global into its cached code. (Keeping runs of consecutive
 keys in adjacent rows, to share cache lines among recent orders, measured slower: the runs
 lengthen the probes. The match index, which only grows and whose keys arrive nearly in
 order, does keep runs: ``grouped_home``.) Deletion shifts the following entries back (no
@@ -25,9 +31,9 @@ MIN_TABLE = 1 << 4  # tables are never smaller than this
 
 
 @njit(inline="always", nogil=True, cache=True)
-def home_slot(key, mask, shift):
-    """shift = 64 - log2(table size): the top log2(size) bits of key * golden ratio."""
-    return np.int64((_U(key) * _GOLDEN) >> shift) & mask
+def home_slot(key, seed, mask, shift):
+    """shift = 64 - log2(table size): the top log2(size) bits of (key ^ seed) * golden ratio."""
+    return np.int64(((_U(key) ^ _U(seed)) * _GOLDEN) >> shift) & mask
 
 
 @njit(inline="always", nogil=True, cache=True)
@@ -42,12 +48,12 @@ def shift_for(n):
 
 
 @njit(inline="always", nogil=True, cache=True)
-def grouped_home(key, mask, shift, bits):
+def grouped_home(key, seed, mask, shift, bits):
     """The home slot of keys that arrive in runs (match numbers): the hashed home of the group
     key >> bits, rounded down to a run of 2**bits rows, and the key's low bits its row in the
     run, so consecutive keys fill adjacent rows. bits = 0 is home_slot."""
     low = (_U(1) << _U(bits)) - _U(1)
-    g = _U(home_slot(_U(key) >> _U(bits), mask, shift))
+    g = _U(home_slot(_U(key) >> _U(bits), seed, mask, shift))
     return np.int64((g & ~low) | (_U(key) & low)) & mask
 
 
@@ -70,13 +76,13 @@ def probe(table, key, home, mask, w):
 
 
 @njit(inline="always", nogil=True, cache=True)
-def find_slot(table, key, mask, shift, w):
+def find_slot(table, key, seed, mask, shift, w):
     """``probe`` from the key's home_slot (the order table)."""
-    return probe(table, key, home_slot(key, mask, shift), mask, w)
+    return probe(table, key, home_slot(key, seed, mask, shift), mask, w)
 
 
 @njit(inline="always", nogil=True, cache=True)
-def delete_slot(table, i, mask, shift, w):
+def delete_slot(table, i, seed, mask, shift, w):
     """Remove the entry at slot i, shifting later entries of the cluster back (no tombstones)."""
     j = i
     uw = _U(w)
@@ -85,7 +91,7 @@ def delete_slot(table, i, mask, shift, w):
         rj = _U(j) * uw
         if table[rj + _U(1)] == 0:
             break
-        k = home_slot(table[rj], mask, shift)
+        k = home_slot(table[rj], seed, mask, shift)
         # The entry at j may move to i only if its home slot is not cyclically in (i, j].
         if i <= j:
             stays = (i < k) and (k <= j)
@@ -103,14 +109,14 @@ def delete_slot(table, i, mask, shift, w):
 
 
 @njit(nogil=True, cache=True, _nrt=False)  # no refcounting: see engine.py
-def rehash(old, new, shift, w, bits=0):
+def rehash(old, new, seed, shift, w, bits=0):
     """Move every entry of old into the (empty, larger, power-of-two) new table (flat, rows of
-    w), at its ``grouped_home`` with these bits (0: home_slot, the order table)."""
+    w), at its ``grouped_home`` with this seed and these bits (0: home_slot, the order table)."""
     mask = new.shape[0] // w - 1
     for r in range(old.shape[0] // w):
         if old[r * w + 1] != 0:
             key = old[r * w]
-            i = probe(new, key, grouped_home(key, mask, shift, bits), mask, w)
+            i = probe(new, key, grouped_home(key, seed, mask, shift, bits), mask, w)
             for c in range(w):
                 new[i * w + c] = old[r * w + c]
 

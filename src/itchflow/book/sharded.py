@@ -286,7 +286,7 @@ class ShardedBooks:
                  arena: int | None = None, trades: int | None = None, block_bytes: int = BLOCK_BYTES,
                  pin_threads: bool = True,
                  shards: int | None = None, slots: int = SLOTS, far_table: int = L.FAR_TABLE,
-                 prefault: bool = False):
+                 prefault: bool = False, hash_seed: int | None = None):
         threads = whole(threads, "threads", 1, MAX_SHARDS)
         if shards is None:
             shards = threads
@@ -319,7 +319,7 @@ class ShardedBooks:
         far_part = -(-max(0, int(far_table)) // shards)  # 0 stays 0: never
         self.shards = [Books(share(capacity), track_matches=track_matches, table=part(table),
                              levels=part(levels), arena=part(arena), trades=share(trades), far_table=far_part,
-                             prefault=prefault)
+                             prefault=prefault, hash_seed=hash_seed)
                        for _ in range(shards)]
         self.shard_of = None if shard_of is None else self._checked_map(shard_of)
         # Per slot: every shard's block (a chunk routes at most block_bytes of input, plus the
