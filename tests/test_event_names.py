@@ -159,3 +159,32 @@ def test_recording_by_name_follows_the_name_not_the_locate(day, threads):
         b.apply(day)
         _, trades, _ = b.take_events()
         assert list(zip(trades["stock_locate"].tolist(), trades["symbol"].tolist())) == want, names
+
+
+def test_a_feed_renaming_a_locate_before_every_trade_names_each_trade_by_its_r():
+    """Probe 47: R messages renaming one locate back and forth, a trade after each. Each R stops
+    the engine to name what came before it; the naming works on those events only (it made
+    every locate's name again, 1 ms a stop). Every trade keeps the name in force at it."""
+    from test_book_support import trade
+
+    names = ["AAAA", "B", "CC C", "DDDDDDDD"]   # short, inner space, all 8 characters
+    msgs = []
+    for i in range(3000):
+        msgs += [directory(1, names[i % 4]), trade(1, 100, 10 * P, i + 1, symbol=names[i % 4])]
+    b = Books()
+    b.record(None, trades=True)
+    b.apply(encode(msgs))
+    _, trades, _ = b.take_events()
+    assert trades["symbol"].tolist() == [names[i % 4].encode() for i in range(3000)]
+    assert trades.to_arrow().column("symbol").to_pylist()[:4] == names
+    assert b.anomalies(1)["directory_conflict"] == 2999
+
+
+def test_symbol_words_strip_trailing_spaces_only():
+    from itchflow.book.events import _symbol_words
+
+    texts = [b"AAPL    ", b"        ", b" X      ", b"A B     ", b"ABCDEFGH", b"\x00\x00\x00\x00\x00\x00\x00\x00"]
+    symbols = np.frombuffer(b"".join(texts), "<u8")
+    got = _symbol_words(symbols, np.array([5, 4, 3, 2, 1, 0, 0], np.uint16))
+    assert [int(w).to_bytes(8, "little").rstrip(b"\x00") for w in got] == \
+        [b"", b"ABCDEFGH", b"A B", b" X", b"", b"AAPL", b"AAPL"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Iterator
 
 import numpy as np
+from numba import njit
 
 from itchflow.book import layout as L
 from itchflow.book.records import symbol_text
@@ -39,7 +40,6 @@ class EventBuffers:
         self.n_trades = self.n_bbo = self.n_l2 = 0
         self.labels = {name: np.zeros(capacity, np.uint64) for name in _STREAMS}   # symbols as S8 words
         self.labelled = [0, 0, 0]   # rows of each stream named so far
-        self._names = (-1, None)    # (directory version, every locate's symbol as an S8 word)
 
     def sync_to(self, ctl: np.ndarray) -> None:
         ctl[L.C_TRADES_CAP], ctl[L.C_TRADES_N] = len(self.trades), self.n_trades
@@ -60,27 +60,12 @@ class EventBuffers:
         """Name the events recorded since the last call by the stock directory now (the
         engine's NEED_LABELS: before an R that renames a locate)."""
         self.sync_from(ctl)
-        names = None
         for i, (name, n) in enumerate(zip(_STREAMS, self.counts())):
             first = self.labelled[i]
             if n > first:
-                names = self._symbol_words(ctl, stocks) if names is None else names
-                self.labels[name][first:n] = names[getattr(self, name)["stock_locate"][first:n]]
+                self.labels[name][first:n] = _symbol_words(stocks["symbol"], getattr(self, name)["stock_locate"][first:n])
             self.labelled[i] = n
         ctl[L.C_LABELLED] = sum(self.labelled)
-
-    def _symbol_words(self, ctl: np.ndarray, stocks: np.ndarray) -> np.ndarray:
-        """Every locate's symbol as the 8 bytes of an S8 (trailing spaces as NULs), made again
-        only when an R has been applied since (the directory's version: R messages seen)."""
-        version = int(ctl[L.C_DIRECTORY_SEEN])
-        if self._names[0] != version:
-            words = np.ascontiguousarray(stocks["symbol"], np.uint64).copy()
-            trailing = np.ones(len(words), bool)
-            for b in range(7, -1, -1):   # little-endian: the last character is the high byte
-                trailing &= (words >> np.uint64(8 * b)) & np.uint64(0xFF) == np.uint64(0x20)
-                words[trailing] &= ~np.uint64(0xFF << (8 * b))
-            self._names = (version, words)
-        return self._names[1]
 
     def renumber(self, since: tuple[int, int, int], numbers) -> None:
         """Give the events recorded since the mark ``since`` (``counts``) new sequence numbers:
@@ -432,3 +417,21 @@ def _snapshot(books, t, symbols, n, unlisted: set, found: set) -> np.ndarray:
                 rec[f] = arr[f]
             parts.append(rec)
     return np.concatenate(parts) if parts else np.zeros(0, SNAPSHOT_DTYPE)
+
+
+@njit(nogil=True, cache=True)
+def _symbol_words(symbols, locates):
+    """These locates' symbols (``stocks["symbol"]``) as the 8 bytes of an S8 each, trailing
+    spaces as NULs. The work is the events named, not the directory: a feed of renaming R
+    messages between trades stops to name them once an R (the directory's 65,536 names made
+    again each time took 1 ms: probe 47)."""
+    out = np.empty(locates.shape[0], np.uint64)
+    for i in range(locates.shape[0]):
+        w = np.uint64(symbols[locates[i]])
+        for b in range(7, -1, -1):   # little-endian: the last character is the high byte
+            byte = (w >> np.uint64(8 * b)) & np.uint64(0xFF)
+            if byte != np.uint64(0x20):
+                break
+            w &= ~(np.uint64(0xFF) << np.uint64(8 * b))
+        out[i] = w
+    return out
