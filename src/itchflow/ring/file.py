@@ -32,19 +32,56 @@ from itchflow.ring.slots import get_name, set_name, validate_slots
 from itchflow.ring.writer import Writer
 
 
-_created: dict[str, int] = {}   # path -> pid of the creating process
+_created: dict[str, tuple[int, tuple[int, int]]] = {}   # path -> (creating pid, the file's identity)
+
+
+def _file_identity(st: os.stat_result) -> tuple[int, int]:
+    return st.st_dev, st.st_ino
+
+
+def _unlink_if_same(path: str, identity: tuple[int, int]) -> None:
+    """Remove the name ``path`` if it still names this file: a ring removed by hand (``ring rm
+    --force``) and made again under its name by another run was that run's, and its creator's
+    exit took the name from under it (probe 48). (A name replaced between the check and the
+    removal is a window of two system calls.)"""
+    try:
+        if _file_identity(os.stat(path)) == identity:
+            os.unlink(path)
+    except OSError:
+        pass
+
+
+def _put_in_place(tmp: str, path: str, replace: bool) -> None:
+    """Give the written ring its name: replacing what is there when asked (exist_ok), else as a
+    new name only. The check for an existing ring comes before the ring is written, and a
+    rename replaces silently: two runs creating one name at once both succeeded, each
+    producer then writing into the one ring left under the name (probe 48). A link fails if
+    the name exists; where links are not supported, the check is made again just before."""
+    if replace:
+        os.rename(tmp, path)
+        return
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise FileExistsError(f"ring {path} already exists: another process created it at the same time "
+                              f"(use exist_ok=True or `itchflow ring rm`)") from None
+    except OSError as e:
+        if e.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP):
+            raise
+        if os.path.exists(path):
+            raise FileExistsError(f"ring {path} already exists (use exist_ok=True or `itchflow ring rm`)") from None
+        os.rename(tmp, path)
+        return
+    os.unlink(tmp)
 
 
 @atexit.register
 def _unlink_created() -> None:
     # Rings created by this process and not explicitly kept are removed at normal exit
     # (not by a forked child that happens to run atexit handlers).
-    for path, pid in list(_created.items()):
+    for path, (pid, identity) in list(_created.items()):
         if pid == os.getpid():
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
+            _unlink_if_same(path, identity)
 
 
 
@@ -106,6 +143,7 @@ class Ring:
         self._fd = fd
         self._mm = mm
         self.owner = owner
+        self._identity = _file_identity(os.fstat(fd))   # (what its name must still be to be removed)
         self.words = np.frombuffer(mm, dtype=np.int64)
         w = self.words if head is None else head
         self.capacity = int(w[L.W_CAPACITY])
@@ -243,7 +281,7 @@ class Ring:
             w[L.W_MAGIC] = L.MAGIC            # last: a file without it is not a ring
             del w
             mm.flush()
-            os.rename(tmp, path)
+            _put_in_place(tmp, path, exist_ok)
             if found != path and os.path.exists(found):
                 # exist_ok, a bare name made the other way (huge pages or not) than before: the
                 # old ring is replaced as one at this path would be, not left under the name
@@ -261,7 +299,7 @@ class Ring:
             raise
         ring = cls(path, fd, mm, owner=True)
         if not keep:
-            _created[path] = os.getpid()
+            _created[path] = (os.getpid(), ring._identity)
         return ring
 
     @classmethod
@@ -350,15 +388,13 @@ class Ring:
             pass  # a view (e.g. a Batch) is still alive; the mapping goes when it does
         os.close(self._fd)
         self._mm = None
-        if self.owner and _created.get(self.path) == os.getpid():
+        if self.owner and _created.get(self.path, (None,))[0] == os.getpid():
             self.unlink()
 
     def unlink(self) -> None:
+        """Remove the ring's name, if it still names this ring (not another made under it since)."""
         _created.pop(self.path, None)
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
+        _unlink_if_same(self.path, self._identity)
 
     def keep(self) -> None:
         """Do not remove the file when the creating process exits."""

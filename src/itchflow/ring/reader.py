@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
 import time
 from typing import Iterator
@@ -14,6 +12,7 @@ from itchflow.hw.atomics_py import cas, fetch_add, load, store
 from itchflow.hw.compiled_entry import entry
 from itchflow.ring import consumer as C
 from itchflow.ring import layout as L
+from itchflow.ring.claim_lock import claim_lock
 from itchflow.ring.errors import ConsumerDetached, ProducerGone, RingBusy, RingClosed, RingError, RingFormatError
 from itchflow.ring.liveness import pid_alive, producer_live, producer_process_alive
 from itchflow.ring.record_header import FAULT_TEXT, header_fault
@@ -57,21 +56,6 @@ class Batch:
 assert (C.C_REC, C.C_PAY) == (C.C_POS + 1, C.C_POS + 2)   # give_back restores the three as one slice
 
 
-@contextlib.contextmanager
-def _slot_lock(path: str):
-    """An exclusive flock on the ring file for as long as the block runs."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        raise RingFormatError(f"{path}: the ring file was removed while open (a consumer slot cannot be "
-                              "claimed in a ring no other process can open)") from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)   # (closing the only descriptor releases the lock)
-
-
 class Reader:
     """A named consumer. A new name joins at the live edge (blocking mode: through the
     producer, so nothing it expects is overwritten); a known name resumes from its saved
@@ -99,10 +83,9 @@ class Reader:
         self._joining = False
         w = ring.words
         me = os.getpid()
-        # Finding a name and claiming a slot for it is one step under a lock on the ring file: two
-        # processes opening one new name at once each claimed a slot of their own (two consumers
-        # of one name, probe 13). (A peer in another language claims by compare-and-swap alone.)
-        with _slot_lock(ring.path):   # (the slot is ours, pid and heartbeat, before the lock goes)
+        # Finding a name and claiming a slot for it is one step under a lock on the ring file
+        # (``claim_lock``): two processes opening one new name at once each claimed a slot.
+        with claim_lock(ring.path, "a consumer slot"):   # (the slot is ours, pid and heartbeat, before the lock goes)
             slot = ring.find_slot(name)
             new = slot < 0
             if new:
