@@ -18,7 +18,9 @@ from typing import Callable
 
 from itchflow.scale import jobs
 from itchflow.scale.inputs import expand, is_url, local_path, source_identity
-from itchflow.scale.layout import PART, Layout, day_key, hold_directory, is_date_key, read_json, write_json
+from itchflow.scale.layout import (
+    PART, Layout, day_key, hold_directory, is_date_key, read_json, refuse_nested, write_json,
+)
 
 MAX_AUTO_SHARDS = 64
 
@@ -176,6 +178,7 @@ def batch(paths, job: str, out, client=None, shards: int | None = None, symbols=
         raise ValueError("shards must be 1..4096")
     lay = Layout(os.path.abspath(root))
     with hold_directory(lay):   # (two runs into one OUT failed on each other's temporary files: probe 30)
+        refuse_nested(lay)
         identity = {"job": job, "symbols": syms, "options": opts}
         existing = read_json(lay.job_file())
         if existing is not None and existing != identity and holds_results(lay):

@@ -186,6 +186,29 @@ def hold_directory(lay: Layout) -> Iterator[None]:
             os.close(fd)
 
 
+def refuse_nested(lay: Layout) -> None:
+    """ValueError when the output directory is inside another batch run's, or holds one: a
+    dataset is read as every file under its root, so the outer one took in the inner one's days
+    (probe 48: `-o out` and `-o out/inner`, both exit 0, and `out` read as two days' rows).
+    Called with the directory held (its ``_itchflow/`` made): of two runs started at once, the
+    second to look sees the first."""
+    root = os.path.realpath(lay.root)
+    up = os.path.dirname(root)
+    while True:
+        if os.path.isdir(os.path.join(up, META)):
+            raise ValueError(f"{lay.root}: inside another batch run's output directory {up} (its dataset would "
+                             "take in this run's files); give a directory outside it")
+        if up == os.path.dirname(up):
+            break
+        up = os.path.dirname(up)
+    for folder, subdirs, _ in os.walk(root):
+        if folder != root and META in subdirs:
+            raise ValueError(f"{lay.root}: holds another batch run's output directory {folder} (this dataset "
+                             "would take in its files); give a directory that does not")
+        # (this run's own records and days are not walked: a day's folders hold only its files)
+        subdirs[:] = [d for d in subdirs if d != META and not d.startswith("date=")]
+
+
 def publish(tmp: str, final: str) -> None:
     """Make a finished temporary file visible under its final name (atomic on one filesystem)."""
     os.replace(tmp, final)
