@@ -117,8 +117,8 @@ def _mold(seq: int, body: bytes) -> bytes:
 def test_listen_out_leaves_an_earlier_day_whole_on_ctrl_c_and_sigterm(tmp_path, sig):
     """`listen --out DAY` opened DAY itself: an earlier day was truncated before the first
     packet, and SIGTERM said "unfinished output is removed" but left the cut stream, a valid
-    shorter day. It writes DAY.part now: SIGTERM removes it, Ctrl-C keeps what arrived there
-    (a live capture is not thrown away) and says so; DAY is untouched either way."""
+    shorter day. It writes a part of its own now: SIGTERM removes it, Ctrl-C keeps what arrived
+    as DAY.part (a live capture is not thrown away) and says so; DAY is untouched either way."""
     out = tmp_path / "day.itch"
     out.write_bytes(b"\x00\x01Z" * 1000)
     part = out.with_name(out.name + ".part")
@@ -128,7 +128,8 @@ def test_listen_out_leaves_an_earlier_day_whole_on_ctrl_c_and_sigterm(tmp_path, 
         proc = start(["listen", "--mold", "127.0.0.1:0", "--json", "--idle-timeout", "60", "--out", str(out),
                       "--rerequest", "127.0.0.1:%d" % rereq.getsockname()[1], "--line-wait-ms", "0"])
         port = int(wait_for_line(proc, r"listening on 127\.0\.0\.1:(\d+)").group(1))
-        assert part.exists() and out.read_bytes() == b"\x00\x01Z" * 1000   # nothing truncated at the start
+        # a part of its own (NAME.<pid>-<random>.part), nothing truncated at the start
+        assert len(list(tmp_path.glob("day.itch.*.part"))) == 1 and out.read_bytes() == b"\x00\x01Z" * 1000
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.sendto(_mold(1, b"z1"), ("127.0.0.1", port))   # "z": no ITCH type, so no length to check
             s.sendto(_mold(3, b"z3"), ("127.0.0.1", port))
@@ -136,6 +137,7 @@ def test_listen_out_leaves_an_earlier_day_whole_on_ctrl_c_and_sigterm(tmp_path, 
         proc.send_signal(sig)
         _, err = finish(proc, 60)
     assert out.read_bytes() == b"\x00\x01Z" * 1000
+    assert not list(tmp_path.glob("day.itch.*.part")), err   # removed, or kept as DAY.part
     if sig == signal.SIGTERM:
         assert proc.returncode == 143 and not part.exists(), err
     else:   # the hole is given up at the interrupt: 3 comes out behind 1

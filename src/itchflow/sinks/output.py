@@ -26,8 +26,8 @@ PART_SUFFIX = ".part"
 
 
 def part_path(path: str | os.PathLike) -> str:
-    """Where a live capture (``StreamOutput``) is written until it is complete: ``NAME.part``,
-    kept under that name after Ctrl-C."""
+    """Where a live capture (``StreamOutput``) keeps what arrived when it does not complete
+    (Ctrl-C, a session cut before its end): ``NAME.part``."""
     return os.fspath(path) + PART_SUFFIX
 
 
@@ -206,24 +206,28 @@ def save_figure(fig, path: str | os.PathLike, **kwargs) -> str:
 
 
 class StreamOutput:
-    """A file written as a stream arrives (``listen --out``, ``soup fetch --out``), under
-    ``NAME.part`` as every output: an earlier NAME stays whole until the new one is done
-    (opening NAME itself truncated an earlier day before the first packet came). ``commit``
-    renames it to NAME; ``discard`` removes it (an error, SIGTERM); ``keep_part`` leaves
-    what arrived as ``NAME.part`` (Ctrl-C of a live capture: not the answer, but not thrown
-    away either) and returns that path. A device (``/dev/stdout``) is written in place."""
+    """A file written as a stream arrives (``listen --out``, ``soup fetch --out``), under a
+    ``.part`` name of its own as every output (``new_part``): an earlier NAME stays whole until
+    the new one is done (opening NAME itself truncated an earlier day before the first packet
+    came), and two captures to one NAME write apart (they shared ``NAME.part``, and one exited 0
+    with a mix of both days: probe 48). ``commit`` renames it to NAME (the last capture done
+    wins, whole); ``discard`` removes it (an error, SIGTERM); ``keep_part`` renames what arrived
+    to ``NAME.part`` (Ctrl-C of a live capture: not the answer, but not thrown away either) and
+    returns that path. A device (``/dev/stdout``) is written in place."""
 
     def __init__(self, path: str | os.PathLike):
         self.final = os.fspath(path)
         if os.path.isdir(self.final):
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), self.final)
-        self.path = self.final if written_in_place(self.final) else part_path(self.final)
-        try:   # (NAME.part, never a link followed: one to the served file would have emptied it)
-            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-            if self.path != self.final:
-                flags |= getattr(os, "O_NOFOLLOW", 0)
+        in_place = written_in_place(self.final)
+        self.path = self.final if in_place else new_part(self.final)
+        try:   # (a part made new, never a link followed: one to the served file would have emptied it)
+            flags = os.O_WRONLY | (os.O_CREAT | os.O_TRUNC if in_place else getattr(os, "O_NOFOLLOW", 0))
             self.file = NamedWrites(os.fdopen(os.open(self.path, flags, 0o666), "wb"), self.final)
         except OSError as e:
+            if not in_place:
+                with contextlib.suppress(OSError):
+                    os.remove(self.path)
             raise_named(e, self.final)
 
     def _close(self) -> None:
@@ -248,10 +252,18 @@ class StreamOutput:
 
     def keep_part(self) -> str:
         self._close()
-        return self.path
+        if self.path == self.final:
+            return self.path
+        kept = part_path(self.final)
+        try:
+            os.replace(self.path, kept)
+        except OSError as e:
+            raise_named(e, kept)
+        self.path = kept
+        return kept
 
     def nothing_written(self) -> bool:
-        """True when NAME.part is empty: a listener that got no packet (kept, it was an empty
+        """True when the part is empty: a listener that got no packet (kept, it was an empty
         .part said to hold "what arrived": probe 34). A device written in place is never empty."""
         self._close()
         try:
