@@ -251,7 +251,7 @@ def test_trades_file_flags_the_trade_the_books_broke(tmp_path):
     res = CliRunner().invoke(main, ["trades", str(path), "--out", str(out)])
     assert res.exit_code == 0, res.output
     rows = pq.read_table(out).to_pylist()
-    assert [(r["kind"], r["broken"]) for r in rows] == [("E", True), ("B", False), ("Q", False)]
+    assert [(r["kind"], r["broken"]) for r in rows] == [("E", True), ("B", True), ("Q", False)]
     kept = sum(r["shares"] for r in rows if r["kind"] != "B" and not r["broken"])
     assert kept == Books().replay(day).volume("AAA") == 600
 

@@ -158,6 +158,16 @@ class Events(np.ndarray):
 _BROKEN_TRADE_FIELDS = ("stock_locate", "price", "shares")
 
 
+def broken_column(trades) -> np.ndarray:
+    """The ``broken`` column users get: a trade a later B broke (``mark_broken``), and every B
+    record itself. A B row repeats the shares and price of the trade it broke, and a filter
+    ``printable & ~broken`` that let it through added the broken shares back (probe 49: 1,755
+    shares where the books' volume was 655); ``printable`` on a B row says whether the trade
+    it broke had counted."""
+    kinds = np.asarray(trades["kind"])
+    return mark_broken(trades) | (kinds == (b"B" if kinds.dtype.kind == "S" else ord("B")))
+
+
 def mark_broken(trades) -> np.ndarray:
     """bool per trade: True when a later B record (in this array) broke it.
 
@@ -260,7 +270,7 @@ def to_arrow(events: np.ndarray, symbol_of=str):
             cols["symbol"] = (_named_symbol_column(events["symbol"], col) if named
                               else _symbol_column(col, symbol_of))
     if events.dtype == L.TRADE_EVENT_DTYPE:
-        cols["broken"] = mark_broken(events)
+        cols["broken"] = broken_column(events)
         cols["printable"] = events["printable"].astype(bool)
     return pa.table({k: v if isinstance(v, pa.Array) else pa.array(v) for k, v in cols.items()})
 

@@ -158,7 +158,7 @@ _TRADE_FIELDS = [
     ("price", np.uint32),
     ("stock_locate", np.uint16),
     ("kind", "code"),        # E (execution of an A/F order), C, P, Q; B = a break of an earlier trade
-    ("printable", np.uint8),  # 1 when the trade counts in volume (C printable N -> 0)
+    ("printable", np.uint8),  # 1 when the trade counts in volume (C printable N -> 0); for B, the broken one did
     ("side", "code"),        # side of the resting order (E, C, P), b' ' for Q and B
 ]
 _BBO_FIELDS = [

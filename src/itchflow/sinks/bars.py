@@ -1,7 +1,8 @@
 """Clock-driven bars: per stock and fixed interval, the quote and the trades.
 
 Intervals are half-open ``[t, t + every)`` on a grid from ``start`` (default 09:30) to
-``end`` (default 16:00), every stock gets every interval (a dense panel). Per row:
+``end`` (default 16:00), every stock gets every interval (a dense panel: every stock named,
+else every stock with a quote or a trade that day). Per row:
 
 - the quote at the end of the interval: best bid and ask (dollars; NaN for an empty side, one
   without a level: a level at price 0 is a quote of 0.0) and their shares: on a day in time

@@ -15,7 +15,7 @@ import numpy as np
 
 from itchflow.book import layout as L
 from itchflow.book.books import Books
-from itchflow.book.events import mark_broken, to_arrow
+from itchflow.book.events import broken_column, to_arrow
 from itchflow.sinks._book_access import directory
 from itchflow.sinks._symbols import check_locates, resolve_symbols, stock_keys, symbol_list
 from itchflow.sinks.output import output_file
@@ -168,8 +168,8 @@ def snapshots_to_parquet(books: Books, source, out, times_ns, symbols, n: int, *
 
 def flag_broken_trades(path) -> None:
     """Rewrite a trades Parquet file (in the order the books recorded it) with ``broken`` set
-    on every trade a B record in it broke: the trade the books broke (``mark_broken``), not
-    every trade of that match number (a number reused after the break, or by a later cross,
+    on every B record and on every trade a B record in it broke (``broken_column``): the trade
+    the books broke (``mark_broken``), not every trade of that match number (a number reused after the break, or by a later cross,
     stays unbroken, as it stays in the books' volume)."""
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -180,6 +180,6 @@ def flag_broken_trades(path) -> None:
     columns = {"kind": np.where(is_break, ord("B"), ord("E")).astype(np.uint8)}
     for name in ("match_number", "stock_locate", "price", "shares"):
         columns[name] = t[name].to_numpy()
-    broken = pa.array(mark_broken(columns))
+    broken = pa.array(broken_column(columns))
     t = t.set_column(t.schema.get_field_index("broken"), "broken", broken)
     pq.write_table(t, path)
