@@ -149,3 +149,26 @@ def test_the_exit_handler_leaves_a_name_given_to_another_ring_since(ring_path):
     assert os.path.exists(ring_path) and Ring.open(ring_path).capacity == 1 << 13
     first.close()
     second.unlink()
+
+
+def test_a_feed_whose_ring_another_feed_creates_meanwhile_opens_that_ring(ring_path, monkeypatch):
+    """`soup fetch --ring NAME` (pipeline.publish.open_feed) opens the ring when it exists and
+    creates it when not; one created between the two now opens, and its writer's claim decides
+    (RingBusy while the other feed is live), not a FileExistsError."""
+    from itchflow.pipeline.publish import open_feed
+
+    other = {}
+    real_check = ring_file._check_memory
+
+    def another_feed_meanwhile(path, size, huge):
+        if not other:
+            other["ring"] = None
+            other["ring"] = Ring.create(ring_path, 1 << 20, keep=True, max_payload=(1 << 20) // 8)
+        return real_check(path, size, huge)
+
+    monkeypatch.setattr(ring_file, "_check_memory", another_feed_meanwhile)
+    pub = open_feed(ring_path)
+    assert pub.writer.ring.capacity == 1 << 20 and os.path.samefile(pub.writer.ring.path, ring_path)
+    pub.writer.close()
+    other["ring"].close()
+    Ring.open(ring_path).close()

@@ -159,9 +159,13 @@ def open_feed(name: str, capacity: int = FEED_CAPACITY, batch_bytes: int = 64 <<
     from itchflow.ring import Ring, ring_path
 
     path = ring_path(name)
-    if os.path.exists(path):
+    ring = None
+    if not os.path.exists(path):
+        try:
+            ring = Ring.create(path, capacity, consumers=list(consumers), keep=True,
+                               max_payload=feed_max_payload(capacity))
+        except FileExistsError:   # another feed created it meanwhile: its writer decides (RingBusy if live)
+            pass
+    if ring is None:
         ring = Ring.open(path)
-    else:
-        ring = Ring.create(path, capacity, consumers=list(consumers), keep=True,
-                           max_payload=feed_max_payload(capacity))
     return BatchPublisher(ring.writer(wait=wait), batch_bytes)
