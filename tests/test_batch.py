@@ -962,6 +962,10 @@ def test_an_output_inside_another_batch_output_or_holding_one_is_refused(tmp_pat
     # the run's own day folders and records are not another run's: a rerun into outer resumes
     r = CliRunner().invoke(main, ["batch", day, "--job", "stats", "--out", str(outer)])
     assert r.exit_code == 0, r.output
+    # a folder named _itchflow that no batch run made is nothing to refuse (probe 50)
+    (tmp_path / "plain" / "_itchflow").mkdir(parents=True)
+    r = CliRunner().invoke(main, ["batch", day, "--job", "stats", "--out", str(tmp_path / "plain" / "out")])
+    assert r.exit_code == 0, r.output
 
 
 def test_a_file_system_without_locks_runs_unheld(tmp_path, monkeypatch):

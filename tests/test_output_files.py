@@ -489,3 +489,21 @@ def test_a_link_that_leads_nowhere_says_so(tmp_path, command):
         args.insert(at, str(tmp_path / name))
         r = CliRunner().invoke(main, args)
         assert r.exit_code != 0 and f"{tmp_path / name}: {why}" in r.output, (args, r.output)
+
+
+def test_a_live_capture_kept_where_name_part_cannot_be_taken_stays_in_its_own_part(tmp_path):
+    """Ctrl-C keeps what a live capture got as NAME.part; when that name cannot be taken (a folder
+    there), it stays in the capture's own part and that path is returned, not a traceback
+    (probe 50)."""
+    from itchflow.sinks.output import StreamOutput
+
+    out = tmp_path / "day.itch"
+    (tmp_path / "day.itch.part").mkdir()
+    s = StreamOutput(out)
+    s.file.write(b"\x00\x01A")
+    kept = s.keep_part()
+    assert kept != str(tmp_path / "day.itch.part") and open(kept, "rb").read() == b"\x00\x01A"
+    other = StreamOutput(tmp_path / "b.itch")
+    other.file.write(b"\x00\x01B")
+    assert other.keep_part() == str(tmp_path / "b.itch.part")
+    assert (tmp_path / "b.itch.part").read_bytes() == b"\x00\x01B" and not list(tmp_path.glob("b.itch.*.part"))

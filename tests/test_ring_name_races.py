@@ -50,7 +50,7 @@ def test_a_name_taken_while_the_ring_is_written_is_not_replaced(ring_path, monke
         return real_check(path, size, huge)
 
     monkeypatch.setattr(ring_file, "_check_memory", another_creator_meanwhile)
-    with pytest.raises(FileExistsError, match="already exists: another process created it at the same time"):
+    with pytest.raises(FileExistsError, match="already exists: another process created it at the same time$"):
         Ring.create(ring_path, 1 << 13)
     first = other["ring"]
     assert Ring.open(ring_path).capacity == 1 << 12   # the name is still the first creator's ring
@@ -172,3 +172,33 @@ def test_a_feed_whose_ring_another_feed_creates_meanwhile_opens_that_ring(ring_p
     pub.writer.close()
     other["ring"].close()
     Ring.open(ring_path).close()
+
+
+def test_a_claim_waits_for_another_only_as_long_as_its_time_out(ring_path):
+    """A process holding the ring's claim lock (stopped inside its claim, or an outside flock)
+    made every writer and reader wait for ever, whatever their time-outs (probe 50)."""
+    import fcntl
+
+    ring = Ring.create(ring_path, 1 << 16, keep=True)
+    fd = os.open(ring_path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)   # another descriptor: a lock the claims must respect
+        with pytest.raises(RingBusy, match="claim lock for longer than 0.2 s"):
+            ring.writer(timeout=0.2)
+        with pytest.raises(RingBusy, match="cannot claim a consumer slot"):
+            ring.reader("c", timeout=0.2)
+    finally:
+        os.close(fd)
+    ring.writer(timeout=0.2).close()   # the lock gone, the claim goes through
+    ring.close()
+
+
+def test_a_ring_whose_name_was_removed_still_takes_its_writer(ring_path):
+    """The claim locks the file mapped, not its name: with the name removed (ring rm --force) the
+    open ring's writer was refused, "the ring file was removed while open" (probe 50)."""
+    ring = Ring.create(ring_path, 1 << 16, keep=True)
+    os.unlink(ring_path)
+    w = ring.writer()
+    w.write(b"still")
+    w.close()
+    ring.close()

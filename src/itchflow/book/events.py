@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Iterator
 
 import numpy as np
-from numba import njit
 
 from itchflow.book import layout as L
 from itchflow.book.records import symbol_text
@@ -429,19 +428,22 @@ def _snapshot(books, t, symbols, n, unlisted: set, found: set) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, SNAPSHOT_DTYPE)
 
 
-@njit(nogil=True, cache=True)
-def _symbol_words(symbols, locates):
+def _symbol_words(symbols: np.ndarray, locates: np.ndarray) -> np.ndarray:
     """These locates' symbols (``stocks["symbol"]``) as the 8 bytes of an S8 each, trailing
-    spaces as NULs. The work is the events named, not the directory: a feed of renaming R
-    messages between trades stops to name them once an R (the directory's 65,536 names made
-    again each time took 1 ms: probe 47)."""
-    out = np.empty(locates.shape[0], np.uint64)
-    for i in range(locates.shape[0]):
-        w = np.uint64(symbols[locates[i]])
-        for b in range(7, -1, -1):   # little-endian: the last character is the high byte
-            byte = (w >> np.uint64(8 * b)) & np.uint64(0xFF)
-            if byte != np.uint64(0x20):
-                break
-            w &= ~(np.uint64(0xFF) << np.uint64(8 * b))
-        out[i] = w
-    return out
+    spaces as NULs: made for the events' own locates, or for every locate and then looked up
+    when there are more events than an eighth of the locates (a day's events named at
+    ``take``). A feed of renaming R messages between trades stops to name a few events at
+    each R: making all 65,536 names each time took 1 ms a stop (probe 47). (numpy, not a
+    compiled kernel: loading one cost a process's first ``take_events`` 0.1-0.3 s: probe 50.)"""
+    if len(locates) > len(symbols) // 8:
+        return _unpadded(symbols)[locates]
+    return _unpadded(symbols[locates])
+
+
+def _unpadded(words: np.ndarray) -> np.ndarray:
+    words = np.array(words, np.uint64)   # a copy: the engine's records stay as they are
+    trailing = np.ones(len(words), bool)
+    for b in range(7, -1, -1):   # little-endian: the last character is the high byte
+        trailing &= (words >> np.uint64(8 * b)) & np.uint64(0xFF) == np.uint64(0x20)
+        words[trailing] &= ~np.uint64(0xFF << (8 * b))
+    return words

@@ -63,8 +63,7 @@ def _put_in_place(tmp: str, path: str, replace: bool) -> None:
     try:
         os.link(tmp, path)
     except FileExistsError:
-        raise FileExistsError(f"ring {path} already exists: another process created it at the same time "
-                              f"(use exist_ok=True or `itchflow ring rm`)") from None
+        raise FileExistsError(f"ring {path} already exists: another process created it at the same time") from None
     except OSError as e:
         if e.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP):
             raise
@@ -390,6 +389,10 @@ class Ring:
         self._mm = None
         if self.owner and _created.get(self.path, (None,))[0] == os.getpid():
             self.unlink()
+
+    def fileno(self) -> int:
+        """The descriptor the ring is mapped through (the file, whatever its name names now)."""
+        return self._fd
 
     def unlink(self) -> None:
         """Remove the ring's name, if it still names this ring (not another made under it since)."""

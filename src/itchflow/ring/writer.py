@@ -55,7 +55,7 @@ class Writer:
         # The claim is one step under a lock on the ring file (``claim_lock``): the ring reads as
         # having a live producer only at the end of it, and two writers opened at once both
         # took the ring in that window (probe 48: 20 of 20). The lock holds until it is live.
-        with claim_lock(ring.path, "the producer"):
+        with claim_lock(ring.fileno(), ring.path, "the producer", timeout):
             self._claim(w, me)
 
     def _claim(self, w, me: int) -> None:

@@ -192,17 +192,20 @@ def refuse_nested(lay: Layout) -> None:
     (probe 48: `-o out` and `-o out/inner`, both exit 0, and `out` read as two days' rows).
     Called with the directory held (its ``_itchflow/`` made): of two runs started at once, the
     second to look sees the first."""
+    def is_batch_output(folder: str) -> bool:   # (an _itchflow/ of a batch run, not any folder so named)
+        return any(os.path.exists(os.path.join(folder, META, n)) for n in ("lock", "job.json"))
+
     root = os.path.realpath(lay.root)
     up = os.path.dirname(root)
     while True:
-        if os.path.isdir(os.path.join(up, META)):
+        if is_batch_output(up):
             raise ValueError(f"{lay.root}: inside another batch run's output directory {up} (its dataset would "
                              "take in this run's files); give a directory outside it")
         if up == os.path.dirname(up):
             break
         up = os.path.dirname(up)
     for folder, subdirs, _ in os.walk(root):
-        if folder != root and META in subdirs:
+        if folder != root and META in subdirs and is_batch_output(folder):
             raise ValueError(f"{lay.root}: holds another batch run's output directory {folder} (this dataset "
                              "would take in its files); give a directory that does not")
         # (this run's own records and days are not walked: a day's folders hold only its files)

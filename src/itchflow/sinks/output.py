@@ -257,8 +257,8 @@ class StreamOutput:
         kept = part_path(self.final)
         try:
             os.replace(self.path, kept)
-        except OSError as e:
-            raise_named(e, kept)
+        except OSError:   # (NAME.part a folder, say): what arrived stays where it is, and is named
+            return self.path
         self.path = kept
         return kept
 

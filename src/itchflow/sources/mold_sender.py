@@ -36,15 +36,23 @@ class PublishResult:
     interrupted: bool = False        # stopped by KeyboardInterrupt (Ctrl-C)
 
 
-def _send_counted(sock, packet, addr, sent: list, line: int) -> None:
-    """Send one datagram and count it as one step: counted first and taken back if the send
-    raises (a Ctrl-C that landed between a send and its count left the report a packet short
-    of what the receiver had: probe 41's counters, seen again under load)."""
-    sent[line] += 1
+def _send_counted(sock, packet, addr, res: "PublishResult", line: int, released: int) -> None:
+    """Send one datagram, counted with the messages it releases as one step for a Ctrl-C: it
+    is raised where the interpreter checks for signals, at this call's entry (before the
+    counts: nothing sent) or right after ``sendmsg`` returns (after them: sent). Nothing
+    between the counts and the send checks (no call). A count taken after the send was a
+    packet short when the Ctrl-C came in between (probe 41's counters, seen again under load);
+    one taken back in an ``except`` was short too, the datagram gone (probe 50). A send that
+    fails (OSError) takes its count back."""
+    res.sent[line] += 1
+    before = res.messages_released
+    if released > before:
+        res.messages_released = released
     try:
         sock.sendmsg(packet, [], 0, addr)
-    except BaseException:
-        sent[line] -= 1
+    except OSError:
+        res.sent[line] -= 1
+        res.messages_released = before
         raise
 
 
@@ -147,21 +155,21 @@ def publish(feed: MoldFeed, line_a: tuple[str, int], line_b: tuple[str, int] | N
                 time.sleep(min(left, hb_ns) / 1e9 if left > 200_000 else 0)
             if server is not None:
                 server.available = int(seqs[k + 1])
+            released = int(seqs[k + 1]) - 1
             for li, (slots, pkts) in enumerate(schedules):
                 h = heads[li]
                 while h < len(slots) and slots[h] <= k:
-                    _send_counted(sock, feed.packet(int(pkts[h])), addrs[li], res.sent, li)
+                    _send_counted(sock, feed.packet(int(pkts[h])), addrs[li], res, li, released)
                     h += 1
                 heads[li] = h
-            # (after the sends: a Ctrl-C among them left this a packet ahead of "sent")
-            res.messages_released = int(seqs[k + 1]) - 1
+            res.messages_released = released   # (a turn whose packets were all dropped by a fault)
             last_send = time.monotonic_ns()
             if on_progress is not None and (k & 1023) == 0:
                 on_progress(k, feed.n_packets)
         # late packets scheduled past the last slot
         for li, (slots, pkts) in enumerate(schedules):
             for h in range(heads[li], len(slots)):
-                _send_counted(sock, feed.packet(int(pkts[h])), addrs[li], res.sent, li)
+                _send_counted(sock, feed.packet(int(pkts[h])), addrs[li], res, li, res.messages_released)
         if server is not None:
             server.available = int(seqs[-1])
         eos = feed.end_of_session()
