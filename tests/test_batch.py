@@ -942,30 +942,28 @@ def test_an_output_inside_another_batch_output_or_holding_one_is_refused(tmp_pat
     """`-o out` and `-o out/inner` both exited 0, and `out` read as a dataset took in the inner
     run's day (probe 48: 26,527 rows of 2 dates where the run wrote 13,265 of 1). Both ways are
     refused, with the directory held: of two runs started at once, the second to look sees the
-    first's _itchflow/."""
+    first's _itchflow/. (The other runs are held directories here: a run's lock is what marks
+    its output while it runs, and no cluster starts for a refused run.)"""
+    from itchflow.scale.layout import Layout, hold_directory, refuse_nested
+
     write_day(tmp_path / "20200102.itch", 20_000, 1, stocks=10)
     day = str(tmp_path / "20200102.itch")
     outer, inner = tmp_path / "out", tmp_path / "out" / "inner"
-    r = CliRunner().invoke(main, ["batch", day, "--job", "stats", "--out", str(outer)])
-    assert r.exit_code == 0, r.output
-    r = CliRunner().invoke(main, ["batch", day, "--job", "stats", "--out", str(inner)])
-    assert r.exit_code != 0 and f"inside another batch run's output directory {outer}" in r.output, r.output
-    assert not inner.exists()   # nothing left of the refused run
-    # the other way round: a run into a directory that holds a dataset somewhere below
+    with hold_directory(Layout(str(outer))):
+        r = CliRunner().invoke(main, ["batch", day, "--job", "stats", "--out", str(inner)])
+        assert r.exit_code != 0 and f"inside another batch run's output directory {outer}" in r.output, r.output
+        assert not inner.exists()   # nothing left of the refused run
+        refuse_nested(Layout(str(outer)))   # its own _itchflow/ is not another run's
     other = tmp_path / "other"
-    r = CliRunner().invoke(main, ["batch", day, "--job", "stats", "--out", str(other / "a" / "b")])
-    assert r.exit_code == 0, r.output
-    r = CliRunner().invoke(main, ["batch", day, "--job", "stats", "--out", str(other)])
-    assert r.exit_code != 0 and f"holds another batch run's output directory {other / 'a' / 'b'}" in r.output, \
-        r.output
-    assert not (other / "_itchflow").exists()
-    # the run's own day folders and records are not another run's: a rerun into outer resumes
-    r = CliRunner().invoke(main, ["batch", day, "--job", "stats", "--out", str(outer)])
-    assert r.exit_code == 0, r.output
+    with hold_directory(Layout(str(other / "a" / "b"))):
+        r = CliRunner().invoke(main, ["batch", day, "--job", "stats", "--out", str(other)])
+        assert r.exit_code != 0 and f"holds another batch run's output directory {other / 'a' / 'b'}" in r.output, \
+            r.output
+        assert not (other / "_itchflow").exists()
     # a folder named _itchflow that no batch run made is nothing to refuse (probe 50)
     (tmp_path / "plain" / "_itchflow").mkdir(parents=True)
-    r = CliRunner().invoke(main, ["batch", day, "--job", "stats", "--out", str(tmp_path / "plain" / "out")])
-    assert r.exit_code == 0, r.output
+    with hold_directory(Layout(str(tmp_path / "plain" / "out"))):
+        refuse_nested(Layout(str(tmp_path / "plain" / "out")))
 
 
 def test_a_file_system_without_locks_runs_unheld(tmp_path, monkeypatch):

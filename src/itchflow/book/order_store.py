@@ -5,15 +5,18 @@ the reference is word 0, and word 1 is never 0 in a live row); the match-number 
 the same routines with its own 4-word rows.
 
 References can be anywhere in 64 bits and are not monotonic. The home slot is the top bits
-of (key XOR seed) times a Fibonacci multiplier. The multiplier spreads consecutive references
-(Nasdaq hands them out in a few increasing ranges) evenly over the table. The seed is a
-secret each ``Books`` draws (``layout.C_HASH_SEED``), since a fixed hash can be attacked:
-with the multiplier alone, every multiple of its inverse mod 2**64 has home slot 0, and a
-feed of such references made each add probe every earlier one (100 k adds took 4 s, not
-0.01 s). Not knowing the seed, a feed cannot aim keys at one slot; a seed flips the low bits
-of a run of consecutive keys within aligned blocks, so runs still spread (measured against
-the seedless hash on 1.5 M live references: the same probe lengths). The seed is data, not
-a global: Numba freezes a global into its cached code. (Keeping runs of consecutive
+of a seeded mix: (key XOR seed) times a Fibonacci multiplier, its high half folded into its low
+half, times a second constant. The seed is a secret each ``Books`` draws
+(``layout.C_HASH_SEED``), since a fixed hash can be attacked: under the multiplier alone every
+multiple of its inverse mod 2**64 has home slot 0, and a feed of such references made each add
+probe every earlier one (100 k adds took 4 s, not 0.01 s: probe 44). The seed alone, XORed in
+before one multiply, was not enough: keys that differ only in their low bits keep their
+differences up to a carry, and prices aimed at one bucket of the level index still made chains
+of 16 in 600 (CI, forty-third round); the fold and second multiply spread what the first left
+close. It costs the engine 0.93x / 0.97x / 0.98x on the three day shapes (``bench revision``
+against the multiplier alone, best of 3 turns each: 37.2 -> 39.8 ns on the deep day), where the
+seed XORed in alone cost nothing: the price of not being floodable. The seed is data, not a global:
+Numba freezes a global into its cached code. (Keeping runs of consecutive
 keys in adjacent rows, to share cache lines among recent orders, measured slower: the runs
 lengthen the probes. The match index, which only grows and whose keys arrive nearly in
 order, does keep runs: ``grouped_home``.) Deletion shifts the following entries back (no
@@ -27,13 +30,17 @@ from numba import njit
 
 _U = np.uint64
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX = np.uint64(0xC4CEB9FE1A85EC53)   # MurmurHash3's second finalizer constant
 MIN_TABLE = 1 << 4  # tables are never smaller than this
 
 
 @njit(inline="always", nogil=True, cache=True)
 def home_slot(key, seed, mask, shift):
-    """shift = 64 - log2(table size): the top log2(size) bits of (key ^ seed) * golden ratio."""
-    return np.int64(((_U(key) ^ _U(seed)) * _GOLDEN) >> shift) & mask
+    """shift = 64 - log2(table size): the top log2(size) bits of (key ^ seed) * golden ratio,
+    its high half folded into its low half and multiplied again."""
+    x = (_U(key) ^ _U(seed)) * _GOLDEN
+    x ^= x >> _U(32)
+    return np.int64((x * _MIX) >> shift) & mask
 
 
 @njit(inline="always", nogil=True, cache=True)
