@@ -45,7 +45,7 @@ from itchflow.book.layout import (
     ERR_BAD_LENGTH, ERR_TRUNCATED, ERR_ZERO_LENGTH, MATCH_BROKEN, MATCH_COUNTED, MATCH_MAX_LOAD_DEN,
     MATCH_MAX_LOAD_NUM, MATCH_W_KEY, MATCH_WORDS, NEED_ARENA, NEED_BBO_OUT, NEED_L2_OUT, NEED_LEVELS,
     NEED_LABELS, NEED_MATCHES, NEED_TABLE, NEED_TRADE_LOG, NEED_TRADES_OUT,
-    C_RING_BODY, C_RING_END, OK, ORDER_DTYPE, STAMP_SIDE_BIT, ORDER_WORDS, RING_SIZE, STOP_TIME, TABLE_MAX_LOAD_DEN,
+    C_RING_BODY, C_RING_END, C_RING_HOME, OK, ORDER_DTYPE, STAMP_SIDE_BIT, ORDER_WORDS, RING_SIZE, STOP_TIME, TABLE_MAX_LOAD_DEN,
     TABLE_MAX_LOAD_NUM, WANT_BBO, WANT_L2, WANT_SEEN, WANT_TRADES,
 )
 from itchflow.book.ladder import entry_level, get_level, remove_level
@@ -54,7 +54,7 @@ from itchflow.book.match_index import (
     match_flags, match_locate, match_price, match_row, match_shares, match_used, put_match,
     set_match_flag,
 )
-from itchflow.book.order_store import delete_slot, find_slot, home_slot, shift_for
+from itchflow.book.order_store import delete_slot, find_slot, home_slot, probe, shift_for
 from itchflow.book.trade_log import log_find
 from itchflow.hw.endian import be16, be32, be48_from8, be64, le32, le64
 from itchflow.hw.prefetch import element_address, prefetch, prefetch_address, read_ahead
@@ -206,7 +206,7 @@ _NEAR_READ_BYTES = _A_PRICE + 4
 
 
 @njit(inline="always", nogil=True, cache=True)
-def _prefetch_level_near(buf, q, t, orders, books, levels, ladder, seed, mask, shift, imask, ishift):
+def _prefetch_level_near(buf, q, t, home, orders, books, levels, ladder, seed, imask, ishift):
     """The level stage on a cached working set, for a message at q of type t that names an
     order reference: prefetch the order's level, or for an add its index bucket (deep book)
     or its ladder's top, with no branch on which. Whether a message is an add is a coin toss
@@ -220,8 +220,7 @@ def _prefetch_level_near(buf, q, t, orders, books, levels, ladder, seed, mask, s
     stocks, 3.43 -> 2.37 with 8,000, for 23-30 more instructions (checking the next row too
     cost 22 more and gained nothing)."""
     add = np.int64(_IS_ADD[t])
-    h = _U(home_slot(be64(buf, q + _REF_OFFSET), seed, mask, shift))
-    level_at = element_address(levels, orders[h].level)
+    level_at = element_address(levels, orders[_U(home)].level)
     qa = _U(_pick(add, 0, q))
     side = (buf[qa + _U(_A_SIDE)] >> _SIDE_BIT) & 1
     b = _U(be16(buf, qa + _LOCATE)) * _U(2) + _U(side)
@@ -232,7 +231,8 @@ def _prefetch_level_near(buf, q, t, orders, books, levels, ladder, seed, mask, s
 
 
 @njit(inline="always", nogil=True, cache=True)
-def _prefetch_level_far(buf, q, t, orders, order_words, books, levels, ladder, stocks, seed, mask, shift, imask, ishift):
+def _prefetch_level_far(buf, q, t, home, orders, order_words, books, levels, ladder, stocks, seed, mask, imask,
+                        ishift):
     """The level stage on a working set far beyond the caches, for the message at q of type t:
     an add's index bucket has been prefetched (PREFETCH_BUCKET_AHEAD), so the first record of
     its chain and its ladder top (in case the price opens a level); an order's level, and in
@@ -247,7 +247,7 @@ def _prefetch_level_far(buf, q, t, orders, order_words, books, levels, ladder, s
                 prefetch(levels, chain_head(levels, bucket_of(book, be32(buf, q + _A_PRICE), seed, imask, ishift)))
             _prefetch_top(books, _U(book), ladder)
     elif _HAS_REF[t]:
-        slot = find_slot(order_words, be64(buf, q + _REF_OFFSET), seed, mask, shift, ORDER_WORDS)
+        slot = probe(order_words, be64(buf, q + _REF_OFFSET), home, mask, ORDER_WORDS)
         if orders[_U(slot)].stamp != 0:
             prefetch(levels, orders[_U(slot)].level)
             locate = _U(be16(buf, q + _LOCATE))
@@ -336,11 +336,11 @@ def _bbo_set(locate, side, px, sz, stocks, bbo_out, ctl, seq, ts):
 
 
 @njit(inline="always", nogil=True, cache=True)
-def _live_order(ref, locate, orders, order_words, levels, anomalies, seed, mask, shift):
+def _live_order(ref, home, locate, orders, order_words, levels, anomalies, mask):
     """The live order with this reference, for a message whose header names locate:
     (table row, level, its stock's locate, side), or row -1 (counted) when it is not live.
     An order of another stock than the header's is counted and still used."""
-    slot = find_slot(order_words, ref, seed, mask, shift, ORDER_WORDS)
+    slot = probe(order_words, ref, home, mask, ORDER_WORDS)
     if orders[_U(slot)].stamp == 0:
         anomalies[locate, A_UNKNOWN_REF] += 1
         return np.int64(-1), np.int32(0), np.int64(0), np.int32(0)
@@ -558,6 +558,7 @@ def _parse_one(buf, ppos, end, parsed, ctl, orders, stocks, books, seed, mask, s
     ctl[_U(C_RING_END) + r] = ppos
     if _HAS_REF[t1]:  # a known type: its length was checked above
         h1 = _U(home_slot(be64(buf, b1 + _REF_OFFSET), seed, mask, shift))
+        ctl[_U(C_RING_HOME) + r] = h1   # hashed once: the later stages probe from it
         prefetch(orders, h1)
         prefetch(orders, (h1 + _U(_ROWS_PER_LINE)) & _U(mask))  # a delete reads the rows after
         if t1 == _T_U:
@@ -633,13 +634,15 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, ladder, book
             elif t3 == _T_U:  # the replacement's level, on a side not known yet: both buckets
                 _prefetch_u_buckets(buf, b3, books, levels, seed, imask, ishift)
         if done + PREFETCH_LEVEL_AHEAD < parsed:
-            b2 = ctl[_U(C_RING_BODY) + _U((done + PREFETCH_LEVEL_AHEAD) & _RING_MASK)]
+            r2 = _U((done + PREFETCH_LEVEL_AHEAD) & _RING_MASK)
+            b2 = ctl[_U(C_RING_BODY) + r2]
             t2 = buf[_U(b2)]
             if near and _HAS_REF[t2]:
-                _prefetch_level_near(buf, b2, t2, orders, books, levels, ladder, seed, mask, shift, imask, ishift)
+                _prefetch_level_near(buf, b2, t2, ctl[_U(C_RING_HOME) + r2], orders, books, levels, ladder, seed,
+                                     imask, ishift)
             elif far:
-                _prefetch_level_far(buf, b2, t2, orders, order_words, books, levels, ladder, stocks, seed, mask, shift,
-                                    imask, ishift)
+                _prefetch_level_far(buf, b2, t2, ctl[_U(C_RING_HOME) + r2], orders, order_words, books, levels, ladder,
+                                    stocks, seed, mask, imask, ishift)
         if done == parsed:  # the parse cursor stopped here: report why
             walk, q, length = next_message(buf, pos, end)  # pos < end: never AT_END
             if walk != bf.OK:
@@ -727,7 +730,7 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, ladder, book
                 anomalies[locate, A_BAD_SIDE] += 1
             else:
                 _count_if_unnamed(locate, stocks, ctl, anomalies)
-                slot = find_slot(order_words, ref, seed, mask, shift, ORDER_WORDS)
+                slot = probe(order_words, ref, ctl[_U(C_RING_HOME) + r], mask, ORDER_WORDS)
                 if orders[_U(slot)].stamp != 0:
                     anomalies[locate, A_DUP_ADD] += 1
                 else:
@@ -741,8 +744,8 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, ladder, book
 
         elif t == _T_D or t == _T_X or t == _T_E or t == _T_C:
             # same reference offset in D, X, E and C (asserted below)
-            slot, lvl, olocate, side = _live_order(be64(buf, q + _D_REF), locate, orders, order_words, levels,
-                                                   anomalies, seed, mask, shift)
+            slot, lvl, olocate, side = _live_order(be64(buf, q + _D_REF), ctl[_U(C_RING_HOME) + r], locate,
+                                                   orders, order_words, levels, anomalies, mask)
             if slot >= 0:
                 remaining = orders[_U(slot)].shares
                 if t == _T_D:
@@ -784,8 +787,8 @@ def apply_messages(buf, pos, end, seq, orders, order_words, levels, ladder, book
                     _bbo_check(olocate, side, books, ladder, levels, stocks, bbo_out, ctl, seq, ts)
 
         elif t == _T_U:
-            slot, lvl, olocate, side = _live_order(be64(buf, q + _U_OLD), locate, orders, order_words, levels,
-                                                   anomalies, seed, mask, shift)
+            slot, lvl, olocate, side = _live_order(be64(buf, q + _U_OLD), ctl[_U(C_RING_HOME) + r], locate,
+                                                   orders, order_words, levels, anomalies, mask)
             if slot >= 0:
                 mpid = orders[_U(slot)].mpid
                 refresh = _remove_order(slot, seed, mask, shift, orders, order_words, levels, ladder,

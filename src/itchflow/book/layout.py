@@ -269,7 +269,8 @@ C_LABELLED = 31       # events (trades + BBO + L2) already named by the director
 RING_SIZE = 16
 C_RING_BODY = 32
 C_RING_END = C_RING_BODY + RING_SIZE
-N_CTL = C_RING_END + RING_SIZE
+C_RING_HOME = C_RING_END + RING_SIZE   # its order reference's home slot (hashed once, at parse)
+N_CTL = C_RING_HOME + RING_SIZE
 
 # Kernel status codes. Codes below ERR_FIRST are resumable: the message at `pos` has not been
 # touched; the driver grows what is named and calls again from `pos`.

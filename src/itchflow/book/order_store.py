@@ -13,9 +13,11 @@ probe every earlier one (100 k adds took 4 s, not 0.01 s: probe 44). The seed al
 before one multiply, was not enough: keys that differ only in their low bits keep their
 differences up to a carry, and prices aimed at one bucket of the level index still made chains
 of 16 in 600 (CI, forty-third round); the fold and second multiply spread what the first left
-close. It costs the engine 0.93x / 0.97x / 0.98x on the three day shapes (``bench revision``
+close. It cost the engine 0.93x / 0.97x / 0.98x on the three day shapes (``bench revision``
 against the multiplier alone, best of 3 turns each: 37.2 -> 39.8 ns on the deep day), where the
-seed XORed in alone cost nothing: the price of not being floodable. The seed is data, not a global:
+seed XORed in alone cost nothing; the engine now hashes a message's reference once, at parse,
+and its later stages probe from that slot (``layout.C_RING_HOME``), which won back 1.06-1.10x /
+0.96-1.10x / 1.04-1.06x in two ``bench revision`` runs. The seed is data, not a global:
 Numba freezes a global into its cached code. (Keeping runs of consecutive
 keys in adjacent rows, to share cache lines among recent orders, measured slower: the runs
 lengthen the probes. The match index, which only grows and whose keys arrive nearly in
