@@ -163,8 +163,13 @@ def broken_column(trades) -> np.ndarray:
     ``printable & ~broken`` that let it through added the broken shares back (probe 49: 1,755
     shares where the books' volume was 655); ``printable`` on a B row says whether the trade
     it broke had counted."""
+    return mark_broken(trades) | _is_break(trades)
+
+
+def _is_break(trades) -> np.ndarray:
+    """bool per trade event: a B record (``kind`` as S1 codes or as their byte values)."""
     kinds = np.asarray(trades["kind"])
-    return mark_broken(trades) | (kinds == (b"B" if kinds.dtype.kind == "S" else ord("B")))
+    return kinds == (b"B" if kinds.dtype.kind == "S" else ord("B"))
 
 
 def mark_broken(trades) -> np.ndarray:
@@ -179,7 +184,7 @@ def mark_broken(trades) -> np.ndarray:
     input: match numbers are unique in a day), which an event cannot tell apart."""
     kinds = np.asarray(trades["kind"])
     match = np.asarray(trades["match_number"])
-    is_break = kinds == (b"B" if kinds.dtype.kind == "S" else ord("B"))
+    is_break = _is_break(trades)
     out = np.zeros(len(kinds), bool)
     at_break, at_trade = np.flatnonzero(is_break), np.flatnonzero(~is_break)
     if not len(at_break) or not len(at_trade):

@@ -85,7 +85,8 @@ class Reader:
         me = os.getpid()
         # Finding a name and claiming a slot for it is one step under a lock on the ring file
         # (``claim_lock``): two processes opening one new name at once each claimed a slot.
-        with claim_lock(ring.fileno(), ring.path, "a consumer slot", timeout):   # (the slot is ours, pid and heartbeat, before the lock goes)
+        # (the slot is ours, pid and heartbeat, before the lock goes)
+        with claim_lock(ring.fileno(), ring.path, "a consumer slot", timeout):
             slot = ring.find_slot(name)
             new = slot < 0
             if new:

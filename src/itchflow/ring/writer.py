@@ -57,8 +57,22 @@ class Writer:
         # took the ring in that window (probe 48: 20 of 20). The lock holds until it is live.
         with claim_lock(ring.fileno(), ring.path, "the producer", timeout):
             self._claim(w, me)
+        P.serve_joins(w, self.ps)
+        self._empty_types = np.zeros(0, np.int64)
+        # publish_one's compiled functions for bytes and for arrays, found at the first write():
+        # a record a call spent half its time in the dispatcher's checks (hw.compiled_entry)
+        self._publish_bytes = self._publish_array = None
+        self._detaches_at_open = self._detaches()
+        period = min(max(int(w[L.W_HB_TIMEOUT]) / 4e9, 0.01), 1.0)
+        self._heartbeat = _Heartbeat(w, period)
+        self._heartbeat.start()
+        # A writer dropped without close() stops its heartbeat: the thread holds the mapping,
+        # which would otherwise stay mapped (and the producer seem alive) for the process's life.
+        weakref.finalize(self, self._heartbeat.done.set)
 
     def _claim(self, w, me: int) -> None:
+        """Take the ring's producer (RingBusy if a live one has it) and open it: recover what a dead
+        producer published, start a generation, mark it live. Under the claim lock."""
         ring = self.ring
         while True:
             old = int(load(w, L.W_PROD_PID))
@@ -77,18 +91,6 @@ class Writer:
         P.heartbeat(w, self.ps)
         store(w, L.W_PROD_OUTCOME, L.STREAM_WHOLE)   # this producer's stream has not ended
         store(w, L.W_PROD_STATE, L.PRODUCER_OPEN)
-        P.serve_joins(w, self.ps)
-        self._empty_types = np.zeros(0, np.int64)
-        # publish_one's compiled functions for bytes and for arrays, found at the first write():
-        # a record a call spent half its time in the dispatcher's checks (hw.compiled_entry)
-        self._publish_bytes = self._publish_array = None
-        self._detaches_at_open = self._detaches()
-        period = min(max(int(w[L.W_HB_TIMEOUT]) / 4e9, 0.01), 1.0)
-        self._heartbeat = _Heartbeat(w, period)
-        self._heartbeat.start()
-        # A writer dropped without close() stops its heartbeat: the thread holds the mapping,
-        # which would otherwise stay mapped (and the producer seem alive) for the process's life.
-        weakref.finalize(self, self._heartbeat.done.set)
 
     def check(self, r: int, what: str) -> int:
         """A producer kernel's return code as a count, or the exception it stands for."""

@@ -193,7 +193,8 @@ def refuse_nested(lay: Layout) -> None:
     Called with the directory held (its ``_itchflow/`` made): of two runs started at once, the
     second to look sees the first."""
     def is_batch_output(folder: str) -> bool:   # (an _itchflow/ of a batch run, not any folder so named)
-        return any(os.path.exists(os.path.join(folder, META, n)) for n in ("lock", "job.json"))
+        lay_there = Layout(folder)
+        return os.path.exists(lay_there.lock_file()) or os.path.exists(lay_there.job_file())
 
     root = os.path.realpath(lay.root)
     up = os.path.dirname(root)

@@ -169,8 +169,8 @@ def snapshots_to_parquet(books: Books, source, out, times_ns, symbols, n: int, *
 def flag_broken_trades(path) -> None:
     """Rewrite a trades Parquet file (in the order the books recorded it) with ``broken`` set
     on every B record and on every trade a B record in it broke (``broken_column``): the trade
-    the books broke (``mark_broken``), not every trade of that match number (a number reused after the break, or by a later cross,
-    stays unbroken, as it stays in the books' volume)."""
+    the books broke (``mark_broken``), not every trade of that match number (a number reused
+    after the break, or by a later cross, stays unbroken, as it stays in the books' volume)."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
