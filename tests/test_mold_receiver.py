@@ -275,16 +275,64 @@ def test_once_the_server_has_been_silent_for_give_up_ns_the_next_holes_go_at_the
         lost_at += [(e.first_sequence, now) for e in of(run.tick(now), Lost)]
     assert lost_at == [(2, 10_000 * MS), (4, 10_000 * MS), (6, 10_000 * MS)]
     assert bytes(run.out) == b"".join(expected(s, s + 1) for s in (1, 3, 5, 7))
+    assert run.r.stats.requests == 14 and run.r.stats.unasked_give_ups == 2   # 4 and 6 went with 2, unasked
     run2 = Run(line_wait_ns=0)                     # a reply in between: the next hole waits its full time again
-    for seq in (1, 3, 5):
+    for seq in (1, 3):
         run2.feed(packet(seq, 1), 0)
     while not of(run2.events, Lost):
         run2.tick(run2.r.next_deadline())
+    t0 = 10_000 * MS + 1
+    ev = run2.feed(packet(5, 1), t0) + run2.tick(t0)   # hole 4, seen after hole 2 went: asked for
+    assert len(of(ev, Request)) == 1
     t = run2.r.next_deadline()
+    assert t == t0 + 50 * MS                       # its first time-out, not at once
     run2.feed(packet(99, 1, b"OTHER     "), t - 1, LINE_REPLY)   # the server is alive (another session)
     run2.tick(t)
     assert not [e for e in of(run2.events, Lost) if e.first_sequence == 4]
     assert run2.r.next_deadline() > t
+
+
+def test_a_silent_server_gets_no_burst_of_one_request_a_hole():
+    """Probe 51: with 5,000 holes held and a server that never answers, the first hole took
+    its 10 s of requests and then every other hole was asked for and given up in the same
+    instant, 4,999 requests back to back (1,159 within 200 ms on real sockets). The holes
+    seen before the silence gave the first up now go with it, unasked; a hole seen later is
+    asked once and has its first time-out to be answered."""
+    holes = 5_000
+    run = Run(line_wait_ns=0)
+    for seq in range(1, 2 * holes + 2, 2):
+        run.feed(packet(seq, 1), 0)                 # every even sequence missing
+    requests_at = [0]                                # the first hole's first, as its packet came
+    while run.r.next_deadline() is not None:
+        now = run.r.next_deadline()
+        requests_at += [now for _ in of(run.tick(now), Request)]
+    assert len(of(run.events, Request)) == len(requests_at) == 14
+    assert requests_at[-1] == 9_550 * MS and now == 10_000 * MS       # the first hole's, then none
+    assert run.r.stats.lost == holes and run.r.stats.unasked_give_ups == holes - 1
+    assert bytes(run.out) == b"".join(expected(s, s + 1) for s in range(1, 2 * holes + 2, 2))
+    # one new hole after the silence: one request, given up at its first time-out
+    t0 = 20_000 * MS
+    ev = run.feed(packet(2 * holes + 3, 1), t0) + run.tick(t0)
+    assert len(of(ev, Request)) == 1 and not of(ev, Lost)
+    assert run.r.next_deadline() == t0 + 50 * MS
+    assert not of(run.tick(t0 + 50 * MS - 1), Lost)
+    (lost,) = of(run.tick(t0 + 50 * MS), Lost)
+    assert lost.first_sequence == 2 * holes + 2 and run.r.stats.requests == 15
+
+
+def test_sessions_left_are_remembered_up_to_a_bound():
+    """Probe 51: following sessions, every well-framed packet naming a new session is a
+    change, and each name left was kept for ever (300,000 spoofed names: +68 MB)."""
+    from itchflow.protocol.mold.receiver import OLD_SESSIONS_KEPT
+
+    run = Run(follow_sessions=True, start_sequence=None)
+    names = [f"S{i:09d}".encode() for i in range(OLD_SESSIONS_KEPT + 500)]
+    for n in names:
+        run.feed(packet(1, 1, n), 0)
+    assert len(run.r.old_sessions) == OLD_SESSIONS_KEPT
+    assert run.r.stats.old_sessions_forgotten == len(names) - OLD_SESSIONS_KEPT   # (SESSION left first)
+    run.feed(packet(2, 1, names[-2]), 1)            # the last one left is still known: stale
+    assert run.r.stats.stale_session_packets == 1 and run.r.session == names[-1]
 
 
 def test_give_up_ns_shorter_than_the_request_time_out_is_kept():

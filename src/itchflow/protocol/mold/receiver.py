@@ -23,7 +23,9 @@ Rules, several learned from the bugs users hit in paritytrading/nassau:
   re-requests go on while the end-of-session packets persist ("the last chance to ensure that
   all messages have been received"). The silence is the server's, not the hole's: once it has
   not answered for that long, the next holes are given up at their first time-out instead of
-  10 s each (holes are asked for one at a time).
+  10 s each (holes are asked for one at a time). Holes already waiting behind the one given
+  up (visible before it went) go with it, unasked: a silent server gets no burst of one
+  request a hole, and the held data behind them flows at once.
 - An end-of-session packet's count (0xFFFF) is never a message count: only its sequence
   number is used, and only to reveal a gap (#16).
 - A and B lines carry the same sequence numbers: the first copy wins, later copies are
@@ -77,6 +79,7 @@ LINE_A, LINE_B, LINE_REPLY = 0, 1, 2
 LINE_NAMES = ("A", "B", "reply")
 MAX_REQUEST_COUNT = MAX_MESSAGE_COUNT  # the count field is 16 bits and 0xFFFF means end of session
 MALFORMED_LOG_LIMIT = 1000
+OLD_SESSIONS_KEPT = 1024              # sessions left that are remembered, to count their late packets
 DEFAULT_MAX_GAP = 1 << 22               # messages: ~4 M, tens of seconds of the busiest feed
 DEFAULT_MAX_BUFFERED_BYTES = 64 << 20   # early packets held while a hole is filled
 DEFAULT_RESYNC_PACKETS = 512            # contiguous packets past max_gap that prove a real jump
@@ -166,6 +169,8 @@ class MoldStats:
     buffered_peak: int = 0
     buffered_bytes_peak: int = 0
     deferred_give_ups: int = 0        # holes not given up on: nothing held past them yet (data may still come)
+    unasked_give_ups: int = 0         # holes given up unasked, behind one the server's silence gave up
+    old_sessions_forgotten: int = 0   # sessions left longest ago, past the OLD_SESSIONS_KEPT remembered
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -229,6 +234,8 @@ class MoldReceiver:
         self.request_timeout_ns = int(request_timeout_ns)
         self.max_request_wait_ns = max(int(max_request_wait_ns), self.request_timeout_ns)
         self.give_up_ns = int(give_up_ns)
+        # the least a request waits for its reply, even once the server counts as silent
+        self._least_wait_ns = min(self.request_timeout_ns, self.give_up_ns)
         self.max_attempts = None if max_attempts is None else int(max_attempts)
         self.requests_enabled = bool(requests)
         self.max_request_count = min(int(max_request_count), MAX_REQUEST_COUNT)
@@ -236,7 +243,9 @@ class MoldReceiver:
         self.stats = MoldStats()
         self.malformed_log: list[Malformed] = []
         self._peer = None   # the sender of the datagram being taken (see receive)
-        self.old_sessions: set[bytes] = set()
+        # sessions left, newest last, to count their late packets as stale; bounded, since with
+        # follow_sessions every well-framed packet naming a new session is a change
+        self.old_sessions: dict[bytes, None] = {}
         self._batch_out = np.zeros(1 << 16, np.uint8)
         self._counters = np.zeros(8, np.int64)
         self._session_array = np.zeros(SESSION_SIZE, np.uint8)
@@ -256,6 +265,7 @@ class MoldReceiver:
         self._heap: list[int] = []
         self._request = None               # (first, count, sent_ns, attempt, first_sent_ns) outstanding
         self._silent_since = None          # first request the re-request server has not answered since
+        self._silence_gave_up_ns = None    # when the server's silence last gave a hole up
         self._hole_at = None               # the sequence the line-wait timer is for
         self._hole_since = (0, 0)          # (ns, packet number) the hole was first visible
         self._replies_at_hole = 0          # reply-line packets seen when the hole's first request went
@@ -420,9 +430,11 @@ class MoldReceiver:
         if not self.in_gap or (self._parked_at == self.next_sequence and not self._heap):
             return None
         if self._request is not None:
-            due = self._request[2] + self._reply_wait(self._request[3])
+            sent_ns, attempt = self._request[2], self._request[3]
+            due = sent_ns + self._reply_wait(attempt)
             if self._silent_since is not None:
-                due = min(due, self._silent_since + self.give_up_ns)
+                # silence gives up early, but never sooner than the first time-out after a send
+                due = min(due, max(self._silent_since + self.give_up_ns, sent_ns + self._least_wait_ns))
             return due
         return self._hole_since[0] + self.line_wait_ns
 
@@ -475,7 +487,11 @@ class MoldReceiver:
         old = self.session
         if old is not None:
             self.stats.session_changes += 1
-            self.old_sessions.add(old)
+            self.old_sessions.pop(old, None)
+            self.old_sessions[old] = None
+            if len(self.old_sessions) > OLD_SESSIONS_KEPT:
+                del self.old_sessions[next(iter(self.old_sessions))]
+                self.stats.old_sessions_forgotten += 1
             if self.next_sequence is not None and self.highest > self.next_sequence:
                 missing = self.highest - self.next_sequence
                 self.stats.lost += missing
@@ -707,8 +723,9 @@ class MoldReceiver:
                     self._request = None          # answered in full; the next hole waits its turn
                     continue
                 silent = now_ns - (first_sent_ns if self._silent_since is None else self._silent_since)
-                if now_ns - sent_ns < self._reply_wait(attempt) and silent < self.give_up_ns:
-                    return
+                waited = now_ns - sent_ns
+                if waited < self._reply_wait(attempt) and (silent < self.give_up_ns or waited < self._least_wait_ns):
+                    return       # (a request always has its first time-out to be answered in)
                 if self._in_turn_ns is not None and self._in_turn_ns >= sent_ns:
                     # the live lines have been filling the hole in order since the last request:
                     # no loss to give up yet (a packet held far ahead, spoofed or not, set its
@@ -729,6 +746,8 @@ class MoldReceiver:
                         reason = f"no reply from the re-request server for {silent / 1e9:.2f} s ({asked})"
                     if not self._give_up(reason, events):
                         return
+                    if silent >= self.give_up_ns:
+                        self._silence_gave_up_ns = now_ns
                     continue
                 self._send_request(now_ns, attempt + 1, events, first_sent_ns)
                 return
@@ -738,6 +757,16 @@ class MoldReceiver:
                 return
             if not self.requests_enabled:
                 if not self._give_up("no re-request server", events):
+                    return
+                continue
+            if (self._silent_since is not None and self._silence_gave_up_ns is not None
+                    and since_ns <= self._silence_gave_up_ns
+                    and self._silence_gave_up_ns - self._silent_since >= self.give_up_ns):
+                # visible before the server's silence gave the hole ahead up: it goes too, unasked
+                self.stats.unasked_give_ups += 1
+                if not self._give_up(f"the re-request server has not answered for "
+                                     f"{(now_ns - self._silent_since) / 1e9:.2f} s (given up with the hole "
+                                     f"before it, not asked for)", events):
                     return
                 continue
             self._send_request(now_ns, 1, events)
