@@ -147,6 +147,28 @@ def test_snapshot_intervals_that_would_never_end_are_refused(day, tmp_path):
         every_times(0.05, 0, 86_400 * 10 ** 9)  # a day of twentieths of a second
 
 
+def test_snapshots_every_of_a_day_of_no_messages_is_an_empty_table_and_a_warning(day, tmp_path):
+    """Probe 52: a 0-byte day failed, saying its messages spanned "0 to 0 ns", and failed its
+    day in a batch run where every other job wrote a 0-row part. It is an empty table with
+    the schema of a busy day's, exit 0, and a warning naming the file."""
+    import pyarrow.parquet as pq
+
+    from itchflow.book.events import every_times
+
+    assert every_times(60, None, None) == []
+    path, _ = day
+    empty = tmp_path / "empty.itch"
+    empty.write_bytes(b"")
+    busy_out, empty_out = tmp_path / "busy.parquet", tmp_path / "empty.parquet"
+    res = CliRunner().invoke(main, ["snapshots", str(path), "-s", "S0", "--every", "0.001", "-o", str(busy_out)])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(main, ["snapshots", str(empty), "-s", "S0", "--every", "1", "-o", str(empty_out)])
+    assert res.exit_code == 0, res.output
+    assert f"{empty}: no messages" in res.output and "wrote 0 rows" in res.output
+    assert pq.read_table(empty_out).num_rows == 0 and pq.read_table(busy_out).num_rows > 0
+    assert pq.read_schema(empty_out) == pq.read_schema(busy_out)
+
+
 def test_depth_plot_is_a_png_or_a_clear_error(day, tmp_path):
     path, _ = day
     out = tmp_path / "depth.png"

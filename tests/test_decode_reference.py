@@ -258,8 +258,22 @@ def test_to_arrow_of_all_types_at_once():
     data = ref.random_stream(300, seed=9)
     d = itchflow.read(data)
     tables = d.to_arrow()
-    assert set(tables) == {c for c in ref.CODES if len(d[c])}
+    assert set(tables) == set(ref.CODES)
     assert sum(t.num_rows for t in tables.values()) == d.info.messages
+
+
+def test_the_dicts_of_all_types_have_every_type_decoded_on_an_empty_day_too():
+    """Probe 52: the dict forms kept only the types with rows, so a quiet day's
+    ``to_pandas()["A"]`` raised KeyError where a busy day's gave a frame. Every type decoded
+    is a key, with the schema of a busy day's table."""
+    busy = itchflow.read(ref.random_stream(300, seed=9), types="AFPR")
+    quiet = itchflow.read(b"", types="AFPR")
+    for busy_d, quiet_d in ((busy.to_arrow(), quiet.to_arrow()), (busy.to_pandas(), quiet.to_pandas())):
+        assert list(busy_d) == list(quiet_d) and set(quiet_d) == set("AFPR")
+    for c in "AFPR":
+        assert quiet.to_arrow()[c].num_rows == 0 and busy.to_arrow()[c].num_rows > 0
+        assert quiet.to_arrow()[c].schema == busy.to_arrow()[c].schema
+        assert quiet.to_pandas()[c].dtypes.to_dict() == busy.to_pandas()[c].dtypes.to_dict()
 
 
 def test_to_arrow_survives_non_ascii_alpha_bytes():

@@ -310,13 +310,17 @@ def snapshot_step(every_s: float) -> int:
     return step
 
 
-def every_times(every_s: float, first_ns: int, last_ns: int) -> list[int]:
+def every_times(every_s: float, first_ns: int | None, last_ns: int | None) -> list[int]:
     """Snapshot times every ``every_s`` seconds (on multiples of the step) after first_ns up to
     last_ns (or 24:00, if that comes first): what ``itchflow snapshots --every`` and the batch job take. Refuses a step under
     1 ns, a grid of more than MAX_SNAPSHOT_TIMES times (a mistyped interval would
-    otherwise build a list of billions) and one with no time in the day (an empty output)."""
+    otherwise build a list of billions) and one with no time in a day of messages (an empty
+    output). A day of no messages (first_ns None) has no times: its output is empty, as every
+    other job's (probe 52: it failed, saying the day spanned "0 to 0 ns")."""
     step = snapshot_step(every_s)
     every_s = float(every_s)
+    if first_ns is None or last_ns is None:
+        return []
     # no time of day is past 24:00 (--at refuses one): a stray stamp of 78 hours made a grid of
     # 270,000 times out of a 2,500-message day (probe 45)
     last_ns = min(int(last_ns), DAY_NS)

@@ -348,7 +348,9 @@ def snapshots_command(path, symbols, at, every, depth, out, quiet) -> None:
             from itchflow.book.events import every_times
             from itchflow.decode.reader import stats
             info = stats(path)
-            times = every_times(every, info.first_timestamp_ns or 0, info.last_timestamp_ns or 0)
+            times = every_times(every, info.first_timestamp_ns, info.last_timestamp_ns)
+            if not info.messages:
+                click.echo(f"itchflow: warning: {path}: no messages (an empty file?): no snapshot times", err=True)
         books, capture = Books(), {}
         rows = snapshots_to_parquet(books, path, out, times, symbols_option(symbols), depth if depth > 0 else -1,
                                     capture_stats=capture)

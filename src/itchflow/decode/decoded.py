@@ -105,15 +105,17 @@ class Decoded(Mapping):
         return f"<Decoded {self.info.messages:,} messages from {self.info.source}: {nonzero or 'none'}>"
 
     def to_arrow(self, code: str | None = None):
-        """A pyarrow Table for one type, or a dict of them (non-empty types) without ``code``."""
+        """A pyarrow Table for one type, or without ``code`` a dict of them: one for every type
+        decoded, an empty one with the same schema where the day had none (the keys do not
+        change from day to day; probe 52: a quiet day had no "A", and ``["A"]`` raised)."""
         if code is None:
-            return {c: to_arrow(a) for c, a in self._arrays.items() if len(a)}
+            return {c: to_arrow(a) for c, a in self._arrays.items()}
         return to_arrow(self[code])
 
     def to_pandas(self, code: str | None = None):
-        """A pandas DataFrame for one type, or a dict of them (non-empty types)."""
+        """A pandas DataFrame for one type, or a dict of them: every type decoded (as to_arrow)."""
         if code is None:
-            return {c: to_arrow(a).to_pandas() for c, a in self._arrays.items() if len(a)}
+            return {c: to_arrow(a).to_pandas() for c, a in self._arrays.items()}
         return to_arrow(self[code]).to_pandas()
 
 

@@ -267,7 +267,7 @@ def snapshot_times(options: dict, first_ns: int | None, last_ns: int | None) -> 
     at, every = options["at"], options["every"]
     if at is not None:  # nanoseconds since midnight (the CLI parses HH:MM:SS)
         return [int(t) for t in ([at] if isinstance(at, (int, np.integer)) else at)]
-    return every_times(every, first_ns or 0, last_ns or 0)
+    return every_times(every, first_ns, last_ns)
 
 
 def run_snapshots(source: str, out: str, symbols, options: dict, times: list[int], shard: int,
