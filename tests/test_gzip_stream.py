@@ -104,11 +104,19 @@ def test_members_and_zero_padding_are_read_one_after_another(tmp_path):
     assert b"".join(bytes(c.data) for c in iter_chunks(split, gz_block=1 << 12)) == DATA
 
 
-def test_garbage_after_a_member_is_an_error_after_the_member():
-    blob = gzip.compress(DATA) + b"not gzip at all"
-    got, err = _deliver(blob, 1 << 16)
+@pytest.mark.parametrize("junk", [b"not gzip at all", b"\x01" * 8, b"\x00\x00\x07"])
+def test_garbage_after_a_member_is_an_error_after_the_member_that_says_so(junk):
+    """Probe 52: 8 bytes of junk after a whole member were "cut short: the compressed data
+    ends inside a member", which sends a user after a cut download that did not happen."""
+    member = gzip.compress(DATA)
+    got, err = _deliver(member + junk, 1 << 16)
     assert got == DATA and err.offset == len(DATA)
-    assert "corrupt" in str(err)
+    at = len(member) + len(junk) - len(junk.lstrip(b"\0"))    # zero padding is skipped first
+    assert f"after its last whole member, from compressed byte {at:,} on" in str(err)
+    assert "trailing garbage" in str(err) and "cut short" not in str(err)
+    # the start of another member that is not whole is still a member cut short
+    got, err = _deliver(member + GZ[:40], 1 << 16)
+    assert got == DATA and "cut short" in str(err)
 
 
 def test_output_is_bounded_whatever_the_stream_inflates_to():

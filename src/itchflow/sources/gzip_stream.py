@@ -17,6 +17,7 @@ from typing import BinaryIO, Iterator
 
 READ_BYTES = 1 << 20    # compressed bytes read at a time
 _GZIP = 16 + 15         # wbits: a gzip header and trailer, the largest window
+GZIP_MAGIC = b"\x1f\x8b"
 
 
 class GzipStreamError(Exception):
@@ -42,7 +43,8 @@ def gzip_blocks(raw: BinaryIO, block: int) -> Iterator[bytes]:
     """Decompressed bytes of the gzip stream ``raw`` in blocks of at most ``block`` bytes.
 
     Raises GzipStreamError (after yielding everything decompressed before it) for a stream
-    cut short or corrupt, or one that is not gzip at all.
+    cut short or corrupt, one that is not gzip at all, or one with bytes after its last member
+    that are neither zero padding nor another member.
     """
     z = _zlib()
     errors = (z.error, ValueError, EOFError, OSError)
@@ -60,13 +62,21 @@ def gzip_blocks(raw: BinaryIO, block: int) -> Iterator[bytes]:
         raw_done = not got
         return got
 
+    members = 0         # whole members read
     while True:
         if d is None:   # between members: skip zero padding; the stream may end here
             feed = feed.lstrip(b"\0")
-            while not feed and not raw_done:
-                feed = more().lstrip(b"\0")
+            while len(feed) < 2 and not raw_done:
+                feed = (feed + more()).lstrip(b"\0")
             if not feed:
                 break
+            if members and feed[:2] != GZIP_MAGIC:
+                # (probe 52: trailing garbage read as a member "cut short", a download cut in two)
+                if out:
+                    yield b"".join(out)
+                at = read - len(feed)
+                raise GzipStreamError(f"has bytes after its last whole member, from compressed byte {at:,} on, "
+                                      f"that are not a gzip member (trailing garbage)", read)
             d = z.decompressobj(_GZIP)
         room = block - size
         try:
@@ -84,6 +94,7 @@ def gzip_blocks(raw: BinaryIO, block: int) -> Iterator[bytes]:
         if d.eof:
             feed = d.unused_data
             d = None
+            members += 1
             continue
         feed = d.unconsumed_tail
         if feed or len(chunk) == room:  # output may be pending: drain it before reading on
