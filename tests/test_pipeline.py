@@ -396,6 +396,15 @@ def test_run_command_json(tmp_path, day, direct):
     assert rep["book"]["tops_digest"] == direct.tops_digest()   # every stock's BBO and volume, as one process
     assert {"publish_to_consume", "consume_to_applied"} <= set(rep["latency"])
     assert len(rep["top"]) == 3
+    # an empty day: the same keys, a count of 0 and null figures (probe 52: {}, a KeyError)
+    empty = tmp_path / "empty.itch"
+    empty.write_bytes(b"")
+    res_empty = CliRunner().invoke(main, ["run", "--source", str(empty), "--json"])
+    assert res_empty.exit_code == 0, res_empty.output
+    lat = json.loads(res_empty.output)["latency"]
+    for stage in ("publish_to_consume", "consume_to_applied"):
+        assert set(lat[stage]) == set(rep["latency"][stage]), stage
+        assert lat[stage]["batches"] == 0 and lat[stage]["p50_us"] is None
     assert rep["book"]["growth"]["pauses"] == 0   # the default tables hold a day this small
     res = CliRunner().invoke(main, ["run", "--source", str(tmp_path / "missing.itch")])
     assert res.exit_code == 1 and "no such file" in res.output
@@ -1236,3 +1245,16 @@ def test_a_session_that_never_started_is_not_said_to_have_stopped(producer, said
     r.stream = source_outcome(producer)
     status, why = live_exit_status(r)
     assert status == 2 and said in why, why
+
+
+def test_run_pipeline_takes_a_path_and_refuses_bytes_with_a_type_error(tmp_path):
+    """Probe 52: bytes, an array or BytesIO gave AttributeError "'bytes' object has no
+    attribute 'kind'" from inside; a pathlib.Path did too."""
+    import io
+
+    empty = tmp_path / "empty.itch"
+    empty.write_bytes(b"")
+    for bad in (b"\x00\x0cS", np.zeros(4, np.uint8), io.BytesIO(b"")):
+        with pytest.raises(TypeError, match=f"not {type(bad).__name__}.*Books\\(\\).replay"):
+            run_pipeline(bad)
+    assert run_pipeline(empty).messages == 0

@@ -410,7 +410,7 @@ def print_report(r: dict) -> None:
         s = r[name]
         lat = s["latency"]
         stage = "receive_to_applied" if "receive_to_applied" in lat else "publish_to_consume"
-        l = lat.get(stage, {})
+        l = {k: float("nan") if v is None else v for k, v in lat.get(stage, {}).items()}
         extra = f", offered {s['packets_per_s_offered']:,.0f} packets/s" if "packets_per_s_offered" in s else ""
         if s.get("expected_messages", s["messages"]) != s["messages"]:
             extra += f" (of {s['expected_messages']:,} sent: {s['expected_messages'] - s['messages']:,} lost)"

@@ -16,6 +16,7 @@ from itchflow.cli.params import (
     BYTES, CPUS, FEED_RING_CAPACITY, HEARTBEAT, IMAGE, MESSAGE_RATE, NON_NEGATIVE, POSITIVE, RING_NAME, RUNS,
     SECONDS_OR_OFF, SEED, SOURCE, STOCKS, Count,
 )
+from itchflow.hw.metrics import LATENCY_FIGURES
 from itchflow.wire.itch import price4_to_float
 
 EXIT_INTERRUPTED = 130   # 128 + SIGINT, as a shell reports a Ctrl-C
@@ -326,9 +327,9 @@ def print_report(r) -> None:
     for col in ("stage", "batches", "p50", "p90", "p99", "p99.9", "max"):
         lat.add_column(col, justify="left" if col == "stage" else "right")
     for stage, s in r.latency.items():
-        if s:
-            lat.add_row(stage.replace("_to_", " -> ").replace("_", " "), f"{s['batches']:,}", *(f"{s[k]:,.1f}" for k in
-                        ("p50_us", "p90_us", "p99_us", "p99.9_us", "max_us")))
+        if s.get("batches"):
+            lat.add_row(stage.replace("_to_", " -> ").replace("_", " "), f"{s['batches']:,}",
+                        *(f"{s[k]:,.1f}" for k in LATENCY_FIGURES))
     console.print(lat)
     if r.top:
         t = Table(title=f"top of book, {len(r.top)} most traded stocks", show_edge=False, box=None,

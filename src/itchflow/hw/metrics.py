@@ -67,10 +67,15 @@ class LatencyLog:
         return self.a[:self.n].copy()
 
 
+LATENCY_FIGURES = ("p50_us", "p90_us", "p99_us", "p99.9_us", "max_us")
+
+
 def latency_summary(samples_ns: np.ndarray, count_key: str = "deliveries") -> dict:
-    """count, p50/p90/p99/p99.9/max in microseconds; {} for no samples."""
+    """count, p50/p90/p99/p99.9/max in microseconds; for no samples the same keys, a count of
+    0 and None (JSON null) for each figure (probe 52: {} on an empty day, and a script's
+    ``["p50_us"]`` raised KeyError where a busy day's gave a number)."""
     if len(samples_ns) == 0:
-        return {}
+        return {count_key: 0, **{k: None for k in LATENCY_FIGURES}}
     q = np.percentile(samples_ns, [50, 90, 99, 99.9])
     return {count_key: int(len(samples_ns)), "p50_us": q[0] / 1e3, "p90_us": q[1] / 1e3,
             "p99_us": q[2] / 1e3, "p99.9_us": q[3] / 1e3, "max_us": float(samples_ns.max()) / 1e3}

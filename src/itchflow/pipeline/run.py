@@ -165,6 +165,11 @@ def run_pipeline(source: str | SourceSpec, *, ring: str | None = None, capacity:
     if not isinstance(books, Books):   # a sharded one has no single order table to apply a ring's records to
         raise TypeError(f"run_pipeline applies a ring's records on one thread: pass Books() (threads=1), not "
                         f"{type(books).__name__}")   # (it was an AttributeError from inside the consumer: probe 42)
+    if isinstance(source, os.PathLike):
+        source = os.fspath(source)
+    if not isinstance(source, (str, SourceSpec)):   # (probe 52: bytes gave "no attribute 'kind'")
+        raise TypeError(f"run_pipeline takes a path or source URL (str), not {type(source).__name__}: it hands a "
+                        f"source over a ring from another process; for bytes in memory, use Books().replay(data)")
     spec = parse_source(source) if isinstance(source, str) else source
     if rate:
         if spec.kind != "file" or rate <= 0:
