@@ -75,10 +75,21 @@ def _cli(args):
     (["bars", "DAY", "--end", "26:00", "-o", "OUT"], "--end"),
     (["batch", "DAY", "--job", "lobster", "-s", "AAA", "--end", "x", "-o", "OUT"], "--end"),
     (["batch", "DAY", "--job", "snapshots", "--at", "99:00", "-o", "OUT"], "--at"),
+    # probe 52: each was exit 1 (a failure of the work), or read '' as the current folder
+    (["stats", ""], "PATH"),
+    (["trades", "", "-o", "OUT"], "PATH"),
+    (["run", "-s", ""], "--source"),
+    (["run", "-s", "DIR"], "--source"),
+    (["decode", "DAY", "-t", "", "-o", "OUT.csv"], "--types"),
+    (["decode", "DAY", "-t", "Z", "-o", "OUT.csv"], "--types"),
+    (["batch", "DAY", "--job", "decode", "-t", "Z", "-o", "OUT"], "--types"),
+    (["batch", "DAY", "--job", "snapshots", "--every", "60", "-o", "OUT"], "--symbols"),
+    (["batch", "DAY", "--job", "lobster", "-o", "OUT"], "--symbols"),
 ])
 def test_bad_values_are_usage_errors(tmp_path, day, args, option):
     out = tmp_path / "out"
-    r = _cli([day if a == "DAY" else out if a == "OUT" else a for a in args])
+    r = _cli([day if a == "DAY" else out if a == "OUT" else f"{out}.csv" if a == "OUT.csv" else
+              tmp_path if a == "DIR" else a for a in args])
     assert r.exit_code == 2 and option in r.output, r.output
     assert r.exception is None or isinstance(r.exception, SystemExit)
     assert not out.exists()
@@ -278,3 +289,12 @@ def test_the_cli_stock_range_is_the_generators():
     from itchflow.sim.generator import MAX_STOCKS
 
     assert (STOCKS.min, STOCKS.max) == (1, MAX_STOCKS)
+
+
+def test_an_empty_name_is_no_file_in_the_api_too():
+    """Probe 52: itchflow.stats('') read Path('') as the current folder, "'.': is a directory"."""
+    import itchflow
+
+    for call in (itchflow.stats, itchflow.read, lambda p: list(itchflow.scan(p))):
+        with pytest.raises(FileNotFoundError, match="'' is not a file name"):
+            call("")

@@ -9,7 +9,9 @@ import click
 
 from itchflow.cli import bench, main
 from itchflow.cli.decode import capture_losses, fail
-from itchflow.cli.params import LOBSTER_LEVELS, POSITIVE, RUNS, SECONDS, STOCKS, TIMES, TIME_TEXT, Count, symbols_option
+from itchflow.cli.params import (
+    LOBSTER_LEVELS, MESSAGE_TYPES, POSITIVE, RUNS, SECONDS, STOCKS, TIMES, TIME_TEXT, Count, symbols_option,
+)
 
 _JOBS = ("stats", "decode", "bbo", "trades", "snapshots", "lobster", "bars", "crosses", "imbalances")  # scale.jobs.JOBS (not imported: fast start)
 
@@ -37,7 +39,7 @@ def _job_options(job, types, at, every, depth, levels, start, end) -> dict:
 @click.option("--shards", type=click.IntRange(1, 4096), default=None,
               help="Locate shards per day (default: 1 when there are at least as many days as workers).")
 @click.option("--symbols", "-s", default=None, help="Comma-separated symbols (default: every stock).")
-@click.option("--types", "-t", default="AF", show_default=True, help="decode: message type letters (all: every type).")
+@click.option("--types", "-t", type=MESSAGE_TYPES, default="AF", show_default=True, help="decode: message type letters (all: every type).")
 @click.option("--at", "at", type=TIMES, default=None, help="snapshots: comma-separated times HH:MM[:SS[.fffffffff]].")
 @click.option("--every", type=SECONDS, default=None,
               help="snapshots: or a snapshot every this many seconds; bars: the bar in seconds [default: 60].")
@@ -65,6 +67,8 @@ def batch_command(paths, job, out, scheduler, workers, shards, symbols, types, a
     if not out.strip():
         raise click.BadParameter("give an output directory", param_hint="--out")
     symbols = symbols_option(symbols)   # -s , is a usage error, as in the single-file commands
+    if job in ("snapshots", "lobster") and not symbols:   # (exit 1, where the one-day command's is 2: probe 52)
+        raise click.BadParameter(f"the {job} job needs symbols, as `itchflow {job}` does", param_hint="--symbols")
     if scheduler and workers:
         fail(click.UsageError("give --scheduler or --workers, not both"))
     try:

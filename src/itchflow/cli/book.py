@@ -10,7 +10,7 @@ import click
 from itchflow.cli import bench, main
 from itchflow.cli.decode import fail, warn_unknown_types
 from itchflow.cli.params import (
-    IMAGE, PARQUET, RUNS, SECONDS, SEED, STOCKS, THREADS, TIMES, TIME_TEXT, Count, symbols_option,
+    IMAGE, INPUT_PATH, PARQUET, RUNS, SECONDS, SEED, STOCKS, THREADS, TIMES, TIME_TEXT, Count, symbols_option,
 )
 from itchflow.cli.progress import progress_total
 
@@ -26,7 +26,7 @@ def parse_time(text: str) -> int:
 
 
 @main.command("book")
-@click.argument("path", type=click.Path(dir_okay=False))
+@click.argument("path", type=INPUT_PATH)
 @click.option("--symbol", "-s", required=True,
               help="Stock symbol (from the stock directory) or locate number (digits; one no R names only on a day "
                    "with no R at all, named by its number).")
@@ -176,7 +176,7 @@ def _stream_command(which: str, noun: str, doc: str):
     """``itchflow bbo`` / ``itchflow trades``: one event stream of a whole file to Parquet."""
 
     @main.command(which, help=doc)
-    @click.argument("path", type=click.Path(dir_okay=False))
+    @click.argument("path", type=INPUT_PATH)
     @click.option("--symbols", "-s", default=None,
                   help="Comma-separated symbols or locate numbers, as book's --symbol (default: every stock).")
     @click.option("--out", "-o", required=True, type=PARQUET, help="Parquet file to write.")
@@ -316,7 +316,7 @@ def bench_instructions(shape, messages, start, stop, stocks, seed, no_peers, as_
 
 
 @main.command("snapshots")
-@click.argument("path", type=click.Path(dir_okay=False))
+@click.argument("path", type=INPUT_PATH)
 @click.option("--symbols", "-s", required=True, help="Comma-separated symbols or locate numbers, as book's --symbol.")
 @click.option("--at", "at", type=TIMES, default=None,
               help="Comma-separated times HH:MM[:SS[.fffffffff]]: the book as the feed stood at each (see the "

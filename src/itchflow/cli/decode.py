@@ -10,7 +10,7 @@ import click
 from itchflow.cli import bench, main
 from itchflow.cli.progress import progress_total
 from itchflow.cli.signals import exit_if_interrupted
-from itchflow.cli.params import RUNS, SEED, Count, table_path
+from itchflow.cli.params import INPUT_PATH, MESSAGE_TYPES, RUNS, SEED, Count, table_path
 from itchflow.wire.itch import DAY_NS
 
 
@@ -91,7 +91,7 @@ def warn_capture(capture: dict, consequence: str, path=None) -> None:
 
 
 @main.command()
-@click.argument("path", type=click.Path(dir_okay=False))
+@click.argument("path", type=INPUT_PATH)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--lenient", is_flag=True, help="Count malformed capture packets instead of failing.")
@@ -161,8 +161,8 @@ def _print_stats(info) -> None:
 
 
 @main.command()
-@click.argument("path", type=click.Path(dir_okay=False))
-@click.option("--types", "-t", default="AF", show_default=True,
+@click.argument("path", type=INPUT_PATH)
+@click.option("--types", "-t", type=MESSAGE_TYPES, default="AF", show_default=True,
               help="Message type letters to decode, e.g. AF or ADEU; all for every type.")
 @click.option("--symbol", "-s", default=None,
               help="Only messages of this stock (via stock directory or stock field); digits: a stock locate.")

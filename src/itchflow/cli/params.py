@@ -353,6 +353,22 @@ class InputFile(click.Path):
 INPUT_FILE = InputFile()
 
 
+class InputPath(click.Path):
+    """A day's name as the reading commands take it (a file, ``-``, a URL): '' is a usage error
+    (it was read as the current folder, "'.': is a directory": probe 52), as a folder is."""
+
+    def __init__(self):
+        super().__init__(dir_okay=False)
+
+    def convert(self, value, param, ctx):
+        if os.fspath(value) == "":
+            self.fail("'' is not a file name", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+INPUT_PATH = InputPath()
+
+
 class SourceText(click.ParamType):
     """A source string of `run` (pipeline.sources): what the string alone gets wrong (an unknown
     option, port 0, a time-out out of range) is a usage error, exit 2 (it was exit 1, as a
@@ -364,9 +380,14 @@ class SourceText(click.ParamType):
         from itchflow.pipeline.sources import check_source_text, parse_source
 
         try:
-            check_source_text(parse_source(value))
+            spec = parse_source(value)
+            check_source_text(spec)
         except ValueError as e:
             self.fail(str(e), param, ctx)
+        if spec.kind == "file" and not spec.reads_stdin and (spec.path == "" or os.path.isdir(spec.path)):
+            # (as the other commands' PATH: it was exit 1, as a failure of the run: probe 52)
+            self.fail("'' is not a file name" if spec.path == "" else
+                      f"{spec.path!r} is a directory, not an ITCH file or capture", param, ctx)
         return value
 
 
@@ -436,6 +457,27 @@ def table_path(*formats: str, bare_ok: bool = True) -> FormatPath:
 
 
 PARQUET = table_path("parquet", "pq")
+
+
+class MessageTypes(click.ParamType):
+    """--types of decode and batch: letters, names or all; none, or a letter that is no type,
+    is a usage error naming the option (it was exit 1: probe 52)."""
+
+    name = "types"
+
+    def convert(self, value, param, ctx):
+        from itchflow.decode.reader import type_codes
+
+        try:
+            codes = type_codes(value)
+        except ValueError as e:
+            self.fail(str(e).removeprefix("types: "), param, ctx)
+        if not codes:
+            self.fail("no message types: give letters such as AF, or all", param, ctx)
+        return value
+
+
+MESSAGE_TYPES = MessageTypes()
 
 
 def symbols_option(text: str | None) -> list[str] | None:

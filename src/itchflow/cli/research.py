@@ -11,7 +11,9 @@ import click
 from itchflow.cli import main
 from itchflow.cli.book import report_losses
 from itchflow.cli.decode import fail, warn_capture, warn_unknown_types
-from itchflow.cli.params import IMAGE, IMAGE_IN_MADE_FOLDER, INTERVAL, LOBSTER_LEVELS, TIME_TEXT, symbols_option, table_path
+from itchflow.cli.params import (
+    IMAGE, IMAGE_IN_MADE_FOLDER, INPUT_PATH, INTERVAL, LOBSTER_LEVELS, TIME_TEXT, symbols_option, table_path,
+)
 from itchflow.cli.progress import progress_total
 from itchflow.sinks.output import folders_made_for
 
@@ -28,7 +30,7 @@ def _errors():
 
 
 @main.command("lobster")
-@click.argument("path", type=click.Path(dir_okay=False))
+@click.argument("path", type=INPUT_PATH)
 @click.option("--symbols", "-s", required=True, help="Comma-separated symbols.")
 @click.option("--levels", "-n", default=10, show_default=True, type=LOBSTER_LEVELS,
               help="Order-book levels per side.")
@@ -65,7 +67,7 @@ def lobster_command(path, symbols, levels, out, start, end, date, parquet, quiet
 
 
 @main.command("bars")
-@click.argument("path", type=click.Path(dir_okay=False))
+@click.argument("path", type=INPUT_PATH)
 @click.option("--every", "-e", type=INTERVAL, default="1min", show_default=True, help="Interval: 1s, 500ms, 1min, 5min, 1h ...")
 @click.option("--symbols", "-s", default=None, help="Comma-separated symbols or stock locate numbers (default: every stock).")
 @click.option("--out", "-o", required=True, type=table_path("parquet", "pq", "csv"), help="Parquet (or .csv) file.")
@@ -114,7 +116,7 @@ def bars_command(path, every, symbols, out, start, end, plot, plot_symbol, quiet
 
 
 @main.command("auctions")
-@click.argument("path", type=click.Path(dir_okay=False))
+@click.argument("path", type=INPUT_PATH)
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False),
               help="Directory for crosses.parquet and imbalances.parquet.")
 @click.option("--symbols", "-s", default=None, help="Comma-separated symbols or stock locate numbers (default: every stock).")

@@ -161,6 +161,8 @@ def iter_chunks(source, *, gz_block: int = DEFAULT_GZ_BLOCK, strict: bool = True
         yield from _url_chunks(source, gz_block, opts)
         return
     if isinstance(source, (str, os.PathLike)):
+        if os.fspath(source) in ("", b""):   # (Path('') is '.': "'.': is a directory", probe 52)
+            raise FileNotFoundError(errno.ENOENT, "'' is not a file name", "")
         path = Path(source)
         if not path.exists():
             raise missing_file(path)
