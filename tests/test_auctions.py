@@ -218,6 +218,12 @@ def test_a_plot_that_cannot_be_drawn_is_refused_before_the_tables_are_written(da
                              "--plot-symbol", "NOPE", "--plot", str(tmp_path / "b.png"), "-q"])
     assert r.exit_code == 1 and "no bars for 'NOPE'" in r.output, r.output
     assert list(tmp_path.iterdir()) == []
+    empty = tmp_path.parent / f"{tmp_path.name}-empty.itch"   # (probe 52: "no bars for ''")
+    empty.write_bytes(b"")
+    r = runner.invoke(main, ["bars", str(empty), "-o", str(tmp_path / "b.parquet"), "--plot", str(tmp_path / "b.png"),
+                             "-q"])
+    assert r.exit_code == 1 and "no stock quoted or traded" in r.output and "''" not in r.output, r.output
+    assert list(tmp_path.iterdir()) == []
     r = runner.invoke(main, ["auctions", str(day_file), "-o", str(tmp_path / "a"), "--cross-type", "o",
                              "--plot", str(tmp_path / "a.png")])
     assert r.exit_code == 0 and _png(tmp_path / "a.png"), r.output

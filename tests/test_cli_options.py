@@ -298,3 +298,21 @@ def test_an_empty_name_is_no_file_in_the_api_too():
     for call in (itchflow.stats, itchflow.read, lambda p: list(itchflow.scan(p))):
         with pytest.raises(FileNotFoundError, match="'' is not a file name"):
             call("")
+
+
+@pytest.mark.parametrize("args", [
+    ["lobster", "EMPTY", "-s", "AAPL", "--date", "2019-01-30", "-o", "OUT"],
+    ["book", "EMPTY", "-s", "AAPL"],
+    ["decode", "EMPTY", "-s", "AAPL", "-o", "OUT.csv"],
+    ["snapshots", "EMPTY", "-s", "AAPL", "--at", "10:00", "-o", "OUT.parquet"],
+])
+def test_a_symbol_an_empty_day_does_not_list_names_the_file_and_says_it_is_empty(tmp_path, args):
+    """Probe 52: "no stock directory (R) message for AAPL" of a 0-byte file (the usual sign
+    of a failed download) named neither the file nor that it held nothing."""
+    empty = tmp_path / "empty.itch"
+    empty.write_bytes(b"")
+    out = tmp_path / "out"
+    r = _cli([empty if a == "EMPTY" else out if a == "OUT" else f"{out}{a[3:]}" if a.startswith("OUT.") else a
+              for a in args])
+    assert r.exit_code == 1 and "AAPL" in r.output, r.output
+    assert f"{empty}: " in r.output and "(the file is empty: 0 bytes)" in r.output, r.output

@@ -61,7 +61,7 @@ def book_command(path, symbol, at, depth, as_json, plot, quiet) -> None:
         check_locates(books, [key], after=f" before --at {at}" if t is not None and books.stopped_at_time else "")
         bids, asks = books.depth(loc, depth if depth > 0 else -1)
     except (ITCHFormatError, OSError, KeyError, ValueError) as e:
-        fail(e)
+        fail(e, path)
     ts = t if t is not None else books.last_timestamp_ns
     if plot:
         from itchflow.cli.decode import format_timestamp
@@ -70,7 +70,7 @@ def book_command(path, symbol, at, depth, as_json, plot, quiet) -> None:
         try:
             depth_plot(books.symbol(loc), bids, asks, f"book at {format_timestamp(ts)}", plot)
         except (RuntimeError, OSError) as e:   # no matplotlib; a directory that is not there
-            fail(e)
+            fail(e, path)
     if as_json:
         click.echo(json.dumps({"symbol": books.symbol(loc), "timestamp_ns": int(ts),
                                "bids": bids.tolist(), "asks": asks.tolist(), **losses(books, capture, [loc])}))
@@ -194,7 +194,7 @@ def _stream_command(which: str, noun: str, doc: str):
                 rows, messages = events_to_parquet(path, out, which, symbols_option(symbols), progress=update,
                                                    books=books, capture_stats=capture)
         except (ITCHFormatError, OSError, KeyError, ValueError) as e:
-            fail(e)
+            fail(e, path)
         click.echo(f"wrote {rows:,} {noun} from {messages_read(books, messages)} to {out}")
         report_losses(books, capture, symbols=stock_keys(symbols_option(symbols)), backwards=OWN_STAMPS)
 
@@ -355,7 +355,7 @@ def snapshots_command(path, symbols, at, every, depth, out, quiet) -> None:
         rows = snapshots_to_parquet(books, path, out, times, symbols_option(symbols), depth if depth > 0 else -1,
                                     capture_stats=capture)
     except (ITCHFormatError, OSError, KeyError, ValueError) as e:
-        fail(e)
+        fail(e, path)
     click.echo(f"wrote {rows:,} rows ({len(times):,} times x {len(symbols_option(symbols))} symbols) to {out}")
     report_losses(books, capture, symbols=stock_keys(symbols_option(symbols)))
 

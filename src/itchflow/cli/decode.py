@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import click
@@ -23,10 +24,20 @@ def format_timestamp(ns: int | None) -> str:
 
 
 
-def fail(error: Exception) -> None:
-    """Print a clean one-line error (no traceback) and exit 1 (130 after a Ctrl-C: its doing)."""
+def fail(error: Exception, path=None) -> None:
+    """Print a clean one-line error (no traceback) and exit 1 (130 after a Ctrl-C: its doing).
+    path: the day the command read. A KeyError (a symbol or locate the day does not list)
+    names it, and says when the file is empty: the usual sign of a failed download (probe 52:
+    "no stock directory (R) message for AAPL" of a 0-byte file, naming neither)."""
     exit_if_interrupted()
     text = error.args[0] if isinstance(error, KeyError) and len(error.args) == 1 else error  # str() quotes it
+    if isinstance(error, KeyError) and path is not None:
+        text = f"{path}: {text}"
+        try:
+            if os.path.isfile(path) and os.path.getsize(path) == 0:
+                text += " (the file is empty: 0 bytes)"
+        except (OSError, ValueError):
+            pass
     click.echo(f"itchflow: error: {text}", err=True)
     sys.exit(1)
 
@@ -188,7 +199,7 @@ def decode(path: str, types: str, symbol: str | None, out: str, chunk: int, renu
                 unknown += piece.info.unknown
                 capture = piece.info.capture or capture   # (running totals: the last piece's are the capture's)
     except (ITCHFormatError, OSError, ValueError, KeyError) as e:
-        fail(e)
+        fail(e, path)
     click.echo(f"wrote {writer.rows:,} rows ({', '.join(f'{c}={n:,}' for c, n in writer.rows_by_type.items())}) "
                f"from {writer.messages_read:,} messages to {out}")
     warn_unknown_types(unknown)   # as bbo, trades, bars and book say it (probe 24: decode alone said nothing)

@@ -56,7 +56,7 @@ def lobster_command(path, symbols, levels, out, start, end, date, parquet, quiet
     except KeyboardInterrupt:
         _interrupted("lobster", "its unfinished files (.part) were removed")
     except _errors() as e:
-        fail(e)
+        fail(e, path)
     report_losses(books[0], capture, ": the files are built without them", path, list(days),
                   backwards="each row is in or out of the window by its own stamp, the book row after it in file "
                             "order")
@@ -94,7 +94,10 @@ def bars_command(path, every, symbols, out, start, end, plot, plot_symbol, quiet
         if plot:   # what the plot draws is there, before the table is written (probe 32)
             from itchflow.sinks.research_plots import bars_plot, bars_rows
 
-            first = symbols[0] if symbols else (table["symbol"][0].as_py() if table.num_rows else "")
+            first = symbols[0] if symbols else (table["symbol"][0].as_py() if table.num_rows else None)
+            if not (plot_symbol or first):   # (it said "no bars for ''": probe 52)
+                raise ValueError(f"{path}: no stock quoted or traded within the bars' window, so there is nothing "
+                                 f"to plot (leave out --plot for the table alone)")
             sym = _plot_symbol(table, plot_symbol or first)
             bars_rows(table, sym)
             _check_plot_folder(plot)
@@ -104,7 +107,7 @@ def bars_command(path, every, symbols, out, start, end, plot, plot_symbol, quiet
     except KeyboardInterrupt:
         _interrupted("bars")
     except _errors() as e:
-        fail(e)
+        fail(e, path)
     report_losses(books[0], capture, ": the bars are built without them", path, symbols or None,
                   backwards="an interval's quote is its stock's quote before the first of its quote changes stamped "
                             "at or after the interval's end, in file order; a trade is in the interval of its stamp")
@@ -163,7 +166,7 @@ def auctions_command(path, out, symbols, plot, plot_symbol, cross_type, quiet) -
     except KeyboardInterrupt:
         _interrupted("auctions")
     except _errors() as e:
-        fail(e)
+        fail(e, path)
     warn_capture(capture, ": the tables are built without them", path)
     if out_of_range:
         click.echo("itchflow: warning: prices past Price(4)'s largest (200,000.0000) written as NaN: "
@@ -260,5 +263,6 @@ def _largest_cross(crosses, cross_type: str) -> str:
 
     t = crosses.filter(pc.equal(crosses["cross_type"], cross_type.upper()))
     if t.num_rows == 0:
-        raise ValueError(f"no crosses of type {cross_type!r} to plot")
+        raise ValueError(f"no crosses of type {cross_type!r} to plot (--cross-type chooses another; leave out "
+                         f"--plot for the tables alone)")
     return t["symbol"][int(pc.index(t["shares"], pc.max(t["shares"])).as_py())].as_py()
