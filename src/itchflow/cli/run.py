@@ -16,7 +16,6 @@ from itchflow.cli.params import (
     BYTES, CPUS, FEED_RING_CAPACITY, HEARTBEAT, IMAGE, MESSAGE_RATE, NON_NEGATIVE, POSITIVE, RING_NAME, RUNS,
     SECONDS_OR_OFF, SEED, SOURCE, STOCKS, Count,
 )
-from itchflow.hw.metrics import LATENCY_FIGURES
 from itchflow.wire.itch import price4_to_float
 
 EXIT_INTERRUPTED = 130   # 128 + SIGINT, as a shell reports a Ctrl-C
@@ -326,6 +325,8 @@ def print_report(r) -> None:
                 title_justify="left")
     for col in ("stage", "batches", "p50", "p90", "p99", "p99.9", "max"):
         lat.add_column(col, justify="left" if col == "stage" else "right")
+    from itchflow.hw.metrics import LATENCY_FIGURES   # (here: it loads numba, and the CLI starts fast)
+
     for stage, s in r.latency.items():
         if s.get("batches"):
             lat.add_row(stage.replace("_to_", " -> ").replace("_", " "), f"{s['batches']:,}",
