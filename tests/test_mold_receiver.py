@@ -923,3 +923,22 @@ def test_an_end_of_session_below_what_was_delivered_is_contradicted():
     run.feed(packet(1, 5), 0)
     run.feed(end_of_session(6), 0)               # the true end: nothing past it
     assert run.r.finished and run.r.stats.after_end_of_session == 0
+
+
+def test_a_hole_known_from_a_heartbeat_alone_behind_a_silent_give_up_is_still_asked_for():
+    """Probe 56: behind a hole the server's silence gave up, a hole known only from a heartbeat
+    (no data held past it) was taken as given up unasked: it was parked, never asked for, and
+    lost once data past it came, though the server answered from that moment."""
+    run = Run(line_wait_ns=0, request_timeout_ns=50 * MS, give_up_ns=100 * MS)
+    run.feed(packet(1, 1), 0)
+    run.feed(packet(3, 1), 0)                      # hole 2, asked
+    run.feed(heartbeat(6), 0)                      # hole 4..5, known from the heartbeat alone
+    run.tick(50 * MS)
+    ev = run.tick(100 * MS)                        # the silence gives hole 2 up
+    assert [(e.first_sequence, e.count) for e in of(ev, Lost)] == [(2, 1)]
+    (req,) = of(ev, Request)
+    assert (req.first_sequence, req.count) == (4, 2)
+    run.feed(packet(4, 2), 101 * MS, LINE_REPLY)   # the server is back
+    run.feed(packet(6, 1), 300 * MS)
+    assert bytes(run.out) == expected(1, 2) + expected(3, 7)
+    assert run.r.stats.lost == 1 and run.r.stats.recovered == 2 and run.r.stats.unasked_give_ups == 0

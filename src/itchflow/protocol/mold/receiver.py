@@ -760,14 +760,14 @@ class MoldReceiver:
                     return
                 continue
             if (self._silent_since is not None and self._silence_gave_up_ns is not None
-                    and since_ns <= self._silence_gave_up_ns
+                    and since_ns < self._silence_gave_up_ns and (self._heap or self.ended)
                     and self._silence_gave_up_ns - self._silent_since >= self.give_up_ns):
-                # visible before the server's silence gave the hole ahead up: it goes too, unasked
+                # visible before the server's silence gave the hole ahead up: it goes too, unasked.
+                # (Only a hole whose end is data held or the session's end: one known from a
+                # heartbeat alone is asked for, as it would be parked, not given up: probe 56.)
+                self._give_up(f"the re-request server has not answered for {(now_ns - self._silent_since) / 1e9:.2f} s "
+                              f"(given up with the hole before it, not asked for)", events)
                 self.stats.unasked_give_ups += 1
-                if not self._give_up(f"the re-request server has not answered for "
-                                     f"{(now_ns - self._silent_since) / 1e9:.2f} s (given up with the hole "
-                                     f"before it, not asked for)", events):
-                    return
                 continue
             self._send_request(now_ns, 1, events)
             return
