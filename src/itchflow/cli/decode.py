@@ -34,7 +34,7 @@ def fail(error: Exception, path=None) -> None:
     if isinstance(error, KeyError) and path is not None:
         text = f"{path}: {text}"
         try:
-            if os.path.isfile(path) and os.path.getsize(path) == 0:
+            if path != "-" and os.path.isfile(path) and os.path.getsize(path) == 0:   # (not a file named -: probe 56)
                 text += " (the file is empty: 0 bytes)"
         except (OSError, ValueError):
             pass

@@ -556,7 +556,7 @@ def _finish(report, applier, books, tpn, run: _Run, top) -> PipelineReport:
         "consume_to_applied": latency_summary(applied * to_ns, "batches"),
     }
     report.samples = {"publish_to_consume": hand_off * to_ns, "consume_to_applied": applied * to_ns}
-    if len(received):
+    if len(received) or report.source.startswith("mold://"):   # (the key on an empty mold run too: probe 56)
         report.latency["receive_to_applied"] = latency_summary(received.astype(np.float64), "batches")
         report.samples["receive_to_applied"] = received.astype(np.float64)
     ticks = int(applier.st[S_APPLY_TICKS])

@@ -244,7 +244,8 @@ class MoldReceiver:
         self.malformed_log: list[Malformed] = []
         self._peer = None   # the sender of the datagram being taken (see receive)
         # sessions left, newest last, to count their late packets as stale; bounded, since with
-        # follow_sessions every well-framed packet naming a new session is a change
+        # follow_sessions every well-framed packet naming a new session is a change (a packet
+        # of a session forgotten is a new one again: followed, as any other would be)
         self.old_sessions: dict[bytes, None] = {}
         self._batch_out = np.zeros(1 << 16, np.uint8)
         self._counters = np.zeros(8, np.int64)
