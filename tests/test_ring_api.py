@@ -231,6 +231,30 @@ def test_a_writer_dropped_without_close_stops_its_heartbeat(path):
         assert not heartbeat.is_alive() and _heartbeats() == threads
 
 
+def test_rings_dropped_without_close_let_their_descriptors_go(path):
+    """Probe 55: a Ring had nothing to close its descriptor when collected. 300 rings made and
+    opened, then dropped, held 600 descriptors; 20 rings of 16 MiB replaced under one name
+    held 320 MiB of /dev/shm through descriptors of files no name showed."""
+    import gc
+
+    def fds():
+        return len(os.listdir("/proc/self/fd"))
+
+    gc.collect()
+    before = fds()
+    for _ in range(50):
+        r = Ring.create(path, 1 << 16, consumers=["book"], exist_ok=True)
+        w = r.writer(timeout=1.0)
+        opened = Ring.open(path)
+        reader = opened.reader("book", timeout=1.0)
+        w.write(b"y" * 64)
+        assert bytes(reader.read()) == b"y" * 64
+        w.close()
+        del w, reader, opened, r   # no close of either ring
+    gc.collect()
+    assert fds() <= before + 2, (before, fds())
+
+
 def test_a_batch_of_no_record_publishes_nothing(path):
     """write_batch(buf, []) asked the kernel for -1 records and reported its answer as "ring
     full (a consumer is behind)" on an empty ring. No offsets, or one, is no record: 0."""

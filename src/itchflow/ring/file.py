@@ -132,6 +132,11 @@ def _check_memory(path: str, size: int, on_hugetlbfs: bool) -> None:
                                     "(a smaller --capacity)", path)
 
 
+def _close_fd(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.close(fd)
+
+
 class Ring:
     """A mapped ring file. ``words`` is the file as int64 words, ``data`` the data region."""
 
@@ -140,6 +145,9 @@ class Ring:
         own (a ring this process just wrote)."""
         self.path = path
         self._fd = fd
+        # a ring dropped without close() lets its descriptor go when it is collected (it held
+        # the file, and a removed ring's pages in /dev/shm, until the process exited: probe 55)
+        self._fd_closer = weakref.finalize(self, _close_fd, fd)
         self._mm = mm
         self.owner = owner
         self._identity = _file_identity(os.fstat(fd))   # (what its name must still be to be removed)
@@ -385,7 +393,7 @@ class Ring:
             sigbus.unguard(self._mm)   # its address range may be reused at once
         except BufferError:
             pass  # a view (e.g. a Batch) is still alive; the mapping goes when it does
-        os.close(self._fd)
+        self._fd_closer()   # (once: a finalizer called is dead)
         self._mm = None
         if self.owner and _created.get(self.path, (None,))[0] == os.getpid():
             self.unlink()
