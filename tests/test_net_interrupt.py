@@ -74,6 +74,25 @@ def test_soup_serve_prints_its_counters_on_ctrl_c(tmp_path):
     assert "connections" in counters and "login_timeouts" in counters
 
 
+def test_soup_serve_prints_its_counters_when_sigterm_comes_twice(tmp_path):
+    """Probe 54: ``timeout`` sends SIGTERM to the child, then to its group; the second landed
+    in the clean-up and ended it before the counters, 5 of 8 times. A SIGTERM that comes
+    while the first is ending the command is let be."""
+    import signal
+
+    src = tmp_path / "day.itch"
+    src.write_bytes(synthetic_day(2_000, seed=3).tobytes())
+    proc = start(["soup", "serve", str(src), "--host", "127.0.0.1", "--port", "0", "--user", "u", "--password", "p"])
+    wait_for_line(proc, r"on 127\.0\.0\.1:(\d+)")
+    for _ in range(3):
+        proc.send_signal(signal.SIGTERM)
+    _, err = finish(proc, 60)
+    assert proc.returncode == 143, err
+    counters = json.loads([line for line in err.splitlines() if line.startswith("{")][-1])
+    assert "connections" in counters and "login_timeouts" in counters
+    assert err.count("terminated (signal 15)") == 1 and "Traceback" not in err, err
+
+
 def test_soup_fetch_prints_its_report_on_ctrl_c():
     """A server that sends 10 messages and then only listens; once the client's first
     heartbeat arrives (it has been through its loop after the data), Ctrl-C."""
