@@ -255,6 +255,28 @@ def test_rings_dropped_without_close_let_their_descriptors_go(path):
     assert fds() <= before + 2, (before, fds())
 
 
+def test_names_that_come_and_go_do_not_fill_the_slots_for_good(path):
+    """Probe 55: 16 consumers of unique names, each closed (keeping its slot, as ``with reader:``
+    does) and then detached by the producer, took every slot: the 17th was refused, though no
+    process held any. A new name now takes the slot of a detached name no live reader holds."""
+    with Ring.create(path, 1 << 16, max_consumers=2, heartbeat_timeout=0.3) as r:
+        w = r.writer(wait="sleep", timeout=10.0)
+        took = []
+        for i in range(5):
+            with Ring.open(path) as opened:
+                reader = opened.reader(f"worker-{i}", timeout=5.0)
+                took.append(reader.took_slot_of)
+                w.write(b"m%d" % i)
+                assert bytes(reader.read()) == b"m%d" % i
+                reader.close()   # keeps the slot
+            for _ in range(400):   # the ring fills past the closed name: the producer detaches it
+                w.write(b"f" * 200)
+        assert took[:2] == [None, None] and took[2:] == ["worker-0", "worker-1", "worker-2"]
+        states = {c["name"]: c["state"] for c in r.snapshot()["consumers"]}
+        assert set(states) == {"worker-3", "worker-4"}, states
+        w.close()
+
+
 def test_a_batch_of_no_record_publishes_nothing(path):
     """write_batch(buf, []) asked the kernel for -1 records and reported its answer as "ring
     full (a consumer is behind)" on an empty ring. No offsets, or one, is no record: 0."""

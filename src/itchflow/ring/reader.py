@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+import weakref
 from typing import Iterator
 
 import numpy as np
@@ -16,7 +17,7 @@ from itchflow.ring.claim_lock import claim_lock
 from itchflow.ring.errors import ConsumerDetached, ProducerGone, RingBusy, RingClosed, RingError, RingFormatError
 from itchflow.ring.liveness import pid_alive, producer_live, producer_process_alive
 from itchflow.ring.record_header import FAULT_TEXT, header_fault
-from itchflow.ring.slots import commit_snapshot, set_name
+from itchflow.ring.slots import commit_snapshot, get_name, set_name
 from itchflow.ring.wait import WAIT_SLICE_NS, first_slice, strategy_code, timeout_ns, wait_in_slices
 
 
@@ -56,6 +57,9 @@ class Batch:
 assert (C.C_REC, C.C_PAY) == (C.C_POS + 1, C.C_POS + 2)   # give_back restores the three as one slice
 
 
+_OPEN_READERS: "weakref.WeakSet[Reader]" = weakref.WeakSet()   # this process's (their slots are not taken)
+
+
 class Reader:
     """A named consumer. A new name joins at the live edge (blocking mode: through the
     producer, so nothing it expects is overwritten); a known name resumes from its saved
@@ -69,6 +73,7 @@ class Reader:
                  max_batch: int = 4096):
         self.ring = ring
         self.name = name
+        self.took_slot_of: str | None = None   # the detached name whose slot this one took, if any
         self.strategy = strategy_code(wait)
         self.timeout_ns = timeout_ns(timeout)
         self._off = np.empty(max_batch, np.int64)
@@ -109,6 +114,7 @@ class Reader:
         self._last_cs = self.cs   # (kept after close: position, records, last_type still answer)
         self._final = None        # the loss counts once closed
         ring._readers.add(self)   # (forgotten when the ring closes first)
+        _OPEN_READERS.add(self)
         # the slot's loss counter before this attach: what joining skips (records a producer
         # published while the slot was detached) is this reader's loss, counted below
         self.lost_records_at_attach = int(load(w, b + L.S_LOST_REC)) if not new else 0
@@ -143,12 +149,44 @@ class Reader:
         for i in range(self.ring.max_consumers):
             b = L.slot_base(i)
             if cas(w, b + L.S_STATE, L.SLOT_FREE, L.SLOT_CLAIMED) == L.SLOT_FREE:
-                for k in range(L.SLOT_WORDS):
-                    if k != L.S_STATE:
-                        w[b + k] = 0
-                set_name(w, b, name)
+                self._take_slot(b, name)
                 return i
-        raise RingError(f"{self.ring.path}: all {self.ring.max_consumers} consumer slots are taken")
+        # None free: the slot of a detached name no live process holds, detached longest, is
+        # taken (its name can no longer resume: it would have rejoined at the live edge with
+        # its loss counted). Names that come and go under default close() filled every slot
+        # for good, though none was read from (probe 55). (Under the claim lock: no resume races.)
+        me, timeout = os.getpid(), int(w[L.W_HB_TIMEOUT])
+        idle = []
+        for i in range(self.ring.max_consumers):
+            b = L.slot_base(i)
+            if load(w, b + L.S_STATE) != L.SLOT_DETACHED:
+                continue
+            pid, age = int(load(w, b + L.S_PID)), time.monotonic_ns() - int(load(w, b + L.S_HB))
+            if pid == me and self._held_here(i):
+                continue   # an open Reader of this process, detached: it rejoins, its slot is its own
+            if pid == me or not pid or not pid_alive(pid) or age > timeout:
+                idle.append((int(load(w, b + L.S_HB)), i))
+        for _, i in sorted(idle):
+            b = L.slot_base(i)
+            if cas(w, b + L.S_STATE, L.SLOT_DETACHED, L.SLOT_CLAIMED) == L.SLOT_DETACHED:
+                self.took_slot_of = get_name(w, b)
+                self._take_slot(b, name)
+                return i
+        raise RingError(f"{self.ring.path}: all {self.ring.max_consumers} consumer slots are taken by names a live "
+                        f"process holds or the producer still keeps data for; a consumer that will not come back "
+                        f"frees its slot with close(leave=True)")
+
+    def _held_here(self, slot: int) -> bool:
+        """Whether an open Reader of this process holds the slot of this ring file."""
+        return any(r.cs is not None and r.slot == slot and r.ring._identity == self.ring._identity
+                   for r in list(_OPEN_READERS))
+
+    def _take_slot(self, b: int, name: str) -> None:
+        w = self.ring.words
+        for k in range(L.SLOT_WORDS):
+            if k != L.S_STATE:
+                w[b + k] = 0
+        set_name(w, b, name)
 
     def _request_join(self, count_loss: bool) -> None:
         w = self.ring.words
