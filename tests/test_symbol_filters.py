@@ -125,3 +125,24 @@ def test_decode_symbol_follows_each_rename_however_the_day_is_cut(tmp_path, chun
         assert res.exit_code == 0, res.output
         with open(out) as f:
             assert [(x["sequence"], x["message_type"]) for x in csv.DictReader(f)] == rows, (symbol, chunk)
+
+
+def test_lobster_asked_for_a_name_an_r_took_away_says_so(tmp_path):
+    """Probe 54: `lobster -s OLD` after an R renamed OLD's locate said "no stock directory (R)
+    message for OLD", which the day has. It says the name was renamed and what to ask for
+    (following an old name is a gap the README names); the new name gives its rows."""
+    from itchflow import encode_message as enc
+
+    day = b"".join([enc("R", stock_locate=2, timestamp=34_000 * 10**9, stock="OLD"),
+                    enc("A", stock_locate=2, timestamp=34_300 * 10**9, order_reference_number=1,
+                        buy_sell_indicator="B", shares=100, stock="OLD", price=5000),
+                    enc("R", stock_locate=2, timestamp=35_000 * 10**9, stock="NEW"),
+                    enc("A", stock_locate=2, timestamp=35_100 * 10**9, order_reference_number=2,
+                        buy_sell_indicator="S", shares=100, stock="NEW", price=6000)])
+    path = tmp_path / "renames.itch"
+    path.write_bytes(day)
+    res = CliRunner().invoke(main, ["lobster", str(path), "-s", "OLD", "--date", "2019-01-30", "-o", str(tmp_path / "a")])
+    assert res.exit_code == 1 and "OLD was renamed by a later R (locate 2 is NEW" in res.output, res.output
+    assert "no stock directory (R) message" not in res.output
+    res = CliRunner().invoke(main, ["lobster", str(path), "-s", "NEW", "--date", "2019-01-30", "-o", str(tmp_path / "b")])
+    assert res.exit_code == 0, res.output

@@ -733,7 +733,14 @@ def _walk(source, syms: list[str], levels: int, start_ns: int, end_ns: int,
                                      progress=progress, slice_bytes=slice_bytes, capture_stats=capture_stats,
                                      renumber=True)
         make_rows()
-        resolve_symbols(access.directory(books), syms, "lobster")   # none missing, none twice
+        final = access.directory(books)
+        renamed = {s: (loc, final.get(loc)) for loc, (s, _, _) in streams.items() if final.get(loc) != s}
+        if renamed:   # (it said "no stock directory (R) message for" a name an R did give: probe 54)
+            raise KeyError("lobster: " + "; ".join(
+                f"{s} was renamed by a later R (locate {loc} is {new} at the end of the day), and lobster "
+                f"cannot yet be asked for a name an R took away: ask for {new} for its rows after the R"
+                for s, (loc, new) in renamed.items()))
+        resolve_symbols(final, syms, "lobster")   # none missing, none twice
     except BaseException:
         for _, _, output in streams.values():
             output.abort()
