@@ -175,7 +175,7 @@ def test_cli_research_commands(day_file, tmp_path):
     assert pq.read_table(tmp_path / "auc" / "crosses.parquet").num_rows == len(itchflow.read(day_file, "Q")["Q"])
     assert _png(tmp_path / "a.png")
     r = runner.invoke(main, ["lobster", str(day_file), "-s", "NOPE", "-o", str(tmp_path / "x"), "-q"])
-    assert r.exit_code == 1 and "itchflow: error: lobster: no stock directory (R) message for NOPE\n" in r.output
+    assert r.exit_code == 1 and f"itchflow: error: {day_file}: lobster: no stock directory (R) message for NOPE\n" in r.output
     assert not list((tmp_path / "x").glob("*"))
     missing = tmp_path / "absent.itch"  # no date in its name either: the missing file is what is said
     r = runner.invoke(main, ["lobster", str(missing), "-s", "HYG", "-o", str(tmp_path / "y"), "-q"])
