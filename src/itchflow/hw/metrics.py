@@ -77,5 +77,5 @@ def latency_summary(samples_ns: np.ndarray, count_key: str = "deliveries") -> di
     if len(samples_ns) == 0:
         return {count_key: 0, **{k: None for k in LATENCY_FIGURES}}
     q = np.percentile(samples_ns, [50, 90, 99, 99.9])
-    return {count_key: int(len(samples_ns)), "p50_us": q[0] / 1e3, "p90_us": q[1] / 1e3,
-            "p99_us": q[2] / 1e3, "p99.9_us": q[3] / 1e3, "max_us": float(samples_ns.max()) / 1e3}
+    figures = [*(q / 1e3), float(samples_ns.max()) / 1e3]
+    return {count_key: int(len(samples_ns)), **dict(zip(LATENCY_FIGURES, figures))}

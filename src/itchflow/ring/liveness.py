@@ -91,9 +91,14 @@ def producer_live(words, now: int | None = None) -> bool:
 
 def consumer_live(words, base: int, now: int | None = None) -> bool:
     """Slot at word ``base``: held by a live, heart-beating process."""
+    return load(words, base + L.S_STATE) in (L.SLOT_JOINING, L.SLOT_ATTACHED) and slot_holder_live(words, base, now)
+
+
+def slot_holder_live(words, base: int, now: int | None = None) -> bool:
+    """Slot at word ``base``, whatever its state: its pid is a live process whose heartbeat in
+    the slot is within the ring's time-out."""
     now = time.monotonic_ns() if now is None else now
-    return (load(words, base + L.S_STATE) in (L.SLOT_JOINING, L.SLOT_ATTACHED)
-            and pid_alive(int(load(words, base + L.S_PID)))
+    return (pid_alive(int(load(words, base + L.S_PID)))
             and _age_ns(words, base + L.S_HB, now) <= int(words[L.W_HB_TIMEOUT]))
 
 

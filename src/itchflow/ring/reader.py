@@ -15,7 +15,7 @@ from itchflow.ring import consumer as C
 from itchflow.ring import layout as L
 from itchflow.ring.claim_lock import claim_lock
 from itchflow.ring.errors import ConsumerDetached, ProducerGone, RingBusy, RingClosed, RingError, RingFormatError
-from itchflow.ring.liveness import pid_alive, producer_live, producer_process_alive
+from itchflow.ring.liveness import pid_alive, producer_live, producer_process_alive, slot_holder_live
 from itchflow.ring.record_header import FAULT_TEXT, header_fault
 from itchflow.ring.slots import commit_snapshot, get_name, set_name
 from itchflow.ring.wait import WAIT_SLICE_NS, first_slice, strategy_code, timeout_ns, wait_in_slices
@@ -155,17 +155,18 @@ class Reader:
         # taken (its name can no longer resume: it would have rejoined at the live edge with
         # its loss counted). Names that come and go under default close() filled every slot
         # for good, though none was read from (probe 55). (Under the claim lock: no resume races.)
-        me, timeout = os.getpid(), int(w[L.W_HB_TIMEOUT])
+        me = os.getpid()
         idle = []
         for i in range(self.ring.max_consumers):
             b = L.slot_base(i)
             if load(w, b + L.S_STATE) != L.SLOT_DETACHED:
                 continue
-            pid, age = int(load(w, b + L.S_PID)), time.monotonic_ns() - int(load(w, b + L.S_HB))
-            if pid == me and self._held_here(i):
-                continue   # an open Reader of this process, detached: it rejoins, its slot is its own
-            if pid == me or not pid or not pid_alive(pid) or age > timeout:
-                idle.append((int(load(w, b + L.S_HB)), i))
+            if int(load(w, b + L.S_PID)) == me:
+                if self._held_here(i):
+                    continue   # an open Reader of this process, detached: it rejoins, its slot is its own
+            elif slot_holder_live(w, b):
+                continue
+            idle.append((int(load(w, b + L.S_HB)), i))
         for _, i in sorted(idle):
             b = L.slot_base(i)
             if cas(w, b + L.S_STATE, L.SLOT_DETACHED, L.SLOT_CLAIMED) == L.SLOT_DETACHED:
