@@ -316,6 +316,49 @@ def test_refused_program_error_carries_the_verifier_log():
     assert "verifier log" in str(e.value) and "R5" in e.value.log
 
 
+def _kernel_overloads() -> dict:
+    """Every compiled kernel of itchflow loaded so far, with how many typed versions it holds."""
+    found = {}
+    for name, mod in list(sys.modules.items()):
+        if name.startswith("itchflow.") and mod is not None:
+            for attr, value in vars(mod).items():
+                if hasattr(value, "overloads") and hasattr(value, "py_func"):
+                    found[f"{name}.{attr}"] = len(value.overloads)
+    return found
+
+
+# an ITCH system event (S, 12 bytes: locate 0, tracking 0, 6-byte timestamp 1, code O) in its block
+SYSTEM_EVENT_BLOCK = b"\x00\x0cS" + b"\x00\x00" + b"\x00\x00" + (1).to_bytes(6, "big") + b"O"
+
+
+def test_warm_up_types_the_kernels_as_the_receive_loop_meets_them():
+    # probe 55: on a cold cache the first packets waited ~0.7 s for a compile after "listening"
+    # (the warm-up typed one-frame rows 'C'; a run of several frames is strided, 'A'), and a fast
+    # feed overflowed the ring. Rows cut from the UMEM as the loop cuts them must load nothing new.
+    from itchflow.protocol.mold.receiver import Deliver, MoldReceiver
+    from itchflow.sources.xdp import frame_rows, warm_up
+    from itchflow.wire.moldudp64 import pack_header
+
+    warm_up()
+    before = _kernel_overloads()
+    frame, offset = 2048, 42
+    umem = np.zeros(8 * frame, np.uint8)
+    for i in range(8):
+        pkt = pack_header(b"SESSION001", 1 + i, 1) + SYSTEM_EVENT_BLOCK
+        umem[i * frame + offset:i * frame + offset + len(pkt)] = np.frombuffer(pkt, np.uint8)
+    n = len(pack_header(b"SESSION001", 1, 1)) + len(SYSTEM_EVENT_BLOCK)
+    r = MoldReceiver(b"SESSION001")
+    delivered = 0
+    # a run of one frame, of three adjacent frames, of two frames every other (two lines interleaved)
+    for first, step, k in ((0, 1, 1), (1, 1, 3), (4, 2, 2)):
+        rows = frame_rows(umem, frame, offset)[first:first + step * (k - 1) + 1:step]
+        events = r.receive_batch(rows, np.full(k, n, np.int64), k, 0, 0, np.zeros(k, np.int64))
+        delivered += sum(e.count for e in events if isinstance(e, Deliver))
+    assert delivered == 5 and r.stats.messages == 5 and r.stats.malformed == 0  # 1, 2-4, 5 (7: past a hole)
+    after = _kernel_overloads()
+    assert {k: v for k, v in after.items() if before.get(k) != v} == {}
+
+
 # ---------------------------------------------------------------- in namespaces (root)
 def _cli(net, side, *args, **kw):
     env = {**os.environ, "PYTHONPATH": SRC}

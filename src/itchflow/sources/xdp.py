@@ -551,9 +551,7 @@ class XdpSocket:
         """The UMEM as rows (one per frame) starting ``offset`` bytes into each frame."""
         v = self._views.get(offset)
         if v is None:
-            v = np.lib.stride_tricks.as_strided(self.umem[offset:], (self.frames, self.frame_size - offset),
-                                                (self.frame_size, 1), writeable=False)
-            self._views[offset] = v
+            v = self._views[offset] = frame_rows(self.umem, self.frame_size, offset)
         return v
 
     def line_table(self) -> np.ndarray:
@@ -717,6 +715,17 @@ class XdpRecv:
             self.xsk = None
 
 
+def frame_rows(umem: np.ndarray, frame_size: int, offset: int) -> np.ndarray:
+    """The UMEM as read-only rows, one per frame, each starting ``offset`` bytes into its frame.
+
+    With more than one frame and ``offset > 0`` the rows are not contiguous, so Numba types them
+    as layout 'A'; a one-frame view would be typed 'C' and compile other kernels (the warm-up
+    below must see the same type as the receive loop, or the first packets wait for a compile).
+    """
+    return np.lib.stride_tricks.as_strided(umem[offset:], (len(umem) // frame_size, frame_size - offset),
+                                           (frame_size, 1), writeable=False)
+
+
 def warm_up() -> None:
     """Compile (or load) the ring walk now, not on the first packet: rings of zeros are empty."""
     cfg = np.zeros(C_FIELDS, np.int64)
@@ -726,7 +735,7 @@ def warm_up() -> None:
     words = np.zeros(16, np.int64)
     fr = np.zeros(16, np.int64)
     state = np.zeros(S_FIELDS, np.int64)
-    umem = np.zeros(2048, np.uint8)
+    umem = np.zeros(2 * 2048, np.uint8)
     lines = np.zeros((1, 2), np.int64)
     lengths = np.zeros(1, np.int64)
     next_window(cfg, words, umem, state, lines, 1, lengths.copy(), lengths, np.zeros((1, R_FIELDS), np.int64))
@@ -740,5 +749,7 @@ def warm_up() -> None:
 
     pkt = np.frombuffer(pack_header(b"WARMUP", 1, 1) + b"\x00\x01A", np.uint8)
     umem[64:64 + len(pkt)] = pkt
-    rows = np.lib.stride_tricks.as_strided(umem[64:], (1, 2048 - 64), (2048, 1), writeable=False)
-    MoldReceiver(b"WARMUP").receive_batch(rows, np.array([len(pkt)], np.int64), 1, 0, 0, np.zeros(1, np.int64))
+    # A run of several frames is a strided view (layout 'A'); a run of one frame is a single row,
+    # which numpy calls contiguous (layout 'C'): the receive loop meets both.
+    for rows in (frame_rows(umem, 2048, 64), frame_rows(umem, 2048, 64)[:1]):
+        MoldReceiver(b"WARMUP").receive_batch(rows, np.array([len(pkt)], np.int64), 1, 0, 0, np.zeros(1, np.int64))
