@@ -248,6 +248,22 @@ def test_consumer_name_held_by_live_process_is_busy(path):
             ring.reader("r")
 
 
+def test_a_name_whose_heartbeat_lies_ahead_of_the_clock_is_not_held(path):
+    """A slot's heartbeat a time-out or more ahead of CLOCK_MONOTONIC is a stray write, not a live
+    holder: opening the name took it as fresh and refused it (RingBusy) for as long as the stamp
+    stayed ahead, where the producer and slot reclaiming (liveness) already call it stale."""
+    with Ring.create(path, 1 << 14, consumers=["r"], heartbeat_timeout=0.2) as ring:
+        b = L.slot_base(0)
+        ring.words[b + L.S_PID] = os.getppid()                       # a live process that is not us
+        ring.words[b + L.S_HB] = time.monotonic_ns() + (1 << 40)    # some 18 minutes ahead
+        r = ring.reader("r")
+        assert r.slot == 0 and ring.words[b + L.S_PID] == os.getpid()
+        ring.words[b + L.S_PID] = os.getppid()                       # and a fresh one still holds it
+        ring.words[b + L.S_HB] = time.monotonic_ns()
+        with pytest.raises(RingBusy, match=f"held by live pid {os.getppid()} \\(heartbeat 0.0 s ago\\)"):
+            ring.reader("r")
+
+
 def test_a_ring_without_room_on_its_file_system_is_refused_naming_it(full_disk):
     """The ring was a sparse file: on a full tmpfs (/dev/shm) its first touch of a page faulted,
     the guard for shrunk files answered with zeros, and `run` blamed the user's input ("byte

@@ -22,7 +22,8 @@ from itchflow.ring import layout as L
 pytestmark = pytest.mark.timeout(240)
 
 
-def _run(code: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+def _run(code: str, *args: str, timeout: float = 150) -> subprocess.CompletedProcess:
+    # 150 s: a child on a cold kernel cache compiles the pipeline first (a minute or more on a busy machine)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
     try:
         return subprocess.run([sys.executable, "-c", code, *map(str, args)], env=env, capture_output=True,

@@ -99,11 +99,11 @@ class Reader:
             b = L.slot_base(slot)
             if not new:
                 pid = int(load(w, b + L.S_PID))
-                age = time.monotonic_ns() - int(load(w, b + L.S_HB))
-                if (pid and pid != me and pid_alive(pid) and age <= int(w[L.W_HB_TIMEOUT])
-                        and load(w, b + L.S_STATE) != L.SLOT_DETACHED):
+                # the same test of a holder's life as taking a detached slot (liveness.slot_holder_live)
+                if pid and pid != me and load(w, b + L.S_STATE) != L.SLOT_DETACHED and slot_holder_live(w, b):
+                    age = time.monotonic_ns() - int(load(w, b + L.S_HB))
                     raise RingBusy(f"{ring.path}: consumer {name!r} is held by live pid {pid} "
-                                   f"(heartbeat {age / 1e9:.1f} s ago)")
+                                   f"(heartbeat {max(age, 0) / 1e9:.1f} s ago)")
                 self._check_snapshot(b)
             store(w, b + L.S_PID, me)
             store(w, b + L.S_HB, time.monotonic_ns())
