@@ -235,6 +235,46 @@ def test_a_capture_that_cannot_be_kept_on_disk_names_it_and_tmpdir(tmp_path, mon
     assert str(source) in str(e.value) and str(tmp_path / "missing") in str(e.value) and "TMPDIR" in str(e.value)
 
 
+@pytest.mark.parametrize("command", [["decode", "--types", "AF"], ["bbo"], ["trades"]])
+def test_no_room_for_the_capture_is_not_blamed_on_the_output(tmp_path, monkeypatch, command):
+    """Probe 57: decode, bbo and trades renamed the temporary file's error to their output
+    ("No space left on device: 'out.parquet'", on a disk with gigabytes free)."""
+    import tempfile
+
+    from click.testing import CliRunner
+
+    from itchflow.cli import main
+
+    data, _ = _capture([(0, 1, 3)])
+    source = tmp_path / "small.pcap.gz"
+    source.write_bytes(gzip.compress(data))
+    out = tmp_path / "out.parquet"
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "missing"))
+    r = CliRunner().invoke(main, [command[0], str(source), *command[1:], "--out", str(out)])
+    assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+    assert f"{source}" in r.output and "TMPDIR" in r.output and str(tmp_path / "missing") in r.output, r.output
+    assert "out.parquet" not in r.output and list(tmp_path.iterdir()) == [source]
+
+
+def test_no_usable_temporary_folder_at_all_still_says_what_to_set(tmp_path, monkeypatch):
+    """Probe 57: with no usable temporary folder, the message's own gettempdir() raised again and
+    the user saw "No usable temporary directory found", not which capture or what to set."""
+    import tempfile
+
+    data, _ = _capture([(0, 1, 3)])
+    source = tmp_path / "small.pcap.gz"
+    source.write_bytes(gzip.compress(data))
+
+    def none_usable():
+        raise FileNotFoundError(2, "No usable temporary directory found in ['/tmp', '/var/tmp']")
+
+    monkeypatch.setattr(tempfile, "gettempdir", none_usable)
+    with pytest.raises(OSError) as e:
+        itchflow.stats(str(source))
+    assert str(source) in str(e.value) and "no temporary folder could be used" in str(e.value)
+    assert "set TMPDIR" in str(e.value)
+
+
 @pytest.mark.parametrize("gzipped", [False, True])
 def test_a_capture_behind_a_url_reads_as_the_capture_file(tmp_path, all_captures, gzipped):
     """A capture (or a gzipped one) behind an fsspec URL, as an archive on S3 would be: the

@@ -22,6 +22,12 @@ class ITCHFormatError(ValueError):
         super().__init__(f"{', '.join(where)}: {message}" if where else message)
 
 
+class ScratchSpaceError(OSError):
+    """A temporary file of ours (a decompressed capture kept whole) could not be written: the
+    error is about $TMPDIR, not the output being written, and says so (an output's error
+    handling must not rename it to the output file)."""
+
+
 def missing_file(path) -> OSError:
     """The error for an input path that cannot be read as a file, saying why: a loop of links
     and a dangling link used to be "no such file" like a mistyped name (probe 30)."""

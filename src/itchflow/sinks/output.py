@@ -22,6 +22,8 @@ import stat
 from collections.abc import Iterator
 from typing import NoReturn
 
+from itchflow.errors import ScratchSpaceError
+
 PART_SUFFIX = ".part"
 
 
@@ -105,9 +107,10 @@ def written_in_place(path: str) -> bool:
 def named(error: OSError, path: str) -> OSError:
     """The error naming ``path`` if it is a system error about the file being written: one
     naming the ``.part`` file, or naming no file at all (pyarrow's write errors). An error
-    that names another file (the input), or carries no errno (our own messages, which say
-    what they are about), is left as it is."""
-    if not error.errno or (error.filename is not None and not _is_part_of(error.filename, path)):
+    that names another file (the input), carries no errno (our own messages, which say what
+    they are about) or is about our temporary files ($TMPDIR, probe 57), is left as it is."""
+    if (not error.errno or isinstance(error, ScratchSpaceError)
+            or (error.filename is not None and not _is_part_of(error.filename, path))):
         return error
     return type(error)(error.errno, os.strerror(error.errno), path)
 

@@ -25,7 +25,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from itchflow.errors import ITCHFormatError, missing_file
+from itchflow.errors import ITCHFormatError, ScratchSpaceError, missing_file
 from itchflow.sources.chunk import (  # noqa: F401  (re-exported)
     Chunk, Passes, WalkedPages, as_uint8, describe, file_mapping, map_file, raise_if_shrunk, shrunk)
 from itchflow.sources.ahead import ahead
@@ -336,9 +336,12 @@ def spool(blocks: Iterable[bytes], name: str, on_block: Callable[[], None] | Non
     import tempfile
 
     def failed(e: OSError) -> OSError:
-        return OSError(e.errno, f"{name}: could not keep the capture in a temporary file in "
-                                f"{tempfile.gettempdir()} ({e.strerror or e}); set TMPDIR to a "
-                                f"directory with room for it")
+        try:
+            where = f"in {tempfile.gettempdir()} "
+        except OSError:   # no usable folder at all (gettempdir raises again, which hid this message)
+            where = "(no temporary folder could be used: $TMPDIR, /tmp, /var/tmp, /usr/tmp, .) "
+        return ScratchSpaceError(e.errno, f"{name}: could not keep the capture in a temporary file {where}"
+                                          f"({e.strerror or e}); set TMPDIR to a directory with room for it")
 
     try:
         f = tempfile.TemporaryFile(prefix="itchflow-capture-")
