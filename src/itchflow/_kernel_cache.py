@@ -15,9 +15,11 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import stat
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 STALE_SECONDS = 30 * 24 * 3600
 
@@ -30,25 +32,80 @@ def sources_key(package_dir: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def cache_root() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "itchflow" / "numba"
+def cache_roots() -> Iterator[Path]:
+    """Where the cache may live, best first: $XDG_CACHE_HOME (absolute only, as the XDG spec
+    says: a relative one put Numba's cache in the current folder), ~/.cache, then a folder of
+    this user's own in the temporary folder and in /dev/shm (a read-only install run by a user
+    with no writable home: without any, every kernel failed at import, 'no locator available')."""
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    if os.path.isabs(xdg):
+        yield Path(xdg) / "itchflow" / "numba"
+    home = os.path.expanduser("~")
+    if os.path.isabs(home):
+        yield Path(home) / ".cache" / "itchflow" / "numba"
+    import tempfile
+
+    try:
+        shared = [tempfile.gettempdir()]
+    except OSError:   # no usable temporary folder
+        shared = []
+    for folder in [*shared, "/dev/shm"]:
+        private = _private_folder(Path(folder) / f"itchflow-{os.getuid()}")
+        if private is not None:
+            yield private / "numba"
+
+
+def _private_folder(path: Path) -> Path | None:
+    """``path`` made (mode 0700) or found as a real folder of this user that no one else can
+    write; None if it is anything else. In a shared folder such as /tmp another user could have
+    made it first, to plant compiled code that every later run would load and execute."""
+    try:
+        path.mkdir(mode=0o700, exist_ok=True)
+        st = os.lstat(path)
+    except OSError:
+        return None
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o022:
+        return None
+    return path
+
+
+def _writable(folder: Path) -> bool:
+    """Whether files can be made in ``folder`` (made if absent): what Numba's own check does."""
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError:
+        return False
+    return True
 
 
 def configure() -> str | None:
-    """Point NUMBA_CACHE_DIR at this version's folder (unless set, or not writable); returns it."""
+    """Point NUMBA_CACHE_DIR at this version's folder (unless the user set it); returns it, or
+    None if the user set it or no folder can be written (a warning then says what to set)."""
     if os.environ.get("NUMBA_CACHE_DIR"):
         return None
+    key = sources_key(Path(__file__).resolve().parent)
+    tried = []
+    for root in cache_roots():
+        folder = root / key
+        if _writable(folder):
+            break
+        tried.append(str(root))
+    else:
+        import warnings
+
+        warnings.warn(f"itchflow: no folder to keep its compiled kernels in could be written (tried "
+                      f"{', '.join(tried) or 'none'}); set NUMBA_CACHE_DIR to a writable folder", RuntimeWarning,
+                      stacklevel=2)
+        return None
     try:
-        root = cache_root()
-        folder = root / sources_key(Path(__file__).resolve().parent)
-        folder.mkdir(parents=True, exist_ok=True)
-        if not os.access(folder, os.W_OK):
-            return None
         os.utime(folder)        # in use: keeps it from being pruned
         _prune(root, folder)
     except OSError:
-        return None             # no writable home (a sandboxed user): Numba's default applies
+        pass
     os.environ["NUMBA_CACHE_DIR"] = str(folder)
     if "numba" in sys.modules:  # imported before us: make it read the new setting
         from numba.core import config
