@@ -246,3 +246,43 @@ def test_mappings_held_only_by_reference_cycles_give_their_slots_back(tmp_path, 
     finally:
         if was_enabled:
             gc.enable()
+
+
+_GUARDED_READ = (
+    "import os, sys, numpy as np\n"
+    "os.environ['NUMBA_CACHE_DIR'] = sys.argv[2]\n"
+    "from itchflow.hw import sigbus\n"
+    "from itchflow.sources.chunk import map_file, file_mapping\n"
+    "a = map_file(sys.argv[1]); mm = file_mapping(a)\n"
+    "os.truncate(sys.argv[1], 100)\n"
+    "print(int(a.astype(np.int64).sum()), sigbus.faulted(mm), sigbus.unavailable())\n")
+
+
+@pytest.fixture(scope="module")
+def handler_cache(tmp_path_factory, day):
+    """A cache folder of its own (kernels compiled once for the module), with the handler's object."""
+    folder = tmp_path_factory.mktemp("cache")
+    res = _run(_GUARDED_READ, _copy(day, tmp_path_factory.mktemp("first")), folder)
+    assert res.returncode == 0, res.stderr
+    (obj,) = folder.glob("sigbus-*.o")
+    return folder, obj, obj.read_bytes()
+
+
+@pytest.mark.parametrize("damage", ["zeros", "short", "random", "elf header then zeros", "no digest"])
+def test_a_damaged_cached_handler_object_is_compiled_again(tmp_path, day, handler_cache, damage):
+    """Probe 57: the handler's machine code is cached beside Numba's kernels and was handed to
+    LLVM unchecked: a zero-filled, cut or foreign file aborted (LLVM 'UNREACHABLE', exit 134) or
+    crashed (exit 139) every later run. Now it must carry its own digest, or it is compiled again
+    and replaced; and the guard still works."""
+    folder, obj, good = handler_cache
+    rng = np.random.default_rng(7)
+    bad = {"zeros": bytes(len(good)), "short": good[:len(good) // 2],
+           "random": rng.integers(0, 256, len(good), dtype=np.uint8).tobytes(),
+           "elf header then zeros": b"\x7fELF\x02\x01\x01" + bytes(len(good) - 7),
+           "no digest": good[:-32]}[damage]     # the machine code alone, as the cache kept it before
+    obj.write_bytes(bad)
+    res = _run(_GUARDED_READ, _copy(day, tmp_path), folder)
+    assert res.returncode == 0, (res.returncode, res.stderr[-2000:])
+    total, fault, unavailable = res.stdout.split()
+    assert int(total) == sum(day[:100]) and int(fault) == PAGE and unavailable == "None"
+    assert obj.read_bytes() == good                   # compiled again, and the file replaced

@@ -151,9 +151,16 @@ def _install() -> ctypes.Array | None:
 def _object_cache(llvm):
     """(store, load) for MCJIT's object cache: the handler's machine code kept beside Numba's
     kernels, so a process loads it (about 2 ms) instead of generating it again (about 8 ms, on
-    the first call a user times). Keyed by the IR, LLVM's version and the target."""
+    the first call a user times). Keyed by the IR, LLVM's version and the target.
+
+    LLVM executes what it is given without a check: a zero-filled, short or foreign file (a
+    crash before the data reached the disk, another user's file in a shared NUMBA_CACHE_DIR)
+    aborted or crashed every run (probe 57). The file carries the SHA-256 of its code after it,
+    and is loaded only if that matches and the file is this user's (or root's) and no one
+    else's to write; anything else is compiled again and replaced."""
     import hashlib
     import os
+    import stat
 
     folder = os.environ.get("NUMBA_CACHE_DIR")
     key = hashlib.sha256(f"{_IR}{llvm.llvm_version_info}{llvm.get_default_triple()}".encode()).hexdigest()[:16]
@@ -165,7 +172,7 @@ def _object_cache(llvm):
         try:
             tmp = f"{path}.{os.getpid()}.tmp"
             with open(tmp, "wb") as f:
-                f.write(code)
+                f.write(code + hashlib.sha256(code).digest())
             os.replace(tmp, path)   # whole or not at all: another process may be loading it
         except OSError:
             pass
@@ -173,9 +180,14 @@ def _object_cache(llvm):
     def load(module) -> bytes | None:
         try:
             with open(path, "rb") as f:
-                return f.read() or None
+                st = os.fstat(f.fileno())
+                if st.st_uid not in (os.getuid(), 0) or st.st_mode & 0o022 or not stat.S_ISREG(st.st_mode):
+                    return None
+                data = f.read(1 << 20)
         except (OSError, TypeError):
             return None
+        code, digest = data[:-32], data[-32:]
+        return code if code and hashlib.sha256(code).digest() == digest else None
 
     return store, load
 
