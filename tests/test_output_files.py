@@ -160,6 +160,25 @@ def test_a_bad_byte_mid_day_leaves_no_table(tmp_path, day):
         assert _left(out) == [], command
 
 
+def test_an_output_name_pyarrow_cannot_take_is_named_and_leaves_nothing(tmp_path, day):
+    """Probe 57: a name that is not valid UTF-8 (a byte the file system's encoding could not read,
+    as every non-ASCII name is in an ASCII-only locale) failed with "'utf-8' codec can't encode
+    ...: surrogates not allowed", naming no file; lobster also left its empty .part files and so
+    its new folder."""
+    out = tmp_path / "out"
+    out.mkdir()
+    bad = os.fsdecode(b"caf\xe9")      # Latin-1 bytes: not UTF-8
+    shown = "caf\\xe9"
+    symbol = day_symbol(day)
+    for command in (["decode", day, "--types", "A", "--out", os.path.join(str(out), bad + ".csv"), "-q"],
+                    ["bbo", day, "--out", os.path.join(str(out), bad + ".parquet"), "-q"],
+                    ["lobster", day, "-s", symbol, "--out", os.path.join(str(out), bad), "-q"]):
+        r = CliRunner().invoke(main, command)
+        assert r.exit_code == 1 and "Traceback" not in r.output, (command, r.output)
+        assert shown in r.output and "pyarrow writes only file names in UTF-8" in r.output, (command, r.output)
+        assert os.listdir(out) == [], (command, os.listdir(out))
+
+
 def _names_a_full_disk(r, path) -> None:
     assert r.exit_code == 1, r.output
     assert "No space left on device" in r.output and str(path) in r.output, r.output

@@ -38,8 +38,24 @@ def fail(error: Exception, path=None) -> None:
                 text += " (the file is empty: 0 bytes)"
         except (OSError, ValueError):
             pass
+    if isinstance(error, UnicodeEncodeError) and _undecodable_name(error.object):
+        text = _name_not_utf8(error.object)
     click.echo(f"itchflow: error: {text}", err=True)
     sys.exit(1)
+
+
+def _undecodable_name(name) -> bool:
+    """A str holding bytes the file system's encoding could not decode (surrogate escapes)."""
+    return isinstance(name, str) and any("\udc80" <= c <= "\udcff" for c in name)
+
+
+def _name_not_utf8(name: str) -> str:
+    """Probe 57: pyarrow takes only UTF-8 file names, and said "'utf-8' codec can't encode
+    characters in position 28-29: surrogates not allowed", naming no file."""
+    shown = os.fsencode(name).decode("utf-8", "backslashreplace")
+    return (f"{shown}: pyarrow writes only file names in UTF-8, and this one is not (bytes the file system "
+            f"encoding, {sys.getfilesystemencoding()}, could not read); with a UTF-8 locale (LC_ALL=C.UTF-8) "
+            f"or PYTHONUTF8=1, a name written in UTF-8 works")
 
 
 def capture_losses(capture: dict) -> str | None:

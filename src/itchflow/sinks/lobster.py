@@ -434,7 +434,11 @@ class StockOutput:
         self._files: list = []
         self._parts: list[str] = []   # the files of this writer's own the paths are written under
         if self.paths:
-            self._open()
+            try:
+                self._open()
+            except BaseException:   # the .part files made so far: no caller holds this writer to abort it
+                self.abort()
+                raise
 
     def _open(self) -> None:
         import pyarrow as pa
