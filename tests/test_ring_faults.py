@@ -292,3 +292,59 @@ def test_run_on_a_full_ring_file_system_says_so(full_disk, tmp_path):
                                     "--capacity", str(4 << 20), "--top", "0"])
     assert res.exit_code == 1 and "no room for the ring" in res.output, res.output
     assert "zero-length" not in res.output and os.listdir(full_disk) == []
+
+
+def test_another_users_ring_is_said_to_be_theirs_not_corrupt(ring_path, monkeypatch):
+    """Probe 57: to another user, `ring ls` called a 0600 ring CORRUPT and advised `ring rm
+    --force` (which a sticky /dev/shm refuses), `ring rm` called it "not a ring", and `run
+    --source ring:NAME` said only "Permission denied". (Root reads every file, so the refusal is
+    made here as the kernel makes it for another user: EACCES from open.)"""
+    from click.testing import CliRunner
+
+    from itchflow.cli import main
+
+    with Ring.create(ring_path, 1 << 14, consumers=["book"], keep=True):
+        pass
+    if os.getuid() == 0:
+        os.chown(ring_path, 65534, 65534)
+    real_open = os.open
+
+    def refused(path, flags, *a, **k):
+        if os.fspath(path) == ring_path:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
+        return real_open(path, flags, *a, **k)
+
+    monkeypatch.setattr(os, "open", refused)
+    with pytest.raises(PermissionError) as e:
+        Ring.open(ring_path)
+    owner = os.stat(ring_path).st_uid
+    assert f"the ring is another user's (" in str(e.value) and f"uid {owner}, mode 0600)" in str(e.value)
+    assert "a ring is private to the user who made it" in str(e.value) and ring_path in str(e.value)
+    r = CliRunner().invoke(main, ["ring", "ls", ring_path])
+    assert r.exit_code == 1 and "another user's" in r.output and "CORRUPT" not in r.output, r.output
+    assert "--force" not in r.output
+    r = CliRunner().invoke(main, ["ring", "rm", "--force", ring_path])
+    assert r.exit_code == 1 and "another user's" in r.output and "not a ring" not in r.output, r.output
+    assert os.path.exists(ring_path)
+    r = CliRunner().invoke(main, ["ring", "inspect", ring_path])
+    assert r.exit_code == 1 and "another user's" in r.output, r.output
+
+
+def test_a_ring_past_the_file_size_limit_says_so(ring_path, tmp_path):
+    """Probe 57: under `ulimit -f` smaller than the ring, `run` said only "[Errno 27] File too
+    large", naming no ring, size or limit, and the user suspected the input."""
+    import subprocess
+    import sys
+
+    code = ("import resource, sys\n"
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))\n"
+            "from itchflow.ring import Ring\n"
+            "try:\n    Ring.create(sys.argv[1], 4 << 20)\n"
+            "except OSError as e:\n    print(e)\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    r = subprocess.run([sys.executable, "-c", code, ring_path], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert f"ring {ring_path}: its " in r.stdout and "bytes are past this process's file-size limit" in r.stdout
+    assert "ulimit -f: 1,048,576 bytes" in r.stdout and "a smaller --capacity" in r.stdout, r.stdout
+    assert not os.path.exists(ring_path) and not [n for n in os.listdir(os.path.dirname(ring_path))
+                                                  if n.startswith(os.path.basename(ring_path))]

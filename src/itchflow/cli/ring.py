@@ -82,6 +82,9 @@ def ring_ls(paths: tuple[str, ...], as_json: bool) -> None:
         try:
             with Ring.open(p) as r:
                 rows.append(r.snapshot())
+        except PermissionError as e:   # another user's ring: not corrupt, and not ours to remove
+            failed += 1
+            click.echo(f"{p}: {e.strerror}", err=True)
         except (RingFormatError, OSError) as e:   # named or found: say so, never list it silently away
             failed += 1
             click.echo(f"{p}: {e}" if paths else f"{p}: CORRUPT ({e}; `itchflow ring rm --force` removes it)",
@@ -172,6 +175,8 @@ def ring_rm(paths: tuple[str, ...], stale: bool, force: bool) -> None:
             why = str(e)
         except FileNotFoundError:
             why = "no such file"
+        except PermissionError as e:   # another user's ring (a sticky /dev/shm: not even --force)
+            why = e.strerror
         except OSError as e:   # a directory, a file we may not read: skipped, named, never a traceback
             why = f"not a ring ({e.strerror or e})"
         else:

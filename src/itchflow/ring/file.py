@@ -118,6 +118,29 @@ def _reserve(fd: int, size: int, path: str, advised: mmap.mmap | None = None) ->
             raise
 
 
+def not_yours(path: str) -> str:
+    """Why a ring this process may not open is refused: whose it is (rings are made 0600)."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        return f"permission denied ({e.strerror})"
+    try:
+        import pwd
+
+        owner = f"{pwd.getpwuid(st.st_uid).pw_name}, uid {st.st_uid}"
+    except (KeyError, ImportError):
+        owner = f"uid {st.st_uid}"
+    return (f"permission denied: the ring is another user's ({owner}, mode {stat.S_IMODE(st.st_mode):04o}); "
+            f"a ring is private to the user who made it (this process runs as uid {os.getuid()})")
+
+
+def _file_size_limit() -> str:
+    import resource
+
+    soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    return "RLIMIT_FSIZE" if soft == resource.RLIM_INFINITY else f"ulimit -f: {soft:,} bytes"
+
+
 def _check_memory(path: str, size: int, on_hugetlbfs: bool) -> None:
     """A ring in /dev/shm is held in memory whole (its pages are reserved at creation): one
     larger than the memory available is refused by name first (--capacity 16G took 13.5 GB of
@@ -251,7 +274,14 @@ class Ring:
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         mm = None
         try:
-            os.ftruncate(fd, size)
+            try:
+                os.ftruncate(fd, size)
+            except OSError as e:
+                if e.errno != errno.EFBIG:
+                    raise
+                raise OSError(e.errno, f"ring {path}: its {size:,} bytes are past this process's file-size "
+                                       f"limit ({_file_size_limit()}): raise it, or a smaller --capacity",
+                              path) from None
             try:
                 mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
             except OSError as e:   # ENOMEM: no address space for it ("[Errno 12]" named nothing)
@@ -317,6 +347,8 @@ class Ring:
             fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)   # (non-blocking: a FIFO of that name never blocks us)
         except IsADirectoryError:
             raise RingFormatError(f"{path}: not a ring (a directory)") from None
+        except PermissionError as e:   # (probe 57: `ring ls` called it CORRUPT and advised --force)
+            raise PermissionError(e.errno, not_yours(path), path) from None
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
