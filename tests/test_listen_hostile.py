@@ -349,6 +349,16 @@ def test_a_ring_whose_producer_is_alive_is_an_error_line_not_a_traceback(ring_pa
         os.unlink(ring_path)
 
 
+def test_a_listener_whose_engine_is_refused_leaves_no_ring(ring_path):
+    """Probe 57: `listen --ring NAME` made its 16 MiB ring before the engine was opened, so an
+    engine refused (no capability, no such interface) left a ring no one would ever feed."""
+    assert not os.path.exists(ring_path)
+    res = _cli(["listen", "--mold", "127.0.0.1:0", "--engine", "xdp", "--ifname", "nosuch0", "--ring", ring_path,
+                "--idle-timeout", "1"])
+    assert res.exit_code == 1 and "no interface named 'nosuch0'" in res.output, res.output
+    assert not os.path.exists(ring_path)
+
+
 @pytest.mark.parametrize("engine", ["recv", "recvmmsg"])
 def test_datagrams_the_full_socket_turned_away_are_counted(engine):
     """A feed that overflows the line socket's buffer before the listener reads: the kernel

@@ -247,16 +247,19 @@ def listen(line_a, line_b, rerequest, out, ring_name, engine, ifname, queue, cpu
 
         if Console(stderr=True).is_terminal:
             progress = _listen_progress()
-    pub = stream = res = None
+    stream = res = None
+    publisher: list = []   # the ring's, made once the engine is ready
     detached: dict[str, int] = {}
     try:
         stream = StreamOutput(out) if out else None
         f = stream.file if stream else None
         on_deliver = None
         if ring_name:
-            pub = _ring_publisher(ring_name)
-            on_deliver = lambda e: pub.publish(e.data, e.first_sequence, -1, int(e.rx_ns or 0))  # noqa: E731
+            on_deliver = lambda e: publisher[0].publish(e.data, e.first_sequence, -1, int(e.rx_ns or 0))  # noqa: E731
+
         def ready(socks):
+            if ring_name:   # (made before, a refused engine left a 16 MiB ring behind: probe 57)
+                publisher.append(_ring_publisher(ring_name))
             names = ", ".join("%s:%d" % s.getsockname()[:2] for s in socks)
             click.echo(f"listening on {names}", err=True)
 
@@ -277,6 +280,7 @@ def listen(line_a, line_b, rerequest, out, ring_name, engine, ifname, queue, cpu
         _discard(stream)
         raise
     finally:
+        pub = publisher[0] if publisher else None
         if pub is not None:
             # consumers see the end of the stream, and how it ended
             detached = _close_feed(pub, res is not None and res.finished and not res.interrupted,
