@@ -29,6 +29,7 @@ from itchflow.book import records as R
 from itchflow.arguments import INT64_MAX, MAX_ROWS, PRICE_MAX, UINT64_MAX, flag, optional_whole, whole
 from itchflow.book.engine import apply_messages
 from itchflow.book.events import EventBuffers
+from itchflow.book.exclusive import exclusive, new_lock
 from itchflow.book.ladder import compact_arena
 from itchflow.book.order_store import MIN_TABLE, rehash, table_shift
 from itchflow.book.queries import all_orders, depth, find_level, queue, top_of_books
@@ -234,6 +235,16 @@ class Books:
         self.stopped_at_time = False   # the last apply stopped at its stop_after_ns
         self._prefault_on_apply = bool(prefault)
         self.prefault_started = False  # prefault() has been called (by apply, or by hand)
+        self._lock = new_lock()        # one thread at a time (``book.exclusive``)
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        del state["_lock"]             # (a lock does not pickle; the copy has one of its own)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = new_lock()
 
     @property
     def order_words(self) -> np.ndarray:
@@ -242,6 +253,7 @@ class Books:
 
     # ---- feeding -------------------------------------------------------------------------
 
+    @exclusive
     def replay(self, source, *, stop_after_ns: int | None = None, progress=None, on_slice=None,
                capture_stats: dict | None = None) -> "Books":
         """Apply a whole source (a path: BinaryFILE, gzip, pcap; or a buffer) in bounded slices;
@@ -251,6 +263,7 @@ class Books:
                capture_stats=capture_stats)
         return self
 
+    @exclusive
     def apply(self, buffer, first_seq: int | None = None, *, stop_after_ns: int | None = None,
               source: str | None = None, base_offset: int = 0, max_bytes: int | None = None,
               runs: SequenceRuns | None = None) -> int:
@@ -331,6 +344,7 @@ class Books:
             return t.populated
         return True
 
+    @exclusive
     def make_room(self, status: int) -> None:
         """Grow what the engine's NEED_* status asks for (for drivers that call the compiled
         engine themselves, like the pipeline's consumer)."""
@@ -359,6 +373,7 @@ class Books:
         """The secret every table of these books hashes with (``Books(hash_seed=...)``)."""
         return self.ctl[L.C_HASH_SEED:L.C_HASH_SEED + 1].view(np.uint64)[0]
 
+    @exclusive
     def growth(self) -> dict:
         """Every time the driver grew a table while applying: how often, how long the longest
         pause was and what grew then, and the pauses per table (count, seconds in all). A live
@@ -402,6 +417,7 @@ class Books:
 
     # ---- event recording -----------------------------------------------------------------
 
+    @exclusive
     def record(self, symbols=None, *, bbo: bool = True, trades: bool = True, l2: bool = False) -> None:
         """Record event streams for these symbols or locates (None = every stock); a later
         call overrides an earlier one for the stocks it names.
@@ -445,6 +461,7 @@ class Books:
         seen = (self.wanted["flags"] & np.uint64(L.WANT_SEEN)) != 0   # listed, then renamed away
         return [symbol_text(int(k)) for k, s in zip(self.wanted["symbol"], seen) if not s and int(k) not in listed]
 
+    @exclusive
     def take_events(self):
         """(bbo, trades, l2) recorded since the last call: ``Events`` arrays (numpy structured
         arrays with ``to_arrow()`` / ``to_pandas()``), copies. Each event's ``symbol`` is its
@@ -454,6 +471,7 @@ class Books:
 
     # ---- lookups -------------------------------------------------------------------------
 
+    @exclusive
     def locate(self, symbol: str | int) -> int:
         """A symbol (from R messages) or a stock locate (int) -> the stock locate."""
         if is_locate(checked_symbol(symbol)):
@@ -483,6 +501,7 @@ class Books:
     def _locates(self, symbols) -> np.ndarray:
         return np.array([self.locate(s) for s in symbol_list(symbols)], np.int64)
 
+    @exclusive
     def symbol(self, locate: int) -> str:
         """The symbol of a stock locate (from its R message), or the locate as text if none."""
         locate = whole(locate, "locate")
@@ -498,6 +517,7 @@ class Books:
         ``locate`` raises (ask by locate): it picked one of them silently (probe 20)."""
         return SymbolLocates({k: v[0] for k, v in self._directory().items() if len(v) == 1}, self.locate)
 
+    @exclusive
     def listed_symbols(self) -> set[str]:
         """Every symbol the stock directory names now (one given two locates too)."""
         return set(self._directory())
@@ -511,6 +531,7 @@ class Books:
 
     # ---- queries -------------------------------------------------------------------------
 
+    @exclusive
     def bbo(self, symbols=None) -> np.ndarray:
         """Top of book: a ``records.QUOTE_DTYPE`` array (symbol, locate, bid_price, bid_shares,
         ask_price, ask_shares), one row per symbol in the order given; a single symbol or
@@ -524,6 +545,7 @@ class Books:
             out[f] = s[f]
         return out
 
+    @exclusive
     def depth(self, symbol, n: int | None = -1) -> tuple[np.ndarray, np.ndarray]:
         """(bids, asks): two ``records.LEVEL_DTYPE`` arrays (price, shares, orders), best level
         first, at most n levels each (n >= 1; None or -1 = every level). Any other n is a
@@ -533,6 +555,7 @@ class Books:
         return (R.levels_array(depth(self.books, self.ladder, self.levels, loc * 2 + L.BID, n)),
                 R.levels_array(depth(self.books, self.ladder, self.levels, loc * 2 + L.ASK, n)))
 
+    @exclusive
     def orders(self, symbol, side: str, price: int) -> np.ndarray:
         """The queue at one price level in time priority: a ``records.QUEUE_DTYPE`` array
         (ref, shares, mpid); empty when there is no level at that price."""
@@ -547,6 +570,7 @@ class Books:
         out["ref"], out["shares"], out["mpid"] = refs, shares, R.mpid_column(mpids)
         return out
 
+    @exclusive
     def order_table(self, symbols=None) -> np.ndarray:
         """Every live order of these symbols (None = all): a ``records.ORDER_DTYPE`` array
         (symbol, locate, side, price, ref, shares, mpid), stock by stock (in the order given,
@@ -569,6 +593,7 @@ class Books:
         names = np.array([self.symbol(int(u)) for u in uniq], R.SYMBOL)
         return names[inv] if len(locates) else np.zeros(0, R.SYMBOL)
 
+    @exclusive
     def live_orders(self) -> int:
         return int(self.ctl[L.C_LIVE])
 
@@ -591,13 +616,16 @@ class Books:
         a time T is every message up to the first stamped later than T, in file order."""
         return int(self.ctl[L.C_BACKWARDS])
 
+    @exclusive
     def trading_state(self, symbol) -> str:
         v = int(self.stocks["trading_state"][self.locate(symbol)])
         return chr(v) if v else ""
 
+    @exclusive
     def volume(self, symbol) -> int:
         return int(self.stocks["volume"][self.locate(symbol)])
 
+    @exclusive
     def vwap(self, symbol) -> float:
         """Volume-weighted average price in raw Price(4) units, like every other price (a float:
         it is an average; nan before any trade). ``itchflow.price4_to_float`` gives dollars."""
@@ -606,21 +634,25 @@ class Books:
         # would round it twice, an ulp off)
         return int(s["notional"]) / int(s["volume"]) if s["volume"] else float("nan")
 
+    @exclusive
     def tops(self) -> np.ndarray:
         """int64[65536, 4]: per locate (bid price, bid shares, ask price, ask shares)."""
         return top_of_books(self.books, self.ladder, self.levels)
 
+    @exclusive
     def tops_digest(self) -> str:
         """16 hex digits of SHA-256 over ``tops()`` and every stock's volume: books of two runs
         that agree on it agree on every stock's best bid and offer and traded volume."""
         return tops_digest(self.tops(), self.stocks["volume"])
 
+    @exclusive
     def anomalies(self, symbol=None) -> dict[str, int]:
         """Inconsistencies counted per kind, for one stock or all."""
         rows = self.anomaly_counts if symbol is None else self.anomaly_counts[self.locate(symbol)][None, :]
         totals = rows.sum(axis=0)
         return {name: int(totals[i]) for i, name in enumerate(L.ANOMALIES)}
 
+    @exclusive
     def anomalies_by_stock(self) -> dict[int, dict[str, int]]:
         out = {}
         for loc in np.flatnonzero(self.anomaly_counts.any(axis=1)):
@@ -638,6 +670,7 @@ class Books:
         as ``itchflow.stats`` names them."""
         return unknown_by_type(self.type_counts)
 
+    @exclusive
     def memory_bytes(self) -> int:
         return sum(a.nbytes for a in (self.order_rows, self.levels, self.ladder,
                                       self.books, self.stocks, self.anomaly_counts, self.trade_log,

@@ -53,6 +53,13 @@ def replay(books, source, *, stop_after_ns: int | None = None, slice_bytes: int 
     hold messages is a ValueError: it applied the day again on top of them, doubling every
     volume (probe 20).
     """
+    with books._lock:   # one thread at a time (``book.exclusive``)
+        return _replay(books, source, stop_after_ns, slice_bytes, progress, on_slice, on_bytes, capture_stats,
+                       renumber)
+
+
+def _replay(books, source, stop_after_ns, slice_bytes, progress, on_slice, on_bytes, capture_stats,
+            renumber) -> bool:
     from itchflow.sources.files import iter_chunks
 
     skip = _resume_point(books, source, stop_after_ns)

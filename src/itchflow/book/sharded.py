@@ -62,6 +62,7 @@ from itchflow.arguments import INT64_MAX, MAX_ROWS, optional_whole, whole
 from itchflow.book.books import (DEFAULT_TABLE, Books, growth_summary, is_one_symbol, numbered_by, sequence_at,
                                  symbol_list, tops_digest)
 from itchflow.book.events import Events
+from itchflow.book.exclusive import exclusive, new_lock
 from itchflow.book.replay import replay
 from itchflow.book.shard_schedule import ROUTE, ShardSchedule
 from itchflow.errors import ITCHFormatError
@@ -300,6 +301,7 @@ class ShardedBooks:
         far_table = whole(far_table, "far_table (rows)", 0, INT64_MAX)
         self.threads = threads
         self.n_shards = shards
+        self._lock = new_lock()   # one thread at a time (``book.exclusive``); the shards have their own
         # Each thread on a core of its own (when there are enough): left to the scheduler,
         # the two threads of a 2-core machine now and then share a core or swap cores, and
         # each swap costs the thread its warm L1/L2 (measured: unpinned, books on two threads
@@ -367,6 +369,7 @@ class ShardedBooks:
             raise ValueError(f"shard_of must be {L.N_LOCATES} shard numbers from 0 to {self.n_shards - 1}")
         return np.ascontiguousarray(given, np.uint8)
 
+    @exclusive
     def plan(self, buffer, sample_bytes: int | None = PLAN_SAMPLE_BYTES) -> np.ndarray:
         """Fix the locate -> shard map from the message counts of (a prefix of) this buffer,
         before any apply."""
@@ -388,6 +391,7 @@ class ShardedBooks:
 
     # ---- feeding -------------------------------------------------------------------------
 
+    @exclusive
     def replay(self, source, *, stop_after_ns: int | None = None, progress=None, on_slice=None,
                capture_stats: dict | None = None) -> "ShardedBooks":
         """As ``Books.replay``: a whole source (a path: BinaryFILE, gzip, pcap; or a buffer) in
@@ -396,6 +400,7 @@ class ShardedBooks:
                capture_stats=capture_stats)
         return self
 
+    @exclusive
     def apply(self, buffer, first_seq: int | None = None, *, stop_after_ns: int | None = None,
               source: str | None = None, base_offset: int = 0, max_bytes: int | None = None,
               runs: SequenceRuns | None = None) -> int:
@@ -443,6 +448,7 @@ class ShardedBooks:
 
     # ---- event recording -----------------------------------------------------------------
 
+    @exclusive
     def record(self, symbols=None, *, bbo: bool = True, trades: bool = True, l2: bool = False) -> None:
         """As ``Books.record`` (every shard keeps the flags, and every shard applies the R
         messages that name a symbol asked for before its R; only a stock's owner emits)."""
@@ -468,6 +474,7 @@ class ShardedBooks:
                 recorded = True
         return recorded
 
+    @exclusive
     def take_events(self):
         """(bbo, trades, l2) recorded since the last call, merged in the order one thread
         records them (copies): by apply call, then sequence number (a call's sequence numbers
@@ -501,12 +508,14 @@ class ShardedBooks:
         loc = self.locate(symbol)
         return self.shards[0 if self.shard_of is None else int(self.shard_of[loc])]
 
+    @exclusive
     def locate(self, symbol) -> int:
         return self.shards[0].locate(symbol)  # every shard holds the whole directory
 
     def _locates(self, symbols) -> np.ndarray:
         return self.shards[0]._locates(symbols)
 
+    @exclusive
     def symbol(self, locate: int) -> str:
         return self.shards[0].symbol(locate)
 
@@ -514,11 +523,13 @@ class ShardedBooks:
     def symbols(self) -> dict[str, int]:
         return self.shards[0].symbols
 
+    @exclusive
     def listed_symbols(self) -> set[str]:
         return self.shards[0].listed_symbols()
 
     # ---- queries -------------------------------------------------------------------------
 
+    @exclusive
     def bbo(self, symbols=None):
         """As ``Books.bbo``: one stock from its shard; several (or None, where ``Books`` takes
         them: every stock in the directory) as rows with a ``locate`` field, each from its shard."""
@@ -533,21 +544,27 @@ class ShardedBooks:
                 rows[mine] = b.bbo(rows["locate"][mine])
         return rows
 
+    @exclusive
     def depth(self, symbol, n: int | None = -1) -> tuple[np.ndarray, np.ndarray]:
         return self.owner(symbol).depth(symbol, n)
 
+    @exclusive
     def orders(self, symbol, side: str, price: int) -> np.ndarray:
         return self.owner(symbol).orders(symbol, side, price)
 
+    @exclusive
     def volume(self, symbol) -> int:
         return self.owner(symbol).volume(symbol)
 
+    @exclusive
     def vwap(self, symbol) -> float:
         return self.owner(symbol).vwap(symbol)
 
+    @exclusive
     def trading_state(self, symbol) -> str:
         return self.owner(symbol).trading_state(symbol)
 
+    @exclusive
     def order_table(self, symbols=None) -> np.ndarray:
         """As ``Books.order_table``: rows of the requested locates in their order (ascending
         locate for None), each locate's rows as its shard orders them."""
@@ -564,6 +581,7 @@ class ShardedBooks:
         locates = rows["locate"] if rows.dtype.names else rows[:, 0]  # records or int64 rows
         return np.ascontiguousarray(rows[np.argsort(rank[locates], kind="stable")])
 
+    @exclusive
     def live_orders(self) -> int:
         return sum(b.live_orders() for b in self.shards)
 
@@ -636,10 +654,12 @@ class ShardedBooks:
         counts[:, every] = self.shards[0].anomaly_counts[:, every]
         return counts
 
+    @exclusive
     def tops_digest(self) -> str:
         """As ``Books.tops_digest``: equal to one thread's digest when the books agree."""
         return tops_digest(self.tops(), self.stocks["volume"])
 
+    @exclusive
     def tops(self) -> np.ndarray:
         out = self.shards[0].tops()
         for k, b in enumerate(self.shards[1:], 1):
@@ -647,22 +667,26 @@ class ShardedBooks:
             out[mine] = b.tops()[mine]
         return out
 
+    @exclusive
     def anomalies(self, symbol=None) -> dict[str, int]:
         counts = self.anomaly_counts
         rows = counts if symbol is None else counts[self.locate(symbol)][None, :]
         totals = rows.sum(axis=0)
         return {name: int(totals[i]) for i, name in enumerate(L.ANOMALIES)}
 
+    @exclusive
     def anomalies_by_stock(self) -> dict[int, dict[str, int]]:
         counts = self.anomaly_counts
         return {int(loc): {n: int(v) for n, v in zip(L.ANOMALIES, counts[loc]) if v}
                 for loc in np.flatnonzero(counts.any(axis=1))}
 
+    @exclusive
     def growth(self) -> dict:
         """``Books.growth`` over every shard (shards grow on their own threads: a pause stops
         only its shard's thread)."""
         return growth_summary([g for b in self.shards for g in b.growth_log])
 
+    @exclusive
     def memory_bytes(self) -> int:
         """The shards' arrays and the chunk slots' blocks and indexes (allocated, not all
         touched: a block's pages are faulted in as far as its shard fills it)."""
