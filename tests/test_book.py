@@ -717,6 +717,38 @@ def test_stepping_past_the_end_of_the_day_goes_on_doing_nothing(tmp_path, thread
     assert stepped.live_orders() == more.live_orders()
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("change", ["another file put there", "cut in place", "rewritten in place"])
+def test_a_file_changed_since_a_stepped_replay_stopped_is_not_gone_on_with(tmp_path, threads, change):
+    """Probe 59: a stepped replay went on by path alone: another day written at that path had the
+    rest of its messages applied on top of the first day's books (only anomaly counts hinted at
+    it), and a shorter one applied nothing, with no error."""
+    import os
+
+    from itchflow.sim.generator import write_day
+
+    day, other = tmp_path / "day.itch", tmp_path / "other.itch"
+    write_day(str(day), 30_000, 5, stocks=20)
+    write_day(str(other), 30_000, 6, stocks=20)
+    books = Books(threads=threads)
+    books.replay(str(day), stop_after_ns=12 * 3600 * 10 ** 9)
+    held = books.messages
+    if change == "another file put there":     # as `itchflow gen` writes: a new file renamed over it
+        os.replace(other, day)
+        why = "another file has been put at that path since"
+    elif change == "cut in place":
+        os.truncate(day, os.path.getsize(day) // 3)
+        why = "it shrank from"
+    else:
+        data = other.read_bytes()[:os.path.getsize(day)]
+        with open(day, "r+b") as f:
+            f.write(data)
+        why = "bytes have been rewritten since"
+    with pytest.raises(ValueError, match=why):
+        books.replay(str(day))
+    assert books.messages == held
+
+
 def test_symbols_does_not_pick_one_of_two_locates_silently():
     """probe 20: books.symbols answered {'NEW': 4} for a symbol the directory gave two locates,
     where every query refuses it ("ask by locate")."""

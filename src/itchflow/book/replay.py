@@ -98,11 +98,11 @@ def _replay(books, source, stop_after_ns, slice_bytes, progress, on_slice, on_by
                 if progress is not None:
                     progress(books.messages, chunk.position(pos))
                 if stopped:
-                    books._replay_resume = _Stopped(_source_key(source), consumed, stop_after_ns, books.messages)
+                    books._replay_resume = _stopped(source, consumed, stop_after_ns, books.messages)
                     return True
     if stop_after_ns is not None:   # a step that reached the end: the next step goes on from there (it
         # raised "volumes doubled", for a grid of times running past the day's last message: probe 31)
-        books._replay_resume = _Stopped(_source_key(source), consumed, stop_after_ns, books.messages)
+        books._replay_resume = _stopped(source, consumed, stop_after_ns, books.messages)
     return False
 
 
@@ -113,6 +113,44 @@ class _Stopped(NamedTuple):
     consumed: int          # its messages applied up to there
     stop_after_ns: int
     messages: int          # the books' messages then (more since: applied to by something else)
+    identity: tuple | None  # the file then (``_file_identity``)
+
+
+def _stopped(source, consumed: int, stop_after_ns, messages: int) -> "_Stopped":
+    key = _source_key(source)
+    return _Stopped(key, consumed, stop_after_ns, messages, None if key is None else _file_identity(key))
+
+
+HEAD_BYTES = 1 << 16   # the start of the file a resumed replay checks is still the same
+
+
+def _file_identity(path: str) -> tuple | None:
+    """What tells a file apart from another written at its path since: device, inode, size and a
+    digest of its first HEAD_BYTES (a file appended to since, as a live day is, is the same)."""
+    import hashlib
+    import os
+
+    try:
+        with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            head = f.read(HEAD_BYTES)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_size, hashlib.sha256(head).hexdigest()
+
+
+def _changed_since(path: str, then: tuple | None) -> str | None:
+    """How the file at path differs from the one a replay stopped in (None: the same)."""
+    now = _file_identity(path)
+    if then is None or now is None:
+        return None if then == now else "it could not be read to check it is the same file"
+    if now[:2] != then[:2]:
+        return "another file has been put at that path since"
+    if now[2] < then[2]:
+        return f"it shrank from {then[2]:,} to {now[2]:,} bytes since"
+    if now[3] != then[3]:
+        return f"its first {HEAD_BYTES:,} bytes have been rewritten since"
+    return None
 
 
 def _source_key(source) -> str | None:
@@ -139,6 +177,10 @@ def _resume_point(books, source, stop_after_ns) -> int:
         raise ValueError(f"these books already hold {held:,} messages: a replay builds the books of a day from its "
                          f"start, and on top of these it would apply every message again (volumes doubled); "
                          f"replay into new Books(), or go on where they stopped ({how})")
+    changed = _changed_since(key, resume.identity)
+    if changed is not None:   # (probe 59: the rest of another day was applied on top of this one)
+        raise ValueError(f"{key}: these books stopped part-way through this file, and {changed}: going on "
+                         f"would apply another day's messages on top of these; replay into new Books()")
     if stop_after_ns is not None and stop_after_ns < resume.stop_after_ns:
         raise ValueError(f"these books are at stop_after_ns={resume.stop_after_ns:,} already, past "
                          f"{stop_after_ns:,}: replay into new Books() to see an earlier time")
