@@ -99,6 +99,33 @@ def test_the_names_survive_arrow_pandas_pickle_and_slicing(day):
     assert trades[trades["stock_locate"] == 2].to_arrow().column("symbol").to_pylist() == ["BBB", "CCC", "DDD"]
 
 
+def test_one_field_of_an_event_stream_is_a_plain_array(day):
+    """Probe 59: ``trades["price"]`` was still an Events, whose to_pandas() failed on a None and
+    whose sum() was a 0-d Events. A field is a plain numpy array; rows stay an Events."""
+    import pandas as pd
+
+    from itchflow.book.events import Events
+
+    b = Books()
+    b.record(None, bbo=False, trades=True, l2=False)
+    b.apply(day)
+    _, trades, _ = b.take_events()
+    price = trades["price"]
+    assert type(price) is np.ndarray and price.dtype == trades.dtype["price"]
+    assert int(price.sum()) == sum(int(p) for p in np.asarray(trades.view(np.ndarray)["price"]))
+    assert type(trades["shares"].sum()) is not Events and pd.Series(price).sum() == price.sum()
+    assert type(trades[1:]) is Events and type(trades[trades["shares"] > 0]) is Events
+    assert type(trades[0]["price"]) is not Events
+
+
+def test_a_ring_does_not_pickle_and_says_what_to_do(ring_path):
+    from itchflow.ring import Ring
+
+    with Ring.create(ring_path, 1 << 14) as ring:
+        with pytest.raises(TypeError, match=r"does not pickle: pass its path and call Ring.open\(path\)"):
+            pickle.dumps(ring)
+
+
 def test_a_day_without_renames_is_named_by_one_lookup_per_locate_and_takes_no_extra_stop(day):
     # (the R messages of an ordinary day come before its orders: nothing is pending at them)
     plain = np.frombuffer(encode(MESSAGES[:8]), np.uint8)

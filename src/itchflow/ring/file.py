@@ -409,6 +409,11 @@ class Ring:
         return True
 
     # ---- lifetime --------------------------------------------------------------------------
+    def __reduce__(self):
+        # (pickle said "cannot pickle '_dynfunc._Closure' object": probe 59)
+        raise TypeError(f"a Ring is a mapping of the shared file {self.path} and does not pickle: pass its path "
+                        f"and call Ring.open(path) in the other process")
+
     def close(self) -> None:
         """Close the ring's open writer (publishing what is pending, the ring marked closed for
         its readers), then unmap it."""
