@@ -482,3 +482,23 @@ def test_sharded_books_take_the_calls_books_take_or_say_why_not(skewed_day):
         assert isinstance(got, np.ndarray) and np.array_equal(got, one.orders(loc, side, price))
     for name in ("orders", "depth"):
         assert inspect.signature(getattr(ShardedBooks, name)) == inspect.signature(getattr(Books, name)), name
+
+
+def test_the_sharded_books_answer_hash_seed_and_take_replays_keywords(tmp_path):
+    """Probe 58: Books(threads=2, hash_seed=1) was accepted, then .hash_seed raised AttributeError;
+    and Books.replay, "the same" as itchflow.replay, refused its renumber, on_bytes and slice_bytes."""
+    import itchflow
+    from itchflow.sim.generator import write_day
+
+    day = tmp_path / "day.itch"
+    write_day(str(day), 20_000, 3, stocks=10)
+    assert int(Books(threads=2, hash_seed=12345).hash_seed) == 12345
+    drawn = Books(threads=2)
+    assert {int(b.hash_seed) for b in drawn.shards} == {int(drawn.hash_seed)}   # one secret, every shard
+    for threads in (1, 2):
+        seen = []
+        books = Books(threads=threads).replay(str(day), slice_bytes=1 << 14, renumber=True,
+                                              on_bytes=lambda chunk, a, b, first: seen.append(b - a))
+        whole = itchflow.Books().replay(str(day))
+        assert books.tops_digest() == whole.tops_digest() and sum(seen) == day.stat().st_size
+        assert len(seen) > 1    # slices of 16 KiB

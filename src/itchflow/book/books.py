@@ -162,7 +162,10 @@ class Books:
 
     def __new__(cls, capacity: int | None = None, *, threads: int = 1, **options):
         """``Books(threads=N)`` with N > 1 builds the books of disjoint sets of stocks on N
-        threads (``book.sharded.ShardedBooks``: same queries, identical results)."""
+        threads (``book.sharded.ShardedBooks``: same queries, identical results). Not kept
+        across shards: ``peak_live_orders`` (``peak_live_orders_bound`` bounds it) and
+        ``timestamps_backwards``; ``make_room`` and ``order_words`` are for drivers of one
+        Books' engine and have no sharded form."""
         if whole(threads, "threads", 1) > 1:
             from itchflow.book.sharded import ShardedBooks
 
@@ -255,12 +258,13 @@ class Books:
 
     @exclusive
     def replay(self, source, *, stop_after_ns: int | None = None, progress=None, on_slice=None,
-               capture_stats: dict | None = None) -> "Books":
+               capture_stats: dict | None = None, **options) -> "Books":
         """Apply a whole source (a path: BinaryFILE, gzip, pcap; or a buffer) in bounded slices;
-        returns self. See ``itchflow.book.replay.replay`` (the same, returning whether it
-        stopped at stop_after_ns); on_slice(books) after every slice is where to drain events."""
+        returns self. See ``itchflow.replay`` (the same, returning whether it stopped at
+        stop_after_ns), whose other keywords (slice_bytes, on_bytes, renumber) it takes too;
+        on_slice(books) after every slice is where to drain events."""
         replay(self, source, stop_after_ns=stop_after_ns, progress=progress, on_slice=on_slice,
-               capture_stats=capture_stats)
+               capture_stats=capture_stats, **options)
         return self
 
     @exclusive

@@ -58,7 +58,7 @@ import numpy as np
 from numba import njit
 
 from itchflow.book import layout as L
-from itchflow.arguments import INT64_MAX, MAX_ROWS, optional_whole, whole
+from itchflow.arguments import INT64_MAX, MAX_ROWS, UINT64_MAX, optional_whole, whole
 from itchflow.book.books import (DEFAULT_TABLE, Books, growth_summary, is_one_symbol, numbered_by, sequence_at,
                                  symbol_list, tops_digest)
 from itchflow.book.events import Events
@@ -319,6 +319,11 @@ class ShardedBooks:
         if table is None and capacity is None:  # the one-thread default, split
             table = DEFAULT_TABLE
         far_part = -(-max(0, int(far_table)) // shards)  # 0 stays 0: never
+        hash_seed = optional_whole(hash_seed, "hash_seed", 0, UINT64_MAX)
+        if hash_seed is None:   # one secret for every shard, drawn here: ``hash_seed`` tells it
+            import secrets
+
+            hash_seed = secrets.randbits(64)
         self.shards = [Books(share(capacity), track_matches=track_matches, table=part(table),
                              levels=part(levels), arena=part(arena), trades=share(trades), far_table=far_part,
                              prefault=prefault, hash_seed=hash_seed)
@@ -393,11 +398,11 @@ class ShardedBooks:
 
     @exclusive
     def replay(self, source, *, stop_after_ns: int | None = None, progress=None, on_slice=None,
-               capture_stats: dict | None = None) -> "ShardedBooks":
+               capture_stats: dict | None = None, **options) -> "ShardedBooks":
         """As ``Books.replay``: a whole source (a path: BinaryFILE, gzip, pcap; or a buffer) in
         bounded slices; returns self. The shard plan comes from the first slice."""
         replay(self, source, stop_after_ns=stop_after_ns, progress=progress, on_slice=on_slice,
-               capture_stats=capture_stats)
+               capture_stats=capture_stats, **options)
         return self
 
     @exclusive
@@ -584,6 +589,11 @@ class ShardedBooks:
     @exclusive
     def live_orders(self) -> int:
         return sum(b.live_orders() for b in self.shards)
+
+    @property
+    def hash_seed(self) -> np.uint64:
+        """The secret every shard's tables hash with (``Books(hash_seed=...)``)."""
+        return self.shards[0].hash_seed
 
     def prefault(self, wait: bool = False) -> bool:
         """As ``Books.prefault``, for every shard's tables (before a live feed's open)."""

@@ -57,7 +57,7 @@ def shape_options(fn):
                           "take the peak past it on a small day) [default: those alone, none resting]."),
         click.option("--depth", type=int, default=None,
                      help="Price levels on one side of the busiest book, 64 to 100,000 (the r-th busiest gets "
-                          "depth/r, none under 64) [default: whatever the flow makes, a few hundred]."),
+                          "depth/r, none under 64) [default: whatever the flow makes, a few dozen]."),
         click.option("--ref-span", type=Count(), default=None,
                      help="Order references spread over 1..N, interleaved ranges, not monotonic "
                           "[default: ranges 2**37 apart, up to ~1e12]."),

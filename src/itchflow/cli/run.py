@@ -33,7 +33,7 @@ LONG_PAUSE_SECONDS = 0.01  # a growth pause this long gets the hint to size the 
               help="Ring name or path (default: a private one in /dev/shm); removed at the end either way "
                    "(a consumer that joined keeps its mapping).")
 @click.option("--capacity", type=FEED_RING_CAPACITY, default=16 << 20, show_default=True,
-              help="Ring data bytes (a power of two).")
+              help="Ring data bytes (a power of two, at least 524,288).")
 @click.option("--batch-bytes", type=BYTES, default=64 << 10, show_default=True, help="Most message bytes per ring record.")
 @click.option("--rate", type=MESSAGE_RATE, default=None, help="Replay a file at this many messages/s (default: flat out).")
 @click.option("--pin", type=CPUS, default="", help="Producer,consumer CPUs, e.g. 0,1 (default: no pinning).")

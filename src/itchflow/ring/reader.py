@@ -314,8 +314,9 @@ class Reader:
 
     def read_batch(self, max_records: int | None = None, timeout: float | None = -1.0) -> Batch:
         """The next records (at least one unless the timeout passes: then an empty Batch).
-        timeout=-1 means the reader's default. Raises ProducerGone / EOFError (the producer
-        closed the ring and everything is read) / ConsumerDetached / RingFormatError."""
+        timeout=-1 means the reader's default. Raises RingClosed (an EOFError: the producer
+        closed the ring and everything is read) / ProducerGone / ConsumerDetached /
+        RingFormatError."""
         w = self._open_words()
         t = self.timeout_ns if timeout == -1.0 else timeout_ns(timeout)
         if self._joining:   # rare: the producer has yet to attach us (at its next publish)
