@@ -295,11 +295,7 @@ def listen(line_a, line_b, rerequest, out, ring_name, engine, ifname, queue, cpu
         report["engine_stats"] = res.engine_stats
     if ring_name:
         report["ring_detached"] = detached
-    if as_json:
-        click.echo(json.dumps(report, default=float))
-    else:
-        for k, v in report.items():
-            click.echo(f"{k:>22}: {v}")
+    _print_report(report, as_json, width=22)   # (its own loop printed numpy reprs: probe 57)
     _warn_engine(res.engine, res.engine_stats or {})
     _exit_if_interrupted(res)
     if res.end_contradicted:

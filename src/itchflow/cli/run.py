@@ -208,7 +208,12 @@ def sized_books(live_orders: int | None, trades: int | None):
     try:
         books = Books(live_orders, trades=trades)
     except MemoryError:
-        raise ValueError(f"{asked}: the books' tables cannot even be allocated on this machine") from None
+        import resource
+
+        limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+        where = ("on this machine" if limit == resource.RLIM_INFINITY else
+                 f"under this process's address-space limit (ulimit -v: {limit:,} bytes)")
+        raise ValueError(f"{asked}: the books' tables cannot even be allocated {where}") from None
     need, free = books.memory_bytes(), available_bytes()
     if free is not None and need > free:
         raise ValueError(f"{asked}: the books' tables would take {need / 2**30:,.1f} GiB, and this machine "

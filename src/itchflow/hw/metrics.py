@@ -77,5 +77,6 @@ def latency_summary(samples_ns: np.ndarray, count_key: str = "deliveries") -> di
     if len(samples_ns) == 0:
         return {count_key: 0, **{k: None for k in LATENCY_FIGURES}}
     q = np.percentile(samples_ns, [50, 90, 99, 99.9])
-    figures = [*(q / 1e3), float(samples_ns.max()) / 1e3]
+    figures = [*(float(v) / 1e3 for v in q), float(samples_ns.max()) / 1e3]   # (Python floats: a
+    # report printed "np.float64(19244.404)", probe 57)
     return {count_key: int(len(samples_ns)), **dict(zip(LATENCY_FIGURES, figures))}
