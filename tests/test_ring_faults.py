@@ -318,7 +318,7 @@ def test_another_users_ring_is_said_to_be_theirs_not_corrupt(ring_path, monkeypa
     with pytest.raises(PermissionError) as e:
         Ring.open(ring_path)
     owner = os.stat(ring_path).st_uid
-    assert f"the ring is another user's (" in str(e.value) and f"uid {owner}, mode 0600)" in str(e.value)
+    assert "the ring is another user's (" in str(e.value) and f"uid {owner}, mode 0600)" in str(e.value)
     assert "a ring is private to the user who made it" in str(e.value) and ring_path in str(e.value)
     r = CliRunner().invoke(main, ["ring", "ls", ring_path])
     assert r.exit_code == 1 and "another user's" in r.output and "CORRUPT" not in r.output, r.output
