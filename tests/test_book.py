@@ -749,6 +749,30 @@ def test_a_file_changed_since_a_stepped_replay_stopped_is_not_gone_on_with(tmp_p
     assert books.messages == held
 
 
+def test_a_step_of_a_replay_from_a_fifo_returns(tmp_path):
+    """Probe 60: the check that a stepped replay goes on in the same file opened the path again
+    when the step stopped: a FIFO whose writer had gone waited for ever there."""
+    import os
+    import threading
+
+    from itchflow.sim.generator import write_day
+
+    day = tmp_path / "day.itch"
+    write_day(str(day), 20_000, 5, stocks=10)
+    fifo = tmp_path / "feed"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_bytes(day.read_bytes()), daemon=True)
+    writer.start()
+    done = {}
+    past_the_end = 24 * 3600 * 10 ** 9   # the step reads the whole stream, and the writer is gone
+    stepper = threading.Thread(target=lambda: done.setdefault(
+        "stopped", Books().replay(str(fifo), stop_after_ns=past_the_end)), daemon=True)
+    stepper.start()
+    stepper.join(60)
+    assert not stepper.is_alive(), "the step did not return"
+    assert done["stopped"].messages == Books().replay(str(day)).messages
+
+
 def test_symbols_does_not_pick_one_of_two_locates_silently():
     """probe 20: books.symbols answered {'NEW': 4} for a symbol the directory gave two locates,
     where every query refuses it ("ask by locate")."""

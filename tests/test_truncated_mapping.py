@@ -290,3 +290,18 @@ def test_a_damaged_cached_handler_object_is_compiled_again(tmp_path, day, handle
     total, fault, unavailable = res.stdout.split()
     assert int(total) == sum(day[:100]) and int(fault) == PAGE and unavailable == "None"
     assert obj.read_bytes() == good                   # compiled again, and the file replaced
+
+
+def test_the_cached_handler_object_is_kept_private_whatever_the_umask(tmp_path, day, handler_cache):
+    """Probe 60: under umask 002 (the usual for users with groups of their own) the object was
+    written group-writable, which the load refuses: every run compiled it again and rewrote it."""
+    folder, obj, good = handler_cache
+    obj.unlink()
+    code = "import os\nos.umask(0o002)\n" + _GUARDED_READ
+    res = _run(code, _copy(day, tmp_path), folder)
+    assert res.returncode == 0, res.stderr
+    assert oct(obj.stat().st_mode & 0o777) == "0o600"
+    before = obj.stat().st_mtime_ns, obj.stat().st_ino
+    res = _run(code, _copy(day, tmp_path), folder)
+    assert res.returncode == 0, res.stderr
+    assert (obj.stat().st_mtime_ns, obj.stat().st_ino) == before    # loaded, not compiled and replaced

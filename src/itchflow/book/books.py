@@ -238,7 +238,7 @@ class Books:
         self.stopped_at_time = False   # the last apply stopped at its stop_after_ns
         self._prefault_on_apply = bool(prefault)
         self.prefault_started = False  # prefault() has been called (by apply, or by hand)
-        self._lock = new_lock()        # one thread at a time (``book.exclusive``)
+        self._lock = new_lock(self)    # one thread at a time (``book.exclusive``)
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
@@ -247,7 +247,7 @@ class Books:
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
-        self._lock = new_lock()
+        self._lock = new_lock(self)
 
     @property
     def order_words(self) -> np.ndarray:

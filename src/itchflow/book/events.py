@@ -147,10 +147,9 @@ class Events(np.ndarray):
     def __getitem__(self, key):
         # one field (``trades["price"]``) is a plain array: as an Events it had no symbol to convert
         # with, so its to_pandas() failed on None and its sum() was a 0-d Events (probe 59)
-        out = super().__getitem__(key)
-        if isinstance(out, Events) and out.dtype.names is None:
-            return out.view(np.ndarray)
-        return out
+        if type(key) is str:
+            return self.view(np.ndarray)[key]
+        return super().__getitem__(key)
 
     def to_arrow(self):
         """pyarrow.Table: symbol as text; trades get ``broken``; one-byte codes become text."""

@@ -8,68 +8,37 @@ the call in progress (an ``apply`` slice, a whole ``replay``, a query) and sees 
 between calls. Re-entrant: ``on_slice`` and ``on_bytes`` callbacks of a replay may query the
 books they are called with.
 
-First come, first served: with Python's own locks a thread that releases and asks again at
-once gets the lock back before a woken waiter runs, so a thread querying in a loop kept a
-feeding thread waiting for seconds.
+A plain ``threading.RLock``: taken and given back in about 0.1 us, where a first-come lock
+written in Python cost 1-2 us on every call (probe 60: ``live_orders()`` 0.15 -> 1.10 us).
+
+A process forked while another thread held the lock (multiprocessing's fork start method
+with a thread feeding the books) would wait for ever on its first call for a thread it does
+not have: the child gives every books' lock a new one (``os.register_at_fork``).
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import threading
-from collections import deque
+import weakref
+
+_HOLDERS: "weakref.WeakSet" = weakref.WeakSet()   # objects with a ``_lock`` of this module's
 
 
-class FairLock:
-    """A re-entrant lock handed to its waiters in the order they asked."""
-
-    _HANDED = object()   # owner while the lock passes to the next waiter
-
-    def __init__(self) -> None:
-        self._mutex = threading.Lock()
-        self._owner = None
-        self._depth = 0
-        self._waiting: deque[threading.Lock] = deque()   # one closed gate a waiter, in order
-
-    def __enter__(self) -> None:
-        me = threading.get_ident()
-        with self._mutex:
-            if self._owner == me:
-                self._depth += 1
-                return
-            if self._owner is None:
-                self._owner, self._depth = me, 1
-                return
-            gate = threading.Lock()
-            gate.acquire()
-            self._waiting.append(gate)
-        try:
-            gate.acquire()   # opened by the holder's __exit__, which hands the lock over
-        except BaseException:   # (a Ctrl-C while waiting): leave the queue, or pass the lock on
-            with self._mutex:
-                if gate in self._waiting:
-                    self._waiting.remove(gate)
-                    raise
-            self._owner, self._depth = me, 1
-            self.__exit__()
-            raise
-        with self._mutex:
-            self._owner, self._depth = me, 1
-
-    def __exit__(self, *exc) -> None:
-        with self._mutex:
-            self._depth -= 1
-            if self._depth:
-                return
-            if self._waiting:
-                self._owner = self._HANDED
-                self._waiting.popleft().release()
-            else:
-                self._owner = None
+def new_lock(holder) -> threading.RLock:
+    """A lock for ``holder`` (kept as its ``_lock``), renewed in a forked child."""
+    _HOLDERS.add(holder)
+    return threading.RLock()
 
 
-def new_lock() -> FairLock:
-    return FairLock()
+def _renew_after_fork() -> None:
+    for holder in list(_HOLDERS):
+        holder._lock = threading.RLock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_renew_after_fork)
 
 
 def exclusive(method):

@@ -130,7 +130,11 @@ def _file_identity(path: str) -> tuple | None:
     import hashlib
     import os
 
+    import stat
+
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):   # a FIFO: opening it again waited for ever (probe 60)
+            return None
         with open(path, "rb") as f:
             st = os.fstat(f.fileno())
             head = f.read(HEAD_BYTES)

@@ -301,7 +301,7 @@ class ShardedBooks:
         far_table = whole(far_table, "far_table (rows)", 0, INT64_MAX)
         self.threads = threads
         self.n_shards = shards
-        self._lock = new_lock()   # one thread at a time (``book.exclusive``); the shards have their own
+        self._lock = new_lock(self)   # one thread at a time (``book.exclusive``); the shards have their own
         # Each thread on a core of its own (when there are enough): left to the scheduler,
         # the two threads of a 2-core machine now and then share a core or swap cores, and
         # each swap costs the thread its warm L1/L2 (measured: unpinned, books on two threads

@@ -171,7 +171,10 @@ def _object_cache(llvm):
             return
         try:
             tmp = f"{path}.{os.getpid()}.tmp"
-            with open(tmp, "wb") as f:
+            # 0600 whatever the umask: the load refuses a file others may write (under umask 002,
+            # the usual for users with groups of their own, every run compiled it again: probe 60)
+            with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
+                os.fchmod(f.fileno(), 0o600)
                 f.write(code + hashlib.sha256(code).digest())
             os.replace(tmp, path)   # whole or not at all: another process may be loading it
         except OSError:
