@@ -256,13 +256,13 @@ class Books:
 
     # ---- feeding -------------------------------------------------------------------------
 
-    @exclusive
     def replay(self, source, *, stop_after_ns: int | None = None, progress=None, on_slice=None,
                capture_stats: dict | None = None, **options) -> "Books":
         """Apply a whole source (a path: BinaryFILE, gzip, pcap; or a buffer) in bounded slices;
         returns self. See ``itchflow.replay`` (the same, returning whether it stopped at
         stop_after_ns), whose other keywords (slice_bytes, on_bytes, renumber) it takes too;
-        on_slice(books) after every slice is where to drain events."""
+        on_slice(books) after every slice is where to drain events. (``replay`` takes the
+        books' lock itself.)"""
         replay(self, source, stop_after_ns=stop_after_ns, progress=progress, on_slice=on_slice,
                capture_stats=capture_stats, **options)
         return self

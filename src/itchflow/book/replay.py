@@ -129,7 +129,6 @@ def _file_identity(path: str) -> tuple | None:
     digest of its first HEAD_BYTES (a file appended to since, as a live day is, is the same)."""
     import hashlib
     import os
-
     import stat
 
     try:

@@ -58,7 +58,7 @@ import numpy as np
 from numba import njit
 
 from itchflow.book import layout as L
-from itchflow.arguments import INT64_MAX, MAX_ROWS, UINT64_MAX, optional_whole, whole
+from itchflow.arguments import INT64_MAX, MAX_ROWS, optional_whole, whole
 from itchflow.book.books import (DEFAULT_TABLE, Books, growth_summary, is_one_symbol, numbered_by, sequence_at,
                                  symbol_list, tops_digest)
 from itchflow.book.events import Events
@@ -319,8 +319,8 @@ class ShardedBooks:
         if table is None and capacity is None:  # the one-thread default, split
             table = DEFAULT_TABLE
         far_part = -(-max(0, int(far_table)) // shards)  # 0 stays 0: never
-        hash_seed = optional_whole(hash_seed, "hash_seed", 0, UINT64_MAX)
-        if hash_seed is None:   # one secret for every shard, drawn here: ``hash_seed`` tells it
+        if hash_seed is None:   # one secret for every shard, drawn here: ``hash_seed`` tells it (each
+            # shard's Books checks a given one)
             import secrets
 
             hash_seed = secrets.randbits(64)
@@ -396,11 +396,11 @@ class ShardedBooks:
 
     # ---- feeding -------------------------------------------------------------------------
 
-    @exclusive
     def replay(self, source, *, stop_after_ns: int | None = None, progress=None, on_slice=None,
                capture_stats: dict | None = None, **options) -> "ShardedBooks":
         """As ``Books.replay``: a whole source (a path: BinaryFILE, gzip, pcap; or a buffer) in
-        bounded slices; returns self. The shard plan comes from the first slice."""
+        bounded slices; returns self. The shard plan comes from the first slice. (``replay``
+        takes the books' lock itself.)"""
         replay(self, source, stop_after_ns=stop_after_ns, progress=progress, on_slice=on_slice,
                capture_stats=capture_stats, **options)
         return self
